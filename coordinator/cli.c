@@ -1,0 +1,66 @@
+#include "coordinator/cli.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/qd_common.h"
+
+static const qd_command g_commands[] = {
+    {"inspect", "describe a checkpoint (safetensors file or directory) or a qdist model", qd_cmd_inspect},
+};
+
+int qd_cli_is_root(MPI_Comm comm) {
+    int rank = 0;
+    MPI_Comm_rank(comm, &rank);
+    return rank == 0;
+}
+
+int qd_cli_usage_error(MPI_Comm comm, const char *cmd, const char *fmt, ...) {
+    if (qd_cli_is_root(comm)) {
+        va_list ap;
+        fprintf(stderr, "qdist%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fprintf(stderr, "\nTry 'qdist%s%s --help'.\n", cmd ? " " : "", cmd ? cmd : "");
+    }
+    return QD_EXIT_USAGE;
+}
+
+static void print_help(FILE *f) {
+    fprintf(f,
+            "qdist %s — quantize transformer checkpoints (BERT, ViT) to INT8/INT4 across MPI ranks\n"
+            "\n"
+            "Usage: [mpirun -n N] qdist <command> [options]\n"
+            "\n"
+            "Commands:\n",
+            QD_VERSION);
+    for (size_t i = 0; i < QD_ARRAY_LEN(g_commands); i++)
+        fprintf(f, "  %-10s %s\n", g_commands[i].name, g_commands[i].summary);
+    fprintf(f,
+            "\n"
+            "Options:\n"
+            "  -h, --help     this text; 'qdist <command> --help' for a command's options\n"
+            "  -V, --version  print the version\n");
+}
+
+int qd_cli_run(int argc, char **argv, MPI_Comm comm) {
+    if (argc < 2) {
+        if (qd_cli_is_root(comm)) print_help(stderr);
+        return QD_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        if (qd_cli_is_root(comm)) print_help(stdout);
+        return QD_EXIT_OK;
+    }
+    if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version")) {
+        if (qd_cli_is_root(comm)) printf("qdist %s\n", QD_VERSION);
+        return QD_EXIT_OK;
+    }
+    for (size_t i = 0; i < QD_ARRAY_LEN(g_commands); i++)
+        if (!strcmp(cmd, g_commands[i].name)) return g_commands[i].run(argc - 1, argv + 1, comm);
+    if (cmd[0] == '-') return qd_cli_usage_error(comm, NULL, "unknown option '%s'", cmd);
+    return qd_cli_usage_error(comm, NULL, "unknown command '%s'", cmd);
+}
