@@ -61,6 +61,26 @@ typedef struct {
 static inline int qd_maxq(int bits) { return (1 << bits) - 1; }
 static inline int qd_valid_bits(int bits) { return bits >= 2 && bits <= 8; }
 
+/* Quantize one value: q = clamp(rint(x / scale) + zero, 0, maxq). rintf rounds half to even. */
+static inline int qd_quantize1(float x, float scale, int32_t zero, int maxq) {
+    float q = __builtin_rintf(x / scale) + (float)zero;
+    return q < 0.0f ? 0 : q > (float)maxq ? maxq : (int)q;
+}
+static inline float qd_dequantize1(int q, float scale, int32_t zero) {
+    return scale * (float)(q - zero);
+}
+
+/* (scale, zero) of each of `rows` rows of the block x[r*ld + c], c in [0, n), exactly as the GPTQ
+ * reference's find_params (min/max widened to include 0; all-zero -> [-1, 1]; symmetric zero =
+ * 2^(bits-1)), optionally refined by the clipping search. Writes scale[r*sstride], zero[r*sstride].
+ * Constant rows reconstruct exactly. Inputs must be finite (callers check with
+ * qd_check_finite). */
+void qd_find_params_rows(const float *x, int64_t rows, int64_t n, int64_t ld, int bits, int sym,
+                         const qd_clip_opts *clip, float *scale, int32_t *zero, int64_t sstride);
+
+/* QD_OK, or QD_ENONFINITE with qd_errmsg() naming `what` and the [row, col] of the first NaN/Inf. */
+int qd_check_finite(const float *x, int64_t rows, int64_t cols, const char *what);
+
 int qd_qparams_alloc(qd_qparams *p, int64_t rows, int64_t cols, const qd_qscheme *s);
 void qd_qparams_free(qd_qparams *p);
 
