@@ -8,6 +8,13 @@
 
 static const qd_command g_commands[] = {
     {"inspect", "describe a checkpoint (safetensors file or directory) or a qdist model", qd_cmd_inspect},
+    {"serve", "run as a service: take jobs over ZeroMQ, one at a time, on all ranks", qd_cmd_serve},
+    {"submit", "send a job to a running service", qd_cmd_submit},
+    {"status", "show the state of a service's jobs", qd_cmd_status},
+    {"cancel", "cancel a queued or running job of a service", qd_cmd_cancel},
+    {"shutdown", "stop a service (drain the queue, or --finish)", qd_cmd_shutdown},
+    {"watch", "follow a job's progress events (progress bar with ETA)", qd_cmd_watch},
+    {"keygen", "write a CURVE key pair for an encrypted service", qd_cmd_keygen},
 };
 
 int qd_cli_is_root(MPI_Comm comm) {

@@ -27,6 +27,13 @@ int qd_cli_run(int argc, char **argv, MPI_Comm comm);
 
 /* Commands (coordinator/cmd_*.c). */
 int qd_cmd_inspect(int argc, char **argv, MPI_Comm comm);
+int qd_cmd_serve(int argc, char **argv, MPI_Comm comm);
+int qd_cmd_submit(int argc, char **argv, MPI_Comm comm);
+int qd_cmd_status(int argc, char **argv, MPI_Comm comm);
+int qd_cmd_cancel(int argc, char **argv, MPI_Comm comm);
+int qd_cmd_shutdown(int argc, char **argv, MPI_Comm comm);
+int qd_cmd_watch(int argc, char **argv, MPI_Comm comm);
+int qd_cmd_keygen(int argc, char **argv, MPI_Comm comm);
 
 /* Usage error helper: prints "qdist CMD: message" and "Try 'qdist CMD --help'." on rank 0. */
 int qd_cli_usage_error(MPI_Comm comm, const char *cmd, const char *fmt, ...)
