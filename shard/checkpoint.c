@@ -1,0 +1,616 @@
+/* shard/checkpoint.c — a checkpoint (one safetensors file or a sharded set) as a table of
+ * tensors sorted by name. Headers are read with pread and validated at open; data files are
+ * mmapped read-only on first use. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "shard/safetensors.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the safetensors reader assumes a little-endian host"
+#endif
+
+#define QD_INDEX_NAME "model.safetensors.index.json"
+#define QD_SINGLE_NAME "model.safetensors"
+#define QD_MAX_INDEX_BYTES (256u << 20)
+
+typedef struct {
+    int fd;
+    const unsigned char *map;   /* whole file, PROT_READ, or NULL until first use */
+    size_t maplen;
+} qd_st_map;
+
+struct qd_checkpoint {
+    char *dir;
+    int nfiles;
+    qd_st_file *files;          /* [nfiles] */
+    qd_st_map *maps;            /* [nfiles] */
+    int ntensors;
+    qd_tensor_info *tensors;    /* [ntensors], sorted by name */
+    pthread_mutex_t lock;       /* guards lazy mapping */
+};
+
+/* ---- small helpers ------------------------------------------------------------------------- */
+
+static char *path_join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = malloc(a + b + 2);
+    if (!p) return NULL;
+    memcpy(p, dir, a);
+    size_t k = a;
+    if (a && dir[a - 1] != '/') p[k++] = '/';
+    memcpy(p + k, name, b + 1);
+    return p;
+}
+
+static char *path_dirname(const char *path) {
+    const char *s = strrchr(path, '/');
+    if (!s) return strdup(".");
+    if (s == path) return strdup("/");
+    size_t n = (size_t)(s - path);
+    char *d = malloc(n + 1);
+    if (!d) return NULL;
+    memcpy(d, path, n);
+    d[n] = 0;
+    return d;
+}
+
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+static int is_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int open_error(const char *path, int err) {
+    if (err == ENOENT || err == ENOTDIR)
+        return qd_err_set(QD_ENOENT, "%s: no such file", path);
+    return qd_err_set(QD_EIO, "%s: cannot open: %s", path, strerror(err));
+}
+
+static int pread_full(int fd, void *buf, size_t n, off_t off) {
+    unsigned char *p = buf;
+    while (n) {
+        ssize_t r = pread(fd, p, n, off);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (r == 0) return -2;  /* file shrank */
+        p += r;
+        n -= (size_t)r;
+        off += r;
+    }
+    return 0;
+}
+
+static int sha256(const unsigned char *buf, size_t n, unsigned char out[32]) {
+    unsigned int len = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
+             EVP_DigestUpdate(ctx, buf, n) && EVP_DigestFinal_ex(ctx, out, &len) && len == 32;
+    EVP_MD_CTX_free(ctx);
+    return ok ? 0 : -1;
+}
+
+/* ---- one file ------------------------------------------------------------------------------ */
+
+/* Open, read and validate one safetensors file. On success fills *f and *m (fd kept open for the
+ * lazy mapping) and returns its tensors (file_index = fidx). */
+static int load_file(const char *path, int fidx, qd_st_file *f, qd_st_map *m,
+                     qd_tensor_info **tensors, int *nt) {
+    memset(f, 0, sizeof *f);
+    m->fd = -1;
+    m->map = NULL;
+    m->maplen = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return open_error(path, errno);
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return qd_err_set(QD_EIO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return qd_err_set(QD_EIO, "%s: not a regular file", path);
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    unsigned char head[8];
+    if (size < 8) {
+        close(fd);
+        return qd_err_set(QD_EFORMAT, "%s: file truncated: %llu bytes, the header length alone "
+                          "needs 8", path, (unsigned long long)size);
+    }
+    if (pread_full(fd, head, 8, 0) != 0) {
+        close(fd);
+        return qd_err_set(QD_EIO, "%s: cannot read the header length", path);
+    }
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = (n << 8) | head[i];
+    if (n > QD_ST_MAX_HEADER || n > size - 8) {
+        close(fd);   /* let the parser word the error */
+        return qd_st_parse_header(path, head, 8, size, NULL, NULL, NULL, NULL);
+    }
+    unsigned char *buf = malloc((size_t)n + 8);
+    if (!buf) {
+        close(fd);
+        return qd_err_set(QD_ENOMEM, "%s: out of memory for a %llu-byte header", path,
+                          (unsigned long long)n);
+    }
+    if (pread_full(fd, buf, (size_t)n + 8, 0) != 0) {
+        free(buf);
+        close(fd);
+        return qd_err_set(QD_EIO, "%s: cannot read the %llu-byte header", path,
+                          (unsigned long long)n);
+    }
+    char *meta = NULL;
+    uint64_t hl = 0;
+    int rc = qd_st_parse_header(path, buf, (size_t)n + 8, size, tensors, nt, &meta, &hl);
+    if (rc == QD_OK && sha256(buf, (size_t)n + 8, f->header_sha256) != 0)
+        rc = qd_err_set(QD_EIO, "%s: SHA-256 of the header failed", path);
+    free(buf);
+    if (rc != QD_OK) {
+        close(fd);
+        return rc;
+    }
+    for (int i = 0; i < *nt; i++) (*tensors)[i].file_index = fidx;
+    f->path = strdup(path);
+    f->size = size;
+    f->header_len = hl;
+    f->metadata_json = meta;
+    m->fd = fd;
+    if (!f->path) {
+        qd_st_free_tensors(*tensors, *nt);
+        *tensors = NULL;
+        free(meta);
+        f->metadata_json = NULL;
+        close(fd);
+        m->fd = -1;
+        return qd_err_set(QD_ENOMEM, "%s: out of memory", path);
+    }
+    return QD_OK;
+}
+
+/* ---- checkpoint ---------------------------------------------------------------------------- */
+
+static qd_checkpoint *ckpt_new(int nfiles) {
+    qd_checkpoint *ck = calloc(1, sizeof *ck);
+    if (!ck) return NULL;
+    ck->files = calloc((size_t)nfiles, sizeof *ck->files);
+    ck->maps = calloc((size_t)nfiles, sizeof *ck->maps);
+    if (!ck->files || !ck->maps) {
+        free(ck->files);
+        free(ck->maps);
+        free(ck);
+        return NULL;
+    }
+    for (int i = 0; i < nfiles; i++) ck->maps[i].fd = -1;
+    pthread_mutex_init(&ck->lock, NULL);
+    return ck;
+}
+
+void qd_ckpt_close(qd_checkpoint *ck) {
+    if (!ck) return;
+    for (int i = 0; i < ck->nfiles; i++) {
+        if (ck->maps[i].map) munmap((void *)ck->maps[i].map, ck->maps[i].maplen);
+        if (ck->maps[i].fd >= 0) close(ck->maps[i].fd);
+        free(ck->files[i].path);
+        free(ck->files[i].metadata_json);
+    }
+    qd_st_free_tensors(ck->tensors, ck->ntensors);
+    free(ck->files);
+    free(ck->maps);
+    free(ck->dir);
+    pthread_mutex_destroy(&ck->lock);
+    free(ck);
+}
+
+static int open_single(const char *path, qd_checkpoint **out) {
+    qd_checkpoint *ck = ckpt_new(1);
+    if (!ck) return qd_err_set(QD_ENOMEM, "%s: out of memory", path);
+    int rc = load_file(path, 0, &ck->files[0], &ck->maps[0], &ck->tensors, &ck->ntensors);
+    if (rc != QD_OK) {
+        qd_ckpt_close(ck);
+        return rc;
+    }
+    ck->nfiles = 1;
+    ck->dir = path_dirname(path);
+    if (!ck->dir) {
+        qd_ckpt_close(ck);
+        return qd_err_set(QD_ENOMEM, "%s: out of memory", path);
+    }
+    *out = ck;
+    return QD_OK;
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int cmp_name_ti(const void *a, const void *b) {
+    return strcmp(((const qd_tensor_info *)a)->name, ((const qd_tensor_info *)b)->name);
+}
+
+typedef struct {
+    const char *tensor;
+    const char *file;
+} wm_entry;
+
+static int cmp_wm(const void *a, const void *b) {
+    return strcmp(((const wm_entry *)a)->tensor, ((const wm_entry *)b)->tensor);
+}
+
+/* A shard file name from an index: relative, no ".." component. */
+static int safe_rel_name(const char *s) {
+    if (!*s || s[0] == '/') return 0;
+    const char *p = s;
+    while (*p) {
+        const char *e = strchr(p, '/');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n == 2 && p[0] == '.' && p[1] == '.') return 0;
+        if (!e) break;
+        p = e + 1;
+    }
+    return 1;
+}
+
+static int read_small_file(const char *path, char **out, size_t *len) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return open_error(path, errno);
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return qd_err_set(QD_EIO, "%s: not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > QD_MAX_INDEX_BYTES) {
+        close(fd);
+        return qd_err_set(QD_EFORMAT, "%s: %llu bytes, too large for an index", path,
+                          (unsigned long long)st.st_size);
+    }
+    char *buf = malloc((size_t)st.st_size + 1);
+    if (!buf) {
+        close(fd);
+        return qd_err_set(QD_ENOMEM, "%s: out of memory", path);
+    }
+    if (pread_full(fd, buf, (size_t)st.st_size, 0) != 0) {
+        free(buf);
+        close(fd);
+        return qd_err_set(QD_EIO, "%s: read failed", path);
+    }
+    close(fd);
+    buf[st.st_size] = 0;
+    *out = buf;
+    *len = (size_t)st.st_size;
+    return QD_OK;
+}
+
+static int open_index(const char *ipath, qd_checkpoint **out) {
+    char *text = NULL;
+    size_t len = 0;
+    int rc = read_small_file(ipath, &text, &len);
+    if (rc) return rc;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!root) return qd_err_set(QD_EFORMAT, "%s: not valid JSON", ipath);
+
+    qd_checkpoint *ck = NULL;
+    wm_entry *wm = NULL;
+    char **files = NULL;
+    int nwm = 0, nfiles = 0;
+    char *dir = path_dirname(ipath);
+    const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    if (!dir) {
+        rc = qd_err_set(QD_ENOMEM, "%s: out of memory", ipath);
+        goto fail;
+    }
+    if (!cJSON_IsObject(root) || !cJSON_IsObject(map)) {
+        rc = qd_err_set(QD_EFORMAT, "%s: no \"weight_map\" object", ipath);
+        goto fail;
+    }
+    for (const cJSON *c = map->child; c; c = c->next) nwm++;
+    wm = calloc((size_t)nwm + 1, sizeof *wm);
+    files = calloc((size_t)nwm + 1, sizeof *files);
+    if (!wm || !files) {
+        rc = qd_err_set(QD_ENOMEM, "%s: out of memory", ipath);
+        goto fail;
+    }
+    int k = 0;
+    for (const cJSON *c = map->child; c; c = c->next, k++) {
+        const char *tn = c->string ? c->string : "";
+        if (!cJSON_IsString(c) || !c->valuestring || !safe_rel_name(c->valuestring)) {
+            rc = qd_err_set(QD_EFORMAT, "%s: tensor '%s': weight_map value is not a relative "
+                            "file name", ipath, tn);
+            goto fail;
+        }
+        wm[k].tensor = tn;
+        wm[k].file = c->valuestring;
+        files[k] = c->valuestring;
+    }
+    qsort(wm, (size_t)nwm, sizeof *wm, cmp_wm);
+    for (int i = 1; i < nwm; i++) {
+        if (!strcmp(wm[i - 1].tensor, wm[i].tensor)) {
+            rc = qd_err_set(QD_EFORMAT, "%s: tensor '%s': listed twice in weight_map", ipath,
+                            wm[i].tensor);
+            goto fail;
+        }
+    }
+    /* distinct shard files, in name order (the same on every rank) */
+    qsort(files, (size_t)nwm, sizeof *files, cmp_str);
+    for (int i = 0; i < nwm; i++)
+        if (!nfiles || strcmp(files[nfiles - 1], files[i])) files[nfiles++] = files[i];
+    if (nfiles == 0) {
+        rc = qd_err_set(QD_EFORMAT, "%s: weight_map is empty", ipath);
+        goto fail;
+    }
+    ck = ckpt_new(nfiles);
+    if (!ck) {
+        rc = qd_err_set(QD_ENOMEM, "%s: out of memory", ipath);
+        goto fail;
+    }
+    qd_tensor_info **ft = calloc((size_t)nfiles, sizeof *ft);
+    int *fn = calloc((size_t)nfiles, sizeof *fn);
+    int total = 0;
+    if (!ft || !fn) {
+        free(ft);
+        free(fn);
+        rc = qd_err_set(QD_ENOMEM, "%s: out of memory", ipath);
+        goto fail;
+    }
+    for (int i = 0; i < nfiles && rc == QD_OK; i++) {
+        char *sp = path_join(dir, files[i]);
+        if (!sp) {
+            rc = qd_err_set(QD_ENOMEM, "%s: out of memory", ipath);
+            break;
+        }
+        rc = load_file(sp, i, &ck->files[i], &ck->maps[i], &ft[i], &fn[i]);
+        if (rc == QD_OK) {
+            ck->nfiles = i + 1;
+            total += fn[i];
+        } else if (rc == QD_ENOENT) {
+            const char *who = "?";
+            for (int j = 0; j < nwm; j++)
+                if (!strcmp(wm[j].file, files[i])) { who = wm[j].tensor; break; }
+            rc = qd_err_set(QD_ENOENT, "%s: tensor '%s': shard file '%s' does not exist", ipath,
+                            who, sp);
+        }
+        free(sp);
+    }
+    if (rc == QD_OK) {
+        ck->tensors = calloc((size_t)total + 1, sizeof *ck->tensors);
+        if (!ck->tensors) rc = qd_err_set(QD_ENOMEM, "%s: out of memory", ipath);
+    }
+    /* Every shard tensor must be in the index and mapped to its own shard. Ownership of the
+     * names moves into ck->tensors as they are merged. */
+    for (int i = 0; i < nfiles; i++) {
+        for (int j = 0; j < fn[i]; j++) {
+            qd_tensor_info *t = &ft[i][j];
+            if (rc == QD_OK) {
+                wm_entry key = {.tensor = t->name};
+                const wm_entry *e = bsearch(&key, wm, (size_t)nwm, sizeof *wm, cmp_wm);
+                if (!e)
+                    rc = qd_err_set(QD_EFORMAT, "%s: tensor '%s': in shard '%s' but not in the "
+                                    "index's weight_map", ipath, t->name, files[i]);
+                else if (strcmp(e->file, files[i]))
+                    rc = qd_err_set(QD_EFORMAT, "%s: tensor '%s': found in shard '%s' but the "
+                                    "index maps it to '%s'", ipath, t->name, files[i], e->file);
+            }
+            if (rc == QD_OK) {
+                ck->tensors[ck->ntensors++] = *t;
+                t->name = NULL;
+            }
+        }
+        qd_st_free_tensors(ft[i], fn[i]);
+    }
+    free(ft);
+    free(fn);
+    if (rc == QD_OK) {
+        qsort(ck->tensors, (size_t)ck->ntensors, sizeof *ck->tensors, cmp_name_ti);
+        /* all shard tensors are in the map (checked) and names are unique within a shard; a name
+         * in two shards maps to only one of them (checked) -> tensors are unique, and every
+         * index entry must have been found */
+        if (ck->ntensors != nwm) {
+            for (int i = 0; i < nwm; i++) {
+                if (qd_ckpt_find(ck, wm[i].tensor) < 0) {
+                    rc = qd_err_set(QD_EFORMAT, "%s: tensor '%s': the index maps it to shard "
+                                    "'%s', which does not contain it", ipath, wm[i].tensor,
+                                    wm[i].file);
+                    break;
+                }
+            }
+            if (rc == QD_OK)
+                rc = qd_err_set(QD_EFORMAT, "%s: %d tensors in the shards but %d in the index",
+                                ipath, ck->ntensors, nwm);
+        }
+    }
+    if (rc != QD_OK) goto fail;
+    ck->dir = dir;
+    dir = NULL;
+    free(wm);
+    free(files);
+    cJSON_Delete(root);
+    *out = ck;
+    return QD_OK;
+fail:
+    qd_ckpt_close(ck);
+    free(wm);
+    free(files);
+    free(dir);
+    cJSON_Delete(root);
+    return rc;
+}
+
+int qd_ckpt_open(const char *path, qd_checkpoint **out) {
+    if (!path || !out) return qd_err_set(QD_EINVAL, "qd_ckpt_open: NULL argument");
+    *out = NULL;
+    struct stat st;
+    if (stat(path, &st) != 0) return open_error(path, errno);
+    if (S_ISDIR(st.st_mode)) {
+        char *ip = path_join(path, QD_INDEX_NAME);
+        char *sp = path_join(path, QD_SINGLE_NAME);
+        int rc;
+        if (!ip || !sp) rc = qd_err_set(QD_ENOMEM, "%s: out of memory", path);
+        else if (is_file(ip)) rc = open_index(ip, out);
+        else if (is_file(sp)) rc = open_single(sp, out);
+        else rc = qd_err_set(QD_ENOENT, "%s: directory holds neither " QD_SINGLE_NAME " nor "
+                             QD_INDEX_NAME, path);
+        free(ip);
+        free(sp);
+        return rc;
+    }
+    if (ends_with(path, ".json")) return open_index(path, out);
+    return open_single(path, out);
+}
+
+const char *qd_ckpt_dir(const qd_checkpoint *ck) { return ck->dir; }
+int qd_ckpt_num_files(const qd_checkpoint *ck) { return ck->nfiles; }
+
+const qd_st_file *qd_ckpt_file(const qd_checkpoint *ck, int i) {
+    QD_ASSERT(i >= 0 && i < ck->nfiles);
+    return &ck->files[i];
+}
+
+int qd_ckpt_num_tensors(const qd_checkpoint *ck) { return ck->ntensors; }
+
+const qd_tensor_info *qd_ckpt_tensor(const qd_checkpoint *ck, int i) {
+    QD_ASSERT(i >= 0 && i < ck->ntensors);
+    return &ck->tensors[i];
+}
+
+int qd_ckpt_find(const qd_checkpoint *ck, const char *name) {
+    int lo = 0, hi = ck->ntensors - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2;
+        int c = strcmp(ck->tensors[mid].name, name);
+        if (c == 0) return mid;
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
+static int map_file(qd_checkpoint *ck, int f) {
+    int rc = QD_OK;
+    pthread_mutex_lock(&ck->lock);
+    qd_st_map *m = &ck->maps[f];
+    if (!m->map) {
+        size_t len = (size_t)ck->files[f].size;
+        struct stat st;
+        if (fstat(m->fd, &st) != 0 || (uint64_t)st.st_size != ck->files[f].size) {
+            rc = qd_err_set(QD_EIO, "%s: file changed size since it was opened",
+                            ck->files[f].path);
+        } else {
+            void *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, m->fd, 0);
+            if (p == MAP_FAILED)
+                rc = qd_err_set(QD_EIO, "%s: mmap of %zu bytes failed: %s", ck->files[f].path,
+                                len, strerror(errno));
+            else {
+                m->map = p;
+                m->maplen = len;
+            }
+        }
+    }
+    pthread_mutex_unlock(&ck->lock);
+    return rc;
+}
+
+int qd_ckpt_raw(qd_checkpoint *ck, int i, const void **data) {
+    QD_ASSERT(i >= 0 && i < ck->ntensors);
+    const qd_tensor_info *t = &ck->tensors[i];
+    int rc = map_file(ck, t->file_index);
+    if (rc) return rc;
+    const qd_st_map *m = &ck->maps[t->file_index];
+    QD_ASSERT(t->offset <= m->maplen && t->nbytes <= m->maplen - t->offset);
+    *data = m->map + t->offset;
+    return QD_OK;
+}
+
+/* Convert n elements starting at element e0 of a float-like tensor to F32. */
+static void convert_f32(qd_dtype dt, const unsigned char *src, uint64_t e0, size_t n, float *dst) {
+    switch (dt) {
+    case QD_DT_F32:
+        memcpy(dst, src + e0 * 4, n * 4);
+        break;
+    case QD_DT_F16:
+    case QD_DT_BF16: {
+        const unsigned char *p = src + e0 * 2;
+        for (size_t k = 0; k < n; k++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * k, 2);
+            dst[k] = dt == QD_DT_F16 ? qd_f16_to_f32(h) : qd_bf16_to_f32(h);
+        }
+        break;
+    }
+    case QD_DT_F64: {
+        const unsigned char *p = src + e0 * 8;
+        for (size_t k = 0; k < n; k++) {
+            double d;
+            memcpy(&d, p + 8 * k, 8);
+            dst[k] = (float)d;
+        }
+        break;
+    }
+    default:
+        QD_ASSERT(!"not a float dtype");
+    }
+}
+
+int qd_ckpt_read_f32(qd_checkpoint *ck, int i, const float **data, int *owned) {
+    QD_ASSERT(i >= 0 && i < ck->ntensors);
+    const qd_tensor_info *t = &ck->tensors[i];
+    *data = NULL;
+    *owned = 0;
+    if (!t->float_like)
+        return qd_err_set(QD_EDTYPE, "%s: tensor '%s': dtype %s cannot be read as F32",
+                          ck->files[t->file_index].path, t->name, qd_dtype_name(t->dtype));
+    const void *raw;
+    int rc = qd_ckpt_raw(ck, i, &raw);
+    if (rc) return rc;
+    if (t->dtype == QD_DT_F32 && ((uintptr_t)raw % _Alignof(float)) == 0) {
+        *data = raw;
+        return QD_OK;
+    }
+    if (t->numel > SIZE_MAX / sizeof(float))
+        return qd_err_set(QD_ENOMEM, "%s: tensor '%s': too large", ck->files[t->file_index].path,
+                          t->name);
+    float *buf = malloc(t->numel ? (size_t)t->numel * sizeof(float) : 1);
+    if (!buf)
+        return qd_err_set(QD_ENOMEM, "%s: tensor '%s': out of memory for %llu floats",
+                          ck->files[t->file_index].path, t->name, (unsigned long long)t->numel);
+    convert_f32(t->dtype, raw, 0, (size_t)t->numel, buf);
+    *data = buf;
+    *owned = 1;
+    return QD_OK;
+}
+
+int qd_ckpt_read_rows_f32(qd_checkpoint *ck, int i, int64_t row0, int64_t nrows, float *dst) {
+    QD_ASSERT(i >= 0 && i < ck->ntensors);
+    const qd_tensor_info *t = &ck->tensors[i];
+    const char *fp = ck->files[t->file_index].path;
+    if (!t->float_like)
+        return qd_err_set(QD_EDTYPE, "%s: tensor '%s': dtype %s cannot be read as F32", fp,
+                          t->name, qd_dtype_name(t->dtype));
+    int64_t rows = t->ndim > 0 ? t->shape[0] : 1;
+    uint64_t cols = rows > 0 ? t->numel / (uint64_t)rows : 0;
+    if (row0 < 0 || nrows < 0 || row0 > rows || nrows > rows - row0)
+        return qd_err_set(QD_EINVAL, "%s: tensor '%s': rows [%lld, %lld) outside [0, %lld)", fp,
+                          t->name, (long long)row0, (long long)(row0 + nrows), (long long)rows);
+    if (nrows == 0 || cols == 0) return QD_OK;
+    const void *raw;
+    int rc = qd_ckpt_raw(ck, i, &raw);
+    if (rc) return rc;
+    convert_f32(t->dtype, raw, (uint64_t)row0 * cols, (size_t)((uint64_t)nrows * cols), dst);
+    return QD_OK;
+}
