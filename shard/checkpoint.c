@@ -115,7 +115,7 @@ static int load_file(const char *path, int fidx, qd_st_file *f, qd_st_map *m,
     m->fd = -1;
     m->map = NULL;
     m->maplen = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block open() */
     if (fd < 0) return open_error(path, errno);
     struct stat st;
     if (fstat(fd, &st) != 0) {
@@ -268,7 +268,7 @@ static int safe_rel_name(const char *s) {
 }
 
 static int read_small_file(const char *path, char **out, size_t *len) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block open() */
     if (fd < 0) return open_error(path, errno);
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {

@@ -74,6 +74,16 @@ static int parse_entry(const char *fname, const cJSON *e, uint64_t data_size, qd
     const char *nm = t->name;
     if (!cJSON_IsObject(e))
         return qd_err_set(QD_EFORMAT, "%s: tensor '%s': entry is not a JSON object", fname, nm);
+    /* each field once (cJSON keeps duplicate keys; a lookup would silently take the first) */
+    static const char *const fields[] = {"dtype", "shape", "data_offsets"};
+    for (size_t f = 0; f < 3; f++) {
+        int seen = 0;
+        for (const cJSON *c = e->child; c; c = c->next)
+            if (c->string && !strcmp(c->string, fields[f])) seen++;
+        if (seen > 1)
+            return qd_err_set(QD_EFORMAT, "%s: tensor '%s': \"%s\" given %d times", fname, nm,
+                              fields[f], seen);
+    }
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");

@@ -105,6 +105,7 @@ static void test_file_rules(void) {
     bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[\"0\",4]}}", 4, QD_EFORMAT, "'w': \"data_offsets\"");
     bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":{\"a\":0}}}", 4, QD_EFORMAT, "'w': \"data_offsets\"");
     bad("{\"w\":" E("F32", "[1]", -4, 0) "}", 4, QD_EFORMAT, "'w': \"data_offsets\"");
+    bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"dtype\":\"F16\",\"data_offsets\":[0,4]}}", 4, QD_EFORMAT, "'w': \"dtype\" given 2 times");
     /* unknown dtype */
     bad("{\"w\":" E("F8_E4M3", "[1]", 0, 1) "}", 1, QD_EDTYPE, "'w': unknown dtype \"F8_E4M3\"");
     bad("{\"w\":" E("f32", "[1]", 0, 4) "}", 4, QD_EDTYPE, "'w'");
