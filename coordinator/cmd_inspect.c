@@ -16,7 +16,10 @@
 #include "shard/select.h"
 
 /* HDF5 model inspection lives with the HDF5 model reader; a weak reference keeps this command
- * usable in builds without it. Returns a process exit code, the same on every rank. */
+ * usable in builds without it. Returns a process exit code, the same on every rank.
+ * Note: the program links static module libraries, and a weak reference does not pull an archive
+ * member into the link, so the file that defines this function must be linked for another reason
+ * (or this declaration made a plain one once the function exists). */
 int qd_cmd_inspect_h5(const char *path, MPI_Comm comm) __attribute__((weak));
 
 static void print_help(FILE *f) {
