@@ -82,6 +82,34 @@ void qd_find_params_rows(const float *x, int64_t rows, int64_t n, int64_t ld, in
 int qd_check_finite(const float *x, int64_t rows, int64_t cols, const char *what);
 
 int qd_qparams_alloc(qd_qparams *p, int64_t rows, int64_t cols, const qd_qscheme *s);
+
 void qd_qparams_free(qd_qparams *p);
+
+/* Parameters of a whole [rows, cols] matrix for a scheme (allocates p; free with
+ * qd_qparams_free). Per tensor: one (scale, zero) over all elements, repeated on every row.
+ * Rejects NaN/Inf (QD_ENONFINITE naming [row, col]). */
+int qd_quant_params(const float *w, int64_t rows, int64_t cols, const qd_qscheme *s, const qd_clip_opts *clip,
+                    qd_qparams *p);
+
+/* Round to nearest: codes[r][c] (unsigned, unpacked) for the parameters p; g_idx[c] maps a
+ * column to its group (act-order files) or NULL for c / group_size. */
+void qd_rtn_quantize(const float *w, const qd_qparams *p, const int32_t *g_idx, uint8_t *codes);
+void qd_dequantize(const uint8_t *codes, const qd_qparams *p, const int32_t *g_idx, float *out);
+
+/* Packing (docs/FORMAT.md "Packing"): code i of a row occupies bits [i*b, i*b + b) of the row's
+ * little-endian bit stream; every row starts on a byte boundary, ceil(cols*b/8) bytes. */
+int64_t qd_packed_row_bytes(int64_t cols, int bits);
+void qd_pack_row(const uint8_t *codes, int64_t n, int bits, uint8_t *out);
+void qd_unpack_row(const uint8_t *in, int64_t n, int bits, uint8_t *codes);
+void qd_pack_matrix(const uint8_t *codes, int64_t rows, int64_t cols, int bits, uint8_t *out);
+void qd_unpack_matrix(const uint8_t *in, int64_t rows, int64_t cols, int bits, uint8_t *codes);
+
+typedef struct {
+    double mse;      /* mean squared error */
+    double max_abs;  /* largest |w - q| */
+    double rel_fro;  /* ||w - q||_F / ||w||_F */
+    double sqnr_db;  /* 10 log10(||w||^2 / ||w - q||^2) */
+} qd_qerror;
+qd_qerror qd_quant_error(const float *w, const float *q, int64_t n);
 
 #endif /* QD_QUANT_H */

@@ -1,0 +1,322 @@
+/* AdaRound (see adaround.h). */
+#include "quant/adaround.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ZETA 1.1f
+#define GAMMA (-0.1f)
+
+void qd_adaround_default_opts(qd_adaround_opts *o) {
+    o->iters = 10000;
+    o->lambda = 0.01f;
+    o->beta_start = 20.0f;
+    o->beta_end = 2.0f;
+    o->warmup = 0.2f;
+    o->lr = 1e-3f;
+    o->batch = 256;
+    o->seed = 0;
+}
+
+/* Per-element constants of the problem: scale, zero, floor(W/s). */
+typedef struct {
+    float *s, *z, *fl;
+    int maxq;
+} consts;
+
+static void consts_init(const qd_adaround_problem *pb, consts *k) {
+    const qd_qparams *p = pb->p;
+    int64_t n = pb->R * pb->C;
+    k->s = qd_xmalloc((size_t)n * sizeof(float));
+    k->z = qd_xmalloc((size_t)n * sizeof(float));
+    k->fl = qd_xmalloc((size_t)n * sizeof(float));
+    k->maxq = qd_maxq(p->bits);
+    int64_t gs = p->group_size > 0 ? p->group_size : pb->C;
+    for (int64_t r = 0; r < pb->R; r++)
+        for (int64_t c = 0; c < pb->C; c++) {
+            int64_t g = c / gs;
+            float s = p->scales[r * p->ngroups + g];
+            int64_t i = r * pb->C + c;
+            k->s[i] = s;
+            k->z[i] = (float)p->zeros[r * p->ngroups + g];
+            k->fl[i] = floorf(pb->W[i] / s);
+        }
+}
+
+static void consts_free(consts *k) {
+    free(k->s);
+    free(k->z);
+    free(k->fl);
+}
+
+static inline float sigmoidf_(float v) { return 1.0f / (1.0f + expf(-v)); }
+
+static inline float hfun(float v) {
+    float h = sigmoidf_(v) * (ZETA - GAMMA) + GAMMA;
+    return h < 0.0f ? 0.0f : h > 1.0f ? 1.0f : h;
+}
+
+static inline float clampq(float x, int maxq) { return x < 0.0f ? 0.0f : x > (float)maxq ? (float)maxq : x; }
+
+/* reconstruction: returns rec, and dL/dW~ into gw (if not NULL), for E = W - W~ */
+static double rec_and_grad(const qd_adaround_problem *pb, const float *E, const int64_t *rows, int64_t nb,
+                           float *gw, float *work_x, float *work_y) {
+    const int64_t R = pb->R, C = pb->C;
+    double rec = 0;
+    if (pb->X) {
+        const float *Xb = pb->X;
+        if (rows) {
+            for (int64_t i = 0; i < nb; i++) memcpy(work_x + i * C, pb->X + rows[i] * C, (size_t)C * sizeof(float));
+            Xb = work_x;
+        } else
+            nb = pb->N;
+        /* Y = E Xb^T  [R][nb] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)nb, (int)C, 1.0f, E, (int)C, Xb,
+                    (int)C, 0.0f, work_y, (int)nb);
+        for (int64_t i = 0; i < R * nb; i++) rec += (double)work_y[i] * work_y[i];
+        rec /= (double)nb;
+        /* d rec / d W~ = -2/nb * Y Xb */
+        if (gw)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)nb, -2.0f / (float)nb,
+                        work_y, (int)nb, Xb, (int)C, 0.0f, gw, (int)C);
+    } else {
+        /* EH = E H [R][C]; rec = tr(E H E^T) / 2; d rec / d W~ = -E H */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)C, 1.0f, E, (int)C, pb->H,
+                    (int)C, 0.0f, work_y, (int)C);
+        for (int64_t i = 0; i < R * C; i++) rec += (double)E[i] * work_y[i];
+        rec *= 0.5;
+        if (gw)
+            for (int64_t i = 0; i < R * C; i++) gw[i] = -work_y[i];
+    }
+    return rec;
+}
+
+static size_t work_y_len(const qd_adaround_problem *pb, int64_t nb) {
+    return (size_t)pb->R * (size_t)(pb->X ? nb : pb->C);
+}
+
+static double loss_impl(const qd_adaround_problem *pb, const consts *k, const float *V, const int64_t *rows,
+                        int64_t nb, float beta, float lambda, float *grad, float *E, float *gw, float *wx,
+                        float *wy) {
+    const int64_t n = pb->R * pb->C;
+    for (int64_t i = 0; i < n; i++) {
+        float wt = k->s[i] * (clampq(k->fl[i] + hfun(V[i]) + k->z[i], k->maxq) - k->z[i]);
+        E[i] = pb->W[i] - wt;
+    }
+    double rec = rec_and_grad(pb, E, rows, nb, grad ? gw : NULL, wx, wy);
+    double reg = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float sg = sigmoidf_(V[i]);
+        float hraw = sg * (ZETA - GAMMA) + GAMMA;
+        float h = hraw < 0.0f ? 0.0f : hraw > 1.0f ? 1.0f : hraw;
+        float t = 2.0f * h - 1.0f;
+        if (lambda > 0) reg += 1.0 - pow(fabs((double)t), (double)beta);
+        if (!grad) continue;
+        float dh = (hraw > 0.0f && hraw < 1.0f) ? sg * (1.0f - sg) * (ZETA - GAMMA) : 0.0f;
+        float q = k->fl[i] + h + k->z[i];
+        float dw = (q >= 0.0f && q <= (float)k->maxq) ? k->s[i] : 0.0f;
+        float g = gw[i] * dw;
+        if (lambda > 0 && t != 0.0f) {
+            float at = fabsf(t);
+            g += lambda * (-beta * powf(at, beta - 1.0f) * (t > 0 ? 2.0f : -2.0f));
+        }
+        grad[i] = g * dh;
+    }
+    return rec + (double)lambda * reg;
+}
+
+double qd_adaround_loss(const qd_adaround_problem *pb, const float *V, const int64_t *rows, int64_t nb,
+                        float beta, float lambda, float *grad) {
+    consts k;
+    consts_init(pb, &k);
+    int64_t n = pb->R * pb->C, nbe = rows ? nb : pb->N;
+    float *E = qd_xmalloc((size_t)n * sizeof(float));
+    float *gw = qd_xmalloc((size_t)n * sizeof(float));
+    float *wx = pb->X && rows ? qd_xmalloc((size_t)nb * (size_t)pb->C * sizeof(float)) : NULL;
+    float *wy = qd_xmalloc(work_y_len(pb, nbe) * sizeof(float));
+    double L = loss_impl(pb, &k, V, rows, nb, beta, lambda, grad, E, gw, wx, wy);
+    free(E);
+    free(gw);
+    free(wx);
+    free(wy);
+    consts_free(&k);
+    return L;
+}
+
+void qd_adaround_init_v(const qd_adaround_problem *pb, float *V) {
+    consts k;
+    consts_init(pb, &k);
+    for (int64_t i = 0; i < pb->R * pb->C; i++) {
+        float rest = pb->W[i] / k.s[i] - k.fl[i];
+        /* sigmoid(V) = (rest - gamma) / (zeta - gamma), kept strictly inside (0, 1) */
+        float p = (rest - GAMMA) / (ZETA - GAMMA);
+        p = p < 1e-6f ? 1e-6f : p > 1.0f - 1e-6f ? 1.0f - 1e-6f : p;
+        V[i] = logf(p / (1.0f - p));
+    }
+    consts_free(&k);
+}
+
+/* per-row ||(w_r - q_r) X^T||^2 / N into out[R] (rows are independent in the loss) */
+static void rec_rows(const qd_adaround_problem *pb, const float *Q, double *out) {
+    const int64_t R = pb->R, C = pb->C, n = R * C;
+    float *E = qd_xmalloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) E[i] = pb->W[i] - Q[i];
+    int64_t cols = pb->X ? pb->N : C;
+    float *wy = qd_xmalloc(work_y_len(pb, pb->N) * sizeof(float));
+    rec_and_grad(pb, E, NULL, pb->N, NULL, NULL, wy);
+    for (int64_t r = 0; r < R; r++) {
+        double acc = 0;
+        for (int64_t j = 0; j < cols; j++)
+            acc += pb->X ? (double)wy[r * cols + j] * wy[r * cols + j] : (double)E[r * C + j] * wy[r * C + j];
+        out[r] = pb->X ? acc / (double)pb->N : 0.5 * acc;
+    }
+    free(E);
+    free(wy);
+}
+
+double qd_adaround_rec_error(const qd_adaround_problem *pb, const float *Q) {
+    int64_t n = pb->R * pb->C;
+    float *E = qd_xmalloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) E[i] = pb->W[i] - Q[i];
+    float *wy = qd_xmalloc(work_y_len(pb, pb->N) * sizeof(float));
+    double r = rec_and_grad(pb, E, NULL, pb->N, NULL, NULL, wy);
+    free(E);
+    free(wy);
+    return r;
+}
+
+/* splitmix64: the mini-batch sampler's generator (fixed seed, same draws everywhere) */
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+int qd_adaround_quantize(const qd_adaround_problem *pb, const qd_adaround_opts *o, uint8_t *codes, float *Wq,
+                         qd_adaround_stats *st) {
+    double t0 = qd_now();
+    const int64_t R = pb->R, C = pb->C, n = R * C;
+    if (!pb->X && !pb->H) return qd_err_set(QD_EINVAL, "adaround: neither calibration rows nor a Hessian given");
+    if (pb->X && pb->N < 1) return qd_err_set(QD_EINVAL, "adaround: no calibration rows");
+    if (o->iters < 0 || o->batch < 1 || !(o->lr > 0) || o->warmup < 0 || o->warmup > 1)
+        return qd_err_set(QD_EINVAL, "adaround: invalid options (iters %d, batch %d, lr %g, warmup %g)", o->iters,
+                          o->batch, o->lr, o->warmup);
+    int rc = qd_check_finite(pb->W, R, C, "weight");
+    if (rc) return rc;
+    if (pb->X && (rc = qd_check_finite(pb->X, pb->N, C, "calibration input"))) return rc;
+    if (!pb->X && (rc = qd_check_finite(pb->H, C, C, "Hessian"))) return rc;
+
+    consts k;
+    consts_init(pb, &k);
+    int64_t nb = pb->X ? (o->batch < pb->N ? o->batch : pb->N) : 0;
+    float *V = qd_xmalloc((size_t)n * sizeof(float));
+    float *g = qd_xmalloc((size_t)n * sizeof(float));
+    float *m = qd_xcalloc((size_t)n, sizeof(float));
+    float *v2 = qd_xcalloc((size_t)n, sizeof(float));
+    float *E = qd_xmalloc((size_t)n * sizeof(float));
+    float *gw = qd_xmalloc((size_t)n * sizeof(float));
+    float *wx = pb->X ? qd_xmalloc((size_t)nb * (size_t)C * sizeof(float)) : NULL;
+    float *wy = qd_xmalloc(work_y_len(pb, pb->X ? (nb > pb->N ? nb : pb->N) : C) * sizeof(float));
+    int64_t *rows = pb->X ? qd_xmalloc((size_t)pb->N * sizeof(int64_t)) : NULL;
+    qd_adaround_init_v(pb, V);
+
+    uint64_t rng = o->seed ^ 0x5ADA0000ull;
+    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
+    double b1t = 1, b2t = 1;
+    int warm = (int)(o->warmup * (float)o->iters);
+    for (int it = 0; it < o->iters; it++) {
+        float beta = o->beta_start, lam = 0.0f;
+        if (it >= warm) {
+            float rel = o->iters > warm ? (float)(it - warm) / (float)(o->iters - warm) : 1.0f;
+            beta = o->beta_end + (o->beta_start - o->beta_end) * (1.0f - rel);
+            lam = o->lambda;
+        }
+        const int64_t *bi = NULL;
+        if (pb->X && nb < pb->N) {
+            /* partial Fisher-Yates: nb distinct rows */
+            for (int64_t i = 0; i < pb->N; i++) rows[i] = i;
+            for (int64_t i = 0; i < nb; i++) {
+                int64_t j = i + (int64_t)(splitmix64(&rng) % (uint64_t)(pb->N - i));
+                int64_t t = rows[i];
+                rows[i] = rows[j];
+                rows[j] = t;
+            }
+            bi = rows;
+        }
+        loss_impl(pb, &k, V, bi, bi ? nb : pb->N, beta, lam, g, E, gw, wx, wy);
+        b1t *= b1;
+        b2t *= b2;
+        float c1 = (float)(1.0 - b1t), c2 = (float)(1.0 - b2t);
+        for (int64_t i = 0; i < n; i++) {
+            m[i] = b1 * m[i] + (1 - b1) * g[i];
+            v2[i] = b2 * v2[i] + (1 - b2) * g[i] * g[i];
+            V[i] -= o->lr * (m[i] / c1) / (sqrtf(v2[i] / c2) + eps);
+        }
+    }
+
+    /* hard rounding, and the RTN comparison with the same scales */
+    int64_t soft = 0;
+    float *Qr = qd_xmalloc((size_t)n * sizeof(float));
+    float *Qa = Wq ? Wq : qd_xmalloc((size_t)n * sizeof(float));
+    uint8_t *cr = qd_xmalloc((size_t)n);
+    for (int64_t i = 0; i < n; i++) {
+        float h = hfun(V[i]);
+        soft += h > 1e-3f && h < 1.0f - 1e-3f;
+        int q = (int)clampq(k.fl[i] + (h >= 0.5f ? 1.0f : 0.0f) + k.z[i], k.maxq);
+        int qr = (int)clampq(rintf(pb->W[i] / k.s[i]) + k.z[i], k.maxq);
+        codes[i] = (uint8_t)q;
+        cr[i] = (uint8_t)qr;
+        Qa[i] = k.s[i] * ((float)q - k.z[i]);
+        Qr[i] = k.s[i] * ((float)qr - k.z[i]);
+    }
+    /* Rows are independent in the loss: a row whose learned rounding reconstructs worse than
+     * rounding to nearest (possible when the optimiser has not converged) keeps RTN, so the
+     * result is never worse than RTN, row by row. */
+    double *ea = qd_xmalloc((size_t)R * sizeof(double)), *er = qd_xmalloc((size_t)R * sizeof(double));
+    rec_rows(pb, Qa, ea);
+    rec_rows(pb, Qr, er);
+    int64_t fallback = 0, up = 0, changed = 0;
+    double tot_a = 0, tot_r = 0;
+    for (int64_t r = 0; r < R; r++) {
+        if (ea[r] > er[r]) {
+            fallback++;
+            memcpy(codes + r * C, cr + r * C, (size_t)C);
+            memcpy(Qa + r * C, Qr + r * C, (size_t)C * sizeof(float));
+            ea[r] = er[r];
+        }
+        tot_a += ea[r];
+        tot_r += er[r];
+    }
+    for (int64_t i = 0; i < n; i++) {
+        up += (float)codes[i] > clampq(k.fl[i] + k.z[i], k.maxq);
+        changed += codes[i] != cr[i];
+    }
+    if (st) {
+        st->rec_rtn = tot_r;
+        st->rec_final = tot_a;
+        st->soft_fraction = (double)soft / (double)n;
+        st->up_fraction = (double)up / (double)n;
+        st->changed_fraction = (double)changed / (double)n;
+        st->rows_rtn = fallback;
+        st->seconds = qd_now() - t0;
+    }
+    free(ea);
+    free(er);
+    free(cr);
+    if (!Wq) free(Qa);
+    free(Qr);
+    free(V);
+    free(g);
+    free(m);
+    free(v2);
+    free(E);
+    free(gw);
+    free(wx);
+    free(wy);
+    free(rows);
+    consts_free(&k);
+    return QD_OK;
+}
