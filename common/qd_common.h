@@ -102,7 +102,8 @@ void qd_h5_fail(long long rc, const char *call, const char *file, int line);
 /* HDF5 returns negative herr_t/hid_t on failure. Evaluates to the call's value. */
 #define QD_H5_CHECK(call)                                                                \
     ({ __typeof__(call) qh_ = (call);                                                    \
-       if (qh_ < 0) qd_h5_fail((long long)qh_, #call, __FILE__, __LINE__); qh_; })
+       if (qh_ < 0) { qd_h5_fail((long long)qh_, #call, __FILE__, __LINE__); }             \
+       qh_; })
 
 /* ---- logging: only rank 0 talks to the user unless told otherwise ------------------------- */
 typedef enum { QD_LOG_ERROR = 0, QD_LOG_WARN = 1, QD_LOG_INFO = 2, QD_LOG_DEBUG = 3 } qd_log_level;

@@ -1,0 +1,108 @@
+/* Job options from the command line and from JSON (--config files, service submissions). */
+#include "coordinator/job_config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int set_err(char *msg, size_t cap, const char *fmt, const char *a, const char *b) {
+    snprintf(msg, cap, fmt, a, b);
+    return -1;
+}
+
+int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *msg, size_t cap) {
+    char *end;
+    if (!strcmp(key, "method")) {
+        if (!strcmp(val, "rtn")) c->method = QD_METHOD_RTN;
+        else return set_err(msg, cap, "'%s': method '%s' is not available (rtn)", key, val);
+    } else if (!strcmp(key, "bits")) {
+        long b = strtol(val, &end, 10);
+        if (*end || !qd_valid_bits((int)b)) return set_err(msg, cap, "'%s' must be 2..8, got '%s'", key, val);
+        c->scheme.bits = (int)b;
+    } else if (!strcmp(key, "granularity")) {
+        if (!strcmp(val, "tensor")) c->scheme.gran = QD_GRAN_TENSOR;
+        else if (!strcmp(val, "channel")) c->scheme.gran = QD_GRAN_CHANNEL;
+        else if (!strcmp(val, "group")) c->scheme.gran = QD_GRAN_GROUP;
+        else return set_err(msg, cap, "'%s' must be tensor, channel or group, got '%s'", key, val);
+    } else if (!strcmp(key, "group_size")) {
+        long g = strtol(val, &end, 10);
+        if (*end || g < 1) return set_err(msg, cap, "'%s' must be a positive integer, got '%s'", key, val);
+        c->scheme.group_size = g;
+        c->scheme.gran = QD_GRAN_GROUP;
+    } else if (!strcmp(key, "clip")) {
+        if (!strcmp(val, "minmax")) c->clip_mse = 0;
+        else if (!strcmp(val, "mse")) c->clip_mse = 1;
+        else return set_err(msg, cap, "'%s' must be minmax or mse, got '%s'", key, val);
+    } else if (!strcmp(key, "shard")) {
+        if (!strcmp(val, "tensor") || !strcmp(val, "rows")) c->shard = QD_SHARD_TENSOR;
+        else if (!strcmp(val, "layer")) c->shard = QD_SHARD_LAYER;
+        else return set_err(msg, cap, "'%s' must be layer, tensor or rows, got '%s'", key, val);
+    } else
+        return set_err(msg, cap, "unknown key '%s'%s", key, "");
+    return 0;
+}
+
+static const char *k_bools[] = {"sym", "include_embeddings", "include_head", "overwrite", "resume", NULL};
+static const char *k_strings[] = {"method", "granularity", "clip", "shard", "model", "out", NULL};
+static const char *k_ints[] = {"bits", "group_size", NULL};
+
+static int in_list(const char *k, const char **l) {
+    for (; *l; l++)
+        if (!strcmp(k, *l)) return 1;
+    return 0;
+}
+
+int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, char *msg, size_t cap) {
+    if (!cJSON_IsObject(o)) {
+        snprintf(msg, cap, "the job configuration must be a JSON object");
+        return -1;
+    }
+    for (const cJSON *it = o->child; it; it = it->next) {
+        const char *k = it->string ? it->string : "";
+        for (const cJSON *b = it->next; b; b = b->next)
+            if (b->string && !strcmp(b->string, k)) return set_err(msg, cap, "duplicate key '%s'%s", k, "");
+        if (in_list(k, k_bools)) {
+            if (!cJSON_IsBool(it)) return set_err(msg, cap, "key '%s' must be true or false%s", k, "");
+            int v = cJSON_IsTrue(it);
+            if (!strcmp(k, "sym")) c->scheme.sym = v;
+            else if (!strcmp(k, "include_embeddings")) c->include_embeddings = v;
+            else if (!strcmp(k, "include_head")) c->include_head = v;
+            else if (!allow_paths) return set_err(msg, cap, "unknown key '%s'%s", k, "");
+            else if (!strcmp(k, "overwrite")) c->overwrite = v;
+            else c->resume = v;
+        } else if (in_list(k, k_ints)) {
+            if (!cJSON_IsNumber(it) || it->valuedouble != (double)(long)it->valuedouble)
+                return set_err(msg, cap, "key '%s' must be an integer%s", k, "");
+            char v[32];
+            snprintf(v, sizeof v, "%ld", (long)it->valuedouble);
+            if (qd_job_config_set(c, k, v, msg, cap)) return -1;
+        } else if (in_list(k, k_strings)) {
+            if (!cJSON_IsString(it)) return set_err(msg, cap, "key '%s' must be a string%s", k, "");
+            if (!strcmp(k, "model") || !strcmp(k, "out")) {
+                if (!allow_paths) return set_err(msg, cap, "unknown key '%s'%s", k, "");
+                if (!strcmp(k, "model")) c->model = it->valuestring;
+                else c->out = it->valuestring;
+            } else if (qd_job_config_set(c, k, it->valuestring, msg, cap))
+                return -1;
+        } else
+            return set_err(msg, cap, "unknown key '%s'%s", k, "");
+    }
+    return 0;
+}
+
+/* ---- the bridge used by the service (coordinator/job_hooks.h) ---------------------------- */
+
+int qd_job_config_check_json(const cJSON *job, char *msg, size_t msgcap) {
+    qd_job_config c;
+    qd_job_config_default(&c);
+    return qd_job_config_from_json(&c, job, 1, msg, msgcap);
+}
+
+int qd_job_run_json(const cJSON *job, MPI_Comm comm, const qd_job_hooks *hooks) {
+    qd_job_config c;
+    qd_job_config_default(&c);
+    c.quiet = 1;
+    char msg[512];
+    if (qd_job_config_from_json(&c, job, 1, msg, sizeof msg)) return qd_err_set(QD_ECONFIG, "%s", msg);
+    if (!c.model || !c.out) return qd_err_set(QD_ECONFIG, "the job needs 'model' and 'out'");
+    return qd_job_run(&c, comm, hooks);
+}
