@@ -15,12 +15,9 @@
 #include "shard/safetensors.h"
 #include "shard/select.h"
 
-/* HDF5 model inspection lives with the HDF5 model reader; a weak reference keeps this command
- * usable in builds without it. Returns a process exit code, the same on every rank.
- * Note: the program links static module libraries, and a weak reference does not pull an archive
- * member into the link, so the file that defines this function must be linked for another reason
- * (or this declaration made a plain one once the function exists). */
-int qd_cmd_inspect_h5(const char *path, MPI_Comm comm) __attribute__((weak));
+/* HDF5 model inspection (coordinator/cmd_inspect_h5.c). Returns a process exit code, the same on
+ * every rank. */
+int qd_cmd_inspect_h5(const char *path, MPI_Comm comm);
 
 static void print_help(FILE *f) {
     fprintf(f,
@@ -267,11 +264,7 @@ int qd_cmd_inspect(int argc, char **argv, MPI_Comm comm) {
     if (!path) return qd_cli_usage_error(comm, "inspect", "missing PATH");
 
     if (ends_with(path, ".h5")) {
-        if (qd_cmd_inspect_h5) return qd_cmd_inspect_h5(path, comm);
-        if (qd_cli_is_root(comm))
-            fprintf(stderr, "qdist inspect: %s: inspecting HDF5 models (.h5) is not available in "
-                    "this build\n", path);
-        return QD_EXIT_FAIL;
+        return qd_cmd_inspect_h5(path, comm);
     }
 
     qd_checkpoint *ck = NULL;

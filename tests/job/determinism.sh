@@ -33,4 +33,13 @@ mpiexec -n 2 "$QDIST" quantize --model "$MODEL" --out "$T/a.h5" --quiet
 h5dump -a /format -a /status -a /format_version "$T/a.h5" | grep -q '"qdist"' || { echo "format attribute missing"; fail=1; }
 h5dump -a /status "$T/a.h5" | grep -q '"complete"' || { echo "status attribute missing"; fail=1; }
 [ ! -e "$T/a.h5.partial" ] || { echo "partial file left behind"; fail=1; }
+# h5py reads it as docs/FORMAT.md says, within half a step of the source
+mpiexec -n 3 --oversubscribe "$QDIST" quantize --model "$MODEL" --out "$T/g.h5" --quiet --bits 3 --asym --group-size 48
+/usr/bin/python3 "$(dirname "$0")/read_h5py.py" "$T/g.h5" "$MODEL/model.safetensors" || fail=1
+/usr/bin/python3 "$(dirname "$0")/read_h5py.py" "$T/a.h5" "$MODEL/model.safetensors" || fail=1
+# and qdist inspect reads it back
+out=$("$QDIST" inspect "$T/a.h5")
+for pat in "format qdist v1" "status        complete" "86 tensors, 36 quantized" "vit.encoder.layer.5.output.dense.weight"; do
+  printf '%s' "$out" | grep -q "$pat" || { echo "inspect output lacks '$pat'"; fail=1; }
+done
 exit $fail
