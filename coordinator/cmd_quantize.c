@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <zmq.h>
 
 #include "collective/collective.h"
 #include "common/qd_common.h"
@@ -36,6 +38,7 @@ static const char *quantize_help =
     "  --overwrite             replace an existing output\n"
     "  --resume                continue a partial output (FILE.h5.partial)\n"
     "  --quiet                 no progress lines\n"
+    "  --events ENDPOINT       publish progress events (JSON, ZeroMQ PUB) for 'qdist watch'\n"
     "  -h, --help              this text\n"
     "\n"
     "Exit codes: 0 done, 1 error (the message names the rank, tensor and cause), 2 usage,\n"
@@ -48,7 +51,9 @@ static const char *plan_help =
     "balance (max/mean cost), without quantizing anything.\n";
 
 enum { O_MODEL = 256, O_OUT, O_METHOD, O_BITS, O_GRAN, O_GS, O_SYM, O_ASYM, O_CLIP, O_SHARD, O_CONFIG, O_OVERWRITE,
-       O_RESUME, O_QUIET, O_EMB, O_HEAD, O_RANKS };
+       O_RESUME, O_QUIET, O_EMB, O_HEAD, O_RANKS, O_EVENTS };
+
+static const char *g_events;
 
 static int load_config(qd_job_config *c, const char *path, char *msg, size_t cap) {
     FILE *f = fopen(path, "rb");
@@ -92,6 +97,7 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
                                  {"include-embeddings", no_argument, 0, O_EMB},
                                  {"include-head", no_argument, 0, O_HEAD},
                                  {"ranks", required_argument, 0, O_RANKS},
+                                 {"events", required_argument, 0, O_EVENTS},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
     qd_job_config_default(c);
@@ -115,6 +121,7 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
         case O_OVERWRITE: c->overwrite = 1; break;
         case O_RESUME: c->resume = 1; break;
         case O_QUIET: c->quiet = 1; break;
+        case O_EVENTS: g_events = optarg; break;
         case O_EMB: c->include_embeddings = 1; break;
         case O_HEAD: c->include_head = 1; break;
         case O_CONFIG:
@@ -157,12 +164,46 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
     return 0;
 }
 
+static void publish_event(void *ctx, const char *type, const cJSON *fields) {
+    cJSON *ev = fields ? cJSON_Duplicate(fields, 1) : cJSON_CreateObject();
+    cJSON_AddStringToObject(ev, "event", type);
+    cJSON_AddStringToObject(ev, "job", "batch");
+    cJSON_AddNumberToObject(ev, "time", (double)time(NULL));
+    char *t = cJSON_PrintUnformatted(ev);
+    zmq_send(ctx, t, strlen(t), ZMQ_DONTWAIT);
+    free(t);
+    cJSON_Delete(ev);
+}
+
 int qd_cmd_quantize(int argc, char **argv, MPI_Comm comm) {
     qd_job_config c;
     int rc = 0;
     if (parse(argc, argv, comm, "quantize", quantize_help, &c, NULL, &rc)) return rc;
     if (!c.out) return qd_cli_usage_error(comm, "quantize", "missing --out FILE.h5");
-    int st = qd_job_run(&c, comm, NULL);
+    /* progress events: rank 0 publishes the job's events on a PUB socket */
+    void *zctx = NULL, *pub = NULL;
+    qd_job_hooks hooks = {0};
+    if (g_events && qd_cli_is_root(comm)) {
+        zctx = zmq_ctx_new();
+        pub = zmq_socket(zctx, ZMQ_PUB);
+        int linger = 1000;
+        zmq_setsockopt(pub, ZMQ_LINGER, &linger, sizeof linger);
+        if (zmq_bind(pub, g_events) != 0) {
+            qd_log(QD_LOG_WARN, "--events %s: %s; continuing without events", g_events, zmq_strerror(zmq_errno()));
+            zmq_close(pub);
+            pub = NULL;
+        } else {
+            hooks.ctx = pub;
+            hooks.event = publish_event;
+            /* PUB drops messages until subscribers have connected: give waiting watchers a
+             * moment, so that short jobs are seen from their start */
+            struct timespec ts = {0, 300 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    int st = qd_job_run(&c, comm, &hooks);
+    if (pub) zmq_close(pub);
+    if (zctx) zmq_ctx_term(zctx);
     if (st == QD_OK) return QD_EXIT_OK;
     if (qd_cli_is_root(comm)) {
         qd_log(QD_LOG_ERROR, "%s", qd_errmsg());
