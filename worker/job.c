@@ -84,6 +84,19 @@ static void attr_f64(hid_t obj, const char *name, double v) {
     H5Sclose(sp);
 }
 
+/* a fixed-length string attribute, malloc'd ("" if absent) */
+static char *read_attr_str(hid_t obj, const char *name) {
+    if (H5Aexists(obj, name) <= 0) return qd_xstrdup("");
+    hid_t a = QD_H5_CHECK(H5Aopen(obj, name, H5P_DEFAULT));
+    hid_t t = QD_H5_CHECK(H5Aget_type(a));
+    size_t n = H5Tget_size(t);
+    char *b = qd_xcalloc(n + 1, 1);
+    if (H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t)) QD_H5_CHECK(H5Aread(a, t, b));
+    H5Tclose(t);
+    H5Aclose(a);
+    return b;
+}
+
 static hid_t make_dset(hid_t g, const char *name, hid_t ftype, int nd, const hsize_t *dims) {
     hid_t sp = QD_H5_CHECK(H5Screate_simple(nd, dims, NULL));
     hid_t d = QD_H5_CHECK(H5Dcreate2(g, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
@@ -233,8 +246,6 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
     int st = qd_ckpt_open(cfg->model, &ck);
     if (st == QD_OK && !cfg->overwrite && access(cfg->out, F_OK) == 0)
         st = qd_err_set(QD_EEXIST, "%s exists (use --overwrite to replace it)", cfg->out);
-    if (st == QD_OK && cfg->resume)
-        st = qd_err_set(QD_EUNSUPPORTED, "--resume: this build cannot resume partial files yet");
     st = qd_coll_agree_msg(comm, st, msg, sizeof msg, NULL);
     if (st) {
         if (ck) qd_ckpt_close(ck);
@@ -286,18 +297,109 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
                    size, size == 1 ? "" : "s", cfg->shard == QD_SHARD_LAYER ? "layer" : "tensor", balance);
     }
 
-    /* create the file and every object collectively, in the same order on every rank */
+    /* what the file records about the job; compared when resuming */
+    cJSON *qc = qd_job_config_json(cfg);
+    char *qct = cJSON_PrintUnformatted(qc);
+    cJSON_Delete(qc);
+    char *srct;
+    {
+        cJSON *src = cJSON_CreateObject();
+        const char *base = strrchr(qd_ckpt_dir(ck), '/');
+        cJSON_AddStringToObject(src, "name", base ? base + 1 : qd_ckpt_dir(ck));
+        cJSON *files = cJSON_AddArrayToObject(src, "files");
+        for (int f = 0; f < qd_ckpt_num_files(ck); f++) {
+            const qd_st_file *sf = qd_ckpt_file(ck, f);
+            char hex[65];
+            for (int b = 0; b < 32; b++) snprintf(hex + 2 * b, 3, "%02x", sf->header_sha256[b]);
+            cJSON *fo = cJSON_CreateObject();
+            const char *fb = strrchr(sf->path, '/');
+            cJSON_AddStringToObject(fo, "file", fb ? fb + 1 : sf->path);
+            cJSON_AddStringToObject(fo, "header_sha256", hex);
+            cJSON_AddItemToArray(files, fo);
+        }
+        srct = cJSON_PrintUnformatted(src);
+        cJSON_Delete(src);
+    }
+
+    /* create (or, resuming, reopen) the file and every object collectively, in the same order on
+     * every rank */
+    int resuming = cfg->resume && access(partial, F_OK) == 0, nresumed = 0;
+    int res_all = 0;
+    QD_MPI_CHECK(MPI_Allreduce(&resuming, &res_all, 1, MPI_INT, MPI_MIN, comm));
+    resuming = res_all;
+    if (cfg->resume && !resuming && rank == 0 && !cfg->quiet)
+        qd_log(QD_LOG_INFO, "--resume: no %s, starting from the beginning", partial);
     hid_t fapl = QD_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS));
     QD_H5_CHECK(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
-    hid_t file = H5Fcreate(partial, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5E_auto2_t efn;
+    void *edata;
+    H5Eget_auto2(H5E_DEFAULT, &efn, &edata);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t file = resuming ? H5Fopen(partial, H5F_ACC_RDWR, fapl) : H5Fcreate(partial, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Eset_auto2(H5E_DEFAULT, efn, edata);
     H5Pclose(fapl);
-    st = file < 0 ? qd_err_set(QD_EIO, "%s: cannot create the output file", partial) : QD_OK;
+    st = file < 0 ? qd_err_set(QD_EIO, "%s: cannot %s the output file", partial, resuming ? "open" : "create") : QD_OK;
+    if (st == QD_OK && resuming) {
+        char *fq = read_attr_str(file, "quant_config"), *fs = read_attr_str(file, "source");
+        if (strcmp(fq, qct))
+            st = qd_err_set(QD_EMISMATCH, "--resume: %s was written with other settings (%s; now %s)", partial, fq, qct);
+        else if (strcmp(fs, srct))
+            st = qd_err_set(QD_EMISMATCH, "--resume: %s was written from another checkpoint (%s)", partial, fs);
+        free(fq);
+        free(fs);
+    }
     st = qd_coll_agree_msg(comm, st, msg, sizeof msg, NULL);
-    if (st) goto out_free;
-    hid_t tg = QD_H5_CHECK(H5Gcreate2(file, "tensors", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    if (st) {
+        if (file >= 0) H5Fclose(file);
+        free(qct);
+        free(srct);
+        goto out_free;
+    }
+    hid_t tg;
+    if (!resuming) {
+        attr_str(file, "format", "qdist");
+        attr_i64(file, "format_version", QD_FORMAT_VERSION);
+        attr_str(file, "qdist_version", QD_VERSION);
+        char path[4096];
+        snprintf(path, sizeof path, "%s/config.json", qd_ckpt_dir(ck));
+        char *cfgtxt = read_text_file(path);
+        cJSON *mc = cfgtxt ? cJSON_Parse(cfgtxt) : NULL;
+        const cJSON *mt = mc ? cJSON_GetObjectItemCaseSensitive(mc, "model_type") : NULL;
+        attr_str(file, "arch", cJSON_IsString(mt) ? mt->valuestring : "unknown");
+        attr_str(file, "model_config", cfgtxt ? cfgtxt : "{}");
+        cJSON_Delete(mc);
+        free(cfgtxt);
+        attr_str(file, "quant_config", qct);
+        attr_str(file, "source", srct);
+        attr_str(file, "calibration", "{\"method\":\"none\"}");
+        tg = QD_H5_CHECK(H5Gcreate2(file, "tensors", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    } else
+        tg = QD_H5_CHECK(H5Gopen2(file, "tensors", H5P_DEFAULT));
+    free(qct);
+    free(srct);
+    int *done_flag = qd_xcalloc((size_t)(n ? n : 1), sizeof(int));
     for (int i = 0; i < n; i++) {
         const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
         item *it = &items[i];
+        if (resuming) {
+            it->g = QD_H5_CHECK(H5Gopen2(tg, t->name, H5P_DEFAULT));
+            if (it->kind == KIND_QUANT) {
+                it->dq = QD_H5_CHECK(H5Dopen2(it->g, "qweight", H5P_DEFAULT));
+                it->ds = QD_H5_CHECK(H5Dopen2(it->g, "scales", H5P_DEFAULT));
+                if (!cfg->scheme.sym) it->dz = QD_H5_CHECK(H5Dopen2(it->g, "zeros", H5P_DEFAULT));
+            } else
+                it->dd = QD_H5_CHECK(H5Dopen2(it->g, it->kind == KIND_FLOAT ? "data" : "raw", H5P_DEFAULT));
+            if (H5Aexists(it->g, "complete") > 0) {
+                done_flag[i] = 1;
+                nresumed++;
+                if (it->kind == KIND_QUANT) {
+                    hid_t a = QD_H5_CHECK(H5Aopen(it->g, "metrics", H5P_DEFAULT));
+                    QD_H5_CHECK(H5Aread(a, H5T_NATIVE_DOUBLE, it->m));
+                    H5Aclose(a);
+                }
+            }
+            continue;
+        }
         it->g = QD_H5_CHECK(H5Gcreate2(tg, t->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
         attr_str(it->g, "kind", it->kind == KIND_QUANT ? "quantized" : it->kind == KIND_FLOAT ? "float" : "raw");
         attr_i64s(it->g, "shape", t->shape, t->ndim > 0 ? t->ndim : 1);
@@ -326,14 +428,19 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
                 it->dd = make_dset(it->g, "raw", H5T_STD_U8LE, 1, &one);
         }
     }
+    if (resuming && rank == 0 && !cfg->quiet)
+        qd_log(QD_LOG_INFO, "resuming %s: %d of %d tensors already complete", partial, nresumed, n);
 
     /* rounds: in round k each rank handles its k-th item, then all ranks exchange the results */
     int *mine = qd_xcalloc((size_t)(n ? n : 1), sizeof(int)), nmine = 0, maxmine = 0;
     for (int i = 0; i < n; i++)
-        if (owner[i] == rank) mine[nmine++] = i;
+        if (owner[i] == rank && !done_flag[i]) mine[nmine++] = i;
     QD_MPI_CHECK(MPI_Allreduce(&nmine, &maxmine, 1, MPI_INT, MPI_MAX, comm));
     round_rec *recs = qd_xcalloc((size_t)size, sizeof(round_rec));
-    int fault = fault_after(rank), done = 0, stopped = 0;
+    int fault = fault_after(rank), done = nresumed, stopped = 0;
+    const char *sig_env = getenv("QD_FAULT_SIGNAL_AFTER");
+    int sig_after = sig_env && getenv("QD_FAULT_RANK") && atoi(getenv("QD_FAULT_RANK")) == rank ? atoi(sig_env) : -1;
+    if (sig_after >= 0) fault = -1;
     MPI_Datatype rt;
     QD_MPI_CHECK(MPI_Type_contiguous((int)sizeof(round_rec), MPI_BYTE, &rt));
     QD_MPI_CHECK(MPI_Type_commit(&rt));
@@ -350,10 +457,27 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
                 me.status = process_item(ck, cfg, it);
             memcpy(me.m, it->m, sizeof me.m);
             me.seconds = it->seconds;
+            if (sig_after >= 0 && k + 1 == sig_after) raise(SIGTERM); /* test hook: preemption */
         }
         st = qd_coll_agree_msg(comm, me.status, msg, sizeof msg, NULL);
         QD_MPI_CHECK(MPI_Allgather(&me, 1, rt, recs, 1, rt, comm));
         if (st) break;
+        /* data of this round on disk first, then the completion marks (collective) */
+        QD_H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL));
+        for (int r = 0; r < size; r++) {
+            if (recs[r].item < 0) continue;
+            item *it = &items[recs[r].item];
+            if (it->kind == KIND_QUANT) {
+                hsize_t four = 4;
+                hid_t sp = QD_H5_CHECK(H5Screate_simple(1, &four, NULL));
+                hid_t a = QD_H5_CHECK(H5Acreate2(it->g, "metrics", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT));
+                QD_H5_CHECK(H5Awrite(a, H5T_NATIVE_DOUBLE, recs[r].m));
+                H5Aclose(a);
+                H5Sclose(sp);
+                attr_str(it->g, "metrics_names", "rel_fro_error,mse,max_abs_error,sqnr_db");
+            }
+            attr_i64(it->g, "complete", 1);
+        }
         for (int r = 0; r < size; r++) {
             if (recs[r].item < 0) continue;
             item *it = &items[recs[r].item];
@@ -392,58 +516,8 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
     if (rank == 0 && tty && !cfg->quiet) printf("\n");
     QD_MPI_CHECK(MPI_Type_free(&rt));
 
-    /* metrics and root attributes: collective, same values on every rank */
+    /* the end: run bookkeeping, then the status (collective, same values on every rank) */
     if (st == QD_OK && !stopped) {
-        for (int i = 0; i < n; i++)
-            if (items[i].kind == KIND_QUANT) {
-                hsize_t four = 4;
-                hid_t sp = QD_H5_CHECK(H5Screate_simple(1, &four, NULL));
-                hid_t a = QD_H5_CHECK(H5Acreate2(items[i].g, "metrics", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT));
-                QD_H5_CHECK(H5Awrite(a, H5T_NATIVE_DOUBLE, items[i].m));
-                H5Aclose(a);
-                H5Sclose(sp);
-                attr_str(items[i].g, "metrics_names", "rel_fro_error,mse,max_abs_error,sqnr_db");
-            }
-        hid_t root = file;
-        attr_str(root, "format", "qdist");
-        attr_i64(root, "format_version", QD_FORMAT_VERSION);
-        attr_str(root, "qdist_version", QD_VERSION);
-        char *cfgtxt = NULL;
-        {
-            char path[4096];
-            snprintf(path, sizeof path, "%s/config.json", qd_ckpt_dir(ck));
-            cfgtxt = read_text_file(path);
-        }
-        cJSON *mc = cfgtxt ? cJSON_Parse(cfgtxt) : NULL;
-        const cJSON *mt = mc ? cJSON_GetObjectItemCaseSensitive(mc, "model_type") : NULL;
-        attr_str(root, "arch", cJSON_IsString(mt) ? mt->valuestring : "unknown");
-        attr_str(root, "model_config", cfgtxt ? cfgtxt : "{}");
-        cJSON_Delete(mc);
-        free(cfgtxt);
-        cJSON *qc = qd_job_config_json(cfg);
-        char *qct = cJSON_PrintUnformatted(qc);
-        attr_str(root, "quant_config", qct);
-        free(qct);
-        cJSON_Delete(qc);
-        cJSON *src = cJSON_CreateObject();
-        const char *base = strrchr(qd_ckpt_dir(ck), '/');
-        cJSON_AddStringToObject(src, "name", base ? base + 1 : qd_ckpt_dir(ck));
-        cJSON *files = cJSON_AddArrayToObject(src, "files");
-        for (int f = 0; f < qd_ckpt_num_files(ck); f++) {
-            const qd_st_file *sf = qd_ckpt_file(ck, f);
-            char hex[65];
-            for (int b = 0; b < 32; b++) snprintf(hex + 2 * b, 3, "%02x", sf->header_sha256[b]);
-            cJSON *fo = cJSON_CreateObject();
-            const char *fb = strrchr(sf->path, '/');
-            cJSON_AddStringToObject(fo, "file", fb ? fb + 1 : sf->path);
-            cJSON_AddStringToObject(fo, "header_sha256", hex);
-            cJSON_AddItemToArray(files, fo);
-        }
-        char *srct = cJSON_PrintUnformatted(src);
-        attr_str(root, "source", srct);
-        free(srct);
-        cJSON_Delete(src);
-        attr_str(root, "calibration", "{\"method\":\"none\"}");
         /* run bookkeeping (differs between runs): its own group, excluded when comparing files */
         hid_t run = QD_H5_CHECK(H5Gcreate2(file, "run", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
         char when[64];
@@ -453,7 +527,7 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
         attr_i64(run, "ranks", size);
         attr_f64(run, "seconds", qd_now() - t_start);
         H5Gclose(run);
-        attr_str(root, "status", "complete");
+        attr_str(file, "status", "complete");
     }
 
     for (int i = 0; i < n; i++) {
@@ -528,6 +602,7 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
     }
     free(mine);
     free(recs);
+    free(done_flag);
 out_free:
     free(load);
     free(items);
