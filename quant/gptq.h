@@ -1,0 +1,45 @@
+/* quant/gptq.h — GPTQ (Frantar et al., ICLR 2023, Algorithm 1): quantize a Linear column by
+ * column, spreading each column's rounding error over the columns not yet quantized through the
+ * upper Cholesky factor of the inverse Hessian of the layer's inputs, with lazy block updates.
+ * Follows the reference implementation's choices (see ../shared/models/reference/README.txt):
+ * dead inputs (H_jj = 0) get H_jj = 1 and W[:, j] = 0; damping lambda = damp * mean(diag H);
+ * per-channel parameters come from the original W, group parameters from W after dead-column
+ * zeroing (static groups: all up front; dynamic groups: from the block-start snapshot of W when a
+ * group begins); act-order sorts columns by descending diag H. Pure function: no MPI, no files. */
+#ifndef QD_GPTQ_H
+#define QD_GPTQ_H
+
+#include <stdint.h>
+
+#include "quant/quant.h"
+
+typedef struct {
+    int bits;              /* 2..8 */
+    int sym;
+    int64_t group_size;    /* -1: one group per row (per channel) */
+    int act_order;
+    int static_groups;
+    float damp;            /* default 0.01 */
+    int block_size;        /* default 128 */
+    qd_clip_opts clip;     /* scale search (default min-max, as the reference) */
+} qd_gptq_opts;
+
+void qd_gptq_default_opts(qd_gptq_opts *o);
+
+typedef struct {
+    double damp_used;      /* the damping factor finally used (raised if Cholesky failed) */
+    int damp_raises;       /* how many times it was raised */
+    int64_t dead_columns;
+    double error;          /* the reference's "error": sum over columns of (w - q)^2 / d^2 / 2 */
+    double seconds;
+} qd_gptq_stats;
+
+/* W [rows][cols] is replaced by the dequantized result. H [cols][cols] (2/N sum x x^T) is not
+ * modified. Outputs: codes [rows][cols] in the original column order; scales/zeros
+ * [rows][ngroups] with ngroups = 1 (per channel) or ceil(cols / group_size); g_idx [cols] (the
+ * group of each original column; may be NULL). QD_OK, or QD_ENONFINITE / QD_ENUMERIC with
+ * qd_errmsg() set. */
+int qd_gptq_quantize(float *W, int64_t rows, int64_t cols, const float *H, const qd_gptq_opts *o, uint8_t *codes,
+                     float *scales, int32_t *zeros, int32_t *g_idx, qd_gptq_stats *st);
+
+#endif
