@@ -441,6 +441,10 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
     const char *sig_env = getenv("QD_FAULT_SIGNAL_AFTER");
     int sig_after = sig_env && getenv("QD_FAULT_RANK") && atoi(getenv("QD_FAULT_RANK")) == rank ? atoi(sig_env) : -1;
     if (sig_after >= 0) fault = -1;
+    /* test hook: QD_FAULT_SLOW_MS=M makes every tensor take at least M ms (to test cancel and
+     * progress on a model that quantizes in milliseconds) */
+    const char *slow_env = getenv("QD_FAULT_SLOW_MS");
+    long slow_ms = slow_env ? atol(slow_env) : 0;
     MPI_Datatype rt;
     QD_MPI_CHECK(MPI_Type_contiguous((int)sizeof(round_rec), MPI_BYTE, &rt));
     QD_MPI_CHECK(MPI_Type_commit(&rt));
@@ -455,6 +459,10 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
                                        qd_ckpt_tensor(ck, it->ti)->name, rank, fault);
             else
                 me.status = process_item(ck, cfg, it);
+            if (slow_ms > 0) {
+                struct timespec ts = {slow_ms / 1000, (slow_ms % 1000) * 1000000L};
+                nanosleep(&ts, NULL);
+            }
             memcpy(me.m, it->m, sizeof me.m);
             me.seconds = it->seconds;
             if (sig_after >= 0 && k + 1 == sig_after) raise(SIGTERM); /* test hook: preemption */

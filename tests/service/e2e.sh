@@ -11,7 +11,7 @@ EP="ipc://$T/req.sock"; EV="ipc://$T/ev.sock"
 fail=0
 cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; rm -rf "$T"; }
 trap cleanup EXIT
-mpiexec -n 2 --oversubscribe "$QDIST" serve --bind "$EP" --events "$EV" --allow-dir "$T" \
+QD_FAULT_SLOW_MS=40 mpiexec -n 2 --oversubscribe "$QDIST" serve --bind "$EP" --events "$EV" --allow-dir "$T" \
     --allow-dir "$MODEL" > "$T/serve.log" 2>&1 &
 SPID=$!
 i=0; until "$QDIST" status --to "$EP" --timeout 1 >/dev/null 2>&1; do
@@ -51,6 +51,28 @@ done
 n_done=$(grep -c '"done"' "$T/status.json"); n_failed=$(grep -c '"failed"' "$T/status.json")
 [ "$n_done" = 3 ] && [ "$n_failed" = 1 ] || { echo "FAIL: status: $n_done done, $n_failed failed"; fail=1; }
 "$QDIST" cancel j1 --to "$EP" 2>&1 | grep -q "already done" || { echo "FAIL: cancel of an ended job"; fail=1; }
+# cancel: a queued job is removed; a running one stops after the tensor in hand, keeps its
+# partial file, and a resubmitted job with "resume": true completes it identically
+cat > "$T/slow.json" <<J
+{"model": "$MODEL", "out": "$T/c.h5", "bits": 4, "sym": false, "group_size": 32}
+J
+cat > "$T/queued.json" <<J
+{"model": "$MODEL", "out": "$T/q.h5"}
+J
+ID_SLOW=$("$QDIST" submit "$T/slow.json" --to "$EP")
+ID_Q=$("$QDIST" submit "$T/queued.json" --to "$EP")
+sleep 1
+"$QDIST" cancel "$ID_Q" --to "$EP" | grep -q "^cancelled" || { echo "FAIL: cancel of a queued job"; fail=1; }
+"$QDIST" cancel "$ID_SLOW" --to "$EP" | grep -q "^cancelling" || { echo "FAIL: cancel of a running job"; fail=1; }
+i=0; until "$QDIST" status "$ID_SLOW" --to "$EP" | grep -q '"cancelled"'; do
+  i=$((i + 1)); [ $i -gt 100 ] && { echo "FAIL: running job not cancelled"; fail=1; break; }; sleep 0.2; done
+[ -f "$T/c.h5.partial" ] && [ ! -f "$T/c.h5" ] && [ ! -f "$T/q.h5" ] || { echo "FAIL: files after cancel"; ls "$T"; fail=1; }
+cat > "$T/resume.json" <<J
+{"model": "$MODEL", "out": "$T/c.h5", "bits": 4, "sym": false, "group_size": 32, "resume": true}
+J
+"$QDIST" submit "$T/resume.json" --to "$EP" --wait > /dev/null || { echo "FAIL: resumed job"; fail=1; }
+h5diff --exclude-path /run "$T/c.h5" "$T/b2.h5" && echo "ok: cancelled + resumed job == batch job" \
+  || { echo "FAIL: cancelled + resumed job differs"; fail=1; }
 "$QDIST" shutdown --to "$EP" | grep -q drain || fail=1
 i=0; while kill -0 "$SPID" 2>/dev/null; do i=$((i + 1)); [ $i -gt 50 ] && { echo "FAIL: service did not exit"; fail=1; break; }; sleep 0.2; done
 wait "$SPID"; rc=$?; SPID=
