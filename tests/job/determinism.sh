@@ -37,6 +37,14 @@ h5dump -a /status "$T/a.h5" | grep -q '"complete"' || { echo "status attribute m
 mpiexec -n 3 --oversubscribe "$QDIST" quantize --model "$MODEL" --out "$T/g.h5" --quiet --bits 3 --asym --group-size 48
 /usr/bin/python3 "$(dirname "$0")/read_h5py.py" "$T/g.h5" "$MODEL/model.safetensors" || fail=1
 /usr/bin/python3 "$(dirname "$0")/read_h5py.py" "$T/a.h5" "$MODEL/model.safetensors" || fail=1
+# export: a dequantized checkpoint within one step of the source, F32 and F16
+for dt in f32 f16; do
+  "$QDIST" export "$T/a.h5" --out "$T/exp-$dt" --dtype $dt >/dev/null || fail=1
+  /usr/bin/python3 "$(dirname "$0")/check_export.py" "$MODEL/model.safetensors" "$T/exp-$dt/model.safetensors" "$T/a.h5" $dt || fail=1
+  cmp -s "$MODEL/config.json" "$T/exp-$dt/config.json" || { echo "config.json not copied"; fail=1; }
+  "$QDIST" inspect "$T/exp-$dt" >/dev/null || { echo "export not readable"; fail=1; }
+done
+"$QDIST" export "$T/nothere.h5" --out "$T/x" 2>/dev/null && { echo "export of a missing file succeeded"; fail=1; }
 # and qdist inspect reads it back
 out=$("$QDIST" inspect "$T/a.h5")
 for pat in "format qdist v1" "status        complete" "86 tensors, 36 quantized" "vit.encoder.layer.5.output.dense.weight"; do

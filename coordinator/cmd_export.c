@@ -1,0 +1,243 @@
+/* qdist export FILE.h5 --out DIR [--dtype f32|f16]: a dequantized safetensors checkpoint with the
+ * original names and shapes, and the source config.json, loadable by the Hugging Face tools.
+ * Rank 0 does the work; the other ranks wait for its verdict. */
+#include <getopt.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "collective/collective.h"
+#include "common/qd_common.h"
+#include "coordinator/cli.h"
+#include "quant/quant.h"
+#include "shard/st_write.h"
+
+static const char *export_help =
+    "Usage: qdist export FILE.h5 --out DIR [--dtype f32|f16]\n"
+    "\n"
+    "Writes DIR/model.safetensors with every tensor of the qdist model dequantized\n"
+    "(scale * (q - zero)) under its original name and shape, and DIR/config.json from the model's\n"
+    "recorded configuration. Non-float tensors are copied unchanged.\n";
+
+static char *attr_text(hid_t obj, const char *name) {
+    if (H5Aexists(obj, name) <= 0) return NULL;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT), t = H5Aget_type(a);
+    size_t n = H5Tget_size(t);
+    char *b = qd_xcalloc(n + 1, 1);
+    if (H5Tget_class(t) != H5T_STRING || H5Tis_variable_str(t) || H5Aread(a, t, b) < 0) b[0] = 0;
+    H5Tclose(t);
+    H5Aclose(a);
+    return b;
+}
+
+static int64_t attr_int(hid_t obj, const char *name, int64_t dflt) {
+    if (H5Aexists(obj, name) <= 0) return dflt;
+    int64_t v = dflt;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (H5Aread(a, H5T_NATIVE_INT64, &v) < 0) v = dflt;
+    H5Aclose(a);
+    return v;
+}
+
+static void *read_all(hid_t g, const char *name, hid_t memtype, size_t elsize, size_t *count) {
+    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
+    if (d < 0) return NULL;
+    hid_t sp = H5Dget_space(d);
+    hssize_t n = H5Sget_simple_extent_npoints(sp);
+    H5Sclose(sp);
+    void *buf = qd_xmalloc((size_t)(n > 0 ? n : 1) * elsize);
+    if (n > 0 && H5Dread(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
+        free(buf);
+        buf = NULL;
+    }
+    H5Dclose(d);
+    if (count) *count = (size_t)(n > 0 ? n : 0);
+    return buf;
+}
+
+typedef struct {
+    qd_st_out_tensor *t;
+    int n, cap, f16;
+    int st;
+    const char *path;
+} exp_ctx;
+
+static herr_t on_tensor(hid_t tg, const char *name, const H5L_info_t *info, void *op) {
+    (void)info;
+    exp_ctx *x = op;
+    hid_t g = H5Gopen2(tg, name, H5P_DEFAULT);
+    if (g < 0) return -1;
+    char *kind = attr_text(g, "kind"), *dt = attr_text(g, "orig_dtype");
+    int64_t shape[QD_ST_MAX_DIMS] = {0};
+    int nd = 0;
+    if (H5Aexists(g, "shape") > 0) {
+        hid_t a = H5Aopen(g, "shape", H5P_DEFAULT), sp = H5Aget_space(a);
+        hssize_t k = H5Sget_simple_extent_npoints(sp);
+        if (k > 0 && k <= QD_ST_MAX_DIMS) {
+            H5Aread(a, H5T_NATIVE_INT64, shape);
+            nd = (int)k;
+        }
+        H5Sclose(sp);
+        H5Aclose(a);
+    }
+    int64_t numel = 1;
+    for (int d = 0; d < nd; d++) numel *= shape[d];
+    float *vals = NULL;
+    void *rawbuf = NULL;
+    qd_dtype odt = QD_DT_F32;
+    if (kind && !strcmp(kind, "quantized") && nd == 2) {
+        int bits = (int)attr_int(g, "bits", 8), sym = (int)attr_int(g, "sym", 1);
+        int64_t R = shape[0], C = shape[1], gs = attr_int(g, "group_size", -1);
+        size_t nq = 0, ns = 0;
+        uint8_t *packed = read_all(g, "qweight", H5T_NATIVE_UINT8, 1, &nq);
+        float *sc = read_all(g, "scales", H5T_NATIVE_FLOAT, 4, &ns);
+        int32_t *zr = H5Lexists(g, "zeros", H5P_DEFAULT) > 0 ? read_all(g, "zeros", H5T_NATIVE_INT32, 4, NULL) : NULL;
+        int32_t *gi = H5Lexists(g, "g_idx", H5P_DEFAULT) > 0 ? read_all(g, "g_idx", H5T_NATIVE_INT32, 4, NULL) : NULL;
+        if (packed && sc && nq == (size_t)(R * qd_packed_row_bytes(C, bits)) && ns % (size_t)R == 0) {
+            qd_qparams p = {.rows = R, .cols = C, .ngroups = (int64_t)ns / R, .group_size = gs > 0 ? gs : C,
+                            .bits = bits, .sym = sym, .scales = sc};
+            p.zeros = zr ? zr : qd_xmalloc(ns * sizeof(int32_t));
+            if (!zr)
+                for (size_t i = 0; i < ns; i++) p.zeros[i] = 1 << (bits - 1);
+            uint8_t *codes = qd_xmalloc((size_t)(R * C));
+            qd_unpack_matrix(packed, R, C, bits, codes);
+            vals = qd_xmalloc((size_t)(R * C) * sizeof(float));
+            qd_dequantize(codes, &p, gi, vals);
+            free(codes);
+            if (!zr) free(p.zeros);
+        } else
+            x->st = qd_err_set(QD_EFORMAT, "%s: tensor '%s': quantized datasets missing or of the wrong size", x->path, name);
+        free(packed);
+        free(sc);
+        free(zr);
+        free(gi);
+    } else if (kind && !strcmp(kind, "float")) {
+        size_t cnt = 0;
+        vals = read_all(g, "data", H5T_NATIVE_FLOAT, 4, &cnt);
+        if (!vals || (int64_t)cnt != (nd ? numel : 1))
+            x->st = qd_err_set(QD_EFORMAT, "%s: tensor '%s': data missing or of the wrong size", x->path, name);
+    } else if (kind && !strcmp(kind, "raw")) {
+        if (!dt || qd_dtype_from_name(dt, &odt) != QD_OK)
+            x->st = qd_err_set(QD_EFORMAT, "%s: tensor '%s': unknown orig_dtype '%s'", x->path, name, dt ? dt : "");
+        rawbuf = read_all(g, "raw", H5T_NATIVE_UINT8, 1, NULL);
+    } else
+        x->st = qd_err_set(QD_EFORMAT, "%s: tensor '%s': unknown kind '%s'", x->path, name, kind ? kind : "");
+    if (x->st == QD_OK) {
+        if (x->n == x->cap) {
+            x->cap = x->cap ? 2 * x->cap : 64;
+            x->t = realloc(x->t, (size_t)x->cap * sizeof *x->t);
+        }
+        qd_st_out_tensor *o = &x->t[x->n++];
+        memset(o, 0, sizeof *o);
+        o->name = qd_xstrdup(name);
+        o->ndim = nd;
+        memcpy(o->shape, shape, sizeof shape);
+        if (vals && x->f16) {
+            uint16_t *h = qd_xmalloc((size_t)numel * 2);
+            for (int64_t i = 0; i < numel; i++) h[i] = qd_f32_to_f16(vals[i]);
+            free(vals);
+            o->dtype = QD_DT_F16;
+            o->data = h;
+        } else if (vals) {
+            o->dtype = QD_DT_F32;
+            o->data = vals;
+        } else {
+            o->dtype = odt;
+            o->data = rawbuf;
+        }
+    } else {
+        free(vals);
+        free(rawbuf);
+    }
+    free(kind);
+    free(dt);
+    H5Gclose(g);
+    return x->st == QD_OK ? 0 : -1;
+}
+
+static int do_export(const char *path, const char *dir, int f16) {
+    H5E_auto2_t fn;
+    void *data;
+    H5Eget_auto2(H5E_DEFAULT, &fn, &data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    int st = QD_OK;
+    char *fmt = f >= 0 ? attr_text(f, "format") : NULL, *status = f >= 0 ? attr_text(f, "status") : NULL;
+    if (f < 0) st = qd_err_set(QD_EFORMAT, "%s: not an HDF5 file (or unreadable)", path);
+    else if (!fmt || strcmp(fmt, "qdist")) st = qd_err_set(QD_EFORMAT, "%s: not a qdist model", path);
+    else if (attr_int(f, "format_version", -1) != 1)
+        st = qd_err_set(QD_EFORMAT, "%s: unsupported format version %lld", path, (long long)attr_int(f, "format_version", -1));
+    else if (!status || strcmp(status, "complete"))
+        st = qd_err_set(QD_EFORMAT, "%s: the model is incomplete (status '%s')", path, status ? status : "");
+    exp_ctx x = {.f16 = f16, .path = path};
+    if (st == QD_OK) {
+        hid_t tg = H5Gopen2(f, "tensors", H5P_DEFAULT);
+        if (tg < 0 || H5Literate(tg, H5_INDEX_NAME, H5_ITER_INC, NULL, on_tensor, &x) < 0)
+            st = x.st ? x.st : qd_err_set(QD_EFORMAT, "%s: cannot read /tensors", path);
+        if (tg >= 0) H5Gclose(tg);
+    }
+    if (st == QD_OK) {
+        mkdir(dir, 0755);
+        char out[4096];
+        snprintf(out, sizeof out, "%s/model.safetensors", dir);
+        char meta[256];
+        snprintf(meta, sizeof meta, "{\"format\":\"pt\",\"qdist\":\"dequantized from a qdist model\"}");
+        st = qd_st_write(out, x.t, x.n, meta);
+        char *cfg = attr_text(f, "model_config");
+        if (st == QD_OK && cfg && cfg[0]) {
+            snprintf(out, sizeof out, "%s/config.json", dir);
+            FILE *c = fopen(out, "w");
+            if (!c || fputs(cfg, c) < 0 || fclose(c) != 0) st = qd_err_set(QD_EIO, "%s: cannot write", out);
+        }
+        free(cfg);
+        if (st == QD_OK) printf("wrote %s/model.safetensors (%d tensors, %s) and config.json\n", dir, x.n, f16 ? "F16" : "F32");
+    }
+    for (int i = 0; i < x.n; i++) {
+        free((void *)x.t[i].name);
+        free((void *)x.t[i].data);
+    }
+    free(x.t);
+    free(fmt);
+    free(status);
+    if (f >= 0) H5Fclose(f);
+    H5Eset_auto2(H5E_DEFAULT, fn, data);
+    return st;
+}
+
+int qd_cmd_export(int argc, char **argv, MPI_Comm comm) {
+    static struct option lo[] = {{"out", required_argument, 0, 'o'},
+                                 {"dtype", required_argument, 0, 'd'},
+                                 {"help", no_argument, 0, 'h'},
+                                 {0, 0, 0, 0}};
+    const char *out = NULL;
+    int f16 = 0, c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+        switch (c) {
+        case 'o': out = optarg; break;
+        case 'd':
+            if (!strcmp(optarg, "f16")) f16 = 1;
+            else if (!strcmp(optarg, "f32")) f16 = 0;
+            else return qd_cli_usage_error(comm, "export", "--dtype must be f32 or f16, got '%s'", optarg);
+            break;
+        case 'h':
+            if (qd_cli_is_root(comm)) fputs(export_help, stdout);
+            return QD_EXIT_OK;
+        default: return qd_cli_usage_error(comm, "export", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) return qd_cli_usage_error(comm, "export", "missing FILE.h5");
+    if (optind + 1 < argc) return qd_cli_usage_error(comm, "export", "unexpected argument '%s'", argv[optind + 1]);
+    if (!out) return qd_cli_usage_error(comm, "export", "missing --out DIR");
+    int st = qd_cli_is_root(comm) ? do_export(argv[optind], out, f16) : QD_OK;
+    char msg[1024];
+    st = qd_coll_agree_msg(comm, st, msg, sizeof msg, NULL);
+    if (st) {
+        if (qd_cli_is_root(comm)) fprintf(stderr, "qdist export: %s\n", msg);
+        return QD_EXIT_FAIL;
+    }
+    return QD_EXIT_OK;
+}
