@@ -443,6 +443,12 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
     if (sig_after >= 0) fault = -1;
     /* test hook: QD_FAULT_SLOW_MS=M makes every tensor take at least M ms (to test cancel and
      * progress on a model that quantizes in milliseconds) */
+    /* completion marks are written (after a flush) at most every mark_every seconds and at the
+     * end: a crash loses at most that much work. QD_CHECKPOINT_SECONDS overrides (0: every
+     * round). */
+    const char *ck_env = getenv("QD_CHECKPOINT_SECONDS");
+    double mark_every = ck_env ? atof(ck_env) : 2.0, last_mark = qd_now();
+    int *pending = qd_xcalloc((size_t)(n ? n : 1), sizeof(int)), npending = 0;
     const char *slow_env = getenv("QD_FAULT_SLOW_MS");
     long slow_ms = slow_env ? atol(slow_env) : 0;
     MPI_Datatype rt;
@@ -470,22 +476,8 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
         st = qd_coll_agree_msg(comm, me.status, msg, sizeof msg, NULL);
         QD_MPI_CHECK(MPI_Allgather(&me, 1, rt, recs, 1, rt, comm));
         if (st) break;
-        /* data of this round on disk first, then the completion marks (collective) */
-        QD_H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL));
-        for (int r = 0; r < size; r++) {
-            if (recs[r].item < 0) continue;
-            item *it = &items[recs[r].item];
-            if (it->kind == KIND_QUANT) {
-                hsize_t four = 4;
-                hid_t sp = QD_H5_CHECK(H5Screate_simple(1, &four, NULL));
-                hid_t a = QD_H5_CHECK(H5Acreate2(it->g, "metrics", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT));
-                QD_H5_CHECK(H5Awrite(a, H5T_NATIVE_DOUBLE, recs[r].m));
-                H5Aclose(a);
-                H5Sclose(sp);
-                attr_str(it->g, "metrics_names", "rel_fro_error,mse,max_abs_error,sqnr_db");
-            }
-            attr_i64(it->g, "complete", 1);
-        }
+        for (int r = 0; r < size; r++)
+            if (recs[r].item >= 0) pending[npending++] = recs[r].item;
         for (int r = 0; r < size; r++) {
             if (recs[r].item < 0) continue;
             item *it = &items[recs[r].item];
@@ -513,10 +505,33 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
                 }
             }
         }
-        int stop_local = g_stop || (rank == 0 && hooks && hooks->cancel_requested && hooks->cancel_requested(hooks->ctx));
-        int stop_any = 0;
-        QD_MPI_CHECK(MPI_Allreduce(&stop_local, &stop_any, 1, MPI_INT, MPI_MAX, comm));
-        if (stop_any && k + 1 < maxmine) {
+        /* stop (signal, cancel) and checkpoint decisions are rank 0's clock and everyone's flags,
+         * combined so that every rank takes the same branch */
+        int flags[2] = {g_stop || (rank == 0 && hooks && hooks->cancel_requested && hooks->cancel_requested(hooks->ctx)),
+                        rank == 0 && qd_now() - last_mark >= mark_every};
+        int any[2];
+        QD_MPI_CHECK(MPI_Allreduce(flags, any, 2, MPI_INT, MPI_MAX, comm));
+        int last = k + 1 >= maxmine || any[0];
+        if (any[1] || last) {
+            /* data on disk first, then the completion marks (collective, same values everywhere) */
+            QD_H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL));
+            for (int q = 0; q < npending; q++) {
+                item *it = &items[pending[q]];
+                if (it->kind == KIND_QUANT) {
+                    hsize_t four = 4;
+                    hid_t sp = QD_H5_CHECK(H5Screate_simple(1, &four, NULL));
+                    hid_t a = QD_H5_CHECK(H5Acreate2(it->g, "metrics", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT));
+                    QD_H5_CHECK(H5Awrite(a, H5T_NATIVE_DOUBLE, it->m));
+                    H5Aclose(a);
+                    H5Sclose(sp);
+                    attr_str(it->g, "metrics_names", "rel_fro_error,mse,max_abs_error,sqnr_db");
+                }
+                attr_i64(it->g, "complete", 1);
+            }
+            npending = 0;
+            last_mark = qd_now();
+        }
+        if (any[0] && k + 1 < maxmine) {
             stopped = 1;
             break;
         }
@@ -611,6 +626,7 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
     free(mine);
     free(recs);
     free(done_flag);
+    free(pending);
 out_free:
     free(load);
     free(items);

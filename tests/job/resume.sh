@@ -3,6 +3,7 @@
 # SIGTERM, keep OUT.h5.partial; `--resume` then completes a file identical (h5diff) to an
 # uninterrupted run. A partial file written with other settings is refused.
 set -u
+export QD_CHECKPOINT_SECONDS=0  # completion marks after every round
 : "${QDIST:?}" "${QD_MODELS_DIR:?}"
 MODEL="$QD_MODELS_DIR/vit-mnist-tiny"
 T=$(mktemp -d /tmp/qd-resume-XXXXXX)

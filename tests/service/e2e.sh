@@ -11,7 +11,7 @@ EP="ipc://$T/req.sock"; EV="ipc://$T/ev.sock"
 fail=0
 cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; rm -rf "$T"; }
 trap cleanup EXIT
-QD_FAULT_SLOW_MS=40 mpiexec -n 2 --oversubscribe "$QDIST" serve --bind "$EP" --events "$EV" --allow-dir "$T" \
+QD_CHECKPOINT_SECONDS=0 QD_FAULT_SLOW_MS=40 mpiexec -n 2 --oversubscribe "$QDIST" serve --bind "$EP" --events "$EV" --allow-dir "$T" \
     --allow-dir "$MODEL" > "$T/serve.log" 2>&1 &
 SPID=$!
 i=0; until "$QDIST" status --to "$EP" --timeout 1 >/dev/null 2>&1; do
