@@ -431,7 +431,6 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
     if (resuming && rank == 0 && !cfg->quiet)
         qd_log(QD_LOG_INFO, "resuming %s: %d of %d tensors already complete", partial, nresumed, n);
 
-    /* rounds: in round k each rank handles its k-th item, then all ranks exchange the results */
     int *mine = qd_xcalloc((size_t)(n ? n : 1), sizeof(int)), nmine = 0, maxmine = 0;
     for (int i = 0; i < n; i++)
         if (owner[i] == rank && !done_flag[i]) mine[nmine++] = i;
@@ -455,34 +454,51 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
     QD_MPI_CHECK(MPI_Type_contiguous((int)sizeof(round_rec), MPI_BYTE, &rt));
     QD_MPI_CHECK(MPI_Type_commit(&rt));
     int tty = isatty(STDOUT_FILENO);
-    for (int k = 0; k < maxmine && st == QD_OK; k++) {
-        round_rec me = {.item = -1};
-        if (k < nmine) {
-            item *it = &items[mine[k]];
-            me.item = mine[k];
-            if (fault >= 0 && k >= fault)
-                me.status = qd_err_set(QD_EIO, "tensor '%s': injected fault (QD_FAULT_RANK=%d QD_FAULT_AFTER=%d)",
-                                       qd_ckpt_tensor(ck, it->ti)->name, rank, fault);
+    /* A round: each rank works through its next tensors for about round_s seconds (at most RB),
+     * then all ranks exchange what they did. Rounds are the points where an error, a stop
+     * request or a checkpoint is agreed; slicing by time rather than by tensor keeps ranks with
+     * unequal tensors from waiting on each other. */
+    enum { RB = 32 };
+    const char *rs_env = getenv("QD_ROUND_SECONDS");
+    double round_s = rs_env ? atof(rs_env) : 0.25;
+    round_rec *mine_recs = qd_xcalloc(RB, sizeof(round_rec));
+    free(recs);
+    recs = qd_xcalloc((size_t)size * RB, sizeof(round_rec));
+    int next = 0, any_left = maxmine > 0;
+    while (any_left && st == QD_OK) {
+        int nme = 0, my_st = QD_OK;
+        double r0 = qd_now();
+        while (next < nmine && nme < RB && my_st == QD_OK && !g_stop && (nme == 0 || qd_now() - r0 < round_s)) {
+            item *it = &items[mine[next]];
+            round_rec *me = &mine_recs[nme++];
+            memset(me, 0, sizeof *me);
+            me->item = mine[next];
+            if (fault >= 0 && next >= fault)
+                me->status = qd_err_set(QD_EIO, "tensor '%s': injected fault (QD_FAULT_RANK=%d QD_FAULT_AFTER=%d)",
+                                        qd_ckpt_tensor(ck, it->ti)->name, rank, fault);
             else
-                me.status = process_item(ck, cfg, it);
+                me->status = process_item(ck, cfg, it);
             if (slow_ms > 0) {
                 struct timespec ts = {slow_ms / 1000, (slow_ms % 1000) * 1000000L};
                 nanosleep(&ts, NULL);
             }
-            memcpy(me.m, it->m, sizeof me.m);
-            me.seconds = it->seconds;
-            if (sig_after >= 0 && k + 1 == sig_after) raise(SIGTERM); /* test hook: preemption */
+            memcpy(me->m, it->m, sizeof me->m);
+            me->seconds = it->seconds;
+            my_st = me->status;
+            next++;
+            if (sig_after >= 0 && next == sig_after) raise(SIGTERM); /* test hook: preemption */
         }
-        st = qd_coll_agree_msg(comm, me.status, msg, sizeof msg, NULL);
-        QD_MPI_CHECK(MPI_Allgather(&me, 1, rt, recs, 1, rt, comm));
+        for (int q = nme; q < RB; q++) mine_recs[q].item = -1;
+        st = qd_coll_agree_msg(comm, my_st, msg, sizeof msg, NULL);
+        QD_MPI_CHECK(MPI_Allgather(mine_recs, RB, rt, recs, RB, rt, comm));
         if (st) break;
-        for (int r = 0; r < size; r++)
-            if (recs[r].item >= 0) pending[npending++] = recs[r].item;
-        for (int r = 0; r < size; r++) {
-            if (recs[r].item < 0) continue;
-            item *it = &items[recs[r].item];
-            memcpy(it->m, recs[r].m, sizeof it->m);
-            it->seconds = recs[r].seconds;
+        for (int q = 0; q < size * RB; q++) {
+            if (recs[q].item < 0) continue;
+            int r = q / RB;
+            item *it = &items[recs[q].item];
+            pending[npending++] = recs[q].item;
+            memcpy(it->m, recs[q].m, sizeof it->m);
+            it->seconds = recs[q].seconds;
             done++;
             if (rank == 0) {
                 const char *name = qd_ckpt_tensor(ck, it->ti)->name;
@@ -505,14 +521,14 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
                 }
             }
         }
-        /* stop (signal, cancel) and checkpoint decisions are rank 0's clock and everyone's flags,
-         * combined so that every rank takes the same branch */
-        int flags[2] = {g_stop || (rank == 0 && hooks && hooks->cancel_requested && hooks->cancel_requested(hooks->ctx)),
-                        rank == 0 && qd_now() - last_mark >= mark_every};
-        int any[2];
-        QD_MPI_CHECK(MPI_Allreduce(flags, any, 2, MPI_INT, MPI_MAX, comm));
-        int last = k + 1 >= maxmine || any[0];
-        if (any[1] || last) {
+        /* stop (signal, cancel), checkpoint and "anything left" decisions: everyone's flags and
+         * rank 0's clock, combined so that every rank takes the same branch */
+        int flags[3] = {g_stop || (rank == 0 && hooks && hooks->cancel_requested && hooks->cancel_requested(hooks->ctx)),
+                        rank == 0 && qd_now() - last_mark >= mark_every, next < nmine};
+        int any[3];
+        QD_MPI_CHECK(MPI_Allreduce(flags, any, 3, MPI_INT, MPI_MAX, comm));
+        any_left = any[2];
+        if (any[1] || !any_left || any[0]) {
             /* data on disk first, then the completion marks (collective, same values everywhere) */
             QD_H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL));
             for (int q = 0; q < npending; q++) {
@@ -531,11 +547,12 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
             npending = 0;
             last_mark = qd_now();
         }
-        if (any[0] && k + 1 < maxmine) {
+        if (any[0] && any_left) {
             stopped = 1;
             break;
         }
     }
+    free(mine_recs);
     if (rank == 0 && tty && !cfg->quiet) printf("\n");
     QD_MPI_CHECK(MPI_Type_free(&rt));
 
