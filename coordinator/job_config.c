@@ -51,6 +51,58 @@ static int in_list(const char *k, const char **l) {
     return 0;
 }
 
+/* "overrides": [{"pattern": GLOB, "skip": bool, "bits": int, "granularity": str, "group_size": int,
+ *                "sym": bool, "clip": str}, ...] */
+static int parse_overrides(qd_job_config *c, const cJSON *arr, char *msg, size_t cap) {
+    if (!cJSON_IsArray(arr)) return set_err(msg, cap, "key '%s' must be an array of objects%s", "overrides", "");
+    c->n_overrides = 0;
+    int idx = 0;
+    for (const cJSON *e = arr->child; e; e = e->next, idx++) {
+        char where[64];
+        snprintf(where, sizeof where, "overrides[%d]", idx);
+        if (!cJSON_IsObject(e)) return set_err(msg, cap, "%s must be an object%s", where, "");
+        if (c->n_overrides == QD_MAX_OVERRIDES) return set_err(msg, cap, "%s: at most 32 overrides%s", where, "");
+        qd_override *v = &c->overrides[c->n_overrides];
+        memset(v, 0, sizeof *v);
+        v->bits = v->sym = v->clip_mse = v->gran = -1;
+        v->group_size = -1;
+        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(e, "pattern");
+        if (!cJSON_IsString(pat) || !pat->valuestring[0] || strlen(pat->valuestring) >= sizeof v->pattern)
+            return set_err(msg, cap, "%s: 'pattern' must be a non-empty string (a glob on tensor names)%s", where, "");
+        snprintf(v->pattern, sizeof v->pattern, "%s", pat->valuestring);
+        for (const cJSON *it = e->child; it; it = it->next) {
+            const char *k = it->string ? it->string : "";
+            char sub[600];
+            if (!strcmp(k, "pattern")) continue;
+            if (!strcmp(k, "skip") || !strcmp(k, "sym")) {
+                if (!cJSON_IsBool(it)) return set_err(msg, cap, "%s: '%s' must be true or false", where, k);
+                if (!strcmp(k, "skip")) v->skip = cJSON_IsTrue(it);
+                else v->sym = cJSON_IsTrue(it);
+            } else if (!strcmp(k, "bits") || !strcmp(k, "group_size")) {
+                if (!cJSON_IsNumber(it) || it->valuedouble != (double)(long)it->valuedouble)
+                    return set_err(msg, cap, "%s: '%s' must be an integer", where, k);
+                long val = (long)it->valuedouble;
+                if (!strcmp(k, "bits")) {
+                    if (!qd_valid_bits((int)val)) return set_err(msg, cap, "%s: '%s' must be 2..8", where, k);
+                    v->bits = (int)val;
+                } else {
+                    if (val < 1) return set_err(msg, cap, "%s: '%s' must be positive", where, k);
+                    v->group_size = val;
+                }
+            } else if (!strcmp(k, "granularity") || !strcmp(k, "clip")) {
+                if (!cJSON_IsString(it)) return set_err(msg, cap, "%s: '%s' must be a string", where, k);
+                qd_job_config tmp = *c;
+                if (qd_job_config_set(&tmp, k, it->valuestring, sub, sizeof sub)) return set_err(msg, cap, "%s: %s", where, sub);
+                if (!strcmp(k, "clip")) v->clip_mse = tmp.clip_mse;
+                else v->gran = (int)tmp.scheme.gran;
+            } else
+                return set_err(msg, cap, "%s: unknown key '%s'", where, k);
+        }
+        c->n_overrides++;
+    }
+    return 0;
+}
+
 int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, char *msg, size_t cap) {
     if (!cJSON_IsObject(o)) {
         snprintf(msg, cap, "the job configuration must be a JSON object");
@@ -60,7 +112,9 @@ int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, c
         const char *k = it->string ? it->string : "";
         for (const cJSON *b = it->next; b; b = b->next)
             if (b->string && !strcmp(b->string, k)) return set_err(msg, cap, "duplicate key '%s'%s", k, "");
-        if (in_list(k, k_bools)) {
+        if (!strcmp(k, "overrides")) {
+            if (parse_overrides(c, it, msg, cap)) return -1;
+        } else if (in_list(k, k_bools)) {
             if (!cJSON_IsBool(it)) return set_err(msg, cap, "key '%s' must be true or false%s", k, "");
             int v = cJSON_IsTrue(it);
             if (!strcmp(k, "sym")) c->scheme.sym = v;

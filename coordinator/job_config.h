@@ -1,7 +1,8 @@
 /* coordinator/job_config.h — a job's options from the command line or JSON. Keys (CLI flag in
  * brackets): method [--method], bits [--bits], granularity [--granularity], group_size
  * [--group-size], sym [--sym/--asym], clip [--clip], shard [--shard], include_embeddings,
- * include_head; service jobs add model, out, overwrite, resume. */
+ * include_head, overrides (per-tensor glob patterns: skip, bits, granularity, group_size, sym,
+ * clip; the first match wins); service jobs add model, out, overwrite, resume. */
 #ifndef QD_JOB_CONFIG_H
 #define QD_JOB_CONFIG_H
 

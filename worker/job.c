@@ -4,6 +4,7 @@
 
 #include <hdf5.h>
 #include <math.h>
+#include <fnmatch.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +49,21 @@ cJSON *qd_job_config_json(const qd_job_config *c) {
     cJSON_AddStringToObject(o, "clip", c->clip_mse ? "mse" : "minmax");
     cJSON_AddBoolToObject(o, "include_embeddings", c->include_embeddings);
     cJSON_AddBoolToObject(o, "include_head", c->include_head);
+    if (c->n_overrides) {
+        cJSON *arr = cJSON_AddArrayToObject(o, "overrides");
+        for (int i = 0; i < c->n_overrides; i++) {
+            const qd_override *v = &c->overrides[i];
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "pattern", v->pattern);
+            if (v->skip) cJSON_AddBoolToObject(e, "skip", 1);
+            if (v->bits >= 0) cJSON_AddNumberToObject(e, "bits", v->bits);
+            if (v->gran >= 0) cJSON_AddStringToObject(e, "granularity", gran_name((qd_granularity)v->gran));
+            if (v->group_size >= 0) cJSON_AddNumberToObject(e, "group_size", (double)v->group_size);
+            if (v->sym >= 0) cJSON_AddBoolToObject(e, "sym", v->sym);
+            if (v->clip_mse >= 0) cJSON_AddStringToObject(e, "clip", v->clip_mse ? "mse" : "minmax");
+            cJSON_AddItemToArray(arr, e);
+        }
+    }
     return o;
 }
 
@@ -129,6 +145,8 @@ typedef struct {
     int ti;               /* tensor index in the checkpoint */
     int kind;
     int64_t rows, cols;   /* quantized tensors: [out, in] */
+    qd_qscheme scheme;    /* the job's, or a matching override's */
+    int clip_mse;
     hid_t g, dq, ds, dz, dd;
     double m[4];          /* rel_fro, mse, max_abs, sqnr_db */
     double seconds;
@@ -142,6 +160,28 @@ typedef struct {
     double m[4];
     double seconds;
 } round_rec;
+
+/* The scheme of a tensor selected for quantization: the first matching override applies.
+ * Returns 0 if an override keeps the tensor float. */
+static int resolve_scheme(const qd_job_config *cfg, const char *name, qd_qscheme *s, int *clip_mse) {
+    *s = cfg->scheme;
+    *clip_mse = cfg->clip_mse;
+    for (int i = 0; i < cfg->n_overrides; i++) {
+        const qd_override *v = &cfg->overrides[i];
+        if (fnmatch(v->pattern, name, 0) != 0) continue;
+        if (v->skip) return 0;
+        if (v->bits >= 0) s->bits = v->bits;
+        if (v->sym >= 0) s->sym = v->sym;
+        if (v->gran >= 0) s->gran = (qd_granularity)v->gran;
+        if (v->group_size >= 0) {
+            s->group_size = v->group_size;
+            if (v->gran < 0) s->gran = QD_GRAN_GROUP;
+        }
+        if (v->clip_mse >= 0) *clip_mse = v->clip_mse;
+        break;
+    }
+    return 1;
+}
 
 static int should_quantize(const qd_job_config *cfg, const qd_tensor_info *t) {
     if (!t->float_like || t->ndim != 2) return 0;
@@ -179,8 +219,8 @@ static int process_item(qd_checkpoint *ck, const qd_job_config *cfg, item *it) {
     }
     int64_t R = it->rows, C = it->cols;
     qd_qparams p;
-    qd_clip_opts clip = cfg->clip_mse ? (qd_clip_opts){100, 0.8f, 2.0f} : QD_CLIP_MINMAX;
-    rc = qd_quant_params(w, R, C, &cfg->scheme, &clip, &p);
+    qd_clip_opts clip = it->clip_mse ? (qd_clip_opts){100, 0.8f, 2.0f} : QD_CLIP_MINMAX;
+    rc = qd_quant_params(w, R, C, &it->scheme, &clip, &p);
     if (rc) {
         qd_err_wrap(rc, "tensor '%s'", t->name);
         if (owned) free((void *)w);
@@ -269,7 +309,8 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
         const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
         item *it = &items[i];
         it->ti = i;
-        it->kind = should_quantize(cfg, t) ? KIND_QUANT : t->float_like ? KIND_FLOAT : KIND_RAW;
+        it->kind = should_quantize(cfg, t) && resolve_scheme(cfg, t->name, &it->scheme, &it->clip_mse)
+                       ? KIND_QUANT : t->float_like ? KIND_FLOAT : KIND_RAW;
         it->rows = t->ndim ? t->shape[0] : 1;
         it->cols = it->rows ? (int64_t)t->numel / it->rows : 0;
         it->g = it->dq = it->ds = it->dz = it->dd = -1;
@@ -386,7 +427,7 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
             if (it->kind == KIND_QUANT) {
                 it->dq = QD_H5_CHECK(H5Dopen2(it->g, "qweight", H5P_DEFAULT));
                 it->ds = QD_H5_CHECK(H5Dopen2(it->g, "scales", H5P_DEFAULT));
-                if (!cfg->scheme.sym) it->dz = QD_H5_CHECK(H5Dopen2(it->g, "zeros", H5P_DEFAULT));
+                if (!it->scheme.sym) it->dz = QD_H5_CHECK(H5Dopen2(it->g, "zeros", H5P_DEFAULT));
             } else
                 it->dd = QD_H5_CHECK(H5Dopen2(it->g, it->kind == KIND_FLOAT ? "data" : "raw", H5P_DEFAULT));
             if (H5Aexists(it->g, "complete") > 0) {
@@ -405,19 +446,19 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
         attr_i64s(it->g, "shape", t->shape, t->ndim > 0 ? t->ndim : 1);
         attr_str(it->g, "orig_dtype", qd_dtype_name(t->dtype));
         if (it->kind == KIND_QUANT) {
-            int64_t G = cfg->scheme.gran == QD_GRAN_GROUP ? QD_MIN(cfg->scheme.group_size, it->cols) : it->cols;
+            int64_t G = it->scheme.gran == QD_GRAN_GROUP ? QD_MIN(it->scheme.group_size, it->cols) : it->cols;
             int64_t ng = (it->cols + G - 1) / G;
             attr_str(it->g, "method", method_name(cfg->method));
-            attr_i64(it->g, "bits", cfg->scheme.bits);
-            attr_str(it->g, "granularity", gran_name(cfg->scheme.gran));
-            attr_i64(it->g, "group_size", cfg->scheme.gran == QD_GRAN_GROUP ? G : -1);
-            attr_i64(it->g, "sym", cfg->scheme.sym);
+            attr_i64(it->g, "bits", it->scheme.bits);
+            attr_str(it->g, "granularity", gran_name(it->scheme.gran));
+            attr_i64(it->g, "group_size", it->scheme.gran == QD_GRAN_GROUP ? G : -1);
+            attr_i64(it->g, "sym", it->scheme.sym);
             attr_i64(it->g, "act_order", 0);
-            hsize_t dq[2] = {(hsize_t)it->rows, (hsize_t)qd_packed_row_bytes(it->cols, cfg->scheme.bits)};
+            hsize_t dq[2] = {(hsize_t)it->rows, (hsize_t)qd_packed_row_bytes(it->cols, it->scheme.bits)};
             hsize_t dsz[2] = {(hsize_t)it->rows, (hsize_t)ng};
             it->dq = make_dset(it->g, "qweight", H5T_STD_U8LE, 2, dq);
             it->ds = make_dset(it->g, "scales", H5T_IEEE_F32LE, 2, dsz);
-            if (!cfg->scheme.sym) it->dz = make_dset(it->g, "zeros", H5T_STD_I32LE, 2, dsz);
+            if (!it->scheme.sym) it->dz = make_dset(it->g, "zeros", H5T_STD_I32LE, 2, dsz);
         } else {
             hsize_t dims[QD_ST_MAX_DIMS], one = (hsize_t)t->nbytes;
             for (int d = 0; d < t->ndim; d++) dims[d] = (hsize_t)t->shape[d];
@@ -596,12 +637,13 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
             params += (int64_t)t->numel;
             bin += (double)t->nbytes;
             if (items[i].kind == KIND_QUANT) {
-                int64_t G = cfg->scheme.gran == QD_GRAN_GROUP ? QD_MIN(cfg->scheme.group_size, items[i].cols) : items[i].cols;
+                const qd_qscheme *sc = &items[i].scheme;
+                int64_t G = sc->gran == QD_GRAN_GROUP ? QD_MIN(sc->group_size, items[i].cols) : items[i].cols;
                 int64_t ng = (items[i].cols + G - 1) / G;
                 nqp++;
                 qin += (double)t->nbytes;
-                bout += (double)(items[i].rows * qd_packed_row_bytes(items[i].cols, cfg->scheme.bits)) +
-                        (double)(items[i].rows * ng) * (cfg->scheme.sym ? 4 : 8);
+                bout += (double)(items[i].rows * qd_packed_row_bytes(items[i].cols, sc->bits)) +
+                        (double)(items[i].rows * ng) * (sc->sym ? 4 : 8);
                 sum_e += items[i].m[0];
                 if (items[i].m[0] > max_e) max_e = items[i].m[0];
             } else {

@@ -14,6 +14,18 @@
 
 typedef enum { QD_METHOD_RTN = 0, QD_METHOD_GPTQ, QD_METHOD_ADAROUND } qd_method;
 
+/* A per-tensor override (mixed precision): the first pattern (fnmatch glob on the tensor name)
+ * that matches a tensor selected for quantization changes its scheme or keeps it float. Fields
+ * < 0 are unset. */
+#define QD_MAX_OVERRIDES 32
+typedef struct {
+    char pattern[256];
+    int skip;               /* keep as float */
+    int bits, sym, clip_mse;
+    int gran;               /* qd_granularity or -1 */
+    int64_t group_size;
+} qd_override;
+
 typedef struct {
     const char *model;           /* checkpoint file or directory */
     const char *out;             /* output .h5 (written as OUT.partial, renamed on success) */
@@ -24,6 +36,8 @@ typedef struct {
     int overwrite, resume, quiet;
     int include_embeddings;      /* also quantize 2-D embedding tables */
     int include_head;            /* also quantize pooler/classifier weights */
+    qd_override overrides[QD_MAX_OVERRIDES];
+    int n_overrides;
 } qd_job_config;
 
 void qd_job_config_default(qd_job_config *c);

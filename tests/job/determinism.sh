@@ -28,6 +28,21 @@ for scheme in "--bits 8" "--bits 4 --asym --group-size 32 --clip mse --shard lay
   fi
   rm -f "$T"/*.h5
 done
+# mixed precision by glob overrides: same file for 1 and 3 ranks, and the overrides applied
+cat > "$T/ov.json" <<J
+{"bits": 8, "overrides": [
+  {"pattern": "*.output.dense.weight", "skip": true},
+  {"pattern": "*.attention.attention.*", "bits": 4, "group_size": 32, "sym": false, "clip": "mse"}]}
+J
+mpiexec -n 1 "$QDIST" quantize --model "$MODEL" --out "$T/ov1.h5" --quiet --config "$T/ov.json"
+mpiexec -n 3 --oversubscribe "$QDIST" quantize --model "$MODEL" --out "$T/ov3.h5" --quiet --config "$T/ov.json"
+h5diff --exclude-path /run "$T/ov1.h5" "$T/ov3.h5" && echo "ok: overrides: 1 rank == 3 ranks" || { echo "DIFFERENT: overrides"; fail=1; }
+ins=$("$QDIST" inspect "$T/ov1.h5")
+printf '%s' "$ins" | grep -q "86 tensors, 24 quantized" || { echo "overrides: wrong count"; fail=1; }
+printf '%s' "$ins" | grep "layer.2.attention.attention.key.weight" | grep -q "4 rtn *group 32 *asym" || { echo "overrides: attention not 4-bit g32"; fail=1; }
+printf '%s' "$ins" | grep "layer.2.intermediate.dense.weight" | grep -q "8 rtn *channel *sym" || { echo "overrides: default scheme not kept"; fail=1; }
+printf '%s' "$ins" | grep "layer.2.output.dense.weight" | grep -q " float " || { echo "overrides: skip not applied"; fail=1; }
+rm -f "$T"/ov*.h5
 # the file records what it is
 mpiexec -n 2 "$QDIST" quantize --model "$MODEL" --out "$T/a.h5" --quiet
 h5dump -a /format -a /status -a /format_version "$T/a.h5" | grep -q '"qdist"' || { echo "format attribute missing"; fail=1; }
