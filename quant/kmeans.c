@@ -1,0 +1,116 @@
+#include "quant/kmeans.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant/quant.h"
+
+static uint64_t splitmix(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double unif(uint64_t *s) { return (double)(splitmix(s) >> 11) / 9007199254740992.0; }
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* nearest centroid of a sorted codebook */
+static inline int nearest(const float *c, int K, float x) {
+    int lo = 0, hi = K - 1;
+    while (lo < hi) { /* first centroid whose upper midpoint is >= x */
+        int mid = (lo + hi) / 2;
+        if (x <= 0.5f * (c[mid] + c[mid + 1])) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo;
+}
+
+/* one codebook for n values (stride 1); returns iterations */
+static int kmeans1d(const float *x, const float *wt, int64_t n, int K, int max_iters, uint64_t seed, float *c,
+                    uint8_t *code) {
+    uint64_t s = seed;
+    double *d2 = malloc((size_t)n * sizeof(double));
+    /* k-means++ seeding (weighted) */
+    double tot = 0;
+    for (int64_t i = 0; i < n; i++) tot += wt ? wt[i] : 1.0;
+    int64_t first = 0;
+    double r = unif(&s) * tot, acc = 0;
+    for (int64_t i = 0; i < n; i++) {
+        acc += wt ? wt[i] : 1.0;
+        if (acc >= r) {
+            first = i;
+            break;
+        }
+    }
+    c[0] = x[first];
+    for (int64_t i = 0; i < n; i++) d2[i] = (double)(x[i] - c[0]) * (x[i] - c[0]) * (wt ? wt[i] : 1.0);
+    int k = 1;
+    for (; k < K; k++) {
+        double sum = 0;
+        for (int64_t i = 0; i < n; i++) sum += d2[i];
+        if (sum <= 0) break; /* fewer distinct values than centroids */
+        double t = unif(&s) * sum, a = 0;
+        int64_t pick = n - 1;
+        for (int64_t i = 0; i < n; i++) {
+            a += d2[i];
+            if (a >= t && d2[i] > 0) {
+                pick = i;
+                break;
+            }
+        }
+        c[k] = x[pick];
+        for (int64_t i = 0; i < n; i++) {
+            double d = (double)(x[i] - c[k]) * (x[i] - c[k]) * (wt ? wt[i] : 1.0);
+            if (d < d2[i]) d2[i] = d;
+        }
+    }
+    for (int j = k; j < K; j++) c[j] = c[k - 1]; /* duplicates for degenerate inputs */
+    qsort(c, (size_t)K, sizeof(float), cmp_float);
+    double *sw = malloc((size_t)K * sizeof(double)), *sx = malloc((size_t)K * sizeof(double));
+    int it = 0;
+    for (int64_t i = 0; i < n; i++) code[i] = 0xFF;
+    for (; it < max_iters; it++) {
+        int changed = 0;
+        memset(sw, 0, (size_t)K * sizeof(double));
+        memset(sx, 0, (size_t)K * sizeof(double));
+        for (int64_t i = 0; i < n; i++) {
+            int j = nearest(c, K, x[i]);
+            changed += code[i] != j;
+            code[i] = (uint8_t)j;
+            double w = wt ? wt[i] : 1.0;
+            sw[j] += w;
+            sx[j] += w * x[i];
+        }
+        if (!changed) break;
+        for (int j = 0; j < K; j++)
+            if (sw[j] > 0) c[j] = (float)(sx[j] / sw[j]);
+        qsort(c, (size_t)K, sizeof(float), cmp_float);
+    }
+    for (int64_t i = 0; i < n; i++) code[i] = (uint8_t)nearest(c, K, x[i]);
+    free(sw);
+    free(sx);
+    free(d2);
+    return it;
+}
+
+int qd_kmeans_quantize(const float *w, int64_t rows, int64_t cols, const float *weights, const qd_kmeans_opts *o,
+                       float *codebook, uint8_t *codes) {
+    if (o->bits < 1 || o->bits > 8) return qd_err_set(QD_EINVAL, "kmeans: bits must be 1..8, got %d", o->bits);
+    int rc = qd_check_finite(w, rows, cols, "weight");
+    if (rc) return rc;
+    int K = 1 << o->bits, iters = o->max_iters > 0 ? o->max_iters : 50, worst = 0;
+    if (o->per_row) {
+        for (int64_t r = 0; r < rows; r++) {
+            int n = kmeans1d(w + r * cols, weights ? weights + r * cols : NULL, cols, K, iters, o->seed + (uint64_t)r,
+                             codebook + r * K, codes + r * cols);
+            if (n > worst) worst = n;
+        }
+    } else
+        worst = kmeans1d(w, weights, rows * cols, K, iters, o->seed, codebook, codes);
+    return worst;
+}
