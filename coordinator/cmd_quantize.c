@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <ctype.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "collective/collective.h"
@@ -17,47 +19,67 @@
 static const char *quantize_help =
     "Usage: mpirun -n N qdist quantize --model PATH --out FILE.h5 [options]\n"
     "\n"
-    "Quantizes the 2-D Linear weights of the encoder blocks of a safetensors checkpoint (file,\n"
-    "model.safetensors.index.json or directory) and writes one HDF5 model (docs/FORMAT.md).\n"
-    "Embeddings, norms, biases, pooler and classifier are kept as float32. Each rank reads and\n"
-    "quantizes its own share; the file is identical for any number of ranks.\n"
+    "Quantizes a safetensors checkpoint (file, model.safetensors.index.json or directory) with\n"
+    "round to nearest and writes one HDF5 model (docs/FORMAT.md). By default the 2-D Linear\n"
+    "weights inside the encoder blocks are quantized; embeddings, norms, biases, pooler and\n"
+    "classifier are kept as float32. Each rank reads and quantizes only its own tensors (or row\n"
+    "ranges); the file is identical for any number of ranks.\n"
+    "\n"
+    "Defaults: --method rtn --bits 8 --granularity channel --sym --clip minmax --shard tensor\n"
+    "(8-bit symmetric per output channel: int8 = q - 128, the safe choice without calibration;\n"
+    "for 4-bit GPTQ-style files use --bits 4 --asym --group-size 128).\n"
     "\n"
     "  --model PATH            the checkpoint\n"
     "  --out FILE.h5           the output (written as FILE.h5.partial, renamed when complete)\n"
-    "  --method rtn            round to nearest (default)\n"
-    "  --bits N                2..8 (default 8)\n"
-    "  --granularity G         tensor | channel | group (default channel)\n"
-    "  --group-size N          columns per group (implies --granularity group; default 128)\n"
-    "  --sym | --asym          symmetric (zero point 2^(bits-1), default) or asymmetric\n"
-    "  --clip minmax|mse       range from min/max (default) or the MSE-optimal clipping search\n"
-    "  --shard tensor|layer    how work is spread over ranks: tensor (default) balances tensors by\n"
-    "                          cost; layer gives each rank contiguous encoder blocks ('rows' is\n"
-    "                          accepted and currently works as 'tensor')\n"
+    "  --method rtn            round to nearest (gptq and adaround need calibration data, which\n"
+    "                          this version cannot collect yet: they are refused)\n"
+    "  --bits N                2..8\n"
+    "  --granularity G         tensor | channel | group\n"
+    "  --group-size N          input columns per group (implies --granularity group)\n"
+    "  --sym | --asym          symmetric (zero point 2^(bits-1)) or asymmetric (zeros stored)\n"
+    "  --clip minmax|mse       range from min/max, or the MSE-optimal clipping search\n"
+    "  --shard tensor|layer|rows  how work is spread over ranks: tensor (cost-balanced whole\n"
+    "                          tensors), layer (contiguous encoder blocks per rank), rows (large\n"
+    "                          tensors cut into row ranges); see 'qdist plan'\n"
     "  --include-embeddings    also quantize 2-D embedding tables\n"
     "  --include-head          also quantize pooler and classifier weights\n"
-    "  --config JOB.json       options as JSON keys (method, bits, granularity, group_size, sym,\n"
-    "                          clip, shard, include_embeddings, include_head) and per-tensor\n"
-    "                          overrides for mixed precision, first match wins:\n"
-    "                          \"overrides\": [{\"pattern\": \"*.attention.*\", \"bits\": 4,\n"
-    "                          \"group_size\": 32, \"sym\": false}, {\"pattern\": \"*.output.dense.*\",\n"
-    "                          \"skip\": true}]  (glob on tensor names); flags after it win\n"
-    "  --overwrite             replace an existing output\n"
-    "  --resume                continue a partial output (FILE.h5.partial)\n"
-    "  --quiet                 no progress lines\n"
+    "  --include PATTERN       also quantize 2-D float tensors whose name matches the glob\n"
+    "                          (repeatable), e.g. --include '*.classifier.weight'\n"
+    "  --config JOB.json       options as JSON (keys: method, bits, granularity, group_size, sym,\n"
+    "                          clip, shard, include_embeddings, include_head, include [globs],\n"
+    "                          overrides [per-tensor settings]); flags after it win. Example:\n"
+    "                            {\"bits\": 4, \"sym\": false, \"group_size\": 128,\n"
+    "                             \"overrides\": [{\"pattern\": \"*.attention.*\", \"bits\": 8,\n"
+    "                                            \"granularity\": \"channel\"},\n"
+    "                                           {\"pattern\": \"*.layer.0.*\", \"skip\": true}]}\n"
+    "                          The first override whose pattern matches a selected tensor sets its\n"
+    "                          method, bits, granularity, group_size, sym or clip, or keeps it\n"
+    "                          float (skip). Unknown keys and wrong types are errors.\n"
+    "  --overwrite             replace an existing output (or an old FILE.h5.partial)\n"
+    "  --resume                continue FILE.h5.partial from an interrupted or failed run: checks\n"
+    "                          that settings and checkpoint are the same, then quantizes only the\n"
+    "                          tensors not yet complete (any number of ranks)\n"
+    "  --progress MODE         auto (a bar on a terminal, one line per tensor otherwise), bar,\n"
+    "                          lines or none\n"
+    "  --quiet                 no progress and no summary\n"
     "  --events ENDPOINT       publish progress events (JSON, ZeroMQ PUB) for 'qdist watch'\n"
     "  -h, --help              this text\n"
     "\n"
-    "Exit codes: 0 done, 1 error (the message names the rank, tensor and cause), 2 usage,\n"
-    "3 interrupted by SIGTERM/SIGINT (the partial file is kept).\n";
+    "Exit codes: 0 done, 1 error (rank 0 prints the failing rank, tensor and cause), 2 usage or\n"
+    "configuration error, 3 interrupted by SIGTERM/SIGINT: the pieces in hand are finished and\n"
+    "flushed, and the message gives the command that resumes the job.\n";
 
 static const char *plan_help =
     "Usage: qdist plan --ranks N --model PATH [quantize options]\n"
     "\n"
-    "Prints which rank quantizes which tensor, the estimated cost and memory per rank, and the\n"
-    "balance (max/mean cost), without quantizing anything.\n";
+    "Prints which rank quantizes which tensor (or row range), the estimated cost (from the\n"
+    "method's cost model: rtn ~ rows*cols, gptq ~ rows*cols^2 + cols^3, adaround ~\n"
+    "iters*rows*cols*batch) and peak memory per rank, and the balance max/mean, without\n"
+    "quantizing anything. Takes the options of 'qdist quantize' (--shard, --config, --include,\n"
+    "--method, ...); --out is not needed.\n";
 
 enum { O_MODEL = 256, O_OUT, O_METHOD, O_BITS, O_GRAN, O_GS, O_SYM, O_ASYM, O_CLIP, O_SHARD, O_CONFIG, O_OVERWRITE,
-       O_RESUME, O_QUIET, O_EMB, O_HEAD, O_RANKS, O_EVENTS };
+       O_RESUME, O_QUIET, O_EMB, O_HEAD, O_RANKS, O_EVENTS, O_INCLUDE, O_PROGRESS };
 
 static const char *g_events;
 
@@ -104,6 +126,8 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
                                  {"include-head", no_argument, 0, O_HEAD},
                                  {"ranks", required_argument, 0, O_RANKS},
                                  {"events", required_argument, 0, O_EVENTS},
+                                 {"include", required_argument, 0, O_INCLUDE},
+                                 {"progress", required_argument, 0, O_PROGRESS},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
     qd_job_config_default(c);
@@ -111,7 +135,8 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
     opterr = 0;
     int o;
     char msg[600];
-    while ((o = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+    int li = -1;
+    while ((o = getopt_long(argc, argv, "h", lo, &li)) != -1) {
         const char *key = NULL;
         switch (o) {
         case O_MODEL: c->model = optarg; break;
@@ -122,6 +147,8 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
         case O_GS: key = "group_size"; break;
         case O_CLIP: key = "clip"; break;
         case O_SHARD: key = "shard"; break;
+        case O_INCLUDE: key = "include"; break;
+        case O_PROGRESS: key = "progress"; break;
         case O_SYM: c->scheme.sym = 1; break;
         case O_ASYM: c->scheme.sym = 0; break;
         case O_OVERWRITE: c->overwrite = 1; break;
@@ -154,8 +181,9 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
             *rc = qd_cli_usage_error(comm, cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
             return -1;
         }
+        li = -1;
         if (key && qd_job_config_set(c, key, optarg, msg, sizeof msg)) {
-            *rc = qd_cli_usage_error(comm, cmd, "--%s", msg + 1);
+            *rc = qd_cli_usage_error(comm, cmd, "--%s %s: %s", li >= 0 ? lo[li].name : key, optarg, msg);
             return -1;
         }
     }
@@ -181,11 +209,49 @@ static void publish_event(void *ctx, const char *type, const cJSON *fields) {
     cJSON_Delete(ev);
 }
 
+/* Open MPI gives every rank a pseudo-terminal for stdout whatever mpirun's own stdout is, so
+ * isatty() alone says "terminal" even in a batch log. Under a launcher, look at the launcher's
+ * (the parent's) stdout instead; a remote or unknown parent means "not a terminal". */
+static int stdout_is_terminal(void) {
+    if (!isatty(STDOUT_FILENO)) return 0;
+    if (!getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMIX_RANK") && !getenv("PMI_RANK")) return 1;
+    char p[64], link[256];
+    snprintf(p, sizeof p, "/proc/%d/fd/1", (int)getppid());
+    ssize_t k = readlink(p, link, sizeof link - 1);
+    if (k <= 0) return 0;
+    link[k] = 0;
+    return !strncmp(link, "/dev/pts/", 9) || !strncmp(link, "/dev/tty", 8);
+}
+
+/* The command that continues an interrupted job: this one's arguments plus --resume. */
+static void resume_hint(int argc, char **argv, int size) {
+    fprintf(stderr, "qdist: to continue: mpirun -n %d qdist", size);
+    int had = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--resume")) had = 1;
+        if (!strcmp(a, "--overwrite")) continue; /* would throw the partial file away */
+        int plain = *a != 0;
+        for (const char *c = a; *c; c++)
+            if (!(isalnum((unsigned char)*c) || strchr("-_./=:,+@%", *c))) plain = 0;
+        fprintf(stderr, plain ? " %s" : " '%s'", a);
+    }
+    fprintf(stderr, "%s\n", had ? "" : " --resume");
+}
+
 int qd_cmd_quantize(int argc, char **argv, MPI_Comm comm) {
     qd_job_config c;
-    int rc = 0;
+    int rc = 0, size = 1;
+    QD_MPI_CHECK(MPI_Comm_size(comm, &size));
     if (parse(argc, argv, comm, "quantize", quantize_help, &c, NULL, &rc)) return rc;
     if (!c.out) return qd_cli_usage_error(comm, "quantize", "missing --out FILE.h5");
+    if (qd_job_config_validate(&c)) return qd_cli_usage_error(comm, "quantize", "%s", qd_errmsg());
+    if (c.progress == QD_PROGRESS_AUTO) {
+        /* rank 0 decides (it is the one that prints) */
+        int term = qd_cli_is_root(comm) ? stdout_is_terminal() : 0;
+        QD_MPI_CHECK(MPI_Bcast(&term, 1, MPI_INT, 0, comm));
+        c.progress = term ? QD_PROGRESS_BAR : QD_PROGRESS_LINES;
+    }
     /* progress events: rank 0 publishes the job's events on a PUB socket */
     void *zctx = NULL, *pub = NULL;
     qd_job_hooks hooks = {0};
@@ -212,11 +278,19 @@ int qd_cmd_quantize(int argc, char **argv, MPI_Comm comm) {
     if (zctx) zmq_ctx_term(zctx);
     if (st == QD_OK) return QD_EXIT_OK;
     if (qd_cli_is_root(comm)) {
-        qd_log(QD_LOG_ERROR, "%s", qd_errmsg());
-        if (st == QD_EINTR)
-            qd_log(QD_LOG_ERROR, "interrupted; to continue: mpirun -n N qdist quantize --model %s --out %s --resume",
-                   c.model, c.out);
+        fflush(stdout);
+        fprintf(stderr, "qdist quantize: %s\n", qd_errmsg());
+        if (st == QD_EINTR || access(c.out, F_OK) != 0) {
+            char partial[4096];
+            snprintf(partial, sizeof partial, "%s.partial", c.out);
+            if (st == QD_EINTR || (access(partial, F_OK) == 0 && st != QD_EEXIST && st != QD_EMISMATCH && st != QD_ECONFIG))
+                resume_hint(argc, argv, size);
+        }
+        fflush(stderr);
     }
+    /* mpirun kills the job when the first rank exits non-zero: nobody leaves before rank 0 has
+     * printed the message */
+    QD_MPI_CHECK(MPI_Barrier(comm));
     return st == QD_EINTR ? QD_EXIT_INTERRUPTED : st == QD_ECONFIG || st == QD_EUSAGE ? QD_EXIT_USAGE : QD_EXIT_FAIL;
 }
 
@@ -228,42 +302,57 @@ int qd_cmd_plan(int argc, char **argv, MPI_Comm comm) {
     if (!qd_cli_is_root(comm)) return QD_EXIT_OK;
     qd_checkpoint *ck;
     if (qd_ckpt_open(c.model, &ck)) {
-        qd_log(QD_LOG_ERROR, "%s", qd_errmsg());
+        fprintf(stderr, "qdist plan: %s\n", qd_errmsg());
         return QD_EXIT_FAIL;
     }
-    int n = qd_ckpt_num_tensors(ck);
-    qd_plan_item *pi = qd_xcalloc((size_t)(n ? n : 1), sizeof *pi);
-    int *owner = qd_xcalloc((size_t)(n ? n : 1), sizeof(int));
-    for (int i = 0; i < n; i++) {
-        const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
-        int q = t->float_like && t->ndim == 2 && qd_shard_default_quantizable(t);
-        int64_t rows = t->ndim ? t->shape[0] : 1, cols = rows ? (int64_t)t->numel / rows : 0;
-        pi[i].cost = q ? qd_plan_cost_rtn(rows, cols) : qd_plan_cost_copy((int64_t)t->numel);
-        pi[i].mem = (double)t->numel * 4.0 * (q ? 2.5 : 1.0);
-        pi[i].block = qd_shard_block_index(t->name);
-    }
-    qd_plan_assign(pi, n, ranks, c.shard, owner);
-    double *load = qd_xcalloc((size_t)ranks, sizeof(double));
-    double bal = qd_plan_balance(pi, n, ranks, owner, load);
-    printf("plan: %d tensors over %d ranks, sharding by %s\n\n", n, ranks, c.shard == QD_SHARD_LAYER ? "layer" : "tensor");
-    printf("%-6s %8s %14s %14s %12s\n", "rank", "tensors", "cost (Mop)", "peak mem (MB)", "share");
+    int n = qd_ckpt_num_tensors(ck), nz = n ? n : 1, nq = 0;
+    qd_job_tensor *jt = qd_xcalloc((size_t)nz, sizeof *jt);
+    qd_plan_item *pi = qd_xcalloc((size_t)nz, sizeof *pi);
+    qd_job_table(&c, ck, jt, pi);
+    qd_plan p;
+    QD_ASSERT_EQ(qd_plan_make(pi, n, ranks, c.shard, &p), 0);
     double tot = 0;
-    for (int r = 0; r < ranks; r++) tot += load[r];
+    for (int r = 0; r < ranks; r++) tot += p.load[r];
+    for (int i = 0; i < n; i++) nq += jt[i].kind == QD_JOB_QUANT;
+    printf("plan: %s, %d tensors (%d to quantize, method %s), %d pieces over %d ranks, sharding by %s\n\n", c.model, n, nq,
+           qd_method_name(c.method), p.npieces, ranks, qd_shard_mode_name(c.shard));
+    printf("%-6s %8s %8s %14s %8s %12s %14s\n", "rank", "tensors", "pieces", "cost (Mop)", "share", "read (MB)",
+           "peak mem (MB)");
     for (int r = 0; r < ranks; r++) {
-        int cnt = 0;
-        double mem = 0;
-        for (int i = 0; i < n; i++)
-            if (owner[i] == r) {
-                cnt++;
-                if (pi[i].mem > mem) mem = pi[i].mem;
-            }
-        printf("%-6d %8d %14.3f %14.3f %11.1f%%\n", r, cnt, load[r] * 1e-6, mem * 1e-6, tot > 0 ? 100 * load[r] / tot : 0);
+        int cnt = 0, tens = 0, last = -1;
+        double rd = 0;
+        for (int q = 0; q < p.npieces; q++) {
+            const qd_plan_piece *pc = &p.pieces[q];
+            if (pc->owner != r) continue;
+            cnt++;
+            if (pc->item != last) tens++;
+            last = pc->item;
+            int parts = pi[pc->item].parts > 1 ? pi[pc->item].parts : 1;
+            rd += (double)qd_ckpt_tensor(ck, pc->item)->nbytes * (pc->part1 - pc->part0) / parts;
+        }
+        printf("%-6d %8d %8d %14.3f %7.1f%% %12.3f %14.3f\n", r, tens, cnt, p.load[r] * 1e-6, tot > 0 ? 100 * p.load[r] / tot : 0,
+               rd * 1e-6, p.peak_mem[r] * 1e-6);
     }
-    printf("\nbalance max/mean: %.3f\n\nassignment:\n", bal);
-    for (int i = 0; i < n; i++) printf("  %3d  %s\n", owner[i], qd_ckpt_tensor(ck, i)->name);
+    double mx = 0;
+    for (int r = 0; r < ranks; r++) mx = p.load[r] > mx ? p.load[r] : mx;
+    printf("\nbalance max/mean: %.3f (the slowest rank does %.1f%% of the work; ideal %.1f%%)\n", p.balance,
+           tot > 0 ? 100 * mx / tot : 0, 100.0 / ranks);
+    /* RTN runs at about 1 GB/s of F32 input per rank here; other methods scale by their cost */
+    printf("estimated time: %.2f s (cost of the slowest rank at ~0.25 Gop/s)\n\nassignment (rank: tensor [rows]):\n",
+           mx / 0.25e9);
+    for (int q = 0; q < p.npieces; q++) {
+        const qd_plan_piece *pc = &p.pieces[q];
+        const qd_job_tensor *j = &jt[pc->item];
+        const char *what = j->kind == QD_JOB_QUANT ? "" : j->kind == QD_JOB_FLOAT ? "  (float)" : "  (raw)";
+        if (pc->part0 == 0 && pc->part1 >= (pi[pc->item].parts > 1 ? pi[pc->item].parts : 1))
+            printf("  %3d  %s%s\n", pc->owner, qd_ckpt_tensor(ck, pc->item)->name, what);
+        else
+            printf("  %3d  %s [%lld:%lld]%s\n", pc->owner, qd_ckpt_tensor(ck, pc->item)->name,
+                   (long long)(pc->part0 * j->blk_rows), (long long)QD_MIN(pc->part1 * j->blk_rows, j->rows), what);
+    }
+    qd_plan_free(&p);
     free(pi);
-    free(owner);
-    free(load);
+    free(jt);
     qd_ckpt_close(ck);
     return QD_EXIT_OK;
 }

@@ -1,43 +1,96 @@
 /* Job options from the command line and from JSON (--config files, service submissions). */
 #include "coordinator/job_config.h"
 
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int set_err(char *msg, size_t cap, const char *fmt, const char *a, const char *b) {
-    snprintf(msg, cap, fmt, a, b);
+static int set_err(char *msg, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int set_err(char *msg, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, cap, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
-int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *msg, size_t cap) {
+static int parse_bits(const char *key, const char *val, int *out, char *msg, size_t cap) {
     char *end;
+    long b = strtol(val, &end, 10);
+    if (!*val || *end || !qd_valid_bits((int)b)) return set_err(msg, cap, "'%s' must be 2..8, got '%s'", key, val);
+    *out = (int)b;
+    return 0;
+}
+
+static int parse_gran(const char *key, const char *val, int *out, char *msg, size_t cap) {
+    if (!strcmp(val, "tensor")) *out = QD_GRAN_TENSOR;
+    else if (!strcmp(val, "channel")) *out = QD_GRAN_CHANNEL;
+    else if (!strcmp(val, "group")) *out = QD_GRAN_GROUP;
+    else return set_err(msg, cap, "'%s' must be tensor, channel or group, got '%s'", key, val);
+    return 0;
+}
+
+static int parse_group(const char *key, const char *val, int64_t *out, char *msg, size_t cap) {
+    char *end;
+    long long g = strtoll(val, &end, 10);
+    if (!*val || *end || g < 1) return set_err(msg, cap, "'%s' must be a positive integer, got '%s'", key, val);
+    *out = g;
+    return 0;
+}
+
+static int parse_clip(const char *key, const char *val, int *out, char *msg, size_t cap) {
+    if (!strcmp(val, "minmax")) *out = 0;
+    else if (!strcmp(val, "mse")) *out = 1;
+    else return set_err(msg, cap, "'%s' must be minmax or mse, got '%s'", key, val);
+    return 0;
+}
+
+static int parse_method(const char *key, const char *val, int *out, char *msg, size_t cap) {
+    qd_method m;
+    if (qd_method_from_name(val, &m)) return set_err(msg, cap, "'%s' must be rtn, gptq or adaround, got '%s'", key, val);
+    *out = (int)m;
+    return 0;
+}
+
+static int add_pattern(char dst[QD_PATTERN_MAX], const char *key, const char *val, char *msg, size_t cap) {
+    if (!*val || strlen(val) >= QD_PATTERN_MAX)
+        return set_err(msg, cap, "'%s' must be a glob pattern of 1..%d characters", key, QD_PATTERN_MAX - 1);
+    snprintf(dst, QD_PATTERN_MAX, "%s", val);
+    return 0;
+}
+
+int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *msg, size_t cap) {
+    int v = 0;
     if (!strcmp(key, "method")) {
-        if (!strcmp(val, "rtn")) c->method = QD_METHOD_RTN;
-        else return set_err(msg, cap, "'%s': method '%s' is not available (rtn)", key, val);
+        if (parse_method(key, val, &v, msg, cap)) return -1;
+        c->method = (qd_method)v;
     } else if (!strcmp(key, "bits")) {
-        long b = strtol(val, &end, 10);
-        if (*end || !qd_valid_bits((int)b)) return set_err(msg, cap, "'%s' must be 2..8, got '%s'", key, val);
-        c->scheme.bits = (int)b;
+        if (parse_bits(key, val, &c->scheme.bits, msg, cap)) return -1;
     } else if (!strcmp(key, "granularity")) {
-        if (!strcmp(val, "tensor")) c->scheme.gran = QD_GRAN_TENSOR;
-        else if (!strcmp(val, "channel")) c->scheme.gran = QD_GRAN_CHANNEL;
-        else if (!strcmp(val, "group")) c->scheme.gran = QD_GRAN_GROUP;
-        else return set_err(msg, cap, "'%s' must be tensor, channel or group, got '%s'", key, val);
+        if (parse_gran(key, val, &v, msg, cap)) return -1;
+        c->scheme.gran = (qd_granularity)v;
     } else if (!strcmp(key, "group_size")) {
-        long g = strtol(val, &end, 10);
-        if (*end || g < 1) return set_err(msg, cap, "'%s' must be a positive integer, got '%s'", key, val);
-        c->scheme.group_size = g;
+        if (parse_group(key, val, &c->scheme.group_size, msg, cap)) return -1;
         c->scheme.gran = QD_GRAN_GROUP;
     } else if (!strcmp(key, "clip")) {
-        if (!strcmp(val, "minmax")) c->clip_mse = 0;
-        else if (!strcmp(val, "mse")) c->clip_mse = 1;
-        else return set_err(msg, cap, "'%s' must be minmax or mse, got '%s'", key, val);
+        if (parse_clip(key, val, &c->clip_mse, msg, cap)) return -1;
     } else if (!strcmp(key, "shard")) {
-        if (!strcmp(val, "tensor") || !strcmp(val, "rows")) c->shard = QD_SHARD_TENSOR;
+        if (!strcmp(val, "tensor")) c->shard = QD_SHARD_TENSOR;
         else if (!strcmp(val, "layer")) c->shard = QD_SHARD_LAYER;
+        else if (!strcmp(val, "rows")) c->shard = QD_SHARD_ROWS;
         else return set_err(msg, cap, "'%s' must be layer, tensor or rows, got '%s'", key, val);
+    } else if (!strcmp(key, "include")) {
+        if (c->n_include >= QD_MAX_PATTERNS) return set_err(msg, cap, "'%s': at most %d patterns", key, QD_MAX_PATTERNS);
+        if (add_pattern(c->include[c->n_include], key, val, msg, cap)) return -1;
+        c->n_include++;
+    } else if (!strcmp(key, "progress")) {
+        if (!strcmp(val, "bar")) c->progress = QD_PROGRESS_BAR;
+        else if (!strcmp(val, "lines")) c->progress = QD_PROGRESS_LINES;
+        else if (!strcmp(val, "none")) c->progress = QD_PROGRESS_NONE;
+        else if (!strcmp(val, "auto")) c->progress = QD_PROGRESS_AUTO;
+        else return set_err(msg, cap, "'%s' must be auto, bar, lines or none, got '%s'", key, val);
     } else
-        return set_err(msg, cap, "unknown key '%s'%s", key, "");
+        return set_err(msg, cap, "unknown key '%s'", key);
     return 0;
 }
 
@@ -51,94 +104,105 @@ static int in_list(const char *k, const char **l) {
     return 0;
 }
 
-/* "overrides": [{"pattern": GLOB, "skip": bool, "bits": int, "granularity": str, "group_size": int,
- *                "sym": bool, "clip": str}, ...] */
-static int parse_overrides(qd_job_config *c, const cJSON *arr, char *msg, size_t cap) {
-    if (!cJSON_IsArray(arr)) return set_err(msg, cap, "key '%s' must be an array of objects%s", "overrides", "");
-    c->n_overrides = 0;
-    int idx = 0;
-    for (const cJSON *e = arr->child; e; e = e->next, idx++) {
-        char where[64];
-        snprintf(where, sizeof where, "overrides[%d]", idx);
-        if (!cJSON_IsObject(e)) return set_err(msg, cap, "%s must be an object%s", where, "");
-        if (c->n_overrides == QD_MAX_OVERRIDES) return set_err(msg, cap, "%s: at most 32 overrides%s", where, "");
-        qd_override *v = &c->overrides[c->n_overrides];
-        memset(v, 0, sizeof *v);
-        v->bits = v->sym = v->clip_mse = v->gran = -1;
-        v->group_size = -1;
-        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(e, "pattern");
-        if (!cJSON_IsString(pat) || !pat->valuestring[0] || strlen(pat->valuestring) >= sizeof v->pattern)
-            return set_err(msg, cap, "%s: 'pattern' must be a non-empty string (a glob on tensor names)%s", where, "");
-        snprintf(v->pattern, sizeof v->pattern, "%s", pat->valuestring);
-        for (const cJSON *it = e->child; it; it = it->next) {
-            const char *k = it->string ? it->string : "";
-            char sub[600];
-            if (!strcmp(k, "pattern")) continue;
-            if (!strcmp(k, "skip") || !strcmp(k, "sym")) {
-                if (!cJSON_IsBool(it)) return set_err(msg, cap, "%s: '%s' must be true or false", where, k);
-                if (!strcmp(k, "skip")) v->skip = cJSON_IsTrue(it);
-                else v->sym = cJSON_IsTrue(it);
-            } else if (!strcmp(k, "bits") || !strcmp(k, "group_size")) {
-                if (!cJSON_IsNumber(it) || it->valuedouble != (double)(long)it->valuedouble)
-                    return set_err(msg, cap, "%s: '%s' must be an integer", where, k);
-                long val = (long)it->valuedouble;
-                if (!strcmp(k, "bits")) {
-                    if (!qd_valid_bits((int)val)) return set_err(msg, cap, "%s: '%s' must be 2..8", where, k);
-                    v->bits = (int)val;
-                } else {
-                    if (val < 1) return set_err(msg, cap, "%s: '%s' must be positive", where, k);
-                    v->group_size = val;
-                }
-            } else if (!strcmp(k, "granularity") || !strcmp(k, "clip")) {
-                if (!cJSON_IsString(it)) return set_err(msg, cap, "%s: '%s' must be a string", where, k);
-                qd_job_config tmp = *c;
-                if (qd_job_config_set(&tmp, k, it->valuestring, sub, sizeof sub)) return set_err(msg, cap, "%s: %s", where, sub);
-                if (!strcmp(k, "clip")) v->clip_mse = tmp.clip_mse;
-                else v->gran = (int)tmp.scheme.gran;
-            } else
-                return set_err(msg, cap, "%s: unknown key '%s'", where, k);
-        }
-        c->n_overrides++;
+static int dup_key(const cJSON *it, char *msg, size_t cap, const char *where) {
+    for (const cJSON *b = it->next; b; b = b->next)
+        if (b->string && it->string && !strcmp(b->string, it->string))
+            return set_err(msg, cap, "duplicate key '%s%s'", where, it->string);
+    return 0;
+}
+
+static int json_int(const cJSON *it, const char *name, long long *out, char *msg, size_t cap) {
+    if (!cJSON_IsNumber(it) || it->valuedouble != (double)(long long)it->valuedouble)
+        return set_err(msg, cap, "key '%s' must be an integer", name);
+    *out = (long long)it->valuedouble;
+    return 0;
+}
+
+/* one element of "overrides" */
+static int parse_override(qd_override *v, const cJSON *o, int idx, char *msg, size_t cap) {
+    char name[96], where[32];
+    snprintf(where, sizeof where, "overrides[%d]", idx);
+    memset(v, 0, sizeof *v);
+    v->method = v->bits = v->sym = v->clip_mse = v->gran = -1;
+    v->group_size = -1;
+    if (!cJSON_IsObject(o)) return set_err(msg, cap, "overrides[%d] must be an object", idx);
+    for (const cJSON *it = o->child; it; it = it->next) {
+        const char *k = it->string ? it->string : "";
+        snprintf(name, sizeof name, "overrides[%d].%s", idx, k);
+        if (dup_key(it, msg, cap, "overrides[].")) return -1;
+        if (!strcmp(k, "pattern")) {
+            if (!cJSON_IsString(it)) return set_err(msg, cap, "key '%s' must be a string", name);
+            if (add_pattern(v->pattern, name, it->valuestring, msg, cap)) return -1;
+        } else if (!strcmp(k, "skip") || !strcmp(k, "sym")) {
+            if (!cJSON_IsBool(it)) return set_err(msg, cap, "key '%s' must be true or false", name);
+            if (k[1] == 'k') v->skip = cJSON_IsTrue(it);
+            else v->sym = cJSON_IsTrue(it);
+        } else if (!strcmp(k, "bits") || !strcmp(k, "group_size")) {
+            long long x = 0;
+            if (json_int(it, name, &x, msg, cap)) return -1;
+            char val[32];
+            snprintf(val, sizeof val, "%lld", x);
+            if (k[0] == 'b' ? parse_bits(name, val, &v->bits, msg, cap) : parse_group(name, val, &v->group_size, msg, cap))
+                return -1;
+        } else if (!strcmp(k, "method") || !strcmp(k, "granularity") || !strcmp(k, "clip")) {
+            if (!cJSON_IsString(it)) return set_err(msg, cap, "key '%s' must be a string", name);
+            const char *s = it->valuestring;
+            int rc = k[0] == 'm' ? parse_method(name, s, &v->method, msg, cap)
+                     : k[0] == 'g' ? parse_gran(name, s, &v->gran, msg, cap)
+                                   : parse_clip(name, s, &v->clip_mse, msg, cap);
+            if (rc) return -1;
+        } else
+            return set_err(msg, cap, "%s: unknown key '%s'", where, k);
     }
+    if (!v->pattern[0]) return set_err(msg, cap, "%s: 'pattern' must be a non-empty string (a glob on tensor names)", where);
     return 0;
 }
 
 int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, char *msg, size_t cap) {
-    if (!cJSON_IsObject(o)) {
-        snprintf(msg, cap, "the job configuration must be a JSON object");
-        return -1;
-    }
+    if (!cJSON_IsObject(o)) return set_err(msg, cap, "the job configuration must be a JSON object");
     for (const cJSON *it = o->child; it; it = it->next) {
         const char *k = it->string ? it->string : "";
-        for (const cJSON *b = it->next; b; b = b->next)
-            if (b->string && !strcmp(b->string, k)) return set_err(msg, cap, "duplicate key '%s'%s", k, "");
-        if (!strcmp(k, "overrides")) {
-            if (parse_overrides(c, it, msg, cap)) return -1;
-        } else if (in_list(k, k_bools)) {
-            if (!cJSON_IsBool(it)) return set_err(msg, cap, "key '%s' must be true or false%s", k, "");
+        if (dup_key(it, msg, cap, "")) return -1;
+        if (in_list(k, k_bools)) {
+            if (!cJSON_IsBool(it)) return set_err(msg, cap, "key '%s' must be true or false", k);
             int v = cJSON_IsTrue(it);
             if (!strcmp(k, "sym")) c->scheme.sym = v;
             else if (!strcmp(k, "include_embeddings")) c->include_embeddings = v;
             else if (!strcmp(k, "include_head")) c->include_head = v;
-            else if (!allow_paths) return set_err(msg, cap, "unknown key '%s'%s", k, "");
+            else if (!allow_paths) return set_err(msg, cap, "unknown key '%s' (give it on the command line)", k);
             else if (!strcmp(k, "overwrite")) c->overwrite = v;
             else c->resume = v;
         } else if (in_list(k, k_ints)) {
-            if (!cJSON_IsNumber(it) || it->valuedouble != (double)(long)it->valuedouble)
-                return set_err(msg, cap, "key '%s' must be an integer%s", k, "");
+            long long x = 0;
+            if (json_int(it, k, &x, msg, cap)) return -1;
             char v[32];
-            snprintf(v, sizeof v, "%ld", (long)it->valuedouble);
+            snprintf(v, sizeof v, "%lld", x);
             if (qd_job_config_set(c, k, v, msg, cap)) return -1;
         } else if (in_list(k, k_strings)) {
-            if (!cJSON_IsString(it)) return set_err(msg, cap, "key '%s' must be a string%s", k, "");
+            if (!cJSON_IsString(it)) return set_err(msg, cap, "key '%s' must be a string", k);
             if (!strcmp(k, "model") || !strcmp(k, "out")) {
-                if (!allow_paths) return set_err(msg, cap, "unknown key '%s'%s", k, "");
+                if (!allow_paths) return set_err(msg, cap, "unknown key '%s' (give it on the command line)", k);
                 if (!strcmp(k, "model")) c->model = it->valuestring;
                 else c->out = it->valuestring;
             } else if (qd_job_config_set(c, k, it->valuestring, msg, cap))
                 return -1;
+        } else if (!strcmp(k, "include")) {
+            if (!cJSON_IsArray(it)) return set_err(msg, cap, "key 'include' must be an array of glob patterns");
+            int idx = 0;
+            for (const cJSON *e = it->child; e; e = e->next, idx++) {
+                if (!cJSON_IsString(e)) return set_err(msg, cap, "key 'include[%d]' must be a string", idx);
+                if (qd_job_config_set(c, "include", e->valuestring, msg, cap)) return -1;
+            }
+        } else if (!strcmp(k, "overrides")) {
+            if (!cJSON_IsArray(it)) return set_err(msg, cap, "key 'overrides' must be an array of objects");
+            int idx = 0;
+            for (const cJSON *e = it->child; e; e = e->next, idx++) {
+                if (c->n_overrides >= QD_MAX_PATTERNS) return set_err(msg, cap, "'overrides': at most %d entries", QD_MAX_PATTERNS);
+                if (parse_override(&c->overrides[c->n_overrides], e, idx, msg, cap)) return -1;
+                c->n_overrides++;
+            }
         } else
-            return set_err(msg, cap, "unknown key '%s'%s", k, "");
+            return set_err(msg, cap, "unknown key '%s'", k);
     }
     return 0;
 }
@@ -148,7 +212,12 @@ int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, c
 int qd_job_config_check_json(const cJSON *job, char *msg, size_t msgcap) {
     qd_job_config c;
     qd_job_config_default(&c);
-    return qd_job_config_from_json(&c, job, 1, msg, msgcap);
+    if (qd_job_config_from_json(&c, job, 1, msg, msgcap)) return -1;
+    if (qd_job_config_validate(&c)) {
+        snprintf(msg, msgcap, "%s", qd_errmsg());
+        return -1;
+    }
+    return 0;
 }
 
 int qd_job_run_json(const cJSON *job, MPI_Comm comm, const qd_job_hooks *hooks) {

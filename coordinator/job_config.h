@@ -1,8 +1,13 @@
-/* coordinator/job_config.h — a job's options from the command line or JSON. Keys (CLI flag in
- * brackets): method [--method], bits [--bits], granularity [--granularity], group_size
- * [--group-size], sym [--sym/--asym], clip [--clip], shard [--shard], include_embeddings,
- * include_head, overrides (per-tensor glob patterns: skip, bits, granularity, group_size, sym,
- * clip; the first match wins); service jobs add model, out, overwrite, resume. */
+/* coordinator/job_config.h — a job's options from the command line or JSON.
+ *
+ * Keys (CLI flag in brackets): method [--method] (rtn; gptq and adaround are planned for and
+ * refused until calibration lands), bits [--bits], granularity [--granularity], group_size
+ * [--group-size], sym [--sym/--asym], clip [--clip], shard [--shard], include_embeddings
+ * [--include-embeddings], include_head [--include-head], include [--include, repeatable]: an
+ * array of globs, overrides: an array of {pattern, skip, method, bits, granularity,
+ * group_size, sym, clip} applied first-match to the tensors selected for quantization (mixed
+ * precision). Service jobs add model, out, overwrite, resume. Unknown keys and wrong types are
+ * errors naming the key ("overrides[1].bits must be 2..8"). */
 #ifndef QD_JOB_CONFIG_H
 #define QD_JOB_CONFIG_H
 
@@ -11,9 +16,11 @@
 
 #include "worker/job.h"
 
-/* One option by key; 0, or -1 with a message naming the key and value. */
+/* One option by key (the JSON key; "include" adds a pattern, "progress" sets the display);
+ * 0, or -1 with a message naming the key and value. */
 int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *msg, size_t cap);
-/* Every key of a JSON object; unknown keys and wrong types are errors naming the key. */
+/* Every key of a JSON object; unknown keys and wrong types are errors naming the key.
+ * allow_paths: accept model, out, overwrite, resume (service submissions). */
 int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, char *msg, size_t cap);
 
 #endif

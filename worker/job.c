@@ -2,9 +2,9 @@
  * docs/FORMAT.md. */
 #include "worker/job.h"
 
+#include <fnmatch.h>
 #include <hdf5.h>
 #include <math.h>
-#include <fnmatch.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,8 +14,8 @@
 #include <unistd.h>
 
 #include "collective/collective.h"
-#include "shard/safetensors.h"
 #include "shard/select.h"
+#include "worker/rtn_rows.h"
 
 #define QD_FORMAT_VERSION 1
 
@@ -35,13 +35,10 @@ void qd_job_config_default(qd_job_config *c) {
 static const char *gran_name(qd_granularity g) {
     return g == QD_GRAN_TENSOR ? "tensor" : g == QD_GRAN_CHANNEL ? "channel" : "group";
 }
-static const char *method_name(qd_method m) {
-    return m == QD_METHOD_RTN ? "rtn" : m == QD_METHOD_GPTQ ? "gptq" : "adaround";
-}
 
 cJSON *qd_job_config_json(const qd_job_config *c) {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "method", method_name(c->method));
+    cJSON_AddStringToObject(o, "method", qd_method_name(c->method));
     cJSON_AddNumberToObject(o, "bits", c->scheme.bits);
     cJSON_AddStringToObject(o, "granularity", gran_name(c->scheme.gran));
     cJSON_AddNumberToObject(o, "group_size", c->scheme.gran == QD_GRAN_GROUP ? (double)c->scheme.group_size : -1);
@@ -49,6 +46,10 @@ cJSON *qd_job_config_json(const qd_job_config *c) {
     cJSON_AddStringToObject(o, "clip", c->clip_mse ? "mse" : "minmax");
     cJSON_AddBoolToObject(o, "include_embeddings", c->include_embeddings);
     cJSON_AddBoolToObject(o, "include_head", c->include_head);
+    if (c->n_include) {
+        cJSON *arr = cJSON_AddArrayToObject(o, "include");
+        for (int i = 0; i < c->n_include; i++) cJSON_AddItemToArray(arr, cJSON_CreateString(c->include[i]));
+    }
     if (c->n_overrides) {
         cJSON *arr = cJSON_AddArrayToObject(o, "overrides");
         for (int i = 0; i < c->n_overrides; i++) {
@@ -56,6 +57,7 @@ cJSON *qd_job_config_json(const qd_job_config *c) {
             cJSON *e = cJSON_CreateObject();
             cJSON_AddStringToObject(e, "pattern", v->pattern);
             if (v->skip) cJSON_AddBoolToObject(e, "skip", 1);
+            if (v->method >= 0) cJSON_AddStringToObject(e, "method", qd_method_name((qd_method)v->method));
             if (v->bits >= 0) cJSON_AddNumberToObject(e, "bits", v->bits);
             if (v->gran >= 0) cJSON_AddStringToObject(e, "granularity", gran_name((qd_granularity)v->gran));
             if (v->group_size >= 0) cJSON_AddNumberToObject(e, "group_size", (double)v->group_size);
@@ -67,6 +69,90 @@ cJSON *qd_job_config_json(const qd_job_config *c) {
     return o;
 }
 
+int qd_job_config_validate(const qd_job_config *c) {
+    if (c->method != QD_METHOD_RTN)
+        return qd_err_set(QD_ECONFIG, "method '%s' needs calibration data, which this version cannot collect yet; use rtn",
+                          qd_method_name(c->method));
+    for (int i = 0; i < c->n_overrides; i++)
+        if (c->overrides[i].method >= 0 && c->overrides[i].method != QD_METHOD_RTN)
+            return qd_err_set(QD_ECONFIG, "override '%s': method '%s' needs calibration data, which this version cannot collect yet",
+                              c->overrides[i].pattern, qd_method_name((qd_method)c->overrides[i].method));
+    if (!qd_valid_bits(c->scheme.bits)) return qd_err_set(QD_ECONFIG, "bits must be 2..8, got %d", c->scheme.bits);
+    if (c->scheme.gran == QD_GRAN_GROUP && c->scheme.group_size < 1)
+        return qd_err_set(QD_ECONFIG, "group_size must be >= 1");
+    return QD_OK;
+}
+
+/* ---- the work table ------------------------------------------------------------------ */
+
+/* The scheme of a tensor selected for quantization: the first matching override applies.
+ * Returns 0 if an override keeps the tensor float. */
+static int resolve_scheme(const qd_job_config *cfg, const char *name, qd_job_tensor *jt) {
+    jt->method = cfg->method;
+    jt->scheme = cfg->scheme;
+    jt->clip_mse = cfg->clip_mse;
+    for (int i = 0; i < cfg->n_overrides; i++) {
+        const qd_override *v = &cfg->overrides[i];
+        if (fnmatch(v->pattern, name, 0) != 0) continue;
+        if (v->skip) return 0;
+        if (v->method >= 0) jt->method = (qd_method)v->method;
+        if (v->bits >= 0) jt->scheme.bits = v->bits;
+        if (v->sym >= 0) jt->scheme.sym = v->sym;
+        if (v->gran >= 0) jt->scheme.gran = (qd_granularity)v->gran;
+        if (v->group_size >= 0) {
+            jt->scheme.group_size = v->group_size;
+            if (v->gran < 0) jt->scheme.gran = QD_GRAN_GROUP;
+        }
+        if (v->clip_mse >= 0) jt->clip_mse = v->clip_mse;
+        break;
+    }
+    return 1;
+}
+
+static int should_quantize(const qd_job_config *cfg, const qd_tensor_info *t) {
+    if (!t->float_like || t->ndim != 2 || t->numel == 0) return 0;
+    if (qd_shard_default_quantizable(t)) return 1;
+    const char *n = t->name;
+    size_t len = strlen(n);
+    int is_weight = len > 7 && !strcmp(n + len - 7, ".weight");
+    if (cfg->include_embeddings && strstr(n, "embed") && is_weight) return 1;
+    if (cfg->include_head && (strstr(n, "pooler") || strstr(n, "classifier")) && is_weight) return 1;
+    for (int i = 0; i < cfg->n_include; i++)
+        if (fnmatch(cfg->include[i], n, 0) == 0) return 1;
+    return 0;
+}
+
+void qd_job_table(const qd_job_config *cfg, const qd_checkpoint *ck, qd_job_tensor *jt, qd_plan_item *pi) {
+    int n = qd_ckpt_num_tensors(ck);
+    for (int i = 0; i < n; i++) {
+        const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
+        qd_job_tensor *j = &jt[i];
+        memset(j, 0, sizeof *j);
+        j->kind = should_quantize(cfg, t) && resolve_scheme(cfg, t->name, j) ? QD_JOB_QUANT
+                  : t->float_like                                            ? QD_JOB_FLOAT
+                                                                             : QD_JOB_RAW;
+        j->rows = t->ndim ? t->shape[0] : 1;
+        j->cols = j->rows ? (int64_t)t->numel / j->rows : 0;
+        j->blk_rows = j->rows > 0 ? (j->rows + QD_JOB_MAX_BLOCKS - 1) / QD_JOB_MAX_BLOCKS : 1;
+        j->nblk = j->rows > 0 ? (int)((j->rows + j->blk_rows - 1) / j->blk_rows) : 1;
+        j->splittable = t->numel > 0 && j->nblk > 1 &&
+                        (j->kind == QD_JOB_FLOAT || (j->kind == QD_JOB_QUANT && j->scheme.gran != QD_GRAN_TENSOR));
+        double numel = (double)t->numel;
+        qd_plan_item *p = &pi[i];
+        if (j->kind == QD_JOB_QUANT) {
+            p->cost = qd_plan_cost(j->method, j->rows, j->cols);
+            /* the input as mapped (+ an F32 copy for other dtypes), the packed codes, the scales */
+            p->mem = numel * (double)qd_dtype_size(t->dtype) + (t->dtype == QD_DT_F32 ? 0 : 4 * numel) +
+                     numel * j->scheme.bits / 8 + (double)j->rows * (double)qd_rtn_ngroups(&j->scheme, j->cols) * 8;
+        } else {
+            p->cost = qd_plan_cost_copy((int64_t)t->numel);
+            p->mem = (double)t->nbytes + (j->kind == QD_JOB_FLOAT && t->dtype != QD_DT_F32 ? 4 * numel : 0);
+        }
+        p->block = qd_shard_block_index(t->name);
+        p->parts = j->splittable ? j->nblk : 1;
+    }
+}
+
 /* ---- small HDF5 helpers (every call checked) ------------------------------------------- */
 
 static void attr_str(hid_t obj, const char *name, const char *val) {
@@ -76,9 +162,9 @@ static void attr_str(hid_t obj, const char *name, const char *val) {
     hid_t sp = QD_H5_CHECK(H5Screate(H5S_SCALAR));
     hid_t a = QD_H5_CHECK(H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT));
     QD_H5_CHECK(H5Awrite(a, t, val));
-    H5Aclose(a);
-    H5Sclose(sp);
-    H5Tclose(t);
+    QD_H5_CHECK(H5Aclose(a));
+    QD_H5_CHECK(H5Sclose(sp));
+    QD_H5_CHECK(H5Tclose(t));
 }
 
 static void attr_i64s(hid_t obj, const char *name, const int64_t *v, int n) {
@@ -86,18 +172,19 @@ static void attr_i64s(hid_t obj, const char *name, const int64_t *v, int n) {
     hid_t sp = QD_H5_CHECK(n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &d, NULL));
     hid_t a = QD_H5_CHECK(H5Acreate2(obj, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT));
     QD_H5_CHECK(H5Awrite(a, H5T_NATIVE_INT64, v));
-    H5Aclose(a);
-    H5Sclose(sp);
+    QD_H5_CHECK(H5Aclose(a));
+    QD_H5_CHECK(H5Sclose(sp));
 }
 
 static void attr_i64(hid_t obj, const char *name, int64_t v) { attr_i64s(obj, name, &v, 1); }
 
-static void attr_f64(hid_t obj, const char *name, double v) {
-    hid_t sp = QD_H5_CHECK(H5Screate(H5S_SCALAR));
+static void attr_f64s(hid_t obj, const char *name, const double *v, int n) {
+    hsize_t d = (hsize_t)n;
+    hid_t sp = QD_H5_CHECK(n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &d, NULL));
     hid_t a = QD_H5_CHECK(H5Acreate2(obj, name, H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT));
-    QD_H5_CHECK(H5Awrite(a, H5T_NATIVE_DOUBLE, &v));
-    H5Aclose(a);
-    H5Sclose(sp);
+    QD_H5_CHECK(H5Awrite(a, H5T_NATIVE_DOUBLE, v));
+    QD_H5_CHECK(H5Aclose(a));
+    QD_H5_CHECK(H5Sclose(sp));
 }
 
 /* a fixed-length string attribute, malloc'd ("" if absent) */
@@ -108,16 +195,38 @@ static char *read_attr_str(hid_t obj, const char *name) {
     size_t n = H5Tget_size(t);
     char *b = qd_xcalloc(n + 1, 1);
     if (H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t)) QD_H5_CHECK(H5Aread(a, t, b));
-    H5Tclose(t);
-    H5Aclose(a);
+    QD_H5_CHECK(H5Tclose(t));
+    QD_H5_CHECK(H5Aclose(a));
     return b;
 }
 
 static hid_t make_dset(hid_t g, const char *name, hid_t ftype, int nd, const hsize_t *dims) {
     hid_t sp = QD_H5_CHECK(H5Screate_simple(nd, dims, NULL));
     hid_t d = QD_H5_CHECK(H5Dcreate2(g, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-    H5Sclose(sp);
+    QD_H5_CHECK(H5Sclose(sp));
     return d;
+}
+
+/* Writes rows [r0, r0 + n) (along the first dimension, all of the others) of dataset d from
+ * buf (independent I/O: each rank writes its own hyperslab). */
+static void write_rows(hid_t d, hid_t memtype, int64_t r0, int64_t n, const void *buf) {
+    if (n <= 0) return;
+    hid_t fs = QD_H5_CHECK(H5Dget_space(d));
+    int nd = QD_H5_CHECK(H5Sget_simple_extent_ndims(fs));
+    hsize_t dims[QD_ST_MAX_DIMS], start[QD_ST_MAX_DIMS] = {0};
+    QD_H5_CHECK(H5Sget_simple_extent_dims(fs, dims, NULL));
+    for (int k = 1; k < nd; k++)
+        if (dims[k] == 0) {
+            QD_H5_CHECK(H5Sclose(fs));
+            return;
+        }
+    start[0] = (hsize_t)r0;
+    dims[0] = (hsize_t)n;
+    QD_H5_CHECK(H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, dims, NULL));
+    hid_t ms = QD_H5_CHECK(H5Screate_simple(nd, dims, NULL));
+    QD_H5_CHECK(H5Dwrite(d, memtype, ms, fs, H5P_DEFAULT, buf));
+    QD_H5_CHECK(H5Sclose(ms));
+    QD_H5_CHECK(H5Sclose(fs));
 }
 
 static char *read_text_file(const char *path) {
@@ -139,121 +248,134 @@ static char *read_text_file(const char *path) {
 
 /* ---- the job ---------------------------------------------------------------------------- */
 
-enum { KIND_QUANT = 0, KIND_FLOAT = 1, KIND_RAW = 2 };
-
 typedef struct {
-    int ti;               /* tensor index in the checkpoint */
-    int kind;
-    int64_t rows, cols;   /* quantized tensors: [out, in] */
-    qd_qscheme scheme;    /* the job's, or a matching override's */
-    int clip_mse;
+    qd_job_tensor j;
+    int ti;
     hid_t g, dq, ds, dz, dd;
-    double m[4];          /* rel_fro, mse, max_abs, sqnr_db */
+    qd_errsum blk[QD_JOB_MAX_BLOCKS];
+    int pieces_total, pieces_done;
+    int complete;           /* marked complete in the file (resumed) */
+    int last_rank;          /* rank of its last piece */
+    double m[4];            /* rel_fro, mse, max_abs, sqnr_db */
     double seconds;
-    int owner;
 } item;
 
-/* one rank's report of a round */
+/* one rank's report of one piece */
 typedef struct {
-    int item;             /* -1: idle this round */
+    int piece;              /* -1: none */
     int status;
-    double m[4];
     double seconds;
-} round_rec;
+    qd_errsum blk[QD_JOB_MAX_BLOCKS]; /* absolute block index of the tensor */
+} piece_rec;
 
-/* The scheme of a tensor selected for quantization: the first matching override applies.
- * Returns 0 if an override keeps the tensor float. */
-static int resolve_scheme(const qd_job_config *cfg, const char *name, qd_qscheme *s, int *clip_mse) {
-    *s = cfg->scheme;
-    *clip_mse = cfg->clip_mse;
-    for (int i = 0; i < cfg->n_overrides; i++) {
-        const qd_override *v = &cfg->overrides[i];
-        if (fnmatch(v->pattern, name, 0) != 0) continue;
-        if (v->skip) return 0;
-        if (v->bits >= 0) s->bits = v->bits;
-        if (v->sym >= 0) s->sym = v->sym;
-        if (v->gran >= 0) s->gran = (qd_granularity)v->gran;
-        if (v->group_size >= 0) {
-            s->group_size = v->group_size;
-            if (v->gran < 0) s->gran = QD_GRAN_GROUP;
-        }
-        if (v->clip_mse >= 0) *clip_mse = v->clip_mse;
-        break;
+/* rows [r0, r1) of a piece */
+static void piece_rows(const item *it, const qd_plan_piece *p, int64_t *r0, int64_t *r1) {
+    if (!it->j.splittable || (p->part0 == 0 && p->part1 >= it->j.nblk)) {
+        *r0 = 0;
+        *r1 = it->j.rows;
+        return;
     }
-    return 1;
+    *r0 = (int64_t)p->part0 * it->j.blk_rows;
+    *r1 = QD_MIN((int64_t)p->part1 * it->j.blk_rows, it->j.rows);
 }
 
-static int should_quantize(const qd_job_config *cfg, const qd_tensor_info *t) {
-    if (!t->float_like || t->ndim != 2) return 0;
-    if (qd_shard_default_quantizable(t)) return 1;
-    const char *n = t->name;
-    size_t len = strlen(n);
-    int is_weight = len > 7 && !strcmp(n + len - 7, ".weight");
-    if (cfg->include_embeddings && strstr(n, "embed") && is_weight) return 1;
-    if (cfg->include_head && (strstr(n, "pooler") || strstr(n, "classifier")) && is_weight) return 1;
-    return 0;
+/* rows [r0, r0 + n) of a float tensor as F32: zero-copy from the mapping when the source is
+ * aligned F32, else converted into *buf (the caller frees) */
+static int input_rows(qd_checkpoint *ck, int ti, int64_t r0, int64_t n, int64_t cols, const float **x, float **buf) {
+    const qd_tensor_info *t = qd_ckpt_tensor(ck, ti);
+    *buf = NULL;
+    if (t->dtype == QD_DT_F32) {
+        const void *raw;
+        int rc = qd_ckpt_raw(ck, ti, &raw);
+        if (rc) return rc;
+        if ((uintptr_t)raw % _Alignof(float) == 0) {
+            *x = (const float *)raw + r0 * cols;
+            return QD_OK;
+        }
+    }
+    *buf = malloc((size_t)(n * cols > 0 ? n * cols : 1) * sizeof(float));
+    if (!*buf) return qd_err_set(QD_ENOMEM, "tensor '%s': out of memory for %lld values", t->name, (long long)(n * cols));
+    int rc = qd_ckpt_read_rows_f32(ck, ti, r0, n, *buf);
+    *x = *buf;
+    return rc;
 }
 
-/* Quantize (or copy) one item and write its datasets; sets it->m. */
-static int process_item(qd_checkpoint *ck, const qd_job_config *cfg, item *it) {
+/* Quantizes (or copies) one piece and writes it; error sums go to rec->blk. */
+static int process_piece(qd_checkpoint *ck, item *it, const qd_plan_piece *p, piece_rec *rec) {
     const qd_tensor_info *t = qd_ckpt_tensor(ck, it->ti);
     double t0 = qd_now();
-    if (it->kind == KIND_RAW) {
+    int rc = QD_OK;
+    if (it->j.kind == QD_JOB_RAW) {
         const void *raw;
-        int rc = qd_ckpt_raw(ck, it->ti, &raw);
-        if (rc) return rc;
-        if (t->nbytes) QD_H5_CHECK(H5Dwrite(it->dd, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw));
-        it->seconds = qd_now() - t0;
+        if ((rc = qd_ckpt_raw(ck, it->ti, &raw))) return rc;
+        write_rows(it->dd, H5T_NATIVE_UINT8, 0, (int64_t)t->nbytes, raw);
+        rec->seconds = qd_now() - t0;
         return QD_OK;
     }
-    const float *w;
-    int owned = 0;
-    int rc = qd_ckpt_read_f32(ck, it->ti, &w, &owned);
-    if (rc) return rc;
-    if (it->kind == KIND_FLOAT) {
-        rc = qd_check_finite(w, 1, (int64_t)t->numel, t->name);
-        if (!rc && t->numel) QD_H5_CHECK(H5Dwrite(it->dd, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, w));
-        if (owned) free((void *)w);
-        it->seconds = qd_now() - t0;
+    int64_t r0, r1;
+    piece_rows(it, p, &r0, &r1);
+    int64_t n = r1 - r0, C = it->j.cols;
+    if (t->numel == 0 || n == 0) return QD_OK;
+    const float *x = NULL;
+    float *buf = NULL;
+    if ((rc = input_rows(ck, it->ti, r0, n, C, &x, &buf))) {
+        free(buf);
         return rc;
     }
-    int64_t R = it->rows, C = it->cols;
-    qd_qparams p;
-    qd_clip_opts clip = it->clip_mse ? (qd_clip_opts){100, 0.8f, 2.0f} : QD_CLIP_MINMAX;
-    rc = qd_quant_params(w, R, C, &it->scheme, &clip, &p);
-    if (rc) {
-        qd_err_wrap(rc, "tensor '%s'", t->name);
-        if (owned) free((void *)w);
+    if (it->j.kind == QD_JOB_FLOAT) {
+        if (!qd_all_finite(x, n * C)) {
+            for (int64_t i = 0; i < n * C; i++)
+                if (!isfinite(x[i])) {
+                    rc = qd_err_set(QD_ENONFINITE, "tensor '%s': %s at flat index %lld", t->name,
+                                    isnan(x[i]) ? "NaN" : "Inf", (long long)(r0 * C + i));
+                    break;
+                }
+        } else
+            write_rows(it->dd, H5T_NATIVE_FLOAT, r0, n, x);
+        free(buf);
+        rec->seconds = qd_now() - t0;
         return rc;
     }
-    uint8_t *codes = qd_xmalloc((size_t)(R * C));
-    float *deq = qd_xmalloc((size_t)(R * C) * sizeof(float));
-    qd_rtn_quantize(w, &p, NULL, codes);
-    qd_dequantize(codes, &p, NULL, deq);
-    qd_qerror e = qd_quant_error(w, deq, R * C);
-    it->m[0] = e.rel_fro;
-    it->m[1] = e.mse;
-    it->m[2] = e.max_abs;
-    it->m[3] = isinf(e.sqnr_db) ? 999.0 : e.sqnr_db;
-    int64_t rb = qd_packed_row_bytes(C, p.bits);
-    uint8_t *packed = qd_xmalloc((size_t)(R * rb));
-    qd_pack_matrix(codes, R, C, p.bits, packed);
-    QD_H5_CHECK(H5Dwrite(it->dq, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, packed));
-    QD_H5_CHECK(H5Dwrite(it->ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, p.scales));
-    if (it->dz >= 0) QD_H5_CHECK(H5Dwrite(it->dz, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, p.zeros));
+    const qd_qscheme *s = &it->j.scheme;
+    int64_t rb = qd_packed_row_bytes(C, s->bits), ng = qd_rtn_ngroups(s, C);
+    uint8_t *packed = malloc((size_t)(n * rb));
+    float *sc = malloc((size_t)(n * ng) * sizeof(float));
+    int32_t *z = malloc((size_t)(n * ng) * sizeof(int32_t));
+    if (!packed || !sc || !z) rc = qd_err_set(QD_ENOMEM, "tensor '%s': out of memory for rows [%lld, %lld)", t->name,
+                                              (long long)r0, (long long)r1);
+    qd_clip_opts clip = it->j.clip_mse ? (qd_clip_opts){100, 0.8f, 2.0f} : QD_CLIP_MINMAX;
+    if (!rc)
+        rc = qd_rtn_rows(x, n, C, s, &clip, packed, sc, z, it->j.blk_rows, rec->blk + r0 / it->j.blk_rows, t->name, r0);
+    if (!rc) {
+        write_rows(it->dq, H5T_NATIVE_UINT8, r0, n, packed);
+        write_rows(it->ds, H5T_NATIVE_FLOAT, r0, n, sc);
+        if (it->dz >= 0) write_rows(it->dz, H5T_NATIVE_INT32, r0, n, z);
+    }
     free(packed);
-    free(codes);
-    free(deq);
-    qd_qparams_free(&p);
-    if (owned) free((void *)w);
-    it->seconds = qd_now() - t0;
-    return QD_OK;
+    free(sc);
+    free(z);
+    free(buf);
+    rec->seconds = qd_now() - t0;
+    return rc;
 }
 
-static int fault_after(int rank) {
-    const char *r = getenv("QD_FAULT_RANK"), *k = getenv("QD_FAULT_AFTER");
-    if (!r || !k || atoi(r) != rank) return -1;
-    return atoi(k);
+/* metrics of a finished tensor from its block sums, added in block order */
+static void finish_metrics(item *it, const qd_tensor_info *t) {
+    double e2 = 0, w2 = 0, mx = 0;
+    for (int b = 0; b < it->j.nblk; b++) {
+        e2 += it->blk[b].err2;
+        w2 += it->blk[b].w2;
+        if (it->blk[b].max_abs > mx) mx = it->blk[b].max_abs;
+    }
+    it->m[0] = w2 > 0 ? sqrt(e2 / w2) : 0;
+    it->m[1] = t->numel ? e2 / (double)t->numel : 0;
+    it->m[2] = mx;
+    it->m[3] = e2 > 0 ? 10.0 * log10(w2 / e2) : 999.0;
+}
+
+static int env_int(const char *name, int dflt) {
+    const char *v = getenv(name);
+    return v && *v ? atoi(v) : dflt;
 }
 
 static void emit_kv(const qd_job_hooks *h, const char *type, cJSON *o) {
@@ -266,12 +388,38 @@ static void on_signal(int sig) {
     g_stop = 1;
 }
 
+/* the progress display of rank 0 */
+typedef struct {
+    int mode;               /* QD_PROGRESS_BAR / LINES / NONE */
+    double t0;
+    int shown;
+} progress;
+
+static void progress_tensor(progress *pg, const char *name, const item *it, int done, int total, int64_t pieces) {
+    if (pg->mode == QD_PROGRESS_NONE) return;
+    double el = qd_now() - pg->t0, eta = done ? el * (total - done) / done : 0;
+    if (pg->mode == QD_PROGRESS_BAR) {
+        char bar[31];
+        int fill = total ? 30 * done / total : 30;
+        for (int k = 0; k < 30; k++) bar[k] = k < fill ? '#' : '.';
+        bar[30] = 0;
+        printf("\r[%s] %4d/%-4d %5.1f%%  %6.1f s  ETA %6.1f s  %-44.44s", bar, done, total, total ? 100.0 * done / total : 100.0,
+               el, eta, name);
+        pg->shown = 1;
+    } else if (it->j.kind == QD_JOB_QUANT) {
+        printf("[%d/%d] %s  %s %d-bit  rel.err %.3e  %s %d  %.3f s  ETA %.1f s\n", done, total, name, qd_method_name(it->j.method),
+               it->j.scheme.bits, it->m[0], pieces > 1 ? "pieces, last on rank" : "rank", it->last_rank, it->seconds, eta);
+    } else
+        printf("[%d/%d] %s  kept as float  rank %d  %.3f s\n", done, total, name, it->last_rank, it->seconds);
+    fflush(stdout);
+}
+
 int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hooks) {
     int rank, size;
     QD_MPI_CHECK(MPI_Comm_rank(comm, &rank));
     QD_MPI_CHECK(MPI_Comm_size(comm, &size));
     double t_start = qd_now();
-    char msg[1024];
+    char msg[1024] = "";
     char partial[4096];
     snprintf(partial, sizeof partial, "%s.partial", cfg->out);
     g_stop = 0;
@@ -283,9 +431,15 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
 
     /* open and validate on every rank; agree */
     qd_checkpoint *ck = NULL;
-    int st = qd_ckpt_open(cfg->model, &ck);
-    if (st == QD_OK && !cfg->overwrite && access(cfg->out, F_OK) == 0)
+    int st = qd_job_config_validate(cfg);
+    if (st == QD_OK) st = qd_ckpt_open(cfg->model, &ck);
+    if (st == QD_OK && !cfg->overwrite && !cfg->resume && access(cfg->out, F_OK) == 0)
         st = qd_err_set(QD_EEXIST, "%s exists (use --overwrite to replace it)", cfg->out);
+    if (st == QD_OK && cfg->resume && access(cfg->out, F_OK) == 0 && !cfg->overwrite)
+        st = qd_err_set(QD_EEXIST, "%s is already complete (nothing to resume; --overwrite to redo it)", cfg->out);
+    if (st == QD_OK && !cfg->resume && !cfg->overwrite && access(partial, F_OK) == 0)
+        st = qd_err_set(QD_EEXIST, "%s exists from an interrupted run: --resume continues it, --overwrite starts again",
+                        partial);
     st = qd_coll_agree_msg(comm, st, msg, sizeof msg, NULL);
     if (st) {
         if (ck) qd_ckpt_close(ck);
@@ -299,43 +453,40 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
         emit_kv(hooks, "started", o);
     }
 
-    /* the work list and the plan: the same on every rank (deterministic) */
-    int n = qd_ckpt_num_tensors(ck);
-    item *items = qd_xcalloc((size_t)(n ? n : 1), sizeof(item));
-    qd_plan_item *pi = qd_xcalloc((size_t)(n ? n : 1), sizeof(qd_plan_item));
-    int *owner = qd_xcalloc((size_t)(n ? n : 1), sizeof(int));
-    int nq = 0;
+    /* the work table and the plan: the same on every rank (deterministic) */
+    int n = qd_ckpt_num_tensors(ck), nz = n ? n : 1, nq = 0;
+    item *items = qd_xcalloc((size_t)nz, sizeof(item));
+    qd_job_tensor *jt = qd_xcalloc((size_t)nz, sizeof *jt);
+    qd_plan_item *pi = qd_xcalloc((size_t)nz, sizeof *pi);
+    qd_job_table(cfg, ck, jt, pi);
     for (int i = 0; i < n; i++) {
-        const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
-        item *it = &items[i];
-        it->ti = i;
-        it->kind = should_quantize(cfg, t) && resolve_scheme(cfg, t->name, &it->scheme, &it->clip_mse)
-                       ? KIND_QUANT : t->float_like ? KIND_FLOAT : KIND_RAW;
-        it->rows = t->ndim ? t->shape[0] : 1;
-        it->cols = it->rows ? (int64_t)t->numel / it->rows : 0;
-        it->g = it->dq = it->ds = it->dz = it->dd = -1;
-        nq += it->kind == KIND_QUANT;
-        pi[i].cost = it->kind == KIND_QUANT ? qd_plan_cost_rtn(it->rows, it->cols) : qd_plan_cost_copy((int64_t)t->numel);
-        pi[i].mem = (double)t->numel * 4.0 * (it->kind == KIND_QUANT ? 2.5 : 1.0);
-        pi[i].block = qd_shard_block_index(t->name);
+        items[i].j = jt[i];
+        items[i].ti = i;
+        items[i].g = items[i].dq = items[i].ds = items[i].dz = items[i].dd = -1;
+        nq += jt[i].kind == QD_JOB_QUANT;
     }
-    qd_plan_assign(pi, n, size, cfg->shard, owner);
-    double *load = qd_xcalloc((size_t)size, sizeof(double));
-    double balance = qd_plan_balance(pi, n, size, owner, load);
-    for (int i = 0; i < n; i++) items[i].owner = owner[i];
+    free(jt);
+    qd_plan plan;
+    QD_ASSERT_EQ(qd_plan_make(pi, n, size, cfg->shard, &plan), 0);
+    free(pi);
+    for (int q = 0; q < plan.npieces; q++) items[plan.pieces[q].item].pieces_total++;
+    progress pg = {cfg->quiet ? QD_PROGRESS_NONE : cfg->progress == QD_PROGRESS_AUTO ? QD_PROGRESS_LINES : (int)cfg->progress,
+                   t_start, 0};
     if (rank == 0) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "tensors_total", n);
         cJSON_AddNumberToObject(o, "tensors_quantized", nq);
+        cJSON_AddNumberToObject(o, "pieces", plan.npieces);
         cJSON_AddNumberToObject(o, "ranks", size);
-        cJSON_AddStringToObject(o, "shard", cfg->shard == QD_SHARD_LAYER ? "layer" : "tensor");
-        cJSON_AddNumberToObject(o, "balance", balance);
+        cJSON_AddStringToObject(o, "shard", qd_shard_mode_name(cfg->shard));
+        cJSON_AddNumberToObject(o, "balance", plan.balance);
         emit_kv(hooks, "plan", o);
         if (!cfg->quiet)
-            qd_log(QD_LOG_INFO, "%s: %d tensors (%d to quantize, %d-bit %s%s, %s), %d rank%s, sharding by %s, balance max/mean %.3f",
-                   cfg->model, n, nq, cfg->scheme.bits, gran_name(cfg->scheme.gran),
-                   cfg->scheme.gran == QD_GRAN_GROUP ? " groups" : "", cfg->scheme.sym ? "symmetric" : "asymmetric",
-                   size, size == 1 ? "" : "s", cfg->shard == QD_SHARD_LAYER ? "layer" : "tensor", balance);
+            printf("%s: %d tensors (%d to quantize: %s %d-bit %s%s, %s), %d rank%s, sharding by %s (%d pieces), "
+                   "balance max/mean %.3f\n",
+                   cfg->model, n, nq, qd_method_name(cfg->method), cfg->scheme.bits, gran_name(cfg->scheme.gran),
+                   cfg->scheme.gran == QD_GRAN_GROUP ? " groups" : "", cfg->scheme.sym ? "symmetric" : "asymmetric", size,
+                   size == 1 ? "" : "s", qd_shard_mode_name(cfg->shard), plan.npieces, plan.balance);
     }
 
     /* what the file records about the job; compared when resuming */
@@ -369,23 +520,29 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
     QD_MPI_CHECK(MPI_Allreduce(&resuming, &res_all, 1, MPI_INT, MPI_MIN, comm));
     resuming = res_all;
     if (cfg->resume && !resuming && rank == 0 && !cfg->quiet)
-        qd_log(QD_LOG_INFO, "--resume: no %s, starting from the beginning", partial);
+        printf("--resume: no %s, starting from the beginning\n", partial);
     hid_t fapl = QD_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS));
     QD_H5_CHECK(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
+    /* metadata written collectively (every rank creates the same objects anyway) */
+    QD_H5_CHECK(H5Pset_coll_metadata_write(fapl, 1));
     H5E_auto2_t efn;
     void *edata;
     H5Eget_auto2(H5E_DEFAULT, &efn, &edata);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     hid_t file = resuming ? H5Fopen(partial, H5F_ACC_RDWR, fapl) : H5Fcreate(partial, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Eset_auto2(H5E_DEFAULT, efn, edata);
-    H5Pclose(fapl);
+    QD_H5_CHECK(H5Pclose(fapl));
     st = file < 0 ? qd_err_set(QD_EIO, "%s: cannot %s the output file", partial, resuming ? "open" : "create") : QD_OK;
     if (st == QD_OK && resuming) {
-        char *fq = read_attr_str(file, "quant_config"), *fs = read_attr_str(file, "source");
-        if (strcmp(fq, qct))
+        char *ff = read_attr_str(file, "format"), *fq = read_attr_str(file, "quant_config"),
+             *fs = read_attr_str(file, "source");
+        if (strcmp(ff, "qdist"))
+            st = qd_err_set(QD_EFORMAT, "--resume: %s is not a qdist model", partial);
+        else if (strcmp(fq, qct))
             st = qd_err_set(QD_EMISMATCH, "--resume: %s was written with other settings (%s; now %s)", partial, fq, qct);
         else if (strcmp(fs, srct))
-            st = qd_err_set(QD_EMISMATCH, "--resume: %s was written from another checkpoint (%s)", partial, fs);
+            st = qd_err_set(QD_EMISMATCH, "--resume: %s was written from another checkpoint (%s; now %s)", partial, fs, srct);
+        free(ff);
         free(fq);
         free(fs);
     }
@@ -418,51 +575,51 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
         tg = QD_H5_CHECK(H5Gopen2(file, "tensors", H5P_DEFAULT));
     free(qct);
     free(srct);
-    int *done_flag = qd_xcalloc((size_t)(n ? n : 1), sizeof(int));
     for (int i = 0; i < n; i++) {
         const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
         item *it = &items[i];
+        int quant = it->j.kind == QD_JOB_QUANT;
         if (resuming) {
             it->g = QD_H5_CHECK(H5Gopen2(tg, t->name, H5P_DEFAULT));
-            if (it->kind == KIND_QUANT) {
+            if (quant) {
                 it->dq = QD_H5_CHECK(H5Dopen2(it->g, "qweight", H5P_DEFAULT));
                 it->ds = QD_H5_CHECK(H5Dopen2(it->g, "scales", H5P_DEFAULT));
-                if (!it->scheme.sym) it->dz = QD_H5_CHECK(H5Dopen2(it->g, "zeros", H5P_DEFAULT));
+                if (!it->j.scheme.sym) it->dz = QD_H5_CHECK(H5Dopen2(it->g, "zeros", H5P_DEFAULT));
             } else
-                it->dd = QD_H5_CHECK(H5Dopen2(it->g, it->kind == KIND_FLOAT ? "data" : "raw", H5P_DEFAULT));
-            if (H5Aexists(it->g, "complete") > 0) {
-                done_flag[i] = 1;
+                it->dd = QD_H5_CHECK(H5Dopen2(it->g, it->j.kind == QD_JOB_FLOAT ? "data" : "raw", H5P_DEFAULT));
+            if (QD_H5_CHECK(H5Aexists(it->g, "complete")) > 0) {
+                it->complete = 1;
                 nresumed++;
-                if (it->kind == KIND_QUANT) {
+                if (quant) {
                     hid_t a = QD_H5_CHECK(H5Aopen(it->g, "metrics", H5P_DEFAULT));
                     QD_H5_CHECK(H5Aread(a, H5T_NATIVE_DOUBLE, it->m));
-                    H5Aclose(a);
+                    QD_H5_CHECK(H5Aclose(a));
                 }
             }
             continue;
         }
         it->g = QD_H5_CHECK(H5Gcreate2(tg, t->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-        attr_str(it->g, "kind", it->kind == KIND_QUANT ? "quantized" : it->kind == KIND_FLOAT ? "float" : "raw");
+        attr_str(it->g, "kind", quant ? "quantized" : it->j.kind == QD_JOB_FLOAT ? "float" : "raw");
         attr_i64s(it->g, "shape", t->shape, t->ndim > 0 ? t->ndim : 1);
         attr_str(it->g, "orig_dtype", qd_dtype_name(t->dtype));
-        if (it->kind == KIND_QUANT) {
-            int64_t G = it->scheme.gran == QD_GRAN_GROUP ? QD_MIN(it->scheme.group_size, it->cols) : it->cols;
-            int64_t ng = (it->cols + G - 1) / G;
-            attr_str(it->g, "method", method_name(cfg->method));
-            attr_i64(it->g, "bits", it->scheme.bits);
-            attr_str(it->g, "granularity", gran_name(it->scheme.gran));
-            attr_i64(it->g, "group_size", it->scheme.gran == QD_GRAN_GROUP ? G : -1);
-            attr_i64(it->g, "sym", it->scheme.sym);
+        if (quant) {
+            const qd_qscheme *s = &it->j.scheme;
+            int64_t ng = qd_rtn_ngroups(s, it->j.cols);
+            attr_str(it->g, "method", qd_method_name(it->j.method));
+            attr_i64(it->g, "bits", s->bits);
+            attr_str(it->g, "granularity", gran_name(s->gran));
+            attr_i64(it->g, "group_size", s->gran == QD_GRAN_GROUP ? QD_MIN(s->group_size, it->j.cols) : -1);
+            attr_i64(it->g, "sym", s->sym);
             attr_i64(it->g, "act_order", 0);
-            hsize_t dq[2] = {(hsize_t)it->rows, (hsize_t)qd_packed_row_bytes(it->cols, it->scheme.bits)};
-            hsize_t dsz[2] = {(hsize_t)it->rows, (hsize_t)ng};
+            hsize_t dq[2] = {(hsize_t)it->j.rows, (hsize_t)qd_packed_row_bytes(it->j.cols, s->bits)};
+            hsize_t dsz[2] = {(hsize_t)it->j.rows, (hsize_t)ng};
             it->dq = make_dset(it->g, "qweight", H5T_STD_U8LE, 2, dq);
             it->ds = make_dset(it->g, "scales", H5T_IEEE_F32LE, 2, dsz);
-            if (!it->scheme.sym) it->dz = make_dset(it->g, "zeros", H5T_STD_I32LE, 2, dsz);
+            if (!s->sym) it->dz = make_dset(it->g, "zeros", H5T_STD_I32LE, 2, dsz);
         } else {
             hsize_t dims[QD_ST_MAX_DIMS], one = (hsize_t)t->nbytes;
             for (int d = 0; d < t->ndim; d++) dims[d] = (hsize_t)t->shape[d];
-            if (it->kind == KIND_FLOAT) {
+            if (it->j.kind == QD_JOB_FLOAT) {
                 if (t->ndim == 0) dims[0] = 1;
                 it->dd = make_dset(it->g, "data", H5T_IEEE_F32LE, t->ndim ? t->ndim : 1, dims);
             } else
@@ -470,96 +627,96 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
         }
     }
     if (resuming && rank == 0 && !cfg->quiet)
-        qd_log(QD_LOG_INFO, "resuming %s: %d of %d tensors already complete", partial, nresumed, n);
+        printf("resuming %s: %d of %d tensors already complete\n", partial, nresumed, n);
 
-    int *mine = qd_xcalloc((size_t)(n ? n : 1), sizeof(int)), nmine = 0, maxmine = 0;
-    for (int i = 0; i < n; i++)
-        if (owner[i] == rank && !done_flag[i]) mine[nmine++] = i;
+    /* this rank's pieces, in plan order, skipping tensors already complete */
+    int *mine = qd_xcalloc((size_t)(plan.npieces ? plan.npieces : 1), sizeof(int)), nmine = 0, maxmine = 0;
+    for (int q = 0; q < plan.npieces; q++)
+        if (plan.pieces[q].owner == rank && !items[plan.pieces[q].item].complete) mine[nmine++] = q;
     QD_MPI_CHECK(MPI_Allreduce(&nmine, &maxmine, 1, MPI_INT, MPI_MAX, comm));
-    round_rec *recs = qd_xcalloc((size_t)size, sizeof(round_rec));
-    int fault = fault_after(rank), done = nresumed, stopped = 0;
-    const char *sig_env = getenv("QD_FAULT_SIGNAL_AFTER");
-    int sig_after = sig_env && getenv("QD_FAULT_RANK") && atoi(getenv("QD_FAULT_RANK")) == rank ? atoi(sig_env) : -1;
+    /* test hooks: QD_FAULT_RANK=R with QD_FAULT_AFTER=K fails rank R's piece K+1 with an error;
+     * with QD_FAULT_SIGNAL_AFTER=K it raises SIGTERM after K pieces (preemption);
+     * QD_FAULT_SLOW_MS=M makes every piece take at least M ms (cancel and progress tests) */
+    int fault_rank = env_int("QD_FAULT_RANK", -1);
+    int fault = fault_rank == rank ? env_int("QD_FAULT_AFTER", -1) : -1;
+    int sig_after = fault_rank == rank ? env_int("QD_FAULT_SIGNAL_AFTER", -1) : -1;
     if (sig_after >= 0) fault = -1;
-    /* test hook: QD_FAULT_SLOW_MS=M makes every tensor take at least M ms (to test cancel and
-     * progress on a model that quantizes in milliseconds) */
+    long slow_ms = env_int("QD_FAULT_SLOW_MS", 0);
     /* completion marks are written (after a flush) at most every mark_every seconds and at the
      * end: a crash loses at most that much work. QD_CHECKPOINT_SECONDS overrides (0: every
      * round). */
     const char *ck_env = getenv("QD_CHECKPOINT_SECONDS");
     double mark_every = ck_env ? atof(ck_env) : 2.0, last_mark = qd_now();
-    int *pending = qd_xcalloc((size_t)(n ? n : 1), sizeof(int)), npending = 0;
-    const char *slow_env = getenv("QD_FAULT_SLOW_MS");
-    long slow_ms = slow_env ? atol(slow_env) : 0;
+    int *pending = qd_xcalloc((size_t)nz, sizeof(int)), npending = 0, done = nresumed, stopped = 0;
     MPI_Datatype rt;
-    QD_MPI_CHECK(MPI_Type_contiguous((int)sizeof(round_rec), MPI_BYTE, &rt));
+    QD_MPI_CHECK(MPI_Type_contiguous((int)sizeof(piece_rec), MPI_BYTE, &rt));
     QD_MPI_CHECK(MPI_Type_commit(&rt));
-    int tty = isatty(STDOUT_FILENO);
-    /* A round: each rank works through its next tensors for about round_s seconds (at most RB),
+    /* A round: each rank works through its next pieces for about round_s seconds (at most RB),
      * then all ranks exchange what they did. Rounds are the points where an error, a stop
-     * request or a checkpoint is agreed; slicing by time rather than by tensor keeps ranks with
-     * unequal tensors from waiting on each other. */
-    enum { RB = 32 };
+     * request or a checkpoint is agreed; slicing by time rather than by piece keeps ranks with
+     * unequal pieces from waiting on each other. */
+    enum { RB = 16 };
     const char *rs_env = getenv("QD_ROUND_SECONDS");
     double round_s = rs_env ? atof(rs_env) : 0.25;
-    round_rec *mine_recs = qd_xcalloc(RB, sizeof(round_rec));
-    free(recs);
-    recs = qd_xcalloc((size_t)size * RB, sizeof(round_rec));
+    piece_rec *mine_recs = qd_xcalloc(RB, sizeof(piece_rec));
+    piece_rec *recs = qd_xcalloc((size_t)size * RB, sizeof(piece_rec));
     int next = 0, any_left = maxmine > 0;
     while (any_left && st == QD_OK) {
         int nme = 0, my_st = QD_OK;
         double r0 = qd_now();
         while (next < nmine && nme < RB && my_st == QD_OK && !g_stop && (nme == 0 || qd_now() - r0 < round_s)) {
-            item *it = &items[mine[next]];
-            round_rec *me = &mine_recs[nme++];
+            const qd_plan_piece *p = &plan.pieces[mine[next]];
+            item *it = &items[p->item];
+            piece_rec *me = &mine_recs[nme++];
             memset(me, 0, sizeof *me);
-            me->item = mine[next];
+            me->piece = mine[next];
             if (fault >= 0 && next >= fault)
                 me->status = qd_err_set(QD_EIO, "tensor '%s': injected fault (QD_FAULT_RANK=%d QD_FAULT_AFTER=%d)",
                                         qd_ckpt_tensor(ck, it->ti)->name, rank, fault);
             else
-                me->status = process_item(ck, cfg, it);
+                me->status = process_piece(ck, it, p, me);
             if (slow_ms > 0) {
                 struct timespec ts = {slow_ms / 1000, (slow_ms % 1000) * 1000000L};
                 nanosleep(&ts, NULL);
             }
-            memcpy(me->m, it->m, sizeof me->m);
-            me->seconds = it->seconds;
             my_st = me->status;
             next++;
             if (sig_after >= 0 && next == sig_after) raise(SIGTERM); /* test hook: preemption */
         }
-        for (int q = nme; q < RB; q++) mine_recs[q].item = -1;
+        for (int q = nme; q < RB; q++) mine_recs[q].piece = -1;
+        if (my_st) qd_err_wrap(my_st, "rank %d", rank);
         st = qd_coll_agree_msg(comm, my_st, msg, sizeof msg, NULL);
-        QD_MPI_CHECK(MPI_Allgather(mine_recs, RB, rt, recs, RB, rt, comm));
         if (st) break;
+        QD_MPI_CHECK(MPI_Allgather(mine_recs, RB, rt, recs, RB, rt, comm));
         for (int q = 0; q < size * RB; q++) {
-            if (recs[q].item < 0) continue;
-            int r = q / RB;
-            item *it = &items[recs[q].item];
-            pending[npending++] = recs[q].item;
-            memcpy(it->m, recs[q].m, sizeof it->m);
-            it->seconds = recs[q].seconds;
+            const piece_rec *rc = &recs[q];
+            if (rc->piece < 0) continue;
+            const qd_plan_piece *p = &plan.pieces[rc->piece];
+            item *it = &items[p->item];
+            for (int b = 0; b < QD_JOB_MAX_BLOCKS; b++) {
+                it->blk[b].err2 += rc->blk[b].err2;
+                it->blk[b].w2 += rc->blk[b].w2;
+                if (rc->blk[b].max_abs > it->blk[b].max_abs) it->blk[b].max_abs = rc->blk[b].max_abs;
+            }
+            it->seconds += rc->seconds;
+            it->last_rank = q / RB;
+            if (++it->pieces_done < it->pieces_total) continue;
+            if (it->j.kind == QD_JOB_QUANT) finish_metrics(it, qd_ckpt_tensor(ck, it->ti));
+            pending[npending++] = p->item;
             done++;
             if (rank == 0) {
                 const char *name = qd_ckpt_tensor(ck, it->ti)->name;
                 cJSON *o = cJSON_CreateObject();
                 cJSON_AddStringToObject(o, "tensor", name);
-                cJSON_AddNumberToObject(o, "rank", r);
-                cJSON_AddStringToObject(o, "method", it->kind == KIND_QUANT ? method_name(cfg->method) : "copy");
+                cJSON_AddNumberToObject(o, "rank", it->last_rank);
+                cJSON_AddNumberToObject(o, "pieces", it->pieces_total);
+                cJSON_AddStringToObject(o, "method", it->j.kind == QD_JOB_QUANT ? qd_method_name(it->j.method) : "copy");
                 cJSON_AddNumberToObject(o, "seconds", it->seconds);
-                if (it->kind == KIND_QUANT) cJSON_AddNumberToObject(o, "rel_error", it->m[0]);
+                if (it->j.kind == QD_JOB_QUANT) cJSON_AddNumberToObject(o, "rel_error", it->m[0]);
                 cJSON_AddNumberToObject(o, "tensors_done", done);
                 cJSON_AddNumberToObject(o, "tensors_total", n);
                 emit_kv(hooks, "tensor", o);
-                if (!cfg->quiet && it->kind == KIND_QUANT) {
-                    double el = qd_now() - t_start, eta = el * (n - done) / done;
-                    if (tty)
-                        printf("\r[%3d/%3d] %5.1f%%  ETA %5.1f s  %-60.60s", done, n, 100.0 * done / n, eta, name);
-                    else
-                        printf("[%d/%d] %s  rank %d  rel.err %.3e  %.3f s\n", done, n, name, r, it->m[0], it->seconds);
-                    fflush(stdout);
-                }
+                progress_tensor(&pg, name, it, done, n, it->pieces_total);
             }
         }
         /* stop (signal, cancel), checkpoint and "anything left" decisions: everyone's flags and
@@ -574,13 +731,8 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
             QD_H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL));
             for (int q = 0; q < npending; q++) {
                 item *it = &items[pending[q]];
-                if (it->kind == KIND_QUANT) {
-                    hsize_t four = 4;
-                    hid_t sp = QD_H5_CHECK(H5Screate_simple(1, &four, NULL));
-                    hid_t a = QD_H5_CHECK(H5Acreate2(it->g, "metrics", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT));
-                    QD_H5_CHECK(H5Awrite(a, H5T_NATIVE_DOUBLE, it->m));
-                    H5Aclose(a);
-                    H5Sclose(sp);
+                if (it->j.kind == QD_JOB_QUANT) {
+                    attr_f64s(it->g, "metrics", it->m, 4);
                     attr_str(it->g, "metrics_names", "rel_fro_error,mse,max_abs_error,sqnr_db");
                 }
                 attr_i64(it->g, "complete", 1);
@@ -594,7 +746,8 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
         }
     }
     free(mine_recs);
-    if (rank == 0 && tty && !cfg->quiet) printf("\n");
+    free(recs);
+    if (rank == 0 && pg.shown) printf("\n");
     QD_MPI_CHECK(MPI_Type_free(&rt));
 
     /* the end: run bookkeeping, then the status (collective, same values on every rank) */
@@ -604,22 +757,27 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
         char when[64];
         time_t now = time(NULL);
         strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+        QD_MPI_CHECK(MPI_Bcast(when, (int)sizeof when, MPI_CHAR, 0, comm));
         attr_str(run, "created", when);
         attr_i64(run, "ranks", size);
-        attr_f64(run, "seconds", qd_now() - t_start);
-        H5Gclose(run);
+        attr_str(run, "shard", qd_shard_mode_name(cfg->shard));
+        attr_i64(run, "resumed_tensors", nresumed);
+        double secs = qd_now() - t_start;
+        QD_MPI_CHECK(MPI_Bcast(&secs, 1, MPI_DOUBLE, 0, comm));
+        attr_f64s(run, "seconds", &secs, 1);
+        QD_H5_CHECK(H5Gclose(run));
         attr_str(file, "status", "complete");
     }
 
     for (int i = 0; i < n; i++) {
         item *it = &items[i];
-        if (it->dq >= 0) H5Dclose(it->dq);
-        if (it->ds >= 0) H5Dclose(it->ds);
-        if (it->dz >= 0) H5Dclose(it->dz);
-        if (it->dd >= 0) H5Dclose(it->dd);
-        if (it->g >= 0) H5Gclose(it->g);
+        if (it->dq >= 0) QD_H5_CHECK(H5Dclose(it->dq));
+        if (it->ds >= 0) QD_H5_CHECK(H5Dclose(it->ds));
+        if (it->dz >= 0) QD_H5_CHECK(H5Dclose(it->dz));
+        if (it->dd >= 0) QD_H5_CHECK(H5Dclose(it->dd));
+        if (it->g >= 0) QD_H5_CHECK(H5Gclose(it->g));
     }
-    H5Gclose(tg);
+    QD_H5_CHECK(H5Gclose(tg));
     QD_H5_CHECK(H5Fclose(file));
     QD_MPI_CHECK(MPI_Barrier(comm));
     if (st == QD_OK && stopped) {
@@ -630,51 +788,57 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
     st = qd_coll_agree_msg(comm, st, msg, sizeof msg, NULL);
 
     if (rank == 0 && st == QD_OK) {
-        int64_t nqp = 0, nfp = 0, params = 0;
+        int64_t nqt = 0, nft = 0, params = 0, qparams = 0;
         double bin = 0, bout = 0, qin = 0, sum_e = 0, max_e = 0;
         for (int i = 0; i < n; i++) {
             const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
+            const item *it = &items[i];
             params += (int64_t)t->numel;
             bin += (double)t->nbytes;
-            if (items[i].kind == KIND_QUANT) {
-                const qd_qscheme *sc = &items[i].scheme;
-                int64_t G = sc->gran == QD_GRAN_GROUP ? QD_MIN(sc->group_size, items[i].cols) : items[i].cols;
-                int64_t ng = (items[i].cols + G - 1) / G;
-                nqp++;
+            if (it->j.kind == QD_JOB_QUANT) {
+                const qd_qscheme *sc = &it->j.scheme;
+                int64_t ng = qd_rtn_ngroups(sc, it->j.cols);
+                nqt++;
+                qparams += (int64_t)t->numel;
                 qin += (double)t->nbytes;
-                bout += (double)(items[i].rows * qd_packed_row_bytes(items[i].cols, sc->bits)) +
-                        (double)(items[i].rows * ng) * (sc->sym ? 4 : 8);
-                sum_e += items[i].m[0];
-                if (items[i].m[0] > max_e) max_e = items[i].m[0];
+                bout += (double)(it->j.rows * qd_packed_row_bytes(it->j.cols, sc->bits)) +
+                        (double)(it->j.rows * ng) * (sc->sym ? 4 : 8);
+                sum_e += it->m[0];
+                if (it->m[0] > max_e) max_e = it->m[0];
             } else {
-                nfp++;
-                bout += items[i].kind == KIND_FLOAT ? 4.0 * (double)t->numel : (double)t->nbytes;
+                nft++;
+                bout += it->j.kind == QD_JOB_FLOAT ? 4.0 * (double)t->numel : (double)t->nbytes;
             }
         }
         double secs = qd_now() - t_start;
         struct stat sb;
         double fbytes = stat(cfg->out, &sb) == 0 ? (double)sb.st_size : 0;
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddNumberToObject(o, "tensors_quantized", (double)nqp);
-        cJSON_AddNumberToObject(o, "tensors_kept", (double)nfp);
+        cJSON_AddNumberToObject(o, "tensors_quantized", (double)nqt);
+        cJSON_AddNumberToObject(o, "tensors_kept", (double)nft);
+        cJSON_AddNumberToObject(o, "tensors_resumed", nresumed);
         cJSON_AddNumberToObject(o, "parameters", (double)params);
+        cJSON_AddNumberToObject(o, "parameters_quantized", (double)qparams);
         cJSON_AddNumberToObject(o, "bytes_in", bin);
         cJSON_AddNumberToObject(o, "bytes_out", bout);
         cJSON_AddNumberToObject(o, "file_bytes", fbytes);
         cJSON_AddNumberToObject(o, "compression", bout > 0 ? bin / bout : 0);
-        cJSON_AddNumberToObject(o, "mean_rel_error", nqp ? sum_e / (double)nqp : 0);
+        cJSON_AddNumberToObject(o, "mean_rel_error", nqt ? sum_e / (double)nqt : 0);
         cJSON_AddNumberToObject(o, "max_rel_error", max_e);
         cJSON_AddNumberToObject(o, "seconds", secs);
-        cJSON_AddNumberToObject(o, "gb_per_s", secs > 0 ? qin / secs * 1e-9 : 0);
+        cJSON_AddNumberToObject(o, "gb_per_s", secs > 0 ? bin / secs * 1e-9 : 0);
+        cJSON_AddNumberToObject(o, "quantized_gb_per_s", secs > 0 ? qin / secs * 1e-9 : 0);
         emit_kv(hooks, "finished", o);
         if (!cfg->quiet) {
             printf("wrote %s\n", cfg->out);
-            printf("  tensors    %lld quantized, %lld kept\n", (long long)nqp, (long long)nfp);
-            printf("  parameters %lld\n", (long long)params);
-            printf("  bytes      %.0f in, %.0f out (%.2fx smaller; file %.0f bytes)\n", bin, bout, bout > 0 ? bin / bout : 0, fbytes);
-            printf("  rel. error mean %.3e, max %.3e (Frobenius, per tensor)\n", nqp ? sum_e / (double)nqp : 0, max_e);
-            printf("  time       %.2f s on %d rank%s, %.2f GB/s of quantized input\n", secs, size, size == 1 ? "" : "s",
-                   secs > 0 ? qin / secs * 1e-9 : 0);
+            printf("  tensors    %lld quantized, %lld kept as float%s\n", (long long)nqt, (long long)nft,
+                   nresumed ? " (some from the resumed file)" : "");
+            printf("  parameters %lld (%lld quantized)\n", (long long)params, (long long)qparams);
+            printf("  bytes      %.0f in, %.0f out: %.2fx smaller (file %.0f bytes)\n", bin, bout, bout > 0 ? bin / bout : 0,
+                   fbytes);
+            printf("  rel. error mean %.3e, max %.3e (Frobenius, per tensor)\n", nqt ? sum_e / (double)nqt : 0, max_e);
+            printf("  time       %.2f s on %d rank%s: %.2f GB/s of input, %.2f GB/s of quantized input\n", secs, size,
+                   size == 1 ? "" : "s", secs > 0 ? bin / secs * 1e-9 : 0, secs > 0 ? qin / secs * 1e-9 : 0);
         }
     } else if (rank == 0 && st != QD_OK) {
         cJSON *o = cJSON_CreateObject();
@@ -683,14 +847,10 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
         emit_kv(hooks, "failed", o);
     }
     free(mine);
-    free(recs);
-    free(done_flag);
     free(pending);
 out_free:
-    free(load);
+    qd_plan_free(&plan);
     free(items);
-    free(pi);
-    free(owner);
     qd_ckpt_close(ck);
 out_sig:
     sigaction(SIGTERM, &old_term, NULL);

@@ -1,8 +1,10 @@
 /* worker/job.h — one quantization job over the ranks of a communicator: open the checkpoint,
- * plan, quantize each rank's own tensors (read straight from the checkpoint; nothing goes through
- * rank 0), and write one HDF5 model with parallel HDF5. Work proceeds in rounds: in round k every
- * rank handles its k-th tensor, then all ranks exchange what they did (progress, errors, cancel),
- * so an error on one rank stops every rank at the same point, with the failing rank's message. */
+ * plan, quantize each rank's own tensors or row ranges (read straight from the checkpoint's
+ * mapping; nothing goes through rank 0), and write one HDF5 model with parallel HDF5
+ * (docs/FORMAT.md). Work proceeds in rounds: every rank works through its next pieces for a
+ * fraction of a second, then all ranks exchange what they did (progress, errors, stop
+ * requests), so an error on one rank stops every rank at the same point with the failing rank's
+ * message, and completion marks are written only for data already flushed. */
 #ifndef QD_JOB_H
 #define QD_JOB_H
 
@@ -11,20 +13,25 @@
 #include "coordinator/job_hooks.h"
 #include "quant/quant.h"
 #include "shard/plan.h"
+#include "shard/safetensors.h"
 
-typedef enum { QD_METHOD_RTN = 0, QD_METHOD_GPTQ, QD_METHOD_ADAROUND } qd_method;
+#define QD_MAX_PATTERNS 32
+#define QD_PATTERN_MAX 256
 
 /* A per-tensor override (mixed precision): the first pattern (fnmatch glob on the tensor name)
  * that matches a tensor selected for quantization changes its scheme or keeps it float. Fields
  * < 0 are unset. */
-#define QD_MAX_OVERRIDES 32
 typedef struct {
-    char pattern[256];
+    char pattern[QD_PATTERN_MAX];
     int skip;               /* keep as float */
+    int method;             /* qd_method or -1 */
     int bits, sym, clip_mse;
     int gran;               /* qd_granularity or -1 */
     int64_t group_size;
 } qd_override;
+
+/* How rank 0 shows progress. AUTO: a bar on a terminal, one line per tensor otherwise. */
+typedef enum { QD_PROGRESS_AUTO = 0, QD_PROGRESS_BAR, QD_PROGRESS_LINES, QD_PROGRESS_NONE } qd_progress;
 
 typedef struct {
     const char *model;           /* checkpoint file or directory */
@@ -34,21 +41,49 @@ typedef struct {
     int clip_mse;                /* MSE clipping search instead of min-max */
     qd_shard_mode shard;
     int overwrite, resume, quiet;
+    qd_progress progress;
     int include_embeddings;      /* also quantize 2-D embedding tables */
     int include_head;            /* also quantize pooler/classifier weights */
-    qd_override overrides[QD_MAX_OVERRIDES];
+    char include[QD_MAX_PATTERNS][QD_PATTERN_MAX]; /* globs: also quantize matching 2-D floats */
+    int n_include;
+    qd_override overrides[QD_MAX_PATTERNS];
     int n_overrides;
 } qd_job_config;
 
+/* Defaults: rtn, 8 bits, symmetric, per output channel, min-max, sharding by tensor. */
 void qd_job_config_default(qd_job_config *c);
-/* The configuration as a JSON object (recorded in the file, compared on --resume). */
+/* The configuration as a JSON object (recorded in the file, compared on --resume). Holds what
+ * changes the file's contents, not how the work is spread (shard) or shown. */
 cJSON *qd_job_config_json(const qd_job_config *c);
+/* QD_OK, or QD_ECONFIG naming the problem (e.g. a method that needs calibration data). */
+int qd_job_config_validate(const qd_job_config *c);
+
+/* ---- the work table (shared by the job and `qdist plan`) ------------------------------- */
+typedef enum { QD_JOB_QUANT = 0, QD_JOB_FLOAT = 1, QD_JOB_RAW = 2 } qd_job_kind;
+
+#define QD_JOB_MAX_BLOCKS 16
+typedef struct {
+    qd_job_kind kind;
+    int64_t rows, cols;     /* quantized: [out, in]; float: [shape[0], numel / shape[0]] */
+    qd_method method;       /* quantized: the job's or an override's */
+    qd_qscheme scheme;
+    int clip_mse;
+    /* Row blocks: error sums are kept per block (so metrics do not depend on how rows were
+     * split) and row sharding cuts at block boundaries. blk_rows = ceil(rows / 16). */
+    int64_t blk_rows;
+    int nblk;
+    int splittable;         /* row ranges are independent (not per-tensor parameters, not raw) */
+} qd_job_tensor;
+
+/* Fills t[0 .. qd_ckpt_num_tensors(ck)) and the planner's items. */
+void qd_job_table(const qd_job_config *cfg, const qd_checkpoint *ck, qd_job_tensor *t, qd_plan_item *pi);
 
 /* Runs the job; collective over comm. QD_OK, QD_EINTR (signal: partial file kept),
- * QD_ECANCELED (hooks), or a negative code with qd_errmsg() set on every rank. */
+ * QD_ECANCELED (hooks), or a negative code with qd_errmsg() set on every rank. hooks may be
+ * NULL. */
 int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hooks);
 
-/* Set by SIGTERM/SIGINT handlers: stop after the tensor in hand. */
+/* Set by SIGTERM/SIGINT handlers: stop after the piece in hand. */
 void qd_job_request_stop(void);
 
 #endif

@@ -1,14 +1,16 @@
 #!/bin/sh
 # The same job with 1, 2, 3, 4 and 8 ranks writes the same model: every dataset and attribute
-# equal (h5diff), except the /run group (time stamps, rank count). Two schemes: 8-bit symmetric
-# per channel, and 4-bit asymmetric groups of 32 with the MSE clipping search and layer sharding.
+# equal (h5diff), except the /run group (time stamps, rank count). Three schemes: 8-bit symmetric
+# per channel; 4-bit asymmetric groups of 32 with the MSE clipping search and layer sharding;
+# 3-bit asymmetric groups of 16 with row sharding (tensors cut into row ranges that depend on
+# the rank count). The sharding policy does not change the file either.
 set -eu
 : "${QDIST:?}" "${QD_MODELS_DIR:?}"
 MODEL="$QD_MODELS_DIR/vit-mnist-tiny"
 T=$(mktemp -d /tmp/qd-det-XXXXXX)
 trap 'rm -rf "$T"' EXIT
 fail=0
-for scheme in "--bits 8" "--bits 4 --asym --group-size 32 --clip mse --shard layer"; do
+for scheme in "--bits 8" "--bits 4 --asym --group-size 32 --clip mse --shard layer" "--bits 3 --asym --group-size 16 --shard rows"; do
   for n in 1 2 3 4 8; do
     # shellcheck disable=SC2086
     mpiexec -n $n --oversubscribe "$QDIST" quantize --model "$MODEL" --out "$T/n$n.h5" --quiet $scheme
@@ -28,6 +30,15 @@ for scheme in "--bits 8" "--bits 4 --asym --group-size 32 --clip mse --shard lay
   fi
   rm -f "$T"/*.h5
 done
+# tensor, layer and row sharding write the same file
+for sh in tensor layer rows; do
+  mpiexec -n 3 --oversubscribe "$QDIST" quantize --model "$MODEL" --out "$T/sh-$sh.h5" --quiet --bits 4 --group-size 64 --shard $sh
+done
+for sh in layer rows; do
+  h5diff --exclude-path /run "$T/sh-tensor.h5" "$T/sh-$sh.h5" && echo "ok: --shard $sh == --shard tensor" \
+    || { echo "DIFFERENT: --shard $sh vs tensor"; fail=1; }
+done
+rm -f "$T"/sh-*.h5
 # mixed precision by glob overrides: same file for 1 and 3 ranks, and the overrides applied
 cat > "$T/ov.json" <<J
 {"bits": 8, "overrides": [

@@ -17,12 +17,16 @@ expect() { # expect CODE PATTERN -- command...
 }
 for n in 2 4; do
   last=$((n - 1))
+  rm -f "$T/f.h5.partial"
   QD_FAULT_RANK=$last QD_FAULT_AFTER=2 expect 1 "injected fault" -- \
     mpiexec -n $n --oversubscribe "$QDIST" quantize --model "$MODEL" --out "$T/f.h5" --quiet
   QD_FAULT_RANK=$last QD_FAULT_AFTER=2 expect 1 "QD_FAULT_RANK=$last" -- \
     mpiexec -n $n --oversubscribe "$QDIST" quantize --model "$MODEL" --out "$T/f.h5" --quiet --overwrite
   [ ! -e "$T/f.h5" ] || { echo "FAIL: a failed job produced $T/f.h5"; fail=1; }
 done
+# the failed run kept its partial file: a new run neither resumes nor discards it silently
+expect 1 "exists from an interrupted run: --resume continues it, --overwrite starts again" -- \
+  mpiexec -n 2 --oversubscribe "$QDIST" quantize --model "$MODEL" --out "$T/f.h5" --quiet
 mkdir -p "$T/bad"
 printf '\377\377\377\377\000\000\000\000{"a":' > "$T/bad/model.safetensors"
 expect 1 "model.safetensors" -- mpiexec -n 2 --oversubscribe "$QDIST" quantize --model "$T/bad" --out "$T/b.h5"
