@@ -55,7 +55,7 @@ void qd_plan_free(qd_plan *p);
 int qd_plan_assign(const qd_plan_item *items, int n, int ranks, qd_shard_mode mode, int *owner);
 
 /* Cost of one [rows, cols] weight for a method: rtn ~ rows*cols; gptq ~ rows*cols^2 + cols^3;
- * adaround ~ iters*rows*cols*batch; float tensors (copied) ~ numel / 4. */
+ * adaround ~ iters*rows*cols*batch; float tensors (copied) ~ numel. */
 double qd_plan_cost_rtn(int64_t rows, int64_t cols);
 double qd_plan_cost_gptq(int64_t rows, int64_t cols);
 double qd_plan_cost_adaround(int64_t rows, int64_t cols, int iters, int batch);

@@ -29,7 +29,7 @@ void qd_job_config_default(qd_job_config *c) {
     c->scheme.sym = 1;
     c->scheme.gran = QD_GRAN_CHANNEL;
     c->scheme.group_size = 128;
-    c->shard = QD_SHARD_TENSOR;
+    c->shard = QD_SHARD_ROWS;
 }
 
 static const char *gran_name(qd_granularity g) {
@@ -655,7 +655,7 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
      * then all ranks exchange what they did. Rounds are the points where an error, a stop
      * request or a checkpoint is agreed; slicing by time rather than by piece keeps ranks with
      * unequal pieces from waiting on each other. */
-    enum { RB = 16 };
+    enum { RB = 128 };
     const char *rs_env = getenv("QD_ROUND_SECONDS");
     double round_s = rs_env ? atof(rs_env) : 0.25;
     piece_rec *mine_recs = qd_xcalloc(RB, sizeof(piece_rec));

@@ -50,7 +50,7 @@ typedef struct {
     int n_overrides;
 } qd_job_config;
 
-/* Defaults: rtn, 8 bits, symmetric, per output channel, min-max, sharding by tensor. */
+/* Defaults: rtn, 8 bits, symmetric, per output channel, min-max, sharding by rows. */
 void qd_job_config_default(qd_job_config *c);
 /* The configuration as a JSON object (recorded in the file, compared on --resume). Holds what
  * changes the file's contents, not how the work is spread (shard) or shown. */
