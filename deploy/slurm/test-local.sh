@@ -6,6 +6,8 @@
 #
 #   deploy/slurm/test-local.sh [QDIST]      (QDIST default: build/qdist)
 #   QD_SLURM_RANKS=4  QD_SLURM_LAUNCHERS="srun mpirun"  QD_SLURM_KEEP=1 (keep the temp dir)
+#   QD_SLURM_RELEASE_AFTER=2 (seconds a requeued job may wait for its begin time before the test
+#   starts it; 0: never, to see Slurm's own delay)
 #
 # Checks, with RANKS tasks on the real checkpoint ../shared/models/vit-mnist-tiny:
 #   1. an uninterrupted batch job: output complete and identical (h5diff) to `mpirun -n 1`;
@@ -126,12 +128,18 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 MinJobAge=600
+# job ids and PMIx's per-step directories (TmpFS/spmix_appdir_UID_JOB.STEP) must not collide
+# with another one-node cluster of a concurrent run
+FirstJobId=$(( 1000 + RANDOM * 30 ))
+TmpFS=$T/tmp
 KillWait=10
 PlugStackConfig=$T/plugstack.conf
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=4 Sockets=1 CoresPerSocket=4 ThreadsPerCore=1 State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 EOF
 : > "$T/plugstack.conf"
+mkdir -p "$T/tmp" "$T/pmix"
+echo "PMIxCliTmpDirBase=$T/pmix" > "$T/mpi.conf"      # read from slurm.conf's directory
 slurmctld -D -i -f "$SLURM_CONF" >"$T/slurmctld.out" 2>&1 &
 PIDS+=($!)
 slurmd -D -f "$SLURM_CONF" -N "$HOST" >"$T/slurmd.out" 2>&1 &
@@ -176,7 +184,8 @@ wait_done() { # JOB SECONDS: until COMPLETED/FAILED/...
     case $s in
       COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|BOOT_FAIL|DEADLINE) return 0 ;;
       PENDING) pend=$((pend + 1))
-               [ $pend = 10 ] && scontrol update jobid="$1" StartTime=now >/dev/null 2>&1 ;;
+               [ $pend = $(( ${QD_SLURM_RELEASE_AFTER:-2} * 5 )) ] \
+                 && scontrol update jobid="$1" StartTime=now >/dev/null 2>&1 ;;
       *) pend=0 ;;
     esac
     sleep 0.2

@@ -7,13 +7,14 @@
 # CAP_SYS_ADMIN, no `ip`/`unshare`).
 #   tests/deploy/multihost.sh [QDIST]    (or QDIST=...; QD_MODELS_DIR=... for the checkpoints)
 #   QD_MH_RANKS_PER_HOST=2 (slots per host)   QD_MH_KEEP=1 (keep the temp dir and log)
+#   QD_MH_MODEL=DIR (another checkpoint, for timings)   QD_MH_ARGS="..." (quantize options)
 set -uo pipefail
 SKIP=77
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/../.." && pwd)
 QDIST=${1:-${QDIST:-$SRC/build/qdist}}
 MODELS=${QD_MODELS_DIR:-$SRC/../shared/models}
-MODEL=$MODELS/vit-mnist-tiny
+MODEL=${QD_MH_MODEL:-$MODELS/vit-mnist-tiny}
 PER=${QD_MH_RANKS_PER_HOST:-2}
 NP=$((2 * PER))
 skip() { echo "SKIP: $*"; exit $SKIP; }
@@ -79,7 +80,8 @@ MPIRUN_MH=(mpirun --hostfile "$T/hostfile" -n "$NP" --mca plm_rsh_agent "$T/agen
 # (the two "hosts" share this machine's cores: ranks that wait must yield them)
 in_host1() { ip netns exec "$NS1" unshare --uts /bin/sh -c 'hostname node-1; exec "$@"' sh "$@"; }
 
-Q=(--bits 4 --asym --group-size 32)
+# shellcheck disable=SC2206
+Q=(${QD_MH_ARGS:---bits 4 --asym --group-size 32})
 fail=0
 now() { date +%s.%N; }
 dt() { printf '%.2f' "$(echo "$2 - $1" | bc)"; }
