@@ -68,7 +68,7 @@ int qd_quantize_multiplier(double M, int32_t *M0, int *shift) {
 int8_t qd_requantize_s8(int32_t acc, int32_t M0, int shift, int32_t zero_point) {
     int32_t x = acc;
     if (shift > 0) {
-        int64_t l = (int64_t)acc << (shift > 31 ? 31 : shift);
+        int64_t l = (int64_t)acc * ((int64_t)1 << (shift > 31 ? 31 : shift)); /* no shift of negatives */
         x = (int32_t)clamp64(l, INT32_MIN, INT32_MAX);
     }
     int32_t r = qd_q31_mul_sat(x, M0);
