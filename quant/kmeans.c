@@ -30,11 +30,12 @@ static inline int nearest(const float *c, int K, float x) {
     return lo;
 }
 
-/* one codebook for n values (stride 1); returns iterations */
+/* one codebook for n values (stride 1); returns iterations. wt: weights >= 0 with a positive
+ * sum, or NULL. */
 static int kmeans1d(const float *x, const float *wt, int64_t n, int K, int max_iters, uint64_t seed, float *c,
                     uint8_t *code) {
     uint64_t s = seed;
-    double *d2 = malloc((size_t)n * sizeof(double));
+    double *d2 = qd_xmalloc((size_t)n * sizeof(double));
     /* k-means++ seeding (weighted) */
     double tot = 0;
     for (int64_t i = 0; i < n; i++) tot += wt ? wt[i] : 1.0;
@@ -71,16 +72,15 @@ static int kmeans1d(const float *x, const float *wt, int64_t n, int K, int max_i
     }
     for (int j = k; j < K; j++) c[j] = c[k - 1]; /* duplicates for degenerate inputs */
     qsort(c, (size_t)K, sizeof(float), cmp_float);
-    double *sw = malloc((size_t)K * sizeof(double)), *sx = malloc((size_t)K * sizeof(double));
+    double *sw = qd_xmalloc((size_t)K * sizeof(double)), *sx = qd_xmalloc((size_t)K * sizeof(double));
     int it = 0;
-    for (int64_t i = 0; i < n; i++) code[i] = 0xFF;
     for (; it < max_iters; it++) {
-        int changed = 0;
+        int changed = it == 0; /* the first pass always updates the centroids */
         memset(sw, 0, (size_t)K * sizeof(double));
         memset(sx, 0, (size_t)K * sizeof(double));
         for (int64_t i = 0; i < n; i++) {
             int j = nearest(c, K, x[i]);
-            changed += code[i] != j;
+            changed += it > 0 && code[i] != j;
             code[i] = (uint8_t)j;
             double w = wt ? wt[i] : 1.0;
             sw[j] += w;
@@ -98,19 +98,33 @@ static int kmeans1d(const float *x, const float *wt, int64_t n, int K, int max_i
     return it;
 }
 
+static double wsum(const float *wt, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += wt[i];
+    return s;
+}
+
 int qd_kmeans_quantize(const float *w, int64_t rows, int64_t cols, const float *weights, const qd_kmeans_opts *o,
                        float *codebook, uint8_t *codes) {
     if (o->bits < 1 || o->bits > 8) return qd_err_set(QD_EINVAL, "kmeans: bits must be 1..8, got %d", o->bits);
     int rc = qd_check_finite(w, rows, cols, "weight");
     if (rc) return rc;
+    if (weights) {
+        for (int64_t i = 0; i < rows * cols; i++)
+            if (!(weights[i] >= 0.0f) || !isfinite(weights[i]))
+                return qd_err_set(QD_EINVAL, "kmeans: weight [%lld, %lld] = %g, must be finite and >= 0",
+                                  (long long)(i / cols), (long long)(i % cols), (double)weights[i]);
+    }
     int K = 1 << o->bits, iters = o->max_iters > 0 ? o->max_iters : 50, worst = 0;
     if (o->per_row) {
         for (int64_t r = 0; r < rows; r++) {
-            int n = kmeans1d(w + r * cols, weights ? weights + r * cols : NULL, cols, K, iters, o->seed + (uint64_t)r,
-                             codebook + r * K, codes + r * cols);
+            const float *wr = weights ? weights + r * cols : NULL;
+            int n = kmeans1d(w + r * cols, wr && wsum(wr, cols) > 0 ? wr : NULL, cols, K, iters,
+                             o->seed + (uint64_t)r, codebook + r * K, codes + r * cols);
             if (n > worst) worst = n;
         }
     } else
-        worst = kmeans1d(w, weights, rows * cols, K, iters, o->seed, codebook, codes);
+        worst = kmeans1d(w, weights && wsum(weights, rows * cols) > 0 ? weights : NULL, rows * cols, K, iters, o->seed,
+                         codebook, codes);
     return worst;
 }

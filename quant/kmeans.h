@@ -15,8 +15,11 @@ typedef struct {
     uint64_t seed;
 } qd_kmeans_opts;
 
-/* codebook: [rows][K] (per_row) or [K]; codes: [rows][cols]. weights [rows][cols] >= 0 or NULL.
- * Returns the number of Lloyd iterations of the slowest codebook, or a negative QD_E* code. */
+/* codebook: [rows][K] (per_row) or [K], sorted ascending; codes: [rows][cols], each the index of
+ * the nearest centroid. weights [rows][cols] finite >= 0, or NULL (all 1); a codebook whose
+ * weights are all 0 is fitted unweighted. Seeds: o->seed for the tensor, o->seed + r for row r.
+ * Returns the number of Lloyd iterations of the slowest codebook, or a negative QD_E* code
+ * (QD_EINVAL for bad bits or weights, QD_ENONFINITE for NaN/Inf in w). */
 int qd_kmeans_quantize(const float *w, int64_t rows, int64_t cols, const float *weights, const qd_kmeans_opts *o,
                        float *codebook, uint8_t *codes);
 
