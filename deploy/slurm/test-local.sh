@@ -50,7 +50,7 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
     || skip "could not install Slurm (apt-get failed: offline?)"
   say "installed"
 fi
-for t in h5diff; do command -v $t >/dev/null || skip "$t missing (hdf5-tools)"; done
+command -v h5diff >/dev/null || skip "h5diff missing (hdf5-tools)"
 
 T=$(mktemp -d /tmp/qd-slurm-XXXXXX)
 chmod 755 "$T"
@@ -166,20 +166,12 @@ ok() { say "ok: $*"; }
 bad() { say "FAIL: $*"; fail=1; }
 state() { scontrol show job "$1" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p'; }
 restarts() { scontrol show job "$1" 2>/dev/null | sed -n 's/.*Restarts=\([0-9]*\).*/\1/p'; }
-wait_state() { # JOB 'REGEX' SECONDS
-  local i
-  for i in $(seq $(( $3 * 5 ))); do
-    state "$1" | grep -qE "^($2)\$" && return 0
-    sleep 0.2
-  done
-  return 1
-}
 wait_done() { # JOB SECONDS: until COMPLETED/FAILED/...
   # Slurm holds a requeued batch job until its begin time; a test need not wait for it, but
   # the new start must come at least a second after the requeue (the old job credential is
   # revoked up to that second), so release it only after 2 s pending.
-  local i s pend=0
-  for i in $(seq $(( $2 * 5 ))); do
+  local s pend=0
+  for _ in $(seq $(( $2 * 5 ))); do
     s=$(state "$1")
     case $s in
       COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|BOOT_FAIL|DEADLINE) return 0 ;;

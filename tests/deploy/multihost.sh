@@ -74,6 +74,7 @@ printf '127.100.0.1 slots=%d\n127.100.0.2 slots=%d\n' "$PER" "$PER" > "$T/hostfi
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 unset OMPI_MCA_btl OMPI_MCA_rmaps_base_oversubscribe
+# shellcheck disable=SC2054  # the commas belong to MCA values
 MPIRUN_MH=(mpirun --hostfile "$T/hostfile" -n "$NP" --mca plm_rsh_agent "$T/agent.sh"
            --mca oob_tcp_if_include mpi0 --mca btl self,vader,tcp --mca btl_tcp_if_include mpi0
            --mca pml ob1 --bind-to none --mca mpi_yield_when_idle 1)
