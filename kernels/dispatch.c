@@ -1,0 +1,85 @@
+/* Run-time kernel selection (kernels.h). Compiled without ISA flags: nothing here may execute an
+ * instruction the CPU lacks. The tables are filled once (pthread_once) on first use. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define QD_HAVE_X86 1
+#endif
+
+static qd_kernel_table g_ref, g_avx2, g_selected;
+static int g_avx2_ok;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static int cpu_has_avx2(void) {
+#ifdef QD_HAVE_X86
+    /* libgcc checks OSXSAVE/XCR0 as well, so the OS must save the ymm state */
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+    return 0;
+#endif
+}
+
+static void init_tables(void) {
+    qd_kernels_fill_ref(&g_ref);
+    g_avx2_ok = cpu_has_avx2();
+#ifdef QD_HAVE_X86
+    if (g_avx2_ok) {
+        g_avx2 = g_ref;
+        qd_kernels_fill_avx2(&g_avx2);
+    }
+#endif
+    const char *want = getenv("QD_KERNELS");
+    const qd_kernel_table *best = g_avx2_ok ? &g_avx2 : &g_ref;
+    if (!want || !*want || strcmp(want, "auto") == 0) {
+        g_selected = *best;
+    } else if (strcmp(want, "ref") == 0) {
+        g_selected = g_ref;
+    } else if (strcmp(want, "avx2") == 0) {
+        if (!g_avx2_ok) qd_log(QD_LOG_WARN, "QD_KERNELS=avx2: this CPU lacks AVX2/FMA/F16C, using the reference kernels");
+        g_selected = *best;
+    } else {
+        qd_log(QD_LOG_WARN, "QD_KERNELS=%s: unknown (ref, avx2 or auto), using %s", want, best->isa);
+        g_selected = *best;
+    }
+}
+
+const qd_kernel_table *qd_kernels(void) {
+    pthread_once(&g_once, init_tables);
+    return &g_selected;
+}
+
+const char *qd_kernels_isa(void) { return qd_kernels()->isa; }
+
+const qd_kernel_table *qd_kernels_table(const char *isa) {
+    pthread_once(&g_once, init_tables);
+    if (strcmp(isa, "ref") == 0) return &g_ref;
+    if (strcmp(isa, "avx2") == 0) return g_avx2_ok ? &g_avx2 : NULL;
+    return NULL;
+}
+
+void qd_kernels_quantize_row(const float *x, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
+                             int bits, uint8_t *out) {
+    const qd_kernel_table *k = qd_kernels();
+    if (bits == 8)
+        k->quantize_codes(x, n, G, scales, zeros, 255, out);
+    else if (bits == 4)
+        k->quantize_q4(x, n, G, scales, zeros, out);
+    else
+        qd_fatal(__FILE__, __LINE__, "qd_kernels_quantize_row: %d bits (4 or 8 only)", bits);
+}
+
+void qd_kernels_dequantize_row(const uint8_t *in, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
+                               int bits, float *out) {
+    const qd_kernel_table *k = qd_kernels();
+    if (bits == 8)
+        k->dequantize_codes(in, n, G, scales, zeros, out);
+    else if (bits == 4)
+        k->dequantize_q4(in, n, G, scales, zeros, out);
+    else
+        qd_fatal(__FILE__, __LINE__, "qd_kernels_dequantize_row: %d bits (4 or 8 only)", bits);
+}

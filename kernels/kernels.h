@@ -1,0 +1,68 @@
+/* kernels/kernels.h — qdist's hot loops, chosen once at run time from CPUID.
+ *
+ * Every kernel has a scalar reference (kernels/ref/) that defines the results, and may have ISA
+ * versions (kernels/avx2/, compiled with per-file -mavx2 -mfma -mf16c) that give the same bits.
+ * One table of function pointers is filled on first use (thread-safe): the reference first, then
+ * whatever the best ISA the CPU supports overrides. QD_KERNELS=ref|avx2|auto in the environment
+ * forces a choice (ref: always available; avx2 on a CPU without it falls back to ref with a
+ * warning). A binary built anywhere runs everywhere: only kernels/avx2/ holds AVX2 code, and it is
+ * reached only through the table after the CPUID check.
+ *
+ * Adding a kernel: a field in qd_kernel_table, its reference in kernels/ref/ (set in
+ * qd_kernels_fill_ref), optionally an ISA version set in qd_kernels_fill_avx2; fields an ISA does
+ * not override keep the reference.
+ *
+ * Quantization conventions (quant/quant.h, docs/FORMAT.md):
+ *   codes q in [0, maxq], maxq = 2^bits - 1;
+ *   q = clamp(rint(x / scale) + zero, 0, maxq): true division, round half to even, zero added as
+ *       float, clamped in float (a NaN quotient gives 0; never undefined behaviour);
+ *   x' = scale * (float)(q - zero);
+ *   groups: column c of a row belongs to group c / G (G >= 1; the last group may be shorter;
+ *       per channel: G = n), scales[g] float32 and zeros[g] int32, g in [0, ceil(n / G));
+ *   packing: code i occupies bits [i*b, i*b + b) of the row's little-endian bit stream; a row is
+ *       ceil(n*b/8) bytes. 4 bit: byte k = q[2k] | q[2k+1] << 4 (high nibble 0 past the end);
+ *       8 bit: one byte per code.
+ */
+#ifndef QD_KERNELS_H
+#define QD_KERNELS_H
+
+#include <stdint.h>
+
+#include "common/qd_common.h"
+
+typedef struct qd_kernel_table {
+    const char *isa; /* "ref", "avx2" */
+
+    /* codes[c] (one byte each, unpacked) for c in [0, n); any maxq in [1, 255] */
+    void (*quantize_codes)(const float *x, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
+                           int maxq, uint8_t *codes);
+    /* 4-bit codes packed two per byte: out[ceil(n/2)] */
+    void (*quantize_q4)(const float *x, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
+                        uint8_t *out);
+    /* out[c] = scales[g] * (codes[c] - zeros[g]) from unpacked codes (any bit width) */
+    void (*dequantize_codes)(const uint8_t *codes, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
+                             float *out);
+    /* the same from 4-bit packed codes in[ceil(n/2)] */
+    void (*dequantize_q4)(const uint8_t *in, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
+                          float *out);
+} qd_kernel_table;
+
+/* The table selected for this process (CPUID and QD_KERNELS; filled on the first call). */
+const qd_kernel_table *qd_kernels(void);
+/* Name of the selected ISA: "ref" or "avx2". */
+const char *qd_kernels_isa(void);
+/* A given ISA's table ("ref", "avx2"), or NULL when this CPU or build lacks it (tests, benches). */
+const qd_kernel_table *qd_kernels_table(const char *isa);
+
+/* Packed row quantization through the selected table, bits 4 or 8 (8: one byte per code).
+ * out holds ceil(n*bits/8) bytes. Other widths are a caller bug (QD_ASSERT). */
+void qd_kernels_quantize_row(const float *x, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
+                             int bits, uint8_t *out);
+void qd_kernels_dequantize_row(const uint8_t *in, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
+                               int bits, float *out);
+
+/* Filling functions of the ISA files (dispatch.c calls them; not for other modules). */
+void qd_kernels_fill_ref(qd_kernel_table *t);
+void qd_kernels_fill_avx2(qd_kernel_table *t);
+
+#endif /* QD_KERNELS_H */
