@@ -264,7 +264,8 @@ typedef struct {
 typedef struct {
     int piece;              /* -1: none */
     int status;
-    double seconds;
+    double seconds;         /* wall time of the piece */
+    double cpu;             /* CPU time of the piece (user + system, this thread) */
     qd_errsum blk[QD_JOB_MAX_BLOCKS]; /* absolute block index of the tensor */
 } piece_rec;
 
@@ -344,8 +345,11 @@ static int process_piece(qd_checkpoint *ck, item *it, const qd_plan_piece *p, pi
     if (!packed || !sc || !z) rc = qd_err_set(QD_ENOMEM, "tensor '%s': out of memory for rows [%lld, %lld)", t->name,
                                               (long long)r0, (long long)r1);
     qd_clip_opts clip = it->j.clip_mse ? (qd_clip_opts){100, 0.8f, 2.0f} : QD_CLIP_MINMAX;
-    if (!rc)
-        rc = qd_rtn_rows(x, n, C, s, &clip, packed, sc, z, it->j.blk_rows, rec->blk + r0 / it->j.blk_rows, t->name, r0);
+    if (!rc) {
+        char what[QD_PATTERN_MAX + 16];
+        snprintf(what, sizeof what, "tensor '%s'", t->name);
+        rc = qd_rtn_rows(x, n, C, s, &clip, packed, sc, z, it->j.blk_rows, rec->blk + r0 / it->j.blk_rows, what, r0);
+    }
     if (!rc) {
         write_rows(it->dq, H5T_NATIVE_UINT8, r0, n, packed);
         write_rows(it->ds, H5T_NATIVE_FLOAT, r0, n, sc);
@@ -371,6 +375,12 @@ static void finish_metrics(item *it, const qd_tensor_info *t) {
     it->m[1] = t->numel ? e2 / (double)t->numel : 0;
     it->m[2] = mx;
     it->m[3] = e2 > 0 ? 10.0 * log10(w2 / e2) : 999.0;
+}
+
+static double thread_cpu(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static int env_int(const char *name, int dflt) {
@@ -660,6 +670,7 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
     double round_s = rs_env ? atof(rs_env) : 0.25;
     piece_rec *mine_recs = qd_xcalloc(RB, sizeof(piece_rec));
     piece_rec *recs = qd_xcalloc((size_t)size * RB, sizeof(piece_rec));
+    double *rank_cpu = qd_xcalloc((size_t)size, sizeof(double)); /* work CPU seconds per rank */
     int next = 0, any_left = maxmine > 0;
     while (any_left && st == QD_OK) {
         int nme = 0, my_st = QD_OK;
@@ -670,11 +681,13 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
             piece_rec *me = &mine_recs[nme++];
             memset(me, 0, sizeof *me);
             me->piece = mine[next];
+            double c0 = thread_cpu();
             if (fault >= 0 && next >= fault)
                 me->status = qd_err_set(QD_EIO, "tensor '%s': injected fault (QD_FAULT_RANK=%d QD_FAULT_AFTER=%d)",
                                         qd_ckpt_tensor(ck, it->ti)->name, rank, fault);
             else
                 me->status = process_piece(ck, it, p, me);
+            me->cpu = thread_cpu() - c0;
             if (slow_ms > 0) {
                 struct timespec ts = {slow_ms / 1000, (slow_ms % 1000) * 1000000L};
                 nanosleep(&ts, NULL);
@@ -699,6 +712,7 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
                 if (rc->blk[b].max_abs > it->blk[b].max_abs) it->blk[b].max_abs = rc->blk[b].max_abs;
             }
             it->seconds += rc->seconds;
+            rank_cpu[q / RB] += rc->cpu;
             it->last_rank = q / RB;
             if (++it->pieces_done < it->pieces_total) continue;
             if (it->j.kind == QD_JOB_QUANT) finish_metrics(it, qd_ckpt_tensor(ck, it->ti));
@@ -810,7 +824,11 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
                 bout += it->j.kind == QD_JOB_FLOAT ? 4.0 * (double)t->numel : (double)t->nbytes;
             }
         }
-        double secs = qd_now() - t_start;
+        double secs = qd_now() - t_start, cpu_max = 0, cpu_sum = 0;
+        for (int r = 0; r < size; r++) {
+            cpu_sum += rank_cpu[r];
+            if (rank_cpu[r] > cpu_max) cpu_max = rank_cpu[r];
+        }
         struct stat sb;
         double fbytes = stat(cfg->out, &sb) == 0 ? (double)sb.st_size : 0;
         cJSON *o = cJSON_CreateObject();
@@ -828,6 +846,8 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
         cJSON_AddNumberToObject(o, "seconds", secs);
         cJSON_AddNumberToObject(o, "gb_per_s", secs > 0 ? bin / secs * 1e-9 : 0);
         cJSON_AddNumberToObject(o, "quantized_gb_per_s", secs > 0 ? qin / secs * 1e-9 : 0);
+        cJSON_AddNumberToObject(o, "work_cpu_seconds", cpu_sum);
+        cJSON_AddNumberToObject(o, "work_cpu_seconds_max_rank", cpu_max);
         emit_kv(hooks, "finished", o);
         if (!cfg->quiet) {
             printf("wrote %s\n", cfg->out);
@@ -839,6 +859,10 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
             printf("  rel. error mean %.3e, max %.3e (Frobenius, per tensor)\n", nqt ? sum_e / (double)nqt : 0, max_e);
             printf("  time       %.2f s on %d rank%s: %.2f GB/s of input, %.2f GB/s of quantized input\n", secs, size,
                    size == 1 ? "" : "s", secs > 0 ? bin / secs * 1e-9 : 0, secs > 0 ? qin / secs * 1e-9 : 0);
+            printf("  work CPU   %.2f s in all, %.2f s on the busiest rank: %.2f GB/s per CPU-second",
+                   cpu_sum, cpu_max, cpu_sum > 0 ? bin / cpu_sum * 1e-9 : 0);
+            if (size > 1) printf(", parallel efficiency %.0f%% of the CPU time", cpu_max > 0 ? 100.0 * cpu_sum / (size * cpu_max) : 0);
+            printf("\n");
         }
     } else if (rank == 0 && st != QD_OK) {
         cJSON *o = cJSON_CreateObject();
@@ -848,6 +872,7 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
     }
     free(mine);
     free(pending);
+    free(rank_cpu);
 out_free:
     qd_plan_free(&plan);
     free(items);

@@ -27,6 +27,27 @@ done
 # the failed run kept its partial file: a new run neither resumes nor discards it silently
 expect 1 "exists from an interrupted run: --resume continues it, --overwrite starts again" -- \
   mpiexec -n 2 --oversubscribe "$QDIST" quantize --model "$MODEL" --out "$T/f.h5" --quiet
+# a NaN inside one tensor, found by whichever rank holds it: the message names the tensor and the
+# [row, col], every rank stops within seconds
+mkdir -p "$T/nan"
+cp "$MODEL/config.json" "$T/nan/"
+/usr/bin/python3 - "$MODEL/model.safetensors" "$T/nan/model.safetensors" <<'P'
+import json, struct, sys
+raw = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", raw[:8])[0]
+h = json.loads(raw[8:8 + n])
+t = h["vit.encoder.layer.3.intermediate.dense.weight"]
+cols = t["shape"][1]
+off = 8 + n + t["data_offsets"][0] + 4 * (100 * cols + 7)
+raw[off:off + 4] = struct.pack("<I", 0x7FC00000)
+open(sys.argv[2], "wb").write(raw)
+P
+for n in 1 3; do
+  t0=$(date +%s)
+  expect 1 "tensor 'vit.encoder.layer.3.intermediate.dense.weight': NaN at \[100, 7\]" -- \
+    mpiexec -n $n --oversubscribe "$QDIST" quantize --model "$T/nan" --out "$T/nan$n.h5" --quiet
+  [ $(($(date +%s) - t0)) -le 20 ] || { echo "FAIL: the failing job took more than 20 s"; fail=1; }
+done
 mkdir -p "$T/bad"
 printf '\377\377\377\377\000\000\000\000{"a":' > "$T/bad/model.safetensors"
 expect 1 "model.safetensors" -- mpiexec -n 2 --oversubscribe "$QDIST" quantize --model "$T/bad" --out "$T/b.h5"

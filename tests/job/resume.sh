@@ -39,6 +39,20 @@ for n in 2 4; do
   h5diff --exclude-path /run "$T/ref.h5" "$T/s$n.h5" && echo "ok: SIGTERM + resume on $n ranks == uninterrupted" \
     || { echo "FAIL: SIGTERM + resume on $n ranks differs"; fail=1; }
 done
+# resumed with another rank count and sharding policy than the run that failed
+# shellcheck disable=SC2086
+QD_FAULT_RANK=1 QD_FAULT_AFTER=5 timeout 60 mpiexec -n 4 --oversubscribe "$QDIST" quantize --model "$MODEL" \
+    --out "$T/x.h5" --quiet --shard rows $Q > "$T/log" 2>&1
+[ $? = 1 ] && [ -f "$T/x.h5.partial" ] || { echo "FAIL: fault run on 4 ranks"; cat "$T/log"; fail=1; }
+# shellcheck disable=SC2086
+timeout 60 mpiexec -n 3 --oversubscribe "$QDIST" quantize --model "$MODEL" --out "$T/x.h5" --resume --shard tensor $Q \
+    > "$T/log" 2>&1 || { echo "FAIL: resume on 3 ranks"; cat "$T/log"; fail=1; }
+h5diff --exclude-path /run "$T/ref.h5" "$T/x.h5" && echo "ok: fault on 4 ranks (rows) + resume on 3 (tensor) == uninterrupted" \
+  || { echo "FAIL: 4 -> 3 ranks resume differs"; fail=1; }
+# nothing left to resume: a complete output is not touched
+out=$(mpiexec -n 1 "$QDIST" quantize --model "$MODEL" --out "$T/x.h5" --resume $Q 2>&1); rc=$?
+[ $rc = 1 ] && printf '%s' "$out" | grep -q "already complete" && echo "ok: resume of a complete file refused" \
+  || { echo "FAIL: resume of a complete file: exit $rc: $out"; fail=1; }
 # a partial file with other settings is refused, naming both
 QD_FAULT_RANK=0 QD_FAULT_AFTER=1 mpiexec -n 1 "$QDIST" quantize --model "$MODEL" --out "$T/m.h5" --quiet --bits 8 >/dev/null 2>&1
 out=$(mpiexec -n 2 --oversubscribe "$QDIST" quantize --model "$MODEL" --out "$T/m.h5" --resume --bits 4 2>&1); rc=$?
