@@ -77,10 +77,41 @@ static double seg_err(const float *x, int64_t n, float scale, int32_t zero, int 
     return e;
 }
 
+void qd_params_from_range(float lo, float hi, int bits, int sym, float *scale, int32_t *zero) {
+    const int maxq = qd_maxq(bits);
+    /* reference: xmin = min(x.min(), 0), xmax = max(x.max(), 0) */
+    float xmin = fminf(lo, 0.0f), xmax = fmaxf(hi, 0.0f);
+    if (sym) {
+        /* The reference sets xmin = -xmax only where xmin < 0; for a group with no negative
+         * value it keeps xmin = 0, so scale = xmax/maxq while zero = (maxq+1)/2 leaves only
+         * (maxq-1)/2 steps above zero: values above about xmax/2 would be clipped. We always
+         * use the symmetric range. Groups with a negative value (every row of the reference
+         * data) are unchanged. */
+        xmax = fmaxf(fabsf(xmin), xmax);
+        xmin = -xmax;
+    }
+    if (xmin == 0.0f && xmax == 0.0f) {
+        xmin = -1.0f;
+        xmax = 1.0f;
+    }
+    float s = (xmax - xmin) / (float)maxq;
+    int32_t z = sym ? (maxq + 1) / 2 : (int32_t)rintf(-xmin / s);
+    /* A constant group c != 0 must come back exactly. The reference's range [min(c,0),
+     * max(c,0)] gives scale |c|/maxq, and scale * (q - zero) need not round back to c in
+     * float32. Only when it does not, use scale |c| with c one step from the zero point
+     * (asymmetric: zero 0 for c > 0, zero 1 for c < 0; symmetric: code zero +- 1):
+     * c / |c| = +-1 and |c| * +-1 = c are exact. Non-constant groups are never touched. */
+    if (lo == hi && lo != 0.0f && qd_dequantize1(qd_quantize1(lo, s, z, maxq), s, z) != lo) {
+        s = fabsf(lo);
+        z = sym ? (maxq + 1) / 2 : (lo > 0 ? 0 : 1);
+    }
+    *scale = s;
+    *zero = z;
+}
+
 void qd_find_params_rows(const float *x, int64_t rows, int64_t n, int64_t ld, int bits, int sym,
                          const qd_clip_opts *clip, float *scale, int32_t *zero, int64_t sstride) {
     const int maxq = qd_maxq(bits);
-    const int32_t zsym = (maxq + 1) / 2;
     for (int64_t r = 0; r < rows; r++) {
         const float *row = x + r * ld;
         float lo = row[0], hi = row[0];
@@ -88,30 +119,25 @@ void qd_find_params_rows(const float *x, int64_t rows, int64_t n, int64_t ld, in
             lo = fminf(lo, row[c]);
             hi = fmaxf(hi, row[c]);
         }
-        const int constant = lo == hi;
-        const float cval = lo;
-        /* reference: xmin = min(x.min(), 0), xmax = max(x.max(), 0) */
-        float xmin = fminf(lo, 0.0f), xmax = fmaxf(hi, 0.0f);
-        if (sym) {
-            xmax = fmaxf(fabsf(xmin), xmax);
-            if (xmin < 0) xmin = -xmax;
-        }
-        if (xmin == 0.0f && xmax == 0.0f) {
-            xmin = -1.0f;
-            xmax = 1.0f;
-        }
-        float s = (xmax - xmin) / (float)maxq;
-        int32_t z = sym ? zsym : (int32_t)rintf(-xmin / s);
-        if (clip && clip->grid > 0) {
+        float s;
+        int32_t z;
+        qd_params_from_range(lo, hi, bits, sym, &s, &z);
+        if (clip && clip->grid > 0 && lo != hi) {
             /* reference: for i in range(int(maxshrink * grid)): p = 1 - i / grid (a Python float,
-             * then a float32 tensor op), keep strictly better candidates; i = 0 is min-max. */
+             * rounded to float32 by the tensor op), keep strictly better candidates; i = 0 is
+             * min-max. Constant groups are exact already and skip the search. */
+            float xmin = fminf(lo, 0.0f), xmax = fmaxf(hi, 0.0f);
+            if (sym) {
+                xmax = fmaxf(fabsf(xmin), xmax);
+                xmin = -xmax;
+            }
             double best = INFINITY;
             int steps = (int)(clip->maxshrink * (float)clip->grid);
             for (int i = 0; i < steps; i++) {
                 float pshr = (float)(1.0 - (double)i / clip->grid);
                 float xmin1 = pshr * xmin, xmax1 = pshr * xmax;
                 float s1 = (xmax1 - xmin1) / (float)maxq;
-                int32_t z1 = sym ? zsym : (int32_t)rintf(-xmin1 / s1);
+                int32_t z1 = sym ? (maxq + 1) / 2 : (int32_t)rintf(-xmin1 / s1);
                 double e = seg_err(row, n, s1, z1, maxq, clip->norm);
                 if (e < best) {
                     best = e;
@@ -119,15 +145,6 @@ void qd_find_params_rows(const float *x, int64_t rows, int64_t n, int64_t ld, in
                     z = z1;
                 }
             }
-        }
-        /* A constant group c != 0 must come back exactly. The reference's range [min(c,0),
-         * max(c,0)] gives scale |c|/maxq, and scale * (q - zero) need not round back to c in
-         * float32. Only when it does not, use scale |c| with c one step from the zero point
-         * (asymmetric: zero 0 for c > 0, zero 1 for c < 0; symmetric: code zero +- 1):
-         * c / |c| = +-1 and |c| * +-1 = c are exact. Non-constant groups are never touched. */
-        if (constant && cval != 0.0f && qd_dequantize1(qd_quantize1(cval, s, z, maxq), s, z) != cval) {
-            s = fabsf(cval);
-            z = sym ? zsym : (cval > 0 ? 0 : 1);
         }
         scale[r * sstride] = s;
         zero[r * sstride] = z;

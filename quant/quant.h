@@ -21,10 +21,13 @@
  *
  * Parameters follow the GPTQ reference's find_params (range widened to include 0; all-zero ->
  * [-1, 1]; computed in float32 in the reference's operation order, so scales/zeros are
- * bit-identical), optionally refined by a clipping search over shrink factors. One deliberate
- * difference: a constant group c != 0 whose reference scale |c|/maxq does not reproduce c
- * exactly gets scale |c| and a zero one step away (see qd_find_params_rows), so constant and
- * all-zero groups always reconstruct exactly and no scale is ever 0.
+ * bit-identical), optionally refined by a clipping search over shrink factors. Two deliberate
+ * differences, both outside what the reference data exercises:
+ *   - a constant group c != 0 whose reference scale |c|/maxq does not reproduce c exactly gets
+ *     scale |c| and a zero one step away (see qd_find_params_rows), so constant and all-zero
+ *     groups always reconstruct exactly and no scale is ever 0;
+ *   - symmetric groups with no negative value use [-xmax, xmax] (the reference keeps xmin = 0
+ *     there, which with zero = (maxq+1)/2 clips everything above about xmax/2).
  */
 #ifndef QD_QUANT_H
 #define QD_QUANT_H
@@ -92,7 +95,8 @@ static inline float qd_dequantize1(int q, float scale, int32_t zero) {
 /* (scale, zero) of each of `rows` rows of the block x[r*ld + c], c in [0, n), n >= 1, exactly as
  * the GPTQ reference's find_params in float32:
  *     xmin = min(min(x), 0), xmax = max(max(x), 0);
- *     sym: xmax = max(|xmin|, xmax), xmin = -xmax if xmin < 0;   xmin == xmax == 0 -> [-1, 1];
+ *     sym: xmax = max(|xmin|, xmax), xmin = -xmax (the reference: only if xmin < 0);
+ *     xmin == xmax == 0 -> [-1, 1];
  *     scale = (xmax - xmin) / maxq;  zero = rint(-xmin / scale) (asym) or (maxq + 1) / 2 (sym),
  * optionally refined by the clipping search (clip NULL or grid 0: min-max). Writes
  * scale[r*sstride], zero[r*sstride]. Constant rows reconstruct exactly: when the above does not
@@ -100,6 +104,11 @@ static inline float qd_dequantize1(int q, float scale, int32_t zero) {
  * Inputs must be finite (callers check with qd_check_finite). */
 void qd_find_params_rows(const float *x, int64_t rows, int64_t n, int64_t ld, int bits, int sym,
                          const qd_clip_opts *clip, float *scale, int32_t *zero, int64_t sstride);
+
+/* The min-max part of qd_find_params_rows for a group whose min and max are known (lo <= hi,
+ * finite): the same scale and zero bit for bit. For fused kernels that find the range
+ * themselves. */
+void qd_params_from_range(float lo, float hi, int bits, int sym, float *scale, int32_t *zero);
 
 /* QD_OK, or QD_ENONFINITE with qd_errmsg() naming `what` and the [row, col] of the first NaN/Inf. */
 int qd_check_finite(const float *x, int64_t rows, int64_t cols, const char *what);

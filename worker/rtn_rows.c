@@ -85,27 +85,7 @@ static inline __attribute__((always_inline)) int range_of(const float *x, int64_
 /* qd_find_params_rows' min-max branch for a known range (finite inputs: the selects above give
  * the same range as fminf/fmaxf, up to the sign of a zero, which no result depends on) */
 static void params_from_range(float lo, float hi, int bits, int sym, float *ps, int32_t *pz) {
-    const int maxq = qd_maxq(bits);
-    const int32_t zsym = (maxq + 1) / 2;
-    const int constant = lo == hi;
-    const float cval = lo;
-    float xmin = fminf(lo, 0.0f), xmax = fmaxf(hi, 0.0f);
-    if (sym) {
-        xmax = fmaxf(fabsf(xmin), xmax);
-        if (xmin < 0) xmin = -xmax;
-    }
-    if (xmin == 0.0f && xmax == 0.0f) {
-        xmin = -1.0f;
-        xmax = 1.0f;
-    }
-    float s = (xmax - xmin) / (float)maxq;
-    int32_t z = sym ? zsym : (int32_t)rintf(-xmin / s);
-    if (constant && cval != 0.0f && qd_dequantize1(qd_quantize1(cval, s, z, maxq), s, z) != cval) {
-        s = fabsf(cval);
-        z = sym ? zsym : (cval > 0 ? 0 : 1);
-    }
-    *ps = s;
-    *pz = z;
+    qd_params_from_range(lo, hi, bits, sym, ps, pz);
 }
 
 /* codes of one group: clamp(rint(x / s) + z, 0, maxq). rint is done with the 1.5*2^23 trick,

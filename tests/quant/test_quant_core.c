@@ -121,5 +121,188 @@ int main(void) {
     qd_pack_matrix(mat, 5, 7, 5, pm);
     qd_unpack_matrix(pm, 5, 7, 5, bm);
     CHECK(memcmp(mat, bm, 35) == 0);
+
+    /* ---- every width and mode: parameter invariants, G = 1, G > cols, bad schemes ---- */
+    {
+        enum { R2 = 4, C2 = 37 };
+        float x[R2 * C2];
+        for (int i = 0; i < R2 * C2; i++) x[i] = (float)((int)(urand32() % 4001) - 1500) / 1000.0f;
+        x[5] = 0.0f;
+        for (int bits = 2; bits <= 8; bits++)
+            for (int sym = 0; sym < 2; sym++) {
+                int64_t gss[] = {1, 5, 32, 1000};
+                for (size_t k = 0; k < QD_ARRAY_LEN(gss); k++) {
+                    qd_qscheme sc = {bits, sym, QD_GRAN_GROUP, gss[k]};
+                    qd_qparams pp;
+                    CHECK_EQ(qd_quant_params(x, R2, C2, &sc, &mm, &pp), QD_OK);
+                    CHECK_EQ(pp.ngroups, (C2 + QD_MIN(gss[k], C2) - 1) / QD_MIN(gss[k], C2));
+                    for (int64_t i = 0; i < R2 * pp.ngroups; i++) {
+                        CHECK(pp.scales[i] > 0 && isfinite(pp.scales[i]));
+                        CHECK(pp.zeros[i] >= 0 && pp.zeros[i] <= qd_maxq(bits));
+                        if (sym) CHECK_EQ(pp.zeros[i], 1 << (bits - 1));
+                    }
+                    uint8_t cd[R2 * C2];
+                    float dq[R2 * C2];
+                    qd_rtn_quantize(x, &pp, NULL, cd);
+                    qd_dequantize(cd, &pp, NULL, dq);
+                    long over = 0;
+                    for (int r = 0; r < R2; r++)
+                        for (int c = 0; c < C2; c++) {
+                            CHECK_LE(cd[r * C2 + c], qd_maxq(bits));
+                            /* inside the range every value is within half a step (plus rounding
+                             * of the float ops); symmetric clamps +xmax one step short */
+                            float sc1 = pp.scales[r * pp.ngroups + c / pp.group_size];
+                            over += fabsf(dq[r * C2 + c] - x[r * C2 + c]) > (sym ? 1.0f : 0.5f) * sc1 * 1.0001f + 1e-7f;
+                        }
+                    CHECK_MSG(over == 0, "bits %d sym %d G %lld: %ld values beyond the step bound", bits, sym,
+                              (long long)gss[k], over);
+                    if (gss[k] == 1 && !sym) { /* every group constant: exact */
+                        CHECK(memcmp(dq, x, sizeof x) == 0);
+                    }
+                    qd_qparams_free(&pp);
+                }
+            }
+        qd_qscheme bad_bits = {9, 0, QD_GRAN_CHANNEL, 0}, bad_g = {4, 0, QD_GRAN_GROUP, 0};
+        qd_qparams pp;
+        CHECK_EQ(qd_quant_params(x, R2, C2, &bad_bits, &mm, &pp), QD_EINVAL);
+        bad_bits.bits = 1;
+        CHECK_EQ(qd_quant_params(x, R2, C2, &bad_bits, &mm, &pp), QD_EINVAL);
+        CHECK_EQ(qd_quant_params(x, R2, C2, &bad_g, &mm, &pp), QD_EINVAL);
+        CHECK_EQ(qd_quant_params(x, 0, C2, &bad_bits, &mm, &pp), QD_EINVAL);
+    }
+
+    /* symmetric 8-bit: +xmax clamps to 255 (zero 128), -xmax is code 1 */
+    {
+        float v[3] = {-2.0f, 1.0f, 2.0f};
+        qd_find_params_rows(v, 1, 3, 3, 8, 1, &mm, &s, &z, 1);
+        CHECK_EQ(qd_quantize1(2.0f, s, z, 255), 255);
+        CHECK_EQ(qd_quantize1(-2.0f, s, z, 255), 1);
+        /* all-zero group: [-1, 1], asym zero rint(1 / (2/15)) = rint(7.4999996f) = 7, 0 exact */
+        float zz[4] = {0};
+        qd_find_params_rows(zz, 1, 4, 4, 4, 0, &mm, &s, &z, 1);
+        CHECK(s == 2.0f / 15.0f);
+        CHECK_EQ(z, 7);
+        /* symmetric group without negative values: full symmetric range, nothing clipped */
+        float pz[4] = {0.0f, 0.5f, 1.0f, 2.0f};
+        qd_find_params_rows(pz, 1, 4, 4, 4, 1, &mm, &s, &z, 1);
+        CHECK(s == 4.0f / 15.0f);
+        CHECK_EQ(z, 8);
+        CHECK_NEAR(qd_dequantize1(qd_quantize1(2.0f, s, z, 15), s, z), 2.0f, 0.5f * s);
+        CHECK(qd_dequantize1(qd_quantize1(0.0f, s, z, 15), s, z) == 0.0f);
+    }
+
+    /* ---- clipping search: i = 0 is min-max; norm 2 never increases the squared error ---- */
+    {
+        enum { R3 = 64, C3 = 48 };
+        static float x[R3 * C3];
+        for (int i = 0; i < R3 * C3; i++) { /* heavy-tailed rows: most values small, a few large */
+            float u = (float)(urand32() % 100000) / 100000.0f - 0.5f;
+            x[i] = u * u * u * 8.0f;
+        }
+        qd_clip_opts one = {1, 1.0f, 2.0f}; /* a single candidate, p = 1: identical to min-max */
+        qd_clip_opts mse = QD_CLIP_MSE, gm = QD_CLIP_GPTQ_MSE;
+        for (int bits = 2; bits <= 8; bits++) {
+            float s0[R3], s1[R3], s2[R3];
+            int32_t z0[R3], z1[R3], z2[R3];
+            qd_find_params_rows(x, R3, C3, C3, bits, 0, &mm, s0, z0, 1);
+            qd_find_params_rows(x, R3, C3, C3, bits, 0, &one, s1, z1, 1);
+            CHECK(memcmp(s0, s1, sizeof s0) == 0 && memcmp(z0, z1, sizeof z0) == 0);
+            qd_find_params_rows(x, R3, C3, C3, bits, 0, &mse, s1, z1, 1);
+            qd_find_params_rows(x, R3, C3, C3, bits, 1, &gm, s2, z2, 1);
+            long worse = 0, better = 0;
+            for (int r = 0; r < R3; r++) {
+                double e0 = 0, e1 = 0;
+                for (int c = 0; c < C3; c++) {
+                    float v = x[r * C3 + c];
+                    double d0 = (double)qd_dequantize1(qd_quantize1(v, s0[r], z0[r], qd_maxq(bits)), s0[r], z0[r]) - v;
+                    double d1 = (double)qd_dequantize1(qd_quantize1(v, s1[r], z1[r], qd_maxq(bits)), s1[r], z1[r]) - v;
+                    e0 += d0 * d0;
+                    e1 += d1 * d1;
+                }
+                worse += e1 > e0;
+                better += e1 < e0;
+                CHECK(s1[r] <= s0[r]);            /* only shrinks */
+                CHECK_EQ(z2[r], 1 << (bits - 1)); /* symmetric search keeps the zero */
+            }
+            CHECK_EQ(worse, 0);
+            if (bits <= 4) CHECK_GT(better, R3 / 2);
+        }
+    }
+
+    /* ---- row kernels and g_idx (act-order): a column permutation of the groups ---- */
+    {
+        enum { R4 = 3, C4 = 12, G4 = 4 };
+        float x[R4 * C4];
+        for (int i = 0; i < R4 * C4; i++) x[i] = (float)((int)(urand32() % 2001) - 1000) / 300.0f;
+        qd_qscheme sc = {4, 0, QD_GRAN_GROUP, G4};
+        qd_qparams pp;
+        CHECK_EQ(qd_quant_params(x, R4, C4, &sc, &mm, &pp), QD_OK);
+        uint8_t c1[R4 * C4], c2[R4 * C4];
+        qd_rtn_quantize(x, &pp, NULL, c1);
+        for (int r = 0; r < R4; r++)
+            for (int c = 0; c < C4; c++) {
+                int g = c / G4;
+                CHECK_EQ(c1[r * C4 + c], qd_quantize1(x[r * C4 + c], pp.scales[r * 3 + g], pp.zeros[r * 3 + g], 15));
+            }
+        int32_t gi[C4];
+        for (int c = 0; c < C4; c++) gi[c] = c / G4;
+        qd_rtn_quantize(x, &pp, gi, c2);
+        CHECK(memcmp(c1, c2, sizeof c1) == 0);
+        /* permute columns: x'[:, perm[k]] = x[:, k], g_idx'[perm[k]] = k / G -> same codes permuted */
+        int perm[C4] = {5, 11, 0, 3, 7, 1, 9, 2, 10, 4, 8, 6};
+        float xp[R4 * C4];
+        int32_t gp[C4];
+        for (int k = 0; k < C4; k++) {
+            gp[perm[k]] = k / G4;
+            for (int r = 0; r < R4; r++) xp[r * C4 + perm[k]] = x[r * C4 + k];
+        }
+        CHECK_EQ(qd_check_g_idx(gp, C4, 3, "t"), QD_OK);
+        qd_rtn_quantize(xp, &pp, gp, c2);
+        float d1[R4 * C4], d2[R4 * C4];
+        qd_dequantize(c1, &pp, NULL, d1);
+        qd_dequantize(c2, &pp, gp, d2);
+        for (int k = 0; k < C4; k++)
+            for (int r = 0; r < R4; r++) {
+                CHECK_EQ(c2[r * C4 + perm[k]], c1[r * C4 + k]);
+                CHECK(d2[r * C4 + perm[k]] == d1[r * C4 + k]);
+            }
+        gp[7] = 3;
+        CHECK_EQ(qd_check_g_idx(gp, C4, 3, "layer.g_idx"), QD_EFORMAT);
+        CHECK_CONTAINS(qd_errmsg(), "layer.g_idx: g_idx[7] = 3 outside [0, 3)");
+        qd_qparams_free(&pp);
+    }
+
+    /* ---- packing: long random rows, unused high bits zero, the stream read bit by bit ---- */
+    for (int bits = 2; bits <= 8; bits++)
+        for (int n = 1; n <= 300; n += 37) {
+            uint8_t in[300], pk[300], back[300];
+            for (int i = 0; i < n; i++) in[i] = (uint8_t)(urand32() % (uint32_t)(qd_maxq(bits) + 1));
+            int64_t nb = qd_packed_row_bytes(n, bits);
+            CHECK_EQ(nb, (n * bits + 7) / 8);
+            memset(pk, 0x5A, sizeof pk);
+            qd_pack_row(in, n, bits, pk);
+            long wrong = 0;
+            for (int64_t bit = 0; bit < nb * 8; bit++) {
+                int got = (pk[bit / 8] >> (bit % 8)) & 1;
+                int want = bit < (int64_t)n * bits ? (in[bit / bits] >> (bit % bits)) & 1 : 0;
+                wrong += got != want;
+            }
+            CHECK_MSG(wrong == 0, "bits %d n %d: %ld stream bits differ", bits, n, wrong);
+            CHECK_EQ(pk[nb], 0x5A); /* nothing written past the row */
+            qd_unpack_row(pk, n, bits, back);
+            CHECK(memcmp(in, back, (size_t)n) == 0);
+        }
+
+    /* ---- metrics by hand ---- */
+    {
+        float a[4] = {1, -2, 3, 0}, b[4] = {1, -1, 3, 0.5f};
+        qd_qerror m = qd_quant_error(a, b, 4);
+        CHECK_NEAR(m.mse, 1.25 / 4, 1e-12);
+        CHECK_NEAR(m.max_abs, 1.0, 0);
+        CHECK_NEAR(m.rel_fro, sqrt(1.25 / 14), 1e-12);
+        CHECK_NEAR(m.sqnr_db, 10 * log10(14 / 1.25), 1e-9);
+        m = qd_quant_error(a, a, 4);
+        CHECK(m.mse == 0 && m.rel_fro == 0 && isinf(m.sqnr_db) && m.sqnr_db > 0);
+    }
     QD_TEST_MAIN_END();
 }
