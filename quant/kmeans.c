@@ -24,7 +24,9 @@ static inline int nearest(const float *c, int K, float x) {
     int lo = 0, hi = K - 1;
     while (lo < hi) { /* first centroid whose upper midpoint is >= x */
         int mid = (lo + hi) / 2;
-        if (x <= 0.5f * (c[mid] + c[mid + 1])) hi = mid;
+        /* midpoint in double: in float it can round onto c[mid + 1] for adjacent centroids,
+         * sending x == c[mid + 1] to c[mid] */
+        if ((double)x <= 0.5 * ((double)c[mid] + (double)c[mid + 1])) hi = mid;
         else lo = mid + 1;
     }
     return lo;
