@@ -54,6 +54,19 @@ printf '%s' "$ins" | grep "layer.2.attention.attention.key.weight" | grep -q "4 
 printf '%s' "$ins" | grep "layer.2.intermediate.dense.weight" | grep -q "8 rtn *channel *sym" || { echo "overrides: default scheme not kept"; fail=1; }
 printf '%s' "$ins" | grep "layer.2.output.dense.weight" | grep -q " float " || { echo "overrides: skip not applied"; fail=1; }
 rm -f "$T"/ov*.h5
+# export of a mixed-precision file (3-bit per tensor, 4-bit asymmetric groups, a skipped tensor,
+# an included head) to F16, within one step of the source for every tensor
+cat > "$T/mix.json" <<J
+{"bits": 8, "include": ["classifier.weight"], "overrides": [
+  {"pattern": "*.output.dense.weight", "skip": true},
+  {"pattern": "*.attention.attention.*", "bits": 4, "group_size": 32, "sym": false},
+  {"pattern": "*.intermediate.*", "bits": 3, "granularity": "tensor", "sym": false}]}
+J
+mpiexec -n 3 --oversubscribe "$QDIST" quantize --model "$MODEL" --out "$T/mix.h5" --quiet --config "$T/mix.json"
+"$QDIST" export "$T/mix.h5" --out "$T/exp-mix" --dtype f16 >/dev/null || fail=1
+/usr/bin/python3 "$(dirname "$0")/check_export.py" "$MODEL/model.safetensors" "$T/exp-mix/model.safetensors" "$T/mix.h5" f16 || fail=1
+"$QDIST" inspect "$T/mix.h5" | grep "^classifier.weight" | grep -q "8 rtn" || { echo "include: classifier not quantized"; fail=1; }
+rm -rf "$T/mix.h5" "$T/exp-mix"
 # the file records what it is
 mpiexec -n 2 "$QDIST" quantize --model "$MODEL" --out "$T/a.h5" --quiet
 h5dump -a /format -a /status -a /format_version "$T/a.h5" | grep -q '"qdist"' || { echo "format attribute missing"; fail=1; }
