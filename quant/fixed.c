@@ -60,6 +60,10 @@ int qd_quantize_multiplier(double M, int32_t *M0, int *shift) {
         m /= 2;
         e++;
     }
+    if (e < -31) { /* |acc * M| < 1/2 for every int32 acc: the result is 0 either way */
+        m = 0;
+        e = 0;
+    }
     *M0 = (int32_t)m;
     *shift = e;
     return 0;

@@ -34,10 +34,15 @@ int32_t qd_q31_mul_sat(int32_t a, int32_t b);
  * 0 <= exponent <= 31 */
 int32_t qd_rounding_divide_by_pot(int32_t x, int exponent);
 
-/* M > 0 as M0 · 2^shift / 2^31 with M0 in [2^30, 2^31); shift may be negative. Returns 0, or -1
- * for M <= 0 or not finite. */
+/* M > 0 as M0 · 2^shift / 2^31 with M0 in [2^30, 2^31) (M0 = round(M' · 2^31) for the mantissa
+ * M' in [1/2, 1), renormalized when it rounds up to 2^31, so |M0 · 2^(shift-31) / M - 1| <= 2^-31);
+ * shift may be negative. M < 2^-32 gives M0 = 0, shift = 0 (every product rounds to 0 anyway).
+ * Returns 0, or -1 for M <= 0 or not finite. */
 int qd_quantize_multiplier(double M, int32_t *M0, int *shift);
-/* round(acc · M) + zero_point, saturated to [-128, 127], with M given as (M0, shift). */
+/* round(acc · M) + zero_point, saturated to [-128, 127], with M given as (M0, shift): gemmlowp's
+ * RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(acc · 2^max(shift,0), M0), max(-shift,0)),
+ * the left shift saturating. Within 1 of round(acc · M) + zero_point before saturation (two
+ * roundings; ties of the high multiply go up). */
 int8_t qd_requantize_s8(int32_t acc, int32_t M0, int shift, int32_t zero_point);
 
 #endif

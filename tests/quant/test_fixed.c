@@ -49,6 +49,27 @@ int main(void) {
         long double q = (long double)x / ldexpl(1.0L, e);
         bad31 += fabsl(qd_rounding_divide_by_pot(x, e) - q) > 0.5L;
     }
+    /* subtraction and conversions: |q - x * 2^n| <= 0.5 unless saturated, q in range */
+    for (int i = 0; i < 1000000; i++) {
+        int32_t x = (int32_t)r32(), y = (int32_t)r32();
+        bad31 += qd_q31_sub_sat(x, y) != (int32_t)fmax(-2147483648.0, fmin(2147483647.0, (double)x - y));
+        double u = ((double)r32() / 4294967296.0 - 0.5) * 2.4; /* [-1.2, 1.2): some saturate */
+        double e31 = u * 2147483648.0, s31 = fmax(-2147483648.0, fmin(2147483647.0, e31));
+        int32_t q31 = qd_q31_from_double(u);
+        bad31 += fabs((double)q31 - s31) > (s31 != e31 ? 0.0 : 0.5);
+        float f = (float)u;
+        double e15 = (double)f * 32768.0, s15 = fmax(-32768.0, fmin(32767.0, e15));
+        bad15 += fabs((double)qd_q15_from_float(f) - s15) > (s15 != e15 ? 0.0 : 0.5);
+        double e7 = (double)f * 128.0, s7 = fmax(-128.0, fmin(127.0, e7));
+        bad15 += fabs((double)qd_q7_from_float(f) - s7) > (s7 != e7 ? 0.0 : 0.5);
+    }
+    for (int q = -32768; q <= 32767; q++) CHECK_EQ(qd_q15_from_float(qd_q15_to_float((int16_t)q)), q);
+    CHECK_EQ(qd_q31_from_double(qd_q31_to_double(INT32_MIN)), INT32_MIN);
+    CHECK_EQ(qd_q31_from_double(qd_q31_to_double(INT32_MAX)), INT32_MAX);
+    CHECK_EQ(qd_q31_from_double(1.0), INT32_MAX);
+    CHECK_EQ(qd_q15_from_float(-1.0f), -32768);
+    CHECK_EQ(qd_q15_from_float(0.5f / 32768.0f), 1); /* tie: away from zero */
+    CHECK_EQ(qd_q15_from_float(-0.5f / 32768.0f), -1);
     printf("Q15: %ld, Q31: %ld results beyond the bound in 10^6 random pairs each\n", bad15, bad31);
     CHECK_EQ(bad15, 0);
     CHECK_EQ(bad31, 0);
@@ -81,5 +102,19 @@ int main(void) {
     CHECK_EQ(qd_requantize_s8(1000, M0, sh, 3), 127); /* 500 + 3 saturates */
     CHECK_EQ(qd_requantize_s8(7, M0, sh, 0), 4);      /* 3.5 -> 4 */
     CHECK_EQ(qd_requantize_s8(-7, M0, sh, 0), -3);    /* -3.5 -> -3: gemmlowp's high multiply nudges negative ties up */
+    /* multipliers below 2^-32 round every int32 accumulator to 0: M0 = 0, shift = 0 (as TFLite) */
+    CHECK_EQ(qd_quantize_multiplier(ldexp(1.0, -40), &M0, &sh), 0);
+    CHECK_EQ(M0, 0);
+    CHECK_EQ(sh, 0);
+    CHECK_EQ(qd_requantize_s8(INT32_MAX, M0, sh, 5), 5);
+    /* M slightly below 1 whose Q31 mantissa rounds up to 2^31: renormalized */
+    CHECK_EQ(qd_quantize_multiplier(1.0 - ldexp(1.0, -40), &M0, &sh), 0);
+    CHECK_EQ(M0, 1 << 30);
+    CHECK_EQ(sh, 1);
+    /* large M: saturates */
+    CHECK_EQ(qd_quantize_multiplier(1000.0, &M0, &sh), 0);
+    CHECK_EQ(qd_requantize_s8(1, M0, sh, 0), 127);
+    CHECK_EQ(qd_requantize_s8(-1, M0, sh, 0), -128);
+    CHECK_EQ(qd_requantize_s8(0, M0, sh, -7), -7);
     QD_TEST_MAIN_END();
 }

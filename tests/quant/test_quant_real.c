@@ -3,8 +3,11 @@
  *    layer of ../shared/models/reference/gptq-reference.safetensors (settings a, c: 4/3-bit per
  *    channel; e: 2-bit groups of 16), and its RTN codes (closed form of the README), including the
  *    exact .5 tie of layer 0 attention.value row 144, column 25;
- *  - on every 2-D weight of vit-mnist-tiny, the MSE clipping search gives MSE <= min-max on
- *    every row and a lower mean MSE at 4 and 3 bits. */
+ *    The symmetric 8-bit per-channel parameters match the reference's setting d scales too;
+ *  - on every 2-D weight of vit-mnist-tiny, the MSE clipping search (QD_CLIP_MSE, norm 2) gives
+ *    MSE <= min-max on every row (per channel and groups of 32) and a lower mean MSE at 4, 3 and
+ *    2 bits; the reference's norm-2.4 search is reported (it is not MSE-monotone row by row);
+ *  - K-means codebooks per row have a lower MSE than RTN per channel at every width 2..8. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +82,33 @@ static void reference_params(void) {
                 free(codes);
                 qd_qparams_free(&p);
             }
+    /* setting d: 8-bit symmetric per channel, parameters from the original W (zero 128) */
+    long long dtotal = 0, dmis = 0;
+    for (int b = 0; b < 3; b++)
+        for (size_t l = 0; l < QD_ARRAY_LEN(k_layers); l++) {
+            char name[256];
+            int64_t R = 0, C = 0;
+            snprintf(name, sizeof name, "vit.encoder.layer.%d.%s.W", b, k_layers[l]);
+            const float *W = get(ck, name, &R, &C);
+            snprintf(name, sizeof name, "vit.encoder.layer.%d.%s.gptq_d.scales", b, k_layers[l]);
+            const float *ds = get(ck, name, NULL, NULL);
+            snprintf(name, sizeof name, "vit.encoder.layer.%d.%s.gptq_d.zeros", b, k_layers[l]);
+            const float *dz = get(ck, name, NULL, NULL);
+            CHECK(W && ds && dz);
+            if (!W || !ds || !dz) continue;
+            qd_qscheme sch = {8, 1, QD_GRAN_CHANNEL, 0};
+            qd_qparams p;
+            qd_clip_opts mm = QD_CLIP_MINMAX;
+            CHECK_EQ(qd_quant_params(W, R, C, &sch, &mm, &p), QD_OK);
+            for (int64_t r = 0; r < R; r++) {
+                dtotal++;
+                dmis += p.scales[r] != ds[r] || (float)p.zeros[r] != dz[r];
+            }
+            qd_qparams_free(&p);
+        }
+    printf("reference setting d (8-bit symmetric): %lld rows, %lld parameter mismatches\n", dtotal, dmis);
+    CHECK(dtotal > 0);
+    CHECK_EQ(dmis, 0);
     printf("reference RTN parameters: %lld groups, %lld scale and %lld zero mismatches, %lld code mismatches\n",
            total, scale_mismatch, zero_mismatch, code_mismatch);
     CHECK(total > 0);
@@ -88,53 +118,71 @@ static void reference_params(void) {
     qd_ckpt_close(ck);
 }
 
+/* squared error of every row of W after RTN with parameters from (scheme, clip) */
+static void row_sse(const float *W, int64_t R, int64_t C, const qd_qscheme *sch, const qd_clip_opts *clip, double *sse) {
+    qd_qparams p;
+    CHECK_EQ(qd_quant_params(W, R, C, sch, clip, &p), QD_OK);
+    uint8_t *codes = malloc((size_t)(R * C));
+    float *q = malloc((size_t)(R * C) * sizeof(float));
+    qd_rtn_quantize(W, &p, NULL, codes);
+    qd_dequantize(codes, &p, NULL, q);
+    for (int64_t r = 0; r < R; r++) sse[r] = qd_quant_error(W + r * C, q + r * C, C).mse * (double)C;
+    free(codes);
+    free(q);
+    qd_qparams_free(&p);
+}
+
+/* The `mse` clipping option (norm 2): MSE <= min-max on every row of every 2-D weight, per
+ * channel and in groups of 32, and a lower mean at 4 and 3 bits. The reference's norm-2.4 search
+ * is reported alongside (it minimizes another norm, so a row may get a higher MSE). */
 static void clip_search(void) {
     char path[4096];
     snprintf(path, sizeof path, "%s/vit-mnist-tiny/model.safetensors", qd_test_models_dir());
     qd_checkpoint *ck;
     CHECK_EQ(qd_ckpt_open(path, &ck), QD_OK);
     if (!ck) return;
-    for (int bits = 8; bits >= 2; bits--) {
-        double sum_mm = 0, sum_mse = 0;
-        long long rows = 0, worse = 0, mats = 0;
-        for (int i = 0; i < qd_ckpt_num_tensors(ck); i++) {
-            const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
-            if (t->ndim != 2 || !t->float_like) continue;
-            mats++;
-            int64_t R = t->shape[0], C = t->shape[1];
-            const float *W;
-            int owned;
-            CHECK_EQ(qd_ckpt_read_f32(ck, i, &W, &owned), QD_OK);
-            qd_qscheme sch = {bits, 0, QD_GRAN_CHANNEL, 0};
-            qd_clip_opts mm = QD_CLIP_MINMAX, mse = {100, 0.8f, 2.0f};
-            qd_qparams a, b;
-            CHECK_EQ(qd_quant_params(W, R, C, &sch, &mm, &a), QD_OK);
-            CHECK_EQ(qd_quant_params(W, R, C, &sch, &mse, &b), QD_OK);
-            uint8_t *codes = malloc((size_t)(R * C));
-            float *qa = malloc((size_t)(R * C) * sizeof(float)), *qb = malloc((size_t)(R * C) * sizeof(float));
-            qd_rtn_quantize(W, &a, NULL, codes);
-            qd_dequantize(codes, &a, NULL, qa);
-            qd_rtn_quantize(W, &b, NULL, codes);
-            qd_dequantize(codes, &b, NULL, qb);
-            for (int64_t r = 0; r < R; r++) {
-                double ea = qd_quant_error(W + r * C, qa + r * C, C).mse, eb = qd_quant_error(W + r * C, qb + r * C, C).mse;
-                worse += eb > ea;
-                sum_mm += ea;
-                sum_mse += eb;
-                rows++;
+    for (int gi = 0; gi < 2; gi++)
+        for (int bits = 8; bits >= 2; bits--) {
+            double sum_mm = 0, sum_mse = 0, sum_24 = 0;
+            long long rows = 0, worse = 0, worse24 = 0, mats = 0;
+            for (int i = 0; i < qd_ckpt_num_tensors(ck); i++) {
+                const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
+                if (t->ndim != 2 || !t->float_like) continue;
+                mats++;
+                int64_t R = t->shape[0], C = t->shape[1];
+                const float *W;
+                int owned;
+                CHECK_EQ(qd_ckpt_read_f32(ck, i, &W, &owned), QD_OK);
+                qd_qscheme sch = {bits, 0, gi ? QD_GRAN_GROUP : QD_GRAN_CHANNEL, 32};
+                qd_clip_opts mm = QD_CLIP_MINMAX, mse = QD_CLIP_MSE, g24 = QD_CLIP_GPTQ_MSE;
+                double *ea = malloc((size_t)R * sizeof(double)), *eb = malloc((size_t)R * sizeof(double)),
+                       *ec = malloc((size_t)R * sizeof(double));
+                row_sse(W, R, C, &sch, &mm, ea);
+                row_sse(W, R, C, &sch, &mse, eb);
+                if (!gi) row_sse(W, R, C, &sch, &g24, ec); /* pow() is slow: per channel only */
+                else memcpy(ec, ea, (size_t)R * sizeof(double));
+                for (int64_t r = 0; r < R; r++) {
+                    worse += eb[r] > ea[r];
+                    worse24 += ec[r] > ea[r];
+                    sum_mm += ea[r] / (double)C;
+                    sum_mse += eb[r] / (double)C;
+                    sum_24 += ec[r] / (double)C;
+                    rows++;
+                }
+                free(ea);
+                free(eb);
+                free(ec);
+                if (owned) free((void *)W);
             }
-            free(codes);
-            free(qa);
-            free(qb);
-            qd_qparams_free(&a);
-            qd_qparams_free(&b);
-            if (owned) free((void *)W);
+            printf("%d-bit %s over %lld matrices, %lld rows: mean MSE min-max %.4e, mse search %.4e (%.1f%% lower, "
+                   "%lld rows worse)",
+                   bits, gi ? "group 32" : "per channel", mats, rows, sum_mm / rows, sum_mse / rows,
+                   100 * (1 - sum_mse / sum_mm), worse);
+            if (!gi) printf("; norm-2.4 search %.4e (%lld rows worse)", sum_24 / rows, worse24);
+            printf("\n");
+            CHECK_EQ(worse, 0);
+            if (bits <= 4) CHECK_DBL_LT(sum_mse, sum_mm);
         }
-        printf("%d-bit per channel over %lld matrices, %lld rows: mean MSE min-max %.4e, MSE search %.4e (%.1f%% lower)\n",
-               bits, mats, rows, sum_mm / rows, sum_mse / rows, 100 * (1 - sum_mse / sum_mm));
-        CHECK_EQ(worse, 0);
-        if (bits <= 4) CHECK_DBL_LT(sum_mse, sum_mm);
-    }
     qd_ckpt_close(ck);
 }
 
@@ -145,7 +193,7 @@ static void kmeans_vs_rtn(void) {
     qd_checkpoint *ck;
     CHECK_EQ(qd_ckpt_open(path, &ck), QD_OK);
     if (!ck) return;
-    for (int bits = 4; bits >= 2; bits--) {
+    for (int bits = 8; bits >= 2; bits--) {
         double se_k = 0, se_r = 0;
         long worse = 0, mats = 0;
         for (int i = 0; i < qd_ckpt_num_tensors(ck); i++) {
