@@ -1,0 +1,388 @@
+/* model/forward.c — the FP32 forward pass: embeddings, encoder blocks, heads.
+ * Matrix products go through OpenBLAS sgemm; the rest are plain loops over rows. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model_internal.h"
+
+/* ---- building blocks ---------------------------------------------------------------------- */
+
+void qd_linear_f32(const float *X, int64_t rows, int in, const float *W, const float *b, int out, float *Y)
+{
+    if (rows <= 0) return;
+    if (b) {
+        for (int64_t r = 0; r < rows; r++) memcpy(Y + r * out, b, (size_t)out * sizeof *Y);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, out, in, 1.0f, X, in, W, in,
+                b ? 1.0f : 0.0f, Y, out);
+}
+
+/* Mean and variance in double (two passes), as a float64 reference would; output in float. */
+void qd_layernorm(const float *x, int64_t rows, int n, const float *g, const float *beta, double eps, float *y)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        double s = 0;
+        for (int i = 0; i < n; i++) s += xr[i];
+        double mean = s / n, v = 0;
+        for (int i = 0; i < n; i++) {
+            double d = xr[i] - mean;
+            v += d * d;
+        }
+        double inv = 1.0 / sqrt(v / n + eps);
+        for (int i = 0; i < n; i++) yr[i] = (float)((xr[i] - mean) * inv * g[i] + beta[i]);
+    }
+}
+
+void qd_activation(qd_act act, float *x, int64_t n)
+{
+    switch (act) {
+    case QD_ACT_GELU:
+        for (int64_t i = 0; i < n; i++) x[i] = (float)(0.5 * x[i] * (1.0 + erf(x[i] * 0.70710678118654752440)));
+        break;
+    case QD_ACT_GELU_TANH:
+        for (int64_t i = 0; i < n; i++) {
+            double v = x[i];
+            x[i] = (float)(0.5 * v * (1.0 + tanh(0.79788456080286535588 * (v + 0.044715 * v * v * v))));
+        }
+        break;
+    case QD_ACT_RELU:
+        for (int64_t i = 0; i < n; i++) x[i] = x[i] > 0 ? x[i] : 0.0f;
+        break;
+    case QD_ACT_SILU:
+        for (int64_t i = 0; i < n; i++) x[i] = (float)(x[i] / (1.0 + exp(-(double)x[i])));
+        break;
+    }
+}
+
+static int apply_linear(const qd_model *m, int li, const float *X, int64_t rows, float *Y, const qd_model_hooks *hk)
+{
+    const qd_linear *L = &m->lin[li];
+    if (hk && hk->linear_apply) {
+        int rc = hk->linear_apply(hk->user, m, li, X, rows, Y);
+        if (rc < 0) return rc;
+        if (rc == 1) return QD_OK;
+    }
+    qd_linear_f32(X, rows, L->in, L->W, L->b, L->out, Y);
+    return QD_OK;
+}
+
+static int see_input(const qd_model *m, int li, const float *X, int64_t rows, const uint8_t *valid, const qd_model_hooks *hk)
+{
+    if (hk && hk->linear_input) return hk->linear_input(hk->user, m, li, X, rows, valid);
+    return QD_OK;
+}
+
+/* ---- attention and MLP -------------------------------------------------------------------- */
+
+typedef struct {
+    float *q, *k, *v, *ctx;   /* [rows, A] */
+    float *t1, *t2;           /* [rows, H] */
+    float *inter;             /* [rows, I] */
+    float *scores;            /* [T, T] */
+    uint8_t *valid;           /* [rows] or NULL */
+} scratch;
+
+static int scratch_init(const qd_model *m, const qd_batch *b, scratch *s)
+{
+    const qd_model_config *c = &m->cfg;
+    int64_t rows = (int64_t)b->B * b->T, A = (int64_t)c->heads * c->head_size;
+    memset(s, 0, sizeof *s);
+    s->q = malloc((size_t)(rows * A * 4) * sizeof(float));
+    s->t1 = malloc((size_t)(rows * c->hidden * 2) * sizeof(float));
+    s->inter = malloc((size_t)(rows * c->intermediate) * sizeof(float));
+    s->scores = malloc((size_t)b->T * (size_t)b->T * sizeof(float));
+    if (!s->q || !s->t1 || !s->inter || !s->scores) {
+        free(s->q); free(s->t1); free(s->inter); free(s->scores);
+        return qd_err_set(QD_ENOMEM, "forward pass: out of memory for a batch of %d x %d tokens", b->B, b->T);
+    }
+    s->k = s->q + rows * A;
+    s->v = s->k + rows * A;
+    s->ctx = s->v + rows * A;
+    s->t2 = s->t1 + rows * c->hidden;
+    if (b->mask) {
+        s->valid = malloc((size_t)rows);
+        if (!s->valid) return qd_err_set(QD_ENOMEM, "forward pass: out of memory");
+        for (int64_t r = 0; r < rows; r++) s->valid[r] = b->mask[r] != 0;
+    }
+    return QD_OK;
+}
+
+static void scratch_free(scratch *s)
+{
+    free(s->q); free(s->t1); free(s->inter); free(s->scores); free(s->valid);
+}
+
+/* out [rows, H] = O(attention(Q x, K x, V x)) */
+static int attention(const qd_model *m, int k, const qd_batch *b, const float *x, float *out, scratch *s,
+                     const qd_model_hooks *hk)
+{
+    const qd_model_config *c = &m->cfg;
+    const int T = b->T, d = c->head_size, A = c->heads * d;
+    const int64_t rows = (int64_t)b->B * T;
+    const int l0 = k * QD_LIN_PER_BLOCK;
+    int rc;
+    if ((rc = see_input(m, l0 + QD_LIN_Q, x, rows, s->valid, hk))) return rc;
+    if ((rc = apply_linear(m, l0 + QD_LIN_Q, x, rows, s->q, hk)) ||
+        (rc = apply_linear(m, l0 + QD_LIN_K, x, rows, s->k, hk)) ||
+        (rc = apply_linear(m, l0 + QD_LIN_V, x, rows, s->v, hk)))
+        return rc;
+    const float scale = (float)(1.0 / sqrt((double)d));
+    for (int bi = 0; bi < b->B; bi++) {
+        const int32_t *mask = b->mask ? b->mask + (int64_t)bi * T : NULL;
+        int any = 0;
+        for (int t = 0; mask && t < T; t++) any |= mask[t] != 0;
+        if (!any) mask = NULL; /* nothing to attend to: behave as if unmasked */
+        for (int h = 0; h < c->heads; h++) {
+            const float *Q = s->q + (int64_t)bi * T * A + (int64_t)h * d;
+            const float *K = s->k + (int64_t)bi * T * A + (int64_t)h * d;
+            const float *V = s->v + (int64_t)bi * T * A + (int64_t)h * d;
+            float *C = s->ctx + (int64_t)bi * T * A + (int64_t)h * d;
+            float *S = s->scores;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, d, scale, Q, A, K, A, 0.0f, S, T);
+            for (int i = 0; i < T; i++) {
+                float *row = S + (int64_t)i * T;
+                float mx = -INFINITY;
+                for (int j = 0; j < T; j++)
+                    if ((!mask || mask[j]) && row[j] > mx) mx = row[j];
+                double sum = 0;
+                for (int j = 0; j < T; j++) {
+                    float e = (!mask || mask[j]) ? expf(row[j] - mx) : 0.0f;
+                    row[j] = e;
+                    sum += e;
+                }
+                float inv = (float)(1.0 / sum);
+                for (int j = 0; j < T; j++) row[j] *= inv;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, d, T, 1.0f, S, T, V, A, 0.0f, C, A);
+        }
+    }
+    if ((rc = see_input(m, l0 + QD_LIN_O, s->ctx, rows, s->valid, hk))) return rc;
+    return apply_linear(m, l0 + QD_LIN_O, s->ctx, rows, out, hk);
+}
+
+/* out [rows, H] = Out(act(Inter x)) */
+static int mlp(const qd_model *m, int k, const qd_batch *b, const float *x, float *out, scratch *s, const qd_model_hooks *hk)
+{
+    const qd_model_config *c = &m->cfg;
+    const int64_t rows = (int64_t)b->B * b->T;
+    const int l0 = k * QD_LIN_PER_BLOCK;
+    int rc;
+    if ((rc = see_input(m, l0 + QD_LIN_INTER, x, rows, s->valid, hk))) return rc;
+    if ((rc = apply_linear(m, l0 + QD_LIN_INTER, x, rows, s->inter, hk))) return rc;
+    qd_activation(c->act, s->inter, rows * c->intermediate);
+    if ((rc = see_input(m, l0 + QD_LIN_OUT, s->inter, rows, s->valid, hk))) return rc;
+    return apply_linear(m, l0 + QD_LIN_OUT, s->inter, rows, out, hk);
+}
+
+static int check_batch(const qd_model *m, const qd_batch *b)
+{
+    const qd_model_config *c = &m->cfg;
+    if (b->B <= 0 || b->T <= 0) return qd_err_set(QD_EINVAL, "forward pass: empty batch (%d x %d)", b->B, b->T);
+    if (c->arch == QD_ARCH_VIT) {
+        if (!b->pixels) return qd_err_set(QD_EINVAL, "%s: a ViT batch needs pixel values", m->dir);
+        if (b->T != qd_model_tokens(m, 0))
+            return qd_err_set(QD_ESHAPE, "%s: a ViT batch has %d tokens per image, not %d", m->dir, qd_model_tokens(m, 0), b->T);
+    } else {
+        if (!b->ids) return qd_err_set(QD_EINVAL, "%s: a BERT batch needs token ids", m->dir);
+        if (b->T > c->max_position)
+            return qd_err_set(QD_ESHAPE, "%s: sequence length %d exceeds max_position_embeddings %d", m->dir, b->T, c->max_position);
+    }
+    return QD_OK;
+}
+
+int qd_model_block(const qd_model *m, int k, const qd_batch *b, float *h, const qd_model_hooks *hk)
+{
+    const qd_model_config *c = &m->cfg;
+    QD_ASSERT(k >= 0 && k < c->layers);
+    int rc = check_batch(m, b);
+    if (rc) return rc;
+    const int H = c->hidden;
+    const int64_t rows = (int64_t)b->B * b->T;
+    const qd_block_w *w = &m->blk[k];
+    scratch s;
+    if ((rc = scratch_init(m, b, &s))) return rc;
+    if (c->arch == QD_ARCH_BERT) {
+        /* post-LN: a = LN1(h + attn(h)); h = LN2(a + mlp(a)) */
+        if ((rc = attention(m, k, b, h, s.t1, &s, hk))) goto out;
+        for (int64_t i = 0; i < rows * H; i++) s.t1[i] += h[i];
+        qd_layernorm(s.t1, rows, H, w->ln1_g, w->ln1_b, c->ln_eps, s.t2);
+        if ((rc = mlp(m, k, b, s.t2, s.t1, &s, hk))) goto out;
+        for (int64_t i = 0; i < rows * H; i++) s.t1[i] += s.t2[i];
+        qd_layernorm(s.t1, rows, H, w->ln2_g, w->ln2_b, c->ln_eps, h);
+    } else {
+        /* pre-LN: h += attn(LN1 h); h += mlp(LN2 h) */
+        qd_layernorm(h, rows, H, w->ln1_g, w->ln1_b, c->ln_eps, s.t1);
+        if ((rc = attention(m, k, b, s.t1, s.t2, &s, hk))) goto out;
+        for (int64_t i = 0; i < rows * H; i++) h[i] += s.t2[i];
+        qd_layernorm(h, rows, H, w->ln2_g, w->ln2_b, c->ln_eps, s.t1);
+        if ((rc = mlp(m, k, b, s.t1, s.t2, &s, hk))) goto out;
+        for (int64_t i = 0; i < rows * H; i++) h[i] += s.t2[i];
+    }
+out:
+    scratch_free(&s);
+    return rc;
+}
+
+/* ---- embeddings --------------------------------------------------------------------------- */
+
+static int embed_bert(const qd_model *m, const qd_batch *b, float *h)
+{
+    const qd_model_config *c = &m->cfg;
+    const int H = c->hidden, T = b->T;
+    for (int bi = 0; bi < b->B; bi++)
+        for (int t = 0; t < T; t++) {
+            int64_t r = (int64_t)bi * T + t;
+            int32_t id = b->ids[r], tt = b->type_ids ? b->type_ids[r] : 0;
+            if (id < 0 || id >= c->vocab_size)
+                return qd_err_set(QD_EINVAL, "%s: token id %d at position %d of item %d is outside the vocabulary (%d)", m->dir, id, t, bi, c->vocab_size);
+            if (tt < 0 || tt >= QD_MAX(c->type_vocab, 1))
+                return qd_err_set(QD_EINVAL, "%s: token type %d at position %d of item %d is outside type_vocab_size %d", m->dir, tt, t, bi, c->type_vocab);
+            const float *we = m->word_emb + (int64_t)id * H, *pe = m->pos_emb + (int64_t)t * H;
+            const float *te = m->type_emb ? m->type_emb + (int64_t)tt * H : NULL;
+            float *o = h + r * H;
+            for (int i = 0; i < H; i++) o[i] = we[i] + pe[i] + (te ? te[i] : 0.0f);
+        }
+    qd_layernorm(h, (int64_t)b->B * T, H, m->emb_ln_g, m->emb_ln_b, c->ln_eps, h);
+    return QD_OK;
+}
+
+static int embed_vit(const qd_model *m, const qd_batch *b, float *h)
+{
+    const qd_model_config *c = &m->cfg;
+    const int H = c->hidden, T = b->T, C = c->channels;
+    const int gh = c->image_h / c->patch_h, gw = c->image_w / c->patch_w, np = gh * gw;
+    const int pk = C * c->patch_h * c->patch_w;
+    float *P = malloc((size_t)np * (size_t)pk * sizeof(float));
+    float *Y = malloc((size_t)np * (size_t)H * sizeof(float));
+    if (!P || !Y) { free(P); free(Y); return qd_err_set(QD_ENOMEM, "%s: out of memory for patches", m->dir); }
+    for (int bi = 0; bi < b->B; bi++) {
+        const float *img = b->pixels + (int64_t)bi * C * c->image_h * c->image_w;
+        /* Conv2d with stride = kernel = patch as a GEMM: one row per patch, (c, i, j) order as the weight */
+        for (int py = 0; py < gh; py++)
+            for (int px = 0; px < gw; px++) {
+                float *row = P + ((int64_t)py * gw + px) * pk;
+                for (int ch = 0; ch < C; ch++)
+                    for (int i = 0; i < c->patch_h; i++)
+                        memcpy(row + ((int64_t)ch * c->patch_h + i) * c->patch_w,
+                               img + ((int64_t)ch * c->image_h + py * c->patch_h + i) * c->image_w + px * c->patch_w,
+                               (size_t)c->patch_w * sizeof(float));
+            }
+        qd_linear_f32(P, np, pk, m->patch_W, m->patch_b, H, Y);
+        float *o = h + (int64_t)bi * T * H;
+        for (int i = 0; i < H; i++) o[i] = m->cls_tok[i] + m->pos_emb[i];
+        if (c->n_prefix == 2)
+            for (int i = 0; i < H; i++) o[H + i] = m->dist_tok[i] + m->pos_emb[H + i];
+        for (int p = 0; p < np; p++) {
+            float *op = o + (int64_t)(c->n_prefix + p) * H;
+            const float *pe = m->pos_emb + (int64_t)(c->n_prefix + p) * H, *y = Y + (int64_t)p * H;
+            for (int i = 0; i < H; i++) op[i] = y[i] + pe[i];
+        }
+    }
+    free(P);
+    free(Y);
+    return QD_OK;
+}
+
+int qd_model_embed(const qd_model *m, const qd_batch *b, float *h)
+{
+    int rc = check_batch(m, b);
+    if (rc) return rc;
+    return m->cfg.arch == QD_ARCH_BERT ? embed_bert(m, b, h) : embed_vit(m, b, h);
+}
+
+/* ---- heads -------------------------------------------------------------------------------- */
+
+int qd_model_final_norm(const qd_model *m, const qd_batch *b, const float *h, float *out)
+{
+    const qd_model_config *c = &m->cfg;
+    int64_t rows = (int64_t)b->B * b->T;
+    if (c->arch == QD_ARCH_VIT) qd_layernorm(h, rows, c->hidden, m->final_ln_g, m->final_ln_b, c->ln_eps, out);
+    else memcpy(out, h, (size_t)(rows * c->hidden) * sizeof *out);
+    return QD_OK;
+}
+
+int qd_model_head(const qd_model *m, const qd_batch *b, const float *h, float *pooled, float *logits)
+{
+    const qd_model_config *c = &m->cfg;
+    const int H = c->hidden, T = b->T, L = c->num_labels;
+    if (logits && L == 0) return qd_err_set(QD_EUNSUPPORTED, "%s: the checkpoint has no classification head", m->dir);
+    float *first = malloc((size_t)b->B * 2 * (size_t)H * sizeof(float));
+    float *tmp = malloc((size_t)b->B * (size_t)(H > L ? H : L) * 2 * sizeof(float));
+    if (!first || !tmp) { free(first); free(tmp); return qd_err_set(QD_ENOMEM, "%s: out of memory", m->dir); }
+    int rc = QD_OK;
+    if (c->arch == QD_ARCH_VIT) {
+        /* final LayerNorm of the CLS (and distillation) token */
+        for (int bi = 0; bi < b->B; bi++)
+            memcpy(first + (int64_t)bi * H, h + (int64_t)bi * T * H, (size_t)H * sizeof(float));
+        qd_layernorm(first, b->B, H, m->final_ln_g, m->final_ln_b, c->ln_eps, first);
+        if (pooled) memcpy(pooled, first, (size_t)b->B * H * sizeof(float));
+        if (logits) {
+            qd_linear_f32(first, b->B, H, m->cls_W, m->cls_b, L, logits);
+            if (m->dist_W) {
+                float *dist = first + (int64_t)b->B * H;
+                for (int bi = 0; bi < b->B; bi++)
+                    memcpy(dist + (int64_t)bi * H, h + ((int64_t)bi * T + 1) * H, (size_t)H * sizeof(float));
+                qd_layernorm(dist, b->B, H, m->final_ln_g, m->final_ln_b, c->ln_eps, dist);
+                qd_linear_f32(dist, b->B, H, m->dist_W, m->dist_b, L, tmp);
+                for (int64_t i = 0; i < (int64_t)b->B * L; i++) logits[i] = (logits[i] + tmp[i]) * 0.5f;
+            }
+        }
+    } else {
+        if (!c->has_pooler) {
+            if (pooled || logits) rc = qd_err_set(QD_EUNSUPPORTED, "%s: the checkpoint has no pooler", m->dir);
+            goto out;
+        }
+        for (int bi = 0; bi < b->B; bi++)
+            memcpy(first + (int64_t)bi * H, h + (int64_t)bi * T * H, (size_t)H * sizeof(float));
+        qd_linear_f32(first, b->B, H, m->pool_W, m->pool_b, H, tmp);
+        for (int64_t i = 0; i < (int64_t)b->B * H; i++) tmp[i] = tanhf(tmp[i]);
+        if (pooled) memcpy(pooled, tmp, (size_t)b->B * H * sizeof(float));
+        if (logits) qd_linear_f32(tmp, b->B, H, m->cls_W, m->cls_b, L, logits);
+    }
+out:
+    free(first);
+    free(tmp);
+    return rc;
+}
+
+void qd_model_mean_pool(const qd_model *m, const qd_batch *b, const float *h, float *out)
+{
+    const int H = m->cfg.hidden, T = b->T;
+    for (int bi = 0; bi < b->B; bi++) {
+        float *o = out + (int64_t)bi * H;
+        double n = 0;
+        for (int i = 0; i < H; i++) o[i] = 0;
+        double *s = calloc((size_t)H, sizeof *s);
+        QD_ASSERT(s);
+        for (int t = 0; t < T; t++) {
+            int64_t r = (int64_t)bi * T + t;
+            if (b->mask && !b->mask[r]) continue;
+            n += 1;
+            for (int i = 0; i < H; i++) s[i] += h[r * H + i];
+        }
+        for (int i = 0; i < H; i++) o[i] = (float)(s[i] / (n > 0 ? n : 1e-9));
+        free(s);
+    }
+}
+
+int qd_model_forward(const qd_model *m, const qd_batch *b, const qd_model_hooks *hk, float *pooled, float *logits,
+                     float *hidden)
+{
+    const qd_model_config *c = &m->cfg;
+    int64_t n = (int64_t)b->B * b->T * c->hidden;
+    float *h = malloc((size_t)n * sizeof(float));
+    if (!h) return qd_err_set(QD_ENOMEM, "%s: out of memory for a batch of %d x %d tokens", m->dir, b->B, b->T);
+    int rc = qd_model_embed(m, b, h);
+    if (!rc && hidden) memcpy(hidden, h, (size_t)n * sizeof(float));
+    for (int k = 0; !rc && k < c->layers; k++) {
+        rc = qd_model_block(m, k, b, h, hk);
+        if (!rc && hidden) memcpy(hidden + (int64_t)(k + 1) * n, h, (size_t)n * sizeof(float));
+    }
+    if (!rc && (pooled || logits)) rc = qd_model_head(m, b, h, pooled, logits);
+    free(h);
+    return rc;
+}

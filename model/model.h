@@ -1,0 +1,137 @@
+/* model/model.h — FP32 forward passes of the supported architectures (BERT family, ViT family).
+ *
+ * A model is loaded from a Hugging Face directory: config.json + the checkpoint (safetensors, an
+ * index of shards, or whatever shard/ can open). Weights stay in the checkpoint's mapping when
+ * they are F32 (zero-copy); other float dtypes are converted once at load.
+ *
+ * The forward pass is exposed in stages so that callers can run it whole (eval), block by block
+ * (sequential calibration: quantize block k, then feed its quantized outputs to block k + 1) or
+ * spread over ranks (pipeline calibration: rank r owns blocks [k0, k1)):
+ *
+ *     qd_model_embed   (batch)        -> h [B, T, hidden]     the residual stream
+ *     qd_model_block   (k, h)         -> h                    encoder block k, in place
+ *     qd_model_head    (h)            -> pooled [B, hidden], logits [B, num_labels]
+ *
+ * Every Linear of the encoder is numbered (qd_model_linear): block k owns linears 6k .. 6k+5 in
+ * the order query, key, value, attention output, intermediate, output. Linears that read the same
+ * input (query/key/value) share an `input_group`, so calibration statistics are kept once per
+ * group. Hooks (qd_model_hooks) see each Linear's input and may replace its product, which is how
+ * calibration collects statistics and how quantized inference swaps in integer kernels.
+ *
+ * Conventions, as in Hugging Face transformers:
+ *   BERT: h0 = LN(word[id] + pos[t] + type[tt]); per block: a = LN(h + O(attn(Q h, K h, V h)));
+ *         h = LN(a + Out(act(Inter a))); padding keys are masked out of the softmax; pooler =
+ *         tanh(dense(h[:, 0])); the sequence-classification head reads the pooler output.
+ *         Tensor names with or without the "bert." prefix; LayerNorm gamma/beta accepted.
+ *   ViT:  h0 = [CLS; (DIST;) conv_patch(pixels)] + pos; pre-LN blocks: h += O(attn(LN1 h));
+ *         h += Out(act(Inter LN2 h)); final LN; classifier on CLS (DeiT with teacher: mean of the
+ *         CLS and distillation heads). Head size from `attention_head_size` when given, else
+ *         hidden / heads; q/k/v bias when `qkv_bias` (default true).
+ * All errors name the directory and the tensor or config field.
+ */
+#ifndef QD_MODEL_H
+#define QD_MODEL_H
+
+#include <stdint.h>
+
+#include "common/qd_common.h"
+
+typedef enum { QD_ARCH_BERT = 1, QD_ARCH_VIT = 2 } qd_arch;
+typedef enum { QD_ACT_GELU = 0, QD_ACT_GELU_TANH, QD_ACT_RELU, QD_ACT_SILU } qd_act;
+
+typedef struct {
+    qd_arch arch;
+    char model_type[32];   /* "bert", "vit", "deit", ... as in config.json */
+    int hidden, layers, heads, head_size, intermediate;
+    qd_act act;
+    double ln_eps;
+    int qkv_bias;          /* query/key/value have biases */
+    /* BERT family */
+    int vocab_size, max_position, type_vocab;
+    int has_pooler;
+    /* ViT family */
+    int image_h, image_w, patch_h, patch_w, channels;
+    int n_prefix;          /* CLS (+ distillation) tokens before the patches: 1 or 2 */
+    /* heads */
+    int num_labels;        /* 0: no classification head */
+} qd_model_config;
+
+enum { QD_LIN_Q = 0, QD_LIN_K, QD_LIN_V, QD_LIN_O, QD_LIN_INTER, QD_LIN_OUT, QD_LIN_PER_BLOCK };
+
+typedef struct {
+    char name[160];        /* module name; the tensors are name + ".weight" / ".bias" */
+    int layer;             /* encoder block */
+    int kind;              /* QD_LIN_* */
+    int in, out;
+    int input_group;       /* linears with the same input share a group (query/key/value) */
+    const float *W;        /* [out, in], row-major */
+    const float *b;        /* [out] or NULL */
+} qd_linear;
+
+typedef struct qd_model qd_model;
+
+/* Inputs of one forward call. BERT: ids/type_ids/mask are [B, T] (type_ids and mask may be NULL:
+ * all zeros / all ones). ViT: pixels [B, C, H, W] preprocessed; T is set by qd_model_tokens. */
+typedef struct {
+    int B, T;
+    const int32_t *ids, *type_ids, *mask;
+    const float *pixels;
+} qd_batch;
+
+typedef struct {
+    void *user;
+    /* The input X [rows, in] of linear `li`, just before it is applied (rows = B * T; valid[r] = 0
+     * marks a padded token, NULL when all are real). Called once per input group (for the first
+     * linear of the group). Non-zero return aborts the forward with that code. */
+    int (*linear_input)(void *user, const qd_model *m, int li, const float *X, int64_t rows,
+                        const uint8_t *valid);
+    /* Compute Y [rows, out] = X W^T + b for linear `li` instead of the FP32 weights. Return 1 when
+     * done, 0 to fall back to FP32, negative to abort. */
+    int (*linear_apply)(void *user, const qd_model *m, int li, const float *X, int64_t rows, float *Y);
+} qd_model_hooks;
+
+/* Load config.json and the weights from `dir` (or a checkpoint path whose directory holds the
+ * config). QD_OK, or a negative code with qd_errmsg() naming the file / field / tensor. */
+int qd_model_load(const char *dir, qd_model **out);
+void qd_model_free(qd_model *m);
+
+const qd_model_config *qd_model_cfg(const qd_model *m);
+int qd_model_num_linears(const qd_model *m);
+const qd_linear *qd_model_linear(const qd_model *m, int li);
+/* Index of the linear whose module name (or weight tensor name) is `name`, or -1. */
+int qd_model_find_linear(const qd_model *m, const char *name);
+/* Number of distinct linear inputs (groups) and the first linear of a group. */
+int qd_model_num_groups(const qd_model *m);
+int qd_model_group_first(const qd_model *m, int group);
+/* The checkpoint tensor name of the model's word/patch embedding etc. (for messages) and dir. */
+const char *qd_model_dir(const qd_model *m);
+
+/* Tokens per item: ViT: n_prefix + patches (text_len ignored); BERT: text_len. */
+int qd_model_tokens(const qd_model *m, int text_len);
+/* Bytes of the residual stream for a batch: B * T * hidden floats. */
+
+/* The stages. `h` holds B * T * hidden floats. hooks may be NULL. */
+int qd_model_embed(const qd_model *m, const qd_batch *b, float *h);
+int qd_model_block(const qd_model *m, int layer, const qd_batch *b, float *h, const qd_model_hooks *hooks);
+/* pooled [B, hidden] (BERT: pooler output when the model has one, else NULL is allowed; ViT:
+ * final LayerNorm of CLS) and logits [B, num_labels] (needs a head); either may be NULL.
+ * h is not modified. */
+int qd_model_head(const qd_model *m, const qd_batch *b, const float *h, float *pooled, float *logits);
+/* ViT: the final LayerNorm of every token, out [B, T, hidden]. BERT: a copy of h. */
+int qd_model_final_norm(const qd_model *m, const qd_batch *b, const float *h, float *out);
+/* Mask-weighted mean of h over tokens (sentence-transformers pooling): out [B, hidden]. */
+void qd_model_mean_pool(const qd_model *m, const qd_batch *b, const float *h, float *out);
+
+/* Whole pass: embed, every block, head. logits/pooled as in qd_model_head; hidden, when not NULL,
+ * receives the residual stream after the embeddings and after every block:
+ * (layers + 1) * B * T * hidden floats. */
+int qd_model_forward(const qd_model *m, const qd_batch *b, const qd_model_hooks *hooks,
+                     float *pooled, float *logits, float *hidden);
+
+/* Building blocks (exposed for tests and for quantized inference). */
+void qd_layernorm(const float *x, int64_t rows, int n, const float *g, const float *beta, double eps, float *y);
+void qd_activation(qd_act act, float *x, int64_t n);
+/* Y[rows, out] = X[rows, in] W[out, in]^T + b (b may be NULL), OpenBLAS sgemm. */
+void qd_linear_f32(const float *X, int64_t rows, int in, const float *W, const float *b, int out, float *Y);
+
+#endif /* QD_MODEL_H */
