@@ -58,7 +58,11 @@ void qd_activation(qd_act act, float *x, int64_t n)
     }
 }
 
-static int apply_linear(const qd_model *m, int li, const float *X, int64_t rows, float *Y, const qd_model_hooks *hk)
+/* One sgemm per item (T rows): OpenBLAS picks kernels by matrix shape, so an item's result would
+ * otherwise depend on how many items share its batch. Per item, the same sample gives the same
+ * bits in any micro-batch, on any rank — what makes calibration independent of the rank count. */
+static int apply_linear(const qd_model *m, int li, const float *X, int64_t rows, int T, float *Y,
+                        const qd_model_hooks *hk)
 {
     const qd_linear *L = &m->lin[li];
     if (hk && hk->linear_apply) {
@@ -66,7 +70,8 @@ static int apply_linear(const qd_model *m, int li, const float *X, int64_t rows,
         if (rc < 0) return rc;
         if (rc == 1) return QD_OK;
     }
-    qd_linear_f32(X, rows, L->in, L->W, L->b, L->out, Y);
+    for (int64_t r = 0; r < rows; r += T)
+        qd_linear_f32(X + r * L->in, QD_MIN(T, rows - r), L->in, L->W, L->b, L->out, Y + r * L->out);
     return QD_OK;
 }
 
@@ -126,9 +131,9 @@ static int attention(const qd_model *m, int k, const qd_batch *b, const float *x
     const int l0 = k * QD_LIN_PER_BLOCK;
     int rc;
     if ((rc = see_input(m, l0 + QD_LIN_Q, x, rows, s->valid, hk))) return rc;
-    if ((rc = apply_linear(m, l0 + QD_LIN_Q, x, rows, s->q, hk)) ||
-        (rc = apply_linear(m, l0 + QD_LIN_K, x, rows, s->k, hk)) ||
-        (rc = apply_linear(m, l0 + QD_LIN_V, x, rows, s->v, hk)))
+    if ((rc = apply_linear(m, l0 + QD_LIN_Q, x, rows, T, s->q, hk)) ||
+        (rc = apply_linear(m, l0 + QD_LIN_K, x, rows, T, s->k, hk)) ||
+        (rc = apply_linear(m, l0 + QD_LIN_V, x, rows, T, s->v, hk)))
         return rc;
     const float scale = (float)(1.0 / sqrt((double)d));
     for (int bi = 0; bi < b->B; bi++) {
@@ -161,7 +166,7 @@ static int attention(const qd_model *m, int k, const qd_batch *b, const float *x
         }
     }
     if ((rc = see_input(m, l0 + QD_LIN_O, s->ctx, rows, s->valid, hk))) return rc;
-    return apply_linear(m, l0 + QD_LIN_O, s->ctx, rows, out, hk);
+    return apply_linear(m, l0 + QD_LIN_O, s->ctx, rows, T, out, hk);
 }
 
 /* out [rows, H] = Out(act(Inter x)) */
@@ -172,10 +177,10 @@ static int mlp(const qd_model *m, int k, const qd_batch *b, const float *x, floa
     const int l0 = k * QD_LIN_PER_BLOCK;
     int rc;
     if ((rc = see_input(m, l0 + QD_LIN_INTER, x, rows, s->valid, hk))) return rc;
-    if ((rc = apply_linear(m, l0 + QD_LIN_INTER, x, rows, s->inter, hk))) return rc;
+    if ((rc = apply_linear(m, l0 + QD_LIN_INTER, x, rows, b->T, s->inter, hk))) return rc;
     qd_activation(c->act, s->inter, rows * c->intermediate);
     if ((rc = see_input(m, l0 + QD_LIN_OUT, s->inter, rows, s->valid, hk))) return rc;
-    return apply_linear(m, l0 + QD_LIN_OUT, s->inter, rows, out, hk);
+    return apply_linear(m, l0 + QD_LIN_OUT, s->inter, rows, b->T, out, hk);
 }
 
 static int check_batch(const qd_model *m, const qd_batch *b)
