@@ -183,16 +183,17 @@ static int mlp(const qd_model *m, int k, const qd_batch *b, const float *x, floa
     return apply_linear(m, l0 + QD_LIN_OUT, s->inter, rows, b->T, out, hk);
 }
 
-static int check_batch(const qd_model *m, const qd_batch *b)
+/* inputs: the batch must carry the model's inputs (embeddings); blocks need only the shape and mask */
+static int check_batch(const qd_model *m, const qd_batch *b, int inputs)
 {
     const qd_model_config *c = &m->cfg;
     if (b->B <= 0 || b->T <= 0) return qd_err_set(QD_EINVAL, "forward pass: empty batch (%d x %d)", b->B, b->T);
     if (c->arch == QD_ARCH_VIT) {
-        if (!b->pixels) return qd_err_set(QD_EINVAL, "%s: a ViT batch needs pixel values", m->dir);
+        if (inputs && !b->pixels) return qd_err_set(QD_EINVAL, "%s: a ViT batch needs pixel values", m->dir);
         if (b->T != qd_model_tokens(m, 0))
             return qd_err_set(QD_ESHAPE, "%s: a ViT batch has %d tokens per image, not %d", m->dir, qd_model_tokens(m, 0), b->T);
     } else {
-        if (!b->ids) return qd_err_set(QD_EINVAL, "%s: a BERT batch needs token ids", m->dir);
+        if (inputs && !b->ids) return qd_err_set(QD_EINVAL, "%s: a BERT batch needs token ids", m->dir);
         if (b->T > c->max_position)
             return qd_err_set(QD_ESHAPE, "%s: sequence length %d exceeds max_position_embeddings %d", m->dir, b->T, c->max_position);
     }
@@ -203,7 +204,7 @@ int qd_model_block(const qd_model *m, int k, const qd_batch *b, float *h, const 
 {
     const qd_model_config *c = &m->cfg;
     QD_ASSERT(k >= 0 && k < c->layers);
-    int rc = check_batch(m, b);
+    int rc = check_batch(m, b, 0);
     if (rc) return rc;
     const int H = c->hidden;
     const int64_t rows = (int64_t)b->B * b->T;
@@ -294,7 +295,7 @@ static int embed_vit(const qd_model *m, const qd_batch *b, float *h)
 
 int qd_model_embed(const qd_model *m, const qd_batch *b, float *h)
 {
-    int rc = check_batch(m, b);
+    int rc = check_batch(m, b, 1);
     if (rc) return rc;
     return m->cfg.arch == QD_ARCH_BERT ? embed_bert(m, b, h) : embed_vit(m, b, h);
 }

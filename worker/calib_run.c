@@ -1,0 +1,156 @@
+/* worker/calib_run.c — calibration statistics over MPI ranks (see calib_run.h). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "collective/collective.h"
+#include "worker/calib_run.h"
+
+enum { TAG_DATA = 7101, TAG_POISON = 7102 };
+
+void qd_calib_pipeline_blocks(int layers, int rank, int size, int *k0, int *k1)
+{
+    *k0 = (int)((int64_t)rank * layers / size);
+    *k1 = (int)((int64_t)(rank + 1) * layers / size);
+}
+
+void qd_calib_rank_groups(const qd_model *m, const uint8_t *sel_in, qd_calib_mode mode, int rank, int size, uint8_t *sel_out)
+{
+    int ng = qd_model_num_groups(m), k0 = 0, k1 = qd_model_cfg(m)->layers;
+    if (mode == QD_CALIB_PIPELINE) qd_calib_pipeline_blocks(qd_model_cfg(m)->layers, rank, size, &k0, &k1);
+    for (int g = 0; g < ng; g++) {
+        int layer = qd_model_linear(m, qd_model_group_first(m, g))->layer;
+        sel_out[g] = (!sel_in || sel_in[g]) && layer >= k0 && layer < k1;
+    }
+}
+
+static int agree(MPI_Comm comm, int rc)
+{
+    char msg[1024];
+    int failed = -1;
+    return qd_coll_agree_msg(comm, rc, msg, sizeof msg, &failed);
+}
+
+static void progress(const qd_calib_opts *o, int rank, const char *what, int done, int total, double t0)
+{
+    if (o->quiet || rank != 0) return;
+    qd_log(QD_LOG_INFO, "calibration %s: %d/%d micro-batches, %.1f s", what, done, total, qd_now() - t0);
+}
+
+/* ---- data parallel ------------------------------------------------------------------------ */
+
+static int dp_pass(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const qd_calib_opts *o, qd_calib *stats,
+                   const char *what)
+{
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    const int N = qd_calib_data_count(data), mb = o->microbatch, T = qd_calib_data_tokens(data);
+    const int nmb = (N + mb - 1) / mb;
+    const int lo = (int)((int64_t)rank * nmb / size), hi = (int)((int64_t)(rank + 1) * nmb / size);
+    const qd_model_config *c = qd_model_cfg(m);
+    qd_model_hooks hk = qd_calib_hooks(stats);
+    float *h = malloc((size_t)mb * (size_t)T * (size_t)c->hidden * sizeof(float));
+    int rc = h ? QD_OK : qd_err_set(QD_ENOMEM, "calibration: out of memory for a micro-batch");
+    double t0 = qd_now();
+    for (int i = lo; i < hi && !rc; i++) {
+        qd_batch b;
+        int first = i * mb, n = QD_MIN(mb, N - first);
+        if ((rc = qd_calib_data_batch(data, first, n, &b))) break;
+        if ((rc = qd_model_embed(m, &b, h))) break;
+        for (int k = 0; k < c->layers && !rc; k++) rc = qd_model_block(m, k, &b, h, &hk);
+        if (!rc && rank == 0 && ((i + 1 - lo) % 16 == 0 || i + 1 == hi))
+            progress(o, rank, what, (i + 1 - lo) * size, nmb, t0);
+    }
+    free(h);
+    return agree(comm, rc);
+}
+
+static int dp_run(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const qd_calib_opts *o, qd_calib *stats)
+{
+    int rc = dp_pass(comm, m, data, o, stats, "pass 1/2 (absmax)");
+    if (rc) return rc;
+    for (int i = 0; i < qd_calib_num_groups(stats); i++) {
+        qd_calib_group *g = qd_calib_group_at(stats, i);
+        QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, g->absmax, g->in, MPI_FLOAT, MPI_MAX, comm));
+    }
+    qd_calib_begin_accumulate(stats);
+    if ((rc = dp_pass(comm, m, data, o, stats, "pass 2/2 (statistics)"))) return rc;
+    for (int i = 0; i < qd_calib_num_groups(stats); i++) {
+        qd_calib_group *g = qd_calib_group_at(stats, i);
+        /* in*in may exceed INT_MAX only beyond 46k inputs; cut into row blocks anyway */
+        int64_t total = (int64_t)g->in * g->in, step = 1 << 26;
+        for (int64_t off = 0; off < total; off += step)
+            QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, g->acc + off, (int)QD_MIN(step, total - off), MPI_INT64_T, MPI_SUM, comm));
+        QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &g->rows, 1, MPI_INT64_T, MPI_SUM, comm));
+    }
+    return QD_OK;
+}
+
+/* ---- pipeline ----------------------------------------------------------------------------- */
+
+static int pp_pass(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const qd_calib_opts *o, qd_calib *stats,
+                   const char *what)
+{
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    const int N = qd_calib_data_count(data), mb = o->microbatch, T = qd_calib_data_tokens(data);
+    const int nmb = (N + mb - 1) / mb;
+    const qd_model_config *c = qd_model_cfg(m);
+    int k0, k1;
+    qd_calib_pipeline_blocks(c->layers, rank, size, &k0, &k1);
+    const int64_t cap = (int64_t)mb * T * c->hidden;
+    float *buf[2];
+    buf[0] = malloc((size_t)cap * sizeof(float));
+    buf[1] = malloc((size_t)cap * sizeof(float));
+    QD_ASSERT(buf[0] && buf[1]);   /* a few MiB; the statistics are far larger */
+    MPI_Request sreq[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL}, rreq[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+    qd_model_hooks hk = qd_calib_hooks(stats);
+    int rc = QD_OK, poisoned = 0;
+    double t0 = qd_now();
+    const int prev = rank - 1, next = rank + 1 < size ? rank + 1 : MPI_PROC_NULL;
+    if (rank > 0 && nmb > 0)
+        QD_MPI_CHECK(MPI_Irecv(buf[0], (int)cap, MPI_FLOAT, prev, MPI_ANY_TAG, comm, &rreq[0]));
+    for (int i = 0; i < nmb; i++) {
+        const int s = i % 2, first = i * mb, n = QD_MIN(mb, N - first);
+        const int count = (int)((int64_t)n * T * c->hidden);
+        qd_batch b = {.B = n, .T = T};
+        /* blocks need only the shape (and BERT's mask): later stages skip decoding images */
+        int brc = rank > 0 && c->arch == QD_ARCH_VIT ? QD_OK : qd_calib_data_batch(data, first, n, &b);
+        if (brc && !rc) rc = brc;
+        if (rank > 0) {
+            MPI_Status st;
+            QD_MPI_CHECK(MPI_Wait(&rreq[s], &st));
+            if (st.MPI_TAG == TAG_POISON) poisoned = 1;
+            if (i + 1 < nmb) {
+                const int s2 = (i + 1) % 2;
+                QD_MPI_CHECK(MPI_Wait(&sreq[s2], MPI_STATUS_IGNORE));
+                QD_MPI_CHECK(MPI_Irecv(buf[s2], (int)cap, MPI_FLOAT, prev, MPI_ANY_TAG, comm, &rreq[s2]));
+            }
+        } else {
+            QD_MPI_CHECK(MPI_Wait(&sreq[s], MPI_STATUS_IGNORE));
+            if (!rc) rc = qd_model_embed(m, &b, buf[s]);
+        }
+        /* after an error here or upstream, keep the stream moving (marked) so no rank waits forever */
+        for (int k = k0; k < k1 && !rc && !poisoned; k++) rc = qd_model_block(m, k, &b, buf[s], &hk);
+        if (next != MPI_PROC_NULL)
+            QD_MPI_CHECK(MPI_Isend(buf[s], count, MPI_FLOAT, next, rc || poisoned ? TAG_POISON : TAG_DATA, comm, &sreq[s]));
+        if (rank == 0 && ((i + 1) % 16 == 0 || i + 1 == nmb)) progress(o, rank, what, i + 1, nmb, t0);
+    }
+    QD_MPI_CHECK(MPI_Waitall(2, sreq, MPI_STATUSES_IGNORE));
+    free(buf[0]);
+    free(buf[1]);
+    return agree(comm, rc);
+}
+
+int qd_calib_run(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const qd_calib_opts *opts, qd_calib *stats)
+{
+    qd_calib_opts o = *opts;
+    if (o.microbatch <= 0) o.microbatch = 8;
+    if (qd_calib_data_count(data) <= 0) return agree(comm, qd_err_set(QD_EINVAL, "calibration: no samples"));
+    if (o.mode == QD_CALIB_DATA_PARALLEL) return dp_run(comm, m, data, &o, stats);
+    int rc = pp_pass(comm, m, data, &o, stats, "pass 1/2 (absmax)");
+    if (rc) return rc;
+    qd_calib_begin_accumulate(stats);
+    return pp_pass(comm, m, data, &o, stats, "pass 2/2 (statistics)");
+}
