@@ -54,32 +54,111 @@ static int cmp_diag_desc(const void *a, const void *b) {
     return x->i < y->i ? -1 : x->i > y->i; /* stable: ties keep column order */
 }
 
+struct qd_gptq_prep {
+    int64_t C;
+    qd_gptq_opts o;
+    uint8_t *dead;        /* [C] H_jj == 0 */
+    int64_t ndead;
+    int64_t *perm;        /* [C] permuted position k -> original column */
+    float *Hinv;          /* [C, C] upper Cholesky factor of the damped inverse, permuted order */
+    double damp_used;     /* relative to mean(diag H) */
+    int damp_raises;
+};
+
+void qd_gptq_prep_free(qd_gptq_prep *p) {
+    if (!p) return;
+    free(p->dead);
+    free(p->perm);
+    free(p->Hinv);
+    free(p);
+}
+
+int qd_gptq_prepare(const float *H, int64_t C, const qd_gptq_opts *o, qd_gptq_prep **out) {
+    *out = NULL;
+    int rc = qd_check_finite(H, C, C, "Hessian");
+    if (rc) return rc;
+    if (!qd_valid_bits(o->bits)) return qd_err_set(QD_EINVAL, "gptq: bits must be 2..8, got %d", o->bits);
+    qd_gptq_prep *p = qd_xcalloc(1, sizeof *p);
+    p->C = C;
+    p->o = *o;
+    float *Hw = qd_xmalloc((size_t)(C * C) * sizeof(float));
+    memcpy(Hw, H, (size_t)(C * C) * sizeof(float));
+    p->dead = qd_xcalloc((size_t)C, 1);
+    for (int64_t j = 0; j < C; j++)
+        if (Hw[j * C + j] == 0.0f) {
+            Hw[j * C + j] = 1.0f;
+            p->dead[j] = 1;
+            p->ndead++;
+        }
+    /* act-order permutation */
+    p->perm = qd_xmalloc((size_t)C * sizeof(int64_t));
+    for (int64_t j = 0; j < C; j++) p->perm[j] = j;
+    if (o->act_order) {
+        diag_idx *di = qd_xmalloc((size_t)C * sizeof(diag_idx));
+        for (int64_t j = 0; j < C; j++) di[j] = (diag_idx){Hw[j * C + j], j};
+        qsort(di, (size_t)C, sizeof *di, cmp_diag_desc);
+        for (int64_t j = 0; j < C; j++) p->perm[j] = di[j].i;
+        free(di);
+    }
+    float *Hp = qd_xmalloc((size_t)(C * C) * sizeof(float));
+    double mean_diag = 0;
+    for (int64_t a = 0; a < C; a++) {
+        for (int64_t b = 0; b < C; b++) Hp[a * C + b] = Hw[p->perm[a] * C + p->perm[b]];
+        mean_diag += Hw[a * C + a];
+    }
+    mean_diag /= (double)C;
+    free(Hw);
+    p->Hinv = qd_xmalloc((size_t)(C * C) * sizeof(float));
+    double used = 0;
+    if (inverse_factor(Hp, C, (double)o->damp * mean_diag, p->Hinv, &used, &p->damp_raises)) {
+        free(Hp);
+        qd_gptq_prep_free(p);
+        return qd_err_set(QD_ENUMERIC, "gptq: the Hessian is not positive definite even with damping raised 8 times");
+    }
+    free(Hp);
+    if (p->damp_raises)
+        qd_log(QD_LOG_WARN, "gptq: Cholesky failed with damping %.3g; raised to %.3g", (double)o->damp * mean_diag, used);
+    p->damp_used = mean_diag > 0 ? used / mean_diag : used;
+    *out = p;
+    return QD_OK;
+}
+
 int qd_gptq_quantize(float *W, int64_t R, int64_t C, const float *H, const qd_gptq_opts *o, uint8_t *codes,
                      float *scales, int32_t *zeros, int32_t *g_idx, qd_gptq_stats *st) {
     double t0 = qd_now();
     int rc = qd_check_finite(W, R, C, "weight");
-    if (rc || (rc = qd_check_finite(H, C, C, "Hessian"))) return rc;
-    if (!qd_valid_bits(o->bits)) return qd_err_set(QD_EINVAL, "gptq: bits must be 2..8, got %d", o->bits);
+    if (rc) return rc;
+    qd_gptq_prep *p = NULL;
+    if ((rc = qd_gptq_prepare(H, C, o, &p))) return rc;
+    rc = qd_gptq_quantize_prepared(p, W, R, codes, scales, zeros, g_idx, st);
+    qd_gptq_prep_free(p);
+    if (st) st->seconds = qd_now() - t0;
+    return rc;
+}
+
+int qd_gptq_quantize_prepared(const qd_gptq_prep *p, float *W, int64_t R, uint8_t *codes, float *scales,
+                              int32_t *zeros, int32_t *g_idx, qd_gptq_stats *st) {
+    double t0 = qd_now();
+    const int64_t C = p->C;
+    const qd_gptq_opts *o = &p->o;
+    int rc = qd_check_finite(W, R, C, "weight");
+    if (rc) return rc;
     const int maxq = qd_maxq(o->bits);
     const int grouped = o->group_size > 0 && o->group_size < C;
     const int64_t gs = grouped ? o->group_size : C;
     const int64_t ng = grouped ? (C + gs - 1) / gs : 1;
     const int bs = o->block_size > 0 ? o->block_size : 128;
+    const int64_t *perm = p->perm;
+    const float *Hinv = p->Hinv;
 
-    float *Hw = qd_xmalloc((size_t)(C * C) * sizeof(float));
-    memcpy(Hw, H, (size_t)(C * C) * sizeof(float));
     /* per-channel parameters from the original W */
     float *cs = qd_xmalloc((size_t)R * sizeof(float));
     int32_t *cz = qd_xmalloc((size_t)R * sizeof(int32_t));
     if (!grouped) qd_find_params_rows(W, R, C, C, o->bits, o->sym, &o->clip, cs, cz, 1);
     /* dead inputs */
-    int64_t dead = 0;
     for (int64_t j = 0; j < C; j++)
-        if (Hw[j * C + j] == 0.0f) {
-            Hw[j * C + j] = 1.0f;
+        if (p->dead[j])
             for (int64_t r = 0; r < R; r++) W[r * C + j] = 0.0f;
-            dead++;
-        }
     /* static groups: parameters of every original group, after the dead zeroing */
     float *gsc = NULL;
     int32_t *gzr = NULL;
@@ -89,39 +168,14 @@ int qd_gptq_quantize(float *W, int64_t R, int64_t C, const float *H, const qd_gp
         for (int64_t g = 0; g < ng; g++)
             qd_find_params_rows(W + g * gs, R, QD_MIN(gs, C - g * gs), C, o->bits, o->sym, &o->clip, gsc + g, gzr + g, ng);
     }
-    /* act-order permutation */
-    int64_t *perm = qd_xmalloc((size_t)C * sizeof(int64_t));
-    for (int64_t j = 0; j < C; j++) perm[j] = j;
-    if (o->act_order) {
-        diag_idx *di = qd_xmalloc((size_t)C * sizeof(diag_idx));
-        for (int64_t j = 0; j < C; j++) di[j] = (diag_idx){Hw[j * C + j], j};
-        qsort(di, (size_t)C, sizeof *di, cmp_diag_desc);
-        for (int64_t j = 0; j < C; j++) perm[j] = di[j].i;
-        free(di);
-    }
-    /* permuted working copies */
+    /* permuted working copy */
     float *Wp = qd_xmalloc((size_t)(R * C) * sizeof(float));
-    float *Hp = qd_xmalloc((size_t)(C * C) * sizeof(float));
     for (int64_t r = 0; r < R; r++)
         for (int64_t k = 0; k < C; k++) Wp[r * C + k] = W[r * C + perm[k]];
-    double mean_diag = 0;
-    for (int64_t a = 0; a < C; a++) {
-        for (int64_t b = 0; b < C; b++) Hp[a * C + b] = Hw[perm[a] * C + perm[b]];
-        mean_diag += Hw[a * C + a];
-    }
-    mean_diag /= (double)C;
-    float *Hinv = qd_xmalloc((size_t)(C * C) * sizeof(float));
     qd_gptq_stats s = {0};
-    s.dead_columns = dead;
-    if (inverse_factor(Hp, C, (double)o->damp * mean_diag, Hinv, &s.damp_used, &s.damp_raises)) {
-        free(Hw); free(cs); free(cz); free(gsc); free(gzr); free(perm); free(Wp); free(Hp); free(Hinv);
-        return qd_err_set(QD_ENUMERIC, "gptq: the Hessian is not positive definite even with damping raised 8 times");
-    }
-    if (s.damp_raises)
-        qd_log(QD_LOG_WARN, "gptq: Cholesky failed with damping %.3g; raised to %.3g", (double)o->damp * mean_diag,
-               s.damp_used);
-    s.damp_used = mean_diag > 0 ? s.damp_used / mean_diag : s.damp_used;
-
+    s.dead_columns = p->ndead;
+    s.damp_used = p->damp_used;
+    s.damp_raises = p->damp_raises;
     float *W1 = qd_xmalloc((size_t)(R * bs) * sizeof(float));
     float *Err1 = qd_xmalloc((size_t)(R * bs) * sizeof(float));
     float *Q = qd_xmalloc((size_t)(R * C) * sizeof(float));
@@ -199,8 +253,7 @@ int qd_gptq_quantize(float *W, int64_t R, int64_t C, const float *H, const qd_gp
     s.error = err_total;
     s.seconds = qd_now() - t0;
     if (st) *st = s;
-    free(Hw); free(cs); free(cz); free(gsc); free(gzr); free(perm); free(Wp); free(Hp);
-    free(Hinv);
+    free(cs); free(cz); free(gsc); free(gzr); free(Wp);
     free(W1); free(Err1); free(Q); free(Qc); free(cur_s); free(cur_z); free(colgroup);
     return QD_OK;
 }

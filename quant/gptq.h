@@ -42,4 +42,16 @@ typedef struct {
 int qd_gptq_quantize(float *W, int64_t rows, int64_t cols, const float *H, const qd_gptq_opts *o, uint8_t *codes,
                      float *scales, int32_t *zeros, int32_t *g_idx, qd_gptq_stats *st);
 
+/* The same in two steps, for many row ranges of one layer (or several layers reading the same
+ * input): qd_gptq_prepare does what depends on H only (dead columns, act-order permutation,
+ * damped Cholesky factor of H^-1: O(cols^3)); qd_gptq_quantize_prepared quantizes R rows with it
+ * (O(R cols^2)). Rows are independent given H: quantizing rows [a, b) alone gives what the whole
+ * matrix gives them up to the rounding of the blocked update products (BLAS picks kernels by
+ * shape), and a fixed row range gives the same bits on every rank. */
+typedef struct qd_gptq_prep qd_gptq_prep;
+int qd_gptq_prepare(const float *H, int64_t cols, const qd_gptq_opts *o, qd_gptq_prep **out);
+int qd_gptq_quantize_prepared(const qd_gptq_prep *p, float *W, int64_t rows, uint8_t *codes, float *scales,
+                              int32_t *zeros, int32_t *g_idx, qd_gptq_stats *st);
+void qd_gptq_prep_free(qd_gptq_prep *p);
+
 #endif

@@ -151,6 +151,30 @@ int main(void) {
                 int g = gi[c];
                 CHECK(Wq[r * C + c] == sc[r * ng + g] * (float)(codes[r * C + c] - zr[r * ng + g]));
             }
+        /* prepared once, rows in two ranges: each range alone equals the whole (to rounding), and
+         * the same range quantized twice gives the same bits */
+        qd_gptq_prep *prep = NULL;
+        CHECK_EQ(qd_gptq_prepare(H, C, &o, &prep), QD_OK);
+        int h = R / 2;
+        float *Wa = malloc(sizeof(float) * R * C), *Wb = malloc(sizeof(float) * R * C);
+        uint8_t *ca = malloc((size_t)R * C), *cb = malloc((size_t)R * C);
+        float *sa = malloc(sizeof(float) * R * ng);
+        int32_t *za = malloc(sizeof(int32_t) * R * ng);
+        memcpy(Wa, W, sizeof(float) * R * C);
+        memcpy(Wb, W, sizeof(float) * R * C);
+        CHECK_EQ(qd_gptq_quantize_prepared(prep, Wa, h, ca, sa, za, NULL, NULL), QD_OK);
+        CHECK_EQ(qd_gptq_quantize_prepared(prep, Wa + h * C, R - h, ca + h * C, sa + h * ng, za + h * ng, NULL, NULL), QD_OK);
+        CHECK_EQ(qd_gptq_quantize_prepared(prep, Wb + h * C, R - h, cb + h * C, sa + h * ng, za + h * ng, NULL, NULL), QD_OK);
+        CHECK(memcmp(ca + h * C, cb + h * C, (size_t)(R - h) * C) == 0);
+        CHECK(memcmp(Wa + h * C, Wb + h * C, sizeof(float) * (R - h) * C) == 0);
+        int same = 0;
+        for (int i = 0; i < R * C; i++) same += ca[i] == codes[i];
+        CHECK_GE(same, R * C - 2);
+        md = 0;
+        for (int i = 0; i < R * C; i++) md = fmax(md, fabs(Wa[i] - Wq[i]));
+        CHECK_DBL_LE(md, 1e-5 + (same < R * C ? 1.0 : 0.0));
+        qd_gptq_prep_free(prep);
+        free(Wa); free(Wb); free(ca); free(cb); free(sa); free(za);
         free(W); free(X); free(H); free(Q); free(Wq); free(codes); free(sc); free(zr); free(gi);
     }
     float w[4] = {1, 2, NAN, 4}, h[4] = {1, 0, 0, 1};
