@@ -1,6 +1,8 @@
 /* shard/checkpoint.c — a checkpoint (one safetensors file or a sharded set) as a table of
  * tensors sorted by name. Headers are read with pread and validated at open; data files are
- * mmapped read-only on first use. */
+ * mmapped read-only on first use. torch.save files (pytorch_model.bin) are recognised by their
+ * first bytes and parsed by shard/torch_zip.c; their tensors are then read exactly like
+ * safetensors data (an absolute offset into the mapped file). */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +23,8 @@
 
 #define QD_INDEX_NAME "model.safetensors.index.json"
 #define QD_SINGLE_NAME "model.safetensors"
+#define QD_PT_INDEX_NAME "pytorch_model.bin.index.json"
+#define QD_PT_SINGLE_NAME "pytorch_model.bin"
 #define QD_MAX_INDEX_BYTES (256u << 20)
 
 typedef struct {
@@ -107,6 +111,34 @@ static int sha256(const unsigned char *buf, size_t n, unsigned char out[32]) {
 
 /* ---- one file ------------------------------------------------------------------------------ */
 
+/* A torch.save file: the zip directory and the pickle are parsed from a temporary read-only
+ * mapping (only their pages are read); the data is mapped again on first use like any file. */
+static int load_torch(const char *path, int fd, uint64_t size, qd_st_file *f,
+                      qd_tensor_info **tensors, int *nt) {
+    if (size > SIZE_MAX) return qd_err_set(QD_EIO, "%s: too large to map", path);
+    void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED)
+        return qd_err_set(QD_EIO, "%s: mmap of %llu bytes failed: %s", path,
+                          (unsigned long long)size, strerror(errno));
+    char *meta = NULL;
+    uint64_t poff = 0, plen = 0;
+    int rc = qd_pt_parse(path, map, (size_t)size, tensors, nt, &meta, &poff, &plen);
+    if (rc == QD_OK && sha256((const unsigned char *)map + poff, (size_t)plen,
+                              f->header_sha256) != 0)
+        rc = qd_err_set(QD_EIO, "%s: SHA-256 of data.pkl failed", path);
+    munmap(map, (size_t)size);
+    if (rc != QD_OK) {
+        free(meta);
+        if (*tensors) qd_st_free_tensors(*tensors, *nt);
+        *tensors = NULL;
+        return rc;
+    }
+    f->header_len = plen;
+    f->metadata_json = meta;
+    f->format = QD_FMT_TORCH_ZIP;
+    return QD_OK;
+}
+
 /* Open, read and validate one safetensors file. On success fills *f and *m (fd kept open for the
  * lazy mapping) and returns its tensors (file_index = fidx). */
 static int load_file(const char *path, int fidx, qd_st_file *f, qd_st_map *m,
@@ -128,15 +160,36 @@ static int load_file(const char *path, int fidx, qd_st_file *f, qd_st_map *m,
         return qd_err_set(QD_EIO, "%s: not a regular file", path);
     }
     uint64_t size = (uint64_t)st.st_size;
-    unsigned char head[8];
+    unsigned char head[16];
+    size_t hn = size < sizeof head ? (size_t)size : sizeof head;
+    if (hn && pread_full(fd, head, hn, 0) != 0) {
+        close(fd);
+        return qd_err_set(QD_EIO, "%s: cannot read the first bytes", path);
+    }
+    if (qd_pt_sniff(head, hn) != QD_PT_NONE) {
+        *tensors = NULL;
+        *nt = 0;
+        int rc = load_torch(path, fd, size, f, tensors, nt);
+        if (rc == QD_OK) {
+            for (int i = 0; i < *nt; i++) (*tensors)[i].file_index = fidx;
+            f->path = strdup(path);
+            f->size = size;
+            m->fd = fd;
+            if (f->path) return QD_OK;
+            qd_st_free_tensors(*tensors, *nt);
+            *tensors = NULL;
+            free(f->metadata_json);
+            f->metadata_json = NULL;
+            m->fd = -1;
+            rc = qd_err_set(QD_ENOMEM, "%s: out of memory", path);
+        }
+        close(fd);
+        return rc;
+    }
     if (size < 8) {
         close(fd);
         return qd_err_set(QD_EFORMAT, "%s: file truncated: %llu bytes, the header length alone "
                           "needs 8", path, (unsigned long long)size);
-    }
-    if (pread_full(fd, head, 8, 0) != 0) {
-        close(fd);
-        return qd_err_set(QD_EIO, "%s: cannot read the header length", path);
     }
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | head[i];
@@ -460,14 +513,21 @@ int qd_ckpt_open(const char *path, qd_checkpoint **out) {
     if (S_ISDIR(st.st_mode)) {
         char *ip = path_join(path, QD_INDEX_NAME);
         char *sp = path_join(path, QD_SINGLE_NAME);
+        char *tip = path_join(path, QD_PT_INDEX_NAME);
+        char *tsp = path_join(path, QD_PT_SINGLE_NAME);
         int rc;
-        if (!ip || !sp) rc = qd_err_set(QD_ENOMEM, "%s: out of memory", path);
+        if (!ip || !sp || !tip || !tsp) rc = qd_err_set(QD_ENOMEM, "%s: out of memory", path);
         else if (is_file(ip)) rc = open_index(ip, out);
         else if (is_file(sp)) rc = open_single(sp, out);
+        else if (is_file(tip)) rc = open_index(tip, out);
+        else if (is_file(tsp)) rc = open_single(tsp, out);
         else rc = qd_err_set(QD_ENOENT, "%s: directory holds neither " QD_SINGLE_NAME " nor "
-                             QD_INDEX_NAME, path);
+                             QD_INDEX_NAME " (nor " QD_PT_SINGLE_NAME " nor " QD_PT_INDEX_NAME
+                             ")", path);
         free(ip);
         free(sp);
+        free(tip);
+        free(tsp);
         return rc;
     }
     if (ends_with(path, ".json")) return open_index(path, out);

@@ -6,6 +6,12 @@
  * tensor). Files are mmapped read-only; F32 tensors are returned zero-copy, F16/BF16 are converted
  * exactly to F32; other dtypes are described but marked non-quantizable.
  *
+ * Also reads the state dicts torch.save writes (pytorch_model.bin, PyTorch >= 1.6 zip format;
+ * shard/torch_zip.c), through the same API: a file is recognised by its first bytes, whatever its
+ * name, and a directory without safetensors may hold pytorch_model.bin or a sharded
+ * pytorch_model.bin.index.json. Their pickle is read by a restricted interpreter that executes
+ * nothing; the legacy (pre-1.6, non-zip) format is rejected as unsupported.
+ *
  * Validation is strict: every problem is a negative QD_E* code with qd_errmsg() naming the file
  * and the tensor (never a crash, never a read outside the mapping).
  */
@@ -42,19 +48,31 @@ typedef struct {
     int float_like;                /* F32/F16/BF16/F64: can be read as F32 and quantized */
 } qd_tensor_info;
 
+typedef enum {
+    QD_FMT_SAFETENSORS = 0,
+    QD_FMT_TORCH_ZIP = 1,          /* torch.save zip archive (pytorch_model.bin) */
+} qd_file_format;
+
 typedef struct {
     char *path;                    /* the file */
     uint64_t size;                 /* file size in bytes */
-    uint64_t header_len;           /* N from the first 8 bytes */
-    unsigned char header_sha256[32]; /* sha256 of the 8 + N header bytes (identifies the source) */
-    char *metadata_json;           /* the "__metadata__" object as JSON text, or NULL */
+    uint64_t header_len;           /* N from the first 8 bytes; torch: size of data.pkl */
+    unsigned char header_sha256[32]; /* sha256 of the 8 + N header bytes (identifies the source);
+                                      * torch: sha256 of data.pkl */
+    char *metadata_json;           /* the "__metadata__" object as JSON text, or NULL; torch:
+                                    * {"format":"torch-zip","archive":<folder>,"version":<v>} */
+    qd_file_format format;
 } qd_st_file;
 
 typedef struct qd_checkpoint qd_checkpoint;
 
-/* Open a checkpoint: a .safetensors file, a model.safetensors.index.json, or a directory holding
- * either (model.safetensors or model.safetensors.index.json). Parses and validates all headers;
- * maps data lazily. Returns QD_OK and *out, or a negative code with qd_errmsg() set. */
+/* Open a checkpoint: a .safetensors file, a torch.save file (pytorch_model.bin), an index
+ * (*.index.json: weight_map of tensor -> shard file, shards in either format), or a directory
+ * holding, in this order of preference, model.safetensors.index.json, model.safetensors,
+ * pytorch_model.bin.index.json or pytorch_model.bin. Parses and validates all headers (for torch
+ * files: the zip directory and the pickle); maps data lazily. Returns QD_OK and *out, or a
+ * negative code with qd_errmsg() set (QD_EUNSUPPORTED for legacy torch files, compressed entries
+ * and non-contiguous tensors, QD_EPERM for a pickle that asks for anything but a state dict). */
 int qd_ckpt_open(const char *path, qd_checkpoint **out);
 void qd_ckpt_close(qd_checkpoint *ck);
 
@@ -91,5 +109,18 @@ int qd_st_parse_header(const char *fname, const unsigned char *buf, size_t len, 
                        qd_tensor_info **tensors, int *ntensors, char **metadata,
                        uint64_t *header_len);
 void qd_st_free_tensors(qd_tensor_info *t, int n);
+
+/* What the first bytes of a file are: a zip archive (QD_PT_ZIP: "PK\3\4" or an empty archive's
+ * "PK\5\6"), the legacy torch.save pickle (QD_PT_LEGACY: its 14-byte magic), or neither. */
+enum { QD_PT_NONE = 0, QD_PT_ZIP = 1, QD_PT_LEGACY = 2 };
+int qd_pt_sniff(const unsigned char *head, size_t n);
+
+/* Parse a torch.save state dict held whole in memory (`buf`, `len` bytes: the mapped file; used
+ * by the reader and by tests). On success *tensors is a malloc'd array of *ntensors entries
+ * sorted by name with offsets into buf (free with qd_st_free_tensors), *metadata a malloc'd JSON
+ * object, and *pickle_off / *pickle_len locate data.pkl; any out pointer may be NULL. `fname`
+ * is used in error messages. */
+int qd_pt_parse(const char *fname, const unsigned char *buf, size_t len, qd_tensor_info **tensors,
+                int *ntensors, char **metadata, uint64_t *pickle_off, uint64_t *pickle_len);
 
 #endif
