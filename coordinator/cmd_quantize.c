@@ -31,8 +31,8 @@ static const char *quantize_help =
     "\n"
     "  --model PATH            the checkpoint\n"
     "  --out FILE.h5           the output (written as FILE.h5.partial, renamed when complete)\n"
-    "  --method rtn            round to nearest (gptq and adaround need calibration data, which\n"
-    "                          this version cannot collect yet: they are refused)\n"
+    "  --method rtn|gptq       round to nearest, or GPTQ (Hessian-based error compensation; needs\n"
+    "                          --calib). adaround is not available here yet\n"
     "  --bits N                2..8\n"
     "  --granularity G         tensor | channel | group\n"
     "  --group-size N          input columns per group (implies --granularity group)\n"
@@ -56,6 +56,21 @@ static const char *quantize_help =
     "                          The first override whose pattern matches a selected tensor sets its\n"
     "                          method, bits, granularity, group_size, sym or clip, or keeps it\n"
     "                          float (skip). Unknown keys and wrong types are errors.\n"
+    "GPTQ and calibration:\n"
+    "  --calib PATH            calibration samples: a text file (one per line) or a TSV with a\n"
+    "                          'sentence' column (BERT), an IDX images file or an image folder (ViT)\n"
+    "  --nsamples N            samples drawn (default 128; 0 = all)    --seqlen L  tokens (default 128)\n"
+    "  --calib-seed S          seed of the sample selection (default 0)\n"
+    "  --calib-mode MODE       sequential (default): block after block, each block calibrated on\n"
+    "                          the outputs of the blocks already quantized, samples split over ranks;\n"
+    "                          fp: one calibration of the FP32 model pipelined over layer-sharded\n"
+    "                          ranks, then all blocks quantized at once\n"
+    "  --microbatch N          samples per forward call (default 8)\n"
+    "  --damp X                damping, a fraction of mean diag H (default 0.01; raised and\n"
+    "                          reported when the Cholesky factorization fails)\n"
+    "  --block-size N          columns per lazy update block (default 128)\n"
+    "  --act-order             quantize columns by descending diag H (g_idx stored)\n"
+    "  --static-groups         group parameters from the whole weight up front (with --act-order)\n"
     "  --overwrite             replace an existing output (or an old FILE.h5.partial)\n"
     "  --resume                continue FILE.h5.partial from an interrupted or failed run: checks\n"
     "                          that settings and checkpoint are the same, then quantizes only the\n"
@@ -80,7 +95,8 @@ static const char *plan_help =
     "--method, ...); --out is not needed.\n";
 
 enum { O_MODEL = 256, O_OUT, O_METHOD, O_BITS, O_GRAN, O_GS, O_SYM, O_ASYM, O_CLIP, O_SHARD, O_CONFIG, O_OVERWRITE,
-       O_RESUME, O_QUIET, O_EMB, O_HEAD, O_RANKS, O_EVENTS, O_INCLUDE, O_PROGRESS };
+       O_RESUME, O_QUIET, O_EMB, O_HEAD, O_RANKS, O_EVENTS, O_INCLUDE, O_PROGRESS, O_CALIB, O_NSAMPLES, O_SEQLEN,
+       O_CSEED, O_CMODE, O_MB, O_DAMP, O_BS, O_ACTORDER, O_STATIC };
 
 static const char *g_events;
 
@@ -129,6 +145,16 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
                                  {"events", required_argument, 0, O_EVENTS},
                                  {"include", required_argument, 0, O_INCLUDE},
                                  {"progress", required_argument, 0, O_PROGRESS},
+                                 {"calib", required_argument, 0, O_CALIB},
+                                 {"nsamples", required_argument, 0, O_NSAMPLES},
+                                 {"seqlen", required_argument, 0, O_SEQLEN},
+                                 {"calib-seed", required_argument, 0, O_CSEED},
+                                 {"calib-mode", required_argument, 0, O_CMODE},
+                                 {"microbatch", required_argument, 0, O_MB},
+                                 {"damp", required_argument, 0, O_DAMP},
+                                 {"block-size", required_argument, 0, O_BS},
+                                 {"act-order", no_argument, 0, O_ACTORDER},
+                                 {"static-groups", no_argument, 0, O_STATIC},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
     qd_job_config_default(c);
@@ -150,6 +176,16 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
         case O_SHARD: key = "shard"; break;
         case O_INCLUDE: key = "include"; break;
         case O_PROGRESS: key = "progress"; break;
+        case O_CALIB: key = "calib"; break;
+        case O_NSAMPLES: key = "nsamples"; break;
+        case O_SEQLEN: key = "seqlen"; break;
+        case O_CSEED: key = "calib_seed"; break;
+        case O_CMODE: key = "calib_mode"; break;
+        case O_MB: key = "microbatch"; break;
+        case O_DAMP: key = "damp"; break;
+        case O_BS: key = "block_size"; break;
+        case O_ACTORDER: c->act_order = 1; break;
+        case O_STATIC: c->static_groups = 1; break;
         case O_SYM: c->scheme.sym = 1; break;
         case O_ASYM: c->scheme.sym = 0; break;
         case O_OVERWRITE: c->overwrite = 1; break;

@@ -89,14 +89,38 @@ int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *
         else if (!strcmp(val, "none")) c->progress = QD_PROGRESS_NONE;
         else if (!strcmp(val, "auto")) c->progress = QD_PROGRESS_AUTO;
         else return set_err(msg, cap, "'%s' must be auto, bar, lines or none, got '%s'", key, val);
+    } else if (!strcmp(key, "calib")) {
+        if (!*val) return set_err(msg, cap, "'%s' must be a path", key);
+        c->calib = val;
+    } else if (!strcmp(key, "nsamples") || !strcmp(key, "seqlen") || !strcmp(key, "calib_seed") ||
+               !strcmp(key, "microbatch") || !strcmp(key, "block_size")) {
+        char *end;
+        long long x = strtoll(val, &end, 10);
+        long long lo = !strcmp(key, "seqlen") ? 3 : !strcmp(key, "microbatch") || !strcmp(key, "block_size") ? 1 : 0;
+        if (!*val || *end || x < lo || x > (1 << 30)) return set_err(msg, cap, "'%s' must be an integer >= %lld, got '%s'", key, lo, val);
+        if (key[0] == 'n') c->nsamples = (int)x;
+        else if (key[0] == 's') c->seqlen = (int)x;
+        else if (key[0] == 'c') c->calib_seed = (int)x;
+        else if (key[0] == 'm') c->microbatch = (int)x;
+        else c->block_size = (int)x;
+    } else if (!strcmp(key, "damp")) {
+        char *end;
+        double d = strtod(val, &end);
+        if (!*val || *end || !(d > 0 && d < 1)) return set_err(msg, cap, "'%s' must be a number in (0, 1), got '%s'", key, val);
+        c->damp = d;
+    } else if (!strcmp(key, "calib_mode")) {
+        if (!strcmp(val, "sequential")) c->calib_mode = QD_CALIB_SEQUENTIAL;
+        else if (!strcmp(val, "fp")) c->calib_mode = QD_CALIB_FP;
+        else return set_err(msg, cap, "'%s' must be sequential or fp, got '%s'", key, val);
     } else
         return set_err(msg, cap, "unknown key '%s'", key);
     return 0;
 }
 
-static const char *k_bools[] = {"sym", "include_embeddings", "include_head", "overwrite", "resume", NULL};
-static const char *k_strings[] = {"method", "granularity", "clip", "shard", "model", "out", NULL};
-static const char *k_ints[] = {"bits", "group_size", NULL};
+static const char *k_bools[] = {"sym", "include_embeddings", "include_head", "act_order", "static_groups",
+                                "overwrite", "resume", NULL};
+static const char *k_strings[] = {"method", "granularity", "clip", "shard", "calib", "calib_mode", "model", "out", NULL};
+static const char *k_ints[] = {"bits", "group_size", "nsamples", "seqlen", "calib_seed", "microbatch", "block_size", NULL};
 
 static int in_list(const char *k, const char **l) {
     for (; *l; l++)
@@ -169,6 +193,8 @@ int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, c
             if (!strcmp(k, "sym")) c->scheme.sym = v;
             else if (!strcmp(k, "include_embeddings")) c->include_embeddings = v;
             else if (!strcmp(k, "include_head")) c->include_head = v;
+            else if (!strcmp(k, "act_order")) c->act_order = v;
+            else if (!strcmp(k, "static_groups")) c->static_groups = v;
             else if (!allow_paths) return set_err(msg, cap, "unknown key '%s' (give it on the command line)", k);
             else if (!strcmp(k, "overwrite")) c->overwrite = v;
             else c->resume = v;
@@ -186,6 +212,11 @@ int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, c
                 else c->out = it->valuestring;
             } else if (qd_job_config_set(c, k, it->valuestring, msg, cap))
                 return -1;
+        } else if (!strcmp(k, "damp")) {
+            if (!cJSON_IsNumber(it)) return set_err(msg, cap, "key 'damp' must be a number");
+            char v[64];
+            snprintf(v, sizeof v, "%.17g", it->valuedouble);
+            if (qd_job_config_set(c, k, v, msg, cap)) return -1;
         } else if (!strcmp(k, "include")) {
             if (!cJSON_IsArray(it)) return set_err(msg, cap, "key 'include' must be an array of glob patterns");
             int idx = 0;

@@ -15,6 +15,7 @@
 
 #include "collective/collective.h"
 #include "shard/select.h"
+#include "worker/gptq_job.h"
 #include "worker/rtn_rows.h"
 
 #define QD_FORMAT_VERSION 1
@@ -30,6 +31,11 @@ void qd_job_config_default(qd_job_config *c) {
     c->scheme.gran = QD_GRAN_CHANNEL;
     c->scheme.group_size = 128;
     c->shard = QD_SHARD_ROWS;
+    c->nsamples = 128;
+    c->seqlen = 128;
+    c->microbatch = 8;
+    c->damp = 0.01;
+    c->block_size = 128;
 }
 
 static const char *gran_name(qd_granularity g) {
@@ -66,20 +72,53 @@ cJSON *qd_job_config_json(const qd_job_config *c) {
             cJSON_AddItemToArray(arr, e);
         }
     }
+    int calibrated = c->method != QD_METHOD_RTN;
+    for (int i = 0; i < c->n_overrides; i++) calibrated |= c->overrides[i].method > QD_METHOD_RTN;
+    if (calibrated) {
+        cJSON *g = cJSON_AddObjectToObject(o, "gptq");
+        cJSON_AddNumberToObject(g, "damp", c->damp);
+        cJSON_AddNumberToObject(g, "block_size", c->block_size);
+        cJSON_AddBoolToObject(g, "act_order", c->act_order);
+        cJSON_AddBoolToObject(g, "static_groups", c->static_groups);
+        cJSON *k = cJSON_AddObjectToObject(o, "calibration");
+        cJSON_AddStringToObject(k, "data", c->calib ? c->calib : "");
+        cJSON_AddNumberToObject(k, "nsamples", c->nsamples);
+        cJSON_AddNumberToObject(k, "seqlen", c->seqlen);
+        cJSON_AddNumberToObject(k, "seed", c->calib_seed);
+        cJSON_AddStringToObject(k, "mode", c->calib_mode == QD_CALIB_FP ? "fp" : "sequential");
+        cJSON_AddNumberToObject(k, "microbatch", c->microbatch);
+    }
     return o;
 }
 
+static int method_ok(const qd_job_config *c, qd_method m, const char *where) {
+    if (m == QD_METHOD_ADAROUND)
+        return qd_err_set(QD_ECONFIG, "%smethod 'adaround' is not available in quantize yet; use gptq or rtn", where);
+    if (m == QD_METHOD_GPTQ && !c->calib)
+        return qd_err_set(QD_ECONFIG, "%smethod 'gptq' needs calibration data: --calib PATH (a text or TSV file for "
+                          "BERT models, an IDX file or an image folder for ViT models)", where);
+    return QD_OK;
+}
+
 int qd_job_config_validate(const qd_job_config *c) {
-    if (c->method != QD_METHOD_RTN)
-        return qd_err_set(QD_ECONFIG, "method '%s' needs calibration data, which this version cannot collect yet; use rtn",
-                          qd_method_name(c->method));
+    int rc = method_ok(c, c->method, "");
+    if (rc) return rc;
     for (int i = 0; i < c->n_overrides; i++)
-        if (c->overrides[i].method >= 0 && c->overrides[i].method != QD_METHOD_RTN)
-            return qd_err_set(QD_ECONFIG, "override '%s': method '%s' needs calibration data, which this version cannot collect yet",
-                              c->overrides[i].pattern, qd_method_name((qd_method)c->overrides[i].method));
+        if (c->overrides[i].method >= 0) {
+            char where[QD_PATTERN_MAX + 32];
+            snprintf(where, sizeof where, "override '%s': ", c->overrides[i].pattern);
+            if ((rc = method_ok(c, (qd_method)c->overrides[i].method, where))) return rc;
+        }
     if (!qd_valid_bits(c->scheme.bits)) return qd_err_set(QD_ECONFIG, "bits must be 2..8, got %d", c->scheme.bits);
     if (c->scheme.gran == QD_GRAN_GROUP && c->scheme.group_size < 1)
         return qd_err_set(QD_ECONFIG, "group_size must be >= 1");
+    if (c->method == QD_METHOD_GPTQ && c->scheme.gran == QD_GRAN_TENSOR)
+        return qd_err_set(QD_ECONFIG, "method 'gptq' works per channel or per group, not per tensor");
+    if (c->nsamples < 0) return qd_err_set(QD_ECONFIG, "nsamples must be >= 0");
+    if (c->seqlen < 3) return qd_err_set(QD_ECONFIG, "seqlen must be >= 3");
+    if (c->microbatch < 1) return qd_err_set(QD_ECONFIG, "microbatch must be >= 1");
+    if (!(c->damp > 0 && c->damp < 1)) return qd_err_set(QD_ECONFIG, "damp must be in (0, 1), got %g", c->damp);
+    if (c->block_size < 1) return qd_err_set(QD_ECONFIG, "block_size must be >= 1");
     return QD_OK;
 }
 
@@ -258,6 +297,8 @@ typedef struct {
     int last_rank;          /* rank of its last piece */
     double m[4];            /* rel_fro, mse, max_abs, sqnr_db */
     double seconds;
+    const qd_gptq_result *cq; /* precomputed codes of a calibrated method, or NULL */
+    hid_t dg;               /* g_idx dataset (act-order) */
 } item;
 
 /* one rank's report of one piece */
@@ -345,7 +386,27 @@ static int process_piece(qd_checkpoint *ck, item *it, const qd_plan_piece *p, pi
     if (!packed || !sc || !z) rc = qd_err_set(QD_ENOMEM, "tensor '%s': out of memory for rows [%lld, %lld)", t->name,
                                               (long long)r0, (long long)r1);
     qd_clip_opts clip = it->j.clip_mse ? (qd_clip_opts){100, 0.8f, 2.0f} : QD_CLIP_MINMAX;
-    if (!rc) {
+    if (!rc && it->cq) {
+        /* codes computed beforehand (GPTQ): pack, copy parameters, error sums per block in row order */
+        const qd_gptq_result *cq = it->cq;
+        int64_t gs = s->gran == QD_GRAN_GROUP && s->group_size < C ? s->group_size : C;
+        for (int64_t r = 0; r < n && !rc; r++) {
+            const uint8_t *q = cq->codes + (r0 + r) * C;
+            qd_pack_row(q, C, s->bits, packed + r * rb);
+            memcpy(sc + r * ng, cq->scales + (r0 + r) * ng, (size_t)ng * sizeof(float));
+            memcpy(z + r * ng, cq->zeros + (r0 + r) * ng, (size_t)ng * sizeof(int32_t));
+            qd_errsum *b = &rec->blk[(r0 + r) / it->j.blk_rows];
+            const float *w = x + r * C;
+            for (int64_t c = 0; c < C; c++) {
+                int64_t g = cq->g_idx ? cq->g_idx[c] : c / gs;
+                double d = (double)w[c] - qd_dequantize1(q[c], sc[r * ng + g], z[r * ng + g]);
+                b->err2 += d * d;
+                b->w2 += (double)w[c] * w[c];
+                if (fabs(d) > b->max_abs) b->max_abs = fabs(d);
+            }
+        }
+        if (!rc && cq->g_idx && r0 == 0 && it->dg >= 0) write_rows(it->dg, H5T_NATIVE_INT32, 0, C, cq->g_idx);
+    } else if (!rc) {
         char what[QD_PATTERN_MAX + 16];
         snprintf(what, sizeof what, "tensor '%s'", t->name);
         rc = qd_rtn_rows(x, n, C, s, &clip, packed, sc, z, it->j.blk_rows, rec->blk + r0 / it->j.blk_rows, what, r0);
@@ -472,7 +533,7 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
     for (int i = 0; i < n; i++) {
         items[i].j = jt[i];
         items[i].ti = i;
-        items[i].g = items[i].dq = items[i].ds = items[i].dz = items[i].dd = -1;
+        items[i].g = items[i].dq = items[i].ds = items[i].dz = items[i].dd = items[i].dg = -1;
         nq += jt[i].kind == QD_JOB_QUANT;
     }
     free(jt);
@@ -497,6 +558,30 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
                    cfg->model, n, nq, qd_method_name(cfg->method), cfg->scheme.bits, gran_name(cfg->scheme.gran),
                    cfg->scheme.gran == QD_GRAN_GROUP ? " groups" : "", cfg->scheme.sym ? "symmetric" : "asymmetric", size,
                    size == 1 ? "" : "s", qd_shard_mode_name(cfg->shard), plan.npieces, plan.balance);
+    }
+
+    /* calibrated methods: calibration and GPTQ on all ranks before anything is written */
+    qd_gptq_results gres = {0};
+    {
+        qd_job_tensor *jt2 = qd_xcalloc((size_t)nz, sizeof *jt2);
+        for (int i = 0; i < n; i++) jt2[i] = items[i].j;
+        if (qd_job_needs_calibration(jt2, n)) {
+            st = qd_gptq_job_run(cfg, comm, ck, jt2, rank == 0 && !cfg->quiet, &gres);
+            if (st) {
+                snprintf(msg, sizeof msg, "%s", qd_errmsg());
+                free(jt2);
+                if (rank == 0) {
+                    cJSON *o = cJSON_CreateObject();
+                    cJSON_AddStringToObject(o, "code", qd_errname(st));
+                    cJSON_AddStringToObject(o, "message", msg);
+                    emit_kv(hooks, "failed", o);
+                }
+                goto out_free;
+            }
+            for (int i = 0; i < n; i++)
+                if (gres.t[i].codes) items[i].cq = &gres.t[i];
+        }
+        free(jt2);
     }
 
     /* what the file records about the job; compared when resuming */
@@ -579,7 +664,7 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
         free(cfgtxt);
         attr_str(file, "quant_config", qct);
         attr_str(file, "source", srct);
-        attr_str(file, "calibration", "{\"method\":\"none\"}");
+        attr_str(file, "calibration", gres.calibration_json ? gres.calibration_json : "{\"method\":\"none\"}");
         tg = QD_H5_CHECK(H5Gcreate2(file, "tensors", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
     } else
         tg = QD_H5_CHECK(H5Gopen2(file, "tensors", H5P_DEFAULT));
@@ -595,6 +680,7 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
                 it->dq = QD_H5_CHECK(H5Dopen2(it->g, "qweight", H5P_DEFAULT));
                 it->ds = QD_H5_CHECK(H5Dopen2(it->g, "scales", H5P_DEFAULT));
                 if (!it->j.scheme.sym) it->dz = QD_H5_CHECK(H5Dopen2(it->g, "zeros", H5P_DEFAULT));
+                if (it->cq && it->cq->g_idx) it->dg = QD_H5_CHECK(H5Dopen2(it->g, "g_idx", H5P_DEFAULT));
             } else
                 it->dd = QD_H5_CHECK(H5Dopen2(it->g, it->j.kind == QD_JOB_FLOAT ? "data" : "raw", H5P_DEFAULT));
             if (QD_H5_CHECK(H5Aexists(it->g, "complete")) > 0) {
@@ -620,12 +706,16 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
             attr_str(it->g, "granularity", gran_name(s->gran));
             attr_i64(it->g, "group_size", s->gran == QD_GRAN_GROUP ? QD_MIN(s->group_size, it->j.cols) : -1);
             attr_i64(it->g, "sym", s->sym);
-            attr_i64(it->g, "act_order", 0);
+            attr_i64(it->g, "act_order", it->cq && it->cq->g_idx ? 1 : 0);
             hsize_t dq[2] = {(hsize_t)it->j.rows, (hsize_t)qd_packed_row_bytes(it->j.cols, s->bits)};
             hsize_t dsz[2] = {(hsize_t)it->j.rows, (hsize_t)ng};
             it->dq = make_dset(it->g, "qweight", H5T_STD_U8LE, 2, dq);
             it->ds = make_dset(it->g, "scales", H5T_IEEE_F32LE, 2, dsz);
             if (!s->sym) it->dz = make_dset(it->g, "zeros", H5T_STD_I32LE, 2, dsz);
+            if (it->cq && it->cq->g_idx) {
+                hsize_t dgi = (hsize_t)it->j.cols;
+                it->dg = make_dset(it->g, "g_idx", H5T_STD_I32LE, 1, &dgi);
+            }
         } else {
             hsize_t dims[QD_ST_MAX_DIMS], one = (hsize_t)t->nbytes;
             for (int d = 0; d < t->ndim; d++) dims[d] = (hsize_t)t->shape[d];
@@ -792,6 +882,7 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
         if (it->ds >= 0) QD_H5_CHECK(H5Dclose(it->ds));
         if (it->dz >= 0) QD_H5_CHECK(H5Dclose(it->dz));
         if (it->dd >= 0) QD_H5_CHECK(H5Dclose(it->dd));
+        if (it->dg >= 0) QD_H5_CHECK(H5Dclose(it->dg));
         if (it->g >= 0) QD_H5_CHECK(H5Gclose(it->g));
     }
     QD_H5_CHECK(H5Gclose(tg));
@@ -877,6 +968,7 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
     free(pending);
     free(rank_cpu);
 out_free:
+    qd_gptq_results_free(&gres);
     qd_plan_free(&plan);
     free(items);
     qd_ckpt_close(ck);

@@ -48,7 +48,20 @@ typedef struct {
     int n_include;
     qd_override overrides[QD_MAX_PATTERNS];
     int n_overrides;
+    /* calibration (methods gptq, adaround) */
+    const char *calib;           /* samples: text/TSV file (BERT), IDX file or image folder (ViT) */
+    int nsamples;                /* default 128 (0 = all) */
+    int seqlen;                  /* tokens per text sample, default 128 */
+    int calib_seed;              /* selection seed, default 0 */
+    int calib_mode;              /* QD_CALIB_SEQUENTIAL (default) or QD_CALIB_FP */
+    int microbatch;              /* samples per forward call, default 8 */
+    /* GPTQ */
+    double damp;                 /* default 0.01 */
+    int block_size;              /* default 128 */
+    int act_order, static_groups;
 } qd_job_config;
+
+enum { QD_CALIB_SEQUENTIAL = 0, QD_CALIB_FP = 1 };
 
 /* Defaults: rtn, 8 bits, symmetric, per output channel, min-max, sharding by rows. */
 void qd_job_config_default(qd_job_config *c);

@@ -1,0 +1,418 @@
+/* worker/gptq_job.c — calibration + GPTQ over the job's ranks (see gptq_job.h). */
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "collective/collective.h"
+#include "model/calib.h"
+#include "model/calib_data.h"
+#include "model/model.h"
+#include "quant/gptq.h"
+#include "worker/calib_run.h"
+#include "worker/gptq_job.h"
+
+int qd_job_needs_calibration(const qd_job_tensor *jt, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (jt[i].kind == QD_JOB_QUANT && jt[i].method != QD_METHOD_RTN) return 1;
+    return 0;
+}
+
+void qd_job_gptq_opts(const qd_job_config *cfg, const qd_job_tensor *jt, void *out)
+{
+    qd_gptq_opts *o = out;
+    qd_gptq_default_opts(o);
+    o->bits = jt->scheme.bits;
+    o->sym = jt->scheme.sym;
+    o->group_size = jt->scheme.gran == QD_GRAN_GROUP ? jt->scheme.group_size : -1;
+    o->act_order = cfg->act_order;
+    o->static_groups = cfg->static_groups;
+    o->damp = (float)cfg->damp;
+    o->block_size = cfg->block_size;
+    if (jt->clip_mse) o->clip = (qd_clip_opts){100, 0.8f, 2.0f};
+}
+
+void qd_gptq_results_free(qd_gptq_results *r)
+{
+    if (!r || !r->t) return;
+    for (int i = 0; i < r->n; i++) {
+        free(r->t[i].codes);
+        free(r->t[i].scales);
+        free(r->t[i].zeros);
+        free(r->t[i].g_idx);
+    }
+    free(r->t);
+    free(r->calibration_json);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---- state shared by the phases ------------------------------------------------------------ */
+
+typedef struct {
+    const qd_job_config *cfg;
+    MPI_Comm comm;
+    int rank, size, progress;
+    qd_checkpoint *ck;
+    const qd_job_tensor *jt;
+    qd_model *m;
+    int *lin_tensor;        /* model linear -> checkpoint tensor index, or -1 */
+    int *tensor_lin;        /* checkpoint tensor -> model linear, or -1 */
+    float **dq;             /* model linear -> dequantized weight while its block is advanced */
+    int T;                  /* tokens per item (for the per-item products) */
+    qd_gptq_results *res;
+} gjob;
+
+static int agree(gjob *g, int rc)
+{
+    char msg[1024];
+    return qd_coll_agree_msg(g->comm, rc, msg, sizeof msg, NULL);
+}
+
+/* Replacement products with the dequantized weights, one sgemm per item as model/forward.c. */
+static int apply_dq(void *user, const qd_model *m, int li, const float *X, int64_t rows, float *Y)
+{
+    gjob *g = user;
+    if (!g->dq[li]) return 0;
+    const qd_linear *L = qd_model_linear(m, li);
+    for (int64_t r = 0; r < rows; r += g->T)
+        qd_linear_f32(X + r * L->in, QD_MIN(g->T, rows - r), L->in, g->dq[li], L->b, L->out, Y + r * L->out);
+    return 1;
+}
+
+/* GPTQ of the units of tensor ti that this rank owns; owner(u) decides. */
+static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter, int owner_fixed)
+{
+    const qd_job_tensor *j = &g->jt[ti];
+    qd_gptq_result *r = &g->res->t[ti];
+    const qd_tensor_info *t = qd_ckpt_tensor(g->ck, ti);
+    qd_gptq_opts o;
+    qd_job_gptq_opts(g->cfg, j, &o);
+    qd_gptq_prep *prep = NULL;
+    int rc = QD_OK;
+    const int64_t R = j->rows, C = j->cols, U = QD_GPTQ_UNIT_ROWS;
+    const int64_t nunits = (R + U - 1) / U;
+    /* does this rank own any unit? prepare only then */
+    int any = 0;
+    for (int64_t u = 0; u < nunits; u++) {
+        int owner = owner_fixed >= 0 ? owner_fixed : (int)((*unit_counter + u) % g->size);
+        any |= owner == g->rank;
+    }
+    if (any && (rc = qd_gptq_prepare(H, C, &o, &prep))) {
+        qd_err_wrap(rc, "tensor '%s': ", t->name);
+        *unit_counter += nunits;
+        return rc;
+    }
+    float *W = any ? malloc((size_t)(U * C) * sizeof(float)) : NULL;
+    if (any && !W) rc = qd_err_set(QD_ENOMEM, "tensor '%s': out of memory", t->name);
+    for (int64_t u = 0; u < nunits && !rc; u++) {
+        int owner = owner_fixed >= 0 ? owner_fixed : (int)((*unit_counter + u) % g->size);
+        if (owner != g->rank) continue;
+        int64_t r0 = u * U, n = QD_MIN(U, R - r0);
+        if ((rc = qd_ckpt_read_rows_f32(g->ck, ti, r0, n, W))) break;
+        qd_gptq_stats st;
+        rc = qd_gptq_quantize_prepared(prep, W, n, r->codes + r0 * C, r->scales + r0 * r->ng, r->zeros + r0 * r->ng,
+                                       NULL, &st);
+        if (rc) { qd_err_wrap(rc, "tensor '%s' rows [%lld, %lld): ", t->name, (long long)r0, (long long)(r0 + n)); break; }
+        if (st.damp_used > r->damp_used) r->damp_used = st.damp_used;
+        r->dead_columns = st.dead_columns;
+    }
+    *unit_counter += nunits;
+    free(W);
+    qd_gptq_prep_free(prep);
+    return rc;
+}
+
+/* Gather tensor ti's results on every rank: units not owned are zero, so sums (and ORs) of the
+ * ranks' arrays are the owners' values. */
+static void allgather_result(gjob *g, int ti)
+{
+    qd_gptq_result *r = &g->res->t[ti];
+    int64_t nc = r->rows * r->cols, ns = r->rows * r->ng, step = 1 << 28;
+    for (int64_t off = 0; off < nc; off += step)
+        QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, r->codes + off, (int)QD_MIN(step, nc - off), MPI_UINT8_T, MPI_BOR, g->comm));
+    QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, r->scales, (int)ns, MPI_FLOAT, MPI_SUM, g->comm));
+    QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, r->zeros, (int)ns, MPI_INT32_T, MPI_SUM, g->comm));
+    double d[2] = {r->damp_used, (double)r->dead_columns};
+    QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, d, 2, MPI_DOUBLE, MPI_MAX, g->comm));
+    r->damp_used = d[0];
+    r->dead_columns = (int64_t)d[1];
+}
+
+/* g_idx of act-order results: the group of each original column (the same on every rank). */
+static void compute_g_idx(gjob *g, int ti, const float *H)
+{
+    qd_gptq_result *r = &g->res->t[ti];
+    if (!g->cfg->act_order) return;
+    const qd_job_tensor *j = &g->jt[ti];
+    qd_gptq_opts o;
+    qd_job_gptq_opts(g->cfg, j, &o);
+    int64_t C = r->cols, gs = o.group_size > 0 && o.group_size < C ? o.group_size : C;
+    r->g_idx = qd_xmalloc((size_t)C * sizeof(int32_t));
+    /* the act-order permutation: columns by descending diag H, dead columns (diag 0 -> 1) included,
+     * ties in column order — as quant/gptq.c */
+    int64_t *perm = qd_xmalloc((size_t)C * sizeof *perm);
+    for (int64_t c = 0; c < C; c++) perm[c] = c;
+    /* stable merge sort, descending */
+    float *key = qd_xmalloc((size_t)C * sizeof *key);
+    for (int64_t c = 0; c < C; c++) key[c] = H[c * C + c] == 0.0f ? 1.0f : H[c * C + c];
+    int64_t *tmp = qd_xmalloc((size_t)C * sizeof *tmp);
+    for (int64_t w = 1; w < C; w *= 2)
+        for (int64_t lo = 0; lo < C; lo += 2 * w) {
+            int64_t mid = QD_MIN(lo + w, C), hi = QD_MIN(lo + 2 * w, C), i = lo, k = mid, o2 = lo;
+            while (i < mid && k < hi) tmp[o2++] = key[perm[k]] > key[perm[i]] ? perm[k++] : perm[i++];
+            while (i < mid) tmp[o2++] = perm[i++];
+            while (k < hi) tmp[o2++] = perm[k++];
+            memcpy(perm + lo, tmp + lo, (size_t)(hi - lo) * sizeof *perm);
+        }
+    for (int64_t k = 0; k < C; k++) r->g_idx[perm[k]] = (int32_t)(o.static_groups ? perm[k] / gs : k / gs);
+    free(key);
+    free(tmp);
+    free(perm);
+}
+
+static float *dequantize_result(const qd_gptq_result *r, const qd_job_tensor *j)
+{
+    float *W = malloc((size_t)(r->rows * r->cols) * sizeof(float));
+    if (!W) return NULL;
+    int64_t gs = j->scheme.gran == QD_GRAN_GROUP && j->scheme.group_size < r->cols ? j->scheme.group_size : r->cols;
+    for (int64_t i = 0; i < r->rows; i++)
+        for (int64_t c = 0; c < r->cols; c++) {
+            int64_t gidx = r->g_idx ? r->g_idx[c] : c / gs;
+            W[i * r->cols + c] = qd_dequantize1(r->codes[i * r->cols + c], r->scales[i * r->ng + gidx], r->zeros[i * r->ng + gidx]);
+        }
+    return W;
+}
+
+/* ---- sequential mode ------------------------------------------------------------------------ */
+
+static int run_sequential(gjob *g, qd_calib_data *data)
+{
+    const qd_model_config *c = qd_model_cfg(g->m);
+    const int N = qd_calib_data_count(data), mb = g->cfg->microbatch, T = qd_calib_data_tokens(data), Hd = c->hidden;
+    const int nmb = (N + mb - 1) / mb;
+    const int lo = (int)((int64_t)g->rank * nmb / g->size), hi = (int)((int64_t)(g->rank + 1) * nmb / g->size);
+    const int64_t slot = (int64_t)mb * T * Hd;
+    g->T = T;
+    float *hs = malloc((size_t)((hi - lo) > 0 ? (hi - lo) : 1) * (size_t)slot * sizeof(float));
+    float *scratch = malloc((size_t)slot * sizeof(float));
+    qd_batch *bat = qd_xcalloc((size_t)(hi - lo > 0 ? hi - lo : 1), sizeof *bat);
+    int rc = hs && scratch ? QD_OK : qd_err_set(QD_ENOMEM, "calibration: out of memory for %d samples' activations", N);
+    /* embed this rank's samples once; later blocks need only the shape and the mask */
+    for (int i = lo; i < hi && !rc; i++) {
+        qd_batch b;
+        int first = i * mb, n = QD_MIN(mb, N - first);
+        if ((rc = qd_calib_data_batch(data, first, n, &b))) break;
+        if ((rc = qd_model_embed(g->m, &b, hs + (int64_t)(i - lo) * slot))) break;
+        bat[i - lo] = (qd_batch){.B = n, .T = T, .mask = b.mask};
+    }
+    rc = agree(g, rc);
+    const int ng = qd_model_num_groups(g->m);
+    uint8_t *sel = qd_xmalloc((size_t)ng);
+    int64_t unit_counter = 0;
+    for (int k = 0; k < c->layers && !rc; k++) {
+        double t0 = qd_now();
+        int any = 0;
+        for (int gi = 0; gi < ng; gi++) {
+            sel[gi] = 0;
+            for (int li = 0; li < qd_model_num_linears(g->m); li++) {
+                const qd_linear *L = qd_model_linear(g->m, li);
+                if (L->layer == k && L->input_group == gi && g->lin_tensor[li] >= 0) sel[gi] = 1;
+            }
+            any |= sel[gi];
+        }
+        if (any) {
+            qd_calib *stats = NULL;
+            rc = qd_calib_new(g->m, sel, &stats);
+            qd_model_hooks hk = stats ? qd_calib_hooks(stats) : (qd_model_hooks){0};
+            for (int pass = 0; pass < 2 && !rc; pass++) {
+                for (int i = lo; i < hi && !rc; i++) {
+                    memcpy(scratch, hs + (int64_t)(i - lo) * slot, (size_t)((int64_t)bat[i - lo].B * T * Hd) * sizeof(float));
+                    rc = qd_model_block(g->m, k, &bat[i - lo], scratch, &hk);
+                }
+                if ((rc = agree(g, rc))) break;
+                for (int q = 0; q < qd_calib_num_groups(stats); q++) {
+                    qd_calib_group *cg = qd_calib_group_at(stats, q);
+                    if (pass == 0) QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, cg->absmax, cg->in, MPI_FLOAT, MPI_MAX, g->comm));
+                    else {
+                        int64_t tot = (int64_t)cg->in * cg->in, step = 1 << 26;
+                        for (int64_t off = 0; off < tot; off += step)
+                            QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, cg->acc + off, (int)QD_MIN(step, tot - off), MPI_INT64_T,
+                                                       MPI_SUM, g->comm));
+                        QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &cg->rows, 1, MPI_INT64_T, MPI_SUM, g->comm));
+                    }
+                }
+                if (pass == 0) qd_calib_begin_accumulate(stats);
+            }
+            double t_cal = qd_now() - t0;
+            /* GPTQ of the block's tensors, units over all ranks */
+            int nt = 0;
+            for (int li = 0; li < qd_model_num_linears(g->m) && !rc; li++) {
+                const qd_linear *L = qd_model_linear(g->m, li);
+                int ti = g->lin_tensor[li];
+                if (L->layer != k || ti < 0) continue;
+                qd_calib_group *cg = qd_calib_find(stats, L->input_group);
+                float *H = malloc((size_t)cg->in * (size_t)cg->in * sizeof(float));
+                rc = H ? qd_calib_hessian_f32(cg, H) : qd_err_set(QD_ENOMEM, "out of memory for a Hessian");
+                if (!rc) rc = quantize_units(g, ti, H, &unit_counter, -1);
+                rc = agree(g, rc);
+                if (!rc) {
+                    allgather_result(g, ti);
+                    compute_g_idx(g, ti, H);
+                    g->dq[li] = dequantize_result(&g->res->t[ti], &g->jt[ti]);
+                    QD_ASSERT(g->dq[li]);
+                    nt++;
+                }
+                free(H);
+            }
+            qd_calib_free(stats);
+            if (g->progress && g->rank == 0 && !rc)
+                printf("gptq: block %d/%d: %d tensors, calibration %.2f s, quantization %.2f s\n", k + 1, c->layers, nt, t_cal,
+                       qd_now() - t0 - t_cal);
+        }
+        if (rc) break;
+        /* advance the residual streams through the block as quantized */
+        qd_model_hooks adv = {.user = g, .linear_apply = apply_dq};
+        for (int i = lo; i < hi && !rc; i++) rc = qd_model_block(g->m, k, &bat[i - lo], hs + (int64_t)(i - lo) * slot, &adv);
+        rc = agree(g, rc);
+        for (int li = 0; li < qd_model_num_linears(g->m); li++) {
+            free(g->dq[li]);
+            g->dq[li] = NULL;
+        }
+        if (g->progress && g->rank == 0) fflush(stdout);
+    }
+    free(sel);
+    free(hs);
+    free(scratch);
+    free(bat);
+    return rc;
+}
+
+/* ---- fp mode -------------------------------------------------------------------------------- */
+
+static int run_fp(gjob *g, qd_calib_data *data)
+{
+    const int ng = qd_model_num_groups(g->m);
+    uint8_t *want = qd_xcalloc((size_t)ng, 1), *sel = qd_xmalloc((size_t)ng);
+    for (int li = 0; li < qd_model_num_linears(g->m); li++)
+        if (g->lin_tensor[li] >= 0) want[qd_model_linear(g->m, li)->input_group] = 1;
+    qd_calib_rank_groups(g->m, want, QD_CALIB_PIPELINE, g->rank, g->size, sel);
+    qd_calib *stats = NULL;
+    double t0 = qd_now();
+    int rc = agree(g, qd_calib_new(g->m, sel, &stats));
+    if (!rc) {
+        qd_calib_opts o = {.mode = QD_CALIB_PIPELINE, .microbatch = g->cfg->microbatch, .quiet = !g->progress};
+        rc = qd_calib_run(g->comm, g->m, data, &o, stats);
+    }
+    if (g->progress && g->rank == 0 && !rc) printf("gptq: calibration (fp, pipelined) %.2f s\n", qd_now() - t0);
+    int64_t counter = 0;
+    /* each rank quantizes the tensors of its blocks (where their statistics are) */
+    for (int li = 0; li < qd_model_num_linears(g->m) && !rc; li++) {
+        const qd_linear *L = qd_model_linear(g->m, li);
+        int ti = g->lin_tensor[li];
+        if (ti < 0) continue;
+        int k0, k1, owner = 0;
+        for (int r = 0; r < g->size; r++) {
+            qd_calib_pipeline_blocks(qd_model_cfg(g->m)->layers, r, g->size, &k0, &k1);
+            if (L->layer >= k0 && L->layer < k1) owner = r;
+        }
+        qd_calib_group *cg = qd_calib_find(stats, L->input_group);
+        int64_t in = qd_model_linear(g->m, li)->in;
+        float *H = qd_xcalloc((size_t)(in * in), sizeof(float));
+        int lrc = QD_OK;
+        if (cg) lrc = qd_calib_hessian_f32(cg, H);
+        if (!lrc) lrc = quantize_units(g, ti, H, &counter, owner);
+        rc = agree(g, lrc);
+        if (!rc) {
+            /* the Hessian lives on the owner: send it along for g_idx (act-order only) */
+            if (g->cfg->act_order) QD_MPI_CHECK(MPI_Bcast(H, (int)(in * in), MPI_FLOAT, owner, g->comm));
+            allgather_result(g, ti);
+            compute_g_idx(g, ti, H);
+        }
+        free(H);
+    }
+    if (g->progress && g->rank == 0 && !rc) printf("gptq: quantization %.2f s\n", qd_now() - t0);
+    qd_calib_free(stats);
+    free(want);
+    free(sel);
+    return rc;
+}
+
+int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, const qd_job_tensor *jt, int progress,
+                    qd_gptq_results *out)
+{
+    memset(out, 0, sizeof *out);
+    gjob g = {.cfg = cfg, .comm = comm, .ck = ck, .jt = jt, .progress = progress, .res = out};
+    MPI_Comm_rank(comm, &g.rank);
+    MPI_Comm_size(comm, &g.size);
+    double t0 = qd_now();
+    int n = qd_ckpt_num_tensors(ck);
+    out->n = n;
+    out->t = qd_xcalloc((size_t)(n ? n : 1), sizeof *out->t);
+    qd_calib_data *data = NULL;
+    int rc = qd_model_load(cfg->model, &g.m);
+    if (!rc) {
+        int nl = qd_model_num_linears(g.m);
+        g.lin_tensor = qd_xmalloc((size_t)nl * sizeof(int));
+        g.tensor_lin = qd_xmalloc((size_t)(n ? n : 1) * sizeof(int));
+        g.dq = qd_xcalloc((size_t)nl, sizeof(float *));
+        for (int i = 0; i < n; i++) g.tensor_lin[i] = -1;
+        for (int li = 0; li < nl; li++) {
+            char name[200];
+            snprintf(name, sizeof name, "%s.weight", qd_model_linear(g.m, li)->name);
+            int ti = qd_ckpt_find(ck, name);
+            g.lin_tensor[li] = ti >= 0 && jt[ti].kind == QD_JOB_QUANT && jt[ti].method == QD_METHOD_GPTQ ? ti : -1;
+            if (ti >= 0) g.tensor_lin[ti] = li;
+        }
+        for (int i = 0; i < n && !rc; i++)
+            if (jt[i].kind == QD_JOB_QUANT && jt[i].method == QD_METHOD_GPTQ) {
+                if (g.tensor_lin[i] < 0)
+                    rc = qd_err_set(QD_ECONFIG, "tensor '%s': gptq needs the inputs of an encoder Linear, and this is not "
+                                    "one; give it method rtn with an override", qd_ckpt_tensor(ck, i)->name);
+                else {
+                    qd_gptq_result *r = &out->t[i];
+                    r->rows = jt[i].rows;
+                    r->cols = jt[i].cols;
+                    r->ng = jt[i].scheme.gran == QD_GRAN_GROUP ? (r->cols + jt[i].scheme.group_size - 1) / jt[i].scheme.group_size : 1;
+                    if (jt[i].scheme.gran == QD_GRAN_GROUP && jt[i].scheme.group_size >= r->cols) r->ng = 1;
+                    r->codes = calloc((size_t)(r->rows * r->cols), 1);
+                    r->scales = calloc((size_t)(r->rows * r->ng), sizeof(float));
+                    r->zeros = calloc((size_t)(r->rows * r->ng), sizeof(int32_t));
+                    if (!r->codes || !r->scales || !r->zeros)
+                        rc = qd_err_set(QD_ENOMEM, "tensor '%s': out of memory for its GPTQ result", qd_ckpt_tensor(ck, i)->name);
+                }
+            }
+    }
+    if (!rc) rc = qd_calib_data_open(g.m, cfg->calib, cfg->nsamples, cfg->seqlen, (uint64_t)cfg->calib_seed, &data);
+    rc = agree(&g, rc);
+    if (!rc && progress && g.rank == 0)
+        printf("gptq: calibration data %s: %d %s samples x %d tokens (%d real), %s mode\n", cfg->calib,
+               qd_calib_data_count(data), qd_calib_data_kind(data), qd_calib_data_tokens(data),
+               qd_calib_data_real_tokens(data), cfg->calib_mode == QD_CALIB_FP ? "fp" : "sequential");
+    if (!rc) rc = cfg->calib_mode == QD_CALIB_FP ? run_fp(&g, data) : run_sequential(&g, data);
+    if (!rc) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "method", "gptq");
+        cJSON_AddStringToObject(o, "data", cfg->calib);
+        cJSON_AddStringToObject(o, "kind", qd_calib_data_kind(data));
+        cJSON_AddNumberToObject(o, "nsamples", qd_calib_data_count(data));
+        cJSON_AddNumberToObject(o, "seqlen", qd_calib_data_tokens(data));
+        cJSON_AddNumberToObject(o, "real_tokens", qd_calib_data_real_tokens(data));
+        cJSON_AddNumberToObject(o, "seed", cfg->calib_seed);
+        cJSON_AddStringToObject(o, "mode", cfg->calib_mode == QD_CALIB_FP ? "fp" : "sequential");
+        out->calibration_json = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+    }
+    out->seconds = qd_now() - t0;
+    qd_calib_data_free(data);
+    free(g.lin_tensor);
+    free(g.tensor_lin);
+    if (g.dq) {
+        for (int li = 0; g.m && li < qd_model_num_linears(g.m); li++) free(g.dq[li]);
+        free(g.dq);
+    }
+    qd_model_free(g.m);
+    if (rc) qd_gptq_results_free(out);
+    return rc;
+}
