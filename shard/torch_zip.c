@@ -827,8 +827,13 @@ int qd_pt_sniff(const unsigned char *head, size_t n) {
     static const unsigned char legacy[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
                                            0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
     if (n >= 4 && head[0] == 'P' && head[1] == 'K' &&
-        ((head[2] == 3 && head[3] == 4) || (head[2] == 5 && head[3] == 6)))
+        ((head[2] == 3 && head[3] == 4) || (head[2] == 5 && head[3] == 6))) {
+        /* a safetensors file whose header is exactly 0x04034B50 bytes long starts the same way;
+         * its JSON then opens at byte 8, where a zip holds the compression method (0) */
+        if (n >= 9 && !head[4] && !head[5] && !head[6] && !head[7] && head[8] == '{')
+            return QD_PT_NONE;
         return QD_PT_ZIP;
+    }
     if (n >= sizeof legacy && !memcmp(head, legacy, sizeof legacy)) return QD_PT_LEGACY;
     return QD_PT_NONE;
 }

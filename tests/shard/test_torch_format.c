@@ -307,6 +307,19 @@ static void expect_file_fail(const char *path, int code, const char *w1, const c
     if (ck) qd_ckpt_close(ck);
 }
 
+static void test_sniff(void) {
+    static const unsigned char st_like[] = {'P', 'K', 3, 4, 0, 0, 0, 0, '{', '"'};
+    static const unsigned char torch_like[] = {'P', 'K', 3, 4, 0, 0, 8, 8, 0, 0};
+    static const unsigned char legacy[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
+                                           0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e};
+    CHECK_EQ(qd_pt_sniff(st_like, sizeof st_like), QD_PT_NONE);
+    CHECK_EQ(qd_pt_sniff(torch_like, sizeof torch_like), QD_PT_ZIP);
+    CHECK_EQ(qd_pt_sniff((const unsigned char *)"PK\5\6", 4), QD_PT_ZIP);
+    CHECK_EQ(qd_pt_sniff(legacy, sizeof legacy), QD_PT_LEGACY);
+    CHECK_EQ(qd_pt_sniff(legacy, 13), QD_PT_NONE);
+    CHECK_EQ(qd_pt_sniff((const unsigned char *)"PK", 2), QD_PT_NONE);
+}
+
 static void test_real_rejects(void) {
     expect_file_fail(fixture("noncontig.bin"), QD_EUNSUPPORTED, "'transposed'", "non-contiguous");
     expect_file_fail(fixture("legacy.bin"), QD_EUNSUPPORTED, "legacy", "unsupported");
@@ -740,6 +753,7 @@ static void test_mutations(void) {
 
 int main(void) {
     g_dir = st_mkdtemp("torchfmt");
+    test_sniff();
     test_tiny();
     test_real_rejects();
     test_hostile_pickles();
