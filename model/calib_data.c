@@ -6,10 +6,7 @@
 #include <sys/stat.h>
 
 #include "model/calib_data.h"
-#if __has_include("model/image.h")
 #include "model/image.h"
-#define HAVE_IMAGES 1
-#endif
 #include "model/model_internal.h"
 #include "model/tokenizer.h"
 
@@ -25,10 +22,8 @@ struct qd_calib_data {
     /* memory pixels [n, item] or images */
     float *pixels;
     int64_t item;             /* floats per image */
-#ifdef HAVE_IMAGES
     qd_dataset *ds;           /* images */
     qd_preprocess pp;
-#endif
     int *idx;                 /* images: dataset index of sample i */
     float *batch_pix;         /* images: the current batch */
     int batch_cap;
@@ -74,9 +69,7 @@ void qd_calib_data_free(qd_calib_data *d)
     if (!d) return;
     free(d->ids); free(d->type_ids); free(d->mask);
     free(d->pixels); free(d->idx); free(d->batch_pix);
-#ifdef HAVE_IMAGES
     if (d->ds) qd_dataset_free(d->ds);
-#endif
     free(d);
 }
 
@@ -244,10 +237,6 @@ static int open_text(qd_calib_data *d, const char *path, int nsamples, int seqle
 
 static int open_images(qd_calib_data *d, const char *path, int nsamples, uint64_t seed)
 {
-#ifndef HAVE_IMAGES
-    (void)d; (void)nsamples; (void)seed;
-    return qd_err_set(QD_EUNSUPPORTED, "%s: image input is not built", path);
-#else
     const qd_model_config *c = qd_model_cfg(d->m);
     int rc = qd_dataset_open(path, NULL, &d->ds);
     if (rc) return rc;
@@ -264,7 +253,6 @@ static int open_images(qd_calib_data *d, const char *path, int nsamples, uint64_
     d->real_tokens = (int64_t)k * d->T;
     d->pp = pp;
     return QD_OK;
-#endif
 }
 
 int qd_calib_data_open(const qd_model *m, const char *path, int nsamples, int seqlen, uint64_t seed, qd_calib_data **out)
@@ -304,7 +292,6 @@ int qd_calib_data_batch(qd_calib_data *d, int first, int n, qd_batch *b)
         b->pixels = d->pixels + (int64_t)first * d->item;
         return QD_OK;
     case SRC_IMAGES:
-#ifdef HAVE_IMAGES
         if (n > d->batch_cap) {
             free(d->batch_pix);
             d->batch_pix = malloc((size_t)(n * d->item) * sizeof(float));
@@ -317,9 +304,6 @@ int qd_calib_data_batch(qd_calib_data *d, int first, int n, qd_batch *b)
         }
         b->pixels = d->batch_pix;
         return QD_OK;
-#else
-        return QD_EUNSUPPORTED;
-#endif
     }
     return QD_EINVAL;
 }
