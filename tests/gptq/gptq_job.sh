@@ -1,0 +1,50 @@
+#!/bin/sh
+# qdist quantize --method gptq on the real ViT with MNIST calibration images: the same file on
+# 1, 2 and 4 ranks in both calibration modes (h5diff), act-order stores g_idx, the file records
+# the calibration, and configuration errors are clear usage errors.
+set -eu
+: "${QDIST:?}" "${QD_MODELS_DIR:?}"
+M="$QD_MODELS_DIR/vit-mnist-tiny"
+D="$QD_MODELS_DIR/data/mnist/t10k-images-idx3-ubyte.gz"
+T=$(mktemp -d /tmp/qd-gptq-XXXXXX)
+trap 'rm -rf "$T"' EXIT
+fail=0
+for mode in sequential fp; do
+  for n in 1 2 4; do
+    mpiexec -n $n --oversubscribe "$QDIST" quantize --model "$M" --out "$T/$mode$n.h5" --quiet --method gptq \
+      --bits 4 --asym --group-size 32 --act-order --calib "$D" --nsamples 40 --microbatch 6 --calib-mode $mode
+  done
+  for n in 2 4; do
+    if h5diff --exclude-path /run "$T/${mode}1.h5" "$T/$mode$n.h5"; then echo "ok: $mode: 1 rank == $n ranks"
+    else echo "DIFFERENT: $mode: 1 rank vs $n ranks"; fail=1; fi
+  done
+done
+# the two modes calibrate on different inputs: their files differ
+if h5diff -q --exclude-path /run "$T/sequential1.h5" "$T/fp1.h5" >/dev/null 2>&1; then echo "modes gave the same file"; fail=1; fi
+/usr/bin/python3 - "$T/sequential1.h5" <<'PY'
+import h5py, json, sys, numpy as np
+f = h5py.File(sys.argv[1], "r")
+cal = json.loads(f.attrs["calibration"])
+assert cal["method"] == "gptq" and cal["nsamples"] == 40 and cal["mode"] == "sequential", cal
+qc = json.loads(f.attrs["quant_config"])
+assert qc["method"] == "gptq" and qc["gptq"]["act_order"] is True, qc
+g = f["tensors/vit.encoder.layer.3.intermediate.dense.weight"]
+meth = g.attrs["method"]
+meth = meth.decode() if isinstance(meth, bytes) else str(meth)
+assert meth == "gptq" and int(g.attrs["act_order"]) == 1, (meth, g.attrs["act_order"])
+gi = g["g_idx"][...]
+assert gi.shape == (64,) and gi.min() == 0 and gi.max() == 1 and (np.bincount(gi) == 32).all(), gi
+print("ok: calibration recorded, g_idx stored")
+PY
+# usage errors: gptq without --calib, per-tensor gptq, a bad mode
+if "$QDIST" quantize --model "$M" --out "$T/x.h5" --method gptq 2> "$T/err"; then fail=1; fi
+grep -q -- "--calib PATH" "$T/err" || { cat "$T/err"; fail=1; }
+if "$QDIST" quantize --model "$M" --out "$T/x.h5" --method gptq --calib "$D" --granularity tensor 2> "$T/err"; then fail=1; fi
+grep -q "per channel or per group" "$T/err" || { cat "$T/err"; fail=1; }
+if "$QDIST" quantize --model "$M" --out "$T/x.h5" --method gptq --calib "$D" --calib-mode later 2> "$T/err"; then fail=1; fi
+grep -q "sequential or fp" "$T/err" || { cat "$T/err"; fail=1; }
+# gptq on a tensor that is not an encoder Linear: a clear error, no output
+if "$QDIST" quantize --model "$M" --out "$T/x.h5" --method gptq --calib "$D" --include-head --nsamples 8 2> "$T/err"; then fail=1; fi
+grep -q "classifier.weight': gptq needs the inputs of an encoder Linear" "$T/err" || { cat "$T/err"; fail=1; }
+[ ! -e "$T/x.h5" ] || { echo "an output was left behind"; fail=1; }
+exit $fail
