@@ -3,7 +3,7 @@
  * labels and pixels (counts and sums computed with Python's gzip module); PIL's resampling and
  * convert("L") bit for bit (tables from make_resize_reference.py); IDX headers that lie, labels
  * files found beside images, image folders (PNG/JPEG written here with stb_image_write), and
- * preprocessor_config.json parsing. */
+ * preprocessor_config.json parsing; Fashion-MNIST when Debian's package is installed. */
 #include <stb_image_write.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -178,6 +178,47 @@ static void test_mnist_reference(void) {
         qd_model_free(model);
     }
     qd_dataset_free(ds);
+}
+
+/* Debian's dataset-fashion-mnist, when installed: the same IDX reader on 70,000 more images
+ * (class counts and pixel sums from Python's gzip module). */
+static void test_fashion_mnist(void) {
+    static const char *dir = "/usr/share/datasets/fashion-mnist";
+    static const struct {
+        const char *name;
+        int n;
+        uint64_t pixsum;
+    } sets[2] = {{"train", 60000, 3431114169ull}, {"t10k", 10000, 573469082ull}};
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        printf("%s absent (Debian package dataset-fashion-mnist): not checked\n", dir);
+        return;
+    }
+    for (int s = 0; s < 2; s++) {
+        char img[256], lab[256];
+        snprintf(img, sizeof img, "%s/%s-images-idx3-ubyte.gz", dir, sets[s].name);
+        snprintf(lab, sizeof lab, "%s/%s-labels-idx1-ubyte.gz", dir, sets[s].name);
+        qd_dataset *ds = NULL;
+        int rc = qd_dataset_open(img, NULL, &ds);
+        CHECK_MSG(rc == QD_OK, "%s", qd_errmsg());
+        if (rc) continue;
+        CHECK_EQ(qd_dataset_count(ds), sets[s].n);
+        CHECK_STREQ(qd_dataset_labels_path(ds), lab);
+        CHECK_EQ(qd_dataset_num_classes(ds), 10);
+        int hist[10] = {0};
+        uint64_t sum = 0;
+        for (int i = 0; i < qd_dataset_count(ds); i++) {
+            hist[qd_dataset_label(ds, i)]++;
+            qd_image im;
+            if (qd_dataset_raw(ds, i, &im) == QD_OK) {
+                for (int k = 0; k < im.w * im.h; k++) sum += im.data[k];
+                qd_image_free(&im);
+            }
+        }
+        for (int l = 0; l < 10; l++) CHECK_EQ(hist[l], sets[s].n / 10);
+        CHECK_EQ(sum, sets[s].pixsum);
+        qd_dataset_free(ds);
+    }
 }
 
 /* ---- PIL resampling and conversion ---------------------------------------------------------- */
@@ -648,6 +689,7 @@ int main(void) {
         return 99;
     }
     test_mnist_reference();
+    test_fashion_mnist();
     test_resize_pil();
     test_preprocess_pipeline();
     test_idx();

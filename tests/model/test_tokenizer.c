@@ -315,6 +315,52 @@ static void test_encode(const qd_tokenizer *tok) {
     CHECK_EQ(qd_tokenizer_encode(tok, "a", NULL, -1, 0, 16, ids, NULL, NULL, &n, NULL), QD_EINVAL);
 }
 
+/* Random bytes and random code points: no crash (ASan/UBSan build), and encode() is always
+ * [CLS] + tokenize() + [SEP]. */
+static void test_random(const qd_tokenizer *tok) {
+    uint64_t st = 0x9E3779B97F4A7C15ull;
+    int bad = 0;
+    for (int it = 0; it < 3000; it++) {
+        char s[256];
+        int n = 0, len = 1 + (int)(st % 60);
+        while (n < len && n < 250) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            uint32_t r = (uint32_t)(st >> 33);
+            if (it % 2) { /* raw bytes */
+                s[n++] = (char)(r & 0xFF ? r & 0xFF : ' ');
+            } else {      /* a code point from the whole range, UTF-8 encoded */
+                uint32_t c = r % 4 == 0 ? r % 0x80 + 1 : r % 4 == 1 ? r % 0x800 : r % 0x110000;
+                if (c == 0 || (c >= 0xD800 && c <= 0xDFFF)) c = ' ';
+                if (c < 0x80) s[n++] = (char)c;
+                else if (c < 0x800) {
+                    s[n++] = (char)(0xC0 | c >> 6);
+                    s[n++] = (char)(0x80 | (c & 0x3F));
+                } else if (c < 0x10000) {
+                    s[n++] = (char)(0xE0 | c >> 12);
+                    s[n++] = (char)(0x80 | ((c >> 6) & 0x3F));
+                    s[n++] = (char)(0x80 | (c & 0x3F));
+                } else {
+                    s[n++] = (char)(0xF0 | c >> 18);
+                    s[n++] = (char)(0x80 | ((c >> 12) & 0x3F));
+                    s[n++] = (char)(0x80 | ((c >> 6) & 0x3F));
+                    s[n++] = (char)(0x80 | (c & 0x3F));
+                }
+            }
+        }
+        s[n] = 0;
+        int32_t *ids = NULL, enc[600];
+        int m = 0, e = 0;
+        if (qd_tokenizer_tokenize(tok, s, &ids, &m) != QD_OK ||
+            qd_tokenizer_encode(tok, s, NULL, 0, 0, 600, enc, NULL, NULL, &e, NULL) != QD_OK ||
+            e != m + 2 || enc[0] != 101 || enc[e - 1] != 102 ||
+            (m && memcmp(enc + 1, ids, (size_t)m * sizeof *ids) != 0))
+            bad++;
+        for (int i = 0; i < m; i++) bad += ids[i] < 0 || ids[i] >= 30522;
+        free(ids);
+    }
+    CHECK_EQ(bad, 0);
+}
+
 static void write_file(const char *path, const char *text) {
     FILE *f = fopen(path, "wb");
     if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
@@ -420,6 +466,7 @@ int main(void) {
     printf("SST-2 dev (872 sentences, twice) in %.1f ms\n", 1e3 * (qd_now() - t0));
     test_hand_cases(tok);
     test_encode(tok);
+    test_random(tok);
     qd_tokenizer_free(tok);
     test_load_errors();
     QD_TEST_MAIN_END();
