@@ -30,6 +30,10 @@
 
 #include "common/qd_common.h"
 
+struct qd_gemm_w8;
+struct qd_gemm_w4;
+struct qd_requant;
+
 typedef struct qd_kernel_table {
     const char *isa; /* "ref", "avx2" */
 
@@ -45,6 +49,21 @@ typedef struct qd_kernel_table {
     /* the same from 4-bit packed codes in[ceil(n/2)] */
     void (*dequantize_q4)(const uint8_t *in, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
                           float *out);
+
+    /* ---- integer GEMMs: results defined in kernels/gemm.h, weights packed by kernels/gemm.c ---- */
+    /* x[M][K] -> q[M][K] int8 per row, dynamic (static_scale NULL) or static */
+    void (*quantize_rows_s8)(const float *x, int64_t M, int64_t K, int64_t ldx, const float *static_scale,
+                             float *scales, int8_t *q, int64_t ldq);
+    /* int8 A[M][K] x packed int8 W -> float, raw int32, or requantized int8 C[M][N] */
+    void (*gemm_s8_f32)(const int8_t *A, int64_t lda, const float *a_scales, int64_t M, const struct qd_gemm_w8 *W,
+                        float *C, int64_t ldc);
+    void (*gemm_s8_s32)(const int8_t *A, int64_t lda, int64_t M, const struct qd_gemm_w8 *W, int32_t *C, int64_t ldc);
+    void (*gemm_s8_s8)(const int8_t *A, int64_t lda, int64_t M, const struct qd_gemm_w8 *W,
+                       const struct qd_requant *rq, int8_t *C, int64_t ldc);
+    /* int8 or float A[M][K] x packed 4-bit W -> float C[M][N] */
+    void (*gemm_w4_s8)(const int8_t *A, int64_t lda, const float *a_scales, int64_t M, const struct qd_gemm_w4 *W,
+                       float *C, int64_t ldc);
+    void (*gemm_w4_f32)(const float *A, int64_t lda, int64_t M, const struct qd_gemm_w4 *W, float *C, int64_t ldc);
 } qd_kernel_table;
 
 /* The table selected for this process (CPUID and QD_KERNELS; filled on the first call). */
@@ -64,5 +83,8 @@ void qd_kernels_dequantize_row(const uint8_t *in, int64_t n, int64_t G, const fl
 /* Filling functions of the ISA files (dispatch.c calls them; not for other modules). */
 void qd_kernels_fill_ref(qd_kernel_table *t);
 void qd_kernels_fill_avx2(qd_kernel_table *t);
+/* The GEMM fields (kernels/ref/gemm.c, kernels/avx2/gemm*.c), called after the two above. */
+void qd_kernels_fill_ref_gemm(qd_kernel_table *t);
+void qd_kernels_fill_avx2_gemm(qd_kernel_table *t);
 
 #endif /* QD_KERNELS_H */
