@@ -10,6 +10,7 @@ static const qd_command g_commands[] = {
     {"inspect", "describe a checkpoint (safetensors file or directory) or a qdist model", qd_cmd_inspect},
     {"quantize", "quantize a checkpoint into one HDF5 model (mpirun -n N for N ranks)", qd_cmd_quantize},
     {"calibrate", "run calibration samples through the model: the statistics GPTQ uses, time, memory", qd_cmd_calibrate},
+    {"eval", "compare a quantized model with its FP32 original: accuracy, cosine, latency, memory, size", qd_cmd_eval},
     {"export", "write a dequantized safetensors checkpoint from a qdist model", qd_cmd_export},
     {"plan", "show how a job would be spread over N ranks (cost and memory per rank)", qd_cmd_plan},
     {"serve", "run as a service: take jobs over ZeroMQ, one at a time, on all ranks", qd_cmd_serve},

@@ -160,7 +160,13 @@ out:
 /* ---- weights ------------------------------------------------------------------------------ */
 
 /* Find a tensor, check its shape, return it as F32 (zero-copy when possible). */
+static int bind_(qd_model *m, const char *name, int ndim, const int64_t *shape, const float **out, int optional, int scan);
 static int bind(qd_model *m, const char *name, int ndim, const int64_t *shape, const float **out, int optional)
+{
+    return bind_(m, name, ndim, shape, out, optional, 1);
+}
+
+static int bind_(qd_model *m, const char *name, int ndim, const int64_t *shape, const float **out, int optional, int scan)
 {
     int i = qd_ckpt_find(m->ck, name);
     if (i < 0) {
@@ -191,7 +197,7 @@ static int bind(qd_model *m, const char *name, int ndim, const int64_t *shape, c
         m->owned[m->n_owned++] = (float *)p;
     }
     /* A NaN or Inf weight makes every output NaN; say where it is. */
-    for (uint64_t k = 0; k < t->numel; k++)
+    for (uint64_t k = 0; scan && k < t->numel; k++)
         if (!(p[k] - p[k] == 0.0f))
             return qd_err_set(QD_ENONFINITE, "%s: tensor '%s' holds a non-finite value at element %llu", m->dir, name,
                               (unsigned long long)k);
@@ -235,7 +241,7 @@ static int add_linear(qd_model *m, const char *mod, int layer, int kind, int in,
     char name[200];
     snprintf(name, sizeof name, "%s.weight", mod);
     int64_t shape[2] = {out, in};
-    int rc = bind(m, name, 2, shape, &L->W, 0);
+    int rc = bind_(m, name, 2, shape, &L->W, 0, !(m->flags & QD_MODEL_LAZY_LINEARS));
     if (rc) return rc;
     snprintf(name, sizeof name, "%s.bias", mod);
     if ((rc = bind1(m, name, out, &L->b, !with_bias))) return rc;
@@ -388,10 +394,13 @@ static int load_vit(qd_model *m)
     return QD_OK;
 }
 
-int qd_model_load(const char *path, qd_model **out)
+int qd_model_load(const char *path, qd_model **out) { return qd_model_load_flags(path, 0, out); }
+
+int qd_model_load_flags(const char *path, unsigned flags, qd_model **out)
 {
     *out = NULL;
     qd_model *m = qd_xcalloc(1, sizeof *m);
+    m->flags = flags;
     struct stat st;
     if (stat(path, &st) != 0) {
         free(m);

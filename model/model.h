@@ -93,6 +93,11 @@ typedef struct {
 /* Load config.json and the weights from `dir` (or a checkpoint path whose directory holds the
  * config). QD_OK, or a negative code with qd_errmsg() naming the file / field / tensor. */
 int qd_model_load(const char *dir, qd_model **out);
+/* The same with flags. QD_MODEL_LAZY_LINEARS: the encoder Linear weights are bound (shapes
+ * checked) but not read, so their pages stay out of memory until used — for inference where a
+ * quantized copy replaces them (their NaN check is then the quantized file's business). */
+#define QD_MODEL_LAZY_LINEARS 1u
+int qd_model_load_flags(const char *dir, unsigned flags, qd_model **out);
 void qd_model_free(qd_model *m);
 
 const qd_model_config *qd_model_cfg(const qd_model *m);

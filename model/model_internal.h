@@ -24,6 +24,7 @@ struct qd_model {
     qd_block_w *blk;
     qd_linear *lin;
     int n_lin, cap_lin;
+    unsigned flags;               /* QD_MODEL_* load flags */
     float **owned;                /* converted (non-F32) tensors */
     int n_owned, cap_owned;
 };
