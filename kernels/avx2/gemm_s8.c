@@ -168,24 +168,32 @@ static void micro_s8(int64_t kp, const int32_t *a, const int16_t *b, int32_t *c,
     } else {
         c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_si256();
     }
-    for (int64_t j = 0; j < kp; j++) {
-        const __m256i b0 = _mm256_load_si256((const __m256i *)(b + 32 * j));
-        const __m256i b1 = _mm256_load_si256((const __m256i *)(b + 32 * j + 16));
-        const int32_t *aj = a + MR * j;
-        __m256i x;
-        x = _mm256_set1_epi32(aj[0]);
-        c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(x, b0)), c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(x, b1));
-        x = _mm256_set1_epi32(aj[1]);
-        c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(x, b0)), c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(x, b1));
-        x = _mm256_set1_epi32(aj[2]);
-        c20 = _mm256_add_epi32(c20, _mm256_madd_epi16(x, b0)), c21 = _mm256_add_epi32(c21, _mm256_madd_epi16(x, b1));
-        x = _mm256_set1_epi32(aj[3]);
-        c30 = _mm256_add_epi32(c30, _mm256_madd_epi16(x, b0)), c31 = _mm256_add_epi32(c31, _mm256_madd_epi16(x, b1));
-        x = _mm256_set1_epi32(aj[4]);
-        c40 = _mm256_add_epi32(c40, _mm256_madd_epi16(x, b0)), c41 = _mm256_add_epi32(c41, _mm256_madd_epi16(x, b1));
-        x = _mm256_set1_epi32(aj[5]);
-        c50 = _mm256_add_epi32(c50, _mm256_madd_epi16(x, b0)), c51 = _mm256_add_epi32(c51, _mm256_madd_epi16(x, b1));
-    }
+    /* The loop is written out in assembly: compilers spill some of the 12 accumulators when they
+     * schedule the six broadcasts early. Registers: 12 accumulators, two weight vectors (ymm12-13),
+     * the broadcast pair (ymm14) and one product (ymm15). */
+    if (kp > 0)
+        __asm__ volatile(
+            "1:\n\t"
+            "vmovdqa (%[b]), %%ymm12\n\t"
+            "vmovdqa 32(%[b]), %%ymm13\n\t"
+#define QD_S8_ROW(off, ca, cb)                                   \
+            "vpbroadcastd " #off "(%[a]), %%ymm14\n\t"          \
+            "vpmaddwd %%ymm12, %%ymm14, %%ymm15\n\t"            \
+            "vpaddd %%ymm15, %[" #ca "], %[" #ca "]\n\t"        \
+            "vpmaddwd %%ymm13, %%ymm14, %%ymm15\n\t"            \
+            "vpaddd %%ymm15, %[" #cb "], %[" #cb "]\n\t"
+            QD_S8_ROW(0, c00, c01) QD_S8_ROW(4, c10, c11) QD_S8_ROW(8, c20, c21)
+            QD_S8_ROW(12, c30, c31) QD_S8_ROW(16, c40, c41) QD_S8_ROW(20, c50, c51)
+#undef QD_S8_ROW
+            "add $64, %[b]\n\t"
+            "add $24, %[a]\n\t"
+            "dec %[n]\n\t"
+            "jnz 1b\n\t"
+            : [c00] "+x"(c00), [c01] "+x"(c01), [c10] "+x"(c10), [c11] "+x"(c11), [c20] "+x"(c20),
+              [c21] "+x"(c21), [c30] "+x"(c30), [c31] "+x"(c31), [c40] "+x"(c40), [c41] "+x"(c41),
+              [c50] "+x"(c50), [c51] "+x"(c51), [a] "+r"(a), [b] "+r"(b), [n] "+r"(kp)
+            :
+            : "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory");
     _mm256_store_si256((__m256i *)(c + 0), c00), _mm256_store_si256((__m256i *)(c + 8), c01);
     _mm256_store_si256((__m256i *)(c + 16), c10), _mm256_store_si256((__m256i *)(c + 24), c11);
     _mm256_store_si256((__m256i *)(c + 32), c20), _mm256_store_si256((__m256i *)(c + 40), c21);
