@@ -11,6 +11,7 @@ PKGS=(
   libhdf5-openmpi-dev hdf5-tools        # parallel HDF5 (+ h5dump/h5diff used by tests)
   libzmq3-dev libcjson-dev              # service mode, JSON configs
   libopenblas-dev liblapacke-dev        # GEMMs, Cholesky
+  libdnnl-dev                           # oneDNN int8 GEMM, the peer bench_gemm compares with (optional)
   libssl-dev                            # SHA-256 of checkpoint headers (libcrypto)
   libstb-dev                            # PNG/JPEG decoding (stb_image)
   libutf8proc-dev                       # Unicode tables of the BERT tokenizer (NFD, categories)
