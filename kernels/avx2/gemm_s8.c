@@ -333,11 +333,12 @@ static void gemm_s8(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W
     QD_ASSERT(M >= 0 && lda >= W->K && e->ldc >= W->N);
     if (M == 0) return;
     const int64_t kp2 = W->kp2;
-    /* rows per block: the packed int16 block fits A_BLOCK_BYTES, a multiple of MR, at most M rounded up */
-    int64_t mc = A_BLOCK_BYTES / (kp2 * 4 * MR) * MR;
-    mc = QD_MAX(mc, (int64_t)MR);
+    /* rows per block: a multiple of MR, the packed int16 block within A_BLOCK_BYTES, blocks of
+     * about equal size (a thin last block would stream all the weights for a few rows) */
     const int64_t mpan = (M + MR - 1) / MR;
-    if (mc / MR > mpan) mc = mpan * MR;
+    int64_t bpan = QD_MAX(A_BLOCK_BYTES / (kp2 * 4 * MR), (int64_t)1); /* panels per block */
+    bpan = (mpan + (mpan + bpan - 1) / bpan - 1) / ((mpan + bpan - 1) / bpan); /* balanced blocks */
+    const int64_t mc = bpan * MR;
     int32_t *apack = xalloc64((size_t)(mc / MR * kp2 * MR + 8) * sizeof(int32_t));
     int32_t *tile = xalloc64((size_t)(mc * 16) * sizeof(int32_t));
     for (int64_t m0 = 0; m0 < M; m0 += mc) {
@@ -349,8 +350,16 @@ static void gemm_s8(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W
             const int16_t *bp = W->w + p * kp2 * 32;
             for (int64_t j0 = 0; j0 < kp2; j0 += KCP) {
                 const int64_t kc = QD_MIN((int64_t)KCP, kp2 - j0);
-                for (int64_t i = 0; i < npan; i++)
+                /* the weight slice used next (the panels' first touch comes from L3 or memory) is
+                 * prefetched a share at a time while the row panels run on this one */
+                const int16_t *next = j0 + KCP < kp2 ? bp + (j0 + KCP) * 32 : p + 1 < W->np ? bp + kp2 * 32 : NULL;
+                const int64_t next_lines = next ? QD_MIN((int64_t)KCP, kp2 - (j0 + KCP < kp2 ? j0 + KCP : 0)) : 0;
+                const int64_t share = (next_lines + npan - 1) / npan;
+                for (int64_t i = 0; i < npan; i++) {
+                    for (int64_t l = i * share; l < QD_MIN((i + 1) * share, next_lines); l++)
+                        _mm_prefetch((const char *)(next + 32 * l), _MM_HINT_T0);
                     micro_s8(kc, apack + i * kp2 * MR + j0 * MR, bp + j0 * 32, tile + i * MR * 16, j0 > 0);
+                }
             }
             run_epilogue(e, W, tile, m0, rows, p);
         }
