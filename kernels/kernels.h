@@ -64,6 +64,16 @@ typedef struct qd_kernel_table {
     void (*gemm_w4_s8)(const int8_t *A, int64_t lda, const float *a_scales, int64_t M, const struct qd_gemm_w4 *W,
                        float *C, int64_t ldc);
     void (*gemm_w4_f32)(const float *A, int64_t lda, int64_t M, const struct qd_gemm_w4 *W, float *C, int64_t ldc);
+
+    /* Elementwise math of the forward pass (kernels/ref/act.c defines every operation; fmaf where
+     * the vector code fuses):
+     *   gelu:    x = 0.5 x (1 + erf(x / sqrt 2)), erf by a rational approximation on [-4, 4]
+     *            (|error| <= 3.4e-7; +-1 outside);
+     *   exp_sum: x = exp(x - mx) (Cephes-style: 2^n times a degree-7 polynomial; 0 where
+     *            x - mx < -87.33), returns the sum: 8 partial sums over i mod 8 for the first
+     *            n - n % 8 values, added lane 0..7 in order, then the tail in order. x - mx <= 0. */
+    void (*gelu)(float *x, int64_t n);
+    float (*exp_sum)(float *x, int64_t n, float mx);
 } qd_kernel_table;
 
 /* The table selected for this process (CPUID and QD_KERNELS; filled on the first call). */
@@ -86,5 +96,7 @@ void qd_kernels_fill_avx2(qd_kernel_table *t);
 /* The GEMM fields (kernels/ref/gemm.c, kernels/avx2/gemm*.c), called after the two above. */
 void qd_kernels_fill_ref_gemm(qd_kernel_table *t);
 void qd_kernels_fill_avx2_gemm(qd_kernel_table *t);
+void qd_kernels_fill_ref_act(qd_kernel_table *t);
+void qd_kernels_fill_avx2_act(qd_kernel_table *t);
 
 #endif /* QD_KERNELS_H */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/kernels.h"
 #include "model/model_internal.h"
 
 /* ---- building blocks ---------------------------------------------------------------------- */
@@ -40,8 +41,8 @@ void qd_layernorm(const float *x, int64_t rows, int n, const float *g, const flo
 void qd_activation(qd_act act, float *x, int64_t n)
 {
     switch (act) {
-    case QD_ACT_GELU:
-        for (int64_t i = 0; i < n; i++) x[i] = (float)(0.5 * x[i] * (1.0 + erf(x[i] * 0.70710678118654752440)));
+    case QD_ACT_GELU: /* exact (erf) GELU; erf by the kernels' rational approximation (|error| <= 3.4e-7) */
+        qd_kernels()->gelu(x, n);
         break;
     case QD_ACT_GELU_TANH:
         for (int64_t i = 0; i < n; i++) {
@@ -91,19 +92,25 @@ typedef struct {
     uint8_t *valid;           /* [rows] or NULL */
 } scratch;
 
+/* The block's buffers live in the model object and only grow: freeing ~15 MiB after every block
+ * would hand the pages back to the OS and fault them in again in the next one. */
 static int scratch_init(const qd_model *m, const qd_batch *b, scratch *s)
 {
     const qd_model_config *c = &m->cfg;
     int64_t rows = (int64_t)b->B * b->T, A = (int64_t)c->heads * c->head_size;
     memset(s, 0, sizeof *s);
-    s->q = malloc((size_t)(rows * A * 4) * sizeof(float));
-    s->t1 = malloc((size_t)(rows * c->hidden * 2) * sizeof(float));
-    s->inter = malloc((size_t)(rows * c->intermediate) * sizeof(float));
-    s->scores = malloc((size_t)b->T * (size_t)b->T * sizeof(float));
-    if (!s->q || !s->t1 || !s->inter || !s->scores) {
-        free(s->q); free(s->t1); free(s->inter); free(s->scores);
-        return qd_err_set(QD_ENOMEM, "forward pass: out of memory for a batch of %d x %d tokens", b->B, b->T);
+    size_t need = (size_t)(rows * A * 4 + rows * c->hidden * 2 + rows * c->intermediate + (int64_t)b->T * b->T) * sizeof(float);
+    qd_model *mm = (qd_model *)m;
+    if (need > mm->scratch_bytes) {
+        free(mm->scratch);
+        mm->scratch = malloc(need);
+        mm->scratch_bytes = mm->scratch ? need : 0;
+        if (!mm->scratch) return qd_err_set(QD_ENOMEM, "forward pass: out of memory for a batch of %d x %d tokens", b->B, b->T);
     }
+    s->q = mm->scratch;
+    s->t1 = s->q + rows * A * 4;
+    s->inter = s->t1 + rows * c->hidden * 2;
+    s->scores = s->inter + rows * c->intermediate;
     s->k = s->q + rows * A;
     s->v = s->k + rows * A;
     s->ctx = s->v + rows * A;
@@ -118,7 +125,7 @@ static int scratch_init(const qd_model *m, const qd_batch *b, scratch *s)
 
 static void scratch_free(scratch *s)
 {
-    free(s->q); free(s->t1); free(s->inter); free(s->scores); free(s->valid);
+    free(s->valid);
 }
 
 /* out [rows, H] = O(attention(Q x, K x, V x)) */
@@ -151,15 +158,12 @@ static int attention(const qd_model *m, int k, const qd_batch *b, const float *x
             for (int i = 0; i < T; i++) {
                 float *row = S + (int64_t)i * T;
                 float mx = -INFINITY;
-                for (int j = 0; j < T; j++)
-                    if ((!mask || mask[j]) && row[j] > mx) mx = row[j];
-                double sum = 0;
                 for (int j = 0; j < T; j++) {
-                    float e = (!mask || mask[j]) ? expf(row[j] - mx) : 0.0f;
-                    row[j] = e;
-                    sum += e;
+                    if (mask && !mask[j]) row[j] = -INFINITY; /* padding keys: probability 0 */
+                    if (row[j] > mx) mx = row[j];
                 }
-                float inv = (float)(1.0 / sum);
+                float sum = qd_kernels()->exp_sum(row, T, mx);
+                float inv = 1.0f / sum;
                 for (int j = 0; j < T; j++) row[j] *= inv;
             }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, d, T, 1.0f, S, T, V, A, 0.0f, C, A);

@@ -439,6 +439,7 @@ void qd_model_free(qd_model *m)
     free(m->owned);
     free(m->lin);
     free(m->blk);
+    free(m->scratch);
     qd_ckpt_close(m->ck);
     free(m);
 }

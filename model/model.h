@@ -28,6 +28,8 @@
  *         CLS and distillation heads). Head size from `attention_head_size` when given, else
  *         hidden / heads; q/k/v bias when `qkv_bias` (default true).
  * All errors name the directory and the tensor or config field.
+ * A model object keeps the buffers of its last forward call: calls on one object must not run
+ * concurrently (load one object per thread).
  */
 #ifndef QD_MODEL_H
 #define QD_MODEL_H

@@ -25,6 +25,8 @@ struct qd_model {
     qd_linear *lin;
     int n_lin, cap_lin;
     unsigned flags;               /* QD_MODEL_* load flags */
+    float *scratch;               /* a block's buffers, kept between calls */
+    size_t scratch_bytes;
     float **owned;                /* converted (non-F32) tensors */
     int n_owned, cap_owned;
 };

@@ -1,0 +1,94 @@
+/* AVX2 + FMA versions of the elementwise math (kernels.h: gelu, exp_sum): the operations of
+ * kernels/ref/act.c, eight lanes at a time, with the same bits. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/act_coef.h"
+#include "kernels/kernels.h"
+
+static inline __m256 erf8(__m256 x) {
+    x = _mm256_min_ps(x, _mm256_set1_ps(4.0f));
+    x = _mm256_max_ps(x, _mm256_set1_ps(-4.0f));
+    const __m256 x2 = _mm256_mul_ps(x, x);
+    __m256 p = _mm256_set1_ps(QD_ERF_A13);
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(QD_ERF_A11));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(QD_ERF_A9));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(QD_ERF_A7));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(QD_ERF_A5));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(QD_ERF_A3));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(QD_ERF_A1));
+    p = _mm256_mul_ps(p, x);
+    __m256 q = _mm256_set1_ps(QD_ERF_B8);
+    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(QD_ERF_B6));
+    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(QD_ERF_B4));
+    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(QD_ERF_B2));
+    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(QD_ERF_B0));
+    return _mm256_div_ps(p, q);
+}
+
+static void avx2_gelu(float *x, int64_t n) {
+    const __m256 c = _mm256_set1_ps(QD_SQRT1_2F), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256 e = erf8(_mm256_mul_ps(v, c));
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, e)));
+    }
+    if (i < n) { /* the tail through the same lanes, padded */
+        float buf[8] = {0};
+        memcpy(buf, x + i, (size_t)(n - i) * sizeof(float));
+        const __m256 v = _mm256_loadu_ps(buf);
+        const __m256 e = erf8(_mm256_mul_ps(v, c));
+        _mm256_storeu_ps(buf, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, e)));
+        memcpy(x + i, buf, (size_t)(n - i) * sizeof(float));
+    }
+}
+
+static inline __m256 exp8(__m256 d) {
+    const __m256 lo = _mm256_set1_ps(QD_EXP_LO);
+    const __m256 dc = _mm256_max_ps(d, lo);
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(dc, _mm256_set1_ps(QD_LOG2EF)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-QD_LN2_HI), dc);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(-QD_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(QD_EXP_P0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(QD_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(QD_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(QD_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(QD_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(QD_EXP_P5));
+    const __m256 r2 = _mm256_mul_ps(r, r);
+    __m256 y = _mm256_fmadd_ps(p, r2, r);
+    y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
+    const __m256 under = _mm256_cmp_ps(d, lo, _CMP_LT_OQ);
+    return _mm256_blendv_ps(y, _mm256_setzero_ps(), under);
+}
+
+static float avx2_exp_sum(float *x, int64_t n, float m) {
+    const __m256 mv = _mm256_set1_ps(m);
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
+        _mm256_storeu_ps(x + i, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float lane[8];
+    _mm256_storeu_ps(lane, acc);
+    float s = 0.0f;
+    for (int j = 0; j < 8; j++) s += lane[j];
+    if (i < n) {
+        float buf[8] = {0};
+        memcpy(buf, x + i, (size_t)(n - i) * sizeof(float));
+        _mm256_storeu_ps(buf, exp8(_mm256_sub_ps(_mm256_loadu_ps(buf), mv)));
+        memcpy(x + i, buf, (size_t)(n - i) * sizeof(float));
+        for (int64_t k = 0; k < n - i; k++) s += buf[k];
+    }
+    return s;
+}
+
+void qd_kernels_fill_avx2_act(qd_kernel_table *t) {
+    t->gelu = avx2_gelu;
+    t->exp_sum = avx2_exp_sum;
+}
