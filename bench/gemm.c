@@ -79,7 +79,7 @@ static double best_time(run_fn f, shape *s, double min_s) {
 
 /* best times of fns[0..nf) measured in ROUNDS interleaved rounds (other load on the machine hits
  * every kernel alike, and the best of the rounds is kept) */
-#define ROUNDS 4
+#define ROUNDS 6
 static void time_all(const run_fn *fns, int nf, shape *s, double *best) {
     for (int f = 0; f < nf; f++) best[f] = 1e30;
     for (int r = 0; r < ROUNDS; r++)

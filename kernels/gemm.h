@@ -45,7 +45,7 @@ typedef struct qd_gemm_w4 qd_gemm_w4;
 typedef struct qd_requant {
     const int32_t *bias;  /* [N] added to the accumulator, |bias| <= 2^30; NULL: none */
     const int32_t *mult;  /* [N] Q31 multipliers M0 in [2^30, 2^31), or 0 */
-    const int32_t *shift; /* [N] exponents in [-31, 31]: M = M0 · 2^(shift - 31) */
+    const int32_t *shift; /* [N] exponents: M = M0 · 2^(shift - 31); |shift| > 31 acts as ±31 */
     int32_t zero_point;   /* output zero point, |zero_point| <= 2^15 */
 } qd_requant;
 

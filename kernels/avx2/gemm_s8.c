@@ -384,7 +384,7 @@ static void avx2_gemm_s8_s8(const int8_t *A, int64_t lda, int64_t M, const qd_ge
     QD_ASSERT(rq && rq->mult && rq->shift);
     QD_ASSERT(rq->zero_point >= -32768 && rq->zero_point <= 32768);
     for (int64_t n = 0; n < W->N; n++) {
-        QD_ASSERT(rq->mult[n] >= 0);
+        QD_ASSERT(rq->mult[n] >= 0 && rq->shift[n] > -(1 << 30) && rq->shift[n] < (1 << 30));
         if (rq->bias) QD_ASSERT(rq->bias[n] > -(1 << 30) && rq->bias[n] < (1 << 30));
     }
     const epilogue e = {OUT_S8, NULL, rq, C, ldc};

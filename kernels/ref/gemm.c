@@ -99,7 +99,7 @@ static void check_requant(const qd_requant *rq, int64_t N) {
     QD_ASSERT(rq && rq->mult && rq->shift);
     QD_ASSERT(rq->zero_point >= -32768 && rq->zero_point <= 32768);
     for (int64_t n = 0; n < N; n++) {
-        QD_ASSERT(rq->mult[n] >= 0);
+        QD_ASSERT(rq->mult[n] >= 0 && rq->shift[n] > -(1 << 30) && rq->shift[n] < (1 << 30));
         if (rq->bias) QD_ASSERT(rq->bias[n] > -(1 << 30) && rq->bias[n] < (1 << 30));
     }
 }

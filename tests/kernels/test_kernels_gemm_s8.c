@@ -95,9 +95,14 @@ static void gemm_case(int kind, int64_t M, int64_t N, int64_t K, int with_bias) 
     int32_t *b32 = malloc((size_t)N * sizeof(int32_t));
     for (int64_t n = 0; n < N; n++) {
         int sh = 0;
-        if (irand(0, 2) == 0) { /* M0 = 2^30: halves, so both roundings meet exact ties */
+        const int64_t pick = irand(0, 9);
+        if (pick < 3) { /* M0 = 2^30: halves, so both roundings meet exact ties */
             mult[n] = 1 << 30;
             sh = (int)irand(-12, 3);
+        } else if (pick == 3) { /* shifts past ±31 act as ±31; M0 = 0 */
+            static const int far[] = {-100, -40, -32, -31, 31, 32, 40, 100};
+            mult[n] = irand(0, 4) ? (int32_t)irand(1 << 30, INT32_MAX) : 0;
+            sh = far[irand(0, 7)];
         } else {
             const double real = ldexp(1.0 + unif(), (int)irand(-40, 12));
             CHECK_EQ(qd_quantize_multiplier(real, &mult[n], &sh), 0);
