@@ -27,6 +27,9 @@ struct qd_calib_data {
     int *idx;                 /* images: dataset index of sample i */
     float *batch_pix;         /* images: the current batch */
     int batch_cap;
+    int32_t *len;             /* text: real tokens of each sample */
+    int32_t *bids, *btype, *bmask; /* text: the current batch, [n, longest] */
+    int bcap;
 };
 
 static uint64_t splitmix64(uint64_t *s)
@@ -69,6 +72,7 @@ void qd_calib_data_free(qd_calib_data *d)
     if (!d) return;
     free(d->ids); free(d->type_ids); free(d->mask);
     free(d->pixels); free(d->idx); free(d->batch_pix);
+    free(d->len); free(d->bids); free(d->btype); free(d->bmask);
     if (d->ds) qd_dataset_free(d->ds);
     free(d);
 }
@@ -230,7 +234,37 @@ static int open_text(qd_calib_data *d, const char *path, int nsamples, int seqle
     free(idx);
     lines_free(&L);
     qd_tokenizer_free(tok);
-    return rc;
+    if (rc) return rc;
+    /* longest first (stable): micro-batches of similar lengths need little padding. The
+     * statistics are sums, so the order changes nothing but the work. */
+    d->len = qd_xmalloc((size_t)k * sizeof *d->len);
+    int *ord = qd_xmalloc((size_t)k * sizeof *ord), *tmp = qd_xmalloc((size_t)k * sizeof *tmp);
+    for (int i = 0; i < k; i++) {
+        int n = 0;
+        for (int t = 0; t < seqlen; t++) n += d->mask[(int64_t)i * seqlen + t] != 0;
+        d->len[i] = n;
+        ord[i] = i;
+    }
+    for (int w = 1; w < k; w *= 2) /* stable merge sort by descending length */
+        for (int lo = 0; lo < k; lo += 2 * w) {
+            int mid = QD_MIN(lo + w, k), hi = QD_MIN(lo + 2 * w, k), a = lo, b = mid, o = lo;
+            while (a < mid && b < hi) tmp[o++] = d->len[ord[b]] > d->len[ord[a]] ? ord[b++] : ord[a++];
+            while (a < mid) tmp[o++] = ord[a++];
+            while (b < hi) tmp[o++] = ord[b++];
+            memcpy(ord + lo, tmp + lo, (size_t)(hi - lo) * sizeof *ord);
+        }
+    int32_t *arr[3] = {d->ids, d->type_ids, d->mask};
+    int32_t *cpy = qd_xmalloc(sz);
+    for (int a = 0; a < 3; a++) {
+        for (int i = 0; i < k; i++) memcpy(cpy + (int64_t)i * seqlen, arr[a] + (int64_t)ord[i] * seqlen, (size_t)seqlen * sizeof *cpy);
+        memcpy(arr[a], cpy, sz);
+    }
+    for (int i = 0; i < k; i++) tmp[i] = d->len[ord[i]];
+    for (int i = 0; i < k; i++) d->len[i] = tmp[i];
+    free(cpy);
+    free(ord);
+    free(tmp);
+    return QD_OK;
 }
 
 /* ---- images ------------------------------------------------------------------------------- */
@@ -282,8 +316,31 @@ int qd_calib_data_batch(qd_calib_data *d, int first, int n, qd_batch *b)
     b->B = n;
     b->T = d->T;
     switch (d->kind) {
+    case SRC_TEXT: {
+        /* padded to the longest sample of the batch only: a fixed global property of the batch,
+         * so every rank computes the same thing */
+        int T = 1;
+        for (int i = 0; i < n; i++) T = QD_MAX(T, d->len[first + i]);
+        if (n * T > d->bcap) {
+            free(d->bids); free(d->btype); free(d->bmask);
+            d->bcap = n * T;
+            d->bids = qd_xmalloc((size_t)d->bcap * sizeof(int32_t));
+            d->btype = qd_xmalloc((size_t)d->bcap * sizeof(int32_t));
+            d->bmask = qd_xmalloc((size_t)d->bcap * sizeof(int32_t));
+        }
+        for (int i = 0; i < n; i++) {
+            int64_t src = (int64_t)(first + i) * d->T, dst = (int64_t)i * T;
+            memcpy(d->bids + dst, d->ids + src, (size_t)T * sizeof(int32_t));
+            memcpy(d->btype + dst, d->type_ids + src, (size_t)T * sizeof(int32_t));
+            memcpy(d->bmask + dst, d->mask + src, (size_t)T * sizeof(int32_t));
+        }
+        b->T = T;
+        b->ids = d->bids;
+        b->type_ids = d->btype;
+        b->mask = d->bmask;
+        return QD_OK;
+    }
     case SRC_MEMORY_IDS:
-    case SRC_TEXT:
         b->ids = d->ids + (int64_t)first * d->T;
         b->type_ids = d->type_ids + (int64_t)first * d->T;
         b->mask = d->mask + (int64_t)first * d->T;

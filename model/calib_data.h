@@ -9,8 +9,10 @@
  *          files (class sub-folders allowed); preprocessed as preprocessor_config.json says.
  * Selection is deterministic: a Fisher-Yates shuffle of all samples driven by splitmix64(seed)
  * picks the first nsamples (all of them, in file order, when nsamples <= 0 or >= the count).
- * Every rank opens the same source and sees the same samples; batches always hold items of the
- * same length (seqlen), so an item's activations do not depend on its batch.
+ * Text samples are then ordered longest first (stably), and a batch of text is padded only to
+ * its longest sample: micro-batches are fixed globally, so every rank sees the same batches and
+ * computes the same bits, and little work goes into padding (the statistics are sums: the
+ * order does not change them). Images all have the model's size.
  */
 #ifndef QD_CALIB_DATA_H
 #define QD_CALIB_DATA_H
@@ -31,7 +33,7 @@ int qd_calib_data_from_ids(const qd_model *m, const int32_t *ids, const int32_t 
 void qd_calib_data_free(qd_calib_data *d);
 
 int qd_calib_data_count(const qd_calib_data *d);   /* samples selected */
-int qd_calib_data_tokens(const qd_calib_data *d);  /* T of every item */
+int qd_calib_data_tokens(const qd_calib_data *d);  /* the longest T of any batch (seqlen for text) */
 int qd_calib_data_real_tokens(const qd_calib_data *d); /* unpadded tokens over all samples */
 const char *qd_calib_data_kind(const qd_calib_data *d); /* "text", "images", "memory" */
 

@@ -113,10 +113,11 @@ static int pp_pass(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const 
         QD_MPI_CHECK(MPI_Irecv(buf[0], (int)cap, MPI_FLOAT, prev, MPI_ANY_TAG, comm, &rreq[0]));
     for (int i = 0; i < nmb; i++) {
         const int s = i % 2, first = i * mb, n = QD_MIN(mb, N - first);
-        const int count = (int)((int64_t)n * T * c->hidden);
         qd_batch b = {.B = n, .T = T};
         /* blocks need only the shape (and BERT's mask): later stages skip decoding images */
         int brc = rank > 0 && c->arch == QD_ARCH_VIT ? QD_OK : qd_calib_data_batch(data, first, n, &b);
+        if (brc) b.T = T;
+        const int count = (int)((int64_t)n * b.T * c->hidden);
         if (brc && !rc) rc = brc;
         if (rank > 0) {
             MPI_Status st;

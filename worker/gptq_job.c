@@ -194,7 +194,6 @@ static int run_sequential(gjob *g, qd_calib_data *data)
     const int nmb = (N + mb - 1) / mb;
     const int lo = (int)((int64_t)g->rank * nmb / g->size), hi = (int)((int64_t)(g->rank + 1) * nmb / g->size);
     const int64_t slot = (int64_t)mb * T * Hd;
-    g->T = T;
     float *hs = malloc((size_t)((hi - lo) > 0 ? (hi - lo) : 1) * (size_t)slot * sizeof(float));
     float *scratch = malloc((size_t)slot * sizeof(float));
     qd_batch *bat = qd_xcalloc((size_t)(hi - lo > 0 ? hi - lo : 1), sizeof *bat);
@@ -205,7 +204,13 @@ static int run_sequential(gjob *g, qd_calib_data *data)
         int first = i * mb, n = QD_MIN(mb, N - first);
         if ((rc = qd_calib_data_batch(data, first, n, &b))) break;
         if ((rc = qd_model_embed(g->m, &b, hs + (int64_t)(i - lo) * slot))) break;
-        bat[i - lo] = (qd_batch){.B = n, .T = T, .mask = b.mask};
+        /* the shape and a copy of the mask (the data's batch buffers are reused) */
+        int32_t *mk = NULL;
+        if (b.mask) {
+            mk = qd_xmalloc((size_t)n * (size_t)b.T * sizeof *mk);
+            memcpy(mk, b.mask, (size_t)n * (size_t)b.T * sizeof *mk);
+        }
+        bat[i - lo] = (qd_batch){.B = n, .T = b.T, .mask = mk};
     }
     rc = agree(g, rc);
     const int ng = qd_model_num_groups(g->m);
@@ -228,7 +233,7 @@ static int run_sequential(gjob *g, qd_calib_data *data)
             qd_model_hooks hk = stats ? qd_calib_hooks(stats) : (qd_model_hooks){0};
             for (int pass = 0; pass < 2 && !rc; pass++) {
                 for (int i = lo; i < hi && !rc; i++) {
-                    memcpy(scratch, hs + (int64_t)(i - lo) * slot, (size_t)((int64_t)bat[i - lo].B * T * Hd) * sizeof(float));
+                    memcpy(scratch, hs + (int64_t)(i - lo) * slot, (size_t)((int64_t)bat[i - lo].B * bat[i - lo].T * Hd) * sizeof(float));
                     rc = qd_model_block(g->m, k, &bat[i - lo], scratch, &hk);
                 }
                 if ((rc = agree(g, rc))) break;
@@ -274,7 +279,10 @@ static int run_sequential(gjob *g, qd_calib_data *data)
         if (rc) break;
         /* advance the residual streams through the block as quantized */
         qd_model_hooks adv = {.user = g, .linear_apply = apply_dq};
-        for (int i = lo; i < hi && !rc; i++) rc = qd_model_block(g->m, k, &bat[i - lo], hs + (int64_t)(i - lo) * slot, &adv);
+        for (int i = lo; i < hi && !rc; i++) {
+            g->T = bat[i - lo].T; /* the per-item products of apply_dq */
+            rc = qd_model_block(g->m, k, &bat[i - lo], hs + (int64_t)(i - lo) * slot, &adv);
+        }
         rc = agree(g, rc);
         for (int li = 0; li < qd_model_num_linears(g->m); li++) {
             free(g->dq[li]);
@@ -285,6 +293,7 @@ static int run_sequential(gjob *g, qd_calib_data *data)
     free(sel);
     free(hs);
     free(scratch);
+    for (int i = lo; i < hi; i++) free((void *)bat[i - lo].mask);
     free(bat);
     return rc;
 }
