@@ -31,8 +31,8 @@ static const char *quantize_help =
     "\n"
     "  --model PATH            the checkpoint\n"
     "  --out FILE.h5           the output (written as FILE.h5.partial, renamed when complete)\n"
-    "  --method rtn|gptq       round to nearest, or GPTQ (Hessian-based error compensation; needs\n"
-    "                          --calib). adaround is not available here yet\n"
+    "  --method rtn|gptq|adaround  round to nearest; GPTQ (Hessian-based error compensation) or\n"
+    "                          AdaRound (learned up/down rounding), both with --calib\n"
     "  --bits N                2..8\n"
     "  --granularity G         tensor | channel | group\n"
     "  --group-size N          input columns per group (implies --granularity group)\n"
@@ -71,6 +71,13 @@ static const char *quantize_help =
     "  --block-size N          columns per lazy update block (default 128)\n"
     "  --act-order             quantize columns by descending diag H (g_idx stored)\n"
     "  --static-groups         group parameters from the whole weight up front (with --act-order)\n"
+    "AdaRound (scales from the MSE clipping search; the reconstruction loss through the layer's\n"
+    "Hessian, so every step sees all calibration tokens):\n"
+    "  --iters N               Adam steps per layer (default 10000)\n"
+    "  --lambda X              rounding regulariser weight (default 0.01)\n"
+    "  --beta START,END        regulariser exponent annealed from START to END (default 20,2)\n"
+    "  --warmup F              fraction of steps without the regulariser (default 0.2)\n"
+    "  --lr X                  Adam learning rate (default 0.001)\n"
     "  --overwrite             replace an existing output (or an old FILE.h5.partial)\n"
     "  --resume                continue FILE.h5.partial from an interrupted or failed run: checks\n"
     "                          that settings and checkpoint are the same, then quantizes only the\n"
@@ -96,7 +103,7 @@ static const char *plan_help =
 
 enum { O_MODEL = 256, O_OUT, O_METHOD, O_BITS, O_GRAN, O_GS, O_SYM, O_ASYM, O_CLIP, O_SHARD, O_CONFIG, O_OVERWRITE,
        O_RESUME, O_QUIET, O_EMB, O_HEAD, O_RANKS, O_EVENTS, O_INCLUDE, O_PROGRESS, O_CALIB, O_NSAMPLES, O_SEQLEN,
-       O_CSEED, O_CMODE, O_MB, O_DAMP, O_BS, O_ACTORDER, O_STATIC };
+       O_CSEED, O_CMODE, O_MB, O_DAMP, O_BS, O_ACTORDER, O_STATIC, O_ITERS, O_LAMBDA, O_BETA, O_WARMUP, O_LR };
 
 static const char *g_events;
 
@@ -155,6 +162,11 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
                                  {"block-size", required_argument, 0, O_BS},
                                  {"act-order", no_argument, 0, O_ACTORDER},
                                  {"static-groups", no_argument, 0, O_STATIC},
+                                 {"iters", required_argument, 0, O_ITERS},
+                                 {"lambda", required_argument, 0, O_LAMBDA},
+                                 {"beta", required_argument, 0, O_BETA},
+                                 {"warmup", required_argument, 0, O_WARMUP},
+                                 {"lr", required_argument, 0, O_LR},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
     qd_job_config_default(c);
@@ -186,6 +198,11 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
         case O_BS: key = "block_size"; break;
         case O_ACTORDER: c->act_order = 1; break;
         case O_STATIC: c->static_groups = 1; break;
+        case O_ITERS: key = "adaround_iters"; break;
+        case O_LAMBDA: key = "adaround_lambda"; break;
+        case O_BETA: key = "adaround_beta"; break;
+        case O_WARMUP: key = "adaround_warmup"; break;
+        case O_LR: key = "adaround_lr"; break;
         case O_SYM: c->scheme.sym = 1; break;
         case O_ASYM: c->scheme.sym = 0; break;
         case O_OVERWRITE: c->overwrite = 1; break;

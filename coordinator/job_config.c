@@ -108,6 +108,28 @@ int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *
         double d = strtod(val, &end);
         if (!*val || *end || !(d > 0 && d < 1)) return set_err(msg, cap, "'%s' must be a number in (0, 1), got '%s'", key, val);
         c->damp = d;
+    } else if (!strcmp(key, "adaround_iters")) {
+        char *end;
+        long long x = strtoll(val, &end, 10);
+        if (!*val || *end || x < 1 || x > 100000000) return set_err(msg, cap, "'%s' must be a positive integer, got '%s'", key, val);
+        c->ada_iters = (int)x;
+    } else if (!strcmp(key, "adaround_lambda") || !strcmp(key, "adaround_warmup") || !strcmp(key, "adaround_lr")) {
+        char *end;
+        double d = strtod(val, &end);
+        int ok = *val && !*end && d >= 0 && d < 1e6;
+        if (key[9] == 'w') ok = ok && d < 1;
+        if (key[9] == 'l' && key[10] == 'r') ok = ok && d > 0;
+        if (!ok) return set_err(msg, cap, "'%s': bad value '%s' (lambda >= 0, warmup in [0, 1), lr > 0)", key, val);
+        if (key[9] == 'w') c->ada_warmup = d;
+        else if (key[10] == 'r') c->ada_lr = d;
+        else c->ada_lambda = d;
+    } else if (!strcmp(key, "adaround_beta")) {
+        double a, b;
+        char tail;
+        if (sscanf(val, "%lf,%lf%c", &a, &b, &tail) != 2 || !(a > 0) || !(b > 0))
+            return set_err(msg, cap, "'%s' must be START,END (two positive numbers), got '%s'", key, val);
+        c->ada_beta_start = a;
+        c->ada_beta_end = b;
     } else if (!strcmp(key, "calib_mode")) {
         if (!strcmp(val, "sequential")) c->calib_mode = QD_CALIB_SEQUENTIAL;
         else if (!strcmp(val, "fp")) c->calib_mode = QD_CALIB_FP;
@@ -119,8 +141,10 @@ int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *
 
 static const char *k_bools[] = {"sym", "include_embeddings", "include_head", "act_order", "static_groups",
                                 "overwrite", "resume", NULL};
-static const char *k_strings[] = {"method", "granularity", "clip", "shard", "calib", "calib_mode", "model", "out", NULL};
-static const char *k_ints[] = {"bits", "group_size", "nsamples", "seqlen", "calib_seed", "microbatch", "block_size", NULL};
+static const char *k_strings[] = {"method", "granularity", "clip", "shard", "calib", "calib_mode", "adaround_beta",
+                                  "model", "out", NULL};
+static const char *k_ints[] = {"bits", "group_size", "nsamples", "seqlen", "calib_seed", "microbatch", "block_size",
+                               "adaround_iters", NULL};
 
 static int in_list(const char *k, const char **l) {
     for (; *l; l++)
@@ -212,8 +236,9 @@ int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, c
                 else c->out = it->valuestring;
             } else if (qd_job_config_set(c, k, it->valuestring, msg, cap))
                 return -1;
-        } else if (!strcmp(k, "damp")) {
-            if (!cJSON_IsNumber(it)) return set_err(msg, cap, "key 'damp' must be a number");
+        } else if (!strcmp(k, "damp") || !strcmp(k, "adaround_lambda") || !strcmp(k, "adaround_warmup") ||
+                   !strcmp(k, "adaround_lr")) {
+            if (!cJSON_IsNumber(it)) return set_err(msg, cap, "key '%s' must be a number", k);
             char v[64];
             snprintf(v, sizeof v, "%.17g", it->valuedouble);
             if (qd_job_config_set(c, k, v, msg, cap)) return -1;

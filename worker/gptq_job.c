@@ -9,6 +9,7 @@
 #include "model/calib.h"
 #include "model/calib_data.h"
 #include "model/model.h"
+#include "quant/adaround.h"
 #include "quant/gptq.h"
 #include "worker/calib_run.h"
 #include "worker/gptq_job.h"
@@ -81,7 +82,35 @@ static int apply_dq(void *user, const qd_model *m, int li, const float *X, int64
     return 1;
 }
 
-/* GPTQ of the units of tensor ti that this rank owns; owner(u) decides. */
+/* AdaRound of one unit of rows in Hessian mode: scales from the MSE clipping search (per channel
+ * or per group), rounding learned against H. Rows are independent given H. */
+static int adaround_unit(gjob *g, const qd_job_tensor *j, const float *W, int64_t n, int64_t C, const float *H,
+                         uint8_t *codes, float *scales, int32_t *zeros)
+{
+    const qd_job_config *cfg = g->cfg;
+    int rc = qd_check_finite(W, n, C, "weight");
+    if (rc) return rc;
+    int64_t G = j->scheme.gran == QD_GRAN_GROUP && j->scheme.group_size < C ? j->scheme.group_size : C;
+    int64_t ng = (C + G - 1) / G;
+    qd_clip_opts mse = {100, 0.8f, 2.0f};
+    for (int64_t gi = 0; gi < ng; gi++)
+        qd_find_params_rows(W + gi * G, n, QD_MIN(G, C - gi * G), C, j->scheme.bits, j->scheme.sym, &mse, scales + gi, zeros + gi, ng);
+    qd_qparams p = {.rows = n, .cols = C, .ngroups = ng, .group_size = G, .bits = j->scheme.bits, .sym = j->scheme.sym,
+                    .gran = G < C ? QD_GRAN_GROUP : QD_GRAN_CHANNEL, .scales = scales, .zeros = zeros};
+    qd_adaround_problem pb = {.R = n, .C = C, .W = W, .X = NULL, .N = 0, .H = H, .p = &p};
+    qd_adaround_opts o;
+    qd_adaround_default_opts(&o);
+    o.iters = cfg->ada_iters;
+    o.lambda = (float)cfg->ada_lambda;
+    o.beta_start = (float)cfg->ada_beta_start;
+    o.beta_end = (float)cfg->ada_beta_end;
+    o.warmup = (float)cfg->ada_warmup;
+    o.lr = (float)cfg->ada_lr;
+    o.seed = (uint64_t)cfg->calib_seed;
+    return qd_adaround_quantize(&pb, &o, codes, NULL, NULL);
+}
+
+/* GPTQ (or AdaRound) of the units of tensor ti that this rank owns; owner(u) decides. */
 static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter, int owner_fixed)
 {
     const qd_job_tensor *j = &g->jt[ti];
@@ -91,6 +120,7 @@ static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter
     qd_job_gptq_opts(g->cfg, j, &o);
     qd_gptq_prep *prep = NULL;
     int rc = QD_OK;
+    const int ada = j->method == QD_METHOD_ADAROUND;
     const int64_t R = j->rows, C = j->cols, U = QD_GPTQ_UNIT_ROWS;
     const int64_t nunits = (R + U - 1) / U;
     /* does this rank own any unit? prepare only then */
@@ -99,7 +129,7 @@ static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter
         int owner = owner_fixed >= 0 ? owner_fixed : (int)((*unit_counter + u) % g->size);
         any |= owner == g->rank;
     }
-    if (any && (rc = qd_gptq_prepare(H, C, &o, &prep))) {
+    if (any && !ada && (rc = qd_gptq_prepare(H, C, &o, &prep))) {
         qd_err_wrap(rc, "tensor '%s': ", t->name);
         *unit_counter += nunits;
         return rc;
@@ -111,6 +141,13 @@ static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter
         if (owner != g->rank) continue;
         int64_t r0 = u * U, n = QD_MIN(U, R - r0);
         if ((rc = qd_ckpt_read_rows_f32(g->ck, ti, r0, n, W))) break;
+        if (ada) {
+            if ((rc = adaround_unit(g, j, W, n, C, H, r->codes + r0 * C, r->scales + r0 * r->ng, r->zeros + r0 * r->ng))) {
+                qd_err_wrap(rc, "tensor '%s' rows [%lld, %lld): ", t->name, (long long)r0, (long long)(r0 + n));
+                break;
+            }
+            continue;
+        }
         qd_gptq_stats st;
         rc = qd_gptq_quantize_prepared(prep, W, n, r->codes + r0 * C, r->scales + r0 * r->ng, r->zeros + r0 * r->ng,
                                        NULL, &st);
@@ -144,8 +181,8 @@ static void allgather_result(gjob *g, int ti)
 static void compute_g_idx(gjob *g, int ti, const float *H)
 {
     qd_gptq_result *r = &g->res->t[ti];
-    if (!g->cfg->act_order) return;
     const qd_job_tensor *j = &g->jt[ti];
+    if (!g->cfg->act_order || j->method != QD_METHOD_GPTQ) return;
     qd_gptq_opts o;
     qd_job_gptq_opts(g->cfg, j, &o);
     int64_t C = r->cols, gs = o.group_size > 0 && o.group_size < C ? o.group_size : C;
@@ -273,7 +310,7 @@ static int run_sequential(gjob *g, qd_calib_data *data)
             }
             qd_calib_free(stats);
             if (g->progress && g->rank == 0 && !rc)
-                printf("gptq: block %d/%d: %d tensors, calibration %.2f s, quantization %.2f s\n", k + 1, c->layers, nt, t_cal,
+                printf("calibrated: block %d/%d: %d tensors, calibration %.2f s, quantization %.2f s\n", k + 1, c->layers, nt, t_cal,
                        qd_now() - t0 - t_cal);
         }
         if (rc) break;
@@ -371,14 +408,15 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
             char name[200];
             snprintf(name, sizeof name, "%s.weight", qd_model_linear(g.m, li)->name);
             int ti = qd_ckpt_find(ck, name);
-            g.lin_tensor[li] = ti >= 0 && jt[ti].kind == QD_JOB_QUANT && jt[ti].method == QD_METHOD_GPTQ ? ti : -1;
+            g.lin_tensor[li] = ti >= 0 && jt[ti].kind == QD_JOB_QUANT && jt[ti].method != QD_METHOD_RTN ? ti : -1;
             if (ti >= 0) g.tensor_lin[ti] = li;
         }
         for (int i = 0; i < n && !rc; i++)
-            if (jt[i].kind == QD_JOB_QUANT && jt[i].method == QD_METHOD_GPTQ) {
+            if (jt[i].kind == QD_JOB_QUANT && jt[i].method != QD_METHOD_RTN) {
                 if (g.tensor_lin[i] < 0)
-                    rc = qd_err_set(QD_ECONFIG, "tensor '%s': gptq needs the inputs of an encoder Linear, and this is not "
-                                    "one; give it method rtn with an override", qd_ckpt_tensor(ck, i)->name);
+                    rc = qd_err_set(QD_ECONFIG, "tensor '%s': %s needs the inputs of an encoder Linear, and this is not "
+                                    "one; give it method rtn with an override", qd_ckpt_tensor(ck, i)->name,
+                                    qd_method_name(jt[i].method));
                 else {
                     qd_gptq_result *r = &out->t[i];
                     r->rows = jt[i].rows;
@@ -402,7 +440,10 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
     if (!rc) rc = cfg->calib_mode == QD_CALIB_FP ? run_fp(&g, data) : run_sequential(&g, data);
     if (!rc) {
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "method", "gptq");
+        int nada = 0, ngptq = 0;
+        for (int i = 0; i < n; i++)
+            if (jt[i].kind == QD_JOB_QUANT) { nada += jt[i].method == QD_METHOD_ADAROUND; ngptq += jt[i].method == QD_METHOD_GPTQ; }
+        cJSON_AddStringToObject(o, "method", nada && ngptq ? "gptq+adaround" : nada ? "adaround" : "gptq");
         cJSON_AddStringToObject(o, "data", cfg->calib);
         cJSON_AddStringToObject(o, "kind", qd_calib_data_kind(data));
         cJSON_AddNumberToObject(o, "nsamples", qd_calib_data_count(data));

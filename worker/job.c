@@ -36,6 +36,12 @@ void qd_job_config_default(qd_job_config *c) {
     c->microbatch = 8;
     c->damp = 0.01;
     c->block_size = 128;
+    c->ada_iters = 10000;
+    c->ada_lambda = 0.01;
+    c->ada_beta_start = 20;
+    c->ada_beta_end = 2;
+    c->ada_warmup = 0.2;
+    c->ada_lr = 1e-3;
 }
 
 static const char *gran_name(qd_granularity g) {
@@ -80,6 +86,13 @@ cJSON *qd_job_config_json(const qd_job_config *c) {
         cJSON_AddNumberToObject(g, "block_size", c->block_size);
         cJSON_AddBoolToObject(g, "act_order", c->act_order);
         cJSON_AddBoolToObject(g, "static_groups", c->static_groups);
+        cJSON *a = cJSON_AddObjectToObject(o, "adaround");
+        cJSON_AddNumberToObject(a, "iters", c->ada_iters);
+        cJSON_AddNumberToObject(a, "lambda", c->ada_lambda);
+        cJSON_AddNumberToObject(a, "beta_start", c->ada_beta_start);
+        cJSON_AddNumberToObject(a, "beta_end", c->ada_beta_end);
+        cJSON_AddNumberToObject(a, "warmup", c->ada_warmup);
+        cJSON_AddNumberToObject(a, "lr", c->ada_lr);
         cJSON *k = cJSON_AddObjectToObject(o, "calibration");
         cJSON_AddStringToObject(k, "data", c->calib ? c->calib : "");
         cJSON_AddNumberToObject(k, "nsamples", c->nsamples);
@@ -92,11 +105,9 @@ cJSON *qd_job_config_json(const qd_job_config *c) {
 }
 
 static int method_ok(const qd_job_config *c, qd_method m, const char *where) {
-    if (m == QD_METHOD_ADAROUND)
-        return qd_err_set(QD_ECONFIG, "%smethod 'adaround' is not available in quantize yet; use gptq or rtn", where);
-    if (m == QD_METHOD_GPTQ && !c->calib)
-        return qd_err_set(QD_ECONFIG, "%smethod 'gptq' needs calibration data: --calib PATH (a text or TSV file for "
-                          "BERT models, an IDX file or an image folder for ViT models)", where);
+    if (m != QD_METHOD_RTN && !c->calib)
+        return qd_err_set(QD_ECONFIG, "%smethod '%s' needs calibration data: --calib PATH (a text or TSV file for "
+                          "BERT models, an IDX file or an image folder for ViT models)", where, qd_method_name(m));
     return QD_OK;
 }
 
@@ -112,8 +123,11 @@ int qd_job_config_validate(const qd_job_config *c) {
     if (!qd_valid_bits(c->scheme.bits)) return qd_err_set(QD_ECONFIG, "bits must be 2..8, got %d", c->scheme.bits);
     if (c->scheme.gran == QD_GRAN_GROUP && c->scheme.group_size < 1)
         return qd_err_set(QD_ECONFIG, "group_size must be >= 1");
-    if (c->method == QD_METHOD_GPTQ && c->scheme.gran == QD_GRAN_TENSOR)
-        return qd_err_set(QD_ECONFIG, "method 'gptq' works per channel or per group, not per tensor");
+    if (c->method != QD_METHOD_RTN && c->scheme.gran == QD_GRAN_TENSOR)
+        return qd_err_set(QD_ECONFIG, "method '%s' works per channel or per group, not per tensor", qd_method_name(c->method));
+    if (c->ada_iters < 1 || !(c->ada_lambda >= 0) || !(c->ada_beta_start > 0) || !(c->ada_beta_end > 0) ||
+        !(c->ada_warmup >= 0 && c->ada_warmup < 1) || !(c->ada_lr > 0))
+        return qd_err_set(QD_ECONFIG, "adaround: iters >= 1, lambda >= 0, beta > 0, warmup in [0, 1) and lr > 0 are needed");
     if (c->nsamples < 0) return qd_err_set(QD_ECONFIG, "nsamples must be >= 0");
     if (c->seqlen < 3) return qd_err_set(QD_ECONFIG, "seqlen must be >= 3");
     if (c->microbatch < 1) return qd_err_set(QD_ECONFIG, "microbatch must be >= 1");

@@ -59,6 +59,12 @@ typedef struct {
     double damp;                 /* default 0.01 */
     int block_size;              /* default 128 */
     int act_order, static_groups;
+    /* AdaRound (quant/adaround.h; 0 = its default) */
+    int ada_iters;               /* default 10000 */
+    double ada_lambda;           /* default 0.01 */
+    double ada_beta_start, ada_beta_end; /* default 20, 2 */
+    double ada_warmup;           /* default 0.2 */
+    double ada_lr;               /* default 1e-3 */
 } qd_job_config;
 
 enum { QD_CALIB_SEQUENTIAL = 0, QD_CALIB_FP = 1 };

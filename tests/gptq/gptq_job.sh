@@ -1,7 +1,7 @@
 #!/bin/sh
-# qdist quantize --method gptq on the real ViT with MNIST calibration images: the same file on
-# 1, 2 and 4 ranks in both calibration modes (h5diff), act-order stores g_idx, the file records
-# the calibration, and configuration errors are clear usage errors.
+# qdist quantize --method gptq / adaround on the real ViT with MNIST calibration images: the same
+# file on 1, 2 and 4 ranks in both calibration modes (h5diff), act-order stores g_idx, the file
+# records the calibration and the settings, and configuration errors are clear usage errors.
 set -eu
 : "${QDIST:?}" "${QD_MODELS_DIR:?}"
 M="$QD_MODELS_DIR/vit-mnist-tiny"
@@ -19,6 +19,30 @@ for mode in sequential fp; do
     else echo "DIFFERENT: $mode: 1 rank vs $n ranks"; fail=1; fi
   done
 done
+# AdaRound through the same calibration: identical files on 1, 2 and 4 ranks (fp mode and
+# sequential), method recorded
+for mode in sequential fp; do
+  for n in 1 2 4; do
+    mpiexec -n $n --oversubscribe "$QDIST" quantize --model "$M" --out "$T/ada$mode$n.h5" --quiet --method adaround \
+      --bits 3 --asym --group-size 32 --calib "$D" --nsamples 24 --iters 60 --beta 10,2 --calib-mode $mode
+  done
+  for n in 2 4; do
+    if h5diff --exclude-path /run "$T/ada${mode}1.h5" "$T/ada$mode$n.h5"; then echo "ok: adaround $mode: 1 rank == $n ranks"
+    else echo "DIFFERENT: adaround $mode: 1 rank vs $n ranks"; fail=1; fi
+  done
+done
+/usr/bin/python3 - "$T/adasequential1.h5" <<'PY'
+import h5py, json, sys
+f = h5py.File(sys.argv[1], "r")
+qc = json.loads(f.attrs["quant_config"])
+assert qc["method"] == "adaround" and qc["adaround"]["iters"] == 60 and qc["adaround"]["beta_start"] == 10, qc
+assert json.loads(f.attrs["calibration"])["method"] == "adaround"
+m = f["tensors/vit.encoder.layer.0.attention.attention.query.weight"].attrs["method"]
+assert (m.decode() if isinstance(m, bytes) else str(m)) == "adaround"
+print("ok: adaround recorded")
+PY
+if "$QDIST" quantize --model "$M" --out "$T/x.h5" --method adaround --calib "$D" --beta 20 2> "$T/err"; then fail=1; fi
+grep -q "START,END" "$T/err" || { cat "$T/err"; fail=1; }
 # the two modes calibrate on different inputs: their files differ
 if h5diff -q --exclude-path /run "$T/sequential1.h5" "$T/fp1.h5" >/dev/null 2>&1; then echo "modes gave the same file"; fail=1; fi
 /usr/bin/python3 - "$T/sequential1.h5" <<'PY'
