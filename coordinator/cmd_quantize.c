@@ -15,6 +15,7 @@
 #include "coordinator/job_config.h"
 #include "shard/safetensors.h"
 #include "shard/select.h"
+#include "worker/gptq_job.h"
 
 static const char *quantize_help =
     "Usage: mpirun -n N qdist quantize --model PATH --out FILE.h5 [options]\n"
@@ -386,6 +387,19 @@ int qd_cmd_plan(int argc, char **argv, MPI_Comm comm) {
         }
         printf("%-6d %8d %8d %14.3f %7.1f%% %12.3f %14.3f\n", r, tens, cnt, p.load[r] * 1e-6, tot > 0 ? 100 * p.load[r] / tot : 0,
                rd * 1e-6, p.peak_mem[r] * 1e-6);
+    }
+    if (qd_job_needs_calibration(jt, n)) {
+        double worst = 0;
+        char bd[512] = "", bd0[512] = "";
+        int erc = 0;
+        for (int r = 0; r < ranks && !erc; r++) {
+            double b = 0;
+            erc = qd_calib_job_estimate(&c, ck, jt, ranks, r, &b, bd, sizeof bd);
+            if (b > worst) { worst = b; snprintf(bd0, sizeof bd0, "%s", bd); }
+        }
+        if (erc) printf("\ncalibration memory: cannot estimate (%s)\n", qd_errmsg());
+        else printf("\ncalibration (%s mode): peak about %.1f MB on the busiest rank (%s)\n",
+                    c.calib_mode == QD_CALIB_FP ? "fp" : "sequential", worst * 1e-6, bd0);
     }
     double mx = 0;
     for (int r = 0; r < ranks; r++) mx = p.load[r] > mx ? p.load[r] : mx;

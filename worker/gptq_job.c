@@ -1,5 +1,6 @@
 /* worker/gptq_job.c — calibration + GPTQ over the job's ranks (see gptq_job.h). */
 #include <cblas.h>
+#include <math.h>
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -465,4 +466,66 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
     qd_model_free(g.m);
     if (rc) qd_gptq_results_free(out);
     return rc;
+}
+
+int qd_calib_job_estimate(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, int ranks, int rank,
+                          double *bytes, char *breakdown, size_t cap)
+{
+    qd_model *m = NULL;
+    int rc = qd_model_load_flags(cfg->model, QD_MODEL_LAZY_LINEARS, &m);
+    if (rc) return rc;
+    const qd_model_config *c = qd_model_cfg(m);
+    int N = cfg->nsamples, T = c->arch == QD_ARCH_VIT ? qd_model_tokens(m, 0) : cfg->seqlen;
+    qd_calib_data *d = NULL;
+    if (cfg->calib && qd_calib_data_open(m, cfg->calib, cfg->nsamples, cfg->seqlen, (uint64_t)cfg->calib_seed, &d) == QD_OK) {
+        N = qd_calib_data_count(d);
+        T = qd_calib_data_tokens(d);
+    }
+    qd_calib_data_free(d);
+    const double H = c->hidden, A = (double)c->heads * c->head_size, Im = c->intermediate;
+    const int mb = cfg->microbatch, nmb = (N + mb - 1) / mb, mine = (nmb + ranks - 1) / ranks;
+    double weights = 0, results = 0;
+    for (int i = 0; i < qd_ckpt_num_tensors(ck); i++) {
+        weights += (double)qd_ckpt_tensor(ck, i)->nbytes;
+        if (jt[i].kind == QD_JOB_QUANT && jt[i].method != QD_METHOD_RTN)
+            results += (double)jt[i].rows * jt[i].cols + (double)jt[i].rows * 8.0 * (jt[i].scheme.gran == QD_GRAN_GROUP ?
+                       (double)(jt[i].cols + jt[i].scheme.group_size - 1) / jt[i].scheme.group_size : 1.0);
+    }
+    const double fwd = (double)mb * T * (4 * A + 2 * H + Im) * 4 + (double)T * T * 4;
+    double acts, stats = 0, work = 0, dq = 0;
+    int k0 = 0, k1 = c->layers;
+    if (cfg->calib_mode == QD_CALIB_FP) qd_calib_pipeline_blocks(c->layers, rank, ranks, &k0, &k1);
+    acts = cfg->calib_mode == QD_CALIB_FP ? 2.0 * mb * T * H * 4 + fwd : ((double)mine + 1) * mb * T * H * 4 + fwd;
+    double max_in = 0, block_stats = 0, block_dq = 0;
+    int cur = -1;
+    for (int li = 0; li < qd_model_num_linears(m); li++) {
+        const qd_linear *L = qd_model_linear(m, li);
+        char name[200];
+        snprintf(name, sizeof name, "%s.weight", L->name);
+        int ti = qd_ckpt_find(ck, name);
+        if (ti < 0 || jt[ti].kind != QD_JOB_QUANT || jt[ti].method == QD_METHOD_RTN) continue;
+        if (L->layer != cur) { /* a new block */
+            if (cfg->calib_mode != QD_CALIB_FP) { stats = fmax(stats, block_stats); dq = fmax(dq, block_dq); }
+            block_stats = block_dq = 0;
+            cur = L->layer;
+        }
+        int first = qd_model_group_first(m, L->input_group) == li;
+        double in = L->in;
+        if (cfg->calib_mode == QD_CALIB_FP) {
+            if (L->layer >= k0 && L->layer < k1 && first) stats += in * in * 8 + in * 8;
+        } else if (first) block_stats += in * in * 8 + in * 8;
+        block_dq += (double)L->in * L->out * 4;
+        max_in = fmax(max_in, in);
+        work = fmax(work, in * in * 4 * 4 + (double)QD_GPTQ_UNIT_ROWS * in * 4 * 5);
+    }
+    if (cfg->calib_mode != QD_CALIB_FP) { stats = fmax(stats, block_stats); dq = fmax(dq, block_dq); }
+    stats += max_in * max_in * 8 + (double)QD_CALIB_CHUNK * max_in * 8;
+    /* the process itself: MPI, HDF5 and OpenBLAS buffers, code (measured here: about 35 MB) */
+    const double runtime = 40e6;
+    *bytes = runtime + weights + acts + stats + work + results + dq;
+    snprintf(breakdown, cap, "runtime %.0f, weights %.1f, activations %.1f, statistics %.1f, GPTQ work %.1f, results %.1f, "
+             "dequantized block %.1f MB", runtime * 1e-6, weights * 1e-6, acts * 1e-6, stats * 1e-6, work * 1e-6,
+             results * 1e-6, dq * 1e-6);
+    qd_model_free(m);
+    return QD_OK;
 }

@@ -53,6 +53,13 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
                     qd_gptq_results *out);
 void qd_gptq_results_free(qd_gptq_results *r);
 
+/* Memory a rank needs for the calibrated phase (bytes), with a one-line breakdown: the mapped
+ * weights, its samples' activations, the statistics and Hessians in hand (one block in sequential
+ * mode, its own blocks in fp mode), GPTQ's working set and the results. Opens the model (weights
+ * not read) and the calibration data; QD_OK or an error naming what could not be opened. */
+int qd_calib_job_estimate(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, int ranks, int rank,
+                          double *bytes, char *breakdown, size_t cap);
+
 /* GPTQ options of one tensor of the job. */
 void qd_job_gptq_opts(const qd_job_config *cfg, const qd_job_tensor *jt, void *gptq_opts /* qd_gptq_opts * */);
 
