@@ -41,10 +41,12 @@ static const char *eval_help =
     "  --seqlen L              longest token sequence for text (default 128)\n"
     "  --fake-quant            run the quantized weights dequantized in float (no integer kernels)\n"
     "  --w4-float-act          4-bit weights with float activations instead of int8 ones\n"
+    "  --outlier-threshold X   int8 activations: input columns holding a value above X are\n"
+    "                          multiplied in float (mixed-precision decomposition; default 6, 0 = off)\n"
     "  --json                  one JSON object (docs/eval.md) instead of the table\n"
     "  -h, --help              this text\n";
 
-enum { O_MODEL = 256, O_Q, O_DATA, O_LABELS, O_N, O_BATCH, O_SEQLEN, O_FAKE, O_W4F, O_JSON };
+enum { O_MODEL = 256, O_Q, O_DATA, O_LABELS, O_N, O_BATCH, O_SEQLEN, O_FAKE, O_W4F, O_JSON, O_OUTL };
 
 /* ---- samples -------------------------------------------------------------------------------- */
 
@@ -349,10 +351,12 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
                                  {"n", required_argument, 0, O_N},         {"batch", required_argument, 0, O_BATCH},
                                  {"seqlen", required_argument, 0, O_SEQLEN}, {"fake-quant", no_argument, 0, O_FAKE},
                                  {"w4-float-act", no_argument, 0, O_W4F},  {"json", no_argument, 0, O_JSON},
+                                 {"outlier-threshold", required_argument, 0, O_OUTL},
                                  {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
     const char *model = NULL, *qfile = NULL, *data = NULL, *labels = NULL;
     long n = 0, batch = 1, seqlen = 128;
     int fake = 0, w4f = 0, json = 0, o;
+    double outlier = 6.0;
     optind = 1;
     opterr = 0;
     while ((o = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -380,6 +384,13 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
         }
         case O_FAKE: fake = 1; break;
         case O_W4F: w4f = 1; break;
+        case O_OUTL: {
+            char *e2;
+            outlier = strtod(optarg, &e2);
+            if (!*optarg || *e2 || !(outlier >= 0))
+                return qd_cli_usage_error(comm, "eval", "--outlier-threshold must be a number >= 0, got '%s'", optarg);
+            break;
+        }
         case O_JSON: json = 1; break;
         default: return qd_cli_usage_error(comm, "eval", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
@@ -399,10 +410,11 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
     pass_result rq = {0}, rf = {0};
     int counts[QD_QL_KINDS_] = {0};
     uint64_t qbytes = 0;
+    double outl_cols = 0;
     /* quantized first, its FP32 Linear weights never read, so its peak memory is its own */
     rc = qd_model_load_flags(model, QD_MODEL_LAZY_LINEARS, &mq);
     if (!rc) rc = open_samples(mq, data, labels, (int)n, (int)seqlen, &S);
-    if (!rc) rc = qd_qmodel_load(qfile, mq, fake, w4f, &q);
+    if (!rc) rc = qd_qmodel_load(qfile, mq, fake, w4f, (float)outlier, &q);
     const qd_model_config *c = mq ? qd_model_cfg(mq) : NULL;
     int embed_mode = c && c->num_labels == 0;
     if (!rc) {
@@ -410,6 +422,7 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
         qbytes = qd_qmodel_weight_bytes(q);
         qd_model_hooks hk = qd_qmodel_hooks(q);
         rc = run_pass(mq, &hk, &S, (int)batch, embed_mode, &rq);
+        outl_cols = qd_qmodel_outlier_cols(q);
     }
     qd_qmodel_free(q);
     qd_model_free(mq);
@@ -488,6 +501,8 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
                 cJSON_AddNumberToObject(o2, "file_bytes", side ? q_file : f32_file);
             }
             cJSON *k = cJSON_GetObjectItem(j, "quantized");
+            cJSON_AddNumberToObject(k, "outlier_threshold", outlier);
+            cJSON_AddNumberToObject(k, "outlier_columns_mean", outl_cols);
             cJSON *kc = cJSON_AddObjectToObject(k, "linears");
             for (int t = 0; t < QD_QL_KINDS_; t++) cJSON_AddNumberToObject(kc, qd_ql_kind_name((qd_ql_kind)t), counts[t]);
             if (!embed_mode) cJSON_AddNumberToObject(j, "agreement", (double)agree / N);
@@ -504,6 +519,8 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
                    qd_kernels_isa(), fake ? ", fake-quant" : "");
             printf("  quantized Linears:");
             for (int t = 0; t < QD_QL_KINDS_; t++) if (counts[t]) printf(" %d %s", counts[t], qd_ql_kind_name((qd_ql_kind)t));
+            if (outlier > 0 && (counts[QD_QL_INT8] || counts[QD_QL_INT4_S8]))
+                printf("  int8 activations: %.1f columns per product above %g run in float (mixed-precision decomposition)", outl_cols, outlier);
             printf("\n%-22s %14s %14s\n", "", "fp32", "quantized");
             if (!embed_mode && S.has_labels)
                 printf("%-22s %13.2f%% %13.2f%%\n", "accuracy", 100.0 * c32 / N, 100.0 * cq / N);

@@ -1,5 +1,7 @@
 /* coordinator/qmodel.c — integer inference of a qdist model file (see qmodel.h). */
+#include <cblas.h>
 #include <hdf5.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,12 +15,24 @@ typedef struct {
     qd_gemm_w4 *w4;
     float *wdq;             /* dequantized [out, in] */
     uint64_t bytes;
+    /* for the outlier columns: codes [out, in] unpacked, and the parameters */
+    uint8_t *codes;
+    float *sc;
+    int32_t *zr;
+    int64_t G, ng;
 } qlin;
 
 struct qd_qmodel {
     const qd_model *m;
     qlin *l;
     int n;
+    float outlier;          /* activation columns with |x| above this run in float (0: none) */
+    double outlier_cols, outlier_calls;
+    float *xs, *wo, *xo;    /* scratch: X without outliers, outlier weight columns, outlier inputs */
+    size_t xs_cap, wo_cap, xo_cap;
+    int *cols;
+    float *colmax;
+    size_t cols_cap;
     /* scratch for activation quantization */
     int8_t *aq;
     float *ascale;
@@ -135,6 +149,17 @@ static int load_linear(qd_qmodel *q, hid_t tg, const char *path, int li, int fak
             if (!rc) ql->bytes = qd_gemm_w4_bytes(ql->w4);
         }
     }
+    if (!rc && (ql->kind == QD_QL_INT8 || ql->kind == QD_QL_INT4_S8) && q->outlier > 0) {
+        /* what the outlier columns need: the codes and parameters (dequantized a column at a time) */
+        ql->codes = qd_xmalloc((size_t)(N * K));
+        qd_unpack_matrix(packed, N, K, bits, ql->codes);
+        ql->sc = sc;
+        ql->zr = zr;
+        ql->G = G;
+        ql->ng = ng;
+        sc = NULL;
+        zr = NULL;
+    }
     if (rc) { rc = qd_err_wrap(rc, "%s: tensor '%s': ", path, name); goto out; }
     if (!ql->w8 && !ql->w4) {
         uint8_t *codes = qd_xmalloc((size_t)(N * K));
@@ -155,7 +180,7 @@ out:
     return rc;
 }
 
-int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, qd_qmodel **out)
+int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, float outlier, qd_qmodel **out)
 {
     *out = NULL;
     H5E_auto2_t efn;
@@ -174,6 +199,7 @@ int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, qd_qm
     free(fmt);
     qd_qmodel *q = qd_xcalloc(1, sizeof *q);
     q->m = m;
+    q->outlier = outlier > 0 ? outlier : 0;
     q->n = qd_model_num_linears(m);
     q->l = qd_xcalloc((size_t)q->n, sizeof *q->l);
     for (int li = 0; li < q->n && !rc; li++) rc = load_linear(q, tg, path, li, fake, w4f);
@@ -192,8 +218,15 @@ void qd_qmodel_free(qd_qmodel *q)
         qd_gemm_w8_free(q->l[i].w8);
         qd_gemm_w4_free(q->l[i].w4);
         free(q->l[i].wdq);
+        free(q->l[i].codes);
+        free(q->l[i].sc);
+        free(q->l[i].zr);
     }
     free(q->l);
+    free(q->xs);
+    free(q->wo);
+    free(q->xo);
+    free(q->cols);
     free(q->aq);
     free(q->ascale);
     free(q);
@@ -234,9 +267,55 @@ static int apply(void *user, const qd_model *m, int li, const float *X, int64_t 
     case QD_QL_INT4_S8: {
         int rc = grow(q, rows, K);
         if (rc) return rc;
+        int no = 0;
+        if (q->outlier > 0 && ql->codes) {
+            /* mixed-precision decomposition (as LLM.int8()): input columns holding a value above the
+             * threshold are taken out of the int8 product and multiplied in float */
+            if ((size_t)K > q->cols_cap) {
+                free(q->cols);
+                free(q->colmax);
+                q->cols = qd_xmalloc((size_t)K * sizeof *q->cols);
+                q->colmax = qd_xmalloc((size_t)K * sizeof *q->colmax);
+                q->cols_cap = (size_t)K;
+            }
+            float *cm = q->colmax;
+            for (int64_t k = 0; k < K; k++) cm[k] = 0.0f;
+            for (int64_t r = 0; r < rows; r++) { /* row order: contiguous, vectorizable */
+                const float *x = X + r * K;
+                for (int64_t k = 0; k < K; k++) {
+                    float a = fabsf(x[k]);
+                    cm[k] = a > cm[k] ? a : cm[k];
+                }
+            }
+            for (int64_t k = 0; k < K; k++)
+                if (cm[k] > q->outlier) q->cols[no++] = (int)k;
+            q->outlier_cols += no;
+            q->outlier_calls += 1;
+        }
+        if (no > 0) {
+            size_t need = (size_t)(rows * K), nw = (size_t)(N * no), nx = (size_t)(rows * no);
+            if (need > q->xs_cap) { free(q->xs); q->xs = qd_xmalloc(need * sizeof(float)); q->xs_cap = need; }
+            if (nw > q->wo_cap) { free(q->wo); q->wo = qd_xmalloc(nw * sizeof(float)); q->wo_cap = nw; }
+            if (nx > q->xo_cap) { free(q->xo); q->xo = qd_xmalloc(nx * sizeof(float)); q->xo_cap = nx; }
+            memcpy(q->xs, X, need * sizeof(float));
+            for (int j = 0; j < no; j++) {
+                int k = q->cols[j];
+                int64_t g = k / ql->G;
+                for (int64_t r = 0; r < rows; r++) {
+                    q->xo[r * no + j] = X[r * K + k];
+                    q->xs[r * K + k] = 0.0f;
+                }
+                for (int64_t n = 0; n < N; n++)
+                    q->wo[n * no + j] = qd_dequantize1(ql->codes[n * K + k], ql->sc[n * ql->ng + g], ql->zr[n * ql->ng + g]);
+            }
+            X = q->xs;
+        }
         qd_quantize_rows_s8(X, rows, K, K, NULL, q->ascale, q->aq, K);
         if (ql->kind == QD_QL_INT8) qd_gemm_s8_f32(q->aq, K, q->ascale, rows, ql->w8, Y, N);
         else qd_gemm_w4_s8(q->aq, K, q->ascale, rows, ql->w4, Y, N);
+        if (no > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)N, no, 1.0f, q->xo, no, q->wo, no, 1.0f, Y,
+                        (int)N);
         return 1;
     }
     default:
@@ -261,4 +340,9 @@ uint64_t qd_qmodel_weight_bytes(const qd_qmodel *q)
     uint64_t b = 0;
     for (int i = 0; i < q->n; i++) b += q->l[i].bytes;
     return b;
+}
+
+double qd_qmodel_outlier_cols(const qd_qmodel *q)
+{
+    return q->outlier_calls > 0 ? q->outlier_cols / q->outlier_calls : 0;
 }

@@ -8,6 +8,9 @@
  *           equal to the natural group order): packed 4-bit weights x int8 per-token activations
  *           (qd_gemm_w4_s8), or x float activations with --w4-float-act (qd_gemm_w4_f32);
  *   dequant anything else (other widths, act-order files): the dequantized weights in float.
+ * Outlier activations: per-token int8 loses the small values of a row when one channel is far
+ * larger; columns with a value above a threshold are taken out and multiplied in float with their
+ * dequantized weight columns (LLM.int8()'s decomposition; a handful of columns per product).
  * With fake_quant every Linear runs its dequantized weights in float, which separates the error
  * of the quantized weights from the error of the integer activations.
  * Tensors the file keeps in float (embeddings, norms, biases) come from the FP32 model.
@@ -23,7 +26,12 @@ typedef enum { QD_QL_FLOAT = 0, QD_QL_INT8, QD_QL_INT4_S8, QD_QL_INT4_F32, QD_QL
 
 typedef struct qd_qmodel qd_qmodel;
 
-int qd_qmodel_load(const char *h5path, const qd_model *m, int fake_quant, int w4_float_act, qd_qmodel **out);
+/* outlier > 0: activation columns holding a value above it are multiplied in float, the rest in
+ * int8 (mixed-precision decomposition, as LLM.int8()); 0: everything in int8. */
+int qd_qmodel_load(const char *h5path, const qd_model *m, int fake_quant, int w4_float_act, float outlier,
+                   qd_qmodel **out);
+/* Mean number of outlier columns per int8 product so far. */
+double qd_qmodel_outlier_cols(const qd_qmodel *q);
 void qd_qmodel_free(qd_qmodel *q);
 qd_model_hooks qd_qmodel_hooks(qd_qmodel *q);
 /* Linears per kernel kind, and the bytes their weights take in memory (packed codes, scales,

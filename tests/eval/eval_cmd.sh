@@ -33,6 +33,7 @@ for e in (e8, e4, e4f, e3):
 # the FP32 figure is the model's: 480 of the first 500 test images, whatever the file or batch
 assert e8["fp32"]["accuracy"] == e4["fp32"]["accuracy"] == 480 / 500, e8["fp32"]["accuracy"]
 assert e8["quantized"]["linears"]["int8"] == 36, e8["quantized"]["linears"]
+assert e8["quantized"]["outlier_threshold"] == 6 and e8["quantized"]["outlier_columns_mean"] >= 0
 assert e4["quantized"]["linears"]["int4 x int8"] == 36, e4["quantized"]["linears"]
 assert e4f["quantized"]["linears"]["dequantized float"] == 36 and e4f["fake_quant"] is True
 assert e3["quantized"]["linears"]["dequantized float"] == 36
