@@ -46,20 +46,22 @@ static int dp_pass(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const 
     MPI_Comm_size(comm, &size);
     const int N = qd_calib_data_count(data), mb = o->microbatch, T = qd_calib_data_tokens(data);
     const int nmb = (N + mb - 1) / mb;
-    const int lo = (int)((int64_t)rank * nmb / size), hi = (int)((int64_t)(rank + 1) * nmb / size);
+    /* micro-batch i on rank i % size: text samples are sorted by length, so contiguous ranges would
+     * load rank 0 with all the long ones */
+    int done = 0;
     const qd_model_config *c = qd_model_cfg(m);
     qd_model_hooks hk = qd_calib_hooks(stats);
     float *h = malloc((size_t)mb * (size_t)T * (size_t)c->hidden * sizeof(float));
     int rc = h ? QD_OK : qd_err_set(QD_ENOMEM, "calibration: out of memory for a micro-batch");
     double t0 = qd_now();
-    for (int i = lo; i < hi && !rc; i++) {
+    for (int i = rank; i < nmb && !rc; i += size) {
         qd_batch b;
         int first = i * mb, n = QD_MIN(mb, N - first);
         if ((rc = qd_calib_data_batch(data, first, n, &b))) break;
         if ((rc = qd_model_embed(m, &b, h))) break;
         for (int k = 0; k < c->layers && !rc; k++) rc = qd_model_block(m, k, &b, h, &hk);
-        if (!rc && rank == 0 && ((i + 1 - lo) % 16 == 0 || i + 1 == hi))
-            progress(o, rank, what, (i + 1 - lo) * size, nmb, t0);
+        done++;
+        if (!rc && rank == 0 && (done % 16 == 0 || i + size >= nmb)) progress(o, rank, what, QD_MIN(done * size, nmb), nmb, t0);
     }
     free(h);
     return agree(comm, rc);

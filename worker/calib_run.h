@@ -3,7 +3,7 @@
  * Two modes (DESIGN.md):
  *   data parallel  every rank holds the whole model and the statistics of every selected input
  *                  group; the samples are cut into global micro-batches of `microbatch` items and
- *                  rank r takes the contiguous range [r*nmb/p, (r+1)*nmb/p) of them. Per-channel
+ *                  rank r takes micro-batches r, r + p, r + 2p, ... (text is sorted by length). Per-channel
  *                  absmax is merged with MPI_MAX, the integer sums of model/calib.h with MPI_SUM
  *                  (MPI_INT64_T): the result is the 1-rank result bit for bit.
  *   pipeline       rank r owns the contiguous blocks [r*L/p, (r+1)*L/p) and only their statistics;

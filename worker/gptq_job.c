@@ -230,25 +230,28 @@ static int run_sequential(gjob *g, qd_calib_data *data)
     const qd_model_config *c = qd_model_cfg(g->m);
     const int N = qd_calib_data_count(data), mb = g->cfg->microbatch, T = qd_calib_data_tokens(data), Hd = c->hidden;
     const int nmb = (N + mb - 1) / mb;
-    const int lo = (int)((int64_t)g->rank * nmb / g->size), hi = (int)((int64_t)(g->rank + 1) * nmb / g->size);
+    /* micro-batch i belongs to rank i % size: samples are sorted by length, so a contiguous split
+     * would give rank 0 all the long ones */
+    const int nloc = g->rank < nmb ? (nmb - g->rank + g->size - 1) / g->size : 0;
     const int64_t slot = (int64_t)mb * T * Hd;
-    float *hs = malloc((size_t)((hi - lo) > 0 ? (hi - lo) : 1) * (size_t)slot * sizeof(float));
+    float *hs = malloc((size_t)(nloc > 0 ? nloc : 1) * (size_t)slot * sizeof(float));
     float *scratch = malloc((size_t)slot * sizeof(float));
-    qd_batch *bat = qd_xcalloc((size_t)(hi - lo > 0 ? hi - lo : 1), sizeof *bat);
+    qd_batch *bat = qd_xcalloc((size_t)(nloc > 0 ? nloc : 1), sizeof *bat);
     int rc = hs && scratch ? QD_OK : qd_err_set(QD_ENOMEM, "calibration: out of memory for %d samples' activations", N);
     /* embed this rank's samples once; later blocks need only the shape and the mask */
-    for (int i = lo; i < hi && !rc; i++) {
+    for (int j = 0; j < nloc && !rc; j++) {
+        const int i = g->rank + j * g->size;
         qd_batch b;
         int first = i * mb, n = QD_MIN(mb, N - first);
         if ((rc = qd_calib_data_batch(data, first, n, &b))) break;
-        if ((rc = qd_model_embed(g->m, &b, hs + (int64_t)(i - lo) * slot))) break;
+        if ((rc = qd_model_embed(g->m, &b, hs + (int64_t)j * slot))) break;
         /* the shape and a copy of the mask (the data's batch buffers are reused) */
         int32_t *mk = NULL;
         if (b.mask) {
             mk = qd_xmalloc((size_t)n * (size_t)b.T * sizeof *mk);
             memcpy(mk, b.mask, (size_t)n * (size_t)b.T * sizeof *mk);
         }
-        bat[i - lo] = (qd_batch){.B = n, .T = b.T, .mask = mk};
+        bat[j] = (qd_batch){.B = n, .T = b.T, .mask = mk};
     }
     rc = agree(g, rc);
     const int ng = qd_model_num_groups(g->m);
@@ -270,9 +273,9 @@ static int run_sequential(gjob *g, qd_calib_data *data)
             rc = qd_calib_new(g->m, sel, &stats);
             qd_model_hooks hk = stats ? qd_calib_hooks(stats) : (qd_model_hooks){0};
             for (int pass = 0; pass < 2 && !rc; pass++) {
-                for (int i = lo; i < hi && !rc; i++) {
-                    memcpy(scratch, hs + (int64_t)(i - lo) * slot, (size_t)((int64_t)bat[i - lo].B * bat[i - lo].T * Hd) * sizeof(float));
-                    rc = qd_model_block(g->m, k, &bat[i - lo], scratch, &hk);
+                for (int j = 0; j < nloc && !rc; j++) {
+                    memcpy(scratch, hs + (int64_t)j * slot, (size_t)((int64_t)bat[j].B * bat[j].T * Hd) * sizeof(float));
+                    rc = qd_model_block(g->m, k, &bat[j], scratch, &hk);
                 }
                 if ((rc = agree(g, rc))) break;
                 for (int q = 0; q < qd_calib_num_groups(stats); q++) {
@@ -317,9 +320,9 @@ static int run_sequential(gjob *g, qd_calib_data *data)
         if (rc) break;
         /* advance the residual streams through the block as quantized */
         qd_model_hooks adv = {.user = g, .linear_apply = apply_dq};
-        for (int i = lo; i < hi && !rc; i++) {
-            g->T = bat[i - lo].T; /* the per-item products of apply_dq */
-            rc = qd_model_block(g->m, k, &bat[i - lo], hs + (int64_t)(i - lo) * slot, &adv);
+        for (int j = 0; j < nloc && !rc; j++) {
+            g->T = bat[j].T; /* the per-item products of apply_dq */
+            rc = qd_model_block(g->m, k, &bat[j], hs + (int64_t)j * slot, &adv);
         }
         rc = agree(g, rc);
         for (int li = 0; li < qd_model_num_linears(g->m); li++) {
@@ -331,7 +334,7 @@ static int run_sequential(gjob *g, qd_calib_data *data)
     free(sel);
     free(hs);
     free(scratch);
-    for (int i = lo; i < hi; i++) free((void *)bat[i - lo].mask);
+    for (int j = 0; j < nloc; j++) free((void *)bat[j].mask);
     free(bat);
     return rc;
 }
