@@ -64,7 +64,19 @@ typedef struct {
     float **dq;             /* model linear -> dequantized weight while its block is advanced */
     int T;                  /* tokens per item (for the per-item products) */
     qd_gptq_results *res;
+    /* the last prepared state: query, key and value share their input (same H), so with the same
+     * options they share it */
+    qd_gptq_prep *prep;
+    int prep_group;
+    qd_gptq_opts prep_opts;
 } gjob;
+
+static int same_opts(const qd_gptq_opts *a, const qd_gptq_opts *b)
+{
+    return a->bits == b->bits && a->sym == b->sym && a->group_size == b->group_size && a->act_order == b->act_order &&
+           a->static_groups == b->static_groups && a->damp == b->damp && a->block_size == b->block_size &&
+           a->clip.grid == b->clip.grid && a->clip.maxshrink == b->clip.maxshrink && a->clip.norm == b->clip.norm;
+}
 
 static int agree(gjob *g, int rc)
 {
@@ -130,10 +142,21 @@ static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter
         int owner = owner_fixed >= 0 ? owner_fixed : (int)((*unit_counter + u) % g->size);
         any |= owner == g->rank;
     }
-    if (any && !ada && (rc = qd_gptq_prepare(H, C, &o, &prep))) {
-        qd_err_wrap(rc, "tensor '%s': ", t->name);
-        *unit_counter += nunits;
-        return rc;
+    const int group = qd_model_linear(g->m, g->tensor_lin[ti])->input_group;
+    if (any && !ada) {
+        if (g->prep && g->prep_group == group && same_opts(&g->prep_opts, &o)) prep = g->prep;
+        else {
+            qd_gptq_prep_free(g->prep);
+            g->prep = NULL;
+            if ((rc = qd_gptq_prepare(H, C, &o, &prep))) {
+                qd_err_wrap(rc, "tensor '%s': ", t->name);
+                *unit_counter += nunits;
+                return rc;
+            }
+            g->prep = prep;
+            g->prep_group = group;
+            g->prep_opts = o;
+        }
     }
     float *W = any ? malloc((size_t)(U * C) * sizeof(float)) : NULL;
     if (any && !W) rc = qd_err_set(QD_ENOMEM, "tensor '%s': out of memory", t->name);
@@ -158,8 +181,7 @@ static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter
     }
     *unit_counter += nunits;
     free(W);
-    qd_gptq_prep_free(prep);
-    return rc;
+    return rc; /* prep stays in g->prep for the next tensor with the same input */
 }
 
 /* Gather tensor ti's results on every rank: units not owned are zero, so sums (and ORs) of the
@@ -466,6 +488,7 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
         for (int li = 0; g.m && li < qd_model_num_linears(g.m); li++) free(g.dq[li]);
         free(g.dq);
     }
+    qd_gptq_prep_free(g.prep);
     qd_model_free(g.m);
     if (rc) qd_gptq_results_free(out);
     return rc;
@@ -519,7 +542,7 @@ int qd_calib_job_estimate(const qd_job_config *cfg, qd_checkpoint *ck, const qd_
         } else if (first) block_stats += in * in * 8 + in * 8;
         block_dq += (double)L->in * L->out * 4;
         max_in = fmax(max_in, in);
-        work = fmax(work, in * in * 4 * 4 + (double)QD_GPTQ_UNIT_ROWS * in * 4 * 5);
+        work = fmax(work, in * in * 4 * 5 + (double)QD_GPTQ_UNIT_ROWS * in * 4 * 5); /* H, Hw, Hp, U, the kept U */
     }
     if (cfg->calib_mode != QD_CALIB_FP) { stats = fmax(stats, block_stats); dq = fmax(dq, block_dq); }
     stats += max_in * max_in * 8 + (double)QD_CALIB_CHUNK * max_in * 8;
