@@ -22,7 +22,8 @@
 #
 # What it runs, per checkpoint:
 #   schemes   INT8 per-channel symmetric (the defaults), INT4 asymmetric groups of 32 and of 64,
-#             INT3 asymmetric groups of 32; each with RTN and with GPTQ
+#             INT3 asymmetric groups of 32; each with RTN and with GPTQ (METHODS="rtn gptq adaround"
+#             adds AdaRound, with ADA_ITERS Adam steps per layer, default 1000)
 #   GPTQ      ViT: --calib the MNIST test images --nsamples 128 (a seeded draw, --calib-seed 0,
 #             out of the 10,000 images that are then all evaluated: 1.28 % of the evaluation
 #             images are also calibration inputs; calibration never sees labels);
@@ -82,7 +83,7 @@ run_model() {
   local entry id label bits group opts method f j t0 t1 qs l0 l1 es
   for entry in "${schemes[@]}"; do
     IFS='|' read -r id label bits group opts <<< "$entry"
-    for method in rtn gptq; do
+    for method in ${METHODS:-rtn gptq}; do
       f=$out/h5/$key-$id-$method.h5
       j=$out/json/$key-$id-$method.json
       echo "== $key $label $method" >&2
@@ -92,7 +93,10 @@ run_model() {
         $launcher "$qdist" quantize --model "$mdir" --out "$f" $opts --overwrite --quiet
       else
         # shellcheck disable=SC2086
-        $launcher "$qdist" quantize --model "$mdir" --out "$f" --method gptq $opts "$@" \
+        local extra=""
+        [ "$method" = adaround ] && extra="--iters ${ADA_ITERS:-1000}"
+        # shellcheck disable=SC2086
+        $launcher "$qdist" quantize --model "$mdir" --out "$f" --method "$method" $opts $extra "$@" \
           --overwrite --quiet
       fi
       t1=$(now)
