@@ -28,6 +28,7 @@ static void init_tables(void) {
     qd_kernels_fill_ref(&g_ref);
     qd_kernels_fill_ref_gemm(&g_ref);
     qd_kernels_fill_ref_act(&g_ref);
+    qd_kernels_fill_ref_adaround(&g_ref);
     g_avx2_ok = cpu_has_avx2();
 #ifdef QD_HAVE_X86
     if (g_avx2_ok) {
@@ -35,6 +36,7 @@ static void init_tables(void) {
         qd_kernels_fill_avx2(&g_avx2);
         qd_kernels_fill_avx2_gemm(&g_avx2);
         qd_kernels_fill_avx2_act(&g_avx2);
+        qd_kernels_fill_avx2_adaround(&g_avx2);
     }
 #endif
     const char *want = getenv("QD_KERNELS");

@@ -34,6 +34,27 @@ struct qd_gemm_w8;
 struct qd_gemm_w4;
 struct qd_requant;
 
+/* One AdaRound step over n weights (quant/adaround.h; kernels/ref/adaround.c defines every
+ * operation). With gw (dL/dW~ at the current V) not NULL, first the gradient and Adam:
+ *     g = gw a + b;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+ *     V = V - lrc1 m / (sqrt(v ic2) + eps)      (b1 0.9, b2 0.999, eps 1e-8: kernels/ada_coef.h)
+ * then, at the (new) V: sg = 1 / (1 + exp(-V)) (-V clamped to [-20, 20], exp as exp_sum's),
+ * h = clip(1.2 sg - 0.1, 0, 1), dh = 1.2 sg (1 - sg) where 1.2 sg - 0.1 is inside (0, 1), else 0;
+ *     E = c0 - sm h,  a = sm dh,
+ *     b = lambda d(1 - |2h - 1|^beta)/dh dh = -2 lambda beta sign(t) |t|^(beta - 1) dh, t = 2h - 1,
+ * |t|^(beta - 1) = exp((beta - 1) log |t|) (0 where t = 0), and if reg is not NULL,
+ * reg = 1 - |t| |t|^(beta - 1); lambda = 0: b = 0 (and reg = 0) without the power. */
+typedef struct qd_ada_step {
+    int64_t n;
+    const float *c0, *sm;  /* per weight: E = c0 - sm h (sm = 0 where the code is clamped) */
+    float *V, *m, *v;      /* Adam's variable and moments */
+    float *a, *b;          /* out: dL/dV = gw a + b at the new V */
+    float *E;              /* out: W - W~ */
+    float *reg;            /* out, or NULL: the regulariser per weight */
+    float lrc1, ic2;       /* lr / (1 - b1^t), 1 / (1 - b2^t) */
+    float beta, lambda;    /* the regulariser at the new V */
+} qd_ada_step;
+
 typedef struct qd_kernel_table {
     const char *isa; /* "ref", "avx2" */
 
@@ -74,6 +95,11 @@ typedef struct qd_kernel_table {
      *            n - n % 8 values, added lane 0..7 in order, then the tail in order. x - mx <= 0. */
     void (*gelu)(float *x, int64_t n);
     float (*exp_sum)(float *x, int64_t n, float mx);
+
+    /* AdaRound (see qd_ada_step above), and y = log(x) for normal x > 0 (its polynomial:
+     * kernels/ada_coef.h; exposed for tests) */
+    void (*adaround_step)(const qd_ada_step *s, const float *gw);
+    void (*log)(const float *x, int64_t n, float *y);
 } qd_kernel_table;
 
 /* The table selected for this process (CPUID and QD_KERNELS; filled on the first call). */
@@ -98,5 +124,7 @@ void qd_kernels_fill_ref_gemm(qd_kernel_table *t);
 void qd_kernels_fill_avx2_gemm(qd_kernel_table *t);
 void qd_kernels_fill_ref_act(qd_kernel_table *t);
 void qd_kernels_fill_avx2_act(qd_kernel_table *t);
+void qd_kernels_fill_ref_adaround(qd_kernel_table *t);
+void qd_kernels_fill_avx2_adaround(qd_kernel_table *t);
 
 #endif /* QD_KERNELS_H */

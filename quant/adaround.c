@@ -1,6 +1,9 @@
 /* AdaRound (see adaround.h). */
 #include "quant/adaround.h"
 
+#include "kernels/ada_coef.h"
+#include "kernels/kernels.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -20,9 +23,11 @@ void qd_adaround_default_opts(qd_adaround_opts *o) {
     o->seed = 0;
 }
 
-/* Per-element constants of the problem: scale, zero, floor(W/s). */
+/* Per-element constants of the problem: scale, zero, floor(W/s), and the affine form of the
+ * error in h: E = W - s (clamp(fl + h + z, 0, maxq) - z) = c0 - sm h, with sm = s where
+ * fl + z is in [0, maxq - 1] (the code moves with h) and sm = 0 (E constant) elsewhere. */
 typedef struct {
-    float *s, *z, *fl;
+    float *s, *z, *fl, *c0, *sm;
     int maxq;
 } consts;
 
@@ -32,6 +37,8 @@ static void consts_init(const qd_adaround_problem *pb, consts *k) {
     k->s = qd_xmalloc((size_t)n * sizeof(float));
     k->z = qd_xmalloc((size_t)n * sizeof(float));
     k->fl = qd_xmalloc((size_t)n * sizeof(float));
+    k->c0 = qd_xmalloc((size_t)n * sizeof(float));
+    k->sm = qd_xmalloc((size_t)n * sizeof(float));
     k->maxq = qd_maxq(p->bits);
     int64_t gs = p->group_size > 0 ? p->group_size : pb->C;
     for (int64_t r = 0; r < pb->R; r++)
@@ -42,6 +49,15 @@ static void consts_init(const qd_adaround_problem *pb, consts *k) {
             k->s[i] = s;
             k->z[i] = (float)p->zeros[r * p->ngroups + g];
             k->fl[i] = floorf(pb->W[i] / s);
+            float lo = k->fl[i] + k->z[i];
+            if (lo >= 0.0f && lo <= (float)(k->maxq - 1)) {
+                k->sm[i] = s;
+                k->c0[i] = (float)((double)pb->W[i] - (double)s * (double)k->fl[i]);
+            } else {
+                float q = lo < 0.0f ? 0.0f : (float)k->maxq;
+                k->sm[i] = 0.0f;
+                k->c0[i] = (float)((double)pb->W[i] - (double)s * ((double)q - (double)k->z[i]));
+            }
         }
 }
 
@@ -49,6 +65,8 @@ static void consts_free(consts *k) {
     free(k->s);
     free(k->z);
     free(k->fl);
+    free(k->c0);
+    free(k->sm);
 }
 
 static inline float sigmoidf_(float v) { return 1.0f / (1.0f + expf(-v)); }
@@ -60,9 +78,10 @@ static inline float hfun(float v) {
 
 static inline float clampq(float x, int maxq) { return x < 0.0f ? 0.0f : x > (float)maxq ? (float)maxq : x; }
 
-/* reconstruction: returns rec, and dL/dW~ into gw (if not NULL), for E = W - W~ */
+/* Reconstruction for E = W - W~: returns rec (when need_rec; else 0) and dL/dW~ into gw (if not
+ * NULL). H mode: out = -E H (gw, or work_y), rec = -tr(E out^T) / 2. */
 static double rec_and_grad(const qd_adaround_problem *pb, const float *E, const int64_t *rows, int64_t nb,
-                           float *gw, float *work_x, float *work_y) {
+                           float *gw, float *work_x, float *work_y, int need_rec) {
     const int64_t R = pb->R, C = pb->C;
     double rec = 0;
     if (pb->X) {
@@ -75,20 +94,23 @@ static double rec_and_grad(const qd_adaround_problem *pb, const float *E, const 
         /* Y = E Xb^T  [R][nb] */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)nb, (int)C, 1.0f, E, (int)C, Xb,
                     (int)C, 0.0f, work_y, (int)nb);
-        for (int64_t i = 0; i < R * nb; i++) rec += (double)work_y[i] * work_y[i];
-        rec /= (double)nb;
+        if (need_rec) {
+            for (int64_t i = 0; i < R * nb; i++) rec += (double)work_y[i] * work_y[i];
+            rec /= (double)nb;
+        }
         /* d rec / d W~ = -2/nb * Y Xb */
         if (gw)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)nb, -2.0f / (float)nb,
                         work_y, (int)nb, Xb, (int)C, 0.0f, gw, (int)C);
     } else {
-        /* EH = E H [R][C]; rec = tr(E H E^T) / 2; d rec / d W~ = -E H */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)C, 1.0f, E, (int)C, pb->H,
-                    (int)C, 0.0f, work_y, (int)C);
-        for (int64_t i = 0; i < R * C; i++) rec += (double)E[i] * work_y[i];
-        rec *= 0.5;
-        if (gw)
-            for (int64_t i = 0; i < R * C; i++) gw[i] = -work_y[i];
+        /* rec = tr(E H E^T) / 2; d rec / d W~ = -E H */
+        float *out = gw ? gw : work_y;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)C, -1.0f, E, (int)C, pb->H,
+                    (int)C, 0.0f, out, (int)C);
+        if (need_rec) {
+            for (int64_t i = 0; i < R * C; i++) rec += (double)E[i] * out[i];
+            rec *= -0.5;
+        }
     }
     return rec;
 }
@@ -97,50 +119,35 @@ static size_t work_y_len(const qd_adaround_problem *pb, int64_t nb) {
     return (size_t)pb->R * (size_t)(pb->X ? nb : pb->C);
 }
 
+/* the loss and its gradient through the step kernel (no Adam update) */
 static double loss_impl(const qd_adaround_problem *pb, const consts *k, const float *V, const int64_t *rows,
-                        int64_t nb, float beta, float lambda, float *grad, float *E, float *gw, float *wx,
-                        float *wy) {
-    const int64_t n = pb->R * pb->C;
-    for (int64_t i = 0; i < n; i++) {
-        float wt = k->s[i] * (clampq(k->fl[i] + hfun(V[i]) + k->z[i], k->maxq) - k->z[i]);
-        E[i] = pb->W[i] - wt;
-    }
-    double rec = rec_and_grad(pb, E, rows, nb, grad ? gw : NULL, wx, wy);
-    double reg = 0;
-    for (int64_t i = 0; i < n; i++) {
-        float sg = sigmoidf_(V[i]);
-        float hraw = sg * (ZETA - GAMMA) + GAMMA;
-        float h = hraw < 0.0f ? 0.0f : hraw > 1.0f ? 1.0f : hraw;
-        float t = 2.0f * h - 1.0f;
-        if (lambda > 0) reg += 1.0 - pow(fabs((double)t), (double)beta);
-        if (!grad) continue;
-        float dh = (hraw > 0.0f && hraw < 1.0f) ? sg * (1.0f - sg) * (ZETA - GAMMA) : 0.0f;
-        float q = k->fl[i] + h + k->z[i];
-        float dw = (q >= 0.0f && q <= (float)k->maxq) ? k->s[i] : 0.0f;
-        float g = gw[i] * dw;
-        if (lambda > 0 && t != 0.0f) {
-            float at = fabsf(t);
-            g += lambda * (-beta * powf(at, beta - 1.0f) * (t > 0 ? 2.0f : -2.0f));
-        }
-        grad[i] = g * dh;
-    }
-    return rec + (double)lambda * reg;
+                        int64_t nb, float beta, float lambda, float *grad) {
+    const int64_t n = pb->R * pb->C, nbe = rows ? nb : pb->N;
+    float *buf = qd_xcalloc((size_t)n * 8, sizeof(float));
+    float *Vc = buf, *mm = buf + n, *vv = buf + 2 * n, *a = buf + 3 * n, *b = buf + 4 * n, *E = buf + 5 * n,
+          *reg = buf + 6 * n, *gw = buf + 7 * n;
+    memcpy(Vc, V, (size_t)n * sizeof(float));
+    float *wx = pb->X && rows ? qd_xmalloc((size_t)nb * (size_t)pb->C * sizeof(float)) : NULL;
+    float *wy = qd_xmalloc(work_y_len(pb, nbe) * sizeof(float));
+    qd_ada_step s = {.n = n, .c0 = k->c0, .sm = k->sm, .V = Vc, .m = mm, .v = vv, .a = a, .b = b, .E = E,
+                     .reg = reg, .lrc1 = 0, .ic2 = 1, .beta = beta, .lambda = lambda};
+    qd_kernels()->adaround_step(&s, NULL);
+    double rec = rec_and_grad(pb, E, rows, nb, gw, wx, wy, 1);
+    double rs = 0;
+    for (int64_t i = 0; i < n; i++) rs += reg[i];
+    if (grad)
+        for (int64_t i = 0; i < n; i++) grad[i] = fmaf(gw[i], a[i], b[i]);
+    free(buf);
+    free(wx);
+    free(wy);
+    return rec + (double)lambda * rs;
 }
 
 double qd_adaround_loss(const qd_adaround_problem *pb, const float *V, const int64_t *rows, int64_t nb,
                         float beta, float lambda, float *grad) {
     consts k;
     consts_init(pb, &k);
-    int64_t n = pb->R * pb->C, nbe = rows ? nb : pb->N;
-    float *E = qd_xmalloc((size_t)n * sizeof(float));
-    float *gw = qd_xmalloc((size_t)n * sizeof(float));
-    float *wx = pb->X && rows ? qd_xmalloc((size_t)nb * (size_t)pb->C * sizeof(float)) : NULL;
-    float *wy = qd_xmalloc(work_y_len(pb, nbe) * sizeof(float));
-    double L = loss_impl(pb, &k, V, rows, nb, beta, lambda, grad, E, gw, wx, wy);
-    free(E);
-    free(gw);
-    free(wx);
-    free(wy);
+    double L = loss_impl(pb, &k, V, rows, nb, beta, lambda, grad);
     consts_free(&k);
     return L;
 }
@@ -165,12 +172,12 @@ static void rec_rows(const qd_adaround_problem *pb, const float *Q, double *out)
     for (int64_t i = 0; i < n; i++) E[i] = pb->W[i] - Q[i];
     int64_t cols = pb->X ? pb->N : C;
     float *wy = qd_xmalloc(work_y_len(pb, pb->N) * sizeof(float));
-    rec_and_grad(pb, E, NULL, pb->N, NULL, NULL, wy);
+    rec_and_grad(pb, E, NULL, pb->N, NULL, NULL, wy, 0); /* X: E X^T; H: -E H */
     for (int64_t r = 0; r < R; r++) {
         double acc = 0;
         for (int64_t j = 0; j < cols; j++)
             acc += pb->X ? (double)wy[r * cols + j] * wy[r * cols + j] : (double)E[r * C + j] * wy[r * C + j];
-        out[r] = pb->X ? acc / (double)pb->N : 0.5 * acc;
+        out[r] = pb->X ? acc / (double)pb->N : -0.5 * acc;
     }
     free(E);
     free(wy);
@@ -181,7 +188,7 @@ double qd_adaround_rec_error(const qd_adaround_problem *pb, const float *Q) {
     float *E = qd_xmalloc((size_t)n * sizeof(float));
     for (int64_t i = 0; i < n; i++) E[i] = pb->W[i] - Q[i];
     float *wy = qd_xmalloc(work_y_len(pb, pb->N) * sizeof(float));
-    double r = rec_and_grad(pb, E, NULL, pb->N, NULL, NULL, wy);
+    double r = rec_and_grad(pb, E, NULL, pb->N, NULL, NULL, wy, 1);
     free(E);
     free(wy);
     return r;
@@ -213,26 +220,39 @@ int qd_adaround_quantize(const qd_adaround_problem *pb, const qd_adaround_opts *
     consts_init(pb, &k);
     int64_t nb = pb->X ? (o->batch < pb->N ? o->batch : pb->N) : 0;
     float *V = qd_xmalloc((size_t)n * sizeof(float));
-    float *g = qd_xmalloc((size_t)n * sizeof(float));
     float *m = qd_xcalloc((size_t)n, sizeof(float));
     float *v2 = qd_xcalloc((size_t)n, sizeof(float));
     float *E = qd_xmalloc((size_t)n * sizeof(float));
     float *gw = qd_xmalloc((size_t)n * sizeof(float));
+    float *ga = qd_xmalloc((size_t)n * sizeof(float));
+    float *gb = qd_xmalloc((size_t)n * sizeof(float));
     float *wx = pb->X ? qd_xmalloc((size_t)nb * (size_t)C * sizeof(float)) : NULL;
-    float *wy = qd_xmalloc(work_y_len(pb, pb->X ? (nb > pb->N ? nb : pb->N) : C) * sizeof(float));
+    float *wy = pb->X ? qd_xmalloc(work_y_len(pb, nb > pb->N ? nb : pb->N) * sizeof(float)) : NULL;
     int64_t *rows = pb->X ? qd_xmalloc((size_t)pb->N * sizeof(int64_t)) : NULL;
     qd_adaround_init_v(pb, V);
 
+    /* Each step: dL/dW~ at V from the current E (sgemm), then one fused pass (the step kernel)
+     * does the gradient, Adam, and h, E and the gradient coefficients at the new V, with the
+     * regulariser of the next iteration (none during the warm-up). */
     uint64_t rng = o->seed ^ 0x5ADA0000ull;
-    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
+    const double b1 = QD_ADA_B1, b2 = QD_ADA_B2;
     double b1t = 1, b2t = 1;
-    int warm = (int)(o->warmup * (float)o->iters);
-    for (int it = 0; it < o->iters; it++) {
+    const int warm = (int)(o->warmup * (float)o->iters);
+    const qd_kernel_table *kt = qd_kernels();
+    qd_ada_step s = {.n = n, .c0 = k.c0, .sm = k.sm, .V = V, .m = m, .v = v2, .a = ga, .b = gb, .E = E, .reg = NULL};
+    for (int it = 0; it <= o->iters; it++) {
+        /* the regulariser at iteration it: off in the warm-up, then beta anneals linearly */
         float beta = o->beta_start, lam = 0.0f;
         if (it >= warm) {
             float rel = o->iters > warm ? (float)(it - warm) / (float)(o->iters - warm) : 1.0f;
             beta = o->beta_end + (o->beta_start - o->beta_end) * (1.0f - rel);
             lam = o->lambda;
+        }
+        s.beta = beta;
+        s.lambda = lam;
+        if (it == 0) { /* E and the coefficients at the initial V */
+            kt->adaround_step(&s, NULL);
+            continue;
         }
         const int64_t *bi = NULL;
         if (pb->X && nb < pb->N) {
@@ -246,15 +266,12 @@ int qd_adaround_quantize(const qd_adaround_problem *pb, const qd_adaround_opts *
             }
             bi = rows;
         }
-        loss_impl(pb, &k, V, bi, bi ? nb : pb->N, beta, lam, g, E, gw, wx, wy);
+        rec_and_grad(pb, E, bi, bi ? nb : pb->N, gw, wx, wy, 0);
         b1t *= b1;
         b2t *= b2;
-        float c1 = (float)(1.0 - b1t), c2 = (float)(1.0 - b2t);
-        for (int64_t i = 0; i < n; i++) {
-            m[i] = b1 * m[i] + (1 - b1) * g[i];
-            v2[i] = b2 * v2[i] + (1 - b2) * g[i] * g[i];
-            V[i] -= o->lr * (m[i] / c1) / (sqrtf(v2[i] / c2) + eps);
-        }
+        s.lrc1 = (float)((double)o->lr / (1.0 - b1t));
+        s.ic2 = (float)(1.0 / (1.0 - b2t));
+        kt->adaround_step(&s, gw);
     }
 
     /* hard rounding, and the RTN comparison with the same scales */
@@ -309,11 +326,12 @@ int qd_adaround_quantize(const qd_adaround_problem *pb, const qd_adaround_opts *
     if (!Wq) free(Qa);
     free(Qr);
     free(V);
-    free(g);
     free(m);
     free(v2);
     free(E);
     free(gw);
+    free(ga);
+    free(gb);
     free(wx);
     free(wy);
     free(rows);
