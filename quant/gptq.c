@@ -20,34 +20,33 @@ void qd_gptq_default_opts(qd_gptq_opts *o) {
  * factors. Directly, without forming the inverse: with J the order-reversing permutation,
  * chol(J A J) = L' gives A = J L' L'^T J, so A^-1 = (J L'^-1 J)^T (J L'^-1 J) and U = J L'^-1 J
  * (upper triangular). One potrf and one trtri: half the work of potrf + potri + potrf.
- * Returns 0 or -1. */
-static int inverse_factor(const float *H, int64_t n, double lambda0, float *U, double *lambda_used, int *raises) {
+ * In row-major storage J A J is the array read backwards; being symmetric it is also its own
+ * column-major copy, so LAPACK's column-major potrf and trtri ('L') run on it in place, leaving
+ * the column-major L'^-1, i.e. the row-major (L'^-1)^T, from which U is one blocked transposed
+ * reversal (LAPACKE's row-major entry points would transpose n^2 elements in and out of each
+ * call: as long as the factorization itself at n = 3072). Same arithmetic as the row-major calls.
+ * A [n, n] is scratch. Returns 0 or -1. */
+static int inverse_factor(const float *H, int64_t n, double lambda0, float *A, float *U, double *lambda_used,
+                          int *raises) {
     double lambda = lambda0;
+    const int64_t nn = n * n;
     for (int attempt = 0; attempt < 8; attempt++) {
-        /* U <- J (H + lambda I) J */
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t j = 0; j < n; j++)
-                U[i * n + j] = H[(n - 1 - i) * n + (n - 1 - j)] + (i == j ? (float)lambda : 0.0f);
-        int ok = LAPACKE_spotrf(LAPACK_ROW_MAJOR, 'L', (lapack_int)n, U, (lapack_int)n) == 0 &&
-                 LAPACKE_strtri(LAPACK_ROW_MAJOR, 'L', 'N', (lapack_int)n, U, (lapack_int)n) == 0;
+        /* A <- J (H + lambda I) J */
+        for (int64_t t = 0; t < nn; t++) A[t] = H[nn - 1 - t];
+        for (int64_t i = 0; i < n; i++) A[i * n + i] += (float)lambda;
+        int ok = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', (lapack_int)n, A, (lapack_int)n) == 0 &&
+                 LAPACKE_strtri(LAPACK_COL_MAJOR, 'L', 'N', (lapack_int)n, A, (lapack_int)n) == 0;
         if (ok) {
-            /* U <- J L'^-1 J: reverse rows and columns (the upper part of L'^-1 J ... is zero) */
-            for (int64_t i = 0; i < n; i++)
-                for (int64_t j = 0; j < i; j++) U[j * n + i] = 0.0f; /* clear the strict upper part of L'^-1 */
-            for (int64_t i = 0; i < n / 2; i++)
-                for (int64_t j = 0; j < n; j++) {
-                    float t = U[i * n + j];
-                    U[i * n + j] = U[(n - 1 - i) * n + (n - 1 - j)];
-                    U[(n - 1 - i) * n + (n - 1 - j)] = t;
+            /* A[c * n + r] = L'^-1[r][c] (r >= c); U[i][j] = L'^-1[n-1-i][n-1-j] = A[(n-1-j) n + n-1-i]
+             * for j >= i, 0 below the diagonal; 64 x 64 tiles */
+            const int64_t TB = 64;
+            for (int64_t i0 = 0; i0 < n; i0 += TB)
+                for (int64_t j0 = 0; j0 < n; j0 += TB) {
+                    int64_t i1 = QD_MIN(i0 + TB, n), j1 = QD_MIN(j0 + TB, n);
+                    for (int64_t i = i0; i < i1; i++)
+                        for (int64_t j = j0; j < j1; j++)
+                            U[i * n + j] = j >= i ? A[(n - 1 - j) * n + (n - 1 - i)] : 0.0f;
                 }
-            if (n % 2) {
-                int64_t i = n / 2;
-                for (int64_t j = 0; j < n / 2; j++) {
-                    float t = U[i * n + j];
-                    U[i * n + j] = U[i * n + (n - 1 - j)];
-                    U[i * n + (n - 1 - j)] = t;
-                }
-            }
             *lambda_used = lambda;
             return 0;
         }
@@ -124,7 +123,10 @@ int qd_gptq_prepare(const float *H, int64_t C, const qd_gptq_opts *o, qd_gptq_pr
     free(Hw);
     p->Hinv = qd_xmalloc((size_t)(C * C) * sizeof(float));
     double used = 0;
-    if (inverse_factor(Hp, C, (double)o->damp * mean_diag, p->Hinv, &used, &p->damp_raises)) {
+    float *scratch = qd_xmalloc((size_t)(C * C) * sizeof(float));
+    int bad = inverse_factor(Hp, C, (double)o->damp * mean_diag, scratch, p->Hinv, &used, &p->damp_raises);
+    free(scratch);
+    if (bad) {
         free(Hp);
         qd_gptq_prep_free(p);
         return qd_err_set(QD_ENUMERIC, "gptq: the Hessian is not positive definite even with damping raised 8 times");
