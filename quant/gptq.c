@@ -152,6 +152,86 @@ int qd_gptq_quantize(float *W, int64_t R, int64_t C, const float *H, const qd_gp
     return rc;
 }
 
+/* One column of a block for n rows of a row tile, the block kept transposed (T[i][r]: column i,
+ * row r of the tile): quantize column i, record the scaled error e = (w - q) / d, push it onto the
+ * block's later columns (T[j] -= e * hrow[j]) and add (w - q)^2 / d^2 / 2 to each row's error. Rows
+ * are independent and every row gets the same operations in the same order (no FMA contraction,
+ * rounding to nearest even as rintf), so the AVX2 path and the scalar one give the same bits. */
+typedef struct {
+    float *T;             /* [cnt][ldt] */
+    int64_t ldt, n, cnt;
+    const float *s;       /* [n] scales of the column's group */
+    const int32_t *z;     /* [n] zeros */
+    const float *hrow;    /* Hinv[k, i1 .. i1 + cnt) */
+    float d;
+    int maxq;
+    float *q;             /* [n] out: dequantized */
+    uint8_t *qc;          /* [n] out: codes */
+    float *e;             /* [n] out: scaled error */
+    double *err;          /* [n] accumulated */
+} col_args;
+
+static void column_scalar(const col_args *a, int64_t i, int64_t r0) {
+    const float d = a->d, maxqf = (float)a->maxq;
+    const double dd = (double)d * d;
+    float *t = a->T + i * a->ldt;
+    for (int64_t r = r0; r < a->n; r++) {
+        float w = t[r];
+        float qf = __builtin_rintf(w / a->s[r]) + (float)a->z[r];
+        qf = qf < 0.0f ? 0.0f : qf;
+        qf = qf > maxqf ? maxqf : qf;
+        int qi = (int)qf;
+        float q = a->s[r] * (float)(qi - a->z[r]);
+        float diff = w - q;
+        a->q[r] = q;
+        a->qc[r] = (uint8_t)qi;
+        a->e[r] = diff / d;
+        a->err[r] += (double)diff * diff / dd / 2.0;
+    }
+    for (int64_t j = i + 1; j < a->cnt; j++) {
+        float h = a->hrow[j];
+        float *tj = a->T + j * a->ldt;
+        for (int64_t r = r0; r < a->n; r++) tj[r] -= a->e[r] * h;
+    }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define QD_GPTQ_AVX2 1
+__attribute__((target("avx2"))) static void column_avx2(const col_args *a, int64_t i) {
+    const int64_t n8 = a->n & ~(int64_t)7;
+    const __m256 vd = _mm256_set1_ps(a->d), vmax = _mm256_set1_ps((float)a->maxq), v0 = _mm256_setzero_ps();
+    const __m256d vdd = _mm256_set1_pd((double)a->d * a->d), v2 = _mm256_set1_pd(2.0);
+    float *t = a->T + i * a->ldt;
+    for (int64_t r = 0; r < n8; r += 8) {
+        __m256 w = _mm256_loadu_ps(t + r), s = _mm256_loadu_ps(a->s + r);
+        __m256i z = _mm256_loadu_si256((const __m256i *)(a->z + r));
+        __m256 qf = _mm256_add_ps(_mm256_round_ps(_mm256_div_ps(w, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                                  _mm256_cvtepi32_ps(z));
+        qf = _mm256_min_ps(_mm256_max_ps(qf, v0), vmax);
+        __m256i qi = _mm256_cvttps_epi32(qf);
+        __m256 q = _mm256_mul_ps(s, _mm256_cvtepi32_ps(_mm256_sub_epi32(qi, z)));
+        __m256 diff = _mm256_sub_ps(w, q);
+        _mm256_storeu_ps(a->q + r, q);
+        _mm256_storeu_ps(a->e + r, _mm256_div_ps(diff, vd));
+        __m128i c16 = _mm_packus_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1));
+        _mm_storel_epi64((__m128i *)(a->qc + r), _mm_packus_epi16(c16, c16));
+        __m256d dlo = _mm256_cvtps_pd(_mm256_castps256_ps128(diff)), dhi = _mm256_cvtps_pd(_mm256_extractf128_ps(diff, 1));
+        __m256d elo = _mm256_div_pd(_mm256_div_pd(_mm256_mul_pd(dlo, dlo), vdd), v2);
+        __m256d ehi = _mm256_div_pd(_mm256_div_pd(_mm256_mul_pd(dhi, dhi), vdd), v2);
+        _mm256_storeu_pd(a->err + r, _mm256_add_pd(_mm256_loadu_pd(a->err + r), elo));
+        _mm256_storeu_pd(a->err + r + 4, _mm256_add_pd(_mm256_loadu_pd(a->err + r + 4), ehi));
+    }
+    for (int64_t j = i + 1; j < a->cnt; j++) {
+        __m256 h = _mm256_set1_ps(a->hrow[j]);
+        float *tj = a->T + j * a->ldt;
+        for (int64_t r = 0; r < n8; r += 8)
+            _mm256_storeu_ps(tj + r, _mm256_sub_ps(_mm256_loadu_ps(tj + r), _mm256_mul_ps(_mm256_loadu_ps(a->e + r), h)));
+    }
+    if (n8 < a->n) column_scalar(a, i, n8);
+}
+#endif
+
 int qd_gptq_quantize_prepared(const qd_gptq_prep *p, float *W, int64_t R, uint8_t *codes, float *scales,
                               int32_t *zeros, int32_t *g_idx, qd_gptq_stats *st) {
     double t0 = qd_now();
@@ -166,25 +246,36 @@ int qd_gptq_quantize_prepared(const qd_gptq_prep *p, float *W, int64_t R, uint8_
     const int bs = o->block_size > 0 ? o->block_size : 128;
     const int64_t *perm = p->perm;
     const float *Hinv = p->Hinv;
+#ifdef QD_GPTQ_AVX2
+    const int use_avx2 = __builtin_cpu_supports("avx2");
+#endif
 
+    /* per-group parameters transposed: sT[g * R + r] (one group per row when not grouped) */
+    float *sT = qd_xmalloc((size_t)(R * ng) * sizeof(float));
+    int32_t *zT = qd_xmalloc((size_t)(R * ng) * sizeof(int32_t));
     /* per-channel parameters from the original W */
-    float *cs = qd_xmalloc((size_t)R * sizeof(float));
-    int32_t *cz = qd_xmalloc((size_t)R * sizeof(int32_t));
-    if (!grouped) qd_find_params_rows(W, R, C, C, o->bits, o->sym, &o->clip, cs, cz, 1);
+    if (!grouped) {
+        qd_find_params_rows(W, R, C, C, o->bits, o->sym, &o->clip, sT, zT, 1);
+        for (int64_t r = 0; r < R; r++) {
+            scales[r] = sT[r];
+            zeros[r] = zT[r];
+        }
+    }
     /* dead inputs */
     for (int64_t j = 0; j < C; j++)
         if (p->dead[j])
             for (int64_t r = 0; r < R; r++) W[r * C + j] = 0.0f;
     /* static groups: parameters of every original group, after the dead zeroing */
-    float *gsc = NULL;
-    int32_t *gzr = NULL;
     if (grouped && o->static_groups) {
-        gsc = qd_xmalloc((size_t)(R * ng) * sizeof(float));
-        gzr = qd_xmalloc((size_t)(R * ng) * sizeof(int32_t));
         for (int64_t g = 0; g < ng; g++)
-            qd_find_params_rows(W + g * gs, R, QD_MIN(gs, C - g * gs), C, o->bits, o->sym, &o->clip, gsc + g, gzr + g, ng);
+            qd_find_params_rows(W + g * gs, R, QD_MIN(gs, C - g * gs), C, o->bits, o->sym, &o->clip, scales + g, zeros + g, ng);
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t g = 0; g < ng; g++) {
+                sT[g * R + r] = scales[r * ng + g];
+                zT[g * R + r] = zeros[r * ng + g];
+            }
     }
-    /* permuted working copy */
+    /* permuted working copy; W and codes then receive the results in the original order */
     float *Wp = qd_xmalloc((size_t)(R * C) * sizeof(float));
     for (int64_t r = 0; r < R; r++)
         for (int64_t k = 0; k < C; k++) Wp[r * C + k] = W[r * C + perm[k]];
@@ -192,84 +283,71 @@ int qd_gptq_quantize_prepared(const qd_gptq_prep *p, float *W, int64_t R, uint8_
     s.dead_columns = p->ndead;
     s.damp_used = p->damp_used;
     s.damp_raises = p->damp_raises;
-    float *W1 = qd_xmalloc((size_t)(R * bs) * sizeof(float));
-    float *Err1 = qd_xmalloc((size_t)(R * bs) * sizeof(float));
-    float *Q = qd_xmalloc((size_t)(R * C) * sizeof(float));
-    uint8_t *Qc = qd_xmalloc((size_t)(R * C));
-    float *cur_s = qd_xmalloc((size_t)R * sizeof(float));
-    int32_t *cur_z = qd_xmalloc((size_t)R * sizeof(int32_t));
+    /* row tiles of RT rows: the transposed block of a tile (bs x RT floats) stays in L1/L2 */
+    enum { RT = 64 };
+    float *T = qd_xmalloc((size_t)bs * RT * sizeof(float));
+    float *ET = qd_xmalloc((size_t)(bs * R) * sizeof(float)); /* scaled errors, [i][r] */
+    float *qv = qd_xmalloc(RT * sizeof(float));
+    uint8_t *qcv = qd_xmalloc(RT);
+    double *errs = qd_xcalloc((size_t)R, sizeof(double));
     int64_t *colgroup = qd_xmalloc((size_t)C * sizeof(int64_t)); /* group of permuted column k */
-    if (!grouped) {
-        memcpy(cur_s, cs, (size_t)R * sizeof(float));
-        memcpy(cur_z, cz, (size_t)R * sizeof(int32_t));
-        for (int64_t r = 0; r < R; r++) {
-            scales[r] = cs[r];
-            zeros[r] = cz[r];
-        }
-    }
-    double err_total = 0;
     for (int64_t i1 = 0; i1 < C; i1 += bs) {
         int64_t i2 = QD_MIN(i1 + bs, C), cnt = i2 - i1;
-        for (int64_t r = 0; r < R; r++) memcpy(W1 + r * cnt, Wp + r * C + i1, (size_t)cnt * sizeof(float));
-        for (int64_t i = 0; i < cnt; i++) {
-            int64_t k = i1 + i;
+        for (int64_t k = i1; k < i2; k++) {
+            int64_t g = 0;
             if (grouped) {
-                int64_t g;
-                if (o->static_groups) {
+                if (o->static_groups)
                     g = perm[k] / gs;
-                    for (int64_t r = 0; r < R; r++) {
-                        cur_s[r] = gsc[r * ng + g];
-                        cur_z[r] = gzr[r * ng + g];
-                    }
-                } else {
+                else {
                     g = k / gs;
                     if (k % gs == 0) { /* from the block-start snapshot of the outer W */
-                        qd_find_params_rows(Wp + k, R, QD_MIN(gs, C - k), C, o->bits, o->sym, &o->clip, cur_s, cur_z, 1);
+                        qd_find_params_rows(Wp + k, R, QD_MIN(gs, C - k), C, o->bits, o->sym, &o->clip, scales + g,
+                                            zeros + g, ng);
                         for (int64_t r = 0; r < R; r++) {
-                            scales[r * ng + g] = cur_s[r];
-                            zeros[r * ng + g] = cur_z[r];
+                            sT[g * R + r] = scales[r * ng + g];
+                            zT[g * R + r] = zeros[r * ng + g];
                         }
                     }
                 }
-                colgroup[k] = g;
-            } else
-                colgroup[k] = 0;
-            const float d = Hinv[k * C + k];
-            const float *hrow = Hinv + k * C + i1; /* Hinv1[i, :] */
-            for (int64_t r = 0; r < R; r++) {
-                float w = W1[r * cnt + i];
-                int qi = qd_quantize1(w, cur_s[r], cur_z[r], maxq);
-                float q = qd_dequantize1(qi, cur_s[r], cur_z[r]);
-                Q[r * C + k] = q;
-                Qc[r * C + k] = (uint8_t)qi;
-                float e = (w - q) / d;
-                err_total += (double)(w - q) * (w - q) / ((double)d * d) / 2.0;
-                float *wr = W1 + r * cnt;
-                for (int64_t j = i; j < cnt; j++) wr[j] -= e * hrow[j];
-                Err1[r * cnt + i] = e;
+            }
+            colgroup[k] = g;
+        }
+        for (int64_t r0 = 0; r0 < R; r0 += RT) {
+            const int64_t n = QD_MIN((int64_t)RT, R - r0);
+            for (int64_t r = 0; r < n; r++)
+                for (int64_t i = 0; i < cnt; i++) T[i * RT + r] = Wp[(r0 + r) * C + i1 + i];
+            col_args a = {.T = T, .ldt = RT, .n = n, .cnt = cnt, .maxq = maxq, .q = qv, .qc = qcv, .err = errs + r0};
+            for (int64_t i = 0; i < cnt; i++) {
+                const int64_t k = i1 + i, g = colgroup[k];
+                a.s = sT + g * R + r0;
+                a.z = zT + g * R + r0;
+                a.d = Hinv[k * C + k];
+                a.hrow = Hinv + k * C + i1;
+                a.e = ET + i * R + r0;
+#ifdef QD_GPTQ_AVX2
+                if (use_avx2)
+                    column_avx2(&a, i);
+                else
+#endif
+                    column_scalar(&a, i, 0);
+                const int64_t ok = perm[k];
+                for (int64_t r = 0; r < n; r++) {
+                    W[(r0 + r) * C + ok] = qv[r];
+                    codes[(r0 + r) * C + ok] = qcv[r];
+                }
             }
         }
         if (i2 < C)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)(C - i2), (int)cnt, -1.0f, Err1,
-                        (int)cnt, Hinv + i1 * C + i2, (int)C, 1.0f, Wp + i2, (int)C);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)R, (int)(C - i2), (int)cnt, -1.0f, ET, (int)R,
+                        Hinv + i1 * C + i2, (int)C, 1.0f, Wp + i2, (int)C);
     }
-    if (grouped && o->static_groups)
-        for (int64_t i = 0; i < R * ng; i++) {
-            scales[i] = gsc[i];
-            zeros[i] = gzr[i];
-        }
-    /* back to the original column order */
-    for (int64_t r = 0; r < R; r++)
-        for (int64_t k = 0; k < C; k++) {
-            W[r * C + perm[k]] = Q[r * C + k];
-            codes[r * C + perm[k]] = Qc[r * C + k];
-        }
     if (g_idx)
         for (int64_t k = 0; k < C; k++) g_idx[perm[k]] = (int32_t)colgroup[k];
+    double err_total = 0;
+    for (int64_t r = 0; r < R; r++) err_total += errs[r];
     s.error = err_total;
     s.seconds = qd_now() - t0;
     if (st) *st = s;
-    free(cs); free(cz); free(gsc); free(gzr); free(Wp);
-    free(W1); free(Err1); free(Q); free(Qc); free(cur_s); free(cur_z); free(colgroup);
+    free(sT); free(zT); free(Wp); free(T); free(ET); free(qv); free(qcv); free(errs); free(colgroup);
     return QD_OK;
 }
