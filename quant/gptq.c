@@ -26,16 +26,24 @@ void qd_gptq_default_opts(qd_gptq_opts *o) {
  * reversal (LAPACKE's row-major entry points would transpose n^2 elements in and out of each
  * call: as long as the factorization itself at n = 3072). Same arithmetic as the row-major calls.
  * A [n, n] is scratch. Returns 0 or -1. */
-static int inverse_factor(const float *H, int64_t n, double lambda0, float *A, float *U, double *lambda_used,
-                          int *raises) {
+static int inverse_factor(const float *H, const int64_t *perm, const uint8_t *dead, int64_t n, double lambda0, float *A,
+                          float *U, double *lambda_used, int *raises) {
     double lambda = lambda0;
-    const int64_t nn = n * n;
     for (int attempt = 0; attempt < 8; attempt++) {
-        /* A <- J (H + lambda I) J */
-        for (int64_t t = 0; t < nn; t++) A[t] = H[nn - 1 - t];
-        for (int64_t i = 0; i < n; i++) A[i * n + i] += (float)lambda;
-        int ok = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'L', (lapack_int)n, A, (lapack_int)n) == 0 &&
-                 LAPACKE_strtri(LAPACK_COL_MAJOR, 'L', 'N', (lapack_int)n, A, (lapack_int)n) == 0;
+        /* A <- J (P^T H P + lambda I) J, dead diagonal entries 1 (one gather pass) */
+        for (int64_t a = 0; a < n; a++) {
+            const float *hr = H + perm[n - 1 - a] * n;
+            float *ar = A + a * n;
+            for (int64_t b = 0; b < n; b++) ar[b] = hr[perm[n - 1 - b]];
+            if (dead[perm[n - 1 - a]]) ar[a] = 1.0f;
+            ar[a] += (float)lambda;
+        }
+        /* Fortran entry points: H was checked finite, LAPACKE would scan A again before each call */
+        lapack_int ln = (lapack_int)n, info = 0;
+        char lo = 'L', nd = 'N';
+        LAPACK_spotrf(&lo, &ln, A, &ln, &info);
+        if (info == 0) LAPACK_strtri(&lo, &nd, &ln, A, &ln, &info);
+        int ok = info == 0;
         if (ok) {
             /* A[c * n + r] = L'^-1[r][c] (r >= c); U[i][j] = L'^-1[n-1-i][n-1-j] = A[(n-1-j) n + n-1-i]
              * for j >= i, 0 below the diagonal; 64 x 64 tiles */
@@ -94,44 +102,35 @@ int qd_gptq_prepare(const float *H, int64_t C, const qd_gptq_opts *o, qd_gptq_pr
     qd_gptq_prep *p = qd_xcalloc(1, sizeof *p);
     p->C = C;
     p->o = *o;
-    float *Hw = qd_xmalloc((size_t)(C * C) * sizeof(float));
-    memcpy(Hw, H, (size_t)(C * C) * sizeof(float));
     p->dead = qd_xcalloc((size_t)C, 1);
-    for (int64_t j = 0; j < C; j++)
-        if (Hw[j * C + j] == 0.0f) {
-            Hw[j * C + j] = 1.0f;
+    double mean_diag = 0;
+    for (int64_t j = 0; j < C; j++) {
+        if (H[j * C + j] == 0.0f) {
             p->dead[j] = 1;
             p->ndead++;
         }
+        mean_diag += p->dead[j] ? 1.0f : H[j * C + j];
+    }
+    mean_diag /= (double)C;
     /* act-order permutation */
     p->perm = qd_xmalloc((size_t)C * sizeof(int64_t));
     for (int64_t j = 0; j < C; j++) p->perm[j] = j;
     if (o->act_order) {
         diag_idx *di = qd_xmalloc((size_t)C * sizeof(diag_idx));
-        for (int64_t j = 0; j < C; j++) di[j] = (diag_idx){Hw[j * C + j], j};
+        for (int64_t j = 0; j < C; j++) di[j] = (diag_idx){p->dead[j] ? 1.0f : H[j * C + j], j};
         qsort(di, (size_t)C, sizeof *di, cmp_diag_desc);
         for (int64_t j = 0; j < C; j++) p->perm[j] = di[j].i;
         free(di);
     }
-    float *Hp = qd_xmalloc((size_t)(C * C) * sizeof(float));
-    double mean_diag = 0;
-    for (int64_t a = 0; a < C; a++) {
-        for (int64_t b = 0; b < C; b++) Hp[a * C + b] = Hw[p->perm[a] * C + p->perm[b]];
-        mean_diag += Hw[a * C + a];
-    }
-    mean_diag /= (double)C;
-    free(Hw);
     p->Hinv = qd_xmalloc((size_t)(C * C) * sizeof(float));
     double used = 0;
     float *scratch = qd_xmalloc((size_t)(C * C) * sizeof(float));
-    int bad = inverse_factor(Hp, C, (double)o->damp * mean_diag, scratch, p->Hinv, &used, &p->damp_raises);
+    int bad = inverse_factor(H, p->perm, p->dead, C, (double)o->damp * mean_diag, scratch, p->Hinv, &used, &p->damp_raises);
     free(scratch);
     if (bad) {
-        free(Hp);
         qd_gptq_prep_free(p);
         return qd_err_set(QD_ENUMERIC, "gptq: the Hessian is not positive definite even with damping raised 8 times");
     }
-    free(Hp);
     if (p->damp_raises)
         qd_log(QD_LOG_WARN, "gptq: Cholesky failed with damping %.3g; raised to %.3g", (double)o->damp * mean_diag, used);
     p->damp_used = mean_diag > 0 ? used / mean_diag : used;
