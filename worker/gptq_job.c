@@ -245,6 +245,39 @@ static float *dequantize_result(const qd_gptq_result *r, const qd_job_tensor *j)
     return W;
 }
 
+/* Owners of a block's tensors: with at least as many tensors as ranks, whole tensors go to ranks
+ * by longest-processing-time on their cost (the O(C^3) factorization, once per shared input, plus
+ * 2 R C^2), so no factorization is repeated; otherwise -1 (row units round-robin over all ranks).
+ * Deterministic: the same on every rank; results do not depend on it. */
+static void assign_owners(gjob *g, const int *lins, int n, int *owner)
+{
+    if (g->size == 1 || n < g->size) {
+        for (int i = 0; i < n; i++) owner[i] = g->size == 1 ? 0 : -1;
+        return;
+    }
+    double cost[64], load[1024] = {0};
+    int order[64];
+    QD_ASSERT(n <= 64 && g->size <= 1024);
+    for (int i = 0; i < n; i++) {
+        const qd_linear *L = qd_model_linear(g->m, lins[i]);
+        int shared = i > 0 && qd_model_linear(g->m, lins[i - 1])->input_group == L->input_group;
+        cost[i] = (shared ? 0.0 : (double)L->in * L->in * L->in) + 2.0 * L->out * (double)L->in * L->in;
+        order[i] = i;
+    }
+    for (int i = 1; i < n; i++) /* stable insertion sort by descending cost */
+        for (int j = i; j > 0 && cost[order[j]] > cost[order[j - 1]]; j--) {
+            int t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    for (int i = 0; i < n; i++) {
+        int best = 0;
+        for (int r = 1; r < g->size; r++) if (load[r] < load[best]) best = r;
+        owner[order[i]] = best;
+        load[best] += cost[order[i]];
+    }
+}
+
 /* ---- sequential mode ------------------------------------------------------------------------ */
 
 static int run_sequential(gjob *g, qd_calib_data *data)
@@ -314,26 +347,49 @@ static int run_sequential(gjob *g, qd_calib_data *data)
                 if (pass == 0) qd_calib_begin_accumulate(stats);
             }
             double t_cal = qd_now() - t0;
-            /* GPTQ of the block's tensors, units over all ranks */
-            int nt = 0;
-            for (int li = 0; li < qd_model_num_linears(g->m) && !rc; li++) {
-                const qd_linear *L = qd_model_linear(g->m, li);
-                int ti = g->lin_tensor[li];
-                if (L->layer != k || ti < 0) continue;
-                qd_calib_group *cg = qd_calib_find(stats, L->input_group);
-                float *H = malloc((size_t)cg->in * (size_t)cg->in * sizeof(float));
-                rc = H ? qd_calib_hessian_f32(cg, H) : qd_err_set(QD_ENOMEM, "out of memory for a Hessian");
-                if (!rc) rc = quantize_units(g, ti, H, &unit_counter, -1);
-                rc = agree(g, rc);
-                if (!rc) {
-                    allgather_result(g, ti);
-                    compute_g_idx(g, ti, H);
-                    g->dq[li] = dequantize_result(&g->res->t[ti], &g->jt[ti]);
-                    QD_ASSERT(g->dq[li]);
-                    nt++;
+            /* GPTQ of the block's tensors: every rank does its share without waiting (whole tensors by
+             * LPT on their cost when there are at least as many tensors as ranks, else row units
+             * round-robin), then one agreement, then the results are gathered */
+            int bt[QD_LIN_PER_BLOCK * 4], nbt = 0, owner[QD_LIN_PER_BLOCK * 4];
+            for (int li = 0; li < qd_model_num_linears(g->m) && nbt < (int)QD_ARRAY_LEN(bt); li++)
+                if (qd_model_linear(g->m, li)->layer == k && g->lin_tensor[li] >= 0) bt[nbt++] = li;
+            assign_owners(g, bt, nbt, owner);
+            float *H = NULL;
+            int Hgroup = -1;
+            for (int b = 0; b < nbt && !rc; b++) {
+                const qd_linear *L = qd_model_linear(g->m, bt[b]);
+                int ti = g->lin_tensor[bt[b]];
+                int mine = owner[b] < 0 || owner[b] == g->rank;
+                if (mine && Hgroup != L->input_group) {
+                    qd_calib_group *cg = qd_calib_find(stats, L->input_group);
+                    free(H);
+                    H = malloc((size_t)cg->in * (size_t)cg->in * sizeof(float));
+                    rc = H ? qd_calib_hessian_f32(cg, H) : qd_err_set(QD_ENOMEM, "out of memory for a Hessian");
+                    Hgroup = L->input_group;
                 }
-                free(H);
+                if (!rc) rc = quantize_units(g, ti, mine ? H : NULL, &unit_counter, owner[b]);
             }
+            rc = agree(g, rc);
+            int nt = 0;
+            for (int b = 0; b < nbt && !rc; b++) {
+                const qd_linear *L = qd_model_linear(g->m, bt[b]);
+                int ti = g->lin_tensor[bt[b]];
+                allgather_result(g, ti);
+                if (g->cfg->act_order) { /* g_idx from diag H, on every rank */
+                    qd_calib_group *cg = qd_calib_find(stats, L->input_group);
+                    if (Hgroup != L->input_group) {
+                        free(H);
+                        H = qd_xmalloc((size_t)cg->in * (size_t)cg->in * sizeof(float));
+                        rc = qd_calib_hessian_f32(cg, H);
+                        Hgroup = L->input_group;
+                    }
+                    if (!rc) compute_g_idx(g, ti, H);
+                }
+                g->dq[bt[b]] = dequantize_result(&g->res->t[ti], &g->jt[ti]);
+                QD_ASSERT(g->dq[bt[b]]);
+                nt++;
+            }
+            free(H);
             qd_calib_free(stats);
             if (g->progress && g->rank == 0 && !rc)
                 printf("calibrated: block %d/%d: %d tensors, calibration %.2f s, quantization %.2f s\n", k + 1, c->layers, nt, t_cal,
@@ -379,31 +435,47 @@ static int run_fp(gjob *g, qd_calib_data *data)
     }
     if (g->progress && g->rank == 0 && !rc) printf("gptq: calibration (fp, pipelined) %.2f s\n", qd_now() - t0);
     int64_t counter = 0;
-    /* each rank quantizes the tensors of its blocks (where their statistics are) */
-    for (int li = 0; li < qd_model_num_linears(g->m) && !rc; li++) {
+    /* each rank quantizes the tensors of its blocks (where their statistics are), all at once */
+    const int nl = qd_model_num_linears(g->m);
+    int *owner = qd_xmalloc((size_t)nl * sizeof *owner);
+    float *H = NULL;
+    int Hgroup = -1;
+    for (int li = 0; li < nl && !rc; li++) {
         const qd_linear *L = qd_model_linear(g->m, li);
-        int ti = g->lin_tensor[li];
+        int ti = g->lin_tensor[li], k0, k1;
+        owner[li] = 0;
         if (ti < 0) continue;
-        int k0, k1, owner = 0;
         for (int r = 0; r < g->size; r++) {
             qd_calib_pipeline_blocks(qd_model_cfg(g->m)->layers, r, g->size, &k0, &k1);
-            if (L->layer >= k0 && L->layer < k1) owner = r;
+            if (L->layer >= k0 && L->layer < k1) owner[li] = r;
         }
         qd_calib_group *cg = qd_calib_find(stats, L->input_group);
-        int64_t in = qd_model_linear(g->m, li)->in;
-        float *H = qd_xcalloc((size_t)(in * in), sizeof(float));
-        int lrc = QD_OK;
-        if (cg) lrc = qd_calib_hessian_f32(cg, H);
-        if (!lrc) lrc = quantize_units(g, ti, H, &counter, owner);
-        rc = agree(g, lrc);
-        if (!rc) {
-            /* the Hessian lives on the owner: send it along for g_idx (act-order only) */
-            if (g->cfg->act_order) QD_MPI_CHECK(MPI_Bcast(H, (int)(in * in), MPI_FLOAT, owner, g->comm));
-            allgather_result(g, ti);
-            compute_g_idx(g, ti, H);
+        if (owner[li] == g->rank && Hgroup != L->input_group) {
+            free(H);
+            H = qd_xmalloc((size_t)L->in * L->in * sizeof(float));
+            rc = qd_calib_hessian_f32(cg, H);
+            Hgroup = L->input_group;
         }
-        free(H);
+        if (!rc) rc = quantize_units(g, ti, owner[li] == g->rank ? H : NULL, &counter, owner[li]);
     }
+    free(H);
+    rc = agree(g, rc);
+    for (int li = 0; li < nl && !rc; li++) {
+        int ti = g->lin_tensor[li];
+        if (ti < 0) continue;
+        allgather_result(g, ti);
+        if (g->cfg->act_order) { /* the Hessian lives on the owner: sent along for g_idx */
+            const qd_linear *L = qd_model_linear(g->m, li);
+            int64_t in = L->in;
+            float *Hb = qd_xcalloc((size_t)(in * in), sizeof(float));
+            qd_calib_group *cg = qd_calib_find(stats, L->input_group);
+            if (owner[li] == g->rank) rc = qd_calib_hessian_f32(cg, Hb);
+            QD_MPI_CHECK(MPI_Bcast(Hb, (int)(in * in), MPI_FLOAT, owner[li], g->comm));
+            compute_g_idx(g, ti, Hb);
+            free(Hb);
+        }
+    }
+    free(owner);
     if (g->progress && g->rank == 0 && !rc) printf("gptq: quantization %.2f s\n", qd_now() - t0);
     qd_calib_free(stats);
     free(want);
