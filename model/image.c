@@ -456,8 +456,8 @@ int qd_preprocess_load(const char *path, int channels, int height, int width, qd
     qd_preprocess_default(pp, channels, height, width);
     char *file = is_dir(path) ? join(path, "preprocessor_config.json") : strdup(path);
     if (!file) return qd_err_set(QD_ENOMEM, "out of memory");
-    char *buf;
-    size_t len;
+    char *buf = NULL;
+    size_t len = 0;
     int rc = slurp(file, 1u << 20, &buf, &len);
     if (rc) {
         free(file);

@@ -356,7 +356,7 @@ static int need(pm *m, size_t n) {
 }
 
 static int memo_put(pm *m, uint64_t idx) {
-    pv *v;
+    pv *v = NULL;
     int rc = top(m, &v);
     if (rc) return rc;
     /* pickle numbers memo slots 0, 1, 2...: an index beyond the pickle's length is hostile */
@@ -538,8 +538,8 @@ static int run_pickle(pm *m, pv **result) {
         if (m->pos >= m->plen) return pfail(m, QD_EFORMAT, "truncated: no STOP opcode");
         m->op_pos = m->pos;
         unsigned op = p[m->pos++];
-        pv *v = NULL, *w = NULL, *x = NULL, **items;
-        size_t n;
+        pv *v = NULL, *w = NULL, *x = NULL, **items = NULL;
+        size_t n = 0;
         switch (op) {
         case 0x80: /* PROTO */
             if ((rc = need(m, 1))) break;
