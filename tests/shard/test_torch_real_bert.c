@@ -13,7 +13,7 @@
 int main(void) {
     const char *dir = qd_test_bert_dir_or_skip("test_torch_real_bert");
     char *tmp = st_mkdtemp("torchbert");
-    char cmd[8192];
+    char cmd[5 * 4096 + 256];
     snprintf(cmd, sizeof cmd, "python3 '%s/tests/reference/torch_format.py' "
              "'%s/model.safetensors' '%s/pytorch_model.bin' && cp '%s/config.json' '%s/'",
              QD_TEST_SOURCE_DIR, dir, tmp, dir, tmp);
