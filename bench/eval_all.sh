@@ -252,7 +252,9 @@ EOF
 
 if command -v gnuplot > /dev/null; then
   if gnuplot -e "set terminal svg" -e "exit" 2> /dev/null; then
-    gnuplot -e "csv='$out/results.csv'; svg='$out/eval.svg'" "$here/plot_eval.gp"
+    # the plot draws RTN against GPTQ: with other METHODS it may have nothing to draw
+    gnuplot -e "csv='$out/results.csv'; svg='$out/eval.svg'" "$here/plot_eval.gp" \
+      || echo "eval_all: the plot needs RTN and GPTQ rows (METHODS=\"${METHODS:-rtn gptq}\"): skipped" >&2
     echo "eval_all: plot in $out/eval.svg" >&2
   else
     echo "eval_all: gnuplot has no SVG terminal: plot skipped" >&2
