@@ -43,6 +43,16 @@ print("ok: adaround recorded")
 PY
 if "$QDIST" quantize --model "$M" --out "$T/x.h5" --method adaround --calib "$D" --beta 20 2> "$T/err"; then fail=1; fi
 grep -q "START,END" "$T/err" || { cat "$T/err"; fail=1; }
+# a rank failing after 5 pieces, then --resume on 4 ranks: the calibrated phase runs again and the
+# file equals the uninterrupted one
+if QD_FAULT_RANK=1 QD_FAULT_AFTER=5 QD_CHECKPOINT_SECONDS=0 mpiexec -n 2 --oversubscribe "$QDIST" quantize --model "$M" \
+     --out "$T/res.h5" --quiet --method gptq --bits 4 --asym --group-size 32 --act-order --calib "$D" --nsamples 40 \
+     --microbatch 6 > /dev/null 2>&1; then echo "the injected fault did not fail the job"; fail=1; fi
+[ -f "$T/res.h5.partial" ] || { echo "no partial file after the fault"; fail=1; }
+mpiexec -n 4 --oversubscribe "$QDIST" quantize --model "$M" --out "$T/res.h5" --quiet --method gptq --bits 4 --asym \
+  --group-size 32 --act-order --calib "$D" --nsamples 40 --microbatch 6 --resume
+if h5diff --exclude-path /run "$T/sequential1.h5" "$T/res.h5"; then echo "ok: gptq resumed on 4 ranks == uninterrupted"
+else echo "DIFFERENT: gptq resumed vs uninterrupted"; fail=1; fi
 # the two modes calibrate on different inputs: their files differ
 if h5diff -q --exclude-path /run "$T/sequential1.h5" "$T/fp1.h5" >/dev/null 2>&1; then echo "modes gave the same file"; fail=1; fi
 /usr/bin/python3 - "$T/sequential1.h5" <<'PY'
