@@ -227,6 +227,7 @@ void qd_qmodel_free(qd_qmodel *q)
     free(q->wo);
     free(q->xo);
     free(q->cols);
+    free(q->colmax);
     free(q->aq);
     free(q->ascale);
     free(q);
