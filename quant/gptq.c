@@ -94,6 +94,27 @@ void qd_gptq_prep_free(qd_gptq_prep *p) {
     free(p);
 }
 
+/* The order columns are quantized in: act-order sorts by descending diag H (a dead column's 0
+ * counts as 1, as it is replaced), ties keeping column order; otherwise the identity. */
+static void column_order(const float *H, int64_t C, int act_order, int64_t *perm) {
+    for (int64_t j = 0; j < C; j++) perm[j] = j;
+    if (!act_order) return;
+    diag_idx *di = qd_xmalloc((size_t)C * sizeof(diag_idx));
+    for (int64_t j = 0; j < C; j++) di[j] = (diag_idx){H[j * C + j] == 0.0f ? 1.0f : H[j * C + j], j};
+    qsort(di, (size_t)C, sizeof *di, cmp_diag_desc);
+    for (int64_t j = 0; j < C; j++) perm[j] = di[j].i;
+    free(di);
+}
+
+void qd_gptq_g_idx(const float *H, int64_t C, const qd_gptq_opts *o, int32_t *g_idx) {
+    const int grouped = o->group_size > 0 && o->group_size < C;
+    int64_t *perm = qd_xmalloc((size_t)C * sizeof *perm);
+    column_order(H, C, o->act_order, perm);
+    for (int64_t k = 0; k < C; k++)
+        g_idx[perm[k]] = !grouped ? 0 : (int32_t)(o->static_groups ? perm[k] / o->group_size : k / o->group_size);
+    free(perm);
+}
+
 int qd_gptq_prepare(const float *H, int64_t C, const qd_gptq_opts *o, qd_gptq_prep **out) {
     *out = NULL;
     int rc = qd_check_finite(H, C, C, "Hessian");
@@ -112,16 +133,8 @@ int qd_gptq_prepare(const float *H, int64_t C, const qd_gptq_opts *o, qd_gptq_pr
         mean_diag += p->dead[j] ? 1.0f : H[j * C + j];
     }
     mean_diag /= (double)C;
-    /* act-order permutation */
     p->perm = qd_xmalloc((size_t)C * sizeof(int64_t));
-    for (int64_t j = 0; j < C; j++) p->perm[j] = j;
-    if (o->act_order) {
-        diag_idx *di = qd_xmalloc((size_t)C * sizeof(diag_idx));
-        for (int64_t j = 0; j < C; j++) di[j] = (diag_idx){p->dead[j] ? 1.0f : H[j * C + j], j};
-        qsort(di, (size_t)C, sizeof *di, cmp_diag_desc);
-        for (int64_t j = 0; j < C; j++) p->perm[j] = di[j].i;
-        free(di);
-    }
+    column_order(H, C, o->act_order, p->perm);
     p->Hinv = qd_xmalloc((size_t)(C * C) * sizeof(float));
     double used = 0;
     float *scratch = qd_xmalloc((size_t)(C * C) * sizeof(float));

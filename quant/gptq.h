@@ -53,5 +53,8 @@ int qd_gptq_prepare(const float *H, int64_t cols, const qd_gptq_opts *o, qd_gptq
 int qd_gptq_quantize_prepared(const qd_gptq_prep *p, float *W, int64_t rows, uint8_t *codes, float *scales,
                               int32_t *zeros, int32_t *g_idx, qd_gptq_stats *st);
 void qd_gptq_prep_free(qd_gptq_prep *p);
+/* g_idx [cols] as qd_gptq_quantize* records it, from diag H and the options alone (for ranks that
+ * quantized no row of the layer). */
+void qd_gptq_g_idx(const float *H, int64_t cols, const qd_gptq_opts *o, int32_t *g_idx);
 
 #endif

@@ -208,40 +208,19 @@ static void compute_g_idx(gjob *g, int ti, const float *H)
     if (!g->cfg->act_order || j->method != QD_METHOD_GPTQ) return;
     qd_gptq_opts o;
     qd_job_gptq_opts(g->cfg, j, &o);
-    int64_t C = r->cols, gs = o.group_size > 0 && o.group_size < C ? o.group_size : C;
-    r->g_idx = qd_xmalloc((size_t)C * sizeof(int32_t));
-    /* the act-order permutation: columns by descending diag H, dead columns (diag 0 -> 1) included,
-     * ties in column order — as quant/gptq.c */
-    int64_t *perm = qd_xmalloc((size_t)C * sizeof *perm);
-    for (int64_t c = 0; c < C; c++) perm[c] = c;
-    /* stable merge sort, descending */
-    float *key = qd_xmalloc((size_t)C * sizeof *key);
-    for (int64_t c = 0; c < C; c++) key[c] = H[c * C + c] == 0.0f ? 1.0f : H[c * C + c];
-    int64_t *tmp = qd_xmalloc((size_t)C * sizeof *tmp);
-    for (int64_t w = 1; w < C; w *= 2)
-        for (int64_t lo = 0; lo < C; lo += 2 * w) {
-            int64_t mid = QD_MIN(lo + w, C), hi = QD_MIN(lo + 2 * w, C), i = lo, k = mid, o2 = lo;
-            while (i < mid && k < hi) tmp[o2++] = key[perm[k]] > key[perm[i]] ? perm[k++] : perm[i++];
-            while (i < mid) tmp[o2++] = perm[i++];
-            while (k < hi) tmp[o2++] = perm[k++];
-            memcpy(perm + lo, tmp + lo, (size_t)(hi - lo) * sizeof *perm);
-        }
-    for (int64_t k = 0; k < C; k++) r->g_idx[perm[k]] = (int32_t)(o.static_groups ? perm[k] / gs : k / gs);
-    free(key);
-    free(tmp);
-    free(perm);
+    r->g_idx = qd_xmalloc((size_t)r->cols * sizeof(int32_t));
+    qd_gptq_g_idx(H, r->cols, &o, r->g_idx);
 }
 
 static float *dequantize_result(const qd_gptq_result *r, const qd_job_tensor *j)
 {
     float *W = malloc((size_t)(r->rows * r->cols) * sizeof(float));
     if (!W) return NULL;
-    int64_t gs = j->scheme.gran == QD_GRAN_GROUP && j->scheme.group_size < r->cols ? j->scheme.group_size : r->cols;
-    for (int64_t i = 0; i < r->rows; i++)
-        for (int64_t c = 0; c < r->cols; c++) {
-            int64_t gidx = r->g_idx ? r->g_idx[c] : c / gs;
-            W[i * r->cols + c] = qd_dequantize1(r->codes[i * r->cols + c], r->scales[i * r->ng + gidx], r->zeros[i * r->ng + gidx]);
-        }
+    int64_t G = j->scheme.gran == QD_GRAN_GROUP && j->scheme.group_size < r->cols ? j->scheme.group_size : r->cols;
+    qd_qparams p = {.rows = r->rows, .cols = r->cols, .ngroups = r->ng, .group_size = G, .bits = j->scheme.bits,
+                    .sym = j->scheme.sym, .gran = G < r->cols ? QD_GRAN_GROUP : QD_GRAN_CHANNEL, .scales = r->scales,
+                    .zeros = r->zeros};
+    qd_dequantize(r->codes, &p, r->g_idx, W);
     return W;
 }
 
