@@ -7,7 +7,6 @@
  *
  *   bench_layer_error [--iters N] [--bits 8,4,3] [--vit-only] [--csv FILE]
  * AdaRound runs in Hessian mode with N Adam steps (default 1000; quant/adaround.h defaults else). */
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,19 +21,6 @@
 
 enum { M_RTN = 0, M_RTN_MSE, M_GPTQ, M_ADA, M_N };
 static const char *mname[M_N] = {"rtn", "rtn-mse", "gptq", "adaround"};
-
-static double out_err(const float *W, const float *Q, const float *H, int64_t R, int64_t C)
-{
-    float *D = qd_xmalloc((size_t)(R * C) * sizeof(float)), *DH = qd_xmalloc((size_t)(R * C) * sizeof(float));
-    float *WH = qd_xmalloc((size_t)(R * C) * sizeof(float));
-    for (int64_t i = 0; i < R * C; i++) D[i] = W[i] - Q[i];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)C, 1.0f, D, (int)C, H, (int)C, 0.0f, DH, (int)C);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)C, 1.0f, W, (int)C, H, (int)C, 0.0f, WH, (int)C);
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < R * C; i++) { num += (double)DH[i] * D[i]; den += (double)WH[i] * W[i]; }
-    free(D); free(DH); free(WH);
-    return num / den;
-}
 
 static FILE *g_csv;
 
@@ -116,7 +102,7 @@ static int run(const char *name, const char *dir, const char *data, int seqlen, 
                         qd_qparams_free(&p);
                     }
                     secs[mi] += qd_now() - t0;
-                    e[mi] = out_err(lin->W, Q, H[li], R, C);
+                    e[mi] = qd_output_rel_error(lin->W, Q, H[li], R, C);
                     sum[mi] += e[mi];
                     if (e[mi] > worst[mi]) worst[mi] = e[mi];
                     if (g_csv)

@@ -158,5 +158,8 @@ typedef struct {
     double sqnr_db;  /* 10 log10(||w||^2 / ||w - q||^2) */
 } qd_qerror;
 qd_qerror qd_quant_error(const float *w, const float *q, int64_t n);
+/* Relative output error of a Linear through its inputs' Hessian H [cols][cols] (2/N sum x x^T):
+ * tr(D H D^T) / tr(W H W^T), D = W - Q; i.e. ||(W - Q) X^T||^2 / ||W X^T||^2. Sums in double. */
+double qd_output_rel_error(const float *W, const float *Q, const float *H, int64_t rows, int64_t cols);
 
 #endif /* QD_QUANT_H */

@@ -3,7 +3,6 @@
  * sentences of at most 64 tokens): at 4 and 3 bits, asymmetric per channel, the same min-max
  * scales finder, GPTQ's relative output error tr(D H D^T) / tr(W H W^T) (D = W - Q) is below
  * RTN's on every layer. Prints the per-layer table. */
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,19 +14,6 @@
 #include "quant/gptq.h"
 #include "quant/quant.h"
 #include "reference/bert_dir.h"
-
-static double out_err(const float *W, const float *Q, const float *H, int64_t R, int64_t C)
-{
-    float *D = qd_xmalloc((size_t)(R * C) * sizeof(float)), *DH = qd_xmalloc((size_t)(R * C) * sizeof(float));
-    float *WH = qd_xmalloc((size_t)(R * C) * sizeof(float));
-    for (int64_t i = 0; i < R * C; i++) D[i] = W[i] - Q[i];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)C, 1.0f, D, (int)C, H, (int)C, 0.0f, DH, (int)C);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)C, 1.0f, W, (int)C, H, (int)C, 0.0f, WH, (int)C);
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < R * C; i++) { num += (double)DH[i] * D[i]; den += (double)WH[i] * W[i]; }
-    free(D); free(DH); free(WH);
-    return num / den;
-}
 
 static int run_model(const char *dir, const char *data, int seqlen)
 {
@@ -72,7 +58,7 @@ static int run_model(const char *dir, const char *data, int seqlen)
             float *sc = malloc((size_t)R * sizeof(float));
             int32_t *zr = malloc((size_t)R * sizeof(int32_t));
             CHECK_EQ(qd_gptq_quantize(Qg, R, C, H, &o, codes, sc, zr, NULL, NULL), 0);
-            double er = out_err(L->W, Qr, H, R, C), eg = out_err(L->W, Qg, H, R, C);
+            double er = qd_output_rel_error(L->W, Qr, H, R, C), eg = qd_output_rel_error(L->W, Qg, H, R, C);
             printf("%-52s %5d %12.4e %12.4e %8.2f\n", L->name, bits, er, eg, er / eg);
             CHECK_MSG(eg < er, "%s %d-bit: GPTQ %.4e >= RTN %.4e", L->name, bits, eg, er);
             if (er / eg < worst_ratio) worst_ratio = er / eg;
