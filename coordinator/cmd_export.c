@@ -11,6 +11,7 @@
 #include "collective/collective.h"
 #include "common/qd_common.h"
 #include "coordinator/cli.h"
+#include "coordinator/h5_read.h"
 #include "quant/quant.h"
 #include "shard/st_write.h"
 
@@ -20,42 +21,6 @@ static const char *export_help =
     "Writes DIR/model.safetensors with every tensor of the qdist model dequantized\n"
     "(scale * (q - zero)) under its original name and shape, and DIR/config.json from the model's\n"
     "recorded configuration. Non-float tensors are copied unchanged.\n";
-
-static char *attr_text(hid_t obj, const char *name) {
-    if (H5Aexists(obj, name) <= 0) return NULL;
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT), t = H5Aget_type(a);
-    size_t n = H5Tget_size(t);
-    char *b = qd_xcalloc(n + 1, 1);
-    if (H5Tget_class(t) != H5T_STRING || H5Tis_variable_str(t) || H5Aread(a, t, b) < 0) b[0] = 0;
-    H5Tclose(t);
-    H5Aclose(a);
-    return b;
-}
-
-static int64_t attr_int(hid_t obj, const char *name, int64_t dflt) {
-    if (H5Aexists(obj, name) <= 0) return dflt;
-    int64_t v = dflt;
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    if (H5Aread(a, H5T_NATIVE_INT64, &v) < 0) v = dflt;
-    H5Aclose(a);
-    return v;
-}
-
-static void *read_all(hid_t g, const char *name, hid_t memtype, size_t elsize, size_t *count) {
-    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
-    if (d < 0) return NULL;
-    hid_t sp = H5Dget_space(d);
-    hssize_t n = H5Sget_simple_extent_npoints(sp);
-    H5Sclose(sp);
-    void *buf = qd_xmalloc((size_t)(n > 0 ? n : 1) * elsize);
-    if (n > 0 && H5Dread(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
-        free(buf);
-        buf = NULL;
-    }
-    H5Dclose(d);
-    if (count) *count = (size_t)(n > 0 ? n : 0);
-    return buf;
-}
 
 typedef struct {
     qd_st_out_tensor *t;
@@ -69,7 +34,7 @@ static herr_t on_tensor(hid_t tg, const char *name, const H5L_info_t *info, void
     exp_ctx *x = op;
     hid_t g = H5Gopen2(tg, name, H5P_DEFAULT);
     if (g < 0) return -1;
-    char *kind = attr_text(g, "kind"), *dt = attr_text(g, "orig_dtype");
+    char *kind = qd_h5_attr_text(g, "kind"), *dt = qd_h5_attr_text(g, "orig_dtype");
     int64_t shape[QD_ST_MAX_DIMS] = {0};
     int nd = 0;
     if (H5Aexists(g, "shape") > 0) {
@@ -88,13 +53,13 @@ static herr_t on_tensor(hid_t tg, const char *name, const H5L_info_t *info, void
     void *rawbuf = NULL;
     qd_dtype odt = QD_DT_F32;
     if (kind && !strcmp(kind, "quantized") && nd == 2) {
-        int bits = (int)attr_int(g, "bits", 8), sym = (int)attr_int(g, "sym", 1);
-        int64_t R = shape[0], C = shape[1], gs = attr_int(g, "group_size", -1);
+        int bits = (int)qd_h5_attr_int(g, "bits", 8), sym = (int)qd_h5_attr_int(g, "sym", 1);
+        int64_t R = shape[0], C = shape[1], gs = qd_h5_attr_int(g, "group_size", -1);
         size_t nq = 0, ns = 0;
-        uint8_t *packed = read_all(g, "qweight", H5T_NATIVE_UINT8, 1, &nq);
-        float *sc = read_all(g, "scales", H5T_NATIVE_FLOAT, 4, &ns);
-        int32_t *zr = H5Lexists(g, "zeros", H5P_DEFAULT) > 0 ? read_all(g, "zeros", H5T_NATIVE_INT32, 4, NULL) : NULL;
-        int32_t *gi = H5Lexists(g, "g_idx", H5P_DEFAULT) > 0 ? read_all(g, "g_idx", H5T_NATIVE_INT32, 4, NULL) : NULL;
+        uint8_t *packed = qd_h5_read_ds(g, "qweight", H5T_NATIVE_UINT8, 1, &nq);
+        float *sc = qd_h5_read_ds(g, "scales", H5T_NATIVE_FLOAT, 4, &ns);
+        int32_t *zr = qd_h5_read_ds(g, "zeros", H5T_NATIVE_INT32, 4, NULL);
+        int32_t *gi = qd_h5_read_ds(g, "g_idx", H5T_NATIVE_INT32, 4, NULL);
         if (packed && sc && nq == (size_t)(R * qd_packed_row_bytes(C, bits)) && ns % (size_t)R == 0) {
             qd_qparams p = {.rows = R, .cols = C, .ngroups = (int64_t)ns / R, .group_size = gs > 0 ? gs : C,
                             .bits = bits, .sym = sym, .scales = sc};
@@ -115,13 +80,13 @@ static herr_t on_tensor(hid_t tg, const char *name, const H5L_info_t *info, void
         free(gi);
     } else if (kind && !strcmp(kind, "float")) {
         size_t cnt = 0;
-        vals = read_all(g, "data", H5T_NATIVE_FLOAT, 4, &cnt);
+        vals = qd_h5_read_ds(g, "data", H5T_NATIVE_FLOAT, 4, &cnt);
         if (!vals || (int64_t)cnt != (nd ? numel : 1))
             x->st = qd_err_set(QD_EFORMAT, "%s: tensor '%s': data missing or of the wrong size", x->path, name);
     } else if (kind && !strcmp(kind, "raw")) {
         if (!dt || qd_dtype_from_name(dt, &odt) != QD_OK)
             x->st = qd_err_set(QD_EFORMAT, "%s: tensor '%s': unknown orig_dtype '%s'", x->path, name, dt ? dt : "");
-        rawbuf = read_all(g, "raw", H5T_NATIVE_UINT8, 1, NULL);
+        rawbuf = qd_h5_read_ds(g, "raw", H5T_NATIVE_UINT8, 1, NULL);
     } else
         x->st = qd_err_set(QD_EFORMAT, "%s: tensor '%s': unknown kind '%s'", x->path, name, kind ? kind : "");
     if (x->st == QD_OK) {
@@ -164,11 +129,11 @@ static int do_export(const char *path, const char *dir, int f16) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     int st = QD_OK;
-    char *fmt = f >= 0 ? attr_text(f, "format") : NULL, *status = f >= 0 ? attr_text(f, "status") : NULL;
+    char *fmt = f >= 0 ? qd_h5_attr_text(f, "format") : NULL, *status = f >= 0 ? qd_h5_attr_text(f, "status") : NULL;
     if (f < 0) st = qd_err_set(QD_EFORMAT, "%s: not an HDF5 file (or unreadable)", path);
     else if (!fmt || strcmp(fmt, "qdist")) st = qd_err_set(QD_EFORMAT, "%s: not a qdist model", path);
-    else if (attr_int(f, "format_version", -1) != 1)
-        st = qd_err_set(QD_EFORMAT, "%s: unsupported format version %lld", path, (long long)attr_int(f, "format_version", -1));
+    else if (qd_h5_attr_int(f, "format_version", -1) != 1)
+        st = qd_err_set(QD_EFORMAT, "%s: unsupported format version %lld", path, (long long)qd_h5_attr_int(f, "format_version", -1));
     else if (!status || strcmp(status, "complete"))
         st = qd_err_set(QD_EFORMAT, "%s: the model is incomplete (status '%s')", path, status ? status : "");
     exp_ctx x = {.f16 = f16, .path = path};
@@ -185,7 +150,7 @@ static int do_export(const char *path, const char *dir, int f16) {
         char meta[256];
         snprintf(meta, sizeof meta, "{\"format\":\"pt\",\"qdist\":\"dequantized from a qdist model\"}");
         st = qd_st_write(out, x.t, x.n, meta);
-        char *cfg = attr_text(f, "model_config");
+        char *cfg = qd_h5_attr_text(f, "model_config");
         if (st == QD_OK && cfg && cfg[0]) {
             snprintf(out, sizeof out, "%s/config.json", dir);
             FILE *c = fopen(out, "w");

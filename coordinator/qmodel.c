@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "coordinator/h5_read.h"
 #include "coordinator/qmodel.h"
 #include "kernels/gemm.h"
 #include "quant/quant.h"
@@ -45,46 +46,15 @@ const char *qd_ql_kind_name(qd_ql_kind k)
     return k < QD_QL_KINDS_ ? n[k] : "?";
 }
 
-static char *attr_text(hid_t obj, const char *name)
-{
-    if (H5Aexists(obj, name) <= 0) return NULL;
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT), t = H5Aget_type(a);
-    size_t n = H5Tget_size(t);
-    char *b = qd_xcalloc(n + 1, 1);
-    if (H5Tget_class(t) != H5T_STRING || H5Tis_variable_str(t) || H5Aread(a, t, b) < 0) b[0] = 0;
-    H5Tclose(t);
-    H5Aclose(a);
-    return b;
-}
-
-static int64_t attr_int(hid_t obj, const char *name, int64_t dflt)
-{
-    if (H5Aexists(obj, name) <= 0) return dflt;
-    int64_t v = dflt;
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    if (H5Aread(a, H5T_NATIVE_INT64, &v) < 0) v = dflt;
-    H5Aclose(a);
-    return v;
-}
-
-/* The whole dataset, checked to hold `want` elements (want < 0: any). */
+/* The whole dataset, checked to hold `want` elements. */
 static void *read_ds(hid_t g, const char *name, hid_t memtype, size_t elsize, int64_t want)
 {
-    if (H5Lexists(g, name, H5P_DEFAULT) <= 0) return NULL;
-    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
-    if (d < 0) return NULL;
-    hid_t sp = H5Dget_space(d);
-    hssize_t n = H5Sget_simple_extent_npoints(sp);
-    H5Sclose(sp);
-    void *buf = NULL;
-    if (n >= 0 && (want < 0 || n == want)) {
-        buf = malloc((size_t)(n > 0 ? n : 1) * elsize);
-        if (buf && n > 0 && H5Dread(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
-            free(buf);
-            buf = NULL;
-        }
+    size_t n = 0;
+    void *buf = qd_h5_read_ds(g, name, memtype, elsize, &n);
+    if (buf && (int64_t)n != want) {
+        free(buf);
+        buf = NULL;
     }
-    H5Dclose(d);
     return buf;
 }
 
@@ -98,7 +68,7 @@ static int load_linear(qd_qmodel *q, hid_t tg, const char *path, int li, int fak
         return qd_err_set(QD_ENOTFOUND, "%s: tensor '%s' of the model is not in the file (another model?)", path, name);
     hid_t g = H5Gopen2(tg, name, H5P_DEFAULT);
     if (g < 0) return qd_err_set(QD_EFORMAT, "%s: tensor '%s' cannot be opened", path, name);
-    char *kind = attr_text(g, "kind");
+    char *kind = qd_h5_attr_text(g, "kind");
     int rc = QD_OK;
     const int64_t N = L->out, K = L->in;
     if (!kind || strcmp(kind, "quantized")) {
@@ -109,8 +79,8 @@ static int load_linear(qd_qmodel *q, hid_t tg, const char *path, int li, int fak
         return QD_OK;
     }
     free(kind);
-    int bits = (int)attr_int(g, "bits", 0), sym = (int)attr_int(g, "sym", 1);
-    int64_t gs = attr_int(g, "group_size", -1), G = gs > 0 && gs < K ? gs : K, ng = (K + G - 1) / G;
+    int bits = (int)qd_h5_attr_int(g, "bits", 0), sym = (int)qd_h5_attr_int(g, "sym", 1);
+    int64_t gs = qd_h5_attr_int(g, "group_size", -1), G = gs > 0 && gs < K ? gs : K, ng = (K + G - 1) / G;
     int64_t rb = qd_packed_row_bytes(K, bits);
     uint8_t *packed = qd_valid_bits(bits) ? read_ds(g, "qweight", H5T_NATIVE_UINT8, 1, N * rb) : NULL;
     float *sc = read_ds(g, "scales", H5T_NATIVE_FLOAT, 4, N * ng);
@@ -193,7 +163,7 @@ int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, float
         H5Eset_auto2(H5E_DEFAULT, efn, edata);
         return qd_err_set(QD_EFORMAT, "%s: not an HDF5 file (or unreadable)", path);
     }
-    char *fmt = attr_text(f, "format");
+    char *fmt = qd_h5_attr_text(f, "format");
     hid_t tg = H5Lexists(f, "tensors", H5P_DEFAULT) > 0 ? H5Gopen2(f, "tensors", H5P_DEFAULT) : -1;
     if (!fmt || strcmp(fmt, "qdist") || tg < 0) rc = qd_err_set(QD_EFORMAT, "%s: not a qdist model (format attribute or /tensors missing)", path);
     free(fmt);
