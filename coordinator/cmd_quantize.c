@@ -390,13 +390,8 @@ int qd_cmd_plan(int argc, char **argv, MPI_Comm comm) {
     }
     if (qd_job_needs_calibration(jt, n)) {
         double worst = 0;
-        char bd[512] = "", bd0[512] = "";
-        int erc = 0;
-        for (int r = 0; r < ranks && !erc; r++) {
-            double b = 0;
-            erc = qd_calib_job_estimate(&c, ck, jt, ranks, r, &b, bd, sizeof bd);
-            if (b > worst) { worst = b; snprintf(bd0, sizeof bd0, "%s", bd); }
-        }
+        char bd0[512] = "";
+        int erc = qd_calib_job_estimate(&c, ck, jt, ranks, &worst, bd0, sizeof bd0);
         if (erc) printf("\ncalibration memory: cannot estimate (%s)\n", qd_errmsg());
         else printf("\ncalibration (%s mode): peak about %.1f MB on the busiest rank (%s)\n",
                     c.calib_mode == QD_CALIB_FP ? "fp" : "sequential", worst * 1e-6, bd0);

@@ -462,6 +462,9 @@ static int run_fp(gjob *g, qd_calib_data *data)
     return rc;
 }
 
+static void estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, const qd_model *m, int N,
+                          int T, int ranks, int rank, double *bytes, char *breakdown, size_t cap);
+
 int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, const qd_job_tensor *jt, int progress,
                     qd_gptq_results *out)
 {
@@ -510,6 +513,9 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
     }
     if (!rc) rc = qd_calib_data_open(g.m, cfg->calib, cfg->nsamples, cfg->seqlen, (uint64_t)cfg->calib_seed, &data);
     rc = agree(&g, rc);
+    if (!rc)
+        estimate_rank(cfg, ck, jt, g.m, qd_calib_data_count(data), qd_calib_data_tokens(data), g.size, g.rank,
+                      &out->estimate_bytes, out->estimate_text, sizeof out->estimate_text);
     if (!rc && progress && g.rank == 0)
         printf("gptq: calibration data %s: %d %s samples x %d tokens (%d real), %s mode\n", cfg->calib,
                qd_calib_data_count(data), qd_calib_data_kind(data), qd_calib_data_tokens(data),
@@ -545,20 +551,11 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
     return rc;
 }
 
-int qd_calib_job_estimate(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, int ranks, int rank,
-                          double *bytes, char *breakdown, size_t cap)
+/* The estimate for one rank, from the loaded model and the calibration data's shape. */
+static void estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, const qd_model *m, int N,
+                          int T, int ranks, int rank, double *bytes, char *breakdown, size_t cap)
 {
-    qd_model *m = NULL;
-    int rc = qd_model_load_flags(cfg->model, QD_MODEL_LAZY_LINEARS, &m);
-    if (rc) return rc;
     const qd_model_config *c = qd_model_cfg(m);
-    int N = cfg->nsamples, T = c->arch == QD_ARCH_VIT ? qd_model_tokens(m, 0) : cfg->seqlen;
-    qd_calib_data *d = NULL;
-    if (cfg->calib && qd_calib_data_open(m, cfg->calib, cfg->nsamples, cfg->seqlen, (uint64_t)cfg->calib_seed, &d) == QD_OK) {
-        N = qd_calib_data_count(d);
-        T = qd_calib_data_tokens(d);
-    }
-    qd_calib_data_free(d);
     const double H = c->hidden, A = (double)c->heads * c->head_size, Im = c->intermediate;
     const int mb = cfg->microbatch, nmb = (N + mb - 1) / mb, mine = (nmb + ranks - 1) / ranks;
     double weights = 0, results = 0;
@@ -603,6 +600,31 @@ int qd_calib_job_estimate(const qd_job_config *cfg, qd_checkpoint *ck, const qd_
     snprintf(breakdown, cap, "runtime %.0f, weights %.1f, activations %.1f, statistics %.1f, GPTQ work %.1f, results %.1f, "
              "dequantized block %.1f MB", runtime * 1e-6, weights * 1e-6, acts * 1e-6, stats * 1e-6, work * 1e-6,
              results * 1e-6, dq * 1e-6);
+}
+
+int qd_calib_job_estimate(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, int ranks, double *worst,
+                          char *breakdown, size_t cap)
+{
+    qd_model *m = NULL;
+    int rc = qd_model_load_flags(cfg->model, QD_MODEL_LAZY_LINEARS, &m);
+    if (rc) return rc;
+    int N = cfg->nsamples, T = qd_model_cfg(m)->arch == QD_ARCH_VIT ? qd_model_tokens(m, 0) : cfg->seqlen;
+    qd_calib_data *d = NULL;
+    if (cfg->calib && qd_calib_data_open(m, cfg->calib, cfg->nsamples, cfg->seqlen, (uint64_t)cfg->calib_seed, &d) == QD_OK) {
+        N = qd_calib_data_count(d);
+        T = qd_calib_data_tokens(d);
+    }
+    qd_calib_data_free(d);
+    *worst = 0;
+    for (int r = 0; r < ranks; r++) {
+        double b = 0;
+        char bd[512];
+        estimate_rank(cfg, ck, jt, m, N, T, ranks, r, &b, bd, sizeof bd);
+        if (b > *worst) {
+            *worst = b;
+            snprintf(breakdown, cap, "%s", bd);
+        }
+    }
     qd_model_free(m);
     return QD_OK;
 }

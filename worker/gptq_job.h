@@ -41,6 +41,8 @@ typedef struct {
     int n;
     char *calibration_json; /* what the file's "calibration" attribute records */
     double seconds;
+    double estimate_bytes;  /* this rank's estimated peak (qd_calib_job_estimate's formula) */
+    char estimate_text[512];
 } qd_gptq_results;
 
 /* Whether any tensor of the table uses a calibrated method. */
@@ -53,12 +55,14 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
                     qd_gptq_results *out);
 void qd_gptq_results_free(qd_gptq_results *r);
 
-/* Memory a rank needs for the calibrated phase (bytes), with a one-line breakdown: the mapped
- * weights, its samples' activations, the statistics and Hessians in hand (one block in sequential
- * mode, its own blocks in fp mode), GPTQ's working set and the results. Opens the model (weights
- * not read) and the calibration data; QD_OK or an error naming what could not be opened. */
-int qd_calib_job_estimate(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, int ranks, int rank,
-                          double *bytes, char *breakdown, size_t cap);
+/* Memory the busiest of `ranks` ranks needs for the calibrated phase (bytes), with a one-line
+ * breakdown: the runtime, mapped weights, its samples' activations, the statistics and Hessians in
+ * hand (one block in sequential mode, its own blocks in fp mode), GPTQ's working set and the
+ * results. Opens the model (weights not read) and the calibration data once; QD_OK or an error
+ * naming what could not be opened. (A running job computes its own rank's figure into
+ * qd_gptq_results.) */
+int qd_calib_job_estimate(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, int ranks,
+                          double *worst, char *breakdown, size_t cap);
 
 /* GPTQ options of one tensor of the job. */
 void qd_job_gptq_opts(const qd_job_config *cfg, const qd_job_tensor *jt, void *gptq_opts /* qd_gptq_opts * */);

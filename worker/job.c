@@ -581,18 +581,15 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
         qd_job_tensor *jt2 = qd_xcalloc((size_t)nz, sizeof *jt2);
         for (int i = 0; i < n; i++) jt2[i] = items[i].j;
         if (qd_job_needs_calibration(jt2, n)) {
-            double est = 0;
-            char bd[512] = "";
-            if (qd_calib_job_estimate(cfg, ck, jt2, size, rank, &est, bd, sizeof bd) != QD_OK) est = 0;
             st = qd_gptq_job_run(cfg, comm, ck, jt2, rank == 0 && !cfg->quiet, &gres);
             if (st == QD_OK) {
                 struct rusage ru;
                 getrusage(RUSAGE_SELF, &ru);
-                double v[2] = {(double)ru.ru_maxrss * 1024.0, est}, mx[2];
+                double v[2] = {(double)ru.ru_maxrss * 1024.0, gres.estimate_bytes}, mx[2];
                 QD_MPI_CHECK(MPI_Allreduce(v, mx, 2, MPI_DOUBLE, MPI_MAX, comm));
                 if (rank == 0 && !cfg->quiet)
                     printf("calibrated phase: %.1f s, peak RSS %.1f MB on the busiest rank (estimate %.1f MB: %s)\n",
-                           gres.seconds, mx[0] * 1e-6, mx[1] * 1e-6, bd);
+                           gres.seconds, mx[0] * 1e-6, mx[1] * 1e-6, gres.estimate_text);
             }
             if (st) {
                 snprintf(msg, sizeof msg, "%s", qd_errmsg());
