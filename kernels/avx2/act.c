@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "kernels/act_coef.h"
+#include "kernels/avx2/exp_poly.h"
 #include "kernels/kernels.h"
 
 static inline __m256 erf8(__m256 x) {
@@ -46,23 +47,8 @@ static void avx2_gelu(float *x, int64_t n) {
 
 static inline __m256 exp8(__m256 d) {
     const __m256 lo = _mm256_set1_ps(QD_EXP_LO);
-    const __m256 dc = _mm256_max_ps(d, lo);
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(dc, _mm256_set1_ps(QD_LOG2EF)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-QD_LN2_HI), dc);
-    r = _mm256_fmadd_ps(n, _mm256_set1_ps(-QD_LN2_LO), r);
-    __m256 p = _mm256_set1_ps(QD_EXP_P0);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(QD_EXP_P1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(QD_EXP_P2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(QD_EXP_P3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(QD_EXP_P4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(QD_EXP_P5));
-    const __m256 r2 = _mm256_mul_ps(r, r);
-    __m256 y = _mm256_fmadd_ps(p, r2, r);
-    y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
-    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    y = _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
-    const __m256 under = _mm256_cmp_ps(d, lo, _CMP_LT_OQ);
-    return _mm256_blendv_ps(y, _mm256_setzero_ps(), under);
+    const __m256 y = qd_exp_poly8(_mm256_max_ps(d, lo));
+    return _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(d, lo, _CMP_LT_OQ));
 }
 
 static float avx2_exp_sum(float *x, int64_t n, float m) {

@@ -8,6 +8,7 @@
 
 #include "kernels/act_coef.h"
 #include "kernels/ada_coef.h"
+#include "kernels/avx2/exp_poly.h"
 #include "kernels/kernels.h"
 
 static inline __m256 opaque(__m256 x) {
@@ -17,22 +18,7 @@ static inline __m256 opaque(__m256 x) {
 
 #define S1(c) _mm256_set1_ps(c)
 
-static inline __m256 exp8(__m256 d) {
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(d, S1(QD_LOG2EF)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fmadd_ps(n, S1(-QD_LN2_HI), d);
-    r = _mm256_fmadd_ps(n, S1(-QD_LN2_LO), r);
-    __m256 p = S1(QD_EXP_P0);
-    p = _mm256_fmadd_ps(p, r, S1(QD_EXP_P1));
-    p = _mm256_fmadd_ps(p, r, S1(QD_EXP_P2));
-    p = _mm256_fmadd_ps(p, r, S1(QD_EXP_P3));
-    p = _mm256_fmadd_ps(p, r, S1(QD_EXP_P4));
-    p = _mm256_fmadd_ps(p, r, S1(QD_EXP_P5));
-    const __m256 r2 = _mm256_mul_ps(r, r);
-    __m256 y = _mm256_fmadd_ps(p, r2, r);
-    y = _mm256_add_ps(y, S1(1.0f));
-    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return opaque(_mm256_mul_ps(y, _mm256_castsi256_ps(bits)));
-}
+static inline __m256 exp8(__m256 d) { return opaque(qd_exp_poly8(d)); }
 
 static inline __m256 log8(__m256 x) {
     const __m256i bits = _mm256_castps_si256(x);

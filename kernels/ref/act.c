@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "kernels/act_coef.h"
+#include "kernels/ref/exp_poly.h"
 #include "kernels/kernels.h"
 
 /* a < b ? a : b and a > b ? a : b: the x86 minps/maxps selects (NaN picks the second operand) */
@@ -40,23 +41,7 @@ static void ref_gelu(float *x, int64_t n) {
 }
 
 static inline float exp1(float d) {
-    const float dc = mx_(d, QD_EXP_LO);           /* keeps n in range; the result is replaced below */
-    const float n = rintf(dc * QD_LOG2EF);
-    float r = fmaf(n, -QD_LN2_HI, dc);
-    r = fmaf(n, -QD_LN2_LO, r);
-    float p = QD_EXP_P0;
-    p = fmaf(p, r, QD_EXP_P1);
-    p = fmaf(p, r, QD_EXP_P2);
-    p = fmaf(p, r, QD_EXP_P3);
-    p = fmaf(p, r, QD_EXP_P4);
-    p = fmaf(p, r, QD_EXP_P5);
-    const float r2 = r * r;
-    float y = fmaf(p, r2, r);
-    y = y + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float s;
-    memcpy(&s, &bits, sizeof s);
-    y = y * s;
+    const float y = qd_exp_poly(mx_(d, QD_EXP_LO)); /* the clamp keeps n in range; the result is replaced below */
     return d < QD_EXP_LO ? 0.0f : y;
 }
 

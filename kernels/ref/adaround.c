@@ -7,30 +7,12 @@
 #include "kernels/act_coef.h"
 #include "kernels/ada_coef.h"
 #include "kernels/kernels.h"
+#include "kernels/ref/exp_poly.h"
 
 /* x86 minps/maxps selects (a NaN picks the second operand) */
 static inline float mn(float a, float b) { return a < b ? a : b; }
 static inline float mx_(float a, float b) { return a > b ? a : b; }
 
-/* exp(d) for d in [QD_EXP_LO, QD_ADA_EXP_HI] (the callers clamp): act.c's polynomial */
-static inline float exp1(float d) {
-    const float n = rintf(d * QD_LOG2EF);
-    float r = fmaf(n, -QD_LN2_HI, d);
-    r = fmaf(n, -QD_LN2_LO, r);
-    float p = QD_EXP_P0;
-    p = fmaf(p, r, QD_EXP_P1);
-    p = fmaf(p, r, QD_EXP_P2);
-    p = fmaf(p, r, QD_EXP_P3);
-    p = fmaf(p, r, QD_EXP_P4);
-    p = fmaf(p, r, QD_EXP_P5);
-    const float r2 = r * r;
-    float y = fmaf(p, r2, r);
-    y = y + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float s;
-    memcpy(&s, &bits, sizeof s);
-    return y * s;
-}
 
 /* log(x) for normal x > 0 */
 static inline float log1(float x) {
@@ -82,7 +64,7 @@ static void ref_adaround_step(const qd_ada_step *s, const float *gw) {
             s->V[i] = V;
         }
         const float d = mn(mx_(-V, -QD_ADA_VCLAMP), QD_ADA_VCLAMP);
-        const float sg = 1.0f / (1.0f + exp1(d));
+        const float sg = 1.0f / (1.0f + qd_exp_poly(d));
         const float hraw = fmaf(sg, QD_ADA_ZG, QD_ADA_GAMMA);
         const float h = mn(mx_(hraw, 0.0f), 1.0f);
         const float dh = (hraw > 0.0f && hraw < 1.0f) ? (QD_ADA_ZG * sg) * (1.0f - sg) : 0.0f;
@@ -93,7 +75,7 @@ static void ref_adaround_step(const qd_ada_step *s, const float *gw) {
             const float t = (h + h) - 1.0f;
             const float at = fabsf(t);
             const float L = log1(mx_(at, FLT_MIN));
-            float p = exp1(mn(mx_(bm1 * L, QD_EXP_LO), QD_ADA_EXP_HI)); /* |t|^(beta - 1) */
+            float p = qd_exp_poly(mn(mx_(bm1 * L, QD_EXP_LO), QD_ADA_EXP_HI)); /* |t|^(beta - 1) */
             p = t == 0.0f ? 0.0f : p;
             s->b[i] = -copysignf(c2l * p, t) * dh;
             if (s->reg) s->reg[i] = fmaf(-at, p, 1.0f);
