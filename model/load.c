@@ -256,6 +256,37 @@ static int has_prefix_tensor(const qd_model *m, const char *prefix, const char *
     return qd_ckpt_find(m->ck, name) >= 0;
 }
 
+/* The encoder blocks, named as both families name them: pfx + "encoder.layer.K." + attention.<attn>.
+ * {query,key,value}, attention.output.dense, intermediate.dense, output.dense, and the two
+ * LayerNorms ln1 / ln2 (BERT: after attention / after the MLP; ViT: before each). */
+static int load_blocks(qd_model *m, const char *pfx, const char *attn, const char *ln1, const char *ln2)
+{
+    const qd_model_config *c = &m->cfg;
+    const int H = c->hidden, I = c->intermediate, A = c->heads * c->head_size;
+    char mod[200];
+    int rc;
+    for (int k = 0; k < c->layers; k++) {
+        qd_block_w *bw = &m->blk[k];
+        int g0 = 4 * k;
+        static const char *qkv[3] = {"query", "key", "value"};
+        for (int j = 0; j < 3; j++) {
+            snprintf(mod, sizeof mod, "%sencoder.layer.%d.attention.%s.%s", pfx, k, attn, qkv[j]);
+            if ((rc = add_linear(m, mod, k, QD_LIN_Q + j, H, A, g0, c->qkv_bias))) return rc;
+        }
+        snprintf(mod, sizeof mod, "%sencoder.layer.%d.attention.output.dense", pfx, k);
+        if ((rc = add_linear(m, mod, k, QD_LIN_O, A, H, g0 + 1, 1))) return rc;
+        snprintf(mod, sizeof mod, "%sencoder.layer.%d.intermediate.dense", pfx, k);
+        if ((rc = add_linear(m, mod, k, QD_LIN_INTER, H, I, g0 + 2, 1))) return rc;
+        snprintf(mod, sizeof mod, "%sencoder.layer.%d.output.dense", pfx, k);
+        if ((rc = add_linear(m, mod, k, QD_LIN_OUT, I, H, g0 + 3, 1))) return rc;
+        snprintf(mod, sizeof mod, "%sencoder.layer.%d.%s", pfx, k, ln1);
+        if ((rc = bind_ln(m, mod, H, &bw->ln1_g, &bw->ln1_b))) return rc;
+        snprintf(mod, sizeof mod, "%sencoder.layer.%d.%s", pfx, k, ln2);
+        if ((rc = bind_ln(m, mod, H, &bw->ln2_g, &bw->ln2_b))) return rc;
+    }
+    return QD_OK;
+}
+
 static int load_bert(qd_model *m)
 {
     qd_model_config *c = &m->cfg;
@@ -264,7 +295,7 @@ static int load_bert(qd_model *m)
     if (!has_prefix_tensor(m, pfx, "embeddings.word_embeddings.weight"))
         return qd_err_set(QD_ENOTFOUND, "%s: tensor 'bert.embeddings.word_embeddings.weight' (or without the 'bert.' prefix) is missing", m->dir);
     snprintf(m->prefix, sizeof m->prefix, "%s", pfx);
-    int H = c->hidden, I = c->intermediate, A = c->heads * c->head_size;
+    int H = c->hidden;
     char mod[200];
     int rc;
     int64_t s2[2];
@@ -280,25 +311,7 @@ static int load_bert(qd_model *m)
     snprintf(mod, sizeof mod, "%sembeddings.LayerNorm", pfx);
     if ((rc = bind_ln(m, mod, H, &m->emb_ln_g, &m->emb_ln_b))) return rc;
 
-    for (int k = 0; k < c->layers; k++) {
-        qd_block_w *bw = &m->blk[k];
-        int g0 = 4 * k;
-        static const char *qkv[3] = {"query", "key", "value"};
-        for (int j = 0; j < 3; j++) {
-            snprintf(mod, sizeof mod, "%sencoder.layer.%d.attention.self.%s", pfx, k, qkv[j]);
-            if ((rc = add_linear(m, mod, k, QD_LIN_Q + j, H, A, g0, c->qkv_bias))) return rc;
-        }
-        snprintf(mod, sizeof mod, "%sencoder.layer.%d.attention.output.dense", pfx, k);
-        if ((rc = add_linear(m, mod, k, QD_LIN_O, A, H, g0 + 1, 1))) return rc;
-        snprintf(mod, sizeof mod, "%sencoder.layer.%d.intermediate.dense", pfx, k);
-        if ((rc = add_linear(m, mod, k, QD_LIN_INTER, H, I, g0 + 2, 1))) return rc;
-        snprintf(mod, sizeof mod, "%sencoder.layer.%d.output.dense", pfx, k);
-        if ((rc = add_linear(m, mod, k, QD_LIN_OUT, I, H, g0 + 3, 1))) return rc;
-        snprintf(mod, sizeof mod, "%sencoder.layer.%d.attention.output.LayerNorm", pfx, k);
-        if ((rc = bind_ln(m, mod, H, &bw->ln1_g, &bw->ln1_b))) return rc;
-        snprintf(mod, sizeof mod, "%sencoder.layer.%d.output.LayerNorm", pfx, k);
-        if ((rc = bind_ln(m, mod, H, &bw->ln2_g, &bw->ln2_b))) return rc;
-    }
+    if ((rc = load_blocks(m, pfx, "self", "attention.output.LayerNorm", "output.LayerNorm"))) return rc;
     s2[0] = H; s2[1] = H;
     snprintf(mod, sizeof mod, "%spooler.dense.weight", pfx);
     if ((rc = bind(m, mod, 2, s2, &m->pool_W, 1))) return rc;
@@ -329,7 +342,7 @@ static int load_vit(qd_model *m)
         if (has_prefix_tensor(m, cands[i], "embeddings.cls_token")) pfx = cands[i];
     if (!pfx) return qd_err_set(QD_ENOTFOUND, "%s: tensor 'vit.embeddings.cls_token' (or with prefix 'deit.' or none) is missing", m->dir);
     snprintf(m->prefix, sizeof m->prefix, "%s", pfx);
-    int H = c->hidden, I = c->intermediate, A = c->heads * c->head_size;
+    int H = c->hidden;
     char mod[200];
     int rc;
     if (has_prefix_tensor(m, pfx, "embeddings.distillation_token")) c->n_prefix = 2;
@@ -350,25 +363,7 @@ static int load_vit(qd_model *m)
     snprintf(mod, sizeof mod, "%sembeddings.patch_embeddings.projection.bias", pfx);
     if ((rc = bind1(m, mod, H, &m->patch_b, 0))) return rc;
 
-    for (int k = 0; k < c->layers; k++) {
-        qd_block_w *bw = &m->blk[k];
-        int g0 = 4 * k;
-        static const char *qkv[3] = {"query", "key", "value"};
-        for (int j = 0; j < 3; j++) {
-            snprintf(mod, sizeof mod, "%sencoder.layer.%d.attention.attention.%s", pfx, k, qkv[j]);
-            if ((rc = add_linear(m, mod, k, QD_LIN_Q + j, H, A, g0, c->qkv_bias))) return rc;
-        }
-        snprintf(mod, sizeof mod, "%sencoder.layer.%d.attention.output.dense", pfx, k);
-        if ((rc = add_linear(m, mod, k, QD_LIN_O, A, H, g0 + 1, 1))) return rc;
-        snprintf(mod, sizeof mod, "%sencoder.layer.%d.intermediate.dense", pfx, k);
-        if ((rc = add_linear(m, mod, k, QD_LIN_INTER, H, I, g0 + 2, 1))) return rc;
-        snprintf(mod, sizeof mod, "%sencoder.layer.%d.output.dense", pfx, k);
-        if ((rc = add_linear(m, mod, k, QD_LIN_OUT, I, H, g0 + 3, 1))) return rc;
-        snprintf(mod, sizeof mod, "%sencoder.layer.%d.layernorm_before", pfx, k);
-        if ((rc = bind_ln(m, mod, H, &bw->ln1_g, &bw->ln1_b))) return rc;
-        snprintf(mod, sizeof mod, "%sencoder.layer.%d.layernorm_after", pfx, k);
-        if ((rc = bind_ln(m, mod, H, &bw->ln2_g, &bw->ln2_b))) return rc;
-    }
+    if ((rc = load_blocks(m, pfx, "attention", "layernorm_before", "layernorm_after"))) return rc;
     snprintf(mod, sizeof mod, "%slayernorm", pfx);
     if ((rc = bind_ln(m, mod, H, &m->final_ln_g, &m->final_ln_b))) return rc;
 
