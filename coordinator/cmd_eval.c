@@ -13,6 +13,7 @@
 #include "coordinator/cli.h"
 #include "coordinator/qmodel.h"
 #include "kernels/kernels.h"
+#include "model/calib_data.h"
 #include "model/image.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
@@ -72,70 +73,6 @@ static void samples_free(samples *s)
     if (s->ds) qd_dataset_free(s->ds);
 }
 
-static int read_tsv(const char *path, int limit, samples *s)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return qd_err_set(errno == ENOENT ? QD_ENOENT : QD_EIO, "%s: %s", path, strerror(errno));
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    int lineno = 0, col = 0, lcol = -1, tsv = -1, ncap = 0;
-    while ((len = getline(&line, &cap, f)) >= 0 && (limit <= 0 || s->n < limit)) {
-        lineno++;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-        if (tsv < 0) {
-            tsv = strchr(line, '\t') != NULL;
-            if (tsv) {
-                int i = 0;
-                col = -1;
-                for (char *sv = NULL, *t = strtok_r(line, "\t", &sv); t; t = strtok_r(NULL, "\t", &sv), i++) {
-                    if (!strcmp(t, "sentence") || (col < 0 && !strcmp(t, "text"))) col = i;
-                    if (!strcmp(t, "label")) lcol = i;
-                }
-                if (col < 0) col = 0;
-                continue;
-            }
-        }
-        char *fields[64];
-        int nf = 0;
-        if (tsv) {
-            char *p = line;
-            fields[nf++] = p;
-            while ((p = strchr(p, '\t')) && nf < 64) { *p++ = 0; fields[nf++] = p; }
-        } else fields[nf++] = line;
-        if (col >= nf || (lcol >= 0 && lcol >= nf)) {
-            free(line);
-            fclose(f);
-            return qd_err_set(QD_EFORMAT, "%s:%d: the row has %d columns, the header more", path, lineno, nf);
-        }
-        if (!*fields[col]) continue;
-        if (s->n == ncap) {
-            ncap = ncap ? 2 * ncap : 256;
-            s->text = realloc(s->text, (size_t)ncap * sizeof *s->text);
-            s->labels = realloc(s->labels, (size_t)ncap * sizeof *s->labels);
-            QD_ASSERT(s->text && s->labels);
-        }
-        s->text[s->n] = qd_xstrdup(fields[col]);
-        s->labels[s->n] = -1;
-        if (lcol >= 0) {
-            char *end;
-            long v = strtol(fields[lcol], &end, 10);
-            if (*end || v < 0) {
-                free(line);
-                fclose(f);
-                return qd_err_set(QD_EFORMAT, "%s:%d: label '%s' is not a class index", path, lineno, fields[lcol]);
-            }
-            s->labels[s->n] = (int)v;
-        }
-        s->n++;
-    }
-    free(line);
-    fclose(f);
-    s->has_labels = lcol >= 0;
-    if (s->n == 0) return qd_err_set(QD_EFORMAT, "%s: no samples", path);
-    return QD_OK;
-}
-
 static int open_samples(const qd_model *m, const char *data, const char *labels, int limit, int seqlen, samples *s)
 {
     memset(s, 0, sizeof *s);
@@ -158,7 +95,14 @@ static int open_samples(const qd_model *m, const char *data, const char *labels,
     snprintf(vocab, sizeof vocab, "%s/vocab.txt", qd_model_dir(m));
     int rc = qd_tokenizer_load(vocab, QD_TOK_LOWER_AUTO, &s->tok);
     if (rc) return rc;
-    return read_tsv(data, limit, s);
+    qd_text_samples t;
+    if ((rc = qd_text_samples_read(data, limit, &t))) return rc;
+    /* the samples own the texts and labels from here */
+    s->text = t.text;
+    s->labels = t.labels;
+    s->n = t.n;
+    s->has_labels = t.has_labels;
+    return QD_OK;
 }
 
 /* ---- one pass over the samples -------------------------------------------------------------- */

@@ -121,78 +121,84 @@ int qd_calib_data_from_ids(const qd_model *m, const int32_t *ids, const int32_t 
 
 /* ---- text --------------------------------------------------------------------------------- */
 
-typedef struct { char **v; int n, cap; } lines;
-
-static void lines_push(lines *l, char *s)
-{
-    if (l->n == l->cap) {
-        l->cap = l->cap ? 2 * l->cap : 256;
-        l->v = realloc(l->v, (size_t)l->cap * sizeof *l->v);
-        QD_ASSERT(l->v);
-    }
-    l->v[l->n++] = s;
-}
-
-static void lines_free(lines *l)
-{
-    for (int i = 0; i < l->n; i++) free(l->v[i]);
-    free(l->v);
-}
-
 static int ends_with(const char *s, const char *suf)
 {
     size_t a = strlen(s), b = strlen(suf);
     return a >= b && !strcmp(s + a - b, suf);
 }
 
-/* The samples of a text or TSV file. */
-static int read_text_samples(const char *path, lines *out)
+void qd_text_samples_free(qd_text_samples *t)
 {
+    for (int i = 0; i < t->n; i++) free(t->text[i]);
+    free(t->text);
+    free(t->labels);
+    memset(t, 0, sizeof *t);
+}
+
+int qd_text_samples_read(const char *path, int limit, qd_text_samples *out)
+{
+    memset(out, 0, sizeof *out);
     FILE *f = fopen(path, "r");
     if (!f) return qd_err_set(errno == ENOENT ? QD_ENOENT : QD_EIO, "%s: %s", path, strerror(errno));
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
-    int tsv = ends_with(path, ".tsv"), col = -1, lineno = 0;
-    while ((len = getline(&line, &cap, f)) >= 0) {
+    int tsv = ends_with(path, ".tsv"), col = -1, lcol = -1, lineno = 0, ncap = 0, rc = QD_OK;
+    while (rc == QD_OK && (limit <= 0 || out->n < limit) && (len = getline(&line, &cap, f)) >= 0) {
         lineno++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
         if (lineno == 1 && !tsv && strchr(line, '\t')) tsv = 1;
-        if (tsv && col < 0) {
-            /* header: pick the column */
+        if (tsv && col < 0) { /* the header names the columns */
             int i = 0, sent = -1, text = -1;
             for (char *save = NULL, *tok = strtok_r(line, "\t", &save); tok; tok = strtok_r(NULL, "\t", &save), i++) {
                 if (!strcmp(tok, "sentence")) sent = i;
                 else if (!strcmp(tok, "text")) text = i;
+                else if (!strcmp(tok, "label")) lcol = i;
             }
             col = sent >= 0 ? sent : text >= 0 ? text : 0;
             continue;
         }
-        char *s = line;
-        if (tsv) {
-            for (int i = 0; i < col && s; i++) {
-                s = strchr(s, '\t');
-                if (s) s++;
-            }
-            if (!s) {
-                fclose(f);
-                free(line);
-                return qd_err_set(QD_EFORMAT, "%s:%d: the row has no column %d", path, lineno, col + 1);
-            }
-            char *tab = strchr(s, '\t');
-            if (tab) *tab = 0;
+        char *fields[64] = {line};
+        int nf = 1;
+        for (char *p = line; tsv && nf < 64 && (p = strchr(p, '\t'));) {
+            *p++ = 0;
+            fields[nf++] = p;
         }
+        if (tsv && (col >= nf || lcol >= nf)) {
+            rc = qd_err_set(QD_EFORMAT, "%s:%d: the row has %d columns, the header more", path, lineno, nf);
+            break;
+        }
+        const char *s = fields[tsv ? col : 0];
         int blank = 1;
-        for (char *p = s; *p && blank; p++) blank = *p == ' ' || *p == '\t';
+        for (const char *p = s; *p && blank; p++) blank = *p == ' ' || *p == '\t';
         if (blank) continue;
-        lines_push(out, qd_xstrdup(s));
+        int label = -1;
+        if (lcol >= 0) {
+            char *end;
+            long v = strtol(fields[lcol], &end, 10);
+            if (!*fields[lcol] || *end || v < 0 || v > 1000000) {
+                rc = qd_err_set(QD_EFORMAT, "%s:%d: label '%s' is not a class index", path, lineno, fields[lcol]);
+                break;
+            }
+            label = (int)v;
+        }
+        if (out->n == ncap) {
+            ncap = ncap ? 2 * ncap : 256;
+            out->text = realloc(out->text, (size_t)ncap * sizeof *out->text);
+            out->labels = realloc(out->labels, (size_t)ncap * sizeof *out->labels);
+            QD_ASSERT(out->text && out->labels);
+        }
+        out->text[out->n] = qd_xstrdup(s);
+        out->labels[out->n++] = label;
     }
     int err = ferror(f);
     fclose(f);
     free(line);
-    if (err) return qd_err_set(QD_EIO, "%s: read error", path);
-    if (out->n == 0) return qd_err_set(QD_EFORMAT, "%s: no samples (empty file, or only a header)", path);
-    return QD_OK;
+    if (!rc && err) rc = qd_err_set(QD_EIO, "%s: read error", path);
+    if (!rc && out->n == 0) rc = qd_err_set(QD_EFORMAT, "%s: no samples (empty file, or only a header)", path);
+    if (rc) qd_text_samples_free(out);
+    else out->has_labels = lcol >= 0;
+    return rc;
 }
 
 static int open_text(qd_calib_data *d, const char *path, int nsamples, int seqlen, uint64_t seed)
@@ -212,8 +218,8 @@ static int open_text(qd_calib_data *d, const char *path, int nsamples, int seqle
         return qd_err_set(QD_EMISMATCH, "%s: %d tokens, more than the model's vocab_size %d", vocab,
                           qd_tokenizer_vocab_size(tok), qd_model_cfg(m)->vocab_size);
     }
-    lines L = {0};
-    if ((rc = read_text_samples(path, &L))) { qd_tokenizer_free(tok); lines_free(&L); return rc; }
+    qd_text_samples L;
+    if ((rc = qd_text_samples_read(path, 0, &L))) { qd_tokenizer_free(tok); return rc; }
     int k = nsamples > 0 && nsamples < L.n ? nsamples : L.n;
     int *idx = qd_xmalloc((size_t)k * sizeof *idx);
     qd_calib_select(L.n, k, seed, idx);
@@ -226,13 +232,13 @@ static int open_text(qd_calib_data *d, const char *path, int nsamples, int seqle
     for (int i = 0; i < k && !rc; i++) {
         int n = 0;
         int64_t o = (int64_t)i * seqlen;
-        rc = qd_tokenizer_encode(tok, L.v[idx[i]], NULL, seqlen, seqlen, seqlen, d->ids + o, d->type_ids + o, d->mask + o,
+        rc = qd_tokenizer_encode(tok, L.text[idx[i]], NULL, seqlen, seqlen, seqlen, d->ids + o, d->type_ids + o, d->mask + o,
                                  &n, NULL);
         if (rc) rc = qd_err_wrap(rc, "%s: sample %d: ", path, idx[i] + 1);
         for (int t = 0; t < seqlen; t++) d->real_tokens += d->mask[o + t] != 0;
     }
     free(idx);
-    lines_free(&L);
+    qd_text_samples_free(&L);
     qd_tokenizer_free(tok);
     if (rc) return rc;
     /* longest first (stable): micro-batches of similar lengths need little padding. The

@@ -40,6 +40,17 @@ const char *qd_calib_data_kind(const qd_calib_data *d); /* "text", "images", "me
 /* Items [first, first + n) as a batch. The buffers belong to d and stay valid until the next call. */
 int qd_calib_data_batch(qd_calib_data *d, int first, int n, qd_batch *b);
 
+/* Text samples of a file: one per line, or a TSV whose header names a "sentence" (else "text",
+ * else the first) column and optionally a "label" column (class indices). Blank samples are
+ * skipped; at most `limit` (0: all). Errors name the file and line. */
+typedef struct {
+    char **text;
+    int *labels;         /* -1 where there is no label column */
+    int n, has_labels;
+} qd_text_samples;
+int qd_text_samples_read(const char *path, int limit, qd_text_samples *out);
+void qd_text_samples_free(qd_text_samples *t);
+
 /* The deterministic selection: idx[0..k) = the first k of a seeded shuffle of 0..total-1. */
 void qd_calib_select(int total, int k, uint64_t seed, int *idx);
 
