@@ -89,3 +89,53 @@ void qd_kernels_dequantize_row(const uint8_t *in, int64_t n, int64_t G, const fl
     else
         qd_fatal(__FILE__, __LINE__, "qd_kernels_dequantize_row: %d bits (4 or 8 only)", bits);
 }
+
+/* ---- AMX-BF16 GEMM (kernels/gemm_bf16.h): the CPU check and the tile-state request live here,
+ * compiled without ISA flags; kernels/amx/gemm_bf16.c holds the tile code. ---- */
+#include "kernels/gemm_bf16.h"
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+qd_gemm_bf16 *qd_gemm_bf16_amx_create(const float *B, int64_t K, int64_t N);
+void qd_gemm_bf16_amx_free(qd_gemm_bf16 *g);
+int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda, float alpha, float *Y, int64_t ldy);
+int qd_gemm_bf16_amx_built(void);
+
+static int g_amx_ok;
+static pthread_once_t g_amx_once = PTHREAD_ONCE_INIT;
+
+static void init_amx(void) {
+    g_amx_ok = 0;
+    const char *want = getenv("QD_KERNELS");
+    if (want && *want && strcmp(want, "auto") != 0 && strcmp(want, "amx") != 0) return; /* ref, avx2 */
+    if (!qd_gemm_bf16_amx_built()) return;
+#if defined(__linux__) && defined(__x86_64__)
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f")) return;
+    /* CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE */
+    unsigned a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+    if (!((d >> 22) & 1) || !((d >> 24) & 1)) return;
+    /* the kernel hands out the tile data state on request (ARCH_REQ_XCOMP_PERM, XTILEDATA) */
+    if (syscall(SYS_arch_prctl, 0x1023, 18) != 0) return;
+    g_amx_ok = 1;
+#endif
+}
+
+int qd_gemm_bf16_available(void) {
+    pthread_once(&g_amx_once, init_amx);
+    return g_amx_ok;
+}
+
+qd_gemm_bf16 *qd_gemm_bf16_create(const float *B, int64_t K, int64_t N) {
+    if (!qd_gemm_bf16_available() || K < 1 || N < 1) return NULL;
+    return qd_gemm_bf16_amx_create(B, K, N);
+}
+
+void qd_gemm_bf16_free(qd_gemm_bf16 *b) { qd_gemm_bf16_amx_free(b); }
+
+int qd_gemm_bf16_run(qd_gemm_bf16 *b, const float *A, int64_t M, int64_t lda, float alpha, float *Y, int64_t ldy) {
+    return qd_gemm_bf16_amx_run(b, A, M, lda, alpha, Y, ldy);
+}

@@ -43,7 +43,8 @@ struct qd_requant;
  *     E = c0 - sm h,  a = sm dh,
  *     b = lambda d(1 - |2h - 1|^beta)/dh dh = -2 lambda beta sign(t) |t|^(beta - 1) dh, t = 2h - 1,
  * |t|^(beta - 1) = exp((beta - 1) log |t|) (0 where t = 0), and if reg is not NULL,
- * reg = 1 - |t| |t|^(beta - 1); lambda = 0: b = 0 (and reg = 0) without the power. */
+ * reg = 1 - |t| |t|^(beta - 1); lambda = 0: b = 0 (and reg = 0) without the power. It runs with
+ * subnormal inputs and results flushed to zero (MXCSR FTZ and DAZ, restored on return). */
 typedef struct qd_ada_step {
     int64_t n;
     const float *c0, *sm;  /* per weight: E = c0 - sm h (sm = 0 where the code is clamped) */
@@ -100,6 +101,12 @@ typedef struct qd_kernel_table {
      * kernels/ada_coef.h; exposed for tests) */
     void (*adaround_step)(const qd_ada_step *s, const float *gw);
     void (*log)(const float *x, int64_t n, float *y);
+    /* AdaRound's sparse update of the gradient product: for each row r in [0, R) and column c in
+     * [0, C), y[r ld + c] = fmaf(val[k], H[idx[k] C + c], y[r ld + c]) for k = ptr[r] ..
+     * ptr[r + 1] - 1 in that order (one rounding per term; the ISA versions give the same bits).
+     * H is [C][C] row-major. */
+    void (*ada_sparse_update)(const int64_t *ptr, const int32_t *idx, const float *val, int64_t R,
+                              const float *H, int64_t C, float *y, int64_t ld);
 } qd_kernel_table;
 
 /* The table selected for this process (CPUID and QD_KERNELS; filled on the first call). */

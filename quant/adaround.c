@@ -2,6 +2,7 @@
 #include "quant/adaround.h"
 
 #include "kernels/ada_coef.h"
+#include "kernels/gemm_bf16.h"
 #include "kernels/kernels.h"
 
 #include <cblas.h>
@@ -12,6 +13,16 @@
 #define ZETA 1.1f
 #define GAMMA (-0.1f)
 
+/* Hessian mode computes the gradient product G = -E H in bfloat16 AMX tiles where the CPU has
+ * them (E and H each split into two bfloat16 parts: kernels/gemm_bf16.h); the final
+ * rounding is judged with the float H either way. Without tiles it keeps G from step to step:
+ * E changes only where h moved, so G += -(E_new - E_old) H through the sparse kernel when few
+ * weights moved, and one sgemm recomputes it when many did or every ADA_REFRESH steps (bounding
+ * the drift of the incremental sums). A sparse term costs 2 C flops at a lower rate than
+ * sgemm's; sparse_max is the moved fraction above which the sgemm is cheaper (qd_adaround_opts;
+ * bench_adaround). */
+#define ADA_REFRESH 100
+
 void qd_adaround_default_opts(qd_adaround_opts *o) {
     o->iters = 10000;
     o->lambda = 0.01f;
@@ -21,6 +32,8 @@ void qd_adaround_default_opts(qd_adaround_opts *o) {
     o->lr = 1e-3f;
     o->batch = 256;
     o->seed = 0;
+    o->sparse_max = 0.2f;
+    o->tiles = 1;
 }
 
 /* Per-element constants of the problem: scale, zero, floor(W/s), and the affine form of the
@@ -229,6 +242,17 @@ int qd_adaround_quantize(const qd_adaround_problem *pb, const qd_adaround_opts *
     float *wx = pb->X ? qd_xmalloc((size_t)nb * (size_t)C * sizeof(float)) : NULL;
     float *wy = pb->X ? qd_xmalloc(work_y_len(pb, nb > pb->N ? nb : pb->N) * sizeof(float)) : NULL;
     int64_t *rows = pb->X ? qd_xmalloc((size_t)pb->N * sizeof(int64_t)) : NULL;
+    /* Hessian mode: E before the step, and the moved weights as rows of (column, -dE) */
+    const int64_t max_nz = (int64_t)((double)(o->sparse_max > 0 ? o->sparse_max : 0) * (double)n);
+
+    float *Eold = pb->X ? NULL : qd_xmalloc((size_t)n * sizeof(float));
+    int64_t *dptr = pb->X ? NULL : qd_xmalloc((size_t)(R + 1) * sizeof(int64_t));
+    int32_t *didx = pb->X ? NULL : qd_xmalloc((size_t)(max_nz + 1) * sizeof(int32_t));
+    float *dval = pb->X ? NULL : qd_xmalloc((size_t)(max_nz + 1) * sizeof(float));
+    int have_delta = 0, since_dense = 0;
+    /* at least 64 columns: below that the tiles' padding costs more than they save */
+    qd_gemm_bf16 *tiles = !pb->X && o->tiles && C >= 64 ? qd_gemm_bf16_create(pb->H, C, C) : NULL;
+    int64_t dense_steps = 0;
     qd_adaround_init_v(pb, V);
 
     /* Each step: dL/dW~ at V from the current E (sgemm), then one fused pass (the step kernel)
@@ -266,12 +290,44 @@ int qd_adaround_quantize(const qd_adaround_problem *pb, const qd_adaround_opts *
             }
             bi = rows;
         }
-        rec_and_grad(pb, E, bi, bi ? nb : pb->N, gw, wx, wy, 0);
+        if (tiles) {
+            if (qd_gemm_bf16_run(tiles, E, R, C, -1.0f, gw, C)) { /* workspace: fall back to sgemm */
+                qd_gemm_bf16_free(tiles);
+                tiles = NULL;
+                rec_and_grad(pb, E, NULL, 0, gw, wx, wy, 0);
+            }
+            dense_steps++;
+        } else if (pb->X || !have_delta || since_dense >= ADA_REFRESH) {
+            rec_and_grad(pb, E, bi, bi ? nb : pb->N, gw, wx, wy, 0);
+            since_dense = 0;
+            dense_steps++;
+        } else {
+            kt->ada_sparse_update(dptr, didx, dval, R, pb->H, C, gw, C);
+            since_dense++;
+        }
         b1t *= b1;
         b2t *= b2;
         s.lrc1 = (float)((double)o->lr / (1.0 - b1t));
         s.ic2 = (float)(1.0 / (1.0 - b2t));
+        if (Eold && !tiles) memcpy(Eold, E, (size_t)n * sizeof(float));
         kt->adaround_step(&s, gw);
+        if (Eold && !tiles && max_nz > 0) { /* the weights that moved; more than max_nz: the next product is dense */
+            int64_t k = 0;
+            have_delta = 1;
+            for (int64_t r = 0; r < R && have_delta; r++) {
+                dptr[r] = k;
+                const float *e = E + r * C, *eo = Eold + r * C;
+                for (int64_t c = 0; c < C; c++) {
+                    const float d = e[c] - eo[c];
+                    if (d != 0.0f) {
+                        if (k == max_nz) { have_delta = 0; break; }
+                        didx[k] = (int32_t)c;
+                        dval[k++] = -d;
+                    }
+                }
+            }
+            dptr[R] = k;
+        }
     }
 
     /* hard rounding, and the RTN comparison with the same scales */
@@ -318,6 +374,7 @@ int qd_adaround_quantize(const qd_adaround_problem *pb, const qd_adaround_opts *
         st->up_fraction = (double)up / (double)n;
         st->changed_fraction = (double)changed / (double)n;
         st->rows_rtn = fallback;
+        st->dense_steps = dense_steps;
         st->seconds = qd_now() - t0;
     }
     free(ea);
@@ -335,6 +392,11 @@ int qd_adaround_quantize(const qd_adaround_problem *pb, const qd_adaround_opts *
     free(wx);
     free(wy);
     free(rows);
+    qd_gemm_bf16_free(tiles);
+    free(Eold);
+    free(dptr);
+    free(didx);
+    free(dval);
     consts_free(&k);
     return QD_OK;
 }

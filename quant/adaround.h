@@ -32,6 +32,11 @@ typedef struct {
     float lr;           /* Adam learning rate (default 1e-3) */
     int batch;          /* calibration rows per step in X mode (default 256) */
     uint64_t seed;      /* mini-batch sampling (default 0) */
+    float sparse_max;   /* Hessian mode: moved fraction of the weights up to which the gradient
+                         * product is updated sparsely (default 0.2; 0: a full product every step) */
+    int tiles;          /* Hessian mode: 1 (default) = the gradient product in bfloat16 AMX tiles
+                         * where the CPU has them (kernels/gemm_bf16.h; about 3x an sgemm at
+                         * 1536 columns), 0 = always float sgemm */
 } qd_adaround_opts;
 
 void qd_adaround_default_opts(qd_adaround_opts *o);
@@ -43,6 +48,8 @@ typedef struct {
     double up_fraction;   /* weights rounded up */
     double changed_fraction; /* codes differing from RTN */
     int64_t rows_rtn;     /* rows that kept RTN because the learned rounding was worse there */
+    int64_t dense_steps;  /* steps whose gradient product was a full sgemm (the others: sparse
+                           * updates of the moved weights, Hessian mode only) */
     double seconds;
 } qd_adaround_stats;
 

@@ -4,6 +4,7 @@
  * the two into one FMA. */
 #include <float.h>
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels/act_coef.h"
@@ -102,6 +103,8 @@ static inline void step8(const qd_ada_step *s, const float *gw, const float *c0p
 }
 
 static void avx2_adaround_step(const qd_ada_step *s, const float *gw) {
+    const unsigned csr = _mm_getcsr(); /* subnormals flushed to zero, as in the reference */
+    _mm_setcsr(csr | 0x8040u);
     const int64_t n = s->n;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -129,9 +132,50 @@ static void avx2_adaround_step(const qd_ada_step *s, const float *gw) {
         memcpy(s->E + i, buf[7], k);
         if (s->reg) memcpy(s->reg + i, buf[8], k);
     }
+    _mm_setcsr(csr);
+}
+
+/* The sparse gradient update: column strips of 96 held in twelve registers while a row's terms
+ * stream through them (H's strip stays in cache across rows); per element the fmas run in term
+ * order as in the reference. */
+#define QD_SPU_W 12
+static void avx2_ada_sparse_update(const int64_t *ptr, const int32_t *idx, const float *val, int64_t R,
+                                   const float *H, int64_t C, float *y, int64_t ld) {
+    const int64_t strip = 8 * QD_SPU_W, cfull = C / strip * strip;
+    for (int64_t c0 = 0; c0 < cfull; c0 += strip)
+        for (int64_t r = 0; r < R; r++) {
+            if (ptr[r] == ptr[r + 1]) continue;
+            float *yr = y + r * ld + c0;
+            __m256 acc[QD_SPU_W];
+            for (int u = 0; u < QD_SPU_W; u++) acc[u] = _mm256_loadu_ps(yr + 8 * u);
+            for (int64_t k = ptr[r]; k < ptr[r + 1]; k++) {
+                const __m256 d = _mm256_set1_ps(val[k]);
+                const float *h = H + (int64_t)idx[k] * C + c0;
+                for (int u = 0; u < QD_SPU_W; u++) acc[u] = _mm256_fmadd_ps(d, _mm256_loadu_ps(h + 8 * u), acc[u]);
+            }
+            for (int u = 0; u < QD_SPU_W; u++) _mm256_storeu_ps(yr + 8 * u, acc[u]);
+        }
+    /* the last columns: eight at a time, then one */
+    for (int64_t r = 0; r < R; r++) {
+        if (ptr[r] == ptr[r + 1]) continue;
+        float *yr = y + r * ld;
+        int64_t c = cfull;
+        for (; c + 8 <= C; c += 8) {
+            __m256 acc = _mm256_loadu_ps(yr + c);
+            for (int64_t k = ptr[r]; k < ptr[r + 1]; k++)
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(val[k]), _mm256_loadu_ps(H + (int64_t)idx[k] * C + c), acc);
+            _mm256_storeu_ps(yr + c, acc);
+        }
+        for (; c < C; c++) {
+            float a = yr[c];
+            for (int64_t k = ptr[r]; k < ptr[r + 1]; k++) a = fmaf(val[k], H[(int64_t)idx[k] * C + c], a);
+            yr[c] = a;
+        }
+    }
 }
 
 void qd_kernels_fill_avx2_adaround(qd_kernel_table *t) {
     t->adaround_step = avx2_adaround_step;
     t->log = avx2_log;
+    t->ada_sparse_update = avx2_ada_sparse_update;
 }

@@ -9,6 +9,18 @@
 #include "kernels/kernels.h"
 #include "kernels/ref/exp_poly.h"
 
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+/* the step runs with subnormals flushed to zero (FTZ and DAZ), as the ISA versions do: Adam's
+ * moments of saturated weights decay into the subnormal range, where every operation would take
+ * a slow microcode path */
+#define QD_FTZ_BEGIN const unsigned qd_csr_ = _mm_getcsr(); _mm_setcsr(qd_csr_ | 0x8040u)
+#define QD_FTZ_END _mm_setcsr(qd_csr_)
+#else
+#define QD_FTZ_BEGIN
+#define QD_FTZ_END
+#endif
+
 /* x86 minps/maxps selects (a NaN picks the second operand) */
 static inline float mn(float a, float b) { return a < b ? a : b; }
 static inline float mx_(float a, float b) { return a > b ? a : b; }
@@ -49,6 +61,7 @@ static void ref_log(const float *x, int64_t n, float *y) {
 }
 
 static void ref_adaround_step(const qd_ada_step *s, const float *gw) {
+    QD_FTZ_BEGIN;
     const float omb1 = 1.0f - QD_ADA_B1, omb2 = 1.0f - QD_ADA_B2;
     const float bm1 = s->beta - 1.0f, c2l = (2.0f * s->lambda) * s->beta;
     for (int64_t i = 0; i < s->n; i++) {
@@ -84,9 +97,22 @@ static void ref_adaround_step(const qd_ada_step *s, const float *gw) {
             if (s->reg) s->reg[i] = 0.0f;
         }
     }
+    QD_FTZ_END;
+}
+
+static void ref_ada_sparse_update(const int64_t *ptr, const int32_t *idx, const float *val, int64_t R,
+                                  const float *H, int64_t C, float *y, int64_t ld) {
+    for (int64_t r = 0; r < R; r++) {
+        float *yr = y + r * ld;
+        for (int64_t k = ptr[r]; k < ptr[r + 1]; k++) {
+            const float d = val[k], *h = H + (int64_t)idx[k] * C;
+            for (int64_t c = 0; c < C; c++) yr[c] = fmaf(d, h[c], yr[c]);
+        }
+    }
 }
 
 void qd_kernels_fill_ref_adaround(qd_kernel_table *t) {
     t->adaround_step = ref_adaround_step;
     t->log = ref_log;
+    t->ada_sparse_update = ref_ada_sparse_update;
 }

@@ -1,0 +1,204 @@
+/* AMX-BF16 GEMM (kernels/gemm_bf16.h). Compiled with AMX and AVX-512 flags; called only after
+ * kernels/dispatch.c has checked the CPU and obtained the tile state from the OS.
+ *
+ * Layout: K and N padded with zeros to multiples of 32, M to a multiple of 32 in the workspace.
+ * B tiles: for each 16-column block nb and 32-deep block kb, 16 rows of 64 bytes, row kr holding
+ * (B[kb*32 + 2kr][n], B[kb*32 + 2kr + 1][n]) for the 16 columns n (the pair layout TDPBF16PS
+ * reads), for B's hi and lo parts. A: hi and lo as row-major bfloat16 [Mp][Kp]. Each 32x32 block
+ * of Y accumulates in four tiles over kb in order: Ahi Bhi, Alo Bhi, Ahi Blo for each kb. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/qd_common.h"
+#include "kernels/gemm_bf16.h"
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+#include <immintrin.h>
+
+struct qd_gemm_bf16 {
+    int64_t K, N, Kp, Np;
+    uint16_t *B, *Blo;    /* [Np/16][Kp/32][16][16][2]: bf16(B) and bf16(B - bf16(B)) */
+    uint16_t *ahi, *alo;  /* workspace [Mcap][Kp] */
+    float *out;           /* one 16x16 tile */
+    int64_t mcap;
+};
+
+typedef struct {
+    uint8_t palette, start;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tilecfg;
+
+/* float -> bfloat16, nearest even (inputs finite) */
+static inline uint16_t bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static inline float from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+qd_gemm_bf16 *qd_gemm_bf16_amx_create(const float *B, int64_t K, int64_t N);
+qd_gemm_bf16 *qd_gemm_bf16_amx_create(const float *B, int64_t K, int64_t N) {
+    qd_gemm_bf16 *g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    g->K = K;
+    g->N = N;
+    g->Kp = (K + 31) / 32 * 32;
+    g->Np = (N + 31) / 32 * 32;
+    g->B = aligned_alloc(64, (size_t)(g->Kp * g->Np) * sizeof(uint16_t));
+    g->Blo = aligned_alloc(64, (size_t)(g->Kp * g->Np) * sizeof(uint16_t));
+    g->out = aligned_alloc(64, 16 * 16 * sizeof(float));
+    if (!g->B || !g->Blo || !g->out) {
+        free(g->B);
+        free(g->Blo);
+        free(g->out);
+        free(g);
+        return NULL;
+    }
+    const int64_t nkb = g->Kp / 32;
+    for (int64_t nb = 0; nb < g->Np / 16; nb++)
+        for (int64_t kb = 0; kb < nkb; kb++) {
+            uint16_t *t = g->B + ((nb * nkb + kb) * 16) * 32, *tl = g->Blo + ((nb * nkb + kb) * 16) * 32;
+            for (int kr = 0; kr < 16; kr++)
+                for (int n = 0; n < 16; n++)
+                    for (int p = 0; p < 2; p++) {
+                        int64_t k = kb * 32 + 2 * kr + p, c = nb * 16 + n;
+                        const float x = k < K && c < N ? B[k * N + c] : 0.0f;
+                        const uint16_t h = bf16(x);
+                        t[kr * 32 + n * 2 + p] = h;
+                        tl[kr * 32 + n * 2 + p] = bf16(x - from_bf16(h));
+                    }
+        }
+    return g;
+}
+
+void qd_gemm_bf16_amx_free(qd_gemm_bf16 *g);
+void qd_gemm_bf16_amx_free(qd_gemm_bf16 *g) {
+    if (!g) return;
+    free(g->B);
+    free(g->Blo);
+    free(g->ahi);
+    free(g->alo);
+    free(g->out);
+    free(g);
+}
+
+int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda, float alpha, float *Y, int64_t ldy);
+int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda, float alpha, float *Y, int64_t ldy) {
+    const int64_t Kp = g->Kp, K = g->K, N = g->N, Mp = (M + 31) / 32 * 32, nkb = Kp / 32;
+    if (Mp > g->mcap) {
+        free(g->ahi);
+        free(g->alo);
+        g->ahi = aligned_alloc(64, (size_t)(Mp * Kp) * sizeof(uint16_t));
+        g->alo = aligned_alloc(64, (size_t)(Mp * Kp) * sizeof(uint16_t));
+        if (!g->ahi || !g->alo) {
+            free(g->ahi);
+            free(g->alo);
+            g->ahi = g->alo = NULL;
+            g->mcap = 0;
+            return QD_ENOMEM;
+        }
+        g->mcap = Mp;
+        memset(g->ahi, 0, (size_t)(Mp * Kp) * sizeof(uint16_t));
+        memset(g->alo, 0, (size_t)(Mp * Kp) * sizeof(uint16_t));
+    }
+    for (int64_t r = 0; r < Mp; r++) {
+        uint16_t *hi = g->ahi + r * Kp, *lo = g->alo + r * Kp;
+        if (r >= M) { /* rows past M stay zero */
+            memset(hi, 0, (size_t)Kp * sizeof(uint16_t));
+            memset(lo, 0, (size_t)Kp * sizeof(uint16_t));
+            continue;
+        }
+        const float *a = A + r * lda;
+        for (int64_t k = 0; k < K; k++) {
+            uint16_t h = bf16(a[k]);
+            hi[k] = h;
+            lo[k] = bf16(a[k] - from_bf16(h));
+        }
+    }
+    tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.rows[t] = 16;
+        cfg.colsb[t] = 64;
+    }
+    _tile_loadconfig(&cfg);
+    const size_t as = (size_t)Kp * sizeof(uint16_t);
+    for (int64_t nb = 0; nb < g->Np / 16; nb += 2) {
+        const uint16_t *b0 = g->B + (nb * nkb) * 512, *b1 = g->B + ((nb + 1) * nkb) * 512;
+        const uint16_t *c0 = g->Blo + (nb * nkb) * 512, *c1 = g->Blo + ((nb + 1) * nkb) * 512;
+        for (int64_t m0 = 0; m0 < Mp; m0 += 32) {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            const uint16_t *h0 = g->ahi + m0 * Kp, *h1 = h0 + 16 * Kp, *l0 = g->alo + m0 * Kp, *l1 = l0 + 16 * Kp;
+            for (int64_t kb = 0; kb < nkb; kb++) {
+                _tile_loadd(6, b0 + kb * 512, 64);
+                _tile_loadd(7, b1 + kb * 512, 64);
+                _tile_loadd(4, h0 + kb * 32, as);
+                _tile_loadd(5, h1 + kb * 32, as);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+                _tile_loadd(4, l0 + kb * 32, as);
+                _tile_loadd(5, l1 + kb * 32, as);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+                _tile_loadd(6, c0 + kb * 512, 64);
+                _tile_loadd(7, c1 + kb * 512, 64);
+                _tile_loadd(4, h0 + kb * 32, as);
+                _tile_loadd(5, h1 + kb * 32, as);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            for (int t = 0; t < 4; t++) {
+                switch (t) {
+                case 0: _tile_stored(0, g->out, 64); break;
+                case 1: _tile_stored(1, g->out, 64); break;
+                case 2: _tile_stored(2, g->out, 64); break;
+                default: _tile_stored(3, g->out, 64); break;
+                }
+                const int64_t r0 = m0 + (t >> 1) * 16, c0 = (nb + (t & 1)) * 16;
+                for (int64_t i = 0; i < 16 && r0 + i < M; i++)
+                    for (int64_t j = 0; j < 16 && c0 + j < N; j++) Y[(r0 + i) * ldy + c0 + j] = alpha * g->out[i * 16 + j];
+            }
+        }
+    }
+    _tile_release();
+    return QD_OK;
+}
+
+int qd_gemm_bf16_amx_built(void);
+int qd_gemm_bf16_amx_built(void) { return 1; }
+
+#else /* the compiler lacks AMX: never available */
+
+qd_gemm_bf16 *qd_gemm_bf16_amx_create(const float *B, int64_t K, int64_t N);
+qd_gemm_bf16 *qd_gemm_bf16_amx_create(const float *B, int64_t K, int64_t N) {
+    (void)B, (void)K, (void)N;
+    return NULL;
+}
+void qd_gemm_bf16_amx_free(qd_gemm_bf16 *g);
+void qd_gemm_bf16_amx_free(qd_gemm_bf16 *g) { (void)g; }
+int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda, float alpha, float *Y, int64_t ldy);
+int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda, float alpha, float *Y, int64_t ldy) {
+    (void)g, (void)A, (void)M, (void)lda, (void)alpha, (void)Y, (void)ldy;
+    return QD_EINVAL;
+}
+int qd_gemm_bf16_amx_built(void);
+int qd_gemm_bf16_amx_built(void) { return 0; }
+#endif
