@@ -10,8 +10,19 @@
 #define QD_HAVE_X86 1
 #endif
 
-static qd_kernel_table g_ref, g_avx2, g_selected;
-static int g_avx2_ok;
+static qd_kernel_table g_ref, g_avx2, g_avx512, g_selected;
+static int g_avx2_ok, g_avx512_ok;
+void qd_kernels_fill_avx512_adaround(qd_kernel_table *t);
+
+/* AVX-512F and DQ with the OS saving the zmm state (libgcc checks XCR0) */
+static int cpu_has_avx512(void) {
+#ifdef QD_HAVE_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+#else
+    return 0;
+#endif
+}
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static int cpu_has_avx2(void) {
@@ -37,19 +48,28 @@ static void init_tables(void) {
         qd_kernels_fill_avx2_gemm(&g_avx2);
         qd_kernels_fill_avx2_act(&g_avx2);
         qd_kernels_fill_avx2_adaround(&g_avx2);
+        /* the avx2 table with the AVX-512 versions of the kernels that have one (same bits) */
+        g_avx512_ok = cpu_has_avx512();
+        if (g_avx512_ok) {
+            g_avx512 = g_avx2;
+            qd_kernels_fill_avx512_adaround(&g_avx512);
+        }
     }
 #endif
     const char *want = getenv("QD_KERNELS");
-    const qd_kernel_table *best = g_avx2_ok ? &g_avx2 : &g_ref;
+    const qd_kernel_table *best = g_avx512_ok ? &g_avx512 : g_avx2_ok ? &g_avx2 : &g_ref;
     if (!want || !*want || strcmp(want, "auto") == 0) {
         g_selected = *best;
     } else if (strcmp(want, "ref") == 0) {
         g_selected = g_ref;
     } else if (strcmp(want, "avx2") == 0) {
         if (!g_avx2_ok) qd_log(QD_LOG_WARN, "QD_KERNELS=avx2: this CPU lacks AVX2/FMA/F16C, using the reference kernels");
+        g_selected = g_avx2_ok ? g_avx2 : g_ref;
+    } else if (strcmp(want, "avx512") == 0 || strcmp(want, "amx") == 0) {
+        if (!g_avx512_ok) qd_log(QD_LOG_WARN, "QD_KERNELS=%s: this CPU lacks AVX-512, using %s", want, best->isa);
         g_selected = *best;
     } else {
-        qd_log(QD_LOG_WARN, "QD_KERNELS=%s: unknown (ref, avx2 or auto), using %s", want, best->isa);
+        qd_log(QD_LOG_WARN, "QD_KERNELS=%s: unknown (ref, avx2, avx512, amx or auto), using %s", want, best->isa);
         g_selected = *best;
     }
 }
@@ -65,6 +85,7 @@ const qd_kernel_table *qd_kernels_table(const char *isa) {
     pthread_once(&g_once, init_tables);
     if (strcmp(isa, "ref") == 0) return &g_ref;
     if (strcmp(isa, "avx2") == 0) return g_avx2_ok ? &g_avx2 : NULL;
+    if (strcmp(isa, "avx512") == 0) return g_avx512_ok ? &g_avx512 : NULL;
     return NULL;
 }
 
@@ -109,7 +130,7 @@ static pthread_once_t g_amx_once = PTHREAD_ONCE_INIT;
 static void init_amx(void) {
     g_amx_ok = 0;
     const char *want = getenv("QD_KERNELS");
-    if (want && *want && strcmp(want, "auto") != 0 && strcmp(want, "amx") != 0) return; /* ref, avx2 */
+    if (want && *want && strcmp(want, "auto") != 0 && strcmp(want, "amx") != 0) return; /* ref, avx2, avx512 */
     if (!qd_gemm_bf16_amx_built()) return;
 #if defined(__linux__) && defined(__x86_64__)
     __builtin_cpu_init();

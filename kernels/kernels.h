@@ -57,7 +57,7 @@ typedef struct qd_ada_step {
 } qd_ada_step;
 
 typedef struct qd_kernel_table {
-    const char *isa; /* "ref", "avx2" */
+    const char *isa; /* "ref", "avx2", "avx512" (the avx2 table with AVX-512 versions of some kernels) */
 
     /* codes[c] (one byte each, unpacked) for c in [0, n); any maxq in [1, 255] */
     void (*quantize_codes)(const float *x, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
@@ -111,9 +111,9 @@ typedef struct qd_kernel_table {
 
 /* The table selected for this process (CPUID and QD_KERNELS; filled on the first call). */
 const qd_kernel_table *qd_kernels(void);
-/* Name of the selected ISA: "ref" or "avx2". */
+/* Name of the selected ISA: "ref", "avx2" or "avx512". */
 const char *qd_kernels_isa(void);
-/* A given ISA's table ("ref", "avx2"), or NULL when this CPU or build lacks it (tests, benches). */
+/* A given ISA's table ("ref", "avx2", "avx512"), or NULL when this CPU or build lacks it (tests, benches). */
 const qd_kernel_table *qd_kernels_table(const char *isa);
 
 /* Packed row quantization through the selected table, bits 4 or 8 (8: one byte per code).

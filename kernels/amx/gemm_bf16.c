@@ -4,8 +4,10 @@
  * Layout: K and N padded with zeros to multiples of 32, M to a multiple of 32 in the workspace.
  * B tiles: for each 16-column block nb and 32-deep block kb, 16 rows of 64 bytes, row kr holding
  * (B[kb*32 + 2kr][n], B[kb*32 + 2kr + 1][n]) for the 16 columns n (the pair layout TDPBF16PS
- * reads), for B's hi and lo parts. A: hi and lo as row-major bfloat16 [Mp][Kp]. Each 32x32 block
- * of Y accumulates in four tiles over kb in order: Ahi Bhi, Alo Bhi, Ahi Blo for each kb. */
+ * reads), for B's hi and lo parts. A: hi and lo in tiles of 16 rows x 32 values, [Mp/16][Kp/32]. Each 32x32 block
+ * of Y (or 64x16 when the padded M is a multiple of 64: B read once per call) accumulates in
+ * four tiles over kb in order: Ahi Bhi, Alo Bhi, Ahi Blo for each kb, so both shapes give the
+ * same bits. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,6 +44,19 @@ static inline float from_bf16(uint16_t h) {
     float x;
     memcpy(&x, &u, 4);
     return x;
+}
+
+/* the same rounding for 16 floats: hi = bf16(x), lo = bf16(x - hi) */
+static inline __m512i bf16x16(__m512 x) {
+    const __m512i u = _mm512_castps_si512(x);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    return _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16);
+}
+static inline void split16(__m512 x, uint16_t *hi, uint16_t *lo) {
+    const __m512i h = bf16x16(x);
+    const __m512 hf = _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
+    _mm256_storeu_si256((__m256i *)hi, _mm512_cvtepi32_epi16(h));
+    _mm256_storeu_si256((__m256i *)lo, _mm512_cvtepi32_epi16(bf16x16(_mm512_sub_ps(x, hf))));
 }
 
 qd_gemm_bf16 *qd_gemm_bf16_amx_create(const float *B, int64_t K, int64_t N);
@@ -109,18 +124,18 @@ int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda
         memset(g->ahi, 0, (size_t)(Mp * Kp) * sizeof(uint16_t));
         memset(g->alo, 0, (size_t)(Mp * Kp) * sizeof(uint16_t));
     }
+    /* A's parts in tile order: [Mp/16][Kp/32] tiles of 16 rows x 32 values (1 KiB each), so a
+     * tile load reads 16 consecutive cache lines */
     for (int64_t r = 0; r < Mp; r++) {
-        uint16_t *hi = g->ahi + r * Kp, *lo = g->alo + r * Kp;
-        if (r >= M) { /* rows past M stay zero */
-            memset(hi, 0, (size_t)Kp * sizeof(uint16_t));
-            memset(lo, 0, (size_t)Kp * sizeof(uint16_t));
-            continue;
-        }
+        uint16_t *hi = g->ahi + (r / 16) * 16 * Kp + (r % 16) * 32, *lo = g->alo + (hi - g->ahi);
         const float *a = A + r * lda;
-        for (int64_t k = 0; k < K; k++) {
-            uint16_t h = bf16(a[k]);
-            hi[k] = h;
-            lo[k] = bf16(a[k] - from_bf16(h));
+        for (int64_t kb = 0; kb < nkb; kb++) {
+            uint16_t *th = hi + kb * 512, *tl = lo + kb * 512;
+            for (int64_t k = 0; k < 32; k += 16) {
+                const int64_t kk = kb * 32 + k;
+                const __mmask16 valid = r >= M || kk >= K ? 0 : K - kk >= 16 ? 0xFFFF : (__mmask16)((1u << (K - kk)) - 1);
+                split16(_mm512_maskz_loadu_ps(valid, a + (valid ? kk : 0)), th + k, tl + k);
+            }
         }
     }
     tilecfg cfg;
@@ -131,7 +146,65 @@ int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda
         cfg.colsb[t] = 64;
     }
     _tile_loadconfig(&cfg);
-    const size_t as = (size_t)Kp * sizeof(uint16_t);
+    const __m512 al = _mm512_set1_ps(alpha);
+    if (Mp % 64 == 0) {
+        /* 64 rows x 16 columns at a time in four tiles: each B tile is read once per call */
+        for (int64_t nb = 0; nb * 16 < N; nb++) { /* blocks past N are all padding */
+            const uint16_t *bh = g->B + (nb * nkb) * 512, *bl = g->Blo + (nb * nkb) * 512;
+            const __mmask16 cols = N - nb * 16 >= 16 ? 0xFFFF : (__mmask16)((1u << (N - nb * 16)) - 1);
+            for (int64_t m0 = 0; m0 < Mp; m0 += 64) {
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+                const uint16_t *h = g->ahi + m0 * Kp, *l = g->alo + m0 * Kp;
+                const int64_t band = 16 * Kp; /* one 16-row band of tiles */
+                for (int64_t kb = 0; kb < nkb; kb++) {
+                    const int64_t o = kb * 512;
+                    _tile_loadd(6, bh + o, 64);
+                    _tile_loadd(4, h + o, 64);
+                    _tile_loadd(5, l + o, 64);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_dpbf16ps(0, 5, 6);
+                    _tile_loadd(4, h + band + o, 64);
+                    _tile_loadd(5, l + band + o, 64);
+                    _tile_dpbf16ps(1, 4, 6);
+                    _tile_dpbf16ps(1, 5, 6);
+                    _tile_loadd(4, h + 2 * band + o, 64);
+                    _tile_loadd(5, l + 2 * band + o, 64);
+                    _tile_dpbf16ps(2, 4, 6);
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_loadd(4, h + 3 * band + o, 64);
+                    _tile_loadd(5, l + 3 * band + o, 64);
+                    _tile_dpbf16ps(3, 4, 6);
+                    _tile_dpbf16ps(3, 5, 6);
+                    _tile_loadd(7, bl + o, 64);
+                    _tile_loadd(4, h + o, 64);
+                    _tile_loadd(5, h + band + o, 64);
+                    _tile_dpbf16ps(0, 4, 7);
+                    _tile_dpbf16ps(1, 5, 7);
+                    _tile_loadd(4, h + 2 * band + o, 64);
+                    _tile_loadd(5, h + 3 * band + o, 64);
+                    _tile_dpbf16ps(2, 4, 7);
+                    _tile_dpbf16ps(3, 5, 7);
+                }
+                for (int t = 0; t < 4; t++) {
+                    switch (t) {
+                    case 0: _tile_stored(0, g->out, 64); break;
+                    case 1: _tile_stored(1, g->out, 64); break;
+                    case 2: _tile_stored(2, g->out, 64); break;
+                    default: _tile_stored(3, g->out, 64); break;
+                    }
+                    const int64_t r0 = m0 + t * 16;
+                    for (int64_t i = 0; i < 16 && r0 + i < M; i++)
+                        _mm512_mask_storeu_ps(Y + (r0 + i) * ldy + nb * 16, cols,
+                                              _mm512_mul_ps(al, _mm512_load_ps(g->out + i * 16)));
+                }
+            }
+        }
+        _tile_release();
+        return QD_OK;
+    }
     for (int64_t nb = 0; nb < g->Np / 16; nb += 2) {
         const uint16_t *b0 = g->B + (nb * nkb) * 512, *b1 = g->B + ((nb + 1) * nkb) * 512;
         const uint16_t *c0 = g->Blo + (nb * nkb) * 512, *c1 = g->Blo + ((nb + 1) * nkb) * 512;
@@ -141,25 +214,26 @@ int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda
             _tile_zero(2);
             _tile_zero(3);
             const uint16_t *h0 = g->ahi + m0 * Kp, *h1 = h0 + 16 * Kp, *l0 = g->alo + m0 * Kp, *l1 = l0 + 16 * Kp;
+            /* tile kb of a 16-row band starts at kb * 512 */
             for (int64_t kb = 0; kb < nkb; kb++) {
                 _tile_loadd(6, b0 + kb * 512, 64);
                 _tile_loadd(7, b1 + kb * 512, 64);
-                _tile_loadd(4, h0 + kb * 32, as);
-                _tile_loadd(5, h1 + kb * 32, as);
+                _tile_loadd(4, h0 + kb * 512, 64);
+                _tile_loadd(5, h1 + kb * 512, 64);
                 _tile_dpbf16ps(0, 4, 6);
                 _tile_dpbf16ps(1, 4, 7);
                 _tile_dpbf16ps(2, 5, 6);
                 _tile_dpbf16ps(3, 5, 7);
-                _tile_loadd(4, l0 + kb * 32, as);
-                _tile_loadd(5, l1 + kb * 32, as);
+                _tile_loadd(4, l0 + kb * 512, 64);
+                _tile_loadd(5, l1 + kb * 512, 64);
                 _tile_dpbf16ps(0, 4, 6);
                 _tile_dpbf16ps(1, 4, 7);
                 _tile_dpbf16ps(2, 5, 6);
                 _tile_dpbf16ps(3, 5, 7);
                 _tile_loadd(6, c0 + kb * 512, 64);
                 _tile_loadd(7, c1 + kb * 512, 64);
-                _tile_loadd(4, h0 + kb * 32, as);
-                _tile_loadd(5, h1 + kb * 32, as);
+                _tile_loadd(4, h0 + kb * 512, 64);
+                _tile_loadd(5, h1 + kb * 512, 64);
                 _tile_dpbf16ps(0, 4, 6);
                 _tile_dpbf16ps(1, 4, 7);
                 _tile_dpbf16ps(2, 5, 6);
@@ -173,8 +247,9 @@ int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda
                 default: _tile_stored(3, g->out, 64); break;
                 }
                 const int64_t r0 = m0 + (t >> 1) * 16, c0 = (nb + (t & 1)) * 16;
-                for (int64_t i = 0; i < 16 && r0 + i < M; i++)
-                    for (int64_t j = 0; j < 16 && c0 + j < N; j++) Y[(r0 + i) * ldy + c0 + j] = alpha * g->out[i * 16 + j];
+                const __mmask16 cols = N - c0 >= 16 ? 0xFFFF : N <= c0 ? 0 : (__mmask16)((1u << (N - c0)) - 1);
+                for (int64_t i = 0; i < 16 && r0 + i < M && cols; i++)
+                    _mm512_mask_storeu_ps(Y + (r0 + i) * ldy + c0, cols, _mm512_mul_ps(al, _mm512_load_ps(g->out + i * 16)));
             }
         }
     }
@@ -186,6 +261,19 @@ int qd_gemm_bf16_amx_built(void);
 int qd_gemm_bf16_amx_built(void) { return 1; }
 
 #else /* the compiler lacks AMX: never available */
+
+/* the same rounding for 16 floats: hi = bf16(x), lo = bf16(x - hi) */
+static inline __m512i bf16x16(__m512 x) {
+    const __m512i u = _mm512_castps_si512(x);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    return _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16);
+}
+static inline void split16(__m512 x, uint16_t *hi, uint16_t *lo) {
+    const __m512i h = bf16x16(x);
+    const __m512 hf = _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
+    _mm256_storeu_si256((__m256i *)hi, _mm512_cvtepi32_epi16(h));
+    _mm256_storeu_si256((__m256i *)lo, _mm512_cvtepi32_epi16(bf16x16(_mm512_sub_ps(x, hf))));
+}
 
 qd_gemm_bf16 *qd_gemm_bf16_amx_create(const float *B, int64_t K, int64_t N);
 qd_gemm_bf16 *qd_gemm_bf16_amx_create(const float *B, int64_t K, int64_t N) {

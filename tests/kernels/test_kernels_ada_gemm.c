@@ -3,7 +3,8 @@
  * the reference equals its definition (fmaf in term order); the AMX bfloat16 GEMM
  * (kernels/gemm_bf16.h), where this CPU has it, is within its stated precision of a
  * double-precision product: |error| <= 4e-5 (~2^-15) of the sum of |terms| (bf16 splits of both
- * operands keep about 16 bits), rows past a multiple of 32, padded K and N, and a strided output. */
+ * operands keep about 16 bits), rows past a multiple of 32, padded K and N, and a strided output;
+ * and a row's result is the same whatever rows share the call (64- and 32-row tile schemes). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -82,6 +83,24 @@ static void check_bf16(int64_t M, int64_t K, int64_t N) {
     free(A), free(B), free(Y);
 }
 
+/* a row's result does not depend on the rows beside it (64-row and 32-row tile schemes) */
+static void check_bf16_rows(void) {
+    const int64_t M = 64, K = 96, N = 80;
+    float *A = malloc((size_t)(M * K) * sizeof(float)), *B = malloc((size_t)(K * N) * sizeof(float));
+    for (int64_t i = 0; i < M * K; i++) A[i] = (float)(urand() - 0.5);
+    for (int64_t i = 0; i < K * N; i++) B[i] = (float)(urand() - 0.5);
+    qd_gemm_bf16 *g = qd_gemm_bf16_create(B, K, N);
+    float *Y = malloc((size_t)(M * N) * sizeof(float)), *Z = malloc((size_t)(M * N) * sizeof(float));
+    CHECK_EQ(qd_gemm_bf16_run(g, A, M, K, 1.0f, Y, N), 0);
+    for (int64_t r0 = 0; r0 < M; r0 += 17) {
+        const int64_t m = r0 + 17 <= M ? 17 : M - r0;
+        CHECK_EQ(qd_gemm_bf16_run(g, A + r0 * K, m, K, 1.0f, Z, N), 0);
+        CHECK(memcmp(Y + r0 * N, Z, (size_t)(m * N) * sizeof(float)) == 0);
+    }
+    qd_gemm_bf16_free(g);
+    free(A), free(B), free(Y), free(Z);
+}
+
 int main(void) {
     check_sparse(1, 1);
     check_sparse(7, 95);
@@ -93,6 +112,8 @@ int main(void) {
         check_bf16(33, 70, 45);
         check_bf16(64, 384, 384);
         check_bf16(17, 256, 64);
+        check_bf16(128, 64, 33);
+        check_bf16_rows();
         printf("AMX bfloat16 GEMM checked\n");
     } else
         printf("no AMX-BF16 on this CPU (or QD_KERNELS set): the bfloat16 GEMM is not checked\n");

@@ -1,4 +1,5 @@
-/* The AdaRound step kernel and log (kernels.h adaround_step, log): the AVX2 versions give the
+/* The AdaRound step kernel and log (kernels.h adaround_step, log): the AVX2 (and, where the CPU
+ * has it, AVX-512) versions give the
  * reference's bits (every length 0..40 and a long run, with and without the Adam update and the
  * regulariser), and the reference is close to the same formulas in double with libm. */
 #include <float.h>
@@ -123,27 +124,31 @@ int main(void) {
                 CHECK_DBL_LE(wa, 1e-6);
                 CHECK_DBL_LE(wb, 3e-5);
                 CHECK_DBL_LE(wr, 1e-5); /* 1 - |t|^beta: beta times the float resolution of t */
-                if (!avx) continue;
-                for (int len = 0; len <= 40; len++) {
+                for (int isa = 0; isa < 2; isa++) {
+                    const qd_kernel_table *vt = isa ? qd_kernels_table("avx512") : avx;
+                    if (!vt) continue;
+                    for (int len = 0; len <= 40; len++) {
+                        for (int k = 0; k < NARR; k++) {
+                            memcpy(x[k], x0[k], N * sizeof(float));
+                            memcpy(y[k], x0[k], N * sizeof(float));
+                        }
+                        qd_ada_step sr = mk(x, 7, len, beta, lambda, len % 2), sa = mk(y, 7, len, beta, lambda, len % 2);
+                        ref->adaround_step(&sr, upd ? x[9] + 7 : NULL);
+                        vt->adaround_step(&sa, upd ? y[9] + 7 : NULL);
+                        for (int k = 0; k < NARR; k++) CHECK(memcmp(x[k], y[k], N * sizeof(float)) == 0);
+                    }
                     for (int k = 0; k < NARR; k++) {
                         memcpy(x[k], x0[k], N * sizeof(float));
                         memcpy(y[k], x0[k], N * sizeof(float));
                     }
-                    qd_ada_step sr = mk(x, 7, len, beta, lambda, len % 2), sa = mk(y, 7, len, beta, lambda, len % 2);
-                    ref->adaround_step(&sr, upd ? x[9] + 7 : NULL);
-                    avx->adaround_step(&sa, upd ? y[9] + 7 : NULL);
+                    qd_ada_step sr = mk(x, 0, N, beta, lambda, 1), sa = mk(y, 0, N, beta, lambda, 1);
+                    ref->adaround_step(&sr, upd ? x[9] : NULL);
+                    vt->adaround_step(&sa, upd ? y[9] : NULL);
                     for (int k = 0; k < NARR; k++) CHECK(memcmp(x[k], y[k], N * sizeof(float)) == 0);
                 }
-                for (int k = 0; k < NARR; k++) {
-                    memcpy(x[k], x0[k], N * sizeof(float));
-                    memcpy(y[k], x0[k], N * sizeof(float));
-                }
-                qd_ada_step sr = mk(x, 0, N, beta, lambda, 1), sa = mk(y, 0, N, beta, lambda, 1);
-                ref->adaround_step(&sr, upd ? x[9] : NULL);
-                avx->adaround_step(&sa, upd ? y[9] : NULL);
-                for (int k = 0; k < NARR; k++) CHECK(memcmp(x[k], y[k], N * sizeof(float)) == 0);
             }
     if (!avx) printf("no AVX2 on this CPU: reference only\n");
+    printf("AVX-512 step %s\n", qd_kernels_table("avx512") ? "checked against the reference" : "not on this CPU");
     for (int k = 0; k < NARR; k++) {
         free(x[k]);
         free(y[k]);

@@ -1,4 +1,5 @@
-/* Kernel selection: CPUID picks the best ISA; QD_KERNELS=ref forces the reference; an unknown
+/* Kernel selection: CPUID picks the best ISA; QD_KERNELS=ref forces the reference, avx2 the AVX2
+ * table (no AVX-512 versions); an unknown
  * value falls back to the best. argv[1] is the QD_KERNELS value to set (none: unset). */
 #include <stdlib.h>
 #include <string.h>
@@ -15,14 +16,24 @@ static int cpu_avx2(void) {
 #endif
 }
 
+static int cpu_avx512(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    return cpu_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+#else
+    return 0;
+#endif
+}
+
 int main(int argc, char **argv) {
     const char *want = argc > 1 ? argv[1] : NULL;
     if (want)
         setenv("QD_KERNELS", want, 1);
     else
         unsetenv("QD_KERNELS");
-    const char *best = cpu_avx2() ? "avx2" : "ref";
-    const char *expect = want && strcmp(want, "ref") == 0 ? "ref" : best;
+    const char *best = cpu_avx512() ? "avx512" : cpu_avx2() ? "avx2" : "ref";
+    const char *expect = want && strcmp(want, "ref") == 0                  ? "ref"
+                         : want && strcmp(want, "avx2") == 0 && cpu_avx2() ? "avx2"
+                                                                            : best;
 
     const qd_kernel_table *k = qd_kernels();
     CHECK_STREQ(qd_kernels_isa(), expect);
@@ -40,7 +51,9 @@ int main(int argc, char **argv) {
         printf("this CPU lacks AVX2/FMA/F16C: qd_kernels_table(\"avx2\") must be NULL\n");
         CHECK(avx2 == NULL);
     }
-    const qd_kernel_table *same = strcmp(expect, "ref") == 0 ? ref : avx2;
+    const qd_kernel_table *avx512 = qd_kernels_table("avx512");
+    CHECK((avx512 != NULL) == cpu_avx512());
+    const qd_kernel_table *same = strcmp(expect, "ref") == 0 ? ref : strcmp(expect, "avx512") == 0 ? avx512 : avx2;
     CHECK(same && k->quantize_codes == same->quantize_codes && k->quantize_q4 == same->quantize_q4 &&
           k->dequantize_codes == same->dequantize_codes && k->dequantize_q4 == same->dequantize_q4);
     /* every field of every available table is filled */
