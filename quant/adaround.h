@@ -14,7 +14,11 @@
  * The reconstruction term depends on the inputs only through X^T X, so a layer can be given
  * either its calibration rows X [N][C] (mini-batches of `batch` rows drawn with a fixed seed) or
  * its Hessian H = 2/N X^T X [C][C] (the statistic GPTQ uses; then every step uses all the data
- * and costs 2 R C^2). Gradients are derived by hand; matrix products go through OpenBLAS.
+ * and costs 2 R C^2). Gradients are derived by hand; matrix products go through OpenBLAS, or, in
+ * Hessian mode on CPUs with AMX, through bfloat16 tiles with split operands (kernels/gemm_bf16.h:
+ * within ~2^-15 of the terms; the final rounding and the RTN comparison use float products).
+ * Rows are independent in the loss, so a layer can be solved in units of rows (the job's 64-row
+ * units, the same for any number of ranks).
  */
 #ifndef QD_ADAROUND_H
 #define QD_ADAROUND_H
