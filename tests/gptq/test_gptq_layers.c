@@ -7,10 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/calib.h"
-#include "model/calib_data.h"
-#include "model/model.h"
 #include "qd_test.h"
+#include "qd_test_calib.h"
 #include "quant/gptq.h"
 #include "quant/quant.h"
 #include "reference/bert_dir.h"
@@ -18,22 +16,9 @@
 static int run_model(const char *dir, const char *data, int seqlen)
 {
     qd_model *m = NULL;
-    if (qd_model_load(dir, &m)) { fprintf(stderr, "%s\n", qd_errmsg()); return 1; }
-    qd_calib_data *d = NULL;
-    if (qd_calib_data_open(m, data, 128, seqlen, 0, &d)) { fprintf(stderr, "%s\n", qd_errmsg()); return 1; }
     qd_calib *c = NULL;
-    CHECK_EQ(qd_calib_new(m, NULL, &c), 0);
-    qd_model_hooks hk = qd_calib_hooks(c);
+    if (qd_test_calib_collect(dir, data, 128, seqlen, &m, &c, NULL)) return 1;
     const qd_model_config *cfg = qd_model_cfg(m);
-    for (int pass = 0; pass < 2; pass++) {
-        for (int first = 0; first < qd_calib_data_count(d); first += 16) {
-            qd_batch b;
-            int n = QD_MIN(16, qd_calib_data_count(d) - first);
-            CHECK_EQ(qd_calib_data_batch(d, first, n, &b), 0);
-            CHECK_EQ(qd_model_forward(m, &b, &hk, NULL, NULL, NULL), 0);
-        }
-        if (pass == 0) qd_calib_begin_accumulate(c);
-    }
     printf("%s (%d layers):\n%-52s %5s %12s %12s %8s\n", dir, cfg->layers, "layer", "bits", "RTN", "GPTQ", "RTN/GPTQ");
     double worst_ratio = 1e30;
     for (int li = 0; li < qd_model_num_linears(m); li++) {
@@ -69,7 +54,6 @@ static int run_model(const char *dir, const char *data, int seqlen)
     }
     printf("smallest RTN/GPTQ error ratio: %.2f\n\n", worst_ratio);
     qd_calib_free(c);
-    qd_calib_data_free(d);
     qd_model_free(m);
     return 0;
 }
