@@ -56,7 +56,11 @@ static const char *quantize_help =
     "                                           {\"pattern\": \"*.layer.0.*\", \"skip\": true}]}\n"
     "                          The first override whose pattern matches a selected tensor sets its\n"
     "                          method, bits, granularity, group_size, sym or clip, or keeps it\n"
-    "                          float (skip). Unknown keys and wrong types are errors.\n"
+    "                          float (skip). Unknown keys and wrong types are errors. The options\n"
+    "                          below: calib, nsamples, seqlen, calib_seed, calib_mode, microbatch,\n"
+    "                          damp, block_size, act_order, static_groups, adaround_iters,\n"
+    "                          adaround_lambda, adaround_beta (\"START,END\"), adaround_warmup,\n"
+    "                          adaround_lr, adaround_batch\n"
     "GPTQ and calibration:\n"
     "  --calib PATH            calibration samples: a text file (one per line) or a TSV with a\n"
     "                          'sentence' column (BERT), an IDX images file or an image folder (ViT)\n"
@@ -73,12 +77,17 @@ static const char *quantize_help =
     "  --act-order             quantize columns by descending diag H (g_idx stored)\n"
     "  --static-groups         group parameters from the whole weight up front (with --act-order)\n"
     "AdaRound (scales from the MSE clipping search; the reconstruction loss through the layer's\n"
-    "Hessian, so every step sees all calibration tokens):\n"
+    "Hessian, so every step sees all calibration tokens, unless --batch is given):\n"
     "  --iters N               Adam steps per layer (default 10000)\n"
     "  --lambda X              rounding regulariser weight (default 0.01)\n"
     "  --beta START,END        regulariser exponent annealed from START to END (default 20,2)\n"
     "  --warmup F              fraction of steps without the regulariser (default 0.2)\n"
     "  --lr X                  Adam learning rate (default 0.001)\n"
+    "  --batch N               calibration rows (tokens) per step (default 0: the Hessian form).\n"
+    "                          N > 0: the mini-batch form; the job keeps every Linear input's rows\n"
+    "                          (all samples' real tokens, in sample order; the block in hand in\n"
+    "                          sequential mode, a rank's own blocks in fp mode) and each step draws\n"
+    "                          N of them with --calib-seed; memory: see 'qdist plan'\n"
     "  --overwrite             replace an existing output (or an old FILE.h5.partial)\n"
     "  --resume                continue FILE.h5.partial from an interrupted or failed run: checks\n"
     "                          that settings and checkpoint are the same, then quantizes only the\n"
@@ -98,13 +107,15 @@ static const char *plan_help =
     "\n"
     "Prints which rank quantizes which tensor (or row range), the estimated cost (from the\n"
     "method's cost model: rtn ~ rows*cols, gptq ~ rows*cols^2 + cols^3, adaround ~\n"
-    "iters*rows*cols*batch) and peak memory per rank, and the balance max/mean, without\n"
-    "quantizing anything. Takes the options of 'qdist quantize' (--shard, --config, --include,\n"
-    "--method, ...); --out is not needed.\n";
+    "iters*rows*cols*cols, or iters*rows*cols*2*batch with --batch) and peak memory per rank, the\n"
+    "calibration memory of calibrated methods, and the balance max/mean, without quantizing\n"
+    "anything. Takes the options of 'qdist quantize' (--shard, --config, --include, --method,\n"
+    "--iters, --batch, ...); --out is not needed.\n";
 
 enum { O_MODEL = 256, O_OUT, O_METHOD, O_BITS, O_GRAN, O_GS, O_SYM, O_ASYM, O_CLIP, O_SHARD, O_CONFIG, O_OVERWRITE,
        O_RESUME, O_QUIET, O_EMB, O_HEAD, O_RANKS, O_EVENTS, O_INCLUDE, O_PROGRESS, O_CALIB, O_NSAMPLES, O_SEQLEN,
-       O_CSEED, O_CMODE, O_MB, O_DAMP, O_BS, O_ACTORDER, O_STATIC, O_ITERS, O_LAMBDA, O_BETA, O_WARMUP, O_LR };
+       O_CSEED, O_CMODE, O_MB, O_DAMP, O_BS, O_ACTORDER, O_STATIC, O_ITERS, O_LAMBDA, O_BETA, O_WARMUP, O_LR,
+       O_BATCH };
 
 static const char *g_events;
 
@@ -168,6 +179,7 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
                                  {"beta", required_argument, 0, O_BETA},
                                  {"warmup", required_argument, 0, O_WARMUP},
                                  {"lr", required_argument, 0, O_LR},
+                                 {"batch", required_argument, 0, O_BATCH},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
     qd_job_config_default(c);
@@ -204,6 +216,7 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
         case O_BETA: key = "adaround_beta"; break;
         case O_WARMUP: key = "adaround_warmup"; break;
         case O_LR: key = "adaround_lr"; break;
+        case O_BATCH: key = "adaround_batch"; break;
         case O_SYM: c->scheme.sym = 1; break;
         case O_ASYM: c->scheme.sym = 0; break;
         case O_OVERWRITE: c->overwrite = 1; break;
@@ -236,11 +249,11 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
             *rc = qd_cli_usage_error(comm, cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
             return -1;
         }
-        li = -1;
         if (key && qd_job_config_set(c, key, optarg, msg, sizeof msg)) {
             *rc = qd_cli_usage_error(comm, cmd, "--%s %s: %s", li >= 0 ? lo[li].name : key, optarg, msg);
             return -1;
         }
+        li = -1;
     }
     if (optind < argc) {
         *rc = qd_cli_usage_error(comm, cmd, "unexpected argument '%s'", argv[optind]);
@@ -368,9 +381,19 @@ int qd_cmd_plan(int argc, char **argv, MPI_Comm comm) {
     QD_ASSERT_EQ(qd_plan_make(pi, n, ranks, c.shard, &p), 0);
     double tot = 0;
     for (int r = 0; r < ranks; r++) tot += p.load[r];
-    for (int i = 0; i < n; i++) nq += jt[i].kind == QD_JOB_QUANT;
-    printf("plan: %s, %d tensors (%d to quantize, method %s), %d pieces over %d ranks, sharding by %s\n\n", c.model, n, nq,
+    int nada = 0;
+    for (int i = 0; i < n; i++) {
+        nq += jt[i].kind == QD_JOB_QUANT;
+        nada += jt[i].kind == QD_JOB_QUANT && jt[i].method == QD_METHOD_ADAROUND;
+    }
+    printf("plan: %s, %d tensors (%d to quantize, method %s), %d pieces over %d ranks, sharding by %s\n", c.model, n, nq,
            qd_method_name(c.method), p.npieces, ranks, qd_shard_mode_name(c.shard));
+    if (nada && c.ada_batch > 0)
+        printf("adaround: %d tensors, %d steps of %d calibration rows (cost iters*rows*cols*2*batch)\n", nada, c.ada_iters,
+               c.ada_batch);
+    else if (nada)
+        printf("adaround: %d tensors, %d steps through the Hessian (cost iters*rows*cols*cols)\n", nada, c.ada_iters);
+    printf("\n");
     printf("%-6s %8s %8s %14s %8s %12s %14s\n", "rank", "tensors", "pieces", "cost (Mop)", "share", "read (MB)",
            "peak mem (MB)");
     for (int r = 0; r < ranks; r++) {

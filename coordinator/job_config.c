@@ -113,6 +113,13 @@ int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *
         long long x = strtoll(val, &end, 10);
         if (!*val || *end || x < 1 || x > 100000000) return set_err(msg, cap, "'%s' must be a positive integer, got '%s'", key, val);
         c->ada_iters = (int)x;
+    } else if (!strcmp(key, "adaround_batch")) {
+        char *end;
+        long long x = strtoll(val, &end, 10);
+        if (!*val || *end || x < 0 || x > (1 << 30))
+            return set_err(msg, cap, "'%s' must be an integer >= 0 (calibration rows per step; 0: the Hessian form), got '%s'",
+                           key, val);
+        c->ada_batch = (int)x;
     } else if (!strcmp(key, "adaround_lambda") || !strcmp(key, "adaround_warmup") || !strcmp(key, "adaround_lr")) {
         char *end;
         double d = strtod(val, &end);
@@ -144,7 +151,7 @@ static const char *k_bools[] = {"sym", "include_embeddings", "include_head", "ac
 static const char *k_strings[] = {"method", "granularity", "clip", "shard", "calib", "calib_mode", "adaround_beta",
                                   "model", "out", NULL};
 static const char *k_ints[] = {"bits", "group_size", "nsamples", "seqlen", "calib_seed", "microbatch", "block_size",
-                               "adaround_iters", NULL};
+                               "adaround_iters", "adaround_batch", NULL};
 
 static int in_list(const char *k, const char **l) {
     for (; *l; l++)

@@ -1,13 +1,16 @@
 /* coordinator/job_config.h — a job's options from the command line or JSON.
  *
- * Keys (CLI flag in brackets): method [--method] (rtn; gptq and adaround are planned for and
- * refused until calibration lands), bits [--bits], granularity [--granularity], group_size
- * [--group-size], sym [--sym/--asym], clip [--clip], shard [--shard], include_embeddings
- * [--include-embeddings], include_head [--include-head], include [--include, repeatable]: an
- * array of globs, overrides: an array of {pattern, skip, method, bits, granularity,
- * group_size, sym, clip} applied first-match to the tensors selected for quantization (mixed
- * precision). Service jobs add model, out, overwrite, resume. Unknown keys and wrong types are
- * errors naming the key ("overrides[1].bits must be 2..8"). */
+ * Keys (CLI flag in brackets): method [--method] (rtn, gptq, adaround), bits [--bits],
+ * granularity [--granularity], group_size [--group-size], sym [--sym/--asym], clip [--clip],
+ * shard [--shard], include_embeddings [--include-embeddings], include_head [--include-head],
+ * include [--include, repeatable]: an array of globs, overrides: an array of {pattern, skip,
+ * method, bits, granularity, group_size, sym, clip} applied first-match to the tensors selected
+ * for quantization (mixed precision). Calibration: calib, nsamples, seqlen, calib_seed,
+ * calib_mode, microbatch; GPTQ: damp, block_size, act_order, static_groups; AdaRound:
+ * adaround_iters [--iters], adaround_lambda [--lambda], adaround_beta [--beta],
+ * adaround_warmup [--warmup], adaround_lr [--lr], adaround_batch [--batch]. Service jobs add
+ * model, out, overwrite, resume. Unknown keys and wrong types are errors naming the key
+ * ("overrides[1].bits must be 2..8"). */
 #ifndef QD_JOB_CONFIG_H
 #define QD_JOB_CONFIG_H
 

@@ -35,10 +35,13 @@ double qd_plan_cost_adaround(int64_t rows, int64_t cols, int iters, int batch) {
  * are bound by memory traffic, not arithmetic). */
 double qd_plan_cost_copy(int64_t numel) { return (double)numel; }
 
-double qd_plan_cost(qd_method m, int64_t rows, int64_t cols) {
+double qd_plan_cost(qd_method m, int64_t rows, int64_t cols, const qd_plan_cost_opts *o) {
+    const int iters = o ? o->ada_iters : QD_PLAN_ADA_ITERS_DEFAULT, batch = o ? o->ada_batch : 0;
     switch (m) {
     case QD_METHOD_GPTQ: return qd_plan_cost_gptq(rows, cols);
-    case QD_METHOD_ADAROUND: return qd_plan_cost_adaround(rows, cols, 1500, 32);
+    case QD_METHOD_ADAROUND:
+        return batch > 0 ? 2.0 * qd_plan_cost_adaround(rows, cols, iters, batch)
+                         : qd_plan_cost_adaround(rows, cols, iters, (int)cols);
     default: return qd_plan_cost_rtn(rows, cols);
     }
 }

@@ -36,6 +36,27 @@ static void progress(const qd_calib_opts *o, int rank, const char *what, int don
     qd_log(QD_LOG_INFO, "calibration %s: %d/%d micro-batches, %.1f s", what, done, total, qd_now() - t0);
 }
 
+/* The statistics' hook, then the caller's tap (accumulation pass only). */
+typedef struct {
+    qd_model_hooks stats;
+    const qd_model_hooks *tap;
+} chain;
+
+static int chain_input(void *user, const qd_model *m, int li, const float *X, int64_t rows, const uint8_t *valid)
+{
+    chain *c = user;
+    int rc = c->stats.linear_input(c->stats.user, m, li, X, rows, valid);
+    return rc ? rc : c->tap->linear_input(c->tap->user, m, li, X, rows, valid);
+}
+
+static qd_model_hooks pass_hooks(qd_calib *stats, const qd_calib_opts *o, chain *c)
+{
+    c->stats = qd_calib_hooks(stats);
+    c->tap = o->tap;
+    if (!o->tap || !o->tap->linear_input || qd_calib_get_phase(stats) != QD_CALIB_ACCUMULATE) return c->stats;
+    return (qd_model_hooks){.user = c, .linear_input = chain_input};
+}
+
 /* ---- data parallel ------------------------------------------------------------------------ */
 
 static int dp_pass(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const qd_calib_opts *o, qd_calib *stats,
@@ -50,7 +71,8 @@ static int dp_pass(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const 
      * load rank 0 with all the long ones */
     int done = 0;
     const qd_model_config *c = qd_model_cfg(m);
-    qd_model_hooks hk = qd_calib_hooks(stats);
+    chain ch;
+    qd_model_hooks hk = pass_hooks(stats, o, &ch);
     float *h = malloc((size_t)mb * (size_t)T * (size_t)c->hidden * sizeof(float));
     int rc = h ? QD_OK : qd_err_set(QD_ENOMEM, "calibration: out of memory for a micro-batch");
     double t0 = qd_now();
@@ -107,7 +129,8 @@ static int pp_pass(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const 
     buf[1] = malloc((size_t)cap * sizeof(float));
     QD_ASSERT(buf[0] && buf[1]);   /* a few MiB; the statistics are far larger */
     MPI_Request sreq[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL}, rreq[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
-    qd_model_hooks hk = qd_calib_hooks(stats);
+    chain ch;
+    qd_model_hooks hk = pass_hooks(stats, o, &ch);
     int rc = QD_OK, poisoned = 0;
     double t0 = qd_now();
     const int prev = rank - 1, next = rank + 1 < size ? rank + 1 : MPI_PROC_NULL;

@@ -29,6 +29,11 @@ typedef struct {
     qd_calib_mode mode;
     int microbatch;          /* items per micro-batch (default 8) */
     int quiet;               /* no progress lines on rank 0 */
+    /* Optional: also sees every Linear input of the accumulation pass, after the statistics,
+     * micro-batch by micro-batch in increasing order on each rank (in pipeline mode a rank runs
+     * every micro-batch through its blocks, so it sees all samples in sample order) — e.g. to
+     * keep the calibration rows. Its linear_apply is not used. */
+    const qd_model_hooks *tap;
 } qd_calib_opts;
 
 /* The blocks rank r owns in pipeline mode: [*k0, *k1). */

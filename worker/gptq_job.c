@@ -52,6 +52,38 @@ void qd_gptq_results_free(qd_gptq_results *r)
 
 /* ---- state shared by the phases ------------------------------------------------------------ */
 
+/* AdaRound's mini-batch form (--batch N > 0) needs each Linear input's calibration rows, not
+ * only H: X [nrows][in] per input group, the real (unpadded) tokens of all samples in sample
+ * order, micro-batch after micro-batch, so that X is the same for any number of ranks. The hook
+ * copies each call's real rows to fill[group] and advances it; `inner` (the statistics) runs
+ * first. */
+typedef struct {
+    qd_model_hooks inner;
+    float **X;              /* model group -> [nrows][in], or NULL when not kept */
+    int64_t *fill;          /* model group -> rows written */
+    int64_t nrows;          /* real tokens of all samples */
+} rowtap;
+
+static int tap_input(void *user, const qd_model *m, int li, const float *X, int64_t rows, const uint8_t *valid)
+{
+    rowtap *t = user;
+    if (t->inner.linear_input) {
+        int rc = t->inner.linear_input(t->inner.user, m, li, X, rows, valid);
+        if (rc) return rc;
+    }
+    const qd_linear *L = qd_model_linear(m, li);
+    float *dst = t->X[L->input_group];
+    if (!dst) return QD_OK;
+    int64_t *f = &t->fill[L->input_group];
+    for (int64_t r = 0; r < rows; r++) {
+        if (valid && !valid[r]) continue;
+        QD_ASSERT_LT(*f, t->nrows);
+        memcpy(dst + *f * L->in, X + r * L->in, (size_t)L->in * sizeof(float));
+        (*f)++;
+    }
+    return QD_OK;
+}
+
 typedef struct {
     const qd_job_config *cfg;
     MPI_Comm comm;
@@ -69,7 +101,35 @@ typedef struct {
     qd_gptq_prep *prep;
     int prep_group;
     qd_gptq_opts prep_opts;
+    rowtap tap;             /* the rows of the groups in hand (AdaRound's mini-batch form) */
 } gjob;
+
+/* Whether tensor ti is learned by AdaRound from calibration rows (the mini-batch form) rather
+ * than through H. */
+static int ada_rows(const gjob *g, int ti)
+{
+    return g->jt[ti].method == QD_METHOD_ADAROUND && g->cfg->ada_batch > 0;
+}
+
+/* Keeps the rows of input group gi: allocates X [nrows][in]. QD_OK or QD_ENOMEM. */
+static int tap_keep(gjob *g, int gi)
+{
+    const qd_linear *L = qd_model_linear(g->m, qd_model_group_first(g->m, gi));
+    g->tap.fill[gi] = 0;
+    g->tap.X[gi] = malloc((size_t)g->tap.nrows * (size_t)L->in * sizeof(float));
+    if (!g->tap.X[gi])
+        return qd_err_set(QD_ENOMEM, "AdaRound --batch: out of memory for the %lld calibration rows of '%s' (%.1f MB)",
+                          (long long)g->tap.nrows, L->name, (double)g->tap.nrows * L->in * 4e-6);
+    return QD_OK;
+}
+
+static void tap_release(gjob *g)
+{
+    for (int gi = 0; gi < qd_model_num_groups(g->m); gi++) {
+        free(g->tap.X[gi]);
+        g->tap.X[gi] = NULL;
+    }
+}
 
 static int same_opts(const qd_gptq_opts *a, const qd_gptq_opts *b)
 {
@@ -95,10 +155,12 @@ static int apply_dq(void *user, const qd_model *m, int li, const float *X, int64
     return 1;
 }
 
-/* AdaRound of one unit of rows in Hessian mode: scales from the MSE clipping search (per channel
- * or per group), rounding learned against H. Rows are independent given H. */
+/* AdaRound of one unit of rows: scales from the MSE clipping search (per channel or per group),
+ * rounding learned against H, or (X not NULL: the mini-batch form) against mini-batches of the
+ * NX calibration rows X [NX][C], drawn with the calibration seed. Rows are independent given H or
+ * X, and every unit draws the same mini-batches. */
 static int adaround_unit(gjob *g, const qd_job_tensor *j, const float *W, int64_t n, int64_t C, const float *H,
-                         uint8_t *codes, float *scales, int32_t *zeros)
+                         const float *X, int64_t NX, uint8_t *codes, float *scales, int32_t *zeros)
 {
     const qd_job_config *cfg = g->cfg;
     int rc = qd_check_finite(W, n, C, "weight");
@@ -110,7 +172,7 @@ static int adaround_unit(gjob *g, const qd_job_tensor *j, const float *W, int64_
         qd_find_params_rows(W + gi * G, n, QD_MIN(G, C - gi * G), C, j->scheme.bits, j->scheme.sym, &mse, scales + gi, zeros + gi, ng);
     qd_qparams p = {.rows = n, .cols = C, .ngroups = ng, .group_size = G, .bits = j->scheme.bits, .sym = j->scheme.sym,
                     .gran = G < C ? QD_GRAN_GROUP : QD_GRAN_CHANNEL, .scales = scales, .zeros = zeros};
-    qd_adaround_problem pb = {.R = n, .C = C, .W = W, .X = NULL, .N = 0, .H = H, .p = &p};
+    qd_adaround_problem pb = {.R = n, .C = C, .W = W, .X = X, .N = X ? NX : 0, .H = X ? NULL : H, .p = &p};
     qd_adaround_opts o;
     qd_adaround_default_opts(&o);
     o.iters = cfg->ada_iters;
@@ -120,10 +182,12 @@ static int adaround_unit(gjob *g, const qd_job_tensor *j, const float *W, int64_
     o.warmup = (float)cfg->ada_warmup;
     o.lr = (float)cfg->ada_lr;
     o.seed = (uint64_t)cfg->calib_seed;
+    if (X) o.batch = cfg->ada_batch;
     return qd_adaround_quantize(&pb, &o, codes, NULL, NULL);
 }
 
-/* GPTQ (or AdaRound) of the units of tensor ti that this rank owns; owner(u) decides. */
+/* GPTQ (or AdaRound) of the units of tensor ti that this rank owns; owner(u) decides. AdaRound in
+ * the mini-batch form reads the rows its input group keeps in g->tap instead of H. */
 static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter, int owner_fixed)
 {
     const qd_job_tensor *j = &g->jt[ti];
@@ -166,7 +230,10 @@ static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter
         int64_t r0 = u * U, n = QD_MIN(U, R - r0);
         if ((rc = qd_ckpt_read_rows_f32(g->ck, ti, r0, n, W))) break;
         if (ada) {
-            if ((rc = adaround_unit(g, j, W, n, C, H, r->codes + r0 * C, r->scales + r0 * r->ng, r->zeros + r0 * r->ng))) {
+            const float *X = ada_rows(g, ti) ? g->tap.X[group] : NULL;
+            QD_ASSERT(X || !ada_rows(g, ti));
+            if ((rc = adaround_unit(g, j, W, n, C, H, X, g->tap.nrows, r->codes + r0 * C, r->scales + r0 * r->ng,
+                                    r->zeros + r0 * r->ng))) {
                 qd_err_wrap(rc, "tensor '%s' rows [%lld, %lld): ", t->name, (long long)r0, (long long)(r0 + n));
                 break;
             }
@@ -225,9 +292,10 @@ static float *dequantize_result(const qd_gptq_result *r, const qd_job_tensor *j)
 }
 
 /* Owners of a block's tensors: with at least as many tensors as ranks, whole tensors go to ranks
- * by longest-processing-time on their cost (the O(C^3) factorization, once per shared input, plus
- * 2 R C^2), so no factorization is repeated; otherwise -1 (row units round-robin over all ranks).
- * Deterministic: the same on every rank; results do not depend on it. */
+ * by longest-processing-time on their cost (GPTQ: the O(C^3) factorization, once per shared input,
+ * plus 2 R C^2, so no factorization is repeated; AdaRound: its Adam steps, shard/plan.h's cost
+ * with the job's iterations and batch, no factorization); otherwise -1 (row units round-robin
+ * over all ranks). Deterministic: the same on every rank; results do not depend on it. */
 static void assign_owners(gjob *g, const int *lins, int n, int *owner)
 {
     if (g->size == 1 || n < g->size) {
@@ -237,11 +305,18 @@ static void assign_owners(gjob *g, const int *lins, int n, int *owner)
     double cost[64], load[1024] = {0};
     int order[64];
     QD_ASSERT(n <= 64 && g->size <= 1024);
+    const qd_plan_cost_opts co = qd_job_cost_opts(g->cfg);
     for (int i = 0; i < n; i++) {
         const qd_linear *L = qd_model_linear(g->m, lins[i]);
-        int shared = i > 0 && qd_model_linear(g->m, lins[i - 1])->input_group == L->input_group;
-        cost[i] = (shared ? 0.0 : (double)L->in * L->in * L->in) + 2.0 * L->out * (double)L->in * L->in;
         order[i] = i;
+        if (g->jt[g->lin_tensor[lins[i]]].method == QD_METHOD_ADAROUND) {
+            cost[i] = qd_plan_cost(QD_METHOD_ADAROUND, L->out, L->in, &co);
+            continue;
+        }
+        /* the previous tensor prepared the same input's factorization */
+        int shared = i > 0 && qd_model_linear(g->m, lins[i - 1])->input_group == L->input_group &&
+                     g->jt[g->lin_tensor[lins[i - 1]]].method == QD_METHOD_GPTQ;
+        cost[i] = (shared ? 0.0 : (double)L->in * L->in * L->in) + 2.0 * L->out * (double)L->in * L->in;
     }
     for (int i = 1; i < n; i++) /* stable insertion sort by descending cost */
         for (int j = i; j > 0 && cost[order[j]] > cost[order[j - 1]]; j--) {
@@ -288,7 +363,26 @@ static int run_sequential(gjob *g, qd_calib_data *data)
         bat[j] = (qd_batch){.B = n, .T = b.T, .mask = mk};
     }
     rc = agree(g, rc);
-    const int ng = qd_model_num_groups(g->m);
+    const int ng = qd_model_num_groups(g->m), nl = qd_model_num_linears(g->m);
+    /* AdaRound's mini-batch form: where each micro-batch's real tokens start in the rows X, from
+     * every rank's micro-batches */
+    int need_rows = 0;
+    for (int li = 0; li < nl; li++) need_rows |= g->lin_tensor[li] >= 0 && ada_rows(g, g->lin_tensor[li]);
+    int64_t *mb_off = need_rows ? qd_xcalloc((size_t)nmb + 1, sizeof *mb_off) : NULL;
+    if (need_rows && !rc) {
+        for (int j = 0; j < nloc; j++) {
+            int64_t cnt = (int64_t)bat[j].B * bat[j].T;
+            if (bat[j].mask) {
+                cnt = 0;
+                for (int64_t t = 0; t < (int64_t)bat[j].B * bat[j].T; t++) cnt += bat[j].mask[t] != 0;
+            }
+            mb_off[g->rank + j * g->size + 1] = cnt;
+        }
+        QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, mb_off, nmb + 1, MPI_INT64_T, MPI_SUM, g->comm));
+        for (int i = 0; i < nmb; i++) mb_off[i + 1] += mb_off[i];
+        QD_ASSERT_EQ(mb_off[nmb], g->tap.nrows);
+    }
+    qd_model_hooks tk = {.user = &g->tap, .linear_input = tap_input};
     uint8_t *sel = qd_xmalloc((size_t)ng);
     int64_t unit_counter = 0;
     for (int k = 0; k < c->layers && !rc; k++) {
@@ -305,11 +399,26 @@ static int run_sequential(gjob *g, qd_calib_data *data)
         if (any) {
             qd_calib *stats = NULL;
             rc = qd_calib_new(g->m, sel, &stats);
+            /* the rows of the groups whose tensors AdaRound learns in the mini-batch form */
+            for (int li = 0; li < nl && !rc; li++) {
+                const qd_linear *L = qd_model_linear(g->m, li);
+                if (L->layer == k && g->lin_tensor[li] >= 0 && ada_rows(g, g->lin_tensor[li]) && !g->tap.X[L->input_group])
+                    rc = tap_keep(g, L->input_group);
+            }
+            rc = agree(g, rc);
             qd_model_hooks hk = stats ? qd_calib_hooks(stats) : (qd_model_hooks){0};
+            g->tap.inner = hk;
             for (int pass = 0; pass < 2 && !rc; pass++) {
                 for (int j = 0; j < nloc && !rc; j++) {
+                    const int i = g->rank + j * g->size;
                     memcpy(scratch, hs + (int64_t)j * slot, (size_t)((int64_t)bat[j].B * bat[j].T * Hd) * sizeof(float));
-                    rc = qd_model_block(g->m, k, &bat[j], scratch, &hk);
+                    if (pass == 1 && need_rows) { /* the statistics, and the rows at the micro-batch's place */
+                        for (int gi = 0; gi < ng; gi++) g->tap.fill[gi] = mb_off[i];
+                        rc = qd_model_block(g->m, k, &bat[j], scratch, &tk);
+                        for (int gi = 0; gi < ng && !rc; gi++)
+                            if (g->tap.X[gi]) QD_ASSERT_EQ(g->tap.fill[gi], mb_off[i + 1]);
+                    } else
+                        rc = qd_model_block(g->m, k, &bat[j], scratch, &hk);
                 }
                 if ((rc = agree(g, rc))) break;
                 for (int q = 0; q < qd_calib_num_groups(stats); q++) {
@@ -325,6 +434,14 @@ static int run_sequential(gjob *g, qd_calib_data *data)
                 }
                 if (pass == 0) qd_calib_begin_accumulate(stats);
             }
+            /* every rank gets all the rows, each micro-batch's from the rank that ran it */
+            for (int gi = 0; gi < ng && !rc; gi++) {
+                if (!g->tap.X[gi]) continue;
+                const int64_t in = qd_model_linear(g->m, qd_model_group_first(g->m, gi))->in;
+                for (int i = 0; i < nmb; i++)
+                    QD_MPI_CHECK(MPI_Bcast(g->tap.X[gi] + mb_off[i] * in, (int)((mb_off[i + 1] - mb_off[i]) * in), MPI_FLOAT,
+                                           i % g->size, g->comm));
+            }
             double t_cal = qd_now() - t0;
             /* GPTQ of the block's tensors: every rank does its share without waiting (whole tensors by
              * LPT on their cost when there are at least as many tensors as ranks, else row units
@@ -338,17 +455,18 @@ static int run_sequential(gjob *g, qd_calib_data *data)
             for (int b = 0; b < nbt && !rc; b++) {
                 const qd_linear *L = qd_model_linear(g->m, bt[b]);
                 int ti = g->lin_tensor[bt[b]];
-                int mine = owner[b] < 0 || owner[b] == g->rank;
-                if (mine && Hgroup != L->input_group) {
+                int mine = owner[b] < 0 || owner[b] == g->rank, need_h = mine && !ada_rows(g, ti);
+                if (need_h && Hgroup != L->input_group) {
                     qd_calib_group *cg = qd_calib_find(stats, L->input_group);
                     free(H);
                     H = malloc((size_t)cg->in * (size_t)cg->in * sizeof(float));
                     rc = H ? qd_calib_hessian_f32(cg, H) : qd_err_set(QD_ENOMEM, "out of memory for a Hessian");
                     Hgroup = L->input_group;
                 }
-                if (!rc) rc = quantize_units(g, ti, mine ? H : NULL, &unit_counter, owner[b]);
+                if (!rc) rc = quantize_units(g, ti, need_h ? H : NULL, &unit_counter, owner[b]);
             }
             rc = agree(g, rc);
+            tap_release(g);
             int nt = 0;
             for (int b = 0; b < nbt && !rc; b++) {
                 const qd_linear *L = qd_model_linear(g->m, bt[b]);
@@ -388,6 +506,8 @@ static int run_sequential(gjob *g, qd_calib_data *data)
         }
         if (g->progress && g->rank == 0) fflush(stdout);
     }
+    tap_release(g);
+    free(mb_off);
     free(sel);
     free(hs);
     free(scratch);
@@ -407,15 +527,29 @@ static int run_fp(gjob *g, qd_calib_data *data)
     qd_calib_rank_groups(g->m, want, QD_CALIB_PIPELINE, g->rank, g->size, sel);
     qd_calib *stats = NULL;
     double t0 = qd_now();
-    int rc = agree(g, qd_calib_new(g->m, sel, &stats));
+    const int nl = qd_model_num_linears(g->m);
+    int rc = qd_calib_new(g->m, sel, &stats), need_rows = 0;
+    /* AdaRound's mini-batch form: the rows of this rank's groups whose tensors it learns so; every
+     * micro-batch passes this rank's blocks in order, so they arrive in sample order */
+    for (int li = 0; li < nl && !rc; li++) {
+        const qd_linear *L = qd_model_linear(g->m, li);
+        if (g->lin_tensor[li] >= 0 && sel[L->input_group] && ada_rows(g, g->lin_tensor[li]) && !g->tap.X[L->input_group]) {
+            rc = tap_keep(g, L->input_group);
+            need_rows = 1;
+        }
+    }
+    rc = agree(g, rc);
     if (!rc) {
-        qd_calib_opts o = {.mode = QD_CALIB_PIPELINE, .microbatch = g->cfg->microbatch, .quiet = !g->progress};
+        qd_model_hooks tk = {.user = &g->tap, .linear_input = tap_input};
+        qd_calib_opts o = {.mode = QD_CALIB_PIPELINE, .microbatch = g->cfg->microbatch, .quiet = !g->progress,
+                           .tap = need_rows ? &tk : NULL};
         rc = qd_calib_run(g->comm, g->m, data, &o, stats);
+        for (int gi = 0; gi < ng && !rc; gi++)
+            if (g->tap.X[gi]) QD_ASSERT_EQ(g->tap.fill[gi], g->tap.nrows);
     }
     if (g->progress && g->rank == 0 && !rc) printf("gptq: calibration (fp, pipelined) %.2f s\n", qd_now() - t0);
     int64_t counter = 0;
     /* each rank quantizes the tensors of its blocks (where their statistics are), all at once */
-    const int nl = qd_model_num_linears(g->m);
     int *owner = qd_xmalloc((size_t)nl * sizeof *owner);
     float *H = NULL;
     int Hgroup = -1;
@@ -429,16 +563,18 @@ static int run_fp(gjob *g, qd_calib_data *data)
             if (L->layer >= k0 && L->layer < k1) owner[li] = r;
         }
         qd_calib_group *cg = qd_calib_find(stats, L->input_group);
-        if (owner[li] == g->rank && Hgroup != L->input_group) {
+        const int need_h = owner[li] == g->rank && !ada_rows(g, ti);
+        if (need_h && Hgroup != L->input_group) {
             free(H);
             H = qd_xmalloc((size_t)L->in * L->in * sizeof(float));
             rc = qd_calib_hessian_f32(cg, H);
             Hgroup = L->input_group;
         }
-        if (!rc) rc = quantize_units(g, ti, owner[li] == g->rank ? H : NULL, &counter, owner[li]);
+        if (!rc) rc = quantize_units(g, ti, need_h ? H : NULL, &counter, owner[li]);
     }
     free(H);
     rc = agree(g, rc);
+    tap_release(g);
     for (int li = 0; li < nl && !rc; li++) {
         int ti = g->lin_tensor[li];
         if (ti < 0) continue;
@@ -463,7 +599,7 @@ static int run_fp(gjob *g, qd_calib_data *data)
 }
 
 static void estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, const qd_model *m, int N,
-                          int T, int ranks, int rank, double *bytes, char *breakdown, size_t cap);
+                          int T, int64_t rows, int ranks, int rank, double *bytes, char *breakdown, size_t cap);
 
 int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, const qd_job_tensor *jt, int progress,
                     qd_gptq_results *out)
@@ -483,6 +619,8 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
         g.lin_tensor = qd_xmalloc((size_t)nl * sizeof(int));
         g.tensor_lin = qd_xmalloc((size_t)(n ? n : 1) * sizeof(int));
         g.dq = qd_xcalloc((size_t)nl, sizeof(float *));
+        g.tap.X = qd_xcalloc((size_t)qd_model_num_groups(g.m), sizeof(float *));
+        g.tap.fill = qd_xcalloc((size_t)qd_model_num_groups(g.m), sizeof(int64_t));
         for (int i = 0; i < n; i++) g.tensor_lin[i] = -1;
         for (int li = 0; li < nl; li++) {
             char name[200];
@@ -513,13 +651,20 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
     }
     if (!rc) rc = qd_calib_data_open(g.m, cfg->calib, cfg->nsamples, cfg->seqlen, (uint64_t)cfg->calib_seed, &data);
     rc = agree(&g, rc);
-    if (!rc)
-        estimate_rank(cfg, ck, jt, g.m, qd_calib_data_count(data), qd_calib_data_tokens(data), g.size, g.rank,
+    if (!rc) {
+        g.tap.nrows = qd_calib_data_real_tokens(data);
+        estimate_rank(cfg, ck, jt, g.m, qd_calib_data_count(data), qd_calib_data_tokens(data), g.tap.nrows, g.size, g.rank,
                       &out->estimate_bytes, out->estimate_text, sizeof out->estimate_text);
+    }
     if (!rc && progress && g.rank == 0)
         printf("gptq: calibration data %s: %d %s samples x %d tokens (%d real), %s mode\n", cfg->calib,
                qd_calib_data_count(data), qd_calib_data_kind(data), qd_calib_data_tokens(data),
                qd_calib_data_real_tokens(data), cfg->calib_mode == QD_CALIB_FP ? "fp" : "sequential");
+    int ada_x = 0;
+    for (int i = 0; i < n; i++) ada_x |= jt[i].kind == QD_JOB_QUANT && jt[i].method == QD_METHOD_ADAROUND && cfg->ada_batch > 0;
+    if (!rc && progress && g.rank == 0 && ada_x)
+        printf("adaround: mini-batch form, %d of the %lld calibration rows per step (seed %d)\n", cfg->ada_batch,
+               (long long)g.tap.nrows, cfg->calib_seed);
     if (!rc) rc = cfg->calib_mode == QD_CALIB_FP ? run_fp(&g, data) : run_sequential(&g, data);
     if (!rc) {
         cJSON *o = cJSON_CreateObject();
@@ -541,6 +686,8 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
     qd_calib_data_free(data);
     free(g.lin_tensor);
     free(g.tensor_lin);
+    free(g.tap.X); /* the rows themselves are released by the phase that kept them */
+    free(g.tap.fill);
     if (g.dq) {
         for (int li = 0; g.m && li < qd_model_num_linears(g.m); li++) free(g.dq[li]);
         free(g.dq);
@@ -551,9 +698,10 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
     return rc;
 }
 
-/* The estimate for one rank, from the loaded model and the calibration data's shape. */
+/* The estimate for one rank, from the loaded model and the calibration data's shape (N samples of
+ * T tokens, `rows` of them real). */
 static void estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, const qd_model *m, int N,
-                          int T, int ranks, int rank, double *bytes, char *breakdown, size_t cap)
+                          int T, int64_t rows, int ranks, int rank, double *bytes, char *breakdown, size_t cap)
 {
     const qd_model_config *c = qd_model_cfg(m);
     const double H = c->hidden, A = (double)c->heads * c->head_size, Im = c->intermediate;
@@ -570,8 +718,8 @@ static void estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_
     int k0 = 0, k1 = c->layers;
     if (cfg->calib_mode == QD_CALIB_FP) qd_calib_pipeline_blocks(c->layers, rank, ranks, &k0, &k1);
     acts = cfg->calib_mode == QD_CALIB_FP ? 2.0 * mb * T * H * 4 + fwd : ((double)mine + 1) * mb * T * H * 4 + fwd;
-    double max_in = 0, block_stats = 0, block_dq = 0;
-    int cur = -1;
+    double max_in = 0, block_stats = 0, block_dq = 0, kept = 0, block_kept = 0; /* kept: AdaRound's rows */
+    int cur = -1, kept_group = -1;
     for (int li = 0; li < qd_model_num_linears(m); li++) {
         const qd_linear *L = qd_model_linear(m, li);
         char name[200];
@@ -579,8 +727,12 @@ static void estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_
         int ti = qd_ckpt_find(ck, name);
         if (ti < 0 || jt[ti].kind != QD_JOB_QUANT || jt[ti].method == QD_METHOD_RTN) continue;
         if (L->layer != cur) { /* a new block */
-            if (cfg->calib_mode != QD_CALIB_FP) { stats = fmax(stats, block_stats); dq = fmax(dq, block_dq); }
-            block_stats = block_dq = 0;
+            if (cfg->calib_mode != QD_CALIB_FP) {
+                stats = fmax(stats, block_stats);
+                dq = fmax(dq, block_dq);
+                kept = fmax(kept, block_kept);
+            }
+            block_stats = block_dq = block_kept = 0;
             cur = L->layer;
         }
         int first = qd_model_group_first(m, L->input_group) == li;
@@ -591,15 +743,35 @@ static void estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_
         block_dq += (double)L->in * L->out * 4;
         max_in = fmax(max_in, in);
         work = fmax(work, in * in * 4 * 5 + (double)QD_GPTQ_UNIT_ROWS * in * 4 * 5); /* H, Hw, Hp, U, the kept U */
+        if (jt[ti].method == QD_METHOD_ADAROUND && cfg->ada_batch > 0) {
+            /* the group's rows X [rows][in], once per group: the block in hand (sequential) or this
+             * rank's blocks (fp); a unit's working set: E X^T over all rows [U][rows], the drawn
+             * batch [batch][in], the row indices, and about a dozen [U][in] arrays */
+            const int kept_here = cfg->calib_mode == QD_CALIB_FP ? L->layer >= k0 && L->layer < k1 : 1;
+            if (kept_group != L->input_group && kept_here) { /* a group's linears are consecutive */
+                kept_group = L->input_group;
+                if (cfg->calib_mode == QD_CALIB_FP) kept += (double)rows * in * 4;
+                else block_kept += (double)rows * in * 4;
+            }
+            const double nb = fmin((double)cfg->ada_batch, (double)rows);
+            work = fmax(work, (double)QD_GPTQ_UNIT_ROWS * rows * 4 + nb * in * 4 + rows * 8.0 +
+                                  12.0 * QD_GPTQ_UNIT_ROWS * in * 4);
+        }
     }
-    if (cfg->calib_mode != QD_CALIB_FP) { stats = fmax(stats, block_stats); dq = fmax(dq, block_dq); }
+    if (cfg->calib_mode != QD_CALIB_FP) {
+        stats = fmax(stats, block_stats);
+        dq = fmax(dq, block_dq);
+        kept = fmax(kept, block_kept);
+    }
     stats += max_in * max_in * 8 + (double)QD_CALIB_CHUNK * max_in * 8;
     /* the process itself: MPI, HDF5 and OpenBLAS buffers, code (measured here: about 35 MB) */
     const double runtime = 40e6;
-    *bytes = runtime + weights + acts + stats + work + results + dq;
+    *bytes = runtime + weights + acts + stats + work + results + dq + kept;
+    char extra[96] = "";
+    if (kept > 0) snprintf(extra, sizeof extra, ", AdaRound calibration rows %.1f", kept * 1e-6);
     snprintf(breakdown, cap, "runtime %.0f, weights %.1f, activations %.1f, statistics %.1f, GPTQ work %.1f, results %.1f, "
-             "dequantized block %.1f MB", runtime * 1e-6, weights * 1e-6, acts * 1e-6, stats * 1e-6, work * 1e-6,
-             results * 1e-6, dq * 1e-6);
+             "dequantized block %.1f%s MB", runtime * 1e-6, weights * 1e-6, acts * 1e-6, stats * 1e-6, work * 1e-6,
+             results * 1e-6, dq * 1e-6, extra);
 }
 
 int qd_calib_job_estimate(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, int ranks, double *worst,
@@ -609,17 +781,19 @@ int qd_calib_job_estimate(const qd_job_config *cfg, qd_checkpoint *ck, const qd_
     int rc = qd_model_load_flags(cfg->model, QD_MODEL_LAZY_LINEARS, &m);
     if (rc) return rc;
     int N = cfg->nsamples, T = qd_model_cfg(m)->arch == QD_ARCH_VIT ? qd_model_tokens(m, 0) : cfg->seqlen;
+    int64_t rows = (int64_t)N * T;
     qd_calib_data *d = NULL;
     if (cfg->calib && qd_calib_data_open(m, cfg->calib, cfg->nsamples, cfg->seqlen, (uint64_t)cfg->calib_seed, &d) == QD_OK) {
         N = qd_calib_data_count(d);
         T = qd_calib_data_tokens(d);
+        rows = qd_calib_data_real_tokens(d);
     }
     qd_calib_data_free(d);
     *worst = 0;
     for (int r = 0; r < ranks; r++) {
         double b = 0;
         char bd[512];
-        estimate_rank(cfg, ck, jt, m, N, T, ranks, r, &b, bd, sizeof bd);
+        estimate_rank(cfg, ck, jt, m, N, T, rows, ranks, r, &b, bd, sizeof bd);
         if (b > *worst) {
             *worst = b;
             snprintf(breakdown, cap, "%s", bd);

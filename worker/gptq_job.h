@@ -15,6 +15,12 @@
  * Units of QD_GPTQ_UNIT_ROWS rows are quantized alone with the layer's prepared inverse Hessian,
  * and the statistics are exact integer sums (model/calib.h), so the results are the same bits
  * for any number of ranks. Results are held unpacked on every rank until the job writes them.
+ * AdaRound tensors learn their rounding through H too, unless the job gives a batch
+ * (cfg->ada_batch > 0, the mini-batch form): then the input groups of their Linears also keep
+ * their calibration rows (every sample's real tokens, in sample order: in sequential mode the
+ * block in hand's, broadcast micro-batch by micro-batch from the rank that ran it; in fp mode a
+ * rank's own blocks', which every micro-batch passes in order), so every rank hands AdaRound the
+ * same rows.
  */
 #ifndef QD_GPTQ_JOB_H
 #define QD_GPTQ_JOB_H
@@ -57,8 +63,9 @@ void qd_gptq_results_free(qd_gptq_results *r);
 
 /* Memory the busiest of `ranks` ranks needs for the calibrated phase (bytes), with a one-line
  * breakdown: the runtime, mapped weights, its samples' activations, the statistics and Hessians in
- * hand (one block in sequential mode, its own blocks in fp mode), GPTQ's working set and the
- * results. Opens the model (weights not read) and the calibration data once; QD_OK or an error
+ * hand (one block in sequential mode, its own blocks in fp mode), GPTQ's (or AdaRound's) working
+ * set, the results, and with AdaRound's mini-batch form the calibration rows kept (again one block,
+ * or a rank's own blocks). Opens the model (weights not read) and the calibration data once; QD_OK or an error
  * naming what could not be opened. (A running job computes its own rank's figure into
  * qd_gptq_results.) */
 int qd_calib_job_estimate(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, int ranks,

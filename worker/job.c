@@ -94,6 +94,7 @@ cJSON *qd_job_config_json(const qd_job_config *c) {
         cJSON_AddNumberToObject(a, "beta_end", c->ada_beta_end);
         cJSON_AddNumberToObject(a, "warmup", c->ada_warmup);
         cJSON_AddNumberToObject(a, "lr", c->ada_lr);
+        if (c->ada_batch > 0) cJSON_AddNumberToObject(a, "batch", c->ada_batch); /* absent: the Hessian form */
         cJSON *k = cJSON_AddObjectToObject(o, "calibration");
         cJSON_AddStringToObject(k, "data", c->calib ? c->calib : "");
         cJSON_AddNumberToObject(k, "nsamples", c->nsamples);
@@ -129,6 +130,9 @@ int qd_job_config_validate(const qd_job_config *c) {
     if (c->ada_iters < 1 || !(c->ada_lambda >= 0) || !(c->ada_beta_start > 0) || !(c->ada_beta_end > 0) ||
         !(c->ada_warmup >= 0 && c->ada_warmup < 1) || !(c->ada_lr > 0))
         return qd_err_set(QD_ECONFIG, "adaround: iters >= 1, lambda >= 0, beta > 0, warmup in [0, 1) and lr > 0 are needed");
+    if (c->ada_batch < 0)
+        return qd_err_set(QD_ECONFIG, "adaround: batch (calibration rows per step) must be >= 0 (0: the Hessian form), got %d",
+                          c->ada_batch);
     if (c->nsamples < 0) return qd_err_set(QD_ECONFIG, "nsamples must be >= 0");
     if (c->seqlen < 3) return qd_err_set(QD_ECONFIG, "seqlen must be >= 3");
     if (c->microbatch < 1) return qd_err_set(QD_ECONFIG, "microbatch must be >= 1");
@@ -176,8 +180,13 @@ static int should_quantize(const qd_job_config *cfg, const qd_tensor_info *t) {
     return 0;
 }
 
+qd_plan_cost_opts qd_job_cost_opts(const qd_job_config *cfg) {
+    return (qd_plan_cost_opts){.ada_iters = cfg->ada_iters, .ada_batch = cfg->ada_batch};
+}
+
 void qd_job_table(const qd_job_config *cfg, const qd_checkpoint *ck, qd_job_tensor *jt, qd_plan_item *pi) {
     int n = qd_ckpt_num_tensors(ck);
+    const qd_plan_cost_opts co = qd_job_cost_opts(cfg);
     for (int i = 0; i < n; i++) {
         const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
         qd_job_tensor *j = &jt[i];
@@ -194,7 +203,7 @@ void qd_job_table(const qd_job_config *cfg, const qd_checkpoint *ck, qd_job_tens
         double numel = (double)t->numel;
         qd_plan_item *p = &pi[i];
         if (j->kind == QD_JOB_QUANT) {
-            p->cost = qd_plan_cost(j->method, j->rows, j->cols);
+            p->cost = qd_plan_cost(j->method, j->rows, j->cols, &co);
             /* the input as mapped (+ an F32 copy for other dtypes), the packed codes, the scales */
             p->mem = numel * (double)qd_dtype_size(t->dtype) + (t->dtype == QD_DT_F32 ? 0 : 4 * numel) +
                      numel * j->scheme.bits / 8 + (double)j->rows * (double)qd_rtn_ngroups(&j->scheme, j->cols) * 8;

@@ -65,6 +65,9 @@ typedef struct {
     double ada_beta_start, ada_beta_end; /* default 20, 2 */
     double ada_warmup;           /* default 0.2 */
     double ada_lr;               /* default 1e-3 */
+    int ada_batch;               /* calibration rows (tokens) per step, drawn with calib_seed from the
+                                  * layer's input rows; default 0: the Hessian form, every step
+                                  * sees all the data through H */
 } qd_job_config;
 
 enum { QD_CALIB_SEQUENTIAL = 0, QD_CALIB_FP = 1 };
@@ -93,6 +96,9 @@ typedef struct {
     int nblk;
     int splittable;         /* row ranges are independent (not per-tensor parameters, not raw) */
 } qd_job_tensor;
+
+/* The settings of cfg that the planner's cost model needs (shard/plan.h). */
+qd_plan_cost_opts qd_job_cost_opts(const qd_job_config *cfg);
 
 /* Fills t[0 .. qd_ckpt_num_tensors(ck)) and the planner's items. */
 void qd_job_table(const qd_job_config *cfg, const qd_checkpoint *ck, qd_job_tensor *t, qd_plan_item *pi);

@@ -3,7 +3,8 @@
  * 23M-value embedding table) to <= 1.05 by rows; layer sharding keeps each block on one rank in
  * contiguous ranges; row sharding cuts large items at their block boundaries into pieces that
  * cover every item exactly once and balances a table that whole tensors cannot (one huge
- * tensor); every plan is deterministic; the cost model orders the methods as it should. */
+ * tensor); every plan is deterministic; the cost model orders the methods as it should, and
+ * AdaRound's cost follows the job's steps and batch. */
 #include <string.h>
 
 #include "qd_test.h"
@@ -15,9 +16,9 @@ static int bert(qd_plan_item *it, qd_method m, int with_embeddings) {
     /* 12 blocks x {q, k, v, o: 768x768; intermediate 3072x768; output 768x3072} + embeddings etc. */
     int n = 0;
     for (int b = 0; b < 12; b++) {
-        for (int k = 0; k < 4; k++) it[n++] = (qd_plan_item){qd_plan_cost(m, 768, 768), 768.0 * 768 * 5, b, 16};
-        it[n++] = (qd_plan_item){qd_plan_cost(m, 3072, 768), 3072.0 * 768 * 5, b, 16};
-        it[n++] = (qd_plan_item){qd_plan_cost(m, 768, 3072), 3072.0 * 768 * 5, b, 16};
+        for (int k = 0; k < 4; k++) it[n++] = (qd_plan_item){qd_plan_cost(m, 768, 768, NULL), 768.0 * 768 * 5, b, 16};
+        it[n++] = (qd_plan_item){qd_plan_cost(m, 3072, 768, NULL), 3072.0 * 768 * 5, b, 16};
+        it[n++] = (qd_plan_item){qd_plan_cost(m, 768, 3072, NULL), 3072.0 * 768 * 5, b, 16};
     }
     if (!with_embeddings) return n;
     it[n++] = (qd_plan_item){qd_plan_cost_copy(30522 * 768), 30522.0 * 768 * 4, -1, 16};
@@ -127,7 +128,30 @@ int main(void) {
     /* the cost model: gptq dominates rtn by about cols; with GPTQ costs the twelve 768x3072
      * tensors dominate and whole tensors cannot balance 8 ranks, row ranges can */
     CHECK_DBL_LE(700.0 * qd_plan_cost_rtn(3072, 768), qd_plan_cost_gptq(3072, 768));
-    CHECK_DBL_LE(qd_plan_cost_gptq(768, 768), qd_plan_cost(QD_METHOD_ADAROUND, 768, 768));
+    CHECK_DBL_LE(qd_plan_cost_gptq(768, 768), qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, NULL));
+    /* AdaRound follows the job's steps and batch: the Hessian form costs a product with H per
+     * step (batch = cols), the mini-batch form two products with the batch; linear in both */
+    {
+        const qd_plan_cost_opts h1 = {1000, 0}, h2 = {2000, 0}, b1 = {1000, 256}, b2 = {1000, 512}, b3 = {3000, 256};
+        CHECK_NEAR(qd_plan_cost(QD_METHOD_ADAROUND, 3072, 768, &h1), 1000.0 * 3072 * 768 * 768, 1.0);
+        CHECK_NEAR(qd_plan_cost(QD_METHOD_ADAROUND, 3072, 768, &b1), 1000.0 * 3072 * 768 * 2 * 256, 1.0);
+        CHECK_NEAR(qd_plan_cost(QD_METHOD_ADAROUND, 768, 3072, &h2), 2.0 * qd_plan_cost(QD_METHOD_ADAROUND, 768, 3072, &h1), 1.0);
+        CHECK_NEAR(qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &b2), 2.0 * qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &b1), 1.0);
+        CHECK_NEAR(qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &b3), 3.0 * qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &b1), 1.0);
+        /* 768 columns: a batch of 384 rows costs as much as the Hessian */
+        const qd_plan_cost_opts b4 = {1000, 384};
+        CHECK_NEAR(qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &b4), qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &h1), 1.0);
+        /* the defaults: QD_PLAN_ADA_ITERS_DEFAULT steps, Hessian form */
+        const qd_plan_cost_opts dflt = {QD_PLAN_ADA_ITERS_DEFAULT, 0};
+        CHECK_NEAR(qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, NULL), qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &dflt), 1.0);
+        /* the other methods do not depend on them */
+        CHECK_NEAR(qd_plan_cost(QD_METHOD_GPTQ, 768, 3072, &b3), qd_plan_cost_gptq(768, 3072), 0.0);
+        CHECK_NEAR(qd_plan_cost(QD_METHOD_RTN, 768, 3072, &b3), qd_plan_cost_rtn(768, 3072), 0.0);
+        /* the Hessian form weighs a wide input by its columns, the mini-batch form does not */
+        printf("adaround cost 768x3072 vs 3072x768: Hessian form %.2f, batch 256 %.2f\n",
+               qd_plan_cost(QD_METHOD_ADAROUND, 768, 3072, &h1) / qd_plan_cost(QD_METHOD_ADAROUND, 3072, 768, &h1),
+               qd_plan_cost(QD_METHOD_ADAROUND, 768, 3072, &b1) / qd_plan_cost(QD_METHOD_ADAROUND, 3072, 768, &b1));
+    }
     n = bert(it, QD_METHOD_GPTQ, 1);
     CHECK_EQ(qd_plan_assign(it, n, 8, QD_SHARD_TENSOR, owner), 0);
     double gt = qd_plan_balance(it, n, 8, owner, NULL);
