@@ -183,6 +183,7 @@ static int adaround_unit(gjob *g, const qd_job_tensor *j, const float *W, int64_
     o.lr = (float)cfg->ada_lr;
     o.seed = (uint64_t)cfg->calib_seed;
     if (X) o.batch = cfg->ada_batch;
+    o.tiles = cfg->ada_tiles; /* agreed by all ranks (qd_job_run) */
     return qd_adaround_quantize(&pb, &o, codes, NULL, NULL);
 }
 

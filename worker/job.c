@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "collective/collective.h"
+#include "kernels/gemm_bf16.h"
 #include "shard/select.h"
 #include "worker/gptq_job.h"
 #include "worker/rtn_rows.h"
@@ -95,6 +96,11 @@ cJSON *qd_job_config_json(const qd_job_config *c) {
         cJSON_AddNumberToObject(a, "warmup", c->ada_warmup);
         cJSON_AddNumberToObject(a, "lr", c->ada_lr);
         if (c->ada_batch > 0) cJSON_AddNumberToObject(a, "batch", c->ada_batch); /* absent: the Hessian form */
+        int ada = c->method == QD_METHOD_ADAROUND;
+        for (int i = 0; i < c->n_overrides; i++) ada |= c->overrides[i].method == QD_METHOD_ADAROUND;
+        /* the Hessian form's product (the two give slightly different roundings): recorded only
+         * for jobs that use AdaRound, so other files are unchanged */
+        if (ada && c->ada_batch <= 0) cJSON_AddStringToObject(a, "product", c->ada_tiles ? "bf16x3" : "float");
         cJSON *k = cJSON_AddObjectToObject(o, "calibration");
         cJSON_AddStringToObject(k, "data", c->calib ? c->calib : "");
         cJSON_AddNumberToObject(k, "nsamples", c->nsamples);
@@ -509,10 +515,16 @@ static void progress_tensor(progress *pg, const char *name, const item *it, int 
     fflush(stdout);
 }
 
-int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hooks) {
+int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *hooks) {
     int rank, size;
     QD_MPI_CHECK(MPI_Comm_rank(comm, &rank));
     QD_MPI_CHECK(MPI_Comm_size(comm, &size));
+    /* AdaRound's Hessian product: the bfloat16 tiles only if every rank has them (hosts may
+     * differ), so that a unit's result does not depend on which rank computed it */
+    qd_job_config cfg_job = *cfg_in;
+    cfg_job.ada_tiles = qd_gemm_bf16_available();
+    QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &cfg_job.ada_tiles, 1, MPI_INT, MPI_MIN, comm));
+    const qd_job_config *cfg = &cfg_job;
     double t_start = qd_now();
     char msg[1024] = "";
     char partial[4096];

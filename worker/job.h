@@ -68,6 +68,9 @@ typedef struct {
     int ada_batch;               /* calibration rows (tokens) per step, drawn with calib_seed from the
                                   * layer's input rows; default 0: the Hessian form, every step
                                   * sees all the data through H */
+    int ada_tiles;               /* set by qd_job_run, not by callers: 1 when every rank of the job
+                                  * has the bfloat16 tiles (kernels/gemm_bf16.h) for the Hessian
+                                  * form's product, so all ranks compute it the same way */
 } qd_job_config;
 
 enum { QD_CALIB_SEQUENTIAL = 0, QD_CALIB_FP = 1 };
