@@ -5,8 +5,11 @@
  * sentences of at most 64 tokens). Prints, per model and scheme, the mean and worst layer error of
  * each method and how many layers each method wins, plus the time per method.
  *
- *   bench_layer_error [--iters N] [--bits 8,4,3] [--vit-only] [--csv FILE]
- * AdaRound runs in Hessian mode with N Adam steps (default 1000; quant/adaround.h defaults else). */
+ *   bench_layer_error [--iters N] [--bits 8,4,3] [--vit-only | --bert-only] [--rows R] [--csv FILE]
+ * AdaRound runs in Hessian mode with N Adam steps (default 1000; quant/adaround.h defaults else).
+ * --rows R: only the first R output rows of each larger layer (rows are independent given H for
+ * every method here, so a row subset is a sub-problem of the layer; RTN, GPTQ and AdaRound see
+ * the same rows); 0 (default): all rows. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +26,7 @@ enum { M_RTN = 0, M_RTN_MSE, M_GPTQ, M_ADA, M_N };
 static const char *mname[M_N] = {"rtn", "rtn-mse", "gptq", "adaround"};
 
 static FILE *g_csv;
+static int64_t g_rows; /* 0: all rows */
 
 static int run(const char *name, const char *dir, const char *data, int seqlen, const int *bits, int nbits, int iters)
 {
@@ -54,8 +58,9 @@ static int run(const char *name, const char *dir, const char *data, int seqlen, 
         qd_calib_hessian_f32(qd_calib_find(c, lin->input_group), H[li]);
     }
     const int64_t gsz[3] = {-1, 32, 64};
-    printf("\n%s: %d Linears, Hessians from %d samples (%d real tokens); AdaRound %d steps\n", name, L,
-           qd_calib_data_count(d), qd_calib_data_real_tokens(d), iters);
+    printf("\n%s: %d Linears, Hessians from %d samples (%d real tokens); AdaRound %d steps%s\n", name, L,
+           qd_calib_data_count(d), qd_calib_data_real_tokens(d), iters, g_rows > 0 ? "; the first rows of each layer only" : "");
+    if (g_rows > 0) printf("(at most %lld rows per layer)\n", (long long)g_rows);
     printf("%-5s %-8s | %-22s %-22s %-22s %-22s | wins (rtn/mse/gptq/ada)\n", "bits", "groups", "rtn mean (worst)",
            "rtn-mse mean (worst)", "gptq mean (worst)", "adaround mean (worst)");
     for (int bi = 0; bi < nbits; bi++)
@@ -64,7 +69,7 @@ static int run(const char *name, const char *dir, const char *data, int seqlen, 
             int wins[M_N] = {0};
             for (int li = 0; li < L; li++) {
                 const qd_linear *lin = qd_model_linear(m, li);
-                const int64_t R = lin->out, C = lin->in;
+                const int64_t R = g_rows > 0 && g_rows < lin->out ? g_rows : lin->out, C = lin->in;
                 const int64_t G = gsz[gi] > 0 && gsz[gi] < C ? gsz[gi] : C;
                 qd_qscheme s = {.bits = bits[bi], .sym = 0, .gran = G < C ? QD_GRAN_GROUP : QD_GRAN_CHANNEL, .group_size = G};
                 float *Q = qd_xmalloc((size_t)(R * C) * sizeof(float));
@@ -131,22 +136,27 @@ static int run(const char *name, const char *dir, const char *data, int seqlen, 
 
 int main(int argc, char **argv)
 {
-    int iters = 1000, vit_only = 0, bits[8] = {8, 4, 3}, nbits = 3;
+    int iters = 1000, vit_only = 0, bert_only = 0, bits[8] = {8, 4, 3}, nbits = 3;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--vit-only")) vit_only = 1;
+        else if (!strcmp(argv[i], "--bert-only")) bert_only = 1;
+        else if (!strcmp(argv[i], "--rows") && i + 1 < argc) g_rows = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--csv") && i + 1 < argc) g_csv = fopen(argv[++i], "w");
         else if (!strcmp(argv[i], "--bits") && i + 1 < argc) {
             nbits = 0;
             for (char *t = strtok(argv[++i], ","); t && nbits < 8; t = strtok(NULL, ",")) bits[nbits++] = atoi(t);
         } else {
-            fprintf(stderr, "usage: bench_layer_error [--iters N] [--bits 8,4,3] [--vit-only] [--csv FILE]\n");
+            fprintf(stderr, "usage: bench_layer_error [--iters N] [--bits 8,4,3] [--vit-only | --bert-only] [--rows R] "
+                            "[--csv FILE]\n");
             return 2;
         }
     }
     if (g_csv) fprintf(g_csv, "model,layer,bits,group_size,method,rel_output_error\n");
-    int rc = run("vit-mnist-tiny", QD_BENCH_MODELS_DIR "/vit-mnist-tiny", QD_BENCH_MODELS_DIR "/data/mnist/t10k-images-idx3-ubyte.gz", 0,
-                 bits, nbits, iters);
+    int rc = 0;
+    if (!bert_only)
+        rc = run("vit-mnist-tiny", QD_BENCH_MODELS_DIR "/vit-mnist-tiny", QD_BENCH_MODELS_DIR "/data/mnist/t10k-images-idx3-ubyte.gz",
+                 0, bits, nbits, iters);
     const char *bert = getenv("QD_BERT_DIR");
     char buf[4096];
     if (!bert) {
