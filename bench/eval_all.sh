@@ -15,6 +15,20 @@
 #   MPIRUN         launcher prefix for 'qdist quantize', e.g. "mpirun -n 2" (default: one rank,
 #                  no launcher; the file is identical for any number of ranks)
 #   KEEP_H5=0      delete each quantized file once it has been evaluated
+#   METHODS        quantization methods, in order (default "rtn gptq"; "rtn gptq adaround" adds
+#                  AdaRound)
+#   ADA_ITERS      AdaRound Adam steps per layer (default 10000, the method's default)
+#   SCHEMES        scheme ids, space-separated, in order (default "int8 int4-g32 int4-g64
+#                  int3-g32"; "all" = every id below):
+#                    int8      INT8 per-channel symmetric (the qdist defaults; int8 kernels)
+#                    int8-g32  INT8 asymmetric groups of 32  } no integer kernel: evaluated with
+#                    int8-g64  INT8 asymmetric groups of 64  } dequantized float weights
+#                    int4      INT4 asymmetric per channel   } int4 x int8 kernels
+#                    int4-g32  INT4 asymmetric groups of 32  }
+#                    int4-g64  INT4 asymmetric groups of 64  }
+#                    int3      INT3 asymmetric per channel   } dequantized float
+#                    int3-g32  INT3 asymmetric groups of 32  }
+#                    int3-g64  INT3 asymmetric groups of 64  }
 #
 # Needs: python3 (collects the JSON into results.csv and the table; deploy/install-deps.sh
 # installs it) and, for the plot only, gnuplot with its SVG terminal (Debian: apt-get install
@@ -22,8 +36,9 @@
 #
 # What it runs, per checkpoint:
 #   schemes   INT8 per-channel symmetric (the defaults), INT4 asymmetric groups of 32 and of 64,
-#             INT3 asymmetric groups of 32; each with RTN and with GPTQ (METHODS="rtn gptq adaround"
-#             adds AdaRound, with ADA_ITERS Adam steps per layer, default 1000)
+#             INT3 asymmetric groups of 32 (SCHEMES picks others); each with RTN and with GPTQ
+#             (METHODS="rtn gptq adaround" adds AdaRound, with ADA_ITERS Adam steps per layer)
+#   AdaRound  the same calibration options as GPTQ, --iters ADA_ITERS, the method's other defaults
 #   GPTQ      ViT: --calib the MNIST test images --nsamples 128 (a seeded draw, --calib-seed 0,
 #             out of the 10,000 images that are then all evaluated: 1.28 % of the evaluation
 #             images are also calibration inputs; calibration never sees labels);
@@ -38,7 +53,8 @@
 #
 # Writes OUTDIR/results.csv (one row per evaluation, plus one FP32 row per model),
 # OUTDIR/results.md (the table, also printed), OUTDIR/eval.svg (the plot, bench/plot_eval.gp),
-# OUTDIR/json/*.json (the raw 'qdist eval --json' outputs) and OUTDIR/h5/*.h5.
+# OUTDIR/json/*.json (the raw 'qdist eval --json' outputs) and OUTDIR/h5/*.h5. The plot is laid
+# out for the default schemes: with other SCHEMES it draws the rows of those only (OUTDIR/plot.csv).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -65,12 +81,35 @@ manifest=$out/manifest.tsv
 : > "$manifest"
 
 # scheme id | scheme label | bits | group (0 = per channel) | quantize options (besides method)
-schemes=(
+all_schemes=(
   "int8|INT8 per-channel sym|8|0|--bits 8"
+  "int8-g32|INT8 g32 asym|8|32|--bits 8 --asym --group-size 32"
+  "int8-g64|INT8 g64 asym|8|64|--bits 8 --asym --group-size 64"
+  "int4|INT4 per-channel asym|4|0|--bits 4 --asym"
   "int4-g32|INT4 g32 asym|4|32|--bits 4 --asym --group-size 32"
   "int4-g64|INT4 g64 asym|4|64|--bits 4 --asym --group-size 64"
+  "int3|INT3 per-channel asym|3|0|--bits 3 --asym"
   "int3-g32|INT3 g32 asym|3|32|--bits 3 --asym --group-size 32"
+  "int3-g64|INT3 g64 asym|3|64|--bits 3 --asym --group-size 64"
 )
+default_schemes="int8 int4-g32 int4-g64 int3-g32"
+want=${SCHEMES:-$default_schemes}
+if [ "$want" = all ]; then want=$(for e in "${all_schemes[@]}"; do printf '%s ' "${e%%|*}"; done); fi
+schemes=()
+chosen=""
+for id in $want; do
+  found=""
+  for e in "${all_schemes[@]}"; do
+    if [ "${e%%|*}" = "$id" ]; then found=$e; fi
+  done
+  if [ -z "$found" ]; then
+    echo "eval_all: unknown scheme '$id' in SCHEMES (known: all$(for e in "${all_schemes[@]}"; do printf ' %s' "${e%%|*}"; done))" >&2
+    exit 2
+  fi
+  schemes+=("$found")
+  chosen="$chosen${chosen:+ }$id"
+done
+[ ${#schemes[@]} -gt 0 ] || { echo "eval_all: SCHEMES is empty" >&2; exit 2; }
 
 now() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$1" "$2"; }
@@ -94,7 +133,7 @@ run_model() {
       else
         # shellcheck disable=SC2086
         local extra=""
-        [ "$method" = adaround ] && extra="--iters ${ADA_ITERS:-1000}"
+        [ "$method" = adaround ] && extra="--iters ${ADA_ITERS:-10000}"
         # shellcheck disable=SC2086
         $launcher "$qdist" quantize --model "$mdir" --out "$f" --method "$method" $opts $extra "$@" \
           --overwrite --quiet
@@ -253,7 +292,21 @@ EOF
 if command -v gnuplot > /dev/null; then
   if gnuplot -e "set terminal svg" -e "exit" 2> /dev/null; then
     # the plot draws RTN against GPTQ: with other METHODS it may have nothing to draw
-    gnuplot -e "csv='$out/results.csv'; svg='$out/eval.svg'" "$here/plot_eval.gp" \
+    plot_csv=$out/results.csv
+    if [ "$chosen" != "$default_schemes" ]; then
+      # the plot is laid out for the default schemes: it gets their rows only
+      plot_csv=$out/plot.csv
+      python3 - "$out/results.csv" "$plot_csv" "$default_schemes" <<'EOF'
+import csv, sys
+keep = set(sys.argv[3].split()) | {"fp32"}
+with open(sys.argv[1], newline="") as fi, open(sys.argv[2], "w", newline="") as fo:
+    r = csv.DictReader(fi)
+    w = csv.DictWriter(fo, fieldnames=r.fieldnames)
+    w.writeheader()
+    w.writerows(row for row in r if row["scheme_id"] in keep)
+EOF
+    fi
+    gnuplot -e "csv='$plot_csv'; svg='$out/eval.svg'" "$here/plot_eval.gp" \
       || echo "eval_all: the plot needs RTN and GPTQ rows (METHODS=\"${METHODS:-rtn gptq}\"): skipped" >&2
     echo "eval_all: plot in $out/eval.svg" >&2
   else
