@@ -25,6 +25,8 @@
 #   LAYER_ERROR  the bench_layer_error binary (default: bench/bench_layer_error beside QDIST)
 #   ADA_ITERS    AdaRound Adam steps per layer, both parts (default 10000, the method's default)
 #   BITS         bit widths of the layer part (default 8,4,3)
+#   LAYER_ARGS   more bench_layer_error options, e.g. "--rows 64" (the first 64 rows of each layer:
+#                a sub-problem for every method, which keeps the BERT rows to minutes per scheme)
 #   SCHEMES      eval_all.sh scheme ids (default "all": int8 int8-g32 int8-g64 int4 int4-g32
 #                int4-g64 int3 int3-g32 int3-g64; int8 is eval_all's symmetric INT8 per channel)
 #   METHODS      default "rtn gptq adaround"
@@ -77,8 +79,9 @@ for part in $parts; do
       [ -x "$layer_error" ] || { echo "adaround_compare: no bench_layer_error at $layer_error (set LAYER_ERROR, or build it)" >&2; exit 2; }
       echo "== layers: $layer_error --iters $ADA_ITERS --bits $bits (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
       t0=$(now)
-      "$layer_error" --iters "$ADA_ITERS" --bits "$bits" --csv "$out/layers.csv" | tee "$out/layers.txt"
-      settings layers "bench_layer_error, AdaRound $ADA_ITERS Adam steps per layer, bits $bits"
+      # shellcheck disable=SC2086  # LAYER_ARGS is a word list
+      "$layer_error" --iters "$ADA_ITERS" --bits "$bits" ${LAYER_ARGS:-} --csv "$out/layers.csv" | tee "$out/layers.txt"
+      settings layers "bench_layer_error ${LAYER_ARGS:-}, AdaRound $ADA_ITERS Adam steps per layer, bits $bits"
       echo "== layers: $(($(now) - t0)) s (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
       ;;
     eval)

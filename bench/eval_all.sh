@@ -15,6 +15,7 @@
 #   MPIRUN         launcher prefix for 'qdist quantize', e.g. "mpirun -n 2" (default: one rank,
 #                  no launcher; the file is identical for any number of ranks)
 #   KEEP_H5=0      delete each quantized file once it has been evaluated
+#   MODELS         which checkpoints to run (default "vit bert")
 #   METHODS        quantization methods, in order (default "rtn gptq"; "rtn gptq adaround" adds
 #                  AdaRound)
 #   ADA_ITERS      AdaRound Adam steps per layer (default 10000, the method's default)
@@ -167,12 +168,17 @@ run_model() {
 }
 
 start=$(now)
-if [ -f "$vit_dir/config.json" ] && [ -f "$mnist" ]; then
+models_run=" ${MODELS:-vit bert} "
+if [ "${models_run#* vit }" = "$models_run" ]; then
+  echo "eval_all: MODELS=\"${MODELS:-}\": ViT rows not run" >&2
+elif [ -f "$vit_dir/config.json" ] && [ -f "$mnist" ]; then
   run_model vit "$vit_dir" "$mnist" --calib "$mnist" --nsamples "$nsamples" --calib-seed "$seed"
 else
   echo "eval_all: no $vit_dir or $mnist: ViT rows skipped" >&2
 fi
-if bert_dir=$(sh "$root/tests/reference/bert_dir.sh") && [ -f "$sst2" ]; then
+if [ "${models_run#* bert }" = "$models_run" ]; then
+  echo "eval_all: MODELS=\"${MODELS:-}\": BERT rows not run" >&2
+elif bert_dir=$(sh "$root/tests/reference/bert_dir.sh") && [ -f "$sst2" ]; then
   run_model bert "$bert_dir" "$sst2" --calib "$sst2" --nsamples "$nsamples" \
     --seqlen "$bert_seqlen" --calib-seed "$seed"
 else
