@@ -113,16 +113,12 @@ void qd_kernels_dequantize_row(const uint8_t *in, int64_t n, int64_t G, const fl
 
 /* ---- AMX-BF16 GEMM (kernels/gemm_bf16.h): the CPU check and the tile-state request live here,
  * compiled without ISA flags; kernels/amx/gemm_bf16.c holds the tile code. ---- */
-#include "kernels/gemm_bf16.h"
+#include "kernels/amx/gemm_bf16_amx.h"
 #if defined(__linux__) && defined(__x86_64__)
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
 
-qd_gemm_bf16 *qd_gemm_bf16_amx_create(const float *B, int64_t K, int64_t N);
-void qd_gemm_bf16_amx_free(qd_gemm_bf16 *g);
-int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda, float alpha, float *Y, int64_t ldy);
-int qd_gemm_bf16_amx_built(void);
 
 static int g_amx_ok;
 static pthread_once_t g_amx_once = PTHREAD_ONCE_INIT;

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "common/qd_common.h"
-#include "kernels/gemm_bf16.h"
+#include "kernels/amx/gemm_bf16_amx.h"
 
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
 #include <immintrin.h>
@@ -59,7 +59,6 @@ static inline void split16(__m512 x, uint16_t *hi, uint16_t *lo) {
     _mm256_storeu_si256((__m256i *)lo, _mm512_cvtepi32_epi16(bf16x16(_mm512_sub_ps(x, hf))));
 }
 
-qd_gemm_bf16 *qd_gemm_bf16_amx_create(const float *B, int64_t K, int64_t N);
 qd_gemm_bf16 *qd_gemm_bf16_amx_create(const float *B, int64_t K, int64_t N) {
     qd_gemm_bf16 *g = calloc(1, sizeof *g);
     if (!g) return NULL;
@@ -94,7 +93,6 @@ qd_gemm_bf16 *qd_gemm_bf16_amx_create(const float *B, int64_t K, int64_t N) {
     return g;
 }
 
-void qd_gemm_bf16_amx_free(qd_gemm_bf16 *g);
 void qd_gemm_bf16_amx_free(qd_gemm_bf16 *g) {
     if (!g) return;
     free(g->B);
@@ -105,7 +103,6 @@ void qd_gemm_bf16_amx_free(qd_gemm_bf16 *g) {
     free(g);
 }
 
-int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda, float alpha, float *Y, int64_t ldy);
 int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda, float alpha, float *Y, int64_t ldy) {
     const int64_t Kp = g->Kp, K = g->K, N = g->N, Mp = (M + 31) / 32 * 32, nkb = Kp / 32;
     if (Mp > g->mcap) {
@@ -257,36 +254,18 @@ int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda
     return QD_OK;
 }
 
-int qd_gemm_bf16_amx_built(void);
 int qd_gemm_bf16_amx_built(void) { return 1; }
 
 #else /* the compiler lacks AMX: never available */
 
-/* the same rounding for 16 floats: hi = bf16(x), lo = bf16(x - hi) */
-static inline __m512i bf16x16(__m512 x) {
-    const __m512i u = _mm512_castps_si512(x);
-    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    return _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16);
-}
-static inline void split16(__m512 x, uint16_t *hi, uint16_t *lo) {
-    const __m512i h = bf16x16(x);
-    const __m512 hf = _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
-    _mm256_storeu_si256((__m256i *)hi, _mm512_cvtepi32_epi16(h));
-    _mm256_storeu_si256((__m256i *)lo, _mm512_cvtepi32_epi16(bf16x16(_mm512_sub_ps(x, hf))));
-}
-
-qd_gemm_bf16 *qd_gemm_bf16_amx_create(const float *B, int64_t K, int64_t N);
 qd_gemm_bf16 *qd_gemm_bf16_amx_create(const float *B, int64_t K, int64_t N) {
     (void)B, (void)K, (void)N;
     return NULL;
 }
-void qd_gemm_bf16_amx_free(qd_gemm_bf16 *g);
 void qd_gemm_bf16_amx_free(qd_gemm_bf16 *g) { (void)g; }
-int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda, float alpha, float *Y, int64_t ldy);
 int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda, float alpha, float *Y, int64_t ldy) {
     (void)g, (void)A, (void)M, (void)lda, (void)alpha, (void)Y, (void)ldy;
     return QD_EINVAL;
 }
-int qd_gemm_bf16_amx_built(void);
 int qd_gemm_bf16_amx_built(void) { return 0; }
 #endif
