@@ -27,16 +27,7 @@ JOB_OPTS="--method gptq --bits 4 --asym --group-size 128"
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)   CPUs: $(nproc)"
 
-{
-    job_run vit-mnist-tiny 1 --model "$MODELS/vit-mnist-tiny" --calib "$MODELS/data/mnist/t10k-images-idx3-ubyte.gz"
-    job_run vit-mnist-tiny 2 --model "$MODELS/vit-mnist-tiny" --calib "$MODELS/data/mnist/t10k-images-idx3-ubyte.gz"
-    if [ -d "$MINILM" ]; then
-        job_run all-MiniLM-L6-v2 1 --model "$MINILM" --calib "$MODELS/data/sst2/dev.tsv" --nsamples 128 --seqlen 128
-        job_run all-MiniLM-L6-v2 2 --model "$MINILM" --calib "$MODELS/data/sst2/dev.tsv" --nsamples 128 --seqlen 128
-    else
-        echo "# $MINILM missing: all-MiniLM-L6-v2 skipped" >&2
-    fi
-} >"$TMP/res"
+job_models >"$TMP/res"
 
 echo "GPTQ 4-bit asym g128, sequential calibration, 1 BLAS thread per rank; best of $REPS (by job time), seconds"
 job_table <"$TMP/res"

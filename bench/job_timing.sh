@@ -12,6 +12,9 @@
 #   job_run NAME NRANKS ARGS...   best of REPS (by job time), printed as one line
 #                                 "NAME n wall job calib quant load1-before load1-after"
 #   job_table < RESULTS           the table of those lines
+#   job_models                    job_run on 1 and 2 ranks of vit-mnist-tiny (128 MNIST images) and
+#                                 all-MiniLM-L6-v2 (128 SST-2 samples of 128 tokens), from MODELS
+#                                 and MINILM (a missing MiniLM is skipped with a message)
 
 # job_run NAME NRANKS ARGS...: best-of-REPS line "NAME n wall job calib quant load0 load1"
 job_run() {
@@ -69,4 +72,18 @@ job_table() {
             }
         }
     }'
+}
+
+# job_models: the two checkpoints on 1 and 2 ranks (the lines job_table reads)
+job_models() {
+    for ranks in 1 2; do
+        job_run vit-mnist-tiny "$ranks" --model "$MODELS/vit-mnist-tiny" --calib "$MODELS/data/mnist/t10k-images-idx3-ubyte.gz"
+    done
+    if [ -d "$MINILM" ]; then
+        for ranks in 1 2; do
+            job_run all-MiniLM-L6-v2 "$ranks" --model "$MINILM" --calib "$MODELS/data/sst2/dev.tsv" --nsamples 128 --seqlen 128
+        done
+    else
+        echo "# $MINILM missing: all-MiniLM-L6-v2 skipped" >&2
+    fi
 }

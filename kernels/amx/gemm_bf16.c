@@ -1,13 +1,12 @@
 /* AMX-BF16 GEMM (kernels/gemm_bf16.h). Compiled with AMX and AVX-512 flags; called only after
  * kernels/dispatch.c has checked the CPU and obtained the tile state from the OS.
  *
- * Layout: K and N padded with zeros to multiples of 32, M to a multiple of 32 in the workspace.
+ * Layout: K and N padded with zeros to multiples of 32, M to a multiple of 64 in the workspace.
  * B tiles: for each 16-column block nb and 32-deep block kb, 16 rows of 64 bytes, row kr holding
  * (B[kb*32 + 2kr][n], B[kb*32 + 2kr + 1][n]) for the 16 columns n (the pair layout TDPBF16PS
- * reads), for B's hi and lo parts. A: hi and lo in tiles of 16 rows x 32 values, [Mp/16][Kp/32]. Each 32x32 block
- * of Y (or 64x16 when the padded M is a multiple of 64: B read once per call) accumulates in
- * four tiles over kb in order: Ahi Bhi, Alo Bhi, Ahi Blo for each kb, so both shapes give the
- * same bits. */
+ * reads), for B's hi and lo parts. A: hi and lo in tiles of 16 rows x 32 values, [Mp/16][Kp/32].
+ * Each 64x16 block of Y accumulates in four tiles (one per 16 rows) over kb in order: Ahi Bhi,
+ * Alo Bhi, Ahi Blo for each kb, so a row's result does not depend on the rows beside it. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -104,7 +103,7 @@ void qd_gemm_bf16_amx_free(qd_gemm_bf16 *g) {
 }
 
 int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda, float alpha, float *Y, int64_t ldy) {
-    const int64_t Kp = g->Kp, K = g->K, N = g->N, Mp = (M + 31) / 32 * 32, nkb = Kp / 32;
+    const int64_t Kp = g->Kp, K = g->K, N = g->N, Mp = (M + 63) / 64 * 64, nkb = Kp / 32;
     if (Mp > g->mcap) {
         free(g->ahi);
         free(g->alo);
@@ -144,96 +143,44 @@ int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda
     }
     _tile_loadconfig(&cfg);
     const __m512 al = _mm512_set1_ps(alpha);
-    if (Mp % 64 == 0) {
-        /* 64 rows x 16 columns at a time in four tiles: each B tile is read once per call */
-        for (int64_t nb = 0; nb * 16 < N; nb++) { /* blocks past N are all padding */
-            const uint16_t *bh = g->B + (nb * nkb) * 512, *bl = g->Blo + (nb * nkb) * 512;
-            const __mmask16 cols = N - nb * 16 >= 16 ? 0xFFFF : (__mmask16)((1u << (N - nb * 16)) - 1);
-            for (int64_t m0 = 0; m0 < Mp; m0 += 64) {
-                _tile_zero(0);
-                _tile_zero(1);
-                _tile_zero(2);
-                _tile_zero(3);
-                const uint16_t *h = g->ahi + m0 * Kp, *l = g->alo + m0 * Kp;
-                const int64_t band = 16 * Kp; /* one 16-row band of tiles */
-                for (int64_t kb = 0; kb < nkb; kb++) {
-                    const int64_t o = kb * 512;
-                    _tile_loadd(6, bh + o, 64);
-                    _tile_loadd(4, h + o, 64);
-                    _tile_loadd(5, l + o, 64);
-                    _tile_dpbf16ps(0, 4, 6);
-                    _tile_dpbf16ps(0, 5, 6);
-                    _tile_loadd(4, h + band + o, 64);
-                    _tile_loadd(5, l + band + o, 64);
-                    _tile_dpbf16ps(1, 4, 6);
-                    _tile_dpbf16ps(1, 5, 6);
-                    _tile_loadd(4, h + 2 * band + o, 64);
-                    _tile_loadd(5, l + 2 * band + o, 64);
-                    _tile_dpbf16ps(2, 4, 6);
-                    _tile_dpbf16ps(2, 5, 6);
-                    _tile_loadd(4, h + 3 * band + o, 64);
-                    _tile_loadd(5, l + 3 * band + o, 64);
-                    _tile_dpbf16ps(3, 4, 6);
-                    _tile_dpbf16ps(3, 5, 6);
-                    _tile_loadd(7, bl + o, 64);
-                    _tile_loadd(4, h + o, 64);
-                    _tile_loadd(5, h + band + o, 64);
-                    _tile_dpbf16ps(0, 4, 7);
-                    _tile_dpbf16ps(1, 5, 7);
-                    _tile_loadd(4, h + 2 * band + o, 64);
-                    _tile_loadd(5, h + 3 * band + o, 64);
-                    _tile_dpbf16ps(2, 4, 7);
-                    _tile_dpbf16ps(3, 5, 7);
-                }
-                for (int t = 0; t < 4; t++) {
-                    switch (t) {
-                    case 0: _tile_stored(0, g->out, 64); break;
-                    case 1: _tile_stored(1, g->out, 64); break;
-                    case 2: _tile_stored(2, g->out, 64); break;
-                    default: _tile_stored(3, g->out, 64); break;
-                    }
-                    const int64_t r0 = m0 + t * 16;
-                    for (int64_t i = 0; i < 16 && r0 + i < M; i++)
-                        _mm512_mask_storeu_ps(Y + (r0 + i) * ldy + nb * 16, cols,
-                                              _mm512_mul_ps(al, _mm512_load_ps(g->out + i * 16)));
-                }
-            }
-        }
-        _tile_release();
-        return QD_OK;
-    }
-    for (int64_t nb = 0; nb < g->Np / 16; nb += 2) {
-        const uint16_t *b0 = g->B + (nb * nkb) * 512, *b1 = g->B + ((nb + 1) * nkb) * 512;
-        const uint16_t *c0 = g->Blo + (nb * nkb) * 512, *c1 = g->Blo + ((nb + 1) * nkb) * 512;
-        for (int64_t m0 = 0; m0 < Mp; m0 += 32) {
+    /* 64 rows x 16 columns at a time in four tiles: each B tile is read once per call */
+    for (int64_t nb = 0; nb * 16 < N; nb++) { /* blocks past N are all padding */
+        const uint16_t *bh = g->B + (nb * nkb) * 512, *bl = g->Blo + (nb * nkb) * 512;
+        const __mmask16 cols = N - nb * 16 >= 16 ? 0xFFFF : (__mmask16)((1u << (N - nb * 16)) - 1);
+        for (int64_t m0 = 0; m0 < Mp; m0 += 64) {
             _tile_zero(0);
             _tile_zero(1);
             _tile_zero(2);
             _tile_zero(3);
-            const uint16_t *h0 = g->ahi + m0 * Kp, *h1 = h0 + 16 * Kp, *l0 = g->alo + m0 * Kp, *l1 = l0 + 16 * Kp;
-            /* tile kb of a 16-row band starts at kb * 512 */
+            const uint16_t *h = g->ahi + m0 * Kp, *l = g->alo + m0 * Kp;
+            const int64_t band = 16 * Kp; /* one 16-row band of tiles */
             for (int64_t kb = 0; kb < nkb; kb++) {
-                _tile_loadd(6, b0 + kb * 512, 64);
-                _tile_loadd(7, b1 + kb * 512, 64);
-                _tile_loadd(4, h0 + kb * 512, 64);
-                _tile_loadd(5, h1 + kb * 512, 64);
+                const int64_t o = kb * 512;
+                _tile_loadd(6, bh + o, 64);
+                _tile_loadd(4, h + o, 64);
+                _tile_loadd(5, l + o, 64);
                 _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(0, 5, 6);
+                _tile_loadd(4, h + band + o, 64);
+                _tile_loadd(5, l + band + o, 64);
+                _tile_dpbf16ps(1, 4, 6);
+                _tile_dpbf16ps(1, 5, 6);
+                _tile_loadd(4, h + 2 * band + o, 64);
+                _tile_loadd(5, l + 2 * band + o, 64);
+                _tile_dpbf16ps(2, 4, 6);
                 _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-                _tile_loadd(4, l0 + kb * 512, 64);
-                _tile_loadd(5, l1 + kb * 512, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-                _tile_loadd(6, c0 + kb * 512, 64);
-                _tile_loadd(7, c1 + kb * 512, 64);
-                _tile_loadd(4, h0 + kb * 512, 64);
-                _tile_loadd(5, h1 + kb * 512, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
+                _tile_loadd(4, h + 3 * band + o, 64);
+                _tile_loadd(5, l + 3 * band + o, 64);
+                _tile_dpbf16ps(3, 4, 6);
+                _tile_dpbf16ps(3, 5, 6);
+                _tile_loadd(7, bl + o, 64);
+                _tile_loadd(4, h + o, 64);
+                _tile_loadd(5, h + band + o, 64);
+                _tile_dpbf16ps(0, 4, 7);
+                _tile_dpbf16ps(1, 5, 7);
+                _tile_loadd(4, h + 2 * band + o, 64);
+                _tile_loadd(5, h + 3 * band + o, 64);
+                _tile_dpbf16ps(2, 4, 7);
                 _tile_dpbf16ps(3, 5, 7);
             }
             for (int t = 0; t < 4; t++) {
@@ -243,10 +190,10 @@ int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda
                 case 2: _tile_stored(2, g->out, 64); break;
                 default: _tile_stored(3, g->out, 64); break;
                 }
-                const int64_t r0 = m0 + (t >> 1) * 16, c0 = (nb + (t & 1)) * 16;
-                const __mmask16 cols = N - c0 >= 16 ? 0xFFFF : N <= c0 ? 0 : (__mmask16)((1u << (N - c0)) - 1);
-                for (int64_t i = 0; i < 16 && r0 + i < M && cols; i++)
-                    _mm512_mask_storeu_ps(Y + (r0 + i) * ldy + c0, cols, _mm512_mul_ps(al, _mm512_load_ps(g->out + i * 16)));
+                const int64_t r0 = m0 + t * 16;
+                for (int64_t i = 0; i < 16 && r0 + i < M; i++)
+                    _mm512_mask_storeu_ps(Y + (r0 + i) * ldy + nb * 16, cols,
+                                          _mm512_mul_ps(al, _mm512_load_ps(g->out + i * 16)));
             }
         }
     }

@@ -41,17 +41,22 @@ static void params_rows(const float *W, int64_t R, int64_t C, int bits, qd_qpara
     }
 }
 
+/* H = 2/N X^T X in double, rounded to float */
+static void hessian(const float *X, int N, int C, float *H) {
+    for (int a = 0; a < C; a++)
+        for (int b = 0; b < C; b++) {
+            double acc = 0;
+            for (int i = 0; i < N; i++) acc += (double)X[i * C + a] * X[i * C + b];
+            H[a * C + b] = (float)(2.0 * acc / N);
+        }
+}
+
 static void check_gradient(int hmode) {
     enum { R = 3, C = 6, N = 9 };
     float W[R * C], X[N * C], H[C * C], V[R * C], g[R * C];
     for (int i = 0; i < R * C; i++) W[i] = nrand();
     for (int i = 0; i < N * C; i++) X[i] = nrand();
-    for (int a = 0; a < C; a++)
-        for (int b = 0; b < C; b++) {
-            double s = 0;
-            for (int i = 0; i < N; i++) s += (double)X[i * C + a] * X[i * C + b];
-            H[a * C + b] = (float)(2.0 * s / N);
-        }
+    hessian(X, N, C, H);
     qd_qparams p;
     params_rows(W, R, C, 3, &p);
     qd_adaround_problem pb = {R, C, W, hmode ? NULL : X, N, H, &p};
@@ -179,12 +184,7 @@ static void check_products(void) {
             X[i * C + c] = acc * (c < 4 ? 6.0f : 1.0f);
         }
     }
-    for (int a = 0; a < C; a++)
-        for (int b = 0; b < C; b++) {
-            double acc = 0;
-            for (int i = 0; i < N; i++) acc += (double)X[i * C + a] * X[i * C + b];
-            H[a * C + b] = (float)(2.0 * acc / N);
-        }
+    hessian(X, N, C, H);
     qd_qparams p;
     params_rows(W, R, C, 4, &p);
     qd_adaround_problem pb = {R, C, W, NULL, N, H, &p};

@@ -4,7 +4,7 @@
  * (kernels/gemm_bf16.h), where this CPU has it, is within its stated precision of a
  * double-precision product: |error| <= 4e-5 (~2^-15) of the sum of |terms| (bf16 splits of both
  * operands keep about 16 bits), rows past a multiple of 32, padded K and N, and a strided output;
- * and a row's result is the same whatever rows share the call (64- and 32-row tile schemes). */
+ * and a row's result is the same whatever rows share the call (padded to 64-row tiles). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -83,7 +83,7 @@ static void check_bf16(int64_t M, int64_t K, int64_t N) {
     free(A), free(B), free(Y);
 }
 
-/* a row's result does not depend on the rows beside it (64-row and 32-row tile schemes) */
+/* a row's result does not depend on the rows beside it or on the padding of M to 64 */
 static void check_bf16_rows(void) {
     const int64_t M = 64, K = 96, N = 80;
     float *A = malloc((size_t)(M * K) * sizeof(float)), *B = malloc((size_t)(K * N) * sizeof(float));
