@@ -17,7 +17,8 @@
 extern void openblas_set_num_threads(int);
 
 static uint64_t g_s = 7;
-static float nrand(void) {
+static float nrand(void)
+{
     g_s = g_s * 6364136223846793005ull + 1442695040888963407ull;
     double u = ((g_s >> 11) + 1.0) / 9007199254740993.0;
     g_s = g_s * 6364136223846793005ull + 1442695040888963407ull;
@@ -25,12 +26,16 @@ static float nrand(void) {
     return (float)(sqrt(-2 * log(u)) * cos(6.283185307179586 * v));
 }
 
-typedef struct { int R, C, per_block; const char *what; } shape;
+typedef struct {
+    int R, C, per_block;
+    const char *what;
+} shape;
 enum { MODES = 3, UNIT = 64 };
 static const char *k_mode[MODES] = {"Hessian sgemm", "Hessian tiles", "X batch 256"};
 
 /* seconds per iteration of one unit of UNIT rows of an R x C layer in mode md (0 if n/a) */
-static double time_unit(int C, int md, int iters) {
+static double time_unit(int C, int md, int iters)
+{
     const int N = 4096; /* calibration rows */
     float *W = malloc((size_t)UNIT * C * sizeof(float));
     float *X = malloc((size_t)N * C * sizeof(float));
@@ -65,14 +70,15 @@ static double time_unit(int C, int md, int iters) {
     return s;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     openblas_set_num_threads(1);
     int iters = argc > 1 ? atoi(argv[1]) : 200;
     if (iters < 1) iters = 200;
-    const shape bert[] = {{768, 768, 4, "768x768 (q/k/v/o)"}, {3072, 768, 1, "3072x768 (interm.)"},
-                          {768, 3072, 1, "768x3072 (output)"}};
-    const shape mini[] = {{384, 384, 4, "384x384 (q/k/v/o)"}, {1536, 384, 1, "1536x384 (interm.)"},
-                          {384, 1536, 1, "384x1536 (output)"}};
+    const shape bert[] = {
+        {768, 768, 4, "768x768 (q/k/v/o)"}, {3072, 768, 1, "3072x768 (interm.)"}, {768, 3072, 1, "768x3072 (output)"}};
+    const shape mini[] = {
+        {384, 384, 4, "384x384 (q/k/v/o)"}, {1536, 384, 1, "1536x384 (interm.)"}, {384, 1536, 1, "384x1536 (output)"}};
     const shape *sets[2] = {bert, mini};
     const char *names[2] = {"BERT-base (12 blocks)", "all-MiniLM-L6-v2 (6 blocks)"};
     const int blocks[2] = {12, 6};
@@ -89,8 +95,10 @@ int main(int argc, char **argv) {
             printf("%-20s", sh->what);
             for (int md = 0; md < MODES; md++) {
                 t[md] = time_unit(sh->C, md, iters);
-                if (t[md] > 0) printf(" %14.1f", 1.0 / t[md]);
-                else printf(" %14s", "-");
+                if (t[md] > 0)
+                    printf(" %14.1f", 1.0 / t[md]);
+                else
+                    printf(" %14s", "-");
                 proj[md] += (double)blocks[m] * sh->per_block * ((sh->R + UNIT - 1) / UNIT) * t[md] * 10000;
             }
             if (t[1] > 0) printf(" %9.2fx", t[0] / t[1]);

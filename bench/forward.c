@@ -65,7 +65,7 @@ extern void openblas_set_num_threads(int);
 
 #define BERT_B 8
 #define BERT_T 128
-#define VIT_B 64
+#define VIT_B  64
 
 static int g_runs = 7, g_warmup = 2;
 
@@ -75,7 +75,9 @@ static int cmp_dbl(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-typedef struct { double best, median, cpu_per_wall, faults; } timing;
+typedef struct {
+    double best, median, cpu_per_wall, faults;
+} timing;
 
 static timing summarize(double *t, int n)
 {
@@ -123,7 +125,9 @@ static double sgemm_peak(void)
         double t = qd_now() - t0;
         if (r > 0 && t < best) best = t;
     }
-    free(A); free(B); free(C);
+    free(A);
+    free(B);
+    free(C);
     return 2.0 * n * n * n / best / 1e9;
 }
 
@@ -154,7 +158,7 @@ typedef struct {
     const char *name;
     qd_model *m;
     qd_batch b;
-    int items;              /* tokens (BERT) or images (ViT) per forward */
+    int items; /* tokens (BERT) or images (ViT) per forward */
     const char *unit;
     float *pooled, *logits;
     timing ours;
@@ -169,7 +173,10 @@ __attribute__((unused)) static timing time_forward(bench_model *bm, const qd_mod
         double c0 = cpu_seconds(r == warmup ? &f0 : NULL), t0 = qd_now();
         int rc = qd_model_forward(bm->m, &bm->b, hk, bm->pooled, bm->logits, NULL);
         double dt = qd_now() - t0;
-        if (rc) { fprintf(stderr, "%s forward: %s\n", bm->name, qd_errmsg()); exit(1); }
+        if (rc) {
+            fprintf(stderr, "%s forward: %s\n", bm->name, qd_errmsg());
+            exit(1);
+        }
         double c1 = cpu_seconds(&f1);
         if (r >= warmup) t[r - warmup] = dt, wall += dt, cpu += c1 - c0;
     }
@@ -187,9 +194,9 @@ static cJSON *peer_ask(peer *p, const char *cmd);
 
 typedef struct {
     int T;
-    int batched;            /* 1: one sgemm over all rows (what-if); 0: one per item, as the model */
+    int batched; /* 1: one sgemm over all rows (what-if); 0: one per item, as the model */
     double lin[QD_LIN_PER_BLOCK];
-    int capture_li;         /* copy this linear's output (pre-activation of the FFN) */
+    int capture_li; /* copy this linear's output (pre-activation of the FFN) */
     float *capture;
 } prof_state;
 
@@ -208,8 +215,8 @@ static int prof_apply(void *user, const qd_model *m, int li, const float *X, int
 
 /* the attention core of model/forward.c (per item, per head: sgemm Q K^T, masked softmax with
  * expf and a double sum, sgemm P V), timed in two parts */
-static void attention_core(const qd_model_config *c, const qd_batch *b, const float *q, const float *k,
-                           const float *v, float *ctx, float *S, double *t_mm, double *t_sm)
+static void attention_core(const qd_model_config *c, const qd_batch *b, const float *q, const float *k, const float *v,
+                           float *ctx, float *S, double *t_mm, double *t_sm)
 {
     const int T = b->T, d = c->head_size, A = c->heads * d;
     const float scale = (float)(1.0 / sqrt((double)d));
@@ -248,7 +255,8 @@ static void attention_core(const qd_model_config *c, const qd_batch *b, const fl
 __attribute__((target("avx2,fma"))) static __m256 exp256(__m256 x)
 {
     x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
     x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
     __m256 y = _mm256_set1_ps(1.9875691500e-4f);
@@ -311,7 +319,8 @@ __attribute__((target("avx2,fma"))) static void softmax_avx2(float *S, int T, co
 static double softmax_whatif(const qd_batch *b, int heads, int layers)
 {
     const int T = b->T;
-    float *S = randn((int64_t)T * T, 1), *W = qd_xmalloc((size_t)T * T * sizeof(float)), *keep = qd_xmalloc((size_t)T * sizeof(float));
+    float *S = randn((int64_t)T * T, 1), *W = qd_xmalloc((size_t)T * T * sizeof(float)),
+          *keep = qd_xmalloc((size_t)T * sizeof(float));
     double best = 1e30;
     for (int r = 0; r < 5; r++) {
         double t = 0;
@@ -326,7 +335,9 @@ static double softmax_whatif(const qd_batch *b, int heads, int layers)
         }
         if (t < best) best = t;
     }
-    free(S); free(W); free(keep);
+    free(S);
+    free(W);
+    free(keep);
     return best;
 }
 
@@ -336,7 +347,8 @@ static void gelu_erff(float *x, int64_t n)
 }
 
 /* best-of-5 seconds of fn over a fresh copy of src (n floats), times `reps` */
-static double time_inplace(void (*fn)(void *, float *, int64_t), void *arg, const float *src, int64_t n, float *dst, int reps)
+static double time_inplace(void (*fn)(void *, float *, int64_t), void *arg, const float *src, int64_t n, float *dst,
+                           int reps)
 {
     double best = 1e30;
     for (int r = 0; r < 5; r++) {
@@ -353,10 +365,23 @@ static double time_inplace(void (*fn)(void *, float *, int64_t), void *arg, cons
 }
 
 static void fn_act(void *a, float *x, int64_t n) { qd_activation(*(qd_act *)a, x, n); }
-static void fn_gelu_erff(void *a, float *x, int64_t n) { (void)a; gelu_erff(x, n); }
-static void fn_gelu_avx2(void *a, float *x, int64_t n) { (void)a; gelu_avx2(x, n); }
+static void fn_gelu_erff(void *a, float *x, int64_t n)
+{
+    (void)a;
+    gelu_erff(x, n);
+}
+static void fn_gelu_avx2(void *a, float *x, int64_t n)
+{
+    (void)a;
+    gelu_avx2(x, n);
+}
 
-typedef struct { const float *g, *b; int H; double eps; float *y; } ln_arg;
+typedef struct {
+    const float *g, *b;
+    int H;
+    double eps;
+    float *y;
+} ln_arg;
 static void fn_ln(void *a, float *x, int64_t n)
 {
     ln_arg *l = a;
@@ -399,7 +424,10 @@ static void profile_model(bench_model *bm, peer *p, const char *key)
     /* mmap, not malloc: leaves the heap that the forward's scratch lives on as it was */
     const size_t cap_bytes = (size_t)(rows * c->intermediate) * sizeof(float);
     ps.capture = mmap(NULL, cap_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (ps.capture == MAP_FAILED) { perror("mmap"); exit(1); }
+    if (ps.capture == MAP_FAILED) {
+        perror("mmap");
+        exit(1);
+    }
     long pf0 = 0, pf1 = 0;
     double hook_faults = 0;
     qd_model_hooks hk = {.user = &ps, .linear_apply = prof_apply}, hkb = {.user = &pb, .linear_apply = prof_apply};
@@ -410,14 +438,21 @@ static void profile_model(bench_model *bm, peer *p, const char *key)
         memset(pb.lin, 0, sizeof pb.lin);
         cpu_seconds(&pf0);
         double t0 = qd_now();
-        if (qd_model_forward(m, b, &hk, bm->pooled, bm->logits, NULL)) { fprintf(stderr, "%s\n", qd_errmsg()); exit(1); }
+        if (qd_model_forward(m, b, &hk, bm->pooled, bm->logits, NULL)) {
+            fprintf(stderr, "%s\n", qd_errmsg());
+            exit(1);
+        }
         double t = qd_now() - t0;
         cpu_seconds(&pf1);
         if (r >= 0) hook_faults += (double)(pf1 - pf0) / reps;
-        if (qd_model_forward(m, b, &hkb, bm->pooled, bm->logits, NULL)) { fprintf(stderr, "%s\n", qd_errmsg()); exit(1); }
+        if (qd_model_forward(m, b, &hkb, bm->pooled, bm->logits, NULL)) {
+            fprintf(stderr, "%s\n", qd_errmsg());
+            exit(1);
+        }
         if (r < 0) continue;
         total = fmin(total, t);
-        for (int k = 0; k < QD_LIN_PER_BLOCK; k++) lin[k] = fmin(lin[k], ps.lin[k]), lin_b[k] = fmin(lin_b[k], pb.lin[k]);
+        for (int k = 0; k < QD_LIN_PER_BLOCK; k++)
+            lin[k] = fmin(lin[k], ps.lin[k]), lin_b[k] = fmin(lin_b[k], pb.lin[k]);
     }
     for (int k = 0; k < QD_LIN_PER_BLOCK; k++) lin_sum += lin[k], lin_b_sum += lin_b[k];
 
@@ -457,9 +492,11 @@ static void profile_model(bench_model *bm, peer *p, const char *key)
 
     double accounted = lin_sum + t_mm + t_sm + t_act + t_ln;
     printf("\n%s: where one forward's time goes (ms, best of %d; Linears timed in place by a hook, the other stages "
-           "alone at the same shapes)\n", bm->name, reps);
+           "alone at the same shapes)\n",
+           bm->name, reps);
     printf("  %-58s %9s %7s   %s\n", "stage", "ms", "share", "what-if");
-    static const char *lname[QD_LIN_PER_BLOCK] = {"query", "key", "value", "attention output", "intermediate", "output"};
+    static const char *lname[QD_LIN_PER_BLOCK] = {"query",        "key",   "value", "attention output",
+                                                  "intermediate", "output"};
     for (int k = 0; k < QD_LIN_PER_BLOCK; k++) {
         const qd_linear *L = qd_model_linear(m, k);
         char what[96];
@@ -470,36 +507,46 @@ static void profile_model(bench_model *bm, peer *p, const char *key)
         printf("  %-58s %9.1f %6.1f%%   %s\n", nm, ms(lin[k]), 100 * lin[k] / total, what);
     }
     char nm[96];
-    snprintf(nm, sizeof nm, "attention QK^T + PV (%d x 2 sgemm, T=%d d=%d)", b->B * c->heads * c->layers, b->T, c->head_size);
+    snprintf(nm, sizeof nm, "attention QK^T + PV (%d x 2 sgemm, T=%d d=%d)", b->B * c->heads * c->layers, b->T,
+             c->head_size);
     printf("  %-58s %9.1f %6.1f%%\n", nm, ms(t_mm), 100 * t_mm / total);
     snprintf(nm, sizeof nm, "softmax (expf, %s)", b->mask ? "masked" : "no mask");
-    printf("  %-58s %9.1f %6.1f%%   AVX2 exp: %.1f ms (timed without the memcpy of scores)\n", nm, ms(t_sm), 100 * t_sm / total,
-           ms(softmax_whatif(b, c->heads, c->layers)));
+    printf("  %-58s %9.1f %6.1f%%   AVX2 exp: %.1f ms (timed without the memcpy of scores)\n", nm, ms(t_sm),
+           100 * t_sm / total, ms(softmax_whatif(b, c->heads, c->layers)));
     if (is_gelu)
         printf("  %-58s %9.1f %6.1f%%   float erff %.1f ms (max err %.1g); AVX2 A&S erf %.1f ms (max err %.1g)\n",
-               "GELU (double erf per element)", ms(t_act), 100 * t_act / total, ms(t_erff), err_erff, ms(t_avx), err_avx);
+               "GELU (double erf per element)", ms(t_act), 100 * t_act / total, ms(t_erff), err_erff, ms(t_avx),
+               err_avx);
     else
         printf("  %-58s %9.1f %6.1f%%\n", "activation", ms(t_act), 100 * t_act / total);
     snprintf(nm, sizeof nm, "LayerNorm (double, two passes) x %d", n_ln);
     printf("  %-58s %9.1f %6.1f%%\n", nm, ms(t_ln), 100 * t_ln / total);
-    printf("  %-58s %9.1f %6.1f%%\n", "rest (embeddings, residual adds, head, timer overlap)",
-           ms(total - accounted), 100 * (total - accounted) / total);
+    printf("  %-58s %9.1f %6.1f%%\n", "rest (embeddings, residual adds, head, timer overlap)", ms(total - accounted),
+           100 * (total - accounted) / total);
     double fc = fault_cost(), tf = fc * hook_faults;
     printf("  %-58s %9.1f %6.1f%%   %.0f per forward x %.2f us (the kernel's trap + zeroing of a fresh page)\n",
            "page faults (inside the stages above)", ms(tf), 100 * tf / total, hook_faults, fc * 1e6);
-    printf("  %-58s %9.1f   (Linears as one sgemm over all rows: %.1f ms, %+.1f ms)\n", "total (best forward with the hook)",
-           ms(total), ms(lin_b_sum), ms(lin_b_sum - lin_sum));
-    printf("  %-58s %9.1f   (%.0f page faults per forward x %.2f us = %.1f ms)\n", "the forward without the hook, from the table",
-           ms(bm->ours.best), bm->ours.faults, fc * 1e6, ms(fc * bm->ours.faults));
+    printf("  %-58s %9.1f   (Linears as one sgemm over all rows: %.1f ms, %+.1f ms)\n",
+           "total (best forward with the hook)", ms(total), ms(lin_b_sum), ms(lin_b_sum - lin_sum));
+    printf("  %-58s %9.1f   (%.0f page faults per forward x %.2f us = %.1f ms)\n",
+           "the forward without the hook, from the table", ms(bm->ours.best), bm->ours.faults, fc * 1e6,
+           ms(fc * bm->ours.faults));
     if (bm->ours.faults > hook_faults) {
         const double mib = 1.0 / 1048576.0;
-        double scratch = (double)(rows * A * 4 + rows * H * 2 + rows * c->intermediate + (int64_t)b->T * b->T) * sizeof(float) * mib;
-        printf("    %.1f MiB of fresh pages per plain forward: model/forward.c mallocs and frees %.1f MiB of scratch in every block;\n"
-               "    glibc's trim threshold (twice the largest mmapped block freed so far, here 2 x %.1f MiB) is below that, so free()\n"
-               "    gives the heap top back to the OS and the next block faults it in again, mostly inside the Linears' sgemm. The\n"
-               "    hooked passes ran after larger blocks had been freed (another model's scratch, the output check), which raised\n"
-               "    the threshold: hence their fewer faults. A process that runs only this model pays them on every forward.\n",
-               bm->ours.faults * (double)sysconf(_SC_PAGESIZE) * mib, scratch, (double)(rows * A * 4) * sizeof(float) * mib);
+        double scratch =
+            (double)(rows * A * 4 + rows * H * 2 + rows * c->intermediate + (int64_t)b->T * b->T) * sizeof(float) * mib;
+        printf("    %.1f MiB of fresh pages per plain forward: model/forward.c mallocs and frees %.1f MiB of scratch "
+               "in every block;\n"
+               "    glibc's trim threshold (twice the largest mmapped block freed so far, here 2 x %.1f MiB) is below "
+               "that, so free()\n"
+               "    gives the heap top back to the OS and the next block faults it in again, mostly inside the "
+               "Linears' sgemm. The\n"
+               "    hooked passes ran after larger blocks had been freed (another model's scratch, the output check), "
+               "which raised\n"
+               "    the threshold: hence their fewer faults. A process that runs only this model pays them on every "
+               "forward.\n",
+               bm->ours.faults * (double)sysconf(_SC_PAGESIZE) * mib, scratch,
+               (double)(rows * A * 4) * sizeof(float) * mib);
     }
     cJSON *torch_prof = NULL;
     if (p) { /* asked only now: its reply on our heap during the passes above would change their page faults */
@@ -514,7 +561,16 @@ static void profile_model(bench_model *bm, peer *p, const char *key)
             printf("%s %s %.1f", n ? "," : "", e->string, e->valuedouble);
         printf("\n");
     }
-    free(q); free(kk); free(v); free(ctx); free(S); free(act_buf); free(lnx); free(lny); free(g); free(be);
+    free(q);
+    free(kk);
+    free(v);
+    free(ctx);
+    free(S);
+    free(act_buf);
+    free(lnx);
+    free(lny);
+    free(g);
+    free(be);
     cJSON_Delete(torch_prof);
     munmap(ps.capture, cap_bytes);
 }
@@ -526,10 +582,18 @@ static int bert_inputs(const char *dir, const char *tsv, int32_t *ids, int32_t *
     char vocab[4200];
     snprintf(vocab, sizeof vocab, "%s/vocab.txt", dir);
     qd_tokenizer *tok = NULL;
-    if (qd_tokenizer_load(vocab, QD_TOK_LOWER_AUTO, &tok)) { fprintf(stderr, "%s\n", qd_errmsg()); return -1; }
+    if (qd_tokenizer_load(vocab, QD_TOK_LOWER_AUTO, &tok)) {
+        fprintf(stderr, "%s\n", qd_errmsg());
+        return -1;
+    }
     FILE *f = fopen(tsv, "r");
     char line[8192];
-    if (!f || !fgets(line, sizeof line, f)) { fprintf(stderr, "%s: cannot read\n", tsv); qd_tokenizer_free(tok); if (f) fclose(f); return -1; }
+    if (!f || !fgets(line, sizeof line, f)) {
+        fprintf(stderr, "%s: cannot read\n", tsv);
+        qd_tokenizer_free(tok);
+        if (f) fclose(f);
+        return -1;
+    }
     *real = 0;
     int s = 0;
     for (; s < BERT_B && fgets(line, sizeof line, f); s++) {
@@ -537,12 +601,19 @@ static int bert_inputs(const char *dir, const char *tsv, int32_t *ids, int32_t *
         if (tab) *tab = 0;
         int n = 0;
         if (qd_tokenizer_encode(tok, line, NULL, BERT_T, BERT_T, BERT_T, ids + s * BERT_T, tt + s * BERT_T,
-                                mask + s * BERT_T, &n, NULL)) { fprintf(stderr, "%s\n", qd_errmsg()); s = -1; break; }
+                                mask + s * BERT_T, &n, NULL)) {
+            fprintf(stderr, "%s\n", qd_errmsg());
+            s = -1;
+            break;
+        }
         for (int t = 0; t < BERT_T; t++) *real += mask[s * BERT_T + t] != 0;
     }
     fclose(f);
     qd_tokenizer_free(tok);
-    if (s != BERT_B) { fprintf(stderr, "%s: fewer than %d sentences\n", tsv, BERT_B); return -1; }
+    if (s != BERT_B) {
+        fprintf(stderr, "%s: fewer than %d sentences\n", tsv, BERT_B);
+        return -1;
+    }
     return 0;
 }
 
@@ -560,13 +631,20 @@ static const char *torch_python(void)
     static const char *cand[3];
     int nc = 0;
     const char *e = getenv("QD_TORCH_PYTHON");
-    if (e && *e) cand[nc++] = e;
-    else { cand[nc++] = "/tmp/venv-ref/bin/python"; cand[nc++] = "python3"; }
+    if (e && *e)
+        cand[nc++] = e;
+    else {
+        cand[nc++] = "/tmp/venv-ref/bin/python";
+        cand[nc++] = "python3";
+    }
     for (int i = 0; i < nc; i++) {
         pid_t pid = fork();
         if (pid == 0) {
             int dn = open("/dev/null", O_WRONLY);
-            if (dn >= 0) { dup2(dn, 1); dup2(dn, 2); }
+            if (dn >= 0) {
+                dup2(dn, 1);
+                dup2(dn, 2);
+            }
             execlp(cand[i], cand[i], "-c", "import torch, transformers, safetensors, numpy", (char *)NULL);
             _exit(127);
         }
@@ -587,7 +665,10 @@ static cJSON *peer_ask(peer *p, const char *cmd)
 {
     if (fprintf(p->to, "%s\n", cmd) < 0 || fflush(p->to)) return NULL;
     cJSON *r = peer_read(p);
-    if (r && cJSON_GetObjectItem(r, "error")) { cJSON_Delete(r); return NULL; }
+    if (r && cJSON_GetObjectItem(r, "error")) {
+        cJSON_Delete(r);
+        return NULL;
+    }
     return r;
 }
 
@@ -605,7 +686,10 @@ static cJSON *peer_start(peer *p, const char *py, char **args, const char *errfi
         dup2(out[1], 1);
         int ef = open(errfile, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (ef >= 0) dup2(ef, 2);
-        close(in[0]); close(in[1]); close(out[0]); close(out[1]);
+        close(in[0]);
+        close(in[1]);
+        close(out[0]);
+        close(out[1]);
         execvp(py, args);
         _exit(127);
     }
@@ -618,7 +702,10 @@ static cJSON *peer_start(peer *p, const char *py, char **args, const char *errfi
 
 static void peer_stop(peer *p)
 {
-    if (p->to) { fprintf(p->to, "quit\n"); fclose(p->to); }
+    if (p->to) {
+        fprintf(p->to, "quit\n");
+        fclose(p->to);
+    }
     if (p->from) fclose(p->from);
     if (p->pid > 0) waitpid(p->pid, NULL, 0);
     free(p->line);
@@ -649,10 +736,12 @@ static int measure(bench_model *bm, peer *p, const char *key, timing *theirs)
             } else if (p) {
                 cJSON *j = peer_ask(p, cmd);
                 const cJSON *s = j ? cJSON_GetObjectItem(j, "s") : NULL;
-                if (!cJSON_IsNumber(s)) rc = -1;
+                if (!cJSON_IsNumber(s))
+                    rc = -1;
                 else if (r >= g_warmup) {
                     tp[r - g_warmup] = s->valuedouble, pw += s->valuedouble;
-                    pc += cJSON_GetObjectItem(j, "cpu")->valuedouble, pf += cJSON_GetObjectItem(j, "faults")->valuedouble;
+                    pc += cJSON_GetObjectItem(j, "cpu")->valuedouble,
+                        pf += cJSON_GetObjectItem(j, "faults")->valuedouble;
                 }
                 cJSON_Delete(j);
             }
@@ -666,7 +755,8 @@ static int measure(bench_model *bm, peer *p, const char *key, timing *theirs)
         theirs->cpu_per_wall = pc / pw;
         theirs->faults = pf / g_runs;
     }
-    free(to); free(tp);
+    free(to);
+    free(tp);
     return rc;
 }
 
@@ -680,15 +770,22 @@ static void *read_raw(const char *dir, const char *name, size_t bytes)
     size_t got = fread(buf, 1, bytes, f);
     int extra = fgetc(f) != EOF;
     fclose(f);
-    if (got != bytes || extra) { free(buf); return NULL; }
+    if (got != bytes || extra) {
+        free(buf);
+        return NULL;
+    }
     return buf;
 }
 
 static void remove_tmp(const char *dir)
 {
-    static const char *files[] = {"bert_ids.i32", "bert_mask.i32", "bert_hidden.f32", "bert_pooled.f32", "vit_logits.f32", "stderr.txt"};
+    static const char *files[] = {"bert_ids.i32",    "bert_mask.i32",  "bert_hidden.f32",
+                                  "bert_pooled.f32", "vit_logits.f32", "stderr.txt"};
     char p[4200];
-    for (size_t i = 0; i < QD_ARRAY_LEN(files); i++) { snprintf(p, sizeof p, "%s/%s", dir, files[i]); unlink(p); }
+    for (size_t i = 0; i < QD_ARRAY_LEN(files); i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        unlink(p);
+    }
     rmdir(dir);
 }
 
@@ -699,20 +796,32 @@ static void check_same(bench_model *x, const char *dir, char *buf, size_t cap)
     if (c->arch == QD_ARCH_BERT) {
         const int32_t *ids = x->b.ids, *mask = x->b.mask;
         int64_t n = (int64_t)x->b.B * x->b.T, nh = n * c->hidden;
-        int32_t *pid = read_raw(dir, "bert_ids.i32", (size_t)n * 4), *pm = read_raw(dir, "bert_mask.i32", (size_t)n * 4);
-        float *ph = read_raw(dir, "bert_hidden.f32", (size_t)nh * 4), *pp = read_raw(dir, "bert_pooled.f32", (size_t)x->b.B * c->hidden * 4);
+        int32_t *pid = read_raw(dir, "bert_ids.i32", (size_t)n * 4),
+                *pm = read_raw(dir, "bert_mask.i32", (size_t)n * 4);
+        float *ph = read_raw(dir, "bert_hidden.f32", (size_t)nh * 4),
+              *pp = read_raw(dir, "bert_pooled.f32", (size_t)x->b.B * c->hidden * 4);
         float *hid = qd_xmalloc((size_t)(nh * (c->layers + 1)) * sizeof(float));
         double dh = 0, dp = 0;
         int same = pid && pm && !memcmp(pid, ids, (size_t)n * 4) && !memcmp(pm, mask, (size_t)n * 4);
-        if (qd_model_forward(x->m, &x->b, NULL, x->pooled, NULL, hid)) { fprintf(stderr, "%s\n", qd_errmsg()); exit(1); }
+        if (qd_model_forward(x->m, &x->b, NULL, x->pooled, NULL, hid)) {
+            fprintf(stderr, "%s\n", qd_errmsg());
+            exit(1);
+        }
         const float *last = hid + c->layers * nh;
         for (int64_t r = 0; ph && r < n; r++)
-            for (int i = 0; mask[r] && i < c->hidden; i++) dh = fmax(dh, fabs((double)last[r * c->hidden + i] - ph[r * c->hidden + i]));
+            for (int i = 0; mask[r] && i < c->hidden; i++)
+                dh = fmax(dh, fabs((double)last[r * c->hidden + i] - ph[r * c->hidden + i]));
         for (int i = 0; pp && i < x->b.B * c->hidden; i++) dp = fmax(dp, fabs((double)x->pooled[i] - pp[i]));
-        snprintf(buf, cap, "%s: token ids and mask %s; last hidden state at real tokens max|diff| %.2g; pooler output %.2g\n",
+        snprintf(buf, cap,
+                 "%s: token ids and mask %s; last hidden state at real tokens max|diff| %.2g; pooler output %.2g\n",
                  x->name, same ? "identical" : "DIFFER", ph ? dh : NAN, pp ? dp : NAN);
-        if (!same || !ph || !pp || !(dh <= 1e-3) || !(dp <= 1e-4)) fprintf(stderr, "warning: PyTorch computed something else for BERT\n");
-        free(pid); free(pm); free(ph); free(pp); free(hid);
+        if (!same || !ph || !pp || !(dh <= 1e-3) || !(dp <= 1e-4))
+            fprintf(stderr, "warning: PyTorch computed something else for BERT\n");
+        free(pid);
+        free(pm);
+        free(ph);
+        free(pp);
+        free(hid);
     } else {
         float *pl = read_raw(dir, "vit_logits.f32", (size_t)x->b.B * c->num_labels * 4);
         double d = 0;
@@ -729,10 +838,14 @@ int main(int argc, char **argv)
 {
     int use_torch = 1, do_profile = 1;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--runs") && i + 1 < argc) g_runs = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) g_warmup = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--no-torch")) use_torch = 0;
-        else if (!strcmp(argv[i], "--no-profile")) do_profile = 0;
+        if (!strcmp(argv[i], "--runs") && i + 1 < argc)
+            g_runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--warmup") && i + 1 < argc)
+            g_warmup = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--no-torch"))
+            use_torch = 0;
+        else if (!strcmp(argv[i], "--no-profile"))
+            do_profile = 0;
         else {
             fprintf(stderr, "usage: %s [--runs N] [--warmup N] [--no-torch] [--no-profile]\n", argv[0]);
             return 2;
@@ -743,7 +856,8 @@ int main(int argc, char **argv)
     openblas_set_num_threads(1);
     signal(SIGPIPE, SIG_IGN);
 
-    const char *models = getenv("QD_MODELS_DIR") && *getenv("QD_MODELS_DIR") ? getenv("QD_MODELS_DIR") : QD_BENCH_MODELS_DIR;
+    const char *models =
+        getenv("QD_MODELS_DIR") && *getenv("QD_MODELS_DIR") ? getenv("QD_MODELS_DIR") : QD_BENCH_MODELS_DIR;
     char tsv[4200], vit_dir[4200], vit_ref[4200];
     snprintf(tsv, sizeof tsv, "%s/data/sst2/dev.tsv", models);
     snprintf(vit_dir, sizeof vit_dir, "%s/vit-mnist-tiny", models);
@@ -773,7 +887,10 @@ int main(int argc, char **argv)
         memset(x, 0, sizeof *x);
         x->name = "BERT all-MiniLM-L6-v2";
         if (bert_inputs(bert_dir, tsv, ids, tt, mask, &real)) return 1;
-        if (qd_model_load(bert_dir, &x->m)) { fprintf(stderr, "%s\n", qd_errmsg()); return 1; }
+        if (qd_model_load(bert_dir, &x->m)) {
+            fprintf(stderr, "%s\n", qd_errmsg());
+            return 1;
+        }
         x->b = (qd_batch){.B = BERT_B, .T = BERT_T, .ids = ids, .type_ids = tt, .mask = mask};
         x->items = BERT_B * BERT_T;
         x->unit = "tokens/s";
@@ -784,9 +901,15 @@ int main(int argc, char **argv)
         bench_model *x = &bm[nbm];
         memset(x, 0, sizeof *x);
         x->name = "ViT vit-mnist-tiny";
-        if (qd_model_load(vit_dir, &x->m)) { fprintf(stderr, "%s\n", qd_errmsg()); return 1; }
+        if (qd_model_load(vit_dir, &x->m)) {
+            fprintf(stderr, "%s\n", qd_errmsg());
+            return 1;
+        }
         const qd_model_config *c = qd_model_cfg(x->m);
-        if (qd_ckpt_open(vit_ref, &ref)) { fprintf(stderr, "%s\n", qd_errmsg()); return 1; }
+        if (qd_ckpt_open(vit_ref, &ref)) {
+            fprintf(stderr, "%s\n", qd_errmsg());
+            return 1;
+        }
         int i = qd_ckpt_find(ref, "pixel_values");
         const int64_t per = (int64_t)c->channels * c->image_h * c->image_w;
         const void *raw;
@@ -796,7 +919,8 @@ int main(int argc, char **argv)
         }
         int64_t n = (int64_t)(qd_ckpt_tensor(ref, i)->numel / per);
         pix = qd_xmalloc((size_t)(VIT_B * per) * sizeof(float));
-        for (int k = 0; k < VIT_B; k++) memcpy(pix + k * per, (const float *)raw + (k % n) * per, (size_t)per * sizeof(float));
+        for (int k = 0; k < VIT_B; k++)
+            memcpy(pix + k * per, (const float *)raw + (k % n) * per, (size_t)per * sizeof(float));
         x->b = (qd_batch){.B = VIT_B, .T = qd_model_tokens(x->m, 0), .pixels = pix};
         x->items = VIT_B;
         x->unit = "images/s";
@@ -809,9 +933,13 @@ int main(int argc, char **argv)
     cJSON *facts = NULL;
     char why[4600] = "", tmpd[] = "/tmp/qd-bench-forward-XXXXXX", errf[4300] = "";
     const char *py = use_torch ? torch_python() : NULL;
-    if (!use_torch) snprintf(why, sizeof why, "not run (--no-torch)");
-    else if (!py) snprintf(why, sizeof why, "no Python that imports torch, transformers, safetensors and numpy (set QD_TORCH_PYTHON)");
-    else if (!mkdtemp(tmpd)) snprintf(why, sizeof why, "mkdtemp failed");
+    if (!use_torch)
+        snprintf(why, sizeof why, "not run (--no-torch)");
+    else if (!py)
+        snprintf(why, sizeof why,
+                 "no Python that imports torch, transformers, safetensors and numpy (set QD_TORCH_PYTHON)");
+    else if (!mkdtemp(tmpd))
+        snprintf(why, sizeof why, "mkdtemp failed");
     else {
         char script[4200], sw[16], num[3][16];
         const char *se = getenv("QD_SOURCE_DIR");
@@ -826,19 +954,37 @@ int main(int argc, char **argv)
         args[na++] = (char *)py;
         args[na++] = script;
         args[na++] = sw;
-        args[na++] = "--out-dir"; args[na++] = tmpd;
-        args[na++] = "--seq"; args[na++] = num[0];
-        args[na++] = "--bert-batch"; args[na++] = num[1];
-        args[na++] = "--vit-batch"; args[na++] = num[2];
-        if (bert_dir) { args[na++] = "--bert-dir"; args[na++] = (char *)bert_dir; args[na++] = "--sst2"; args[na++] = tsv; }
-        if (have_vit) { args[na++] = "--vit-dir"; args[na++] = vit_dir; args[na++] = "--vit-ref"; args[na++] = vit_ref; }
+        args[na++] = "--out-dir";
+        args[na++] = tmpd;
+        args[na++] = "--seq";
+        args[na++] = num[0];
+        args[na++] = "--bert-batch";
+        args[na++] = num[1];
+        args[na++] = "--vit-batch";
+        args[na++] = num[2];
+        if (bert_dir) {
+            args[na++] = "--bert-dir";
+            args[na++] = (char *)bert_dir;
+            args[na++] = "--sst2";
+            args[na++] = tsv;
+        }
+        if (have_vit) {
+            args[na++] = "--vit-dir";
+            args[na++] = vit_dir;
+            args[na++] = "--vit-ref";
+            args[na++] = vit_ref;
+        }
         args[na] = NULL;
         facts = peer_start(&pr, py, args, errf);
-        if (facts) p = &pr;
-        else snprintf(why, sizeof why, "%s %s did not start (its stderr: %s)", py, script, errf);
+        if (facts)
+            p = &pr;
+        else
+            snprintf(why, sizeof why, "%s %s did not start (its stderr: %s)", py, script, errf);
     }
-    if (!p && use_torch) printf("PyTorch not available: %s; figures against the sgemm ceiling only\n", why);
-    else if (!p) printf("PyTorch not run (--no-torch); figures against the sgemm ceiling only\n");
+    if (!p && use_torch)
+        printf("PyTorch not available: %s; figures against the sgemm ceiling only\n", why);
+    else if (!p)
+        printf("PyTorch not run (--no-torch); figures against the sgemm ceiling only\n");
 
     timing theirs[2] = {{0}};
     int have_theirs[2] = {0, 0};
@@ -852,22 +998,26 @@ int main(int argc, char **argv)
     double peak = fmax(peak0, sgemm_peak());
 
     /* the table */
-    printf("\nFP32 forward, 1 rank, 1 thread; %d warm-up + %d timed passes%s; OpenBLAS sgemm 1024^3 = %.1f GFLOP/s (%s)\n",
-           g_warmup, g_runs, p ? ", alternating with PyTorch's" : "", peak, openblas_get_config());
+    printf(
+        "\nFP32 forward, 1 rank, 1 thread; %d warm-up + %d timed passes%s; OpenBLAS sgemm 1024^3 = %.1f GFLOP/s (%s)\n",
+        g_warmup, g_runs, p ? ", alternating with PyTorch's" : "", peak, openblas_get_config());
     if (p) {
         const cJSON *be = cJSON_GetObjectItem(facts, "bert");
-        const char *tv = cJSON_GetStringValue(cJSON_GetObjectItem(facts, "torch")), *bl = cJSON_GetStringValue(cJSON_GetObjectItem(facts, "blas"));
+        const char *tv = cJSON_GetStringValue(cJSON_GetObjectItem(facts, "torch")),
+                   *bl = cJSON_GetStringValue(cJSON_GetObjectItem(facts, "blas"));
         const char *trv = be ? cJSON_GetStringValue(cJSON_GetObjectItem(be, "transformers")) : NULL;
         const char *at = be ? cJSON_GetStringValue(cJSON_GetObjectItem(be, "attn")) : NULL;
         const cJSON *th = cJSON_GetObjectItem(facts, "threads");
-        printf("PyTorch %s (%s BLAS, %d thread; %s)%s%s%s%s; ViT: the same model in plain torch, sdpa attention\n", tv ? tv : "?",
-               bl ? bl : "?", cJSON_IsNumber(th) ? th->valueint : 0, py, be ? "; BERT: transformers " : "", trv ? trv : "",
-               be ? " BertModel, attention " : "", at ? at : "");
+        printf("PyTorch %s (%s BLAS, %d thread; %s)%s%s%s%s; ViT: the same model in plain torch, sdpa attention\n",
+               tv ? tv : "?", bl ? bl : "?", cJSON_IsNumber(th) ? th->valueint : 0, py,
+               be ? "; BERT: transformers " : "", trv ? trv : "", be ? " BertModel, attention " : "", at ? at : "");
     }
     if (bert_dir)
-        printf("BERT input: the first %d SST-2 dev sentences, padded to %d: %d tokens per pass, %d real (%.1f%%), all counted\n",
+        printf("BERT input: the first %d SST-2 dev sentences, padded to %d: %d tokens per pass, %d real (%.1f%%), all "
+               "counted\n",
                BERT_B, BERT_T, BERT_B * BERT_T, real, 100.0 * real / (BERT_B * BERT_T));
-    printf("\n%-22s %-6s %8s %8s %11s %6s %7s %6s", "model", "batch", "best ms", "med ms", "per s", "GFLOP", "GFLOP/s", "%sgemm");
+    printf("\n%-22s %-6s %8s %8s %11s %6s %7s %6s", "model", "batch", "best ms", "med ms", "per s", "GFLOP", "GFLOP/s",
+           "%sgemm");
     if (p) printf(" | %8s %8s %11s %7s | %7s %7s", "torch ms", "med ms", "per s", "GFLOP/s", "ours/pt", "median");
     printf("\n");
     for (int k = 0; k < nbm; k++) {
@@ -875,14 +1025,16 @@ int main(int argc, char **argv)
         char batch[32];
         snprintf(batch, sizeof batch, qd_model_cfg(x->m)->arch == QD_ARCH_BERT ? "%dx%d" : "%d", x->b.B, x->b.T);
         double gf = x->flops / x->ours.best / 1e9;
-        printf("%-22s %-6s %8.1f %8.1f %11.0f %6.2f %7.1f %5.0f%%", x->name, batch, ms(x->ours.best), ms(x->ours.median),
-               x->items / x->ours.best, x->flops / 1e9, gf, 100 * gf / peak);
+        printf("%-22s %-6s %8.1f %8.1f %11.0f %6.2f %7.1f %5.0f%%", x->name, batch, ms(x->ours.best),
+               ms(x->ours.median), x->items / x->ours.best, x->flops / 1e9, gf, 100 * gf / peak);
         if (have_theirs[k])
-            printf(" | %8.1f %8.1f %11.0f %7.1f | %6.2fx %6.2fx", ms(theirs[k].best), ms(theirs[k].median), x->items / theirs[k].best,
-                   x->flops / theirs[k].best / 1e9, theirs[k].best / x->ours.best, theirs[k].median / x->ours.median);
+            printf(" | %8.1f %8.1f %11.0f %7.1f | %6.2fx %6.2fx", ms(theirs[k].best), ms(theirs[k].median),
+                   x->items / theirs[k].best, x->flops / theirs[k].best / 1e9, theirs[k].best / x->ours.best,
+                   theirs[k].median / x->ours.median);
         printf("   %s\n", x->unit);
     }
-    printf("(per s: %s;%s GFLOP counts every Linear and Q K^T, P V)\n", nbm == 2 ? "tokens/s for BERT, images/s for the ViT" : bm[0].unit,
+    printf("(per s: %s;%s GFLOP counts every Linear and Q K^T, P V)\n",
+           nbm == 2 ? "tokens/s for BERT, images/s for the ViT" : bm[0].unit,
            p ? " ours/pt: PyTorch's time over ours, > 1 = ours faster;" : "");
     for (int k = 0; k < nbm; k++) {
         printf("%s: CPU time / wall time %.2f", bm[k].name, bm[k].ours.cpu_per_wall);
@@ -891,7 +1043,8 @@ int main(int argc, char **argv)
         if (have_theirs[k]) printf(" (PyTorch %.0f)", theirs[k].faults);
         printf("\n");
     }
-    printf("(CPU/wall 1.00 = one thread never preempted; lower = the machine was busy, best-of is the figure to trust)\n");
+    printf(
+        "(CPU/wall 1.00 = one thread never preempted; lower = the machine was busy, best-of is the figure to trust)\n");
     if (p) {
         printf("\nsame computation:\n");
         for (int k = 0; k < nbm; k++) {
@@ -903,7 +1056,8 @@ int main(int argc, char **argv)
 
     if (do_profile)
         for (int k = 0; k < nbm; k++)
-            profile_model(&bm[k], have_theirs[k] ? p : NULL, qd_model_cfg(bm[k].m)->arch == QD_ARCH_BERT ? "bert" : "vit");
+            profile_model(&bm[k], have_theirs[k] ? p : NULL,
+                          qd_model_cfg(bm[k].m)->arch == QD_ARCH_BERT ? "bert" : "vit");
 
     if (do_profile) {
         /* What-if: malloc keeps what it frees, so the per-block scratch stays mapped (last, since
@@ -916,7 +1070,8 @@ int main(int argc, char **argv)
             timing was = bm[k].ours, th;
             measure(&bm[k], have_theirs[k] ? p : NULL, key, &th);
             printf("  %-22s best %.1f ms (was %.1f), median %.1f ms (was %.1f), page faults per pass %.0f (was %.0f)",
-                   bm[k].name, ms(bm[k].ours.best), ms(was.best), ms(bm[k].ours.median), ms(was.median), bm[k].ours.faults, was.faults);
+                   bm[k].name, ms(bm[k].ours.best), ms(was.best), ms(bm[k].ours.median), ms(was.median),
+                   bm[k].ours.faults, was.faults);
             if (have_theirs[k]) printf("; ours/PyTorch %.2fx", th.best / bm[k].ours.best);
             printf("\n");
         }
@@ -927,7 +1082,11 @@ int main(int argc, char **argv)
     for (int k = 0; k < nbm; k++) all &= have_theirs[k];
     if (all) remove_tmp(tmpd);
     cJSON_Delete(facts);
-    for (int k = 0; k < nbm; k++) { qd_model_free(bm[k].m); free(bm[k].pooled); free(bm[k].logits); }
+    for (int k = 0; k < nbm; k++) {
+        qd_model_free(bm[k].m);
+        free(bm[k].pooled);
+        free(bm[k].logits);
+    }
     free(pix);
     if (ref) qd_ckpt_close(ref);
     return 0;

@@ -38,12 +38,14 @@
 #define G4 128
 
 static uint64_t rng = 0x853C49E6748FEA9Bull;
-static uint64_t rnd(void) {
+static uint64_t rnd(void)
+{
     rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
     return rng;
 }
 static double unif(void) { return (double)(rnd() >> 11) * 0x1.0p-53; }
-static float gauss(void) {
+static float gauss(void)
+{
     double u = unif(), v = unif();
     return (float)(sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v));
 }
@@ -51,9 +53,9 @@ static float gauss(void) {
 /* everything one shape needs */
 typedef struct {
     int64_t M, N, K;
-    float *x, *wf, *c;      /* FP32 activations [M][K], weights [N][K], output [M][N] */
-    int8_t *xq;             /* quantized activations */
-    float *xs;              /* their per-row scales */
+    float *x, *wf, *c; /* FP32 activations [M][K], weights [N][K], output [M][N] */
+    int8_t *xq;        /* quantized activations */
+    float *xs;         /* their per-row scales */
     qd_gemm_w8 *w8;
     qd_gemm_w4 *w4;
 } shape;
@@ -63,7 +65,8 @@ static double g_min_s = 1.0;
 typedef void (*run_fn)(shape *s);
 
 /* best seconds of one call over at least min_s seconds (at least 2 calls, after one warm-up) */
-static double best_time(run_fn f, shape *s, double min_s) {
+static double best_time(run_fn f, shape *s, double min_s)
+{
     f(s);
     double best = 1e30, t0 = qd_now();
     int n = 0;
@@ -80,7 +83,8 @@ static double best_time(run_fn f, shape *s, double min_s) {
 /* best times of fns[0..nf) measured in ROUNDS interleaved rounds (other load on the machine hits
  * every kernel alike, and the best of the rounds is kept) */
 #define ROUNDS 6
-static void time_all(const run_fn *fns, int nf, shape *s, double *best) {
+static void time_all(const run_fn *fns, int nf, shape *s, double *best)
+{
     for (int f = 0; f < nf; f++) best[f] = 1e30;
     for (int r = 0; r < ROUNDS; r++)
         for (int f = 0; f < nf; f++) {
@@ -89,17 +93,20 @@ static void time_all(const run_fn *fns, int nf, shape *s, double *best) {
         }
 }
 
-static void run_sgemm(shape *s) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)s->M, (int)s->N, (int)s->K, 1.0f, s->x, (int)s->K,
-                s->wf, (int)s->K, 0.0f, s->c, (int)s->N);
+static void run_sgemm(shape *s)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)s->M, (int)s->N, (int)s->K, 1.0f, s->x, (int)s->K, s->wf,
+                (int)s->K, 0.0f, s->c, (int)s->N);
 }
 static void run_i8(shape *s) { qd_gemm_s8_f32(s->xq, s->K, s->xs, s->M, s->w8, s->c, s->N); }
-static void run_i8q(shape *s) {
+static void run_i8q(shape *s)
+{
     qd_quantize_rows_s8(s->x, s->M, s->K, s->K, NULL, s->xs, s->xq, s->K);
     qd_gemm_s8_f32(s->xq, s->K, s->xs, s->M, s->w8, s->c, s->N);
 }
 static void run_w4a8(shape *s) { qd_gemm_w4_s8(s->xq, s->K, s->xs, s->M, s->w4, s->c, s->N); }
-static void run_w4a8q(shape *s) {
+static void run_w4a8q(shape *s)
+{
     qd_quantize_rows_s8(s->x, s->M, s->K, s->K, NULL, s->xs, s->xq, s->K);
     qd_gemm_w4_s8(s->xq, s->K, s->xs, s->M, s->w4, s->c, s->N);
 }
@@ -109,13 +116,15 @@ static void run_w4a32(shape *s) { qd_gemm_w4_f32(s->x, s->K, s->M, s->w4, s->c, 
 static int32_t *g_c32;
 static uint8_t *g_xu8;
 static int8_t *g_wq;
-static void run_dnnl_s8(shape *s) {
+static void run_dnnl_s8(shape *s)
+{
     const int32_t co = 0;
-    dnnl_status_t st = dnnl_gemm_s8s8s32('N', 'T', 'F', s->M, s->N, s->K, 1.0f, s->xq, s->K, 0, g_wq, s->K, 0, 0.0f,
-                                         g_c32, s->N, &co);
+    dnnl_status_t st =
+        dnnl_gemm_s8s8s32('N', 'T', 'F', s->M, s->N, s->K, 1.0f, s->xq, s->K, 0, g_wq, s->K, 0, 0.0f, g_c32, s->N, &co);
     QD_ASSERT(st == dnnl_success);
 }
-static void run_dnnl_u8(shape *s) {
+static void run_dnnl_u8(shape *s)
+{
     const int32_t co = 0;
     dnnl_status_t st = dnnl_gemm_u8s8s32('N', 'T', 'F', s->M, s->N, s->K, 1.0f, g_xu8, s->K, 128, g_wq, s->K, 0, 0.0f,
                                          g_c32, s->N, &co);
@@ -123,7 +132,8 @@ static void run_dnnl_u8(shape *s) {
 }
 #endif
 
-static void setup(shape *s, int64_t M, int64_t N, int64_t K) {
+static void setup(shape *s, int64_t M, int64_t N, int64_t K)
+{
     s->M = M, s->N = N, s->K = K;
     s->x = qd_xmalloc((size_t)(M * K) * sizeof(float));
     s->wf = qd_xmalloc((size_t)(N * K) * sizeof(float));
@@ -160,7 +170,8 @@ static void setup(shape *s, int64_t M, int64_t N, int64_t K) {
     free(wq), free(ws), free(sc), free(zr), free(p4);
 }
 
-static void teardown(shape *s) {
+static void teardown(shape *s)
+{
     free(s->x), free(s->wf), free(s->c), free(s->xq), free(s->xs);
     qd_gemm_w8_free(s->w8);
     qd_gemm_w4_free(s->w4);
@@ -168,7 +179,8 @@ static void teardown(shape *s) {
 
 /* Full-range exactness: qd_gemm_s8_s32 against the scalar reference on the first rows, and the
  * number of oneDNN outputs (s8s8, u8s8) that differ from it. Returns 0 when qdist's is exact. */
-static int full_range(shape *s, long *err_s8, long *err_u8) {
+static int full_range(shape *s, long *err_s8, long *err_u8)
+{
     const int64_t M = s->M, N = s->N, K = s->K;
     int8_t *a = qd_xmalloc((size_t)(M * K)), *w = qd_xmalloc((size_t)(N * K));
     for (int64_t i = 0; i < M * K; i++) a[i] = (int8_t)(rnd() & 0xff);
@@ -202,7 +214,8 @@ static int full_range(shape *s, long *err_s8, long *err_u8) {
     return exact ? 0 : 1;
 }
 
-static void cpu_name(char *buf, size_t n) {
+static void cpu_name(char *buf, size_t n)
+{
     snprintf(buf, n, "unknown CPU");
     FILE *f = fopen("/proc/cpuinfo", "r");
     if (!f) return;
@@ -217,7 +230,8 @@ static void cpu_name(char *buf, size_t n) {
     fclose(f);
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     const char *ob = getenv("OPENBLAS_NUM_THREADS"), *omp = getenv("OMP_NUM_THREADS");
     if (!ob || strcmp(ob, "1") != 0 || !omp || strcmp(omp, "1") != 0) {
         setenv("OPENBLAS_NUM_THREADS", "1", 1);
@@ -236,11 +250,17 @@ int main(int argc, char **argv) {
 #ifdef QD_HAVE_DNNL
     if (!getenv("DNNL_MAX_CPU_ISA")) dnnl_set_max_cpu_isa(dnnl_cpu_isa_avx2);
     const dnnl_version_t *v = dnnl_version();
-    static const struct { int isa; const char *name; } isas[] = {
-        {dnnl_cpu_isa_sse41, "sse41"}, {dnnl_cpu_isa_avx, "avx"}, {dnnl_cpu_isa_avx2, "avx2"},
-        {dnnl_cpu_isa_avx2_vnni, "avx2_vnni"}, {dnnl_cpu_isa_avx512_core, "avx512_core"},
-        {dnnl_cpu_isa_avx512_core_vnni, "avx512_core_vnni"}, {dnnl_cpu_isa_avx512_core_bf16, "avx512_core_bf16"},
-        {dnnl_cpu_isa_avx512_core_amx, "avx512_core_amx"}};
+    static const struct {
+        int isa;
+        const char *name;
+    } isas[] = {{dnnl_cpu_isa_sse41, "sse41"},
+                {dnnl_cpu_isa_avx, "avx"},
+                {dnnl_cpu_isa_avx2, "avx2"},
+                {dnnl_cpu_isa_avx2_vnni, "avx2_vnni"},
+                {dnnl_cpu_isa_avx512_core, "avx512_core"},
+                {dnnl_cpu_isa_avx512_core_vnni, "avx512_core_vnni"},
+                {dnnl_cpu_isa_avx512_core_bf16, "avx512_core_bf16"},
+                {dnnl_cpu_isa_avx512_core_amx, "avx512_core_amx"}};
     const char *isa = "?";
     const int eff = (int)dnnl_get_effective_cpu_isa();
     for (size_t i = 0; i < QD_ARRAY_LEN(isas); i++)
@@ -249,8 +269,7 @@ int main(int argc, char **argv) {
 #else
     printf("; oneDNN not found at build time (libdnnl-dev)\n");
 #endif
-    printf("int4 weights: groups of %d along K, asymmetric; int8: per-channel weights, per-token activations\n\n",
-           G4);
+    printf("int4 weights: groups of %d along K, asymmetric; int8: per-channel weights, per-token activations\n\n", G4);
     printf("%4s %5s %5s | %7s | %14s %14s %14s %14s %14s | %14s %14s | %s\n", "M", "K", "N", "sgemm", "i8", "i8+q",
            "w4a8", "w4a8+q", "w4a32", "dnnl s8", "dnnl u8", "full-range errors (qdist / dnnl s8 / dnnl u8)");
 

@@ -10,7 +10,8 @@
 #include "shard/st_write.h"
 
 static uint64_t g_s = 3;
-static float nrand(void) {
+static float nrand(void)
+{
     g_s = g_s * 6364136223846793005ull + 1442695040888963407ull;
     double u = ((g_s >> 11) + 1.0) / 9007199254740993.0;
     g_s = g_s * 6364136223846793005ull + 1442695040888963407ull;
@@ -18,22 +19,23 @@ static float nrand(void) {
     return (float)(0.02 * sqrt(-2 * log(u)) * cos(6.283185307179586 * v));
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     if (argc < 2) {
         fprintf(stderr, "usage: gen_checkpoint DIR [layers]\n");
         return 2;
     }
     int L = argc > 2 ? atoi(argv[2]) : 12, H = 768, I = 3072, n = 0;
     qd_st_out_tensor *t = calloc((size_t)(16 * L + 8), sizeof *t);
-    char (*names)[128] = calloc((size_t)(16 * L + 8), 128);
-#define ADD(nm, d0, d1)                                                                         \
-    do {                                                                                        \
-        snprintf(names[n], 128, "%s", nm);                                                      \
-        int64_t ne = (int64_t)(d0) * ((d1) ? (d1) : 1);                                          \
-        float *p = malloc((size_t)ne * sizeof(float));                                          \
-        for (int64_t i = 0; i < ne; i++) p[i] = nrand();                                        \
-        t[n] = (qd_st_out_tensor){names[n], QD_DT_F32, (d1) ? 2 : 1, {(d0), (d1)}, p};          \
-        n++;                                                                                    \
+    char(*names)[128] = calloc((size_t)(16 * L + 8), 128);
+#define ADD(nm, d0, d1)                                                                \
+    do {                                                                               \
+        snprintf(names[n], 128, "%s", nm);                                             \
+        int64_t ne = (int64_t)(d0) * ((d1) ? (d1) : 1);                                \
+        float *p = malloc((size_t)ne * sizeof(float));                                 \
+        for (int64_t i = 0; i < ne; i++) p[i] = nrand();                               \
+        t[n] = (qd_st_out_tensor){names[n], QD_DT_F32, (d1) ? 2 : 1, {(d0), (d1)}, p}; \
+        n++;                                                                           \
     } while (0)
     ADD("embeddings.word_embeddings.weight", 30522, H);
     ADD("embeddings.position_embeddings.weight", 512, H);
@@ -69,8 +71,10 @@ int main(int argc, char **argv) {
     }
     snprintf(path, sizeof path, "%s/config.json", argv[1]);
     FILE *f = fopen(path, "w");
-    fprintf(f, "{\"model_type\": \"bert\", \"architectures\": [\"BertModel\"], \"hidden_size\": %d, "
-               "\"num_hidden_layers\": %d, \"num_attention_heads\": 12, \"intermediate_size\": %d}\n", H, L, I);
+    fprintf(f,
+            "{\"model_type\": \"bert\", \"architectures\": [\"BertModel\"], \"hidden_size\": %d, "
+            "\"num_hidden_layers\": %d, \"num_attention_heads\": 12, \"intermediate_size\": %d}\n",
+            H, L, I);
     fclose(f);
     long long params = 0;
     for (int i = 0; i < n; i++) params += t[i].shape[0] * (t[i].ndim == 2 ? t[i].shape[1] : 1);

@@ -13,7 +13,8 @@
 extern void openblas_set_num_threads(int);
 
 static uint64_t g_s = 11;
-static float nrand(void) {
+static float nrand(void)
+{
     g_s = g_s * 6364136223846793005ull + 1442695040888963407ull;
     double u = ((g_s >> 11) + 1.0) / 9007199254740993.0;
     g_s = g_s * 6364136223846793005ull + 1442695040888963407ull;
@@ -21,18 +22,25 @@ static float nrand(void) {
     return (float)(sqrt(-2 * log(u)) * cos(6.283185307179586 * v));
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     openblas_set_num_threads(1);
     int reps = argc > 1 ? atoi(argv[1]) : 3;
-    struct { int R, C; double ref_ms; const char *what; } S[] = {
-        {768, 768, 174, "768x768 (attention)"}, {3072, 768, 387, "3072x768 (intermediate)"}, {768, 3072, 1739, "768x3072 (output)"}};
+    struct {
+        int R, C;
+        double ref_ms;
+        const char *what;
+    } S[] = {{768, 768, 174, "768x768 (attention)"},
+             {3072, 768, 387, "3072x768 (intermediate)"},
+             {768, 3072, 1739, "768x3072 (output)"}};
     const int N = 16384;
     printf("GPTQ 4-bit per channel, block 128, 1 thread; reference: IST-DASLab/gptq on PyTorch 1.13, 1 thread\n");
     printf("%-26s %10s %14s %10s\n", "layer", "qdist ms", "reference ms", "speed-up");
     double tot = 0, tot_ref = 0;
     for (int k = 0; k < 3; k++) {
         int R = S[k].R, C = S[k].C;
-        float *W = malloc(sizeof(float) * R * C), *X = malloc(sizeof(float) * (size_t)N * C), *H = calloc((size_t)C * C, sizeof(float));
+        float *W = malloc(sizeof(float) * R * C), *X = malloc(sizeof(float) * (size_t)N * C),
+              *H = calloc((size_t)C * C, sizeof(float));
         for (size_t i = 0; i < (size_t)N * C; i++) X[i] = nrand() * (1.0f + (float)(i % C) / C);
         cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, C, N, 2.0f / N, X, C, 0.0f, H, C);
         for (int a = 0; a < C; a++)
@@ -55,7 +63,12 @@ int main(int argc, char **argv) {
         printf("%-26s %10.1f %14.0f %9.2fx\n", S[k].what, best * 1e3, S[k].ref_ms, S[k].ref_ms / (best * 1e3));
         tot += best * 1e3;
         tot_ref += S[k].ref_ms;
-        free(W); free(H); free(Wk); free(codes); free(sc); free(zr);
+        free(W);
+        free(H);
+        free(Wk);
+        free(codes);
+        free(sc);
+        free(zr);
     }
     printf("%-26s %10.1f %14.0f %9.2fx\n", "all three", tot, tot_ref, tot_ref / tot);
     return 0;

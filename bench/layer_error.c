@@ -59,7 +59,8 @@ static int run(const char *name, const char *dir, const char *data, int seqlen, 
     }
     const int64_t gsz[3] = {-1, 32, 64};
     printf("\n%s: %d Linears, Hessians from %d samples (%d real tokens); AdaRound %d steps%s\n", name, L,
-           qd_calib_data_count(d), qd_calib_data_real_tokens(d), iters, g_rows > 0 ? "; the first rows of each layer only" : "");
+           qd_calib_data_count(d), qd_calib_data_real_tokens(d), iters,
+           g_rows > 0 ? "; the first rows of each layer only" : "");
     if (g_rows > 0) printf("(at most %lld rows per layer)\n", (long long)g_rows);
     printf("%-5s %-8s | %-22s %-22s %-22s %-22s | wins (rtn/mse/gptq/ada)\n", "bits", "groups", "rtn mean (worst)",
            "rtn-mse mean (worst)", "gptq mean (worst)", "adaround mean (worst)");
@@ -71,7 +72,8 @@ static int run(const char *name, const char *dir, const char *data, int seqlen, 
                 const qd_linear *lin = qd_model_linear(m, li);
                 const int64_t R = g_rows > 0 && g_rows < lin->out ? g_rows : lin->out, C = lin->in;
                 const int64_t G = gsz[gi] > 0 && gsz[gi] < C ? gsz[gi] : C;
-                qd_qscheme s = {.bits = bits[bi], .sym = 0, .gran = G < C ? QD_GRAN_GROUP : QD_GRAN_CHANNEL, .group_size = G};
+                qd_qscheme s = {
+                    .bits = bits[bi], .sym = 0, .gran = G < C ? QD_GRAN_GROUP : QD_GRAN_CHANNEL, .group_size = G};
                 float *Q = qd_xmalloc((size_t)(R * C) * sizeof(float));
                 uint8_t *codes = qd_xmalloc((size_t)(R * C));
                 double e[M_N];
@@ -111,10 +113,12 @@ static int run(const char *name, const char *dir, const char *data, int seqlen, 
                     sum[mi] += e[mi];
                     if (e[mi] > worst[mi]) worst[mi] = e[mi];
                     if (g_csv)
-                        fprintf(g_csv, "%s,%s,%d,%lld,%s,%.6e\n", name, lin->name, bits[bi], (long long)(G < C ? G : -1), mname[mi], e[mi]);
+                        fprintf(g_csv, "%s,%s,%d,%lld,%s,%.6e\n", name, lin->name, bits[bi],
+                                (long long)(G < C ? G : -1), mname[mi], e[mi]);
                 }
                 int best = 0;
-                for (int mi = 1; mi < M_N; mi++) if (e[mi] < e[best]) best = mi;
+                for (int mi = 1; mi < M_N; mi++)
+                    if (e[mi] < e[best]) best = mi;
                 wins[best]++;
                 free(Q);
                 free(codes);
@@ -123,7 +127,8 @@ static int run(const char *name, const char *dir, const char *data, int seqlen, 
             snprintf(gname, sizeof gname, gsz[gi] > 0 ? "g%lld" : "channel", (long long)gsz[gi]);
             printf("%-5d %-8s |", bits[bi], gname);
             for (int mi = 0; mi < M_N; mi++) printf(" %9.3e (%9.3e) ", sum[mi] / L, worst[mi]);
-            printf("| %d/%d/%d/%d   [s: %.1f %.1f %.1f %.1f]\n", wins[0], wins[1], wins[2], wins[3], secs[0], secs[1], secs[2], secs[3]);
+            printf("| %d/%d/%d/%d   [s: %.1f %.1f %.1f %.1f]\n", wins[0], wins[1], wins[2], wins[3], secs[0], secs[1],
+                   secs[2], secs[3]);
             fflush(stdout);
         }
     for (int li = 0; li < L; li++) free(H[li]);
@@ -138,11 +143,16 @@ int main(int argc, char **argv)
 {
     int iters = 1000, vit_only = 0, bert_only = 0, bits[8] = {8, 4, 3}, nbits = 3;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--vit-only")) vit_only = 1;
-        else if (!strcmp(argv[i], "--bert-only")) bert_only = 1;
-        else if (!strcmp(argv[i], "--rows") && i + 1 < argc) g_rows = atoll(argv[++i]);
-        else if (!strcmp(argv[i], "--csv") && i + 1 < argc) g_csv = fopen(argv[++i], "w");
+        if (!strcmp(argv[i], "--iters") && i + 1 < argc)
+            iters = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--vit-only"))
+            vit_only = 1;
+        else if (!strcmp(argv[i], "--bert-only"))
+            bert_only = 1;
+        else if (!strcmp(argv[i], "--rows") && i + 1 < argc)
+            g_rows = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--csv") && i + 1 < argc)
+            g_csv = fopen(argv[++i], "w");
         else if (!strcmp(argv[i], "--bits") && i + 1 < argc) {
             nbits = 0;
             for (char *t = strtok(argv[++i], ","); t && nbits < 8; t = strtok(NULL, ",")) bits[nbits++] = atoi(t);
@@ -155,8 +165,8 @@ int main(int argc, char **argv)
     if (g_csv) fprintf(g_csv, "model,layer,bits,group_size,method,rel_output_error\n");
     int rc = 0;
     if (!bert_only)
-        rc = run("vit-mnist-tiny", QD_BENCH_MODELS_DIR "/vit-mnist-tiny", QD_BENCH_MODELS_DIR "/data/mnist/t10k-images-idx3-ubyte.gz",
-                 0, bits, nbits, iters);
+        rc = run("vit-mnist-tiny", QD_BENCH_MODELS_DIR "/vit-mnist-tiny",
+                 QD_BENCH_MODELS_DIR "/data/mnist/t10k-images-idx3-ubyte.gz", 0, bits, nbits, iters);
     const char *bert = getenv("QD_BERT_DIR");
     char buf[4096];
     if (!bert) {

@@ -38,7 +38,8 @@ typedef struct {
 } agg;
 
 /* Q = K-means of W with one codebook per tensor (gran 0), row (1) or group of G columns */
-static int kmeans_deq(const float *W, int64_t R, int64_t C, int bits, int gran, int64_t G, float *Q) {
+static int kmeans_deq(const float *W, int64_t R, int64_t C, int bits, int gran, int64_t G, float *Q)
+{
     const int K = 1 << bits;
     qd_kmeans_opts ko = {bits, gran != 0, 30, 12345};
     if (gran <= 1) {
@@ -68,8 +69,12 @@ static int kmeans_deq(const float *W, int64_t R, int64_t C, int bits, int gran, 
     return rc < 0 ? rc : 0;
 }
 
-static int affine_deq(const float *W, int64_t R, int64_t C, int bits, int gran, int mse, float *Q, uint8_t *codes) {
-    qd_qscheme s = {bits, 0, gran == 0 ? QD_GRAN_TENSOR : gran == 1 ? QD_GRAN_CHANNEL : QD_GRAN_GROUP,
+static int affine_deq(const float *W, int64_t R, int64_t C, int bits, int gran, int mse, float *Q, uint8_t *codes)
+{
+    qd_qscheme s = {bits, 0,
+                    gran == 0   ? QD_GRAN_TENSOR
+                    : gran == 1 ? QD_GRAN_CHANNEL
+                                : QD_GRAN_GROUP,
                     gran == 2 ? 32 : 64};
     qd_clip_opts clip = mse ? QD_CLIP_MSE : QD_CLIP_MINMAX;
     qd_qparams p;
@@ -81,7 +86,8 @@ static int affine_deq(const float *W, int64_t R, int64_t C, int bits, int gran, 
     return 0;
 }
 
-static void plot(const char *csv_path, const agg (*a)[NGRAN][NMETH], const int *bits_on) {
+static void plot(const char *csv_path, const agg (*a)[NGRAN][NMETH], const int *bits_on)
+{
     if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
         printf("gnuplot not found: no plot (the CSV has the figures)\n");
         return;
@@ -110,23 +116,28 @@ static void plot(const char *csv_path, const agg (*a)[NGRAN][NMETH], const int *
     fclose(f);
     f = fopen(gp, "w");
     if (!f) return;
-    fprintf(f, "set terminal svg size 900,600\nset output '%s'\nset xlabel 'bits'\nset ylabel 'SQNR (dB)'\n"
-               "set yrange [0:60]\nset key left top\nset grid\nset title 'quantization error, all 2-D weights (exact results off the top)'\nplot ",
+    fprintf(f,
+            "set terminal svg size 900,600\nset output '%s'\nset xlabel 'bits'\nset ylabel 'SQNR (dB)'\n"
+            "set yrange [0:60]\nset key left top\nset grid\nset title 'quantization error, all 2-D weights (exact "
+            "results off the top)'\nplot ",
             svg);
     int idx = 0;
     for (int g = 0; g < NGRAN; g++)
         for (int m = 0; m < NMETH; m++, idx++)
-            fprintf(f, "%s'%s' index %d with linespoints lc %d dt %d title '%s %s'", idx ? ", " : "", dat, idx, g + 1, m + 1,
-                    k_gran[g], k_meth[m]);
+            fprintf(f, "%s'%s' index %d with linespoints lc %d dt %d title '%s %s'", idx ? ", " : "", dat, idx, g + 1,
+                    m + 1, k_gran[g], k_meth[m]);
     fprintf(f, "\n");
     fclose(f);
     char cmd[8600];
     snprintf(cmd, sizeof cmd, "gnuplot '%s'", gp);
-    if (system(cmd) == 0) printf("plot: %s\n", svg);
-    else printf("gnuplot failed on %s\n", gp);
+    if (system(cmd) == 0)
+        printf("plot: %s\n", svg);
+    else
+        printf("gnuplot failed on %s\n", gp);
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     int bits_on[MAXBITS + 1] = {0};
     const char *pos[2] = {NULL, NULL};
     int npos = 0, anybits = 0;
@@ -138,7 +149,8 @@ int main(int argc, char **argv) {
                 while (*t == ',') t++;
                 if (*t && (*t < '0' || *t > '9')) break;
             }
-        } else if (npos < 2) pos[npos++] = argv[i];
+        } else if (npos < 2)
+            pos[npos++] = argv[i];
         else {
             fprintf(stderr, "usage: %s [--bits 2,3,4] [out.csv [checkpoint]]\n", argv[0]);
             return 2;
@@ -148,7 +160,8 @@ int main(int argc, char **argv) {
         for (int b = 2; b <= MAXBITS; b++) bits_on[b] = 1;
     const char *csv_path = pos[0] ? pos[0] : "quant_error.csv";
     char ckpath[4096];
-    if (pos[1]) snprintf(ckpath, sizeof ckpath, "%s", pos[1]);
+    if (pos[1])
+        snprintf(ckpath, sizeof ckpath, "%s", pos[1]);
     else {
         const char *env = getenv("QD_MODELS_DIR");
         snprintf(ckpath, sizeof ckpath, "%s/vit-mnist-tiny/model.safetensors", env ? env : QD_BENCH_MODELS_DIR);
@@ -186,7 +199,8 @@ int main(int argc, char **argv) {
             if (!bits_on[b]) continue;
             for (int g = 0; g < NGRAN; g++)
                 for (int m = 0; m < NMETH; m++) {
-                    int rc = m == 2 ? kmeans_deq(W, R, C, b, g, g == 2 ? 32 : 64, Q) : affine_deq(W, R, C, b, g, m, Q, codes);
+                    int rc = m == 2 ? kmeans_deq(W, R, C, b, g, g == 2 ? 32 : 64, Q)
+                                    : affine_deq(W, R, C, b, g, m, Q, codes);
                     if (rc) {
                         fprintf(stderr, "%s: %s\n", t->name, qd_errmsg());
                         return 1;
@@ -219,7 +233,8 @@ int main(int argc, char **argv) {
                 double sq = x->se > 0 ? 10 * log10(x->sw / x->se) : INFINITY;
                 double mean_rel = x->ntensors ? x->rel_sum / x->ntensors : 0;
                 double ratio = a[b][g][0].se > 0 ? x->se / a[b][g][0].se : 1.0;
-                printf("%4d %-11s %-7s %.3e  %.3e  %7.2f  %6.3f\n", b, k_gran[g], k_meth[m], x->max_abs, mean_rel, sq, ratio);
+                printf("%4d %-11s %-7s %.3e  %.3e  %7.2f  %6.3f\n", b, k_gran[g], k_meth[m], x->max_abs, mean_rel, sq,
+                       ratio);
                 fprintf(csv, "ALL,0,0,%d,%s,%s,%.6e,%.6e,%.6e,%.4f\n", b, k_gran[g], k_meth[m], x->max_abs,
                         nel ? x->se / (double)nel : 0, mean_rel, sq);
             }
@@ -235,8 +250,10 @@ int main(int argc, char **argv) {
             for (int b = 2; b <= MAXBITS; b++) {
                 if (!bits_on[b]) continue;
                 const agg *x = &a[b][g][m];
-                if (x->se > 0) printf(" %6.2f", 10 * log10(x->sw / x->se));
-                else printf("  exact");
+                if (x->se > 0)
+                    printf(" %6.2f", 10 * log10(x->sw / x->se));
+                else
+                    printf("  exact");
             }
             printf("\n");
         }

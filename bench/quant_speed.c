@@ -25,11 +25,13 @@ typedef struct {
 } mat;
 
 static uint64_t rng = 0x853C49E6748FEA9Bull;
-static double unif(void) {
+static double unif(void)
+{
     rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
     return (double)(rng >> 11) * 0x1.0p-53;
 }
-static float gauss(void) {
+static float gauss(void)
+{
     double u = unif(), v = unif();
     return (float)(sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v));
 }
@@ -49,7 +51,8 @@ typedef struct {
     float *deq;
 } prep;
 
-static void make_params(const mat *m, const scheme *s, prep *p) {
+static void make_params(const mat *m, const scheme *s, prep *p)
+{
     const int maxq = (1 << s->bits) - 1;
     p->G = s->G ? QD_MIN(s->G, m->cols) : m->cols;
     p->ng = (m->cols + p->G - 1) / p->G;
@@ -72,7 +75,8 @@ static void make_params(const mat *m, const scheme *s, prep *p) {
         }
 }
 
-static void quant_all(const qd_kernel_table *k, const mat *ms, int nm, const scheme *s, prep *ps, int isa_out) {
+static void quant_all(const qd_kernel_table *k, const mat *ms, int nm, const scheme *s, prep *ps, int isa_out)
+{
     for (int i = 0; i < nm; i++) {
         const mat *m = &ms[i];
         prep *p = &ps[i];
@@ -87,7 +91,8 @@ static void quant_all(const qd_kernel_table *k, const mat *ms, int nm, const sch
     }
 }
 
-static void dequant_all(const qd_kernel_table *k, const mat *ms, int nm, const scheme *s, prep *ps) {
+static void dequant_all(const qd_kernel_table *k, const mat *ms, int nm, const scheme *s, prep *ps)
+{
     for (int i = 0; i < nm; i++) {
         const mat *m = &ms[i];
         prep *p = &ps[i];
@@ -104,7 +109,8 @@ static void dequant_all(const qd_kernel_table *k, const mat *ms, int nm, const s
 
 /* best seconds per pass over at least min_s seconds (at least 3 passes) */
 static double time_pass(int dequant, const qd_kernel_table *k, const mat *ms, int nm, const scheme *s, prep *ps,
-                        int isa_out, double min_s) {
+                        int isa_out, double min_s)
+{
     double best = 1e30, t0 = qd_now();
     int passes = 0;
     while (passes < 3 || qd_now() - t0 < min_s) {
@@ -120,11 +126,11 @@ static double time_pass(int dequant, const qd_kernel_table *k, const mat *ms, in
     return best;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     const double min_s = argc > 1 ? atof(argv[1]) : 0.4;
-    mat ms[] = {{"attn.query", 768, 768, NULL},      {"attn.key", 768, 768, NULL},
-                {"attn.value", 768, 768, NULL},      {"attn.output", 768, 768, NULL},
-                {"intermediate", 3072, 768, NULL},   {"output", 768, 3072, NULL}};
+    mat ms[] = {{"attn.query", 768, 768, NULL},  {"attn.key", 768, 768, NULL},      {"attn.value", 768, 768, NULL},
+                {"attn.output", 768, 768, NULL}, {"intermediate", 3072, 768, NULL}, {"output", 768, 3072, NULL}};
     const int nm = (int)QD_ARRAY_LEN(ms);
     int64_t total = 0;
     for (int i = 0; i < nm; i++) {
@@ -140,7 +146,8 @@ int main(int argc, char **argv) {
     const double gb = (double)total * sizeof(float) / 1e9;
     const qd_kernel_table *ref = qd_kernels_table("ref"), *isa = qd_kernels_table("avx2");
     printf("quant_speed: one BERT-base layer's Linear weights (4x 768x768, 3072x768, 768x3072), %.1f M values, "
-           "%.1f MB FP32; single thread\n", (double)total / 1e6, gb * 1e3);
+           "%.1f MB FP32; single thread\n",
+           (double)total / 1e6, gb * 1e3);
     printf("reference kernels: plain scalar C built without ISA flags (%s); selected ISA: %s\n", __VERSION__,
            qd_kernels_isa());
     if (!isa) {
@@ -164,10 +171,10 @@ int main(int argc, char **argv) {
         double td_isa = time_pass(1, isa, ms, nm, s, ps, 0, min_s);
 
         printf("\n%s (packed output identical: %s)\n", s->label, same ? "yes" : "NO");
-        printf("  quantize+pack    ref %6.2f GB/s   %s %6.2f GB/s   ratio %5.2fx\n", gb / tq_ref, isa->isa,
-               gb / tq_isa, tq_ref / tq_isa);
-        printf("  unpack+dequant   ref %6.2f GB/s   %s %6.2f GB/s   ratio %5.2fx\n", gb / td_ref, isa->isa,
-               gb / td_isa, td_ref / td_isa);
+        printf("  quantize+pack    ref %6.2f GB/s   %s %6.2f GB/s   ratio %5.2fx\n", gb / tq_ref, isa->isa, gb / tq_isa,
+               tq_ref / tq_isa);
+        printf("  unpack+dequant   ref %6.2f GB/s   %s %6.2f GB/s   ratio %5.2fx\n", gb / td_ref, isa->isa, gb / td_isa,
+               td_ref / td_isa);
         for (int i = 0; i < nm; i++) {
             free(ps[i].scales), free(ps[i].zeros), free(ps[i].out_ref), free(ps[i].out_isa), free(ps[i].deq);
         }

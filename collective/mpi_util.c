@@ -5,7 +5,8 @@
 #include <mpi.h>
 #include <stdlib.h>
 
-static void mpi_abort_hook(int code) {
+static void mpi_abort_hook(int code)
+{
     int inited = 0, finalized = 0;
     MPI_Initialized(&inited);
     MPI_Finalized(&finalized);
@@ -15,19 +16,22 @@ static void mpi_abort_hook(int code) {
 
 void qd_coll_install_abort_hook(void) { qd_set_abort_hook(mpi_abort_hook); }
 
-void qd_mpi_fail(int rc, const char *call, const char *file, int line) {
+void qd_mpi_fail(int rc, const char *call, const char *file, int line)
+{
     char msg[MPI_MAX_ERROR_STRING] = {0};
     int len = 0;
     if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) snprintf(msg, sizeof msg, "code %d", rc);
     qd_fatal(file, line, "MPI call %s failed: %s", call, msg);
 }
 
-void qd_h5_fail(long long rc, const char *call, const char *file, int line) {
+void qd_h5_fail(long long rc, const char *call, const char *file, int line)
+{
     H5Eprint2(H5E_DEFAULT, stderr);
     qd_fatal(file, line, "HDF5 call %s failed (%lld)", call, rc);
 }
 
-int qd_coll_agree(MPI_Comm comm, int local_status, int *failed_rank) {
+int qd_coll_agree(MPI_Comm comm, int local_status, int *failed_rank)
+{
     /* The lowest failing rank's status wins, so every rank takes the same branch. */
     int size, rank;
     QD_MPI_CHECK(MPI_Comm_size(comm, &size));
@@ -46,7 +50,8 @@ int qd_coll_agree(MPI_Comm comm, int local_status, int *failed_rank) {
     return all[1];
 }
 
-int qd_coll_agree_msg(MPI_Comm comm, int local_status, char *msg, size_t msgcap, int *failed_rank) {
+int qd_coll_agree_msg(MPI_Comm comm, int local_status, char *msg, size_t msgcap, int *failed_rank)
+{
     int fr = -1;
     int st = qd_coll_agree(comm, local_status, &fr);
     if (failed_rank) *failed_rank = fr;

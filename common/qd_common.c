@@ -5,18 +5,22 @@
 #include <string.h>
 #include <time.h>
 
-const char *qd_strerror(int code) {
+const char *qd_strerror(int code)
+{
     switch (code) {
-#define QD_ERR_STR(name, val, msg) case (val): return msg;
+#define QD_ERR_STR(name, val, msg) \
+    case (val): return msg;
         QD_ERRNO_MAP(QD_ERR_STR)
 #undef QD_ERR_STR
     default: return "unknown error";
     }
 }
 
-const char *qd_errname(int code) {
+const char *qd_errname(int code)
+{
     switch (code) {
-#define QD_ERR_NAME(name, val, msg) case (val): return "QD_" #name;
+#define QD_ERR_NAME(name, val, msg) \
+    case (val): return "QD_" #name;
         QD_ERRNO_MAP(QD_ERR_NAME)
 #undef QD_ERR_NAME
     default: return "QD_EUNKNOWN";
@@ -26,7 +30,8 @@ const char *qd_errname(int code) {
 static _Thread_local char g_errmsg[2048];
 static _Thread_local int g_errcode;
 
-int qd_err_set(int code, const char *fmt, ...) {
+int qd_err_set(int code, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(g_errmsg, sizeof g_errmsg, fmt, ap);
@@ -35,7 +40,8 @@ int qd_err_set(int code, const char *fmt, ...) {
     return code;
 }
 
-int qd_err_wrap(int code, const char *fmt, ...) {
+int qd_err_wrap(int code, const char *fmt, ...)
+{
     char prefix[1024], old[sizeof g_errmsg];
     va_list ap;
     va_start(ap, fmt);
@@ -52,12 +58,17 @@ int qd_err_wrap(int code, const char *fmt, ...) {
 
 const char *qd_errmsg(void) { return g_errmsg; }
 int qd_errcode(void) { return g_errcode; }
-void qd_err_clear(void) { g_errmsg[0] = 0; g_errcode = 0; }
+void qd_err_clear(void)
+{
+    g_errmsg[0] = 0;
+    g_errcode = 0;
+}
 
 static qd_abort_fn g_abort_hook;
 void qd_set_abort_hook(qd_abort_fn fn) { g_abort_hook = fn; }
 
-_Noreturn void qd_fatal(const char *file, int line, const char *fmt, ...) {
+_Noreturn void qd_fatal(const char *file, int line, const char *fmt, ...)
+{
     va_list ap;
     fprintf(stderr, "qdist: internal error at %s:%d: ", file, line);
     va_start(ap, fmt);
@@ -75,7 +86,8 @@ void qd_log_set_level(qd_log_level lvl) { g_log_level = lvl; }
 qd_log_level qd_log_get_level(void) { return g_log_level; }
 void qd_log_set_rank(int rank) { g_log_rank = rank; }
 
-void qd_log(qd_log_level lvl, const char *fmt, ...) {
+void qd_log(qd_log_level lvl, const char *fmt, ...)
+{
     if (lvl > g_log_level) return;
     static const char *names[] = {"error", "warning", "", "debug"};
     FILE *f = lvl <= QD_LOG_WARN ? stderr : stdout;
@@ -91,31 +103,33 @@ void qd_log(qd_log_level lvl, const char *fmt, ...) {
     fflush(f);
 }
 
-void *qd_xcalloc(size_t n, size_t size) {
+void *qd_xcalloc(size_t n, size_t size)
+{
     void *p = calloc(n ? n : 1, size ? size : 1);
     if (!p) qd_fatal(__FILE__, __LINE__, "out of memory allocating %zu x %zu bytes", n, size);
     return p;
 }
 
-void *qd_xmalloc(size_t size) {
+void *qd_xmalloc(size_t size)
+{
     void *p = malloc(size ? size : 1);
     if (!p) qd_fatal(__FILE__, __LINE__, "out of memory allocating %zu bytes", size);
     return p;
 }
 
-char *qd_xstrdup(const char *s) {
+char *qd_xstrdup(const char *s)
+{
     size_t n = strlen(s) + 1;
     char *p = qd_xmalloc(n);
     memcpy(p, s, n);
     return p;
 }
 
-double qd_now(void) {
+double qd_now(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int qd_mul_overflow(uint64_t a, uint64_t b, uint64_t *out) {
-    return __builtin_mul_overflow(a, b, out) ? -1 : 0;
-}
+int qd_mul_overflow(uint64_t a, uint64_t b, uint64_t *out) { return __builtin_mul_overflow(a, b, out) ? -1 : 0; }

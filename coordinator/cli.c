@@ -9,7 +9,8 @@
 static const qd_command g_commands[] = {
     {"inspect", "describe a checkpoint (safetensors file or directory) or a qdist model", qd_cmd_inspect},
     {"quantize", "quantize a checkpoint into one HDF5 model (mpirun -n N for N ranks)", qd_cmd_quantize},
-    {"calibrate", "run calibration samples through the model: the statistics GPTQ uses, time, memory", qd_cmd_calibrate},
+    {"calibrate", "run calibration samples through the model: the statistics GPTQ uses, time, memory",
+     qd_cmd_calibrate},
     {"eval", "compare a quantized model with its FP32 original: accuracy, cosine, latency, memory, size", qd_cmd_eval},
     {"export", "write a dequantized safetensors checkpoint from a qdist model", qd_cmd_export},
     {"plan", "show how a job would be spread over N ranks (cost and memory per rank)", qd_cmd_plan},
@@ -22,13 +23,15 @@ static const qd_command g_commands[] = {
     {"keygen", "write a CURVE key pair for an encrypted service", qd_cmd_keygen},
 };
 
-int qd_cli_is_root(MPI_Comm comm) {
+int qd_cli_is_root(MPI_Comm comm)
+{
     int rank = 0;
     MPI_Comm_rank(comm, &rank);
     return rank == 0;
 }
 
-int qd_cli_usage_error(MPI_Comm comm, const char *cmd, const char *fmt, ...) {
+int qd_cli_usage_error(MPI_Comm comm, const char *cmd, const char *fmt, ...)
+{
     if (qd_cli_is_root(comm)) {
         va_list ap;
         fprintf(stderr, "qdist%s%s: ", cmd ? " " : "", cmd ? cmd : "");
@@ -40,7 +43,8 @@ int qd_cli_usage_error(MPI_Comm comm, const char *cmd, const char *fmt, ...) {
     return QD_EXIT_USAGE;
 }
 
-static void print_help(FILE *f) {
+static void print_help(FILE *f)
+{
     fprintf(f,
             "qdist %s — quantize transformer checkpoints (BERT, ViT) to INT8/INT4 across MPI ranks\n"
             "\n"
@@ -50,14 +54,14 @@ static void print_help(FILE *f) {
             QD_VERSION);
     for (size_t i = 0; i < QD_ARRAY_LEN(g_commands); i++)
         fprintf(f, "  %-10s %s\n", g_commands[i].name, g_commands[i].summary);
-    fprintf(f,
-            "\n"
-            "Options:\n"
-            "  -h, --help     this text; 'qdist <command> --help' for a command's options\n"
-            "  -V, --version  print the version\n");
+    fprintf(f, "\n"
+               "Options:\n"
+               "  -h, --help     this text; 'qdist <command> --help' for a command's options\n"
+               "  -V, --version  print the version\n");
 }
 
-int qd_cli_run(int argc, char **argv, MPI_Comm comm) {
+int qd_cli_run(int argc, char **argv, MPI_Comm comm)
+{
     if (argc < 2) {
         if (qd_cli_is_root(comm)) print_help(stderr);
         return QD_EXIT_USAGE;

@@ -9,16 +9,16 @@
 
 #include <mpi.h>
 
-#define QD_EXIT_OK 0
-#define QD_EXIT_FAIL 1
-#define QD_EXIT_USAGE 2
+#define QD_EXIT_OK          0
+#define QD_EXIT_FAIL        1
+#define QD_EXIT_USAGE       2
 #define QD_EXIT_INTERRUPTED 3
 
 typedef int (*qd_cmd_fn)(int argc, char **argv, MPI_Comm comm);
 
 typedef struct {
     const char *name;
-    const char *summary;   /* one line for `qdist --help` */
+    const char *summary; /* one line for `qdist --help` */
     qd_cmd_fn run;
 } qd_command;
 
@@ -41,8 +41,7 @@ int qd_cmd_watch(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_keygen(int argc, char **argv, MPI_Comm comm);
 
 /* Usage error helper: prints "qdist CMD: message" and "Try 'qdist CMD --help'." on rank 0. */
-int qd_cli_usage_error(MPI_Comm comm, const char *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int qd_cli_usage_error(MPI_Comm comm, const char *cmd, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int qd_cli_is_root(MPI_Comm comm);
 
 #endif

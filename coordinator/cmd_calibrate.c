@@ -60,11 +60,16 @@ static int parse_int(const char *s, long lo, long hi, long *out)
 
 int qd_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
 {
-    static struct option lo[] = {{"model", required_argument, 0, O_MODEL},     {"calib", required_argument, 0, O_CALIB},
-                                 {"nsamples", required_argument, 0, O_NSAMPLES}, {"seqlen", required_argument, 0, O_SEQLEN},
-                                 {"calib-seed", required_argument, 0, O_SEED},  {"calib-mode", required_argument, 0, O_MODE},
-                                 {"microbatch", required_argument, 0, O_MB},    {"json", no_argument, 0, O_JSON},
-                                 {"quiet", no_argument, 0, O_QUIET},            {"help", no_argument, 0, 'h'},
+    static struct option lo[] = {{"model", required_argument, 0, O_MODEL},
+                                 {"calib", required_argument, 0, O_CALIB},
+                                 {"nsamples", required_argument, 0, O_NSAMPLES},
+                                 {"seqlen", required_argument, 0, O_SEQLEN},
+                                 {"calib-seed", required_argument, 0, O_SEED},
+                                 {"calib-mode", required_argument, 0, O_MODE},
+                                 {"microbatch", required_argument, 0, O_MB},
+                                 {"json", no_argument, 0, O_JSON},
+                                 {"quiet", no_argument, 0, O_QUIET},
+                                 {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
     const char *model = NULL, *calib = NULL;
     long nsamples = 128, seqlen = 128, seed = 0, mb = 8;
@@ -81,26 +86,32 @@ int qd_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
         case O_MODEL: model = optarg; break;
         case O_CALIB: calib = optarg; break;
         case O_NSAMPLES:
-            if (parse_int(optarg, 0, 1L << 30, &nsamples)) return qd_cli_usage_error(comm, "calibrate", "--nsamples must be an integer >= 0, got '%s'", optarg);
+            if (parse_int(optarg, 0, 1L << 30, &nsamples))
+                return qd_cli_usage_error(comm, "calibrate", "--nsamples must be an integer >= 0, got '%s'", optarg);
             break;
         case O_SEQLEN:
-            if (parse_int(optarg, 3, 1 << 16, &seqlen)) return qd_cli_usage_error(comm, "calibrate", "--seqlen must be an integer >= 3, got '%s'", optarg);
+            if (parse_int(optarg, 3, 1 << 16, &seqlen))
+                return qd_cli_usage_error(comm, "calibrate", "--seqlen must be an integer >= 3, got '%s'", optarg);
             break;
         case O_SEED:
-            if (parse_int(optarg, 0, 0x7fffffffL, &seed)) return qd_cli_usage_error(comm, "calibrate", "--calib-seed must be an integer >= 0, got '%s'", optarg);
+            if (parse_int(optarg, 0, 0x7fffffffL, &seed))
+                return qd_cli_usage_error(comm, "calibrate", "--calib-seed must be an integer >= 0, got '%s'", optarg);
             break;
         case O_MB:
-            if (parse_int(optarg, 1, 1 << 20, &mb)) return qd_cli_usage_error(comm, "calibrate", "--microbatch must be an integer >= 1, got '%s'", optarg);
+            if (parse_int(optarg, 1, 1 << 20, &mb))
+                return qd_cli_usage_error(comm, "calibrate", "--microbatch must be an integer >= 1, got '%s'", optarg);
             break;
         case O_MODE:
-            if (!strcmp(optarg, "data")) mode = QD_CALIB_DATA_PARALLEL;
-            else if (!strcmp(optarg, "pipeline")) mode = QD_CALIB_PIPELINE;
-            else return qd_cli_usage_error(comm, "calibrate", "--calib-mode must be data or pipeline, got '%s'", optarg);
+            if (!strcmp(optarg, "data"))
+                mode = QD_CALIB_DATA_PARALLEL;
+            else if (!strcmp(optarg, "pipeline"))
+                mode = QD_CALIB_PIPELINE;
+            else
+                return qd_cli_usage_error(comm, "calibrate", "--calib-mode must be data or pipeline, got '%s'", optarg);
             break;
         case O_JSON: json = 1; break;
         case O_QUIET: quiet = 1; break;
-        default:
-            return qd_cli_usage_error(comm, "calibrate", "unknown or incomplete option '%s'", argv[optind - 1]);
+        default: return qd_cli_usage_error(comm, "calibrate", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc) return qd_cli_usage_error(comm, "calibrate", "unexpected argument '%s'", argv[optind]);
@@ -132,10 +143,11 @@ int qd_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
     }
     double t_load = qd_now() - t0;
     if (rank == 0 && !quiet && !json)
-        printf("calibrate: %s, %d %s samples x %d tokens (%d real), %s mode on %d rank%s, statistics %.1f MiB per rank\n", model,
-               qd_calib_data_count(data), qd_calib_data_kind(data), qd_calib_data_tokens(data), qd_calib_data_real_tokens(data),
-               mode == QD_CALIB_PIPELINE ? "pipeline" : "data-parallel", size, size > 1 ? "s" : "",
-               qd_calib_bytes(stats) / 1048576.0);
+        printf(
+            "calibrate: %s, %d %s samples x %d tokens (%d real), %s mode on %d rank%s, statistics %.1f MiB per rank\n",
+            model, qd_calib_data_count(data), qd_calib_data_kind(data), qd_calib_data_tokens(data),
+            qd_calib_data_real_tokens(data), mode == QD_CALIB_PIPELINE ? "pipeline" : "data-parallel", size,
+            size > 1 ? "s" : "", qd_calib_bytes(stats) / 1048576.0);
     qd_calib_opts opts = {.mode = mode, .microbatch = (int)mb, .quiet = quiet || json};
     double t1 = qd_now();
     rc = qd_calib_run(comm, m, data, &opts, stats);
@@ -146,13 +158,14 @@ int qd_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
     }
     /* per group: tokens, mean diag H, max absmax; gathered on rank 0 from the owners */
     int ng = qd_model_num_groups(m);
-    double *row = qd_xcalloc((size_t)ng * 4, sizeof *row);  /* present, tokens, mean diag, absmax */
+    double *row = qd_xcalloc((size_t)ng * 4, sizeof *row); /* present, tokens, mean diag, absmax */
     for (int g = 0; g < ng; g++) {
         qd_calib_group *cg = qd_calib_find(stats, g);
         if (!cg || (mode == QD_CALIB_DATA_PARALLEL && rank != 0)) continue;
         double diag = 0, amax = 0;
         for (int i = 0; i < cg->in; i++) {
-            diag += 2.0 / (double)cg->rows * ldexp((double)cg->acc[(int64_t)i * cg->in + i], 2 * cg->exp[i] - 2 * QD_CALIB_BITS);
+            diag += 2.0 / (double)cg->rows *
+                    ldexp((double)cg->acc[(int64_t)i * cg->in + i], 2 * cg->exp[i] - 2 * QD_CALIB_BITS);
             if (cg->absmax[i] > amax) amax = cg->absmax[i];
         }
         row[g * 4] = 1;
@@ -164,7 +177,8 @@ int qd_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
     long rss = peak_rss_kib(), rss_max = 0;
     long *rss_all = qd_xcalloc((size_t)size, sizeof *rss_all);
     QD_MPI_CHECK(MPI_Gather(&rss, 1, MPI_LONG, rss_all, 1, MPI_LONG, 0, comm));
-    for (int r = 0; r < size; r++) if (rss_all[r] > rss_max) rss_max = rss_all[r];
+    for (int r = 0; r < size; r++)
+        if (rss_all[r] > rss_max) rss_max = rss_all[r];
     if (rank == 0) {
         if (json) {
             cJSON *j = cJSON_CreateObject();
@@ -197,7 +211,8 @@ int qd_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
             printf("%-60s %6s %9s %12s %10s\n", "input of", "in", "tokens", "mean diag H", "max |x|");
             for (int g = 0; g < ng; g++) {
                 const qd_linear *L = qd_model_linear(m, qd_model_group_first(m, g));
-                printf("%-60s %6d %9.0f %12.5g %10.4g\n", L->name, L->in, row[g * 4 + 1], row[g * 4 + 2], row[g * 4 + 3]);
+                printf("%-60s %6d %9.0f %12.5g %10.4g\n", L->name, L->in, row[g * 4 + 1], row[g * 4 + 2],
+                       row[g * 4 + 3]);
             }
             printf("calibrate: %.2f s (2 passes), load %.2f s; peak RSS per rank:", t_run, t_load);
             for (int r = 0; r < size; r++) printf(" %.1f", rss_all[r] / 1024.0);

@@ -108,9 +108,9 @@ static int open_samples(const qd_model *m, const char *data, const char *labels,
 /* ---- one pass over the samples -------------------------------------------------------------- */
 
 typedef struct {
-    float *out;          /* [n, dim]: logits (classifier) or embeddings */
+    float *out; /* [n, dim]: logits (classifier) or embeddings */
     int dim;
-    double *lat;         /* per batch: seconds per sample */
+    double *lat; /* per batch: seconds per sample */
     int nb;
     double total;
     long peak_kib;
@@ -144,7 +144,8 @@ static int run_pass(const qd_model *m, const qd_model_hooks *hk, samples *s, int
     r->out = qd_xmalloc((size_t)s->n * (size_t)r->dim * sizeof(float));
     r->lat = qd_xmalloc((size_t)((s->n + batch - 1) / batch) * sizeof(double));
     int Tmax = c->arch == QD_ARCH_VIT ? qd_model_tokens(m, 0) : s->seqlen;
-    int32_t *ids = qd_xmalloc((size_t)batch * Tmax * sizeof(int32_t)), *tt = qd_xmalloc((size_t)batch * Tmax * sizeof(int32_t)),
+    int32_t *ids = qd_xmalloc((size_t)batch * Tmax * sizeof(int32_t)),
+            *tt = qd_xmalloc((size_t)batch * Tmax * sizeof(int32_t)),
             *mask = qd_xmalloc((size_t)batch * Tmax * sizeof(int32_t));
     size_t item = c->arch == QD_ARCH_VIT ? qd_preprocess_numel(&s->pp) : 0;
     float *pix = item ? qd_xmalloc((size_t)batch * item * sizeof(float)) : NULL;
@@ -162,8 +163,8 @@ static int run_pass(const qd_model *m, const qd_model_hooks *hk, samples *s, int
         } else {
             int lens[batch], longest = 0;
             for (int i = 0; i < n && !rc; i++) {
-                rc = qd_tokenizer_encode(s->tok, s->text[first + i], NULL, Tmax, 0, Tmax, ids + (size_t)i * Tmax, tt + (size_t)i * Tmax,
-                                         mask + (size_t)i * Tmax, &lens[i], NULL);
+                rc = qd_tokenizer_encode(s->tok, s->text[first + i], NULL, Tmax, 0, Tmax, ids + (size_t)i * Tmax,
+                                         tt + (size_t)i * Tmax, mask + (size_t)i * Tmax, &lens[i], NULL);
                 if (lens[i] > longest) longest = lens[i];
             }
             /* pad to the longest of the batch: repack rows with stride `longest` */
@@ -190,8 +191,10 @@ static int run_pass(const qd_model *m, const qd_model_hooks *hk, samples *s, int
         float *o = r->out + (size_t)first * r->dim;
         if (!rc) {
             if (embed_mode) {
-                if (c->arch == QD_ARCH_BERT) qd_model_mean_pool(m, &b, h, o);
-                else rc = qd_model_head(m, &b, h, o, NULL);
+                if (c->arch == QD_ARCH_BERT)
+                    qd_model_mean_pool(m, &b, h, o);
+                else
+                    rc = qd_model_head(m, &b, h, o, NULL);
             } else
                 rc = qd_model_head(m, &b, h, NULL, o);
         }
@@ -201,7 +204,11 @@ static int run_pass(const qd_model *m, const qd_model_hooks *hk, samples *s, int
     }
     r->total = t_all;
     r->peak_kib = vm_hwm_kib();
-    free(ids); free(tt); free(mask); free(pix); free(h);
+    free(ids);
+    free(tt);
+    free(mask);
+    free(pix);
+    free(h);
     return rc;
 }
 
@@ -227,23 +234,30 @@ static void lat_stats(pass_result *r, double *mean, double *p50, double *p95)
 static int argmax(const float *v, int n)
 {
     int b = 0;
-    for (int i = 1; i < n; i++) if (v[i] > v[b]) b = i;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[b]) b = i;
     return b;
 }
 
 static double cosine(const float *a, const float *b, int n)
 {
     double ab = 0, aa = 0, bb = 0;
-    for (int i = 0; i < n; i++) { ab += (double)a[i] * b[i]; aa += (double)a[i] * a[i]; bb += (double)b[i] * b[i]; }
+    for (int i = 0; i < n; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
     return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : (aa == bb ? 1.0 : 0.0);
 }
 
 /* Ridge classifier (one-vs-rest on +-1 targets) fit on FP32 features of samples [0, ntrain),
  * tested on [ntrain, n) for both feature sets. */
-static int linear_probe(const float *f32, const float *fq, const int *labels, int n, int dim, double *acc32, double *accq)
+static int linear_probe(const float *f32, const float *fq, const int *labels, int n, int dim, double *acc32,
+                        double *accq)
 {
     int ntrain = n / 2, K = 0;
-    for (int i = 0; i < n; i++) if (labels[i] + 1 > K) K = labels[i] + 1;
+    for (int i = 0; i < n; i++)
+        if (labels[i] + 1 > K) K = labels[i] + 1;
     if (ntrain < 2 || n - ntrain < 1 || K < 2) return -1;
     int D = dim + 1;
     double *A = calloc((size_t)D * D, sizeof *A), *B = calloc((size_t)D * K, sizeof *B);
@@ -260,7 +274,11 @@ static int linear_probe(const float *f32, const float *fq, const int *labels, in
     for (int i = 0; i < dim; i++) tr += A[(size_t)i * D + i];
     for (int i = 0; i < dim; i++) A[(size_t)i * D + i] += tr / dim; /* ridge: lambda = mean diag */
     int info = LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', D, K, A, D, B, K);
-    if (info != 0) { free(A); free(B); return -1; }
+    if (info != 0) {
+        free(A);
+        free(B);
+        return -1;
+    }
     int c32 = 0, cq = 0;
     for (int s = ntrain; s < n; s++) {
         for (int pass = 0; pass < 2; pass++) {
@@ -270,7 +288,10 @@ static int linear_probe(const float *f32, const float *fq, const int *labels, in
             for (int k = 0; k < K; k++) {
                 double v = B[(size_t)dim * K + k];
                 for (int i = 0; i < dim; i++) v += x[i] * B[(size_t)i * K + k];
-                if (v > bv) { bv = v; best = k; }
+                if (v > bv) {
+                    bv = v;
+                    best = k;
+                }
             }
             if (best == labels[s]) *(pass ? &cq : &c32) += 1;
         }
@@ -290,13 +311,19 @@ static double path_bytes(const char *path)
 
 int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
 {
-    static struct option lo[] = {{"model", required_argument, 0, O_MODEL}, {"quantized", required_argument, 0, O_Q},
-                                 {"data", required_argument, 0, O_DATA},   {"labels", required_argument, 0, O_LABELS},
-                                 {"n", required_argument, 0, O_N},         {"batch", required_argument, 0, O_BATCH},
-                                 {"seqlen", required_argument, 0, O_SEQLEN}, {"fake-quant", no_argument, 0, O_FAKE},
-                                 {"w4-float-act", no_argument, 0, O_W4F},  {"json", no_argument, 0, O_JSON},
+    static struct option lo[] = {{"model", required_argument, 0, O_MODEL},
+                                 {"quantized", required_argument, 0, O_Q},
+                                 {"data", required_argument, 0, O_DATA},
+                                 {"labels", required_argument, 0, O_LABELS},
+                                 {"n", required_argument, 0, O_N},
+                                 {"batch", required_argument, 0, O_BATCH},
+                                 {"seqlen", required_argument, 0, O_SEQLEN},
+                                 {"fake-quant", no_argument, 0, O_FAKE},
+                                 {"w4-float-act", no_argument, 0, O_W4F},
+                                 {"json", no_argument, 0, O_JSON},
                                  {"outlier-threshold", required_argument, 0, O_OUTL},
-                                 {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+                                 {"help", no_argument, 0, 'h'},
+                                 {0, 0, 0, 0}};
     const char *model = NULL, *qfile = NULL, *data = NULL, *labels = NULL;
     long n = 0, batch = 1, seqlen = 128;
     int fake = 0, w4f = 0, json = 0, o;
@@ -320,10 +347,16 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
             long lo_ = o == O_N ? 0 : o == O_BATCH ? 1 : 3;
             if (!*optarg || *end || v < lo_ || v > (1L << 24))
                 return qd_cli_usage_error(comm, "eval", "--%s must be an integer >= %ld, got '%s'",
-                                          o == O_N ? "n" : o == O_BATCH ? "batch" : "seqlen", lo_, optarg);
-            if (o == O_N) n = v;
-            else if (o == O_BATCH) batch = v;
-            else seqlen = v;
+                                          o == O_N       ? "n"
+                                          : o == O_BATCH ? "batch"
+                                                         : "seqlen",
+                                          lo_, optarg);
+            if (o == O_N)
+                n = v;
+            else if (o == O_BATCH)
+                batch = v;
+            else
+                seqlen = v;
             break;
         }
         case O_FAKE: fake = 1; break;
@@ -340,7 +373,8 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
         }
     }
     if (optind < argc) return qd_cli_usage_error(comm, "eval", "unexpected argument '%s'", argv[optind]);
-    if (!model || !qfile || !data) return qd_cli_usage_error(comm, "eval", "--model, --quantized and --data are required");
+    if (!model || !qfile || !data)
+        return qd_cli_usage_error(comm, "eval", "--model, --quantized and --data are required");
     /* one process does the work; other ranks (if any) wait */
     int rank = 0;
     MPI_Comm_rank(comm, &rank);
@@ -391,7 +425,10 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
             if (!embed_mode) {
                 int pa = argmax(a, dim), pb = argmax(b, dim);
                 agree += pa == pb;
-                if (S.has_labels) { c32 += pa == S.labels[i]; cq += pb == S.labels[i]; }
+                if (S.has_labels) {
+                    c32 += pa == S.labels[i];
+                    cq += pb == S.labels[i];
+                }
             }
         }
         double probe32 = -1, probeq = -1;
@@ -433,8 +470,10 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
             for (int side = 0; side < 2; side++) {
                 pass_result *r = side ? &rq : &rf;
                 cJSON *o2 = cJSON_AddObjectToObject(j, side ? "quantized" : "fp32");
-                if (!embed_mode && S.has_labels) cJSON_AddNumberToObject(o2, "accuracy", (double)(side ? cq : c32) / N);
-                else if (embed_mode && probe32 >= 0) cJSON_AddNumberToObject(o2, "probe_accuracy", side ? probeq : probe32);
+                if (!embed_mode && S.has_labels)
+                    cJSON_AddNumberToObject(o2, "accuracy", (double)(side ? cq : c32) / N);
+                else if (embed_mode && probe32 >= 0)
+                    cJSON_AddNumberToObject(o2, "probe_accuracy", side ? probeq : probe32);
                 cJSON *lat = cJSON_AddObjectToObject(o2, "latency_ms");
                 cJSON_AddNumberToObject(lat, "mean", 1e3 * (side ? mq_ : m32));
                 cJSON_AddNumberToObject(lat, "p50", 1e3 * (side ? p50q : p5032));
@@ -448,7 +487,8 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
             cJSON_AddNumberToObject(k, "outlier_threshold", outlier);
             cJSON_AddNumberToObject(k, "outlier_columns_mean", outl_cols);
             cJSON *kc = cJSON_AddObjectToObject(k, "linears");
-            for (int t = 0; t < QD_QL_KINDS_; t++) cJSON_AddNumberToObject(kc, qd_ql_kind_name((qd_ql_kind)t), counts[t]);
+            for (int t = 0; t < QD_QL_KINDS_; t++)
+                cJSON_AddNumberToObject(kc, qd_ql_kind_name((qd_ql_kind)t), counts[t]);
             if (!embed_mode) cJSON_AddNumberToObject(j, "agreement", (double)agree / N);
             cJSON *cj = cJSON_AddObjectToObject(j, "cosine");
             cJSON_AddNumberToObject(cj, "mean", cs / N);
@@ -462,9 +502,12 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
             printf("eval: %s vs %s on %d samples of %s (batch %ld, kernels %s%s)\n", model, qfile, N, data, batch,
                    qd_kernels_isa(), fake ? ", fake-quant" : "");
             printf("  quantized Linears:");
-            for (int t = 0; t < QD_QL_KINDS_; t++) if (counts[t]) printf(" %d %s", counts[t], qd_ql_kind_name((qd_ql_kind)t));
+            for (int t = 0; t < QD_QL_KINDS_; t++)
+                if (counts[t]) printf(" %d %s", counts[t], qd_ql_kind_name((qd_ql_kind)t));
             if (outlier > 0 && (counts[QD_QL_INT8] || counts[QD_QL_INT4_S8]))
-                printf("  int8 activations: %.1f columns per product above %g run in float (mixed-precision decomposition)", outl_cols, outlier);
+                printf("  int8 activations: %.1f columns per product above %g run in float (mixed-precision "
+                       "decomposition)",
+                       outl_cols, outlier);
             printf("\n%-22s %14s %14s\n", "", "fp32", "quantized");
             if (!embed_mode && S.has_labels)
                 printf("%-22s %13.2f%% %13.2f%%\n", "accuracy", 100.0 * c32 / N, 100.0 * cq / N);
@@ -473,7 +516,8 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
             printf("%-22s %14.3f %14.3f\n", "latency mean (ms)", 1e3 * m32, 1e3 * mq_);
             printf("%-22s %14.3f %14.3f\n", "latency p50 (ms)", 1e3 * p5032, 1e3 * p50q);
             printf("%-22s %14.3f %14.3f\n", "latency p95 (ms)", 1e3 * p9532, 1e3 * p95q);
-            printf("%-22s %14.1f %14.1f\n", "throughput (/s)", rf.total > 0 ? N / rf.total : 0, rq.total > 0 ? N / rq.total : 0);
+            printf("%-22s %14.1f %14.1f\n", "throughput (/s)", rf.total > 0 ? N / rf.total : 0,
+                   rq.total > 0 ? N / rq.total : 0);
             printf("%-22s %14.1f %14.1f\n", "peak RSS (MiB)", rf.peak_kib / 1024.0, rq.peak_kib / 1024.0);
             printf("%-22s %14.0f %14.0f\n", "weight bytes", ck_bytes, q_weights);
             printf("%-22s %14.0f %14.0f\n", "file bytes", f32_file, q_file);
@@ -485,7 +529,10 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
 cleanup:
     qd_model_free(mf);
     samples_free(&S);
-    free(rq.out); free(rq.lat); free(rf.out); free(rf.lat);
+    free(rq.out);
+    free(rq.lat);
+    free(rf.out);
+    free(rf.lat);
 done:
     MPI_Bcast(&rc, 1, MPI_INT, 0, comm);
     return rc == QD_OK ? QD_EXIT_OK : rc == QD_EINVAL ? QD_EXIT_USAGE : QD_EXIT_FAIL;

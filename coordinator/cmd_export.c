@@ -29,7 +29,8 @@ typedef struct {
     const char *path;
 } exp_ctx;
 
-static herr_t on_tensor(hid_t tg, const char *name, const H5L_info_t *info, void *op) {
+static herr_t on_tensor(hid_t tg, const char *name, const H5L_info_t *info, void *op)
+{
     (void)info;
     exp_ctx *x = op;
     hid_t g = H5Gopen2(tg, name, H5P_DEFAULT);
@@ -61,8 +62,13 @@ static herr_t on_tensor(hid_t tg, const char *name, const H5L_info_t *info, void
         int32_t *zr = qd_h5_read_ds(g, "zeros", H5T_NATIVE_INT32, 4, NULL);
         int32_t *gi = qd_h5_read_ds(g, "g_idx", H5T_NATIVE_INT32, 4, NULL);
         if (packed && sc && nq == (size_t)(R * qd_packed_row_bytes(C, bits)) && ns % (size_t)R == 0) {
-            qd_qparams p = {.rows = R, .cols = C, .ngroups = (int64_t)ns / R, .group_size = gs > 0 ? gs : C,
-                            .bits = bits, .sym = sym, .scales = sc};
+            qd_qparams p = {.rows = R,
+                            .cols = C,
+                            .ngroups = (int64_t)ns / R,
+                            .group_size = gs > 0 ? gs : C,
+                            .bits = bits,
+                            .sym = sym,
+                            .scales = sc};
             p.zeros = zr ? zr : qd_xmalloc(ns * sizeof(int32_t));
             if (!zr)
                 for (size_t i = 0; i < ns; i++) p.zeros[i] = 1 << (bits - 1);
@@ -73,7 +79,8 @@ static herr_t on_tensor(hid_t tg, const char *name, const H5L_info_t *info, void
             free(codes);
             if (!zr) free(p.zeros);
         } else
-            x->st = qd_err_set(QD_EFORMAT, "%s: tensor '%s': quantized datasets missing or of the wrong size", x->path, name);
+            x->st = qd_err_set(QD_EFORMAT, "%s: tensor '%s': quantized datasets missing or of the wrong size", x->path,
+                               name);
         free(packed);
         free(sc);
         free(zr);
@@ -122,7 +129,8 @@ static herr_t on_tensor(hid_t tg, const char *name, const H5L_info_t *info, void
     return x->st == QD_OK ? 0 : -1;
 }
 
-static int do_export(const char *path, const char *dir, int f16) {
+static int do_export(const char *path, const char *dir, int f16)
+{
     H5E_auto2_t fn;
     void *data;
     H5Eget_auto2(H5E_DEFAULT, &fn, &data);
@@ -130,10 +138,13 @@ static int do_export(const char *path, const char *dir, int f16) {
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     int st = QD_OK;
     char *fmt = f >= 0 ? qd_h5_attr_text(f, "format") : NULL, *status = f >= 0 ? qd_h5_attr_text(f, "status") : NULL;
-    if (f < 0) st = qd_err_set(QD_EFORMAT, "%s: not an HDF5 file (or unreadable)", path);
-    else if (!fmt || strcmp(fmt, "qdist")) st = qd_err_set(QD_EFORMAT, "%s: not a qdist model", path);
+    if (f < 0)
+        st = qd_err_set(QD_EFORMAT, "%s: not an HDF5 file (or unreadable)", path);
+    else if (!fmt || strcmp(fmt, "qdist"))
+        st = qd_err_set(QD_EFORMAT, "%s: not a qdist model", path);
     else if (qd_h5_attr_int(f, "format_version", -1) != 1)
-        st = qd_err_set(QD_EFORMAT, "%s: unsupported format version %lld", path, (long long)qd_h5_attr_int(f, "format_version", -1));
+        st = qd_err_set(QD_EFORMAT, "%s: unsupported format version %lld", path,
+                        (long long)qd_h5_attr_int(f, "format_version", -1));
     else if (!status || strcmp(status, "complete"))
         st = qd_err_set(QD_EFORMAT, "%s: the model is incomplete (status '%s')", path, status ? status : "");
     exp_ctx x = {.f16 = f16, .path = path};
@@ -157,7 +168,8 @@ static int do_export(const char *path, const char *dir, int f16) {
             if (!c || fputs(cfg, c) < 0 || fclose(c) != 0) st = qd_err_set(QD_EIO, "%s: cannot write", out);
         }
         free(cfg);
-        if (st == QD_OK) printf("wrote %s/model.safetensors (%d tensors, %s) and config.json\n", dir, x.n, f16 ? "F16" : "F32");
+        if (st == QD_OK)
+            printf("wrote %s/model.safetensors (%d tensors, %s) and config.json\n", dir, x.n, f16 ? "F16" : "F32");
     }
     for (int i = 0; i < x.n; i++) {
         free((void *)x.t[i].name);
@@ -171,7 +183,8 @@ static int do_export(const char *path, const char *dir, int f16) {
     return st;
 }
 
-int qd_cmd_export(int argc, char **argv, MPI_Comm comm) {
+int qd_cmd_export(int argc, char **argv, MPI_Comm comm)
+{
     static struct option lo[] = {{"out", required_argument, 0, 'o'},
                                  {"dtype", required_argument, 0, 'd'},
                                  {"help", no_argument, 0, 'h'},
@@ -184,9 +197,12 @@ int qd_cmd_export(int argc, char **argv, MPI_Comm comm) {
         switch (c) {
         case 'o': out = optarg; break;
         case 'd':
-            if (!strcmp(optarg, "f16")) f16 = 1;
-            else if (!strcmp(optarg, "f32")) f16 = 0;
-            else return qd_cli_usage_error(comm, "export", "--dtype must be f32 or f16, got '%s'", optarg);
+            if (!strcmp(optarg, "f16"))
+                f16 = 1;
+            else if (!strcmp(optarg, "f32"))
+                f16 = 0;
+            else
+                return qd_cli_usage_error(comm, "export", "--dtype must be f32 or f16, got '%s'", optarg);
             break;
         case 'h':
             if (qd_cli_is_root(comm)) fputs(export_help, stdout);

@@ -19,26 +19,27 @@
  * every rank. */
 int qd_cmd_inspect_h5(const char *path, MPI_Comm comm);
 
-static void print_help(FILE *f) {
-    fprintf(f,
-            "Usage: [mpirun -n N] qdist inspect [--json] PATH\n"
-            "\n"
-            "Describe a checkpoint: architecture (from config.json beside it), every tensor with\n"
-            "its dtype, shape, parameter count, size, and whether quantization touches it by\n"
-            "default (2-D Linear weights inside encoder blocks), then totals.\n"
-            "\n"
-            "PATH   a .safetensors file, a model.safetensors.index.json, or a directory holding\n"
-            "       model.safetensors or model.safetensors.index.json; a .h5 path is a qdist model\n"
-            "\n"
-            "Options:\n"
-            "  --json      print one JSON object instead of the table\n"
-            "  -h, --help  this text\n"
-            "\n"
-            "Exit status: 0 success, 1 unreadable or invalid checkpoint, 2 usage error.\n");
+static void print_help(FILE *f)
+{
+    fprintf(f, "Usage: [mpirun -n N] qdist inspect [--json] PATH\n"
+               "\n"
+               "Describe a checkpoint: architecture (from config.json beside it), every tensor with\n"
+               "its dtype, shape, parameter count, size, and whether quantization touches it by\n"
+               "default (2-D Linear weights inside encoder blocks), then totals.\n"
+               "\n"
+               "PATH   a .safetensors file, a model.safetensors.index.json, or a directory holding\n"
+               "       model.safetensors or model.safetensors.index.json; a .h5 path is a qdist model\n"
+               "\n"
+               "Options:\n"
+               "  --json      print one JSON object instead of the table\n"
+               "  -h, --help  this text\n"
+               "\n"
+               "Exit status: 0 success, 1 unreadable or invalid checkpoint, 2 usage error.\n");
 }
 
 /* 1234567 -> "1,234,567" */
-static const char *grouped(uint64_t v, char buf[32]) {
+static const char *grouped(uint64_t v, char buf[32])
+{
     char tmp[32];
     int n = snprintf(tmp, sizeof tmp, "%" PRIu64, v);
     int o = 0;
@@ -50,19 +51,20 @@ static const char *grouped(uint64_t v, char buf[32]) {
     return buf;
 }
 
-static void shape_str(const qd_tensor_info *t, char *buf, size_t cap) {
+static void shape_str(const qd_tensor_info *t, char *buf, size_t cap)
+{
     size_t o = (size_t)snprintf(buf, cap, "[");
     for (int k = 0; k < t->ndim && o < cap; k++)
         o += (size_t)snprintf(buf + o, cap - o, "%s%" PRId64, k ? ", " : "", t->shape[k]);
     if (o < cap) snprintf(buf + o, cap - o, "]");
 }
 
-static const char *k_config_keys[] = {"model_type", "architectures", "hidden_size",
-                                      "num_hidden_layers", "num_attention_heads",
-                                      "intermediate_size"};
+static const char *k_config_keys[] = {"model_type",        "architectures",       "hidden_size",
+                                      "num_hidden_layers", "num_attention_heads", "intermediate_size"};
 
 /* config.json beside the checkpoint: the parsed object, or NULL with *why saying why. */
-static cJSON *load_config(const char *dir, char *path, size_t cap, const char **why) {
+static cJSON *load_config(const char *dir, char *path, size_t cap, const char **why)
+{
     snprintf(path, cap, "%s/config.json", dir);
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -91,13 +93,18 @@ static cJSON *load_config(const char *dir, char *path, size_t cap, const char **
 }
 
 /* A config value as text ("-" when absent); architectures shows its first entry. */
-static void config_value(const cJSON *cfg, const char *key, char *buf, size_t cap) {
+static void config_value(const cJSON *cfg, const char *key, char *buf, size_t cap)
+{
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
     if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0);
-    if (cJSON_IsString(v) && v->valuestring) snprintf(buf, cap, "%s", v->valuestring);
-    else if (cJSON_IsNumber(v)) snprintf(buf, cap, "%.15g", v->valuedouble);
-    else if (cJSON_IsBool(v)) snprintf(buf, cap, "%s", cJSON_IsTrue(v) ? "true" : "false");
-    else snprintf(buf, cap, "-");
+    if (cJSON_IsString(v) && v->valuestring)
+        snprintf(buf, cap, "%s", v->valuestring);
+    else if (cJSON_IsNumber(v))
+        snprintf(buf, cap, "%.15g", v->valuedouble);
+    else if (cJSON_IsBool(v))
+        snprintf(buf, cap, "%s", cJSON_IsTrue(v) ? "true" : "false");
+    else
+        snprintf(buf, cap, "-");
 }
 
 typedef struct {
@@ -105,7 +112,8 @@ typedef struct {
     int nq, nblocks;
 } totals;
 
-static totals compute_totals(const qd_checkpoint *ck) {
+static totals compute_totals(const qd_checkpoint *ck)
+{
     totals s = {0};
     for (int i = 0; i < qd_ckpt_num_tensors(ck); i++) {
         const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
@@ -121,20 +129,21 @@ static totals compute_totals(const qd_checkpoint *ck) {
     return s;
 }
 
-static void hex32(const unsigned char *d, char out[65]) {
+static void hex32(const unsigned char *d, char out[65])
+{
     for (int i = 0; i < 32; i++) sprintf(out + 2 * i, "%02x", d[i]);
 }
 
-static void print_text(const qd_checkpoint *ck, const cJSON *cfg, const char *cfg_path,
-                       const char *cfg_why) {
+static void print_text(const qd_checkpoint *ck, const cJSON *cfg, const char *cfg_path, const char *cfg_why)
+{
     char g1[32], g2[32], h[65];
     int nf = qd_ckpt_num_files(ck);
     printf("checkpoint: %s (%d file%s)\n", qd_ckpt_dir(ck), nf, nf == 1 ? "" : "s");
     for (int i = 0; i < nf; i++) {
         const qd_st_file *f = qd_ckpt_file(ck, i);
         hex32(f->header_sha256, h);
-        printf("  [%d] %s  %s bytes, header %s bytes, header sha256 %s\n", i, f->path,
-               grouped(f->size, g1), grouped(f->header_len, g2), h);
+        printf("  [%d] %s  %s bytes, header %s bytes, header sha256 %s\n", i, f->path, grouped(f->size, g1),
+               grouped(f->header_len, g2), h);
         if (f->metadata_json) printf("      metadata %s\n", f->metadata_json);
     }
     printf("\narchitecture (%s", cfg_path);
@@ -145,8 +154,8 @@ static void print_text(const qd_checkpoint *ck, const cJSON *cfg, const char *cf
         for (size_t k = 0; k < QD_ARRAY_LEN(k_config_keys); k++) {
             char v[128];
             config_value(cfg, k_config_keys[k], v, sizeof v);
-            printf("  %-20s %s\n", !strcmp(k_config_keys[k], "architectures") ? "architectures[0]"
-                                                                            : k_config_keys[k], v);
+            printf("  %-20s %s\n", !strcmp(k_config_keys[k], "architectures") ? "architectures[0]" : k_config_keys[k],
+                   v);
         }
     }
 
@@ -156,31 +165,33 @@ static void print_text(const qd_checkpoint *ck, const cJSON *cfg, const char *cf
         int l = (int)strlen(qd_ckpt_tensor(ck, i)->name);
         if (l > wname) wname = l;
     }
-    printf("\n%-*s  %-5s  %-16s  %12s  %14s  %s%s\n", wname, "name", "dtype", "shape", "params",
-           "bytes", "quantize", nf > 1 ? "  file" : "");
+    printf("\n%-*s  %-5s  %-16s  %12s  %14s  %s%s\n", wname, "name", "dtype", "shape", "params", "bytes", "quantize",
+           nf > 1 ? "  file" : "");
     for (int i = 0; i < nt; i++) {
         const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
         char shp[160];
         shape_str(t, shp, sizeof shp);
         const char *q = qd_shard_default_quantizable(t) ? "yes" : "-";
-        printf("%-*s  %-5s  %-16s  %12s  %14s  ", wname, t->name, qd_dtype_name(t->dtype), shp,
-               grouped(t->numel, g1), grouped(t->nbytes, g2));
-        if (nf > 1) printf("%-8s  %d", q, t->file_index);
-        else printf("%s", q);
+        printf("%-*s  %-5s  %-16s  %12s  %14s  ", wname, t->name, qd_dtype_name(t->dtype), shp, grouped(t->numel, g1),
+               grouped(t->nbytes, g2));
+        if (nf > 1)
+            printf("%-8s  %d", q, t->file_index);
+        else
+            printf("%s", q);
         printf("\n");
     }
     totals s = compute_totals(ck);
     char g3[32], g4[32];
-    printf("\ntotal: %d tensors, %s parameters, %s bytes, %d encoder blocks\n", nt,
-           grouped(s.params, g1), grouped(s.bytes, g2), s.nblocks);
+    printf("\ntotal: %d tensors, %s parameters, %s bytes, %d encoder blocks\n", nt, grouped(s.params, g1),
+           grouped(s.bytes, g2), s.nblocks);
     printf("quantized by default: %d tensors, %s parameters (%.1f%% of all parameters); "
-           "kept float: %d tensors, %s parameters\n", s.nq, grouped(s.qparams, g3),
-           s.params ? 100.0 * (double)s.qparams / (double)s.params : 0.0, nt - s.nq,
+           "kept float: %d tensors, %s parameters\n",
+           s.nq, grouped(s.qparams, g3), s.params ? 100.0 * (double)s.qparams / (double)s.params : 0.0, nt - s.nq,
            grouped(s.params - s.qparams, g4));
 }
 
-static void print_json(const qd_checkpoint *ck, const cJSON *cfg, const char *cfg_path,
-                       const char *cfg_why) {
+static void print_json(const qd_checkpoint *ck, const cJSON *cfg, const char *cfg_path, const char *cfg_why)
+{
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "path", qd_ckpt_dir(ck));
     cJSON *files = cJSON_AddArrayToObject(root, "files");
@@ -202,8 +213,7 @@ static void print_json(const qd_checkpoint *ck, const cJSON *cfg, const char *cf
     if (cfg) {
         for (size_t k = 0; k < QD_ARRAY_LEN(k_config_keys); k++) {
             const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, k_config_keys[k]);
-            cJSON_AddItemToObject(c, k_config_keys[k],
-                                  v ? cJSON_Duplicate(v, 1) : cJSON_CreateNull());
+            cJSON_AddItemToObject(c, k_config_keys[k], v ? cJSON_Duplicate(v, 1) : cJSON_CreateNull());
         }
     } else {
         cJSON_AddStringToObject(c, "error", cfg_why);
@@ -215,8 +225,7 @@ static void print_json(const qd_checkpoint *ck, const cJSON *cfg, const char *cf
         cJSON_AddStringToObject(o, "name", t->name);
         cJSON_AddStringToObject(o, "dtype", qd_dtype_name(t->dtype));
         cJSON *sh = cJSON_AddArrayToObject(o, "shape");
-        for (int k = 0; k < t->ndim; k++)
-            cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[k]));
+        for (int k = 0; k < t->ndim; k++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[k]));
         cJSON_AddNumberToObject(o, "params", (double)t->numel);
         cJSON_AddNumberToObject(o, "bytes", (double)t->nbytes);
         cJSON_AddNumberToObject(o, "file", t->file_index);
@@ -238,23 +247,28 @@ static void print_json(const qd_checkpoint *ck, const cJSON *cfg, const char *cf
     cJSON_Delete(root);
 }
 
-static int ends_with(const char *s, const char *suf) {
+static int ends_with(const char *s, const char *suf)
+{
     size_t a = strlen(s), b = strlen(suf);
     return a >= b && !strcmp(s + a - b, suf);
 }
 
-int qd_cmd_inspect(int argc, char **argv, MPI_Comm comm) {
+int qd_cmd_inspect(int argc, char **argv, MPI_Comm comm)
+{
     const char *path = NULL;
     int json = 0, opts_done = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!opts_done && a[0] == '-' && a[1]) {
-            if (!strcmp(a, "--")) opts_done = 1;
+            if (!strcmp(a, "--"))
+                opts_done = 1;
             else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
                 if (qd_cli_is_root(comm)) print_help(stdout);
                 return QD_EXIT_OK;
-            } else if (!strcmp(a, "--json")) json = 1;
-            else return qd_cli_usage_error(comm, "inspect", "unknown option '%s'", a);
+            } else if (!strcmp(a, "--json"))
+                json = 1;
+            else
+                return qd_cli_usage_error(comm, "inspect", "unknown option '%s'", a);
         } else if (path) {
             return qd_cli_usage_error(comm, "inspect", "more than one PATH ('%s', '%s')", path, a);
         } else {
@@ -286,8 +300,10 @@ int qd_cmd_inspect(int argc, char **argv, MPI_Comm comm) {
         char cfg_path[4200];
         const char *why = NULL;
         cJSON *cfg = load_config(qd_ckpt_dir(ck), cfg_path, sizeof cfg_path, &why);
-        if (json) print_json(ck, cfg, cfg_path, why);
-        else print_text(ck, cfg, cfg_path, why);
+        if (json)
+            print_json(ck, cfg, cfg_path, why);
+        else
+            print_text(ck, cfg, cfg_path, why);
         cJSON_Delete(cfg);
         fflush(stdout);
     }

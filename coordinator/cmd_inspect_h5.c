@@ -10,7 +10,8 @@
 #include "coordinator/cli.h"
 
 /* string attribute into buf ("" if absent) */
-static void get_str(hid_t obj, const char *name, char *buf, size_t cap) {
+static void get_str(hid_t obj, const char *name, char *buf, size_t cap)
+{
     buf[0] = 0;
     if (H5Aexists(obj, name) <= 0) return;
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
@@ -26,7 +27,8 @@ static void get_str(hid_t obj, const char *name, char *buf, size_t cap) {
     H5Aclose(a);
 }
 
-static int64_t get_i64(hid_t obj, const char *name, int64_t dflt) {
+static int64_t get_i64(hid_t obj, const char *name, int64_t dflt)
+{
     if (H5Aexists(obj, name) <= 0) return dflt;
     int64_t v = dflt;
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
@@ -40,7 +42,8 @@ typedef struct {
     double sum_err, max_err;
 } walk_ctx;
 
-static herr_t on_tensor(hid_t g, const char *name, const H5L_info_t *info, void *op) {
+static herr_t on_tensor(hid_t g, const char *name, const H5L_info_t *info, void *op)
+{
     (void)info;
     walk_ctx *w = op;
     hid_t t = H5Gopen2(g, name, H5P_DEFAULT);
@@ -75,8 +78,10 @@ static herr_t on_tensor(hid_t g, const char *name, const H5L_info_t *info, void 
         }
         int64_t gs = get_i64(t, "group_size", -1);
         char gdesc[48];
-        if (gs > 0) snprintf(gdesc, sizeof gdesc, "group %lld", (long long)gs);
-        else snprintf(gdesc, sizeof gdesc, "%s", gran);
+        if (gs > 0)
+            snprintf(gdesc, sizeof gdesc, "group %lld", (long long)gs);
+        else
+            snprintf(gdesc, sizeof gdesc, "%s", gran);
         printf("%-56s %-14s %4lld %-8s %-10s %-4s %11.3e %8.1f\n", name, sh, (long long)get_i64(t, "bits", 0), method,
                gdesc, get_i64(t, "sym", 0) ? "sym" : "asym", m[0], m[3]);
         w->nq++;
@@ -88,7 +93,8 @@ static herr_t on_tensor(hid_t g, const char *name, const H5L_info_t *info, void 
     return 0;
 }
 
-int qd_cmd_inspect_h5(const char *path, MPI_Comm comm) {
+int qd_cmd_inspect_h5(const char *path, MPI_Comm comm)
+{
     int st = QD_OK;
     if (qd_cli_is_root(comm)) {
         H5E_auto2_t fn;
@@ -98,7 +104,8 @@ int qd_cmd_inspect_h5(const char *path, MPI_Comm comm) {
         hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
         char fmt[64] = "";
         if (f >= 0) get_str(f, "format", fmt, sizeof fmt);
-        if (f < 0) st = qd_err_set(QD_EFORMAT, "%s: not an HDF5 file (or unreadable)", path);
+        if (f < 0)
+            st = qd_err_set(QD_EFORMAT, "%s: not an HDF5 file (or unreadable)", path);
         else if (strcmp(fmt, "qdist") != 0)
             st = qd_err_set(QD_EFORMAT, "%s: not a qdist model (root attribute format is '%s')", path, fmt);
         else {
@@ -115,7 +122,8 @@ int qd_cmd_inspect_h5(const char *path, MPI_Comm comm) {
             get_str(f, "source", buf, 1 << 16);
             printf("  source        %s\n\n", buf);
             free(buf);
-            if (ver != 1) st = qd_err_set(QD_EFORMAT, "%s: format version %lld is not supported (1)", path, (long long)ver);
+            if (ver != 1)
+                st = qd_err_set(QD_EFORMAT, "%s: format version %lld is not supported (1)", path, (long long)ver);
             printf("%-56s %-14s %4s %-8s %-10s %-4s %11s %8s\n", "tensor", "shape", "bits", "method", "granularity", "",
                    "rel.error", "SQNR dB");
             walk_ctx w = {0};

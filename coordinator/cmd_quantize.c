@@ -112,14 +112,49 @@ static const char *plan_help =
     "anything. Takes the options of 'qdist quantize' (--shard, --config, --include, --method,\n"
     "--iters, --batch, ...); --out is not needed.\n";
 
-enum { O_MODEL = 256, O_OUT, O_METHOD, O_BITS, O_GRAN, O_GS, O_SYM, O_ASYM, O_CLIP, O_SHARD, O_CONFIG, O_OVERWRITE,
-       O_RESUME, O_QUIET, O_EMB, O_HEAD, O_RANKS, O_EVENTS, O_INCLUDE, O_PROGRESS, O_CALIB, O_NSAMPLES, O_SEQLEN,
-       O_CSEED, O_CMODE, O_MB, O_DAMP, O_BS, O_ACTORDER, O_STATIC, O_ITERS, O_LAMBDA, O_BETA, O_WARMUP, O_LR,
-       O_BATCH };
+enum {
+    O_MODEL = 256,
+    O_OUT,
+    O_METHOD,
+    O_BITS,
+    O_GRAN,
+    O_GS,
+    O_SYM,
+    O_ASYM,
+    O_CLIP,
+    O_SHARD,
+    O_CONFIG,
+    O_OVERWRITE,
+    O_RESUME,
+    O_QUIET,
+    O_EMB,
+    O_HEAD,
+    O_RANKS,
+    O_EVENTS,
+    O_INCLUDE,
+    O_PROGRESS,
+    O_CALIB,
+    O_NSAMPLES,
+    O_SEQLEN,
+    O_CSEED,
+    O_CMODE,
+    O_MB,
+    O_DAMP,
+    O_BS,
+    O_ACTORDER,
+    O_STATIC,
+    O_ITERS,
+    O_LAMBDA,
+    O_BETA,
+    O_WARMUP,
+    O_LR,
+    O_BATCH
+};
 
 static const char *g_events;
 
-static int load_config(qd_job_config *c, const char *path, char *msg, size_t cap) {
+static int load_config(qd_job_config *c, const char *path, char *msg, size_t cap)
+{
     FILE *f = fopen(path, "rb");
     if (!f) {
         snprintf(msg, cap, "%s: cannot open", path);
@@ -142,8 +177,9 @@ static int load_config(qd_job_config *c, const char *path, char *msg, size_t cap
     return rc;
 }
 
-static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const char *help, qd_job_config *c,
-                 int *ranks, int *rc) {
+static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const char *help, qd_job_config *c, int *ranks,
+                 int *rc)
+{
     static struct option lo[] = {{"model", required_argument, 0, O_MODEL},
                                  {"out", required_argument, 0, O_OUT},
                                  {"method", required_argument, 0, O_METHOD},
@@ -235,7 +271,8 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
             char *end;
             long r = strtol(optarg, &end, 10);
             if (!ranks || *end || r < 1 || r > 1 << 20) {
-                *rc = qd_cli_usage_error(comm, cmd, ranks ? "--ranks must be a positive integer" : "unknown option '--ranks'");
+                *rc = qd_cli_usage_error(comm, cmd,
+                                         ranks ? "--ranks must be a positive integer" : "unknown option '--ranks'");
                 return -1;
             }
             *ranks = (int)r;
@@ -245,9 +282,7 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
             if (qd_cli_is_root(comm)) fputs(help, stdout);
             *rc = QD_EXIT_OK;
             return -1;
-        default:
-            *rc = qd_cli_usage_error(comm, cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
-            return -1;
+        default: *rc = qd_cli_usage_error(comm, cmd, "unknown or incomplete option '%s'", argv[optind - 1]); return -1;
         }
         if (key && qd_job_config_set(c, key, optarg, msg, sizeof msg)) {
             *rc = qd_cli_usage_error(comm, cmd, "--%s %s: %s", li >= 0 ? lo[li].name : key, optarg, msg);
@@ -266,7 +301,8 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
     return 0;
 }
 
-static void publish_event(void *ctx, const char *type, const cJSON *fields) {
+static void publish_event(void *ctx, const char *type, const cJSON *fields)
+{
     cJSON *ev = fields ? cJSON_Duplicate(fields, 1) : cJSON_CreateObject();
     cJSON_AddStringToObject(ev, "event", type);
     cJSON_AddStringToObject(ev, "job", "batch");
@@ -280,7 +316,8 @@ static void publish_event(void *ctx, const char *type, const cJSON *fields) {
 /* Open MPI gives every rank a pseudo-terminal for stdout whatever mpirun's own stdout is, so
  * isatty() alone says "terminal" even in a batch log. Under a launcher, look at the launcher's
  * (the parent's) stdout instead; a remote or unknown parent means "not a terminal". */
-static int stdout_is_terminal(void) {
+static int stdout_is_terminal(void)
+{
     if (!isatty(STDOUT_FILENO)) return 0;
     if (!getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMIX_RANK") && !getenv("PMI_RANK")) return 1;
     char p[64], link[256];
@@ -292,7 +329,8 @@ static int stdout_is_terminal(void) {
 }
 
 /* The command that continues an interrupted job: this one's arguments plus --resume. */
-static void resume_hint(int argc, char **argv, int size) {
+static void resume_hint(int argc, char **argv, int size)
+{
     fprintf(stderr, "qdist: to continue: mpirun -n %d qdist", size);
     int had = 0;
     for (int i = 0; i < argc; i++) {
@@ -307,7 +345,8 @@ static void resume_hint(int argc, char **argv, int size) {
     fprintf(stderr, "%s\n", had ? "" : " --resume");
 }
 
-int qd_cmd_quantize(int argc, char **argv, MPI_Comm comm) {
+int qd_cmd_quantize(int argc, char **argv, MPI_Comm comm)
+{
     qd_job_config c;
     int rc = 0, size = 1;
     QD_MPI_CHECK(MPI_Comm_size(comm, &size));
@@ -351,7 +390,8 @@ int qd_cmd_quantize(int argc, char **argv, MPI_Comm comm) {
         if (st == QD_EINTR || access(c.out, F_OK) != 0) {
             char partial[4096];
             snprintf(partial, sizeof partial, "%s.partial", c.out);
-            if (st == QD_EINTR || (access(partial, F_OK) == 0 && st != QD_EEXIST && st != QD_EMISMATCH && st != QD_ECONFIG))
+            if (st == QD_EINTR ||
+                (access(partial, F_OK) == 0 && st != QD_EEXIST && st != QD_EMISMATCH && st != QD_ECONFIG))
                 resume_hint(argc, argv, size);
         }
         fflush(stderr);
@@ -362,7 +402,8 @@ int qd_cmd_quantize(int argc, char **argv, MPI_Comm comm) {
     return st == QD_EINTR ? QD_EXIT_INTERRUPTED : st == QD_ECONFIG || st == QD_EUSAGE ? QD_EXIT_USAGE : QD_EXIT_FAIL;
 }
 
-int qd_cmd_plan(int argc, char **argv, MPI_Comm comm) {
+int qd_cmd_plan(int argc, char **argv, MPI_Comm comm)
+{
     qd_job_config c;
     int rc = 0, ranks = 0;
     if (parse(argc, argv, comm, "plan", plan_help, &c, &ranks, &rc)) return rc;
@@ -386,11 +427,11 @@ int qd_cmd_plan(int argc, char **argv, MPI_Comm comm) {
         nq += jt[i].kind == QD_JOB_QUANT;
         nada += jt[i].kind == QD_JOB_QUANT && jt[i].method == QD_METHOD_ADAROUND;
     }
-    printf("plan: %s, %d tensors (%d to quantize, method %s), %d pieces over %d ranks, sharding by %s\n", c.model, n, nq,
-           qd_method_name(c.method), p.npieces, ranks, qd_shard_mode_name(c.shard));
+    printf("plan: %s, %d tensors (%d to quantize, method %s), %d pieces over %d ranks, sharding by %s\n", c.model, n,
+           nq, qd_method_name(c.method), p.npieces, ranks, qd_shard_mode_name(c.shard));
     if (nada && c.ada_batch > 0)
-        printf("adaround: %d tensors, %d steps of %d calibration rows (cost iters*rows*cols*2*batch)\n", nada, c.ada_iters,
-               c.ada_batch);
+        printf("adaround: %d tensors, %d steps of %d calibration rows (cost iters*rows*cols*2*batch)\n", nada,
+               c.ada_iters, c.ada_batch);
     else if (nada)
         printf("adaround: %d tensors, %d steps through the Hessian (cost iters*rows*cols*cols)\n", nada, c.ada_iters);
     printf("\n");
@@ -408,16 +449,18 @@ int qd_cmd_plan(int argc, char **argv, MPI_Comm comm) {
             int parts = pi[pc->item].parts > 1 ? pi[pc->item].parts : 1;
             rd += (double)qd_ckpt_tensor(ck, pc->item)->nbytes * (pc->part1 - pc->part0) / parts;
         }
-        printf("%-6d %8d %8d %14.3f %7.1f%% %12.3f %14.3f\n", r, tens, cnt, p.load[r] * 1e-6, tot > 0 ? 100 * p.load[r] / tot : 0,
-               rd * 1e-6, p.peak_mem[r] * 1e-6);
+        printf("%-6d %8d %8d %14.3f %7.1f%% %12.3f %14.3f\n", r, tens, cnt, p.load[r] * 1e-6,
+               tot > 0 ? 100 * p.load[r] / tot : 0, rd * 1e-6, p.peak_mem[r] * 1e-6);
     }
     if (qd_job_needs_calibration(jt, n)) {
         double worst = 0;
         char bd0[512] = "";
         int erc = qd_calib_job_estimate(&c, ck, jt, ranks, &worst, bd0, sizeof bd0);
-        if (erc) printf("\ncalibration memory: cannot estimate (%s)\n", qd_errmsg());
-        else printf("\ncalibration (%s mode): peak about %.1f MB on the busiest rank (%s)\n",
-                    c.calib_mode == QD_CALIB_FP ? "fp" : "sequential", worst * 1e-6, bd0);
+        if (erc)
+            printf("\ncalibration memory: cannot estimate (%s)\n", qd_errmsg());
+        else
+            printf("\ncalibration (%s mode): peak about %.1f MB on the busiest rank (%s)\n",
+                   c.calib_mode == QD_CALIB_FP ? "fp" : "sequential", worst * 1e-6, bd0);
     }
     double mx = 0;
     for (int r = 0; r < ranks; r++) mx = p.load[r] > mx ? p.load[r] : mx;

@@ -35,7 +35,8 @@ static const char *serve_help =
     "  --insecure             allow a non-loopback address without CURVE\n"
     "  -h, --help             this text\n";
 
-int qd_cmd_serve(int argc, char **argv, MPI_Comm comm) {
+int qd_cmd_serve(int argc, char **argv, MPI_Comm comm)
+{
     static struct option lo[] = {{"bind", required_argument, 0, 'b'},
                                  {"events", required_argument, 0, 'e'},
                                  {"allow-dir", required_argument, 0, 'a'},
@@ -74,8 +75,7 @@ int qd_cmd_serve(int argc, char **argv, MPI_Comm comm) {
         case 'h':
             if (qd_cli_is_root(comm)) fputs(serve_help, stdout);
             return QD_EXIT_OK;
-        default:
-            return qd_cli_usage_error(comm, "serve", "unknown or incomplete option '%s'", argv[optind - 1]);
+        default: return qd_cli_usage_error(comm, "serve", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc) return qd_cli_usage_error(comm, "serve", "unexpected argument '%s'", argv[optind]);
@@ -99,11 +99,12 @@ int qd_cmd_serve(int argc, char **argv, MPI_Comm comm) {
 
 typedef struct {
     const char *to;
-    const char *server_key;   /* file with the server's public key, or NULL */
-    double timeout;           /* seconds */
+    const char *server_key; /* file with the server's public key, or NULL */
+    double timeout;         /* seconds */
 } client_opts;
 
-static int setup_client_curve(void *sock, const char *server_key_file) {
+static int setup_client_curve(void *sock, const char *server_key_file)
+{
     if (!server_key_file) return 0;
     FILE *f = fopen(server_key_file, "r");
     if (!f) {
@@ -128,7 +129,8 @@ static int setup_client_curve(void *sock, const char *server_key_file) {
 }
 
 /* One request, one reply; NULL (with a message on stderr) on timeout or a bad reply. */
-static cJSON *request(const client_opts *co, cJSON *req) {
+static cJSON *request(const client_opts *co, cJSON *req)
+{
     void *ctx = zmq_ctx_new();
     void *sock = zmq_socket(ctx, ZMQ_REQ);
     int linger = 0, ms = (int)(co->timeout * 1000);
@@ -146,8 +148,8 @@ static cJSON *request(const client_opts *co, cJSON *req) {
             zmq_msg_t m;
             zmq_msg_init(&m);
             if (zmq_msg_recv(&m, sock, 0) < 0)
-                fprintf(stderr, "qdist: no reply from %s within %.0f s (is 'qdist serve' running?)\n",
-                        co->to, co->timeout);
+                fprintf(stderr, "qdist: no reply from %s within %.0f s (is 'qdist serve' running?)\n", co->to,
+                        co->timeout);
             else {
                 reply = cJSON_ParseWithLength(zmq_msg_data(&m), zmq_msg_size(&m));
                 if (!reply) fprintf(stderr, "qdist: malformed reply from %s\n", co->to);
@@ -162,7 +164,8 @@ static cJSON *request(const client_opts *co, cJSON *req) {
 }
 
 /* Prints an error reply; returns 1 for an error reply, 0 for ok. */
-static int check_reply(const cJSON *r) {
+static int check_reply(const cJSON *r)
+{
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "ok"))) return 0;
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(r, "error");
     const cJSON *code = cJSON_GetObjectItemCaseSensitive(e, "code");
@@ -172,7 +175,8 @@ static int check_reply(const cJSON *r) {
     return 1;
 }
 
-static void print_json(const cJSON *o) {
+static void print_json(const cJSON *o)
+{
     char *t = cJSON_Print(o);
     puts(t);
     free(t);
@@ -180,8 +184,9 @@ static void print_json(const cJSON *o) {
 
 /* Common options of the clients; returns index of first positional or -1 after a usage error
  * (rc set). */
-static int client_args(int argc, char **argv, const char *cmd, const char *help, client_opts *co,
-                       int *extra_flag, const char *extra_name, MPI_Comm comm, int *rc) {
+static int client_args(int argc, char **argv, const char *cmd, const char *help, client_opts *co, int *extra_flag,
+                       const char *extra_name, MPI_Comm comm, int *rc)
+{
     static struct option lo[] = {{"to", required_argument, 0, 't'},
                                  {"curve-server-key", required_argument, 0, 'k'},
                                  {"timeout", required_argument, 0, 'T'},
@@ -209,7 +214,10 @@ static int client_args(int argc, char **argv, const char *cmd, const char *help,
             }
             break;
         }
-        case 'j': case 'w': case 'f': case 'J': {
+        case 'j':
+        case 'w':
+        case 'f':
+        case 'J': {
             const char *name = c == 'j' ? "json" : c == 'w' ? "wait" : c == 'f' ? "finish" : "job";
             if (!extra_name || strcmp(extra_name, name)) {
                 *rc = qd_cli_usage_error(comm, cmd, "unknown option '--%s'", name);
@@ -223,9 +231,7 @@ static int client_args(int argc, char **argv, const char *cmd, const char *help,
             if (qd_cli_is_root(comm)) fputs(help, stdout);
             *rc = QD_EXIT_OK;
             return -1;
-        default:
-            *rc = qd_cli_usage_error(comm, cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
-            return -1;
+        default: *rc = qd_cli_usage_error(comm, cmd, "unknown or incomplete option '%s'", argv[optind - 1]); return -1;
         }
     }
     return optind;
@@ -238,7 +244,8 @@ static const char *submit_help =
     "--config file plus \"model\", \"out\" and optionally \"overwrite\". With --wait, waits until\n"
     "the job ends and exits 0 if it is done, 1 if it failed or was cancelled.\n";
 
-static int wait_job(const client_opts *co, const char *id) {
+static int wait_job(const client_opts *co, const char *id)
+{
     for (;;) {
         cJSON *req = cJSON_CreateObject();
         cJSON_AddStringToObject(req, "op", "status");
@@ -265,7 +272,8 @@ static int wait_job(const client_opts *co, const char *id) {
     }
 }
 
-int qd_cmd_submit(int argc, char **argv, MPI_Comm comm) {
+int qd_cmd_submit(int argc, char **argv, MPI_Comm comm)
+{
     client_opts co = {0};
     int wait = 0, rc = 0;
     int i = client_args(argc, argv, "submit", submit_help, &co, &wait, "wait", comm, &rc);
@@ -317,7 +325,8 @@ static const char *status_help =
     "Prints the state of one job (queued / running with tensors done and ETA / done with its\n"
     "summary / failed with the error / cancelled) or of all jobs, as JSON.\n";
 
-int qd_cmd_status(int argc, char **argv, MPI_Comm comm) {
+int qd_cmd_status(int argc, char **argv, MPI_Comm comm)
+{
     client_opts co = {0};
     int dummy = 0, rc = 0;
     int i = client_args(argc, argv, "status", status_help, &co, &dummy, NULL, comm, &rc);
@@ -345,7 +354,8 @@ static const char *cancel_help =
     "A queued job is removed; a running job stops after the tensor in hand, keeping its partial\n"
     "file, which 'qdist quantize --resume' (or a resubmitted job with \"resume\": true) continues.\n";
 
-static int simple_op(int argc, char **argv, MPI_Comm comm, const char *cmd, const char *help) {
+static int simple_op(int argc, char **argv, MPI_Comm comm, const char *cmd, const char *help)
+{
     client_opts co = {0};
     int finish = 0, rc = 0;
     int is_cancel = !strcmp(cmd, "cancel");
@@ -357,8 +367,10 @@ static int simple_op(int argc, char **argv, MPI_Comm comm, const char *cmd, cons
     if (!qd_cli_is_root(comm)) return QD_EXIT_OK;
     cJSON *req = cJSON_CreateObject();
     cJSON_AddStringToObject(req, "op", cmd);
-    if (is_cancel) cJSON_AddStringToObject(req, "id", argv[i]);
-    else if (finish) cJSON_AddStringToObject(req, "mode", "finish");
+    if (is_cancel)
+        cJSON_AddStringToObject(req, "id", argv[i]);
+    else if (finish)
+        cJSON_AddStringToObject(req, "mode", "finish");
     cJSON *r = request(&co, req);
     cJSON_Delete(req);
     if (!r) return QD_EXIT_FAIL;
@@ -379,7 +391,8 @@ static const char *shutdown_help =
     "Stops the service: by default it drains (runs the queued jobs, accepts no new ones), with\n"
     "--finish it finishes the running job and cancels the queued ones; then every rank exits 0.\n";
 
-int qd_cmd_shutdown(int argc, char **argv, MPI_Comm comm) {
+int qd_cmd_shutdown(int argc, char **argv, MPI_Comm comm)
+{
     return simple_op(argc, argv, comm, "shutdown", shutdown_help);
 }
 
@@ -394,15 +407,18 @@ static const char *watch_help =
     "or after --timeout seconds without any event (default: wait forever).\n";
 
 static volatile sig_atomic_t g_watch_stop;
-static void watch_sig(int sig) { (void)sig; g_watch_stop = 1; }
+static void watch_sig(int sig)
+{
+    (void)sig;
+    g_watch_stop = 1;
+}
 
-int qd_cmd_watch(int argc, char **argv, MPI_Comm comm) {
-    static struct option lo[] = {{"job", required_argument, 0, 'J'},
-                                 {"json", no_argument, 0, 'j'},
-                                 {"timeout", required_argument, 0, 'T'},
-                                 {"curve-server-key", required_argument, 0, 'k'},
-                                 {"help", no_argument, 0, 'h'},
-                                 {0, 0, 0, 0}};
+int qd_cmd_watch(int argc, char **argv, MPI_Comm comm)
+{
+    static struct option lo[] = {
+        {"job", required_argument, 0, 'J'},     {"json", no_argument, 0, 'j'},
+        {"timeout", required_argument, 0, 'T'}, {"curve-server-key", required_argument, 0, 'k'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     const char *job = NULL, *key = NULL;
     int json = 0;
     double timeout = 0;
@@ -496,8 +512,8 @@ int qd_cmd_watch(int argc, char **argv, MPI_Comm comm) {
                 printf("%s%s %s\n", tty ? "\n" : "", *id ? id : "service", t);
             fflush(stdout);
         }
-        int end = *id && !strcmp(id, followed) &&
-                  (!strcmp(t, "finished") || !strcmp(t, "failed") || !strcmp(t, "cancelled"));
+        int end =
+            *id && !strcmp(id, followed) && (!strcmp(t, "finished") || !strcmp(t, "failed") || !strcmp(t, "cancelled"));
         int stopped = !strcmp(t, "stopped");
         if (end || stopped) rc = (!strcmp(t, "finished") || (stopped && !end)) ? QD_EXIT_OK : QD_EXIT_FAIL;
         cJSON_Delete(ev);
@@ -511,7 +527,8 @@ out:
 
 /* ---- keygen ----------------------------------------------------------------------------- */
 
-int qd_cmd_keygen(int argc, char **argv, MPI_Comm comm) {
+int qd_cmd_keygen(int argc, char **argv, MPI_Comm comm)
+{
     if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         if (qd_cli_is_root(comm))
             puts("Usage: qdist keygen PREFIX\n\nWrites a CURVE key pair: PREFIX.key (secret, for "

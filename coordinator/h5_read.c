@@ -5,7 +5,8 @@
 
 #include "common/qd_common.h"
 
-char *qd_h5_attr_text(hid_t obj, const char *name) {
+char *qd_h5_attr_text(hid_t obj, const char *name)
+{
     if (H5Aexists(obj, name) <= 0) return NULL;
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT), t = H5Aget_type(a);
     size_t n = H5Tget_size(t);
@@ -16,7 +17,8 @@ char *qd_h5_attr_text(hid_t obj, const char *name) {
     return b;
 }
 
-int64_t qd_h5_attr_int(hid_t obj, const char *name, int64_t dflt) {
+int64_t qd_h5_attr_int(hid_t obj, const char *name, int64_t dflt)
+{
     if (H5Aexists(obj, name) <= 0) return dflt;
     int64_t v = dflt;
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
@@ -25,7 +27,8 @@ int64_t qd_h5_attr_int(hid_t obj, const char *name, int64_t dflt) {
     return v;
 }
 
-void *qd_h5_read_ds(hid_t g, const char *name, hid_t memtype, size_t elsize, size_t *count) {
+void *qd_h5_read_ds(hid_t g, const char *name, hid_t memtype, size_t elsize, size_t *count)
+{
     if (count) *count = 0;
     if (H5Lexists(g, name, H5P_DEFAULT) <= 0) return NULL;
     hid_t d = H5Dopen2(g, name, H5P_DEFAULT);

@@ -6,7 +6,8 @@
 #include <string.h>
 
 static int set_err(char *msg, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int set_err(char *msg, size_t cap, const char *fmt, ...) {
+static int set_err(char *msg, size_t cap, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, cap, fmt, ap);
@@ -14,7 +15,8 @@ static int set_err(char *msg, size_t cap, const char *fmt, ...) {
     return -1;
 }
 
-static int parse_bits(const char *key, const char *val, int *out, char *msg, size_t cap) {
+static int parse_bits(const char *key, const char *val, int *out, char *msg, size_t cap)
+{
     char *end;
     long b = strtol(val, &end, 10);
     if (!*val || *end || !qd_valid_bits((int)b)) return set_err(msg, cap, "'%s' must be 2..8, got '%s'", key, val);
@@ -22,15 +24,21 @@ static int parse_bits(const char *key, const char *val, int *out, char *msg, siz
     return 0;
 }
 
-static int parse_gran(const char *key, const char *val, int *out, char *msg, size_t cap) {
-    if (!strcmp(val, "tensor")) *out = QD_GRAN_TENSOR;
-    else if (!strcmp(val, "channel")) *out = QD_GRAN_CHANNEL;
-    else if (!strcmp(val, "group")) *out = QD_GRAN_GROUP;
-    else return set_err(msg, cap, "'%s' must be tensor, channel or group, got '%s'", key, val);
+static int parse_gran(const char *key, const char *val, int *out, char *msg, size_t cap)
+{
+    if (!strcmp(val, "tensor"))
+        *out = QD_GRAN_TENSOR;
+    else if (!strcmp(val, "channel"))
+        *out = QD_GRAN_CHANNEL;
+    else if (!strcmp(val, "group"))
+        *out = QD_GRAN_GROUP;
+    else
+        return set_err(msg, cap, "'%s' must be tensor, channel or group, got '%s'", key, val);
     return 0;
 }
 
-static int parse_group(const char *key, const char *val, int64_t *out, char *msg, size_t cap) {
+static int parse_group(const char *key, const char *val, int64_t *out, char *msg, size_t cap)
+{
     char *end;
     long long g = strtoll(val, &end, 10);
     if (!*val || *end || g < 1) return set_err(msg, cap, "'%s' must be a positive integer, got '%s'", key, val);
@@ -38,28 +46,36 @@ static int parse_group(const char *key, const char *val, int64_t *out, char *msg
     return 0;
 }
 
-static int parse_clip(const char *key, const char *val, int *out, char *msg, size_t cap) {
-    if (!strcmp(val, "minmax")) *out = 0;
-    else if (!strcmp(val, "mse")) *out = 1;
-    else return set_err(msg, cap, "'%s' must be minmax or mse, got '%s'", key, val);
+static int parse_clip(const char *key, const char *val, int *out, char *msg, size_t cap)
+{
+    if (!strcmp(val, "minmax"))
+        *out = 0;
+    else if (!strcmp(val, "mse"))
+        *out = 1;
+    else
+        return set_err(msg, cap, "'%s' must be minmax or mse, got '%s'", key, val);
     return 0;
 }
 
-static int parse_method(const char *key, const char *val, int *out, char *msg, size_t cap) {
+static int parse_method(const char *key, const char *val, int *out, char *msg, size_t cap)
+{
     qd_method m;
-    if (qd_method_from_name(val, &m)) return set_err(msg, cap, "'%s' must be rtn, gptq or adaround, got '%s'", key, val);
+    if (qd_method_from_name(val, &m))
+        return set_err(msg, cap, "'%s' must be rtn, gptq or adaround, got '%s'", key, val);
     *out = (int)m;
     return 0;
 }
 
-static int add_pattern(char dst[QD_PATTERN_MAX], const char *key, const char *val, char *msg, size_t cap) {
+static int add_pattern(char dst[QD_PATTERN_MAX], const char *key, const char *val, char *msg, size_t cap)
+{
     if (!*val || strlen(val) >= QD_PATTERN_MAX)
         return set_err(msg, cap, "'%s' must be a glob pattern of 1..%d characters", key, QD_PATTERN_MAX - 1);
     snprintf(dst, QD_PATTERN_MAX, "%s", val);
     return 0;
 }
 
-int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *msg, size_t cap) {
+int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *msg, size_t cap)
+{
     int v = 0;
     if (!strcmp(key, "method")) {
         if (parse_method(key, val, &v, msg, cap)) return -1;
@@ -75,20 +91,30 @@ int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *
     } else if (!strcmp(key, "clip")) {
         if (parse_clip(key, val, &c->clip_mse, msg, cap)) return -1;
     } else if (!strcmp(key, "shard")) {
-        if (!strcmp(val, "tensor")) c->shard = QD_SHARD_TENSOR;
-        else if (!strcmp(val, "layer")) c->shard = QD_SHARD_LAYER;
-        else if (!strcmp(val, "rows")) c->shard = QD_SHARD_ROWS;
-        else return set_err(msg, cap, "'%s' must be layer, tensor or rows, got '%s'", key, val);
+        if (!strcmp(val, "tensor"))
+            c->shard = QD_SHARD_TENSOR;
+        else if (!strcmp(val, "layer"))
+            c->shard = QD_SHARD_LAYER;
+        else if (!strcmp(val, "rows"))
+            c->shard = QD_SHARD_ROWS;
+        else
+            return set_err(msg, cap, "'%s' must be layer, tensor or rows, got '%s'", key, val);
     } else if (!strcmp(key, "include")) {
-        if (c->n_include >= QD_MAX_PATTERNS) return set_err(msg, cap, "'%s': at most %d patterns", key, QD_MAX_PATTERNS);
+        if (c->n_include >= QD_MAX_PATTERNS)
+            return set_err(msg, cap, "'%s': at most %d patterns", key, QD_MAX_PATTERNS);
         if (add_pattern(c->include[c->n_include], key, val, msg, cap)) return -1;
         c->n_include++;
     } else if (!strcmp(key, "progress")) {
-        if (!strcmp(val, "bar")) c->progress = QD_PROGRESS_BAR;
-        else if (!strcmp(val, "lines")) c->progress = QD_PROGRESS_LINES;
-        else if (!strcmp(val, "none")) c->progress = QD_PROGRESS_NONE;
-        else if (!strcmp(val, "auto")) c->progress = QD_PROGRESS_AUTO;
-        else return set_err(msg, cap, "'%s' must be auto, bar, lines or none, got '%s'", key, val);
+        if (!strcmp(val, "bar"))
+            c->progress = QD_PROGRESS_BAR;
+        else if (!strcmp(val, "lines"))
+            c->progress = QD_PROGRESS_LINES;
+        else if (!strcmp(val, "none"))
+            c->progress = QD_PROGRESS_NONE;
+        else if (!strcmp(val, "auto"))
+            c->progress = QD_PROGRESS_AUTO;
+        else
+            return set_err(msg, cap, "'%s' must be auto, bar, lines or none, got '%s'", key, val);
     } else if (!strcmp(key, "calib")) {
         if (!*val) return set_err(msg, cap, "'%s' must be a path", key);
         c->calib = val;
@@ -97,27 +123,36 @@ int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *
         char *end;
         long long x = strtoll(val, &end, 10);
         long long lo = !strcmp(key, "seqlen") ? 3 : !strcmp(key, "microbatch") || !strcmp(key, "block_size") ? 1 : 0;
-        if (!*val || *end || x < lo || x > (1 << 30)) return set_err(msg, cap, "'%s' must be an integer >= %lld, got '%s'", key, lo, val);
-        if (key[0] == 'n') c->nsamples = (int)x;
-        else if (key[0] == 's') c->seqlen = (int)x;
-        else if (key[0] == 'c') c->calib_seed = (int)x;
-        else if (key[0] == 'm') c->microbatch = (int)x;
-        else c->block_size = (int)x;
+        if (!*val || *end || x < lo || x > (1 << 30))
+            return set_err(msg, cap, "'%s' must be an integer >= %lld, got '%s'", key, lo, val);
+        if (key[0] == 'n')
+            c->nsamples = (int)x;
+        else if (key[0] == 's')
+            c->seqlen = (int)x;
+        else if (key[0] == 'c')
+            c->calib_seed = (int)x;
+        else if (key[0] == 'm')
+            c->microbatch = (int)x;
+        else
+            c->block_size = (int)x;
     } else if (!strcmp(key, "damp")) {
         char *end;
         double d = strtod(val, &end);
-        if (!*val || *end || !(d > 0 && d < 1)) return set_err(msg, cap, "'%s' must be a number in (0, 1), got '%s'", key, val);
+        if (!*val || *end || !(d > 0 && d < 1))
+            return set_err(msg, cap, "'%s' must be a number in (0, 1), got '%s'", key, val);
         c->damp = d;
     } else if (!strcmp(key, "adaround_iters")) {
         char *end;
         long long x = strtoll(val, &end, 10);
-        if (!*val || *end || x < 1 || x > 100000000) return set_err(msg, cap, "'%s' must be a positive integer, got '%s'", key, val);
+        if (!*val || *end || x < 1 || x > 100000000)
+            return set_err(msg, cap, "'%s' must be a positive integer, got '%s'", key, val);
         c->ada_iters = (int)x;
     } else if (!strcmp(key, "adaround_batch")) {
         char *end;
         long long x = strtoll(val, &end, 10);
         if (!*val || *end || x < 0 || x > (1 << 30))
-            return set_err(msg, cap, "'%s' must be an integer >= 0 (calibration rows per step; 0: the Hessian form), got '%s'",
+            return set_err(msg, cap,
+                           "'%s' must be an integer >= 0 (calibration rows per step; 0: the Hessian form), got '%s'",
                            key, val);
         c->ada_batch = (int)x;
     } else if (!strcmp(key, "adaround_lambda") || !strcmp(key, "adaround_warmup") || !strcmp(key, "adaround_lr")) {
@@ -127,9 +162,12 @@ int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *
         if (key[9] == 'w') ok = ok && d < 1;
         if (key[9] == 'l' && key[10] == 'r') ok = ok && d > 0;
         if (!ok) return set_err(msg, cap, "'%s': bad value '%s' (lambda >= 0, warmup in [0, 1), lr > 0)", key, val);
-        if (key[9] == 'w') c->ada_warmup = d;
-        else if (key[10] == 'r') c->ada_lr = d;
-        else c->ada_lambda = d;
+        if (key[9] == 'w')
+            c->ada_warmup = d;
+        else if (key[10] == 'r')
+            c->ada_lr = d;
+        else
+            c->ada_lambda = d;
     } else if (!strcmp(key, "adaround_beta")) {
         double a, b;
         char tail;
@@ -138,35 +176,41 @@ int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *
         c->ada_beta_start = a;
         c->ada_beta_end = b;
     } else if (!strcmp(key, "calib_mode")) {
-        if (!strcmp(val, "sequential")) c->calib_mode = QD_CALIB_SEQUENTIAL;
-        else if (!strcmp(val, "fp")) c->calib_mode = QD_CALIB_FP;
-        else return set_err(msg, cap, "'%s' must be sequential or fp, got '%s'", key, val);
+        if (!strcmp(val, "sequential"))
+            c->calib_mode = QD_CALIB_SEQUENTIAL;
+        else if (!strcmp(val, "fp"))
+            c->calib_mode = QD_CALIB_FP;
+        else
+            return set_err(msg, cap, "'%s' must be sequential or fp, got '%s'", key, val);
     } else
         return set_err(msg, cap, "unknown key '%s'", key);
     return 0;
 }
 
-static const char *k_bools[] = {"sym", "include_embeddings", "include_head", "act_order", "static_groups",
-                                "overwrite", "resume", NULL};
-static const char *k_strings[] = {"method", "granularity", "clip", "shard", "calib", "calib_mode", "adaround_beta",
-                                  "model", "out", NULL};
-static const char *k_ints[] = {"bits", "group_size", "nsamples", "seqlen", "calib_seed", "microbatch", "block_size",
-                               "adaround_iters", "adaround_batch", NULL};
+static const char *k_bools[] = {"sym",           "include_embeddings", "include_head", "act_order",
+                                "static_groups", "overwrite",          "resume",       NULL};
+static const char *k_strings[] = {"method",     "granularity",   "clip",  "shard", "calib",
+                                  "calib_mode", "adaround_beta", "model", "out",   NULL};
+static const char *k_ints[] = {"bits",       "group_size", "nsamples",       "seqlen",         "calib_seed",
+                               "microbatch", "block_size", "adaround_iters", "adaround_batch", NULL};
 
-static int in_list(const char *k, const char **l) {
+static int in_list(const char *k, const char **l)
+{
     for (; *l; l++)
         if (!strcmp(k, *l)) return 1;
     return 0;
 }
 
-static int dup_key(const cJSON *it, char *msg, size_t cap, const char *where) {
+static int dup_key(const cJSON *it, char *msg, size_t cap, const char *where)
+{
     for (const cJSON *b = it->next; b; b = b->next)
         if (b->string && it->string && !strcmp(b->string, it->string))
             return set_err(msg, cap, "duplicate key '%s%s'", where, it->string);
     return 0;
 }
 
-static int json_int(const cJSON *it, const char *name, long long *out, char *msg, size_t cap) {
+static int json_int(const cJSON *it, const char *name, long long *out, char *msg, size_t cap)
+{
     if (!cJSON_IsNumber(it) || it->valuedouble != (double)(long long)it->valuedouble)
         return set_err(msg, cap, "key '%s' must be an integer", name);
     *out = (long long)it->valuedouble;
@@ -174,7 +218,8 @@ static int json_int(const cJSON *it, const char *name, long long *out, char *msg
 }
 
 /* one element of "overrides" */
-static int parse_override(qd_override *v, const cJSON *o, int idx, char *msg, size_t cap) {
+static int parse_override(qd_override *v, const cJSON *o, int idx, char *msg, size_t cap)
+{
     char name[96], where[32];
     snprintf(where, sizeof where, "overrides[%d]", idx);
     memset(v, 0, sizeof *v);
@@ -190,30 +235,35 @@ static int parse_override(qd_override *v, const cJSON *o, int idx, char *msg, si
             if (add_pattern(v->pattern, name, it->valuestring, msg, cap)) return -1;
         } else if (!strcmp(k, "skip") || !strcmp(k, "sym")) {
             if (!cJSON_IsBool(it)) return set_err(msg, cap, "key '%s' must be true or false", name);
-            if (k[1] == 'k') v->skip = cJSON_IsTrue(it);
-            else v->sym = cJSON_IsTrue(it);
+            if (k[1] == 'k')
+                v->skip = cJSON_IsTrue(it);
+            else
+                v->sym = cJSON_IsTrue(it);
         } else if (!strcmp(k, "bits") || !strcmp(k, "group_size")) {
             long long x = 0;
             if (json_int(it, name, &x, msg, cap)) return -1;
             char val[32];
             snprintf(val, sizeof val, "%lld", x);
-            if (k[0] == 'b' ? parse_bits(name, val, &v->bits, msg, cap) : parse_group(name, val, &v->group_size, msg, cap))
+            if (k[0] == 'b' ? parse_bits(name, val, &v->bits, msg, cap)
+                            : parse_group(name, val, &v->group_size, msg, cap))
                 return -1;
         } else if (!strcmp(k, "method") || !strcmp(k, "granularity") || !strcmp(k, "clip")) {
             if (!cJSON_IsString(it)) return set_err(msg, cap, "key '%s' must be a string", name);
             const char *s = it->valuestring;
-            int rc = k[0] == 'm' ? parse_method(name, s, &v->method, msg, cap)
+            int rc = k[0] == 'm'   ? parse_method(name, s, &v->method, msg, cap)
                      : k[0] == 'g' ? parse_gran(name, s, &v->gran, msg, cap)
                                    : parse_clip(name, s, &v->clip_mse, msg, cap);
             if (rc) return -1;
         } else
             return set_err(msg, cap, "%s: unknown key '%s'", where, k);
     }
-    if (!v->pattern[0]) return set_err(msg, cap, "%s: 'pattern' must be a non-empty string (a glob on tensor names)", where);
+    if (!v->pattern[0])
+        return set_err(msg, cap, "%s: 'pattern' must be a non-empty string (a glob on tensor names)", where);
     return 0;
 }
 
-int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, char *msg, size_t cap) {
+int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, char *msg, size_t cap)
+{
     if (!cJSON_IsObject(o)) return set_err(msg, cap, "the job configuration must be a JSON object");
     for (const cJSON *it = o->child; it; it = it->next) {
         const char *k = it->string ? it->string : "";
@@ -221,14 +271,22 @@ int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, c
         if (in_list(k, k_bools)) {
             if (!cJSON_IsBool(it)) return set_err(msg, cap, "key '%s' must be true or false", k);
             int v = cJSON_IsTrue(it);
-            if (!strcmp(k, "sym")) c->scheme.sym = v;
-            else if (!strcmp(k, "include_embeddings")) c->include_embeddings = v;
-            else if (!strcmp(k, "include_head")) c->include_head = v;
-            else if (!strcmp(k, "act_order")) c->act_order = v;
-            else if (!strcmp(k, "static_groups")) c->static_groups = v;
-            else if (!allow_paths) return set_err(msg, cap, "unknown key '%s' (give it on the command line)", k);
-            else if (!strcmp(k, "overwrite")) c->overwrite = v;
-            else c->resume = v;
+            if (!strcmp(k, "sym"))
+                c->scheme.sym = v;
+            else if (!strcmp(k, "include_embeddings"))
+                c->include_embeddings = v;
+            else if (!strcmp(k, "include_head"))
+                c->include_head = v;
+            else if (!strcmp(k, "act_order"))
+                c->act_order = v;
+            else if (!strcmp(k, "static_groups"))
+                c->static_groups = v;
+            else if (!allow_paths)
+                return set_err(msg, cap, "unknown key '%s' (give it on the command line)", k);
+            else if (!strcmp(k, "overwrite"))
+                c->overwrite = v;
+            else
+                c->resume = v;
         } else if (in_list(k, k_ints)) {
             long long x = 0;
             if (json_int(it, k, &x, msg, cap)) return -1;
@@ -239,8 +297,10 @@ int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, c
             if (!cJSON_IsString(it)) return set_err(msg, cap, "key '%s' must be a string", k);
             if (!strcmp(k, "model") || !strcmp(k, "out")) {
                 if (!allow_paths) return set_err(msg, cap, "unknown key '%s' (give it on the command line)", k);
-                if (!strcmp(k, "model")) c->model = it->valuestring;
-                else c->out = it->valuestring;
+                if (!strcmp(k, "model"))
+                    c->model = it->valuestring;
+                else
+                    c->out = it->valuestring;
             } else if (qd_job_config_set(c, k, it->valuestring, msg, cap))
                 return -1;
         } else if (!strcmp(k, "damp") || !strcmp(k, "adaround_lambda") || !strcmp(k, "adaround_warmup") ||
@@ -260,7 +320,8 @@ int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, c
             if (!cJSON_IsArray(it)) return set_err(msg, cap, "key 'overrides' must be an array of objects");
             int idx = 0;
             for (const cJSON *e = it->child; e; e = e->next, idx++) {
-                if (c->n_overrides >= QD_MAX_PATTERNS) return set_err(msg, cap, "'overrides': at most %d entries", QD_MAX_PATTERNS);
+                if (c->n_overrides >= QD_MAX_PATTERNS)
+                    return set_err(msg, cap, "'overrides': at most %d entries", QD_MAX_PATTERNS);
                 if (parse_override(&c->overrides[c->n_overrides], e, idx, msg, cap)) return -1;
                 c->n_overrides++;
             }
@@ -272,7 +333,8 @@ int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, c
 
 /* ---- the bridge used by the service (coordinator/job_hooks.h) ---------------------------- */
 
-int qd_job_config_check_json(const cJSON *job, char *msg, size_t msgcap) {
+int qd_job_config_check_json(const cJSON *job, char *msg, size_t msgcap)
+{
     qd_job_config c;
     qd_job_config_default(&c);
     if (qd_job_config_from_json(&c, job, 1, msg, msgcap)) return -1;
@@ -283,7 +345,8 @@ int qd_job_config_check_json(const cJSON *job, char *msg, size_t msgcap) {
     return 0;
 }
 
-int qd_job_run_json(const cJSON *job, MPI_Comm comm, const qd_job_hooks *hooks) {
+int qd_job_run_json(const cJSON *job, MPI_Comm comm, const qd_job_hooks *hooks)
+{
     qd_job_config c;
     qd_job_config_default(&c);
     c.quiet = 1;

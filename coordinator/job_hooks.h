@@ -16,7 +16,8 @@ typedef struct {
     int (*cancel_requested)(void *ctx);
 } qd_job_hooks;
 
-static inline void qd_job_emit(const qd_job_hooks *h, const char *type, const cJSON *fields) {
+static inline void qd_job_emit(const qd_job_hooks *h, const char *type, const cJSON *fields)
+{
     if (h && h->event) h->event(h->ctx, type, fields);
 }
 

@@ -4,7 +4,8 @@
 #include "collective/collective.h"
 #include "coordinator/cli.h"
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     int provided = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);

@@ -14,7 +14,7 @@ typedef struct {
     qd_ql_kind kind;
     qd_gemm_w8 *w8;
     qd_gemm_w4 *w4;
-    float *wdq;             /* dequantized [out, in] */
+    float *wdq; /* dequantized [out, in] */
     uint64_t bytes;
     /* for the outlier columns: codes [out, in] unpacked, and the parameters */
     uint8_t *codes;
@@ -27,9 +27,9 @@ struct qd_qmodel {
     const qd_model *m;
     qlin *l;
     int n;
-    float outlier;          /* activation columns with |x| above this run in float (0: none) */
+    float outlier; /* activation columns with |x| above this run in float (0: none) */
     double outlier_cols, outlier_calls;
-    float *xs, *wo, *xo;    /* scratch: X without outliers, outlier weight columns, outlier inputs */
+    float *xs, *wo, *xo; /* scratch: X without outliers, outlier weight columns, outlier inputs */
     size_t xs_cap, wo_cap, xo_cap;
     int *cols;
     float *colmax;
@@ -88,8 +88,10 @@ static int load_linear(qd_qmodel *q, hid_t tg, const char *path, int li, int fak
     int32_t *gi = read_ds(g, "g_idx", H5T_NATIVE_INT32, 4, K);
     H5Gclose(g);
     if (!packed || !sc || (!sym && !zr)) {
-        rc = qd_err_set(QD_EFORMAT, "%s: tensor '%s': quantized datasets missing or of the wrong size for [%lld, %lld] "
-                        "with %d bits and groups of %lld", path, name, (long long)N, (long long)K, bits, (long long)G);
+        rc = qd_err_set(QD_EFORMAT,
+                        "%s: tensor '%s': quantized datasets missing or of the wrong size for [%lld, %lld] "
+                        "with %d bits and groups of %lld",
+                        path, name, (long long)N, (long long)K, bits, (long long)G);
         goto out;
     }
     if (!zr) {
@@ -100,7 +102,8 @@ static int load_linear(qd_qmodel *q, hid_t tg, const char *path, int li, int fak
     for (int64_t c = 0; gi && c < K; c++) natural &= gi[c] == (int32_t)(c / G);
     for (int64_t i = 0; i < N * ng; i++)
         if (!(sc[i] >= 0 && sc[i] < 3.4e38f)) {
-            rc = qd_err_set(QD_ENONFINITE, "%s: tensor '%s': scale %lld is not a finite non-negative number", path, name, (long long)i);
+            rc = qd_err_set(QD_ENONFINITE, "%s: tensor '%s': scale %lld is not a finite non-negative number", path,
+                            name, (long long)i);
             goto out;
         }
     if (!fake && bits == 8 && sym && ng == 1 && natural) {
@@ -130,12 +133,22 @@ static int load_linear(qd_qmodel *q, hid_t tg, const char *path, int li, int fak
         sc = NULL;
         zr = NULL;
     }
-    if (rc) { rc = qd_err_wrap(rc, "%s: tensor '%s': ", path, name); goto out; }
+    if (rc) {
+        rc = qd_err_wrap(rc, "%s: tensor '%s': ", path, name);
+        goto out;
+    }
     if (!ql->w8 && !ql->w4) {
         uint8_t *codes = qd_xmalloc((size_t)(N * K));
         qd_unpack_matrix(packed, N, K, bits, codes);
-        qd_qparams p = {.rows = N, .cols = K, .ngroups = ng, .group_size = G, .bits = bits, .sym = sym,
-                        .gran = G < K ? QD_GRAN_GROUP : QD_GRAN_CHANNEL, .scales = sc, .zeros = zr};
+        qd_qparams p = {.rows = N,
+                        .cols = K,
+                        .ngroups = ng,
+                        .group_size = G,
+                        .bits = bits,
+                        .sym = sym,
+                        .gran = G < K ? QD_GRAN_GROUP : QD_GRAN_CHANNEL,
+                        .scales = sc,
+                        .zeros = zr};
         ql->wdq = qd_xmalloc((size_t)(N * K) * sizeof(float));
         qd_dequantize(codes, &p, gi, ql->wdq);
         free(codes);
@@ -165,7 +178,8 @@ int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, float
     }
     char *fmt = qd_h5_attr_text(f, "format");
     hid_t tg = H5Lexists(f, "tensors", H5P_DEFAULT) > 0 ? H5Gopen2(f, "tensors", H5P_DEFAULT) : -1;
-    if (!fmt || strcmp(fmt, "qdist") || tg < 0) rc = qd_err_set(QD_EFORMAT, "%s: not a qdist model (format attribute or /tensors missing)", path);
+    if (!fmt || strcmp(fmt, "qdist") || tg < 0)
+        rc = qd_err_set(QD_EFORMAT, "%s: not a qdist model (format attribute or /tensors missing)", path);
     free(fmt);
     qd_qmodel *q = qd_xcalloc(1, sizeof *q);
     q->m = m;
@@ -176,7 +190,10 @@ int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, float
     if (tg >= 0) H5Gclose(tg);
     H5Fclose(f);
     H5Eset_auto2(H5E_DEFAULT, efn, edata);
-    if (rc) { qd_qmodel_free(q); return rc; }
+    if (rc) {
+        qd_qmodel_free(q);
+        return rc;
+    }
     *out = q;
     return QD_OK;
 }
@@ -226,14 +243,9 @@ static int apply(void *user, const qd_model *m, int li, const float *X, int64_t 
     qlin *ql = &q->l[li];
     const int64_t K = L->in, N = L->out;
     switch (ql->kind) {
-    case QD_QL_FLOAT:
-        return 0;
-    case QD_QL_DEQUANT:
-        qd_linear_f32(X, rows, L->in, ql->wdq, L->b, L->out, Y);
-        return 1;
-    case QD_QL_INT4_F32:
-        qd_gemm_w4_f32(X, K, rows, ql->w4, Y, N);
-        return 1;
+    case QD_QL_FLOAT: return 0;
+    case QD_QL_DEQUANT: qd_linear_f32(X, rows, L->in, ql->wdq, L->b, L->out, Y); return 1;
+    case QD_QL_INT4_F32: qd_gemm_w4_f32(X, K, rows, ql->w4, Y, N); return 1;
     case QD_QL_INT8:
     case QD_QL_INT4_S8: {
         int rc = grow(q, rows, K);
@@ -265,9 +277,21 @@ static int apply(void *user, const qd_model *m, int li, const float *X, int64_t 
         }
         if (no > 0) {
             size_t need = (size_t)(rows * K), nw = (size_t)(N * no), nx = (size_t)(rows * no);
-            if (need > q->xs_cap) { free(q->xs); q->xs = qd_xmalloc(need * sizeof(float)); q->xs_cap = need; }
-            if (nw > q->wo_cap) { free(q->wo); q->wo = qd_xmalloc(nw * sizeof(float)); q->wo_cap = nw; }
-            if (nx > q->xo_cap) { free(q->xo); q->xo = qd_xmalloc(nx * sizeof(float)); q->xo_cap = nx; }
+            if (need > q->xs_cap) {
+                free(q->xs);
+                q->xs = qd_xmalloc(need * sizeof(float));
+                q->xs_cap = need;
+            }
+            if (nw > q->wo_cap) {
+                free(q->wo);
+                q->wo = qd_xmalloc(nw * sizeof(float));
+                q->wo_cap = nw;
+            }
+            if (nx > q->xo_cap) {
+                free(q->xo);
+                q->xo = qd_xmalloc(nx * sizeof(float));
+                q->xo_cap = nx;
+            }
             memcpy(q->xs, X, need * sizeof(float));
             for (int j = 0; j < no; j++) {
                 int k = q->cols[j];
@@ -277,20 +301,22 @@ static int apply(void *user, const qd_model *m, int li, const float *X, int64_t 
                     q->xs[r * K + k] = 0.0f;
                 }
                 for (int64_t n = 0; n < N; n++)
-                    q->wo[n * no + j] = qd_dequantize1(ql->codes[n * K + k], ql->sc[n * ql->ng + g], ql->zr[n * ql->ng + g]);
+                    q->wo[n * no + j] =
+                        qd_dequantize1(ql->codes[n * K + k], ql->sc[n * ql->ng + g], ql->zr[n * ql->ng + g]);
             }
             X = q->xs;
         }
         qd_quantize_rows_s8(X, rows, K, K, NULL, q->ascale, q->aq, K);
-        if (ql->kind == QD_QL_INT8) qd_gemm_s8_f32(q->aq, K, q->ascale, rows, ql->w8, Y, N);
-        else qd_gemm_w4_s8(q->aq, K, q->ascale, rows, ql->w4, Y, N);
+        if (ql->kind == QD_QL_INT8)
+            qd_gemm_s8_f32(q->aq, K, q->ascale, rows, ql->w8, Y, N);
+        else
+            qd_gemm_w4_s8(q->aq, K, q->ascale, rows, ql->w4, Y, N);
         if (no > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)N, no, 1.0f, q->xo, no, q->wo, no, 1.0f, Y,
-                        (int)N);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)N, no, 1.0f, q->xo, no, q->wo, no,
+                        1.0f, Y, (int)N);
         return 1;
     }
-    default:
-        return 0;
+    default: return 0;
     }
 }
 

@@ -19,11 +19,11 @@ static const char *g_state_names[] = {"queued", "running", "done", "failed", "ca
 typedef struct {
     char id[24];
     jstate st;
-    cJSON *job;            /* validated job (absolute paths) */
+    cJSON *job; /* validated job (absolute paths) */
     double t_submit, t_start, t_end;
     int done, total;
-    int cancel;            /* cancel requested while running */
-    cJSON *summary;        /* fields of the finished event */
+    int cancel;     /* cancel requested while running */
+    cJSON *summary; /* fields of the finished event */
     char err_code[32];
     char *err_msg;
 } svc_job;
@@ -33,19 +33,20 @@ typedef struct {
     pthread_cond_t cv;
     svc_job *jobs;
     int njobs, cap, next_id;
-    int shutdown;          /* 0 running, 1 drain (finish queue), 2 finish (drop queue) */
-    char **evq;            /* events waiting for the socket thread, JSON text */
+    int shutdown; /* 0 running, 1 drain (finish queue), 2 finish (drop queue) */
+    char **evq;   /* events waiting for the socket thread, JSON text */
     int nev, evcap;
     const qd_service_opts *opt;
     /* socket thread */
     pthread_t thread;
-    int stop;              /* ask the socket thread to exit */
-    int ready;             /* 1 bound, -1 failed */
+    int stop;  /* ask the socket thread to exit */
+    int ready; /* 1 bound, -1 failed */
     char bind_err[512];
     svc_job *running;
 } svc;
 
-static double wall_now(void) {
+static double wall_now(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
@@ -53,7 +54,8 @@ static double wall_now(void) {
 
 /* ---- events (any thread; the socket thread publishes) ---------------------------------- */
 
-static void push_event(svc *s, const char *job_id, const char *type, const cJSON *fields) {
+static void push_event(svc *s, const char *job_id, const char *type, const cJSON *fields)
+{
     cJSON *ev = fields ? cJSON_Duplicate(fields, 1) : cJSON_CreateObject();
     if (!cJSON_IsObject(ev)) {
         cJSON_Delete(ev);
@@ -69,7 +71,10 @@ static void push_event(svc *s, const char *job_id, const char *type, const cJSON
     cJSON_Delete(ev);
     if (!txt) return;
     /* caller holds s->mu */
-    if (!s->opt->events) { free(txt); return; }
+    if (!s->opt->events) {
+        free(txt);
+        return;
+    }
     if (s->nev == s->evcap) {
         s->evcap = s->evcap ? 2 * s->evcap : 16;
         s->evq = realloc(s->evq, (size_t)s->evcap * sizeof *s->evq);
@@ -80,19 +85,22 @@ static void push_event(svc *s, const char *job_id, const char *type, const cJSON
 
 /* ---- job table (caller holds s->mu) ----------------------------------------------------- */
 
-static svc_job *find_job(svc *s, const char *id) {
+static svc_job *find_job(svc *s, const char *id)
+{
     for (int i = 0; i < s->njobs; i++)
         if (!strcmp(s->jobs[i].id, id)) return &s->jobs[i];
     return NULL;
 }
 
-static int queued_count(const svc *s) {
+static int queued_count(const svc *s)
+{
     int n = 0;
     for (int i = 0; i < s->njobs; i++) n += s->jobs[i].st == ST_QUEUED;
     return n;
 }
 
-static cJSON *job_json(const svc_job *j) {
+static cJSON *job_json(const svc_job *j)
+{
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", j->id);
     cJSON_AddStringToObject(o, "state", g_state_names[j->st]);
@@ -125,7 +133,8 @@ static cJSON *job_json(const svc_job *j) {
 /* ---- requests -------------------------------------------------------------------------- */
 
 static cJSON *reply_error(qd_svc_err e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static cJSON *reply_error(qd_svc_err e, const char *fmt, ...) {
+static cJSON *reply_error(qd_svc_err e, const char *fmt, ...)
+{
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
@@ -139,14 +148,16 @@ static cJSON *reply_error(qd_svc_err e, const char *fmt, ...) {
     return r;
 }
 
-static cJSON *reply_ok(void) {
+static cJSON *reply_ok(void)
+{
     cJSON *r = cJSON_CreateObject();
     cJSON_AddBoolToObject(r, "ok", 1);
     return r;
 }
 
 /* Every key of obj must be in the NULL-terminated list. */
-static const char *unknown_key(const cJSON *obj, const char *const *keys) {
+static const char *unknown_key(const cJSON *obj, const char *const *keys)
+{
     for (const cJSON *it = obj->child; it; it = it->next) {
         int known = 0;
         for (const char *const *k = keys; *k; k++) known |= it->string && !strcmp(it->string, *k);
@@ -155,14 +166,16 @@ static const char *unknown_key(const cJSON *obj, const char *const *keys) {
     return NULL;
 }
 
-static const char *dup_key(const cJSON *obj) {
+static const char *dup_key(const cJSON *obj)
+{
     for (const cJSON *a = obj->child; a; a = a->next)
         for (const cJSON *b = a->next; b; b = b->next)
             if (a->string && b->string && !strcmp(a->string, b->string)) return a->string;
     return NULL;
 }
 
-static cJSON *handle_request(svc *s, const char *body, size_t len) {
+static cJSON *handle_request(svc *s, const char *body, size_t len)
+{
     cJSON *req = cJSON_ParseWithLength(body, len);
     if (!req) return reply_error(QD_SVC_BAD_JSON, "request is not valid JSON");
     cJSON *reply = NULL;
@@ -193,9 +206,10 @@ static cJSON *handle_request(svc *s, const char *body, size_t len) {
     static const char *const k_submit[] = {"op", "job", NULL};
     static const char *const k_status[] = {"op", "id", NULL};
     static const char *const k_shutdown[] = {"op", "mode", NULL};
-    const char *const *keys = !strcmp(o, "submit") ? k_submit
-                              : !strcmp(o, "shutdown") ? k_shutdown
-                              : (!strcmp(o, "status") || !strcmp(o, "cancel")) ? k_status : NULL;
+    const char *const *keys = !strcmp(o, "submit")                             ? k_submit
+                              : !strcmp(o, "shutdown")                         ? k_shutdown
+                              : (!strcmp(o, "status") || !strcmp(o, "cancel")) ? k_status
+                                                                               : NULL;
     if (!keys) {
         reply = reply_error(QD_SVC_BAD_REQUEST, "unknown op '%s' (submit, status, cancel, shutdown)", o);
         goto done;
@@ -262,7 +276,8 @@ static cJSON *handle_request(svc *s, const char *body, size_t len) {
         pthread_mutex_lock(&s->mu);
         if (id) {
             svc_job *j = find_job(s, id->valuestring);
-            if (!j) reply = reply_error(QD_SVC_NOT_FOUND, "no job '%s'", id->valuestring);
+            if (!j)
+                reply = reply_error(QD_SVC_NOT_FOUND, "no job '%s'", id->valuestring);
             else {
                 reply = reply_ok();
                 cJSON_AddItemToObject(reply, "job", job_json(j));
@@ -281,7 +296,8 @@ static cJSON *handle_request(svc *s, const char *body, size_t len) {
         }
         pthread_mutex_lock(&s->mu);
         svc_job *j = find_job(s, id->valuestring);
-        if (!j) reply = reply_error(QD_SVC_NOT_FOUND, "no job '%s'", id->valuestring);
+        if (!j)
+            reply = reply_error(QD_SVC_NOT_FOUND, "no job '%s'", id->valuestring);
         else if (j->st == ST_QUEUED) {
             j->st = ST_CANCELLED;
             j->t_end = wall_now();
@@ -303,8 +319,10 @@ static cJSON *handle_request(svc *s, const char *body, size_t len) {
                 reply = reply_error(QD_SVC_BAD_TYPE, "field 'mode' must be a string");
                 goto done;
             }
-            if (!strcmp(mode->valuestring, "drain")) m = 1;
-            else if (!strcmp(mode->valuestring, "finish")) m = 2;
+            if (!strcmp(mode->valuestring, "drain"))
+                m = 1;
+            else if (!strcmp(mode->valuestring, "finish"))
+                m = 2;
             else {
                 reply = reply_error(QD_SVC_BAD_REQUEST, "mode must be 'drain' or 'finish'");
                 goto done;
@@ -332,7 +350,8 @@ done:
 
 /* ---- socket thread (rank 0): never calls MPI ------------------------------------------- */
 
-static int read_key_file(const char *path, char key[41], char *err, size_t errcap) {
+static int read_key_file(const char *path, char key[41], char *err, size_t errcap)
+{
     FILE *f = fopen(path, "r");
     if (!f) {
         snprintf(err, errcap, "%s: %s", path, strerror(errno));
@@ -351,7 +370,8 @@ static int read_key_file(const char *path, char key[41], char *err, size_t errca
     return 0;
 }
 
-static int setup_socket(void *sock, const qd_service_opts *opt, const char *ep, char *err, size_t errcap) {
+static int setup_socket(void *sock, const qd_service_opts *opt, const char *ep, char *err, size_t errcap)
+{
     int64_t maxmsg = QD_SVC_MAX_MSG;
     int linger = 0;
     zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
@@ -373,7 +393,8 @@ static int setup_socket(void *sock, const qd_service_opts *opt, const char *ep, 
     return 0;
 }
 
-static void *socket_thread(void *arg) {
+static void *socket_thread(void *arg)
+{
     svc *s = arg;
     void *ctx = zmq_ctx_new();
     void *router = zmq_socket(ctx, ZMQ_ROUTER);
@@ -404,7 +425,8 @@ static void *socket_thread(void *arg) {
                     break;
                 }
                 more = zmq_msg_more(&m);
-                if (nf < 4) frames[nf++] = m;
+                if (nf < 4)
+                    frames[nf++] = m;
                 else {
                     extra++;
                     zmq_msg_close(&m);
@@ -415,8 +437,7 @@ static void *socket_thread(void *arg) {
                 int body_i = delim ? 2 : 1;
                 cJSON *reply;
                 if (extra || nf != body_i + 1)
-                    reply = reply_error(QD_SVC_BAD_REQUEST, "expected one message frame, got %d",
-                                        nf - body_i + extra);
+                    reply = reply_error(QD_SVC_BAD_REQUEST, "expected one message frame, got %d", nf - body_i + extra);
                 else
                     reply = handle_request(s, zmq_msg_data(&frames[body_i]), zmq_msg_size(&frames[body_i]));
                 char *txt = cJSON_PrintUnformatted(reply);
@@ -452,11 +473,12 @@ static void *socket_thread(void *arg) {
 
 typedef struct {
     svc *s;
-    svc_job *j;   /* re-fetched under the lock: the array may move */
+    svc_job *j; /* re-fetched under the lock: the array may move */
     char id[24];
 } hook_ctx;
 
-static void on_event(void *ctx, const char *type, const cJSON *fields) {
+static void on_event(void *ctx, const char *type, const cJSON *fields)
+{
     hook_ctx *h = ctx;
     pthread_mutex_lock(&h->s->mu);
     svc_job *j = find_job(h->s, h->id);
@@ -474,7 +496,8 @@ static void on_event(void *ctx, const char *type, const cJSON *fields) {
     pthread_mutex_unlock(&h->s->mu);
 }
 
-static int on_cancel(void *ctx) {
+static int on_cancel(void *ctx)
+{
     hook_ctx *h = ctx;
     pthread_mutex_lock(&h->s->mu);
     svc_job *j = find_job(h->s, h->id);
@@ -485,7 +508,8 @@ static int on_cancel(void *ctx) {
 
 /* ---- the loop of every rank ------------------------------------------------------------ */
 
-static int bcast_text(char **txt, MPI_Comm comm) {
+static int bcast_text(char **txt, MPI_Comm comm)
+{
     int rank;
     QD_MPI_CHECK(MPI_Comm_rank(comm, &rank));
     long long len = (rank == 0 && *txt) ? (long long)strlen(*txt) + 1 : 0;
@@ -496,7 +520,8 @@ static int bcast_text(char **txt, MPI_Comm comm) {
     return 1;
 }
 
-static int run_rank0(svc *s, MPI_Comm comm) {
+static int run_rank0(svc *s, MPI_Comm comm)
+{
     for (;;) {
         pthread_mutex_lock(&s->mu);
         svc_job *j = NULL;
@@ -531,7 +556,8 @@ static int run_rank0(svc *s, MPI_Comm comm) {
         j = find_job(s, hc.id);
         s->running = NULL;
         j->t_end = wall_now();
-        if (rc == QD_OK) j->st = ST_DONE;
+        if (rc == QD_OK)
+            j->st = ST_DONE;
         else if (rc == QD_ECANCELED) {
             j->st = ST_CANCELLED;
             push_event(s, j->id, "cancelled", NULL);
@@ -549,7 +575,8 @@ static int run_rank0(svc *s, MPI_Comm comm) {
     return 0;
 }
 
-static int run_other(MPI_Comm comm) {
+static int run_other(MPI_Comm comm)
+{
     char *txt = NULL;
     while (bcast_text(&txt, comm)) {
         cJSON *job = cJSON_Parse(txt);
@@ -562,7 +589,8 @@ static int run_other(MPI_Comm comm) {
     return 0;
 }
 
-int qd_service_run(const qd_service_opts *opt, MPI_Comm comm) {
+int qd_service_run(const qd_service_opts *opt, MPI_Comm comm)
+{
     int rank;
     QD_MPI_CHECK(MPI_Comm_rank(comm, &rank));
     svc s;

@@ -18,17 +18,17 @@
 
 #include "coordinator/job_hooks.h"
 
-#define QD_SVC_MAX_MSG (1 << 20)      /* ZMQ_MAXMSGSIZE: larger messages drop the peer */
+#define QD_SVC_MAX_MSG   (1 << 20) /* ZMQ_MAXMSGSIZE: larger messages drop the peer */
 #define QD_SVC_MAX_ALLOW 16
 
 typedef struct {
-    const char *bind;                 /* request endpoint (ROUTER) */
-    const char *events;               /* event endpoint (PUB), or NULL */
+    const char *bind;                         /* request endpoint (ROUTER) */
+    const char *events;                       /* event endpoint (PUB), or NULL */
     const char *allow_dirs[QD_SVC_MAX_ALLOW]; /* realpath'd roots; none given = cwd */
     int n_allow;
-    int max_queue;                    /* queued (not running) jobs accepted at most */
-    const char *curve_secret_file;    /* server secret key (z85, 40 chars) or NULL */
-    int insecure;                     /* allow a non-loopback bind without CURVE */
+    int max_queue;                 /* queued (not running) jobs accepted at most */
+    const char *curve_secret_file; /* server secret key (z85, 40 chars) or NULL */
+    int insecure;                  /* allow a non-loopback bind without CURVE */
 } qd_service_opts;
 
 /* Runs the service on comm until a shutdown request; collective over comm. Returns the exit
@@ -38,17 +38,17 @@ int qd_service_run(const qd_service_opts *opt, MPI_Comm comm);
 /* ---- request layer (no sockets) ----------------------------------------------------------- */
 
 /* Machine-readable error codes of replies. */
-#define QD_SVC_ERRORS(X)                                              \
-    X(BAD_JSON, "bad_json")                                           \
-    X(BAD_REQUEST, "bad_request")                                     \
-    X(BAD_TYPE, "bad_type")                                           \
-    X(UNKNOWN_KEY, "unknown_key")                                     \
-    X(MISSING_FIELD, "missing_field")                                 \
-    X(PATH_NOT_ALLOWED, "path_not_allowed")                           \
-    X(NOT_FOUND, "not_found")                                         \
-    X(EXISTS, "exists")                                               \
-    X(QUEUE_FULL, "queue_full")                                       \
-    X(SHUTTING_DOWN, "shutting_down")                                 \
+#define QD_SVC_ERRORS(X)                    \
+    X(BAD_JSON, "bad_json")                 \
+    X(BAD_REQUEST, "bad_request")           \
+    X(BAD_TYPE, "bad_type")                 \
+    X(UNKNOWN_KEY, "unknown_key")           \
+    X(MISSING_FIELD, "missing_field")       \
+    X(PATH_NOT_ALLOWED, "path_not_allowed") \
+    X(NOT_FOUND, "not_found")               \
+    X(EXISTS, "exists")                     \
+    X(QUEUE_FULL, "queue_full")             \
+    X(SHUTTING_DOWN, "shutting_down")       \
     X(BAD_STATE, "bad_state")
 
 typedef enum {
@@ -64,8 +64,7 @@ const char *qd_svc_err_name(qd_svc_err e);
  * allowed roots (realpath; no `..` or symlink escape), out not existing unless overwrite.
  * On success replaces "model" and "out" with their resolved absolute paths and returns
  * QD_SVC_OK; otherwise an error code and a message in msg. */
-qd_svc_err qd_svc_validate_job(cJSON *job, const char *const *allow_dirs, int n_allow, char *msg,
-                               size_t msgcap);
+qd_svc_err qd_svc_validate_job(cJSON *job, const char *const *allow_dirs, int n_allow, char *msg, size_t msgcap);
 
 /* Is this endpoint local to the machine (tcp on 127.0.0.0/8, localhost or ::1; ipc; inproc)? */
 int qd_svc_endpoint_is_loopback(const char *endpoint);

@@ -8,24 +8,28 @@
 
 #include "coordinator/service.h"
 
-const char *qd_svc_err_name(qd_svc_err e) {
+const char *qd_svc_err_name(qd_svc_err e)
+{
     switch (e) {
     case QD_SVC_OK: return "ok";
-#define X(n, s) case QD_SVC_##n: return s;
+#define X(n, s) \
+    case QD_SVC_##n: return s;
         QD_SVC_ERRORS(X)
 #undef X
     }
     return "internal";
 }
 
-int qd_svc_path_within(const char *path, const char *root) {
+int qd_svc_path_within(const char *path, const char *root)
+{
     size_t n = strlen(root);
     if (n == 1 && root[0] == '/') return path[0] == '/';
     if (strncmp(path, root, n) != 0) return 0;
     return path[n] == '\0' || path[n] == '/';
 }
 
-int qd_svc_endpoint_is_loopback(const char *ep) {
+int qd_svc_endpoint_is_loopback(const char *ep)
+{
     if (!strncmp(ep, "ipc://", 6) || !strncmp(ep, "inproc://", 9)) return 1;
     if (strncmp(ep, "tcp://", 6) != 0) return 0;
     const char *h = ep + 6;
@@ -35,13 +39,16 @@ int qd_svc_endpoint_is_loopback(const char *ep) {
     /* 127.a.b.c: digits and dots up to the port */
     int dots = 0;
     for (const char *p = h; *p && *p != ':'; p++) {
-        if (*p == '.') dots++;
-        else if (*p < '0' || *p > '9') return 0;
+        if (*p == '.')
+            dots++;
+        else if (*p < '0' || *p > '9')
+            return 0;
     }
     return dots == 3;
 }
 
-static int within_any(const char *real, const char *const *roots, int n) {
+static int within_any(const char *real, const char *const *roots, int n)
+{
     for (int i = 0; i < n; i++)
         if (qd_svc_path_within(real, roots[i])) return 1;
     return 0;
@@ -50,7 +57,8 @@ static int within_any(const char *real, const char *const *roots, int n) {
 /* Resolve the output path: its directory must exist (realpath), its last component must be a
  * plain name; the result is dir/name. A symlink at the final name is refused (it could point
  * outside the roots). */
-static qd_svc_err resolve_out(const char *out, char *res, size_t cap, char *msg, size_t msgcap) {
+static qd_svc_err resolve_out(const char *out, char *res, size_t cap, char *msg, size_t msgcap)
+{
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s", out) >= (int)sizeof tmp) {
         snprintf(msg, msgcap, "field 'out': path too long");
@@ -84,8 +92,8 @@ static qd_svc_err resolve_out(const char *out, char *res, size_t cap, char *msg,
     return QD_SVC_OK;
 }
 
-qd_svc_err qd_svc_validate_job(cJSON *job, const char *const *allow, int n_allow, char *msg,
-                               size_t msgcap) {
+qd_svc_err qd_svc_validate_job(cJSON *job, const char *const *allow, int n_allow, char *msg, size_t msgcap)
+{
     if (!cJSON_IsObject(job)) {
         snprintf(msg, msgcap, "field 'job' must be an object");
         return QD_SVC_BAD_TYPE;
@@ -93,8 +101,14 @@ qd_svc_err qd_svc_validate_job(cJSON *job, const char *const *allow, int n_allow
     cJSON *model = cJSON_GetObjectItemCaseSensitive(job, "model");
     cJSON *out = cJSON_GetObjectItemCaseSensitive(job, "out");
     cJSON *ow = cJSON_GetObjectItemCaseSensitive(job, "overwrite");
-    if (!model) { snprintf(msg, msgcap, "job: missing field 'model'"); return QD_SVC_MISSING_FIELD; }
-    if (!out) { snprintf(msg, msgcap, "job: missing field 'out'"); return QD_SVC_MISSING_FIELD; }
+    if (!model) {
+        snprintf(msg, msgcap, "job: missing field 'model'");
+        return QD_SVC_MISSING_FIELD;
+    }
+    if (!out) {
+        snprintf(msg, msgcap, "job: missing field 'out'");
+        return QD_SVC_MISSING_FIELD;
+    }
     if (!cJSON_IsString(model) || !model->valuestring[0]) {
         snprintf(msg, msgcap, "job: field 'model' must be a non-empty string");
         return QD_SVC_BAD_TYPE;
@@ -131,8 +145,7 @@ qd_svc_err qd_svc_validate_job(cJSON *job, const char *const *allow, int n_allow
     }
     struct stat st;
     if (stat(rout, &st) == 0 && !cJSON_IsTrue(ow)) {
-        snprintf(msg, msgcap, "job: out '%s' exists (set \"overwrite\": true to replace it)",
-                 out->valuestring);
+        snprintf(msg, msgcap, "job: out '%s' exists (set \"overwrite\": true to replace it)", out->valuestring);
         return QD_SVC_EXISTS;
     }
     cJSON_ReplaceItemInObjectCaseSensitive(job, "model", cJSON_CreateString(rmodel));

@@ -15,7 +15,8 @@ static int g_avx2_ok, g_avx512_ok;
 void qd_kernels_fill_avx512_adaround(qd_kernel_table *t);
 
 /* AVX-512F and DQ with the OS saving the zmm state (libgcc checks XCR0) */
-static int cpu_has_avx512(void) {
+static int cpu_has_avx512(void)
+{
 #ifdef QD_HAVE_X86
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
@@ -25,7 +26,8 @@ static int cpu_has_avx512(void) {
 }
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
-static int cpu_has_avx2(void) {
+static int cpu_has_avx2(void)
+{
 #ifdef QD_HAVE_X86
     /* libgcc checks OSXSAVE/XCR0 as well, so the OS must save the ymm state */
     __builtin_cpu_init();
@@ -35,7 +37,8 @@ static int cpu_has_avx2(void) {
 #endif
 }
 
-static void init_tables(void) {
+static void init_tables(void)
+{
     qd_kernels_fill_ref(&g_ref);
     qd_kernels_fill_ref_gemm(&g_ref);
     qd_kernels_fill_ref_act(&g_ref);
@@ -63,7 +66,8 @@ static void init_tables(void) {
     } else if (strcmp(want, "ref") == 0) {
         g_selected = g_ref;
     } else if (strcmp(want, "avx2") == 0) {
-        if (!g_avx2_ok) qd_log(QD_LOG_WARN, "QD_KERNELS=avx2: this CPU lacks AVX2/FMA/F16C, using the reference kernels");
+        if (!g_avx2_ok)
+            qd_log(QD_LOG_WARN, "QD_KERNELS=avx2: this CPU lacks AVX2/FMA/F16C, using the reference kernels");
         g_selected = g_avx2_ok ? g_avx2 : g_ref;
     } else if (strcmp(want, "avx512") == 0 || strcmp(want, "amx") == 0) {
         if (!g_avx512_ok) qd_log(QD_LOG_WARN, "QD_KERNELS=%s: this CPU lacks AVX-512, using %s", want, best->isa);
@@ -74,14 +78,16 @@ static void init_tables(void) {
     }
 }
 
-const qd_kernel_table *qd_kernels(void) {
+const qd_kernel_table *qd_kernels(void)
+{
     pthread_once(&g_once, init_tables);
     return &g_selected;
 }
 
 const char *qd_kernels_isa(void) { return qd_kernels()->isa; }
 
-const qd_kernel_table *qd_kernels_table(const char *isa) {
+const qd_kernel_table *qd_kernels_table(const char *isa)
+{
     pthread_once(&g_once, init_tables);
     if (strcmp(isa, "ref") == 0) return &g_ref;
     if (strcmp(isa, "avx2") == 0) return g_avx2_ok ? &g_avx2 : NULL;
@@ -89,8 +95,9 @@ const qd_kernel_table *qd_kernels_table(const char *isa) {
     return NULL;
 }
 
-void qd_kernels_quantize_row(const float *x, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
-                             int bits, uint8_t *out) {
+void qd_kernels_quantize_row(const float *x, int64_t n, int64_t G, const float *scales, const int32_t *zeros, int bits,
+                             uint8_t *out)
+{
     const qd_kernel_table *k = qd_kernels();
     if (bits == 8)
         k->quantize_codes(x, n, G, scales, zeros, 255, out);
@@ -101,7 +108,8 @@ void qd_kernels_quantize_row(const float *x, int64_t n, int64_t G, const float *
 }
 
 void qd_kernels_dequantize_row(const uint8_t *in, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
-                               int bits, float *out) {
+                               int bits, float *out)
+{
     const qd_kernel_table *k = qd_kernels();
     if (bits == 8)
         k->dequantize_codes(in, n, G, scales, zeros, out);
@@ -119,11 +127,11 @@ void qd_kernels_dequantize_row(const uint8_t *in, int64_t n, int64_t G, const fl
 #include <unistd.h>
 #endif
 
-
 static int g_amx_ok;
 static pthread_once_t g_amx_once = PTHREAD_ONCE_INIT;
 
-static void init_amx(void) {
+static void init_amx(void)
+{
     g_amx_ok = 0;
     const char *want = getenv("QD_KERNELS");
     if (want && *want && strcmp(want, "auto") != 0 && strcmp(want, "amx") != 0) return; /* ref, avx2, avx512 */
@@ -141,18 +149,21 @@ static void init_amx(void) {
 #endif
 }
 
-int qd_gemm_bf16_available(void) {
+int qd_gemm_bf16_available(void)
+{
     pthread_once(&g_amx_once, init_amx);
     return g_amx_ok;
 }
 
-qd_gemm_bf16 *qd_gemm_bf16_create(const float *B, int64_t K, int64_t N) {
+qd_gemm_bf16 *qd_gemm_bf16_create(const float *B, int64_t K, int64_t N)
+{
     if (!qd_gemm_bf16_available() || K < 1 || N < 1) return NULL;
     return qd_gemm_bf16_amx_create(B, K, N);
 }
 
 void qd_gemm_bf16_free(qd_gemm_bf16 *b) { qd_gemm_bf16_amx_free(b); }
 
-int qd_gemm_bf16_run(qd_gemm_bf16 *b, const float *A, int64_t M, int64_t lda, float alpha, float *Y, int64_t ldy) {
+int qd_gemm_bf16_run(qd_gemm_bf16 *b, const float *A, int64_t M, int64_t lda, float alpha, float *Y, int64_t ldy)
+{
     return qd_gemm_bf16_amx_run(b, A, M, lda, alpha, Y, ldy);
 }

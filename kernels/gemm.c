@@ -6,7 +6,8 @@
 #include "kernels/gemm_pack.h"
 #include "kernels/kernels.h"
 
-static void *alloc64(size_t bytes) { /* zeroed, 64-byte aligned; NULL on failure */
+static void *alloc64(size_t bytes)
+{ /* zeroed, 64-byte aligned; NULL on failure */
     size_t n = (bytes + 63) / 64 * 64;
     void *p = aligned_alloc(64, n ? n : 64);
     if (p) memset(p, 0, n ? n : 64);
@@ -14,7 +15,8 @@ static void *alloc64(size_t bytes) { /* zeroed, 64-byte aligned; NULL on failure
 }
 
 int qd_gemm_w8_create(const int8_t *w, int64_t N, int64_t K, int64_t ldw, const float *scales, const float *bias,
-                      qd_gemm_w8 **out) {
+                      qd_gemm_w8 **out)
+{
     *out = NULL;
     if (N < 1 || K < 1 || K > QD_GEMM_MAX_K || ldw < K || !w || !scales)
         return qd_err_set(QD_EINVAL, "int8 GEMM weights: N=%lld K=%lld ldw=%lld (need N, K >= 1, K <= %d, ldw >= K)",
@@ -43,7 +45,8 @@ int qd_gemm_w8_create(const int8_t *w, int64_t N, int64_t K, int64_t ldw, const 
     return 0;
 }
 
-void qd_gemm_w8_free(qd_gemm_w8 *w) {
+void qd_gemm_w8_free(qd_gemm_w8 *w)
+{
     if (!w) return;
     free(w->w);
     free(w->scales);
@@ -52,7 +55,8 @@ void qd_gemm_w8_free(qd_gemm_w8 *w) {
 }
 
 int qd_gemm_w4_create(const uint8_t *packed, int64_t N, int64_t K, int64_t ldw, int64_t G, const float *scales,
-                      const int32_t *zeros, const float *bias, qd_gemm_w4 **out) {
+                      const int32_t *zeros, const float *bias, qd_gemm_w4 **out)
+{
     *out = NULL;
     if (N < 1 || K < 1 || K > (1 << 20) || G < 1 || ldw < (K + 1) / 2 || !packed || !scales || !zeros)
         return qd_err_set(QD_EINVAL,
@@ -101,7 +105,8 @@ int qd_gemm_w4_create(const uint8_t *packed, int64_t N, int64_t K, int64_t ldw, 
     return 0;
 }
 
-void qd_gemm_w4_free(qd_gemm_w4 *w) {
+void qd_gemm_w4_free(qd_gemm_w4 *w)
+{
     if (!w) return;
     free(w->q);
     free(w->scales);
@@ -112,35 +117,43 @@ void qd_gemm_w4_free(qd_gemm_w4 *w) {
 
 int64_t qd_gemm_w8_n(const qd_gemm_w8 *w) { return w->N; }
 int64_t qd_gemm_w8_k(const qd_gemm_w8 *w) { return w->K; }
-size_t qd_gemm_w8_bytes(const qd_gemm_w8 *w) {
+size_t qd_gemm_w8_bytes(const qd_gemm_w8 *w)
+{
     return (size_t)(w->np * w->kp2 * 32) * sizeof(int16_t) + (size_t)(w->np * 16) * sizeof(float) * (w->bias ? 2 : 1);
 }
 int64_t qd_gemm_w4_n(const qd_gemm_w4 *w) { return w->N; }
 int64_t qd_gemm_w4_k(const qd_gemm_w4 *w) { return w->K; }
-size_t qd_gemm_w4_bytes(const qd_gemm_w4 *w) {
+size_t qd_gemm_w4_bytes(const qd_gemm_w4 *w)
+{
     return (size_t)(w->np * w->ng * (w->gp / 4) * 32) + (size_t)(w->np * w->ng * 16) * 8 +
            (w->bias ? (size_t)(w->np * 16) * sizeof(float) : 0);
 }
 
 void qd_quantize_rows_s8(const float *x, int64_t M, int64_t K, int64_t ldx, const float *static_scale, float *scales,
-                         int8_t *q, int64_t ldq) {
+                         int8_t *q, int64_t ldq)
+{
     qd_kernels()->quantize_rows_s8(x, M, K, ldx, static_scale, scales, q, ldq);
 }
 void qd_gemm_s8_f32(const int8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w8 *W, float *C,
-                    int64_t ldc) {
+                    int64_t ldc)
+{
     qd_kernels()->gemm_s8_f32(A, lda, a_scales, M, W, C, ldc);
 }
-void qd_gemm_s8_s32(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W, int32_t *C, int64_t ldc) {
+void qd_gemm_s8_s32(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W, int32_t *C, int64_t ldc)
+{
     qd_kernels()->gemm_s8_s32(A, lda, M, W, C, ldc);
 }
 void qd_gemm_s8_s8(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W, const qd_requant *rq, int8_t *C,
-                   int64_t ldc) {
+                   int64_t ldc)
+{
     qd_kernels()->gemm_s8_s8(A, lda, M, W, rq, C, ldc);
 }
 void qd_gemm_w4_s8(const int8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w4 *W, float *C,
-                   int64_t ldc) {
+                   int64_t ldc)
+{
     qd_kernels()->gemm_w4_s8(A, lda, a_scales, M, W, C, ldc);
 }
-void qd_gemm_w4_f32(const float *A, int64_t lda, int64_t M, const qd_gemm_w4 *W, float *C, int64_t ldc) {
+void qd_gemm_w4_f32(const float *A, int64_t lda, int64_t M, const qd_gemm_w4 *W, float *C, int64_t ldc)
+{
     qd_kernels()->gemm_w4_f32(A, lda, M, W, C, ldc);
 }

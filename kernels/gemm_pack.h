@@ -38,31 +38,35 @@ struct qd_gemm_w8 {
 
 struct qd_gemm_w4 {
     int64_t N, K, G;
-    int64_t np;      /* panels: ceil(N / 16) */
-    int64_t ng;      /* groups: ceil(K / G) */
-    int64_t gp;      /* padded group length: roundup(G, 16) */
-    uint8_t *q;      /* [np][ng * gp / 4][32] */
-    float *scales;   /* [np][ng][16] */
-    int32_t *zeros;  /* [np][ng][16] */
-    float *bias;     /* [np * 16] or NULL */
+    int64_t np;     /* panels: ceil(N / 16) */
+    int64_t ng;     /* groups: ceil(K / G) */
+    int64_t gp;     /* padded group length: roundup(G, 16) */
+    uint8_t *q;     /* [np][ng * gp / 4][32] */
+    float *scales;  /* [np][ng][16] */
+    int32_t *zeros; /* [np][ng][16] */
+    float *bias;    /* [np * 16] or NULL */
 };
 
 /* int8 code W[n][k] of a packed w8 (n < N, k < K) */
-static inline int32_t qd_gemm_w8_at(const struct qd_gemm_w8 *w, int64_t n, int64_t k) {
+static inline int32_t qd_gemm_w8_at(const struct qd_gemm_w8 *w, int64_t n, int64_t k)
+{
     return w->w[((n / 16) * w->kp2 + k / 2) * 32 + 2 * (n % 16) + (k & 1)];
 }
 
 /* 4-bit code q[n][k] of a packed w4 */
-static inline int32_t qd_gemm_w4_at(const struct qd_gemm_w4 *w, int64_t n, int64_t k) {
+static inline int32_t qd_gemm_w4_at(const struct qd_gemm_w4 *w, int64_t n, int64_t k)
+{
     const int64_t g = k / w->G, kk = k - g * w->G, s = g * (w->gp / 4) + kk / 4, c = n % 16;
     const uint8_t b = w->q[((n / 16) * w->ng * (w->gp / 4) + s) * 32 + 4 * (c & 7) + (kk & 3)];
     return c < 8 ? b & 15 : b >> 4;
 }
 
-static inline float qd_gemm_w4_scale(const struct qd_gemm_w4 *w, int64_t n, int64_t g) {
+static inline float qd_gemm_w4_scale(const struct qd_gemm_w4 *w, int64_t n, int64_t g)
+{
     return w->scales[((n / 16) * w->ng + g) * 16 + n % 16];
 }
-static inline int32_t qd_gemm_w4_zero(const struct qd_gemm_w4 *w, int64_t n, int64_t g) {
+static inline int32_t qd_gemm_w4_zero(const struct qd_gemm_w4 *w, int64_t n, int64_t g)
+{
     return w->zeros[((n / 16) * w->ng + g) * 16 + n % 16];
 }
 

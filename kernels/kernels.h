@@ -47,24 +47,23 @@ struct qd_requant;
  * subnormal inputs and results flushed to zero (MXCSR FTZ and DAZ, restored on return). */
 typedef struct qd_ada_step {
     int64_t n;
-    const float *c0, *sm;  /* per weight: E = c0 - sm h (sm = 0 where the code is clamped) */
-    float *V, *m, *v;      /* Adam's variable and moments */
-    float *a, *b;          /* out: dL/dV = gw a + b at the new V */
-    float *E;              /* out: W - W~ */
-    float *reg;            /* out, or NULL: the regulariser per weight */
-    float lrc1, ic2;       /* lr / (1 - b1^t), 1 / (1 - b2^t) */
-    float beta, lambda;    /* the regulariser at the new V */
+    const float *c0, *sm; /* per weight: E = c0 - sm h (sm = 0 where the code is clamped) */
+    float *V, *m, *v;     /* Adam's variable and moments */
+    float *a, *b;         /* out: dL/dV = gw a + b at the new V */
+    float *E;             /* out: W - W~ */
+    float *reg;           /* out, or NULL: the regulariser per weight */
+    float lrc1, ic2;      /* lr / (1 - b1^t), 1 / (1 - b2^t) */
+    float beta, lambda;   /* the regulariser at the new V */
 } qd_ada_step;
 
 typedef struct qd_kernel_table {
     const char *isa; /* "ref", "avx2", "avx512" (the avx2 table with AVX-512 versions of some kernels) */
 
     /* codes[c] (one byte each, unpacked) for c in [0, n); any maxq in [1, 255] */
-    void (*quantize_codes)(const float *x, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
-                           int maxq, uint8_t *codes);
+    void (*quantize_codes)(const float *x, int64_t n, int64_t G, const float *scales, const int32_t *zeros, int maxq,
+                           uint8_t *codes);
     /* 4-bit codes packed two per byte: out[ceil(n/2)] */
-    void (*quantize_q4)(const float *x, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
-                        uint8_t *out);
+    void (*quantize_q4)(const float *x, int64_t n, int64_t G, const float *scales, const int32_t *zeros, uint8_t *out);
     /* out[c] = scales[g] * (codes[c] - zeros[g]) from unpacked codes (any bit width) */
     void (*dequantize_codes)(const uint8_t *codes, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
                              float *out);
@@ -80,8 +79,8 @@ typedef struct qd_kernel_table {
     void (*gemm_s8_f32)(const int8_t *A, int64_t lda, const float *a_scales, int64_t M, const struct qd_gemm_w8 *W,
                         float *C, int64_t ldc);
     void (*gemm_s8_s32)(const int8_t *A, int64_t lda, int64_t M, const struct qd_gemm_w8 *W, int32_t *C, int64_t ldc);
-    void (*gemm_s8_s8)(const int8_t *A, int64_t lda, int64_t M, const struct qd_gemm_w8 *W,
-                       const struct qd_requant *rq, int8_t *C, int64_t ldc);
+    void (*gemm_s8_s8)(const int8_t *A, int64_t lda, int64_t M, const struct qd_gemm_w8 *W, const struct qd_requant *rq,
+                       int8_t *C, int64_t ldc);
     /* int8 or float A[M][K] x packed 4-bit W -> float C[M][N] */
     void (*gemm_w4_s8)(const int8_t *A, int64_t lda, const float *a_scales, int64_t M, const struct qd_gemm_w4 *W,
                        float *C, int64_t ldc);
@@ -105,8 +104,8 @@ typedef struct qd_kernel_table {
      * [0, C), y[r ld + c] = fmaf(val[k], H[idx[k] C + c], y[r ld + c]) for k = ptr[r] ..
      * ptr[r + 1] - 1 in that order (one rounding per term; the ISA versions give the same bits).
      * H is [C][C] row-major. */
-    void (*ada_sparse_update)(const int64_t *ptr, const int32_t *idx, const float *val, int64_t R,
-                              const float *H, int64_t C, float *y, int64_t ld);
+    void (*ada_sparse_update)(const int64_t *ptr, const int32_t *idx, const float *val, int64_t R, const float *H,
+                              int64_t C, float *y, int64_t ld);
 } qd_kernel_table;
 
 /* The table selected for this process (CPUID and QD_KERNELS; filled on the first call). */
@@ -118,8 +117,8 @@ const qd_kernel_table *qd_kernels_table(const char *isa);
 
 /* Packed row quantization through the selected table, bits 4 or 8 (8: one byte per code).
  * out holds ceil(n*bits/8) bytes. Other widths are a caller bug (QD_ASSERT). */
-void qd_kernels_quantize_row(const float *x, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
-                             int bits, uint8_t *out);
+void qd_kernels_quantize_row(const float *x, int64_t n, int64_t G, const float *scales, const int32_t *zeros, int bits,
+                             uint8_t *out);
 void qd_kernels_dequantize_row(const uint8_t *in, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
                                int bits, float *out);
 

@@ -11,12 +11,12 @@ struct qd_calib {
     qd_calib_phase phase;
     qd_calib_group *g;
     int ng;
-    int *by_group;      /* model group -> index in g, or -1 */
+    int *by_group; /* model group -> index in g, or -1 */
     int nmodel_groups;
     int max_in;
-    double *chunk;      /* [QD_CALIB_CHUNK, max_in] grid values */
-    double *scratch;    /* [max_in, max_in] dsyrk result */
-    double *mul;        /* [max_in] grid multipliers of the group being fed */
+    double *chunk;   /* [QD_CALIB_CHUNK, max_in] grid values */
+    double *scratch; /* [max_in, max_in] dsyrk result */
+    double *mul;     /* [max_in] grid multipliers of the group being fed */
 };
 
 int qd_calib_new(const qd_model *m, const uint8_t *selected, qd_calib **out)
@@ -103,7 +103,7 @@ void qd_calib_begin_accumulate(qd_calib *c)
         for (int k = 0; k < g->in; k++) {
             int e = 0;
             if (g->absmax[k] > 0) {
-                (void)frexpf(g->absmax[k], &e);   /* absmax = f 2^e, f in [0.5, 1): 2^e > absmax */
+                (void)frexpf(g->absmax[k], &e); /* absmax = f 2^e, f in [0.5, 1): 2^e > absmax */
             }
             g->exp[k] = e;
         }
@@ -140,8 +140,9 @@ static int on_input(void *user, const qd_model *m, int li, const float *X, int64
             for (int k = 0; k < in; k++) {
                 float a = fabsf(x[k]);
                 if (!(a <= 3.4e38f))
-                    return qd_err_set(QD_ENONFINITE, "calibration: the input of '%s' holds a non-finite value (channel %d)",
-                                      L->name, k);
+                    return qd_err_set(QD_ENONFINITE,
+                                      "calibration: the input of '%s' holds a non-finite value (channel %d)", L->name,
+                                      k);
                 if (a > g->absmax[k]) g->absmax[k] = a;
             }
             g->rows++;
@@ -158,10 +159,12 @@ static int on_input(void *user, const qd_model *m, int li, const float *X, int64
         const float *x = X + r * in;
         double *q = c->chunk + (int64_t)n * in;
         for (int k = 0; k < in; k++) {
-            double v = rint((double)x[k] * mul[k]);   /* exact scaling by a power of two, then round */
+            double v = rint((double)x[k] * mul[k]); /* exact scaling by a power of two, then round */
             if (!(fabs(v) <= lim))
-                return qd_err_set(QD_EMISMATCH, "calibration: the input of '%s' (channel %d) exceeds the range of the "
-                                  "first pass; the two passes saw different data", L->name, k);
+                return qd_err_set(QD_EMISMATCH,
+                                  "calibration: the input of '%s' (channel %d) exceeds the range of the "
+                                  "first pass; the two passes saw different data",
+                                  L->name, k);
             q[k] = v;
         }
         g->rows++;

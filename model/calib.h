@@ -26,19 +26,19 @@
 
 #include "model/model.h"
 
-#define QD_CALIB_BITS 21
-#define QD_CALIB_CHUNK 1024   /* rows per dsyrk: 2^(2*21) * 2^10 = 2^52 < 2^53 */
+#define QD_CALIB_BITS  21
+#define QD_CALIB_CHUNK 1024 /* rows per dsyrk: 2^(2*21) * 2^10 = 2^52 < 2^53 */
 
 typedef enum { QD_CALIB_ABSMAX = 1, QD_CALIB_ACCUMULATE = 2 } qd_calib_phase;
 
 typedef struct {
-    int group;             /* model input group */
-    int first_linear;      /* its first linear (the one hooks report) */
-    int in;                /* input channels */
-    float *absmax;         /* [in] */
-    int32_t *exp;          /* [in] grid exponents e_i (after qd_calib_begin_accumulate) */
-    int64_t *acc;          /* [in * in], row-major, upper triangle (j >= i) */
-    int64_t rows;          /* real tokens seen in the current phase */
+    int group;        /* model input group */
+    int first_linear; /* its first linear (the one hooks report) */
+    int in;           /* input channels */
+    float *absmax;    /* [in] */
+    int32_t *exp;     /* [in] grid exponents e_i (after qd_calib_begin_accumulate) */
+    int64_t *acc;     /* [in * in], row-major, upper triangle (j >= i) */
+    int64_t rows;     /* real tokens seen in the current phase */
 } qd_calib_group;
 
 typedef struct qd_calib qd_calib;

@@ -15,19 +15,19 @@ typedef enum { SRC_MEMORY_PIXELS, SRC_MEMORY_IDS, SRC_TEXT, SRC_IMAGES } src_kin
 struct qd_calib_data {
     const qd_model *m;
     src_kind kind;
-    int n, T;                 /* samples, tokens per item */
+    int n, T; /* samples, tokens per item */
     int64_t real_tokens;
     /* text and memory ids: [n, T] each */
     int32_t *ids, *type_ids, *mask;
     /* memory pixels [n, item] or images */
     float *pixels;
-    int64_t item;             /* floats per image */
-    qd_dataset *ds;           /* images */
+    int64_t item;   /* floats per image */
+    qd_dataset *ds; /* images */
     qd_preprocess pp;
-    int *idx;                 /* images: dataset index of sample i */
-    float *batch_pix;         /* images: the current batch */
+    int *idx;         /* images: dataset index of sample i */
+    float *batch_pix; /* images: the current batch */
     int batch_cap;
-    int32_t *len;             /* text: real tokens of each sample */
+    int32_t *len;                  /* text: real tokens of each sample */
     int32_t *bids, *btype, *bmask; /* text: the current batch, [n, longest] */
     int bcap;
 };
@@ -49,12 +49,14 @@ void qd_calib_select(int total, int k, uint64_t seed, int *idx)
         for (int i = total - 1; i > 0; i--) {
             /* unbiased bounded draw (rejection) */
             uint64_t bound = (uint64_t)i + 1, lim = UINT64_MAX - UINT64_MAX % bound, r;
-            do r = splitmix64(&s); while (r >= lim);
+            do r = splitmix64(&s);
+            while (r >= lim);
             int j = (int)(r % bound), t = perm[i];
             perm[i] = perm[j];
             perm[j] = t;
         }
-    } else k = total;
+    } else
+        k = total;
     memcpy(idx, perm, (size_t)k * sizeof *idx);
     free(perm);
 }
@@ -70,9 +72,16 @@ static qd_calib_data *new_data(const qd_model *m, src_kind kind)
 void qd_calib_data_free(qd_calib_data *d)
 {
     if (!d) return;
-    free(d->ids); free(d->type_ids); free(d->mask);
-    free(d->pixels); free(d->idx); free(d->batch_pix);
-    free(d->len); free(d->bids); free(d->btype); free(d->bmask);
+    free(d->ids);
+    free(d->type_ids);
+    free(d->mask);
+    free(d->pixels);
+    free(d->idx);
+    free(d->batch_pix);
+    free(d->len);
+    free(d->bids);
+    free(d->btype);
+    free(d->bmask);
     if (d->ds) qd_dataset_free(d->ds);
     free(d);
 }
@@ -100,9 +109,11 @@ int qd_calib_data_from_pixels(const qd_model *m, const float *pixels, int n, qd_
     return QD_OK;
 }
 
-int qd_calib_data_from_ids(const qd_model *m, const int32_t *ids, const int32_t *mask, int n, int T, qd_calib_data **out)
+int qd_calib_data_from_ids(const qd_model *m, const int32_t *ids, const int32_t *mask, int n, int T,
+                           qd_calib_data **out)
 {
-    if (qd_model_cfg(m)->arch != QD_ARCH_BERT) return qd_err_set(QD_EINVAL, "calibration: token samples need a BERT-family model");
+    if (qd_model_cfg(m)->arch != QD_ARCH_BERT)
+        return qd_err_set(QD_EINVAL, "calibration: token samples need a BERT-family model");
     qd_calib_data *d = new_data(m, SRC_MEMORY_IDS);
     d->n = n;
     d->T = T;
@@ -151,9 +162,12 @@ int qd_text_samples_read(const char *path, int limit, qd_text_samples *out)
         if (tsv && col < 0) { /* the header names the columns */
             int i = 0, sent = -1, text = -1;
             for (char *save = NULL, *tok = strtok_r(line, "\t", &save); tok; tok = strtok_r(NULL, "\t", &save), i++) {
-                if (!strcmp(tok, "sentence")) sent = i;
-                else if (!strcmp(tok, "text")) text = i;
-                else if (!strcmp(tok, "label")) lcol = i;
+                if (!strcmp(tok, "sentence"))
+                    sent = i;
+                else if (!strcmp(tok, "text"))
+                    text = i;
+                else if (!strcmp(tok, "label"))
+                    lcol = i;
             }
             col = sent >= 0 ? sent : text >= 0 ? text : 0;
             continue;
@@ -196,8 +210,10 @@ int qd_text_samples_read(const char *path, int limit, qd_text_samples *out)
     free(line);
     if (!rc && err) rc = qd_err_set(QD_EIO, "%s: read error", path);
     if (!rc && out->n == 0) rc = qd_err_set(QD_EFORMAT, "%s: no samples (empty file, or only a header)", path);
-    if (rc) qd_text_samples_free(out);
-    else out->has_labels = lcol >= 0;
+    if (rc)
+        qd_text_samples_free(out);
+    else
+        out->has_labels = lcol >= 0;
     return rc;
 }
 
@@ -219,7 +235,10 @@ static int open_text(qd_calib_data *d, const char *path, int nsamples, int seqle
                           qd_tokenizer_vocab_size(tok), qd_model_cfg(m)->vocab_size);
     }
     qd_text_samples L;
-    if ((rc = qd_text_samples_read(path, 0, &L))) { qd_tokenizer_free(tok); return rc; }
+    if ((rc = qd_text_samples_read(path, 0, &L))) {
+        qd_tokenizer_free(tok);
+        return rc;
+    }
     int k = nsamples > 0 && nsamples < L.n ? nsamples : L.n;
     int *idx = qd_xmalloc((size_t)k * sizeof *idx);
     qd_calib_select(L.n, k, seed, idx);
@@ -232,8 +251,8 @@ static int open_text(qd_calib_data *d, const char *path, int nsamples, int seqle
     for (int i = 0; i < k && !rc; i++) {
         int n = 0;
         int64_t o = (int64_t)i * seqlen;
-        rc = qd_tokenizer_encode(tok, L.text[idx[i]], NULL, seqlen, seqlen, seqlen, d->ids + o, d->type_ids + o, d->mask + o,
-                                 &n, NULL);
+        rc = qd_tokenizer_encode(tok, L.text[idx[i]], NULL, seqlen, seqlen, seqlen, d->ids + o, d->type_ids + o,
+                                 d->mask + o, &n, NULL);
         if (rc) rc = qd_err_wrap(rc, "%s: sample %d: ", path, idx[i] + 1);
         for (int t = 0; t < seqlen; t++) d->real_tokens += d->mask[o + t] != 0;
     }
@@ -262,7 +281,8 @@ static int open_text(qd_calib_data *d, const char *path, int nsamples, int seqle
     int32_t *arr[3] = {d->ids, d->type_ids, d->mask};
     int32_t *cpy = qd_xmalloc(sz);
     for (int a = 0; a < 3; a++) {
-        for (int i = 0; i < k; i++) memcpy(cpy + (int64_t)i * seqlen, arr[a] + (int64_t)ord[i] * seqlen, (size_t)seqlen * sizeof *cpy);
+        for (int i = 0; i < k; i++)
+            memcpy(cpy + (int64_t)i * seqlen, arr[a] + (int64_t)ord[i] * seqlen, (size_t)seqlen * sizeof *cpy);
         memcpy(arr[a], cpy, sz);
     }
     for (int i = 0; i < k; i++) tmp[i] = d->len[ord[i]];
@@ -295,7 +315,8 @@ static int open_images(qd_calib_data *d, const char *path, int nsamples, uint64_
     return QD_OK;
 }
 
-int qd_calib_data_open(const qd_model *m, const char *path, int nsamples, int seqlen, uint64_t seed, qd_calib_data **out)
+int qd_calib_data_open(const qd_model *m, const char *path, int nsamples, int seqlen, uint64_t seed,
+                       qd_calib_data **out)
 {
     *out = NULL;
     struct stat st;
@@ -303,14 +324,19 @@ int qd_calib_data_open(const qd_model *m, const char *path, int nsamples, int se
     qd_calib_data *d;
     int rc;
     if (qd_model_cfg(m)->arch == QD_ARCH_BERT) {
-        if (S_ISDIR(st.st_mode)) return qd_err_set(QD_EINVAL, "calibration data %s: a BERT-family model needs a text or TSV file, not a folder", path);
+        if (S_ISDIR(st.st_mode))
+            return qd_err_set(QD_EINVAL,
+                              "calibration data %s: a BERT-family model needs a text or TSV file, not a folder", path);
         d = new_data(m, SRC_TEXT);
         rc = open_text(d, path, nsamples, seqlen, seed);
     } else {
         d = new_data(m, SRC_IMAGES);
         rc = open_images(d, path, nsamples, seed);
     }
-    if (rc) { qd_calib_data_free(d); return rc; }
+    if (rc) {
+        qd_calib_data_free(d);
+        return rc;
+    }
     *out = d;
     return QD_OK;
 }
@@ -328,7 +354,9 @@ int qd_calib_data_batch(qd_calib_data *d, int first, int n, qd_batch *b)
         int T = 1;
         for (int i = 0; i < n; i++) T = QD_MAX(T, d->len[first + i]);
         if (n * T > d->bcap) {
-            free(d->bids); free(d->btype); free(d->bmask);
+            free(d->bids);
+            free(d->btype);
+            free(d->bmask);
             d->bcap = n * T;
             d->bids = qd_xmalloc((size_t)d->bcap * sizeof(int32_t));
             d->btype = qd_xmalloc((size_t)d->bcap * sizeof(int32_t));
@@ -351,14 +379,15 @@ int qd_calib_data_batch(qd_calib_data *d, int first, int n, qd_batch *b)
         b->type_ids = d->type_ids + (int64_t)first * d->T;
         b->mask = d->mask + (int64_t)first * d->T;
         return QD_OK;
-    case SRC_MEMORY_PIXELS:
-        b->pixels = d->pixels + (int64_t)first * d->item;
-        return QD_OK;
+    case SRC_MEMORY_PIXELS: b->pixels = d->pixels + (int64_t)first * d->item; return QD_OK;
     case SRC_IMAGES:
         if (n > d->batch_cap) {
             free(d->batch_pix);
             d->batch_pix = malloc((size_t)(n * d->item) * sizeof(float));
-            if (!d->batch_pix) { d->batch_cap = 0; return qd_err_set(QD_ENOMEM, "calibration: out of memory for images"); }
+            if (!d->batch_pix) {
+                d->batch_cap = 0;
+                return qd_err_set(QD_ENOMEM, "calibration: out of memory for images");
+            }
             d->batch_cap = n;
         }
         for (int i = 0; i < n; i++) {

@@ -32,9 +32,9 @@ int qd_calib_data_from_ids(const qd_model *m, const int32_t *ids, const int32_t 
                            qd_calib_data **out);
 void qd_calib_data_free(qd_calib_data *d);
 
-int qd_calib_data_count(const qd_calib_data *d);   /* samples selected */
-int qd_calib_data_tokens(const qd_calib_data *d);  /* the longest T of any batch (seqlen for text) */
-int qd_calib_data_real_tokens(const qd_calib_data *d); /* unpadded tokens over all samples */
+int qd_calib_data_count(const qd_calib_data *d);        /* samples selected */
+int qd_calib_data_tokens(const qd_calib_data *d);       /* the longest T of any batch (seqlen for text) */
+int qd_calib_data_real_tokens(const qd_calib_data *d);  /* unpadded tokens over all samples */
 const char *qd_calib_data_kind(const qd_calib_data *d); /* "text", "images", "memory" */
 
 /* Items [first, first + n) as a batch. The buffers belong to d and stay valid until the next call. */
@@ -45,7 +45,7 @@ int qd_calib_data_batch(qd_calib_data *d, int first, int n, qd_batch *b);
  * skipped; at most `limit` (0: all). Errors name the file and line. */
 typedef struct {
     char **text;
-    int *labels;         /* -1 where there is no label column */
+    int *labels; /* -1 where there is no label column */
     int n, has_labels;
 } qd_text_samples;
 int qd_text_samples_read(const char *path, int limit, qd_text_samples *out);

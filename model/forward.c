@@ -16,8 +16,8 @@ void qd_linear_f32(const float *X, int64_t rows, int in, const float *W, const f
     if (b) {
         for (int64_t r = 0; r < rows; r++) memcpy(Y + r * out, b, (size_t)out * sizeof *Y);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, out, in, 1.0f, X, in, W, in,
-                b ? 1.0f : 0.0f, Y, out);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, out, in, 1.0f, X, in, W, in, b ? 1.0f : 0.0f, Y,
+                out);
 }
 
 /* Mean and variance in double (two passes), as a float64 reference would; output in float. */
@@ -76,7 +76,8 @@ static int apply_linear(const qd_model *m, int li, const float *X, int64_t rows,
     return QD_OK;
 }
 
-static int see_input(const qd_model *m, int li, const float *X, int64_t rows, const uint8_t *valid, const qd_model_hooks *hk)
+static int see_input(const qd_model *m, int li, const float *X, int64_t rows, const uint8_t *valid,
+                     const qd_model_hooks *hk)
 {
     if (hk && hk->linear_input) return hk->linear_input(hk->user, m, li, X, rows, valid);
     return QD_OK;
@@ -85,11 +86,11 @@ static int see_input(const qd_model *m, int li, const float *X, int64_t rows, co
 /* ---- attention and MLP -------------------------------------------------------------------- */
 
 typedef struct {
-    float *q, *k, *v, *ctx;   /* [rows, A] */
-    float *t1, *t2;           /* [rows, H] */
-    float *inter;             /* [rows, I] */
-    float *scores;            /* [T, T] */
-    uint8_t *valid;           /* [rows] or NULL */
+    float *q, *k, *v, *ctx; /* [rows, A] */
+    float *t1, *t2;         /* [rows, H] */
+    float *inter;           /* [rows, I] */
+    float *scores;          /* [T, T] */
+    uint8_t *valid;         /* [rows] or NULL */
 } scratch;
 
 /* The block's buffers live in the model object and only grow: freeing ~15 MiB after every block
@@ -99,13 +100,15 @@ static int scratch_init(const qd_model *m, const qd_batch *b, scratch *s)
     const qd_model_config *c = &m->cfg;
     int64_t rows = (int64_t)b->B * b->T, A = (int64_t)c->heads * c->head_size;
     memset(s, 0, sizeof *s);
-    size_t need = (size_t)(rows * A * 4 + rows * c->hidden * 2 + rows * c->intermediate + (int64_t)b->T * b->T) * sizeof(float);
+    size_t need =
+        (size_t)(rows * A * 4 + rows * c->hidden * 2 + rows * c->intermediate + (int64_t)b->T * b->T) * sizeof(float);
     qd_model *mm = (qd_model *)m;
     if (need > mm->scratch_bytes) {
         free(mm->scratch);
         mm->scratch = malloc(need);
         mm->scratch_bytes = mm->scratch ? need : 0;
-        if (!mm->scratch) return qd_err_set(QD_ENOMEM, "forward pass: out of memory for a batch of %d x %d tokens", b->B, b->T);
+        if (!mm->scratch)
+            return qd_err_set(QD_ENOMEM, "forward pass: out of memory for a batch of %d x %d tokens", b->B, b->T);
     }
     s->q = mm->scratch;
     s->t1 = s->q + rows * A * 4;
@@ -123,10 +126,7 @@ static int scratch_init(const qd_model *m, const qd_batch *b, scratch *s)
     return QD_OK;
 }
 
-static void scratch_free(scratch *s)
-{
-    free(s->valid);
-}
+static void scratch_free(scratch *s) { free(s->valid); }
 
 /* out [rows, H] = O(attention(Q x, K x, V x)) */
 static int attention(const qd_model *m, int k, const qd_batch *b, const float *x, float *out, scratch *s,
@@ -174,7 +174,8 @@ static int attention(const qd_model *m, int k, const qd_batch *b, const float *x
 }
 
 /* out [rows, H] = Out(act(Inter x)) */
-static int mlp(const qd_model *m, int k, const qd_batch *b, const float *x, float *out, scratch *s, const qd_model_hooks *hk)
+static int mlp(const qd_model *m, int k, const qd_batch *b, const float *x, float *out, scratch *s,
+               const qd_model_hooks *hk)
 {
     const qd_model_config *c = &m->cfg;
     const int64_t rows = (int64_t)b->B * b->T;
@@ -195,11 +196,13 @@ static int check_batch(const qd_model *m, const qd_batch *b, int inputs)
     if (c->arch == QD_ARCH_VIT) {
         if (inputs && !b->pixels) return qd_err_set(QD_EINVAL, "%s: a ViT batch needs pixel values", m->dir);
         if (b->T != qd_model_tokens(m, 0))
-            return qd_err_set(QD_ESHAPE, "%s: a ViT batch has %d tokens per image, not %d", m->dir, qd_model_tokens(m, 0), b->T);
+            return qd_err_set(QD_ESHAPE, "%s: a ViT batch has %d tokens per image, not %d", m->dir,
+                              qd_model_tokens(m, 0), b->T);
     } else {
         if (inputs && !b->ids) return qd_err_set(QD_EINVAL, "%s: a BERT batch needs token ids", m->dir);
         if (b->T > c->max_position)
-            return qd_err_set(QD_ESHAPE, "%s: sequence length %d exceeds max_position_embeddings %d", m->dir, b->T, c->max_position);
+            return qd_err_set(QD_ESHAPE, "%s: sequence length %d exceeds max_position_embeddings %d", m->dir, b->T,
+                              c->max_position);
     }
     return QD_OK;
 }
@@ -248,9 +251,12 @@ static int embed_bert(const qd_model *m, const qd_batch *b, float *h)
             int64_t r = (int64_t)bi * T + t;
             int32_t id = b->ids[r], tt = b->type_ids ? b->type_ids[r] : 0;
             if (id < 0 || id >= c->vocab_size)
-                return qd_err_set(QD_EINVAL, "%s: token id %d at position %d of item %d is outside the vocabulary (%d)", m->dir, id, t, bi, c->vocab_size);
+                return qd_err_set(QD_EINVAL, "%s: token id %d at position %d of item %d is outside the vocabulary (%d)",
+                                  m->dir, id, t, bi, c->vocab_size);
             if (tt < 0 || tt >= QD_MAX(c->type_vocab, 1))
-                return qd_err_set(QD_EINVAL, "%s: token type %d at position %d of item %d is outside type_vocab_size %d", m->dir, tt, t, bi, c->type_vocab);
+                return qd_err_set(QD_EINVAL,
+                                  "%s: token type %d at position %d of item %d is outside type_vocab_size %d", m->dir,
+                                  tt, t, bi, c->type_vocab);
             const float *we = m->word_emb + (int64_t)id * H, *pe = m->pos_emb + (int64_t)t * H;
             const float *te = m->type_emb ? m->type_emb + (int64_t)tt * H : NULL;
             float *o = h + r * H;
@@ -268,7 +274,11 @@ static int embed_vit(const qd_model *m, const qd_batch *b, float *h)
     const int pk = C * c->patch_h * c->patch_w;
     float *P = malloc((size_t)np * (size_t)pk * sizeof(float));
     float *Y = malloc((size_t)np * (size_t)H * sizeof(float));
-    if (!P || !Y) { free(P); free(Y); return qd_err_set(QD_ENOMEM, "%s: out of memory for patches", m->dir); }
+    if (!P || !Y) {
+        free(P);
+        free(Y);
+        return qd_err_set(QD_ENOMEM, "%s: out of memory for patches", m->dir);
+    }
     for (int bi = 0; bi < b->B; bi++) {
         const float *img = b->pixels + (int64_t)bi * C * c->image_h * c->image_w;
         /* Conv2d with stride = kernel = patch as a GEMM: one row per patch, (c, i, j) order as the weight */
@@ -310,8 +320,10 @@ int qd_model_final_norm(const qd_model *m, const qd_batch *b, const float *h, fl
 {
     const qd_model_config *c = &m->cfg;
     int64_t rows = (int64_t)b->B * b->T;
-    if (c->arch == QD_ARCH_VIT) qd_layernorm(h, rows, c->hidden, m->final_ln_g, m->final_ln_b, c->ln_eps, out);
-    else memcpy(out, h, (size_t)(rows * c->hidden) * sizeof *out);
+    if (c->arch == QD_ARCH_VIT)
+        qd_layernorm(h, rows, c->hidden, m->final_ln_g, m->final_ln_b, c->ln_eps, out);
+    else
+        memcpy(out, h, (size_t)(rows * c->hidden) * sizeof *out);
     return QD_OK;
 }
 
@@ -322,7 +334,11 @@ int qd_model_head(const qd_model *m, const qd_batch *b, const float *h, float *p
     if (logits && L == 0) return qd_err_set(QD_EUNSUPPORTED, "%s: the checkpoint has no classification head", m->dir);
     float *first = malloc((size_t)b->B * 2 * (size_t)H * sizeof(float));
     float *tmp = malloc((size_t)b->B * (size_t)(H > L ? H : L) * 2 * sizeof(float));
-    if (!first || !tmp) { free(first); free(tmp); return qd_err_set(QD_ENOMEM, "%s: out of memory", m->dir); }
+    if (!first || !tmp) {
+        free(first);
+        free(tmp);
+        return qd_err_set(QD_ENOMEM, "%s: out of memory", m->dir);
+    }
     int rc = QD_OK;
     if (c->arch == QD_ARCH_VIT) {
         /* final LayerNorm of the CLS (and distillation) token */

@@ -26,13 +26,14 @@
 #define M_PI 3.14159265358979323846
 #endif
 
-#define QD_IDX_MAX_BYTES (1ull << 34)   /* 16 GiB of pixels: far above any IDX data set */
-#define QD_IMAGE_MAX_SIDE (1 << 16)
+#define QD_IDX_MAX_BYTES    (1ull << 34) /* 16 GiB of pixels: far above any IDX data set */
+#define QD_IMAGE_MAX_SIDE   (1 << 16)
 #define QD_FOLDER_MAX_DEPTH 32
 
 /* ---- 8-bit images --------------------------------------------------------------------------- */
 
-static int image_alloc(qd_image *img, int w, int h, int c) {
+static int image_alloc(qd_image *img, int w, int h, int c)
+{
     img->w = w;
     img->h = h;
     img->c = c;
@@ -41,30 +42,31 @@ static int image_alloc(qd_image *img, int w, int h, int c) {
     return QD_OK;
 }
 
-void qd_image_free(qd_image *img) {
+void qd_image_free(qd_image *img)
+{
     if (!img) return;
     free(img->data);
     img->data = NULL;
     img->w = img->h = img->c = 0;
 }
 
-int qd_image_load(const char *path, qd_image *out) {
+int qd_image_load(const char *path, qd_image *out)
+{
     memset(out, 0, sizeof *out);
     struct stat st;
     if (stat(path, &st) != 0) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            return qd_err_set(QD_ENOENT, "%s: no such file", path);
+        if (errno == ENOENT || errno == ENOTDIR) return qd_err_set(QD_ENOENT, "%s: no such file", path);
         return qd_err_set(QD_EIO, "%s: %s", path, strerror(errno));
     }
     if (!S_ISREG(st.st_mode)) return qd_err_set(QD_EIO, "%s: not a regular file", path);
     int w, h, c;
     unsigned char *px = stbi_load(path, &w, &h, &c, 0);
-    if (!px) return qd_err_set(QD_EFORMAT, "%s: cannot decode the image: %s", path,
-                               stbi_failure_reason() ? stbi_failure_reason() : "unknown reason");
+    if (!px)
+        return qd_err_set(QD_EFORMAT, "%s: cannot decode the image: %s", path,
+                          stbi_failure_reason() ? stbi_failure_reason() : "unknown reason");
     if (w <= 0 || h <= 0 || c < 1 || c > 4 || w > QD_IMAGE_MAX_SIDE || h > QD_IMAGE_MAX_SIDE) {
         stbi_image_free(px);
-        return qd_err_set(QD_EFORMAT, "%s: unsupported image geometry %dx%d with %d channels",
-                          path, w, h, c);
+        return qd_err_set(QD_EFORMAT, "%s: unsupported image geometry %dx%d with %d channels", path, w, h, c);
     }
     int rc = image_alloc(out, w, h, c);
     if (rc == QD_OK) memcpy(out->data, px, (size_t)w * (size_t)h * (size_t)c);
@@ -72,7 +74,8 @@ int qd_image_load(const char *path, qd_image *out) {
     return rc;
 }
 
-int qd_image_convert(const qd_image *in, int channels, qd_image *out) {
+int qd_image_convert(const qd_image *in, int channels, qd_image *out)
+{
     memset(out, 0, sizeof *out);
     if (channels != 1 && channels != 3)
         return qd_err_set(QD_EINVAL, "image: cannot convert to %d channels (1 or 3)", channels);
@@ -87,8 +90,9 @@ int qd_image_convert(const qd_image *in, int channels, qd_image *out) {
         if (channels == 1) {
             /* PIL's rgb2l: ITU-R 601-2 luma in 16-bit fixed point, rounded */
             d[i] = gray ? s[0]
-                        : (uint8_t)(((uint32_t)s[0] * 19595u + (uint32_t)s[1] * 38470u +
-                                     (uint32_t)s[2] * 7471u + 0x8000u) >> 16);
+                        : (uint8_t)(((uint32_t)s[0] * 19595u + (uint32_t)s[1] * 38470u + (uint32_t)s[2] * 7471u +
+                                     0x8000u) >>
+                                    16);
         } else {
             d[3 * i + 0] = s[0];
             d[3 * i + 1] = gray ? s[0] : s[1];
@@ -102,12 +106,14 @@ int qd_image_convert(const qd_image *in, int channels, qd_image *out) {
 
 static double box_filter(double x) { return x > -0.5 && x <= 0.5 ? 1.0 : 0.0; }
 
-static double bilinear_filter(double x) {
+static double bilinear_filter(double x)
+{
     if (x < 0.0) x = -x;
     return x < 1.0 ? 1.0 - x : 0.0;
 }
 
-static double hamming_filter(double x) {
+static double hamming_filter(double x)
+{
     if (x < 0.0) x = -x;
     if (x == 0.0) return 1.0;
     if (x >= 1.0) return 0.0;
@@ -115,7 +121,8 @@ static double hamming_filter(double x) {
     return sin(x) / x * (0.54f + 0.46f * cos(x)); /* float constants, as in PIL */
 }
 
-static double bicubic_filter(double x) {
+static double bicubic_filter(double x)
+{
     const double a = -0.5;
     if (x < 0.0) x = -x;
     if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
@@ -123,22 +130,22 @@ static double bicubic_filter(double x) {
     return 0.0;
 }
 
-static double sinc_filter(double x) {
+static double sinc_filter(double x)
+{
     if (x == 0.0) return 1.0;
     x = x * M_PI;
     return sin(x) / x;
 }
 
-static double lanczos_filter(double x) {
-    return -3.0 <= x && x < 3.0 ? sinc_filter(x) * sinc_filter(x / 3) : 0.0;
-}
+static double lanczos_filter(double x) { return -3.0 <= x && x < 3.0 ? sinc_filter(x) * sinc_filter(x / 3) : 0.0; }
 
 typedef struct {
     double (*fn)(double);
     double support;
 } resample_filter;
 
-static const resample_filter *filter_of(int id) {
+static const resample_filter *filter_of(int id)
+{
     static const resample_filter lanczos = {lanczos_filter, 3.0}, bilinear = {bilinear_filter, 1.0},
                                  bicubic = {bicubic_filter, 2.0}, box = {box_filter, 0.5},
                                  hamming = {hamming_filter, 1.0};
@@ -157,12 +164,13 @@ static const resample_filter *filter_of(int id) {
 
 typedef struct {
     int ksize;
-    int *bounds;            /* [out][2]: first input index, count */
-    int32_t *k;             /* [out][ksize] fixed-point coefficients */
+    int *bounds; /* [out][2]: first input index, count */
+    int32_t *k;  /* [out][ksize] fixed-point coefficients */
 } resample_coeffs;
 
 /* PIL's precompute_coeffs + normalize_coeffs_8bpc for the box [0, in_size). */
-static int coeffs(int in_size, int out_size, const resample_filter *f, resample_coeffs *c) {
+static int coeffs(int in_size, int out_size, const resample_filter *f, resample_coeffs *c)
+{
     double scale = (double)in_size / out_size, filterscale = scale < 1.0 ? 1.0 : scale;
     double support = f->support * filterscale; /* wider filter when downscaling: antialias */
     int ksize = (int)ceil(support) * 2 + 1;
@@ -189,8 +197,7 @@ static int coeffs(int in_size, int out_size, const resample_filter *f, resample_
         int32_t *k = c->k + (size_t)xx * (size_t)ksize;
         for (x = 0; x < xmax; x++) {
             double v = ww != 0.0 ? w[x] / ww : w[x];
-            k[x] = v < 0 ? (int32_t)(-0.5 + v * (1 << PRECISION_BITS))
-                         : (int32_t)(0.5 + v * (1 << PRECISION_BITS));
+            k[x] = v < 0 ? (int32_t)(-0.5 + v * (1 << PRECISION_BITS)) : (int32_t)(0.5 + v * (1 << PRECISION_BITS));
         }
         for (; x < ksize; x++) k[x] = 0;
         c->bounds[2 * xx] = xmin;
@@ -200,22 +207,24 @@ static int coeffs(int in_size, int out_size, const resample_filter *f, resample_
     return QD_OK;
 }
 
-static inline uint8_t clip8(int64_t ss) {
+static inline uint8_t clip8(int64_t ss)
+{
     if (ss < 0) return 0;
     ss >>= PRECISION_BITS;
     return ss > 255 ? 255 : (uint8_t)ss;
 }
 
-int qd_image_resize(const qd_image *in, int w, int h, int filter, qd_image *out) {
+int qd_image_resize(const qd_image *in, int w, int h, int filter, qd_image *out)
+{
     memset(out, 0, sizeof *out);
     const resample_filter *f = filter_of(filter);
     if (!f)
         return qd_err_set(filter == QD_RESAMPLE_NEAREST ? QD_EUNSUPPORTED : QD_EINVAL,
                           "image resize: resampling filter %d%s is not supported (LANCZOS 1, "
-                          "BILINEAR 2, BICUBIC 3, BOX 4, HAMMING 5)", filter,
-                          filter == QD_RESAMPLE_NEAREST ? " (NEAREST)" : "");
-    if (w < 1 || h < 1 || w > QD_IMAGE_MAX_SIDE || h > QD_IMAGE_MAX_SIDE || in->w < 1 ||
-        in->h < 1 || in->c < 1 || in->c > 4)
+                          "BILINEAR 2, BICUBIC 3, BOX 4, HAMMING 5)",
+                          filter, filter == QD_RESAMPLE_NEAREST ? " (NEAREST)" : "");
+    if (w < 1 || h < 1 || w > QD_IMAGE_MAX_SIDE || h > QD_IMAGE_MAX_SIDE || in->w < 1 || in->h < 1 || in->c < 1 ||
+        in->c > 4)
         return qd_err_set(QD_EINVAL, "image resize: %dx%dx%d to %dx%d", in->w, in->h, in->c, w, h);
     const int C = in->c;
     int need_h = w != in->w, need_v = h != in->h;
@@ -255,8 +264,7 @@ int qd_image_resize(const qd_image *in, int w, int h, int filter, qd_image *out)
             uint8_t *o = out->data + (size_t)yy * stride;
             for (size_t xb = 0; xb < stride; xb++) {
                 int64_t ss = 1 << (PRECISION_BITS - 1);
-                for (int y = 0; y < ymax; y++)
-                    ss += (int64_t)src->data[(size_t)(y + ymin) * stride + xb] * k[y];
+                for (int y = 0; y < ymax; y++) ss += (int64_t)src->data[(size_t)(y + ymin) * stride + xb] * k[y];
                 o[xb] = clip8(ss);
             }
         }
@@ -279,7 +287,8 @@ done:
 
 /* ---- preprocessing -------------------------------------------------------------------------- */
 
-void qd_preprocess_default(qd_preprocess *pp, int channels, int height, int width) {
+void qd_preprocess_default(qd_preprocess *pp, int channels, int height, int width)
+{
     memset(pp, 0, sizeof *pp);
     pp->channels = channels;
     pp->height = height;
@@ -295,30 +304,32 @@ void qd_preprocess_default(qd_preprocess *pp, int channels, int height, int widt
     }
 }
 
-size_t qd_preprocess_numel(const qd_preprocess *pp) {
+size_t qd_preprocess_numel(const qd_preprocess *pp)
+{
     return (size_t)pp->channels * (size_t)pp->height * (size_t)pp->width;
 }
 
-static int json_bool(const char *file, const cJSON *js, const char *key, int *v) {
+static int json_bool(const char *file, const cJSON *js, const char *key, int *v)
+{
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(js, key);
     if (!x || cJSON_IsNull(x)) return QD_OK;
-    if (!cJSON_IsBool(x))
-        return qd_err_set(QD_EFORMAT, "%s: \"%s\" must be true or false", file, key);
+    if (!cJSON_IsBool(x)) return qd_err_set(QD_EFORMAT, "%s: \"%s\" must be true or false", file, key);
     *v = cJSON_IsTrue(x);
     return QD_OK;
 }
 
-static int json_side(const char *file, const char *key, const cJSON *x, int *v) {
+static int json_side(const char *file, const char *key, const cJSON *x, int *v)
+{
     if (!cJSON_IsNumber(x) || x->valuedouble != floor(x->valuedouble) || x->valuedouble < 1 ||
         x->valuedouble > QD_IMAGE_MAX_SIDE)
-        return qd_err_set(QD_EFORMAT, "%s: \"%s\" must be a whole number of pixels in 1..%d",
-                          file, key, QD_IMAGE_MAX_SIDE);
+        return qd_err_set(QD_EFORMAT, "%s: \"%s\" must be a whole number of pixels in 1..%d", file, key,
+                          QD_IMAGE_MAX_SIDE);
     *v = (int)x->valuedouble;
     return QD_OK;
 }
 
-static int json_per_channel(const char *file, const cJSON *js, const char *key, int channels,
-                            double *v) {
+static int json_per_channel(const char *file, const cJSON *js, const char *key, int channels, double *v)
+{
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(js, key);
     if (!x || cJSON_IsNull(x)) return QD_OK;
     if (cJSON_IsNumber(x)) {
@@ -326,18 +337,20 @@ static int json_per_channel(const char *file, const cJSON *js, const char *key, 
         return QD_OK;
     }
     if (!cJSON_IsArray(x) || cJSON_GetArraySize(x) != channels)
-        return qd_err_set(QD_EFORMAT, "%s: \"%s\" must be a number or a list of %d numbers (one "
-                          "per channel)", file, key, channels);
+        return qd_err_set(QD_EFORMAT,
+                          "%s: \"%s\" must be a number or a list of %d numbers (one "
+                          "per channel)",
+                          file, key, channels);
     for (int c = 0; c < channels; c++) {
         const cJSON *e = cJSON_GetArrayItem(x, c);
-        if (!cJSON_IsNumber(e))
-            return qd_err_set(QD_EFORMAT, "%s: \"%s\"[%d] is not a number", file, key, c);
+        if (!cJSON_IsNumber(e)) return qd_err_set(QD_EFORMAT, "%s: \"%s\"[%d] is not a number", file, key, c);
         v[c] = e->valuedouble;
     }
     return QD_OK;
 }
 
-static int parse_preprocess(const char *file, const cJSON *js, qd_preprocess *pp) {
+static int parse_preprocess(const char *file, const cJSON *js, qd_preprocess *pp)
+{
     int rc;
     if ((rc = json_bool(file, js, "do_resize", &pp->do_resize)) ||
         (rc = json_bool(file, js, "do_rescale", &pp->do_rescale)) ||
@@ -346,8 +359,10 @@ static int parse_preprocess(const char *file, const cJSON *js, qd_preprocess *pp
     int crop = 0;
     if ((rc = json_bool(file, js, "do_center_crop", &crop))) return rc;
     if (crop)
-        return qd_err_set(QD_EUNSUPPORTED, "%s: \"do_center_crop\": true is not supported "
-                          "(resize to {height, width} only)", file);
+        return qd_err_set(QD_EUNSUPPORTED,
+                          "%s: \"do_center_crop\": true is not supported "
+                          "(resize to {height, width} only)",
+                          file);
     const cJSON *size = cJSON_GetObjectItemCaseSensitive(js, "size");
     if (size && !cJSON_IsNull(size)) {
         if (cJSON_IsNumber(size)) {
@@ -358,10 +373,10 @@ static int parse_preprocess(const char *file, const cJSON *js, qd_preprocess *pp
             const cJSON *ww = cJSON_GetObjectItemCaseSensitive(size, "width");
             if (!hh || !ww) {
                 const cJSON *k = size->child;
-                return qd_err_set(QD_EUNSUPPORTED, "%s: \"size\" %s%s%s is not supported "
-                                  "(only {\"height\", \"width\"})", file,
-                                  k ? "with \"" : "without keys", k && k->string ? k->string : "",
-                                  k ? "\"" : "");
+                return qd_err_set(QD_EUNSUPPORTED,
+                                  "%s: \"size\" %s%s%s is not supported "
+                                  "(only {\"height\", \"width\"})",
+                                  file, k ? "with \"" : "without keys", k && k->string ? k->string : "", k ? "\"" : "");
             }
             if ((rc = json_side(file, "size.height", hh, &pp->height)) ||
                 (rc = json_side(file, "size.width", ww, &pp->width)))
@@ -372,14 +387,13 @@ static int parse_preprocess(const char *file, const cJSON *js, qd_preprocess *pp
     }
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(js, "resample");
     if (rs && !cJSON_IsNull(rs)) {
-        if (!cJSON_IsNumber(rs) || rs->valuedouble != floor(rs->valuedouble) ||
-            rs->valuedouble < 0 || rs->valuedouble > 5)
+        if (!cJSON_IsNumber(rs) || rs->valuedouble != floor(rs->valuedouble) || rs->valuedouble < 0 ||
+            rs->valuedouble > 5)
             return qd_err_set(QD_EFORMAT, "%s: \"resample\" must be a PIL filter number 0..5", file);
         pp->resample = (int)rs->valuedouble;
     }
     if (pp->do_resize && !filter_of(pp->resample))
-        return qd_err_set(QD_EUNSUPPORTED, "%s: \"resample\": %d (NEAREST) is not supported",
-                          file, pp->resample);
+        return qd_err_set(QD_EUNSUPPORTED, "%s: \"resample\": %d (NEAREST) is not supported", file, pp->resample);
     const cJSON *rf = cJSON_GetObjectItemCaseSensitive(js, "rescale_factor");
     if (rf && !cJSON_IsNull(rf)) {
         if (!cJSON_IsNumber(rf) || !isfinite(rf->valuedouble))
@@ -391,12 +405,15 @@ static int parse_preprocess(const char *file, const cJSON *js, qd_preprocess *pp
         return rc;
     for (int c = 0; c < pp->channels; c++)
         if (pp->do_normalize && (!isfinite(pp->mean[c]) || !isfinite(pp->std[c]) || pp->std[c] == 0))
-            return qd_err_set(QD_ECONFIG, "%s: channel %d: mean %g, std %g: std must be a non-zero "
-                              "number", file, c, pp->mean[c], pp->std[c]);
+            return qd_err_set(QD_ECONFIG,
+                              "%s: channel %d: mean %g, std %g: std must be a non-zero "
+                              "number",
+                              file, c, pp->mean[c], pp->std[c]);
     return QD_OK;
 }
 
-static char *join(const char *dir, const char *name) {
+static char *join(const char *dir, const char *name)
+{
     size_t a = strlen(dir), b = strlen(name);
     char *p = malloc(a + b + 2);
     if (!p) return NULL;
@@ -407,17 +424,18 @@ static char *join(const char *dir, const char *name) {
     return p;
 }
 
-static int is_dir(const char *p) {
+static int is_dir(const char *p)
+{
     struct stat st;
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 /* The whole of a small file (a JSON config). */
-static int slurp(const char *path, size_t max, char **buf, size_t *len) {
+static int slurp(const char *path, size_t max, char **buf, size_t *len)
+{
     FILE *f = fopen(path, "rb");
     if (!f) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            return qd_err_set(QD_ENOENT, "%s: no such file", path);
+        if (errno == ENOENT || errno == ENOTDIR) return qd_err_set(QD_ENOENT, "%s: no such file", path);
         return qd_err_set(QD_EIO, "%s: cannot open: %s", path, strerror(errno));
     }
     size_t cap = 4096, n = 0;
@@ -450,7 +468,8 @@ static int slurp(const char *path, size_t max, char **buf, size_t *len) {
     return QD_OK;
 }
 
-int qd_preprocess_load(const char *path, int channels, int height, int width, qd_preprocess *pp) {
+int qd_preprocess_load(const char *path, int channels, int height, int width, qd_preprocess *pp)
+{
     if (channels != 1 && channels != 3)
         return qd_err_set(QD_EINVAL, "%s: %d image channels (1 or 3 supported)", path, channels);
     qd_preprocess_default(pp, channels, height, width);
@@ -474,14 +493,13 @@ int qd_preprocess_load(const char *path, int channels, int height, int width, qd
     return rc;
 }
 
-int qd_preprocess_for_model(const struct qd_model *m, qd_preprocess *pp) {
+int qd_preprocess_for_model(const struct qd_model *m, qd_preprocess *pp)
+{
     const qd_model_config *c = qd_model_cfg(m);
     const char *dir = qd_model_dir(m);
-    if (c->arch != QD_ARCH_VIT)
-        return qd_err_set(QD_EINVAL, "%s: image preprocessing needs a ViT-family model", dir);
+    if (c->arch != QD_ARCH_VIT) return qd_err_set(QD_EINVAL, "%s: image preprocessing needs a ViT-family model", dir);
     if (c->channels != 1 && c->channels != 3)
-        return qd_err_set(QD_ECONFIG, "%s: num_channels %d: images have 1 or 3 channels", dir,
-                          c->channels);
+        return qd_err_set(QD_ECONFIG, "%s: num_channels %d: images have 1 or 3 channels", dir, c->channels);
     char *file = join(dir, "preprocessor_config.json");
     if (!file) return qd_err_set(QD_ENOMEM, "out of memory");
     struct stat st;
@@ -491,13 +509,16 @@ int qd_preprocess_for_model(const struct qd_model *m, qd_preprocess *pp) {
     else
         qd_preprocess_default(pp, c->channels, c->image_h, c->image_w);
     if (rc == QD_OK && (pp->height != c->image_h || pp->width != c->image_w))
-        rc = qd_err_set(QD_ECONFIG, "%s: images are preprocessed to %dx%d but the model takes "
-                        "image_size %dx%d", file, pp->height, pp->width, c->image_h, c->image_w);
+        rc = qd_err_set(QD_ECONFIG,
+                        "%s: images are preprocessed to %dx%d but the model takes "
+                        "image_size %dx%d",
+                        file, pp->height, pp->width, c->image_h, c->image_w);
     free(file);
     return rc;
 }
 
-int qd_image_preprocess(const qd_image *img, const qd_preprocess *pp, float *out) {
+int qd_image_preprocess(const qd_image *img, const qd_preprocess *pp, float *out)
+{
     if (pp->channels != 1 && pp->channels != 3)
         return qd_err_set(QD_EINVAL, "preprocess: %d channels (1 or 3)", pp->channels);
     qd_image conv = {0}, sized = {0};
@@ -509,8 +530,10 @@ int qd_image_preprocess(const qd_image *img, const qd_preprocess *pp, float *out
     }
     if (x->w != pp->width || x->h != pp->height) {
         if (!pp->do_resize) {
-            rc = qd_err_set(QD_ESHAPE, "preprocess: image is %dx%d, the model takes %dx%d and "
-                            "do_resize is off", x->w, x->h, pp->width, pp->height);
+            rc = qd_err_set(QD_ESHAPE,
+                            "preprocess: image is %dx%d, the model takes %dx%d and "
+                            "do_resize is off",
+                            x->w, x->h, pp->width, pp->height);
             goto done;
         }
         if ((rc = qd_image_resize(x, pp->width, pp->height, pp->resample, &sized))) goto done;
@@ -534,7 +557,8 @@ done:
 /* ---- IDX files -------------------------------------------------------------------------------- */
 
 /* Read exactly n bytes (n may be 0); returns the count read, -1 on a zlib error. */
-static int64_t gz_read_full(gzFile f, uint8_t *p, uint64_t n) {
+static int64_t gz_read_full(gzFile f, uint8_t *p, uint64_t n)
+{
     uint64_t got = 0;
     while (got < n) {
         uint64_t chunk = n - got > (1u << 30) ? (1u << 30) : n - got;
@@ -546,7 +570,8 @@ static int64_t gz_read_full(gzFile f, uint8_t *p, uint64_t n) {
     return (int64_t)got;
 }
 
-static int gz_error(gzFile f, const char *path) {
+static int gz_error(gzFile f, const char *path)
+{
     int zerr = 0;
     const char *msg = gzerror(f, &zerr);
     if (zerr == Z_ERRNO) return qd_err_set(QD_EIO, "%s: read error: %s", path, strerror(errno));
@@ -554,13 +579,12 @@ static int gz_error(gzFile f, const char *path) {
 }
 
 /* An IDX file of unsigned bytes with `ndim` dimensions: dims[ndim] and data (malloc'd). */
-static int idx_read(const char *path, int ndim, const char *what, uint32_t *dims,
-                    uint8_t **data) {
+static int idx_read(const char *path, int ndim, const char *what, uint32_t *dims, uint8_t **data)
+{
     *data = NULL;
     struct stat st;
     if (stat(path, &st) != 0) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            return qd_err_set(QD_ENOENT, "%s: no such file", path);
+        if (errno == ENOENT || errno == ENOTDIR) return qd_err_set(QD_ENOENT, "%s: no such file", path);
         return qd_err_set(QD_EIO, "%s: %s", path, strerror(errno));
     }
     if (!S_ISREG(st.st_mode)) return qd_err_set(QD_EIO, "%s: not a regular file", path);
@@ -577,23 +601,23 @@ static int idx_read(const char *path, int ndim, const char *what, uint32_t *dims
         goto done;
     }
     if (got >= 4 && (head[0] != 0 || head[1] != 0)) {
-        rc = qd_err_set(QD_EFORMAT, "%s: not an IDX file (magic %02x %02x %02x %02x)", path,
-                        head[0], head[1], head[2], head[3]);
+        rc = qd_err_set(QD_EFORMAT, "%s: not an IDX file (magic %02x %02x %02x %02x)", path, head[0], head[1], head[2],
+                        head[3]);
         goto done;
     }
     if (got >= 4 && head[2] != 0x08) {
-        rc = qd_err_set(QD_EFORMAT, "%s: IDX data type 0x%02x, expected 0x08 (unsigned byte)",
-                        path, head[2]);
+        rc = qd_err_set(QD_EFORMAT, "%s: IDX data type 0x%02x, expected 0x08 (unsigned byte)", path, head[2]);
         goto done;
     }
     if (got >= 4 && head[3] != ndim) {
-        rc = qd_err_set(QD_EFORMAT, "%s: IDX with %d dimensions, expected %d (%s)", path,
-                        head[3], ndim, what);
+        rc = qd_err_set(QD_EFORMAT, "%s: IDX with %d dimensions, expected %d (%s)", path, head[3], ndim, what);
         goto done;
     }
     if ((size_t)got < hlen) {
-        rc = qd_err_set(QD_EFORMAT, "%s: truncated IDX header: %lld bytes, a %d-dimensional "
-                        "header needs %zu", path, (long long)got, ndim, hlen);
+        rc = qd_err_set(QD_EFORMAT,
+                        "%s: truncated IDX header: %lld bytes, a %d-dimensional "
+                        "header needs %zu",
+                        path, (long long)got, ndim, hlen);
         goto done;
     }
     uint64_t total = 1;
@@ -611,8 +635,7 @@ static int idx_read(const char *path, int ndim, const char *what, uint32_t *dims
     for (;;) {
         uint8_t *nb = realloc(buf, cap + 1);
         if (!nb) {
-            rc = qd_err_set(QD_ENOMEM, "%s: out of memory for %llu bytes", path,
-                            (unsigned long long)cap);
+            rc = qd_err_set(QD_ENOMEM, "%s: out of memory for %llu bytes", path, (unsigned long long)cap);
             goto done;
         }
         buf = nb;
@@ -628,9 +651,10 @@ static int idx_read(const char *path, int ndim, const char *what, uint32_t *dims
     if (have < total) {
         int zerr = 0;
         gzerror(f, &zerr);
-        rc = qd_err_set(QD_EFORMAT, "%s: truncated: the IDX header declares %llu bytes of %s "
-                        "data, the file holds %llu%s", path, (unsigned long long)total, what,
-                        (unsigned long long)have,
+        rc = qd_err_set(QD_EFORMAT,
+                        "%s: truncated: the IDX header declares %llu bytes of %s "
+                        "data, the file holds %llu%s",
+                        path, (unsigned long long)total, what, (unsigned long long)have,
                         zerr == Z_BUF_ERROR ? " (and its gzip stream is cut short)" : "");
         goto done;
     }
@@ -641,8 +665,10 @@ static int idx_read(const char *path, int ndim, const char *what, uint32_t *dims
         goto done;
     }
     if (got > 0) {
-        rc = qd_err_set(QD_EFORMAT, "%s: the IDX header declares %llu bytes of %s data but the "
-                        "file holds more", path, (unsigned long long)total, what);
+        rc = qd_err_set(QD_EFORMAT,
+                        "%s: the IDX header declares %llu bytes of %s data but the "
+                        "file holds more",
+                        path, (unsigned long long)total, what);
         goto done;
     }
     int zerr = Z_OK;
@@ -659,7 +685,8 @@ done:
     return QD_OK;
 }
 
-char *qd_idx_labels_name(const char *images_path) {
+char *qd_idx_labels_name(const char *images_path)
+{
     const char *base = strrchr(images_path, '/');
     base = base ? base + 1 : images_path;
     const char *im = strstr(base, "images"), *i3 = strstr(base, "idx3");
@@ -679,18 +706,19 @@ struct qd_dataset {
     ds_kind kind;
     char *path;
     int n;
-    int32_t *labels;        /* [n] or NULL */
+    int32_t *labels; /* [n] or NULL */
     int num_classes;
     /* IDX */
     char *labels_path;
     int h, w;
-    uint8_t *pixels;        /* [n][h][w] */
+    uint8_t *pixels; /* [n][h][w] */
     /* folder */
-    char **files;           /* [n] */
-    char **classes;         /* [num_classes] */
+    char **files;   /* [n] */
+    char **classes; /* [num_classes] */
 };
 
-void qd_dataset_free(qd_dataset *ds) {
+void qd_dataset_free(qd_dataset *ds)
+{
     if (!ds) return;
     free(ds->path);
     free(ds->labels);
@@ -703,13 +731,15 @@ void qd_dataset_free(qd_dataset *ds) {
     free(ds);
 }
 
-static int file_exists(const char *p) {
+static int file_exists(const char *p)
+{
     struct stat st;
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 /* The labels file beside an images file: the renamed name, then with ".gz" added or removed. */
-static char *find_labels(const char *images_path) {
+static char *find_labels(const char *images_path)
+{
     char *base = qd_idx_labels_name(images_path);
     if (!base) return NULL;
     if (file_exists(base)) return base;
@@ -732,14 +762,14 @@ static char *find_labels(const char *images_path) {
     return NULL;
 }
 
-static int open_idx(qd_dataset *ds, const char *path, const char *labels_path) {
+static int open_idx(qd_dataset *ds, const char *path, const char *labels_path)
+{
     uint32_t dims[3];
     int rc = idx_read(path, 3, "image", dims, &ds->pixels);
     if (rc) return rc;
-    if (dims[0] > INT_MAX || dims[1] == 0 || dims[2] == 0 || dims[1] > QD_IMAGE_MAX_SIDE ||
-        dims[2] > QD_IMAGE_MAX_SIDE)
-        return qd_err_set(QD_EFORMAT, "%s: IDX images of %ux%u, %u of them: not a usable size",
-                          path, dims[1], dims[2], dims[0]);
+    if (dims[0] > INT_MAX || dims[1] == 0 || dims[2] == 0 || dims[1] > QD_IMAGE_MAX_SIDE || dims[2] > QD_IMAGE_MAX_SIDE)
+        return qd_err_set(QD_EFORMAT, "%s: IDX images of %ux%u, %u of them: not a usable size", path, dims[1], dims[2],
+                          dims[0]);
     ds->n = (int)dims[0];
     ds->h = (int)dims[1];
     ds->w = (int)dims[2];
@@ -748,12 +778,10 @@ static int open_idx(qd_dataset *ds, const char *path, const char *labels_path) {
     if (!ds->labels_path) return QD_OK;
     uint32_t ln;
     uint8_t *lab;
-    if ((rc = idx_read(ds->labels_path, 1, "label", &ln, &lab)))
-        return qd_err_wrap(rc, "labels of %s", path);
+    if ((rc = idx_read(ds->labels_path, 1, "label", &ln, &lab))) return qd_err_wrap(rc, "labels of %s", path);
     if (ln != dims[0]) {
         free(lab);
-        return qd_err_set(QD_EMISMATCH, "%s: %u labels for the %u images of %s",
-                          ds->labels_path, ln, dims[0], path);
+        return qd_err_set(QD_EMISMATCH, "%s: %u labels for the %u images of %s", ds->labels_path, ln, dims[0], path);
     }
     ds->labels = malloc((size_t)(ln ? ln : 1) * sizeof *ds->labels);
     if (!ds->labels) {
@@ -769,7 +797,8 @@ static int open_idx(qd_dataset *ds, const char *path, const char *labels_path) {
 }
 
 /* torchvision's IMG_EXTENSIONS; 1 = decodable here, -1 = refused, 0 = not an image. */
-static int image_extension(const char *name) {
+static int image_extension(const char *name)
+{
     static const char *ok[] = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm"};
     static const char *no[] = {".tif", ".tiff", ".webp"};
     size_t n = strlen(name);
@@ -785,7 +814,7 @@ static int image_extension(const char *name) {
 }
 
 typedef struct {
-    char *dir;              /* the folder the file is in (shared by its files) */
+    char *dir; /* the folder the file is in (shared by its files) */
     char *name;
     int label;
 } walk_entry;
@@ -793,15 +822,14 @@ typedef struct {
 typedef struct {
     walk_entry *v;
     size_t n, cap;
-    char **dirs;            /* every folder path allocated (freed at the end) */
+    char **dirs; /* every folder path allocated (freed at the end) */
     size_t ndirs, dcap;
 } walk_list;
 
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static int cmp_entry(const void *a, const void *b) {
+static int cmp_entry(const void *a, const void *b)
+{
     const walk_entry *x = a, *y = b;
     if (x->label != y->label) return x->label < y->label ? -1 : 1;
     int c = strcmp(x->dir, y->dir);
@@ -809,13 +837,13 @@ static int cmp_entry(const void *a, const void *b) {
 }
 
 /* Names in `dir` (without . and ..), sorted; sets *nout. */
-static int list_dir(const char *dir, char ***out, size_t *nout) {
+static int list_dir(const char *dir, char ***out, size_t *nout)
+{
     *out = NULL;
     *nout = 0;
     DIR *d = opendir(dir);
     if (!d) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            return qd_err_set(QD_ENOENT, "%s: no such folder", dir);
+        if (errno == ENOENT || errno == ENOTDIR) return qd_err_set(QD_ENOENT, "%s: no such folder", dir);
         return qd_err_set(QD_EIO, "%s: cannot list: %s", dir, strerror(errno));
     }
     char **v = NULL;
@@ -851,17 +879,18 @@ static int list_dir(const char *dir, char ***out, size_t *nout) {
     return QD_OK;
 }
 
-static void free_names(char **v, size_t n) {
+static void free_names(char **v, size_t n)
+{
     for (size_t i = 0; i < n; i++) free(v[i]);
     free(v);
 }
 
 /* Image files under `dir` (recursively when `recurse`, following links like os.walk with
  * followlinks=True) appended to w with `label`. */
-static int walk(walk_list *w, const char *dir, int label, int recurse, int depth) {
+static int walk(walk_list *w, const char *dir, int label, int recurse, int depth)
+{
     if (depth > QD_FOLDER_MAX_DEPTH)
-        return qd_err_set(QD_EFORMAT, "%s: folders nested more than %d deep (a link loop?)", dir,
-                          QD_FOLDER_MAX_DEPTH);
+        return qd_err_set(QD_EFORMAT, "%s: folders nested more than %d deep (a link loop?)", dir, QD_FOLDER_MAX_DEPTH);
     char **names;
     size_t n;
     int rc = list_dir(dir, &names, &n);
@@ -892,13 +921,16 @@ static int walk(walk_list *w, const char *dir, int label, int recurse, int depth
         } else {
             int ext = image_extension(names[i]);
             if (ext < 0) {
-                rc = qd_err_set(QD_EUNSUPPORTED, "%s: TIFF and WebP images cannot be decoded "
-                                "(convert them to PNG)", p);
+                rc = qd_err_set(QD_EUNSUPPORTED,
+                                "%s: TIFF and WebP images cannot be decoded "
+                                "(convert them to PNG)",
+                                p);
             } else if (ext > 0) {
                 if (w->n == w->cap) {
                     size_t cap = w->cap ? 2 * w->cap : 256;
                     walk_entry *nv = realloc(w->v, cap * sizeof *nv);
-                    if (!nv) rc = qd_err_set(QD_ENOMEM, "%s: out of memory", dir);
+                    if (!nv)
+                        rc = qd_err_set(QD_ENOMEM, "%s: out of memory", dir);
                     else {
                         w->v = nv;
                         w->cap = cap;
@@ -919,7 +951,8 @@ static int walk(walk_list *w, const char *dir, int label, int recurse, int depth
     return rc;
 }
 
-static int open_folder(qd_dataset *ds, const char *root) {
+static int open_folder(qd_dataset *ds, const char *root)
+{
     char **names;
     size_t n;
     int rc = list_dir(root, &names, &n);
@@ -929,8 +962,10 @@ static int open_folder(qd_dataset *ds, const char *root) {
     size_t ncls = 0;
     for (size_t i = 0; i < n; i++) {
         char *p = join(root, names[i]);
-        if (p && is_dir(p)) names[ncls++] = names[i];
-        else free(names[i]);
+        if (p && is_dir(p))
+            names[ncls++] = names[i];
+        else
+            free(names[i]);
         free(p);
     }
     if (ncls) {
@@ -942,25 +977,27 @@ static int open_folder(qd_dataset *ds, const char *root) {
             size_t before = w.n;
             rc = p ? walk(&w, p, c, 1, 1) : qd_err_set(QD_ENOMEM, "out of memory");
             if (rc == QD_OK && w.n == before)
-                rc = qd_err_set(QD_ENOTFOUND, "%s: class folder without any image file (.jpg "
-                                ".jpeg .png .ppm .pgm .bmp)", p);
+                rc = qd_err_set(QD_ENOTFOUND,
+                                "%s: class folder without any image file (.jpg "
+                                ".jpeg .png .ppm .pgm .bmp)",
+                                p);
             free(p);
         }
     } else {
         free(names);
         rc = walk(&w, root, -1, 0, 0);
         if (rc == QD_OK && w.n == 0)
-            rc = qd_err_set(QD_ENOTFOUND, "%s: no image files (.jpg .jpeg .png .ppm .pgm .bmp) "
-                            "and no class sub-folders", root);
+            rc = qd_err_set(QD_ENOTFOUND,
+                            "%s: no image files (.jpg .jpeg .png .ppm .pgm .bmp) "
+                            "and no class sub-folders",
+                            root);
     }
-    if (rc == QD_OK && w.n > (size_t)INT_MAX)
-        rc = qd_err_set(QD_EFORMAT, "%s: too many images", root);
+    if (rc == QD_OK && w.n > (size_t)INT_MAX) rc = qd_err_set(QD_EFORMAT, "%s: too many images", root);
     if (rc == QD_OK) {
         qsort(w.v, w.n, sizeof *w.v, cmp_entry);
         ds->files = calloc(w.n ? w.n : 1, sizeof *ds->files);
         ds->labels = ds->num_classes ? malloc((w.n ? w.n : 1) * sizeof *ds->labels) : NULL;
-        if (!ds->files || (ds->num_classes && !ds->labels))
-            rc = qd_err_set(QD_ENOMEM, "%s: out of memory", root);
+        if (!ds->files || (ds->num_classes && !ds->labels)) rc = qd_err_set(QD_ENOMEM, "%s: out of memory", root);
         for (size_t i = 0; rc == QD_OK && i < w.n; i++) {
             if (!(ds->files[i] = join(w.v[i].dir, w.v[i].name))) {
                 rc = qd_err_set(QD_ENOMEM, "%s: out of memory", root);
@@ -977,7 +1014,8 @@ static int open_folder(qd_dataset *ds, const char *root) {
     return rc;
 }
 
-int qd_dataset_open(const char *path, const char *labels_path, qd_dataset **out) {
+int qd_dataset_open(const char *path, const char *labels_path, qd_dataset **out)
+{
     *out = NULL;
     qd_dataset *ds = calloc(1, sizeof *ds);
     if (!ds || !(ds->path = strdup(path))) {
@@ -987,9 +1025,10 @@ int qd_dataset_open(const char *path, const char *labels_path, qd_dataset **out)
     int rc;
     if (is_dir(path)) {
         ds->kind = DS_FOLDER;
-        rc = labels_path ? qd_err_set(QD_EINVAL, "%s: a folder's labels are its class "
-                                      "sub-folders; no labels file (%s) is taken", path,
-                                      labels_path)
+        rc = labels_path ? qd_err_set(QD_EINVAL,
+                                      "%s: a folder's labels are its class "
+                                      "sub-folders; no labels file (%s) is taken",
+                                      path, labels_path)
                          : open_folder(ds, path);
     } else {
         ds->kind = DS_IDX;
@@ -1008,24 +1047,27 @@ int qd_dataset_has_labels(const qd_dataset *ds) { return ds->labels != NULL; }
 int qd_dataset_num_classes(const qd_dataset *ds) { return ds->num_classes; }
 const char *qd_dataset_labels_path(const qd_dataset *ds) { return ds->labels_path; }
 
-int qd_dataset_label(const qd_dataset *ds, int i) {
+int qd_dataset_label(const qd_dataset *ds, int i)
+{
     QD_ASSERT(i >= 0 && i < ds->n);
     return ds->labels ? ds->labels[i] : -1;
 }
 
-const char *qd_dataset_class_name(const qd_dataset *ds, int label) {
+const char *qd_dataset_class_name(const qd_dataset *ds, int label)
+{
     return ds->classes && label >= 0 && label < ds->num_classes ? ds->classes[label] : NULL;
 }
 
-const char *qd_dataset_item_path(const qd_dataset *ds, int i) {
+const char *qd_dataset_item_path(const qd_dataset *ds, int i)
+{
     QD_ASSERT(i >= 0 && i < ds->n);
     return ds->kind == DS_FOLDER ? ds->files[i] : ds->path;
 }
 
-int qd_dataset_raw(const qd_dataset *ds, int i, qd_image *out) {
+int qd_dataset_raw(const qd_dataset *ds, int i, qd_image *out)
+{
     memset(out, 0, sizeof *out);
-    if (i < 0 || i >= ds->n)
-        return qd_err_set(QD_EINVAL, "%s: item %d of %d", ds->path, i, ds->n);
+    if (i < 0 || i >= ds->n) return qd_err_set(QD_EINVAL, "%s: item %d of %d", ds->path, i, ds->n);
     if (ds->kind == DS_FOLDER) return qd_image_load(ds->files[i], out);
     int rc = image_alloc(out, ds->w, ds->h, 1);
     if (rc) return rc;
@@ -1034,7 +1076,8 @@ int qd_dataset_raw(const qd_dataset *ds, int i, qd_image *out) {
     return QD_OK;
 }
 
-int qd_dataset_image(const qd_dataset *ds, int i, const qd_preprocess *pp, float *out) {
+int qd_dataset_image(const qd_dataset *ds, int i, const qd_preprocess *pp, float *out)
+{
     qd_image img;
     int rc = qd_dataset_raw(ds, i, &img);
     if (rc) return rc;

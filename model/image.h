@@ -34,8 +34,8 @@
 /* ---- 8-bit images --------------------------------------------------------------------------- */
 
 typedef struct {
-    int w, h, c;            /* c: 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA) */
-    uint8_t *data;          /* [h][w][c], malloc'd */
+    int w, h, c;   /* c: 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA) */
+    uint8_t *data; /* [h][w][c], malloc'd */
 } qd_image;
 
 /* Decode a PNG/JPEG/BMP/PNM/... file (stb_image), channels as stored. */
@@ -47,8 +47,12 @@ int qd_image_convert(const qd_image *in, int channels, qd_image *out);
 
 /* Resampling filters, numbered as PIL's Image.Resampling. NEAREST is not supported. */
 enum {
-    QD_RESAMPLE_NEAREST = 0, QD_RESAMPLE_LANCZOS = 1, QD_RESAMPLE_BILINEAR = 2,
-    QD_RESAMPLE_BICUBIC = 3, QD_RESAMPLE_BOX = 4, QD_RESAMPLE_HAMMING = 5
+    QD_RESAMPLE_NEAREST = 0,
+    QD_RESAMPLE_LANCZOS = 1,
+    QD_RESAMPLE_BILINEAR = 2,
+    QD_RESAMPLE_BICUBIC = 3,
+    QD_RESAMPLE_BOX = 4,
+    QD_RESAMPLE_HAMMING = 5
 };
 
 /* PIL's Image.resize((w, h), filter) of an 8-bit image (any channel count), bit for bit. */
@@ -57,10 +61,10 @@ int qd_image_resize(const qd_image *in, int w, int h, int filter, qd_image *out)
 /* ---- preprocessing -------------------------------------------------------------------------- */
 
 typedef struct {
-    int channels;           /* output channels: 1 or 3 */
-    int height, width;      /* output size; without do_resize images must already be this size */
+    int channels;      /* output channels: 1 or 3 */
+    int height, width; /* output size; without do_resize images must already be this size */
     int do_resize;
-    int resample;           /* QD_RESAMPLE_* */
+    int resample; /* QD_RESAMPLE_* */
     int do_rescale;
     double rescale_factor;
     int do_normalize;

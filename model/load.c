@@ -14,12 +14,22 @@ static char *read_text(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
-    if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return NULL; }
+    if (fseek(f, 0, SEEK_END) != 0) {
+        fclose(f);
+        return NULL;
+    }
     long n = ftell(f);
-    if (n < 0 || n > (64L << 20)) { fclose(f); errno = EFBIG; return NULL; }
+    if (n < 0 || n > (64L << 20)) {
+        fclose(f);
+        errno = EFBIG;
+        return NULL;
+    }
     rewind(f);
     char *buf = malloc((size_t)n + 1);
-    if (!buf) { fclose(f); return NULL; }
+    if (!buf) {
+        fclose(f);
+        return NULL;
+    }
     size_t got = fread(buf, 1, (size_t)n, f);
     fclose(f);
     buf[got] = 0;
@@ -47,7 +57,10 @@ static int get_int(const cJSON *root, const char *path, const char *key, int def
 static int get_hw(const cJSON *root, const char *path, const char *key, int def, int *h, int *w)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
-    if (!v) { *h = *w = def; return def > 0 ? QD_OK : qd_err_set(QD_ECONFIG, "%s: field '%s' is missing", path, key); }
+    if (!v) {
+        *h = *w = def;
+        return def > 0 ? QD_OK : qd_err_set(QD_ECONFIG, "%s: field '%s' is missing", path, key);
+    }
     if (cJSON_IsNumber(v) && v->valuedouble == (double)(int)v->valuedouble && v->valuedouble > 0) {
         *h = *w = (int)v->valuedouble;
         return QD_OK;
@@ -65,11 +78,18 @@ static int get_hw(const cJSON *root, const char *path, const char *key, int def,
 
 static int parse_act(const char *path, const char *s, qd_act *act)
 {
-    if (!strcmp(s, "gelu")) *act = QD_ACT_GELU;
-    else if (!strcmp(s, "gelu_new") || !strcmp(s, "gelu_pytorch_tanh") || !strcmp(s, "gelu_fast")) *act = QD_ACT_GELU_TANH;
-    else if (!strcmp(s, "relu")) *act = QD_ACT_RELU;
-    else if (!strcmp(s, "silu") || !strcmp(s, "swish")) *act = QD_ACT_SILU;
-    else return qd_err_set(QD_EUNSUPPORTED, "%s: hidden_act '%s' is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu, silu)", path, s);
+    if (!strcmp(s, "gelu"))
+        *act = QD_ACT_GELU;
+    else if (!strcmp(s, "gelu_new") || !strcmp(s, "gelu_pytorch_tanh") || !strcmp(s, "gelu_fast"))
+        *act = QD_ACT_GELU_TANH;
+    else if (!strcmp(s, "relu"))
+        *act = QD_ACT_RELU;
+    else if (!strcmp(s, "silu") || !strcmp(s, "swish"))
+        *act = QD_ACT_SILU;
+    else
+        return qd_err_set(QD_EUNSUPPORTED,
+                          "%s: hidden_act '%s' is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu, silu)", path,
+                          s);
     return QD_OK;
 }
 
@@ -88,15 +108,23 @@ int qd_model_parse_config(const char *path, const char *text, size_t len, qd_mod
         /* fall back to the architecture name */
         const cJSON *ar = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "architectures"), 0);
         if (cJSON_IsString(ar)) {
-            if (!strncmp(ar->valuestring, "Bert", 4)) type = "bert";
-            else if (!strncmp(ar->valuestring, "ViT", 3)) type = "vit";
-            else if (!strncmp(ar->valuestring, "DeiT", 4)) type = "deit";
+            if (!strncmp(ar->valuestring, "Bert", 4))
+                type = "bert";
+            else if (!strncmp(ar->valuestring, "ViT", 3))
+                type = "vit";
+            else if (!strncmp(ar->valuestring, "DeiT", 4))
+                type = "deit";
         }
     }
-    if (!type) { rc = qd_err_set(QD_ECONFIG, "%s: field 'model_type' is missing", path); goto out; }
+    if (!type) {
+        rc = qd_err_set(QD_ECONFIG, "%s: field 'model_type' is missing", path);
+        goto out;
+    }
     snprintf(c->model_type, sizeof c->model_type, "%s", type);
-    if (!strcmp(type, "bert")) c->arch = QD_ARCH_BERT;
-    else if (!strcmp(type, "vit") || !strcmp(type, "deit")) c->arch = QD_ARCH_VIT;
+    if (!strcmp(type, "bert"))
+        c->arch = QD_ARCH_BERT;
+    else if (!strcmp(type, "vit") || !strcmp(type, "deit"))
+        c->arch = QD_ARCH_VIT;
     else {
         rc = qd_err_set(QD_EUNSUPPORTED, "%s: model_type '%s' is not supported (bert, vit, deit)", path, type);
         goto out;
@@ -107,32 +135,47 @@ int qd_model_parse_config(const char *path, const char *text, size_t len, qd_mod
         (rc = get_int(root, path, "intermediate_size", REQUIRED, &c->intermediate)))
         goto out;
     if (c->hidden <= 0 || c->layers <= 0 || c->heads <= 0 || c->intermediate <= 0) {
-        rc = qd_err_set(QD_ECONFIG, "%s: hidden_size, num_hidden_layers, num_attention_heads and intermediate_size must be positive", path);
+        rc = qd_err_set(
+            QD_ECONFIG,
+            "%s: hidden_size, num_hidden_layers, num_attention_heads and intermediate_size must be positive", path);
         goto out;
     }
     int hs = 0;
     if ((rc = get_int(root, path, "attention_head_size", 0, &hs))) goto out;
-    if (hs > 0) c->head_size = hs;
+    if (hs > 0)
+        c->head_size = hs;
     else if (c->hidden % c->heads) {
-        rc = qd_err_set(QD_ECONFIG, "%s: hidden_size %d is not a multiple of num_attention_heads %d", path, c->hidden, c->heads);
+        rc = qd_err_set(QD_ECONFIG, "%s: hidden_size %d is not a multiple of num_attention_heads %d", path, c->hidden,
+                        c->heads);
         goto out;
-    } else c->head_size = c->hidden / c->heads;
+    } else
+        c->head_size = c->hidden / c->heads;
 
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
-    if (act && !cJSON_IsString(act)) { rc = qd_err_set(QD_ECONFIG, "%s: field 'hidden_act' must be a string", path); goto out; }
+    if (act && !cJSON_IsString(act)) {
+        rc = qd_err_set(QD_ECONFIG, "%s: field 'hidden_act' must be a string", path);
+        goto out;
+    }
     if ((rc = parse_act(path, act ? act->valuestring : "gelu", &c->act))) goto out;
     const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_eps");
     c->ln_eps = c->arch == QD_ARCH_BERT ? 1e-12 : 1e-12; /* both families default to 1e-12 in HF */
     if (eps) {
-        if (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0)) { rc = qd_err_set(QD_ECONFIG, "%s: field 'layer_norm_eps' must be a positive number", path); goto out; }
+        if (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0)) {
+            rc = qd_err_set(QD_ECONFIG, "%s: field 'layer_norm_eps' must be a positive number", path);
+            goto out;
+        }
         c->ln_eps = eps->valuedouble;
     }
     const cJSON *qb = cJSON_GetObjectItemCaseSensitive(root, "qkv_bias");
     c->qkv_bias = qb ? cJSON_IsTrue(qb) : 1;
-    if (qb && !cJSON_IsBool(qb)) { rc = qd_err_set(QD_ECONFIG, "%s: field 'qkv_bias' must be true or false", path); goto out; }
+    if (qb && !cJSON_IsBool(qb)) {
+        rc = qd_err_set(QD_ECONFIG, "%s: field 'qkv_bias' must be true or false", path);
+        goto out;
+    }
     const cJSON *pe = cJSON_GetObjectItemCaseSensitive(root, "position_embedding_type");
     if (pe && cJSON_IsString(pe) && strcmp(pe->valuestring, "absolute")) {
-        rc = qd_err_set(QD_EUNSUPPORTED, "%s: position_embedding_type '%s' is not supported (absolute)", path, pe->valuestring);
+        rc = qd_err_set(QD_EUNSUPPORTED, "%s: position_embedding_type '%s' is not supported (absolute)", path,
+                        pe->valuestring);
         goto out;
     }
     if (c->arch == QD_ARCH_BERT) {
@@ -146,8 +189,8 @@ int qd_model_parse_config(const char *path, const char *text, size_t len, qd_mod
             (rc = get_int(root, path, "num_channels", 3, &c->channels)))
             goto out;
         if (c->image_h % c->patch_h || c->image_w % c->patch_w) {
-            rc = qd_err_set(QD_ECONFIG, "%s: image_size %dx%d is not a multiple of patch_size %dx%d", path,
-                            c->image_h, c->image_w, c->patch_h, c->patch_w);
+            rc = qd_err_set(QD_ECONFIG, "%s: image_size %dx%d is not a multiple of patch_size %dx%d", path, c->image_h,
+                            c->image_w, c->patch_h, c->patch_w);
             goto out;
         }
         c->n_prefix = 1;
@@ -160,17 +203,22 @@ out:
 /* ---- weights ------------------------------------------------------------------------------ */
 
 /* Find a tensor, check its shape, return it as F32 (zero-copy when possible). */
-static int bind_(qd_model *m, const char *name, int ndim, const int64_t *shape, const float **out, int optional, int scan);
+static int bind_(qd_model *m, const char *name, int ndim, const int64_t *shape, const float **out, int optional,
+                 int scan);
 static int bind(qd_model *m, const char *name, int ndim, const int64_t *shape, const float **out, int optional)
 {
     return bind_(m, name, ndim, shape, out, optional, 1);
 }
 
-static int bind_(qd_model *m, const char *name, int ndim, const int64_t *shape, const float **out, int optional, int scan)
+static int bind_(qd_model *m, const char *name, int ndim, const int64_t *shape, const float **out, int optional,
+                 int scan)
 {
     int i = qd_ckpt_find(m->ck, name);
     if (i < 0) {
-        if (optional) { *out = NULL; return QD_OK; }
+        if (optional) {
+            *out = NULL;
+            return QD_OK;
+        }
         return qd_err_set(QD_ENOTFOUND, "%s: tensor '%s' is missing from the checkpoint", m->dir, name);
     }
     const qd_tensor_info *t = qd_ckpt_tensor(m->ck, i);
@@ -179,11 +227,16 @@ static int bind_(qd_model *m, const char *name, int ndim, const int64_t *shape, 
     if (!ok) {
         char want[96] = "", got[96] = "";
         size_t wl = 0, gl = 0;
-        for (int d = 0; d < ndim; d++) wl += (size_t)snprintf(want + wl, sizeof want - wl, "%s%lld", d ? "," : "", (long long)shape[d]);
-        for (int d = 0; d < t->ndim && gl < sizeof got; d++) gl += (size_t)snprintf(got + gl, sizeof got - gl, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-        return qd_err_set(QD_ESHAPE, "%s: tensor '%s' has shape [%s], the config implies [%s]", m->dir, name, got, want);
+        for (int d = 0; d < ndim; d++)
+            wl += (size_t)snprintf(want + wl, sizeof want - wl, "%s%lld", d ? "," : "", (long long)shape[d]);
+        for (int d = 0; d < t->ndim && gl < sizeof got; d++)
+            gl += (size_t)snprintf(got + gl, sizeof got - gl, "%s%lld", d ? "," : "", (long long)t->shape[d]);
+        return qd_err_set(QD_ESHAPE, "%s: tensor '%s' has shape [%s], the config implies [%s]", m->dir, name, got,
+                          want);
     }
-    if (!t->float_like) return qd_err_set(QD_EDTYPE, "%s: tensor '%s' has dtype %s, a float type is needed", m->dir, name, qd_dtype_name(t->dtype));
+    if (!t->float_like)
+        return qd_err_set(QD_EDTYPE, "%s: tensor '%s' has dtype %s, a float type is needed", m->dir, name,
+                          qd_dtype_name(t->dtype));
     const float *p;
     int owned = 0;
     int rc = qd_ckpt_read_f32(m->ck, i, &p, &owned);
@@ -293,13 +346,16 @@ static int load_bert(qd_model *m)
     /* BertModel checkpoints have no prefix; BertFor* checkpoints put the encoder under "bert." */
     const char *pfx = has_prefix_tensor(m, "bert.", "embeddings.word_embeddings.weight") ? "bert." : "";
     if (!has_prefix_tensor(m, pfx, "embeddings.word_embeddings.weight"))
-        return qd_err_set(QD_ENOTFOUND, "%s: tensor 'bert.embeddings.word_embeddings.weight' (or without the 'bert.' prefix) is missing", m->dir);
+        return qd_err_set(
+            QD_ENOTFOUND,
+            "%s: tensor 'bert.embeddings.word_embeddings.weight' (or without the 'bert.' prefix) is missing", m->dir);
     snprintf(m->prefix, sizeof m->prefix, "%s", pfx);
     int H = c->hidden;
     char mod[200];
     int rc;
     int64_t s2[2];
-    s2[0] = c->vocab_size; s2[1] = H;
+    s2[0] = c->vocab_size;
+    s2[1] = H;
     snprintf(mod, sizeof mod, "%sembeddings.word_embeddings.weight", pfx);
     if ((rc = bind(m, mod, 2, s2, &m->word_emb, 0))) return rc;
     s2[0] = c->max_position;
@@ -312,7 +368,8 @@ static int load_bert(qd_model *m)
     if ((rc = bind_ln(m, mod, H, &m->emb_ln_g, &m->emb_ln_b))) return rc;
 
     if ((rc = load_blocks(m, pfx, "self", "attention.output.LayerNorm", "output.LayerNorm"))) return rc;
-    s2[0] = H; s2[1] = H;
+    s2[0] = H;
+    s2[1] = H;
     snprintf(mod, sizeof mod, "%spooler.dense.weight", pfx);
     if ((rc = bind(m, mod, 2, s2, &m->pool_W, 1))) return rc;
     if (m->pool_W) {
@@ -324,10 +381,14 @@ static int load_bert(qd_model *m)
     if (ci >= 0) {
         const qd_tensor_info *t = qd_ckpt_tensor(m->ck, ci);
         if (!c->has_pooler)
-            return qd_err_set(QD_ENOTFOUND, "%s: the checkpoint has 'classifier.weight' but no pooler ('%spooler.dense.weight')", m->dir, pfx);
+            return qd_err_set(QD_ENOTFOUND,
+                              "%s: the checkpoint has 'classifier.weight' but no pooler ('%spooler.dense.weight')",
+                              m->dir, pfx);
         c->num_labels = t->ndim == 2 ? (int)t->shape[0] : 0;
-        s2[0] = c->num_labels; s2[1] = H;
-        if ((rc = bind(m, "classifier.weight", 2, s2, &m->cls_W, 0)) || (rc = bind1(m, "classifier.bias", c->num_labels, &m->cls_b, 0)))
+        s2[0] = c->num_labels;
+        s2[1] = H;
+        if ((rc = bind(m, "classifier.weight", 2, s2, &m->cls_W, 0)) ||
+            (rc = bind1(m, "classifier.bias", c->num_labels, &m->cls_b, 0)))
             return rc;
     }
     return QD_OK;
@@ -340,7 +401,9 @@ static int load_vit(qd_model *m)
     static const char *cands[] = {"vit.", "deit.", ""};
     for (size_t i = 0; i < QD_ARRAY_LEN(cands) && !pfx; i++)
         if (has_prefix_tensor(m, cands[i], "embeddings.cls_token")) pfx = cands[i];
-    if (!pfx) return qd_err_set(QD_ENOTFOUND, "%s: tensor 'vit.embeddings.cls_token' (or with prefix 'deit.' or none) is missing", m->dir);
+    if (!pfx)
+        return qd_err_set(QD_ENOTFOUND,
+                          "%s: tensor 'vit.embeddings.cls_token' (or with prefix 'deit.' or none) is missing", m->dir);
     snprintf(m->prefix, sizeof m->prefix, "%s", pfx);
     int H = c->hidden;
     char mod[200];
@@ -368,8 +431,9 @@ static int load_vit(qd_model *m)
     if ((rc = bind_ln(m, mod, H, &m->final_ln_g, &m->final_ln_b))) return rc;
 
     /* heads: classifier on CLS, or DeiT's pair (cls_classifier + distillation_classifier) */
-    const char *hw = qd_ckpt_find(m->ck, "classifier.weight") >= 0 ? "classifier" :
-                     qd_ckpt_find(m->ck, "cls_classifier.weight") >= 0 ? "cls_classifier" : NULL;
+    const char *hw = qd_ckpt_find(m->ck, "classifier.weight") >= 0       ? "classifier"
+                     : qd_ckpt_find(m->ck, "cls_classifier.weight") >= 0 ? "cls_classifier"
+                                                                         : NULL;
     if (hw) {
         snprintf(mod, sizeof mod, "%s.weight", hw);
         const qd_tensor_info *t = qd_ckpt_tensor(m->ck, qd_ckpt_find(m->ck, mod));
@@ -402,7 +466,10 @@ int qd_model_load_flags(const char *path, unsigned flags, qd_model **out)
         return qd_err_set(QD_ENOENT, "%s: %s", path, strerror(errno));
     }
     int rc = qd_ckpt_open(path, &m->ck);
-    if (rc) { free(m); return rc; }
+    if (rc) {
+        free(m);
+        return rc;
+    }
     snprintf(m->dir, sizeof m->dir, "%s", qd_ckpt_dir(m->ck));
     char cpath[sizeof m->dir + 16];
     snprintf(cpath, sizeof cpath, "%s/config.json", m->dir);

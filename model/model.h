@@ -43,31 +43,31 @@ typedef enum { QD_ACT_GELU = 0, QD_ACT_GELU_TANH, QD_ACT_RELU, QD_ACT_SILU } qd_
 
 typedef struct {
     qd_arch arch;
-    char model_type[32];   /* "bert", "vit", "deit", ... as in config.json */
+    char model_type[32]; /* "bert", "vit", "deit", ... as in config.json */
     int hidden, layers, heads, head_size, intermediate;
     qd_act act;
     double ln_eps;
-    int qkv_bias;          /* query/key/value have biases */
+    int qkv_bias; /* query/key/value have biases */
     /* BERT family */
     int vocab_size, max_position, type_vocab;
     int has_pooler;
     /* ViT family */
     int image_h, image_w, patch_h, patch_w, channels;
-    int n_prefix;          /* CLS (+ distillation) tokens before the patches: 1 or 2 */
+    int n_prefix; /* CLS (+ distillation) tokens before the patches: 1 or 2 */
     /* heads */
-    int num_labels;        /* 0: no classification head */
+    int num_labels; /* 0: no classification head */
 } qd_model_config;
 
 enum { QD_LIN_Q = 0, QD_LIN_K, QD_LIN_V, QD_LIN_O, QD_LIN_INTER, QD_LIN_OUT, QD_LIN_PER_BLOCK };
 
 typedef struct {
-    char name[160];        /* module name; the tensors are name + ".weight" / ".bias" */
-    int layer;             /* encoder block */
-    int kind;              /* QD_LIN_* */
+    char name[160]; /* module name; the tensors are name + ".weight" / ".bias" */
+    int layer;      /* encoder block */
+    int kind;       /* QD_LIN_* */
     int in, out;
-    int input_group;       /* linears with the same input share a group (query/key/value) */
-    const float *W;        /* [out, in], row-major */
-    const float *b;        /* [out] or NULL */
+    int input_group; /* linears with the same input share a group (query/key/value) */
+    const float *W;  /* [out, in], row-major */
+    const float *b;  /* [out] or NULL */
 } qd_linear;
 
 typedef struct qd_model qd_model;
@@ -85,8 +85,7 @@ typedef struct {
     /* The input X [rows, in] of linear `li`, just before it is applied (rows = B * T; valid[r] = 0
      * marks a padded token, NULL when all are real). Called once per input group (for the first
      * linear of the group). Non-zero return aborts the forward with that code. */
-    int (*linear_input)(void *user, const qd_model *m, int li, const float *X, int64_t rows,
-                        const uint8_t *valid);
+    int (*linear_input)(void *user, const qd_model *m, int li, const float *X, int64_t rows, const uint8_t *valid);
     /* Compute Y [rows, out] = X W^T + b for linear `li` instead of the FP32 weights. Return 1 when
      * done, 0 to fall back to FP32, negative to abort. */
     int (*linear_apply)(void *user, const qd_model *m, int li, const float *X, int64_t rows, float *Y);
@@ -132,8 +131,8 @@ void qd_model_mean_pool(const qd_model *m, const qd_batch *b, const float *h, fl
 /* Whole pass: embed, every block, head. logits/pooled as in qd_model_head; hidden, when not NULL,
  * receives the residual stream after the embeddings and after every block:
  * (layers + 1) * B * T * hidden floats. */
-int qd_model_forward(const qd_model *m, const qd_batch *b, const qd_model_hooks *hooks,
-                     float *pooled, float *logits, float *hidden);
+int qd_model_forward(const qd_model *m, const qd_batch *b, const qd_model_hooks *hooks, float *pooled, float *logits,
+                     float *hidden);
 
 /* Building blocks (exposed for tests and for quantized inference). */
 void qd_layernorm(const float *x, int64_t rows, int n, const float *g, const float *beta, double eps, float *y);

@@ -6,28 +6,28 @@
 #include "shard/safetensors.h"
 
 typedef struct {
-    const float *ln1_g, *ln1_b;   /* BERT: attention.output.LayerNorm; ViT: layernorm_before */
-    const float *ln2_g, *ln2_b;   /* BERT: output.LayerNorm;           ViT: layernorm_after */
+    const float *ln1_g, *ln1_b; /* BERT: attention.output.LayerNorm; ViT: layernorm_before */
+    const float *ln2_g, *ln2_b; /* BERT: output.LayerNorm;           ViT: layernorm_after */
 } qd_block_w;
 
 struct qd_model {
     char dir[4096];
-    char prefix[16];              /* "bert.", "vit.", "deit." or "" */
+    char prefix[16]; /* "bert.", "vit.", "deit." or "" */
     qd_model_config cfg;
     qd_checkpoint *ck;
     /* embeddings */
-    const float *word_emb, *pos_emb, *type_emb, *emb_ln_g, *emb_ln_b;   /* BERT */
-    const float *cls_tok, *dist_tok, *patch_W, *patch_b;                /* ViT (pos_emb shared) */
-    const float *final_ln_g, *final_ln_b;                               /* ViT */
-    const float *pool_W, *pool_b;                                       /* BERT pooler */
-    const float *cls_W, *cls_b, *dist_W, *dist_b;                       /* heads */
+    const float *word_emb, *pos_emb, *type_emb, *emb_ln_g, *emb_ln_b; /* BERT */
+    const float *cls_tok, *dist_tok, *patch_W, *patch_b;              /* ViT (pos_emb shared) */
+    const float *final_ln_g, *final_ln_b;                             /* ViT */
+    const float *pool_W, *pool_b;                                     /* BERT pooler */
+    const float *cls_W, *cls_b, *dist_W, *dist_b;                     /* heads */
     qd_block_w *blk;
     qd_linear *lin;
     int n_lin, cap_lin;
-    unsigned flags;               /* QD_MODEL_* load flags */
-    float *scratch;               /* a block's buffers, kept between calls */
+    unsigned flags; /* QD_MODEL_* load flags */
+    float *scratch; /* a block's buffers, kept between calls */
     size_t scratch_bytes;
-    float **owned;                /* converted (non-F32) tensors */
+    float **owned; /* converted (non-F32) tensors */
     int n_owned, cap_owned;
 };
 

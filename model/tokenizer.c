@@ -18,13 +18,13 @@
 
 struct qd_tokenizer {
     char *path;
-    int lower;                  /* do_lower_case */
-    int32_t n;                  /* vocabulary size (lines) */
-    char *text;                 /* all tokens, each NUL-terminated */
-    uint32_t *off;              /* [n] start of token i in text */
-    uint32_t *len;              /* [n] its length in bytes */
-    int32_t *slots;             /* [nslots] open-addressing hash table of ids, -1 = empty */
-    uint32_t nslots;            /* power of two, >= 2n */
+    int lower;       /* do_lower_case */
+    int32_t n;       /* vocabulary size (lines) */
+    char *text;      /* all tokens, each NUL-terminated */
+    uint32_t *off;   /* [n] start of token i in text */
+    uint32_t *len;   /* [n] its length in bytes */
+    int32_t *slots;  /* [nslots] open-addressing hash table of ids, -1 = empty */
+    uint32_t nslots; /* power of two, >= 2n */
     qd_tok_specials sp;
 };
 
@@ -35,7 +35,8 @@ typedef struct {
     size_t n, cap;
 } ivec;
 
-static int ivec_reserve(ivec *a, size_t extra) {
+static int ivec_reserve(ivec *a, size_t extra)
+{
     if (a->n + extra <= a->cap) return 0;
     size_t cap = a->cap ? a->cap : 64;
     while (cap < a->n + extra) cap *= 2;
@@ -46,7 +47,8 @@ static int ivec_reserve(ivec *a, size_t extra) {
     return 0;
 }
 
-static int ivec_push(ivec *a, int32_t x) {
+static int ivec_push(ivec *a, int32_t x)
+{
     if (ivec_reserve(a, 1)) return -1;
     a->v[a->n++] = x;
     return 0;
@@ -54,13 +56,15 @@ static int ivec_push(ivec *a, int32_t x) {
 
 /* ---- vocabulary hash table ----------------------------------------------------------------- */
 
-static uint32_t hash_bytes(const char *s, size_t n) {
+static uint32_t hash_bytes(const char *s, size_t n)
+{
     uint32_t h = 2166136261u; /* FNV-1a */
     for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
     return h;
 }
 
-static int32_t lookup(const qd_tokenizer *t, const char *s, size_t n) {
+static int32_t lookup(const qd_tokenizer *t, const char *s, size_t n)
+{
     uint32_t m = t->nslots - 1;
     for (uint32_t i = hash_bytes(s, n) & m;; i = (i + 1) & m) {
         int32_t id = t->slots[i];
@@ -69,7 +73,8 @@ static int32_t lookup(const qd_tokenizer *t, const char *s, size_t n) {
     }
 }
 
-static void insert(qd_tokenizer *t, int32_t id) {
+static void insert(qd_tokenizer *t, int32_t id)
+{
     const char *s = t->text + t->off[id];
     size_t n = t->len[id];
     uint32_t m = t->nslots - 1;
@@ -84,7 +89,8 @@ static void insert(qd_tokenizer *t, int32_t id) {
 
 /* ---- loading ------------------------------------------------------------------------------- */
 
-static int read_file(const char *path, char **buf, size_t *len) {
+static int read_file(const char *path, char **buf, size_t *len)
+{
     FILE *f = fopen(path, "rb");
     if (!f) {
         int e = errno;
@@ -98,8 +104,8 @@ static int read_file(const char *path, char **buf, size_t *len) {
     }
     if ((uint64_t)st.st_size > QD_VOCAB_MAX_BYTES) {
         fclose(f);
-        return qd_err_set(QD_EFORMAT, "%s: %lld bytes, more than the %u a vocabulary may have",
-                          path, (long long)st.st_size, QD_VOCAB_MAX_BYTES);
+        return qd_err_set(QD_EFORMAT, "%s: %lld bytes, more than the %u a vocabulary may have", path,
+                          (long long)st.st_size, QD_VOCAB_MAX_BYTES);
     }
     size_t n = (size_t)st.st_size;
     char *b = malloc(n + 1);
@@ -120,12 +126,11 @@ static int read_file(const char *path, char **buf, size_t *len) {
     return QD_OK;
 }
 
-static int is_ascii_space(char c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
+static int is_ascii_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
 /* do_lower_case from tokenizer_config.json beside the vocabulary (1 when absent). */
-static int config_lower_case(const char *vocab_path, int *lower) {
+static int config_lower_case(const char *vocab_path, int *lower)
+{
     *lower = 1;
     const char *slash = strrchr(vocab_path, '/');
     size_t dlen = slash ? (size_t)(slash - vocab_path + 1) : 0;
@@ -167,7 +172,8 @@ static int config_lower_case(const char *vocab_path, int *lower) {
     return QD_OK;
 }
 
-int qd_tokenizer_load(const char *vocab_path, int do_lower_case, qd_tokenizer **out) {
+int qd_tokenizer_load(const char *vocab_path, int do_lower_case, qd_tokenizer **out)
+{
     *out = NULL;
     if (!vocab_path) return qd_err_set(QD_EINVAL, "tokenizer: no vocabulary path");
     int lower = do_lower_case;
@@ -247,14 +253,15 @@ int qd_tokenizer_load(const char *vocab_path, int do_lower_case, qd_tokenizer **
     t->sp.mask = lookup(t, "[MASK]", 6);
     if (missing[0]) {
         qd_tokenizer_free(t);
-        return qd_err_set(QD_EFORMAT, "%s: not a BERT vocabulary: no %s token (%zu lines read)",
-                          vocab_path, missing, lines);
+        return qd_err_set(QD_EFORMAT, "%s: not a BERT vocabulary: no %s token (%zu lines read)", vocab_path, missing,
+                          lines);
     }
     *out = t;
     return QD_OK;
 }
 
-void qd_tokenizer_free(qd_tokenizer *t) {
+void qd_tokenizer_free(qd_tokenizer *t)
+{
     if (!t) return;
     free(t->path);
     free(t->text);
@@ -268,11 +275,10 @@ int qd_tokenizer_vocab_size(const qd_tokenizer *t) { return t->n; }
 int qd_tokenizer_lower_case(const qd_tokenizer *t) { return t->lower; }
 qd_tok_specials qd_tokenizer_specials(const qd_tokenizer *t) { return t->sp; }
 
-int32_t qd_tokenizer_id(const qd_tokenizer *t, const char *piece) {
-    return lookup(t, piece, strlen(piece));
-}
+int32_t qd_tokenizer_id(const qd_tokenizer *t, const char *piece) { return lookup(t, piece, strlen(piece)); }
 
-const char *qd_tokenizer_piece(const qd_tokenizer *t, int32_t id) {
+const char *qd_tokenizer_piece(const qd_tokenizer *t, int32_t id)
+{
     return id >= 0 && id < t->n ? t->text + t->off[id] : NULL;
 }
 
@@ -282,37 +288,38 @@ static int cat(int32_t c) { return (int)utf8proc_category(c); }
 
 /* Python's str.isspace(): what str.split() splits on. After cleaning only ' ', U+2028 and
  * U+2029 can be left of these, but the whole set keeps the split exactly Python's. */
-static int is_py_space(int32_t c) {
-    if (c == ' ' || (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x1F) || c == 0x85 ||
-        c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 ||
-        c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000)
+static int is_py_space(int32_t c)
+{
+    if (c == ' ' || (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x1F) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+        (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000)
         return 1;
     return 0;
 }
 
-static int is_whitespace(int32_t c) {
+static int is_whitespace(int32_t c)
+{
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || cat(c) == UTF8PROC_CATEGORY_ZS;
 }
 
-static int is_control(int32_t c) {
+static int is_control(int32_t c)
+{
     if (c == '\t' || c == '\n' || c == '\r') return 0;
     int k = cat(c);
     return k == UTF8PROC_CATEGORY_CC || k == UTF8PROC_CATEGORY_CF;
 }
 
-static int is_punct(int32_t c) {
-    if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
-        (c >= 123 && c <= 126))
-        return 1;
+static int is_punct(int32_t c)
+{
+    if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126)) return 1;
     int k = cat(c);
     return k >= UTF8PROC_CATEGORY_PC && k <= UTF8PROC_CATEGORY_PO;
 }
 
 /* BERT's _is_chinese_char: the CJK Unified Ideographs blocks (not Hiragana, Katakana, Hangul). */
-static int is_cjk(int32_t c) {
-    return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) ||
-           (c >= 0x20000 && c <= 0x2A6DF) || (c >= 0x2A700 && c <= 0x2B73F) ||
-           (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B820 && c <= 0x2CEAF) ||
+static int is_cjk(int32_t c)
+{
+    return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x20000 && c <= 0x2A6DF) ||
+           (c >= 0x2A700 && c <= 0x2B73F) || (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B820 && c <= 0x2CEAF) ||
            (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
 }
 
@@ -320,30 +327,45 @@ static int is_cjk(int32_t c) {
  * utf8proc has no direct flag: Cased = Lu/Ll/Lt or a letter with a case mapping, plus the two
  * ordinal indicators (Other_Lowercase letters of category Lo). Case_Ignorable = Mn, Me, Cf, Lm,
  * Sk, or Word_Break MidLetter / MidNumLet / Single_Quote. */
-static int is_cased(int32_t c) {
+static int is_cased(int32_t c)
+{
     int k = cat(c);
-    return k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LL || k == UTF8PROC_CATEGORY_LT ||
-           utf8proc_islower(c) || utf8proc_isupper(c) || c == 0xAA || c == 0xBA;
+    return k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LL || k == UTF8PROC_CATEGORY_LT || utf8proc_islower(c) ||
+           utf8proc_isupper(c) || c == 0xAA || c == 0xBA;
 }
 
-static int is_case_ignorable(int32_t c) {
+static int is_case_ignorable(int32_t c)
+{
     int k = cat(c);
     if (k == UTF8PROC_CATEGORY_MN || k == UTF8PROC_CATEGORY_ME || k == UTF8PROC_CATEGORY_CF ||
         k == UTF8PROC_CATEGORY_LM || k == UTF8PROC_CATEGORY_SK)
         return 1;
     switch (c) {
-    case 0x27: case 0x2E: case 0x3A: case 0xB7: case 0x387: case 0x55F: case 0x5F4:
-    case 0x2018: case 0x2019: case 0x2024: case 0x2027: case 0xFE13: case 0xFE52: case 0xFE55:
-    case 0xFF07: case 0xFF0E: case 0xFF1A:
-        return 1;
-    default:
-        return 0;
+    case 0x27:
+    case 0x2E:
+    case 0x3A:
+    case 0xB7:
+    case 0x387:
+    case 0x55F:
+    case 0x5F4:
+    case 0x2018:
+    case 0x2019:
+    case 0x2024:
+    case 0x2027:
+    case 0xFE13:
+    case 0xFE52:
+    case 0xFE55:
+    case 0xFF07:
+    case 0xFF0E:
+    case 0xFF1A: return 1;
+    default: return 0;
     }
 }
 
 /* Python's str.lower() of w[0..n): the full mapping, i.e. the simple one plus U+0130 -> "i̇" and
  * the final form of sigma at the end of a word. */
-static int lower_word(const int32_t *w, size_t n, ivec *out) {
+static int lower_word(const int32_t *w, size_t n, ivec *out)
+{
     out->n = 0;
     if (ivec_reserve(out, n + 8)) return -1;
     for (size_t i = 0; i < n; i++) {
@@ -370,7 +392,8 @@ static int lower_word(const int32_t *w, size_t n, ivec *out) {
 }
 
 /* NFD of w, then drop Mn: BERT's _run_strip_accents. */
-static int strip_accents(const ivec *w, ivec *utf8_tmp, ivec *out) {
+static int strip_accents(const ivec *w, ivec *utf8_tmp, ivec *out)
+{
     /* utf8proc decomposes (and orders combining marks) from UTF-8 input. */
     utf8_tmp->n = 0;
     if (ivec_reserve(utf8_tmp, w->n + 1)) return -1; /* 4 bytes per int32 entry suffice */
@@ -380,8 +403,7 @@ static int strip_accents(const ivec *w, ivec *utf8_tmp, ivec *out) {
     out->n = 0;
     if (ivec_reserve(out, 2 * w->n + 8)) return -1;
     for (;;) {
-        utf8proc_ssize_t r = utf8proc_decompose(u, (utf8proc_ssize_t)ulen, out->v,
-                                                (utf8proc_ssize_t)out->cap,
+        utf8proc_ssize_t r = utf8proc_decompose(u, (utf8proc_ssize_t)ulen, out->v, (utf8proc_ssize_t)out->cap,
                                                 UTF8PROC_DECOMPOSE | UTF8PROC_STABLE);
         if (r < 0) return -1; /* cannot happen: the input is valid UTF-8 we encoded */
         if ((size_t)r <= out->cap) {
@@ -400,14 +422,15 @@ static int strip_accents(const ivec *w, ivec *utf8_tmp, ivec *out) {
 /* ---- WordPiece ----------------------------------------------------------------------------- */
 
 typedef struct {
-    ivec a, b, c;        /* scratch code point buffers */
-    char *buf;           /* [2 * cap]: the word's UTF-8, then "##" + a suffix of it */
+    ivec a, b, c; /* scratch code point buffers */
+    char *buf;    /* [2 * cap]: the word's UTF-8, then "##" + a suffix of it */
     size_t cap;
-    ivec *ids;           /* output */
+    ivec *ids; /* output */
 } tok_state;
 
 /* One word (no whitespace, no punctuation inside, or one punctuation character). */
-static int wordpiece(const qd_tokenizer *t, tok_state *s, const int32_t *w, size_t n) {
+static int wordpiece(const qd_tokenizer *t, tok_state *s, const int32_t *w, size_t n)
+{
     if (n == 0) return 0;
     if (n > QD_TOK_MAX_CHARS_PER_WORD) return ivec_push(s->ids, t->sp.unk);
     size_t need = 2 + 4 * n;
@@ -420,8 +443,7 @@ static int wordpiece(const qd_tokenizer *t, tok_state *s, const int32_t *w, size
     char *u = s->buf, *key = s->buf + s->cap;
     size_t bnd[QD_TOK_MAX_CHARS_PER_WORD + 1]; /* byte offset of code point i in u */
     bnd[0] = 0;
-    for (size_t i = 0; i < n; i++)
-        bnd[i + 1] = bnd[i] + (size_t)utf8proc_encode_char(w[i], (uint8_t *)u + bnd[i]);
+    for (size_t i = 0; i < n; i++) bnd[i + 1] = bnd[i] + (size_t)utf8proc_encode_char(w[i], (uint8_t *)u + bnd[i]);
     size_t first = s->ids->n, start = 0;
     while (start < n) {
         /* candidates u[start, end) for end = n down to start + 1 are prefixes of one key */
@@ -448,7 +470,8 @@ static int wordpiece(const qd_tokenizer *t, tok_state *s, const int32_t *w, size
 }
 
 /* Basic tokenization of one whitespace-separated word, then WordPiece of each part. */
-static int word(const qd_tokenizer *t, tok_state *s, const int32_t *w, size_t n) {
+static int word(const qd_tokenizer *t, tok_state *s, const int32_t *w, size_t n)
+{
     const int32_t *x = w;
     size_t xn = n;
     if (t->lower) {
@@ -470,7 +493,8 @@ static int word(const qd_tokenizer *t, tok_state *s, const int32_t *w, size_t n)
     return wordpiece(t, s, x + run, xn - run);
 }
 
-static int tokenize(const qd_tokenizer *t, const char *text, ivec *ids) {
+static int tokenize(const qd_tokenizer *t, const char *text, ivec *ids)
+{
     ids->n = 0;
     if (!text) return 0;
     size_t len = strlen(text);
@@ -517,7 +541,8 @@ done:
     return rc;
 }
 
-int qd_tokenizer_tokenize(const qd_tokenizer *t, const char *text, int32_t **ids, int *n) {
+int qd_tokenizer_tokenize(const qd_tokenizer *t, const char *text, int32_t **ids, int *n)
+{
     ivec v = {0};
     *ids = NULL;
     *n = 0;
@@ -534,19 +559,21 @@ int qd_tokenizer_tokenize(const qd_tokenizer *t, const char *text, int32_t **ids
     return QD_OK;
 }
 
-int qd_tokenizer_encode(const qd_tokenizer *t, const char *text, const char *text_pair,
-                        int max_len, int pad_to, int cap, int32_t *ids, int32_t *type_ids,
-                        int32_t *mask, int *n_out, int *n_truncated) {
+int qd_tokenizer_encode(const qd_tokenizer *t, const char *text, const char *text_pair, int max_len, int pad_to,
+                        int cap, int32_t *ids, int32_t *type_ids, int32_t *mask, int *n_out, int *n_truncated)
+{
     *n_out = 0;
     if (n_truncated) *n_truncated = 0;
     int pair = text_pair != NULL;
     int nspecial = pair ? 3 : 2;
     if (max_len < 0 || pad_to < 0 || cap < 0)
-        return qd_err_set(QD_EINVAL, "tokenizer: negative length (max_len %d, pad_to %d, cap %d)",
-                          max_len, pad_to, cap);
+        return qd_err_set(QD_EINVAL, "tokenizer: negative length (max_len %d, pad_to %d, cap %d)", max_len, pad_to,
+                          cap);
     if (max_len > 0 && max_len < nspecial)
-        return qd_err_set(QD_EINVAL, "tokenizer: max_len %d leaves no room for the %d special "
-                          "tokens of a %s", max_len, nspecial, pair ? "pair" : "sentence");
+        return qd_err_set(QD_EINVAL,
+                          "tokenizer: max_len %d leaves no room for the %d special "
+                          "tokens of a %s",
+                          max_len, nspecial, pair ? "pair" : "sentence");
     ivec a = {0}, b = {0};
     if (tokenize(t, text, &a) || (pair && tokenize(t, text_pair, &b))) {
         free(a.v);
@@ -557,8 +584,10 @@ int qd_tokenizer_encode(const qd_tokenizer *t, const char *text, const char *tex
     if (max_len > 0) {
         size_t room = (size_t)(max_len - nspecial);
         while (na + nb > room) { /* _truncate_seq_pair: shorten the longer, b on a tie */
-            if (na > nb) na--;
-            else nb--;
+            if (na > nb)
+                na--;
+            else
+                nb--;
             dropped++;
         }
     }
@@ -572,9 +601,13 @@ int qd_tokenizer_encode(const qd_tokenizer *t, const char *text, const char *tex
         return qd_err_set(QD_ESHAPE, "tokenizer: %zu ids do not fit in %d entries", total, cap);
     }
     size_t k = 0;
-#define EMIT(id, type)                                                                    \
-    do { ids[k] = (id); if (type_ids) type_ids[k] = (type); if (mask) mask[k] = 1; k++; } \
-    while (0)
+#define EMIT(id, type)                      \
+    do {                                    \
+        ids[k] = (id);                      \
+        if (type_ids) type_ids[k] = (type); \
+        if (mask) mask[k] = 1;              \
+        k++;                                \
+    } while (0)
     EMIT(t->sp.cls, 0);
     for (size_t i = 0; i < na; i++) EMIT(a.v[i], 0);
     EMIT(t->sp.sep, 0);

@@ -74,8 +74,7 @@ int qd_tokenizer_tokenize(const qd_tokenizer *tok, const char *text, int32_t **i
  * Writes *n_out (the length written) and, when given, *n_truncated (word pieces dropped).
  * QD_ESHAPE when the result needs more than cap entries: *n_out is then the length needed and
  * nothing else is written. QD_EINVAL for a max_len below the special tokens' count. */
-int qd_tokenizer_encode(const qd_tokenizer *tok, const char *text, const char *text_pair,
-                        int max_len, int pad_to, int cap, int32_t *ids, int32_t *type_ids,
-                        int32_t *mask, int *n_out, int *n_truncated);
+int qd_tokenizer_encode(const qd_tokenizer *tok, const char *text, const char *text_pair, int max_len, int pad_to,
+                        int cap, int32_t *ids, int32_t *type_ids, int32_t *mask, int *n_out, int *n_truncated);
 
 #endif

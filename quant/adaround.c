@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ZETA 1.1f
+#define ZETA  1.1f
 #define GAMMA (-0.1f)
 
 /* Hessian mode computes the gradient product G = -E H in bfloat16 AMX tiles where the CPU has
@@ -23,7 +23,8 @@
  * bench_adaround). */
 #define ADA_REFRESH 100
 
-void qd_adaround_default_opts(qd_adaround_opts *o) {
+void qd_adaround_default_opts(qd_adaround_opts *o)
+{
     o->iters = 10000;
     o->lambda = 0.01f;
     o->beta_start = 20.0f;
@@ -44,7 +45,8 @@ typedef struct {
     int maxq;
 } consts;
 
-static void consts_init(const qd_adaround_problem *pb, consts *k) {
+static void consts_init(const qd_adaround_problem *pb, consts *k)
+{
     const qd_qparams *p = pb->p;
     int64_t n = pb->R * pb->C;
     k->s = qd_xmalloc((size_t)n * sizeof(float));
@@ -74,7 +76,8 @@ static void consts_init(const qd_adaround_problem *pb, consts *k) {
         }
 }
 
-static void consts_free(consts *k) {
+static void consts_free(consts *k)
+{
     free(k->s);
     free(k->z);
     free(k->fl);
@@ -84,7 +87,8 @@ static void consts_free(consts *k) {
 
 static inline float sigmoidf_(float v) { return 1.0f / (1.0f + expf(-v)); }
 
-static inline float hfun(float v) {
+static inline float hfun(float v)
+{
     float h = sigmoidf_(v) * (ZETA - GAMMA) + GAMMA;
     return h < 0.0f ? 0.0f : h > 1.0f ? 1.0f : h;
 }
@@ -93,8 +97,9 @@ static inline float clampq(float x, int maxq) { return x < 0.0f ? 0.0f : x > (fl
 
 /* Reconstruction for E = W - W~: returns rec (when need_rec; else 0) and dL/dW~ into gw (if not
  * NULL). H mode: out = -E H (gw, or work_y), rec = -tr(E out^T) / 2. */
-static double rec_and_grad(const qd_adaround_problem *pb, const float *E, const int64_t *rows, int64_t nb,
-                           float *gw, float *work_x, float *work_y, int need_rec) {
+static double rec_and_grad(const qd_adaround_problem *pb, const float *E, const int64_t *rows, int64_t nb, float *gw,
+                           float *work_x, float *work_y, int need_rec)
+{
     const int64_t R = pb->R, C = pb->C;
     double rec = 0;
     if (pb->X) {
@@ -105,21 +110,21 @@ static double rec_and_grad(const qd_adaround_problem *pb, const float *E, const 
         } else
             nb = pb->N;
         /* Y = E Xb^T  [R][nb] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)nb, (int)C, 1.0f, E, (int)C, Xb,
-                    (int)C, 0.0f, work_y, (int)nb);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)nb, (int)C, 1.0f, E, (int)C, Xb, (int)C, 0.0f,
+                    work_y, (int)nb);
         if (need_rec) {
             for (int64_t i = 0; i < R * nb; i++) rec += (double)work_y[i] * work_y[i];
             rec /= (double)nb;
         }
         /* d rec / d W~ = -2/nb * Y Xb */
         if (gw)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)nb, -2.0f / (float)nb,
-                        work_y, (int)nb, Xb, (int)C, 0.0f, gw, (int)C);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)nb, -2.0f / (float)nb, work_y,
+                        (int)nb, Xb, (int)C, 0.0f, gw, (int)C);
     } else {
         /* rec = tr(E H E^T) / 2; d rec / d W~ = -E H */
         float *out = gw ? gw : work_y;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)C, -1.0f, E, (int)C, pb->H,
-                    (int)C, 0.0f, out, (int)C);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)C, -1.0f, E, (int)C, pb->H, (int)C,
+                    0.0f, out, (int)C);
         if (need_rec) {
             for (int64_t i = 0; i < R * C; i++) rec += (double)E[i] * out[i];
             rec *= -0.5;
@@ -128,13 +133,15 @@ static double rec_and_grad(const qd_adaround_problem *pb, const float *E, const 
     return rec;
 }
 
-static size_t work_y_len(const qd_adaround_problem *pb, int64_t nb) {
+static size_t work_y_len(const qd_adaround_problem *pb, int64_t nb)
+{
     return (size_t)pb->R * (size_t)(pb->X ? nb : pb->C);
 }
 
 /* the loss and its gradient through the step kernel (no Adam update) */
-static double loss_impl(const qd_adaround_problem *pb, const consts *k, const float *V, const int64_t *rows,
-                        int64_t nb, float beta, float lambda, float *grad) {
+static double loss_impl(const qd_adaround_problem *pb, const consts *k, const float *V, const int64_t *rows, int64_t nb,
+                        float beta, float lambda, float *grad)
+{
     const int64_t n = pb->R * pb->C, nbe = rows ? nb : pb->N;
     float *buf = qd_xcalloc((size_t)n * 8, sizeof(float));
     float *Vc = buf, *mm = buf + n, *vv = buf + 2 * n, *a = buf + 3 * n, *b = buf + 4 * n, *E = buf + 5 * n,
@@ -142,8 +149,20 @@ static double loss_impl(const qd_adaround_problem *pb, const consts *k, const fl
     memcpy(Vc, V, (size_t)n * sizeof(float));
     float *wx = pb->X && rows ? qd_xmalloc((size_t)nb * (size_t)pb->C * sizeof(float)) : NULL;
     float *wy = qd_xmalloc(work_y_len(pb, nbe) * sizeof(float));
-    qd_ada_step s = {.n = n, .c0 = k->c0, .sm = k->sm, .V = Vc, .m = mm, .v = vv, .a = a, .b = b, .E = E,
-                     .reg = reg, .lrc1 = 0, .ic2 = 1, .beta = beta, .lambda = lambda};
+    qd_ada_step s = {.n = n,
+                     .c0 = k->c0,
+                     .sm = k->sm,
+                     .V = Vc,
+                     .m = mm,
+                     .v = vv,
+                     .a = a,
+                     .b = b,
+                     .E = E,
+                     .reg = reg,
+                     .lrc1 = 0,
+                     .ic2 = 1,
+                     .beta = beta,
+                     .lambda = lambda};
     qd_kernels()->adaround_step(&s, NULL);
     double rec = rec_and_grad(pb, E, rows, nb, gw, wx, wy, 1);
     double rs = 0;
@@ -156,8 +175,9 @@ static double loss_impl(const qd_adaround_problem *pb, const consts *k, const fl
     return rec + (double)lambda * rs;
 }
 
-double qd_adaround_loss(const qd_adaround_problem *pb, const float *V, const int64_t *rows, int64_t nb,
-                        float beta, float lambda, float *grad) {
+double qd_adaround_loss(const qd_adaround_problem *pb, const float *V, const int64_t *rows, int64_t nb, float beta,
+                        float lambda, float *grad)
+{
     consts k;
     consts_init(pb, &k);
     double L = loss_impl(pb, &k, V, rows, nb, beta, lambda, grad);
@@ -165,7 +185,8 @@ double qd_adaround_loss(const qd_adaround_problem *pb, const float *V, const int
     return L;
 }
 
-void qd_adaround_init_v(const qd_adaround_problem *pb, float *V) {
+void qd_adaround_init_v(const qd_adaround_problem *pb, float *V)
+{
     consts k;
     consts_init(pb, &k);
     for (int64_t i = 0; i < pb->R * pb->C; i++) {
@@ -179,7 +200,8 @@ void qd_adaround_init_v(const qd_adaround_problem *pb, float *V) {
 }
 
 /* per-row ||(w_r - q_r) X^T||^2 / N into out[R] (rows are independent in the loss) */
-static void rec_rows(const qd_adaround_problem *pb, const float *Q, double *out) {
+static void rec_rows(const qd_adaround_problem *pb, const float *Q, double *out)
+{
     const int64_t R = pb->R, C = pb->C, n = R * C;
     float *E = qd_xmalloc((size_t)n * sizeof(float));
     for (int64_t i = 0; i < n; i++) E[i] = pb->W[i] - Q[i];
@@ -196,7 +218,8 @@ static void rec_rows(const qd_adaround_problem *pb, const float *Q, double *out)
     free(wy);
 }
 
-double qd_adaround_rec_error(const qd_adaround_problem *pb, const float *Q) {
+double qd_adaround_rec_error(const qd_adaround_problem *pb, const float *Q)
+{
     int64_t n = pb->R * pb->C;
     float *E = qd_xmalloc((size_t)n * sizeof(float));
     for (int64_t i = 0; i < n; i++) E[i] = pb->W[i] - Q[i];
@@ -208,7 +231,8 @@ double qd_adaround_rec_error(const qd_adaround_problem *pb, const float *Q) {
 }
 
 /* splitmix64: the mini-batch sampler's generator (fixed seed, same draws everywhere) */
-static uint64_t splitmix64(uint64_t *s) {
+static uint64_t splitmix64(uint64_t *s)
+{
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -216,7 +240,8 @@ static uint64_t splitmix64(uint64_t *s) {
 }
 
 int qd_adaround_quantize(const qd_adaround_problem *pb, const qd_adaround_opts *o, uint8_t *codes, float *Wq,
-                         qd_adaround_stats *st) {
+                         qd_adaround_stats *st)
+{
     double t0 = qd_now();
     const int64_t R = pb->R, C = pb->C, n = R * C;
     if (!pb->X && !pb->H) return qd_err_set(QD_EINVAL, "adaround: neither calibration rows nor a Hessian given");
@@ -320,7 +345,10 @@ int qd_adaround_quantize(const qd_adaround_problem *pb, const qd_adaround_opts *
                 for (int64_t c = 0; c < C; c++) {
                     const float d = e[c] - eo[c];
                     if (d != 0.0f) {
-                        if (k == max_nz) { have_delta = 0; break; }
+                        if (k == max_nz) {
+                            have_delta = 0;
+                            break;
+                        }
                         didx[k] = (int32_t)c;
                         dval[k++] = -d;
                     }

@@ -4,7 +4,8 @@
 
 static inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
 
-static int64_t round_sat(double x, int64_t lo, int64_t hi) {
+static int64_t round_sat(double x, int64_t lo, int64_t hi)
+{
     if (isnan(x)) return 0;
     if (x >= (double)hi) return hi;
     if (x <= (double)lo) return lo;
@@ -26,24 +27,28 @@ int32_t qd_q31_add_sat(int32_t a, int32_t b) { return (int32_t)clamp64((int64_t)
 int32_t qd_q31_sub_sat(int32_t a, int32_t b) { return (int32_t)clamp64((int64_t)a - b, INT32_MIN, INT32_MAX); }
 
 /* round(p / 2^n), ties away from zero, for |p| < 2^62 */
-static inline int64_t round_shift(int64_t p, int n) {
+static inline int64_t round_shift(int64_t p, int n)
+{
     int64_t half = (int64_t)1 << (n - 1);
     return p >= 0 ? (p + half) >> n : -((-p + half) >> n);
 }
 
 int8_t qd_q7_mul_sat(int8_t a, int8_t b) { return (int8_t)clamp64(round_shift((int64_t)a * b, 7), INT8_MIN, INT8_MAX); }
-int16_t qd_q15_mul_sat(int16_t a, int16_t b) {
+int16_t qd_q15_mul_sat(int16_t a, int16_t b)
+{
     return (int16_t)clamp64(round_shift((int64_t)a * b, 15), INT16_MIN, INT16_MAX);
 }
 
-int32_t qd_q31_mul_sat(int32_t a, int32_t b) {
+int32_t qd_q31_mul_sat(int32_t a, int32_t b)
+{
     if (a == b && a == INT32_MIN) return INT32_MAX;
     int64_t ab = (int64_t)a * (int64_t)b;
     int64_t nudge = ab >= 0 ? (1ll << 30) : (1 - (1ll << 30));
     return (int32_t)((ab + nudge) / (1ll << 31));
 }
 
-int32_t qd_rounding_divide_by_pot(int32_t x, int exponent) {
+int32_t qd_rounding_divide_by_pot(int32_t x, int exponent)
+{
     if (exponent <= 0) return x;
     int32_t mask = (int32_t)((1ll << exponent) - 1);
     int32_t remainder = x & mask;
@@ -51,7 +56,8 @@ int32_t qd_rounding_divide_by_pot(int32_t x, int exponent) {
     return (x >> exponent) + (remainder > threshold ? 1 : 0);
 }
 
-int qd_quantize_multiplier(double M, int32_t *M0, int *shift) {
+int qd_quantize_multiplier(double M, int32_t *M0, int *shift)
+{
     if (!(M > 0) || !isfinite(M)) return -1;
     int e;
     double q = frexp(M, &e); /* M = q * 2^e, q in [0.5, 1) */
@@ -69,7 +75,8 @@ int qd_quantize_multiplier(double M, int32_t *M0, int *shift) {
     return 0;
 }
 
-int8_t qd_requantize_s8(int32_t acc, int32_t M0, int shift, int32_t zero_point) {
+int8_t qd_requantize_s8(int32_t acc, int32_t M0, int shift, int32_t zero_point)
+{
     int32_t x = acc;
     if (shift > 0) {
         int64_t l = (int64_t)acc * ((int64_t)1 << (shift > 31 ? 31 : shift)); /* no shift of negatives */

@@ -7,7 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-void qd_gptq_default_opts(qd_gptq_opts *o) {
+void qd_gptq_default_opts(qd_gptq_opts *o)
+{
     memset(o, 0, sizeof *o);
     o->bits = 4;
     o->group_size = -1;
@@ -27,7 +28,8 @@ void qd_gptq_default_opts(qd_gptq_opts *o) {
  * call: as long as the factorization itself at n = 3072). Same arithmetic as the row-major calls.
  * A [n, n] is scratch. Returns 0 or -1. */
 static int inverse_factor(const float *H, const int64_t *perm, const uint8_t *dead, int64_t n, double lambda0, float *A,
-                          float *U, double *lambda_used, int *raises) {
+                          float *U, double *lambda_used, int *raises)
+{
     double lambda = lambda0;
     for (int attempt = 0; attempt < 8; attempt++) {
         /* A <- J (P^T H P + lambda I) J, dead diagonal entries 1 (one gather pass) */
@@ -69,7 +71,8 @@ typedef struct {
     int64_t i;
 } diag_idx;
 
-static int cmp_diag_desc(const void *a, const void *b) {
+static int cmp_diag_desc(const void *a, const void *b)
+{
     const diag_idx *x = a, *y = b;
     if (x->d != y->d) return x->d > y->d ? -1 : 1;
     return x->i < y->i ? -1 : x->i > y->i; /* stable: ties keep column order */
@@ -78,15 +81,16 @@ static int cmp_diag_desc(const void *a, const void *b) {
 struct qd_gptq_prep {
     int64_t C;
     qd_gptq_opts o;
-    uint8_t *dead;        /* [C] H_jj == 0 */
+    uint8_t *dead; /* [C] H_jj == 0 */
     int64_t ndead;
-    int64_t *perm;        /* [C] permuted position k -> original column */
-    float *Hinv;          /* [C, C] upper Cholesky factor of the damped inverse, permuted order */
-    double damp_used;     /* relative to mean(diag H) */
+    int64_t *perm;    /* [C] permuted position k -> original column */
+    float *Hinv;      /* [C, C] upper Cholesky factor of the damped inverse, permuted order */
+    double damp_used; /* relative to mean(diag H) */
     int damp_raises;
 };
 
-void qd_gptq_prep_free(qd_gptq_prep *p) {
+void qd_gptq_prep_free(qd_gptq_prep *p)
+{
     if (!p) return;
     free(p->dead);
     free(p->perm);
@@ -96,7 +100,8 @@ void qd_gptq_prep_free(qd_gptq_prep *p) {
 
 /* The order columns are quantized in: act-order sorts by descending diag H (a dead column's 0
  * counts as 1, as it is replaced), ties keeping column order; otherwise the identity. */
-static void column_order(const float *H, int64_t C, int act_order, int64_t *perm) {
+static void column_order(const float *H, int64_t C, int act_order, int64_t *perm)
+{
     for (int64_t j = 0; j < C; j++) perm[j] = j;
     if (!act_order) return;
     diag_idx *di = qd_xmalloc((size_t)C * sizeof(diag_idx));
@@ -106,7 +111,8 @@ static void column_order(const float *H, int64_t C, int act_order, int64_t *perm
     free(di);
 }
 
-void qd_gptq_g_idx(const float *H, int64_t C, const qd_gptq_opts *o, int32_t *g_idx) {
+void qd_gptq_g_idx(const float *H, int64_t C, const qd_gptq_opts *o, int32_t *g_idx)
+{
     const int grouped = o->group_size > 0 && o->group_size < C;
     int64_t *perm = qd_xmalloc((size_t)C * sizeof *perm);
     column_order(H, C, o->act_order, perm);
@@ -115,7 +121,8 @@ void qd_gptq_g_idx(const float *H, int64_t C, const qd_gptq_opts *o, int32_t *g_
     free(perm);
 }
 
-int qd_gptq_prepare(const float *H, int64_t C, const qd_gptq_opts *o, qd_gptq_prep **out) {
+int qd_gptq_prepare(const float *H, int64_t C, const qd_gptq_opts *o, qd_gptq_prep **out)
+{
     *out = NULL;
     int rc = qd_check_finite(H, C, C, "Hessian");
     if (rc) return rc;
@@ -138,21 +145,24 @@ int qd_gptq_prepare(const float *H, int64_t C, const qd_gptq_opts *o, qd_gptq_pr
     p->Hinv = qd_xmalloc((size_t)(C * C) * sizeof(float));
     double used = 0;
     float *scratch = qd_xmalloc((size_t)(C * C) * sizeof(float));
-    int bad = inverse_factor(H, p->perm, p->dead, C, (double)o->damp * mean_diag, scratch, p->Hinv, &used, &p->damp_raises);
+    int bad =
+        inverse_factor(H, p->perm, p->dead, C, (double)o->damp * mean_diag, scratch, p->Hinv, &used, &p->damp_raises);
     free(scratch);
     if (bad) {
         qd_gptq_prep_free(p);
         return qd_err_set(QD_ENUMERIC, "gptq: the Hessian is not positive definite even with damping raised 8 times");
     }
     if (p->damp_raises)
-        qd_log(QD_LOG_WARN, "gptq: Cholesky failed with damping %.3g; raised to %.3g", (double)o->damp * mean_diag, used);
+        qd_log(QD_LOG_WARN, "gptq: Cholesky failed with damping %.3g; raised to %.3g", (double)o->damp * mean_diag,
+               used);
     p->damp_used = mean_diag > 0 ? used / mean_diag : used;
     *out = p;
     return QD_OK;
 }
 
 int qd_gptq_quantize(float *W, int64_t R, int64_t C, const float *H, const qd_gptq_opts *o, uint8_t *codes,
-                     float *scales, int32_t *zeros, int32_t *g_idx, qd_gptq_stats *st) {
+                     float *scales, int32_t *zeros, int32_t *g_idx, qd_gptq_stats *st)
+{
     double t0 = qd_now();
     int rc = qd_check_finite(W, R, C, "weight");
     if (rc) return rc;
@@ -170,20 +180,21 @@ int qd_gptq_quantize(float *W, int64_t R, int64_t C, const float *H, const qd_gp
  * are independent and every row gets the same operations in the same order (no FMA contraction,
  * rounding to nearest even as rintf), so the AVX2 path and the scalar one give the same bits. */
 typedef struct {
-    float *T;             /* [cnt][ldt] */
+    float *T; /* [cnt][ldt] */
     int64_t ldt, n, cnt;
-    const float *s;       /* [n] scales of the column's group */
-    const int32_t *z;     /* [n] zeros */
-    const float *hrow;    /* Hinv[k, i1 .. i1 + cnt) */
+    const float *s;    /* [n] scales of the column's group */
+    const int32_t *z;  /* [n] zeros */
+    const float *hrow; /* Hinv[k, i1 .. i1 + cnt) */
     float d;
     int maxq;
-    float *q;             /* [n] out: dequantized */
-    uint8_t *qc;          /* [n] out: codes */
-    float *e;             /* [n] out: scaled error */
-    double *err;          /* [n] accumulated */
+    float *q;    /* [n] out: dequantized */
+    uint8_t *qc; /* [n] out: codes */
+    float *e;    /* [n] out: scaled error */
+    double *err; /* [n] accumulated */
 } col_args;
 
-static void column_scalar(const col_args *a, int64_t i, int64_t r0) {
+static void column_scalar(const col_args *a, int64_t i, int64_t r0)
+{
     const float d = a->d, maxqf = (float)a->maxq;
     const double dd = (double)d * d;
     float *t = a->T + i * a->ldt;
@@ -210,7 +221,8 @@ static void column_scalar(const col_args *a, int64_t i, int64_t r0) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define QD_GPTQ_AVX2 1
-__attribute__((target("avx2"))) static void column_avx2(const col_args *a, int64_t i) {
+__attribute__((target("avx2"))) static void column_avx2(const col_args *a, int64_t i)
+{
     const int64_t n8 = a->n & ~(int64_t)7;
     const __m256 vd = _mm256_set1_ps(a->d), vmax = _mm256_set1_ps((float)a->maxq), v0 = _mm256_setzero_ps();
     const __m256d vdd = _mm256_set1_pd((double)a->d * a->d), v2 = _mm256_set1_pd(2.0);
@@ -228,7 +240,8 @@ __attribute__((target("avx2"))) static void column_avx2(const col_args *a, int64
         _mm256_storeu_ps(a->e + r, _mm256_div_ps(diff, vd));
         __m128i c16 = _mm_packus_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1));
         _mm_storel_epi64((__m128i *)(a->qc + r), _mm_packus_epi16(c16, c16));
-        __m256d dlo = _mm256_cvtps_pd(_mm256_castps256_ps128(diff)), dhi = _mm256_cvtps_pd(_mm256_extractf128_ps(diff, 1));
+        __m256d dlo = _mm256_cvtps_pd(_mm256_castps256_ps128(diff)),
+                dhi = _mm256_cvtps_pd(_mm256_extractf128_ps(diff, 1));
         __m256d elo = _mm256_div_pd(_mm256_div_pd(_mm256_mul_pd(dlo, dlo), vdd), v2);
         __m256d ehi = _mm256_div_pd(_mm256_div_pd(_mm256_mul_pd(dhi, dhi), vdd), v2);
         _mm256_storeu_pd(a->err + r, _mm256_add_pd(_mm256_loadu_pd(a->err + r), elo));
@@ -238,14 +251,16 @@ __attribute__((target("avx2"))) static void column_avx2(const col_args *a, int64
         __m256 h = _mm256_set1_ps(a->hrow[j]);
         float *tj = a->T + j * a->ldt;
         for (int64_t r = 0; r < n8; r += 8)
-            _mm256_storeu_ps(tj + r, _mm256_sub_ps(_mm256_loadu_ps(tj + r), _mm256_mul_ps(_mm256_loadu_ps(a->e + r), h)));
+            _mm256_storeu_ps(tj + r,
+                             _mm256_sub_ps(_mm256_loadu_ps(tj + r), _mm256_mul_ps(_mm256_loadu_ps(a->e + r), h)));
     }
     if (n8 < a->n) column_scalar(a, i, n8);
 }
 #endif
 
-int qd_gptq_quantize_prepared(const qd_gptq_prep *p, float *W, int64_t R, uint8_t *codes, float *scales,
-                              int32_t *zeros, int32_t *g_idx, qd_gptq_stats *st) {
+int qd_gptq_quantize_prepared(const qd_gptq_prep *p, float *W, int64_t R, uint8_t *codes, float *scales, int32_t *zeros,
+                              int32_t *g_idx, qd_gptq_stats *st)
+{
     double t0 = qd_now();
     const int64_t C = p->C;
     const qd_gptq_opts *o = &p->o;
@@ -280,7 +295,8 @@ int qd_gptq_quantize_prepared(const qd_gptq_prep *p, float *W, int64_t R, uint8_
     /* static groups: parameters of every original group, after the dead zeroing */
     if (grouped && o->static_groups) {
         for (int64_t g = 0; g < ng; g++)
-            qd_find_params_rows(W + g * gs, R, QD_MIN(gs, C - g * gs), C, o->bits, o->sym, &o->clip, scales + g, zeros + g, ng);
+            qd_find_params_rows(W + g * gs, R, QD_MIN(gs, C - g * gs), C, o->bits, o->sym, &o->clip, scales + g,
+                                zeros + g, ng);
         for (int64_t r = 0; r < R; r++)
             for (int64_t g = 0; g < ng; g++) {
                 sT[g * R + r] = scales[r * ng + g];
@@ -360,6 +376,14 @@ int qd_gptq_quantize_prepared(const qd_gptq_prep *p, float *W, int64_t R, uint8_
     s.error = err_total;
     s.seconds = qd_now() - t0;
     if (st) *st = s;
-    free(sT); free(zT); free(Wp); free(T); free(ET); free(qv); free(qcv); free(errs); free(colgroup);
+    free(sT);
+    free(zT);
+    free(Wp);
+    free(T);
+    free(ET);
+    free(qv);
+    free(qcv);
+    free(errs);
+    free(colgroup);
     return QD_OK;
 }

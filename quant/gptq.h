@@ -14,23 +14,23 @@
 #include "quant/quant.h"
 
 typedef struct {
-    int bits;              /* 2..8 */
+    int bits; /* 2..8 */
     int sym;
-    int64_t group_size;    /* -1: one group per row (per channel) */
+    int64_t group_size; /* -1: one group per row (per channel) */
     int act_order;
     int static_groups;
-    float damp;            /* default 0.01 */
-    int block_size;        /* default 128 */
-    qd_clip_opts clip;     /* scale search (default min-max, as the reference) */
+    float damp;        /* default 0.01 */
+    int block_size;    /* default 128 */
+    qd_clip_opts clip; /* scale search (default min-max, as the reference) */
 } qd_gptq_opts;
 
 void qd_gptq_default_opts(qd_gptq_opts *o);
 
 typedef struct {
-    double damp_used;      /* the damping factor finally used (raised if Cholesky failed) */
-    int damp_raises;       /* how many times it was raised */
+    double damp_used; /* the damping factor finally used (raised if Cholesky failed) */
+    int damp_raises;  /* how many times it was raised */
     int64_t dead_columns;
-    double error;          /* the reference's "error": sum over columns of (w - q)^2 / d^2 / 2 */
+    double error; /* the reference's "error": sum over columns of (w - q)^2 / d^2 / 2 */
     double seconds;
 } qd_gptq_stats;
 

@@ -6,7 +6,8 @@
 
 #include "quant/quant.h"
 
-static uint64_t splitmix(uint64_t *s) {
+static uint64_t splitmix(uint64_t *s)
+{
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -14,20 +15,24 @@ static uint64_t splitmix(uint64_t *s) {
 }
 static double unif(uint64_t *s) { return (double)(splitmix(s) >> 11) / 9007199254740992.0; }
 
-static int cmp_float(const void *a, const void *b) {
+static int cmp_float(const void *a, const void *b)
+{
     float x = *(const float *)a, y = *(const float *)b;
     return (x > y) - (x < y);
 }
 
 /* nearest centroid of a sorted codebook */
-static inline int nearest(const float *c, int K, float x) {
+static inline int nearest(const float *c, int K, float x)
+{
     int lo = 0, hi = K - 1;
     while (lo < hi) { /* first centroid whose upper midpoint is >= x */
         int mid = (lo + hi) / 2;
         /* midpoint in double: in float it can round onto c[mid + 1] for adjacent centroids,
          * sending x == c[mid + 1] to c[mid] */
-        if ((double)x <= 0.5 * ((double)c[mid] + (double)c[mid + 1])) hi = mid;
-        else lo = mid + 1;
+        if ((double)x <= 0.5 * ((double)c[mid] + (double)c[mid + 1]))
+            hi = mid;
+        else
+            lo = mid + 1;
     }
     return lo;
 }
@@ -35,7 +40,8 @@ static inline int nearest(const float *c, int K, float x) {
 /* one codebook for n values (stride 1); returns iterations. wt: weights >= 0 with a positive
  * sum, or NULL. */
 static int kmeans1d(const float *x, const float *wt, int64_t n, int K, int max_iters, uint64_t seed, float *c,
-                    uint8_t *code) {
+                    uint8_t *code)
+{
     uint64_t s = seed;
     double *d2 = qd_xmalloc((size_t)n * sizeof(double));
     /* k-means++ seeding (weighted) */
@@ -100,14 +106,16 @@ static int kmeans1d(const float *x, const float *wt, int64_t n, int K, int max_i
     return it;
 }
 
-static double wsum(const float *wt, int64_t n) {
+static double wsum(const float *wt, int64_t n)
+{
     double s = 0;
     for (int64_t i = 0; i < n; i++) s += wt[i];
     return s;
 }
 
 int qd_kmeans_quantize(const float *w, int64_t rows, int64_t cols, const float *weights, const qd_kmeans_opts *o,
-                       float *codebook, uint8_t *codes) {
+                       float *codebook, uint8_t *codes)
+{
     if (o->bits < 1 || o->bits > 8) return qd_err_set(QD_EINVAL, "kmeans: bits must be 1..8, got %d", o->bits);
     int rc = qd_check_finite(w, rows, cols, "weight");
     if (rc) return rc;
@@ -121,8 +129,8 @@ int qd_kmeans_quantize(const float *w, int64_t rows, int64_t cols, const float *
     if (o->per_row) {
         for (int64_t r = 0; r < rows; r++) {
             const float *wr = weights ? weights + r * cols : NULL;
-            int n = kmeans1d(w + r * cols, wr && wsum(wr, cols) > 0 ? wr : NULL, cols, K, iters,
-                             o->seed + (uint64_t)r, codebook + r * K, codes + r * cols);
+            int n = kmeans1d(w + r * cols, wr && wsum(wr, cols) > 0 ? wr : NULL, cols, K, iters, o->seed + (uint64_t)r,
+                             codebook + r * K, codes + r * cols);
             if (n > worst) worst = n;
         }
     } else

@@ -9,9 +9,9 @@
 #include <stdint.h>
 
 typedef struct {
-    int bits;          /* 1..8: K = 2^bits */
-    int per_row;       /* 1: one codebook per row; 0: one for the tensor */
-    int max_iters;     /* Lloyd iterations at most (default 50) */
+    int bits;      /* 1..8: K = 2^bits */
+    int per_row;   /* 1: one codebook per row; 0: one for the tensor */
+    int max_iters; /* Lloyd iterations at most (default 50) */
     uint64_t seed;
 } qd_kmeans_opts;
 

@@ -15,12 +15,12 @@ _Static_assert(QD_PACKED_ROW_BYTES(8, 7) == 7, "7-bit: 8 values in 7 bytes");
 _Static_assert(QD_PACKED_ROW_BYTES(1, 8) == 1, "8-bit: one byte per value");
 _Static_assert(QD_PACKED_ROW_BYTES(1, 3) == 1 && QD_PACKED_ROW_BYTES(3, 3) == 2 && QD_PACKED_ROW_BYTES(9, 3) == 4,
                "partial bytes round up");
-_Static_assert(QD_PACKED_ROW_BYTES(768, 4) == 384 && QD_PACKED_ROW_BYTES(3072, 3) == 1152,
-               "BERT-base rows");
+_Static_assert(QD_PACKED_ROW_BYTES(768, 4) == 384 && QD_PACKED_ROW_BYTES(3072, 3) == 1152, "BERT-base rows");
 
 int64_t qd_packed_row_bytes(int64_t cols, int bits) { return QD_PACKED_ROW_BYTES(cols, bits); }
 
-void qd_pack_row(const uint8_t *codes, int64_t n, int bits, uint8_t *out) {
+void qd_pack_row(const uint8_t *codes, int64_t n, int bits, uint8_t *out)
+{
     if (bits == 8) {
         memcpy(out, codes, (size_t)n);
         return;
@@ -37,7 +37,8 @@ void qd_pack_row(const uint8_t *codes, int64_t n, int bits, uint8_t *out) {
     }
 }
 
-void qd_unpack_row(const uint8_t *in, int64_t n, int bits, uint8_t *codes) {
+void qd_unpack_row(const uint8_t *in, int64_t n, int bits, uint8_t *codes)
+{
     if (bits == 8) {
         memcpy(codes, in, (size_t)n);
         return;
@@ -53,12 +54,14 @@ void qd_unpack_row(const uint8_t *in, int64_t n, int bits, uint8_t *codes) {
     }
 }
 
-void qd_pack_matrix(const uint8_t *codes, int64_t rows, int64_t cols, int bits, uint8_t *out) {
+void qd_pack_matrix(const uint8_t *codes, int64_t rows, int64_t cols, int bits, uint8_t *out)
+{
     int64_t rb = qd_packed_row_bytes(cols, bits);
     for (int64_t r = 0; r < rows; r++) qd_pack_row(codes + r * cols, cols, bits, out + r * rb);
 }
 
-void qd_unpack_matrix(const uint8_t *in, int64_t rows, int64_t cols, int bits, uint8_t *codes) {
+void qd_unpack_matrix(const uint8_t *in, int64_t rows, int64_t cols, int bits, uint8_t *codes)
+{
     int64_t rb = qd_packed_row_bytes(cols, bits);
     for (int64_t r = 0; r < rows; r++) qd_unpack_row(in + r * rb, cols, bits, codes + r * cols);
 }

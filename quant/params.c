@@ -7,18 +7,20 @@
 
 #include "quant/quant.h"
 
-int qd_check_finite(const float *x, int64_t rows, int64_t cols, const char *what) {
+int qd_check_finite(const float *x, int64_t rows, int64_t cols, const char *what)
+{
     for (int64_t r = 0; r < rows; r++)
         for (int64_t c = 0; c < cols; c++) {
             float v = x[r * cols + c];
             if (!isfinite(v))
-                return qd_err_set(QD_ENONFINITE, "%s: %s at [%lld, %lld]", what, isnan(v) ? "NaN" : "Inf",
-                                  (long long)r, (long long)c);
+                return qd_err_set(QD_ENONFINITE, "%s: %s at [%lld, %lld]", what, isnan(v) ? "NaN" : "Inf", (long long)r,
+                                  (long long)c);
         }
     return QD_OK;
 }
 
-int qd_check_g_idx(const int32_t *g_idx, int64_t cols, int64_t ngroups, const char *what) {
+int qd_check_g_idx(const int32_t *g_idx, int64_t cols, int64_t ngroups, const char *what)
+{
     for (int64_t c = 0; c < cols; c++)
         if (g_idx[c] < 0 || g_idx[c] >= ngroups)
             return qd_err_set(QD_EFORMAT, "%s: g_idx[%lld] = %d outside [0, %lld)", what, (long long)c, (int)g_idx[c],
@@ -26,10 +28,12 @@ int qd_check_g_idx(const int32_t *g_idx, int64_t cols, int64_t ngroups, const ch
     return QD_OK;
 }
 
-int qd_qparams_alloc(qd_qparams *p, int64_t rows, int64_t cols, const qd_qscheme *s) {
+int qd_qparams_alloc(qd_qparams *p, int64_t rows, int64_t cols, const qd_qscheme *s)
+{
     memset(p, 0, sizeof *p);
     if (!qd_valid_bits(s->bits)) return qd_err_set(QD_EINVAL, "bits must be 2..8, got %d", s->bits);
-    if (rows < 1 || cols < 1) return qd_err_set(QD_ESHAPE, "cannot quantize a [%lld, %lld] matrix", (long long)rows, (long long)cols);
+    if (rows < 1 || cols < 1)
+        return qd_err_set(QD_ESHAPE, "cannot quantize a [%lld, %lld] matrix", (long long)rows, (long long)cols);
     if (s->gran != QD_GRAN_TENSOR && s->gran != QD_GRAN_CHANNEL && s->gran != QD_GRAN_GROUP)
         return qd_err_set(QD_EINVAL, "unknown granularity %d", (int)s->gran);
     if (s->gran == QD_GRAN_GROUP && s->group_size < 1)
@@ -51,7 +55,8 @@ int qd_qparams_alloc(qd_qparams *p, int64_t rows, int64_t cols, const qd_qscheme
     return QD_OK;
 }
 
-void qd_qparams_free(qd_qparams *p) {
+void qd_qparams_free(qd_qparams *p)
+{
     free(p->scales);
     free(p->zeros);
     p->scales = NULL;
@@ -61,7 +66,8 @@ void qd_qparams_free(qd_qparams *p) {
 /* sum |q(x) - x|^norm over one row segment. The difference is taken in double, so that with
  * norm 2 this is exactly n * the MSE that qd_quant_error reports, and the search's i = 0
  * candidate (min-max itself) makes "MSE <= min-max" hold row by row. */
-static double seg_err(const float *x, int64_t n, float scale, int32_t zero, int maxq, float norm) {
+static double seg_err(const float *x, int64_t n, float scale, int32_t zero, int maxq, float norm)
+{
     double e = 0;
     if (norm == 2.0f) {
         for (int64_t c = 0; c < n; c++) {
@@ -77,7 +83,8 @@ static double seg_err(const float *x, int64_t n, float scale, int32_t zero, int 
     return e;
 }
 
-void qd_params_from_range(float lo, float hi, int bits, int sym, float *scale, int32_t *zero) {
+void qd_params_from_range(float lo, float hi, int bits, int sym, float *scale, int32_t *zero)
+{
     const int maxq = qd_maxq(bits);
     /* reference: xmin = min(x.min(), 0), xmax = max(x.max(), 0) */
     float xmin = fminf(lo, 0.0f), xmax = fmaxf(hi, 0.0f);
@@ -110,7 +117,8 @@ void qd_params_from_range(float lo, float hi, int bits, int sym, float *scale, i
 }
 
 void qd_find_params_rows(const float *x, int64_t rows, int64_t n, int64_t ld, int bits, int sym,
-                         const qd_clip_opts *clip, float *scale, int32_t *zero, int64_t sstride) {
+                         const qd_clip_opts *clip, float *scale, int32_t *zero, int64_t sstride)
+{
     const int maxq = qd_maxq(bits);
     for (int64_t r = 0; r < rows; r++) {
         const float *row = x + r * ld;
@@ -152,7 +160,8 @@ void qd_find_params_rows(const float *x, int64_t rows, int64_t n, int64_t ld, in
 }
 
 int qd_quant_params(const float *w, int64_t rows, int64_t cols, const qd_qscheme *s, const qd_clip_opts *clip,
-                    qd_qparams *p) {
+                    qd_qparams *p)
+{
     int rc = qd_check_finite(w, rows, cols, "weight");
     if (rc) return rc;
     if ((rc = qd_qparams_alloc(p, rows, cols, s))) return rc;

@@ -40,10 +40,10 @@
 typedef enum { QD_GRAN_TENSOR = 0, QD_GRAN_CHANNEL = 1, QD_GRAN_GROUP = 2 } qd_granularity;
 
 typedef struct {
-    int bits;               /* 2..8 */
-    int sym;                /* 1: symmetric (zero = 2^(bits-1)); 0: asymmetric */
+    int bits; /* 2..8 */
+    int sym;  /* 1: symmetric (zero = 2^(bits-1)); 0: asymmetric */
     qd_granularity gran;
-    int64_t group_size;     /* G >= 1 for QD_GRAN_GROUP (ignored otherwise) */
+    int64_t group_size; /* G >= 1 for QD_GRAN_GROUP (ignored otherwise) */
 } qd_qscheme;
 
 /* Clipping search: grid == 0 means plain min-max. Otherwise the reference's search: for
@@ -62,9 +62,9 @@ typedef struct {
     float norm;
 } qd_clip_opts;
 
-#define QD_CLIP_MINMAX ((qd_clip_opts){0, 0.0f, 0.0f})
-#define QD_CLIP_MSE ((qd_clip_opts){100, 0.8f, 2.0f})
-#define QD_CLIP_GPTQ_MSE ((qd_clip_opts){100, 0.8f, 2.4f})
+#define QD_CLIP_MINMAX      ((qd_clip_opts){0, 0.0f, 0.0f})
+#define QD_CLIP_MSE         ((qd_clip_opts){100, 0.8f, 2.0f})
+#define QD_CLIP_GPTQ_MSE    ((qd_clip_opts){100, 0.8f, 2.4f})
 #define QD_CLIP_MSE_DEFAULT QD_CLIP_GPTQ_MSE
 
 /* Quantization parameters of a [rows, cols] matrix: ngroups per row (1 for tensor/channel,
@@ -73,24 +73,23 @@ typedef struct {
 typedef struct {
     int64_t rows, cols;
     int64_t ngroups;
-    int64_t group_size;     /* columns per group (cols for tensor/channel) */
+    int64_t group_size; /* columns per group (cols for tensor/channel) */
     int bits, sym;
     qd_granularity gran;
-    float *scales;          /* [rows][ngroups] */
-    int32_t *zeros;         /* [rows][ngroups] */
+    float *scales;  /* [rows][ngroups] */
+    int32_t *zeros; /* [rows][ngroups] */
 } qd_qparams;
 
 static inline int qd_maxq(int bits) { return (1 << bits) - 1; }
 static inline int qd_valid_bits(int bits) { return bits >= 2 && bits <= 8; }
 
 /* Quantize one value: q = clamp(rint(x / scale) + zero, 0, maxq). rintf rounds half to even. */
-static inline int qd_quantize1(float x, float scale, int32_t zero, int maxq) {
+static inline int qd_quantize1(float x, float scale, int32_t zero, int maxq)
+{
     float q = __builtin_rintf(x / scale) + (float)zero;
     return q < 0.0f ? 0 : q > (float)maxq ? maxq : (int)q;
 }
-static inline float qd_dequantize1(int q, float scale, int32_t zero) {
-    return scale * (float)(q - zero);
-}
+static inline float qd_dequantize1(int q, float scale, int32_t zero) { return scale * (float)(q - zero); }
 
 /* (scale, zero) of each of `rows` rows of the block x[r*ld + c], c in [0, n), n >= 1, exactly as
  * the GPTQ reference's find_params in float32:
@@ -152,10 +151,10 @@ void qd_unpack_matrix(const uint8_t *in, int64_t rows, int64_t cols, int bits, u
 /* Error of q against w over n elements, accumulated in double. rel_fro is 0 for w == q and Inf
  * for w == 0 != q; sqnr_db is +Inf when w == q. */
 typedef struct {
-    double mse;      /* mean squared error */
-    double max_abs;  /* largest |w - q| */
-    double rel_fro;  /* ||w - q||_F / ||w||_F */
-    double sqnr_db;  /* 10 log10(||w||^2 / ||w - q||^2) */
+    double mse;     /* mean squared error */
+    double max_abs; /* largest |w - q| */
+    double rel_fro; /* ||w - q||_F / ||w||_F */
+    double sqnr_db; /* 10 log10(||w||^2 / ||w - q||^2) */
 } qd_qerror;
 qd_qerror qd_quant_error(const float *w, const float *q, int64_t n);
 /* Relative output error of a Linear through its inputs' Hessian H [cols][cols] (2/N sum x x^T):

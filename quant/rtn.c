@@ -7,7 +7,8 @@
 #include "kernels/kernels.h"
 
 void qd_rtn_quantize_row(const float *x, int64_t n, int64_t G, const float *scales, const int32_t *zeros, int maxq,
-                         uint8_t *codes) {
+                         uint8_t *codes)
+{
     for (int64_t c0 = 0, g = 0; c0 < n; c0 += G, g++) {
         const int64_t c1 = QD_MIN(c0 + G, n);
         const float s = scales[g];
@@ -17,7 +18,8 @@ void qd_rtn_quantize_row(const float *x, int64_t n, int64_t G, const float *scal
 }
 
 void qd_dequantize_row(const uint8_t *codes, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
-                       float *out) {
+                       float *out)
+{
     for (int64_t c0 = 0, g = 0; c0 < n; c0 += G, g++) {
         const int64_t c1 = QD_MIN(c0 + G, n);
         const float s = scales[g];
@@ -26,7 +28,8 @@ void qd_dequantize_row(const uint8_t *codes, int64_t n, int64_t G, const float *
     }
 }
 
-void qd_rtn_quantize(const float *w, const qd_qparams *p, const int32_t *g_idx, uint8_t *codes) {
+void qd_rtn_quantize(const float *w, const qd_qparams *p, const int32_t *g_idx, uint8_t *codes)
+{
     const int maxq = qd_maxq(p->bits);
     const qd_kernel_table *k = qd_kernels();
     for (int64_t r = 0; r < p->rows; r++) {
@@ -42,7 +45,8 @@ void qd_rtn_quantize(const float *w, const qd_qparams *p, const int32_t *g_idx, 
     }
 }
 
-void qd_dequantize(const uint8_t *codes, const qd_qparams *p, const int32_t *g_idx, float *out) {
+void qd_dequantize(const uint8_t *codes, const qd_qparams *p, const int32_t *g_idx, float *out)
+{
     const qd_kernel_table *k = qd_kernels();
     for (int64_t r = 0; r < p->rows; r++) {
         const float *sr = p->scales + r * p->ngroups;

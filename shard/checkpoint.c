@@ -21,31 +21,32 @@
 #error "the safetensors reader assumes a little-endian host"
 #endif
 
-#define QD_INDEX_NAME "model.safetensors.index.json"
-#define QD_SINGLE_NAME "model.safetensors"
-#define QD_PT_INDEX_NAME "pytorch_model.bin.index.json"
-#define QD_PT_SINGLE_NAME "pytorch_model.bin"
+#define QD_INDEX_NAME      "model.safetensors.index.json"
+#define QD_SINGLE_NAME     "model.safetensors"
+#define QD_PT_INDEX_NAME   "pytorch_model.bin.index.json"
+#define QD_PT_SINGLE_NAME  "pytorch_model.bin"
 #define QD_MAX_INDEX_BYTES (256u << 20)
 
 typedef struct {
     int fd;
-    const unsigned char *map;   /* whole file, PROT_READ, or NULL until first use */
+    const unsigned char *map; /* whole file, PROT_READ, or NULL until first use */
     size_t maplen;
 } qd_st_map;
 
 struct qd_checkpoint {
     char *dir;
     int nfiles;
-    qd_st_file *files;          /* [nfiles] */
-    qd_st_map *maps;            /* [nfiles] */
+    qd_st_file *files; /* [nfiles] */
+    qd_st_map *maps;   /* [nfiles] */
     int ntensors;
-    qd_tensor_info *tensors;    /* [ntensors], sorted by name */
-    pthread_mutex_t lock;       /* guards lazy mapping */
+    qd_tensor_info *tensors; /* [ntensors], sorted by name */
+    pthread_mutex_t lock;    /* guards lazy mapping */
 };
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
-static char *path_join(const char *dir, const char *name) {
+static char *path_join(const char *dir, const char *name)
+{
     size_t a = strlen(dir), b = strlen(name);
     char *p = malloc(a + b + 2);
     if (!p) return NULL;
@@ -56,7 +57,8 @@ static char *path_join(const char *dir, const char *name) {
     return p;
 }
 
-static char *path_dirname(const char *path) {
+static char *path_dirname(const char *path)
+{
     const char *s = strrchr(path, '/');
     if (!s) return strdup(".");
     if (s == path) return strdup("/");
@@ -68,23 +70,26 @@ static char *path_dirname(const char *path) {
     return d;
 }
 
-static int ends_with(const char *s, const char *suf) {
+static int ends_with(const char *s, const char *suf)
+{
     size_t a = strlen(s), b = strlen(suf);
     return a >= b && !strcmp(s + a - b, suf);
 }
 
-static int is_file(const char *p) {
+static int is_file(const char *p)
+{
     struct stat st;
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-static int open_error(const char *path, int err) {
-    if (err == ENOENT || err == ENOTDIR)
-        return qd_err_set(QD_ENOENT, "%s: no such file", path);
+static int open_error(const char *path, int err)
+{
+    if (err == ENOENT || err == ENOTDIR) return qd_err_set(QD_ENOENT, "%s: no such file", path);
     return qd_err_set(QD_EIO, "%s: cannot open: %s", path, strerror(err));
 }
 
-static int pread_full(int fd, void *buf, size_t n, off_t off) {
+static int pread_full(int fd, void *buf, size_t n, off_t off)
+{
     unsigned char *p = buf;
     while (n) {
         ssize_t r = pread(fd, p, n, off);
@@ -92,7 +97,7 @@ static int pread_full(int fd, void *buf, size_t n, off_t off) {
             if (errno == EINTR) continue;
             return -1;
         }
-        if (r == 0) return -2;  /* file shrank */
+        if (r == 0) return -2; /* file shrank */
         p += r;
         n -= (size_t)r;
         off += r;
@@ -100,11 +105,12 @@ static int pread_full(int fd, void *buf, size_t n, off_t off) {
     return 0;
 }
 
-static int sha256(const unsigned char *buf, size_t n, unsigned char out[32]) {
+static int sha256(const unsigned char *buf, size_t n, unsigned char out[32])
+{
     unsigned int len = 0;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
-             EVP_DigestUpdate(ctx, buf, n) && EVP_DigestFinal_ex(ctx, out, &len) && len == 32;
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) && EVP_DigestUpdate(ctx, buf, n) &&
+             EVP_DigestFinal_ex(ctx, out, &len) && len == 32;
     EVP_MD_CTX_free(ctx);
     return ok ? 0 : -1;
 }
@@ -113,18 +119,16 @@ static int sha256(const unsigned char *buf, size_t n, unsigned char out[32]) {
 
 /* A torch.save file: the zip directory and the pickle are parsed from a temporary read-only
  * mapping (only their pages are read); the data is mapped again on first use like any file. */
-static int load_torch(const char *path, int fd, uint64_t size, qd_st_file *f,
-                      qd_tensor_info **tensors, int *nt) {
+static int load_torch(const char *path, int fd, uint64_t size, qd_st_file *f, qd_tensor_info **tensors, int *nt)
+{
     if (size > SIZE_MAX) return qd_err_set(QD_EIO, "%s: too large to map", path);
     void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (map == MAP_FAILED)
-        return qd_err_set(QD_EIO, "%s: mmap of %llu bytes failed: %s", path,
-                          (unsigned long long)size, strerror(errno));
+        return qd_err_set(QD_EIO, "%s: mmap of %llu bytes failed: %s", path, (unsigned long long)size, strerror(errno));
     char *meta = NULL;
     uint64_t poff = 0, plen = 0;
     int rc = qd_pt_parse(path, map, (size_t)size, tensors, nt, &meta, &poff, &plen);
-    if (rc == QD_OK && sha256((const unsigned char *)map + poff, (size_t)plen,
-                              f->header_sha256) != 0)
+    if (rc == QD_OK && sha256((const unsigned char *)map + poff, (size_t)plen, f->header_sha256) != 0)
         rc = qd_err_set(QD_EIO, "%s: SHA-256 of data.pkl failed", path);
     munmap(map, (size_t)size);
     if (rc != QD_OK) {
@@ -141,8 +145,8 @@ static int load_torch(const char *path, int fd, uint64_t size, qd_st_file *f,
 
 /* Open, read and validate one safetensors file. On success fills *f and *m (fd kept open for the
  * lazy mapping) and returns its tensors (file_index = fidx). */
-static int load_file(const char *path, int fidx, qd_st_file *f, qd_st_map *m,
-                     qd_tensor_info **tensors, int *nt) {
+static int load_file(const char *path, int fidx, qd_st_file *f, qd_st_map *m, qd_tensor_info **tensors, int *nt)
+{
     memset(f, 0, sizeof *f);
     m->fd = -1;
     m->map = NULL;
@@ -188,26 +192,26 @@ static int load_file(const char *path, int fidx, qd_st_file *f, qd_st_map *m,
     }
     if (size < 8) {
         close(fd);
-        return qd_err_set(QD_EFORMAT, "%s: file truncated: %llu bytes, the header length alone "
-                          "needs 8", path, (unsigned long long)size);
+        return qd_err_set(QD_EFORMAT,
+                          "%s: file truncated: %llu bytes, the header length alone "
+                          "needs 8",
+                          path, (unsigned long long)size);
     }
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | head[i];
     if (n > QD_ST_MAX_HEADER || n > size - 8) {
-        close(fd);   /* let the parser word the error */
+        close(fd); /* let the parser word the error */
         return qd_st_parse_header(path, head, 8, size, NULL, NULL, NULL, NULL);
     }
     unsigned char *buf = malloc((size_t)n + 8);
     if (!buf) {
         close(fd);
-        return qd_err_set(QD_ENOMEM, "%s: out of memory for a %llu-byte header", path,
-                          (unsigned long long)n);
+        return qd_err_set(QD_ENOMEM, "%s: out of memory for a %llu-byte header", path, (unsigned long long)n);
     }
     if (pread_full(fd, buf, (size_t)n + 8, 0) != 0) {
         free(buf);
         close(fd);
-        return qd_err_set(QD_EIO, "%s: cannot read the %llu-byte header", path,
-                          (unsigned long long)n);
+        return qd_err_set(QD_EIO, "%s: cannot read the %llu-byte header", path, (unsigned long long)n);
     }
     char *meta = NULL;
     uint64_t hl = 0;
@@ -239,7 +243,8 @@ static int load_file(const char *path, int fidx, qd_st_file *f, qd_st_map *m,
 
 /* ---- checkpoint ---------------------------------------------------------------------------- */
 
-static qd_checkpoint *ckpt_new(int nfiles) {
+static qd_checkpoint *ckpt_new(int nfiles)
+{
     qd_checkpoint *ck = calloc(1, sizeof *ck);
     if (!ck) return NULL;
     ck->files = calloc((size_t)nfiles, sizeof *ck->files);
@@ -255,7 +260,8 @@ static qd_checkpoint *ckpt_new(int nfiles) {
     return ck;
 }
 
-void qd_ckpt_close(qd_checkpoint *ck) {
+void qd_ckpt_close(qd_checkpoint *ck)
+{
     if (!ck) return;
     for (int i = 0; i < ck->nfiles; i++) {
         if (ck->maps[i].map) munmap((void *)ck->maps[i].map, ck->maps[i].maplen);
@@ -271,7 +277,8 @@ void qd_ckpt_close(qd_checkpoint *ck) {
     free(ck);
 }
 
-static int open_single(const char *path, qd_checkpoint **out) {
+static int open_single(const char *path, qd_checkpoint **out)
+{
     qd_checkpoint *ck = ckpt_new(1);
     if (!ck) return qd_err_set(QD_ENOMEM, "%s: out of memory", path);
     int rc = load_file(path, 0, &ck->files[0], &ck->maps[0], &ck->tensors, &ck->ntensors);
@@ -289,11 +296,10 @@ static int open_single(const char *path, qd_checkpoint **out) {
     return QD_OK;
 }
 
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static int cmp_name_ti(const void *a, const void *b) {
+static int cmp_name_ti(const void *a, const void *b)
+{
     return strcmp(((const qd_tensor_info *)a)->name, ((const qd_tensor_info *)b)->name);
 }
 
@@ -302,12 +308,14 @@ typedef struct {
     const char *file;
 } wm_entry;
 
-static int cmp_wm(const void *a, const void *b) {
+static int cmp_wm(const void *a, const void *b)
+{
     return strcmp(((const wm_entry *)a)->tensor, ((const wm_entry *)b)->tensor);
 }
 
 /* A shard file name from an index: relative, no ".." component. */
-static int safe_rel_name(const char *s) {
+static int safe_rel_name(const char *s)
+{
     if (!*s || s[0] == '/') return 0;
     const char *p = s;
     while (*p) {
@@ -320,7 +328,8 @@ static int safe_rel_name(const char *s) {
     return 1;
 }
 
-static int read_small_file(const char *path, char **out, size_t *len) {
+static int read_small_file(const char *path, char **out, size_t *len)
+{
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block open() */
     if (fd < 0) return open_error(path, errno);
     struct stat st;
@@ -330,8 +339,7 @@ static int read_small_file(const char *path, char **out, size_t *len) {
     }
     if ((uint64_t)st.st_size > QD_MAX_INDEX_BYTES) {
         close(fd);
-        return qd_err_set(QD_EFORMAT, "%s: %llu bytes, too large for an index", path,
-                          (unsigned long long)st.st_size);
+        return qd_err_set(QD_EFORMAT, "%s: %llu bytes, too large for an index", path, (unsigned long long)st.st_size);
     }
     char *buf = malloc((size_t)st.st_size + 1);
     if (!buf) {
@@ -350,7 +358,8 @@ static int read_small_file(const char *path, char **out, size_t *len) {
     return QD_OK;
 }
 
-static int open_index(const char *ipath, qd_checkpoint **out) {
+static int open_index(const char *ipath, qd_checkpoint **out)
+{
     char *text = NULL;
     size_t len = 0;
     int rc = read_small_file(ipath, &text, &len);
@@ -384,8 +393,10 @@ static int open_index(const char *ipath, qd_checkpoint **out) {
     for (const cJSON *c = map->child; c; c = c->next, k++) {
         const char *tn = c->string ? c->string : "";
         if (!cJSON_IsString(c) || !c->valuestring || !safe_rel_name(c->valuestring)) {
-            rc = qd_err_set(QD_EFORMAT, "%s: tensor '%s': weight_map value is not a relative "
-                            "file name", ipath, tn);
+            rc = qd_err_set(QD_EFORMAT,
+                            "%s: tensor '%s': weight_map value is not a relative "
+                            "file name",
+                            ipath, tn);
             goto fail;
         }
         wm[k].tensor = tn;
@@ -395,8 +406,7 @@ static int open_index(const char *ipath, qd_checkpoint **out) {
     qsort(wm, (size_t)nwm, sizeof *wm, cmp_wm);
     for (int i = 1; i < nwm; i++) {
         if (!strcmp(wm[i - 1].tensor, wm[i].tensor)) {
-            rc = qd_err_set(QD_EFORMAT, "%s: tensor '%s': listed twice in weight_map", ipath,
-                            wm[i].tensor);
+            rc = qd_err_set(QD_EFORMAT, "%s: tensor '%s': listed twice in weight_map", ipath, wm[i].tensor);
             goto fail;
         }
     }
@@ -435,9 +445,11 @@ static int open_index(const char *ipath, qd_checkpoint **out) {
         } else if (rc == QD_ENOENT) {
             const char *who = "?";
             for (int j = 0; j < nwm; j++)
-                if (!strcmp(wm[j].file, files[i])) { who = wm[j].tensor; break; }
-            rc = qd_err_set(QD_ENOENT, "%s: tensor '%s': shard file '%s' does not exist", ipath,
-                            who, sp);
+                if (!strcmp(wm[j].file, files[i])) {
+                    who = wm[j].tensor;
+                    break;
+                }
+            rc = qd_err_set(QD_ENOENT, "%s: tensor '%s': shard file '%s' does not exist", ipath, who, sp);
         }
         free(sp);
     }
@@ -454,11 +466,15 @@ static int open_index(const char *ipath, qd_checkpoint **out) {
                 wm_entry key = {.tensor = t->name};
                 const wm_entry *e = bsearch(&key, wm, (size_t)nwm, sizeof *wm, cmp_wm);
                 if (!e)
-                    rc = qd_err_set(QD_EFORMAT, "%s: tensor '%s': in shard '%s' but not in the "
-                                    "index's weight_map", ipath, t->name, files[i]);
+                    rc = qd_err_set(QD_EFORMAT,
+                                    "%s: tensor '%s': in shard '%s' but not in the "
+                                    "index's weight_map",
+                                    ipath, t->name, files[i]);
                 else if (strcmp(e->file, files[i]))
-                    rc = qd_err_set(QD_EFORMAT, "%s: tensor '%s': found in shard '%s' but the "
-                                    "index maps it to '%s'", ipath, t->name, files[i], e->file);
+                    rc = qd_err_set(QD_EFORMAT,
+                                    "%s: tensor '%s': found in shard '%s' but the "
+                                    "index maps it to '%s'",
+                                    ipath, t->name, files[i], e->file);
             }
             if (rc == QD_OK) {
                 ck->tensors[ck->ntensors++] = *t;
@@ -477,15 +493,16 @@ static int open_index(const char *ipath, qd_checkpoint **out) {
         if (ck->ntensors != nwm) {
             for (int i = 0; i < nwm; i++) {
                 if (qd_ckpt_find(ck, wm[i].tensor) < 0) {
-                    rc = qd_err_set(QD_EFORMAT, "%s: tensor '%s': the index maps it to shard "
-                                    "'%s', which does not contain it", ipath, wm[i].tensor,
-                                    wm[i].file);
+                    rc = qd_err_set(QD_EFORMAT,
+                                    "%s: tensor '%s': the index maps it to shard "
+                                    "'%s', which does not contain it",
+                                    ipath, wm[i].tensor, wm[i].file);
                     break;
                 }
             }
             if (rc == QD_OK)
-                rc = qd_err_set(QD_EFORMAT, "%s: %d tensors in the shards but %d in the index",
-                                ipath, ck->ntensors, nwm);
+                rc = qd_err_set(QD_EFORMAT, "%s: %d tensors in the shards but %d in the index", ipath, ck->ntensors,
+                                nwm);
         }
     }
     if (rc != QD_OK) goto fail;
@@ -505,7 +522,8 @@ fail:
     return rc;
 }
 
-int qd_ckpt_open(const char *path, qd_checkpoint **out) {
+int qd_ckpt_open(const char *path, qd_checkpoint **out)
+{
     if (!path || !out) return qd_err_set(QD_EINVAL, "qd_ckpt_open: NULL argument");
     *out = NULL;
     struct stat st;
@@ -516,14 +534,21 @@ int qd_ckpt_open(const char *path, qd_checkpoint **out) {
         char *tip = path_join(path, QD_PT_INDEX_NAME);
         char *tsp = path_join(path, QD_PT_SINGLE_NAME);
         int rc;
-        if (!ip || !sp || !tip || !tsp) rc = qd_err_set(QD_ENOMEM, "%s: out of memory", path);
-        else if (is_file(ip)) rc = open_index(ip, out);
-        else if (is_file(sp)) rc = open_single(sp, out);
-        else if (is_file(tip)) rc = open_index(tip, out);
-        else if (is_file(tsp)) rc = open_single(tsp, out);
-        else rc = qd_err_set(QD_ENOENT, "%s: directory holds neither " QD_SINGLE_NAME " nor "
-                             QD_INDEX_NAME " (nor " QD_PT_SINGLE_NAME " nor " QD_PT_INDEX_NAME
-                             ")", path);
+        if (!ip || !sp || !tip || !tsp)
+            rc = qd_err_set(QD_ENOMEM, "%s: out of memory", path);
+        else if (is_file(ip))
+            rc = open_index(ip, out);
+        else if (is_file(sp))
+            rc = open_single(sp, out);
+        else if (is_file(tip))
+            rc = open_index(tip, out);
+        else if (is_file(tsp))
+            rc = open_single(tsp, out);
+        else
+            rc = qd_err_set(QD_ENOENT,
+                            "%s: directory holds neither " QD_SINGLE_NAME " nor " QD_INDEX_NAME
+                            " (nor " QD_PT_SINGLE_NAME " nor " QD_PT_INDEX_NAME ")",
+                            path);
         free(ip);
         free(sp);
         free(tip);
@@ -537,31 +562,37 @@ int qd_ckpt_open(const char *path, qd_checkpoint **out) {
 const char *qd_ckpt_dir(const qd_checkpoint *ck) { return ck->dir; }
 int qd_ckpt_num_files(const qd_checkpoint *ck) { return ck->nfiles; }
 
-const qd_st_file *qd_ckpt_file(const qd_checkpoint *ck, int i) {
+const qd_st_file *qd_ckpt_file(const qd_checkpoint *ck, int i)
+{
     QD_ASSERT(i >= 0 && i < ck->nfiles);
     return &ck->files[i];
 }
 
 int qd_ckpt_num_tensors(const qd_checkpoint *ck) { return ck->ntensors; }
 
-const qd_tensor_info *qd_ckpt_tensor(const qd_checkpoint *ck, int i) {
+const qd_tensor_info *qd_ckpt_tensor(const qd_checkpoint *ck, int i)
+{
     QD_ASSERT(i >= 0 && i < ck->ntensors);
     return &ck->tensors[i];
 }
 
-int qd_ckpt_find(const qd_checkpoint *ck, const char *name) {
+int qd_ckpt_find(const qd_checkpoint *ck, const char *name)
+{
     int lo = 0, hi = ck->ntensors - 1;
     while (lo <= hi) {
         int mid = lo + (hi - lo) / 2;
         int c = strcmp(ck->tensors[mid].name, name);
         if (c == 0) return mid;
-        if (c < 0) lo = mid + 1;
-        else hi = mid - 1;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
     }
     return -1;
 }
 
-static int map_file(qd_checkpoint *ck, int f) {
+static int map_file(qd_checkpoint *ck, int f)
+{
     int rc = QD_OK;
     pthread_mutex_lock(&ck->lock);
     qd_st_map *m = &ck->maps[f];
@@ -569,13 +600,11 @@ static int map_file(qd_checkpoint *ck, int f) {
         size_t len = (size_t)ck->files[f].size;
         struct stat st;
         if (fstat(m->fd, &st) != 0 || (uint64_t)st.st_size != ck->files[f].size) {
-            rc = qd_err_set(QD_EIO, "%s: file changed size since it was opened",
-                            ck->files[f].path);
+            rc = qd_err_set(QD_EIO, "%s: file changed size since it was opened", ck->files[f].path);
         } else {
             void *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, m->fd, 0);
             if (p == MAP_FAILED)
-                rc = qd_err_set(QD_EIO, "%s: mmap of %zu bytes failed: %s", ck->files[f].path,
-                                len, strerror(errno));
+                rc = qd_err_set(QD_EIO, "%s: mmap of %zu bytes failed: %s", ck->files[f].path, len, strerror(errno));
             else {
                 m->map = p;
                 m->maplen = len;
@@ -586,7 +615,8 @@ static int map_file(qd_checkpoint *ck, int f) {
     return rc;
 }
 
-int qd_ckpt_raw(qd_checkpoint *ck, int i, const void **data) {
+int qd_ckpt_raw(qd_checkpoint *ck, int i, const void **data)
+{
     QD_ASSERT(i >= 0 && i < ck->ntensors);
     const qd_tensor_info *t = &ck->tensors[i];
     int rc = map_file(ck, t->file_index);
@@ -598,11 +628,10 @@ int qd_ckpt_raw(qd_checkpoint *ck, int i, const void **data) {
 }
 
 /* Convert n elements starting at element e0 of a float-like tensor to F32. */
-static void convert_f32(qd_dtype dt, const unsigned char *src, uint64_t e0, size_t n, float *dst) {
+static void convert_f32(qd_dtype dt, const unsigned char *src, uint64_t e0, size_t n, float *dst)
+{
     switch (dt) {
-    case QD_DT_F32:
-        memcpy(dst, src + e0 * 4, n * 4);
-        break;
+    case QD_DT_F32: memcpy(dst, src + e0 * 4, n * 4); break;
     case QD_DT_F16:
     case QD_DT_BF16: {
         const unsigned char *p = src + e0 * 2;
@@ -622,19 +651,19 @@ static void convert_f32(qd_dtype dt, const unsigned char *src, uint64_t e0, size
         }
         break;
     }
-    default:
-        QD_ASSERT(!"not a float dtype");
+    default: QD_ASSERT(!"not a float dtype");
     }
 }
 
-int qd_ckpt_read_f32(qd_checkpoint *ck, int i, const float **data, int *owned) {
+int qd_ckpt_read_f32(qd_checkpoint *ck, int i, const float **data, int *owned)
+{
     QD_ASSERT(i >= 0 && i < ck->ntensors);
     const qd_tensor_info *t = &ck->tensors[i];
     *data = NULL;
     *owned = 0;
     if (!t->float_like)
-        return qd_err_set(QD_EDTYPE, "%s: tensor '%s': dtype %s cannot be read as F32",
-                          ck->files[t->file_index].path, t->name, qd_dtype_name(t->dtype));
+        return qd_err_set(QD_EDTYPE, "%s: tensor '%s': dtype %s cannot be read as F32", ck->files[t->file_index].path,
+                          t->name, qd_dtype_name(t->dtype));
     const void *raw;
     int rc = qd_ckpt_raw(ck, i, &raw);
     if (rc) return rc;
@@ -643,30 +672,30 @@ int qd_ckpt_read_f32(qd_checkpoint *ck, int i, const float **data, int *owned) {
         return QD_OK;
     }
     if (t->numel > SIZE_MAX / sizeof(float))
-        return qd_err_set(QD_ENOMEM, "%s: tensor '%s': too large", ck->files[t->file_index].path,
-                          t->name);
+        return qd_err_set(QD_ENOMEM, "%s: tensor '%s': too large", ck->files[t->file_index].path, t->name);
     float *buf = malloc(t->numel ? (size_t)t->numel * sizeof(float) : 1);
     if (!buf)
-        return qd_err_set(QD_ENOMEM, "%s: tensor '%s': out of memory for %llu floats",
-                          ck->files[t->file_index].path, t->name, (unsigned long long)t->numel);
+        return qd_err_set(QD_ENOMEM, "%s: tensor '%s': out of memory for %llu floats", ck->files[t->file_index].path,
+                          t->name, (unsigned long long)t->numel);
     convert_f32(t->dtype, raw, 0, (size_t)t->numel, buf);
     *data = buf;
     *owned = 1;
     return QD_OK;
 }
 
-int qd_ckpt_read_rows_f32(qd_checkpoint *ck, int i, int64_t row0, int64_t nrows, float *dst) {
+int qd_ckpt_read_rows_f32(qd_checkpoint *ck, int i, int64_t row0, int64_t nrows, float *dst)
+{
     QD_ASSERT(i >= 0 && i < ck->ntensors);
     const qd_tensor_info *t = &ck->tensors[i];
     const char *fp = ck->files[t->file_index].path;
     if (!t->float_like)
-        return qd_err_set(QD_EDTYPE, "%s: tensor '%s': dtype %s cannot be read as F32", fp,
-                          t->name, qd_dtype_name(t->dtype));
+        return qd_err_set(QD_EDTYPE, "%s: tensor '%s': dtype %s cannot be read as F32", fp, t->name,
+                          qd_dtype_name(t->dtype));
     int64_t rows = t->ndim > 0 ? t->shape[0] : 1;
     uint64_t cols = rows > 0 ? t->numel / (uint64_t)rows : 0;
     if (row0 < 0 || nrows < 0 || row0 > rows || nrows > rows - row0)
-        return qd_err_set(QD_EINVAL, "%s: tensor '%s': rows [%lld, %lld) outside [0, %lld)", fp,
-                          t->name, (long long)row0, (long long)(row0 + nrows), (long long)rows);
+        return qd_err_set(QD_EINVAL, "%s: tensor '%s': rows [%lld, %lld) outside [0, %lld)", fp, t->name,
+                          (long long)row0, (long long)(row0 + nrows), (long long)rows);
     if (nrows == 0 || cols == 0) return QD_OK;
     const void *raw;
     int rc = qd_ckpt_raw(ck, i, &raw);

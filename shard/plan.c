@@ -10,7 +10,8 @@ static const char *const k_methods[QD_METHOD_COUNT_] = {"rtn", "gptq", "adaround
 
 const char *qd_method_name(qd_method m) { return m >= 0 && m < QD_METHOD_COUNT_ ? k_methods[m] : "unknown"; }
 
-int qd_method_from_name(const char *s, qd_method *out) {
+int qd_method_from_name(const char *s, qd_method *out)
+{
     for (int m = 0; m < QD_METHOD_COUNT_; m++)
         if (!strcmp(s, k_methods[m])) {
             *out = (qd_method)m;
@@ -19,15 +20,18 @@ int qd_method_from_name(const char *s, qd_method *out) {
     return -1;
 }
 
-const char *qd_shard_mode_name(qd_shard_mode m) {
+const char *qd_shard_mode_name(qd_shard_mode m)
+{
     return m == QD_SHARD_LAYER ? "layer" : m == QD_SHARD_ROWS ? "rows" : "tensor";
 }
 
 double qd_plan_cost_rtn(int64_t rows, int64_t cols) { return (double)rows * (double)cols; }
-double qd_plan_cost_gptq(int64_t rows, int64_t cols) {
+double qd_plan_cost_gptq(int64_t rows, int64_t cols)
+{
     return (double)rows * (double)cols * (double)cols + (double)cols * (double)cols * (double)cols;
 }
-double qd_plan_cost_adaround(int64_t rows, int64_t cols, int iters, int batch) {
+double qd_plan_cost_adaround(int64_t rows, int64_t cols, int iters, int batch)
+{
     return (double)iters * (double)rows * (double)cols * (double)batch;
 }
 /* Copying a float tensor (read, check, write 4 bytes per value) takes about as long per value as
@@ -35,7 +39,8 @@ double qd_plan_cost_adaround(int64_t rows, int64_t cols, int iters, int batch) {
  * are bound by memory traffic, not arithmetic). */
 double qd_plan_cost_copy(int64_t numel) { return (double)numel; }
 
-double qd_plan_cost(qd_method m, int64_t rows, int64_t cols, const qd_plan_cost_opts *o) {
+double qd_plan_cost(qd_method m, int64_t rows, int64_t cols, const qd_plan_cost_opts *o)
+{
     const int iters = o ? o->ada_iters : QD_PLAN_ADA_ITERS_DEFAULT, batch = o ? o->ada_batch : 0;
     switch (m) {
     case QD_METHOD_GPTQ: return qd_plan_cost_gptq(rows, cols);
@@ -49,13 +54,15 @@ double qd_plan_cost(qd_method m, int64_t rows, int64_t cols, const qd_plan_cost_
 /* LPT over pieces idx[0..m): heaviest first (ties: lower index), each to the least-loaded rank
  * (ties: lower rank). */
 static const qd_plan_piece *g_pc;
-static int cmp_cost_desc(const void *a, const void *b) {
+static int cmp_cost_desc(const void *a, const void *b)
+{
     int i = *(const int *)a, j = *(const int *)b;
     if (g_pc[i].cost != g_pc[j].cost) return g_pc[i].cost > g_pc[j].cost ? -1 : 1;
     return i < j ? -1 : i > j;
 }
 
-static void lpt(qd_plan_piece *pc, const int *idx, int m, int ranks, double *load) {
+static void lpt(qd_plan_piece *pc, const int *idx, int m, int ranks, double *load)
+{
     int *order = qd_xmalloc((size_t)(m ? m : 1) * sizeof(int));
     memcpy(order, idx, (size_t)m * sizeof(int));
     g_pc = pc;
@@ -71,14 +78,16 @@ static void lpt(qd_plan_piece *pc, const int *idx, int m, int ranks, double *loa
 }
 
 /* how many pieces an item is cut into */
-static int n_pieces(const qd_plan_item *it, qd_shard_mode mode, double target) {
+static int n_pieces(const qd_plan_item *it, qd_shard_mode mode, double target)
+{
     int parts = it->parts > 1 ? it->parts : 1;
     if (mode != QD_SHARD_ROWS || parts == 1 || target <= 0 || it->cost <= target) return 1;
     double want = it->cost / target;
     return want >= parts ? parts : (int)want + (want > (int)want);
 }
 
-int qd_plan_make(const qd_plan_item *items, int n, int ranks, qd_shard_mode mode, qd_plan *out) {
+int qd_plan_make(const qd_plan_item *items, int n, int ranks, qd_shard_mode mode, qd_plan *out)
+{
     memset(out, 0, sizeof *out);
     if (ranks < 1 || n < 0 || (n > 0 && !items)) return -1;
     double total = 0;
@@ -150,14 +159,16 @@ int qd_plan_make(const qd_plan_item *items, int n, int ranks, qd_shard_mode mode
     return 0;
 }
 
-void qd_plan_free(qd_plan *p) {
+void qd_plan_free(qd_plan *p)
+{
     free(p->pieces);
     free(p->load);
     free(p->peak_mem);
     memset(p, 0, sizeof *p);
 }
 
-int qd_plan_assign(const qd_plan_item *items, int n, int ranks, qd_shard_mode mode, int *owner) {
+int qd_plan_assign(const qd_plan_item *items, int n, int ranks, qd_shard_mode mode, int *owner)
+{
     qd_plan p;
     if (qd_plan_make(items, n, ranks, mode == QD_SHARD_ROWS ? QD_SHARD_TENSOR : mode, &p)) return -1;
     for (int q = 0; q < p.npieces; q++) owner[p.pieces[q].item] = p.pieces[q].owner;
@@ -165,7 +176,8 @@ int qd_plan_assign(const qd_plan_item *items, int n, int ranks, qd_shard_mode mo
     return 0;
 }
 
-double qd_plan_balance(const qd_plan_item *items, int n, int ranks, const int *owner, double *load_out) {
+double qd_plan_balance(const qd_plan_item *items, int n, int ranks, const int *owner, double *load_out)
+{
     double *load = load_out ? load_out : qd_xcalloc((size_t)ranks, sizeof(double));
     if (load_out) memset(load, 0, (size_t)ranks * sizeof(double));
     double tot = 0, mx = 0;

@@ -19,15 +19,15 @@ typedef enum { QD_SHARD_TENSOR = 0, QD_SHARD_LAYER = 1, QD_SHARD_ROWS = 2 } qd_s
 /* Quantization methods. Only rtn runs today; the others have their cost model so that plans can
  * be made for them, and plug into the worker when calibration lands. */
 typedef enum { QD_METHOD_RTN = 0, QD_METHOD_GPTQ, QD_METHOD_ADAROUND, QD_METHOD_COUNT_ } qd_method;
-const char *qd_method_name(qd_method m);                 /* "rtn", "gptq", "adaround" */
-int qd_method_from_name(const char *s, qd_method *out);  /* 0, or -1 if unknown */
-const char *qd_shard_mode_name(qd_shard_mode m);         /* "tensor", "layer", "rows" */
+const char *qd_method_name(qd_method m);                /* "rtn", "gptq", "adaround" */
+int qd_method_from_name(const char *s, qd_method *out); /* 0, or -1 if unknown */
+const char *qd_shard_mode_name(qd_shard_mode m);        /* "tensor", "layer", "rows" */
 
 typedef struct {
-    double cost;      /* estimated work (multiply-add equivalents) */
-    double mem;       /* bytes a rank holds while working on the whole item */
-    int block;        /* encoder block or -1 */
-    int parts;        /* row blocks it may be split at (0 or 1: never split) */
+    double cost; /* estimated work (multiply-add equivalents) */
+    double mem;  /* bytes a rank holds while working on the whole item */
+    int block;   /* encoder block or -1 */
+    int parts;   /* row blocks it may be split at (0 or 1: never split) */
 } qd_plan_item;
 
 typedef struct {
@@ -40,10 +40,10 @@ typedef struct {
 typedef struct {
     int ranks;
     int npieces;
-    qd_plan_piece *pieces;  /* sorted by (item, part0) */
-    double *load;           /* [ranks] summed cost */
-    double *peak_mem;       /* [ranks] largest piece held at once */
-    double balance;         /* max/mean load, 1.0 = perfect */
+    qd_plan_piece *pieces; /* sorted by (item, part0) */
+    double *load;          /* [ranks] summed cost */
+    double *peak_mem;      /* [ranks] largest piece held at once */
+    double balance;        /* max/mean load, 1.0 = perfect */
 } qd_plan;
 
 /* Makes the plan (allocates; free with qd_plan_free). 0, or -1 for bad arguments. */
@@ -64,8 +64,8 @@ double qd_plan_cost_copy(int64_t numel);
 
 /* The settings of a job that its methods' costs depend on. */
 typedef struct {
-    int ada_iters;    /* AdaRound steps per layer */
-    int ada_batch;    /* calibration rows per step (mini-batch form), or 0: the Hessian form */
+    int ada_iters; /* AdaRound steps per layer */
+    int ada_batch; /* calibration rows per step (mini-batch form), or 0: the Hessian form */
 } qd_plan_cost_opts;
 #define QD_PLAN_ADA_ITERS_DEFAULT 10000
 

@@ -23,43 +23,51 @@
 
 #include "common/qd_common.h"
 
-#define QD_ST_MAX_DIMS 8
+#define QD_ST_MAX_DIMS   8
 #define QD_ST_MAX_HEADER (100u << 20) /* 100 MiB */
 
 typedef enum {
-    QD_DT_F32 = 0, QD_DT_F16, QD_DT_BF16, QD_DT_F64,
-    QD_DT_I8, QD_DT_U8, QD_DT_I16, QD_DT_I32, QD_DT_I64, QD_DT_BOOL,
+    QD_DT_F32 = 0,
+    QD_DT_F16,
+    QD_DT_BF16,
+    QD_DT_F64,
+    QD_DT_I8,
+    QD_DT_U8,
+    QD_DT_I16,
+    QD_DT_I32,
+    QD_DT_I64,
+    QD_DT_BOOL,
     QD_DT_COUNT_
 } qd_dtype;
 
-const char *qd_dtype_name(qd_dtype dt);  /* "F32", "BF16", ... as in the file */
-size_t qd_dtype_size(qd_dtype dt);       /* bytes per element */
+const char *qd_dtype_name(qd_dtype dt);                  /* "F32", "BF16", ... as in the file */
+size_t qd_dtype_size(qd_dtype dt);                       /* bytes per element */
 int qd_dtype_from_name(const char *name, qd_dtype *out); /* QD_OK or QD_EDTYPE */
 
 typedef struct {
-    char *name;                    /* tensor name as in the header */
+    char *name; /* tensor name as in the header */
     qd_dtype dtype;
     int ndim;
     int64_t shape[QD_ST_MAX_DIMS];
     uint64_t numel;
-    uint64_t nbytes;               /* numel * dtype size */
-    int file_index;                /* which shard file (index into qd_checkpoint.files) */
-    uint64_t offset;               /* absolute byte offset of the data in that file */
-    int float_like;                /* F32/F16/BF16/F64: can be read as F32 and quantized */
+    uint64_t nbytes; /* numel * dtype size */
+    int file_index;  /* which shard file (index into qd_checkpoint.files) */
+    uint64_t offset; /* absolute byte offset of the data in that file */
+    int float_like;  /* F32/F16/BF16/F64: can be read as F32 and quantized */
 } qd_tensor_info;
 
 typedef enum {
     QD_FMT_SAFETENSORS = 0,
-    QD_FMT_TORCH_ZIP = 1,          /* torch.save zip archive (pytorch_model.bin) */
+    QD_FMT_TORCH_ZIP = 1, /* torch.save zip archive (pytorch_model.bin) */
 } qd_file_format;
 
 typedef struct {
-    char *path;                    /* the file */
-    uint64_t size;                 /* file size in bytes */
-    uint64_t header_len;           /* N from the first 8 bytes; torch: size of data.pkl */
+    char *path;                      /* the file */
+    uint64_t size;                   /* file size in bytes */
+    uint64_t header_len;             /* N from the first 8 bytes; torch: size of data.pkl */
     unsigned char header_sha256[32]; /* sha256 of the 8 + N header bytes (identifies the source);
                                       * torch: sha256 of data.pkl */
-    char *metadata_json;           /* the "__metadata__" object as JSON text, or NULL; torch:
+    char *metadata_json;             /* the "__metadata__" object as JSON text, or NULL; torch:
                                     * {"format":"torch-zip","archive":<folder>,"version":<v>} */
     qd_file_format format;
 } qd_st_file;
@@ -98,16 +106,15 @@ int qd_ckpt_read_rows_f32(qd_checkpoint *ck, int i, int64_t row0, int64_t nrows,
 /* Exact conversions used by the reader (exposed for tests and kernels). */
 float qd_f16_to_f32(uint16_t h);
 float qd_bf16_to_f32(uint16_t b);
-uint16_t qd_f32_to_f16(float f);   /* round to nearest even, for export */
-uint16_t qd_f32_to_bf16(float f);  /* round to nearest even */
+uint16_t qd_f32_to_f16(float f);  /* round to nearest even, for export */
+uint16_t qd_f32_to_bf16(float f); /* round to nearest even */
 
 /* Parse one safetensors header from memory (used by the reader and by the fuzzer): `buf` holds
  * the whole file (or its first `len` bytes with `file_size` the real size). On success *tensors is
  * a malloc'd array of *ntensors entries sorted by name (free with qd_st_free_tensors) and
  * *metadata a malloc'd JSON string or NULL. `fname` is used in error messages. */
 int qd_st_parse_header(const char *fname, const unsigned char *buf, size_t len, uint64_t file_size,
-                       qd_tensor_info **tensors, int *ntensors, char **metadata,
-                       uint64_t *header_len);
+                       qd_tensor_info **tensors, int *ntensors, char **metadata, uint64_t *header_len);
 void qd_st_free_tensors(qd_tensor_info *t, int n);
 
 /* What the first bytes of a file are: a zip archive (QD_PT_ZIP: "PK\3\4" or an empty archive's
@@ -120,7 +127,7 @@ int qd_pt_sniff(const unsigned char *head, size_t n);
  * sorted by name with offsets into buf (free with qd_st_free_tensors), *metadata a malloc'd JSON
  * object, and *pickle_off / *pickle_len locate data.pkl; any out pointer may be NULL. `fname`
  * is used in error messages. */
-int qd_pt_parse(const char *fname, const unsigned char *buf, size_t len, qd_tensor_info **tensors,
-                int *ntensors, char **metadata, uint64_t *pickle_off, uint64_t *pickle_len);
+int qd_pt_parse(const char *fname, const unsigned char *buf, size_t len, qd_tensor_info **tensors, int *ntensors,
+                char **metadata, uint64_t *pickle_off, uint64_t *pickle_len);
 
 #endif

@@ -6,14 +6,16 @@
 #include "shard/select.h"
 
 /* If s starts with `word` followed by '.', return the text after the dot. */
-static const char *eat(const char *s, const char *word) {
+static const char *eat(const char *s, const char *word)
+{
     size_t n = strlen(word);
     if (strncmp(s, word, n) == 0 && s[n] == '.') return s + n + 1;
     return NULL;
 }
 
 /* s points at "layer.N." / "layers.N.": return N or -1. */
-static int block_at(const char *s) {
+static int block_at(const char *s)
+{
     const char *p = eat(s, "layer");
     if (!p) p = eat(s, "layers");
     if (!p || !isdigit((unsigned char)*p)) return -1;
@@ -26,9 +28,10 @@ static int block_at(const char *s) {
     return *p == '.' ? (int)v : -1;
 }
 
-int qd_shard_block_index(const char *name) {
+int qd_shard_block_index(const char *name)
+{
     if (!name) return -1;
-    int b = block_at(name);             /* prefix-less BERT: "layer.3.attention..." */
+    int b = block_at(name); /* prefix-less BERT: "layer.3.attention..." */
     if (b >= 0) return b;
     /* "encoder.layer.N." or "transformer.layer.N." at the start or after a '.' */
     for (const char *s = name; *s; s++) {
@@ -40,14 +43,16 @@ int qd_shard_block_index(const char *name) {
     return -1;
 }
 
-static int contains_ci(const char *s, const char *needle) {
+static int contains_ci(const char *s, const char *needle)
+{
     size_t n = strlen(needle);
     for (; *s; s++)
         if (strncasecmp(s, needle, n) == 0) return 1;
     return 0;
 }
 
-int qd_shard_default_quantizable(const qd_tensor_info *t) {
+int qd_shard_default_quantizable(const qd_tensor_info *t)
+{
     if (!t || !t->name || !t->float_like || t->ndim != 2) return 0;
     size_t n = strlen(t->name);
     if (n < 7 || strcmp(t->name + n - 7, ".weight") != 0) return 0;

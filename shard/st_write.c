@@ -5,11 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int cmp_name(const void *a, const void *b) {
+static int cmp_name(const void *a, const void *b)
+{
     return strcmp(((const qd_st_out_tensor *)a)->name, ((const qd_st_out_tensor *)b)->name);
 }
 
-int qd_st_write(const char *path, qd_st_out_tensor *t, int n, const char *metadata_json) {
+int qd_st_write(const char *path, qd_st_out_tensor *t, int n, const char *metadata_json)
+{
     qsort(t, (size_t)n, sizeof *t, cmp_name);
     cJSON *h = cJSON_CreateObject();
     if (metadata_json) {

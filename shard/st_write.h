@@ -12,7 +12,7 @@ typedef struct {
     qd_dtype dtype;
     int ndim;
     int64_t shape[QD_ST_MAX_DIMS];
-    const void *data;      /* numel * dtype size bytes, little-endian */
+    const void *data; /* numel * dtype size bytes, little-endian */
 } qd_st_out_tensor;
 
 /* Writes `path` (via path.tmp + rename). metadata_json: a JSON object of strings or NULL.

@@ -13,7 +13,8 @@ void qd_calib_pipeline_blocks(int layers, int rank, int size, int *k0, int *k1)
     *k1 = (int)((int64_t)(rank + 1) * layers / size);
 }
 
-void qd_calib_rank_groups(const qd_model *m, const uint8_t *sel_in, qd_calib_mode mode, int rank, int size, uint8_t *sel_out)
+void qd_calib_rank_groups(const qd_model *m, const uint8_t *sel_in, qd_calib_mode mode, int rank, int size,
+                          uint8_t *sel_out)
 {
     int ng = qd_model_num_groups(m), k0 = 0, k1 = qd_model_cfg(m)->layers;
     if (mode == QD_CALIB_PIPELINE) qd_calib_pipeline_blocks(qd_model_cfg(m)->layers, rank, size, &k0, &k1);
@@ -83,7 +84,8 @@ static int dp_pass(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const 
         if ((rc = qd_model_embed(m, &b, h))) break;
         for (int k = 0; k < c->layers && !rc; k++) rc = qd_model_block(m, k, &b, h, &hk);
         done++;
-        if (!rc && rank == 0 && (done % 16 == 0 || i + size >= nmb)) progress(o, rank, what, QD_MIN(done * size, nmb), nmb, t0);
+        if (!rc && rank == 0 && (done % 16 == 0 || i + size >= nmb))
+            progress(o, rank, what, QD_MIN(done * size, nmb), nmb, t0);
     }
     free(h);
     return agree(comm, rc);
@@ -104,7 +106,8 @@ static int dp_run(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const q
         /* in*in may exceed INT_MAX only beyond 46k inputs; cut into row blocks anyway */
         int64_t total = (int64_t)g->in * g->in, step = 1 << 26;
         for (int64_t off = 0; off < total; off += step)
-            QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, g->acc + off, (int)QD_MIN(step, total - off), MPI_INT64_T, MPI_SUM, comm));
+            QD_MPI_CHECK(
+                MPI_Allreduce(MPI_IN_PLACE, g->acc + off, (int)QD_MIN(step, total - off), MPI_INT64_T, MPI_SUM, comm));
         QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &g->rows, 1, MPI_INT64_T, MPI_SUM, comm));
     }
     return QD_OK;
@@ -127,15 +130,14 @@ static int pp_pass(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const 
     float *buf[2];
     buf[0] = malloc((size_t)cap * sizeof(float));
     buf[1] = malloc((size_t)cap * sizeof(float));
-    QD_ASSERT(buf[0] && buf[1]);   /* a few MiB; the statistics are far larger */
+    QD_ASSERT(buf[0] && buf[1]); /* a few MiB; the statistics are far larger */
     MPI_Request sreq[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL}, rreq[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     chain ch;
     qd_model_hooks hk = pass_hooks(stats, o, &ch);
     int rc = QD_OK, poisoned = 0;
     double t0 = qd_now();
     const int prev = rank - 1, next = rank + 1 < size ? rank + 1 : MPI_PROC_NULL;
-    if (rank > 0 && nmb > 0)
-        QD_MPI_CHECK(MPI_Irecv(buf[0], (int)cap, MPI_FLOAT, prev, MPI_ANY_TAG, comm, &rreq[0]));
+    if (rank > 0 && nmb > 0) QD_MPI_CHECK(MPI_Irecv(buf[0], (int)cap, MPI_FLOAT, prev, MPI_ANY_TAG, comm, &rreq[0]));
     for (int i = 0; i < nmb; i++) {
         const int s = i % 2, first = i * mb, n = QD_MIN(mb, N - first);
         qd_batch b = {.B = n, .T = T};
@@ -160,7 +162,8 @@ static int pp_pass(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const 
         /* after an error here or upstream, keep the stream moving (marked) so no rank waits forever */
         for (int k = k0; k < k1 && !rc && !poisoned; k++) rc = qd_model_block(m, k, &b, buf[s], &hk);
         if (next != MPI_PROC_NULL)
-            QD_MPI_CHECK(MPI_Isend(buf[s], count, MPI_FLOAT, next, rc || poisoned ? TAG_POISON : TAG_DATA, comm, &sreq[s]));
+            QD_MPI_CHECK(
+                MPI_Isend(buf[s], count, MPI_FLOAT, next, rc || poisoned ? TAG_POISON : TAG_DATA, comm, &sreq[s]));
         if (rank == 0 && ((i + 1) % 16 == 0 || i + 1 == nmb)) progress(o, rank, what, i + 1, nmb, t0);
     }
     QD_MPI_CHECK(MPI_Waitall(2, sreq, MPI_STATUSES_IGNORE));

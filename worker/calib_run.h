@@ -27,8 +27,8 @@ typedef enum { QD_CALIB_DATA_PARALLEL = 0, QD_CALIB_PIPELINE = 1 } qd_calib_mode
 
 typedef struct {
     qd_calib_mode mode;
-    int microbatch;          /* items per micro-batch (default 8) */
-    int quiet;               /* no progress lines on rank 0 */
+    int microbatch; /* items per micro-batch (default 8) */
+    int quiet;      /* no progress lines on rank 0 */
     /* Optional: also sees every Linear input of the accumulation pass, after the statistics,
      * micro-batch by micro-batch in increasing order on each rank (in pipeline mode a rank runs
      * every micro-batch through its blocks, so it sees all samples in sample order) — e.g. to

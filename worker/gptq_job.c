@@ -59,9 +59,9 @@ void qd_gptq_results_free(qd_gptq_results *r)
  * first. */
 typedef struct {
     qd_model_hooks inner;
-    float **X;              /* model group -> [nrows][in], or NULL when not kept */
-    int64_t *fill;          /* model group -> rows written */
-    int64_t nrows;          /* real tokens of all samples */
+    float **X;     /* model group -> [nrows][in], or NULL when not kept */
+    int64_t *fill; /* model group -> rows written */
+    int64_t nrows; /* real tokens of all samples */
 } rowtap;
 
 static int tap_input(void *user, const qd_model *m, int li, const float *X, int64_t rows, const uint8_t *valid)
@@ -91,25 +91,22 @@ typedef struct {
     qd_checkpoint *ck;
     const qd_job_tensor *jt;
     qd_model *m;
-    int *lin_tensor;        /* model linear -> checkpoint tensor index, or -1 */
-    int *tensor_lin;        /* checkpoint tensor -> model linear, or -1 */
-    float **dq;             /* model linear -> dequantized weight while its block is advanced */
-    int T;                  /* tokens per item (for the per-item products) */
+    int *lin_tensor; /* model linear -> checkpoint tensor index, or -1 */
+    int *tensor_lin; /* checkpoint tensor -> model linear, or -1 */
+    float **dq;      /* model linear -> dequantized weight while its block is advanced */
+    int T;           /* tokens per item (for the per-item products) */
     qd_gptq_results *res;
     /* the last prepared state: query, key and value share their input (same H), so with the same
      * options they share it */
     qd_gptq_prep *prep;
     int prep_group;
     qd_gptq_opts prep_opts;
-    rowtap tap;             /* the rows of the groups in hand (AdaRound's mini-batch form) */
+    rowtap tap; /* the rows of the groups in hand (AdaRound's mini-batch form) */
 } gjob;
 
 /* Whether tensor ti is learned by AdaRound from calibration rows (the mini-batch form) rather
  * than through H. */
-static int ada_rows(const gjob *g, int ti)
-{
-    return g->jt[ti].method == QD_METHOD_ADAROUND && g->cfg->ada_batch > 0;
-}
+static int ada_rows(const gjob *g, int ti) { return g->jt[ti].method == QD_METHOD_ADAROUND && g->cfg->ada_batch > 0; }
 
 /* Keeps the rows of input group gi: allocates X [nrows][in]. QD_OK or QD_ENOMEM. */
 static int tap_keep(gjob *g, int gi)
@@ -169,9 +166,17 @@ static int adaround_unit(gjob *g, const qd_job_tensor *j, const float *W, int64_
     int64_t ng = (C + G - 1) / G;
     qd_clip_opts mse = {100, 0.8f, 2.0f};
     for (int64_t gi = 0; gi < ng; gi++)
-        qd_find_params_rows(W + gi * G, n, QD_MIN(G, C - gi * G), C, j->scheme.bits, j->scheme.sym, &mse, scales + gi, zeros + gi, ng);
-    qd_qparams p = {.rows = n, .cols = C, .ngroups = ng, .group_size = G, .bits = j->scheme.bits, .sym = j->scheme.sym,
-                    .gran = G < C ? QD_GRAN_GROUP : QD_GRAN_CHANNEL, .scales = scales, .zeros = zeros};
+        qd_find_params_rows(W + gi * G, n, QD_MIN(G, C - gi * G), C, j->scheme.bits, j->scheme.sym, &mse, scales + gi,
+                            zeros + gi, ng);
+    qd_qparams p = {.rows = n,
+                    .cols = C,
+                    .ngroups = ng,
+                    .group_size = G,
+                    .bits = j->scheme.bits,
+                    .sym = j->scheme.sym,
+                    .gran = G < C ? QD_GRAN_GROUP : QD_GRAN_CHANNEL,
+                    .scales = scales,
+                    .zeros = zeros};
     qd_adaround_problem pb = {.R = n, .C = C, .W = W, .X = X, .N = X ? NX : 0, .H = X ? NULL : H, .p = &p};
     qd_adaround_opts o;
     qd_adaround_default_opts(&o);
@@ -209,7 +214,8 @@ static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter
     }
     const int group = qd_model_linear(g->m, g->tensor_lin[ti])->input_group;
     if (any && !ada) {
-        if (g->prep && g->prep_group == group && same_opts(&g->prep_opts, &o)) prep = g->prep;
+        if (g->prep && g->prep_group == group && same_opts(&g->prep_opts, &o))
+            prep = g->prep;
         else {
             qd_gptq_prep_free(g->prep);
             g->prep = NULL;
@@ -243,7 +249,10 @@ static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter
         qd_gptq_stats st;
         rc = qd_gptq_quantize_prepared(prep, W, n, r->codes + r0 * C, r->scales + r0 * r->ng, r->zeros + r0 * r->ng,
                                        NULL, &st);
-        if (rc) { qd_err_wrap(rc, "tensor '%s' rows [%lld, %lld): ", t->name, (long long)r0, (long long)(r0 + n)); break; }
+        if (rc) {
+            qd_err_wrap(rc, "tensor '%s' rows [%lld, %lld): ", t->name, (long long)r0, (long long)(r0 + n));
+            break;
+        }
         if (st.damp_used > r->damp_used) r->damp_used = st.damp_used;
         r->dead_columns = st.dead_columns;
     }
@@ -259,7 +268,8 @@ static void allgather_result(gjob *g, int ti)
     qd_gptq_result *r = &g->res->t[ti];
     int64_t nc = r->rows * r->cols, ns = r->rows * r->ng, step = 1 << 28;
     for (int64_t off = 0; off < nc; off += step)
-        QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, r->codes + off, (int)QD_MIN(step, nc - off), MPI_UINT8_T, MPI_BOR, g->comm));
+        QD_MPI_CHECK(
+            MPI_Allreduce(MPI_IN_PLACE, r->codes + off, (int)QD_MIN(step, nc - off), MPI_UINT8_T, MPI_BOR, g->comm));
     QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, r->scales, (int)ns, MPI_FLOAT, MPI_SUM, g->comm));
     QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, r->zeros, (int)ns, MPI_INT32_T, MPI_SUM, g->comm));
     double d[2] = {r->damp_used, (double)r->dead_columns};
@@ -285,8 +295,14 @@ static float *dequantize_result(const qd_gptq_result *r, const qd_job_tensor *j)
     float *W = malloc((size_t)(r->rows * r->cols) * sizeof(float));
     if (!W) return NULL;
     int64_t G = j->scheme.gran == QD_GRAN_GROUP && j->scheme.group_size < r->cols ? j->scheme.group_size : r->cols;
-    qd_qparams p = {.rows = r->rows, .cols = r->cols, .ngroups = r->ng, .group_size = G, .bits = j->scheme.bits,
-                    .sym = j->scheme.sym, .gran = G < r->cols ? QD_GRAN_GROUP : QD_GRAN_CHANNEL, .scales = r->scales,
+    qd_qparams p = {.rows = r->rows,
+                    .cols = r->cols,
+                    .ngroups = r->ng,
+                    .group_size = G,
+                    .bits = j->scheme.bits,
+                    .sym = j->scheme.sym,
+                    .gran = G < r->cols ? QD_GRAN_GROUP : QD_GRAN_CHANNEL,
+                    .scales = r->scales,
                     .zeros = r->zeros};
     qd_dequantize(r->codes, &p, r->g_idx, W);
     return W;
@@ -327,7 +343,8 @@ static void assign_owners(gjob *g, const int *lins, int n, int *owner)
         }
     for (int i = 0; i < n; i++) {
         int best = 0;
-        for (int r = 1; r < g->size; r++) if (load[r] < load[best]) best = r;
+        for (int r = 1; r < g->size; r++)
+            if (load[r] < load[best]) best = r;
         owner[order[i]] = best;
         load[best] += cost[order[i]];
     }
@@ -403,7 +420,8 @@ static int run_sequential(gjob *g, qd_calib_data *data)
             /* the rows of the groups whose tensors AdaRound learns in the mini-batch form */
             for (int li = 0; li < nl && !rc; li++) {
                 const qd_linear *L = qd_model_linear(g->m, li);
-                if (L->layer == k && g->lin_tensor[li] >= 0 && ada_rows(g, g->lin_tensor[li]) && !g->tap.X[L->input_group])
+                if (L->layer == k && g->lin_tensor[li] >= 0 && ada_rows(g, g->lin_tensor[li]) &&
+                    !g->tap.X[L->input_group])
                     rc = tap_keep(g, L->input_group);
             }
             rc = agree(g, rc);
@@ -412,7 +430,8 @@ static int run_sequential(gjob *g, qd_calib_data *data)
             for (int pass = 0; pass < 2 && !rc; pass++) {
                 for (int j = 0; j < nloc && !rc; j++) {
                     const int i = g->rank + j * g->size;
-                    memcpy(scratch, hs + (int64_t)j * slot, (size_t)((int64_t)bat[j].B * bat[j].T * Hd) * sizeof(float));
+                    memcpy(scratch, hs + (int64_t)j * slot,
+                           (size_t)((int64_t)bat[j].B * bat[j].T * Hd) * sizeof(float));
                     if (pass == 1 && need_rows) { /* the statistics, and the rows at the micro-batch's place */
                         for (int gi = 0; gi < ng; gi++) g->tap.fill[gi] = mb_off[i];
                         rc = qd_model_block(g->m, k, &bat[j], scratch, &tk);
@@ -424,12 +443,13 @@ static int run_sequential(gjob *g, qd_calib_data *data)
                 if ((rc = agree(g, rc))) break;
                 for (int q = 0; q < qd_calib_num_groups(stats); q++) {
                     qd_calib_group *cg = qd_calib_group_at(stats, q);
-                    if (pass == 0) QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, cg->absmax, cg->in, MPI_FLOAT, MPI_MAX, g->comm));
+                    if (pass == 0)
+                        QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, cg->absmax, cg->in, MPI_FLOAT, MPI_MAX, g->comm));
                     else {
                         int64_t tot = (int64_t)cg->in * cg->in, step = 1 << 26;
                         for (int64_t off = 0; off < tot; off += step)
-                            QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, cg->acc + off, (int)QD_MIN(step, tot - off), MPI_INT64_T,
-                                                       MPI_SUM, g->comm));
+                            QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, cg->acc + off, (int)QD_MIN(step, tot - off),
+                                                       MPI_INT64_T, MPI_SUM, g->comm));
                         QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &cg->rows, 1, MPI_INT64_T, MPI_SUM, g->comm));
                     }
                 }
@@ -440,8 +460,8 @@ static int run_sequential(gjob *g, qd_calib_data *data)
                 if (!g->tap.X[gi]) continue;
                 const int64_t in = qd_model_linear(g->m, qd_model_group_first(g->m, gi))->in;
                 for (int i = 0; i < nmb; i++)
-                    QD_MPI_CHECK(MPI_Bcast(g->tap.X[gi] + mb_off[i] * in, (int)((mb_off[i + 1] - mb_off[i]) * in), MPI_FLOAT,
-                                           i % g->size, g->comm));
+                    QD_MPI_CHECK(MPI_Bcast(g->tap.X[gi] + mb_off[i] * in, (int)((mb_off[i + 1] - mb_off[i]) * in),
+                                           MPI_FLOAT, i % g->size, g->comm));
             }
             double t_cal = qd_now() - t0;
             /* GPTQ of the block's tensors: every rank does its share without waiting (whole tensors by
@@ -490,8 +510,8 @@ static int run_sequential(gjob *g, qd_calib_data *data)
             free(H);
             qd_calib_free(stats);
             if (g->progress && g->rank == 0 && !rc)
-                printf("calibrated: block %d/%d: %d tensors, calibration %.2f s, quantization %.2f s\n", k + 1, c->layers, nt, t_cal,
-                       qd_now() - t0 - t_cal);
+                printf("calibrated: block %d/%d: %d tensors, calibration %.2f s, quantization %.2f s\n", k + 1,
+                       c->layers, nt, t_cal, qd_now() - t0 - t_cal);
         }
         if (rc) break;
         /* advance the residual streams through the block as quantized */
@@ -534,7 +554,8 @@ static int run_fp(gjob *g, qd_calib_data *data)
      * micro-batch passes this rank's blocks in order, so they arrive in sample order */
     for (int li = 0; li < nl && !rc; li++) {
         const qd_linear *L = qd_model_linear(g->m, li);
-        if (g->lin_tensor[li] >= 0 && sel[L->input_group] && ada_rows(g, g->lin_tensor[li]) && !g->tap.X[L->input_group]) {
+        if (g->lin_tensor[li] >= 0 && sel[L->input_group] && ada_rows(g, g->lin_tensor[li]) &&
+            !g->tap.X[L->input_group]) {
             rc = tap_keep(g, L->input_group);
             need_rows = 1;
         }
@@ -542,7 +563,9 @@ static int run_fp(gjob *g, qd_calib_data *data)
     rc = agree(g, rc);
     if (!rc) {
         qd_model_hooks tk = {.user = &g->tap, .linear_input = tap_input};
-        qd_calib_opts o = {.mode = QD_CALIB_PIPELINE, .microbatch = g->cfg->microbatch, .quiet = !g->progress,
+        qd_calib_opts o = {.mode = QD_CALIB_PIPELINE,
+                           .microbatch = g->cfg->microbatch,
+                           .quiet = !g->progress,
                            .tap = need_rows ? &tk : NULL};
         rc = qd_calib_run(g->comm, g->m, data, &o, stats);
         for (int gi = 0; gi < ng && !rc; gi++)
@@ -599,8 +622,8 @@ static int run_fp(gjob *g, qd_calib_data *data)
     return rc;
 }
 
-static void estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, const qd_model *m, int N,
-                          int T, int64_t rows, int ranks, int rank, double *bytes, char *breakdown, size_t cap);
+static void estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, const qd_model *m,
+                          int N, int T, int64_t rows, int ranks, int rank, double *bytes, char *breakdown, size_t cap);
 
 int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, const qd_job_tensor *jt, int progress,
                     qd_gptq_results *out)
@@ -633,20 +656,24 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
         for (int i = 0; i < n && !rc; i++)
             if (jt[i].kind == QD_JOB_QUANT && jt[i].method != QD_METHOD_RTN) {
                 if (g.tensor_lin[i] < 0)
-                    rc = qd_err_set(QD_ECONFIG, "tensor '%s': %s needs the inputs of an encoder Linear, and this is not "
-                                    "one; give it method rtn with an override", qd_ckpt_tensor(ck, i)->name,
-                                    qd_method_name(jt[i].method));
+                    rc = qd_err_set(QD_ECONFIG,
+                                    "tensor '%s': %s needs the inputs of an encoder Linear, and this is not "
+                                    "one; give it method rtn with an override",
+                                    qd_ckpt_tensor(ck, i)->name, qd_method_name(jt[i].method));
                 else {
                     qd_gptq_result *r = &out->t[i];
                     r->rows = jt[i].rows;
                     r->cols = jt[i].cols;
-                    r->ng = jt[i].scheme.gran == QD_GRAN_GROUP ? (r->cols + jt[i].scheme.group_size - 1) / jt[i].scheme.group_size : 1;
+                    r->ng = jt[i].scheme.gran == QD_GRAN_GROUP
+                                ? (r->cols + jt[i].scheme.group_size - 1) / jt[i].scheme.group_size
+                                : 1;
                     if (jt[i].scheme.gran == QD_GRAN_GROUP && jt[i].scheme.group_size >= r->cols) r->ng = 1;
                     r->codes = calloc((size_t)(r->rows * r->cols), 1);
                     r->scales = calloc((size_t)(r->rows * r->ng), sizeof(float));
                     r->zeros = calloc((size_t)(r->rows * r->ng), sizeof(int32_t));
                     if (!r->codes || !r->scales || !r->zeros)
-                        rc = qd_err_set(QD_ENOMEM, "tensor '%s': out of memory for its GPTQ result", qd_ckpt_tensor(ck, i)->name);
+                        rc = qd_err_set(QD_ENOMEM, "tensor '%s': out of memory for its GPTQ result",
+                                        qd_ckpt_tensor(ck, i)->name);
                 }
             }
     }
@@ -654,15 +681,16 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
     rc = agree(&g, rc);
     if (!rc) {
         g.tap.nrows = qd_calib_data_real_tokens(data);
-        estimate_rank(cfg, ck, jt, g.m, qd_calib_data_count(data), qd_calib_data_tokens(data), g.tap.nrows, g.size, g.rank,
-                      &out->estimate_bytes, out->estimate_text, sizeof out->estimate_text);
+        estimate_rank(cfg, ck, jt, g.m, qd_calib_data_count(data), qd_calib_data_tokens(data), g.tap.nrows, g.size,
+                      g.rank, &out->estimate_bytes, out->estimate_text, sizeof out->estimate_text);
     }
     if (!rc && progress && g.rank == 0)
         printf("gptq: calibration data %s: %d %s samples x %d tokens (%d real), %s mode\n", cfg->calib,
                qd_calib_data_count(data), qd_calib_data_kind(data), qd_calib_data_tokens(data),
                qd_calib_data_real_tokens(data), cfg->calib_mode == QD_CALIB_FP ? "fp" : "sequential");
     int ada_x = 0;
-    for (int i = 0; i < n; i++) ada_x |= jt[i].kind == QD_JOB_QUANT && jt[i].method == QD_METHOD_ADAROUND && cfg->ada_batch > 0;
+    for (int i = 0; i < n; i++)
+        ada_x |= jt[i].kind == QD_JOB_QUANT && jt[i].method == QD_METHOD_ADAROUND && cfg->ada_batch > 0;
     if (!rc && progress && g.rank == 0 && ada_x)
         printf("adaround: mini-batch form, %d of the %lld calibration rows per step (seed %d)\n", cfg->ada_batch,
                (long long)g.tap.nrows, cfg->calib_seed);
@@ -671,7 +699,10 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
         cJSON *o = cJSON_CreateObject();
         int nada = 0, ngptq = 0;
         for (int i = 0; i < n; i++)
-            if (jt[i].kind == QD_JOB_QUANT) { nada += jt[i].method == QD_METHOD_ADAROUND; ngptq += jt[i].method == QD_METHOD_GPTQ; }
+            if (jt[i].kind == QD_JOB_QUANT) {
+                nada += jt[i].method == QD_METHOD_ADAROUND;
+                ngptq += jt[i].method == QD_METHOD_GPTQ;
+            }
         cJSON_AddStringToObject(o, "method", nada && ngptq ? "gptq+adaround" : nada ? "adaround" : "gptq");
         cJSON_AddStringToObject(o, "data", cfg->calib);
         cJSON_AddStringToObject(o, "kind", qd_calib_data_kind(data));
@@ -701,8 +732,8 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
 
 /* The estimate for one rank, from the loaded model and the calibration data's shape (N samples of
  * T tokens, `rows` of them real). */
-static void estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, const qd_model *m, int N,
-                          int T, int64_t rows, int ranks, int rank, double *bytes, char *breakdown, size_t cap)
+static void estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, const qd_model *m,
+                          int N, int T, int64_t rows, int ranks, int rank, double *bytes, char *breakdown, size_t cap)
 {
     const qd_model_config *c = qd_model_cfg(m);
     const double H = c->hidden, A = (double)c->heads * c->head_size, Im = c->intermediate;
@@ -711,8 +742,11 @@ static void estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_
     for (int i = 0; i < qd_ckpt_num_tensors(ck); i++) {
         weights += (double)qd_ckpt_tensor(ck, i)->nbytes;
         if (jt[i].kind == QD_JOB_QUANT && jt[i].method != QD_METHOD_RTN)
-            results += (double)jt[i].rows * jt[i].cols + (double)jt[i].rows * 8.0 * (jt[i].scheme.gran == QD_GRAN_GROUP ?
-                       (double)(jt[i].cols + jt[i].scheme.group_size - 1) / jt[i].scheme.group_size : 1.0);
+            results += (double)jt[i].rows * jt[i].cols +
+                       (double)jt[i].rows * 8.0 *
+                           (jt[i].scheme.gran == QD_GRAN_GROUP
+                                ? (double)(jt[i].cols + jt[i].scheme.group_size - 1) / jt[i].scheme.group_size
+                                : 1.0);
     }
     const double fwd = (double)mb * T * (4 * A + 2 * H + Im) * 4 + (double)T * T * 4;
     double acts, stats = 0, work = 0, dq = 0;
@@ -740,7 +774,8 @@ static void estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_
         double in = L->in;
         if (cfg->calib_mode == QD_CALIB_FP) {
             if (L->layer >= k0 && L->layer < k1 && first) stats += in * in * 8 + in * 8;
-        } else if (first) block_stats += in * in * 8 + in * 8;
+        } else if (first)
+            block_stats += in * in * 8 + in * 8;
         block_dq += (double)L->in * L->out * 4;
         max_in = fmax(max_in, in);
         work = fmax(work, in * in * 4 * 5 + (double)QD_GPTQ_UNIT_ROWS * in * 4 * 5); /* H, Hw, Hp, U, the kept U */
@@ -751,8 +786,10 @@ static void estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_
             const int kept_here = cfg->calib_mode == QD_CALIB_FP ? L->layer >= k0 && L->layer < k1 : 1;
             if (kept_group != L->input_group && kept_here) { /* a group's linears are consecutive */
                 kept_group = L->input_group;
-                if (cfg->calib_mode == QD_CALIB_FP) kept += (double)rows * in * 4;
-                else block_kept += (double)rows * in * 4;
+                if (cfg->calib_mode == QD_CALIB_FP)
+                    kept += (double)rows * in * 4;
+                else
+                    block_kept += (double)rows * in * 4;
             }
             const double nb = fmin((double)cfg->ada_batch, (double)rows);
             work = fmax(work, (double)QD_GPTQ_UNIT_ROWS * rows * 4 + nb * in * 4 + rows * 8.0 +
@@ -770,13 +807,14 @@ static void estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_
     *bytes = runtime + weights + acts + stats + work + results + dq + kept;
     char extra[96] = "";
     if (kept > 0) snprintf(extra, sizeof extra, ", AdaRound calibration rows %.1f", kept * 1e-6);
-    snprintf(breakdown, cap, "runtime %.0f, weights %.1f, activations %.1f, statistics %.1f, GPTQ work %.1f, results %.1f, "
-             "dequantized block %.1f%s MB", runtime * 1e-6, weights * 1e-6, acts * 1e-6, stats * 1e-6, work * 1e-6,
-             results * 1e-6, dq * 1e-6, extra);
+    snprintf(breakdown, cap,
+             "runtime %.0f, weights %.1f, activations %.1f, statistics %.1f, GPTQ work %.1f, results %.1f, "
+             "dequantized block %.1f%s MB",
+             runtime * 1e-6, weights * 1e-6, acts * 1e-6, stats * 1e-6, work * 1e-6, results * 1e-6, dq * 1e-6, extra);
 }
 
-int qd_calib_job_estimate(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, int ranks, double *worst,
-                          char *breakdown, size_t cap)
+int qd_calib_job_estimate(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, int ranks,
+                          double *worst, char *breakdown, size_t cap)
 {
     qd_model *m = NULL;
     int rc = qd_model_load_flags(cfg->model, QD_MODEL_LAZY_LINEARS, &m);
@@ -784,7 +822,8 @@ int qd_calib_job_estimate(const qd_job_config *cfg, qd_checkpoint *ck, const qd_
     int N = cfg->nsamples, T = qd_model_cfg(m)->arch == QD_ARCH_VIT ? qd_model_tokens(m, 0) : cfg->seqlen;
     int64_t rows = (int64_t)N * T;
     qd_calib_data *d = NULL;
-    if (cfg->calib && qd_calib_data_open(m, cfg->calib, cfg->nsamples, cfg->seqlen, (uint64_t)cfg->calib_seed, &d) == QD_OK) {
+    if (cfg->calib &&
+        qd_calib_data_open(m, cfg->calib, cfg->nsamples, cfg->seqlen, (uint64_t)cfg->calib_seed, &d) == QD_OK) {
         N = qd_calib_data_count(d);
         T = qd_calib_data_tokens(d);
         rows = qd_calib_data_real_tokens(d);

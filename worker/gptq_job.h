@@ -34,20 +34,20 @@
 
 typedef struct {
     int64_t rows, cols, ng;
-    uint8_t *codes;         /* [rows, cols] unpacked; NULL: tensor not quantized here */
-    float *scales;          /* [rows, ng] */
-    int32_t *zeros;         /* [rows, ng] */
-    int32_t *g_idx;         /* [cols] with act-order, else NULL */
-    double damp_used;       /* largest damping used over its units (relative to mean diag H) */
+    uint8_t *codes;   /* [rows, cols] unpacked; NULL: tensor not quantized here */
+    float *scales;    /* [rows, ng] */
+    int32_t *zeros;   /* [rows, ng] */
+    int32_t *g_idx;   /* [cols] with act-order, else NULL */
+    double damp_used; /* largest damping used over its units (relative to mean diag H) */
     int64_t dead_columns;
 } qd_gptq_result;
 
 typedef struct {
-    qd_gptq_result *t;      /* one per checkpoint tensor */
+    qd_gptq_result *t; /* one per checkpoint tensor */
     int n;
     char *calibration_json; /* what the file's "calibration" attribute records */
     double seconds;
-    double estimate_bytes;  /* this rank's estimated peak (qd_calib_job_estimate's formula) */
+    double estimate_bytes; /* this rank's estimated peak (qd_calib_job_estimate's formula) */
     char estimate_text[512];
 } qd_gptq_results;
 

@@ -25,7 +25,8 @@
 static volatile sig_atomic_t g_stop;
 void qd_job_request_stop(void) { g_stop = 1; }
 
-void qd_job_config_default(qd_job_config *c) {
+void qd_job_config_default(qd_job_config *c)
+{
     memset(c, 0, sizeof *c);
     c->method = QD_METHOD_RTN;
     c->scheme.bits = 8;
@@ -46,11 +47,13 @@ void qd_job_config_default(qd_job_config *c) {
     c->ada_lr = 1e-3;
 }
 
-static const char *gran_name(qd_granularity g) {
+static const char *gran_name(qd_granularity g)
+{
     return g == QD_GRAN_TENSOR ? "tensor" : g == QD_GRAN_CHANNEL ? "channel" : "group";
 }
 
-cJSON *qd_job_config_json(const qd_job_config *c) {
+cJSON *qd_job_config_json(const qd_job_config *c)
+{
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "method", qd_method_name(c->method));
     cJSON_AddNumberToObject(o, "bits", c->scheme.bits);
@@ -112,14 +115,18 @@ cJSON *qd_job_config_json(const qd_job_config *c) {
     return o;
 }
 
-static int method_ok(const qd_job_config *c, qd_method m, const char *where) {
+static int method_ok(const qd_job_config *c, qd_method m, const char *where)
+{
     if (m != QD_METHOD_RTN && !c->calib)
-        return qd_err_set(QD_ECONFIG, "%smethod '%s' needs calibration data: --calib PATH (a text or TSV file for "
-                          "BERT models, an IDX file or an image folder for ViT models)", where, qd_method_name(m));
+        return qd_err_set(QD_ECONFIG,
+                          "%smethod '%s' needs calibration data: --calib PATH (a text or TSV file for "
+                          "BERT models, an IDX file or an image folder for ViT models)",
+                          where, qd_method_name(m));
     return QD_OK;
 }
 
-int qd_job_config_validate(const qd_job_config *c) {
+int qd_job_config_validate(const qd_job_config *c)
+{
     int rc = method_ok(c, c->method, "");
     if (rc) return rc;
     for (int i = 0; i < c->n_overrides; i++)
@@ -132,12 +139,15 @@ int qd_job_config_validate(const qd_job_config *c) {
     if (c->scheme.gran == QD_GRAN_GROUP && c->scheme.group_size < 1)
         return qd_err_set(QD_ECONFIG, "group_size must be >= 1");
     if (c->method != QD_METHOD_RTN && c->scheme.gran == QD_GRAN_TENSOR)
-        return qd_err_set(QD_ECONFIG, "method '%s' works per channel or per group, not per tensor", qd_method_name(c->method));
+        return qd_err_set(QD_ECONFIG, "method '%s' works per channel or per group, not per tensor",
+                          qd_method_name(c->method));
     if (c->ada_iters < 1 || !(c->ada_lambda >= 0) || !(c->ada_beta_start > 0) || !(c->ada_beta_end > 0) ||
         !(c->ada_warmup >= 0 && c->ada_warmup < 1) || !(c->ada_lr > 0))
-        return qd_err_set(QD_ECONFIG, "adaround: iters >= 1, lambda >= 0, beta > 0, warmup in [0, 1) and lr > 0 are needed");
+        return qd_err_set(QD_ECONFIG,
+                          "adaround: iters >= 1, lambda >= 0, beta > 0, warmup in [0, 1) and lr > 0 are needed");
     if (c->ada_batch < 0)
-        return qd_err_set(QD_ECONFIG, "adaround: batch (calibration rows per step) must be >= 0 (0: the Hessian form), got %d",
+        return qd_err_set(QD_ECONFIG,
+                          "adaround: batch (calibration rows per step) must be >= 0 (0: the Hessian form), got %d",
                           c->ada_batch);
     if (c->nsamples < 0) return qd_err_set(QD_ECONFIG, "nsamples must be >= 0");
     if (c->seqlen < 3) return qd_err_set(QD_ECONFIG, "seqlen must be >= 3");
@@ -151,7 +161,8 @@ int qd_job_config_validate(const qd_job_config *c) {
 
 /* The scheme of a tensor selected for quantization: the first matching override applies.
  * Returns 0 if an override keeps the tensor float. */
-static int resolve_scheme(const qd_job_config *cfg, const char *name, qd_job_tensor *jt) {
+static int resolve_scheme(const qd_job_config *cfg, const char *name, qd_job_tensor *jt)
+{
     jt->method = cfg->method;
     jt->scheme = cfg->scheme;
     jt->clip_mse = cfg->clip_mse;
@@ -173,7 +184,8 @@ static int resolve_scheme(const qd_job_config *cfg, const char *name, qd_job_ten
     return 1;
 }
 
-static int should_quantize(const qd_job_config *cfg, const qd_tensor_info *t) {
+static int should_quantize(const qd_job_config *cfg, const qd_tensor_info *t)
+{
     if (!t->float_like || t->ndim != 2 || t->numel == 0) return 0;
     if (qd_shard_default_quantizable(t)) return 1;
     const char *n = t->name;
@@ -186,11 +198,13 @@ static int should_quantize(const qd_job_config *cfg, const qd_tensor_info *t) {
     return 0;
 }
 
-qd_plan_cost_opts qd_job_cost_opts(const qd_job_config *cfg) {
+qd_plan_cost_opts qd_job_cost_opts(const qd_job_config *cfg)
+{
     return (qd_plan_cost_opts){.ada_iters = cfg->ada_iters, .ada_batch = cfg->ada_batch};
 }
 
-void qd_job_table(const qd_job_config *cfg, const qd_checkpoint *ck, qd_job_tensor *jt, qd_plan_item *pi) {
+void qd_job_table(const qd_job_config *cfg, const qd_checkpoint *ck, qd_job_tensor *jt, qd_plan_item *pi)
+{
     int n = qd_ckpt_num_tensors(ck);
     const qd_plan_cost_opts co = qd_job_cost_opts(cfg);
     for (int i = 0; i < n; i++) {
@@ -224,7 +238,8 @@ void qd_job_table(const qd_job_config *cfg, const qd_checkpoint *ck, qd_job_tens
 
 /* ---- small HDF5 helpers (every call checked) ------------------------------------------- */
 
-static void attr_str(hid_t obj, const char *name, const char *val) {
+static void attr_str(hid_t obj, const char *name, const char *val)
+{
     hid_t t = QD_H5_CHECK(H5Tcopy(H5T_C_S1));
     QD_H5_CHECK(H5Tset_size(t, strlen(val) + 1));
     QD_H5_CHECK(H5Tset_strpad(t, H5T_STR_NULLTERM));
@@ -236,7 +251,8 @@ static void attr_str(hid_t obj, const char *name, const char *val) {
     QD_H5_CHECK(H5Tclose(t));
 }
 
-static void attr_i64s(hid_t obj, const char *name, const int64_t *v, int n) {
+static void attr_i64s(hid_t obj, const char *name, const int64_t *v, int n)
+{
     hsize_t d = (hsize_t)n;
     hid_t sp = QD_H5_CHECK(n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &d, NULL));
     hid_t a = QD_H5_CHECK(H5Acreate2(obj, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT));
@@ -247,7 +263,8 @@ static void attr_i64s(hid_t obj, const char *name, const int64_t *v, int n) {
 
 static void attr_i64(hid_t obj, const char *name, int64_t v) { attr_i64s(obj, name, &v, 1); }
 
-static void attr_f64s(hid_t obj, const char *name, const double *v, int n) {
+static void attr_f64s(hid_t obj, const char *name, const double *v, int n)
+{
     hsize_t d = (hsize_t)n;
     hid_t sp = QD_H5_CHECK(n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &d, NULL));
     hid_t a = QD_H5_CHECK(H5Acreate2(obj, name, H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT));
@@ -257,7 +274,8 @@ static void attr_f64s(hid_t obj, const char *name, const double *v, int n) {
 }
 
 /* a fixed-length string attribute, malloc'd ("" if absent) */
-static char *read_attr_str(hid_t obj, const char *name) {
+static char *read_attr_str(hid_t obj, const char *name)
+{
     if (H5Aexists(obj, name) <= 0) return qd_xstrdup("");
     hid_t a = QD_H5_CHECK(H5Aopen(obj, name, H5P_DEFAULT));
     hid_t t = QD_H5_CHECK(H5Aget_type(a));
@@ -269,7 +287,8 @@ static char *read_attr_str(hid_t obj, const char *name) {
     return b;
 }
 
-static hid_t make_dset(hid_t g, const char *name, hid_t ftype, int nd, const hsize_t *dims) {
+static hid_t make_dset(hid_t g, const char *name, hid_t ftype, int nd, const hsize_t *dims)
+{
     hid_t sp = QD_H5_CHECK(H5Screate_simple(nd, dims, NULL));
     hid_t d = QD_H5_CHECK(H5Dcreate2(g, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
     QD_H5_CHECK(H5Sclose(sp));
@@ -278,7 +297,8 @@ static hid_t make_dset(hid_t g, const char *name, hid_t ftype, int nd, const hsi
 
 /* Writes rows [r0, r0 + n) (along the first dimension, all of the others) of dataset d from
  * buf (independent I/O: each rank writes its own hyperslab). */
-static void write_rows(hid_t d, hid_t memtype, int64_t r0, int64_t n, const void *buf) {
+static void write_rows(hid_t d, hid_t memtype, int64_t r0, int64_t n, const void *buf)
+{
     if (n <= 0) return;
     hid_t fs = QD_H5_CHECK(H5Dget_space(d));
     int nd = QD_H5_CHECK(H5Sget_simple_extent_ndims(fs));
@@ -298,7 +318,8 @@ static void write_rows(hid_t d, hid_t memtype, int64_t r0, int64_t n, const void
     QD_H5_CHECK(H5Sclose(fs));
 }
 
-static char *read_text_file(const char *path) {
+static char *read_text_file(const char *path)
+{
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
@@ -323,25 +344,26 @@ typedef struct {
     hid_t g, dq, ds, dz, dd;
     qd_errsum blk[QD_JOB_MAX_BLOCKS];
     int pieces_total, pieces_done;
-    int complete;           /* marked complete in the file (resumed) */
-    int last_rank;          /* rank of its last piece */
-    double m[4];            /* rel_fro, mse, max_abs, sqnr_db */
+    int complete;  /* marked complete in the file (resumed) */
+    int last_rank; /* rank of its last piece */
+    double m[4];   /* rel_fro, mse, max_abs, sqnr_db */
     double seconds;
     const qd_gptq_result *cq; /* precomputed codes of a calibrated method, or NULL */
-    hid_t dg;               /* g_idx dataset (act-order) */
+    hid_t dg;                 /* g_idx dataset (act-order) */
 } item;
 
 /* one rank's report of one piece */
 typedef struct {
-    int piece;              /* -1: none */
+    int piece; /* -1: none */
     int status;
-    double seconds;         /* wall time of the piece */
-    double cpu;             /* CPU time of the piece (user + system, this thread) */
+    double seconds;                   /* wall time of the piece */
+    double cpu;                       /* CPU time of the piece (user + system, this thread) */
     qd_errsum blk[QD_JOB_MAX_BLOCKS]; /* absolute block index of the tensor */
 } piece_rec;
 
 /* rows [r0, r1) of a piece */
-static void piece_rows(const item *it, const qd_plan_piece *p, int64_t *r0, int64_t *r1) {
+static void piece_rows(const item *it, const qd_plan_piece *p, int64_t *r0, int64_t *r1)
+{
     if (!it->j.splittable || (p->part0 == 0 && p->part1 >= it->j.nblk)) {
         *r0 = 0;
         *r1 = it->j.rows;
@@ -353,7 +375,8 @@ static void piece_rows(const item *it, const qd_plan_piece *p, int64_t *r0, int6
 
 /* rows [r0, r0 + n) of a float tensor as F32: zero-copy from the mapping when the source is
  * aligned F32, else converted into *buf (the caller frees) */
-static int input_rows(qd_checkpoint *ck, int ti, int64_t r0, int64_t n, int64_t cols, const float **x, float **buf) {
+static int input_rows(qd_checkpoint *ck, int ti, int64_t r0, int64_t n, int64_t cols, const float **x, float **buf)
+{
     const qd_tensor_info *t = qd_ckpt_tensor(ck, ti);
     *buf = NULL;
     if (t->dtype == QD_DT_F32) {
@@ -366,14 +389,16 @@ static int input_rows(qd_checkpoint *ck, int ti, int64_t r0, int64_t n, int64_t 
         }
     }
     *buf = malloc((size_t)(n * cols > 0 ? n * cols : 1) * sizeof(float));
-    if (!*buf) return qd_err_set(QD_ENOMEM, "tensor '%s': out of memory for %lld values", t->name, (long long)(n * cols));
+    if (!*buf)
+        return qd_err_set(QD_ENOMEM, "tensor '%s': out of memory for %lld values", t->name, (long long)(n * cols));
     int rc = qd_ckpt_read_rows_f32(ck, ti, r0, n, *buf);
     *x = *buf;
     return rc;
 }
 
 /* Quantizes (or copies) one piece and writes it; error sums go to rec->blk. */
-static int process_piece(qd_checkpoint *ck, item *it, const qd_plan_piece *p, piece_rec *rec) {
+static int process_piece(qd_checkpoint *ck, item *it, const qd_plan_piece *p, piece_rec *rec)
+{
     const qd_tensor_info *t = qd_ckpt_tensor(ck, it->ti);
     double t0 = qd_now();
     int rc = QD_OK;
@@ -413,8 +438,9 @@ static int process_piece(qd_checkpoint *ck, item *it, const qd_plan_piece *p, pi
     uint8_t *packed = malloc((size_t)(n * rb));
     float *sc = malloc((size_t)(n * ng) * sizeof(float));
     int32_t *z = malloc((size_t)(n * ng) * sizeof(int32_t));
-    if (!packed || !sc || !z) rc = qd_err_set(QD_ENOMEM, "tensor '%s': out of memory for rows [%lld, %lld)", t->name,
-                                              (long long)r0, (long long)r1);
+    if (!packed || !sc || !z)
+        rc = qd_err_set(QD_ENOMEM, "tensor '%s': out of memory for rows [%lld, %lld)", t->name, (long long)r0,
+                        (long long)r1);
     qd_clip_opts clip = it->j.clip_mse ? (qd_clip_opts){100, 0.8f, 2.0f} : QD_CLIP_MINMAX;
     if (!rc && it->cq) {
         /* codes computed beforehand (GPTQ): pack, copy parameters, error sums per block in row order */
@@ -455,7 +481,8 @@ static int process_piece(qd_checkpoint *ck, item *it, const qd_plan_piece *p, pi
 }
 
 /* metrics of a finished tensor from its block sums, added in block order */
-static void finish_metrics(item *it, const qd_tensor_info *t) {
+static void finish_metrics(item *it, const qd_tensor_info *t)
+{
     double e2 = 0, w2 = 0, mx = 0;
     for (int b = 0; b < it->j.nblk; b++) {
         e2 += it->blk[b].err2;
@@ -468,35 +495,40 @@ static void finish_metrics(item *it, const qd_tensor_info *t) {
     it->m[3] = e2 > 0 ? 10.0 * log10(w2 / e2) : 999.0;
 }
 
-static double thread_cpu(void) {
+static double thread_cpu(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int env_int(const char *name, int dflt) {
+static int env_int(const char *name, int dflt)
+{
     const char *v = getenv(name);
     return v && *v ? atoi(v) : dflt;
 }
 
-static void emit_kv(const qd_job_hooks *h, const char *type, cJSON *o) {
+static void emit_kv(const qd_job_hooks *h, const char *type, cJSON *o)
+{
     qd_job_emit(h, type, o);
     cJSON_Delete(o);
 }
 
-static void on_signal(int sig) {
+static void on_signal(int sig)
+{
     (void)sig;
     g_stop = 1;
 }
 
 /* the progress display of rank 0 */
 typedef struct {
-    int mode;               /* QD_PROGRESS_BAR / LINES / NONE */
+    int mode; /* QD_PROGRESS_BAR / LINES / NONE */
     double t0;
     int shown;
 } progress;
 
-static void progress_tensor(progress *pg, const char *name, const item *it, int done, int total, int64_t pieces) {
+static void progress_tensor(progress *pg, const char *name, const item *it, int done, int total, int64_t pieces)
+{
     if (pg->mode == QD_PROGRESS_NONE) return;
     double el = qd_now() - pg->t0, eta = done ? el * (total - done) / done : 0;
     if (pg->mode == QD_PROGRESS_BAR) {
@@ -504,18 +536,20 @@ static void progress_tensor(progress *pg, const char *name, const item *it, int 
         int fill = total ? 30 * done / total : 30;
         for (int k = 0; k < 30; k++) bar[k] = k < fill ? '#' : '.';
         bar[30] = 0;
-        printf("\r[%s] %4d/%-4d %5.1f%%  %6.1f s  ETA %6.1f s  %-44.44s", bar, done, total, total ? 100.0 * done / total : 100.0,
-               el, eta, name);
+        printf("\r[%s] %4d/%-4d %5.1f%%  %6.1f s  ETA %6.1f s  %-44.44s", bar, done, total,
+               total ? 100.0 * done / total : 100.0, el, eta, name);
         pg->shown = 1;
     } else if (it->j.kind == QD_JOB_QUANT) {
-        printf("[%d/%d] %s  %s %d-bit  rel.err %.3e  %s %d  %.3f s  ETA %.1f s\n", done, total, name, qd_method_name(it->j.method),
-               it->j.scheme.bits, it->m[0], pieces > 1 ? "pieces, last on rank" : "rank", it->last_rank, it->seconds, eta);
+        printf("[%d/%d] %s  %s %d-bit  rel.err %.3e  %s %d  %.3f s  ETA %.1f s\n", done, total, name,
+               qd_method_name(it->j.method), it->j.scheme.bits, it->m[0], pieces > 1 ? "pieces, last on rank" : "rank",
+               it->last_rank, it->seconds, eta);
     } else
         printf("[%d/%d] %s  kept as float  rank %d  %.3f s\n", done, total, name, it->last_rank, it->seconds);
     fflush(stdout);
 }
 
-int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *hooks) {
+int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *hooks)
+{
     int rank, size;
     QD_MPI_CHECK(MPI_Comm_rank(comm, &rank));
     QD_MPI_CHECK(MPI_Comm_size(comm, &size));
@@ -577,7 +611,9 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
     QD_ASSERT_EQ(qd_plan_make(pi, n, size, cfg->shard, &plan), 0);
     free(pi);
     for (int q = 0; q < plan.npieces; q++) items[plan.pieces[q].item].pieces_total++;
-    progress pg = {cfg->quiet ? QD_PROGRESS_NONE : cfg->progress == QD_PROGRESS_AUTO ? QD_PROGRESS_LINES : (int)cfg->progress,
+    progress pg = {cfg->quiet                          ? QD_PROGRESS_NONE
+                   : cfg->progress == QD_PROGRESS_AUTO ? QD_PROGRESS_LINES
+                                                       : (int)cfg->progress,
                    t_start, 0};
     if (rank == 0) {
         cJSON *o = cJSON_CreateObject();
@@ -592,8 +628,8 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
             printf("%s: %d tensors (%d to quantize: %s %d-bit %s%s, %s), %d rank%s, sharding by %s (%d pieces), "
                    "balance max/mean %.3f\n",
                    cfg->model, n, nq, qd_method_name(cfg->method), cfg->scheme.bits, gran_name(cfg->scheme.gran),
-                   cfg->scheme.gran == QD_GRAN_GROUP ? " groups" : "", cfg->scheme.sym ? "symmetric" : "asymmetric", size,
-                   size == 1 ? "" : "s", qd_shard_mode_name(cfg->shard), plan.npieces, plan.balance);
+                   cfg->scheme.gran == QD_GRAN_GROUP ? " groups" : "", cfg->scheme.sym ? "symmetric" : "asymmetric",
+                   size, size == 1 ? "" : "s", qd_shard_mode_name(cfg->shard), plan.npieces, plan.balance);
     }
 
     /* calibrated methods: calibration and GPTQ on all ranks before anything is written */
@@ -679,9 +715,11 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
         if (strcmp(ff, "qdist"))
             st = qd_err_set(QD_EFORMAT, "--resume: %s is not a qdist model", partial);
         else if (strcmp(fq, qct))
-            st = qd_err_set(QD_EMISMATCH, "--resume: %s was written with other settings (%s; now %s)", partial, fq, qct);
+            st =
+                qd_err_set(QD_EMISMATCH, "--resume: %s was written with other settings (%s; now %s)", partial, fq, qct);
         else if (strcmp(fs, srct))
-            st = qd_err_set(QD_EMISMATCH, "--resume: %s was written from another checkpoint (%s; now %s)", partial, fs, srct);
+            st = qd_err_set(QD_EMISMATCH, "--resume: %s was written from another checkpoint (%s; now %s)", partial, fs,
+                            srct);
         free(ff);
         free(fq);
         free(fs);
@@ -859,7 +897,8 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
                 cJSON_AddStringToObject(o, "tensor", name);
                 cJSON_AddNumberToObject(o, "rank", it->last_rank);
                 cJSON_AddNumberToObject(o, "pieces", it->pieces_total);
-                cJSON_AddStringToObject(o, "method", it->j.kind == QD_JOB_QUANT ? qd_method_name(it->j.method) : "copy");
+                cJSON_AddStringToObject(o, "method",
+                                        it->j.kind == QD_JOB_QUANT ? qd_method_name(it->j.method) : "copy");
                 cJSON_AddNumberToObject(o, "seconds", it->seconds);
                 if (it->j.kind == QD_JOB_QUANT) cJSON_AddNumberToObject(o, "rel_error", it->m[0]);
                 cJSON_AddNumberToObject(o, "tensors_done", done);
@@ -870,7 +909,8 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
         }
         /* stop (signal, cancel), checkpoint and "anything left" decisions: everyone's flags and
          * rank 0's clock, combined so that every rank takes the same branch */
-        int flags[3] = {g_stop || (rank == 0 && hooks && hooks->cancel_requested && hooks->cancel_requested(hooks->ctx)),
+        int flags[3] = {g_stop ||
+                            (rank == 0 && hooks && hooks->cancel_requested && hooks->cancel_requested(hooks->ctx)),
                         rank == 0 && qd_now() - last_mark >= mark_every, next < nmine};
         int any[3];
         QD_MPI_CHECK(MPI_Allreduce(flags, any, 3, MPI_INT, MPI_MAX, comm));
@@ -993,14 +1033,16 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
             printf("  tensors    %lld quantized, %lld kept as float%s\n", (long long)nqt, (long long)nft,
                    nresumed ? " (some from the resumed file)" : "");
             printf("  parameters %lld (%lld quantized)\n", (long long)params, (long long)qparams);
-            printf("  bytes      %.0f in, %.0f out: %.2fx smaller (file %.0f bytes)\n", bin, bout, bout > 0 ? bin / bout : 0,
-                   fbytes);
+            printf("  bytes      %.0f in, %.0f out: %.2fx smaller (file %.0f bytes)\n", bin, bout,
+                   bout > 0 ? bin / bout : 0, fbytes);
             printf("  rel. error mean %.3e, max %.3e (Frobenius, per tensor)\n", nqt ? sum_e / (double)nqt : 0, max_e);
             printf("  time       %.2f s on %d rank%s: %.2f GB/s of input, %.2f GB/s of quantized input\n", secs, size,
                    size == 1 ? "" : "s", secs > 0 ? bin / secs * 1e-9 : 0, secs > 0 ? qin / secs * 1e-9 : 0);
-            printf("  work CPU   %.2f s in all, %.2f s on the busiest rank: %.2f GB/s per CPU-second",
-                   cpu_sum, cpu_max, cpu_sum > 0 ? bin / cpu_sum * 1e-9 : 0);
-            if (size > 1) printf(", parallel efficiency %.0f%% of the CPU time", cpu_max > 0 ? 100.0 * cpu_sum / (size * cpu_max) : 0);
+            printf("  work CPU   %.2f s in all, %.2f s on the busiest rank: %.2f GB/s per CPU-second", cpu_sum, cpu_max,
+                   cpu_sum > 0 ? bin / cpu_sum * 1e-9 : 0);
+            if (size > 1)
+                printf(", parallel efficiency %.0f%% of the CPU time",
+                       cpu_max > 0 ? 100.0 * cpu_sum / (size * cpu_max) : 0);
             printf("\n");
         }
     } else if (rank == 0 && st != QD_OK) {

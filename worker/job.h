@@ -16,17 +16,17 @@
 #include "shard/safetensors.h"
 
 #define QD_MAX_PATTERNS 32
-#define QD_PATTERN_MAX 256
+#define QD_PATTERN_MAX  256
 
 /* A per-tensor override (mixed precision): the first pattern (fnmatch glob on the tensor name)
  * that matches a tensor selected for quantization changes its scheme or keeps it float. Fields
  * < 0 are unset. */
 typedef struct {
     char pattern[QD_PATTERN_MAX];
-    int skip;               /* keep as float */
-    int method;             /* qd_method or -1 */
+    int skip;   /* keep as float */
+    int method; /* qd_method or -1 */
     int bits, sym, clip_mse;
-    int gran;               /* qd_granularity or -1 */
+    int gran; /* qd_granularity or -1 */
     int64_t group_size;
 } qd_override;
 
@@ -34,41 +34,41 @@ typedef struct {
 typedef enum { QD_PROGRESS_AUTO = 0, QD_PROGRESS_BAR, QD_PROGRESS_LINES, QD_PROGRESS_NONE } qd_progress;
 
 typedef struct {
-    const char *model;           /* checkpoint file or directory */
-    const char *out;             /* output .h5 (written as OUT.partial, renamed on success) */
+    const char *model; /* checkpoint file or directory */
+    const char *out;   /* output .h5 (written as OUT.partial, renamed on success) */
     qd_method method;
-    qd_qscheme scheme;           /* bits, sym, granularity, group size */
-    int clip_mse;                /* MSE clipping search instead of min-max */
+    qd_qscheme scheme; /* bits, sym, granularity, group size */
+    int clip_mse;      /* MSE clipping search instead of min-max */
     qd_shard_mode shard;
     int overwrite, resume, quiet;
     qd_progress progress;
-    int include_embeddings;      /* also quantize 2-D embedding tables */
-    int include_head;            /* also quantize pooler/classifier weights */
+    int include_embeddings;                        /* also quantize 2-D embedding tables */
+    int include_head;                              /* also quantize pooler/classifier weights */
     char include[QD_MAX_PATTERNS][QD_PATTERN_MAX]; /* globs: also quantize matching 2-D floats */
     int n_include;
     qd_override overrides[QD_MAX_PATTERNS];
     int n_overrides;
     /* calibration (methods gptq, adaround) */
-    const char *calib;           /* samples: text/TSV file (BERT), IDX file or image folder (ViT) */
-    int nsamples;                /* default 128 (0 = all) */
-    int seqlen;                  /* tokens per text sample, default 128 */
-    int calib_seed;              /* selection seed, default 0 */
-    int calib_mode;              /* QD_CALIB_SEQUENTIAL (default) or QD_CALIB_FP */
-    int microbatch;              /* samples per forward call, default 8 */
+    const char *calib; /* samples: text/TSV file (BERT), IDX file or image folder (ViT) */
+    int nsamples;      /* default 128 (0 = all) */
+    int seqlen;        /* tokens per text sample, default 128 */
+    int calib_seed;    /* selection seed, default 0 */
+    int calib_mode;    /* QD_CALIB_SEQUENTIAL (default) or QD_CALIB_FP */
+    int microbatch;    /* samples per forward call, default 8 */
     /* GPTQ */
-    double damp;                 /* default 0.01 */
-    int block_size;              /* default 128 */
+    double damp;    /* default 0.01 */
+    int block_size; /* default 128 */
     int act_order, static_groups;
     /* AdaRound (quant/adaround.h; 0 = its default) */
-    int ada_iters;               /* default 10000 */
-    double ada_lambda;           /* default 0.01 */
+    int ada_iters;                       /* default 10000 */
+    double ada_lambda;                   /* default 0.01 */
     double ada_beta_start, ada_beta_end; /* default 20, 2 */
-    double ada_warmup;           /* default 0.2 */
-    double ada_lr;               /* default 1e-3 */
-    int ada_batch;               /* calibration rows (tokens) per step, drawn with calib_seed from the
+    double ada_warmup;                   /* default 0.2 */
+    double ada_lr;                       /* default 1e-3 */
+    int ada_batch;                       /* calibration rows (tokens) per step, drawn with calib_seed from the
                                   * layer's input rows; default 0: the Hessian form, every step
                                   * sees all the data through H */
-    int ada_tiles;               /* set by qd_job_run, not by callers: 1 when every rank of the job
+    int ada_tiles;                       /* set by qd_job_run, not by callers: 1 when every rank of the job
                                   * has the bfloat16 tiles (kernels/gemm_bf16.h) for the Hessian
                                   * form's product, so all ranks compute it the same way */
 } qd_job_config;
@@ -89,15 +89,15 @@ typedef enum { QD_JOB_QUANT = 0, QD_JOB_FLOAT = 1, QD_JOB_RAW = 2 } qd_job_kind;
 #define QD_JOB_MAX_BLOCKS 16
 typedef struct {
     qd_job_kind kind;
-    int64_t rows, cols;     /* quantized: [out, in]; float: [shape[0], numel / shape[0]] */
-    qd_method method;       /* quantized: the job's or an override's */
+    int64_t rows, cols; /* quantized: [out, in]; float: [shape[0], numel / shape[0]] */
+    qd_method method;   /* quantized: the job's or an override's */
     qd_qscheme scheme;
     int clip_mse;
     /* Row blocks: error sums are kept per block (so metrics do not depend on how rows were
      * split) and row sharding cuts at block boundaries. blk_rows = ceil(rows / 16). */
     int64_t blk_rows;
     int nblk;
-    int splittable;         /* row ranges are independent (not per-tensor parameters, not raw) */
+    int splittable; /* row ranges are independent (not per-tensor parameters, not raw) */
 } qd_job_tensor;
 
 /* The settings of cfg that the planner's cost model needs (shard/plan.h). */

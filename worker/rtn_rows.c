@@ -6,7 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-int64_t qd_rtn_ngroups(const qd_qscheme *s, int64_t cols) {
+int64_t qd_rtn_ngroups(const qd_qscheme *s, int64_t cols)
+{
     if (s->gran != QD_GRAN_GROUP) return 1;
     int64_t G = QD_MIN(s->group_size, cols);
     return (cols + G - 1) / G;
@@ -30,15 +31,26 @@ typedef float v4f __attribute__((vector_size(16)));
 
 /* Helpers as macros: functions taking or returning 32-byte vectors would have a different ABI
  * in the default and the avx2 build. */
-#define LOAD8(p) ({ v8f v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define LOAD8(p)                     \
+    ({                               \
+        v8f v_;                      \
+        memcpy(&v_, (p), sizeof v_); \
+        v_;                          \
+    })
 #define SELF(m, a, b) ((v8f)(((m) & (v8i)(a)) | (~(m) & (v8i)(b))))
 /* max for non-negative, non-NaN values */
-#define MAXD(a, b) ({ v4d a_ = (a), b_ = (b); v4l m_ = a_ > b_; (v4d)((m_ & (v4l)a_) | (~m_ & (v4l)b_)); })
+#define MAXD(a, b)                               \
+    ({                                           \
+        v4d a_ = (a), b_ = (b);                  \
+        v4l m_ = a_ > b_;                        \
+        (v4d)((m_ & (v4l)a_) | (~m_ & (v4l)b_)); \
+    })
 #define ABSD(d) ((v4d)((v4l)(d) & (v4l){INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX}))
-#define LO4(v) __builtin_convertvector(((v4f){(v)[0], (v)[1], (v)[2], (v)[3]}), v4d)
-#define HI4(v) __builtin_convertvector(((v4f){(v)[4], (v)[5], (v)[6], (v)[7]}), v4d)
+#define LO4(v)  __builtin_convertvector(((v4f){(v)[0], (v)[1], (v)[2], (v)[3]}), v4d)
+#define HI4(v)  __builtin_convertvector(((v4f){(v)[4], (v)[5], (v)[6], (v)[7]}), v4d)
 
-QD_CLONES int qd_all_finite(const float *x, int64_t n) {
+QD_CLONES int qd_all_finite(const float *x, int64_t n)
+{
     /* v - v is 0 for finite v and NaN for Inf/NaN; NaN sticks in the sum */
     v8f acc = {0};
     int64_t i = 0;
@@ -54,7 +66,8 @@ QD_CLONES int qd_all_finite(const float *x, int64_t n) {
 
 /* min and max of x[0..n); returns 0 if a value is NaN or Inf (v - v is then NaN and sticks in
  * the sum), so that the finiteness check costs no pass of its own */
-static inline __attribute__((always_inline)) int range_of(const float *x, int64_t n, float *lo_out, float *hi_out) {
+static inline __attribute__((always_inline)) int range_of(const float *x, int64_t n, float *lo_out, float *hi_out)
+{
     float lo = x[0], hi = x[0], f = 0.0f;
     int64_t c = 0;
     if (n >= 16) {
@@ -84,7 +97,8 @@ static inline __attribute__((always_inline)) int range_of(const float *x, int64_
 
 /* qd_find_params_rows' min-max branch for a known range (finite inputs: the selects above give
  * the same range as fminf/fmaxf, up to the sign of a zero, which no result depends on) */
-static void params_from_range(float lo, float hi, int bits, int sym, float *ps, int32_t *pz) {
+static void params_from_range(float lo, float hi, int bits, int sym, float *ps, int32_t *pz)
+{
     qd_params_from_range(lo, hi, bits, sym, ps, pz);
 }
 
@@ -93,8 +107,9 @@ static void params_from_range(float lo, float hi, int bits, int sym, float *ps, 
  * either way. The dequantized value s * (q - z) is formed as the reference does (q - z is exact
  * in float), and the error sums go to 8 fixed lanes (element c of the group to lane c % 8). */
 #define QD_MAGIC 12582912.0f
-static inline __attribute__((always_inline)) void quant_group(const float *x, int64_t n, float s, int32_t z, int maxq, uint8_t *codes, double *e2,
-                               double *w2, double *mx) {
+static inline __attribute__((always_inline)) void quant_group(const float *x, int64_t n, float s, int32_t z, int maxq,
+                                                              uint8_t *codes, double *e2, double *w2, double *mx)
+{
     const float zf = (float)z, mf = (float)maxq;
     v4d a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0}, m0 = {0}, m1 = {0};
     const v8f vs = s - (v8f){0}, vz = zf - (v8f){0}, vm = mf - (v8f){0}, vM = QD_MAGIC - (v8f){0}, v0 = {0};
@@ -141,7 +156,8 @@ static inline __attribute__((always_inline)) void quant_group(const float *x, in
         if (m[k] > *mx) *mx = m[k];
 }
 
-static inline __attribute__((always_inline)) void pack_row(const uint8_t *codes, int64_t n, int bits, uint8_t *out) {
+static inline __attribute__((always_inline)) void pack_row(const uint8_t *codes, int64_t n, int bits, uint8_t *out)
+{
     if (bits == 8) {
         memcpy(out, codes, (size_t)n);
     } else if (bits == 4) {
@@ -162,7 +178,8 @@ static inline __attribute__((always_inline)) void pack_row(const uint8_t *codes,
 }
 
 /* QD_ENONFINITE naming the first NaN/Inf by its [row, col] in the whole tensor */
-static int non_finite(const float *x, int64_t nrows, int64_t cols, const char *what, int64_t row0) {
+static int non_finite(const float *x, int64_t nrows, int64_t cols, const char *what, int64_t row0)
+{
     for (int64_t i = 0; i < nrows * cols; i++)
         if (!isfinite(x[i]))
             return qd_err_set(QD_ENONFINITE, "%s: %s at [%lld, %lld]", what, isnan(x[i]) ? "NaN" : "Inf",
@@ -171,8 +188,9 @@ static int non_finite(const float *x, int64_t nrows, int64_t cols, const char *w
 }
 
 QD_CLONES int qd_rtn_rows(const float *x, int64_t nrows, int64_t cols, const qd_qscheme *s, const qd_clip_opts *clip,
-                uint8_t *packed, float *scales, int32_t *zeros, int64_t blk_rows, qd_errsum *blk,
-                const char *what, int64_t row0) {
+                          uint8_t *packed, float *scales, int32_t *zeros, int64_t blk_rows, qd_errsum *blk,
+                          const char *what, int64_t row0)
+{
     if (!qd_valid_bits(s->bits)) return qd_err_set(QD_EINVAL, "%s: bits must be 2..8, got %d", what, s->bits);
     if (nrows < 1 || cols < 1 || blk_rows < 1)
         return qd_err_set(QD_EINVAL, "%s: cannot quantize %lld rows of %lld", what, (long long)nrows, (long long)cols);
@@ -207,7 +225,8 @@ QD_CLONES int qd_rtn_rows(const float *x, int64_t nrows, int64_t cols, const qd_
                 return non_finite(x, nrows, cols, what, row0);
             }
             for (int64_t g = 0; g < ng; g++)
-                qd_find_params_rows(xr + g * G, 1, QD_MIN(G, cols - g * G), cols, bits, s->sym, clip, sr + g, zr + g, 1);
+                qd_find_params_rows(xr + g * G, 1, QD_MIN(G, cols - g * G), cols, bits, s->sym, clip, sr + g, zr + g,
+                                    1);
         } else {
             for (int64_t g = 0; g < ng; g++) {
                 float lo, hi;

@@ -32,8 +32,8 @@ typedef struct {
  * `what` and row0 name the tensor and the first row in error messages.
  * QD_OK, QD_ENONFINITE (message: what, [row, col] of the first NaN/Inf) or QD_EINVAL. */
 int qd_rtn_rows(const float *x, int64_t nrows, int64_t cols, const qd_qscheme *s, const qd_clip_opts *clip,
-                uint8_t *packed, float *scales, int32_t *zeros, int64_t blk_rows, qd_errsum *blk,
-                const char *what, int64_t row0);
+                uint8_t *packed, float *scales, int32_t *zeros, int64_t blk_rows, qd_errsum *blk, const char *what,
+                int64_t row0);
 
 /* 1 when every value is finite (fast; use qd_check_finite for the message). */
 int qd_all_finite(const float *x, int64_t n);

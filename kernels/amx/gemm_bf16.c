@@ -18,9 +18,9 @@
 
 struct qd_gemm_bf16 {
     int64_t K, N, Kp, Np;
-    uint16_t *B, *Blo;    /* [Np/16][Kp/32][16][16][2]: bf16(B) and bf16(B - bf16(B)) */
-    uint16_t *ahi, *alo;  /* workspace [Mcap][Kp] */
-    float *out;           /* one 16x16 tile */
+    uint16_t *B, *Blo;   /* [Np/16][Kp/32][16][16][2]: bf16(B) and bf16(B - bf16(B)) */
+    uint16_t *ahi, *alo; /* workspace [Mcap][Kp] */
+    float *out;          /* one 16x16 tile */
     int64_t mcap;
 };
 
@@ -32,13 +32,15 @@ typedef struct {
 } tilecfg;
 
 /* float -> bfloat16, nearest even (inputs finite) */
-static inline uint16_t bf16(float x) {
+static inline uint16_t bf16(float x)
+{
     uint32_t u;
     memcpy(&u, &x, 4);
     u += 0x7FFFu + ((u >> 16) & 1u);
     return (uint16_t)(u >> 16);
 }
-static inline float from_bf16(uint16_t h) {
+static inline float from_bf16(uint16_t h)
+{
     uint32_t u = (uint32_t)h << 16;
     float x;
     memcpy(&x, &u, 4);
@@ -46,19 +48,22 @@ static inline float from_bf16(uint16_t h) {
 }
 
 /* the same rounding for 16 floats: hi = bf16(x), lo = bf16(x - hi) */
-static inline __m512i bf16x16(__m512 x) {
+static inline __m512i bf16x16(__m512 x)
+{
     const __m512i u = _mm512_castps_si512(x);
     const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
     return _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16);
 }
-static inline void split16(__m512 x, uint16_t *hi, uint16_t *lo) {
+static inline void split16(__m512 x, uint16_t *hi, uint16_t *lo)
+{
     const __m512i h = bf16x16(x);
     const __m512 hf = _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
     _mm256_storeu_si256((__m256i *)hi, _mm512_cvtepi32_epi16(h));
     _mm256_storeu_si256((__m256i *)lo, _mm512_cvtepi32_epi16(bf16x16(_mm512_sub_ps(x, hf))));
 }
 
-qd_gemm_bf16 *qd_gemm_bf16_amx_create(const float *B, int64_t K, int64_t N) {
+qd_gemm_bf16 *qd_gemm_bf16_amx_create(const float *B, int64_t K, int64_t N)
+{
     qd_gemm_bf16 *g = calloc(1, sizeof *g);
     if (!g) return NULL;
     g->K = K;
@@ -92,7 +97,8 @@ qd_gemm_bf16 *qd_gemm_bf16_amx_create(const float *B, int64_t K, int64_t N) {
     return g;
 }
 
-void qd_gemm_bf16_amx_free(qd_gemm_bf16 *g) {
+void qd_gemm_bf16_amx_free(qd_gemm_bf16 *g)
+{
     if (!g) return;
     free(g->B);
     free(g->Blo);
@@ -102,7 +108,8 @@ void qd_gemm_bf16_amx_free(qd_gemm_bf16 *g) {
     free(g);
 }
 
-int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda, float alpha, float *Y, int64_t ldy) {
+int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda, float alpha, float *Y, int64_t ldy)
+{
     const int64_t Kp = g->Kp, K = g->K, N = g->N, Mp = (M + 63) / 64 * 64, nkb = Kp / 32;
     if (Mp > g->mcap) {
         free(g->ahi);
@@ -129,7 +136,9 @@ int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda
             uint16_t *th = hi + kb * 512, *tl = lo + kb * 512;
             for (int64_t k = 0; k < 32; k += 16) {
                 const int64_t kk = kb * 32 + k;
-                const __mmask16 valid = r >= M || kk >= K ? 0 : K - kk >= 16 ? 0xFFFF : (__mmask16)((1u << (K - kk)) - 1);
+                const __mmask16 valid = r >= M || kk >= K ? 0
+                                        : K - kk >= 16    ? 0xFFFF
+                                                          : (__mmask16)((1u << (K - kk)) - 1);
                 split16(_mm512_maskz_loadu_ps(valid, a + (valid ? kk : 0)), th + k, tl + k);
             }
         }
@@ -205,12 +214,14 @@ int qd_gemm_bf16_amx_built(void) { return 1; }
 
 #else /* the compiler lacks AMX: never available */
 
-qd_gemm_bf16 *qd_gemm_bf16_amx_create(const float *B, int64_t K, int64_t N) {
+qd_gemm_bf16 *qd_gemm_bf16_amx_create(const float *B, int64_t K, int64_t N)
+{
     (void)B, (void)K, (void)N;
     return NULL;
 }
 void qd_gemm_bf16_amx_free(qd_gemm_bf16 *g) { (void)g; }
-int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda, float alpha, float *Y, int64_t ldy) {
+int qd_gemm_bf16_amx_run(qd_gemm_bf16 *g, const float *A, int64_t M, int64_t lda, float alpha, float *Y, int64_t ldy)
+{
     (void)g, (void)A, (void)M, (void)lda, (void)alpha, (void)Y, (void)ldy;
     return QD_EINVAL;
 }

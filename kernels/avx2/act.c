@@ -7,7 +7,8 @@
 #include "kernels/avx2/exp_poly.h"
 #include "kernels/kernels.h"
 
-static inline __m256 erf8(__m256 x) {
+static inline __m256 erf8(__m256 x)
+{
     x = _mm256_min_ps(x, _mm256_set1_ps(4.0f));
     x = _mm256_max_ps(x, _mm256_set1_ps(-4.0f));
     const __m256 x2 = _mm256_mul_ps(x, x);
@@ -27,7 +28,8 @@ static inline __m256 erf8(__m256 x) {
     return _mm256_div_ps(p, q);
 }
 
-static void avx2_gelu(float *x, int64_t n) {
+static void avx2_gelu(float *x, int64_t n)
+{
     const __m256 c = _mm256_set1_ps(QD_SQRT1_2F), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -45,13 +47,15 @@ static void avx2_gelu(float *x, int64_t n) {
     }
 }
 
-static inline __m256 exp8(__m256 d) {
+static inline __m256 exp8(__m256 d)
+{
     const __m256 lo = _mm256_set1_ps(QD_EXP_LO);
     const __m256 y = qd_exp_poly8(_mm256_max_ps(d, lo));
     return _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(d, lo, _CMP_LT_OQ));
 }
 
-static float avx2_exp_sum(float *x, int64_t n, float m) {
+static float avx2_exp_sum(float *x, int64_t n, float m)
+{
     const __m256 mv = _mm256_set1_ps(m);
     __m256 acc = _mm256_setzero_ps();
     int64_t i = 0;
@@ -74,7 +78,8 @@ static float avx2_exp_sum(float *x, int64_t n, float m) {
     return s;
 }
 
-void qd_kernels_fill_avx2_act(qd_kernel_table *t) {
+void qd_kernels_fill_avx2_act(qd_kernel_table *t)
+{
     t->gelu = avx2_gelu;
     t->exp_sum = avx2_exp_sum;
 }

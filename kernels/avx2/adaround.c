@@ -12,7 +12,8 @@
 #include "kernels/avx2/exp_poly.h"
 #include "kernels/kernels.h"
 
-static inline __m256 opaque(__m256 x) {
+static inline __m256 opaque(__m256 x)
+{
     __asm__("" : "+x"(x));
     return x;
 }
@@ -21,7 +22,8 @@ static inline __m256 opaque(__m256 x) {
 
 static inline __m256 exp8(__m256 d) { return opaque(qd_exp_poly8(d)); }
 
-static inline __m256 log8(__m256 x) {
+static inline __m256 log8(__m256 x)
+{
     const __m256i bits = _mm256_castps_si256(x);
     __m256 e = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(126)));
     const __m256 m = _mm256_castsi256_ps(
@@ -48,7 +50,8 @@ static inline __m256 log8(__m256 x) {
     return _mm256_fmadd_ps(e, S1(QD_LN2_HI), r);
 }
 
-static void avx2_log(const float *x, int64_t n, float *y) {
+static void avx2_log(const float *x, int64_t n, float *y)
+{
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, log8(_mm256_loadu_ps(x + i)));
     if (i < n) {
@@ -62,7 +65,8 @@ static void avx2_log(const float *x, int64_t n, float *y) {
 
 /* lanes [i, i + 8) of the step; all pointers already offset to i */
 static inline void step8(const qd_ada_step *s, const float *gw, const float *c0p, const float *smp, float *Vp,
-                         float *mp, float *vp, float *ap, float *bp, float *Ep, float *rp) {
+                         float *mp, float *vp, float *ap, float *bp, float *Ep, float *rp)
+{
     const __m256 sign = S1(-0.0f), zero = _mm256_setzero_ps(), one = S1(1.0f);
     __m256 V = _mm256_loadu_ps(Vp);
     if (gw) {
@@ -102,7 +106,8 @@ static inline void step8(const qd_ada_step *s, const float *gw, const float *c0p
     }
 }
 
-static void avx2_adaround_step(const qd_ada_step *s, const float *gw) {
+static void avx2_adaround_step(const qd_ada_step *s, const float *gw)
+{
     const unsigned csr = _mm_getcsr(); /* subnormals flushed to zero, as in the reference */
     _mm_setcsr(csr | 0x8040u);
     const int64_t n = s->n;
@@ -139,8 +144,9 @@ static void avx2_adaround_step(const qd_ada_step *s, const float *gw) {
  * stream through them (H's strip stays in cache across rows); per element the fmas run in term
  * order as in the reference. */
 #define QD_SPU_W 12
-static void avx2_ada_sparse_update(const int64_t *ptr, const int32_t *idx, const float *val, int64_t R,
-                                   const float *H, int64_t C, float *y, int64_t ld) {
+static void avx2_ada_sparse_update(const int64_t *ptr, const int32_t *idx, const float *val, int64_t R, const float *H,
+                                   int64_t C, float *y, int64_t ld)
+{
     const int64_t strip = 8 * QD_SPU_W, cfull = C / strip * strip;
     for (int64_t c0 = 0; c0 < cfull; c0 += strip)
         for (int64_t r = 0; r < R; r++) {
@@ -174,7 +180,8 @@ static void avx2_ada_sparse_update(const int64_t *ptr, const int32_t *idx, const
     }
 }
 
-void qd_kernels_fill_avx2_adaround(qd_kernel_table *t) {
+void qd_kernels_fill_avx2_adaround(qd_kernel_table *t)
+{
     t->adaround_step = avx2_adaround_step;
     t->log = avx2_log;
     t->ada_sparse_update = avx2_ada_sparse_update;

@@ -7,8 +7,10 @@
 
 #include "kernels/act_coef.h"
 
-static inline __m256 qd_exp_poly8(__m256 d) {
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(d, _mm256_set1_ps(QD_LOG2EF)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+static inline __m256 qd_exp_poly8(__m256 d)
+{
+    const __m256 n =
+        _mm256_round_ps(_mm256_mul_ps(d, _mm256_set1_ps(QD_LOG2EF)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-QD_LN2_HI), d);
     r = _mm256_fmadd_ps(n, _mm256_set1_ps(-QD_LN2_LO), r);
     __m256 p = _mm256_set1_ps(QD_EXP_P0);

@@ -25,28 +25,32 @@
 #include "kernels/gemm_pack.h"
 #include "kernels/kernels.h"
 
-#define MR 6
-#define KCP 192               /* pairs of k per K block: a 12 KiB weight slice */
+#define MR            6
+#define KCP           192         /* pairs of k per K block: a 12 KiB weight slice */
 #define A_BLOCK_BYTES (256 << 10) /* packed int16 row block, kept in L2 */
 
-static void *xalloc64(size_t bytes) {
+static void *xalloc64(size_t bytes)
+{
     void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
     QD_ASSERT(p != NULL);
     return p;
 }
 
-static inline __m256i tail_mask(int64_t rem) { /* lanes [0, rem) set, rem in [0, 8] */
+static inline __m256i tail_mask(int64_t rem)
+{ /* lanes [0, rem) set, rem in [0, 8] */
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
 /* ---- activation quantization ------------------------------------------------------------------ */
 
-static inline __m128i narrow8_s8(__m256i v) { /* 8 int32 in [-127, 127] -> 8 int8 in the low half */
+static inline __m128i narrow8_s8(__m256i v)
+{ /* 8 int32 in [-127, 127] -> 8 int8 in the low half */
     __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     return _mm_packs_epi16(w, w);
 }
 
-static inline __m256i quant8_s8(__m256 x, __m256 vs) {
+static inline __m256i quant8_s8(__m256 x, __m256 vs)
+{
     __m256 q = _mm256_round_ps(_mm256_div_ps(x, vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     q = _mm256_and_ps(q, _mm256_cmp_ps(q, q, _CMP_ORD_Q)); /* NaN -> +0 */
     q = _mm256_max_ps(q, _mm256_set1_ps(-127.0f));
@@ -55,7 +59,8 @@ static inline __m256i quant8_s8(__m256 x, __m256 vs) {
 }
 
 static void avx2_quantize_rows_s8(const float *x, int64_t M, int64_t K, int64_t ldx, const float *static_scale,
-                                  float *scales, int8_t *q, int64_t ldq) {
+                                  float *scales, int8_t *q, int64_t ldq)
+{
     QD_ASSERT(M >= 0 && K >= 1 && ldx >= K && ldq >= K);
     if (static_scale) QD_ASSERT(*static_scale > 0.0f && isfinite(*static_scale));
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
@@ -97,7 +102,8 @@ static void avx2_quantize_rows_s8(const float *x, int64_t M, int64_t K, int64_t 
             __m256i v = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
             _mm256_storeu_si256((__m256i *)(qr + k), _mm256_permutevar8x32_epi32(v, perm));
         }
-        for (; k + 8 <= K; k += 8) _mm_storel_epi64((__m128i *)(qr + k), narrow8_s8(quant8_s8(_mm256_loadu_ps(xr + k), vs)));
+        for (; k + 8 <= K; k += 8)
+            _mm_storel_epi64((__m128i *)(qr + k), narrow8_s8(quant8_s8(_mm256_loadu_ps(xr + k), vs)));
         if (k < K) {
             int8_t tmp[16];
             __m256 v = _mm256_maskload_ps(xr + k, tail_mask(K - k));
@@ -110,7 +116,8 @@ static void avx2_quantize_rows_s8(const float *x, int64_t M, int64_t K, int64_t 
 /* ---- packing of activations: int8 rows -> int16 pairs [kp2][6] per 6-row panel ----------------- */
 
 /* 8 x 8 int32 transpose: r[i] lane j -> o[j] lane i */
-static inline void transpose8(__m256i r[8], __m256i o[8]) {
+static inline void transpose8(__m256i r[8], __m256i o[8])
+{
     __m256i t[8], u[8];
     for (int i = 0; i < 4; i++) {
         t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
@@ -130,7 +137,8 @@ static inline void transpose8(__m256i r[8], __m256i o[8]) {
 
 /* rows [m0, m0 + rows) of A (rows <= 6; missing rows are zero) into dst[kp2][6] int32 pairs;
  * dst has 8 int32 of slack past its end (the 8-lane stores overlap the next pair). */
-static void pack_a_panel(const int8_t *A, int64_t lda, int64_t rows, int64_t K, int64_t kp2, int32_t *dst) {
+static void pack_a_panel(const int8_t *A, int64_t lda, int64_t rows, int64_t K, int64_t kp2, int32_t *dst)
+{
     const int8_t *rp[8];
     for (int r = 0; r < 8; r++) rp[r] = r < rows ? A + r * lda : NULL;
     for (int64_t j0 = 0; j0 < kp2; j0 += 8) { /* 8 pairs = 16 k */
@@ -156,7 +164,8 @@ static void pack_a_panel(const int8_t *A, int64_t lda, int64_t rows, int64_t K, 
 /* ---- microkernel ------------------------------------------------------------------------------ */
 
 /* c[6][16] (+)= Σ_j a[j][r] · b[j][c] over kp pairs: int16 pairs, vpmaddwd */
-static void micro_s8(int64_t kp, const int32_t *a, const int16_t *b, int32_t *c, int accumulate) {
+static void micro_s8(int64_t kp, const int32_t *a, const int16_t *b, int32_t *c, int accumulate)
+{
     __m256i c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     if (accumulate) {
         c00 = _mm256_load_si256((const __m256i *)(c + 0)), c01 = _mm256_load_si256((const __m256i *)(c + 8));
@@ -172,28 +181,27 @@ static void micro_s8(int64_t kp, const int32_t *a, const int16_t *b, int32_t *c,
      * schedule the six broadcasts early. Registers: 12 accumulators, two weight vectors (ymm12-13),
      * the broadcast pair (ymm14) and one product (ymm15). */
     if (kp > 0)
-        __asm__ volatile(
-            "1:\n\t"
-            "vmovdqa (%[b]), %%ymm12\n\t"
-            "vmovdqa 32(%[b]), %%ymm13\n\t"
-#define QD_S8_ROW(off, ca, cb)                                   \
-            "vpbroadcastd " #off "(%[a]), %%ymm14\n\t"          \
-            "vpmaddwd %%ymm12, %%ymm14, %%ymm15\n\t"            \
-            "vpaddd %%ymm15, %[" #ca "], %[" #ca "]\n\t"        \
-            "vpmaddwd %%ymm13, %%ymm14, %%ymm15\n\t"            \
-            "vpaddd %%ymm15, %[" #cb "], %[" #cb "]\n\t"
-            QD_S8_ROW(0, c00, c01) QD_S8_ROW(4, c10, c11) QD_S8_ROW(8, c20, c21)
-            QD_S8_ROW(12, c30, c31) QD_S8_ROW(16, c40, c41) QD_S8_ROW(20, c50, c51)
+        __asm__ volatile("1:\n\t"
+                         "vmovdqa (%[b]), %%ymm12\n\t"
+                         "vmovdqa 32(%[b]), %%ymm13\n\t"
+#define QD_S8_ROW(off, ca, cb)                   \
+    "vpbroadcastd " #off "(%[a]), %%ymm14\n\t"   \
+    "vpmaddwd %%ymm12, %%ymm14, %%ymm15\n\t"     \
+    "vpaddd %%ymm15, %[" #ca "], %[" #ca "]\n\t" \
+    "vpmaddwd %%ymm13, %%ymm14, %%ymm15\n\t"     \
+    "vpaddd %%ymm15, %[" #cb "], %[" #cb "]\n\t"
+                         QD_S8_ROW(0, c00, c01) QD_S8_ROW(4, c10, c11) QD_S8_ROW(8, c20, c21) QD_S8_ROW(12, c30, c31)
+                             QD_S8_ROW(16, c40, c41) QD_S8_ROW(20, c50, c51)
 #undef QD_S8_ROW
-            "add $64, %[b]\n\t"
-            "add $24, %[a]\n\t"
-            "dec %[n]\n\t"
-            "jnz 1b\n\t"
-            : [c00] "+x"(c00), [c01] "+x"(c01), [c10] "+x"(c10), [c11] "+x"(c11), [c20] "+x"(c20),
-              [c21] "+x"(c21), [c30] "+x"(c30), [c31] "+x"(c31), [c40] "+x"(c40), [c41] "+x"(c41),
-              [c50] "+x"(c50), [c51] "+x"(c51), [a] "+r"(a), [b] "+r"(b), [n] "+r"(kp)
-            :
-            : "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory");
+                                 "add $64, %[b]\n\t"
+                                 "add $24, %[a]\n\t"
+                                 "dec %[n]\n\t"
+                                 "jnz 1b\n\t"
+                         : [c00] "+x"(c00), [c01] "+x"(c01), [c10] "+x"(c10), [c11] "+x"(c11), [c20] "+x"(c20),
+                           [c21] "+x"(c21), [c30] "+x"(c30), [c31] "+x"(c31), [c40] "+x"(c40), [c41] "+x"(c41),
+                           [c50] "+x"(c50), [c51] "+x"(c51), [a] "+r"(a), [b] "+r"(b), [n] "+r"(kp)
+                         :
+                         : "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory");
     _mm256_store_si256((__m256i *)(c + 0), c00), _mm256_store_si256((__m256i *)(c + 8), c01);
     _mm256_store_si256((__m256i *)(c + 16), c10), _mm256_store_si256((__m256i *)(c + 24), c11);
     _mm256_store_si256((__m256i *)(c + 32), c20), _mm256_store_si256((__m256i *)(c + 40), c21);
@@ -215,13 +223,15 @@ typedef struct {
 } epilogue;
 
 /* 8 lanes to out[0, nv) (nv in [1, 8]) */
-static inline void store_f32(float *out, __m256 v, int64_t nv) {
+static inline void store_f32(float *out, __m256 v, int64_t nv)
+{
     if (nv == 8)
         _mm256_storeu_ps(out, v);
     else
         _mm256_maskstore_ps(out, tail_mask(nv), v);
 }
-static inline void store_s32(int32_t *out, __m256i v, int64_t nv) {
+static inline void store_s32(int32_t *out, __m256i v, int64_t nv)
+{
     if (nv == 8)
         _mm256_storeu_si256((__m256i *)out, v);
     else
@@ -233,7 +243,8 @@ typedef struct {
     __m256i bias, mult, ls, rs, hi_lim, lo_lim, rmask, rthr;
 } rq8;
 
-static rq8 rq8_load(const qd_requant *rq, int64_t n0, int64_t nv) {
+static rq8 rq8_load(const qd_requant *rq, int64_t n0, int64_t nv)
+{
     int32_t b[8] = {0}, mu[8] = {0}, sh[8] = {0};
     for (int64_t i = 0; i < nv; i++) {
         b[i] = rq->bias ? rq->bias[n0 + i] : 0;
@@ -256,7 +267,8 @@ static rq8 rq8_load(const qd_requant *rq, int64_t n0, int64_t nv) {
 
 /* quant/fixed.c's qd_requantize_s8(acc + bias) per lane, before the zero point: saturating left
  * shift, SaturatingRoundingDoublingHighMul, RoundingDivideByPOT. */
-static inline __m256i requant8(__m256i acc, const rq8 *p) {
+static inline __m256i requant8(__m256i acc, const rq8 *p)
+{
     __m256i x = _mm256_add_epi32(acc, p->bias); /* |acc|, |bias| < 2^30: no wrap */
     const __m256i over = _mm256_cmpgt_epi32(x, p->hi_lim), under = _mm256_cmpgt_epi32(p->lo_lim, x);
     x = _mm256_sllv_epi32(x, p->ls);
@@ -266,8 +278,8 @@ static inline __m256i requant8(__m256i acc, const rq8 *p) {
      * sign of x·M0, and the result fits int32, so the low dword of a logical 64-bit shift is it. */
     const __m256i half = _mm256_set1_epi64x(1ll << 30);
     const __m256i pe = _mm256_add_epi64(_mm256_mul_epi32(x, p->mult), half);
-    const __m256i po = _mm256_add_epi64(
-        _mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(p->mult, 32)), half);
+    const __m256i po =
+        _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(p->mult, 32)), half);
     __m256i r = _mm256_blend_epi32(_mm256_srli_epi64(pe, 31), _mm256_slli_epi64(po, 1), 0xAA);
     /* RoundingDivideByPOT(r, rs): (r >> rs) + ((r & mask) > (mask >> 1) + (r < 0)) */
     const __m256i rem = _mm256_and_si256(r, p->rmask);
@@ -277,7 +289,8 @@ static inline __m256i requant8(__m256i acc, const rq8 *p) {
 }
 
 static void run_epilogue(const epilogue *e, const qd_gemm_w8 *W, const int32_t *tile, int64_t m0, int64_t rows,
-                         int64_t p) {
+                         int64_t p)
+{
     const int64_t n0 = 16 * p, nv = QD_MIN((int64_t)16, W->N - n0);
     if (e->kind == OUT_F32) {
         const __m256 s0 = _mm256_load_ps(W->scales + n0), s1 = _mm256_load_ps(W->scales + n0 + 8);
@@ -329,14 +342,15 @@ static void run_epilogue(const epilogue *e, const qd_gemm_w8 *W, const int32_t *
 
 /* ---- driver ----------------------------------------------------------------------------------- */
 
-static void gemm_s8(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W, const epilogue *e) {
+static void gemm_s8(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W, const epilogue *e)
+{
     QD_ASSERT(M >= 0 && lda >= W->K && e->ldc >= W->N);
     if (M == 0) return;
     const int64_t kp2 = W->kp2;
     /* rows per block: a multiple of MR, the packed int16 block within A_BLOCK_BYTES, blocks of
      * about equal size (a thin last block would stream all the weights for a few rows) */
     const int64_t mpan = (M + MR - 1) / MR;
-    int64_t bpan = QD_MAX(A_BLOCK_BYTES / (kp2 * 4 * MR), (int64_t)1); /* panels per block */
+    int64_t bpan = QD_MAX(A_BLOCK_BYTES / (kp2 * 4 * MR), (int64_t)1);         /* panels per block */
     bpan = (mpan + (mpan + bpan - 1) / bpan - 1) / ((mpan + bpan - 1) / bpan); /* balanced blocks */
     const int64_t mc = bpan * MR;
     int32_t *apack = xalloc64((size_t)(mc / MR * kp2 * MR + 8) * sizeof(int32_t));
@@ -369,18 +383,21 @@ static void gemm_s8(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W
 }
 
 static void avx2_gemm_s8_f32(const int8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w8 *W,
-                             float *C, int64_t ldc) {
+                             float *C, int64_t ldc)
+{
     const epilogue e = {OUT_F32, a_scales, NULL, C, ldc};
     gemm_s8(A, lda, M, W, &e);
 }
 
-static void avx2_gemm_s8_s32(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W, int32_t *C, int64_t ldc) {
+static void avx2_gemm_s8_s32(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W, int32_t *C, int64_t ldc)
+{
     const epilogue e = {OUT_S32, NULL, NULL, C, ldc};
     gemm_s8(A, lda, M, W, &e);
 }
 
 static void avx2_gemm_s8_s8(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W, const qd_requant *rq,
-                            int8_t *C, int64_t ldc) {
+                            int8_t *C, int64_t ldc)
+{
     QD_ASSERT(rq && rq->mult && rq->shift);
     QD_ASSERT(rq->zero_point >= -32768 && rq->zero_point <= 32768);
     for (int64_t n = 0; n < W->N; n++) {
@@ -391,7 +408,8 @@ static void avx2_gemm_s8_s8(const int8_t *A, int64_t lda, int64_t M, const qd_ge
     gemm_s8(A, lda, M, W, &e);
 }
 
-void qd_kernels_fill_avx2_gemm(qd_kernel_table *t) {
+void qd_kernels_fill_avx2_gemm(qd_kernel_table *t)
+{
     t->quantize_rows_s8 = avx2_quantize_rows_s8;
     t->gemm_s8_f32 = avx2_gemm_s8_f32;
     t->gemm_s8_s32 = avx2_gemm_s8_s32;

@@ -24,24 +24,27 @@
 #include "kernels/gemm_pack.h"
 #include "kernels/kernels.h"
 
-#define MR4 4
-#define MRF 6
-#define KCS 64                /* 4-k steps per K block of the float path (<= 256 k) */
-#define NCP 16                /* panels per N block of the float path: 256 x 256 floats = 256 KiB */
-#define MCF 96                /* rows per M block of the float path */
+#define MR4           4
+#define MRF           6
+#define KCS           64 /* 4-k steps per K block of the float path (<= 256 k) */
+#define NCP           16 /* panels per N block of the float path: 256 x 256 floats = 256 KiB */
+#define MCF           96 /* rows per M block of the float path */
 #define A_BLOCK_BYTES (256 << 10)
 
-static void *xalloc64(size_t bytes) {
+static void *xalloc64(size_t bytes)
+{
     void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
     QD_ASSERT(p != NULL);
     return p;
 }
 
-static inline __m256i tail_mask(int64_t rem) { /* lanes [0, rem) set, rem in [0, 8] */
+static inline __m256i tail_mask(int64_t rem)
+{ /* lanes [0, rem) set, rem in [0, 8] */
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-static inline void store_f32(float *out, __m256 v, int64_t nv) {
+static inline void store_f32(float *out, __m256 v, int64_t nv)
+{
     if (nv >= 8)
         _mm256_storeu_ps(out, v);
     else if (nv > 0)
@@ -49,7 +52,8 @@ static inline void store_f32(float *out, __m256 v, int64_t nv) {
 }
 
 /* 4-k steps of group g that hold real columns: ceil(len / 16) · 4 (the rest of gp is padding) */
-static inline int64_t group_steps(const qd_gemm_w4 *W, int64_t g) {
+static inline int64_t group_steps(const qd_gemm_w4 *W, int64_t g)
+{
     const int64_t len = QD_MIN(W->G, W->K - g * W->G);
     return (len + 15) / 16 * 4;
 }
@@ -57,7 +61,8 @@ static inline int64_t group_steps(const qd_gemm_w4 *W, int64_t g) {
 /* ---- int8 activations --------------------------------------------------------------------------- */
 
 /* Σ a[k] for k < n, int8 */
-static int32_t sum_s8(const int8_t *a, int64_t n) {
+static int32_t sum_s8(const int8_t *a, int64_t n)
+{
     const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
     __m256i acc = _mm256_setzero_si256();
     int64_t k = 0;
@@ -76,7 +81,8 @@ static int32_t sum_s8(const int8_t *a, int64_t n) {
 /* ft[4][16] = Σ_g fma(scale, isum_g, ·) for the 4 rows a[r] (group-padded layout: group g starts at
  * a[r] + g·gp) and the 16 channels of panel p; asum[r][g] = Σ of row r over group g. */
 static void micro_w4s8(const qd_gemm_w4 *W, int64_t p, const int8_t *const a[MR4], const int32_t *const asum[MR4],
-                       float *ft) {
+                       float *ft)
+{
     const int64_t ng = W->ng, spg = W->gp / 4;
     const uint8_t *bp = W->q + p * ng * spg * 32;
     const float *scp = W->scales + p * ng * 16;
@@ -97,55 +103,54 @@ static void micro_w4s8(const qd_gemm_w4 *W, int64_t p, const int8_t *const a[MR4
         int64_t n4 = ns / 4;
         const uint8_t *bq = b;
         if (n4 > 0)
-            __asm__ volatile(
-                "vpbroadcastd %[c0f], %%ymm14\n\t"
-                "vpbroadcastd %[c1], %%ymm15\n\t"
-                "1:\n\t"
-#define QD_W4_ROW(ar, acc)                                                   \
-                "vpbroadcastd (%[" #ar "]), %%ymm12\n\t"                  \
-                "vpmaddubsw %%ymm12, %%ymm8, %%ymm12\n\t"                 \
-                "vpbroadcastd 4(%[" #ar "]), %%ymm13\n\t"                 \
-                "vpmaddubsw %%ymm13, %%ymm9, %%ymm13\n\t"                 \
-                "vpaddw %%ymm13, %%ymm12, %%ymm12\n\t"                    \
-                "vpbroadcastd 8(%[" #ar "]), %%ymm13\n\t"                 \
-                "vpmaddubsw %%ymm13, %%ymm10, %%ymm13\n\t"                \
-                "vpaddw %%ymm13, %%ymm12, %%ymm12\n\t"                    \
-                "vpbroadcastd 12(%[" #ar "]), %%ymm13\n\t"                \
-                "vpmaddubsw %%ymm13, %%ymm11, %%ymm13\n\t"                \
-                "vpaddw %%ymm13, %%ymm12, %%ymm12\n\t"                    \
-                "vpmaddwd %%ymm15, %%ymm12, %%ymm12\n\t"                  \
-                "vpaddd %%ymm12, %[" #acc "], %[" #acc "]\n\t"
-                "vpand (%[b]), %%ymm14, %%ymm8\n\t"
-                "vpand 32(%[b]), %%ymm14, %%ymm9\n\t"
-                "vpand 64(%[b]), %%ymm14, %%ymm10\n\t"
-                "vpand 96(%[b]), %%ymm14, %%ymm11\n\t"
-                QD_W4_ROW(a0, i00) QD_W4_ROW(a1, i10) QD_W4_ROW(a2, i20) QD_W4_ROW(a3, i30)
-                "vmovdqa (%[b]), %%ymm8\n\t"
-                "vmovdqa 32(%[b]), %%ymm9\n\t"
-                "vmovdqa 64(%[b]), %%ymm10\n\t"
-                "vmovdqa 96(%[b]), %%ymm11\n\t"
-                "vpsrlw $4, %%ymm8, %%ymm8\n\t"
-                "vpsrlw $4, %%ymm9, %%ymm9\n\t"
-                "vpsrlw $4, %%ymm10, %%ymm10\n\t"
-                "vpsrlw $4, %%ymm11, %%ymm11\n\t"
-                "vpand %%ymm14, %%ymm8, %%ymm8\n\t"
-                "vpand %%ymm14, %%ymm9, %%ymm9\n\t"
-                "vpand %%ymm14, %%ymm10, %%ymm10\n\t"
-                "vpand %%ymm14, %%ymm11, %%ymm11\n\t"
-                QD_W4_ROW(a0, i01) QD_W4_ROW(a1, i11) QD_W4_ROW(a2, i21) QD_W4_ROW(a3, i31)
+            __asm__ volatile("vpbroadcastd %[c0f], %%ymm14\n\t"
+                             "vpbroadcastd %[c1], %%ymm15\n\t"
+                             "1:\n\t"
+#define QD_W4_ROW(ar, acc)                     \
+    "vpbroadcastd (%[" #ar "]), %%ymm12\n\t"   \
+    "vpmaddubsw %%ymm12, %%ymm8, %%ymm12\n\t"  \
+    "vpbroadcastd 4(%[" #ar "]), %%ymm13\n\t"  \
+    "vpmaddubsw %%ymm13, %%ymm9, %%ymm13\n\t"  \
+    "vpaddw %%ymm13, %%ymm12, %%ymm12\n\t"     \
+    "vpbroadcastd 8(%[" #ar "]), %%ymm13\n\t"  \
+    "vpmaddubsw %%ymm13, %%ymm10, %%ymm13\n\t" \
+    "vpaddw %%ymm13, %%ymm12, %%ymm12\n\t"     \
+    "vpbroadcastd 12(%[" #ar "]), %%ymm13\n\t" \
+    "vpmaddubsw %%ymm13, %%ymm11, %%ymm13\n\t" \
+    "vpaddw %%ymm13, %%ymm12, %%ymm12\n\t"     \
+    "vpmaddwd %%ymm15, %%ymm12, %%ymm12\n\t"   \
+    "vpaddd %%ymm12, %[" #acc "], %[" #acc "]\n\t"
+                             "vpand (%[b]), %%ymm14, %%ymm8\n\t"
+                             "vpand 32(%[b]), %%ymm14, %%ymm9\n\t"
+                             "vpand 64(%[b]), %%ymm14, %%ymm10\n\t"
+                             "vpand 96(%[b]), %%ymm14, %%ymm11\n\t" QD_W4_ROW(a0, i00) QD_W4_ROW(a1, i10)
+                                 QD_W4_ROW(a2, i20)
+                                     QD_W4_ROW(a3, i30) "vmovdqa (%[b]), %%ymm8\n\t"
+                                                        "vmovdqa 32(%[b]), %%ymm9\n\t"
+                                                        "vmovdqa 64(%[b]), %%ymm10\n\t"
+                                                        "vmovdqa 96(%[b]), %%ymm11\n\t"
+                                                        "vpsrlw $4, %%ymm8, %%ymm8\n\t"
+                                                        "vpsrlw $4, %%ymm9, %%ymm9\n\t"
+                                                        "vpsrlw $4, %%ymm10, %%ymm10\n\t"
+                                                        "vpsrlw $4, %%ymm11, %%ymm11\n\t"
+                                                        "vpand %%ymm14, %%ymm8, %%ymm8\n\t"
+                                                        "vpand %%ymm14, %%ymm9, %%ymm9\n\t"
+                                                        "vpand %%ymm14, %%ymm10, %%ymm10\n\t"
+                                                        "vpand %%ymm14, %%ymm11, %%ymm11\n\t" QD_W4_ROW(a0, i01)
+                                                            QD_W4_ROW(a1, i11) QD_W4_ROW(a2, i21) QD_W4_ROW(a3, i31)
 #undef QD_W4_ROW
-                "add $128, %[b]\n\t"
-                "add $16, %[a0]\n\t"
-                "add $16, %[a1]\n\t"
-                "add $16, %[a2]\n\t"
-                "add $16, %[a3]\n\t"
-                "dec %[n]\n\t"
-                "jnz 1b\n\t"
-                : [i00] "+x"(i00), [i01] "+x"(i01), [i10] "+x"(i10), [i11] "+x"(i11), [i20] "+x"(i20),
-                  [i21] "+x"(i21), [i30] "+x"(i30), [i31] "+x"(i31), [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2),
-                  [a3] "+r"(a3), [b] "+r"(bq), [n] "+r"(n4)
-                : [c0f] "m"(k_0f), [c1] "m"(k_ones)
-                : "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory");
+                                                                "add $128, %[b]\n\t"
+                                                                "add $16, %[a0]\n\t"
+                                                                "add $16, %[a1]\n\t"
+                                                                "add $16, %[a2]\n\t"
+                                                                "add $16, %[a3]\n\t"
+                                                                "dec %[n]\n\t"
+                                                                "jnz 1b\n\t"
+                             : [i00] "+x"(i00), [i01] "+x"(i01), [i10] "+x"(i10), [i11] "+x"(i11), [i20] "+x"(i20),
+                               [i21] "+x"(i21), [i30] "+x"(i30), [i31] "+x"(i31), [a0] "+r"(a0), [a1] "+r"(a1),
+                               [a2] "+r"(a2), [a3] "+r"(a3), [b] "+r"(bq), [n] "+r"(n4)
+                             : [c0f] "m"(k_0f), [c1] "m"(k_ones)
+                             : "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory");
         /* isum = Σ a·q − z · Σ a, then acc = fma(scale, (float)isum, acc) */
         const __m256i z0 = _mm256_load_si256((const __m256i *)(zrp + g * 16));
         const __m256i z1 = _mm256_load_si256((const __m256i *)(zrp + g * 16 + 8));
@@ -163,7 +168,8 @@ static void micro_w4s8(const qd_gemm_w4 *W, int64_t p, const int8_t *const a[MR4
 }
 
 static void avx2_gemm_w4_s8(const int8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w4 *W,
-                            float *C, int64_t ldc) {
+                            float *C, int64_t ldc)
+{
     QD_ASSERT(M >= 0 && lda >= W->K && ldc >= W->N);
     if (M == 0) return;
     const int64_t K = W->K, G = W->G, ng = W->ng, gp = W->gp;
@@ -224,7 +230,8 @@ static void avx2_gemm_w4_s8(const int8_t *A, int64_t lda, const float *a_scales,
 /* ---- float activations ------------------------------------------------------------------------ */
 
 /* Dequantizes the real k of steps [s0, s1) of panel p into bt[j][16] (j counts real k). Returns j. */
-static int64_t dequant_block(const qd_gemm_w4 *W, int64_t p, int64_t s0, int64_t s1, float *bt) {
+static int64_t dequant_block(const qd_gemm_w4 *W, int64_t p, int64_t s0, int64_t s1, float *bt)
+{
     const int64_t spg = W->gp / 4;
     const uint8_t *bp = W->q + p * W->ng * spg * 32;
     const __m256i m0f = _mm256_set1_epi8(0x0f);
@@ -261,7 +268,8 @@ static int64_t dequant_block(const qd_gemm_w4 *W, int64_t p, int64_t s0, int64_t
 }
 
 /* c[6][16] = (first ? 0 : c) + Σ_k a[r][k] · b[k][c], fma per k in order; rows a + r·lda */
-static void micro_f32(int64_t kc, const float *const a[MRF], const float *b, float *c, int64_t ldc, int first) {
+static void micro_f32(int64_t kc, const float *const a[MRF], const float *b, float *c, int64_t ldc, int first)
+{
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     if (first) {
         c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
@@ -292,7 +300,8 @@ static void micro_f32(int64_t kc, const float *const a[MRF], const float *b, flo
     _mm256_storeu_ps(c + 5 * ldc, c50), _mm256_storeu_ps(c + 5 * ldc + 8, c51);
 }
 
-static void avx2_gemm_w4_f32(const float *A, int64_t lda, int64_t M, const qd_gemm_w4 *W, float *C, int64_t ldc) {
+static void avx2_gemm_w4_f32(const float *A, int64_t lda, int64_t M, const qd_gemm_w4 *W, float *C, int64_t ldc)
+{
     QD_ASSERT(M >= 0 && lda >= W->K && ldc >= W->N);
     if (M == 0) return;
     const int64_t nsteps = W->ng * (W->gp / 4);
@@ -346,7 +355,8 @@ static void avx2_gemm_w4_f32(const float *A, int64_t lda, int64_t M, const qd_ge
     free(bt);
 }
 
-void qd_kernels_avx2_gemm_w4(struct qd_kernel_table *t) {
+void qd_kernels_avx2_gemm_w4(struct qd_kernel_table *t)
+{
     t->gemm_w4_s8 = avx2_gemm_w4_s8;
     t->gemm_w4_f32 = avx2_gemm_w4_f32;
 }

@@ -20,11 +20,13 @@
 
 #define CHUNK 1024
 
-static inline __m256i tail_mask(int64_t rem) { /* lanes [0, rem) set, rem in [1, 7] */
+static inline __m256i tail_mask(int64_t rem)
+{ /* lanes [0, rem) set, rem in [1, 7] */
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-static inline __m256i quant8(__m256 x, __m256 vs, __m256 vz, __m256 vm) {
+static inline __m256i quant8(__m256 x, __m256 vs, __m256 vz, __m256 vm)
+{
     __m256 q = _mm256_div_ps(x, vs);
     q = _mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     q = _mm256_add_ps(q, vz);
@@ -34,13 +36,15 @@ static inline __m256i quant8(__m256 x, __m256 vs, __m256 vz, __m256 vm) {
 }
 
 /* 8 int32 codes in [0, 255] -> 8 bytes in the low half of an xmm */
-static inline __m128i narrow8(__m256i v) {
+static inline __m128i narrow8(__m256i v)
+{
     __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     return _mm_packus_epi16(w, w);
 }
 
 /* codes of one segment x[0, len) with one (s, z) */
-static void quant_seg(const float *x, int64_t len, float s, int32_t z, float mf, uint8_t *codes) {
+static void quant_seg(const float *x, int64_t len, float s, int32_t z, float mf, uint8_t *codes)
+{
     const __m256 vs = _mm256_set1_ps(s), vz = _mm256_set1_ps((float)z), vm = _mm256_set1_ps(mf);
     const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     int64_t i = 0;
@@ -67,8 +71,9 @@ static void quant_seg(const float *x, int64_t len, float s, int32_t z, float mf,
 }
 
 /* codes of columns [c0, c0 + len) of a row (x points at column c0) */
-static void quant_span(const float *x, int64_t c0, int64_t len, int64_t G, const float *scales,
-                       const int32_t *zeros, float mf, uint8_t *codes) {
+static void quant_span(const float *x, int64_t c0, int64_t len, int64_t G, const float *scales, const int32_t *zeros,
+                       float mf, uint8_t *codes)
+{
     const int64_t end = c0 + len;
     for (int64_t c = c0; c < end;) {
         const int64_t g = c / G, c1 = QD_MIN((g + 1) * G, end);
@@ -78,7 +83,8 @@ static void quant_span(const float *x, int64_t c0, int64_t len, int64_t G, const
 }
 
 /* byte k = codes[2k] | codes[2k+1] << 4 for n codes (n even, or the high nibble of the last is 0) */
-static void pack4(const uint8_t *codes, int64_t n, uint8_t *out) {
+static void pack4(const uint8_t *codes, int64_t n, uint8_t *out)
+{
     const __m256i w = _mm256_set1_epi16(0x1001); /* byte weights 1 (even code), 16 (odd code) */
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
@@ -90,7 +96,8 @@ static void pack4(const uint8_t *codes, int64_t n, uint8_t *out) {
     if (i < n) out[i / 2] = codes[i];
 }
 
-static void unpack4(const uint8_t *in, int64_t n, uint8_t *codes) {
+static void unpack4(const uint8_t *in, int64_t n, uint8_t *codes)
+{
     const __m128i lo4 = _mm_set1_epi8(0x0f);
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
@@ -102,11 +109,13 @@ static void unpack4(const uint8_t *in, int64_t n, uint8_t *codes) {
     for (; i < n; i++) codes[i] = (i & 1) ? in[i / 2] >> 4 : in[i / 2] & 15;
 }
 
-static inline __m256 deq8(__m128i bytes, __m256i vz, __m256 vs) {
+static inline __m256 deq8(__m128i bytes, __m256i vz, __m256 vs)
+{
     return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(bytes), vz)), vs);
 }
 
-static void dequant_seg(const uint8_t *codes, int64_t len, float s, int32_t z, float *out) {
+static void dequant_seg(const uint8_t *codes, int64_t len, float s, int32_t z, float *out)
+{
     const __m256 vs = _mm256_set1_ps(s);
     const __m256i vz = _mm256_set1_epi32(z);
     int64_t i = 0;
@@ -128,7 +137,8 @@ static void dequant_seg(const uint8_t *codes, int64_t len, float s, int32_t z, f
 }
 
 static void dequant_span(const uint8_t *codes, int64_t c0, int64_t len, int64_t G, const float *scales,
-                         const int32_t *zeros, float *out) {
+                         const int32_t *zeros, float *out)
+{
     const int64_t end = c0 + len;
     for (int64_t c = c0; c < end;) {
         const int64_t g = c / G, c1 = QD_MIN((g + 1) * G, end);
@@ -138,13 +148,15 @@ static void dequant_span(const uint8_t *codes, int64_t c0, int64_t len, int64_t 
 }
 
 static void avx2_quantize_codes(const float *x, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
-                                int maxq, uint8_t *codes) {
+                                int maxq, uint8_t *codes)
+{
     QD_ASSERT(G >= 1 && maxq >= 1 && maxq <= 255);
     quant_span(x, 0, n, G, scales, zeros, (float)maxq, codes);
 }
 
 static void avx2_quantize_q4(const float *x, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
-                             uint8_t *out) {
+                             uint8_t *out)
+{
     QD_ASSERT(G >= 1);
     uint8_t buf[CHUNK];
     for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
@@ -154,14 +166,16 @@ static void avx2_quantize_q4(const float *x, int64_t n, int64_t G, const float *
     }
 }
 
-static void avx2_dequantize_codes(const uint8_t *codes, int64_t n, int64_t G, const float *scales,
-                                  const int32_t *zeros, float *out) {
+static void avx2_dequantize_codes(const uint8_t *codes, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
+                                  float *out)
+{
     QD_ASSERT(G >= 1);
     dequant_span(codes, 0, n, G, scales, zeros, out);
 }
 
 static void avx2_dequantize_q4(const uint8_t *in, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
-                               float *out) {
+                               float *out)
+{
     QD_ASSERT(G >= 1);
     uint8_t buf[CHUNK];
     for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
@@ -171,7 +185,8 @@ static void avx2_dequantize_q4(const uint8_t *in, int64_t n, int64_t G, const fl
     }
 }
 
-void qd_kernels_fill_avx2(qd_kernel_table *t) {
+void qd_kernels_fill_avx2(qd_kernel_table *t)
+{
     t->isa = "avx2";
     t->quantize_codes = avx2_quantize_codes;
     t->quantize_q4 = avx2_quantize_q4;

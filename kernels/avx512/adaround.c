@@ -9,7 +9,8 @@
 #include "kernels/ada_coef.h"
 #include "kernels/kernels.h"
 
-static inline __m512 opaque(__m512 x) {
+static inline __m512 opaque(__m512 x)
+{
     __asm__("" : "+v"(x));
     return x;
 }
@@ -17,8 +18,10 @@ static inline __m512 opaque(__m512 x) {
 #define S1(c) _mm512_set1_ps(c)
 
 /* kernels/ref/exp_poly.h, sixteen lanes */
-static inline __m512 exp16(__m512 d) {
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(d, S1(QD_LOG2EF)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+static inline __m512 exp16(__m512 d)
+{
+    const __m512 n =
+        _mm512_roundscale_ps(_mm512_mul_ps(d, S1(QD_LOG2EF)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fmadd_ps(n, S1(-QD_LN2_HI), d);
     r = _mm512_fmadd_ps(n, S1(-QD_LN2_LO), r);
     __m512 p = S1(QD_EXP_P0);
@@ -34,7 +37,8 @@ static inline __m512 exp16(__m512 d) {
     return opaque(_mm512_mul_ps(y, _mm512_castsi512_ps(bits)));
 }
 
-static inline __m512 log16(__m512 x) {
+static inline __m512 log16(__m512 x)
+{
     const __m512i bits = _mm512_castps_si512(x);
     __m512 e = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(bits, 23), _mm512_set1_epi32(126)));
     const __m512 m = _mm512_castsi512_ps(
@@ -62,7 +66,8 @@ static inline __m512 log16(__m512 x) {
 }
 
 /* lanes [i, i + 16) under mask k */
-static inline void step16(const qd_ada_step *s, const float *gw, int64_t i, __mmask16 k) {
+static inline void step16(const qd_ada_step *s, const float *gw, int64_t i, __mmask16 k)
+{
     const __m512 sign = S1(-0.0f), zero = _mm512_setzero_ps(), one = S1(1.0f);
     __m512 V = _mm512_maskz_loadu_ps(k, s->V + i);
     if (gw) {
@@ -83,7 +88,8 @@ static inline void step16(const qd_ada_step *s, const float *gw, int64_t i, __mm
     const __m512 hraw = _mm512_fmadd_ps(sg, S1(QD_ADA_ZG), S1(QD_ADA_GAMMA));
     const __m512 h = _mm512_min_ps(_mm512_max_ps(hraw, zero), one);
     const __mmask16 in = _mm512_cmp_ps_mask(hraw, zero, _CMP_GT_OQ) & _mm512_cmp_ps_mask(hraw, one, _CMP_LT_OQ);
-    const __m512 dh = _mm512_maskz_mov_ps(in, _mm512_mul_ps(opaque(_mm512_mul_ps(S1(QD_ADA_ZG), sg)), _mm512_sub_ps(one, sg)));
+    const __m512 dh =
+        _mm512_maskz_mov_ps(in, _mm512_mul_ps(opaque(_mm512_mul_ps(S1(QD_ADA_ZG), sg)), _mm512_sub_ps(one, sg)));
     const __m512 sm = _mm512_maskz_loadu_ps(k, s->sm + i);
     _mm512_mask_storeu_ps(s->E + i, k, _mm512_fnmadd_ps(sm, h, _mm512_maskz_loadu_ps(k, s->c0 + i)));
     _mm512_mask_storeu_ps(s->a + i, k, _mm512_mul_ps(sm, dh));
@@ -104,7 +110,8 @@ static inline void step16(const qd_ada_step *s, const float *gw, int64_t i, __mm
     }
 }
 
-static void avx512_adaround_step(const qd_ada_step *s, const float *gw) {
+static void avx512_adaround_step(const qd_ada_step *s, const float *gw)
+{
     const unsigned csr = _mm_getcsr(); /* subnormals flushed to zero, as in the reference */
     _mm_setcsr(csr | 0x8040u);
     int64_t i = 0;
@@ -114,7 +121,8 @@ static void avx512_adaround_step(const qd_ada_step *s, const float *gw) {
 }
 
 void qd_kernels_fill_avx512_adaround(qd_kernel_table *t);
-void qd_kernels_fill_avx512_adaround(qd_kernel_table *t) {
+void qd_kernels_fill_avx512_adaround(qd_kernel_table *t)
+{
     t->isa = "avx512";
     t->adaround_step = avx512_adaround_step;
 }

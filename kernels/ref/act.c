@@ -12,7 +12,8 @@
 static inline float mn(float a, float b) { return a < b ? a : b; }
 static inline float mx_(float a, float b) { return a > b ? a : b; }
 
-static inline float erf1(float x) {
+static inline float erf1(float x)
+{
     x = mn(x, 4.0f);
     x = mx_(x, -4.0f);
     const float x2 = x * x;
@@ -32,7 +33,8 @@ static inline float erf1(float x) {
     return p / q;
 }
 
-static void ref_gelu(float *x, int64_t n) {
+static void ref_gelu(float *x, int64_t n)
+{
     for (int64_t i = 0; i < n; i++) {
         const float v = x[i];
         const float e = erf1(v * QD_SQRT1_2F);
@@ -40,12 +42,14 @@ static void ref_gelu(float *x, int64_t n) {
     }
 }
 
-static inline float exp1(float d) {
+static inline float exp1(float d)
+{
     const float y = qd_exp_poly(mx_(d, QD_EXP_LO)); /* the clamp keeps n in range; the result is replaced below */
     return d < QD_EXP_LO ? 0.0f : y;
 }
 
-static float ref_exp_sum(float *x, int64_t n, float m) {
+static float ref_exp_sum(float *x, int64_t n, float m)
+{
     float lane[8] = {0};
     const int64_t n8 = n - n % 8;
     for (int64_t i = 0; i < n8; i++) {
@@ -61,7 +65,8 @@ static float ref_exp_sum(float *x, int64_t n, float m) {
     return s;
 }
 
-void qd_kernels_fill_ref_act(qd_kernel_table *t) {
+void qd_kernels_fill_ref_act(qd_kernel_table *t)
+{
     t->gelu = ref_gelu;
     t->exp_sum = ref_exp_sum;
 }

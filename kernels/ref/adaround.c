@@ -14,7 +14,9 @@
 /* the step runs with subnormals flushed to zero (FTZ and DAZ), as the ISA versions do: Adam's
  * moments of saturated weights decay into the subnormal range, where every operation would take
  * a slow microcode path */
-#define QD_FTZ_BEGIN const unsigned qd_csr_ = _mm_getcsr(); _mm_setcsr(qd_csr_ | 0x8040u)
+#define QD_FTZ_BEGIN                       \
+    const unsigned qd_csr_ = _mm_getcsr(); \
+    _mm_setcsr(qd_csr_ | 0x8040u)
 #define QD_FTZ_END _mm_setcsr(qd_csr_)
 #else
 #define QD_FTZ_BEGIN
@@ -25,9 +27,9 @@
 static inline float mn(float a, float b) { return a < b ? a : b; }
 static inline float mx_(float a, float b) { return a > b ? a : b; }
 
-
 /* log(x) for normal x > 0 */
-static inline float log1(float x) {
+static inline float log1(float x)
+{
     int32_t bits;
     memcpy(&bits, &x, sizeof bits);
     float e = (float)((bits >> 23) - 126); /* x = 2^e m, m in [1/2, 1) */
@@ -56,11 +58,13 @@ static inline float log1(float x) {
     return fmaf(e, QD_LN2_HI, r);
 }
 
-static void ref_log(const float *x, int64_t n, float *y) {
+static void ref_log(const float *x, int64_t n, float *y)
+{
     for (int64_t i = 0; i < n; i++) y[i] = log1(x[i]);
 }
 
-static void ref_adaround_step(const qd_ada_step *s, const float *gw) {
+static void ref_adaround_step(const qd_ada_step *s, const float *gw)
+{
     QD_FTZ_BEGIN;
     const float omb1 = 1.0f - QD_ADA_B1, omb2 = 1.0f - QD_ADA_B2;
     const float bm1 = s->beta - 1.0f, c2l = (2.0f * s->lambda) * s->beta;
@@ -100,8 +104,9 @@ static void ref_adaround_step(const qd_ada_step *s, const float *gw) {
     QD_FTZ_END;
 }
 
-static void ref_ada_sparse_update(const int64_t *ptr, const int32_t *idx, const float *val, int64_t R,
-                                  const float *H, int64_t C, float *y, int64_t ld) {
+static void ref_ada_sparse_update(const int64_t *ptr, const int32_t *idx, const float *val, int64_t R, const float *H,
+                                  int64_t C, float *y, int64_t ld)
+{
     for (int64_t r = 0; r < R; r++) {
         float *yr = y + r * ld;
         for (int64_t k = ptr[r]; k < ptr[r + 1]; k++) {
@@ -111,7 +116,8 @@ static void ref_ada_sparse_update(const int64_t *ptr, const int32_t *idx, const 
     }
 }
 
-void qd_kernels_fill_ref_adaround(qd_kernel_table *t) {
+void qd_kernels_fill_ref_adaround(qd_kernel_table *t)
+{
     t->adaround_step = ref_adaround_step;
     t->log = ref_log;
     t->ada_sparse_update = ref_ada_sparse_update;

@@ -11,7 +11,8 @@
 
 #include "kernels/act_coef.h"
 
-static inline float qd_exp_poly(float d) {
+static inline float qd_exp_poly(float d)
+{
     const float n = rintf(d * QD_LOG2EF);
     float r = fmaf(n, -QD_LN2_HI, d);
     r = fmaf(n, -QD_LN2_LO, r);

@@ -10,7 +10,8 @@
 /* ---- activations --------------------------------------------------------------------------- */
 
 /* clamp(rint(x / s), -127, 127), NaN -> 0; the selects are the vector max/min (a > b ? a : b) */
-static inline int8_t quant_s8(float x, float s) {
+static inline int8_t quant_s8(float x, float s)
+{
     float q = rintf(x / s);
     if (q != q) q = 0.0f;
     q = q > -127.0f ? q : -127.0f;
@@ -19,7 +20,8 @@ static inline int8_t quant_s8(float x, float s) {
 }
 
 static void ref_quantize_rows_s8(const float *x, int64_t M, int64_t K, int64_t ldx, const float *static_scale,
-                                 float *scales, int8_t *q, int64_t ldq) {
+                                 float *scales, int8_t *q, int64_t ldq)
+{
     QD_ASSERT(M >= 0 && K >= 1 && ldx >= K && ldq >= K);
     if (static_scale) QD_ASSERT(*static_scale > 0.0f && isfinite(*static_scale));
     for (int64_t m = 0; m < M; m++) {
@@ -47,14 +49,16 @@ static void ref_quantize_rows_s8(const float *x, int64_t M, int64_t K, int64_t l
 
 /* ---- int8 x int8 ------------------------------------------------------------------------------ */
 
-static int32_t dot_s8(const int8_t *a, const qd_gemm_w8 *W, int64_t n) {
+static int32_t dot_s8(const int8_t *a, const qd_gemm_w8 *W, int64_t n)
+{
     int32_t acc = 0; /* |acc| <= K * 2^14 <= 2^30 */
     for (int64_t k = 0; k < W->K; k++) acc += (int32_t)a[k] * qd_gemm_w8_at(W, n, k);
     return acc;
 }
 
 static void ref_gemm_s8_f32(const int8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w8 *W,
-                            float *C, int64_t ldc) {
+                            float *C, int64_t ldc)
+{
     QD_ASSERT(M >= 0 && lda >= W->K && ldc >= W->N);
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < W->N; n++) {
@@ -64,7 +68,8 @@ static void ref_gemm_s8_f32(const int8_t *A, int64_t lda, const float *a_scales,
         }
 }
 
-static void ref_gemm_s8_s32(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W, int32_t *C, int64_t ldc) {
+static void ref_gemm_s8_s32(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W, int32_t *C, int64_t ldc)
+{
     QD_ASSERT(M >= 0 && lda >= W->K && ldc >= W->N);
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < W->N; n++) C[m * ldc + n] = dot_s8(A + m * lda, W, n);
@@ -72,18 +77,21 @@ static void ref_gemm_s8_s32(const int8_t *A, int64_t lda, int64_t M, const qd_ge
 
 /* quant/fixed.c's qd_requantize_s8, restated here (kernels/ sits below quant/); the tests check
  * the GEMM's int8 output against quant's function itself. */
-static int32_t srdhm(int32_t a, int32_t b) { /* round(a * b / 2^31), b >= 0 so never MIN * MIN */
+static int32_t srdhm(int32_t a, int32_t b)
+{ /* round(a * b / 2^31), b >= 0 so never MIN * MIN */
     const int64_t ab = (int64_t)a * (int64_t)b;
     const int64_t nudge = ab >= 0 ? (1ll << 30) : (1 - (1ll << 30));
     return (int32_t)((ab + nudge) / (1ll << 31));
 }
-static int32_t rdbpot(int32_t x, int e) { /* x / 2^e rounded to nearest, ties away from zero */
+static int32_t rdbpot(int32_t x, int e)
+{ /* x / 2^e rounded to nearest, ties away from zero */
     if (e <= 0) return x;
     const int32_t mask = (int32_t)((1ll << e) - 1), rem = x & mask;
     const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
     return (x >> e) + (rem > threshold ? 1 : 0);
 }
-static int8_t requant_s8(int32_t acc, int32_t M0, int shift, int32_t zp) {
+static int8_t requant_s8(int32_t acc, int32_t M0, int shift, int32_t zp)
+{
     int32_t x = acc;
     if (shift > 0) {
         const int64_t l = (int64_t)acc * ((int64_t)1 << (shift > 31 ? 31 : shift));
@@ -95,7 +103,8 @@ static int8_t requant_s8(int32_t acc, int32_t M0, int shift, int32_t zp) {
     return (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
 }
 
-static void check_requant(const qd_requant *rq, int64_t N) {
+static void check_requant(const qd_requant *rq, int64_t N)
+{
     QD_ASSERT(rq && rq->mult && rq->shift);
     QD_ASSERT(rq->zero_point >= -32768 && rq->zero_point <= 32768);
     for (int64_t n = 0; n < N; n++) {
@@ -105,7 +114,8 @@ static void check_requant(const qd_requant *rq, int64_t N) {
 }
 
 static void ref_gemm_s8_s8(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W, const qd_requant *rq,
-                           int8_t *C, int64_t ldc) {
+                           int8_t *C, int64_t ldc)
+{
     QD_ASSERT(M >= 0 && lda >= W->K && ldc >= W->N);
     check_requant(rq, W->N);
     for (int64_t m = 0; m < M; m++)
@@ -118,7 +128,8 @@ static void ref_gemm_s8_s8(const int8_t *A, int64_t lda, int64_t M, const qd_gem
 /* ---- 4-bit weights ---------------------------------------------------------------------------- */
 
 static void ref_gemm_w4_s8(const int8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w4 *W,
-                           float *C, int64_t ldc) {
+                           float *C, int64_t ldc)
+{
     QD_ASSERT(M >= 0 && lda >= W->K && ldc >= W->N);
     for (int64_t m = 0; m < M; m++) {
         const int8_t *a = A + m * lda;
@@ -138,7 +149,8 @@ static void ref_gemm_w4_s8(const int8_t *A, int64_t lda, const float *a_scales, 
     }
 }
 
-static void ref_gemm_w4_f32(const float *A, int64_t lda, int64_t M, const qd_gemm_w4 *W, float *C, int64_t ldc) {
+static void ref_gemm_w4_f32(const float *A, int64_t lda, int64_t M, const qd_gemm_w4 *W, float *C, int64_t ldc)
+{
     QD_ASSERT(M >= 0 && lda >= W->K && ldc >= W->N);
     for (int64_t m = 0; m < M; m++) {
         const float *a = A + m * lda;
@@ -156,7 +168,8 @@ static void ref_gemm_w4_f32(const float *A, int64_t lda, int64_t M, const qd_gem
     }
 }
 
-void qd_kernels_fill_ref_gemm(qd_kernel_table *t) {
+void qd_kernels_fill_ref_gemm(qd_kernel_table *t)
+{
     t->quantize_rows_s8 = ref_quantize_rows_s8;
     t->gemm_s8_f32 = ref_gemm_s8_f32;
     t->gemm_s8_s32 = ref_gemm_s8_s32;

@@ -7,7 +7,8 @@
 
 /* clamp(rint(x / s) + z, 0, maxq). The selects are written as x86 maxps/minps define them
  * (a > b ? a : b, a < b ? a : b), so a NaN quotient gives 0 here and in the vector versions. */
-static inline uint8_t quant1(float x, float s, float zf, float mf) {
+static inline uint8_t quant1(float x, float s, float zf, float mf)
+{
     float q = rintf(x / s) + zf;
     q = q > 0.0f ? q : 0.0f;
     q = q < mf ? q : mf;
@@ -15,7 +16,8 @@ static inline uint8_t quant1(float x, float s, float zf, float mf) {
 }
 
 static void ref_quantize_codes(const float *x, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
-                               int maxq, uint8_t *codes) {
+                               int maxq, uint8_t *codes)
+{
     QD_ASSERT(G >= 1 && maxq >= 1 && maxq <= 255);
     const float mf = (float)maxq;
     for (int64_t g = 0, c0 = 0; c0 < n; g++, c0 += G) {
@@ -26,7 +28,8 @@ static void ref_quantize_codes(const float *x, int64_t n, int64_t G, const float
 }
 
 static void ref_quantize_q4(const float *x, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
-                            uint8_t *out) {
+                            uint8_t *out)
+{
     QD_ASSERT(G >= 1);
     for (int64_t g = 0, c0 = 0; c0 < n; g++, c0 += G) {
         const int64_t c1 = QD_MIN(c0 + G, n);
@@ -41,8 +44,9 @@ static void ref_quantize_q4(const float *x, int64_t n, int64_t G, const float *s
     }
 }
 
-static void ref_dequantize_codes(const uint8_t *codes, int64_t n, int64_t G, const float *scales,
-                                 const int32_t *zeros, float *out) {
+static void ref_dequantize_codes(const uint8_t *codes, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
+                                 float *out)
+{
     QD_ASSERT(G >= 1);
     for (int64_t g = 0, c0 = 0; c0 < n; g++, c0 += G) {
         const int64_t c1 = QD_MIN(c0 + G, n);
@@ -53,7 +57,8 @@ static void ref_dequantize_codes(const uint8_t *codes, int64_t n, int64_t G, con
 }
 
 static void ref_dequantize_q4(const uint8_t *in, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
-                              float *out) {
+                              float *out)
+{
     QD_ASSERT(G >= 1);
     for (int64_t g = 0, c0 = 0; c0 < n; g++, c0 += G) {
         const int64_t c1 = QD_MIN(c0 + G, n);
@@ -66,7 +71,8 @@ static void ref_dequantize_q4(const uint8_t *in, int64_t n, int64_t G, const flo
     }
 }
 
-void qd_kernels_fill_ref(qd_kernel_table *t) {
+void qd_kernels_fill_ref(qd_kernel_table *t)
+{
     memset(t, 0, sizeof *t);
     t->isa = "ref";
     t->quantize_codes = ref_quantize_codes;

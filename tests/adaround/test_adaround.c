@@ -9,17 +9,20 @@
 #include "quant/adaround.h"
 
 static uint64_t g_rng = 12345;
-static double urand(void) { /* [0,1) */
+static double urand(void)
+{ /* [0,1) */
     g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
     return (double)(g_rng >> 11) / 9007199254740992.0;
 }
-static float nrand(void) {
+static float nrand(void)
+{
     double u = urand() + 1e-12, v = urand();
     return (float)(sqrt(-2 * log(u)) * cos(6.283185307179586 * v));
 }
 
 /* per-row asymmetric params by plain min-max (the test does not depend on the clip search) */
-static void params_rows(const float *W, int64_t R, int64_t C, int bits, qd_qparams *p) {
+static void params_rows(const float *W, int64_t R, int64_t C, int bits, qd_qparams *p)
+{
     memset(p, 0, sizeof *p);
     p->rows = R;
     p->cols = C;
@@ -42,7 +45,8 @@ static void params_rows(const float *W, int64_t R, int64_t C, int bits, qd_qpara
 }
 
 /* H = 2/N X^T X in double, rounded to float */
-static void hessian(const float *X, int N, int C, float *H) {
+static void hessian(const float *X, int N, int C, float *H)
+{
     for (int a = 0; a < C; a++)
         for (int b = 0; b < C; b++) {
             double acc = 0;
@@ -51,7 +55,8 @@ static void hessian(const float *X, int N, int C, float *H) {
         }
 }
 
-static void check_gradient(int hmode) {
+static void check_gradient(int hmode)
+{
     enum { R = 3, C = 6, N = 9 };
     float W[R * C], X[N * C], H[C * C], V[R * C], g[R * C];
     for (int i = 0; i < R * C; i++) W[i] = nrand();
@@ -88,8 +93,8 @@ static void check_gradient(int hmode) {
 }
 
 /* rec of one row for a given up/down mask (X mode) */
-static double row_rec(const float *w, const float *X, int N, int C, float s, float z, int maxq, unsigned mask,
-                      float *q) {
+static double row_rec(const float *w, const float *X, int N, int C, float s, float z, int maxq, unsigned mask, float *q)
+{
     for (int c = 0; c < C; c++) {
         float v = floorf(w[c] / s) + (float)((mask >> c) & 1) + z;
         v = v < 0 ? 0 : v > maxq ? (float)maxq : v;
@@ -104,7 +109,8 @@ static double row_rec(const float *w, const float *X, int N, int C, float s, flo
     return rec / N;
 }
 
-static void check_exhaustive(void) {
+static void check_exhaustive(void)
+{
     enum { R = 24, C = 8, N = 32 };
     float W[R * C], X[N * C], Q[R * C], q[C];
     uint8_t codes[R * C];
@@ -156,8 +162,8 @@ static void check_exhaustive(void) {
     }
     printf("exhaustive: %d/%d rows optimal; total rec: best %.5f, adaround %.5f, rtn %.5f; soft %.4f\n", match, R,
            sum_best, sum_ada, sum_rtn, st.soft_fraction);
-    CHECK_GT(2 * match, R);        /* most rows reach the exhaustive optimum */
-    CHECK_EQ(worse_than_rtn, 0);   /* and none is worse than rounding to nearest */
+    CHECK_GT(2 * match, R);      /* most rows reach the exhaustive optimum */
+    CHECK_EQ(worse_than_rtn, 0); /* and none is worse than rounding to nearest */
     CHECK_DBL_LE(st.soft_fraction, 0.02);
     CHECK_NEAR(st.rec_final, sum_ada, 1e-4 * (1 + sum_ada));
     free(p.scales);
@@ -167,7 +173,8 @@ static void check_exhaustive(void) {
 /* The Hessian form's three ways to the gradient product — a float sgemm every step, sgemm plus
  * sparse updates from the moved weights, and the bfloat16 tiles where the CPU has them — solve
  * the same problem: near-equal losses and almost the same codes, all far below RTN. */
-static void check_products(void) {
+static void check_products(void)
+{
     enum { R = 40, C = 96, N = 400 };
     float *W = malloc(sizeof(float) * R * C), *X = malloc(sizeof(float) * N * C), *H = malloc(sizeof(float) * C * C);
     for (int i = 0; i < R * C; i++) W[i] = 0.1f * nrand();
@@ -199,8 +206,8 @@ static void check_products(void) {
         o.tiles = k == 2;
         codes[k] = malloc((size_t)R * C);
         CHECK_EQ(qd_adaround_quantize(&pb, &o, codes[k], NULL, &st[k]), QD_OK);
-        printf("product %d: rec %.6g (RTN %.6g), dense steps %lld of 2000, soft %.4f\n", k, st[k].rec_final, st[k].rec_rtn,
-               (long long)st[k].dense_steps, st[k].soft_fraction);
+        printf("product %d: rec %.6g (RTN %.6g), dense steps %lld of 2000, soft %.4f\n", k, st[k].rec_final,
+               st[k].rec_rtn, (long long)st[k].dense_steps, st[k].soft_fraction);
         CHECK_DBL_LE(st[k].rec_final, 0.7 * st[k].rec_rtn);
     }
     CHECK_EQ(st[0].dense_steps, 2000);
@@ -219,7 +226,8 @@ static void check_products(void) {
     free(W), free(X), free(H), free(p.scales), free(p.zeros);
 }
 
-int main(void) {
+int main(void)
+{
     check_gradient(0);
     check_gradient(1);
     check_exhaustive();

@@ -30,17 +30,17 @@
  *   rows that kept RTN (the per-row fallback) <= MAX_RTN_ROWS (5 of 64; 3.5 % of all 1536 rows
  *   of that layer), and over a whole checkpoint <= MAX_RTN_ROWS_ALL (0.5 %).
  * Per checkpoint and bit width: mean ratio >= MIN_MEAN_RATIO (3.06). */
-#define MIN_RATIO 1.5
-#define MAX_SOFT 0.01
-#define MAX_RTN_ROWS 0.15
+#define MIN_RATIO        1.5
+#define MAX_SOFT         0.01
+#define MAX_RTN_ROWS     0.15
 #define MAX_RTN_ROWS_ALL 0.02
-#define MIN_MEAN_RATIO 2.0
+#define MIN_MEAN_RATIO   2.0
 
 typedef struct {
     const char *name;
     const char *dir, *data;
-    int seqlen;        /* text: tokens per sentence at most */
-    int64_t max_rows;  /* rows of each layer optimised (its first ones); 0: all */
+    int seqlen;       /* text: tokens per sentence at most */
+    int64_t max_rows; /* rows of each layer optimised (its first ones); 0: all */
     int iters;
     float lr, lambda;
 } model_case;
@@ -178,8 +178,7 @@ int main(void)
         rc |= run_model(&bert);
         ran++;
     } else
-        printf("%s: SKIPPED: no BERT checkpoint (run deploy/fetch-models.sh or set QD_BERT_DIR)\n",
-               QD_BERT_MODEL_NAME);
+        printf("%s: SKIPPED: no BERT checkpoint (run deploy/fetch-models.sh or set QD_BERT_DIR)\n", QD_BERT_MODEL_NAME);
     if (!ran) return QD_TEST_SKIP;
     if (rc) return 1;
     QD_TEST_MAIN_END();

@@ -3,7 +3,8 @@
 #include "collective/collective.h"
 #include "qd_test.h"
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     MPI_Init(&argc, &argv);
     qd_coll_install_abort_hook();
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);

@@ -2,11 +2,13 @@
 #include "common/qd_common.h"
 #include "qd_test.h"
 
-static int fails_with_detail(const char *path) {
+static int fails_with_detail(const char *path)
+{
     return qd_err_set(QD_EFORMAT, "%s: header length %d exceeds file size", path, 99);
 }
 
-int main(void) {
+int main(void)
+{
     CHECK_STREQ(qd_strerror(QD_OK), "success");
     CHECK_STREQ(qd_strerror(QD_EFORMAT), "malformed file");
     CHECK_STREQ(qd_strerror(12345), "unknown error");

@@ -6,7 +6,8 @@
 
 #include "shard/safetensors.h"
 
-int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
+int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
+{
     qd_tensor_info *t = NULL;
     int n = 0;
     char *meta = NULL;
@@ -20,7 +21,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
             if (i && strcmp(t[i - 1].name, t[i].name) >= 0) abort();
             covered += t[i].nbytes;
         }
-        if (covered != size - 8 - hl) abort();    /* the data region is exactly covered */
+        if (covered != size - 8 - hl) abort(); /* the data region is exactly covered */
         qd_st_free_tensors(t, n);
         free(meta);
     } else {

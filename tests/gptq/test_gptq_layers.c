@@ -48,7 +48,11 @@ static int run_model(const char *dir, const char *data, int seqlen)
             CHECK_MSG(eg < er, "%s %d-bit: GPTQ %.4e >= RTN %.4e", L->name, bits, eg, er);
             if (er / eg < worst_ratio) worst_ratio = er / eg;
             qd_qparams_free(&p);
-            free(codes); free(Qr); free(Qg); free(sc); free(zr);
+            free(codes);
+            free(Qr);
+            free(Qg);
+            free(sc);
+            free(zr);
         }
         free(H);
     }
@@ -60,10 +64,13 @@ static int run_model(const char *dir, const char *data, int seqlen)
 
 int main(void)
 {
-    int rc = run_model(QD_TEST_MODELS_DIR "/vit-mnist-tiny", QD_TEST_MODELS_DIR "/data/mnist/t10k-images-idx3-ubyte.gz", 0);
+    int rc =
+        run_model(QD_TEST_MODELS_DIR "/vit-mnist-tiny", QD_TEST_MODELS_DIR "/data/mnist/t10k-images-idx3-ubyte.gz", 0);
     const char *bert = qd_test_bert_dir();
-    if (bert) rc |= run_model(bert, QD_TEST_MODELS_DIR "/data/sst2/dev.tsv", 64);
-    else printf("BERT checkpoint not fetched: ViT only\n");
+    if (bert)
+        rc |= run_model(bert, QD_TEST_MODELS_DIR "/data/sst2/dev.tsv", 64);
+    else
+        printf("BERT checkpoint not fetched: ViT only\n");
     printf("%d checks, %d failures\n", qd_test_checks_, qd_test_failures_);
     return rc ? 1 : qd_test_failures_;
 }

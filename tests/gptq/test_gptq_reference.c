@@ -14,9 +14,10 @@
 #include "shard/safetensors.h"
 
 static const char *k_layers[] = {"attention.attention.query", "attention.attention.key", "attention.attention.value",
-                                 "attention.output.dense", "intermediate.dense", "output.dense"};
+                                 "attention.output.dense",    "intermediate.dense",      "output.dense"};
 
-static const void *get(qd_checkpoint *ck, const char *name) {
+static const void *get(qd_checkpoint *ck, const char *name)
+{
     int i = qd_ckpt_find(ck, name);
     const void *d = NULL;
     if (i < 0 || qd_ckpt_raw(ck, i, &d) != QD_OK) {
@@ -26,7 +27,8 @@ static const void *get(qd_checkpoint *ck, const char *name) {
     return d;
 }
 
-static double quad(const float *E, const float *H, int64_t R, int64_t C) { /* tr(E H E^T) */
+static double quad(const float *E, const float *H, int64_t R, int64_t C)
+{ /* tr(E H E^T) */
     double t = 0;
     double *tmp = malloc((size_t)C * sizeof(double));
     for (int64_t r = 0; r < R; r++) {
@@ -42,7 +44,8 @@ static double quad(const float *E, const float *H, int64_t R, int64_t C) { /* tr
     return t;
 }
 
-int main(void) {
+int main(void)
+{
     char path[4096];
     snprintf(path, sizeof path, "%s/reference/gptq-reference.safetensors", qd_test_models_dir());
     qd_checkpoint *ck;
@@ -50,8 +53,16 @@ int main(void) {
         fprintf(stderr, "%s\n", qd_errmsg());
         return 1;
     }
-    struct { const char *s; int bits, sym; int64_t gs; int act, stat; } S[] = {
-        {"a", 4, 0, -1, 0, 0}, {"b", 4, 0, 32, 1, 1}, {"c", 3, 0, -1, 1, 0}, {"d", 8, 1, -1, 0, 0}, {"e", 2, 0, 16, 0, 0}};
+    struct {
+        const char *s;
+        int bits, sym;
+        int64_t gs;
+        int act, stat;
+    } S[] = {{"a", 4, 0, -1, 0, 0},
+             {"b", 4, 0, 32, 1, 1},
+             {"c", 3, 0, -1, 1, 0},
+             {"d", 8, 1, -1, 0, 0},
+             {"e", 2, 0, 16, 0, 0}};
     printf("%-30s %s %8s %12s %12s %8s %10s %10s\n", "layer", "s", "codes=", "relerr", "reference", "ratio", "error",
            "ref error");
     double worst_match = 1, worst_rel = 0, worst_err = 0;

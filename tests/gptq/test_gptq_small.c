@@ -11,13 +11,15 @@
 #include "quant/gptq.h"
 
 static uint64_t g_s = 42;
-static double urand(void) {
+static double urand(void)
+{
     g_s = g_s * 6364136223846793005ull + 1442695040888963407ull;
     return (double)(g_s >> 11) / 9007199254740992.0;
 }
 
 /* lower Cholesky in place (n x n, double); 0 ok */
-static int chol(double *A, int n) {
+static int chol(double *A, int n)
+{
     for (int j = 0; j < n; j++) {
         double s = A[j * n + j];
         for (int k = 0; k < j; k++) s -= A[j * n + k] * A[j * n + k];
@@ -33,7 +35,8 @@ static int chol(double *A, int n) {
     return 0;
 }
 
-static void reference(const float *W0, const float *H0, int R, int C, const qd_gptq_opts *o, float *Q) {
+static void reference(const float *W0, const float *H0, int R, int C, const qd_gptq_opts *o, float *Q)
+{
     int maxq = qd_maxq(o->bits);
     float *W = malloc(sizeof(float) * R * C);
     memcpy(W, W0, sizeof(float) * R * C);
@@ -102,17 +105,29 @@ static void reference(const float *W0, const float *H0, int R, int C, const qd_g
             for (int j = k + 1; j < C; j++) Wd[r * C + j] -= e * Inv[j * C + k]; /* U[k][j] = L2[j][k] */
         }
     }
-    free(W); free(H); free(s); free(z); free(perm); free(A); free(Inv); free(y); free(Wd);
+    free(W);
+    free(H);
+    free(s);
+    free(z);
+    free(perm);
+    free(A);
+    free(Inv);
+    free(y);
+    free(Wd);
 }
 
-int main(void) {
-    struct { int R, C, bits, sym, gs, act, bs; } cases[] = {
-        {16, 40, 4, 0, -1, 0, 8},  {16, 40, 4, 0, -1, 1, 8},  {33, 70, 3, 0, -1, 1, 16}, {33, 70, 8, 1, -1, 0, 16},
-        {20, 48, 2, 0, 16, 0, 16}, {20, 48, 4, 0, 8, 1, 16},  {12, 37, 3, 1, 10, 1, 8},  {9, 64, 8, 0, 32, 0, 8},
+int main(void)
+{
+    struct {
+        int R, C, bits, sym, gs, act, bs;
+    } cases[] = {
+        {16, 40, 4, 0, -1, 0, 8},  {16, 40, 4, 0, -1, 1, 8}, {33, 70, 3, 0, -1, 1, 16}, {33, 70, 8, 1, -1, 0, 16},
+        {20, 48, 2, 0, 16, 0, 16}, {20, 48, 4, 0, 8, 1, 16}, {12, 37, 3, 1, 10, 1, 8},  {9, 64, 8, 0, 32, 0, 8},
     };
     for (size_t t = 0; t < QD_ARRAY_LEN(cases); t++) {
         int R = cases[t].R, C = cases[t].C, N = 3 * C;
-        float *W = malloc(sizeof(float) * R * C), *X = malloc(sizeof(float) * N * C), *H = calloc((size_t)C * C, sizeof(float));
+        float *W = malloc(sizeof(float) * R * C), *X = malloc(sizeof(float) * N * C),
+              *H = calloc((size_t)C * C, sizeof(float));
         for (int i = 0; i < R * C; i++) W[i] = (float)(urand() * 2 - 1);
         for (int i = 0; i < N * C; i++) X[i] = (float)(urand() * 2 - 1 + (i % C == 3 ? 2 : 0));
         for (int i = 0; i < N; i++) X[i * C + 5] = 0; /* a dead input */
@@ -142,8 +157,8 @@ int main(void) {
         reference(W, H, R, C, &o, Q);
         double md = 0;
         for (int i = 0; i < R * C; i++) md = fmax(md, fabs(Wq[i] - Q[i]));
-        printf("case %zu (%dx%d, %d-bit, %s, group %d, act-order %d, block %d): max |blocked - unblocked| = %.2e\n", t, R,
-               C, o.bits, o.sym ? "sym" : "asym", cases[t].gs, o.act_order, o.block_size, md);
+        printf("case %zu (%dx%d, %d-bit, %s, group %d, act-order %d, block %d): max |blocked - unblocked| = %.2e\n", t,
+               R, C, o.bits, o.sym ? "sym" : "asym", cases[t].gs, o.act_order, o.block_size, md);
         CHECK_DBL_LE(md, 1e-5);
         /* codes and g_idx describe the result: Q = s[g_idx] * (code - z[g_idx]) */
         for (int r = 0; r < R; r++)
@@ -163,8 +178,10 @@ int main(void) {
         memcpy(Wa, W, sizeof(float) * R * C);
         memcpy(Wb, W, sizeof(float) * R * C);
         CHECK_EQ(qd_gptq_quantize_prepared(prep, Wa, h, ca, sa, za, NULL, NULL), QD_OK);
-        CHECK_EQ(qd_gptq_quantize_prepared(prep, Wa + h * C, R - h, ca + h * C, sa + h * ng, za + h * ng, NULL, NULL), QD_OK);
-        CHECK_EQ(qd_gptq_quantize_prepared(prep, Wb + h * C, R - h, cb + h * C, sa + h * ng, za + h * ng, NULL, NULL), QD_OK);
+        CHECK_EQ(qd_gptq_quantize_prepared(prep, Wa + h * C, R - h, ca + h * C, sa + h * ng, za + h * ng, NULL, NULL),
+                 QD_OK);
+        CHECK_EQ(qd_gptq_quantize_prepared(prep, Wb + h * C, R - h, cb + h * C, sa + h * ng, za + h * ng, NULL, NULL),
+                 QD_OK);
         CHECK(memcmp(ca + h * C, cb + h * C, (size_t)(R - h) * C) == 0);
         CHECK(memcmp(Wa + h * C, Wb + h * C, sizeof(float) * (R - h) * C) == 0);
         int same = 0;
@@ -174,8 +191,21 @@ int main(void) {
         for (int i = 0; i < R * C; i++) md = fmax(md, fabs(Wa[i] - Wq[i]));
         CHECK_DBL_LE(md, 1e-5 + (same < R * C ? 1.0 : 0.0));
         qd_gptq_prep_free(prep);
-        free(Wa); free(Wb); free(ca); free(cb); free(sa); free(za);
-        free(W); free(X); free(H); free(Q); free(Wq); free(codes); free(sc); free(zr); free(gi);
+        free(Wa);
+        free(Wb);
+        free(ca);
+        free(cb);
+        free(sa);
+        free(za);
+        free(W);
+        free(X);
+        free(H);
+        free(Q);
+        free(Wq);
+        free(codes);
+        free(sc);
+        free(zr);
+        free(gi);
     }
     float w[4] = {1, 2, NAN, 4}, h[4] = {1, 0, 0, 1};
     qd_gptq_opts o;

@@ -14,7 +14,8 @@
 #include "worker/job.h"
 
 /* bytes of dataset `name` under group g (malloc'd), *n its size */
-static unsigned char *read_all(hid_t g, const char *name, size_t *n) {
+static unsigned char *read_all(hid_t g, const char *name, size_t *n)
+{
     hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
     if (d < 0) return NULL;
     hid_t t = H5Dget_type(d), s = H5Dget_space(d);
@@ -32,7 +33,8 @@ typedef struct {
     int compared, differ;
 } cmp_ctx;
 
-static herr_t cmp_tensor(hid_t g, const char *name, const H5L_info_t *info, void *op) {
+static herr_t cmp_tensor(hid_t g, const char *name, const H5L_info_t *info, void *op)
+{
     (void)info;
     cmp_ctx *c = op;
     hid_t a = H5Gopen2(g, name, H5P_DEFAULT), b = H5Gopen2(c->other, name, H5P_DEFAULT);
@@ -64,7 +66,8 @@ static herr_t cmp_tensor(hid_t g, const char *name, const H5L_info_t *info, void
     return 0;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     MPI_Init(&argc, &argv);
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     qd_coll_install_abort_hook();

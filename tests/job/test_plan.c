@@ -12,7 +12,8 @@
 
 #define NB (12 * 6 + 5)
 
-static int bert(qd_plan_item *it, qd_method m, int with_embeddings) {
+static int bert(qd_plan_item *it, qd_method m, int with_embeddings)
+{
     /* 12 blocks x {q, k, v, o: 768x768; intermediate 3072x768; output 768x3072} + embeddings etc. */
     int n = 0;
     for (int b = 0; b < 12; b++) {
@@ -30,7 +31,8 @@ static int bert(qd_plan_item *it, qd_method m, int with_embeddings) {
 }
 
 /* every item covered exactly once by its pieces, in order, with costs adding up */
-static void check_cover(const qd_plan_item *it, int n, const qd_plan *p) {
+static void check_cover(const qd_plan_item *it, int n, const qd_plan *p)
+{
     int q = 0;
     for (int i = 0; i < n; i++) {
         int parts = it[i].parts > 1 ? it[i].parts : 1, next = 0;
@@ -49,7 +51,8 @@ static void check_cover(const qd_plan_item *it, int n, const qd_plan *p) {
     CHECK_EQ(q, p->npieces);
 }
 
-static int same_plan(const qd_plan *a, const qd_plan *b) {
+static int same_plan(const qd_plan *a, const qd_plan *b)
+{
     if (a->npieces != b->npieces) return 0;
     for (int q = 0; q < a->npieces; q++)
         if (a->pieces[q].item != b->pieces[q].item || a->pieces[q].part0 != b->pieces[q].part0 ||
@@ -58,7 +61,8 @@ static int same_plan(const qd_plan *a, const qd_plan *b) {
     return 1;
 }
 
-int main(void) {
+int main(void)
+{
     qd_plan_item it[NB];
     int owner[NB], owner2[NB];
     /* the 72 Linear weights of the encoder blocks alone, by tensor */
@@ -67,7 +71,8 @@ int main(void) {
     for (int ranks = 1; ranks <= 8; ranks++) {
         CHECK_EQ(qd_plan_assign(it, n, ranks, QD_SHARD_TENSOR, owner), 0);
         double bal = qd_plan_balance(it, n, ranks, owner, NULL);
-        if (ranks == 8 || ranks == 4 || ranks == 2) printf("encoder weights by tensor, %d ranks: balance max/mean %.4f\n", ranks, bal);
+        if (ranks == 8 || ranks == 4 || ranks == 2)
+            printf("encoder weights by tensor, %d ranks: balance max/mean %.4f\n", ranks, bal);
         if (ranks != 7) CHECK_DBL_LE(bal, 1.10); /* 7 does not divide 72 equal-ish tensors well */
     }
     /* the whole checkpoint: the word embeddings (copied as float, 23M values) are more than an
@@ -77,7 +82,8 @@ int main(void) {
     for (int ranks = 1; ranks <= 8; ranks++) {
         CHECK_EQ(qd_plan_assign(it, n, ranks, QD_SHARD_TENSOR, owner), 0);
         double bal = qd_plan_balance(it, n, ranks, owner, NULL);
-        if (ranks == 8 || ranks == 4 || ranks == 2) printf("whole checkpoint by tensor, %d ranks: balance max/mean %.4f\n", ranks, bal);
+        if (ranks == 8 || ranks == 4 || ranks == 2)
+            printf("whole checkpoint by tensor, %d ranks: balance max/mean %.4f\n", ranks, bal);
         if (ranks <= 4) CHECK_DBL_LE(bal, 1.10);
         for (int i = 0; i < n; i++) CHECK(owner[i] >= 0 && owner[i] < ranks);
         CHECK_EQ(qd_plan_assign(it, n, ranks, QD_SHARD_TENSOR, owner2), 0);
@@ -92,7 +98,8 @@ int main(void) {
             prev = r;
         }
         if (ranks == 8 || ranks == 4)
-            printf("layer sharding, %d ranks: balance max/mean %.4f\n", ranks, qd_plan_balance(it, n, ranks, owner, NULL));
+            printf("layer sharding, %d ranks: balance max/mean %.4f\n", ranks,
+                   qd_plan_balance(it, n, ranks, owner, NULL));
 
         qd_plan p, p2;
         CHECK_EQ(qd_plan_make(it, n, ranks, QD_SHARD_ROWS, &p), 0);
@@ -101,7 +108,8 @@ int main(void) {
         CHECK_EQ(qd_plan_make(it, n, ranks, QD_SHARD_ROWS, &p2), 0);
         CHECK(same_plan(&p, &p2));
         if (ranks == 8 || ranks == 2)
-            printf("whole checkpoint by rows, %d ranks: %d pieces, balance max/mean %.4f\n", ranks, p.npieces, p.balance);
+            printf("whole checkpoint by rows, %d ranks: %d pieces, balance max/mean %.4f\n", ranks, p.npieces,
+                   p.balance);
         /* the peak memory of a rank is its largest piece, never more than the largest item */
         for (int r = 0; r < ranks; r++) CHECK_DBL_LE(p.peak_mem[r], 30522.0 * 768 * 4);
         qd_plan_free(&p2);
@@ -135,15 +143,20 @@ int main(void) {
         const qd_plan_cost_opts h1 = {1000, 0}, h2 = {2000, 0}, b1 = {1000, 256}, b2 = {1000, 512}, b3 = {3000, 256};
         CHECK_NEAR(qd_plan_cost(QD_METHOD_ADAROUND, 3072, 768, &h1), 1000.0 * 3072 * 768 * 768, 1.0);
         CHECK_NEAR(qd_plan_cost(QD_METHOD_ADAROUND, 3072, 768, &b1), 1000.0 * 3072 * 768 * 2 * 256, 1.0);
-        CHECK_NEAR(qd_plan_cost(QD_METHOD_ADAROUND, 768, 3072, &h2), 2.0 * qd_plan_cost(QD_METHOD_ADAROUND, 768, 3072, &h1), 1.0);
-        CHECK_NEAR(qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &b2), 2.0 * qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &b1), 1.0);
-        CHECK_NEAR(qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &b3), 3.0 * qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &b1), 1.0);
+        CHECK_NEAR(qd_plan_cost(QD_METHOD_ADAROUND, 768, 3072, &h2),
+                   2.0 * qd_plan_cost(QD_METHOD_ADAROUND, 768, 3072, &h1), 1.0);
+        CHECK_NEAR(qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &b2),
+                   2.0 * qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &b1), 1.0);
+        CHECK_NEAR(qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &b3),
+                   3.0 * qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &b1), 1.0);
         /* 768 columns: a batch of 384 rows costs as much as the Hessian */
         const qd_plan_cost_opts b4 = {1000, 384};
-        CHECK_NEAR(qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &b4), qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &h1), 1.0);
+        CHECK_NEAR(qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &b4), qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &h1),
+                   1.0);
         /* the defaults: QD_PLAN_ADA_ITERS_DEFAULT steps, Hessian form */
         const qd_plan_cost_opts dflt = {QD_PLAN_ADA_ITERS_DEFAULT, 0};
-        CHECK_NEAR(qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, NULL), qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &dflt), 1.0);
+        CHECK_NEAR(qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, NULL), qd_plan_cost(QD_METHOD_ADAROUND, 768, 768, &dflt),
+                   1.0);
         /* the other methods do not depend on them */
         CHECK_NEAR(qd_plan_cost(QD_METHOD_GPTQ, 768, 3072, &b3), qd_plan_cost_gptq(768, 3072), 0.0);
         CHECK_NEAR(qd_plan_cost(QD_METHOD_RTN, 768, 3072, &b3), qd_plan_cost_rtn(768, 3072), 0.0);

@@ -14,7 +14,8 @@
 #include "worker/rtn_rows.h"
 
 static uint64_t g_s = 7;
-static float urand(void) {
+static float urand(void)
+{
     g_s = g_s * 6364136223846793005ull + 1442695040888963407ull;
     return (float)((g_s >> 11) * (1.0 / 9007199254740992.0));
 }
@@ -22,7 +23,9 @@ static float urand(void) {
 static int g_cases;
 
 /* one comparison; returns the number of mismatching bytes/values */
-static void compare(const char *what, const float *w, int64_t R, int64_t C, const qd_qscheme *s, const qd_clip_opts *clip) {
+static void compare(const char *what, const float *w, int64_t R, int64_t C, const qd_qscheme *s,
+                    const qd_clip_opts *clip)
+{
     qd_qparams p;
     int rc = qd_quant_params(w, R, C, s, clip, &p);
     CHECK_EQ(rc, QD_OK);
@@ -44,9 +47,10 @@ static void compare(const char *what, const float *w, int64_t R, int64_t C, cons
     int bad_s = memcmp(sc, p.scales, (size_t)(R * ng) * sizeof(float)) != 0;
     int bad_z = memcmp(z, p.zeros, (size_t)(R * ng) * sizeof(int32_t)) != 0;
     int bad_q = memcmp(got, ref, (size_t)(R * rb)) != 0;
-    CHECK_MSG(!bad_s && !bad_z && !bad_q, "%s: %lldx%lld bits %d sym %d gran %d G %lld clip %d: scales %s, zeros %s, codes %s",
-              what, (long long)R, (long long)C, s->bits, s->sym, s->gran, (long long)s->group_size, clip->grid,
-              bad_s ? "DIFFER" : "ok", bad_z ? "DIFFER" : "ok", bad_q ? "DIFFER" : "ok");
+    CHECK_MSG(!bad_s && !bad_z && !bad_q,
+              "%s: %lldx%lld bits %d sym %d gran %d G %lld clip %d: scales %s, zeros %s, codes %s", what, (long long)R,
+              (long long)C, s->bits, s->sym, s->gran, (long long)s->group_size, clip->grid, bad_s ? "DIFFER" : "ok",
+              bad_z ? "DIFFER" : "ok", bad_q ? "DIFFER" : "ok");
     double e2 = 0, w2 = 0, mx = 0;
     for (int b = 0; b < 16; b++) {
         e2 += blk[b].err2;
@@ -67,7 +71,8 @@ static void compare(const char *what, const float *w, int64_t R, int64_t C, cons
         if (cut) {
             CHECK_EQ(qd_rtn_rows(w, cut, C, s, clip, got2, sc, z, br, blk2, what, 0), QD_OK);
             CHECK_EQ(qd_rtn_rows(w + cut * C, R - cut, C, s, clip, got2 + cut * rb, sc + cut * ng, z + cut * ng, br,
-                                 blk2 + cut / br, what, cut), QD_OK);
+                                 blk2 + cut / br, what, cut),
+                     QD_OK);
             CHECK(memcmp(got2, ref, (size_t)(R * rb)) == 0);
             CHECK(memcmp(blk, blk2, sizeof blk) == 0);
         }
@@ -83,7 +88,8 @@ static void compare(const char *what, const float *w, int64_t R, int64_t C, cons
     qd_qparams_free(&p);
 }
 
-static void all_schemes(const char *what, const float *w, int64_t R, int64_t C, int with_clip) {
+static void all_schemes(const char *what, const float *w, int64_t R, int64_t C, int with_clip)
+{
     static const int64_t groups[] = {32, 128, 48};
     for (int bits = 2; bits <= 8; bits++)
         for (int sym = 0; sym <= 1; sym++) {
@@ -103,20 +109,21 @@ static void all_schemes(const char *what, const float *w, int64_t R, int64_t C, 
         }
 }
 
-int main(void) {
+int main(void)
+{
     /* random rows, with edge-case rows mixed in */
     enum { R = 37, C = 150 };
     float *w = malloc(sizeof(float) * R * C);
     for (int i = 0; i < R * C; i++) w[i] = (urand() - 0.4f) * 0.1f;
     for (int c = 0; c < C; c++) {
-        w[1 * C + c] = 0.0f;                           /* all zero */
-        w[2 * C + c] = 0.03125f;                       /* constant positive */
-        w[3 * C + c] = -0.7f;                          /* constant negative */
-        w[4 * C + c] = (float)(c % 17 - 8) * 0.5f;     /* exact half steps: ties */
+        w[1 * C + c] = 0.0f;                             /* all zero */
+        w[2 * C + c] = 0.03125f;                         /* constant positive */
+        w[3 * C + c] = -0.7f;                            /* constant negative */
+        w[4 * C + c] = (float)(c % 17 - 8) * 0.5f;       /* exact half steps: ties */
         w[5 * C + c] = c == 77 ? 1e6f : urand() * 1e-3f; /* one huge outlier */
-        w[6 * C + c] = -urand();                       /* all negative */
-        w[7 * C + c] = c % 2 ? -0.0f : 0.0f;           /* signed zeros */
-        w[8 * C + c] = urand() * 1e-30f;               /* tiny */
+        w[6 * C + c] = -urand();                         /* all negative */
+        w[7 * C + c] = c % 2 ? -0.0f : 0.0f;             /* signed zeros */
+        w[8 * C + c] = urand() * 1e-30f;                 /* tiny */
     }
     all_schemes("random", w, R, C, 1);
     all_schemes("one column", w, R, 1, 0);
@@ -188,8 +195,8 @@ int main(void) {
             qd_rtn_rows(b, BR, BC, &s, &QD_CLIP_MINMAX, out, bs, bz, BR / 16, e, "bench", 0);
         }
         double t2 = qd_now(), gb = 4.0 * BR * BC * reps * 1e-9;
-        printf("%d-bit %s: reference %.2f GB/s, fused %.2f GB/s (%.1fx)\n", bits, bits == 8 ? "per channel" : "g128 asym",
-               gb / (t1 - t0), gb / (t2 - t1), (t1 - t0) / (t2 - t1));
+        printf("%d-bit %s: reference %.2f GB/s, fused %.2f GB/s (%.1fx)\n", bits,
+               bits == 8 ? "per channel" : "g128 asym", gb / (t1 - t0), gb / (t2 - t1), (t1 - t0) / (t2 - t1));
     }
     free(b);
     free(out);

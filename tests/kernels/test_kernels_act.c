@@ -11,7 +11,13 @@
 #include "qd_test.h"
 
 static uint64_t rs = 88172645463325252ull;
-static double urand(void) { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return (double)(rs >> 11) / 9007199254740992.0; }
+static double urand(void)
+{
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return (double)(rs >> 11) / 9007199254740992.0;
+}
 
 int main(void)
 {
@@ -20,7 +26,13 @@ int main(void)
     enum { N = 4099 };
     float *x = malloc(N * sizeof(float)), *a = malloc(N * sizeof(float)), *b = malloc(N * sizeof(float));
     for (int i = 0; i < N; i++) x[i] = (float)((urand() * 2 - 1) * (i % 3 ? 6 : 30));
-    x[0] = 0; x[1] = -0.0f; x[2] = 4.0f; x[3] = -4.0f; x[4] = 1e-30f; x[5] = INFINITY; x[6] = -INFINITY;
+    x[0] = 0;
+    x[1] = -0.0f;
+    x[2] = 4.0f;
+    x[3] = -4.0f;
+    x[4] = 1e-30f;
+    x[5] = INFINITY;
+    x[6] = -INFINITY;
     /* GELU vs libm */
     memcpy(a, x, N * sizeof(float));
     ref->gelu(a, N);
@@ -37,17 +49,24 @@ int main(void)
     /* exp_sum vs libm, with a max subtracted and masked entries */
     memcpy(a, x, N * sizeof(float));
     float m = -INFINITY;
-    for (int i = 0; i < N; i++) if (!isinf(x[i]) && x[i] > m) m = x[i];
+    for (int i = 0; i < N; i++)
+        if (!isinf(x[i]) && x[i] > m) m = x[i];
     a[5] = -INFINITY; /* a masked key */
     float s = ref->exp_sum(a, N, m);
     double rel = 0, sum = 0;
     for (int i = 0; i < N; i++) {
         double e = i == 5 || i == 6 ? 0.0 : exp((double)(float)(x[i] - m)); /* the difference in float, as the kernel */
-        if (i == 5 || i == 6) { CHECK(a[i] == 0.0f); continue; }
+        if (i == 5 || i == 6) {
+            CHECK(a[i] == 0.0f);
+            continue;
+        }
         sum += a[i];
         /* relative error for normal results; below 2^-126 the result is subnormal: absolute */
-        if (e > 1.2e-38) { double r = fabs(a[i] - e) / e; if (r > rel) rel = r; }
-        else CHECK(fabs(a[i] - e) < 1.5e-45 * 4);
+        if (e > 1.2e-38) {
+            double r = fabs(a[i] - e) / e;
+            if (r > rel) rel = r;
+        } else
+            CHECK(fabs(a[i] - e) < 1.5e-45 * 4);
     }
     printf("exp: max relative error %.3g\n", rel);
     CHECK_DBL_LE(rel, 3e-7);
@@ -89,7 +108,9 @@ int main(void)
         CHECK(memcmp(a, b, N * sizeof(float)) == 0);
     } else
         printf("no AVX2 on this CPU: reference only\n");
-    free(x); free(a); free(b);
+    free(x);
+    free(a);
+    free(b);
     printf("%d checks, %d failures\n", qd_test_checks_, qd_test_failures_);
     return qd_test_failures_;
 }

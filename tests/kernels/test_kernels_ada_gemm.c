@@ -15,9 +15,16 @@
 #include "qd_test.h"
 
 static uint64_t rs = 0x9E3779B97F4A7C15ull;
-static double urand(void) { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return (double)(rs >> 11) / 9007199254740992.0; }
+static double urand(void)
+{
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return (double)(rs >> 11) / 9007199254740992.0;
+}
 
-static void check_sparse(int64_t R, int64_t C) {
+static void check_sparse(int64_t R, int64_t C)
+{
     float *H = malloc((size_t)(C * C) * sizeof(float));
     for (int64_t i = 0; i < C * C; i++) H[i] = (float)(urand() - 0.5);
     int64_t *ptr = malloc((size_t)(R + 1) * sizeof(int64_t));
@@ -28,7 +35,10 @@ static void check_sparse(int64_t R, int64_t C) {
         ptr[r] = k;
         if (r % 5 == 2) continue; /* empty rows */
         for (int64_t c = 0; c < C; c++)
-            if (urand() < 0.2) { idx[k] = (int32_t)c; val[k++] = (float)((urand() - 0.5) * 1e-3); }
+            if (urand() < 0.2) {
+                idx[k] = (int32_t)c;
+                val[k++] = (float)((urand() - 0.5) * 1e-3);
+            }
     }
     ptr[R] = k;
     const int64_t ld = C + 3;
@@ -52,7 +62,8 @@ static void check_sparse(int64_t R, int64_t C) {
     free(H), free(ptr), free(idx), free(val), free(y0), free(y1), free(yd);
 }
 
-static void check_bf16(int64_t M, int64_t K, int64_t N) {
+static void check_bf16(int64_t M, int64_t K, int64_t N)
+{
     float *A = malloc((size_t)(M * K) * sizeof(float)), *B = malloc((size_t)(K * N) * sizeof(float));
     for (int64_t i = 0; i < M * K; i++) A[i] = (float)((urand() - 0.5) * (i % 13 ? 1e-2 : 3.0));
     for (int64_t i = 0; i < K * N; i++) B[i] = (float)((urand() - 0.5) * (i % 7 ? 1.0 : 50.0));
@@ -84,7 +95,8 @@ static void check_bf16(int64_t M, int64_t K, int64_t N) {
 }
 
 /* a row's result does not depend on the rows beside it or on the padding of M to 64 */
-static void check_bf16_rows(void) {
+static void check_bf16_rows(void)
+{
     const int64_t M = 64, K = 96, N = 80;
     float *A = malloc((size_t)(M * K) * sizeof(float)), *B = malloc((size_t)(K * N) * sizeof(float));
     for (int64_t i = 0; i < M * K; i++) A[i] = (float)(urand() - 0.5);
@@ -101,7 +113,8 @@ static void check_bf16_rows(void) {
     free(A), free(B), free(Y), free(Z);
 }
 
-int main(void) {
+int main(void)
+{
     check_sparse(1, 1);
     check_sparse(7, 95);
     check_sparse(9, 96);

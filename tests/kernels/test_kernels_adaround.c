@@ -12,11 +12,18 @@
 #include "qd_test.h"
 
 static uint64_t rs = 88172645463325252ull;
-static double urand(void) { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return (double)(rs >> 11) / 9007199254740992.0; }
+static double urand(void)
+{
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return (double)(rs >> 11) / 9007199254740992.0;
+}
 
 enum { N = 4103, NARR = 11 };
 /* arrays: 0 c0, 1 sm, 2 V, 3 m, 4 v, 5 a, 6 b, 7 E, 8 reg, 9 gw */
-static void fill(float *x[NARR]) {
+static void fill(float *x[NARR])
+{
     for (int i = 0; i < N; i++) {
         x[0][i] = (float)(urand() - 0.5);
         x[1][i] = i % 7 == 3 ? 0.0f : (float)(0.01 + 0.1 * urand());
@@ -28,22 +35,35 @@ static void fill(float *x[NARR]) {
         x[7][i] = x[8][i] = 0;
         x[9][i] = (float)((urand() - 0.5) * 1e-1);
     }
-    x[2][0] = 0.0f;            /* h = 0.5: t = 0 */
+    x[2][0] = 0.0f; /* h = 0.5: t = 0 */
     x[2][1] = -0.0f;
-    x[2][2] = logf(11.0f);     /* near the clip */
+    x[2][2] = logf(11.0f); /* near the clip */
     x[2][3] = -logf(11.0f);
     x[2][4] = 1e30f;
     x[2][5] = -1e30f;
 }
 
-static qd_ada_step mk(float *x[NARR], int64_t off, int64_t n, float beta, float lambda, int reg) {
-    qd_ada_step s = {.n = n, .c0 = x[0] + off, .sm = x[1] + off, .V = x[2] + off, .m = x[3] + off, .v = x[4] + off,
-                     .a = x[5] + off, .b = x[6] + off, .E = x[7] + off, .reg = reg ? x[8] + off : NULL,
-                     .lrc1 = 1e-2f, .ic2 = 1.7f, .beta = beta, .lambda = lambda};
+static qd_ada_step mk(float *x[NARR], int64_t off, int64_t n, float beta, float lambda, int reg)
+{
+    qd_ada_step s = {.n = n,
+                     .c0 = x[0] + off,
+                     .sm = x[1] + off,
+                     .V = x[2] + off,
+                     .m = x[3] + off,
+                     .v = x[4] + off,
+                     .a = x[5] + off,
+                     .b = x[6] + off,
+                     .E = x[7] + off,
+                     .reg = reg ? x[8] + off : NULL,
+                     .lrc1 = 1e-2f,
+                     .ic2 = 1.7f,
+                     .beta = beta,
+                     .lambda = lambda};
     return s;
 }
 
-int main(void) {
+int main(void)
+{
     const qd_kernel_table *ref = qd_kernels_table("ref"), *avx = qd_kernels_table("avx2");
     CHECK(ref && ref->adaround_step && ref->log);
     float *x[NARR], *y[NARR], *x0[NARR];
@@ -58,7 +78,12 @@ int main(void) {
     {
         float *in = x[0], *out = x[1], *out2 = x[2];
         for (int i = 0; i < N; i++) in[i] = (float)exp((urand() * 2 - 1) * (i % 2 ? 1 : 80));
-        in[0] = 1.0f; in[1] = FLT_MIN; in[2] = FLT_MAX; in[3] = 0.70710677f; in[4] = 0.70710683f; in[5] = 1.0000001f;
+        in[0] = 1.0f;
+        in[1] = FLT_MIN;
+        in[2] = FLT_MAX;
+        in[3] = 0.70710677f;
+        in[4] = 0.70710683f;
+        in[5] = 1.0000001f;
         ref->log(in, N, out);
         double worst = 0;
         for (int i = 0; i < N; i++) {
@@ -113,8 +138,7 @@ int main(void) {
                      * relative to |b| plus 1e-5 of b's scale 2 lambda beta dh; |t|^(beta - 1) is
                      * steep near t = 0: compared where |t| > 0.05 (the float resolution of h,
                      * amplified by |beta - 1| / |t|, stays below 1e-5 there) */
-                    if (at > 0.05)
-                        wb = fmax(wb, fabs(b - x[6][i]) / (fabs(b) + 2e-5 * lambda * beta * dh + 1e-30));
+                    if (at > 0.05) wb = fmax(wb, fabs(b - x[6][i]) / (fabs(b) + 2e-5 * lambda * beta * dh + 1e-30));
                     wr = fmax(wr, fabs(reg - x[8][i]));
                 }
                 printf("beta %4.1f lambda %.2f %s: V %.2g  E %.2g  a %.2g  b %.2g  reg %.2g\n", beta, lambda,
@@ -132,7 +156,8 @@ int main(void) {
                             memcpy(x[k], x0[k], N * sizeof(float));
                             memcpy(y[k], x0[k], N * sizeof(float));
                         }
-                        qd_ada_step sr = mk(x, 7, len, beta, lambda, len % 2), sa = mk(y, 7, len, beta, lambda, len % 2);
+                        qd_ada_step sr = mk(x, 7, len, beta, lambda, len % 2),
+                                    sa = mk(y, 7, len, beta, lambda, len % 2);
                         ref->adaround_step(&sr, upd ? x[9] + 7 : NULL);
                         vt->adaround_step(&sa, upd ? y[9] + 7 : NULL);
                         for (int k = 0; k < NARR; k++) CHECK(memcmp(x[k], y[k], N * sizeof(float)) == 0);

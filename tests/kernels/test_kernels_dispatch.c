@@ -7,7 +7,8 @@
 #include "kernels/kernels.h"
 #include "qd_test.h"
 
-static int cpu_avx2(void) {
+static int cpu_avx2(void)
+{
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
@@ -16,7 +17,8 @@ static int cpu_avx2(void) {
 #endif
 }
 
-static int cpu_avx512(void) {
+static int cpu_avx512(void)
+{
 #if defined(__x86_64__) || defined(__i386__)
     return cpu_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
 #else
@@ -24,7 +26,8 @@ static int cpu_avx512(void) {
 #endif
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     const char *want = argc > 1 ? argv[1] : NULL;
     if (want)
         setenv("QD_KERNELS", want, 1);
@@ -33,7 +36,7 @@ int main(int argc, char **argv) {
     const char *best = cpu_avx512() ? "avx512" : cpu_avx2() ? "avx2" : "ref";
     const char *expect = want && strcmp(want, "ref") == 0                  ? "ref"
                          : want && strcmp(want, "avx2") == 0 && cpu_avx2() ? "avx2"
-                                                                            : best;
+                                                                           : best;
 
     const qd_kernel_table *k = qd_kernels();
     CHECK_STREQ(qd_kernels_isa(), expect);

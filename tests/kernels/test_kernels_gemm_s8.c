@@ -22,7 +22,8 @@
 #define GUARD_COLS 5
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
-static uint64_t rnd(void) { /* splitmix64 */
+static uint64_t rnd(void)
+{ /* splitmix64 */
     uint64_t z = (rng += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -30,7 +31,8 @@ static uint64_t rnd(void) { /* splitmix64 */
 }
 static double unif(void) { return (double)(rnd() >> 11) * 0x1.0p-53; }
 static int64_t irand(int64_t lo, int64_t hi) { return lo + (int64_t)(rnd() % (uint64_t)(hi - lo + 1)); }
-static float gauss(void) {
+static float gauss(void)
+{
     double u = unif(), v = unif();
     return (float)(sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v));
 }
@@ -38,7 +40,8 @@ static float gauss(void) {
 static const qd_kernel_table *g_ref, *g_isa;
 
 /* memcmp with the first differing element named */
-static int same_bytes(const void *a, const void *b, size_t n, const char *what, int64_t M, int64_t N, int64_t K) {
+static int same_bytes(const void *a, const void *b, size_t n, const char *what, int64_t M, int64_t N, int64_t K)
+{
     if (memcmp(a, b, n) == 0) return 1;
     size_t i = 0;
     while (((const uint8_t *)a)[i] == ((const uint8_t *)b)[i]) i++;
@@ -52,7 +55,8 @@ static int same_bytes(const void *a, const void *b, size_t n, const char *what, 
 enum { D_RANDOM, D_ALL_MIN, D_MIN_MAX, D_ALTERNATE, D_SMALL, ND };
 static const char *dname[ND] = {"random", "all -128", "-128 x 127", "alternating", "small"};
 
-static void fill(int kind, int8_t *a, int64_t n, int is_w) {
+static void fill(int kind, int8_t *a, int64_t n, int is_w)
+{
     for (int64_t i = 0; i < n; i++) {
         switch (kind) {
         case D_RANDOM: a[i] = (int8_t)irand(-128, 127); break;
@@ -66,7 +70,8 @@ static void fill(int kind, int8_t *a, int64_t n, int is_w) {
 
 /* ---- one GEMM case --------------------------------------------------------------------------- */
 
-static void gemm_case(int kind, int64_t M, int64_t N, int64_t K, int with_bias) {
+static void gemm_case(int kind, int64_t M, int64_t N, int64_t K, int with_bias)
+{
     const int64_t lda = K + irand(0, 3), ldw = K + irand(0, 2), ldc = N + GUARD_COLS;
     int8_t *A = malloc((size_t)(M * lda)), *Wc = malloc((size_t)(N * ldw));
     float *as = malloc((size_t)M * sizeof(float)), *ws = malloc((size_t)N * sizeof(float));
@@ -114,7 +119,8 @@ static void gemm_case(int kind, int64_t M, int64_t N, int64_t K, int with_bias) 
     const int32_t zps[] = {0, -128, 127, 17, 32768, -32768};
     const qd_requant rq = {with_bias ? b32 : NULL, mult, shift, zps[irand(0, 5)]};
 
-    const size_t cf = (size_t)(M * ldc) * sizeof(float), c32 = (size_t)(M * ldc) * sizeof(int32_t), c8 = (size_t)(M * ldc);
+    const size_t cf = (size_t)(M * ldc) * sizeof(float), c32 = (size_t)(M * ldc) * sizeof(int32_t),
+                 c8 = (size_t)(M * ldc);
     float *fexp = malloc(cf), *fref = malloc(cf), *fisa = malloc(cf);
     int32_t *iexp = malloc(c32), *iref = malloc(c32), *iisa = malloc(c32);
     int8_t *bexp = malloc(c8), *bref = malloc(c8), *bisa = malloc(c8);
@@ -128,7 +134,8 @@ static void gemm_case(int kind, int64_t M, int64_t N, int64_t K, int with_bias) 
             float v = (float)s * as[m] * ws[n];
             if (with_bias) v = v + bias[n];
             fexp[m * ldc + n] = v;
-            bexp[m * ldc + n] = qd_requantize_s8((int32_t)(s + (with_bias ? b32[n] : 0)), mult[n], shift[n], rq.zero_point);
+            bexp[m * ldc + n] =
+                qd_requantize_s8((int32_t)(s + (with_bias ? b32[n] : 0)), mult[n], shift[n], rq.zero_point);
         }
 
     char what[160];
@@ -159,7 +166,8 @@ static void gemm_case(int kind, int64_t M, int64_t N, int64_t K, int with_bias) 
 
 /* ---- hand-computed ---------------------------------------------------------------------------- */
 
-static void tiny_case(const qd_kernel_table *k) {
+static void tiny_case(const qd_kernel_table *k)
+{
     const int8_t A[2 * 3] = {1, -2, 3, -128, 127, 0};
     const int8_t Wc[2 * 3] = {4, 5, -6, -128, -128, 127};
     const float as[2] = {0.5f, 0.25f}, ws[2] = {2.0f, 0.125f}, bias[2] = {1.0f, -1.0f};
@@ -192,7 +200,8 @@ static void tiny_case(const qd_kernel_table *k) {
 
 /* ---- activation quantizer -------------------------------------------------------------------- */
 
-static int8_t formula_q(float x, float s) {
+static int8_t formula_q(float x, float s)
+{
     if (s == 0.0f) return 0;
     float r = rintf(x / s);
     if (isnan(r)) return 0;
@@ -201,7 +210,8 @@ static int8_t formula_q(float x, float s) {
 
 static long n_ties = 0;
 
-static void quant_case(int mode, int64_t M, int64_t K) {
+static void quant_case(int mode, int64_t M, int64_t K)
+{
     const int64_t ldx = K + irand(0, 3), ldq = K + irand(0, 3);
     float *x = malloc((size_t)(M * ldx) * sizeof(float));
     float *se = malloc((size_t)M * sizeof(float)), *sr = malloc((size_t)M * sizeof(float));
@@ -261,7 +271,8 @@ static void quant_case(int mode, int64_t M, int64_t K) {
     free(x), free(se), free(sr), free(si), free(qe), free(qr), free(qi);
 }
 
-static void quant_known(const qd_kernel_table *k) {
+static void quant_known(const qd_kernel_table *k)
+{
     const float x[8] = {127.0f, 0.5f, 1.5f, -2.5f, -127.0f, 63.49f, NAN, -0.0f};
     const int8_t want[8] = {127, 0, 2, -2, -127, 63, 0, 0};
     float s = -1;
@@ -280,7 +291,8 @@ static void quant_known(const qd_kernel_table *k) {
 
 /* ---- bad shapes -------------------------------------------------------------------------------- */
 
-static void create_errors(void) {
+static void create_errors(void)
+{
     int8_t w[4] = {0};
     float s[2] = {1, 1};
     qd_gemm_w8 *W = (qd_gemm_w8 *)&w; /* must be reset to NULL */
@@ -292,7 +304,8 @@ static void create_errors(void) {
     qd_gemm_w8_free(NULL);
 }
 
-int main(void) {
+int main(void)
+{
     g_ref = qd_kernels_table("ref");
     g_isa = qd_kernels_table("avx2");
     printf("selected kernels: %s\n", qd_kernels_isa());
@@ -311,9 +324,8 @@ int main(void) {
         for (int64_t N = 1; N <= 35; N += 5)
             for (int64_t K = 1; K <= 40; K += 3) gemm_case((int)irand(0, ND - 1), M, N, K, (int)irand(0, 1));
     /* shapes across the K block (384), the row block and the 16-channel panels */
-    static const int64_t shapes[][3] = {{1, 1, 3072},   {1, 768, 768},  {7, 33, 3072}, {13, 21, 3071},
-                                        {50, 47, 385},  {100, 40, 3072}, {61, 130, 777}, {6, 16, 384},
-                                        {12, 32, 386},  {5, 17, 1}};
+    static const int64_t shapes[][3] = {{1, 1, 3072},    {1, 768, 768},  {7, 33, 3072}, {13, 21, 3071}, {50, 47, 385},
+                                        {100, 40, 3072}, {61, 130, 777}, {6, 16, 384},  {12, 32, 386},  {5, 17, 1}};
     for (size_t i = 0; i < QD_ARRAY_LEN(shapes); i++)
         for (int kind = 0; kind < ND; kind++) gemm_case(kind, shapes[i][0], shapes[i][1], shapes[i][2], kind & 1);
     /* the largest K: every product -128·-128, acc = 2^30 */

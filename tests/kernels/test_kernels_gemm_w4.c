@@ -21,7 +21,8 @@
 #define GUARD_COLS 3
 
 static uint64_t rng = 0xD1B54A32D192ED03ull;
-static uint64_t rnd(void) { /* splitmix64 */
+static uint64_t rnd(void)
+{ /* splitmix64 */
     uint64_t z = (rng += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -29,7 +30,8 @@ static uint64_t rnd(void) { /* splitmix64 */
 }
 static double unif(void) { return (double)(rnd() >> 11) * 0x1.0p-53; }
 static int64_t irand(int64_t lo, int64_t hi) { return lo + (int64_t)(rnd() % (uint64_t)(hi - lo + 1)); }
-static float gauss(void) {
+static float gauss(void)
+{
     double u = unif(), v = unif();
     return (float)(sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v));
 }
@@ -37,19 +39,21 @@ static float gauss(void) {
 static const qd_kernel_table *g_ref, *g_isa;
 
 static int same_bytes(const void *a, const void *b, size_t n, const char *what, int64_t M, int64_t N, int64_t K,
-                      int64_t G) {
+                      int64_t G)
+{
     if (memcmp(a, b, n) == 0) return 1;
     size_t i = 0;
     while (((const uint8_t *)a)[i] == ((const uint8_t *)b)[i]) i++;
-    fprintf(stderr, "%s: M=%lld N=%lld K=%lld G=%lld: first difference at byte %zu\n", what, (long long)M,
-            (long long)N, (long long)K, (long long)G, i);
+    fprintf(stderr, "%s: M=%lld N=%lld K=%lld G=%lld: first difference at byte %zu\n", what, (long long)M, (long long)N,
+            (long long)K, (long long)G, i);
     return 0;
 }
 
 enum { D_RANDOM, D_EXTREME_LOW, D_EXTREME_HIGH, D_SPARSE, ND };
 static const char *dname[ND] = {"random", "a=-128 q=15 z=0", "a=-128 q=0 z=15", "sparse"};
 
-static void w4_case(int kind, int64_t M, int64_t N, int64_t K, int64_t G, int with_bias) {
+static void w4_case(int kind, int64_t M, int64_t N, int64_t K, int64_t G, int with_bias)
+{
     const int64_t ng = (K + G - 1) / G, rb = (K + 1) / 2, ldw = rb + irand(0, 2);
     const int64_t lda = K + irand(0, 3), ldc = N + GUARD_COLS;
     int8_t *A = malloc((size_t)(M * lda));
@@ -58,7 +62,9 @@ static void w4_case(int kind, int64_t M, int64_t N, int64_t K, int64_t G, int wi
     float *sc = malloc((size_t)(N * ng) * sizeof(float)), *bias = malloc((size_t)N * sizeof(float));
     int32_t *zr = malloc((size_t)(N * ng) * sizeof(int32_t));
     for (int64_t i = 0; i < M * lda; i++) {
-        A[i] = kind == D_RANDOM ? (int8_t)irand(-128, 127) : kind == D_SPARSE ? (int8_t)(irand(0, 7) ? 0 : irand(-128, 127)) : -128;
+        A[i] = kind == D_RANDOM   ? (int8_t)irand(-128, 127)
+               : kind == D_SPARSE ? (int8_t)(irand(0, 7) ? 0 : irand(-128, 127))
+                                  : -128;
         Af[i] = kind == D_RANDOM ? gauss() : kind == D_SPARSE ? (irand(0, 7) ? 0.0f : gauss() * 100.0f) : -1e3f;
     }
     for (int64_t m = 0; m < M; m++) as[m] = (float)(unif() * 0.05 + 1e-4);
@@ -126,7 +132,8 @@ static void w4_case(int kind, int64_t M, int64_t N, int64_t K, int64_t G, int wi
 }
 
 /* K = 5 in groups of 2 (the last group one column), one channel */
-static void tiny_case(const qd_kernel_table *k) {
+static void tiny_case(const qd_kernel_table *k)
+{
     const uint8_t packed[3] = {0xF0, 0x87, 0x03}; /* codes 0 15 | 7 8 | 3 */
     const float sc[3] = {0.5f, 0.25f, 2.0f}, bias = 0.25f, as = 0.5f;
     const int32_t zr[3] = {8, 0, 3};
@@ -151,7 +158,8 @@ static void tiny_case(const qd_kernel_table *k) {
     qd_gemm_w4_free(Wb);
 }
 
-static void create_errors(void) {
+static void create_errors(void)
+{
     const uint8_t p[4] = {0};
     const float s[2] = {1, 1};
     int32_t z[2] = {0, 16};
@@ -169,7 +177,8 @@ static void create_errors(void) {
     qd_gemm_w4_free(NULL);
 }
 
-int main(void) {
+int main(void)
+{
     g_ref = qd_kernels_table("ref");
     g_isa = qd_kernels_table("avx2");
     printf("selected kernels: %s\n", qd_kernels_isa());
@@ -189,10 +198,11 @@ int main(void) {
                     w4_case((int)irand(0, ND - 1), M, N, K, Gs[gi], (int)irand(0, 1));
             }
     static const int64_t shapes[][4] = {
-        {1, 768, 768, 128}, {7, 33, 3072, 128}, {13, 21, 3071, 64}, {100, 40, 768, 128}, {97, 290, 520, 32},
+        {1, 768, 768, 128}, {7, 33, 3072, 128}, {13, 21, 3071, 64},  {100, 40, 768, 128}, {97, 290, 520, 32},
         {6, 16, 256, 256},  {5, 300, 1000, 3},  {3, 17, 3072, 3072}, {4, 16, 4096, 4096}, {11, 19, 100, 48},
     };
     for (size_t i = 0; i < QD_ARRAY_LEN(shapes); i++)
-        for (int kind = 0; kind < ND; kind++) w4_case(kind, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], kind & 1);
+        for (int kind = 0; kind < ND; kind++)
+            w4_case(kind, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], kind & 1);
     QD_TEST_MAIN_END();
 }

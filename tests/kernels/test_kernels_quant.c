@@ -12,11 +12,12 @@
 #include "kernels/kernels.h"
 #include "qd_test.h"
 
-#define GUARD 64
+#define GUARD      64
 #define GUARD_BYTE 0xA5
 
 static uint64_t rng = 0x243F6A8885A308D3ull;
-static uint64_t rnd(void) { /* splitmix64 */
+static uint64_t rnd(void)
+{ /* splitmix64 */
     uint64_t z = (rng += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -24,13 +25,15 @@ static uint64_t rnd(void) { /* splitmix64 */
 }
 static double unif(void) { return (double)(rnd() >> 11) * 0x1.0p-53; }
 static int64_t irand(int64_t lo, int64_t hi) { return lo + (int64_t)(rnd() % (uint64_t)(hi - lo + 1)); }
-static float gauss(void) { /* Box-Muller, one value */
+static float gauss(void)
+{ /* Box-Muller, one value */
     double u = unif(), v = unif();
     return (float)(sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v));
 }
 
 /* ---- the formula, independent of kernels/ ------------------------------------------------- */
-static int formula_code(float x, float s, int32_t z, int maxq) {
+static int formula_code(float x, float s, int32_t z, int maxq)
+{
     float q = rintf(x / s) + (float)z;
     if (isnan(q)) return 0; /* the kernels' documented choice for a NaN quotient */
     return q < 0.0f ? 0 : q > (float)maxq ? maxq : (int)q;
@@ -42,7 +45,8 @@ static const char *mode_name[NMODES] = {"random", "ties", "extreme", "nonfinite"
 static long n_ties = 0;
 
 /* x[n] and per-group scales/zeros for maxq */
-static void make_row(int mode, int64_t n, int64_t G, int maxq, float *x, float *sc, int32_t *zp) {
+static void make_row(int mode, int64_t n, int64_t G, int maxq, float *x, float *sc, int32_t *zp)
+{
     const int64_t ng = (n + G - 1) / G;
     for (int64_t g = 0; g < ng; g++) {
         const int64_t c0 = g * G, c1 = QD_MIN(c0 + G, n);
@@ -82,8 +86,8 @@ static void make_row(int mode, int64_t n, int64_t G, int maxq, float *x, float *
         }
         case MODE_EXTREME: {
             static const float scale_pick[] = {1e-30f, 1e30f, 1e-42f /* denormal */, 0.0123f, 1.0f, 3.0e-7f};
-            static const float val_pick[] = {0.0f, -0.0f, 1e-40f, -1e-40f, FLT_MIN, -FLT_MIN, 1e30f, -1e30f,
-                                             FLT_MAX, -FLT_MAX, 1e-20f, -1e-20f, 12345.678f, -98765.4f};
+            static const float val_pick[] = {0.0f,   -0.0f,   1e-40f,   -1e-40f, FLT_MIN, -FLT_MIN,   1e30f,
+                                             -1e30f, FLT_MAX, -FLT_MAX, 1e-20f,  -1e-20f, 12345.678f, -98765.4f};
             s = scale_pick[irand(0, (int64_t)QD_ARRAY_LEN(scale_pick) - 1)];
             z = irand(0, 2) == 0 ? 0 : irand(0, 1) ? maxq : (int32_t)irand(0, maxq);
             for (int64_t c = c0; c < c1; c++) {
@@ -113,7 +117,8 @@ static void make_row(int mode, int64_t n, int64_t G, int maxq, float *x, float *
     }
 }
 
-static int guard_ok(const void *buf, size_t used) {
+static int guard_ok(const void *buf, size_t used)
+{
     const uint8_t *b = (const uint8_t *)buf + used;
     for (int i = 0; i < GUARD; i++)
         if (b[i] != GUARD_BYTE) return 0;
@@ -121,23 +126,23 @@ static int guard_ok(const void *buf, size_t used) {
 }
 
 /* memcmp with a message naming the case and the first differing byte */
-#define CHECK_SAME(a, b, nbytes, what)                                                                   \
-    do {                                                                                                 \
-        size_t nb_ = (size_t)(nbytes);                                                                   \
-        int same_ = memcmp((a), (b), nb_) == 0;                                                          \
-        if (!same_) {                                                                                    \
-            size_t i_ = 0;                                                                               \
-            while (((const uint8_t *)(a))[i_] == ((const uint8_t *)(b))[i_]) i_++;                       \
-            CHECK_MSG(same_, "%s: n=%lld G=%lld maxq=%d mode=%s: first difference at byte %zu", what,   \
-                      (long long)n, (long long)G, maxq, mode_name[mode], i_);                            \
-        } else                                                                                           \
-            CHECK(same_);                                                                                \
+#define CHECK_SAME(a, b, nbytes, what)                                                                              \
+    do {                                                                                                            \
+        size_t nb_ = (size_t)(nbytes);                                                                              \
+        int same_ = memcmp((a), (b), nb_) == 0;                                                                     \
+        if (!same_) {                                                                                               \
+            size_t i_ = 0;                                                                                          \
+            while (((const uint8_t *)(a))[i_] == ((const uint8_t *)(b))[i_]) i_++;                                  \
+            CHECK_MSG(same_, "%s: n=%lld G=%lld maxq=%d mode=%s: first difference at byte %zu", what, (long long)n, \
+                      (long long)G, maxq, mode_name[mode], i_);                                                     \
+        } else                                                                                                      \
+            CHECK(same_);                                                                                           \
     } while (0)
 
 static long n_cases = 0;
 
-static void run_case(const qd_kernel_table *ref, const qd_kernel_table *isa, int mode, int64_t n, int64_t G,
-                     int maxq) {
+static void run_case(const qd_kernel_table *ref, const qd_kernel_table *isa, int mode, int64_t n, int64_t G, int maxq)
+{
     const int64_t ng = (n + G - 1) / G, nb4 = (n + 1) / 2;
     float *x = malloc((size_t)n * sizeof *x), *sc = malloc((size_t)ng * sizeof *sc);
     int32_t *zp = malloc((size_t)ng * sizeof *zp);
@@ -229,7 +234,8 @@ static void run_case(const qd_kernel_table *ref, const qd_kernel_table *isa, int
 }
 
 /* hand-made values whose codes are known without the formula */
-static void known_values(const qd_kernel_table *k) {
+static void known_values(const qd_kernel_table *k)
+{
     /* scale 1, zero 8, 4 bit: ties go to even, clamps at both ends, -0 gives the zero point, NaN gives 0 */
     const float x[] = {0.5f, 1.5f, 2.5f, -0.5f, -1.5f, -2.5f, 100.0f, -100.0f, -0.0f, 0.0f, 7.0f, 6.5f, NAN};
     const uint8_t want[] = {8, 10, 10, 8, 6, 6, 15, 0, 8, 8, 15, 14, 0};
@@ -251,7 +257,8 @@ static void known_values(const qd_kernel_table *k) {
     CHECK_NEAR(back[7], -8.0, 0);
 }
 
-int main(void) {
+int main(void)
+{
     const qd_kernel_table *ref = qd_kernels_table("ref");
     const qd_kernel_table *avx2 = qd_kernels_table("avx2");
     printf("selected kernels: %s\n", qd_kernels_isa());

@@ -14,7 +14,8 @@
 #include "qd_test.h"
 
 static uint64_t rng = 0x13198A2E03707344ull;
-static uint64_t rnd(void) {
+static uint64_t rnd(void)
+{
     uint64_t z = (rng += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -23,7 +24,8 @@ static uint64_t rnd(void) {
 static int64_t irand(int64_t lo, int64_t hi) { return lo + (int64_t)(rnd() % (uint64_t)(hi - lo + 1)); }
 static float frand(void) { return (float)((double)(rnd() >> 11) * 0x1.0p-53 * 2.0 - 1.0); }
 
-static void fill(float *w, int64_t n, int kind) {
+static void fill(float *w, int64_t n, int kind)
+{
     for (int64_t i = 0; i < n; i++) {
         switch (kind) {
         case 0: w[i] = 0.05f * frand(); break;
@@ -36,7 +38,8 @@ static void fill(float *w, int64_t n, int kind) {
     }
 }
 
-int main(void) {
+int main(void)
+{
     const char *isas[] = {"ref", "avx2"};
     printf("selected kernels: %s\n", qd_kernels_isa());
     long compared = 0;
@@ -77,8 +80,8 @@ int main(void) {
                             k->quantize_codes(w + r * cols, cols, p.group_size, sr, zr, maxq, got + r * cols);
                             k->dequantize_codes(want + r * cols, cols, p.group_size, sr, zr, fgot + r * cols);
                         }
-                        CHECK_MSG(memcmp(got, want, (size_t)(rows * cols)) == 0, "%s codes: bits %d G %lld",
-                                  isas[ii], bits, (long long)Gs[gi]);
+                        CHECK_MSG(memcmp(got, want, (size_t)(rows * cols)) == 0, "%s codes: bits %d G %lld", isas[ii],
+                                  bits, (long long)Gs[gi]);
                         CHECK_MSG(memcmp(fgot, fwant, (size_t)(rows * cols) * sizeof *fgot) == 0,
                                   "%s dequant: bits %d G %lld", isas[ii], bits, (long long)Gs[gi]);
                         compared++;

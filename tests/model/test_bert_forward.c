@@ -15,13 +15,16 @@
 #include "shard/safetensors.h"
 
 #define NS 8
-#define L 28
-#define H 384
+#define L  28
+#define H  384
 
 static const void *ref_tensor(qd_checkpoint *ck, const char *name, uint64_t numel)
 {
     int i = qd_ckpt_find(ck, name);
-    if (i < 0 || qd_ckpt_tensor(ck, i)->numel != numel) { fprintf(stderr, "reference tensor %s missing or mis-shaped\n", name); exit(1); }
+    if (i < 0 || qd_ckpt_tensor(ck, i)->numel != numel) {
+        fprintf(stderr, "reference tensor %s missing or mis-shaped\n", name);
+        exit(1);
+    }
     const void *p;
     if (qd_ckpt_raw(ck, i, &p)) exit(1);
     return p;
@@ -44,9 +47,15 @@ static double diff_rows(const float *a, const float *b, int rows, int n, const i
 int main(void)
 {
     const char *dir = qd_test_bert_dir();
-    if (!dir) { printf("skipped: the BERT checkpoint is not fetched (deploy/fetch-models.sh)\n"); return QD_TEST_SKIP; }
+    if (!dir) {
+        printf("skipped: the BERT checkpoint is not fetched (deploy/fetch-models.sh)\n");
+        return QD_TEST_SKIP;
+    }
     qd_model *m = NULL;
-    if (qd_model_load(dir, &m)) { fprintf(stderr, "load: %s\n", qd_errmsg()); return 1; }
+    if (qd_model_load(dir, &m)) {
+        fprintf(stderr, "load: %s\n", qd_errmsg());
+        return 1;
+    }
     const qd_model_config *c = qd_model_cfg(m);
     CHECK_EQ(c->arch, QD_ARCH_BERT);
     CHECK_EQ(c->hidden, H);
@@ -92,7 +101,11 @@ int main(void)
     float *hidden = malloc((size_t)(7 * n) * sizeof(float));
     float pooled[NS * H], emb[NS * H];
     CHECK_EQ(qd_model_forward(m, &b, NULL, pooled, NULL, hidden), 0);
-    struct { const char *name; int k; double tol; } full[] = {{"hidden.0", 0, 2e-5}, {"hidden.1", 1, 1e-4}, {"hidden.6", 6, 1e-4}};
+    struct {
+        const char *name;
+        int k;
+        double tol;
+    } full[] = {{"hidden.0", 0, 2e-5}, {"hidden.1", 1, 1e-4}, {"hidden.6", 6, 1e-4}};
     for (size_t i = 0; i < QD_ARRAY_LEN(full); i++) {
         double d = diff_rows(hidden + full[i].k * n, ref_tensor(ref, full[i].name, (uint64_t)n), NS * L, H, mask);
         printf("%-32s max|diff| at real tokens %.3g (criterion %.0e)\n", full[i].name, d, full[i].tol);

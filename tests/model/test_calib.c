@@ -15,7 +15,13 @@
 static const float *g_pix;
 
 /* direct statistics, for comparison */
-typedef struct { int group; int in; double *H; float *absmax; int64_t rows; } direct;
+typedef struct {
+    int group;
+    int in;
+    double *H;
+    float *absmax;
+    int64_t rows;
+} direct;
 static int direct_hook(void *user, const qd_model *m, int li, const float *X, int64_t rows, const uint8_t *valid)
 {
     direct *d = user;
@@ -42,7 +48,11 @@ static int run(const qd_model *m, qd_calib *c, const int *order, int mb)
         for (int i = 0; i < n; i++) memcpy(pix + i * 784, g_pix + order[s + i] * 784, 784 * sizeof(float));
         qd_batch b = {.B = n, .T = T, .pixels = pix};
         int rc = qd_model_forward(m, &b, &hk, NULL, NULL, NULL);
-        if (rc) { fprintf(stderr, "forward: %s\n", qd_errmsg()); free(pix); return rc; }
+        if (rc) {
+            fprintf(stderr, "forward: %s\n", qd_errmsg());
+            free(pix);
+            return rc;
+        }
     }
     free(pix);
     return 0;
@@ -62,7 +72,10 @@ static qd_calib *calibrate(const qd_model *m, const int *order, int mb, int n_fi
 int main(void)
 {
     qd_model *m = NULL;
-    if (qd_model_load(QD_TEST_MODELS_DIR "/vit-mnist-tiny", &m)) { fprintf(stderr, "%s\n", qd_errmsg()); return 1; }
+    if (qd_model_load(QD_TEST_MODELS_DIR "/vit-mnist-tiny", &m)) {
+        fprintf(stderr, "%s\n", qd_errmsg());
+        return 1;
+    }
     qd_checkpoint *ref = NULL;
     if (qd_ckpt_open(QD_TEST_MODELS_DIR "/reference/vit-forward-reference.safetensors", &ref)) return 1;
     const void *p;
@@ -71,7 +84,10 @@ int main(void)
     int T = qd_model_tokens(m, 0);
 
     int fwd[NIMG], rev[NIMG];
-    for (int i = 0; i < NIMG; i++) { fwd[i] = i; rev[i] = NIMG - 1 - i; }
+    for (int i = 0; i < NIMG; i++) {
+        fwd[i] = i;
+        rev[i] = NIMG - 1 - i;
+    }
     qd_calib *a = calibrate(m, fwd, 16, 0);
     qd_calib *b = calibrate(m, rev, 1, 0);
     qd_calib *c = calibrate(m, fwd, 5, 0);
@@ -83,12 +99,15 @@ int main(void)
     qd_calib *h1, *h2;
     qd_calib_new(m, NULL, &h1);
     qd_calib_new(m, NULL, &h2);
-    run(m, h1, fwd, 3);     /* absmax pass over all (each half would be merged by MAX; same result) */
+    run(m, h1, fwd, 3); /* absmax pass over all (each half would be merged by MAX; same result) */
     run(m, h2, fwd, 8);
     qd_calib_begin_accumulate(h1);
     qd_calib_begin_accumulate(h2);
     int first[8], second[8];
-    for (int i = 0; i < 8; i++) { first[i] = i; second[i] = 8 + i; }
+    for (int i = 0; i < 8; i++) {
+        first[i] = i;
+        second[i] = 8 + i;
+    }
     {
         /* feed halves: reuse run() with a shifted order table of 8 items */
         int T2 = T;
@@ -136,7 +155,9 @@ int main(void)
                qd_model_linear(m, g->first_linear)->name, g->in, mx, err, err / mx);
         CHECK_DBL_LE(err, 1e-6 * mx);
         CHECK(memcmp(d.absmax, g->absmax, g->in * sizeof(float)) == 0);
-        free(H); free(d.H); free(d.absmax);
+        free(H);
+        free(d.H);
+        free(d.absmax);
     }
     /* no token seen: an error, not a division by zero */
     qd_calib *e;
@@ -145,14 +166,20 @@ int main(void)
     double h1x1[1];
     qd_calib_group *eg = qd_calib_group_at(e, 0);
     CHECK_EQ(eg->rows, 0);
-    if (eg->in == 1) CHECK_EQ(qd_calib_hessian(eg, h1x1), QD_EINVAL);
+    if (eg->in == 1)
+        CHECK_EQ(qd_calib_hessian(eg, h1x1), QD_EINVAL);
     else {
         double *H = malloc((size_t)eg->in * eg->in * sizeof(double));
         CHECK_EQ(qd_calib_hessian(eg, H), QD_EINVAL);
         free(H);
     }
     printf("statistics: %.1f KiB\n", qd_calib_bytes(a) / 1024.0);
-    qd_calib_free(a); qd_calib_free(b); qd_calib_free(c); qd_calib_free(h1); qd_calib_free(h2); qd_calib_free(e);
+    qd_calib_free(a);
+    qd_calib_free(b);
+    qd_calib_free(c);
+    qd_calib_free(h1);
+    qd_calib_free(h2);
+    qd_calib_free(e);
     qd_ckpt_close(ref);
     qd_model_free(m);
     printf("%d checks, %d failures\n", qd_test_checks_, qd_test_failures_);

@@ -25,7 +25,10 @@ static qd_calib *run(MPI_Comm comm, const qd_model *m, qd_calib_data *d, qd_cali
     uint8_t sel[256];
     qd_calib_rank_groups(m, NULL, mode, rank, size, sel);
     qd_calib *c = NULL;
-    if (qd_calib_new(m, sel, &c)) { *rc = -1; return NULL; }
+    if (qd_calib_new(m, sel, &c)) {
+        *rc = -1;
+        return NULL;
+    }
     qd_calib_opts o = {.mode = mode, .microbatch = mb, .quiet = 1};
     *rc = qd_calib_run(comm, m, d, &o, c);
     return c;
@@ -45,9 +48,13 @@ int main(int argc, char **argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     qd_model *m = NULL;
-    if (qd_model_load(QD_TEST_MODELS_DIR "/vit-mnist-tiny", &m)) { fprintf(stderr, "%s\n", qd_errmsg()); MPI_Abort(MPI_COMM_WORLD, 1); }
+    if (qd_model_load(QD_TEST_MODELS_DIR "/vit-mnist-tiny", &m)) {
+        fprintf(stderr, "%s\n", qd_errmsg());
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
     qd_checkpoint *ref = NULL;
-    if (qd_ckpt_open(QD_TEST_MODELS_DIR "/reference/vit-forward-reference.safetensors", &ref)) MPI_Abort(MPI_COMM_WORLD, 1);
+    if (qd_ckpt_open(QD_TEST_MODELS_DIR "/reference/vit-forward-reference.safetensors", &ref))
+        MPI_Abort(MPI_COMM_WORLD, 1);
     const void *p;
     qd_ckpt_raw(ref, qd_ckpt_find(ref, "pixel_values"), &p);
     qd_calib_data *d;
@@ -99,8 +106,13 @@ int main(int argc, char **argv)
     CHECK_EQ(rc2, QD_ENONFINITE);
     if (rank == 0) printf("error seen by every rank: %s\n", qd_errmsg());
 
-    qd_calib_free(one); qd_calib_free(dp); qd_calib_free(pp); qd_calib_free(e1); qd_calib_free(e2);
-    qd_calib_data_free(d); qd_calib_data_free(dn);
+    qd_calib_free(one);
+    qd_calib_free(dp);
+    qd_calib_free(pp);
+    qd_calib_free(e1);
+    qd_calib_free(e2);
+    qd_calib_data_free(d);
+    qd_calib_data_free(dn);
     free(bad);
     qd_ckpt_close(ref);
     qd_model_free(m);

@@ -18,14 +18,16 @@
 
 static char g_tmp[64];
 
-static char *tmp_path(const char *name) {
+static char *tmp_path(const char *name)
+{
     size_t n = strlen(g_tmp) + strlen(name) + 2;
     char *p = malloc(n);
     snprintf(p, n, "%s/%s", g_tmp, name);
     return p;
 }
 
-static void write_bytes(const char *path, const void *buf, size_t len) {
+static void write_bytes(const char *path, const void *buf, size_t len)
+{
     FILE *f = fopen(path, "wb");
     if (!f || (len && fwrite(buf, 1, len, f) != len) || fclose(f) != 0) {
         perror(path);
@@ -33,7 +35,8 @@ static void write_bytes(const char *path, const void *buf, size_t len) {
     }
 }
 
-static void write_gz(const char *path, const void *buf, size_t len) {
+static void write_gz(const char *path, const void *buf, size_t len)
+{
     gzFile f = gzopen(path, "wb");
     if (!f || (len && gzwrite(f, buf, (unsigned)len) != (int)len) || gzclose(f) != Z_OK) {
         fprintf(stderr, "%s: cannot write\n", path);
@@ -42,8 +45,9 @@ static void write_gz(const char *path, const void *buf, size_t len) {
 }
 
 /* An IDX u8 file: magic 00 00 08 ndim (type byte overridable), dims, then `len` data bytes. */
-static void write_idx(const char *path, int gz, int type, int ndim, const uint32_t *dims,
-                      const uint8_t *data, size_t len) {
+static void write_idx(const char *path, int gz, int type, int ndim, const uint32_t *dims, const uint8_t *data,
+                      size_t len)
+{
     size_t hl = 4 + 4 * (size_t)ndim;
     uint8_t *b = calloc(hl + len + 1, 1);
     b[2] = (uint8_t)type;
@@ -55,21 +59,24 @@ static void write_idx(const char *path, int gz, int type, int ndim, const uint32
         b[7 + 4 * d] = (uint8_t)dims[d];
     }
     if (len) memcpy(b + hl, data, len);
-    if (gz) write_gz(path, b, hl + len);
-    else write_bytes(path, b, hl + len);
+    if (gz)
+        write_gz(path, b, hl + len);
+    else
+        write_bytes(path, b, hl + len);
     free(b);
 }
 
-static int same_pp(const qd_preprocess *a, const qd_preprocess *b) {
+static int same_pp(const qd_preprocess *a, const qd_preprocess *b)
+{
     int same = a->channels == b->channels && a->height == b->height && a->width == b->width &&
-               a->do_resize == b->do_resize && a->resample == b->resample &&
-               a->do_rescale == b->do_rescale && a->rescale_factor == b->rescale_factor &&
-               a->do_normalize == b->do_normalize;
+               a->do_resize == b->do_resize && a->resample == b->resample && a->do_rescale == b->do_rescale &&
+               a->rescale_factor == b->rescale_factor && a->do_normalize == b->do_normalize;
     for (int c = 0; c < 3; c++) same = same && a->mean[c] == b->mean[c] && a->std[c] == b->std[c];
     return same;
 }
 
-static void mkdir_or_die(const char *p) {
+static void mkdir_or_die(const char *p)
+{
     if (mkdir(p, 0755) != 0) {
         perror(p);
         exit(99);
@@ -78,7 +85,8 @@ static void mkdir_or_die(const char *p) {
 
 /* ---- MNIST against the reference ------------------------------------------------------------ */
 
-static void test_mnist_reference(void) {
+static void test_mnist_reference(void)
+{
     char img[1200], ref[1200], cfg[1200];
     const char *m = qd_test_models_dir();
     snprintf(img, sizeof img, "%s/data/mnist/t10k-images-idx3-ubyte.gz", m);
@@ -104,8 +112,10 @@ static void test_mnist_reference(void) {
     uint64_t pixsum = 0;
     for (int i = 0; i < 10000; i++) {
         int l = qd_dataset_label(ds, i);
-        if (l < 0 || l > 9) bad++;
-        else hist[l]++;
+        if (l < 0 || l > 9)
+            bad++;
+        else
+            hist[l]++;
         qd_image im;
         if (qd_dataset_raw(ds, i, &im) != QD_OK || im.w != 28 || im.h != 28 || im.c != 1) {
             bad++;
@@ -157,8 +167,7 @@ static void test_mnist_reference(void) {
                 }
                 CHECK_EQ(qd_dataset_label(ds, i), ((const int32_t *)lab)[i]);
             }
-            printf("pixel_values: max |diff| %.3g, %d of %d bit-identical\n", maxd, exact,
-                   16 * 784);
+            printf("pixel_values: max |diff| %.3g, %d of %d bit-identical\n", maxd, exact, 16 * 784);
             CHECK_DBL_LE(maxd, 1e-6);
         }
         qd_ckpt_close(ck);
@@ -182,7 +191,8 @@ static void test_mnist_reference(void) {
 
 /* Debian's dataset-fashion-mnist, when installed: the same IDX reader on 70,000 more images
  * (class counts and pixel sums from Python's gzip module). */
-static void test_fashion_mnist(void) {
+static void test_fashion_mnist(void)
+{
     static const char *dir = "/usr/share/datasets/fashion-mnist";
     static const struct {
         const char *name;
@@ -223,7 +233,8 @@ static void test_fashion_mnist(void) {
 
 /* ---- PIL resampling and conversion ---------------------------------------------------------- */
 
-static void test_resize_pil(void) {
+static void test_resize_pil(void)
+{
     for (size_t t = 0; t < QD_ARRAY_LEN(k_resize_cases); t++) {
         const struct resize_case *c = &k_resize_cases[t];
         qd_image in = {c->w, c->h, c->c, (uint8_t *)c->in}, out;
@@ -276,7 +287,8 @@ static void test_resize_pil(void) {
 }
 
 /* The whole pipeline on an RGB image: convert, PIL resize, rescale, normalize, [C, H, W]. */
-static void test_preprocess_pipeline(void) {
+static void test_preprocess_pipeline(void)
+{
     const struct resize_case *c = &k_resize_cases[2]; /* mixed_rgb, BILINEAR */
     CHECK_STREQ(c->name, "mixed_rgb");
     qd_image in = {c->w, c->h, 3, (uint8_t *)c->in};
@@ -322,7 +334,8 @@ static void test_preprocess_pipeline(void) {
 
 /* ---- IDX files -------------------------------------------------------------------------------- */
 
-static void test_idx(void) {
+static void test_idx(void)
+{
     uint8_t px[3 * 2 * 2] = {0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 255};
     uint8_t lab[3] = {2, 0, 7};
     uint32_t dims[3] = {3, 2, 2}, ldims[1] = {3};
@@ -482,11 +495,13 @@ static void test_idx(void) {
 
 /* ---- folders of PNG / JPEG files ----------------------------------------------------------- */
 
-static void pattern(uint8_t *p, int w, int h, int c, int seed) {
+static void pattern(uint8_t *p, int w, int h, int c, int seed)
+{
     for (int i = 0; i < w * h * c; i++) p[i] = (uint8_t)(i * 29 + seed * 71);
 }
 
-static void write_png(const char *path, int w, int h, int c, int seed) {
+static void write_png(const char *path, int w, int h, int c, int seed)
+{
     uint8_t px[64 * 64 * 4];
     pattern(px, w, h, c, seed);
     if (!stbi_write_png(path, w, h, c, px, w * c)) {
@@ -495,7 +510,8 @@ static void write_png(const char *path, int w, int h, int c, int seed) {
     }
 }
 
-static void test_folder(void) {
+static void test_folder(void)
+{
     char *root = tmp_path("folder");
     mkdir_or_die(root);
     const char *dirs[] = {"dog", "cat", "dog/sub"};
@@ -557,8 +573,7 @@ static void test_folder(void) {
         pattern(rgb, 5, 4, 3, 1);
         qd_image in = {5, 4, 3, rgb}, l, r;
         CHECK_EQ(qd_image_convert(&in, 1, &l), QD_OK);
-        CHECK_EQ(l.data[1], (uint8_t)((rgb[3] * 19595u + rgb[4] * 38470u + rgb[5] * 7471u +
-                                       0x8000u) >> 16));
+        CHECK_EQ(l.data[1], (uint8_t)((rgb[3] * 19595u + rgb[4] * 38470u + rgb[5] * 7471u + 0x8000u) >> 16));
         CHECK_EQ(qd_image_resize(&l, 2, 3, QD_RESAMPLE_BILINEAR, &r), QD_OK);
         int bad = 0;
         for (int k = 0; k < 6; k++) bad += out[k] != r.data[k];
@@ -630,7 +645,8 @@ static void test_folder(void) {
 
 /* ---- preprocessor_config.json --------------------------------------------------------------- */
 
-static int load_cfg(const char *json, int channels, qd_preprocess *pp) {
+static int load_cfg(const char *json, int channels, qd_preprocess *pp)
+{
     char *p = tmp_path("preprocessor_config.json");
     write_bytes(p, json, strlen(json));
     int rc = qd_preprocess_load(p, channels, 224, 224, pp);
@@ -638,7 +654,8 @@ static int load_cfg(const char *json, int channels, qd_preprocess *pp) {
     return rc;
 }
 
-static void test_config(void) {
+static void test_config(void)
+{
     qd_preprocess pp;
     /* defaults (Hugging Face ViTImageProcessor) and the folder form of the path */
     CHECK_EQ(load_cfg("{}", 3, &pp), QD_OK);
@@ -649,12 +666,12 @@ static void test_config(void) {
     CHECK_EQ(qd_preprocess_load(g_tmp, 3, 224, 224, &pp), QD_OK);
 
     CHECK_EQ(load_cfg("{\"size\": 32, \"resample\": 3, \"image_mean\": 0.25, \"image_std\": "
-                      "[0.1, 0.2, 0.3], \"do_rescale\": false, \"rescale_factor\": 2}", 3, &pp),
+                      "[0.1, 0.2, 0.3], \"do_rescale\": false, \"rescale_factor\": 2}",
+                      3, &pp),
              QD_OK);
     CHECK(pp.height == 32 && pp.width == 32 && pp.resample == 3 && pp.do_rescale == 0);
     CHECK(pp.mean[2] == 0.25 && pp.std[1] == 0.2 && pp.rescale_factor == 2);
-    CHECK_EQ(load_cfg("{\"size\": {\"height\": 20, \"width\": 30}, \"do_center_crop\": false}", 1,
-                      &pp), QD_OK);
+    CHECK_EQ(load_cfg("{\"size\": {\"height\": 20, \"width\": 30}, \"do_center_crop\": false}", 1, &pp), QD_OK);
     CHECK(pp.height == 20 && pp.width == 30);
 
     CHECK_EQ(load_cfg("{\"size\": {\"shortest_edge\": 256}}", 3, &pp), QD_EUNSUPPORTED);
@@ -682,7 +699,8 @@ static void test_config(void) {
     free(p);
 }
 
-int main(void) {
+int main(void)
+{
     snprintf(g_tmp, sizeof g_tmp, "/tmp/qd_image_XXXXXX");
     if (!mkdtemp(g_tmp)) {
         perror("mkdtemp");

@@ -12,7 +12,8 @@
 static char g_vocab[1200], g_ref[1200], g_tokens[1200], g_tsv[1200];
 
 /* Word pieces of `text` joined by single spaces (malloc'd). */
-static char *pieces(const qd_tokenizer *tok, const char *text) {
+static char *pieces(const qd_tokenizer *tok, const char *text)
+{
     int32_t *ids = NULL;
     int n = 0;
     if (qd_tokenizer_tokenize(tok, text, &ids, &n) != QD_OK) return strdup("(error)");
@@ -30,10 +31,15 @@ static char *pieces(const qd_tokenizer *tok, const char *text) {
     return s;
 }
 
-#define CHECK_PIECES(tok, text, expect)                                                   \
-    do { char *got_ = pieces(tok, text); CHECK_STREQ(got_, expect); free(got_); } while (0)
+#define CHECK_PIECES(tok, text, expect) \
+    do {                                \
+        char *got_ = pieces(tok, text); \
+        CHECK_STREQ(got_, expect);      \
+        free(got_);                     \
+    } while (0)
 
-static char *read_all(const char *path, size_t *len) {
+static char *read_all(const char *path, size_t *len)
+{
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
@@ -48,7 +54,8 @@ static char *read_all(const char *path, size_t *len) {
 }
 
 /* Next line of buf at *pos (without '\n'), NUL-terminated in place; NULL at the end. */
-static char *next_line(char *buf, size_t len, size_t *pos) {
+static char *next_line(char *buf, size_t len, size_t *pos)
+{
     if (*pos >= len) return NULL;
     char *s = buf + *pos, *e = memchr(s, '\n', len - *pos);
     if (e) {
@@ -60,7 +67,8 @@ static char *next_line(char *buf, size_t len, size_t *pos) {
     return s;
 }
 
-static void test_sst2_reference(const qd_tokenizer *tok) {
+static void test_sst2_reference(const qd_tokenizer *tok)
+{
     qd_checkpoint *ck = NULL;
     int rc = qd_ckpt_open(g_ref, &ck);
     CHECK_MSG(rc == QD_OK, "%s", qd_errmsg());
@@ -105,14 +113,13 @@ static void test_sst2_reference(const qd_tokenizer *tok) {
         rc = qd_tokenizer_encode(tok, line, NULL, 0, 0, 512, buf, NULL, NULL, &n, NULL);
         CHECK_EQ(rc, QD_OK);
         int32_t a = off[nsent], b = off[nsent + 1];
-        int same = rc == QD_OK && a >= 0 && b <= nref && n == b - a &&
-                   memcmp(buf, ref + a, (size_t)n * sizeof(int32_t)) == 0;
+        int same =
+            rc == QD_OK && a >= 0 && b <= nref && n == b - a && memcmp(buf, ref + a, (size_t)n * sizeof(int32_t)) == 0;
         if (!same && bad_ids++ < 5) {
             fprintf(stderr, "sentence %d \"%s\": %d ids, reference %d\n", nsent, line, n, b - a);
             for (int i = 0; i < n || i < b - a; i++)
                 fprintf(stderr, "  %3d: %6d %-12s ref %6d %s\n", i, i < n ? buf[i] : -1,
-                        i < n ? qd_tokenizer_piece(tok, buf[i]) : "",
-                        i < b - a ? ref[a + i] : -1,
+                        i < n ? qd_tokenizer_piece(tok, buf[i]) : "", i < b - a ? ref[a + i] : -1,
                         i < b - a ? qd_tokenizer_piece(tok, ref[a + i]) : "");
         }
         bad_labels += label != lab[nsent];
@@ -124,8 +131,7 @@ static void test_sst2_reference(const qd_tokenizer *tok) {
         snprintf(full, glen + 16, glen ? "[CLS] %s [SEP]" : "[CLS] [SEP]", got);
         if (!want || strcmp(full, want) != 0) {
             if (bad_pieces++ < 3)
-                fprintf(stderr, "tokens.txt line %d: \"%s\" vs \"%s\"\n", nsent + 1, full,
-                        want ? want : "(none)");
+                fprintf(stderr, "tokens.txt line %d: \"%s\" vs \"%s\"\n", nsent + 1, full, want ? want : "(none)");
         }
         free(full);
         free(got);
@@ -141,7 +147,8 @@ static void test_sst2_reference(const qd_tokenizer *tok) {
     qd_ckpt_close(ck);
 }
 
-static void test_vocab(const qd_tokenizer *tok) {
+static void test_vocab(const qd_tokenizer *tok)
+{
     CHECK_EQ(qd_tokenizer_vocab_size(tok), 30522);
     CHECK_EQ(qd_tokenizer_lower_case(tok), 1); /* no tokenizer_config.json beside it */
     qd_tok_specials sp = qd_tokenizer_specials(tok);
@@ -162,21 +169,23 @@ static void test_vocab(const qd_tokenizer *tok) {
     CHECK_EQ(bad, 0);
 }
 
-static void test_hand_cases(const qd_tokenizer *tok) {
+static void test_hand_cases(const qd_tokenizer *tok)
+{
     /* README section 3, reference output */
     int32_t ids[64];
     int n = 0;
-    CHECK_EQ(qd_tokenizer_encode(tok, "it 's a charming and often affecting journey . ", NULL, 0, 0,
-                                 64, ids, NULL, NULL, &n, NULL), QD_OK);
-    static const int32_t want1[] = {101, 2009, 1005, 1055, 1037, 11951, 1998, 2411, 12473, 4990,
-                                    1012, 102};
+    CHECK_EQ(qd_tokenizer_encode(tok, "it 's a charming and often affecting journey . ", NULL, 0, 0, 64, ids, NULL,
+                                 NULL, &n, NULL),
+             QD_OK);
+    static const int32_t want1[] = {101, 2009, 1005, 1055, 1037, 11951, 1998, 2411, 12473, 4990, 1012, 102};
     CHECK_EQ(n, 12);
     CHECK(n == 12 && memcmp(ids, want1, sizeof want1) == 0);
     CHECK_PIECES(tok, "you do n't have to know about music", "you do n ' t have to know about music");
     CHECK_PIECES(tok, "It's NOT bad -- the film isn't (really) a rip-off!",
                  "it ' s not bad - - the film isn ' t ( really ) a rip - off !");
-    CHECK_PIECES(tok, "Am\u00e9lie, na\u00efvet\u00e9, clich\u00e9, Maelstr\u00f6m, \u00c6sir, "
-                      "( n\u00e6s ), \u00e0 la",
+    CHECK_PIECES(tok,
+                 "Am\u00e9lie, na\u00efvet\u00e9, clich\u00e9, Maelstr\u00f6m, \u00c6sir, "
+                 "( n\u00e6s ), \u00e0 la",
                  "amelie , naive ##te , cl ##iche , mae ##ls ##trom , \u00e6 ##sir , ( n ##\u00e6 "
                  "##s ) , a la");
     CHECK_PIECES(tok, "1,000,000 dollars; 3.5/10 stars... 1990s $5",
@@ -189,10 +198,10 @@ static void test_hand_cases(const qd_tokenizer *tok) {
 
     /* accents, case, greedy longest match */
     CHECK_PIECES(tok, "H\u00e9llo W\u00f6rld", "hello world");
-    CHECK_PIECES(tok, "He\u0301llo", "hello");                    /* already decomposed */
+    CHECK_PIECES(tok, "He\u0301llo", "hello"); /* already decomposed */
     CHECK_PIECES(tok, "unaffable", "una ##ffa ##ble");
     CHECK_PIECES(tok, "\u00c5ngstr\u00f6m \ufb01ne", "ang ##strom \ufb01 ##ne"); /* NFD, not NFKD */
-    CHECK_PIECES(tok, "\u0130stanbul", "istanbul");          /* full lower case: i + U+0307 */
+    CHECK_PIECES(tok, "\u0130stanbul", "istanbul");                              /* full lower case: i + U+0307 */
     /* Python's Final_Sigma rule: word-final capital sigma lower-cases to U+03C2 */
     CHECK_PIECES(tok, "\u039f\u0394\u039f\u03a3 \u039f\u0394\u039f\u03a3. \u03a3\u0391",
                  "\u03bf ##\u03b4 ##\u03bf\u03c2 \u03bf ##\u03b4 ##\u03bf\u03c2 . \u03c3 ##\u03b1");
@@ -202,13 +211,20 @@ static void test_hand_cases(const qd_tokenizer *tok) {
                  "##\u3093 ##\u306b ##\u3061 ##\u306f");
 
     /* control and format characters, replacement character, odd spaces */
-    CHECK_PIECES(tok, "x\u00adx \u200ba\ufffdb\x7f" "c\x01" "d", "xx abc ##d");
-    CHECK_PIECES(tok, "a\u2028b\u3000c\x0b" "d\r\ne\u00a0f", "a b cd e f");
-    CHECK_PIECES(tok, "\xff\xfehi\xc3", "hi");                   /* invalid UTF-8 is dropped */
+    CHECK_PIECES(tok,
+                 "x\u00adx \u200ba\ufffdb\x7f"
+                 "c\x01"
+                 "d",
+                 "xx abc ##d");
+    CHECK_PIECES(tok,
+                 "a\u2028b\u3000c\x0b"
+                 "d\r\ne\u00a0f",
+                 "a b cd e f");
+    CHECK_PIECES(tok, "\xff\xfehi\xc3", "hi"); /* invalid UTF-8 is dropped */
     CHECK_PIECES(tok, "", "");
     CHECK_PIECES(tok, "  \t\n ", "");
-    CHECK_PIECES(tok, "\u0301", "");                             /* a lone accent vanishes */
-    CHECK_PIECES(tok, "[SEP]", "[ sep ]");                       /* no special-token matching */
+    CHECK_PIECES(tok, "\u0301", "");       /* a lone accent vanishes */
+    CHECK_PIECES(tok, "[SEP]", "[ sep ]"); /* no special-token matching */
 
     /* word length: 100 code points are WordPiece'd, 101 are [UNK] */
     char w[256];
@@ -230,15 +246,15 @@ static void test_hand_cases(const qd_tokenizer *tok) {
     CHECK_PIECES(tok, "ok \u2603\u2603 ok", "ok [UNK] ok"); /* no cover: the word is one [UNK] */
 }
 
-static void test_encode(const qd_tokenizer *tok) {
+static void test_encode(const qd_tokenizer *tok)
+{
     int32_t ids[16], type[16], mask[16];
     int n = -1, dropped = -1;
     int32_t hello = qd_tokenizer_id(tok, "hello"), world = qd_tokenizer_id(tok, "world");
     int32_t how = qd_tokenizer_id(tok, "how"), are = qd_tokenizer_id(tok, "are");
 
     /* pair, no limit, padded */
-    CHECK_EQ(qd_tokenizer_encode(tok, "Hello world", "how are you", 0, 10, 16, ids, type, mask, &n,
-                                 &dropped), QD_OK);
+    CHECK_EQ(qd_tokenizer_encode(tok, "Hello world", "how are you", 0, 10, 16, ids, type, mask, &n, &dropped), QD_OK);
     CHECK_EQ(n, 10);
     CHECK_EQ(dropped, 0);
     static const int32_t want_t[10] = {0, 0, 0, 0, 1, 1, 1, 1, 0, 0};
@@ -255,8 +271,7 @@ static void test_encode(const qd_tokenizer *tok) {
     CHECK_EQ(ids[9], 0);
 
     /* pair truncated to 6: b (3) is longer than a (2), then a tie takes from b again */
-    CHECK_EQ(qd_tokenizer_encode(tok, "Hello world", "how are you", 6, 8, 16, ids, type, mask, &n,
-                                 &dropped), QD_OK);
+    CHECK_EQ(qd_tokenizer_encode(tok, "Hello world", "how are you", 6, 8, 16, ids, type, mask, &n, &dropped), QD_OK);
     CHECK_EQ(n, 8);
     CHECK_EQ(dropped, 2);
     static const int32_t want_p[8] = {101, 0, 0, 102, 0, 102, 0, 0};
@@ -273,8 +288,7 @@ static void test_encode(const qd_tokenizer *tok) {
     (void)are;
 
     /* single sentence truncated: the closing [SEP] stays */
-    CHECK_EQ(qd_tokenizer_encode(tok, "a b c d e", NULL, 4, 4, 16, ids, NULL, mask, &n, &dropped),
-             QD_OK);
+    CHECK_EQ(qd_tokenizer_encode(tok, "a b c d e", NULL, 4, 4, 16, ids, NULL, mask, &n, &dropped), QD_OK);
     CHECK_EQ(n, 4);
     CHECK_EQ(dropped, 3);
     CHECK_EQ(ids[0], 101);
@@ -297,8 +311,7 @@ static void test_encode(const qd_tokenizer *tok) {
 
     /* too small a buffer: the length needed comes back, the buffer is untouched */
     ids[0] = -7;
-    CHECK_EQ(qd_tokenizer_encode(tok, "a b c d e", NULL, 0, 0, 4, ids, NULL, NULL, &n, NULL),
-             QD_ESHAPE);
+    CHECK_EQ(qd_tokenizer_encode(tok, "a b c d e", NULL, 0, 0, 4, ids, NULL, NULL, &n, NULL), QD_ESHAPE);
     CHECK_EQ(n, 7);
     CHECK_EQ(ids[0], -7);
     CHECK_CONTAINS(qd_errmsg(), "7 ids");
@@ -317,7 +330,8 @@ static void test_encode(const qd_tokenizer *tok) {
 
 /* Random bytes and random code points: no crash (ASan/UBSan build), and encode() is always
  * [CLS] + tokenize() + [SEP]. */
-static void test_random(const qd_tokenizer *tok) {
+static void test_random(const qd_tokenizer *tok)
+{
     uint64_t st = 0x9E3779B97F4A7C15ull;
     int bad = 0;
     for (int it = 0; it < 3000; it++) {
@@ -328,10 +342,11 @@ static void test_random(const qd_tokenizer *tok) {
             uint32_t r = (uint32_t)(st >> 33);
             if (it % 2) { /* raw bytes */
                 s[n++] = (char)(r & 0xFF ? r & 0xFF : ' ');
-            } else {      /* a code point from the whole range, UTF-8 encoded */
+            } else { /* a code point from the whole range, UTF-8 encoded */
                 uint32_t c = r % 4 == 0 ? r % 0x80 + 1 : r % 4 == 1 ? r % 0x800 : r % 0x110000;
                 if (c == 0 || (c >= 0xD800 && c <= 0xDFFF)) c = ' ';
-                if (c < 0x80) s[n++] = (char)c;
+                if (c < 0x80)
+                    s[n++] = (char)c;
                 else if (c < 0x800) {
                     s[n++] = (char)(0xC0 | c >> 6);
                     s[n++] = (char)(0x80 | (c & 0x3F));
@@ -351,9 +366,8 @@ static void test_random(const qd_tokenizer *tok) {
         int32_t *ids = NULL, enc[600];
         int m = 0, e = 0;
         if (qd_tokenizer_tokenize(tok, s, &ids, &m) != QD_OK ||
-            qd_tokenizer_encode(tok, s, NULL, 0, 0, 600, enc, NULL, NULL, &e, NULL) != QD_OK ||
-            e != m + 2 || enc[0] != 101 || enc[e - 1] != 102 ||
-            (m && memcmp(enc + 1, ids, (size_t)m * sizeof *ids) != 0))
+            qd_tokenizer_encode(tok, s, NULL, 0, 0, 600, enc, NULL, NULL, &e, NULL) != QD_OK || e != m + 2 ||
+            enc[0] != 101 || enc[e - 1] != 102 || (m && memcmp(enc + 1, ids, (size_t)m * sizeof *ids) != 0))
             bad++;
         for (int i = 0; i < m; i++) bad += ids[i] < 0 || ids[i] >= 30522;
         free(ids);
@@ -361,7 +375,8 @@ static void test_random(const qd_tokenizer *tok) {
     CHECK_EQ(bad, 0);
 }
 
-static void write_file(const char *path, const char *text) {
+static void write_file(const char *path, const char *text)
+{
     FILE *f = fopen(path, "wb");
     if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
         perror(path);
@@ -369,7 +384,8 @@ static void write_file(const char *path, const char *text) {
     }
 }
 
-static void test_load_errors(void) {
+static void test_load_errors(void)
+{
     char dir[] = "/tmp/qd_tok_XXXXXX";
     if (!mkdtemp(dir)) {
         perror("mkdtemp");
@@ -446,7 +462,8 @@ static void test_load_errors(void) {
     rmdir(dir);
 }
 
-int main(void) {
+int main(void)
+{
     const char *m = qd_test_models_dir();
     snprintf(g_vocab, sizeof g_vocab, "%s/bert-uncased/vocab.txt", m);
     snprintf(g_ref, sizeof g_ref, "%s/reference/bert-tokenizer-reference.safetensors", m);

@@ -14,10 +14,16 @@
 static const float *ref_tensor(qd_checkpoint *ck, const char *name, uint64_t numel)
 {
     int i = qd_ckpt_find(ck, name);
-    if (i < 0) { fprintf(stderr, "reference tensor %s missing\n", name); exit(1); }
+    if (i < 0) {
+        fprintf(stderr, "reference tensor %s missing\n", name);
+        exit(1);
+    }
     const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
-    if (t->numel != numel) { fprintf(stderr, "reference tensor %s: %llu elements, expected %llu\n", name,
-                                     (unsigned long long)t->numel, (unsigned long long)numel); exit(1); }
+    if (t->numel != numel) {
+        fprintf(stderr, "reference tensor %s: %llu elements, expected %llu\n", name, (unsigned long long)t->numel,
+                (unsigned long long)numel);
+        exit(1);
+    }
     const void *p;
     if (qd_ckpt_raw(ck, i, &p)) exit(1);
     return p;
@@ -35,15 +41,22 @@ static double max_abs_diff(const float *a, const float *b, int64_t n, double *ma
     return d;
 }
 
-typedef struct { int calls[64]; int64_t rows; int bad; } hook_state;
+typedef struct {
+    int calls[64];
+    int64_t rows;
+    int bad;
+} hook_state;
 
 static int on_input(void *user, const qd_model *m, int li, const float *X, int64_t rows, const uint8_t *valid)
 {
     hook_state *s = user;
-    (void)X; (void)valid;
+    (void)X;
+    (void)valid;
     const qd_linear *L = qd_model_linear(m, li);
-    if (rows != s->rows || L->input_group < 0 || L->input_group >= 64) s->bad++;
-    else s->calls[L->input_group]++;
+    if (rows != s->rows || L->input_group < 0 || L->input_group >= 64)
+        s->bad++;
+    else
+        s->calls[L->input_group]++;
     return 0;
 }
 
@@ -65,7 +78,10 @@ int main(void)
 {
     qd_model *m = NULL;
     int rc = qd_model_load(QD_TEST_MODELS_DIR "/vit-mnist-tiny", &m);
-    if (rc) { fprintf(stderr, "load: %s\n", qd_errmsg()); return 1; }
+    if (rc) {
+        fprintf(stderr, "load: %s\n", qd_errmsg());
+        return 1;
+    }
     const qd_model_config *c = qd_model_cfg(m);
     CHECK_EQ(c->arch, QD_ARCH_VIT);
     CHECK_EQ(c->hidden, 64);
@@ -111,7 +127,8 @@ int main(void)
     CHECK_DBL_LE(d, 5e-5);
     for (int i = 0; i < B; i++) {
         int best = 0;
-        for (int j = 1; j < L; j++) if (logits[i * L + j] > logits[i * L + best]) best = j;
+        for (int j = 1; j < L; j++)
+            if (logits[i * L + j] > logits[i * L + best]) best = j;
         CHECK_EQ(best, pred[i]);
     }
 

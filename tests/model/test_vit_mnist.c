@@ -11,7 +11,10 @@
 int main(void)
 {
     qd_model *m = NULL;
-    if (qd_model_load(QD_TEST_MODELS_DIR "/vit-mnist-tiny", &m)) { fprintf(stderr, "%s\n", qd_errmsg()); return 1; }
+    if (qd_model_load(QD_TEST_MODELS_DIR "/vit-mnist-tiny", &m)) {
+        fprintf(stderr, "%s\n", qd_errmsg());
+        return 1;
+    }
     qd_dataset *ds = NULL;
     if (qd_dataset_open(QD_TEST_MODELS_DIR "/data/mnist/t10k-images-idx3-ubyte.gz", NULL, &ds)) {
         fprintf(stderr, "%s\n", qd_errmsg());
@@ -33,12 +36,13 @@ int main(void)
         CHECK_EQ(qd_model_forward(m, &b, NULL, NULL, logits, NULL), 0);
         for (int i = 0; i < n; i++) {
             int best = 0;
-            for (int j = 1; j < L; j++) if (logits[i * L + j] > logits[i * L + best]) best = j;
+            for (int j = 1; j < L; j++)
+                if (logits[i * L + j] > logits[i * L + best]) best = j;
             correct += best == qd_dataset_label(ds, s + i);
         }
     }
-    printf("MNIST test top-1: %d/%d = %.2f %% (%.2f s, %.0f images/s)\n", correct, N, 100.0 * correct / N, qd_now() - t0,
-           N / (qd_now() - t0));
+    printf("MNIST test top-1: %d/%d = %.2f %% (%.2f s, %.0f images/s)\n", correct, N, 100.0 * correct / N,
+           qd_now() - t0, N / (qd_now() - t0));
     CHECK_EQ(correct, 9721);
     free(pix);
     free(logits);

@@ -8,12 +8,14 @@
 #include "quant/fixed.h"
 
 static uint64_t g_s = 77;
-static uint32_t r32(void) {
+static uint32_t r32(void)
+{
     g_s = g_s * 6364136223846793005ull + 1442695040888963407ull;
     return (uint32_t)(g_s >> 32);
 }
 
-int main(void) {
+int main(void)
+{
     long bad = 0;
     /* Q7: every pair */
     for (int a = -128; a <= 127; a++)
@@ -74,7 +76,7 @@ int main(void) {
     CHECK_EQ(bad15, 0);
     CHECK_EQ(bad31, 0);
     CHECK_EQ(qd_q31_mul_sat(INT32_MIN, INT32_MIN), INT32_MAX);
-    CHECK_EQ(qd_rounding_divide_by_pot(5, 1), 3);   /* 2.5 -> 3 (ties away from zero) */
+    CHECK_EQ(qd_rounding_divide_by_pot(5, 1), 3); /* 2.5 -> 3 (ties away from zero) */
     CHECK_EQ(qd_rounding_divide_by_pot(-5, 1), -3);
 
     /* multipliers and requantization */

@@ -11,12 +11,14 @@
 #include "quant/quant.h"
 
 static uint64_t g_s = 2024;
-static double urand(void) {
+static double urand(void)
+{
     g_s = g_s * 6364136223846793005ull + 1442695040888963407ull;
     return (double)(g_s >> 11) / 9007199254740992.0;
 }
 
-int main(void) {
+int main(void)
+{
     enum { R = 8, C = 200 };
     static float w[R * C], wt[R * C], cb[R * 256], cb2[R * 256];
     static uint8_t codes[R * C], codes2[R * C];
@@ -47,7 +49,8 @@ int main(void) {
         }
         CHECK_EQ(unsorted, 0);
         CHECK_EQ(not_nearest, 0);
-        CHECK_MSG(not_mean == 0, "bits %d: %ld centroids are not the mean of their members (iters %d)", bits, not_mean, it);
+        CHECK_MSG(not_mean == 0, "bits %d: %ld centroids are not the mean of their members (iters %d)", bits, not_mean,
+                  it);
         /* deterministic */
         qd_kmeans_quantize(w, R, C, NULL, &o, cb2, codes2);
         CHECK(memcmp(cb, cb2, (size_t)(R * K) * sizeof(float)) == 0 && memcmp(codes, codes2, sizeof codes) == 0);

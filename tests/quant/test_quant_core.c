@@ -8,12 +8,14 @@
 #include "quant/quant.h"
 
 static uint64_t g_rng = 99;
-static uint32_t urand32(void) {
+static uint32_t urand32(void)
+{
     g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
     return (uint32_t)(g_rng >> 33);
 }
 
-int main(void) {
+int main(void)
+{
     /* hand-computed: row [-1, 0.5, 2], 4-bit asym: xmin -1, xmax 2, scale 0.2, zero 5 */
     float row[3] = {-1.0f, 0.5f, 2.0f};
     float s;
@@ -110,7 +112,8 @@ int main(void) {
         for (int n = 1; n <= 67; n += 3) {
             uint8_t in[67], pk[67], back[67];
             int maxq = qd_maxq(bits);
-            for (int i = 0; i < n; i++) in[i] = (uint8_t)(i % 3 == 0 ? maxq : i % 3 == 1 ? 0 : (int)(urand32() % (maxq + 1)));
+            for (int i = 0; i < n; i++)
+                in[i] = (uint8_t)(i % 3 == 0 ? maxq : i % 3 == 1 ? 0 : (int)(urand32() % (maxq + 1)));
             memset(pk, 0xAA, sizeof pk);
             qd_pack_row(in, n, bits, pk);
             qd_unpack_row(pk, n, bits, back);

@@ -18,9 +18,10 @@
 #include "shard/safetensors.h"
 
 static const char *k_layers[] = {"attention.attention.query", "attention.attention.key", "attention.attention.value",
-                                 "attention.output.dense", "intermediate.dense", "output.dense"};
+                                 "attention.output.dense",    "intermediate.dense",      "output.dense"};
 
-static const float *get(qd_checkpoint *ck, const char *name, int64_t *r, int64_t *c) {
+static const float *get(qd_checkpoint *ck, const char *name, int64_t *r, int64_t *c)
+{
     int i = qd_ckpt_find(ck, name);
     if (i < 0) return NULL;
     const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
@@ -32,13 +33,17 @@ static const float *get(qd_checkpoint *ck, const char *name, int64_t *r, int64_t
     return d; /* F32 in the reference file: zero-copy, lives as long as ck */
 }
 
-static void reference_params(void) {
+static void reference_params(void)
+{
     char path[4096];
     snprintf(path, sizeof path, "%s/reference/gptq-reference.safetensors", qd_test_models_dir());
     qd_checkpoint *ck;
     CHECK_EQ(qd_ckpt_open(path, &ck), QD_OK);
     if (!ck) return;
-    struct { const char *s; int bits, gs; } settings[] = {{"a", 4, -1}, {"c", 3, -1}, {"e", 2, 16}};
+    struct {
+        const char *s;
+        int bits, gs;
+    } settings[] = {{"a", 4, -1}, {"c", 3, -1}, {"e", 2, 16}};
     long long total = 0, scale_mismatch = 0, zero_mismatch = 0, code_mismatch = 0;
     for (int b = 0; b < 3; b++)
         for (size_t l = 0; l < QD_ARRAY_LEN(k_layers); l++)
@@ -109,8 +114,8 @@ static void reference_params(void) {
     printf("reference setting d (8-bit symmetric): %lld rows, %lld parameter mismatches\n", dtotal, dmis);
     CHECK(dtotal > 0);
     CHECK_EQ(dmis, 0);
-    printf("reference RTN parameters: %lld groups, %lld scale and %lld zero mismatches, %lld code mismatches\n",
-           total, scale_mismatch, zero_mismatch, code_mismatch);
+    printf("reference RTN parameters: %lld groups, %lld scale and %lld zero mismatches, %lld code mismatches\n", total,
+           scale_mismatch, zero_mismatch, code_mismatch);
     CHECK(total > 0);
     CHECK_EQ(scale_mismatch, 0);
     CHECK_EQ(zero_mismatch, 0);
@@ -119,7 +124,8 @@ static void reference_params(void) {
 }
 
 /* squared error of every row of W after RTN with parameters from (scheme, clip) */
-static void row_sse(const float *W, int64_t R, int64_t C, const qd_qscheme *sch, const qd_clip_opts *clip, double *sse) {
+static void row_sse(const float *W, int64_t R, int64_t C, const qd_qscheme *sch, const qd_clip_opts *clip, double *sse)
+{
     qd_qparams p;
     CHECK_EQ(qd_quant_params(W, R, C, sch, clip, &p), QD_OK);
     uint8_t *codes = malloc((size_t)(R * C));
@@ -135,7 +141,8 @@ static void row_sse(const float *W, int64_t R, int64_t C, const qd_qscheme *sch,
 /* The `mse` clipping option (norm 2): MSE <= min-max on every row of every 2-D weight, per
  * channel and in groups of 32, and a lower mean at 4 and 3 bits. The reference's norm-2.4 search
  * is reported alongside (it minimizes another norm, so a row may get a higher MSE). */
-static void clip_search(void) {
+static void clip_search(void)
+{
     char path[4096];
     snprintf(path, sizeof path, "%s/vit-mnist-tiny/model.safetensors", qd_test_models_dir());
     qd_checkpoint *ck;
@@ -159,8 +166,10 @@ static void clip_search(void) {
                        *ec = malloc((size_t)R * sizeof(double));
                 row_sse(W, R, C, &sch, &mm, ea);
                 row_sse(W, R, C, &sch, &mse, eb);
-                if (!gi) row_sse(W, R, C, &sch, &g24, ec); /* pow() is slow: per channel only */
-                else memcpy(ec, ea, (size_t)R * sizeof(double));
+                if (!gi)
+                    row_sse(W, R, C, &sch, &g24, ec); /* pow() is slow: per channel only */
+                else
+                    memcpy(ec, ea, (size_t)R * sizeof(double));
                 for (int64_t r = 0; r < R; r++) {
                     worse += eb[r] > ea[r];
                     worse24 += ec[r] > ea[r];
@@ -187,7 +196,8 @@ static void clip_search(void) {
 }
 
 /* K-means codebooks (per row) against uniform RTN per channel at the same bits, every 2-D weight */
-static void kmeans_vs_rtn(void) {
+static void kmeans_vs_rtn(void)
+{
     char path[4096];
     snprintf(path, sizeof path, "%s/vit-mnist-tiny/model.safetensors", qd_test_models_dir());
     qd_checkpoint *ck;
@@ -243,7 +253,8 @@ static void kmeans_vs_rtn(void) {
     qd_ckpt_close(ck);
 }
 
-int main(void) {
+int main(void)
+{
     reference_params();
     clip_search();
     kmeans_vs_rtn();

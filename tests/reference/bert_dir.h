@@ -19,10 +19,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define QD_TEST_SKIP 77
+#define QD_TEST_SKIP       77
 #define QD_BERT_MODEL_NAME "all-MiniLM-L6-v2"
 
-static inline int qd_test_bert_dir_ok_(const char *d) {
+static inline int qd_test_bert_dir_ok_(const char *d)
+{
     char p[4096];
     struct stat st;
     if (!d || !*d) return 0;
@@ -33,7 +34,8 @@ static inline int qd_test_bert_dir_ok_(const char *d) {
 }
 
 /* The checkpoint directory, or NULL when none is found. The string lives until the next call. */
-static inline const char *qd_test_bert_dir(void) {
+static inline const char *qd_test_bert_dir(void)
+{
     static char buf[4096];
     const char *e = getenv("QD_BERT_DIR");
     if (qd_test_bert_dir_ok_(e)) return e;
@@ -51,18 +53,19 @@ static inline const char *qd_test_bert_dir(void) {
 }
 
 /* The checkpoint directory, or exit(QD_TEST_SKIP) with a message naming `test`. */
-static inline const char *qd_test_bert_dir_or_skip(const char *test) {
+static inline const char *qd_test_bert_dir_or_skip(const char *test)
+{
     const char *d = qd_test_bert_dir();
     if (!d) {
-        printf("%s: SKIPPED: no BERT checkpoint (run deploy/fetch-models.sh or set QD_BERT_DIR)\n",
-               test);
+        printf("%s: SKIPPED: no BERT checkpoint (run deploy/fetch-models.sh or set QD_BERT_DIR)\n", test);
         exit(QD_TEST_SKIP);
     }
     return d;
 }
 
 /* Path of the committed reference outputs (the source tree is known to every test). */
-static inline const char *qd_test_bert_reference(void) {
+static inline const char *qd_test_bert_reference(void)
+{
     static char buf[4096];
 #ifdef QD_TEST_SOURCE_DIR
     const char *src = QD_TEST_SOURCE_DIR;
@@ -71,8 +74,7 @@ static inline const char *qd_test_bert_reference(void) {
 #endif
     const char *e = getenv("QD_SOURCE_DIR");
     if (e && *e) src = e;
-    snprintf(buf, sizeof buf, "%s/tests/reference/bert-" QD_BERT_MODEL_NAME
-             "-reference.safetensors", src);
+    snprintf(buf, sizeof buf, "%s/tests/reference/bert-" QD_BERT_MODEL_NAME "-reference.safetensors", src);
     return buf;
 }
 

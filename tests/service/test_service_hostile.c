@@ -18,7 +18,8 @@
 static char g_ep[PATH_MAX + 32], g_dir[PATH_MAX];
 
 /* One REQ round trip; returns the parsed reply or NULL on timeout. */
-static cJSON *rpc_raw(const void *data, size_t len) {
+static cJSON *rpc_raw(const void *data, size_t len)
+{
     void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_REQ);
     int lin = 0, ms = 10000;
     zmq_setsockopt(s, ZMQ_LINGER, &lin, sizeof lin);
@@ -37,16 +38,24 @@ static cJSON *rpc_raw(const void *data, size_t len) {
 
 static cJSON *rpc(const char *txt) { return rpc_raw(txt, strlen(txt)); }
 
-static const char *err_code(const cJSON *r) {
+static const char *err_code(const cJSON *r)
+{
     const cJSON *c = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "error"), "code");
     return cJSON_IsString(c) ? c->valuestring : "(none)";
 }
 
-#define EXPECT_ERR(req, code)                                                    \
-    do { cJSON *r_ = rpc(req); CHECK_MSG(r_ != NULL, "no reply to %s", req);     \
-         if (r_) { CHECK_STREQ(err_code(r_), code); } cJSON_Delete(r_); } while (0)
+#define EXPECT_ERR(req, code)                         \
+    do {                                              \
+        cJSON *r_ = rpc(req);                         \
+        CHECK_MSG(r_ != NULL, "no reply to %s", req); \
+        if (r_) {                                     \
+            CHECK_STREQ(err_code(r_), code);          \
+        }                                             \
+        cJSON_Delete(r_);                             \
+    } while (0)
 
-static void *status_client(void *arg) {
+static void *status_client(void *arg)
+{
     int *ok = arg;
     for (int i = 0; i < 10; i++) {
         cJSON *r = rpc("{\"op\":\"status\"}");
@@ -56,7 +65,8 @@ static void *status_client(void *arg) {
     return NULL;
 }
 
-static const char *wait_state(const char *id) {
+static const char *wait_state(const char *id)
+{
     static char st[32];
     char req[128];
     snprintf(req, sizeof req, "{\"op\":\"status\",\"id\":\"%s\"}", id);
@@ -71,7 +81,8 @@ static const char *wait_state(const char *id) {
     return "timeout";
 }
 
-static void submit_id(const char *job, char *id, size_t cap) {
+static void submit_id(const char *job, char *id, size_t cap)
+{
     char req[4 * PATH_MAX];
     snprintf(req, sizeof req, "{\"op\":\"submit\",\"job\":%s}", job);
     cJSON *r = rpc(req);
@@ -81,7 +92,8 @@ static void submit_id(const char *job, char *id, size_t cap) {
     cJSON_Delete(r);
 }
 
-static void *clients(void *arg) {
+static void *clients(void *arg)
+{
     (void)arg;
     char req[4 * PATH_MAX];
     EXPECT_ERR("{not json", "bad_json");
@@ -102,9 +114,12 @@ static void *clients(void *arg) {
     EXPECT_ERR(req, "path_not_allowed");
     snprintf(req, sizeof req, "{\"op\":\"submit\",\"job\":{\"model\":\"%s/corrupt\",\"out\":\"/tmp/a.h5\"}}", g_dir);
     EXPECT_ERR(req, "path_not_allowed");
-    snprintf(req, sizeof req, "{\"op\":\"submit\",\"job\":{\"model\":\"%s/corrupt\",\"out\":\"%s/exists.h5\"}}", g_dir, g_dir);
+    snprintf(req, sizeof req, "{\"op\":\"submit\",\"job\":{\"model\":\"%s/corrupt\",\"out\":\"%s/exists.h5\"}}", g_dir,
+             g_dir);
     EXPECT_ERR(req, "exists");
-    snprintf(req, sizeof req, "{\"op\":\"submit\",\"job\":{\"model\":\"%s/corrupt\",\"out\":\"%s/a.h5\",\"overwrite\":1}}", g_dir, g_dir);
+    snprintf(req, sizeof req,
+             "{\"op\":\"submit\",\"job\":{\"model\":\"%s/corrupt\",\"out\":\"%s/a.h5\",\"overwrite\":1}}", g_dir,
+             g_dir);
     EXPECT_ERR(req, "bad_type");
 
     /* an over-size message: libzmq drops that peer; the service keeps serving others */
@@ -181,8 +196,8 @@ static void *clients(void *arg) {
     snprintf(req, sizeof req, "{\"op\":\"status\",\"id\":\"%s\"}", id1);
     cJSON *r = rpc(req);
     const cJSON *msg = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(r, "job"), "error"), "message");
-    CHECK_MSG(cJSON_IsString(msg) && strstr(msg->valuestring, "model.safetensors"),
-              "error should name the file: %s", cJSON_IsString(msg) ? msg->valuestring : "(none)");
+    CHECK_MSG(cJSON_IsString(msg) && strstr(msg->valuestring, "model.safetensors"), "error should name the file: %s",
+              cJSON_IsString(msg) ? msg->valuestring : "(none)");
     cJSON_Delete(r);
     CHECK_STREQ(wait_state(id2), "done");
     snprintf(req, sizeof req, "%s/good.h5", g_dir);
@@ -196,7 +211,8 @@ static void *clients(void *arg) {
     return NULL;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     int provided;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);

@@ -8,7 +8,8 @@
 #include "coordinator/service.h"
 #include "qd_test.h"
 
-static qd_svc_err validate(const char *json, const char *root, char *msg) {
+static qd_svc_err validate(const char *json, const char *root, char *msg)
+{
     cJSON *j = cJSON_Parse(json);
     const char *roots[1] = {root};
     qd_svc_err e = qd_svc_validate_job(j, roots, 1, msg, 512);
@@ -16,7 +17,8 @@ static qd_svc_err validate(const char *json, const char *root, char *msg) {
     return e;
 }
 
-int main(void) {
+int main(void)
+{
     CHECK(qd_svc_endpoint_is_loopback("tcp://127.0.0.1:5555"));
     CHECK(qd_svc_endpoint_is_loopback("tcp://127.100.0.2:1"));
     CHECK(qd_svc_endpoint_is_loopback("tcp://localhost:5555"));

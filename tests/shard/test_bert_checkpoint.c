@@ -10,7 +10,8 @@
 #include "reference/bert_dir.h"
 #include "shard/safetensors.h"
 
-static cJSON *read_json(const char *dir, const char *name) {
+static cJSON *read_json(const char *dir, const char *name)
+{
     char p[4096];
     snprintf(p, sizeof p, "%s/%s", dir, name);
     FILE *f = fopen(p, "rb");
@@ -22,13 +23,15 @@ static cJSON *read_json(const char *dir, const char *name) {
     return cJSON_Parse(buf);
 }
 
-static int cfg_int(const cJSON *c, const char *k) {
+static int cfg_int(const cJSON *c, const char *k)
+{
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, k);
     return cJSON_IsNumber(v) ? v->valueint : -1;
 }
 
 /* The F32 data of a tensor that must exist with the given shape (ndim entries). */
-static const float *tensor_f32(qd_checkpoint *ck, const char *name, int ndim, const int64_t *shape) {
+static const float *tensor_f32(qd_checkpoint *ck, const char *name, int ndim, const int64_t *shape)
+{
     int i = qd_ckpt_find(ck, name);
     CHECK_MSG(i >= 0, "tensor '%s' missing", name);
     if (i < 0) return NULL;
@@ -36,8 +39,8 @@ static const float *tensor_f32(qd_checkpoint *ck, const char *name, int ndim, co
     CHECK_EQ(t->dtype, QD_DT_F32);
     CHECK_EQ(t->ndim, ndim);
     for (int k = 0; k < ndim && k < t->ndim; k++)
-        CHECK_MSG(t->shape[k] == shape[k], "%s: dim %d is %lld, expected %lld", name, k,
-                  (long long)t->shape[k], (long long)shape[k]);
+        CHECK_MSG(t->shape[k] == shape[k], "%s: dim %d is %lld, expected %lld", name, k, (long long)t->shape[k],
+                  (long long)shape[k]);
     const float *p = NULL;
     int owned = 1;
     int rc = qd_ckpt_read_f32(ck, i, &p, &owned);
@@ -46,7 +49,8 @@ static const float *tensor_f32(qd_checkpoint *ck, const char *name, int ndim, co
     return rc == QD_OK ? p : NULL;
 }
 
-int main(void) {
+int main(void)
+{
     const char *dir = qd_test_bert_dir_or_skip("test_bert_checkpoint");
     printf("checkpoint: %s\n", dir);
     cJSON *cfg = read_json(dir, "config.json");
@@ -79,10 +83,11 @@ int main(void) {
     const float *pw = tensor_f32(ck, "pooler.dense.weight", 2, (int64_t[]){H, H});
     const float *pb = tensor_f32(ck, "pooler.dense.bias", 1, (int64_t[]){H});
     for (int l = 0; l < L; l++) {
-        static const struct { const char *n; int o, i; } lin[] = {
-            {"attention.self.query", 0, 0}, {"attention.self.key", 0, 0},
-            {"attention.self.value", 0, 0}, {"attention.output.dense", 0, 0},
-            {"intermediate.dense", 1, 0}, {"output.dense", 0, 1}};
+        static const struct {
+            const char *n;
+            int o, i;
+        } lin[] = {{"attention.self.query", 0, 0},   {"attention.self.key", 0, 0}, {"attention.self.value", 0, 0},
+                   {"attention.output.dense", 0, 0}, {"intermediate.dense", 1, 0}, {"output.dense", 0, 1}};
         char n[256];
         for (size_t k = 0; k < sizeof lin / sizeof lin[0]; k++) {
             int64_t o = lin[k].o ? I : H, in = lin[k].i ? I : H;
@@ -163,7 +168,8 @@ int main(void) {
     }
     free(x);
     printf("max |hidden.0 (C, f64) - reference| = %.2e, max |pooler (C, from hidden.%d) - "
-           "reference| = %.2e\n", max_e, (int)L, max_p);
+           "reference| = %.2e\n",
+           max_e, (int)L, max_p);
     /* reference stored as F32: rounding <= 5e-7 at |values| <= 8; tolerances per README.md */
     CHECK_DBL_LE(max_e, 1e-5);
     CHECK_DBL_LE(max_p, 1e-5);

@@ -10,8 +10,8 @@
 
 enum { B = 8, S = 28, H = 384, NL = 6 };
 
-static const void *get(qd_checkpoint *ck, const char *name, qd_dtype dt, int ndim,
-                       const int64_t *shape) {
+static const void *get(qd_checkpoint *ck, const char *name, qd_dtype dt, int ndim, const int64_t *shape)
+{
     int i = qd_ckpt_find(ck, name);
     CHECK_MSG(i >= 0, "tensor '%s' missing", name);
     if (i < 0) return NULL;
@@ -20,8 +20,8 @@ static const void *get(qd_checkpoint *ck, const char *name, qd_dtype dt, int ndi
     CHECK_EQ(t->ndim, ndim);
     if (t->dtype != dt || t->ndim != ndim) return NULL;
     for (int k = 0; k < ndim; k++)
-        CHECK_MSG(t->shape[k] == shape[k], "%s: dim %d is %lld, expected %lld", name, k,
-                  (long long)t->shape[k], (long long)shape[k]);
+        CHECK_MSG(t->shape[k] == shape[k], "%s: dim %d is %lld, expected %lld", name, k, (long long)t->shape[k],
+                  (long long)shape[k]);
     const void *p = NULL;
     CHECK_EQ(qd_ckpt_raw(ck, i, &p), QD_OK);
     /* every float is finite */
@@ -34,7 +34,8 @@ static const void *get(qd_checkpoint *ck, const char *name, qd_dtype dt, int ndi
     return p;
 }
 
-int main(void) {
+int main(void)
+{
     const char *path = qd_test_bert_reference();
     qd_checkpoint *ck = NULL;
     int rc = qd_ckpt_open(path, &ck);
@@ -82,8 +83,10 @@ int main(void) {
         CHECK_EQ(ids[b * S + len - 1], 102);
         for (int s = 0; s < S; s++) {
             CHECK_EQ(tt[b * S + s], 0);
-            if (s >= len) CHECK_EQ(ids[b * S + s], 0);
-            else CHECK(ids[b * S + s] > 0 && ids[b * S + s] < 30522);
+            if (s >= len)
+                CHECK_EQ(ids[b * S + s], 0);
+            else
+                CHECK(ids[b * S + s] > 0 && ids[b * S + s] < 30522);
         }
     }
     /* sentence_embedding = mask-weighted mean of hidden.N; normalized = its L2 unit vector */
@@ -103,8 +106,7 @@ int main(void) {
         nrm = sqrt(nrm);
         for (int h = 0; h < H; h++) max_n = fmax(max_n, fabs(m[h] / nrm - embn[b * H + h]));
     }
-    printf("max |mean(hidden.%d) - sentence_embedding| = %.2e, normalized %.2e\n", NL, max_m,
-           max_n);
+    printf("max |mean(hidden.%d) - sentence_embedding| = %.2e, normalized %.2e\n", NL, max_m, max_n);
     CHECK_DBL_LE(max_m, 2e-6);
     CHECK_DBL_LE(max_n, 1e-6);
     qd_ckpt_close(ck);

@@ -2,7 +2,8 @@
 #include "qd_test.h"
 #include "shard/select.h"
 
-static qd_tensor_info ti(const char *name, int ndim, qd_dtype dt) {
+static qd_tensor_info ti(const char *name, int ndim, qd_dtype dt)
+{
     qd_tensor_info t = {0};
     t.name = (char *)name;
     t.ndim = ndim;
@@ -11,7 +12,8 @@ static qd_tensor_info ti(const char *name, int ndim, qd_dtype dt) {
     return t;
 }
 
-int main(void) {
+int main(void)
+{
     CHECK_EQ(qd_shard_block_index("vit.encoder.layer.3.attention.attention.query.weight"), 3);
     CHECK_EQ(qd_shard_block_index("bert.encoder.layer.11.output.dense.weight"), 11);
     CHECK_EQ(qd_shard_block_index("roberta.encoder.layer.0.intermediate.dense.bias"), 0);

@@ -8,13 +8,15 @@
 #include "shard/select.h"
 #include "st_testutil.h"
 
-static float bits_f(uint32_t u) {
+static float bits_f(uint32_t u)
+{
     float f;
     memcpy(&f, &u, 4);
     return f;
 }
 
-static uint32_t f_bits(float f) {
+static uint32_t f_bits(float f)
+{
     uint32_t u;
     memcpy(&u, &f, 4);
     return u;
@@ -26,22 +28,24 @@ static const struct {
     int idx;
     uint32_t bits;
 } k_values[] = {
-    {"classifier.bias", 0, 0xbe379fbau},                                 /* -0.17932024598121643 */
-    {"classifier.bias", 9, 0x3dca701du},                                 /* 0.09884665161371231 */
-    {"classifier.weight", 197, 0x3ea15306u},                             /* 0.3150865435600281 */
+    {"classifier.bias", 0, 0xbe379fbau},     /* -0.17932024598121643 */
+    {"classifier.bias", 9, 0x3dca701du},     /* 0.09884665161371231 */
+    {"classifier.weight", 197, 0x3ea15306u}, /* 0.3150865435600281 */
     {"vit.encoder.layer.3.attention.attention.query.weight", 0, 0xbdd9a252u},
     {"vit.encoder.layer.3.attention.attention.query.weight", 6407, 0x3d79a4ffu},
-    {"vit.encoder.layer.5.output.dense.weight", 8191, 0x3f019c7eu},      /* 0.5062941312789917 */
-    {"vit.layernorm.weight", 10, 0x3f9c9710u},                           /* 1.2233600616455078 */
+    {"vit.encoder.layer.5.output.dense.weight", 8191, 0x3f019c7eu}, /* 0.5062941312789917 */
+    {"vit.layernorm.weight", 10, 0x3f9c9710u},                      /* 1.2233600616455078 */
 };
 
 static const char *k_sha256 = "921c57c6b3a202868435ef686e7657fe7cd40bed458dcdcc5332f63a3ab87b04";
 
-static void hex(const unsigned char *d, int n, char *out) {
+static void hex(const unsigned char *d, int n, char *out)
+{
     for (int i = 0; i < n; i++) sprintf(out + 2 * i, "%02x", d[i]);
 }
 
-static void check_values(qd_checkpoint *ck) {
+static void check_values(qd_checkpoint *ck)
+{
     for (size_t v = 0; v < QD_ARRAY_LEN(k_values); v++) {
         int i = qd_ckpt_find(ck, k_values[v].name);
         CHECK_MSG(i >= 0, "%s", k_values[v].name);
@@ -56,7 +60,8 @@ static void check_values(qd_checkpoint *ck) {
 }
 
 /* Tables equal apart from file_index/offset; data equal byte for byte. */
-static void check_same(qd_checkpoint *a, qd_checkpoint *b) {
+static void check_same(qd_checkpoint *a, qd_checkpoint *b)
+{
     CHECK_EQ(qd_ckpt_num_tensors(a), qd_ckpt_num_tensors(b));
     int n = QD_MIN(qd_ckpt_num_tensors(a), qd_ckpt_num_tensors(b));
     for (int i = 0; i < n; i++) {
@@ -74,7 +79,8 @@ static void check_same(qd_checkpoint *a, qd_checkpoint *b) {
 }
 
 /* Write tensors [lo, hi) of ck as one safetensors file (header padded to 8 bytes). */
-static void write_shard(qd_checkpoint *ck, int lo, int hi, const char *path) {
+static void write_shard(qd_checkpoint *ck, int lo, int hi, const char *path)
+{
     size_t cap = 1 << 20, len = 0;
     char *js = malloc(cap);
     len += (size_t)snprintf(js + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
@@ -85,8 +91,8 @@ static void write_shard(qd_checkpoint *ck, int lo, int hi, const char *path) {
                                 qd_dtype_name(t->dtype));
         for (int k = 0; k < t->ndim; k++)
             len += (size_t)snprintf(js + len, cap - len, "%s%" PRId64, k ? "," : "", t->shape[k]);
-        len += (size_t)snprintf(js + len, cap - len, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}",
-                                off, off + t->nbytes);
+        len += (size_t)snprintf(js + len, cap - len, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", off,
+                                off + t->nbytes);
         off += t->nbytes;
     }
     js[len++] = '}';
@@ -111,7 +117,8 @@ static void write_shard(qd_checkpoint *ck, int lo, int hi, const char *path) {
     free(data);
 }
 
-static void test_sharded(qd_checkpoint *single) {
+static void test_sharded(qd_checkpoint *single)
+{
     char *dir = st_mkdtemp("shards");
     int n = qd_ckpt_num_tensors(single), half = n / 2;
     char *p1 = st_path(dir, "model-00001-of-00002.safetensors");
@@ -151,7 +158,8 @@ static void test_sharded(qd_checkpoint *single) {
     free(dir);
 }
 
-int main(void) {
+int main(void)
+{
     char dir[1024], path[1100];
     snprintf(dir, sizeof dir, "%s/vit-mnist-tiny", qd_test_models_dir());
     snprintf(path, sizeof path, "%s/model.safetensors", dir);

@@ -9,33 +9,38 @@ static char *g_dir;
 static int g_seq;
 
 /* Open `path`, expect `code`, and a message containing the file path and `tensor` (if any). */
-#define EXPECT_FAIL(path, code, tensor)                                                   \
-    do {                                                                                  \
-        qd_checkpoint *ck_ = NULL;                                                        \
-        qd_err_clear();                                                                   \
-        int rc_ = qd_ckpt_open((path), &ck_);                                             \
-        CHECK_EQ(rc_, (code));                                                            \
-        CHECK(ck_ == NULL);                                                               \
-        CHECK_CONTAINS(qd_errmsg(), (path));                                              \
-        if ((tensor) != NULL) CHECK_CONTAINS(qd_errmsg(), (const char *)(tensor));        \
-        if (rc_ == QD_OK) qd_ckpt_close(ck_);                                             \
-        else printf("  ok (%s): %s\n", qd_errname(rc_), qd_errmsg());                     \
+#define EXPECT_FAIL(path, code, tensor)                                            \
+    do {                                                                           \
+        qd_checkpoint *ck_ = NULL;                                                 \
+        qd_err_clear();                                                            \
+        int rc_ = qd_ckpt_open((path), &ck_);                                      \
+        CHECK_EQ(rc_, (code));                                                     \
+        CHECK(ck_ == NULL);                                                        \
+        CHECK_CONTAINS(qd_errmsg(), (path));                                       \
+        if ((tensor) != NULL) CHECK_CONTAINS(qd_errmsg(), (const char *)(tensor)); \
+        if (rc_ == QD_OK)                                                          \
+            qd_ckpt_close(ck_);                                                    \
+        else                                                                       \
+            printf("  ok (%s): %s\n", qd_errname(rc_), qd_errmsg());               \
     } while (0)
 
 /* a bad single file with a proper length prefix */
-static char *mk(const char *json, size_t data_len) {
+static char *mk(const char *json, size_t data_len)
+{
     char name[64];
     snprintf(name, sizeof name, "case%03d.safetensors", g_seq++);
     return st_write(g_dir, name, json, NULL, data_len);
 }
 
-static void bad(const char *json, size_t data_len, int code, const char *tensor) {
+static void bad(const char *json, size_t data_len, int code, const char *tensor)
+{
     char *p = mk(json, data_len);
     EXPECT_FAIL(p, code, tensor);
     free(p);
 }
 
-static qd_checkpoint *good(const char *json, const void *data, size_t data_len) {
+static qd_checkpoint *good(const char *json, const void *data, size_t data_len)
+{
     char name[64];
     snprintf(name, sizeof name, "good%03d.safetensors", g_seq++);
     char *p = st_write(g_dir, name, json, data, data_len);
@@ -48,7 +53,8 @@ static qd_checkpoint *good(const char *json, const void *data, size_t data_len) 
 
 #define E(dt, shape, b, e) "{\"dtype\":\"" dt "\",\"shape\":" shape ",\"data_offsets\":[" #b "," #e "]}"
 
-static void test_file_rules(void) {
+static void test_file_rules(void)
+{
     char *p;
     /* truncated: fewer than 8 bytes */
     p = st_path(g_dir, "short.safetensors");
@@ -79,8 +85,8 @@ static void test_file_rules(void) {
     bad("{} x", 0, QD_EFORMAT, "trailing bytes");
     bad("{}{}", 0, QD_EFORMAT, "trailing bytes");
     bad("{\"a\xff\":" E("F32", "[1]", 0, 4) "}", 4, QD_EFORMAT, "UTF-8");
-    bad("{\"a\xc0\x80\":" E("F32", "[1]", 0, 4) "}", 4, QD_EFORMAT, "UTF-8");       /* overlong */
-    bad("{\"a\xed\xa0\x80\":" E("F32", "[1]", 0, 4) "}", 4, QD_EFORMAT, "UTF-8");   /* surrogate */
+    bad("{\"a\xc0\x80\":" E("F32", "[1]", 0, 4) "}", 4, QD_EFORMAT, "UTF-8");     /* overlong */
+    bad("{\"a\xed\xa0\x80\":" E("F32", "[1]", 0, 4) "}", 4, QD_EFORMAT, "UTF-8"); /* surrogate */
     p = st_write_raw(g_dir, "nul.safetensors", 3, "{}\0", 3, NULL, 0);
     EXPECT_FAIL(p, QD_EFORMAT, "trailing bytes");
     free(p);
@@ -105,7 +111,8 @@ static void test_file_rules(void) {
     bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[\"0\",4]}}", 4, QD_EFORMAT, "'w': \"data_offsets\"");
     bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":{\"a\":0}}}", 4, QD_EFORMAT, "'w': \"data_offsets\"");
     bad("{\"w\":" E("F32", "[1]", -4, 0) "}", 4, QD_EFORMAT, "'w': \"data_offsets\"");
-    bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"dtype\":\"F16\",\"data_offsets\":[0,4]}}", 4, QD_EFORMAT, "'w': \"dtype\" given 2 times");
+    bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"dtype\":\"F16\",\"data_offsets\":[0,4]}}", 4, QD_EFORMAT,
+        "'w': \"dtype\" given 2 times");
     /* unknown dtype */
     bad("{\"w\":" E("F8_E4M3", "[1]", 0, 1) "}", 1, QD_EDTYPE, "'w': unknown dtype \"F8_E4M3\"");
     bad("{\"w\":" E("f32", "[1]", 0, 4) "}", 4, QD_EDTYPE, "'w'");
@@ -120,10 +127,12 @@ static void test_file_rules(void) {
     bad("{\"w\":" E("F32", "[4]", 0, 16) "}", 8, QD_EFORMAT, "'w': data_offsets [0, 16] outside the data region");
     bad("{\"a\":" E("F32", "[1]", 0, 4) ",\"w\":" E("F32", "[1]", 4, 8) "}", 6, QD_EFORMAT, "'w'");
     /* overlapping tensors */
-    bad("{\"a\":" E("F32", "[2]", 0, 8) ",\"b\":" E("F32", "[2]", 4, 12) "}", 12, QD_EFORMAT, "'b': data [4, 12] overlaps tensor 'a'");
+    bad("{\"a\":" E("F32", "[2]", 0, 8) ",\"b\":" E("F32", "[2]", 4, 12) "}", 12, QD_EFORMAT,
+        "'b': data [4, 12] overlaps tensor 'a'");
     bad("{\"a\":" E("F32", "[2]", 0, 8) ",\"b\":" E("F32", "[2]", 0, 8) "}", 8, QD_EFORMAT, "overlaps");
     /* holes: between tensors, before the first, after the last */
-    bad("{\"a\":" E("F32", "[1]", 0, 4) ",\"b\":" E("F32", "[1]", 8, 12) "}", 12, QD_EFORMAT, "'b': hole in the data region: bytes [4, 8)");
+    bad("{\"a\":" E("F32", "[1]", 0, 4) ",\"b\":" E("F32", "[1]", 8, 12) "}", 12, QD_EFORMAT,
+        "'b': hole in the data region: bytes [4, 8)");
     bad("{\"b\":" E("F32", "[1]", 4, 8) "}", 8, QD_EFORMAT, "'b': hole in the data region: bytes [0, 4)");
     bad("{\"a\":" E("F32", "[1]", 0, 4) "}", 8, QD_EFORMAT, "'a': hole in the data region: bytes [4, 8)");
     bad("{}", 4, QD_EFORMAT, "hole in the data region");
@@ -137,7 +146,8 @@ static void test_file_rules(void) {
     free(sub);
 }
 
-static void test_valid_edges(void) {
+static void test_valid_edges(void)
+{
     /* header padded with trailing spaces; metadata kept */
     qd_checkpoint *ck = good("{\"__metadata__\":{\"k\":\"v\"},\"w\":" E("F32", "[2]", 0, 8) "}       ",
                              (const float[]){1.5f, -2.0f}, 8);
@@ -159,20 +169,24 @@ static void test_valid_edges(void) {
     }
     /* zero-sized tensors anywhere on the chain, a scalar, every dtype */
     unsigned char data[64] = {0};
-    uint16_t h[3] = {0x3c00, 0xc000, 0x0001};       /* F16 1, -2, 2^-24 */
-    uint16_t b[2] = {0x3f80, 0x4049};               /* BF16 1, 3.140625 */
-    double d = 0.1;                                  /* F64 */
+    uint16_t h[3] = {0x3c00, 0xc000, 0x0001}; /* F16 1, -2, 2^-24 */
+    uint16_t b[2] = {0x3f80, 0x4049};         /* BF16 1, 3.140625 */
+    double d = 0.1;                           /* F64 */
     int32_t i32[2] = {7, -7};
     memcpy(data, h, 6);
     memcpy(data + 6, b, 4);
     memcpy(data + 10, &d, 8);
     memcpy(data + 18, i32, 8);
     data[26] = 1;
-    ck = good("{\"h\":" E("F16", "[3,1]", 0, 6) ",\"z0\":" E("F32", "[0]", 0, 0)
-              ",\"b\":" E("BF16", "[2]", 6, 10) ",\"d\":" E("F64", "[]", 10, 18)
-              ",\"i\":" E("I32", "[2]", 18, 26) ",\"z1\":" E("I8", "[2,0,3]", 26, 26)
-              ",\"t\":" E("BOOL", "[1]", 26, 27) ",\"z2\":" E("U8", "[0]", 27, 27) "}",
-              data, 27);
+    ck = good(
+        "{\"h\":" E("F16", "[3,1]", 0, 6) ",\"z0\":" E("F32", "[0]", 0, 0) ",\"b\":" E(
+            "BF16", "[2]", 6,
+            10) ",\"d\":" E("F64", "[]", 10,
+                            18) ",\"i\":" E("I32", "[2]", 18,
+                                            26) ",\"z1\":" E("I8", "[2,0,3]", 26,
+                                                             26) ",\"t\":" E("BOOL", "[1]", 26,
+                                                                             27) ",\"z2\":" E("U8", "[0]", 27, 27) "}",
+        data, 27);
     if (ck) {
         CHECK_EQ(qd_ckpt_num_tensors(ck), 8);
         const char *order[] = {"b", "d", "h", "i", "t", "z0", "z1", "z2"};
@@ -234,13 +248,13 @@ static void test_valid_edges(void) {
 }
 
 /* an index in its own directory; shard files a.safetensors (tensors x, y) and b.safetensors (z) */
-static char *mk_index(const char *tag, const char *weight_map_json, int write_b) {
+static char *mk_index(const char *tag, const char *weight_map_json, int write_b)
+{
     char name[64];
     snprintf(name, sizeof name, "%s", tag);
     char *d = st_path(g_dir, name);
     mkdir(d, 0700);
-    free(st_write(d, "a.safetensors",
-                  "{\"x\":" E("F32", "[1]", 0, 4) ",\"y\":" E("F32", "[1]", 4, 8) "}", NULL, 8));
+    free(st_write(d, "a.safetensors", "{\"x\":" E("F32", "[1]", 0, 4) ",\"y\":" E("F32", "[1]", 4, 8) "}", NULL, 8));
     if (write_b) free(st_write(d, "b.safetensors", "{\"z\":" E("F32", "[1]", 0, 4) "}", NULL, 4));
     char *ip = st_path(d, "model.safetensors.index.json");
     st_write_bytes(ip, weight_map_json, strlen(weight_map_json));
@@ -248,9 +262,11 @@ static char *mk_index(const char *tag, const char *weight_map_json, int write_b)
     return ip;
 }
 
-static void test_index_rules(void) {
+static void test_index_rules(void)
+{
     char *ip;
-    ip = mk_index("ok", "{\"weight_map\":{\"z\":\"b.safetensors\",\"y\":\"a.safetensors\",\"x\":\"a.safetensors\"}}", 1);
+    ip =
+        mk_index("ok", "{\"weight_map\":{\"z\":\"b.safetensors\",\"y\":\"a.safetensors\",\"x\":\"a.safetensors\"}}", 1);
     qd_checkpoint *ck = NULL;
     CHECK_EQ(qd_ckpt_open(ip, &ck), QD_OK);
     if (ck) {
@@ -262,11 +278,15 @@ static void test_index_rules(void) {
     }
     free(ip);
     /* the index names a shard that does not exist */
-    ip = mk_index("missing", "{\"weight_map\":{\"x\":\"a.safetensors\",\"y\":\"a.safetensors\",\"z\":\"b.safetensors\"}}", 0);
+    ip = mk_index("missing",
+                  "{\"weight_map\":{\"x\":\"a.safetensors\",\"y\":\"a.safetensors\",\"z\":\"b.safetensors\"}}", 0);
     EXPECT_FAIL(ip, QD_ENOENT, "'z': shard file");
     free(ip);
     /* a tensor of the index absent from its shard */
-    ip = mk_index("absent", "{\"weight_map\":{\"x\":\"a.safetensors\",\"y\":\"a.safetensors\",\"z\":\"b.safetensors\",\"q\":\"a.safetensors\"}}", 1);
+    ip = mk_index("absent",
+                  "{\"weight_map\":{\"x\":\"a.safetensors\",\"y\":\"a.safetensors\",\"z\":\"b.safetensors\",\"q\":\"a."
+                  "safetensors\"}}",
+                  1);
     EXPECT_FAIL(ip, QD_EFORMAT, "'q': the index maps it to shard 'a.safetensors', which does not contain it");
     free(ip);
     /* a shard tensor the index does not list */
@@ -274,11 +294,13 @@ static void test_index_rules(void) {
     EXPECT_FAIL(ip, QD_EFORMAT, "'y': in shard 'a.safetensors' but not in the index");
     free(ip);
     /* a tensor mapped to the wrong shard */
-    ip = mk_index("wrong", "{\"weight_map\":{\"x\":\"a.safetensors\",\"y\":\"b.safetensors\",\"z\":\"b.safetensors\"}}", 1);
+    ip = mk_index("wrong", "{\"weight_map\":{\"x\":\"a.safetensors\",\"y\":\"b.safetensors\",\"z\":\"b.safetensors\"}}",
+                  1);
     EXPECT_FAIL(ip, QD_EFORMAT, "'y': found in shard 'a.safetensors' but the index maps it to 'b.safetensors'");
     free(ip);
     /* duplicate key in weight_map, bad values, not JSON, no weight_map, escaping paths */
-    ip = mk_index("dup", "{\"weight_map\":{\"x\":\"a.safetensors\",\"y\":\"a.safetensors\",\"x\":\"a.safetensors\"}}", 0);
+    ip = mk_index("dup", "{\"weight_map\":{\"x\":\"a.safetensors\",\"y\":\"a.safetensors\",\"x\":\"a.safetensors\"}}",
+                  0);
     EXPECT_FAIL(ip, QD_EFORMAT, "'x': listed twice");
     free(ip);
     ip = mk_index("badval", "{\"weight_map\":{\"x\":1}}", 0);
@@ -312,7 +334,8 @@ static void test_index_rules(void) {
     free(d);
 }
 
-int main(void) {
+int main(void)
+{
     g_dir = st_mkdtemp("stval");
     test_file_rules();
     test_valid_edges();

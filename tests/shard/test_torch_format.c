@@ -13,12 +13,14 @@
 static char g_fix[4096];
 static char *g_dir;
 
-static const char *fixture(const char *name) {
+static const char *fixture(const char *name)
+{
     snprintf(g_fix, sizeof g_fix, "%s/tests/reference/torch/%s", QD_TEST_SOURCE_DIR, name);
     return g_fix;
 }
 
-static unsigned char *slurp(const char *path, size_t *len) {
+static unsigned char *slurp(const char *path, size_t *len)
+{
     FILE *f = fopen(path, "rb");
     if (!f) {
         perror(path);
@@ -41,7 +43,8 @@ typedef struct {
     size_t n, cap;
 } bb;
 
-static void bb_put(bb *b, const void *x, size_t n) {
+static void bb_put(bb *b, const void *x, size_t n)
+{
     if (!n) return;
     if (b->n + n > b->cap) {
         b->cap = (b->n + n) * 2 + 64;
@@ -51,13 +54,28 @@ static void bb_put(bb *b, const void *x, size_t n) {
     b->n += n;
 }
 static void bb_s(bb *b, const char *s) { bb_put(b, s, strlen(s)); }
-static void bb_u8(bb *b, unsigned v) { unsigned char c = (unsigned char)v; bb_put(b, &c, 1); }
-static void bb_le(bb *b, uint64_t v, int n) {
+static void bb_u8(bb *b, unsigned v)
+{
+    unsigned char c = (unsigned char)v;
+    bb_put(b, &c, 1);
+}
+static void bb_le(bb *b, uint64_t v, int n)
+{
     for (int i = 0; i < n; i++) bb_u8(b, (unsigned)(v >> (8 * i)) & 0xFF);
 }
-static void pk_str(bb *b, const char *s) { bb_u8(b, 'X'); bb_le(b, strlen(s), 4); bb_s(b, s); }
-static void pk_int(bb *b, int32_t v) { bb_u8(b, 'J'); bb_le(b, (uint32_t)v, 4); }
-static void pk_global(bb *b, const char *mod, const char *name) {
+static void pk_str(bb *b, const char *s)
+{
+    bb_u8(b, 'X');
+    bb_le(b, strlen(s), 4);
+    bb_s(b, s);
+}
+static void pk_int(bb *b, int32_t v)
+{
+    bb_u8(b, 'J');
+    bb_le(b, (uint32_t)v, 4);
+}
+static void pk_global(bb *b, const char *mod, const char *name)
+{
     bb_u8(b, 'c');
     bb_s(b, mod);
     bb_u8(b, '\n');
@@ -67,12 +85,13 @@ static void pk_global(bb *b, const char *mod, const char *name) {
 
 /* One tensor entry `key: _rebuild_tensor_v2(pid(storage_type, skey, numel), off, size, stride)`
  * appended inside an open MARK ... SETITEMS. */
-static void pk_tensor(bb *b, const char *key, const char *stype, const char *skey, int numel,
-                      int off, int ndim, const int *size, const int *stride) {
+static void pk_tensor(bb *b, const char *key, const char *stype, const char *skey, int numel, int off, int ndim,
+                      const int *size, const int *stride)
+{
     pk_str(b, key);
     pk_global(b, "torch._utils", "_rebuild_tensor_v2");
-    bb_u8(b, '(');                       /* args */
-    bb_u8(b, '(');                       /* persistent id */
+    bb_u8(b, '('); /* args */
+    bb_u8(b, '('); /* persistent id */
     pk_str(b, "storage");
     pk_global(b, "torch", stype);
     pk_str(b, skey);
@@ -87,15 +106,16 @@ static void pk_tensor(bb *b, const char *key, const char *stype, const char *ske
     bb_u8(b, '(');
     for (int d = 0; d < ndim; d++) pk_int(b, stride[d]);
     bb_u8(b, 't');
-    bb_u8(b, 0x89);                      /* requires_grad False */
+    bb_u8(b, 0x89); /* requires_grad False */
     pk_global(b, "collections", "OrderedDict");
     bb_u8(b, ')');
-    bb_u8(b, 'R');                       /* backward hooks */
+    bb_u8(b, 'R'); /* backward hooks */
     bb_u8(b, 't');
     bb_u8(b, 'R');
 }
 
-static void pk_begin(bb *b) {
+static void pk_begin(bb *b)
+{
     bb_u8(b, 0x80);
     bb_u8(b, 2);
     pk_global(b, "collections", "OrderedDict");
@@ -105,7 +125,8 @@ static void pk_begin(bb *b) {
 }
 static void pk_end(bb *b) { bb_s(b, "u."); }
 
-static uint32_t crc32_ref(const unsigned char *p, size_t n) {
+static uint32_t crc32_ref(const unsigned char *p, size_t n)
+{
     uint32_t c = 0xFFFFFFFFu;
     for (size_t i = 0; i < n; i++) {
         c ^= p[i];
@@ -118,29 +139,57 @@ typedef struct {
     const char *name;
     const void *data;
     size_t len;
-    unsigned method;    /* 0 stored; anything else is only written in the header */
+    unsigned method; /* 0 stored; anything else is only written in the header */
     int bad_crc;
 } zent;
 
 /* A zip archive of the entries (no alignment padding, classic end record). */
-static bb zip_of(const zent *e, int n) {
+static bb zip_of(const zent *e, int n)
+{
     bb z = {0}, cd = {0};
     for (int i = 0; i < n; i++) {
         uint32_t crc = crc32_ref(e[i].data, e[i].len) ^ (e[i].bad_crc ? 1u : 0u);
         size_t off = z.n, nl = strlen(e[i].name);
-        bb_le(&z, 0x04034B50u, 4); bb_le(&z, 20, 2); bb_le(&z, 0, 2); bb_le(&z, e[i].method, 2);
-        bb_le(&z, 0, 4); bb_le(&z, crc, 4); bb_le(&z, e[i].len, 4); bb_le(&z, e[i].len, 4);
-        bb_le(&z, nl, 2); bb_le(&z, 0, 2); bb_s(&z, e[i].name); bb_put(&z, e[i].data, e[i].len);
-        bb_le(&cd, 0x02014B50u, 4); bb_le(&cd, 20, 2); bb_le(&cd, 20, 2); bb_le(&cd, 0, 2);
-        bb_le(&cd, e[i].method, 2); bb_le(&cd, 0, 4); bb_le(&cd, crc, 4);
-        bb_le(&cd, e[i].len, 4); bb_le(&cd, e[i].len, 4); bb_le(&cd, nl, 2); bb_le(&cd, 0, 2);
-        bb_le(&cd, 0, 2); bb_le(&cd, 0, 2); bb_le(&cd, 0, 2); bb_le(&cd, 0, 4); bb_le(&cd, off, 4);
+        bb_le(&z, 0x04034B50u, 4);
+        bb_le(&z, 20, 2);
+        bb_le(&z, 0, 2);
+        bb_le(&z, e[i].method, 2);
+        bb_le(&z, 0, 4);
+        bb_le(&z, crc, 4);
+        bb_le(&z, e[i].len, 4);
+        bb_le(&z, e[i].len, 4);
+        bb_le(&z, nl, 2);
+        bb_le(&z, 0, 2);
+        bb_s(&z, e[i].name);
+        bb_put(&z, e[i].data, e[i].len);
+        bb_le(&cd, 0x02014B50u, 4);
+        bb_le(&cd, 20, 2);
+        bb_le(&cd, 20, 2);
+        bb_le(&cd, 0, 2);
+        bb_le(&cd, e[i].method, 2);
+        bb_le(&cd, 0, 4);
+        bb_le(&cd, crc, 4);
+        bb_le(&cd, e[i].len, 4);
+        bb_le(&cd, e[i].len, 4);
+        bb_le(&cd, nl, 2);
+        bb_le(&cd, 0, 2);
+        bb_le(&cd, 0, 2);
+        bb_le(&cd, 0, 2);
+        bb_le(&cd, 0, 2);
+        bb_le(&cd, 0, 4);
+        bb_le(&cd, off, 4);
         bb_s(&cd, e[i].name);
     }
     size_t cd_off = z.n;
     bb_put(&z, cd.p, cd.n);
-    bb_le(&z, 0x06054B50u, 4); bb_le(&z, 0, 2); bb_le(&z, 0, 2); bb_le(&z, (uint64_t)n, 2);
-    bb_le(&z, (uint64_t)n, 2); bb_le(&z, cd.n, 4); bb_le(&z, cd_off, 4); bb_le(&z, 0, 2);
+    bb_le(&z, 0x06054B50u, 4);
+    bb_le(&z, 0, 2);
+    bb_le(&z, 0, 2);
+    bb_le(&z, (uint64_t)n, 2);
+    bb_le(&z, (uint64_t)n, 2);
+    bb_le(&z, cd.n, 4);
+    bb_le(&z, cd_off, 4);
+    bb_le(&z, 0, 2);
     free(cd.p);
     return z;
 }
@@ -148,7 +197,8 @@ static bb zip_of(const zent *e, int n) {
 static const float two[2] = {1.5f, -2.0f};
 
 /* archive/data.pkl = pkl, archive/data/0 = `two` (8 bytes), archive/version */
-static bb archive_of(const bb *pkl, unsigned method, int bad_crc) {
+static bb archive_of(const bb *pkl, unsigned method, int bad_crc)
+{
     zent e[] = {{"archive/data.pkl", pkl->p, pkl->n, method, bad_crc},
                 {"archive/data/0", two, sizeof two, 0, 0},
                 {"archive/version", "3\n", 2, 0, 0}};
@@ -156,22 +206,24 @@ static bb archive_of(const bb *pkl, unsigned method, int bad_crc) {
 }
 
 /* Parse from memory and expect `code` with every `want` substring in the message. */
-#define EXPECT_PT(buf, len, code, ...)                                                    \
-    do {                                                                                  \
-        qd_tensor_info *t_ = NULL;                                                        \
-        int nt_ = -1;                                                                     \
-        qd_err_clear();                                                                   \
-        int rc_ = qd_pt_parse("hostile.bin", (buf), (len), &t_, &nt_, NULL, NULL, NULL);  \
-        CHECK_EQ(rc_, (code));                                                            \
-        CHECK(t_ == NULL && nt_ == 0);                                                    \
-        const char *w_[] = {"hostile.bin", __VA_ARGS__};                                  \
-        for (size_t i_ = 0; i_ < sizeof w_ / sizeof w_[0]; i_++)                          \
-            CHECK_CONTAINS(qd_errmsg(), w_[i_]);                                          \
-        if (rc_ == QD_OK) qd_st_free_tensors(t_, nt_);                                    \
-        else printf("  ok (%s): %s\n", qd_errname(rc_), qd_errmsg());                     \
+#define EXPECT_PT(buf, len, code, ...)                                                                \
+    do {                                                                                              \
+        qd_tensor_info *t_ = NULL;                                                                    \
+        int nt_ = -1;                                                                                 \
+        qd_err_clear();                                                                               \
+        int rc_ = qd_pt_parse("hostile.bin", (buf), (len), &t_, &nt_, NULL, NULL, NULL);              \
+        CHECK_EQ(rc_, (code));                                                                        \
+        CHECK(t_ == NULL && nt_ == 0);                                                                \
+        const char *w_[] = {"hostile.bin", __VA_ARGS__};                                              \
+        for (size_t i_ = 0; i_ < sizeof w_ / sizeof w_[0]; i_++) CHECK_CONTAINS(qd_errmsg(), w_[i_]); \
+        if (rc_ == QD_OK)                                                                             \
+            qd_st_free_tensors(t_, nt_);                                                              \
+        else                                                                                          \
+            printf("  ok (%s): %s\n", qd_errname(rc_), qd_errmsg());                                  \
     } while (0)
 
-static void expect_pickle(const bb *pkl, int code, const char *want) {
+static void expect_pickle(const bb *pkl, int code, const char *want)
+{
     bb z = archive_of(pkl, 0, 0);
     EXPECT_PT(z.p, z.n, code, want);
     free(z.p);
@@ -179,7 +231,8 @@ static void expect_pickle(const bb *pkl, int code, const char *want) {
 
 /* ---- the real torch fixtures --------------------------------------------------------------- */
 
-static void test_tiny(void) {
+static void test_tiny(void)
+{
     qd_checkpoint *ck = NULL, *ex = NULL;
     int rc = qd_ckpt_open(fixture("tiny.bin"), &ck);
     CHECK_MSG(rc == QD_OK, "%s", qd_errmsg());
@@ -198,8 +251,7 @@ static void test_tiny(void) {
     for (int i = 0; i < qd_ckpt_num_tensors(ck) && i < qd_ckpt_num_tensors(ex); i++) {
         const qd_tensor_info *a = qd_ckpt_tensor(ck, i), *b = qd_ckpt_tensor(ex, i);
         CHECK_STREQ(a->name, b->name);
-        CHECK_MSG(a->dtype == b->dtype, "%s: %s vs %s", a->name, qd_dtype_name(a->dtype),
-                  qd_dtype_name(b->dtype));
+        CHECK_MSG(a->dtype == b->dtype, "%s: %s vs %s", a->name, qd_dtype_name(a->dtype), qd_dtype_name(b->dtype));
         CHECK_EQ(a->ndim, b->ndim);
         for (int d = 0; d < a->ndim && d < b->ndim; d++) CHECK_EQ(a->shape[d], b->shape[d]);
         CHECK_EQ(a->numel, b->numel);
@@ -210,12 +262,12 @@ static void test_tiny(void) {
         CHECK_EQ(qd_ckpt_raw(ex, i, &pb), QD_OK);
         if (pa && pb && a->nbytes == b->nbytes)
             CHECK_MSG(!memcmp(pa, pb, (size_t)a->nbytes), "%s: bytes differ", a->name);
-        if (a->float_like) {  /* the same F32 values through the conversion path */
+        if (a->float_like) { /* the same F32 values through the conversion path */
             const float *fa, *fb;
             int oa, ob;
             CHECK_EQ(qd_ckpt_read_f32(ck, i, &fa, &oa), QD_OK);
             CHECK_EQ(qd_ckpt_read_f32(ex, i, &fb, &ob), QD_OK);
-            CHECK_EQ(oa, a->dtype != QD_DT_F32);  /* F32: zero-copy (64-byte aligned entries) */
+            CHECK_EQ(oa, a->dtype != QD_DT_F32); /* F32: zero-copy (64-byte aligned entries) */
             if (a->numel) CHECK(!memcmp(fa, fb, (size_t)a->numel * sizeof(float)));
             if (oa) free((void *)fa);
             if (ob) free((void *)fb);
@@ -224,8 +276,7 @@ static void test_tiny(void) {
     /* the row view shares layer.weight's storage: same bytes, 6 floats further */
     int w = qd_ckpt_find(ck, "layer.weight"), r = qd_ckpt_find(ck, "layer.weight_row2");
     CHECK(w >= 0 && r >= 0);
-    if (w >= 0 && r >= 0)
-        CHECK_EQ(qd_ckpt_tensor(ck, r)->offset, qd_ckpt_tensor(ck, w)->offset + 6 * 4);
+    if (w >= 0 && r >= 0) CHECK_EQ(qd_ckpt_tensor(ck, r)->offset, qd_ckpt_tensor(ck, w)->offset + 6 * 4);
     int sc = qd_ckpt_find(ck, "scalar"), em = qd_ckpt_find(ck, "empty");
     CHECK(sc >= 0 && em >= 0);
     if (sc >= 0) {
@@ -248,8 +299,7 @@ static void test_tiny(void) {
     /* a directory holding pytorch_model.bin */
     char cmd[8192];
     char *sub = st_path(g_dir, "hfdir");
-    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s' '%s/pytorch_model.bin'", sub,
-             fixture("tiny.bin"), sub);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s' '%s/pytorch_model.bin'", sub, fixture("tiny.bin"), sub);
     CHECK_EQ(system(cmd), 0);
     ck = NULL;
     rc = qd_ckpt_open(sub, &ck);
@@ -263,9 +313,23 @@ static void test_tiny(void) {
      * (renamed shard-1.bin) to it; then an index that forgets one */
     snprintf(cmd, sizeof cmd, "mv '%s/pytorch_model.bin' '%s/shard-1.bin'", sub, sub);
     CHECK_EQ(system(cmd), 0);
-    static const char *names[] = {"bf16", "cube", "double", "empty", "grad", "half", "i16",
-                                  "i32", "i8", "ids", "layer.bias", "layer.weight",
-                                  "layer.weight_row2", "mask", "param", "scalar", "u8"};
+    static const char *names[] = {"bf16",
+                                  "cube",
+                                  "double",
+                                  "empty",
+                                  "grad",
+                                  "half",
+                                  "i16",
+                                  "i32",
+                                  "i8",
+                                  "ids",
+                                  "layer.bias",
+                                  "layer.weight",
+                                  "layer.weight_row2",
+                                  "mask",
+                                  "param",
+                                  "scalar",
+                                  "u8"};
     for (int drop = 0; drop < 2; drop++) {
         bb js = {0};
         bb_s(&js, "{\"weight_map\":{");
@@ -283,7 +347,7 @@ static void test_tiny(void) {
         if (!drop) {
             CHECK_MSG(rc == QD_OK, "%s", qd_errmsg());
             if (ck) CHECK_EQ(qd_ckpt_num_tensors(ck), 17);
-        } else {  /* refused like any inconsistent safetensors index */
+        } else { /* refused like any inconsistent safetensors index */
             CHECK_EQ(rc, QD_EFORMAT);
             CHECK_CONTAINS(qd_errmsg(), "tensor 'bf16': in shard 'shard-1.bin' but not in the index");
             printf("  ok: %s\n", qd_errmsg());
@@ -294,7 +358,8 @@ static void test_tiny(void) {
     free(sub);
 }
 
-static void expect_file_fail(const char *path, int code, const char *w1, const char *w2) {
+static void expect_file_fail(const char *path, int code, const char *w1, const char *w2)
+{
     qd_checkpoint *ck = NULL;
     qd_err_clear();
     int rc = qd_ckpt_open(path, &ck);
@@ -307,7 +372,8 @@ static void expect_file_fail(const char *path, int code, const char *w1, const c
     if (ck) qd_ckpt_close(ck);
 }
 
-static void test_sniff(void) {
+static void test_sniff(void)
+{
     static const unsigned char st_like[] = {'P', 'K', 3, 4, 0, 0, 0, 0, '{', '"'};
     static const unsigned char torch_like[] = {'P', 'K', 3, 4, 0, 0, 8, 8, 0, 0};
     static const unsigned char legacy[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
@@ -320,14 +386,16 @@ static void test_sniff(void) {
     CHECK_EQ(qd_pt_sniff((const unsigned char *)"PK", 2), QD_PT_NONE);
 }
 
-static void test_real_rejects(void) {
+static void test_real_rejects(void)
+{
     expect_file_fail(fixture("noncontig.bin"), QD_EUNSUPPORTED, "'transposed'", "non-contiguous");
     expect_file_fail(fixture("legacy.bin"), QD_EUNSUPPORTED, "legacy", "unsupported");
 }
 
 /* ---- hostile pickles ----------------------------------------------------------------------- */
 
-static void test_hostile_pickles(void) {
+static void test_hostile_pickles(void)
+{
     bb p = {0};
     /* a valid one first: the builder makes what the reader accepts */
     pk_begin(&p);
@@ -381,8 +449,12 @@ static void test_hostile_pickles(void) {
     /* ... and through STACK_GLOBAL (protocol 4) */
     p.n = 0;
     bb_s(&p, "\x80\x04");
-    bb_u8(&p, 0x8c); bb_u8(&p, 5); bb_s(&p, "posix");
-    bb_u8(&p, 0x8c); bb_u8(&p, 6); bb_s(&p, "system");
+    bb_u8(&p, 0x8c);
+    bb_u8(&p, 5);
+    bb_s(&p, "posix");
+    bb_u8(&p, 0x8c);
+    bb_u8(&p, 6);
+    bb_s(&p, "system");
     bb_u8(&p, 0x93);
     bb_s(&p, ").");
     expect_pickle(&p, QD_EPERM, "posix.system");
@@ -488,8 +560,7 @@ static void test_hostile_pickles(void) {
     /* huge sizes whose product overflows */
     p.n = 0;
     pk_begin(&p);
-    pk_tensor(&p, "w", "FloatStorage", "0", 2, 0, 3, (int[]){0x7fffffff, 0x7fffffff, 0x7fffffff},
-              (int[]){1, 1, 1});
+    pk_tensor(&p, "w", "FloatStorage", "0", 2, 0, 3, (int[]){0x7fffffff, 0x7fffffff, 0x7fffffff}, (int[]){1, 1, 1});
     pk_end(&p);
     expect_pickle(&p, QD_EFORMAT, "overflows");
     /* the same storage declared with two types */
@@ -557,7 +628,8 @@ static void test_hostile_pickles(void) {
 
 /* ---- hostile archives ---------------------------------------------------------------------- */
 
-static void test_hostile_zips(void) {
+static void test_hostile_zips(void)
+{
     bb p = {0};
     pk_begin(&p);
     pk_tensor(&p, "w", "FloatStorage", "0", 2, 0, 1, (int[]){2}, (int[]){1});
@@ -575,7 +647,7 @@ static void test_hostile_zips(void) {
     z = archive_of(&p, 0, 0);
     size_t cd = 0;
     for (size_t i = z.n - 22; i-- > 0;)
-        if (!memcmp(z.p + i, "PK\1\2", 4)) cd = i;  /* the first central entry */
+        if (!memcmp(z.p + i, "PK\1\2", 4)) cd = i; /* the first central entry */
     bb z2 = {0};
     bb_put(&z2, z.p, z.n);
     z2.p[cd + 8] = 1;
@@ -629,13 +701,13 @@ static void test_hostile_zips(void) {
     z = zip_of(e2, 1);
     EXPECT_PT(z.p, z.n, QD_EFORMAT, "not inside a folder");
     free(z.p);
-    zent e3[] = {{"archive/data.pkl", p.p, p.n, 0, 0}, {"archive/data/0", two, 8, 0, 0},
-                 {"archive/data/0", two, 8, 0, 0}};
+    zent e3[] = {
+        {"archive/data.pkl", p.p, p.n, 0, 0}, {"archive/data/0", two, 8, 0, 0}, {"archive/data/0", two, 8, 0, 0}};
     z = zip_of(e3, 3);
     EXPECT_PT(z.p, z.n, QD_EFORMAT, "'archive/data/0' appears twice");
     free(z.p);
-    zent e4[] = {{"archive/data.pkl", p.p, p.n, 0, 0}, {"archive/data/0", two, 8, 0, 0},
-                 {"archive/byteorder", "big", 3, 0, 0}};
+    zent e4[] = {
+        {"archive/data.pkl", p.p, p.n, 0, 0}, {"archive/data/0", two, 8, 0, 0}, {"archive/byteorder", "big", 3, 0, 0}};
     z = zip_of(e4, 3);
     EXPECT_PT(z.p, z.n, QD_EUNSUPPORTED, "byteorder 'big'");
     free(z.p);
@@ -655,7 +727,8 @@ static void test_hostile_zips(void) {
 
 /* Every prefix and every single-byte corruption of the real fixture: an error or a parse, with
  * every tensor inside the buffer; never a crash or an out-of-bounds read (ASan). */
-static void test_mutations(void) {
+static void test_mutations(void)
+{
     size_t len;
     unsigned char *orig = slurp(fixture("tiny.bin"), &len);
     unsigned char *buf = malloc(len);
@@ -666,8 +739,10 @@ static void test_mutations(void) {
         qd_tensor_info *t = NULL;
         int nt = 0;
         int rc = qd_pt_parse("prefix.bin", b, n, &t, &nt, NULL, NULL, NULL);
-        if (n < len) CHECK_MSG(rc != QD_OK, "prefix of %zu bytes parsed", n);
-        else CHECK_EQ(rc, QD_OK);
+        if (n < len)
+            CHECK_MSG(rc != QD_OK, "prefix of %zu bytes parsed", n);
+        else
+            CHECK_EQ(rc, QD_OK);
         if (rc == QD_OK) qd_st_free_tensors(t, nt);
         free(b);
     }
@@ -681,8 +756,7 @@ static void test_mutations(void) {
             int rc = qd_pt_parse("flip.bin", buf, len, &t, &nt, NULL, NULL, NULL);
             if (rc == QD_OK) {
                 ok++;
-                for (int k = 0; k < nt; k++)
-                    CHECK(t[k].offset <= len && t[k].nbytes <= len - t[k].offset);
+                for (int k = 0; k < nt; k++) CHECK(t[k].offset <= len && t[k].nbytes <= len - t[k].offset);
                 qd_st_free_tensors(t, nt);
             } else {
                 failed++;
@@ -691,7 +765,8 @@ static void test_mutations(void) {
         }
     }
     printf("  %zu prefixes refused; %zu corruptions: %d parsed (bytes the reader does not read or "
-           "values), %d refused\n", len, 2 * len, ok, failed);
+           "values), %d refused\n",
+           len, 2 * len, ok, failed);
     CHECK_GT(failed, 0);
     free(buf);
     free(orig);
@@ -704,13 +779,13 @@ static void test_mutations(void) {
     pk_tensor(&p, "a", "FloatStorage", "0", 2, 0, 1, (int[]){2}, (int[]){1});
     pk_tensor(&p, "b", "FloatStorage", "0", 2, 1, 2, (int[]){1, 1}, (int[]){1, 1});
     pk_tensor(&p, "c", "IntStorage", "1", 2, 0, 0, (int[]){0}, (int[]){0});
-    bb_s(&p, "u}(");  /* then BUILD with a dict, like the state dict's _metadata */
+    bb_s(&p, "u}("); /* then BUILD with a dict, like the state dict's _metadata */
     pk_str(&p, "x");
     pk_int(&p, 1);
     bb_s(&p, "ub.");
     {
-        zent e[] = {{"archive/data.pkl", p.p, p.n, 0, 0}, {"archive/data/0", two, 8, 0, 0},
-                    {"archive/data/1", two, 8, 0, 0}};
+        zent e[] = {
+            {"archive/data.pkl", p.p, p.n, 0, 0}, {"archive/data/0", two, 8, 0, 0}, {"archive/data/1", two, 8, 0, 0}};
         bb z = zip_of(e, 3);
         qd_tensor_info *t = NULL;
         int nt = 0;
@@ -726,7 +801,8 @@ static void test_mutations(void) {
         for (unsigned v = 0; v < 256; v += 5) {
             memcpy(pk, p.p, p.n);
             pk[i] = (unsigned char)v;
-            zent e[] = {{"archive/data.pkl", pk, p.n, 0, 0}, {"archive/data/0", two, 8, 0, 0},
+            zent e[] = {{"archive/data.pkl", pk, p.n, 0, 0},
+                        {"archive/data/0", two, 8, 0, 0},
                         {"archive/data/1", two, 8, 0, 0}};
             bb z = zip_of(e, 3);
             unsigned char *exact = malloc(z.n);
@@ -736,8 +812,7 @@ static void test_mutations(void) {
             int rc = qd_pt_parse("pkl.bin", exact, z.n, &t, &nt, NULL, NULL, NULL);
             if (rc == QD_OK) {
                 ok++;
-                for (int k = 0; k < nt; k++)
-                    CHECK(t[k].offset <= z.n && t[k].nbytes <= z.n - t[k].offset);
+                for (int k = 0; k < nt; k++) CHECK(t[k].offset <= z.n && t[k].nbytes <= z.n - t[k].offset);
                 qd_st_free_tensors(t, nt);
             } else {
                 failed++;
@@ -751,7 +826,8 @@ static void test_mutations(void) {
     free(p.p);
 }
 
-int main(void) {
+int main(void)
+{
     g_dir = st_mkdtemp("torchfmt");
     test_sniff();
     test_tiny();

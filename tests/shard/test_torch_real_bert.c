@@ -10,11 +10,13 @@
 #include "shard/safetensors.h"
 #include "shard/st_testutil.h"
 
-int main(void) {
+int main(void)
+{
     const char *dir = qd_test_bert_dir_or_skip("test_torch_real_bert");
     char *tmp = st_mkdtemp("torchbert");
     char cmd[5 * 4096 + 256];
-    snprintf(cmd, sizeof cmd, "python3 '%s/tests/reference/torch_format.py' "
+    snprintf(cmd, sizeof cmd,
+             "python3 '%s/tests/reference/torch_format.py' "
              "'%s/model.safetensors' '%s/pytorch_model.bin' && cp '%s/config.json' '%s/'",
              QD_TEST_SOURCE_DIR, dir, tmp, dir, tmp);
     int st = system(cmd);
@@ -36,8 +38,7 @@ int main(void) {
         CHECK_CONTAINS(qd_ckpt_file(b, 0)->path, "pytorch_model.bin");
         CHECK_CONTAINS(qd_ckpt_file(b, 0)->metadata_json, "\"archive\":\"pytorch_model\"");
         CHECK_EQ(qd_ckpt_num_tensors(a), qd_ckpt_num_tensors(b));
-        int n = qd_ckpt_num_tensors(a) < qd_ckpt_num_tensors(b) ? qd_ckpt_num_tensors(a)
-                                                                : qd_ckpt_num_tensors(b);
+        int n = qd_ckpt_num_tensors(a) < qd_ckpt_num_tensors(b) ? qd_ckpt_num_tensors(a) : qd_ckpt_num_tensors(b);
         uint64_t bytes = 0;
         int same = 0;
         for (int i = 0; i < n; i++) {
@@ -63,8 +64,8 @@ int main(void) {
                 CHECK_EQ(owned, 0);
             }
         }
-        printf("%d of %d tensors identical (%llu bytes) in %s and %s/pytorch_model.bin\n", same,
-               n, (unsigned long long)bytes, dir, tmp);
+        printf("%d of %d tensors identical (%llu bytes) in %s and %s/pytorch_model.bin\n", same, n,
+               (unsigned long long)bytes, dir, tmp);
         CHECK_EQ(n, 104);
     }
     qd_ckpt_close(a);
