@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 
 #include "coordinator/cli.h"
-#include "coordinator/qmodel.h"
+#include "runtime/qmodel.h"
 #include "kernels/kernels.h"
 #include "model/calib_data.h"
 #include "model/image.h"

@@ -11,7 +11,7 @@
 #include "collective/collective.h"
 #include "common/qd_common.h"
 #include "coordinator/cli.h"
-#include "coordinator/h5_read.h"
+#include "collective/h5_read.h"
 #include "quant/quant.h"
 #include "shard/st_write.h"
 

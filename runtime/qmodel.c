@@ -1,12 +1,12 @@
-/* coordinator/qmodel.c — integer inference of a qdist model file (see qmodel.h). */
+/* runtime/qmodel.c — integer inference of a qdist model file (see qmodel.h). */
 #include <cblas.h>
 #include <hdf5.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "coordinator/h5_read.h"
-#include "coordinator/qmodel.h"
+#include "collective/h5_read.h"
+#include "runtime/qmodel.h"
 #include "kernels/gemm.h"
 #include "quant/quant.h"
 

@@ -1,4 +1,4 @@
-/* coordinator/h5_read.h — small readers of a qdist model file (serial HDF5), shared by export,
+/* collective/h5_read.h — small readers of a qdist model file (serial HDF5), shared by export,
  * inspect-style readers and eval. */
 #ifndef QD_H5_READ_H
 #define QD_H5_READ_H

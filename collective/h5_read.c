@@ -1,5 +1,5 @@
-/* Small readers of a qdist model file (see h5_read.h). */
-#include "coordinator/h5_read.h"
+/* collective/h5_read.c — small readers of a qdist model file (see h5_read.h). */
+#include "collective/h5_read.h"
 
 #include <stdlib.h>
 

@@ -1,4 +1,4 @@
-/* coordinator/qmodel.h — a qdist model file (docs/FORMAT.md) run with integer kernels.
+/* runtime/qmodel.h — a qdist model file (docs/FORMAT.md) run with integer kernels.
  *
  * Every encoder Linear of the FP32 model is looked up in the file and replaced, through the
  * forward pass's linear_apply hook, by the best kernel its scheme allows:
