@@ -17,6 +17,12 @@ static void *alloc64(size_t bytes)
 int qd_gemm_w8_create(const int8_t *w, int64_t N, int64_t K, int64_t ldw, const float *scales, const float *bias,
                       qd_gemm_w8 **out)
 {
+    return qd_gemm_w8_create_layout(QD_GEMM_LAYOUT_I16, w, N, K, ldw, scales, bias, out);
+}
+
+int qd_gemm_w8_create_layout(int layout, const int8_t *w, int64_t N, int64_t K, int64_t ldw, const float *scales,
+                             const float *bias, qd_gemm_w8 **out)
+{
     *out = NULL;
     if (N < 1 || K < 1 || K > QD_GEMM_MAX_K || ldw < K || !w || !scales)
         return qd_err_set(QD_EINVAL, "int8 GEMM weights: N=%lld K=%lld ldw=%lld (need N, K >= 1, K <= %d, ldw >= K)",
@@ -27,17 +33,34 @@ int qd_gemm_w8_create(const int8_t *w, int64_t N, int64_t K, int64_t ldw, const 
     p->K = K;
     p->np = (N + 15) / 16;
     p->kp2 = (K + 1) / 2;
-    p->w = alloc64((size_t)(p->np * p->kp2 * 32) * sizeof(int16_t));
+    p->layout = layout == QD_GEMM_LAYOUT_VNNI ? QD_GEMM_LAYOUT_VNNI : QD_GEMM_LAYOUT_I16;
+    p->kq = (K + 63) / 64 * 16;
+    if (p->layout == QD_GEMM_LAYOUT_VNNI) {
+        p->v = alloc64((size_t)(p->np * p->kq * 64));
+        p->comp = alloc64((size_t)(p->np * 16) * sizeof(int32_t));
+    } else {
+        p->w = alloc64((size_t)(p->np * p->kp2 * 32) * sizeof(int16_t));
+    }
     p->scales = alloc64((size_t)(p->np * 16) * sizeof(float));
     p->bias = bias ? alloc64((size_t)(p->np * 16) * sizeof(float)) : NULL;
-    if (!p->w || !p->scales || (bias && !p->bias)) {
+    if ((!p->w && !p->v) || (p->v && !p->comp) || !p->scales || (bias && !p->bias)) {
         qd_gemm_w8_free(p);
         return qd_err_set(QD_ENOMEM, "int8 GEMM weights %lldx%lld: out of memory", (long long)N, (long long)K);
     }
     for (int64_t n = 0; n < N; n++) {
-        int16_t *dst = p->w + (n / 16) * p->kp2 * 32 + 2 * (n % 16);
         const int8_t *src = w + n * ldw;
-        for (int64_t k = 0; k < K; k++) dst[(k / 2) * 32 + (k & 1)] = src[k];
+        if (p->v) {
+            int8_t *dst = p->v + (n / 16) * p->kq * 64 + 4 * (n % 16);
+            int32_t sum = 0;
+            for (int64_t k = 0; k < K; k++) {
+                dst[(k / 4) * 64 + (k & 3)] = src[k];
+                sum += src[k];
+            }
+            p->comp[n] = 128 * sum; /* |sum| <= 128 K <= 2^23 */
+        } else {
+            int16_t *dst = p->w + (n / 16) * p->kp2 * 32 + 2 * (n % 16);
+            for (int64_t k = 0; k < K; k++) dst[(k / 2) * 32 + (k & 1)] = src[k];
+        }
         p->scales[n] = scales[n];
         if (bias) p->bias[n] = bias[n];
     }
@@ -49,6 +72,8 @@ void qd_gemm_w8_free(qd_gemm_w8 *w)
 {
     if (!w) return;
     free(w->w);
+    free(w->v);
+    free(w->comp);
     free(w->scales);
     free(w->bias);
     free(w);
@@ -56,6 +81,12 @@ void qd_gemm_w8_free(qd_gemm_w8 *w)
 
 int qd_gemm_w4_create(const uint8_t *packed, int64_t N, int64_t K, int64_t ldw, int64_t G, const float *scales,
                       const int32_t *zeros, const float *bias, qd_gemm_w4 **out)
+{
+    return qd_gemm_w4_create_layout(QD_GEMM_LAYOUT_I16, packed, N, K, ldw, G, scales, zeros, bias, out);
+}
+
+int qd_gemm_w4_create_layout(int layout, const uint8_t *packed, int64_t N, int64_t K, int64_t ldw, int64_t G,
+                             const float *scales, const int32_t *zeros, const float *bias, qd_gemm_w4 **out)
 {
     *out = NULL;
     if (N < 1 || K < 1 || K > (1 << 20) || G < 1 || ldw < (K + 1) / 2 || !packed || !scales || !zeros)
@@ -76,24 +107,36 @@ int qd_gemm_w4_create(const uint8_t *packed, int64_t N, int64_t K, int64_t ldw, 
     p->np = (N + 15) / 16;
     p->ng = ng;
     p->gp = (G + 15) / 16 * 16;
-    const int64_t steps = ng * (p->gp / 4); /* 4-k steps per panel */
-    p->q = alloc64((size_t)(p->np * steps * 32));
+    p->layout = layout == QD_GEMM_LAYOUT_VNNI && G % 8 == 0 && K % 8 == 0 ? QD_GEMM_LAYOUT_VNNI : QD_GEMM_LAYOUT_I16;
+    const int vnni = p->layout == QD_GEMM_LAYOUT_VNNI;
+    const int64_t steps = ng * (p->gp / 4); /* AVX2: 4-k steps per panel */
+    p->q = alloc64(vnni ? (size_t)(p->np * (K / 8) * 64) : (size_t)(p->np * steps * 32));
     p->scales = alloc64((size_t)(p->np * ng * 16) * sizeof(float));
     p->zeros = alloc64((size_t)(p->np * ng * 16) * sizeof(int32_t));
+    p->comp = vnni ? alloc64((size_t)(p->np * ng * 16) * sizeof(int32_t)) : NULL;
     p->bias = bias ? alloc64((size_t)(p->np * 16) * sizeof(float)) : NULL;
-    if (!p->q || !p->scales || !p->zeros || (bias && !p->bias)) {
+    if (!p->q || !p->scales || !p->zeros || (vnni && !p->comp) || (bias && !p->bias)) {
         qd_gemm_w4_free(p);
         return qd_err_set(QD_ENOMEM, "4-bit GEMM weights %lldx%lld: out of memory", (long long)N, (long long)K);
     }
     for (int64_t n = 0; n < N; n++) {
         const int64_t pan = n / 16, c = n % 16;
         const uint8_t *src = packed + n * ldw;
-        uint8_t *dst = p->q + pan * steps * 32 + 4 * (c & 7);
-        const int sh = c < 8 ? 0 : 4;
-        for (int64_t k = 0; k < K; k++) {
-            const int64_t g = k / G, kk = k - g * G, s = g * (p->gp / 4) + kk / 4;
-            const uint8_t q = (k & 1) ? src[k / 2] >> 4 : src[k / 2] & 15;
-            dst[s * 32 + (kk & 3)] |= (uint8_t)(q << sh);
+        if (vnni) {
+            uint8_t *dst = p->q + pan * (K / 8) * 64 + 4 * c;
+            for (int64_t k = 0; k < K; k++) {
+                const uint8_t q = (k & 1) ? src[k / 2] >> 4 : src[k / 2] & 15;
+                dst[(k / 8) * 64 + (k & 3)] |= (uint8_t)(q << ((k & 4) ? 4 : 0));
+                p->comp[(pan * ng + k / G) * 16 + c] += 128 * (q - zeros[n * ng + k / G]);
+            }
+        } else {
+            uint8_t *dst = p->q + pan * steps * 32 + 4 * (c & 7);
+            const int sh = c < 8 ? 0 : 4;
+            for (int64_t k = 0; k < K; k++) {
+                const int64_t g = k / G, kk = k - g * G, s = g * (p->gp / 4) + kk / 4;
+                const uint8_t q = (k & 1) ? src[k / 2] >> 4 : src[k / 2] & 15;
+                dst[s * 32 + (kk & 3)] |= (uint8_t)(q << sh);
+            }
         }
         for (int64_t g = 0; g < ng; g++) {
             p->scales[(pan * ng + g) * 16 + c] = scales[n * ng + g];
@@ -111,21 +154,65 @@ void qd_gemm_w4_free(qd_gemm_w4 *w)
     free(w->q);
     free(w->scales);
     free(w->zeros);
+    free(w->comp);
     free(w->bias);
     free(w);
+}
+
+int qd_gemm_wf_create(const float *w, int64_t N, int64_t K, int64_t ldw, const float *bias, qd_gemm_wf **out)
+{
+    *out = NULL;
+    if (N < 1 || K < 1 || ldw < K || !w)
+        return qd_err_set(QD_EINVAL, "float GEMM weights: N=%lld K=%lld ldw=%lld (need N, K >= 1, ldw >= K)",
+                          (long long)N, (long long)K, (long long)ldw);
+    qd_gemm_wf *p = calloc(1, sizeof *p);
+    if (!p) return qd_err_set(QD_ENOMEM, "float GEMM weights: out of memory");
+    p->N = N;
+    p->K = K;
+    p->np = (N + 15) / 16;
+    p->w = alloc64((size_t)(p->np * K * 16) * sizeof(float));
+    p->bias = bias ? alloc64((size_t)(p->np * 16) * sizeof(float)) : NULL;
+    if (!p->w || (bias && !p->bias)) {
+        qd_gemm_wf_free(p);
+        return qd_err_set(QD_ENOMEM, "float GEMM weights %lldx%lld: out of memory", (long long)N, (long long)K);
+    }
+    for (int64_t n = 0; n < N; n++) {
+        float *dst = p->w + (n / 16) * K * 16 + n % 16;
+        for (int64_t k = 0; k < K; k++) dst[k * 16] = w[n * ldw + k];
+        if (bias) p->bias[n] = bias[n];
+    }
+    *out = p;
+    return 0;
+}
+
+void qd_gemm_wf_free(qd_gemm_wf *w)
+{
+    if (!w) return;
+    free(w->w);
+    free(w->bias);
+    free(w);
+}
+
+size_t qd_gemm_wf_bytes(const qd_gemm_wf *w)
+{
+    return (size_t)(w->np * w->K * 16) * sizeof(float) + (w->bias ? (size_t)(w->np * 16) * sizeof(float) : 0);
 }
 
 int64_t qd_gemm_w8_n(const qd_gemm_w8 *w) { return w->N; }
 int64_t qd_gemm_w8_k(const qd_gemm_w8 *w) { return w->K; }
 size_t qd_gemm_w8_bytes(const qd_gemm_w8 *w)
 {
-    return (size_t)(w->np * w->kp2 * 32) * sizeof(int16_t) + (size_t)(w->np * 16) * sizeof(float) * (w->bias ? 2 : 1);
+    const size_t codes = w->v ? (size_t)(w->np * w->kq * 64) + (size_t)(w->np * 16) * sizeof(int32_t)
+                              : (size_t)(w->np * w->kp2 * 32) * sizeof(int16_t);
+    return codes + (size_t)(w->np * 16) * sizeof(float) * (w->bias ? 2 : 1);
 }
 int64_t qd_gemm_w4_n(const qd_gemm_w4 *w) { return w->N; }
 int64_t qd_gemm_w4_k(const qd_gemm_w4 *w) { return w->K; }
 size_t qd_gemm_w4_bytes(const qd_gemm_w4 *w)
 {
-    return (size_t)(w->np * w->ng * (w->gp / 4) * 32) + (size_t)(w->np * w->ng * 16) * 8 +
+    const size_t codes = w->layout == QD_GEMM_LAYOUT_VNNI ? (size_t)(w->np * (w->K / 8) * 64)
+                                                          : (size_t)(w->np * w->ng * (w->gp / 4) * 32);
+    return codes + (size_t)(w->np * w->ng * 16) * (w->comp ? 12 : 8) +
            (w->bias ? (size_t)(w->np * 16) * sizeof(float) : 0);
 }
 
@@ -156,4 +243,24 @@ void qd_gemm_w4_s8(const int8_t *A, int64_t lda, const float *a_scales, int64_t 
 void qd_gemm_w4_f32(const float *A, int64_t lda, int64_t M, const qd_gemm_w4 *W, float *C, int64_t ldc)
 {
     qd_kernels()->gemm_w4_f32(A, lda, M, W, C, ldc);
+}
+void qd_quantize_rows_u8(const float *x, int64_t M, int64_t K, int64_t ldx, const float *col_mul, float *scales,
+                         uint8_t *q, int64_t ldq)
+{
+    qd_kernels()->quantize_rows_u8(x, M, K, ldx, col_mul, scales, q, ldq);
+}
+void qd_gemm_u8_f32(const uint8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w8 *W, int64_t n0,
+                    int64_t n1, float *C, int64_t ldc)
+{
+    qd_kernels()->gemm_u8_f32(A, lda, a_scales, M, W, n0, n1, C, ldc);
+}
+void qd_gemm_u8w4_f32(const uint8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w4 *W, int64_t n0,
+                      int64_t n1, float *C, int64_t ldc)
+{
+    qd_kernels()->gemm_u8w4_f32(A, lda, a_scales, M, W, n0, n1, C, ldc);
+}
+void qd_gemm_f32(const float *A, int64_t lda, int64_t M, const qd_gemm_wf *W, int64_t n0, int64_t n1, float *C,
+                 int64_t ldc)
+{
+    qd_kernels()->gemm_f32(A, lda, M, W, n0, n1, C, ldc);
 }

@@ -28,6 +28,20 @@
  *   static:  scale[m] = the given scale (> 0, finite);
  *   q = clamp(rint(x / scale), -127, 127), true division, round half to even, NaN → 0; a zero
  *   scale (all-zero or underflowing row) gives q = 0.
+ *
+ * The inference path (qd_gemm_u8_f32, qd_gemm_u8w4_f32, qd_gemm_f32) takes activations coded as
+ * unsigned bytes u = a + 128 (qd_quantize_rows_u8: the same codes a as above, shifted), computes
+ * the output columns [n0, n1) only (n0 a multiple of 16; threads split the columns or the rows),
+ * never allocates after its first call on a thread, and gives exactly the results of the int8 calls
+ * with A = u - 128:
+ *   u8 x int8:  C[m][n] = ((float)acc · a_scale[m]) · w_scale[n]  (+ bias[n]),  acc = Σ_k a · w
+ *   u8 x 4-bit: as INT4 int8 act above
+ *   FP32:       acc = 0.0f; for k in order: acc = fmaf(A[m][k], W[n][k], acc); C = acc (+ bias[n])
+ * Weights for it are packed in the layout the selected table names (qd_kernels()->layout, through
+ * qd_gemm_w8_create_layout): int16 pairs for AVX2 (vpmaddwd), bytes for vpdpbusd and AMX tiles
+ * (gemm_pack.h); any table reads either layout, the reference directly, an ISA version through
+ * the kernel of the other layout (or the reference). qd_gemm_w8_create / qd_gemm_w4_create pack the
+ * int16-pair layout that the int8-activation calls above read fastest.
  */
 #ifndef QD_KERNELS_GEMM_H
 #define QD_KERNELS_GEMM_H
@@ -37,6 +51,10 @@
 
 typedef struct qd_gemm_w8 qd_gemm_w8;
 typedef struct qd_gemm_w4 qd_gemm_w4;
+typedef struct qd_gemm_wf qd_gemm_wf;
+
+/* Layouts of packed integer weights (gemm_pack.h); a table names the one its kernels read. */
+enum { QD_GEMM_LAYOUT_I16 = 0, QD_GEMM_LAYOUT_VNNI = 1 };
 
 /* Requantization of int32 accumulators to int8 (per output channel n), as TFLite/gemmlowp:
  * out = clamp(SRDHM(sat(acc + bias[n]) · 2^max(shift,0), mult[n]) / 2^max(-shift,0) + zero_point).
@@ -67,6 +85,19 @@ int qd_gemm_w4_create(const uint8_t *packed, int64_t N, int64_t K, int64_t ldw, 
                       const int32_t *zeros, const float *bias, qd_gemm_w4 **out);
 void qd_gemm_w4_free(qd_gemm_w4 *w);
 
+/* The same in a given layout (tests and benchmarks pack for a table other than the selected one;
+ * 4-bit weights whose G or K is not a multiple of 8 stay in the I16 layout). */
+int qd_gemm_w8_create_layout(int layout, const int8_t *w, int64_t N, int64_t K, int64_t ldw, const float *scales,
+                             const float *bias, qd_gemm_w8 **out);
+int qd_gemm_w4_create_layout(int layout, const uint8_t *packed, int64_t N, int64_t K, int64_t ldw, int64_t G,
+                             const float *scales, const int32_t *zeros, const float *bias, qd_gemm_w4 **out);
+
+/* FP32 weights w[n * ldw + k], bias[N] or NULL (copied into 16-channel panels). 0, QD_EINVAL or
+ * QD_ENOMEM. */
+int qd_gemm_wf_create(const float *w, int64_t N, int64_t K, int64_t ldw, const float *bias, qd_gemm_wf **out);
+void qd_gemm_wf_free(qd_gemm_wf *w);
+size_t qd_gemm_wf_bytes(const qd_gemm_wf *w);
+
 /* Shape and bytes held (packed codes, scales, zeros, bias) of a packed object. */
 int64_t qd_gemm_w8_n(const qd_gemm_w8 *w);
 int64_t qd_gemm_w8_k(const qd_gemm_w8 *w);
@@ -88,5 +119,18 @@ void qd_gemm_s8_s8(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W,
 void qd_gemm_w4_s8(const int8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w4 *W, float *C,
                    int64_t ldc);
 void qd_gemm_w4_f32(const float *A, int64_t lda, int64_t M, const qd_gemm_w4 *W, float *C, int64_t ldc);
+
+/* ---- the inference path ------------------------------------------------------------------------ */
+/* q[m * ldq + k] = 128 + the int8 code of qd_quantize_rows_s8 (dynamic scales only) of the row
+ * x[m][k] * col_mul[k] (one rounding; col_mul NULL: x itself). col_mul takes columns out (0) or
+ * divides them by smoothing factors. */
+void qd_quantize_rows_u8(const float *x, int64_t M, int64_t K, int64_t ldx, const float *col_mul, float *scales,
+                         uint8_t *q, int64_t ldq);
+void qd_gemm_u8_f32(const uint8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w8 *W, int64_t n0,
+                    int64_t n1, float *C, int64_t ldc);
+void qd_gemm_u8w4_f32(const uint8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w4 *W, int64_t n0,
+                      int64_t n1, float *C, int64_t ldc);
+void qd_gemm_f32(const float *A, int64_t lda, int64_t M, const qd_gemm_wf *W, int64_t n0, int64_t n1, float *C,
+                 int64_t ldc);
 
 #endif /* QD_KERNELS_GEMM_H */

@@ -17,6 +17,23 @@
  *   so that (byte & 15) and (byte >> 4) are directly vpmaddubsw operands: per channel 4 unsigned
  *   codes against the 4 int8 activations of the same k, broadcast as one dword.
  *   scales/zeros per panel and group: sc[(p * ng + g) * 16 + c], zero 0 and scale 0 past N.
+ *
+ * Byte layouts of the u8-activation kernels (QD_GEMM_LAYOUT_VNNI; vpdpbusd and AMX tiles):
+ *
+ * int8: the codes as signed bytes w = q - 128 (the file's symmetric 8-bit code minus its zero),
+ *   four k of one channel per dword:
+ *     v[((p * kq) + j) * 64 + 4 * c + i] = W[16p + c][4j + i],  j < kq = roundup(K, 64) / 4
+ *   (0 past K and N). A 64-byte row is one zmm of 16 channels; 16 consecutive rows (1 KiB) are
+ *   one AMX B tile. comp[n] = 128 * sum_k w[n][k], so that sum_k (a + 128) w - comp = sum_k a w.
+ *
+ * 4-bit (only when G % 8 == 0 and K % 8 == 0, so a step never straddles two groups): K / 8
+ *   steps of 8 k per panel, 64 bytes each:
+ *     byte 4c + i of step s: low nibble q[16p + c][8s + i], high nibble q[16p + c][8s + 4 + i]
+ *   so (byte & 15) and (byte >> 4) are 16 channels x 4 k each, one vpdpbusd operand after the
+ *   zero is subtracted bytewise (q - z in [-15, 15]). comp[(p * ng + g) * 16 + c] =
+ *   128 * sum_{k in g} (q - z). Other G or K keep the AVX2 layout.
+ *
+ * FP32 (qd_gemm_wf): w[(p * K + k) * 16 + c] = W[16p + c][k], 0 past N.
  */
 #ifndef QD_KERNELS_GEMM_PACK_H
 #define QD_KERNELS_GEMM_PACK_H
@@ -31,7 +48,11 @@ struct qd_gemm_w8 {
     int64_t N, K;
     int64_t np;    /* panels: ceil(N / 16) */
     int64_t kp2;   /* pairs of k: ceil(K / 2) */
-    int16_t *w;    /* [np][kp2][16][2] */
+    int layout;    /* QD_GEMM_LAYOUT_I16 or QD_GEMM_LAYOUT_VNNI */
+    int16_t *w;    /* I16: [np][kp2][16][2] */
+    int8_t *v;     /* VNNI: [np][kq][16][4] */
+    int32_t *comp; /* VNNI: [np * 16] */
+    int64_t kq;    /* VNNI: k quads per panel, roundup(K, 64) / 4 */
     float *scales; /* [np * 16], 0 past N */
     float *bias;   /* [np * 16], 0 past N; NULL when the weights have none */
 };
@@ -40,23 +61,38 @@ struct qd_gemm_w4 {
     int64_t N, K, G;
     int64_t np;     /* panels: ceil(N / 16) */
     int64_t ng;     /* groups: ceil(K / G) */
-    int64_t gp;     /* padded group length: roundup(G, 16) */
-    uint8_t *q;     /* [np][ng * gp / 4][32] */
+    int64_t gp;     /* AVX2: padded group length roundup(G, 16) */
+    int layout;     /* QD_GEMM_LAYOUT_I16 (the AVX2 nibble layout above) or QD_GEMM_LAYOUT_VNNI */
+    uint8_t *q;     /* AVX2: [np][ng * gp / 4][32]; VNNI: [np][K / 8][64] */
     float *scales;  /* [np][ng][16] */
     int32_t *zeros; /* [np][ng][16] */
+    int32_t *comp;  /* VNNI: [np][ng][16] */
     float *bias;    /* [np * 16] or NULL */
+};
+
+/* FP32 weights in 16-channel panels, whole K per panel */
+struct qd_gemm_wf {
+    int64_t N, K, np;
+    float *w;    /* [np][K][16] */
+    float *bias; /* [np * 16] or NULL */
 };
 
 /* int8 code W[n][k] of a packed w8 (n < N, k < K) */
 static inline int32_t qd_gemm_w8_at(const struct qd_gemm_w8 *w, int64_t n, int64_t k)
 {
+    if (w->layout == QD_GEMM_LAYOUT_VNNI) return w->v[((n / 16) * w->kq + k / 4) * 64 + 4 * (n % 16) + (k & 3)];
     return w->w[((n / 16) * w->kp2 + k / 2) * 32 + 2 * (n % 16) + (k & 1)];
 }
 
 /* 4-bit code q[n][k] of a packed w4 */
 static inline int32_t qd_gemm_w4_at(const struct qd_gemm_w4 *w, int64_t n, int64_t k)
 {
-    const int64_t g = k / w->G, kk = k - g * w->G, s = g * (w->gp / 4) + kk / 4, c = n % 16;
+    const int64_t c = n % 16;
+    if (w->layout == QD_GEMM_LAYOUT_VNNI) {
+        const uint8_t b = w->q[((n / 16) * (w->K / 8) + k / 8) * 64 + 4 * c + (k & 3)];
+        return (k & 4) ? b >> 4 : b & 15;
+    }
+    const int64_t g = k / w->G, kk = k - g * w->G, s = g * (w->gp / 4) + kk / 4;
     const uint8_t b = w->q[((n / 16) * w->ng * (w->gp / 4) + s) * 32 + 4 * (c & 7) + (kk & 3)];
     return c < 8 ? b & 15 : b >> 4;
 }
@@ -74,5 +110,12 @@ static inline int32_t qd_gemm_w4_zero(const struct qd_gemm_w4 *w, int64_t n, int
  * qd_kernels_fill_avx2_gemm. */
 struct qd_kernel_table;
 void qd_kernels_avx2_gemm_w4(struct qd_kernel_table *t);
+
+/* The scalar u8-activation GEMMs (kernels/ref/gemm.c), for ISA versions that meet a packed object
+ * in a layout they do not read (a test mixing tables) or a shape they leave to the reference. */
+void qd_ref_gemm_u8_f32(const uint8_t *A, int64_t lda, const float *a_scales, int64_t M, const struct qd_gemm_w8 *W,
+                        int64_t n0, int64_t n1, float *C, int64_t ldc);
+void qd_ref_gemm_u8w4_f32(const uint8_t *A, int64_t lda, const float *a_scales, int64_t M, const struct qd_gemm_w4 *W,
+                          int64_t n0, int64_t n1, float *C, int64_t ldc);
 
 #endif /* QD_KERNELS_GEMM_PACK_H */

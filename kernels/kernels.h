@@ -32,6 +32,7 @@
 
 struct qd_gemm_w8;
 struct qd_gemm_w4;
+struct qd_gemm_wf;
 struct qd_requant;
 
 /* One AdaRound step over n weights (quant/adaround.h; kernels/ref/adaround.c defines every
@@ -57,7 +58,9 @@ typedef struct qd_ada_step {
 } qd_ada_step;
 
 typedef struct qd_kernel_table {
-    const char *isa; /* "ref", "avx2", "avx512" (the avx2 table with AVX-512 versions of some kernels) */
+    /* "ref", "avx2", "avxvnni" (avx2 + AVX-VNNI GEMMs), "avx512" (avx2 + AVX-512 versions of some
+     * kernels), "avx512vnni" (avx512 + AVX-512 VNNI GEMMs), "amx" (avx512vnni + AMX-INT8 tiles) */
+    const char *isa;
 
     /* codes[c] (one byte each, unpacked) for c in [0, n); any maxq in [1, 255] */
     void (*quantize_codes)(const float *x, int64_t n, int64_t G, const float *scales, const int32_t *zeros, int maxq,
@@ -106,13 +109,29 @@ typedef struct qd_kernel_table {
      * H is [C][C] row-major. */
     void (*ada_sparse_update)(const int64_t *ptr, const int32_t *idx, const float *val, int64_t R, const float *H,
                               int64_t C, float *y, int64_t ld);
+
+    /* ---- the inference runtime: GEMMs of kernels/gemm.h's inference path, block pieces of
+     * kernels/infer.h (definitions there) ---- */
+    int layout; /* QD_GEMM_LAYOUT_* its integer GEMMs read without falling back to the reference */
+    void (*quantize_rows_u8)(const float *x, int64_t M, int64_t K, int64_t ldx, const float *col_mul, float *scales,
+                             uint8_t *q, int64_t ldq);
+    void (*gemm_u8_f32)(const uint8_t *A, int64_t lda, const float *a_scales, int64_t M, const struct qd_gemm_w8 *W,
+                        int64_t n0, int64_t n1, float *C, int64_t ldc);
+    void (*gemm_u8w4_f32)(const uint8_t *A, int64_t lda, const float *a_scales, int64_t M, const struct qd_gemm_w4 *W,
+                          int64_t n0, int64_t n1, float *C, int64_t ldc);
+    void (*gemm_f32)(const float *A, int64_t lda, int64_t M, const struct qd_gemm_wf *W, int64_t n0, int64_t n1,
+                     float *C, int64_t ldc);
+    void (*layernorm)(const float *x, const float *r, int64_t rows, int64_t n, int64_t ld, const float *g,
+                      const float *b, float eps, float *y, float *sum);
+    void (*attention)(const float *q, const float *k, const float *v, int64_t ld, int64_t T, int64_t d, float scale,
+                      float *ctx, int64_t ldc, float *work);
 } qd_kernel_table;
 
 /* The table selected for this process (CPUID and QD_KERNELS; filled on the first call). */
 const qd_kernel_table *qd_kernels(void);
-/* Name of the selected ISA: "ref", "avx2" or "avx512". */
+/* Name of the selected ISA: "ref", "avx2", "avxvnni", "avx512", "avx512vnni" or "amx". */
 const char *qd_kernels_isa(void);
-/* A given ISA's table ("ref", "avx2", "avx512"), or NULL when this CPU or build lacks it (tests, benches). */
+/* A given ISA's table (the names above), or NULL when this CPU or build lacks it (tests, benches). */
 const qd_kernel_table *qd_kernels_table(const char *isa);
 
 /* Packed row quantization through the selected table, bits 4 or 8 (8: one byte per code).
@@ -132,5 +151,13 @@ void qd_kernels_fill_ref_act(qd_kernel_table *t);
 void qd_kernels_fill_avx2_act(qd_kernel_table *t);
 void qd_kernels_fill_ref_adaround(qd_kernel_table *t);
 void qd_kernels_fill_avx2_adaround(qd_kernel_table *t);
+/* The inference runtime's kernels (kernels/<isa>/infer.c and gemm_u8.c). The ISA files that
+ * need compiler flags the compiler may lack return 0 when they were built as stubs. */
+void qd_kernels_fill_ref_infer(qd_kernel_table *t);
+void qd_kernels_fill_avx2_infer(qd_kernel_table *t);
+int qd_kernels_fill_avx512_infer(qd_kernel_table *t);
+int qd_kernels_fill_avxvnni(qd_kernel_table *t);
+int qd_kernels_fill_avx512vnni(qd_kernel_table *t);
+int qd_kernels_fill_amx_int8(qd_kernel_table *t);
 
 #endif /* QD_KERNELS_H */

@@ -54,7 +54,7 @@ static inline __m256 exp8(__m256 d)
     return _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(d, lo, _CMP_LT_OQ));
 }
 
-static float avx2_exp_sum(float *x, int64_t n, float m)
+float qd_avx2_exp_sum(float *x, int64_t n, float m)
 {
     const __m256 mv = _mm256_set1_ps(m);
     __m256 acc = _mm256_setzero_ps();
@@ -81,5 +81,5 @@ static float avx2_exp_sum(float *x, int64_t n, float m)
 void qd_kernels_fill_avx2_act(qd_kernel_table *t)
 {
     t->gelu = avx2_gelu;
-    t->exp_sum = avx2_exp_sum;
+    t->exp_sum = qd_avx2_exp_sum;
 }

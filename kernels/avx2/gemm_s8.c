@@ -23,18 +23,12 @@
 #include <string.h>
 
 #include "kernels/gemm_pack.h"
+#include "kernels/infer_isa.h"
 #include "kernels/kernels.h"
 
 #define MR            6
 #define KCP           192         /* pairs of k per K block: a 12 KiB weight slice */
 #define A_BLOCK_BYTES (256 << 10) /* packed int16 row block, kept in L2 */
-
-static void *xalloc64(size_t bytes)
-{
-    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    QD_ASSERT(p != NULL);
-    return p;
-}
 
 static inline __m256i tail_mask(int64_t rem)
 { /* lanes [0, rem) set, rem in [0, 8] */
@@ -111,6 +105,55 @@ static void avx2_quantize_rows_s8(const float *x, int64_t M, int64_t K, int64_t 
             memcpy(qr + k, tmp, (size_t)(K - k));
         }
     }
+}
+
+/* kernels/gemm.h qd_quantize_rows_u8: the dynamic quantizer above on x * col_mul, codes + 128 */
+static void avx2_quantize_rows_u8(const float *x, int64_t M, int64_t K, int64_t ldx, const float *col_mul,
+                                  float *scales, uint8_t *q, int64_t ldq)
+{
+    QD_ASSERT(M >= 0 && K >= 1 && ldx >= K && ldq >= K);
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), flip = _mm256_set1_epi8((char)0x80);
+#define QD_LOADX(k) \
+    (col_mul ? _mm256_mul_ps(_mm256_loadu_ps(xr + (k)), _mm256_loadu_ps(col_mul + (k))) : _mm256_loadu_ps(xr + (k)))
+    for (int64_t m = 0; m < M; m++) {
+        const float *xr = x + m * ldx;
+        uint8_t *qr = q + m * ldq;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        int64_t k = 0;
+        for (; k + 16 <= K; k += 16) {
+            a0 = _mm256_max_ps(_mm256_and_ps(QD_LOADX(k), absmask), a0);
+            a1 = _mm256_max_ps(_mm256_and_ps(QD_LOADX(k + 8), absmask), a1);
+        }
+        for (; k < K; k++) /* a max of non-NaN values is order-free */
+            a0 = _mm256_max_ps(_mm256_set1_ps(fabsf(col_mul ? xr[k] * col_mul[k] : xr[k])), a0);
+        a0 = _mm256_max_ps(a0, a1);
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(a0), _mm256_extractf128_ps(a0, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+        const float s = _mm_cvtss_f32(h) / 127.0f;
+        scales[m] = s;
+        if (s == 0.0f) {
+            memset(qr, 128, (size_t)K);
+            continue;
+        }
+        const __m256 vs = _mm256_set1_ps(s);
+        k = 0;
+        for (; k + 32 <= K; k += 32) {
+            __m256i a = quant8_s8(QD_LOADX(k), vs), b = quant8_s8(QD_LOADX(k + 8), vs);
+            __m256i c = quant8_s8(QD_LOADX(k + 16), vs), d = quant8_s8(QD_LOADX(k + 24), vs);
+            __m256i v = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+            _mm256_storeu_si256((__m256i *)(qr + k), _mm256_xor_si256(_mm256_permutevar8x32_epi32(v, perm), flip));
+        }
+        for (; k < K; k++) {
+            float v = rintf((col_mul ? xr[k] * col_mul[k] : xr[k]) / s);
+            if (v != v) v = 0.0f;
+            v = v > -127.0f ? v : -127.0f;
+            v = v < 127.0f ? v : 127.0f;
+            qr[k] = (uint8_t)(128 + (int)v);
+        }
+    }
+#undef QD_LOADX
 }
 
 /* ---- packing of activations: int8 rows -> int16 pairs [kp2][6] per 6-row panel ----------------- */
@@ -342,9 +385,12 @@ static void run_epilogue(const epilogue *e, const qd_gemm_w8 *W, const int32_t *
 
 /* ---- driver ----------------------------------------------------------------------------------- */
 
-static void gemm_s8(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W, const epilogue *e)
+/* panels [p0, p1) of the output */
+static void gemm_s8(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W, const epilogue *e, int64_t p0,
+                    int64_t p1)
 {
-    QD_ASSERT(M >= 0 && lda >= W->K && e->ldc >= W->N);
+    QD_ASSERT(M >= 0 && lda >= W->K && e->ldc >= QD_MIN(W->N, 16 * p1));
+    QD_ASSERT(W->layout == QD_GEMM_LAYOUT_I16);
     if (M == 0) return;
     const int64_t kp2 = W->kp2;
     /* rows per block: a multiple of MR, the packed int16 block within A_BLOCK_BYTES, blocks of
@@ -353,20 +399,20 @@ static void gemm_s8(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W
     int64_t bpan = QD_MAX(A_BLOCK_BYTES / (kp2 * 4 * MR), (int64_t)1);         /* panels per block */
     bpan = (mpan + (mpan + bpan - 1) / bpan - 1) / ((mpan + bpan - 1) / bpan); /* balanced blocks */
     const int64_t mc = bpan * MR;
-    int32_t *apack = xalloc64((size_t)(mc / MR * kp2 * MR + 8) * sizeof(int32_t));
-    int32_t *tile = xalloc64((size_t)(mc * 16) * sizeof(int32_t));
+    int32_t *apack = qd_kernels_scratch(QD_SCRATCH_PACK, (size_t)(mc / MR * kp2 * MR + 8) * sizeof(int32_t));
+    int32_t *tile = qd_kernels_scratch(QD_SCRATCH_TILE, (size_t)(mc * 16) * sizeof(int32_t));
     for (int64_t m0 = 0; m0 < M; m0 += mc) {
         const int64_t rows = QD_MIN(mc, M - m0), npan = (rows + MR - 1) / MR;
         for (int64_t i = 0; i < npan; i++)
             pack_a_panel(A + (m0 + MR * i) * lda, lda, QD_MIN((int64_t)MR, rows - MR * i), W->K, kp2,
                          apack + i * kp2 * MR);
-        for (int64_t p = 0; p < W->np; p++) {
+        for (int64_t p = p0; p < p1; p++) {
             const int16_t *bp = W->w + p * kp2 * 32;
             for (int64_t j0 = 0; j0 < kp2; j0 += KCP) {
                 const int64_t kc = QD_MIN((int64_t)KCP, kp2 - j0);
                 /* the weight slice used next (the panels' first touch comes from L3 or memory) is
                  * prefetched a share at a time while the row panels run on this one */
-                const int16_t *next = j0 + KCP < kp2 ? bp + (j0 + KCP) * 32 : p + 1 < W->np ? bp + kp2 * 32 : NULL;
+                const int16_t *next = j0 + KCP < kp2 ? bp + (j0 + KCP) * 32 : p + 1 < p1 ? bp + kp2 * 32 : NULL;
                 const int64_t next_lines = next ? QD_MIN((int64_t)KCP, kp2 - (j0 + KCP < kp2 ? j0 + KCP : 0)) : 0;
                 const int64_t share = (next_lines + npan - 1) / npan;
                 for (int64_t i = 0; i < npan; i++) {
@@ -378,26 +424,70 @@ static void gemm_s8(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W
             run_epilogue(e, W, tile, m0, rows, p);
         }
     }
-    free(apack);
-    free(tile);
 }
+
+/* An object in another layout (packed for another table) goes through the reference. */
+static const qd_kernel_table *ref_table(void) { return qd_kernels_table("ref"); }
 
 static void avx2_gemm_s8_f32(const int8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w8 *W,
                              float *C, int64_t ldc)
 {
+    if (W->layout != QD_GEMM_LAYOUT_I16) {
+        ref_table()->gemm_s8_f32(A, lda, a_scales, M, W, C, ldc);
+        return;
+    }
     const epilogue e = {OUT_F32, a_scales, NULL, C, ldc};
-    gemm_s8(A, lda, M, W, &e);
+    gemm_s8(A, lda, M, W, &e, 0, W->np);
 }
 
 static void avx2_gemm_s8_s32(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W, int32_t *C, int64_t ldc)
 {
+    if (W->layout != QD_GEMM_LAYOUT_I16) {
+        ref_table()->gemm_s8_s32(A, lda, M, W, C, ldc);
+        return;
+    }
     const epilogue e = {OUT_S32, NULL, NULL, C, ldc};
-    gemm_s8(A, lda, M, W, &e);
+    gemm_s8(A, lda, M, W, &e, 0, W->np);
+}
+
+/* u8-coded rows (a + 128) back to int8 codes in the thread's scratch, then the int16-pair GEMM:
+ * on AVX2 the int8 weights are widened anyway, so the shift costs one pass over A. */
+const int8_t *qd_avx2_u8_to_s8(const uint8_t *A, int64_t lda, int64_t M, int64_t K)
+{
+    int8_t *a = qd_kernels_scratch(QD_SCRATCH_A, (size_t)(M * K) + 32);
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    for (int64_t m = 0; m < M; m++) {
+        const uint8_t *src = A + m * lda;
+        int8_t *dst = a + m * K;
+        int64_t k = 0;
+        for (; k + 32 <= K; k += 32)
+            _mm256_storeu_si256((__m256i *)(dst + k),
+                                _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(src + k)), flip));
+        for (; k < K; k++) dst[k] = (int8_t)(src[k] ^ 0x80);
+    }
+    return a;
+}
+
+static void avx2_gemm_u8_f32(const uint8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w8 *W,
+                             int64_t n0, int64_t n1, float *C, int64_t ldc)
+{
+    QD_ASSERT(n0 >= 0 && n0 % 16 == 0 && n0 <= n1 && n1 <= W->N && (n1 % 16 == 0 || n1 == W->N));
+    if (W->layout != QD_GEMM_LAYOUT_I16) {
+        qd_ref_gemm_u8_f32(A, lda, a_scales, M, W, n0, n1, C, ldc);
+        return;
+    }
+    if (M == 0 || n0 == n1) return;
+    const epilogue e = {OUT_F32, a_scales, NULL, C, ldc};
+    gemm_s8(qd_avx2_u8_to_s8(A, lda, M, W->K), W->K, M, W, &e, n0 / 16, (n1 + 15) / 16);
 }
 
 static void avx2_gemm_s8_s8(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W, const qd_requant *rq,
                             int8_t *C, int64_t ldc)
 {
+    if (W->layout != QD_GEMM_LAYOUT_I16) {
+        ref_table()->gemm_s8_s8(A, lda, M, W, rq, C, ldc);
+        return;
+    }
     QD_ASSERT(rq && rq->mult && rq->shift);
     QD_ASSERT(rq->zero_point >= -32768 && rq->zero_point <= 32768);
     for (int64_t n = 0; n < W->N; n++) {
@@ -405,7 +495,7 @@ static void avx2_gemm_s8_s8(const int8_t *A, int64_t lda, int64_t M, const qd_ge
         if (rq->bias) QD_ASSERT(rq->bias[n] > -(1 << 30) && rq->bias[n] < (1 << 30));
     }
     const epilogue e = {OUT_S8, NULL, rq, C, ldc};
-    gemm_s8(A, lda, M, W, &e);
+    gemm_s8(A, lda, M, W, &e, 0, W->np);
 }
 
 void qd_kernels_fill_avx2_gemm(qd_kernel_table *t)
@@ -414,6 +504,9 @@ void qd_kernels_fill_avx2_gemm(qd_kernel_table *t)
     t->gemm_s8_f32 = avx2_gemm_s8_f32;
     t->gemm_s8_s32 = avx2_gemm_s8_s32;
     t->gemm_s8_s8 = avx2_gemm_s8_s8;
+    t->layout = QD_GEMM_LAYOUT_I16;
+    t->quantize_rows_u8 = avx2_quantize_rows_u8;
+    t->gemm_u8_f32 = avx2_gemm_u8_f32;
     qd_kernels_avx2_gemm_w4(t);
 }
 

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "kernels/gemm_pack.h"
+#include "kernels/infer_isa.h"
 #include "kernels/kernels.h"
 
 #define MR4           4
@@ -30,13 +31,6 @@
 #define NCP           16 /* panels per N block of the float path: 256 x 256 floats = 256 KiB */
 #define MCF           96 /* rows per M block of the float path */
 #define A_BLOCK_BYTES (256 << 10)
-
-static void *xalloc64(size_t bytes)
-{
-    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    QD_ASSERT(p != NULL);
-    return p;
-}
 
 static inline __m256i tail_mask(int64_t rem)
 { /* lanes [0, rem) set, rem in [0, 8] */
@@ -167,10 +161,12 @@ static void micro_w4s8(const qd_gemm_w4 *W, int64_t p, const int8_t *const a[MR4
     }
 }
 
-static void avx2_gemm_w4_s8(const int8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w4 *W,
-                            float *C, int64_t ldc)
+/* panels [p0, p1) of the output */
+static void gemm_w4s8(const int8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w4 *W, float *C,
+                      int64_t ldc, int64_t p0, int64_t p1)
 {
-    QD_ASSERT(M >= 0 && lda >= W->K && ldc >= W->N);
+    QD_ASSERT(M >= 0 && lda >= W->K && ldc >= QD_MIN(W->N, 16 * p1));
+    QD_ASSERT(W->layout == QD_GEMM_LAYOUT_I16);
     if (M == 0) return;
     const int64_t K = W->K, G = W->G, ng = W->ng, gp = W->gp;
     /* Rows are read in place when no group needs padding (G and K multiples of 16); otherwise each
@@ -179,9 +175,9 @@ static void avx2_gemm_w4_s8(const int8_t *A, int64_t lda, const float *a_scales,
     int64_t mc = A_BLOCK_BYTES / (ng * gp) / MR4 * MR4;
     mc = QD_MAX(mc, (int64_t)MR4);
     mc = QD_MIN(mc, (M + MR4 - 1) / MR4 * MR4);
-    int8_t *apad = direct ? NULL : xalloc64((size_t)(mc * ng * gp));
-    int32_t *asum = xalloc64((size_t)(mc * ng) * sizeof(int32_t));
-    float *ft = xalloc64(64 * sizeof(float));
+    int8_t *apad = direct ? NULL : qd_kernels_scratch(QD_SCRATCH_PACK, (size_t)(mc * ng * gp));
+    int32_t *asum = qd_kernels_scratch(QD_SCRATCH_AUX, (size_t)(mc * ng) * sizeof(int32_t));
+    float *ft = qd_kernels_scratch(QD_SCRATCH_TILE, 64 * sizeof(float));
     for (int64_t m0 = 0; m0 < M; m0 += mc) {
         const int64_t rows = QD_MIN(mc, M - m0);
         for (int64_t r = 0; r < rows; r++) {
@@ -196,7 +192,7 @@ static void avx2_gemm_w4_s8(const int8_t *A, int64_t lda, const float *a_scales,
                 }
             }
         }
-        for (int64_t p = 0; p < W->np; p++) {
+        for (int64_t p = p0; p < p1; p++) {
             const int64_t n0 = 16 * p, nv = QD_MIN((int64_t)16, W->N - n0);
             const __m256 b0 = W->bias ? _mm256_load_ps(W->bias + n0) : _mm256_setzero_ps();
             const __m256 b1 = W->bias ? _mm256_load_ps(W->bias + n0 + 8) : _mm256_setzero_ps();
@@ -222,9 +218,28 @@ static void avx2_gemm_w4_s8(const int8_t *A, int64_t lda, const float *a_scales,
             }
         }
     }
-    free(apad);
-    free(asum);
-    free(ft);
+}
+
+static void avx2_gemm_w4_s8(const int8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w4 *W,
+                            float *C, int64_t ldc)
+{
+    if (W->layout != QD_GEMM_LAYOUT_I16) {
+        qd_kernels_table("ref")->gemm_w4_s8(A, lda, a_scales, M, W, C, ldc);
+        return;
+    }
+    gemm_w4s8(A, lda, a_scales, M, W, C, ldc, 0, W->np);
+}
+
+static void avx2_gemm_u8w4_f32(const uint8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w4 *W,
+                               int64_t n0, int64_t n1, float *C, int64_t ldc)
+{
+    QD_ASSERT(n0 >= 0 && n0 % 16 == 0 && n0 <= n1 && n1 <= W->N && (n1 % 16 == 0 || n1 == W->N));
+    if (W->layout != QD_GEMM_LAYOUT_I16) {
+        qd_ref_gemm_u8w4_f32(A, lda, a_scales, M, W, n0, n1, C, ldc);
+        return;
+    }
+    if (M == 0 || n0 == n1) return;
+    gemm_w4s8(qd_avx2_u8_to_s8(A, lda, M, W->K), W->K, a_scales, M, W, C, ldc, n0 / 16, (n1 + 15) / 16);
 }
 
 /* ---- float activations ------------------------------------------------------------------------ */
@@ -267,8 +282,8 @@ static int64_t dequant_block(const qd_gemm_w4 *W, int64_t p, int64_t s0, int64_t
     return j;
 }
 
-/* c[6][16] = (first ? 0 : c) + Σ_k a[r][k] · b[k][c], fma per k in order; rows a + r·lda */
-static void micro_f32(int64_t kc, const float *const a[MRF], const float *b, float *c, int64_t ldc, int first)
+/* c[6][16] = (first ? 0 : c) + Σ_k a[r][k] · b[k][c], fma per k in order (kernels/infer_isa.h) */
+void qd_avx2_micro_f32(int64_t kc, const float *const a[6], const float *b, float *c, int64_t ldc, int first)
 {
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     if (first) {
@@ -303,9 +318,13 @@ static void micro_f32(int64_t kc, const float *const a[MRF], const float *b, flo
 static void avx2_gemm_w4_f32(const float *A, int64_t lda, int64_t M, const qd_gemm_w4 *W, float *C, int64_t ldc)
 {
     QD_ASSERT(M >= 0 && lda >= W->K && ldc >= W->N);
+    if (W->layout != QD_GEMM_LAYOUT_I16) {
+        qd_kernels_table("ref")->gemm_w4_f32(A, lda, M, W, C, ldc);
+        return;
+    }
     if (M == 0) return;
     const int64_t nsteps = W->ng * (W->gp / 4);
-    float *bt = xalloc64((size_t)(NCP * KCS * 4 * 16) * sizeof(float));
+    float *bt = qd_kernels_scratch(QD_SCRATCH_PACK, (size_t)(NCP * KCS * 4 * 16) * sizeof(float));
     float tile[MRF * 16];
     for (int64_t p0 = 0; p0 < W->np; p0 += NCP) {
         const int64_t np = QD_MIN((int64_t)NCP, W->np - p0);
@@ -332,11 +351,11 @@ static void avx2_gemm_w4_f32(const float *A, int64_t lda, int64_t M, const qd_ge
                         for (int r = 0; r < MRF; r++) a[r] = A + (m0 + i + QD_MIN((int64_t)r, mr - 1)) * lda + k0;
                         float *c = C + (m0 + i) * ldc + n0;
                         if (mr == MRF && nv == 16) {
-                            micro_f32(kc, a, b, c, ldc, first);
+                            qd_avx2_micro_f32(kc, a, b, c, ldc, first);
                         } else {
                             if (!first)
                                 for (int64_t r = 0; r < mr; r++) memcpy(tile + 16 * r, c + r * ldc, (size_t)nv * 4);
-                            micro_f32(kc, a, b, tile, 16, first);
+                            qd_avx2_micro_f32(kc, a, b, tile, 16, first);
                             for (int64_t r = 0; r < mr; r++) memcpy(c + r * ldc, tile + 16 * r, (size_t)nv * 4);
                         }
                     }
@@ -352,13 +371,13 @@ static void avx2_gemm_w4_f32(const float *A, int64_t lda, int64_t M, const qd_ge
                     _mm256_maskstore_ps(c, mk, _mm256_add_ps(_mm256_maskload_ps(c, mk), _mm256_load_ps(W->bias + n)));
                 }
     }
-    free(bt);
 }
 
 void qd_kernels_avx2_gemm_w4(struct qd_kernel_table *t)
 {
     t->gemm_w4_s8 = avx2_gemm_w4_s8;
     t->gemm_w4_f32 = avx2_gemm_w4_f32;
+    t->gemm_u8w4_f32 = avx2_gemm_u8w4_f32;
 }
 
 #endif /* x86 */

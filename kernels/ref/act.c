@@ -48,7 +48,7 @@ static inline float exp1(float d)
     return d < QD_EXP_LO ? 0.0f : y;
 }
 
-static float ref_exp_sum(float *x, int64_t n, float m)
+float qd_ref_exp_sum(float *x, int64_t n, float m)
 {
     float lane[8] = {0};
     const int64_t n8 = n - n % 8;
@@ -68,5 +68,5 @@ static float ref_exp_sum(float *x, int64_t n, float m)
 void qd_kernels_fill_ref_act(qd_kernel_table *t)
 {
     t->gelu = ref_gelu;
-    t->exp_sum = ref_exp_sum;
+    t->exp_sum = qd_ref_exp_sum;
 }

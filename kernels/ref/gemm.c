@@ -168,8 +168,97 @@ static void ref_gemm_w4_f32(const float *A, int64_t lda, int64_t M, const qd_gem
     }
 }
 
+/* ---- the inference path: u8-coded activations, column ranges -------------------------------- */
+
+static void ref_quantize_rows_u8(const float *x, int64_t M, int64_t K, int64_t ldx, const float *col_mul, float *scales,
+                                 uint8_t *q, int64_t ldq)
+{
+    QD_ASSERT(M >= 0 && K >= 1 && ldx >= K && ldq >= K);
+    for (int64_t m = 0; m < M; m++) {
+        const float *xr = x + m * ldx;
+        uint8_t *qr = q + m * ldq;
+        float amax = 0.0f;
+        for (int64_t k = 0; k < K; k++) {
+            const float a = fabsf(col_mul ? xr[k] * col_mul[k] : xr[k]);
+            amax = a > amax ? a : amax;
+        }
+        const float s = amax / 127.0f;
+        scales[m] = s;
+        for (int64_t k = 0; k < K; k++)
+            qr[k] = (uint8_t)(128 + (s == 0.0f ? 0 : quant_s8(col_mul ? xr[k] * col_mul[k] : xr[k], s)));
+    }
+}
+
+/* column ranges start on a panel and end on one or at N (threads never share a panel) */
+static void check_cols(int64_t N, int64_t n0, int64_t n1)
+{
+    QD_ASSERT(n0 >= 0 && n0 % 16 == 0 && n0 <= n1 && n1 <= N && (n1 % 16 == 0 || n1 == N));
+}
+
+void qd_ref_gemm_u8_f32(const uint8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w8 *W,
+                        int64_t n0, int64_t n1, float *C, int64_t ldc)
+{
+    QD_ASSERT(M >= 0 && lda >= W->K && ldc >= n1);
+    check_cols(W->N, n0, n1);
+    for (int64_t m = 0; m < M; m++) {
+        const uint8_t *a = A + m * lda;
+        for (int64_t n = n0; n < n1; n++) {
+            int32_t acc = 0;
+            for (int64_t k = 0; k < W->K; k++) acc += ((int32_t)a[k] - 128) * qd_gemm_w8_at(W, n, k);
+            float v = (float)acc * a_scales[m] * W->scales[n];
+            if (W->bias) v = v + W->bias[n];
+            C[m * ldc + n] = v;
+        }
+    }
+}
+
+void qd_ref_gemm_u8w4_f32(const uint8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w4 *W,
+                          int64_t n0, int64_t n1, float *C, int64_t ldc)
+{
+    QD_ASSERT(M >= 0 && lda >= W->K && ldc >= n1);
+    check_cols(W->N, n0, n1);
+    for (int64_t m = 0; m < M; m++) {
+        const uint8_t *a = A + m * lda;
+        for (int64_t n = n0; n < n1; n++) {
+            float acc = 0.0f;
+            for (int64_t g = 0, k0 = 0; k0 < W->K; g++, k0 += W->G) {
+                const int64_t k1 = QD_MIN(k0 + W->G, W->K);
+                const int32_t z = qd_gemm_w4_zero(W, n, g);
+                int32_t isum = 0;
+                for (int64_t k = k0; k < k1; k++) isum += ((int32_t)a[k] - 128) * (qd_gemm_w4_at(W, n, k) - z);
+                acc = fmaf(qd_gemm_w4_scale(W, n, g), (float)isum, acc);
+            }
+            float v = acc * a_scales[m];
+            if (W->bias) v = v + W->bias[n];
+            C[m * ldc + n] = v;
+        }
+    }
+}
+
+static void ref_gemm_f32(const float *A, int64_t lda, int64_t M, const qd_gemm_wf *W, int64_t n0, int64_t n1, float *C,
+                         int64_t ldc)
+{
+    QD_ASSERT(M >= 0 && lda >= W->K && ldc >= n1);
+    check_cols(W->N, n0, n1);
+    for (int64_t m = 0; m < M; m++) {
+        const float *a = A + m * lda;
+        for (int64_t n = n0; n < n1; n++) {
+            const float *w = W->w + (n / 16) * W->K * 16 + n % 16;
+            float acc = 0.0f;
+            for (int64_t k = 0; k < W->K; k++) acc = fmaf(a[k], w[k * 16], acc);
+            if (W->bias) acc = acc + W->bias[n];
+            C[m * ldc + n] = acc;
+        }
+    }
+}
+
 void qd_kernels_fill_ref_gemm(qd_kernel_table *t)
 {
+    t->layout = QD_GEMM_LAYOUT_VNNI;
+    t->quantize_rows_u8 = ref_quantize_rows_u8;
+    t->gemm_u8_f32 = qd_ref_gemm_u8_f32;
+    t->gemm_u8w4_f32 = qd_ref_gemm_u8w4_f32;
+    t->gemm_f32 = ref_gemm_f32;
     t->quantize_rows_s8 = ref_quantize_rows_s8;
     t->gemm_s8_f32 = ref_gemm_s8_f32;
     t->gemm_s8_s32 = ref_gemm_s8_s32;

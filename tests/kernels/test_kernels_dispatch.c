@@ -1,6 +1,8 @@
-/* Kernel selection: CPUID picks the best ISA; QD_KERNELS=ref forces the reference, avx2 the AVX2
- * table (no AVX-512 versions); an unknown
- * value falls back to the best. argv[1] is the QD_KERNELS value to set (none: unset). */
+/* Kernel selection: CPUID picks the best ISA (amx > avx512vnni > avx512 > avxvnni > avx2 > ref);
+ * QD_KERNELS=ref forces the reference, avx2 the AVX2 table (no AVX-512 versions), any other table
+ * name that table where the CPU has it; an unknown value falls back to the best. argv[1] is the
+ * QD_KERNELS value to set (none: unset). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,10 +22,29 @@ static int cpu_avx2(void)
 static int cpu_avx512(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
-    return cpu_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+    return cpu_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 #else
     return 0;
 #endif
+}
+
+static int cpu_avx512vnni(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    return cpu_avx512() && __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
+/* every field of a table is filled */
+static int complete(const qd_kernel_table *t)
+{
+    return t->quantize_codes && t->quantize_q4 && t->dequantize_codes && t->dequantize_q4 && t->quantize_rows_s8 &&
+           t->gemm_s8_f32 && t->gemm_s8_s32 && t->gemm_s8_s8 && t->gemm_w4_s8 && t->gemm_w4_f32 && t->gelu &&
+           t->exp_sum && t->adaround_step && t->log && t->ada_sparse_update && t->quantize_rows_u8 && t->gemm_u8_f32 &&
+           t->gemm_u8w4_f32 && t->gemm_f32 && t->layernorm && t->attention;
 }
 
 int main(int argc, char **argv)
@@ -33,10 +54,15 @@ int main(int argc, char **argv)
         setenv("QD_KERNELS", want, 1);
     else
         unsetenv("QD_KERNELS");
-    const char *best = cpu_avx512() ? "avx512" : cpu_avx2() ? "avx2" : "ref";
-    const char *expect = want && strcmp(want, "ref") == 0                  ? "ref"
-                         : want && strcmp(want, "avx2") == 0 && cpu_avx2() ? "avx2"
-                                                                           : best;
+    static const char *order[] = {"amx", "avx512vnni", "avx512", "avxvnni", "avx2", "ref"};
+    const char *best = "ref";
+    for (int i = 0; i < 6; i++)
+        if (qd_kernels_table(order[i])) {
+            best = order[i];
+            break;
+        }
+    const char *expect = want && qd_kernels_table(want) ? want : best;
+    printf("best: %s, selected: %s\n", best, qd_kernels_isa());
 
     const qd_kernel_table *k = qd_kernels();
     CHECK_STREQ(qd_kernels_isa(), expect);
@@ -56,11 +82,22 @@ int main(int argc, char **argv)
     }
     const qd_kernel_table *avx512 = qd_kernels_table("avx512");
     CHECK((avx512 != NULL) == cpu_avx512());
-    const qd_kernel_table *same = strcmp(expect, "ref") == 0 ? ref : strcmp(expect, "avx512") == 0 ? avx512 : avx2;
+    /* the VNNI and AMX tables sit on the AVX-512 one; never where the CPU lacks their instructions */
+    if (!cpu_avx512vnni()) CHECK(qd_kernels_table("avx512vnni") == NULL);
+    if (!qd_kernels_table("avx512vnni")) CHECK(qd_kernels_table("amx") == NULL);
+    const qd_kernel_table *same = qd_kernels_table(expect);
     CHECK(same && k->quantize_codes == same->quantize_codes && k->quantize_q4 == same->quantize_q4 &&
-          k->dequantize_codes == same->dequantize_codes && k->dequantize_q4 == same->dequantize_q4);
+          k->dequantize_codes == same->dequantize_codes && k->dequantize_q4 == same->dequantize_q4 &&
+          k->gemm_u8_f32 == same->gemm_u8_f32 && k->layout == same->layout);
     /* every field of every available table is filled */
-    CHECK(ref->quantize_codes && ref->quantize_q4 && ref->dequantize_codes && ref->dequantize_q4);
-    if (avx2) CHECK(avx2->quantize_codes && avx2->quantize_q4 && avx2->dequantize_codes && avx2->dequantize_q4);
+    for (int i = 0; i < 6; i++) {
+        const qd_kernel_table *t = qd_kernels_table(order[i]);
+        if (!t) {
+            printf("%s: not on this CPU (or not built)\n", order[i]);
+            continue;
+        }
+        CHECK_MSG(complete(t), "table %s has an empty field", order[i]);
+        CHECK_STREQ(t->isa, order[i]);
+    }
     QD_TEST_MAIN_END();
 }

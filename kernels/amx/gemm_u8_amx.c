@@ -1,0 +1,150 @@
+/* AMX-INT8 GEMM of the inference path (kernels/gemm.h qd_gemm_u8_f32), bit-identical to
+ * kernels/ref/gemm.c. Compiled with AMX-TILE/INT8 and AVX-512 flags; reached through the `amx`
+ * table only after kernels/dispatch.c has checked the CPU and obtained the tile state from Linux.
+ *
+ * TDPBUSD multiplies 16 x 64 unsigned bytes (16 rows of u = a + 128, read in place with the row
+ * stride) by 64 x 16 signed bytes and adds each group of four products into an int32 of the
+ * 16 x 16 accumulator tile: exact, no saturation, the same integers as vpdpbusd. The byte layout of
+ * the weights (kernels/gemm_pack.h) is the B tile layout: 16 consecutive k quads of a panel are one
+ * 1 KiB tile. Blocks of 32 rows x 32 channels accumulate in four tiles over K in steps of 64;
+ * tiles go to memory and the AVX-512 epilogue applies - comp, the scales and the bias in the
+ * reference's order. Rows that do not fill a tile run in a second configuration whose tiles have
+ * just those rows. K not a multiple of 64 (an A tile would read past a row) goes to the AVX-512
+ * VNNI kernel. */
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels/gemm_pack.h"
+#include "kernels/infer_isa.h"
+#include "kernels/kernels.h"
+
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AVX512F__)
+#include <immintrin.h>
+
+typedef struct {
+    uint8_t palette, start;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tilecfg;
+
+/* tiles 0-3: C (rows x 64 bytes of int32), 4-5: A (rows x 64 bytes), 6-7: B (16 x 64 bytes) */
+static void configure(int rows)
+{
+    tilecfg c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        c.colsb[t] = 64;
+        c.rows[t] = (uint8_t)(t < 6 ? rows : 16);
+    }
+    _tile_loadconfig(&c);
+}
+
+static inline __mmask16 below(int64_t rem) { return (__mmask16)(rem >= 16 ? 0xFFFF : (1u << rem) - 1u); }
+
+/* the epilogue of one stored 16 x 16 tile: rows [0, nr) of output columns n .. n + nv */
+static void epilogue(const int32_t *t, int64_t nr, const qd_gemm_w8 *W, int64_t n, int64_t nv, const float *as,
+                     float *C, int64_t ldc)
+{
+    const __m512i cp = _mm512_load_si512((const void *)(W->comp + n));
+    const __m512 sc = _mm512_load_ps(W->scales + n);
+    const __m512 bi = W->bias ? _mm512_load_ps(W->bias + n) : _mm512_setzero_ps();
+    const __mmask16 mk = below(nv);
+    for (int64_t r = 0; r < nr; r++) {
+        __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_load_si512((const void *)(t + 16 * r)), cp));
+        v = _mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(as[r])), sc);
+        if (W->bias) v = _mm512_add_ps(v, bi);
+        _mm512_mask_storeu_ps(C + r * ldc + n, mk, v);
+    }
+}
+
+/* rows [m, m + 16 * nt) (nt 1 or 2 row tiles, each of the configured rows) x panels p, p + 1 (two
+ * when p2) over the whole K */
+static void block(const uint8_t *A, int64_t lda, const float *as, int64_t m, int nt, int64_t rows, const qd_gemm_w8 *W,
+                  int64_t p, int p2, float *C, int64_t ldc, int32_t *buf)
+{
+    const int64_t nkb = W->K / 64, ps = W->kq * 64;
+    const uint8_t *a0 = A + m * lda, *a1 = a0 + 16 * lda;
+    const int8_t *b0 = W->v + p * ps, *b1 = b0 + ps;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t kb = 0; kb < nkb; kb++) {
+        _tile_loadd(4, a0 + 64 * kb, lda);
+        _tile_loadd(6, b0 + 1024 * kb, 64);
+        _tile_dpbusd(0, 4, 6);
+        if (p2) {
+            _tile_loadd(7, b1 + 1024 * kb, 64);
+            _tile_dpbusd(1, 4, 7);
+        }
+        if (nt == 2) {
+            _tile_loadd(5, a1 + 64 * kb, lda);
+            _tile_dpbusd(2, 5, 6);
+            if (p2) _tile_dpbusd(3, 5, 7);
+        }
+    }
+    _tile_stored(0, buf, 64);
+    if (p2) _tile_stored(1, buf + 256, 64);
+    if (nt == 2) {
+        _tile_stored(2, buf + 512, 64);
+        if (p2) _tile_stored(3, buf + 768, 64);
+    }
+    for (int h = 0; h < nt; h++) {
+        const int64_t nr = QD_MIN((int64_t)16, rows - 16 * h);
+        for (int q = 0; q <= p2; q++) {
+            const int64_t n = 16 * (p + q);
+            epilogue(buf + 512 * h + 256 * q, nr, W, n, QD_MIN((int64_t)16, W->N - n), as + m + 16 * h,
+                     C + (m + 16 * h) * ldc, ldc);
+        }
+    }
+}
+
+static void amx_gemm_u8_f32(const uint8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w8 *W,
+                            int64_t n0, int64_t n1, float *C, int64_t ldc)
+{
+    QD_ASSERT(M >= 0 && lda >= W->K && ldc >= n1);
+    QD_ASSERT(n0 >= 0 && n0 % 16 == 0 && n0 <= n1 && n1 <= W->N && (n1 % 16 == 0 || n1 == W->N));
+    if (W->layout != QD_GEMM_LAYOUT_VNNI) {
+        qd_kernels_table("avx2")->gemm_u8_f32(A, lda, a_scales, M, W, n0, n1, C, ldc);
+        return;
+    }
+    if (M < 16 || W->K % 64) { /* less than a tile of rows, or rows an A tile would overrun */
+        qd_vnni512_gemm_u8_rows(A, lda, a_scales, M, W, n0, n1, C, ldc);
+        return;
+    }
+    int32_t buf[4 * 256] __attribute__((aligned(64)));
+    const int64_t p0 = n0 / 16, p1 = (n1 + 15) / 16, full = M / 16 * 16, rem = M - full;
+    /* row chunks of A that stay in L2 while the weights stream past them once per chunk */
+    const int64_t mc = QD_MAX((int64_t)32, (int64_t)(256 << 10) / W->K / 32 * 32);
+    configure(16);
+    for (int64_t c0 = 0; c0 < full; c0 += mc) {
+        const int64_t c1 = QD_MIN(full, c0 + mc);
+        for (int64_t p = p0; p < p1; p += 2)
+            for (int64_t m = c0; m < c1; m += 32)
+                block(A, lda, a_scales, m, c1 - m >= 32 ? 2 : 1, QD_MIN((int64_t)32, c1 - m), W, p, p + 1 < p1, C, ldc,
+                      buf);
+    }
+    if (rem) {
+        configure((int)rem);
+        for (int64_t p = p0; p < p1; p += 2) block(A, lda, a_scales, full, 1, rem, W, p, p + 1 < p1, C, ldc, buf);
+    }
+    _tile_release();
+}
+
+int qd_kernels_fill_amx_int8(qd_kernel_table *t)
+{
+    t->gemm_u8_f32 = amx_gemm_u8_f32;
+    return 1;
+}
+
+#else
+
+int qd_kernels_fill_amx_int8(qd_kernel_table *t)
+{
+    (void)t;
+    return 0;
+}
+
+#endif

@@ -1,0 +1,197 @@
+/* AVX2 + FMA versions of the runtime's block pieces (kernels/infer.h) and of the FP32 GEMM of
+ * kernels/gemm.h, with the reference's bits (kernels/ref/infer.c, kernels/ref/gemm.c): LayerNorm
+ * keeps the sixteen partial sums of the reference in two 8-lane accumulators and reduces them by
+ * the same halves; attention runs each score and each output as the reference's fma chain, eight
+ * keys or eight output columns per vector; the GEMM is kernels/avx2/gemm_w4.c's 6 x 16 FMA
+ * microkernel over the whole K of a packed panel. Compiled with -mavx2 -mfma -mf16c. */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "kernels/gemm_pack.h"
+#include "kernels/infer.h"
+#include "kernels/infer_isa.h"
+#include "kernels/kernels.h"
+
+static inline __m256i lanes_below(int64_t rem)
+{ /* lanes [0, rem) set, rem in [0, 8] */
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* lanes of the h-th block of eight among nc columns */
+static inline __m256i block_mask(int64_t nc, int h) { return lanes_below(QD_MAX(QD_MIN(nc - 8 * h, (int64_t)8), 0)); }
+
+/* p[l] += p[l + 8], then + 4, + 2, + 1: the reference's reduction of its 16 partial sums */
+static inline float reduce16(__m256 lo, __m256 hi)
+{
+    const __m256 s = _mm256_add_ps(lo, hi);
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_shuffle_ps(a, a, 1));
+    return _mm_cvtss_f32(a);
+}
+
+/* the partial sums p[i % 16] += v[i] of n values at y (stride 1), v = y or (y - mean)^2 */
+static inline float sum16(const float *y, int64_t n, int sq, float mean)
+{
+    const __m256 mv = _mm256_set1_ps(mean);
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 a = _mm256_loadu_ps(y + i), b = _mm256_loadu_ps(y + i + 8);
+        if (sq) {
+            a = _mm256_sub_ps(a, mv), b = _mm256_sub_ps(b, mv);
+            a = _mm256_mul_ps(a, a), b = _mm256_mul_ps(b, b);
+        }
+        lo = _mm256_add_ps(lo, a), hi = _mm256_add_ps(hi, b);
+    }
+    for (int h = 0; h < 2 && i < n; h++, i += 8) { /* the tail: lanes past n keep their sums */
+        const __m256i mk = lanes_below(QD_MIN((int64_t)8, n - i));
+        __m256 a = _mm256_maskload_ps(y + i, mk);
+        if (sq) a = _mm256_sub_ps(a, mv), a = _mm256_mul_ps(a, a);
+        __m256 *acc = h ? &hi : &lo;
+        *acc = _mm256_blendv_ps(*acc, _mm256_add_ps(*acc, a), _mm256_castsi256_ps(mk));
+    }
+    return reduce16(lo, hi);
+}
+
+static void avx2_layernorm(const float *x, const float *r, int64_t rows, int64_t n, int64_t ld, const float *g,
+                           const float *b, float eps, float *y, float *sum)
+{
+    QD_ASSERT(n >= 1 && ld >= n);
+    for (int64_t m = 0; m < rows; m++) {
+        const float *xr = x + m * ld, *rr = r ? r + m * ld : NULL;
+        float *yr = y + m * ld, *sr = sum ? sum + m * ld : NULL;
+        int64_t i = 0;
+        for (; i < n; i += 8) { /* v = x + r into y (and sum) */
+            const __m256i mk = lanes_below(QD_MIN((int64_t)8, n - i));
+            __m256 v = _mm256_maskload_ps(xr + i, mk);
+            if (rr) v = _mm256_add_ps(v, _mm256_maskload_ps(rr + i, mk));
+            _mm256_maskstore_ps(yr + i, mk, v);
+            if (sr) _mm256_maskstore_ps(sr + i, mk, v);
+        }
+        const float mean = sum16(yr, n, 0, 0.0f) / (float)n;
+        const float var = sum16(yr, n, 1, mean) / (float)n;
+        const __m256 mv = _mm256_set1_ps(mean), rs = _mm256_set1_ps(1.0f / sqrtf(var + eps));
+        for (i = 0; i < n; i += 8) {
+            const __m256i mk = lanes_below(QD_MIN((int64_t)8, n - i));
+            const __m256 d = _mm256_sub_ps(_mm256_maskload_ps(yr + i, mk), mv);
+            const __m256 o = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(d, rs), _mm256_maskload_ps(g + i, mk)),
+                                           _mm256_maskload_ps(b + i, mk));
+            _mm256_maskstore_ps(yr + i, mk, o);
+        }
+    }
+}
+
+/* ---- attention ------------------------------------------------------------------------------- */
+
+static void avx2_attention(const float *q, const float *k, const float *v, int64_t ld, int64_t T, int64_t d,
+                           float scale, float *ctx, int64_t ldc, float *work)
+{
+    QD_ASSERT(T >= 1 && d >= 1 && ld >= d && ldc >= d);
+    const int64_t t16 = (T + 15) / 16 * 16;
+    float *kt = work, *s = work + d * t16; /* K transposed [d][t16] (zeros past T), scores [4][t16] */
+    for (int64_t c = 0; c < d; c++) {
+        for (int64_t j = 0; j < T; j++) kt[c * t16 + j] = k[j * ld + c];
+        for (int64_t j = T; j < t16; j++) kt[c * t16 + j] = 0.0f;
+    }
+    const __m256 vs = _mm256_set1_ps(scale);
+    for (int64_t i0 = 0; i0 < T; i0 += 4) {
+        const int64_t nr = QD_MIN((int64_t)4, T - i0);
+        /* scores of up to four query rows, eight keys at a time: fma chain over c in order */
+        for (int64_t j = 0; j < t16; j += 8) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            const float *q0 = q + i0 * ld, *q1 = q0 + (nr > 1) * ld, *q2 = q0 + (nr > 2) * 2 * ld,
+                        *q3 = q0 + (nr > 3) * 3 * ld;
+            for (int64_t c = 0; c < d; c++) {
+                const __m256 kv = _mm256_load_ps(kt + c * t16 + j);
+                a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(q0 + c), kv, a0);
+                a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(q1 + c), kv, a1);
+                a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(q2 + c), kv, a2);
+                a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(q3 + c), kv, a3);
+            }
+            _mm256_store_ps(s + j, _mm256_mul_ps(a0, vs));
+            _mm256_store_ps(s + t16 + j, _mm256_mul_ps(a1, vs));
+            _mm256_store_ps(s + 2 * t16 + j, _mm256_mul_ps(a2, vs));
+            _mm256_store_ps(s + 3 * t16 + j, _mm256_mul_ps(a3, vs));
+        }
+        for (int64_t r = 0; r < nr; r++) {
+            float *sr = s + r * t16;
+            __m256 mx = _mm256_set1_ps(-INFINITY);
+            for (int64_t j = 0; j < T; j += 8)
+                mx = _mm256_max_ps(_mm256_blendv_ps(mx, _mm256_loadu_ps(sr + j),
+                                                    _mm256_castsi256_ps(lanes_below(QD_MIN((int64_t)8, T - j)))),
+                                   mx);
+            __m128 h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+            h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+            const __m256 inv = _mm256_set1_ps(1.0f / qd_avx2_exp_sum(sr, T, _mm_cvtss_f32(h)));
+            for (int64_t j = 0; j < T; j += 8) _mm256_store_ps(sr + j, _mm256_mul_ps(_mm256_load_ps(sr + j), inv));
+            /* ctx row: eight output columns at a time, fma chain over j in order */
+            float *out = ctx + (i0 + r) * ldc;
+            for (int64_t c = 0; c < d; c += 32) {
+                const int64_t nc = QD_MIN((int64_t)32, d - c);
+                const __m256i m0 = block_mask(nc, 0), m1 = block_mask(nc, 1), m2 = block_mask(nc, 2),
+                              m3 = block_mask(nc, 3);
+                __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+                for (int64_t j = 0; j < T; j++) {
+                    const __m256 p = _mm256_broadcast_ss(sr + j);
+                    const float *vr = v + j * ld + c;
+                    o0 = _mm256_fmadd_ps(p, _mm256_maskload_ps(vr, m0), o0);
+                    if (nc > 8) o1 = _mm256_fmadd_ps(p, _mm256_maskload_ps(vr + 8, m1), o1);
+                    if (nc > 16) o2 = _mm256_fmadd_ps(p, _mm256_maskload_ps(vr + 16, m2), o2);
+                    if (nc > 24) o3 = _mm256_fmadd_ps(p, _mm256_maskload_ps(vr + 24, m3), o3);
+                }
+                _mm256_maskstore_ps(out + c, m0, o0);
+                if (nc > 8) _mm256_maskstore_ps(out + c + 8, m1, o1);
+                if (nc > 16) _mm256_maskstore_ps(out + c + 16, m2, o2);
+                if (nc > 24) _mm256_maskstore_ps(out + c + 24, m3, o3);
+            }
+        }
+    }
+}
+
+/* ---- FP32 GEMM: packed 16-channel panels, 6 x 16 microkernel over the whole K ----------------- */
+
+static void avx2_gemm_f32(const float *A, int64_t lda, int64_t M, const qd_gemm_wf *W, int64_t n0, int64_t n1, float *C,
+                          int64_t ldc)
+{
+    QD_ASSERT(M >= 0 && lda >= W->K && ldc >= n1);
+    QD_ASSERT(n0 >= 0 && n0 % 16 == 0 && n0 <= n1 && n1 <= W->N && (n1 % 16 == 0 || n1 == W->N));
+    float tile[6 * 16];
+    for (int64_t p = n0 / 16; p < (n1 + 15) / 16; p++) {
+        const int64_t c0 = 16 * p, nv = QD_MIN((int64_t)16, W->N - c0);
+        const float *b = W->w + p * W->K * 16;
+        for (int64_t m = 0; m < M; m += 6) {
+            const int64_t mr = QD_MIN((int64_t)6, M - m);
+            const float *a[6];
+            for (int r = 0; r < 6; r++) a[r] = A + (m + QD_MIN((int64_t)r, mr - 1)) * lda;
+            float *c = C + m * ldc + c0;
+            if (mr == 6 && nv == 16) {
+                qd_avx2_micro_f32(W->K, a, b, c, ldc, 1);
+            } else {
+                qd_avx2_micro_f32(W->K, a, b, tile, 16, 1);
+                for (int64_t r = 0; r < mr; r++) memcpy(c + r * ldc, tile + 16 * r, (size_t)nv * sizeof(float));
+            }
+            if (W->bias) /* acc + bias after the whole chain, as the reference */
+                for (int64_t r = 0; r < mr; r++)
+                    for (int h = 0; h < 2 && 8 * h < nv; h++) {
+                        const __m256i mk = lanes_below(QD_MIN((int64_t)8, nv - 8 * h));
+                        float *o = c + r * ldc + 8 * h;
+                        _mm256_maskstore_ps(
+                            o, mk, _mm256_add_ps(_mm256_maskload_ps(o, mk), _mm256_load_ps(W->bias + c0 + 8 * h)));
+                    }
+        }
+    }
+}
+
+void qd_kernels_fill_avx2_infer(qd_kernel_table *t)
+{
+    t->layernorm = avx2_layernorm;
+    t->attention = avx2_attention;
+    t->gemm_f32 = avx2_gemm_f32;
+}
+
+#endif /* x86 */

@@ -1,0 +1,252 @@
+/* AVX-512 versions of the runtime's float kernels, with the reference's bits: the u8 activation
+ * quantizer (kernels/gemm.h qd_quantize_rows_u8), the FP32 GEMM over packed 16-channel panels, and
+ * LayerNorm and one attention head (kernels/infer.h). LayerNorm's sixteen partial sums are one zmm
+ * reduced by the reference's halves; every GEMM and attention output is the reference's fma chain
+ * in its order, lanes being output columns or keys. Compiled with AVX-512 F/DQ/BW/VL flags,
+ * reached through the dispatch table after the CPUID check; ISO C mode keeps FP contraction off. */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "kernels/gemm_pack.h"
+#include "kernels/infer.h"
+#include "kernels/infer_isa.h"
+#include "kernels/kernels.h"
+
+static inline __mmask16 below(int64_t rem) { return (__mmask16)(rem >= 16 ? 0xFFFF : (1u << rem) - 1u); }
+
+/* ---- activation quantizer ---------------------------------------------------------------------- */
+
+static inline __m512 load_x(const float *x, const float *cm, __mmask16 mk)
+{
+    const __m512 v = _mm512_maskz_loadu_ps(mk, x);
+    return cm ? _mm512_mul_ps(v, _mm512_maskz_loadu_ps(mk, cm)) : v;
+}
+
+static void avx512_quantize_rows_u8(const float *x, int64_t M, int64_t K, int64_t ldx, const float *col_mul,
+                                    float *scales, uint8_t *q, int64_t ldq)
+{
+    QD_ASSERT(M >= 0 && K >= 1 && ldx >= K && ldq >= K);
+    const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    for (int64_t m = 0; m < M; m++) {
+        const float *xr = x + m * ldx;
+        uint8_t *qr = q + m * ldq;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        int64_t k = 0;
+        for (; k + 32 <= K; k += 32) { /* NaN never replaces the running maximum: order-free */
+            a0 = _mm512_max_ps(_mm512_and_ps(load_x(xr + k, col_mul ? col_mul + k : NULL, 0xFFFF), absmask), a0);
+            a1 = _mm512_max_ps(_mm512_and_ps(load_x(xr + k + 16, col_mul ? col_mul + k + 16 : NULL, 0xFFFF), absmask),
+                               a1);
+        }
+        for (; k < K; k += 16) /* masked-off lanes load 0, which never raises the maximum */
+            a0 = _mm512_max_ps(_mm512_and_ps(load_x(xr + k, col_mul ? col_mul + k : NULL, below(K - k)), absmask), a0);
+        const float s = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1)) / 127.0f;
+        scales[m] = s;
+        if (s == 0.0f) {
+            memset(qr, 128, (size_t)K);
+            continue;
+        }
+        const __m512 vs = _mm512_set1_ps(s), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+        const __m512i off = _mm512_set1_epi32(128);
+        for (k = 0; k < K; k += 16) {
+            const __mmask16 mk = below(K - k);
+            __m512 v = _mm512_roundscale_ps(_mm512_div_ps(load_x(xr + k, col_mul ? col_mul + k : NULL, mk), vs),
+                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v); /* NaN -> 0 */
+            v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+            const __m128i b = _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvttps_epi32(v), off));
+            _mm_mask_storeu_epi8(qr + k, mk, b);
+        }
+    }
+}
+
+/* ---- LayerNorm ----------------------------------------------------------------------------------- */
+
+/* the reference's reduction of 16 partial sums: + 8, + 4, + 2, + 1 */
+static inline float reduce16(__m512 p)
+{
+    const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(p), _mm512_extractf32x8_ps(p, 1));
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_shuffle_ps(a, a, 1));
+    return _mm_cvtss_f32(a);
+}
+
+static void avx512_layernorm(const float *x, const float *r, int64_t rows, int64_t n, int64_t ld, const float *g,
+                             const float *b, float eps, float *y, float *sum)
+{
+    QD_ASSERT(n >= 1 && ld >= n);
+    for (int64_t m = 0; m < rows; m++) {
+        const float *xr = x + m * ld, *rr = r ? r + m * ld : NULL;
+        float *yr = y + m * ld, *sr = sum ? sum + m * ld : NULL;
+        __m512 p = _mm512_setzero_ps();
+        for (int64_t i = 0; i < n; i += 16) { /* v = x + r into y (and sum), its partial sums */
+            const __mmask16 mk = below(n - i);
+            __m512 v = _mm512_maskz_loadu_ps(mk, xr + i);
+            if (rr) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, rr + i));
+            _mm512_mask_storeu_ps(yr + i, mk, v);
+            if (sr) _mm512_mask_storeu_ps(sr + i, mk, v);
+            p = _mm512_mask_add_ps(p, mk, p, v);
+        }
+        const float mean = reduce16(p) / (float)n;
+        const __m512 mv = _mm512_set1_ps(mean);
+        p = _mm512_setzero_ps();
+        for (int64_t i = 0; i < n; i += 16) {
+            const __mmask16 mk = below(n - i);
+            const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(mk, yr + i), mv);
+            p = _mm512_mask_add_ps(p, mk, p, _mm512_mul_ps(d, d));
+        }
+        const float var = reduce16(p) / (float)n;
+        const __m512 rs = _mm512_set1_ps(1.0f / sqrtf(var + eps));
+        for (int64_t i = 0; i < n; i += 16) {
+            const __mmask16 mk = below(n - i);
+            const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(mk, yr + i), mv);
+            const __m512 o = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(d, rs), _mm512_maskz_loadu_ps(mk, g + i)),
+                                           _mm512_maskz_loadu_ps(mk, b + i));
+            _mm512_mask_storeu_ps(yr + i, mk, o);
+        }
+    }
+}
+
+/* ---- attention ------------------------------------------------------------------------------------ */
+
+static void avx512_attention(const float *q, const float *k, const float *v, int64_t ld, int64_t T, int64_t d,
+                             float scale, float *ctx, int64_t ldc, float *work)
+{
+    QD_ASSERT(T >= 1 && d >= 1 && ld >= d && ldc >= d);
+    const int64_t t16 = (T + 15) / 16 * 16;
+    float *kt = work, *s = work + d * t16; /* K transposed [d][t16] (zeros past T), scores [4][t16] */
+    for (int64_t c = 0; c < d; c++) {
+        for (int64_t j = 0; j < T; j++) kt[c * t16 + j] = k[j * ld + c];
+        for (int64_t j = T; j < t16; j++) kt[c * t16 + j] = 0.0f;
+    }
+    const __m512 vs = _mm512_set1_ps(scale);
+    for (int64_t i0 = 0; i0 < T; i0 += 4) {
+        const int64_t nr = QD_MIN((int64_t)4, T - i0);
+        const float *q0 = q + i0 * ld, *q1 = q0 + (nr > 1) * ld, *q2 = q0 + (nr > 2) * 2 * ld,
+                    *q3 = q0 + (nr > 3) * 3 * ld;
+        for (int64_t j = 0; j < t16; j += 16) { /* scores: fma chain over c in order */
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t c = 0; c < d; c++) {
+                const __m512 kv = _mm512_load_ps(kt + c * t16 + j);
+                a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[c]), kv, a0);
+                a1 = _mm512_fmadd_ps(_mm512_set1_ps(q1[c]), kv, a1);
+                a2 = _mm512_fmadd_ps(_mm512_set1_ps(q2[c]), kv, a2);
+                a3 = _mm512_fmadd_ps(_mm512_set1_ps(q3[c]), kv, a3);
+            }
+            _mm512_store_ps(s + j, _mm512_mul_ps(a0, vs));
+            _mm512_store_ps(s + t16 + j, _mm512_mul_ps(a1, vs));
+            _mm512_store_ps(s + 2 * t16 + j, _mm512_mul_ps(a2, vs));
+            _mm512_store_ps(s + 3 * t16 + j, _mm512_mul_ps(a3, vs));
+        }
+        for (int64_t r = 0; r < nr; r++) {
+            float *sr = s + r * t16;
+            __m512 mx = _mm512_set1_ps(-INFINITY);
+            for (int64_t j = 0; j < T; j += 16) mx = _mm512_mask_max_ps(mx, below(T - j), _mm512_load_ps(sr + j), mx);
+            const __m512 inv = _mm512_set1_ps(1.0f / qd_avx2_exp_sum(sr, T, _mm512_reduce_max_ps(mx)));
+            for (int64_t j = 0; j < T; j += 16) _mm512_store_ps(sr + j, _mm512_mul_ps(_mm512_load_ps(sr + j), inv));
+            float *out = ctx + (i0 + r) * ldc;
+            for (int64_t c = 0; c < d; c += 64) { /* ctx: fma chain over j in order */
+                const int64_t nc = QD_MIN((int64_t)64, d - c);
+                const __mmask16 m0 = below(nc), m1 = below(QD_MAX(nc - 16, 0)), m2 = below(QD_MAX(nc - 32, 0)),
+                                m3 = below(QD_MAX(nc - 48, 0));
+                __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+                for (int64_t j = 0; j < T; j++) {
+                    const __m512 pj = _mm512_set1_ps(sr[j]);
+                    const float *vr = v + j * ld + c;
+                    o0 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m0, vr), o0);
+                    if (nc > 16) o1 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m1, vr + 16), o1);
+                    if (nc > 32) o2 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m2, vr + 32), o2);
+                    if (nc > 48) o3 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m3, vr + 48), o3);
+                }
+                _mm512_mask_storeu_ps(out + c, m0, o0);
+                if (nc > 16) _mm512_mask_storeu_ps(out + c + 16, m1, o1);
+                if (nc > 32) _mm512_mask_storeu_ps(out + c + 32, m2, o2);
+                if (nc > 48) _mm512_mask_storeu_ps(out + c + 48, m3, o3);
+            }
+        }
+    }
+}
+
+/* ---- FP32 GEMM ------------------------------------------------------------------------------------ */
+
+/* C[MR][16 NP] = fma chain over the whole K of rows a (stride lda) and NP panels at b (panel stride
+ * K * 16), + bias; the last panel stores nv_last columns. Constant MR and NP after inlining: the
+ * accumulators live in registers. */
+static inline __attribute__((always_inline)) void micro_f32(const int MR, const int NP, int64_t K, const float *a,
+                                                            int64_t lda, const float *b, float *C, int64_t ldc,
+                                                            const float *bias, int64_t nv_last)
+{
+    __m512 acc[8][3];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 3
+        for (int p = 0; p < NP; p++) acc[r][p] = _mm512_setzero_ps();
+    const int64_t ps = K * 16;
+    for (int64_t k = 0; k < K; k++) {
+        __m512 w[3];
+#pragma GCC unroll 3
+        for (int p = 0; p < NP; p++) w[p] = _mm512_load_ps(b + p * ps + 16 * k);
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) {
+            const __m512 x = _mm512_set1_ps(a[r * lda + k]);
+#pragma GCC unroll 3
+            for (int p = 0; p < NP; p++) acc[r][p] = _mm512_fmadd_ps(x, w[p], acc[r][p]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 3
+        for (int p = 0; p < NP; p++) {
+            __m512 o = acc[r][p];
+            if (bias) o = _mm512_add_ps(o, _mm512_load_ps(bias + 16 * p));
+            _mm512_mask_storeu_ps(C + r * ldc + 16 * p, p == NP - 1 ? below(nv_last) : 0xFFFF, o);
+        }
+}
+
+#define QD_F32_CASE(mr, np)                                \
+    case (mr)*4 + (np):                                    \
+        micro_f32(mr, np, K, a, lda, b, C, ldc, bias, nv); \
+        break;
+#define QD_F32_ROW(mr) QD_F32_CASE(mr, 1) QD_F32_CASE(mr, 2) QD_F32_CASE(mr, 3)
+
+static void micro_any(int mr, int np, int64_t K, const float *a, int64_t lda, const float *b, float *C, int64_t ldc,
+                      const float *bias, int64_t nv)
+{
+    switch (mr * 4 + np) {
+        QD_F32_ROW(1)
+        QD_F32_ROW(2)
+        QD_F32_ROW(3)
+        QD_F32_ROW(4)
+        QD_F32_ROW(5)
+        QD_F32_ROW(6)
+        QD_F32_ROW(7)
+        QD_F32_ROW(8)
+    default: QD_ASSERT(0);
+    }
+}
+
+static void avx512_gemm_f32(const float *A, int64_t lda, int64_t M, const qd_gemm_wf *W, int64_t n0, int64_t n1,
+                            float *C, int64_t ldc)
+{
+    QD_ASSERT(M >= 0 && lda >= W->K && ldc >= n1);
+    QD_ASSERT(n0 >= 0 && n0 % 16 == 0 && n0 <= n1 && n1 <= W->N && (n1 % 16 == 0 || n1 == W->N));
+    const int64_t p1 = (n1 + 15) / 16;
+    for (int64_t p = n0 / 16; p < p1; p += 3) {
+        const int np = (int)QD_MIN((int64_t)3, p1 - p);
+        const int64_t nv = QD_MIN((int64_t)16, W->N - 16 * (p + np - 1));
+        const float *b = W->w + p * W->K * 16, *bias = W->bias ? W->bias + 16 * p : NULL;
+        for (int64_t m = 0; m < M; m += 8)
+            micro_any((int)QD_MIN((int64_t)8, M - m), np, W->K, A + m * lda, lda, b, C + m * ldc + 16 * p, ldc, bias,
+                      nv);
+    }
+}
+
+int qd_kernels_fill_avx512_infer(qd_kernel_table *t)
+{
+    t->quantize_rows_u8 = avx512_quantize_rows_u8;
+    t->layernorm = avx512_layernorm;
+    t->attention = avx512_attention;
+    t->gemm_f32 = avx512_gemm_f32;
+    return 1;
+}
