@@ -11,8 +11,9 @@
 #include <sys/stat.h>
 
 #include "coordinator/cli.h"
-#include "runtime/qmodel.h"
 #include "kernels/kernels.h"
+#include "runtime/engine.h"
+#include "runtime/qmodel.h"
 #include "model/calib_data.h"
 #include "model/image.h"
 #include "model/model.h"
@@ -44,10 +45,30 @@ static const char *eval_help =
     "  --w4-float-act          4-bit weights with float activations instead of int8 ones\n"
     "  --outlier-threshold X   int8 activations: input columns holding a value above X are\n"
     "                          multiplied in float (mixed-precision decomposition; default 6, 0 = off)\n"
+    "  --threads N             threads of each forward pass (default 1)\n"
+    "  --warmup N              untimed forward calls on the first batches before each timed pass\n"
+    "                          (default 3)\n"
+    "  --profile               time per operation class (GEMM by shape, activation quantization,\n"
+    "                          attention, softmax, LayerNorm, GELU, outlier columns) of both passes\n"
     "  --json                  one JSON object (docs/eval.md) instead of the table\n"
     "  -h, --help              this text\n";
 
-enum { O_MODEL = 256, O_Q, O_DATA, O_LABELS, O_N, O_BATCH, O_SEQLEN, O_FAKE, O_W4F, O_JSON, O_OUTL };
+enum {
+    O_MODEL = 256,
+    O_Q,
+    O_DATA,
+    O_LABELS,
+    O_N,
+    O_BATCH,
+    O_SEQLEN,
+    O_FAKE,
+    O_W4F,
+    O_JSON,
+    O_OUTL,
+    O_THREADS,
+    O_WARMUP,
+    O_PROFILE
+};
 
 /* ---- samples -------------------------------------------------------------------------------- */
 
@@ -114,6 +135,13 @@ typedef struct {
     int nb;
     double total;
     long peak_kib;
+    /* the engine's view */
+    uint64_t resident, buffers; /* weight bytes it reads, its buffers */
+    double outlier_cols;
+    int counts[QD_QL_KINDS_];
+    char isa[QD_QL_KINDS_][64];
+    qd_engine_prof_row prof[64];
+    int nprof;
 } pass_result;
 
 static long vm_hwm_kib(void)
@@ -136,7 +164,48 @@ static void reset_hwm(void)
     }
 }
 
-static int run_pass(const qd_model *m, const qd_model_hooks *hk, samples *s, int batch, int embed_mode, pass_result *r)
+/* the inputs of batch [first, first + n) into b (tokenized or decoded outside the timed region) */
+static int prepare_batch(const qd_model *m, samples *s, int first, int n, int Tmax, int32_t *ids, int32_t *tt,
+                         int32_t *mask, float *pix, size_t item, qd_batch *b)
+{
+    const qd_model_config *c = qd_model_cfg(m);
+    int rc = QD_OK;
+    memset(b, 0, sizeof *b);
+    b->B = n;
+    if (c->arch == QD_ARCH_VIT) {
+        for (int i = 0; i < n && !rc; i++) rc = qd_dataset_image(s->ds, first + i, &s->pp, pix + (size_t)i * item);
+        b->T = Tmax;
+        b->pixels = pix;
+        return rc;
+    }
+    int lens[n], longest = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        rc = qd_tokenizer_encode(s->tok, s->text[first + i], NULL, Tmax, 0, Tmax, ids + (size_t)i * Tmax,
+                                 tt + (size_t)i * Tmax, mask + (size_t)i * Tmax, &lens[i], NULL);
+        if (lens[i] > longest) longest = lens[i];
+    }
+    /* a rectangle of the longest of the batch (the runtime packs the valid tokens; nothing padded
+     * is computed): repack rows with stride `longest` */
+    const int T = longest;
+    for (int i = 0; i < n && !rc; i++) {
+        for (int t = 0; t < T; t++) {
+            int src = t < lens[i];
+            int32_t id = src ? ids[(size_t)i * Tmax + t] : 0, ty = src ? tt[(size_t)i * Tmax + t] : 0;
+            /* rows are moved forward only (T <= Tmax), so in-place is safe in index order */
+            ids[(size_t)i * T + t] = id;
+            tt[(size_t)i * T + t] = ty;
+            mask[(size_t)i * T + t] = src;
+        }
+    }
+    b->T = T;
+    b->ids = ids;
+    b->type_ids = tt;
+    b->mask = mask;
+    return rc;
+}
+
+static int run_pass(const qd_model *m, qd_engine *eng, samples *s, int batch, int warmup, int embed_mode,
+                    pass_result *r)
 {
     const qd_model_config *c = qd_model_cfg(m);
     const int L = c->num_labels, H = c->hidden;
@@ -149,55 +218,25 @@ static int run_pass(const qd_model *m, const qd_model_hooks *hk, samples *s, int
             *mask = qd_xmalloc((size_t)batch * Tmax * sizeof(int32_t));
     size_t item = c->arch == QD_ARCH_VIT ? qd_preprocess_numel(&s->pp) : 0;
     float *pix = item ? qd_xmalloc((size_t)batch * item * sizeof(float)) : NULL;
-    float *h = qd_xmalloc((size_t)batch * Tmax * H * sizeof(float));
+    const qd_engine_output what = !embed_mode               ? QD_ENGINE_LOGITS
+                                  : c->arch == QD_ARCH_BERT ? QD_ENGINE_MEAN
+                                                            : QD_ENGINE_POOLED;
     int rc = QD_OK;
     double t_all = 0;
+    /* warm-up: the first batches once, untimed (buffers grow, caches and threads wake) */
+    for (int w = 0, first = 0; w < warmup && first < s->n && !rc; w++, first += batch) {
+        qd_batch b;
+        const int n = QD_MIN(batch, s->n - first);
+        rc = prepare_batch(m, s, first, n, Tmax, ids, tt, mask, pix, item, &b);
+        if (!rc) rc = qd_engine_run(eng, &b, what, r->out + (size_t)first * r->dim);
+    }
+    if (!rc) qd_engine_profile_reset(eng);
     for (int first = 0; first < s->n && !rc; first += batch) {
-        int n = QD_MIN(batch, s->n - first), T = Tmax;
-        qd_batch b = {.B = n};
-        /* inputs are prepared outside the timed region */
-        if (c->arch == QD_ARCH_VIT) {
-            for (int i = 0; i < n && !rc; i++) rc = qd_dataset_image(s->ds, first + i, &s->pp, pix + (size_t)i * item);
-            b.T = T;
-            b.pixels = pix;
-        } else {
-            int lens[batch], longest = 0;
-            for (int i = 0; i < n && !rc; i++) {
-                rc = qd_tokenizer_encode(s->tok, s->text[first + i], NULL, Tmax, 0, Tmax, ids + (size_t)i * Tmax,
-                                         tt + (size_t)i * Tmax, mask + (size_t)i * Tmax, &lens[i], NULL);
-                if (lens[i] > longest) longest = lens[i];
-            }
-            /* pad to the longest of the batch: repack rows with stride `longest` */
-            T = longest;
-            for (int i = 0; i < n && !rc; i++) {
-                for (int t = 0; t < T; t++) {
-                    int src = t < lens[i];
-                    int32_t id = src ? ids[(size_t)i * Tmax + t] : 0, ty = src ? tt[(size_t)i * Tmax + t] : 0;
-                    /* rows are moved forward only (T <= Tmax), so in-place is safe in index order */
-                    ids[(size_t)i * T + t] = id;
-                    tt[(size_t)i * T + t] = ty;
-                    mask[(size_t)i * T + t] = src;
-                }
-            }
-            b.T = T;
-            b.ids = ids;
-            b.type_ids = tt;
-            b.mask = mask;
-        }
-        if (rc) break;
+        qd_batch b;
+        const int n = QD_MIN(batch, s->n - first);
+        if ((rc = prepare_batch(m, s, first, n, Tmax, ids, tt, mask, pix, item, &b))) break;
         double t0 = qd_now();
-        rc = qd_model_embed(m, &b, h);
-        for (int k = 0; k < c->layers && !rc; k++) rc = qd_model_block(m, k, &b, h, hk);
-        float *o = r->out + (size_t)first * r->dim;
-        if (!rc) {
-            if (embed_mode) {
-                if (c->arch == QD_ARCH_BERT)
-                    qd_model_mean_pool(m, &b, h, o);
-                else
-                    rc = qd_model_head(m, &b, h, o, NULL);
-            } else
-                rc = qd_model_head(m, &b, h, NULL, o);
-        }
+        rc = qd_engine_run(eng, &b, what, r->out + (size_t)first * r->dim);
         double dt = qd_now() - t0;
         t_all += dt;
         r->lat[r->nb++] = dt / n;
@@ -208,7 +247,6 @@ static int run_pass(const qd_model *m, const qd_model_hooks *hk, samples *s, int
     free(tt);
     free(mask);
     free(pix);
-    free(h);
     return rc;
 }
 
@@ -309,6 +347,72 @@ static double path_bytes(const char *path)
     return stat(path, &st) == 0 ? (double)st.st_size : 0;
 }
 
+/* One pass of the inference engine over the samples: the FP32 model (qfile NULL) or the model
+ * file's quantized Linears, packed once before the timed region. */
+static int engine_pass(const qd_model *m, const char *qfile, int fake, int w4f, const qd_engine_opts *eo, samples *S,
+                       int batch, int warmup, int embed_mode, pass_result *r)
+{
+    qd_qmodel *q = NULL;
+    qd_engine *e = NULL;
+    int rc = qfile ? qd_qmodel_load(qfile, m, fake, w4f, &q) : QD_OK;
+    if (!rc) rc = qd_engine_create(m, q, eo, &e);
+    if (!rc) rc = run_pass(m, e, S, batch, warmup, embed_mode, r);
+    if (!rc) {
+        if (q)
+            qd_qmodel_counts(q, r->counts);
+        else
+            r->counts[QD_QL_FLOAT] = qd_model_num_linears(m);
+        for (int k = 0; k < QD_QL_KINDS_; k++)
+            snprintf(r->isa[k], sizeof r->isa[k], "%s", qd_engine_gemm_isa(e, (qd_ql_kind)k));
+        r->resident = qd_engine_weight_bytes(e);
+        r->buffers = qd_engine_buffer_bytes(e);
+        r->outlier_cols = qd_engine_outlier_cols(e);
+        r->nprof = qd_engine_profile(e, r->prof, (int)QD_ARRAY_LEN(r->prof));
+    }
+    qd_engine_free(e);
+    qd_qmodel_free(q);
+    return rc;
+}
+
+/* seconds of the outlier class in a profile */
+static double outlier_seconds(const pass_result *r)
+{
+    for (int i = 0; i < r->nprof; i++)
+        if (!strncmp(r->prof[i].name, "outlier", 7)) return r->prof[i].seconds;
+    return 0;
+}
+
+static void print_profile(const char *title, const pass_result *r, int nsamples)
+{
+    double all = 0;
+    for (int i = 0; i < r->nprof; i++) all += r->prof[i].seconds;
+    printf("\nprofile, %s: %.3f ms per sample in %d classes\n", title, 1e3 * all / nsamples, r->nprof);
+    printf("  %-48s %10s %7s %9s %9s\n", "operation class", "ms/sample", "share", "calls", "GOP/s");
+    for (int i = 0; i < r->nprof; i++) {
+        const qd_engine_prof_row *p = &r->prof[i];
+        printf("  %-48s %10.4f %6.1f%% %9lld", p->name, 1e3 * p->seconds / nsamples,
+               all > 0 ? 100.0 * p->seconds / all : 0, (long long)p->calls);
+        if (p->ops > 0 && p->seconds > 0)
+            printf(" %9.1f\n", p->ops / p->seconds / 1e9);
+        else
+            printf(" %9s\n", "");
+    }
+}
+
+static void json_profile(cJSON *o, const pass_result *r, int nsamples)
+{
+    cJSON *a = cJSON_AddArrayToObject(o, "profile");
+    for (int i = 0; i < r->nprof; i++) {
+        const qd_engine_prof_row *p = &r->prof[i];
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddStringToObject(x, "name", p->name);
+        cJSON_AddNumberToObject(x, "ms_per_sample", 1e3 * p->seconds / nsamples);
+        cJSON_AddNumberToObject(x, "calls", (double)p->calls);
+        if (p->ops > 0 && p->seconds > 0) cJSON_AddNumberToObject(x, "gop_per_s", p->ops / p->seconds / 1e9);
+        cJSON_AddItemToArray(a, x);
+    }
+}
+
 int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
 {
     static struct option lo[] = {{"model", required_argument, 0, O_MODEL},
@@ -322,11 +426,14 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
                                  {"w4-float-act", no_argument, 0, O_W4F},
                                  {"json", no_argument, 0, O_JSON},
                                  {"outlier-threshold", required_argument, 0, O_OUTL},
+                                 {"threads", required_argument, 0, O_THREADS},
+                                 {"warmup", required_argument, 0, O_WARMUP},
+                                 {"profile", no_argument, 0, O_PROFILE},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
     const char *model = NULL, *qfile = NULL, *data = NULL, *labels = NULL;
-    long n = 0, batch = 1, seqlen = 128;
-    int fake = 0, w4f = 0, json = 0, o;
+    long n = 0, batch = 1, seqlen = 128, threads = 1, warmup = 3;
+    int fake = 0, w4f = 0, json = 0, profile = 0, o;
     double outlier = 6.0;
     optind = 1;
     opterr = 0;
@@ -342,23 +449,33 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
         case O_LABELS: labels = optarg; break;
         case O_N:
         case O_BATCH:
-        case O_SEQLEN: {
+        case O_SEQLEN:
+        case O_THREADS:
+        case O_WARMUP: {
             long v = strtol(optarg, &end, 10);
-            long lo_ = o == O_N ? 0 : o == O_BATCH ? 1 : 3;
-            if (!*optarg || *end || v < lo_ || v > (1L << 24))
-                return qd_cli_usage_error(comm, "eval", "--%s must be an integer >= %ld, got '%s'",
-                                          o == O_N       ? "n"
-                                          : o == O_BATCH ? "batch"
-                                                         : "seqlen",
-                                          lo_, optarg);
+            long lo_ = o == O_N || o == O_WARMUP ? 0 : o == O_SEQLEN ? 3 : 1;
+            long hi_ = o == O_THREADS ? 256 : (1L << 24);
+            const char *what = o == O_N         ? "n"
+                               : o == O_BATCH   ? "batch"
+                               : o == O_SEQLEN  ? "seqlen"
+                               : o == O_THREADS ? "threads"
+                                                : "warmup";
+            if (!*optarg || *end || v < lo_ || v > hi_)
+                return qd_cli_usage_error(comm, "eval", "--%s must be an integer in [%ld, %ld], got '%s'", what, lo_,
+                                          hi_, optarg);
             if (o == O_N)
                 n = v;
             else if (o == O_BATCH)
                 batch = v;
-            else
+            else if (o == O_SEQLEN)
                 seqlen = v;
+            else if (o == O_THREADS)
+                threads = v;
+            else
+                warmup = v;
             break;
         }
+        case O_PROFILE: profile = 1; break;
         case O_FAKE: fake = 1; break;
         case O_W4F: w4f = 1; break;
         case O_OUTL: {
@@ -381,33 +498,27 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
     int rc = QD_OK;
     if (rank != 0) goto done;
 
-    qd_model *mq = NULL, *mf = NULL;
-    qd_qmodel *q = NULL;
     samples S;
     memset(&S, 0, sizeof S);
     pass_result rq = {0}, rf = {0};
-    int counts[QD_QL_KINDS_] = {0};
-    uint64_t qbytes = 0;
-    double outl_cols = 0;
-    /* quantized first, its FP32 Linear weights never read, so its peak memory is its own */
-    rc = qd_model_load_flags(model, QD_MODEL_LAZY_LINEARS, &mq);
-    if (!rc) rc = open_samples(mq, data, labels, (int)n, (int)seqlen, &S);
-    if (!rc) rc = qd_qmodel_load(qfile, mq, fake, w4f, (float)outlier, &q);
-    const qd_model_config *c = mq ? qd_model_cfg(mq) : NULL;
-    int embed_mode = c && c->num_labels == 0;
-    if (!rc) {
-        qd_qmodel_counts(q, counts);
-        qbytes = qd_qmodel_weight_bytes(q);
-        qd_model_hooks hk = qd_qmodel_hooks(q);
-        rc = run_pass(mq, &hk, &S, (int)batch, embed_mode, &rq);
-        outl_cols = qd_qmodel_outlier_cols(q);
+    int embed_mode = 0;
+    const qd_engine_opts eo = {.threads = (int)threads, .outlier = (float)outlier, .profile = profile};
+    /* the quantized pass first: the model's FP32 Linear weights are never read, so its peak memory
+     * is its own; then the FP32 pass with the peak reset */
+    {
+        qd_model *mq = NULL;
+        rc = qd_model_load_flags(model, QD_MODEL_LAZY_LINEARS, &mq);
+        if (!rc) rc = open_samples(mq, data, labels, (int)n, (int)seqlen, &S);
+        if (!rc) embed_mode = qd_model_cfg(mq)->num_labels == 0;
+        if (!rc) rc = engine_pass(mq, qfile, fake, w4f, &eo, &S, (int)batch, (int)warmup, embed_mode, &rq);
+        qd_model_free(mq);
     }
-    qd_qmodel_free(q);
-    qd_model_free(mq);
     if (!rc) {
         reset_hwm();
-        rc = qd_model_load(model, &mf);
-        if (!rc) rc = run_pass(mf, NULL, &S, (int)batch, embed_mode, &rf);
+        qd_model *mf = NULL;
+        rc = qd_model_load_flags(model, QD_MODEL_LAZY_LINEARS, &mf);
+        if (!rc) rc = engine_pass(mf, NULL, 0, 0, &eo, &S, (int)batch, (int)warmup, embed_mode, &rf);
+        qd_model_free(mf);
     }
     if (rc) {
         fprintf(stderr, "qdist eval: %s\n", qd_errmsg());
@@ -436,18 +547,21 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
         double m32, p5032, p9532, mq_, p50q, p95q;
         lat_stats(&rf, &m32, &p5032, &p9532);
         lat_stats(&rq, &mq_, &p50q, &p95q);
-        /* bytes: the checkpoint's float weights vs the quantized Linears + the float rest */
-        double ck_bytes = 0, lin_f32 = 0;
+        /* bytes: the checkpoint's tensors vs what the quantized engine reads (packed Linears,
+         * embeddings, norms, heads) */
+        double ck_bytes = 0;
         {
             qd_checkpoint *ck = NULL;
             if (qd_ckpt_open(model, &ck) == QD_OK) {
                 for (int i = 0; i < qd_ckpt_num_tensors(ck); i++) ck_bytes += (double)qd_ckpt_tensor(ck, i)->nbytes;
                 qd_ckpt_close(ck);
             }
-            for (int li = 0; li < qd_model_num_linears(mf); li++)
-                lin_f32 += 4.0 * qd_model_linear(mf, li)->in * qd_model_linear(mf, li)->out;
         }
-        double q_weights = ck_bytes - lin_f32 + (double)qbytes;
+        const double q_weights = (double)rq.resident;
+        const int *counts = rq.counts;
+        const double outl_cols = rq.outlier_cols, outl_s = outlier_seconds(&rq);
+        double q_prof_s = 0;
+        for (int i = 0; i < rq.nprof; i++) q_prof_s += rq.prof[i].seconds;
         double f32_file = 0;
         {
             qd_checkpoint *ck = NULL;
@@ -464,6 +578,7 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
             cJSON_AddStringToObject(j, "data", data);
             cJSON_AddNumberToObject(j, "samples", N);
             cJSON_AddNumberToObject(j, "batch", (double)batch);
+            cJSON_AddNumberToObject(j, "threads", (double)threads);
             cJSON_AddStringToObject(j, "task", embed_mode ? "embedding" : "classification");
             cJSON_AddStringToObject(j, "kernels_isa", qd_kernels_isa());
             cJSON_AddBoolToObject(j, "fake_quant", fake);
@@ -481,11 +596,18 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
                 cJSON_AddNumberToObject(o2, "throughput_per_s", r->total > 0 ? N / r->total : 0);
                 cJSON_AddNumberToObject(o2, "peak_rss_bytes", (double)r->peak_kib * 1024);
                 cJSON_AddNumberToObject(o2, "weight_bytes", side ? q_weights : ck_bytes);
+                cJSON_AddNumberToObject(o2, "resident_weight_bytes", (double)r->resident);
+                cJSON_AddNumberToObject(o2, "buffer_bytes", (double)r->buffers);
                 cJSON_AddNumberToObject(o2, "file_bytes", side ? q_file : f32_file);
+                cJSON *gi = cJSON_AddObjectToObject(o2, "gemm_isa");
+                for (int t = 0; t < QD_QL_KINDS_; t++)
+                    if (r->counts[t]) cJSON_AddStringToObject(gi, qd_ql_kind_name((qd_ql_kind)t), r->isa[t]);
+                if (profile) json_profile(o2, r, N);
             }
             cJSON *k = cJSON_GetObjectItem(j, "quantized");
             cJSON_AddNumberToObject(k, "outlier_threshold", outlier);
             cJSON_AddNumberToObject(k, "outlier_columns_mean", outl_cols);
+            if (profile) cJSON_AddNumberToObject(k, "outlier_time_share", q_prof_s > 0 ? outl_s / q_prof_s : 0);
             cJSON *kc = cJSON_AddObjectToObject(k, "linears");
             for (int t = 0; t < QD_QL_KINDS_; t++)
                 cJSON_AddNumberToObject(kc, qd_ql_kind_name((qd_ql_kind)t), counts[t]);
@@ -499,15 +621,22 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
             free(txt);
             cJSON_Delete(j);
         } else {
-            printf("eval: %s vs %s on %d samples of %s (batch %ld, kernels %s%s)\n", model, qfile, N, data, batch,
-                   qd_kernels_isa(), fake ? ", fake-quant" : "");
+            printf("eval: %s vs %s on %d samples of %s (batch %ld, %ld thread%s, kernels %s%s)\n", model, qfile, N,
+                   data, batch, threads, threads > 1 ? "s" : "", qd_kernels_isa(), fake ? ", fake-quant" : "");
             printf("  quantized Linears:");
             for (int t = 0; t < QD_QL_KINDS_; t++)
                 if (counts[t]) printf(" %d %s", counts[t], qd_ql_kind_name((qd_ql_kind)t));
-            if (outlier > 0 && (counts[QD_QL_INT8] || counts[QD_QL_INT4_S8]))
-                printf("  int8 activations: %.1f columns per product above %g run in float (mixed-precision "
+            printf("  (GEMMs:");
+            for (int t = 0; t < QD_QL_KINDS_; t++)
+                if (counts[t]) printf(" %s: %s;", qd_ql_kind_name((qd_ql_kind)t), rq.isa[t]);
+            printf(" fp32: %s)", rf.isa[QD_QL_FLOAT]);
+            if (outlier > 0 && (counts[QD_QL_INT8] || counts[QD_QL_INT4_S8])) {
+                printf("\n  int8 activations: %.2f columns per product above %g run in float (mixed-precision "
                        "decomposition)",
                        outl_cols, outlier);
+                if (profile)
+                    printf(", %.1f%% of the quantized forward's time", q_prof_s > 0 ? 100 * outl_s / q_prof_s : 0);
+            }
             printf("\n%-22s %14s %14s\n", "", "fp32", "quantized");
             if (!embed_mode && S.has_labels)
                 printf("%-22s %13.2f%% %13.2f%%\n", "accuracy", 100.0 * c32 / N, 100.0 * cq / N);
@@ -520,14 +649,18 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
                    rq.total > 0 ? N / rq.total : 0);
             printf("%-22s %14.1f %14.1f\n", "peak RSS (MiB)", rf.peak_kib / 1024.0, rq.peak_kib / 1024.0);
             printf("%-22s %14.0f %14.0f\n", "weight bytes", ck_bytes, q_weights);
+            printf("%-22s %14.0f %14.0f\n", "resident weights", (double)rf.resident, (double)rq.resident);
             printf("%-22s %14.0f %14.0f\n", "file bytes", f32_file, q_file);
             if (!embed_mode) printf("agreement of predictions: %.2f%%\n", 100.0 * agree / N);
             printf("cosine of %s to FP32: mean %.6f, min %.6f\n", embed_mode ? "embeddings" : "logits", cs / N, cmin);
             printf("speed-up: %.2fx\n", rq.total > 0 ? rf.total / rq.total : 0);
+            if (profile) {
+                print_profile("quantized", &rq, N);
+                print_profile("fp32", &rf, N);
+            }
         }
     }
 cleanup:
-    qd_model_free(mf);
     samples_free(&S);
     free(rq.out);
     free(rq.lat);

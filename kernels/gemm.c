@@ -198,6 +198,20 @@ size_t qd_gemm_wf_bytes(const qd_gemm_wf *w)
     return (size_t)(w->np * w->K * 16) * sizeof(float) + (w->bias ? (size_t)(w->np * 16) * sizeof(float) : 0);
 }
 
+void qd_gemm_w8_column(const qd_gemm_w8 *W, int64_t k, float *out)
+{
+    QD_ASSERT(k >= 0 && k < W->K);
+    for (int64_t n = 0; n < W->N; n++) out[n] = W->scales[n] * (float)qd_gemm_w8_at(W, n, k);
+}
+
+void qd_gemm_w4_column(const qd_gemm_w4 *W, int64_t k, float *out)
+{
+    QD_ASSERT(k >= 0 && k < W->K);
+    const int64_t g = k / W->G;
+    for (int64_t n = 0; n < W->N; n++)
+        out[n] = qd_gemm_w4_scale(W, n, g) * (float)(qd_gemm_w4_at(W, n, k) - qd_gemm_w4_zero(W, n, g));
+}
+
 int64_t qd_gemm_w8_n(const qd_gemm_w8 *w) { return w->N; }
 int64_t qd_gemm_w8_k(const qd_gemm_w8 *w) { return w->K; }
 size_t qd_gemm_w8_bytes(const qd_gemm_w8 *w)

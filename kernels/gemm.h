@@ -98,6 +98,12 @@ int qd_gemm_wf_create(const float *w, int64_t N, int64_t K, int64_t ldw, const f
 void qd_gemm_wf_free(qd_gemm_wf *w);
 size_t qd_gemm_wf_bytes(const qd_gemm_wf *w);
 
+/* Column k of the dequantized weights, out[n] for n < N: scale[n] * w[n][k] (int8),
+ * scale[n][g] * (q[n][k] - zero[n][g]) (4-bit), read back out of the packed codes in any layout
+ * (the float outlier columns of the runtime's mixed-precision path). */
+void qd_gemm_w8_column(const qd_gemm_w8 *W, int64_t k, float *out);
+void qd_gemm_w4_column(const qd_gemm_w4 *W, int64_t k, float *out);
+
 /* Shape and bytes held (packed codes, scales, zeros, bias) of a packed object. */
 int64_t qd_gemm_w8_n(const qd_gemm_w8 *w);
 int64_t qd_gemm_w8_k(const qd_gemm_w8 *w);

@@ -15,14 +15,15 @@
  *     rstd = 1 / sqrtf(var + eps);  y = ((d * rstd) * g) + b   (each operation rounded, no fma)
  *   y may alias x (or r, or sum).
  *
- * qd_attention_head, one head of one sequence of T tokens, head size d; q, k, v rows at stride ld
- * (the fused QKV rows), ctx rows at stride ldc:
- *     s_j = (fmaf chain over c in order: Σ q[i][c] k[j][c]) * scale;
- *     mx = max_j s_j;  e_j = exp(s_j - mx) and their sum by the table's exp_sum (kernels.h);
- *     p_j = e_j * (1 / sum);
- *     ctx[i][c] = fmaf chain over j in order: Σ p_j v[j][c]
- *   No mask: the runtime runs each sequence at its own length (nothing is padded). work holds
- *   qd_attention_work_floats(T, d) floats (64-byte aligned).
+ * One attention head of one sequence of T tokens, head size d; q, k, v rows at stride ld (the
+ * fused QKV rows), scores and probabilities S [T][lds] (lds >= T16 = roundup(T, 16)), ctx rows
+ * at stride ldc; three steps, so that a profile can time the softmax alone:
+ *   qd_attn_scores:  S[i][j] = (fmaf chain over c in order: Σ q[i][c] k[j][c]) * scale, and
+ *                    S[i][j] = 0 for j in [T, T16); kt holds d * T16 floats of scratch;
+ *   qd_softmax_rows: per row, mx = max_j s_j; e_j = exp(s_j - mx) and their sum by the table's
+ *                    exp_sum (kernels.h); s_j = e_j * (1 / sum)   (j < n);
+ *   qd_attn_context: ctx[i][c] = fmaf chain over j in order: Σ P[i][j] v[j][c].
+ *   No mask: the runtime runs each sequence at its own length (nothing is padded).
  */
 #ifndef QD_KERNELS_INFER_H
 #define QD_KERNELS_INFER_H
@@ -31,11 +32,11 @@
 
 void qd_layernorm_rows(const float *x, const float *r, int64_t rows, int64_t n, int64_t ld, const float *g,
                        const float *b, float eps, float *y, float *sum);
-void qd_attention_head(const float *q, const float *k, const float *v, int64_t ld, int64_t T, int64_t d, float scale,
-                       float *ctx, int64_t ldc, float *work);
-/* floats of work for one head: K transposed [d][T16] and four rows of scores [4][T16],
- * T16 = roundup(T, 16) */
-int64_t qd_attention_work_floats(int64_t T, int64_t d);
+void qd_attn_scores(const float *q, const float *k, int64_t ld, int64_t T, int64_t d, float scale, float *S,
+                    int64_t lds, float *kt);
+void qd_softmax_rows(float *S, int64_t rows, int64_t n, int64_t lds);
+void qd_attn_context(const float *P, int64_t ldp, const float *v, int64_t ld, int64_t T, int64_t d, float *ctx,
+                     int64_t ldc);
 
 /* The reference's 16-lane sum (above), exposed for the ISA versions' tests. */
 float qd_sum16_ref(const float *v, int64_t n);

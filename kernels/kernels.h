@@ -123,8 +123,11 @@ typedef struct qd_kernel_table {
                      float *C, int64_t ldc);
     void (*layernorm)(const float *x, const float *r, int64_t rows, int64_t n, int64_t ld, const float *g,
                       const float *b, float eps, float *y, float *sum);
-    void (*attention)(const float *q, const float *k, const float *v, int64_t ld, int64_t T, int64_t d, float scale,
-                      float *ctx, int64_t ldc, float *work);
+    void (*attn_scores)(const float *q, const float *k, int64_t ld, int64_t T, int64_t d, float scale, float *S,
+                        int64_t lds, float *kt);
+    void (*softmax_rows)(float *S, int64_t rows, int64_t n, int64_t lds);
+    void (*attn_context)(const float *P, int64_t ldp, const float *v, int64_t ld, int64_t T, int64_t d, float *ctx,
+                         int64_t ldc);
 } qd_kernel_table;
 
 /* The table selected for this process (CPUID and QD_KERNELS; filled on the first call). */

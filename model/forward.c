@@ -2,6 +2,7 @@
  * Matrix products go through OpenBLAS sgemm; the rest are plain loops over rows. */
 #include <cblas.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -411,4 +412,39 @@ int qd_model_forward(const qd_model *m, const qd_batch *b, const qd_model_hooks 
     if (!rc && (pooled || logits)) rc = qd_model_head(m, b, h, pooled, logits);
     free(h);
     return rc;
+}
+
+/* ---- accessors for inference engines ------------------------------------------------------ */
+
+void qd_model_get_tensors(const qd_model *m, qd_model_tensors *t)
+{
+    *t = (qd_model_tensors){.word_emb = m->word_emb,
+                            .pos_emb = m->pos_emb,
+                            .type_emb = m->type_emb,
+                            .emb_ln_g = m->emb_ln_g,
+                            .emb_ln_b = m->emb_ln_b,
+                            .cls_tok = m->cls_tok,
+                            .dist_tok = m->dist_tok,
+                            .patch_W = m->patch_W,
+                            .patch_b = m->patch_b,
+                            .final_ln_g = m->final_ln_g,
+                            .final_ln_b = m->final_ln_b,
+                            .pool_W = m->pool_W,
+                            .pool_b = m->pool_b,
+                            .cls_W = m->cls_W,
+                            .cls_b = m->cls_b,
+                            .dist_W = m->dist_W,
+                            .dist_b = m->dist_b};
+    if (m->cfg.arch == QD_ARCH_BERT)
+        snprintf(t->word_emb_name, sizeof t->word_emb_name, "%sembeddings.word_embeddings.weight", m->prefix);
+}
+
+void qd_model_block_norms(const qd_model *m, int k, const float **ln1_g, const float **ln1_b, const float **ln2_g,
+                          const float **ln2_b)
+{
+    QD_ASSERT(k >= 0 && k < m->cfg.layers);
+    *ln1_g = m->blk[k].ln1_g;
+    *ln1_b = m->blk[k].ln1_b;
+    *ln2_g = m->blk[k].ln2_g;
+    *ln2_b = m->blk[k].ln2_b;
 }

@@ -134,6 +134,21 @@ void qd_model_mean_pool(const qd_model *m, const qd_batch *b, const float *h, fl
 int qd_model_forward(const qd_model *m, const qd_batch *b, const qd_model_hooks *hooks, float *pooled, float *logits,
                      float *hidden);
 
+/* The float tensors around the encoder Linears, for inference engines that run the forward pass
+ * themselves (runtime/): pointers into the model, NULL where the architecture has none. */
+typedef struct {
+    const float *word_emb, *pos_emb, *type_emb, *emb_ln_g, *emb_ln_b; /* BERT ([vocab, H], ...) */
+    const float *cls_tok, *dist_tok, *patch_W, *patch_b;              /* ViT (pos_emb shared) */
+    const float *final_ln_g, *final_ln_b;                             /* ViT */
+    const float *pool_W, *pool_b;                                     /* BERT pooler [H, H] */
+    const float *cls_W, *cls_b, *dist_W, *dist_b;                     /* heads [num_labels, H] */
+    char word_emb_name[64];                                           /* its checkpoint name (BERT) */
+} qd_model_tensors;
+void qd_model_get_tensors(const qd_model *m, qd_model_tensors *t);
+/* LayerNorms of block k: BERT attention.output / output; ViT layernorm_before / after */
+void qd_model_block_norms(const qd_model *m, int k, const float **ln1_g, const float **ln1_b, const float **ln2_g,
+                          const float **ln2_b);
+
 /* Building blocks (exposed for tests and for quantized inference). */
 void qd_layernorm(const float *x, int64_t rows, int n, const float *g, const float *beta, double eps, float *y);
 void qd_activation(qd_act act, float *x, int64_t n);

@@ -1,43 +1,20 @@
-/* runtime/qmodel.c — integer inference of a qdist model file (see qmodel.h). */
-#include <cblas.h>
+/* runtime/qmodel.c — the Linears (and quantized embeddings) of a qdist model file, packed once
+ * for the inference engine (see qmodel.h). */
 #include <hdf5.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "collective/h5_read.h"
-#include "runtime/qmodel.h"
-#include "kernels/gemm.h"
+#include "kernels/kernels.h"
 #include "quant/quant.h"
-
-typedef struct {
-    qd_ql_kind kind;
-    qd_gemm_w8 *w8;
-    qd_gemm_w4 *w4;
-    float *wdq; /* dequantized [out, in] */
-    uint64_t bytes;
-    /* for the outlier columns: codes [out, in] unpacked, and the parameters */
-    uint8_t *codes;
-    float *sc;
-    int32_t *zr;
-    int64_t G, ng;
-} qlin;
+#include "runtime/qmodel.h"
 
 struct qd_qmodel {
     const qd_model *m;
-    qlin *l;
+    qd_qlinear *l;
     int n;
-    float outlier; /* activation columns with |x| above this run in float (0: none) */
-    double outlier_cols, outlier_calls;
-    float *xs, *wo, *xo; /* scratch: X without outliers, outlier weight columns, outlier inputs */
-    size_t xs_cap, wo_cap, xo_cap;
-    int *cols;
-    float *colmax;
-    size_t cols_cap;
-    /* scratch for activation quantization */
-    int8_t *aq;
-    float *ascale;
-    size_t aq_cap, as_cap;
+    qd_qembed *emb;
 };
 
 const char *qd_ql_kind_name(qd_ql_kind k)
@@ -58,112 +35,186 @@ static void *read_ds(hid_t g, const char *name, hid_t memtype, size_t elsize, in
     return buf;
 }
 
-static int load_linear(qd_qmodel *q, hid_t tg, const char *path, int li, int fake, int w4f)
+/* What a quantized tensor group holds, read and checked. */
+typedef struct {
+    int bits, sym;
+    int64_t N, K, G, ng, rb;
+    uint8_t *packed;
+    float *sc;
+    int32_t *zr;
+    int32_t *gi;
+    float *smooth;
+} qtensor;
+
+static void qtensor_free(qtensor *t)
 {
-    const qd_linear *L = qd_model_linear(q->m, li);
-    qlin *ql = &q->l[li];
-    char name[200];
-    snprintf(name, sizeof name, "%s.weight", L->name);
+    free(t->packed);
+    free(t->sc);
+    free(t->zr);
+    free(t->gi);
+    free(t->smooth);
+    memset(t, 0, sizeof *t);
+}
+
+/* 1: a quantized tensor read into t; 0: the file keeps it in float; negative: an error */
+static int read_qtensor(hid_t tg, const char *path, const char *name, int64_t N, int64_t K, qtensor *t)
+{
+    memset(t, 0, sizeof *t);
     if (H5Lexists(tg, name, H5P_DEFAULT) <= 0)
         return qd_err_set(QD_ENOTFOUND, "%s: tensor '%s' of the model is not in the file (another model?)", path, name);
     hid_t g = H5Gopen2(tg, name, H5P_DEFAULT);
     if (g < 0) return qd_err_set(QD_EFORMAT, "%s: tensor '%s' cannot be opened", path, name);
     char *kind = qd_h5_attr_text(g, "kind");
-    int rc = QD_OK;
+    const int quantized = kind && !strcmp(kind, "quantized");
+    free(kind);
+    if (!quantized) {
+        H5Gclose(g);
+        return 0;
+    }
+    t->N = N;
+    t->K = K;
+    t->bits = (int)qd_h5_attr_int(g, "bits", 0);
+    t->sym = (int)qd_h5_attr_int(g, "sym", 1);
+    const int64_t gs = qd_h5_attr_int(g, "group_size", -1);
+    t->G = gs > 0 && gs < K ? gs : K;
+    t->ng = (K + t->G - 1) / t->G;
+    t->rb = qd_packed_row_bytes(K, t->bits);
+    t->packed = qd_valid_bits(t->bits) ? read_ds(g, "qweight", H5T_NATIVE_UINT8, 1, N * t->rb) : NULL;
+    t->sc = read_ds(g, "scales", H5T_NATIVE_FLOAT, 4, N * t->ng);
+    t->zr = t->sym ? NULL : read_ds(g, "zeros", H5T_NATIVE_INT32, 4, N * t->ng);
+    t->gi = read_ds(g, "g_idx", H5T_NATIVE_INT32, 4, K);
+    const int has_smooth = H5Lexists(g, "smooth", H5P_DEFAULT) > 0;
+    t->smooth = has_smooth ? read_ds(g, "smooth", H5T_NATIVE_FLOAT, 4, K) : NULL;
+    H5Gclose(g);
+    if (!t->packed || !t->sc || (!t->sym && !t->zr) || (has_smooth && !t->smooth)) {
+        const int rc = qd_err_set(QD_EFORMAT,
+                                  "%s: tensor '%s': quantized datasets missing or of the wrong size for [%lld, %lld] "
+                                  "with %d bits and groups of %lld",
+                                  path, name, (long long)N, (long long)K, t->bits, (long long)t->G);
+        qtensor_free(t);
+        return rc;
+    }
+    if (!t->zr) {
+        t->zr = qd_xmalloc((size_t)(N * t->ng) * sizeof *t->zr);
+        for (int64_t i = 0; i < N * t->ng; i++) t->zr[i] = 1 << (t->bits - 1);
+    }
+    for (int64_t i = 0; i < N * t->ng; i++)
+        if (!(t->sc[i] >= 0 && t->sc[i] < 3.4e38f)) {
+            const int rc = qd_err_set(QD_ENONFINITE, "%s: tensor '%s': scale %lld is not a finite non-negative number",
+                                      path, name, (long long)i);
+            qtensor_free(t);
+            return rc;
+        }
+    for (int64_t k = 0; t->smooth && k < K; k++)
+        if (!(t->smooth[k] > 0 && t->smooth[k] < 3.4e38f)) {
+            const int rc = qd_err_set(QD_ENONFINITE, "%s: tensor '%s': smoothing factor %lld is not a positive number",
+                                      path, name, (long long)k);
+            qtensor_free(t);
+            return rc;
+        }
+    return 1;
+}
+
+static int load_linear(qd_qmodel *q, hid_t tg, const char *path, int li, int fake, int w4f)
+{
+    const qd_linear *L = qd_model_linear(q->m, li);
+    qd_qlinear *ql = &q->l[li];
+    char name[200];
+    snprintf(name, sizeof name, "%s.weight", L->name);
     const int64_t N = L->out, K = L->in;
-    if (!kind || strcmp(kind, "quantized")) {
+    qtensor t;
+    int rc = read_qtensor(tg, path, name, N, K, &t);
+    if (rc <= 0) {
         ql->kind = QD_QL_FLOAT;
         ql->bytes = (uint64_t)(N * K) * 4;
-        free(kind);
-        H5Gclose(g);
-        return QD_OK;
+        return rc;
     }
-    free(kind);
-    int bits = (int)qd_h5_attr_int(g, "bits", 0), sym = (int)qd_h5_attr_int(g, "sym", 1);
-    int64_t gs = qd_h5_attr_int(g, "group_size", -1), G = gs > 0 && gs < K ? gs : K, ng = (K + G - 1) / G;
-    int64_t rb = qd_packed_row_bytes(K, bits);
-    uint8_t *packed = qd_valid_bits(bits) ? read_ds(g, "qweight", H5T_NATIVE_UINT8, 1, N * rb) : NULL;
-    float *sc = read_ds(g, "scales", H5T_NATIVE_FLOAT, 4, N * ng);
-    int32_t *zr = sym ? NULL : read_ds(g, "zeros", H5T_NATIVE_INT32, 4, N * ng);
-    int32_t *gi = read_ds(g, "g_idx", H5T_NATIVE_INT32, 4, K);
-    H5Gclose(g);
-    if (!packed || !sc || (!sym && !zr)) {
-        rc = qd_err_set(QD_EFORMAT,
-                        "%s: tensor '%s': quantized datasets missing or of the wrong size for [%lld, %lld] "
-                        "with %d bits and groups of %lld",
-                        path, name, (long long)N, (long long)K, bits, (long long)G);
-        goto out;
-    }
-    if (!zr) {
-        zr = qd_xmalloc((size_t)(N * ng) * sizeof *zr);
-        for (int64_t i = 0; i < N * ng; i++) zr[i] = 1 << (bits - 1);
-    }
+    rc = QD_OK;
     int natural = 1; /* g_idx absent or equal to c / G */
-    for (int64_t c = 0; gi && c < K; c++) natural &= gi[c] == (int32_t)(c / G);
-    for (int64_t i = 0; i < N * ng; i++)
-        if (!(sc[i] >= 0 && sc[i] < 3.4e38f)) {
-            rc = qd_err_set(QD_ENONFINITE, "%s: tensor '%s': scale %lld is not a finite non-negative number", path,
-                            name, (long long)i);
-            goto out;
-        }
-    if (!fake && bits == 8 && sym && ng == 1 && natural) {
+    for (int64_t c = 0; t.gi && c < K; c++) natural &= t.gi[c] == (int32_t)(c / t.G);
+    const int layout = qd_kernels()->layout;
+    if (!fake && t.bits == 8 && t.sym && t.ng == 1 && natural) {
         int8_t *w = qd_xmalloc((size_t)(N * K));
-        for (int64_t i = 0; i < N * K; i++) w[i] = (int8_t)((int)packed[i] - 128);
-        rc = qd_gemm_w8_create(w, N, K, K, sc, L->b, &ql->w8);
+        for (int64_t i = 0; i < N * K; i++) w[i] = (int8_t)((int)t.packed[i] - 128);
+        rc = qd_gemm_w8_create_layout(layout, w, N, K, K, t.sc, L->b, &ql->w8);
         free(w);
         ql->kind = QD_QL_INT8;
         if (!rc) ql->bytes = qd_gemm_w8_bytes(ql->w8);
-    } else if (!fake && bits == 4 && natural) {
+    } else if (!fake && t.bits == 4 && natural) {
         int zok = 1;
-        for (int64_t i = 0; i < N * ng; i++) zok &= zr[i] >= 0 && zr[i] <= 15;
+        for (int64_t i = 0; i < N * t.ng; i++) zok &= t.zr[i] >= 0 && t.zr[i] <= 15;
         if (zok) {
-            rc = qd_gemm_w4_create(packed, N, K, rb, G, sc, zr, L->b, &ql->w4);
+            rc = qd_gemm_w4_create_layout(w4f ? QD_GEMM_LAYOUT_I16 : layout, t.packed, N, K, t.rb, t.G, t.sc, t.zr,
+                                          L->b, &ql->w4);
             ql->kind = w4f ? QD_QL_INT4_F32 : QD_QL_INT4_S8;
             if (!rc) ql->bytes = qd_gemm_w4_bytes(ql->w4);
         }
     }
-    if (!rc && (ql->kind == QD_QL_INT8 || ql->kind == QD_QL_INT4_S8) && q->outlier > 0) {
-        /* what the outlier columns need: the codes and parameters (dequantized a column at a time) */
-        ql->codes = qd_xmalloc((size_t)(N * K));
-        qd_unpack_matrix(packed, N, K, bits, ql->codes);
-        ql->sc = sc;
-        ql->zr = zr;
-        ql->G = G;
-        ql->ng = ng;
-        sc = NULL;
-        zr = NULL;
-    }
-    if (rc) {
-        rc = qd_err_wrap(rc, "%s: tensor '%s': ", path, name);
-        goto out;
-    }
-    if (!ql->w8 && !ql->w4) {
+    if (!rc && !ql->w8 && !ql->w4) {
         uint8_t *codes = qd_xmalloc((size_t)(N * K));
-        qd_unpack_matrix(packed, N, K, bits, codes);
+        float *wdq = qd_xmalloc((size_t)(N * K) * sizeof(float));
+        qd_unpack_matrix(t.packed, N, K, t.bits, codes);
         qd_qparams p = {.rows = N,
                         .cols = K,
-                        .ngroups = ng,
-                        .group_size = G,
-                        .bits = bits,
-                        .sym = sym,
-                        .gran = G < K ? QD_GRAN_GROUP : QD_GRAN_CHANNEL,
-                        .scales = sc,
-                        .zeros = zr};
-        ql->wdq = qd_xmalloc((size_t)(N * K) * sizeof(float));
-        qd_dequantize(codes, &p, gi, ql->wdq);
+                        .ngroups = t.ng,
+                        .group_size = t.G,
+                        .bits = t.bits,
+                        .sym = t.sym,
+                        .gran = t.G < K ? QD_GRAN_GROUP : QD_GRAN_CHANNEL,
+                        .scales = t.sc,
+                        .zeros = t.zr};
+        qd_dequantize(codes, &p, t.gi, wdq);
+        if (t.smooth) /* the file holds W diag(s); the float path multiplies unsmoothed inputs */
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t k = 0; k < K; k++) wdq[n * K + k] /= t.smooth[k];
+        rc = qd_gemm_wf_create(wdq, N, K, K, L->b, &ql->wf);
         free(codes);
+        free(wdq);
         ql->kind = QD_QL_DEQUANT;
-        ql->bytes = (uint64_t)(N * K) * 4;
+        if (!rc) ql->bytes = qd_gemm_wf_bytes(ql->wf);
+    } else if (!rc && t.smooth) {
+        ql->smooth = t.smooth;
+        t.smooth = NULL;
     }
-out:
-    free(packed);
-    free(sc);
-    free(zr);
-    free(gi);
-    return rc;
+    qtensor_free(&t);
+    return rc ? qd_err_wrap(rc, "%s: tensor '%s': ", path, name) : QD_OK;
 }
 
-int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, float outlier, qd_qmodel **out)
+/* the word embeddings, when the file quantized them (per row, 8 or 4 bits) */
+static int load_embedding(qd_qmodel *q, hid_t tg, const char *path)
+{
+    const qd_model_config *c = qd_model_cfg(q->m);
+    qd_model_tensors mt;
+    qd_model_get_tensors(q->m, &mt);
+    if (c->arch != QD_ARCH_BERT || !mt.word_emb_name[0] || H5Lexists(tg, mt.word_emb_name, H5P_DEFAULT) <= 0)
+        return QD_OK;
+    qtensor t;
+    int rc = read_qtensor(tg, path, mt.word_emb_name, c->vocab_size, c->hidden, &t);
+    if (rc <= 0) return rc;
+    if ((t.bits != 8 && t.bits != 4) || t.ng != 1 || t.gi || t.smooth) {
+        rc = qd_err_set(QD_EUNSUPPORTED,
+                        "%s: tensor '%s': quantized embeddings must be 8 or 4 bits per row (found %d bits, %lld "
+                        "groups per row)",
+                        path, mt.word_emb_name, t.bits, (long long)t.ng);
+        qtensor_free(&t);
+        return rc;
+    }
+    qd_qembed *e = qd_xcalloc(1, sizeof *e);
+    e->bits = t.bits;
+    e->rows = t.N;
+    e->cols = t.K;
+    e->row_bytes = t.rb;
+    e->codes = t.packed;
+    e->scales = t.sc;
+    e->zeros = t.zr;
+    e->bytes = (uint64_t)(t.N * t.rb) + (uint64_t)t.N * 8;
+    t.packed = NULL, t.sc = NULL, t.zr = NULL;
+    qtensor_free(&t);
+    q->emb = e;
+    return QD_OK;
+}
+
+int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, qd_qmodel **out)
 {
     *out = NULL;
     H5E_auto2_t efn;
@@ -183,10 +234,10 @@ int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, float
     free(fmt);
     qd_qmodel *q = qd_xcalloc(1, sizeof *q);
     q->m = m;
-    q->outlier = outlier > 0 ? outlier : 0;
     q->n = qd_model_num_linears(m);
     q->l = qd_xcalloc((size_t)q->n, sizeof *q->l);
     for (int li = 0; li < q->n && !rc; li++) rc = load_linear(q, tg, path, li, fake, w4f);
+    if (!rc) rc = load_embedding(q, tg, path);
     if (tg >= 0) H5Gclose(tg);
     H5Fclose(f);
     H5Eset_auto2(H5E_DEFAULT, efn, edata);
@@ -204,127 +255,26 @@ void qd_qmodel_free(qd_qmodel *q)
     for (int i = 0; i < q->n; i++) {
         qd_gemm_w8_free(q->l[i].w8);
         qd_gemm_w4_free(q->l[i].w4);
-        free(q->l[i].wdq);
-        free(q->l[i].codes);
-        free(q->l[i].sc);
-        free(q->l[i].zr);
+        qd_gemm_wf_free(q->l[i].wf);
+        free(q->l[i].smooth);
+    }
+    if (q->emb) {
+        free(q->emb->codes);
+        free(q->emb->scales);
+        free(q->emb->zeros);
+        free(q->emb);
     }
     free(q->l);
-    free(q->xs);
-    free(q->wo);
-    free(q->xo);
-    free(q->cols);
-    free(q->colmax);
-    free(q->aq);
-    free(q->ascale);
     free(q);
 }
 
-static int grow(qd_qmodel *q, int64_t rows, int64_t K)
+const qd_qlinear *qd_qmodel_linear(const qd_qmodel *q, int li)
 {
-    size_t need = (size_t)(rows * K);
-    if (need > q->aq_cap) {
-        free(q->aq);
-        q->aq = malloc(need);
-        q->aq_cap = q->aq ? need : 0;
-    }
-    if ((size_t)rows > q->as_cap) {
-        free(q->ascale);
-        q->ascale = malloc((size_t)rows * sizeof(float));
-        q->as_cap = q->ascale ? (size_t)rows : 0;
-    }
-    return q->aq && q->ascale ? QD_OK : qd_err_set(QD_ENOMEM, "eval: out of memory for activations");
+    QD_ASSERT(li >= 0 && li < q->n);
+    return &q->l[li];
 }
 
-static int apply(void *user, const qd_model *m, int li, const float *X, int64_t rows, float *Y)
-{
-    qd_qmodel *q = user;
-    const qd_linear *L = qd_model_linear(m, li);
-    qlin *ql = &q->l[li];
-    const int64_t K = L->in, N = L->out;
-    switch (ql->kind) {
-    case QD_QL_FLOAT: return 0;
-    case QD_QL_DEQUANT: qd_linear_f32(X, rows, L->in, ql->wdq, L->b, L->out, Y); return 1;
-    case QD_QL_INT4_F32: qd_gemm_w4_f32(X, K, rows, ql->w4, Y, N); return 1;
-    case QD_QL_INT8:
-    case QD_QL_INT4_S8: {
-        int rc = grow(q, rows, K);
-        if (rc) return rc;
-        int no = 0;
-        if (q->outlier > 0 && ql->codes) {
-            /* mixed-precision decomposition (as LLM.int8()): input columns holding a value above the
-             * threshold are taken out of the int8 product and multiplied in float */
-            if ((size_t)K > q->cols_cap) {
-                free(q->cols);
-                free(q->colmax);
-                q->cols = qd_xmalloc((size_t)K * sizeof *q->cols);
-                q->colmax = qd_xmalloc((size_t)K * sizeof *q->colmax);
-                q->cols_cap = (size_t)K;
-            }
-            float *cm = q->colmax;
-            for (int64_t k = 0; k < K; k++) cm[k] = 0.0f;
-            for (int64_t r = 0; r < rows; r++) { /* row order: contiguous, vectorizable */
-                const float *x = X + r * K;
-                for (int64_t k = 0; k < K; k++) {
-                    float a = fabsf(x[k]);
-                    cm[k] = a > cm[k] ? a : cm[k];
-                }
-            }
-            for (int64_t k = 0; k < K; k++)
-                if (cm[k] > q->outlier) q->cols[no++] = (int)k;
-            q->outlier_cols += no;
-            q->outlier_calls += 1;
-        }
-        if (no > 0) {
-            size_t need = (size_t)(rows * K), nw = (size_t)(N * no), nx = (size_t)(rows * no);
-            if (need > q->xs_cap) {
-                free(q->xs);
-                q->xs = qd_xmalloc(need * sizeof(float));
-                q->xs_cap = need;
-            }
-            if (nw > q->wo_cap) {
-                free(q->wo);
-                q->wo = qd_xmalloc(nw * sizeof(float));
-                q->wo_cap = nw;
-            }
-            if (nx > q->xo_cap) {
-                free(q->xo);
-                q->xo = qd_xmalloc(nx * sizeof(float));
-                q->xo_cap = nx;
-            }
-            memcpy(q->xs, X, need * sizeof(float));
-            for (int j = 0; j < no; j++) {
-                int k = q->cols[j];
-                int64_t g = k / ql->G;
-                for (int64_t r = 0; r < rows; r++) {
-                    q->xo[r * no + j] = X[r * K + k];
-                    q->xs[r * K + k] = 0.0f;
-                }
-                for (int64_t n = 0; n < N; n++)
-                    q->wo[n * no + j] =
-                        qd_dequantize1(ql->codes[n * K + k], ql->sc[n * ql->ng + g], ql->zr[n * ql->ng + g]);
-            }
-            X = q->xs;
-        }
-        qd_quantize_rows_s8(X, rows, K, K, NULL, q->ascale, q->aq, K);
-        if (ql->kind == QD_QL_INT8)
-            qd_gemm_s8_f32(q->aq, K, q->ascale, rows, ql->w8, Y, N);
-        else
-            qd_gemm_w4_s8(q->aq, K, q->ascale, rows, ql->w4, Y, N);
-        if (no > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)N, no, 1.0f, q->xo, no, q->wo, no,
-                        1.0f, Y, (int)N);
-        return 1;
-    }
-    default: return 0;
-    }
-}
-
-qd_model_hooks qd_qmodel_hooks(qd_qmodel *q)
-{
-    qd_model_hooks h = {.user = q, .linear_apply = apply};
-    return h;
-}
+const qd_qembed *qd_qmodel_embedding(const qd_qmodel *q) { return q->emb; }
 
 void qd_qmodel_counts(const qd_qmodel *q, int counts[QD_QL_KINDS_])
 {
@@ -334,12 +284,7 @@ void qd_qmodel_counts(const qd_qmodel *q, int counts[QD_QL_KINDS_])
 
 uint64_t qd_qmodel_weight_bytes(const qd_qmodel *q)
 {
-    uint64_t b = 0;
+    uint64_t b = q->emb ? q->emb->bytes : 0;
     for (int i = 0; i < q->n; i++) b += q->l[i].bytes;
     return b;
-}
-
-double qd_qmodel_outlier_cols(const qd_qmodel *q)
-{
-    return q->outlier_calls > 0 ? q->outlier_cols / q->outlier_calls : 0;
 }

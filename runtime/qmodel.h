@@ -1,41 +1,59 @@
-/* runtime/qmodel.h — a qdist model file (docs/FORMAT.md) run with integer kernels.
+/* runtime/qmodel.h — the Linears of a qdist model file (docs/FORMAT.md), packed once at load for
+ * the inference engine (runtime/engine.h).
  *
- * Every encoder Linear of the FP32 model is looked up in the file and replaced, through the
- * forward pass's linear_apply hook, by the best kernel its scheme allows:
- *   int8    8-bit symmetric per output channel: int8 weights (q - 128) x int8 activations
- *           quantized per token on the fly (kernels/gemm.h qd_gemm_s8_f32);
+ * Every encoder Linear of the FP32 model is looked up in the file and packed for the best kernel
+ * its scheme allows (kernels/gemm.h, in the layout of the selected kernel table):
+ *   int8    8-bit symmetric per output channel: int8 weights x u8-coded activations quantized
+ *           per token on the fly (qd_gemm_u8_f32: vpdpbusd, AMX tiles or AVX2 by CPU);
  *   int4    4-bit, per channel or in groups along the input (no act-order permutation, or one
- *           equal to the natural group order): packed 4-bit weights x int8 per-token activations
- *           (qd_gemm_w4_s8), or x float activations with --w4-float-act (qd_gemm_w4_f32);
- *   dequant anything else (other widths, act-order files): the dequantized weights in float.
- * Outlier activations: per-token int8 loses the small values of a row when one channel is far
- * larger; columns with a value above a threshold are taken out and multiplied in float with their
- * dequantized weight columns (LLM.int8()'s decomposition; a handful of columns per product).
- * With fake_quant every Linear runs its dequantized weights in float, which separates the error
- * of the quantized weights from the error of the integer activations.
- * Tensors the file keeps in float (embeddings, norms, biases) come from the FP32 model.
+ *           equal to the natural group order): packed 4-bit weights x u8-coded activations
+ *           (qd_gemm_u8w4_f32), or x float activations with w4_float_act (qd_gemm_w4_f32);
+ *   dequant anything else (other widths, act-order files), and every Linear with fake_quant: the
+ *           dequantized weights, packed for the FP32 GEMM.
+ *   float   a Linear the file keeps in float: the engine packs the FP32 model's weights.
+ * A Linear quantized with SmoothQuant scale migration carries its factors s (weights W diag(s) in
+ * the file): the engine divides its input columns by s before quantizing them. The packed codes
+ * are all the engine keeps: the outlier columns of the mixed-precision path read single columns
+ * back out of them (qd_gemm_w8_column / qd_gemm_w4_column).
  */
 #ifndef QD_QMODEL_H
 #define QD_QMODEL_H
 
 #include <stdint.h>
 
+#include "kernels/gemm.h"
 #include "model/model.h"
 
 typedef enum { QD_QL_FLOAT = 0, QD_QL_INT8, QD_QL_INT4_S8, QD_QL_INT4_F32, QD_QL_DEQUANT, QD_QL_KINDS_ } qd_ql_kind;
 
+typedef struct {
+    qd_ql_kind kind;
+    qd_gemm_w8 *w8; /* INT8 */
+    qd_gemm_w4 *w4; /* INT4_S8 (inference layout), INT4_F32 (int16-pair layout) */
+    qd_gemm_wf *wf; /* DEQUANT */
+    float *smooth;  /* [in] SmoothQuant factors of the file, or NULL */
+    uint64_t bytes; /* held by the packed objects above (float Linears: 4 bytes a weight) */
+} qd_qlinear;
+
+/* Quantized word embeddings of the file (--quantize-embeddings): rows of `bits` (8 or 4) codes, a
+ * scale and zero per row, dequantized on lookup. */
+typedef struct {
+    int bits;
+    int64_t rows, cols, row_bytes;
+    uint8_t *codes; /* [rows][row_bytes], the file's packing */
+    float *scales;  /* [rows] */
+    int32_t *zeros; /* [rows] */
+    uint64_t bytes;
+} qd_qembed;
+
 typedef struct qd_qmodel qd_qmodel;
 
-/* outlier > 0: activation columns holding a value above it are multiplied in float, the rest in
- * int8 (mixed-precision decomposition, as LLM.int8()); 0: everything in int8. */
-int qd_qmodel_load(const char *h5path, const qd_model *m, int fake_quant, int w4_float_act, float outlier,
-                   qd_qmodel **out);
-/* Mean number of outlier columns per int8 product so far. */
-double qd_qmodel_outlier_cols(const qd_qmodel *q);
+int qd_qmodel_load(const char *h5path, const qd_model *m, int fake_quant, int w4_float_act, qd_qmodel **out);
 void qd_qmodel_free(qd_qmodel *q);
-qd_model_hooks qd_qmodel_hooks(qd_qmodel *q);
-/* Linears per kernel kind, and the bytes their weights take in memory (packed codes, scales,
- * zeros; float weights at 4 bytes a value). */
+const qd_qlinear *qd_qmodel_linear(const qd_qmodel *q, int li);
+/* The file's quantized word embeddings, or NULL when it keeps them in float. */
+const qd_qembed *qd_qmodel_embedding(const qd_qmodel *q);
+/* Linears per kernel kind, and the bytes their packed weights take in memory. */
 void qd_qmodel_counts(const qd_qmodel *q, int counts[QD_QL_KINDS_]);
 uint64_t qd_qmodel_weight_bytes(const qd_qmodel *q);
 const char *qd_ql_kind_name(qd_ql_kind k);

@@ -87,68 +87,83 @@ static void avx2_layernorm(const float *x, const float *r, int64_t rows, int64_t
 
 /* ---- attention ------------------------------------------------------------------------------- */
 
-static void avx2_attention(const float *q, const float *k, const float *v, int64_t ld, int64_t T, int64_t d,
-                           float scale, float *ctx, int64_t ldc, float *work)
+static void avx2_attn_scores(const float *q, const float *k, int64_t ld, int64_t T, int64_t d, float scale, float *S,
+                             int64_t lds, float *kt)
 {
-    QD_ASSERT(T >= 1 && d >= 1 && ld >= d && ldc >= d);
     const int64_t t16 = (T + 15) / 16 * 16;
-    float *kt = work, *s = work + d * t16; /* K transposed [d][t16] (zeros past T), scores [4][t16] */
-    for (int64_t c = 0; c < d; c++) {
+    QD_ASSERT(T >= 1 && d >= 1 && ld >= d && lds >= t16);
+    for (int64_t c = 0; c < d; c++) { /* K transposed [d][t16], zeros past T */
         for (int64_t j = 0; j < T; j++) kt[c * t16 + j] = k[j * ld + c];
         for (int64_t j = T; j < t16; j++) kt[c * t16 + j] = 0.0f;
     }
     const __m256 vs = _mm256_set1_ps(scale);
-    for (int64_t i0 = 0; i0 < T; i0 += 4) {
+    for (int64_t i0 = 0; i0 < T; i0 += 4) { /* four query rows, eight keys: fma chain over c in order */
         const int64_t nr = QD_MIN((int64_t)4, T - i0);
-        /* scores of up to four query rows, eight keys at a time: fma chain over c in order */
+        const float *q0 = q + i0 * ld, *q1 = q0 + (nr > 1) * ld, *q2 = q0 + (nr > 2) * 2 * ld,
+                    *q3 = q0 + (nr > 3) * 3 * ld;
+        float *s0 = S + i0 * lds, *s1 = s0 + (nr > 1) * lds, *s2 = s0 + (nr > 2) * 2 * lds,
+              *s3 = s0 + (nr > 3) * 3 * lds;
         for (int64_t j = 0; j < t16; j += 8) {
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            const float *q0 = q + i0 * ld, *q1 = q0 + (nr > 1) * ld, *q2 = q0 + (nr > 2) * 2 * ld,
-                        *q3 = q0 + (nr > 3) * 3 * ld;
             for (int64_t c = 0; c < d; c++) {
-                const __m256 kv = _mm256_load_ps(kt + c * t16 + j);
+                const __m256 kv = _mm256_loadu_ps(kt + c * t16 + j);
                 a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(q0 + c), kv, a0);
                 a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(q1 + c), kv, a1);
                 a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(q2 + c), kv, a2);
                 a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(q3 + c), kv, a3);
             }
-            _mm256_store_ps(s + j, _mm256_mul_ps(a0, vs));
-            _mm256_store_ps(s + t16 + j, _mm256_mul_ps(a1, vs));
-            _mm256_store_ps(s + 2 * t16 + j, _mm256_mul_ps(a2, vs));
-            _mm256_store_ps(s + 3 * t16 + j, _mm256_mul_ps(a3, vs));
+            /* missing rows alias row 0 and store its values again (the same bits) */
+            _mm256_storeu_ps(s3 + j, _mm256_mul_ps(a3, vs));
+            _mm256_storeu_ps(s2 + j, _mm256_mul_ps(a2, vs));
+            _mm256_storeu_ps(s1 + j, _mm256_mul_ps(a1, vs));
+            _mm256_storeu_ps(s0 + j, _mm256_mul_ps(a0, vs));
         }
-        for (int64_t r = 0; r < nr; r++) {
-            float *sr = s + r * t16;
-            __m256 mx = _mm256_set1_ps(-INFINITY);
-            for (int64_t j = 0; j < T; j += 8)
-                mx = _mm256_max_ps(_mm256_blendv_ps(mx, _mm256_loadu_ps(sr + j),
-                                                    _mm256_castsi256_ps(lanes_below(QD_MIN((int64_t)8, T - j)))),
-                                   mx);
-            __m128 h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-            h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-            h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
-            const __m256 inv = _mm256_set1_ps(1.0f / qd_avx2_exp_sum(sr, T, _mm_cvtss_f32(h)));
-            for (int64_t j = 0; j < T; j += 8) _mm256_store_ps(sr + j, _mm256_mul_ps(_mm256_load_ps(sr + j), inv));
-            /* ctx row: eight output columns at a time, fma chain over j in order */
-            float *out = ctx + (i0 + r) * ldc;
-            for (int64_t c = 0; c < d; c += 32) {
-                const int64_t nc = QD_MIN((int64_t)32, d - c);
-                const __m256i m0 = block_mask(nc, 0), m1 = block_mask(nc, 1), m2 = block_mask(nc, 2),
-                              m3 = block_mask(nc, 3);
-                __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
-                for (int64_t j = 0; j < T; j++) {
-                    const __m256 p = _mm256_broadcast_ss(sr + j);
-                    const float *vr = v + j * ld + c;
-                    o0 = _mm256_fmadd_ps(p, _mm256_maskload_ps(vr, m0), o0);
-                    if (nc > 8) o1 = _mm256_fmadd_ps(p, _mm256_maskload_ps(vr + 8, m1), o1);
-                    if (nc > 16) o2 = _mm256_fmadd_ps(p, _mm256_maskload_ps(vr + 16, m2), o2);
-                    if (nc > 24) o3 = _mm256_fmadd_ps(p, _mm256_maskload_ps(vr + 24, m3), o3);
-                }
-                _mm256_maskstore_ps(out + c, m0, o0);
-                if (nc > 8) _mm256_maskstore_ps(out + c + 8, m1, o1);
-                if (nc > 16) _mm256_maskstore_ps(out + c + 16, m2, o2);
-                if (nc > 24) _mm256_maskstore_ps(out + c + 24, m3, o3);
+    }
+}
+
+static void avx2_softmax_rows(float *S, int64_t rows, int64_t n, int64_t lds)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        float *sr = S + i * lds;
+        __m256 mx = _mm256_set1_ps(-INFINITY);
+        for (int64_t j = 0; j < n; j += 8) { /* lanes past n keep the running maximum */
+            const __m256i mk = lanes_below(QD_MIN((int64_t)8, n - j));
+            mx = _mm256_max_ps(_mm256_blendv_ps(mx, _mm256_maskload_ps(sr + j, mk), _mm256_castsi256_ps(mk)), mx);
+        }
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+        const __m256 inv = _mm256_set1_ps(1.0f / qd_avx2_exp_sum(sr, n, _mm_cvtss_f32(h)));
+        for (int64_t j = 0; j < n; j += 8) {
+            const __m256i mk = lanes_below(QD_MIN((int64_t)8, n - j));
+            _mm256_maskstore_ps(sr + j, mk, _mm256_mul_ps(_mm256_maskload_ps(sr + j, mk), inv));
+        }
+    }
+}
+
+static void avx2_attn_context(const float *P, int64_t ldp, const float *v, int64_t ld, int64_t T, int64_t d, float *ctx,
+                              int64_t ldc)
+{
+    for (int64_t i = 0; i < T; i++) {
+        const float *pr = P + i * ldp;
+        float *out = ctx + i * ldc;
+        for (int64_t c = 0; c < d; c += 32) { /* 32 output columns, fma chain over j in order */
+            const int64_t nc = QD_MIN((int64_t)32, d - c);
+            const __m256i m0 = block_mask(nc, 0), m1 = block_mask(nc, 1), m2 = block_mask(nc, 2),
+                          m3 = block_mask(nc, 3);
+            __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+            for (int64_t j = 0; j < T; j++) {
+                const __m256 p = _mm256_broadcast_ss(pr + j);
+                const float *vr = v + j * ld + c;
+                o0 = _mm256_fmadd_ps(p, _mm256_maskload_ps(vr, m0), o0);
+                if (nc > 8) o1 = _mm256_fmadd_ps(p, _mm256_maskload_ps(vr + 8, m1), o1);
+                if (nc > 16) o2 = _mm256_fmadd_ps(p, _mm256_maskload_ps(vr + 16, m2), o2);
+                if (nc > 24) o3 = _mm256_fmadd_ps(p, _mm256_maskload_ps(vr + 24, m3), o3);
             }
+            _mm256_maskstore_ps(out + c, m0, o0);
+            if (nc > 8) _mm256_maskstore_ps(out + c + 8, m1, o1);
+            if (nc > 16) _mm256_maskstore_ps(out + c + 16, m2, o2);
+            if (nc > 24) _mm256_maskstore_ps(out + c + 24, m3, o3);
         }
     }
 }
@@ -190,7 +205,9 @@ static void avx2_gemm_f32(const float *A, int64_t lda, int64_t M, const qd_gemm_
 void qd_kernels_fill_avx2_infer(qd_kernel_table *t)
 {
     t->layernorm = avx2_layernorm;
-    t->attention = avx2_attention;
+    t->attn_scores = avx2_attn_scores;
+    t->softmax_rows = avx2_softmax_rows;
+    t->attn_context = avx2_attn_context;
     t->gemm_f32 = avx2_gemm_f32;
 }
 

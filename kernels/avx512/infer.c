@@ -110,60 +110,76 @@ static void avx512_layernorm(const float *x, const float *r, int64_t rows, int64
 
 /* ---- attention ------------------------------------------------------------------------------------ */
 
-static void avx512_attention(const float *q, const float *k, const float *v, int64_t ld, int64_t T, int64_t d,
-                             float scale, float *ctx, int64_t ldc, float *work)
+static void avx512_attn_scores(const float *q, const float *k, int64_t ld, int64_t T, int64_t d, float scale, float *S,
+                               int64_t lds, float *kt)
 {
-    QD_ASSERT(T >= 1 && d >= 1 && ld >= d && ldc >= d);
     const int64_t t16 = (T + 15) / 16 * 16;
-    float *kt = work, *s = work + d * t16; /* K transposed [d][t16] (zeros past T), scores [4][t16] */
-    for (int64_t c = 0; c < d; c++) {
+    QD_ASSERT(T >= 1 && d >= 1 && ld >= d && lds >= t16);
+    for (int64_t c = 0; c < d; c++) { /* K transposed [d][t16], zeros past T */
         for (int64_t j = 0; j < T; j++) kt[c * t16 + j] = k[j * ld + c];
         for (int64_t j = T; j < t16; j++) kt[c * t16 + j] = 0.0f;
     }
     const __m512 vs = _mm512_set1_ps(scale);
-    for (int64_t i0 = 0; i0 < T; i0 += 4) {
+    for (int64_t i0 = 0; i0 < T; i0 += 4) { /* four query rows, 16 keys: fma chain over c in order */
         const int64_t nr = QD_MIN((int64_t)4, T - i0);
         const float *q0 = q + i0 * ld, *q1 = q0 + (nr > 1) * ld, *q2 = q0 + (nr > 2) * 2 * ld,
                     *q3 = q0 + (nr > 3) * 3 * ld;
-        for (int64_t j = 0; j < t16; j += 16) { /* scores: fma chain over c in order */
+        float *s0 = S + i0 * lds, *s1 = s0 + (nr > 1) * lds, *s2 = s0 + (nr > 2) * 2 * lds,
+              *s3 = s0 + (nr > 3) * 3 * lds;
+        for (int64_t j = 0; j < t16; j += 16) {
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (int64_t c = 0; c < d; c++) {
-                const __m512 kv = _mm512_load_ps(kt + c * t16 + j);
+                const __m512 kv = _mm512_loadu_ps(kt + c * t16 + j);
                 a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[c]), kv, a0);
                 a1 = _mm512_fmadd_ps(_mm512_set1_ps(q1[c]), kv, a1);
                 a2 = _mm512_fmadd_ps(_mm512_set1_ps(q2[c]), kv, a2);
                 a3 = _mm512_fmadd_ps(_mm512_set1_ps(q3[c]), kv, a3);
             }
-            _mm512_store_ps(s + j, _mm512_mul_ps(a0, vs));
-            _mm512_store_ps(s + t16 + j, _mm512_mul_ps(a1, vs));
-            _mm512_store_ps(s + 2 * t16 + j, _mm512_mul_ps(a2, vs));
-            _mm512_store_ps(s + 3 * t16 + j, _mm512_mul_ps(a3, vs));
+            _mm512_storeu_ps(s3 + j, _mm512_mul_ps(a3, vs)); /* missing rows alias row 0: same bits */
+            _mm512_storeu_ps(s2 + j, _mm512_mul_ps(a2, vs));
+            _mm512_storeu_ps(s1 + j, _mm512_mul_ps(a1, vs));
+            _mm512_storeu_ps(s0 + j, _mm512_mul_ps(a0, vs));
         }
-        for (int64_t r = 0; r < nr; r++) {
-            float *sr = s + r * t16;
-            __m512 mx = _mm512_set1_ps(-INFINITY);
-            for (int64_t j = 0; j < T; j += 16) mx = _mm512_mask_max_ps(mx, below(T - j), _mm512_load_ps(sr + j), mx);
-            const __m512 inv = _mm512_set1_ps(1.0f / qd_avx2_exp_sum(sr, T, _mm512_reduce_max_ps(mx)));
-            for (int64_t j = 0; j < T; j += 16) _mm512_store_ps(sr + j, _mm512_mul_ps(_mm512_load_ps(sr + j), inv));
-            float *out = ctx + (i0 + r) * ldc;
-            for (int64_t c = 0; c < d; c += 64) { /* ctx: fma chain over j in order */
-                const int64_t nc = QD_MIN((int64_t)64, d - c);
-                const __mmask16 m0 = below(nc), m1 = below(QD_MAX(nc - 16, 0)), m2 = below(QD_MAX(nc - 32, 0)),
-                                m3 = below(QD_MAX(nc - 48, 0));
-                __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
-                for (int64_t j = 0; j < T; j++) {
-                    const __m512 pj = _mm512_set1_ps(sr[j]);
-                    const float *vr = v + j * ld + c;
-                    o0 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m0, vr), o0);
-                    if (nc > 16) o1 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m1, vr + 16), o1);
-                    if (nc > 32) o2 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m2, vr + 32), o2);
-                    if (nc > 48) o3 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m3, vr + 48), o3);
-                }
-                _mm512_mask_storeu_ps(out + c, m0, o0);
-                if (nc > 16) _mm512_mask_storeu_ps(out + c + 16, m1, o1);
-                if (nc > 32) _mm512_mask_storeu_ps(out + c + 32, m2, o2);
-                if (nc > 48) _mm512_mask_storeu_ps(out + c + 48, m3, o3);
+    }
+}
+
+static void avx512_softmax_rows(float *S, int64_t rows, int64_t n, int64_t lds)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        float *sr = S + i * lds;
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (int64_t j = 0; j < n; j += 16) mx = _mm512_mask_max_ps(mx, below(n - j), _mm512_loadu_ps(sr + j), mx);
+        const __m512 inv = _mm512_set1_ps(1.0f / qd_avx2_exp_sum(sr, n, _mm512_reduce_max_ps(mx)));
+        for (int64_t j = 0; j < n; j += 16) {
+            const __mmask16 mk = below(n - j);
+            _mm512_mask_storeu_ps(sr + j, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, sr + j), inv));
+        }
+    }
+}
+
+static void avx512_attn_context(const float *P, int64_t ldp, const float *v, int64_t ld, int64_t T, int64_t d,
+                                float *ctx, int64_t ldc)
+{
+    for (int64_t i = 0; i < T; i++) {
+        const float *pr = P + i * ldp;
+        float *out = ctx + i * ldc;
+        for (int64_t c = 0; c < d; c += 64) { /* 64 output columns, fma chain over j in order */
+            const int64_t nc = QD_MIN((int64_t)64, d - c);
+            const __mmask16 m0 = below(nc), m1 = below(QD_MAX(nc - 16, 0)), m2 = below(QD_MAX(nc - 32, 0)),
+                            m3 = below(QD_MAX(nc - 48, 0));
+            __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+            for (int64_t j = 0; j < T; j++) {
+                const __m512 pj = _mm512_set1_ps(pr[j]);
+                const float *vr = v + j * ld + c;
+                o0 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m0, vr), o0);
+                if (nc > 16) o1 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m1, vr + 16), o1);
+                if (nc > 32) o2 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m2, vr + 32), o2);
+                if (nc > 48) o3 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m3, vr + 48), o3);
             }
+            _mm512_mask_storeu_ps(out + c, m0, o0);
+            if (nc > 16) _mm512_mask_storeu_ps(out + c + 16, m1, o1);
+            if (nc > 32) _mm512_mask_storeu_ps(out + c + 32, m2, o2);
+            if (nc > 48) _mm512_mask_storeu_ps(out + c + 48, m3, o3);
         }
     }
 }
@@ -246,7 +262,9 @@ int qd_kernels_fill_avx512_infer(qd_kernel_table *t)
 {
     t->quantize_rows_u8 = avx512_quantize_rows_u8;
     t->layernorm = avx512_layernorm;
-    t->attention = avx512_attention;
+    t->attn_scores = avx512_attn_scores;
+    t->softmax_rows = avx512_softmax_rows;
+    t->attn_context = avx512_attn_context;
     t->gemm_f32 = avx512_gemm_f32;
     return 1;
 }

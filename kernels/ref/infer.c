@@ -40,42 +40,51 @@ static void ref_layernorm(const float *x, const float *r, int64_t rows, int64_t 
     }
 }
 
-int64_t qd_attention_work_floats(int64_t T, int64_t d)
+static void ref_attn_scores(const float *q, const float *k, int64_t ld, int64_t T, int64_t d, float scale, float *S,
+                            int64_t lds, float *kt)
 {
     const int64_t t16 = (T + 15) / 16 * 16;
-    return (d + 4) * t16 + 16;
-}
-
-static void ref_attention(const float *q, const float *k, const float *v, int64_t ld, int64_t T, int64_t d, float scale,
-                          float *ctx, int64_t ldc, float *work)
-{
-    QD_ASSERT(T >= 1 && d >= 1 && ld >= d && ldc >= d);
-    float *s = work;
+    QD_ASSERT(T >= 1 && d >= 1 && ld >= d && lds >= t16);
+    (void)kt;
     for (int64_t i = 0; i < T; i++) {
         const float *qi = q + i * ld;
-        float mx = -INFINITY;
         for (int64_t j = 0; j < T; j++) {
             const float *kj = k + j * ld;
             float a = 0.0f;
             for (int64_t c = 0; c < d; c++) a = fmaf(qi[c], kj[c], a);
-            s[j] = a * scale;
-            mx = s[j] > mx ? s[j] : mx;
+            S[i * lds + j] = a * scale;
         }
-        const float inv = 1.0f / qd_ref_exp_sum(s, T, mx);
-        for (int64_t j = 0; j < T; j++) s[j] = s[j] * inv;
-        float *ci = ctx + i * ldc;
+        for (int64_t j = T; j < t16; j++) S[i * lds + j] = 0.0f;
+    }
+}
+
+static void ref_softmax_rows(float *S, int64_t rows, int64_t n, int64_t lds)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        float *s = S + i * lds, mx = -INFINITY;
+        for (int64_t j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+        const float inv = 1.0f / qd_ref_exp_sum(s, n, mx);
+        for (int64_t j = 0; j < n; j++) s[j] = s[j] * inv;
+    }
+}
+
+static void ref_attn_context(const float *P, int64_t ldp, const float *v, int64_t ld, int64_t T, int64_t d, float *ctx,
+                             int64_t ldc)
+{
+    for (int64_t i = 0; i < T; i++)
         for (int64_t c = 0; c < d; c++) {
             float a = 0.0f;
-            for (int64_t j = 0; j < T; j++) a = fmaf(s[j], v[j * ld + c], a);
-            ci[c] = a;
+            for (int64_t j = 0; j < T; j++) a = fmaf(P[i * ldp + j], v[j * ld + c], a);
+            ctx[i * ldc + c] = a;
         }
-    }
 }
 
 void qd_kernels_fill_ref_infer(qd_kernel_table *t)
 {
     t->layernorm = ref_layernorm;
-    t->attention = ref_attention;
+    t->attn_scores = ref_attn_scores;
+    t->softmax_rows = ref_softmax_rows;
+    t->attn_context = ref_attn_context;
 }
 
 void qd_layernorm_rows(const float *x, const float *r, int64_t rows, int64_t n, int64_t ld, const float *g,
@@ -84,8 +93,16 @@ void qd_layernorm_rows(const float *x, const float *r, int64_t rows, int64_t n, 
     qd_kernels()->layernorm(x, r, rows, n, ld, g, b, eps, y, sum);
 }
 
-void qd_attention_head(const float *q, const float *k, const float *v, int64_t ld, int64_t T, int64_t d, float scale,
-                       float *ctx, int64_t ldc, float *work)
+void qd_attn_scores(const float *q, const float *k, int64_t ld, int64_t T, int64_t d, float scale, float *S,
+                    int64_t lds, float *kt)
 {
-    qd_kernels()->attention(q, k, v, ld, T, d, scale, ctx, ldc, work);
+    qd_kernels()->attn_scores(q, k, ld, T, d, scale, S, lds, kt);
+}
+
+void qd_softmax_rows(float *S, int64_t rows, int64_t n, int64_t lds) { qd_kernels()->softmax_rows(S, rows, n, lds); }
+
+void qd_attn_context(const float *P, int64_t ldp, const float *v, int64_t ld, int64_t T, int64_t d, float *ctx,
+                     int64_t ldc)
+{
+    qd_kernels()->attn_context(P, ldp, v, ld, T, d, ctx, ldc);
 }

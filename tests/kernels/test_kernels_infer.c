@@ -287,16 +287,33 @@ static void layernorm_case(int64_t rows, int64_t n, int resid, int want_sum, int
     free(x), free(r), free(g), free(b), free(yr), free(sr), free(yi), free(si);
 }
 
+/* the three steps through table t into ctx; scores kept in S */
+static void attention_run(const qd_kernel_table *t, const float *q, const float *k, const float *v, int64_t ld,
+                          int64_t T, int64_t d, float scale, float *S, int64_t lds, float *kt, float *ctx, int64_t ldc)
+{
+    t->attn_scores(q, k, ld, T, d, scale, S, lds, kt);
+    t->softmax_rows(S, T, T, lds);
+    t->attn_context(S, lds, v, ld, T, d, ctx, ldc);
+}
+
 static void attention_case(int64_t T, int64_t d)
 {
-    const int64_t A = 3 * d, ld = 3 * A, ldc = A + 3; /* as in a fused QKV buffer: q, k, v columns apart */
+    const int64_t A = 3 * d, ld = 3 * A, ldc = A + 3, t16 = (T + 15) / 16 * 16, lds = t16 + 16;
     float *qkv = malloc((size_t)(T * ld) * sizeof(float));
     for (int64_t i = 0; i < T * ld; i++) qkv[i] = frand(-2, 2);
     const float *q = qkv + d, *k = qkv + A + d, *v = qkv + 2 * A + d, scale = 1.0f / sqrtf((float)d);
-    float *work = aligned_alloc(64, (size_t)(qd_attention_work_floats(T, d) * 4 + 64));
+    float *kt = malloc((size_t)(d * t16) * sizeof(float));
+    float *Sr = malloc((size_t)(T * lds) * sizeof(float)), *Si = malloc((size_t)(T * lds) * sizeof(float));
     float *cr = malloc((size_t)(T * ldc) * sizeof(float)), *ci = malloc((size_t)(T * ldc) * sizeof(float));
     memset(cr, 0x5A, (size_t)(T * ldc) * sizeof(float));
-    g_ref->attention(q, k, v, ld, T, d, scale, cr, ldc, work);
+    memset(Sr, 0x5A, (size_t)(T * lds) * sizeof(float));
+    g_ref->attn_scores(q, k, ld, T, d, scale, Sr, lds, kt);
+    int zero_pad = 1;
+    for (int64_t i = 0; i < T; i++)
+        for (int64_t j = T; j < t16; j++) zero_pad &= Sr[i * lds + j] == 0.0f;
+    CHECK_MSG(zero_pad, "scores past T are not 0: T=%lld", (long long)T);
+    g_ref->softmax_rows(Sr, T, T, lds);
+    g_ref->attn_context(Sr, lds, v, ld, T, d, cr, ldc);
     double worst = 0;
     for (int64_t i = 0; i < T; i++) {
         double s[256], mx = -1e300, sum = 0;
@@ -319,10 +336,14 @@ static void attention_case(int64_t T, int64_t d)
         const qd_kernel_table *t = qd_kernels_table(isas[ii]);
         if (!t) continue;
         memset(ci, 0x5A, (size_t)(T * ldc) * sizeof(float));
-        t->attention(q, k, v, ld, T, d, scale, ci, ldc, work);
+        memset(Si, 0x5A, (size_t)(T * lds) * sizeof(float));
+        attention_run(t, q, k, v, ld, T, d, scale, Si, lds, kt, ci, ldc);
+        int ok = 1;
+        for (int64_t i = 0; i < T; i++) ok &= memcmp(Sr + i * lds, Si + i * lds, (size_t)t16 * sizeof(float)) == 0;
+        CHECK_MSG(ok, "attention probabilities [%s] differ: T=%lld d=%lld", isas[ii], (long long)T, (long long)d);
         CHECK(same(cr, ci, (size_t)(T * ldc) * sizeof(float), "attention", isas[ii], T, d, 0));
     }
-    free(qkv), free(work), free(cr), free(ci);
+    free(qkv), free(kt), free(Sr), free(Si), free(cr), free(ci);
 }
 
 int main(void)

@@ -1,0 +1,853 @@
+/* runtime/engine.c — the inference engine (see engine.h). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/gemm.h"
+#include "kernels/infer.h"
+#include "kernels/kernels.h"
+#include "runtime/engine.h"
+#include "runtime/pool.h"
+
+/* rows below which a row-wise piece (quantization, LayerNorm, GELU) runs on the calling thread
+ * alone: splitting a sentence's 30 rows costs more in hand-off than it saves */
+#define ROWS_PER_TASK 32
+
+typedef enum { R_QKV = 0, R_OUT_ATT, R_FFN_IN, R_FFN_OUT, R_PATCH } lin_role;
+static const char *role_name[] = {"q,k,v", "attention output", "FFN in", "FFN out", "patch embedding"};
+
+typedef struct {
+    qd_ql_kind kind;
+    int64_t N, K;
+    const qd_gemm_w8 *w8;
+    const qd_gemm_w4 *w4;
+    const qd_gemm_wf *wf;
+    qd_gemm_wf *own; /* float Linears packed here from the model */
+    float *inv_s;    /* [K] 1 / SmoothQuant factor, or NULL */
+    int prof;        /* profile row of its GEMM */
+} elin;
+
+typedef struct {
+    char name[80];
+    double s, ops;
+    int64_t calls;
+} prow;
+
+enum { P_EMBED = 0, P_QUANT, P_OUTLIER, P_SCORES, P_SOFTMAX, P_CONTEXT, P_LAYERNORM, P_ACT, P_HEAD, P_FIXED };
+static const char *fixed_name[P_FIXED] = {
+    "embeddings",      "activation quantization", "outlier columns (float)", "attention scores (Q K^T)",
+    "softmax",         "attention context (P V)", "LayerNorm (+ residual)",  "activation (GELU/ReLU)",
+    "pooling and head"};
+
+struct qd_engine {
+    const qd_model *m;
+    qd_model_config c;
+    const qd_qmodel *q;
+    qd_engine_opts o;
+    qd_model_tensors tw;
+    const float **ln1g, **ln1b, **ln2g, **ln2b;
+    elin *lin;
+    int nlin;
+    const qd_qembed *qemb;
+    qd_gemm_wf *patch, *pool_w, *cls_w, *dist_w; /* float products outside the encoder, packed */
+    qd_pool *pool;
+    int64_t A, H, FF, d; /* attention width, hidden, intermediate, head size */
+    /* buffers, grown on demand */
+    int64_t cap_rows, kmax;
+    float *h, *x1, *tb, *qkv, *ctx, *inter, *xs;
+    uint8_t *aq;
+    float *as;
+    int64_t cap_att;
+    float *att; /* per thread: scores [T][t16] and K transposed [d][t16] */
+    int64_t cap_pix;
+    float *pix;
+    float *cm, *colmax, *wcol;
+    int *cols;
+    int64_t cap_wcol;
+    int cap_seq;
+    int64_t *off;
+    int *len;
+    int64_t cap_tok;
+    int32_t *pos;
+    /* the batch in hand */
+    int B, Tmax;
+    int64_t R;
+    /* statistics */
+    double outl_cols, outl_calls;
+    prow prof[64];
+    int nprof;
+    double thr_time[256][3]; /* profile: per thread, attention steps */
+    char isa[QD_QL_KINDS_][64];
+};
+
+/* ---- helpers ---------------------------------------------------------------------------------- */
+
+static void *grow(void *p, size_t bytes)
+{ /* 64-byte aligned, contents not kept */
+    free(p);
+    void *n = aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+    QD_ASSERT(n != NULL);
+    return n;
+}
+
+static int prof_row(qd_engine *e, const char *name)
+{
+    for (int i = 0; i < e->nprof; i++)
+        if (!strcmp(e->prof[i].name, name)) return i;
+    QD_ASSERT(e->nprof < (int)QD_ARRAY_LEN(e->prof));
+    snprintf(e->prof[e->nprof].name, sizeof e->prof[e->nprof].name, "%s", name);
+    return e->nprof++;
+}
+
+static inline double tick(const qd_engine *e) { return e->o.profile ? qd_now() : 0; }
+static inline void tock(qd_engine *e, int row, double t0, double ops)
+{
+    if (!e->o.profile) return;
+    e->prof[row].s += qd_now() - t0;
+    e->prof[row].calls++;
+    e->prof[row].ops += ops;
+}
+
+static const char *kind_isa(qd_ql_kind k)
+{
+    const char *isa = qd_kernels_isa();
+    const int ref = !strcmp(isa, "ref"), amx = !strcmp(isa, "amx"), v512 = !strcmp(isa, "avx512vnni"),
+              v256 = !strcmp(isa, "avxvnni"), z = amx || v512 || !strcmp(isa, "avx512");
+    if (ref) return "scalar reference";
+    switch (k) {
+    case QD_QL_INT8:
+        return amx    ? "amx-int8 tiles (avx512-vnni below 16 rows)"
+               : v512 ? "avx512-vnni"
+               : v256 ? "avx-vnni"
+                      : "avx2 vpmaddwd";
+    case QD_QL_INT4_S8: return amx || v512 ? "avx512-vnni" : v256 ? "avx-vnni" : "avx2 vpmaddubsw";
+    case QD_QL_INT4_F32: return "avx2 fma (dequantized blocks)";
+    default: return z ? "avx512 fma" : "avx2 fma";
+    }
+}
+
+/* ---- creation --------------------------------------------------------------------------------- */
+
+int qd_engine_create(const qd_model *m, const qd_qmodel *q, const qd_engine_opts *o, qd_engine **out)
+{
+    *out = NULL;
+    qd_engine *e = qd_xcalloc(1, sizeof *e);
+    e->m = m;
+    e->c = *qd_model_cfg(m);
+    e->q = q;
+    e->o = *o;
+    e->o.threads = QD_MAX(o->threads, 1);
+    qd_model_get_tensors(m, &e->tw);
+    const qd_model_config *c = &e->c;
+    e->H = c->hidden;
+    e->FF = c->intermediate;
+    e->d = c->head_size;
+    e->A = (int64_t)c->heads * c->head_size;
+    e->ln1g = qd_xcalloc((size_t)c->layers, sizeof *e->ln1g);
+    e->ln1b = qd_xcalloc((size_t)c->layers, sizeof *e->ln1b);
+    e->ln2g = qd_xcalloc((size_t)c->layers, sizeof *e->ln2g);
+    e->ln2b = qd_xcalloc((size_t)c->layers, sizeof *e->ln2b);
+    for (int k = 0; k < c->layers; k++) qd_model_block_norms(m, k, &e->ln1g[k], &e->ln1b[k], &e->ln2g[k], &e->ln2b[k]);
+    for (int k = 0; k < P_FIXED; k++) prof_row(e, fixed_name[k]);
+    for (int k = 0; k < QD_QL_KINDS_; k++) snprintf(e->isa[k], sizeof e->isa[k], "%s", kind_isa((qd_ql_kind)k));
+    int rc = qd_pool_create(e->o.threads, &e->pool);
+    e->nlin = qd_model_num_linears(m);
+    e->lin = qd_xcalloc((size_t)e->nlin, sizeof *e->lin);
+    for (int li = 0; li < e->nlin && !rc; li++) {
+        const qd_linear *L = qd_model_linear(m, li);
+        elin *el = &e->lin[li];
+        const qd_qlinear *ql = q ? qd_qmodel_linear(q, li) : NULL;
+        el->N = L->out;
+        el->K = L->in;
+        el->kind = ql ? ql->kind : QD_QL_FLOAT;
+        e->kmax = QD_MAX(e->kmax, el->K);
+        if (ql) {
+            el->w8 = ql->w8;
+            el->w4 = ql->w4;
+            el->wf = ql->wf;
+            if (ql->smooth) {
+                el->inv_s = qd_xmalloc((size_t)el->K * sizeof(float));
+                for (int64_t k = 0; k < el->K; k++) el->inv_s[k] = 1.0f / ql->smooth[k];
+            }
+        }
+        if (el->kind == QD_QL_FLOAT) {
+            rc = qd_gemm_wf_create(L->W, el->N, el->K, el->K, L->b, &el->own);
+            el->wf = el->own;
+        }
+        char name[80];
+        snprintf(name, sizeof name, "GEMM %s K=%lld N=%lld (%s)",
+                 el->kind == QD_QL_INT8      ? "int8"
+                 : el->kind == QD_QL_INT4_S8 ? "int4"
+                                             : "fp32",
+                 (long long)el->K, (long long)el->N,
+                 role_name[L->kind <= QD_LIN_V       ? R_QKV
+                           : L->kind == QD_LIN_O     ? R_OUT_ATT
+                           : L->kind == QD_LIN_INTER ? R_FFN_IN
+                                                     : R_FFN_OUT]);
+        el->prof = prof_row(e, name);
+    }
+    if (!rc && c->arch == QD_ARCH_VIT) {
+        const int64_t pk = (int64_t)c->channels * c->patch_h * c->patch_w;
+        rc = qd_gemm_wf_create(e->tw.patch_W, e->H, pk, pk, e->tw.patch_b, &e->patch);
+    }
+    /* the heads through the same GEMM: a row's result then does not depend on the batch */
+    const int64_t L = c->num_labels;
+    if (!rc && e->tw.pool_W) rc = qd_gemm_wf_create(e->tw.pool_W, e->H, e->H, e->H, e->tw.pool_b, &e->pool_w);
+    if (!rc && L && e->tw.cls_W) rc = qd_gemm_wf_create(e->tw.cls_W, L, e->H, e->H, e->tw.cls_b, &e->cls_w);
+    if (!rc && L && e->tw.dist_W) rc = qd_gemm_wf_create(e->tw.dist_W, L, e->H, e->H, e->tw.dist_b, &e->dist_w);
+    if (q) e->qemb = qd_qmodel_embedding(q);
+    if (rc) {
+        qd_engine_free(e);
+        return rc;
+    }
+    *out = e;
+    return QD_OK;
+}
+
+void qd_engine_free(qd_engine *e)
+{
+    if (!e) return;
+    for (int i = 0; e->lin && i < e->nlin; i++) {
+        qd_gemm_wf_free(e->lin[i].own);
+        free(e->lin[i].inv_s);
+    }
+    qd_gemm_wf_free(e->patch);
+    qd_gemm_wf_free(e->pool_w);
+    qd_gemm_wf_free(e->cls_w);
+    qd_gemm_wf_free(e->dist_w);
+    qd_pool_free(e->pool);
+    free(e->lin);
+    free(e->ln1g), free(e->ln1b), free(e->ln2g), free(e->ln2b);
+    free(e->h), free(e->x1), free(e->tb), free(e->qkv), free(e->ctx), free(e->inter), free(e->xs);
+    free(e->aq), free(e->as), free(e->att), free(e->pix);
+    free(e->cm), free(e->colmax), free(e->wcol), free(e->cols);
+    free(e->off), free(e->len), free(e->pos);
+    free(e);
+}
+
+/* buffers for R rows, sequences up to Tmax tokens */
+static void ensure(qd_engine *e, int64_t R, int Tmax, int B)
+{
+    if (R > e->cap_rows) {
+        const int64_t r = R + R / 4 + 16;
+        e->h = grow(e->h, (size_t)(r * e->H) * sizeof(float));
+        e->x1 = grow(e->x1, (size_t)(r * e->H) * sizeof(float));
+        e->tb = grow(e->tb, (size_t)(r * e->H) * sizeof(float));
+        e->qkv = grow(e->qkv, (size_t)(r * 3 * e->A) * sizeof(float));
+        e->ctx = grow(e->ctx, (size_t)(r * e->A) * sizeof(float));
+        e->inter = grow(e->inter, (size_t)(r * e->FF) * sizeof(float));
+        e->xs = grow(e->xs, (size_t)(r * e->kmax) * sizeof(float));
+        e->aq = grow(e->aq, (size_t)(r * e->kmax));
+        e->as = grow(e->as, (size_t)r * sizeof(float));
+        e->pos = grow(e->pos, (size_t)r * sizeof(int32_t));
+        e->cap_rows = r;
+    }
+    const int64_t t16 = (Tmax + 15) / 16 * 16, att = t16 * (Tmax + e->d) + 64;
+    if (att > e->cap_att) {
+        e->att = grow(e->att, (size_t)(att * e->o.threads) * sizeof(float));
+        e->cap_att = att;
+    }
+    if (B > e->cap_seq) {
+        e->off = grow(e->off, (size_t)(B + 1) * sizeof(int64_t));
+        e->len = grow(e->len, (size_t)B * sizeof(int));
+        e->cap_seq = B;
+    }
+    if (!e->cm) {
+        e->cm = grow(NULL, (size_t)e->kmax * sizeof(float));
+        e->colmax = grow(NULL, (size_t)e->kmax * sizeof(float));
+        e->cols = grow(NULL, (size_t)e->kmax * sizeof(int));
+    }
+}
+
+/* ---- row-wise pieces ------------------------------------------------------------------------------ */
+
+/* tasks of about ROWS_PER_TASK rows, at most a few per thread */
+static int64_t row_tasks(const qd_engine *e, int64_t R)
+{
+    if (e->o.threads == 1 || R < 2 * ROWS_PER_TASK) return 1;
+    return QD_MIN((R + ROWS_PER_TASK - 1) / ROWS_PER_TASK, (int64_t)e->o.threads * 4);
+}
+static void task_rows(int64_t R, int64_t ntask, int64_t i, int64_t *r0, int64_t *r1)
+{
+    *r0 = R * i / ntask;
+    *r1 = R * (i + 1) / ntask;
+}
+
+typedef struct {
+    qd_engine *e;
+    const float *x, *r, *g, *b;
+    float *y, *sum;
+    int64_t R, n, ld, ntask;
+    float eps;
+} ln_job;
+
+static void ln_task(void *arg, int64_t i, int th)
+{
+    (void)th;
+    ln_job *j = arg;
+    int64_t r0, r1;
+    task_rows(j->R, j->ntask, i, &r0, &r1);
+    qd_layernorm_rows(j->x + r0 * j->ld, j->r ? j->r + r0 * j->ld : NULL, r1 - r0, j->n, j->ld, j->g, j->b, j->eps,
+                      j->y + r0 * j->ld, j->sum ? j->sum + r0 * j->ld : NULL);
+}
+
+/* y = LN(x + r) (r may be NULL), sum = x + r when asked; rows of H */
+static void layernorm(qd_engine *e, const float *x, const float *r, const float *g, const float *b, float *y,
+                      float *sum)
+{
+    const double t0 = tick(e);
+    ln_job j = {e, x, r, g, b, y, sum, e->R, e->H, e->H, row_tasks(e, e->R), (float)e->c.ln_eps};
+    qd_pool_run(e->pool, j.ntask, ln_task, &j);
+    tock(e, P_LAYERNORM, t0, 0);
+}
+
+typedef struct {
+    qd_act act;
+    float *x;
+    int64_t R, n, ntask;
+} act_job;
+
+static void act_task(void *arg, int64_t i, int th)
+{
+    (void)th;
+    act_job *j = arg;
+    int64_t r0, r1;
+    task_rows(j->R, j->ntask, i, &r0, &r1);
+    qd_activation(j->act, j->x + r0 * j->n, (r1 - r0) * j->n);
+}
+
+/* ---- Linears ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    qd_engine *e;
+    const elin *L;
+    const float *X; /* float input (float kinds) */
+    int64_t ldx;
+    const uint8_t *A; /* quantized input [R][K] */
+    float *Y;
+    int64_t ldy, R;
+    int by_rows;
+    int64_t chunk; /* rows (by_rows) or panels of 16 columns per task */
+} gemm_job;
+
+static void gemm_task(void *arg, int64_t i, int th)
+{
+    (void)th;
+    const gemm_job *j = arg;
+    const elin *L = j->L;
+    int64_t m0 = 0, m1 = j->R, n0 = 0, n1 = L->N;
+    if (j->by_rows) {
+        m0 = i * j->chunk;
+        m1 = QD_MIN(j->R, m0 + j->chunk);
+    } else {
+        n0 = i * j->chunk * 16;
+        n1 = QD_MIN(L->N, n0 + j->chunk * 16);
+    }
+    if (m0 >= m1 || n0 >= n1) return;
+    float *Y = j->Y + m0 * j->ldy;
+    switch (L->kind) {
+    case QD_QL_INT8: qd_gemm_u8_f32(j->A + m0 * L->K, L->K, j->e->as + m0, m1 - m0, L->w8, n0, n1, Y, j->ldy); break;
+    case QD_QL_INT4_S8:
+        qd_gemm_u8w4_f32(j->A + m0 * L->K, L->K, j->e->as + m0, m1 - m0, L->w4, n0, n1, Y, j->ldy);
+        break;
+    case QD_QL_INT4_F32: qd_gemm_w4_f32(j->X + m0 * j->ldx, j->ldx, m1 - m0, L->w4, Y, j->ldy); break;
+    default: qd_gemm_f32(j->X + m0 * j->ldx, j->ldx, m1 - m0, L->wf, n0, n1, Y, j->ldy); break;
+    }
+}
+
+static void gemm(qd_engine *e, const elin *L, const float *X, int64_t ldx, const uint8_t *A, float *Y, int64_t ldy)
+{
+    const double t0 = tick(e);
+    const int64_t R = e->R, T = e->o.threads, np = (L->N + 15) / 16;
+    gemm_job j = {e, L, X, ldx, A, Y, ldy, R, 1, R};
+    int64_t ntask = 1;
+    if (T > 1) {
+        /* many rows: row blocks of whole AMX tiles; few rows (a sentence): output columns, so that
+         * each thread streams its own share of the weights. The old 4-bit x float path takes rows. */
+        if (R >= 32 * T || L->kind == QD_QL_INT4_F32) {
+            j.chunk = (R + T - 1) / T;
+            j.chunk = L->kind == QD_QL_INT4_F32 ? j.chunk : (j.chunk + 15) / 16 * 16;
+            ntask = (R + j.chunk - 1) / j.chunk;
+        } else {
+            j.by_rows = 0;
+            j.chunk = (np + T - 1) / T;
+            if (np >= 6 * T) j.chunk = (j.chunk + 5) / 6 * 6; /* whole microkernel and tile blocks */
+            ntask = (np + j.chunk - 1) / j.chunk;
+        }
+    }
+    qd_pool_run(e->pool, ntask, gemm_task, &j);
+    tock(e, L->prof, t0, 2.0 * (double)R * (double)L->K * (double)L->N);
+}
+
+typedef struct {
+    qd_engine *e;
+    const float *X;
+    int64_t ldx, K, ntask;
+    const float *cm;
+} quant_job;
+
+static void quant_task(void *arg, int64_t i, int th)
+{
+    (void)th;
+    quant_job *j = arg;
+    int64_t r0, r1;
+    task_rows(j->e->R, j->ntask, i, &r0, &r1);
+    qd_quantize_rows_u8(j->X + r0 * j->ldx, r1 - r0, j->K, j->ldx, j->cm, j->e->as + r0, j->e->aq + r0 * j->K, j->K);
+}
+
+typedef struct {
+    qd_engine *e;
+    const float *X; /* the input rows */
+    int64_t ldx, N, no, ntask;
+    const int *cols;
+    const float *inv_s;
+    const float *wcol; /* [no][N] */
+    float *Y;
+    int64_t ldy;
+} outl_job;
+
+static void outl_task(void *arg, int64_t i, int th)
+{
+    (void)th;
+    outl_job *j = arg;
+    int64_t r0, r1;
+    task_rows(j->e->R, j->ntask, i, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        float *y = j->Y + r * j->ldy;
+        for (int64_t c = 0; c < j->no; c++) {
+            const int k = j->cols[c];
+            const float xv = j->inv_s ? j->X[r * j->ldx + k] * j->inv_s[k] : j->X[r * j->ldx + k];
+            const float *w = j->wcol + c * j->N;
+            for (int64_t n = 0; n < j->N; n++) y[n] += xv * w[n];
+        }
+    }
+}
+
+/* The int8 input of linears [l0, l0 + nl) (one input group: the same X, the same smoothing):
+ * outlier columns (when asked) and the u8 codes of the rest into e->aq / e->as. Returns the number
+ * of outlier columns (in e->cols). */
+static int64_t quantize_input(qd_engine *e, const elin *L, const float *X, int64_t ldx)
+{
+    const int64_t K = L->K, R = e->R;
+    double t0 = tick(e);
+    int64_t no = 0;
+    const float *cm = L->inv_s;
+    if (e->o.outlier > 0) {
+        float *mx = e->colmax;
+        for (int64_t k = 0; k < K; k++) mx[k] = 0.0f;
+        for (int64_t r = 0; r < R; r++) { /* row order: contiguous, vectorizable */
+            const float *x = X + r * ldx;
+            if (L->inv_s)
+                for (int64_t k = 0; k < K; k++) {
+                    const float a = fabsf(x[k] * L->inv_s[k]);
+                    mx[k] = a > mx[k] ? a : mx[k];
+                }
+            else
+                for (int64_t k = 0; k < K; k++) {
+                    const float a = fabsf(x[k]);
+                    mx[k] = a > mx[k] ? a : mx[k];
+                }
+        }
+        for (int64_t k = 0; k < K; k++)
+            if (mx[k] > e->o.outlier) e->cols[no++] = (int)k;
+        e->outl_cols += (double)no;
+        e->outl_calls += 1;
+        if (no > 0) { /* the column multipliers: 0 takes a column out of the int8 product */
+            for (int64_t k = 0; k < K; k++) e->cm[k] = L->inv_s ? L->inv_s[k] : 1.0f;
+            for (int64_t c = 0; c < no; c++) e->cm[e->cols[c]] = 0.0f;
+            cm = e->cm;
+        }
+        tock(e, P_OUTLIER, t0, 0);
+        t0 = tick(e);
+    }
+    quant_job j = {e, X, ldx, K, row_tasks(e, R), cm};
+    qd_pool_run(e->pool, j.ntask, quant_task, &j);
+    tock(e, P_QUANT, t0, 0);
+    return no;
+}
+
+/* the float product of the outlier columns, added to Y */
+static void outlier_product(qd_engine *e, const elin *L, const float *X, int64_t ldx, int64_t no, float *Y, int64_t ldy)
+{
+    const double t0 = tick(e);
+    if (no * L->N > e->cap_wcol) {
+        e->cap_wcol = no * L->N;
+        e->wcol = grow(e->wcol, (size_t)e->cap_wcol * sizeof(float));
+    }
+    for (int64_t c = 0; c < no; c++) {
+        if (L->kind == QD_QL_INT8)
+            qd_gemm_w8_column(L->w8, e->cols[c], e->wcol + c * L->N);
+        else
+            qd_gemm_w4_column(L->w4, e->cols[c], e->wcol + c * L->N);
+    }
+    outl_job j = {e, X, ldx, L->N, no, row_tasks(e, e->R), e->cols, L->inv_s, e->wcol, Y, ldy};
+    qd_pool_run(e->pool, j.ntask, outl_task, &j);
+    tock(e, P_OUTLIER, t0, 0);
+}
+
+static int same_smoothing(const elin *a, const elin *b)
+{
+    if (!a->inv_s || !b->inv_s) return !a->inv_s && !b->inv_s;
+    return memcmp(a->inv_s, b->inv_s, (size_t)a->K * sizeof(float)) == 0;
+}
+
+/* Y[:, col0 + ...] = linears l0 .. l0 + nl - 1 of X (one input); outputs at column offsets
+ * n_off[i] of Y (row stride ldy) */
+static void linears(qd_engine *e, int l0, int nl, const float *X, int64_t ldx, float *Y, int64_t ldy)
+{
+    int quantized = -1; /* the linear whose input sits in e->aq, or -1 */
+    int64_t no = 0, col = 0;
+    for (int i = 0; i < nl; i++) {
+        const elin *L = &e->lin[l0 + i];
+        float *y = Y + col;
+        col += L->N;
+        if (L->kind == QD_QL_INT8 || L->kind == QD_QL_INT4_S8) {
+            if (quantized < 0 || !same_smoothing(&e->lin[quantized], L)) {
+                no = quantize_input(e, L, X, ldx);
+                quantized = l0 + i;
+            }
+            gemm(e, L, X, ldx, e->aq, y, ldy);
+            if (no > 0) outlier_product(e, L, X, ldx, no, y, ldy);
+        } else if (L->kind == QD_QL_INT4_F32 && L->inv_s) {
+            /* float activations of a smoothed 4-bit Linear: divided by s first */
+            for (int64_t r = 0; r < e->R; r++)
+                for (int64_t k = 0; k < L->K; k++) e->xs[r * L->K + k] = X[r * ldx + k] * L->inv_s[k];
+            gemm(e, L, e->xs, L->K, NULL, y, ldy);
+        } else {
+            gemm(e, L, X, ldx, NULL, y, ldy);
+        }
+    }
+}
+
+/* ---- attention ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    qd_engine *e;
+} att_job;
+
+static void att_task(void *arg, int64_t i, int th)
+{
+    qd_engine *e = ((att_job *)arg)->e;
+    const int heads = e->c.heads;
+    const int64_t s = i / heads, h = i % heads, T = e->len[s], t16 = (T + 15) / 16 * 16, A = e->A, d = e->d;
+    const float *q = e->qkv + e->off[s] * 3 * A + h * d;
+    float *S = e->att + th * e->cap_att, *kt = S + T * t16;
+    const float scale = (float)(1.0 / sqrt((double)d));
+    double t0 = e->o.profile ? qd_now() : 0, t1 = 0, t2 = 0;
+    qd_attn_scores(q, q + A, 3 * A, T, d, scale, S, t16, kt);
+    if (e->o.profile) t1 = qd_now();
+    qd_softmax_rows(S, T, T, t16);
+    if (e->o.profile) t2 = qd_now();
+    qd_attn_context(S, t16, q + 2 * A, 3 * A, T, d, e->ctx + e->off[s] * A + h * d, A);
+    if (e->o.profile) {
+        e->thr_time[th][0] += t1 - t0;
+        e->thr_time[th][1] += t2 - t1;
+        e->thr_time[th][2] += qd_now() - t2;
+    }
+}
+
+static void attention(qd_engine *e)
+{
+    const double t0 = tick(e);
+    if (e->o.profile)
+        for (int th = 0; th < e->o.threads; th++) e->thr_time[th][0] = e->thr_time[th][1] = e->thr_time[th][2] = 0;
+    att_job j = {e};
+    qd_pool_run(e->pool, (int64_t)e->B * e->c.heads, att_task, &j);
+    if (e->o.profile) { /* the region's wall time, shared out by the threads' time in each step */
+        const double wall = qd_now() - t0;
+        double part[3] = {0, 0, 0}, all = 0;
+        for (int th = 0; th < e->o.threads; th++)
+            for (int k = 0; k < 3; k++) part[k] += e->thr_time[th][k], all += e->thr_time[th][k];
+        for (int k = 0; k < 3; k++) {
+            e->prof[P_SCORES + k].s += all > 0 ? wall * part[k] / all : 0;
+            e->prof[P_SCORES + k].calls++;
+        }
+    }
+}
+
+/* ---- embeddings ------------------------------------------------------------------------------------ */
+
+/* the word embedding row of token id into out[H]: float, or dequantized from the file's codes */
+static void word_row(const qd_engine *e, int32_t id, float *out)
+{
+    const int64_t H = e->H;
+    if (!e->qemb) {
+        memcpy(out, e->tw.word_emb + (int64_t)id * H, (size_t)H * sizeof(float));
+        return;
+    }
+    const qd_qembed *q = e->qemb;
+    qd_kernels_dequantize_row(q->codes + (int64_t)id * q->row_bytes, H, H, q->scales + id, q->zeros + id, q->bits, out);
+}
+
+static int embed_bert(qd_engine *e, const qd_batch *b)
+{
+    const int64_t H = e->H;
+    const qd_model_config *c = &e->c;
+    for (int s = 0; s < b->B; s++)
+        for (int64_t r = e->off[s]; r < e->off[s + 1]; r++) {
+            const int t = e->pos[r];
+            const int64_t src = (int64_t)s * b->T + t;
+            const int32_t id = b->ids[src], tt = b->type_ids ? b->type_ids[src] : 0;
+            if (id < 0 || id >= c->vocab_size)
+                return qd_err_set(QD_EINVAL, "token id %d at position %d of item %d is outside the vocabulary (%d)", id,
+                                  t, s, c->vocab_size);
+            if (tt < 0 || tt >= QD_MAX(c->type_vocab, 1))
+                return qd_err_set(QD_EINVAL, "token type %d at position %d of item %d is outside type_vocab_size %d",
+                                  tt, t, s, c->type_vocab);
+            float *o = e->h + r * H;
+            word_row(e, id, o);
+            const float *pe = e->tw.pos_emb + (int64_t)t * H,
+                        *te = e->tw.type_emb ? e->tw.type_emb + (int64_t)tt * H : NULL;
+            for (int64_t i = 0; i < H; i++) o[i] = o[i] + pe[i] + (te ? te[i] : 0.0f);
+        }
+    qd_layernorm_rows(e->h, NULL, e->R, H, H, e->tw.emb_ln_g, e->tw.emb_ln_b, (float)c->ln_eps, e->h, NULL);
+    return QD_OK;
+}
+
+static void embed_vit(qd_engine *e, const qd_batch *b)
+{
+    const qd_model_config *c = &e->c;
+    const int64_t H = e->H, C = c->channels, gh = c->image_h / c->patch_h, gw = c->image_w / c->patch_w;
+    const int64_t np = gh * gw, pk = C * c->patch_h * c->patch_w;
+    if (np * pk > e->cap_pix) {
+        e->cap_pix = np * pk;
+        e->pix = grow(e->pix, (size_t)e->cap_pix * sizeof(float));
+    }
+    for (int s = 0; s < b->B; s++) {
+        const float *img = b->pixels + (int64_t)s * C * c->image_h * c->image_w;
+        for (int64_t py = 0; py < gh; py++) /* one row per patch, (c, i, j) order as the weight */
+            for (int64_t px = 0; px < gw; px++) {
+                float *row = e->pix + (py * gw + px) * pk;
+                for (int64_t ch = 0; ch < C; ch++)
+                    for (int64_t i = 0; i < c->patch_h; i++)
+                        memcpy(row + (ch * c->patch_h + i) * c->patch_w,
+                               img + (ch * c->image_h + py * c->patch_h + i) * c->image_w + px * c->patch_w,
+                               (size_t)c->patch_w * sizeof(float));
+            }
+        float *o = e->h + e->off[s] * H;
+        qd_gemm_f32(e->pix, pk, np, e->patch, 0, H, o + (int64_t)c->n_prefix * H, H);
+        for (int64_t i = 0; i < H; i++) o[i] = e->tw.cls_tok[i] + e->tw.pos_emb[i];
+        if (c->n_prefix == 2)
+            for (int64_t i = 0; i < H; i++) o[H + i] = e->tw.dist_tok[i] + e->tw.pos_emb[H + i];
+        for (int64_t p = 0; p < np; p++) {
+            float *op = o + (c->n_prefix + p) * H;
+            const float *pe = e->tw.pos_emb + (c->n_prefix + p) * H;
+            for (int64_t i = 0; i < H; i++) op[i] = op[i] + pe[i];
+        }
+    }
+}
+
+/* ---- the forward pass ------------------------------------------------------------------------------ */
+
+static void block_bert(qd_engine *e, int k)
+{
+    const int64_t H = e->H, A = e->A, FF = e->FF;
+    const int l0 = k * QD_LIN_PER_BLOCK;
+    linears(e, l0 + QD_LIN_Q, 3, e->h, H, e->qkv, 3 * A);
+    attention(e);
+    linears(e, l0 + QD_LIN_O, 1, e->ctx, A, e->tb, H);
+    layernorm(e, e->tb, e->h, e->ln1g[k], e->ln1b[k], e->x1, NULL); /* a = LN1(h + attn) */
+    linears(e, l0 + QD_LIN_INTER, 1, e->x1, H, e->inter, FF);
+    const double t0 = tick(e);
+    act_job aj = {e->c.act, e->inter, e->R, FF, row_tasks(e, e->R)};
+    qd_pool_run(e->pool, aj.ntask, act_task, &aj);
+    tock(e, P_ACT, t0, 0);
+    linears(e, l0 + QD_LIN_OUT, 1, e->inter, FF, e->tb, H);
+    layernorm(e, e->tb, e->x1, e->ln2g[k], e->ln2b[k], e->h, NULL); /* h = LN2(a + mlp) */
+}
+
+/* pre-LN: h += attn(LN1 h); h += mlp(LN2 h). The MLP output of block k is added to h by the
+ * LayerNorm of block k + 1 (pend). */
+static void block_vit(qd_engine *e, int k, int pend)
+{
+    const int64_t H = e->H, A = e->A, FF = e->FF;
+    const int l0 = k * QD_LIN_PER_BLOCK;
+    layernorm(e, e->h, pend ? e->tb : NULL, e->ln1g[k], e->ln1b[k], e->x1, e->h);
+    linears(e, l0 + QD_LIN_Q, 3, e->x1, H, e->qkv, 3 * A);
+    attention(e);
+    linears(e, l0 + QD_LIN_O, 1, e->ctx, A, e->tb, H);
+    layernorm(e, e->h, e->tb, e->ln2g[k], e->ln2b[k], e->x1, e->h);
+    linears(e, l0 + QD_LIN_INTER, 1, e->x1, H, e->inter, FF);
+    const double t0 = tick(e);
+    act_job aj = {e->c.act, e->inter, e->R, FF, row_tasks(e, e->R)};
+    qd_pool_run(e->pool, aj.ntask, act_task, &aj);
+    tock(e, P_ACT, t0, 0);
+    linears(e, l0 + QD_LIN_OUT, 1, e->inter, FF, e->tb, H);
+}
+
+/* the sequences of the batch, packed: BERT the tokens whose mask is set (positions kept), ViT all */
+static int layout(qd_engine *e, const qd_batch *b)
+{
+    if (b->B <= 0 || b->T <= 0) return qd_err_set(QD_EINVAL, "forward pass: empty batch (%d x %d)", b->B, b->T);
+    const qd_model_config *c = &e->c;
+    if (c->arch == QD_ARCH_VIT) {
+        if (!b->pixels) return qd_err_set(QD_EINVAL, "%s: a ViT batch needs pixel values", qd_model_dir(e->m));
+        if (b->T != qd_model_tokens(e->m, 0))
+            return qd_err_set(QD_ESHAPE, "%s: a ViT batch has %d tokens per image, not %d", qd_model_dir(e->m),
+                              qd_model_tokens(e->m, 0), b->T);
+    } else {
+        if (!b->ids) return qd_err_set(QD_EINVAL, "%s: a BERT batch needs token ids", qd_model_dir(e->m));
+        if (b->T > c->max_position)
+            return qd_err_set(QD_ESHAPE, "%s: sequence length %d exceeds max_position_embeddings %d",
+                              qd_model_dir(e->m), b->T, c->max_position);
+    }
+    int64_t R = 0;
+    int Tmax = 0;
+    for (int s = 0; s < b->B; s++) {
+        int n = 0;
+        for (int t = 0; t < b->T; t++) n += !b->mask || b->mask[(int64_t)s * b->T + t];
+        if (n == 0) n = b->T; /* nothing to attend to: as if unmasked, like the FP32 model */
+        R += n;
+        Tmax = QD_MAX(Tmax, n);
+    }
+    ensure(e, R, Tmax, b->B);
+    e->B = b->B;
+    e->R = R;
+    e->Tmax = Tmax;
+    int64_t r = 0;
+    for (int s = 0; s < b->B; s++) {
+        e->off[s] = r;
+        int any = 0;
+        for (int t = 0; t < b->T; t++) any |= !b->mask || b->mask[(int64_t)s * b->T + t];
+        for (int t = 0; t < b->T; t++)
+            if (!any || !b->mask || b->mask[(int64_t)s * b->T + t]) e->pos[r++] = t;
+        e->len[s] = (int)(r - e->off[s]);
+    }
+    e->off[b->B] = r;
+    return QD_OK;
+}
+
+static int head(qd_engine *e, const qd_batch *b, qd_engine_output what, float *out)
+{
+    const qd_model_config *c = &e->c;
+    const int64_t H = e->H, L = c->num_labels;
+    if (what == QD_ENGINE_MEAN) { /* sentence-transformers pooling, in double as the FP32 model */
+        for (int s = 0; s < b->B; s++) {
+            float *o = out + (int64_t)s * H;
+            for (int64_t i = 0; i < H; i++) {
+                double acc = 0;
+                for (int64_t r = e->off[s]; r < e->off[s + 1]; r++) acc += e->h[r * H + i];
+                o[i] = (float)(acc / (double)e->len[s]);
+            }
+        }
+        return QD_OK;
+    }
+    if (what == QD_ENGINE_LOGITS && L == 0)
+        return qd_err_set(QD_EUNSUPPORTED, "%s: the checkpoint has no classification head", qd_model_dir(e->m));
+    float *first = e->x1, *tmp = e->x1 + (int64_t)b->B * H, *dist = tmp + (int64_t)b->B * QD_MAX(H, L);
+    for (int s = 0; s < b->B; s++) /* the CLS rows (ViT: with the last block's MLP output added) */
+        for (int64_t i = 0; i < H; i++)
+            first[s * H + i] = e->h[e->off[s] * H + i] + (c->arch == QD_ARCH_VIT ? e->tb[e->off[s] * H + i] : 0.0f);
+    if (c->arch == QD_ARCH_VIT) {
+        qd_layernorm_rows(first, NULL, b->B, H, H, e->tw.final_ln_g, e->tw.final_ln_b, (float)c->ln_eps, first, NULL);
+        if (what == QD_ENGINE_POOLED) {
+            memcpy(out, first, (size_t)(b->B * H) * sizeof(float));
+            return QD_OK;
+        }
+        qd_gemm_f32(first, H, b->B, e->cls_w, 0, L, out, L);
+        if (e->dist_w) {
+            for (int s = 0; s < b->B; s++)
+                for (int64_t i = 0; i < H; i++)
+                    dist[s * H + i] = e->h[(e->off[s] + 1) * H + i] + e->tb[(e->off[s] + 1) * H + i];
+            qd_layernorm_rows(dist, NULL, b->B, H, H, e->tw.final_ln_g, e->tw.final_ln_b, (float)c->ln_eps, dist, NULL);
+            qd_gemm_f32(dist, H, b->B, e->dist_w, 0, L, tmp, L);
+            for (int64_t i = 0; i < (int64_t)b->B * L; i++) out[i] = (out[i] + tmp[i]) * 0.5f;
+        }
+        return QD_OK;
+    }
+    if (!c->has_pooler) return qd_err_set(QD_EUNSUPPORTED, "%s: the checkpoint has no pooler", qd_model_dir(e->m));
+    qd_gemm_f32(first, H, b->B, e->pool_w, 0, H, tmp, H);
+    for (int64_t i = 0; i < (int64_t)b->B * H; i++) tmp[i] = tanhf(tmp[i]);
+    if (what == QD_ENGINE_POOLED)
+        memcpy(out, tmp, (size_t)(b->B * H) * sizeof(float));
+    else
+        qd_gemm_f32(tmp, H, b->B, e->cls_w, 0, L, out, L);
+    return QD_OK;
+}
+
+int qd_engine_run(qd_engine *e, const qd_batch *b, qd_engine_output what, float *out)
+{
+    int rc = layout(e, b);
+    if (rc) return rc;
+    double t0 = tick(e);
+    if (e->c.arch == QD_ARCH_BERT) {
+        if ((rc = embed_bert(e, b))) return rc;
+    } else {
+        embed_vit(e, b);
+    }
+    tock(e, P_EMBED, t0, 0);
+    for (int k = 0; k < e->c.layers; k++) {
+        if (e->c.arch == QD_ARCH_BERT)
+            block_bert(e, k);
+        else
+            block_vit(e, k, k > 0);
+    }
+    t0 = tick(e);
+    rc = head(e, b, what, out);
+    tock(e, P_HEAD, t0, 0);
+    return rc;
+}
+
+/* ---- reports ----------------------------------------------------------------------------------------- */
+
+uint64_t qd_engine_weight_bytes(const qd_engine *e)
+{
+    const qd_model_config *c = &e->c;
+    uint64_t b = 0;
+    for (int i = 0; i < e->nlin; i++) {
+        const elin *L = &e->lin[i];
+        b += L->own ? qd_gemm_wf_bytes(L->own) : 0;
+        if (e->q && L->kind != QD_QL_FLOAT) b += qd_qmodel_linear(e->q, i)->bytes;
+        if (L->inv_s) b += (uint64_t)L->K * 4;
+    }
+    const uint64_t H = (uint64_t)c->hidden, f = 4;
+    b += (uint64_t)c->layers * 4 * H * f; /* block LayerNorms */
+    if (c->arch == QD_ARCH_BERT) {
+        b += e->qemb ? e->qemb->bytes : (uint64_t)c->vocab_size * H * f;
+        b += ((uint64_t)c->max_position + (uint64_t)c->type_vocab + 2) * H * f;
+        if (c->has_pooler) b += (H * H + H) * f;
+    } else {
+        b += qd_gemm_wf_bytes(e->patch) + ((uint64_t)qd_model_tokens(e->m, 0) + 4) * H * f;
+    }
+    if (c->num_labels) b += ((uint64_t)c->num_labels * H + (uint64_t)c->num_labels) * f * (e->tw.dist_W ? 2 : 1);
+    return b;
+}
+
+uint64_t qd_engine_buffer_bytes(const qd_engine *e)
+{
+    const uint64_t r = (uint64_t)e->cap_rows, f = 4;
+    return r * (3 * (uint64_t)e->H + 4 * (uint64_t)e->A + (uint64_t)e->FF + (uint64_t)e->kmax + 2) * f +
+           r * (uint64_t)e->kmax + (uint64_t)e->cap_att * (uint64_t)e->o.threads * f + (uint64_t)e->cap_pix * f;
+}
+
+double qd_engine_outlier_cols(const qd_engine *e) { return e->outl_calls > 0 ? e->outl_cols / e->outl_calls : 0; }
+
+const char *qd_engine_gemm_isa(const qd_engine *e, qd_ql_kind kind) { return kind < QD_QL_KINDS_ ? e->isa[kind] : "?"; }
+
+static int cmp_row(const void *a, const void *b)
+{
+    const qd_engine_prof_row *x = a, *y = b;
+    return x->seconds < y->seconds ? 1 : x->seconds > y->seconds ? -1 : 0;
+}
+
+int qd_engine_profile(const qd_engine *e, qd_engine_prof_row *rows, int max)
+{
+    int n = 0;
+    for (int i = 0; i < e->nprof && n < max; i++) {
+        if (e->prof[i].calls == 0) continue;
+        snprintf(rows[n].name, sizeof rows[n].name, "%s", e->prof[i].name);
+        rows[n].seconds = e->prof[i].s;
+        rows[n].calls = e->prof[i].calls;
+        rows[n].ops = e->prof[i].ops;
+        n++;
+    }
+    qsort(rows, (size_t)n, sizeof *rows, cmp_row);
+    return n;
+}
+
+void qd_engine_profile_reset(qd_engine *e)
+{
+    for (int i = 0; i < e->nprof; i++) e->prof[i].s = e->prof[i].ops = 0, e->prof[i].calls = 0;
+    e->outl_cols = e->outl_calls = 0;
+}

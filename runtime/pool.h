@@ -1,0 +1,27 @@
+/* runtime/pool.h — the inference engine's threads: a fixed set of workers that run the tasks of
+ * one parallel region at a time beside the calling thread (which takes tasks too), for the GEMMs
+ * (rows or column ranges), the attention heads and the row-wise pieces of a forward pass.
+ *
+ * Latency matters at batch 1 (a region lasts tens of microseconds), so workers spin on the
+ * region counter for a while before they sleep on a condition variable; the caller spins until
+ * every task is done. Tasks are handed out in index order by an atomic counter; a task's result
+ * must not depend on which thread runs it (the engine's tasks write disjoint outputs). */
+#ifndef QD_RUNTIME_POOL_H
+#define QD_RUNTIME_POOL_H
+
+#include <stdint.h>
+
+typedef struct qd_pool qd_pool;
+
+/* task(arg, i, thread) for i in [0, n); thread in [0, qd_pool_threads) names the runner (for
+ * per-thread scratch) */
+typedef void (*qd_pool_task)(void *arg, int64_t i, int thread);
+
+/* threads >= 1 (1: no workers, every region runs on the caller). QD_OK or QD_ENOMEM/QD_EINVAL. */
+int qd_pool_create(int threads, qd_pool **out);
+void qd_pool_free(qd_pool *p);
+int qd_pool_threads(const qd_pool *p);
+/* Runs the n tasks and returns when all are done. Not reentrant: one region at a time. */
+void qd_pool_run(qd_pool *p, int64_t n, qd_pool_task task, void *arg);
+
+#endif
