@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "coordinator/cli.h"
 #include "kernels/kernels.h"
@@ -133,7 +134,7 @@ typedef struct {
     int dim;
     double *lat; /* per batch: seconds per sample */
     int nb;
-    double total;
+    double total, cpu; /* wall and process CPU seconds of the timed forward calls */
     long peak_kib;
     /* the engine's view */
     uint64_t resident, buffers; /* weight bytes it reads, its buffers */
@@ -153,6 +154,15 @@ static long vm_hwm_kib(void)
         if (!strncmp(line, "VmHWM:", 6)) v = atol(line + 6);
     if (f) fclose(f);
     return v;
+}
+
+/* CPU seconds of the whole process (every thread): on a machine shared with other jobs, the work
+ * of a forward call, where wall time also counts the neighbours */
+static double process_cpu(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 static void reset_hwm(void)
@@ -235,9 +245,10 @@ static int run_pass(const qd_model *m, qd_engine *eng, samples *s, int batch, in
         qd_batch b;
         const int n = QD_MIN(batch, s->n - first);
         if ((rc = prepare_batch(m, s, first, n, Tmax, ids, tt, mask, pix, item, &b))) break;
-        double t0 = qd_now();
+        const double t0 = qd_now(), c0 = process_cpu();
         rc = qd_engine_run(eng, &b, what, r->out + (size_t)first * r->dim);
-        double dt = qd_now() - t0;
+        const double dt = qd_now() - t0;
+        r->cpu += process_cpu() - c0;
         t_all += dt;
         r->lat[r->nb++] = dt / n;
     }
@@ -384,16 +395,17 @@ static double outlier_seconds(const pass_result *r)
 
 static void print_profile(const char *title, const pass_result *r, int nsamples)
 {
-    double all = 0;
-    for (int i = 0; i < r->nprof; i++) all += r->prof[i].seconds;
-    printf("\nprofile, %s: %.3f ms per sample in %d classes\n", title, 1e3 * all / nsamples, r->nprof);
-    printf("  %-48s %10s %7s %9s %9s\n", "operation class", "ms/sample", "share", "calls", "GOP/s");
+    double all = 0, cpu = 0;
+    for (int i = 0; i < r->nprof; i++) all += r->prof[i].seconds, cpu += r->prof[i].cpu_seconds;
+    printf("\nprofile, %s: %.3f ms per sample (wall), %.3f ms CPU time of the calling thread\n", title,
+           1e3 * all / nsamples, 1e3 * cpu / nsamples);
+    printf("  %-46s %9s %9s %7s %9s %9s\n", "operation class", "wall ms", "cpu ms", "share", "calls", "GOP/s cpu");
     for (int i = 0; i < r->nprof; i++) {
         const qd_engine_prof_row *p = &r->prof[i];
-        printf("  %-48s %10.4f %6.1f%% %9lld", p->name, 1e3 * p->seconds / nsamples,
-               all > 0 ? 100.0 * p->seconds / all : 0, (long long)p->calls);
-        if (p->ops > 0 && p->seconds > 0)
-            printf(" %9.1f\n", p->ops / p->seconds / 1e9);
+        printf("  %-46s %9.4f %9.4f %6.1f%% %9lld", p->name, 1e3 * p->seconds / nsamples,
+               1e3 * p->cpu_seconds / nsamples, all > 0 ? 100.0 * p->seconds / all : 0, (long long)p->calls);
+        if (p->ops > 0 && p->cpu_seconds > 0)
+            printf(" %9.1f\n", p->ops / p->cpu_seconds / 1e9);
         else
             printf(" %9s\n", "");
     }
@@ -407,6 +419,7 @@ static void json_profile(cJSON *o, const pass_result *r, int nsamples)
         cJSON *x = cJSON_CreateObject();
         cJSON_AddStringToObject(x, "name", p->name);
         cJSON_AddNumberToObject(x, "ms_per_sample", 1e3 * p->seconds / nsamples);
+        cJSON_AddNumberToObject(x, "cpu_ms_per_sample", 1e3 * p->cpu_seconds / nsamples);
         cJSON_AddNumberToObject(x, "calls", (double)p->calls);
         if (p->ops > 0 && p->seconds > 0) cJSON_AddNumberToObject(x, "gop_per_s", p->ops / p->seconds / 1e9);
         cJSON_AddItemToArray(a, x);
@@ -594,6 +607,7 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
                 cJSON_AddNumberToObject(lat, "p50", 1e3 * (side ? p50q : p5032));
                 cJSON_AddNumberToObject(lat, "p95", 1e3 * (side ? p95q : p9532));
                 cJSON_AddNumberToObject(o2, "throughput_per_s", r->total > 0 ? N / r->total : 0);
+                cJSON_AddNumberToObject(o2, "cpu_ms_per_sample", 1e3 * r->cpu / N);
                 cJSON_AddNumberToObject(o2, "peak_rss_bytes", (double)r->peak_kib * 1024);
                 cJSON_AddNumberToObject(o2, "weight_bytes", side ? q_weights : ck_bytes);
                 cJSON_AddNumberToObject(o2, "resident_weight_bytes", (double)r->resident);
@@ -647,6 +661,7 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
             printf("%-22s %14.3f %14.3f\n", "latency p95 (ms)", 1e3 * p9532, 1e3 * p95q);
             printf("%-22s %14.1f %14.1f\n", "throughput (/s)", rf.total > 0 ? N / rf.total : 0,
                    rq.total > 0 ? N / rq.total : 0);
+            printf("%-22s %14.3f %14.3f\n", "CPU ms per sample", 1e3 * rf.cpu / N, 1e3 * rq.cpu / N);
             printf("%-22s %14.1f %14.1f\n", "peak RSS (MiB)", rf.peak_kib / 1024.0, rq.peak_kib / 1024.0);
             printf("%-22s %14.0f %14.0f\n", "weight bytes", ck_bytes, q_weights);
             printf("%-22s %14.0f %14.0f\n", "resident weights", (double)rf.resident, (double)rq.resident);

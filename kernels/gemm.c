@@ -198,18 +198,36 @@ size_t qd_gemm_wf_bytes(const qd_gemm_wf *w)
     return (size_t)(w->np * w->K * 16) * sizeof(float) + (w->bias ? (size_t)(w->np * 16) * sizeof(float) : 0);
 }
 
+/* Both walk the panels in the layout's order (no division per weight): a column is a handful of
+ * cache lines per panel, read once per outlier column and product. */
 void qd_gemm_w8_column(const qd_gemm_w8 *W, int64_t k, float *out)
 {
     QD_ASSERT(k >= 0 && k < W->K);
-    for (int64_t n = 0; n < W->N; n++) out[n] = W->scales[n] * (float)qd_gemm_w8_at(W, n, k);
+    for (int64_t p = 0; p < W->np; p++) {
+        const int64_t nv = QD_MIN((int64_t)16, W->N - 16 * p);
+        const float *sc = W->scales + 16 * p;
+        float *o = out + 16 * p;
+        if (W->layout == QD_GEMM_LAYOUT_VNNI) {
+            const int8_t *v = W->v + (p * W->kq + k / 4) * 64 + (k & 3);
+            for (int64_t c = 0; c < nv; c++) o[c] = sc[c] * (float)v[4 * c];
+        } else {
+            const int16_t *v = W->w + (p * W->kp2 + k / 2) * 32 + (k & 1);
+            for (int64_t c = 0; c < nv; c++) o[c] = sc[c] * (float)v[2 * c];
+        }
+    }
 }
 
 void qd_gemm_w4_column(const qd_gemm_w4 *W, int64_t k, float *out)
 {
     QD_ASSERT(k >= 0 && k < W->K);
     const int64_t g = k / W->G;
-    for (int64_t n = 0; n < W->N; n++)
-        out[n] = qd_gemm_w4_scale(W, n, g) * (float)(qd_gemm_w4_at(W, n, k) - qd_gemm_w4_zero(W, n, g));
+    for (int64_t p = 0; p < W->np; p++) {
+        const int64_t nv = QD_MIN((int64_t)16, W->N - 16 * p), o0 = (p * W->ng + g) * 16;
+        const float *sc = W->scales + o0;
+        const int32_t *zr = W->zeros + o0;
+        float *o = out + 16 * p;
+        for (int64_t c = 0; c < nv; c++) o[c] = sc[c] * (float)(qd_gemm_w4_at(W, 16 * p + c, k) - zr[c]);
+    }
 }
 
 int64_t qd_gemm_w8_n(const qd_gemm_w8 *w) { return w->N; }

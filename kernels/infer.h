@@ -38,6 +38,10 @@ void qd_softmax_rows(float *S, int64_t rows, int64_t n, int64_t lds);
 void qd_attn_context(const float *P, int64_t ldp, const float *v, int64_t ld, int64_t T, int64_t d, float *ctx,
                      int64_t ldc);
 
+/* m[k] = max(m[k], |x[r][k] s[k]|) over rows r, s NULL: |x[r][k]| (the outlier columns' scan;
+ * a maximum is exact in any order) */
+void qd_col_absmax(const float *x, int64_t rows, int64_t K, int64_t ldx, const float *s, float *m);
+
 /* The reference's 16-lane sum (above), exposed for the ISA versions' tests. */
 float qd_sum16_ref(const float *v, int64_t n);
 

@@ -123,6 +123,8 @@ typedef struct qd_kernel_table {
                      float *C, int64_t ldc);
     void (*layernorm)(const float *x, const float *r, int64_t rows, int64_t n, int64_t ld, const float *g,
                       const float *b, float eps, float *y, float *sum);
+    /* m[k] = max(m[k], |x[r][k] * s[k]|) over rows r (s NULL: |x[r][k]|); NaN never raises m */
+    void (*col_absmax)(const float *x, int64_t rows, int64_t K, int64_t ldx, const float *s, float *m);
     void (*attn_scores)(const float *q, const float *k, int64_t ld, int64_t T, int64_t d, float scale, float *S,
                         int64_t lds, float *kt);
     void (*softmax_rows)(float *S, int64_t rows, int64_t n, int64_t lds);

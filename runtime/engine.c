@@ -1,8 +1,10 @@
 /* runtime/engine.c — the inference engine (see engine.h). */
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels/gemm.h"
 #include "kernels/infer.h"
@@ -30,7 +32,7 @@ typedef struct {
 
 typedef struct {
     char name[80];
-    double s, ops;
+    double s, cpu, ops;
     int64_t calls;
 } prow;
 
@@ -62,7 +64,7 @@ struct qd_engine {
     float *att; /* per thread: scores [T][t16] and K transposed [d][t16] */
     int64_t cap_pix;
     float *pix;
-    float *cm, *colmax, *wcol;
+    float *cm, *colmax, *wcol, *xcol;
     int *cols;
     int64_t cap_wcol;
     int cap_seq;
@@ -100,11 +102,29 @@ static int prof_row(qd_engine *e, const char *name)
     return e->nprof++;
 }
 
-static inline double tick(const qd_engine *e) { return e->o.profile ? qd_now() : 0; }
-static inline void tock(qd_engine *e, int row, double t0, double ops)
+/* the calling thread's CPU time: with other jobs on the machine, wall time counts them too */
+static double cpu_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+typedef struct {
+    double wall, cpu;
+} stamp;
+
+static inline stamp tick(const qd_engine *e)
+{
+    stamp t = {0, 0};
+    if (e->o.profile) t.wall = qd_now(), t.cpu = cpu_now();
+    return t;
+}
+static inline void tock(qd_engine *e, int row, stamp t0, double ops)
 {
     if (!e->o.profile) return;
-    e->prof[row].s += qd_now() - t0;
+    e->prof[row].s += qd_now() - t0.wall;
+    e->prof[row].cpu += cpu_now() - t0.cpu;
     e->prof[row].calls++;
     e->prof[row].ops += ops;
 }
@@ -221,7 +241,7 @@ void qd_engine_free(qd_engine *e)
     free(e->ln1g), free(e->ln1b), free(e->ln2g), free(e->ln2b);
     free(e->h), free(e->x1), free(e->tb), free(e->qkv), free(e->ctx), free(e->inter), free(e->xs);
     free(e->aq), free(e->as), free(e->att), free(e->pix);
-    free(e->cm), free(e->colmax), free(e->wcol), free(e->cols);
+    free(e->cm), free(e->colmax), free(e->wcol), free(e->xcol), free(e->cols);
     free(e->off), free(e->len), free(e->pos);
     free(e);
 }
@@ -241,6 +261,7 @@ static void ensure(qd_engine *e, int64_t R, int Tmax, int B)
         e->aq = grow(e->aq, (size_t)(r * e->kmax));
         e->as = grow(e->as, (size_t)r * sizeof(float));
         e->pos = grow(e->pos, (size_t)r * sizeof(int32_t));
+        e->xcol = grow(e->xcol, (size_t)(r * e->o.threads) * sizeof(float));
         e->cap_rows = r;
     }
     const int64_t t16 = (Tmax + 15) / 16 * 16, att = t16 * (Tmax + e->d) + 64;
@@ -296,7 +317,7 @@ static void ln_task(void *arg, int64_t i, int th)
 static void layernorm(qd_engine *e, const float *x, const float *r, const float *g, const float *b, float *y,
                       float *sum)
 {
-    const double t0 = tick(e);
+    const stamp t0 = tick(e);
     ln_job j = {e, x, r, g, b, y, sum, e->R, e->H, e->H, row_tasks(e, e->R), (float)e->c.ln_eps};
     qd_pool_run(e->pool, j.ntask, ln_task, &j);
     tock(e, P_LAYERNORM, t0, 0);
@@ -358,7 +379,7 @@ static void gemm_task(void *arg, int64_t i, int th)
 
 static void gemm(qd_engine *e, const elin *L, const float *X, int64_t ldx, const uint8_t *A, float *Y, int64_t ldy)
 {
-    const double t0 = tick(e);
+    const stamp t0 = tick(e);
     const int64_t R = e->R, T = e->o.threads, np = (L->N + 15) / 16;
     gemm_job j = {e, L, X, ldx, A, Y, ldy, R, 1, R};
     int64_t ntask = 1;
@@ -407,20 +428,20 @@ typedef struct {
     int64_t ldy;
 } outl_job;
 
+/* Y[r0:r1] += x_c w_c^T for every outlier column c: one rank-1 update (BLAS sger) per column, the
+ * column of inputs x_c (divided by the smoothing factor) gathered first */
 static void outl_task(void *arg, int64_t i, int th)
 {
-    (void)th;
     outl_job *j = arg;
     int64_t r0, r1;
     task_rows(j->e->R, j->ntask, i, &r0, &r1);
-    for (int64_t r = r0; r < r1; r++) {
-        float *y = j->Y + r * j->ldy;
-        for (int64_t c = 0; c < j->no; c++) {
-            const int k = j->cols[c];
-            const float xv = j->inv_s ? j->X[r * j->ldx + k] * j->inv_s[k] : j->X[r * j->ldx + k];
-            const float *w = j->wcol + c * j->N;
-            for (int64_t n = 0; n < j->N; n++) y[n] += xv * w[n];
-        }
+    float *xc = j->e->xcol + th * j->e->cap_rows;
+    for (int64_t c = 0; c < j->no; c++) {
+        const int k = j->cols[c];
+        for (int64_t r = r0; r < r1; r++)
+            xc[r - r0] = j->inv_s ? j->X[r * j->ldx + k] * j->inv_s[k] : j->X[r * j->ldx + k];
+        cblas_sger(CblasRowMajor, (int)(r1 - r0), (int)j->N, 1.0f, xc, 1, j->wcol + c * j->N, 1, j->Y + r0 * j->ldy,
+                   (int)j->ldy);
     }
 }
 
@@ -430,25 +451,13 @@ static void outl_task(void *arg, int64_t i, int th)
 static int64_t quantize_input(qd_engine *e, const elin *L, const float *X, int64_t ldx)
 {
     const int64_t K = L->K, R = e->R;
-    double t0 = tick(e);
+    stamp t0 = tick(e);
     int64_t no = 0;
     const float *cm = L->inv_s;
     if (e->o.outlier > 0) {
         float *mx = e->colmax;
         for (int64_t k = 0; k < K; k++) mx[k] = 0.0f;
-        for (int64_t r = 0; r < R; r++) { /* row order: contiguous, vectorizable */
-            const float *x = X + r * ldx;
-            if (L->inv_s)
-                for (int64_t k = 0; k < K; k++) {
-                    const float a = fabsf(x[k] * L->inv_s[k]);
-                    mx[k] = a > mx[k] ? a : mx[k];
-                }
-            else
-                for (int64_t k = 0; k < K; k++) {
-                    const float a = fabsf(x[k]);
-                    mx[k] = a > mx[k] ? a : mx[k];
-                }
-        }
+        qd_col_absmax(X, R, K, ldx, L->inv_s, mx);
         for (int64_t k = 0; k < K; k++)
             if (mx[k] > e->o.outlier) e->cols[no++] = (int)k;
         e->outl_cols += (double)no;
@@ -470,7 +479,7 @@ static int64_t quantize_input(qd_engine *e, const elin *L, const float *X, int64
 /* the float product of the outlier columns, added to Y */
 static void outlier_product(qd_engine *e, const elin *L, const float *X, int64_t ldx, int64_t no, float *Y, int64_t ldy)
 {
-    const double t0 = tick(e);
+    const stamp t0 = tick(e);
     if (no * L->N > e->cap_wcol) {
         e->cap_wcol = no * L->N;
         e->wcol = grow(e->wcol, (size_t)e->cap_wcol * sizeof(float));
@@ -549,18 +558,19 @@ static void att_task(void *arg, int64_t i, int th)
 
 static void attention(qd_engine *e)
 {
-    const double t0 = tick(e);
+    const stamp t0 = tick(e);
     if (e->o.profile)
         for (int th = 0; th < e->o.threads; th++) e->thr_time[th][0] = e->thr_time[th][1] = e->thr_time[th][2] = 0;
     att_job j = {e};
     qd_pool_run(e->pool, (int64_t)e->B * e->c.heads, att_task, &j);
-    if (e->o.profile) { /* the region's wall time, shared out by the threads' time in each step */
-        const double wall = qd_now() - t0;
+    if (e->o.profile) { /* the region's wall and CPU time, shared out by the threads' time in each step */
+        const double wall = qd_now() - t0.wall, cpu = cpu_now() - t0.cpu;
         double part[3] = {0, 0, 0}, all = 0;
         for (int th = 0; th < e->o.threads; th++)
             for (int k = 0; k < 3; k++) part[k] += e->thr_time[th][k], all += e->thr_time[th][k];
         for (int k = 0; k < 3; k++) {
             e->prof[P_SCORES + k].s += all > 0 ? wall * part[k] / all : 0;
+            e->prof[P_SCORES + k].cpu += all > 0 ? cpu * part[k] / all : 0;
             e->prof[P_SCORES + k].calls++;
         }
     }
@@ -649,7 +659,7 @@ static void block_bert(qd_engine *e, int k)
     linears(e, l0 + QD_LIN_O, 1, e->ctx, A, e->tb, H);
     layernorm(e, e->tb, e->h, e->ln1g[k], e->ln1b[k], e->x1, NULL); /* a = LN1(h + attn) */
     linears(e, l0 + QD_LIN_INTER, 1, e->x1, H, e->inter, FF);
-    const double t0 = tick(e);
+    const stamp t0 = tick(e);
     act_job aj = {e->c.act, e->inter, e->R, FF, row_tasks(e, e->R)};
     qd_pool_run(e->pool, aj.ntask, act_task, &aj);
     tock(e, P_ACT, t0, 0);
@@ -669,7 +679,7 @@ static void block_vit(qd_engine *e, int k, int pend)
     linears(e, l0 + QD_LIN_O, 1, e->ctx, A, e->tb, H);
     layernorm(e, e->h, e->tb, e->ln2g[k], e->ln2b[k], e->x1, e->h);
     linears(e, l0 + QD_LIN_INTER, 1, e->x1, H, e->inter, FF);
-    const double t0 = tick(e);
+    const stamp t0 = tick(e);
     act_job aj = {e->c.act, e->inter, e->R, FF, row_tasks(e, e->R)};
     qd_pool_run(e->pool, aj.ntask, act_task, &aj);
     tock(e, P_ACT, t0, 0);
@@ -770,7 +780,7 @@ int qd_engine_run(qd_engine *e, const qd_batch *b, qd_engine_output what, float 
 {
     int rc = layout(e, b);
     if (rc) return rc;
-    double t0 = tick(e);
+    stamp t0 = tick(e);
     if (e->c.arch == QD_ARCH_BERT) {
         if ((rc = embed_bert(e, b))) return rc;
     } else {
@@ -838,6 +848,7 @@ int qd_engine_profile(const qd_engine *e, qd_engine_prof_row *rows, int max)
         if (e->prof[i].calls == 0) continue;
         snprintf(rows[n].name, sizeof rows[n].name, "%s", e->prof[i].name);
         rows[n].seconds = e->prof[i].s;
+        rows[n].cpu_seconds = e->prof[i].cpu;
         rows[n].calls = e->prof[i].calls;
         rows[n].ops = e->prof[i].ops;
         n++;
@@ -848,6 +859,6 @@ int qd_engine_profile(const qd_engine *e, qd_engine_prof_row *rows, int max)
 
 void qd_engine_profile_reset(qd_engine *e)
 {
-    for (int i = 0; i < e->nprof; i++) e->prof[i].s = e->prof[i].ops = 0, e->prof[i].calls = 0;
+    for (int i = 0; i < e->nprof; i++) e->prof[i].s = e->prof[i].cpu = e->prof[i].ops = 0, e->prof[i].calls = 0;
     e->outl_cols = e->outl_calls = 0;
 }

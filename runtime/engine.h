@@ -64,7 +64,8 @@ const char *qd_engine_gemm_isa(const qd_engine *e, qd_ql_kind kind);
 
 typedef struct {
     char name[80];  /* "GEMM int8 K=384 N=1152 (q,k,v)", "attention scores", "softmax", ... */
-    double seconds; /* wall time of the regions of this class, summed */
+    double seconds;     /* wall time of the regions of this class, summed */
+    double cpu_seconds; /* the calling thread's CPU time in them (the work, with one thread) */
     int64_t calls;
     double ops; /* multiply-adds x 2 for the GEMMs, 0 otherwise */
 } qd_engine_prof_row;

@@ -85,6 +85,21 @@ static void avx2_layernorm(const float *x, const float *r, int64_t rows, int64_t
     }
 }
 
+static void avx2_col_absmax(const float *x, int64_t rows, int64_t K, int64_t ldx, const float *s, float *m)
+{
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * ldx;
+        for (int64_t k = 0; k < K; k += 8) {
+            const __m256i mk = lanes_below(QD_MIN((int64_t)8, K - k));
+            __m256 v = _mm256_maskload_ps(xr + k, mk);
+            if (s) v = _mm256_mul_ps(v, _mm256_maskload_ps(s + k, mk));
+            /* max(a, m): a NaN in a keeps m, as the reference's a > m ? a : m */
+            _mm256_maskstore_ps(m + k, mk, _mm256_max_ps(_mm256_and_ps(v, absmask), _mm256_maskload_ps(m + k, mk)));
+        }
+    }
+}
+
 /* ---- attention ------------------------------------------------------------------------------- */
 
 static void avx2_attn_scores(const float *q, const float *k, int64_t ld, int64_t T, int64_t d, float scale, float *S,
@@ -205,6 +220,7 @@ static void avx2_gemm_f32(const float *A, int64_t lda, int64_t M, const qd_gemm_
 void qd_kernels_fill_avx2_infer(qd_kernel_table *t)
 {
     t->layernorm = avx2_layernorm;
+    t->col_absmax = avx2_col_absmax;
     t->attn_scores = avx2_attn_scores;
     t->softmax_rows = avx2_softmax_rows;
     t->attn_context = avx2_attn_context;

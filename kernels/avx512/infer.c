@@ -108,6 +108,22 @@ static void avx512_layernorm(const float *x, const float *r, int64_t rows, int64
     }
 }
 
+static void avx512_col_absmax(const float *x, int64_t rows, int64_t K, int64_t ldx, const float *s, float *m)
+{
+    const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * ldx;
+        for (int64_t k = 0; k < K; k += 16) {
+            const __mmask16 mk = below(K - k);
+            __m512 v = _mm512_maskz_loadu_ps(mk, xr + k);
+            if (s) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(mk, s + k));
+            /* max(a, m): a NaN in a keeps m, as the reference's a > m ? a : m */
+            _mm512_mask_storeu_ps(m + k, mk,
+                                  _mm512_max_ps(_mm512_and_ps(v, absmask), _mm512_maskz_loadu_ps(mk, m + k)));
+        }
+    }
+}
+
 /* ---- attention ------------------------------------------------------------------------------------ */
 
 static void avx512_attn_scores(const float *q, const float *k, int64_t ld, int64_t T, int64_t d, float scale, float *S,
@@ -262,6 +278,7 @@ int qd_kernels_fill_avx512_infer(qd_kernel_table *t)
 {
     t->quantize_rows_u8 = avx512_quantize_rows_u8;
     t->layernorm = avx512_layernorm;
+    t->col_absmax = avx512_col_absmax;
     t->attn_scores = avx512_attn_scores;
     t->softmax_rows = avx512_softmax_rows;
     t->attn_context = avx512_attn_context;

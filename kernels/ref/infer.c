@@ -79,8 +79,18 @@ static void ref_attn_context(const float *P, int64_t ldp, const float *v, int64_
         }
 }
 
+static void ref_col_absmax(const float *x, int64_t rows, int64_t K, int64_t ldx, const float *s, float *m)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t k = 0; k < K; k++) {
+            const float a = fabsf(s ? x[r * ldx + k] * s[k] : x[r * ldx + k]);
+            m[k] = a > m[k] ? a : m[k];
+        }
+}
+
 void qd_kernels_fill_ref_infer(qd_kernel_table *t)
 {
+    t->col_absmax = ref_col_absmax;
     t->layernorm = ref_layernorm;
     t->attn_scores = ref_attn_scores;
     t->softmax_rows = ref_softmax_rows;
@@ -97,6 +107,11 @@ void qd_attn_scores(const float *q, const float *k, int64_t ld, int64_t T, int64
                     int64_t lds, float *kt)
 {
     qd_kernels()->attn_scores(q, k, ld, T, d, scale, S, lds, kt);
+}
+
+void qd_col_absmax(const float *x, int64_t rows, int64_t K, int64_t ldx, const float *s, float *m)
+{
+    qd_kernels()->col_absmax(x, rows, K, ldx, s, m);
 }
 
 void qd_softmax_rows(float *S, int64_t rows, int64_t n, int64_t lds) { qd_kernels()->softmax_rows(S, rows, n, lds); }
