@@ -7,6 +7,18 @@
 
 #include "quant/quant.h"
 
+const char *qd_prune_method_name(int m)
+{
+    return m == QD_PRUNE_MAGNITUDE ? "magnitude" : m == QD_PRUNE_WANDA ? "wanda" : "sparsegpt";
+}
+
+int qd_prune_method_parse(const char *s)
+{
+    for (int m = 0; m <= QD_PRUNE_WANDA; m++)
+        if (!strcmp(s, qd_prune_method_name(m))) return m;
+    return -1;
+}
+
 double qd_sparsity_fraction(const qd_sparsity *s)
 {
     if (s->n > 0) return 1.0 - (double)s->n / (double)s->m;

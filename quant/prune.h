@@ -24,6 +24,12 @@ typedef struct {
     int n, m;        /* N:M (n < m, m <= 64); n == 0: unstructured */
 } qd_sparsity;
 
+/* How a job chooses the mask: SparseGPT (OBS with weight updates), magnitude, or Wanda. */
+typedef enum { QD_PRUNE_SPARSEGPT = 0, QD_PRUNE_MAGNITUDE = 1, QD_PRUNE_WANDA = 2 } qd_prune_method;
+const char *qd_prune_method_name(int m);
+/* "sparsegpt", "magnitude", "wanda" -> the method, or -1. */
+int qd_prune_method_parse(const char *s);
+
 /* Whether s asks for any pruning. */
 static inline int qd_sparsity_active(const qd_sparsity *s) { return s->n > 0 || s->sparsity > 0; }
 /* Fraction of zeros the pattern gives (N:M: 1 - N/M). */

@@ -42,7 +42,8 @@ int qd_sparsegpt_prepare(const float *H, int64_t cols, const qd_sparsegpt_opts *
 typedef struct {
     const float *U; /* Hinv + i1 * C + i1 */
     int64_t C, cnt;
-    int n, m; /* N:M, or n == 0 */
+    int n, m;  /* N:M, or n == 0 */
+    int given; /* mask fixed by the caller */
     int quantize, maxq;
     const float *s;   /* [cnt] scale of each column's group for this row */
     const int32_t *z; /* [cnt] zero */
@@ -54,7 +55,7 @@ static double sweep_row(const sweep_args *a, float *w, uint8_t *mask, float *out
     for (int64_t i = 0; i < a->cnt; i++) {
         const float *urow = a->U + i * a->C;
         const float d = urow[i];
-        if (a->n > 0 && i % a->m == 0) {
+        if (a->n > 0 && !a->given && i % a->m == 0) {
             float sc[64];
             for (int j = 0; j < a->m; j++) {
                 float dj = a->U[(i + j) * a->C + i + j];
@@ -118,7 +119,9 @@ int qd_sparsegpt_prune_prepared(const qd_gptq_prep *p, const qd_sparsegpt_opts *
                 if (k % gs == 0)
                     qd_find_params_rows(W + k, R, QD_MIN(gs, C - k), C, o->bits, o->sym, &o->clip, scales + k / gs,
                                         zeros + k / gs, ng);
-        if (sp->n == 0) {
+        if (o->mask_given) {
+            for (int64_t r = 0; r < R; r++) memcpy(bmask + r * cnt, mask + r * C + i1, (size_t)cnt);
+        } else if (sp->n == 0) {
             for (int64_t r = 0; r < R; r++)
                 for (int64_t i = 0; i < cnt; i++) {
                     float w = W[r * C + i1 + i], d = U[(i1 + i) * C + i1 + i];

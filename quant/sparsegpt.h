@@ -37,6 +37,8 @@ typedef struct {
     int bits, sym;        /* quantize: 2..8 */
     int64_t group_size;   /* quantize: -1 per channel, else columns per group */
     qd_clip_opts clip;    /* quantize: scale search (default min-max, as the reference) */
+    int mask_given;       /* 1: `mask` is an input (e.g. magnitude's or Wanda's): the sweep only updates the
+                           * kept weights (GPTQ with a fixed mask); sp then only checks N:M shapes */
 } qd_sparsegpt_opts;
 
 void qd_sparsegpt_default_opts(qd_sparsegpt_opts *o);
