@@ -46,6 +46,7 @@ void qd_job_config_default(qd_job_config *c)
     c->ada_beta_end = 2;
     c->ada_warmup = 0.2;
     c->ada_lr = 1e-3;
+    c->prune = -1;
 }
 
 static const char *gran_name(qd_granularity g)
@@ -118,7 +119,7 @@ cJSON *qd_job_config_json(const qd_job_config *c)
         qd_sparsity_format(&c->sparsity, sp, sizeof sp);
         cJSON *p = cJSON_AddObjectToObject(o, "sparsity");
         cJSON_AddStringToObject(p, "pattern", sp);
-        cJSON_AddStringToObject(p, "method", qd_prune_method_name(c->prune));
+        cJSON_AddStringToObject(p, "method", qd_prune_method_name(qd_sparse_prune_method(c, c->method)));
         cJSON_AddBoolToObject(p, "prune_only", c->prune_only);
     }
     return o;
@@ -229,7 +230,7 @@ void qd_job_table(const qd_job_config *cfg, const qd_checkpoint *ck, qd_job_tens
         j->nblk = j->rows > 0 ? (int)((j->rows + j->blk_rows - 1) / j->blk_rows) : 1;
         if (j->kind == QD_JOB_QUANT) {
             j->sp = cfg->sparsity;
-            j->prune = cfg->prune;
+            j->prune = qd_sparse_prune_method(cfg, j->method);
         }
         j->splittable = t->numel > 0 && j->nblk > 1 &&
                         (j->kind == QD_JOB_FLOAT || (j->kind == QD_JOB_QUANT && j->scheme.gran != QD_GRAN_TENSOR));

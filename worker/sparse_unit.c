@@ -4,6 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+int qd_sparse_prune_method(const qd_job_config *c, qd_method m)
+{
+    if (c->prune >= 0) return c->prune;
+    return m == QD_METHOD_RTN ? QD_PRUNE_MAGNITUDE : QD_PRUNE_SPARSEGPT;
+}
+
 int qd_sparse_config_validate(const qd_job_config *c)
 {
     if (!qd_sparsity_active(&c->sparsity)) {
@@ -19,7 +25,7 @@ int qd_sparse_config_validate(const qd_job_config *c)
     if (c->act_order)
         return qd_err_set(QD_ECONFIG, "sparsity: act-order is not available with pruning (N:M groups and the "
                                       "mask follow the original column order)");
-    if (c->method == QD_METHOD_RTN && c->prune != QD_PRUNE_MAGNITUDE)
+    if (c->method == QD_METHOD_RTN && qd_sparse_prune_method(c, c->method) != QD_PRUNE_MAGNITUDE)
         return qd_err_set(QD_ECONFIG,
                           "sparsity: prune method '%s' needs calibration (--method gptq --calib DATA); "
                           "with rtn use --prune magnitude",

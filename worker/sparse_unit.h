@@ -14,6 +14,9 @@
  * without calibration, prune-only without it). */
 int qd_sparse_config_validate(const qd_job_config *c);
 
+/* The prune method of a tensor quantized with method m (cfg->prune, or its default for m). */
+int qd_sparse_prune_method(const qd_job_config *c, qd_method m);
+
 /* Rows W [n][C] of a tensor with the prepared factor of its input (qd_gptq_prepare with o, no
  * act-order) and H (Wanda's norms). prune_only: W becomes the pruned float rows and codes/scales/
  * zeros are untouched; else codes/scales/zeros receive the quantized rows (pruned weights at the
