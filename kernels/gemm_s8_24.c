@@ -6,16 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/gemm.h"
+#include "kernels/gemm_pack.h"
 #include "kernels/kernels.h"
-
-static void *alloc64(size_t bytes)
-{ /* zeroed, 64-byte aligned; NULL on failure */
-    size_t n = (bytes + 63) / 64 * 64;
-    void *p = aligned_alloc(64, n ? n : 64);
-    if (p) memset(p, 0, n ? n : 64);
-    return p;
-}
 
 int qd_gemm_w24_create(const int8_t *w, int64_t N, int64_t K, int64_t ldw, const float *scales, const float *bias,
                        qd_gemm_w24 **out)
@@ -40,10 +32,10 @@ int qd_gemm_w24_create(const int8_t *w, int64_t N, int64_t K, int64_t ldw, const
     p->K = K;
     p->np = (N + 15) / 16;
     p->ngp = (ng + 1) / 2 * 2;
-    p->val = alloc64((size_t)(p->np * p->ngp * 32) * sizeof(int16_t));
-    p->sel = alloc64((size_t)(p->np * p->ngp * 64));
-    p->scales = alloc64((size_t)(p->np * 16) * sizeof(float));
-    p->bias = bias ? alloc64((size_t)(p->np * 16) * sizeof(float)) : NULL;
+    p->val = qd_gemm_alloc64((size_t)(p->np * p->ngp * 32) * sizeof(int16_t));
+    p->sel = qd_gemm_alloc64((size_t)(p->np * p->ngp * 64));
+    p->scales = qd_gemm_alloc64((size_t)(p->np * 16) * sizeof(float));
+    p->bias = bias ? qd_gemm_alloc64((size_t)(p->np * 16) * sizeof(float)) : NULL;
     if (!p->val || !p->sel || !p->scales || (bias && !p->bias)) {
         qd_gemm_w24_free(p);
         return qd_err_set(QD_ENOMEM, "2:4 GEMM weights %lldx%lld: out of memory", (long long)N, (long long)K);

@@ -71,10 +71,10 @@ typedef struct {
                                   * sees all the data through H */
     /* pruning of every quantized tensor (quant/prune.h, quant/sparsegpt.h; worker/sparse_unit.h) */
     qd_sparsity sparsity; /* inactive (default): dense */
-    int prune;            /* qd_prune_method, or -1 (default: sparsegpt with gptq, magnitude with rtn); with gptq the mask's criterion (sparsegpt: joint pruning and
+    int prune; /* qd_prune_method, or -1 (default: sparsegpt with gptq, magnitude with rtn); with gptq the mask's criterion (sparsegpt: joint pruning and
                            * quantization; magnitude/wanda: GPTQ keeping their mask); rtn: magnitude only */
-    int prune_only;       /* keep the pruned weights in float (needs the calibrated path: method gptq) */
-    int ada_tiles;        /* set by qd_job_run, not by callers: 1 when every rank of the job
+    int prune_only; /* keep the pruned weights in float (needs the calibrated path: method gptq) */
+    int ada_tiles;  /* set by qd_job_run, not by callers: 1 when every rank of the job
                                   * has the bfloat16 tiles (kernels/gemm_bf16.h) for the Hessian
                                   * form's product, so all ranks compute it the same way */
 } qd_job_config;
