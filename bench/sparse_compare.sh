@@ -7,7 +7,7 @@
 #   bench/sparse_compare.sh [OUTDIR]      (default /tmp/qd-sparse-compare)
 # Environment: QDIST (default build/qdist), QD_MODELS_DIR (default ../shared/models), QD_BERT_DIR
 # (found like tests/reference/bert_dir.sh), MODELS (default "vit bert"), VIT_N (MNIST images,
-# default all 10,000), MPIRUN (e.g. "mpirun -n 2"; files are identical for any rank count).
+# default all 10,000), BERT_N (SST-2 sentences, default all 872), MPIRUN (e.g. "mpirun -n 2"; files are identical for any rank count).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 QDIST=${QDIST:-$here/build/qdist}
@@ -42,7 +42,7 @@ for model in ${MODELS:-vit bert}; do
   else
     dir=${QD_BERT_DIR:-$("$here/tests/reference/bert_dir.sh" 2>/dev/null || true)}
     [ -d "$dir" ] || { echo "no BERT checkpoint: skipping"; continue; }
-    data=$MD/data/sst2/dev.tsv calib=$data evopts="" metric=cosine
+    data=$MD/data/sst2/dev.tsv calib=$data evopts="${BERT_N:+--n $BERT_N}" metric=cosine
   fi
   echo "### $model ($dir)"
   echo
