@@ -6,8 +6,8 @@
 #include "kernels/gemm_pack.h"
 #include "kernels/kernels.h"
 
-static void *alloc64(size_t bytes)
-{ /* zeroed, 64-byte aligned; NULL on failure */
+void *qd_gemm_alloc64(size_t bytes)
+{
     size_t n = (bytes + 63) / 64 * 64;
     void *p = aligned_alloc(64, n ? n : 64);
     if (p) memset(p, 0, n ? n : 64);
@@ -36,13 +36,13 @@ int qd_gemm_w8_create_layout(int layout, const int8_t *w, int64_t N, int64_t K, 
     p->layout = layout == QD_GEMM_LAYOUT_VNNI ? QD_GEMM_LAYOUT_VNNI : QD_GEMM_LAYOUT_I16;
     p->kq = (K + 63) / 64 * 16;
     if (p->layout == QD_GEMM_LAYOUT_VNNI) {
-        p->v = alloc64((size_t)(p->np * p->kq * 64));
-        p->comp = alloc64((size_t)(p->np * 16) * sizeof(int32_t));
+        p->v = qd_gemm_alloc64((size_t)(p->np * p->kq * 64));
+        p->comp = qd_gemm_alloc64((size_t)(p->np * 16) * sizeof(int32_t));
     } else {
-        p->w = alloc64((size_t)(p->np * p->kp2 * 32) * sizeof(int16_t));
+        p->w = qd_gemm_alloc64((size_t)(p->np * p->kp2 * 32) * sizeof(int16_t));
     }
-    p->scales = alloc64((size_t)(p->np * 16) * sizeof(float));
-    p->bias = bias ? alloc64((size_t)(p->np * 16) * sizeof(float)) : NULL;
+    p->scales = qd_gemm_alloc64((size_t)(p->np * 16) * sizeof(float));
+    p->bias = bias ? qd_gemm_alloc64((size_t)(p->np * 16) * sizeof(float)) : NULL;
     if ((!p->w && !p->v) || (p->v && !p->comp) || !p->scales || (bias && !p->bias)) {
         qd_gemm_w8_free(p);
         return qd_err_set(QD_ENOMEM, "int8 GEMM weights %lldx%lld: out of memory", (long long)N, (long long)K);
@@ -110,11 +110,11 @@ int qd_gemm_w4_create_layout(int layout, const uint8_t *packed, int64_t N, int64
     p->layout = layout == QD_GEMM_LAYOUT_VNNI && G % 8 == 0 && K % 8 == 0 ? QD_GEMM_LAYOUT_VNNI : QD_GEMM_LAYOUT_I16;
     const int vnni = p->layout == QD_GEMM_LAYOUT_VNNI;
     const int64_t steps = ng * (p->gp / 4); /* AVX2: 4-k steps per panel */
-    p->q = alloc64(vnni ? (size_t)(p->np * (K / 8) * 64) : (size_t)(p->np * steps * 32));
-    p->scales = alloc64((size_t)(p->np * ng * 16) * sizeof(float));
-    p->zeros = alloc64((size_t)(p->np * ng * 16) * sizeof(int32_t));
-    p->comp = vnni ? alloc64((size_t)(p->np * ng * 16) * sizeof(int32_t)) : NULL;
-    p->bias = bias ? alloc64((size_t)(p->np * 16) * sizeof(float)) : NULL;
+    p->q = qd_gemm_alloc64(vnni ? (size_t)(p->np * (K / 8) * 64) : (size_t)(p->np * steps * 32));
+    p->scales = qd_gemm_alloc64((size_t)(p->np * ng * 16) * sizeof(float));
+    p->zeros = qd_gemm_alloc64((size_t)(p->np * ng * 16) * sizeof(int32_t));
+    p->comp = vnni ? qd_gemm_alloc64((size_t)(p->np * ng * 16) * sizeof(int32_t)) : NULL;
+    p->bias = bias ? qd_gemm_alloc64((size_t)(p->np * 16) * sizeof(float)) : NULL;
     if (!p->q || !p->scales || !p->zeros || (vnni && !p->comp) || (bias && !p->bias)) {
         qd_gemm_w4_free(p);
         return qd_err_set(QD_ENOMEM, "4-bit GEMM weights %lldx%lld: out of memory", (long long)N, (long long)K);
@@ -170,8 +170,8 @@ int qd_gemm_wf_create(const float *w, int64_t N, int64_t K, int64_t ldw, const f
     p->N = N;
     p->K = K;
     p->np = (N + 15) / 16;
-    p->w = alloc64((size_t)(p->np * K * 16) * sizeof(float));
-    p->bias = bias ? alloc64((size_t)(p->np * 16) * sizeof(float)) : NULL;
+    p->w = qd_gemm_alloc64((size_t)(p->np * K * 16) * sizeof(float));
+    p->bias = bias ? qd_gemm_alloc64((size_t)(p->np * 16) * sizeof(float)) : NULL;
     if (!p->w || (bias && !p->bias)) {
         qd_gemm_wf_free(p);
         return qd_err_set(QD_ENOMEM, "float GEMM weights %lldx%lld: out of memory", (long long)N, (long long)K);
