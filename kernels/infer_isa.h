@@ -13,6 +13,7 @@
 /* kernels.h exp_sum of the reference and of the AVX2 table (the same bits) */
 float qd_ref_exp_sum(float *x, int64_t n, float m);
 float qd_avx2_exp_sum(float *x, int64_t n, float m);
+float qd_avx512_exp_sum(float *x, int64_t n, float m); /* kernels/avx512/infer.c */
 
 /* A buffer of at least `bytes` (64-byte aligned) owned by the calling thread, one per slot, kept
  * between calls and grown when asked for more: the GEMMs allocate only on a thread's first

@@ -63,7 +63,7 @@ double qd_engine_outlier_cols(const qd_engine *e);
 const char *qd_engine_gemm_isa(const qd_engine *e, qd_ql_kind kind);
 
 typedef struct {
-    char name[80];  /* "GEMM int8 K=384 N=1152 (q,k,v)", "attention scores", "softmax", ... */
+    char name[80];      /* "GEMM int8 K=384 N=1152 (q,k,v)", "attention scores", "softmax", ... */
     double seconds;     /* wall time of the regions of this class, summed */
     double cpu_seconds; /* the calling thread's CPU time in them (the work, with one thread) */
     int64_t calls;

@@ -8,12 +8,73 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels/act_coef.h"
 #include "kernels/gemm_pack.h"
 #include "kernels/infer.h"
 #include "kernels/infer_isa.h"
 #include "kernels/kernels.h"
 
 static inline __mmask16 below(int64_t rem) { return (__mmask16)(rem >= 16 ? 0xFFFF : (1u << rem) - 1u); }
+
+static inline __m512 opaque(__m512 x)
+{ /* a product the reference rounds before an addition: never fused with it */
+    __asm__("" : "+v"(x));
+    return x;
+}
+
+/* kernels/ref/exp_poly.h, sixteen lanes (d in [QD_EXP_LO, 88]) */
+static inline __m512 exp16(__m512 d)
+{
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(d, _mm512_set1_ps(QD_LOG2EF)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-QD_LN2_HI), d);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(-QD_LN2_LO), r);
+    __m512 p = _mm512_set1_ps(QD_EXP_P0);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(QD_EXP_P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(QD_EXP_P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(QD_EXP_P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(QD_EXP_P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(QD_EXP_P5));
+    const __m512 r2 = opaque(_mm512_mul_ps(r, r));
+    __m512 y = _mm512_fmadd_ps(p, r2, r);
+    y = _mm512_add_ps(y, _mm512_set1_ps(1.0f));
+    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return opaque(_mm512_mul_ps(y, _mm512_castsi512_ps(bits)));
+}
+
+/* kernels/ref/act.c's erf, sixteen lanes */
+static inline __m512 erf16(__m512 x)
+{
+    x = _mm512_min_ps(x, _mm512_set1_ps(4.0f));
+    x = _mm512_max_ps(x, _mm512_set1_ps(-4.0f));
+    const __m512 x2 = _mm512_mul_ps(x, x);
+    __m512 p = _mm512_set1_ps(QD_ERF_A13);
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(QD_ERF_A11));
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(QD_ERF_A9));
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(QD_ERF_A7));
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(QD_ERF_A5));
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(QD_ERF_A3));
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(QD_ERF_A1));
+    p = _mm512_mul_ps(p, x);
+    __m512 q = _mm512_set1_ps(QD_ERF_B8);
+    q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(QD_ERF_B6));
+    q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(QD_ERF_B4));
+    q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(QD_ERF_B2));
+    q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(QD_ERF_B0));
+    return _mm512_div_ps(p, q);
+}
+
+/* kernels.h gelu: x = (0.5 x) (1 + erf(x / sqrt 2)), the reference's operations, tail masked */
+static void avx512_gelu(float *x, int64_t n)
+{
+    const __m512 c = _mm512_set1_ps(QD_SQRT1_2F), half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 mk = below(n - i);
+        const __m512 v = _mm512_maskz_loadu_ps(mk, x + i);
+        const __m512 e = erf16(_mm512_mul_ps(v, c));
+        _mm512_mask_storeu_ps(x + i, mk, _mm512_mul_ps(opaque(_mm512_mul_ps(half, v)), _mm512_add_ps(one, e)));
+    }
+}
 
 /* ---- activation quantizer ---------------------------------------------------------------------- */
 
@@ -126,6 +187,40 @@ static void avx512_col_absmax(const float *x, int64_t rows, int64_t K, int64_t l
 
 /* ---- attention ------------------------------------------------------------------------------------ */
 
+/* S rows [i0, i0 + MR) x keys [j0, j0 + 16 NB): MR x NB accumulators, the fma chain over c in order
+ * (rows past T alias the block's first row and store its values again: the same bits) */
+static inline __attribute__((always_inline)) void scores_block(const int MR, const int NB, const float *q, int64_t ld,
+                                                               const float *kt, int64_t t16, int64_t d, int64_t nr,
+                                                               int64_t j0, __m512 vs, float *S, int64_t lds)
+{
+    const float *qr[8];
+    float *sr[8];
+    for (int r = 0; r < MR; r++) {
+        const int64_t rr = r < nr ? r : 0;
+        qr[r] = q + rr * ld;
+        sr[r] = S + rr * lds + j0;
+    }
+    __m512 acc[8][4];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+        for (int b = 0; b < NB; b++) acc[r][b] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < d; c++) {
+        __m512 kv[4];
+#pragma GCC unroll 4
+        for (int b = 0; b < NB; b++) kv[b] = _mm512_loadu_ps(kt + c * t16 + j0 + 16 * b);
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) {
+            const __m512 x = _mm512_set1_ps(qr[r][c]);
+#pragma GCC unroll 4
+            for (int b = 0; b < NB; b++) acc[r][b] = _mm512_fmadd_ps(x, kv[b], acc[r][b]);
+        }
+    }
+    for (int r = MR - 1; r >= 0; r--)
+#pragma GCC unroll 4
+        for (int b = 0; b < NB; b++) _mm512_storeu_ps(sr[r] + 16 * b, _mm512_mul_ps(acc[r][b], vs));
+}
+
 static void avx512_attn_scores(const float *q, const float *k, int64_t ld, int64_t T, int64_t d, float scale, float *S,
                                int64_t lds, float *kt)
 {
@@ -136,25 +231,16 @@ static void avx512_attn_scores(const float *q, const float *k, int64_t ld, int64
         for (int64_t j = T; j < t16; j++) kt[c * t16 + j] = 0.0f;
     }
     const __m512 vs = _mm512_set1_ps(scale);
-    for (int64_t i0 = 0; i0 < T; i0 += 4) { /* four query rows, 16 keys: fma chain over c in order */
-        const int64_t nr = QD_MIN((int64_t)4, T - i0);
-        const float *q0 = q + i0 * ld, *q1 = q0 + (nr > 1) * ld, *q2 = q0 + (nr > 2) * 2 * ld,
-                    *q3 = q0 + (nr > 3) * 3 * ld;
-        float *s0 = S + i0 * lds, *s1 = s0 + (nr > 1) * lds, *s2 = s0 + (nr > 2) * 2 * lds,
-              *s3 = s0 + (nr > 3) * 3 * lds;
-        for (int64_t j = 0; j < t16; j += 16) {
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int64_t c = 0; c < d; c++) {
-                const __m512 kv = _mm512_loadu_ps(kt + c * t16 + j);
-                a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[c]), kv, a0);
-                a1 = _mm512_fmadd_ps(_mm512_set1_ps(q1[c]), kv, a1);
-                a2 = _mm512_fmadd_ps(_mm512_set1_ps(q2[c]), kv, a2);
-                a3 = _mm512_fmadd_ps(_mm512_set1_ps(q3[c]), kv, a3);
+    for (int64_t i0 = 0; i0 < T; i0 += 6) { /* six query rows x up to 64 keys */
+        const int64_t nr = QD_MIN((int64_t)6, T - i0);
+        for (int64_t j0 = 0; j0 < t16; j0 += 64) {
+            const int nb = (int)QD_MIN((int64_t)4, (t16 - j0) / 16);
+            switch (nb) {
+            case 4: scores_block(6, 4, q + i0 * ld, ld, kt, t16, d, nr, j0, vs, S + i0 * lds, lds); break;
+            case 3: scores_block(6, 3, q + i0 * ld, ld, kt, t16, d, nr, j0, vs, S + i0 * lds, lds); break;
+            case 2: scores_block(6, 2, q + i0 * ld, ld, kt, t16, d, nr, j0, vs, S + i0 * lds, lds); break;
+            default: scores_block(6, 1, q + i0 * ld, ld, kt, t16, d, nr, j0, vs, S + i0 * lds, lds); break;
             }
-            _mm512_storeu_ps(s3 + j, _mm512_mul_ps(a3, vs)); /* missing rows alias row 0: same bits */
-            _mm512_storeu_ps(s2 + j, _mm512_mul_ps(a2, vs));
-            _mm512_storeu_ps(s1 + j, _mm512_mul_ps(a1, vs));
-            _mm512_storeu_ps(s0 + j, _mm512_mul_ps(a0, vs));
         }
     }
 }
@@ -165,7 +251,7 @@ static void avx512_softmax_rows(float *S, int64_t rows, int64_t n, int64_t lds)
         float *sr = S + i * lds;
         __m512 mx = _mm512_set1_ps(-INFINITY);
         for (int64_t j = 0; j < n; j += 16) mx = _mm512_mask_max_ps(mx, below(n - j), _mm512_loadu_ps(sr + j), mx);
-        const __m512 inv = _mm512_set1_ps(1.0f / qd_avx2_exp_sum(sr, n, _mm512_reduce_max_ps(mx)));
+        const __m512 inv = _mm512_set1_ps(1.0f / qd_avx512_exp_sum(sr, n, _mm512_reduce_max_ps(mx)));
         for (int64_t j = 0; j < n; j += 16) {
             const __mmask16 mk = below(n - j);
             _mm512_mask_storeu_ps(sr + j, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, sr + j), inv));
@@ -173,31 +259,96 @@ static void avx512_softmax_rows(float *S, int64_t rows, int64_t n, int64_t lds)
     }
 }
 
+/* ctx rows [i0, i0 + MR) x columns [c, c + 16 NB): the fma chain over j in order; the V loads of a
+ * key serve MR rows */
+static inline __attribute__((always_inline)) void context_block(const int MR, const int NB, const float *P, int64_t ldp,
+                                                                const float *v, int64_t ld, int64_t T, int64_t nr,
+                                                                int64_t nc, float *ctx, int64_t ldc)
+{
+    const float *pr[8];
+    for (int r = 0; r < MR; r++) pr[r] = P + (r < nr ? r : 0) * ldp;
+    __mmask16 mk[4];
+#pragma GCC unroll 4
+    for (int b = 0; b < NB; b++) mk[b] = below(QD_MAX(nc - 16 * b, 0));
+    __m512 acc[8][4];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+        for (int b = 0; b < NB; b++) acc[r][b] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < T; j++) {
+        __m512 vv[4];
+#pragma GCC unroll 4
+        for (int b = 0; b < NB; b++) vv[b] = _mm512_maskz_loadu_ps(mk[b], v + j * ld + 16 * b);
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) {
+            const __m512 x = _mm512_set1_ps(pr[r][j]);
+#pragma GCC unroll 4
+            for (int b = 0; b < NB; b++) acc[r][b] = _mm512_fmadd_ps(x, vv[b], acc[r][b]);
+        }
+    }
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 4
+        for (int b = 0; b < NB; b++) _mm512_mask_storeu_ps(ctx + r * ldc + 16 * b, mk[b], acc[r][b]);
+}
+
 static void avx512_attn_context(const float *P, int64_t ldp, const float *v, int64_t ld, int64_t T, int64_t d,
                                 float *ctx, int64_t ldc)
 {
-    for (int64_t i = 0; i < T; i++) {
-        const float *pr = P + i * ldp;
-        float *out = ctx + i * ldc;
-        for (int64_t c = 0; c < d; c += 64) { /* 64 output columns, fma chain over j in order */
+    for (int64_t i0 = 0; i0 < T; i0 += 6) { /* six rows x up to 64 columns */
+        const int64_t nr = QD_MIN((int64_t)6, T - i0);
+        for (int64_t c = 0; c < d; c += 64) {
             const int64_t nc = QD_MIN((int64_t)64, d - c);
-            const __mmask16 m0 = below(nc), m1 = below(QD_MAX(nc - 16, 0)), m2 = below(QD_MAX(nc - 32, 0)),
-                            m3 = below(QD_MAX(nc - 48, 0));
-            __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
-            for (int64_t j = 0; j < T; j++) {
-                const __m512 pj = _mm512_set1_ps(pr[j]);
-                const float *vr = v + j * ld + c;
-                o0 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m0, vr), o0);
-                if (nc > 16) o1 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m1, vr + 16), o1);
-                if (nc > 32) o2 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m2, vr + 32), o2);
-                if (nc > 48) o3 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m3, vr + 48), o3);
+            const float *pp = P + i0 * ldp, *vv = v + c;
+            float *o = ctx + i0 * ldc + c;
+            switch ((nc + 15) / 16) {
+            case 4: context_block(6, 4, pp, ldp, vv, ld, T, nr, nc, o, ldc); break;
+            case 3: context_block(6, 3, pp, ldp, vv, ld, T, nr, nc, o, ldc); break;
+            case 2: context_block(6, 2, pp, ldp, vv, ld, T, nr, nc, o, ldc); break;
+            default: context_block(6, 1, pp, ldp, vv, ld, T, nr, nc, o, ldc); break;
             }
-            _mm512_mask_storeu_ps(out + c, m0, o0);
-            if (nc > 16) _mm512_mask_storeu_ps(out + c + 16, m1, o1);
-            if (nc > 32) _mm512_mask_storeu_ps(out + c + 32, m2, o2);
-            if (nc > 48) _mm512_mask_storeu_ps(out + c + 48, m3, o3);
         }
     }
+}
+
+/* kernels.h exp_sum with 16-lane exp: the reference's eight partial sums take a vector's two halves
+ * in order (x[i] before x[i + 8]), so the sum keeps its bits */
+float qd_avx512_exp_sum(float *x, int64_t n, float m)
+{
+    const __m512 mv = _mm512_set1_ps(m), lo = _mm512_set1_ps(QD_EXP_LO);
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 dlt = _mm512_sub_ps(_mm512_loadu_ps(x + i), mv);
+        __m512 e = exp16(_mm512_max_ps(dlt, lo));
+        e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(dlt, lo, _CMP_NLT_UQ), e); /* below the range: 0 */
+        _mm512_storeu_ps(x + i, e);
+        acc = _mm256_add_ps(acc, _mm512_castps512_ps256(e));
+        acc = _mm256_add_ps(acc, _mm512_extractf32x8_ps(e, 1));
+    }
+    const int64_t n8 = n - n % 8;
+    if (i < n8) { /* one more group of eight through the same lanes */
+        const __m512 dlt = _mm512_sub_ps(_mm512_maskz_loadu_ps(0xFF, x + i), mv);
+        __m512 e = exp16(_mm512_max_ps(dlt, lo));
+        e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(dlt, lo, _CMP_NLT_UQ), e);
+        _mm512_mask_storeu_ps(x + i, 0xFF, e);
+        acc = _mm256_add_ps(acc, _mm512_castps512_ps256(e));
+        i += 8;
+    }
+    float lane[8];
+    _mm256_storeu_ps(lane, acc);
+    float s = 0.0f;
+    for (int j = 0; j < 8; j++) s += lane[j];
+    if (i < n) { /* the tail in order */
+        const __mmask16 mk = below(n - i);
+        const __m512 dlt = _mm512_sub_ps(_mm512_maskz_loadu_ps(mk, x + i), mv);
+        __m512 e = exp16(_mm512_max_ps(dlt, lo));
+        e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(dlt, lo, _CMP_NLT_UQ), e);
+        _mm512_mask_storeu_ps(x + i, mk, e);
+        float t[16];
+        _mm512_storeu_ps(t, e);
+        for (int64_t k = 0; k < n - i; k++) s += t[k];
+    }
+    return s;
 }
 
 /* ---- FP32 GEMM ------------------------------------------------------------------------------------ */
@@ -279,6 +430,8 @@ int qd_kernels_fill_avx512_infer(qd_kernel_table *t)
     t->quantize_rows_u8 = avx512_quantize_rows_u8;
     t->layernorm = avx512_layernorm;
     t->col_absmax = avx512_col_absmax;
+    t->gelu = avx512_gelu;
+    t->exp_sum = qd_avx512_exp_sum;
     t->attn_scores = avx512_attn_scores;
     t->softmax_rows = avx512_softmax_rows;
     t->attn_context = avx512_attn_context;

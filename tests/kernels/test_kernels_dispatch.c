@@ -44,7 +44,8 @@ static int complete(const qd_kernel_table *t)
     return t->quantize_codes && t->quantize_q4 && t->dequantize_codes && t->dequantize_q4 && t->quantize_rows_s8 &&
            t->gemm_s8_f32 && t->gemm_s8_s32 && t->gemm_s8_s8 && t->gemm_w4_s8 && t->gemm_w4_f32 && t->gelu &&
            t->exp_sum && t->adaround_step && t->log && t->ada_sparse_update && t->quantize_rows_u8 && t->gemm_u8_f32 &&
-           t->gemm_u8w4_f32 && t->gemm_f32 && t->layernorm && t->col_absmax && t->attn_scores && t->softmax_rows && t->attn_context;
+           t->gemm_u8w4_f32 && t->gemm_f32 && t->layernorm && t->col_absmax && t->attn_scores && t->softmax_rows &&
+           t->attn_context;
 }
 
 int main(int argc, char **argv)

@@ -96,6 +96,37 @@ static void check_quantizer(void)
     }
 }
 
+static void check_col_absmax(void)
+{
+    const int64_t R = 7, K = 45, ld = 50;
+    float *x = malloc((size_t)(R * ld) * sizeof(float)), s[45], mr[45], mi[45];
+    for (int64_t i = 0; i < R * ld; i++) x[i] = frand(-9, 9);
+    for (int64_t k = 0; k < K; k++) s[k] = frand(0.1f, 3.0f);
+    x[3] = NAN, x[ld + 4] = -INFINITY;
+    for (int with_s = 0; with_s < 2; with_s++) {
+        for (int64_t k = 0; k < K; k++) mr[k] = 0.5f;
+        g_ref->col_absmax(x, R, K, ld, with_s ? s : NULL, mr);
+        int ok = 1;
+        for (int64_t k = 0; k < K; k++) {
+            float want = 0.5f;
+            for (int64_t r = 0; r < R; r++) {
+                const float a = fabsf(with_s ? x[r * ld + k] * s[k] : x[r * ld + k]);
+                if (a > want) want = a;
+            }
+            ok &= want == mr[k];
+        }
+        CHECK_MSG(ok, "col_absmax reference vs formula (scaled %d)", with_s);
+        for (int ii = 0; ii < NISA; ii++) {
+            const qd_kernel_table *t = qd_kernels_table(isas[ii]);
+            if (!t) continue;
+            for (int64_t k = 0; k < K; k++) mi[k] = 0.5f;
+            t->col_absmax(x, R, K, ld, with_s ? s : NULL, mi);
+            CHECK(same(mr, mi, sizeof mr, "col_absmax", isas[ii], R, 0, K));
+        }
+    }
+    free(x);
+}
+
 /* ---- int8 GEMM ---------------------------------------------------------------------------------- */
 
 enum { D_RANDOM, D_MIN, D_MAXMIN, ND };
@@ -354,6 +385,7 @@ int main(void)
         printf("%-11s %s\n", isas[ii],
                qd_kernels_table(isas[ii]) ? "checked against the reference" : "SKIPPED: not on this CPU");
     check_quantizer();
+    check_col_absmax();
 
     const int64_t Ms[] = {1, 3, 8, 9, 16, 17, 25, 33, 70};
     const int64_t shapes[][2] = {{16, 64}, {48, 128}, {50, 100}, {64, 3}, {96, 384}, {40, 130}, {33, 192}};
