@@ -367,6 +367,7 @@ static int engine_pass(const qd_model *m, const char *qfile, int fake, int w4f, 
     qd_engine *e = NULL;
     int rc = qfile ? qd_qmodel_load(qfile, m, fake, w4f, &q) : QD_OK;
     if (!rc) rc = qd_engine_create(m, q, eo, &e);
+    if (!rc) qd_model_release_linears(m); /* packed: the mapped FP32 weights are not read again */
     if (!rc) rc = run_pass(m, e, S, batch, warmup, embed_mode, r);
     if (!rc) {
         if (q)
@@ -520,7 +521,7 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
      * is its own; then the FP32 pass with the peak reset */
     {
         qd_model *mq = NULL;
-        rc = qd_model_load_flags(model, QD_MODEL_LAZY_LINEARS, &mq);
+        rc = qd_model_load_flags(model, QD_MODEL_LAZY_LINEARS | QD_MODEL_LAZY_EMBEDDINGS, &mq);
         if (!rc) rc = open_samples(mq, data, labels, (int)n, (int)seqlen, &S);
         if (!rc) embed_mode = qd_model_cfg(mq)->num_labels == 0;
         if (!rc) rc = engine_pass(mq, qfile, fake, w4f, &eo, &S, (int)batch, (int)warmup, embed_mode, &rq);
@@ -529,7 +530,7 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
     if (!rc) {
         reset_hwm();
         qd_model *mf = NULL;
-        rc = qd_model_load_flags(model, QD_MODEL_LAZY_LINEARS, &mf);
+        rc = qd_model_load_flags(model, QD_MODEL_LAZY_LINEARS | QD_MODEL_LAZY_EMBEDDINGS, &mf);
         if (!rc) rc = engine_pass(mf, NULL, 0, 0, &eo, &S, (int)batch, (int)warmup, embed_mode, &rf);
         qd_model_free(mf);
     }

@@ -45,6 +45,10 @@ static const char *quantize_help =
     "                          file is the same for all three; see 'qdist plan'\n"
     "  --include-embeddings    also quantize 2-D embedding tables\n"
     "  --include-head          also quantize pooler and classifier weights\n"
+    "  --quantize-embeddings B the 2-D embedding tables (word, position, token type) too, per row at\n"
+    "                          B = 8 (symmetric) or 4 (asymmetric) bits by round to nearest, whatever\n"
+    "                          the method of the Linears; qdist eval gathers and dequantizes rows\n"
+    "                          on lookup\n"
     "  --include PATTERN       also quantize 2-D float tensors whose name matches the glob\n"
     "                          (repeatable), e.g. --include '*.classifier.weight'\n"
     "  --config JOB.json       options as JSON (keys: method, bits, granularity, group_size, sym,\n"
@@ -158,7 +162,8 @@ enum {
     O_BATCH,
     O_SPARSITY,
     O_PRUNE,
-    O_PRUNE_ONLY
+    O_PRUNE_ONLY,
+    O_QEMB
 };
 
 static const char *g_events;
@@ -185,6 +190,26 @@ static int load_config(qd_job_config *c, const char *path, char *msg, size_t cap
     cJSON_Delete(o);
     if (rc) snprintf(msg, cap, "%s: %s", path, m2);
     return rc;
+}
+
+/* --quantize-embeddings B: the embedding tables selected, and a first override giving them RTN at
+ * B bits per row (symmetric at 8, asymmetric at 4), ahead of any other override */
+static int add_embedding_override(qd_job_config *c, int bits)
+{
+    if (c->n_overrides >= QD_MAX_PATTERNS) return -1;
+    memmove(&c->overrides[1], &c->overrides[0], (size_t)c->n_overrides * sizeof c->overrides[0]);
+    c->n_overrides++;
+    qd_override *v = &c->overrides[0];
+    memset(v, 0, sizeof *v);
+    snprintf(v->pattern, sizeof v->pattern, "*embeddings*");
+    v->method = QD_METHOD_RTN;
+    v->bits = bits;
+    v->sym = bits == 8;
+    v->gran = QD_GRAN_CHANNEL;
+    v->group_size = -1;
+    v->clip_mse = 0;
+    c->include_embeddings = 1;
+    return 0;
 }
 
 static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const char *help, qd_job_config *c, int *ranks,
@@ -229,6 +254,7 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
                                  {"sparsity", required_argument, 0, O_SPARSITY},
                                  {"prune", required_argument, 0, O_PRUNE},
                                  {"prune-only", no_argument, 0, O_PRUNE_ONLY},
+                                 {"quantize-embeddings", required_argument, 0, O_QEMB},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
     qd_job_config_default(c);
@@ -236,7 +262,7 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
     opterr = 0;
     int o;
     char msg[600];
-    int li = -1;
+    int li = -1, qemb = 0;
     while ((o = getopt_long(argc, argv, "h", lo, &li)) != -1) {
         const char *key = NULL;
         switch (o) {
@@ -277,6 +303,13 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
         case O_EVENTS: g_events = optarg; break;
         case O_EMB: c->include_embeddings = 1; break;
         case O_HEAD: c->include_head = 1; break;
+        case O_QEMB:
+            if (strcmp(optarg, "8") && strcmp(optarg, "4")) {
+                *rc = qd_cli_usage_error(comm, cmd, "--quantize-embeddings takes 8 or 4 (bits), got '%s'", optarg);
+                return -1;
+            }
+            qemb = atoi(optarg);
+            break;
         case O_CONFIG:
             if (load_config(c, optarg, msg, sizeof msg)) {
                 *rc = qd_cli_usage_error(comm, cmd, "%s", msg);
@@ -312,6 +345,10 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
     }
     if (!c->model) {
         *rc = qd_cli_usage_error(comm, cmd, "missing --model PATH");
+        return -1;
+    }
+    if (qemb && add_embedding_override(c, qemb)) {
+        *rc = qd_cli_usage_error(comm, cmd, "--quantize-embeddings: at most %d overrides", QD_MAX_PATTERNS);
         return -1;
     }
     return 0;

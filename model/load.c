@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "model/model_internal.h"
 
@@ -357,7 +359,7 @@ static int load_bert(qd_model *m)
     s2[0] = c->vocab_size;
     s2[1] = H;
     snprintf(mod, sizeof mod, "%sembeddings.word_embeddings.weight", pfx);
-    if ((rc = bind(m, mod, 2, s2, &m->word_emb, 0))) return rc;
+    if ((rc = bind_(m, mod, 2, s2, &m->word_emb, 0, !(m->flags & QD_MODEL_LAZY_EMBEDDINGS)))) return rc;
     s2[0] = c->max_position;
     snprintf(mod, sizeof mod, "%sembeddings.position_embeddings.weight", pfx);
     if ((rc = bind(m, mod, 2, s2, &m->pos_emb, 0))) return rc;
@@ -540,4 +542,19 @@ int qd_model_tokens(const qd_model *m, int text_len)
     const qd_model_config *c = &m->cfg;
     if (c->arch == QD_ARCH_VIT) return c->n_prefix + (c->image_h / c->patch_h) * (c->image_w / c->patch_w);
     return text_len;
+}
+
+void qd_model_release_linears(const qd_model *m)
+{
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    for (int li = 0; li < m->n_lin; li++) {
+        const qd_linear *L = &m->lin[li];
+        int owned = 0;
+        for (int i = 0; i < m->n_owned && !owned; i++) owned = m->owned[i] == L->W;
+        if (owned || !L->W) continue; /* a converted copy of ours, not the mapping */
+        /* whole pages inside the tensor only: its neighbours may share the first and last page */
+        const uintptr_t a = ((uintptr_t)L->W + pg - 1) / pg * pg,
+                        b = ((uintptr_t)(L->W + (size_t)L->in * (size_t)L->out)) / pg * pg;
+        if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+    }
 }

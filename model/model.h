@@ -97,9 +97,16 @@ int qd_model_load(const char *dir, qd_model **out);
 /* The same with flags. QD_MODEL_LAZY_LINEARS: the encoder Linear weights are bound (shapes
  * checked) but not read, so their pages stay out of memory until used — for inference where a
  * quantized copy replaces them (their NaN check is then the quantized file's business). */
-#define QD_MODEL_LAZY_LINEARS 1u
+#define QD_MODEL_LAZY_LINEARS    1u
+/* QD_MODEL_LAZY_EMBEDDINGS: the same for the BERT word embedding table (an inference engine that
+ * reads a quantized copy, or only the rows of the tokens it sees, keeps the rest out of memory). */
+#define QD_MODEL_LAZY_EMBEDDINGS 2u
 int qd_model_load_flags(const char *dir, unsigned flags, qd_model **out);
 void qd_model_free(qd_model *m);
+/* Drops the pages of the encoder Linear weights that are mapped from the checkpoint from this
+ * process's memory (they stay valid: a later read faults them in again from the page cache).
+ * For an engine that has packed its own copy and never reads them again. */
+void qd_model_release_linears(const qd_model *m);
 
 const qd_model_config *qd_model_cfg(const qd_model *m);
 int qd_model_num_linears(const qd_model *m);

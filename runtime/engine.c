@@ -216,7 +216,11 @@ int qd_engine_create(const qd_model *m, const qd_qmodel *q, const qd_engine_opts
     if (!rc && e->tw.pool_W) rc = qd_gemm_wf_create(e->tw.pool_W, e->H, e->H, e->H, e->tw.pool_b, &e->pool_w);
     if (!rc && L && e->tw.cls_W) rc = qd_gemm_wf_create(e->tw.cls_W, L, e->H, e->H, e->tw.cls_b, &e->cls_w);
     if (!rc && L && e->tw.dist_W) rc = qd_gemm_wf_create(e->tw.dist_W, L, e->H, e->H, e->tw.dist_b, &e->dist_w);
-    if (q) e->qemb = qd_qmodel_embedding(q);
+    if (q) { /* the file's quantized embeddings replace the float ones */
+        e->qemb = qd_qmodel_embedding(q);
+        if (qd_qmodel_position_embedding(q)) e->tw.pos_emb = qd_qmodel_position_embedding(q);
+        if (qd_qmodel_type_embedding(q)) e->tw.type_emb = qd_qmodel_type_embedding(q);
+    }
     if (rc) {
         qd_engine_free(e);
         return rc;

@@ -15,6 +15,8 @@ struct qd_qmodel {
     qd_qlinear *l;
     int n;
     qd_qembed *emb;
+    float *pos, *type; /* dequantized small tables, or NULL */
+    uint64_t small_bytes;
 };
 
 const char *qd_ql_kind_name(qd_ql_kind k)
@@ -214,6 +216,50 @@ static int load_embedding(qd_qmodel *q, hid_t tg, const char *path)
     return QD_OK;
 }
 
+/* a small quantized table of the file (position, token type), dequantized; *out NULL when the
+ * file keeps it in float or does not have it */
+static int load_small_table(hid_t tg, const char *path, const char *name, int64_t rows, int64_t cols, float **out)
+{
+    *out = NULL;
+    if (H5Lexists(tg, name, H5P_DEFAULT) <= 0) return QD_OK;
+    qtensor t;
+    int rc = read_qtensor(tg, path, name, rows, cols, &t);
+    if (rc <= 0) return rc;
+    uint8_t *codes = qd_xmalloc((size_t)(rows * cols));
+    qd_unpack_matrix(t.packed, rows, cols, t.bits, codes);
+    qd_qparams p = {.rows = rows,
+                    .cols = cols,
+                    .ngroups = t.ng,
+                    .group_size = t.G,
+                    .bits = t.bits,
+                    .sym = t.sym,
+                    .gran = t.G < cols ? QD_GRAN_GROUP : QD_GRAN_CHANNEL,
+                    .scales = t.sc,
+                    .zeros = t.zr};
+    *out = qd_xmalloc((size_t)(rows * cols) * sizeof(float));
+    qd_dequantize(codes, &p, t.gi, *out);
+    free(codes);
+    qtensor_free(&t);
+    return QD_OK;
+}
+
+static int load_small_tables(qd_qmodel *q, hid_t tg, const char *path)
+{
+    const qd_model_config *c = qd_model_cfg(q->m);
+    qd_model_tensors mt;
+    qd_model_get_tensors(q->m, &mt);
+    if (c->arch != QD_ARCH_BERT || !mt.word_emb_name[0]) return QD_OK;
+    char name[96];
+    const size_t pre = strlen(mt.word_emb_name) - strlen("embeddings.word_embeddings.weight");
+    snprintf(name, sizeof name, "%.*sembeddings.position_embeddings.weight", (int)pre, mt.word_emb_name);
+    int rc = load_small_table(tg, path, name, c->max_position, c->hidden, &q->pos);
+    snprintf(name, sizeof name, "%.*sembeddings.token_type_embeddings.weight", (int)pre, mt.word_emb_name);
+    if (!rc && mt.type_emb) rc = load_small_table(tg, path, name, c->type_vocab, c->hidden, &q->type);
+    q->small_bytes =
+        ((q->pos ? (uint64_t)c->max_position : 0) + (q->type ? (uint64_t)c->type_vocab : 0)) * (uint64_t)c->hidden * 4;
+    return rc;
+}
+
 int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, qd_qmodel **out)
 {
     *out = NULL;
@@ -238,6 +284,7 @@ int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, qd_qm
     q->l = qd_xcalloc((size_t)q->n, sizeof *q->l);
     for (int li = 0; li < q->n && !rc; li++) rc = load_linear(q, tg, path, li, fake, w4f);
     if (!rc) rc = load_embedding(q, tg, path);
+    if (!rc) rc = load_small_tables(q, tg, path);
     if (tg >= 0) H5Gclose(tg);
     H5Fclose(f);
     H5Eset_auto2(H5E_DEFAULT, efn, edata);
@@ -264,6 +311,8 @@ void qd_qmodel_free(qd_qmodel *q)
         free(q->emb->zeros);
         free(q->emb);
     }
+    free(q->pos);
+    free(q->type);
     free(q->l);
     free(q);
 }
@@ -275,6 +324,8 @@ const qd_qlinear *qd_qmodel_linear(const qd_qmodel *q, int li)
 }
 
 const qd_qembed *qd_qmodel_embedding(const qd_qmodel *q) { return q->emb; }
+const float *qd_qmodel_position_embedding(const qd_qmodel *q) { return q->pos; }
+const float *qd_qmodel_type_embedding(const qd_qmodel *q) { return q->type; }
 
 void qd_qmodel_counts(const qd_qmodel *q, int counts[QD_QL_KINDS_])
 {

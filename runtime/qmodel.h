@@ -53,6 +53,10 @@ void qd_qmodel_free(qd_qmodel *q);
 const qd_qlinear *qd_qmodel_linear(const qd_qmodel *q, int li);
 /* The file's quantized word embeddings, or NULL when it keeps them in float. */
 const qd_qembed *qd_qmodel_embedding(const qd_qmodel *q);
+/* The position and token-type tables when the file quantized them, dequantized once at load
+ * ([max_position, hidden], [type_vocab, hidden]); NULL when it keeps them in float. */
+const float *qd_qmodel_position_embedding(const qd_qmodel *q);
+const float *qd_qmodel_type_embedding(const qd_qmodel *q);
 /* Linears per kernel kind, and the bytes their packed weights take in memory. */
 void qd_qmodel_counts(const qd_qmodel *q, int counts[QD_QL_KINDS_]);
 uint64_t qd_qmodel_weight_bytes(const qd_qmodel *q);
