@@ -77,6 +77,12 @@ static herr_t on_tensor(hid_t tg, const char *name, const H5L_info_t *info, void
             vals = qd_xmalloc((size_t)(R * C) * sizeof(float));
             qd_dequantize(codes, &p, gi, vals);
             free(codes);
+            /* SmoothQuant (docs/FORMAT.md `smooth`): the file holds W diag(s); the checkpoint, W */
+            size_t nsm = 0;
+            float *sm = qd_h5_read_ds(g, "smooth", H5T_NATIVE_FLOAT, 4, &nsm);
+            if (sm && nsm == (size_t)C)
+                for (int64_t i = 0; i < R * C; i++) vals[i] /= sm[i % C];
+            free(sm);
             if (!zr) free(p.zeros);
         } else
             x->st = qd_err_set(QD_EFORMAT, "%s: tensor '%s': quantized datasets missing or of the wrong size", x->path,

@@ -45,6 +45,11 @@ static const char *quantize_help =
     "                          file is the same for all three; see 'qdist plan'\n"
     "  --include-embeddings    also quantize 2-D embedding tables\n"
     "  --include-head          also quantize pooler and classifier weights\n"
+    "  --smooth ALPHA          SmoothQuant scale migration (method rtn, with --calib): per input\n"
+    "                          channel s = max|x|^ALPHA / max|w|^(1-ALPHA) from the calibration\n"
+    "                          inputs and the weights (0.5 is the usual choice); W diag(s) is\n"
+    "                          quantized and s recorded, inference divides the inputs by s, so\n"
+    "                          every activation column stays int8 (no outlier columns in float)\n"
     "  --quantize-embeddings B the 2-D embedding tables (word, position, token type) too, per row at\n"
     "                          B = 8 (symmetric) or 4 (asymmetric) bits by round to nearest, whatever\n"
     "                          the method of the Linears; qdist eval gathers and dequantizes rows\n"
@@ -163,7 +168,8 @@ enum {
     O_SPARSITY,
     O_PRUNE,
     O_PRUNE_ONLY,
-    O_QEMB
+    O_QEMB,
+    O_SMOOTH
 };
 
 static const char *g_events;
@@ -255,6 +261,7 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
                                  {"prune", required_argument, 0, O_PRUNE},
                                  {"prune-only", no_argument, 0, O_PRUNE_ONLY},
                                  {"quantize-embeddings", required_argument, 0, O_QEMB},
+                                 {"smooth", required_argument, 0, O_SMOOTH},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
     qd_job_config_default(c);
@@ -293,6 +300,7 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
         case O_LR: key = "adaround_lr"; break;
         case O_BATCH: key = "adaround_batch"; break;
         case O_SPARSITY: key = "sparsity"; break;
+        case O_SMOOTH: key = "smooth"; break;
         case O_PRUNE: key = "prune"; break;
         case O_PRUNE_ONLY: c->prune_only = 1; break;
         case O_SYM: c->scheme.sym = 1; break;

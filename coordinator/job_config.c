@@ -135,6 +135,12 @@ int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *
             c->microbatch = (int)x;
         else
             c->block_size = (int)x;
+    } else if (!strcmp(key, "smooth")) {
+        char *end;
+        double d = strtod(val, &end);
+        if (!*val || *end || !(d > 0 && d <= 1))
+            return set_err(msg, cap, "'%s' (SmoothQuant alpha) must be a number in (0, 1], got '%s'", key, val);
+        c->smooth = d;
     } else if (!strcmp(key, "damp")) {
         char *end;
         double d = strtod(val, &end);
@@ -313,7 +319,7 @@ int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, c
             } else if (qd_job_config_set(c, k, it->valuestring, msg, cap))
                 return -1;
         } else if (!strcmp(k, "damp") || !strcmp(k, "adaround_lambda") || !strcmp(k, "adaround_warmup") ||
-                   !strcmp(k, "adaround_lr")) {
+                   !strcmp(k, "adaround_lr") || !strcmp(k, "smooth")) {
             if (!cJSON_IsNumber(it)) return set_err(msg, cap, "key '%s' must be a number", k);
             char v[64];
             snprintf(v, sizeof v, "%.17g", it->valuedouble);

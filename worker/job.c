@@ -19,6 +19,7 @@
 #include "shard/select.h"
 #include "worker/gptq_job.h"
 #include "worker/rtn_rows.h"
+#include "worker/smooth.h"
 #include "worker/sparse_unit.h"
 
 #define QD_FORMAT_VERSION 1
@@ -85,8 +86,9 @@ cJSON *qd_job_config_json(const qd_job_config *c)
             cJSON_AddItemToArray(arr, e);
         }
     }
-    int calibrated = c->method != QD_METHOD_RTN;
+    int calibrated = c->method != QD_METHOD_RTN || c->smooth > 0;
     for (int i = 0; i < c->n_overrides; i++) calibrated |= c->overrides[i].method > QD_METHOD_RTN;
+    if (c->smooth > 0) cJSON_AddNumberToObject(o, "smooth", c->smooth); /* absent: files without it unchanged */
     if (calibrated) {
         cJSON *g = cJSON_AddObjectToObject(o, "gptq");
         cJSON_AddNumberToObject(g, "damp", c->damp);
@@ -146,6 +148,14 @@ int qd_job_config_validate(const qd_job_config *c)
             if ((rc = method_ok(c, (qd_method)c->overrides[i].method, where))) return rc;
         }
     if (!qd_valid_bits(c->scheme.bits)) return qd_err_set(QD_ECONFIG, "bits must be 2..8, got %d", c->scheme.bits);
+    if (c->smooth > 0) { /* SmoothQuant scales the weights before round to nearest (worker/smooth.h) */
+        int other = c->method != QD_METHOD_RTN;
+        for (int i = 0; i < c->n_overrides; i++) other |= c->overrides[i].method > QD_METHOD_RTN;
+        if (other) return qd_err_set(QD_ECONFIG, "smooth (SmoothQuant) goes with method rtn only");
+        if (!c->calib)
+            return qd_err_set(QD_ECONFIG, "smooth (SmoothQuant) needs calibration data: --calib PATH (a text or TSV "
+                                          "file for BERT models, an IDX file or an image folder for ViT models)");
+    }
     if (c->scheme.gran == QD_GRAN_GROUP && c->scheme.group_size < 1)
         return qd_err_set(QD_ECONFIG, "group_size must be >= 1");
     if (c->method != QD_METHOD_RTN && c->scheme.gran == QD_GRAN_TENSOR)
@@ -365,6 +375,8 @@ typedef struct {
     const qd_gptq_result *cq; /* precomputed codes of a calibrated method, or NULL */
     hid_t dg;                 /* g_idx dataset (act-order) */
     hid_t dm;                 /* mask dataset (pruned tensors) */
+    const float *smooth;      /* SmoothQuant factors [cols] (W diag(s) is quantized), or NULL */
+    hid_t dsm;                /* their dataset */
 } item;
 
 /* one rank's report of one piece */
@@ -504,13 +516,19 @@ static int process_piece(qd_checkpoint *ck, item *it, const qd_plan_piece *p, pi
         char what[QD_PATTERN_MAX + 16];
         snprintf(what, sizeof what, "tensor '%s'", t->name);
         const float *xq = x;
-        float *pruned = NULL;
-        if (qd_sparsity_active(&it->j.sp)) { /* magnitude per row, then RTN of what is kept */
+        float *pruned = NULL, *smoothed = NULL;
+        if (it->smooth) { /* SmoothQuant: the rows of W diag(s) */
+            smoothed = malloc((size_t)(n * C) * sizeof(float));
+            if (!smoothed) rc = qd_err_set(QD_ENOMEM, "%s: out of memory for its smoothed rows", what);
+            for (int64_t i = 0; smoothed && i < n * C; i++) smoothed[i] = x[i] * it->smooth[i % C];
+            if (smoothed) xq = smoothed;
+        }
+        if (!rc && qd_sparsity_active(&it->j.sp)) { /* magnitude per row, then RTN of what is kept */
             uint8_t *pm = malloc((size_t)(n * QD_MASK_ROW_BYTES(C)));
             pruned = malloc((size_t)(n * C) * sizeof(float));
             if (!pm || !pruned)
                 rc = qd_err_set(QD_ENOMEM, "%s: out of memory for its pruned rows", what);
-            else if ((rc = qd_sparse_rtn_rows(&it->j, x, n, C, pruned, pm)))
+            else if ((rc = qd_sparse_rtn_rows(&it->j, xq, n, C, pruned, pm)))
                 qd_err_wrap(rc, "%s: ", what);
             else
                 rc = write_mask_rows(it, r0, n, NULL, pm);
@@ -521,6 +539,7 @@ static int process_piece(qd_checkpoint *ck, item *it, const qd_plan_piece *p, pi
             rc = qd_rtn_rows(xq, n, C, s, &clip, packed, sc, z, it->j.blk_rows, rec->blk + r0 / it->j.blk_rows, what,
                              r0);
         free(pruned);
+        free(smoothed);
     }
     if (!rc) {
         write_rows(it->dq, H5T_NATIVE_UINT8, r0, n, packed);
@@ -659,6 +678,7 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
         items[i].j = jt[i];
         items[i].ti = i;
         items[i].g = items[i].dq = items[i].ds = items[i].dz = items[i].dd = items[i].dg = items[i].dm = -1;
+        items[i].dsm = -1;
         nq += jt[i].kind == QD_JOB_QUANT;
     }
     free(jt);
@@ -689,6 +709,7 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
 
     /* calibrated methods: calibration and GPTQ on all ranks before anything is written */
     qd_gptq_results gres = {0};
+    float **smooth = NULL; /* SmoothQuant factors per tensor (below) */
     {
         qd_job_tensor *jt2 = qd_xcalloc((size_t)nz, sizeof *jt2);
         for (int i = 0; i < n; i++) jt2[i] = items[i].j;
@@ -721,6 +742,23 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
                 }
         }
         free(jt2);
+    }
+
+    /* SmoothQuant factors, the same on every rank */
+    if (cfg->smooth > 0) {
+        smooth = qd_xcalloc((size_t)nz, sizeof *smooth);
+        st = qd_smooth_factors(cfg, comm, ck, smooth);
+        if (st) {
+            snprintf(msg, sizeof msg, "%s", qd_errmsg());
+            if (rank == 0) {
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "code", qd_errname(st));
+                cJSON_AddStringToObject(o, "message", msg);
+                emit_kv(hooks, "failed", o);
+            }
+            goto out_free;
+        }
+        for (int i = 0; i < n; i++) items[i].smooth = items[i].j.kind == QD_JOB_QUANT ? smooth[i] : NULL;
     }
 
     /* what the file records about the job; compared when resuming */
@@ -865,6 +903,11 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
             if (it->cq && it->cq->g_idx) {
                 hsize_t dgi = (hsize_t)it->j.cols;
                 it->dg = make_dset(it->g, "g_idx", H5T_STD_I32LE, 1, &dgi);
+            }
+            if (it->smooth) { /* written now by rank 0: every rank has the same factors */
+                hsize_t dsm = (hsize_t)it->j.cols;
+                it->dsm = make_dset(it->g, "smooth", H5T_IEEE_F32LE, 1, &dsm);
+                if (rank == 0) write_rows(it->dsm, H5T_NATIVE_FLOAT, 0, it->j.cols, it->smooth);
             }
         } else {
             hsize_t dims[QD_ST_MAX_DIMS], one = (hsize_t)t->nbytes;
@@ -1036,6 +1079,7 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
         if (it->dd >= 0) QD_H5_CHECK(H5Dclose(it->dd));
         if (it->dg >= 0) QD_H5_CHECK(H5Dclose(it->dg));
         if (it->dm >= 0) QD_H5_CHECK(H5Dclose(it->dm));
+        if (it->dsm >= 0) QD_H5_CHECK(H5Dclose(it->dsm));
         if (it->g >= 0) QD_H5_CHECK(H5Gclose(it->g));
     }
     QD_H5_CHECK(H5Gclose(tg));
@@ -1123,6 +1167,8 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
     free(pending);
     free(rank_cpu);
 out_free:
+    for (int i = 0; smooth && i < n; i++) free(smooth[i]);
+    free(smooth);
     qd_gptq_results_free(&gres);
     qd_plan_free(&plan);
     free(items);

@@ -56,6 +56,7 @@ typedef struct {
     int calib_seed;    /* selection seed, default 0 */
     int calib_mode;    /* QD_CALIB_SEQUENTIAL (default) or QD_CALIB_FP */
     int microbatch;    /* samples per forward call, default 8 */
+    double smooth;     /* SmoothQuant migration strength alpha in (0, 1] (worker/smooth.h); 0: off */
     /* GPTQ */
     double damp;    /* default 0.01 */
     int block_size; /* default 128 */
