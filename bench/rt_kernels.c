@@ -1,7 +1,8 @@
 /* bench/rt_kernels: the inference runtime's GEMMs (kernels/gemm.h inference path) on every kernel
- * table this CPU offers, against OpenBLAS sgemm on the same shapes, one thread, in the same run.
+ * table this CPU offers, against OpenBLAS sgemm on the same shapes, one thread, in the same run;
+ * then one attention head (kernels/infer.h) per table.
  *
- *   bench_rt_kernels [--reps N]
+ *   bench_rt_kernels [--reps N] [--shape M,K,N | --attention]
  *
  * Shapes: the Linears of all-MiniLM-L6-v2 (hidden 384) and BERT-base (768), at M = 1 (a token),
  * 25 (a sentence at batch 1) and 256 rows (a batch). Times are the calling thread's CPU time
@@ -84,20 +85,76 @@ static void run_w4(void *v)
     c->t->gemm_u8w4_f32(c->A, c->K, c->as, c->M, c->w4, 0, c->N, c->C, c->N);
 }
 
+typedef struct {
+    const qd_kernel_table *t;
+    int64_t T, d, ld;
+    const float *qkv;
+    float *S, *kt, *ctx;
+} att_ctx;
+
+static void run_att(void *v)
+{
+    att_ctx *a = v;
+    const int64_t t16 = (a->T + 15) / 16 * 16;
+    a->t->attn_scores(a->qkv, a->qkv + a->d, a->ld, a->T, a->d, 0.125f, a->S, t16, a->kt);
+    a->t->softmax_rows(a->S, a->T, a->T, t16);
+    a->t->attn_context(a->S, t16, a->qkv + 2 * a->d, a->ld, a->T, a->d, a->ctx, a->d);
+}
+
+/* one attention head (scores, softmax, context) at the models' shapes: GFLOP/s of its two products */
+static void bench_attention(int reps)
+{
+    const int64_t shapes[][2] = {{25, 32}, {50, 64}, {128, 64}, {197, 64}};
+    printf("\nattention, one head: scores + softmax + context, GFLOP/s of Q K^T and P V (CPU time)\n");
+    printf("%-12s %5s %5s %10s\n", "table", "T", "d", "GFLOP/s");
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        const int64_t T = shapes[si][0], d = shapes[si][1], t16 = (T + 15) / 16 * 16, ld = 3 * 4 * d;
+        float *qkv = malloc((size_t)(T * ld) * 4), *S = malloc((size_t)(T * t16) * 4),
+              *kt = malloc((size_t)(d * t16) * 4), *ctx = malloc((size_t)(T * d) * 4);
+        for (int64_t i = 0; i < T * ld; i++) qkv[i] = (float)(rnd() % 1000) / 500.0f - 1.0f;
+        static const char *isas[] = {"ref", "avx2", "avx512"};
+        for (int ii = 0; ii < 3; ii++) {
+            const qd_kernel_table *t = qd_kernels_table(isas[ii]);
+            if (!t) continue;
+            att_ctx a = {t, T, d, ld, qkv, S, kt, ctx};
+            const double s = best_of(run_att, &a, reps);
+            printf("%-12s %5lld %5lld %10.1f\n", isas[ii], (long long)T, (long long)d, 4.0 * T * T * d / s / 1e9);
+        }
+        free(qkv), free(S), free(kt), free(ctx);
+    }
+}
+
 int main(int argc, char **argv)
 {
     int reps = 5;
-    for (int i = 1; i < argc; i++)
+    long long one[3] = {0, 0, 0}; /* --shape M,K,N: that shape alone */
+    for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        if (!strcmp(argv[i], "--attention")) one[0] = -1; /* the attention heads alone */
+        if (!strcmp(argv[i], "--shape") && i + 1 < argc &&
+            sscanf(argv[++i], "%lld,%lld,%lld", &one[0], &one[1], &one[2]) != 3) {
+            fprintf(stderr, "--shape M,K,N\n");
+            return 2;
+        }
+    }
     openblas_set_num_threads(1);
+    if (one[0] < 0) {
+        bench_attention(reps);
+        return 0;
+    }
     static const char *isas[] = {"ref", "avx2", "avxvnni", "avx512", "avx512vnni", "amx"};
-    const int64_t shapes[][2] = {{384, 1152}, {384, 1536}, {1536, 384}, {768, 2304}, {768, 3072}, {3072, 768}};
-    const int64_t Ms[] = {1, 25, 256};
+    int64_t shapes[][2] = {{384, 1152}, {384, 1536}, {1536, 384}, {768, 2304}, {768, 3072}, {3072, 768}};
+    int64_t Ms[] = {1, 25, 256};
+    size_t nshapes = sizeof shapes / sizeof *shapes, nms = sizeof Ms / sizeof *Ms;
+    if (one[0] > 0) {
+        Ms[0] = one[0], shapes[0][0] = one[1], shapes[0][1] = one[2];
+        nshapes = nms = 1;
+    }
     printf("inference GEMMs, one thread, CPU time (best of %d); GOP/s = 2 M K N / s\n", reps);
     printf("%-12s %5s %5s %5s %10s", "table", "M", "K", "N", "sgemm");
     printf(" %10s %10s %10s  (ratio to sgemm)\n", "fp32", "int8", "int4 g32");
-    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
-        for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++) {
+    for (size_t si = 0; si < nshapes; si++)
+        for (size_t mi = 0; mi < nms; mi++) {
             const int64_t K = shapes[si][0], N = shapes[si][1], M = Ms[mi], G = 32, ng = K / G;
             float *X = malloc((size_t)(M * K) * 4), *W = malloc((size_t)(N * K) * 4), *C = malloc((size_t)(M * N) * 4);
             float *as = malloc((size_t)M * 4), *ws = malloc((size_t)N * 4), *sc = malloc((size_t)(N * ng) * 4);
@@ -128,5 +185,6 @@ int main(int argc, char **argv)
             }
             free(X), free(W), free(C), free(as), free(ws), free(sc), free(A), free(p4), free(w8), free(z);
         }
+    if (one[0] == 0) bench_attention(reps);
     return 0;
 }

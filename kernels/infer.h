@@ -20,8 +20,8 @@
  * at stride ldc; three steps, so that a profile can time the softmax alone:
  *   qd_attn_scores:  S[i][j] = (fmaf chain over c in order: Σ q[i][c] k[j][c]) * scale, and
  *                    S[i][j] = 0 for j in [T, T16); kt holds d * T16 floats of scratch;
- *   qd_softmax_rows: per row, mx = max_j s_j; e_j = exp(s_j - mx) and their sum by the table's
- *                    exp_sum (kernels.h); s_j = e_j * (1 / sum)   (j < n);
+ *   qd_softmax_rows: per row, mx = max_j s_j; e_j = exp(s_j - mx) (kernels.h exp_sum's exponential,
+ *                    0 below its range); sum = sum16(e); s_j = e_j * (1 / sum)   (j < n);
  *   qd_attn_context: ctx[i][c] = fmaf chain over j in order: Σ P[i][j] v[j][c].
  *   No mask: the runtime runs each sequence at its own length (nothing is padded).
  */

@@ -47,12 +47,7 @@ static void avx2_gelu(float *x, int64_t n)
     }
 }
 
-static inline __m256 exp8(__m256 d)
-{
-    const __m256 lo = _mm256_set1_ps(QD_EXP_LO);
-    const __m256 y = qd_exp_poly8(_mm256_max_ps(d, lo));
-    return _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(d, lo, _CMP_LT_OQ));
-}
+static inline __m256 exp8(__m256 d) { return qd_exp8_lo(d); }
 
 float qd_avx2_exp_sum(float *x, int64_t n, float m)
 {

@@ -26,4 +26,12 @@ static inline __m256 qd_exp_poly8(__m256 d)
     return _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
 }
 
+/* exp(d) for any d <= 88: 0 below QD_EXP_LO (kernels/ref/act.c's exp1) */
+static inline __m256 qd_exp8_lo(__m256 d)
+{
+    const __m256 lo = _mm256_set1_ps(QD_EXP_LO);
+    const __m256 y = qd_exp_poly8(_mm256_max_ps(d, lo));
+    return _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(d, lo, _CMP_LT_OQ));
+}
+
 #endif

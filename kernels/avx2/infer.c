@@ -10,6 +10,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels/avx2/exp_poly.h"
 #include "kernels/gemm_pack.h"
 #include "kernels/infer.h"
 #include "kernels/infer_isa.h"
@@ -148,7 +149,16 @@ static void avx2_softmax_rows(float *S, int64_t rows, int64_t n, int64_t lds)
         __m128 h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
         h = _mm_max_ps(h, _mm_movehl_ps(h, h));
         h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
-        const __m256 inv = _mm256_set1_ps(1.0f / qd_avx2_exp_sum(sr, n, _mm_cvtss_f32(h)));
+        const __m256 m = _mm256_set1_ps(_mm_cvtss_f32(h));
+        __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps(); /* the 16 partial sums, halves */
+        for (int64_t j = 0; j < n; j += 8) {
+            const __m256i mk = lanes_below(QD_MIN((int64_t)8, n - j));
+            const __m256 e = qd_exp8_lo(_mm256_sub_ps(_mm256_maskload_ps(sr + j, mk), m));
+            _mm256_maskstore_ps(sr + j, mk, e);
+            __m256 *acc = (j / 8) & 1 ? &hi : &lo;
+            *acc = _mm256_blendv_ps(*acc, _mm256_add_ps(*acc, e), _mm256_castsi256_ps(mk));
+        }
+        const __m256 inv = _mm256_set1_ps(1.0f / reduce16(lo, hi));
         for (int64_t j = 0; j < n; j += 8) {
             const __m256i mk = lanes_below(QD_MIN((int64_t)8, n - j));
             _mm256_maskstore_ps(sr + j, mk, _mm256_mul_ps(_mm256_maskload_ps(sr + j, mk), inv));

@@ -187,21 +187,14 @@ static void avx512_col_absmax(const float *x, int64_t rows, int64_t K, int64_t l
 
 /* ---- attention ------------------------------------------------------------------------------------ */
 
-/* S rows [i0, i0 + MR) x keys [j0, j0 + 16 NB): MR x NB accumulators, the fma chain over c in order
- * (rows past T alias the block's first row and store its values again: the same bits) */
+/* S rows [0, MR) x keys [j0, j0 + 16 NB): MR x NB accumulators, the fma chain over c in order.
+ * q rows at stride ld, S rows at stride lds (the caller points missing rows at a scratch row). */
 static inline __attribute__((always_inline)) void scores_block(const int MR, const int NB, const float *q, int64_t ld,
-                                                               const float *kt, int64_t t16, int64_t d, int64_t nr,
-                                                               int64_t j0, __m512 vs, float *S, int64_t lds)
+                                                               const float *kt, int64_t t16, int64_t d, int64_t j0,
+                                                               __m512 vs, float *S, int64_t lds)
 {
-    const float *qr[8];
-    float *sr[8];
-    for (int r = 0; r < MR; r++) {
-        const int64_t rr = r < nr ? r : 0;
-        qr[r] = q + rr * ld;
-        sr[r] = S + rr * lds + j0;
-    }
-    __m512 acc[8][4];
-#pragma GCC unroll 8
+    __m512 acc[6][4];
+#pragma GCC unroll 6
     for (int r = 0; r < MR; r++)
 #pragma GCC unroll 4
         for (int b = 0; b < NB; b++) acc[r][b] = _mm512_setzero_ps();
@@ -209,16 +202,42 @@ static inline __attribute__((always_inline)) void scores_block(const int MR, con
         __m512 kv[4];
 #pragma GCC unroll 4
         for (int b = 0; b < NB; b++) kv[b] = _mm512_loadu_ps(kt + c * t16 + j0 + 16 * b);
-#pragma GCC unroll 8
+#pragma GCC unroll 6
         for (int r = 0; r < MR; r++) {
-            const __m512 x = _mm512_set1_ps(qr[r][c]);
+            const __m512 x = _mm512_set1_ps(q[r * ld + c]);
 #pragma GCC unroll 4
             for (int b = 0; b < NB; b++) acc[r][b] = _mm512_fmadd_ps(x, kv[b], acc[r][b]);
         }
     }
-    for (int r = MR - 1; r >= 0; r--)
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++)
 #pragma GCC unroll 4
-        for (int b = 0; b < NB; b++) _mm512_storeu_ps(sr[r] + 16 * b, _mm512_mul_ps(acc[r][b], vs));
+        for (int b = 0; b < NB; b++) _mm512_storeu_ps(S + r * lds + j0 + 16 * b, _mm512_mul_ps(acc[r][b], vs));
+}
+
+/* r[i][j] -> r[j][i] for a 16 x 16 block of floats */
+static inline void transpose16(__m512 r[16])
+{
+    __m512 t[16], u[16];
+    for (int k = 0; k < 8; k++) {
+        t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+    }
+    for (int k = 0; k < 4; k++) {
+        u[4 * k + 0] = _mm512_shuffle_ps(t[4 * k], t[4 * k + 2], 0x44);
+        u[4 * k + 1] = _mm512_shuffle_ps(t[4 * k], t[4 * k + 2], 0xEE);
+        u[4 * k + 2] = _mm512_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0x44);
+        u[4 * k + 3] = _mm512_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; c++) { /* u[4k + c], 128-bit lane L: rows 4k..4k+3 of column 4L + c */
+        const __m512 a = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), b = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
+        const __m512 a2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88),
+                     b2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+        r[c] = _mm512_shuffle_f32x4(a, a2, 0x88);
+        r[8 + c] = _mm512_shuffle_f32x4(a, a2, 0xDD);
+        r[4 + c] = _mm512_shuffle_f32x4(b, b2, 0x88);
+        r[12 + c] = _mm512_shuffle_f32x4(b, b2, 0xDD);
+    }
 }
 
 static void avx512_attn_scores(const float *q, const float *k, int64_t ld, int64_t T, int64_t d, float scale, float *S,
@@ -226,32 +245,60 @@ static void avx512_attn_scores(const float *q, const float *k, int64_t ld, int64
 {
     const int64_t t16 = (T + 15) / 16 * 16;
     QD_ASSERT(T >= 1 && d >= 1 && ld >= d && lds >= t16);
-    for (int64_t c = 0; c < d; c++) { /* K transposed [d][t16], zeros past T */
-        for (int64_t j = 0; j < T; j++) kt[c * t16 + j] = k[j * ld + c];
-        for (int64_t j = T; j < t16; j++) kt[c * t16 + j] = 0.0f;
-    }
+    for (int64_t j0 = 0; j0 < t16; j0 += 16) /* K transposed [d][t16] in 16 x 16 blocks, zeros past T */
+        for (int64_t c0 = 0; c0 < d; c0 += 16) {
+            const __mmask16 mc = below(d - c0);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = j0 + i < T ? _mm512_maskz_loadu_ps(mc, k + (j0 + i) * ld + c0) : _mm512_setzero_ps();
+            transpose16(r);
+            for (int64_t c = 0; c < QD_MIN((int64_t)16, d - c0); c++) _mm512_storeu_ps(kt + (c0 + c) * t16 + j0, r[c]);
+        }
     const __m512 vs = _mm512_set1_ps(scale);
     for (int64_t i0 = 0; i0 < T; i0 += 6) { /* six query rows x up to 64 keys */
         const int64_t nr = QD_MIN((int64_t)6, T - i0);
         for (int64_t j0 = 0; j0 < t16; j0 += 64) {
             const int nb = (int)QD_MIN((int64_t)4, (t16 - j0) / 16);
-            switch (nb) {
-            case 4: scores_block(6, 4, q + i0 * ld, ld, kt, t16, d, nr, j0, vs, S + i0 * lds, lds); break;
-            case 3: scores_block(6, 3, q + i0 * ld, ld, kt, t16, d, nr, j0, vs, S + i0 * lds, lds); break;
-            case 2: scores_block(6, 2, q + i0 * ld, ld, kt, t16, d, nr, j0, vs, S + i0 * lds, lds); break;
-            default: scores_block(6, 1, q + i0 * ld, ld, kt, t16, d, nr, j0, vs, S + i0 * lds, lds); break;
+            const float *qq = q + i0 * ld;
+            float *ss = S + i0 * lds;
+#define QD_SC(mr)                                                             \
+    switch (nb) {                                                             \
+    case 4: scores_block(mr, 4, qq, ld, kt, t16, d, j0, vs, ss, lds); break;  \
+    case 3: scores_block(mr, 3, qq, ld, kt, t16, d, j0, vs, ss, lds); break;  \
+    case 2: scores_block(mr, 2, qq, ld, kt, t16, d, j0, vs, ss, lds); break;  \
+    default: scores_block(mr, 1, qq, ld, kt, t16, d, j0, vs, ss, lds); break; \
+    }
+            switch (nr) {
+            case 6: QD_SC(6) break;
+            case 5: QD_SC(5) break;
+            case 4: QD_SC(4) break;
+            case 3: QD_SC(3) break;
+            case 2: QD_SC(2) break;
+            default: QD_SC(1) break;
             }
+#undef QD_SC
         }
     }
 }
 
 static void avx512_softmax_rows(float *S, int64_t rows, int64_t n, int64_t lds)
 {
+    const __m512 lo = _mm512_set1_ps(QD_EXP_LO);
     for (int64_t i = 0; i < rows; i++) {
         float *sr = S + i * lds;
         __m512 mx = _mm512_set1_ps(-INFINITY);
         for (int64_t j = 0; j < n; j += 16) mx = _mm512_mask_max_ps(mx, below(n - j), _mm512_loadu_ps(sr + j), mx);
-        const __m512 inv = _mm512_set1_ps(1.0f / qd_avx512_exp_sum(sr, n, _mm512_reduce_max_ps(mx)));
+        const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        __m512 p = _mm512_setzero_ps(); /* the 16 partial sums */
+        for (int64_t j = 0; j < n; j += 16) {
+            const __mmask16 mk = below(n - j);
+            const __m512 dlt = _mm512_sub_ps(_mm512_maskz_loadu_ps(mk, sr + j), m);
+            __m512 e = exp16(_mm512_max_ps(dlt, lo));
+            e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(dlt, lo, _CMP_NLT_UQ), e); /* below the range: 0 */
+            _mm512_mask_storeu_ps(sr + j, mk, e);
+            p = _mm512_mask_add_ps(p, mk, p, e);
+        }
+        const __m512 inv = _mm512_set1_ps(1.0f / reduce16(p));
         for (int64_t j = 0; j < n; j += 16) {
             const __mmask16 mk = below(n - j);
             _mm512_mask_storeu_ps(sr + j, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, sr + j), inv));
@@ -259,36 +306,46 @@ static void avx512_softmax_rows(float *S, int64_t rows, int64_t n, int64_t lds)
     }
 }
 
-/* ctx rows [i0, i0 + MR) x columns [c, c + 16 NB): the fma chain over j in order; the V loads of a
- * key serve MR rows */
-static inline __attribute__((always_inline)) void context_block(const int MR, const int NB, const float *P, int64_t ldp,
-                                                                const float *v, int64_t ld, int64_t T, int64_t nr,
-                                                                int64_t nc, float *ctx, int64_t ldc)
+/* ctx rows [0, MR) x columns [0, 16 NB): the fma chain over j in order; a key's V loads serve MR rows.
+ * FULL: every column real (plain loads and stores), else the first nc under masks. */
+static inline __attribute__((always_inline)) void context_block(const int MR, const int NB, const int FULL,
+                                                                const float *P, int64_t ldp, const float *v, int64_t ld,
+                                                                int64_t T, int64_t nc, float *ctx, int64_t ldc)
 {
-    const float *pr[8];
-    for (int r = 0; r < MR; r++) pr[r] = P + (r < nr ? r : 0) * ldp;
-    __mmask16 mk[4];
-#pragma GCC unroll 4
-    for (int b = 0; b < NB; b++) mk[b] = below(QD_MAX(nc - 16 * b, 0));
-    __m512 acc[8][4];
-#pragma GCC unroll 8
+    const __mmask16 m0 = below(nc), m1 = below(QD_MAX(nc - 16, 0)), m2 = below(QD_MAX(nc - 32, 0)),
+                    m3 = below(QD_MAX(nc - 48, 0));
+    __m512 acc[6][4];
+#pragma GCC unroll 6
     for (int r = 0; r < MR; r++)
 #pragma GCC unroll 4
         for (int b = 0; b < NB; b++) acc[r][b] = _mm512_setzero_ps();
     for (int64_t j = 0; j < T; j++) {
         __m512 vv[4];
+        const float *vr = v + j * ld;
 #pragma GCC unroll 4
-        for (int b = 0; b < NB; b++) vv[b] = _mm512_maskz_loadu_ps(mk[b], v + j * ld + 16 * b);
-#pragma GCC unroll 8
+        for (int b = 0; b < NB; b++)
+            vv[b] = FULL ? _mm512_loadu_ps(vr + 16 * b)
+                         : _mm512_maskz_loadu_ps(b == 0   ? m0
+                                                 : b == 1 ? m1
+                                                 : b == 2 ? m2
+                                                          : m3,
+                                                 vr + 16 * b);
+#pragma GCC unroll 6
         for (int r = 0; r < MR; r++) {
-            const __m512 x = _mm512_set1_ps(pr[r][j]);
+            const __m512 x = _mm512_set1_ps(P[r * ldp + j]);
 #pragma GCC unroll 4
             for (int b = 0; b < NB; b++) acc[r][b] = _mm512_fmadd_ps(x, vv[b], acc[r][b]);
         }
     }
-    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++)
 #pragma GCC unroll 4
-        for (int b = 0; b < NB; b++) _mm512_mask_storeu_ps(ctx + r * ldc + 16 * b, mk[b], acc[r][b]);
+        for (int b = 0; b < NB; b++) {
+            if (FULL)
+                _mm512_storeu_ps(ctx + r * ldc + 16 * b, acc[r][b]);
+            else
+                _mm512_mask_storeu_ps(ctx + r * ldc + 16 * b, b == 0 ? m0 : b == 1 ? m1 : b == 2 ? m2 : m3, acc[r][b]);
+        }
 }
 
 static void avx512_attn_context(const float *P, int64_t ldp, const float *v, int64_t ld, int64_t T, int64_t d,
@@ -300,12 +357,32 @@ static void avx512_attn_context(const float *P, int64_t ldp, const float *v, int
             const int64_t nc = QD_MIN((int64_t)64, d - c);
             const float *pp = P + i0 * ldp, *vv = v + c;
             float *o = ctx + i0 * ldc + c;
-            switch ((nc + 15) / 16) {
-            case 4: context_block(6, 4, pp, ldp, vv, ld, T, nr, nc, o, ldc); break;
-            case 3: context_block(6, 3, pp, ldp, vv, ld, T, nr, nc, o, ldc); break;
-            case 2: context_block(6, 2, pp, ldp, vv, ld, T, nr, nc, o, ldc); break;
-            default: context_block(6, 1, pp, ldp, vv, ld, T, nr, nc, o, ldc); break;
+            const int nb = (int)((nc + 15) / 16), full = nc % 16 == 0;
+#define QD_CX(mr)                                                                \
+    if (full) {                                                                  \
+        switch (nb) {                                                            \
+        case 4: context_block(mr, 4, 1, pp, ldp, vv, ld, T, nc, o, ldc); break;  \
+        case 3: context_block(mr, 3, 1, pp, ldp, vv, ld, T, nc, o, ldc); break;  \
+        case 2: context_block(mr, 2, 1, pp, ldp, vv, ld, T, nc, o, ldc); break;  \
+        default: context_block(mr, 1, 1, pp, ldp, vv, ld, T, nc, o, ldc); break; \
+        }                                                                        \
+    } else {                                                                     \
+        switch (nb) {                                                            \
+        case 4: context_block(mr, 4, 0, pp, ldp, vv, ld, T, nc, o, ldc); break;  \
+        case 3: context_block(mr, 3, 0, pp, ldp, vv, ld, T, nc, o, ldc); break;  \
+        case 2: context_block(mr, 2, 0, pp, ldp, vv, ld, T, nc, o, ldc); break;  \
+        default: context_block(mr, 1, 0, pp, ldp, vv, ld, T, nc, o, ldc); break; \
+        }                                                                        \
+    }
+            switch (nr) {
+            case 6: QD_CX(6) break;
+            case 5: QD_CX(5) break;
+            case 4: QD_CX(4) break;
+            case 3: QD_CX(3) break;
+            case 2: QD_CX(2) break;
+            default: QD_CX(1) break;
             }
+#undef QD_CX
         }
     }
 }

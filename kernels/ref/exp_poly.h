@@ -31,4 +31,11 @@ static inline float qd_exp_poly(float d)
     return y * s;
 }
 
+/* exp(d) for any d <= 88: 0 below QD_EXP_LO (the softmax and exp_sum's exponential) */
+static inline float qd_exp_lo(float d)
+{
+    const float y = qd_exp_poly(d > QD_EXP_LO ? d : QD_EXP_LO); /* the clamp keeps n in range */
+    return d < QD_EXP_LO ? 0.0f : y;
+}
+
 #endif

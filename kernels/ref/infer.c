@@ -7,6 +7,7 @@
 #include "kernels/infer.h"
 #include "kernels/infer_isa.h"
 #include "kernels/kernels.h"
+#include "kernels/ref/exp_poly.h"
 
 float qd_sum16_ref(const float *v, int64_t n)
 {
@@ -63,7 +64,8 @@ static void ref_softmax_rows(float *S, int64_t rows, int64_t n, int64_t lds)
     for (int64_t i = 0; i < rows; i++) {
         float *s = S + i * lds, mx = -INFINITY;
         for (int64_t j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-        const float inv = 1.0f / qd_ref_exp_sum(s, n, mx);
+        for (int64_t j = 0; j < n; j++) s[j] = qd_exp_lo(s[j] - mx);
+        const float inv = 1.0f / qd_sum16_ref(s, n);
         for (int64_t j = 0; j < n; j++) s[j] = s[j] * inv;
     }
 }
