@@ -33,8 +33,8 @@ int main(int argc, char **argv)
         return 2;
     }
     int L = argc > 2 ? atoi(argv[2]) : 12, H = 768, I = 3072, n = 0;
-    qd_st_out_tensor *t = calloc((size_t)(16 * L + 8), sizeof *t);
-    char(*names)[128] = calloc((size_t)(16 * L + 8), 128);
+    qd_st_out_tensor *t = calloc((size_t)(20 * L + 8), sizeof *t);
+    char(*names)[128] = calloc((size_t)(20 * L + 8), 128);
 #define ADD(nm, d0, d1)                                                                \
     do {                                                                               \
         snprintf(names[n], 128, "%s", nm);                                             \
@@ -66,6 +66,16 @@ int main(int argc, char **argv)
         ADD(nm, H, I);
         snprintf(nm, sizeof nm, "encoder.layer.%d.output.dense.bias", l);
         ADD(nm, H, 0);
+        /* LayerNorms at weight 1, bias 0 (as transformers initializes missing ones) */
+        const char *ln[] = {"attention.output.LayerNorm", "output.LayerNorm"};
+        for (int k = 0; k < 2; k++) {
+            snprintf(nm, sizeof nm, "encoder.layer.%d.%s.weight", l, ln[k]);
+            ADD(nm, H, 0);
+            for (int i = 0; i < H; i++) ((float *)t[n - 1].data)[i] = 1.0f;
+            snprintf(nm, sizeof nm, "encoder.layer.%d.%s.bias", l, ln[k]);
+            ADD(nm, H, 0);
+            for (int i = 0; i < H; i++) ((float *)t[n - 1].data)[i] = 0.0f;
+        }
     }
     ADD("pooler.dense.weight", H, H);
     ADD("pooler.dense.bias", H, 0);
@@ -80,7 +90,9 @@ int main(int argc, char **argv)
     FILE *f = fopen(path, "w");
     fprintf(f,
             "{\"model_type\": \"bert\", \"architectures\": [\"BertModel\"], \"hidden_size\": %d, "
-            "\"num_hidden_layers\": %d, \"num_attention_heads\": 12, \"intermediate_size\": %d}\n",
+            "\"num_hidden_layers\": %d, \"num_attention_heads\": 12, \"intermediate_size\": %d, "
+            "\"vocab_size\": 30522, \"max_position_embeddings\": 512, \"type_vocab_size\": 2, "
+            "\"hidden_act\": \"gelu\", \"layer_norm_eps\": 1e-12}\n",
             H, L, I);
     fclose(f);
     long long params = 0;

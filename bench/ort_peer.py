@@ -132,13 +132,11 @@ def export(a):
                                             ("input_ids", "attention_mask", "token_type_ids")} |
                               {"embedding": {0: "batch"}})
         else:
-            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-            from forward_torch import ViT
             from safetensors.numpy import load_file
             with open(os.path.join(a.model, "config.json")) as f:
                 cfg = json.load(f)
-            model = ViT(load_file(os.path.join(a.model, "model.safetensors")), cfg)
-            c, s = cfg.get("num_channels", 1), cfg["image_size"]
+            model = vit_module(load_file(os.path.join(a.model, "model.safetensors")), cfg)
+            c, s = cfg.get("num_channels", 3), cfg["image_size"]
             torch.onnx.export(model, (torch.zeros(2, c, s, s),), fp32, dynamo=False, opset_version=17,
                               input_names=["pixel_values"], output_names=["logits"],
                               dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}})
@@ -152,6 +150,61 @@ def export(a):
         q.model.save_model_to_file(os.path.join(a.out, name), use_external_data_format=False)
     for f in ("fp32", "int8", "int4", "int4-acc4"):
         print("%s: %.1f MB" % (f, os.path.getsize(os.path.join(a.out, f + ".onnx")) / 1e6), file=sys.stderr)
+
+
+def vit_module(w, cfg):
+    """a Hugging Face ViT checkpoint (standard, or with an explicit attention_head_size; pre-LN
+    blocks, final LayerNorm, classifier on CLS) as a torch module whose shapes are the config's
+    constants, so that the exported graph has only the batch dimension dynamic"""
+    import torch
+    import torch.nn.functional as F
+    H, heads = cfg["hidden_size"], cfg["num_attention_heads"]
+    d = cfg.get("attention_head_size", H // heads)
+    P, S, C = cfg["patch_size"], cfg["image_size"], cfg.get("num_channels", 3)
+    T, eps = (S // P) ** 2 + 1, cfg.get("layer_norm_eps", 1e-12)
+    act = {"relu": F.relu, "gelu": F.gelu}[cfg.get("hidden_act", "gelu")]
+    # parameters (not captured tensors): they become initializers, which the quantizers need
+    params = torch.nn.ParameterDict({k.replace(".", "__"): torch.nn.Parameter(torch.from_numpy(v.copy()),
+                                                                           requires_grad=False)
+                                     for k, v in w.items()})
+
+    class Params:
+        def __getitem__(self, k):
+            return params[k.replace(".", "__")]
+
+        def get(self, k):
+            k = k.replace(".", "__")
+            return params[k] if k in params else None
+
+    t = Params()
+
+    def lin(x, name):
+        return F.linear(x, t[name + ".weight"], t.get(name + ".bias"))
+
+    class ViT(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.params = params
+
+        def forward(self, x):
+            e = F.conv2d(x, t["vit.embeddings.patch_embeddings.projection.weight"],
+                         t["vit.embeddings.patch_embeddings.projection.bias"], stride=P)
+            e = e.reshape(-1, H, T - 1).transpose(1, 2)
+            cls = t["vit.embeddings.cls_token"].reshape(1, 1, H).expand(e.shape[0], 1, H)
+            h = torch.cat([cls, e], 1) + t["vit.embeddings.position_embeddings"].reshape(1, T, H)
+            for i in range(cfg["num_hidden_layers"]):
+                p = "vit.encoder.layer.%d." % i
+                a = F.layer_norm(h, (H,), t[p + "layernorm_before.weight"], t[p + "layernorm_before.bias"], eps)
+                q, k, v = (lin(a, p + "attention.attention." + n).reshape(-1, T, heads, d).transpose(1, 2)
+                           for n in ("query", "key", "value"))
+                att = torch.softmax(q @ k.transpose(2, 3) * d ** -0.5, -1) @ v
+                h = h + lin(att.transpose(1, 2).reshape(-1, T, heads * d), p + "attention.output.dense")
+                a = F.layer_norm(h, (H,), t[p + "layernorm_after.weight"], t[p + "layernorm_after.bias"], eps)
+                h = h + lin(act(lin(a, p + "intermediate.dense")), p + "output.dense")
+            c0 = F.layer_norm(h[:, 0], (H,), t["vit.layernorm.weight"], t["vit.layernorm.bias"], eps)
+            return lin(c0, "classifier")
+
+    return ViT().eval()
 
 
 # ---- run -----------------------------------------------------------------------------------------

@@ -86,7 +86,9 @@ struct qd_engine {
     qd_pool *pool;
     int64_t A, H, FF, d; /* attention width, hidden, intermediate, head size */
     int64_t kmax;
-    ws *w; /* [threads] */
+    ws *w;   /* [threads] */
+    int *rc; /* status of each sub-batch of a parallel run */
+    int64_t cap_rc;
     char prof_name[64][80];
     int nprof;
     char isa[QD_QL_KINDS_][64];
@@ -270,6 +272,7 @@ void qd_engine_free(qd_engine *e)
         free(w->off), free(w->len), free(w->pos);
     }
     free(e->w);
+    free(e->rc);
     free(e);
 }
 
@@ -899,12 +902,15 @@ int qd_engine_run(qd_engine *e, const qd_batch *b, qd_engine_output what, float 
     if (e->o.threads > 1 && n >= e->o.threads) {
         /* at least a sub-batch per thread: each thread runs whole sub-batches on its own workspace
          * (no hand-off inside a forward pass); the results are the same as run one after another */
-        int *rc = qd_xcalloc((size_t)n, sizeof *rc);
-        chunk_job j = {e, b, per, what, out, dim, rc};
+        if (n > e->cap_rc) {
+            free(e->rc);
+            e->rc = qd_xcalloc((size_t)n, sizeof *e->rc);
+            e->cap_rc = n;
+        }
+        chunk_job j = {e, b, per, what, out, dim, e->rc};
         qd_pool_run(e->pool, n, chunk_task, &j);
         int st = QD_OK;
-        for (int64_t i = 0; i < n && !st; i++) st = rc[i];
-        free(rc);
+        for (int64_t i = 0; i < n && !st; i++) st = e->rc[i];
         return st;
     }
     int rc = QD_OK; /* sub-batches in turn, the threads splitting every piece of each */

@@ -5,6 +5,10 @@
  * against transformers and the float64 ViT reference): the engine's float LayerNorm and its GEMM
  * order differ from OpenBLAS and double sums only by float rounding.
  *
+ * It also checks that a forward pass allocates nothing once the engine has seen a batch of that size
+ * (malloc and friends are wrapped by the linker: every allocation of qdist's code is counted while
+ * the same batches run again).
+ *
  *   test_engine MODEL_DIR QFILE|- DATA N BATCH THREADS OUTLIER OUT [--vs-model]
  */
 #include <math.h>
@@ -19,6 +23,34 @@
 #include "model/tokenizer.h"
 #include "qd_test.h"
 #include "runtime/engine.h"
+
+/* ---- allocations of the code linked into this test (ld --wrap) --------------------------------- */
+static volatile int g_counting;
+static volatile long g_allocs;
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t m);
+void *__real_realloc(void *p, size_t n);
+void *__real_aligned_alloc(size_t a, size_t n);
+void *__wrap_malloc(size_t n)
+{
+    if (g_counting) __atomic_add_fetch(&g_allocs, 1, __ATOMIC_RELAXED);
+    return __real_malloc(n);
+}
+void *__wrap_calloc(size_t n, size_t m)
+{
+    if (g_counting) __atomic_add_fetch(&g_allocs, 1, __ATOMIC_RELAXED);
+    return __real_calloc(n, m);
+}
+void *__wrap_realloc(void *p, size_t n)
+{
+    if (g_counting) __atomic_add_fetch(&g_allocs, 1, __ATOMIC_RELAXED);
+    return __real_realloc(p, n);
+}
+void *__wrap_aligned_alloc(size_t a, size_t n)
+{
+    if (g_counting) __atomic_add_fetch(&g_allocs, 1, __ATOMIC_RELAXED);
+    return __real_aligned_alloc(a, n);
+}
 
 int main(int argc, char **argv)
 {
@@ -88,6 +120,19 @@ int main(int argc, char **argv)
             b.ids = ids + (size_t)f * T, b.type_ids = tt + (size_t)f * T, b.mask = mask + (size_t)f * T;
         CHECK_EQ(qd_engine_run(e, &b, what, out + (size_t)f * dim), 0);
     }
+    /* the same batches again: no allocation in the forward path once its buffers have grown */
+    g_counting = 1;
+    for (int f = 0; f < n; f += batch) {
+        const int nb = QD_MIN(batch, n - f);
+        qd_batch b = {.B = nb, .T = T};
+        if (vit)
+            b.pixels = pix + (size_t)f * item;
+        else
+            b.ids = ids + (size_t)f * T, b.type_ids = tt + (size_t)f * T, b.mask = mask + (size_t)f * T;
+        CHECK_EQ(qd_engine_run(e, &b, what, out + (size_t)f * dim), 0);
+    }
+    g_counting = 0;
+    CHECK_MSG(g_allocs == 0, "%ld allocations in forward passes the engine had seen before", g_allocs);
     FILE *fo = fopen(outp, "wb");
     CHECK(fo != NULL);
     if (fo) {
