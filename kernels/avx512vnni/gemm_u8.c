@@ -133,9 +133,14 @@ void qd_vnni512_gemm_u8_rows(const uint8_t *A, int64_t lda, const float *a_scale
             const int64_t nv = QD_MIN((int64_t)16, W->N - 16 * (p + np - 1));
             const int8_t *b = W->v + p * ps;
             const float *bias = W->bias ? W->bias + 16 * p : NULL;
-            for (int64_t m = m0; m < m0 + rows; m += 8)
-                micro_u8_any((int)QD_MIN((int64_t)8, m0 + rows - m), np, A + m * lda, lda, K, b, ps, W->comp + 16 * p,
-                             W->scales + 16 * p, bias, a_scales + m, C + m * ldc + 16 * p, ldc, nv);
+            /* rows in blocks of at most 8 and of even size: 25 rows as 7 + 6 + 6 + 6, not 8 + 8 + 8 + 1 */
+            const int64_t nblk = (rows + 7) / 8;
+            for (int64_t i = 0, m = m0; i < nblk; i++) {
+                const int64_t mr = (rows * (i + 1)) / nblk - (rows * i) / nblk;
+                micro_u8_any((int)mr, np, A + m * lda, lda, K, b, ps, W->comp + 16 * p, W->scales + 16 * p, bias,
+                             a_scales + m, C + m * ldc + 16 * p, ldc, nv);
+                m += mr;
+            }
         }
     }
 }
@@ -169,9 +174,11 @@ static inline __attribute__((always_inline)) void micro_w4(const int MR, const u
         const int64_t o = (p * ng + g) * 16;
         const __m512i zb = _mm512_mullo_epi32(_mm512_load_si512((const void *)(W->zeros + o)), rep);
         const int64_t s1 = QD_MIN((g + 1) * spg, K / 8);
+        /* the sums start at -comp: after the group, acc = sum (a + 128)(q - z) - comp = sum a (q - z) */
+        const __m512i ncp = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_load_si512((const void *)(W->comp + o)));
         __m512i acc[8];
 #pragma GCC unroll 8
-        for (int r = 0; r < MR; r++) acc[r] = _mm512_setzero_si512();
+        for (int r = 0; r < MR; r++) acc[r] = ncp;
         for (int64_t s = g * spg; s < s1; s++) {
             const __m512i raw = _mm512_load_si512((const void *)(b + 64 * s));
             const __m512i lo = _mm512_sub_epi8(_mm512_and_si512(raw, m0f), zb);
@@ -183,10 +190,9 @@ static inline __attribute__((always_inline)) void micro_w4(const int MR, const u
                 acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(dword_at(ar + 4)), hi);
             }
         }
-        const __m512i cp = _mm512_load_si512((const void *)(W->comp + o));
         const __m512 sc = _mm512_load_ps(W->scales + o);
 #pragma GCC unroll 8
-        for (int r = 0; r < MR; r++) f[r] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r], cp)), f[r]);
+        for (int r = 0; r < MR; r++) f[r] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(acc[r]), f[r]);
     }
     const __m512 bi = W->bias ? _mm512_load_ps(W->bias + 16 * p) : _mm512_setzero_ps();
 #pragma GCC unroll 8
@@ -227,9 +233,12 @@ static void vnni512_gemm_u8w4_f32(const uint8_t *A, int64_t lda, const float *a_
         const int64_t rows = QD_MIN(mc, M - m0);
         for (int64_t p = n0 / 16; p < (n1 + 15) / 16; p++) {
             const int64_t nv = QD_MIN((int64_t)16, W->N - 16 * p);
-            for (int64_t m = m0; m < m0 + rows; m += 8)
-                micro_w4_any((int)QD_MIN((int64_t)8, m0 + rows - m), A + m * lda, lda, W, p, a_scales + m,
-                             C + m * ldc + 16 * p, ldc, nv);
+            const int64_t nblk = (rows + 7) / 8; /* blocks of even size, as above */
+            for (int64_t i = 0, m = m0; i < nblk; i++) {
+                const int64_t mr = (rows * (i + 1)) / nblk - (rows * i) / nblk;
+                micro_w4_any((int)mr, A + m * lda, lda, W, p, a_scales + m, C + m * ldc + 16 * p, ldc, nv);
+                m += mr;
+            }
         }
     }
 }
