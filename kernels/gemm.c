@@ -226,7 +226,13 @@ void qd_gemm_w4_column(const qd_gemm_w4 *W, int64_t k, float *out)
         const float *sc = W->scales + o0;
         const int32_t *zr = W->zeros + o0;
         float *o = out + 16 * p;
-        for (int64_t c = 0; c < nv; c++) o[c] = sc[c] * (float)(qd_gemm_w4_at(W, 16 * p + c, k) - zr[c]);
+        if (W->layout == QD_GEMM_LAYOUT_VNNI) {
+            const uint8_t *b = W->q + (p * (W->K / 8) + k / 8) * 64 + (k & 3);
+            const int sh = (k & 4) ? 4 : 0;
+            for (int64_t c = 0; c < nv; c++) o[c] = sc[c] * (float)(((b[4 * c] >> sh) & 15) - zr[c]);
+        } else {
+            for (int64_t c = 0; c < nv; c++) o[c] = sc[c] * (float)(qd_gemm_w4_at(W, 16 * p + c, k) - zr[c]);
+        }
     }
 }
 

@@ -133,9 +133,135 @@ static void amx_gemm_u8_f32(const uint8_t *A, int64_t lda, const float *a_scales
     _tile_release();
 }
 
+/* ---- 4-bit weights --------------------------------------------------------------------------------
+ * TDPBSSD (signed x signed bytes) on the activations as int8 again (u ^ 0x80, one pass over the
+ * rows into scratch) and the weights unpacked to q - z in [-15, 15], a panel at a time, into B
+ * tiles: the tile's sums are the reference's isum of a group exactly, with no compensation term.
+ * One 16 x 16 output tile at a time keeps its 16 float accumulators in registers across the groups:
+ * per group, the group's k blocks (up to 64 k each) accumulate in the C tile, which is stored and
+ * folded in as acc = fma(scale, (float)isum, acc), the reference's order. */
+
+/* tiles 0 and 3: C of even and odd groups (rows x 16 int32), 1: A (rows x kb bytes), 2: B (kb / 4
+ * rows x 64 bytes) */
+static void configure_w4(int rows, int kb)
+{
+    tilecfg c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    c.colsb[0] = c.colsb[3] = 64, c.rows[0] = c.rows[3] = (uint8_t)rows;
+    c.colsb[1] = (uint16_t)kb, c.rows[1] = (uint8_t)rows;
+    c.colsb[2] = 64, c.rows[2] = (uint8_t)(kb / 4);
+    _tile_loadconfig(&c);
+}
+
+/* panel p's codes as q - z bytes in the B tile layout: [K / 4][16 channels][4] */
+static void unpack_panel(const qd_gemm_w4 *W, int64_t p, int8_t *B)
+{
+    const int64_t K = W->K, spg = W->G / 8;
+    const uint8_t *q = W->q + p * (K / 8) * 64;
+    const __m512i m0f = _mm512_set1_epi8(0x0f), rep = _mm512_set1_epi32(0x01010101);
+    for (int64_t g = 0; g < W->ng; g++) {
+        const __m512i zb = _mm512_mullo_epi32(_mm512_load_si512((const void *)(W->zeros + (p * W->ng + g) * 16)), rep);
+        for (int64_t s = g * spg; s < (g + 1) * spg; s++) { /* step s: quads 2s (low nibbles), 2s + 1 (high) */
+            const __m512i raw = _mm512_load_si512((const void *)(q + 64 * s));
+            _mm512_store_si512((void *)(B + 128 * s), _mm512_sub_epi8(_mm512_and_si512(raw, m0f), zb));
+            _mm512_store_si512((void *)(B + 128 * s + 64),
+                               _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(raw, 4), m0f), zb));
+        }
+    }
+}
+
+/* the group sums of group g into C tile `t` (0 or 3) */
+#define QD_W4_GROUP(t, g)                                     \
+    do {                                                      \
+        _tile_zero(t);                                        \
+        for (int64_t k = (g)*G; k < ((g) + 1) * G; k += kb) { \
+            _tile_loadd(1, A + k, K);                         \
+            _tile_loadd(2, B + k * 16, 64);                   \
+            _tile_dpbssd(t, 1, 2);                            \
+        }                                                     \
+    } while (0)
+
+/* rows [m, m + nr) (nr <= 16, the configured rows) x panel p, every group. Two C tiles take the
+ * groups in turn, so that the tile unit works on group g + 1 while the vector unit folds group g. */
+static void tile_w4(const int8_t *A, int64_t K, const int8_t *B, const qd_gemm_w4 *W, int64_t p, int64_t nr, int64_t kb,
+                    const float *as, float *C, int64_t ldc, int32_t *buf)
+{
+    __m512 f[16];
+#pragma GCC unroll 16
+    for (int r = 0; r < 16; r++) f[r] = _mm512_setzero_ps();
+    const int64_t G = W->G, ng = W->ng;
+    QD_W4_GROUP(0, 0);
+    for (int64_t g = 0; g < ng; g++) {
+        int32_t *b = buf + 256 * (g & 1);
+        if (g & 1) {
+            if (g + 1 < ng) QD_W4_GROUP(0, g + 1);
+            _tile_stored(3, b, 64);
+        } else {
+            if (g + 1 < ng) QD_W4_GROUP(3, g + 1);
+            _tile_stored(0, b, 64);
+        }
+        const __m512 sc = _mm512_load_ps(W->scales + (p * ng + g) * 16);
+#pragma GCC unroll 16
+        for (int r = 0; r < 16; r++)
+            if (r < nr)
+                f[r] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(_mm512_load_si512((const void *)(b + 16 * r))), f[r]);
+    }
+    const int64_t n = 16 * p, nv = QD_MIN((int64_t)16, W->N - n);
+    const __m512 bi = W->bias ? _mm512_load_ps(W->bias + n) : _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int r = 0; r < 16; r++)
+        if (r < nr) {
+            __m512 v = _mm512_mul_ps(f[r], _mm512_set1_ps(as[r]));
+            if (W->bias) v = _mm512_add_ps(v, bi);
+            _mm512_mask_storeu_ps(C + r * ldc + n, below(nv), v);
+        }
+}
+#undef QD_W4_GROUP
+
+static void amx_gemm_u8w4_f32(const uint8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_w4 *W,
+                              int64_t n0, int64_t n1, float *C, int64_t ldc)
+{
+    QD_ASSERT(M >= 0 && lda >= W->K && ldc >= n1);
+    QD_ASSERT(n0 >= 0 && n0 % 16 == 0 && n0 <= n1 && n1 <= W->N && (n1 % 16 == 0 || n1 == W->N));
+    const int64_t K = W->K, G = W->G, kb = G <= 64 ? G : 64;
+    /* groups of whole 4-k quads that a tile row can hold (or whole 64-k blocks), and full groups */
+    /* below 8 rows the tiles are mostly empty: the vpdpbusd kernel does better */
+    if (W->layout != QD_GEMM_LAYOUT_VNNI || G % 4 || (G > 64 && G % 64) || K % G || M < 8) {
+        qd_kernels_table("avx512vnni")->gemm_u8w4_f32(A, lda, a_scales, M, W, n0, n1, C, ldc);
+        return;
+    }
+    if (M == 0 || n0 == n1) return;
+    int8_t *As = qd_kernels_scratch(QD_SCRATCH_A, (size_t)(M * K) + 64);
+    int8_t *B = qd_kernels_scratch(QD_SCRATCH_PACK, (size_t)(K * 16) + 64);
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (int64_t m = 0; m < M; m++) /* the int8 codes again: a = u ^ 0x80 */
+        for (int64_t k = 0; k < K; k += 64) {
+            const __mmask64 mk = K - k >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (K - k)) - 1);
+            _mm512_mask_storeu_epi8(As + m * K + k, mk,
+                                    _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, A + m * lda + k), flip));
+        }
+    int32_t buf[512] __attribute__((aligned(64)));
+    const int64_t full = M / 16 * 16, rem = M - full;
+    for (int64_t p = n0 / 16; p < (n1 + 15) / 16; p++) {
+        unpack_panel(W, p, B);
+        if (full) {
+            configure_w4(16, (int)kb);
+            for (int64_t m = 0; m < full; m += 16)
+                tile_w4(As + m * K, K, B, W, p, 16, kb, a_scales + m, C + m * ldc, ldc, buf);
+        }
+        if (rem) {
+            configure_w4((int)rem, (int)kb);
+            tile_w4(As + full * K, K, B, W, p, rem, kb, a_scales + full, C + full * ldc, ldc, buf);
+        }
+    }
+    _tile_release();
+}
+
 int qd_kernels_fill_amx_int8(qd_kernel_table *t)
 {
     t->gemm_u8_f32 = amx_gemm_u8_f32;
+    t->gemm_u8w4_f32 = amx_gemm_u8w4_f32;
     return 1;
 }
 

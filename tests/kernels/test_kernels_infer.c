@@ -178,6 +178,16 @@ static void gemm_u8_case(int kind, int64_t M, int64_t N, int64_t K, int with_bia
                        ii < 0 ? "ref" : isas[ii], M, N, K));
         }
     }
+    /* a dequantized column read back out of either layout (the outlier columns' weights) */
+    float *col = malloc((size_t)N * sizeof(float));
+    int okc = 1;
+    for (int lay = 0; lay < 2; lay++)
+        for (int64_t k = 0; k < K; k += 1 + K / 5) {
+            qd_gemm_w8_column(lay ? Wi : Wv, k, col);
+            for (int64_t n = 0; n < N; n++) okc &= col[n] == ws[n] * (float)W[n * K + k];
+        }
+    CHECK_MSG(okc, "qd_gemm_w8_column: N=%lld K=%lld", (long long)N, (long long)K);
+    free(col);
     qd_gemm_w8_free(Wv), qd_gemm_w8_free(Wi);
     free(A), free(W), free(as), free(ws), free(bias), free(Cr), free(Ci);
 }
@@ -234,6 +244,16 @@ static void gemm_u8w4_case(int64_t M, int64_t N, int64_t K, int64_t G, int with_
                        ii < 0 ? "ref" : isas[ii], M, N, K));
         }
     }
+    float *col = malloc((size_t)N * sizeof(float));
+    int okc = 1;
+    for (int lay = 0; lay < 2; lay++)
+        for (int64_t k = 0; k < K; k += 1 + K / 7) {
+            qd_gemm_w4_column(lay ? Wi : Wv, k, col);
+            for (int64_t n = 0; n < N; n++)
+                okc &= col[n] == sc[n * ng + k / G] * (float)(q[n * K + k] - z[n * ng + k / G]);
+        }
+    CHECK_MSG(okc, "qd_gemm_w4_column: N=%lld K=%lld G=%lld", (long long)N, (long long)K, (long long)G);
+    free(col);
     qd_gemm_w4_free(Wv), qd_gemm_w4_free(Wi);
     free(A), free(q), free(packed), free(as), free(sc), free(bias), free(z), free(Cr), free(Ci);
 }
@@ -387,7 +407,7 @@ int main(void)
     check_quantizer();
     check_col_absmax();
 
-    const int64_t Ms[] = {1, 3, 8, 9, 16, 17, 25, 33, 70};
+    const int64_t Ms[] = {1, 3, 9, 16, 17, 25, 33};
     const int64_t shapes[][2] = {{16, 64}, {48, 128}, {50, 100}, {64, 3}, {96, 384}, {40, 130}, {33, 192}};
     for (size_t mi = 0; mi < QD_ARRAY_LEN(Ms); mi++)
         for (size_t si = 0; si < QD_ARRAY_LEN(shapes); si++)
