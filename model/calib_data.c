@@ -225,8 +225,7 @@ static int open_text(qd_calib_data *d, const char *path, int nsamples, int seqle
     if (seqlen > qd_model_cfg(m)->max_position)
         return qd_err_set(QD_EINVAL, "calibration: --seqlen %d exceeds the model's max_position_embeddings %d", seqlen,
                           qd_model_cfg(m)->max_position);
-    char vocab[sizeof m->dir + 16];
-    snprintf(vocab, sizeof vocab, "%s/vocab.txt", m->dir);
+    const char *vocab = m->dir; /* the model directory's tokenizer (tokenizer.json, vocab.txt, ...) */
     qd_tokenizer *tok = NULL;
     int rc = qd_tokenizer_load(vocab, QD_TOK_LOWER_AUTO, &tok);
     if (rc) return qd_err_wrap(rc, "calibration needs the model's tokenizer: ");
