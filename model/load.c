@@ -42,7 +42,7 @@ static char *read_text(const char *path, size_t *len)
 
 typedef struct {
     const char *types;       /* model_types, space-separated */
-    const char *prefixes[4]; /* candidates for the encoder's prefix, tried in order ("" last) */
+    const char *prefixes[6]; /* candidates for the encoder's prefix, tried in order ("" last) */
     const char *probe;       /* a tensor every checkpoint of the family has, after the prefix */
     const char *block;       /* printf format of block (set) k's module prefix */
     const char *lin[QD_LIN_PER_BLOCK];
@@ -89,18 +89,8 @@ static const names families[] = {
      "full_layer_layer_norm",
      NULL,
      NULL},
-    {"vit deit",
-     {"vit.", "deit.", ""},
-     "embeddings.cls_token",
-     "encoder.layer.%d.",
-     {"attention.attention.query", "attention.attention.key", "attention.attention.value", "attention.output.dense",
-      "intermediate.dense", "output.dense"},
-     "layernorm_before",
-     "layernorm_after",
-     NULL,
-     NULL},
-    {"beit",
-     {"beit.", "data2vec_vision.", ""},
+    {"vit deit beit", /* BEiT: ViT's names plus layer scales (absent from ViT checkpoints) */
+     {"vit.", "deit.", "beit.", "data2vec_vision.", ""},
      "embeddings.cls_token",
      "encoder.layer.%d.",
      {"attention.attention.query", "attention.attention.key", "attention.attention.value", "attention.output.dense",
@@ -679,7 +669,7 @@ static int load_family(qd_model *m)
         if (is_type(families[i].types, c->model_type)) nm = &families[i];
     QD_ASSERT(nm); /* config.c accepts only the types above */
     const char *pfx = NULL;
-    for (int i = 0; i < 4 && nm->prefixes[i] && !pfx; i++)
+    for (int i = 0; i < 6 && nm->prefixes[i] && !pfx; i++)
         if (has(m, nm->prefixes[i], nm->probe)) pfx = nm->prefixes[i];
     if (!pfx)
         return qd_err_set(QD_ENOTFOUND,

@@ -335,6 +335,25 @@ static int field(const uint8_t *p, size_t n, size_t *i, uint32_t *num, int *type
     }
 }
 
+/* The last field `num` of wire type `type` in the message d[0..n): 1 and its value / data, or 0. */
+static int find_field(const uint8_t *d, size_t n, uint32_t num, int type, uint64_t *v, const uint8_t **data)
+{
+    int found = 0;
+    for (size_t j = 0; j < n;) {
+        uint32_t n2;
+        int t2;
+        uint64_t v2 = 0;
+        const uint8_t *d2 = NULL;
+        if (field(d, n, &j, &n2, &t2, &v2, &d2)) break;
+        if (n2 == num && t2 == type) {
+            *v = v2;
+            *data = d2;
+            found = 1;
+        }
+    }
+    return found;
+}
+
 int qd_tok_load_spm(const char *path, qd_tokenizer **out)
 {
     *out = NULL;
@@ -389,26 +408,12 @@ int qd_tok_load_spm(const char *path, qd_tokenizer **out)
             pieces[np] = piece ? piece : qd_xstrdup("");
             scores[np++] = score;
         } else if (num == 2 && type == 2) { /* TrainerSpec: model_type = 3 */
-            for (size_t j = 0; j < v;) {
-                uint32_t n2;
-                int t2;
-                uint64_t v2 = 0;
-                const uint8_t *d2 = NULL;
-                if (field(d, (size_t)v, &j, &n2, &t2, &v2, &d2)) break;
-                if (n2 == 3 && t2 == 0) model_type = (int)v2;
-            }
+            uint64_t mt;
+            const uint8_t *unused;
+            if (find_field(d, (size_t)v, 3, 0, &mt, &unused)) model_type = (int)mt;
         } else if (num == 3 && type == 2) { /* NormalizerSpec: precompiled_charsmap = 2 */
-            for (size_t j = 0; j < v;) {
-                uint32_t n2;
-                int t2;
-                uint64_t v2 = 0;
-                const uint8_t *d2 = NULL;
-                if (field(d, (size_t)v, &j, &n2, &t2, &v2, &d2)) break;
-                if (n2 == 2 && t2 == 2) {
-                    cmap = d2;
-                    cmap_len = (size_t)v2;
-                }
-            }
+            uint64_t cl;
+            if (find_field(d, (size_t)v, 2, 2, &cl, &cmap)) cmap_len = (size_t)cl;
         }
     }
     if (!rc && model_type != 1)

@@ -35,6 +35,9 @@ import numpy as np
 import torch
 import transformers
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_bert_reference import write_safetensors  # noqa: E402  (sorted, reproducible bytes)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "archs")
 
@@ -125,22 +128,6 @@ def text_inputs(gen, vocab, pad, long=False):
         mask[i, :n] = 1
         ids[i, n:] = pad
     return ids, mask
-
-
-def sorted_safetensors(path, tensors, meta):
-    dt = {np.dtype(np.float64): "F64", np.dtype(np.int32): "I32"}
-    header, off = {"__metadata__": dict(sorted(meta.items()))}, 0
-    for n in sorted(tensors):
-        t = tensors[n]
-        header[n] = {"dtype": dt[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + t.nbytes]}
-        off += t.nbytes
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(len(h).to_bytes(8, "little"))
-        f.write(h)
-        for n in sorted(tensors):
-            f.write(np.ascontiguousarray(tensors[n]).astype(tensors[n].dtype.newbyteorder("<")).tobytes())
 
 
 def build(name):
@@ -260,7 +247,7 @@ def main():
                            "crop_size": {"height": int(h), "width": int(w)},
                            "size": {"height": int(h), "width": int(w)}}, f, indent=1, sort_keys=True)
                 f.write("\n")
-        sorted_safetensors(os.path.join(dest, "reference.safetensors"),
+        write_safetensors(os.path.join(dest, "reference.safetensors"),
                            {k: (v if v.dtype == np.int32 else v.astype(np.float64)) for k, v in ref.items()},
                            meta)
         size = sum(os.path.getsize(os.path.join(dest, f)) for f in os.listdir(dest))

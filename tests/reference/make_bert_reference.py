@@ -110,7 +110,7 @@ def run(model, enc):
 def write_safetensors(path, tensors, metadata):
     """A safetensors file with tensors in name order and a sorted, 8-byte-padded JSON header, so
     that the same values always give the same bytes (the library orders its header by a hash)."""
-    dt = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32"}
+    dt = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32", np.dtype(np.float64): "F64"}
     header, off = {"__metadata__": dict(sorted(metadata.items()))}, 0
     for name in sorted(tensors):
         t = tensors[name]
