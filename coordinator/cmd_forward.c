@@ -92,7 +92,11 @@ static int compare(const output *x, qd_checkpoint *ref, const qd_inputs *in, dou
     for (int64_t r = 0; r < rows; r++) {
         if (x->per_token && in->mask && !in->mask[r]) continue;
         for (int64_t k = r * width; k < (r + 1) * width; k++) {
-            double y = t->dtype == QD_DT_F64 ? ((const double *)raw)[k] : f32[k];
+            double y;
+            if (t->dtype == QD_DT_F64) /* F64 data need not be 8-byte aligned in the file */
+                memcpy(&y, (const char *)raw + 8 * k, 8);
+            else
+                y = f32[k];
             if (!(fabs(x->data[k] - y) <= d)) d = fabs(x->data[k] - y);
             if (fabs(y) > s) s = fabs(y);
         }
