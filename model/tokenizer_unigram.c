@@ -378,26 +378,18 @@ int qd_tok_load_spm(const char *path, qd_tokenizer **out)
             break;
         }
         if (num == 1 && type == 2) { /* SentencePiece { piece = 1, score = 2, type = 3 } */
+            uint64_t pl = 0, bits = 0;
+            const uint8_t *pd = NULL, *unused;
             char *piece = NULL;
             float score = 0;
-            for (size_t j = 0; j < v;) {
-                uint32_t n2;
-                int t2;
-                uint64_t v2 = 0;
-                const uint8_t *d2 = NULL;
-                if (field(d, (size_t)v, &j, &n2, &t2, &v2, &d2)) {
-                    rc = qd_err_set(QD_EFORMAT, "%s: piece %zu is malformed", path, np);
-                    break;
-                }
-                if (n2 == 1 && t2 == 2) {
-                    free(piece);
-                    piece = qd_xmalloc((size_t)v2 + 1);
-                    memcpy(piece, d2, (size_t)v2);
-                    piece[v2] = 0;
-                } else if (n2 == 2 && t2 == 5) {
-                    uint32_t bits = (uint32_t)v2;
-                    memcpy(&score, &bits, 4);
-                }
+            if (find_field(d, (size_t)v, 1, 2, &pl, &pd)) {
+                piece = qd_xmalloc((size_t)pl + 1);
+                memcpy(piece, pd, (size_t)pl);
+                piece[pl] = 0;
+            }
+            if (find_field(d, (size_t)v, 2, 5, &bits, &unused)) {
+                uint32_t b32 = (uint32_t)bits;
+                memcpy(&score, &b32, 4);
             }
             if (np == cap) {
                 cap *= 2;
