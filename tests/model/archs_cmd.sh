@@ -4,7 +4,8 @@
 #   - qdist forward on the reference inputs matches transformers' float64 outputs within 1e-5
 #     relative (every block, pooled output, embedding, logits);
 #   - qdist quantize with RTN (8-bit), GPTQ (4-bit g16, calibrated on the reference inputs given
-#     as a safetensors file, sequential and fp modes) and AdaRound (a few steps) writes a file that
+#     as a safetensors file, sequential and fp modes), SparseGPT 2:4 + GPTQ, Wanda 50 % and
+#     AdaRound (a few steps) writes a file that
 #     qdist forward runs with integer kernels, close to FP32; GPTQ gives the same file on 1 and 2
 #     ranks (ALBERT: its shared weights quantized once, 12 tensors for 4 blocks);
 #   - wrong inputs and unknown architectures get errors that name them.
@@ -40,6 +41,15 @@ for dir in "$A"/*/; do
   "$QDIST" forward --model "$dir" --inputs "$in" --quantized "$T/$m-gptq2.h5" --reference "$in" --json > "$T/q4.json"
   e4=$(worst "$T/q4.json")
   below "$e4" 0.15 || fail "$m: INT4 GPTQ outputs off by $e4"
+  # SparseGPT 2:4 + GPTQ 4-bit in one pass, and Wanda 50 % kept in float, on 2 ranks
+  mpiexec -n 2 --oversubscribe "$QDIST" quantize --model "$dir" --out "$T/$m-sp.h5" --method gptq --bits 4 \
+    --calib "$in" --sparsity 2:4 --quiet
+  mpiexec -n 2 --oversubscribe "$QDIST" quantize --model "$dir" --out "$T/$m-wanda.h5" --method gptq \
+    --calib "$in" --sparsity 0.5 --prune wanda --prune-only --quiet
+  for f in sp wanda; do
+    "$QDIST" forward --model "$dir" --inputs "$in" --quantized "$T/$m-$f.h5" --json > /dev/null ||
+      fail "$m: the $f file does not run"
+  done
   # AdaRound, a few steps
   mpiexec -n 2 --oversubscribe "$QDIST" quantize --model "$dir" --out "$T/$m-ada.h5" --method adaround --bits 4 \
     --calib "$in" --iters 40 --quiet
