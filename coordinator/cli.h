@@ -31,6 +31,7 @@ int qd_cmd_quantize(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_calibrate(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_eval(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_export(int argc, char **argv, MPI_Comm comm);
+int qd_cmd_finetune(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_plan(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_serve(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_submit(int argc, char **argv, MPI_Comm comm);

@@ -55,7 +55,6 @@ struct QD_TG(cache) {
 int QD_TG(net_add)(net *n, const char *name, int role, int layer, int lin, int ndim, const int64_t *shape,
                    int trainable, int decay)
 {
-    QD_ASSERT(!n->w);
     if (n->np == n->cap) {
         n->cap = n->cap ? 2 * n->cap : 64;
         n->p = realloc(n->p, (size_t)n->cap * sizeof *n->p);
@@ -76,8 +75,16 @@ int QD_TG(net_add)(net *n, const char *name, int role, int layer, int lin, int n
     p->off = n->n;
     p->trainable = trainable;
     p->decay = decay;
+    p->lr_mult = 1.0;
     n->n += p->numel;
     if (role < QD_TP_SINGLE_) n->o[role] = p->off;
+    if (n->w) { /* added after allocation: grow both buffers, the new values zero */
+        n->w = realloc(n->w, (size_t)n->n * sizeof *n->w);
+        n->g = realloc(n->g, (size_t)n->n * sizeof *n->g);
+        QD_ASSERT(n->w && n->g);
+        memset(n->w + p->off, 0, (size_t)p->numel * sizeof *n->w);
+        memset(n->g + p->off, 0, (size_t)p->numel * sizeof *n->g);
+    }
     return n->np++;
 }
 
@@ -214,7 +221,7 @@ void QD_TG(net_free)(net *n)
 }
 
 /* Buffers are allocated on first use (after every net_add). */
-static int ensure_buffers(net *n)
+int QD_TG(net_alloc)(net *n)
 {
     if (n->w) return QD_OK;
     n->w = calloc((size_t)n->n, sizeof *n->w);
@@ -646,7 +653,7 @@ int QD_TG(forward)(net *n, const qd_batch *b, qd_real *logits, qd_real *pooled)
     if (c->arch == QD_ARCH_BERT ? !b->ids : !b->pixels)
         return qd_err_set(QD_EINVAL, "training: the batch lacks the model's inputs");
     int rc;
-    if ((rc = ensure_buffers(n)) || (rc = cache_layout(n, b))) return rc;
+    if ((rc = QD_TG(net_alloc)(n)) || (rc = cache_layout(n, b))) return rc;
     QD_TG(cache) *cc = n->cache;
     const int H = c->hidden, T = b->T, L = c->num_labels;
     if ((rc = embed_fwd(n, b, cc->h))) return rc;

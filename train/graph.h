@@ -72,7 +72,8 @@ typedef struct {
     int64_t shape[4];
     int64_t off, numel; /* in the flat buffers */
     int trainable;
-    int decay; /* AdamW weight decay applies (matrices and embeddings; not biases, norms) */
+    int decay;      /* AdamW weight decay applies (matrices and embeddings; not biases, norms) */
+    double lr_mult; /* learning rate multiplier (1) */
 } qd_tparam;
 #endif
 
@@ -98,9 +99,12 @@ typedef struct QD_TG(net) {
  * distillation token is not supported. extra: parameters to reserve for qd_tg_net_add. */
 int QD_TG(net_create)(const qd_model_config *c, QD_TG(net) * *out);
 void QD_TG(net_free)(QD_TG(net) * n);
-/* Append a parameter (before the first forward); returns its index. */
+/* Append a parameter (also after allocation: the buffers grow, its values start at 0); returns
+ * its index. Offsets of earlier parameters do not change. */
 int QD_TG(net_add)(QD_TG(net) * n, const char *name, int role, int layer, int lin, int ndim, const int64_t *shape,
                    int trainable, int decay);
+/* Allocate w and g (zeros) once every parameter is added; the first forward does it too. */
+int QD_TG(net_alloc)(QD_TG(net) * n);
 /* Index of a parameter by name, or -1. */
 int QD_TG(net_find)(const QD_TG(net) * n, const char *name);
 /* g = 0 (and every gweff buffer the caller registered: it zeroes those itself). */
