@@ -424,6 +424,8 @@ static int run(ft *f)
     const int every = c->progress_every > 0 ? c->progress_every : (int)QD_MAX(1, spe / 10);
     double ep_loss = 0, ep_correct = 0, ep_items = 0, win_t = now();
     int64_t step0 = step;
+    const char *sa = getenv("QD_FAULT_SIGNAL_AFTER");
+    const int64_t sig_after = sa ? strtoll(sa, NULL, 10) : 0;
     int *gidx = qd_xmalloc((size_t)B * sizeof *gidx);
     double *mine = qd_xmalloc((size_t)(B + 8) * 3 * sizeof *mine), *all = qd_xmalloc((size_t)(B + 8) * 3 * sizeof *all);
     while (step < total) {
@@ -464,6 +466,7 @@ static int run(ft *f)
             fflush(stdout);
             win_t = now();
         }
+        if (sig_after > 0 && step == sig_after && f->rank == 0) raise(SIGTERM); /* test hook: preemption */
         int stop = qd_coll_any(f->comm, g_stop);
         int epoch_end = step % spe == 0 || step == total;
         if (epoch_end) {

@@ -214,6 +214,7 @@ int qd_tnet_save_hf(const qd_tnet *n, const char *src_dir, const char *dir)
         cJSON_DeleteItemFromObjectCaseSensitive(cfg, "num_labels");
         cJSON_DeleteItemFromObjectCaseSensitive(cfg, "id2label");
         cJSON_DeleteItemFromObjectCaseSensitive(cfg, "label2id");
+        cJSON_AddNumberToObject(cfg, "num_labels", c->num_labels);
         cJSON *i2l = cJSON_AddObjectToObject(cfg, "id2label"), *l2i = cJSON_AddObjectToObject(cfg, "label2id");
         for (int k = 0; k < c->num_labels; k++) {
             char key[32], lab[32];
