@@ -35,6 +35,37 @@ void qd_ft_config_default(qd_ft_config *c)
 
 int64_t qd_ft_activation_bytes(const qd_model_config *c, int B, int T) { return qd_tg_activation_bytes(c, B, T); }
 
+int qd_ft_plan_print(const char *model, int B, int T, int ranks)
+{
+    qd_model *m = NULL;
+    int rc = qd_model_load_flags(model, QD_MODEL_LAZY_LINEARS, &m);
+    if (rc) return rc;
+    qd_model_config c = *qd_model_cfg(m);
+    if (c.arch == QD_ARCH_VIT) T = qd_model_tokens(m, 0);
+    if (c.num_labels <= 0) c.num_labels = 2, c.has_pooler = 1; /* a new head */
+    qd_tnet *n = NULL;
+    if ((rc = qd_tg_net_create(&c, &n))) {
+        qd_model_free(m);
+        return rc;
+    }
+    const int grain = (B + 7) / 8, grains = (B + grain - 1) / grain;
+    const int mine = (grains + ranks - 1) / ranks;
+    const double MB = 1.0 / (1 << 20), P = (double)n->n * 4;
+    const double act = (double)qd_tg_activation_bytes(&c, grain, T);
+    /* weights + gradients; packed gradient, AdamW m and v, and the tree sum's buffers (one per
+     * level of the grains' tree held at once, rank 0 most) for a full fine-tuning */
+    int levels = 1;
+    while ((1 << (levels - 1)) < grains) levels++;
+    const double opt = P * 3 + P * (levels + 1);
+    printf("\ntraining (qdist finetune --batch %d on %d ranks): grains of %d items, %d per rank; activations for "
+           "the backward pass of one grain (%d tokens each) %.1f MB (%.1f MB per item); weights + gradients %.1f "
+           "MB, AdamW state and gradient sums up to %.1f MB (all parameters trained); peak about %.1f MB per rank\n",
+           B, ranks, grain, mine, T, act * MB, act * MB / grain, 2 * P * MB, opt * MB, (act + 2 * P + opt) * MB);
+    qd_tg_net_free(n);
+    qd_model_free(m);
+    return QD_OK;
+}
+
 static double now(void)
 {
     struct timespec ts;

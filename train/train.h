@@ -130,5 +130,8 @@ int qd_ft_run(const qd_ft_config *c, MPI_Comm comm);
 void qd_ft_request_stop(void);
 /* Activation memory of a training step of B items of T tokens (plan's estimate). */
 int64_t qd_ft_activation_bytes(const qd_model_config *c, int B, int T);
+/* qdist plan --train-batch: prints the memory of fine-tuning `model` with batch B (T tokens per
+ * text item) on `ranks` ranks, per rank. */
+int qd_ft_plan_print(const char *model, int B, int T, int ranks);
 
 #endif
