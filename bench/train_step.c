@@ -38,10 +38,14 @@ int main(int argc, char **argv)
     }
     int vit = !strcmp(argv[1], "vit"), B = vit ? 32 : 8, T = 64, steps = 10, warm = 2;
     for (int i = 2; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--batch")) B = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--seq")) T = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--warmup")) warm = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--batch"))
+            B = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--seq"))
+            T = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--steps"))
+            steps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--warmup"))
+            warm = atoi(argv[i + 1]);
     }
     char dir[4200], data[4200];
     const char *bd = getenv("QD_BERT_DIR"), *home = getenv("HOME");
@@ -102,7 +106,8 @@ int main(int argc, char **argv)
     const int L = n->c.num_labels;
     float *logits = malloc((size_t)B * L * sizeof *logits), *dl = malloc((size_t)B * L * sizeof *dl);
     int64_t nt = qd_tnet_trainable(n);
-    float *gp = malloc((size_t)nt * sizeof *gp), *mo = calloc((size_t)nt, sizeof *mo), *ve = calloc((size_t)nt, sizeof *ve);
+    float *gp = malloc((size_t)nt * sizeof *gp), *mo = calloc((size_t)nt, sizeof *mo),
+          *ve = calloc((size_t)nt, sizeof *ve);
     qd_adamw opt;
     qd_adamw_default(&opt);
     opt.total_steps = steps + warm;

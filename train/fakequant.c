@@ -51,10 +51,9 @@ void qd_fq_free(qd_fq *f)
 
 static int64_t group_of(const qd_coll_qtensor *q, int64_t c) { return q->g_idx ? q->g_idx[c] : c / q->G; }
 
-int qd_fq_attach(qd_tnet *n, const char *h5path, qd_fq_mode mode, int act_bits, qd_fq **out)
+int qd_fq_attach(qd_tnet *n, const char *h5path, qd_fq_mode mode, qd_fq **out)
 {
     *out = NULL;
-    if (act_bits) return qd_err_set(QD_EUNSUPPORTED, "fake quantization of activations is not supported");
     qd_fq *f = qd_xcalloc(1, sizeof *f);
     f->mode = mode;
     snprintf(f->src, sizeof f->src, "%s", h5path);

@@ -15,6 +15,7 @@
 #include "collective/coll_train.h"
 #include "shard/safetensors.h"
 #include "shard/st_write.h"
+#include "train/rng.h"
 #include "train/train.h"
 
 static volatile sig_atomic_t g_stop = 0;
@@ -73,14 +74,6 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static uint64_t mix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* The order of epoch e: a Fisher-Yates shuffle seeded by (seed, e); the same on every rank. */
 static void epoch_order(int n, uint64_t seed, int epoch, int *idx)
 {
@@ -88,7 +81,7 @@ static void epoch_order(int n, uint64_t seed, int epoch, int *idx)
     for (int i = 0; i < n; i++) idx[i] = i;
     for (int i = n - 1; i > 0; i--) {
         uint64_t bound = (uint64_t)i + 1, lim = UINT64_MAX - UINT64_MAX % bound, r;
-        do r = mix(&s);
+        do r = qd_train_splitmix(&s);
         while (r >= lim);
         int j = (int)(r % bound), t = idx[i];
         idx[i] = idx[j];
@@ -370,7 +363,7 @@ static int setup(ft *f)
     if (c->distill > 0 && c->head > 0)
         return qd_err_set(QD_EINVAL, "--distill needs the model's own head as the teacher (not --head)");
     if (c->qinit) {
-        if ((rc = qd_fq_attach(f->n, c->qinit, c->fq_mode, c->act_bits, &f->fq))) return rc;
+        if ((rc = qd_fq_attach(f->n, c->qinit, c->fq_mode, &f->fq))) return rc;
         qd_fq_init(f->fq, f->n);
         for (int i = 0; i < f->n->np; i++)
             if (f->n->p[i].role == QD_TP_EXTRA) f->n->p[i].lr_mult = 10.0; /* log steps: relative moves */

@@ -9,6 +9,7 @@
 
 #include "shard/safetensors.h"
 #include "shard/st_write.h"
+#include "train/rng.h"
 #include "train/train.h"
 
 /* The checkpoint's own name of a canonical parameter name: prefix swapped ("bert." -> "" for
@@ -40,20 +41,12 @@ static int find_in_ckpt(const qd_checkpoint *ck, const char *canon, const char *
     return -1;
 }
 
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* N(0, sd) by Box-Muller on 53-bit uniforms: the same values on every machine. */
 static void init_normal(float *w, int64_t n, double sd, uint64_t *s)
 {
     for (int64_t i = 0; i < n; i++) {
-        double u1 = ((double)(splitmix(s) >> 11) + 0.5) / 9007199254740992.0;
-        double u2 = (double)(splitmix(s) >> 11) / 9007199254740992.0;
+        double u1 = ((double)(qd_train_splitmix(s) >> 11) + 0.5) / 9007199254740992.0;
+        double u2 = (double)(qd_train_splitmix(s) >> 11) / 9007199254740992.0;
         w[i] = (float)(sd * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
     }
 }

@@ -76,9 +76,8 @@ typedef struct qd_fq qd_fq;
 /* Read every quantized encoder Linear of the qdist model file `h5path` and attach a fake
  * quantizer to its weight: QAT (latent weights and LSQ step sizes train) or scale-only (integer
  * codes fixed, step sizes train). Adds the step sizes as parameters "<linear>.weight_step" [out,
- * n_groups]; call before qd_tnet_alloc. act_bits > 0 also fake-quantizes each quantized Linear's
- * input with a learned per-tensor step (LSQ, signed act_bits). */
-int qd_fq_attach(qd_tnet *n, const char *h5path, qd_fq_mode mode, int act_bits, qd_fq **out);
+ * n_groups] (trainable) and freezes every other parameter but, for QAT, the latent weights. */
+int qd_fq_attach(qd_tnet *n, const char *h5path, qd_fq_mode mode, qd_fq **out);
 /* After the weights are loaded: latent weights = the file's dequantized weights, steps = its
  * scales (the starting point is exactly the quantized model). */
 void qd_fq_init(qd_fq *f, qd_tnet *n);
@@ -114,7 +113,6 @@ typedef struct {
     /* quantization-aware */
     const char *qinit; /* the qdist model file to start from */
     qd_fq_mode fq_mode;
-    int act_bits;
     double distill;       /* weight of the KL term against the FP32 model's logits (0: labels only) */
     double temperature;   /* of the KL term */
     const char *log_json; /* per-epoch metrics, one JSON object a line (rank 0) */

@@ -1,11 +1,12 @@
 #!/bin/sh
 # qdist finetune end to end on vit-mnist-tiny (small: 48-96 MNIST images, a few steps each):
-#  - 1, 2 and 4 ranks write bit-identical weights (full fine-tuning, new head, partial batch);
+#  - 1, 2, 3 and 4 ranks write bit-identical weights (full fine-tuning, new head, partial batch);
 #  - SIGTERM on 2 ranks (exit 3, checkpoint), --resume on 4 ranks: identical to an
 #    uninterrupted 1-rank run; --resume with other settings is refused;
 #  - the result loads as a checkpoint (qdist quantize);
 #  - QAT from a 4-bit RTN file writes a qdist model with method "lsq" that qdist eval runs;
-#    scale-only keeps every code of its source and changes scales;
+#    QAT starts exactly at its source; scale-only keeps every code of its source and changes
+#    scales;
 #  - bad input: usage errors exit 2, data errors exit 1 naming the file.
 set -eu
 Q=${QDIST:?QDIST is not set}
@@ -17,14 +18,15 @@ trap 'rm -rf "$T"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 A="--model $VIT --data $IMG --data-range 0:50 --head 10 --batch 12 --epochs 1 --lr 1e-3 --seed 3 --quiet"
 
-for n in 1 2 4; do
+for n in 1 2 3 4; do
   mpirun -n $n "$Q" finetune $A --out "$T/r$n" || fail "finetune on $n ranks"
 done
 cmp "$T/r1/model.safetensors" "$T/r2/model.safetensors" || fail "2 ranks differ from 1"
+cmp "$T/r1/model.safetensors" "$T/r3/model.safetensors" || fail "3 ranks differ from 1"
 cmp "$T/r1/model.safetensors" "$T/r4/model.safetensors" || fail "4 ranks differ from 1"
 cmp -s "$T/r1/model.safetensors" "$VIT/model.safetensors" && fail "the weights did not change"
 grep -q '"num_labels":[[:space:]]*10' "$T/r1/config.json" || fail "config.json lacks num_labels"
-echo "ok: 1, 2, 4 ranks identical"
+echo "ok: 1, 2, 3, 4 ranks identical"
 
 # interrupted and resumed on another rank count
 B="--model $VIT --data $IMG --data-range 0:96 --batch 4 --epochs 2 --lr 1e-4 --seed 5"
@@ -54,6 +56,9 @@ mpirun -n 2 "$Q" finetune $C --qat "$T/q4.h5" --distill 0.5 --out "$T/qat.h5" ||
 L=vit.encoder.layer.2.intermediate.dense.weight
 h5diff "$T/q4.h5" "$T/so.h5" "/tensors/$L/qweight" "/tensors/$L/qweight" || fail "scale-only changed codes"
 h5diff -q "$T/q4.h5" "$T/so.h5" "/tensors/$L/scales" "/tensors/$L/scales" && fail "scale-only left the scales"
+# QAT starts exactly at its source: a step of 1e-12 changes no code
+"$Q" finetune $C --qat "$T/q4.h5" --max-steps 1 --lr 1e-12 --out "$T/q0.h5" || fail "qat, 1 step"
+h5diff "$T/q4.h5" "$T/q0.h5" "/tensors/$L/qweight" "/tensors/$L/qweight" || fail "qat does not start at its source"
 echo "ok: qat, scale-only"
 
 # errors
