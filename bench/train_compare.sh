@@ -11,18 +11,22 @@
 #
 # Every method sees the same training split: PTQ calibrates on 128 of its images (seed 0), QAT
 # and scale-only start from the GPTQ file of the same width and train on it for EPOCHS epochs
-# (batch 32, AdamW lr LR, distillation 0.5 from the FP32 model + labels), evaluated before
+# (batch 32, AdamW lr LR, loss DISTILL x KL to the FP32 model + the rest cross-entropy on the
+# labels), evaluated before
 # training and after each epoch. Top-1 figures use `qdist eval --fake-quant` (dequantized
 # weights, float activations: the quantization of the weights alone) on the evaluation split.
 # Output: OUTDIR/results.csv (name,bits,method,top1_pct,seconds), OUTDIR/curve.csv
 # (name,bits,method,epoch,top1_pct), and the logs. bench/plot_qat.gp draws them.
-# Environment: QDIST (build/qdist), RANKS (1), EPOCHS (2), LR (1e-4), BITS ("4 3 2").
+# Environment: QDIST (build/qdist), RANKS (1), EPOCHS (2), LR (1e-5), DISTILL (0.9), BITS ("4 3 2"),
+# ADA_ITERS (AdaRound steps per layer; its default 10,000 when unset).
 set -eu
 name=$1 model=$2 train=$3 trange=$4 evald=$5 erange=$6 out=${7:-out/train_compare}
 QDIST=${QDIST:-build/qdist}
 RANKS=${RANKS:-1}
 EPOCHS=${EPOCHS:-2}
-LR=${LR:-1e-4}
+LR=${LR:-1e-5}
+DISTILL=${DISTILL:-0.9}
+ADA_ITERS=${ADA_ITERS:-}
 BITS=${BITS:-"4 3 2"}
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/deploy/mpienv.sh"
@@ -61,6 +65,7 @@ for b in $BITS; do
     t0=$(now)
     extra=""
     [ $m != rtn ] && extra="--calib $TR --nsamples 128"
+    [ $m = adaround ] && [ -n "$ADA_ITERS" ] && extra="$extra --iters $ADA_ITERS"
     # shellcheck disable=SC2086
     run quantize --model "$model" --out "$d/$m-$b.h5" --method $m --bits "$b" --asym --overwrite --quiet $extra
     t1=$(now)
@@ -71,7 +76,7 @@ for b in $BITS; do
   for mode in qat scale-only; do
     t0=$(now)
     run finetune --model "$model" --data "$TR" --eval "$EV" --$mode "$d/gptq-$b.h5" --epochs "$EPOCHS" \
-      --batch 32 --lr "$LR" --distill 0.5 --log "$d/$mode-$b.jsonl" --out "$d/$mode-$b.h5" --quiet
+      --batch 32 --lr "$LR" --distill "$DISTILL" --log "$d/$mode-$b.jsonl" --out "$d/$mode-$b.h5" --quiet
     t1=$(now)
     set -- $(top1 "$d/$mode-$b.h5")
     echo "$name,$b,$mode,$1,$(echo "$t1 - $t0" | bc)" | tee -a "$out/results.csv"
