@@ -22,7 +22,7 @@ set key bottom right
 set grid
 do for [k = 1:nn] {
   n = word(names, k)
-  fp = real(system(sprintf("awk -F, '$1==\"%s\" && $3==\"fp32\" {print $4}' %s", n, res)))
+  fp = real(system(sprintf("awk -F, '$1==\"%s\" && $3==\"fp32\" {f=$4} END{print f+0}' %s", n, res)))
   set title n
   # best PTQ per width
   p2 = real(system(sprintf("awk -F, 'BEGIN{m=0} $1==\"%s\" && $2==2 && ($3==\"rtn\"||$3==\"gptq\"||$3==\"adaround\") && $4>m {m=$4} END{print m}' %s", n, res)))
@@ -30,9 +30,9 @@ do for [k = 1:nn] {
   p4 = real(system(sprintf("awk -F, 'BEGIN{m=0} $1==\"%s\" && $2==4 && ($3==\"rtn\"||$3==\"gptq\"||$3==\"adaround\") && $4>m {m=$4} END{print m}' %s", n, res)))
   plot \
     for [b in "4 3 2"] sprintf("< awk -F, '$1==\"%s\" && $2==%s && $3==\"qat\" {print $4\",\"$5}' %s", n, b, curve) \
-      using 1:2 with linespoints lw 2 lc (b == 4 ? 2 : b == 3 ? 3 : 1) title "QAT ".b." bit", \
+      using 1:2 with linespoints lw 2 lc (b eq "4" ? 2 : b eq "3" ? 3 : 1) title "QAT ".b." bit", \
     for [b in "4 3 2"] sprintf("< awk -F, '$1==\"%s\" && $2==%s && $3==\"scale-only\" {print $4\",\"$5}' %s", n, b, curve) \
-      using 1:2 with linespoints dt 2 lc (b == 4 ? 2 : b == 3 ? 3 : 1) title "scale-only ".b." bit", \
+      using 1:2 with linespoints dt 2 lc (b eq "4" ? 2 : b eq "3" ? 3 : 1) title "scale-only ".b." bit", \
     (p4 > 0 ? p4 : 1/0) with lines dt 3 lc 2 title "best PTQ 4 bit", \
     (p3 > 0 ? p3 : 1/0) with lines dt 3 lc 3 title "best PTQ 3 bit", \
     (p2 > 0 ? p2 : 1/0) with lines dt 3 lc 1 title "best PTQ 2 bit", \
