@@ -3,11 +3,11 @@
 # and 2 bits per channel (asymmetric) on one ViT classifier: top-1, time, and accuracy per epoch.
 #
 #   sh bench/train_compare.sh NAME MODEL_DIR TRAIN_IMAGES A:B EVAL_IMAGES C:D [OUTDIR]
-#   e.g. MNIST (only its test set is available: images 0-4999 train and calibrate, 5000-9999
-#   evaluate):
-#   sh bench/train_compare.sh mnist ../shared/models/vit-mnist-tiny \
-#       ../shared/models/data/mnist/t10k-images-idx3-ubyte.gz 0:5000 \
-#       ../shared/models/data/mnist/t10k-images-idx3-ubyte.gz 5000:10000
+#   e.g. MNIST (only its test set is available: images 0-1999 train and calibrate, 8000-9999
+#   evaluate; the figures of bench/README.md):
+#   RANKS=2 ADA_ITERS=2000 BITS="2 3 4" sh bench/train_compare.sh mnist ../shared/models/vit-mnist-tiny \
+#       ../shared/models/data/mnist/t10k-images-idx3-ubyte.gz 0:2000 \
+#       ../shared/models/data/mnist/t10k-images-idx3-ubyte.gz 8000:10000
 #
 # Every method sees the same training split: PTQ calibrates on 128 of its images (seed 0), QAT
 # and scale-only start from the GPTQ file of the same width and train on it for EPOCHS epochs
