@@ -39,23 +39,9 @@ from safetensors.numpy import load_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+from make_bert_reference import write_safetensors  # noqa: E402  (sorted header, same bytes every run)
 N = 4
-
-
-def write_safetensors(path, tensors, metadata):
-    dt = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32"}
-    header, off = {"__metadata__": dict(sorted(metadata.items()))}, 0
-    for name in sorted(tensors):
-        t = tensors[name]
-        header[name] = {"dtype": dt[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + t.nbytes]}
-        off += t.nbytes
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(len(h).to_bytes(8, "little"))
-        f.write(h)
-        for name in sorted(tensors):
-            f.write(np.ascontiguousarray(tensors[name]).tobytes())
 
 
 def grad_summary(prefix, name, g, out):
