@@ -113,9 +113,7 @@ static int open_samples(const qd_model *m, const char *data, const char *labels,
         return QD_OK;
     }
     s->seqlen = seqlen;
-    char vocab[4200];
-    snprintf(vocab, sizeof vocab, "%s/vocab.txt", qd_model_dir(m));
-    int rc = qd_tokenizer_load(vocab, QD_TOK_LOWER_AUTO, &s->tok);
+    int rc = qd_tokenizer_load(qd_model_dir(m), QD_TOK_LOWER_AUTO, &s->tok);
     if (rc) return rc;
     qd_text_samples t;
     if ((rc = qd_text_samples_read(data, limit, &t))) return rc;
@@ -197,10 +195,11 @@ static int prepare_batch(const qd_model *m, samples *s, int first, int n, int Tm
     /* a rectangle of the longest of the batch (the runtime packs the valid tokens; nothing padded
      * is computed): repack rows with stride `longest` */
     const int T = longest;
+    const int32_t pad = qd_tokenizer_specials(s->tok).pad;
     for (int i = 0; i < n && !rc; i++) {
         for (int t = 0; t < T; t++) {
             int src = t < lens[i];
-            int32_t id = src ? ids[(size_t)i * Tmax + t] : 0, ty = src ? tt[(size_t)i * Tmax + t] : 0;
+            int32_t id = src ? ids[(size_t)i * Tmax + t] : pad, ty = src ? tt[(size_t)i * Tmax + t] : 0;
             /* rows are moved forward only (T <= Tmax), so in-place is safe in index order */
             ids[(size_t)i * T + t] = id;
             tt[(size_t)i * T + t] = ty;
@@ -218,8 +217,8 @@ static int run_pass(const qd_model *m, qd_engine *eng, samples *s, int batch, in
                     pass_result *r)
 {
     const qd_model_config *c = qd_model_cfg(m);
-    const int L = c->num_labels, H = c->hidden;
-    r->dim = embed_mode ? H : L;
+    const int L = c->num_labels;
+    r->dim = embed_mode ? c->embedding_dim : L;
     r->out = qd_xmalloc((size_t)s->n * (size_t)r->dim * sizeof(float));
     r->lat = qd_xmalloc((size_t)((s->n + batch - 1) / batch) * sizeof(double));
     int Tmax = c->arch == QD_ARCH_VIT ? qd_model_tokens(m, 0) : s->seqlen;
@@ -228,9 +227,7 @@ static int run_pass(const qd_model *m, qd_engine *eng, samples *s, int batch, in
             *mask = qd_xmalloc((size_t)batch * Tmax * sizeof(int32_t));
     size_t item = c->arch == QD_ARCH_VIT ? qd_preprocess_numel(&s->pp) : 0;
     float *pix = item ? qd_xmalloc((size_t)batch * item * sizeof(float)) : NULL;
-    const qd_engine_output what = !embed_mode               ? QD_ENGINE_LOGITS
-                                  : c->arch == QD_ARCH_BERT ? QD_ENGINE_MEAN
-                                                            : QD_ENGINE_POOLED;
+    const qd_engine_output what = embed_mode ? QD_ENGINE_EMBEDDING : QD_ENGINE_LOGITS;
     int rc = QD_OK;
     double t_all = 0;
     /* warm-up: the first batches once, untimed (buffers grow, caches and threads wake) */
@@ -365,7 +362,7 @@ static int engine_pass(const qd_model *m, const char *qfile, int fake, int w4f, 
 {
     qd_qmodel *q = NULL;
     qd_engine *e = NULL;
-    int rc = qfile ? qd_qmodel_load(qfile, m, fake, w4f, &q) : QD_OK;
+    int rc = qfile ? qd_qmodel_load(qfile, m, fake, w4f, eo->outlier, &q) : QD_OK;
     if (!rc) rc = qd_engine_create(m, q, eo, &e);
     if (!rc) qd_model_release_linears(m); /* packed: the mapped FP32 weights are not read again */
     if (!rc) rc = run_pass(m, e, S, batch, warmup, embed_mode, r);
@@ -523,7 +520,9 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
         qd_model *mq = NULL;
         rc = qd_model_load_flags(model, QD_MODEL_LAZY_LINEARS | QD_MODEL_LAZY_EMBEDDINGS, &mq);
         if (!rc) rc = open_samples(mq, data, labels, (int)n, (int)seqlen, &S);
-        if (!rc) embed_mode = qd_model_cfg(mq)->num_labels == 0;
+        /* encoders and token classifiers are compared by their embeddings (qdist forward compares
+         * per-token logits) */
+        if (!rc) embed_mode = qd_model_cfg(mq)->num_labels == 0 || qd_model_cfg(mq)->head == QD_HEAD_TOKEN;
         if (!rc) rc = engine_pass(mq, qfile, fake, w4f, &eo, &S, (int)batch, (int)warmup, embed_mode, &rq);
         qd_model_free(mq);
     }

@@ -10,7 +10,7 @@
 #include "kernels/infer.h"
 #include "kernels/kernels.h"
 #include "runtime/engine.h"
-#include "runtime/pool.h"
+#include "runtime/workers.h"
 
 /* rows below which a row-wise piece (quantization, LayerNorm, GELU) runs on the calling thread
  * alone: splitting a sentence's 30 rows costs more in hand-off than it saves */
@@ -62,6 +62,10 @@ typedef struct ws {
     int64_t *off;
     int *len;
     int32_t *pos;
+    float *hd; /* the head's rows */
+    int64_t cap_hd;
+    float *hpad; /* [B, T, hidden]: the padded hidden state of the model's own stages */
+    int64_t cap_hpad;
     /* the batch in hand */
     int B, Tmax;
     int64_t R;
@@ -78,12 +82,14 @@ struct qd_engine {
     const qd_qmodel *q;
     qd_engine_opts o;
     qd_model_tensors tw;
-    const float **ln1g, **ln1b, **ln2g, **ln2b;
+    const float **ln1g, **ln1b, **ln2g, **ln2b, **ls1, **ls2;
+    int *set;   /* the linear set of each block */
+    int native; /* the engine runs the blocks itself (else the model's stages with its Linears) */
     elin *lin;
     int nlin;
     const qd_qembed *qemb;
-    qd_gemm_wf *patch, *pool_w, *cls_w, *dist_w; /* float products outside the encoder, packed */
-    qd_pool *pool;
+    qd_gemm_wf *patch, *pool_w, *pre_w, *out_w, *dist_w, *proj_w; /* float products outside the encoder */
+    qd_workers *pool;
     int64_t A, H, FF, d; /* attention width, hidden, intermediate, head size */
     int64_t kmax;
     ws *w;   /* [threads] */
@@ -141,12 +147,12 @@ static inline void tock(const qd_engine *e, ws *w, int row, stamp t0, double ops
 }
 
 /* a parallel region: on the pool, or on this thread for the sub-batch of a parallel run */
-static void prun(qd_engine *e, ws *w, int64_t n, qd_pool_task task, void *arg)
+static void prun(qd_engine *e, ws *w, int64_t n, qd_workers_task task, void *arg)
 {
     if (w->serial)
         for (int64_t i = 0; i < n; i++) task(arg, i, 0);
     else
-        prun(e, w, n, task, arg);
+        qd_workers_run(e->pool, n, task, arg);
 }
 
 static const char *kind_isa(qd_ql_kind k)
@@ -169,6 +175,20 @@ static const char *kind_isa(qd_ql_kind k)
 
 /* ---- creation --------------------------------------------------------------------------------- */
 
+/* The blocks the engine runs itself: post-LN text encoders with their embeddings at the hidden
+ * width, pre-LN vision encoders (layer scales, registers, CLIP's pre-LayerNorm included), neither
+ * with an attention bias. Others (MPNet's and BEiT's relative positions, ELECTRA's and ALBERT's
+ * projected embeddings) run the model's own stages with the engine's Linears. */
+static int native_model(const qd_model_config *c, const qd_model_tensors *t)
+{
+    if (c->relpos != QD_RELPOS_NONE) return 0;
+    if (c->arch == QD_ARCH_BERT) return c->norm == QD_NORM_POST && !c->layer_scale && !t->emb_proj_W;
+    return c->norm == QD_NORM_PRE;
+}
+
+/* head inputs the engine gathers itself from the ragged rows; others go through the model */
+static int native_src(qd_head_src s) { return s == QD_SRC_FIRST || s == QD_SRC_FIRST_NORM || s == QD_SRC_POOLER; }
+
 int qd_engine_create(const qd_model *m, const qd_qmodel *q, const qd_engine_opts *o, qd_engine **out)
 {
     *out = NULL;
@@ -188,11 +208,19 @@ int qd_engine_create(const qd_model *m, const qd_qmodel *q, const qd_engine_opts
     e->ln1b = qd_xcalloc((size_t)c->layers, sizeof *e->ln1b);
     e->ln2g = qd_xcalloc((size_t)c->layers, sizeof *e->ln2g);
     e->ln2b = qd_xcalloc((size_t)c->layers, sizeof *e->ln2b);
-    for (int k = 0; k < c->layers; k++) qd_model_block_norms(m, k, &e->ln1g[k], &e->ln1b[k], &e->ln2g[k], &e->ln2b[k]);
+    e->ls1 = qd_xcalloc((size_t)c->layers, sizeof *e->ls1);
+    e->ls2 = qd_xcalloc((size_t)c->layers, sizeof *e->ls2);
+    e->set = qd_xcalloc((size_t)c->layers, sizeof *e->set);
+    for (int k = 0; k < c->layers; k++) {
+        qd_model_block_norms(m, k, &e->ln1g[k], &e->ln1b[k], &e->ln2g[k], &e->ln2b[k]);
+        qd_model_block_scales(m, k, &e->ls1[k], &e->ls2[k]);
+        e->set[k] = qd_model_block_set(m, k);
+    }
+    e->native = native_model(c, &e->tw);
     for (int k = 0; k < P_FIXED; k++) prof_row(e, fixed_name[k]);
     for (int k = 0; k < QD_QL_KINDS_; k++) snprintf(e->isa[k], sizeof e->isa[k], "%s", kind_isa((qd_ql_kind)k));
     e->w = qd_xcalloc((size_t)e->o.threads, sizeof *e->w);
-    int rc = qd_pool_create(e->o.threads, &e->pool);
+    int rc = qd_workers_create(e->o.threads, &e->pool);
     e->nlin = qd_model_num_linears(m);
     e->lin = qd_xcalloc((size_t)e->nlin, sizeof *e->lin);
     for (int li = 0; li < e->nlin && !rc; li++) {
@@ -228,15 +256,22 @@ int qd_engine_create(const qd_model *m, const qd_qmodel *q, const qd_engine_opts
                                                      : R_FFN_OUT]);
         el->prof = prof_row(e, name);
     }
-    if (!rc && c->arch == QD_ARCH_VIT) {
+    if (!rc && e->native && c->arch == QD_ARCH_VIT) {
         const int64_t pk = (int64_t)c->channels * c->patch_h * c->patch_w;
         rc = qd_gemm_wf_create(e->tw.patch_W, e->H, pk, pk, e->tw.patch_b, &e->patch);
     }
     /* the heads through the same GEMM: a row's result then does not depend on the batch */
-    const int64_t L = c->num_labels;
-    if (!rc && e->tw.pool_W) rc = qd_gemm_wf_create(e->tw.pool_W, e->H, e->H, e->H, e->tw.pool_b, &e->pool_w);
-    if (!rc && L && e->tw.cls_W) rc = qd_gemm_wf_create(e->tw.cls_W, L, e->H, e->H, e->tw.cls_b, &e->cls_w);
-    if (!rc && L && e->tw.dist_W) rc = qd_gemm_wf_create(e->tw.dist_W, L, e->H, e->H, e->tw.dist_b, &e->dist_w);
+    const int64_t L = c->num_labels, H = e->H;
+    const qd_model_tensors *t = &e->tw;
+    if (!rc && e->native) {
+        if (t->pool_W) rc = qd_gemm_wf_create(t->pool_W, H, H, H, t->pool_b, &e->pool_w);
+        if (!rc && t->proj_W) rc = qd_gemm_wf_create(t->proj_W, c->embedding_dim, H, H, NULL, &e->proj_w);
+        if (!rc && L && native_src(t->head_src)) {
+            if (t->head_pre_W) rc = qd_gemm_wf_create(t->head_pre_W, H, H, H, t->head_pre_b, &e->pre_w);
+            if (!rc) rc = qd_gemm_wf_create(t->head_out_W, L, H, H, t->head_out_b, &e->out_w);
+            if (!rc && t->head_dist_W) rc = qd_gemm_wf_create(t->head_dist_W, L, H, H, t->head_dist_b, &e->dist_w);
+        }
+    }
     if (q) { /* the file's quantized embeddings replace the float ones */
         e->qemb = qd_qmodel_embedding(q);
         if (qd_qmodel_position_embedding(q)) e->tw.pos_emb = qd_qmodel_position_embedding(q);
@@ -259,17 +294,19 @@ void qd_engine_free(qd_engine *e)
     }
     qd_gemm_wf_free(e->patch);
     qd_gemm_wf_free(e->pool_w);
-    qd_gemm_wf_free(e->cls_w);
+    qd_gemm_wf_free(e->pre_w);
+    qd_gemm_wf_free(e->out_w);
     qd_gemm_wf_free(e->dist_w);
-    qd_pool_free(e->pool);
+    qd_gemm_wf_free(e->proj_w);
+    qd_workers_free(e->pool);
     free(e->lin);
-    free(e->ln1g), free(e->ln1b), free(e->ln2g), free(e->ln2b);
+    free(e->ln1g), free(e->ln1b), free(e->ln2g), free(e->ln2b), free(e->ls1), free(e->ls2), free(e->set);
     for (int t = 0; e->w && t < e->o.threads; t++) {
         ws *w = &e->w[t];
         free(w->h), free(w->x1), free(w->tb), free(w->qkv), free(w->ctx), free(w->inter), free(w->xs);
         free(w->aq), free(w->as), free(w->att), free(w->pix);
         free(w->cm), free(w->colmax), free(w->wcol), free(w->xcol), free(w->cols);
-        free(w->off), free(w->len), free(w->pos);
+        free(w->off), free(w->len), free(w->pos), free(w->hd), free(w->hpad);
     }
     free(e->w);
     free(e->rc);
@@ -296,10 +333,10 @@ static void ensure(const qd_engine *e, ws *w, int64_t R, int Tmax, int B)
         w->cap_rows = r;
     }
     const int64_t t16 = (Tmax + 15) / 16 * 16, att = t16 * (Tmax + e->d) + 64;
-    if (att > w->cap_att || slots > w->att_slots) {
-        w->att = grow(w->att, (size_t)(att * slots) * sizeof(float));
-        w->cap_att = att;
-        w->att_slots = slots;
+    if (att > w->cap_att || slots > w->att_slots) { /* never shrinks: serial and split calls alternate */
+        w->cap_att = QD_MAX(att, w->cap_att);
+        w->att_slots = QD_MAX(slots, w->att_slots);
+        w->att = grow(w->att, (size_t)(w->cap_att * w->att_slots) * sizeof(float));
     }
     if (B > w->cap_seq) {
         w->off = grow(w->off, (size_t)(B + 1) * sizeof(int64_t));
@@ -626,36 +663,46 @@ static void word_row(const qd_engine *e, int32_t id, float *out)
     qd_kernels_dequantize_row(q->codes + (int64_t)id * q->row_bytes, H, H, q->scales + id, q->zeros + id, q->bits, out);
 }
 
-static int embed_bert(qd_engine *e, ws *w, const qd_batch *b)
+static int embed_text(qd_engine *e, ws *w, const qd_batch *b)
 {
     const int64_t H = e->H;
     const qd_model_config *c = &e->c;
-    for (int s = 0; s < b->B; s++)
-        for (int64_t r = w->off[s]; r < w->off[s + 1]; r++) {
-            const int t = w->pos[r];
+    for (int s = 0; s < b->B; s++) {
+        int count = 0; /* non-padding tokens so far, valid or not (QD_POS_AFTER_PAD) */
+        int64_t r = w->off[s];
+        for (int t = 0; t < b->T && r < w->off[s + 1]; t++) {
             const int64_t src = (int64_t)s * b->T + t;
             const int32_t id = b->ids[src], tt = b->type_ids ? b->type_ids[src] : 0;
+            int p = t;
+            if (c->pos == QD_POS_AFTER_PAD) p = id == c->pad_id ? c->pad_id : c->pad_id + ++count;
+            if (w->pos[r] != t) continue; /* a masked token */
             if (id < 0 || id >= c->vocab_size)
-                return qd_err_set(QD_EINVAL, "token id %d at position %d of item %d is outside the vocabulary (%d)", id,
-                                  t, s, c->vocab_size);
+                return qd_err_set(QD_EINVAL, "%s: token id %d at position %d of item %d is outside the vocabulary (%d)",
+                                  qd_model_dir(e->m), id, t, s, c->vocab_size);
             if (tt < 0 || tt >= QD_MAX(c->type_vocab, 1))
-                return qd_err_set(QD_EINVAL, "token type %d at position %d of item %d is outside type_vocab_size %d",
-                                  tt, t, s, c->type_vocab);
+                return qd_err_set(QD_EINVAL,
+                                  "%s: token type %d at position %d of item %d is outside type_vocab_size %d",
+                                  qd_model_dir(e->m), tt, t, s, c->type_vocab);
             float *o = w->h + r * H;
             word_row(e, id, o);
-            const float *pe = e->tw.pos_emb + (int64_t)t * H,
+            const float *pe = c->pos != QD_POS_NONE ? e->tw.pos_emb + (int64_t)p * H : NULL,
                         *te = e->tw.type_emb ? e->tw.type_emb + (int64_t)tt * H : NULL;
-            for (int64_t i = 0; i < H; i++) o[i] = o[i] + pe[i] + (te ? te[i] : 0.0f);
+            for (int64_t i = 0; i < H; i++) o[i] = o[i] + (pe ? pe[i] : 0.0f) + (te ? te[i] : 0.0f);
+            r++;
         }
+    }
     qd_layernorm_rows(w->h, NULL, w->R, H, H, e->tw.emb_ln_g, e->tw.emb_ln_b, (float)c->ln_eps, w->h, NULL);
     return QD_OK;
 }
 
-static void embed_vit(qd_engine *e, ws *w, const qd_batch *b)
+/* [CLS, (DIST,) registers..., patches] per image; positions on all but the registers */
+static void embed_vision(qd_engine *e, ws *w, const qd_batch *b)
 {
     const qd_model_config *c = &e->c;
+    const qd_model_tensors *tw = &e->tw;
     const int64_t H = e->H, C = c->channels, gh = c->image_h / c->patch_h, gw = c->image_w / c->patch_w;
-    const int64_t np = gh * gw, pk = C * c->patch_h * c->patch_w;
+    const int64_t np = gh * gw, pk = C * c->patch_h * c->patch_w, lead = c->n_prefix - c->n_registers;
+    const float *pos = tw->vis_pos;
     if (np * pk > w->cap_pix) {
         w->cap_pix = np * pk;
         w->pix = grow(w->pix, (size_t)w->cap_pix * sizeof(float));
@@ -673,80 +720,112 @@ static void embed_vit(qd_engine *e, ws *w, const qd_batch *b)
             }
         float *o = w->h + w->off[s] * H;
         qd_gemm_f32(w->pix, pk, np, e->patch, 0, H, o + (int64_t)c->n_prefix * H, H);
-        for (int64_t i = 0; i < H; i++) o[i] = e->tw.cls_tok[i] + e->tw.pos_emb[i];
-        if (c->n_prefix == 2)
-            for (int64_t i = 0; i < H; i++) o[H + i] = e->tw.dist_tok[i] + e->tw.pos_emb[H + i];
-        for (int64_t p = 0; p < np; p++) {
+        for (int64_t i = 0; i < H; i++) o[i] = tw->cls_tok[i] + (pos ? pos[i] : 0.0f);
+        if (tw->dist_tok)
+            for (int64_t i = 0; i < H; i++) o[H + i] = tw->dist_tok[i] + (pos ? pos[H + i] : 0.0f);
+        for (int64_t r = 0; r < c->n_registers; r++)
+            memcpy(o + (lead + r) * H, tw->reg_tok + r * H, (size_t)H * sizeof(float));
+        for (int64_t p = 0; pos && p < np; p++) {
             float *op = o + (c->n_prefix + p) * H;
-            const float *pe = e->tw.pos_emb + (c->n_prefix + p) * H;
+            const float *pe = pos + (lead + p) * H;
             for (int64_t i = 0; i < H; i++) op[i] = op[i] + pe[i];
         }
     }
+    if (tw->emb_ln_g) /* CLIP's pre-LayerNorm */
+        qd_layernorm_rows(w->h, NULL, w->R, H, H, tw->emb_ln_g, tw->emb_ln_b, (float)c->ln_eps, w->h, NULL);
 }
 
 /* ---- the forward pass ------------------------------------------------------------------------------ */
 
-static void block_bert(qd_engine *e, ws *w, int k)
+static void activation(qd_engine *e, ws *w)
+{
+    const stamp t0 = tick(e);
+    act_job aj = {e->c.act, w->inter, w->R, e->FF, row_tasks(e, w, w->R)};
+    prun(e, w, aj.ntask, act_task, &aj);
+    tock(e, w, P_ACT, t0, 0);
+}
+
+/* a layer scale on a residual branch: x[r][i] *= s[i] */
+static void scale_rows(const qd_engine *e, const ws *w, float *x, const float *s)
+{
+    for (int64_t r = 0; r < w->R; r++)
+        for (int64_t i = 0; i < e->H; i++) x[r * e->H + i] *= s[i];
+}
+
+static void block_post(qd_engine *e, ws *w, int k)
 {
     const int64_t H = e->H, A = e->A, FF = e->FF;
-    const int l0 = k * QD_LIN_PER_BLOCK;
+    const int l0 = e->set[k] * QD_LIN_PER_BLOCK;
     linears(e, w, l0 + QD_LIN_Q, 3, w->h, H, w->qkv, 3 * A);
     attention(e, w);
     linears(e, w, l0 + QD_LIN_O, 1, w->ctx, A, w->tb, H);
     layernorm(e, w, w->tb, w->h, e->ln1g[k], e->ln1b[k], w->x1, NULL); /* a = LN1(h + attn) */
     linears(e, w, l0 + QD_LIN_INTER, 1, w->x1, H, w->inter, FF);
-    const stamp t0 = tick(e);
-    act_job aj = {e->c.act, w->inter, w->R, FF, row_tasks(e, w, w->R)};
-    prun(e, w, aj.ntask, act_task, &aj);
-    tock(e, w, P_ACT, t0, 0);
+    activation(e, w);
     linears(e, w, l0 + QD_LIN_OUT, 1, w->inter, FF, w->tb, H);
     layernorm(e, w, w->tb, w->x1, e->ln2g[k], e->ln2b[k], w->h, NULL); /* h = LN2(a + mlp) */
 }
 
-/* pre-LN: h += attn(LN1 h); h += mlp(LN2 h). The MLP output of block k is added to h by the
- * LayerNorm of block k + 1 (pend). */
-static void block_vit(qd_engine *e, ws *w, int k, int pend)
+/* pre-LN: h += s1 attn(LN1 h); h += s2 mlp(LN2 h). The MLP output of block k stays in tb and is
+ * added to h by the LayerNorm of block k + 1 (pend), after the last block by run_batch. */
+static void block_pre(qd_engine *e, ws *w, int k, int pend)
 {
     const int64_t H = e->H, A = e->A, FF = e->FF;
-    const int l0 = k * QD_LIN_PER_BLOCK;
+    const int l0 = e->set[k] * QD_LIN_PER_BLOCK;
     layernorm(e, w, w->h, pend ? w->tb : NULL, e->ln1g[k], e->ln1b[k], w->x1, w->h);
     linears(e, w, l0 + QD_LIN_Q, 3, w->x1, H, w->qkv, 3 * A);
     attention(e, w);
     linears(e, w, l0 + QD_LIN_O, 1, w->ctx, A, w->tb, H);
+    if (e->ls1[k]) scale_rows(e, w, w->tb, e->ls1[k]);
     layernorm(e, w, w->h, w->tb, e->ln2g[k], e->ln2b[k], w->x1, w->h);
     linears(e, w, l0 + QD_LIN_INTER, 1, w->x1, H, w->inter, FF);
-    const stamp t0 = tick(e);
-    act_job aj = {e->c.act, w->inter, w->R, FF, row_tasks(e, w, w->R)};
-    prun(e, w, aj.ntask, act_task, &aj);
-    tock(e, w, P_ACT, t0, 0);
+    activation(e, w);
     linears(e, w, l0 + QD_LIN_OUT, 1, w->inter, FF, w->tb, H);
+    if (e->ls2[k]) scale_rows(e, w, w->tb, e->ls2[k]);
 }
 
-/* the sequences of the batch, packed: BERT the tokens whose mask is set (positions kept), ViT all */
+/* the rows R of a batch packed (the tokens whose mask is set) and its longest sequence */
+static void extent(const qd_batch *b, int64_t *R, int *Tmax)
+{
+    for (int s = 0; s < b->B; s++) {
+        int n = 0;
+        for (int t = 0; t < b->T; t++) n += !b->mask || b->mask[(int64_t)s * b->T + t];
+        if (n == 0) n = b->T; /* nothing to attend to: as if unmasked, like the FP32 model */
+        *R += n;
+        *Tmax = QD_MAX(*Tmax, n);
+    }
+}
+
+static void ensure_head(ws *w, int64_t B, int64_t H, int64_t L)
+{
+    if (B * (3 * H + L) > w->cap_hd) {
+        w->cap_hd = B * (3 * H + L);
+        w->hd = grow(w->hd, (size_t)w->cap_hd * sizeof(float));
+    }
+}
+
+/* the sequences of the batch, packed: text the tokens whose mask is set (positions kept), vision
+ * all */
 static int layout(qd_engine *e, ws *w, const qd_batch *b)
 {
     if (b->B <= 0 || b->T <= 0) return qd_err_set(QD_EINVAL, "forward pass: empty batch (%d x %d)", b->B, b->T);
     const qd_model_config *c = &e->c;
     if (c->arch == QD_ARCH_VIT) {
-        if (!b->pixels) return qd_err_set(QD_EINVAL, "%s: a ViT batch needs pixel values", qd_model_dir(e->m));
+        if (!b->pixels) return qd_err_set(QD_EINVAL, "%s: a vision batch needs pixel values", qd_model_dir(e->m));
         if (b->T != qd_model_tokens(e->m, 0))
-            return qd_err_set(QD_ESHAPE, "%s: a ViT batch has %d tokens per image, not %d", qd_model_dir(e->m),
+            return qd_err_set(QD_ESHAPE, "%s: a vision batch has %d tokens per image, not %d", qd_model_dir(e->m),
                               qd_model_tokens(e->m, 0), b->T);
     } else {
-        if (!b->ids) return qd_err_set(QD_EINVAL, "%s: a BERT batch needs token ids", qd_model_dir(e->m));
-        if (b->T > c->max_position)
-            return qd_err_set(QD_ESHAPE, "%s: sequence length %d exceeds max_position_embeddings %d",
-                              qd_model_dir(e->m), b->T, c->max_position);
+        if (!b->ids) return qd_err_set(QD_EINVAL, "%s: a text batch needs token ids", qd_model_dir(e->m));
+        const int longest = c->pos == QD_POS_AFTER_PAD ? c->max_position - c->pad_id - 1 : c->max_position;
+        if (c->pos != QD_POS_NONE && b->T > longest)
+            return qd_err_set(QD_ESHAPE,
+                              "%s: sequence length %d exceeds the %d positions of max_position_embeddings %d",
+                              qd_model_dir(e->m), b->T, longest, c->max_position);
     }
     int64_t R = 0;
     int Tmax = 0;
-    for (int s = 0; s < b->B; s++) {
-        int n = 0;
-        for (int t = 0; t < b->T; t++) n += !b->mask || b->mask[(int64_t)s * b->T + t];
-        if (n == 0) n = b->T; /* nothing to attend to: as if unmasked, like the FP32 model */
-        R += n;
-        Tmax = QD_MAX(Tmax, n);
-    }
+    extent(b, &R, &Tmax);
     ensure(e, w, R, Tmax, b->B);
     w->B = b->B;
     w->R = R;
@@ -764,12 +843,57 @@ static int layout(qd_engine *e, ws *w, const qd_batch *b)
     return QD_OK;
 }
 
+static float *hpad_buffer(ws *w, const qd_batch *b, int64_t H)
+{
+    const int64_t n = (int64_t)b->B * b->T * H;
+    if (n > w->cap_hpad) {
+        w->hpad = grow(w->hpad, (size_t)n * sizeof(float));
+        w->cap_hpad = n;
+    }
+    return w->hpad;
+}
+
+/* the output of a padded hidden state [B, T, hidden], by the model's own head */
+static int head_model(const qd_engine *e, const qd_batch *b, qd_engine_output what, const float *h, float *out)
+{
+    switch (what) {
+    case QD_ENGINE_EMBEDDING: return qd_model_embedding(e->m, b, h, out);
+    case QD_ENGINE_POOLED: return qd_model_head(e->m, b, h, out, NULL);
+    default: return qd_model_head(e->m, b, h, NULL, out);
+    }
+}
+
+/* x [B, H] = token `tok` of every sequence (CLS, DeiT's distillation token) */
+static void gather_token(const qd_engine *e, const ws *w, int tok, float *x)
+{
+    for (int s = 0; s < w->B; s++)
+        memcpy(x + (int64_t)s * e->H, w->h + (w->off[s] + tok) * e->H, (size_t)e->H * sizeof(float));
+}
+
+/* x [B, H] as `src` (FIRST, FIRST_NORM or POOLER) reads the last hidden state; tmp [B, H] */
+static void gather_src(const qd_engine *e, const ws *w, qd_head_src src, float *x, float *tmp)
+{
+    const int64_t H = e->H, B = w->B;
+    gather_token(e, w, 0, x);
+    if (src == QD_SRC_FIRST_NORM)
+        qd_layernorm_rows(x, NULL, B, H, H, e->tw.final_ln_g, e->tw.final_ln_b, (float)e->c.ln_eps, x, NULL);
+    if (src == QD_SRC_POOLER) {
+        qd_gemm_f32(x, H, B, e->pool_w, 0, H, tmp, H);
+        for (int64_t i = 0; i < B * H; i++) x[i] = tanhf(tmp[i]);
+    }
+}
+
 static int head(qd_engine *e, ws *w, const qd_batch *b, qd_engine_output what, float *out)
 {
     const qd_model_config *c = &e->c;
-    const int64_t H = e->H, L = c->num_labels;
-    if (what == QD_ENGINE_MEAN) { /* sentence-transformers pooling, in double as the FP32 model */
-        for (int s = 0; s < b->B; s++) {
+    const qd_model_tensors *t = &e->tw;
+    const int64_t H = e->H, L = c->num_labels, B = b->B;
+    if (what == QD_ENGINE_EMBEDDING && c->arch == QD_ARCH_BERT) {
+        if (c->pool == QD_POOL_CLS) {
+            gather_token(e, w, 0, out);
+            return QD_OK;
+        }
+        for (int s = 0; s < b->B; s++) { /* sentence-transformers pooling, in double as the FP32 model */
             float *o = out + (int64_t)s * H;
             for (int64_t i = 0; i < H; i++) {
                 double acc = 0;
@@ -779,57 +903,92 @@ static int head(qd_engine *e, ws *w, const qd_batch *b, qd_engine_output what, f
         }
         return QD_OK;
     }
-    if (what == QD_ENGINE_LOGITS && L == 0)
+    const qd_head_src src = what == QD_ENGINE_LOGITS ? t->head_src : t->pooled_src;
+    if (what == QD_ENGINE_LOGITS && c->head == QD_HEAD_NONE)
         return qd_err_set(QD_EUNSUPPORTED, "%s: the checkpoint has no classification head", qd_model_dir(e->m));
-    float *first = w->x1, *tmp = w->x1 + (int64_t)b->B * H, *dist = tmp + (int64_t)b->B * QD_MAX(H, L);
-    for (int s = 0; s < b->B; s++) /* the CLS rows (ViT: with the last block's MLP output added) */
-        for (int64_t i = 0; i < H; i++)
-            first[s * H + i] = w->h[w->off[s] * H + i] + (c->arch == QD_ARCH_VIT ? w->tb[w->off[s] * H + i] : 0.0f);
-    if (c->arch == QD_ARCH_VIT) {
-        qd_layernorm_rows(first, NULL, b->B, H, H, e->tw.final_ln_g, e->tw.final_ln_b, (float)c->ln_eps, first, NULL);
-        if (what == QD_ENGINE_POOLED) {
-            memcpy(out, first, (size_t)(b->B * H) * sizeof(float));
-            return QD_OK;
-        }
-        qd_gemm_f32(first, H, b->B, e->cls_w, 0, L, out, L);
-        if (e->dist_w) {
-            for (int s = 0; s < b->B; s++)
-                for (int64_t i = 0; i < H; i++)
-                    dist[s * H + i] = w->h[(w->off[s] + 1) * H + i] + w->tb[(w->off[s] + 1) * H + i];
-            qd_layernorm_rows(dist, NULL, b->B, H, H, e->tw.final_ln_g, e->tw.final_ln_b, (float)c->ln_eps, dist, NULL);
-            qd_gemm_f32(dist, H, b->B, e->dist_w, 0, L, tmp, L);
-            for (int64_t i = 0; i < (int64_t)b->B * L; i++) out[i] = (out[i] + tmp[i]) * 0.5f;
-        }
+    if (what != QD_ENGINE_LOGITS && src == QD_SRC_NONE)
+        return qd_err_set(QD_EUNSUPPORTED, "%s: the checkpoint has no pooler", qd_model_dir(e->m));
+    if (!native_src(src)) { /* patch means, token heads: the model's head on the padded state */
+        float *h = hpad_buffer(w, b, H);
+        memset(h, 0, (size_t)((int64_t)b->B * b->T * H) * sizeof(float));
+        for (int s = 0; s < b->B; s++)
+            for (int64_t r = w->off[s]; r < w->off[s + 1]; r++)
+                memcpy(h + ((int64_t)s * b->T + w->pos[r]) * H, w->h + r * H, (size_t)H * sizeof(float));
+        return head_model(e, b, what, h, out);
+    }
+    ensure_head(w, B, H, L);
+    float *x = w->hd, *tmp = x + B * H, *y = tmp + B * H;
+    gather_src(e, w, src, x, tmp);
+    if (what == QD_ENGINE_POOLED || (what == QD_ENGINE_EMBEDDING && !e->proj_w)) {
+        memcpy(out, x, (size_t)(B * H) * sizeof(float));
         return QD_OK;
     }
-    if (!c->has_pooler) return qd_err_set(QD_EUNSUPPORTED, "%s: the checkpoint has no pooler", qd_model_dir(e->m));
-    qd_gemm_f32(first, H, b->B, e->pool_w, 0, H, tmp, H);
-    for (int64_t i = 0; i < (int64_t)b->B * H; i++) tmp[i] = tanhf(tmp[i]);
-    if (what == QD_ENGINE_POOLED)
-        memcpy(out, tmp, (size_t)(b->B * H) * sizeof(float));
-    else
-        qd_gemm_f32(tmp, H, b->B, e->cls_w, 0, L, out, L);
+    if (what == QD_ENGINE_EMBEDDING) { /* CLIP's image_embeds */
+        qd_gemm_f32(x, H, B, e->proj_w, 0, c->embedding_dim, out, c->embedding_dim);
+        return QD_OK;
+    }
+    if (e->pre_w) {
+        qd_gemm_f32(x, H, B, e->pre_w, 0, H, tmp, H);
+        qd_activation(t->head_pre_act, tmp, B * H);
+        float *sw = x;
+        x = tmp, tmp = sw;
+    }
+    qd_gemm_f32(x, H, B, e->out_w, 0, L, out, L);
+    if (e->dist_w) { /* DeiT: the distillation head on token 1, averaged with the CLS head */
+        gather_token(e, w, 1, tmp);
+        qd_layernorm_rows(tmp, NULL, B, H, H, t->final_ln_g, t->final_ln_b, (float)c->ln_eps, tmp, NULL);
+        qd_gemm_f32(tmp, H, B, e->dist_w, 0, L, y, L);
+        for (int64_t i = 0; i < B * L; i++) out[i] = (out[i] + y[i]) * 0.5f;
+    }
     return QD_OK;
 }
 
+/* linear_apply of the model's stages: the engine's Linear li on the model's rows */
+static int apply_hook(void *user, const qd_model *m, int li, const float *X, int64_t rows, float *Y)
+{
+    (void)m;
+    qd_engine *e = user;
+    ws *w = &e->w[0];
+    ensure(e, w, rows, 1, 1);
+    w->R = rows;
+    linears(e, w, li, 1, X, e->lin[li].K, Y, e->lin[li].N);
+    return 1;
+}
+
+qd_model_hooks qd_engine_hooks(qd_engine *e) { return (qd_model_hooks){.user = e, .linear_apply = apply_hook}; }
+
 static int run_batch(qd_engine *e, ws *w, const qd_batch *b, qd_engine_output what, float *out)
 {
-    int rc = layout(e, w, b);
-    if (rc) return rc;
+    int rc;
+    if (!e->native) { /* the model's stages on the padded batch, the engine's Linears inside */
+        float *h = hpad_buffer(w, b, e->H);
+        const qd_model_hooks hk = qd_engine_hooks(e);
+        stamp t0 = tick(e);
+        rc = qd_model_embed(e->m, b, h);
+        tock(e, w, P_EMBED, t0, 0);
+        for (int k = 0; k < e->c.layers && !rc; k++) rc = qd_model_block(e->m, k, b, h, &hk);
+        t0 = tick(e);
+        if (!rc) rc = head_model(e, b, what, h, out);
+        tock(e, w, P_HEAD, t0, 0);
+        return rc;
+    }
+    if ((rc = layout(e, w, b))) return rc;
     stamp t0 = tick(e);
     if (e->c.arch == QD_ARCH_BERT) {
-        if ((rc = embed_bert(e, w, b))) return rc;
+        if ((rc = embed_text(e, w, b))) return rc;
     } else {
-        embed_vit(e, w, b);
+        embed_vision(e, w, b);
     }
     tock(e, w, P_EMBED, t0, 0);
     for (int k = 0; k < e->c.layers; k++) {
-        if (e->c.arch == QD_ARCH_BERT)
-            block_bert(e, w, k);
+        if (e->c.norm == QD_NORM_POST)
+            block_post(e, w, k);
         else
-            block_vit(e, w, k, k > 0);
+            block_pre(e, w, k, k > 0);
     }
     t0 = tick(e);
+    if (e->c.norm == QD_NORM_PRE) /* the last MLP's output */
+        for (int64_t i = 0; i < w->R * e->H; i++) w->h[i] += w->tb[i];
     rc = head(e, w, b, what, out);
     tock(e, w, P_HEAD, t0, 0);
     return rc;
@@ -897,9 +1056,12 @@ static void chunk_task(void *arg, int64_t i, int th)
 int qd_engine_run(qd_engine *e, const qd_batch *b, qd_engine_output what, float *out)
 {
     const int per = chunk_items(e, b);
-    const int64_t dim = what == QD_ENGINE_LOGITS ? e->c.num_labels : e->H, n = (b->B + per - 1) / per;
-    if (b->B <= 0) return qd_err_set(QD_EINVAL, "forward pass: empty batch (%d x %d)", b->B, b->T);
-    if (e->o.threads > 1 && n >= e->o.threads) {
+    const int64_t dim = what == QD_ENGINE_LOGITS      ? qd_model_logits_per_item(e->m, b->T)
+                        : what == QD_ENGINE_EMBEDDING ? e->c.embedding_dim
+                                                      : e->H,
+                  n = (b->B + per - 1) / per;
+    if (b->B <= 0 || b->T <= 0) return qd_err_set(QD_EINVAL, "forward pass: empty batch (%d x %d)", b->B, b->T);
+    if (e->o.threads > 1 && n >= e->o.threads && e->native) {
         /* at least a sub-batch per thread: each thread runs whole sub-batches on its own workspace
          * (no hand-off inside a forward pass); the results are the same as run one after another */
         if (n > e->cap_rc) {
@@ -907,8 +1069,27 @@ int qd_engine_run(qd_engine *e, const qd_batch *b, qd_engine_output what, float 
             e->rc = qd_xcalloc((size_t)n, sizeof *e->rc);
             e->cap_rc = n;
         }
+        /* every workspace as large as the largest sub-batch: which thread takes which piece
+         * changes from call to call, and a batch seen before must not allocate */
+        int64_t R = 0;
+        int Tmax = 0;
+        for (int64_t i = 0; i < n; i++) {
+            const qd_batch s = sub_batch(e, b, per, i);
+            int64_t r = 0;
+            int t = 0;
+            extent(&s, &r, &t);
+            R = QD_MAX(R, r);
+            Tmax = QD_MAX(Tmax, t);
+        }
+        for (int th = 0; th < e->o.threads; th++) {
+            ws *w = &e->w[th];
+            w->serial = 1;
+            ensure(e, w, R, Tmax, per);
+            ensure_head(w, per, e->H, e->c.num_labels);
+            w->serial = 0;
+        }
         chunk_job j = {e, b, per, what, out, dim, e->rc};
-        qd_pool_run(e->pool, n, chunk_task, &j);
+        qd_workers_run(e->pool, n, chunk_task, &j);
         int st = QD_OK;
         for (int64_t i = 0; i < n && !st; i++) st = e->rc[i];
         return st;
@@ -933,16 +1114,27 @@ uint64_t qd_engine_weight_bytes(const qd_engine *e)
         if (e->q && L->kind != QD_QL_FLOAT) b += qd_qmodel_linear(e->q, i)->bytes;
         if (L->inv_s) b += (uint64_t)L->K * 4;
     }
-    const uint64_t H = (uint64_t)c->hidden, f = 4;
-    b += (uint64_t)c->layers * 4 * H * f; /* block LayerNorms */
+    const uint64_t H = (uint64_t)c->hidden, f = 4, L = (uint64_t)c->num_labels;
+    b += (uint64_t)c->layers * (e->ls1[0] ? 6 : 4) * H * f; /* block LayerNorms, layer scales */
     if (c->arch == QD_ARCH_BERT) {
-        b += e->qemb ? e->qemb->bytes : (uint64_t)c->vocab_size * H * f;
-        b += ((uint64_t)c->max_position + (uint64_t)c->type_vocab + 2) * H * f;
-        if (c->has_pooler) b += (H * H + H) * f;
+        const uint64_t E = (uint64_t)c->embed_size;
+        b += e->qemb ? e->qemb->bytes : (uint64_t)c->vocab_size * E * f;
+        b += ((uint64_t)c->max_position + (uint64_t)c->type_vocab + 2) * E * f;
+        if (e->tw.emb_proj_W) b += (H * E + H) * f;
     } else {
-        b += qd_gemm_wf_bytes(e->patch) + ((uint64_t)qd_model_tokens(e->m, 0) + 4) * H * f;
+        const uint64_t pk = (uint64_t)c->channels * (uint64_t)c->patch_h * (uint64_t)c->patch_w;
+        b += e->patch ? qd_gemm_wf_bytes(e->patch) : (pk * H + H) * f;
+        b += ((uint64_t)qd_model_tokens(e->m, 0) + 4) * H * f;
     }
-    if (c->num_labels) b += ((uint64_t)c->num_labels * H + (uint64_t)c->num_labels) * f * (e->tw.dist_W ? 2 : 1);
+    /* the head's float products: packed, or the model's */
+    const qd_gemm_wf *packed[] = {e->pool_w, e->pre_w, e->out_w, e->dist_w, e->proj_w};
+    for (size_t i = 0; i < QD_ARRAY_LEN(packed); i++) b += packed[i] ? qd_gemm_wf_bytes(packed[i]) : 0;
+    if (!e->pool_w && e->tw.pool_W) b += (H * H + H) * f;
+    if (!e->out_w && e->tw.head_out_W) {
+        const uint64_t in = (uint64_t)e->tw.head_in;
+        b += ((e->tw.head_pre_W ? in * in + in : 0) + L * in + L) * f * (e->tw.head_dist_W ? 2 : 1);
+    }
+    if (!e->proj_w && e->tw.proj_W) b += (uint64_t)c->embedding_dim * H * f;
     return b;
 }
 

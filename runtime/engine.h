@@ -1,6 +1,12 @@
-/* runtime/engine.h — qdist's inference engine: a BERT- or ViT-family encoder run from its FP32
- * checkpoint (model/) with every encoder Linear either in float or from a qdist model file
+/* runtime/engine.h — qdist's inference engine: a text or vision encoder (model/model.h) run from
+ * its FP32 checkpoint with every encoder Linear either in float or from a qdist model file
  * (runtime/qmodel.h: int8, 4-bit or dequantized), on the kernels of the CPU it runs on.
+ *
+ * The engine runs the blocks itself for post-LN text encoders whose embeddings have the hidden
+ * width (BERT, RoBERTa, XLM-R, DistilBERT, MiniLM) and pre-LN vision encoders (ViT, DeiT, DINOv2,
+ * CLIP's vision tower); MPNet and BEiT (relative position biases), ELECTRA and ALBERT (projected
+ * embeddings) run the model's own stages on the padded batch with the engine's Linears inside
+ * (the same products, none of the speed-ups below but the GEMMs).
  *
  * What makes it fast, and where each piece lives:
  *   - weights are packed once, at creation, in the layout of the selected kernel table (AMX /
@@ -21,9 +27,11 @@
  * factors s has its input columns divided by s before quantization (one multiply, fused). With
  * QD_KERNELS=ref every piece runs its scalar reference and the outputs are the same bits.
  *
- * Outputs per item of a batch: the mask-weighted mean of the last hidden state (BERT encoders,
- * sentence-transformers pooling), the pooled vector (ViT: final LayerNorm of CLS; BERT: pooler), or
- * the logits of the classification head.
+ * Outputs per item of a batch, as the model defines them: the embedding (text: mean-pooled or
+ * first token; vision: pooled, projected where CLIP projects), the pooled vector or the logits of
+ * the head. Heads on the first token (with the final LayerNorm, the pooler, a dense layer before
+ * the classifier, DeiT's distillation token) run on packed weights; others (patch means, token
+ * heads) run the model's head on the padded hidden state.
  */
 #ifndef QD_RUNTIME_ENGINE_H
 #define QD_RUNTIME_ENGINE_H
@@ -41,15 +49,22 @@ typedef struct {
     int profile;   /* time every operation class (qd_engine_profile) */
 } qd_engine_opts;
 
-typedef enum { QD_ENGINE_MEAN = 0, QD_ENGINE_POOLED, QD_ENGINE_LOGITS } qd_engine_output;
+/* What a forward pass returns per item, as model/model.h computes it: qd_model_embedding's vector
+ * [embedding_dim], qd_model_head's pooled output [hidden] or its logits
+ * [qd_model_logits_per_item]. */
+typedef enum { QD_ENGINE_EMBEDDING = 0, QD_ENGINE_POOLED, QD_ENGINE_LOGITS } qd_engine_output;
 
 /* q NULL: the FP32 model. The model must outlive the engine; q too. */
 int qd_engine_create(const qd_model *m, const qd_qmodel *q, const qd_engine_opts *o, qd_engine **out);
 void qd_engine_free(qd_engine *e);
 
-/* One forward pass over a batch (model/model.h qd_batch: BERT ids/type_ids/mask [B, T], the mask
- * marking the valid tokens; ViT pixels). out: [B, hidden] (MEAN, POOLED) or [B, num_labels]. */
+/* One forward pass over a batch (model/model.h qd_batch: text ids/type_ids/mask [B, T], the mask
+ * marking the valid tokens; vision pixels). out: [B, the output's width]. */
 int qd_engine_run(qd_engine *e, const qd_batch *b, qd_engine_output what, float *out);
+/* Hooks that run the engine's Linears inside the model's own forward pass (qd_model_forward,
+ * qd_model_block), one at a time on the padded batch: for callers that need the model's stages
+ * (hidden states) with the quantized products. Threads as the engine's. */
+qd_model_hooks qd_engine_hooks(qd_engine *e);
 
 /* ---- what it holds and where the time went ------------------------------------------------- */
 /* Bytes of the weights the engine reads during a run: packed Linears, embeddings (quantized or

@@ -8,10 +8,14 @@
 #include "collective/h5_read.h"
 #include "kernels/kernels.h"
 #include "quant/quant.h"
+#include "runtime/engine.h"
 #include "runtime/qmodel.h"
 
 struct qd_qmodel {
     const qd_model *m;
+    float outlier;
+    qd_engine *eng; /* the one-thread engine behind qd_qmodel_hooks, made on first use */
+    int eng_rc;
     qd_qlinear *l;
     int n;
     qd_qembed *emb;
@@ -191,7 +195,7 @@ static int load_embedding(qd_qmodel *q, hid_t tg, const char *path)
     if (c->arch != QD_ARCH_BERT || !mt.word_emb_name[0] || H5Lexists(tg, mt.word_emb_name, H5P_DEFAULT) <= 0)
         return QD_OK;
     qtensor t;
-    int rc = read_qtensor(tg, path, mt.word_emb_name, c->vocab_size, c->hidden, &t);
+    int rc = read_qtensor(tg, path, mt.word_emb_name, c->vocab_size, c->embed_size, &t);
     if (rc <= 0) return rc;
     if ((t.bits != 8 && t.bits != 4) || t.ng != 1 || t.gi || t.smooth) {
         rc = qd_err_set(QD_EUNSUPPORTED,
@@ -249,18 +253,18 @@ static int load_small_tables(qd_qmodel *q, hid_t tg, const char *path)
     qd_model_tensors mt;
     qd_model_get_tensors(q->m, &mt);
     if (c->arch != QD_ARCH_BERT || !mt.word_emb_name[0]) return QD_OK;
-    char name[96];
+    char name[160];
     const size_t pre = strlen(mt.word_emb_name) - strlen("embeddings.word_embeddings.weight");
     snprintf(name, sizeof name, "%.*sembeddings.position_embeddings.weight", (int)pre, mt.word_emb_name);
-    int rc = load_small_table(tg, path, name, c->max_position, c->hidden, &q->pos);
+    int rc = load_small_table(tg, path, name, c->max_position, c->embed_size, &q->pos);
     snprintf(name, sizeof name, "%.*sembeddings.token_type_embeddings.weight", (int)pre, mt.word_emb_name);
-    if (!rc && mt.type_emb) rc = load_small_table(tg, path, name, c->type_vocab, c->hidden, &q->type);
-    q->small_bytes =
-        ((q->pos ? (uint64_t)c->max_position : 0) + (q->type ? (uint64_t)c->type_vocab : 0)) * (uint64_t)c->hidden * 4;
+    if (!rc && mt.type_emb) rc = load_small_table(tg, path, name, c->type_vocab, c->embed_size, &q->type);
+    q->small_bytes = ((q->pos ? (uint64_t)c->max_position : 0) + (q->type ? (uint64_t)c->type_vocab : 0)) *
+                     (uint64_t)c->embed_size * 4;
     return rc;
 }
 
-int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, qd_qmodel **out)
+int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, float outlier, qd_qmodel **out)
 {
     *out = NULL;
     H5E_auto2_t efn;
@@ -280,6 +284,7 @@ int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, qd_qm
     free(fmt);
     qd_qmodel *q = qd_xcalloc(1, sizeof *q);
     q->m = m;
+    q->outlier = outlier;
     q->n = qd_model_num_linears(m);
     q->l = qd_xcalloc((size_t)q->n, sizeof *q->l);
     for (int li = 0; li < q->n && !rc; li++) rc = load_linear(q, tg, path, li, fake, w4f);
@@ -296,9 +301,28 @@ int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, qd_qm
     return QD_OK;
 }
 
+static int failed_hook(void *user, const qd_model *m, int li, const float *X, int64_t rows, float *Y)
+{
+    (void)m, (void)li, (void)X, (void)rows, (void)Y;
+    return ((qd_qmodel *)user)->eng_rc;
+}
+
+qd_model_hooks qd_qmodel_hooks(qd_qmodel *q)
+{
+    if (!q->eng && !q->eng_rc) {
+        const qd_engine_opts o = {.threads = 1, .outlier = q->outlier, .profile = 0};
+        q->eng_rc = qd_engine_create(q->m, q, &o, &q->eng);
+    }
+    if (q->eng_rc) return (qd_model_hooks){.user = q, .linear_apply = failed_hook};
+    return qd_engine_hooks(q->eng);
+}
+
+double qd_qmodel_outlier_cols(const qd_qmodel *q) { return q->eng ? qd_engine_outlier_cols(q->eng) : 0.0; }
+
 void qd_qmodel_free(qd_qmodel *q)
 {
     if (!q) return;
+    qd_engine_free(q->eng);
     for (int i = 0; i < q->n; i++) {
         qd_gemm_w8_free(q->l[i].w8);
         qd_gemm_w4_free(q->l[i].w4);

@@ -48,8 +48,16 @@ typedef struct {
 
 typedef struct qd_qmodel qd_qmodel;
 
-int qd_qmodel_load(const char *h5path, const qd_model *m, int fake_quant, int w4_float_act, qd_qmodel **out);
+/* outlier: the mixed-precision threshold of qd_qmodel_hooks (> 0: activation columns holding a
+ * value above it are multiplied in float; 0: every column in int8); engines take their own. */
+int qd_qmodel_load(const char *h5path, const qd_model *m, int fake_quant, int w4_float_act, float outlier,
+                   qd_qmodel **out);
 void qd_qmodel_free(qd_qmodel *q);
+/* Hooks that swap the file's products into the model's own forward pass (qd_model_forward), on a
+ * one-thread engine (runtime/engine.h qd_engine_hooks) made on first use; a failure to make it
+ * aborts the forward pass with its error. Mean outlier columns per product so far. */
+qd_model_hooks qd_qmodel_hooks(qd_qmodel *q);
+double qd_qmodel_outlier_cols(const qd_qmodel *q);
 const qd_qlinear *qd_qmodel_linear(const qd_qmodel *q, int li);
 /* The file's quantized word embeddings, or NULL when it keeps them in float. */
 const qd_qembed *qd_qmodel_embedding(const qd_qmodel *q);

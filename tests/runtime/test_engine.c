@@ -69,7 +69,7 @@ int main(int argc, char **argv)
     }
     const qd_model_config *c = qd_model_cfg(m);
     qd_qmodel *q = NULL;
-    if (qfile && qd_qmodel_load(qfile, m, 0, 0, &q)) {
+    if (qfile && qd_qmodel_load(qfile, m, 0, 0, outlier, &q)) {
         fprintf(stderr, "%s\n", qd_errmsg());
         return 1;
     }
@@ -78,7 +78,7 @@ int main(int argc, char **argv)
     CHECK_EQ(qd_engine_create(m, q, &o, &e), 0);
     const int vit = c->arch == QD_ARCH_VIT, H = c->hidden, T = vit ? qd_model_tokens(m, 0) : 64;
     const int dim = vit ? c->num_labels : H;
-    const qd_engine_output what = vit ? QD_ENGINE_LOGITS : QD_ENGINE_MEAN;
+    const qd_engine_output what = vit ? QD_ENGINE_LOGITS : QD_ENGINE_EMBEDDING;
     /* inputs of all n samples: token rows padded to 64, or images */
     int32_t *ids = calloc((size_t)n * T, 4), *tt = calloc((size_t)n * T, 4), *mask = calloc((size_t)n * T, 4);
     float *pix = NULL;

@@ -1,17 +1,17 @@
-/* The engine's thread pool (runtime/pool.h). */
+/* The engine's thread pool (runtime/workers.h). */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
 #include "common/qd_common.h"
-#include "runtime/pool.h"
+#include "runtime/workers.h"
 
 /* spins of a worker on the region counter before it sleeps: about a millisecond, longer than the
  * gap between two regions of a forward pass, far shorter than the gap between two requests */
 #define SPINS 200000
 
-struct qd_pool {
+struct qd_workers {
     int threads;
     pthread_t *tid;
     pthread_mutex_t mu;
@@ -21,12 +21,12 @@ struct qd_pool {
     atomic_int pending;       /* workers still inside the region */
     atomic_int quit;
     int64_t n;
-    qd_pool_task task;
+    qd_workers_task task;
     void *arg;
 };
 
 typedef struct {
-    qd_pool *p;
+    qd_workers *p;
     int id;
 } worker_arg;
 
@@ -37,7 +37,7 @@ static inline void cpu_relax(void)
 #endif
 }
 
-static void run_tasks(qd_pool *p, int id)
+static void run_tasks(qd_workers *p, int id)
 {
     for (;;) {
         const int64_t i = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
@@ -50,7 +50,7 @@ static void *worker(void *v)
 {
     worker_arg wa = *(worker_arg *)v;
     free(v);
-    qd_pool *p = wa.p;
+    qd_workers *p = wa.p;
     uint64_t seen = 0;
     for (;;) {
         uint64_t g;
@@ -71,11 +71,11 @@ static void *worker(void *v)
     }
 }
 
-int qd_pool_create(int threads, qd_pool **out)
+int qd_workers_create(int threads, qd_workers **out)
 {
     *out = NULL;
     if (threads < 1 || threads > 256) return qd_err_set(QD_EINVAL, "threads must be in [1, 256], got %d", threads);
-    qd_pool *p = calloc(1, sizeof *p);
+    qd_workers *p = calloc(1, sizeof *p);
     if (!p) return qd_err_set(QD_ENOMEM, "thread pool: out of memory");
     p->threads = threads;
     pthread_mutex_init(&p->mu, NULL);
@@ -86,7 +86,7 @@ int qd_pool_create(int threads, qd_pool **out)
     atomic_init(&p->quit, 0);
     p->tid = calloc((size_t)threads, sizeof *p->tid);
     if (!p->tid) {
-        qd_pool_free(p);
+        qd_workers_free(p);
         return qd_err_set(QD_ENOMEM, "thread pool: out of memory");
     }
     for (int i = 1; i < threads; i++) {
@@ -95,7 +95,7 @@ int qd_pool_create(int threads, qd_pool **out)
         if (!wa || pthread_create(&p->tid[i], NULL, worker, wa) != 0) {
             free(wa);
             p->threads = i; /* the ones started so far are joined */
-            qd_pool_free(p);
+            qd_workers_free(p);
             return qd_err_set(QD_ENOMEM, "thread pool: cannot start thread %d of %d", i, threads);
         }
     }
@@ -103,7 +103,7 @@ int qd_pool_create(int threads, qd_pool **out)
     return QD_OK;
 }
 
-void qd_pool_free(qd_pool *p)
+void qd_workers_free(qd_workers *p)
 {
     if (!p) return;
     pthread_mutex_lock(&p->mu);
@@ -118,9 +118,9 @@ void qd_pool_free(qd_pool *p)
     free(p);
 }
 
-int qd_pool_threads(const qd_pool *p) { return p->threads; }
+int qd_workers_threads(const qd_workers *p) { return p->threads; }
 
-void qd_pool_run(qd_pool *p, int64_t n, qd_pool_task task, void *arg)
+void qd_workers_run(qd_workers *p, int64_t n, qd_workers_task task, void *arg)
 {
     if (n <= 0) return;
     if (p->threads == 1 || n == 1) {
