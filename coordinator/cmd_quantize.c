@@ -11,6 +11,7 @@
 
 #include "collective/collective.h"
 #include "common/qd_common.h"
+#include "common/qd_file.h"
 #include "coordinator/cli.h"
 #include "coordinator/job_config.h"
 #include "shard/safetensors.h"
@@ -155,16 +156,13 @@ static const char *g_events;
 
 static int load_config(qd_job_config *c, const char *path, char *msg, size_t cap)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(msg, cap, "%s: cannot open", path);
+    char *buf = NULL;
+    size_t n = 0;
+    if (qd_read_file(path, 1u << 20, "a job config", &buf, &n)) {
+        snprintf(msg, cap, "%s", qd_errmsg());
         return -1;
     }
-    char *buf = qd_xmalloc(1 << 20);
-    size_t n = fread(buf, 1, (1 << 20) - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    cJSON *o = cJSON_Parse(buf);
+    cJSON *o = cJSON_ParseWithLength(buf, n);
     free(buf);
     if (!o) {
         snprintf(msg, cap, "%s: invalid JSON", path);

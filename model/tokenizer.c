@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <utf8proc.h>
 
+#include "common/qd_file.h"
 #include "model/tokenizer.h"
 
 #define QD_VOCAB_MAX_BYTES (1u << 30)
@@ -89,43 +90,6 @@ static void insert(qd_tokenizer *t, int32_t id)
 
 /* ---- loading ------------------------------------------------------------------------------- */
 
-static int read_file(const char *path, char **buf, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        int e = errno;
-        if (e == ENOENT || e == ENOTDIR) return qd_err_set(QD_ENOENT, "%s: no such file", path);
-        return qd_err_set(QD_EIO, "%s: cannot open: %s", path, strerror(e));
-    }
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return qd_err_set(QD_EIO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > QD_VOCAB_MAX_BYTES) {
-        fclose(f);
-        return qd_err_set(QD_EFORMAT, "%s: %lld bytes, more than the %u a vocabulary may have", path,
-                          (long long)st.st_size, QD_VOCAB_MAX_BYTES);
-    }
-    size_t n = (size_t)st.st_size;
-    char *b = malloc(n + 1);
-    if (!b) {
-        fclose(f);
-        return qd_err_set(QD_ENOMEM, "%s: out of memory", path);
-    }
-    size_t got = fread(b, 1, n, f);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad || got != n) {
-        free(b);
-        return qd_err_set(QD_EIO, "%s: read error", path);
-    }
-    b[n] = 0;
-    *buf = b;
-    *len = n;
-    return QD_OK;
-}
-
 static int is_ascii_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
 /* do_lower_case from tokenizer_config.json beside the vocabulary (1 when absent). */
@@ -146,7 +110,7 @@ static int config_lower_case(const char *vocab_path, int *lower)
         free(cfg);
         return QD_OK;
     }
-    int rc = read_file(cfg, &buf, &len);
+    int rc = qd_read_file(cfg, QD_VOCAB_MAX_BYTES, "a tokenizer config", &buf, &len);
     if (rc) {
         free(cfg);
         return rc;
@@ -185,7 +149,7 @@ int qd_tokenizer_load(const char *vocab_path, int do_lower_case, qd_tokenizer **
     }
     char *buf;
     size_t len;
-    int rc = read_file(vocab_path, &buf, &len);
+    int rc = qd_read_file(vocab_path, QD_VOCAB_MAX_BYTES, "a vocabulary", &buf, &len);
     if (rc) return rc;
 
     qd_tokenizer *t = calloc(1, sizeof *t);

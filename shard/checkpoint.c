@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/qd_file.h"
 #include "shard/safetensors.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -44,43 +45,6 @@ struct qd_checkpoint {
 };
 
 /* ---- small helpers ------------------------------------------------------------------------- */
-
-static char *path_join(const char *dir, const char *name)
-{
-    size_t a = strlen(dir), b = strlen(name);
-    char *p = malloc(a + b + 2);
-    if (!p) return NULL;
-    memcpy(p, dir, a);
-    size_t k = a;
-    if (a && dir[a - 1] != '/') p[k++] = '/';
-    memcpy(p + k, name, b + 1);
-    return p;
-}
-
-static char *path_dirname(const char *path)
-{
-    const char *s = strrchr(path, '/');
-    if (!s) return strdup(".");
-    if (s == path) return strdup("/");
-    size_t n = (size_t)(s - path);
-    char *d = malloc(n + 1);
-    if (!d) return NULL;
-    memcpy(d, path, n);
-    d[n] = 0;
-    return d;
-}
-
-static int ends_with(const char *s, const char *suf)
-{
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcmp(s + a - b, suf);
-}
-
-static int is_file(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
 
 static int open_error(const char *path, int err)
 {
@@ -287,7 +251,7 @@ static int open_single(const char *path, qd_checkpoint **out)
         return rc;
     }
     ck->nfiles = 1;
-    ck->dir = path_dirname(path);
+    ck->dir = qd_path_dirname(path);
     if (!ck->dir) {
         qd_ckpt_close(ck);
         return qd_err_set(QD_ENOMEM, "%s: out of memory", path);
@@ -328,41 +292,11 @@ static int safe_rel_name(const char *s)
     return 1;
 }
 
-static int read_small_file(const char *path, char **out, size_t *len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block open() */
-    if (fd < 0) return open_error(path, errno);
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return qd_err_set(QD_EIO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > QD_MAX_INDEX_BYTES) {
-        close(fd);
-        return qd_err_set(QD_EFORMAT, "%s: %llu bytes, too large for an index", path, (unsigned long long)st.st_size);
-    }
-    char *buf = malloc((size_t)st.st_size + 1);
-    if (!buf) {
-        close(fd);
-        return qd_err_set(QD_ENOMEM, "%s: out of memory", path);
-    }
-    if (pread_full(fd, buf, (size_t)st.st_size, 0) != 0) {
-        free(buf);
-        close(fd);
-        return qd_err_set(QD_EIO, "%s: read failed", path);
-    }
-    close(fd);
-    buf[st.st_size] = 0;
-    *out = buf;
-    *len = (size_t)st.st_size;
-    return QD_OK;
-}
-
 static int open_index(const char *ipath, qd_checkpoint **out)
 {
     char *text = NULL;
     size_t len = 0;
-    int rc = read_small_file(ipath, &text, &len);
+    int rc = qd_read_file(ipath, QD_MAX_INDEX_BYTES, "an index", &text, &len);
     if (rc) return rc;
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);
@@ -372,7 +306,7 @@ static int open_index(const char *ipath, qd_checkpoint **out)
     wm_entry *wm = NULL;
     char **files = NULL;
     int nwm = 0, nfiles = 0;
-    char *dir = path_dirname(ipath);
+    char *dir = qd_path_dirname(ipath);
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     if (!dir) {
         rc = qd_err_set(QD_ENOMEM, "%s: out of memory", ipath);
@@ -433,7 +367,7 @@ static int open_index(const char *ipath, qd_checkpoint **out)
         goto fail;
     }
     for (int i = 0; i < nfiles && rc == QD_OK; i++) {
-        char *sp = path_join(dir, files[i]);
+        char *sp = qd_path_join(dir, files[i]);
         if (!sp) {
             rc = qd_err_set(QD_ENOMEM, "%s: out of memory", ipath);
             break;
@@ -529,20 +463,20 @@ int qd_ckpt_open(const char *path, qd_checkpoint **out)
     struct stat st;
     if (stat(path, &st) != 0) return open_error(path, errno);
     if (S_ISDIR(st.st_mode)) {
-        char *ip = path_join(path, QD_INDEX_NAME);
-        char *sp = path_join(path, QD_SINGLE_NAME);
-        char *tip = path_join(path, QD_PT_INDEX_NAME);
-        char *tsp = path_join(path, QD_PT_SINGLE_NAME);
+        char *ip = qd_path_join(path, QD_INDEX_NAME);
+        char *sp = qd_path_join(path, QD_SINGLE_NAME);
+        char *tip = qd_path_join(path, QD_PT_INDEX_NAME);
+        char *tsp = qd_path_join(path, QD_PT_SINGLE_NAME);
         int rc;
         if (!ip || !sp || !tip || !tsp)
             rc = qd_err_set(QD_ENOMEM, "%s: out of memory", path);
-        else if (is_file(ip))
+        else if (qd_is_file(ip))
             rc = open_index(ip, out);
-        else if (is_file(sp))
+        else if (qd_is_file(sp))
             rc = open_single(sp, out);
-        else if (is_file(tip))
+        else if (qd_is_file(tip))
             rc = open_index(tip, out);
-        else if (is_file(tsp))
+        else if (qd_is_file(tsp))
             rc = open_single(tsp, out);
         else
             rc = qd_err_set(QD_ENOENT,
@@ -555,7 +489,7 @@ int qd_ckpt_open(const char *path, qd_checkpoint **out)
         free(tsp);
         return rc;
     }
-    if (ends_with(path, ".json")) return open_index(path, out);
+    if (qd_ends_with(path, ".json")) return open_index(path, out);
     return open_single(path, out);
 }
 
