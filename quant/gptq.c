@@ -128,9 +128,7 @@ int qd_gptq_prepare(const float *H, int64_t C, const qd_gptq_opts *o, qd_gptq_pr
     *out = NULL;
     int rc = qd_check_finite(H, C, C, "Hessian");
     if (rc) return rc;
-    const qd_qscheme sch = {
-        .bits = o->bits, .gran = o->group_size > 0 ? QD_GRAN_GROUP : QD_GRAN_CHANNEL, .group_size = o->group_size};
-    if ((rc = qd_qscheme_check(&sch, "gptq"))) return rc;
+    if ((rc = qd_qscheme_check_groups(o->bits, o->group_size, "gptq"))) return rc;
     qd_gptq_prep *p = qd_xcalloc(1, sizeof *p);
     p->C = C;
     p->o = *o;

@@ -39,6 +39,13 @@ int qd_qscheme_check(const qd_qscheme *s, const char *what)
     return QD_OK;
 }
 
+int qd_qscheme_check_groups(int bits, int64_t group_size, const char *what)
+{
+    const qd_qscheme s = {
+        .bits = bits, .gran = group_size > 0 ? QD_GRAN_GROUP : QD_GRAN_CHANNEL, .group_size = group_size};
+    return qd_qscheme_check(&s, what);
+}
+
 int qd_qparams_alloc(qd_qparams *p, int64_t rows, int64_t cols, const qd_qscheme *s)
 {
     memset(p, 0, sizeof *p);
