@@ -2,44 +2,19 @@
  * bit-identical to kernels/ref/gptq_rtn.c: 8 rows (GPTQ) or 8 lanes (RTN) at a time with the
  * reference's operations in its order. vdivps (not a reciprocal), vroundps to nearest even, and
  * the selects of the reference as vmaxps / vminps with the operands in the order that makes them
- * the same select (vmaxps(a, b) = a > b ? a : b, vminps(a, b) = a < b ? a : b). Remainders run the
- * reference's scalar loop, written again here because this file is compiled with -mavx2 -mfma
- * -mf16c and reached only through the dispatch table after the CPUID check. ISO C mode keeps FP
- * contraction off (no FMA is formed). */
+ * the same select (vmaxps(a, b) = a > b ? a : b, vminps(a, b) = a < b ? a : b). Remainders and
+ * lane folds run the reference's own scalar steps (kernels/ref/gptq_rtn_scalar.h). This file is
+ * compiled with -mavx2 -mfma -mf16c and reached only through the dispatch table after the CPUID
+ * check; ISO C mode keeps FP contraction off (no FMA is formed). */
 #if defined(__x86_64__) || defined(__i386__)
 
 #include <immintrin.h>
 #include <math.h>
 
 #include "kernels/kernels.h"
+#include "kernels/ref/gptq_rtn_scalar.h"
 
 /* ---- GPTQ's column step ---------------------------------------------------------------------- */
-
-/* the reference's loops for rows [r0, n) */
-static void gptq_rows_scalar(const qd_gptq_col *a, int64_t i, int64_t r0)
-{
-    const float d = a->d, maxqf = (float)a->maxq;
-    const double dd = (double)d * d;
-    float *t = a->T + i * a->ldt;
-    for (int64_t r = r0; r < a->n; r++) {
-        float w = t[r];
-        float qf = rintf(w / a->s[r]) + (float)a->z[r];
-        qf = qf < 0.0f ? 0.0f : qf;
-        qf = qf > maxqf ? maxqf : qf;
-        int qi = (int)qf;
-        float q = a->s[r] * (float)(qi - a->z[r]);
-        float diff = w - q;
-        a->q[r] = q;
-        a->qc[r] = (uint8_t)qi;
-        a->e[r] = diff / d;
-        a->err[r] += (double)diff * diff / dd / 2.0;
-    }
-    for (int64_t j = i + 1; j < a->cnt; j++) {
-        float h = a->hrow[j];
-        float *tj = a->T + j * a->ldt;
-        for (int64_t r = r0; r < a->n; r++) tj[r] -= a->e[r] * h;
-    }
-}
 
 static void avx2_gptq_column(const qd_gptq_col *a, int64_t i)
 {
@@ -74,42 +49,30 @@ static void avx2_gptq_column(const qd_gptq_col *a, int64_t i)
             _mm256_storeu_ps(tj + r,
                              _mm256_sub_ps(_mm256_loadu_ps(tj + r), _mm256_mul_ps(_mm256_loadu_ps(a->e + r), h)));
     }
-    if (n8 < a->n) gptq_rows_scalar(a, i, n8);
+    if (n8 < a->n) qd_gptq_rows_scalar(a, i, n8);
 }
 
 /* ---- fused round to nearest --------------------------------------------------------------- */
 
-static int avx2_range_f32(const float *x, int64_t n, float *lo_out, float *hi_out)
+static int avx2_range_f32(const float *x, int64_t n, float *lo, float *hi)
 {
-    float lo = x[0], hi = x[0], f = 0.0f;
+    float l0 = x[0], h0 = x[0], f = 0.0f;
     int64_t c = 0;
     if (n >= 16) {
         __m256 l = _mm256_loadu_ps(x), h = l, acc = _mm256_sub_ps(l, l);
         for (c = 8; c + 8 <= n; c += 8) {
             __m256 v = _mm256_loadu_ps(x + c);
-            l = _mm256_min_ps(v, l);
-            h = _mm256_max_ps(v, h);
+            l = _mm256_min_ps(v, l); /* v < l ? v : l */
+            h = _mm256_max_ps(v, h); /* v > h ? v : h */
             acc = _mm256_add_ps(acc, _mm256_sub_ps(v, v));
         }
         float lv[8], hv[8], av[8];
         _mm256_storeu_ps(lv, l);
         _mm256_storeu_ps(hv, h);
         _mm256_storeu_ps(av, acc);
-        for (int k = 0; k < 8; k++) {
-            lo = lv[k] < lo ? lv[k] : lo;
-            hi = hv[k] > hi ? hv[k] : hi;
-            f += av[k];
-        }
+        qd_range_fold(lv, hv, av, &l0, &h0, &f);
     }
-    for (; c < n; c++) {
-        float v = x[c];
-        lo = v < lo ? v : lo;
-        hi = v > hi ? v : hi;
-        f += v - v;
-    }
-    *lo_out = lo;
-    *hi_out = hi;
-    return f == 0.0f;
+    return qd_range_tail(x, c, n, l0, h0, f, lo, hi);
 }
 
 static int avx2_all_finite(const float *x, int64_t n)
@@ -127,8 +90,6 @@ static int avx2_all_finite(const float *x, int64_t n)
     for (; i < n; i++) f += x[i] - x[i];
     return f == 0.0f;
 }
-
-#define QD_RINT_MAGIC 12582912.0f /* 1.5 * 2^23 */
 
 static void avx2_rtn_group(const float *x, int64_t n, float s, int32_t z, int maxq, uint8_t *codes, double *e2,
                            double *w2, double *mx)
@@ -165,22 +126,8 @@ static void avx2_rtn_group(const float *x, int64_t n, float s, int32_t z, int ma
     _mm256_storeu_pd(b + 4, b1);
     _mm256_storeu_pd(m, m0);
     _mm256_storeu_pd(m + 4, m1);
-    for (int k = 0; c < n; c++, k++) { /* c - k is a multiple of 8: lane c % 8 */
-        float q = ((x[c] / s + QD_RINT_MAGIC) - QD_RINT_MAGIC) + zf;
-        q = q < 0.0f ? 0.0f : q;
-        q = q > mf ? mf : q;
-        codes[c] = (uint8_t)(int)q;
-        float dq = s * (q - zf);
-        double d = (double)x[c] - (double)dq;
-        double ad = fabs(d);
-        a[k] += d * d;
-        b[k] += (double)x[c] * (double)x[c];
-        m[k] = ad > m[k] ? ad : m[k];
-    }
-    *e2 += ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-    *w2 += ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]));
-    for (int k = 0; k < 8; k++)
-        if (m[k] > *mx) *mx = m[k];
+    for (; c < n; c++) codes[c] = qd_rtn_one(x[c], s, zf, mf, (int)(c & 7), a, b, m);
+    qd_rtn_fold(a, b, m, e2, w2, mx);
 }
 
 void qd_kernels_fill_avx2_gptq_rtn(qd_kernel_table *t)
