@@ -11,14 +11,8 @@
 #include "kernels/kernels.h"
 #include "qd_test.h"
 
-static uint64_t rs = 0x9E3779B97F4A7C15ull;
-static double urand(void)
-{
-    rs ^= rs << 13;
-    rs ^= rs >> 7;
-    rs ^= rs << 17;
-    return (double)(rs >> 11) / 9007199254740992.0;
-}
+static unsigned long long g_rs = 0x9E3779B97F4A7C15ull;
+static double urand(void) { return qd_test_urand(&g_rs); }
 
 /* a value that divides by s onto a half step, or far outside the range, or plain noise */
 static float sample(float s, int maxq, int i)
