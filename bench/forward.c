@@ -26,8 +26,8 @@
  * does what model/forward.c does: one sgemm per item of T rows), then the other stages on their
  * own at the model's shapes, with the model's building blocks (qd_layernorm, qd_activation) or a
  * copy of model/forward.c's attention loop, plus what-if variants (one sgemm over all B x T
- * rows, an AVX2 erf for GELU and exp for the softmax, malloc keeping freed scratch). The
- * profile runs after the table and changes no figure in it.
+ * rows, the scalar reference kernels (QD_KERNELS=ref) for GELU and the softmax, malloc keeping
+ * freed scratch). The profile runs after the table and changes no figure in it.
  *
  *   bench_forward [--runs N] [--warmup N] [--no-torch] [--no-profile]
  *
@@ -36,7 +36,6 @@
  */
 #include <cblas.h>
 #include <cjson/cJSON.h>
-#include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -52,6 +51,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "kernels/kernels.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
 #include "shard/safetensors.h"
@@ -213,10 +213,11 @@ static int prof_apply(void *user, const qd_model *m, int li, const float *X, int
     return 1;
 }
 
-/* the attention core of model/forward.c (per item, per head: sgemm Q K^T, masked softmax with
- * expf and a double sum, sgemm P V), timed in two parts */
+/* the attention core of model/forward.c (per item, per head: sgemm Q K^T, masked softmax through
+ * the kernel table's exp_sum, sgemm P V), timed in two parts; `k` is the selected table or, for
+ * the what-if, the scalar reference */
 static void attention_core(const qd_model_config *c, const qd_batch *b, const float *q, const float *k, const float *v,
-                           float *ctx, float *S, double *t_mm, double *t_sm)
+                           float *ctx, float *S, const qd_kernel_table *kt, double *t_mm, double *t_sm)
 {
     const int T = b->T, d = c->head_size, A = c->heads * d;
     const float scale = (float)(1.0 / sqrt((double)d));
@@ -230,15 +231,11 @@ static void attention_core(const qd_model_config *c, const qd_batch *b, const fl
             for (int i = 0; i < T; i++) {
                 float *row = S + (int64_t)i * T;
                 float mx = -INFINITY;
-                for (int j = 0; j < T; j++)
-                    if ((!mask || mask[j]) && row[j] > mx) mx = row[j];
-                double sum = 0;
                 for (int j = 0; j < T; j++) {
-                    float e = (!mask || mask[j]) ? expf(row[j] - mx) : 0.0f;
-                    row[j] = e;
-                    sum += e;
+                    if (mask && !mask[j]) row[j] = -INFINITY;
+                    if (row[j] > mx) mx = row[j];
                 }
-                float inv = (float)(1.0 / sum);
+                const float inv = 1.0f / kt->exp_sum(row, T, mx);
                 for (int j = 0; j < T; j++) row[j] *= inv;
             }
             double t2 = qd_now();
@@ -247,98 +244,6 @@ static void attention_core(const qd_model_config *c, const qd_batch *b, const fl
             *t_sm += t2 - t1;
         }
     }
-}
-
-/* What-if: GELU with a vectorized float erf, the form PyTorch's CPU kernel evaluates
- * (Abramowitz-Stegun 7.1.26: erf(x) = 1 - t (a1 + t (a2 + ...)) e^{-x^2}, t = 1 / (1 + p|x|),
- * |error| <= 1.5e-7) with a Cephes-style exp, 8 lanes of AVX2 + FMA. */
-__attribute__((target("avx2,fma"))) static __m256 exp256(__m256 x)
-{
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-}
-
-__attribute__((target("avx2,fma"))) static void gelu_avx2(float *x, int64_t n)
-{
-    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        __m256 z = _mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f));
-        __m256 az = _mm256_andnot_ps(sign, z);
-        __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), az, one));
-        __m256 p = _mm256_set1_ps(1.061405429f);
-        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
-        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
-        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
-        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
-        __m256 ex = exp256(_mm256_mul_ps(_mm256_xor_ps(az, sign), az));
-        __m256 erfa = _mm256_fnmadd_ps(_mm256_mul_ps(p, t), ex, one);
-        __m256 erfz = _mm256_or_ps(erfa, _mm256_and_ps(z, sign));
-        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, erfz)));
-    }
-    for (; i < n; i++) x[i] = (float)(0.5 * x[i] * (1.0 + erf(x[i] * 0.70710678118654752440)));
-}
-
-/* What-if: the same masked softmax with the exponentials 8 lanes at a time (exp256), float sums */
-__attribute__((target("avx2,fma"))) static void softmax_avx2(float *S, int T, const float *keep)
-{
-    for (int i = 0; i < T; i++) {
-        float *row = S + (int64_t)i * T;
-        float mx = -INFINITY;
-        for (int j = 0; j < T; j++)
-            if (keep[j] != 0 && row[j] > mx) mx = row[j];
-        __m256 vm = _mm256_set1_ps(mx), acc = _mm256_setzero_ps();
-        int j = 0;
-        for (; j + 8 <= T; j += 8) {
-            __m256 e = _mm256_mul_ps(exp256(_mm256_sub_ps(_mm256_loadu_ps(row + j), vm)), _mm256_loadu_ps(keep + j));
-            _mm256_storeu_ps(row + j, e);
-            acc = _mm256_add_ps(acc, e);
-        }
-        float lanes[8], sum = 0;
-        _mm256_storeu_ps(lanes, acc);
-        for (int k = 0; k < 8; k++) sum += lanes[k];
-        for (; j < T; j++) sum += row[j] = keep[j] != 0 ? expf(row[j] - mx) : 0.0f;
-        const float inv = 1.0f / sum;
-        for (j = 0; j < T; j++) row[j] *= inv;
-    }
-}
-
-static double softmax_whatif(const qd_batch *b, int heads, int layers)
-{
-    const int T = b->T;
-    float *S = randn((int64_t)T * T, 1), *W = qd_xmalloc((size_t)T * T * sizeof(float)),
-          *keep = qd_xmalloc((size_t)T * sizeof(float));
-    double best = 1e30;
-    for (int r = 0; r < 5; r++) {
-        double t = 0;
-        for (int bi = 0; bi < b->B; bi++) {
-            for (int j = 0; j < T; j++) keep[j] = !b->mask || b->mask[(int64_t)bi * T + j];
-            for (int h = 0; h < heads * layers; h++) {
-                memcpy(W, S, (size_t)T * T * sizeof(float));
-                double t0 = qd_now();
-                softmax_avx2(W, T, keep);
-                t += qd_now() - t0;
-            }
-        }
-        if (t < best) best = t;
-    }
-    free(S);
-    free(W);
-    free(keep);
-    return best;
 }
 
 static void gelu_erff(float *x, int64_t n)
@@ -370,11 +275,7 @@ static void fn_gelu_erff(void *a, float *x, int64_t n)
     (void)a;
     gelu_erff(x, n);
 }
-static void fn_gelu_avx2(void *a, float *x, int64_t n)
-{
-    (void)a;
-    gelu_avx2(x, n);
-}
+static void fn_gelu_table(void *a, float *x, int64_t n) { ((const qd_kernel_table *)a)->gelu(x, n); }
 
 typedef struct {
     const float *g, *b;
@@ -459,11 +360,14 @@ static void profile_model(bench_model *bm, peer *p, const char *key)
     /* 2. the attention core at the model's shapes (random Q, K, V; the batch's mask) */
     float *q = randn(rows * A, 1), *kk = randn(rows * A, 1), *v = randn(rows * A, 1);
     float *ctx = qd_xmalloc((size_t)(rows * A) * sizeof(float)), *S = qd_xmalloc((size_t)b->T * b->T * sizeof(float));
-    double t_mm = 1e30, t_sm = 1e30;
+    const qd_kernel_table *kref = qd_kernels_table("ref");
+    double t_mm = 1e30, t_sm = 1e30, t_sm_ref = 1e30;
     for (int r = 0; r < reps; r++) {
-        double a = 0, s = 0;
-        for (int l = 0; l < c->layers; l++) attention_core(c, b, q, kk, v, ctx, S, &a, &s);
+        double a = 0, s = 0, a2 = 0, s2 = 0;
+        for (int l = 0; l < c->layers; l++) attention_core(c, b, q, kk, v, ctx, S, qd_kernels(), &a, &s);
         if (a + s < t_mm + t_sm) t_mm = a, t_sm = s;
+        for (int l = 0; l < c->layers; l++) attention_core(c, b, q, kk, v, ctx, S, kref, &a2, &s2);
+        t_sm_ref = fmin(t_sm_ref, s2);
     }
 
     /* 3. activation on the real pre-activations of block 0; LayerNorm on real-scale rows */
@@ -471,7 +375,7 @@ static void profile_model(bench_model *bm, peer *p, const char *key)
     float *act_buf = qd_xmalloc((size_t)na * sizeof(float));
     qd_act act = c->act;
     double t_act = time_inplace(fn_act, &act, ps.capture, na, act_buf, c->layers);
-    double t_erff = 0, t_avx = 0, err_erff = 0, err_avx = 0;
+    double t_erff = 0, t_ref = 0, err_erff = 0, err_ref = 0;
     int is_gelu = act == QD_ACT_GELU;
     if (is_gelu) {
         float *ref = qd_xmalloc((size_t)na * sizeof(float));
@@ -479,8 +383,8 @@ static void profile_model(bench_model *bm, peer *p, const char *key)
         qd_activation(QD_ACT_GELU, ref, na);
         t_erff = time_inplace(fn_gelu_erff, NULL, ps.capture, na, act_buf, c->layers);
         for (int64_t i = 0; i < na; i++) err_erff = fmax(err_erff, fabs((double)act_buf[i] - ref[i]));
-        t_avx = time_inplace(fn_gelu_avx2, NULL, ps.capture, na, act_buf, c->layers);
-        for (int64_t i = 0; i < na; i++) err_avx = fmax(err_avx, fabs((double)act_buf[i] - ref[i]));
+        t_ref = time_inplace(fn_gelu_table, (void *)kref, ps.capture, na, act_buf, c->layers);
+        for (int64_t i = 0; i < na; i++) err_ref = fmax(err_ref, fabs((double)act_buf[i] - ref[i]));
         free(ref);
     }
     const int H = c->hidden;
@@ -510,13 +414,13 @@ static void profile_model(bench_model *bm, peer *p, const char *key)
     snprintf(nm, sizeof nm, "attention QK^T + PV (%d x 2 sgemm, T=%d d=%d)", b->B * c->heads * c->layers, b->T,
              c->head_size);
     printf("  %-58s %9.1f %6.1f%%\n", nm, ms(t_mm), 100 * t_mm / total);
-    snprintf(nm, sizeof nm, "softmax (expf, %s)", b->mask ? "masked" : "no mask");
-    printf("  %-58s %9.1f %6.1f%%   AVX2 exp: %.1f ms (timed without the memcpy of scores)\n", nm, ms(t_sm),
-           100 * t_sm / total, ms(softmax_whatif(b, c->heads, c->layers)));
+    snprintf(nm, sizeof nm, "softmax (exp_sum %s, %s)", qd_kernels_isa(), b->mask ? "masked" : "no mask");
+    printf("  %-58s %9.1f %6.1f%%   scalar reference kernels: %.1f ms\n", nm, ms(t_sm), 100 * t_sm / total,
+           ms(t_sm_ref));
+    snprintf(nm, sizeof nm, "GELU (kernels gelu, %s)", qd_kernels_isa());
     if (is_gelu)
-        printf("  %-58s %9.1f %6.1f%%   float erff %.1f ms (max err %.1g); AVX2 A&S erf %.1f ms (max err %.1g)\n",
-               "GELU (double erf per element)", ms(t_act), 100 * t_act / total, ms(t_erff), err_erff, ms(t_avx),
-               err_avx);
+        printf("  %-58s %9.1f %6.1f%%   float erff %.1f ms (max diff %.1g); scalar reference %.1f ms (max diff %.1g)\n",
+               nm, ms(t_act), 100 * t_act / total, ms(t_erff), err_erff, ms(t_ref), err_ref);
     else
         printf("  %-58s %9.1f %6.1f%%\n", "activation", ms(t_act), 100 * t_act / total);
     snprintf(nm, sizeof nm, "LayerNorm (double, two passes) x %d", n_ln);
