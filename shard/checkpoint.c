@@ -155,11 +155,8 @@ static int load_file(const char *path, int fidx, qd_st_file *f, qd_st_map *m, qd
         return rc;
     }
     if (size < 8) {
-        close(fd);
-        return qd_err_set(QD_EFORMAT,
-                          "%s: file truncated: %llu bytes, the header length alone "
-                          "needs 8",
-                          path, (unsigned long long)size);
+        close(fd); /* the parser words the error */
+        return qd_st_parse_header(path, head, hn, size, NULL, NULL, NULL, NULL);
     }
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | head[i];

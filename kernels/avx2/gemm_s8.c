@@ -47,6 +47,8 @@ static inline __m256i quant8_s8(__m256 x, __m256 vs)
     return _mm256_cvttps_epi32(q);
 }
 
+/* ref/gemm.c's ref_quantize_rows_s8 with the absmax and the rounding in vectors: its checks and row
+ * loop are repeated on purpose, the two must read alike line by line */
 static void avx2_quantize_rows_s8(const float *x, int64_t M, int64_t K, int64_t ldx, const float *static_scale,
                                   float *scales, int8_t *q, int64_t ldq)
 {
