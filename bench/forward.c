@@ -309,6 +309,64 @@ static double fault_cost(void)
     return best / (double)(len / pg);
 }
 
+/* Every Linear timed in place, one sgemm per item (as the model, hooks of ps) and one over all rows,
+ * the two kinds of pass alternating: per Linear the best of `reps` into lin and lin_b, the page
+ * faults of a hooked pass into *hook_faults; returns the best hooked pass. */
+static double time_linears(bench_model *bm, prof_state *ps, double *lin, double *lin_b, double *hook_faults, int reps)
+{
+    const qd_model *m = bm->m;
+    const qd_batch *b = &bm->b;
+    prof_state pb = {.T = b->T, .batched = 1, .capture_li = -1};
+    long pf0 = 0, pf1 = 0;
+    qd_model_hooks hk = {.user = ps, .linear_apply = prof_apply}, hkb = {.user = &pb, .linear_apply = prof_apply};
+    double total = 1e30;
+    for (int k = 0; k < QD_LIN_PER_BLOCK; k++) lin[k] = lin_b[k] = 1e30;
+    for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
+        memset(ps->lin, 0, sizeof ps->lin);
+        memset(pb.lin, 0, sizeof pb.lin);
+        cpu_seconds(&pf0);
+        double t0 = qd_now();
+        if (qd_model_forward(m, b, &hk, bm->pooled, bm->logits, NULL)) {
+            fprintf(stderr, "%s\n", qd_errmsg());
+            exit(1);
+        }
+        double t = qd_now() - t0;
+        cpu_seconds(&pf1);
+        if (r >= 0) *hook_faults += (double)(pf1 - pf0) / reps;
+        if (qd_model_forward(m, b, &hkb, bm->pooled, bm->logits, NULL)) {
+            fprintf(stderr, "%s\n", qd_errmsg());
+            exit(1);
+        }
+        if (r < 0) continue;
+        total = fmin(total, t);
+        for (int k = 0; k < QD_LIN_PER_BLOCK; k++)
+            lin[k] = fmin(lin[k], ps->lin[k]), lin_b[k] = fmin(lin_b[k], pb.lin[k]);
+    }
+    return total;
+}
+
+/* Why a plain forward faults in more pages than the hooked passes (printed when it does). */
+static void explain_faults(const bench_model *bm, int64_t rows, int64_t A, int H)
+{
+    const qd_model_config *c = qd_model_cfg(bm->m);
+    const qd_batch *b = &bm->b;
+    const double mib = 1.0 / 1048576.0;
+    double scratch =
+        (double)(rows * A * 4 + rows * H * 2 + rows * c->intermediate + (int64_t)b->T * b->T) * sizeof(float) * mib;
+    printf("    %.1f MiB of fresh pages per plain forward: model/forward.c mallocs and frees %.1f MiB of scratch "
+           "in every block;\n"
+           "    glibc's trim threshold (twice the largest mmapped block freed so far, here 2 x %.1f MiB) is below "
+           "that, so free()\n"
+           "    gives the heap top back to the OS and the next block faults it in again, mostly inside the "
+           "Linears' sgemm. The\n"
+           "    hooked passes ran after larger blocks had been freed (another model's scratch, the output check), "
+           "which raised\n"
+           "    the threshold: hence their fewer faults. A process that runs only this model pays them on every "
+           "forward.\n",
+           bm->ours.faults * (double)sysconf(_SC_PAGESIZE) * mib, scratch,
+           (double)(rows * A * 4) * sizeof(float) * mib);
+}
+
 /* Stage profile of one forward (milliseconds per forward), printed as a table with PyTorch's
  * per-operator profile beside it when given. */
 static void profile_model(bench_model *bm, peer *p, const char *key)
@@ -319,9 +377,8 @@ static void profile_model(bench_model *bm, peer *p, const char *key)
     const int64_t rows = (int64_t)b->B * b->T, A = (int64_t)c->heads * c->head_size;
     const int reps = 5;
 
-    /* 1. in place: every Linear, one sgemm per item (as the model) and one over all rows, the two
-     * kinds of pass alternating; per Linear and for the whole pass, the best of `reps` */
-    prof_state ps = {.T = b->T, .capture_li = QD_LIN_INTER}, pb = {.T = b->T, .batched = 1, .capture_li = -1};
+    /* 1. in place: every Linear (time_linears), capturing block 0's FFN pre-activations */
+    prof_state ps = {.T = b->T, .capture_li = QD_LIN_INTER};
     /* mmap, not malloc: leaves the heap that the forward's scratch lives on as it was */
     const size_t cap_bytes = (size_t)(rows * c->intermediate) * sizeof(float);
     ps.capture = mmap(NULL, cap_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -329,32 +386,8 @@ static void profile_model(bench_model *bm, peer *p, const char *key)
         perror("mmap");
         exit(1);
     }
-    long pf0 = 0, pf1 = 0;
-    double hook_faults = 0;
-    qd_model_hooks hk = {.user = &ps, .linear_apply = prof_apply}, hkb = {.user = &pb, .linear_apply = prof_apply};
-    double lin[QD_LIN_PER_BLOCK], lin_b[QD_LIN_PER_BLOCK], total = 1e30, lin_sum = 0, lin_b_sum = 0;
-    for (int k = 0; k < QD_LIN_PER_BLOCK; k++) lin[k] = lin_b[k] = 1e30;
-    for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
-        memset(ps.lin, 0, sizeof ps.lin);
-        memset(pb.lin, 0, sizeof pb.lin);
-        cpu_seconds(&pf0);
-        double t0 = qd_now();
-        if (qd_model_forward(m, b, &hk, bm->pooled, bm->logits, NULL)) {
-            fprintf(stderr, "%s\n", qd_errmsg());
-            exit(1);
-        }
-        double t = qd_now() - t0;
-        cpu_seconds(&pf1);
-        if (r >= 0) hook_faults += (double)(pf1 - pf0) / reps;
-        if (qd_model_forward(m, b, &hkb, bm->pooled, bm->logits, NULL)) {
-            fprintf(stderr, "%s\n", qd_errmsg());
-            exit(1);
-        }
-        if (r < 0) continue;
-        total = fmin(total, t);
-        for (int k = 0; k < QD_LIN_PER_BLOCK; k++)
-            lin[k] = fmin(lin[k], ps.lin[k]), lin_b[k] = fmin(lin_b[k], pb.lin[k]);
-    }
+    double lin[QD_LIN_PER_BLOCK], lin_b[QD_LIN_PER_BLOCK], lin_sum = 0, lin_b_sum = 0, hook_faults = 0;
+    const double total = time_linears(bm, &ps, lin, lin_b, &hook_faults, reps);
     for (int k = 0; k < QD_LIN_PER_BLOCK; k++) lin_sum += lin[k], lin_b_sum += lin_b[k];
 
     /* 2. the attention core at the model's shapes (random Q, K, V; the batch's mask) */
@@ -435,23 +468,7 @@ static void profile_model(bench_model *bm, peer *p, const char *key)
     printf("  %-58s %9.1f   (%.0f page faults per forward x %.2f us = %.1f ms)\n",
            "the forward without the hook, from the table", ms(bm->ours.best), bm->ours.faults, fc * 1e6,
            ms(fc * bm->ours.faults));
-    if (bm->ours.faults > hook_faults) {
-        const double mib = 1.0 / 1048576.0;
-        double scratch =
-            (double)(rows * A * 4 + rows * H * 2 + rows * c->intermediate + (int64_t)b->T * b->T) * sizeof(float) * mib;
-        printf("    %.1f MiB of fresh pages per plain forward: model/forward.c mallocs and frees %.1f MiB of scratch "
-               "in every block;\n"
-               "    glibc's trim threshold (twice the largest mmapped block freed so far, here 2 x %.1f MiB) is below "
-               "that, so free()\n"
-               "    gives the heap top back to the OS and the next block faults it in again, mostly inside the "
-               "Linears' sgemm. The\n"
-               "    hooked passes ran after larger blocks had been freed (another model's scratch, the output check), "
-               "which raised\n"
-               "    the threshold: hence their fewer faults. A process that runs only this model pays them on every "
-               "forward.\n",
-               bm->ours.faults * (double)sysconf(_SC_PAGESIZE) * mib, scratch,
-               (double)(rows * A * 4) * sizeof(float) * mib);
-    }
+    if (bm->ours.faults > hook_faults) explain_faults(bm, rows, A, H);
     cJSON *torch_prof = NULL;
     if (p) { /* asked only now: its reply on our heap during the passes above would change their page faults */
         char cmd[32];
@@ -738,6 +755,178 @@ static void check_same(bench_model *x, const char *dir, char *buf, size_t cap)
 
 /* ---- main ------------------------------------------------------------------------------- */
 
+/* The BERT row of the table: its model and its batch of SST-2 sentences. 0, or 1 after a message. */
+static int add_bert(bench_model *x, const char *bert_dir, const char *tsv, int32_t *ids, int32_t *tt, int32_t *mask,
+                    int *real)
+{
+    memset(x, 0, sizeof *x);
+    x->name = "BERT all-MiniLM-L6-v2";
+    if (bert_inputs(bert_dir, tsv, ids, tt, mask, real)) return 1;
+    if (qd_model_load(bert_dir, &x->m)) {
+        fprintf(stderr, "%s\n", qd_errmsg());
+        return 1;
+    }
+    x->b = (qd_batch){.B = BERT_B, .T = BERT_T, .ids = ids, .type_ids = tt, .mask = mask};
+    x->items = BERT_B * BERT_T;
+    x->unit = "tokens/s";
+    x->pooled = qd_xmalloc((size_t)BERT_B * qd_model_cfg(x->m)->hidden * sizeof(float));
+    return 0;
+}
+
+/* The ViT row: its model and a batch of the reference images repeated. 0, or 1 after a message. */
+static int add_vit(bench_model *x, const char *vit_dir, const char *vit_ref, qd_checkpoint **ref, float **pix_out)
+{
+    memset(x, 0, sizeof *x);
+    x->name = "ViT vit-mnist-tiny";
+    if (qd_model_load(vit_dir, &x->m)) {
+        fprintf(stderr, "%s\n", qd_errmsg());
+        return 1;
+    }
+    const qd_model_config *c = qd_model_cfg(x->m);
+    if (qd_ckpt_open(vit_ref, ref)) {
+        fprintf(stderr, "%s\n", qd_errmsg());
+        return 1;
+    }
+    int i = qd_ckpt_find(*ref, "pixel_values");
+    const int64_t per = (int64_t)c->channels * c->image_h * c->image_w;
+    const void *raw;
+    if (i < 0 || qd_ckpt_tensor(*ref, i)->numel % per || qd_ckpt_raw(*ref, i, &raw)) {
+        fprintf(stderr, "%s: no usable pixel_values\n", vit_ref);
+        return 1;
+    }
+    int64_t n = (int64_t)(qd_ckpt_tensor(*ref, i)->numel / per);
+    float *pix = *pix_out = qd_xmalloc((size_t)(VIT_B * per) * sizeof(float));
+    for (int k = 0; k < VIT_B; k++)
+        memcpy(pix + k * per, (const float *)raw + (k % n) * per, (size_t)per * sizeof(float));
+    x->b = (qd_batch){.B = VIT_B, .T = qd_model_tokens(x->m, 0), .pixels = pix};
+    x->items = VIT_B;
+    x->unit = "images/s";
+    x->logits = qd_xmalloc((size_t)VIT_B * c->num_labels * sizeof(float));
+    return 0;
+}
+
+/* Starts bench/forward_torch.py in --serve mode with the models present (vit_dir NULL: no ViT);
+ * its facts, or NULL (errf: the file holding its stderr). */
+static cJSON *launch_peer(peer *pr, const char *py, const char *bert_dir, const char *tsv, const char *vit_dir,
+                          const char *vit_ref, const char *tmpd, char *errf, size_t errcap)
+{
+    char script[4200], sw[16], num[3][16];
+    const char *se = getenv("QD_SOURCE_DIR");
+    snprintf(script, sizeof script, "%s/bench/forward_torch.py", se && *se ? se : QD_BENCH_SOURCE_DIR);
+    snprintf(errf, errcap, "%s/stderr.txt", tmpd);
+    snprintf(num[0], sizeof num[0], "%d", BERT_T);
+    snprintf(num[1], sizeof num[1], "%d", BERT_B);
+    snprintf(num[2], sizeof num[2], "%d", VIT_B);
+    snprintf(sw, sizeof sw, "--serve");
+    char *args[24];
+    int na = 0;
+    args[na++] = (char *)py;
+    args[na++] = script;
+    args[na++] = sw;
+    args[na++] = "--out-dir";
+    args[na++] = (char *)tmpd;
+    args[na++] = "--seq";
+    args[na++] = num[0];
+    args[na++] = "--bert-batch";
+    args[na++] = num[1];
+    args[na++] = "--vit-batch";
+    args[na++] = num[2];
+    if (bert_dir) {
+        args[na++] = "--bert-dir";
+        args[na++] = (char *)bert_dir;
+        args[na++] = "--sst2";
+        args[na++] = (char *)tsv;
+    }
+    if (vit_dir) {
+        args[na++] = "--vit-dir";
+        args[na++] = (char *)vit_dir;
+        args[na++] = "--vit-ref";
+        args[na++] = (char *)vit_ref;
+    }
+    args[na] = NULL;
+    return peer_start(pr, py, args, errf);
+}
+
+/* The table: ours (and PyTorch's where it ran) per model, then the peer's agreement. */
+static void print_table(bench_model *bm, int nbm, peer *p, const cJSON *facts, const char *py, const timing *theirs,
+                        const int *have_theirs, double peak, int bert, int real, const char *tmpd)
+{
+    printf(
+        "\nFP32 forward, 1 rank, 1 thread; %d warm-up + %d timed passes%s; OpenBLAS sgemm 1024^3 = %.1f GFLOP/s (%s)\n",
+        g_warmup, g_runs, p ? ", alternating with PyTorch's" : "", peak, openblas_get_config());
+    if (p) {
+        const cJSON *be = cJSON_GetObjectItem(facts, "bert");
+        const char *tv = cJSON_GetStringValue(cJSON_GetObjectItem(facts, "torch")),
+                   *bl = cJSON_GetStringValue(cJSON_GetObjectItem(facts, "blas"));
+        const char *trv = be ? cJSON_GetStringValue(cJSON_GetObjectItem(be, "transformers")) : NULL;
+        const char *at = be ? cJSON_GetStringValue(cJSON_GetObjectItem(be, "attn")) : NULL;
+        const cJSON *th = cJSON_GetObjectItem(facts, "threads");
+        printf("PyTorch %s (%s BLAS, %d thread; %s)%s%s%s%s; ViT: the same model in plain torch, sdpa attention\n",
+               tv ? tv : "?", bl ? bl : "?", cJSON_IsNumber(th) ? th->valueint : 0, py,
+               be ? "; BERT: transformers " : "", trv ? trv : "", be ? " BertModel, attention " : "", at ? at : "");
+    }
+    if (bert)
+        printf("BERT input: the first %d SST-2 dev sentences, padded to %d: %d tokens per pass, %d real (%.1f%%), all "
+               "counted\n",
+               BERT_B, BERT_T, BERT_B * BERT_T, real, 100.0 * real / (BERT_B * BERT_T));
+    printf("\n%-22s %-6s %8s %8s %11s %6s %7s %6s", "model", "batch", "best ms", "med ms", "per s", "GFLOP", "GFLOP/s",
+           "%sgemm");
+    if (p) printf(" | %8s %8s %11s %7s | %7s %7s", "torch ms", "med ms", "per s", "GFLOP/s", "ours/pt", "median");
+    printf("\n");
+    for (int k = 0; k < nbm; k++) {
+        bench_model *x = &bm[k];
+        char batch[32];
+        snprintf(batch, sizeof batch, qd_model_cfg(x->m)->arch == QD_ARCH_BERT ? "%dx%d" : "%d", x->b.B, x->b.T);
+        double gf = x->flops / x->ours.best / 1e9;
+        printf("%-22s %-6s %8.1f %8.1f %11.0f %6.2f %7.1f %5.0f%%", x->name, batch, ms(x->ours.best),
+               ms(x->ours.median), x->items / x->ours.best, x->flops / 1e9, gf, 100 * gf / peak);
+        if (have_theirs[k])
+            printf(" | %8.1f %8.1f %11.0f %7.1f | %6.2fx %6.2fx", ms(theirs[k].best), ms(theirs[k].median),
+                   x->items / theirs[k].best, x->flops / theirs[k].best / 1e9, theirs[k].best / x->ours.best,
+                   theirs[k].median / x->ours.median);
+        printf("   %s\n", x->unit);
+    }
+    printf("(per s: %s;%s GFLOP counts every Linear and Q K^T, P V)\n",
+           nbm == 2 ? "tokens/s for BERT, images/s for the ViT" : bm[0].unit,
+           p ? " ours/pt: PyTorch's time over ours, > 1 = ours faster;" : "");
+    for (int k = 0; k < nbm; k++) {
+        printf("%s: CPU time / wall time %.2f", bm[k].name, bm[k].ours.cpu_per_wall);
+        if (have_theirs[k]) printf(" (PyTorch %.2f)", theirs[k].cpu_per_wall);
+        printf(", page faults per pass %.0f", bm[k].ours.faults);
+        if (have_theirs[k]) printf(" (PyTorch %.0f)", theirs[k].faults);
+        printf("\n");
+    }
+    printf(
+        "(CPU/wall 1.00 = one thread never preempted; lower = the machine was busy, best-of is the figure to trust)\n");
+    if (p) {
+        printf("\nsame computation:\n");
+        for (int k = 0; k < nbm; k++) {
+            char buf[512];
+            check_same(&bm[k], tmpd, buf, sizeof buf);
+            printf("  %s", buf);
+        }
+    }
+}
+
+/* What-if: malloc keeps what it frees, so the per-block scratch stays mapped (last, since it changes
+ * the process's malloc settings for good). */
+static void whatif_malloc(bench_model *bm, int nbm, peer *p, const int *have_theirs)
+{
+    mallopt(M_MMAP_THRESHOLD, 512 << 20);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    printf("\nWhat-if: freed scratch kept mapped (mallopt M_MMAP_THRESHOLD 512 MiB, M_TRIM_THRESHOLD 1 GiB)\n");
+    for (int k = 0; k < nbm; k++) {
+        const char *key = qd_model_cfg(bm[k].m)->arch == QD_ARCH_BERT ? "bert" : "vit";
+        timing was = bm[k].ours, th;
+        measure(&bm[k], have_theirs[k] ? p : NULL, key, &th);
+        printf("  %-22s best %.1f ms (was %.1f), median %.1f ms (was %.1f), page faults per pass %.0f (was %.0f)",
+               bm[k].name, ms(bm[k].ours.best), ms(was.best), ms(bm[k].ours.median), ms(was.median), bm[k].ours.faults,
+               was.faults);
+        if (have_theirs[k]) printf("; ours/PyTorch %.2fx", th.best / bm[k].ours.best);
+        printf("\n");
+    }
+}
+
 int main(int argc, char **argv)
 {
     int use_torch = 1, do_profile = 1;
@@ -787,48 +976,11 @@ int main(int argc, char **argv)
     float *pix = NULL;
 
     if (bert_dir) {
-        bench_model *x = &bm[nbm];
-        memset(x, 0, sizeof *x);
-        x->name = "BERT all-MiniLM-L6-v2";
-        if (bert_inputs(bert_dir, tsv, ids, tt, mask, &real)) return 1;
-        if (qd_model_load(bert_dir, &x->m)) {
-            fprintf(stderr, "%s\n", qd_errmsg());
-            return 1;
-        }
-        x->b = (qd_batch){.B = BERT_B, .T = BERT_T, .ids = ids, .type_ids = tt, .mask = mask};
-        x->items = BERT_B * BERT_T;
-        x->unit = "tokens/s";
-        x->pooled = qd_xmalloc((size_t)BERT_B * qd_model_cfg(x->m)->hidden * sizeof(float));
+        if (add_bert(&bm[nbm], bert_dir, tsv, ids, tt, mask, &real)) return 1;
         nbm++;
     }
     if (have_vit) {
-        bench_model *x = &bm[nbm];
-        memset(x, 0, sizeof *x);
-        x->name = "ViT vit-mnist-tiny";
-        if (qd_model_load(vit_dir, &x->m)) {
-            fprintf(stderr, "%s\n", qd_errmsg());
-            return 1;
-        }
-        const qd_model_config *c = qd_model_cfg(x->m);
-        if (qd_ckpt_open(vit_ref, &ref)) {
-            fprintf(stderr, "%s\n", qd_errmsg());
-            return 1;
-        }
-        int i = qd_ckpt_find(ref, "pixel_values");
-        const int64_t per = (int64_t)c->channels * c->image_h * c->image_w;
-        const void *raw;
-        if (i < 0 || qd_ckpt_tensor(ref, i)->numel % per || qd_ckpt_raw(ref, i, &raw)) {
-            fprintf(stderr, "%s: no usable pixel_values\n", vit_ref);
-            return 1;
-        }
-        int64_t n = (int64_t)(qd_ckpt_tensor(ref, i)->numel / per);
-        pix = qd_xmalloc((size_t)(VIT_B * per) * sizeof(float));
-        for (int k = 0; k < VIT_B; k++)
-            memcpy(pix + k * per, (const float *)raw + (k % n) * per, (size_t)per * sizeof(float));
-        x->b = (qd_batch){.B = VIT_B, .T = qd_model_tokens(x->m, 0), .pixels = pix};
-        x->items = VIT_B;
-        x->unit = "images/s";
-        x->logits = qd_xmalloc((size_t)VIT_B * c->num_labels * sizeof(float));
+        if (add_vit(&bm[nbm], vit_dir, vit_ref, &ref, &pix)) return 1;
         nbm++;
     }
 
@@ -844,47 +996,10 @@ int main(int argc, char **argv)
                  "no Python that imports torch, transformers, safetensors and numpy (set QD_TORCH_PYTHON)");
     else if (!mkdtemp(tmpd))
         snprintf(why, sizeof why, "mkdtemp failed");
-    else {
-        char script[4200], sw[16], num[3][16];
-        const char *se = getenv("QD_SOURCE_DIR");
-        snprintf(script, sizeof script, "%s/bench/forward_torch.py", se && *se ? se : QD_BENCH_SOURCE_DIR);
-        snprintf(errf, sizeof errf, "%s/stderr.txt", tmpd);
-        snprintf(num[0], sizeof num[0], "%d", BERT_T);
-        snprintf(num[1], sizeof num[1], "%d", BERT_B);
-        snprintf(num[2], sizeof num[2], "%d", VIT_B);
-        snprintf(sw, sizeof sw, "--serve");
-        char *args[24];
-        int na = 0;
-        args[na++] = (char *)py;
-        args[na++] = script;
-        args[na++] = sw;
-        args[na++] = "--out-dir";
-        args[na++] = tmpd;
-        args[na++] = "--seq";
-        args[na++] = num[0];
-        args[na++] = "--bert-batch";
-        args[na++] = num[1];
-        args[na++] = "--vit-batch";
-        args[na++] = num[2];
-        if (bert_dir) {
-            args[na++] = "--bert-dir";
-            args[na++] = (char *)bert_dir;
-            args[na++] = "--sst2";
-            args[na++] = tsv;
-        }
-        if (have_vit) {
-            args[na++] = "--vit-dir";
-            args[na++] = vit_dir;
-            args[na++] = "--vit-ref";
-            args[na++] = vit_ref;
-        }
-        args[na] = NULL;
-        facts = peer_start(&pr, py, args, errf);
-        if (facts)
-            p = &pr;
-        else
-            snprintf(why, sizeof why, "%s %s did not start (its stderr: %s)", py, script, errf);
-    }
+    else if ((facts = launch_peer(&pr, py, bert_dir, tsv, have_vit ? vit_dir : NULL, vit_ref, tmpd, errf, sizeof errf)))
+        p = &pr;
+    else
+        snprintf(why, sizeof why, "%s bench/forward_torch.py did not start (its stderr: %s)", py, errf);
     if (!p && use_torch)
         printf("PyTorch not available: %s; figures against the sgemm ceiling only\n", why);
     else if (!p)
@@ -901,85 +1016,14 @@ int main(int argc, char **argv)
     }
     double peak = fmax(peak0, sgemm_peak());
 
-    /* the table */
-    printf(
-        "\nFP32 forward, 1 rank, 1 thread; %d warm-up + %d timed passes%s; OpenBLAS sgemm 1024^3 = %.1f GFLOP/s (%s)\n",
-        g_warmup, g_runs, p ? ", alternating with PyTorch's" : "", peak, openblas_get_config());
-    if (p) {
-        const cJSON *be = cJSON_GetObjectItem(facts, "bert");
-        const char *tv = cJSON_GetStringValue(cJSON_GetObjectItem(facts, "torch")),
-                   *bl = cJSON_GetStringValue(cJSON_GetObjectItem(facts, "blas"));
-        const char *trv = be ? cJSON_GetStringValue(cJSON_GetObjectItem(be, "transformers")) : NULL;
-        const char *at = be ? cJSON_GetStringValue(cJSON_GetObjectItem(be, "attn")) : NULL;
-        const cJSON *th = cJSON_GetObjectItem(facts, "threads");
-        printf("PyTorch %s (%s BLAS, %d thread; %s)%s%s%s%s; ViT: the same model in plain torch, sdpa attention\n",
-               tv ? tv : "?", bl ? bl : "?", cJSON_IsNumber(th) ? th->valueint : 0, py,
-               be ? "; BERT: transformers " : "", trv ? trv : "", be ? " BertModel, attention " : "", at ? at : "");
-    }
-    if (bert_dir)
-        printf("BERT input: the first %d SST-2 dev sentences, padded to %d: %d tokens per pass, %d real (%.1f%%), all "
-               "counted\n",
-               BERT_B, BERT_T, BERT_B * BERT_T, real, 100.0 * real / (BERT_B * BERT_T));
-    printf("\n%-22s %-6s %8s %8s %11s %6s %7s %6s", "model", "batch", "best ms", "med ms", "per s", "GFLOP", "GFLOP/s",
-           "%sgemm");
-    if (p) printf(" | %8s %8s %11s %7s | %7s %7s", "torch ms", "med ms", "per s", "GFLOP/s", "ours/pt", "median");
-    printf("\n");
-    for (int k = 0; k < nbm; k++) {
-        bench_model *x = &bm[k];
-        char batch[32];
-        snprintf(batch, sizeof batch, qd_model_cfg(x->m)->arch == QD_ARCH_BERT ? "%dx%d" : "%d", x->b.B, x->b.T);
-        double gf = x->flops / x->ours.best / 1e9;
-        printf("%-22s %-6s %8.1f %8.1f %11.0f %6.2f %7.1f %5.0f%%", x->name, batch, ms(x->ours.best),
-               ms(x->ours.median), x->items / x->ours.best, x->flops / 1e9, gf, 100 * gf / peak);
-        if (have_theirs[k])
-            printf(" | %8.1f %8.1f %11.0f %7.1f | %6.2fx %6.2fx", ms(theirs[k].best), ms(theirs[k].median),
-                   x->items / theirs[k].best, x->flops / theirs[k].best / 1e9, theirs[k].best / x->ours.best,
-                   theirs[k].median / x->ours.median);
-        printf("   %s\n", x->unit);
-    }
-    printf("(per s: %s;%s GFLOP counts every Linear and Q K^T, P V)\n",
-           nbm == 2 ? "tokens/s for BERT, images/s for the ViT" : bm[0].unit,
-           p ? " ours/pt: PyTorch's time over ours, > 1 = ours faster;" : "");
-    for (int k = 0; k < nbm; k++) {
-        printf("%s: CPU time / wall time %.2f", bm[k].name, bm[k].ours.cpu_per_wall);
-        if (have_theirs[k]) printf(" (PyTorch %.2f)", theirs[k].cpu_per_wall);
-        printf(", page faults per pass %.0f", bm[k].ours.faults);
-        if (have_theirs[k]) printf(" (PyTorch %.0f)", theirs[k].faults);
-        printf("\n");
-    }
-    printf(
-        "(CPU/wall 1.00 = one thread never preempted; lower = the machine was busy, best-of is the figure to trust)\n");
-    if (p) {
-        printf("\nsame computation:\n");
-        for (int k = 0; k < nbm; k++) {
-            char buf[512];
-            check_same(&bm[k], tmpd, buf, sizeof buf);
-            printf("  %s", buf);
-        }
-    }
+    print_table(bm, nbm, p, facts, py, theirs, have_theirs, peak, bert_dir != NULL, real, tmpd);
 
     if (do_profile)
         for (int k = 0; k < nbm; k++)
             profile_model(&bm[k], have_theirs[k] ? p : NULL,
                           qd_model_cfg(bm[k].m)->arch == QD_ARCH_BERT ? "bert" : "vit");
 
-    if (do_profile) {
-        /* What-if: malloc keeps what it frees, so the per-block scratch stays mapped (last, since
-         * it changes the process's malloc settings for good). */
-        mallopt(M_MMAP_THRESHOLD, 512 << 20);
-        mallopt(M_TRIM_THRESHOLD, 1 << 30);
-        printf("\nWhat-if: freed scratch kept mapped (mallopt M_MMAP_THRESHOLD 512 MiB, M_TRIM_THRESHOLD 1 GiB)\n");
-        for (int k = 0; k < nbm; k++) {
-            const char *key = qd_model_cfg(bm[k].m)->arch == QD_ARCH_BERT ? "bert" : "vit";
-            timing was = bm[k].ours, th;
-            measure(&bm[k], have_theirs[k] ? p : NULL, key, &th);
-            printf("  %-22s best %.1f ms (was %.1f), median %.1f ms (was %.1f), page faults per pass %.0f (was %.0f)",
-                   bm[k].name, ms(bm[k].ours.best), ms(was.best), ms(bm[k].ours.median), ms(was.median),
-                   bm[k].ours.faults, was.faults);
-            if (have_theirs[k]) printf("; ours/PyTorch %.2fx", th.best / bm[k].ours.best);
-            printf("\n");
-        }
-    }
+    if (do_profile) whatif_malloc(bm, nbm, p, have_theirs);
 
     if (p) peer_stop(p);
     int all = p != NULL;
