@@ -12,6 +12,8 @@ static const qd_command g_commands[] = {
     {"calibrate", "run calibration samples through the model: the statistics GPTQ uses, time, memory",
      qd_cmd_calibrate},
     {"eval", "compare a quantized model with its FP32 original: accuracy, cosine, latency, memory, size", qd_cmd_eval},
+    {"forward", "run a model (FP32 or quantized) on pre-tokenized inputs, write and compare its outputs",
+     qd_cmd_forward},
     {"export", "write a dequantized safetensors checkpoint from a qdist model", qd_cmd_export},
     {"plan", "show how a job would be spread over N ranks (cost and memory per rank)", qd_cmd_plan},
     {"serve", "run as a service: take jobs over ZeroMQ, one at a time, on all ranks", qd_cmd_serve},
