@@ -93,6 +93,21 @@ static int parse_act(const char *path, const char *s, qd_act *act)
     return QD_OK;
 }
 
+/* The model_type values of config.json that the forward passes run, and their family. */
+static const struct {
+    const char *model_type;
+    qd_arch arch;
+} k_types[] = {{"bert", QD_ARCH_BERT}, {"vit", QD_ARCH_VIT}, {"deit", QD_ARCH_VIT}};
+
+static qd_arch arch_of(const char *model_type)
+{
+    for (size_t i = 0; i < QD_ARRAY_LEN(k_types); i++)
+        if (!strcmp(model_type, k_types[i].model_type)) return k_types[i].arch;
+    return 0;
+}
+
+int qd_model_type_known(const char *model_type) { return model_type && arch_of(model_type) != 0; }
+
 int qd_model_parse_config(const char *path, const char *text, size_t len, qd_model_config *c)
 {
     memset(c, 0, sizeof *c);
@@ -121,11 +136,8 @@ int qd_model_parse_config(const char *path, const char *text, size_t len, qd_mod
         goto out;
     }
     snprintf(c->model_type, sizeof c->model_type, "%s", type);
-    if (!strcmp(type, "bert"))
-        c->arch = QD_ARCH_BERT;
-    else if (!strcmp(type, "vit") || !strcmp(type, "deit"))
-        c->arch = QD_ARCH_VIT;
-    else {
+    c->arch = arch_of(type);
+    if (!c->arch) {
         rc = qd_err_set(QD_EUNSUPPORTED, "%s: model_type '%s' is not supported (bert, vit, deit)", path, type);
         goto out;
     }

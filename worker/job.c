@@ -3,7 +3,6 @@
 #include "worker/job.h"
 
 #include <fnmatch.h>
-#include <hdf5.h>
 #include <math.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -15,12 +14,11 @@
 #include <unistd.h>
 
 #include "collective/collective.h"
+#include "collective/h5model.h"
 #include "kernels/gemm_bf16.h"
 #include "shard/select.h"
 #include "worker/gptq_job.h"
 #include "worker/rtn_rows.h"
-
-#define QD_FORMAT_VERSION 1
 
 static volatile sig_atomic_t g_stop;
 void qd_job_request_stop(void) { g_stop = 1; }
@@ -236,88 +234,6 @@ void qd_job_table(const qd_job_config *cfg, const qd_checkpoint *ck, qd_job_tens
     }
 }
 
-/* ---- small HDF5 helpers (every call checked) ------------------------------------------- */
-
-static void attr_str(hid_t obj, const char *name, const char *val)
-{
-    hid_t t = QD_H5_CHECK(H5Tcopy(H5T_C_S1));
-    QD_H5_CHECK(H5Tset_size(t, strlen(val) + 1));
-    QD_H5_CHECK(H5Tset_strpad(t, H5T_STR_NULLTERM));
-    hid_t sp = QD_H5_CHECK(H5Screate(H5S_SCALAR));
-    hid_t a = QD_H5_CHECK(H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT));
-    QD_H5_CHECK(H5Awrite(a, t, val));
-    QD_H5_CHECK(H5Aclose(a));
-    QD_H5_CHECK(H5Sclose(sp));
-    QD_H5_CHECK(H5Tclose(t));
-}
-
-static void attr_i64s(hid_t obj, const char *name, const int64_t *v, int n)
-{
-    hsize_t d = (hsize_t)n;
-    hid_t sp = QD_H5_CHECK(n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &d, NULL));
-    hid_t a = QD_H5_CHECK(H5Acreate2(obj, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT));
-    QD_H5_CHECK(H5Awrite(a, H5T_NATIVE_INT64, v));
-    QD_H5_CHECK(H5Aclose(a));
-    QD_H5_CHECK(H5Sclose(sp));
-}
-
-static void attr_i64(hid_t obj, const char *name, int64_t v) { attr_i64s(obj, name, &v, 1); }
-
-static void attr_f64s(hid_t obj, const char *name, const double *v, int n)
-{
-    hsize_t d = (hsize_t)n;
-    hid_t sp = QD_H5_CHECK(n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &d, NULL));
-    hid_t a = QD_H5_CHECK(H5Acreate2(obj, name, H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT));
-    QD_H5_CHECK(H5Awrite(a, H5T_NATIVE_DOUBLE, v));
-    QD_H5_CHECK(H5Aclose(a));
-    QD_H5_CHECK(H5Sclose(sp));
-}
-
-/* a fixed-length string attribute, malloc'd ("" if absent) */
-static char *read_attr_str(hid_t obj, const char *name)
-{
-    if (H5Aexists(obj, name) <= 0) return qd_xstrdup("");
-    hid_t a = QD_H5_CHECK(H5Aopen(obj, name, H5P_DEFAULT));
-    hid_t t = QD_H5_CHECK(H5Aget_type(a));
-    size_t n = H5Tget_size(t);
-    char *b = qd_xcalloc(n + 1, 1);
-    if (H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t)) QD_H5_CHECK(H5Aread(a, t, b));
-    QD_H5_CHECK(H5Tclose(t));
-    QD_H5_CHECK(H5Aclose(a));
-    return b;
-}
-
-static hid_t make_dset(hid_t g, const char *name, hid_t ftype, int nd, const hsize_t *dims)
-{
-    hid_t sp = QD_H5_CHECK(H5Screate_simple(nd, dims, NULL));
-    hid_t d = QD_H5_CHECK(H5Dcreate2(g, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-    QD_H5_CHECK(H5Sclose(sp));
-    return d;
-}
-
-/* Writes rows [r0, r0 + n) (along the first dimension, all of the others) of dataset d from
- * buf (independent I/O: each rank writes its own hyperslab). */
-static void write_rows(hid_t d, hid_t memtype, int64_t r0, int64_t n, const void *buf)
-{
-    if (n <= 0) return;
-    hid_t fs = QD_H5_CHECK(H5Dget_space(d));
-    int nd = QD_H5_CHECK(H5Sget_simple_extent_ndims(fs));
-    hsize_t dims[QD_ST_MAX_DIMS], start[QD_ST_MAX_DIMS] = {0};
-    QD_H5_CHECK(H5Sget_simple_extent_dims(fs, dims, NULL));
-    for (int k = 1; k < nd; k++)
-        if (dims[k] == 0) {
-            QD_H5_CHECK(H5Sclose(fs));
-            return;
-        }
-    start[0] = (hsize_t)r0;
-    dims[0] = (hsize_t)n;
-    QD_H5_CHECK(H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, dims, NULL));
-    hid_t ms = QD_H5_CHECK(H5Screate_simple(nd, dims, NULL));
-    QD_H5_CHECK(H5Dwrite(d, memtype, ms, fs, H5P_DEFAULT, buf));
-    QD_H5_CHECK(H5Sclose(ms));
-    QD_H5_CHECK(H5Sclose(fs));
-}
-
 static char *read_text_file(const char *path)
 {
     FILE *f = fopen(path, "rb");
@@ -341,7 +257,7 @@ static char *read_text_file(const char *path)
 typedef struct {
     qd_job_tensor j;
     int ti;
-    hid_t g, dq, ds, dz, dd;
+    int rec; /* its record in the model file (qd_h5m_declare) */
     qd_errsum blk[QD_JOB_MAX_BLOCKS];
     int pieces_total, pieces_done;
     int complete;  /* marked complete in the file (resumed) */
@@ -349,7 +265,6 @@ typedef struct {
     double m[4];   /* rel_fro, mse, max_abs, sqnr_db */
     double seconds;
     const qd_gptq_result *cq; /* precomputed codes of a calibrated method, or NULL */
-    hid_t dg;                 /* g_idx dataset (act-order) */
 } item;
 
 /* one rank's report of one piece */
@@ -397,7 +312,7 @@ static int input_rows(qd_checkpoint *ck, int ti, int64_t r0, int64_t n, int64_t 
 }
 
 /* Quantizes (or copies) one piece and writes it; error sums go to rec->blk. */
-static int process_piece(qd_checkpoint *ck, item *it, const qd_plan_piece *p, piece_rec *rec)
+static int process_piece(qd_checkpoint *ck, qd_h5m_writer *w, item *it, const qd_plan_piece *p, piece_rec *rec)
 {
     const qd_tensor_info *t = qd_ckpt_tensor(ck, it->ti);
     double t0 = qd_now();
@@ -405,7 +320,7 @@ static int process_piece(qd_checkpoint *ck, item *it, const qd_plan_piece *p, pi
     if (it->j.kind == QD_JOB_RAW) {
         const void *raw;
         if ((rc = qd_ckpt_raw(ck, it->ti, &raw))) return rc;
-        write_rows(it->dd, H5T_NATIVE_UINT8, 0, (int64_t)t->nbytes, raw);
+        qd_h5m_write_rows(w, it->rec, QD_H5M_RAW, 0, (int64_t)t->nbytes, raw);
         rec->seconds = qd_now() - t0;
         return QD_OK;
     }
@@ -428,7 +343,7 @@ static int process_piece(qd_checkpoint *ck, item *it, const qd_plan_piece *p, pi
                     break;
                 }
         } else
-            write_rows(it->dd, H5T_NATIVE_FLOAT, r0, n, x);
+            qd_h5m_write_rows(w, it->rec, QD_H5M_DATA, r0, n, x);
         free(buf);
         rec->seconds = qd_now() - t0;
         return rc;
@@ -461,16 +376,16 @@ static int process_piece(qd_checkpoint *ck, item *it, const qd_plan_piece *p, pi
                 if (fabs(d) > b->max_abs) b->max_abs = fabs(d);
             }
         }
-        if (!rc && cq->g_idx && r0 == 0 && it->dg >= 0) write_rows(it->dg, H5T_NATIVE_INT32, 0, C, cq->g_idx);
+        if (!rc && cq->g_idx && r0 == 0) qd_h5m_write_rows(w, it->rec, QD_H5M_G_IDX, 0, C, cq->g_idx);
     } else if (!rc) {
         char what[QD_PATTERN_MAX + 16];
         snprintf(what, sizeof what, "tensor '%s'", t->name);
         rc = qd_rtn_rows(x, n, C, s, &clip, packed, sc, z, it->j.blk_rows, rec->blk + r0 / it->j.blk_rows, what, r0);
     }
     if (!rc) {
-        write_rows(it->dq, H5T_NATIVE_UINT8, r0, n, packed);
-        write_rows(it->ds, H5T_NATIVE_FLOAT, r0, n, sc);
-        if (it->dz >= 0) write_rows(it->dz, H5T_NATIVE_INT32, r0, n, z);
+        qd_h5m_write_rows(w, it->rec, QD_H5M_QWEIGHT, r0, n, packed);
+        qd_h5m_write_rows(w, it->rec, QD_H5M_SCALES, r0, n, sc);
+        if (!s->sym) qd_h5m_write_rows(w, it->rec, QD_H5M_ZEROS, r0, n, z);
     }
     free(packed);
     free(sc);
@@ -603,7 +518,7 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
     for (int i = 0; i < n; i++) {
         items[i].j = jt[i];
         items[i].ti = i;
-        items[i].g = items[i].dq = items[i].ds = items[i].dz = items[i].dd = items[i].dg = -1;
+        items[i].rec = -1;
         nq += jt[i].kind == QD_JOB_QUANT;
     }
     free(jt);
@@ -697,116 +612,42 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
     resuming = res_all;
     if (cfg->resume && !resuming && rank == 0 && !cfg->quiet)
         printf("--resume: no %s, starting from the beginning\n", partial);
-    hid_t fapl = QD_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS));
-    QD_H5_CHECK(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
-    /* metadata written collectively (every rank creates the same objects anyway) */
-    QD_H5_CHECK(H5Pset_coll_metadata_write(fapl, 1));
-    H5E_auto2_t efn;
-    void *edata;
-    H5Eget_auto2(H5E_DEFAULT, &efn, &edata);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t file = resuming ? H5Fopen(partial, H5F_ACC_RDWR, fapl) : H5Fcreate(partial, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    H5Eset_auto2(H5E_DEFAULT, efn, edata);
-    QD_H5_CHECK(H5Pclose(fapl));
-    st = file < 0 ? qd_err_set(QD_EIO, "%s: cannot %s the output file", partial, resuming ? "open" : "create") : QD_OK;
-    if (st == QD_OK && resuming) {
-        char *ff = read_attr_str(file, "format"), *fq = read_attr_str(file, "quant_config"),
-             *fs = read_attr_str(file, "source");
-        if (strcmp(ff, "qdist"))
-            st = qd_err_set(QD_EFORMAT, "--resume: %s is not a qdist model", partial);
-        else if (strcmp(fq, qct))
-            st =
-                qd_err_set(QD_EMISMATCH, "--resume: %s was written with other settings (%s; now %s)", partial, fq, qct);
-        else if (strcmp(fs, srct))
-            st = qd_err_set(QD_EMISMATCH, "--resume: %s was written from another checkpoint (%s; now %s)", partial, fs,
-                            srct);
-        free(ff);
-        free(fq);
-        free(fs);
-    }
-    st = qd_coll_agree_msg(comm, st, msg, sizeof msg, NULL);
-    if (st) {
-        if (file >= 0) H5Fclose(file);
-        free(qct);
-        free(srct);
-        goto out_free;
-    }
-    hid_t tg;
-    if (!resuming) {
-        attr_str(file, "format", "qdist");
-        attr_i64(file, "format_version", QD_FORMAT_VERSION);
-        attr_str(file, "qdist_version", QD_VERSION);
-        char path[4096];
-        snprintf(path, sizeof path, "%s/config.json", qd_ckpt_dir(ck));
-        char *cfgtxt = read_text_file(path);
-        cJSON *mc = cfgtxt ? cJSON_Parse(cfgtxt) : NULL;
-        const cJSON *mt = mc ? cJSON_GetObjectItemCaseSensitive(mc, "model_type") : NULL;
-        attr_str(file, "arch", cJSON_IsString(mt) ? mt->valuestring : "unknown");
-        attr_str(file, "model_config", cfgtxt ? cfgtxt : "{}");
-        cJSON_Delete(mc);
-        free(cfgtxt);
-        attr_str(file, "quant_config", qct);
-        attr_str(file, "source", srct);
-        attr_str(file, "calibration", gres.calibration_json ? gres.calibration_json : "{\"method\":\"none\"}");
-        tg = QD_H5_CHECK(H5Gcreate2(file, "tensors", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-    } else
-        tg = QD_H5_CHECK(H5Gopen2(file, "tensors", H5P_DEFAULT));
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", qd_ckpt_dir(ck));
+    char *cfgtxt = read_text_file(path);
+    cJSON *mc = cfgtxt ? cJSON_Parse(cfgtxt) : NULL;
+    const cJSON *mt = mc ? cJSON_GetObjectItemCaseSensitive(mc, "model_type") : NULL;
+    const qd_h5m_header hdr = {.arch = cJSON_IsString(mt) ? mt->valuestring : "unknown",
+                               .model_config = cfgtxt ? cfgtxt : "{}",
+                               .quant_config = qct,
+                               .source = srct,
+                               .calibration = gres.calibration_json ? gres.calibration_json : "{\"method\":\"none\"}"};
+    qd_h5m_writer *w = NULL;
+    st = qd_h5m_create(comm, cfg->out, &hdr, resuming, &w);
+    cJSON_Delete(mc);
+    free(cfgtxt);
     free(qct);
     free(srct);
+    if (st) {
+        snprintf(msg, sizeof msg, "%s", qd_errmsg());
+        goto out_free;
+    }
     for (int i = 0; i < n; i++) {
         const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
         item *it = &items[i];
-        int quant = it->j.kind == QD_JOB_QUANT;
-        if (resuming) {
-            it->g = QD_H5_CHECK(H5Gopen2(tg, t->name, H5P_DEFAULT));
-            if (quant) {
-                it->dq = QD_H5_CHECK(H5Dopen2(it->g, "qweight", H5P_DEFAULT));
-                it->ds = QD_H5_CHECK(H5Dopen2(it->g, "scales", H5P_DEFAULT));
-                if (!it->j.scheme.sym) it->dz = QD_H5_CHECK(H5Dopen2(it->g, "zeros", H5P_DEFAULT));
-                if (it->cq && it->cq->g_idx) it->dg = QD_H5_CHECK(H5Dopen2(it->g, "g_idx", H5P_DEFAULT));
-            } else
-                it->dd = QD_H5_CHECK(H5Dopen2(it->g, it->j.kind == QD_JOB_FLOAT ? "data" : "raw", H5P_DEFAULT));
-            if (QD_H5_CHECK(H5Aexists(it->g, "complete")) > 0) {
-                it->complete = 1;
-                nresumed++;
-                if (quant) {
-                    hid_t a = QD_H5_CHECK(H5Aopen(it->g, "metrics", H5P_DEFAULT));
-                    QD_H5_CHECK(H5Aread(a, H5T_NATIVE_DOUBLE, it->m));
-                    QD_H5_CHECK(H5Aclose(a));
-                }
-            }
-            continue;
-        }
-        it->g = QD_H5_CHECK(H5Gcreate2(tg, t->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-        attr_str(it->g, "kind", quant ? "quantized" : it->j.kind == QD_JOB_FLOAT ? "float" : "raw");
-        attr_i64s(it->g, "shape", t->shape, t->ndim > 0 ? t->ndim : 1);
-        attr_str(it->g, "orig_dtype", qd_dtype_name(t->dtype));
-        if (quant) {
-            const qd_qscheme *s = &it->j.scheme;
-            int64_t ng = qd_rtn_ngroups(s, it->j.cols);
-            attr_str(it->g, "method", qd_method_name(it->j.method));
-            attr_i64(it->g, "bits", s->bits);
-            attr_str(it->g, "granularity", gran_name(s->gran));
-            attr_i64(it->g, "group_size", s->gran == QD_GRAN_GROUP ? QD_MIN(s->group_size, it->j.cols) : -1);
-            attr_i64(it->g, "sym", s->sym);
-            attr_i64(it->g, "act_order", it->cq && it->cq->g_idx ? 1 : 0);
-            hsize_t dq[2] = {(hsize_t)it->j.rows, (hsize_t)qd_packed_row_bytes(it->j.cols, s->bits)};
-            hsize_t dsz[2] = {(hsize_t)it->j.rows, (hsize_t)ng};
-            it->dq = make_dset(it->g, "qweight", H5T_STD_U8LE, 2, dq);
-            it->ds = make_dset(it->g, "scales", H5T_IEEE_F32LE, 2, dsz);
-            if (!s->sym) it->dz = make_dset(it->g, "zeros", H5T_STD_I32LE, 2, dsz);
-            if (it->cq && it->cq->g_idx) {
-                hsize_t dgi = (hsize_t)it->j.cols;
-                it->dg = make_dset(it->g, "g_idx", H5T_STD_I32LE, 1, &dgi);
-            }
-        } else {
-            hsize_t dims[QD_ST_MAX_DIMS], one = (hsize_t)t->nbytes;
-            for (int d = 0; d < t->ndim; d++) dims[d] = (hsize_t)t->shape[d];
-            if (it->j.kind == QD_JOB_FLOAT) {
-                if (t->ndim == 0) dims[0] = 1;
-                it->dd = make_dset(it->g, "data", H5T_IEEE_F32LE, t->ndim ? t->ndim : 1, dims);
-            } else
-                it->dd = make_dset(it->g, "raw", H5T_STD_U8LE, 1, &one);
+        qd_h5m_record r;
+        if (it->j.kind == QD_JOB_QUANT)
+            qd_h5m_record_quantized(&r, t->name, it->j.rows, it->j.cols, qd_dtype_name(t->dtype),
+                                    qd_method_name(it->j.method), &it->j.scheme, it->cq && it->cq->g_idx);
+        else if (it->j.kind == QD_JOB_FLOAT)
+            qd_h5m_record_float(&r, t->name, t->ndim, t->shape, qd_dtype_name(t->dtype));
+        else
+            qd_h5m_record_raw(&r, t->name, t->ndim, t->shape, qd_dtype_name(t->dtype), (int64_t)t->nbytes);
+        it->rec = qd_h5m_declare(w, &r);
+        if (r.complete) {
+            it->complete = 1;
+            nresumed++;
+            memcpy(it->m, r.metrics, sizeof it->m);
         }
     }
     if (resuming && rank == 0 && !cfg->quiet)
@@ -859,7 +700,7 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
                 me->status = qd_err_set(QD_EIO, "tensor '%s': injected fault (QD_FAULT_RANK=%d QD_FAULT_AFTER=%d)",
                                         qd_ckpt_tensor(ck, it->ti)->name, rank, fault);
             else
-                me->status = process_piece(ck, it, p, me);
+                me->status = process_piece(ck, w, it, p, me);
             me->cpu = thread_cpu() - c0;
             if (slow_ms > 0) {
                 struct timespec ts = {slow_ms / 1000, (slow_ms % 1000) * 1000000L};
@@ -920,14 +761,10 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
              * The marks reach the file with the next flush or the close. At the end the close
              * writes everything, and a file that has not been closed stays OUT.partial, so the
              * final flush (an fsync through MPI-IO: ~0.1 s per 200 MB) is left out. */
-            if (any[1] || any[0]) QD_H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL));
+            if (any[1] || any[0]) qd_h5m_flush(w);
             for (int q = 0; q < npending; q++) {
                 item *it = &items[pending[q]];
-                if (it->j.kind == QD_JOB_QUANT) {
-                    attr_f64s(it->g, "metrics", it->m, 4);
-                    attr_str(it->g, "metrics_names", "rel_fro_error,mse,max_abs_error,sqnr_db");
-                }
-                attr_i64(it->g, "complete", 1);
+                qd_h5m_mark_complete(w, it->rec, it->j.kind == QD_JOB_QUANT ? it->m : NULL);
             }
             npending = 0;
             last_mark = qd_now();
@@ -944,40 +781,22 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
 
     /* the end: run bookkeeping, then the status (collective, same values on every rank) */
     if (st == QD_OK && !stopped) {
-        /* run bookkeeping (differs between runs): its own group, excluded when comparing files */
-        hid_t run = QD_H5_CHECK(H5Gcreate2(file, "run", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
         char when[64];
         time_t now = time(NULL);
         strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-        QD_MPI_CHECK(MPI_Bcast(when, (int)sizeof when, MPI_CHAR, 0, comm));
-        attr_str(run, "created", when);
-        attr_i64(run, "ranks", size);
-        attr_str(run, "shard", qd_shard_mode_name(cfg->shard));
-        attr_i64(run, "resumed_tensors", nresumed);
-        double secs = qd_now() - t_start;
-        QD_MPI_CHECK(MPI_Bcast(&secs, 1, MPI_DOUBLE, 0, comm));
-        attr_f64s(run, "seconds", &secs, 1);
-        QD_H5_CHECK(H5Gclose(run));
-        attr_str(file, "status", "complete");
+        const qd_h5m_run run = {.created = when,
+                                .shard = qd_shard_mode_name(cfg->shard),
+                                .ranks = size,
+                                .resumed_tensors = nresumed,
+                                .seconds = qd_now() - t_start};
+        st = qd_h5m_finish(w, &run);
+    } else {
+        qd_h5m_abandon(w);
+        if (st == QD_OK && stopped) {
+            st = hooks && hooks->cancel_requested && !g_stop ? QD_ECANCELED : QD_EINTR;
+            qd_err_set(st, "stopped after %d of %d tensors; the partial file %s is kept", done, n, partial);
+        }
     }
-
-    for (int i = 0; i < n; i++) {
-        item *it = &items[i];
-        if (it->dq >= 0) QD_H5_CHECK(H5Dclose(it->dq));
-        if (it->ds >= 0) QD_H5_CHECK(H5Dclose(it->ds));
-        if (it->dz >= 0) QD_H5_CHECK(H5Dclose(it->dz));
-        if (it->dd >= 0) QD_H5_CHECK(H5Dclose(it->dd));
-        if (it->dg >= 0) QD_H5_CHECK(H5Dclose(it->dg));
-        if (it->g >= 0) QD_H5_CHECK(H5Gclose(it->g));
-    }
-    QD_H5_CHECK(H5Gclose(tg));
-    QD_H5_CHECK(H5Fclose(file));
-    QD_MPI_CHECK(MPI_Barrier(comm));
-    if (st == QD_OK && stopped) {
-        st = hooks && hooks->cancel_requested && !g_stop ? QD_ECANCELED : QD_EINTR;
-        qd_err_set(st, "stopped after %d of %d tensors; the partial file %s is kept", done, n, partial);
-    } else if (st == QD_OK && rank == 0 && rename(partial, cfg->out) != 0)
-        st = qd_err_set(QD_EIO, "cannot rename %s to %s", partial, cfg->out);
     st = qd_coll_agree_msg(comm, st, msg, sizeof msg, NULL);
 
     if (rank == 0 && st == QD_OK) {
