@@ -142,6 +142,13 @@ void qd_h5m_record_raw(qd_h5m_record *r, const char *name, int ndim, const int64
     qd_h5m_record_add(r, QD_H5M_RAW);
 }
 
+void qd_h5m_record_sparsity(qd_h5m_record *r, const char *pattern, const char *method)
+{
+    snprintf(r->sparsity, sizeof r->sparsity, "%s", pattern);
+    snprintf(r->prune_method, sizeof r->prune_method, "%s", method);
+    qd_h5m_record_add(r, QD_H5M_MASK);
+}
+
 /* ---- the table ------------------------------------------------------------------------------- */
 
 static int dims_qweight(const qd_h5m_record *r, int64_t *d)
@@ -171,6 +178,13 @@ static int dims_shape(const qd_h5m_record *r, int64_t *d)
     return r->ndim;
 }
 
+static int dims_mask(const qd_h5m_record *r, int64_t *d)
+{
+    d[0] = qd_h5m_rows(r);
+    d[1] = (qd_h5m_cols(r) + 7) / 8;
+    return 2;
+}
+
 static int dims_bytes(const qd_h5m_record *r, int64_t *d)
 {
     d[0] = r->raw_bytes;
@@ -180,6 +194,7 @@ static int dims_bytes(const qd_h5m_record *r, int64_t *d)
 static int always(const qd_h5m_record *r) { return r != NULL; }
 static int asym(const qd_h5m_record *r) { return !r->sym; }
 static int act_order(const qd_h5m_record *r) { return r->act_order; }
+static int pruned(const qd_h5m_record *r) { return r->sparsity[0] != 0; }
 
 static int why(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int why(char *buf, size_t cap, const char *fmt, ...)
@@ -203,6 +218,20 @@ static int check_qweight(const qd_h5m_record *r, const void *v, int64_t n, char 
         if (q[i] & mask)
             return why(w, cap, "row %lld: bits beyond its %lld codes are set (byte 0x%02x): codes out of range",
                        (long long)(i / rb), (long long)C, q[i]);
+    return QD_OK;
+}
+
+/* One bit per column, low bit first: the unused high bits of each row's last byte are zero. */
+static int check_mask(const qd_h5m_record *r, const void *v, int64_t n, char *w, size_t cap)
+{
+    const uint8_t *m = v;
+    const int64_t C = qd_h5m_cols(r), rb = (C + 7) / 8, used = C % 8;
+    if (!used) return QD_OK;
+    const uint8_t mask = (uint8_t)(0xFFu << used);
+    for (int64_t i = rb - 1; i < n; i += rb)
+        if (m[i] & mask)
+            return why(w, cap, "row %lld: bits beyond its %lld columns are set (byte 0x%02x)", (long long)(i / rb),
+                       (long long)C, m[i]);
     return QD_OK;
 }
 
@@ -278,12 +307,15 @@ static const qd_h5m_field k_fields[] = {
     {"complete",         QD_H5M_TENSOR_ATTR,    QD_H5M_INT64,   QD_H5M_KALL, 0, 0, NULL,     NULL,         NULL},
     {"metrics",          QD_H5M_TENSOR_ATTR,    QD_H5M_FLOAT64, QK,         0, 1, NULL,      NULL,         NULL},
     {"metrics_names",    QD_H5M_TENSOR_ATTR,    QD_H5M_STRING,  QK,         0, 0, NULL,      NULL,         NULL},
+    {"sparsity",         QD_H5M_TENSOR_ATTR,    QD_H5M_STRING,  QK | FK,    0, 0, NULL,      NULL,         NULL},
+    {"prune_method",     QD_H5M_TENSOR_ATTR,    QD_H5M_STRING,  QK | FK,    0, 0, NULL,      NULL,         NULL},
     {QD_H5M_QWEIGHT,     QD_H5M_TENSOR_DATASET, QD_H5M_UINT8,   QK,         1, 0, always,    dims_qweight, check_qweight},
     {QD_H5M_SCALES,      QD_H5M_TENSOR_DATASET, QD_H5M_FLOAT32, QK,         1, 0, always,    dims_groups,  check_scales},
     {QD_H5M_ZEROS,       QD_H5M_TENSOR_DATASET, QD_H5M_INT32,   QK,         1, 0, asym,      dims_groups,  check_zeros},
     {QD_H5M_G_IDX,       QD_H5M_TENSOR_DATASET, QD_H5M_INT32,   QK,         1, 0, act_order, dims_cols,    check_g_idx},
     {QD_H5M_DATA,        QD_H5M_TENSOR_DATASET, QD_H5M_FLOAT32, FK,         1, 0, always,    dims_shape,   check_finite},
     {QD_H5M_RAW,         QD_H5M_TENSOR_DATASET, QD_H5M_UINT8,   RK,         1, 0, always,    dims_bytes,   NULL},
+    {QD_H5M_MASK,        QD_H5M_TENSOR_DATASET, QD_H5M_UINT8,   QK | FK,    1, 0, pruned,    dims_mask,    check_mask},
 };
 /* clang-format on */
 #define NFIELDS ((int)QD_ARRAY_LEN(k_fields))
@@ -539,6 +571,10 @@ int qd_h5m_declare(qd_h5m_writer *w, qd_h5m_record *r)
     } else {
         x->g = QD_H5_CHECK(H5Gcreate2(w->tg, r->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
         attr_str(x->g, "kind", qd_h5m_kind_name(r->kind));
+        if (r->sparsity[0]) {
+            attr_str(x->g, "sparsity", r->sparsity);
+            attr_str(x->g, "prune_method", r->prune_method);
+        }
         attr_num(x->g, "shape", QD_H5M_INT64, r->shape, r->ndim);
         attr_str(x->g, "orig_dtype", r->orig_dtype);
         if (r->kind == QD_H5M_QUANTIZED) {
@@ -875,7 +911,9 @@ static void check_datasets(qd_h5m *f, hid_t g, qd_h5m_record *r)
         }
         if (!want) {
             problem(f, r->name, QD_EFORMAT, "dataset '%s' should not be there (%s)", fd->name,
-                    fd->present == asym ? "symmetric tensors have no zeros" : "act_order is 0");
+                    fd->present == asym        ? "symmetric tensors have no zeros"
+                    : fd->present == act_order ? "act_order is 0"
+                                               : "the tensor has no sparsity attribute");
             continue;
         }
         hid_t d = H5Dopen2(g, fd->name, H5P_DEFAULT);
@@ -951,6 +989,15 @@ static void parse_record(qd_h5m *f, hid_t g, qd_h5m_record *r)
     r->group_size = -1;
     r->ngroups = 1;
     if (r->kind == QD_H5M_QUANTIZED) parse_quant_attrs(f, g, r);
+    char *sp = get_str(g, "sparsity"), *pm = get_str(g, "prune_method");
+    if ((sp != NULL) != (pm != NULL) || (sp && (!sp[0] || !pm[0])))
+        problem(f, nm, QD_EFORMAT, "attributes 'sparsity' and 'prune_method' go together, non-empty");
+    else if (sp && r->ndim != 2)
+        problem(f, nm, QD_EFORMAT, "a pruned tensor has 2 dimensions, not %d", r->ndim);
+    snprintf(r->sparsity, sizeof r->sparsity, "%s", sp ? sp : "");
+    snprintf(r->prune_method, sizeof r->prune_method, "%s", pm ? pm : "");
+    free(sp);
+    free(pm);
     if (r->kind == QD_H5M_RAWBYTES) r->raw_bytes = QD_MAX(ds_points(g, QD_H5M_RAW), 0);
     /* a 0-d float tensor records shape [0] and holds one value */
     if (r->kind == QD_H5M_FLOAT && k == 1 && r->shape[0] == 0 && ds_points(g, QD_H5M_DATA) == 1) r->zero_d = 1;
@@ -1175,6 +1222,7 @@ int qd_h5m_read(qd_h5m *f, int i, qd_h5m_values *v)
         rc = qd_h5m_read_field(f, i, QD_H5M_DATA, (void **)&v->data, &n);
     else
         rc = qd_h5m_read_field(f, i, QD_H5M_RAW, (void **)&v->raw, &n);
+    if (!rc && r->sparsity[0]) rc = qd_h5m_read_field(f, i, QD_H5M_MASK, (void **)&v->mask, &n);
     if (rc) qd_h5m_values_free(v);
     return rc;
 }
@@ -1185,6 +1233,7 @@ void qd_h5m_values_free(qd_h5m_values *v)
     free(v->scales);
     free(v->zeros);
     free(v->g_idx);
+    free(v->mask);
     free(v->data);
     free(v->raw);
     memset(v, 0, sizeof *v);

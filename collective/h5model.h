@@ -52,6 +52,7 @@
 #define QD_H5M_G_IDX   "g_idx"
 #define QD_H5M_DATA    "data"
 #define QD_H5M_RAW     "raw"
+#define QD_H5M_MASK    "mask"
 
 typedef enum { QD_H5M_QUANTIZED = 0, QD_H5M_FLOAT = 1, QD_H5M_RAWBYTES = 2, QD_H5M_NKINDS_ } qd_h5m_kind;
 #define QD_H5M_K(kind) (1u << (kind))
@@ -87,7 +88,9 @@ typedef struct {
     qd_granularity gran;
     int64_t group_size; /* as recorded: G for groups (at most cols), else -1 */
     int64_t ngroups;    /* scales per row: 1, or ceil(cols / G) */
-    uint32_t datasets;  /* which fields (bits by qd_h5m_field index) the group holds */
+    /* pruned (docs/FORMAT.md "Sparsity"): the pattern ("0.5", "2:4") and how; "" when dense */
+    char sparsity[32], prune_method[32];
+    uint32_t datasets; /* which datasets of the table the group holds (qd_h5m_record_add) */
     /* reader: completion */
     int complete, has_metrics;
     double metrics[QD_H5M_NMETRICS];
@@ -106,6 +109,8 @@ void qd_h5m_record_quantized(qd_h5m_record *r, const char *name, int64_t rows, i
 void qd_h5m_record_float(qd_h5m_record *r, const char *name, int ndim, const int64_t *shape, const char *orig_dtype);
 void qd_h5m_record_raw(qd_h5m_record *r, const char *name, int ndim, const int64_t *shape, const char *orig_dtype,
                        int64_t bytes);
+/* A pruned record: its pattern, method and the dataset `mask` (quantized and float records). */
+void qd_h5m_record_sparsity(qd_h5m_record *r, const char *pattern, const char *method);
 /* A further dataset of the field table (e.g. QD_H5M_G_IDX); QD_OK or QD_EINVAL for a name the
  * table does not have for this kind. */
 int qd_h5m_record_add(qd_h5m_record *r, const char *dataset);
@@ -218,6 +223,7 @@ typedef struct {
     float *scales;    /* [rows][ngroups] */
     int32_t *zeros;   /* [rows][ngroups]; symmetric records: 2^(bits-1) */
     int32_t *g_idx;   /* [cols], or NULL */
+    uint8_t *mask;    /* pruned: [rows][ceil(cols/8)] bits, 1 = kept; else NULL */
     float *data;      /* float: numel values */
     uint8_t *raw;     /* raw: raw_bytes */
 } qd_h5m_values;

@@ -3,6 +3,7 @@
  * every problem the validation of eval and export would refuse (exit 1 when there is one).
  * Rank 0 reads the file; the others wait for its verdict. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "collective/collective.h"
@@ -18,16 +19,38 @@ static int damaged(const qd_h5m *f, const char *tensor)
     return 0;
 }
 
-static void print_tensor(const qd_h5m *f, const qd_h5m_record *r, int *nq, double *sum_err, double *max_err)
+/* " sparsity 50.0% (2:4, sparsegpt)" from a pruned tensor's mask (zeros counted), "" for dense
+ * tensors */
+static void sparsity_suffix(qd_h5m *f, int i, char *out, size_t cap)
 {
+    const qd_h5m_record *r = qd_h5m_tensor(f, i);
+    out[0] = 0;
+    void *v = NULL;
+    int64_t n = 0;
+    if (!r->sparsity[0] || qd_h5m_read_field(f, i, QD_H5M_MASK, &v, &n) != QD_OK) return;
+    const uint8_t *m = v;
+    const int64_t rows = qd_h5m_rows(r), cols = qd_h5m_cols(r), rb = (cols + 7) / 8;
+    int64_t kept = 0;
+    for (int64_t a = 0; a < rows && (a + 1) * rb <= n; a++)
+        for (int64_t c = 0; c < cols; c++) kept += (m[a * rb + c / 8] >> (c % 8)) & 1;
+    snprintf(out, cap, "  sparsity %.1f%% (%s, %s)", 100.0 * (1.0 - (double)kept / (double)(rows * cols)), r->sparsity,
+             r->prune_method);
+    free(v);
+}
+
+static void print_tensor(qd_h5m *f, int i, int *nq, double *sum_err, double *max_err)
+{
+    const qd_h5m_record *r = qd_h5m_tensor(f, i);
+    char spx[96];
+    sparsity_suffix(f, i, spx, sizeof spx);
     char sh[96] = "[";
     for (int d = 0; d < r->ndim && !r->zero_d; d++)
         snprintf(sh + strlen(sh), sizeof sh - strlen(sh), "%s%lld", d ? ", " : "", (long long)r->shape[d]);
     strcat(sh, "]");
     const char *mark = damaged(f, r->name) ? " !" : "";
     if (r->kind != QD_H5M_QUANTIZED) {
-        printf("%-56s %-14s %4s %-8s %-10s %-4s %11s %8s%s\n", r->name, sh, "-", qd_h5m_kind_name(r->kind),
-               r->orig_dtype, "", "", "", mark);
+        printf("%-56s %-14s %4s %-8s %-10s %-4s %11s %8s%s%s\n", r->name, sh, "-", qd_h5m_kind_name(r->kind),
+               r->orig_dtype, "", "", "", spx, mark);
         return;
     }
     char gdesc[48];
@@ -36,8 +59,8 @@ static void print_tensor(const qd_h5m *f, const qd_h5m_record *r, int *nq, doubl
     else
         snprintf(gdesc, sizeof gdesc, "%s", r->gran == QD_GRAN_TENSOR ? "tensor" : "channel");
     const double *m = r->metrics;
-    printf("%-56s %-14s %4d %-8s %-10s %-4s %11.3e %8.1f%s\n", r->name, sh, r->bits, r->method, gdesc,
-           r->sym ? "sym" : "asym", m[0], m[3], mark);
+    printf("%-56s %-14s %4d %-8s %-10s %-4s %11.3e %8.1f%s%s\n", r->name, sh, r->bits, r->method, gdesc,
+           r->sym ? "sym" : "asym", m[0], m[3], spx, mark);
     (*nq)++;
     *sum_err += m[0];
     if (m[0] > *max_err) *max_err = m[0];
@@ -60,7 +83,7 @@ static int describe(const char *path)
            "rel.error", "SQNR dB");
     int nq = 0;
     double sum_err = 0, max_err = 0;
-    for (int i = 0; i < qd_h5m_num_tensors(f); i++) print_tensor(f, qd_h5m_tensor(f, i), &nq, &sum_err, &max_err);
+    for (int i = 0; i < qd_h5m_num_tensors(f); i++) print_tensor(f, i, &nq, &sum_err, &max_err);
     printf("\n%d tensors, %d quantized; rel. error mean %.3e, max %.3e\n", qd_h5m_num_tensors(f), nq,
            nq ? sum_err / nq : 0, max_err);
     const int np = qd_h5m_num_problems(f);

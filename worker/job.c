@@ -19,6 +19,7 @@
 #include "shard/select.h"
 #include "worker/gptq_job.h"
 #include "worker/rtn_rows.h"
+#include "worker/sparse_unit.h"
 
 static volatile sig_atomic_t g_stop;
 void qd_job_request_stop(void) { g_stop = 1; }
@@ -43,6 +44,7 @@ void qd_job_config_default(qd_job_config *c)
     c->ada_beta_end = 2;
     c->ada_warmup = 0.2;
     c->ada_lr = 1e-3;
+    c->prune = -1;
 }
 
 static const char *gran_name(qd_granularity g)
@@ -110,6 +112,14 @@ cJSON *qd_job_config_json(const qd_job_config *c)
         cJSON_AddStringToObject(k, "mode", c->calib_mode == QD_CALIB_FP ? "fp" : "sequential");
         cJSON_AddNumberToObject(k, "microbatch", c->microbatch);
     }
+    if (qd_sparsity_active(&c->sparsity)) { /* absent for dense jobs: their files are unchanged */
+        char sp[32];
+        qd_sparsity_format(&c->sparsity, sp, sizeof sp);
+        cJSON *p = cJSON_AddObjectToObject(o, "sparsity");
+        cJSON_AddStringToObject(p, "pattern", sp);
+        cJSON_AddStringToObject(p, "method", qd_prune_method_name(qd_sparse_prune_method(c, c->method)));
+        cJSON_AddBoolToObject(p, "prune_only", c->prune_only);
+    }
     return o;
 }
 
@@ -152,7 +162,7 @@ int qd_job_config_validate(const qd_job_config *c)
     if (c->microbatch < 1) return qd_err_set(QD_ECONFIG, "microbatch must be >= 1");
     if (!(c->damp > 0 && c->damp < 1)) return qd_err_set(QD_ECONFIG, "damp must be in (0, 1), got %g", c->damp);
     if (c->block_size < 1) return qd_err_set(QD_ECONFIG, "block_size must be >= 1");
-    return QD_OK;
+    return qd_sparse_config_validate(c);
 }
 
 /* ---- the work table ------------------------------------------------------------------ */
@@ -216,6 +226,10 @@ void qd_job_table(const qd_job_config *cfg, const qd_checkpoint *ck, qd_job_tens
         j->cols = j->rows ? (int64_t)t->numel / j->rows : 0;
         j->blk_rows = j->rows > 0 ? (j->rows + QD_JOB_MAX_BLOCKS - 1) / QD_JOB_MAX_BLOCKS : 1;
         j->nblk = j->rows > 0 ? (int)((j->rows + j->blk_rows - 1) / j->blk_rows) : 1;
+        if (j->kind == QD_JOB_QUANT) {
+            j->sp = cfg->sparsity;
+            j->prune = qd_sparse_prune_method(cfg, j->method);
+        }
         j->splittable = t->numel > 0 && j->nblk > 1 &&
                         (j->kind == QD_JOB_FLOAT || (j->kind == QD_JOB_QUANT && j->scheme.gran != QD_GRAN_TENSOR));
         double numel = (double)t->numel;
@@ -311,6 +325,22 @@ static int input_rows(qd_checkpoint *ck, int ti, int64_t r0, int64_t n, int64_t 
     return rc;
 }
 
+/* Rows [r0, r0 + n) of a pruned tensor's mask dataset, from an unpacked mask or packed rows. */
+static int write_mask_rows(qd_h5m_writer *w, item *it, int64_t r0, int64_t n, const uint8_t *mask,
+                           const uint8_t *packed)
+{
+    if (!qd_sparsity_active(&it->j.sp)) return QD_OK;
+    uint8_t *p = (uint8_t *)packed;
+    if (!packed) {
+        p = malloc((size_t)(n * QD_MASK_ROW_BYTES(it->j.cols)) + 1);
+        if (!p) return qd_err_set(QD_ENOMEM, "out of memory for mask rows");
+        qd_mask_pack(mask, n, it->j.cols, p);
+    }
+    qd_h5m_write_rows(w, it->rec, QD_H5M_MASK, r0, n, p);
+    if (!packed) free(p);
+    return QD_OK;
+}
+
 /* Quantizes (or copies) one piece and writes it; error sums go to rec->blk. */
 static int process_piece(qd_checkpoint *ck, qd_h5m_writer *w, item *it, const qd_plan_piece *p, piece_rec *rec)
 {
@@ -332,6 +362,13 @@ static int process_piece(qd_checkpoint *ck, qd_h5m_writer *w, item *it, const qd
     float *buf = NULL;
     if ((rc = input_rows(ck, it->ti, r0, n, C, &x, &buf))) {
         free(buf);
+        return rc;
+    }
+    if (it->j.kind == QD_JOB_FLOAT && it->cq && it->cq->fweight) { /* pruned, kept in float */
+        qd_h5m_write_rows(w, it->rec, QD_H5M_DATA, r0, n, it->cq->fweight + r0 * C);
+        rc = write_mask_rows(w, it, r0, n, it->cq->mask + r0 * C, NULL);
+        free(buf);
+        rec->seconds = qd_now() - t0;
         return rc;
     }
     if (it->j.kind == QD_JOB_FLOAT) {
@@ -377,10 +414,28 @@ static int process_piece(qd_checkpoint *ck, qd_h5m_writer *w, item *it, const qd
             }
         }
         if (!rc && cq->g_idx && r0 == 0) qd_h5m_write_rows(w, it->rec, QD_H5M_G_IDX, 0, C, cq->g_idx);
+        if (!rc && cq->mask) rc = write_mask_rows(w, it, r0, n, cq->mask + r0 * C, NULL);
     } else if (!rc) {
         char what[QD_PATTERN_MAX + 16];
         snprintf(what, sizeof what, "tensor '%s'", t->name);
-        rc = qd_rtn_rows(x, n, C, s, &clip, packed, sc, z, it->j.blk_rows, rec->blk + r0 / it->j.blk_rows, what, r0);
+        const float *xq = x;
+        float *pruned = NULL;
+        if (qd_sparsity_active(&it->j.sp)) { /* magnitude per row, then RTN of what is kept */
+            uint8_t *pm = malloc((size_t)(n * QD_MASK_ROW_BYTES(C)));
+            pruned = malloc((size_t)(n * C) * sizeof(float));
+            if (!pm || !pruned)
+                rc = qd_err_set(QD_ENOMEM, "%s: out of memory for its pruned rows", what);
+            else if ((rc = qd_sparse_rtn_rows(&it->j, x, n, C, pruned, pm)))
+                qd_err_wrap(rc, "%s: ", what);
+            else
+                rc = write_mask_rows(w, it, r0, n, NULL, pm);
+            xq = pruned;
+            free(pm);
+        }
+        if (!rc)
+            rc = qd_rtn_rows(xq, n, C, s, &clip, packed, sc, z, it->j.blk_rows, rec->blk + r0 / it->j.blk_rows, what,
+                             r0);
+        free(pruned);
     }
     if (!rc) {
         qd_h5m_write_rows(w, it->rec, QD_H5M_QWEIGHT, r0, n, packed);
@@ -575,7 +630,10 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
                 goto out_free;
             }
             for (int i = 0; i < n; i++)
-                if (gres.t[i].codes) items[i].cq = &gres.t[i];
+                if (gres.t[i].codes) {
+                    items[i].cq = &gres.t[i];
+                    if (gres.t[i].fweight) items[i].j.kind = QD_JOB_FLOAT; /* pruned, kept in float */
+                }
         }
         free(jt2);
     }
@@ -643,6 +701,11 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
             qd_h5m_record_float(&r, t->name, t->ndim, t->shape, qd_dtype_name(t->dtype));
         else
             qd_h5m_record_raw(&r, t->name, t->ndim, t->shape, qd_dtype_name(t->dtype), (int64_t)t->nbytes);
+        if (qd_sparsity_active(&it->j.sp)) { /* docs/FORMAT.md "Sparsity" */
+            char sp[32];
+            qd_sparsity_format(&it->j.sp, sp, sizeof sp);
+            qd_h5m_record_sparsity(&r, sp, qd_prune_method_name(it->j.prune));
+        }
         it->rec = qd_h5m_declare(w, &r);
         if (r.complete) {
             it->complete = 1;

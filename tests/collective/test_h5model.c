@@ -36,6 +36,7 @@ typedef struct {
     int32_t z3[R3 * 3], zt[RT], g3[C3];
     float f2[4 * 3], f1[5], f0[1];
     uint8_t raw[16];
+    uint8_t m3[R3 * 2], m2[4]; /* masks: 10 columns in 2 bytes, 3 in 1 */
 } payload;
 
 static void fill(payload *p)
@@ -65,6 +66,11 @@ static void fill(payload *p)
     for (int i = 0; i < 5; i++) p->f1[i] = 1.0f / (float)(i + 1);
     p->f0[0] = 3.25f;
     for (int i = 0; i < 16; i++) p->raw[i] = (uint8_t)(255 - i);
+    for (int r = 0; r < R3; r++) {
+        p->m3[2 * r] = (uint8_t)(0x5A ^ r);
+        p->m3[2 * r + 1] = (uint8_t)(r & 3); /* columns 8, 9 only */
+    }
+    for (int r = 0; r < 4; r++) p->m2[r] = (uint8_t)(r & 7);
 }
 
 /* Writes the file; with `finish` 0 stops after marking only the first record complete. */
@@ -85,11 +91,14 @@ static void write_file(const char *out, const payload *p, int finish)
     qd_h5m_record_quantized(&r, "enc.layer.0.q8.weight", R8, C8, "F32", "rtn", &s8, 0);
     ti[0] = qd_h5m_declare(w, &r);
     qd_h5m_record_quantized(&r, "enc.layer.0.q3.weight", R3, C3, "BF16", "gptq", &s3, 1);
-    CHECK(qd_h5m_record_has(&r, QD_H5M_G_IDX) && qd_h5m_record_has(&r, QD_H5M_ZEROS));
+    qd_h5m_record_sparsity(&r, "2:4", "sparsegpt");
+    CHECK(qd_h5m_record_has(&r, QD_H5M_G_IDX) && qd_h5m_record_has(&r, QD_H5M_ZEROS) &&
+          qd_h5m_record_has(&r, QD_H5M_MASK));
     ti[1] = qd_h5m_declare(w, &r);
     qd_h5m_record_quantized(&r, "head.weight", RT, CT, "F16", "rtn", &st, 0);
     ti[2] = qd_h5m_declare(w, &r);
     qd_h5m_record_float(&r, "norm.weight2d", 2, sh2, "F16");
+    qd_h5m_record_sparsity(&r, "0.5", "magnitude");
     ti[3] = qd_h5m_declare(w, &r);
     qd_h5m_record_float(&r, "norm.bias", 1, sh1, "F32");
     ti[4] = qd_h5m_declare(w, &r);
@@ -106,6 +115,7 @@ static void write_file(const char *out, const payload *p, int finish)
     qd_h5m_write_rows(w, ti[1], QD_H5M_QWEIGHT, a, b - a, p->q3 + a * 4);
     qd_h5m_write_rows(w, ti[1], QD_H5M_SCALES, a, b - a, p->s3 + a * 3);
     qd_h5m_write_rows(w, ti[1], QD_H5M_ZEROS, a, b - a, p->z3 + a * 3);
+    qd_h5m_write_rows(w, ti[1], QD_H5M_MASK, a, b - a, p->m3 + a * 2);
     if (rank_ == 0) qd_h5m_write_rows(w, ti[1], QD_H5M_G_IDX, 0, C3, p->g3);
     my_rows(RT, &a, &b);
     qd_h5m_write_rows(w, ti[2], QD_H5M_QWEIGHT, a, b - a, p->qt + a * 5);
@@ -113,6 +123,7 @@ static void write_file(const char *out, const payload *p, int finish)
     qd_h5m_write_rows(w, ti[2], QD_H5M_ZEROS, a, b - a, p->zt + a);
     my_rows(4, &a, &b);
     qd_h5m_write_rows(w, ti[3], QD_H5M_DATA, a, b - a, p->f2 + a * 3);
+    qd_h5m_write_rows(w, ti[3], QD_H5M_MASK, a, b - a, p->m2 + a);
     if (rank_ == size_ - 1) {
         qd_h5m_write_rows(w, ti[4], QD_H5M_DATA, 0, 5, p->f1);
         qd_h5m_write_rows(w, ti[5], QD_H5M_DATA, 0, 1, p->f0);
@@ -158,6 +169,9 @@ static void read_back(const char *path, const payload *p)
     CHECK_EQ(qd_h5m_read(f, i3, &v), QD_OK);
     CHECK(!memcmp(v.qweight, p->q3, sizeof p->q3) && !memcmp(v.scales, p->s3, sizeof p->s3) &&
           !memcmp(v.zeros, p->z3, sizeof p->z3) && !memcmp(v.g_idx, p->g3, sizeof p->g3));
+    CHECK(v.mask && !memcmp(v.mask, p->m3, sizeof p->m3));
+    CHECK_STREQ(r3->sparsity, "2:4");
+    CHECK_STREQ(r3->prune_method, "sparsegpt");
     /* dequantized as the reference does */
     float got[R3 * C3], want[R3 * C3];
     uint8_t codes[R3 * C3];
@@ -180,6 +194,7 @@ static void read_back(const char *path, const payload *p)
         ir = qd_h5m_find(f, "position_ids");
     CHECK_EQ(qd_h5m_read(f, i2, &v), QD_OK);
     CHECK(qd_h5m_tensor(f, i2)->ndim == 2 && !memcmp(v.data, p->f2, sizeof p->f2));
+    CHECK(v.mask && !memcmp(v.mask, p->m2, sizeof p->m2));
     qd_h5m_values_free(&v);
     CHECK_EQ(qd_h5m_read(f, i1, &v), QD_OK);
     CHECK(qd_h5m_tensor(f, i1)->ndim == 1 && !memcmp(v.data, p->f1, sizeof p->f1));
@@ -212,19 +227,26 @@ typedef struct {
     int seen; /* in the file written */
 } doc_field;
 
+/* "all", or kind names separated by ", " */
 static int parse_kinds(const char *s, unsigned *k)
 {
-    if (!strcmp(s, "all"))
+    *k = 0;
+    if (!strcmp(s, "all")) {
         *k = QD_H5M_KALL;
-    else if (!strcmp(s, "quantized"))
-        *k = QD_H5M_K(QD_H5M_QUANTIZED);
-    else if (!strcmp(s, "float"))
-        *k = QD_H5M_K(QD_H5M_FLOAT);
-    else if (!strcmp(s, "raw"))
-        *k = QD_H5M_K(QD_H5M_RAWBYTES);
-    else
-        return 0;
-    return 1;
+        return 1;
+    }
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", s);
+    for (char *save = NULL, *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        int found = 0;
+        for (int i = 0; i < QD_H5M_NKINDS_; i++)
+            if (!strcmp(t, qd_h5m_kind_name((qd_h5m_kind)i))) {
+                *k |= QD_H5M_K(i);
+                found = 1;
+            }
+        if (!found) return 0;
+    }
+    return *k != 0;
 }
 
 /* cells of a markdown table row, trimmed */

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Writes one model file per case of a fixed matrix of jobs (RTN, GPTQ and AdaRound schemes on the
-# real checkpoints, 1, 2 and 4 ranks, both calibration modes) into OUTDIR, named CASE.h5:
-#   sh tests/job/job_matrix.sh QDIST OUTDIR [vit|bert|all]
+# real checkpoints, 1, 2 and 4 ranks, both calibration modes; `sparse`: pruned jobs) into OUTDIR,
+# named CASE.h5:
+#   sh tests/job/job_matrix.sh QDIST OUTDIR [vit|bert|sparse|all]
 # Two binaries' directories are then compared file by file with tests/job/job_compare.sh (every
 # dataset and attribute equal outside /run). Used to show that a change to the code leaves the
 # files unchanged; needs QD_MODELS_DIR (../shared/models) and, for bert, the all-MiniLM-L6-v2
@@ -25,7 +26,19 @@ run() { # name ranks args...
     { echo "job_matrix: $name failed:"; cat "$O/$name.log"; exit 1; }
 }
 
-if [ "$which" != bert ]; then
+if [ "$which" = sparse ] || [ "$which" = all ]; then
+  C="--calib $D --nsamples 32 --microbatch 6"
+  for n in 1 2 4; do
+    # shellcheck disable=SC2086
+    run "sparse-sg24-n$n" $n --model "$V" --method gptq --bits 8 --sparsity 2:4 $C
+    # shellcheck disable=SC2086
+    run "sparse-wanda48-n$n" $n --model "$V" --method gptq --bits 4 --asym --group-size 32 --sparsity 4:8 --prune wanda $C
+    # shellcheck disable=SC2086
+    run "sparse-only50-n$n" $n --model "$V" --method gptq --sparsity 0.5 --prune-only $C
+    run "sparse-rtn50-n$n" $n --model "$V" --sparsity 0.5
+  done
+fi
+if [ "$which" = vit ] || [ "$which" = all ]; then
   cat > "$O/mix.json" <<J
 {"bits": 8, "include": ["classifier.weight"], "overrides": [
   {"pattern": "*.output.dense.weight", "skip": true},
@@ -50,7 +63,7 @@ J
     done
   done
 fi
-if [ "$which" != vit ]; then
+if [ "$which" = bert ] || [ "$which" = all ]; then
   B=$(sh "$here/../reference/bert_dir.sh") || { echo "job_matrix: no BERT checkpoint, bert cases skipped"; exit 0; }
   for n in 1 2 4; do
     run "bert-rtn8-n$n" $n --model "$B"
