@@ -280,20 +280,14 @@ static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter
 static void allgather_result(gjob *g, int ti)
 {
     qd_gptq_result *r = &g->res->t[ti];
-    int64_t nc = r->rows * r->cols, ns = r->rows * r->ng, step = 1 << 28;
-    for (int64_t off = 0; off < nc; off += step)
-        QD_MPI_CHECK(
-            MPI_Allreduce(MPI_IN_PLACE, r->codes + off, (int)QD_MIN(step, nc - off), MPI_UINT8_T, MPI_BOR, g->comm));
-    for (int64_t off = 0; r->mask && off < nc; off += step)
-        QD_MPI_CHECK(
-            MPI_Allreduce(MPI_IN_PLACE, r->mask + off, (int)QD_MIN(step, nc - off), MPI_UINT8_T, MPI_BOR, g->comm));
-    for (int64_t off = 0; r->fweight && off < nc; off += step) /* one owner per row, others exact zeros */
-        QD_MPI_CHECK(
-            MPI_Allreduce(MPI_IN_PLACE, r->fweight + off, (int)QD_MIN(step, nc - off), MPI_FLOAT, MPI_SUM, g->comm));
-    QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, r->scales, (int)ns, MPI_FLOAT, MPI_SUM, g->comm));
-    QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, r->zeros, (int)ns, MPI_INT32_T, MPI_SUM, g->comm));
+    const int64_t nc = r->rows * r->cols, ns = r->rows * r->ng;
+    qd_coll_merge_u8(g->comm, r->codes, nc);
+    if (r->mask) qd_coll_merge_u8(g->comm, r->mask, nc);
+    if (r->fweight) qd_coll_merge_floats(g->comm, r->fweight, nc); /* one owner per row, others exact zeros */
+    qd_coll_merge_floats(g->comm, r->scales, ns);
+    qd_coll_merge_i32(g->comm, r->zeros, ns);
     double d[2] = {r->damp_used, (double)r->dead_columns};
-    QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, d, 2, MPI_DOUBLE, MPI_MAX, g->comm));
+    qd_coll_allreduce_doubles(g->comm, d, 2, QD_COLL_MAX);
     r->damp_used = d[0];
     r->dead_columns = (int64_t)d[1];
 }
@@ -420,7 +414,7 @@ static int run_sequential(gjob *g, qd_calib_data *data)
             }
             mb_off[g->rank + j * g->size + 1] = cnt;
         }
-        QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, mb_off, nmb + 1, MPI_INT64_T, MPI_SUM, g->comm));
+        qd_coll_sum_i64(g->comm, mb_off, nmb + 1);
         for (int i = 0; i < nmb; i++) mb_off[i + 1] += mb_off[i];
         QD_ASSERT_EQ(mb_off[nmb], g->tap.nrows);
     }
@@ -465,18 +459,7 @@ static int run_sequential(gjob *g, qd_calib_data *data)
                         rc = qd_model_block(g->m, k, &bat[j], scratch, &hk);
                 }
                 if ((rc = agree(g, rc))) break;
-                for (int q = 0; q < qd_calib_num_groups(stats); q++) {
-                    qd_calib_group *cg = qd_calib_group_at(stats, q);
-                    if (pass == 0)
-                        QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, cg->absmax, cg->in, MPI_FLOAT, MPI_MAX, g->comm));
-                    else {
-                        int64_t tot = (int64_t)cg->in * cg->in, step = 1 << 26;
-                        for (int64_t off = 0; off < tot; off += step)
-                            QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, cg->acc + off, (int)QD_MIN(step, tot - off),
-                                                       MPI_INT64_T, MPI_SUM, g->comm));
-                        QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &cg->rows, 1, MPI_INT64_T, MPI_SUM, g->comm));
-                    }
-                }
+                qd_calib_allreduce(g->comm, stats);
                 if (pass == 0) qd_calib_begin_accumulate(stats);
             }
             /* every rank gets all the rows, each micro-batch's from the rank that ran it */
@@ -484,8 +467,8 @@ static int run_sequential(gjob *g, qd_calib_data *data)
                 if (!g->tap.X[gi]) continue;
                 const int64_t in = qd_model_linear(g->m, qd_model_group_first(g->m, gi))->in;
                 for (int i = 0; i < nmb; i++)
-                    QD_MPI_CHECK(MPI_Bcast(g->tap.X[gi] + mb_off[i] * in, (int)((mb_off[i + 1] - mb_off[i]) * in),
-                                           MPI_FLOAT, i % g->size, g->comm));
+                    qd_coll_bcast(g->comm, g->tap.X[gi] + mb_off[i] * in,
+                                  (size_t)((mb_off[i + 1] - mb_off[i]) * in) * sizeof(float), i % g->size);
             }
             double t_cal = qd_now() - t0;
             /* GPTQ of the block's tensors: every rank does its share without waiting (whole tensors by
@@ -633,7 +616,7 @@ static int run_fp(gjob *g, qd_calib_data *data)
             float *Hb = qd_xcalloc((size_t)(in * in), sizeof(float));
             qd_calib_group *cg = qd_calib_find(stats, L->input_group);
             if (owner[li] == g->rank) rc = qd_calib_hessian_f32(cg, Hb);
-            QD_MPI_CHECK(MPI_Bcast(Hb, (int)(in * in), MPI_FLOAT, owner[li], g->comm));
+            qd_coll_bcast(g->comm, Hb, (size_t)(in * in) * sizeof(float), owner[li]);
             compute_g_idx(g, ti, Hb);
             free(Hb);
         }
@@ -654,8 +637,8 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
 {
     memset(out, 0, sizeof *out);
     gjob g = {.cfg = cfg, .comm = comm, .ck = ck, .jt = jt, .progress = progress, .res = out};
-    MPI_Comm_rank(comm, &g.rank);
-    MPI_Comm_size(comm, &g.size);
+    g.rank = qd_coll_rank(comm);
+    g.size = qd_coll_size(comm);
     double t0 = qd_now();
     int n = qd_ckpt_num_tensors(ck);
     out->n = n;

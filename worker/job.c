@@ -521,13 +521,13 @@ static void progress_tensor(progress *pg, const char *name, const item *it, int 
 int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *hooks)
 {
     int rank, size;
-    QD_MPI_CHECK(MPI_Comm_rank(comm, &rank));
-    QD_MPI_CHECK(MPI_Comm_size(comm, &size));
+    rank = qd_coll_rank(comm);
+    size = qd_coll_size(comm);
     /* AdaRound's Hessian product: the bfloat16 tiles only if every rank has them (hosts may
      * differ), so that a unit's result does not depend on which rank computed it */
     qd_job_config cfg_job = *cfg_in;
     cfg_job.ada_tiles = qd_gemm_bf16_available();
-    QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &cfg_job.ada_tiles, 1, MPI_INT, MPI_MIN, comm));
+    qd_coll_allreduce_ints(comm, &cfg_job.ada_tiles, 1, QD_COLL_MIN);
     const qd_job_config *cfg = &cfg_job;
     double t_start = qd_now();
     char msg[1024] = "";
@@ -612,8 +612,8 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
             if (st == QD_OK) {
                 struct rusage ru;
                 getrusage(RUSAGE_SELF, &ru);
-                double v[2] = {(double)ru.ru_maxrss * 1024.0, gres.estimate_bytes}, mx[2];
-                QD_MPI_CHECK(MPI_Allreduce(v, mx, 2, MPI_DOUBLE, MPI_MAX, comm));
+                double mx[2] = {(double)ru.ru_maxrss * 1024.0, gres.estimate_bytes};
+                qd_coll_allreduce_doubles(comm, mx, 2, QD_COLL_MAX);
                 if (rank == 0 && !cfg->quiet)
                     printf("calibrated phase: %.1f s, peak RSS %.1f MB on the busiest rank (estimate %.1f MB: %s)\n",
                            gres.seconds, mx[0] * 1e-6, mx[1] * 1e-6, gres.estimate_text);
@@ -665,9 +665,7 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
     /* create (or, resuming, reopen) the file and every object collectively, in the same order on
      * every rank */
     int resuming = cfg->resume && access(partial, F_OK) == 0, nresumed = 0;
-    int res_all = 0;
-    QD_MPI_CHECK(MPI_Allreduce(&resuming, &res_all, 1, MPI_INT, MPI_MIN, comm));
-    resuming = res_all;
+    qd_coll_allreduce_ints(comm, &resuming, 1, QD_COLL_MIN);
     if (cfg->resume && !resuming && rank == 0 && !cfg->quiet)
         printf("--resume: no %s, starting from the beginning\n", partial);
     char path[4096];
@@ -720,7 +718,8 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
     int *mine = qd_xcalloc((size_t)(plan.npieces ? plan.npieces : 1), sizeof(int)), nmine = 0, maxmine = 0;
     for (int q = 0; q < plan.npieces; q++)
         if (plan.pieces[q].owner == rank && !items[plan.pieces[q].item].complete) mine[nmine++] = q;
-    QD_MPI_CHECK(MPI_Allreduce(&nmine, &maxmine, 1, MPI_INT, MPI_MAX, comm));
+    maxmine = nmine;
+    qd_coll_allreduce_ints(comm, &maxmine, 1, QD_COLL_MAX);
     /* test hooks: QD_FAULT_RANK=R with QD_FAULT_AFTER=K fails rank R's piece K+1 with an error;
      * with QD_FAULT_SIGNAL_AFTER=K it raises SIGTERM after K pieces (preemption);
      * QD_FAULT_SLOW_MS=M makes every piece take at least M ms (cancel and progress tests) */
@@ -735,9 +734,6 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
     const char *ck_env = getenv("QD_CHECKPOINT_SECONDS");
     double mark_every = ck_env ? atof(ck_env) : 2.0, last_mark = qd_now();
     int *pending = qd_xcalloc((size_t)nz, sizeof(int)), npending = 0, done = nresumed, stopped = 0;
-    MPI_Datatype rt;
-    QD_MPI_CHECK(MPI_Type_contiguous((int)sizeof(piece_rec), MPI_BYTE, &rt));
-    QD_MPI_CHECK(MPI_Type_commit(&rt));
     /* A round: each rank works through its next pieces for about round_s seconds (at most RB),
      * then all ranks exchange what they did. Rounds are the points where an error, a stop
      * request or a checkpoint is agreed; slicing by time rather than by piece keeps ranks with
@@ -777,7 +773,7 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
         if (my_st) qd_err_wrap(my_st, "rank %d", rank);
         st = qd_coll_agree_msg(comm, my_st, msg, sizeof msg, NULL);
         if (st) break;
-        QD_MPI_CHECK(MPI_Allgather(mine_recs, RB, rt, recs, RB, rt, comm));
+        qd_coll_allgather(comm, mine_recs, RB * sizeof(piece_rec), recs);
         for (int q = 0; q < size * RB; q++) {
             const piece_rec *rc = &recs[q];
             if (rc->piece < 0) continue;
@@ -816,8 +812,8 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
         int flags[3] = {g_stop ||
                             (rank == 0 && hooks && hooks->cancel_requested && hooks->cancel_requested(hooks->ctx)),
                         rank == 0 && qd_now() - last_mark >= mark_every, next < nmine};
-        int any[3];
-        QD_MPI_CHECK(MPI_Allreduce(flags, any, 3, MPI_INT, MPI_MAX, comm));
+        int any[3] = {flags[0], flags[1], flags[2]};
+        qd_coll_allreduce_ints(comm, any, 3, QD_COLL_MAX);
         any_left = any[2];
         if (any[1] || !any_left || any[0]) {
             /* data on disk first, then the completion marks (collective, same values everywhere).
@@ -840,7 +836,6 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
     free(mine_recs);
     free(recs);
     if (rank == 0 && pg.shown) printf("\n");
-    QD_MPI_CHECK(MPI_Type_free(&rt));
 
     /* the end: run bookkeeping, then the status (collective, same values on every rank) */
     if (st == QD_OK && !stopped) {

@@ -10,7 +10,9 @@
 
 #include <mpi.h>
 
-#include "coordinator/job_hooks.h"
+#include <cjson/cJSON.h>
+#include <stddef.h>
+
 #include "quant/prune.h"
 #include "quant/quant.h"
 #include "shard/plan.h"
@@ -18,6 +20,24 @@
 
 #define QD_MAX_PATTERNS 32
 #define QD_PATTERN_MAX  256
+
+/* How a running job talks to whoever started it (the batch CLI or the service): progress events
+ * out, a cancel request in. Both are used on rank 0 only; the job agrees a cancel with the other
+ * ranks at its next round. */
+typedef struct {
+    void *ctx;
+    /* An event (type: "started", "plan", "tensor", "finished", "failed"; fields: an object the
+     * callee may read but not keep). NULL = no events. */
+    void (*event)(void *ctx, const char *type, const cJSON *fields);
+    /* Non-zero when the job should stop after the tensor in hand (partial file kept, resumable).
+     * NULL = never. */
+    int (*cancel_requested)(void *ctx);
+} qd_job_hooks;
+
+static inline void qd_job_emit(const qd_job_hooks *h, const char *type, const cJSON *fields)
+{
+    if (h && h->event) h->event(h->ctx, type, fields);
+}
 
 /* A per-tensor override (mixed precision): the first pattern (fnmatch glob on the tensor name)
  * that matches a tensor selected for quantization changes its scheme or keeps it float. Fields
