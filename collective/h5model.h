@@ -57,7 +57,8 @@
 typedef enum { QD_H5M_QUANTIZED = 0, QD_H5M_FLOAT = 1, QD_H5M_RAWBYTES = 2, QD_H5M_NKINDS_ } qd_h5m_kind;
 #define QD_H5M_K(kind) (1u << (kind))
 #define QD_H5M_KALL    (QD_H5M_K(QD_H5M_QUANTIZED) | QD_H5M_K(QD_H5M_FLOAT) | QD_H5M_K(QD_H5M_RAWBYTES))
-const char *qd_h5m_kind_name(qd_h5m_kind k); /* "quantized", "float", "raw" */
+const char *qd_h5m_kind_name(qd_h5m_kind k);    /* "quantized", "float", "raw" */
+const char *qd_h5m_gran_name(qd_granularity g); /* "tensor", "channel", "group" */
 
 /* Element types, named as docs/FORMAT.md names them ("string", "int64", ...). */
 typedef enum {
@@ -124,10 +125,11 @@ typedef struct qd_h5m_field {
     unsigned kinds; /* tensor fields: the kinds that may carry it (QD_H5M_K bits) */
     int required;   /* every such group (or the root, /run) must have it; datasets: see present */
     int vector;     /* attributes: a 1-D array (shape, metrics) rather than a scalar */
-    /* datasets: whether a record must carry it (NULL: when the record says so), its shape, and
-     * the check of its values (NULL: none; else QD_OK or QD_EFORMAT with a message naming the
-     * element, prefixed with file, tensor and field by the caller) */
+    /* datasets: whether a record must carry it, its shape, and the check of its values (NULL:
+     * none; else QD_OK, or QD_EFORMAT / QD_ENONFINITE with a message naming the element, which
+     * the reader prefixes with the file, tensor and field) */
     int (*present)(const qd_h5m_record *r);
+    const char *when;                                   /* the records that carry it, in words (messages) */
     int (*dims)(const qd_h5m_record *r, int64_t *dims); /* returns ndim */
     int (*check)(const qd_h5m_record *r, const void *values, int64_t n, char *why, size_t cap);
 } qd_h5m_field;

@@ -26,6 +26,14 @@ static const qd_command g_commands[] = {
 
 int qd_cli_is_root(MPI_Comm comm) { return qd_coll_rank(comm) == 0; }
 
+int qd_cli_root_verdict(MPI_Comm comm, const char *cmd, int st)
+{
+    char msg[1024];
+    if (!qd_coll_agree_msg(comm, st, msg, sizeof msg, NULL)) return QD_EXIT_OK;
+    if (qd_cli_is_root(comm)) fprintf(stderr, "qdist %s: %s\n", cmd, msg);
+    return QD_EXIT_FAIL;
+}
+
 int qd_cli_usage_error(MPI_Comm comm, const char *cmd, const char *fmt, ...)
 {
     if (qd_cli_is_root(comm)) {

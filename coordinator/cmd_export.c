@@ -7,7 +7,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "collective/collective.h"
 #include "common/qd_common.h"
 #include "coordinator/cli.h"
 #include "collective/h5model.h"
@@ -131,12 +130,5 @@ int qd_cmd_export(int argc, char **argv, MPI_Comm comm)
     if (optind >= argc) return qd_cli_usage_error(comm, "export", "missing FILE.h5");
     if (optind + 1 < argc) return qd_cli_usage_error(comm, "export", "unexpected argument '%s'", argv[optind + 1]);
     if (!out) return qd_cli_usage_error(comm, "export", "missing --out DIR");
-    int st = qd_cli_is_root(comm) ? do_export(argv[optind], out, f16) : QD_OK;
-    char msg[1024];
-    st = qd_coll_agree_msg(comm, st, msg, sizeof msg, NULL);
-    if (st) {
-        if (qd_cli_is_root(comm)) fprintf(stderr, "qdist export: %s\n", msg);
-        return QD_EXIT_FAIL;
-    }
-    return QD_EXIT_OK;
+    return qd_cli_root_verdict(comm, "export", qd_cli_is_root(comm) ? do_export(argv[optind], out, f16) : QD_OK);
 }

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "collective/collective.h"
 #include "collective/h5model.h"
 #include "common/qd_common.h"
 #include "coordinator/cli.h"
@@ -106,12 +105,5 @@ static int describe(const char *path)
 
 int qd_cmd_inspect_h5(const char *path, MPI_Comm comm)
 {
-    int st = qd_cli_is_root(comm) ? describe(path) : QD_OK;
-    char msg[1024];
-    st = qd_coll_agree_msg(comm, st, msg, sizeof msg, NULL);
-    if (st) {
-        if (qd_cli_is_root(comm)) fprintf(stderr, "qdist inspect: %s\n", msg);
-        return QD_EXIT_FAIL;
-    }
-    return QD_EXIT_OK;
+    return qd_cli_root_verdict(comm, "inspect", qd_cli_is_root(comm) ? describe(path) : QD_OK);
 }

@@ -15,7 +15,7 @@
 #include "coordinator/job_config.h"
 #include "shard/safetensors.h"
 #include "shard/select.h"
-#include "worker/gptq_job.h"
+#include "worker/calib_job.h"
 
 static const char *quantize_help =
     "Usage: mpirun -n N qdist quantize --model PATH --out FILE.h5 [options]\n"
@@ -468,7 +468,7 @@ int qd_cmd_plan(int argc, char **argv, MPI_Comm comm)
         printf("%-6d %8d %8d %14.3f %7.1f%% %12.3f %14.3f\n", r, tens, cnt, p.load[r] * 1e-6,
                tot > 0 ? 100 * p.load[r] / tot : 0, rd * 1e-6, p.peak_mem[r] * 1e-6);
     }
-    if (qd_job_needs_calibration(jt, n)) {
+    if (qd_job_needs_calibration(&c, jt, n)) {
         double worst = 0;
         char bd0[512] = "";
         int erc = qd_calib_job_estimate(&c, ck, jt, ranks, &worst, bd0, sizeof bd0);

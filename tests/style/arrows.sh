@@ -1,8 +1,9 @@
 #!/bin/sh
 # The floors of the source tree and their arrows (docs/ARCHITECTURE.md): every #include of another
-# folder's header must be an allowed arrow, and MPI and HDF5 are called only in collective/ (a
-# call elsewhere needs a comment with "collective-exempt:" and the reason on its line). Prints the
-# folder graph (which folder includes which, with counts) and exits 1 on a violation.
+# folder's header must be an allowed arrow, no two modules include each other's headers, and MPI
+# and HDF5 are called only in collective/ (a call elsewhere needs a comment with
+# "collective-exempt:" and the reason on its line). Prints the folder graph (which folder includes
+# which, with counts) and exits 1 on a violation.
 set -u
 cd "${QD_SOURCE_DIR:-$(dirname "$0")/../..}" || exit 1
 # folder: the folders it may include (besides itself)
@@ -46,5 +47,14 @@ if [ -n "$calls" ]; then
   echo "$calls"
   bad=1
 fi
-[ $bad = 0 ] && echo "arrows: every include points down; MPI and HDF5 only in collective/"
+# no two modules (a.c/a.h, b.c/b.h) that include each other's header
+for f in $(git ls-files '*.c' | grep -vE '^(tests|bench)/'); do
+  b=${f%.c}
+  for h in $(grep -oE '^#include "[a-z_]+/[a-z_0-9]+\.h"' "$f" | sed 's/#include "//; s/"//'); do
+    hb=${h%.h}
+    [ "$hb" != "$b" ] && [ -f "$hb.c" ] && grep -q "^#include \"$b.h\"" "$hb.c" &&
+      { echo "arrows: $f and $hb.c include each other's header (a circle)"; bad=1; }
+  done
+done
+[ $bad = 0 ] && echo "arrows: every include points down, no two modules include each other; MPI and HDF5 only in collective/"
 exit $bad
