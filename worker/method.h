@@ -11,7 +11,9 @@
  *
  * Adding a method: a file worker/method_<name>.c defining `const qd_method_def qd_method_<name>`,
  * and one line in QD_METHODS below. Its options go in qd_method_opts (filled from the job's
- * configuration by qd_job_method_opts, worker/job_spec.c). */
+ * configuration by qd_job_method_opts, worker/job_spec.c). The method files look alike on
+ * purpose (a few small static functions and one designated initializer each): that is the
+ * table's shape, not repeated logic. */
 #ifndef QD_METHOD_H
 #define QD_METHOD_H
 
