@@ -190,8 +190,8 @@ int qd_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
     if (!calib) return qd_cli_usage_error(comm, "calibrate", "missing --calib PATH");
 
     int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
+    rank = qd_coll_rank(comm);
+    size = qd_coll_size(comm);
     if (!quiet && !json) qd_log_set_level(QD_LOG_INFO);
     double t0 = qd_now();
     char msg[1024];
@@ -230,10 +230,10 @@ int qd_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
     /* per group: tokens, mean diag H, max absmax; gathered on rank 0 from the owners */
     int ng = qd_model_num_groups(m);
     double *row = group_rows(m, stats, mode, rank);
-    QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, row, ng * 4, MPI_DOUBLE, MPI_SUM, comm));
+    qd_coll_allreduce_doubles(comm, row, ng * 4, QD_COLL_SUM);
     long rss = peak_rss_kib();
     long *rss_all = qd_xcalloc((size_t)size, sizeof *rss_all);
-    QD_MPI_CHECK(MPI_Gather(&rss, 1, MPI_LONG, rss_all, 1, MPI_LONG, 0, comm));
+    qd_coll_gather(comm, &rss, sizeof rss, rss_all, 0);
     if (rank == 0) report(m, model, data, mode, size, json, t_run, t_load, rss_all, row);
     free(rss_all);
     free(row);
