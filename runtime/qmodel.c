@@ -1,11 +1,10 @@
 /* runtime/qmodel.c — the Linears (and quantized embeddings) of a qdist model file, packed once
  * for the inference engine (see qmodel.h). */
-#include <hdf5.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "collective/h5_read.h"
+#include "collective/h5model.h"
 #include "kernels/kernels.h"
 #include "quant/quant.h"
 #include "runtime/engine.h"
@@ -29,19 +28,7 @@ const char *qd_ql_kind_name(qd_ql_kind k)
     return k < QD_QL_KINDS_ ? n[k] : "?";
 }
 
-/* The whole dataset, checked to hold `want` elements. */
-static void *read_ds(hid_t g, const char *name, hid_t memtype, size_t elsize, int64_t want)
-{
-    size_t n = 0;
-    void *buf = qd_h5_read_ds(g, name, memtype, elsize, &n);
-    if (buf && (int64_t)n != want) {
-        free(buf);
-        buf = NULL;
-    }
-    return buf;
-}
-
-/* What a quantized tensor group holds, read and checked. */
+/* What a quantized tensor group holds, read. */
 typedef struct {
     int bits, sym;
     int64_t N, K, G, ng, rb;
@@ -62,66 +49,47 @@ static void qtensor_free(qtensor *t)
     memset(t, 0, sizeof *t);
 }
 
-/* 1: a quantized tensor read into t; 0: the file keeps it in float; negative: an error */
-static int read_qtensor(hid_t tg, const char *path, const char *name, int64_t N, int64_t K, qtensor *t)
+/* 1: a quantized tensor read into t; 0: the file keeps it in float; negative: an error. The
+ * file was validated by qd_h5m_open (datasets, shapes, scales, zeros, g_idx, smooth). */
+static int read_qtensor(qd_h5m *f, const char *name, int64_t N, int64_t K, qtensor *t)
 {
     memset(t, 0, sizeof *t);
-    if (H5Lexists(tg, name, H5P_DEFAULT) <= 0)
+    const char *path = qd_h5m_path(f);
+    const int ri = qd_h5m_find(f, name);
+    if (ri < 0)
         return qd_err_set(QD_ENOTFOUND, "%s: tensor '%s' of the model is not in the file (another model?)", path, name);
-    hid_t g = H5Gopen2(tg, name, H5P_DEFAULT);
-    if (g < 0) return qd_err_set(QD_EFORMAT, "%s: tensor '%s' cannot be opened", path, name);
-    char *kind = qd_h5_attr_text(g, "kind");
-    const int quantized = kind && !strcmp(kind, "quantized");
-    free(kind);
-    if (!quantized) {
-        H5Gclose(g);
-        return 0;
-    }
+    const qd_h5m_record *r = qd_h5m_tensor(f, ri);
+    if (qd_h5m_numel(r) != N * K || (r->kind == QD_H5M_QUANTIZED && (qd_h5m_rows(r) != N || qd_h5m_cols(r) != K)))
+        return qd_err_set(QD_ESHAPE, "%s: tensor '%s' has %lld values; the model's is [%lld, %lld] (another model?)",
+                          path, name, (long long)qd_h5m_numel(r), (long long)N, (long long)K);
+    if (r->kind != QD_H5M_QUANTIZED) return 0;
+    qd_h5m_values v;
+    int rc = qd_h5m_read(f, ri, &v);
+    if (rc) return rc;
     t->N = N;
     t->K = K;
-    t->bits = (int)qd_h5_attr_int(g, "bits", 0);
-    t->sym = (int)qd_h5_attr_int(g, "sym", 1);
-    const int64_t gs = qd_h5_attr_int(g, "group_size", -1);
-    t->G = gs > 0 && gs < K ? gs : K;
-    t->ng = (K + t->G - 1) / t->G;
+    t->bits = r->bits;
+    t->sym = r->sym;
+    t->G = qd_h5m_group_cols(r);
+    t->ng = r->ngroups;
     t->rb = qd_packed_row_bytes(K, t->bits);
-    t->packed = qd_valid_bits(t->bits) ? read_ds(g, "qweight", H5T_NATIVE_UINT8, 1, N * t->rb) : NULL;
-    t->sc = read_ds(g, "scales", H5T_NATIVE_FLOAT, 4, N * t->ng);
-    t->zr = t->sym ? NULL : read_ds(g, "zeros", H5T_NATIVE_INT32, 4, N * t->ng);
-    t->gi = read_ds(g, "g_idx", H5T_NATIVE_INT32, 4, K);
-    const int has_smooth = H5Lexists(g, "smooth", H5P_DEFAULT) > 0;
-    t->smooth = has_smooth ? read_ds(g, "smooth", H5T_NATIVE_FLOAT, 4, K) : NULL;
-    H5Gclose(g);
-    if (!t->packed || !t->sc || (!t->sym && !t->zr) || (has_smooth && !t->smooth)) {
-        const int rc = qd_err_set(QD_EFORMAT,
-                                  "%s: tensor '%s': quantized datasets missing or of the wrong size for [%lld, %lld] "
-                                  "with %d bits and groups of %lld",
-                                  path, name, (long long)N, (long long)K, t->bits, (long long)t->G);
-        qtensor_free(t);
-        return rc;
-    }
-    if (!t->zr) {
-        t->zr = qd_xmalloc((size_t)(N * t->ng) * sizeof *t->zr);
-        for (int64_t i = 0; i < N * t->ng; i++) t->zr[i] = 1 << (t->bits - 1);
-    }
-    for (int64_t i = 0; i < N * t->ng; i++)
-        if (!(t->sc[i] >= 0 && t->sc[i] < 3.4e38f)) {
-            const int rc = qd_err_set(QD_ENONFINITE, "%s: tensor '%s': scale %lld is not a finite non-negative number",
-                                      path, name, (long long)i);
+    t->packed = v.qweight;
+    t->sc = v.scales;
+    t->zr = v.zeros; /* symmetric records: 2^(bits-1) */
+    t->gi = v.g_idx;
+    v.qweight = NULL, v.scales = NULL, v.zeros = NULL, v.g_idx = NULL;
+    qd_h5m_values_free(&v);
+    if (qd_h5m_record_has(r, QD_H5M_SMOOTH)) {
+        int64_t n = 0;
+        if ((rc = qd_h5m_read_field(f, ri, QD_H5M_SMOOTH, (void **)&t->smooth, &n))) {
             qtensor_free(t);
             return rc;
         }
-    for (int64_t k = 0; t->smooth && k < K; k++)
-        if (!(t->smooth[k] > 0 && t->smooth[k] < 3.4e38f)) {
-            const int rc = qd_err_set(QD_ENONFINITE, "%s: tensor '%s': smoothing factor %lld is not a positive number",
-                                      path, name, (long long)k);
-            qtensor_free(t);
-            return rc;
-        }
+    }
     return 1;
 }
 
-static int load_linear(qd_qmodel *q, hid_t tg, const char *path, int li, int fake, int w4f)
+static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
 {
     const qd_linear *L = qd_model_linear(q->m, li);
     qd_qlinear *ql = &q->l[li];
@@ -129,7 +97,8 @@ static int load_linear(qd_qmodel *q, hid_t tg, const char *path, int li, int fak
     snprintf(name, sizeof name, "%s.weight", L->name);
     const int64_t N = L->out, K = L->in;
     qtensor t;
-    int rc = read_qtensor(tg, path, name, N, K, &t);
+    const char *path = qd_h5m_path(f);
+    int rc = read_qtensor(f, name, N, K, &t);
     if (rc <= 0) {
         ql->kind = QD_QL_FLOAT;
         ql->bytes = (uint64_t)(N * K) * 4;
@@ -187,15 +156,15 @@ static int load_linear(qd_qmodel *q, hid_t tg, const char *path, int li, int fak
 }
 
 /* the word embeddings, when the file quantized them (per row, 8 or 4 bits) */
-static int load_embedding(qd_qmodel *q, hid_t tg, const char *path)
+static int load_embedding(qd_qmodel *q, qd_h5m *f)
 {
     const qd_model_config *c = qd_model_cfg(q->m);
     qd_model_tensors mt;
     qd_model_get_tensors(q->m, &mt);
-    if (c->arch != QD_ARCH_BERT || !mt.word_emb_name[0] || H5Lexists(tg, mt.word_emb_name, H5P_DEFAULT) <= 0)
-        return QD_OK;
+    if (c->arch != QD_ARCH_BERT || !mt.word_emb_name[0] || qd_h5m_find(f, mt.word_emb_name) < 0) return QD_OK;
     qtensor t;
-    int rc = read_qtensor(tg, path, mt.word_emb_name, c->vocab_size, c->embed_size, &t);
+    const char *path = qd_h5m_path(f);
+    int rc = read_qtensor(f, mt.word_emb_name, c->vocab_size, c->embed_size, &t);
     if (rc <= 0) return rc;
     if ((t.bits != 8 && t.bits != 4) || t.ng != 1 || t.gi || t.smooth) {
         rc = qd_err_set(QD_EUNSUPPORTED,
@@ -222,12 +191,12 @@ static int load_embedding(qd_qmodel *q, hid_t tg, const char *path)
 
 /* a small quantized table of the file (position, token type), dequantized; *out NULL when the
  * file keeps it in float or does not have it */
-static int load_small_table(hid_t tg, const char *path, const char *name, int64_t rows, int64_t cols, float **out)
+static int load_small_table(qd_h5m *f, const char *name, int64_t rows, int64_t cols, float **out)
 {
     *out = NULL;
-    if (H5Lexists(tg, name, H5P_DEFAULT) <= 0) return QD_OK;
+    if (qd_h5m_find(f, name) < 0) return QD_OK;
     qtensor t;
-    int rc = read_qtensor(tg, path, name, rows, cols, &t);
+    int rc = read_qtensor(f, name, rows, cols, &t);
     if (rc <= 0) return rc;
     uint8_t *codes = qd_xmalloc((size_t)(rows * cols));
     qd_unpack_matrix(t.packed, rows, cols, t.bits, codes);
@@ -247,7 +216,7 @@ static int load_small_table(hid_t tg, const char *path, const char *name, int64_
     return QD_OK;
 }
 
-static int load_small_tables(qd_qmodel *q, hid_t tg, const char *path)
+static int load_small_tables(qd_qmodel *q, qd_h5m *f)
 {
     const qd_model_config *c = qd_model_cfg(q->m);
     qd_model_tensors mt;
@@ -256,9 +225,9 @@ static int load_small_tables(qd_qmodel *q, hid_t tg, const char *path)
     char name[160];
     const size_t pre = strlen(mt.word_emb_name) - strlen("embeddings.word_embeddings.weight");
     snprintf(name, sizeof name, "%.*sembeddings.position_embeddings.weight", (int)pre, mt.word_emb_name);
-    int rc = load_small_table(tg, path, name, c->max_position, c->embed_size, &q->pos);
+    int rc = load_small_table(f, name, c->max_position, c->embed_size, &q->pos);
     snprintf(name, sizeof name, "%.*sembeddings.token_type_embeddings.weight", (int)pre, mt.word_emb_name);
-    if (!rc && mt.type_emb) rc = load_small_table(tg, path, name, c->type_vocab, c->embed_size, &q->type);
+    if (!rc && mt.type_emb) rc = load_small_table(f, name, c->type_vocab, c->embed_size, &q->type);
     q->small_bytes = ((q->pos ? (uint64_t)c->max_position : 0) + (q->type ? (uint64_t)c->type_vocab : 0)) *
                      (uint64_t)c->embed_size * 4;
     return rc;
@@ -267,32 +236,28 @@ static int load_small_tables(qd_qmodel *q, hid_t tg, const char *path)
 int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, float outlier, qd_qmodel **out)
 {
     *out = NULL;
-    H5E_auto2_t efn;
-    void *edata;
-    H5Eget_auto2(H5E_DEFAULT, &efn, &edata);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    int rc = QD_OK;
-    if (f < 0) {
-        H5Eset_auto2(H5E_DEFAULT, efn, edata);
-        return qd_err_set(QD_EFORMAT, "%s: not an HDF5 file (or unreadable)", path);
+    qd_h5m *f = NULL;
+    const qd_h5m_open_opts o = {.arch_known = qd_model_type_known};
+    int rc = qd_h5m_open(path, &o, &f);
+    if (rc) return rc;
+    const char *arch = qd_h5m_info_of(f)->arch, *mine = qd_model_cfg(m)->model_type;
+    if (strcmp(arch, mine)) {
+        rc = qd_err_set(QD_EMISMATCH,
+                        "%s: arch '%s': the file was quantized from another architecture than the "
+                        "model's ('%s')",
+                        path, arch, mine);
+        qd_h5m_close(f);
+        return rc;
     }
-    char *fmt = qd_h5_attr_text(f, "format");
-    hid_t tg = H5Lexists(f, "tensors", H5P_DEFAULT) > 0 ? H5Gopen2(f, "tensors", H5P_DEFAULT) : -1;
-    if (!fmt || strcmp(fmt, "qdist") || tg < 0)
-        rc = qd_err_set(QD_EFORMAT, "%s: not a qdist model (format attribute or /tensors missing)", path);
-    free(fmt);
     qd_qmodel *q = qd_xcalloc(1, sizeof *q);
     q->m = m;
     q->outlier = outlier;
     q->n = qd_model_num_linears(m);
     q->l = qd_xcalloc((size_t)q->n, sizeof *q->l);
-    for (int li = 0; li < q->n && !rc; li++) rc = load_linear(q, tg, path, li, fake, w4f);
-    if (!rc) rc = load_embedding(q, tg, path);
-    if (!rc) rc = load_small_tables(q, tg, path);
-    if (tg >= 0) H5Gclose(tg);
-    H5Fclose(f);
-    H5Eset_auto2(H5E_DEFAULT, efn, edata);
+    for (int li = 0; li < q->n && !rc; li++) rc = load_linear(q, f, li, fake, w4f);
+    if (!rc) rc = load_embedding(q, f);
+    if (!rc) rc = load_small_tables(q, f);
+    qd_h5m_close(f);
     if (rc) {
         qd_qmodel_free(q);
         return rc;

@@ -33,9 +33,7 @@ static int tap_input(void *user, const qd_model *m, int li, const float *X, int6
 /* absmax of every group's input over this rank's share of the calibration samples */
 static int activation_absmax(const qd_job_config *cfg, MPI_Comm comm, const qd_model *m, taps *t)
 {
-    int rank = 0, size = 1;
-    QD_MPI_CHECK(MPI_Comm_rank(comm, &rank));
-    QD_MPI_CHECK(MPI_Comm_size(comm, &size));
+    const int rank = qd_coll_rank(comm), size = qd_coll_size(comm);
     qd_calib_data *d = NULL;
     int rc = qd_calib_data_open(m, cfg->calib, cfg->nsamples, cfg->seqlen, (uint64_t)cfg->calib_seed, &d);
     if (rc) return rc;
@@ -67,7 +65,7 @@ int qd_smooth_factors(const qd_job_config *cfg, MPI_Comm comm, const qd_checkpoi
     rc = qd_coll_agree_msg(comm, rc, msg, sizeof msg, NULL);
     for (int g = 0; g < ng && !rc; g++) {
         const int in = qd_model_linear(m, qd_model_group_first(m, g))->in;
-        QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, t.ax[g], in, MPI_FLOAT, MPI_MAX, comm));
+        qd_coll_max_floats(comm, t.ax[g], in);
     }
     /* the weights' per-column absmax over every Linear of a group, then the factors */
     for (int g = 0; g < ng && !rc; g++) {

@@ -9,7 +9,7 @@
  * every column stays in the int8 product. Channels with a zero on either side keep s = 1; s is
  * clamped to [1e-5, 1e5].
  *
- * The statistics are exact and order-free (a maximum), merged with MPI_MAX: every rank computes
+ * The statistics are exact and order-free (a maximum), merged as a maximum over the ranks (qd_coll_max_floats): every rank computes
  * the same factors, whatever the number of ranks. Samples are shared out by micro-batch (rank r
  * runs micro-batches r, r + p, ...). */
 #ifndef QD_WORKER_SMOOTH_H

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "kernels/gemm_pack.h"
+#include "kernels/avx2/avx2_util.h"
 #include "kernels/infer_isa.h"
 #include "kernels/kernels.h"
 
@@ -32,17 +33,12 @@
 #define MCF           96 /* rows per M block of the float path */
 #define A_BLOCK_BYTES (256 << 10)
 
-static inline __m256i tail_mask(int64_t rem)
-{ /* lanes [0, rem) set, rem in [0, 8] */
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
 static inline void store_f32(float *out, __m256 v, int64_t nv)
 {
     if (nv >= 8)
         _mm256_storeu_ps(out, v);
     else if (nv > 0)
-        _mm256_maskstore_ps(out, tail_mask(nv), v);
+        _mm256_maskstore_ps(out, qd_avx2_tail_mask(nv), v);
 }
 
 /* 4-k steps of group g that hold real columns: ceil(len / 16) · 4 (the rest of gp is padding) */
@@ -366,7 +362,7 @@ static void avx2_gemm_w4_f32(const float *A, int64_t lda, int64_t M, const qd_ge
         if (W->bias) /* acc + bias after the whole chain, as the reference */
             for (int64_t m = 0; m < M; m++)
                 for (int64_t n = 16 * p0; n < QD_MIN(16 * (p0 + np), W->N); n += 8) {
-                    const __m256i mk = tail_mask(QD_MIN((int64_t)8, W->N - n));
+                    const __m256i mk = qd_avx2_tail_mask(QD_MIN((int64_t)8, W->N - n));
                     float *c = C + m * ldc + n;
                     _mm256_maskstore_ps(c, mk, _mm256_add_ps(_mm256_maskload_ps(c, mk), _mm256_load_ps(W->bias + n)));
                 }
