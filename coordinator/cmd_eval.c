@@ -140,6 +140,7 @@ typedef struct {
     double outlier_cols;
     int counts[QD_QL_KINDS_];
     char isa[QD_QL_KINDS_][64];
+    char path[112]; /* qd_engine_path */
     qd_engine_prof_row prof[64];
     int nprof;
 } pass_result;
@@ -374,6 +375,7 @@ static int engine_pass(const qd_model *m, const char *qfile, int fake, int w4f, 
             r->counts[QD_QL_FLOAT] = qd_model_num_linears(m);
         for (int k = 0; k < QD_QL_KINDS_; k++)
             snprintf(r->isa[k], sizeof r->isa[k], "%s", qd_engine_gemm_isa(e, (qd_ql_kind)k));
+        snprintf(r->path, sizeof r->path, "%s", qd_engine_path(e));
         r->resident = qd_engine_weight_bytes(e);
         r->buffers = qd_engine_buffer_bytes(e);
         r->outlier_cols = qd_engine_outlier_cols(e);
@@ -614,6 +616,7 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
                 cJSON_AddNumberToObject(o2, "resident_weight_bytes", (double)r->resident);
                 cJSON_AddNumberToObject(o2, "buffer_bytes", (double)r->buffers);
                 cJSON_AddNumberToObject(o2, "file_bytes", side ? q_file : f32_file);
+                cJSON_AddStringToObject(o2, "runtime_path", r->path);
                 cJSON *gi = cJSON_AddObjectToObject(o2, "gemm_isa");
                 for (int t = 0; t < QD_QL_KINDS_; t++)
                     if (r->counts[t]) cJSON_AddStringToObject(gi, qd_ql_kind_name((qd_ql_kind)t), r->isa[t]);
@@ -645,6 +648,7 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
             for (int t = 0; t < QD_QL_KINDS_; t++)
                 if (counts[t]) printf(" %s: %s;", qd_ql_kind_name((qd_ql_kind)t), rq.isa[t]);
             printf(" fp32: %s)", rf.isa[QD_QL_FLOAT]);
+            printf("\n  runtime path: %s", rq.path);
             if (outlier > 0 && (counts[QD_QL_INT8] || counts[QD_QL_INT4_S8])) {
                 printf("\n  int8 activations: %.2f columns per product above %g run in float (mixed-precision "
                        "decomposition)",

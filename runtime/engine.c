@@ -1038,18 +1038,22 @@ typedef struct {
     int per;
     qd_engine_output what;
     float *out;
-    int64_t dim;
+    int64_t dim, n;
     int *rc;
 } chunk_job;
 
-/* one sub-batch, whole, on the calling thread's own workspace */
+/* sub-batches th, th + threads, ... whole, on thread th's own workspace (a fixed share: the same
+ * thread gets the same pieces every call, so a batch seen before grows no scratch) */
 static void chunk_task(void *arg, int64_t i, int th)
 {
+    (void)i;
     chunk_job *j = arg;
     ws *w = &j->e->w[th];
     w->serial = 1;
-    const qd_batch s = sub_batch(j->e, j->b, j->per, i);
-    j->rc[i] = run_batch(j->e, w, &s, j->what, j->out + i * j->per * j->dim);
+    for (int64_t c = th; c < j->n; c += j->e->o.threads) {
+        const qd_batch s = sub_batch(j->e, j->b, j->per, c);
+        j->rc[c] = run_batch(j->e, w, &s, j->what, j->out + c * j->per * j->dim);
+    }
     w->serial = 0;
 }
 
@@ -1069,27 +1073,8 @@ int qd_engine_run(qd_engine *e, const qd_batch *b, qd_engine_output what, float 
             e->rc = qd_xcalloc((size_t)n, sizeof *e->rc);
             e->cap_rc = n;
         }
-        /* every workspace as large as the largest sub-batch: which thread takes which piece
-         * changes from call to call, and a batch seen before must not allocate */
-        int64_t R = 0;
-        int Tmax = 0;
-        for (int64_t i = 0; i < n; i++) {
-            const qd_batch s = sub_batch(e, b, per, i);
-            int64_t r = 0;
-            int t = 0;
-            extent(&s, &r, &t);
-            R = QD_MAX(R, r);
-            Tmax = QD_MAX(Tmax, t);
-        }
-        for (int th = 0; th < e->o.threads; th++) {
-            ws *w = &e->w[th];
-            w->serial = 1;
-            ensure(e, w, R, Tmax, per);
-            ensure_head(w, per, e->H, e->c.num_labels);
-            w->serial = 0;
-        }
-        chunk_job j = {e, b, per, what, out, dim, e->rc};
-        qd_workers_run(e->pool, n, chunk_task, &j);
+        chunk_job j = {e, b, per, what, out, dim, n, e->rc};
+        qd_workers_run_each(e->pool, chunk_task, &j);
         int st = QD_OK;
         for (int64_t i = 0; i < n && !st; i++) st = e->rc[i];
         return st;
@@ -1158,6 +1143,20 @@ double qd_engine_outlier_cols(const qd_engine *e)
     double c = 0, n = 0;
     for (int t = 0; t < e->o.threads; t++) c += e->w[t].outl_cols, n += e->w[t].outl_calls;
     return n > 0 ? c / n : 0;
+}
+
+const char *qd_engine_path(const qd_engine *e)
+{
+    const qd_model_config *c = &e->c;
+    if (e->native)
+        return c->arch == QD_ARCH_BERT ? "engine forward (ragged rows, post-LN text blocks)"
+                                       : "engine forward (pre-LN vision blocks)";
+    if (c->relpos == QD_RELPOS_BUCKETS)
+        return "model stages, engine Linears (padded batch: MPNet's relative position buckets)";
+    if (c->relpos != QD_RELPOS_NONE) return "model stages, engine Linears (padded batch: relative position bias table)";
+    if (e->tw.emb_proj_W)
+        return "model stages, engine Linears (padded batch: embeddings projected to the hidden width)";
+    return "model stages, engine Linears (padded batch: a block layout the engine does not fuse)";
 }
 
 const char *qd_engine_gemm_isa(const qd_engine *e, qd_ql_kind kind) { return kind < QD_QL_KINDS_ ? e->isa[kind] : "?"; }

@@ -74,6 +74,10 @@ uint64_t qd_engine_weight_bytes(const qd_engine *e);
 uint64_t qd_engine_buffer_bytes(const qd_engine *e);
 /* Mean number of outlier columns per int8/4-bit product, and the products that had any. */
 double qd_engine_outlier_cols(const qd_engine *e);
+/* How the engine runs the model, in words: its own ragged forward pass, or (architectures whose
+ * blocks it does not fuse: relative position biases, projected embeddings, post-LN with layer
+ * scales) the model's stages on the padded batch with the engine's Linears, and why. */
+const char *qd_engine_path(const qd_engine *e);
 /* The ISA of every GEMM kind the engine ran ("amx-int8 + avx512-vnni", "avx512 fma", ...). */
 const char *qd_engine_gemm_isa(const qd_engine *e, qd_ql_kind kind);
 

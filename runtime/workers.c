@@ -20,6 +20,7 @@ struct qd_workers {
     atomic_int_fast64_t next; /* next task index of the region */
     atomic_int pending;       /* workers still inside the region */
     atomic_int quit;
+    int each; /* the region runs task(arg, id, id) once on every thread */
     int64_t n;
     qd_workers_task task;
     void *arg;
@@ -39,6 +40,10 @@ static inline void cpu_relax(void)
 
 static void run_tasks(qd_workers *p, int id)
 {
+    if (p->each) {
+        p->task(p->arg, id, id);
+        return;
+    }
     for (;;) {
         const int64_t i = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
         if (i >= p->n) break;
@@ -120,14 +125,10 @@ void qd_workers_free(qd_workers *p)
 
 int qd_workers_threads(const qd_workers *p) { return p->threads; }
 
-void qd_workers_run(qd_workers *p, int64_t n, qd_workers_task task, void *arg)
+static void region(qd_workers *p, int64_t n, int each, qd_workers_task task, void *arg)
 {
-    if (n <= 0) return;
-    if (p->threads == 1 || n == 1) {
-        for (int64_t i = 0; i < n; i++) task(arg, i, 0);
-        return;
-    }
     p->n = n;
+    p->each = each;
     p->task = task;
     p->arg = arg;
     atomic_store_explicit(&p->next, 0, memory_order_relaxed);
@@ -138,4 +139,23 @@ void qd_workers_run(qd_workers *p, int64_t n, qd_workers_task task, void *arg)
     pthread_mutex_unlock(&p->mu);
     run_tasks(p, 0);
     while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) cpu_relax();
+}
+
+void qd_workers_run(qd_workers *p, int64_t n, qd_workers_task task, void *arg)
+{
+    if (n <= 0) return;
+    if (p->threads == 1 || n == 1) {
+        for (int64_t i = 0; i < n; i++) task(arg, i, 0);
+        return;
+    }
+    region(p, n, 0, task, arg);
+}
+
+void qd_workers_run_each(qd_workers *p, qd_workers_task task, void *arg)
+{
+    if (p->threads == 1) {
+        task(arg, 0, 0);
+        return;
+    }
+    region(p, p->threads, 1, task, arg);
 }

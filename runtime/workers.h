@@ -23,5 +23,9 @@ void qd_workers_free(qd_workers *p);
 int qd_workers_threads(const qd_workers *p);
 /* Runs the n tasks and returns when all are done. Not reentrant: one region at a time. */
 void qd_workers_run(qd_workers *p, int64_t n, qd_workers_task task, void *arg);
+/* Runs task(arg, t, t) once on every thread t (the caller is thread 0): work shared out by a
+ * fixed rule, so that each thread sees the same pieces from call to call (its scratch then never
+ * grows again once a batch has been seen). */
+void qd_workers_run_each(qd_workers *p, qd_workers_task task, void *arg);
 
 #endif
