@@ -62,7 +62,13 @@ static void *worker(void *v)
         int spins = 0;
         while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen && !atomic_load(&p->quit)) {
             if (++spins < SPINS) {
-                cpu_relax();
+                /* every 64th turn gives the core away: on a machine with more runnable threads
+                 * than cores, the spinner would otherwise hold the slice the region's other
+                 * threads need */
+                if (spins % 64 == 0)
+                    sched_yield();
+                else
+                    cpu_relax();
                 continue;
             }
             pthread_mutex_lock(&p->mu);
@@ -138,7 +144,12 @@ static void region(qd_workers *p, int64_t n, int each, qd_workers_task task, voi
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     run_tasks(p, 0);
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) cpu_relax();
+    for (int spins = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spins++) {
+        if (spins % 64 == 63)
+            sched_yield(); /* a worker not yet scheduled gets the core (oversubscribed machines) */
+        else
+            cpu_relax();
+    }
 }
 
 void qd_workers_run(qd_workers *p, int64_t n, qd_workers_task task, void *arg)
