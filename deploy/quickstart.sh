@@ -12,7 +12,9 @@ cd "$(dirname "$0")/.."
 deploy/install-deps.sh
 # shellcheck source=deploy/mpienv.sh
 . deploy/mpienv.sh
-QD_BUILD_DIR=build deploy/build.sh -DQD_BUILD_TESTS=OFF
+# only the qdist binary, and the cache's options untouched: build/ stays the test suite's too
+# (deploy/test.sh builds and runs the tests there, before or after this)
+QD_BUILD_DIR=build QD_BUILD_TARGET=qdist deploy/build.sh
 
 MODEL=${1:-}
 DATA=""
