@@ -571,7 +571,7 @@ static int run_fp(gjob *g, qd_calib_data *data)
         for (int gi = 0; gi < ng && !rc; gi++)
             if (g->tap.X[gi]) QD_ASSERT_EQ(g->tap.fill[gi], g->tap.nrows);
     }
-    if (g->progress && g->rank == 0 && !rc) printf("gptq: calibration (fp, pipelined) %.2f s\n", qd_now() - t0);
+    if (g->progress && g->rank == 0 && !rc) printf("gptq: calibration (pipeline mode) %.2f s\n", qd_now() - t0);
     int64_t counter = 0;
     /* each rank quantizes the tensors of its blocks (where their statistics are), all at once */
     int *owner = qd_xmalloc((size_t)nl * sizeof *owner);
@@ -687,7 +687,7 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
     if (!rc && progress && g.rank == 0)
         printf("gptq: calibration data %s: %d %s samples x %d tokens (%d real), %s mode\n", cfg->calib,
                qd_calib_data_count(data), qd_calib_data_kind(data), qd_calib_data_tokens(data),
-               qd_calib_data_real_tokens(data), cfg->calib_mode == QD_CALIB_FP ? "fp" : "sequential");
+               qd_calib_data_real_tokens(data), cfg->calib_mode == QD_CALIB_FP ? "pipeline" : "data");
     int ada_x = 0;
     for (int i = 0; i < n; i++)
         ada_x |= jt[i].kind == QD_JOB_QUANT && jt[i].method == QD_METHOD_ADAROUND && cfg->ada_batch > 0;
@@ -710,7 +710,7 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
         cJSON_AddNumberToObject(o, "seqlen", qd_calib_data_tokens(data));
         cJSON_AddNumberToObject(o, "real_tokens", qd_calib_data_real_tokens(data));
         cJSON_AddNumberToObject(o, "seed", cfg->calib_seed);
-        cJSON_AddStringToObject(o, "mode", cfg->calib_mode == QD_CALIB_FP ? "fp" : "sequential");
+        cJSON_AddStringToObject(o, "mode", cfg->calib_mode == QD_CALIB_FP ? "pipeline" : "data");
         out->calibration_json = cJSON_PrintUnformatted(o);
         cJSON_Delete(o);
     }

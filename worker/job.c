@@ -109,7 +109,7 @@ cJSON *qd_job_config_json(const qd_job_config *c)
         cJSON_AddNumberToObject(k, "nsamples", c->nsamples);
         cJSON_AddNumberToObject(k, "seqlen", c->seqlen);
         cJSON_AddNumberToObject(k, "seed", c->calib_seed);
-        cJSON_AddStringToObject(k, "mode", c->calib_mode == QD_CALIB_FP ? "fp" : "sequential");
+        cJSON_AddStringToObject(k, "mode", c->calib_mode == QD_CALIB_FP ? "pipeline" : "data");
         cJSON_AddNumberToObject(k, "microbatch", c->microbatch);
     }
     return o;
