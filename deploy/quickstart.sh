@@ -42,7 +42,7 @@ if [ -n "$DATA" ]; then
   OUT4=${OUT%.h5}-gptq4.h5
   echo "== mpirun -n 4 qdist quantize --method gptq --bits 4 --asym --group-size 32 --calib $DATA --nsamples 128"
   mpirun -n 4 build/qdist quantize --model "$MODEL" --out "$OUT4" --overwrite --method gptq --bits 4 --asym \
-    --group-size 32 --calib "$DATA" --nsamples 128 --progress none </dev/null | grep -E '^(calibrated|wrote|  (bytes|rel))' || true
+    --group-size 32 --calib "$DATA" --nsamples 128 --progress none </dev/null | grep -E '^(calibrated|wrote|  (scheme|tensor data|file|rel|time))' || true
   for f in "$OUT" "$OUT4"; do
     echo "== qdist eval --quantized $f (first 2000 samples)"
     OPENBLAS_NUM_THREADS=1 build/qdist eval --model "$MODEL" --quantized "$f" --data "$DATA" --n 2000 --batch 50 \

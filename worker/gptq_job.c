@@ -484,7 +484,11 @@ static int run_sequential(gjob *g, qd_calib_data *data)
                     rc = H ? qd_calib_hessian_f32(cg, H) : qd_err_set(QD_ENOMEM, "out of memory for a Hessian");
                     Hgroup = L->input_group;
                 }
-                if (!rc) rc = quantize_units(g, ti, need_h ? H : NULL, &unit_counter, owner[b]);
+                if (!rc) {
+                    double c0 = qd_process_cpu();
+                    rc = quantize_units(g, ti, need_h ? H : NULL, &unit_counter, owner[b]);
+                    g->res->unit_cpu += qd_process_cpu() - c0;
+                }
             }
             rc = agree(g, rc);
             tap_release(g);
@@ -594,7 +598,11 @@ static int run_fp(gjob *g, qd_calib_data *data)
             rc = qd_calib_hessian_f32(cg, H);
             Hgroup = L->input_group;
         }
-        if (!rc) rc = quantize_units(g, ti, need_h ? H : NULL, &counter, owner[li]);
+        if (!rc) {
+            double c0 = qd_process_cpu();
+            rc = quantize_units(g, ti, need_h ? H : NULL, &counter, owner[li]);
+            g->res->unit_cpu += qd_process_cpu() - c0;
+        }
     }
     free(H);
     rc = agree(g, rc);

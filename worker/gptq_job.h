@@ -47,6 +47,7 @@ typedef struct {
     int n;
     char *calibration_json; /* what the file's "calibration" attribute records */
     double seconds;
+    double unit_cpu;       /* this rank's CPU seconds in GPTQ/AdaRound units (all its threads) */
     double estimate_bytes; /* this rank's estimated peak (qd_calib_job_estimate's formula) */
     char estimate_text[512];
 } qd_gptq_results;

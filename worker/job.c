@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "collective/collective.h"
+#include "collective/h5_sizes.h"
 #include "kernels/gemm_bf16.h"
 #include "shard/select.h"
 #include "worker/gptq_job.h"
@@ -336,6 +337,36 @@ static char *read_text_file(const char *path)
     return b;
 }
 
+/* The job's scheme as one phrase: "gptq 4-bit asym group 32", "rtn 8-bit sym per channel",
+ * with clipping, act-order and overrides when they apply. */
+static void describe_scheme(const qd_job_config *c, char *buf, size_t cap)
+{
+    const qd_qscheme *sc = &c->scheme;
+    int o = snprintf(buf, cap, "%s %d-bit %s ", qd_method_name(c->method), sc->bits, sc->sym ? "sym" : "asym");
+    if (sc->gran == QD_GRAN_GROUP)
+        o += snprintf(buf + o, cap - (size_t)o, "group %lld", (long long)sc->group_size);
+    else
+        o += snprintf(buf + o, cap - (size_t)o, "per %s", gran_name(sc->gran));
+    if (c->clip_mse) o += snprintf(buf + o, cap - (size_t)o, ", mse clipping");
+    if (c->act_order)
+        o += snprintf(buf + o, cap - (size_t)o, ", act-order%s", c->static_groups ? ", static groups" : "");
+    if (c->n_overrides)
+        snprintf(buf + o, cap - (size_t)o, ", %d override%s", c->n_overrides, c->n_overrides > 1 ? "s" : "");
+}
+
+/* config.json's model_type, or "unknown" */
+static void model_type(const qd_checkpoint *ck, char *buf, size_t cap)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", qd_ckpt_dir(ck));
+    char *txt = read_text_file(path);
+    cJSON *mc = txt ? cJSON_Parse(txt) : NULL;
+    const cJSON *mt = mc ? cJSON_GetObjectItemCaseSensitive(mc, "model_type") : NULL;
+    snprintf(buf, cap, "%s", cJSON_IsString(mt) ? mt->valuestring : "unknown");
+    cJSON_Delete(mc);
+    free(txt);
+}
+
 /* ---- the job ---------------------------------------------------------------------------- */
 
 typedef struct {
@@ -624,16 +655,39 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
         cJSON_AddStringToObject(o, "shard", qd_shard_mode_name(cfg->shard));
         cJSON_AddNumberToObject(o, "balance", plan.balance);
         emit_kv(hooks, "plan", o);
-        if (!cfg->quiet)
-            printf("%s: %d tensors (%d to quantize: %s %d-bit %s%s, %s), %d rank%s, sharding by %s (%d pieces), "
-                   "balance max/mean %.3f\n",
-                   cfg->model, n, nq, qd_method_name(cfg->method), cfg->scheme.bits, gran_name(cfg->scheme.gran),
-                   cfg->scheme.gran == QD_GRAN_GROUP ? " groups" : "", cfg->scheme.sym ? "symmetric" : "asymmetric",
-                   size, size == 1 ? "" : "s", qd_shard_mode_name(cfg->shard), plan.npieces, plan.balance);
+        if (!cfg->quiet) {
+            char scheme[256];
+            describe_scheme(cfg, scheme, sizeof scheme);
+            printf(
+                "%s: %d tensors (%d to quantize: %s), %d rank%s, sharding by %s (%d pieces), balance max/mean %.3f\n",
+                cfg->model, n, nq, scheme, size, size == 1 ? "" : "s", qd_shard_mode_name(cfg->shard), plan.npieces,
+                plan.balance);
+        }
+    }
+
+    qd_gptq_results gres = {0};
+    /* a job that would write an unchanged copy is an error: most often names this version does
+     * not recognise (the same on every rank: the table is deterministic) */
+    if (nq == 0) {
+        char arch[128];
+        model_type(ck, arch, sizeof arch);
+        st = qd_err_set(QD_EUNSUPPORTED,
+                        "%s: nothing to quantize for architecture '%s' (config.json model_type): none of its %d "
+                        "tensors is a 2-D float weight inside an encoder block named as qdist recognises "
+                        "('encoder.layer.N.' and the like), so the output would be an unchanged copy. Select tensors "
+                        "with --include PATTERN, or see 'qdist inspect %s'",
+                        cfg->model, arch, n, cfg->model);
+        snprintf(msg, sizeof msg, "%s", qd_errmsg());
+        if (rank == 0) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "code", qd_errname(st));
+            cJSON_AddStringToObject(o, "message", msg);
+            emit_kv(hooks, "failed", o);
+        }
+        goto out_free;
     }
 
     /* calibrated methods: calibration and GPTQ on all ranks before anything is written */
-    qd_gptq_results gres = {0};
     {
         qd_job_tensor *jt2 = qd_xcalloc((size_t)nz, sizeof *jt2);
         for (int i = 0; i < n; i++) jt2[i] = items[i].j;
@@ -980,36 +1034,42 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
         st = qd_err_set(QD_EIO, "cannot rename %s to %s", partial, cfg->out);
     st = qd_coll_agree_msg(comm, st, msg, sizeof msg, NULL);
 
+    /* CPU over ranks: the whole process (every thread, waits in MPI included) and the GPTQ /
+     * AdaRound units alone (pure computation, no communication inside) */
+    double cpu_me[2] = {qd_process_cpu(), gres.unit_cpu}, cpu_sum[2], cpu_mx[2];
+    QD_MPI_CHECK(MPI_Reduce(cpu_me, cpu_sum, 2, MPI_DOUBLE, MPI_SUM, 0, comm));
+    QD_MPI_CHECK(MPI_Reduce(cpu_me, cpu_mx, 2, MPI_DOUBLE, MPI_MAX, 0, comm));
     if (rank == 0 && st == QD_OK) {
         int64_t nqt = 0, nft = 0, params = 0, qparams = 0;
-        double bin = 0, bout = 0, qin = 0, sum_e = 0, max_e = 0;
+        double bin = 0, qin = 0, sum_e = 0, max_e = 0;
         for (int i = 0; i < n; i++) {
             const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
             const item *it = &items[i];
             params += (int64_t)t->numel;
             bin += (double)t->nbytes;
             if (it->j.kind == QD_JOB_QUANT) {
-                const qd_qscheme *sc = &it->j.scheme;
-                int64_t ng = qd_rtn_ngroups(sc, it->j.cols);
                 nqt++;
                 qparams += (int64_t)t->numel;
                 qin += (double)t->nbytes;
-                bout += (double)(it->j.rows * qd_packed_row_bytes(it->j.cols, sc->bits)) +
-                        (double)(it->j.rows * ng) * (sc->sym ? 4 : 8);
                 sum_e += it->m[0];
                 if (it->m[0] > max_e) max_e = it->m[0];
-            } else {
+            } else
                 nft++;
-                bout += it->j.kind == QD_JOB_FLOAT ? 4.0 * (double)t->numel : (double)t->nbytes;
-            }
         }
-        double secs = qd_now() - t_start, cpu_max = 0, cpu_sum = 0;
+        double secs = qd_now() - t_start, cpu_max = 0, cpu_sum_w = 0;
         for (int r = 0; r < size; r++) {
-            cpu_sum += rank_cpu[r];
+            cpu_sum_w += rank_cpu[r];
             if (rank_cpu[r] > cpu_max) cpu_max = rank_cpu[r];
         }
+        /* sizes, one meaning each: tensor data (the checkpoint's tensors; the file's datasets:
+         * quantized payload = codes, scales, zeros, g_idx, plus the tensors kept) and file bytes */
+        double qpay = 0, kept = 0;
+        if (qd_h5_tensor_bytes(cfg->out, &qpay, &kept) != QD_OK)
+            qd_log(QD_LOG_WARN, "%s", qd_errmsg()); /* the file is written; only the figure is missing */
+        double bout = qpay + kept;
         struct stat sb;
         double fbytes = stat(cfg->out, &sb) == 0 ? (double)sb.st_size : 0;
+        const int calibrated = gres.t != NULL;
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "tensors_quantized", (double)nqt);
         cJSON_AddNumberToObject(o, "tensors_kept", (double)nft);
@@ -1018,32 +1078,66 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
         cJSON_AddNumberToObject(o, "parameters_quantized", (double)qparams);
         cJSON_AddNumberToObject(o, "bytes_in", bin);
         cJSON_AddNumberToObject(o, "bytes_out", bout);
+        cJSON_AddNumberToObject(o, "quantized_payload_bytes", qpay);
         cJSON_AddNumberToObject(o, "file_bytes", fbytes);
         cJSON_AddNumberToObject(o, "compression", bout > 0 ? bin / bout : 0);
         cJSON_AddNumberToObject(o, "mean_rel_error", nqt ? sum_e / (double)nqt : 0);
         cJSON_AddNumberToObject(o, "max_rel_error", max_e);
         cJSON_AddNumberToObject(o, "seconds", secs);
-        cJSON_AddNumberToObject(o, "gb_per_s", secs > 0 ? bin / secs * 1e-9 : 0);
-        cJSON_AddNumberToObject(o, "quantized_gb_per_s", secs > 0 ? qin / secs * 1e-9 : 0);
-        cJSON_AddNumberToObject(o, "work_cpu_seconds", cpu_sum);
+        if (calibrated) {
+            cJSON_AddNumberToObject(o, "calibrated_seconds", gres.seconds);
+            cJSON_AddNumberToObject(o, "unit_cpu_seconds", cpu_sum[1]);
+            cJSON_AddNumberToObject(o, "unit_cpu_seconds_max_rank", cpu_mx[1]);
+        } else {
+            cJSON_AddNumberToObject(o, "gb_per_s", secs > 0 ? bin / secs * 1e-9 : 0);
+            cJSON_AddNumberToObject(o, "quantized_gb_per_s", secs > 0 ? qin / secs * 1e-9 : 0);
+        }
+        cJSON_AddNumberToObject(o, "work_cpu_seconds", cpu_sum_w);
         cJSON_AddNumberToObject(o, "work_cpu_seconds_max_rank", cpu_max);
+        cJSON_AddNumberToObject(o, "process_cpu_seconds", cpu_sum[0]);
         emit_kv(hooks, "finished", o);
         if (!cfg->quiet) {
+            char scheme[256];
+            describe_scheme(cfg, scheme, sizeof scheme);
             printf("wrote %s\n", cfg->out);
-            printf("  tensors    %lld quantized, %lld kept as float%s\n", (long long)nqt, (long long)nft,
+            printf("  scheme       %s\n", scheme);
+            printf("  tensors      %lld quantized, %lld kept as float%s\n", (long long)nqt, (long long)nft,
                    nresumed ? " (some from the resumed file)" : "");
-            printf("  parameters %lld (%lld quantized)\n", (long long)params, (long long)qparams);
-            printf("  bytes      %.0f in, %.0f out: %.2fx smaller (file %.0f bytes)\n", bin, bout,
-                   bout > 0 ? bin / bout : 0, fbytes);
-            printf("  rel. error mean %.3e, max %.3e (Frobenius, per tensor)\n", nqt ? sum_e / (double)nqt : 0, max_e);
-            printf("  time       %.2f s on %d rank%s: %.2f GB/s of input, %.2f GB/s of quantized input\n", secs, size,
-                   size == 1 ? "" : "s", secs > 0 ? bin / secs * 1e-9 : 0, secs > 0 ? qin / secs * 1e-9 : 0);
-            printf("  work CPU   %.2f s in all, %.2f s on the busiest rank: %.2f GB/s per CPU-second", cpu_sum, cpu_max,
-                   cpu_sum > 0 ? bin / cpu_sum * 1e-9 : 0);
-            if (size > 1)
-                printf(", parallel efficiency %.0f%% of the CPU time",
-                       cpu_max > 0 ? 100.0 * cpu_sum / (size * cpu_max) : 0);
-            printf("\n");
+            printf("  parameters   %lld (%lld quantized)\n", (long long)params, (long long)qparams);
+            printf("  tensor data  %.0f bytes in the checkpoint, %.0f in the file (%.2fx smaller): quantized payload "
+                   "%.0f bytes (codes, scales, zeros) for %.0f bytes of weights (%.2fx), %.0f bytes kept as float\n",
+                   bin, bout, bout > 0 ? bin / bout : 0, qpay, qin, qpay > 0 ? qin / qpay : 0, kept);
+            printf("  file         %.0f bytes (tensor data + HDF5 structure and attributes)\n", fbytes);
+            printf("  rel. error   mean %.3e, max %.3e (Frobenius, per tensor)\n", nqt ? sum_e / (double)nqt : 0,
+                   max_e);
+            if (calibrated) {
+                /* the calibrated phase is the job's work: forward passes and GPTQ/AdaRound; GB/s of
+                 * input would say nothing about it */
+                printf("  time         %.2f s on %d rank%s: calibrated phase %.2f s (calibration and %s), writing "
+                       "%.2f s\n",
+                       secs, size, size == 1 ? "" : "s", gres.seconds, qd_method_name(cfg->method),
+                       secs - gres.seconds > 0 ? secs - gres.seconds : 0);
+                printf("  CPU          %.2f s in all, %.2f s on the busiest rank (whole processes, waits in MPI "
+                       "included)\n",
+                       cpu_sum[0], cpu_mx[0]);
+                printf("  units CPU    %.2f s in all, %.2f s on the busiest rank (%s of the row units)", cpu_sum[1],
+                       cpu_mx[1], qd_method_name(cfg->method));
+                if (size > 1)
+                    printf(": balance %.0f%% (mean over ranks / busiest)",
+                           cpu_mx[1] > 0 ? 100.0 * cpu_sum[1] / (size * cpu_mx[1]) : 0);
+                printf("\n");
+            } else {
+                printf("  time         %.2f s on %d rank%s: %.2f GB/s of checkpoint tensors, %.2f GB/s of the "
+                       "weights quantized\n",
+                       secs, size, size == 1 ? "" : "s", secs > 0 ? bin / secs * 1e-9 : 0,
+                       secs > 0 ? qin / secs * 1e-9 : 0);
+                printf("  work CPU     %.2f s in all, %.2f s on the busiest rank: %.2f GB/s per CPU-second", cpu_sum_w,
+                       cpu_max, cpu_sum_w > 0 ? bin / cpu_sum_w * 1e-9 : 0);
+                if (size > 1)
+                    printf(", parallel efficiency %.0f%% of the CPU time",
+                           cpu_max > 0 ? 100.0 * cpu_sum_w / (size * cpu_max) : 0);
+                printf("\n");
+            }
         }
     } else if (rank == 0 && st != QD_OK) {
         cJSON *o = cJSON_CreateObject();
