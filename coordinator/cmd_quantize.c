@@ -90,6 +90,13 @@ static const char *quantize_help =
     "                          (all samples' real tokens, in sample order; the block in hand in\n"
     "                          data mode, a rank's own blocks in pipeline mode) and each step draws\n"
     "                          N of them with --calib-seed; memory: see 'qdist plan'\n"
+    "Pruning (every quantized weight; masks recorded in the file, docs/FORMAT.md):\n"
+    "  --sparsity S            fraction of zeros per row (0.5, 50%) or N:M (2:4, 4:8: at most N\n"
+    "                          nonzeros in every M consecutive inputs)\n"
+    "  --prune METHOD          sparsegpt (default; with gptq: pruning and quantization in one\n"
+    "                          pass), magnitude, wanda (|W| x input norm; needs --calib); rtn\n"
+    "                          jobs prune by magnitude\n"
+    "  --prune-only            keep the pruned weights in float (method gptq's calibration)\n"
     "  --overwrite             replace an existing output (or an old FILE.h5.partial)\n"
     "  --resume                continue FILE.h5.partial from an interrupted or failed run: checks\n"
     "                          that settings and checkpoint are the same, then quantizes only the\n"
@@ -150,7 +157,10 @@ enum {
     O_BETA,
     O_WARMUP,
     O_LR,
-    O_BATCH
+    O_BATCH,
+    O_SPARSITY,
+    O_PRUNE,
+    O_PRUNE_ONLY
 };
 
 static const char *g_events;
@@ -218,6 +228,9 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
                                  {"warmup", required_argument, 0, O_WARMUP},
                                  {"lr", required_argument, 0, O_LR},
                                  {"batch", required_argument, 0, O_BATCH},
+                                 {"sparsity", required_argument, 0, O_SPARSITY},
+                                 {"prune", required_argument, 0, O_PRUNE},
+                                 {"prune-only", no_argument, 0, O_PRUNE_ONLY},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
     qd_job_config_default(c);
@@ -255,6 +268,9 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
         case O_WARMUP: key = "adaround_warmup"; break;
         case O_LR: key = "adaround_lr"; break;
         case O_BATCH: key = "adaround_batch"; break;
+        case O_SPARSITY: key = "sparsity"; break;
+        case O_PRUNE: key = "prune"; break;
+        case O_PRUNE_ONLY: c->prune_only = 1; break;
         case O_SYM: c->scheme.sym = 1; break;
         case O_ASYM: c->scheme.sym = 0; break;
         case O_OVERWRITE: c->overwrite = 1; break;
