@@ -46,6 +46,6 @@ if [ -n "$DATA" ]; then
   for f in "$OUT" "$OUT4"; do
     echo "== qdist eval --quantized $f (first 2000 samples)"
     OPENBLAS_NUM_THREADS=1 build/qdist eval --model "$MODEL" --quantized "$f" --data "$DATA" --n 2000 --batch 50 \
-      | grep -E 'Linears|accuracy|cosine|speed-up|file bytes' || true
+      | grep -E 'runtime path|accuracy|cosine|speed-up|tensor data|file \(bytes\)|wall time total' || true
   done
 fi
