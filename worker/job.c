@@ -607,6 +607,15 @@ static void emit_kv(const qd_job_hooks *h, const char *type, cJSON *o)
     cJSON_Delete(o);
 }
 
+/* the "failed" event: the error's code and message */
+static void emit_failed(const qd_job_hooks *h, int st, const char *msg)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "code", qd_errname(st));
+    cJSON_AddStringToObject(o, "message", msg);
+    emit_kv(h, "failed", o);
+}
+
 static void on_signal(int sig)
 {
     (void)sig;
@@ -740,12 +749,7 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
                         "with --include PATTERN, or see 'qdist inspect %s'",
                         cfg->model, arch, n, cfg->model);
         snprintf(msg, sizeof msg, "%s", qd_errmsg());
-        if (rank == 0) {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "code", qd_errname(st));
-            cJSON_AddStringToObject(o, "message", msg);
-            emit_kv(hooks, "failed", o);
-        }
+        if (rank == 0) emit_failed(hooks, st, msg);
         goto out_free;
     }
 
@@ -767,12 +771,7 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
             if (st) {
                 snprintf(msg, sizeof msg, "%s", qd_errmsg());
                 free(jt2);
-                if (rank == 0) {
-                    cJSON *o = cJSON_CreateObject();
-                    cJSON_AddStringToObject(o, "code", qd_errname(st));
-                    cJSON_AddStringToObject(o, "message", msg);
-                    emit_kv(hooks, "failed", o);
-                }
+                if (rank == 0) emit_failed(hooks, st, msg);
                 goto out_free;
             }
             for (int i = 0; i < n; i++)
@@ -1214,12 +1213,8 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
                 printf("\n");
             }
         }
-    } else if (rank == 0 && st != QD_OK) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "code", qd_errname(st));
-        cJSON_AddStringToObject(o, "message", msg);
-        emit_kv(hooks, "failed", o);
-    }
+    } else if (rank == 0 && st != QD_OK)
+        emit_failed(hooks, st, msg);
     free(mine);
     free(pending);
     free(rank_cpu);
