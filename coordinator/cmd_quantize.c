@@ -447,6 +447,9 @@ int qd_cmd_plan(int argc, char **argv, MPI_Comm comm)
     }
     printf("plan: %s, %d tensors (%d to quantize, method %s), %d pieces over %d ranks, sharding by %s\n", c.model, n,
            nq, qd_method_name(c.method), p.npieces, ranks, qd_shard_mode_name(c.shard));
+    if (nq == 0)
+        printf("nothing to quantize: no tensor is a 2-D float weight inside an encoder block named as qdist "
+               "recognises; 'qdist quantize' stops with an error (select tensors with --include PATTERN)\n");
     if (nada && c.ada_batch > 0)
         printf("adaround: %d tensors, %d steps of %d calibration rows (cost iters*rows*cols*2*batch)\n", nada,
                c.ada_iters, c.ada_batch);

@@ -82,6 +82,7 @@ for n in 1 2; do
     echo "ok: nothing to quantize on $n rank(s): exit 1: $(head -n 1 "$T/err" | cut -c1-120)..."
   fi
 done
+"$QDIST" plan --ranks 2 --model "$T/gpt" | grep -q "^nothing to quantize" || { echo "FAIL: plan did not say it"; fail=1; }
 "$QDIST" quantize --model "$T/gpt" --out "$T/gpt-inc.h5" --include 'h.*.weight' --quiet
 [ -f "$T/gpt-inc.h5" ] || { echo "FAIL: --include did not quantize"; fail=1; }
 exit $fail
