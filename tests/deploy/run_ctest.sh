@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # deploy/run-ctest.sh, the check that deploy/test.sh tested something, on small CMake projects
-# made here: it passes a full run (a skipped test named), and fails, naming the reason, on a
-# build configured without tests, on one registering fewer tests than its sources declare, on a
-# run where every test was skipped and on a failing test.
+# made here: it passes a full run (with a skipped test, named, and without one), and fails, naming
+# the reason, on a build configured without tests, on one registering fewer tests than its sources
+# declare, on a run where every test was skipped, on a failing test and on an empty suite.
 set -uo pipefail
 SRC=${QD_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 RUN=$SRC/deploy/run-ctest.sh
@@ -11,18 +11,19 @@ trap 'rm -rf "$T"' EXIT
 fail=0
 
 # project SKIP_ALL FAILING: three declared tests (one skips with 77) in tests/a; option
-# WITH_TESTS as QD_BUILD_TESTS; option DROP_ONE leaves one test out
+# WITH_TESTS as QD_BUILD_TESTS; option DROP_ONE leaves one test out, NO_SKIP makes t_skip pass
 mkdir -p "$T/p/tests/a"
 cat > "$T/p/CMakeLists.txt" <<'CM'
 cmake_minimum_required(VERSION 3.18)
 project(p LANGUAGES NONE)
 option(WITH_TESTS "" ON)
 option(DROP_ONE "" OFF)
+option(NO_SKIP "" OFF)
 set(SKIP_ALL OFF CACHE BOOL "")
 set(FAILING OFF CACHE BOOL "")
 function(qd_add_cmd_test name)
   set(code 0)
-  if(SKIP_ALL OR name STREQUAL "t_skip")
+  if(SKIP_ALL OR (name STREQUAL "t_skip" AND NOT NO_SKIP))
     set(code 77)
   elseif(FAILING AND name STREQUAL "t_one")
     set(code 1)
@@ -60,6 +61,7 @@ check() {
   fi
 }
 check "full run" pass "3 tests registered, 3 run: 2 passed, 0 failed, 1 skipped (t_skip)"
+check "nothing skipped" pass "3 tests registered, 3 run: 3 passed, 0 failed$" -DNO_SKIP=ON
 check "tests off" fail "no test suite here" -DWITH_TESTS=OFF
 check "a declared test missing" fail "registers 2 tests, but the sources declare at least 3" -DDROP_ONE=ON
 check "all skipped" fail "every test was skipped" -DSKIP_ALL=ON
