@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "collective/h5_sizes.h"
+#include "collective/collective.h"
 #include "coordinator/cli.h"
 #include "coordinator/eval_outputs.h"
 #include "runtime/qmodel.h"
@@ -597,8 +597,7 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
     if (!model || !qfile || !data)
         return qd_cli_usage_error(comm, "eval", "--model, --quantized and --data are required");
     /* one process does the work; other ranks (if any) wait */
-    int rank = 0;
-    MPI_Comm_rank(comm, &rank);
+    const int rank = qd_coll_rank(comm);
     int rc = QD_OK;
     if (rank != 0) goto done;
 
@@ -608,7 +607,7 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
     memset(&S, 0, sizeof S);
     pass_result rq = {0}, rf = {0};
     int counts[QD_QL_KINDS_] = {0};
-    double outl_cols = 0;
+    double outl_cols = 0, qpayload = 0, qkept = 0;
     /* quantized first, its FP32 Linear weights never read, so its peak memory is its own */
     rc = qd_model_load_flags(model, QD_MODEL_LAZY_LINEARS, &mq);
     if (!rc) rc = open_samples(mq, data, labels, (int)n, (int)seqlen, &S);
@@ -622,6 +621,7 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
         qd_model_hooks hk = qd_qmodel_hooks(q);
         rc = run_pass(mq, &hk, &S, (int)batch, embed_mode, &rq);
         outl_cols = qd_qmodel_outlier_cols(q);
+        qd_qmodel_tensor_bytes(q, &qpayload, &qkept);
     }
     qd_qmodel_free(q);
     qd_model_free(mq);
@@ -680,8 +680,8 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
             for (int f = 0; f < qd_ckpt_num_files(ck); f++) e.file_bytes[0] += (double)qd_ckpt_file(ck, f)->size;
             qd_ckpt_close(ck);
         }
-        double kept = 0;
-        if (qd_h5_tensor_bytes(qfile, &e.qpayload, &kept) == QD_OK) e.tensor_bytes[1] = e.qpayload + kept;
+        e.qpayload = qpayload;
+        e.tensor_bytes[1] = qpayload + qkept;
         e.file_bytes[1] = path_bytes(qfile);
 
         qd_eval_outputs out = {.n = N,
@@ -732,6 +732,6 @@ cleanup:
     free(rf.out);
     free(rf.lat);
 done:
-    MPI_Bcast(&rc, 1, MPI_INT, 0, comm);
+    qd_coll_bcast(comm, &rc, sizeof rc, 0);
     return rc == QD_OK ? QD_EXIT_OK : rc == QD_EINVAL ? QD_EXIT_USAGE : QD_EXIT_FAIL;
 }

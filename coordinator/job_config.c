@@ -11,15 +11,6 @@
 _Static_assert((int)QD_CALIB_SEQUENTIAL == (int)QD_CALIB_DATA_PARALLEL && (int)QD_CALIB_FP == (int)QD_CALIB_PIPELINE,
                "calibration mode numbers differ between quantize and calibrate");
 
-int qd_calib_mode_from_name(const char *name)
-{
-    if (!strcmp(name, "data") || !strcmp(name, "sequential")) return QD_CALIB_SEQUENTIAL;
-    if (!strcmp(name, "pipeline") || !strcmp(name, "fp")) return QD_CALIB_FP;
-    return -1;
-}
-
-const char *qd_calib_mode_name(int mode) { return mode == QD_CALIB_FP ? "pipeline" : "data"; }
-
 static int set_err(char *msg, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int set_err(char *msg, size_t cap, const char *fmt, ...)
 {

@@ -26,13 +26,4 @@ int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *
  * allow_paths: accept model, out, overwrite, resume (service submissions). */
 int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, char *msg, size_t cap);
 
-/* The calibration modes of `quantize` and `calibrate` by one pair of names, for how the ranks
- * share the calibration: "data" (samples split over ranks; quantize then calibrates block after
- * block on the outputs of the blocks already quantized) or "pipeline" (ranks own contiguous
- * blocks and one FP32 calibration flows through them). The names quantize used before,
- * "sequential" and "fp", are accepted as aliases of data and pipeline. Returns
- * QD_CALIB_SEQUENTIAL (= QD_CALIB_DATA_PARALLEL) or QD_CALIB_FP (= QD_CALIB_PIPELINE), or -1. */
-int qd_calib_mode_from_name(const char *name);
-const char *qd_calib_mode_name(int mode); /* "data" or "pipeline" */
-
 #endif
