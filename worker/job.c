@@ -14,6 +14,7 @@
 
 #include "collective/collective.h"
 #include "collective/h5model.h"
+#include "common/qd_file.h"
 #include "kernels/gemm_bf16.h"
 #include "worker/calib_job.h"
 #include "worker/job_piece.h"
@@ -246,30 +247,18 @@ static int job_calibrated(job *J)
 
 /* ---- the model file's records --------------------------------------------------------------- */
 
-static char *read_text_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (n < 0 || n > (64 << 20)) {
-        fclose(f);
-        return NULL;
-    }
-    char *b = qd_xmalloc((size_t)n + 1);
-    size_t got = fread(b, 1, (size_t)n, f);
-    b[got] = 0;
-    fclose(f);
-    return b;
-}
-
-/* config.json's model_type ("unknown" without one) and, when wanted, the whole text (free it) */
+/* config.json's model_type ("unknown" without one) and, when wanted, the whole text (NULL
+ * without one; free it) */
 static void model_type(const qd_checkpoint *ck, char *buf, size_t cap, char **text)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", qd_ckpt_dir(ck));
-    char *txt = read_text_file(path);
+    char *txt = NULL;
+    size_t len;
+    if (qd_read_file(path, (size_t)64 << 20, "a model configuration", &txt, &len)) {
+        txt = NULL;
+        qd_err_clear();
+    }
     cJSON *mc = txt ? cJSON_Parse(txt) : NULL;
     const cJSON *mt = mc ? cJSON_GetObjectItemCaseSensitive(mc, "model_type") : NULL;
     snprintf(buf, cap, "%s", cJSON_IsString(mt) ? mt->valuestring : "unknown");
