@@ -12,7 +12,7 @@
 
 #include "collective/collective.h"
 #include "coordinator/cli.h"
-#include "coordinator/eval_outputs.h"
+#include "coordinator/outputs_file.h"
 #include "runtime/qmodel.h"
 #include "kernels/kernels.h"
 #include "model/calib_data.h"
@@ -46,15 +46,17 @@ static const char *eval_help =
     "  --w4-float-act          4-bit weights with float activations instead of int8 ones\n"
     "  --outlier-threshold X   int8 activations: input columns holding a value above X are\n"
     "                          multiplied in float (mixed-precision decomposition; default 6, 0 = off)\n"
-    "  --save-outputs FILE     write the FP32 and quantized outputs of every sample (logits or\n"
-    "                          embeddings, in input order) with their inputs (token ids and masks,\n"
-    "                          or image indices) to FILE.safetensors, for scoring other runtimes on\n"
-    "                          the same inputs (docs/eval.md, \"Outputs file\")\n"
-    "  --reference FILE        score the quantized (and FP32) outputs against the outputs in FILE, a\n"
-    "                          safetensors file from elsewhere ('outputs' [samples, dim], or the\n"
-    "                          'quantized' of a --save-outputs file; rows matched by 'sample_index'):\n"
+    "  --save-outputs FILE     write the outputs of every sample, in input order, to FILE.safetensors\n"
+    "                          as 'qdist forward --save-outputs' does (docs/eval.md, \"Outputs\n"
+    "                          files\"): the quantized model's under transformers' name (logits,\n"
+    "                          sentence_embedding, pooler_output, image_embeds), the FP32 model's\n"
+    "                          as fp32.NAME, with sample_index, labels and the text inputs (token\n"
+    "                          ids and masks: 'qdist forward --inputs FILE' runs them again)\n"
+    "  --reference FILE        score the quantized (and FP32) outputs against the tensor of FILE\n"
+    "                          named as ours (an outputs file of eval or forward, or another\n"
+    "                          runtime's; rows matched by its sample_index when it has one):\n"
     "                          cosine mean/min, max abs difference, agreement of predictions\n"
-    "  --reference-tensor NAME the reference's tensor to read instead (e.g. 'logits')\n"
+    "  --reference-tensor NAME the reference's tensor to read instead (e.g. 'fp32.logits')\n"
     "  --json                  one JSON object (docs/eval.md) instead of the table\n"
     "  -h, --help              this text\n";
 
@@ -372,6 +374,19 @@ static void runtime_path(char *buf, size_t cap, int fake, const int counts[QD_QL
 }
 
 /* Everything one run measured, for the table or the JSON. */
+/* How one set of our outputs compares with the reference's, row by row. */
+typedef struct {
+    double cos_mean, cos_min; /* cosine of each sample's row */
+    double max_abs;           /* largest |difference| of any value */
+    double agreement;         /* same argmax (logits only), else -1 */
+} ref_match;
+
+typedef struct {
+    char tensor[128];          /* the reference tensor read */
+    int n;                     /* samples compared */
+    ref_match quantized, fp32; /* ours (quantized / FP32) against the reference */
+} ref_scores;
+
 typedef struct {
     const char *model, *qfile, *data;
     long batch;
@@ -384,12 +399,12 @@ typedef struct {
     double outlier, outl_cols;
     int counts[QD_QL_KINDS_];
     char path[512];
-    const qd_eval_ref_scores *ref; /* NULL: no --reference */
+    const ref_scores *ref; /* NULL: no --reference */
     const char *ref_file, *saved;
     double wall_total;
 } eval_report;
 
-static void json_match(cJSON *o, const char *key, const qd_eval_match *m)
+static void json_match(cJSON *o, const char *key, const ref_match *m)
 {
     cJSON *x = cJSON_AddObjectToObject(o, key);
     cJSON_AddNumberToObject(x, "cosine_mean", m->cos_mean);
@@ -456,7 +471,7 @@ static void report_json(const eval_report *e)
     cJSON_Delete(j);
 }
 
-static void print_match(const char *who, const char *of, const qd_eval_match *m)
+static void print_match(const char *who, const char *of, const ref_match *m)
 {
     printf("  %-9s cosine of %s: mean %.6f, min %.6f; max abs difference %.4g", who, of, m->cos_mean, m->cos_min,
            m->max_abs);
@@ -520,6 +535,112 @@ static int all_inputs(samples *S, int32_t **ids, int32_t **mask, int32_t **tt, i
     *mask = m0;
     *tt = t0;
     *Tout = T;
+    return rc;
+}
+
+/* What the two passes produced: rows of `dim` values named as transformers names them. */
+typedef struct {
+    int n, dim, classify;
+    const float *fp32, *quantized;
+    const char *name; /* logits, sentence_embedding, pooler_output, image_embeds */
+} eval_outputs;
+
+/* --save-outputs: the quantized model's outputs under their name, the FP32 model's under
+ * "fp32.<name>", which sample of --data each row is, the labels, and text inputs (docs/eval.md,
+ * "Outputs files"). Images are not stored: sample_index names them. */
+static int save_outputs(const char *path, const eval_outputs *o, samples *S, int text, const char *const *meta)
+{
+    const int64_t n = o->n;
+    int64_t *index = qd_xmalloc((size_t)(n ? n : 1) * sizeof *index), *lab = NULL, *in64[3] = {NULL, NULL, NULL};
+    for (int64_t i = 0; i < n; i++) index[i] = i;
+    char fp32_name[64];
+    snprintf(fp32_name, sizeof fp32_name, "fp32.%s", o->name);
+    qd_st_out_tensor t[7];
+    int k = 0, rc = QD_OK;
+    t[k++] = (qd_st_out_tensor){o->name, QD_DT_F32, 2, {n, o->dim}, o->quantized};
+    t[k++] = (qd_st_out_tensor){fp32_name, QD_DT_F32, 2, {n, o->dim}, o->fp32};
+    t[k++] = (qd_st_out_tensor){"sample_index", QD_DT_I64, 1, {n}, index};
+    if (S->has_labels) {
+        lab = qd_xmalloc((size_t)(n ? n : 1) * sizeof *lab);
+        for (int64_t i = 0; i < n; i++) lab[i] = S->labels[i];
+        t[k++] = (qd_st_out_tensor){"labels", QD_DT_I64, 1, {n}, lab};
+    }
+    if (text) {
+        int32_t *in32[3] = {NULL, NULL, NULL};
+        int T = 0;
+        rc = all_inputs(S, &in32[0], &in32[1], &in32[2], &T);
+        static const char *names[3] = {"input_ids", "attention_mask", "token_type_ids"};
+        for (int a = 0; a < 3; a++) {
+            in64[a] = qd_xmalloc((size_t)(n * T > 0 ? n * T : 1) * sizeof *in64[a]);
+            for (int64_t v = 0; v < n * T; v++) in64[a][v] = in32[a][v];
+            t[k++] = (qd_st_out_tensor){names[a], QD_DT_I64, 2, {n, T}, in64[a]};
+            free(in32[a]);
+        }
+    }
+    if (!rc) rc = qd_outputs_write(path, t, k, "eval", meta);
+    free(index);
+    free(lab);
+    for (int a = 0; a < 3; a++) free(in64[a]);
+    return rc;
+}
+
+static void match(const float *ours, const qd_outputs_ref *r, int n, int dim, int classify, ref_match *m)
+{
+    double cs = 0, cmin = 1, mx = 0;
+    int agree = 0;
+    for (int i = 0; i < n; i++) {
+        const float *a = ours + (size_t)i * dim;
+        double ab = 0, aa = 0, bb = 0, bmax = 0;
+        int pa = 0, pb = 0;
+        for (int j = 0; j < dim; j++) {
+            const double y = qd_outputs_ref_at(r, i, j), d = fabs((double)a[j] - y);
+            ab += (double)a[j] * y;
+            aa += (double)a[j] * a[j];
+            bb += y * y;
+            if (!(d <= mx)) mx = d; /* NaN propagates */
+            if (a[j] > a[pa]) pa = j;
+            if (j == 0 || y > bmax) {
+                bmax = y;
+                pb = j;
+            }
+        }
+        const double c = aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : (aa == bb ? 1.0 : 0.0);
+        cs += c;
+        if (c < cmin) cmin = c;
+        agree += pa == pb;
+    }
+    m->cos_mean = n ? cs / n : 0;
+    m->cos_min = n ? cmin : 0;
+    m->max_abs = mx;
+    m->agreement = classify && n ? (double)agree / n : -1;
+}
+
+/* --reference: the tensor named `tensor`, else the one named as our outputs, of an outputs file
+ * (qdist eval's or forward's, or another runtime's), rows matched through its sample_index. */
+static int score_reference(const char *path, const char *tensor, const eval_outputs *o, ref_scores *s)
+{
+    memset(s, 0, sizeof *s);
+    qd_checkpoint *ck = NULL;
+    int rc = qd_ckpt_open(path, &ck);
+    if (rc) return qd_err_wrap(rc, "--reference");
+    const char *name = tensor ? tensor : o->name;
+    snprintf(s->tensor, sizeof s->tensor, "%s", name);
+    const int64_t shape[2] = {o->n, o->dim};
+    qd_outputs_ref r;
+    rc = qd_outputs_ref_open(ck, path, name, 2, shape, &r);
+    if (!rc && !r.t)
+        rc = tensor
+                 ? qd_err_set(QD_ENOTFOUND, "%s: no tensor '%s'", path, tensor)
+                 : qd_err_set(QD_ENOTFOUND,
+                              "%s: no tensor '%s' (the outputs computed here; --reference-tensor NAME reads another)",
+                              path, name);
+    if (!rc) {
+        s->n = o->n;
+        match(o->quantized, &r, o->n, o->dim, o->classify, &s->quantized);
+        match(o->fp32, &r, o->n, o->dim, o->classify, &s->fp32);
+    }
+    qd_outputs_ref_free(&r);
+    qd_ckpt_close(ck);
     return rc;
 }
 
@@ -656,7 +777,7 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
         e.has_acc = !embed_mode && S.has_labels;
         for (int i = 0; i < N; i++) {
             const float *a = rf.out + (size_t)i * dim, *b = rq.out + (size_t)i * dim;
-            double cv = qd_eval_cosine(a, b, dim);
+            double cv = qd_outputs_cosine(a, b, dim);
             e.cs += cv;
             if (cv < e.cmin) e.cmin = cv;
             if (!embed_mode) {
@@ -684,33 +805,20 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
         e.tensor_bytes[1] = qpayload + qkept;
         e.file_bytes[1] = path_bytes(qfile);
 
-        qd_eval_outputs out = {.n = N,
-                               .dim = dim,
-                               .fp32 = rf.out,
-                               .quantized = rq.out,
-                               .classify = !embed_mode,
-                               .output = embed_mode ? (arch == QD_ARCH_BERT ? "mean-pooled embeddings" : "embeddings")
-                                                    : "logits",
-                               .labels = S.has_labels ? S.labels : NULL,
-                               .model = model,
-                               .quantized_file = qfile,
-                               .data = data,
-                               .runtime = e.path};
-        int32_t *ids = NULL, *mask = NULL, *tt = NULL;
-        if (save && arch != QD_ARCH_VIT) {
-            rc = all_inputs(&S, &ids, &mask, &tt, &out.T);
-            out.input_ids = ids;
-            out.attention_mask = mask;
-            out.token_type_ids = tt;
-        }
-        if (save && !rc) rc = qd_eval_outputs_save(save, &out);
-        free(ids);
-        free(mask);
-        free(tt);
+        const qd_model_config *fc = qd_model_cfg(mf);
+        const eval_outputs out = {.n = N,
+                                  .dim = dim,
+                                  .classify = !embed_mode,
+                                  .fp32 = rf.out,
+                                  .quantized = rq.out,
+                                  .name = embed_mode ? qd_outputs_embedding_name(fc) : "logits"};
+        const char *meta[] = {"model",          model,     "inputs", data, "quantized", qfile, "architecture",
+                              fc->architecture, "runtime", e.path,   NULL};
+        if (save) rc = save_outputs(save, &out, &S, arch != QD_ARCH_VIT, meta);
         e.saved = save;
-        qd_eval_ref_scores refs;
+        ref_scores refs;
         if (reference && !rc) {
-            rc = qd_eval_reference_score(reference, ref_tensor, &out, &refs);
+            rc = score_reference(reference, ref_tensor, &out, &refs);
             e.ref = &refs;
             e.ref_file = reference;
         }
