@@ -326,13 +326,18 @@ def r_bench_ada():
                 s(q.group(2)), s(q.group(1)), q.group(3), s(o.group(2)), s(o.group(1)), o.group(3), min(r), max(r), isa))
 
 
-def r_ada_job():
-    t = log("adaround_job")
-    rows = {(m[0], m[1]): m for m in re.findall(r"^(\S+) +([12]) +([\d.]+) +([\d.]+) ", t, re.M)}
-    b1, b2 = rows.get(("all-MiniLM-L6-v2", "1")), rows.get(("all-MiniLM-L6-v2", "2"))
-    v1, v2 = rows.get(("vit-mnist-tiny", "1")), rows.get(("vit-mnist-tiny", "2"))
-    if not (b1 and b2 and v1 and v2):
+def both_checkpoints(t, ncols):
+    """The rows of a bench/*_job.sh table (model, ranks, ncols numbers) for all-MiniLM-L6-v2 and
+    vit-mnist-tiny on 1 and 2 ranks: (bert 1, bert 2, vit 1, vit 2)."""
+    rows = {(m[0], m[1]): m for m in re.findall(r"^(\S+) +([12])" + r" +([\d.]+)" * ncols + " ", t, re.M)}
+    got = [rows.get((model, n)) for model in ("all-MiniLM-L6-v2", "vit-mnist-tiny") for n in ("1", "2")]
+    if not all(got):
         raise Missing("incomplete table")
+    return got
+
+
+def r_ada_job():
+    b1, b2, v1, v2 = both_checkpoints(log("adaround_job"), 2)
     j1, j2 = float(b1[3]), float(b2[3])
     return ("%.1f s (%.1f min) on 1 rank, %.1f s (%.1f min) on 2 (%.2f×, %.0f %% efficiency); vit-mnist-tiny %.1f s / "
             "%.1f s" % (j1, j1 / 60, j2, j2 / 60, j1 / j2, 100 * j1 / (2 * j2), float(v1[3]), float(v2[3])))
@@ -371,12 +376,7 @@ def r_ada_cmp():
 
 
 def r_gptq_job():
-    t = log("gptq_job")
-    rows = {(m[0], m[1]): m for m in re.findall(r"^(\S+) +([12]) +([\d.]+) +([\d.]+) +([\d.]+) +([\d.]+) ", t, re.M)}
-    b1, b2 = rows.get(("all-MiniLM-L6-v2", "1")), rows.get(("all-MiniLM-L6-v2", "2"))
-    v1, v2 = rows.get(("vit-mnist-tiny", "1")), rows.get(("vit-mnist-tiny", "2"))
-    if not (b1 and b2 and v1 and v2):
-        raise Missing("incomplete table")
+    b1, b2, v1, v2 = both_checkpoints(log("gptq_job"), 4)
     cal1, cal2 = float(b1[4]) + float(b1[5]), float(b2[4]) + float(b2[5])
     g = log("gptq_rss")
     m = find(r"calibrated phase: ([\d.]+) s, peak RSS ([\d.]+) MB on the busiest rank \(estimate ([\d.]+) MB", g)
