@@ -12,15 +12,34 @@
 #include "common/qd_common.h"
 #include "coordinator/cli.h"
 #include "collective/h5_read.h"
+#include "export/export.h"
 #include "quant/quant.h"
 #include "shard/st_write.h"
 
 static const char *export_help =
     "Usage: qdist export FILE.h5 --out DIR [--dtype f32|f16]\n"
+    "       qdist export FILE.h5 --format onnx --out MODEL.onnx [--opset N] [--onnx-ops qdq|nbits|integer]\n"
+    "                    [--outlier-threshold X]\n"
     "\n"
-    "Writes DIR/model.safetensors with every tensor of the qdist model dequantized\n"
-    "(scale * (q - zero)) under its original name and shape, and DIR/config.json from the model's\n"
-    "recorded configuration. Non-float tensors are copied unchanged.\n";
+    "Default (--format safetensors): writes DIR/model.safetensors with every tensor of the qdist\n"
+    "model dequantized (scale * (q - zero)) under its original name and shape, and DIR/config.json\n"
+    "from the model's recorded configuration. Non-float tensors are copied unchanged.\n"
+    "\n"
+    "--format onnx: the model's forward pass as an ONNX graph for ONNX Runtime, the quantized weights\n"
+    "carried as stored (codes, scales, zero points, groups). Inputs: input_ids, attention_mask\n"
+    "(and token_type_ids) for BERT models, pixel_values for ViT models; outputs last_hidden_state,\n"
+    "sentence_embedding (BERT: mean over real tokens), pooler_output, logits (with a head).\n"
+    "  --opset N               ONNX opset, 17 to 23 (default 21; groups in qdq form need 21)\n"
+    "  --onnx-ops qdq          DequantizeLinear + MatMul, float activations (default; the\n"
+    "                          results of 'qdist eval --fake-quant')\n"
+    "  --onnx-ops nbits        com.microsoft MatMulNBits for 2/4/8-bit weights in power-of-two\n"
+    "                          blocks >= 16, qdq for the rest\n"
+    "  --onnx-ops integer      MatMulInteger on int8 activations quantized per token for 8-bit\n"
+    "                          symmetric per-channel weights (the results of 'qdist eval'), qdq\n"
+    "                          for the rest\n"
+    "  --outlier-threshold X   integer: input columns holding a value above X run in float, as in\n"
+    "                          'qdist eval' (default 6, 0 = off)\n"
+    "On an error nothing is written.\n";
 
 typedef struct {
     qd_st_out_tensor *t;
@@ -183,13 +202,37 @@ static int do_export(const char *path, const char *dir, int f16)
     return st;
 }
 
+/* --format onnx|... : the other runtimes' formats (export/) */
+static int do_export_to(const char *format, const char *path, const char *out, const qd_onnx_opts *oo)
+{
+    qd_export_summary sum;
+    int rc;
+    if (!strcmp(format, "onnx")) {
+        if ((rc = qd_export_onnx(path, out, oo, &sum))) return rc;
+        printf("wrote %s (%.2f MB, opset %d, %s): Linears %d float, %d per-channel DequantizeLinear, %d blocked "
+               "DequantizeLinear, %d MatMulNBits, %d MatMulInteger%s\n",
+               out, (double)sum.bytes / 1e6, oo->opset, qd_onnx_ops_name(oo->ops), sum.linears_float, sum.linears_qdq,
+               sum.linears_blocked, sum.linears_nbits, sum.linears_integer,
+               sum.act_order_gathers ? " (act-order inputs gathered)" : "");
+        return QD_OK;
+    }
+    return qd_err_set(QD_EINVAL, "unknown --format '%s'", format);
+}
+
 int qd_cmd_export(int argc, char **argv, MPI_Comm comm)
 {
+    enum { O_FORMAT = 256, O_OPSET, O_ONNX_OPS, O_OUTLIER };
     static struct option lo[] = {{"out", required_argument, 0, 'o'},
                                  {"dtype", required_argument, 0, 'd'},
+                                 {"format", required_argument, 0, O_FORMAT},
+                                 {"opset", required_argument, 0, O_OPSET},
+                                 {"onnx-ops", required_argument, 0, O_ONNX_OPS},
+                                 {"outlier-threshold", required_argument, 0, O_OUTLIER},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
-    const char *out = NULL;
+    const char *out = NULL, *format = "safetensors";
+    qd_onnx_opts oo = {.opset = QD_ONNX_OPSET_DEFAULT, .ops = QD_ONNX_QDQ, .outlier = 6.0f};
+    char *end;
     int f16 = 0, c;
     optind = 1;
     opterr = 0;
@@ -204,6 +247,27 @@ int qd_cmd_export(int argc, char **argv, MPI_Comm comm)
             else
                 return qd_cli_usage_error(comm, "export", "--dtype must be f32 or f16, got '%s'", optarg);
             break;
+        case O_FORMAT:
+            if (strcmp(optarg, "safetensors") && strcmp(optarg, "onnx"))
+                return qd_cli_usage_error(comm, "export", "--format must be safetensors or onnx, got '%s'", optarg);
+            format = optarg;
+            break;
+        case O_OPSET:
+            oo.opset = (int)strtol(optarg, &end, 10);
+            if (*end || oo.opset < QD_ONNX_OPSET_MIN || oo.opset > QD_ONNX_OPSET_MAX)
+                return qd_cli_usage_error(comm, "export", "--opset must be %d to %d, got '%s'", QD_ONNX_OPSET_MIN,
+                                          QD_ONNX_OPSET_MAX, optarg);
+            break;
+        case O_ONNX_OPS:
+            if (qd_onnx_ops_parse(optarg, &oo.ops))
+                return qd_cli_usage_error(comm, "export", "--onnx-ops must be qdq, nbits or integer, got '%s'", optarg);
+            break;
+        case O_OUTLIER:
+            oo.outlier = strtof(optarg, &end);
+            if (*end || !(oo.outlier >= 0))
+                return qd_cli_usage_error(comm, "export", "--outlier-threshold must be a number >= 0, got '%s'",
+                                          optarg);
+            break;
         case 'h':
             if (qd_cli_is_root(comm)) fputs(export_help, stdout);
             return QD_EXIT_OK;
@@ -212,8 +276,10 @@ int qd_cmd_export(int argc, char **argv, MPI_Comm comm)
     }
     if (optind >= argc) return qd_cli_usage_error(comm, "export", "missing FILE.h5");
     if (optind + 1 < argc) return qd_cli_usage_error(comm, "export", "unexpected argument '%s'", argv[optind + 1]);
-    if (!out) return qd_cli_usage_error(comm, "export", "missing --out DIR");
-    int st = qd_cli_is_root(comm) ? do_export(argv[optind], out, f16) : QD_OK;
+    if (!out) return qd_cli_usage_error(comm, "export", "missing --out");
+    int st = !qd_cli_is_root(comm)            ? QD_OK
+             : !strcmp(format, "safetensors") ? do_export(argv[optind], out, f16)
+                                              : do_export_to(format, argv[optind], out, &oo);
     char msg[1024];
     st = qd_coll_agree_msg(comm, st, msg, sizeof msg, NULL);
     if (st) {
