@@ -20,6 +20,7 @@ static const char *export_help =
     "Usage: qdist export FILE.h5 --out DIR [--dtype f32|f16]\n"
     "       qdist export FILE.h5 --format onnx --out MODEL.onnx [--opset N] [--onnx-ops qdq|nbits|integer]\n"
     "                    [--outlier-threshold X]\n"
+    "       qdist export FILE.h5 --format compressed-tensors --out DIR\n"
     "\n"
     "Default (--format safetensors): writes DIR/model.safetensors with every tensor of the qdist\n"
     "model dequantized (scale * (q - zero)) under its original name and shape, and DIR/config.json\n"
@@ -39,6 +40,14 @@ static const char *export_help =
     "                          for the rest\n"
     "  --outlier-threshold X   integer: input columns holding a value above X run in float, as in\n"
     "                          'qdist eval' (default 6, 0 = off)\n"
+    "\n"
+    "--format compressed-tensors: DIR/model.safetensors and DIR/config.json with the\n"
+    "quantization_config of the compressed-tensors package, which transformers loads with\n"
+    "AutoModel.from_pretrained: 8-bit Linears int-quantized (int8 weights), 2-7-bit ones\n"
+    "pack-quantized (codes packed in int32), with their scales, zero points and group size.\n"
+    "Act-order groups (g_idx) and groups that do not divide the input width are refused.\n"
+    "Copy the tokenizer or preprocessor files beside them from the original checkpoint.\n"
+    "\n"
     "On an error nothing is written.\n";
 
 typedef struct {
@@ -216,6 +225,13 @@ static int do_export_to(const char *format, const char *path, const char *out, c
                sum.act_order_gathers ? " (act-order inputs gathered)" : "");
         return QD_OK;
     }
+    if (!strcmp(format, "compressed-tensors")) {
+        if ((rc = qd_export_ctensors(path, out, &sum))) return rc;
+        printf("wrote %s/model.safetensors (%.2f MB) and config.json (compressed-tensors): Linears %d int-quantized, "
+               "%d pack-quantized, %d float\n",
+               out, (double)sum.bytes / 1e6, sum.linears_integer, sum.linears_nbits, sum.linears_float);
+        return QD_OK;
+    }
     return qd_err_set(QD_EINVAL, "unknown --format '%s'", format);
 }
 
@@ -248,8 +264,9 @@ int qd_cmd_export(int argc, char **argv, MPI_Comm comm)
                 return qd_cli_usage_error(comm, "export", "--dtype must be f32 or f16, got '%s'", optarg);
             break;
         case O_FORMAT:
-            if (strcmp(optarg, "safetensors") && strcmp(optarg, "onnx"))
-                return qd_cli_usage_error(comm, "export", "--format must be safetensors or onnx, got '%s'", optarg);
+            if (strcmp(optarg, "safetensors") && strcmp(optarg, "onnx") && strcmp(optarg, "compressed-tensors"))
+                return qd_cli_usage_error(comm, "export",
+                                          "--format must be safetensors, onnx or compressed-tensors, got '%s'", optarg);
             format = optarg;
             break;
         case O_OPSET:

@@ -14,6 +14,10 @@
  *   Act-order records whose groups are not in column order gather the input columns into group
  *   order first. Float tensors stay float.
  *
+ *   compressed-tensors (qd_export_ctensors): the safetensors layout of the compressed-tensors
+ *   package (pack-quantized for symmetric 2..7-bit, int-quantized for 8-bit and asymmetric
+ *   narrower weights) that transformers loads.
+ *
  * Every exporter reads the file through export/source.h, checks everything before it writes, and
  * writes through export/outfile.h: an error leaves no output file. Errors name the file and the
  * tensor and say why a target cannot take it. */
@@ -42,6 +46,11 @@ typedef struct {
 
 const char *qd_onnx_ops_name(qd_onnx_ops o); /* "qdq", "nbits", "integer" */
 int qd_onnx_ops_parse(const char *s, qd_onnx_ops *o);
+
+/* Writes DIR/model.safetensors and DIR/config.json (export/ctensors.c): a compressed-tensors
+ * checkpoint that transformers loads with AutoModel.from_pretrained. Summary: linears_integer
+ * counts int-quantized Linears, linears_nbits pack-quantized ones. */
+int qd_export_ctensors(const char *model_file, const char *out_dir, qd_export_summary *sum);
 
 /* Writes `out` (one .onnx file). QD_OK, or an error with qd_errmsg() naming the file, tensor and
  * reason; `out` is then not created. */

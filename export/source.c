@@ -33,6 +33,7 @@ int qd_xs_open(const char *path, qd_xs **out)
         t->kind = r->kind == QD_REC_QUANTIZED ? QD_XS_QUANT : r->kind == QD_REC_FLOAT ? QD_XS_FLOAT : QD_XS_RAW;
         t->ndim = r->ndim;
         memcpy(t->shape, r->shape, sizeof t->shape);
+        t->orig_dtype = r->orig_dtype;
         t->method = r->method;
         t->bits = r->bits;
         t->sym = r->sym;
@@ -200,4 +201,12 @@ int qd_xs_read_float(qd_xs *s, int i, float **out)
     qd_dequantize(q.codes, &p, q.g_idx, *out);
     qd_xs_quant_free(&q);
     return QD_OK;
+}
+
+int qd_xs_read_raw(qd_xs *s, int i, uint8_t **out, int64_t *n)
+{
+    const qd_xs_tensor *t = qd_xs_tensor_at(s, i);
+    if (t->kind != QD_XS_RAW)
+        return qd_err_set(QD_EINVAL, "%s: tensor '%s' is not a raw record", qd_xs_path(s), t->name);
+    return qd_recfile_read(s->f, i, "raw", QD_REC_U8, (void **)out, n);
 }

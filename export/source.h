@@ -21,6 +21,7 @@ typedef struct {
     qd_xs_kind kind;
     int ndim;
     int64_t shape[QD_XS_MAX_DIMS];
+    const char *orig_dtype; /* the checkpoint's dtype ("F32", "I64", ...) */
     /* quantized [rows = shape[0], cols = shape[1]] */
     const char *method;
     int bits, sym, act_order;
@@ -54,6 +55,9 @@ int64_t qd_xs_numel(const qd_xs_tensor *t);
 
 /* Float values of tensor i (float records as stored; quantized ones dequantized), malloc'd. */
 int qd_xs_read_float(qd_xs *s, int i, float **out);
+/* The bytes of a raw record (non-float tensors kept byte for byte; orig_dtype says how to view
+ * them), malloc'd, *n bytes. */
+int qd_xs_read_raw(qd_xs *s, int i, uint8_t **out, int64_t *n);
 /* The quantized values of record i (see above); free with qd_xs_quant_free. */
 int qd_xs_read_quant(qd_xs *s, int i, qd_xs_quant *q);
 void qd_xs_quant_free(qd_xs_quant *q);
