@@ -38,6 +38,7 @@ static const char *export_help =
     "  --onnx-ops integer      MatMulInteger on int8 activations quantized per token for 8-bit\n"
     "                          symmetric per-channel weights (the results of 'qdist eval'), qdq\n"
     "                          for the rest\n"
+    "  --onnx-ops qoperator    QLinearMatMul graphs on static activation scales (not yet: refused)\n"
     "  --outlier-threshold X   integer: input columns holding a value above X run in float, as in\n"
     "                          'qdist eval' (default 6, 0 = off)\n"
     "\n"
@@ -277,7 +278,8 @@ int qd_cmd_export(int argc, char **argv, MPI_Comm comm)
             break;
         case O_ONNX_OPS:
             if (qd_onnx_ops_parse(optarg, &oo.ops))
-                return qd_cli_usage_error(comm, "export", "--onnx-ops must be qdq, nbits or integer, got '%s'", optarg);
+                return qd_cli_usage_error(comm, "export",
+                                          "--onnx-ops must be qdq, nbits, integer or qoperator, got '%s'", optarg);
             break;
         case O_OUTLIER:
             oo.outlier = strtof(optarg, &end);

@@ -11,6 +11,8 @@
  *              quantized per token at run time (absmax / 127, round half to even), input columns
  *              above the outlier threshold multiplied in float — what `qdist eval` runs; other
  *              weights as QDQ.
+ *     QOPERATOR QLinearMatMul-style graphs on static activation scales: refused until model files
+ *              record those scales.
  *   Act-order records whose groups are not in column order gather the input columns into group
  *   order first. Float tensors stay float.
  *
@@ -26,7 +28,7 @@
 
 #include <stdint.h>
 
-typedef enum { QD_ONNX_QDQ = 0, QD_ONNX_NBITS, QD_ONNX_INTEGER } qd_onnx_ops;
+typedef enum { QD_ONNX_QDQ = 0, QD_ONNX_NBITS, QD_ONNX_INTEGER, QD_ONNX_QOPERATOR } qd_onnx_ops;
 
 typedef struct {
     int opset; /* 17 .. 23 (QD_ONNX_OPSET_MIN/MAX); groups in QDQ form need 21 */

@@ -26,7 +26,10 @@ typedef struct {
 
 const char *qd_onnx_ops_name(qd_onnx_ops o)
 {
-    return o == QD_ONNX_NBITS ? "nbits" : o == QD_ONNX_INTEGER ? "integer" : "qdq";
+    return o == QD_ONNX_NBITS       ? "nbits"
+           : o == QD_ONNX_INTEGER   ? "integer"
+           : o == QD_ONNX_QOPERATOR ? "qoperator"
+                                    : "qdq";
 }
 
 int qd_onnx_ops_parse(const char *s, qd_onnx_ops *o)
@@ -37,6 +40,8 @@ int qd_onnx_ops_parse(const char *s, qd_onnx_ops *o)
         *o = QD_ONNX_NBITS;
     else if (!strcmp(s, "integer"))
         *o = QD_ONNX_INTEGER;
+    else if (!strcmp(s, "qoperator"))
+        *o = QD_ONNX_QOPERATOR;
     else
         return QD_EINVAL;
     return QD_OK;
@@ -603,6 +608,13 @@ int qd_export_onnx(const char *model_file, const char *out, const qd_onnx_opts *
     qd_xs *s;
     int rc = qd_xs_open(model_file, &s);
     if (rc) return rc;
+    if (o->ops == QD_ONNX_QOPERATOR) {
+        qd_xs_close(s);
+        return qd_err_set(QD_EUNSUPPORTED,
+                          "%s: --onnx-ops qoperator (QLinearMatMul graphs with static activation scales) is not "
+                          "supported yet: model files do not record static activation scales in this qdist",
+                          model_file);
+    }
     qd_xdesc d;
     if ((rc = qd_xdesc_build(s, &d))) {
         qd_xs_close(s);
