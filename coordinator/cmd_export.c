@@ -21,6 +21,7 @@ static const char *export_help =
     "       qdist export FILE.h5 --format onnx --out MODEL.onnx [--opset N] [--onnx-ops qdq|nbits|integer]\n"
     "                    [--outlier-threshold X]\n"
     "       qdist export FILE.h5 --format compressed-tensors --out DIR\n"
+    "       qdist export FILE.h5 --format tflite --out MODEL.tflite --activation-ranges RANGES.json\n"
     "\n"
     "Default (--format safetensors): writes DIR/model.safetensors with every tensor of the qdist\n"
     "model dequantized (scale * (q - zero)) under its original name and shape, and DIR/config.json\n"
@@ -48,6 +49,12 @@ static const char *export_help =
     "pack-quantized (codes packed in int32), with their scales, zero points and group size.\n"
     "Act-order groups (g_idx) and groups that do not divide the input width are refused.\n"
     "Copy the tokenizer or preprocessor files beside them from the original checkpoint.\n"
+    "\n"
+    "--format tflite: an integer-only INT8 ViT for LiteRT (int8 activations with static scales,\n"
+    "int8 per-channel weights, int32 biases; float pixel_values in, float logits out). The\n"
+    "activation scales come from --activation-ranges (a JSON object of [min, max] per tensor\n"
+    "name, e.g. from tests/export/vit_ranges.py): model files do not record them yet. Quantized\n"
+    "Linears must be symmetric per output channel; float ones are quantized to int8 here.\n"
     "\n"
     "On an error nothing is written.\n";
 
@@ -213,7 +220,8 @@ static int do_export(const char *path, const char *dir, int f16)
 }
 
 /* --format onnx|... : the other runtimes' formats (export/) */
-static int do_export_to(const char *format, const char *path, const char *out, const qd_onnx_opts *oo)
+static int do_export_to(const char *format, const char *path, const char *out, const qd_onnx_opts *oo,
+                        const char *ranges)
 {
     qd_export_summary sum;
     int rc;
@@ -233,21 +241,29 @@ static int do_export_to(const char *format, const char *path, const char *out, c
                out, (double)sum.bytes / 1e6, sum.linears_integer, sum.linears_nbits, sum.linears_float);
         return QD_OK;
     }
+    if (!strcmp(format, "tflite")) {
+        if ((rc = qd_export_tflite(path, ranges, out, &sum))) return rc;
+        printf("wrote %s (%.2f MB, LiteRT integer-only int8): Linears %d from the file's codes, %d quantized to int8 "
+               "here\n",
+               out, (double)sum.bytes / 1e6, sum.linears_integer, sum.linears_float);
+        return QD_OK;
+    }
     return qd_err_set(QD_EINVAL, "unknown --format '%s'", format);
 }
 
 int qd_cmd_export(int argc, char **argv, MPI_Comm comm)
 {
-    enum { O_FORMAT = 256, O_OPSET, O_ONNX_OPS, O_OUTLIER };
+    enum { O_FORMAT = 256, O_OPSET, O_ONNX_OPS, O_OUTLIER, O_RANGES };
     static struct option lo[] = {{"out", required_argument, 0, 'o'},
                                  {"dtype", required_argument, 0, 'd'},
                                  {"format", required_argument, 0, O_FORMAT},
                                  {"opset", required_argument, 0, O_OPSET},
                                  {"onnx-ops", required_argument, 0, O_ONNX_OPS},
                                  {"outlier-threshold", required_argument, 0, O_OUTLIER},
+                                 {"activation-ranges", required_argument, 0, O_RANGES},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
-    const char *out = NULL, *format = "safetensors";
+    const char *out = NULL, *format = "safetensors", *ranges = NULL;
     qd_onnx_opts oo = {.opset = QD_ONNX_OPSET_DEFAULT, .ops = QD_ONNX_QDQ, .outlier = 6.0f};
     char *end;
     int f16 = 0, c;
@@ -265,9 +281,11 @@ int qd_cmd_export(int argc, char **argv, MPI_Comm comm)
                 return qd_cli_usage_error(comm, "export", "--dtype must be f32 or f16, got '%s'", optarg);
             break;
         case O_FORMAT:
-            if (strcmp(optarg, "safetensors") && strcmp(optarg, "onnx") && strcmp(optarg, "compressed-tensors"))
+            if (strcmp(optarg, "safetensors") && strcmp(optarg, "onnx") && strcmp(optarg, "compressed-tensors") &&
+                strcmp(optarg, "tflite"))
                 return qd_cli_usage_error(comm, "export",
-                                          "--format must be safetensors, onnx or compressed-tensors, got '%s'", optarg);
+                                          "--format must be safetensors, onnx, compressed-tensors or tflite, got '%s'",
+                                          optarg);
             format = optarg;
             break;
         case O_OPSET:
@@ -281,6 +299,7 @@ int qd_cmd_export(int argc, char **argv, MPI_Comm comm)
                 return qd_cli_usage_error(comm, "export",
                                           "--onnx-ops must be qdq, nbits, integer or qoperator, got '%s'", optarg);
             break;
+        case O_RANGES: ranges = optarg; break;
         case O_OUTLIER:
             oo.outlier = strtof(optarg, &end);
             if (*end || !(oo.outlier >= 0))
@@ -298,7 +317,7 @@ int qd_cmd_export(int argc, char **argv, MPI_Comm comm)
     if (!out) return qd_cli_usage_error(comm, "export", "missing --out");
     int st = !qd_cli_is_root(comm)            ? QD_OK
              : !strcmp(format, "safetensors") ? do_export(argv[optind], out, f16)
-                                              : do_export_to(format, argv[optind], out, &oo);
+                                              : do_export_to(format, argv[optind], out, &oo, ranges);
     char msg[1024];
     st = qd_coll_agree_msg(comm, st, msg, sizeof msg, NULL);
     if (st) {

@@ -54,6 +54,11 @@ int qd_onnx_ops_parse(const char *s, qd_onnx_ops *o);
  * counts int-quantized Linears, linears_nbits pack-quantized ones. */
 int qd_export_ctensors(const char *model_file, const char *out_dir, qd_export_summary *sum);
 
+/* Writes `out` (one .tflite file, export/tflite.c): an integer-only INT8 ViT for LiteRT, its
+ * activation scales from `ranges_json` ({"name": [min, max], ...}; model files do not record
+ * static activation scales yet). */
+int qd_export_tflite(const char *model_file, const char *ranges_json, const char *out, qd_export_summary *sum);
+
 /* Writes `out` (one .onnx file). QD_OK, or an error with qd_errmsg() naming the file, tensor and
  * reason; `out` is then not created. */
 int qd_export_onnx(const char *model_file, const char *out, const qd_onnx_opts *o, qd_export_summary *sum);
