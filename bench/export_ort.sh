@@ -2,8 +2,10 @@
 # The exported models in their runtimes, on all the eval data, against qdist in the same run:
 #   output match (tests/export/check_onnx.py, check_ctensors.py) of every ONNX form and of the
 #   compressed-tensors checkpoint, on all 10,000 MNIST test images (ViT) and all 872 SST-2 dev
-#   sentences (all-MiniLM-L6-v2), and the latency of ONNX Runtime (one thread, batch 1,
-#   bench/onnx_latency.py) beside `qdist eval`'s (one thread, batch 1) on the first N samples.
+#   sentences (all-MiniLM-L6-v2), the integer-only LiteRT ViT (activation ranges calibrated on 256
+#   images), and the latency of ONNX Runtime and LiteRT (one thread, batch 1, CPU time per sample:
+#   bench/runtime_latency.py) beside `qdist eval`'s (wall time, one thread, batch 1) on the first N
+#   samples.
 #   sh bench/export_ort.sh [BUILD_DIR] [N]          (BUILD_DIR default build, N default 300)
 # Needs the test build (tests/export/export_outputs) and deploy/pyenv.sh's venv. Figures go to
 # stdout; the README's Deploy table is made from them.
@@ -19,7 +21,7 @@ export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 T=$(mktemp -d /tmp/qd-export-bench-XXXXXX)
 trap 'rm -rf "$T"' EXIT
 CHECK="$PY $SRC/tests/export/check_onnx.py"
-LAT="$PY $SRC/bench/onnx_latency.py"
+LAT="$PY $SRC/bench/runtime_latency.py"
 echo '{"overrides": [{"pattern": "*", "skip": true}]}' > "$T/float.json"
 eval_lat() { # eval_lat MODEL FILE DATA [options]: qdist's quantized latency per sample (ms)
   m=$1 f=$2 d=$3; shift 3
@@ -46,11 +48,15 @@ $CHECK "$T/vit-int8-qdq.onnx" "$T/v8f.st" --against quant --ort-accuracy-level 1
 $CHECK "$T/vit-int8-qdq.onnx" "$T/v8r.st" --against quant --label "ViT ONNX INT8 qdq (ORT default) vs qdist int8"
 $CHECK "$T/vit-int8-integer.onnx" "$T/v8r.st" --against quant --label "ViT ONNX INT8 integer vs qdist int8"
 $CHECK "$T/vit-int4-nbits.onnx" "$T/v4f.st" --against quant --label "ViT ONNX GPTQ INT4 g32 nbits vs fake-quant"
+/usr/bin/python3 "$SRC/tests/export/vit_ranges.py" "$SRC/docs" "$T/v8.h5" "$T/v8f.st" "$T/ranges.json" --n 256
+"$Q" export "$T/v8.h5" --format tflite --activation-ranges "$T/ranges.json" --out "$T/vit-int8.tflite" > /dev/null
+"$PY" "$SRC/tests/export/check_tflite.py" "$T/vit-int8.tflite" "$T/v8f.st" --label "ViT LiteRT integer-only INT8 vs fake-quant" 2>/dev/null
+"$PY" "$SRC/tests/export/check_tflite.py" "$T/vit-int8.tflite" "$T/v8r.st" --against fp32 --label "ViT LiteRT integer-only INT8 vs FP32" 2>/dev/null
 $LAT "$T/v8r.st" --n "$N" "$T/vit-fp32.onnx" "$T/vit-int8-qdq.onnx" "$T/vit-int8-qdq.onnx:1" \
-    "$T/vit-int8-integer.onnx" "$T/vit-int4-nbits.onnx" "$T/vit-int4-nbits.onnx:4"
+    "$T/vit-int8-integer.onnx" "$T/vit-int4-nbits.onnx" "$T/vit-int4-nbits.onnx:4" "$T/vit-int8.tflite" 2>/dev/null
 eval_lat "$VIT" "$T/v8.h5" "$MN"
 eval_lat "$VIT" "$T/v4.h5" "$MN"
-ls -l "$T"/vit-*.onnx "$T"/v8.h5 "$T"/v4.h5 | awk '{printf "%-24s %8.3f MB\n", $NF, $5 / 1e6}' | sed "s|$T/||"
+ls -l "$T"/vit-*.onnx "$T"/vit-int8.tflite "$T"/v8.h5 "$T"/v4.h5 | awk '{printf "%-24s %8.3f MB\n", $NF, $5 / 1e6}' | sed "s|$T/||"
 
 # ---- all-MiniLM-L6-v2 on SST-2 ----
 BERT=$(sh "$SRC/tests/reference/bert_dir.sh") || { echo "no BERT checkpoint: stop"; exit 0; }
