@@ -91,9 +91,7 @@ static int open_samples(const qd_model *m, const char *data, const char *labels,
         return QD_OK;
     }
     s->seqlen = seqlen;
-    char vocab[4200];
-    snprintf(vocab, sizeof vocab, "%s/vocab.txt", qd_model_dir(m));
-    int rc = qd_tokenizer_load(vocab, QD_TOK_LOWER_AUTO, &s->tok);
+    int rc = qd_tokenizer_load(qd_model_dir(m), QD_TOK_LOWER_AUTO, &s->tok);
     if (rc) return rc;
     qd_text_samples t;
     if ((rc = qd_text_samples_read(data, limit, &t))) return rc;
@@ -140,7 +138,7 @@ static int run_pass(const qd_model *m, const qd_model_hooks *hk, samples *s, int
 {
     const qd_model_config *c = qd_model_cfg(m);
     const int L = c->num_labels, H = c->hidden;
-    r->dim = embed_mode ? H : L;
+    r->dim = embed_mode ? c->embedding_dim : L;
     r->out = qd_xmalloc((size_t)s->n * (size_t)r->dim * sizeof(float));
     r->lat = qd_xmalloc((size_t)((s->n + batch - 1) / batch) * sizeof(double));
     int Tmax = c->arch == QD_ARCH_VIT ? qd_model_tokens(m, 0) : s->seqlen;
@@ -169,10 +167,11 @@ static int run_pass(const qd_model *m, const qd_model_hooks *hk, samples *s, int
             }
             /* pad to the longest of the batch: repack rows with stride `longest` */
             T = longest;
+            const int32_t pad = qd_tokenizer_specials(s->tok).pad;
             for (int i = 0; i < n && !rc; i++) {
                 for (int t = 0; t < T; t++) {
                     int src = t < lens[i];
-                    int32_t id = src ? ids[(size_t)i * Tmax + t] : 0, ty = src ? tt[(size_t)i * Tmax + t] : 0;
+                    int32_t id = src ? ids[(size_t)i * Tmax + t] : pad, ty = src ? tt[(size_t)i * Tmax + t] : 0;
                     /* rows are moved forward only (T <= Tmax), so in-place is safe in index order */
                     ids[(size_t)i * T + t] = id;
                     tt[(size_t)i * T + t] = ty;
@@ -190,12 +189,9 @@ static int run_pass(const qd_model *m, const qd_model_hooks *hk, samples *s, int
         for (int k = 0; k < c->layers && !rc; k++) rc = qd_model_block(m, k, &b, h, hk);
         float *o = r->out + (size_t)first * r->dim;
         if (!rc) {
-            if (embed_mode) {
-                if (c->arch == QD_ARCH_BERT)
-                    qd_model_mean_pool(m, &b, h, o);
-                else
-                    rc = qd_model_head(m, &b, h, o, NULL);
-            } else
+            if (embed_mode)
+                rc = qd_model_embedding(m, &b, h, o);
+            else
                 rc = qd_model_head(m, &b, h, NULL, o);
         }
         double dt = qd_now() - t0;
@@ -394,7 +390,9 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
     if (!rc) rc = open_samples(mq, data, labels, (int)n, (int)seqlen, &S);
     if (!rc) rc = qd_qmodel_load(qfile, mq, fake, w4f, (float)outlier, &q);
     const qd_model_config *c = mq ? qd_model_cfg(mq) : NULL;
-    int embed_mode = c && c->num_labels == 0;
+    /* encoders and token classifiers are compared by their embeddings (qdist forward compares
+     * per-token logits) */
+    int embed_mode = c && (c->num_labels == 0 || c->head == QD_HEAD_TOKEN);
     if (!rc) {
         qd_qmodel_counts(q, counts);
         qbytes = qd_qmodel_weight_bytes(q);

@@ -185,6 +185,10 @@ int qd_xdesc_build(const qd_xs *s, qd_xdesc *d)
     snprintf(where, sizeof where, "%s: model_config", path);
     int rc = qd_model_parse_config(where, cfg, strlen(cfg), &d->cfg);
     if (rc) return rc;
+    /* qdist runs more families (model/config.c); the exporters build BERT and ViT graphs */
+    if (strcmp(d->cfg.model_type, "bert") && strcmp(d->cfg.model_type, "vit"))
+        return qd_err_set(QD_EUNSUPPORTED, "%s: model_type '%s' is not supported by the export yet (bert, vit)", path,
+                          d->cfg.model_type);
     d->cfg.num_labels = 0;
     d->cfg.n_prefix = d->cfg.arch == QD_ARCH_VIT ? 1 : 0;
     d->blk = qd_xcalloc((size_t)d->cfg.layers, sizeof *d->blk);

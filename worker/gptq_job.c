@@ -546,6 +546,7 @@ static int run_sequential(gjob *g, qd_calib_data *data)
         }
         rc = agree(g, rc);
         for (int li = 0; li < qd_model_num_linears(g->m); li++) {
+            if (qd_model_linear(g->m, li)->last_layer > k) continue; /* shared weights a later block runs */
             free(g->dq[li]);
             g->dq[li] = NULL;
         }
