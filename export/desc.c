@@ -189,6 +189,10 @@ int qd_xdesc_build(const qd_xs *s, qd_xdesc *d)
     if (strcmp(d->cfg.model_type, "bert") && strcmp(d->cfg.model_type, "vit"))
         return qd_err_set(QD_EUNSUPPORTED, "%s: model_type '%s' is not supported by the export yet (bert, vit)", path,
                           d->cfg.model_type);
+    if (d->cfg.act != QD_ACT_GELU && d->cfg.act != QD_ACT_GELU_TANH && d->cfg.act != QD_ACT_RELU &&
+        d->cfg.act != QD_ACT_SILU)
+        return qd_err_set(QD_EUNSUPPORTED,
+                          "%s: the export writes GELU, tanh-GELU, ReLU and SiLU MLPs, not this model's", path);
     d->cfg.num_labels = 0;
     d->cfg.n_prefix = d->cfg.arch == QD_ARCH_VIT ? 1 : 0;
     d->blk = qd_xcalloc((size_t)d->cfg.layers, sizeof *d->blk);
