@@ -17,18 +17,23 @@
  * checkpoints written by compressed-tensors itself as well; int-quantized loads, exact, at one
  * byte per weight. Tensors kept in float (and raw ones) are written as they
  * are. One config group per distinct scheme, its targets the modules' names as regular
- * expressions (any prefix, so the names match in both base and task models).
- * Refused, naming the tensor: act-order column groups (g_idx; compressed-tensors 0.20 has no
- * g_idx), groups that do not divide the input width, quantized tensors that are not Linear
- * weights of the model, records the format does not know. */
+ * expressions (any prefix, so the names match in both base and task models; ViT-family names also
+ * as transformers 5 renames them). Every family qdist runs is written (BERT, RoBERTa, XLM-R,
+ * DistilBERT, MPNet, ELECTRA, ALBERT, ViT, BEiT, CLIP vision); pruned files as they are (dense: the
+ * pruned weights' codes are the zero point). config.json is the model's own text with
+ * quantization_config added.
+ * Refused, naming the tensor or field: act-order column groups (g_idx; compressed-tensors 0.20 has
+ * no g_idx), groups that do not divide the input width, quantized tensors that are not Linear
+ * weights of the model, records the format does not know, DINOv2 (transformers 5.23 cannot load
+ * it quantized), a model_config that already has a quantization_config. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/qd_common.h"
-#include "export/desc.h"
 #include "export/export.h"
+#include "model/model.h"
 #include "export/outfile.h"
 #include "export/source.h"
 #include "shard/st_write.h"
@@ -43,8 +48,8 @@ typedef struct {
 
 typedef struct {
     qd_xs *s;
-    const qd_xdesc *d;
     const char *path;
+    int vit_family; /* model_type of the ViT family (module names renamed by transformers 5) */
     qd_st_out_tensor *t;
     int nt, cap;
     char **names; /* owned tensor names */
@@ -72,29 +77,88 @@ static void add(cx *x, const char *name, qd_dtype dt, int ndim, const int64_t *s
     x->nt++;
 }
 
-static int is_linear_weight(const qd_xdesc *d, const char *name)
+/* Whether a 2-D ".weight" is a Linear layer's in transformers' modules: any such tensor of the
+ * encoders qdist runs (every family of model/) except the embedding tables ("...embeddings.*":
+ * word, position, token-type, patch position) and MPNet's relative-position table, which are
+ * nn.Embedding. (ELECTRA's "embeddings_project" and ALBERT's "embedding_hidden_mapping_in" are
+ * Linears.) The test checks that transformers quantizes exactly the modules this names. */
+static int is_linear_weight(const qd_xs_tensor *t)
 {
-    for (int k = 0; k < d->cfg.layers; k++)
-        for (int j = 0; j < QD_LIN_PER_BLOCK; j++)
-            if (!strcmp(d->blk[k].lin[j].w, name)) return 1;
-    return (d->has_pooler && !strcmp(d->pooler.w, name)) || (d->has_classifier && !strcmp(d->classifier.w, name));
+    const size_t n = strlen(t->name);
+    return t->ndim == 2 && n > 7 && !strcmp(t->name + n - 7, ".weight") && !strstr(t->name, "embeddings.") &&
+           !strstr(t->name, "relative_attention_bias");
 }
 
-/* "re:(.*\.)?encoder\.layer\.0\.attention\.self\.query$" for "bert.encoder.layer.0...query.weight" */
-static char *target_regex(const char *weight)
+/* Module names of the ViT family as transformers 5 instantiates them: it renames the checkpoint's
+ * keys while loading (its conversion mapping for ViT, BEiT and DINOv2: q_proj, o_proj, mlp.fc1,
+ * "layers." for "encoder.layer." in ViT and BEiT), and the quantized keys with them, so a target must
+ * name the module under the new name as well; substitutions in the order transformers applies them. */
+static const char *const vit_renames[][2] = {
+    {"encoder.layer.", "layers."},
+    {"attention.attention.query", "attention.q_proj"},
+    {"attention.attention.key", "attention.k_proj"},
+    {"attention.attention.value", "attention.v_proj"},
+    {"attention.output.dense", "attention.o_proj"},
+    {"intermediate.dense", "mlp.fc1"},
+    {"output.dense", "mlp.fc2"},
+};
+
+/* m with every substitution k of vit_renames from `first` on applied (out: at least 2 * strlen(m)) */
+static void vit_rename(const char *m, size_t first, char *out, size_t cap)
 {
-    const char *m = weight;
-    static const char *prefixes[] = {"bert.", "vit."};
-    for (size_t i = 0; i < QD_ARRAY_LEN(prefixes); i++)
-        if (!strncmp(m, prefixes[i], strlen(prefixes[i]))) m += strlen(prefixes[i]);
-    size_t n = strlen(m) - strlen(".weight");
-    char *r = qd_xmalloc(2 * n + 16), *o = r;
-    o += sprintf(o, "re:(.*\\.)?");
+    snprintf(out, cap, "%s", m);
+    for (size_t k = first; k < QD_ARRAY_LEN(vit_renames); k++) {
+        char *p = strstr(out, vit_renames[k][0]);
+        if (!p) continue;
+        char tail[512];
+        snprintf(tail, sizeof tail, "%s", p + strlen(vit_renames[k][0]));
+        snprintf(p, cap - (size_t)(p - out), "%s%s", vit_renames[k][1], tail);
+    }
+}
+
+/* appends m (without ".weight") to the regex at o with dots escaped; returns the new end */
+static char *escape_into(char *o, const char *m, size_t n)
+{
     for (size_t i = 0; i < n; i++) {
         if (m[i] == '.') *o++ = '\\';
         *o++ = m[i];
     }
-    strcpy(o, "$");
+    *o = 0;
+    return o;
+}
+
+/* "re:(.*\.)?(encoder\.layer\.0\.attention\.self\.query)$" for "bert.encoder.layer.0...query.weight":
+ * without the base model's prefix (the first name component transformers strips when a task
+ * checkpoint is loaded into the base model), so that one target matches in both; ViT-family models
+ * get the names transformers renames their modules to as alternatives (with and without the
+ * "layers." renaming: DINOv2 keeps "encoder.layer."). */
+static char *target_regex(const char *weight, int vit_family)
+{
+    const char *m = weight;
+    static const char *prefixes[] = {"bert.",    "vit.",    "roberta.", "distilbert.", "mpnet.",
+                                     "electra.", "albert.", "beit.",    "dinov2.",     "deit."};
+    for (size_t i = 0; i < QD_ARRAY_LEN(prefixes); i++)
+        if (!strncmp(m, prefixes[i], strlen(prefixes[i]))) {
+            m += strlen(prefixes[i]);
+            break;
+        }
+    char alt[2][512];
+    const size_t n = strlen(m) - strlen(".weight");
+    char *r = qd_xmalloc(8 * n + 64), *o = r;
+    o += sprintf(o, "re:(.*\\.)?(");
+    o = escape_into(o, m, n);
+    if (vit_family) {
+        char base[512];
+        snprintf(base, sizeof base, "%.*s", (int)n, m);
+        vit_rename(base, 0, alt[0], sizeof alt[0]);
+        vit_rename(base, 1, alt[1], sizeof alt[1]);
+        for (int k = 0; k < 2; k++)
+            if (strcmp(alt[k], base) && (k == 0 || strcmp(alt[1], alt[0]))) {
+                *o++ = '|';
+                o = escape_into(o, alt[k], strlen(alt[k]));
+            }
+    }
+    strcpy(o, ")$");
     return r;
 }
 
@@ -112,7 +176,7 @@ static void pack_words(const uint8_t *v, int64_t n, int bits, int32_t *out)
 static int quantized(cx *x, int i, const qd_xs_tensor *t)
 {
     const char *name = t->name;
-    if (!is_linear_weight(x->d, name))
+    if (!is_linear_weight(t))
         return qd_err_set(QD_EUNSUPPORTED,
                           "%s: tensor '%s' is quantized but is not a Linear weight of the model: compressed-tensors "
                           "checkpoints carry quantized Linear layers only",
@@ -185,7 +249,7 @@ static int quantized(cx *x, int i, const qd_xs_tensor *t)
         x->sch[k] = (scheme){.bits = t->bits, .sym = t->sym, .packed = packed, .G = G, .targets = cJSON_CreateArray()};
         x->nsch++;
     }
-    char *re = target_regex(name);
+    char *re = target_regex(name, x->vit_family);
     cJSON_AddItemToArray(x->sch[k].targets, cJSON_CreateString(re));
     free(re);
     qd_xs_quant_free(&q);
@@ -196,16 +260,33 @@ static int quantized(cx *x, int i, const qd_xs_tensor *t)
     return QD_OK;
 }
 
-/* config.json: the model's configuration with the quantization_config compressed-tensors reads */
+/* config.json: the model's configuration with the quantization_config compressed-tensors reads.
+ * The configuration's text is kept byte for byte and the new key spliced in before its closing
+ * brace: printed again by a JSON library, 1.0 becomes 1, which transformers' typed configurations
+ * refuse (CLIP's initializer_factor). */
 static char *config_json(cx *x, int *err)
 {
     *err = 0;
-    cJSON *root = cJSON_Parse(qd_xs_model_config(x->s));
-    if (!cJSON_IsObject(root)) {
+    const char *text = qd_xs_model_config(x->s);
+    cJSON *root = cJSON_Parse(text);
+    size_t end = strlen(text);
+    while (end > 0 && strchr(" \t\r\n", text[end - 1])) end--;
+    if (!cJSON_IsObject(root) || end == 0 || text[end - 1] != '}') {
         cJSON_Delete(root);
         *err = qd_err_set(QD_EFORMAT, "%s: model_config is not a JSON object", x->path);
         return NULL;
     }
+    if (cJSON_GetObjectItemCaseSensitive(root, "quantization_config")) {
+        cJSON_Delete(root);
+        *err = qd_err_set(QD_EUNSUPPORTED,
+                          "%s: model_config already has a quantization_config (the source checkpoint was quantized)",
+                          x->path);
+        return NULL;
+    }
+    const int empty = cJSON_GetArraySize(root) == 0;
+    cJSON_Delete(root);
+    size_t body = end - 1; /* the text before the closing brace, without its trailing blanks */
+    while (body > 0 && strchr(" \t\r\n", text[body - 1])) body--;
     int has8 = 0, hasp = 0;
     for (int k = 0; k < x->nsch; k++) *(x->sch[k].packed ? &hasp : &has8) = 1;
     cJSON *qc = cJSON_CreateObject(), *groups = cJSON_CreateObject();
@@ -238,10 +319,12 @@ static char *config_json(cx *x, int *err)
     cJSON_AddStringToObject(qc, "quantization_status", "compressed");
     cJSON_AddItemToObject(qc, "ignore", cJSON_CreateArray());
     cJSON_AddNullToObject(qc, "kv_cache_scheme");
-    cJSON_DeleteItemFromObjectCaseSensitive(root, "quantization_config");
-    cJSON_AddItemToObject(root, "quantization_config", qc);
-    char *txt = cJSON_Print(root);
-    cJSON_Delete(root);
+    char *q = cJSON_Print(qc);
+    cJSON_Delete(qc);
+    const size_t n = body + strlen(q) + 64;
+    char *txt = qd_xmalloc(n);
+    snprintf(txt, n, "%.*s%s\n  \"quantization_config\": %s\n}", (int)body, text, empty ? "" : ",", q);
+    free(q);
     return txt;
 }
 
@@ -251,12 +334,28 @@ int qd_export_ctensors(const char *model_file, const char *out_dir, qd_export_su
     qd_xs *s;
     int rc = qd_xs_open(model_file, &s);
     if (rc) return rc;
-    qd_xdesc d;
-    if ((rc = qd_xdesc_build(s, &d))) {
-        qd_xs_close(s);
-        return rc;
+    cx x = {.s = s, .path = model_file, .sum = sum};
+    {
+        qd_model_config mc;
+        char where[4200];
+        snprintf(where, sizeof where, "%s: model_config", model_file);
+        const char *cfg = qd_xs_model_config(s);
+        if ((rc = qd_model_parse_config(where, cfg, strlen(cfg), &mc))) {
+            qd_xs_close(s);
+            return rc;
+        }
+        x.vit_family = mc.arch == QD_ARCH_VIT;
+        /* transformers 5.23's key conversion for DINOv2 (splitting a SwiGLU mlp.weights_in) stops on
+         * any quantized DINOv2 checkpoint, even one without that MLP: a file nobody can load */
+        if (!strncmp(mc.model_type, "dinov2", 6)) {
+            qd_xs_close(s);
+            return qd_err_set(QD_EUNSUPPORTED,
+                              "%s: model_config: model_type '%s': transformers (5.23) cannot load compressed-tensors "
+                              "checkpoints of DINOv2 (its weight conversion of mlp.weights_in fails on quantized "
+                              "keys); export the dequantized safetensors (no --format) instead",
+                              model_file, mc.model_type);
+        }
     }
-    cx x = {.s = s, .d = &d, .path = model_file, .sum = sum};
     for (int i = 0; i < qd_xs_count(s) && !rc; i++) {
         const qd_xs_tensor *t = qd_xs_tensor_at(s, i);
         if (t->unknown[0]) {
@@ -269,7 +368,7 @@ int qd_export_ctensors(const char *model_file, const char *out_dir, qd_export_su
             float *v;
             if (!(rc = qd_xs_read_float(s, i, &v))) {
                 add(&x, t->name, QD_DT_F32, t->ndim, t->shape, v);
-                sum->linears_float += is_linear_weight(&d, t->name);
+                sum->linears_float += is_linear_weight(t);
             }
         } else {
             uint8_t *b;
@@ -317,7 +416,6 @@ int qd_export_ctensors(const char *model_file, const char *out_dir, qd_export_su
     }
     free(x.t);
     free(x.names);
-    qd_xdesc_free(&d);
     qd_xs_close(s);
     return rc;
 }

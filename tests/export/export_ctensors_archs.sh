@@ -1,0 +1,49 @@
+#!/bin/sh
+# qdist export --format compressed-tensors for every architecture family qdist runs, on the tiny
+# reference models of tests/reference/archs/ (RoBERTa, XLM-R, DistilBERT, MPNet, ELECTRA, ALBERT's
+# shared layers, BERT token heads, BEiT, CLIP vision), loaded by
+# transformers (the class config.json names; deploy/pyenv.sh's venv) with compressed-tensors:
+# INT8 per channel, INT4 g16 symmetric (packed) and INT3 g16 asymmetric in turn, and two pruned
+# files (2:4 and 50 %, magnitude, written dense: the pruned weights dequantize to exactly 0).
+# check_ctensors_archs.py: the modules transformers quantizes are the ones written, every weight it
+# decompresses equals qdist's dequantized one bit for bit, and its outputs match
+# `qdist forward --fake-quant` within 1e-4 relative. DINOv2 is refused by name (transformers 5.23
+# cannot load quantized DINOv2 checkpoints). Skipped (77) without the venv.
+set -eu
+: "${QDIST:?}" "${QD_SOURCE_DIR:?}"
+PY=$(bash "$QD_SOURCE_DIR/deploy/pyenv.sh") || { echo "export_ctensors_archs: no Python venv: skipped"; exit 77; }
+A="$QD_SOURCE_DIR/tests/reference/archs"
+T=$(mktemp -d /tmp/qd-cta-XXXXXX)
+trap 'rm -rf "$T"' EXIT
+set -- "--bits 8" "--bits 4 --group-size 16" "--bits 3 --asym --group-size 16"
+i=0 args=""
+run() { # run NAME DIR QUANTIZE-FLAGS...
+  n=$1 d=$2
+  shift 2
+  "$QDIST" quantize --model "$d" --out "$T/$n.h5" --quiet "$@"
+  "$QDIST" export "$T/$n.h5" --format compressed-tensors --out "$T/$n.ct" > /dev/null
+  "$QDIST" export "$T/$n.h5" --out "$T/$n.dq" > /dev/null
+  "$QDIST" forward --model "$d" --inputs "$d/reference.safetensors" --quantized "$T/$n.h5" --fake-quant --hidden \
+    --save-outputs "$T/$n.st" > /dev/null
+  args="$args $n $T/$n.ct $T/$n.dq $T/$n.st $d/reference.safetensors"
+}
+for dir in "$A"/*/; do
+  m=$(basename "$dir")
+  case $m in dinov2*) continue ;; esac # refused, below
+  case $((i % 3)) in 0) s=$1 ;; 1) s=$2 ;; *) s=$3 ;; esac
+  # shellcheck disable=SC2086
+  run "$m" "$dir" $s
+  i=$((i + 1))
+done
+run "roberta-seq-2of4" "$A/roberta-seq" --bits 4 --group-size 16 --sparsity 2:4
+run "beit-cls-50pc" "$A/beit-cls" --bits 8 --sparsity 0.5
+"$QDIST" quantize --model "$A/dinov2-reg" --out "$T/dino.h5" --quiet
+if "$QDIST" export "$T/dino.h5" --format compressed-tensors --out "$T/dino.ct" 2> "$T/err"; then
+  echo "DINOv2 exported"; exit 1
+fi
+grep -q "model_type 'dinov2_with_registers': transformers (5.23) cannot load" "$T/err" || { cat "$T/err"; exit 1; }
+[ ! -e "$T/dino.ct" ] || { echo "dino.ct left behind"; exit 1; }
+echo "ok: DINOv2 refused ($(cat "$T/err"))"
+# shellcheck disable=SC2086
+"$PY" "$QD_SOURCE_DIR/tests/export/check_ctensors_archs.py" $args 2> "$T/py.err" || { cat "$T/py.err"; exit 1; }
+echo "ok: export_ctensors_archs"
