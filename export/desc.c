@@ -113,7 +113,9 @@ static int bert(const ctx *c)
 {
     qd_xdesc *d = c->d;
     qd_model_config *m = &d->cfg;
-    const char *pfx = has(c, "bert.embeddings.word_embeddings.weight") ? "bert." : "";
+    const char *pfx = has(c, "bert.embeddings.word_embeddings.weight")      ? "bert."
+                      : has(c, "roberta.embeddings.word_embeddings.weight") ? "roberta."
+                                                                            : "";
     const int64_t H = m->hidden;
     int rc;
     snprintf(d->word_emb, sizeof d->word_emb, "%sembeddings.word_embeddings.weight", pfx);
@@ -137,6 +139,9 @@ static int bert(const ctx *c)
         if ((rc = linear(c, mod, (int)H, (int)H, 1, &d->pooler))) return rc;
         d->has_pooler = m->has_pooler = 1;
     }
+    /* RoBERTa's heads (a classifier on the first token's hidden state, token heads) are not BERT's
+     * pooled classifier: the graph ends at the encoder's outputs for them */
+    if (strcmp(m->model_type, "bert")) return QD_OK;
     if (has(c, "classifier.weight") && !d->has_pooler)
         return qd_err_set(QD_ENOTFOUND, "%s: the model has 'classifier.weight' but no pooler ('%spooler.dense.weight')",
                           c->path, pfx);
@@ -185,10 +190,16 @@ int qd_xdesc_build(const qd_xs *s, qd_xdesc *d)
     snprintf(where, sizeof where, "%s: model_config", path);
     int rc = qd_model_parse_config(where, cfg, strlen(cfg), &d->cfg);
     if (rc) return rc;
-    /* qdist runs more families (model/config.c); the exporters build BERT and ViT graphs */
-    if (strcmp(d->cfg.model_type, "bert") && strcmp(d->cfg.model_type, "vit"))
-        return qd_err_set(QD_EUNSUPPORTED, "%s: model_type '%s' is not supported by the export yet (bert, vit)", path,
-                          d->cfg.model_type);
+    /* qdist runs more families (model/config.c); the exporters build BERT (and RoBERTa's positions
+     * counted after the padding id) and ViT graphs */
+    static const char *const types[] = {"bert", "roberta", "xlm-roberta", "camembert", "vit"};
+    int known = 0;
+    for (size_t k = 0; k < QD_ARRAY_LEN(types); k++) known |= !strcmp(d->cfg.model_type, types[k]);
+    if (!known)
+        return qd_err_set(QD_EUNSUPPORTED,
+                          "%s: model_config: model_type '%s' is not supported by this export yet (bert, roberta, "
+                          "xlm-roberta, camembert, vit)",
+                          path, d->cfg.model_type);
     if (d->cfg.act != QD_ACT_GELU && d->cfg.act != QD_ACT_GELU_TANH && d->cfg.act != QD_ACT_RELU &&
         d->cfg.act != QD_ACT_SILU)
         return qd_err_set(QD_EUNSUPPORTED,

@@ -489,12 +489,24 @@ static int bert(ox *x)
         (d->type_emb[0] && (rc = float_init(x, d->type_emb, &te))))
         return rc;
     /* word + position (rows 0 .. T-1) + token type, then LayerNorm */
-    Onnx__NodeProto *sh = qd_ob_node(b, "Shape", "", 1, (const char *[]){"input_ids"}, 1);
-    qd_ob_attr_i(b, sh, "start", 1);
-    qd_ob_attr_i(b, sh, "end", 2);
-    const char *zero = qd_ob_i64s(b, 1, (int64_t[]){0});
-    Onnx__NodeProto *sl = qd_ob_node(b, "Slice", "", 4, (const char *[]){pe, zero, sh->output[0], zero}, 1);
-    const char *e = qd_ob_op2(b, "Add", qd_ob_op2(b, "Gather", we, "input_ids"), sl->output[0]);
+    const char *pos;
+    if (c->pos == QD_POS_AFTER_PAD) {
+        /* RoBERTa: pad_id + 1 + index among the non-padding tokens; padding tokens at pad_id */
+        Onnx__NodeProto *real = qd_ob_node(
+            b, "Cast", "", 1,
+            (const char *[]){qd_ob_op1(b, "Not", qd_ob_op2(b, "Equal", "input_ids", qd_ob_i64(b, c->pad_id)))}, 1);
+        qd_ob_attr_i(b, real, "to", QD_OT_INT64);
+        const char *count = qd_ob_op2(b, "CumSum", real->output[0], qd_ob_i64(b, 1));
+        const char *ids = qd_ob_op2(b, "Add", qd_ob_op2(b, "Mul", count, real->output[0]), qd_ob_i64(b, c->pad_id));
+        pos = qd_ob_op2(b, "Gather", pe, ids);
+    } else {
+        Onnx__NodeProto *sh = qd_ob_node(b, "Shape", "", 1, (const char *[]){"input_ids"}, 1);
+        qd_ob_attr_i(b, sh, "start", 1);
+        qd_ob_attr_i(b, sh, "end", 2);
+        const char *zero = qd_ob_i64s(b, 1, (int64_t[]){0});
+        pos = qd_ob_node(b, "Slice", "", 4, (const char *[]){pe, zero, sh->output[0], zero}, 1)->output[0];
+    }
+    const char *e = qd_ob_op2(b, "Add", qd_ob_op2(b, "Gather", we, "input_ids"), pos);
     if (te) e = qd_ob_op2(b, "Add", e, qd_ob_op2(b, "Gather", te, "token_type_ids"));
     if ((rc = layer_norm(x, e, d->emb_ln_w, d->emb_ln_b, &h))) return rc;
     /* padding keys: a large negative bias, so their softmax weight is exactly 0 */
