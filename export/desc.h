@@ -4,8 +4,9 @@
  * the configuration. Writers for other runtimes build their graphs from this description, so the
  * graph is the same forward pass as qdist's own.
  *
- * Supported: the BERT family (with or without the "bert." prefix, optional pooler and
- * sequence-classification head) and the ViT family (prefix "vit." or none, classifier on CLS).
+ * Supported: BERT (with or without the "bert." prefix, optional pooler and sequence-classification
+ * head), RoBERTa, XLM-R and CamemBERT (BERT's layout under "roberta.", positions counted after the
+ * padding id; their heads are not described) and ViT (prefix "vit." or none, classifier on CLS).
  * Anything else (another model_type, DeiT's distillation token) is refused naming what. */
 #ifndef QD_EXPORT_DESC_H
 #define QD_EXPORT_DESC_H
