@@ -20,8 +20,9 @@
  * expressions (any prefix, so the names match in both base and task models; ViT-family names also
  * as transformers 5 renames them). Every family qdist runs is written (BERT, RoBERTa, XLM-R,
  * DistilBERT, MPNet, ELECTRA, ALBERT, ViT, BEiT, CLIP vision); pruned files as they are (dense: the
- * pruned weights' codes are the zero point). config.json is the model's own text with
- * quantization_config added.
+ * pruned weights' codes are the zero point), their pattern in a sparsity_config of format "dense"
+ * (sparsity_structure "2:4" / "unstructured", global_sparsity, the pruned Linears as targets).
+ * config.json is the model's own text with quantization_config added.
  * Refused, naming the tensor or field: act-order column groups (g_idx; compressed-tensors 0.20 has
  * no g_idx), groups that do not divide the input width, quantized tensors that are not Linear
  * weights of the model, records the format does not know, DINOv2 (transformers 5.23 cannot load
@@ -55,6 +56,10 @@ typedef struct {
     char **names; /* owned tensor names */
     scheme sch[MAX_SCHEMES];
     int nsch;
+    /* pruned Linears (sparsity_config): their targets, weights, zeros by pattern, one N:M pattern */
+    cJSON *sparse_targets;
+    double sparse_weights, sparse_zeros;
+    char structure[32];
     qd_export_summary *sum;
 } cx;
 
@@ -260,6 +265,30 @@ static int quantized(cx *x, int i, const qd_xs_tensor *t)
     return QD_OK;
 }
 
+/* A pruned Linear: its target, and its zeros as its pattern implies them ("2:4": half, "0.5": half). */
+static void note_sparse(cx *x, const qd_xs_tensor *t)
+{
+    if (!t->pruned || !is_linear_weight(t)) return;
+    int n = 0, m = 0;
+    double frac = 0;
+    const int nm = sscanf(t->sparsity, "%d:%d", &n, &m) == 2 && m > 0;
+    if (nm)
+        frac = (double)(m - n) / m;
+    else
+        frac = atof(t->sparsity);
+    if (!x->sparse_targets) {
+        x->sparse_targets = cJSON_CreateArray();
+        snprintf(x->structure, sizeof x->structure, "%s", nm ? t->sparsity : "unstructured");
+    } else if (strcmp(x->structure, nm ? t->sparsity : "unstructured"))
+        snprintf(x->structure, sizeof x->structure, "unstructured");
+    const double w = (double)qd_xs_numel(t);
+    x->sparse_weights += w;
+    x->sparse_zeros += w * frac;
+    char *re = target_regex(t->name, x->vit_family);
+    cJSON_AddItemToArray(x->sparse_targets, cJSON_CreateString(re));
+    free(re);
+}
+
 /* config.json: the model's configuration with the quantization_config compressed-tensors reads.
  * The configuration's text is kept byte for byte and the new key spliced in before its closing
  * brace: printed again by a JSON library, 1.0 becomes 1, which transformers' typed configurations
@@ -319,6 +348,18 @@ static char *config_json(cx *x, int *err)
     cJSON_AddStringToObject(qc, "quantization_status", "compressed");
     cJSON_AddItemToObject(qc, "ignore", cJSON_CreateArray());
     cJSON_AddNullToObject(qc, "kv_cache_scheme");
+    if (x->sparse_targets) {
+        /* "dense": the zeros stay in the weights (compressed-tensors decompresses nothing); the
+         * structure tells loaders which sparse kernels the weights allow */
+        cJSON *sp = cJSON_CreateObject();
+        cJSON_AddStringToObject(sp, "format", "dense");
+        cJSON_AddStringToObject(sp, "sparsity_structure", x->structure);
+        cJSON_AddNumberToObject(sp, "global_sparsity", x->sparse_zeros / x->sparse_weights);
+        cJSON_AddItemToObject(sp, "targets", x->sparse_targets);
+        cJSON_AddItemToObject(sp, "ignore", cJSON_CreateArray());
+        cJSON_AddItemToObject(qc, "sparsity_config", sp);
+        x->sparse_targets = NULL; /* now the JSON tree's */
+    }
     char *q = cJSON_Print(qc);
     cJSON_Delete(qc);
     const size_t n = body + strlen(q) + 64;
@@ -364,11 +405,13 @@ int qd_export_ctensors(const char *model_file, const char *out_dir, qd_export_su
                             t->name, t->unknown);
         } else if (t->kind == QD_XS_QUANT) {
             rc = quantized(&x, i, t);
+            note_sparse(&x, t);
         } else if (t->kind == QD_XS_FLOAT) {
             float *v;
             if (!(rc = qd_xs_read_float(s, i, &v))) {
                 add(&x, t->name, QD_DT_F32, t->ndim, t->shape, v);
                 sum->linears_float += is_linear_weight(t);
+                note_sparse(&x, t);
             }
         } else {
             uint8_t *b;
@@ -410,6 +453,7 @@ int qd_export_ctensors(const char *model_file, const char *out_dir, qd_export_su
     }
     free(cfg);
     for (int k = 0; k < x.nsch; k++) cJSON_Delete(x.sch[k].targets);
+    cJSON_Delete(x.sparse_targets);
     for (int i = 0; i < x.nt; i++) {
         free(x.names[i]);
         free((void *)x.t[i].data);

@@ -64,6 +64,7 @@ int qd_xs_open(const char *path, qd_xs **out)
         t->sym = r->sym;
         t->act_order = r->act_order;
         t->pruned = qd_h5m_record_has(r, QD_H5M_MASK);
+        t->sparsity = r->sparsity;
         list_unknown(r, s->unknown[i], sizeof s->unknown[i]);
         t->unknown = s->unknown[i];
         if (t->kind == QD_XS_QUANT) {

@@ -25,10 +25,11 @@ typedef struct {
     /* quantized [rows = shape[0], cols = shape[1]] */
     const char *method;
     int bits, sym, act_order;
-    int64_t G;       /* columns per group: group size, or cols (per channel, per tensor) */
-    int64_t ngroups; /* scales per row */
-    int per_tensor;  /* one scale for the whole tensor (granularity "tensor") */
-    int pruned;      /* has a sparsity mask (the values hold its zeros already) */
+    int64_t G;            /* columns per group: group size, or cols (per channel, per tensor) */
+    int64_t ngroups;      /* scales per row */
+    int per_tensor;       /* one scale for the whole tensor (granularity "tensor") */
+    int pruned;           /* has a sparsity mask (the values hold its zeros already) */
+    const char *sparsity; /* pruned: the pattern ("0.5", "2:4"), else "" */
     /* records this exporter does not know how to carry ("" when none): unknown datasets or kind */
     const char *unknown;
 } qd_xs_tensor;

@@ -9,7 +9,8 @@
 # shared layers, BERT token heads, BEiT, CLIP vision), loaded by
 # transformers (the class config.json names; deploy/pyenv.sh's venv) with compressed-tensors:
 # INT8 per channel, INT4 g16 symmetric (packed) and INT3 g16 asymmetric in turn, and two pruned
-# files (2:4 and 50 %, magnitude, written dense: the pruned weights dequantize to exactly 0).
+# files (2:4 and 50 %, magnitude, written dense: the pruned weights dequantize to exactly 0; their
+# pattern in quantization_config's sparsity_config).
 # check_ctensors_archs.py: the modules transformers quantizes are the ones written, every weight it
 # decompresses equals qdist's dequantized one bit for bit, and its outputs match
 # `qdist forward --fake-quant` within 1e-4 relative. DINOv2 is refused by name (transformers 5.23
@@ -68,6 +69,15 @@ for dir in "$A"/*/; do
 done
 run "roberta-seq-2of4" "$A/roberta-seq" --bits 4 --group-size 16 --sparsity 2:4
 run "beit-cls-50pc" "$A/beit-cls" --bits 8 --sparsity 0.5
+# the pattern in sparsity_config (format dense: the zeros are in the weights)
+/usr/bin/python3 - "$T/roberta-seq-2of4.ct/config.json" "$T/beit-cls-50pc.ct/config.json" <<'PY'
+import json, sys
+for path, structure in zip(sys.argv[1:], ("2:4", "unstructured")):
+    sp = json.load(open(path))["quantization_config"]["sparsity_config"]
+    assert sp["format"] == "dense" and sp["sparsity_structure"] == structure, (path, sp)
+    assert abs(sp["global_sparsity"] - 0.5) < 1e-9 and len(sp["targets"]) == 12, (path, sp)
+print("ok: sparsity_config 2:4 and unstructured, 12 targets, global_sparsity 0.5")
+PY
 "$QDIST" quantize --model "$A/dinov2-reg" --out "$T/dino.h5" --quiet
 if "$QDIST" export "$T/dino.h5" --format compressed-tensors --out "$T/dino.ct" 2> "$T/err"; then
   echo "DINOv2 exported"; exit 1
