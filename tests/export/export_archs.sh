@@ -1,6 +1,7 @@
 #!/bin/sh
 # qdist export for the further architecture families, on the tiny reference models (no checkpoint).
-# ONNX: RoBERTa and XLM-R (positions counted after the padding id), FP32 and INT4 g16, run by ONNX
+# ONNX: RoBERTa and XLM-R (positions counted after the padding id), FP32, INT4 g16 and INT8 pruned
+# 2:4, run by ONNX
 # Runtime on the reference inputs (padded) against qdist forward (FP32 / --fake-quant):
 # last_hidden_state and sentence_embedding within 1e-4 relative (check_onnx_archs.py); the families
 # the graphs do not cover yet (DistilBERT, BEiT, ...) refused by name, no file left.
@@ -27,8 +28,12 @@ echo '{"overrides": [{"pattern": "*", "skip": true}]}' > "$T/float.json"
 oargs=""
 for m in roberta-seq xlm-roberta-token; do
   d="$A/$m"
-  for s in f q; do
-    if [ $s = f ]; then set -- --config "$T/float.json"; fq=""; else set -- --bits 4 --group-size 16; fq=--fake-quant; fi
+  for s in f q p; do
+    case $s in
+      f) set -- --config "$T/float.json"; fq="" ;;
+      q) set -- --bits 4 --group-size 16; fq=--fake-quant ;;
+      *) set -- --bits 8 --sparsity 2:4; fq=--fake-quant ;; # pruned: the zeros as codes of the zero point
+    esac
     "$QDIST" quantize --model "$d" --out "$T/o-$m-$s.h5" --quiet "$@"
     "$QDIST" export "$T/o-$m-$s.h5" --format onnx --out "$T/o-$m-$s.onnx" > /dev/null
     "$QDIST" forward --model "$d" --inputs "$d/reference.safetensors" --quantized "$T/o-$m-$s.h5" $fq --hidden \
