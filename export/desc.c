@@ -23,12 +23,9 @@ static int need(const ctx *c, const char *name, int ndim, const int64_t *shape)
     int ok = t->ndim == ndim && t->kind != QD_XS_RAW;
     for (int k = 0; ok && k < ndim; k++) ok = t->shape[k] == shape[k];
     if (!ok) {
-        char want[96] = "", got[96] = "";
-        size_t wl = 0, gl = 0;
-        for (int k = 0; k < ndim; k++)
-            wl += (size_t)snprintf(want + wl, sizeof want - wl, "%s%lld", k ? "," : "", (long long)shape[k]);
-        for (int k = 0; k < t->ndim && gl < sizeof got; k++)
-            gl += (size_t)snprintf(got + gl, sizeof got - gl, "%s%lld", k ? "," : "", (long long)t->shape[k]);
+        char want[96], got[96];
+        qd_shape_text(shape, ndim, want, sizeof want);
+        qd_shape_text(t->shape, t->ndim, got, sizeof got);
         return qd_err_set(QD_ESHAPE, "%s: tensor '%s' has shape [%s]%s, the model configuration implies [%s]", c->path,
                           name, got, t->kind == QD_XS_RAW ? " and is not a float tensor" : "", want);
     }

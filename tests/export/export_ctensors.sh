@@ -43,15 +43,7 @@ for f in b8 b4s b4a bm; do
       --min-cos 0.9999 --label "MiniLM $f" 2> "$T/py.err" || { cat "$T/py.err"; exit 1; }
 done
 
-fails() { # fails PATTERN OUTDIR -- command...
-  pat=$1 out=$2; shift 3
-  if "$@" 2> "$T/err"; then echo "expected a failure: $*"; exit 1; else rc=$?; fi
-  [ "$rc" -eq 1 ] || { echo "exit $rc, not 1: $*"; cat "$T/err"; exit 1; }
-  grep -q "$pat" "$T/err" || { echo "no '$pat' in:"; cat "$T/err"; exit 1; }
-  [ ! -e "$out" ] || { echo "$out was left behind"; exit 1; }
-  ls "$T" | grep -q partial && { echo "a partial directory was left behind"; ls "$T"; exit 1; }
-  echo "ok: refused ($pat)"
-}
+. "$QD_SOURCE_DIR/tests/export/fails.sh"
 "$QDIST" quantize --model "$VIT" --out "$T/vg.h5" --quiet --method gptq --bits 4 --group-size 16 --act-order \
     --calib "$MNIST" --nsamples 16
 fails "act-order column groups (g_idx) cannot be expressed" "$T/x1" -- "$QDIST" export "$T/vg.h5" --format compressed-tensors --out "$T/x1"

@@ -57,15 +57,7 @@ $CHECK "$T/vgn.onnx" "$T/vg.st" --against quant $A --label "ViT GPTQ INT4 g16 ac
 $CHECK "$T/v8i.onnx" "$T/v8r.st" --against quant --min-cos 0.9999 --min-agree 0.999 --label "ViT INT8 integer"
 
 # ---- bad input: exit 1, the reason, no output file ----
-fails() { # fails PATTERN OUT -- command...
-  pat=$1 out=$2; shift 3
-  if "$@" 2> "$T/err"; then echo "expected a failure: $*"; exit 1; else rc=$?; fi
-  [ "$rc" -eq 1 ] || { echo "exit $rc, not 1: $*"; cat "$T/err"; exit 1; }
-  grep -q "$pat" "$T/err" || { echo "no '$pat' in:"; cat "$T/err"; exit 1; }
-  [ ! -e "$out" ] || { echo "$out was left behind"; exit 1; }
-  ls "$T" | grep -q partial && { echo "a partial file was left behind"; ls "$T"; exit 1; }
-  echo "ok: refused ($pat)"
-}
+. "$QD_SOURCE_DIR/tests/export/fails.sh"
 fails "opset 21" "$T/x1.onnx" -- "$QDIST" export "$T/v4.h5" --format onnx --opset 17 --out "$T/x1.onnx"
 cp "$T/v8.h5" "$T/missing.h5"
 /usr/bin/python3 -c "import h5py,sys; f=h5py.File(sys.argv[1],'r+'); del f['tensors/vit.encoder.layer.2.output.dense.weight']" "$T/missing.h5"

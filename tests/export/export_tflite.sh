@@ -29,15 +29,7 @@ for f in v8 v4; do
       { cat "$T/py.err"; exit 1; }
 done
 
-fails() { # fails PATTERN OUT -- command...
-  pat=$1 out=$2; shift 3
-  if "$@" 2> "$T/err"; then echo "expected a failure: $*"; exit 1; else rc=$?; fi
-  [ "$rc" -eq 1 ] || { echo "exit $rc, not 1: $*"; cat "$T/err"; exit 1; }
-  grep -q "$pat" "$T/err" || { echo "no '$pat' in:"; cat "$T/err"; exit 1; }
-  [ ! -e "$out" ] || { echo "$out was left behind"; exit 1; }
-  ls "$T" | grep -q partial && { echo "a partial file was left behind"; ls "$T"; exit 1; }
-  echo "ok: refused ($pat)"
-}
+. "$QD_SOURCE_DIR/tests/export/fails.sh"
 fails "give --activation-ranges" "$T/x1.tflite" -- "$QDIST" export "$T/v8.h5" --format tflite --out "$T/x1.tflite"
 /usr/bin/python3 -c "import json,sys; r=json.load(open(sys.argv[1])); del r['layer.3.ctx']; json.dump(r, open(sys.argv[2],'w'))" \
     "$T/v8.ranges.json" "$T/cut.json"
