@@ -195,10 +195,14 @@ static void emit_failed(job *J, int st)
 }
 
 /* A job that would write an unchanged copy is an error: most often tensor names this version
- * does not recognise. The same verdict on every rank (the table is deterministic). */
+ * does not recognise. A configuration whose overrides keep tensors float asked for it (an all-float
+ * file is the FP32 reference that export and eval compare against). The same verdict on every rank
+ * (the table is deterministic). */
 static int job_check_work(job *J)
 {
     if (J->nq > 0) return QD_OK;
+    for (int i = 0; i < J->cfg.n_overrides; i++)
+        if (J->cfg.overrides[i].skip) return QD_OK;
     char arch[128];
     model_type(J->ck, arch, sizeof arch, NULL);
     const int st = qd_err_set(QD_EUNSUPPORTED,
