@@ -29,7 +29,13 @@ static const char *serve_help =
     "  --events ENDPOINT      publish progress events here (e.g. tcp://127.0.0.1:5556)\n"
     "  --allow-dir DIR        job paths must lie below DIR (repeatable; default: the current\n"
     "                         directory)\n"
-    "  --max-queue N          jobs waiting at most (default 16)\n"
+    "  --max-queue N          jobs waiting at most (default 16); more are refused with\n"
+    "                         'queue full' until the queue shortens\n"
+    "  --state-dir DIR        record every accepted job, its state and progress in DIR/jobs.db\n"
+    "                         (SQLite, WAL) before answering: after a crash or kill, a restart\n"
+    "                         with the same DIR resumes the job in hand and runs the queue.\n"
+    "                         Without it jobs live in memory only\n"
+    "  --keep-jobs N          ended jobs kept for 'status' (default 10000; older ones pruned)\n"
     "  --curve-secret FILE    CURVE-encrypt and authenticate the sockets with this server secret\n"
     "                         key (from 'qdist keygen'); required to bind a non-loopback address\n"
     "  --insecure             allow a non-loopback address without CURVE\n"
@@ -43,9 +49,11 @@ int qd_cmd_serve(int argc, char **argv, MPI_Comm comm)
                                  {"max-queue", required_argument, 0, 'q'},
                                  {"curve-secret", required_argument, 0, 'c'},
                                  {"insecure", no_argument, 0, 'I'},
+                                 {"state-dir", required_argument, 0, 's'},
+                                 {"keep-jobs", required_argument, 0, 'K'},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
-    qd_service_opts o = {.bind = DEFAULT_ENDPOINT, .max_queue = 16};
+    qd_service_opts o = {.bind = DEFAULT_ENDPOINT, .max_queue = 16, .keep_jobs = 10000};
     static char roots[QD_SVC_MAX_ALLOW][PATH_MAX];
     optind = 1;
     opterr = 0;
@@ -72,6 +80,14 @@ int qd_cmd_serve(int argc, char **argv, MPI_Comm comm)
         }
         case 'c': o.curve_secret_file = optarg; break;
         case 'I': o.insecure = 1; break;
+        case 's': o.state_dir = optarg; break;
+        case 'K': {
+            char *end;
+            long long v = strtoll(optarg, &end, 10);
+            if (*end || v < 1) return qd_cli_usage_error(comm, "serve", "--keep-jobs must be a positive integer");
+            o.keep_jobs = v;
+            break;
+        }
         case 'h':
             if (qd_cli_is_root(comm)) fputs(serve_help, stdout);
             return QD_EXIT_OK;
@@ -101,6 +117,7 @@ typedef struct {
     const char *to;
     const char *server_key; /* file with the server's public key, or NULL */
     double timeout;         /* seconds */
+    const char *token;      /* submit: makes the submission idempotent (safe to repeat) */
 } client_opts;
 
 static int setup_client_curve(void *sock, const char *server_key_file)
@@ -187,15 +204,12 @@ static void print_json(const cJSON *o)
 static int client_args(int argc, char **argv, const char *cmd, const char *help, client_opts *co, int *extra_flag,
                        const char *extra_name, MPI_Comm comm, int *rc)
 {
-    static struct option lo[] = {{"to", required_argument, 0, 't'},
-                                 {"curve-server-key", required_argument, 0, 'k'},
-                                 {"timeout", required_argument, 0, 'T'},
-                                 {"json", no_argument, 0, 'j'},
-                                 {"wait", no_argument, 0, 'w'},
-                                 {"finish", no_argument, 0, 'f'},
-                                 {"job", required_argument, 0, 'J'},
-                                 {"help", no_argument, 0, 'h'},
-                                 {0, 0, 0, 0}};
+    static struct option lo[] = {
+        {"to", required_argument, 0, 't'},      {"curve-server-key", required_argument, 0, 'k'},
+        {"timeout", required_argument, 0, 'T'}, {"json", no_argument, 0, 'j'},
+        {"wait", no_argument, 0, 'w'},          {"finish", no_argument, 0, 'f'},
+        {"job", required_argument, 0, 'J'},     {"token", required_argument, 0, 'O'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     co->to = DEFAULT_ENDPOINT;
     co->timeout = 5;
     optind = 1;
@@ -227,6 +241,13 @@ static int client_args(int argc, char **argv, const char *cmd, const char *help,
             if (c == 'J') setenv("QD_WATCH_JOB", optarg, 1);
             break;
         }
+        case 'O':
+            if (strcmp(cmd, "submit")) {
+                *rc = qd_cli_usage_error(comm, cmd, "unknown option '--token'");
+                return -1;
+            }
+            co->token = optarg;
+            break;
         case 'h':
             if (qd_cli_is_root(comm)) fputs(help, stdout);
             *rc = QD_EXIT_OK;
@@ -238,21 +259,35 @@ static int client_args(int argc, char **argv, const char *cmd, const char *help,
 }
 
 static const char *submit_help =
-    "Usage: qdist submit JOB.json [--to ENDPOINT] [--wait] [--timeout S] [--curve-server-key FILE]\n"
+    "Usage: qdist submit JOB.json [--to ENDPOINT] [--wait] [--token T] [--timeout S]\n"
+    "                             [--curve-server-key FILE]\n"
     "\n"
-    "Sends a job to a running 'qdist serve' and prints its id. JOB.json holds the keys of a\n"
-    "--config file plus \"model\", \"out\" and optionally \"overwrite\". With --wait, waits until\n"
-    "the job ends and exits 0 if it is done, 1 if it failed or was cancelled.\n";
+    "Sends a job to a running 'qdist serve' and prints its id once the service has recorded it.\n"
+    "JOB.json holds the keys of a --config file plus \"model\", \"out\" and optionally\n"
+    "\"overwrite\". With --wait, waits until the job ends (across restarts of the service) and\n"
+    "exits 0 if it is done, 1 if it failed or was cancelled. --token T makes the submission\n"
+    "idempotent: the service keeps one job per token (per client key), so a submission whose\n"
+    "reply was lost is sent again (3 tries) without ever running the job twice.\n";
 
+/* Polls the job's status until it ends. A service that does not answer (restarting after a crash,
+ * say) is asked again for about a minute before giving up: an accepted job outlives the process
+ * that accepted it. */
 static int wait_job(const client_opts *co, const char *id)
 {
+    double silent_since = 0;
     for (;;) {
         cJSON *req = cJSON_CreateObject();
         cJSON_AddStringToObject(req, "op", "status");
         cJSON_AddStringToObject(req, "id", id);
         cJSON *r = request(co, req);
         cJSON_Delete(req);
-        if (!r) return QD_EXIT_FAIL;
+        if (!r) {
+            if (silent_since == 0) silent_since = qd_now();
+            if (qd_now() - silent_since > 60) return QD_EXIT_FAIL;
+            sleep(1);
+            continue;
+        }
+        silent_since = 0;
         if (check_reply(r)) {
             cJSON_Delete(r);
             return QD_EXIT_FAIL;
@@ -303,7 +338,13 @@ int qd_cmd_submit(int argc, char **argv, MPI_Comm comm)
     cJSON *req = cJSON_CreateObject();
     cJSON_AddStringToObject(req, "op", "submit");
     cJSON_AddItemToObject(req, "job", job);
+    if (co.token) cJSON_AddStringToObject(req, "token", co.token);
     cJSON *r = request(&co, req);
+    for (int t = 1; !r && co.token && t < 3; t++) {
+        fprintf(stderr, "qdist: sending it again (the token keeps it one job)\n");
+        sleep(1);
+        r = request(&co, req);
+    }
     cJSON_Delete(req);
     if (!r) return QD_EXIT_FAIL;
     if (check_reply(r)) {

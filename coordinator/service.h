@@ -29,7 +29,12 @@ typedef struct {
     int max_queue;                 /* queued (not running) jobs accepted at most */
     const char *curve_secret_file; /* server secret key (z85, 40 chars) or NULL */
     int insecure;                  /* allow a non-loopback bind without CURVE */
+    const char *state_dir;         /* the durable job table's directory, or NULL (memory only) */
+    long long keep_jobs;           /* ended jobs kept for `status` at most (older ones pruned) */
 } qd_service_opts;
+
+/* A `status` without an id lists the waiting and running jobs and this many recent ended ones. */
+#define QD_SVC_STATUS_RECENT 100
 
 /* Runs the service on comm until a shutdown request; collective over comm. Returns the exit
  * code (0 after a clean shutdown). */
@@ -49,7 +54,8 @@ int qd_service_run(const qd_service_opts *opt, MPI_Comm comm);
     X(EXISTS, "exists")                     \
     X(QUEUE_FULL, "queue_full")             \
     X(SHUTTING_DOWN, "shutting_down")       \
-    X(BAD_STATE, "bad_state")
+    X(BAD_STATE, "bad_state")               \
+    X(STATE_ERROR, "state_error")
 
 typedef enum {
     QD_SVC_OK = 0,
