@@ -193,6 +193,21 @@ static cJSON *op_submit(svc *s, const char *owner, cJSON *job, const cJSON *toke
         return reply_error(QD_SVC_BAD_TYPE, "field 'token' must be a non-empty string of at most %d bytes",
                            QD_SVC_TOKEN_MAX - 1);
     const char *tok = token ? token->valuestring : NULL;
+    if (tok) {
+        /* a token seen before: that job, whatever has happened to it or its paths since */
+        pthread_mutex_lock(&s->mu);
+        long long seen = qd_svc_store_find(s->st, owner, tok);
+        pthread_mutex_unlock(&s->mu);
+        if (seen < 0) return reply_store_error();
+        if (seen > 0) {
+            cJSON *reply = reply_ok();
+            char id[24];
+            qd_svc_job_id(seen, id);
+            cJSON_AddStringToObject(reply, "id", id);
+            cJSON_AddBoolToObject(reply, "existing", 1);
+            return reply;
+        }
+    }
     const char *jdk = cJSON_IsObject(job) ? dup_key(job) : NULL;
     if (jdk) return reply_error(QD_SVC_BAD_REQUEST, "job: duplicate key '%s'", jdk);
     char msg[1024] = "";
