@@ -14,6 +14,8 @@ static const qd_command g_commands[] = {
     {"eval", "compare a quantized model with its FP32 original: accuracy, cosine, latency, memory, size", qd_cmd_eval},
     {"forward", "run a model (FP32 or quantized) on pre-tokenized inputs, write and compare its outputs",
      qd_cmd_forward},
+    {"finetune", "fine-tune a classifier (data parallel), transfer learning, QAT, scale-only fine-tuning",
+     qd_cmd_finetune},
     {"export", "write a dequantized safetensors checkpoint from a qdist model", qd_cmd_export},
     {"plan", "show how a job would be spread over N ranks (cost and memory per rank)", qd_cmd_plan},
     {"serve", "run as a service: take jobs over ZeroMQ, one at a time, on all ranks", qd_cmd_serve},

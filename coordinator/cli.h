@@ -32,6 +32,7 @@ int qd_cmd_calibrate(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_eval(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_forward(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_export(int argc, char **argv, MPI_Comm comm);
+int qd_cmd_finetune(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_plan(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_serve(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_submit(int argc, char **argv, MPI_Comm comm);

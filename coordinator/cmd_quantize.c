@@ -15,6 +15,7 @@
 #include "coordinator/job_config.h"
 #include "shard/safetensors.h"
 #include "shard/select.h"
+#include "train/train.h"
 #include "worker/gptq_job.h"
 
 static const char *quantize_help =
@@ -117,7 +118,10 @@ static const char *plan_help =
     "iters*rows*cols*cols, or iters*rows*cols*2*batch with --batch) and peak memory per rank, the\n"
     "calibration memory of calibrated methods, and the balance max/mean, without quantizing\n"
     "anything. Takes the options of 'qdist quantize' (--shard, --config, --include, --method,\n"
-    "--iters, --batch, ...); --out is not needed.\n";
+    "--iters, --batch, ...); --out is not needed.\n"
+    "  --train-batch B   also the memory of 'qdist finetune --batch B' on N ranks: activations kept\n"
+    "                    for the backward pass of one grain (sentences of --seqlen tokens),\n"
+    "                    weights, gradients and AdamW state\n";
 
 enum {
     O_MODEL = 256,
@@ -158,7 +162,8 @@ enum {
     O_BATCH,
     O_SPARSITY,
     O_PRUNE,
-    O_PRUNE_ONLY
+    O_PRUNE_ONLY,
+    O_TRAIN_BATCH
 };
 
 static const char *g_events;
@@ -186,6 +191,8 @@ static int load_config(qd_job_config *c, const char *path, char *msg, size_t cap
     if (rc) snprintf(msg, cap, "%s: %s", path, m2);
     return rc;
 }
+
+static int g_train_batch; /* qdist plan --train-batch */
 
 static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const char *help, qd_job_config *c, int *ranks,
                  int *rc)
@@ -229,6 +236,7 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
                                  {"sparsity", required_argument, 0, O_SPARSITY},
                                  {"prune", required_argument, 0, O_PRUNE},
                                  {"prune-only", no_argument, 0, O_PRUNE_ONLY},
+                                 {"train-batch", required_argument, 0, O_TRAIN_BATCH},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
     qd_job_config_default(c);
@@ -269,6 +277,13 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
         case O_SPARSITY: key = "sparsity"; break;
         case O_PRUNE: key = "prune"; break;
         case O_PRUNE_ONLY: c->prune_only = 1; break;
+        case O_TRAIN_BATCH:
+            g_train_batch = atoi(optarg);
+            if (strcmp(cmd, "plan") || g_train_batch < 1) {
+                *rc = qd_cli_usage_error(comm, cmd, "--train-batch: a positive batch size, for 'qdist plan' only");
+                return -1;
+            }
+            break;
         case O_SYM: c->scheme.sym = 1; break;
         case O_ASYM: c->scheme.sym = 0; break;
         case O_OVERWRITE: c->overwrite = 1; break;
@@ -480,6 +495,8 @@ int qd_cmd_plan(int argc, char **argv, MPI_Comm comm)
     }
     double mx = 0;
     for (int r = 0; r < ranks; r++) mx = p.load[r] > mx ? p.load[r] : mx;
+    if (g_train_batch > 0 && qd_ft_plan_print(c.model, g_train_batch, c.seqlen, ranks))
+        printf("\ntraining memory: cannot estimate (%s)\n", qd_errmsg());
     printf("\nbalance max/mean: %.3f (the slowest rank does %.1f%% of the work; ideal %.1f%%)\n", p.balance,
            tot > 0 ? 100 * mx / tot : 0, 100.0 / ranks);
     /* RTN runs at about 1 GB/s of F32 input per rank here; other methods scale by their cost */
