@@ -9,7 +9,7 @@
  * own file records what is complete.
  *
  * STATE_DIR/lock (flock) keeps a second service off the same directory; the kernel drops it when
- * the process dies, however it dies. Without a state directory the table is an in-memory
+ * the process dies, however it dies. It holds the pid of the service's rank 0. Without a state directory the table is an in-memory
  * database: the same code, nothing survives the process.
  *
  * Jobs are "j<seq>": seq is SQLite's AUTOINCREMENT key, never reused, so ids stay unique across
