@@ -16,6 +16,7 @@
 
 #include "collective/collective.h"
 #include "common/qd_common.h"
+#include "coordinator/service_auth.h"
 #include "coordinator/service_store.h"
 
 typedef struct {
@@ -171,13 +172,13 @@ static const char *dup_key(const cJSON *obj)
     return NULL;
 }
 
-/* The job of `id` if the requester may see it (a client with a key sees its own jobs only);
- * otherwise a reply saying there is no such job (whether it exists is not disclosed). */
-static cJSON *lookup(svc *s, const char *owner, const char *id, qd_svc_rec *r)
+/* The job of `id` if the requester may see it (viewer: the client's key, NULL for one that sees
+ * every job); otherwise a reply saying there is no such job (whether it exists is not disclosed). */
+static cJSON *lookup(svc *s, const char *viewer, const char *id, qd_svc_rec *r)
 {
     long long seq = qd_svc_job_seq(id);
     int rc = seq > 0 ? qd_svc_store_get(s->st, seq, r) : QD_ENOTFOUND;
-    if (rc == QD_OK && owner && *owner && strcmp(owner, r->owner)) {
+    if (rc == QD_OK && viewer && strcmp(viewer, r->owner)) {
         qd_svc_rec_free(r);
         rc = QD_ENOTFOUND;
     }
@@ -264,13 +265,13 @@ static void list_one(void *ctx, const qd_svc_rec *r)
     cJSON_AddItemToArray(l->arr, job_json(r));
 }
 
-static cJSON *op_status(svc *s, const char *owner, const cJSON *id)
+static cJSON *op_status(svc *s, const char *viewer, const cJSON *id)
 {
     cJSON *reply;
     pthread_mutex_lock(&s->mu);
     if (id) {
         qd_svc_rec r;
-        reply = lookup(s, owner, id->valuestring, &r);
+        reply = lookup(s, viewer, id->valuestring, &r);
         if (!reply) {
             reply = reply_ok();
             cJSON_AddItemToObject(reply, "job", job_json(&r));
@@ -279,7 +280,7 @@ static cJSON *op_status(svc *s, const char *owner, const cJSON *id)
     } else {
         /* the jobs waiting or running and the most recent ended ones: a bounded reply however
          * long the service has run; every job stays reachable by its id */
-        const char *who = owner && *owner ? owner : NULL;
+        const char *who = viewer;
         list_ctx l = {.arr = cJSON_CreateArray()};
         int rc = qd_svc_store_list(s->st, who, QD_SVC_STATUS_RECENT, list_one, &l);
         cJSON *counts = cJSON_CreateObject();
@@ -303,13 +304,13 @@ static cJSON *op_status(svc *s, const char *owner, const cJSON *id)
     return reply;
 }
 
-static cJSON *op_cancel(svc *s, const char *owner, const cJSON *id)
+static cJSON *op_cancel(svc *s, const char *viewer, const cJSON *id)
 {
     if (!id) return reply_error(QD_SVC_MISSING_FIELD, "missing field 'id'");
     cJSON *reply;
     qd_svc_rec r;
     pthread_mutex_lock(&s->mu);
-    reply = lookup(s, owner, id->valuestring, &r);
+    reply = lookup(s, viewer, id->valuestring, &r);
     if (!reply) {
         int rc = QD_OK;
         if (r.state == QD_SJ_QUEUED) {
@@ -375,8 +376,9 @@ static cJSON *op_shutdown(svc *s, const cJSON *mode)
 
 /* The reply to one request: the envelope checked here (a JSON object, no duplicate key, a known
  * op with only its own keys), then the op's handler. owner: the requesting client's key, "" when
- * clients are not identified. */
-static cJSON *request_reply(svc *s, const char *owner, cJSON *req)
+ * clients are not identified (no CURVE); admin: it may see, cancel and stop everything (an admin
+ * key, or no CURVE). */
+static cJSON *request_reply(svc *s, const char *owner, int admin, cJSON *req)
 {
     if (!cJSON_IsObject(req)) return reply_error(QD_SVC_BAD_REQUEST, "request must be a JSON object");
     const char *dk = dup_key(req);
@@ -400,16 +402,18 @@ static cJSON *request_reply(svc *s, const char *owner, cJSON *req)
     if (!strcmp(o, "submit"))
         return op_submit(s, owner, cJSON_GetObjectItemCaseSensitive(req, "job"),
                          cJSON_GetObjectItemCaseSensitive(req, "token"));
-    if (!strcmp(o, "status")) return op_status(s, owner, id);
-    if (!strcmp(o, "cancel")) return op_cancel(s, owner, id);
+    const char *viewer = admin ? NULL : owner; /* whose jobs this client may see */
+    if (!strcmp(o, "status")) return op_status(s, viewer, id);
+    if (!strcmp(o, "cancel")) return op_cancel(s, viewer, id);
+    if (!admin) return reply_error(QD_SVC_NOT_PERMITTED, "only an admin key may shut the service down");
     return op_shutdown(s, cJSON_GetObjectItemCaseSensitive(req, "mode"));
 }
 
-static cJSON *handle_request(svc *s, const char *owner, const char *body, size_t len)
+static cJSON *handle_request(svc *s, const char *owner, int admin, const char *body, size_t len)
 {
     cJSON *req = cJSON_ParseWithLength(body, len);
     if (!req) return reply_error(QD_SVC_BAD_JSON, "request is not valid JSON");
-    cJSON *reply = request_reply(s, owner, req);
+    cJSON *reply = request_reply(s, owner, admin, req);
     cJSON_Delete(req);
     return reply;
 }
@@ -436,13 +440,16 @@ static int read_key_file(const char *path, char key[41], char *err, size_t errca
     return 0;
 }
 
-static int setup_socket(void *sock, const qd_service_opts *opt, const char *ep, char *err, size_t errcap)
+static int setup_socket(void *sock, const qd_service_opts *opt, const char *ep, const char *zap_domain, char *err,
+                        size_t errcap)
 {
     int64_t maxmsg = QD_SVC_MAX_MSG;
     int linger = 0;
     zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
     if (opt->curve_secret_file) {
+        /* the handshake asks the ZAP handler (socket_thread) which keys may connect here */
+        zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, zap_domain, strlen(zap_domain));
         char sec[41];
         if (read_key_file(opt->curve_secret_file, sec, err, errcap)) return -1;
         int one = 1;
@@ -466,8 +473,12 @@ static void *socket_thread(void *arg)
     void *router = zmq_socket(ctx, ZMQ_ROUTER);
     void *pub = s->opt->events ? zmq_socket(ctx, ZMQ_PUB) : NULL;
     char err[512] = "";
-    int ok = setup_socket(router, s->opt, s->opt->bind, err, sizeof err) == 0 &&
-             (!pub || setup_socket(pub, s->opt, s->opt->events, err, sizeof err) == 0);
+    /* CURVE: the ZAP handler is bound before any socket can take a handshake */
+    void *zap = s->opt->curve_secret_file ? zmq_socket(ctx, ZMQ_REP) : NULL;
+    int ok = !zap || zmq_bind(zap, "inproc://zeromq.zap.01") == 0;
+    if (!ok) snprintf(err, sizeof err, "cannot start the ZAP handler: %s", zmq_strerror(zmq_errno()));
+    ok = ok && setup_socket(router, s->opt, s->opt->bind, QD_SVC_ZAP_REQUESTS, err, sizeof err) == 0 &&
+         (!pub || setup_socket(pub, s->opt, s->opt->events, QD_SVC_ZAP_EVENTS, err, sizeof err) == 0);
     pthread_mutex_lock(&s->mu);
     s->ready = ok ? 1 : -1;
     snprintf(s->bind_err, sizeof s->bind_err, "%s", err);
@@ -475,10 +486,11 @@ static void *socket_thread(void *arg)
     pthread_mutex_unlock(&s->mu);
 
     while (ok) {
-        zmq_pollitem_t it = {router, 0, ZMQ_POLLIN, 0};
-        int rc = zmq_poll(&it, 1, 50);
+        zmq_pollitem_t its[2] = {{router, 0, ZMQ_POLLIN, 0}, {zap, 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(its, zap ? 2 : 1, 50);
         if (rc < 0 && zmq_errno() != EINTR) break;
-        if (rc > 0 && (it.revents & ZMQ_POLLIN)) {
+        if (zap && rc > 0 && (its[1].revents & ZMQ_POLLIN)) qd_svc_auth_serve(&s->opt->auth, zap);
+        if (rc > 0 && (its[0].revents & ZMQ_POLLIN)) {
             /* one multipart message: [identity][""]?[body]; anything else is answered with an
              * error (if it can be routed) and dropped. */
             zmq_msg_t frames[4];
@@ -504,8 +516,14 @@ static void *socket_thread(void *arg)
                 cJSON *reply;
                 if (extra || nf != body_i + 1)
                     reply = reply_error(QD_SVC_BAD_REQUEST, "expected one message frame, got %d", nf - body_i + extra);
-                else
-                    reply = handle_request(s, "", zmq_msg_data(&frames[body_i]), zmq_msg_size(&frames[body_i]));
+                else {
+                    /* the client's key as the ZAP handler named it; none without CURVE */
+                    const char *uid = zmq_msg_gets(&frames[body_i], "User-Id");
+                    const char *owner = uid ? uid : "";
+                    int admin = !*owner || qd_svc_keys_has(&s->opt->auth.admins, owner);
+                    reply =
+                        handle_request(s, owner, admin, zmq_msg_data(&frames[body_i]), zmq_msg_size(&frames[body_i]));
+                }
                 char *txt = cJSON_PrintUnformatted(reply);
                 cJSON_Delete(reply);
                 zmq_send(router, zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), ZMQ_SNDMORE | ZMQ_DONTWAIT);
@@ -530,6 +548,7 @@ static void *socket_thread(void *arg)
         if (stop) break;
     }
     if (pub) zmq_close(pub);
+    if (zap) zmq_close(zap);
     zmq_close(router);
     zmq_ctx_term(ctx);
     return NULL;

@@ -17,6 +17,7 @@
 #include <stddef.h>
 
 #include "coordinator/job_hooks.h"
+#include "coordinator/service_auth.h"
 
 #define QD_SVC_MAX_MSG   (1 << 20) /* ZMQ_MAXMSGSIZE: larger messages drop the peer */
 #define QD_SVC_MAX_ALLOW 16
@@ -29,6 +30,7 @@ typedef struct {
     int max_queue;                 /* queued (not running) jobs accepted at most */
     const char *curve_secret_file; /* server secret key (z85, 40 chars) or NULL */
     int insecure;                  /* allow a non-loopback bind without CURVE */
+    qd_svc_auth auth;              /* with CURVE: client and admin keys (service_auth.h) */
     const char *state_dir;         /* the durable job table's directory, or NULL (memory only) */
     long long keep_jobs;           /* ended jobs kept for `status` at most (older ones pruned) */
 } qd_service_opts;
@@ -55,7 +57,8 @@ int qd_service_run(const qd_service_opts *opt, MPI_Comm comm);
     X(QUEUE_FULL, "queue_full")             \
     X(SHUTTING_DOWN, "shutting_down")       \
     X(BAD_STATE, "bad_state")               \
-    X(STATE_ERROR, "state_error")
+    X(STATE_ERROR, "state_error")           \
+    X(NOT_PERMITTED, "not_permitted")
 
 typedef enum {
     QD_SVC_OK = 0,
