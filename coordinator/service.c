@@ -662,6 +662,21 @@ static int run_job(svc *s, qd_svc_rec *r, int resumed, MPI_Comm comm)
         cJSON_Delete(job);
         return moved;
     }
+    /* its paths again: a directory may have become a symbolic link out of the roots since */
+    char cmsg[1024];
+    if (qd_svc_confine_job(job, s->opt->allow_dirs, s->opt->n_allow, cmsg, sizeof cmsg) != QD_SVC_OK) {
+        qd_log(QD_LOG_ERROR, "job %s refused: %s", id, cmsg);
+        if (qd_svc_store_end(s->st, r->seq, QD_SJ_FAILED, wall_now(), NULL, qd_errname(QD_EPERM), cmsg))
+            qd_log(QD_LOG_ERROR, "job table: %s", qd_errmsg());
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "code", qd_errname(QD_EPERM));
+        cJSON_AddStringToObject(f, "message", cmsg);
+        push_job_event(s, r->seq, "failed", f);
+        cJSON_Delete(f);
+        cJSON_Delete(job);
+        return 1;
+    }
+    out = job_str(job, "out");
     s->running = r->seq;
     s->cancel_running = r->cancel;
     cJSON_Delete(s->summary);
