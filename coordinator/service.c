@@ -1,4 +1,5 @@
-/* qdist serve: the job queue, the socket thread of rank 0, and the job loop of every rank. */
+/* qdist serve: the socket thread of rank 0, the job loop of every rank, recovery after a restart.
+ * Requests are answered by the request layer (service_req.c). */
 #include "coordinator/service.h"
 
 #include <errno.h>
@@ -17,406 +18,8 @@
 #include "collective/collective.h"
 #include "common/qd_common.h"
 #include "coordinator/service_auth.h"
+#include "coordinator/service_req.h"
 #include "coordinator/service_store.h"
-
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    qd_svc_store *st; /* the job table: the one truth about jobs (service_store.h) */
-    int shutdown;     /* 0 running, 1 drain (finish queue), 2 finish (drop queue) */
-    char **evq;       /* events waiting for the socket thread, JSON text */
-    int nev, evcap;
-    const qd_service_opts *opt;
-    /* socket thread */
-    pthread_t thread;
-    int stop;  /* ask the socket thread to exit */
-    int ready; /* 1 bound, -1 failed */
-    char bind_err[512];
-    long long running;  /* seq of the job in hand, 0 = none */
-    int cancel_running; /* its cancel was requested */
-    cJSON *summary;     /* its `finished` event's fields */
-} svc;
-
-static double wall_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* ---- events (any thread; the socket thread publishes) ---------------------------------- */
-
-static void push_event(svc *s, const char *job_id, const char *type, const cJSON *fields)
-{
-    cJSON *ev = fields ? cJSON_Duplicate(fields, 1) : cJSON_CreateObject();
-    if (!cJSON_IsObject(ev)) {
-        cJSON_Delete(ev);
-        ev = cJSON_CreateObject();
-    }
-    cJSON_DeleteItemFromObjectCaseSensitive(ev, "event");
-    cJSON_DeleteItemFromObjectCaseSensitive(ev, "job");
-    cJSON_DeleteItemFromObjectCaseSensitive(ev, "time");
-    cJSON_AddStringToObject(ev, "event", type);
-    if (job_id) cJSON_AddStringToObject(ev, "job", job_id);
-    cJSON_AddNumberToObject(ev, "time", wall_now());
-    char *txt = cJSON_PrintUnformatted(ev);
-    cJSON_Delete(ev);
-    if (!txt) return;
-    /* caller holds s->mu */
-    if (!s->opt->events) {
-        free(txt);
-        return;
-    }
-    if (s->nev == s->evcap) {
-        s->evcap = s->evcap ? 2 * s->evcap : 16;
-        s->evq = realloc(s->evq, (size_t)s->evcap * sizeof *s->evq);
-        QD_ASSERT(s->evq);
-    }
-    s->evq[s->nev++] = txt;
-}
-
-static void push_job_event(svc *s, long long seq, const char *type, const cJSON *fields)
-{
-    char id[24];
-    qd_svc_job_id(seq, id);
-    push_event(s, id, type, fields);
-}
-
-/* ---- the status of a job ----------------------------------------------------------------- */
-
-static cJSON *job_json(const qd_svc_rec *r)
-{
-    cJSON *o = cJSON_CreateObject();
-    char id[24];
-    qd_svc_job_id(r->seq, id);
-    cJSON_AddStringToObject(o, "id", id);
-    cJSON_AddStringToObject(o, "state", qd_sj_state_name(r->state));
-    cJSON *job = cJSON_Parse(r->job);
-    cJSON *m = cJSON_GetObjectItemCaseSensitive(job, "model");
-    cJSON *out = cJSON_GetObjectItemCaseSensitive(job, "out");
-    if (cJSON_IsString(m)) cJSON_AddStringToObject(o, "model", m->valuestring);
-    if (cJSON_IsString(out)) cJSON_AddStringToObject(o, "out", out->valuestring);
-    cJSON_Delete(job);
-    cJSON_AddNumberToObject(o, "submitted", r->submitted);
-    if (r->started > 0) cJSON_AddNumberToObject(o, "started", r->started);
-    if (r->ended > 0) cJSON_AddNumberToObject(o, "finished", r->ended);
-    if (r->attempts > 1) cJSON_AddNumberToObject(o, "attempts", r->attempts);
-    if (r->state == QD_SJ_RUNNING || r->total > 0) {
-        cJSON_AddNumberToObject(o, "tensors_done", r->done);
-        cJSON_AddNumberToObject(o, "tensors_total", r->total);
-    }
-    if (r->state == QD_SJ_RUNNING) {
-        double el = wall_now() - r->started;
-        if (r->done > 0 && r->total >= r->done)
-            cJSON_AddNumberToObject(o, "eta_s", el * (r->total - r->done) / r->done);
-        if (r->cancel) cJSON_AddBoolToObject(o, "cancelling", 1);
-    }
-    cJSON *sum = r->summary ? cJSON_Parse(r->summary) : NULL;
-    if (sum) cJSON_AddItemToObject(o, "summary", sum);
-    if (r->err_msg) {
-        cJSON *e = cJSON_AddObjectToObject(o, "error");
-        cJSON_AddStringToObject(e, "code", r->err_code);
-        cJSON_AddStringToObject(e, "message", r->err_msg);
-    }
-    return o;
-}
-
-/* ---- requests -------------------------------------------------------------------------- */
-
-static cJSON *reply_error(qd_svc_err e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static cJSON *reply_error(qd_svc_err e, const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    cJSON *r = cJSON_CreateObject();
-    cJSON_AddBoolToObject(r, "ok", 0);
-    cJSON *err = cJSON_AddObjectToObject(r, "error");
-    cJSON_AddStringToObject(err, "code", qd_svc_err_name(e));
-    cJSON_AddStringToObject(err, "message", msg);
-    return r;
-}
-
-static cJSON *reply_ok(void)
-{
-    cJSON *r = cJSON_CreateObject();
-    cJSON_AddBoolToObject(r, "ok", 1);
-    return r;
-}
-
-/* The table refused (disk full, I/O error on the state directory): the request is not done. */
-static cJSON *reply_store_error(void)
-{
-    qd_log(QD_LOG_ERROR, "job table: %s", qd_errmsg());
-    return reply_error(QD_SVC_STATE_ERROR, "the service cannot record this (%s)", qd_errmsg());
-}
-
-/* Every key of obj must be in the NULL-terminated list. */
-static const char *unknown_key(const cJSON *obj, const char *const *keys)
-{
-    for (const cJSON *it = obj->child; it; it = it->next) {
-        int known = 0;
-        for (const char *const *k = keys; *k; k++) known |= it->string && !strcmp(it->string, *k);
-        if (!known) return it->string ? it->string : "";
-    }
-    return NULL;
-}
-
-static const char *dup_key(const cJSON *obj)
-{
-    for (const cJSON *a = obj->child; a; a = a->next)
-        for (const cJSON *b = a->next; b; b = b->next)
-            if (a->string && b->string && !strcmp(a->string, b->string)) return a->string;
-    return NULL;
-}
-
-/* The job of `id` if the requester may see it (viewer: the client's key, NULL for one that sees
- * every job); otherwise a reply saying there is no such job (whether it exists is not disclosed). */
-static cJSON *lookup(svc *s, const char *viewer, const char *id, qd_svc_rec *r)
-{
-    long long seq = qd_svc_job_seq(id);
-    int rc = seq > 0 ? qd_svc_store_get(s->st, seq, r) : QD_ENOTFOUND;
-    if (rc == QD_OK && viewer && strcmp(viewer, r->owner)) {
-        qd_svc_rec_free(r);
-        rc = QD_ENOTFOUND;
-    }
-    if (rc == QD_ENOTFOUND) return reply_error(QD_SVC_NOT_FOUND, "no job '%s'", id);
-    if (rc != QD_OK) return reply_store_error();
-    return NULL;
-}
-
-static cJSON *op_submit(svc *s, const char *owner, cJSON *job, const cJSON *token)
-{
-    if (!job) return reply_error(QD_SVC_MISSING_FIELD, "missing field 'job'");
-    if (token && (!cJSON_IsString(token) || !token->valuestring[0] || strlen(token->valuestring) >= QD_SVC_TOKEN_MAX))
-        return reply_error(QD_SVC_BAD_TYPE, "field 'token' must be a non-empty string of at most %d bytes",
-                           QD_SVC_TOKEN_MAX - 1);
-    const char *tok = token ? token->valuestring : NULL;
-    if (tok) {
-        /* a token seen before: that job, whatever has happened to it or its paths since */
-        pthread_mutex_lock(&s->mu);
-        long long seen = qd_svc_store_find(s->st, owner, tok);
-        pthread_mutex_unlock(&s->mu);
-        if (seen < 0) return reply_store_error();
-        if (seen > 0) {
-            cJSON *reply = reply_ok();
-            char id[24];
-            qd_svc_job_id(seen, id);
-            cJSON_AddStringToObject(reply, "id", id);
-            cJSON_AddBoolToObject(reply, "existing", 1);
-            return reply;
-        }
-    }
-    const char *jdk = cJSON_IsObject(job) ? dup_key(job) : NULL;
-    if (jdk) return reply_error(QD_SVC_BAD_REQUEST, "job: duplicate key '%s'", jdk);
-    char msg[1024] = "";
-    qd_svc_err e = qd_svc_validate_job(job, s->opt->allow_dirs, s->opt->n_allow, msg, sizeof msg);
-    if (e) return reply_error(e, "%s", msg);
-    char *txt = cJSON_PrintUnformatted(job);
-    cJSON *reply = NULL;
-    long long seq = 0;
-    int existed = 0;
-    pthread_mutex_lock(&s->mu);
-    if (s->shutdown)
-        reply = reply_error(QD_SVC_SHUTTING_DOWN, "the service is shutting down");
-    else {
-        /* the queue limit counts what waits; a token already seen is answered, never refused */
-        long long nq = qd_svc_store_count(s->st, QD_SJ_QUEUED, NULL);
-        int rc = nq < 0 ? (int)nq : QD_OK;
-        if (rc == QD_OK && nq >= s->opt->max_queue && !(tok && qd_svc_store_find(s->st, owner, tok) > 0))
-            reply =
-                reply_error(QD_SVC_QUEUE_FULL, "queue full (%d jobs waiting); submit again later", s->opt->max_queue);
-        else if (rc == QD_OK)
-            rc = qd_svc_store_submit(s->st, owner, tok, txt, wall_now(), &seq, &existed);
-        if (rc != QD_OK) reply = reply_store_error();
-    }
-    if (!reply) {
-        /* recorded and synced: only now is the job accepted */
-        if (!existed) {
-            cJSON *f = cJSON_CreateObject();
-            cJSON_AddItemToObject(f, "model", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(job, "model"), 1));
-            cJSON_AddItemToObject(f, "out", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(job, "out"), 1));
-            cJSON_AddNumberToObject(f, "queued", (double)qd_svc_store_count(s->st, QD_SJ_QUEUED, NULL));
-            push_job_event(s, seq, "accepted", f);
-            cJSON_Delete(f);
-            pthread_cond_broadcast(&s->cv);
-        }
-        reply = reply_ok();
-        char id[24];
-        qd_svc_job_id(seq, id);
-        cJSON_AddStringToObject(reply, "id", id);
-        if (existed) cJSON_AddBoolToObject(reply, "existing", 1);
-    }
-    pthread_mutex_unlock(&s->mu);
-    free(txt);
-    return reply;
-}
-
-typedef struct {
-    cJSON *arr;
-    long long n[5];
-} list_ctx;
-
-static void list_one(void *ctx, const qd_svc_rec *r)
-{
-    list_ctx *l = ctx;
-    cJSON_AddItemToArray(l->arr, job_json(r));
-}
-
-static cJSON *op_status(svc *s, const char *viewer, const cJSON *id)
-{
-    cJSON *reply;
-    pthread_mutex_lock(&s->mu);
-    if (id) {
-        qd_svc_rec r;
-        reply = lookup(s, viewer, id->valuestring, &r);
-        if (!reply) {
-            reply = reply_ok();
-            cJSON_AddItemToObject(reply, "job", job_json(&r));
-            qd_svc_rec_free(&r);
-        }
-    } else {
-        /* the jobs waiting or running and the most recent ended ones: a bounded reply however
-         * long the service has run; every job stays reachable by its id */
-        const char *who = viewer;
-        list_ctx l = {.arr = cJSON_CreateArray()};
-        int rc = qd_svc_store_list(s->st, who, QD_SVC_STATUS_RECENT, list_one, &l);
-        cJSON *counts = cJSON_CreateObject();
-        for (int k = 0; rc == QD_OK && k < 5; k++) {
-            long long n = qd_svc_store_count(s->st, (qd_sj_state)k, who);
-            if (n < 0) rc = (int)n;
-            cJSON_AddNumberToObject(counts, qd_sj_state_name((qd_sj_state)k), (double)n);
-        }
-        if (rc != QD_OK) {
-            cJSON_Delete(l.arr);
-            cJSON_Delete(counts);
-            reply = reply_store_error();
-        } else {
-            reply = reply_ok();
-            cJSON_AddItemToObject(reply, "jobs", l.arr);
-            cJSON_AddItemToObject(reply, "counts", counts);
-            cJSON_AddBoolToObject(reply, "shutting_down", s->shutdown != 0);
-        }
-    }
-    pthread_mutex_unlock(&s->mu);
-    return reply;
-}
-
-static cJSON *op_cancel(svc *s, const char *viewer, const cJSON *id)
-{
-    if (!id) return reply_error(QD_SVC_MISSING_FIELD, "missing field 'id'");
-    cJSON *reply;
-    qd_svc_rec r;
-    pthread_mutex_lock(&s->mu);
-    reply = lookup(s, viewer, id->valuestring, &r);
-    if (!reply) {
-        int rc = QD_OK;
-        if (r.state == QD_SJ_QUEUED) {
-            /* final: the run loop starts a job only if it is still queued (one transaction) */
-            rc = qd_svc_store_cancel_queued(s->st, r.seq, wall_now());
-            if (rc == 1) {
-                push_job_event(s, r.seq, "cancelled", NULL);
-                reply = reply_ok();
-                cJSON_AddStringToObject(reply, "state", "cancelled");
-            }
-        } else if (r.state == QD_SJ_RUNNING) {
-            rc = qd_svc_store_request_cancel(s->st, r.seq);
-            if (rc == 1) {
-                if (r.seq == s->running) s->cancel_running = 1;
-                reply = reply_ok();
-                cJSON_AddStringToObject(reply, "state", "cancelling");
-            }
-        }
-        if (rc < 0)
-            reply = reply_store_error();
-        else if (!reply)
-            reply = reply_error(QD_SVC_BAD_STATE, "job '%s' is already %s", id->valuestring, qd_sj_state_name(r.state));
-        qd_svc_rec_free(&r);
-    }
-    pthread_mutex_unlock(&s->mu);
-    return reply;
-}
-
-static cJSON *op_shutdown(svc *s, const cJSON *mode)
-{
-    int m = 1;
-    if (mode) {
-        if (!cJSON_IsString(mode)) return reply_error(QD_SVC_BAD_TYPE, "field 'mode' must be a string");
-        if (!strcmp(mode->valuestring, "drain"))
-            m = 1;
-        else if (!strcmp(mode->valuestring, "finish"))
-            m = 2;
-        else
-            return reply_error(QD_SVC_BAD_REQUEST, "mode must be 'drain' or 'finish'");
-    }
-    pthread_mutex_lock(&s->mu);
-    if (m == 2) {
-        /* the queued jobs' ids, for their events, then one transaction cancels them all */
-        qd_svc_rec r;
-        while (qd_svc_store_next(s->st, QD_SJ_QUEUED, &r) == QD_OK) {
-            int rc = qd_svc_store_cancel_queued(s->st, r.seq, wall_now());
-            if (rc == 1) push_job_event(s, r.seq, "cancelled", NULL);
-            qd_svc_rec_free(&r);
-            if (rc < 0) {
-                pthread_mutex_unlock(&s->mu);
-                return reply_store_error();
-            }
-        }
-    }
-    if (m > s->shutdown) s->shutdown = m;
-    push_event(s, NULL, "shutdown", NULL);
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    cJSON *reply = reply_ok();
-    cJSON_AddStringToObject(reply, "mode", m == 2 ? "finish" : "drain");
-    return reply;
-}
-
-/* The reply to one request: the envelope checked here (a JSON object, no duplicate key, a known
- * op with only its own keys), then the op's handler. owner: the requesting client's key, "" when
- * clients are not identified (no CURVE); admin: it may see, cancel and stop everything (an admin
- * key, or no CURVE). */
-static cJSON *request_reply(svc *s, const char *owner, int admin, cJSON *req)
-{
-    if (!cJSON_IsObject(req)) return reply_error(QD_SVC_BAD_REQUEST, "request must be a JSON object");
-    const char *dk = dup_key(req);
-    if (dk) return reply_error(QD_SVC_BAD_REQUEST, "duplicate key '%s'", dk);
-    cJSON *op = cJSON_GetObjectItemCaseSensitive(req, "op");
-    if (!op) return reply_error(QD_SVC_MISSING_FIELD, "missing field 'op'");
-    if (!cJSON_IsString(op)) return reply_error(QD_SVC_BAD_TYPE, "field 'op' must be a string");
-    const char *o = op->valuestring;
-    cJSON *id = cJSON_GetObjectItemCaseSensitive(req, "id");
-    if (id && !cJSON_IsString(id)) return reply_error(QD_SVC_BAD_TYPE, "field 'id' must be a string");
-    static const char *const k_submit[] = {"op", "job", "token", NULL};
-    static const char *const k_status[] = {"op", "id", NULL};
-    static const char *const k_shutdown[] = {"op", "mode", NULL};
-    const char *const *keys = !strcmp(o, "submit")                             ? k_submit
-                              : !strcmp(o, "shutdown")                         ? k_shutdown
-                              : (!strcmp(o, "status") || !strcmp(o, "cancel")) ? k_status
-                                                                               : NULL;
-    if (!keys) return reply_error(QD_SVC_BAD_REQUEST, "unknown op '%s' (submit, status, cancel, shutdown)", o);
-    const char *uk = unknown_key(req, keys);
-    if (uk) return reply_error(QD_SVC_UNKNOWN_KEY, "unknown key '%s' for op '%s'", uk, o);
-    if (!strcmp(o, "submit"))
-        return op_submit(s, owner, cJSON_GetObjectItemCaseSensitive(req, "job"),
-                         cJSON_GetObjectItemCaseSensitive(req, "token"));
-    const char *viewer = admin ? NULL : owner; /* whose jobs this client may see */
-    if (!strcmp(o, "status")) return op_status(s, viewer, id);
-    if (!strcmp(o, "cancel")) return op_cancel(s, viewer, id);
-    if (!admin) return reply_error(QD_SVC_NOT_PERMITTED, "only an admin key may shut the service down");
-    return op_shutdown(s, cJSON_GetObjectItemCaseSensitive(req, "mode"));
-}
-
-static cJSON *handle_request(svc *s, const char *owner, int admin, const char *body, size_t len)
-{
-    cJSON *req = cJSON_ParseWithLength(body, len);
-    if (!req) return reply_error(QD_SVC_BAD_JSON, "request is not valid JSON");
-    cJSON *reply = request_reply(s, owner, admin, req);
-    cJSON_Delete(req);
-    return reply;
-}
 
 /* ---- socket thread (rank 0): never calls MPI ------------------------------------------- */
 
@@ -468,7 +71,7 @@ static int setup_socket(void *sock, const qd_service_opts *opt, const char *ep, 
 
 static void *socket_thread(void *arg)
 {
-    svc *s = arg;
+    qd_svc *s = arg;
     void *ctx = zmq_ctx_new();
     void *router = zmq_socket(ctx, ZMQ_ROUTER);
     void *pub = s->opt->events ? zmq_socket(ctx, ZMQ_PUB) : NULL;
@@ -515,14 +118,15 @@ static void *socket_thread(void *arg)
                 int body_i = delim ? 2 : 1;
                 cJSON *reply;
                 if (extra || nf != body_i + 1)
-                    reply = reply_error(QD_SVC_BAD_REQUEST, "expected one message frame, got %d", nf - body_i + extra);
+                    reply = qd_svc_reply_error(QD_SVC_BAD_REQUEST, "expected one message frame, got %d",
+                                               nf - body_i + extra);
                 else {
                     /* the client's key as the ZAP handler named it; none without CURVE */
                     const char *uid = zmq_msg_gets(&frames[body_i], "User-Id");
                     const char *owner = uid ? uid : "";
                     int admin = !*owner || qd_svc_keys_has(&s->opt->auth.admins, owner);
                     reply =
-                        handle_request(s, owner, admin, zmq_msg_data(&frames[body_i]), zmq_msg_size(&frames[body_i]));
+                        qd_svc_request(s, owner, admin, zmq_msg_data(&frames[body_i]), zmq_msg_size(&frames[body_i]));
                 }
                 char *txt = cJSON_PrintUnformatted(reply);
                 cJSON_Delete(reply);
@@ -557,7 +161,7 @@ static void *socket_thread(void *arg)
 /* ---- job hooks (rank 0, main thread) --------------------------------------------------- */
 
 typedef struct {
-    svc *s;
+    qd_svc *s;
     long long seq;
 } hook_ctx;
 
@@ -575,7 +179,7 @@ static void on_event(void *ctx, const char *type, const cJSON *fields)
         cJSON_Delete(h->s->summary);
         h->s->summary = keep;
     }
-    push_job_event(h->s, h->seq, type, fields);
+    qd_svc_push_job_event(h->s, h->seq, type, fields);
     pthread_mutex_unlock(&h->s->mu);
 }
 
@@ -603,7 +207,7 @@ static int bcast_text(char **txt, MPI_Comm comm)
 }
 
 /* Runs one job on every rank (rank 0's side: the others are in run_other). */
-static int run_on_all(svc *s, long long seq, const cJSON *job, MPI_Comm comm)
+static int run_on_all(qd_svc *s, long long seq, const cJSON *job, MPI_Comm comm)
 {
     char *txt = cJSON_PrintUnformatted(job);
     bcast_text(&txt, comm);
@@ -648,14 +252,14 @@ static int ended_before_restart(const qd_svc_rec *r, const cJSON *job)
  * once every rank is done with it. A job that was running when the service died (resumed = 1)
  * continues from its OUT.partial; if that fails (a partial file damaged by the crash, say) it runs
  * once more from the beginning, so that a crash never turns into a failed job. */
-static int run_job(svc *s, qd_svc_rec *r, int resumed, MPI_Comm comm)
+static int run_job(qd_svc *s, qd_svc_rec *r, int resumed, MPI_Comm comm)
 {
     cJSON *job = cJSON_Parse(r->job);
     QD_ASSERT(job);
     char id[24];
     qd_svc_job_id(r->seq, id);
     const char *out = job_str(job, "out");
-    int moved = qd_svc_store_start(s->st, r->seq, wall_now(), file_ino(out));
+    int moved = qd_svc_store_start(s->st, r->seq, qd_svc_wall_now(), file_ino(out));
     if (moved <= 0) {
         /* cancelled meanwhile, or the table refuses: the job must not run unrecorded */
         if (moved < 0) qd_log(QD_LOG_ERROR, "job %s not started: %s", id, qd_errmsg());
@@ -666,12 +270,12 @@ static int run_job(svc *s, qd_svc_rec *r, int resumed, MPI_Comm comm)
     char cmsg[1024];
     if (qd_svc_confine_job(job, s->opt->allow_dirs, s->opt->n_allow, cmsg, sizeof cmsg) != QD_SVC_OK) {
         qd_log(QD_LOG_ERROR, "job %s refused: %s", id, cmsg);
-        if (qd_svc_store_end(s->st, r->seq, QD_SJ_FAILED, wall_now(), NULL, qd_errname(QD_EPERM), cmsg))
+        if (qd_svc_store_end(s->st, r->seq, QD_SJ_FAILED, qd_svc_wall_now(), NULL, qd_errname(QD_EPERM), cmsg))
             qd_log(QD_LOG_ERROR, "job table: %s", qd_errmsg());
         cJSON *f = cJSON_CreateObject();
         cJSON_AddStringToObject(f, "code", qd_errname(QD_EPERM));
         cJSON_AddStringToObject(f, "message", cmsg);
-        push_job_event(s, r->seq, "failed", f);
+        qd_svc_push_job_event(s, r->seq, "failed", f);
         cJSON_Delete(f);
         cJSON_Delete(job);
         return 1;
@@ -708,12 +312,12 @@ static int run_job(svc *s, qd_svc_rec *r, int resumed, MPI_Comm comm)
     if (rc == QD_EINTR) /* a signal stopped the service: the job stays running in the table, resumed next start */
         qd_log(QD_LOG_WARN, "job %s: interrupted; it resumes when the service starts again", id);
     else
-        wrc = qd_svc_store_end(s->st, r->seq, end, wall_now(), summary, end == QD_SJ_FAILED ? qd_errname(rc) : NULL,
-                               end == QD_SJ_FAILED ? msg : NULL);
+        wrc = qd_svc_store_end(s->st, r->seq, end, qd_svc_wall_now(), summary,
+                               end == QD_SJ_FAILED ? qd_errname(rc) : NULL, end == QD_SJ_FAILED ? msg : NULL);
     if (wrc != QD_OK)
         qd_log(QD_LOG_ERROR, "job %s ended but the table cannot record it (%s): a restart finds its file", id,
                qd_errmsg());
-    if (end == QD_SJ_CANCELLED) push_job_event(s, r->seq, "cancelled", NULL);
+    if (end == QD_SJ_CANCELLED) qd_svc_push_job_event(s, r->seq, "cancelled", NULL);
     if (rc != QD_EINTR)
         qd_log(QD_LOG_INFO, "job %s: %s%s%s", id, qd_sj_state_name(end), end == QD_SJ_FAILED ? ": " : "",
                end == QD_SJ_FAILED ? msg : "");
@@ -737,7 +341,7 @@ static void collect_running(void *ctx, const qd_svc_rec *r)
     if (r->state == QD_SJ_RUNNING && l->n < (int)QD_ARRAY_LEN(l->seq)) l->seq[l->n++] = r->seq;
 }
 
-static void recover(svc *s)
+static void recover(qd_svc *s)
 {
     seq_list l = {.n = 0};
     if (qd_svc_store_list(s->st, NULL, 0, collect_running, &l) != QD_OK) {
@@ -753,15 +357,15 @@ static void recover(svc *s)
         const char *what = "resumes first";
         int wrc = QD_OK;
         if (r.cancel) {
-            wrc = qd_svc_store_end(s->st, r.seq, QD_SJ_CANCELLED, wall_now(), NULL, NULL, NULL);
+            wrc = qd_svc_store_end(s->st, r.seq, QD_SJ_CANCELLED, qd_svc_wall_now(), NULL, NULL, NULL);
             what = "was being cancelled: cancelled, its partial file kept";
         } else if (ended_before_restart(&r, job)) {
-            wrc = qd_svc_store_end(s->st, r.seq, QD_SJ_DONE, wall_now(), "{\"recovered\":true}", NULL, NULL);
+            wrc = qd_svc_store_end(s->st, r.seq, QD_SJ_DONE, qd_svc_wall_now(), "{\"recovered\":true}", NULL, NULL);
             what = "had written its file: done";
         }
         if (wrc != QD_OK) qd_log(QD_LOG_ERROR, "job table: %s", qd_errmsg());
         qd_log(QD_LOG_INFO, "job %s was running when the service stopped; it %s", id, what);
-        push_job_event(s, r.seq, "recovered", NULL);
+        qd_svc_push_job_event(s, r.seq, "recovered", NULL);
         cJSON_Delete(job);
         qd_svc_rec_free(&r);
     }
@@ -769,7 +373,7 @@ static void recover(svc *s)
     if (nq > 0) qd_log(QD_LOG_INFO, "%lld job%s queued from before the restart", nq, nq == 1 ? "" : "s");
 }
 
-static int run_rank0(svc *s, MPI_Comm comm)
+static int run_rank0(qd_svc *s, MPI_Comm comm)
 {
     int interrupted = 0;
     pthread_mutex_lock(&s->mu);
@@ -829,7 +433,7 @@ int qd_service_run(const qd_service_opts *opt, MPI_Comm comm)
 {
     int rank;
     QD_MPI_CHECK(MPI_Comm_rank(comm, &rank));
-    svc s;
+    qd_svc s;
     memset(&s, 0, sizeof s);
     s.opt = opt;
     int st = QD_OK;
@@ -867,7 +471,7 @@ int qd_service_run(const qd_service_opts *opt, MPI_Comm comm)
            opt->state_dir ? qd_svc_store_path(s.st) : "memory only (no --state-dir: not kept across restarts)");
     int rc = run_rank0(&s, comm);
     pthread_mutex_lock(&s.mu);
-    push_event(&s, NULL, "stopped", NULL);
+    qd_svc_push_event(&s, NULL, "stopped", NULL);
     pthread_mutex_unlock(&s.mu);
     /* let the last events and replies go out before closing */
     struct timespec ts = {0, 200 * 1000 * 1000};
