@@ -159,12 +159,6 @@ int qd_coll_grain_stats(MPI_Comm comm, int grains, int per, const double *mine, 
     return QD_OK;
 }
 
-int qd_coll_sum_i64(MPI_Comm comm, int64_t *v, int n)
-{
-    QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT64_T, MPI_SUM, comm));
-    return QD_OK;
-}
-
 int qd_coll_any(MPI_Comm comm, int flag)
 {
     int v = flag != 0, r = 0;

@@ -17,6 +17,7 @@
 #include <mpi.h>
 #include <stdint.h>
 
+#include "collective/collective.h"
 #include "common/qd_common.h"
 
 typedef struct qd_coll_treesum qd_coll_treesum;
@@ -35,8 +36,7 @@ int qd_coll_treesum_finish(qd_coll_treesum *t, float *out);
 /* Per-grain statistics: every rank passes the `per` doubles of each of its grains [g0, g1);
  * all[grains * per] receives every grain's in grain order on every rank. */
 int qd_coll_grain_stats(MPI_Comm comm, int grains, int per, const double *mine, double *all);
-/* Exact sums of int64 counters over ranks (in place). */
-int qd_coll_sum_i64(MPI_Comm comm, int64_t *v, int n);
+/* (Exact sums of int64 counters: qd_coll_sum_i64, collective/collective.h.) */
 /* 1 on every rank when any rank passes a non-zero flag. */
 int qd_coll_any(MPI_Comm comm, int flag);
 /* The largest value over ranks. */

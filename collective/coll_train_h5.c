@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "collective/h5_read.h"
+#include "collective/h5model.h"
 #include "quant/quant.h"
 
 void qd_coll_qtensor_free(qd_coll_qtensor *q)
@@ -33,95 +33,52 @@ static hid_t open_checked(const char *path, unsigned mode)
     return f;
 }
 
-static int check_file(hid_t f, const char *path)
+/* The file, opened and validated by the model file's reader once for a run of reads of the same
+ * path (training reads every Linear's record in turn). */
+static qd_h5m *g_file;
+
+static int open_model(const char *path, qd_h5m **f)
 {
-    char *fmt = qd_h5_attr_text(f, "format"), *st = qd_h5_attr_text(f, "status");
-    int ok = fmt && !strcmp(fmt, "qdist") && qd_h5_attr_int(f, "format_version", 0) == 1;
-    int done = st && !strcmp(st, "complete");
-    free(fmt);
-    free(st);
-    if (!ok) return qd_err_set(QD_EFORMAT, "%s: not a qdist model file (format 'qdist', version 1)", path);
-    if (!done) return qd_err_set(QD_EFORMAT, "%s: the file is unfinished (no status 'complete')", path);
-    return QD_OK;
+    if (g_file && !strcmp(qd_h5m_path(g_file), path)) {
+        *f = g_file;
+        return QD_OK;
+    }
+    qd_h5m_close(g_file);
+    g_file = NULL;
+    int rc = qd_h5m_open(path, NULL, &g_file);
+    *f = g_file;
+    return rc;
 }
 
 int qd_coll_qtensor_read(const char *path, const char *name, qd_coll_qtensor *q)
 {
     memset(q, 0, sizeof *q);
-    hid_t f = open_checked(path, H5F_ACC_RDONLY);
-    if (f < 0) return qd_err_set(QD_ENOENT, "%s: cannot open as HDF5", path);
-    int rc = check_file(f, path);
-    char gp[512];
-    snprintf(gp, sizeof gp, "tensors/%s", name);
-    if (!rc && H5Lexists(f, "tensors", H5P_DEFAULT) > 0 && H5Lexists(f, gp, H5P_DEFAULT) <= 0)
-        rc = qd_err_set(QD_ENOTFOUND, "%s: no tensor '%s'", path, name);
-    if (rc) {
-        H5Fclose(f);
-        return rc;
-    }
-    hid_t g = H5Gopen2(f, gp, H5P_DEFAULT);
-    char *kind = qd_h5_attr_text(g, "kind"), *method = qd_h5_attr_text(g, "method");
-    if (!kind || strcmp(kind, "quantized")) {
-        rc = qd_err_set(QD_ENOTFOUND, "%s: tensor '%s' is kept in float", path, name);
-        goto out;
-    }
-    snprintf(q->method, sizeof q->method, "%s", method ? method : "");
-    int64_t shape[2] = {0, 0};
-    if (H5Aexists(g, "shape") > 0) {
-        hid_t a = H5Aopen(g, "shape", H5P_DEFAULT), sp = H5Aget_space(a);
-        if (H5Sget_simple_extent_npoints(sp) == 2) H5Aread(a, H5T_NATIVE_INT64, shape);
-        H5Sclose(sp);
-        H5Aclose(a);
-    }
-    q->bits = (int)qd_h5_attr_int(g, "bits", 0);
-    q->sym = (int)qd_h5_attr_int(g, "sym", 1);
-    q->out = shape[0];
-    q->in = shape[1];
-    int64_t gs = qd_h5_attr_int(g, "group_size", -1);
-    q->G = gs > 0 && gs < q->in ? gs : q->in;
-    q->ng = q->in > 0 ? (q->in + q->G - 1) / q->G : 0;
-    if (!qd_valid_bits(q->bits) || q->out <= 0 || q->in <= 0) {
-        rc = qd_err_set(QD_EFORMAT, "%s: tensor '%s': bits %d, shape [%lld, %lld]", path, name, q->bits,
-                        (long long)q->out, (long long)q->in);
-        goto out;
-    }
-    size_t np = 0, ns = 0, nz = 0, ngi = 0;
-    uint8_t *packed = qd_h5_read_ds(g, "qweight", H5T_NATIVE_UINT8, 1, &np);
-    q->scales = qd_h5_read_ds(g, "scales", H5T_NATIVE_FLOAT, 4, &ns);
-    q->zeros = q->sym ? NULL : qd_h5_read_ds(g, "zeros", H5T_NATIVE_INT32, 4, &nz);
-    q->g_idx = qd_h5_read_ds(g, "g_idx", H5T_NATIVE_INT32, 4, &ngi);
-    const int64_t rb = qd_packed_row_bytes(q->in, q->bits), nsc = q->out * q->ng;
-    if (!packed || (int64_t)np != q->out * rb || !q->scales || (int64_t)ns != nsc ||
-        (!q->sym && (!q->zeros || (int64_t)nz != nsc)) || (q->g_idx && (int64_t)ngi != q->in)) {
-        free(packed);
-        rc = qd_err_set(QD_EFORMAT, "%s: tensor '%s': datasets missing or of the wrong size", path, name);
-        goto out;
-    }
-    if (q->g_idx && (rc = qd_check_g_idx(q->g_idx, q->in, q->ng, name))) {
-        free(packed);
-        goto out;
-    }
-    if (!q->zeros) {
-        q->zeros = qd_xmalloc((size_t)nsc * sizeof *q->zeros);
-        for (int64_t i = 0; i < nsc; i++) q->zeros[i] = 1 << (q->bits - 1);
-    }
-    for (int64_t i = 0; i < nsc; i++)
-        if (!(q->scales[i] >= 0 && q->scales[i] < 3.4e38f)) {
-            free(packed);
-            rc = qd_err_set(QD_ENONFINITE, "%s: tensor '%s': scale %lld is not finite and non-negative", path, name,
-                            (long long)i);
-            goto out;
-        }
-    q->codes = qd_xmalloc((size_t)(q->out * q->in));
-    qd_unpack_matrix(packed, q->out, q->in, q->bits, q->codes);
-    free(packed);
-out:
-    free(kind);
-    free(method);
-    H5Gclose(g);
-    H5Fclose(f);
-    if (rc) qd_coll_qtensor_free(q);
-    return rc;
+    qd_h5m *f = NULL;
+    int rc = open_model(path, &f);
+    if (rc) return rc;
+    const int i = qd_h5m_find(f, name);
+    if (i < 0) return qd_err_set(QD_ENOTFOUND, "%s: no tensor '%s'", path, name);
+    const qd_h5m_record *r = qd_h5m_tensor(f, i);
+    if (r->kind != QD_H5M_QUANTIZED) return qd_err_set(QD_ENOTFOUND, "%s: tensor '%s' is kept in float", path, name);
+    qd_h5m_values v;
+    if ((rc = qd_h5m_read(f, i, &v))) return rc;
+    snprintf(q->method, sizeof q->method, "%s", r->method);
+    q->bits = r->bits;
+    q->sym = r->sym;
+    q->out = qd_h5m_rows(r);
+    q->in = qd_h5m_cols(r);
+    q->G = qd_h5m_group_cols(r);
+    q->ng = r->ngroups;
+    q->codes = qd_xmalloc((size_t)(q->out * q->in > 0 ? q->out * q->in : 1));
+    qd_unpack_matrix(v.qweight, q->out, q->in, q->bits, q->codes);
+    q->scales = v.scales;
+    q->zeros = v.zeros; /* symmetric records: 2^(bits-1) */
+    q->g_idx = v.g_idx;
+    v.scales = NULL;
+    v.zeros = NULL;
+    v.g_idx = NULL;
+    qd_h5m_values_free(&v);
+    return QD_OK;
 }
 
 static int set_text(hid_t obj, const char *name, const char *val)
@@ -170,11 +127,15 @@ int qd_coll_qfile_rewrite(const char *src, const char *out, const char *const *n
 {
     char partial[4200];
     snprintf(partial, sizeof partial, "%s.partial", out);
-    int rc = copy_bytes(src, partial);
-    if (rc) return rc;
+    qd_h5m *m = NULL; /* the source, validated */
+    int rc = open_model(src, &m);
+    if (rc || (rc = copy_bytes(src, partial))) return rc;
+    char *qc = qd_xstrdup(qd_h5m_info_of(m)->quant_config);
     hid_t f = open_checked(partial, H5F_ACC_RDWR);
-    if (f < 0) return qd_err_set(QD_EIO, "%s: cannot open for writing", partial);
-    if ((rc = check_file(f, src))) goto out;
+    if (f < 0) {
+        free(qc);
+        return qd_err_set(QD_EIO, "%s: cannot open for writing", partial);
+    }
     for (int i = 0; i < n && !rc; i++) {
         char gp[512];
         snprintf(gp, sizeof gp, "tensors/%s", names[i]);
@@ -198,9 +159,7 @@ int qd_coll_qfile_rewrite(const char *src, const char *out, const char *const *n
         if (e) rc = qd_err_set(QD_EHDF5, "%s: cannot rewrite tensor '%s'", partial, names[i]);
     }
     if (!rc) {
-        char *qc = qd_h5_attr_text(f, "quant_config");
-        cJSON *j = qc ? cJSON_Parse(qc) : NULL, *tr = cJSON_Parse(training_json ? training_json : "{}");
-        free(qc);
+        cJSON *j = cJSON_Parse(qc), *tr = cJSON_Parse(training_json ? training_json : "{}");
         if (!j) j = cJSON_CreateObject();
         cJSON_DeleteItemFromObjectCaseSensitive(j, "training");
         cJSON_AddItemToObject(j, "training", tr ? tr : cJSON_CreateObject());
@@ -209,7 +168,7 @@ int qd_coll_qfile_rewrite(const char *src, const char *out, const char *const *n
         if (set_text(f, "quant_config", txt)) rc = qd_err_set(QD_EHDF5, "%s: cannot write quant_config", partial);
         free(txt);
     }
-out:
+    free(qc);
     if (H5Fclose(f) < 0 && !rc) rc = qd_err_set(QD_EHDF5, "%s: close failed", partial);
     if (!rc && rename(partial, out))
         rc = qd_err_set(QD_EIO, "%s: cannot rename to %s: %s", partial, out, strerror(errno));

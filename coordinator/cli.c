@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "collective/collective.h"
 #include "common/qd_common.h"
 
 static const qd_command g_commands[] = {
@@ -27,11 +28,14 @@ static const qd_command g_commands[] = {
     {"keygen", "write a CURVE key pair for an encrypted service", qd_cmd_keygen},
 };
 
-int qd_cli_is_root(MPI_Comm comm)
+int qd_cli_is_root(MPI_Comm comm) { return qd_coll_rank(comm) == 0; }
+
+int qd_cli_root_verdict(MPI_Comm comm, const char *cmd, int st)
 {
-    int rank = 0;
-    MPI_Comm_rank(comm, &rank);
-    return rank == 0;
+    char msg[1024];
+    if (!qd_coll_agree_msg(comm, st, msg, sizeof msg, NULL)) return QD_EXIT_OK;
+    if (qd_cli_is_root(comm)) fprintf(stderr, "qdist %s: %s\n", cmd, msg);
+    return QD_EXIT_FAIL;
 }
 
 int qd_cli_usage_error(MPI_Comm comm, const char *cmd, const char *fmt, ...)

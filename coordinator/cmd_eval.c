@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "collective/collective.h"
 #include "coordinator/cli.h"
 #include "runtime/qmodel.h"
 #include "kernels/kernels.h"
@@ -373,7 +374,7 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
         return qd_cli_usage_error(comm, "eval", "--model, --quantized and --data are required");
     /* one process does the work; other ranks (if any) wait */
     int rank = 0;
-    MPI_Comm_rank(comm, &rank);
+    rank = qd_coll_rank(comm);
     int rc = QD_OK;
     if (rank != 0) goto done;
 
@@ -532,6 +533,6 @@ cleanup:
     free(rf.out);
     free(rf.lat);
 done:
-    MPI_Bcast(&rc, 1, MPI_INT, 0, comm);
+    qd_coll_bcast(comm, &rc, sizeof rc, 0);
     return rc == QD_OK ? QD_EXIT_OK : rc == QD_EINVAL ? QD_EXIT_USAGE : QD_EXIT_FAIL;
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "collective/collective.h"
 #include "common/qd_common.h"
 #include "coordinator/cli.h"
 #include "train/train.h"
@@ -205,6 +206,6 @@ int qd_cmd_finetune(int argc, char **argv, MPI_Comm comm)
         if (st != QD_EINTR) fprintf(stderr, "qdist finetune: %s\n", qd_errmsg());
         fflush(stderr);
     }
-    MPI_Barrier(comm);
+    qd_coll_barrier(comm);
     return st == QD_OK ? QD_EXIT_OK : st == QD_EINTR ? QD_EXIT_INTERRUPTED : QD_EXIT_FAIL;
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "collective/collective.h"
 #include "coordinator/cli.h"
 #include "model/inputs.h"
 #include "model/model.h"
@@ -221,8 +222,7 @@ int qd_cmd_forward(int argc, char **argv, MPI_Comm comm)
     if (!model || !inputs) return qd_cli_usage_error(comm, "forward", "--model and --inputs are required");
     if (fake && !qfile) return qd_cli_usage_error(comm, "forward", "--fake-quant needs --quantized");
     if (tol >= 0 && !refpath) return qd_cli_usage_error(comm, "forward", "--tol needs --reference");
-    int rank = 0;
-    MPI_Comm_rank(comm, &rank);
+    const int rank = qd_coll_rank(comm);
     int rc = QD_OK, over = 0;
     if (rank != 0) goto done; /* one process does the work */
 
@@ -314,6 +314,6 @@ int qd_cmd_forward(int argc, char **argv, MPI_Comm comm)
     qd_qmodel_free(q);
     qd_model_free(m);
 done:
-    MPI_Bcast(&rc, 1, MPI_INT, 0, comm);
+    qd_coll_bcast(comm, &rc, sizeof rc, 0);
     return rc == QD_OK ? QD_EXIT_OK : rc == QD_EINVAL ? QD_EXIT_USAGE : QD_EXIT_FAIL;
 }

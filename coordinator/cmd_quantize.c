@@ -11,12 +11,13 @@
 
 #include "collective/collective.h"
 #include "common/qd_common.h"
+#include "common/qd_file.h"
 #include "coordinator/cli.h"
 #include "coordinator/job_config.h"
 #include "shard/safetensors.h"
 #include "shard/select.h"
 #include "train/train.h"
-#include "worker/gptq_job.h"
+#include "worker/calib_job.h"
 
 static const char *quantize_help =
     "Usage: mpirun -n N qdist quantize --model PATH --out FILE.h5 [options]\n"
@@ -170,16 +171,13 @@ static const char *g_events;
 
 static int load_config(qd_job_config *c, const char *path, char *msg, size_t cap)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(msg, cap, "%s: cannot open", path);
+    char *buf = NULL;
+    size_t n = 0;
+    if (qd_read_file(path, 1u << 20, "a job config", &buf, &n)) {
+        snprintf(msg, cap, "%s", qd_errmsg());
         return -1;
     }
-    char *buf = qd_xmalloc(1 << 20);
-    size_t n = fread(buf, 1, (1 << 20) - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    cJSON *o = cJSON_Parse(buf);
+    cJSON *o = cJSON_ParseWithLength(buf, n);
     free(buf);
     if (!o) {
         snprintf(msg, cap, "%s: invalid JSON", path);
@@ -380,14 +378,14 @@ int qd_cmd_quantize(int argc, char **argv, MPI_Comm comm)
 {
     qd_job_config c;
     int rc = 0, size = 1;
-    QD_MPI_CHECK(MPI_Comm_size(comm, &size));
+    size = qd_coll_size(comm);
     if (parse(argc, argv, comm, "quantize", quantize_help, &c, NULL, &rc)) return rc;
     if (!c.out) return qd_cli_usage_error(comm, "quantize", "missing --out FILE.h5");
     if (qd_job_config_validate(&c)) return qd_cli_usage_error(comm, "quantize", "%s", qd_errmsg());
     if (c.progress == QD_PROGRESS_AUTO) {
         /* rank 0 decides (it is the one that prints) */
         int term = qd_cli_is_root(comm) ? stdout_is_terminal() : 0;
-        QD_MPI_CHECK(MPI_Bcast(&term, 1, MPI_INT, 0, comm));
+        qd_coll_bcast(comm, &term, sizeof term, 0);
         c.progress = term ? QD_PROGRESS_BAR : QD_PROGRESS_LINES;
     }
     /* progress events: rank 0 publishes the job's events on a PUB socket */
@@ -429,7 +427,7 @@ int qd_cmd_quantize(int argc, char **argv, MPI_Comm comm)
     }
     /* mpirun kills the job when the first rank exits non-zero: nobody leaves before rank 0 has
      * printed the message */
-    QD_MPI_CHECK(MPI_Barrier(comm));
+    qd_coll_barrier(comm);
     return st == QD_EINTR ? QD_EXIT_INTERRUPTED : st == QD_ECONFIG || st == QD_EUSAGE ? QD_EXIT_USAGE : QD_EXIT_FAIL;
 }
 
@@ -483,7 +481,7 @@ int qd_cmd_plan(int argc, char **argv, MPI_Comm comm)
         printf("%-6d %8d %8d %14.3f %7.1f%% %12.3f %14.3f\n", r, tens, cnt, p.load[r] * 1e-6,
                tot > 0 ? 100 * p.load[r] / tot : 0, rd * 1e-6, p.peak_mem[r] * 1e-6);
     }
-    if (qd_job_needs_calibration(jt, n)) {
+    if (qd_job_needs_calibration(&c, jt, n)) {
         double worst = 0;
         char bd0[512] = "";
         int erc = qd_calib_job_estimate(&c, ck, jt, ranks, &worst, bd0, sizeof bd0);

@@ -196,13 +196,12 @@ static int on_cancel(void *ctx)
 
 static int bcast_text(char **txt, MPI_Comm comm)
 {
-    int rank;
-    QD_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+    const int rank = qd_coll_rank(comm);
     long long len = (rank == 0 && *txt) ? (long long)strlen(*txt) + 1 : 0;
-    QD_MPI_CHECK(MPI_Bcast(&len, 1, MPI_LONG_LONG, 0, comm));
+    qd_coll_bcast(comm, &len, sizeof len, 0);
     if (len == 0) return 0;
     if (rank != 0) *txt = qd_xmalloc((size_t)len);
-    QD_MPI_CHECK(MPI_Bcast(*txt, (int)len, MPI_CHAR, 0, comm));
+    qd_coll_bcast(comm, *txt, (size_t)len, 0);
     return 1;
 }
 
@@ -431,8 +430,7 @@ static int run_other(MPI_Comm comm)
 
 int qd_service_run(const qd_service_opts *opt, MPI_Comm comm)
 {
-    int rank;
-    QD_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+    const int rank = qd_coll_rank(comm);
     qd_svc s;
     memset(&s, 0, sizeof s);
     s.opt = opt;
@@ -464,8 +462,7 @@ int qd_service_run(const qd_service_opts *opt, MPI_Comm comm)
     }
     if (rank != 0) return run_other(comm);
 
-    int size;
-    QD_MPI_CHECK(MPI_Comm_size(comm, &size));
+    const int size = qd_coll_size(comm);
     qd_log(QD_LOG_INFO, "serving on %s%s%s with %d rank%s; jobs recorded in %s", opt->bind,
            opt->events ? ", events on " : "", opt->events ? opt->events : "", size, size == 1 ? "" : "s",
            opt->state_dir ? qd_svc_store_path(s.st) : "memory only (no --state-dir: not kept across restarts)");

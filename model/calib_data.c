@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/qd_file.h"
 #include "model/calib_data.h"
 #include "model/image.h"
 #include "model/inputs.h"
@@ -133,12 +134,6 @@ int qd_calib_data_from_ids(const qd_model *m, const int32_t *ids, const int32_t 
 
 /* ---- text --------------------------------------------------------------------------------- */
 
-static int ends_with(const char *s, const char *suf)
-{
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcmp(s + a - b, suf);
-}
-
 void qd_text_samples_free(qd_text_samples *t)
 {
     for (int i = 0; i < t->n; i++) free(t->text[i]);
@@ -155,7 +150,7 @@ int qd_text_samples_read(const char *path, int limit, qd_text_samples *out)
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
-    int tsv = ends_with(path, ".tsv"), col = -1, lcol = -1, lineno = 0, ncap = 0, rc = QD_OK;
+    int tsv = qd_ends_with(path, ".tsv"), col = -1, lcol = -1, lineno = 0, ncap = 0, rc = QD_OK;
     while (rc == QD_OK && (limit <= 0 || out->n < limit) && (len = getline(&line, &cap, f)) >= 0) {
         lineno++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
@@ -359,7 +354,7 @@ int qd_calib_data_open(const qd_model *m, const char *path, int nsamples, int se
     if (stat(path, &st) != 0) return qd_err_set(QD_ENOENT, "calibration data %s: %s", path, strerror(errno));
     qd_calib_data *d;
     int rc;
-    if (ends_with(path, ".safetensors")) return open_inputs(m, path, nsamples, seed, out);
+    if (qd_ends_with(path, ".safetensors")) return open_inputs(m, path, nsamples, seed, out);
     if (qd_model_cfg(m)->arch == QD_ARCH_BERT) {
         if (S_ISDIR(st.st_mode))
             return qd_err_set(QD_EINVAL,

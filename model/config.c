@@ -40,6 +40,13 @@ static const family families[] = {
     {"clip", QD_ARCH_VIT, QD_NORM_PRE, QD_POS_NONE, 1e-5, 0, 0, "quick_gelu"},
 };
 
+int qd_model_type_known(const char *model_type)
+{
+    for (size_t i = 0; model_type && i < QD_ARRAY_LEN(families); i++)
+        if (!strcmp(model_type, families[i].type)) return 1;
+    return 0;
+}
+
 static const char *type_list =
     "bert, roberta, xlm-roberta, camembert, distilbert, mpnet, electra, albert, vit, deit, beit, dinov2, "
     "dinov2_with_registers, clip_vision_model, clip";

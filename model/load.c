@@ -9,33 +9,14 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/qd_file.h"
 #include "model/model_internal.h"
 
+/* A small JSON file beside the checkpoint that may be absent (NULL then, or when unreadable). */
 static char *read_text(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    if (fseek(f, 0, SEEK_END) != 0) {
-        fclose(f);
-        return NULL;
-    }
-    long n = ftell(f);
-    if (n < 0 || n > (64L << 20)) {
-        fclose(f);
-        errno = EFBIG;
-        return NULL;
-    }
-    rewind(f);
-    char *buf = malloc((size_t)n + 1);
-    if (!buf) {
-        fclose(f);
-        return NULL;
-    }
-    size_t got = fread(buf, 1, (size_t)n, f);
-    fclose(f);
-    buf[got] = 0;
-    *len = got;
-    return buf;
+    char *buf = NULL;
+    return qd_read_file(path, 64u << 20, "a config file", &buf, len) == QD_OK ? buf : NULL;
 }
 
 /* ---- the families' tensor names -------------------------------------------------------------- */
@@ -713,9 +694,9 @@ int qd_model_load_flags(const char *path, unsigned flags, qd_model **out)
     char cpath[sizeof m->dir + 16];
     snprintf(cpath, sizeof cpath, "%s/config.json", m->dir);
     size_t len = 0;
-    char *text = read_text(cpath, &len);
-    if (!text) {
-        rc = qd_err_set(QD_ENOENT, "%s: cannot read the model config: %s", cpath, strerror(errno));
+    char *text = NULL;
+    if ((rc = qd_read_file(cpath, 64u << 20, "a model config", &text, &len))) {
+        qd_err_wrap(rc, "cannot read the model config");
         goto fail;
     }
     rc = qd_model_parse_config(cpath, text, len, &m->cfg);

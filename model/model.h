@@ -152,6 +152,8 @@ int qd_model_load_flags(const char *dir, unsigned flags, qd_model **out);
 void qd_model_free(qd_model *m);
 
 const qd_model_config *qd_model_cfg(const qd_model *m);
+/* Whether the forward passes run this model_type of config.json ("bert", "vit", "deit", ...). */
+int qd_model_type_known(const char *model_type);
 int qd_model_num_linears(const qd_model *m);
 const qd_linear *qd_model_linear(const qd_model *m, int li);
 /* Index of the linear whose module name (or weight tensor name) is `name`, or -1. */

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <utf8proc.h>
 
+#include "common/qd_file.h"
 #include "model/tokenizer_internal.h"
 
 #define QD_VOCAB_MAX_BYTES (1u << 30)
@@ -56,41 +57,11 @@ static void insert(qd_tokenizer *t, int32_t id)
 
 /* ---- loading ------------------------------------------------------------------------------- */
 
+/* Every tokenizer file (vocab.txt, tokenizer.json, merges, .model, tokenizer_config.json): up to
+ * QD_VOCAB_MAX_BYTES. */
 int qd_tok_read_file(const char *path, char **buf, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        int e = errno;
-        if (e == ENOENT || e == ENOTDIR) return qd_err_set(QD_ENOENT, "%s: no such file", path);
-        return qd_err_set(QD_EIO, "%s: cannot open: %s", path, strerror(e));
-    }
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return qd_err_set(QD_EIO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > QD_VOCAB_MAX_BYTES) {
-        fclose(f);
-        return qd_err_set(QD_EFORMAT, "%s: %lld bytes, more than the %u a vocabulary may have", path,
-                          (long long)st.st_size, QD_VOCAB_MAX_BYTES);
-    }
-    size_t n = (size_t)st.st_size;
-    char *b = malloc(n + 1);
-    if (!b) {
-        fclose(f);
-        return qd_err_set(QD_ENOMEM, "%s: out of memory", path);
-    }
-    size_t got = fread(b, 1, n, f);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad || got != n) {
-        free(b);
-        return qd_err_set(QD_EIO, "%s: read error", path);
-    }
-    b[n] = 0;
-    *buf = b;
-    *len = n;
-    return QD_OK;
+    return qd_read_file(path, QD_VOCAB_MAX_BYTES, "a tokenizer file", buf, len);
 }
 
 static int is_ascii_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
@@ -274,12 +245,6 @@ int qd_tok_is_white(int32_t c)
            (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
-static int ends_with(const char *s, const char *suf)
-{
-    size_t n = strlen(s), m = strlen(suf);
-    return n >= m && !strcmp(s + n - m, suf);
-}
-
 /* special tokens of tokenizer_config.json / special_tokens_map.json beside a vocab.txt, when
  * they are not BERT's (MPNet: <s> </s> <pad>) */
 static void config_specials(qd_tokenizer *t, const char *vocab_path)
@@ -333,9 +298,9 @@ int qd_tokenizer_load(const char *path, int do_lower_case, qd_tokenizer **out)
                           "sentencepiece.bpe.model)",
                           path);
     }
-    if (ends_with(path, ".json") && !ends_with(path, "vocab.json")) return qd_tok_load_json(path, out);
-    if (ends_with(path, ".model")) return qd_tok_load_spm(path, out);
-    if (ends_with(path, "vocab.json")) return qd_tok_load_json(path, out); /* + merges.txt beside it */
+    if (qd_ends_with(path, ".json") && !qd_ends_with(path, "vocab.json")) return qd_tok_load_json(path, out);
+    if (qd_ends_with(path, ".model")) return qd_tok_load_spm(path, out);
+    if (qd_ends_with(path, "vocab.json")) return qd_tok_load_json(path, out); /* + merges.txt beside it */
     int rc = load_vocab_txt(path, do_lower_case, out);
     if (rc == QD_OK) config_specials(*out, path);
     return rc;

@@ -532,8 +532,8 @@ int qd_ft_run(const qd_ft_config *c, MPI_Comm comm)
     memset(&f, 0, sizeof f);
     f.cfg = c;
     f.comm = comm;
-    MPI_Comm_rank(comm, &f.rank);
-    MPI_Comm_size(comm, &f.size);
+    f.rank = qd_coll_rank(comm);
+    f.size = qd_coll_size(comm);
     g_stop = 0;
     int rc = run(&f);
     if (f.log) fclose(f.log);

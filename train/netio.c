@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/qd_file.h"
 #include "shard/safetensors.h"
 #include "shard/st_write.h"
 #include "train/rng.h"
@@ -144,19 +145,13 @@ int64_t qd_tnet_trainable(const qd_tnet *n)
     return t;
 }
 
+/* A file beside the checkpoint (absent or unreadable: NULL). */
 static char *slurp(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    rewind(f);
-    char *b = sz >= 0 ? malloc((size_t)sz + 1) : NULL;
-    size_t got = b ? fread(b, 1, (size_t)sz, f) : 0;
-    fclose(f);
-    if (!b) return NULL;
-    b[got] = 0;
-    if (len) *len = got;
+    char *b = NULL;
+    size_t n = 0;
+    if (qd_read_file(path, 1u << 30, "a model file", &b, &n)) return NULL;
+    if (len) *len = n;
     return b;
 }
 
