@@ -20,6 +20,7 @@ struct qd_qmodel {
     qd_qembed *emb;
     float *pos, *type; /* dequantized small tables, or NULL */
     uint64_t small_bytes;
+    double file_bytes[2]; /* the file's tensor data: quantized records, the others */
 };
 
 const char *qd_ql_kind_name(qd_ql_kind k)
@@ -257,6 +258,7 @@ int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, float
     for (int li = 0; li < q->n && !rc; li++) rc = load_linear(q, f, li, fake, w4f);
     if (!rc) rc = load_embedding(q, f);
     if (!rc) rc = load_small_tables(q, f);
+    qd_h5m_tensor_bytes(f, &q->file_bytes[0], &q->file_bytes[1]);
     qd_h5m_close(f);
     if (rc) {
         qd_qmodel_free(q);
@@ -264,6 +266,12 @@ int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, float
     }
     *out = q;
     return QD_OK;
+}
+
+void qd_qmodel_tensor_bytes(const qd_qmodel *q, double *quantized, double *kept)
+{
+    *quantized = q->file_bytes[0];
+    *kept = q->file_bytes[1];
 }
 
 static int failed_hook(void *user, const qd_model *m, int li, const float *X, int64_t rows, float *Y)

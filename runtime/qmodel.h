@@ -68,6 +68,9 @@ const float *qd_qmodel_type_embedding(const qd_qmodel *q);
 /* Linears per kernel kind, and the bytes their packed weights take in memory. */
 void qd_qmodel_counts(const qd_qmodel *q, int counts[QD_QL_KINDS_]);
 uint64_t qd_qmodel_weight_bytes(const qd_qmodel *q);
+/* The file's tensor data (collective/h5model.h qd_h5m_tensor_bytes): bytes of its quantized
+ * records and of the others. */
+void qd_qmodel_tensor_bytes(const qd_qmodel *q, double *quantized, double *kept);
 const char *qd_ql_kind_name(qd_ql_kind k);
 
 #endif
