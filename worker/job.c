@@ -175,7 +175,22 @@ static int job_calibrated(job *J)
     for (int i = 0; i < n; i++) jt[i] = J->items[i].j;
     int st = QD_OK;
     if (qd_job_needs_calibration(cfg, jt, n)) {
-        st = qd_calib_job_run(cfg, J->comm, J->ck, jt, J->rank == 0 && !cfg->quiet, &J->cres);
+        /* the rows this rank's pieces write: all the calibrated results it keeps */
+        int64_t(*keep)[2] = qd_xcalloc((size_t)(n ? n : 1), sizeof *keep);
+        for (int i = 0; i < n; i++) keep[i][0] = jt[i].rows;
+        for (int q = 0; q < J->plan.npieces; q++) {
+            const qd_plan_piece *p = &J->plan.pieces[q];
+            int64_t r0, r1;
+            if (p->owner != J->rank) continue;
+            qd_job_piece_rows(&J->items[p->item], p, &r0, &r1);
+            keep[p->item][0] = QD_MIN(keep[p->item][0], r0);
+            keep[p->item][1] = QD_MAX(keep[p->item][1], r1);
+        }
+        for (int i = 0; i < n; i++)
+            if (keep[i][0] > keep[i][1]) keep[i][0] = keep[i][1] = 0;
+        st =
+            qd_calib_job_run(cfg, J->comm, J->ck, jt, (const int64_t(*)[2])keep, J->rank == 0 && !cfg->quiet, &J->cres);
+        free(keep);
         if (st == QD_OK) {
             struct rusage ru;
             getrusage(RUSAGE_SELF, &ru);
@@ -185,9 +200,9 @@ static int job_calibrated(job *J)
                 printf("calibrated phase: %.1f s, peak RSS %.1f MB on the busiest rank (estimate %.1f MB: %s)\n",
                        J->cres.seconds, mx[0] * 1e-6, mx[1] * 1e-6, J->cres.estimate_text);
             for (int i = 0; i < n; i++)
-                if (J->cres.t[i].codes) {
+                if (J->cres.t[i].calibrated) {
                     J->items[i].cq = &J->cres.t[i];
-                    if (J->cres.t[i].fweight) J->items[i].j.kind = QD_JOB_FLOAT; /* pruned, kept in float */
+                    if (J->cres.t[i].float_kept) J->items[i].j.kind = QD_JOB_FLOAT; /* pruned, kept in float */
                 }
         } else {
             snprintf(J->msg, sizeof J->msg, "%s", qd_errmsg());
