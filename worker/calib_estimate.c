@@ -114,7 +114,7 @@ void qd_calib_estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const q
     }
     weights += lin;
     results += res_full;
-    stats += max_in * max_in * 8 + (double)QD_CALIB_CHUNK * max_in * 8;
+    stats += fmin(QD_CALIB_PANEL, max_in) * max_in * 8 + (double)QD_CALIB_CHUNK * max_in * 8;
     /* the process itself: MPI, HDF5 and OpenBLAS buffers, code (measured here: about 35 MB) */
     const double runtime = 40e6;
     *bytes = runtime + weights + acts + stats + work + results + dq + kept;
