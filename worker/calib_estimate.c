@@ -87,7 +87,8 @@ void qd_calib_estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const q
             block_stats += in * in * 8 + in * 8;
         block_dq += (double)L->in * L->out * 4;
         max_in = fmax(max_in, in);
-        work = fmax(work, in * in * 4 * 5 + (double)QD_CALIB_UNIT_ROWS * in * 4 * 5); /* H, Hw, Hp, U, the kept U */
+        /* H, the prepared inverse and its factorization's scratch, and a unit's rows and errors */
+        work = fmax(work, in * in * 4 * 3 + (double)QD_CALIB_UNIT_ROWS * in * 4 * 5);
         if (qd_job_needs(cfg, &jt[ti]) == QD_NEEDS_ROWS) {
             /* the group's rows X [rows][in], once per group: the block in hand (sequential) or this
              * rank's blocks (fp); a unit's working set: E X^T over all rows [U][rows], the drawn
