@@ -13,6 +13,8 @@
 #include "worker/calib_run.h"
 #include "worker/mem_guard.h"
 
+const char *const qd_calib_phase_names[QD_CALIB_NPHASES] = {"read", "forward", "reduce", "quantize", "gather"};
+
 void qd_calib_results_free(qd_calib_results *r)
 {
     if (!r || !r->t) return;
@@ -467,7 +469,14 @@ static int seq_calibrate(gjob *g, seqstate *q, int k, const uint8_t *sel, qd_cal
                 rc = qd_model_block(g->m, k, &q->bat[j], q->scratch, &hk);
         }
         if ((rc = agree(g, rc))) break;
+        const double tr = qd_now();
         qd_calib_allreduce(g->comm, stats);
+        g->res->phase[QD_PH_REDUCE] += qd_now() - tr;
+        for (int i = 0; i < qd_calib_num_groups(stats); i++) { /* absmax, then the integer sums */
+            const double in = qd_calib_group_at(stats, i)->in;
+            g->res->reduce_bytes += pass == 0 ? in * 4 : in * in * 8;
+        }
+        g->res->phase[QD_PH_FORWARD] -= qd_now() - tr; /* counted in the whole call below */
         if (pass == 0) qd_calib_begin_accumulate(stats);
     }
     for (int gi = 0; gi < ng && !rc; gi++) {
@@ -493,6 +502,7 @@ static int seq_quantize(gjob *g, int k, qd_calib *stats, int64_t *unit_counter, 
     assign_owners(g, bt, nbt, owner);
     float *H = NULL;
     int Hgroup = -1, rc = QD_OK;
+    const double tq = qd_now();
     for (int b = 0; b < nbt && !rc; b++) rc = result_alloc(g, g->lin_tensor[bt[b]]);
     for (int b = 0; b < nbt && !rc; b++) {
         const int ti = g->lin_tensor[bt[b]];
@@ -500,9 +510,11 @@ static int seq_quantize(gjob *g, int k, qd_calib *stats, int64_t *unit_counter, 
         if (need_h) rc = hessian(stats, qd_model_linear(g->m, bt[b])->input_group, &H, &Hgroup);
         if (!rc) rc = quantize_units(g, ti, need_h ? H : NULL, unit_counter, owner[b]);
     }
+    g->res->phase[QD_PH_QUANTIZE] += qd_now() - tq;
     rc = agree(g, rc);
     tap_release(g);
     *nt = 0;
+    const double tg = qd_now();
     for (int b = 0; b < nbt && !rc; b++) {
         const int ti = g->lin_tensor[bt[b]];
         allgather_result(g, ti);
@@ -515,6 +527,7 @@ static int seq_quantize(gjob *g, int k, qd_calib *stats, int64_t *unit_counter, 
         result_keep(g, ti);
         (*nt)++;
     }
+    g->res->phase[QD_PH_GATHER] += qd_now() - tg;
     free(H);
     return rc;
 }
@@ -552,6 +565,7 @@ static int run_sequential(gjob *g, qd_calib_data *data)
             qd_calib *stats = NULL;
             rc = seq_calibrate(g, &q, k, sel, &stats);
             const double t_cal = qd_now() - t0;
+            g->res->phase[QD_PH_FORWARD] += t_cal;
             int nt = 0;
             if (!rc) rc = seq_quantize(g, k, stats, &unit_counter, &nt);
             qd_calib_free(stats);
@@ -559,7 +573,9 @@ static int run_sequential(gjob *g, qd_calib_data *data)
                 printf("calibrated: block %d/%d: %d tensors, calibration %.2f s, quantization %.2f s\n", k + 1,
                        c->layers, nt, t_cal, qd_now() - t0 - t_cal);
         }
+        const double ta = qd_now();
         if (!rc) rc = seq_advance(g, &q, k);
+        g->res->phase[QD_PH_FORWARD] += qd_now() - ta;
         qd_model_block_release(g->m, k);
         if (g->progress && g->rank == 0) fflush(stdout);
     }
@@ -619,6 +635,7 @@ static int fp_quantize(gjob *g, qd_calib *stats)
     const int nl = qd_model_num_linears(g->m);
     int64_t counter = 0;
     int *owner = qd_xmalloc((size_t)nl * sizeof *owner);
+    const double tq = qd_now();
     float *H = NULL;
     int Hgroup = -1, rc = QD_OK;
     for (int li = 0; li < nl && !rc; li++) {
@@ -636,8 +653,10 @@ static int fp_quantize(gjob *g, qd_calib *stats)
         if (!rc) rc = quantize_units(g, ti, need_h ? H : NULL, &counter, owner[li]);
     }
     free(H);
+    g->res->phase[QD_PH_QUANTIZE] += qd_now() - tq;
     rc = agree(g, rc);
     tap_release(g);
+    const double tg = qd_now();
     for (int li = 0; li < nl && !rc; li++) {
         const int ti = g->lin_tensor[li];
         if (ti < 0) continue;
@@ -654,6 +673,7 @@ static int fp_quantize(gjob *g, qd_calib *stats)
         }
         result_keep(g, ti);
     }
+    g->res->phase[QD_PH_GATHER] += qd_now() - tg;
     free(owner);
     return rc;
 }
@@ -666,6 +686,7 @@ static int run_fp(gjob *g, qd_calib_data *data)
     qd_calib_pipeline_blocks(qd_model_cfg(g->m)->layers, g->rank, g->size, &k0, &k1);
     for (int k = k0; k < k1 && !rc; k++) rc = qd_model_block_load(g->m, k); /* this rank's blocks only */
     if (!(rc = agree(g, rc))) rc = fp_calibrate(g, data, &stats);
+    g->res->phase[QD_PH_FORWARD] += qd_now() - t0;
     for (int k = k0; k < k1; k++) qd_model_block_release(g->m, k);
     if (g->progress && g->rank == 0 && !rc) printf("gptq: calibration (fp, pipelined) %.2f s\n", qd_now() - t0);
     if (!rc) rc = fp_quantize(g, stats);
@@ -819,6 +840,7 @@ int qd_calib_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck,
     if (!rc) rc = map_tensors(&g);
     if (!rc) rc = qd_calib_data_open(g.m, cfg->calib, cfg->nsamples, cfg->seqlen, (uint64_t)cfg->calib_seed, &data);
     rc = agree(&g, rc);
+    out->phase[QD_PH_READ] = qd_now() - t0;
     if (!rc) {
         g.tap.nrows = qd_calib_data_real_tokens(data);
         qd_calib_estimate_rank(cfg, ck, jt, g.m, qd_calib_data_count(data), qd_calib_data_tokens(data), g.tap.nrows,

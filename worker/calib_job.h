@@ -34,6 +34,12 @@
 
 #define QD_CALIB_UNIT_ROWS 64
 
+/* The phases a rank's time is measured in: opening the model and data ("read"), the forward
+ * passes ("forward"), the statistics' reductions over ranks ("reduce"), the methods' units
+ * ("quantize"), gathering each block's results and dequantizing them ("gather"). */
+enum { QD_PH_READ, QD_PH_FORWARD, QD_PH_REDUCE, QD_PH_QUANTIZE, QD_PH_GATHER, QD_CALIB_NPHASES };
+extern const char *const qd_calib_phase_names[QD_CALIB_NPHASES];
+
 typedef struct {
     int64_t rows, cols, ng;
     int64_t row0, row1; /* the rows held: the arrays below hold rows [row0, row1) of the tensor */
@@ -54,7 +60,9 @@ typedef struct {
     int n;
     char *calibration_json; /* what the file's "calibration" attribute records */
     double seconds;
-    double estimate_bytes; /* this rank's estimated peak (qd_calib_job_estimate's formula) */
+    double estimate_bytes;          /* this rank's estimated peak (qd_calib_job_estimate's formula) */
+    double phase[QD_CALIB_NPHASES]; /* this rank's seconds per phase (qd_calib_phase_names) */
+    double reduce_bytes;            /* bytes of statistics this rank sent into reductions */
     char estimate_text[512];
 } qd_calib_results;
 
