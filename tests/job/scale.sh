@@ -1,7 +1,7 @@
 #!/bin/sh
 # Calibrated jobs on generated sharded bf16 checkpoints (bench/gen_checkpoint, BERT and ViT
 # shapes, several shards and an index), whose ranks hold one block and their own rows: GPTQ
-# writes the same file at 1, 2 and 4 ranks (sequential mode, row and tensor sharding) and in fp
+# writes the same file at 1, 2 and 4 ranks (data mode, row and tensor sharding) and in pipeline
 # mode with act-order at 1 and 3 ranks; a run failed on one rank half way and resumed gives the
 # same file; a job whose estimate exceeds --mem-per-rank stops before calibrating, naming the
 # estimate and the options, on every rank.
@@ -36,9 +36,9 @@ run() { # N OUT ARGS...
   run 4 "$T/b4.h5" --model "$T/bert" $Q $TXT --shard rows
   same "$T/b1.h5" "$T/b2.h5" "bert gptq sequential: 1 rank == 2 ranks (tensor sharding)"
   same "$T/b1.h5" "$T/b4.h5" "bert gptq sequential: 1 rank == 4 ranks (row sharding)"
-  run 1 "$T/f1.h5" --model "$T/bert" $Q $TXT --calib-mode fp --act-order
-  run 3 "$T/f3.h5" --model "$T/bert" $Q $TXT --calib-mode fp --act-order
-  same "$T/f1.h5" "$T/f3.h5" "bert gptq fp act-order: 1 rank == 3 ranks"
+  run 1 "$T/f1.h5" --model "$T/bert" $Q $TXT --calib-mode pipeline --act-order
+  run 3 "$T/f3.h5" --model "$T/bert" $Q $TXT --calib-mode pipeline --act-order
+  same "$T/f1.h5" "$T/f3.h5" "bert gptq pipeline act-order: 1 rank == 3 ranks"
   run 1 "$T/v1.h5" --model "$T/vit" $Q $IMG
   run 2 "$T/v2.h5" --model "$T/vit" $Q $IMG
   same "$T/v1.h5" "$T/v2.h5" "vit gptq sequential: 1 rank == 2 ranks"
@@ -59,7 +59,7 @@ run() { # N OUT ARGS...
   rc=$?
 }
 if [ "$rc" != 1 ] || ! grep -q "needs about .* MB per rank" "$T/log" || ! grep -q "ranks on more hosts" "$T/log" \
-  || ! grep -q -- "--calib-mode fp" "$T/log" || ! grep -q -- "--mem-per-rank 21 MB" "$T/log" || [ -e "$T/m.h5" ]; then
+  || ! grep -q -- "--calib-mode pipeline" "$T/log" || ! grep -q -- "--mem-per-rank 21 MB" "$T/log" || [ -e "$T/m.h5" ]; then
   echo "the memory check did not stop the job as it should (exit $rc):"
   cat "$T/log"
   fail=1
