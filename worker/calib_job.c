@@ -660,36 +660,32 @@ static int fp_quantize(gjob *g, qd_calib *stats)
         const int need_h = owner[li] == g->rank && !rows_kept(g, ti);
         if (owner[li] == g->rank) rc = result_alloc(g, ti);
         if (need_h && !rc) rc = hessian(stats, L->input_group, &H, &Hgroup);
-        if (!rc) rc = quantize_units(g, ti, need_h ? H : NULL, &counter, owner[li]);
+        if (!rc) rc = quantize_units_timed(g, ti, need_h ? H : NULL, &counter, owner[li]);
     }
-
-    if (need_h) rc = hessian(stats, L->input_group, &H, &Hgroup);
-    if (!rc) rc = quantize_units_timed(g, ti, need_h ? H : NULL, &counter, owner[li]);
-}
-free(H);
-g->res->phase[QD_PH_QUANTIZE] += qd_now() - tq;
-rc = agree(g, rc);
-tap_release(g);
-const double tg = qd_now();
-for (int li = 0; li < nl && !rc; li++) {
-    const int ti = g->lin_tensor[li];
-    if (ti < 0) continue;
-    if ((rc = agree(g, result_alloc(g, ti)))) break;
-    allgather_result(g, ti);
-    if (wants_g_idx(g, ti)) {
-        const qd_linear *L = qd_model_linear(g->m, li);
-        const int64_t in = L->in;
-        float *Hb = qd_xcalloc((size_t)(in * in), sizeof(float));
-        if (owner[li] == g->rank) rc = qd_calib_hessian_f32(qd_calib_find(stats, L->input_group), Hb);
-        qd_coll_bcast(g->comm, Hb, (size_t)(in * in) * sizeof(float), owner[li]);
-        compute_g_idx(g, ti, Hb);
-        free(Hb);
+    free(H);
+    g->res->phase[QD_PH_QUANTIZE] += qd_now() - tq;
+    rc = agree(g, rc);
+    tap_release(g);
+    const double tg = qd_now();
+    for (int li = 0; li < nl && !rc; li++) {
+        const int ti = g->lin_tensor[li];
+        if (ti < 0) continue;
+        if ((rc = agree(g, result_alloc(g, ti)))) break;
+        allgather_result(g, ti);
+        if (wants_g_idx(g, ti)) {
+            const qd_linear *L = qd_model_linear(g->m, li);
+            const int64_t in = L->in;
+            float *Hb = qd_xcalloc((size_t)(in * in), sizeof(float));
+            if (owner[li] == g->rank) rc = qd_calib_hessian_f32(qd_calib_find(stats, L->input_group), Hb);
+            qd_coll_bcast(g->comm, Hb, (size_t)(in * in) * sizeof(float), owner[li]);
+            compute_g_idx(g, ti, Hb);
+            free(Hb);
+        }
+        result_keep(g, ti);
     }
-    result_keep(g, ti);
-}
-g->res->phase[QD_PH_GATHER] += qd_now() - tg;
-free(owner);
-return rc;
+    g->res->phase[QD_PH_GATHER] += qd_now() - tg;
+    free(owner);
+    return rc;
 }
 
 static int run_fp(gjob *g, qd_calib_data *data)
