@@ -119,29 +119,31 @@ static void ln(specs *v, const char *mod, int64_t H)
     add(v, LN_BIAS, 1, H, 0, 0, 0, "%s.bias", mod);
 }
 
+/* Block l under `pfx`: four attention Linears (names sq), the MLP, and two LayerNorms named
+ * ln_a and ln_b — before attention and before the MLP when pre (ViT), else after each (BERT). */
+static void block(specs *v, const char *pfx, int l, int64_t H, int64_t I, const char *const sq[4], const char *ln_a,
+                  const char *ln_b, int pre)
+{
+    char m[160];
+#define QD_MOD(name) snprintf(m, sizeof m, "%sencoder.layer.%d.%s", pfx, l, name)
+    if (pre) ln(v, (QD_MOD(ln_a), m), H);
+    for (int k = 0; k < 4; k++) linear(v, (QD_MOD(sq[k]), m), H, H);
+    ln(v, (QD_MOD(pre ? ln_b : ln_a), m), H);
+    linear(v, (QD_MOD("intermediate.dense"), m), I, H);
+    linear(v, (QD_MOD("output.dense"), m), H, I);
+    if (!pre) ln(v, (QD_MOD(ln_b), m), H);
+#undef QD_MOD
+}
+
 static void bert(specs *v, int L, int64_t H, int64_t I)
 {
     add(v, EMB, 2, 30522, H, 0, 0, "embeddings.word_embeddings.weight");
     add(v, EMB, 2, 512, H, 0, 0, "embeddings.position_embeddings.weight");
     add(v, EMB, 2, 2, H, 0, 0, "embeddings.token_type_embeddings.weight");
     ln(v, "embeddings.LayerNorm", H);
-    char m[128];
-    static const char *sq[] = {"attention.self.query", "attention.self.key", "attention.self.value",
-                               "attention.output.dense"};
-    for (int l = 0; l < L; l++) {
-        for (int k = 0; k < 4; k++) {
-            snprintf(m, sizeof m, "encoder.layer.%d.%s", l, sq[k]);
-            linear(v, m, H, H);
-        }
-        snprintf(m, sizeof m, "encoder.layer.%d.attention.output.LayerNorm", l);
-        ln(v, m, H);
-        snprintf(m, sizeof m, "encoder.layer.%d.intermediate.dense", l);
-        linear(v, m, I, H);
-        snprintf(m, sizeof m, "encoder.layer.%d.output.dense", l);
-        linear(v, m, H, I);
-        snprintf(m, sizeof m, "encoder.layer.%d.output.LayerNorm", l);
-        ln(v, m, H);
-    }
+    static const char *const sq[] = {"attention.self.query", "attention.self.key", "attention.self.value",
+                                     "attention.output.dense"};
+    for (int l = 0; l < L; l++) block(v, "", l, H, I, sq, "attention.output.LayerNorm", "output.LayerNorm", 0);
     linear(v, "pooler.dense", H, H);
 }
 
@@ -152,23 +154,9 @@ static void vit(specs *v, int L, int64_t H, int64_t I, int patch, int image)
     add(v, PLAIN, 3, 1, np + 1, H, 0, "vit.embeddings.position_embeddings");
     add(v, LIN, 4, H, 3, patch, patch, "vit.embeddings.patch_embeddings.projection.weight");
     add(v, BIAS, 1, H, 0, 0, 0, "vit.embeddings.patch_embeddings.projection.bias");
-    char m[128];
-    static const char *sq[] = {"attention.attention.query", "attention.attention.key", "attention.attention.value",
-                               "attention.output.dense"};
-    for (int l = 0; l < L; l++) {
-        snprintf(m, sizeof m, "vit.encoder.layer.%d.layernorm_before", l);
-        ln(v, m, H);
-        for (int k = 0; k < 4; k++) {
-            snprintf(m, sizeof m, "vit.encoder.layer.%d.%s", l, sq[k]);
-            linear(v, m, H, H);
-        }
-        snprintf(m, sizeof m, "vit.encoder.layer.%d.layernorm_after", l);
-        ln(v, m, H);
-        snprintf(m, sizeof m, "vit.encoder.layer.%d.intermediate.dense", l);
-        linear(v, m, I, H);
-        snprintf(m, sizeof m, "vit.encoder.layer.%d.output.dense", l);
-        linear(v, m, H, I);
-    }
+    static const char *const sq[] = {"attention.attention.query", "attention.attention.key",
+                                     "attention.attention.value", "attention.output.dense"};
+    for (int l = 0; l < L; l++) block(v, "vit.", l, H, I, sq, "layernorm_before", "layernorm_after", 1);
     ln(v, "vit.layernorm", H);
 }
 
