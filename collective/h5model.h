@@ -161,11 +161,19 @@ const char *qd_h5m_partial_path(const qd_h5m_writer *w);
  * group, attributes and datasets, or, resuming, opens them and sets r->complete and r->metrics
  * from the file. Returns its index. */
 int qd_h5m_declare(qd_h5m_writer *w, qd_h5m_record *r);
+/* After the last declaration: the disk space of the whole file reserved up front (collective), so
+ * that a full disk ends the job here, before any work, rather than halfway. QD_OK, or QD_EIO naming
+ * the file and the size; then qd_h5m_abandon (a file created by this run is removed). */
+int qd_h5m_reserve(qd_h5m_writer *w);
 /* Rows [r0, r0 + n) along the first dimension of one of record ti's datasets, from values of
  * the field's type (independent I/O: each rank writes its own rows). */
 void qd_h5m_write_rows(qd_h5m_writer *w, int ti, const char *dataset, int64_t r0, int64_t n, const void *values);
-/* Everything written so far on disk (collective). */
-void qd_h5m_flush(qd_h5m_writer *w);
+/* Everything written so far on disk (collective). QD_OK, or, on every rank, QD_EIO naming the
+ * file when a write or the flush failed on any rank (disk full, I/O error): the file then gets no
+ * further completion mark and no status; close it with qd_h5m_abandon. */
+int qd_h5m_flush(qd_h5m_writer *w);
+/* The same agreement without a flush (collective). */
+int qd_h5m_sync(qd_h5m_writer *w);
 /* Marks record ti complete, with its metrics (quantized records; NULL otherwise). Collective:
  * the same marks in the same order on every rank, after the flush that wrote their data. */
 void qd_h5m_mark_complete(qd_h5m_writer *w, int ti, const double *metrics);
@@ -177,7 +185,8 @@ typedef struct {
     double seconds;
 } qd_h5m_run;
 /* Writes /run and status = "complete", closes the file and renames it to OUT (rank 0).
- * Collective; agreed status. Frees w. */
+ * Collective; agreed status: after a failed write (qd_h5m_flush) or a failed close no status is
+ * written and nothing is renamed. Frees w. */
 int qd_h5m_finish(qd_h5m_writer *w, const qd_h5m_run *run);
 /* Closes without finishing: OUT.partial stays for --resume. Collective. Frees w. */
 void qd_h5m_abandon(qd_h5m_writer *w);

@@ -232,10 +232,14 @@ static void calib_phases(job *J)
 }
 
 /* A job that would write an unchanged copy is an error: most often tensor names this version
- * does not recognise. The same verdict on every rank (the table is deterministic). */
+ * does not recognise. A configuration whose overrides keep tensors float asked for it (an all-float
+ * file is the FP32 reference that export and eval compare against). The same verdict on every rank
+ * (the table is deterministic). */
 static int job_check_work(job *J)
 {
     if (J->nq > 0) return QD_OK;
+    for (int i = 0; i < J->cfg.n_overrides; i++)
+        if (J->cfg.overrides[i].skip) return QD_OK;
     char arch[128];
     model_type(J->ck, arch, sizeof arch, NULL);
     const int st = qd_err_set(QD_EUNSUPPORTED,
@@ -401,6 +405,12 @@ static int job_records(job *J)
             memcpy(J->items[i].m, r.metrics, sizeof J->items[i].m);
         }
     }
+    if ((st = qd_h5m_reserve(J->w))) { /* a full disk: refused before any work */
+        snprintf(J->msg, sizeof J->msg, "%s", qd_errmsg());
+        qd_h5m_abandon(J->w);
+        J->w = NULL;
+        return st;
+    }
     if (resuming && J->rank == 0 && !cfg->quiet)
         printf("resuming %s: %d of %d tensors already complete\n", J->partial, J->nresumed, J->n);
     return QD_OK;
@@ -517,14 +527,17 @@ static void round_collect(job *J, const qd_piece_rec *recs)
  * everywhere). The marks reach the file with the next flush or the close. At the end the close
  * writes everything, and a file that has not been closed stays OUT.partial, so the final flush
  * (an fsync through MPI-IO: ~0.1 s per 200 MB) is left out. */
-static void round_marks(job *J, int flush)
+static int round_marks(job *J, int flush)
 {
-    if (flush) qd_h5m_flush(J->w);
+    /* a failed write anywhere (disk full): no marks, the job ends with that error */
+    int st = flush ? qd_h5m_flush(J->w) : qd_h5m_sync(J->w);
+    if (st) return st;
     for (int q = 0; q < J->npending; q++) {
         const qd_job_item *it = &J->items[J->pending[q]];
         qd_h5m_mark_complete(J->w, it->rec, it->j.kind == QD_JOB_QUANT ? it->m : NULL);
     }
     J->npending = 0;
+    return QD_OK;
 }
 
 /* The rounds until every piece is done, a rank fails (agreed status) or a stop is requested
@@ -564,7 +577,7 @@ static int job_rounds(job *J)
         qd_coll_allreduce_ints(J->comm, any, 3, QD_COLL_MAX);
         any_left = any[2];
         if (any[1] || !any_left || any[0]) {
-            round_marks(J, any[1] || any[0]);
+            if ((st = round_marks(J, any[1] || any[0]))) break;
             last_mark = qd_now();
         }
         if (any[0] && any_left) {
