@@ -75,6 +75,9 @@ static const char *quantize_help =
     "                          model flows through them, then all blocks are quantized at once.\n"
     "                          The old names are accepted: sequential = data, fp = pipeline\n"
     "  --microbatch N          samples per forward call (default 8)\n"
+    "  --mem-per-rank SIZE     memory one rank may use (6G, 5500M); by default MemAvailable and the\n"
+    "                          cgroup limit shared by the host's ranks: a calibrated job whose\n"
+    "                          estimate is larger stops before it starts, naming what fits\n"
     "  --damp X                damping, a fraction of mean diag H (default 0.01; raised and\n"
     "                          reported when the Cholesky factorization fails)\n"
     "  --block-size N          columns per lazy update block (default 128)\n"
@@ -153,6 +156,7 @@ enum {
     O_CSEED,
     O_CMODE,
     O_MB,
+    O_MEM,
     O_DAMP,
     O_BS,
     O_ACTORDER,
@@ -223,6 +227,7 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
                                  {"calib-seed", required_argument, 0, O_CSEED},
                                  {"calib-mode", required_argument, 0, O_CMODE},
                                  {"microbatch", required_argument, 0, O_MB},
+                                 {"mem-per-rank", required_argument, 0, O_MEM},
                                  {"damp", required_argument, 0, O_DAMP},
                                  {"block-size", required_argument, 0, O_BS},
                                  {"act-order", no_argument, 0, O_ACTORDER},
@@ -264,6 +269,7 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
         case O_CSEED: key = "calib_seed"; break;
         case O_CMODE: key = "calib_mode"; break;
         case O_MB: key = "microbatch"; break;
+        case O_MEM: key = "mem_per_rank"; break;
         case O_DAMP: key = "damp"; break;
         case O_BS: key = "block_size"; break;
         case O_ACTORDER: c->act_order = 1; break;

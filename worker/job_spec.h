@@ -49,12 +49,13 @@ typedef struct {
     qd_override overrides[QD_MAX_PATTERNS];
     int n_overrides;
     /* calibration (methods gptq, adaround) */
-    const char *calib; /* samples: text/TSV file (BERT), IDX file or image folder (ViT) */
-    int nsamples;      /* default 128 (0 = all) */
-    int seqlen;        /* tokens per text sample, default 128 */
-    int calib_seed;    /* selection seed, default 0 */
-    int calib_mode;    /* QD_CALIB_SEQUENTIAL (default) or QD_CALIB_FP */
-    int microbatch;    /* samples per forward call, default 8 */
+    const char *calib;   /* samples: text/TSV file (BERT), IDX file or image folder (ViT) */
+    int nsamples;        /* default 128 (0 = all) */
+    int seqlen;          /* tokens per text sample, default 128 */
+    int calib_seed;      /* selection seed, default 0 */
+    int calib_mode;      /* QD_CALIB_SEQUENTIAL (default) or QD_CALIB_FP */
+    int microbatch;      /* samples per forward call, default 8 */
+    double mem_per_rank; /* bytes a rank may use (--mem-per-rank); 0: what its host and cgroup have */
     /* GPTQ */
     double damp;    /* default 0.01 */
     int block_size; /* default 128 */
