@@ -4,6 +4,10 @@
 # ../shared/models and the BERT checkpoint), then the parser tests under
 # ASan+UBSan and the fuzzers (tests/fuzz/) for a bounded time.
 #   QD_TEST_QUICK=1 deploy/test.sh   skip the sanitizer build and the fuzzers
+# Whatever configured build/ before (the quickstart, a hand build with -DQD_BUILD_TESTS=OFF, a
+# cache from another checkout), the options the suite needs are forced here, and
+# deploy/run-ctest.sh fails the run when ctest finds no test, fewer tests than the sources
+# declare, or skips every one of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -20,15 +24,16 @@ if ! deploy/fetch-models.sh; then
   echo "WARNING: deploy/fetch-models.sh failed (no network?): the BERT checkpoint tests will be skipped" >&2
 fi
 
-echo "== build (RelWithDebInfo)"
-QD_BUILD_DIR=build deploy/build.sh
+echo "== build (RelWithDebInfo, tests and benchmarks on)"
+QD_BUILD_DIR=build deploy/build.sh -DQD_BUILD_TESTS=ON -DQD_BUILD_BENCH=ON -DQD_FUZZ=OFF -DQD_SANITIZE=
 echo "== ctest"
-(cd build && ctest --output-on-failure --timeout 600 -j2)
+deploy/run-ctest.sh --declared "$ROOT" build --output-on-failure --timeout 600 -j2
 
 if [ "${QD_TEST_QUICK:-0}" != 1 ]; then
   echo "== parser tests under AddressSanitizer + UndefinedBehaviorSanitizer"
-  QD_BUILD_DIR=build-asan QD_BUILD_TYPE=Debug deploy/build.sh "-DQD_SANITIZE=address;undefined" -DQD_BUILD_BENCH=OFF
-  (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -L sanitize -j2)
+  QD_BUILD_DIR=build-asan QD_BUILD_TYPE=Debug deploy/build.sh "-DQD_SANITIZE=address;undefined" -DQD_BUILD_TESTS=ON \
+    -DQD_BUILD_BENCH=OFF -DQD_FUZZ=OFF
+  ASAN_OPTIONS=detect_leaks=1 deploy/run-ctest.sh build-asan --output-on-failure -L sanitize -j2
 
   # One libFuzzer target per parser facing the network or the user, each for a bounded time
   # (QD_FUZZ_SECONDS scales them all; 60 gives ~3.5 min in all): the safetensors header, the
