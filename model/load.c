@@ -515,6 +515,23 @@ const qd_linear *qd_model_linear(const qd_model *m, int li)
 }
 const char *qd_model_dir(const qd_model *m) { return m->dir; }
 
+void qd_model_tensors_get(const qd_model *m, qd_model_tensors *t)
+{
+    *t = (qd_model_tensors){m->word_emb, m->pos_emb, m->type_emb, m->emb_ln_g,   m->emb_ln_b,   m->cls_tok,
+                            m->dist_tok, m->patch_W, m->patch_b,  m->final_ln_g, m->final_ln_b, m->pool_W,
+                            m->pool_b,   m->cls_W,   m->cls_b,    m->dist_W,     m->dist_b};
+}
+
+void qd_model_block_norms(const qd_model *m, int k, const float **ln1_g, const float **ln1_b, const float **ln2_g,
+                          const float **ln2_b)
+{
+    QD_ASSERT(k >= 0 && k < m->cfg.layers);
+    *ln1_g = m->blk[k].ln1_g;
+    *ln1_b = m->blk[k].ln1_b;
+    *ln2_g = m->blk[k].ln2_g;
+    *ln2_b = m->blk[k].ln2_b;
+}
+
 int qd_model_find_linear(const qd_model *m, const char *name)
 {
     size_t n = strlen(name);

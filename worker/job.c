@@ -17,6 +17,8 @@
 #include "collective/collective.h"
 #include "kernels/gemm_bf16.h"
 #include "shard/select.h"
+#include "collective/act_record.h"
+#include "worker/act_calib.h"
 #include "worker/gptq_job.h"
 #include "worker/rtn_rows.h"
 
@@ -45,6 +47,9 @@ void qd_job_config_default(qd_job_config *c)
     c->ada_beta_end = 2;
     c->ada_warmup = 0.2;
     c->ada_lr = 1e-3;
+    c->act_bits = 8;
+    c->act_percentile = 99.99;
+    c->act_outliers = 4;
 }
 
 static const char *gran_name(qd_granularity g)
@@ -112,6 +117,18 @@ cJSON *qd_job_config_json(const qd_job_config *c)
         cJSON_AddStringToObject(k, "mode", c->calib_mode == QD_CALIB_FP ? "fp" : "sequential");
         cJSON_AddNumberToObject(k, "microbatch", c->microbatch);
     }
+    if (c->act_static) { /* absent for weight-only files, so they stay as they were */
+        cJSON *a = cJSON_AddObjectToObject(o, "activations");
+        cJSON_AddStringToObject(a, "mode", "static");
+        cJSON_AddNumberToObject(a, "bits", c->act_bits);
+        cJSON_AddStringToObject(a, "calib", qd_actq_method_name((qd_actq_method)c->act_calib));
+        if (c->act_calib == QD_ACTQ_PERCENTILE) cJSON_AddNumberToObject(a, "percentile", c->act_percentile);
+        cJSON_AddNumberToObject(a, "outliers", c->act_outliers);
+        cJSON_AddStringToObject(a, "data", c->calib ? c->calib : "");
+        cJSON_AddNumberToObject(a, "nsamples", c->nsamples);
+        cJSON_AddNumberToObject(a, "seqlen", c->seqlen);
+        cJSON_AddNumberToObject(a, "seed", c->calib_seed);
+    }
     return o;
 }
 
@@ -136,6 +153,12 @@ int qd_job_config_validate(const qd_job_config *c)
             if ((rc = method_ok(c, (qd_method)c->overrides[i].method, where))) return rc;
         }
     if (!qd_valid_bits(c->scheme.bits)) return qd_err_set(QD_ECONFIG, "bits must be 2..8, got %d", c->scheme.bits);
+    if (c->act_static && !c->calib)
+        return qd_err_set(QD_ECONFIG, "--activations static needs calibration data: --calib PATH (a text or TSV file "
+                                      "for BERT models, an IDX file or an image folder for ViT models)");
+    if (c->act_static && (!qd_valid_bits(c->act_bits) || !(c->act_percentile > 50 && c->act_percentile <= 100) ||
+                          !(c->act_outliers >= 0)))
+        return qd_err_set(QD_ECONFIG, "act_bits must be 2..8, act_percentile in (50, 100] and act_outliers >= 0");
     if (c->scheme.gran == QD_GRAN_GROUP && c->scheme.group_size < 1)
         return qd_err_set(QD_ECONFIG, "group_size must be >= 1");
     if (c->method != QD_METHOD_RTN && c->scheme.gran == QD_GRAN_TENSOR)
@@ -634,6 +657,7 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
 
     /* calibrated methods: calibration and GPTQ on all ranks before anything is written */
     qd_gptq_results gres = {0};
+    qd_actrec actrec = {0};
     {
         qd_job_tensor *jt2 = qd_xcalloc((size_t)nz, sizeof *jt2);
         for (int i = 0; i < n; i++) jt2[i] = items[i].j;
@@ -663,6 +687,16 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
                 if (gres.t[i].codes) items[i].cq = &gres.t[i];
         }
         free(jt2);
+    }
+
+    /* static activation scales: calibrated on all ranks (same record everywhere), written with the
+     * file's other objects below */
+    if (cfg->act_static) {
+        st = qd_act_job_run(cfg, comm, &actrec);
+        if (st) {
+            snprintf(msg, sizeof msg, "%s", qd_errmsg());
+            goto out_free;
+        }
     }
 
     /* what the file records about the job; compared when resuming */
@@ -749,6 +783,7 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
         attr_str(file, "source", srct);
         attr_str(file, "calibration", gres.calibration_json ? gres.calibration_json : "{\"method\":\"none\"}");
         tg = QD_H5_CHECK(H5Gcreate2(file, "tensors", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+        if (cfg->act_static) qd_coll_actrec_write(file, &actrec);
     } else
         tg = QD_H5_CHECK(H5Gopen2(file, "tensors", H5P_DEFAULT));
     free(qct);
@@ -1056,6 +1091,7 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
     free(rank_cpu);
 out_free:
     qd_gptq_results_free(&gres);
+    qd_actrec_free(&actrec);
     qd_plan_free(&plan);
     free(items);
     qd_ckpt_close(ck);

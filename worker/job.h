@@ -68,7 +68,15 @@ typedef struct {
     int ada_batch;                       /* calibration rows (tokens) per step, drawn with calib_seed from the
                                   * layer's input rows; default 0: the Hessian form, every step
                                   * sees all the data through H */
-    int ada_tiles;                       /* set by qd_job_run, not by callers: 1 when every rank of the job
+    /* static activation scales (worker/act_calib.h): recorded in /activations for integer-only
+     * inference; calibrated on the FP32 model with the calibration options above */
+    int act_static;        /* --activations static */
+    int act_bits;          /* default 8 */
+    int act_calib;         /* quant/actq.h qd_actq_method, default minmax */
+    double act_percentile; /* default 99.99 */
+    double act_outliers;   /* static outlier channels: absmax above this times the median channel's
+                              (default 4; 0: none) */
+    int ada_tiles;         /* set by qd_job_run, not by callers: 1 when every rank of the job
                                   * has the bfloat16 tiles (kernels/gemm_bf16.h) for the Hessian
                                   * form's product, so all ranks compute it the same way */
 } qd_job_config;

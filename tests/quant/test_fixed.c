@@ -97,7 +97,10 @@ int main(void)
     CHECK_EQ(badr, 0);
     int32_t M0;
     int sh;
-    CHECK_EQ(qd_quantize_multiplier(0.0, &M0, &sh), -1);
+    CHECK_EQ(qd_quantize_multiplier(-1.0, &M0, &sh), -1);
+    CHECK_EQ(qd_quantize_multiplier(0.0, &M0, &sh), 0); /* TFLite: (0, 0) */
+    CHECK_EQ(M0, 0);
+    CHECK_EQ(sh, 0);
     CHECK_EQ(qd_quantize_multiplier(0.5, &M0, &sh), 0);
     CHECK_EQ(M0, 1 << 30);
     CHECK_EQ(sh, 0);

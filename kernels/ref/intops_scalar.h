@@ -1,0 +1,137 @@
+/* kernels/ref/intops_scalar.h — the per-element and per-row steps of the integer-only kernels
+ * (kernels/intops.h), as static inline functions: kernels/ref/intops.c is built from them, and
+ * the vector versions use them for their tails, their per-row scalars and the outlier channels,
+ * so every ISA computes the same bits by construction there. */
+#ifndef QD_REF_INTOPS_SCALAR_H
+#define QD_REF_INTOPS_SCALAR_H
+
+#include "kernels/intops.h"
+#include "kernels/ref/fixedpoint.h"
+
+static inline int32_t qd_is_sat8(int64_t v) { return v > 127 ? 127 : v < -128 ? -128 : (int32_t)v; }
+
+/* floor((2a + b) / 2b) for b > 0: a / b rounded half up */
+static inline int64_t qd_is_rdiv(int64_t a, int64_t b)
+{
+    const int64_t n = 2 * a + b, d = 2 * b;
+    int64_t q = n / d;
+    if (n % d != 0 && n < 0) q--;
+    return q;
+}
+
+/* ---- LayerNorm ---------------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t mu, R; /* mean; reciprocal of sigma in [2^30, 2^31) */
+    int nsh;       /* shift of d · R to Q16 */
+} qd_is_lnrow;
+
+/* The row's mean and reciprocal standard deviation from its sums Σx and Σ(x - mu)² — the callers
+ * compute the sums (exact in any order), this defines what follows. */
+static inline int64_t qd_is_ln_mean(int64_t sum, int64_t N) { return qd_is_rdiv(sum, N); }
+
+static inline qd_is_lnrow qd_is_ln_finish(int64_t mu, int64_t ssd, int64_t N, int64_t eps)
+{
+    qd_is_lnrow r;
+    const int64_t v = qd_is_rdiv(ssd, N) + eps;
+    int k = (62 - qd_fx_bitlen64((uint64_t)v)) / 2;
+    if (k > 15) k = 15;
+    uint32_t sig = qd_fx_isqrt64((uint64_t)v << (2 * k));
+    if (sig == 0) sig = 1;
+    const int b = qd_fx_bitlen64(sig);
+    r.mu = mu;
+    r.R = (((int64_t)1 << (b + 30)) - 1) / sig;
+    r.nsh = b + 14 - k;
+    return r;
+}
+
+/* y = n · g + beta for one element (units: s_out · 2^-(16 + gsh)) */
+static inline int64_t qd_is_ln_y(int32_t x, const qd_is_lnrow *r, int32_t g, int64_t beta)
+{
+    const int32_t d = (int32_t)(x - r->mu);
+    const int64_t n = qd_fx_rshift_up((int64_t)d * r->R, r->nsh);
+    return n * g + beta;
+}
+
+static inline qd_is_lnrow qd_is_ln_row(const int32_t *x, int64_t N, int64_t eps)
+{
+    int64_t s = 0, ss = 0;
+    for (int64_t i = 0; i < N; i++) s += x[i];
+    const int64_t mu = qd_is_ln_mean(s, N);
+    for (int64_t i = 0; i < N; i++) {
+        const int64_t d = x[i] - mu;
+        ss += d * d;
+    }
+    return qd_is_ln_finish(mu, ss, N, eps);
+}
+
+/* ---- GELU and exp ------------------------------------------------------------------------- */
+
+static inline int32_t qd_is_igelu_q10(int32_t x, const qd_igelu *p)
+{
+    if (x >= p->xb) return x;
+    if (x <= -p->xb) return 0;
+    const int32_t u = x < 0 ? -x : x;
+    const int32_t L = (u - p->xb) * (u - p->xb) + p->qc;
+    const int32_t t = (x < 0 ? -L : x > 0 ? L : 0) + p->q1;
+    const int32_t f = qd_fx_mbqm(-t, p->fM0, p->fsh);
+    return (int32_t)qd_fx_rshift_up((int64_t)x * f, 15);
+}
+
+/* the input of the GELU of accumulator a at output channel n, in Q10 */
+static inline int32_t qd_is_gelu_in(int32_t a, const int32_t *bias, const int32_t *M0, const int32_t *sh, int64_t n)
+{
+    const int32_t v = bias ? qd_fx_sat32((int64_t)a + bias[n]) : a;
+    return qd_fx_mbqm(v, M0[n], sh[n]);
+}
+
+/* exp(-dd in Q12) in units of 0.3585 · 2^-24, dd >= 0 */
+static inline int64_t qd_is_iexp(int64_t dd, const qd_isoftmax *p)
+{
+    const int64_t z = dd / p->qln2;
+    if (z > 30) return 0;
+    const int64_t q = p->qb - dd + z * p->qln2;
+    return (q * q + p->qc) >> z;
+}
+
+/* ---- outlier channels --------------------------------------------------------------------- */
+
+/* The outlier channels of one output row: out[ch[j]] = the main zero point, oout[j] = the
+ * channel's value at 2^e times the main scale with the outlier zero point. */
+static inline void qd_is_split_ln(const qd_isplit *sp, const int32_t *x, const qd_is_lnrow *r, const qd_iln *p,
+                                  int8_t *out, int8_t *oout)
+{
+    for (int32_t j = 0; j < sp->n; j++) {
+        const int32_t c = sp->ch[j];
+        const int64_t y = qd_is_ln_y(x[c], r, p->g[c], p->beta[c]);
+        out[c] = (int8_t)p->zp;
+        oout[j] = (int8_t)qd_is_sat8(qd_fx_rshift_up(y, 16 + p->gsh + sp->e) + sp->zp);
+    }
+}
+
+/* requantized outputs: the value mbqm(a + bias, M0, sh - e) at the outlier scale */
+static inline void qd_is_split_rq(const qd_isplit *sp, const int32_t *acc, const int32_t *bias, const int32_t *M0,
+                                  const int32_t *sh, int per_channel, int32_t zmain, int relu, int8_t *out,
+                                  int8_t *oout)
+{
+    for (int32_t j = 0; j < sp->n; j++) {
+        const int32_t c = sp->ch[j], q = per_channel ? c : 0;
+        const int32_t a = bias ? qd_fx_sat32((int64_t)acc[c] + bias[c]) : acc[c];
+        const int32_t v = qd_is_sat8((int64_t)qd_fx_mbqm(a, M0[q], sh[q] - sp->e) + sp->zp);
+        out[c] = (int8_t)zmain;
+        oout[j] = (int8_t)(relu && v < sp->zp ? sp->zp : v);
+    }
+}
+
+static inline void qd_is_split_gelu(const qd_isplit *sp, const int32_t *acc, const int32_t *bias, const int32_t *M0,
+                                    const int32_t *sh, const qd_igelu *p, int8_t *out, int8_t *oout)
+{
+    for (int32_t j = 0; j < sp->n; j++) {
+        const int32_t c = sp->ch[j];
+        const int32_t y = qd_is_igelu_q10(qd_is_gelu_in(acc[c], bias, M0, sh, c), p);
+        out[c] = (int8_t)p->zp;
+        oout[j] = (int8_t)qd_is_sat8((int64_t)qd_fx_mbqm(y, p->oM0, p->osh - sp->e) + sp->zp);
+    }
+}
+
+#endif
