@@ -33,20 +33,23 @@
 
 #include <stdint.h>
 
-/* Integer LayerNorm of one row x[N] (int32, real scale S):
- *   mu   = rdiv(Σ x, N)  (round half up);  d = x - mu;  v = rdiv(Σ d², N) + eps   (int64)
- *   k    = min(15, (62 - bitlen(v)) / 2);  sig = max(isqrt(v · 4^k), 1)          (σ · 2^k)
+/* Integer LayerNorm of one row x[N] (int32, real scale S, |x| < 2^24):
+ *   f    = max(0, 23 - bitlen(max |x|));  x' = x · 2^f      (small rows lose nothing to the mean)
+ *   mu   = rdiv(Σ x', N)  (round half up);  d = x' - mu;  v = rdiv(Σ d², N) + e
+ *          e = min(eps · 2^(2f - 32), 2^60) (rshift_up when 2f < 32)
+ *   k    = min(15, (62 - bitlen(v)) / 2);  sig = max(isqrt(v · 4^k), 1)          (σ · 2^(f+k))
  *   b    = bitlen(sig);  R = floor((2^(b+30) - 1) / sig) in [2^30, 2^31)
  *   n    = rshift_up(d · R, b + 14 - k)          (d / σ in Q16)
  *   y    = n · g[c] + beta[c]                    (int64; g = γ / s_out · 2^gsh, beta = β / s_out · 2^(16+gsh))
  *   out  = sat8(rshift_up(y, 16 + gsh) + zp);   fine = sat32(rshift_up(y, 8 + gsh))  (scale s_out / 256)
- * eps = round(ε / S²). |x| <= 2^24 keeps every step inside int64 for N <= 2^12. */
+ * eps = round(ε / S² · 2^32) (at most 2^62); isqrt is floor(sqrt) (kernels/ref/fixedpoint.h). Every step fits int64 for
+ * N <= 2^12. */
 typedef struct {
     const int32_t *g;    /* [N] */
     const int64_t *beta; /* [N] */
     int32_t gsh;         /* fractional bits of g */
     int32_t zp;          /* output zero point */
-    int64_t eps;
+    int64_t eps;         /* ε / S² · 2^32 */
 } qd_iln;
 
 /* I-BERT i-GELU on x = mbqm(acc + bias[n], M0[n], sh[n]) in Q10 (x / 1024 is the real input):
@@ -110,7 +113,8 @@ typedef struct qd_intops_table {
                       int32_t *fine, int64_t ldf, const qd_isplit *sp);
     void (*gelu_s8)(const int32_t *acc, int64_t M, int64_t N, int64_t lda, const int32_t *bias, const int32_t *M0,
                     const int32_t *sh, const qd_igelu *p, int8_t *out, int64_t ldo, const qd_isplit *sp);
-    /* acc[m][n] += (Σ_j xo[m][j] wo[n][j]) << e, j < Ko (the outlier channels' product) */
+    /* acc[m][n] += (Σ_j xo[m][j] wo[j][n]) << e, j < Ko (the outlier channels' product; wo is
+     * [Ko][N], the weight columns of the outlier channels as rows) */
     void (*outlier_add)(const int8_t *xo, int64_t ldx, int64_t M, const int8_t *wo, int64_t N, int64_t Ko, int32_t e,
                         int32_t *acc, int64_t ldc);
     void (*softmax_u8)(const int32_t *s, int64_t n, const uint8_t *keep, const qd_isoftmax *p, uint8_t *P);

@@ -37,7 +37,7 @@ void qd_actq_params(double lo, double hi, int bits, float *scale, int32_t *zero_
         return;
     }
     const float s = (float)((hi - lo) / (qmax - qmin));
-    double z = nearbyint(qmin - lo / s);
+    double z = round(qmin - lo / s); /* ties away from zero, as TFLite's nudged zero point */
     *scale = s;
     *zero_point = (int32_t)(z < qmin ? qmin : z > qmax ? qmax : z);
 }
@@ -208,7 +208,7 @@ void qd_actq_outlier_params(double lo, double hi, float scale, int bits, int32_t
     int k = 1;
     while (k < 24 && ldexp(scale, k) * (qmax - qmin) < hi - lo) k++;
     const double s = ldexp(scale, k);
-    double z = nearbyint(qmin - lo / s);
+    double z = round(qmin - lo / s);
     *e = k;
     *zero_point = (int32_t)(z < qmin ? qmin : z > qmax ? qmax : z);
 }

@@ -15,7 +15,8 @@
  *               128 levels), then [max(min, -T), min(max, T)].
  * Every range is widened to contain 0. Parameters (asymmetric, signed codes of `bits` bits,
  * qmin = -2^(bits-1), qmax = 2^(bits-1) - 1): scale = (hi - lo) / (qmax - qmin), zero point =
- * clamp(round(qmin - lo / scale), qmin, qmax); real = scale · (q - zero). A range of width 0 gives
+ * clamp(round(qmin - lo / scale), qmin, qmax) (ties away from zero, as TFLite's nudged range);
+ * real = scale · (q - zero). A range of width 0 gives
  * scale 1 and zero point 0. */
 #ifndef QD_ACTQ_H
 #define QD_ACTQ_H

@@ -39,20 +39,21 @@ void qd_iln_params(const float *gamma, const float *beta, int N, double eps, dou
 {
     double gmax = 0;
     for (int i = 0; i < N; i++) gmax = fmax(gmax, fabs(gamma[i] / s_out));
-    /* g below 2^15 keeps n · g (n < 2^22) inside int64 with room for beta */
-    int gsh = gmax > 0 ? (int)floor(log2(32767.0 / gmax)) : 24;
-    if (gsh > 24) gsh = 24;
+    /* g below 2^23 (24 significant bits, as float's): n · g < 2^45 for n < 2^22 (N <= 2^12) */
+    const double gl = ldexp(1.0, 23) - 1;
+    int gsh = gmax > 0 ? (int)floor(log2(gl / gmax)) : 30;
+    if (gsh > 30) gsh = 30;
     if (gsh < 0) gsh = 0;
     for (int i = 0; i < N; i++) {
         double v = nearbyint(ldexp(gamma[i] / s_out, gsh));
-        g[i] = (int32_t)(v > 32767 ? 32767 : v < -32767 ? -32767 : v);
+        g[i] = (int32_t)(v > gl ? gl : v < -gl ? -gl : v);
         double bb = nearbyint(ldexp(beta[i] / s_out, 16 + gsh));
         b[i] = (int64_t)(bb > 4e18 ? 4e18 : bb < -4e18 ? -4e18 : bb);
     }
-    double e = nearbyint(eps / (s_in * s_in));
+    double e = nearbyint(ldexp(eps / (s_in * s_in), 32));
     p->g = g;
     p->beta = b;
     p->gsh = gsh;
     p->zp = zp;
-    p->eps = (int64_t)(e > ldexp(1.0, 50) ? ldexp(1.0, 50) : e < 0 ? 0 : e);
+    p->eps = (int64_t)(e > ldexp(1.0, 62) ? ldexp(1.0, 62) : e < 0 ? 0 : e);
 }

@@ -22,7 +22,7 @@ void qd_igelu_params(double s_out, int32_t zp, qd_igelu *p);
 /* i-exp softmax of int32 scores whose real value is score_scale · s. */
 void qd_isoftmax_params(double score_scale, qd_isoftmax *p);
 /* Integer LayerNorm of int32 rows at scale s_in to int8 (s_out, zp): g [N], beta [N] filled;
- * returns the fractional bits gsh of g (also set in *p with eps = round(eps / s_in²)). */
+ * sets *p (g, beta, their fractional bits gsh, zp, and eps = round(ε / s_in² · 2^32)). */
 void qd_iln_params(const float *gamma, const float *beta, int N, double eps, double s_in, double s_out, int32_t zp,
                    int32_t *g, int64_t *b, qd_iln *p);
 

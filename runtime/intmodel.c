@@ -310,22 +310,27 @@ static int embed_bert(qd_imodel *im, const qd_ibatch *b, work *w, const tracer *
     return QD_OK;
 }
 
-static int embed_vit(qd_imodel *im, const qd_ibatch *b, work *w, const tracer *t)
+static int vit_shape(const qd_imodel *im, int T)
 {
     const qd_imodel_cfg *c = &im->cfg;
-    const int H = c->hidden, T = b->T, C = c->channels;
-    const int gh = c->image_h / c->patch_h, gw = c->image_w / c->patch_w, np = gh * gw;
-    const int pk = C * c->patch_h * c->patch_w;
+    const int np = (c->image_h / c->patch_h) * (c->image_w / c->patch_w);
     if (T != c->n_prefix + np)
         return qd_err_set(QD_ESHAPE, "integer-only forward: a ViT batch has %d tokens per image, not %d",
                           c->n_prefix + np, T);
-    /* the input quantization: the one float step before the integer graph */
+    return QD_OK;
+}
+
+void qd_imodel_quantize_input(const qd_imodel *im, int B, const float *pixels, int8_t *patches)
+{
+    const qd_imodel_cfg *c = &im->cfg;
+    const int C = c->channels, gh = c->image_h / c->patch_h, gw = c->image_w / c->patch_w, np = gh * gw;
+    const int pk = C * c->patch_h * c->patch_w;
     const double inv = 1.0 / im->s_in;
-    for (int bi = 0; bi < b->B; bi++) {
-        const float *img = b->pixels + (int64_t)bi * C * c->image_h * c->image_w;
+    for (int bi = 0; bi < B; bi++) {
+        const float *img = pixels + (int64_t)bi * C * c->image_h * c->image_w;
         for (int py = 0; py < gh; py++)
             for (int px = 0; px < gw; px++) {
-                int8_t *row = w->patch + ((int64_t)bi * np + (int64_t)py * gw + px) * pk;
+                int8_t *row = patches + ((int64_t)bi * np + (int64_t)py * gw + px) * pk;
                 for (int ch = 0; ch < C; ch++)
                     for (int i = 0; i < c->patch_h; i++)
                         for (int j = 0; j < c->patch_w; j++) {
@@ -338,10 +343,15 @@ static int embed_vit(qd_imodel *im, const qd_ibatch *b, work *w, const tracer *t
                         }
             }
     }
-    tr(t, "quantize_input", -1, "f32", "i8", (int64_t)b->B * np, pk);
-    gemm(&im->patch, w->patch, NULL, (int64_t)b->B * np, w->acc, -1, "patch_embedding.gemm", t);
+}
+
+static void embed_vit(qd_imodel *im, const qd_ibatch *b, const int8_t *patches, work *w, const tracer *t)
+{
+    const qd_imodel_cfg *c = &im->cfg;
+    const int H = c->hidden, T = b->T, np = T - c->n_prefix;
+    gemm(&im->patch, patches, NULL, (int64_t)b->B * np, w->acc, -1, "patch_embedding.gemm", t);
     const qd_intops_table *ops = qd_intops();
-    /* identity multiplier for the position table (already at the embedding scale) */
+    /* the position table is already at the embedding scale: identity multiplier (2^30, 1) */
     for (int bi = 0; bi < b->B; bi++) {
         int32_t *o = w->h + (int64_t)bi * T * H;
         memcpy(o, im->cls, (size_t)c->n_prefix * H * sizeof(int32_t));
@@ -349,21 +359,24 @@ static int embed_vit(qd_imodel *im, const qd_ibatch *b, work *w, const tracer *t
                          im->pos_patch, H, 1 << 30, 1, QD_IRES_LIM, o + (int64_t)c->n_prefix * H, H);
     }
     tr(t, "add_position", -1, "i32 + i32", "i32", (int64_t)b->B * T, H);
-    return QD_OK;
 }
 
-int qd_imodel_forward(qd_imodel *im, const qd_ibatch *b, float *logits, float *pooled, float *cls, qd_itrace_fn trace,
-                      void *trace_user)
+int qd_imodel_run(qd_imodel *im, const qd_ibatch *b, const int8_t *patches, int32_t *out, int32_t *cls,
+                  qd_itrace_fn trace, void *trace_user)
 {
     const qd_imodel_cfg *c = &im->cfg;
     if (b->B <= 0 || b->T <= 0) return qd_err_set(QD_EINVAL, "integer-only forward: empty batch");
-    if (c->arch == QD_IARCH_VIT && !b->pixels) return qd_err_set(QD_EINVAL, "integer-only forward: no pixels");
+    if (c->arch == QD_IARCH_VIT && !patches) return qd_err_set(QD_EINVAL, "integer-only forward: no input patches");
     if (c->arch == QD_IARCH_BERT && !b->ids) return qd_err_set(QD_EINVAL, "integer-only forward: no token ids");
+    int rc = c->arch == QD_IARCH_VIT ? vit_shape(im, b->T) : QD_OK;
     tracer t = {trace, trace_user};
     work w;
-    int rc = work_get(im, b->B, b->T, &w);
+    if (!rc) rc = work_get(im, b->B, b->T, &w);
     if (rc) return rc;
-    rc = c->arch == QD_IARCH_BERT ? embed_bert(im, b, &w, &t) : embed_vit(im, b, &w, &t);
+    if (c->arch == QD_IARCH_BERT)
+        rc = embed_bert(im, b, &w, &t);
+    else
+        embed_vit(im, b, patches, &w, &t);
     for (int k = 0; k < c->layers && !rc; k++) rc = block(im, k, b, &w, &t);
     if (rc) return rc;
     const int H = c->hidden, T = b->T;
@@ -372,19 +385,18 @@ int qd_imodel_forward(qd_imodel *im, const qd_ibatch *b, float *logits, float *p
         for (int bi = 0; bi < b->B; bi++)
             memcpy(w.r + (int64_t)bi * H, w.h + (int64_t)bi * T * H, (size_t)H * sizeof(int32_t));
         layernorm(im, &im->final_ln, w.r, b->B, H, w.x8, NULL, NULL, -1, "final_layernorm", &t, w.fl);
-        if (logits) {
-            const qd_ilinear *L = &im->cls_head;
+        const qd_ilinear *L = &im->cls_head;
+        if (L->N > 0 && out) {
             gemm(L, w.x8, NULL, b->B, w.acc, -1, "classifier.gemm", &t);
             for (int bi = 0; bi < b->B; bi++)
                 for (int n = 0; n < L->N; n++)
-                    logits[(int64_t)bi * L->N + n] =
-                        (float)(((double)w.acc[(int64_t)bi * L->N + n] + L->bias[n]) * L->real[n]);
-            tr(&t, "dequantize_output", -1, "i32", "f32", b->B, L->N);
+                    out[(int64_t)bi * L->N + n] = qd_fx_sat32((int64_t)w.acc[(int64_t)bi * L->N + n] + L->bias[n]);
+            tr(&t, "classifier.bias", -1, "i32 + i32", "i32", b->B, L->N);
         }
         return QD_OK;
     }
     /* BERT: mean pooling over the real tokens of the last fine output, in integers */
-    for (int bi = 0; bi < b->B; bi++) {
+    for (int bi = 0; out && bi < b->B; bi++) {
         int64_t n = 0;
         for (int ti = 0; ti < T; ti++) n += !b->mask || b->mask[(int64_t)bi * T + ti];
         if (n == 0) n = 1;
@@ -395,18 +407,60 @@ int qd_imodel_forward(qd_imodel *im, const qd_ibatch *b, float *logits, float *p
             /* floor((2s + n) / 2n): the mean rounded half up */
             int64_t num = 2 * s + n, q = num / (2 * n);
             if (num % (2 * n) != 0 && num < 0) q--;
-            w.r[(int64_t)bi * H + i] = (int32_t)q;
+            out[(int64_t)bi * H + i] = (int32_t)q;
         }
     }
-    tr(&t, "mean_pool", -1, "i32", "i32", b->B, H);
-    if (pooled)
-        for (int64_t i = 0; i < (int64_t)b->B * H; i++) pooled[i] = (float)(w.r[i] * (double)im->s_out);
-    if (cls)
-        for (int bi = 0; bi < b->B; bi++)
-            for (int i = 0; i < H; i++)
-                cls[(int64_t)bi * H + i] = (float)(w.xf[(int64_t)bi * T * H + i] * (double)im->s_out);
-    tr(&t, "dequantize_output", -1, "i32", "f32", b->B, H);
+    if (out) tr(&t, "mean_pool", -1, "i32", "i32", b->B, H);
+    for (int bi = 0; cls && bi < b->B; bi++) memcpy(cls + (int64_t)bi * H, w.xf + (int64_t)bi * T * H, (size_t)H * 4);
     return QD_OK;
+}
+
+void qd_imodel_dequantize(const qd_imodel *im, int B, const int32_t *out, float *y)
+{
+    if (im->cfg.arch == QD_IARCH_VIT) {
+        const qd_ilinear *L = &im->cls_head;
+        for (int bi = 0; bi < B; bi++)
+            for (int n = 0; n < L->N; n++)
+                y[(int64_t)bi * L->N + n] = (float)(out[(int64_t)bi * L->N + n] * (double)L->real[n]);
+        return;
+    }
+    for (int64_t i = 0; i < (int64_t)B * im->cfg.hidden; i++) y[i] = (float)(out[i] * (double)im->s_out);
+}
+
+int qd_imodel_forward(qd_imodel *im, const qd_ibatch *b, float *logits, float *pooled, float *cls, qd_itrace_fn trace,
+                      void *trace_user)
+{
+    const qd_imodel_cfg *c = &im->cfg;
+    if (b->B <= 0 || b->T <= 0) return qd_err_set(QD_EINVAL, "integer-only forward: empty batch");
+    tracer t = {trace, trace_user};
+    const int vit = c->arch == QD_IARCH_VIT, H = c->hidden, L = im->cls_head.N;
+    int8_t *patches = NULL;
+    int rc = QD_OK;
+    if (vit) {
+        if (!b->pixels) return qd_err_set(QD_EINVAL, "integer-only forward: no pixels");
+        if ((rc = vit_shape(im, b->T))) return rc;
+        const int64_t np = b->T - c->n_prefix, pk = (int64_t)c->channels * c->patch_h * c->patch_w;
+        patches = malloc((size_t)(b->B * np * pk));
+        if (!patches) return qd_err_set(QD_ENOMEM, "integer-only forward: out of memory");
+        /* the input quantization: the one float step before the integer graph */
+        qd_imodel_quantize_input(im, b->B, b->pixels, patches);
+        tr(&t, "quantize_input", -1, "f32", "i8", (int64_t)b->B * np, pk);
+    }
+    const int64_t width = vit ? (L > 0 ? L : 1) : H;
+    int32_t *o = malloc((size_t)(b->B * width) * sizeof(int32_t));
+    int32_t *oc = cls ? malloc((size_t)b->B * H * sizeof(int32_t)) : NULL;
+    if (!o || (cls && !oc)) rc = qd_err_set(QD_ENOMEM, "integer-only forward: out of memory");
+    if (!rc) rc = qd_imodel_run(im, b, patches, o, oc, trace, trace_user);
+    if (!rc) {
+        float *dst = vit ? logits : pooled;
+        if (dst && (!vit || L > 0)) qd_imodel_dequantize(im, b->B, o, dst);
+        for (int64_t i = 0; cls && i < (int64_t)b->B * H; i++) cls[i] = (float)(oc[i] * (double)im->s_out);
+        tr(&t, "dequantize_output", -1, "i32", "f32", b->B, vit ? L : H);
+    }
+    free(patches);
+    free(o);
+    free(oc);
+    return rc;
 }
 
 /* ---- packing and freeing ------------------------------------------------------------------ */

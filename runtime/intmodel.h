@@ -51,10 +51,10 @@ typedef struct {
     int32_t *M0, *sh; /* [N] Q31 multipliers to the output format */
     float *real;      /* [N] s_x s_w[n]: the accumulator's real scale (float stages, output) */
     /* static outlier channels of the input (kernels/intops.h qd_isplit): the producer writes them
-     * at s_x · 2^oe with zero point ozp; their weight columns wo [N][n_out] */
+     * at s_x · 2^oe with zero point ozp */
     int32_t n_out, oe, ozp;
     int32_t *och;     /* [n_out] */
-    int8_t *wo;       /* [N][n_out] */
+    int8_t *wo;       /* [n_out][N]: their weight columns as rows */
     qd_igemm *packed; /* for qd_intops() (not saved) */
 } qd_ilinear;
 
@@ -111,6 +111,18 @@ typedef struct {
     const int32_t *ids, *type_ids, *mask; /* BERT [B][T] (type_ids, mask may be NULL) */
     const float *pixels;                  /* ViT [B][C][H][W], preprocessed */
 } qd_ibatch;
+
+/* The three steps of qd_imodel_forward, for callers that check the integer graph alone.
+ * qd_imodel_quantize_input: ViT pixels [B][C][H][W] to int8 patches [B·patches][C·ph·pw] at the
+ * input scale (the float step before the integer graph). qd_imodel_run: the integer graph — ViT
+ * from int8 patches to out [B][num_labels] (classifier accumulators with the bias, int32); BERT
+ * from b->ids to out [B][H] (the mean-pooled last state, int32 at scale s_out) and, when cls is
+ * not NULL, the first token's last state [B][H]; no floating-point operation unless float_ops
+ * asks for float stages. qd_imodel_dequantize: out to float (ViT logits; BERT embeddings). */
+void qd_imodel_quantize_input(const qd_imodel *im, int B, const float *pixels, int8_t *patches);
+int qd_imodel_run(qd_imodel *im, const qd_ibatch *b, const int8_t *patches, int32_t *out, int32_t *cls,
+                  qd_itrace_fn trace, void *trace_user);
+void qd_imodel_dequantize(const qd_imodel *im, int B, const int32_t *out, float *y);
 
 /* Runs the batch. ViT: logits [B][num_labels]. BERT: pooled [B][H] mean-pooled embeddings (mask
  * weighted) and, when cls is not NULL, the last hidden state of each item's first token [B][H]

@@ -203,7 +203,7 @@ static int apply_split(prep *p, qd_ilinear *L, const char *name)
         int64_t sum = 0;
         for (int j = 0; j < n; j++) {
             const int8_t v = L->w[(int64_t)r * L->K + ch[j]];
-            L->wo[(int64_t)r * n + j] = v;
+            L->wo[(int64_t)j * L->N + r] = v;
             sum += v;
         }
         const double bb = (double)L->bias[r] - (double)L->ozp * ldexp((double)sum, L->oe);

@@ -132,7 +132,7 @@ static void ref_outlier_add(const int8_t *xo, int64_t ldx, int64_t M, const int8
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < N; n++) {
             int32_t s = 0;
-            for (int64_t j = 0; j < Ko; j++) s += (int32_t)xo[m * ldx + j] * wo[n * Ko + j];
+            for (int64_t j = 0; j < Ko; j++) s += (int32_t)xo[m * ldx + j] * wo[j * N + n];
             acc[m * ldc + n] += (int32_t)((uint32_t)s << e);
         }
 }

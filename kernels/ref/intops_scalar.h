@@ -22,18 +22,32 @@ static inline int64_t qd_is_rdiv(int64_t a, int64_t b)
 /* ---- LayerNorm ---------------------------------------------------------------------------- */
 
 typedef struct {
-    int64_t mu, R; /* mean; reciprocal of sigma in [2^30, 2^31) */
-    int nsh;       /* shift of d · R to Q16 */
+    int64_t mu, R; /* mean of the shifted row; reciprocal of sigma in [2^30, 2^31) */
+    int nsh, f;    /* shift of d · R to Q16; the row's pre-shift (x << f) */
 } qd_is_lnrow;
 
-/* The row's mean and reciprocal standard deviation from its sums Σx and Σ(x - mu)² — the callers
- * compute the sums (exact in any order), this defines what follows. */
+/* The row is first shifted left by f = 23 - bitlen(max |x|) (at least 0) so that the integer mean
+ * loses nothing for rows of small values; the normalized value does not depend on the shift, and
+ * |x << f| < 2^24 keeps every later step inside int64. */
+static inline int qd_is_ln_shift(int32_t maxabs)
+{
+    const int f = 23 - qd_fx_bitlen64((uint64_t)maxabs);
+    return f > 0 ? f : 0;
+}
+
+/* The row's mean and reciprocal standard deviation from its shifted sums Σx' and Σ(x' - mu)² —
+ * the callers compute the sums (exact in any order), this defines what follows. eps (in units of
+ * S² 2^-32) is brought to the shifted units and capped at 2^60. */
 static inline int64_t qd_is_ln_mean(int64_t sum, int64_t N) { return qd_is_rdiv(sum, N); }
 
-static inline qd_is_lnrow qd_is_ln_finish(int64_t mu, int64_t ssd, int64_t N, int64_t eps)
+static inline qd_is_lnrow qd_is_ln_finish(int64_t mu, int64_t ssd, int64_t N, int64_t eps, int f)
 {
     qd_is_lnrow r;
-    const int64_t v = qd_is_rdiv(ssd, N) + eps;
+    /* eps is in units of S² 2^-32: bring it to the shifted row's units (S 2^-f)² */
+    const int64_t cap = (int64_t)1 << 60;
+    const int es = 2 * f - 32;
+    const int64_t e = es < 0 ? qd_fx_rshift_up(eps, -es) : eps >= (cap >> es) ? cap : eps << es;
+    const int64_t v = qd_is_rdiv(ssd, N) + e;
     int k = (62 - qd_fx_bitlen64((uint64_t)v)) / 2;
     if (k > 15) k = 15;
     uint32_t sig = qd_fx_isqrt64((uint64_t)v << (2 * k));
@@ -42,27 +56,34 @@ static inline qd_is_lnrow qd_is_ln_finish(int64_t mu, int64_t ssd, int64_t N, in
     r.mu = mu;
     r.R = (((int64_t)1 << (b + 30)) - 1) / sig;
     r.nsh = b + 14 - k;
+    r.f = f;
     return r;
 }
 
 /* y = n · g + beta for one element (units: s_out · 2^-(16 + gsh)) */
 static inline int64_t qd_is_ln_y(int32_t x, const qd_is_lnrow *r, int32_t g, int64_t beta)
 {
-    const int32_t d = (int32_t)(x - r->mu);
+    const int32_t d = (int32_t)(((int64_t)x << r->f) - r->mu);
     const int64_t n = qd_fx_rshift_up((int64_t)d * r->R, r->nsh);
     return n * g + beta;
 }
 
 static inline qd_is_lnrow qd_is_ln_row(const int32_t *x, int64_t N, int64_t eps)
 {
+    int32_t mx = 0;
+    for (int64_t i = 0; i < N; i++) {
+        const int32_t a = x[i] < 0 ? -x[i] : x[i];
+        if (a > mx) mx = a;
+    }
+    const int f = qd_is_ln_shift(mx);
     int64_t s = 0, ss = 0;
-    for (int64_t i = 0; i < N; i++) s += x[i];
+    for (int64_t i = 0; i < N; i++) s += (int64_t)x[i] << f;
     const int64_t mu = qd_is_ln_mean(s, N);
     for (int64_t i = 0; i < N; i++) {
-        const int64_t d = x[i] - mu;
+        const int64_t d = ((int64_t)x[i] << f) - mu;
         ss += d * d;
     }
-    return qd_is_ln_finish(mu, ss, N, eps);
+    return qd_is_ln_finish(mu, ss, N, eps, f);
 }
 
 /* ---- GELU and exp ------------------------------------------------------------------------- */
