@@ -42,6 +42,29 @@ typedef struct {
     double sum_err, max_err;
 } walk_ctx;
 
+/* " sparsity 50.0% (2:4, sparsegpt)" from a pruned tensor's mask dataset (zeros counted), "" for
+ * dense tensors */
+static void sparsity_suffix(hid_t t, const int64_t *shape, char *out, size_t cap)
+{
+    out[0] = 0;
+    char pat[32], how[32];
+    get_str(t, "sparsity", pat, sizeof pat);
+    get_str(t, "prune_method", how, sizeof how);
+    if (!pat[0] || H5Lexists(t, "mask", H5P_DEFAULT) <= 0) return;
+    const int64_t rows = shape[0], cols = shape[1], rb = (cols + 7) / 8;
+    uint8_t *m = malloc((size_t)(rows * rb) + 1);
+    hid_t d = H5Dopen2(t, "mask", H5P_DEFAULT);
+    int64_t kept = 0;
+    if (m && d >= 0 && H5Dread(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, m) >= 0) {
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) kept += (m[r * rb + c / 8] >> (c % 8)) & 1;
+        snprintf(out, cap, "  sparsity %.1f%% (%s, %s)", 100.0 * (1.0 - (double)kept / (double)(rows * cols)), pat,
+                 how);
+    }
+    if (d >= 0) H5Dclose(d);
+    free(m);
+}
+
 static herr_t on_tensor(hid_t g, const char *name, const H5L_info_t *info, void *op)
 {
     (void)info;
@@ -82,13 +105,18 @@ static herr_t on_tensor(hid_t g, const char *name, const H5L_info_t *info, void 
             snprintf(gdesc, sizeof gdesc, "group %lld", (long long)gs);
         else
             snprintf(gdesc, sizeof gdesc, "%s", gran);
-        printf("%-56s %-14s %4lld %-8s %-10s %-4s %11.3e %8.1f\n", name, sh, (long long)get_i64(t, "bits", 0), method,
-               gdesc, get_i64(t, "sym", 0) ? "sym" : "asym", m[0], m[3]);
+        char spx[96];
+        sparsity_suffix(t, shape, spx, sizeof spx);
+        printf("%-56s %-14s %4lld %-8s %-10s %-4s %11.3e %8.1f%s\n", name, sh, (long long)get_i64(t, "bits", 0), method,
+               gdesc, get_i64(t, "sym", 0) ? "sym" : "asym", m[0], m[3], spx);
         w->nq++;
         w->sum_err += m[0];
         if (m[0] > w->max_err) w->max_err = m[0];
-    } else
-        printf("%-56s %-14s %4s %-8s %-10s %-4s %11s %8s\n", name, sh, "-", kind, dtype, "", "", "");
+    } else {
+        char spx[96];
+        sparsity_suffix(t, shape, spx, sizeof spx);
+        printf("%-56s %-14s %4s %-8s %-10s %-4s %11s %8s%s\n", name, sh, "-", kind, dtype, "", "", "", spx);
+    }
     H5Gclose(t);
     return 0;
 }

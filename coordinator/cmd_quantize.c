@@ -89,6 +89,13 @@ static const char *quantize_help =
     "                          (all samples' real tokens, in sample order; the block in hand in\n"
     "                          sequential mode, a rank's own blocks in fp mode) and each step draws\n"
     "                          N of them with --calib-seed; memory: see 'qdist plan'\n"
+    "Pruning (every quantized weight; masks recorded in the file, docs/FORMAT.md):\n"
+    "  --sparsity S            fraction of zeros per row (0.5, 50%) or N:M (2:4, 4:8: at most N\n"
+    "                          nonzeros in every M consecutive inputs)\n"
+    "  --prune METHOD          sparsegpt (default; with gptq: pruning and quantization in one\n"
+    "                          pass), magnitude, wanda (|W| x input norm; needs --calib); rtn\n"
+    "                          jobs prune by magnitude\n"
+    "  --prune-only            keep the pruned weights in float (method gptq's calibration)\n"
     "Static activation scales (for 'qdist eval --integer-only'):\n"
     "  --activations static    also record a scale and zero point for every tensor integer-only\n"
     "                          inference quantizes (Linear inputs, attention scores and\n"
@@ -167,7 +174,10 @@ enum {
     O_ACTBITS,
     O_ACTCALIB,
     O_ACTPCT,
-    O_ACTOUT
+    O_ACTOUT,
+    O_SPARSITY,
+    O_PRUNE,
+    O_PRUNE_ONLY
 };
 
 static const char *g_events;
@@ -240,6 +250,9 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
                                  {"act-calib", required_argument, 0, O_ACTCALIB},
                                  {"act-percentile", required_argument, 0, O_ACTPCT},
                                  {"act-outliers", required_argument, 0, O_ACTOUT},
+                                 {"sparsity", required_argument, 0, O_SPARSITY},
+                                 {"prune", required_argument, 0, O_PRUNE},
+                                 {"prune-only", no_argument, 0, O_PRUNE_ONLY},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
     qd_job_config_default(c);
@@ -282,6 +295,9 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
         case O_ACTCALIB: key = "act_calib"; break;
         case O_ACTPCT: key = "act_percentile"; break;
         case O_ACTOUT: key = "act_outliers"; break;
+        case O_SPARSITY: key = "sparsity"; break;
+        case O_PRUNE: key = "prune"; break;
+        case O_PRUNE_ONLY: c->prune_only = 1; break;
         case O_SYM: c->scheme.sym = 1; break;
         case O_ASYM: c->scheme.sym = 0; break;
         case O_OVERWRITE: c->overwrite = 1; break;

@@ -209,15 +209,23 @@ int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *
             c->calib_mode = QD_CALIB_FP;
         else
             return set_err(msg, cap, "'%s' must be sequential or fp, got '%s'", key, val);
+    } else if (!strcmp(key, "sparsity")) {
+        if (qd_sparsity_parse(val, &c->sparsity)) return set_err(msg, cap, "%s", qd_errmsg());
+    } else if (!strcmp(key, "prune")) {
+        int m = qd_prune_method_parse(val);
+        if (m < 0) return set_err(msg, cap, "'%s' must be sparsegpt, magnitude or wanda, got '%s'", key, val);
+        c->prune = m;
     } else
         return set_err(msg, cap, "unknown key '%s'", key);
     return 0;
 }
 
-static const char *k_bools[] = {"sym",           "include_embeddings", "include_head", "act_order",
-                                "static_groups", "overwrite",          "resume",       NULL};
-static const char *k_strings[] = {"method",        "granularity", "clip", "shard",       "calib",     "calib_mode",
-                                  "adaround_beta", "model",       "out",  "activations", "act_calib", NULL};
+static const char *k_bools[] = {"sym",       "include_embeddings", "include_head",
+                                "act_order", "static_groups",      "overwrite",
+                                "resume",    "prune_only",         NULL};
+static const char *k_strings[] = {"method",     "granularity",   "clip",      "shard", "calib",
+                                  "calib_mode", "adaround_beta", "model",     "out",   "sparsity",
+                                  "prune",      "activations",   "act_calib", NULL};
 static const char *k_ints[] = {"bits",       "group_size",     "nsamples",       "seqlen",   "calib_seed", "microbatch",
                                "block_size", "adaround_iters", "adaround_batch", "act_bits", NULL};
 
@@ -308,6 +316,8 @@ int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, c
                 c->act_order = v;
             else if (!strcmp(k, "static_groups"))
                 c->static_groups = v;
+            else if (!strcmp(k, "prune_only"))
+                c->prune_only = v;
             else if (!allow_paths)
                 return set_err(msg, cap, "unknown key '%s' (give it on the command line)", k);
             else if (!strcmp(k, "overwrite"))

@@ -6,8 +6,8 @@
 #include "kernels/gemm_pack.h"
 #include "kernels/kernels.h"
 
-static void *alloc64(size_t bytes)
-{ /* zeroed, 64-byte aligned; NULL on failure */
+void *qd_gemm_alloc64(size_t bytes)
+{
     size_t n = (bytes + 63) / 64 * 64;
     void *p = aligned_alloc(64, n ? n : 64);
     if (p) memset(p, 0, n ? n : 64);
@@ -27,9 +27,9 @@ int qd_gemm_w8_create(const int8_t *w, int64_t N, int64_t K, int64_t ldw, const 
     p->K = K;
     p->np = (N + 15) / 16;
     p->kp2 = (K + 1) / 2;
-    p->w = alloc64((size_t)(p->np * p->kp2 * 32) * sizeof(int16_t));
-    p->scales = alloc64((size_t)(p->np * 16) * sizeof(float));
-    p->bias = bias ? alloc64((size_t)(p->np * 16) * sizeof(float)) : NULL;
+    p->w = qd_gemm_alloc64((size_t)(p->np * p->kp2 * 32) * sizeof(int16_t));
+    p->scales = qd_gemm_alloc64((size_t)(p->np * 16) * sizeof(float));
+    p->bias = bias ? qd_gemm_alloc64((size_t)(p->np * 16) * sizeof(float)) : NULL;
     if (!p->w || !p->scales || (bias && !p->bias)) {
         qd_gemm_w8_free(p);
         return qd_err_set(QD_ENOMEM, "int8 GEMM weights %lldx%lld: out of memory", (long long)N, (long long)K);
@@ -77,10 +77,10 @@ int qd_gemm_w4_create(const uint8_t *packed, int64_t N, int64_t K, int64_t ldw, 
     p->ng = ng;
     p->gp = (G + 15) / 16 * 16;
     const int64_t steps = ng * (p->gp / 4); /* 4-k steps per panel */
-    p->q = alloc64((size_t)(p->np * steps * 32));
-    p->scales = alloc64((size_t)(p->np * ng * 16) * sizeof(float));
-    p->zeros = alloc64((size_t)(p->np * ng * 16) * sizeof(int32_t));
-    p->bias = bias ? alloc64((size_t)(p->np * 16) * sizeof(float)) : NULL;
+    p->q = qd_gemm_alloc64((size_t)(p->np * steps * 32));
+    p->scales = qd_gemm_alloc64((size_t)(p->np * ng * 16) * sizeof(float));
+    p->zeros = qd_gemm_alloc64((size_t)(p->np * ng * 16) * sizeof(int32_t));
+    p->bias = bias ? qd_gemm_alloc64((size_t)(p->np * 16) * sizeof(float)) : NULL;
     if (!p->q || !p->scales || !p->zeros || (bias && !p->bias)) {
         qd_gemm_w4_free(p);
         return qd_err_set(QD_ENOMEM, "4-bit GEMM weights %lldx%lld: out of memory", (long long)N, (long long)K);

@@ -27,6 +27,9 @@
 
 #define QD_GEMM_NR 16
 
+/* zeroed, 64-byte aligned memory for packed weights; NULL on failure (free with free) */
+void *qd_gemm_alloc64(size_t bytes);
+
 struct qd_gemm_w8 {
     int64_t N, K;
     int64_t np;    /* panels: ceil(N / 16) */

@@ -387,3 +387,13 @@ int qd_gptq_quantize_prepared(const qd_gptq_prep *p, float *W, int64_t R, uint8_
     free(colgroup);
     return QD_OK;
 }
+
+const float *qd_gptq_prep_hinv(const qd_gptq_prep *p) { return p->Hinv; }
+
+const uint8_t *qd_gptq_prep_dead(const qd_gptq_prep *p, int64_t *ndead, double *damp_used, int *damp_raises)
+{
+    if (ndead) *ndead = p->ndead;
+    if (damp_used) *damp_used = p->damp_used;
+    if (damp_raises) *damp_raises = p->damp_raises;
+    return p->dead;
+}

@@ -56,5 +56,10 @@ void qd_gptq_prep_free(qd_gptq_prep *p);
 /* g_idx [cols] as qd_gptq_quantize* records it, from diag H and the options alone (for ranks that
  * quantized no row of the layer). */
 void qd_gptq_g_idx(const float *H, int64_t cols, const qd_gptq_opts *o, int32_t *g_idx);
+/* What a prepared layer holds, for methods that share GPTQ's inverse-Hessian factor (SparseGPT):
+ * the upper Cholesky factor U [cols][cols] of the damped H^-1 in the prepared column order (the
+ * identity order without act-order), the dead-input flags [cols], and the damping used. */
+const float *qd_gptq_prep_hinv(const qd_gptq_prep *p);
+const uint8_t *qd_gptq_prep_dead(const qd_gptq_prep *p, int64_t *ndead, double *damp_used, int *damp_raises);
 
 #endif

@@ -14,6 +14,7 @@
 #include "quant/gptq.h"
 #include "worker/calib_run.h"
 #include "worker/gptq_job.h"
+#include "worker/sparse_unit.h"
 
 int qd_job_needs_calibration(const qd_job_tensor *jt, int n)
 {
@@ -44,6 +45,8 @@ void qd_gptq_results_free(qd_gptq_results *r)
         free(r->t[i].scales);
         free(r->t[i].zeros);
         free(r->t[i].g_idx);
+        free(r->t[i].mask);
+        free(r->t[i].fweight);
     }
     free(r->t);
     free(r->calibration_json);
@@ -246,6 +249,17 @@ static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter
             }
             continue;
         }
+        if (qd_sparsity_active(&j->sp)) {
+            rc = qd_sparse_unit(j, &o, prep, H, g->cfg->prune_only, W, n, C, r->codes + r0 * C, r->scales + r0 * r->ng,
+                                r->zeros + r0 * r->ng, r->mask + r0 * C);
+            if (rc) {
+                qd_err_wrap(rc, "tensor '%s' rows [%lld, %lld): ", t->name, (long long)r0, (long long)(r0 + n));
+                break;
+            }
+            if (r->fweight) /* +0 for every zero: the all-reduce adds the other ranks' zeros */
+                for (int64_t i = 0; i < n * C; i++) r->fweight[r0 * C + i] = W[i] == 0.0f ? 0.0f : W[i];
+            continue;
+        }
         qd_gptq_stats st;
         rc = qd_gptq_quantize_prepared(prep, W, n, r->codes + r0 * C, r->scales + r0 * r->ng, r->zeros + r0 * r->ng,
                                        NULL, &st);
@@ -270,6 +284,12 @@ static void allgather_result(gjob *g, int ti)
     for (int64_t off = 0; off < nc; off += step)
         QD_MPI_CHECK(
             MPI_Allreduce(MPI_IN_PLACE, r->codes + off, (int)QD_MIN(step, nc - off), MPI_UINT8_T, MPI_BOR, g->comm));
+    for (int64_t off = 0; r->mask && off < nc; off += step)
+        QD_MPI_CHECK(
+            MPI_Allreduce(MPI_IN_PLACE, r->mask + off, (int)QD_MIN(step, nc - off), MPI_UINT8_T, MPI_BOR, g->comm));
+    for (int64_t off = 0; r->fweight && off < nc; off += step) /* one owner per row, others exact zeros */
+        QD_MPI_CHECK(
+            MPI_Allreduce(MPI_IN_PLACE, r->fweight + off, (int)QD_MIN(step, nc - off), MPI_FLOAT, MPI_SUM, g->comm));
     QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, r->scales, (int)ns, MPI_FLOAT, MPI_SUM, g->comm));
     QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, r->zeros, (int)ns, MPI_INT32_T, MPI_SUM, g->comm));
     double d[2] = {r->damp_used, (double)r->dead_columns};
@@ -294,6 +314,10 @@ static float *dequantize_result(const qd_gptq_result *r, const qd_job_tensor *j)
 {
     float *W = malloc((size_t)(r->rows * r->cols) * sizeof(float));
     if (!W) return NULL;
+    if (r->fweight) {
+        memcpy(W, r->fweight, (size_t)(r->rows * r->cols) * sizeof(float));
+        return W;
+    }
     int64_t G = j->scheme.gran == QD_GRAN_GROUP && j->scheme.group_size < r->cols ? j->scheme.group_size : r->cols;
     qd_qparams p = {.rows = r->rows,
                     .cols = r->cols,
@@ -671,7 +695,12 @@ int qd_gptq_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, 
                     r->codes = calloc((size_t)(r->rows * r->cols), 1);
                     r->scales = calloc((size_t)(r->rows * r->ng), sizeof(float));
                     r->zeros = calloc((size_t)(r->rows * r->ng), sizeof(int32_t));
-                    if (!r->codes || !r->scales || !r->zeros)
+                    if (qd_sparsity_active(&jt[i].sp)) {
+                        r->mask = calloc((size_t)(r->rows * r->cols), 1);
+                        if (cfg->prune_only) r->fweight = calloc((size_t)(r->rows * r->cols), sizeof(float));
+                    }
+                    if (!r->codes || !r->scales || !r->zeros || (qd_sparsity_active(&jt[i].sp) && !r->mask) ||
+                        (cfg->prune_only && !r->fweight))
                         rc = qd_err_set(QD_ENOMEM, "tensor '%s': out of memory for its GPTQ result",
                                         qd_ckpt_tensor(ck, i)->name);
                 }

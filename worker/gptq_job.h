@@ -40,6 +40,8 @@ typedef struct {
     int32_t *g_idx;   /* [cols] with act-order, else NULL */
     double damp_used; /* largest damping used over its units (relative to mean diag H) */
     int64_t dead_columns;
+    uint8_t *mask;  /* [rows, cols] 1 = kept, when the job prunes (worker/sparse_unit.h); else NULL */
+    float *fweight; /* [rows, cols] prune-only: the pruned float weights (codes unused); else NULL */
 } qd_gptq_result;
 
 typedef struct {

@@ -21,6 +21,7 @@
 #include "worker/act_calib.h"
 #include "worker/gptq_job.h"
 #include "worker/rtn_rows.h"
+#include "worker/sparse_unit.h"
 
 #define QD_FORMAT_VERSION 1
 
@@ -50,6 +51,7 @@ void qd_job_config_default(qd_job_config *c)
     c->act_bits = 8;
     c->act_percentile = 99.99;
     c->act_outliers = 4;
+    c->prune = -1;
 }
 
 static const char *gran_name(qd_granularity g)
@@ -117,6 +119,14 @@ cJSON *qd_job_config_json(const qd_job_config *c)
         cJSON_AddStringToObject(k, "mode", c->calib_mode == QD_CALIB_FP ? "fp" : "sequential");
         cJSON_AddNumberToObject(k, "microbatch", c->microbatch);
     }
+    if (qd_sparsity_active(&c->sparsity)) { /* absent for dense jobs: their files are unchanged */
+        char sp[32];
+        qd_sparsity_format(&c->sparsity, sp, sizeof sp);
+        cJSON *p = cJSON_AddObjectToObject(o, "sparsity");
+        cJSON_AddStringToObject(p, "pattern", sp);
+        cJSON_AddStringToObject(p, "method", qd_prune_method_name(qd_sparse_prune_method(c, c->method)));
+        cJSON_AddBoolToObject(p, "prune_only", c->prune_only);
+    }
     if (c->act_static) { /* absent for weight-only files, so they stay as they were */
         cJSON *a = cJSON_AddObjectToObject(o, "activations");
         cJSON_AddStringToObject(a, "mode", "static");
@@ -177,7 +187,7 @@ int qd_job_config_validate(const qd_job_config *c)
     if (c->microbatch < 1) return qd_err_set(QD_ECONFIG, "microbatch must be >= 1");
     if (!(c->damp > 0 && c->damp < 1)) return qd_err_set(QD_ECONFIG, "damp must be in (0, 1), got %g", c->damp);
     if (c->block_size < 1) return qd_err_set(QD_ECONFIG, "block_size must be >= 1");
-    return QD_OK;
+    return qd_sparse_config_validate(c);
 }
 
 /* ---- the work table ------------------------------------------------------------------ */
@@ -241,6 +251,10 @@ void qd_job_table(const qd_job_config *cfg, const qd_checkpoint *ck, qd_job_tens
         j->cols = j->rows ? (int64_t)t->numel / j->rows : 0;
         j->blk_rows = j->rows > 0 ? (j->rows + QD_JOB_MAX_BLOCKS - 1) / QD_JOB_MAX_BLOCKS : 1;
         j->nblk = j->rows > 0 ? (int)((j->rows + j->blk_rows - 1) / j->blk_rows) : 1;
+        if (j->kind == QD_JOB_QUANT) {
+            j->sp = cfg->sparsity;
+            j->prune = qd_sparse_prune_method(cfg, j->method);
+        }
         j->splittable = t->numel > 0 && j->nblk > 1 &&
                         (j->kind == QD_JOB_FLOAT || (j->kind == QD_JOB_QUANT && j->scheme.gran != QD_GRAN_TENSOR));
         double numel = (double)t->numel;
@@ -373,6 +387,7 @@ typedef struct {
     double seconds;
     const qd_gptq_result *cq; /* precomputed codes of a calibrated method, or NULL */
     hid_t dg;                 /* g_idx dataset (act-order) */
+    hid_t dm;                 /* mask dataset (pruned tensors) */
 } item;
 
 /* one rank's report of one piece */
@@ -419,6 +434,21 @@ static int input_rows(qd_checkpoint *ck, int ti, int64_t r0, int64_t n, int64_t 
     return rc;
 }
 
+/* Rows [r0, r0 + n) of a pruned tensor's mask dataset, from an unpacked mask or packed rows. */
+static int write_mask_rows(item *it, int64_t r0, int64_t n, const uint8_t *mask, const uint8_t *packed)
+{
+    if (it->dm < 0) return QD_OK;
+    uint8_t *p = (uint8_t *)packed;
+    if (!packed) {
+        p = malloc((size_t)(n * QD_MASK_ROW_BYTES(it->j.cols)) + 1);
+        if (!p) return qd_err_set(QD_ENOMEM, "out of memory for mask rows");
+        qd_mask_pack(mask, n, it->j.cols, p);
+    }
+    write_rows(it->dm, H5T_NATIVE_UINT8, r0, n, p);
+    if (!packed) free(p);
+    return QD_OK;
+}
+
 /* Quantizes (or copies) one piece and writes it; error sums go to rec->blk. */
 static int process_piece(qd_checkpoint *ck, item *it, const qd_plan_piece *p, piece_rec *rec)
 {
@@ -440,6 +470,13 @@ static int process_piece(qd_checkpoint *ck, item *it, const qd_plan_piece *p, pi
     float *buf = NULL;
     if ((rc = input_rows(ck, it->ti, r0, n, C, &x, &buf))) {
         free(buf);
+        return rc;
+    }
+    if (it->j.kind == QD_JOB_FLOAT && it->cq && it->cq->fweight) { /* pruned, kept in float */
+        write_rows(it->dd, H5T_NATIVE_FLOAT, r0, n, it->cq->fweight + r0 * C);
+        rc = write_mask_rows(it, r0, n, it->cq->mask + r0 * C, NULL);
+        free(buf);
+        rec->seconds = qd_now() - t0;
         return rc;
     }
     if (it->j.kind == QD_JOB_FLOAT) {
@@ -485,10 +522,28 @@ static int process_piece(qd_checkpoint *ck, item *it, const qd_plan_piece *p, pi
             }
         }
         if (!rc && cq->g_idx && r0 == 0 && it->dg >= 0) write_rows(it->dg, H5T_NATIVE_INT32, 0, C, cq->g_idx);
+        if (!rc && cq->mask) rc = write_mask_rows(it, r0, n, cq->mask + r0 * C, NULL);
     } else if (!rc) {
         char what[QD_PATTERN_MAX + 16];
         snprintf(what, sizeof what, "tensor '%s'", t->name);
-        rc = qd_rtn_rows(x, n, C, s, &clip, packed, sc, z, it->j.blk_rows, rec->blk + r0 / it->j.blk_rows, what, r0);
+        const float *xq = x;
+        float *pruned = NULL;
+        if (qd_sparsity_active(&it->j.sp)) { /* magnitude per row, then RTN of what is kept */
+            uint8_t *pm = malloc((size_t)(n * QD_MASK_ROW_BYTES(C)));
+            pruned = malloc((size_t)(n * C) * sizeof(float));
+            if (!pm || !pruned)
+                rc = qd_err_set(QD_ENOMEM, "%s: out of memory for its pruned rows", what);
+            else if ((rc = qd_sparse_rtn_rows(&it->j, x, n, C, pruned, pm)))
+                qd_err_wrap(rc, "%s: ", what);
+            else
+                rc = write_mask_rows(it, r0, n, NULL, pm);
+            xq = pruned;
+            free(pm);
+        }
+        if (!rc)
+            rc = qd_rtn_rows(xq, n, C, s, &clip, packed, sc, z, it->j.blk_rows, rec->blk + r0 / it->j.blk_rows, what,
+                             r0);
+        free(pruned);
     }
     if (!rc) {
         write_rows(it->dq, H5T_NATIVE_UINT8, r0, n, packed);
@@ -626,7 +681,7 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
     for (int i = 0; i < n; i++) {
         items[i].j = jt[i];
         items[i].ti = i;
-        items[i].g = items[i].dq = items[i].ds = items[i].dz = items[i].dd = items[i].dg = -1;
+        items[i].g = items[i].dq = items[i].ds = items[i].dz = items[i].dd = items[i].dg = items[i].dm = -1;
         nq += jt[i].kind == QD_JOB_QUANT;
     }
     free(jt);
@@ -684,7 +739,10 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
                 goto out_free;
             }
             for (int i = 0; i < n; i++)
-                if (gres.t[i].codes) items[i].cq = &gres.t[i];
+                if (gres.t[i].codes) {
+                    items[i].cq = &gres.t[i];
+                    if (gres.t[i].fweight) items[i].j.kind = QD_JOB_FLOAT; /* pruned, kept in float */
+                }
         }
         free(jt2);
     }
@@ -801,6 +859,7 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
                 if (it->cq && it->cq->g_idx) it->dg = QD_H5_CHECK(H5Dopen2(it->g, "g_idx", H5P_DEFAULT));
             } else
                 it->dd = QD_H5_CHECK(H5Dopen2(it->g, it->j.kind == QD_JOB_FLOAT ? "data" : "raw", H5P_DEFAULT));
+            if (qd_sparsity_active(&it->j.sp)) it->dm = QD_H5_CHECK(H5Dopen2(it->g, "mask", H5P_DEFAULT));
             if (QD_H5_CHECK(H5Aexists(it->g, "complete")) > 0) {
                 it->complete = 1;
                 nresumed++;
@@ -814,6 +873,14 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
         }
         it->g = QD_H5_CHECK(H5Gcreate2(tg, t->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
         attr_str(it->g, "kind", quant ? "quantized" : it->j.kind == QD_JOB_FLOAT ? "float" : "raw");
+        if (qd_sparsity_active(&it->j.sp)) { /* docs/FORMAT.md "Sparsity" */
+            char sp[32];
+            qd_sparsity_format(&it->j.sp, sp, sizeof sp);
+            attr_str(it->g, "sparsity", sp);
+            attr_str(it->g, "prune_method", qd_prune_method_name(it->j.prune));
+            hsize_t dm[2] = {(hsize_t)it->j.rows, (hsize_t)QD_MASK_ROW_BYTES(it->j.cols)};
+            it->dm = make_dset(it->g, "mask", H5T_STD_U8LE, 2, dm);
+        }
         attr_i64s(it->g, "shape", t->shape, t->ndim > 0 ? t->ndim : 1);
         attr_str(it->g, "orig_dtype", qd_dtype_name(t->dtype));
         if (quant) {
@@ -1003,6 +1070,7 @@ int qd_job_run(const qd_job_config *cfg_in, MPI_Comm comm, const qd_job_hooks *h
         if (it->dz >= 0) QD_H5_CHECK(H5Dclose(it->dz));
         if (it->dd >= 0) QD_H5_CHECK(H5Dclose(it->dd));
         if (it->dg >= 0) QD_H5_CHECK(H5Dclose(it->dg));
+        if (it->dm >= 0) QD_H5_CHECK(H5Dclose(it->dm));
         if (it->g >= 0) QD_H5_CHECK(H5Gclose(it->g));
     }
     QD_H5_CHECK(H5Gclose(tg));

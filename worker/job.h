@@ -11,6 +11,7 @@
 #include <mpi.h>
 
 #include "coordinator/job_hooks.h"
+#include "quant/prune.h"
 #include "quant/quant.h"
 #include "shard/plan.h"
 #include "shard/safetensors.h"
@@ -76,7 +77,12 @@ typedef struct {
     double act_percentile; /* default 99.99 */
     double act_outliers;   /* static outlier channels: absmax above this times the median channel's
                               (default 4; 0: none) */
-    int ada_tiles;         /* set by qd_job_run, not by callers: 1 when every rank of the job
+    /* pruning of every quantized tensor (quant/prune.h, quant/sparsegpt.h; worker/sparse_unit.h) */
+    qd_sparsity sparsity; /* inactive (default): dense */
+    int prune; /* qd_prune_method, or -1 (default: sparsegpt with gptq, magnitude with rtn); with gptq the mask's criterion (sparsegpt: joint pruning and
+                           * quantization; magnitude/wanda: GPTQ keeping their mask); rtn: magnitude only */
+    int prune_only; /* keep the pruned weights in float (needs the calibrated path: method gptq) */
+    int ada_tiles;  /* set by qd_job_run, not by callers: 1 when every rank of the job
                                   * has the bfloat16 tiles (kernels/gemm_bf16.h) for the Hessian
                                   * form's product, so all ranks compute it the same way */
 } qd_job_config;
@@ -106,6 +112,8 @@ typedef struct {
     int64_t blk_rows;
     int nblk;
     int splittable; /* row ranges are independent (not per-tensor parameters, not raw) */
+    qd_sparsity sp; /* pruning pattern of a quantized tensor (inactive: dense) */
+    int prune;      /* qd_prune_method */
 } qd_job_tensor;
 
 /* The settings of cfg that the planner's cost model needs (shard/plan.h). */

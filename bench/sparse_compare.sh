@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# bench/sparse_compare.sh — dense, pruned only, quantized only and pruned + quantized, on the two
+# real checkpoints (vit-mnist-tiny: MNIST test top-1; all-MiniLM-L6-v2: SST-2 dev embedding cosine
+# to FP32), with file size and batch-1 latency from `qdist eval`. One markdown table per checkpoint
+# on stdout; the JSON of every eval in OUTDIR.
+#
+#   bench/sparse_compare.sh [OUTDIR]      (default /tmp/qd-sparse-compare)
+# Environment: QDIST (default build/qdist), QD_MODELS_DIR (default ../shared/models), QD_BERT_DIR
+# (found like tests/reference/bert_dir.sh), MODELS (default "vit bert"), VIT_N (MNIST images,
+# default all 10,000), BERT_N (SST-2 sentences, default all 872), MPIRUN (e.g. "mpirun -n 2"; files are identical for any rank count).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+QDIST=${QDIST:-$here/build/qdist}
+MD=${QD_MODELS_DIR:-$here/../shared/models}
+OUT=${1:-/tmp/qd-sparse-compare}
+MPIRUN=${MPIRUN:-}
+mkdir -p "$OUT"
+# id | quantize options ("" = the FP32 model itself)
+CONFIGS=(
+  "int8 rtn|--bits 8"
+  "int4 g32 rtn|--bits 4 --asym --group-size 32"
+  "int4 g32 gptq|--method gptq --bits 4 --asym --group-size 32 CALIB"
+  "magnitude 50%|--method gptq --prune-only --prune magnitude --sparsity 0.5 CALIB"
+  "wanda 50%|--method gptq --prune-only --prune wanda --sparsity 0.5 CALIB"
+  "sparsegpt 50%|--method gptq --prune-only --sparsity 0.5 CALIB"
+  "magnitude 2:4|--method gptq --prune-only --prune magnitude --sparsity 2:4 CALIB"
+  "wanda 2:4|--method gptq --prune-only --prune wanda --sparsity 2:4 CALIB"
+  "sparsegpt 2:4|--method gptq --prune-only --sparsity 2:4 CALIB"
+  "magnitude 4:8|--method gptq --prune-only --prune magnitude --sparsity 4:8 CALIB"
+  "sparsegpt 4:8|--method gptq --prune-only --sparsity 4:8 CALIB"
+  "magnitude+rtn 2:4 int8|--bits 8 --sparsity 2:4"
+  "sparsegpt+gptq 2:4 int8|--method gptq --bits 8 --sparsity 2:4 CALIB"
+  "magnitude+rtn 50% int4 g32|--bits 4 --asym --group-size 32 --sparsity 0.5"
+  "sparsegpt+gptq 50% int4 g32|--method gptq --bits 4 --asym --group-size 32 --sparsity 0.5 CALIB"
+  "magnitude+rtn 2:4 int4 g32|--bits 4 --asym --group-size 32 --sparsity 2:4"
+  "sparsegpt+gptq 2:4 int4 g32|--method gptq --bits 4 --asym --group-size 32 --sparsity 2:4 CALIB"
+)
+for model in ${MODELS:-vit bert}; do
+  if [ "$model" = vit ]; then
+    dir=$MD/vit-mnist-tiny data=$MD/data/mnist/t10k-images-idx3-ubyte.gz calib=$data
+    evopts="--batch 100 ${VIT_N:+--n $VIT_N}" metric=accuracy
+  else
+    dir=${QD_BERT_DIR:-$("$here/tests/reference/bert_dir.sh" 2>/dev/null || true)}
+    [ -d "$dir" ] || { echo "no BERT checkpoint: skipping"; continue; }
+    data=$MD/data/sst2/dev.tsv calib=$data evopts="${BERT_N:+--n $BERT_N}" metric=cosine
+  fi
+  echo "### $model ($dir)"
+  echo
+  echo "| model | $metric | agreement | file bytes | p50 latency ms (FP32 ms) |"
+  echo "|---|---|---|---|---|"
+  i=0
+  for c in "${CONFIGS[@]}"; do
+    name=${c%%|*} opts=${c#*|}
+    opts=${opts/CALIB/--calib $calib}
+    f="$OUT/$model-$i.h5" j="$OUT/$model-$i.json"
+    # shellcheck disable=SC2086
+    $MPIRUN "$QDIST" quantize --model "$dir" --out "$f" --overwrite --quiet $opts > "$OUT/$model-$i.log" 2>&1 \
+      || { echo "| $name | quantize failed (see $OUT/$model-$i.log) | | | |"; i=$((i + 1)); continue; }
+    # shellcheck disable=SC2086
+    "$QDIST" eval --model "$dir" --quantized "$f" --data "$data" $evopts --json > "$j" 2> /dev/null
+    python3 - "$j" "$name" "$metric" "$i" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); name, metric, i = sys.argv[2], sys.argv[3], int(sys.argv[4])
+q, f = d["quantized"], d["fp32"]
+if i == 0:
+    v = f.get("accuracy", 1.0) if metric == "accuracy" else 1.0
+    print(f"| dense FP32 | {100 * v:.2f} % | | {f['file_bytes']} | {f['latency_ms']['p50']:.3f} |" if metric == "accuracy"
+          else f"| dense FP32 | 1.0000 | | {f['file_bytes']} | {f['latency_ms']['p50']:.3f} |")
+val = f"{100 * q['accuracy']:.2f} %" if metric == "accuracy" else f"{d['cosine']['mean']:.4f}"
+print(f"| {name} | {val} | {100 * d['agreement']:.2f} % | {q['file_bytes']} | {q['latency_ms']['p50']:.3f} ({f['latency_ms']['p50']:.3f}) |")
+PY
+    rm -f "$f"
+    i=$((i + 1))
+  done
+  echo
+done

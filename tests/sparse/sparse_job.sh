@@ -1,0 +1,92 @@
+#!/bin/sh
+# qdist quantize --sparsity on the real ViT with MNIST calibration: SparseGPT jointly with GPTQ
+# (2:4, 8-bit), Wanda + GPTQ (4:8), SparseGPT pruning alone (50 %, float) and magnitude + RTN (50 %)
+# give the same file on 1, 2 and 4 ranks; a rank failing midway and --resume give the file of an
+# uninterrupted run; the file's masks hold the pattern (2:4: at most 2 of every 4) and zeros where
+# pruned; inspect shows the sparsity; export writes the dense checkpoint with those zeros; bad
+# option combinations are clear errors.
+set -eu
+: "${QDIST:?}" "${QD_MODELS_DIR:?}"
+M="$QD_MODELS_DIR/vit-mnist-tiny"
+D="$QD_MODELS_DIR/data/mnist/t10k-images-idx3-ubyte.gz"
+T=$(mktemp -d /tmp/qd-sparse-XXXXXX)
+trap 'rm -rf "$T"' EXIT
+fail=0
+C="--calib $D --nsamples 32 --microbatch 6 --quiet"
+run() { # name ranks args...
+  name=$1 n=$2
+  shift 2
+  timeout 120 mpiexec -n $n --oversubscribe "$QDIST" quantize --model "$M" --out "$T/$name$n.h5" "$@"
+}
+for n in 1 2 4; do
+  run sg24_ $n --method gptq --bits 8 --sparsity 2:4 $C
+  run wanda48_ $n --method gptq --bits 4 --asym --group-size 32 --sparsity 4:8 --prune wanda $C
+  run only50_ $n --method gptq --sparsity 0.5 --prune-only $C
+  run rtn50_ $n --sparsity 0.5 --quiet
+done
+for s in sg24_ wanda48_ only50_ rtn50_; do
+  for n in 2 4; do
+    if h5diff --exclude-path /run "$T/${s}1.h5" "$T/$s$n.h5"; then echo "ok: $s 1 rank == $n ranks"
+    else echo "DIFFERENT: $s 1 rank vs $n ranks"; fail=1; fi
+  done
+done
+# resume after a failure on rank 1 after 3 pieces
+QD_FAULT_RANK=1 QD_FAULT_AFTER=3 timeout 120 mpiexec -n 2 --oversubscribe "$QDIST" quantize --model "$M" \
+  --out "$T/res.h5" --method gptq --bits 8 --sparsity 2:4 $C > "$T/log" 2>&1 && { echo "FAIL: fault not raised"; fail=1; }
+timeout 120 mpiexec -n 2 --oversubscribe "$QDIST" quantize --model "$M" --out "$T/res.h5" --resume --method gptq \
+  --bits 8 --sparsity 2:4 $C > "$T/log" 2>&1 || { echo "FAIL: resume"; cat "$T/log"; fail=1; }
+h5diff --exclude-path /run "$T/sg24_1.h5" "$T/res.h5" && echo "ok: fault + resume == uninterrupted" \
+  || { echo "FAIL: fault + resume differs"; fail=1; }
+# inspect
+"$QDIST" inspect "$T/sg24_1.h5" > "$T/insp"
+grep -q "query.weight .*sparsity 50.0% (2:4, sparsegpt)" "$T/insp" && echo "ok: inspect shows 2:4" \
+  || { echo "FAIL: inspect"; grep query "$T/insp"; fail=1; }
+grep -q "sparsity 50.0% (0.5, sparsegpt)" "$T/insp" && { echo "FAIL: wrong pattern"; fail=1; }
+"$QDIST" inspect "$T/only50_1.h5" | grep -q "float .*sparsity 50.0% (0.5, sparsegpt)" && echo "ok: inspect prune-only" \
+  || { echo "FAIL: inspect prune-only"; fail=1; }
+# export: dense float with zeros where the mask says pruned
+"$QDIST" export "$T/sg24_1.h5" --out "$T/exp" > /dev/null || { echo "FAIL: export"; fail=1; }
+/usr/bin/python3 - "$T/sg24_1.h5" "$T/only50_1.h5" "$T/exp/model.safetensors" <<'PY' || fail=1
+import h5py, json, struct, sys
+import numpy as np
+def masks(path):
+    f = h5py.File(path, "r")
+    out = {}
+    for name, g in f["tensors"].items():
+        if "mask" in g:
+            rows, cols = (int(v) for v in g.attrs["shape"])
+            m = np.unpackbits(g["mask"][...], axis=1, bitorder="little")[:, :cols].astype(bool)
+            out[name] = (g, m)
+    return f, out
+f, ms = masks(sys.argv[1])
+assert len(ms) == 36, len(ms)
+for name, (g, m) in ms.items():
+    groups = m.reshape(m.shape[0], -1, 4).sum(-1)
+    assert groups.max() <= 2 and abs(m.mean() - 0.5) < 1e-9, (name, groups.max(), m.mean())
+    q = g["qweight"][...]
+    assert (q[~m] == 128).all(), name  # 8-bit symmetric: zero point 128 = 0.0
+raw = open(sys.argv[3], "rb").read()
+hl = struct.unpack("<Q", raw[:8])[0]
+hdr = json.loads(raw[8:8 + hl])
+for name, (g, m) in ms.items():
+    e = hdr[name]
+    a, b = e["data_offsets"]
+    w = np.frombuffer(raw[8 + hl + a: 8 + hl + b], dtype=np.float32).reshape(e["shape"])
+    assert (w[~m] == 0).all() and (w[m] != 0).mean() > 0.95, name
+f2, ms2 = masks(sys.argv[2])
+for name, (g, m) in ms2.items():
+    w = g["data"][...]
+    assert g.attrs["kind"] in (b"float", "float") and (w[~m] == 0).all(), name
+    assert abs(m.mean() - 0.5) < 0.01, (name, m.mean())
+print("ok: masks hold 2:4, codes at the zero point, export zeros, prune-only float zeros")
+PY
+# errors
+for bad in "--sparsity 2:4 --method gptq --calib $D --act-order|act-order" \
+           "--sparsity 0.5 --prune wanda|needs calibration" \
+           "--sparsity 3:2|N:M needs" "--prune-only|needs a sparsity"; do
+  args=${bad%%|*} want=${bad#*|}
+  # shellcheck disable=SC2086
+  if "$QDIST" quantize --model "$M" --out "$T/bad.h5" $args 2> "$T/err"; then echo "FAIL: accepted $args"; fail=1; fi
+  grep -q -- "$want" "$T/err" && echo "ok: refused $args" || { echo "FAIL: message for $args"; cat "$T/err"; fail=1; }
+done
+exit $fail
