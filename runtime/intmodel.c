@@ -21,9 +21,11 @@ static void tr(const tracer *t, const char *op, int layer, const char *in, const
 
 /* ---- workspace ------------------------------------------------------------------------------ */
 
+enum { CHUNK = 64 }; /* rows per GEMM call: their accumulators stay in L2 for the epilogue */
+
 typedef struct {
     int32_t *h, *r, *xf, *acc, *S, *pv;
-    int8_t *x8, *qkv, *ctx, *i8, *patch, *xo;
+    int8_t *x8, *qkv, *ctx, *i8, *patch, *xo, *xo2;
     uint8_t *P, *keep;
     float *fl; /* float stages only */
 } work;
@@ -38,11 +40,12 @@ static int work_get(qd_imodel *im, int B, int T, work *w)
     if (H > wide) wide = H;
     const int64_t pk = (int64_t)c->channels * c->patch_h * c->patch_w;
     const int64_t np = c->arch == QD_IARCH_VIT ? (int64_t)(c->image_h / c->patch_h) * (c->image_w / c->patch_w) : 0;
-    size_t sz[15] = {al64((size_t)(rows * QD_IOUT_MAX)),
+    size_t sz[16] = {al64((size_t)(rows * QD_IOUT_MAX)),
+                     al64((size_t)(rows * QD_IOUT_MAX)),
                      al64((size_t)(rows * H) * 4),
                      al64((size_t)(rows * H) * 4),
                      al64((size_t)(rows * H) * 4),
-                     al64((size_t)(rows * wide) * 4),
+                     al64((size_t)((T > CHUNK ? T : CHUNK) * wide) * 4),
                      al64((size_t)((int64_t)T * T) * 4),
                      al64((size_t)((int64_t)T * c->head_size) * 4),
                      al64((size_t)(rows * H)),
@@ -54,7 +57,7 @@ static int work_get(qd_imodel *im, int B, int T, work *w)
                      al64((size_t)T),
                      al64((size_t)(rows * wide) * 4)};
     size_t total = 0;
-    for (int i = 0; i < 15; i++) total += sz[i];
+    for (int i = 0; i < 16; i++) total += sz[i];
     if ((int64_t)total > im->ws_bytes) {
         free(im->ws);
         im->ws = NULL;
@@ -66,10 +69,11 @@ static int work_get(qd_imodel *im, int B, int T, work *w)
         im->ws_bytes = (int64_t)total;
     }
     char *p = im->ws;
-    void **dst[15] = {(void **)&w->xo, (void **)&w->h,     (void **)&w->r,  (void **)&w->xf,   (void **)&w->acc,
-                      (void **)&w->S,  (void **)&w->pv,    (void **)&w->x8, (void **)&w->qkv,  (void **)&w->ctx,
-                      (void **)&w->i8, (void **)&w->patch, (void **)&w->P,  (void **)&w->keep, (void **)&w->fl};
-    for (int i = 0; i < 15; i++) {
+    void **dst[16] = {(void **)&w->xo,    (void **)&w->xo2, (void **)&w->h,    (void **)&w->r,
+                      (void **)&w->xf,    (void **)&w->acc, (void **)&w->S,    (void **)&w->pv,
+                      (void **)&w->x8,    (void **)&w->qkv, (void **)&w->ctx,  (void **)&w->i8,
+                      (void **)&w->patch, (void **)&w->P,   (void **)&w->keep, (void **)&w->fl};
+    for (int i = 0; i < 16; i++) {
         *dst[i] = p;
         p += sz[i];
     }
@@ -141,29 +145,38 @@ static void layernorm(const qd_imodel *im, const qd_ilnorm *ln, const int32_t *x
 
 static double gelu_erf(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
 
+/* the activation of accumulator rows (no tracing: called per chunk; trace_activation records it) */
 static void activation(const qd_imodel *im, const qd_iblock *k, const int32_t *acc, int64_t rows, int8_t *out,
-                       const qd_isplit *sp, int layer, const tracer *t, float *fl)
+                       const qd_isplit *sp, float *fl)
 {
     const qd_ilinear *L = &k->inter;
     const int N = L->N;
     if (im->cfg.act == QD_IACT_RELU) {
         qd_intops()->requant_s8(acc, rows, N, N, L->bias, L->M0, L->sh, 1, k->z_act, k->z_act, out, N, sp);
-        tr(t, "relu", layer, "i32", "i8", rows, N);
         return;
     }
     if (!(im->float_ops & QD_IFLOAT_GELU)) {
         qd_intops()->gelu_s8(acc, rows, N, N, L->bias, L->M0, L->sh, &k->gelu, out, N, sp);
-        tr(t, "gelu", layer, "i32", "i8", rows, N);
         return;
     }
     for (int64_t r = 0; r < rows; r++)
         for (int n = 0; n < N; n++) fl[r * N + n] = (float)(((double)acc[r * N + n] + L->bias[n]) * L->real[n]);
-    tr(t, "dequantize", layer, "i32", "f32", rows, N);
     for (int64_t i = 0; i < rows * N; i++) fl[i] = (float)gelu_erf(fl[i]);
-    tr(t, "gelu", layer, "f32", "f32", rows, N);
     for (int64_t i = 0; i < rows * N; i++) out[i] = quant8(fl[i], k->s_act, k->z_act);
     split_float(sp, fl, rows, N, k->s_act, k->z_act, out);
-    tr(t, "quantize", layer, "f32", "i8", rows, N);
+}
+
+static void trace_activation(const qd_imodel *im, int layer, int64_t rows, int64_t N, const tracer *t)
+{
+    if (im->cfg.act == QD_IACT_RELU)
+        tr(t, "relu", layer, "i32", "i8", rows, N);
+    else if (!(im->float_ops & QD_IFLOAT_GELU))
+        tr(t, "gelu", layer, "i32", "i8", rows, N);
+    else {
+        tr(t, "dequantize", layer, "i32", "f32", rows, N);
+        tr(t, "gelu", layer, "f32", "f32", rows, N);
+        tr(t, "quantize", layer, "f32", "i8", rows, N);
+    }
 }
 
 static void softmax_row(const qd_imodel *im, const qd_iblock *k, const int32_t *s, int n, const uint8_t *keep,
@@ -189,15 +202,78 @@ static void softmax_row(const qd_imodel *im, const qd_iblock *k, const int32_t *
 
 /* ---- the block ---------------------------------------------------------------------------- */
 
-static void gemm(const qd_ilinear *L, const int8_t *A, const int8_t *xo, int64_t rows, int32_t *acc, int layer,
-                 const char *name, const tracer *t)
+/* A Linear in chunks of rows, each chunk's accumulators handed to an epilogue while they are in
+ * the cache: the int8 GEMM (plus the outlier channels' product) into acc [nr][N], then
+ * epi(ctx, acc, r0, nr) for rows [r0, r0 + nr). */
+
+typedef void (*epilogue_fn)(const void *ctx, const int32_t *acc, int64_t r0, int64_t nr);
+
+static void linear(const qd_ilinear *L, const int8_t *A, const int8_t *xo, int64_t rows, int32_t *acc, epilogue_fn epi,
+                   const void *ctx, int layer, const char *name, const tracer *t)
 {
-    qd_intops()->igemm_s32(A, L->K, rows, L->packed, acc, L->N);
-    tr(t, name, layer, "i8 x i8", "i32", rows, L->N);
-    if (L->n_out > 0) {
-        qd_intops()->outlier_add(xo, L->n_out, rows, L->wo, L->N, L->n_out, L->oe, acc, L->N);
-        tr(t, "outlier_add", layer, "i8 x i8 + i32", "i32", rows, L->N);
+    const qd_intops_table *ops = qd_intops();
+    for (int64_t r0 = 0; r0 < rows; r0 += CHUNK) {
+        const int64_t nr = rows - r0 < CHUNK ? rows - r0 : CHUNK;
+        ops->igemm_s32(A + r0 * L->K, L->K, nr, L->packed, acc, L->N);
+        if (L->n_out > 0) ops->outlier_add(xo + r0 * L->n_out, L->n_out, nr, L->wo, L->N, L->n_out, L->oe, acc, L->N);
+        epi(ctx, acc, r0, nr);
     }
+    if (!name) return;
+    tr(t, name, layer, "i8 x i8", "i32", rows, L->N);
+    if (L->n_out > 0) tr(t, "outlier_add", layer, "i8 x i8 + i32", "i32", rows, L->N);
+}
+
+/* epilogues */
+typedef struct {
+    const qd_ilinear *L;
+    const int32_t *res; /* residual [rows][N] */
+    int32_t rM0, rsh;
+    int32_t *out; /* [rows][N] */
+} add_ctx;
+
+static void epi_add(const void *v, const int32_t *acc, int64_t r0, int64_t nr)
+{
+    const add_ctx *c = v;
+    const int64_t N = c->L->N;
+    qd_intops()->rescale_add(acc, nr, N, N, c->L->bias, c->L->M0, c->L->sh, c->res ? c->res + r0 * N : NULL, N, c->rM0,
+                             c->rsh, QD_IRES_LIM, c->out + r0 * N, N);
+}
+
+typedef struct {
+    const qd_iblock *k;
+    int A;
+    int8_t *qkv; /* [rows][3A] */
+} qkv_ctx;
+
+static void epi_qkv(const void *v, const int32_t *acc, int64_t r0, int64_t nr)
+{
+    const qkv_ctx *c = v;
+    const qd_ilinear *L = &c->k->qkv;
+    const int A = c->A;
+    const int32_t zs[3] = {c->k->z_q, c->k->z_k, c->k->z_v};
+    for (int j = 0; j < 3; j++)
+        qd_intops()->requant_s8(acc + j * A, nr, A, 3 * A, L->bias + j * A, L->M0 + j * A, L->sh + j * A, 1, zs[j],
+                                -128, c->qkv + r0 * 3 * A + j * A, 3 * A, NULL);
+}
+
+typedef struct {
+    const qd_imodel *im;
+    const qd_iblock *k;
+    int8_t *out; /* [rows][I] */
+    const qd_isplit *sp;
+    float *fl;
+} act_ctx;
+
+static void epi_act(const void *v, const int32_t *acc, int64_t r0, int64_t nr)
+{
+    const act_ctx *c = v;
+    const int64_t N = c->k->inter.N;
+    qd_isplit sp;
+    if (c->sp) {
+        sp = *c->sp;
+        sp.out += r0 * sp.ld;
+    }
+    activation(c->im, c->k, acc, nr, c->out + r0 * N, c->sp ? &sp : NULL, c->fl);
 }
 
 static void attention(const qd_imodel *im, const qd_iblock *k, const qd_ibatch *b, work *w, int layer, const tracer *t)
@@ -206,11 +282,8 @@ static void attention(const qd_imodel *im, const qd_iblock *k, const qd_ibatch *
     const qd_intops_table *ops = qd_intops();
     const int T = b->T, d = c->head_size, A = c->heads * d;
     const int64_t rows = (int64_t)b->B * T;
-    gemm(&k->qkv, w->x8, w->xo, rows, w->acc, layer, "qkv.gemm", t);
-    const int32_t zs[3] = {k->z_q, k->z_k, k->z_v};
-    for (int j = 0; j < 3; j++)
-        ops->requant_s8(w->acc + j * A, rows, A, 3 * A, k->qkv.bias + j * A, k->qkv.M0 + j * A, k->qkv.sh + j * A, 1,
-                        zs[j], -128, w->qkv + j * A, 3 * A, NULL);
+    const qkv_ctx qc = {k, A, w->qkv};
+    linear(&k->qkv, w->x8, w->xo, rows, w->acc, epi_qkv, &qc, layer, "qkv.gemm", t);
     tr(t, "qkv.requantize", layer, "i32", "i8", rows, 3 * A);
     for (int bi = 0; bi < b->B; bi++) {
         const uint8_t *keep = NULL;
@@ -242,10 +315,9 @@ static void attention(const qd_imodel *im, const qd_iblock *k, const qd_ibatch *
 static int block(qd_imodel *im, int layer, const qd_ibatch *b, work *w, const tracer *t)
 {
     const qd_imodel_cfg *c = &im->cfg;
-    const qd_intops_table *ops = qd_intops();
     const qd_iblock *k = &im->blk[layer];
     const int64_t rows = (int64_t)b->B * b->T;
-    const int H = c->hidden, I = c->inter;
+    const int H = c->hidden;
     const int bert = c->arch == QD_IARCH_BERT;
     qd_isplit sp;
     /* BERT (post-LN): x8/xf (and xo) hold the block input; ViT (pre-LN): h holds the residual stream */
@@ -253,27 +325,22 @@ static int block(qd_imodel *im, int layer, const qd_ibatch *b, work *w, const tr
         layernorm(im, &k->ln1, w->h, rows, H, w->x8, NULL, split_for(&k->qkv, w->xo, &sp), layer, "layernorm", t,
                   w->fl);
     attention(im, k, b, w, layer, t);
-    gemm(&k->o, w->ctx, NULL, rows, w->acc, layer, "attention.output.gemm", t);
-    ops->rescale_add(w->acc, rows, H, H, k->o.bias, k->o.M0, k->o.sh, bert ? w->xf : w->h, H, k->r1_M0, k->r1_sh,
-                     QD_IRES_LIM, w->r, H);
+    const add_ctx a1 = {&k->o, bert ? w->xf : w->h, k->r1_M0, k->r1_sh, w->r};
+    linear(&k->o, w->ctx, NULL, rows, w->acc, epi_add, &a1, layer, "attention.output.gemm", t);
     tr(t, "residual_add", layer, "i32 + i32", "i32", rows, H);
     layernorm(im, bert ? &k->ln1 : &k->ln2, w->r, rows, H, w->x8, bert ? w->xf : NULL, split_for(&k->inter, w->xo, &sp),
               layer, "layernorm", t, w->fl);
-    gemm(&k->inter, w->x8, w->xo, rows, w->acc, layer, "intermediate.gemm", t);
-    activation(im, k, w->acc, rows, w->i8, split_for(&k->out, w->xo, &sp), layer, t, w->fl);
-    gemm(&k->out, w->i8, w->xo, rows, w->acc, layer, "output.gemm", t);
-    (void)I;
+    const act_ctx ac = {im, k, w->i8, split_for(&k->out, w->xo2, &sp), w->fl};
+    linear(&k->inter, w->x8, w->xo, rows, w->acc, epi_act, &ac, layer, "intermediate.gemm", t);
+    trace_activation(im, layer, rows, k->inter.N, t);
+    /* the MLP's output added to the residual: BERT's LayerNorm output (fine), ViT's stream */
+    const add_ctx a2 = {&k->out, bert ? w->xf : w->r, k->r2_M0, k->r2_sh, bert ? w->r : w->h};
+    linear(&k->out, w->i8, w->xo2, rows, w->acc, epi_add, &a2, layer, "output.gemm", t);
+    tr(t, "residual_add", layer, "i32 + i32", "i32", rows, H);
     if (bert) {
-        ops->rescale_add(w->acc, rows, H, H, k->out.bias, k->out.M0, k->out.sh, w->xf, H, k->r2_M0, k->r2_sh,
-                         QD_IRES_LIM, w->r, H);
-        tr(t, "residual_add", layer, "i32 + i32", "i32", rows, H);
         /* the next block's input, with its outlier channels */
         const qd_ilinear *next = layer + 1 < c->layers ? &im->blk[layer + 1].qkv : NULL;
         layernorm(im, &k->ln2, w->r, rows, H, w->x8, w->xf, split_for(next, w->xo, &sp), layer, "layernorm", t, w->fl);
-    } else {
-        ops->rescale_add(w->acc, rows, H, H, k->out.bias, k->out.M0, k->out.sh, w->r, H, k->r2_M0, k->r2_sh,
-                         QD_IRES_LIM, w->h, H);
-        tr(t, "residual_add", layer, "i32 + i32", "i32", rows, H);
     }
     return QD_OK;
 }
@@ -345,20 +412,47 @@ void qd_imodel_quantize_input(const qd_imodel *im, int B, const float *pixels, i
     }
 }
 
+typedef struct {
+    const qd_imodel *im;
+    int32_t *h; /* the item's [T][H] rows */
+} patch_ctx;
+
+static void epi_patch(const void *v, const int32_t *acc, int64_t r0, int64_t nr)
+{
+    const patch_ctx *c = v;
+    const qd_imodel *im = c->im;
+    const int64_t H = im->cfg.hidden, off = (int64_t)im->cfg.n_prefix + r0;
+    /* the position table is already at the embedding scale: identity multiplier (2^30, 1) */
+    qd_intops()->rescale_add(acc, nr, H, H, im->patch.bias, im->patch.M0, im->patch.sh, im->pos_patch + r0 * H, H,
+                             1 << 30, 1, QD_IRES_LIM, c->h + off * H, H);
+}
+
 static void embed_vit(qd_imodel *im, const qd_ibatch *b, const int8_t *patches, work *w, const tracer *t)
 {
     const qd_imodel_cfg *c = &im->cfg;
     const int H = c->hidden, T = b->T, np = T - c->n_prefix;
-    gemm(&im->patch, patches, NULL, (int64_t)b->B * np, w->acc, -1, "patch_embedding.gemm", t);
-    const qd_intops_table *ops = qd_intops();
-    /* the position table is already at the embedding scale: identity multiplier (2^30, 1) */
+    const int64_t pk = (int64_t)c->channels * c->patch_h * c->patch_w;
     for (int bi = 0; bi < b->B; bi++) {
         int32_t *o = w->h + (int64_t)bi * T * H;
         memcpy(o, im->cls, (size_t)c->n_prefix * H * sizeof(int32_t));
-        ops->rescale_add(w->acc + (int64_t)bi * np * H, np, H, H, im->patch.bias, im->patch.M0, im->patch.sh,
-                         im->pos_patch, H, 1 << 30, 1, QD_IRES_LIM, o + (int64_t)c->n_prefix * H, H);
+        const patch_ctx pc = {im, o};
+        linear(&im->patch, patches + (int64_t)bi * np * pk, NULL, np, w->acc, epi_patch, &pc, -1, NULL, t);
     }
+    tr(t, "patch_embedding.gemm", -1, "i8 x i8", "i32", (int64_t)b->B * np, H);
     tr(t, "add_position", -1, "i32 + i32", "i32", (int64_t)b->B * T, H);
+}
+
+typedef struct {
+    const qd_ilinear *L;
+    int32_t *out;
+} bias_ctx;
+
+static void epi_bias(const void *v, const int32_t *acc, int64_t r0, int64_t nr)
+{
+    const bias_ctx *c = v;
+    const int64_t N = c->L->N;
+    for (int64_t r = 0; r < nr; r++)
+        for (int64_t n = 0; n < N; n++) c->out[(r0 + r) * N + n] = qd_fx_sat32((int64_t)acc[r * N + n] + c->L->bias[n]);
 }
 
 int qd_imodel_run(qd_imodel *im, const qd_ibatch *b, const int8_t *patches, int32_t *out, int32_t *cls,
@@ -387,10 +481,8 @@ int qd_imodel_run(qd_imodel *im, const qd_ibatch *b, const int8_t *patches, int3
         layernorm(im, &im->final_ln, w.r, b->B, H, w.x8, NULL, NULL, -1, "final_layernorm", &t, w.fl);
         const qd_ilinear *L = &im->cls_head;
         if (L->N > 0 && out) {
-            gemm(L, w.x8, NULL, b->B, w.acc, -1, "classifier.gemm", &t);
-            for (int bi = 0; bi < b->B; bi++)
-                for (int n = 0; n < L->N; n++)
-                    out[(int64_t)bi * L->N + n] = qd_fx_sat32((int64_t)w.acc[(int64_t)bi * L->N + n] + L->bias[n]);
+            const bias_ctx bc = {L, out};
+            linear(L, w.x8, NULL, b->B, w.acc, epi_bias, &bc, -1, "classifier.gemm", &t);
             tr(&t, "classifier.bias", -1, "i32 + i32", "i32", b->B, L->N);
         }
         return QD_OK;

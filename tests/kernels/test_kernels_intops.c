@@ -366,7 +366,7 @@ static void isa_vs_ref(const qd_intops_table *ref, const qd_intops_table *t)
         for (int n = 0; n < N; n++) {
             bias[n] = rint_in(-(1 << 30), 1 << 30);
             int s;
-            qd_quantize_multiplier(ldexp(1.0 + runif(), rint_in(-40, 6)), &M0[n], &s);
+            qd_quantize_multiplier(ldexp(1.0 + runif(), rint_in(-40, it % 4 ? -1 : 6)), &M0[n], &s);
             sh[n] = s;
             gamma[n] = (float)(2 * runif() - 1);
             betaf[n] = (float)(runif() - 0.5);
@@ -471,6 +471,76 @@ static void isa_vs_ref(const qd_intops_table *ref, const qd_intops_table *t)
     }
 }
 
+/* edge inputs of every ISA against the reference: every Q10 GELU input around the clip points,
+ * softmax rows with one, none or every column kept and extreme spreads, constant and saturated
+ * LayerNorm rows */
+static void isa_edges(const qd_intops_table *ref, const qd_intops_table *t)
+{
+    enum { N = 12001 };
+    int32_t *acc = malloc(N * sizeof *acc), *M0 = malloc(N * sizeof *M0), *sh = malloc(N * sizeof *sh);
+    int8_t *o1 = malloc(N), *o2 = malloc(N);
+    for (int i = 0; i < N; i++) {
+        acc[i] = i - N / 2;
+        qd_iparams_mult(1.0, &M0[i], &sh[i]);
+    }
+    acc[0] = INT32_MIN;
+    acc[1] = INT32_MAX;
+    qd_igelu gp;
+    qd_igelu_params(0.02, -100, &gp);
+    ref->gelu_s8(acc, 1, N, N, NULL, M0, sh, &gp, o1, N, NULL);
+    t->gelu_s8(acc, 1, N, N, NULL, M0, sh, &gp, o2, N, NULL);
+    CHECK_MSG(same(o1, o2, N, t->isa, "gelu_s8 on [-6000, 6000]"), "%s", t->isa);
+    const int32_t rows[6][16] = {{0},
+                                 {INT32_MAX, INT32_MIN, 0, 1, -1, INT32_MAX, INT32_MAX, 5, 6, 7, 8, 9, 10, 11, 12, 13},
+                                 {1 << 24, -(1 << 24), 1 << 23},
+                                 {100000, 99999, 100000, 100000, 100000, 100000, 100000, 100000, 100000},
+                                 {-5, -5, -5, -5, -5, -5, -5, -5, -5, -5, -5, -5, -5, -5, -5, -5},
+                                 {7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}};
+    const uint8_t keeps[4][16] = {
+        {0}, {1}, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}};
+    const double scales[3] = {1.0 / 4096, 1e-6, 1e3};
+    int ok = 1;
+    for (int r = 0; r < 6; r++)
+        for (int k = 0; k < 4; k++)
+            for (int sc = 0; sc < 3; sc++)
+                for (int n = 1; n <= 16; n += 5) {
+                    qd_isoftmax sm;
+                    qd_isoftmax_params(scales[sc], &sm);
+                    uint8_t P1[16], P2[16];
+                    ref->softmax_u8(rows[r], n, keeps[k], &sm, P1);
+                    t->softmax_u8(rows[r], n, keeps[k], &sm, P2);
+                    ok &= same(P1, P2, (size_t)n, t->isa, "softmax_u8 edge row");
+                }
+    CHECK_MSG(ok, "%s softmax edges", t->isa);
+    /* LayerNorm: constant rows (eps alone), the saturation limits, one spike */
+    enum { W = 24 };
+    int32_t x[4 * W], g[W], f1[4 * W], f2[4 * W];
+    int64_t beta[W];
+    float gamma[W], betaf[W];
+    for (int i = 0; i < W; i++) {
+        gamma[i] = 1.0f + 0.01f * i;
+        betaf[i] = 0.1f * (i % 3);
+        x[i] = 12345;
+        x[W + i] = i % 2 ? (1 << 24) - 1 : -((1 << 24) - 1);
+        x[2 * W + i] = i == 5 ? (1 << 24) - 1 : 0;
+        x[3 * W + i] = 0;
+    }
+    int8_t b1[4 * W], b2[4 * W];
+    for (int sc = 0; sc < 3; sc++) {
+        qd_iln p;
+        qd_iln_params(gamma, betaf, W, 1e-12, sc == 0 ? 1e-6 : sc == 1 ? 1.0 / 65536 : 1.0, 0.05, 7, g, beta, &p);
+        ref->layernorm(x, 4, W, W, &p, b1, W, f1, W, NULL);
+        t->layernorm(x, 4, W, W, &p, b2, W, f2, W, NULL);
+        ok &= same(b1, b2, sizeof b1, t->isa, "layernorm edge rows") && same(f1, f2, sizeof f1, t->isa, "fine");
+    }
+    CHECK_MSG(ok, "%s layernorm edges", t->isa);
+    free(acc);
+    free(M0);
+    free(sh);
+    free(o1);
+    free(o2);
+}
+
 int main(void)
 {
     const qd_intops_table *ref = qd_intops_table_for("ref");
@@ -487,6 +557,7 @@ int main(void)
         if (!t) continue;
         printf("%s against the reference\n", t->isa);
         isa_vs_ref(ref, t);
+        isa_edges(ref, t);
         ref_products(t);
         n++;
     }
