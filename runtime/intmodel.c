@@ -113,7 +113,7 @@ static void layernorm(const qd_imodel *im, const qd_ilnorm *ln, const int32_t *x
 {
     if (!(im->float_ops & QD_IFLOAT_LAYERNORM)) {
         qd_iln p = {.g = ln->g, .beta = ln->beta, .gsh = ln->gsh, .zp = ln->zp, .eps = ln->eps};
-        qd_intops()->layernorm(x, rows, N, N, &p, out, N, fine, N, sp);
+        im->ops->layernorm(x, rows, N, N, &p, out, N, fine, N, sp);
         tr(t, name, layer, "i32", fine ? "i8 + i32" : "i8", rows, N);
         return;
     }
@@ -152,11 +152,11 @@ static void activation(const qd_imodel *im, const qd_iblock *k, const int32_t *a
     const qd_ilinear *L = &k->inter;
     const int N = L->N;
     if (im->cfg.act == QD_IACT_RELU) {
-        qd_intops()->requant_s8(acc, rows, N, N, L->bias, L->M0, L->sh, 1, k->z_act, k->z_act, out, N, sp);
+        im->ops->requant_s8(acc, rows, N, N, L->bias, L->M0, L->sh, 1, k->z_act, k->z_act, out, N, sp);
         return;
     }
     if (!(im->float_ops & QD_IFLOAT_GELU)) {
-        qd_intops()->gelu_s8(acc, rows, N, N, L->bias, L->M0, L->sh, &k->gelu, out, N, sp);
+        im->ops->gelu_s8(acc, rows, N, N, L->bias, L->M0, L->sh, &k->gelu, out, N, sp);
         return;
     }
     for (int64_t r = 0; r < rows; r++)
@@ -183,7 +183,7 @@ static void softmax_row(const qd_imodel *im, const qd_iblock *k, const int32_t *
                         uint8_t *P)
 {
     if (!(im->float_ops & QD_IFLOAT_SOFTMAX)) {
-        qd_intops()->softmax_u8(s, n, keep, &k->sm, P);
+        im->ops->softmax_u8(s, n, keep, &k->sm, P);
         return;
     }
     int any = 0;
@@ -208,10 +208,9 @@ static void softmax_row(const qd_imodel *im, const qd_iblock *k, const int32_t *
 
 typedef void (*epilogue_fn)(const void *ctx, const int32_t *acc, int64_t r0, int64_t nr);
 
-static void linear(const qd_ilinear *L, const int8_t *A, const int8_t *xo, int64_t rows, int32_t *acc, epilogue_fn epi,
-                   const void *ctx, int layer, const char *name, const tracer *t)
+static void linear(const qd_intops_table *ops, const qd_ilinear *L, const int8_t *A, const int8_t *xo, int64_t rows,
+                   int32_t *acc, epilogue_fn epi, const void *ctx, int layer, const char *name, const tracer *t)
 {
-    const qd_intops_table *ops = qd_intops();
     for (int64_t r0 = 0; r0 < rows; r0 += CHUNK) {
         const int64_t nr = rows - r0 < CHUNK ? rows - r0 : CHUNK;
         ops->igemm_s32(A + r0 * L->K, L->K, nr, L->packed, acc, L->N);
@@ -225,6 +224,7 @@ static void linear(const qd_ilinear *L, const int8_t *A, const int8_t *xo, int64
 
 /* epilogues */
 typedef struct {
+    const qd_intops_table *ops;
     const qd_ilinear *L;
     const int32_t *res; /* residual [rows][N] */
     int32_t rM0, rsh;
@@ -235,11 +235,12 @@ static void epi_add(const void *v, const int32_t *acc, int64_t r0, int64_t nr)
 {
     const add_ctx *c = v;
     const int64_t N = c->L->N;
-    qd_intops()->rescale_add(acc, nr, N, N, c->L->bias, c->L->M0, c->L->sh, c->res ? c->res + r0 * N : NULL, N, c->rM0,
-                             c->rsh, QD_IRES_LIM, c->out + r0 * N, N);
+    c->ops->rescale_add(acc, nr, N, N, c->L->bias, c->L->M0, c->L->sh, c->res ? c->res + r0 * N : NULL, N, c->rM0,
+                        c->rsh, QD_IRES_LIM, c->out + r0 * N, N);
 }
 
 typedef struct {
+    const qd_intops_table *ops;
     const qd_iblock *k;
     int A;
     int8_t *qkv; /* [rows][3A] */
@@ -252,8 +253,8 @@ static void epi_qkv(const void *v, const int32_t *acc, int64_t r0, int64_t nr)
     const int A = c->A;
     const int32_t zs[3] = {c->k->z_q, c->k->z_k, c->k->z_v};
     for (int j = 0; j < 3; j++)
-        qd_intops()->requant_s8(acc + j * A, nr, A, 3 * A, L->bias + j * A, L->M0 + j * A, L->sh + j * A, 1, zs[j],
-                                -128, c->qkv + r0 * 3 * A + j * A, 3 * A, NULL);
+        c->ops->requant_s8(acc + j * A, nr, A, 3 * A, L->bias + j * A, L->M0 + j * A, L->sh + j * A, 1, zs[j], -128,
+                           c->qkv + r0 * 3 * A + j * A, 3 * A, NULL);
 }
 
 typedef struct {
@@ -279,11 +280,11 @@ static void epi_act(const void *v, const int32_t *acc, int64_t r0, int64_t nr)
 static void attention(const qd_imodel *im, const qd_iblock *k, const qd_ibatch *b, work *w, int layer, const tracer *t)
 {
     const qd_imodel_cfg *c = &im->cfg;
-    const qd_intops_table *ops = qd_intops();
+    const qd_intops_table *ops = im->ops;
     const int T = b->T, d = c->head_size, A = c->heads * d;
     const int64_t rows = (int64_t)b->B * T;
-    const qkv_ctx qc = {k, A, w->qkv};
-    linear(&k->qkv, w->x8, w->xo, rows, w->acc, epi_qkv, &qc, layer, "qkv.gemm", t);
+    const qkv_ctx qc = {ops, k, A, w->qkv};
+    linear(ops, &k->qkv, w->x8, w->xo, rows, w->acc, epi_qkv, &qc, layer, "qkv.gemm", t);
     tr(t, "qkv.requantize", layer, "i32", "i8", rows, 3 * A);
     for (int bi = 0; bi < b->B; bi++) {
         const uint8_t *keep = NULL;
@@ -325,17 +326,17 @@ static int block(qd_imodel *im, int layer, const qd_ibatch *b, work *w, const tr
         layernorm(im, &k->ln1, w->h, rows, H, w->x8, NULL, split_for(&k->qkv, w->xo, &sp), layer, "layernorm", t,
                   w->fl);
     attention(im, k, b, w, layer, t);
-    const add_ctx a1 = {&k->o, bert ? w->xf : w->h, k->r1_M0, k->r1_sh, w->r};
-    linear(&k->o, w->ctx, NULL, rows, w->acc, epi_add, &a1, layer, "attention.output.gemm", t);
+    const add_ctx a1 = {im->ops, &k->o, bert ? w->xf : w->h, k->r1_M0, k->r1_sh, w->r};
+    linear(im->ops, &k->o, w->ctx, NULL, rows, w->acc, epi_add, &a1, layer, "attention.output.gemm", t);
     tr(t, "residual_add", layer, "i32 + i32", "i32", rows, H);
     layernorm(im, bert ? &k->ln1 : &k->ln2, w->r, rows, H, w->x8, bert ? w->xf : NULL, split_for(&k->inter, w->xo, &sp),
               layer, "layernorm", t, w->fl);
     const act_ctx ac = {im, k, w->i8, split_for(&k->out, w->xo2, &sp), w->fl};
-    linear(&k->inter, w->x8, w->xo, rows, w->acc, epi_act, &ac, layer, "intermediate.gemm", t);
+    linear(im->ops, &k->inter, w->x8, w->xo, rows, w->acc, epi_act, &ac, layer, "intermediate.gemm", t);
     trace_activation(im, layer, rows, k->inter.N, t);
     /* the MLP's output added to the residual: BERT's LayerNorm output (fine), ViT's stream */
-    const add_ctx a2 = {&k->out, bert ? w->xf : w->r, k->r2_M0, k->r2_sh, bert ? w->r : w->h};
-    linear(&k->out, w->i8, w->xo2, rows, w->acc, epi_add, &a2, layer, "output.gemm", t);
+    const add_ctx a2 = {im->ops, &k->out, bert ? w->xf : w->r, k->r2_M0, k->r2_sh, bert ? w->r : w->h};
+    linear(im->ops, &k->out, w->i8, w->xo2, rows, w->acc, epi_add, &a2, layer, "output.gemm", t);
     tr(t, "residual_add", layer, "i32 + i32", "i32", rows, H);
     if (bert) {
         /* the next block's input, with its outlier channels */
@@ -423,8 +424,8 @@ static void epi_patch(const void *v, const int32_t *acc, int64_t r0, int64_t nr)
     const qd_imodel *im = c->im;
     const int64_t H = im->cfg.hidden, off = (int64_t)im->cfg.n_prefix + r0;
     /* the position table is already at the embedding scale: identity multiplier (2^30, 1) */
-    qd_intops()->rescale_add(acc, nr, H, H, im->patch.bias, im->patch.M0, im->patch.sh, im->pos_patch + r0 * H, H,
-                             1 << 30, 1, QD_IRES_LIM, c->h + off * H, H);
+    im->ops->rescale_add(acc, nr, H, H, im->patch.bias, im->patch.M0, im->patch.sh, im->pos_patch + r0 * H, H, 1 << 30,
+                         1, QD_IRES_LIM, c->h + off * H, H);
 }
 
 static void embed_vit(qd_imodel *im, const qd_ibatch *b, const int8_t *patches, work *w, const tracer *t)
@@ -436,7 +437,7 @@ static void embed_vit(qd_imodel *im, const qd_ibatch *b, const int8_t *patches, 
         int32_t *o = w->h + (int64_t)bi * T * H;
         memcpy(o, im->cls, (size_t)c->n_prefix * H * sizeof(int32_t));
         const patch_ctx pc = {im, o};
-        linear(&im->patch, patches + (int64_t)bi * np * pk, NULL, np, w->acc, epi_patch, &pc, -1, NULL, t);
+        linear(im->ops, &im->patch, patches + (int64_t)bi * np * pk, NULL, np, w->acc, epi_patch, &pc, -1, NULL, t);
     }
     tr(t, "patch_embedding.gemm", -1, "i8 x i8", "i32", (int64_t)b->B * np, H);
     tr(t, "add_position", -1, "i32 + i32", "i32", (int64_t)b->B * T, H);
@@ -482,7 +483,7 @@ int qd_imodel_run(qd_imodel *im, const qd_ibatch *b, const int8_t *patches, int3
         const qd_ilinear *L = &im->cls_head;
         if (L->N > 0 && out) {
             const bias_ctx bc = {L, out};
-            linear(L, w.x8, NULL, b->B, w.acc, epi_bias, &bc, -1, "classifier.gemm", &t);
+            linear(im->ops, L, w.x8, NULL, b->B, w.acc, epi_bias, &bc, -1, "classifier.gemm", &t);
             tr(&t, "classifier.bias", -1, "i32 + i32", "i32", b->B, L->N);
         }
         return QD_OK;
@@ -557,35 +558,56 @@ int qd_imodel_forward(qd_imodel *im, const qd_ibatch *b, float *logits, float *p
 
 /* ---- packing and freeing ------------------------------------------------------------------ */
 
-static int pack1(qd_ilinear *L, const char *what, int layer)
+static int pack1(const qd_intops_table *ops, qd_ilinear *L, const char *what, int layer)
 {
     if (!L->w) return QD_OK;
-    if (L->packed) qd_intops()->igemm_free(L->packed);
-    L->packed = qd_intops()->igemm_pack(L->w, L->N, L->K, L->K);
+    L->packed = ops->igemm_pack(L->w, L->N, L->K, L->K);
     if (!L->packed)
         return qd_err_set(QD_ENOMEM, "integer-only model: cannot pack %s of layer %d (%d x %d)", what, layer, L->N,
                           L->K);
     return QD_OK;
 }
 
-int qd_imodel_pack(qd_imodel *im)
+static void unpack1(const qd_intops_table *ops, qd_ilinear *L)
 {
+    if (L->packed) ops->igemm_free(L->packed);
+    L->packed = NULL;
+}
+
+static void unpack_all(qd_imodel *im)
+{
+    if (!im->ops) return;
+    for (int k = 0; im->blk && k < im->cfg.layers; k++) {
+        unpack1(im->ops, &im->blk[k].qkv);
+        unpack1(im->ops, &im->blk[k].o);
+        unpack1(im->ops, &im->blk[k].inter);
+        unpack1(im->ops, &im->blk[k].out);
+    }
+    unpack1(im->ops, &im->patch);
+    unpack1(im->ops, &im->cls_head);
+}
+
+int qd_imodel_pack_ops(qd_imodel *im, const qd_intops_table *ops)
+{
+    unpack_all(im);
+    im->ops = ops;
     int rc = QD_OK;
     for (int k = 0; k < im->cfg.layers && !rc; k++) {
         qd_iblock *b = &im->blk[k];
-        if (!rc) rc = pack1(&b->qkv, "query/key/value", k);
-        if (!rc) rc = pack1(&b->o, "attention.output", k);
-        if (!rc) rc = pack1(&b->inter, "intermediate", k);
-        if (!rc) rc = pack1(&b->out, "output", k);
+        if (!rc) rc = pack1(ops, &b->qkv, "query/key/value", k);
+        if (!rc) rc = pack1(ops, &b->o, "attention.output", k);
+        if (!rc) rc = pack1(ops, &b->inter, "intermediate", k);
+        if (!rc) rc = pack1(ops, &b->out, "output", k);
     }
-    if (!rc) rc = pack1(&im->patch, "patch embedding", -1);
-    if (!rc) rc = pack1(&im->cls_head, "classifier", -1);
+    if (!rc) rc = pack1(ops, &im->patch, "patch embedding", -1);
+    if (!rc) rc = pack1(ops, &im->cls_head, "classifier", -1);
     return rc;
 }
 
+int qd_imodel_pack(qd_imodel *im) { return qd_imodel_pack_ops(im, qd_intops()); }
+
 static void lin_free(qd_ilinear *L)
 {
-    if (L->packed) qd_intops()->igemm_free(L->packed);
     free(L->w);
     free(L->bias);
     free(L->M0);
@@ -608,6 +630,7 @@ static void ln_free(qd_ilnorm *l)
 void qd_imodel_free(qd_imodel *im)
 {
     if (!im) return;
+    unpack_all(im);
     for (int k = 0; im->blk && k < im->cfg.layers; k++) {
         qd_iblock *b = &im->blk[k];
         lin_free(&b->qkv);

@@ -89,13 +89,14 @@ typedef struct qd_imodel {
     qd_ilnorm emb_ln;           /* BERT embeddings LayerNorm */
     float s_in;                 /* ViT input (pixels) scale, zero point z_in */
     int32_t z_in;
-    qd_ilinear patch;    /* ViT patch embedding [H][C ph pw] to the embedding scale */
-    int32_t *cls;        /* ViT [n_prefix][H] prefix rows, position included */
-    int32_t *pos_patch;  /* ViT [patches][H] */
-    qd_ilnorm final_ln;  /* ViT final LayerNorm (on the CLS row) */
-    qd_ilinear cls_head; /* ViT classifier, output dequantized with `real` */
-    float s_out;         /* BERT: scale of the last block's fine output (mean pooling) */
-    int float_ops;       /* QD_IFLOAT_* */
+    qd_ilinear patch;           /* ViT patch embedding [H][C ph pw] to the embedding scale */
+    int32_t *cls;               /* ViT [n_prefix][H] prefix rows, position included */
+    int32_t *pos_patch;         /* ViT [patches][H] */
+    qd_ilnorm final_ln;         /* ViT final LayerNorm (on the CLS row) */
+    qd_ilinear cls_head;        /* ViT classifier, output dequantized with `real` */
+    float s_out;                /* BERT: scale of the last block's fine output (mean pooling) */
+    int float_ops;              /* QD_IFLOAT_* */
+    const qd_intops_table *ops; /* the kernels the Linears are packed for (qd_imodel_pack) */
     /* scratch, grown per call */
     void *ws;
     int64_t ws_bytes;
@@ -130,8 +131,10 @@ void qd_imodel_dequantize(const qd_imodel *im, int B, const int32_t *out, float 
 int qd_imodel_forward(qd_imodel *im, const qd_ibatch *b, float *logits, float *pooled, float *cls, qd_itrace_fn trace,
                       void *trace_user);
 
-/* Pack every Linear for the selected kernels (after building or loading). */
+/* Pack every Linear for the selected kernels (after building or loading), or for a given table
+ * (tests compare ISAs on the whole model); the forward then runs on that table. */
 int qd_imodel_pack(qd_imodel *im);
+int qd_imodel_pack_ops(qd_imodel *im, const qd_intops_table *ops);
 void qd_imodel_free(qd_imodel *im);
 
 /* A flat file of the prepared model: "QDIM" magic, version, the configuration, then named
