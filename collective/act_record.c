@@ -45,6 +45,15 @@ static void attr(hid_t g, const char *name, hid_t ftype, hid_t mtype, int n, con
     QD_H5_CHECK(H5Sclose(sp));
 }
 
+static void attr1d(hid_t g, const char *name, hid_t ft, hid_t mt, hsize_t n, const void *data)
+{
+    hid_t sp = QD_H5_CHECK(H5Screate_simple(1, &n, NULL));
+    hid_t a = QD_H5_CHECK(H5Acreate2(g, name, ft, sp, H5P_DEFAULT, H5P_DEFAULT));
+    QD_H5_CHECK(H5Awrite(a, mt, data));
+    QD_H5_CHECK(H5Aclose(a));
+    QD_H5_CHECK(H5Sclose(sp));
+}
+
 static void attr_text(hid_t g, const char *name, const char *val)
 {
     hid_t t = QD_H5_CHECK(H5Tcopy(H5T_C_S1));
@@ -80,13 +89,7 @@ void qd_coll_actrec_write(hid_t file, const qd_actrec *r)
                {"min", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, r->min},
                {"max", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, r->max},
                {"count", H5T_STD_I64LE, H5T_NATIVE_INT64, r->count}};
-    for (size_t i = 0; i < QD_ARRAY_LEN(arr); i++) {
-        hid_t sp = QD_H5_CHECK(H5Screate_simple(1, &d, NULL));
-        hid_t a = QD_H5_CHECK(H5Acreate2(g, arr[i].name, arr[i].ft, sp, H5P_DEFAULT, H5P_DEFAULT));
-        QD_H5_CHECK(H5Awrite(a, arr[i].mt, arr[i].p));
-        QD_H5_CHECK(H5Aclose(a));
-        QD_H5_CHECK(H5Sclose(sp));
-    }
+    for (size_t i = 0; i < QD_ARRAY_LEN(arr); i++) attr1d(g, arr[i].name, arr[i].ft, arr[i].mt, d, arr[i].p);
     QD_H5_CHECK(H5Tclose(st));
     /* static outlier channels: offsets into one list of channel indices */
     attr(g, "outlier_threshold", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &r->outlier_threshold);
@@ -101,15 +104,8 @@ void qd_coll_actrec_write(hid_t file, const qd_actrec *r)
                 {"outlier_zero_point", H5T_STD_I32LE, H5T_NATIVE_INT32, r->out_zp, n},
                 {"outlier_lo", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, r->out_lo, n},
                 {"outlier_hi", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, r->out_hi, n}};
-    for (size_t i = 0; i < QD_ARRAY_LEN(oarr); i++) {
-        if (oarr[i].count <= 0) continue; /* no outlier channels anywhere: no list */
-        hsize_t dd = (hsize_t)oarr[i].count;
-        hid_t sp = QD_H5_CHECK(H5Screate_simple(1, &dd, NULL));
-        hid_t a = QD_H5_CHECK(H5Acreate2(g, oarr[i].name, oarr[i].ft, sp, H5P_DEFAULT, H5P_DEFAULT));
-        QD_H5_CHECK(H5Awrite(a, oarr[i].mt, oarr[i].p));
-        QD_H5_CHECK(H5Aclose(a));
-        QD_H5_CHECK(H5Sclose(sp));
-    }
+    for (size_t i = 0; i < QD_ARRAY_LEN(oarr); i++) /* no outlier channels anywhere: no list */
+        if (oarr[i].count > 0) attr1d(g, oarr[i].name, oarr[i].ft, oarr[i].mt, (hsize_t)oarr[i].count, oarr[i].p);
     QD_H5_CHECK(H5Gclose(g));
 }
 

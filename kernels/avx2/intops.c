@@ -225,12 +225,8 @@ static void x_requant_s8(const int32_t *acc, int64_t M, int64_t N, int64_t lda, 
                 v = v_mbqm1(v, &r1);
             v_store8(o + n, v_to8(v, vzp, vlo));
         }
-        for (; n < N; n++) {
-            const int64_t c = per_channel ? n : 0;
-            const int32_t x = bias ? qd_fx_sat32((int64_t)a[n] + bias[n]) : a[n];
-            const int32_t v = qd_is_sat8((int64_t)qd_fx_mbqm(x, M0[c], sh[c]) + zp);
-            o[n] = (int8_t)(v < lo ? lo : v);
-        }
+        for (; n < N; n++)
+            o[n] = qd_is_requant1(a[n], bias, n, M0[per_channel ? n : 0], sh[per_channel ? n : 0], zp, lo);
         if (sp) qd_is_split_rq(sp, a, bias, M0, sh, per_channel, zp, lo > -128, o, sp->out + m * sp->ld);
     }
 }
@@ -259,12 +255,8 @@ static void x_rescale_add(const int32_t *acc, int64_t M, int64_t N, int64_t lda,
             v = _mm256_min_epi32(_mm256_max_epi32(v, vnlim), vlim);
             _mm256_storeu_si256((__m256i *)(o + n), v);
         }
-        for (; n < N; n++) {
-            const int32_t x = bias ? qd_fx_sat32((int64_t)a[n] + bias[n]) : a[n];
-            int64_t v = qd_fx_mbqm(x, M0[n], sh[n]);
-            if (res) v += qd_fx_mbqm(res[m * ldr + n], rM0, rsh);
-            o[n] = (int32_t)(v > lim ? lim : v < -lim ? -lim : v);
-        }
+        for (; n < N; n++)
+            o[n] = qd_is_rescale1(a[n], bias, n, M0[n], sh[n], res ? res + m * ldr + n : NULL, rM0, rsh, lim);
     }
 }
 
@@ -287,11 +279,7 @@ static void x_layernorm(const int32_t *x, int64_t M, int64_t N, int64_t ldx, con
         }
         int32_t mx = hmax32(vmx);
         int64_t s = hsum64(vs);
-        for (; i < N; i++) {
-            const int32_t a = xr[i] < 0 ? -xr[i] : xr[i];
-            if (a > mx) mx = a;
-            s += xr[i];
-        }
+        qd_is_ln_tail1(xr, i, N, &mx, &s);
         const int f = qd_is_ln_shift(mx);
         const int64_t mu = qd_is_ln_mean(s * ((int64_t)1 << f), N);
         const __m256i vmu = _mm256_set1_epi32((int32_t)mu);
@@ -304,10 +292,7 @@ static void x_layernorm(const int32_t *x, int64_t M, int64_t N, int64_t ldx, con
             vss = _mm256_add_epi64(vss, _mm256_mul_epi32(dh, dh));
         }
         int64_t ss = hsum64(vss);
-        for (; i < N; i++) {
-            const int64_t d = ((int64_t)xr[i] << f) - mu;
-            ss += d * d;
-        }
+        ss += qd_is_ln_tail2(xr, i, N, f, mu);
         const qd_is_lnrow r = qd_is_ln_finish(mu, ss, N, p->eps, f);
         const __m256i vR = _mm256_set1_epi64x(r.R);
         int8_t *o = out + m * ldo;
@@ -332,11 +317,7 @@ static void x_layernorm(const int32_t *x, int64_t M, int64_t N, int64_t ldx, con
                 _mm256_storeu_si256((__m256i *)(fo + i), v_join(fe, fo2));
             }
         }
-        for (; i < N; i++) {
-            const int64_t y = qd_is_ln_y(xr[i], &r, p->g[i], p->beta[i]);
-            o[i] = (int8_t)qd_is_sat8(qd_fx_rshift_up(y, sc) + p->zp);
-            if (fo) fo[i] = qd_fx_sat32(qd_fx_rshift_up(y, sf));
-        }
+        qd_is_ln_tail3(xr, i, N, &r, p, o, fo);
         if (sp) qd_is_split_ln(sp, xr, &r, p, o, sp->out + m * sp->ld);
     }
 }
@@ -373,34 +354,12 @@ static void x_gelu_s8(const int32_t *acc, int64_t M, int64_t N, int64_t lda, con
             y = _mm256_blendv_epi8(y, zero, _mm256_cmpgt_epi32(nxb1, x)); /* x <= -xb: 0 */
             v_store8(o + n, v_to8(o_r ? v_mbqm1(y, &ro) : v_mbqm(y, om, os), vzp, vlo));
         }
-        for (; n < N; n++) {
-            const int32_t y = qd_is_igelu_q10(qd_is_gelu_in(a[n], bias, M0, sh, n), p);
-            o[n] = (int8_t)qd_is_sat8((int64_t)qd_fx_mbqm(y, p->oM0, p->osh) + p->zp);
-        }
+        for (; n < N; n++) o[n] = qd_is_gelu1(a[n], bias, M0, sh, n, p);
         if (sp) qd_is_split_gelu(sp, a, bias, M0, sh, p, o, sp->out + m * sp->ld);
     }
 }
 
 /* ---- softmax ------------------------------------------------------------------------------ */
-
-static void ref_softmax_row(const int32_t *s, int64_t n, const uint8_t *keep, const qd_isoftmax *p, uint8_t *P)
-{
-    int32_t mx = INT32_MIN;
-    for (int64_t j = 0; j < n; j++)
-        if (!keep || keep[j]) {
-            const int32_t x = qd_fx_mbqm(s[j], p->M0, p->sh);
-            if (x > mx) mx = x;
-        }
-    int64_t sum = 0;
-    for (int64_t j = 0; j < n; j++)
-        if (!keep || keep[j]) sum += qd_is_iexp((int64_t)mx - qd_fx_mbqm(s[j], p->M0, p->sh), p);
-    const int64_t R = ((int64_t)1 << 46) / sum;
-    for (int64_t j = 0; j < n; j++) {
-        const int64_t e = !keep || keep[j] ? qd_is_iexp((int64_t)mx - qd_fx_mbqm(s[j], p->M0, p->sh), p) : 0;
-        const int64_t v = qd_fx_rshift_up(e * R, 38);
-        P[j] = (uint8_t)(v > 255 ? 255 : v);
-    }
-}
 
 /* eight i-exp values (0 where masked), dd clamped to 31 qln2 (whose exponential is 0 either way);
  * z = floor(dd / qln2) as (dd · RQ) >> 40, exact for dd < 2^17 and qln2 in [2^8, 2^17) */
@@ -431,13 +390,9 @@ static inline __m256i keep_mask(const uint8_t *keep, int64_t j)
 
 static void x_softmax_u8(const int32_t *s, int64_t n, const uint8_t *keep, const qd_isoftmax *p, uint8_t *P)
 {
-    int any = 0;
-    for (int64_t j = 0; keep && j < n; j++) any |= keep[j] != 0;
-    if (!any) keep = NULL;
-    /* outside the ranges where the lane-wise division and products are exact: the reference */
-    if (p->qln2 < 256 || p->qln2 >= (1 << 17) || p->qb < 0 || (int64_t)p->qb * p->qb + p->qc >= ((int64_t)1 << 31) ||
-        p->qc < 0) {
-        ref_softmax_row(s, n, keep, p, P);
+    keep = qd_is_keep(keep, n);
+    if (!qd_is_softmax_lanes_ok(p)) { /* outside the ranges where the lane arithmetic is exact */
+        qd_is_softmax_row(s, n, keep, p, P);
         return;
     }
     sm_consts k;
@@ -477,11 +432,7 @@ static void x_softmax_u8(const int32_t *s, int64_t n, const uint8_t *keep, const
         const __m256i po = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(e, 32), vR), rnd), 38);
         v_store8u(P + j, _mm256_min_epi32(v_join(pe, po), c255));
     }
-    for (; j < n; j++) {
-        const int64_t e = !keep || keep[j] ? qd_is_iexp((int64_t)mx - qd_fx_mbqm(s[j], p->M0, p->sh), p) : 0;
-        const int64_t v = qd_fx_rshift_up(e * R, 38);
-        P[j] = (uint8_t)(v > 255 ? 255 : v);
-    }
+    for (; j < n; j++) P[j] = qd_is_softmax_p(s[j], mx, R, !keep || keep[j], p);
 }
 
 /* ---- attention products: an int16 pair GEMM ------------------------------------------------ */

@@ -163,12 +163,8 @@ static void n_requant_s8(const int32_t *acc, int64_t M, int64_t N, int64_t lda, 
             v1 = n_mbqm(v1, per_channel ? ld4(M0 + n + 4) : m1, per_channel ? ld4(sh + n + 4) : s1);
             vst1_s8(o + n, n_to8(v0, v1, vzp, vlo));
         }
-        for (; n < N; n++) {
-            const int64_t c = per_channel ? n : 0;
-            const int32_t x = bias ? qd_fx_sat32((int64_t)a[n] + bias[n]) : a[n];
-            const int32_t v = qd_is_sat8((int64_t)qd_fx_mbqm(x, M0[c], sh[c]) + zp);
-            o[n] = (int8_t)(v < lo ? lo : v);
-        }
+        for (; n < N; n++)
+            o[n] = qd_is_requant1(a[n], bias, n, M0[per_channel ? n : 0], sh[per_channel ? n : 0], zp, lo);
         if (sp) qd_is_split_rq(sp, a, bias, M0, sh, per_channel, zp, lo > -128, o, sp->out + m * sp->ld);
     }
 }
@@ -190,12 +186,8 @@ static void n_rescale_add(const int32_t *acc, int64_t M, int64_t N, int64_t lda,
             if (res) v = vqaddq_s32(v, n_mbqm(ld4(res + m * ldr + n), rm, rs));
             vst1q_s32(o + n, vminq_s32(vmaxq_s32(v, vnl), vl));
         }
-        for (; n < N; n++) {
-            const int32_t x = bias ? qd_fx_sat32((int64_t)a[n] + bias[n]) : a[n];
-            int64_t v = qd_fx_mbqm(x, M0[n], sh[n]);
-            if (res) v += qd_fx_mbqm(res[m * ldr + n], rM0, rsh);
-            o[n] = (int32_t)(v > lim ? lim : v < -lim ? -lim : v);
-        }
+        for (; n < N; n++)
+            o[n] = qd_is_rescale1(a[n], bias, n, M0[n], sh[n], res ? res + m * ldr + n : NULL, rM0, rsh, lim);
     }
 }
 
@@ -220,11 +212,7 @@ static void n_layernorm(const int32_t *x, int64_t M, int64_t N, int64_t ldx, con
         }
         int32_t mx = vmaxvq_s32(vmx);
         int64_t s = vaddvq_s64(vs);
-        for (; i < N; i++) {
-            const int32_t a = xr[i] < 0 ? -xr[i] : xr[i];
-            if (a > mx) mx = a;
-            s += xr[i];
-        }
+        qd_is_ln_tail1(xr, i, N, &mx, &s);
         const int f = qd_is_ln_shift(mx);
         const int64_t mu = qd_is_ln_mean(s * ((int64_t)1 << f), N);
         const int32x4_t vmu = vdupq_n_s32((int32_t)mu), vf = vdupq_n_s32(f);
@@ -235,10 +223,7 @@ static void n_layernorm(const int32_t *x, int64_t M, int64_t N, int64_t ldx, con
             vss = vmlal_high_s32(vss, d, d);
         }
         int64_t ss = vaddvq_s64(vss);
-        for (; i < N; i++) {
-            const int64_t d = ((int64_t)xr[i] << f) - mu;
-            ss += d * d;
-        }
+        ss += qd_is_ln_tail2(xr, i, N, f, mu);
         const qd_is_lnrow r = qd_is_ln_finish(mu, ss, N, p->eps, f);
         const int32x2_t vR = vdup_n_s32((int32_t)r.R);
         const int64x2_t nnsh = vdupq_n_s64(-r.nsh);
@@ -265,11 +250,7 @@ static void n_layernorm(const int32_t *x, int64_t M, int64_t N, int64_t ldx, con
                 vst1q_s32(fo + i + 4, fv[1]);
             }
         }
-        for (; i < N; i++) {
-            const int64_t y = qd_is_ln_y(xr[i], &r, p->g[i], p->beta[i]);
-            o[i] = (int8_t)qd_is_sat8(qd_fx_rshift_up(y, sc) + p->zp);
-            if (fo) fo[i] = qd_fx_sat32(qd_fx_rshift_up(y, sf));
-        }
+        qd_is_ln_tail3(xr, i, N, &r, p, o, fo);
         if (sp) qd_is_split_ln(sp, xr, &r, p, o, sp->out + m * sp->ld);
     }
 }
@@ -307,34 +288,12 @@ static void n_gelu_s8(const int32_t *acc, int64_t M, int64_t N, int64_t lda, con
             }
             vst1_s8(o + n, n_to8(y[0], y[1], vzp, vlo));
         }
-        for (; n < N; n++) {
-            const int32_t y = qd_is_igelu_q10(qd_is_gelu_in(a[n], bias, M0, sh, n), p);
-            o[n] = (int8_t)qd_is_sat8((int64_t)qd_fx_mbqm(y, p->oM0, p->osh) + p->zp);
-        }
+        for (; n < N; n++) o[n] = qd_is_gelu1(a[n], bias, M0, sh, n, p);
         if (sp) qd_is_split_gelu(sp, a, bias, M0, sh, p, o, sp->out + m * sp->ld);
     }
 }
 
 /* ---- softmax ------------------------------------------------------------------------------ */
-
-static void ref_softmax_row(const int32_t *s, int64_t n, const uint8_t *keep, const qd_isoftmax *p, uint8_t *P)
-{
-    int32_t mx = INT32_MIN;
-    for (int64_t j = 0; j < n; j++)
-        if (!keep || keep[j]) {
-            const int32_t x = qd_fx_mbqm(s[j], p->M0, p->sh);
-            if (x > mx) mx = x;
-        }
-    int64_t sum = 0;
-    for (int64_t j = 0; j < n; j++)
-        if (!keep || keep[j]) sum += qd_is_iexp((int64_t)mx - qd_fx_mbqm(s[j], p->M0, p->sh), p);
-    const int64_t R = ((int64_t)1 << 46) / sum;
-    for (int64_t j = 0; j < n; j++) {
-        const int64_t e = !keep || keep[j] ? qd_is_iexp((int64_t)mx - qd_fx_mbqm(s[j], p->M0, p->sh), p) : 0;
-        const int64_t v = qd_fx_rshift_up(e * R, 38);
-        P[j] = (uint8_t)(v > 255 ? 255 : v);
-    }
-}
 
 typedef struct {
     int32x4_t m0, sh, mx, lowx, qb, qln2, qc;
@@ -365,12 +324,9 @@ static inline uint32x4_t n_iexp(const n_sm *k, int32x4_t s, uint32x4_t keep)
 
 static void n_softmax_u8(const int32_t *s, int64_t n, const uint8_t *keep, const qd_isoftmax *p, uint8_t *P)
 {
-    int any = 0;
-    for (int64_t j = 0; keep && j < n; j++) any |= keep[j] != 0;
-    if (!any) keep = NULL;
-    if (p->qln2 < 256 || p->qln2 >= (1 << 17) || p->qb < 0 || (int64_t)p->qb * p->qb + p->qc >= ((int64_t)1 << 31) ||
-        p->qc < 0) {
-        ref_softmax_row(s, n, keep, p, P);
+    keep = qd_is_keep(keep, n);
+    if (!qd_is_softmax_lanes_ok(p)) { /* outside the ranges where the lane arithmetic is exact */
+        qd_is_softmax_row(s, n, keep, p, P);
         return;
     }
     n_sm k;
@@ -413,11 +369,7 @@ static void n_softmax_u8(const int32_t *s, int64_t n, const uint8_t *keep, const
         P[j + 2] = vget_lane_u8(b, 2);
         P[j + 3] = vget_lane_u8(b, 3);
     }
-    for (; j < n; j++) {
-        const int64_t e = !keep || keep[j] ? qd_is_iexp((int64_t)mx - qd_fx_mbqm(s[j], p->M0, p->sh), p) : 0;
-        const int64_t v = qd_fx_rshift_up(e * R, 38);
-        P[j] = (uint8_t)(v > 255 ? 255 : v);
-    }
+    for (; j < n; j++) P[j] = qd_is_softmax_p(s[j], mx, R, !keep || keep[j], p);
 }
 
 /* ---- attention products ------------------------------------------------------------------- */

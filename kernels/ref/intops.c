@@ -54,9 +54,7 @@ static void ref_requant_s8(const int32_t *acc, int64_t M, int64_t N, int64_t lda
     for (int64_t m = 0; m < M; m++) {
         for (int64_t n = 0; n < N; n++) {
             const int64_t c = per_channel ? n : 0;
-            const int32_t a = bias ? qd_fx_sat32((int64_t)acc[m * lda + n] + bias[n]) : acc[m * lda + n];
-            int32_t v = qd_is_sat8((int64_t)qd_fx_mbqm(a, M0[c], sh[c]) + zp);
-            out[m * ldo + n] = (int8_t)(v < lo ? lo : v);
+            out[m * ldo + n] = qd_is_requant1(acc[m * lda + n], bias, n, M0[c], sh[c], zp, lo);
         }
         if (sp)
             qd_is_split_rq(sp, acc + m * lda, bias, M0, sh, per_channel, zp, lo > -128, out + m * ldo,
@@ -69,12 +67,9 @@ static void ref_rescale_add(const int32_t *acc, int64_t M, int64_t N, int64_t ld
                             int32_t rsh, int32_t lim, int32_t *out, int64_t ldo)
 {
     for (int64_t m = 0; m < M; m++)
-        for (int64_t n = 0; n < N; n++) {
-            const int32_t a = bias ? qd_fx_sat32((int64_t)acc[m * lda + n] + bias[n]) : acc[m * lda + n];
-            int64_t v = qd_fx_mbqm(a, M0[n], sh[n]);
-            if (res) v += qd_fx_mbqm(res[m * ldr + n], rM0, rsh);
-            out[m * ldo + n] = (int32_t)(v > lim ? lim : v < -lim ? -lim : v);
-        }
+        for (int64_t n = 0; n < N; n++)
+            out[m * ldo + n] =
+                qd_is_rescale1(acc[m * lda + n], bias, n, M0[n], sh[n], res ? res + m * ldr + n : NULL, rM0, rsh, lim);
 }
 
 static void ref_layernorm(const int32_t *x, int64_t M, int64_t N, int64_t ldx, const qd_iln *p, int8_t *out,
@@ -83,11 +78,7 @@ static void ref_layernorm(const int32_t *x, int64_t M, int64_t N, int64_t ldx, c
     for (int64_t m = 0; m < M; m++) {
         const int32_t *xr = x + m * ldx;
         const qd_is_lnrow r = qd_is_ln_row(xr, N, p->eps);
-        for (int64_t i = 0; i < N; i++) {
-            const int64_t y = qd_is_ln_y(xr[i], &r, p->g[i], p->beta[i]);
-            out[m * ldo + i] = (int8_t)qd_is_sat8(qd_fx_rshift_up(y, 16 + p->gsh) + p->zp);
-            if (fine) fine[m * ldf + i] = qd_fx_sat32(qd_fx_rshift_up(y, 8 + p->gsh));
-        }
+        qd_is_ln_tail3(xr, 0, N, &r, p, out + m * ldo, fine ? fine + m * ldf : NULL);
         if (sp) qd_is_split_ln(sp, xr, &r, p, out + m * ldo, sp->out + m * sp->ld);
     }
 }
@@ -96,34 +87,14 @@ static void ref_gelu_s8(const int32_t *acc, int64_t M, int64_t N, int64_t lda, c
                         const int32_t *sh, const qd_igelu *p, int8_t *out, int64_t ldo, const qd_isplit *sp)
 {
     for (int64_t m = 0; m < M; m++) {
-        for (int64_t n = 0; n < N; n++) {
-            const int32_t y = qd_is_igelu_q10(qd_is_gelu_in(acc[m * lda + n], bias, M0, sh, n), p);
-            out[m * ldo + n] = (int8_t)qd_is_sat8((int64_t)qd_fx_mbqm(y, p->oM0, p->osh) + p->zp);
-        }
+        for (int64_t n = 0; n < N; n++) out[m * ldo + n] = qd_is_gelu1(acc[m * lda + n], bias, M0, sh, n, p);
         if (sp) qd_is_split_gelu(sp, acc + m * lda, bias, M0, sh, p, out + m * ldo, sp->out + m * sp->ld);
     }
 }
 
 static void ref_softmax_u8(const int32_t *s, int64_t n, const uint8_t *keep, const qd_isoftmax *p, uint8_t *P)
 {
-    int any = 0;
-    for (int64_t j = 0; keep && j < n; j++) any |= keep[j] != 0;
-    if (!any) keep = NULL;
-    int32_t mx = INT32_MIN;
-    for (int64_t j = 0; j < n; j++)
-        if (!keep || keep[j]) {
-            const int32_t x = qd_fx_mbqm(s[j], p->M0, p->sh);
-            if (x > mx) mx = x;
-        }
-    int64_t sum = 0;
-    for (int64_t j = 0; j < n; j++)
-        if (!keep || keep[j]) sum += qd_is_iexp((int64_t)mx - qd_fx_mbqm(s[j], p->M0, p->sh), p);
-    const int64_t R = ((int64_t)1 << 46) / sum;
-    for (int64_t j = 0; j < n; j++) {
-        const int64_t e = !keep || keep[j] ? qd_is_iexp((int64_t)mx - qd_fx_mbqm(s[j], p->M0, p->sh), p) : 0;
-        const int64_t v = qd_fx_rshift_up(e * R, 38);
-        P[j] = (uint8_t)(v > 255 ? 255 : v);
-    }
+    qd_is_softmax_row(s, n, qd_is_keep(keep, n), p, P);
 }
 
 static void ref_outlier_add(const int8_t *xo, int64_t ldx, int64_t M, const int8_t *wo, int64_t N, int64_t Ko,

@@ -68,22 +68,43 @@ static inline int64_t qd_is_ln_y(int32_t x, const qd_is_lnrow *r, int32_t g, int
     return n * g + beta;
 }
 
-static inline qd_is_lnrow qd_is_ln_row(const int32_t *x, int64_t N, int64_t eps)
+/* the vector versions' tails: max |x| and Σx over [i, N), then Σ(x' - mu)² over [i, N) */
+static inline void qd_is_ln_tail1(const int32_t *x, int64_t i, int64_t N, int32_t *mx, int64_t *s)
 {
-    int32_t mx = 0;
-    for (int64_t i = 0; i < N; i++) {
+    for (; i < N; i++) {
         const int32_t a = x[i] < 0 ? -x[i] : x[i];
-        if (a > mx) mx = a;
+        if (a > *mx) *mx = a;
+        *s += x[i];
     }
-    const int f = qd_is_ln_shift(mx);
-    int64_t s = 0, ss = 0;
-    for (int64_t i = 0; i < N; i++) s += (int64_t)x[i] << f;
-    const int64_t mu = qd_is_ln_mean(s, N);
-    for (int64_t i = 0; i < N; i++) {
+}
+static inline int64_t qd_is_ln_tail2(const int32_t *x, int64_t i, int64_t N, int f, int64_t mu)
+{
+    int64_t ss = 0;
+    for (; i < N; i++) {
         const int64_t d = ((int64_t)x[i] << f) - mu;
         ss += d * d;
     }
-    return qd_is_ln_finish(mu, ss, N, eps, f);
+    return ss;
+}
+/* the outputs of elements [i, N) of a row */
+static inline void qd_is_ln_tail3(const int32_t *x, int64_t i, int64_t N, const qd_is_lnrow *r, const qd_iln *p,
+                                  int8_t *out, int32_t *fine)
+{
+    for (; i < N; i++) {
+        const int64_t y = qd_is_ln_y(x[i], r, p->g[i], p->beta[i]);
+        out[i] = (int8_t)qd_is_sat8(qd_fx_rshift_up(y, 16 + p->gsh) + p->zp);
+        if (fine) fine[i] = qd_fx_sat32(qd_fx_rshift_up(y, 8 + p->gsh));
+    }
+}
+
+static inline qd_is_lnrow qd_is_ln_row(const int32_t *x, int64_t N, int64_t eps)
+{
+    int32_t mx = 0;
+    int64_t s = 0;
+    qd_is_ln_tail1(x, 0, N, &mx, &s);
+    const int f = qd_is_ln_shift(mx);
+    const int64_t mu = qd_is_ln_mean(s * ((int64_t)1 << f), N);
+    return qd_is_ln_finish(mu, qd_is_ln_tail2(x, 0, N, f, mu), N, eps, f);
 }
 
 /* ---- GELU and exp ------------------------------------------------------------------------- */
@@ -113,6 +134,76 @@ static inline int64_t qd_is_iexp(int64_t dd, const qd_isoftmax *p)
     if (z > 30) return 0;
     const int64_t q = p->qb - dd + z * p->qln2;
     return (q * q + p->qc) >> z;
+}
+
+/* a mask with no kept column counts as none (every column kept) */
+static inline const uint8_t *qd_is_keep(const uint8_t *keep, int64_t n)
+{
+    for (int64_t j = 0; keep && j < n; j++)
+        if (keep[j]) return keep;
+    return NULL;
+}
+
+/* whether the vector versions' i-exp is exact for these constants: z = floor(dd / qln2) as a
+ * reciprocal product (qln2 in [2^8, 2^17)) and (qb - dd + z qln2)² + qc inside int32 */
+static inline int qd_is_softmax_lanes_ok(const qd_isoftmax *p)
+{
+    return p->qln2 >= 256 && p->qln2 < (1 << 17) && p->qb >= 0 && p->qc >= 0 &&
+           (int64_t)p->qb * p->qb + p->qc < ((int64_t)1 << 31);
+}
+
+/* the softmax of one row (keep NULL: every column; the caller has replaced an all-zero keep by NULL) */
+static inline void qd_is_softmax_row(const int32_t *s, int64_t n, const uint8_t *keep, const qd_isoftmax *p, uint8_t *P)
+{
+    int32_t mx = INT32_MIN;
+    for (int64_t j = 0; j < n; j++)
+        if (!keep || keep[j]) {
+            const int32_t x = qd_fx_mbqm(s[j], p->M0, p->sh);
+            if (x > mx) mx = x;
+        }
+    int64_t sum = 0;
+    for (int64_t j = 0; j < n; j++)
+        if (!keep || keep[j]) sum += qd_is_iexp((int64_t)mx - qd_fx_mbqm(s[j], p->M0, p->sh), p);
+    const int64_t R = ((int64_t)1 << 46) / sum;
+    for (int64_t j = 0; j < n; j++) {
+        const int64_t e = !keep || keep[j] ? qd_is_iexp((int64_t)mx - qd_fx_mbqm(s[j], p->M0, p->sh), p) : 0;
+        const int64_t v = qd_fx_rshift_up(e * R, 38);
+        P[j] = (uint8_t)(v > 255 ? 255 : v);
+    }
+}
+
+/* a softmax value from a stored row's maximum and reciprocal (the vector versions' tails) */
+static inline uint8_t qd_is_softmax_p(int32_t s, int32_t mx, int64_t R, int kept, const qd_isoftmax *p)
+{
+    const int64_t e = kept ? qd_is_iexp((int64_t)mx - qd_fx_mbqm(s, p->M0, p->sh), p) : 0;
+    const int64_t v = qd_fx_rshift_up(e * R, 38);
+    return (uint8_t)(v > 255 ? 255 : v);
+}
+
+/* one requantized output, and one rescaled residual sum (the kernels' scalar element) */
+static inline int8_t qd_is_requant1(int32_t a, const int32_t *bias, int64_t n, int32_t M0, int32_t sh, int32_t zp,
+                                    int32_t lo)
+{
+    const int32_t x = bias ? qd_fx_sat32((int64_t)a + bias[n]) : a;
+    const int32_t v = qd_is_sat8((int64_t)qd_fx_mbqm(x, M0, sh) + zp);
+    return (int8_t)(v < lo ? lo : v);
+}
+
+static inline int32_t qd_is_rescale1(int32_t a, const int32_t *bias, int64_t n, int32_t M0, int32_t sh,
+                                     const int32_t *res, int32_t rM0, int32_t rsh, int32_t lim)
+{
+    const int32_t x = bias ? qd_fx_sat32((int64_t)a + bias[n]) : a;
+    int64_t v = qd_fx_mbqm(x, M0, sh);
+    if (res) v += qd_fx_mbqm(*res, rM0, rsh);
+    return (int32_t)(v > lim ? lim : v < -lim ? -lim : v);
+}
+
+/* one GELU output */
+static inline int8_t qd_is_gelu1(int32_t a, const int32_t *bias, const int32_t *M0, const int32_t *sh, int64_t n,
+                                 const qd_igelu *p)
+{
+    const int32_t y = qd_is_igelu_q10(qd_is_gelu_in(a, bias, M0, sh, n), p);
+    return (int8_t)qd_is_sat8((int64_t)qd_fx_mbqm(y, p->oM0, p->osh) + p->zp);
 }
 
 /* ---- outlier channels --------------------------------------------------------------------- */
