@@ -95,7 +95,7 @@ typedef struct {
 typedef struct qd_igemm qd_igemm;
 
 typedef struct qd_intops_table {
-    const char *isa; /* "ref", "avx2", "neon", "neon-dot" */
+    const char *isa; /* "ref", "avx2", "avx512", "neon", "neon-dot" */
 
     /* int8 weights W[N][K] (row n at w + n * ldw) packed for igemm_s32; NULL when out of memory or
      * K > 65536 */
@@ -133,6 +133,7 @@ const qd_intops_table *qd_intops_table_for(const char *isa);
 
 void qd_intops_fill_ref(qd_intops_table *t);
 void qd_intops_fill_avx2(qd_intops_table *t);
+void qd_intops_fill_avx512(qd_intops_table *t); /* over the AVX2 table: the per-element kernels */
 void qd_intops_fill_neon(qd_intops_table *t, int dot);
 
 #endif

@@ -1,7 +1,7 @@
 /* The integer-only kernels (kernels/intops.h): the reference against independent definitions —
  * quant/fixed.h's requantization, exact integer products, and double-precision LayerNorm, GELU and
  * softmax within the integer approximations' stated error — then every ISA table this CPU has
- * (AVX2 on x86-64; NEON and NEON with SDOT on AArch64) bit for bit against the reference, on random
+ * (AVX2 and AVX-512 on x86-64; NEON and NEON with SDOT on AArch64) bit for bit against the reference, on random
  * data with the edge values (saturating accumulators, extreme shifts, masked rows, tails of every
  * length, outlier channels). Also built for AArch64 and run under qemu (tests/arm/). */
 #include <math.h>
@@ -34,7 +34,7 @@ static int32_t racc(void)
     }
 }
 
-static const char *g_isas[] = {"avx2", "neon", "neon-dot"};
+static const char *g_isas[] = {"avx2", "avx512", "neon", "neon-dot"};
 
 /* ---- the reference against definitions -------------------------------------------------------- */
 
