@@ -26,8 +26,8 @@
  * does what model/forward.c does: one sgemm per item of T rows), then the other stages on their
  * own at the model's shapes, with the model's building blocks (qd_layernorm, qd_activation) or a
  * copy of model/forward.c's attention loop, plus what-if variants (one sgemm over all B x T
- * rows, an AVX2 erf for GELU and exp for the softmax, malloc keeping freed scratch). The
- * profile runs after the table and changes no figure in it.
+ * rows, the scalar reference kernels (QD_KERNELS=ref) for GELU and the softmax, malloc keeping
+ * freed scratch). The profile runs after the table and changes no figure in it.
  *
  *   bench_forward [--runs N] [--warmup N] [--no-torch] [--no-profile]
  *
@@ -36,7 +36,6 @@
  */
 #include <cblas.h>
 #include <cjson/cJSON.h>
-#include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -52,6 +51,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "kernels/kernels.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
 #include "shard/safetensors.h"
@@ -213,10 +213,11 @@ static int prof_apply(void *user, const qd_model *m, int li, const float *X, int
     return 1;
 }
 
-/* the attention core of model/forward.c (per item, per head: sgemm Q K^T, masked softmax with
- * expf and a double sum, sgemm P V), timed in two parts */
+/* the attention core of model/forward.c (per item, per head: sgemm Q K^T, masked softmax through
+ * the kernel table's exp_sum, sgemm P V), timed in two parts; `k` is the selected table or, for
+ * the what-if, the scalar reference */
 static void attention_core(const qd_model_config *c, const qd_batch *b, const float *q, const float *k, const float *v,
-                           float *ctx, float *S, double *t_mm, double *t_sm)
+                           float *ctx, float *S, const qd_kernel_table *kt, double *t_mm, double *t_sm)
 {
     const int T = b->T, d = c->head_size, A = c->heads * d;
     const float scale = (float)(1.0 / sqrt((double)d));
@@ -230,15 +231,11 @@ static void attention_core(const qd_model_config *c, const qd_batch *b, const fl
             for (int i = 0; i < T; i++) {
                 float *row = S + (int64_t)i * T;
                 float mx = -INFINITY;
-                for (int j = 0; j < T; j++)
-                    if ((!mask || mask[j]) && row[j] > mx) mx = row[j];
-                double sum = 0;
                 for (int j = 0; j < T; j++) {
-                    float e = (!mask || mask[j]) ? expf(row[j] - mx) : 0.0f;
-                    row[j] = e;
-                    sum += e;
+                    if (mask && !mask[j]) row[j] = -INFINITY;
+                    if (row[j] > mx) mx = row[j];
                 }
-                float inv = (float)(1.0 / sum);
+                const float inv = 1.0f / kt->exp_sum(row, T, mx);
                 for (int j = 0; j < T; j++) row[j] *= inv;
             }
             double t2 = qd_now();
@@ -247,98 +244,6 @@ static void attention_core(const qd_model_config *c, const qd_batch *b, const fl
             *t_sm += t2 - t1;
         }
     }
-}
-
-/* What-if: GELU with a vectorized float erf, the form PyTorch's CPU kernel evaluates
- * (Abramowitz-Stegun 7.1.26: erf(x) = 1 - t (a1 + t (a2 + ...)) e^{-x^2}, t = 1 / (1 + p|x|),
- * |error| <= 1.5e-7) with a Cephes-style exp, 8 lanes of AVX2 + FMA. */
-__attribute__((target("avx2,fma"))) static __m256 exp256(__m256 x)
-{
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-}
-
-__attribute__((target("avx2,fma"))) static void gelu_avx2(float *x, int64_t n)
-{
-    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        __m256 z = _mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f));
-        __m256 az = _mm256_andnot_ps(sign, z);
-        __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), az, one));
-        __m256 p = _mm256_set1_ps(1.061405429f);
-        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
-        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
-        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
-        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
-        __m256 ex = exp256(_mm256_mul_ps(_mm256_xor_ps(az, sign), az));
-        __m256 erfa = _mm256_fnmadd_ps(_mm256_mul_ps(p, t), ex, one);
-        __m256 erfz = _mm256_or_ps(erfa, _mm256_and_ps(z, sign));
-        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, erfz)));
-    }
-    for (; i < n; i++) x[i] = (float)(0.5 * x[i] * (1.0 + erf(x[i] * 0.70710678118654752440)));
-}
-
-/* What-if: the same masked softmax with the exponentials 8 lanes at a time (exp256), float sums */
-__attribute__((target("avx2,fma"))) static void softmax_avx2(float *S, int T, const float *keep)
-{
-    for (int i = 0; i < T; i++) {
-        float *row = S + (int64_t)i * T;
-        float mx = -INFINITY;
-        for (int j = 0; j < T; j++)
-            if (keep[j] != 0 && row[j] > mx) mx = row[j];
-        __m256 vm = _mm256_set1_ps(mx), acc = _mm256_setzero_ps();
-        int j = 0;
-        for (; j + 8 <= T; j += 8) {
-            __m256 e = _mm256_mul_ps(exp256(_mm256_sub_ps(_mm256_loadu_ps(row + j), vm)), _mm256_loadu_ps(keep + j));
-            _mm256_storeu_ps(row + j, e);
-            acc = _mm256_add_ps(acc, e);
-        }
-        float lanes[8], sum = 0;
-        _mm256_storeu_ps(lanes, acc);
-        for (int k = 0; k < 8; k++) sum += lanes[k];
-        for (; j < T; j++) sum += row[j] = keep[j] != 0 ? expf(row[j] - mx) : 0.0f;
-        const float inv = 1.0f / sum;
-        for (j = 0; j < T; j++) row[j] *= inv;
-    }
-}
-
-static double softmax_whatif(const qd_batch *b, int heads, int layers)
-{
-    const int T = b->T;
-    float *S = randn((int64_t)T * T, 1), *W = qd_xmalloc((size_t)T * T * sizeof(float)),
-          *keep = qd_xmalloc((size_t)T * sizeof(float));
-    double best = 1e30;
-    for (int r = 0; r < 5; r++) {
-        double t = 0;
-        for (int bi = 0; bi < b->B; bi++) {
-            for (int j = 0; j < T; j++) keep[j] = !b->mask || b->mask[(int64_t)bi * T + j];
-            for (int h = 0; h < heads * layers; h++) {
-                memcpy(W, S, (size_t)T * T * sizeof(float));
-                double t0 = qd_now();
-                softmax_avx2(W, T, keep);
-                t += qd_now() - t0;
-            }
-        }
-        if (t < best) best = t;
-    }
-    free(S);
-    free(W);
-    free(keep);
-    return best;
 }
 
 static void gelu_erff(float *x, int64_t n)
@@ -370,11 +275,7 @@ static void fn_gelu_erff(void *a, float *x, int64_t n)
     (void)a;
     gelu_erff(x, n);
 }
-static void fn_gelu_avx2(void *a, float *x, int64_t n)
-{
-    (void)a;
-    gelu_avx2(x, n);
-}
+static void fn_gelu_table(void *a, float *x, int64_t n) { ((const qd_kernel_table *)a)->gelu(x, n); }
 
 typedef struct {
     const float *g, *b;
@@ -408,6 +309,64 @@ static double fault_cost(void)
     return best / (double)(len / pg);
 }
 
+/* Every Linear timed in place, one sgemm per item (as the model, hooks of ps) and one over all rows,
+ * the two kinds of pass alternating: per Linear the best of `reps` into lin and lin_b, the page
+ * faults of a hooked pass into *hook_faults; returns the best hooked pass. */
+static double time_linears(bench_model *bm, prof_state *ps, double *lin, double *lin_b, double *hook_faults, int reps)
+{
+    const qd_model *m = bm->m;
+    const qd_batch *b = &bm->b;
+    prof_state pb = {.T = b->T, .batched = 1, .capture_li = -1};
+    long pf0 = 0, pf1 = 0;
+    qd_model_hooks hk = {.user = ps, .linear_apply = prof_apply}, hkb = {.user = &pb, .linear_apply = prof_apply};
+    double total = 1e30;
+    for (int k = 0; k < QD_LIN_PER_BLOCK; k++) lin[k] = lin_b[k] = 1e30;
+    for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
+        memset(ps->lin, 0, sizeof ps->lin);
+        memset(pb.lin, 0, sizeof pb.lin);
+        cpu_seconds(&pf0);
+        double t0 = qd_now();
+        if (qd_model_forward(m, b, &hk, bm->pooled, bm->logits, NULL)) {
+            fprintf(stderr, "%s\n", qd_errmsg());
+            exit(1);
+        }
+        double t = qd_now() - t0;
+        cpu_seconds(&pf1);
+        if (r >= 0) *hook_faults += (double)(pf1 - pf0) / reps;
+        if (qd_model_forward(m, b, &hkb, bm->pooled, bm->logits, NULL)) {
+            fprintf(stderr, "%s\n", qd_errmsg());
+            exit(1);
+        }
+        if (r < 0) continue;
+        total = fmin(total, t);
+        for (int k = 0; k < QD_LIN_PER_BLOCK; k++)
+            lin[k] = fmin(lin[k], ps->lin[k]), lin_b[k] = fmin(lin_b[k], pb.lin[k]);
+    }
+    return total;
+}
+
+/* Why a plain forward faults in more pages than the hooked passes (printed when it does). */
+static void explain_faults(const bench_model *bm, int64_t rows, int64_t A, int H)
+{
+    const qd_model_config *c = qd_model_cfg(bm->m);
+    const qd_batch *b = &bm->b;
+    const double mib = 1.0 / 1048576.0;
+    double scratch =
+        (double)(rows * A * 4 + rows * H * 2 + rows * c->intermediate + (int64_t)b->T * b->T) * sizeof(float) * mib;
+    printf("    %.1f MiB of fresh pages per plain forward: model/forward.c mallocs and frees %.1f MiB of scratch "
+           "in every block;\n"
+           "    glibc's trim threshold (twice the largest mmapped block freed so far, here 2 x %.1f MiB) is below "
+           "that, so free()\n"
+           "    gives the heap top back to the OS and the next block faults it in again, mostly inside the "
+           "Linears' sgemm. The\n"
+           "    hooked passes ran after larger blocks had been freed (another model's scratch, the output check), "
+           "which raised\n"
+           "    the threshold: hence their fewer faults. A process that runs only this model pays them on every "
+           "forward.\n",
+           bm->ours.faults * (double)sysconf(_SC_PAGESIZE) * mib, scratch,
+           (double)(rows * A * 4) * sizeof(float) * mib);
+}
+
 /* Stage profile of one forward (milliseconds per forward), printed as a table with PyTorch's
  * per-operator profile beside it when given. */
 static void profile_model(bench_model *bm, peer *p, const char *key)
@@ -418,9 +377,8 @@ static void profile_model(bench_model *bm, peer *p, const char *key)
     const int64_t rows = (int64_t)b->B * b->T, A = (int64_t)c->heads * c->head_size;
     const int reps = 5;
 
-    /* 1. in place: every Linear, one sgemm per item (as the model) and one over all rows, the two
-     * kinds of pass alternating; per Linear and for the whole pass, the best of `reps` */
-    prof_state ps = {.T = b->T, .capture_li = QD_LIN_INTER}, pb = {.T = b->T, .batched = 1, .capture_li = -1};
+    /* 1. in place: every Linear (time_linears), capturing block 0's FFN pre-activations */
+    prof_state ps = {.T = b->T, .capture_li = QD_LIN_INTER};
     /* mmap, not malloc: leaves the heap that the forward's scratch lives on as it was */
     const size_t cap_bytes = (size_t)(rows * c->intermediate) * sizeof(float);
     ps.capture = mmap(NULL, cap_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -428,42 +386,21 @@ static void profile_model(bench_model *bm, peer *p, const char *key)
         perror("mmap");
         exit(1);
     }
-    long pf0 = 0, pf1 = 0;
-    double hook_faults = 0;
-    qd_model_hooks hk = {.user = &ps, .linear_apply = prof_apply}, hkb = {.user = &pb, .linear_apply = prof_apply};
-    double lin[QD_LIN_PER_BLOCK], lin_b[QD_LIN_PER_BLOCK], total = 1e30, lin_sum = 0, lin_b_sum = 0;
-    for (int k = 0; k < QD_LIN_PER_BLOCK; k++) lin[k] = lin_b[k] = 1e30;
-    for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
-        memset(ps.lin, 0, sizeof ps.lin);
-        memset(pb.lin, 0, sizeof pb.lin);
-        cpu_seconds(&pf0);
-        double t0 = qd_now();
-        if (qd_model_forward(m, b, &hk, bm->pooled, bm->logits, NULL)) {
-            fprintf(stderr, "%s\n", qd_errmsg());
-            exit(1);
-        }
-        double t = qd_now() - t0;
-        cpu_seconds(&pf1);
-        if (r >= 0) hook_faults += (double)(pf1 - pf0) / reps;
-        if (qd_model_forward(m, b, &hkb, bm->pooled, bm->logits, NULL)) {
-            fprintf(stderr, "%s\n", qd_errmsg());
-            exit(1);
-        }
-        if (r < 0) continue;
-        total = fmin(total, t);
-        for (int k = 0; k < QD_LIN_PER_BLOCK; k++)
-            lin[k] = fmin(lin[k], ps.lin[k]), lin_b[k] = fmin(lin_b[k], pb.lin[k]);
-    }
+    double lin[QD_LIN_PER_BLOCK], lin_b[QD_LIN_PER_BLOCK], lin_sum = 0, lin_b_sum = 0, hook_faults = 0;
+    const double total = time_linears(bm, &ps, lin, lin_b, &hook_faults, reps);
     for (int k = 0; k < QD_LIN_PER_BLOCK; k++) lin_sum += lin[k], lin_b_sum += lin_b[k];
 
     /* 2. the attention core at the model's shapes (random Q, K, V; the batch's mask) */
     float *q = randn(rows * A, 1), *kk = randn(rows * A, 1), *v = randn(rows * A, 1);
     float *ctx = qd_xmalloc((size_t)(rows * A) * sizeof(float)), *S = qd_xmalloc((size_t)b->T * b->T * sizeof(float));
-    double t_mm = 1e30, t_sm = 1e30;
+    const qd_kernel_table *kref = qd_kernels_table("ref");
+    double t_mm = 1e30, t_sm = 1e30, t_sm_ref = 1e30;
     for (int r = 0; r < reps; r++) {
-        double a = 0, s = 0;
-        for (int l = 0; l < c->layers; l++) attention_core(c, b, q, kk, v, ctx, S, &a, &s);
+        double a = 0, s = 0, a2 = 0, s2 = 0;
+        for (int l = 0; l < c->layers; l++) attention_core(c, b, q, kk, v, ctx, S, qd_kernels(), &a, &s);
         if (a + s < t_mm + t_sm) t_mm = a, t_sm = s;
+        for (int l = 0; l < c->layers; l++) attention_core(c, b, q, kk, v, ctx, S, kref, &a2, &s2);
+        t_sm_ref = fmin(t_sm_ref, s2);
     }
 
     /* 3. activation on the real pre-activations of block 0; LayerNorm on real-scale rows */
@@ -471,7 +408,7 @@ static void profile_model(bench_model *bm, peer *p, const char *key)
     float *act_buf = qd_xmalloc((size_t)na * sizeof(float));
     qd_act act = c->act;
     double t_act = time_inplace(fn_act, &act, ps.capture, na, act_buf, c->layers);
-    double t_erff = 0, t_avx = 0, err_erff = 0, err_avx = 0;
+    double t_erff = 0, t_ref = 0, err_erff = 0, err_ref = 0;
     int is_gelu = act == QD_ACT_GELU;
     if (is_gelu) {
         float *ref = qd_xmalloc((size_t)na * sizeof(float));
@@ -479,8 +416,8 @@ static void profile_model(bench_model *bm, peer *p, const char *key)
         qd_activation(QD_ACT_GELU, ref, na);
         t_erff = time_inplace(fn_gelu_erff, NULL, ps.capture, na, act_buf, c->layers);
         for (int64_t i = 0; i < na; i++) err_erff = fmax(err_erff, fabs((double)act_buf[i] - ref[i]));
-        t_avx = time_inplace(fn_gelu_avx2, NULL, ps.capture, na, act_buf, c->layers);
-        for (int64_t i = 0; i < na; i++) err_avx = fmax(err_avx, fabs((double)act_buf[i] - ref[i]));
+        t_ref = time_inplace(fn_gelu_table, (void *)kref, ps.capture, na, act_buf, c->layers);
+        for (int64_t i = 0; i < na; i++) err_ref = fmax(err_ref, fabs((double)act_buf[i] - ref[i]));
         free(ref);
     }
     const int H = c->hidden;
@@ -510,13 +447,13 @@ static void profile_model(bench_model *bm, peer *p, const char *key)
     snprintf(nm, sizeof nm, "attention QK^T + PV (%d x 2 sgemm, T=%d d=%d)", b->B * c->heads * c->layers, b->T,
              c->head_size);
     printf("  %-58s %9.1f %6.1f%%\n", nm, ms(t_mm), 100 * t_mm / total);
-    snprintf(nm, sizeof nm, "softmax (expf, %s)", b->mask ? "masked" : "no mask");
-    printf("  %-58s %9.1f %6.1f%%   AVX2 exp: %.1f ms (timed without the memcpy of scores)\n", nm, ms(t_sm),
-           100 * t_sm / total, ms(softmax_whatif(b, c->heads, c->layers)));
+    snprintf(nm, sizeof nm, "softmax (exp_sum %s, %s)", qd_kernels_isa(), b->mask ? "masked" : "no mask");
+    printf("  %-58s %9.1f %6.1f%%   scalar reference kernels: %.1f ms\n", nm, ms(t_sm), 100 * t_sm / total,
+           ms(t_sm_ref));
+    snprintf(nm, sizeof nm, "GELU (kernels gelu, %s)", qd_kernels_isa());
     if (is_gelu)
-        printf("  %-58s %9.1f %6.1f%%   float erff %.1f ms (max err %.1g); AVX2 A&S erf %.1f ms (max err %.1g)\n",
-               "GELU (double erf per element)", ms(t_act), 100 * t_act / total, ms(t_erff), err_erff, ms(t_avx),
-               err_avx);
+        printf("  %-58s %9.1f %6.1f%%   float erff %.1f ms (max diff %.1g); scalar reference %.1f ms (max diff %.1g)\n",
+               nm, ms(t_act), 100 * t_act / total, ms(t_erff), err_erff, ms(t_ref), err_ref);
     else
         printf("  %-58s %9.1f %6.1f%%\n", "activation", ms(t_act), 100 * t_act / total);
     snprintf(nm, sizeof nm, "LayerNorm (double, two passes) x %d", n_ln);
@@ -531,23 +468,7 @@ static void profile_model(bench_model *bm, peer *p, const char *key)
     printf("  %-58s %9.1f   (%.0f page faults per forward x %.2f us = %.1f ms)\n",
            "the forward without the hook, from the table", ms(bm->ours.best), bm->ours.faults, fc * 1e6,
            ms(fc * bm->ours.faults));
-    if (bm->ours.faults > hook_faults) {
-        const double mib = 1.0 / 1048576.0;
-        double scratch =
-            (double)(rows * A * 4 + rows * H * 2 + rows * c->intermediate + (int64_t)b->T * b->T) * sizeof(float) * mib;
-        printf("    %.1f MiB of fresh pages per plain forward: model/forward.c mallocs and frees %.1f MiB of scratch "
-               "in every block;\n"
-               "    glibc's trim threshold (twice the largest mmapped block freed so far, here 2 x %.1f MiB) is below "
-               "that, so free()\n"
-               "    gives the heap top back to the OS and the next block faults it in again, mostly inside the "
-               "Linears' sgemm. The\n"
-               "    hooked passes ran after larger blocks had been freed (another model's scratch, the output check), "
-               "which raised\n"
-               "    the threshold: hence their fewer faults. A process that runs only this model pays them on every "
-               "forward.\n",
-               bm->ours.faults * (double)sysconf(_SC_PAGESIZE) * mib, scratch,
-               (double)(rows * A * 4) * sizeof(float) * mib);
-    }
+    if (bm->ours.faults > hook_faults) explain_faults(bm, rows, A, H);
     cJSON *torch_prof = NULL;
     if (p) { /* asked only now: its reply on our heap during the passes above would change their page faults */
         char cmd[32];
@@ -834,6 +755,178 @@ static void check_same(bench_model *x, const char *dir, char *buf, size_t cap)
 
 /* ---- main ------------------------------------------------------------------------------- */
 
+/* The BERT row of the table: its model and its batch of SST-2 sentences. 0, or 1 after a message. */
+static int add_bert(bench_model *x, const char *bert_dir, const char *tsv, int32_t *ids, int32_t *tt, int32_t *mask,
+                    int *real)
+{
+    memset(x, 0, sizeof *x);
+    x->name = "BERT all-MiniLM-L6-v2";
+    if (bert_inputs(bert_dir, tsv, ids, tt, mask, real)) return 1;
+    if (qd_model_load(bert_dir, &x->m)) {
+        fprintf(stderr, "%s\n", qd_errmsg());
+        return 1;
+    }
+    x->b = (qd_batch){.B = BERT_B, .T = BERT_T, .ids = ids, .type_ids = tt, .mask = mask};
+    x->items = BERT_B * BERT_T;
+    x->unit = "tokens/s";
+    x->pooled = qd_xmalloc((size_t)BERT_B * qd_model_cfg(x->m)->hidden * sizeof(float));
+    return 0;
+}
+
+/* The ViT row: its model and a batch of the reference images repeated. 0, or 1 after a message. */
+static int add_vit(bench_model *x, const char *vit_dir, const char *vit_ref, qd_checkpoint **ref, float **pix_out)
+{
+    memset(x, 0, sizeof *x);
+    x->name = "ViT vit-mnist-tiny";
+    if (qd_model_load(vit_dir, &x->m)) {
+        fprintf(stderr, "%s\n", qd_errmsg());
+        return 1;
+    }
+    const qd_model_config *c = qd_model_cfg(x->m);
+    if (qd_ckpt_open(vit_ref, ref)) {
+        fprintf(stderr, "%s\n", qd_errmsg());
+        return 1;
+    }
+    int i = qd_ckpt_find(*ref, "pixel_values");
+    const int64_t per = (int64_t)c->channels * c->image_h * c->image_w;
+    const void *raw;
+    if (i < 0 || qd_ckpt_tensor(*ref, i)->numel % per || qd_ckpt_raw(*ref, i, &raw)) {
+        fprintf(stderr, "%s: no usable pixel_values\n", vit_ref);
+        return 1;
+    }
+    int64_t n = (int64_t)(qd_ckpt_tensor(*ref, i)->numel / per);
+    float *pix = *pix_out = qd_xmalloc((size_t)(VIT_B * per) * sizeof(float));
+    for (int k = 0; k < VIT_B; k++)
+        memcpy(pix + k * per, (const float *)raw + (k % n) * per, (size_t)per * sizeof(float));
+    x->b = (qd_batch){.B = VIT_B, .T = qd_model_tokens(x->m, 0), .pixels = pix};
+    x->items = VIT_B;
+    x->unit = "images/s";
+    x->logits = qd_xmalloc((size_t)VIT_B * c->num_labels * sizeof(float));
+    return 0;
+}
+
+/* Starts bench/forward_torch.py in --serve mode with the models present (vit_dir NULL: no ViT);
+ * its facts, or NULL (errf: the file holding its stderr). */
+static cJSON *launch_peer(peer *pr, const char *py, const char *bert_dir, const char *tsv, const char *vit_dir,
+                          const char *vit_ref, const char *tmpd, char *errf, size_t errcap)
+{
+    char script[4200], sw[16], num[3][16];
+    const char *se = getenv("QD_SOURCE_DIR");
+    snprintf(script, sizeof script, "%s/bench/forward_torch.py", se && *se ? se : QD_BENCH_SOURCE_DIR);
+    snprintf(errf, errcap, "%s/stderr.txt", tmpd);
+    snprintf(num[0], sizeof num[0], "%d", BERT_T);
+    snprintf(num[1], sizeof num[1], "%d", BERT_B);
+    snprintf(num[2], sizeof num[2], "%d", VIT_B);
+    snprintf(sw, sizeof sw, "--serve");
+    char *args[24];
+    int na = 0;
+    args[na++] = (char *)py;
+    args[na++] = script;
+    args[na++] = sw;
+    args[na++] = "--out-dir";
+    args[na++] = (char *)tmpd;
+    args[na++] = "--seq";
+    args[na++] = num[0];
+    args[na++] = "--bert-batch";
+    args[na++] = num[1];
+    args[na++] = "--vit-batch";
+    args[na++] = num[2];
+    if (bert_dir) {
+        args[na++] = "--bert-dir";
+        args[na++] = (char *)bert_dir;
+        args[na++] = "--sst2";
+        args[na++] = (char *)tsv;
+    }
+    if (vit_dir) {
+        args[na++] = "--vit-dir";
+        args[na++] = (char *)vit_dir;
+        args[na++] = "--vit-ref";
+        args[na++] = (char *)vit_ref;
+    }
+    args[na] = NULL;
+    return peer_start(pr, py, args, errf);
+}
+
+/* The table: ours (and PyTorch's where it ran) per model, then the peer's agreement. */
+static void print_table(bench_model *bm, int nbm, peer *p, const cJSON *facts, const char *py, const timing *theirs,
+                        const int *have_theirs, double peak, int bert, int real, const char *tmpd)
+{
+    printf(
+        "\nFP32 forward, 1 rank, 1 thread; %d warm-up + %d timed passes%s; OpenBLAS sgemm 1024^3 = %.1f GFLOP/s (%s)\n",
+        g_warmup, g_runs, p ? ", alternating with PyTorch's" : "", peak, openblas_get_config());
+    if (p) {
+        const cJSON *be = cJSON_GetObjectItem(facts, "bert");
+        const char *tv = cJSON_GetStringValue(cJSON_GetObjectItem(facts, "torch")),
+                   *bl = cJSON_GetStringValue(cJSON_GetObjectItem(facts, "blas"));
+        const char *trv = be ? cJSON_GetStringValue(cJSON_GetObjectItem(be, "transformers")) : NULL;
+        const char *at = be ? cJSON_GetStringValue(cJSON_GetObjectItem(be, "attn")) : NULL;
+        const cJSON *th = cJSON_GetObjectItem(facts, "threads");
+        printf("PyTorch %s (%s BLAS, %d thread; %s)%s%s%s%s; ViT: the same model in plain torch, sdpa attention\n",
+               tv ? tv : "?", bl ? bl : "?", cJSON_IsNumber(th) ? th->valueint : 0, py,
+               be ? "; BERT: transformers " : "", trv ? trv : "", be ? " BertModel, attention " : "", at ? at : "");
+    }
+    if (bert)
+        printf("BERT input: the first %d SST-2 dev sentences, padded to %d: %d tokens per pass, %d real (%.1f%%), all "
+               "counted\n",
+               BERT_B, BERT_T, BERT_B * BERT_T, real, 100.0 * real / (BERT_B * BERT_T));
+    printf("\n%-22s %-6s %8s %8s %11s %6s %7s %6s", "model", "batch", "best ms", "med ms", "per s", "GFLOP", "GFLOP/s",
+           "%sgemm");
+    if (p) printf(" | %8s %8s %11s %7s | %7s %7s", "torch ms", "med ms", "per s", "GFLOP/s", "ours/pt", "median");
+    printf("\n");
+    for (int k = 0; k < nbm; k++) {
+        bench_model *x = &bm[k];
+        char batch[32];
+        snprintf(batch, sizeof batch, qd_model_cfg(x->m)->arch == QD_ARCH_BERT ? "%dx%d" : "%d", x->b.B, x->b.T);
+        double gf = x->flops / x->ours.best / 1e9;
+        printf("%-22s %-6s %8.1f %8.1f %11.0f %6.2f %7.1f %5.0f%%", x->name, batch, ms(x->ours.best),
+               ms(x->ours.median), x->items / x->ours.best, x->flops / 1e9, gf, 100 * gf / peak);
+        if (have_theirs[k])
+            printf(" | %8.1f %8.1f %11.0f %7.1f | %6.2fx %6.2fx", ms(theirs[k].best), ms(theirs[k].median),
+                   x->items / theirs[k].best, x->flops / theirs[k].best / 1e9, theirs[k].best / x->ours.best,
+                   theirs[k].median / x->ours.median);
+        printf("   %s\n", x->unit);
+    }
+    printf("(per s: %s;%s GFLOP counts every Linear and Q K^T, P V)\n",
+           nbm == 2 ? "tokens/s for BERT, images/s for the ViT" : bm[0].unit,
+           p ? " ours/pt: PyTorch's time over ours, > 1 = ours faster;" : "");
+    for (int k = 0; k < nbm; k++) {
+        printf("%s: CPU time / wall time %.2f", bm[k].name, bm[k].ours.cpu_per_wall);
+        if (have_theirs[k]) printf(" (PyTorch %.2f)", theirs[k].cpu_per_wall);
+        printf(", page faults per pass %.0f", bm[k].ours.faults);
+        if (have_theirs[k]) printf(" (PyTorch %.0f)", theirs[k].faults);
+        printf("\n");
+    }
+    printf(
+        "(CPU/wall 1.00 = one thread never preempted; lower = the machine was busy, best-of is the figure to trust)\n");
+    if (p) {
+        printf("\nsame computation:\n");
+        for (int k = 0; k < nbm; k++) {
+            char buf[512];
+            check_same(&bm[k], tmpd, buf, sizeof buf);
+            printf("  %s", buf);
+        }
+    }
+}
+
+/* What-if: malloc keeps what it frees, so the per-block scratch stays mapped (last, since it changes
+ * the process's malloc settings for good). */
+static void whatif_malloc(bench_model *bm, int nbm, peer *p, const int *have_theirs)
+{
+    mallopt(M_MMAP_THRESHOLD, 512 << 20);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    printf("\nWhat-if: freed scratch kept mapped (mallopt M_MMAP_THRESHOLD 512 MiB, M_TRIM_THRESHOLD 1 GiB)\n");
+    for (int k = 0; k < nbm; k++) {
+        const char *key = qd_model_cfg(bm[k].m)->arch == QD_ARCH_BERT ? "bert" : "vit";
+        timing was = bm[k].ours, th;
+        measure(&bm[k], have_theirs[k] ? p : NULL, key, &th);
+        printf("  %-22s best %.1f ms (was %.1f), median %.1f ms (was %.1f), page faults per pass %.0f (was %.0f)",
+               bm[k].name, ms(bm[k].ours.best), ms(was.best), ms(bm[k].ours.median), ms(was.median), bm[k].ours.faults,
+               was.faults);
+        if (have_theirs[k]) printf("; ours/PyTorch %.2fx", th.best / bm[k].ours.best);
+        printf("\n");
+    }
+}
+
 int main(int argc, char **argv)
 {
     int use_torch = 1, do_profile = 1;
@@ -883,48 +976,11 @@ int main(int argc, char **argv)
     float *pix = NULL;
 
     if (bert_dir) {
-        bench_model *x = &bm[nbm];
-        memset(x, 0, sizeof *x);
-        x->name = "BERT all-MiniLM-L6-v2";
-        if (bert_inputs(bert_dir, tsv, ids, tt, mask, &real)) return 1;
-        if (qd_model_load(bert_dir, &x->m)) {
-            fprintf(stderr, "%s\n", qd_errmsg());
-            return 1;
-        }
-        x->b = (qd_batch){.B = BERT_B, .T = BERT_T, .ids = ids, .type_ids = tt, .mask = mask};
-        x->items = BERT_B * BERT_T;
-        x->unit = "tokens/s";
-        x->pooled = qd_xmalloc((size_t)BERT_B * qd_model_cfg(x->m)->hidden * sizeof(float));
+        if (add_bert(&bm[nbm], bert_dir, tsv, ids, tt, mask, &real)) return 1;
         nbm++;
     }
     if (have_vit) {
-        bench_model *x = &bm[nbm];
-        memset(x, 0, sizeof *x);
-        x->name = "ViT vit-mnist-tiny";
-        if (qd_model_load(vit_dir, &x->m)) {
-            fprintf(stderr, "%s\n", qd_errmsg());
-            return 1;
-        }
-        const qd_model_config *c = qd_model_cfg(x->m);
-        if (qd_ckpt_open(vit_ref, &ref)) {
-            fprintf(stderr, "%s\n", qd_errmsg());
-            return 1;
-        }
-        int i = qd_ckpt_find(ref, "pixel_values");
-        const int64_t per = (int64_t)c->channels * c->image_h * c->image_w;
-        const void *raw;
-        if (i < 0 || qd_ckpt_tensor(ref, i)->numel % per || qd_ckpt_raw(ref, i, &raw)) {
-            fprintf(stderr, "%s: no usable pixel_values\n", vit_ref);
-            return 1;
-        }
-        int64_t n = (int64_t)(qd_ckpt_tensor(ref, i)->numel / per);
-        pix = qd_xmalloc((size_t)(VIT_B * per) * sizeof(float));
-        for (int k = 0; k < VIT_B; k++)
-            memcpy(pix + k * per, (const float *)raw + (k % n) * per, (size_t)per * sizeof(float));
-        x->b = (qd_batch){.B = VIT_B, .T = qd_model_tokens(x->m, 0), .pixels = pix};
-        x->items = VIT_B;
-        x->unit = "images/s";
-        x->logits = qd_xmalloc((size_t)VIT_B * c->num_labels * sizeof(float));
+        if (add_vit(&bm[nbm], vit_dir, vit_ref, &ref, &pix)) return 1;
         nbm++;
     }
 
@@ -940,47 +996,10 @@ int main(int argc, char **argv)
                  "no Python that imports torch, transformers, safetensors and numpy (set QD_TORCH_PYTHON)");
     else if (!mkdtemp(tmpd))
         snprintf(why, sizeof why, "mkdtemp failed");
-    else {
-        char script[4200], sw[16], num[3][16];
-        const char *se = getenv("QD_SOURCE_DIR");
-        snprintf(script, sizeof script, "%s/bench/forward_torch.py", se && *se ? se : QD_BENCH_SOURCE_DIR);
-        snprintf(errf, sizeof errf, "%s/stderr.txt", tmpd);
-        snprintf(num[0], sizeof num[0], "%d", BERT_T);
-        snprintf(num[1], sizeof num[1], "%d", BERT_B);
-        snprintf(num[2], sizeof num[2], "%d", VIT_B);
-        snprintf(sw, sizeof sw, "--serve");
-        char *args[24];
-        int na = 0;
-        args[na++] = (char *)py;
-        args[na++] = script;
-        args[na++] = sw;
-        args[na++] = "--out-dir";
-        args[na++] = tmpd;
-        args[na++] = "--seq";
-        args[na++] = num[0];
-        args[na++] = "--bert-batch";
-        args[na++] = num[1];
-        args[na++] = "--vit-batch";
-        args[na++] = num[2];
-        if (bert_dir) {
-            args[na++] = "--bert-dir";
-            args[na++] = (char *)bert_dir;
-            args[na++] = "--sst2";
-            args[na++] = tsv;
-        }
-        if (have_vit) {
-            args[na++] = "--vit-dir";
-            args[na++] = vit_dir;
-            args[na++] = "--vit-ref";
-            args[na++] = vit_ref;
-        }
-        args[na] = NULL;
-        facts = peer_start(&pr, py, args, errf);
-        if (facts)
-            p = &pr;
-        else
-            snprintf(why, sizeof why, "%s %s did not start (its stderr: %s)", py, script, errf);
-    }
+    else if ((facts = launch_peer(&pr, py, bert_dir, tsv, have_vit ? vit_dir : NULL, vit_ref, tmpd, errf, sizeof errf)))
+        p = &pr;
+    else
+        snprintf(why, sizeof why, "%s bench/forward_torch.py did not start (its stderr: %s)", py, errf);
     if (!p && use_torch)
         printf("PyTorch not available: %s; figures against the sgemm ceiling only\n", why);
     else if (!p)
@@ -997,85 +1016,14 @@ int main(int argc, char **argv)
     }
     double peak = fmax(peak0, sgemm_peak());
 
-    /* the table */
-    printf(
-        "\nFP32 forward, 1 rank, 1 thread; %d warm-up + %d timed passes%s; OpenBLAS sgemm 1024^3 = %.1f GFLOP/s (%s)\n",
-        g_warmup, g_runs, p ? ", alternating with PyTorch's" : "", peak, openblas_get_config());
-    if (p) {
-        const cJSON *be = cJSON_GetObjectItem(facts, "bert");
-        const char *tv = cJSON_GetStringValue(cJSON_GetObjectItem(facts, "torch")),
-                   *bl = cJSON_GetStringValue(cJSON_GetObjectItem(facts, "blas"));
-        const char *trv = be ? cJSON_GetStringValue(cJSON_GetObjectItem(be, "transformers")) : NULL;
-        const char *at = be ? cJSON_GetStringValue(cJSON_GetObjectItem(be, "attn")) : NULL;
-        const cJSON *th = cJSON_GetObjectItem(facts, "threads");
-        printf("PyTorch %s (%s BLAS, %d thread; %s)%s%s%s%s; ViT: the same model in plain torch, sdpa attention\n",
-               tv ? tv : "?", bl ? bl : "?", cJSON_IsNumber(th) ? th->valueint : 0, py,
-               be ? "; BERT: transformers " : "", trv ? trv : "", be ? " BertModel, attention " : "", at ? at : "");
-    }
-    if (bert_dir)
-        printf("BERT input: the first %d SST-2 dev sentences, padded to %d: %d tokens per pass, %d real (%.1f%%), all "
-               "counted\n",
-               BERT_B, BERT_T, BERT_B * BERT_T, real, 100.0 * real / (BERT_B * BERT_T));
-    printf("\n%-22s %-6s %8s %8s %11s %6s %7s %6s", "model", "batch", "best ms", "med ms", "per s", "GFLOP", "GFLOP/s",
-           "%sgemm");
-    if (p) printf(" | %8s %8s %11s %7s | %7s %7s", "torch ms", "med ms", "per s", "GFLOP/s", "ours/pt", "median");
-    printf("\n");
-    for (int k = 0; k < nbm; k++) {
-        bench_model *x = &bm[k];
-        char batch[32];
-        snprintf(batch, sizeof batch, qd_model_cfg(x->m)->arch == QD_ARCH_BERT ? "%dx%d" : "%d", x->b.B, x->b.T);
-        double gf = x->flops / x->ours.best / 1e9;
-        printf("%-22s %-6s %8.1f %8.1f %11.0f %6.2f %7.1f %5.0f%%", x->name, batch, ms(x->ours.best),
-               ms(x->ours.median), x->items / x->ours.best, x->flops / 1e9, gf, 100 * gf / peak);
-        if (have_theirs[k])
-            printf(" | %8.1f %8.1f %11.0f %7.1f | %6.2fx %6.2fx", ms(theirs[k].best), ms(theirs[k].median),
-                   x->items / theirs[k].best, x->flops / theirs[k].best / 1e9, theirs[k].best / x->ours.best,
-                   theirs[k].median / x->ours.median);
-        printf("   %s\n", x->unit);
-    }
-    printf("(per s: %s;%s GFLOP counts every Linear and Q K^T, P V)\n",
-           nbm == 2 ? "tokens/s for BERT, images/s for the ViT" : bm[0].unit,
-           p ? " ours/pt: PyTorch's time over ours, > 1 = ours faster;" : "");
-    for (int k = 0; k < nbm; k++) {
-        printf("%s: CPU time / wall time %.2f", bm[k].name, bm[k].ours.cpu_per_wall);
-        if (have_theirs[k]) printf(" (PyTorch %.2f)", theirs[k].cpu_per_wall);
-        printf(", page faults per pass %.0f", bm[k].ours.faults);
-        if (have_theirs[k]) printf(" (PyTorch %.0f)", theirs[k].faults);
-        printf("\n");
-    }
-    printf(
-        "(CPU/wall 1.00 = one thread never preempted; lower = the machine was busy, best-of is the figure to trust)\n");
-    if (p) {
-        printf("\nsame computation:\n");
-        for (int k = 0; k < nbm; k++) {
-            char buf[512];
-            check_same(&bm[k], tmpd, buf, sizeof buf);
-            printf("  %s", buf);
-        }
-    }
+    print_table(bm, nbm, p, facts, py, theirs, have_theirs, peak, bert_dir != NULL, real, tmpd);
 
     if (do_profile)
         for (int k = 0; k < nbm; k++)
             profile_model(&bm[k], have_theirs[k] ? p : NULL,
                           qd_model_cfg(bm[k].m)->arch == QD_ARCH_BERT ? "bert" : "vit");
 
-    if (do_profile) {
-        /* What-if: malloc keeps what it frees, so the per-block scratch stays mapped (last, since
-         * it changes the process's malloc settings for good). */
-        mallopt(M_MMAP_THRESHOLD, 512 << 20);
-        mallopt(M_TRIM_THRESHOLD, 1 << 30);
-        printf("\nWhat-if: freed scratch kept mapped (mallopt M_MMAP_THRESHOLD 512 MiB, M_TRIM_THRESHOLD 1 GiB)\n");
-        for (int k = 0; k < nbm; k++) {
-            const char *key = qd_model_cfg(bm[k].m)->arch == QD_ARCH_BERT ? "bert" : "vit";
-            timing was = bm[k].ours, th;
-            measure(&bm[k], have_theirs[k] ? p : NULL, key, &th);
-            printf("  %-22s best %.1f ms (was %.1f), median %.1f ms (was %.1f), page faults per pass %.0f (was %.0f)",
-                   bm[k].name, ms(bm[k].ours.best), ms(was.best), ms(bm[k].ours.median), ms(was.median),
-                   bm[k].ours.faults, was.faults);
-            if (have_theirs[k]) printf("; ours/PyTorch %.2fx", th.best / bm[k].ours.best);
-            printf("\n");
-        }
-    }
+    if (do_profile) whatif_malloc(bm, nbm, p, have_theirs);
 
     if (p) peer_stop(p);
     int all = p != NULL;

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "kernels/gemm.h"
+#include "bench/bench_util.h"
 #include "kernels/kernels.h"
 
 #ifdef QD_HAVE_DNNL
@@ -65,20 +66,7 @@ static double g_min_s = 1.0;
 typedef void (*run_fn)(shape *s);
 
 /* best seconds of one call over at least min_s seconds (at least 2 calls, after one warm-up) */
-static double best_time(run_fn f, shape *s, double min_s)
-{
-    f(s);
-    double best = 1e30, t0 = qd_now();
-    int n = 0;
-    while (n < 2 || qd_now() - t0 < min_s) {
-        const double a = qd_now();
-        f(s);
-        const double t = qd_now() - a;
-        if (t < best) best = t;
-        n++;
-    }
-    return best;
-}
+static double best_time(run_fn f, shape *s, double min_s) { return QD_BENCH_BEST_TIME(f(s), min_s); }
 
 /* best times of fns[0..nf) measured in ROUNDS interleaved rounds (other load on the machine hits
  * every kernel alike, and the best of the rounds is kept) */

@@ -14,6 +14,7 @@
 
 #include "kernels/gemm.h"
 #include "kernels/gemm_s8_24.h"
+#include "bench/bench_util.h"
 #include "kernels/kernels.h"
 
 static uint64_t rng = 0x243F6A8885A308D3ull;
@@ -38,20 +39,7 @@ static void run_24(shape *s) { qd_gemm_s8_24_f32(s->A, s->K, s->as, s->M, s->W24
 
 typedef void (*run_fn)(shape *);
 
-static double best_time(run_fn f, shape *s, double min_s)
-{
-    f(s);
-    double best = 1e30, t0 = qd_now();
-    int n = 0;
-    while (n < 2 || qd_now() - t0 < min_s) {
-        const double a = qd_now();
-        f(s);
-        const double t = qd_now() - a;
-        if (t < best) best = t;
-        n++;
-    }
-    return best;
-}
+static double best_time(run_fn f, shape *s, double min_s) { return QD_BENCH_BEST_TIME(f(s), min_s); }
 
 int main(int argc, char **argv)
 {

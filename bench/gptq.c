@@ -8,19 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench/bench_util.h"
 #include "quant/gptq.h"
 
 extern void openblas_set_num_threads(int);
 
 static uint64_t g_s = 11;
-static float nrand(void)
-{
-    g_s = g_s * 6364136223846793005ull + 1442695040888963407ull;
-    double u = ((g_s >> 11) + 1.0) / 9007199254740993.0;
-    g_s = g_s * 6364136223846793005ull + 1442695040888963407ull;
-    double v = (g_s >> 11) / 9007199254740992.0;
-    return (float)(sqrt(-2 * log(u)) * cos(6.283185307179586 * v));
-}
+static float nrand(void) { return qd_bench_nrand(&g_s, 1.0); }
 
 int main(int argc, char **argv)
 {

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "collective/collective.h"
 #include "common/qd_common.h"
 
 static const qd_command g_commands[] = {
@@ -12,6 +13,10 @@ static const qd_command g_commands[] = {
     {"calibrate", "run calibration samples through the model: the statistics GPTQ uses, time, memory",
      qd_cmd_calibrate},
     {"eval", "compare a quantized model with its FP32 original: accuracy, cosine, latency, memory, size", qd_cmd_eval},
+    {"forward", "run a model (FP32 or quantized) on pre-tokenized inputs, write and compare its outputs",
+     qd_cmd_forward},
+    {"finetune", "fine-tune a classifier (data parallel), transfer learning, QAT, scale-only fine-tuning",
+     qd_cmd_finetune},
     {"export", "write a dequantized safetensors checkpoint from a qdist model", qd_cmd_export},
     {"plan", "show how a job would be spread over N ranks (cost and memory per rank)", qd_cmd_plan},
     {"serve", "run as a service: take jobs over ZeroMQ, one at a time, on all ranks", qd_cmd_serve},
@@ -23,11 +28,14 @@ static const qd_command g_commands[] = {
     {"keygen", "write a CURVE key pair for an encrypted service", qd_cmd_keygen},
 };
 
-int qd_cli_is_root(MPI_Comm comm)
+int qd_cli_is_root(MPI_Comm comm) { return qd_coll_rank(comm) == 0; }
+
+int qd_cli_root_verdict(MPI_Comm comm, const char *cmd, int st)
 {
-    int rank = 0;
-    MPI_Comm_rank(comm, &rank);
-    return rank == 0;
+    char msg[1024];
+    if (!qd_coll_agree_msg(comm, st, msg, sizeof msg, NULL)) return QD_EXIT_OK;
+    if (qd_cli_is_root(comm)) fprintf(stderr, "qdist %s: %s\n", cmd, msg);
+    return QD_EXIT_FAIL;
 }
 
 int qd_cli_usage_error(MPI_Comm comm, const char *cmd, const char *fmt, ...)

@@ -30,7 +30,9 @@ int qd_cmd_inspect(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_quantize(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_calibrate(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_eval(int argc, char **argv, MPI_Comm comm);
+int qd_cmd_forward(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_export(int argc, char **argv, MPI_Comm comm);
+int qd_cmd_finetune(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_plan(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_serve(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_submit(int argc, char **argv, MPI_Comm comm);
@@ -43,5 +45,8 @@ int qd_cmd_keygen(int argc, char **argv, MPI_Comm comm);
 /* Usage error helper: prints "qdist CMD: message" and "Try 'qdist CMD --help'." on rank 0. */
 int qd_cli_usage_error(MPI_Comm comm, const char *cmd, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int qd_cli_is_root(MPI_Comm comm);
+/* For commands whose work rank 0 does alone: every rank takes rank 0's status st; on failure rank 0
+ * prints "qdist CMD: message". Returns the exit code (same on every rank). */
+int qd_cli_root_verdict(MPI_Comm comm, const char *cmd, int st);
 
 #endif

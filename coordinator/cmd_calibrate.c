@@ -58,6 +58,77 @@ static int parse_int(const char *s, long lo, long hi, long *out)
     return 0;
 }
 
+/* Per input group, this rank's share of [present, tokens, mean diag H, max absmax] (row[4 g ..]),
+ * to be summed over ranks: the groups it owns (data-parallel mode: rank 0 alone, every rank holds
+ * the all-reduced statistics). */
+static double *group_rows(const qd_model *m, qd_calib *stats, qd_calib_mode mode, int rank)
+{
+    int ng = qd_model_num_groups(m);
+    double *row = qd_xcalloc((size_t)ng * 4, sizeof *row);
+    for (int g = 0; g < ng; g++) {
+        qd_calib_group *cg = qd_calib_find(stats, g);
+        if (!cg || (mode == QD_CALIB_DATA_PARALLEL && rank != 0)) continue;
+        double diag = 0, amax = 0;
+        for (int i = 0; i < cg->in; i++) {
+            diag += 2.0 / (double)cg->rows *
+                    ldexp((double)cg->acc[(int64_t)i * cg->in + i], 2 * cg->exp[i] - 2 * QD_CALIB_BITS);
+            if (cg->absmax[i] > amax) amax = cg->absmax[i];
+        }
+        row[g * 4] = 1;
+        row[g * 4 + 1] = (double)cg->rows;
+        row[g * 4 + 2] = diag / cg->in;
+        row[g * 4 + 3] = amax;
+    }
+    return row;
+}
+
+/* Rank 0's report: one JSON object, or the table and the time and memory line. */
+static void report(const qd_model *m, const char *model, qd_calib_data *data, qd_calib_mode mode, int size, int json,
+                   double t_run, double t_load, const long *rss_all, const double *row)
+{
+    const int ng = qd_model_num_groups(m);
+    long rss_max = 0;
+    for (int r = 0; r < size; r++)
+        if (rss_all[r] > rss_max) rss_max = rss_all[r];
+    if (json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", model);
+        cJSON_AddStringToObject(j, "mode", mode == QD_CALIB_PIPELINE ? "pipeline" : "data");
+        cJSON_AddNumberToObject(j, "ranks", size);
+        cJSON_AddNumberToObject(j, "samples", qd_calib_data_count(data));
+        cJSON_AddNumberToObject(j, "tokens_per_sample", qd_calib_data_tokens(data));
+        cJSON_AddNumberToObject(j, "real_tokens", qd_calib_data_real_tokens(data));
+        cJSON_AddNumberToObject(j, "seconds", t_run);
+        cJSON_AddNumberToObject(j, "load_seconds", t_load);
+        cJSON *rs = cJSON_AddArrayToObject(j, "peak_rss_bytes");
+        for (int r = 0; r < size; r++) cJSON_AddItemToArray(rs, cJSON_CreateNumber((double)rss_all[r] * 1024));
+        cJSON *gs = cJSON_AddArrayToObject(j, "groups");
+        for (int g = 0; g < ng; g++) {
+            const qd_linear *L = qd_model_linear(m, qd_model_group_first(m, g));
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "input_of", L->name);
+            cJSON_AddNumberToObject(e, "in", L->in);
+            cJSON_AddNumberToObject(e, "tokens", row[g * 4 + 1]);
+            cJSON_AddNumberToObject(e, "mean_diag_h", row[g * 4 + 2]);
+            cJSON_AddNumberToObject(e, "max_abs", row[g * 4 + 3]);
+            cJSON_AddItemToArray(gs, e);
+        }
+        char *s = cJSON_Print(j);
+        puts(s);
+        free(s);
+        cJSON_Delete(j);
+    } else {
+        printf("%-60s %6s %9s %12s %10s\n", "input of", "in", "tokens", "mean diag H", "max |x|");
+        for (int g = 0; g < ng; g++) {
+            const qd_linear *L = qd_model_linear(m, qd_model_group_first(m, g));
+            printf("%-60s %6d %9.0f %12.5g %10.4g\n", L->name, L->in, row[g * 4 + 1], row[g * 4 + 2], row[g * 4 + 3]);
+        }
+        printf("calibrate: %.2f s (2 passes), load %.2f s; peak RSS per rank:", t_run, t_load);
+        for (int r = 0; r < size; r++) printf(" %.1f", rss_all[r] / 1024.0);
+        printf(" MiB (max %.1f MiB)\n", rss_max / 1024.0);
+    }
+}
+
 int qd_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
 {
     static struct option lo[] = {{"model", required_argument, 0, O_MODEL},
@@ -119,8 +190,8 @@ int qd_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
     if (!calib) return qd_cli_usage_error(comm, "calibrate", "missing --calib PATH");
 
     int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
+    rank = qd_coll_rank(comm);
+    size = qd_coll_size(comm);
     if (!quiet && !json) qd_log_set_level(QD_LOG_INFO);
     double t0 = qd_now();
     char msg[1024];
@@ -158,67 +229,12 @@ int qd_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
     }
     /* per group: tokens, mean diag H, max absmax; gathered on rank 0 from the owners */
     int ng = qd_model_num_groups(m);
-    double *row = qd_xcalloc((size_t)ng * 4, sizeof *row); /* present, tokens, mean diag, absmax */
-    for (int g = 0; g < ng; g++) {
-        qd_calib_group *cg = qd_calib_find(stats, g);
-        if (!cg || (mode == QD_CALIB_DATA_PARALLEL && rank != 0)) continue;
-        double diag = 0, amax = 0;
-        for (int i = 0; i < cg->in; i++) {
-            diag += 2.0 / (double)cg->rows *
-                    ldexp((double)cg->acc[(int64_t)i * cg->in + i], 2 * cg->exp[i] - 2 * QD_CALIB_BITS);
-            if (cg->absmax[i] > amax) amax = cg->absmax[i];
-        }
-        row[g * 4] = 1;
-        row[g * 4 + 1] = (double)cg->rows;
-        row[g * 4 + 2] = diag / cg->in;
-        row[g * 4 + 3] = amax;
-    }
-    QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, row, ng * 4, MPI_DOUBLE, MPI_SUM, comm));
-    long rss = peak_rss_kib(), rss_max = 0;
+    double *row = group_rows(m, stats, mode, rank);
+    qd_coll_allreduce_doubles(comm, row, ng * 4, QD_COLL_SUM);
+    long rss = peak_rss_kib();
     long *rss_all = qd_xcalloc((size_t)size, sizeof *rss_all);
-    QD_MPI_CHECK(MPI_Gather(&rss, 1, MPI_LONG, rss_all, 1, MPI_LONG, 0, comm));
-    for (int r = 0; r < size; r++)
-        if (rss_all[r] > rss_max) rss_max = rss_all[r];
-    if (rank == 0) {
-        if (json) {
-            cJSON *j = cJSON_CreateObject();
-            cJSON_AddStringToObject(j, "model", model);
-            cJSON_AddStringToObject(j, "mode", mode == QD_CALIB_PIPELINE ? "pipeline" : "data");
-            cJSON_AddNumberToObject(j, "ranks", size);
-            cJSON_AddNumberToObject(j, "samples", qd_calib_data_count(data));
-            cJSON_AddNumberToObject(j, "tokens_per_sample", qd_calib_data_tokens(data));
-            cJSON_AddNumberToObject(j, "real_tokens", qd_calib_data_real_tokens(data));
-            cJSON_AddNumberToObject(j, "seconds", t_run);
-            cJSON_AddNumberToObject(j, "load_seconds", t_load);
-            cJSON *rs = cJSON_AddArrayToObject(j, "peak_rss_bytes");
-            for (int r = 0; r < size; r++) cJSON_AddItemToArray(rs, cJSON_CreateNumber((double)rss_all[r] * 1024));
-            cJSON *gs = cJSON_AddArrayToObject(j, "groups");
-            for (int g = 0; g < ng; g++) {
-                const qd_linear *L = qd_model_linear(m, qd_model_group_first(m, g));
-                cJSON *e = cJSON_CreateObject();
-                cJSON_AddStringToObject(e, "input_of", L->name);
-                cJSON_AddNumberToObject(e, "in", L->in);
-                cJSON_AddNumberToObject(e, "tokens", row[g * 4 + 1]);
-                cJSON_AddNumberToObject(e, "mean_diag_h", row[g * 4 + 2]);
-                cJSON_AddNumberToObject(e, "max_abs", row[g * 4 + 3]);
-                cJSON_AddItemToArray(gs, e);
-            }
-            char *s = cJSON_Print(j);
-            puts(s);
-            free(s);
-            cJSON_Delete(j);
-        } else {
-            printf("%-60s %6s %9s %12s %10s\n", "input of", "in", "tokens", "mean diag H", "max |x|");
-            for (int g = 0; g < ng; g++) {
-                const qd_linear *L = qd_model_linear(m, qd_model_group_first(m, g));
-                printf("%-60s %6d %9.0f %12.5g %10.4g\n", L->name, L->in, row[g * 4 + 1], row[g * 4 + 2],
-                       row[g * 4 + 3]);
-            }
-            printf("calibrate: %.2f s (2 passes), load %.2f s; peak RSS per rank:", t_run, t_load);
-            for (int r = 0; r < size; r++) printf(" %.1f", rss_all[r] / 1024.0);
-            printf(" MiB (max %.1f MiB)\n", rss_max / 1024.0);
-        }
-    }
+    qd_coll_gather(comm, &rss, sizeof rss, rss_all, 0);
+    if (rank == 0) report(m, model, data, mode, size, json, t_run, t_load, rss_all, row);
     free(rss_all);
     free(row);
 out:

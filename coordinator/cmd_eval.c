@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "collective/collective.h"
 #include "coordinator/cli.h"
 #include "runtime/intprep.h"
 #include "runtime/qmodel.h"
@@ -118,9 +119,7 @@ static int open_samples(const qd_model *m, const char *data, const char *labels,
         return QD_OK;
     }
     s->seqlen = seqlen;
-    char vocab[4200];
-    snprintf(vocab, sizeof vocab, "%s/vocab.txt", qd_model_dir(m));
-    int rc = qd_tokenizer_load(vocab, QD_TOK_LOWER_AUTO, &s->tok);
+    int rc = qd_tokenizer_load(qd_model_dir(m), QD_TOK_LOWER_AUTO, &s->tok);
     if (rc) return rc;
     qd_text_samples t;
     if ((rc = qd_text_samples_read(data, limit, &t))) return rc;
@@ -203,7 +202,7 @@ static int run_pass(const qd_model *m, const qd_model_hooks *hk, qd_imodel *im, 
 {
     const qd_model_config *c = qd_model_cfg(m);
     const int L = c->num_labels, H = c->hidden;
-    r->dim = embed_mode ? H : L;
+    r->dim = embed_mode ? c->embedding_dim : L;
     r->out = qd_xmalloc((size_t)s->n * (size_t)r->dim * sizeof(float));
     r->lat = qd_xmalloc((size_t)((s->n + batch - 1) / batch) * sizeof(double));
     int Tmax = c->arch == QD_ARCH_VIT ? qd_model_tokens(m, 0) : s->seqlen;
@@ -232,10 +231,11 @@ static int run_pass(const qd_model *m, const qd_model_hooks *hk, qd_imodel *im, 
             }
             /* pad to the longest of the batch: repack rows with stride `longest` */
             T = longest;
+            const int32_t pad = qd_tokenizer_specials(s->tok).pad;
             for (int i = 0; i < n && !rc; i++) {
                 for (int t = 0; t < T; t++) {
                     int src = t < lens[i];
-                    int32_t id = src ? ids[(size_t)i * Tmax + t] : 0, ty = src ? tt[(size_t)i * Tmax + t] : 0;
+                    int32_t id = src ? ids[(size_t)i * Tmax + t] : pad, ty = src ? tt[(size_t)i * Tmax + t] : 0;
                     /* rows are moved forward only (T <= Tmax), so in-place is safe in index order */
                     ids[(size_t)i * T + t] = id;
                     tt[(size_t)i * T + t] = ty;
@@ -260,12 +260,9 @@ static int run_pass(const qd_model *m, const qd_model_hooks *hk, qd_imodel *im, 
         for (int k = 0; k < c->layers && !rc; k++) rc = qd_model_block(m, k, &b, h, hk);
         float *o = r->out + (size_t)first * r->dim;
         if (!rc) {
-            if (embed_mode) {
-                if (c->arch == QD_ARCH_BERT)
-                    qd_model_mean_pool(m, &b, h, o);
-                else
-                    rc = qd_model_head(m, &b, h, o, NULL);
-            } else
+            if (embed_mode)
+                rc = qd_model_embedding(m, &b, h, o);
+            else
                 rc = qd_model_head(m, &b, h, NULL, o);
         }
         double dt = qd_now() - t0;
@@ -471,7 +468,7 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
     if (intonly && fake) return qd_cli_usage_error(comm, "eval", "--integer-only and --fake-quant exclude each other");
     /* one process does the work; other ranks (if any) wait */
     int rank = 0;
-    MPI_Comm_rank(comm, &rank);
+    rank = qd_coll_rank(comm);
     int rc = QD_OK;
     if (rank != 0) goto done;
 
@@ -495,7 +492,9 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
         if (!tro.f) rc = qd_err_set(QD_EIO, "--trace-ops: cannot create %s", trace_path);
     }
     const qd_model_config *c = mq ? qd_model_cfg(mq) : NULL;
-    int embed_mode = c && c->num_labels == 0;
+    /* encoders and token classifiers are compared by their embeddings (qdist forward compares
+     * per-token logits) */
+    int embed_mode = c && (c->num_labels == 0 || c->head == QD_HEAD_TOKEN);
     if (!rc) {
         qd_qmodel_counts(q, counts);
         qbytes = qd_qmodel_weight_bytes(q);
@@ -650,6 +649,6 @@ cleanup:
     free(rf.out);
     free(rf.lat);
 done:
-    MPI_Bcast(&rc, 1, MPI_INT, 0, comm);
+    qd_coll_bcast(comm, &rc, sizeof rc, 0);
     return rc == QD_OK ? QD_EXIT_OK : rc == QD_EINVAL ? QD_EXIT_USAGE : QD_EXIT_FAIL;
 }

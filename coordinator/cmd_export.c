@@ -2,16 +2,15 @@
  * original names and shapes, and the source config.json, loadable by the Hugging Face tools.
  * Rank 0 does the work; the other ranks wait for its verdict. */
 #include <getopt.h>
-#include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include "collective/collective.h"
 #include "common/qd_common.h"
 #include "coordinator/cli.h"
-#include "collective/h5_read.h"
+#include "collective/h5model.h"
+#include "model/model.h"
 #include "quant/quant.h"
 #include "shard/st_write.h"
 
@@ -22,164 +21,82 @@ static const char *export_help =
     "(scale * (q - zero)) under its original name and shape, and DIR/config.json from the model's\n"
     "recorded configuration. Non-float tensors are copied unchanged.\n";
 
-typedef struct {
-    qd_st_out_tensor *t;
-    int n, cap, f16;
-    int st;
-    const char *path;
-} exp_ctx;
-
-static herr_t on_tensor(hid_t tg, const char *name, const H5L_info_t *info, void *op)
+/* Record i as an output tensor: dequantized (F32 or F16), or raw bytes in their dtype. */
+static int export_tensor(qd_h5m *f, int i, int f16, qd_st_out_tensor *o)
 {
-    (void)info;
-    exp_ctx *x = op;
-    hid_t g = H5Gopen2(tg, name, H5P_DEFAULT);
-    if (g < 0) return -1;
-    char *kind = qd_h5_attr_text(g, "kind"), *dt = qd_h5_attr_text(g, "orig_dtype");
-    int64_t shape[QD_ST_MAX_DIMS] = {0};
-    int nd = 0;
-    if (H5Aexists(g, "shape") > 0) {
-        hid_t a = H5Aopen(g, "shape", H5P_DEFAULT), sp = H5Aget_space(a);
-        hssize_t k = H5Sget_simple_extent_npoints(sp);
-        if (k > 0 && k <= QD_ST_MAX_DIMS) {
-            H5Aread(a, H5T_NATIVE_INT64, shape);
-            nd = (int)k;
-        }
-        H5Sclose(sp);
-        H5Aclose(a);
-    }
-    int64_t numel = 1;
-    for (int d = 0; d < nd; d++) numel *= shape[d];
-    float *vals = NULL;
-    void *rawbuf = NULL;
+    const qd_h5m_record *r = qd_h5m_tensor(f, i);
+    memset(o, 0, sizeof *o);
+    qd_h5m_values v;
+    int rc = qd_h5m_read(f, i, &v);
+    if (rc) return rc;
     qd_dtype odt = QD_DT_F32;
-    if (kind && !strcmp(kind, "quantized") && nd == 2) {
-        int bits = (int)qd_h5_attr_int(g, "bits", 8), sym = (int)qd_h5_attr_int(g, "sym", 1);
-        int64_t R = shape[0], C = shape[1], gs = qd_h5_attr_int(g, "group_size", -1);
-        size_t nq = 0, ns = 0;
-        uint8_t *packed = qd_h5_read_ds(g, "qweight", H5T_NATIVE_UINT8, 1, &nq);
-        float *sc = qd_h5_read_ds(g, "scales", H5T_NATIVE_FLOAT, 4, &ns);
-        int32_t *zr = qd_h5_read_ds(g, "zeros", H5T_NATIVE_INT32, 4, NULL);
-        int32_t *gi = qd_h5_read_ds(g, "g_idx", H5T_NATIVE_INT32, 4, NULL);
-        if (packed && sc && nq == (size_t)(R * qd_packed_row_bytes(C, bits)) && ns % (size_t)R == 0) {
-            qd_qparams p = {.rows = R,
-                            .cols = C,
-                            .ngroups = (int64_t)ns / R,
-                            .group_size = gs > 0 ? gs : C,
-                            .bits = bits,
-                            .sym = sym,
-                            .scales = sc};
-            p.zeros = zr ? zr : qd_xmalloc(ns * sizeof(int32_t));
-            if (!zr)
-                for (size_t i = 0; i < ns; i++) p.zeros[i] = 1 << (bits - 1);
-            uint8_t *codes = qd_xmalloc((size_t)(R * C));
-            qd_unpack_matrix(packed, R, C, bits, codes);
-            vals = qd_xmalloc((size_t)(R * C) * sizeof(float));
-            qd_dequantize(codes, &p, gi, vals);
-            free(codes);
-            if (!zr) free(p.zeros);
-        } else
-            x->st = qd_err_set(QD_EFORMAT, "%s: tensor '%s': quantized datasets missing or of the wrong size", x->path,
-                               name);
-        free(packed);
-        free(sc);
-        free(zr);
-        free(gi);
-    } else if (kind && !strcmp(kind, "float")) {
-        size_t cnt = 0;
-        vals = qd_h5_read_ds(g, "data", H5T_NATIVE_FLOAT, 4, &cnt);
-        if (!vals || (int64_t)cnt != (nd ? numel : 1))
-            x->st = qd_err_set(QD_EFORMAT, "%s: tensor '%s': data missing or of the wrong size", x->path, name);
-    } else if (kind && !strcmp(kind, "raw")) {
-        if (!dt || qd_dtype_from_name(dt, &odt) != QD_OK)
-            x->st = qd_err_set(QD_EFORMAT, "%s: tensor '%s': unknown orig_dtype '%s'", x->path, name, dt ? dt : "");
-        rawbuf = qd_h5_read_ds(g, "raw", H5T_NATIVE_UINT8, 1, NULL);
-    } else
-        x->st = qd_err_set(QD_EFORMAT, "%s: tensor '%s': unknown kind '%s'", x->path, name, kind ? kind : "");
-    if (x->st == QD_OK) {
-        if (x->n == x->cap) {
-            x->cap = x->cap ? 2 * x->cap : 64;
-            x->t = realloc(x->t, (size_t)x->cap * sizeof *x->t);
-        }
-        qd_st_out_tensor *o = &x->t[x->n++];
-        memset(o, 0, sizeof *o);
-        o->name = qd_xstrdup(name);
-        o->ndim = nd;
-        memcpy(o->shape, shape, sizeof shape);
-        if (vals && x->f16) {
-            uint16_t *h = qd_xmalloc((size_t)numel * 2);
-            for (int64_t i = 0; i < numel; i++) h[i] = qd_f32_to_f16(vals[i]);
-            free(vals);
-            o->dtype = QD_DT_F16;
-            o->data = h;
-        } else if (vals) {
-            o->dtype = QD_DT_F32;
-            o->data = vals;
-        } else {
-            o->dtype = odt;
-            o->data = rawbuf;
-        }
-    } else {
-        free(vals);
-        free(rawbuf);
+    if (r->kind == QD_H5M_RAWBYTES && qd_dtype_from_name(r->orig_dtype, &odt) != QD_OK) {
+        qd_h5m_values_free(&v);
+        return qd_err_set(QD_EFORMAT, "%s: tensor '%s': orig_dtype '%s' is not a safetensors dtype", qd_h5m_path(f),
+                          r->name, r->orig_dtype);
     }
-    free(kind);
-    free(dt);
-    H5Gclose(g);
-    return x->st == QD_OK ? 0 : -1;
+    const int64_t numel = qd_h5m_numel(r);
+    float *vals = NULL;
+    if (r->kind == QD_H5M_QUANTIZED) {
+        vals = qd_xmalloc((size_t)(numel > 0 ? numel : 1) * sizeof(float));
+        qd_h5m_dequantize(r, &v, vals);
+    } else if (r->kind == QD_H5M_FLOAT) {
+        vals = v.data;
+        v.data = NULL;
+    }
+    o->name = qd_xstrdup(r->name);
+    o->ndim = r->zero_d ? 0 : r->ndim;
+    memcpy(o->shape, r->shape, sizeof(int64_t) * (size_t)QD_MIN(r->ndim, QD_ST_MAX_DIMS));
+    if (vals && f16) {
+        uint16_t *h = qd_xmalloc((size_t)(numel > 0 ? numel : 1) * 2);
+        for (int64_t k = 0; k < numel; k++) h[k] = qd_f32_to_f16(vals[k]);
+        free(vals);
+        o->dtype = QD_DT_F16;
+        o->data = h;
+    } else if (vals) {
+        o->dtype = QD_DT_F32;
+        o->data = vals;
+    } else {
+        o->dtype = odt;
+        o->data = v.raw;
+        v.raw = NULL;
+    }
+    qd_h5m_values_free(&v);
+    return QD_OK;
 }
 
 static int do_export(const char *path, const char *dir, int f16)
 {
-    H5E_auto2_t fn;
-    void *data;
-    H5Eget_auto2(H5E_DEFAULT, &fn, &data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    int st = QD_OK;
-    char *fmt = f >= 0 ? qd_h5_attr_text(f, "format") : NULL, *status = f >= 0 ? qd_h5_attr_text(f, "status") : NULL;
-    if (f < 0)
-        st = qd_err_set(QD_EFORMAT, "%s: not an HDF5 file (or unreadable)", path);
-    else if (!fmt || strcmp(fmt, "qdist"))
-        st = qd_err_set(QD_EFORMAT, "%s: not a qdist model", path);
-    else if (qd_h5_attr_int(f, "format_version", -1) != 1)
-        st = qd_err_set(QD_EFORMAT, "%s: unsupported format version %lld", path,
-                        (long long)qd_h5_attr_int(f, "format_version", -1));
-    else if (!status || strcmp(status, "complete"))
-        st = qd_err_set(QD_EFORMAT, "%s: the model is incomplete (status '%s')", path, status ? status : "");
-    exp_ctx x = {.f16 = f16, .path = path};
-    if (st == QD_OK) {
-        hid_t tg = H5Gopen2(f, "tensors", H5P_DEFAULT);
-        if (tg < 0 || H5Literate(tg, H5_INDEX_NAME, H5_ITER_INC, NULL, on_tensor, &x) < 0)
-            st = x.st ? x.st : qd_err_set(QD_EFORMAT, "%s: cannot read /tensors", path);
-        if (tg >= 0) H5Gclose(tg);
-    }
+    qd_h5m *f = NULL;
+    const qd_h5m_open_opts oo = {.arch_known = qd_model_type_known};
+    int st = qd_h5m_open(path, &oo, &f);
+    if (st) return st;
+    const int n = qd_h5m_num_tensors(f);
+    qd_st_out_tensor *t = qd_xcalloc((size_t)(n ? n : 1), sizeof *t);
+    int nt = 0;
+    for (; nt < n && st == QD_OK; nt++) st = export_tensor(f, nt, f16, &t[nt]);
     if (st == QD_OK) {
         mkdir(dir, 0755);
         char out[4096];
         snprintf(out, sizeof out, "%s/model.safetensors", dir);
         char meta[256];
         snprintf(meta, sizeof meta, "{\"format\":\"pt\",\"qdist\":\"dequantized from a qdist model\"}");
-        st = qd_st_write(out, x.t, x.n, meta);
-        char *cfg = qd_h5_attr_text(f, "model_config");
-        if (st == QD_OK && cfg && cfg[0]) {
+        st = qd_st_write(out, t, n, meta);
+        const char *cfg = qd_h5m_info_of(f)->model_config;
+        if (st == QD_OK && cfg[0]) {
             snprintf(out, sizeof out, "%s/config.json", dir);
             FILE *c = fopen(out, "w");
             if (!c || fputs(cfg, c) < 0 || fclose(c) != 0) st = qd_err_set(QD_EIO, "%s: cannot write", out);
         }
-        free(cfg);
         if (st == QD_OK)
-            printf("wrote %s/model.safetensors (%d tensors, %s) and config.json\n", dir, x.n, f16 ? "F16" : "F32");
+            printf("wrote %s/model.safetensors (%d tensors, %s) and config.json\n", dir, n, f16 ? "F16" : "F32");
     }
-    for (int i = 0; i < x.n; i++) {
-        free((void *)x.t[i].name);
-        free((void *)x.t[i].data);
+    for (int i = 0; i < nt; i++) {
+        free((void *)t[i].name);
+        free((void *)t[i].data);
     }
-    free(x.t);
-    free(fmt);
-    free(status);
-    if (f >= 0) H5Fclose(f);
-    H5Eset_auto2(H5E_DEFAULT, fn, data);
+    free(t);
+    qd_h5m_close(f);
     return st;
 }
 
@@ -213,12 +130,5 @@ int qd_cmd_export(int argc, char **argv, MPI_Comm comm)
     if (optind >= argc) return qd_cli_usage_error(comm, "export", "missing FILE.h5");
     if (optind + 1 < argc) return qd_cli_usage_error(comm, "export", "unexpected argument '%s'", argv[optind + 1]);
     if (!out) return qd_cli_usage_error(comm, "export", "missing --out DIR");
-    int st = qd_cli_is_root(comm) ? do_export(argv[optind], out, f16) : QD_OK;
-    char msg[1024];
-    st = qd_coll_agree_msg(comm, st, msg, sizeof msg, NULL);
-    if (st) {
-        if (qd_cli_is_root(comm)) fprintf(stderr, "qdist export: %s\n", msg);
-        return QD_EXIT_FAIL;
-    }
-    return QD_EXIT_OK;
+    return qd_cli_root_verdict(comm, "export", qd_cli_is_root(comm) ? do_export(argv[optind], out, f16) : QD_OK);
 }

@@ -11,6 +11,7 @@
 
 #include "collective/collective.h"
 #include "common/qd_common.h"
+#include "common/qd_file.h"
 #include "coordinator/cli.h"
 #include "shard/safetensors.h"
 #include "shard/select.h"
@@ -66,23 +67,14 @@ static const char *k_config_keys[] = {"model_type",        "architectures",     
 static cJSON *load_config(const char *dir, char *path, size_t cap, const char **why)
 {
     snprintf(path, cap, "%s/config.json", dir);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        *why = "absent";
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = qd_read_file(path, 16u << 20, "a model config", &buf, &len);
+    if (rc) {
+        *why = rc == QD_ENOENT ? "absent" : "unreadable, ignored";
         return NULL;
     }
-    char *buf = NULL;
-    size_t len = 0, got;
-    char chunk[4096];
-    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0 && len < (16u << 20)) {
-        char *nb = realloc(buf, len + got + 1);
-        if (!nb) break;
-        buf = nb;
-        memcpy(buf + len, chunk, got);
-        len += got;
-    }
-    fclose(f);
-    cJSON *j = buf ? cJSON_ParseWithLength(buf, len) : NULL;
+    cJSON *j = cJSON_ParseWithLength(buf, len);
     free(buf);
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
@@ -247,12 +239,6 @@ static void print_json(const qd_checkpoint *ck, const cJSON *cfg, const char *cf
     cJSON_Delete(root);
 }
 
-static int ends_with(const char *s, const char *suf)
-{
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcmp(s + a - b, suf);
-}
-
 int qd_cmd_inspect(int argc, char **argv, MPI_Comm comm)
 {
     const char *path = NULL;
@@ -277,7 +263,7 @@ int qd_cmd_inspect(int argc, char **argv, MPI_Comm comm)
     }
     if (!path) return qd_cli_usage_error(comm, "inspect", "missing PATH");
 
-    if (ends_with(path, ".h5")) {
+    if (qd_ends_with(path, ".h5")) {
         return qd_cmd_inspect_h5(path, comm);
     }
 

@@ -11,11 +11,13 @@
 
 #include "collective/collective.h"
 #include "common/qd_common.h"
+#include "common/qd_file.h"
 #include "coordinator/cli.h"
 #include "coordinator/job_config.h"
 #include "shard/safetensors.h"
 #include "shard/select.h"
-#include "worker/gptq_job.h"
+#include "train/train.h"
+#include "worker/calib_job.h"
 
 static const char *quantize_help =
     "Usage: mpirun -n N qdist quantize --model PATH --out FILE.h5 [options]\n"
@@ -131,7 +133,10 @@ static const char *plan_help =
     "iters*rows*cols*cols, or iters*rows*cols*2*batch with --batch) and peak memory per rank, the\n"
     "calibration memory of calibrated methods, and the balance max/mean, without quantizing\n"
     "anything. Takes the options of 'qdist quantize' (--shard, --config, --include, --method,\n"
-    "--iters, --batch, ...); --out is not needed.\n";
+    "--iters, --batch, ...); --out is not needed.\n"
+    "  --train-batch B   also the memory of 'qdist finetune --batch B' on N ranks: activations kept\n"
+    "                    for the backward pass of one grain (sentences of --seqlen tokens),\n"
+    "                    weights, gradients and AdamW state\n";
 
 enum {
     O_MODEL = 256,
@@ -177,23 +182,21 @@ enum {
     O_ACTOUT,
     O_SPARSITY,
     O_PRUNE,
-    O_PRUNE_ONLY
+    O_PRUNE_ONLY,
+    O_TRAIN_BATCH
 };
 
 static const char *g_events;
 
 static int load_config(qd_job_config *c, const char *path, char *msg, size_t cap)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(msg, cap, "%s: cannot open", path);
+    char *buf = NULL;
+    size_t n = 0;
+    if (qd_read_file(path, 1u << 20, "a job config", &buf, &n)) {
+        snprintf(msg, cap, "%s", qd_errmsg());
         return -1;
     }
-    char *buf = qd_xmalloc(1 << 20);
-    size_t n = fread(buf, 1, (1 << 20) - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    cJSON *o = cJSON_Parse(buf);
+    cJSON *o = cJSON_ParseWithLength(buf, n);
     free(buf);
     if (!o) {
         snprintf(msg, cap, "%s: invalid JSON", path);
@@ -205,6 +208,8 @@ static int load_config(qd_job_config *c, const char *path, char *msg, size_t cap
     if (rc) snprintf(msg, cap, "%s: %s", path, m2);
     return rc;
 }
+
+static int g_train_batch; /* qdist plan --train-batch */
 
 static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const char *help, qd_job_config *c, int *ranks,
                  int *rc)
@@ -253,6 +258,7 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
                                  {"sparsity", required_argument, 0, O_SPARSITY},
                                  {"prune", required_argument, 0, O_PRUNE},
                                  {"prune-only", no_argument, 0, O_PRUNE_ONLY},
+                                 {"train-batch", required_argument, 0, O_TRAIN_BATCH},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
     qd_job_config_default(c);
@@ -298,6 +304,13 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
         case O_SPARSITY: key = "sparsity"; break;
         case O_PRUNE: key = "prune"; break;
         case O_PRUNE_ONLY: c->prune_only = 1; break;
+        case O_TRAIN_BATCH:
+            g_train_batch = atoi(optarg);
+            if (strcmp(cmd, "plan") || g_train_batch < 1) {
+                *rc = qd_cli_usage_error(comm, cmd, "--train-batch: a positive batch size, for 'qdist plan' only");
+                return -1;
+            }
+            break;
         case O_SYM: c->scheme.sym = 1; break;
         case O_ASYM: c->scheme.sym = 0; break;
         case O_OVERWRITE: c->overwrite = 1; break;
@@ -394,14 +407,14 @@ int qd_cmd_quantize(int argc, char **argv, MPI_Comm comm)
 {
     qd_job_config c;
     int rc = 0, size = 1;
-    QD_MPI_CHECK(MPI_Comm_size(comm, &size));
+    size = qd_coll_size(comm);
     if (parse(argc, argv, comm, "quantize", quantize_help, &c, NULL, &rc)) return rc;
     if (!c.out) return qd_cli_usage_error(comm, "quantize", "missing --out FILE.h5");
     if (qd_job_config_validate(&c)) return qd_cli_usage_error(comm, "quantize", "%s", qd_errmsg());
     if (c.progress == QD_PROGRESS_AUTO) {
         /* rank 0 decides (it is the one that prints) */
         int term = qd_cli_is_root(comm) ? stdout_is_terminal() : 0;
-        QD_MPI_CHECK(MPI_Bcast(&term, 1, MPI_INT, 0, comm));
+        qd_coll_bcast(comm, &term, sizeof term, 0);
         c.progress = term ? QD_PROGRESS_BAR : QD_PROGRESS_LINES;
     }
     /* progress events: rank 0 publishes the job's events on a PUB socket */
@@ -443,7 +456,7 @@ int qd_cmd_quantize(int argc, char **argv, MPI_Comm comm)
     }
     /* mpirun kills the job when the first rank exits non-zero: nobody leaves before rank 0 has
      * printed the message */
-    QD_MPI_CHECK(MPI_Barrier(comm));
+    qd_coll_barrier(comm);
     return st == QD_EINTR ? QD_EXIT_INTERRUPTED : st == QD_ECONFIG || st == QD_EUSAGE ? QD_EXIT_USAGE : QD_EXIT_FAIL;
 }
 
@@ -497,7 +510,7 @@ int qd_cmd_plan(int argc, char **argv, MPI_Comm comm)
         printf("%-6d %8d %8d %14.3f %7.1f%% %12.3f %14.3f\n", r, tens, cnt, p.load[r] * 1e-6,
                tot > 0 ? 100 * p.load[r] / tot : 0, rd * 1e-6, p.peak_mem[r] * 1e-6);
     }
-    if (qd_job_needs_calibration(jt, n)) {
+    if (qd_job_needs_calibration(&c, jt, n)) {
         double worst = 0;
         char bd0[512] = "";
         int erc = qd_calib_job_estimate(&c, ck, jt, ranks, &worst, bd0, sizeof bd0);
@@ -509,6 +522,8 @@ int qd_cmd_plan(int argc, char **argv, MPI_Comm comm)
     }
     double mx = 0;
     for (int r = 0; r < ranks; r++) mx = p.load[r] > mx ? p.load[r] : mx;
+    if (g_train_batch > 0 && qd_ft_plan_print(c.model, g_train_batch, c.seqlen, ranks))
+        printf("\ntraining memory: cannot estimate (%s)\n", qd_errmsg());
     printf("\nbalance max/mean: %.3f (the slowest rank does %.1f%% of the work; ideal %.1f%%)\n", p.balance,
            tot > 0 ? 100 * mx / tot : 0, 100.0 / ranks);
     /* RTN runs at about 1 GB/s of F32 input per rank here; other methods scale by their cost */

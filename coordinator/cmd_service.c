@@ -12,6 +12,7 @@
 #include <zmq.h>
 
 #include "common/qd_common.h"
+#include "common/qd_file.h"
 #include "coordinator/cli.h"
 #include "coordinator/service.h"
 
@@ -281,17 +282,10 @@ int qd_cmd_submit(int argc, char **argv, MPI_Comm comm)
     if (i >= argc) return qd_cli_usage_error(comm, "submit", "missing JOB.json");
     if (i + 1 < argc) return qd_cli_usage_error(comm, "submit", "unexpected argument '%s'", argv[i + 1]);
     if (!qd_cli_is_root(comm)) return QD_EXIT_OK;
-    FILE *f = fopen(argv[i], "rb");
-    if (!f) {
-        fprintf(stderr, "qdist: %s: cannot open\n", argv[i]);
-        return QD_EXIT_FAIL;
-    }
-    char *buf = qd_xmalloc(QD_SVC_MAX_MSG + 1);
-    size_t n = fread(buf, 1, QD_SVC_MAX_MSG + 1, f);
-    fclose(f);
-    if (n > QD_SVC_MAX_MSG) {
-        free(buf);
-        fprintf(stderr, "qdist: %s: larger than the %d-byte message limit\n", argv[i], QD_SVC_MAX_MSG);
+    char *buf = NULL;
+    size_t n = 0;
+    if (qd_read_file(argv[i], QD_SVC_MAX_MSG, "a job message", &buf, &n)) {
+        fprintf(stderr, "qdist: %s\n", qd_errmsg());
         return QD_EXIT_FAIL;
     }
     cJSON *job = cJSON_ParseWithLength(buf, n);

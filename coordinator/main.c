@@ -6,14 +6,9 @@
 
 int main(int argc, char **argv)
 {
-    int provided = 0;
-    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-    qd_coll_install_abort_hook();
-    int rank = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    if (rank != 0) qd_log_set_level(QD_LOG_WARN);
-    int rc = qd_cli_run(argc, argv, MPI_COMM_WORLD);
-    MPI_Finalize();
+    MPI_Comm world = qd_coll_init(&argc, &argv);
+    if (qd_coll_rank(world) != 0) qd_log_set_level(QD_LOG_WARN);
+    int rc = qd_cli_run(argc, argv, world);
+    qd_coll_finalize();
     return rc;
 }

@@ -174,35 +174,138 @@ static const char *dup_key(const cJSON *obj)
     return NULL;
 }
 
-static cJSON *handle_request(svc *s, const char *body, size_t len)
+static cJSON *op_submit(svc *s, cJSON *job)
 {
-    cJSON *req = cJSON_ParseWithLength(body, len);
-    if (!req) return reply_error(QD_SVC_BAD_JSON, "request is not valid JSON");
-    cJSON *reply = NULL;
-    if (!cJSON_IsObject(req)) {
-        reply = reply_error(QD_SVC_BAD_REQUEST, "request must be a JSON object");
-        goto done;
+    if (!job) return reply_error(QD_SVC_MISSING_FIELD, "missing field 'job'");
+    const char *jdk = cJSON_IsObject(job) ? dup_key(job) : NULL;
+    if (jdk) return reply_error(QD_SVC_BAD_REQUEST, "job: duplicate key '%s'", jdk);
+    char msg[1024] = "";
+    qd_svc_err e = qd_svc_validate_job(job, s->opt->allow_dirs, s->opt->n_allow, msg, sizeof msg);
+    if (e) return reply_error(e, "%s", msg);
+    pthread_mutex_lock(&s->mu);
+    if (s->shutdown) {
+        pthread_mutex_unlock(&s->mu);
+        return reply_error(QD_SVC_SHUTTING_DOWN, "the service is shutting down");
     }
+    if (queued_count(s) >= s->opt->max_queue) {
+        pthread_mutex_unlock(&s->mu);
+        return reply_error(QD_SVC_QUEUE_FULL, "queue full (%d jobs waiting)", s->opt->max_queue);
+    }
+    if (s->njobs == s->cap) {
+        /* jobs are kept for status; `running` points into the array, so re-point it */
+        ptrdiff_t ri = s->running ? s->running - s->jobs : -1;
+        s->cap = s->cap ? 2 * s->cap : 16;
+        s->jobs = realloc(s->jobs, (size_t)s->cap * sizeof *s->jobs);
+        QD_ASSERT(s->jobs);
+        if (ri >= 0) s->running = &s->jobs[ri];
+    }
+    svc_job *j = &s->jobs[s->njobs++];
+    memset(j, 0, sizeof *j);
+    snprintf(j->id, sizeof j->id, "j%d", ++s->next_id);
+    j->st = ST_QUEUED;
+    j->job = cJSON_Duplicate(job, 1);
+    j->t_submit = wall_now();
+    cJSON *f = cJSON_CreateObject();
+    cJSON_AddItemToObject(f, "model", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(job, "model"), 1));
+    cJSON_AddItemToObject(f, "out", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(job, "out"), 1));
+    cJSON_AddNumberToObject(f, "queued", queued_count(s));
+    push_event(s, j->id, "accepted", f);
+    cJSON_Delete(f);
+    cJSON *reply = reply_ok();
+    cJSON_AddStringToObject(reply, "id", j->id);
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return reply;
+}
+
+static cJSON *op_status(svc *s, const cJSON *id)
+{
+    cJSON *reply;
+    pthread_mutex_lock(&s->mu);
+    if (id) {
+        svc_job *j = find_job(s, id->valuestring);
+        if (!j)
+            reply = reply_error(QD_SVC_NOT_FOUND, "no job '%s'", id->valuestring);
+        else {
+            reply = reply_ok();
+            cJSON_AddItemToObject(reply, "job", job_json(j));
+        }
+    } else {
+        reply = reply_ok();
+        cJSON *arr = cJSON_AddArrayToObject(reply, "jobs");
+        for (int i = 0; i < s->njobs; i++) cJSON_AddItemToArray(arr, job_json(&s->jobs[i]));
+        cJSON_AddBoolToObject(reply, "shutting_down", s->shutdown != 0);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return reply;
+}
+
+static cJSON *op_cancel(svc *s, const cJSON *id)
+{
+    if (!id) return reply_error(QD_SVC_MISSING_FIELD, "missing field 'id'");
+    cJSON *reply;
+    pthread_mutex_lock(&s->mu);
+    svc_job *j = find_job(s, id->valuestring);
+    if (!j)
+        reply = reply_error(QD_SVC_NOT_FOUND, "no job '%s'", id->valuestring);
+    else if (j->st == ST_QUEUED) {
+        j->st = ST_CANCELLED;
+        j->t_end = wall_now();
+        push_event(s, j->id, "cancelled", NULL);
+        reply = reply_ok();
+        cJSON_AddStringToObject(reply, "state", "cancelled");
+    } else if (j->st == ST_RUNNING) {
+        j->cancel = 1;
+        reply = reply_ok();
+        cJSON_AddStringToObject(reply, "state", "cancelling");
+    } else
+        reply = reply_error(QD_SVC_BAD_STATE, "job '%s' is already %s", j->id, g_state_names[j->st]);
+    pthread_mutex_unlock(&s->mu);
+    return reply;
+}
+
+static cJSON *op_shutdown(svc *s, const cJSON *mode)
+{
+    int m = 1;
+    if (mode) {
+        if (!cJSON_IsString(mode)) return reply_error(QD_SVC_BAD_TYPE, "field 'mode' must be a string");
+        if (!strcmp(mode->valuestring, "drain"))
+            m = 1;
+        else if (!strcmp(mode->valuestring, "finish"))
+            m = 2;
+        else
+            return reply_error(QD_SVC_BAD_REQUEST, "mode must be 'drain' or 'finish'");
+    }
+    pthread_mutex_lock(&s->mu);
+    if (m > s->shutdown) s->shutdown = m;
+    if (m == 2)
+        for (int i = 0; i < s->njobs; i++)
+            if (s->jobs[i].st == ST_QUEUED) {
+                s->jobs[i].st = ST_CANCELLED;
+                s->jobs[i].t_end = wall_now();
+                push_event(s, s->jobs[i].id, "cancelled", NULL);
+            }
+    push_event(s, NULL, "shutdown", NULL);
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    cJSON *reply = reply_ok();
+    cJSON_AddStringToObject(reply, "mode", m == 2 ? "finish" : "drain");
+    return reply;
+}
+
+/* The reply to one request: the envelope checked here (a JSON object, no duplicate key, a known
+ * op with only its own keys), then the op's handler. */
+static cJSON *request_reply(svc *s, cJSON *req)
+{
+    if (!cJSON_IsObject(req)) return reply_error(QD_SVC_BAD_REQUEST, "request must be a JSON object");
     const char *dk = dup_key(req);
-    if (dk) {
-        reply = reply_error(QD_SVC_BAD_REQUEST, "duplicate key '%s'", dk);
-        goto done;
-    }
+    if (dk) return reply_error(QD_SVC_BAD_REQUEST, "duplicate key '%s'", dk);
     cJSON *op = cJSON_GetObjectItemCaseSensitive(req, "op");
-    if (!op) {
-        reply = reply_error(QD_SVC_MISSING_FIELD, "missing field 'op'");
-        goto done;
-    }
-    if (!cJSON_IsString(op)) {
-        reply = reply_error(QD_SVC_BAD_TYPE, "field 'op' must be a string");
-        goto done;
-    }
+    if (!op) return reply_error(QD_SVC_MISSING_FIELD, "missing field 'op'");
+    if (!cJSON_IsString(op)) return reply_error(QD_SVC_BAD_TYPE, "field 'op' must be a string");
     const char *o = op->valuestring;
     cJSON *id = cJSON_GetObjectItemCaseSensitive(req, "id");
-    if (id && !cJSON_IsString(id)) {
-        reply = reply_error(QD_SVC_BAD_TYPE, "field 'id' must be a string");
-        goto done;
-    }
+    if (id && !cJSON_IsString(id)) return reply_error(QD_SVC_BAD_TYPE, "field 'id' must be a string");
     static const char *const k_submit[] = {"op", "job", NULL};
     static const char *const k_status[] = {"op", "id", NULL};
     static const char *const k_shutdown[] = {"op", "mode", NULL};
@@ -210,140 +313,20 @@ static cJSON *handle_request(svc *s, const char *body, size_t len)
                               : !strcmp(o, "shutdown")                         ? k_shutdown
                               : (!strcmp(o, "status") || !strcmp(o, "cancel")) ? k_status
                                                                                : NULL;
-    if (!keys) {
-        reply = reply_error(QD_SVC_BAD_REQUEST, "unknown op '%s' (submit, status, cancel, shutdown)", o);
-        goto done;
-    }
+    if (!keys) return reply_error(QD_SVC_BAD_REQUEST, "unknown op '%s' (submit, status, cancel, shutdown)", o);
     const char *uk = unknown_key(req, keys);
-    if (uk) {
-        reply = reply_error(QD_SVC_UNKNOWN_KEY, "unknown key '%s' for op '%s'", uk, o);
-        goto done;
-    }
+    if (uk) return reply_error(QD_SVC_UNKNOWN_KEY, "unknown key '%s' for op '%s'", uk, o);
+    if (!strcmp(o, "submit")) return op_submit(s, cJSON_GetObjectItemCaseSensitive(req, "job"));
+    if (!strcmp(o, "status")) return op_status(s, id);
+    if (!strcmp(o, "cancel")) return op_cancel(s, id);
+    return op_shutdown(s, cJSON_GetObjectItemCaseSensitive(req, "mode"));
+}
 
-    if (!strcmp(o, "submit")) {
-        cJSON *job = cJSON_GetObjectItemCaseSensitive(req, "job");
-        if (!job) {
-            reply = reply_error(QD_SVC_MISSING_FIELD, "missing field 'job'");
-            goto done;
-        }
-        const char *jdk = cJSON_IsObject(job) ? dup_key(job) : NULL;
-        if (jdk) {
-            reply = reply_error(QD_SVC_BAD_REQUEST, "job: duplicate key '%s'", jdk);
-            goto done;
-        }
-        char msg[1024] = "";
-        qd_svc_err e = qd_svc_validate_job(job, s->opt->allow_dirs, s->opt->n_allow, msg, sizeof msg);
-        if (e) {
-            reply = reply_error(e, "%s", msg);
-            goto done;
-        }
-        pthread_mutex_lock(&s->mu);
-        if (s->shutdown) {
-            pthread_mutex_unlock(&s->mu);
-            reply = reply_error(QD_SVC_SHUTTING_DOWN, "the service is shutting down");
-            goto done;
-        }
-        if (queued_count(s) >= s->opt->max_queue) {
-            pthread_mutex_unlock(&s->mu);
-            reply = reply_error(QD_SVC_QUEUE_FULL, "queue full (%d jobs waiting)", s->opt->max_queue);
-            goto done;
-        }
-        if (s->njobs == s->cap) {
-            /* jobs are kept for status; `running` points into the array, so re-point it */
-            ptrdiff_t ri = s->running ? s->running - s->jobs : -1;
-            s->cap = s->cap ? 2 * s->cap : 16;
-            s->jobs = realloc(s->jobs, (size_t)s->cap * sizeof *s->jobs);
-            QD_ASSERT(s->jobs);
-            if (ri >= 0) s->running = &s->jobs[ri];
-        }
-        svc_job *j = &s->jobs[s->njobs++];
-        memset(j, 0, sizeof *j);
-        snprintf(j->id, sizeof j->id, "j%d", ++s->next_id);
-        j->st = ST_QUEUED;
-        j->job = cJSON_Duplicate(job, 1);
-        j->t_submit = wall_now();
-        cJSON *f = cJSON_CreateObject();
-        cJSON_AddItemToObject(f, "model", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(job, "model"), 1));
-        cJSON_AddItemToObject(f, "out", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(job, "out"), 1));
-        cJSON_AddNumberToObject(f, "queued", queued_count(s));
-        push_event(s, j->id, "accepted", f);
-        cJSON_Delete(f);
-        reply = reply_ok();
-        cJSON_AddStringToObject(reply, "id", j->id);
-        pthread_cond_broadcast(&s->cv);
-        pthread_mutex_unlock(&s->mu);
-    } else if (!strcmp(o, "status")) {
-        pthread_mutex_lock(&s->mu);
-        if (id) {
-            svc_job *j = find_job(s, id->valuestring);
-            if (!j)
-                reply = reply_error(QD_SVC_NOT_FOUND, "no job '%s'", id->valuestring);
-            else {
-                reply = reply_ok();
-                cJSON_AddItemToObject(reply, "job", job_json(j));
-            }
-        } else {
-            reply = reply_ok();
-            cJSON *arr = cJSON_AddArrayToObject(reply, "jobs");
-            for (int i = 0; i < s->njobs; i++) cJSON_AddItemToArray(arr, job_json(&s->jobs[i]));
-            cJSON_AddBoolToObject(reply, "shutting_down", s->shutdown != 0);
-        }
-        pthread_mutex_unlock(&s->mu);
-    } else if (!strcmp(o, "cancel")) {
-        if (!id) {
-            reply = reply_error(QD_SVC_MISSING_FIELD, "missing field 'id'");
-            goto done;
-        }
-        pthread_mutex_lock(&s->mu);
-        svc_job *j = find_job(s, id->valuestring);
-        if (!j)
-            reply = reply_error(QD_SVC_NOT_FOUND, "no job '%s'", id->valuestring);
-        else if (j->st == ST_QUEUED) {
-            j->st = ST_CANCELLED;
-            j->t_end = wall_now();
-            push_event(s, j->id, "cancelled", NULL);
-            reply = reply_ok();
-            cJSON_AddStringToObject(reply, "state", "cancelled");
-        } else if (j->st == ST_RUNNING) {
-            j->cancel = 1;
-            reply = reply_ok();
-            cJSON_AddStringToObject(reply, "state", "cancelling");
-        } else
-            reply = reply_error(QD_SVC_BAD_STATE, "job '%s' is already %s", j->id, g_state_names[j->st]);
-        pthread_mutex_unlock(&s->mu);
-    } else { /* shutdown */
-        cJSON *mode = cJSON_GetObjectItemCaseSensitive(req, "mode");
-        int m = 1;
-        if (mode) {
-            if (!cJSON_IsString(mode)) {
-                reply = reply_error(QD_SVC_BAD_TYPE, "field 'mode' must be a string");
-                goto done;
-            }
-            if (!strcmp(mode->valuestring, "drain"))
-                m = 1;
-            else if (!strcmp(mode->valuestring, "finish"))
-                m = 2;
-            else {
-                reply = reply_error(QD_SVC_BAD_REQUEST, "mode must be 'drain' or 'finish'");
-                goto done;
-            }
-        }
-        pthread_mutex_lock(&s->mu);
-        if (m > s->shutdown) s->shutdown = m;
-        if (m == 2)
-            for (int i = 0; i < s->njobs; i++)
-                if (s->jobs[i].st == ST_QUEUED) {
-                    s->jobs[i].st = ST_CANCELLED;
-                    s->jobs[i].t_end = wall_now();
-                    push_event(s, s->jobs[i].id, "cancelled", NULL);
-                }
-        push_event(s, NULL, "shutdown", NULL);
-        pthread_cond_broadcast(&s->cv);
-        pthread_mutex_unlock(&s->mu);
-        reply = reply_ok();
-        cJSON_AddStringToObject(reply, "mode", m == 2 ? "finish" : "drain");
-    }
-done:
+static cJSON *handle_request(svc *s, const char *body, size_t len)
+{
+    cJSON *req = cJSON_ParseWithLength(body, len);
+    if (!req) return reply_error(QD_SVC_BAD_JSON, "request is not valid JSON");
+    cJSON *reply = request_reply(s, req);
     cJSON_Delete(req);
     return reply;
 }
@@ -510,13 +493,12 @@ static int on_cancel(void *ctx)
 
 static int bcast_text(char **txt, MPI_Comm comm)
 {
-    int rank;
-    QD_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+    const int rank = qd_coll_rank(comm);
     long long len = (rank == 0 && *txt) ? (long long)strlen(*txt) + 1 : 0;
-    QD_MPI_CHECK(MPI_Bcast(&len, 1, MPI_LONG_LONG, 0, comm));
+    qd_coll_bcast(comm, &len, sizeof len, 0);
     if (len == 0) return 0;
     if (rank != 0) *txt = qd_xmalloc((size_t)len);
-    QD_MPI_CHECK(MPI_Bcast(*txt, (int)len, MPI_CHAR, 0, comm));
+    qd_coll_bcast(comm, *txt, (size_t)len, 0);
     return 1;
 }
 
@@ -591,8 +573,7 @@ static int run_other(MPI_Comm comm)
 
 int qd_service_run(const qd_service_opts *opt, MPI_Comm comm)
 {
-    int rank;
-    QD_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+    const int rank = qd_coll_rank(comm);
     svc s;
     memset(&s, 0, sizeof s);
     s.opt = opt;
@@ -620,8 +601,7 @@ int qd_service_run(const qd_service_opts *opt, MPI_Comm comm)
     }
     if (rank != 0) return run_other(comm);
 
-    int size;
-    QD_MPI_CHECK(MPI_Comm_size(comm, &size));
+    const int size = qd_coll_size(comm);
     qd_log(QD_LOG_INFO, "serving on %s%s%s with %d rank%s", opt->bind, opt->events ? ", events on " : "",
            opt->events ? opt->events : "", size, size == 1 ? "" : "s");
     run_rank0(&s, comm);

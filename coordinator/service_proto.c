@@ -1,4 +1,5 @@
-/* Request validation for the service: pure functions of JSON and the file system, no sockets. */
+/* Request validation for the service (service_proto.h): pure functions of JSON and the file system,
+ * no sockets. */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -6,7 +7,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "coordinator/service.h"
+#include "coordinator/job_hooks.h" /* qd_job_config_check_json */
+#include "coordinator/service_proto.h"
 
 const char *qd_svc_err_name(qd_svc_err e)
 {

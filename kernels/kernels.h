@@ -56,6 +56,27 @@ typedef struct qd_ada_step {
     float beta, lambda;   /* the regulariser at the new V */
 } qd_ada_step;
 
+/* One column step of GPTQ (quant/gptq.c) over the n rows of a row tile, the block kept
+ * transposed (T[i][r]: block column i, tile row r), for column i of cnt:
+ *     w = T[i][r];  qf = clamp(rint(w / s[r]) + (float)z[r], 0, maxq)   (rintf: half to even)
+ *     q[r] = s[r] * (float)(qf - z[r]);  qc[r] = qf;  e[r] = (w - q[r]) / d
+ *     err[r] += (double)(w - q[r])^2 / (d * (double)d) / 2
+ *     T[j][r] -= e[r] * hrow[j]   for j in (i, cnt), two roundings (no FMA)
+ * Rows are independent and get the same operations in the same order in every ISA version. */
+typedef struct qd_gptq_col {
+    float *T; /* [cnt][ldt] */
+    int64_t ldt, n, cnt;
+    const float *s;    /* [n] scales of the column's group */
+    const int32_t *z;  /* [n] zeros */
+    const float *hrow; /* [cnt] row of the inverse Hessian factor from the block start */
+    float d;           /* its diagonal element at column i */
+    int maxq;
+    float *q;    /* [n] out: dequantized */
+    uint8_t *qc; /* [n] out: codes */
+    float *e;    /* [n] out: scaled error */
+    double *err; /* [n] accumulated */
+} qd_gptq_col;
+
 typedef struct qd_kernel_table {
     const char *isa; /* "ref", "avx2", "avx512" (the avx2 table with AVX-512 versions of some kernels) */
 
@@ -106,6 +127,29 @@ typedef struct qd_kernel_table {
      * H is [C][C] row-major. */
     void (*ada_sparse_update)(const int64_t *ptr, const int32_t *idx, const float *val, int64_t R, const float *H,
                               int64_t C, float *y, int64_t ld);
+
+    /* GPTQ's column step (qd_gptq_col above) */
+    void (*gptq_column)(const qd_gptq_col *a, int64_t i);
+
+    /* The fused round-to-nearest path of the job (worker/rtn_rows.c). Values are taken in 8
+     * lanes, element c of a call in lane c % 8, and the lanes are reduced in a fixed order, so
+     * every ISA gives the same bits:
+     *   range_f32: min and max of x[0, n) (n >= 1): for n >= 16 lane k starts at x[k] and takes
+     *       v < lo ? v : lo and v > hi ? v : hi over x[k + 8], x[k + 16], ... while they fill
+     *       whole 8-blocks; the lanes are folded into x[0] in lane order, then the rest of x in
+     *       order (for n < 16 all of x in order). Returns 1 when every value is finite, else 0
+     *       (lo and hi then mean nothing).
+     *   all_finite: 1 when every value of x[0, n) is finite.
+     *   rtn_group: codes of one group with one (s, z): q = clamp(((x / s + M) - M) + (float)z,
+     *       0, maxq) with M = 1.5 * 2^23 (rint for |x / s| < 2^22, larger values clamp to the
+     *       same end), selects as q < 0 ? 0 : q and q > maxq ? maxq : q; then with
+     *       d = (double)x - (double)(s * (q - z)), lane sums of d^2 and of (double)x^2 and lane
+     *       maxima of |d| (|d| > m ? |d| : m), reduced as ((l0 + l1) + (l2 + l3)) + ((l4 + l5)
+     *       + (l6 + l7)) and added to *e2, *w2; *mx = max(*mx, lane maxima in lane order). */
+    int (*range_f32)(const float *x, int64_t n, float *lo, float *hi);
+    int (*all_finite)(const float *x, int64_t n);
+    void (*rtn_group)(const float *x, int64_t n, float s, int32_t z, int maxq, uint8_t *codes, double *e2, double *w2,
+                      double *mx);
 } qd_kernel_table;
 
 /* The table selected for this process (CPUID and QD_KERNELS; filled on the first call). */
@@ -132,5 +176,7 @@ void qd_kernels_fill_ref_act(qd_kernel_table *t);
 void qd_kernels_fill_avx2_act(qd_kernel_table *t);
 void qd_kernels_fill_ref_adaround(qd_kernel_table *t);
 void qd_kernels_fill_avx2_adaround(qd_kernel_table *t);
+void qd_kernels_fill_ref_gptq_rtn(qd_kernel_table *t);
+void qd_kernels_fill_avx2_gptq_rtn(qd_kernel_table *t);
 
 #endif /* QD_KERNELS_H */

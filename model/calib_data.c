@@ -5,8 +5,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/qd_file.h"
 #include "model/calib_data.h"
 #include "model/image.h"
+#include "model/inputs.h"
 #include "model/model_internal.h"
 #include "model/tokenizer.h"
 
@@ -132,12 +134,6 @@ int qd_calib_data_from_ids(const qd_model *m, const int32_t *ids, const int32_t 
 
 /* ---- text --------------------------------------------------------------------------------- */
 
-static int ends_with(const char *s, const char *suf)
-{
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcmp(s + a - b, suf);
-}
-
 void qd_text_samples_free(qd_text_samples *t)
 {
     for (int i = 0; i < t->n; i++) free(t->text[i]);
@@ -154,7 +150,7 @@ int qd_text_samples_read(const char *path, int limit, qd_text_samples *out)
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
-    int tsv = ends_with(path, ".tsv"), col = -1, lcol = -1, lineno = 0, ncap = 0, rc = QD_OK;
+    int tsv = qd_ends_with(path, ".tsv"), col = -1, lcol = -1, lineno = 0, ncap = 0, rc = QD_OK;
     while (rc == QD_OK && (limit <= 0 || out->n < limit) && (len = getline(&line, &cap, f)) >= 0) {
         lineno++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
@@ -224,8 +220,7 @@ static int open_text(qd_calib_data *d, const char *path, int nsamples, int seqle
     if (seqlen > qd_model_cfg(m)->max_position)
         return qd_err_set(QD_EINVAL, "calibration: --seqlen %d exceeds the model's max_position_embeddings %d", seqlen,
                           qd_model_cfg(m)->max_position);
-    char vocab[sizeof m->dir + 16];
-    snprintf(vocab, sizeof vocab, "%s/vocab.txt", m->dir);
+    const char *vocab = m->dir; /* the model directory's tokenizer (tokenizer.json, vocab.txt, ...) */
     qd_tokenizer *tok = NULL;
     int rc = qd_tokenizer_load(vocab, QD_TOK_LOWER_AUTO, &tok);
     if (rc) return qd_err_wrap(rc, "calibration needs the model's tokenizer: ");
@@ -315,6 +310,42 @@ static int open_images(qd_calib_data *d, const char *path, int nsamples, uint64_
     return QD_OK;
 }
 
+/* Pre-tokenized or preprocessed samples from a safetensors file (model/inputs.h); the seeded
+ * selection picks nsamples of them. */
+static int open_inputs(const qd_model *m, const char *path, int nsamples, uint64_t seed, qd_calib_data **out)
+{
+    qd_inputs in;
+    int rc = qd_inputs_read(path, &in);
+    if (rc) return rc;
+    if ((rc = qd_inputs_check(&in, m, path))) {
+        qd_inputs_free(&in);
+        return rc;
+    }
+    int k = nsamples > 0 && nsamples < in.n ? nsamples : in.n;
+    int *idx = qd_xmalloc((size_t)k * sizeof *idx);
+    qd_calib_select(in.n, k, seed, idx);
+    if (in.ids) {
+        int32_t *ids = qd_xmalloc((size_t)k * in.T * sizeof *ids), *mk = qd_xmalloc((size_t)k * in.T * sizeof *mk);
+        for (int i = 0; i < k; i++)
+            for (int t = 0; t < in.T; t++) {
+                ids[(int64_t)i * in.T + t] = in.ids[(int64_t)idx[i] * in.T + t];
+                mk[(int64_t)i * in.T + t] = in.mask ? in.mask[(int64_t)idx[i] * in.T + t] : 1;
+            }
+        rc = qd_calib_data_from_ids(m, ids, mk, k, in.T, out);
+        free(ids);
+        free(mk);
+    } else {
+        const int64_t item = (int64_t)in.C * in.H * in.W;
+        float *px = qd_xmalloc((size_t)(k * item) * sizeof *px);
+        for (int i = 0; i < k; i++) memcpy(px + i * item, in.pixels + idx[i] * item, (size_t)item * sizeof *px);
+        rc = qd_calib_data_from_pixels(m, px, k, out);
+        free(px);
+    }
+    free(idx);
+    qd_inputs_free(&in);
+    return rc;
+}
+
 int qd_calib_data_open(const qd_model *m, const char *path, int nsamples, int seqlen, uint64_t seed,
                        qd_calib_data **out)
 {
@@ -323,6 +354,7 @@ int qd_calib_data_open(const qd_model *m, const char *path, int nsamples, int se
     if (stat(path, &st) != 0) return qd_err_set(QD_ENOENT, "calibration data %s: %s", path, strerror(errno));
     qd_calib_data *d;
     int rc;
+    if (qd_ends_with(path, ".safetensors")) return open_inputs(m, path, nsamples, seed, out);
     if (qd_model_cfg(m)->arch == QD_ARCH_BERT) {
         if (S_ISDIR(st.st_mode))
             return qd_err_set(QD_EINVAL,

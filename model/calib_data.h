@@ -6,7 +6,9 @@
  *          tokenized with vocab.txt beside the model (do_lower_case from tokenizer_config.json),
  *          truncated and padded to seqlen tokens; padding is masked out of the statistics;
  *   images an IDX images file (MNIST / Fashion-MNIST, optionally gzip'd), or a folder of PNG/JPEG
- *          files (class sub-folders allowed); preprocessed as preprocessor_config.json says.
+ *          files (class sub-folders allowed); preprocessed as preprocessor_config.json says;
+ *   inputs a .safetensors file of input_ids (+ attention_mask) or pixel_values prepared by another
+ *          runtime (model/inputs.h): any model, whatever its tokenizer.
  * Selection is deterministic: a Fisher-Yates shuffle of all samples driven by splitmix64(seed)
  * picks the first nsamples (all of them, in file order, when nsamples <= 0 or >= the count).
  * Text samples are then ordered longest first (stably), and a batch of text is padded only to

@@ -23,6 +23,8 @@
  *   output float32 channels-first [C, H, W]. Steps 3-4 are computed in double and rounded once
  *   (Hugging Face rounds to float32 after each step; the two differ by a float32 ulp or two).
  */
+/* Where: model/image.c (decoding, conversion, resampling), model/preprocess.c (preprocessing),
+ * model/dataset.c (data sets), model/idx.c (IDX files). */
 #ifndef QD_IMAGE_H
 #define QD_IMAGE_H
 
@@ -33,10 +35,15 @@
 
 /* ---- 8-bit images --------------------------------------------------------------------------- */
 
+#define QD_IMAGE_MAX_SIDE (1 << 16) /* the widest and highest image taken, in pixels */
+
 typedef struct {
     int w, h, c;   /* c: 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA) */
     uint8_t *data; /* [h][w][c], malloc'd */
 } qd_image;
+
+/* An uninitialised w x h x c image (QD_ENOMEM naming the size). */
+int qd_image_alloc(qd_image *img, int w, int h, int c);
 
 /* Decode a PNG/JPEG/BMP/PNM/... file (stb_image), channels as stored. */
 int qd_image_load(const char *path, qd_image *out);
@@ -57,6 +64,8 @@ enum {
 
 /* PIL's Image.resize((w, h), filter) of an 8-bit image (any channel count), bit for bit. */
 int qd_image_resize(const qd_image *in, int w, int h, int filter, qd_image *out);
+/* 1 when qd_image_resize takes this filter (every one but NEAREST). */
+int qd_image_resample_supported(int filter);
 
 /* ---- preprocessing -------------------------------------------------------------------------- */
 

@@ -1,8 +1,12 @@
-/* model/model.h — FP32 forward passes of the supported architectures (BERT family, ViT family).
+/* model/model.h — FP32 forward passes of the supported architectures: one encoder parameterised
+ * by the checkpoint's config.json, for the text family (BERT, RoBERTa, XLM-RoBERTa, DistilBERT,
+ * MPNet, ELECTRA, ALBERT) and the vision family (ViT, DeiT, BEiT, DINOv2 with or without
+ * registers, CLIP's vision tower).
  *
  * A model is loaded from a Hugging Face directory: config.json + the checkpoint (safetensors, an
- * index of shards, or whatever shard/ can open). Weights stay in the checkpoint's mapping when
- * they are F32 (zero-copy); other float dtypes are converted once at load.
+ * index of shards, pytorch_model.bin, or whatever shard/ can open). Weights stay in the
+ * checkpoint's mapping when they are F32 (zero-copy); other float dtypes are converted once at
+ * load.
  *
  * The forward pass is exposed in stages so that callers can run it whole (eval), block by block
  * (sequential calibration: quantize block k, then feed its quantized outputs to block k + 1) or
@@ -10,23 +14,36 @@
  *
  *     qd_model_embed   (batch)        -> h [B, T, hidden]     the residual stream
  *     qd_model_block   (k, h)         -> h                    encoder block k, in place
- *     qd_model_head    (h)            -> pooled [B, hidden], logits [B, num_labels]
+ *     qd_model_head    (h)            -> pooled [B, hidden], logits
  *
- * Every Linear of the encoder is numbered (qd_model_linear): block k owns linears 6k .. 6k+5 in
- * the order query, key, value, attention output, intermediate, output. Linears that read the same
- * input (query/key/value) share an `input_group`, so calibration statistics are kept once per
- * group. Hooks (qd_model_hooks) see each Linear's input and may replace its product, which is how
- * calibration collects statistics and how quantized inference swaps in integer kernels.
+ * What varies between the families is data in qd_model_config, not code: where the LayerNorms
+ * sit (after each residual add, BERT-style, or before each sub-block, ViT-style), the activation,
+ * the position scheme (learned absolute positions counted from 0 or, RoBERTa-style, after the
+ * padding id; none), an additive attention bias (MPNet's relative position buckets, BEiT's
+ * relative position table), per-channel layer scales (BEiT, DINOv2), a factorised embedding
+ * projected to the hidden width (ELECTRA, ALBERT), blocks sharing one set of weights (ALBERT),
+ * prefix tokens (CLS, DeiT's distillation token, DINOv2's registers) and the head.
+ *
+ * Every Linear of the encoder is numbered (qd_model_linear): the blocks own sets of six linears in
+ * the order query, key, value, attention output, intermediate, output (block k uses set k, except
+ * in ALBERT where blocks share sets: a set is one tensor per Linear, quantized once, and its
+ * `layer` is the first block that uses it). Linears that read the same input (query/key/value)
+ * share an `input_group`, so calibration statistics are kept once per group. Hooks
+ * (qd_model_hooks) see each Linear's input and may replace its product, which is how calibration
+ * collects statistics and how quantized inference swaps in integer kernels.
  *
  * Conventions, as in Hugging Face transformers:
- *   BERT: h0 = LN(word[id] + pos[t] + type[tt]); per block: a = LN(h + O(attn(Q h, K h, V h)));
- *         h = LN(a + Out(act(Inter a))); padding keys are masked out of the softmax; pooler =
- *         tanh(dense(h[:, 0])); the sequence-classification head reads the pooler output.
- *         Tensor names with or without the "bert." prefix; LayerNorm gamma/beta accepted.
- *   ViT:  h0 = [CLS; (DIST;) conv_patch(pixels)] + pos; pre-LN blocks: h += O(attn(LN1 h));
- *         h += Out(act(Inter LN2 h)); final LN; classifier on CLS (DeiT with teacher: mean of the
- *         CLS and distillation heads). Head size from `attention_head_size` when given, else
- *         hidden / heads; q/k/v bias when `qkv_bias` (default true).
+ *   text:   h0 = LN(word[id] + pos[p] + type[tt]) (then a Linear to the hidden width when the
+ *           embedding is narrower); post-LN blocks: a = LN(h + O(attn(Q h, K h, V h) + bias));
+ *           h = LN(a + Out(act(Inter a))); padding keys are masked out of the softmax.
+ *   vision: h0 = [CLS; (DIST;) conv_patch(pixels)] + pos (DINOv2: position embeddings resampled
+ *           bicubically to the input's patch grid; registers inserted after CLS without
+ *           position); CLIP: then LN; pre-LN blocks: h += s1 * O(attn(LN1 h) + bias);
+ *           h += s2 * Out(act(Inter LN2 h)); final LN; head on CLS, patch mean or both. ViT head
+ *           size from `attention_head_size` when given, else hidden / heads; q/k/v bias when
+ *           present in the checkpoint.
+ *   heads:  from config.json's `architectures` (see qd_head_kind); an unknown one is an error
+ *           naming it; without `architectures`, the tensors decide.
  * All errors name the directory and the tensor or config field.
  * A model object keeps the buffers of its last forward call: calls on one object must not run
  * concurrently (load one object per thread).
@@ -38,31 +55,62 @@
 
 #include "common/qd_common.h"
 
+/* The input family: token ids (BERT family) or pixels (ViT family). */
 typedef enum { QD_ARCH_BERT = 1, QD_ARCH_VIT = 2 } qd_arch;
-typedef enum { QD_ACT_GELU = 0, QD_ACT_GELU_TANH, QD_ACT_RELU, QD_ACT_SILU } qd_act;
+typedef enum { QD_ACT_GELU = 0, QD_ACT_GELU_TANH, QD_ACT_RELU, QD_ACT_SILU, QD_ACT_QUICK_GELU, QD_ACT_TANH } qd_act;
+/* LayerNorm after each residual add (BERT) or before each sub-block (ViT). */
+typedef enum { QD_NORM_POST = 0, QD_NORM_PRE } qd_norm_place;
+/* Text positions: learned, position t of the sequence; learned, counted after the padding id for
+ * non-padding tokens (RoBERTa, XLM-R, MPNet: pad_id + 1 + index among non-padding tokens, padding
+ * tokens at pad_id); none. */
+typedef enum { QD_POS_LEARNED = 0, QD_POS_AFTER_PAD, QD_POS_NONE } qd_pos_scheme;
+/* Additive attention bias: none, MPNet's relative position buckets (one table for all blocks),
+ * BEiT's relative position table (per block or shared). */
+typedef enum { QD_RELPOS_NONE = 0, QD_RELPOS_BUCKETS, QD_RELPOS_TABLE } qd_relpos;
+/* The task head: none (an encoder: pooled embeddings), one label vector per item (sequence or
+ * image classification), one per token (token classification, ELECTRA's discriminator). */
+typedef enum { QD_HEAD_NONE = 0, QD_HEAD_SEQUENCE, QD_HEAD_TOKEN, QD_HEAD_IMAGE } qd_head_kind;
+/* Sentence embedding of a text encoder: mask-weighted mean (sentence-transformers' default) or the
+ * first token; from 1_Pooling/config.json when present. */
+typedef enum { QD_POOL_MEAN = 0, QD_POOL_CLS } qd_pool;
 
 typedef struct {
     qd_arch arch;
-    char model_type[32]; /* "bert", "vit", "deit", ... as in config.json */
+    char model_type[32];   /* "bert", "roberta", "vit", "dinov2", ... as in config.json */
+    char architecture[64]; /* config.json architectures[0], or "" */
     int hidden, layers, heads, head_size, intermediate;
     qd_act act;
     double ln_eps;
-    int qkv_bias; /* query/key/value have biases */
+    int qkv_bias; /* query/key/value have biases (BEiT: query and value only) */
+    qd_norm_place norm;
+    qd_relpos relpos;
+    int layer_scale;           /* per-channel scales on both residual branches (BEiT, DINOv2) */
+    int linear_sets;           /* distinct sets of block weights: layers, or fewer when blocks share (ALBERT) */
+    int set_groups, set_inner; /* ALBERT: num_hidden_groups, inner_group_num (else layers, 1) */
     /* BERT family */
     int vocab_size, max_position, type_vocab;
+    int embed_size; /* width of the token embeddings (ELECTRA, ALBERT: projected to hidden) */
+    qd_pos_scheme pos;
+    int pad_id; /* padding token id (QD_POS_AFTER_PAD counts positions after it) */
     int has_pooler;
+    qd_pool pool;
     /* ViT family */
-    int image_h, image_w, patch_h, patch_w, channels;
-    int n_prefix; /* CLS (+ distillation) tokens before the patches: 1 or 2 */
+    int image_h, image_w, patch_h, patch_w, channels; /* image_*: the input size the model takes */
+    int pos_grid_h, pos_grid_w;                       /* patch grid of the learned position embeddings (0: none) */
+    int n_prefix;    /* tokens before the patches: CLS (+ distillation) (+ registers) */
+    int n_registers; /* DINOv2 register tokens (part of n_prefix) */
     /* heads */
-    int num_labels; /* 0: no classification head */
+    qd_head_kind head;
+    int num_labels;    /* logits per item (sequence / image heads) or per token (token heads); 0: none */
+    int embedding_dim; /* size of qd_model_embedding's vectors */
 } qd_model_config;
 
 enum { QD_LIN_Q = 0, QD_LIN_K, QD_LIN_V, QD_LIN_O, QD_LIN_INTER, QD_LIN_OUT, QD_LIN_PER_BLOCK };
 
 typedef struct {
     char name[160]; /* module name; the tensors are name + ".weight" / ".bias" */
-    int layer;      /* encoder block */
+    int layer;      /* the first encoder block that uses it (its owner) */
+    int last_layer; /* the last block that uses it (> layer only when blocks share weights) */
     int kind;       /* QD_LIN_* */
     int in, out;
     int input_group; /* linears with the same input share a group (query/key/value) */
@@ -84,7 +132,9 @@ typedef struct {
     void *user;
     /* The input X [rows, in] of linear `li`, just before it is applied (rows = B * T; valid[r] = 0
      * marks a padded token, NULL when all are real). Called once per input group (for the first
-     * linear of the group). Non-zero return aborts the forward with that code. */
+     * linear of the group), in the block that owns the linear only: blocks that reuse shared
+     * weights (ALBERT) do not report them again, so statistics are those of the first use in any
+     * calibration layout. Non-zero return aborts the forward with that code. */
     int (*linear_input)(void *user, const qd_model *m, int li, const float *X, int64_t rows, const uint8_t *valid);
     /* Compute Y [rows, out] = X W^T + b for linear `li` instead of the FP32 weights. Return 1 when
      * done, 0 to fall back to FP32, negative to abort. */
@@ -142,6 +192,8 @@ int qd_model_load_flags(const char *dir, unsigned flags, qd_model **out);
 void qd_model_free(qd_model *m);
 
 const qd_model_config *qd_model_cfg(const qd_model *m);
+/* Whether the forward passes run this model_type of config.json ("bert", "vit", "deit", ...). */
+int qd_model_type_known(const char *model_type);
 int qd_model_num_linears(const qd_model *m);
 const qd_linear *qd_model_linear(const qd_model *m, int li);
 /* Index of the linear whose module name (or weight tensor name) is `name`, or -1. */
@@ -150,11 +202,14 @@ int qd_model_find_linear(const qd_model *m, const char *name);
  * inference engines that convert them once (integer-only inference). Shapes as in the
  * checkpoint: BERT word [vocab, H], pos [max_pos, H], type [type_vocab, H]; ViT cls/dist [H],
  * patch_W [H, C·ph·pw], pos [n_prefix + patches, H]; heads [num_labels, H]. Block k's LayerNorms:
- * ln1 (BERT attention.output.LayerNorm, ViT layernorm_before) and ln2. */
+ * ln1 (BERT attention.output.LayerNorm, ViT layernorm_before) and ln2. cls_W/cls_b: the head's
+ * output layer; head_cls_norm: the head is that one layer on the final LayerNorm of the first
+ * token (ViT's); pos_has_cls: the vision position embeddings cover the prefix tokens. */
 typedef struct {
     const float *word_emb, *pos_emb, *type_emb, *emb_ln_g, *emb_ln_b;
     const float *cls_tok, *dist_tok, *patch_W, *patch_b, *final_ln_g, *final_ln_b;
     const float *pool_W, *pool_b, *cls_W, *cls_b, *dist_W, *dist_b;
+    int head_cls_norm, pos_has_cls;
 } qd_model_tensors;
 void qd_model_tensors_get(const qd_model *m, qd_model_tensors *t);
 void qd_model_block_norms(const qd_model *m, int k, const float **ln1_g, const float **ln1_b, const float **ln2_g,
@@ -167,21 +222,33 @@ const char *qd_model_dir(const qd_model *m);
 
 /* Tokens per item: ViT: n_prefix + patches (text_len ignored); BERT: text_len. */
 int qd_model_tokens(const qd_model *m, int text_len);
-/* Bytes of the residual stream for a batch: B * T * hidden floats. */
+/* Vision models whose position embeddings can be resampled (DINOv2): take images of h x w pixels
+ * from now on (multiples of the patch size). Others: QD_EUNSUPPORTED unless h x w is the input
+ * size already. */
+int qd_model_set_image_size(qd_model *m, int h, int w);
+/* Floats of logits per item for a batch of T tokens: num_labels, or T * num_labels for token
+ * heads; 0 without a head. */
+int64_t qd_model_logits_per_item(const qd_model *m, int T);
 
 /* The stages. `h` holds B * T * hidden floats. hooks may be NULL. */
 int qd_model_embed(const qd_model *m, const qd_batch *b, float *h);
 /* The same, with hooks whose tap sees the model-level points (QD_TAP_M_*). */
 int qd_model_embed_hooks(const qd_model *m, const qd_batch *b, float *h, const qd_model_hooks *hooks);
 int qd_model_block(const qd_model *m, int layer, const qd_batch *b, float *h, const qd_model_hooks *hooks);
-/* pooled [B, hidden] (BERT: pooler output when the model has one, else NULL is allowed; ViT:
- * final LayerNorm of CLS) and logits [B, num_labels] (needs a head); either may be NULL.
- * h is not modified. */
+/* pooled [B, hidden]: transformers' pooler_output (text: tanh(dense(h[:, 0])) when the model has
+ * a pooler; ViT, DeiT, DINOv2, CLIP: the final LayerNorm of CLS; BEiT: LayerNorm of the patch
+ * mean, or the final LayerNorm of CLS) — QD_EUNSUPPORTED when the model has none; logits
+ * [B, qd_model_logits_per_item] (needs a head). Either may be NULL. h is not modified. */
 int qd_model_head(const qd_model *m, const qd_batch *b, const float *h, float *pooled, float *logits);
-/* ViT: the final LayerNorm of every token, out [B, T, hidden]. BERT: a copy of h. */
+/* transformers' last_hidden_state: the final LayerNorm of every token where the model applies it
+ * to the sequence (ViT, DeiT, DINOv2, BEiT without mean pooling), else a copy of h. */
 int qd_model_final_norm(const qd_model *m, const qd_batch *b, const float *h, float *out);
 /* Mask-weighted mean of h over tokens (sentence-transformers pooling): out [B, hidden]. */
 void qd_model_mean_pool(const qd_model *m, const qd_batch *b, const float *h, float *out);
+/* The item's embedding, out [B, embedding_dim]: text: the mean-pooled (or first-token, per
+ * 1_Pooling/config.json) last hidden state; vision: the pooled output (CLIP with a projection:
+ * image_embeds). */
+int qd_model_embedding(const qd_model *m, const qd_batch *b, const float *h, float *out);
 
 /* Whole pass: embed, every block, head. logits/pooled as in qd_model_head; hidden, when not NULL,
  * receives the residual stream after the embeddings and after every block:

@@ -6,21 +6,61 @@
 #include "shard/safetensors.h"
 
 typedef struct {
-    const float *ln1_g, *ln1_b; /* BERT: attention.output.LayerNorm; ViT: layernorm_before */
-    const float *ln2_g, *ln2_b; /* BERT: output.LayerNorm;           ViT: layernorm_after */
+    const float *ln1_g, *ln1_b; /* post-LN: after attention; pre-LN: before attention */
+    const float *ln2_g, *ln2_b; /* post-LN: after the MLP;   pre-LN: before the MLP */
+    const float *ls1, *ls2;     /* layer scales [hidden] (BEiT lambda_1/2, DINOv2 layer_scale1/2), or NULL */
+    const float *rel_table;     /* BEiT: [num_relative_distance, heads], this block's or the shared one */
+    int set;                    /* which set of six linears the block runs */
 } qd_block_w;
+
+/* What a head or pooled output reads from the last hidden state h [B, T, hidden]. */
+typedef enum {
+    QD_SRC_NONE = 0,
+    QD_SRC_FIRST,           /* h[:, 0] */
+    QD_SRC_FIRST_NORM,      /* final LN of h[:, 0] */
+    QD_SRC_POOLER,          /* tanh(pooler(h[:, 0])) */
+    QD_SRC_MEAN_PATCH,      /* mean of h[:, n_prefix:] */
+    QD_SRC_MEAN_PATCH_NORM, /* pooler LN of the mean of h[:, n_prefix:] (BEiT mean pooling) */
+    QD_SRC_CLS_MEAN_NORM,   /* [final LN h[:, 0]; mean of final LN h[:, n_prefix:]] (DINOv2), 2 * hidden */
+    QD_SRC_EACH,            /* every token (token heads) */
+} qd_head_src;
+
+/* A head: out(act(pre(x))) or out(x), x taken from `src`. */
+typedef struct {
+    qd_head_src src;
+    int in;                     /* width of x */
+    const float *pre_W, *pre_b; /* [in, in], or NULL */
+    qd_act pre_act;
+    const float *out_W, *out_b;   /* [num_labels, in] */
+    const float *dist_W, *dist_b; /* DeiT's distillation head on token 1 (averaged with out) */
+} qd_head;
 
 struct qd_model {
     char dir[4096];
-    char prefix[16]; /* "bert.", "vit.", "deit." or "" */
+    char prefix[32]; /* "bert.", "roberta.", "vision_model.", ... or "" */
     qd_model_config cfg;
     qd_checkpoint *ck;
     /* embeddings */
-    const float *word_emb, *pos_emb, *type_emb, *emb_ln_g, *emb_ln_b; /* BERT */
-    const float *cls_tok, *dist_tok, *patch_W, *patch_b;              /* ViT (pos_emb shared) */
-    const float *final_ln_g, *final_ln_b;                             /* ViT */
-    const float *pool_W, *pool_b;                                     /* BERT pooler */
-    const float *cls_W, *cls_b, *dist_W, *dist_b;                     /* heads */
+    const float *word_emb, *pos_emb, *type_emb; /* text: [vocab, E], [max_position, E], [types, E] */
+    const float *emb_ln_g, *emb_ln_b;           /* text: the embeddings' LN; CLIP: pre_layrnorm */
+    const float *emb_proj_W, *emb_proj_b;       /* [hidden, E] when E != hidden (ELECTRA, ALBERT) */
+    const float *cls_tok, *dist_tok, *reg_tok;  /* vision: [hidden], [hidden], [registers, hidden] */
+    const float *patch_W, *patch_b;             /* [hidden, C * ph * pw], [hidden] or NULL */
+    const float *vis_pos;                       /* vision: position embeddings at the input's grid, or NULL */
+    float *pos_resampled;                       /* owned copy when the grid differs from pos_grid */
+    int pos_has_cls;                            /* vision position embeddings cover the prefix tokens */
+    int pos_aa;                                 /* resampling with antialias (DINOv2 with registers) */
+    const float *final_ln_g, *final_ln_b;       /* vision: final LN (CLIP: post_layernorm) */
+    int final_norm_seq;                         /* the final LN applies to the whole sequence */
+    const float *pool_W, *pool_b;               /* text pooler dense */
+    const float *pool_ln_g, *pool_ln_b;         /* BEiT mean pooling's LN */
+    const float *proj_W;                        /* CLIP visual_projection [embedding_dim, hidden] */
+    qd_head_src pooled_src;                     /* pooler_output */
+    qd_head head;
+    /* attention bias */
+    const float *rel_buckets; /* MPNet: [buckets, heads] */
+    int32_t *rel_index;       /* BEiT: [T, T] index into the block's table */
+    int rel_rows;             /* rows of the BEiT tables */
     qd_block_w *blk;
     qd_linear *lin;
     int n_lin, cap_lin;
@@ -32,5 +72,11 @@ struct qd_model {
 };
 
 int qd_model_parse_config(const char *path, const char *text, size_t len, qd_model_config *c);
+
+/* Bicubic resampling of a grid of vectors, src [ih * iw, C] -> dst [oh * ow, C], as torch's
+ * interpolate(mode="bicubic", align_corners=False): antialias = 0: the cubic convolution with
+ * a = -0.75 over 4 taps; antialias = 1: the cubic filter with a = -0.5 stretched by the scale
+ * when downsampling, weights normalised (PIL's). model/resample.c. */
+void qd_resample_bicubic(const float *src, int C, int ih, int iw, int oh, int ow, int antialias, float *dst);
 
 #endif

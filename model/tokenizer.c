@@ -12,47 +12,14 @@
 #include <sys/stat.h>
 #include <utf8proc.h>
 
-#include "model/tokenizer.h"
+#include "common/qd_file.h"
+#include "model/tokenizer_internal.h"
 
 #define QD_VOCAB_MAX_BYTES (1u << 30)
 
-struct qd_tokenizer {
-    char *path;
-    int lower;       /* do_lower_case */
-    int32_t n;       /* vocabulary size (lines) */
-    char *text;      /* all tokens, each NUL-terminated */
-    uint32_t *off;   /* [n] start of token i in text */
-    uint32_t *len;   /* [n] its length in bytes */
-    int32_t *slots;  /* [nslots] open-addressing hash table of ids, -1 = empty */
-    uint32_t nslots; /* power of two, >= 2n */
-    qd_tok_specials sp;
-};
-
-/* ---- growable int32 array ------------------------------------------------------------------ */
-
-typedef struct {
-    int32_t *v;
-    size_t n, cap;
-} ivec;
-
-static int ivec_reserve(ivec *a, size_t extra)
-{
-    if (a->n + extra <= a->cap) return 0;
-    size_t cap = a->cap ? a->cap : 64;
-    while (cap < a->n + extra) cap *= 2;
-    int32_t *v = realloc(a->v, cap * sizeof *v);
-    if (!v) return -1;
-    a->v = v;
-    a->cap = cap;
-    return 0;
-}
-
-static int ivec_push(ivec *a, int32_t x)
-{
-    if (ivec_reserve(a, 1)) return -1;
-    a->v[a->n++] = x;
-    return 0;
-}
+typedef qd_ivec ivec;
+#define ivec_reserve qd_ivec_reserve
+#define ivec_push    qd_ivec_push
 
 /* ---- vocabulary hash table ----------------------------------------------------------------- */
 
@@ -63,8 +30,9 @@ static uint32_t hash_bytes(const char *s, size_t n)
     return h;
 }
 
-static int32_t lookup(const qd_tokenizer *t, const char *s, size_t n)
+int32_t qd_tok_lookup(const qd_tokenizer *t, const char *s, size_t n)
 {
+    if (!t->slots) return -1;
     uint32_t m = t->nslots - 1;
     for (uint32_t i = hash_bytes(s, n) & m;; i = (i + 1) & m) {
         int32_t id = t->slots[i];
@@ -89,41 +57,11 @@ static void insert(qd_tokenizer *t, int32_t id)
 
 /* ---- loading ------------------------------------------------------------------------------- */
 
-static int read_file(const char *path, char **buf, size_t *len)
+/* Every tokenizer file (vocab.txt, tokenizer.json, merges, .model, tokenizer_config.json): up to
+ * QD_VOCAB_MAX_BYTES. */
+int qd_tok_read_file(const char *path, char **buf, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        int e = errno;
-        if (e == ENOENT || e == ENOTDIR) return qd_err_set(QD_ENOENT, "%s: no such file", path);
-        return qd_err_set(QD_EIO, "%s: cannot open: %s", path, strerror(e));
-    }
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return qd_err_set(QD_EIO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > QD_VOCAB_MAX_BYTES) {
-        fclose(f);
-        return qd_err_set(QD_EFORMAT, "%s: %lld bytes, more than the %u a vocabulary may have", path,
-                          (long long)st.st_size, QD_VOCAB_MAX_BYTES);
-    }
-    size_t n = (size_t)st.st_size;
-    char *b = malloc(n + 1);
-    if (!b) {
-        fclose(f);
-        return qd_err_set(QD_ENOMEM, "%s: out of memory", path);
-    }
-    size_t got = fread(b, 1, n, f);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad || got != n) {
-        free(b);
-        return qd_err_set(QD_EIO, "%s: read error", path);
-    }
-    b[n] = 0;
-    *buf = b;
-    *len = n;
-    return QD_OK;
+    return qd_read_file(path, QD_VOCAB_MAX_BYTES, "a tokenizer file", buf, len);
 }
 
 static int is_ascii_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
@@ -146,7 +84,7 @@ static int config_lower_case(const char *vocab_path, int *lower)
         free(cfg);
         return QD_OK;
     }
-    int rc = read_file(cfg, &buf, &len);
+    int rc = qd_tok_read_file(cfg, &buf, &len);
     if (rc) {
         free(cfg);
         return rc;
@@ -172,7 +110,8 @@ static int config_lower_case(const char *vocab_path, int *lower)
     return QD_OK;
 }
 
-int qd_tokenizer_load(const char *vocab_path, int do_lower_case, qd_tokenizer **out)
+/* vocab.txt: one token per line. */
+static int load_vocab_txt(const char *vocab_path, int do_lower_case, qd_tokenizer **out)
 {
     *out = NULL;
     if (!vocab_path) return qd_err_set(QD_EINVAL, "tokenizer: no vocabulary path");
@@ -185,7 +124,7 @@ int qd_tokenizer_load(const char *vocab_path, int do_lower_case, qd_tokenizer **
     }
     char *buf;
     size_t len;
-    int rc = read_file(vocab_path, &buf, &len);
+    int rc = qd_tok_read_file(vocab_path, &buf, &len);
     if (rc) return rc;
 
     qd_tokenizer *t = calloc(1, sizeof *t);
@@ -193,7 +132,9 @@ int qd_tokenizer_load(const char *vocab_path, int do_lower_case, qd_tokenizer **
         free(buf);
         return qd_err_set(QD_ENOMEM, "%s: out of memory", vocab_path);
     }
-    t->lower = lower;
+    t->lower = t->strip_accents = lower;
+    t->chinese = 1;
+    t->type_b = 1;
     t->text = buf;
     t->path = strdup(vocab_path);
 
@@ -244,13 +185,13 @@ int qd_tokenizer_load(const char *vocab_path, int do_lower_case, qd_tokenizer **
     int32_t *ids[4] = {&t->sp.pad, &t->sp.unk, &t->sp.cls, &t->sp.sep};
     char missing[64] = "";
     for (int i = 0; i < 4; i++) {
-        *ids[i] = lookup(t, names[i], strlen(names[i]));
+        *ids[i] = qd_tok_lookup(t, names[i], strlen(names[i]));
         if (*ids[i] < 0) {
             strcat(missing, missing[0] ? ", " : "");
             strcat(missing, names[i]);
         }
     }
-    t->sp.mask = lookup(t, "[MASK]", 6);
+    t->sp.mask = qd_tok_lookup(t, "[MASK]", 6);
     if (missing[0]) {
         qd_tokenizer_free(t);
         return qd_err_set(QD_EFORMAT, "%s: not a BERT vocabulary: no %s token (%zu lines read)", vocab_path, missing,
@@ -260,9 +201,116 @@ int qd_tokenizer_load(const char *vocab_path, int do_lower_case, qd_tokenizer **
     return QD_OK;
 }
 
+qd_tokenizer *qd_tok_new(const char *path)
+{
+    qd_tokenizer *t = qd_xcalloc(1, sizeof *t);
+    t->path = qd_xstrdup(path);
+    t->sp = (qd_tok_specials){-1, -1, -1, -1, -1};
+    return t;
+}
+
+int qd_tok_set_vocab(qd_tokenizer *t, const char *const *pieces, int32_t n)
+{
+    size_t bytes = 0;
+    for (int32_t i = 0; i < n; i++) bytes += (pieces[i] ? strlen(pieces[i]) : 0) + 1;
+    if (n <= 0 || n > INT32_MAX / 4 || bytes >= UINT32_MAX)
+        return qd_err_set(QD_EFORMAT, "%s: %d tokens: not a usable vocabulary", t->path, n);
+    t->n = n;
+    t->text = malloc(bytes);
+    t->off = malloc((size_t)n * sizeof *t->off);
+    t->len = malloc((size_t)n * sizeof *t->len);
+    uint32_t ns = 16;
+    while (ns < 2u * (uint32_t)n) ns *= 2;
+    t->nslots = ns;
+    t->slots = malloc((size_t)ns * sizeof *t->slots);
+    if (!t->text || !t->off || !t->len || !t->slots) return qd_err_set(QD_ENOMEM, "%s: out of memory", t->path);
+    memset(t->slots, 0xff, (size_t)ns * sizeof *t->slots);
+    size_t p = 0;
+    for (int32_t i = 0; i < n; i++) {
+        size_t l = pieces[i] ? strlen(pieces[i]) : 0;
+        if (l) memcpy(t->text + p, pieces[i], l);
+        t->text[p + l] = 0;
+        t->off[i] = (uint32_t)p;
+        t->len[i] = (uint32_t)l;
+        p += l + 1;
+        /* a hole (NULL) matches nothing; a repeated piece: the first id wins, as in a JSON map */
+        if (pieces[i] && qd_tok_lookup(t, pieces[i], l) < 0) insert(t, i);
+    }
+    return QD_OK;
+}
+
+int qd_tok_is_white(int32_t c)
+{
+    return (c >= 0x09 && c <= 0x0D) || c == ' ' || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+/* special tokens of tokenizer_config.json / special_tokens_map.json beside a vocab.txt, when
+ * they are not BERT's (MPNet: <s> </s> <pad>) */
+static void config_specials(qd_tokenizer *t, const char *vocab_path)
+{
+    const char *slash = strrchr(vocab_path, '/');
+    size_t dlen = slash ? (size_t)(slash - vocab_path + 1) : 0;
+    static const char *files[] = {"special_tokens_map.json", "tokenizer_config.json"};
+    for (int f = 0; f < 2; f++) {
+        char path[4400];
+        snprintf(path, sizeof path, "%.*s%s", (int)dlen, vocab_path, files[f]);
+        char *buf;
+        size_t len;
+        struct stat st;
+        if (stat(path, &st) != 0 || qd_tok_read_file(path, &buf, &len)) continue;
+        cJSON *js = cJSON_ParseWithLength(buf, len);
+        free(buf);
+        static const char *keys[] = {"pad_token", "unk_token", "cls_token", "sep_token", "mask_token"};
+        int32_t *ids[] = {&t->sp.pad, &t->sp.unk, &t->sp.cls, &t->sp.sep, &t->sp.mask};
+        for (int k = 0; k < 5 && js; k++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(js, keys[k]);
+            if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "content");
+            int32_t id = cJSON_IsString(v) ? qd_tok_lookup(t, v->valuestring, strlen(v->valuestring)) : -1;
+            if (id >= 0) *ids[k] = id;
+        }
+        cJSON_Delete(js);
+    }
+    /* a RoBERTa-style template (MPNet): <s> A </s></s> B </s>, one segment type */
+    const char *cls = qd_tokenizer_piece(t, t->sp.cls);
+    if (cls && !strcmp(cls, "<s>")) {
+        t->pair_sep2 = 1;
+        t->type_b = 0;
+    }
+}
+
+int qd_tokenizer_load(const char *path, int do_lower_case, qd_tokenizer **out)
+{
+    *out = NULL;
+    if (!path) return qd_err_set(QD_EINVAL, "tokenizer: no vocabulary path");
+    struct stat st;
+    char p[4400];
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        /* a model directory: tokenizer.json first (it says everything), then the older files */
+        static const char *names[] = {"tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model",
+                                      "spiece.model"};
+        for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+            snprintf(p, sizeof p, "%s/%s", path, names[i]);
+            if (stat(p, &st) == 0) return qd_tokenizer_load(p, do_lower_case, out);
+        }
+        return qd_err_set(QD_ENOENT,
+                          "%s: no tokenizer (tokenizer.json, vocab.txt, vocab.json + merges.txt, "
+                          "sentencepiece.bpe.model)",
+                          path);
+    }
+    if (qd_ends_with(path, ".json") && !qd_ends_with(path, "vocab.json")) return qd_tok_load_json(path, out);
+    if (qd_ends_with(path, ".model")) return qd_tok_load_spm(path, out);
+    if (qd_ends_with(path, "vocab.json")) return qd_tok_load_json(path, out); /* + merges.txt beside it */
+    int rc = load_vocab_txt(path, do_lower_case, out);
+    if (rc == QD_OK) config_specials(*out, path);
+    return rc;
+}
+
 void qd_tokenizer_free(qd_tokenizer *t)
 {
     if (!t) return;
+    qd_tok_bpe_free(t->bpe);
+    qd_tok_unigram_free(t->uni);
     free(t->path);
     free(t->text);
     free(t->off);
@@ -275,7 +323,7 @@ int qd_tokenizer_vocab_size(const qd_tokenizer *t) { return t->n; }
 int qd_tokenizer_lower_case(const qd_tokenizer *t) { return t->lower; }
 qd_tok_specials qd_tokenizer_specials(const qd_tokenizer *t) { return t->sp; }
 
-int32_t qd_tokenizer_id(const qd_tokenizer *t, const char *piece) { return lookup(t, piece, strlen(piece)); }
+int32_t qd_tokenizer_id(const qd_tokenizer *t, const char *piece) { return qd_tok_lookup(t, piece, strlen(piece)); }
 
 const char *qd_tokenizer_piece(const qd_tokenizer *t, int32_t id)
 {
@@ -458,7 +506,7 @@ static int wordpiece(const qd_tokenizer *t, tok_state *s, const int32_t *w, size
         int32_t id = -1;
         size_t end = n;
         for (; end > start; end--)
-            if ((id = lookup(t, k, prefix + bnd[end] - bnd[start])) >= 0) break;
+            if ((id = qd_tok_lookup(t, k, prefix + bnd[end] - bnd[start])) >= 0) break;
         if (id < 0) { /* no cover: the whole word is [UNK] */
             s->ids->n = first;
             return ivec_push(s->ids, t->sp.unk);
@@ -474,10 +522,24 @@ static int word(const qd_tokenizer *t, tok_state *s, const int32_t *w, size_t n)
 {
     const int32_t *x = w;
     size_t xn = n;
-    if (t->lower) {
-        if (lower_word(w, n, &s->a) || strip_accents(&s->a, &s->b, &s->c)) return -1;
-        x = s->c.v;
-        xn = s->c.n;
+    if (t->lower || t->strip_accents) {
+        s->a.n = 0;
+        if (t->lower) {
+            if (lower_word(w, n, &s->a)) return -1;
+        } else if (qd_ivec_reserve(&s->a, n))
+            return -1;
+        else {
+            memcpy(s->a.v, w, n * sizeof *w);
+            s->a.n = n;
+        }
+        if (t->strip_accents) {
+            if (strip_accents(&s->a, &s->b, &s->c)) return -1;
+            x = s->c.v;
+            xn = s->c.n;
+        } else {
+            x = s->a.v;
+            xn = s->a.n;
+        }
     }
     size_t run = 0;
     for (size_t i = 0; i < xn; i++) {
@@ -497,6 +559,8 @@ static int tokenize(const qd_tokenizer *t, const char *text, ivec *ids)
 {
     ids->n = 0;
     if (!text) return 0;
+    if (t->kind == QD_TOK_BPE) return qd_tok_bpe_tokenize(t, text, ids);
+    if (t->kind == QD_TOK_UNIGRAM) return qd_tok_unigram_tokenize(t, text, ids);
     size_t len = strlen(text);
     ivec cp = {0};
     tok_state s = {.ids = ids};
@@ -515,7 +579,7 @@ static int tokenize(const qd_tokenizer *t, const char *text, ivec *ids)
         i += (size_t)r;
         if (c == 0 || c == 0xFFFD || is_control(c)) continue;
         if (is_whitespace(c)) c = ' ';
-        if (is_cjk(c)) {
+        if (t->chinese && is_cjk(c)) {
             if (ivec_reserve(&cp, 3)) goto done;
             cp.v[cp.n++] = ' ';
             cp.v[cp.n++] = c;
@@ -565,11 +629,12 @@ int qd_tokenizer_encode(const qd_tokenizer *t, const char *text, const char *tex
     *n_out = 0;
     if (n_truncated) *n_truncated = 0;
     int pair = text_pair != NULL;
-    int nspecial = pair ? 3 : 2;
+    const int has_cls = t->sp.cls >= 0, has_sep = t->sp.sep >= 0;
+    int nspecial = has_cls + has_sep + (pair ? has_sep * (1 + t->pair_sep2) : 0);
     if (max_len < 0 || pad_to < 0 || cap < 0)
         return qd_err_set(QD_EINVAL, "tokenizer: negative length (max_len %d, pad_to %d, cap %d)", max_len, pad_to,
                           cap);
-    if (max_len > 0 && max_len < nspecial)
+    if (max_len > 0 && max_len < nspecial + 0)
         return qd_err_set(QD_EINVAL,
                           "tokenizer: max_len %d leaves no room for the %d special "
                           "tokens of a %s",
@@ -608,12 +673,13 @@ int qd_tokenizer_encode(const qd_tokenizer *t, const char *text, const char *tex
         if (mask) mask[k] = 1;              \
         k++;                                \
     } while (0)
-    EMIT(t->sp.cls, 0);
+    if (has_cls) EMIT(t->sp.cls, 0);
     for (size_t i = 0; i < na; i++) EMIT(a.v[i], 0);
-    EMIT(t->sp.sep, 0);
+    if (has_sep) EMIT(t->sp.sep, 0);
     if (pair) {
-        for (size_t i = 0; i < nb; i++) EMIT(b.v[i], 1);
-        EMIT(t->sp.sep, 1);
+        if (has_sep && t->pair_sep2) EMIT(t->sp.sep, 0);
+        for (size_t i = 0; i < nb; i++) EMIT(b.v[i], t->type_b);
+        if (has_sep) EMIT(t->sp.sep, t->type_b);
     }
 #undef EMIT
     for (; k < total; k++) {

@@ -53,9 +53,10 @@ void qd_actq_params(double lo, double hi, int bits, float *scale, int32_t *zero_
 /* The record of a model's static activation scales (written by the quantize job, read by
  * integer-only inference; docs/FORMAT.md, /activations). Tensor names: "input", "embeddings",
  * "embeddings.norm", "final_norm", and "layer.K.POINT" with POINT one of qd_actq_point_name. */
+#define QD_ACTQ_NAME_LEN 48 /* bytes of a tensor name in the record, NUL included */
 typedef struct {
     int n;
-    char (*name)[48];
+    char (*name)[QD_ACTQ_NAME_LEN];
     float *min, *max; /* observed */
     float *lo, *hi;   /* chosen range */
     float *scale;

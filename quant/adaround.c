@@ -239,6 +239,100 @@ static uint64_t splitmix64(uint64_t *s)
     return z ^ (z >> 31);
 }
 
+/* partial Fisher-Yates: nb distinct rows of N in rows[0, nb) */
+static const int64_t *sample_rows(int64_t N, int64_t nb, uint64_t *rng, int64_t *rows)
+{
+    for (int64_t i = 0; i < N; i++) rows[i] = i;
+    for (int64_t i = 0; i < nb; i++) {
+        int64_t j = i + (int64_t)(splitmix64(rng) % (uint64_t)(N - i));
+        int64_t t = rows[i];
+        rows[i] = rows[j];
+        rows[j] = t;
+    }
+    return rows;
+}
+
+/* The weights a step moved, as rows of (column, -dE) (dptr [R + 1], didx/dval [max_nz]) for the
+ * sparse update of the next product. 0 when more than max_nz moved: the next product is dense. */
+static int moved_weights(const float *E, const float *Eold, int64_t R, int64_t C, int64_t max_nz, int64_t *dptr,
+                         int32_t *didx, float *dval)
+{
+    int64_t k = 0;
+    for (int64_t r = 0; r < R; r++) {
+        dptr[r] = k;
+        const float *e = E + r * C, *eo = Eold + r * C;
+        for (int64_t c = 0; c < C; c++) {
+            const float d = e[c] - eo[c];
+            if (d != 0.0f) {
+                if (k == max_nz) return 0;
+                didx[k] = (int32_t)c;
+                dval[k++] = -d;
+            }
+        }
+    }
+    dptr[R] = k;
+    return 1;
+}
+
+/* Hard rounding of the learned V, and the RTN comparison with the same scales: codes, Wq (may be
+ * NULL) and the statistics. */
+static void finish(const qd_adaround_problem *pb, const consts *k, const float *V, uint8_t *codes, float *Wq,
+                   int64_t dense_steps, double t0, qd_adaround_stats *st)
+{
+    const int64_t R = pb->R, C = pb->C, n = R * C;
+    int64_t soft = 0;
+    float *Qr = qd_xmalloc((size_t)n * sizeof(float));
+    float *Qa = Wq ? Wq : qd_xmalloc((size_t)n * sizeof(float));
+    uint8_t *cr = qd_xmalloc((size_t)n);
+    for (int64_t i = 0; i < n; i++) {
+        float h = hfun(V[i]);
+        soft += h > 1e-3f && h < 1.0f - 1e-3f;
+        int q = (int)clampq(k->fl[i] + (h >= 0.5f ? 1.0f : 0.0f) + k->z[i], k->maxq);
+        int qr = (int)clampq(rintf(pb->W[i] / k->s[i]) + k->z[i], k->maxq);
+        codes[i] = (uint8_t)q;
+        cr[i] = (uint8_t)qr;
+        Qa[i] = k->s[i] * ((float)q - k->z[i]);
+        Qr[i] = k->s[i] * ((float)qr - k->z[i]);
+    }
+    /* Rows are independent in the loss: a row whose learned rounding reconstructs worse than
+     * rounding to nearest (possible when the optimiser has not converged) keeps RTN, so the
+     * result is never worse than RTN, row by row. */
+    double *ea = qd_xmalloc((size_t)R * sizeof(double)), *er = qd_xmalloc((size_t)R * sizeof(double));
+    rec_rows(pb, Qa, ea);
+    rec_rows(pb, Qr, er);
+    int64_t fallback = 0, up = 0, changed = 0;
+    double tot_a = 0, tot_r = 0;
+    for (int64_t r = 0; r < R; r++) {
+        if (ea[r] > er[r]) {
+            fallback++;
+            memcpy(codes + r * C, cr + r * C, (size_t)C);
+            memcpy(Qa + r * C, Qr + r * C, (size_t)C * sizeof(float));
+            ea[r] = er[r];
+        }
+        tot_a += ea[r];
+        tot_r += er[r];
+    }
+    for (int64_t i = 0; i < n; i++) {
+        up += (float)codes[i] > clampq(k->fl[i] + k->z[i], k->maxq);
+        changed += codes[i] != cr[i];
+    }
+    if (st) {
+        st->rec_rtn = tot_r;
+        st->rec_final = tot_a;
+        st->soft_fraction = (double)soft / (double)n;
+        st->up_fraction = (double)up / (double)n;
+        st->changed_fraction = (double)changed / (double)n;
+        st->rows_rtn = fallback;
+        st->dense_steps = dense_steps;
+        st->seconds = qd_now() - t0;
+    }
+    free(ea);
+    free(er);
+    free(cr);
+    if (!Wq) free(Qa);
+    free(Qr);
+}
+
 int qd_adaround_quantize(const qd_adaround_problem *pb, const qd_adaround_opts *o, uint8_t *codes, float *Wq,
                          qd_adaround_stats *st)
 {
@@ -303,18 +397,7 @@ int qd_adaround_quantize(const qd_adaround_problem *pb, const qd_adaround_opts *
             kt->adaround_step(&s, NULL);
             continue;
         }
-        const int64_t *bi = NULL;
-        if (pb->X && nb < pb->N) {
-            /* partial Fisher-Yates: nb distinct rows */
-            for (int64_t i = 0; i < pb->N; i++) rows[i] = i;
-            for (int64_t i = 0; i < nb; i++) {
-                int64_t j = i + (int64_t)(splitmix64(&rng) % (uint64_t)(pb->N - i));
-                int64_t t = rows[i];
-                rows[i] = rows[j];
-                rows[j] = t;
-            }
-            bi = rows;
-        }
+        const int64_t *bi = pb->X && nb < pb->N ? sample_rows(pb->N, nb, &rng, rows) : NULL;
         if (tiles) {
             if (qd_gemm_bf16_run(tiles, E, R, C, -1.0f, gw, C)) { /* workspace: fall back to sgemm */
                 qd_gemm_bf16_free(tiles);
@@ -336,80 +419,10 @@ int qd_adaround_quantize(const qd_adaround_problem *pb, const qd_adaround_opts *
         s.ic2 = (float)(1.0 / (1.0 - b2t));
         if (Eold && !tiles) memcpy(Eold, E, (size_t)n * sizeof(float));
         kt->adaround_step(&s, gw);
-        if (Eold && !tiles && max_nz > 0) { /* the weights that moved; more than max_nz: the next product is dense */
-            int64_t k = 0;
-            have_delta = 1;
-            for (int64_t r = 0; r < R && have_delta; r++) {
-                dptr[r] = k;
-                const float *e = E + r * C, *eo = Eold + r * C;
-                for (int64_t c = 0; c < C; c++) {
-                    const float d = e[c] - eo[c];
-                    if (d != 0.0f) {
-                        if (k == max_nz) {
-                            have_delta = 0;
-                            break;
-                        }
-                        didx[k] = (int32_t)c;
-                        dval[k++] = -d;
-                    }
-                }
-            }
-            dptr[R] = k;
-        }
+        if (Eold && !tiles && max_nz > 0) have_delta = moved_weights(E, Eold, R, C, max_nz, dptr, didx, dval);
     }
 
-    /* hard rounding, and the RTN comparison with the same scales */
-    int64_t soft = 0;
-    float *Qr = qd_xmalloc((size_t)n * sizeof(float));
-    float *Qa = Wq ? Wq : qd_xmalloc((size_t)n * sizeof(float));
-    uint8_t *cr = qd_xmalloc((size_t)n);
-    for (int64_t i = 0; i < n; i++) {
-        float h = hfun(V[i]);
-        soft += h > 1e-3f && h < 1.0f - 1e-3f;
-        int q = (int)clampq(k.fl[i] + (h >= 0.5f ? 1.0f : 0.0f) + k.z[i], k.maxq);
-        int qr = (int)clampq(rintf(pb->W[i] / k.s[i]) + k.z[i], k.maxq);
-        codes[i] = (uint8_t)q;
-        cr[i] = (uint8_t)qr;
-        Qa[i] = k.s[i] * ((float)q - k.z[i]);
-        Qr[i] = k.s[i] * ((float)qr - k.z[i]);
-    }
-    /* Rows are independent in the loss: a row whose learned rounding reconstructs worse than
-     * rounding to nearest (possible when the optimiser has not converged) keeps RTN, so the
-     * result is never worse than RTN, row by row. */
-    double *ea = qd_xmalloc((size_t)R * sizeof(double)), *er = qd_xmalloc((size_t)R * sizeof(double));
-    rec_rows(pb, Qa, ea);
-    rec_rows(pb, Qr, er);
-    int64_t fallback = 0, up = 0, changed = 0;
-    double tot_a = 0, tot_r = 0;
-    for (int64_t r = 0; r < R; r++) {
-        if (ea[r] > er[r]) {
-            fallback++;
-            memcpy(codes + r * C, cr + r * C, (size_t)C);
-            memcpy(Qa + r * C, Qr + r * C, (size_t)C * sizeof(float));
-            ea[r] = er[r];
-        }
-        tot_a += ea[r];
-        tot_r += er[r];
-    }
-    for (int64_t i = 0; i < n; i++) {
-        up += (float)codes[i] > clampq(k.fl[i] + k.z[i], k.maxq);
-        changed += codes[i] != cr[i];
-    }
-    if (st) {
-        st->rec_rtn = tot_r;
-        st->rec_final = tot_a;
-        st->soft_fraction = (double)soft / (double)n;
-        st->up_fraction = (double)up / (double)n;
-        st->changed_fraction = (double)changed / (double)n;
-        st->rows_rtn = fallback;
-        st->dense_steps = dense_steps;
-        st->seconds = qd_now() - t0;
-    }
-    free(ea);
-    free(er);
-    free(cr);
-    if (!Wq) free(Qa);
-    free(Qr);
+    finish(pb, &k, V, codes, Wq, dense_steps, t0, st);
     free(V);
     free(m);
     free(v2);

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/kernels.h"
+
 void qd_gptq_default_opts(qd_gptq_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -126,7 +128,7 @@ int qd_gptq_prepare(const float *H, int64_t C, const qd_gptq_opts *o, qd_gptq_pr
     *out = NULL;
     int rc = qd_check_finite(H, C, C, "Hessian");
     if (rc) return rc;
-    if (!qd_valid_bits(o->bits)) return qd_err_set(QD_EINVAL, "gptq: bits must be 2..8, got %d", o->bits);
+    if ((rc = qd_qscheme_check_groups(o->bits, o->group_size, "gptq"))) return rc;
     qd_gptq_prep *p = qd_xcalloc(1, sizeof *p);
     p->C = C;
     p->o = *o;
@@ -174,90 +176,6 @@ int qd_gptq_quantize(float *W, int64_t R, int64_t C, const float *H, const qd_gp
     return rc;
 }
 
-/* One column of a block for n rows of a row tile, the block kept transposed (T[i][r]: column i,
- * row r of the tile): quantize column i, record the scaled error e = (w - q) / d, push it onto the
- * block's later columns (T[j] -= e * hrow[j]) and add (w - q)^2 / d^2 / 2 to each row's error. Rows
- * are independent and every row gets the same operations in the same order (no FMA contraction,
- * rounding to nearest even as rintf), so the AVX2 path and the scalar one give the same bits. */
-typedef struct {
-    float *T; /* [cnt][ldt] */
-    int64_t ldt, n, cnt;
-    const float *s;    /* [n] scales of the column's group */
-    const int32_t *z;  /* [n] zeros */
-    const float *hrow; /* Hinv[k, i1 .. i1 + cnt) */
-    float d;
-    int maxq;
-    float *q;    /* [n] out: dequantized */
-    uint8_t *qc; /* [n] out: codes */
-    float *e;    /* [n] out: scaled error */
-    double *err; /* [n] accumulated */
-} col_args;
-
-static void column_scalar(const col_args *a, int64_t i, int64_t r0)
-{
-    const float d = a->d, maxqf = (float)a->maxq;
-    const double dd = (double)d * d;
-    float *t = a->T + i * a->ldt;
-    for (int64_t r = r0; r < a->n; r++) {
-        float w = t[r];
-        float qf = __builtin_rintf(w / a->s[r]) + (float)a->z[r];
-        qf = qf < 0.0f ? 0.0f : qf;
-        qf = qf > maxqf ? maxqf : qf;
-        int qi = (int)qf;
-        float q = a->s[r] * (float)(qi - a->z[r]);
-        float diff = w - q;
-        a->q[r] = q;
-        a->qc[r] = (uint8_t)qi;
-        a->e[r] = diff / d;
-        a->err[r] += (double)diff * diff / dd / 2.0;
-    }
-    for (int64_t j = i + 1; j < a->cnt; j++) {
-        float h = a->hrow[j];
-        float *tj = a->T + j * a->ldt;
-        for (int64_t r = r0; r < a->n; r++) tj[r] -= a->e[r] * h;
-    }
-}
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define QD_GPTQ_AVX2 1
-__attribute__((target("avx2"))) static void column_avx2(const col_args *a, int64_t i)
-{
-    const int64_t n8 = a->n & ~(int64_t)7;
-    const __m256 vd = _mm256_set1_ps(a->d), vmax = _mm256_set1_ps((float)a->maxq), v0 = _mm256_setzero_ps();
-    const __m256d vdd = _mm256_set1_pd((double)a->d * a->d), v2 = _mm256_set1_pd(2.0);
-    float *t = a->T + i * a->ldt;
-    for (int64_t r = 0; r < n8; r += 8) {
-        __m256 w = _mm256_loadu_ps(t + r), s = _mm256_loadu_ps(a->s + r);
-        __m256i z = _mm256_loadu_si256((const __m256i *)(a->z + r));
-        __m256 qf = _mm256_add_ps(_mm256_round_ps(_mm256_div_ps(w, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-                                  _mm256_cvtepi32_ps(z));
-        qf = _mm256_min_ps(_mm256_max_ps(qf, v0), vmax);
-        __m256i qi = _mm256_cvttps_epi32(qf);
-        __m256 q = _mm256_mul_ps(s, _mm256_cvtepi32_ps(_mm256_sub_epi32(qi, z)));
-        __m256 diff = _mm256_sub_ps(w, q);
-        _mm256_storeu_ps(a->q + r, q);
-        _mm256_storeu_ps(a->e + r, _mm256_div_ps(diff, vd));
-        __m128i c16 = _mm_packus_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1));
-        _mm_storel_epi64((__m128i *)(a->qc + r), _mm_packus_epi16(c16, c16));
-        __m256d dlo = _mm256_cvtps_pd(_mm256_castps256_ps128(diff)),
-                dhi = _mm256_cvtps_pd(_mm256_extractf128_ps(diff, 1));
-        __m256d elo = _mm256_div_pd(_mm256_div_pd(_mm256_mul_pd(dlo, dlo), vdd), v2);
-        __m256d ehi = _mm256_div_pd(_mm256_div_pd(_mm256_mul_pd(dhi, dhi), vdd), v2);
-        _mm256_storeu_pd(a->err + r, _mm256_add_pd(_mm256_loadu_pd(a->err + r), elo));
-        _mm256_storeu_pd(a->err + r + 4, _mm256_add_pd(_mm256_loadu_pd(a->err + r + 4), ehi));
-    }
-    for (int64_t j = i + 1; j < a->cnt; j++) {
-        __m256 h = _mm256_set1_ps(a->hrow[j]);
-        float *tj = a->T + j * a->ldt;
-        for (int64_t r = 0; r < n8; r += 8)
-            _mm256_storeu_ps(tj + r,
-                             _mm256_sub_ps(_mm256_loadu_ps(tj + r), _mm256_mul_ps(_mm256_loadu_ps(a->e + r), h)));
-    }
-    if (n8 < a->n) column_scalar(a, i, n8);
-}
-#endif
-
 int qd_gptq_quantize_prepared(const qd_gptq_prep *p, float *W, int64_t R, uint8_t *codes, float *scales, int32_t *zeros,
                               int32_t *g_idx, qd_gptq_stats *st)
 {
@@ -273,9 +191,9 @@ int qd_gptq_quantize_prepared(const qd_gptq_prep *p, float *W, int64_t R, uint8_
     const int bs = o->block_size > 0 ? o->block_size : 128;
     const int64_t *perm = p->perm;
     const float *Hinv = p->Hinv;
-#ifdef QD_GPTQ_AVX2
-    const int use_avx2 = __builtin_cpu_supports("avx2");
-#endif
+    /* one column of a block for the rows of a tile: kernels.h's gptq_column (the same bits in
+     * every ISA version, so QD_KERNELS does not change the file) */
+    void (*const column)(const qd_gptq_col *, int64_t) = qd_kernels()->gptq_column;
 
     /* per-group parameters transposed: sT[g * R + r] (one group per row when not grouped) */
     float *sT = qd_xmalloc((size_t)(R * ng) * sizeof(float));
@@ -344,7 +262,7 @@ int qd_gptq_quantize_prepared(const qd_gptq_prep *p, float *W, int64_t R, uint8_
             const int64_t n = QD_MIN((int64_t)RT, R - r0);
             for (int64_t r = 0; r < n; r++)
                 for (int64_t i = 0; i < cnt; i++) T[i * RT + r] = Wp[(r0 + r) * C + i1 + i];
-            col_args a = {.T = T, .ldt = RT, .n = n, .cnt = cnt, .maxq = maxq, .q = qv, .qc = qcv, .err = errs + r0};
+            qd_gptq_col a = {.T = T, .ldt = RT, .n = n, .cnt = cnt, .maxq = maxq, .q = qv, .qc = qcv, .err = errs + r0};
             for (int64_t i = 0; i < cnt; i++) {
                 const int64_t k = i1 + i, g = colgroup[k];
                 a.s = sT + g * R + r0;
@@ -352,12 +270,7 @@ int qd_gptq_quantize_prepared(const qd_gptq_prep *p, float *W, int64_t R, uint8_
                 a.d = Hinv[k * C + k];
                 a.hrow = Hinv + k * C + i1;
                 a.e = ET + i * R + r0;
-#ifdef QD_GPTQ_AVX2
-                if (use_avx2)
-                    column_avx2(&a, i);
-                else
-#endif
-                    column_scalar(&a, i, 0);
+                column(&a, i);
                 const int64_t ok = perm[k];
                 for (int64_t r = 0; r < n; r++) {
                     W[(r0 + r) * C + ok] = qv[r];

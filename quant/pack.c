@@ -19,10 +19,41 @@ _Static_assert(QD_PACKED_ROW_BYTES(768, 4) == 384 && QD_PACKED_ROW_BYTES(3072, 3
 
 int64_t qd_packed_row_bytes(int64_t cols, int bits) { return QD_PACKED_ROW_BYTES(cols, bits); }
 
+/* 4 and 2 bits, the common widths of the job's fused path, by whole bytes: the same bytes as the
+ * bit-stream loop below for any input (tests/quant/test_quant_core.c checks every width against a layout made
+ * by hand). */
+static void pack4(const uint8_t *codes, int64_t n, uint8_t *out)
+{
+    const int64_t h = n / 2;
+    for (int64_t i = 0; i < h; i++) out[i] = (uint8_t)((codes[2 * i] & 15) | (codes[2 * i + 1] & 15) << 4);
+    if (n & 1) out[h] = codes[n - 1] & 15;
+}
+
+static void pack2(const uint8_t *codes, int64_t n, uint8_t *out)
+{
+    const int64_t q = n / 4;
+    for (int64_t i = 0; i < q; i++)
+        out[i] = (uint8_t)((codes[4 * i] & 3) | (codes[4 * i + 1] & 3) << 2 | (codes[4 * i + 2] & 3) << 4 |
+                           (codes[4 * i + 3] & 3) << 6);
+    if (n & 3) {
+        uint8_t v = 0;
+        for (int64_t i = 4 * q; i < n; i++) v |= (uint8_t)((codes[i] & 3) << (2 * (i - 4 * q)));
+        out[q] = v;
+    }
+}
+
 void qd_pack_row(const uint8_t *codes, int64_t n, int bits, uint8_t *out)
 {
     if (bits == 8) {
         memcpy(out, codes, (size_t)n);
+        return;
+    }
+    if (bits == 4) {
+        pack4(codes, n, out);
+        return;
+    }
+    if (bits == 2) {
+        pack2(codes, n, out);
         return;
     }
     memset(out, 0, (size_t)qd_packed_row_bytes(n, bits));

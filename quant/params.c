@@ -28,16 +28,31 @@ int qd_check_g_idx(const int32_t *g_idx, int64_t cols, int64_t ngroups, const ch
     return QD_OK;
 }
 
+int qd_qscheme_check(const qd_qscheme *s, const char *what)
+{
+    const char *w = what ? what : "", *sep = what ? ": " : "";
+    if (!qd_valid_bits(s->bits)) return qd_err_set(QD_EINVAL, "%s%sbits must be 2..8, got %d", w, sep, s->bits);
+    if (s->gran != QD_GRAN_TENSOR && s->gran != QD_GRAN_CHANNEL && s->gran != QD_GRAN_GROUP)
+        return qd_err_set(QD_EINVAL, "%s%sunknown granularity %d", w, sep, (int)s->gran);
+    if (s->gran == QD_GRAN_GROUP && s->group_size < 1)
+        return qd_err_set(QD_EINVAL, "%s%sgroup size must be >= 1, got %lld", w, sep, (long long)s->group_size);
+    return QD_OK;
+}
+
+int qd_qscheme_check_groups(int bits, int64_t group_size, const char *what)
+{
+    const qd_qscheme s = {
+        .bits = bits, .gran = group_size > 0 ? QD_GRAN_GROUP : QD_GRAN_CHANNEL, .group_size = group_size};
+    return qd_qscheme_check(&s, what);
+}
+
 int qd_qparams_alloc(qd_qparams *p, int64_t rows, int64_t cols, const qd_qscheme *s)
 {
     memset(p, 0, sizeof *p);
-    if (!qd_valid_bits(s->bits)) return qd_err_set(QD_EINVAL, "bits must be 2..8, got %d", s->bits);
+    int rc = qd_qscheme_check(s, NULL);
+    if (rc) return rc;
     if (rows < 1 || cols < 1)
         return qd_err_set(QD_ESHAPE, "cannot quantize a [%lld, %lld] matrix", (long long)rows, (long long)cols);
-    if (s->gran != QD_GRAN_TENSOR && s->gran != QD_GRAN_CHANNEL && s->gran != QD_GRAN_GROUP)
-        return qd_err_set(QD_EINVAL, "unknown granularity %d", (int)s->gran);
-    if (s->gran == QD_GRAN_GROUP && s->group_size < 1)
-        return qd_err_set(QD_EINVAL, "group size must be >= 1, got %lld", (long long)s->group_size);
     p->rows = rows;
     p->cols = cols;
     p->bits = s->bits;

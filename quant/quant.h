@@ -83,6 +83,14 @@ typedef struct {
 static inline int qd_maxq(int bits) { return (1 << bits) - 1; }
 static inline int qd_valid_bits(int bits) { return bits >= 2 && bits <= 8; }
 
+/* The one check of a scheme: bits 2..8, a known granularity, group size >= 1 for groups.
+ * QD_OK, or QD_EINVAL with a message prefixed by `what` (none when NULL). Every quantizer and
+ * the job configuration call it. */
+int qd_qscheme_check(const qd_qscheme *s, const char *what);
+/* The same for the options of the calibrated methods (GPTQ, SparseGPT): groups of group_size
+ * columns, or per channel when group_size <= 0. */
+int qd_qscheme_check_groups(int bits, int64_t group_size, const char *what);
+
 /* Quantize one value: q = clamp(rint(x / scale) + zero, 0, maxq). rintf rounds half to even. */
 static inline int qd_quantize1(float x, float scale, int32_t zero, int maxq)
 {

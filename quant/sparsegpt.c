@@ -88,8 +88,7 @@ int qd_sparsegpt_prune_prepared(const qd_gptq_prep *p, const qd_sparsegpt_opts *
     if (rc) return rc;
     const qd_sparsity *sp = &o->sp;
     if ((rc = qd_sparsity_check_cols(sp, C, "sparsegpt"))) return rc;
-    if (o->quantize && !qd_valid_bits(o->bits))
-        return qd_err_set(QD_EINVAL, "sparsegpt: bits must be 2..8, got %d", o->bits);
+    if (o->quantize && (rc = qd_qscheme_check_groups(o->bits, o->group_size, "sparsegpt"))) return rc;
     int64_t bs = o->block_size > 0 ? o->block_size : 128;
     if (sp->n > 0) bs = (bs + sp->m - 1) / sp->m * sp->m;
     const float *U = qd_gptq_prep_hinv(p);

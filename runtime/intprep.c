@@ -1,13 +1,12 @@
 /* runtime/intprep.c — the integer-only model from a checkpoint and its model file (intprep.h).
  * Everything here runs once at load and may use floating point: it turns real scales into the
  * integer multipliers, biases and tables the forward pass uses. */
-#include <hdf5.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "collective/act_record.h"
-#include "collective/h5_read.h"
+#include "collective/h5model.h"
+#include "model/model.h"
 #include "quant/intparams.h"
 #include "quant/quant.h"
 #include "runtime/intprep.h"
@@ -15,7 +14,7 @@
 typedef struct {
     const qd_model *m;
     const char *path;
-    hid_t tg;      /* /tensors */
+    qd_h5m *f;     /* the model file, validated */
     qd_actrec rec; /* /activations */
 } prep;
 
@@ -69,56 +68,42 @@ static int file_linear(prep *p, int li, int8_t *w, float *s)
     const int64_t N = L->out, K = L->in;
     char name[200];
     snprintf(name, sizeof name, "%s.weight", L->name);
-    if (H5Lexists(p->tg, name, H5P_DEFAULT) <= 0)
+    const int ri = qd_h5m_find(p->f, name);
+    if (ri < 0)
         return qd_err_set(QD_ENOTFOUND, "%s: tensor '%s' of the model is not in the file (another model?)", p->path,
                           name);
-    hid_t g = H5Gopen2(p->tg, name, H5P_DEFAULT);
-    char *kind = qd_h5_attr_text(g, "kind");
-    int rc = QD_OK;
-    if (!kind || strcmp(kind, "quantized")) {
-        free(kind);
-        H5Gclose(g);
-        float *W = NULL;
-        size_t n = 0;
-        hid_t g2 = H5Gopen2(p->tg, name, H5P_DEFAULT);
-        W = qd_h5_read_ds(g2, "data", H5T_NATIVE_FLOAT, 4, &n);
-        H5Gclose(g2);
-        if (!W || (int64_t)n != N * K) {
-            free(W);
-            return qd_err_set(QD_EFORMAT, "%s: tensor '%s': float data missing or not [%lld, %lld]", p->path, name,
-                              (long long)N, (long long)K);
-        }
-        rtn8(W, (int)N, (int)K, w, s);
-        free(W);
-        return QD_OK;
+    const qd_h5m_record *r = qd_h5m_tensor(p->f, ri);
+    if (qd_h5m_numel(r) != N * K || (r->kind == QD_H5M_QUANTIZED && (qd_h5m_rows(r) != N || qd_h5m_cols(r) != K)))
+        return qd_err_set(QD_EFORMAT, "%s: tensor '%s' holds %lld values, not [%lld, %lld]", p->path, name,
+                          (long long)qd_h5m_numel(r), (long long)N, (long long)K);
+    qd_h5m_values v;
+    int rc = qd_h5m_read(p->f, ri, &v);
+    if (rc) return rc;
+    if (r->kind != QD_H5M_QUANTIZED) {
+        if (r->kind == QD_H5M_FLOAT)
+            rtn8(v.data, (int)N, (int)K, w, s);
+        else
+            rc = qd_err_set(QD_EFORMAT, "%s: tensor '%s' is stored raw, not as float or quantized", p->path, name);
+        qd_h5m_values_free(&v);
+        return rc;
     }
-    free(kind);
-    const int bits = (int)qd_h5_attr_int(g, "bits", 0), sym = (int)qd_h5_attr_int(g, "sym", 1);
-    const int64_t gs = qd_h5_attr_int(g, "group_size", -1);
-    const int64_t rb = qd_packed_row_bytes(K, bits);
-    size_t nq = 0, ns = 0, nz = 0, ngi = 0;
-    uint8_t *packed = qd_valid_bits(bits) ? qd_h5_read_ds(g, "qweight", H5T_NATIVE_UINT8, 1, &nq) : NULL;
-    float *sc = qd_h5_read_ds(g, "scales", H5T_NATIVE_FLOAT, 4, &ns);
-    int32_t *zr = sym ? NULL : qd_h5_read_ds(g, "zeros", H5T_NATIVE_INT32, 4, &nz);
-    int32_t *gi = qd_h5_read_ds(g, "g_idx", H5T_NATIVE_INT32, 4, &ngi);
-    H5Gclose(g);
-    if (gs > 0 && gs < K)
+    const int bits = r->bits, sym = r->sym;
+    const float *sc = v.scales;
+    const int32_t *zr = v.zeros; /* symmetric records: 2^(bits - 1) */
+    if (r->ngroups != 1)
         rc = qd_err_set(QD_EUNSUPPORTED,
                         "%s: tensor '%s': groups of %lld columns; integer-only inference needs one scale per output "
                         "channel (quantize with --granularity channel)",
-                        p->path, name, (long long)gs);
-    else if (!packed || (int64_t)nq != N * rb || (int64_t)ns != N || (!sym && (int64_t)nz != N))
-        rc = qd_err_set(QD_EFORMAT, "%s: tensor '%s': quantized datasets missing or not [%lld, %lld] per channel",
-                        p->path, name, (long long)N, (long long)K);
+                        p->path, name, (long long)qd_h5m_group_cols(r));
     else if (bits == 8 && !sym)
         rc = qd_err_set(QD_EUNSUPPORTED,
-                        "%s: tensor '%s': asymmetric 8-bit codes do not fit int8 after the zero point (use --sym, "
-                        "or 7 bits or fewer)",
+                        "%s: tensor '%s': asymmetric 8-bit codes do not fit int8 after the zero point (use --sym, or "
+                        "7 bits or fewer)",
                         p->path, name);
     uint8_t *codes = rc ? NULL : qd_xmalloc((size_t)(N * K));
-    if (!rc) qd_unpack_matrix(packed, N, K, bits, codes);
+    if (!rc) qd_unpack_matrix(v.qweight, N, K, bits, codes);
     for (int64_t n = 0; !rc && n < N; n++) {
-        const int32_t z = zr ? zr[n] : 1 << (bits - 1);
+        const int32_t z = zr[n];
         if (!(sc[n] >= 0 && sc[n] < 3.4e38f)) {
             rc = qd_err_set(QD_ENONFINITE, "%s: tensor '%s': scale of row %lld is not finite", p->path, name,
                             (long long)n);
@@ -127,21 +112,17 @@ static int file_linear(prep *p, int li, int8_t *w, float *s)
         s[n] = sc[n] > 0 ? sc[n] : 1.0f;
         for (int64_t k = 0; k < K; k++) {
             /* act-order files store columns in their natural order; g_idx only names groups */
-            const int v = (int)codes[n * K + k] - z;
-            if (v < -128 || v > 127) {
+            const int q = (int)codes[n * K + k] - z;
+            if (q < -128 || q > 127) {
                 rc = qd_err_set(QD_EUNSUPPORTED, "%s: tensor '%s': code %d - zero %d does not fit int8", p->path, name,
                                 codes[n * K + k], z);
                 break;
             }
-            w[n * K + k] = (int8_t)(sc[n] > 0 ? v : 0);
+            w[n * K + k] = (int8_t)(sc[n] > 0 ? q : 0);
         }
     }
-    (void)gi;
     free(codes);
-    free(packed);
-    free(sc);
-    free(zr);
-    free(gi);
+    qd_h5m_values_free(&v);
     return rc;
 }
 
@@ -388,9 +369,26 @@ static int build(prep *p, qd_imodel *im)
     if (c->act == QD_ACT_SILU)
         return qd_err_set(QD_EUNSUPPORTED, "%s: integer-only inference has no integer SiLU (GELU and ReLU only)",
                           qd_model_dir(p->m));
+    if (c->act != QD_ACT_GELU && c->act != QD_ACT_RELU)
+        return qd_err_set(QD_EUNSUPPORTED, "%s: integer-only inference has an integer erf GELU and ReLU only",
+                          qd_model_dir(p->m));
     if (c->arch == QD_ARCH_VIT && c->n_prefix != 1)
         return qd_err_set(QD_EUNSUPPORTED, "%s: integer-only inference of ViTs with a distillation token",
                           qd_model_dir(p->m));
+    /* the integer graph is BERT's and ViT's: the other architectures' extras have no integer
+     * stage yet */
+    const char *extra = c->relpos != QD_RELPOS_NONE   ? "relative position biases"
+                        : c->layer_scale              ? "layer scales"
+                        : c->linear_sets != c->layers ? "blocks that share weights"
+                        : c->norm != (c->arch == QD_ARCH_BERT ? QD_NORM_POST : QD_NORM_PRE) ? "this LayerNorm placement"
+                        : c->arch == QD_ARCH_BERT && c->embed_size != H                     ? "projected embeddings"
+                        : c->arch == QD_ARCH_BERT && c->pos != QD_POS_LEARNED      ? "positions counted after padding"
+                        : c->arch == QD_ARCH_VIT && (t.emb_ln_g || !t.pos_has_cls) ? "this embedding layout"
+                        : c->arch == QD_ARCH_VIT && c->num_labels > 0 && !t.head_cls_norm ? "this classifier head"
+                                                                                          : NULL;
+    if (extra)
+        return qd_err_set(QD_EUNSUPPORTED, "%s: integer-only inference runs BERT and ViT; %s (%s) has %s",
+                          qd_model_dir(p->m), c->model_type, c->architecture, extra);
     *ic = (qd_imodel_cfg){.arch = c->arch == QD_ARCH_BERT ? QD_IARCH_BERT : QD_IARCH_VIT,
                           .act = c->act == QD_ACT_RELU ? QD_IACT_RELU : QD_IACT_GELU,
                           .hidden = H,
@@ -463,23 +461,14 @@ static int build(prep *p, qd_imodel *im)
 int qd_imodel_build(const qd_model *m, const char *path, int float_ops, qd_imodel **out)
 {
     *out = NULL;
-    prep p = {.m = m, .path = path, .tg = -1};
-    int rc = qd_actrec_read(path, &p.rec);
+    prep p = {.m = m, .path = path};
+    const qd_h5m_open_opts o = {.arch_known = qd_model_type_known};
+    int rc = qd_h5m_open(path, &o, &p.f);
     if (rc) return rc;
-    H5E_auto2_t efn;
-    void *edata;
-    H5Eget_auto2(H5E_DEFAULT, &efn, &edata);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f >= 0 && H5Lexists(f, "tensors", H5P_DEFAULT) > 0) p.tg = H5Gopen2(f, "tensors", H5P_DEFAULT);
+    rc = qd_h5m_read_activations(p.f, &p.rec);
     qd_imodel *im = qd_xcalloc(1, sizeof *im);
-    if (p.tg < 0)
-        rc = qd_err_set(QD_EFORMAT, "%s: not a qdist model (/tensors missing)", path);
-    else
-        rc = build(&p, im);
-    if (p.tg >= 0) H5Gclose(p.tg);
-    if (f >= 0) H5Fclose(f);
-    H5Eset_auto2(H5E_DEFAULT, efn, edata);
+    if (!rc) rc = build(&p, im);
+    qd_h5m_close(p.f);
     qd_actrec_free(&p.rec);
     im->float_ops = float_ops;
     if (!rc) rc = qd_imodel_pack(im);

@@ -1,11 +1,10 @@
 /* runtime/qmodel.c — integer inference of a qdist model file (see qmodel.h). */
 #include <cblas.h>
-#include <hdf5.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "collective/h5_read.h"
+#include "collective/h5model.h"
 #include "runtime/qmodel.h"
 #include "kernels/gemm.h"
 #include "quant/quant.h"
@@ -46,78 +45,47 @@ const char *qd_ql_kind_name(qd_ql_kind k)
     return k < QD_QL_KINDS_ ? n[k] : "?";
 }
 
-/* The whole dataset, checked to hold `want` elements. */
-static void *read_ds(hid_t g, const char *name, hid_t memtype, size_t elsize, int64_t want)
-{
-    size_t n = 0;
-    void *buf = qd_h5_read_ds(g, name, memtype, elsize, &n);
-    if (buf && (int64_t)n != want) {
-        free(buf);
-        buf = NULL;
-    }
-    return buf;
-}
-
-static int load_linear(qd_qmodel *q, hid_t tg, const char *path, int li, int fake, int w4f)
+/* Linear li from record ri of the file (validated by qd_h5m_open): the best kernel its scheme
+ * allows. */
+static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
 {
     const qd_linear *L = qd_model_linear(q->m, li);
     qlin *ql = &q->l[li];
+    const char *path = qd_h5m_path(f);
     char name[200];
     snprintf(name, sizeof name, "%s.weight", L->name);
-    if (H5Lexists(tg, name, H5P_DEFAULT) <= 0)
+    const int ri = qd_h5m_find(f, name);
+    if (ri < 0)
         return qd_err_set(QD_ENOTFOUND, "%s: tensor '%s' of the model is not in the file (another model?)", path, name);
-    hid_t g = H5Gopen2(tg, name, H5P_DEFAULT);
-    if (g < 0) return qd_err_set(QD_EFORMAT, "%s: tensor '%s' cannot be opened", path, name);
-    char *kind = qd_h5_attr_text(g, "kind");
-    int rc = QD_OK;
+    const qd_h5m_record *r = qd_h5m_tensor(f, ri);
     const int64_t N = L->out, K = L->in;
-    if (!kind || strcmp(kind, "quantized")) {
+    if (qd_h5m_numel(r) != N * K || (r->kind == QD_H5M_QUANTIZED && (qd_h5m_rows(r) != N || qd_h5m_cols(r) != K)))
+        return qd_err_set(QD_ESHAPE, "%s: tensor '%s' has %lld values; the model's is [%lld, %lld] (another model?)",
+                          path, name, (long long)qd_h5m_numel(r), (long long)N, (long long)K);
+    if (r->kind != QD_H5M_QUANTIZED) {
         ql->kind = QD_QL_FLOAT;
         ql->bytes = (uint64_t)(N * K) * 4;
-        free(kind);
-        H5Gclose(g);
         return QD_OK;
     }
-    free(kind);
-    int bits = (int)qd_h5_attr_int(g, "bits", 0), sym = (int)qd_h5_attr_int(g, "sym", 1);
-    int64_t gs = qd_h5_attr_int(g, "group_size", -1), G = gs > 0 && gs < K ? gs : K, ng = (K + G - 1) / G;
-    int64_t rb = qd_packed_row_bytes(K, bits);
-    uint8_t *packed = qd_valid_bits(bits) ? read_ds(g, "qweight", H5T_NATIVE_UINT8, 1, N * rb) : NULL;
-    float *sc = read_ds(g, "scales", H5T_NATIVE_FLOAT, 4, N * ng);
-    int32_t *zr = sym ? NULL : read_ds(g, "zeros", H5T_NATIVE_INT32, 4, N * ng);
-    int32_t *gi = read_ds(g, "g_idx", H5T_NATIVE_INT32, 4, K);
-    H5Gclose(g);
-    if (!packed || !sc || (!sym && !zr)) {
-        rc = qd_err_set(QD_EFORMAT,
-                        "%s: tensor '%s': quantized datasets missing or of the wrong size for [%lld, %lld] "
-                        "with %d bits and groups of %lld",
-                        path, name, (long long)N, (long long)K, bits, (long long)G);
-        goto out;
-    }
-    if (!zr) {
-        zr = qd_xmalloc((size_t)(N * ng) * sizeof *zr);
-        for (int64_t i = 0; i < N * ng; i++) zr[i] = 1 << (bits - 1);
-    }
+    qd_h5m_values v;
+    int rc = qd_h5m_read(f, ri, &v);
+    if (rc) return rc;
+    const int bits = r->bits, sym = r->sym;
+    const int64_t G = qd_h5m_group_cols(r), ng = r->ngroups, rb = qd_packed_row_bytes(K, bits);
     int natural = 1; /* g_idx absent or equal to c / G */
-    for (int64_t c = 0; gi && c < K; c++) natural &= gi[c] == (int32_t)(c / G);
-    for (int64_t i = 0; i < N * ng; i++)
-        if (!(sc[i] >= 0 && sc[i] < 3.4e38f)) {
-            rc = qd_err_set(QD_ENONFINITE, "%s: tensor '%s': scale %lld is not a finite non-negative number", path,
-                            name, (long long)i);
-            goto out;
-        }
+    for (int64_t c = 0; v.g_idx && c < K; c++) natural &= v.g_idx[c] == (int32_t)(c / G);
     if (!fake && bits == 8 && sym && ng == 1 && natural) {
         int8_t *w = qd_xmalloc((size_t)(N * K));
-        for (int64_t i = 0; i < N * K; i++) w[i] = (int8_t)((int)packed[i] - 128);
-        rc = qd_gemm_w8_create(w, N, K, K, sc, L->b, &ql->w8);
+        for (int64_t i = 0; i < N * K; i++) w[i] = (int8_t)((int)v.qweight[i] - 128);
+        rc = qd_gemm_w8_create(w, N, K, K, v.scales, L->b, &ql->w8);
         free(w);
         ql->kind = QD_QL_INT8;
         if (!rc) ql->bytes = qd_gemm_w8_bytes(ql->w8);
     } else if (!fake && bits == 4 && natural) {
         int zok = 1;
-        for (int64_t i = 0; i < N * ng; i++) zok &= zr[i] >= 0 && zr[i] <= 15;
+        for (int64_t i = 0; i < N * ng; i++) zok &= v.zeros[i] >= 0 && v.zeros[i] <= 15;
         if (zok) {
-            rc = qd_gemm_w4_create(packed, N, K, rb, G, sc, zr, L->b, &ql->w4);
+            rc = qd_gemm_w4_create(v.qweight, N, K, rb, G, v.scales, v.zeros, L->b, &ql->w4);
             ql->kind = w4f ? QD_QL_INT4_F32 : QD_QL_INT4_S8;
             if (!rc) ql->bytes = qd_gemm_w4_bytes(ql->w4);
         }
@@ -125,71 +93,49 @@ static int load_linear(qd_qmodel *q, hid_t tg, const char *path, int li, int fak
     if (!rc && (ql->kind == QD_QL_INT8 || ql->kind == QD_QL_INT4_S8) && q->outlier > 0) {
         /* what the outlier columns need: the codes and parameters (dequantized a column at a time) */
         ql->codes = qd_xmalloc((size_t)(N * K));
-        qd_unpack_matrix(packed, N, K, bits, ql->codes);
-        ql->sc = sc;
-        ql->zr = zr;
+        qd_unpack_matrix(v.qweight, N, K, bits, ql->codes);
+        ql->sc = v.scales;
+        ql->zr = v.zeros;
         ql->G = G;
         ql->ng = ng;
-        sc = NULL;
-        zr = NULL;
+        v.scales = NULL;
+        v.zeros = NULL;
     }
-    if (rc) {
+    if (rc)
         rc = qd_err_wrap(rc, "%s: tensor '%s': ", path, name);
-        goto out;
-    }
-    if (!ql->w8 && !ql->w4) {
-        uint8_t *codes = qd_xmalloc((size_t)(N * K));
-        qd_unpack_matrix(packed, N, K, bits, codes);
-        qd_qparams p = {.rows = N,
-                        .cols = K,
-                        .ngroups = ng,
-                        .group_size = G,
-                        .bits = bits,
-                        .sym = sym,
-                        .gran = G < K ? QD_GRAN_GROUP : QD_GRAN_CHANNEL,
-                        .scales = sc,
-                        .zeros = zr};
+    else if (!ql->w8 && !ql->w4) {
         ql->wdq = qd_xmalloc((size_t)(N * K) * sizeof(float));
-        qd_dequantize(codes, &p, gi, ql->wdq);
-        free(codes);
+        qd_h5m_dequantize(r, &v, ql->wdq);
         ql->kind = QD_QL_DEQUANT;
         ql->bytes = (uint64_t)(N * K) * 4;
     }
-out:
-    free(packed);
-    free(sc);
-    free(zr);
-    free(gi);
+    qd_h5m_values_free(&v);
     return rc;
 }
 
 int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, float outlier, qd_qmodel **out)
 {
     *out = NULL;
-    H5E_auto2_t efn;
-    void *edata;
-    H5Eget_auto2(H5E_DEFAULT, &efn, &edata);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    int rc = QD_OK;
-    if (f < 0) {
-        H5Eset_auto2(H5E_DEFAULT, efn, edata);
-        return qd_err_set(QD_EFORMAT, "%s: not an HDF5 file (or unreadable)", path);
+    qd_h5m *f = NULL;
+    const qd_h5m_open_opts o = {.arch_known = qd_model_type_known};
+    int rc = qd_h5m_open(path, &o, &f);
+    if (rc) return rc;
+    const char *arch = qd_h5m_info_of(f)->arch, *mine = qd_model_cfg(m)->model_type;
+    if (strcmp(arch, mine)) {
+        rc = qd_err_set(QD_EMISMATCH,
+                        "%s: arch '%s': the file was quantized from another architecture than the "
+                        "model's ('%s')",
+                        path, arch, mine);
+        qd_h5m_close(f);
+        return rc;
     }
-    char *fmt = qd_h5_attr_text(f, "format");
-    hid_t tg = H5Lexists(f, "tensors", H5P_DEFAULT) > 0 ? H5Gopen2(f, "tensors", H5P_DEFAULT) : -1;
-    if (!fmt || strcmp(fmt, "qdist") || tg < 0)
-        rc = qd_err_set(QD_EFORMAT, "%s: not a qdist model (format attribute or /tensors missing)", path);
-    free(fmt);
     qd_qmodel *q = qd_xcalloc(1, sizeof *q);
     q->m = m;
     q->outlier = outlier > 0 ? outlier : 0;
     q->n = qd_model_num_linears(m);
     q->l = qd_xcalloc((size_t)q->n, sizeof *q->l);
-    for (int li = 0; li < q->n && !rc; li++) rc = load_linear(q, tg, path, li, fake, w4f);
-    if (tg >= 0) H5Gclose(tg);
-    H5Fclose(f);
-    H5Eset_auto2(H5E_DEFAULT, efn, edata);
+    for (int li = 0; li < q->n && !rc; li++) rc = load_linear(q, f, li, fake, w4f);
+    qd_h5m_close(f);
     if (rc) {
         qd_qmodel_free(q);
         return rc;

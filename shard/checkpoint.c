@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/qd_file.h"
 #include "shard/safetensors.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -44,43 +45,6 @@ struct qd_checkpoint {
 };
 
 /* ---- small helpers ------------------------------------------------------------------------- */
-
-static char *path_join(const char *dir, const char *name)
-{
-    size_t a = strlen(dir), b = strlen(name);
-    char *p = malloc(a + b + 2);
-    if (!p) return NULL;
-    memcpy(p, dir, a);
-    size_t k = a;
-    if (a && dir[a - 1] != '/') p[k++] = '/';
-    memcpy(p + k, name, b + 1);
-    return p;
-}
-
-static char *path_dirname(const char *path)
-{
-    const char *s = strrchr(path, '/');
-    if (!s) return strdup(".");
-    if (s == path) return strdup("/");
-    size_t n = (size_t)(s - path);
-    char *d = malloc(n + 1);
-    if (!d) return NULL;
-    memcpy(d, path, n);
-    d[n] = 0;
-    return d;
-}
-
-static int ends_with(const char *s, const char *suf)
-{
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcmp(s + a - b, suf);
-}
-
-static int is_file(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
 
 static int open_error(const char *path, int err)
 {
@@ -191,11 +155,8 @@ static int load_file(const char *path, int fidx, qd_st_file *f, qd_st_map *m, qd
         return rc;
     }
     if (size < 8) {
-        close(fd);
-        return qd_err_set(QD_EFORMAT,
-                          "%s: file truncated: %llu bytes, the header length alone "
-                          "needs 8",
-                          path, (unsigned long long)size);
+        close(fd); /* the parser words the error */
+        return qd_st_parse_header(path, head, hn, size, NULL, NULL, NULL, NULL);
     }
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | head[i];
@@ -287,7 +248,7 @@ static int open_single(const char *path, qd_checkpoint **out)
         return rc;
     }
     ck->nfiles = 1;
-    ck->dir = path_dirname(path);
+    ck->dir = qd_path_dirname(path);
     if (!ck->dir) {
         qd_ckpt_close(ck);
         return qd_err_set(QD_ENOMEM, "%s: out of memory", path);
@@ -328,112 +289,83 @@ static int safe_rel_name(const char *s)
     return 1;
 }
 
-static int read_small_file(const char *path, char **out, size_t *len)
+/* The index's weight_map as entries sorted by tensor (pointing into root) and its distinct shard
+ * files in name order (the same on every rank). *wm and *files are malloc'd even on failure. */
+static int read_weight_map(const char *ipath, const cJSON *root, wm_entry **wm_out, int *nwm_out, char ***files_out,
+                           int *nfiles_out)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block open() */
-    if (fd < 0) return open_error(path, errno);
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return qd_err_set(QD_EIO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > QD_MAX_INDEX_BYTES) {
-        close(fd);
-        return qd_err_set(QD_EFORMAT, "%s: %llu bytes, too large for an index", path, (unsigned long long)st.st_size);
-    }
-    char *buf = malloc((size_t)st.st_size + 1);
-    if (!buf) {
-        close(fd);
-        return qd_err_set(QD_ENOMEM, "%s: out of memory", path);
-    }
-    if (pread_full(fd, buf, (size_t)st.st_size, 0) != 0) {
-        free(buf);
-        close(fd);
-        return qd_err_set(QD_EIO, "%s: read failed", path);
-    }
-    close(fd);
-    buf[st.st_size] = 0;
-    *out = buf;
-    *len = (size_t)st.st_size;
-    return QD_OK;
-}
-
-static int open_index(const char *ipath, qd_checkpoint **out)
-{
-    char *text = NULL;
-    size_t len = 0;
-    int rc = read_small_file(ipath, &text, &len);
-    if (rc) return rc;
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    free(text);
-    if (!root) return qd_err_set(QD_EFORMAT, "%s: not valid JSON", ipath);
-
-    qd_checkpoint *ck = NULL;
-    wm_entry *wm = NULL;
-    char **files = NULL;
-    int nwm = 0, nfiles = 0;
-    char *dir = path_dirname(ipath);
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
-    if (!dir) {
-        rc = qd_err_set(QD_ENOMEM, "%s: out of memory", ipath);
-        goto fail;
-    }
-    if (!cJSON_IsObject(root) || !cJSON_IsObject(map)) {
-        rc = qd_err_set(QD_EFORMAT, "%s: no \"weight_map\" object", ipath);
-        goto fail;
-    }
+    if (!cJSON_IsObject(root) || !cJSON_IsObject(map))
+        return qd_err_set(QD_EFORMAT, "%s: no \"weight_map\" object", ipath);
+    int nwm = 0, nfiles = 0;
     for (const cJSON *c = map->child; c; c = c->next) nwm++;
-    wm = calloc((size_t)nwm + 1, sizeof *wm);
-    files = calloc((size_t)nwm + 1, sizeof *files);
-    if (!wm || !files) {
-        rc = qd_err_set(QD_ENOMEM, "%s: out of memory", ipath);
-        goto fail;
-    }
+    wm_entry *wm = *wm_out = calloc((size_t)nwm + 1, sizeof *wm);
+    char **files = *files_out = calloc((size_t)nwm + 1, sizeof *files);
+    if (!wm || !files) return qd_err_set(QD_ENOMEM, "%s: out of memory", ipath);
     int k = 0;
     for (const cJSON *c = map->child; c; c = c->next, k++) {
         const char *tn = c->string ? c->string : "";
-        if (!cJSON_IsString(c) || !c->valuestring || !safe_rel_name(c->valuestring)) {
-            rc = qd_err_set(QD_EFORMAT,
-                            "%s: tensor '%s': weight_map value is not a relative "
-                            "file name",
-                            ipath, tn);
-            goto fail;
-        }
+        if (!cJSON_IsString(c) || !c->valuestring || !safe_rel_name(c->valuestring))
+            return qd_err_set(QD_EFORMAT,
+                              "%s: tensor '%s': weight_map value is not a relative "
+                              "file name",
+                              ipath, tn);
         wm[k].tensor = tn;
         wm[k].file = c->valuestring;
         files[k] = c->valuestring;
     }
     qsort(wm, (size_t)nwm, sizeof *wm, cmp_wm);
-    for (int i = 1; i < nwm; i++) {
-        if (!strcmp(wm[i - 1].tensor, wm[i].tensor)) {
-            rc = qd_err_set(QD_EFORMAT, "%s: tensor '%s': listed twice in weight_map", ipath, wm[i].tensor);
-            goto fail;
-        }
-    }
-    /* distinct shard files, in name order (the same on every rank) */
+    for (int i = 1; i < nwm; i++)
+        if (!strcmp(wm[i - 1].tensor, wm[i].tensor))
+            return qd_err_set(QD_EFORMAT, "%s: tensor '%s': listed twice in weight_map", ipath, wm[i].tensor);
     qsort(files, (size_t)nwm, sizeof *files, cmp_str);
     for (int i = 0; i < nwm; i++)
         if (!nfiles || strcmp(files[nfiles - 1], files[i])) files[nfiles++] = files[i];
-    if (nfiles == 0) {
-        rc = qd_err_set(QD_EFORMAT, "%s: weight_map is empty", ipath);
-        goto fail;
+    if (nfiles == 0) return qd_err_set(QD_EFORMAT, "%s: weight_map is empty", ipath);
+    *nwm_out = nwm;
+    *nfiles_out = nfiles;
+    return QD_OK;
+}
+
+/* Shard i's tensors merged into ck->tensors (which has room), each checked against the index:
+ * present in weight_map and mapped to this shard. Ownership of the names moves into ck. */
+static int merge_shard(const char *ipath, const char *file, qd_tensor_info *ft, int fn, const wm_entry *wm, int nwm,
+                       qd_checkpoint *ck)
+{
+    int rc = QD_OK;
+    for (int j = 0; j < fn && rc == QD_OK; j++) {
+        qd_tensor_info *t = &ft[j];
+        wm_entry key = {.tensor = t->name};
+        const wm_entry *e = bsearch(&key, wm, (size_t)nwm, sizeof *wm, cmp_wm);
+        if (!e)
+            rc = qd_err_set(QD_EFORMAT,
+                            "%s: tensor '%s': in shard '%s' but not in the "
+                            "index's weight_map",
+                            ipath, t->name, file);
+        else if (strcmp(e->file, file))
+            rc = qd_err_set(QD_EFORMAT,
+                            "%s: tensor '%s': found in shard '%s' but the "
+                            "index maps it to '%s'",
+                            ipath, t->name, file, e->file);
+        if (rc == QD_OK) {
+            ck->tensors[ck->ntensors++] = *t;
+            t->name = NULL;
+        }
     }
-    ck = ckpt_new(nfiles);
-    if (!ck) {
-        rc = qd_err_set(QD_ENOMEM, "%s: out of memory", ipath);
-        goto fail;
-    }
+    return rc;
+}
+
+/* Every shard of the index loaded into ck (ck->files, ck->tensors sorted by name), and the index
+ * and the shards agreeing on every tensor. */
+static int load_shards(const char *ipath, const char *dir, char **files, int nfiles, const wm_entry *wm, int nwm,
+                       qd_checkpoint *ck)
+{
     qd_tensor_info **ft = calloc((size_t)nfiles, sizeof *ft);
     int *fn = calloc((size_t)nfiles, sizeof *fn);
-    int total = 0;
-    if (!ft || !fn) {
-        free(ft);
-        free(fn);
-        rc = qd_err_set(QD_ENOMEM, "%s: out of memory", ipath);
-        goto fail;
-    }
+    int total = 0, rc = QD_OK;
+    if (!ft || !fn) rc = qd_err_set(QD_ENOMEM, "%s: out of memory", ipath);
     for (int i = 0; i < nfiles && rc == QD_OK; i++) {
-        char *sp = path_join(dir, files[i]);
+        char *sp = qd_path_join(dir, files[i]);
         if (!sp) {
             rc = qd_err_set(QD_ENOMEM, "%s: out of memory", ipath);
             break;
@@ -457,69 +389,58 @@ static int open_index(const char *ipath, qd_checkpoint **out)
         ck->tensors = calloc((size_t)total + 1, sizeof *ck->tensors);
         if (!ck->tensors) rc = qd_err_set(QD_ENOMEM, "%s: out of memory", ipath);
     }
-    /* Every shard tensor must be in the index and mapped to its own shard. Ownership of the
-     * names moves into ck->tensors as they are merged. */
-    for (int i = 0; i < nfiles; i++) {
-        for (int j = 0; j < fn[i]; j++) {
-            qd_tensor_info *t = &ft[i][j];
-            if (rc == QD_OK) {
-                wm_entry key = {.tensor = t->name};
-                const wm_entry *e = bsearch(&key, wm, (size_t)nwm, sizeof *wm, cmp_wm);
-                if (!e)
-                    rc = qd_err_set(QD_EFORMAT,
-                                    "%s: tensor '%s': in shard '%s' but not in the "
-                                    "index's weight_map",
-                                    ipath, t->name, files[i]);
-                else if (strcmp(e->file, files[i]))
-                    rc = qd_err_set(QD_EFORMAT,
-                                    "%s: tensor '%s': found in shard '%s' but the "
-                                    "index maps it to '%s'",
-                                    ipath, t->name, files[i], e->file);
-            }
-            if (rc == QD_OK) {
-                ck->tensors[ck->ntensors++] = *t;
-                t->name = NULL;
-            }
-        }
+    for (int i = 0; ft && fn && i < nfiles; i++) {
+        if (rc == QD_OK) rc = merge_shard(ipath, files[i], ft[i], fn[i], wm, nwm, ck);
         qd_st_free_tensors(ft[i], fn[i]);
     }
     free(ft);
     free(fn);
-    if (rc == QD_OK) {
-        qsort(ck->tensors, (size_t)ck->ntensors, sizeof *ck->tensors, cmp_name_ti);
-        /* all shard tensors are in the map (checked) and names are unique within a shard; a name
-         * in two shards maps to only one of them (checked) -> tensors are unique, and every
-         * index entry must have been found */
-        if (ck->ntensors != nwm) {
-            for (int i = 0; i < nwm; i++) {
-                if (qd_ckpt_find(ck, wm[i].tensor) < 0) {
-                    rc = qd_err_set(QD_EFORMAT,
-                                    "%s: tensor '%s': the index maps it to shard "
-                                    "'%s', which does not contain it",
-                                    ipath, wm[i].tensor, wm[i].file);
-                    break;
-                }
-            }
-            if (rc == QD_OK)
-                rc = qd_err_set(QD_EFORMAT, "%s: %d tensors in the shards but %d in the index", ipath, ck->ntensors,
-                                nwm);
-        }
-    }
-    if (rc != QD_OK) goto fail;
-    ck->dir = dir;
-    dir = NULL;
+    if (rc != QD_OK) return rc;
+    qsort(ck->tensors, (size_t)ck->ntensors, sizeof *ck->tensors, cmp_name_ti);
+    /* all shard tensors are in the map (checked) and names are unique within a shard; a name in
+     * two shards maps to only one of them (checked) -> tensors are unique, and every index entry
+     * must have been found */
+    if (ck->ntensors == nwm) return QD_OK;
+    for (int i = 0; i < nwm; i++)
+        if (qd_ckpt_find(ck, wm[i].tensor) < 0)
+            return qd_err_set(QD_EFORMAT,
+                              "%s: tensor '%s': the index maps it to shard "
+                              "'%s', which does not contain it",
+                              ipath, wm[i].tensor, wm[i].file);
+    return qd_err_set(QD_EFORMAT, "%s: %d tensors in the shards but %d in the index", ipath, ck->ntensors, nwm);
+}
+
+static int open_index(const char *ipath, qd_checkpoint **out)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int rc = qd_read_file(ipath, QD_MAX_INDEX_BYTES, "an index", &text, &len);
+    if (rc) return rc;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!root) return qd_err_set(QD_EFORMAT, "%s: not valid JSON", ipath);
+    qd_checkpoint *ck = NULL;
+    wm_entry *wm = NULL;
+    char **files = NULL;
+    int nwm = 0, nfiles = 0;
+    char *dir = qd_path_dirname(ipath);
+    if (!dir)
+        rc = qd_err_set(QD_ENOMEM, "%s: out of memory", ipath);
+    else
+        rc = read_weight_map(ipath, root, &wm, &nwm, &files, &nfiles);
+    if (rc == QD_OK && !(ck = ckpt_new(nfiles))) rc = qd_err_set(QD_ENOMEM, "%s: out of memory", ipath);
+    if (rc == QD_OK) rc = load_shards(ipath, dir, files, nfiles, wm, nwm, ck);
     free(wm);
     free(files);
     cJSON_Delete(root);
+    if (rc != QD_OK) {
+        qd_ckpt_close(ck);
+        free(dir);
+        return rc;
+    }
+    ck->dir = dir;
     *out = ck;
     return QD_OK;
-fail:
-    qd_ckpt_close(ck);
-    free(wm);
-    free(files);
-    free(dir);
-    cJSON_Delete(root);
-    return rc;
 }
 
 int qd_ckpt_open(const char *path, qd_checkpoint **out)
@@ -529,20 +450,20 @@ int qd_ckpt_open(const char *path, qd_checkpoint **out)
     struct stat st;
     if (stat(path, &st) != 0) return open_error(path, errno);
     if (S_ISDIR(st.st_mode)) {
-        char *ip = path_join(path, QD_INDEX_NAME);
-        char *sp = path_join(path, QD_SINGLE_NAME);
-        char *tip = path_join(path, QD_PT_INDEX_NAME);
-        char *tsp = path_join(path, QD_PT_SINGLE_NAME);
+        char *ip = qd_path_join(path, QD_INDEX_NAME);
+        char *sp = qd_path_join(path, QD_SINGLE_NAME);
+        char *tip = qd_path_join(path, QD_PT_INDEX_NAME);
+        char *tsp = qd_path_join(path, QD_PT_SINGLE_NAME);
         int rc;
         if (!ip || !sp || !tip || !tsp)
             rc = qd_err_set(QD_ENOMEM, "%s: out of memory", path);
-        else if (is_file(ip))
+        else if (qd_is_file(ip))
             rc = open_index(ip, out);
-        else if (is_file(sp))
+        else if (qd_is_file(sp))
             rc = open_single(sp, out);
-        else if (is_file(tip))
+        else if (qd_is_file(tip))
             rc = open_index(tip, out);
-        else if (is_file(tsp))
+        else if (qd_is_file(tsp))
             rc = open_single(tsp, out);
         else
             rc = qd_err_set(QD_ENOENT,
@@ -555,7 +476,7 @@ int qd_ckpt_open(const char *path, qd_checkpoint **out)
         free(tsp);
         return rc;
     }
-    if (ends_with(path, ".json")) return open_index(path, out);
+    if (qd_ends_with(path, ".json")) return open_index(path, out);
     return open_single(path, out);
 }
 

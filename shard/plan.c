@@ -6,20 +6,6 @@
 
 #include "common/qd_common.h"
 
-static const char *const k_methods[QD_METHOD_COUNT_] = {"rtn", "gptq", "adaround"};
-
-const char *qd_method_name(qd_method m) { return m >= 0 && m < QD_METHOD_COUNT_ ? k_methods[m] : "unknown"; }
-
-int qd_method_from_name(const char *s, qd_method *out)
-{
-    for (int m = 0; m < QD_METHOD_COUNT_; m++)
-        if (!strcmp(s, k_methods[m])) {
-            *out = (qd_method)m;
-            return 0;
-        }
-    return -1;
-}
-
 const char *qd_shard_mode_name(qd_shard_mode m)
 {
     return m == QD_SHARD_LAYER ? "layer" : m == QD_SHARD_ROWS ? "rows" : "tensor";
@@ -38,18 +24,6 @@ double qd_plan_cost_adaround(int64_t rows, int64_t cols, int iters, int batch)
  * fused 8-bit RTN (measured on a BERT-base-shaped checkpoint: ~1.5 ns per value for both; both
  * are bound by memory traffic, not arithmetic). */
 double qd_plan_cost_copy(int64_t numel) { return (double)numel; }
-
-double qd_plan_cost(qd_method m, int64_t rows, int64_t cols, const qd_plan_cost_opts *o)
-{
-    const int iters = o ? o->ada_iters : QD_PLAN_ADA_ITERS_DEFAULT, batch = o ? o->ada_batch : 0;
-    switch (m) {
-    case QD_METHOD_GPTQ: return qd_plan_cost_gptq(rows, cols);
-    case QD_METHOD_ADAROUND:
-        return batch > 0 ? 2.0 * qd_plan_cost_adaround(rows, cols, iters, batch)
-                         : qd_plan_cost_adaround(rows, cols, iters, (int)cols);
-    default: return qd_plan_cost_rtn(rows, cols);
-    }
-}
 
 /* LPT over pieces idx[0..m): heaviest first (ties: lower index), each to the least-loaded rank
  * (ties: lower rank). */

@@ -16,12 +16,7 @@
 
 typedef enum { QD_SHARD_TENSOR = 0, QD_SHARD_LAYER = 1, QD_SHARD_ROWS = 2 } qd_shard_mode;
 
-/* Quantization methods. Only rtn runs today; the others have their cost model so that plans can
- * be made for them, and plug into the worker when calibration lands. */
-typedef enum { QD_METHOD_RTN = 0, QD_METHOD_GPTQ, QD_METHOD_ADAROUND, QD_METHOD_COUNT_ } qd_method;
-const char *qd_method_name(qd_method m);                /* "rtn", "gptq", "adaround" */
-int qd_method_from_name(const char *s, qd_method *out); /* 0, or -1 if unknown */
-const char *qd_shard_mode_name(qd_shard_mode m);        /* "tensor", "layer", "rows" */
+const char *qd_shard_mode_name(qd_shard_mode m); /* "tensor", "layer", "rows" */
 
 typedef struct {
     double cost; /* estimated work (multiply-add equivalents) */
@@ -54,26 +49,14 @@ void qd_plan_free(qd_plan *p);
  * item i. 0, or -1 for bad arguments. */
 int qd_plan_assign(const qd_plan_item *items, int n, int ranks, qd_shard_mode mode, int *owner);
 
-/* Cost of one [rows, cols] weight for a method: rtn ~ rows*cols; gptq ~ rows*cols^2 + cols^3;
- * adaround ~ iters*rows*cols*batch (batch: the calibration rows one step's products run over);
- * float tensors (copied) ~ numel. */
+/* Work of one [rows, cols] weight by the shape of a method's algorithm (each method's entry in
+ * worker/method.h picks its formula and arguments): rounding ~ rows*cols; GPTQ ~ rows*cols^2 +
+ * cols^3; AdaRound ~ iters*rows*cols*batch (batch: the calibration rows one step's products run
+ * over); float tensors (copied) ~ numel. */
 double qd_plan_cost_rtn(int64_t rows, int64_t cols);
 double qd_plan_cost_gptq(int64_t rows, int64_t cols);
 double qd_plan_cost_adaround(int64_t rows, int64_t cols, int iters, int batch);
 double qd_plan_cost_copy(int64_t numel);
-
-/* The settings of a job that its methods' costs depend on. */
-typedef struct {
-    int ada_iters; /* AdaRound steps per layer */
-    int ada_batch; /* calibration rows per step (mini-batch form), or 0: the Hessian form */
-} qd_plan_cost_opts;
-#define QD_PLAN_ADA_ITERS_DEFAULT 10000
-
-/* The method's cost with the job's settings (NULL: the defaults, QD_PLAN_ADA_ITERS_DEFAULT
- * AdaRound steps in the Hessian form). AdaRound's step costs one product with H in the Hessian
- * form (rows*cols*cols: batch = cols), two with the mini-batch in the other (E X_b^T and its
- * product with X_b: batch = 2*ada_batch); there is no factorization. */
-double qd_plan_cost(qd_method m, int64_t rows, int64_t cols, const qd_plan_cost_opts *o);
 
 /* max/mean of the per-rank loads of a whole-item assignment (1.0 = perfect balance). */
 double qd_plan_balance(const qd_plan_item *items, int n, int ranks, const int *owner, double *load_out);

@@ -13,11 +13,12 @@ static const char *eat(const char *s, const char *word)
     return NULL;
 }
 
-/* s points at "layer.N." / "layers.N.": return N or -1. */
+/* s points at "layer.N." / "layers.N." (ALBERT: "albert_layer_groups.N."): return N or -1. */
 static int block_at(const char *s)
 {
     const char *p = eat(s, "layer");
     if (!p) p = eat(s, "layers");
+    if (!p) p = eat(s, "albert_layer_groups");
     if (!p || !isdigit((unsigned char)*p)) return -1;
     long v = 0;
     while (isdigit((unsigned char)*p)) {

@@ -169,6 +169,44 @@ static int check_metadata(const char *fname, const cJSON *m, char **metadata)
     return QD_OK;
 }
 
+/* Exact coverage of the data region: sorted by begin, each tensor starts where the previous ended
+ * (zero-sized tensors may sit anywhere on that chain). data0: offset of the data region; sp has
+ * room for nt spans. */
+static int check_coverage(const char *fname, const qd_tensor_info *t, int nt, uint64_t data0, uint64_t data_size,
+                          span *sp)
+{
+    for (int i = 0; i < nt; i++) {
+        sp[i].begin = t[i].offset - data0;
+        sp[i].end = sp[i].begin + t[i].nbytes;
+        sp[i].name = t[i].name;
+    }
+    qsort(sp, (size_t)nt, sizeof *sp, cmp_span);
+    uint64_t pos = 0;
+    const char *prev = NULL;
+    for (int i = 0; i < nt; i++) {
+        const char *nm = sp[i].name;
+        if (sp[i].begin < pos)
+            return qd_err_set(QD_EFORMAT,
+                              "%s: tensor '%s': data [%llu, %llu] overlaps tensor '%s' "
+                              "(ends at %llu)",
+                              fname, nm, (unsigned long long)sp[i].begin, (unsigned long long)sp[i].end,
+                              prev ? prev : "?", (unsigned long long)pos);
+        if (sp[i].begin > pos)
+            return qd_err_set(QD_EFORMAT,
+                              "%s: tensor '%s': hole in the data region: bytes [%llu, "
+                              "%llu) before it belong to no tensor",
+                              fname, nm, (unsigned long long)pos, (unsigned long long)sp[i].begin);
+        pos = sp[i].end;
+        prev = nm;
+    }
+    if (pos != data_size)
+        return qd_err_set(QD_EFORMAT,
+                          "%s: tensor '%s': hole in the data region: bytes [%llu, %llu) "
+                          "after the last tensor belong to no tensor",
+                          fname, prev ? prev : "(none)", (unsigned long long)pos, (unsigned long long)data_size);
+    return QD_OK;
+}
+
 int qd_st_parse_header(const char *fname, const unsigned char *buf, size_t len, uint64_t file_size,
                        qd_tensor_info **tensors, int *ntensors, char **metadata, uint64_t *header_len)
 {
@@ -266,43 +304,7 @@ int qd_st_parse_header(const char *fname, const unsigned char *buf, size_t len, 
             goto done;
         }
     }
-    /* Exact coverage of the data region: sorted by begin, each tensor starts where the previous
-     * ended (zero-sized tensors may sit anywhere on that chain). */
-    for (int i = 0; i < nt; i++) {
-        sp[i].begin = t[i].offset - 8 - n;
-        sp[i].end = sp[i].begin + t[i].nbytes;
-        sp[i].name = t[i].name;
-    }
-    qsort(sp, (size_t)nt, sizeof *sp, cmp_span);
-    uint64_t pos = 0;
-    const char *prev = NULL;
-    for (int i = 0; i < nt; i++) {
-        const char *nm = sp[i].name;
-        if (sp[i].begin < pos) {
-            rc = qd_err_set(QD_EFORMAT,
-                            "%s: tensor '%s': data [%llu, %llu] overlaps tensor '%s' "
-                            "(ends at %llu)",
-                            fname, nm, (unsigned long long)sp[i].begin, (unsigned long long)sp[i].end,
-                            prev ? prev : "?", (unsigned long long)pos);
-            goto done;
-        }
-        if (sp[i].begin > pos) {
-            rc = qd_err_set(QD_EFORMAT,
-                            "%s: tensor '%s': hole in the data region: bytes [%llu, "
-                            "%llu) before it belong to no tensor",
-                            fname, nm, (unsigned long long)pos, (unsigned long long)sp[i].begin);
-            goto done;
-        }
-        pos = sp[i].end;
-        prev = nm;
-    }
-    if (pos != data_size) {
-        rc = qd_err_set(QD_EFORMAT,
-                        "%s: tensor '%s': hole in the data region: bytes [%llu, %llu) "
-                        "after the last tensor belong to no tensor",
-                        fname, prev ? prev : "(none)", (unsigned long long)pos, (unsigned long long)data_size);
-        goto done;
-    }
+    rc = check_coverage(fname, t, nt, 8 + n, data_size, sp);
 done:
     cJSON_Delete(root);
     free(sp);

@@ -110,4 +110,13 @@ static inline int qd_test_report(const char *name)
 
 #define QD_TEST_MAIN_END() return qd_test_report(__FILE__)
 
+/* A uniform double in [0, 1) from a xorshift64 state (reproducible test data; *state != 0). */
+static inline double qd_test_urand(unsigned long long *state)
+{
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return (double)(*state >> 11) / 9007199254740992.0;
+}
+
 #endif

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "collective/act_record.h"
 #include "collective/collective.h"
 
 enum { M_POINTS = 4, FINAL_NORM = 3 };
@@ -88,9 +87,7 @@ static int agree(MPI_Comm comm, int rc)
 
 static int pass(MPI_Comm comm, const qd_model *m, qd_calib_data *data, int mb, sink *s)
 {
-    int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
+    const int rank = qd_coll_rank(comm), size = qd_coll_size(comm);
     const qd_model_config *c = qd_model_cfg(m);
     const int N = qd_calib_data_count(data), T = qd_calib_data_tokens(data), nmb = (N + mb - 1) / mb;
     qd_model_hooks hk = {.user = s, .tap = on_tap};
@@ -122,11 +119,51 @@ static void point_name(int i, char *out, size_t cap)
                  qd_actq_point_name((i - M_POINTS) % QD_TAP_PER_BLOCK));
 }
 
+/* Minimum and maximum of n values over the ranks, in place (one element-wise max of -min and
+ * max): exact, so the same on every rank for any rank count. */
+static void minmax_reduce(MPI_Comm comm, float *mn, float *mx, int n)
+{
+    float *v = qd_xmalloc((size_t)(n > 0 ? n : 1) * 2 * sizeof(float));
+    for (int i = 0; i < n; i++) {
+        v[i] = -mn[i];
+        v[n + i] = mx[i];
+    }
+    qd_coll_max_floats(comm, v, 2 * (int64_t)n);
+    for (int i = 0; i < n; i++) {
+        mn[i] = -v[i];
+        mx[i] = v[n + i];
+    }
+    free(v);
+}
+
+static void stats_minmax(MPI_Comm comm, qd_actq_stats *st, int n)
+{
+    float *v = qd_xmalloc((size_t)(n > 0 ? n : 1) * 2 * sizeof(float));
+    for (int i = 0; i < n; i++) {
+        v[i] = st[i].min;
+        v[n + i] = st[i].max;
+    }
+    minmax_reduce(comm, v, v + n, n);
+    for (int i = 0; i < n; i++) {
+        st[i].min = v[i];
+        st[i].max = v[n + i];
+    }
+    free(v);
+}
+
+/* counts and histograms: exact integer sums */
+static void stats_sum(MPI_Comm comm, qd_actq_stats *st, int n)
+{
+    for (int i = 0; i < n; i++) {
+        qd_coll_sum_i64(comm, &st[i].count, 1);
+        if (st[i].hist) qd_coll_sum_i64(comm, st[i].hist, QD_ACTQ_BINS);
+    }
+}
+
 int qd_act_calibrate(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const qd_act_calib_opts *o, qd_actrec *out)
 {
     memset(out, 0, sizeof *out);
-    int rank;
-    MPI_Comm_rank(comm, &rank);
+    const int rank = qd_coll_rank(comm);
     const int mb = o->microbatch > 0 ? o->microbatch : 8;
     sink s = {.layers = qd_model_cfg(m)->layers};
     s.n = M_POINTS + s.layers * QD_TAP_PER_BLOCK;
@@ -149,7 +186,7 @@ int qd_act_calibrate(MPI_Comm comm, const qd_model *m, qd_calib_data *data, cons
          * outlier channels and the ranges of the rest */
         for (int i = 0; i < s.n; i++) {
             int w = s.chn[i];
-            QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &w, 1, MPI_INT, MPI_MAX, comm));
+            qd_coll_allreduce_ints(comm, &w, 1, QD_COLL_MAX);
             if (w <= 0) continue;
             if (!s.chmin[i]) { /* a rank that ran no micro-batch */
                 s.chn[i] = w;
@@ -160,21 +197,11 @@ int qd_act_calibrate(MPI_Comm comm, const qd_model *m, qd_calib_data *data, cons
                     s.chmax[i][c] = -INFINITY;
                 }
             }
-            qd_actq_stats *tmp = qd_xcalloc((size_t)w, sizeof *tmp);
-            for (int c = 0; c < w; c++) {
-                tmp[c].min = s.chmin[i][c];
-                tmp[c].max = s.chmax[i][c];
-            }
-            qd_coll_actstats_minmax(comm, tmp, w);
-            for (int c = 0; c < w; c++) {
-                s.chmin[i][c] = tmp[c].min;
-                s.chmax[i][c] = tmp[c].max;
-            }
-            free(tmp);
+            minmax_reduce(comm, s.chmin[i], s.chmax[i], w);
             on[i] = qd_actq_outliers(s.chmin[i], s.chmax[i], w, o->outliers, QD_ACT_OUTLIERS_MAX,
                                      och + (size_t)i * QD_ACT_OUTLIERS_MAX);
         }
-        qd_coll_actstats_minmax(comm, s.st, s.n);
+        stats_minmax(comm, s.st, s.n);
         s.omask = qd_xcalloc((size_t)s.n, sizeof *s.omask);
         for (int i = 0; i < s.n; i++) {
             if (!on[i]) continue;
@@ -197,7 +224,7 @@ int qd_act_calibrate(MPI_Comm comm, const qd_model *m, qd_calib_data *data, cons
         rc = pass(comm, m, data, mb, &s);
     }
     if (!rc) {
-        qd_coll_actstats_sum(comm, s.st, s.n);
+        stats_sum(comm, s.st, s.n);
         int k = 0, tot = 0;
         for (int i = 0; i < s.n; i++) {
             k += s.st[i].count > 0;

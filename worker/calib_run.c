@@ -5,8 +5,6 @@
 #include "collective/collective.h"
 #include "worker/calib_run.h"
 
-enum { TAG_DATA = 7101, TAG_POISON = 7102 };
-
 void qd_calib_pipeline_blocks(int layers, int rank, int size, int *k0, int *k1)
 {
     *k0 = (int)((int64_t)rank * layers / size);
@@ -22,13 +20,6 @@ void qd_calib_rank_groups(const qd_model *m, const uint8_t *sel_in, qd_calib_mod
         int layer = qd_model_linear(m, qd_model_group_first(m, g))->layer;
         sel_out[g] = (!sel_in || sel_in[g]) && layer >= k0 && layer < k1;
     }
-}
-
-static int agree(MPI_Comm comm, int rc)
-{
-    char msg[1024];
-    int failed = -1;
-    return qd_coll_agree_msg(comm, rc, msg, sizeof msg, &failed);
 }
 
 static void progress(const qd_calib_opts *o, int rank, const char *what, int done, int total, double t0)
@@ -63,9 +54,7 @@ static qd_model_hooks pass_hooks(qd_calib *stats, const qd_calib_opts *o, chain 
 static int dp_pass(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const qd_calib_opts *o, qd_calib *stats,
                    const char *what)
 {
-    int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
+    const int rank = qd_coll_rank(comm), size = qd_coll_size(comm);
     const int N = qd_calib_data_count(data), mb = o->microbatch, T = qd_calib_data_tokens(data);
     const int nmb = (N + mb - 1) / mb;
     /* micro-batch i on rank i % size: text samples are sorted by length, so contiguous ranges would
@@ -88,28 +77,31 @@ static int dp_pass(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const 
             progress(o, rank, what, QD_MIN(done * size, nmb), nmb, t0);
     }
     free(h);
-    return agree(comm, rc);
+    return qd_coll_agree_status(comm, rc);
+}
+
+void qd_calib_allreduce(MPI_Comm comm, qd_calib *stats)
+{
+    const int accumulate = qd_calib_get_phase(stats) == QD_CALIB_ACCUMULATE;
+    for (int i = 0; i < qd_calib_num_groups(stats); i++) {
+        qd_calib_group *g = qd_calib_group_at(stats, i);
+        if (!accumulate) {
+            qd_coll_max_floats(comm, g->absmax, g->in);
+            continue;
+        }
+        qd_coll_sum_i64(comm, g->acc, (int64_t)g->in * g->in);
+        qd_coll_sum_i64(comm, &g->rows, 1);
+    }
 }
 
 static int dp_run(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const qd_calib_opts *o, qd_calib *stats)
 {
     int rc = dp_pass(comm, m, data, o, stats, "pass 1/2 (absmax)");
     if (rc) return rc;
-    for (int i = 0; i < qd_calib_num_groups(stats); i++) {
-        qd_calib_group *g = qd_calib_group_at(stats, i);
-        QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, g->absmax, g->in, MPI_FLOAT, MPI_MAX, comm));
-    }
+    qd_calib_allreduce(comm, stats);
     qd_calib_begin_accumulate(stats);
     if ((rc = dp_pass(comm, m, data, o, stats, "pass 2/2 (statistics)"))) return rc;
-    for (int i = 0; i < qd_calib_num_groups(stats); i++) {
-        qd_calib_group *g = qd_calib_group_at(stats, i);
-        /* in*in may exceed INT_MAX only beyond 46k inputs; cut into row blocks anyway */
-        int64_t total = (int64_t)g->in * g->in, step = 1 << 26;
-        for (int64_t off = 0; off < total; off += step)
-            QD_MPI_CHECK(
-                MPI_Allreduce(MPI_IN_PLACE, g->acc + off, (int)QD_MIN(step, total - off), MPI_INT64_T, MPI_SUM, comm));
-        QD_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &g->rows, 1, MPI_INT64_T, MPI_SUM, comm));
-    }
+    qd_calib_allreduce(comm, stats);
     return QD_OK;
 }
 
@@ -118,65 +110,42 @@ static int dp_run(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const q
 static int pp_pass(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const qd_calib_opts *o, qd_calib *stats,
                    const char *what)
 {
-    int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
+    const int rank = qd_coll_rank(comm), size = qd_coll_size(comm);
     const int N = qd_calib_data_count(data), mb = o->microbatch, T = qd_calib_data_tokens(data);
     const int nmb = (N + mb - 1) / mb;
     const qd_model_config *c = qd_model_cfg(m);
     int k0, k1;
     qd_calib_pipeline_blocks(c->layers, rank, size, &k0, &k1);
-    const int64_t cap = (int64_t)mb * T * c->hidden;
-    float *buf[2];
-    buf[0] = malloc((size_t)cap * sizeof(float));
-    buf[1] = malloc((size_t)cap * sizeof(float));
-    QD_ASSERT(buf[0] && buf[1]); /* a few MiB; the statistics are far larger */
-    MPI_Request sreq[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL}, rreq[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+    qd_coll_pipe *pipe = qd_coll_pipe_open(comm, (int64_t)mb * T * c->hidden, nmb);
     chain ch;
     qd_model_hooks hk = pass_hooks(stats, o, &ch);
-    int rc = QD_OK, poisoned = 0;
+    int rc = QD_OK;
     double t0 = qd_now();
-    const int prev = rank - 1, next = rank + 1 < size ? rank + 1 : MPI_PROC_NULL;
-    if (rank > 0 && nmb > 0) QD_MPI_CHECK(MPI_Irecv(buf[0], (int)cap, MPI_FLOAT, prev, MPI_ANY_TAG, comm, &rreq[0]));
     for (int i = 0; i < nmb; i++) {
-        const int s = i % 2, first = i * mb, n = QD_MIN(mb, N - first);
+        const int first = i * mb, n = QD_MIN(mb, N - first);
         qd_batch b = {.B = n, .T = T};
         /* blocks need only the shape (and BERT's mask): later stages skip decoding images */
         int brc = rank > 0 && c->arch == QD_ARCH_VIT ? QD_OK : qd_calib_data_batch(data, first, n, &b);
         if (brc) b.T = T;
-        const int count = (int)((int64_t)n * b.T * c->hidden);
         if (brc && !rc) rc = brc;
-        if (rank > 0) {
-            MPI_Status st;
-            QD_MPI_CHECK(MPI_Wait(&rreq[s], &st));
-            if (st.MPI_TAG == TAG_POISON) poisoned = 1;
-            if (i + 1 < nmb) {
-                const int s2 = (i + 1) % 2;
-                QD_MPI_CHECK(MPI_Wait(&sreq[s2], MPI_STATUS_IGNORE));
-                QD_MPI_CHECK(MPI_Irecv(buf[s2], (int)cap, MPI_FLOAT, prev, MPI_ANY_TAG, comm, &rreq[s2]));
-            }
-        } else {
-            QD_MPI_CHECK(MPI_Wait(&sreq[s], MPI_STATUS_IGNORE));
-            if (!rc) rc = qd_model_embed(m, &b, buf[s]);
-        }
+        int poisoned = 0;
+        float *h = qd_coll_pipe_take(pipe, i, &poisoned);
+        if (rank == 0 && !rc) rc = qd_model_embed(m, &b, h);
         /* after an error here or upstream, keep the stream moving (marked) so no rank waits forever */
-        for (int k = k0; k < k1 && !rc && !poisoned; k++) rc = qd_model_block(m, k, &b, buf[s], &hk);
-        if (next != MPI_PROC_NULL)
-            QD_MPI_CHECK(
-                MPI_Isend(buf[s], count, MPI_FLOAT, next, rc || poisoned ? TAG_POISON : TAG_DATA, comm, &sreq[s]));
+        for (int k = k0; k < k1 && !rc && !poisoned; k++) rc = qd_model_block(m, k, &b, h, &hk);
+        qd_coll_pipe_pass(pipe, i, (int64_t)n * b.T * c->hidden, rc || poisoned);
         if (rank == 0 && ((i + 1) % 16 == 0 || i + 1 == nmb)) progress(o, rank, what, i + 1, nmb, t0);
     }
-    QD_MPI_CHECK(MPI_Waitall(2, sreq, MPI_STATUSES_IGNORE));
-    free(buf[0]);
-    free(buf[1]);
-    return agree(comm, rc);
+    qd_coll_pipe_close(pipe);
+    return qd_coll_agree_status(comm, rc);
 }
 
 int qd_calib_run(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const qd_calib_opts *opts, qd_calib *stats)
 {
     qd_calib_opts o = *opts;
     if (o.microbatch <= 0) o.microbatch = 8;
-    if (qd_calib_data_count(data) <= 0) return agree(comm, qd_err_set(QD_EINVAL, "calibration: no samples"));
+    if (qd_calib_data_count(data) <= 0)
+        return qd_coll_agree_status(comm, qd_err_set(QD_EINVAL, "calibration: no samples"));
     if (o.mode == QD_CALIB_DATA_PARALLEL) return dp_run(comm, m, data, &o, stats);
     int rc = pp_pass(comm, m, data, &o, stats, "pass 1/2 (absmax)");
     if (rc) return rc;

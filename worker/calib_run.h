@@ -44,6 +44,10 @@ void qd_calib_pipeline_blocks(int layers, int rank, int size, int *k0, int *k1);
 void qd_calib_rank_groups(const qd_model *m, const uint8_t *sel_in, qd_calib_mode mode, int rank, int size,
                           uint8_t *sel_out);
 
+/* Combines the ranks' statistics of the pass in hand (collective): the absmax pass with max, the
+ * accumulation pass with exact integer sums, so every rank holds the 1-rank result bit for bit. */
+void qd_calib_allreduce(MPI_Comm comm, qd_calib *stats);
+
 /* Run both passes over `data` into `stats` (created with qd_calib_rank_groups' selection).
  * Collective over comm; every rank returns the same status. */
 int qd_calib_run(MPI_Comm comm, const qd_model *m, qd_calib_data *data, const qd_calib_opts *opts, qd_calib *stats);

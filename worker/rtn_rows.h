@@ -5,8 +5,9 @@
  * The reference (quant/quant.h: qd_quant_params + qd_rtn_quantize + qd_pack_matrix) defines the
  * file contents; this path produces the same scales, zeros and packed codes bit for bit
  * (tests/job/test_rtn_rows.c checks it on real and adversarial data). The MSE clipping search
- * is delegated to the reference finder (qd_find_params_rows). Plain C that the compiler
- * vectorizes with the baseline ISA; a kernels/ version can replace the inner loops later.
+ * is delegated to the reference finder (qd_find_params_rows). The inner loops (range, codes and
+ * error sums of a group) are kernels/ (kernels.h range_f32, rtn_group), reached through the
+ * dispatch table: QD_KERNELS=ref runs their scalar reference, with the same bits.
  *
  * Error sums are accumulated per block of `blk_rows` rows in a fixed order, so that the metrics
  * of a tensor split into row ranges over any number of ranks are the same bits as those of the

@@ -37,23 +37,23 @@ int qd_sparse_config_validate(const qd_job_config *c)
     return QD_OK;
 }
 
-int qd_sparse_unit(const qd_job_tensor *j, const qd_gptq_opts *o, const qd_gptq_prep *prep, const float *H,
+int qd_sparse_unit(const qd_sparsity *sp, int prune, const qd_gptq_opts *o, const qd_gptq_prep *prep, const float *H,
                    int prune_only, float *W, int64_t n, int64_t C, uint8_t *codes, float *scales, int32_t *zeros,
                    uint8_t *mask)
 {
     int rc = QD_OK;
-    if (j->prune == QD_PRUNE_MAGNITUDE)
-        rc = qd_prune_magnitude(W, n, C, &j->sp, QD_PRUNE_ROW, mask);
-    else if (j->prune == QD_PRUNE_WANDA)
-        rc = qd_prune_wanda(W, n, C, H, &j->sp, mask);
+    if (prune == QD_PRUNE_MAGNITUDE)
+        rc = qd_prune_magnitude(W, n, C, sp, QD_PRUNE_ROW, mask);
+    else if (prune == QD_PRUNE_WANDA)
+        rc = qd_prune_wanda(W, n, C, H, sp, mask);
     if (rc) return rc;
-    if (prune_only && j->prune != QD_PRUNE_SPARSEGPT) { /* the criterion alone: no weight update */
+    if (prune_only && prune != QD_PRUNE_SPARSEGPT) { /* the criterion alone: no weight update */
         qd_prune_apply(W, mask, n * C);
         return QD_OK;
     }
     qd_sparsegpt_opts so;
     qd_sparsegpt_default_opts(&so);
-    so.sp = j->sp;
+    so.sp = *sp;
     so.scope = QD_PRUNE_ROW; /* row units stay independent */
     so.damp = o->damp;
     so.block_size = o->block_size;
@@ -62,15 +62,15 @@ int qd_sparse_unit(const qd_job_tensor *j, const qd_gptq_opts *o, const qd_gptq_
     so.sym = o->sym;
     so.group_size = o->group_size;
     so.clip = o->clip;
-    so.mask_given = j->prune != QD_PRUNE_SPARSEGPT;
+    so.mask_given = prune != QD_PRUNE_SPARSEGPT;
     return qd_sparsegpt_prune_prepared(prep, &so, W, n, C, mask, prune_only ? NULL : codes, scales, zeros, NULL);
 }
 
-int qd_sparse_rtn_rows(const qd_job_tensor *j, const float *x, int64_t n, int64_t C, float *out, uint8_t *packed_mask)
+int qd_sparse_rtn_rows(const qd_sparsity *sp, const float *x, int64_t n, int64_t C, float *out, uint8_t *packed_mask)
 {
     uint8_t *mask = malloc((size_t)(n * C));
     if (!mask) return qd_err_set(QD_ENOMEM, "out of memory for a mask of %lld x %lld", (long long)n, (long long)C);
-    int rc = qd_prune_magnitude(x, n, C, &j->sp, QD_PRUNE_ROW, mask);
+    int rc = qd_prune_magnitude(x, n, C, sp, QD_PRUNE_ROW, mask);
     if (!rc) {
         memcpy(out, x, (size_t)(n * C) * sizeof(float));
         qd_prune_apply(out, mask, n * C);

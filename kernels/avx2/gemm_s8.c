@@ -23,23 +23,12 @@
 #include <string.h>
 
 #include "kernels/gemm_pack.h"
+#include "kernels/avx2/avx2_util.h"
 #include "kernels/kernels.h"
 
 #define MR            6
 #define KCP           192         /* pairs of k per K block: a 12 KiB weight slice */
 #define A_BLOCK_BYTES (256 << 10) /* packed int16 row block, kept in L2 */
-
-static void *xalloc64(size_t bytes)
-{
-    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    QD_ASSERT(p != NULL);
-    return p;
-}
-
-static inline __m256i tail_mask(int64_t rem)
-{ /* lanes [0, rem) set, rem in [0, 8] */
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 /* ---- activation quantization ------------------------------------------------------------------ */
 
@@ -58,6 +47,8 @@ static inline __m256i quant8_s8(__m256 x, __m256 vs)
     return _mm256_cvttps_epi32(q);
 }
 
+/* ref/gemm.c's ref_quantize_rows_s8 with the absmax and the rounding in vectors: its checks and row
+ * loop are repeated on purpose, the two must read alike line by line */
 static void avx2_quantize_rows_s8(const float *x, int64_t M, int64_t K, int64_t ldx, const float *static_scale,
                                   float *scales, int8_t *q, int64_t ldq)
 {
@@ -79,7 +70,7 @@ static void avx2_quantize_rows_s8(const float *x, int64_t M, int64_t K, int64_t 
                 a1 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(xr + k + 8), absmask), a1);
             }
             for (; k < K; k += 8) {
-                __m256 v = _mm256_maskload_ps(xr + k, tail_mask(QD_MIN(K - k, 8)));
+                __m256 v = _mm256_maskload_ps(xr + k, qd_avx2_tail_mask(QD_MIN(K - k, 8)));
                 a0 = _mm256_max_ps(_mm256_and_ps(v, absmask), a0);
             }
             /* lanes hold no NaN (a NaN never replaces the running maximum): max is order-free */
@@ -106,7 +97,7 @@ static void avx2_quantize_rows_s8(const float *x, int64_t M, int64_t K, int64_t 
             _mm_storel_epi64((__m128i *)(qr + k), narrow8_s8(quant8_s8(_mm256_loadu_ps(xr + k), vs)));
         if (k < K) {
             int8_t tmp[16];
-            __m256 v = _mm256_maskload_ps(xr + k, tail_mask(K - k));
+            __m256 v = _mm256_maskload_ps(xr + k, qd_avx2_tail_mask(K - k));
             _mm_storeu_si128((__m128i *)tmp, narrow8_s8(quant8_s8(v, vs)));
             memcpy(qr + k, tmp, (size_t)(K - k));
         }
@@ -228,14 +219,14 @@ static inline void store_f32(float *out, __m256 v, int64_t nv)
     if (nv == 8)
         _mm256_storeu_ps(out, v);
     else
-        _mm256_maskstore_ps(out, tail_mask(nv), v);
+        _mm256_maskstore_ps(out, qd_avx2_tail_mask(nv), v);
 }
 static inline void store_s32(int32_t *out, __m256i v, int64_t nv)
 {
     if (nv == 8)
         _mm256_storeu_si256((__m256i *)out, v);
     else
-        _mm256_maskstore_epi32(out, tail_mask(nv), v);
+        _mm256_maskstore_epi32(out, qd_avx2_tail_mask(nv), v);
 }
 
 /* Requantization parameters of 8 channels, as lane vectors */
@@ -353,8 +344,8 @@ static void gemm_s8(const int8_t *A, int64_t lda, int64_t M, const qd_gemm_w8 *W
     int64_t bpan = QD_MAX(A_BLOCK_BYTES / (kp2 * 4 * MR), (int64_t)1);         /* panels per block */
     bpan = (mpan + (mpan + bpan - 1) / bpan - 1) / ((mpan + bpan - 1) / bpan); /* balanced blocks */
     const int64_t mc = bpan * MR;
-    int32_t *apack = xalloc64((size_t)(mc / MR * kp2 * MR + 8) * sizeof(int32_t));
-    int32_t *tile = xalloc64((size_t)(mc * 16) * sizeof(int32_t));
+    int32_t *apack = qd_avx2_workspace((size_t)(mc / MR * kp2 * MR + 8) * sizeof(int32_t));
+    int32_t *tile = qd_avx2_workspace((size_t)(mc * 16) * sizeof(int32_t));
     for (int64_t m0 = 0; m0 < M; m0 += mc) {
         const int64_t rows = QD_MIN(mc, M - m0), npan = (rows + MR - 1) / MR;
         for (int64_t i = 0; i < npan; i++)

@@ -23,18 +23,12 @@
 #include <string.h>
 
 #include "kernels/gemm_s8_24.h"
+#include "kernels/avx2/avx2_util.h"
 #include "kernels/kernels.h"
 
 #define MR            4
 #define KBG           96          /* groups of 4 k per K block (even): 96 x 128 B = 12 KiB */
 #define A_BLOCK_BYTES (256 << 10) /* widened row block, kept in L2 */
-
-static void *xalloc64(size_t bytes)
-{
-    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    QD_ASSERT(p != NULL);
-    return p;
-}
 
 /* acc[4][16] (+)= rows a[0..3] (stride lda16 int16) x groups [g0, g1) of one panel */
 static void micro_4x16(const int16_t *a, int64_t lda16, const int16_t *val, const uint8_t *sel, int64_t g0, int64_t g1,
@@ -133,8 +127,8 @@ static void run(const int8_t *A, int64_t lda, const float *a_scales, int64_t M, 
     int64_t mc_max = A_BLOCK_BYTES / (int64_t)(kp * sizeof(int16_t)) / MR * MR;
     if (mc_max < MR) mc_max = MR;
     const int64_t mcap = QD_MIN(mc_max, (M + MR - 1) / MR * MR);
-    int16_t *a16 = xalloc64((size_t)(mcap * kp) * sizeof(int16_t));
-    int32_t *tile = xalloc64((size_t)(mcap * 16) * sizeof(int32_t));
+    int16_t *a16 = qd_avx2_workspace((size_t)(mcap * kp) * sizeof(int16_t));
+    int32_t *tile = qd_avx2_workspace((size_t)(mcap * 16) * sizeof(int32_t));
     for (int64_t m0 = 0; m0 < M; m0 += mcap) {
         const int64_t mc = QD_MIN(mcap, M - m0), mcp = (mc + MR - 1) / MR * MR;
         widen_rows(A + m0 * lda, lda, mc, mcp, W->K, kp, a16);

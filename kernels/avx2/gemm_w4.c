@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "kernels/gemm_pack.h"
+#include "kernels/avx2/avx2_util.h"
 #include "kernels/kernels.h"
 
 #define MR4           4
@@ -31,24 +32,12 @@
 #define MCF           96 /* rows per M block of the float path */
 #define A_BLOCK_BYTES (256 << 10)
 
-static void *xalloc64(size_t bytes)
-{
-    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    QD_ASSERT(p != NULL);
-    return p;
-}
-
-static inline __m256i tail_mask(int64_t rem)
-{ /* lanes [0, rem) set, rem in [0, 8] */
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
 static inline void store_f32(float *out, __m256 v, int64_t nv)
 {
     if (nv >= 8)
         _mm256_storeu_ps(out, v);
     else if (nv > 0)
-        _mm256_maskstore_ps(out, tail_mask(nv), v);
+        _mm256_maskstore_ps(out, qd_avx2_tail_mask(nv), v);
 }
 
 /* 4-k steps of group g that hold real columns: ceil(len / 16) · 4 (the rest of gp is padding) */
@@ -179,9 +168,9 @@ static void avx2_gemm_w4_s8(const int8_t *A, int64_t lda, const float *a_scales,
     int64_t mc = A_BLOCK_BYTES / (ng * gp) / MR4 * MR4;
     mc = QD_MAX(mc, (int64_t)MR4);
     mc = QD_MIN(mc, (M + MR4 - 1) / MR4 * MR4);
-    int8_t *apad = direct ? NULL : xalloc64((size_t)(mc * ng * gp));
-    int32_t *asum = xalloc64((size_t)(mc * ng) * sizeof(int32_t));
-    float *ft = xalloc64(64 * sizeof(float));
+    int8_t *apad = direct ? NULL : qd_avx2_workspace((size_t)(mc * ng * gp));
+    int32_t *asum = qd_avx2_workspace((size_t)(mc * ng) * sizeof(int32_t));
+    float *ft = qd_avx2_workspace(64 * sizeof(float));
     for (int64_t m0 = 0; m0 < M; m0 += mc) {
         const int64_t rows = QD_MIN(mc, M - m0);
         for (int64_t r = 0; r < rows; r++) {
@@ -305,7 +294,7 @@ static void avx2_gemm_w4_f32(const float *A, int64_t lda, int64_t M, const qd_ge
     QD_ASSERT(M >= 0 && lda >= W->K && ldc >= W->N);
     if (M == 0) return;
     const int64_t nsteps = W->ng * (W->gp / 4);
-    float *bt = xalloc64((size_t)(NCP * KCS * 4 * 16) * sizeof(float));
+    float *bt = qd_avx2_workspace((size_t)(NCP * KCS * 4 * 16) * sizeof(float));
     float tile[MRF * 16];
     for (int64_t p0 = 0; p0 < W->np; p0 += NCP) {
         const int64_t np = QD_MIN((int64_t)NCP, W->np - p0);
@@ -347,7 +336,7 @@ static void avx2_gemm_w4_f32(const float *A, int64_t lda, int64_t M, const qd_ge
         if (W->bias) /* acc + bias after the whole chain, as the reference */
             for (int64_t m = 0; m < M; m++)
                 for (int64_t n = 16 * p0; n < QD_MIN(16 * (p0 + np), W->N); n += 8) {
-                    const __m256i mk = tail_mask(QD_MIN((int64_t)8, W->N - n));
+                    const __m256i mk = qd_avx2_tail_mask(QD_MIN((int64_t)8, W->N - n));
                     float *c = C + m * ldc + n;
                     _mm256_maskstore_ps(c, mk, _mm256_add_ps(_mm256_maskload_ps(c, mk), _mm256_load_ps(W->bias + n)));
                 }

@@ -16,14 +16,10 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "kernels/avx2/avx2_util.h"
 #include "kernels/kernels.h"
 
 #define CHUNK 1024
-
-static inline __m256i tail_mask(int64_t rem)
-{ /* lanes [0, rem) set, rem in [1, 7] */
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 static inline __m256i quant8(__m256 x, __m256 vs, __m256 vz, __m256 vm)
 {
@@ -63,7 +59,7 @@ static void quant_seg(const float *x, int64_t len, float s, int32_t z, float mf,
         _mm_storel_epi64((__m128i *)(codes + i), narrow8(quant8(_mm256_loadu_ps(x + i), vs, vz, vm)));
     if (i < len) {
         const int64_t rem = len - i;
-        __m256 xv = _mm256_maskload_ps(x + i, tail_mask(rem));
+        __m256 xv = _mm256_maskload_ps(x + i, qd_avx2_tail_mask(rem));
         uint8_t tmp[16];
         _mm_storeu_si128((__m128i *)tmp, narrow8(quant8(xv, vs, vz, vm)));
         memcpy(codes + i, tmp, (size_t)rem);
@@ -132,7 +128,7 @@ static void dequant_seg(const uint8_t *codes, int64_t len, float s, int32_t z, f
         const int64_t rem = len - i;
         uint8_t tmp[16] = {0};
         memcpy(tmp, codes + i, (size_t)rem);
-        _mm256_maskstore_ps(out + i, tail_mask(rem), deq8(_mm_loadu_si128((const __m128i *)tmp), vz, vs));
+        _mm256_maskstore_ps(out + i, qd_avx2_tail_mask(rem), deq8(_mm_loadu_si128((const __m128i *)tmp), vz, vs));
     }
 }
 

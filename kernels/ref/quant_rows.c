@@ -44,31 +44,34 @@ static void ref_quantize_q4(const float *x, int64_t n, int64_t G, const float *s
     }
 }
 
-static void ref_dequantize_codes(const uint8_t *codes, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
-                                 float *out)
+/* code c of a row: one byte each (q4 = 0) or two per byte, low nibble first (q4 = 1) */
+static inline int32_t code_at(const uint8_t *in, int64_t c, int q4)
+{
+    return !q4 ? in[c] : (c & 1) ? in[c >> 1] >> 4 : in[c >> 1] & 15;
+}
+
+static void dequantize(const uint8_t *in, int q4, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
+                       float *out)
 {
     QD_ASSERT(G >= 1);
     for (int64_t g = 0, c0 = 0; c0 < n; g++, c0 += G) {
         const int64_t c1 = QD_MIN(c0 + G, n);
         const float s = scales[g];
         const int32_t z = zeros[g];
-        for (int64_t c = c0; c < c1; c++) out[c] = s * (float)((int32_t)codes[c] - z);
+        for (int64_t c = c0; c < c1; c++) out[c] = s * (float)(code_at(in, c, q4) - z);
     }
+}
+
+static void ref_dequantize_codes(const uint8_t *codes, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
+                                 float *out)
+{
+    dequantize(codes, 0, n, G, scales, zeros, out);
 }
 
 static void ref_dequantize_q4(const uint8_t *in, int64_t n, int64_t G, const float *scales, const int32_t *zeros,
                               float *out)
 {
-    QD_ASSERT(G >= 1);
-    for (int64_t g = 0, c0 = 0; c0 < n; g++, c0 += G) {
-        const int64_t c1 = QD_MIN(c0 + G, n);
-        const float s = scales[g];
-        const int32_t z = zeros[g];
-        for (int64_t c = c0; c < c1; c++) {
-            int32_t q = (c & 1) ? in[c >> 1] >> 4 : in[c >> 1] & 15;
-            out[c] = s * (float)(q - z);
-        }
-    }
+    dequantize(in, 1, n, G, scales, zeros, out);
 }
 
 void qd_kernels_fill_ref(qd_kernel_table *t)

@@ -2,7 +2,7 @@
  * real calibration data collected as for GPTQ's per-layer test (qd_test_calib.h; vit-mnist-tiny:
  * 128 MNIST test images; all-MiniLM-L6-v2 when fetched: 128 SST-2 sentences of at most 64 tokens).
  * At 4 and 3 bits, asymmetric per channel, scales from the MSE clipping search {100, 0.8, 2.0}
- * (as worker/gptq_job.c gives AdaRound), on every layer: AdaRound's relative output error
+ * (as worker/method_adaround.c gives AdaRound), on every layer: AdaRound's relative output error
  * tr(D H D^T) / tr(W H W^T) (D = W - Q) is at most RTN's with the same scales and lower by a
  * real margin, few weights are left soft and few rows fall back to RTN.
  *

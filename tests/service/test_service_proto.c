@@ -5,7 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "coordinator/service.h"
+#include "coordinator/service_proto.h"
 #include "qd_test.h"
 
 static qd_svc_err validate(const char *json, const char *root, char *msg)

@@ -21,6 +21,9 @@ int main(void)
     CHECK_EQ(qd_shard_block_index("layer.2.attention.self.query.weight"), 2);
     CHECK_EQ(qd_shard_block_index("distilbert.transformer.layer.4.ffn.lin1.weight"), 4);
     CHECK_EQ(qd_shard_block_index("model.encoder.layers.7.fc1.weight"), 7);
+    CHECK_EQ(qd_shard_block_index("albert.encoder.albert_layer_groups.1.albert_layers.0.ffn.weight"), 1);
+    CHECK_EQ(qd_shard_block_index("vision_model.encoder.layers.3.self_attn.q_proj.weight"), 3);
+    CHECK_EQ(qd_shard_block_index("mpnet.encoder.relative_attention_bias.weight"), -1);
     CHECK_EQ(qd_shard_block_index("vit.embeddings.position_embeddings"), -1);
     CHECK_EQ(qd_shard_block_index("bert.pooler.dense.weight"), -1);
     CHECK_EQ(qd_shard_block_index("classifier.weight"), -1);
@@ -37,6 +40,10 @@ int main(void)
     CHECK_EQ(qd_shard_default_quantizable(&t), 1);
     t = ti("layer.0.output.dense.weight", 2, QD_DT_BF16);
     CHECK_EQ(qd_shard_default_quantizable(&t), 1);
+    t = ti("encoder.relative_attention_bias.weight", 2, QD_DT_F32); /* MPNet: a table, not a Linear */
+    CHECK_EQ(qd_shard_default_quantizable(&t), 0);
+    t = ti("electra.embeddings_project.weight", 2, QD_DT_F32);
+    CHECK_EQ(qd_shard_default_quantizable(&t), 0);
     t = ti("bert.encoder.layer.0.attention.self.query.bias", 1, QD_DT_F32);
     CHECK_EQ(qd_shard_default_quantizable(&t), 0);
     t = ti("bert.encoder.layer.0.attention.output.LayerNorm.weight", 1, QD_DT_F32);

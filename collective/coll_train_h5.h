@@ -1,0 +1,34 @@
+/* collective/coll_train_h5.h — the quantized tensors of a qdist model file (docs/FORMAT.md) as
+ * quantization-aware training reads and rewrites them: unpacked codes, scales, zero points.
+ * Serial HDF5 on one rank (the training ranks hold identical results). Kept in one place so that
+ * it can move onto the model file's common reader and writer. */
+#ifndef QD_COLL_TRAIN_H5_H
+#define QD_COLL_TRAIN_H5_H
+
+#include <stdint.h>
+
+#include "common/qd_common.h"
+
+typedef struct {
+    int bits, sym;
+    int64_t out, in, G, ng; /* G: columns per group (in for per channel / tensor) */
+    uint8_t *codes;         /* [out, in] unpacked */
+    float *scales;          /* [out, ng] */
+    int32_t *zeros;         /* [out, ng]; 2^(bits-1) for symmetric schemes */
+    int32_t *g_idx;         /* [in] group of each column (act-order), or NULL: c / G */
+    char method[32];
+} qd_coll_qtensor;
+
+/* The record of tensor `name` (e.g. "...query.weight"). QD_ENOTFOUND when the file has no such
+ * tensor or keeps it in float; QD_EFORMAT naming the file and tensor when it is malformed. */
+int qd_coll_qtensor_read(const char *h5path, const char *name, qd_coll_qtensor *q);
+void qd_coll_qtensor_free(qd_coll_qtensor *q);
+
+/* Write out_h5 (via out_h5.partial and a rename): a copy of src_h5 in which the n tensors
+ * names[i] get new codes and scales from q[i] (same scheme and shape; zero points unchanged),
+ * metrics[i] (4 values, FORMAT.md) and the attribute method = method; the root attribute
+ * quant_config gains "training": training_json. */
+int qd_coll_qfile_rewrite(const char *src_h5, const char *out_h5, const char *const *names, const qd_coll_qtensor *q,
+                          const double (*metrics)[4], int n, const char *method, const char *training_json);
+
+#endif

@@ -1,0 +1,327 @@
+/* collective/h5model_write.c — the model file's writer (see h5model.h): created collectively
+ * through parallel HDF5, every object up front in the same order on every rank, each rank its own
+ * rows, completion marks after a flush, the status last and the rename. Every HDF5 call is
+ * checked (QD_H5_CHECK aborts the job on all ranks: the file is then unusable anyway). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "collective/collective.h"
+#include "collective/h5model_internal.h"
+
+/* ---- attributes (writer: every call checked) ------------------------------------------------- */
+
+static void attr_str(hid_t obj, const char *name, const char *val)
+{
+    hid_t t = QD_H5_CHECK(H5Tcopy(H5T_C_S1));
+    QD_H5_CHECK(H5Tset_size(t, strlen(val) + 1));
+    QD_H5_CHECK(H5Tset_strpad(t, H5T_STR_NULLTERM));
+    hid_t sp = QD_H5_CHECK(H5Screate(H5S_SCALAR));
+    hid_t a = QD_H5_CHECK(H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT));
+    QD_H5_CHECK(H5Awrite(a, t, val));
+    QD_H5_CHECK(H5Aclose(a));
+    QD_H5_CHECK(H5Sclose(sp));
+    QD_H5_CHECK(H5Tclose(t));
+}
+
+/* n values; one value is written as a scalar */
+static void attr_num(hid_t obj, const char *name, qd_h5m_type type, const void *v, int n)
+{
+    hsize_t d = (hsize_t)n;
+    hid_t sp = QD_H5_CHECK(n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &d, NULL));
+    hid_t a = QD_H5_CHECK(H5Acreate2(obj, name, qd_h5m__file_type(type), sp, H5P_DEFAULT, H5P_DEFAULT));
+    QD_H5_CHECK(H5Awrite(a, qd_h5m__mem_type(type), v));
+    QD_H5_CHECK(H5Aclose(a));
+    QD_H5_CHECK(H5Sclose(sp));
+}
+
+static void attr_i64(hid_t obj, const char *name, int64_t v) { attr_num(obj, name, QD_H5M_INT64, &v, 1); }
+
+/* a 1-D array attribute, even of one value (the per-tensor arrays of /activations) */
+static void attr_vec(hid_t obj, const char *name, qd_h5m_type type, const void *v, int n)
+{
+    hsize_t d = (hsize_t)n;
+    hid_t sp = QD_H5_CHECK(H5Screate_simple(1, &d, NULL));
+    hid_t a = QD_H5_CHECK(H5Acreate2(obj, name, qd_h5m__file_type(type), sp, H5P_DEFAULT, H5P_DEFAULT));
+    QD_H5_CHECK(H5Awrite(a, qd_h5m__mem_type(type), v));
+    QD_H5_CHECK(H5Aclose(a));
+    QD_H5_CHECK(H5Sclose(sp));
+}
+
+/* ---- writer ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    qd_h5m_record r;
+    hid_t g;
+    hid_t ds[32]; /* by dataset bit */
+} wrec;
+
+struct qd_h5m_writer {
+    MPI_Comm comm;
+    int rank, resumed;
+    char out[4096], partial[4200];
+    hid_t file, tg;
+    wrec *t;
+    int n, cap;
+};
+
+const char *qd_h5m_partial_path(const qd_h5m_writer *w) { return w->partial; }
+hid_t qd_h5m__file_id(const qd_h5m_writer *w) { return w->file; }
+
+static hid_t make_dset(hid_t g, const char *name, qd_h5m_type type, int nd, const int64_t *dims)
+{
+    hsize_t hd[QD_H5M_MAX_DIMS];
+    for (int k = 0; k < nd; k++) hd[k] = (hsize_t)dims[k];
+    hid_t sp = QD_H5_CHECK(H5Screate_simple(nd, hd, NULL));
+    hid_t d = QD_H5_CHECK(H5Dcreate2(g, name, qd_h5m__file_type(type), sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    QD_H5_CHECK(H5Sclose(sp));
+    return d;
+}
+
+void qd_h5m_write_activations(qd_h5m_writer *w, const qd_actrec *r)
+{
+    if (w->resumed) return;
+    hid_t g = QD_H5_CHECK(H5Gcreate2(w->file, QD_H5M_ACTIVATIONS, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    attr_str(g, "format", "static-activations");
+    attr_str(g, "scheme", "asymmetric");
+    attr_str(g, "calib", qd_actq_method_name(r->method));
+    attr_str(g, "calibration", r->calibration ? r->calibration : "{}");
+    attr_i64(g, "bits", r->bits);
+    attr_num(g, "percentile", QD_H5M_FLOAT64, &r->percentile, 1);
+    attr_num(g, "outlier_threshold", QD_H5M_FLOAT64, &r->outlier_threshold, 1);
+    /* per tensor, in one order: names as fixed-length strings */
+    const int n = r->n;
+    hsize_t d = (hsize_t)n;
+    hid_t st = QD_H5_CHECK(H5Tcopy(H5T_C_S1));
+    QD_H5_CHECK(H5Tset_size(st, QD_ACTQ_NAME_LEN));
+    hid_t sp = QD_H5_CHECK(H5Screate_simple(1, &d, NULL));
+    hid_t a = QD_H5_CHECK(H5Acreate2(g, "names", st, sp, H5P_DEFAULT, H5P_DEFAULT));
+    QD_H5_CHECK(H5Awrite(a, st, r->name));
+    QD_H5_CHECK(H5Aclose(a));
+    QD_H5_CHECK(H5Sclose(sp));
+    QD_H5_CHECK(H5Tclose(st));
+    attr_vec(g, "scale", QD_H5M_FLOAT32, r->scale, n);
+    attr_vec(g, "zero_point", QD_H5M_INT32, r->zero_point, n);
+    attr_vec(g, "lo", QD_H5M_FLOAT32, r->lo, n);
+    attr_vec(g, "hi", QD_H5M_FLOAT32, r->hi, n);
+    attr_vec(g, "min", QD_H5M_FLOAT32, r->min, n);
+    attr_vec(g, "max", QD_H5M_FLOAT32, r->max, n);
+    attr_vec(g, "count", QD_H5M_INT64, r->count, n);
+    /* static outlier channels: offsets into one list of channel indices; no list when no tensor
+     * has any */
+    if (r->out_off[n] > 0) {
+        attr_vec(g, "outlier_offsets", QD_H5M_INT32, r->out_off, n + 1);
+        attr_vec(g, "outlier_channels", QD_H5M_INT32, r->out_ch, r->out_off[n]);
+        attr_vec(g, "outlier_shift", QD_H5M_INT32, r->out_shift, n);
+        attr_vec(g, "outlier_zero_point", QD_H5M_INT32, r->out_zp, n);
+        attr_vec(g, "outlier_lo", QD_H5M_FLOAT32, r->out_lo, n);
+        attr_vec(g, "outlier_hi", QD_H5M_FLOAT32, r->out_hi, n);
+    }
+    QD_H5_CHECK(H5Gclose(g));
+}
+
+/* Rank 0 checks an existing partial file against the job before every rank reopens it. */
+static int check_resumable(const char *partial, const qd_h5m_header *h)
+{
+    qd_h5m *f = NULL;
+    const qd_h5m_open_opts o = {.flags = QD_H5M_PARTIAL};
+    int rc = qd_h5m_open(partial, &o, &f);
+    if (rc) return qd_err_wrap(rc, "--resume");
+    const qd_h5m_info *in = qd_h5m_info_of(f);
+    if (strcmp(in->quant_config, h->quant_config))
+        rc = qd_err_set(QD_EMISMATCH, "--resume: %s was written with other settings (%s; now %s)", partial,
+                        in->quant_config, h->quant_config);
+    else if (strcmp(in->source, h->source))
+        rc = qd_err_set(QD_EMISMATCH, "--resume: %s was written from another checkpoint (%s; now %s)", partial,
+                        in->source, h->source);
+    qd_h5m_close(f);
+    return rc;
+}
+
+int qd_h5m_create(MPI_Comm comm, const char *out, const qd_h5m_header *h, int resume, qd_h5m_writer **wout)
+{
+    *wout = NULL;
+    qd_h5m_writer *w = qd_xcalloc(1, sizeof *w);
+    w->comm = comm;
+    w->rank = qd_coll_rank(comm);
+    snprintf(w->out, sizeof w->out, "%s", out);
+    snprintf(w->partial, sizeof w->partial, "%s.partial", out);
+    w->file = w->tg = -1;
+    char msg[1024];
+    int st = resume && w->rank == 0 ? check_resumable(w->partial, h) : QD_OK;
+    if ((st = qd_coll_agree_msg(comm, st, msg, sizeof msg, NULL))) {
+        free(w);
+        return st;
+    }
+    hid_t fapl = QD_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS));
+    QD_H5_CHECK(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
+    /* metadata written collectively (every rank creates the same objects anyway) */
+    QD_H5_CHECK(H5Pset_coll_metadata_write(fapl, 1));
+    H5E_auto2_t efn;
+    void *edata;
+    H5Eget_auto2(H5E_DEFAULT, &efn, &edata);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    w->file =
+        resume ? H5Fopen(w->partial, H5F_ACC_RDWR, fapl) : H5Fcreate(w->partial, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Eset_auto2(H5E_DEFAULT, efn, edata);
+    QD_H5_CHECK(H5Pclose(fapl));
+    st = w->file < 0 ? qd_err_set(QD_EIO, "%s: cannot %s the output file", w->partial, resume ? "open" : "create")
+                     : QD_OK;
+    if ((st = qd_coll_agree_msg(comm, st, msg, sizeof msg, NULL))) {
+        if (w->file >= 0) H5Fclose(w->file);
+        free(w);
+        return st;
+    }
+    w->resumed = resume;
+    if (resume)
+        w->tg = QD_H5_CHECK(H5Gopen2(w->file, QD_H5M_TENSORS, H5P_DEFAULT));
+    else {
+        attr_str(w->file, "format", QD_H5M_FORMAT);
+        attr_i64(w->file, "format_version", QD_H5M_FORMAT_VERSION);
+        attr_str(w->file, "qdist_version", QD_VERSION);
+        attr_str(w->file, "arch", h->arch);
+        attr_str(w->file, "model_config", h->model_config);
+        attr_str(w->file, "quant_config", h->quant_config);
+        attr_str(w->file, "source", h->source);
+        attr_str(w->file, "calibration", h->calibration);
+        w->tg = QD_H5_CHECK(H5Gcreate2(w->file, QD_H5M_TENSORS, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    }
+    *wout = w;
+    return QD_OK;
+}
+
+int qd_h5m_declare(qd_h5m_writer *w, qd_h5m_record *r)
+{
+    w->t = qd_h5m__grow(w->t, w->n, &w->cap, sizeof *w->t);
+    wrec *x = &w->t[w->n];
+    memset(x, 0, sizeof *x);
+    x->r = *r;
+    for (int b = 0; b < 32; b++) x->ds[b] = -1;
+    const int resuming = H5Lexists(w->tg, r->name, H5P_DEFAULT) > 0;
+    if (resuming) {
+        x->g = QD_H5_CHECK(H5Gopen2(w->tg, r->name, H5P_DEFAULT));
+        r->complete = QD_H5_CHECK(H5Aexists(x->g, "complete")) > 0;
+        if (r->complete && r->kind == QD_H5M_QUANTIZED) {
+            hid_t a = QD_H5_CHECK(H5Aopen(x->g, "metrics", H5P_DEFAULT));
+            QD_H5_CHECK(H5Aread(a, H5T_NATIVE_DOUBLE, r->metrics));
+            QD_H5_CHECK(H5Aclose(a));
+            r->has_metrics = 1;
+        }
+        x->r = *r;
+    } else {
+        x->g = QD_H5_CHECK(H5Gcreate2(w->tg, r->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+        attr_str(x->g, "kind", qd_h5m_kind_name(r->kind));
+        if (r->sparsity[0]) {
+            attr_str(x->g, "sparsity", r->sparsity);
+            attr_str(x->g, "prune_method", r->prune_method);
+        }
+        attr_num(x->g, "shape", QD_H5M_INT64, r->shape, r->ndim);
+        attr_str(x->g, "orig_dtype", r->orig_dtype);
+        if (r->kind == QD_H5M_QUANTIZED) {
+            attr_str(x->g, "method", r->method);
+            attr_i64(x->g, "bits", r->bits);
+            attr_str(x->g, "granularity", qd_h5m_gran_name(r->gran));
+            attr_i64(x->g, "group_size", r->group_size);
+            attr_i64(x->g, "sym", r->sym);
+            attr_i64(x->g, "act_order", r->act_order);
+        }
+    }
+    /* its datasets, in table order */
+    for (int i = 0, b = 0; i < qd_h5m__nfields; i++) {
+        const qd_h5m_field *fd = &qd_h5m__fields[i];
+        if (fd->place != QD_H5M_TENSOR_DATASET) continue;
+        if (r->datasets >> b & 1u) {
+            int64_t dims[QD_H5M_MAX_DIMS];
+            int nd = fd->dims(r, dims);
+            x->ds[b] = resuming ? QD_H5_CHECK(H5Dopen2(x->g, fd->name, H5P_DEFAULT))
+                                : make_dset(x->g, fd->name, fd->type, nd, dims);
+        }
+        b++;
+    }
+    return w->n++;
+}
+
+void qd_h5m_write_rows(qd_h5m_writer *w, int ti, const char *dataset, int64_t r0, int64_t n, const void *values)
+{
+    QD_ASSERT(ti >= 0 && ti < w->n);
+    const int b = qd_h5m__ds_bit(dataset), i = qd_h5m_field_find(QD_H5M_TENSOR_DATASET, dataset);
+    QD_ASSERT(b >= 0 && i >= 0 && w->t[ti].ds[b] >= 0);
+    if (n <= 0) return;
+    hid_t d = w->t[ti].ds[b];
+    hid_t fs = QD_H5_CHECK(H5Dget_space(d));
+    int nd = QD_H5_CHECK(H5Sget_simple_extent_ndims(fs));
+    hsize_t dims[QD_H5M_MAX_DIMS], start[QD_H5M_MAX_DIMS] = {0};
+    QD_H5_CHECK(H5Sget_simple_extent_dims(fs, dims, NULL));
+    for (int k = 1; k < nd; k++)
+        if (dims[k] == 0) {
+            QD_H5_CHECK(H5Sclose(fs));
+            return;
+        }
+    start[0] = (hsize_t)r0;
+    dims[0] = (hsize_t)n;
+    QD_H5_CHECK(H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, dims, NULL));
+    hid_t ms = QD_H5_CHECK(H5Screate_simple(nd, dims, NULL));
+    QD_H5_CHECK(H5Dwrite(d, qd_h5m__mem_type(qd_h5m__fields[i].type), ms, fs, H5P_DEFAULT, values));
+    QD_H5_CHECK(H5Sclose(ms));
+    QD_H5_CHECK(H5Sclose(fs));
+}
+
+void qd_h5m_flush(qd_h5m_writer *w) { QD_H5_CHECK(H5Fflush(w->file, H5F_SCOPE_GLOBAL)); }
+
+void qd_h5m_mark_complete(qd_h5m_writer *w, int ti, const double *metrics)
+{
+    QD_ASSERT(ti >= 0 && ti < w->n);
+    wrec *x = &w->t[ti];
+    if (x->r.kind == QD_H5M_QUANTIZED && metrics) {
+        attr_num(x->g, "metrics", QD_H5M_FLOAT64, metrics, QD_H5M_NMETRICS);
+        attr_str(x->g, "metrics_names", QD_H5M_METRICS_NAMES);
+    }
+    attr_i64(x->g, "complete", 1);
+}
+
+static void close_all(qd_h5m_writer *w)
+{
+    for (int i = 0; i < w->n; i++) {
+        for (int b = 0; b < 32; b++)
+            if (w->t[i].ds[b] >= 0) QD_H5_CHECK(H5Dclose(w->t[i].ds[b]));
+        QD_H5_CHECK(H5Gclose(w->t[i].g));
+    }
+    QD_H5_CHECK(H5Gclose(w->tg));
+    QD_H5_CHECK(H5Fclose(w->file));
+    free(w->t);
+}
+
+int qd_h5m_finish(qd_h5m_writer *w, const qd_h5m_run *run)
+{
+    /* run bookkeeping (differs between runs): its own group, excluded when comparing files;
+     * rank 0's clock for the values that differ between ranks */
+    hid_t g = QD_H5_CHECK(H5Gcreate2(w->file, QD_H5M_RUN, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    char when[64];
+    snprintf(when, sizeof when, "%s", run->created);
+    double secs = run->seconds;
+    qd_coll_bcast(w->comm, when, sizeof when, 0);
+    qd_coll_bcast(w->comm, &secs, sizeof secs, 0);
+    attr_str(g, "created", when);
+    attr_i64(g, "ranks", run->ranks);
+    attr_str(g, "shard", run->shard);
+    attr_i64(g, "resumed_tensors", run->resumed_tensors);
+    attr_num(g, "seconds", QD_H5M_FLOAT64, &secs, 1);
+    QD_H5_CHECK(H5Gclose(g));
+    attr_str(w->file, "status", QD_H5M_STATUS_COMPLETE);
+    close_all(w);
+    qd_coll_barrier(w->comm);
+    int st = QD_OK;
+    if (w->rank == 0 && rename(w->partial, w->out) != 0)
+        st = qd_err_set(QD_EIO, "cannot rename %s to %s", w->partial, w->out);
+    char msg[1024];
+    st = qd_coll_agree_msg(w->comm, st, msg, sizeof msg, NULL);
+    free(w);
+    return st;
+}
+
+void qd_h5m_abandon(qd_h5m_writer *w)
+{
+    close_all(w);
+    qd_coll_barrier(w->comm);
+    free(w);
+}

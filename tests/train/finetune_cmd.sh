@@ -1,0 +1,73 @@
+#!/bin/sh
+# qdist finetune end to end on vit-mnist-tiny (small: 48-96 MNIST images, a few steps each):
+#  - 1, 2, 3 and 4 ranks write bit-identical weights (full fine-tuning, new head, partial batch);
+#  - SIGTERM on 2 ranks (exit 3, checkpoint), --resume on 4 ranks: identical to an
+#    uninterrupted 1-rank run; --resume with other settings is refused;
+#  - the result loads as a checkpoint (qdist quantize);
+#  - QAT from a 4-bit RTN file writes a qdist model with method "lsq" that qdist eval runs;
+#    QAT starts exactly at its source; scale-only keeps every code of its source and changes
+#    scales;
+#  - bad input: usage errors exit 2, data errors exit 1 naming the file.
+set -eu
+Q=${QDIST:?QDIST is not set}
+M=${QD_MODELS_DIR:?QD_MODELS_DIR is not set}
+VIT=$M/vit-mnist-tiny
+IMG=$M/data/mnist/t10k-images-idx3-ubyte.gz
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+A="--model $VIT --data $IMG --data-range 0:50 --head 10 --batch 12 --epochs 1 --lr 1e-3 --seed 3 --quiet"
+
+for n in 1 2 3 4; do
+  mpirun -n $n "$Q" finetune $A --out "$T/r$n" || fail "finetune on $n ranks"
+done
+cmp "$T/r1/model.safetensors" "$T/r2/model.safetensors" || fail "2 ranks differ from 1"
+cmp "$T/r1/model.safetensors" "$T/r3/model.safetensors" || fail "3 ranks differ from 1"
+cmp "$T/r1/model.safetensors" "$T/r4/model.safetensors" || fail "4 ranks differ from 1"
+cmp -s "$T/r1/model.safetensors" "$VIT/model.safetensors" && fail "the weights did not change"
+grep -q '"num_labels":[[:space:]]*10' "$T/r1/config.json" || fail "config.json lacks num_labels"
+echo "ok: 1, 2, 3, 4 ranks identical"
+
+# interrupted and resumed on another rank count
+B="--model $VIT --data $IMG --data-range 0:96 --batch 4 --epochs 2 --lr 1e-4 --seed 5"
+"$Q" finetune $B --quiet --out "$T/full" || fail "uninterrupted run"
+# SIGTERM on rank 0 after step 5 (the hook raises it there)
+rc=0
+QD_FAULT_SIGNAL_AFTER=5 mpirun -n 2 "$Q" finetune $B --out "$T/int" >"$T/int.log" 2>&1 || rc=$?
+[ $rc = 3 ] || { cat "$T/int.log"; fail "SIGTERM: exit $rc, expected 3"; }
+[ -f "$T/int/checkpoint.safetensors" ] || fail "no checkpoint after SIGTERM"
+rc=0
+"$Q" finetune $B --lr 2e-4 --quiet --out "$T/int" --resume 2>"$T/err" || rc=$?
+[ $rc = 1 ] && grep -q "other settings" "$T/err" || fail "resume with another --lr: exit $rc, $(cat "$T/err")"
+mpirun -n 4 "$Q" finetune $B --quiet --out "$T/int" --resume || fail "resume"
+cmp "$T/full/model.safetensors" "$T/int/model.safetensors" || fail "resumed run differs"
+[ ! -f "$T/int/checkpoint.safetensors" ] || fail "checkpoint left after completion"
+echo "ok: SIGTERM + resume identical"
+
+"$Q" quantize --model "$T/r1" --out "$T/r1.h5" --quiet || fail "quantize the fine-tuned model"
+
+# QAT and scale-only from a 4-bit file
+"$Q" quantize --model "$VIT" --out "$T/q4.h5" --bits 4 --asym --quiet
+C="--model $VIT --data $IMG --data-range 0:48 --batch 16 --epochs 1 --lr 1e-4 --quiet"
+mpirun -n 2 "$Q" finetune $C --qat "$T/q4.h5" --distill 0.5 --out "$T/qat.h5" || fail "qat"
+"$Q" inspect "$T/qat.h5" | grep -q "lsq" || fail "qat file: method lsq"
+"$Q" eval --model "$VIT" --quantized "$T/qat.h5" --data "$IMG" --n 20 --batch 20 --fake-quant >/dev/null || fail "eval qat"
+"$Q" finetune $C --scale-only "$T/q4.h5" --out "$T/so.h5" || fail "scale-only"
+L=vit.encoder.layer.2.intermediate.dense.weight
+h5diff "$T/q4.h5" "$T/so.h5" "/tensors/$L/qweight" "/tensors/$L/qweight" || fail "scale-only changed codes"
+h5diff -q "$T/q4.h5" "$T/so.h5" "/tensors/$L/scales" "/tensors/$L/scales" && fail "scale-only left the scales"
+# QAT starts exactly at its source: a step of 1e-12 changes no code
+"$Q" finetune $C --qat "$T/q4.h5" --max-steps 1 --lr 1e-12 --out "$T/q0.h5" || fail "qat, 1 step"
+h5diff "$T/q4.h5" "$T/q0.h5" "/tensors/$L/qweight" "/tensors/$L/qweight" || fail "qat does not start at its source"
+echo "ok: qat, scale-only"
+
+# errors
+rc=0; "$Q" finetune --model "$VIT" --data "$IMG" --out "$T/x" --head 1 2>/dev/null || rc=$?
+[ $rc = 2 ] || fail "--head 1: exit $rc"
+rc=0; "$Q" finetune --model "$VIT" --data "$T/nope.gz" --out "$T/x" 2>"$T/err" || rc=$?
+[ $rc = 1 ] && grep -q "nope.gz" "$T/err" || fail "missing data: exit $rc, $(cat "$T/err")"
+rc=0; "$Q" finetune --model "$VIT" --data "$IMG" --data-range 0:20 --head 5 --out "$T/x" 2>"$T/err" || rc=$?
+[ $rc = 1 ] && grep -q "classes" "$T/err" || fail "labels beyond the head: exit $rc, $(cat "$T/err")"
+rc=0; "$Q" finetune $C --out "$T/x.h5" 2>/dev/null || rc=$?
+[ $rc = 2 ] || fail ".h5 without --qat: exit $rc"
+echo "ok: errors"

@@ -1,0 +1,743 @@
+/* worker/calib_job.c — calibration and the calibrated methods over the job's ranks (see
+ * calib_job.h). */
+#include "worker/calib_job.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "collective/collective.h"
+#include "model/calib.h"
+#include "model/calib_data.h"
+#include "worker/calib_run.h"
+
+void qd_calib_results_free(qd_calib_results *r)
+{
+    if (!r || !r->t) return;
+    for (int i = 0; i < r->n; i++) {
+        free(r->t[i].codes);
+        free(r->t[i].scales);
+        free(r->t[i].zeros);
+        free(r->t[i].g_idx);
+        free(r->t[i].mask);
+        free(r->t[i].fweight);
+    }
+    free(r->t);
+    free(r->calibration_json);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---- the input rows kept for methods that learn from them ----------------------------------- */
+
+/* Methods that need the input rows (QD_NEEDS_ROWS: AdaRound's mini-batch form) get X [nrows][in]
+ * per input group: the real (unpadded) tokens of all samples in sample order, micro-batch after
+ * micro-batch, so that X is the same for any number of ranks. The hook copies each call's real
+ * rows to fill[group] and advances it; `inner` (the statistics) runs first. */
+typedef struct {
+    qd_model_hooks inner;
+    float **X;     /* model group -> [nrows][in], or NULL when not kept */
+    int64_t *fill; /* model group -> rows written */
+    int64_t nrows; /* real tokens of all samples */
+} rowtap;
+
+static int tap_input(void *user, const qd_model *m, int li, const float *X, int64_t rows, const uint8_t *valid)
+{
+    rowtap *t = user;
+    if (t->inner.linear_input) {
+        int rc = t->inner.linear_input(t->inner.user, m, li, X, rows, valid);
+        if (rc) return rc;
+    }
+    const qd_linear *L = qd_model_linear(m, li);
+    float *dst = t->X[L->input_group];
+    if (!dst) return QD_OK;
+    int64_t *f = &t->fill[L->input_group];
+    for (int64_t r = 0; r < rows; r++) {
+        if (valid && !valid[r]) continue;
+        QD_ASSERT_LT(*f, t->nrows);
+        memcpy(dst + *f * L->in, X + r * L->in, (size_t)L->in * sizeof(float));
+        (*f)++;
+    }
+    return QD_OK;
+}
+
+/* ---- state shared by the phases ------------------------------------------------------------ */
+
+typedef struct {
+    const qd_job_config *cfg;
+    MPI_Comm comm;
+    int rank, size, progress;
+    qd_checkpoint *ck;
+    const qd_job_tensor *jt;
+    qd_model *m;
+    int *lin_tensor; /* model linear -> checkpoint tensor index, or -1 */
+    int *tensor_lin; /* checkpoint tensor -> model linear, or -1 */
+    float **dq;      /* model linear -> dequantized weight while its block is advanced */
+    int T;           /* tokens per item (for the per-item products) */
+    qd_calib_results *res;
+    /* the last prepared state: query, key and value share their input (same H), so with the same
+     * method and options they share it */
+    const qd_method_def *prep_def;
+    void *prep;
+    int prep_group;
+    qd_method_opts prep_opts;
+    rowtap tap; /* the rows of the groups in hand */
+} gjob;
+
+/* Whether tensor ti's method learns from the input rows rather than through H. */
+static int rows_kept(const gjob *g, int ti) { return qd_job_needs(g->cfg, &g->jt[ti]) == QD_NEEDS_ROWS; }
+
+/* Keeps the rows of input group gi: allocates X [nrows][in]. QD_OK or QD_ENOMEM. */
+static int tap_keep(gjob *g, int gi)
+{
+    const qd_linear *L = qd_model_linear(g->m, qd_model_group_first(g->m, gi));
+    g->tap.fill[gi] = 0;
+    g->tap.X[gi] = malloc((size_t)g->tap.nrows * (size_t)L->in * sizeof(float));
+    if (!g->tap.X[gi])
+        return qd_err_set(QD_ENOMEM, "AdaRound --batch: out of memory for the %lld calibration rows of '%s' (%.1f MB)",
+                          (long long)g->tap.nrows, L->name, (double)g->tap.nrows * L->in * 4e-6);
+    return QD_OK;
+}
+
+static void tap_release(gjob *g)
+{
+    for (int gi = 0; gi < qd_model_num_groups(g->m); gi++) {
+        free(g->tap.X[gi]);
+        g->tap.X[gi] = NULL;
+    }
+}
+
+static int agree(gjob *g, int rc) { return qd_coll_agree_status(g->comm, rc); }
+
+/* Replacement products with the dequantized weights, one sgemm per item as model/forward.c. */
+static int apply_dq(void *user, const qd_model *m, int li, const float *X, int64_t rows, float *Y)
+{
+    gjob *g = user;
+    if (!g->dq[li]) return 0;
+    const qd_linear *L = qd_model_linear(m, li);
+    for (int64_t r = 0; r < rows; r += g->T)
+        qd_linear_f32(X + r * L->in, QD_MIN(g->T, rows - r), L->in, g->dq[li], L->b, L->out, Y + r * L->out);
+    return 1;
+}
+
+/* ---- one tensor: its units, its results ----------------------------------------------------- */
+
+/* The method's prepared state for tensor ti's input group: the last one when it serves. */
+static int prepared(gjob *g, const qd_method_def *def, const qd_method_opts *o, int group, const qd_layer_stats *s,
+                    void **prep)
+{
+    *prep = NULL;
+    if (!def->prepare) return QD_OK;
+    if (g->prep && g->prep_def == def && g->prep_group == group && def->same_prep(&g->prep_opts, o)) {
+        *prep = g->prep;
+        return QD_OK;
+    }
+    if (g->prep) g->prep_def->release(g->prep);
+    g->prep = NULL;
+    int rc = def->prepare(o, s, prep);
+    if (rc) return rc;
+    g->prep = *prep;
+    g->prep_def = def;
+    g->prep_group = group;
+    g->prep_opts = *o;
+    return QD_OK;
+}
+
+/* The units of tensor ti that this rank owns, through its method: owner(u) is owner_fixed, or
+ * unit u round-robin after *unit_counter units of the block. H: the input's Hessian where this
+ * rank needs it; the rows come from g->tap. */
+static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter, int owner_fixed)
+{
+    const qd_job_tensor *j = &g->jt[ti];
+    qd_calib_result *r = &g->res->t[ti];
+    const char *name = qd_ckpt_tensor(g->ck, ti)->name;
+    const qd_method_def *def = qd_job_method(j);
+    qd_method_opts o;
+    qd_job_method_opts(g->cfg, j, &o);
+    const int64_t R = j->rows, C = j->cols, U = QD_CALIB_UNIT_ROWS;
+    const int64_t nunits = (R + U - 1) / U;
+    int any = 0; /* does this rank own any unit? prepare only then */
+    for (int64_t u = 0; u < nunits; u++)
+        any |= (owner_fixed >= 0 ? owner_fixed : (int)((*unit_counter + u) % g->size)) == g->rank;
+    const int group = qd_model_linear(g->m, g->tensor_lin[ti])->input_group;
+    const qd_layer_stats s = {.cols = C, .H = H, .X = rows_kept(g, ti) ? g->tap.X[group] : NULL, .N = g->tap.nrows};
+    void *prep = NULL;
+    int rc = any ? prepared(g, def, &o, group, &s, &prep) : QD_OK;
+    if (rc) {
+        qd_err_wrap(rc, "tensor '%s': ", name);
+        *unit_counter += nunits;
+        return rc;
+    }
+    float *W = any ? malloc((size_t)(U * C) * sizeof(float)) : NULL;
+    if (any && !W) rc = qd_err_set(QD_ENOMEM, "tensor '%s': out of memory", name);
+    for (int64_t u = 0; u < nunits && !rc; u++) {
+        if ((owner_fixed >= 0 ? owner_fixed : (int)((*unit_counter + u) % g->size)) != g->rank) continue;
+        const int64_t r0 = u * U, n = QD_MIN(U, R - r0);
+        if ((rc = qd_ckpt_read_rows_f32(g->ck, ti, r0, n, W))) break;
+        QD_ASSERT(s.X || !rows_kept(g, ti));
+        qd_unit_out out = {.codes = r->codes + r0 * C,
+                           .scales = r->scales + r0 * r->ng,
+                           .zeros = r->zeros + r0 * r->ng,
+                           .mask = r->mask ? r->mask + r0 * C : NULL};
+        if ((rc = def->quantize(&o, &s, prep, W, n, &out))) {
+            qd_err_wrap(rc, "tensor '%s' rows [%lld, %lld): ", name, (long long)r0, (long long)(r0 + n));
+            break;
+        }
+        if (out.damp_used > r->damp_used) r->damp_used = out.damp_used;
+        r->dead_columns = out.dead_columns;
+        if (r->fweight) /* prune-only: +0 for every zero, the all-reduce adds the other ranks' zeros */
+            for (int64_t i = 0; i < n * C; i++) r->fweight[r0 * C + i] = W[i] == 0.0f ? 0.0f : W[i];
+    }
+    *unit_counter += nunits;
+    free(W);
+    return rc; /* the prepared state stays in g->prep for the next tensor with the same input */
+}
+
+/* Gather tensor ti's results on every rank: units not owned are zero, so sums (and ORs) of the
+ * ranks' arrays are the owners' values. */
+static void allgather_result(gjob *g, int ti)
+{
+    qd_calib_result *r = &g->res->t[ti];
+    const int64_t nc = r->rows * r->cols, ns = r->rows * r->ng;
+    qd_coll_merge_u8(g->comm, r->codes, nc);
+    if (r->mask) qd_coll_merge_u8(g->comm, r->mask, nc);
+    if (r->fweight) qd_coll_merge_floats(g->comm, r->fweight, nc); /* one owner per row, others exact zeros */
+    qd_coll_merge_floats(g->comm, r->scales, ns);
+    qd_coll_merge_i32(g->comm, r->zeros, ns);
+    double d[2] = {r->damp_used, (double)r->dead_columns};
+    qd_coll_allreduce_doubles(g->comm, d, 2, QD_COLL_MAX);
+    r->damp_used = d[0];
+    r->dead_columns = (int64_t)d[1];
+}
+
+/* Whether tensor ti's method may record a column order (it needs the input's H on every rank). */
+static int wants_g_idx(const gjob *g, int ti) { return g->cfg->act_order && qd_job_method(&g->jt[ti])->g_idx; }
+
+/* The column order of tensor ti from H (the same on every rank), when its method reorders. */
+static void compute_g_idx(gjob *g, int ti, const float *H)
+{
+    qd_calib_result *r = &g->res->t[ti];
+    qd_method_opts o;
+    qd_job_method_opts(g->cfg, &g->jt[ti], &o);
+    const qd_layer_stats s = {.cols = r->cols, .H = H};
+    int32_t *gi = qd_xmalloc((size_t)r->cols * sizeof(int32_t));
+    if (qd_job_method(&g->jt[ti])->g_idx(&o, &s, gi))
+        r->g_idx = gi;
+    else
+        free(gi);
+}
+
+static float *dequantize_result(const qd_calib_result *r, const qd_job_tensor *j)
+{
+    float *W = malloc((size_t)(r->rows * r->cols) * sizeof(float));
+    if (!W) return NULL;
+    if (r->fweight) {
+        memcpy(W, r->fweight, (size_t)(r->rows * r->cols) * sizeof(float));
+        return W;
+    }
+    const int64_t G = qd_scheme_group_cols(&j->scheme, r->cols);
+    qd_qparams p = {.rows = r->rows,
+                    .cols = r->cols,
+                    .ngroups = r->ng,
+                    .group_size = G,
+                    .bits = j->scheme.bits,
+                    .sym = j->scheme.sym,
+                    .gran = G < r->cols ? QD_GRAN_GROUP : QD_GRAN_CHANNEL,
+                    .scales = r->scales,
+                    .zeros = r->zeros};
+    qd_dequantize(r->codes, &p, r->g_idx, W);
+    return W;
+}
+
+/* Owners of a block's tensors: with at least as many tensors as ranks, whole tensors go to ranks
+ * by longest-processing-time on their methods' balance cost (GPTQ: the O(C^3) factorization, once
+ * per shared input, plus 2 R C^2, so no factorization is repeated; AdaRound: its steps with the
+ * job's iterations and batch); otherwise -1 (row units round-robin over all ranks).
+ * Deterministic: the same on every rank; results do not depend on it. */
+static void assign_owners(gjob *g, const int *lins, int n, int *owner)
+{
+    if (g->size == 1 || n < g->size) {
+        for (int i = 0; i < n; i++) owner[i] = g->size == 1 ? 0 : -1;
+        return;
+    }
+    double cost[64], load[1024] = {0};
+    int order[64];
+    QD_ASSERT(n <= 64 && g->size <= 1024);
+    for (int i = 0; i < n; i++) {
+        const qd_linear *L = qd_model_linear(g->m, lins[i]);
+        const qd_job_tensor *j = &g->jt[g->lin_tensor[lins[i]]];
+        const qd_method_def *def = qd_job_method(j);
+        qd_method_opts o;
+        qd_job_method_opts(g->cfg, j, &o);
+        order[i] = i;
+        /* the previous tensor prepared the same input's state */
+        const int shared = i > 0 && def->prepare && qd_model_linear(g->m, lins[i - 1])->input_group == L->input_group &&
+                           qd_job_method(&g->jt[g->lin_tensor[lins[i - 1]]]) == def;
+        cost[i] = def->balance_cost ? def->balance_cost(L->out, L->in, shared, &o) : def->cost(L->out, L->in, &o);
+    }
+    for (int i = 1; i < n; i++) /* stable insertion sort by descending cost */
+        for (int j = i; j > 0 && cost[order[j]] > cost[order[j - 1]]; j--) {
+            int t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    for (int i = 0; i < n; i++) {
+        int best = 0;
+        for (int r = 1; r < g->size; r++)
+            if (load[r] < load[best]) best = r;
+        owner[order[i]] = best;
+        load[best] += cost[order[i]];
+    }
+}
+
+/* H of input group gi from the statistics into *H (kept while the group stays the same). */
+static int hessian(qd_calib *stats, int gi, float **H, int *Hgroup)
+{
+    if (*Hgroup == gi) return QD_OK;
+    qd_calib_group *cg = qd_calib_find(stats, gi);
+    free(*H);
+    *H = malloc((size_t)cg->in * (size_t)cg->in * sizeof(float));
+    *Hgroup = gi;
+    return *H ? qd_calib_hessian_f32(cg, *H) : qd_err_set(QD_ENOMEM, "out of memory for a Hessian");
+}
+
+/* ---- sequential mode ------------------------------------------------------------------------ */
+
+/* This rank's samples (micro-batches rank, rank + size, ...), embedded once and advanced block
+ * by block through the blocks as quantized. */
+typedef struct {
+    int N, mb, T, nmb, nloc;
+    int64_t slot;    /* floats of one micro-batch's residual stream */
+    float *hs;       /* [nloc][slot] */
+    float *scratch;  /* [slot] */
+    qd_batch *bat;   /* [nloc] shapes and masks */
+    int need_rows;   /* some tensor's method learns from the input rows */
+    int64_t *mb_off; /* [nmb + 1] where each micro-batch's real tokens start in the rows */
+} seqstate;
+
+/* Embeds this rank's samples; later blocks need only the shape and the mask. */
+static int seq_embed(gjob *g, qd_calib_data *data, seqstate *q)
+{
+    const qd_model_config *c = qd_model_cfg(g->m);
+    q->N = qd_calib_data_count(data);
+    q->mb = g->cfg->microbatch;
+    q->T = qd_calib_data_tokens(data);
+    q->nmb = (q->N + q->mb - 1) / q->mb;
+    /* micro-batch i belongs to rank i % size: samples are sorted by length, so a contiguous split
+     * would give rank 0 all the long ones */
+    q->nloc = g->rank < q->nmb ? (q->nmb - g->rank + g->size - 1) / g->size : 0;
+    q->slot = (int64_t)q->mb * q->T * c->hidden;
+    q->hs = malloc((size_t)(q->nloc > 0 ? q->nloc : 1) * (size_t)q->slot * sizeof(float));
+    q->scratch = malloc((size_t)q->slot * sizeof(float));
+    q->bat = qd_xcalloc((size_t)(q->nloc > 0 ? q->nloc : 1), sizeof *q->bat);
+    int rc = q->hs && q->scratch
+                 ? QD_OK
+                 : qd_err_set(QD_ENOMEM, "calibration: out of memory for %d samples' activations", q->N);
+    for (int j = 0; j < q->nloc && !rc; j++) {
+        const int i = g->rank + j * g->size, first = i * q->mb, n = QD_MIN(q->mb, q->N - first);
+        qd_batch b;
+        if ((rc = qd_calib_data_batch(data, first, n, &b))) break;
+        if ((rc = qd_model_embed(g->m, &b, q->hs + (int64_t)j * q->slot))) break;
+        /* the shape and a copy of the mask (the data's batch buffers are reused) */
+        int32_t *mk = NULL;
+        if (b.mask) {
+            mk = qd_xmalloc((size_t)n * (size_t)b.T * sizeof *mk);
+            memcpy(mk, b.mask, (size_t)n * (size_t)b.T * sizeof *mk);
+        }
+        q->bat[j] = (qd_batch){.B = n, .T = b.T, .mask = mk};
+    }
+    return agree(g, rc);
+}
+
+/* For methods that learn from the input rows: where each micro-batch's real tokens start in the
+ * rows X, from every rank's micro-batches. */
+static void seq_row_offsets(gjob *g, seqstate *q)
+{
+    for (int li = 0; li < qd_model_num_linears(g->m); li++)
+        q->need_rows |= g->lin_tensor[li] >= 0 && rows_kept(g, g->lin_tensor[li]);
+    if (!q->need_rows) return;
+    q->mb_off = qd_xcalloc((size_t)q->nmb + 1, sizeof *q->mb_off);
+    for (int j = 0; j < q->nloc; j++) {
+        int64_t cnt = (int64_t)q->bat[j].B * q->bat[j].T;
+        if (q->bat[j].mask) {
+            cnt = 0;
+            for (int64_t t = 0; t < (int64_t)q->bat[j].B * q->bat[j].T; t++) cnt += q->bat[j].mask[t] != 0;
+        }
+        q->mb_off[g->rank + j * g->size + 1] = cnt;
+    }
+    qd_coll_sum_i64(g->comm, q->mb_off, q->nmb + 1);
+    for (int i = 0; i < q->nmb; i++) q->mb_off[i + 1] += q->mb_off[i];
+    QD_ASSERT_EQ(q->mb_off[q->nmb], g->tap.nrows);
+}
+
+/* The input groups of block k with a calibrated tensor; returns whether there is any. */
+static int seq_select(gjob *g, int k, uint8_t *sel)
+{
+    int any = 0;
+    for (int gi = 0; gi < qd_model_num_groups(g->m); gi++) {
+        sel[gi] = 0;
+        for (int li = 0; li < qd_model_num_linears(g->m); li++) {
+            const qd_linear *L = qd_model_linear(g->m, li);
+            if (L->layer == k && L->input_group == gi && g->lin_tensor[li] >= 0) sel[gi] = 1;
+        }
+        any |= sel[gi];
+    }
+    return any;
+}
+
+/* The statistics of block k's selected groups over every rank's samples (two passes: absmax,
+ * then the exact sums), and the input rows of the groups whose methods learn from them, every
+ * micro-batch's broadcast from the rank that ran it. */
+static int seq_calibrate(gjob *g, seqstate *q, int k, const uint8_t *sel, qd_calib **stats_out)
+{
+    const int ng = qd_model_num_groups(g->m), Hd = qd_model_cfg(g->m)->hidden;
+    qd_calib *stats = NULL;
+    int rc = qd_calib_new(g->m, sel, &stats);
+    for (int li = 0; li < qd_model_num_linears(g->m) && !rc; li++) {
+        const qd_linear *L = qd_model_linear(g->m, li);
+        if (L->layer == k && g->lin_tensor[li] >= 0 && rows_kept(g, g->lin_tensor[li]) && !g->tap.X[L->input_group])
+            rc = tap_keep(g, L->input_group);
+    }
+    rc = agree(g, rc);
+    qd_model_hooks hk = stats ? qd_calib_hooks(stats) : (qd_model_hooks){0};
+    qd_model_hooks tk = {.user = &g->tap, .linear_input = tap_input};
+    g->tap.inner = hk;
+    for (int pass = 0; pass < 2 && !rc; pass++) {
+        for (int j = 0; j < q->nloc && !rc; j++) {
+            const int i = g->rank + j * g->size;
+            memcpy(q->scratch, q->hs + (int64_t)j * q->slot,
+                   (size_t)((int64_t)q->bat[j].B * q->bat[j].T * Hd) * sizeof(float));
+            if (pass == 1 && q->need_rows) { /* the statistics, and the rows at the micro-batch's place */
+                for (int gi = 0; gi < ng; gi++) g->tap.fill[gi] = q->mb_off[i];
+                rc = qd_model_block(g->m, k, &q->bat[j], q->scratch, &tk);
+                for (int gi = 0; gi < ng && !rc; gi++)
+                    if (g->tap.X[gi]) QD_ASSERT_EQ(g->tap.fill[gi], q->mb_off[i + 1]);
+            } else
+                rc = qd_model_block(g->m, k, &q->bat[j], q->scratch, &hk);
+        }
+        if ((rc = agree(g, rc))) break;
+        qd_calib_allreduce(g->comm, stats);
+        if (pass == 0) qd_calib_begin_accumulate(stats);
+    }
+    for (int gi = 0; gi < ng && !rc; gi++) {
+        if (!g->tap.X[gi]) continue;
+        const int64_t in = qd_model_linear(g->m, qd_model_group_first(g->m, gi))->in;
+        for (int i = 0; i < q->nmb; i++)
+            qd_coll_bcast(g->comm, g->tap.X[gi] + q->mb_off[i] * in,
+                          (size_t)((q->mb_off[i + 1] - q->mb_off[i]) * in) * sizeof(float), i % g->size);
+    }
+    *stats_out = stats;
+    return rc;
+}
+
+/* Block k's tensors: every rank does its share without waiting (whole tensors by LPT on their
+ * cost when there are at least as many tensors as ranks, else row units round-robin), then one
+ * agreement, then the results are gathered and the block's weights dequantized for the next
+ * step. *nt: tensors quantized. */
+static int seq_quantize(gjob *g, int k, qd_calib *stats, int64_t *unit_counter, int *nt)
+{
+    int bt[QD_LIN_PER_BLOCK * 4], nbt = 0, owner[QD_LIN_PER_BLOCK * 4];
+    for (int li = 0; li < qd_model_num_linears(g->m) && nbt < (int)QD_ARRAY_LEN(bt); li++)
+        if (qd_model_linear(g->m, li)->layer == k && g->lin_tensor[li] >= 0) bt[nbt++] = li;
+    assign_owners(g, bt, nbt, owner);
+    float *H = NULL;
+    int Hgroup = -1, rc = QD_OK;
+    for (int b = 0; b < nbt && !rc; b++) {
+        const int ti = g->lin_tensor[bt[b]];
+        const int need_h = (owner[b] < 0 || owner[b] == g->rank) && !rows_kept(g, ti);
+        if (need_h) rc = hessian(stats, qd_model_linear(g->m, bt[b])->input_group, &H, &Hgroup);
+        if (!rc) rc = quantize_units(g, ti, need_h ? H : NULL, unit_counter, owner[b]);
+    }
+    rc = agree(g, rc);
+    tap_release(g);
+    *nt = 0;
+    for (int b = 0; b < nbt && !rc; b++) {
+        const int ti = g->lin_tensor[bt[b]];
+        allgather_result(g, ti);
+        if (wants_g_idx(g, ti)) { /* the column order from diag H, on every rank */
+            rc = hessian(stats, qd_model_linear(g->m, bt[b])->input_group, &H, &Hgroup);
+            if (!rc) compute_g_idx(g, ti, H);
+        }
+        g->dq[bt[b]] = dequantize_result(&g->res->t[ti], &g->jt[ti]);
+        QD_ASSERT(g->dq[bt[b]]);
+        (*nt)++;
+    }
+    free(H);
+    return rc;
+}
+
+/* Advances this rank's residual streams through block k as quantized. */
+static int seq_advance(gjob *g, seqstate *q, int k)
+{
+    qd_model_hooks adv = {.user = g, .linear_apply = apply_dq};
+    int rc = QD_OK;
+    for (int j = 0; j < q->nloc && !rc; j++) {
+        g->T = q->bat[j].T; /* the per-item products of apply_dq */
+        rc = qd_model_block(g->m, k, &q->bat[j], q->hs + (int64_t)j * q->slot, &adv);
+    }
+    rc = agree(g, rc);
+    for (int li = 0; li < qd_model_num_linears(g->m); li++) {
+        if (qd_model_linear(g->m, li)->last_layer > k) continue; /* shared weights a later block runs */
+        free(g->dq[li]);
+        g->dq[li] = NULL;
+    }
+    return rc;
+}
+
+static int run_sequential(gjob *g, qd_calib_data *data)
+{
+    const qd_model_config *c = qd_model_cfg(g->m);
+    seqstate q = {0};
+    int rc = seq_embed(g, data, &q);
+    if (!rc) seq_row_offsets(g, &q);
+    uint8_t *sel = qd_xmalloc((size_t)qd_model_num_groups(g->m));
+    int64_t unit_counter = 0;
+    for (int k = 0; k < c->layers && !rc; k++) {
+        const double t0 = qd_now();
+        if (seq_select(g, k, sel)) {
+            qd_calib *stats = NULL;
+            rc = seq_calibrate(g, &q, k, sel, &stats);
+            const double t_cal = qd_now() - t0;
+            int nt = 0;
+            if (!rc) rc = seq_quantize(g, k, stats, &unit_counter, &nt);
+            qd_calib_free(stats);
+            if (g->progress && g->rank == 0 && !rc)
+                printf("calibrated: block %d/%d: %d tensors, calibration %.2f s, quantization %.2f s\n", k + 1,
+                       c->layers, nt, t_cal, qd_now() - t0 - t_cal);
+        }
+        if (!rc) rc = seq_advance(g, &q, k);
+        if (g->progress && g->rank == 0) fflush(stdout);
+    }
+    tap_release(g);
+    free(q.mb_off);
+    free(sel);
+    free(q.hs);
+    free(q.scratch);
+    for (int j = 0; j < q.nloc; j++) free((void *)q.bat[j].mask);
+    free(q.bat);
+    return rc;
+}
+
+/* ---- fp mode -------------------------------------------------------------------------------- */
+
+/* One pipelined calibration of the FP32 model: each rank the statistics of its blocks' groups,
+ * and the input rows of those whose methods learn from them (every micro-batch passes this
+ * rank's blocks in order, so they arrive in sample order). */
+static int fp_calibrate(gjob *g, qd_calib_data *data, qd_calib **stats_out)
+{
+    const int ng = qd_model_num_groups(g->m), nl = qd_model_num_linears(g->m);
+    uint8_t *want = qd_xcalloc((size_t)ng, 1), *sel = qd_xmalloc((size_t)ng);
+    for (int li = 0; li < nl; li++)
+        if (g->lin_tensor[li] >= 0) want[qd_model_linear(g->m, li)->input_group] = 1;
+    qd_calib_rank_groups(g->m, want, QD_CALIB_PIPELINE, g->rank, g->size, sel);
+    qd_calib *stats = NULL;
+    int rc = qd_calib_new(g->m, sel, &stats), need_rows = 0;
+    for (int li = 0; li < nl && !rc; li++) {
+        const qd_linear *L = qd_model_linear(g->m, li);
+        if (g->lin_tensor[li] >= 0 && sel[L->input_group] && rows_kept(g, g->lin_tensor[li]) &&
+            !g->tap.X[L->input_group]) {
+            rc = tap_keep(g, L->input_group);
+            need_rows = 1;
+        }
+    }
+    rc = agree(g, rc);
+    if (!rc) {
+        qd_model_hooks tk = {.user = &g->tap, .linear_input = tap_input};
+        qd_calib_opts o = {.mode = QD_CALIB_PIPELINE,
+                           .microbatch = g->cfg->microbatch,
+                           .quiet = !g->progress,
+                           .tap = need_rows ? &tk : NULL};
+        rc = qd_calib_run(g->comm, g->m, data, &o, stats);
+        for (int gi = 0; gi < ng && !rc; gi++)
+            if (g->tap.X[gi]) QD_ASSERT_EQ(g->tap.fill[gi], g->tap.nrows);
+    }
+    free(want);
+    free(sel);
+    *stats_out = stats;
+    return rc;
+}
+
+/* Each rank quantizes the tensors of its blocks (where their statistics are), all at once; then
+ * the results are gathered, the Hessian sent along from its owner where a column order needs it. */
+static int fp_quantize(gjob *g, qd_calib *stats)
+{
+    const int nl = qd_model_num_linears(g->m);
+    int64_t counter = 0;
+    int *owner = qd_xmalloc((size_t)nl * sizeof *owner);
+    float *H = NULL;
+    int Hgroup = -1, rc = QD_OK;
+    for (int li = 0; li < nl && !rc; li++) {
+        const qd_linear *L = qd_model_linear(g->m, li);
+        int ti = g->lin_tensor[li], k0, k1;
+        owner[li] = 0;
+        if (ti < 0) continue;
+        for (int r = 0; r < g->size; r++) {
+            qd_calib_pipeline_blocks(qd_model_cfg(g->m)->layers, r, g->size, &k0, &k1);
+            if (L->layer >= k0 && L->layer < k1) owner[li] = r;
+        }
+        const int need_h = owner[li] == g->rank && !rows_kept(g, ti);
+        if (need_h) rc = hessian(stats, L->input_group, &H, &Hgroup);
+        if (!rc) rc = quantize_units(g, ti, need_h ? H : NULL, &counter, owner[li]);
+    }
+    free(H);
+    rc = agree(g, rc);
+    tap_release(g);
+    for (int li = 0; li < nl && !rc; li++) {
+        const int ti = g->lin_tensor[li];
+        if (ti < 0) continue;
+        allgather_result(g, ti);
+        if (wants_g_idx(g, ti)) {
+            const qd_linear *L = qd_model_linear(g->m, li);
+            const int64_t in = L->in;
+            float *Hb = qd_xcalloc((size_t)(in * in), sizeof(float));
+            if (owner[li] == g->rank) rc = qd_calib_hessian_f32(qd_calib_find(stats, L->input_group), Hb);
+            qd_coll_bcast(g->comm, Hb, (size_t)(in * in) * sizeof(float), owner[li]);
+            compute_g_idx(g, ti, Hb);
+            free(Hb);
+        }
+    }
+    free(owner);
+    return rc;
+}
+
+static int run_fp(gjob *g, qd_calib_data *data)
+{
+    const double t0 = qd_now();
+    qd_calib *stats = NULL;
+    int rc = fp_calibrate(g, data, &stats);
+    if (g->progress && g->rank == 0 && !rc) printf("gptq: calibration (fp, pipelined) %.2f s\n", qd_now() - t0);
+    if (!rc) rc = fp_quantize(g, stats);
+    if (g->progress && g->rank == 0 && !rc) printf("gptq: quantization %.2f s\n", qd_now() - t0);
+    qd_calib_free(stats);
+    tap_release(g);
+    return rc;
+}
+
+/* ---- the phase ------------------------------------------------------------------------------- */
+
+/* The model's Linears and the checkpoint's tensors mapped both ways, and a result allocated for
+ * every tensor whose method needs calibration. */
+static int map_tensors(gjob *g)
+{
+    const int n = qd_ckpt_num_tensors(g->ck), nl = qd_model_num_linears(g->m);
+    g->lin_tensor = qd_xmalloc((size_t)nl * sizeof(int));
+    g->tensor_lin = qd_xmalloc((size_t)(n ? n : 1) * sizeof(int));
+    g->dq = qd_xcalloc((size_t)nl, sizeof(float *));
+    g->tap.X = qd_xcalloc((size_t)qd_model_num_groups(g->m), sizeof(float *));
+    g->tap.fill = qd_xcalloc((size_t)qd_model_num_groups(g->m), sizeof(int64_t));
+    for (int i = 0; i < n; i++) g->tensor_lin[i] = -1;
+    for (int li = 0; li < nl; li++) {
+        char name[200];
+        snprintf(name, sizeof name, "%s.weight", qd_model_linear(g->m, li)->name);
+        int ti = qd_ckpt_find(g->ck, name);
+        g->lin_tensor[li] = ti >= 0 && qd_job_needs(g->cfg, &g->jt[ti]) != QD_NEEDS_NOTHING ? ti : -1;
+        if (ti >= 0) g->tensor_lin[ti] = li;
+    }
+    for (int i = 0; i < n; i++) {
+        const qd_job_tensor *j = &g->jt[i];
+        if (qd_job_needs(g->cfg, j) == QD_NEEDS_NOTHING) continue;
+        const char *name = qd_ckpt_tensor(g->ck, i)->name;
+        if (g->tensor_lin[i] < 0)
+            return qd_err_set(QD_ECONFIG,
+                              "tensor '%s': %s needs the inputs of an encoder Linear, and this is not "
+                              "one; give it method rtn with an override",
+                              name, qd_method_name(j->method));
+        qd_calib_result *r = &g->res->t[i];
+        r->rows = j->rows;
+        r->cols = j->cols;
+        r->ng = qd_rtn_ngroups(&j->scheme, r->cols);
+        r->codes = calloc((size_t)(r->rows * r->cols), 1);
+        r->scales = calloc((size_t)(r->rows * r->ng), sizeof(float));
+        r->zeros = calloc((size_t)(r->rows * r->ng), sizeof(int32_t));
+        const int pruned = qd_sparsity_active(&j->sp);
+        if (pruned) {
+            r->mask = calloc((size_t)(r->rows * r->cols), 1);
+            if (g->cfg->prune_only) r->fweight = calloc((size_t)(r->rows * r->cols), sizeof(float));
+        }
+        if (!r->codes || !r->scales || !r->zeros || (pruned && !r->mask) || (g->cfg->prune_only && !r->fweight))
+            return qd_err_set(QD_ENOMEM, "tensor '%s': out of memory for its result", name);
+    }
+    return QD_OK;
+}
+
+/* What the file's "calibration" attribute records: the calibrated methods used ("gptq",
+ * "adaround", "gptq+adaround"), the data and how it was used. */
+static char *calibration_json(const gjob *g, const qd_calib_data *data)
+{
+    char methods[128] = "";
+    for (int m = 0; m < QD_METHOD_COUNT_; m++) {
+        int used = 0;
+        for (int i = 0; i < qd_ckpt_num_tensors(g->ck); i++)
+            used |= g->jt[i].kind == QD_JOB_QUANT && g->jt[i].method == (qd_method)m &&
+                    qd_job_needs(g->cfg, &g->jt[i]) != QD_NEEDS_NOTHING;
+        if (used)
+            snprintf(methods + strlen(methods), sizeof methods - strlen(methods), "%s%s", methods[0] ? "+" : "",
+                     qd_method_name((qd_method)m));
+    }
+    const qd_job_config *cfg = g->cfg;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "method", methods);
+    cJSON_AddStringToObject(o, "data", cfg->calib);
+    cJSON_AddStringToObject(o, "kind", qd_calib_data_kind(data));
+    cJSON_AddNumberToObject(o, "nsamples", qd_calib_data_count(data));
+    cJSON_AddNumberToObject(o, "seqlen", qd_calib_data_tokens(data));
+    cJSON_AddNumberToObject(o, "real_tokens", qd_calib_data_real_tokens(data));
+    cJSON_AddNumberToObject(o, "seed", cfg->calib_seed);
+    cJSON_AddStringToObject(o, "mode", cfg->calib_mode == QD_CALIB_FP ? "fp" : "sequential");
+    char *t = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return t;
+}
+
+static void print_data(const gjob *g, const qd_calib_data *data)
+{
+    const qd_job_config *cfg = g->cfg;
+    printf("gptq: calibration data %s: %d %s samples x %d tokens (%d real), %s mode\n", cfg->calib,
+           qd_calib_data_count(data), qd_calib_data_kind(data), qd_calib_data_tokens(data),
+           qd_calib_data_real_tokens(data), cfg->calib_mode == QD_CALIB_FP ? "fp" : "sequential");
+    int rows = 0;
+    for (int i = 0; i < qd_ckpt_num_tensors(g->ck); i++) rows |= rows_kept(g, i);
+    if (rows)
+        printf("adaround: mini-batch form, %d of the %lld calibration rows per step (seed %d)\n", cfg->ada_batch,
+               (long long)g->tap.nrows, cfg->calib_seed);
+}
+
+int qd_calib_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, const qd_job_tensor *jt, int progress,
+                     qd_calib_results *out)
+{
+    memset(out, 0, sizeof *out);
+    gjob g = {.cfg = cfg, .comm = comm, .ck = ck, .jt = jt, .progress = progress, .res = out};
+    g.rank = qd_coll_rank(comm);
+    g.size = qd_coll_size(comm);
+    const double t0 = qd_now();
+    const int n = qd_ckpt_num_tensors(ck);
+    out->n = n;
+    out->t = qd_xcalloc((size_t)(n ? n : 1), sizeof *out->t);
+    qd_calib_data *data = NULL;
+    int rc = qd_model_load(cfg->model, &g.m);
+    if (!rc) rc = map_tensors(&g);
+    if (!rc) rc = qd_calib_data_open(g.m, cfg->calib, cfg->nsamples, cfg->seqlen, (uint64_t)cfg->calib_seed, &data);
+    rc = agree(&g, rc);
+    if (!rc) {
+        g.tap.nrows = qd_calib_data_real_tokens(data);
+        qd_calib_estimate_rank(cfg, ck, jt, g.m, qd_calib_data_count(data), qd_calib_data_tokens(data), g.tap.nrows,
+                               g.size, g.rank, &out->estimate_bytes, out->estimate_text, sizeof out->estimate_text);
+        if (progress && g.rank == 0) print_data(&g, data);
+        rc = cfg->calib_mode == QD_CALIB_FP ? run_fp(&g, data) : run_sequential(&g, data);
+    }
+    if (!rc) out->calibration_json = calibration_json(&g, data);
+    out->seconds = qd_now() - t0;
+    qd_calib_data_free(data);
+    free(g.lin_tensor);
+    free(g.tensor_lin);
+    free(g.tap.X); /* the rows themselves are released by the phase that kept them */
+    free(g.tap.fill);
+    if (g.dq) {
+        for (int li = 0; g.m && li < qd_model_num_linears(g.m); li++) free(g.dq[li]);
+        free(g.dq);
+    }
+    if (g.prep) g.prep_def->release(g.prep);
+    qd_model_free(g.m);
+    if (rc) qd_calib_results_free(out);
+    return rc;
+}

@@ -1,0 +1,82 @@
+/* worker/calib_job.h — the calibrated phase of a quantization job: every tensor whose method
+ * needs calibration (worker/method.h: the Hessian of its Linear's input, or the input rows) is
+ * quantized here, over the ranks of the job's communicator, before the file is written.
+ *
+ * Two calibration modes (DESIGN.md; --calib-mode):
+ *   sequential (default)  block after block: the block's Linear inputs come from the blocks
+ *                         before it *as already quantized* (GPTQ-style error feedback through
+ *                         depth). Samples are split over ranks (data parallel) and every rank
+ *                         keeps its samples' residual streams; a block's statistics are
+ *                         all-reduced, its tensors' fixed row units are spread over all ranks,
+ *                         and the quantized block is all-gathered so every rank can run it.
+ *                         Only the block in hand has Hessians.
+ *   fp                    one calibration of the FP32 model, pipelined over layer-sharded ranks
+ *                         (each rank holds its blocks' statistics), then every rank quantizes
+ *                         its blocks' tensors at once; results are all-gathered.
+ * Units of QD_CALIB_UNIT_ROWS rows are quantized alone with the layer's statistics (and the
+ * method's prepared state, e.g. GPTQ's factorization), and the statistics are exact integer sums
+ * (model/calib.h), so the results are the same bits for any number of ranks. Results are held
+ * unpacked on every rank until the job writes them.
+ * Methods that learn from the input rows (AdaRound's mini-batch form) get each Linear input's
+ * calibration rows (every sample's real tokens, in sample order: in sequential mode the block in
+ * hand's, broadcast micro-batch by micro-batch from the rank that ran it; in fp mode a rank's own
+ * blocks', which every micro-batch passes in order), so every rank hands the method the same
+ * rows.
+ */
+#ifndef QD_CALIB_JOB_H
+#define QD_CALIB_JOB_H
+
+#include <mpi.h>
+
+#include "model/model.h"
+#include "shard/safetensors.h"
+#include "worker/job_spec.h"
+
+#define QD_CALIB_UNIT_ROWS 64
+
+typedef struct {
+    int64_t rows, cols, ng;
+    uint8_t *codes;   /* [rows, cols] unpacked; NULL: tensor not quantized here */
+    float *scales;    /* [rows, ng] */
+    int32_t *zeros;   /* [rows, ng] */
+    int32_t *g_idx;   /* [cols] when the method reorders columns (act-order), else NULL */
+    double damp_used; /* GPTQ: largest damping used over its units (relative to mean diag H) */
+    int64_t dead_columns;
+    uint8_t *mask;  /* [rows, cols] 1 = kept, when the job prunes (worker/sparse_unit.h); else NULL */
+    float *fweight; /* [rows, cols] prune-only: the pruned float weights (codes unused); else NULL */
+} qd_calib_result;
+
+typedef struct {
+    qd_calib_result *t; /* one per checkpoint tensor */
+    int n;
+    char *calibration_json; /* what the file's "calibration" attribute records */
+    double seconds;
+    double estimate_bytes; /* this rank's estimated peak (qd_calib_job_estimate's formula) */
+    char estimate_text[512];
+} qd_calib_results;
+
+/* Runs calibration and the methods of the tensors of jt (one entry per checkpoint tensor of ck)
+ * that need it. Collective over comm; every rank returns the same status and, on success, the
+ * same results. `progress`: rank 0 prints a line per block. */
+int qd_calib_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, const qd_job_tensor *jt, int progress,
+                     qd_calib_results *out);
+void qd_calib_results_free(qd_calib_results *r);
+
+/* Memory the busiest of `ranks` ranks needs for the calibrated phase (bytes), with a one-line
+ * breakdown: the runtime, mapped weights, its samples' activations, the statistics and Hessians in
+ * hand (one block in sequential mode, its own blocks in fp mode), the methods' working set, the
+ * results, and with input rows kept (AdaRound's mini-batch form) those rows (again one block, or a
+ * rank's own blocks). Opens the model (weights not read) and the calibration data once; QD_OK or
+ * an error naming what could not be opened. (A running job computes its own rank's figure into
+ * qd_calib_results.) */
+int qd_calib_job_estimate(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, int ranks,
+                          double *worst, char *breakdown, size_t cap);
+
+/* ---- inside worker/: the estimate of one rank (worker/calib_estimate.c) -------------------- */
+/* The estimate for one rank, from the loaded model and the calibration data's shape (N samples of
+ * T tokens, `rows` of them real). */
+void qd_calib_estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, const qd_model *m,
+                            int N, int T, int64_t rows, int ranks, int rank, double *bytes, char *breakdown,
+                            size_t cap);
+
+#endif
