@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "collective/collective.h"
+#include "worker/calib_job.h"
 
 enum { M_POINTS = 4, FINAL_NORM = 3 };
 
@@ -310,12 +311,7 @@ int qd_act_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_actrec *out)
     }
     if (!rc) {
         cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "data", cfg->calib);
-        cJSON_AddStringToObject(j, "kind", qd_calib_data_kind(data));
-        cJSON_AddNumberToObject(j, "nsamples", qd_calib_data_count(data));
-        cJSON_AddNumberToObject(j, "seqlen", qd_calib_data_tokens(data));
-        cJSON_AddNumberToObject(j, "real_tokens", qd_calib_data_real_tokens(data));
-        cJSON_AddNumberToObject(j, "seed", cfg->calib_seed);
+        qd_calib_json_data(j, cfg, data);
         cJSON_AddStringToObject(j, "model", "fp32");
         out->calibration = cJSON_PrintUnformatted(j);
         cJSON_Delete(j);

@@ -5,8 +5,8 @@
  *
  * Data parallel, as worker/calib_run.h: the samples are cut into global micro-batches and rank r
  * runs micro-batches r, r + p, ... A first pass takes the minimum and maximum of every tensor
- * (reduced with MPI_MIN/MAX); a second fills histograms over the agreed ranges (int64 counts,
- * MPI_SUM) when the range method needs them. A sample's activations do not depend on its batch
+ * (an exact element-wise maximum of -min and max over the ranks); a second fills histograms over
+ * the agreed ranges (exact int64 sums) when the range method needs them. A sample's activations do not depend on its batch
  * (model/README.md), so the record is the same bits for any number of ranks.
  *
  * The inputs of the Linears (QD_TAP_QKV_IN, MLP_IN, ACT) also get per-channel ranges in the first

@@ -486,9 +486,8 @@ static void walk_file(const char *path, doc_field *d, int nd)
         CHECK_MSG(d[i].seen, "'%s' is documented but the file written with every kind of record lacks it", d[i].name);
 }
 
-/* Codes beyond a row's columns (the unused high bits of its last byte set): refused by a strict
- * open, listed by a lenient one. */
-static void padding_bits(const char *out, const payload *p)
+/* A new file of an unknown architecture with empty JSON attributes. */
+static qd_h5m_writer *create_plain(const char *out)
 {
     const qd_h5m_header h = {.arch = "unknown",
                              .model_config = "{}",
@@ -497,6 +496,14 @@ static void padding_bits(const char *out, const payload *p)
                              .calibration = "{\"method\":\"none\"}"};
     qd_h5m_writer *w = NULL;
     CHECK_EQ(qd_h5m_create(MPI_COMM_WORLD, out, &h, 0, &w), QD_OK);
+    return w;
+}
+
+/* Codes beyond a row's columns (the unused high bits of its last byte set): refused by a strict
+ * open, listed by a lenient one. */
+static void padding_bits(const char *out, const payload *p)
+{
+    qd_h5m_writer *w = create_plain(out);
     if (!w) return;
     qd_h5m_record r;
     const qd_qscheme s3 = {3, 0, QD_GRAN_GROUP, G3};
@@ -535,13 +542,7 @@ static void padding_bits(const char *out, const payload *p)
  * a strict open naming the group, the tensor and the value. */
 static void act_damaged(const char *out, int what)
 {
-    const qd_h5m_header h = {.arch = "unknown",
-                             .model_config = "{}",
-                             .quant_config = "{}",
-                             .source = "{}",
-                             .calibration = "{\"method\":\"none\"}"};
-    qd_h5m_writer *w = NULL;
-    CHECK_EQ(qd_h5m_create(MPI_COMM_WORLD, out, &h, 0, &w), QD_OK);
+    qd_h5m_writer *w = create_plain(out);
     if (!w) return;
     qd_actrec a;
     act_fill(&a);
