@@ -13,6 +13,8 @@
 #   MODELS         "vit bert" (default)
 #   PARTS          "accuracy methods speed" (default: all three)
 #   ROUNDS         speed repetitions, the median ratio is reported (default 3)
+#   VIT_N_B1, VIT_N_B32, BERT_N_B1, BERT_N_B32
+#                  samples timed at batch 1 and 32 (defaults 1000, 3200, 200, 864)
 #   FORCE=1        redo evaluations whose JSON is already in OUTDIR (default: keep them, so an
 #                  interrupted run continues where it stopped)
 #
@@ -95,7 +97,8 @@ for m in $MODELS; do
   fi
   if has speed; then
     for b in 1 32; do
-      if [ "$m" = vit ]; then n=$((b == 1 ? 1000 : 3200)); else n=$((b == 1 ? 200 : 864)); fi
+      if [ "$m" = vit ]; then n=$((b == 1 ? ${VIT_N_B1:-1000} : ${VIT_N_B32:-3200}))
+      else n=$((b == 1 ? ${BERT_N_B1:-200} : ${BERT_N_B32:-864})); fi
       for r in $(seq 1 "$ROUNDS"); do
         ev "$m-speed-b$b-int-r$r" "$model" "$m-minmax" "$data" $b --n $n --integer-only
         ev "$m-speed-b$b-dyn-r$r" "$model" "$m-minmax" "$data" $b --n $n
