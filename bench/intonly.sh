@@ -113,7 +113,7 @@ out, rounds, models = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
 
 def load(tag):
     p = os.path.join(out, tag + ".json")
-    return json.load(open(p)) if os.path.exists(p) else None
+    return json.load(open(p)) if os.path.exists(p) and os.path.getsize(p) > 0 else None  # empty: running
 
 def metric(e, side):
     if e is None:
@@ -138,8 +138,8 @@ for m in models:
         print("|---|---|---|---|")
         print(f"| FP32 | {fmt(metric(e0, 'fp32'))} | 100 | 1 |")
     else:
-        print("| path | embedding cosine to FP32 (mean) | min | linear probe % (FP32 %s) |" %
-              fmt(100 * e0["fp32"].get("probe_accuracy", float("nan"))))
+        probe = fmt(100 * e0["fp32"].get("probe_accuracy", float("nan")))
+        print(f"| path | embedding cosine to FP32 (mean) | min | linear probe % (FP32 {probe}) |")
         print("|---|---|---|---|")
     rows = [("dynamic int8 activations (default eval)", "acc-dynamic"), ("fake-quant (weights only)", "acc-fake"),
             ("**integer-only**", "acc-int")]
