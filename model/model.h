@@ -180,6 +180,9 @@ enum {
  * position + type before the LayerNorm; ViT: patches + position with the prefix tokens); BERT's
  * embeddings LayerNorm output (qd_model_embed_hooks). */
 enum { QD_TAP_M_INPUT = 0, QD_TAP_M_EMBED, QD_TAP_M_EMBED_NORM, QD_TAP_M_POINTS };
+/* config.json's text alone into c (no tensor is consulted): for readers of a model file that
+ * records the configuration (export/). `path` names the source in messages. */
+int qd_model_parse_config(const char *path, const char *text, size_t len, qd_model_config *c);
 
 /* Load config.json and the weights from `dir` (or a checkpoint path whose directory holds the
  * config). QD_OK, or a negative code with qd_errmsg() naming the file / field / tensor. */
