@@ -801,6 +801,39 @@ const qd_linear *qd_model_linear(const qd_model *m, int li)
 }
 const char *qd_model_dir(const qd_model *m) { return m->dir; }
 
+void qd_model_tensors_get(const qd_model *m, qd_model_tensors *t)
+{
+    *t = (qd_model_tensors){.word_emb = m->word_emb,
+                            .pos_emb = m->pos_emb,
+                            .type_emb = m->type_emb,
+                            .emb_ln_g = m->emb_ln_g,
+                            .emb_ln_b = m->emb_ln_b,
+                            .cls_tok = m->cls_tok,
+                            .dist_tok = m->dist_tok,
+                            .patch_W = m->patch_W,
+                            .patch_b = m->patch_b,
+                            .final_ln_g = m->final_ln_g,
+                            .final_ln_b = m->final_ln_b,
+                            .pool_W = m->pool_W,
+                            .pool_b = m->pool_b,
+                            .cls_W = m->head.out_W,
+                            .cls_b = m->head.out_b,
+                            .dist_W = m->head.dist_W,
+                            .dist_b = m->head.dist_b,
+                            .head_cls_norm = m->head.src == QD_SRC_FIRST_NORM && !m->head.pre_W,
+                            .pos_has_cls = m->pos_has_cls};
+}
+
+void qd_model_block_norms(const qd_model *m, int k, const float **ln1_g, const float **ln1_b, const float **ln2_g,
+                          const float **ln2_b)
+{
+    QD_ASSERT(k >= 0 && k < m->cfg.layers);
+    *ln1_g = m->blk[k].ln1_g;
+    *ln1_b = m->blk[k].ln1_b;
+    *ln2_g = m->blk[k].ln2_g;
+    *ln2_b = m->blk[k].ln2_b;
+}
+
 int qd_model_find_linear(const qd_model *m, const char *name)
 {
     size_t n = strlen(name);

@@ -745,6 +745,16 @@ static int map_tensors(gjob *g)
     return QD_OK;
 }
 
+void qd_calib_json_data(cJSON *o, const qd_job_config *cfg, const qd_calib_data *data)
+{
+    cJSON_AddStringToObject(o, "data", cfg->calib);
+    cJSON_AddStringToObject(o, "kind", qd_calib_data_kind(data));
+    cJSON_AddNumberToObject(o, "nsamples", qd_calib_data_count(data));
+    cJSON_AddNumberToObject(o, "seqlen", qd_calib_data_tokens(data));
+    cJSON_AddNumberToObject(o, "real_tokens", qd_calib_data_real_tokens(data));
+    cJSON_AddNumberToObject(o, "seed", cfg->calib_seed);
+}
+
 /* What the file's "calibration" attribute records: the calibrated methods used ("gptq",
  * "adaround", "gptq+adaround"), the data and how it was used. */
 static char *calibration_json(const gjob *g, const qd_calib_data *data)
@@ -762,12 +772,7 @@ static char *calibration_json(const gjob *g, const qd_calib_data *data)
     const qd_job_config *cfg = g->cfg;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "method", methods);
-    cJSON_AddStringToObject(o, "data", cfg->calib);
-    cJSON_AddStringToObject(o, "kind", qd_calib_data_kind(data));
-    cJSON_AddNumberToObject(o, "nsamples", qd_calib_data_count(data));
-    cJSON_AddNumberToObject(o, "seqlen", qd_calib_data_tokens(data));
-    cJSON_AddNumberToObject(o, "real_tokens", qd_calib_data_real_tokens(data));
-    cJSON_AddNumberToObject(o, "seed", cfg->calib_seed);
+    qd_calib_json_data(o, cfg, data);
     cJSON_AddStringToObject(o, "mode", qd_calib_mode_name(cfg->calib_mode));
     char *t = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);

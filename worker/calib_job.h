@@ -26,8 +26,10 @@
 #ifndef QD_CALIB_JOB_H
 #define QD_CALIB_JOB_H
 
+#include <cjson/cJSON.h>
 #include <mpi.h>
 
+#include "model/calib_data.h"
 #include "model/model.h"
 #include "shard/safetensors.h"
 #include "worker/job_spec.h"
@@ -75,6 +77,9 @@ typedef struct {
  * its own rows, not the model. `progress`: rank 0 prints a line per block. */
 int qd_calib_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, const qd_job_tensor *jt,
                      const int64_t (*keep)[2], int progress, qd_calib_results *out);
+/* The calibration data's part of a "calibration" record (data, kind, nsamples, seqlen,
+ * real_tokens, seed) added to o (also used by the static activation record). */
+void qd_calib_json_data(cJSON *o, const qd_job_config *cfg, const qd_calib_data *data);
 void qd_calib_results_free(qd_calib_results *r);
 
 /* Memory the busiest of `ranks` ranks needs for the calibrated phase (bytes), with a one-line

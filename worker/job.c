@@ -16,6 +16,7 @@
 #include "collective/h5model.h"
 #include "common/qd_file.h"
 #include "kernels/gemm_bf16.h"
+#include "worker/act_calib.h"
 #include "worker/calib_job.h"
 #include "worker/job_piece.h"
 #include "worker/sparse_unit.h"
@@ -77,6 +78,7 @@ typedef struct {
     qd_job_item *items; /* [n] */
     qd_plan plan;
     qd_calib_results cres;
+    qd_actrec act; /* static activation scales (--activations static) */
     qd_h5m_writer *w;
     int nresumed;
     progress pg;
@@ -299,6 +301,12 @@ static int job_calibrated(job *J)
         }
     }
     free(jt);
+    /* static activation scales: calibrated on all ranks (the same record everywhere), written
+     * with the file's other records */
+    if (st == QD_OK && cfg->act_static && (st = qd_act_job_run(cfg, J->comm, &J->act))) {
+        snprintf(J->msg, sizeof J->msg, "%s", qd_errmsg());
+        emit_failed(J, st);
+    }
     return st;
 }
 
@@ -395,6 +403,7 @@ static int job_records(job *J)
         snprintf(J->msg, sizeof J->msg, "%s", qd_errmsg());
         return st;
     }
+    if (cfg->act_static) qd_h5m_write_activations(J->w, &J->act);
     for (int i = 0; i < J->n; i++) {
         qd_h5m_record r;
         item_record(J, i, &r);
@@ -786,6 +795,7 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
     free(J->pending);
     free(J->rank_cpu);
     qd_calib_results_free(&J->cres);
+    qd_actrec_free(&J->act);
     if (J->ck) qd_plan_free(&J->plan);
     free(J->items);
     if (J->ck) qd_ckpt_close(J->ck);
