@@ -74,7 +74,9 @@ static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
     const int64_t G = qd_h5m_group_cols(r), ng = r->ngroups, rb = qd_packed_row_bytes(K, bits);
     int natural = 1; /* g_idx absent or equal to c / G */
     for (int64_t c = 0; v.g_idx && c < K; c++) natural &= v.g_idx[c] == (int32_t)(c / G);
-    if (!fake && bits == 8 && sym && ng == 1 && natural) {
+    if (v.codebook) {
+        /* levels, not a grid: dequantized float */
+    } else if (!fake && bits == 8 && sym && ng == 1 && natural) {
         int8_t *w = qd_xmalloc((size_t)(N * K));
         for (int64_t i = 0; i < N * K; i++) w[i] = (int8_t)((int)v.qweight[i] - 128);
         rc = qd_gemm_w8_create(w, N, K, K, v.scales, L->b, &ql->w8);

@@ -36,9 +36,11 @@
 
 typedef struct {
     int64_t rows, cols, ng;
-    uint8_t *codes;   /* [rows, cols] unpacked; NULL: tensor not quantized here */
-    float *scales;    /* [rows, ng] */
-    int32_t *zeros;   /* [rows, ng] */
+    uint8_t *codes;  /* [rows, cols] unpacked; NULL: tensor not quantized here */
+    float *scales;   /* [rows, ng] */
+    int32_t *zeros;  /* [rows, ng] */
+    float *codebook; /* codebook methods: [rows, cbr = ng * 2^bits]; else NULL */
+    int64_t cbr;
     int32_t *g_idx;   /* [cols] when the method reorders columns (act-order), else NULL */
     double damp_used; /* GPTQ: largest damping used over its units (relative to mean diag H) */
     int64_t dead_columns;

@@ -523,8 +523,9 @@ static void job_summary(job *J)
             nqt++;
             qparams += (int64_t)t->numel;
             qin += (double)t->nbytes;
+            const int64_t cbr = qd_method_codebook_row(it->j.method, sc, it->j.cols); /* levels instead */
             bout += (double)(it->j.rows * qd_packed_row_bytes(it->j.cols, sc->bits)) +
-                    (double)(it->j.rows * ng) * (sc->sym ? 4 : 8);
+                    (cbr ? 4.0 * (double)(it->j.rows * cbr) : (double)(it->j.rows * ng) * (sc->sym ? 4 : 8));
             sum_e += it->m[0];
             if (it->m[0] > max_e) max_e = it->m[0];
         } else {
