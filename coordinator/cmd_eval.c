@@ -24,8 +24,10 @@ static const char *eval_help =
     "Usage: qdist eval --model DIR --quantized FILE.h5 --data PATH [options]\n"
     "\n"
     "Runs the FP32 model and the quantized model (integer kernels: int8 x int8 for 8-bit symmetric\n"
-    "per-channel weights, packed int4 x int8 for 4-bit weights; dequantized float for other\n"
-    "schemes) on the same inputs and reports, for both: task accuracy (when labels exist),\n"
+    "per-channel weights, packed int4 x int8 for 4-bit weights; K-means codebooks looked up a tile\n"
+    "of rows at a time into a float GEMM, or with QD_CODEBOOK_KERNEL=int8 snapped to an int8 grid\n"
+    "per row for the int8 GEMM; dequantized float for other schemes) on the same inputs and reports, for both: task "
+    "accuracy (when labels exist),\n"
     "latency per sample (mean, p50, p95), throughput, peak RSS and weight/file bytes; and the\n"
     "agreement of predicted labels and the cosine of logits (classifiers) or of mean-pooled\n"
     "sentence embeddings (encoders without a head, which also get a linear probe: a ridge\n"
@@ -503,7 +505,7 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
             printf("  quantized Linears:");
             for (int t = 0; t < QD_QL_KINDS_; t++)
                 if (counts[t]) printf(" %d %s", counts[t], qd_ql_kind_name((qd_ql_kind)t));
-            if (outlier > 0 && (counts[QD_QL_INT8] || counts[QD_QL_INT4_S8]))
+            if (outlier > 0 && (counts[QD_QL_INT8] || counts[QD_QL_INT4_S8] || counts[QD_QL_CB_INT8]))
                 printf("  int8 activations: %.1f columns per product above %g run in float (mixed-precision "
                        "decomposition)",
                        outl_cols, outlier);

@@ -59,12 +59,19 @@ out=$(mpiexec -n 1 "$QDIST" quantize --model "$M" --out "$T/x.h5" --method kmean
 [ $? = 2 ] && printf '%s' "$out" | grep -q "needs calibration data" || { echo "FAIL: --weighted without --calib: $out"; fail=1; }
 out=$(mpiexec -n 1 "$QDIST" quantize --model "$M" --out "$T/x.h5" --method kmeans --granularity tensor 2>&1)
 [ $? = 2 ] && printf '%s' "$out" | grep -q "per channel or per group" || { echo "FAIL: per tensor: $out"; fail=1; }
-# eval runs it (accuracy within 2 points of FP32 at 3 bits on 500 digits)
-ev=$("$QDIST" eval --model "$M" --quantized "$T/p1.h5" --data "$D" --n 500 --batch 50 --json) || fail=1
+# eval runs it: the lookup kernel gives the dequantized weights' outputs (cosine as --fake-quant),
+# the int8 grid stays within a point of it; accuracy within 2 points of FP32 at 3 bits
+E="--model $M --quantized $T/p1.h5 --data $D --n 300 --batch 50 --json"
+# shellcheck disable=SC2086
+lut=$("$QDIST" eval $E) && i8=$(QD_CODEBOOK_KERNEL=int8 "$QDIST" eval $E) && fk=$("$QDIST" eval $E --fake-quant) || fail=1
 /usr/bin/python3 -c '
 import json, sys
-e = json.loads(sys.argv[1])
-fp, q = e["fp32"]["accuracy"], e["quantized"]["accuracy"]
-print("eval: fp32 %.4f kmeans %.4f" % (fp, q))
-sys.exit(0 if q > fp - 0.02 else 1)' "$ev" || { echo "FAIL: eval"; fail=1; }
+l, i, f = (json.loads(a) for a in sys.argv[1:4])
+fp, q = l["fp32"]["accuracy"], l["quantized"]["accuracy"]
+print("eval: fp32 %.4f kmeans lookup %.4f int8 grid %.4f; cosine lookup %.6f fake-quant %.6f int8 %.6f" % (
+    fp, q, i["quantized"]["accuracy"], l["cosine"]["mean"], f["cosine"]["mean"], i["cosine"]["mean"]))
+ok = l["quantized"]["linears"]["codebook lookup"] == 36 and i["quantized"]["linears"]["codebook on an int8 grid x int8"] == 36
+ok = ok and abs(l["cosine"]["mean"] - f["cosine"]["mean"]) < 1e-6 and q > fp - 0.02
+ok = ok and abs(i["quantized"]["accuracy"] - q) <= 0.01
+sys.exit(0 if ok else 1)' "$lut" "$i8" "$fk" || { echo "FAIL: eval"; fail=1; }
 exit $fail
