@@ -50,6 +50,8 @@ static const char *sweep_help =
     "  --weighted              K-means weighted by the Hessian diagonal (needs --calib)\n"
     "  --n N                   evaluation samples (default: all)   --batch B  (default 32)\n"
     "  --no-plots              tables only\n"
+    "  --plot-cosine           plot the cosine to FP32 (logits or embeddings) even where top-1\n"
+    "                          accuracy exists (small models whose accuracy barely moves)\n"
     "  -h, --help              this text\n";
 
 #define MAXL 16
@@ -76,6 +78,7 @@ typedef struct {
     const char *model, *data, *out, *calib;
     list methods, bits, grans, acts;
     int asym, weighted, no_plots;
+    int plot_cosine; /* plots show the cosine to FP32 even where accuracy exists */
     long nsamples, iters, n, batch;
 } sweep_opts;
 
@@ -328,8 +331,8 @@ static int write_plot_data(const char *out, const cJSON *cells, const sweep_opts
                     continue;
                 int acc;
                 double q = quality(ev, 1, &acc);
-                if (!acc) q = num(ev, "cosine", "mean");
-                *is_acc &= acc;
+                if (!acc || o->plot_cosine) q = num(ev, "cosine", "mean");
+                *is_acc &= acc && !o->plot_cosine;
                 fprintf(f, "%g %.6g\n", num(c, "bits", NULL), q);
                 any = 1;
             }
@@ -346,7 +349,7 @@ static int write_plot_data(const char *out, const cJSON *cells, const sweep_opts
         if (!ev) continue;
         int acc;
         qq[i] = quality(ev, 1, &acc);
-        if (!acc) qq[i] = num(ev, "cosine", "mean");
+        if (!acc || o->plot_cosine) qq[i] = num(ev, "cosine", "mean");
         mb[i] = num(ev, "quantized", "file_bytes") / 1e6;
         ok[i] = !isnan(qq[i]) && !isnan(mb[i]);
         if (f && ok[i]) fprintf(f, "%.6g %.6g %s\n", mb[i], qq[i], str(c, "cell"));
@@ -470,7 +473,10 @@ static void draw(const char *out, const cJSON *cells, const sweep_opts *o)
     if (!p) return;
     fprintf(p, "dir = '%s'; model = '%s'; methods = '%s'; grans = '%s'; gran0 = '%s'; act0 = '%s'\n", dir, base, ms, gs,
             o->grans.v[o->grans.n > 1 ? 1 : 0], o->acts.v[0]);
-    fprintf(p, "ylab = '%s'; nrows = %d; cellnames = '%s'\n", is_acc ? "top-1 accuracy" : "embedding cosine to FP32",
+    fprintf(p, "ylab = '%s'; nrows = %d; cellnames = '%s'\n",
+            is_acc           ? "top-1 accuracy"
+            : o->plot_cosine ? "cosine to FP32 (logits or embeddings)"
+                             : "embedding cosine to FP32",
             rows, names);
     fputs(k_gp, p);
     int st = pclose(p);
@@ -497,7 +503,8 @@ static int parse(int argc, char **argv, sweep_opts *o, MPI_Comm comm, int *rc)
         O_W,
         O_N,
         O_BATCH,
-        O_NOPLOT
+        O_NOPLOT,
+        O_PCOS
     };
     static const struct option lo[] = {{"model", 1, 0, O_MODEL},
                                        {"data", 1, 0, O_DATA},
@@ -514,6 +521,7 @@ static int parse(int argc, char **argv, sweep_opts *o, MPI_Comm comm, int *rc)
                                        {"n", 1, 0, O_N},
                                        {"batch", 1, 0, O_BATCH},
                                        {"no-plots", 0, 0, O_NOPLOT},
+                                       {"plot-cosine", 0, 0, O_PCOS},
                                        {"help", 0, 0, 'h'},
                                        {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
@@ -542,6 +550,7 @@ static int parse(int argc, char **argv, sweep_opts *o, MPI_Comm comm, int *rc)
         case O_ASYM: o->asym = 1; break;
         case O_W: o->weighted = 1; break;
         case O_NOPLOT: o->no_plots = 1; break;
+        case O_PCOS: o->plot_cosine = 1; break;
         case O_METHODS: l = &o->methods; break;
         case O_BITS: l = &o->bits; break;
         case O_GRAN: l = &o->grans; break;
