@@ -119,11 +119,6 @@ int qd_xs_read_quant(qd_xs *s, int i, qd_xs_quant *q)
     const qd_xs_tensor *t = qd_xs_tensor_at(s, i);
     if (t->kind != QD_XS_QUANT)
         return qd_err_set(QD_EINVAL, "%s: tensor '%s' is not quantized", qd_xs_path(s), t->name);
-    if (qd_h5m_is_codebook(qd_h5m_tensor(s->f, i)))
-        return qd_err_set(QD_EINVAL,
-                          "%s: tensor '%s' holds K-means codebooks (levels per group, no scale grid), which this "
-                          "format's writer cannot express; export the dequantized safetensors (no --format) instead",
-                          qd_xs_path(s), t->name);
     qd_h5m_values v;
     int rc = qd_h5m_read(s->f, i, &v); /* checked when the file was opened: sizes, scales, zeros, g_idx */
     if (rc) return rc;
