@@ -18,4 +18,4 @@ MM=${QD_MINILM:-$HOME/.cache/qdist/models/all-MiniLM-L6-v2}
 mpirun -n 2 "$Q" sweep --model $S/vit-mnist-tiny --data $S/data/mnist/t10k-images-idx3-ubyte.gz \
   --calib $S/data/mnist/t10k-images-idx3-ubyte.gz --nsamples 64 --iters 300 --n 300 --batch 100 --plot-cosine --out "$OUT/vit" || true
 mpirun -n 2 "$Q" sweep --model "$MM" --data $S/data/sst2/dev.tsv --calib $S/data/sst2/dev.tsv --nsamples 32 \
-  --methods rtn,kmeans,gptq --granularity channel,g32 --n 128 --batch 32 --out "$OUT/minilm" || true
+  --methods rtn,kmeans,gptq --granularity channel,g32 --n 128 --batch 32 --plot-cosine --out "$OUT/minilm" || true
