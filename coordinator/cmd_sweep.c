@@ -567,7 +567,7 @@ static int parse(int argc, char **argv, sweep_opts *o, MPI_Comm comm, int *rc)
             return -1;
         }
         if (l && split(optarg, l)) {
-            *rc = qd_cli_usage_error(comm, "sweep", "--%s: a comma-separated list, got '%s'", lo[0].name, optarg);
+            *rc = qd_cli_usage_error(comm, "sweep", "a comma-separated list is needed, got '%s'", optarg);
             return -1;
         }
         if (num_out) {
