@@ -46,16 +46,19 @@
 #define QD_H5M_NAME_MAX        256
 
 /* groups, and the datasets of the built-in records */
-#define QD_H5M_TENSORS     "tensors"
-#define QD_H5M_RUN         "run"
-#define QD_H5M_ACTIVATIONS "activations"
-#define QD_H5M_QWEIGHT     "qweight"
-#define QD_H5M_SCALES      "scales"
-#define QD_H5M_ZEROS       "zeros"
-#define QD_H5M_G_IDX       "g_idx"
-#define QD_H5M_DATA        "data"
-#define QD_H5M_RAW         "raw"
-#define QD_H5M_MASK        "mask"
+#define QD_H5M_TENSORS         "tensors"
+#define QD_H5M_RUN             "run"
+#define QD_H5M_ACTIVATIONS     "activations"
+#define QD_H5M_QWEIGHT         "qweight"
+#define QD_H5M_SCALES          "scales"
+#define QD_H5M_ZEROS           "zeros"
+#define QD_H5M_G_IDX           "g_idx"
+#define QD_H5M_DATA            "data"
+#define QD_H5M_RAW             "raw"
+#define QD_H5M_MASK            "mask"
+#define QD_H5M_CODEBOOK        "codebook"
+/* The method whose records hold codebooks (non-uniform levels) instead of scales and zeros. */
+#define QD_H5M_CODEBOOK_METHOD "kmeans"
 
 typedef enum { QD_H5M_QUANTIZED = 0, QD_H5M_FLOAT = 1, QD_H5M_RAWBYTES = 2, QD_H5M_NKINDS_ } qd_h5m_kind;
 #define QD_H5M_K(kind) (1u << (kind))
@@ -123,6 +126,9 @@ void qd_h5m_record_raw(qd_h5m_record *r, const char *name, int ndim, const int64
                        int64_t bytes);
 /* A pruned record: its pattern, method and the dataset `mask` (quantized and float records). */
 void qd_h5m_record_sparsity(qd_h5m_record *r, const char *pattern, const char *method);
+/* Whether a quantized record stores a codebook per group (`codebook` [rows][ngroups][2^bits],
+ * no scales or zeros): records of method QD_H5M_CODEBOOK_METHOD. */
+int qd_h5m_is_codebook(const qd_h5m_record *r);
 /* A further dataset of the field table (e.g. QD_H5M_G_IDX); QD_OK or QD_EINVAL for a name the
  * table does not have for this kind. */
 int qd_h5m_record_add(qd_h5m_record *r, const char *dataset);
@@ -261,7 +267,8 @@ int qd_h5m_read_activations(qd_h5m *f, qd_actrec *r);
 /* The arrays of one record, malloc'd (free with qd_h5m_values_free). */
 typedef struct {
     uint8_t *qweight; /* [rows][ceil(cols*bits/8)] packed codes */
-    float *scales;    /* [rows][ngroups] */
+    float *scales;    /* [rows][ngroups]; NULL for codebook records */
+    float *codebook;  /* codebook records: [rows][ngroups][2^bits], ascending; else NULL */
     int32_t *zeros;   /* [rows][ngroups]; symmetric records: 2^(bits-1) */
     int32_t *g_idx;   /* [cols], or NULL */
     uint8_t *mask;    /* pruned: [rows][ceil(cols/8)] bits, 1 = kept; else NULL */
@@ -272,7 +279,8 @@ int qd_h5m_read(qd_h5m *f, int i, qd_h5m_values *v);
 void qd_h5m_values_free(qd_h5m_values *v);
 /* Any dataset of record i, in its field's type (malloc'd; *n elements). */
 int qd_h5m_read_field(qd_h5m *f, int i, const char *dataset, void **values, int64_t *n);
-/* W = scales * (q - zeros) of a quantized record, out [rows][cols]. */
+/* W = scales * (q - zeros) of a quantized record (codebook records: codebook[r][g][q]), out
+ * [rows][cols]. */
 void qd_h5m_dequantize(const qd_h5m_record *r, const qd_h5m_values *v, float *out);
 
 #endif

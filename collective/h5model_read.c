@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "collective/h5model_internal.h"
+#include "quant/kmeans.h"
 
 /* ---- attributes (reader: failures are returned) ---------------------------------------------- */
 
@@ -745,7 +746,8 @@ int qd_h5m_read(qd_h5m *f, int i, qd_h5m_values *v)
     int rc = QD_OK;
     if (r->kind == QD_H5M_QUANTIZED) {
         if (!(rc = qd_h5m_read_field(f, i, QD_H5M_QWEIGHT, (void **)&v->qweight, &n)) &&
-            !(rc = qd_h5m_read_field(f, i, QD_H5M_SCALES, (void **)&v->scales, &n))) {
+            !(rc = qd_h5m_read_field(f, i, qd_h5m_is_codebook(r) ? QD_H5M_CODEBOOK : QD_H5M_SCALES,
+                                     qd_h5m_is_codebook(r) ? (void **)&v->codebook : (void **)&v->scales, &n))) {
             if (r->sym) {
                 const int64_t ns = qd_h5m_rows(r) * r->ngroups;
                 v->zeros = qd_xmalloc((size_t)(ns > 0 ? ns : 1) * sizeof *v->zeros);
@@ -767,6 +769,7 @@ void qd_h5m_values_free(qd_h5m_values *v)
 {
     free(v->qweight);
     free(v->scales);
+    free(v->codebook);
     free(v->zeros);
     free(v->g_idx);
     free(v->mask);
@@ -780,6 +783,11 @@ void qd_h5m_dequantize(const qd_h5m_record *r, const qd_h5m_values *v, float *ou
     const int64_t R = qd_h5m_rows(r), C = qd_h5m_cols(r), G = qd_h5m_group_cols(r);
     uint8_t *codes = qd_xmalloc((size_t)(R * C > 0 ? R * C : 1));
     qd_unpack_matrix(v->qweight, R, C, r->bits, codes);
+    if (v->codebook) {
+        qd_kmeans_dequantize(codes, R, C, G, r->bits, v->codebook, out);
+        free(codes);
+        return;
+    }
     qd_qparams p = {.rows = R,
                     .cols = C,
                     .ngroups = r->ngroups,

@@ -27,7 +27,9 @@ static const char *eval_help =
     "Usage: qdist eval --model DIR --quantized FILE.h5 --data PATH [options]\n"
     "\n"
     "Runs the FP32 model and the quantized model (integer kernels: int8 x int8 for 8-bit symmetric\n"
-    "per-channel weights, packed int4 x int8 for 4-bit weights; dequantized float for other\n"
+    "per-channel weights, packed int4 x int8 for 4-bit weights; K-means codebooks looked up a tile\n"
+    "of rows at a time into a float GEMM, or with QD_CODEBOOK_KERNEL=int8 snapped to an int8 grid\n"
+    "per row for the int8 GEMM; dequantized float for other\n"
     "schemes) on the same inputs and reports, for both: task accuracy (when labels exist),\n"
     "latency per sample (mean, p50, p95), throughput, peak RSS and weight/file bytes; and the\n"
     "agreement of predicted labels and the cosine of logits (classifiers) or of mean-pooled\n"
@@ -395,7 +397,8 @@ static double path_bytes(const char *path)
 static void runtime_path(char *buf, size_t cap, int fake, const int counts[QD_QL_KINDS_], double outlier,
                          double outl_cols)
 {
-    int nq = 0, nint = counts[QD_QL_INT8] + counts[QD_QL_INT4_S8] + counts[QD_QL_INT4_F32];
+    int nq = 0, nint = counts[QD_QL_INT8] + counts[QD_QL_INT4_S8] + counts[QD_QL_INT4_F32] + counts[QD_QL_CB_INT8],
+        nlut = counts[QD_QL_LUT];
     for (int t = 0; t < QD_QL_KINDS_; t++)
         if (t != QD_QL_FLOAT) nq += counts[t];
     int o;
@@ -404,6 +407,11 @@ static void runtime_path(char *buf, size_t cap, int fake, const int counts[QD_QL
                      "fake-quant: the %d quantized Linears run their dequantized weights in float (no integer "
                      "kernels)",
                      nq);
+    else if (nint == 0 && nlut)
+        o = snprintf(buf, cap,
+                     "codebook lookup (%s) for %d of %d quantized Linears: levels looked up 64 rows at a time "
+                     "into a float GEMM",
+                     qd_kernels_isa(), nlut, nq);
     else if (nint == 0)
         o = snprintf(buf, cap,
                      "dequantized float weights for the %d quantized Linears (no integer kernel for their "
@@ -416,7 +424,7 @@ static void runtime_path(char *buf, size_t cap, int fake, const int counts[QD_QL
                 o += snprintf(buf + o, cap - (size_t)o, " %d %s,", counts[t],
                               t == QD_QL_INT8 ? "int8 x int8" : qd_ql_kind_name((qd_ql_kind)t));
         buf[--o] = 0; /* the last comma */
-        if (counts[QD_QL_INT8] || counts[QD_QL_INT4_S8]) {
+        if (counts[QD_QL_INT8] || counts[QD_QL_INT4_S8] || counts[QD_QL_CB_INT8]) {
             if (outlier > 0)
                 o += snprintf(buf + o, cap - (size_t)o,
                               "; int8 activations per token, outlier columns (a value above %g) in float: %.2f per "

@@ -34,8 +34,9 @@ static const char *quantize_help =
     "\n"
     "  --model PATH            the checkpoint\n"
     "  --out FILE.h5           the output (written as FILE.h5.partial, renamed when complete)\n"
-    "  --method rtn|gptq|adaround  round to nearest; GPTQ (Hessian-based error compensation) or\n"
-    "                          AdaRound (learned up/down rounding), both with --calib\n"
+    "  --method rtn|gptq|adaround|kmeans  round to nearest; GPTQ (Hessian-based error\n"
+    "                          compensation) or AdaRound (learned up/down rounding), both with\n"
+    "                          --calib; K-means codebooks (2^bits levels per channel or group)\n"
     "  --bits N                2..8\n"
     "  --granularity G         tensor | channel | group\n"
     "  --group-size N          input columns per group (implies --granularity group)\n"
@@ -63,7 +64,8 @@ static const char *quantize_help =
     "                          damp, block_size, act_order, static_groups, adaround_iters,\n"
     "                          adaround_lambda, adaround_beta (\"START,END\"), adaround_warmup,\n"
     "                          adaround_lr, adaround_batch, activations, act_bits, act_calib,\n"
-    "                          act_percentile, act_outliers\n"
+    "                          act_percentile, act_outliers, kmeans_init, kmeans_weighted,\n"
+    "                          kmeans_seed, kmeans_iters\n"
     "GPTQ and calibration:\n"
     "  --calib PATH            calibration samples: a text file (one per line) or a TSV with a\n"
     "                          'sentence' column (BERT), an IDX images file or an image folder (ViT)\n"
@@ -96,6 +98,12 @@ static const char *quantize_help =
     "                          (all samples' real tokens, in sample order; the block in hand in\n"
     "                          data mode, a rank's own blocks in pipeline mode) and each step draws\n"
     "                          N of them with --calib-seed; memory: see 'qdist plan'\n"
+    "K-means (non-uniform levels; a codebook per output channel or group, docs/FORMAT.md):\n"
+    "  --kmeans-init I         kmeans++ (default; seeded) or linear (evenly spaced start)\n"
+    "  --kmeans-seed S         seed of k-means++ (default 0)\n"
+    "  --kmeans-iters N        Lloyd iterations at most (default 50)\n"
+    "  --weighted              centroids minimise the error weighted by the Hessian diagonal of\n"
+    "                          each Linear's input (SqueezeLLM-style; needs --calib)\n"
     "Pruning (every quantized weight; masks recorded in the file, docs/FORMAT.md):\n"
     "  --sparsity S            fraction of zeros per row (0.5, 50%) or N:M (2:4, 4:8: at most N\n"
     "                          nonzeros in every M consecutive inputs)\n"
@@ -189,7 +197,11 @@ enum {
     O_SPARSITY,
     O_PRUNE,
     O_PRUNE_ONLY,
-    O_TRAIN_BATCH
+    O_TRAIN_BATCH,
+    O_KM_INIT,
+    O_KM_WEIGHTED,
+    O_KM_SEED,
+    O_KM_ITERS
 };
 
 static const char *g_events;
@@ -266,6 +278,10 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
                                  {"prune", required_argument, 0, O_PRUNE},
                                  {"prune-only", no_argument, 0, O_PRUNE_ONLY},
                                  {"train-batch", required_argument, 0, O_TRAIN_BATCH},
+                                 {"kmeans-init", required_argument, 0, O_KM_INIT},
+                                 {"weighted", no_argument, 0, O_KM_WEIGHTED},
+                                 {"kmeans-seed", required_argument, 0, O_KM_SEED},
+                                 {"kmeans-iters", required_argument, 0, O_KM_ITERS},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
     qd_job_config_default(c);
@@ -312,6 +328,10 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
         case O_SPARSITY: key = "sparsity"; break;
         case O_PRUNE: key = "prune"; break;
         case O_PRUNE_ONLY: c->prune_only = 1; break;
+        case O_KM_INIT: key = "kmeans_init"; break;
+        case O_KM_WEIGHTED: c->kmeans_weighted = 1; break;
+        case O_KM_SEED: key = "kmeans_seed"; break;
+        case O_KM_ITERS: key = "kmeans_iters"; break;
         case O_TRAIN_BATCH:
             g_train_batch = atoi(optarg);
             if (strcmp(cmd, "plan") || g_train_batch < 1) {

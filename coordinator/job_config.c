@@ -68,7 +68,7 @@ static int parse_method(const char *key, const char *val, int *out, char *msg, s
 {
     qd_method m;
     if (qd_method_from_name(val, &m))
-        return set_err(msg, cap, "'%s' must be rtn, gptq or adaround, got '%s'", key, val);
+        return set_err(msg, cap, "'%s' must be rtn, gptq, adaround or kmeans, got '%s'", key, val);
     *out = (int)m;
     return 0;
 }
@@ -220,6 +220,23 @@ int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *
         if (!*val || *end || !(d > 50 && d <= 100))
             return set_err(msg, cap, "'%s' must be a number in (50, 100], got '%s'", key, val);
         c->act_percentile = d;
+    } else if (!strcmp(key, "kmeans_seed") || !strcmp(key, "kmeans_iters")) {
+        char *end;
+        long long x = strtoll(val, &end, 10);
+        long long lo = key[7] == 'i' ? 1 : 0;
+        if (!*val || *end || x < lo || x > (1 << 30))
+            return set_err(msg, cap, "'%s' must be an integer >= %lld, got '%s'", key, lo, val);
+        if (key[7] == 'i')
+            c->kmeans_iters = (int)x;
+        else
+            c->kmeans_seed = (int)x;
+    } else if (!strcmp(key, "kmeans_init")) {
+        if (!strcmp(val, "kmeans++"))
+            c->kmeans_init = QD_KMEANS_PLUSPLUS;
+        else if (!strcmp(val, "linear"))
+            c->kmeans_init = QD_KMEANS_LINEAR;
+        else
+            return set_err(msg, cap, "'%s' must be kmeans++ or linear, got '%s'", key, val);
     } else if (!strcmp(key, "calib_mode")) {
         int m = qd_calib_mode_from_name(val);
         if (m < 0)
@@ -237,14 +254,15 @@ int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *
     return 0;
 }
 
-static const char *k_bools[] = {"sym",       "include_embeddings", "include_head",
-                                "act_order", "static_groups",      "overwrite",
-                                "resume",    "prune_only",         NULL};
-static const char *k_strings[] = {"method",     "granularity",   "clip",        "shard",     "calib",
-                                  "calib_mode", "adaround_beta", "model",       "out",       "sparsity",
-                                  "prune",      "mem_per_rank",  "activations", "act_calib", NULL};
-static const char *k_ints[] = {"bits",       "group_size",     "nsamples",       "seqlen",   "calib_seed", "microbatch",
-                               "block_size", "adaround_iters", "adaround_batch", "act_bits", NULL};
+static const char *k_bools[] = {
+    "sym",    "include_embeddings", "include_head",    "act_order", "static_groups", "overwrite",
+    "resume", "prune_only",         "kmeans_weighted", NULL};
+static const char *k_strings[] = {"method",        "granularity", "clip",        "shard",    "calib", "calib_mode",
+                                  "adaround_beta", "model",       "out",         "sparsity", "prune", "mem_per_rank",
+                                  "activations",   "act_calib",   "kmeans_init", NULL};
+static const char *k_ints[] = {
+    "bits",           "group_size",     "nsamples", "seqlen",      "calib_seed",   "microbatch", "block_size",
+    "adaround_iters", "adaround_batch", "act_bits", "kmeans_seed", "kmeans_iters", NULL};
 
 static int in_list(const char *k, const char **l)
 {
@@ -335,6 +353,8 @@ int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, c
                 c->static_groups = v;
             else if (!strcmp(k, "prune_only"))
                 c->prune_only = v;
+            else if (!strcmp(k, "kmeans_weighted"))
+                c->kmeans_weighted = v;
             else if (!allow_paths)
                 return set_err(msg, cap, "unknown key '%s' (give it on the command line)", k);
             else if (!strcmp(k, "overwrite"))

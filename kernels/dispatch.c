@@ -48,6 +48,7 @@ static void init_tables(void)
     qd_kernels_fill_ref_act(&g_ref);
     qd_kernels_fill_ref_adaround(&g_ref);
     qd_kernels_fill_ref_gptq_rtn(&g_ref);
+    qd_kernels_fill_ref_lut(&g_ref);
     g_avx2_ok = cpu_has_avx2();
 #ifdef QD_HAVE_X86
     if (g_avx2_ok) {
@@ -57,6 +58,7 @@ static void init_tables(void)
         qd_kernels_fill_avx2_act(&g_avx2);
         qd_kernels_fill_avx2_adaround(&g_avx2);
         qd_kernels_fill_avx2_gptq_rtn(&g_avx2);
+        qd_kernels_fill_avx2_lut(&g_avx2);
         /* the avx2 table with the AVX-512 versions of the kernels that have one (same bits) */
         g_avx512_ok = cpu_has_avx512();
         if (g_avx512_ok) {

@@ -7,7 +7,10 @@
 #include "collective/h5model.h"
 #include "runtime/qmodel.h"
 #include "kernels/gemm.h"
+#include "kernels/kernels.h"
 #include "quant/quant.h"
+
+#define LUT_TILE 64 /* output rows looked up at a time: 64 x K floats stay in cache */
 
 typedef struct {
     qd_ql_kind kind;
@@ -20,6 +23,9 @@ typedef struct {
     float *sc;
     int32_t *zr;
     int64_t G, ng;
+    float *cbk; /* codebook records: levels [out][ng][L] (CB_INT8: as snapped), codes kept unpacked */
+    int L;
+    const float *bias;
 } qlin;
 
 struct qd_qmodel {
@@ -38,12 +44,91 @@ struct qd_qmodel {
     int8_t *aq;
     float *ascale;
     size_t aq_cap, as_cap;
+    float *tile; /* LUT: looked-up rows [LUT_TILE][K] */
+    size_t tile_cap;
 };
 
 const char *qd_ql_kind_name(qd_ql_kind k)
 {
-    static const char *n[] = {"float", "int8", "int4 x int8", "int4 x float", "dequantized float"};
+    static const char *n[] = {"float",
+                              "int8",
+                              "int4 x int8",
+                              "int4 x float",
+                              "dequantized float",
+                              "codebook lookup",
+                              "codebook on an int8 grid x int8"};
     return k < QD_QL_KINDS_ ? n[k] : "?";
+}
+
+/* Which kernel runs codebook records: QD_CODEBOOK_KERNEL=int8 or lut (the default, see qmodel.h). */
+static qd_ql_kind codebook_kind(void)
+{
+    const char *k = getenv("QD_CODEBOOK_KERNEL");
+    return k && !strcmp(k, "int8") ? QD_QL_CB_INT8 : QD_QL_LUT;
+}
+
+/* A codebook record: codes unpacked, levels kept (LUT), or snapped to an int8 grid per row and
+ * expanded into int8 weights for the integer GEMM (CB_INT8). Takes v->codebook. */
+static int load_codebook(qlin *ql, const qd_h5m_record *r, qd_h5m_values *v, const float *bias)
+{
+    const int64_t N = qd_h5m_rows(r), K = qd_h5m_cols(r);
+    ql->L = 1 << r->bits;
+    ql->G = qd_h5m_group_cols(r);
+    ql->ng = r->ngroups;
+    ql->cbk = v->codebook;
+    ql->bias = bias;
+    ql->codes = qd_xmalloc((size_t)(N * K > 0 ? N * K : 1));
+    qd_unpack_matrix(v->qweight, N, K, r->bits, ql->codes);
+    ql->kind = codebook_kind();
+    const int64_t per_row = ql->ng * ql->L;
+    if (ql->kind == QD_QL_LUT) {
+        ql->bytes = (uint64_t)(N * K) + (uint64_t)(N * per_row) * 4;
+        return QD_OK;
+    }
+    float *sc = qd_xmalloc((size_t)N * sizeof(float));
+    int8_t *w = qd_xmalloc((size_t)(N * K > 0 ? N * K : 1));
+    int8_t *lv = qd_xmalloc((size_t)per_row);
+    for (int64_t n = 0; n < N; n++) {
+        float *c = ql->cbk + n * per_row, mx = 0;
+        for (int64_t k = 0; k < per_row; k++) mx = fabsf(c[k]) > mx ? fabsf(c[k]) : mx;
+        sc[n] = mx > 0 ? mx / 127.0f : 1.0f;
+        for (int64_t k = 0; k < per_row; k++) {
+            lv[k] = (int8_t)fmaxf(-127.0f, fminf(127.0f, rintf(c[k] / sc[n])));
+            c[k] = sc[n] * (float)lv[k]; /* the levels the integer GEMM multiplies (outlier columns) */
+        }
+        for (int64_t k = 0; k < K; k++) w[n * K + k] = lv[(k / ql->G) * ql->L + ql->codes[n * K + k]];
+    }
+    int rc = qd_gemm_w8_create(w, N, K, K, sc, bias, &ql->w8);
+    free(lv);
+    free(w);
+    free(sc);
+    if (!rc) ql->bytes = qd_gemm_w8_bytes(ql->w8);
+    return rc;
+}
+
+/* Y[rows][N] = X W^T + b with W looked up LUT_TILE rows at a time from the codes and levels. */
+static int apply_lut(qd_qmodel *q, const qlin *ql, const float *X, int64_t rows, int64_t K, int64_t N, float *Y)
+{
+    const size_t need = (size_t)(LUT_TILE * K);
+    if (need > q->tile_cap) {
+        free(q->tile);
+        q->tile = malloc(need * sizeof(float));
+        q->tile_cap = q->tile ? need : 0;
+        if (!q->tile) return qd_err_set(QD_ENOMEM, "eval: out of memory for a lookup tile");
+    }
+    const qd_kernel_table *kt = qd_kernels();
+    const int64_t per_row = ql->ng * ql->L;
+    for (int64_t n0 = 0; n0 < N; n0 += LUT_TILE) {
+        const int64_t nt = QD_MIN(LUT_TILE, N - n0);
+        for (int64_t i = 0; i < nt; i++)
+            kt->lut_row(ql->codes + (n0 + i) * K, K, ql->G, ql->L, ql->cbk + (n0 + i) * per_row, q->tile + i * K);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nt, (int)K, 1.0f, X, (int)K, q->tile,
+                    (int)K, 0.0f, Y + n0, (int)N);
+    }
+    if (ql->bias)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t n = 0; n < N; n++) Y[r * N + n] += ql->bias[n];
+    return 1;
 }
 
 /* Linear li from record ri of the file (validated by qd_h5m_open): the best kernel its scheme
@@ -75,7 +160,12 @@ static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
     const int64_t G = qd_h5m_group_cols(r), ng = r->ngroups, rb = qd_packed_row_bytes(K, bits);
     int natural = 1; /* g_idx absent or equal to c / G */
     for (int64_t c = 0; v.g_idx && c < K; c++) natural &= v.g_idx[c] == (int32_t)(c / G);
-    if (!fake && bits == 8 && sym && ng == 1 && natural) {
+    if (v.codebook && !fake) {
+        rc = load_codebook(ql, r, &v, L->b);
+        v.codebook = NULL;
+    } else if (v.codebook) {
+        /* fake quantization: dequantized float */
+    } else if (!fake && bits == 8 && sym && ng == 1 && natural) {
         int8_t *w = qd_xmalloc((size_t)(N * K));
         for (int64_t i = 0; i < N * K; i++) w[i] = (int8_t)((int)v.qweight[i] - 128);
         rc = qd_gemm_w8_create(w, N, K, K, v.scales, L->b, &ql->w8);
@@ -104,7 +194,7 @@ static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
     }
     if (rc)
         rc = qd_err_wrap(rc, "%s: tensor '%s': ", path, name);
-    else if (!ql->w8 && !ql->w4) {
+    else if (!ql->w8 && !ql->w4 && !ql->cbk) {
         ql->wdq = qd_xmalloc((size_t)(N * K) * sizeof(float));
         qd_h5m_dequantize(r, &v, ql->wdq);
         ql->kind = QD_QL_DEQUANT;
@@ -162,7 +252,9 @@ void qd_qmodel_free(qd_qmodel *q)
         free(q->l[i].codes);
         free(q->l[i].sc);
         free(q->l[i].zr);
+        free(q->l[i].cbk);
     }
+    free(q->tile);
     free(q->l);
     free(q->xs);
     free(q->wo);
@@ -200,6 +292,8 @@ static int apply(void *user, const qd_model *m, int li, const float *X, int64_t 
     case QD_QL_FLOAT: return 0;
     case QD_QL_DEQUANT: qd_linear_f32(X, rows, L->in, ql->wdq, L->b, L->out, Y); return 1;
     case QD_QL_INT4_F32: qd_gemm_w4_f32(X, K, rows, ql->w4, Y, N); return 1;
+    case QD_QL_LUT: return apply_lut(q, ql, X, rows, K, N, Y);
+    case QD_QL_CB_INT8:
     case QD_QL_INT8:
     case QD_QL_INT4_S8: {
         int rc = grow(q, rows, K);
@@ -256,12 +350,13 @@ static int apply(void *user, const qd_model *m, int li, const float *X, int64_t 
                 }
                 for (int64_t n = 0; n < N; n++)
                     q->wo[n * no + j] =
-                        qd_dequantize1(ql->codes[n * K + k], ql->sc[n * ql->ng + g], ql->zr[n * ql->ng + g]);
+                        ql->cbk ? ql->cbk[(n * ql->ng + g) * ql->L + ql->codes[n * K + k]]
+                                : qd_dequantize1(ql->codes[n * K + k], ql->sc[n * ql->ng + g], ql->zr[n * ql->ng + g]);
             }
             X = q->xs;
         }
         qd_quantize_rows_s8(X, rows, K, K, NULL, q->ascale, q->aq, K);
-        if (ql->kind == QD_QL_INT8)
+        if (ql->kind != QD_QL_INT4_S8)
             qd_gemm_s8_f32(q->aq, K, q->ascale, rows, ql->w8, Y, N);
         else
             qd_gemm_w4_s8(q->aq, K, q->ascale, rows, ql->w4, Y, N);

@@ -7,6 +7,12 @@
  *   int4    4-bit, per channel or in groups along the input (no act-order permutation, or one
  *           equal to the natural group order): packed 4-bit weights x int8 per-token activations
  *           (qd_gemm_w4_s8), or x float activations with --w4-float-act (qd_gemm_w4_f32);
+ *   codebook K-means records (levels per channel or group): by default the codes stay one byte
+ *           each and a tile of 64 output rows at a time is looked up (kernels.h lut_row) and
+ *           multiplied in float (QD_QL_LUT); with QD_CODEBOOK_KERNEL=int8 every row's levels are
+ *           snapped to an int8 grid (scale max|level| / 127) and the int8 GEMM runs them with
+ *           per-token int8 activations (QD_QL_CB_INT8: the snapping adds at most half a step of
+ *           that grid to each level);
  *   dequant anything else (other widths, act-order files): the dequantized weights in float.
  * Outlier activations: per-token int8 loses the small values of a row when one channel is far
  * larger; columns with a value above a threshold are taken out and multiplied in float with their
@@ -22,7 +28,16 @@
 
 #include "model/model.h"
 
-typedef enum { QD_QL_FLOAT = 0, QD_QL_INT8, QD_QL_INT4_S8, QD_QL_INT4_F32, QD_QL_DEQUANT, QD_QL_KINDS_ } qd_ql_kind;
+typedef enum {
+    QD_QL_FLOAT = 0,
+    QD_QL_INT8,
+    QD_QL_INT4_S8,
+    QD_QL_INT4_F32,
+    QD_QL_DEQUANT,
+    QD_QL_LUT,
+    QD_QL_CB_INT8,
+    QD_QL_KINDS_
+} qd_ql_kind;
 
 typedef struct qd_qmodel qd_qmodel;
 

@@ -22,6 +22,7 @@ void qd_calib_results_free(qd_calib_results *r)
         free(r->t[i].codes);
         free(r->t[i].scales);
         free(r->t[i].zeros);
+        free(r->t[i].codebook);
         free(r->t[i].g_idx);
         free(r->t[i].mask);
         free(r->t[i].fweight);
@@ -181,6 +182,7 @@ static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter
         if ((rc = qd_ckpt_read_rows_f32(g->ck, ti, r0, n, W))) break;
         QD_ASSERT(s.X || !rows_kept(g, ti));
         qd_unit_out out = {.codes = r->codes + r0 * C,
+                           .codebook = r->codebook ? r->codebook + r0 * r->cbr : NULL,
                            .scales = r->scales + r0 * r->ng,
                            .zeros = r->zeros + r0 * r->ng,
                            .mask = r->mask ? r->mask + r0 * C : NULL};
@@ -212,7 +214,9 @@ static int result_alloc(gjob *g, int ti)
     const int pruned = qd_sparsity_active(&g->jt[ti].sp);
     if (pruned) r->mask = calloc((size_t)(nc ? nc : 1), 1);
     if (r->float_kept) r->fweight = calloc((size_t)(nc ? nc : 1), sizeof(float));
-    if (!r->codes || !r->scales || !r->zeros || (pruned && !r->mask) || (r->float_kept && !r->fweight))
+    if (r->cbr) r->codebook = calloc((size_t)(r->rows * r->cbr), sizeof(float));
+    if (!r->codes || !r->scales || !r->zeros || (pruned && !r->mask) || (r->float_kept && !r->fweight) ||
+        (r->cbr && !r->codebook))
         return qd_err_set(QD_ENOMEM, "tensor '%s': out of memory for its result (%.1f MB)",
                           qd_ckpt_tensor(g->ck, ti)->name, (double)nc * (r->float_kept ? 6 : 2) * 1e-6);
     return QD_OK;
@@ -241,6 +245,7 @@ static void result_keep(gjob *g, int ti)
     QD_KEEP_ROWS(zeros, ng);
     QD_KEEP_ROWS(mask, C);
     QD_KEEP_ROWS(fweight, C);
+    QD_KEEP_ROWS(codebook, r->cbr);
 #undef QD_KEEP_ROWS
     r->row0 = a;
     r->row1 = b;
@@ -267,6 +272,7 @@ static void allgather_result(gjob *g, int ti)
     if (r->fweight) qd_coll_merge_floats(g->comm, r->fweight, nc); /* one owner per row, others exact zeros */
     qd_coll_merge_floats(g->comm, r->scales, ns);
     qd_coll_merge_i32(g->comm, r->zeros, ns);
+    if (r->codebook) qd_coll_merge_floats(g->comm, r->codebook, r->rows * r->cbr);
     double d[2] = {r->damp_used, (double)r->dead_columns};
     qd_coll_allreduce_doubles(g->comm, d, 2, QD_COLL_MAX);
     r->damp_used = d[0];
@@ -299,6 +305,10 @@ static float *dequantize_result(const qd_calib_result *r, const qd_job_tensor *j
         return W;
     }
     const int64_t G = qd_scheme_group_cols(&j->scheme, r->cols);
+    if (r->codebook) {
+        qd_kmeans_dequantize(r->codes, r->rows, r->cols, G, j->scheme.bits, r->codebook, W);
+        return W;
+    }
     qd_qparams p = {.rows = r->rows,
                     .cols = r->cols,
                     .ngroups = r->ng,
@@ -741,6 +751,7 @@ static int map_tensors(gjob *g)
         r->ng = qd_rtn_ngroups(&j->scheme, r->cols);
         r->calibrated = 1;
         r->float_kept = qd_sparsity_active(&j->sp) && g->cfg->prune_only;
+        r->cbr = qd_method_codebook_row(j->method, &j->scheme, r->cols);
     }
     return QD_OK;
 }

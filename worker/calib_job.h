@@ -50,8 +50,10 @@ typedef struct {
     uint8_t *codes;     /* [row1 - row0, cols] unpacked; NULL: no rows held */
     float *scales;      /* [rows, ng] */
     int32_t *zeros;     /* [rows, ng] */
-    int32_t *g_idx;     /* [cols] when the method reorders columns (act-order), else NULL */
-    double damp_used;   /* GPTQ: largest damping used over its units (relative to mean diag H) */
+    float *codebook;    /* codebook methods: [row1 - row0, cbr = ng * 2^bits]; else NULL */
+    int64_t cbr;
+    int32_t *g_idx;   /* [cols] when the method reorders columns (act-order), else NULL */
+    double damp_used; /* GPTQ: largest damping used over its units (relative to mean diag H) */
     int64_t dead_columns;
     uint8_t *mask;  /* [rows, cols] 1 = kept, when the job prunes (worker/sparse_unit.h); else NULL */
     float *fweight; /* [rows, cols] prune-only: the pruned float weights (codes unused); else NULL */

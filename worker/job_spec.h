@@ -82,7 +82,12 @@ typedef struct {
     int prune; /* qd_prune_method, or -1 (default: sparsegpt with gptq, magnitude with rtn); with gptq the mask's criterion (sparsegpt: joint pruning and
                            * quantization; magnitude/wanda: GPTQ keeping their mask); rtn: magnitude only */
     int prune_only; /* keep the pruned weights in float (needs the calibrated path: method gptq) */
-    int ada_tiles;  /* set by qd_job_run, not by callers: 1 when every rank of the job
+    /* K-means codebooks (quant/kmeans.h) */
+    int kmeans_init;     /* qd_kmeans_init: k-means++ (default) or linear */
+    int kmeans_weighted; /* centroids weighted by the Hessian diagonal (needs calib) */
+    int kmeans_seed;     /* k-means++ seed, default 0 */
+    int kmeans_iters;    /* Lloyd iterations at most, default 50 */
+    int ada_tiles;       /* set by qd_job_run, not by callers: 1 when every rank of the job
                                   * has the bfloat16 tiles (kernels/gemm_bf16.h) for the Hessian
                                   * form's product, so all ranks compute it the same way */
 } qd_job_config;

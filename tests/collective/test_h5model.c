@@ -1,7 +1,7 @@
 /* The model file's one owner (collective/h5model.h), on 1 and 2 ranks:
  *   - every kind of record (quantized 8-bit symmetric per channel, 3-bit asymmetric groups with
- *     act-order g_idx and padding bits, 4-bit asymmetric per tensor; float 2-D, 1-D and 0-d; raw
- *     bytes) written collectively, each rank its own rows, then read back equal, dequantized as
+ *     act-order g_idx and padding bits, 4-bit asymmetric per tensor, 2-bit K-means codebooks in
+ *     groups; float 2-D, 1-D and 0-d; raw bytes) written collectively, each rank its own rows, then read back equal, dequantized as
  *     quant/'s reference does;
  *   - the table of the code (qd_h5m_fields) equals the tables of docs/FORMAT.md (names, places,
  *     types, the tensor kinds that carry them), and the file written holds every name of the table
@@ -38,6 +38,8 @@ typedef struct {
     float f2[4 * 3], f1[5], f0[1];
     uint8_t raw[16];
     uint8_t m3[R3 * 2], m2[4]; /* masks: 10 columns in 2 bytes, 3 in 1 */
+    uint8_t qk[R3 * 3];        /* 2-bit codes: 10 columns in 3 bytes */
+    float cbk[R3 * 3 * 4];     /* [R3][3 groups of G3][4 levels], ascending */
 } payload;
 
 static void fill(payload *p)
@@ -72,6 +74,12 @@ static void fill(payload *p)
         p->m3[2 * r + 1] = (uint8_t)(r & 3); /* columns 8, 9 only */
     }
     for (int r = 0; r < 4; r++) p->m2[r] = (uint8_t)(r & 7);
+    for (int r = 0; r < R3; r++) {
+        uint8_t codes[C3];
+        for (int c = 0; c < C3; c++) codes[c] = (uint8_t)((r + 3 * c) % 4);
+        qd_pack_row(codes, C3, 2, p->qk + r * 3);
+    }
+    for (int i = 0; i < R3 * 3 * 4; i++) p->cbk[i] = (float)(i / 4) * 0.5f + (float)(i % 4) * 0.125f - 1.0f;
 }
 
 /* A static activation record of three tensors, the second with two outlier channels. */
@@ -126,7 +134,7 @@ static void write_file(const char *out, const payload *p, int finish)
     qd_h5m_record r;
     const qd_qscheme s8 = {8, 1, QD_GRAN_CHANNEL, 128}, s3 = {3, 0, QD_GRAN_GROUP, G3}, st = {4, 0, QD_GRAN_TENSOR, 0};
     const int64_t sh2[2] = {4, 3}, sh1[1] = {5}, sh0[1] = {0}, shr[1] = {2};
-    int ti[7];
+    int ti[8];
     qd_h5m_record_quantized(&r, "enc.layer.0.q8.weight", R8, C8, "F32", "rtn", &s8, 0);
     ti[0] = qd_h5m_declare(w, &r);
     qd_h5m_record_quantized(&r, "enc.layer.0.q3.weight", R3, C3, "BF16", "gptq", &s3, 1);
@@ -146,6 +154,10 @@ static void write_file(const char *out, const payload *p, int finish)
     qd_h5m_record_raw(&r, "position_ids", 1, shr, "I64", 16);
     ti[6] = qd_h5m_declare(w, &r);
     CHECK(qd_h5m_record_add(&r, QD_H5M_SCALES) != QD_OK); /* not a dataset of raw records */
+    const qd_qscheme sk = {2, 1, QD_GRAN_GROUP, G3};
+    qd_h5m_record_quantized(&r, "head.kmeans.weight", R3, C3, "F32", "kmeans", &sk, 0);
+    CHECK(qd_h5m_record_has(&r, QD_H5M_CODEBOOK) && !qd_h5m_record_has(&r, QD_H5M_SCALES));
+    ti[7] = qd_h5m_declare(w, &r);
     int64_t a, b;
     my_rows(R8, &a, &b);
     qd_h5m_write_rows(w, ti[0], QD_H5M_QWEIGHT, a, b - a, p->q8 + a * C8);
@@ -160,6 +172,9 @@ static void write_file(const char *out, const payload *p, int finish)
     qd_h5m_write_rows(w, ti[2], QD_H5M_QWEIGHT, a, b - a, p->qt + a * 5);
     qd_h5m_write_rows(w, ti[2], QD_H5M_SCALES, a, b - a, p->st + a);
     qd_h5m_write_rows(w, ti[2], QD_H5M_ZEROS, a, b - a, p->zt + a);
+    my_rows(R3, &a, &b);
+    qd_h5m_write_rows(w, ti[7], QD_H5M_QWEIGHT, a, b - a, p->qk + a * 3);
+    qd_h5m_write_rows(w, ti[7], QD_H5M_CODEBOOK, a, b - a, p->cbk + a * 12);
     my_rows(4, &a, &b);
     qd_h5m_write_rows(w, ti[3], QD_H5M_DATA, a, b - a, p->f2 + a * 3);
     qd_h5m_write_rows(w, ti[3], QD_H5M_MASK, a, b - a, p->m2 + a);
@@ -170,7 +185,7 @@ static void write_file(const char *out, const payload *p, int finish)
     }
     qd_h5m_flush(w);
     const double m[4] = {0.01, 1e-5, 0.02, 40.0};
-    for (int i = 0; i < (finish ? 7 : 1); i++) qd_h5m_mark_complete(w, ti[i], i < 3 ? m : NULL);
+    for (int i = 0; i < (finish ? 8 : 1); i++) qd_h5m_mark_complete(w, ti[i], i < 3 || i == 7 ? m : NULL);
     if (!finish) {
         qd_h5m_abandon(w);
         return;
@@ -185,7 +200,7 @@ static void read_back(const char *path, const payload *p)
     int rc = qd_h5m_open(path, NULL, &f);
     CHECK_MSG(rc == QD_OK, "%s", qd_errmsg());
     if (!f) return;
-    CHECK_EQ(qd_h5m_num_tensors(f), 7);
+    CHECK_EQ(qd_h5m_num_tensors(f), 8);
     CHECK_EQ(qd_h5m_info_of(f)->format_version, QD_H5M_FORMAT_VERSION);
     CHECK_STREQ(qd_h5m_info_of(f)->status, QD_H5M_STATUS_COMPLETE);
     CHECK_STREQ(qd_h5m_info_of(f)->arch, "vit");
@@ -229,6 +244,26 @@ static void read_back(const char *path, const payload *p)
     CHECK_EQ(qd_h5m_read(f, it, &v), QD_OK);
     CHECK(!memcmp(v.qweight, p->qt, sizeof p->qt) && !memcmp(v.zeros, p->zt, sizeof p->zt));
     qd_h5m_values_free(&v);
+    /* codebooks: W[r][c] = codebook[r][c / G][q], by hand */
+    const int ik = qd_h5m_find(f, "head.kmeans.weight");
+    CHECK(ik >= 0);
+    if (ik >= 0) {
+        const qd_h5m_record *rk = qd_h5m_tensor(f, ik);
+        CHECK(qd_h5m_is_codebook(rk) && rk->sym && rk->ngroups == 3 && rk->bits == 2);
+        CHECK_EQ(qd_h5m_read(f, ik, &v), QD_OK);
+        CHECK(v.codebook && !v.scales && !memcmp(v.codebook, p->cbk, sizeof p->cbk) &&
+              !memcmp(v.qweight, p->qk, sizeof p->qk));
+        float wk[R3 * C3];
+        qd_h5m_dequantize(rk, &v, wk);
+        long bad = 0;
+        for (int r = 0; r < R3; r++)
+            for (int c = 0; c < C3; c++) {
+                const int q = (r + 3 * c) % 4, g = c / G3;
+                bad += wk[r * C3 + c] != (float)(r * 3 + g) * 0.5f + (float)q * 0.125f - 1.0f;
+            }
+        CHECK_EQ(bad, 0);
+        qd_h5m_values_free(&v);
+    }
     int i2 = qd_h5m_find(f, "norm.weight2d"), i1 = qd_h5m_find(f, "norm.bias"), i0 = qd_h5m_find(f, "scalar"),
         ir = qd_h5m_find(f, "position_ids");
     CHECK_EQ(qd_h5m_read(f, i2, &v), QD_OK);
