@@ -60,6 +60,9 @@ int qd_coll_qtensor_read(const char *path, const char *name, qd_coll_qtensor *q)
     if (i < 0) return qd_err_set(QD_ENOTFOUND, "%s: no tensor '%s'", path, name);
     const qd_h5m_record *r = qd_h5m_tensor(f, i);
     if (r->kind != QD_H5M_QUANTIZED) return qd_err_set(QD_ENOTFOUND, "%s: tensor '%s' is kept in float", path, name);
+    if (qd_h5m_is_codebook(r))
+        return qd_err_set(QD_EFORMAT, "%s: tensor '%s' holds K-means codebooks, which have no step sizes to train",
+                          path, name);
     qd_h5m_values v;
     if ((rc = qd_h5m_read(f, i, &v))) return rc;
     snprintf(q->method, sizeof q->method, "%s", r->method);

@@ -126,8 +126,12 @@ void qd_h5m_record_quantized(qd_h5m_record *r, const char *name, int64_t rows, i
     r->group_size = s->gran == QD_GRAN_GROUP ? QD_MIN(s->group_size, cols) : -1;
     r->ngroups = s->gran == QD_GRAN_GROUP ? (cols + r->group_size - 1) / r->group_size : 1;
     qd_h5m_record_add(r, QD_H5M_QWEIGHT);
-    qd_h5m_record_add(r, QD_H5M_SCALES);
-    if (!s->sym) qd_h5m_record_add(r, QD_H5M_ZEROS);
+    if (qd_h5m_is_codebook(r)) {
+        r->sym = 1; /* levels, not a grid: no zero point */
+        qd_h5m_record_add(r, QD_H5M_CODEBOOK);
+    } else
+        qd_h5m_record_add(r, QD_H5M_SCALES);
+    if (!r->sym) qd_h5m_record_add(r, QD_H5M_ZEROS);
     if (act_order) qd_h5m_record_add(r, QD_H5M_G_IDX);
 }
 
@@ -152,6 +156,11 @@ void qd_h5m_record_sparsity(qd_h5m_record *r, const char *pattern, const char *m
     qd_h5m_record_add(r, QD_H5M_MASK);
 }
 
+int qd_h5m_is_codebook(const qd_h5m_record *r)
+{
+    return r->kind == QD_H5M_QUANTIZED && !strcmp(r->method, QD_H5M_CODEBOOK_METHOD);
+}
+
 /* ---- the table ------------------------------------------------------------------------------- */
 
 static int dims_qweight(const qd_h5m_record *r, int64_t *d)
@@ -166,6 +175,14 @@ static int dims_groups(const qd_h5m_record *r, int64_t *d)
     d[0] = qd_h5m_rows(r);
     d[1] = r->ngroups;
     return 2;
+}
+
+static int dims_codebook(const qd_h5m_record *r, int64_t *d)
+{
+    d[0] = qd_h5m_rows(r);
+    d[1] = r->ngroups;
+    d[2] = (int64_t)1 << r->bits;
+    return 3;
 }
 
 static int dims_cols(const qd_h5m_record *r, int64_t *d)
@@ -196,6 +213,7 @@ static int dims_bytes(const qd_h5m_record *r, int64_t *d)
 
 static int always(const qd_h5m_record *r) { return r != NULL; }
 static int asym(const qd_h5m_record *r) { return !r->sym; }
+static int gridded(const qd_h5m_record *r) { return !qd_h5m_is_codebook(r); }
 static int act_order(const qd_h5m_record *r) { return r->act_order; }
 static int pruned(const qd_h5m_record *r) { return r->sparsity[0] != 0; }
 
@@ -248,6 +266,23 @@ static int check_scales(const qd_h5m_record *r, const void *v, int64_t n, char *
         if (!(s[i] > 0 && isfinite(s[i])))
             return why(QD_ENONFINITE, w, cap, "element %lld (row %lld) is %g; a scale must be a finite number > 0",
                        (long long)i, (long long)(i / r->ngroups), (double)s[i]);
+    return QD_OK;
+}
+
+/* Each group's levels are finite and ascending (readers may search them). */
+static int check_codebook(const qd_h5m_record *r, const void *v, int64_t n, char *w, size_t cap)
+{
+    const float *c = v;
+    const int64_t K = (int64_t)1 << r->bits;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(c[i]))
+            return why(QD_ENONFINITE, w, cap, "element %lld (row %lld) is %g", (long long)i,
+                       (long long)(i / (K * r->ngroups)), (double)c[i]);
+        if (i % K && c[i] < c[i - 1])
+            return why(QD_EFORMAT, w, cap, "row %lld, group %lld: level %lld (%g) is below the one before (%g)",
+                       (long long)(i / (K * r->ngroups)), (long long)(i / K % r->ngroups), (long long)(i % K),
+                       (double)c[i], (double)c[i - 1]);
+    }
     return QD_OK;
 }
 
@@ -316,6 +351,7 @@ static int check_finite(const qd_h5m_record *r, const void *v, int64_t n, char *
 #define ROOT QD_H5M_ROOT_ATTR
 #define RUN  QD_H5M_RUN_ATTR
 #define TENS QD_H5M_TENSOR_ATTR
+#define ACT  QD_H5M_ACT_ATTR
 /* clang-format off */
 const qd_h5m_field qd_h5m__fields[] = {
     ATTR("format",          ROOT, QD_H5M_STRING,  0, 1, 0),
@@ -347,12 +383,34 @@ const qd_h5m_field qd_h5m__fields[] = {
     ATTR("sparsity",        TENS, QD_H5M_STRING,  QK | FK, 0, 0),
     ATTR("prune_method",    TENS, QD_H5M_STRING,  QK | FK, 0, 0),
     DSET(QD_H5M_QWEIGHT, QD_H5M_UINT8,   QK, always, NULL, dims_qweight, check_qweight),
-    DSET(QD_H5M_SCALES,  QD_H5M_FLOAT32, QK, always, NULL, dims_groups, check_scales),
+    DSET(QD_H5M_SCALES,  QD_H5M_FLOAT32, QK, gridded, "tensors of methods other than kmeans", dims_groups, check_scales),
     DSET(QD_H5M_ZEROS,   QD_H5M_INT32,   QK, asym, "asymmetric tensors", dims_groups, check_zeros),
     DSET(QD_H5M_G_IDX,   QD_H5M_INT32,   QK, act_order, "tensors with act_order 1", dims_cols, check_g_idx),
     DSET(QD_H5M_DATA,    QD_H5M_FLOAT32, FK, always, NULL, dims_shape, check_finite),
     DSET(QD_H5M_RAW,     QD_H5M_UINT8,   RK, always, NULL, dims_bytes, NULL),
     DSET(QD_H5M_MASK,    QD_H5M_UINT8,   QK | FK, pruned, "pruned tensors (with sparsity)", dims_mask, check_mask),
+    ATTR("format",             ACT, QD_H5M_STRING,  0, 1, 0),
+    ATTR("scheme",             ACT, QD_H5M_STRING,  0, 1, 0),
+    ATTR("bits",               ACT, QD_H5M_INT64,   0, 1, 0),
+    ATTR("calib",              ACT, QD_H5M_STRING,  0, 1, 0),
+    ATTR("percentile",         ACT, QD_H5M_FLOAT64, 0, 1, 0),
+    ATTR("calibration",        ACT, QD_H5M_STRING,  0, 1, 0),
+    ATTR("names",              ACT, QD_H5M_STRING,  0, 1, 1),
+    ATTR("scale",              ACT, QD_H5M_FLOAT32, 0, 1, 1),
+    ATTR("zero_point",         ACT, QD_H5M_INT32,   0, 1, 1),
+    ATTR("lo",                 ACT, QD_H5M_FLOAT32, 0, 1, 1),
+    ATTR("hi",                 ACT, QD_H5M_FLOAT32, 0, 1, 1),
+    ATTR("min",                ACT, QD_H5M_FLOAT32, 0, 1, 1),
+    ATTR("max",                ACT, QD_H5M_FLOAT32, 0, 1, 1),
+    ATTR("count",              ACT, QD_H5M_INT64,   0, 1, 1),
+    ATTR("outlier_threshold",  ACT, QD_H5M_FLOAT64, 0, 1, 0),
+    ATTR("outlier_offsets",    ACT, QD_H5M_INT32,   0, 0, 1),
+    ATTR("outlier_channels",   ACT, QD_H5M_INT32,   0, 0, 1),
+    ATTR("outlier_shift",      ACT, QD_H5M_INT32,   0, 0, 1),
+    ATTR("outlier_zero_point", ACT, QD_H5M_INT32,   0, 0, 1),
+    ATTR("outlier_lo",         ACT, QD_H5M_FLOAT32, 0, 0, 1),
+    ATTR("outlier_hi",         ACT, QD_H5M_FLOAT32, 0, 0, 1),
+    DSET(QD_H5M_CODEBOOK, QD_H5M_FLOAT32, QK, qd_h5m_is_codebook, "tensors of method kmeans", dims_codebook, check_codebook),
     OPTDSET(QD_H5M_SMOOTH, QD_H5M_FLOAT32, QK, "tensors of a job with smooth (quant_config)", dims_cols, check_smooth),
 };
 /* clang-format on */

@@ -17,7 +17,8 @@
  * attributes parse as objects; arch agrees with model_config and is one the caller knows; every
  * record's kind, shape, attributes, dataset types and dataset shapes; values (scales finite and
  * > 0, zeros and codes within the bit width, g_idx within the groups, float data finite);
- * encoder layers all holding the same tensors; nothing in the file that this table does not
+ * encoder layers all holding the same tensors; /activations, when present (its attributes, their
+ * lengths, scales, zero points and outlier lists); nothing in the file that this table does not
  * name. Errors name the file, the tensor and the field.
  *
  * The file's vocabulary is one table (qd_h5m_fields): every attribute and dataset with its place,
@@ -33,6 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "quant/actq.h"
 #include "quant/quant.h"
 
 #define QD_H5M_FORMAT          "qdist"
@@ -44,16 +46,20 @@
 #define QD_H5M_NAME_MAX        256
 
 /* groups, and the datasets of the built-in records */
-#define QD_H5M_TENSORS "tensors"
-#define QD_H5M_RUN     "run"
-#define QD_H5M_QWEIGHT "qweight"
-#define QD_H5M_SCALES  "scales"
-#define QD_H5M_ZEROS   "zeros"
-#define QD_H5M_G_IDX   "g_idx"
-#define QD_H5M_DATA    "data"
-#define QD_H5M_RAW     "raw"
-#define QD_H5M_MASK    "mask"
-#define QD_H5M_SMOOTH  "smooth"
+#define QD_H5M_TENSORS         "tensors"
+#define QD_H5M_RUN             "run"
+#define QD_H5M_ACTIVATIONS     "activations"
+#define QD_H5M_QWEIGHT         "qweight"
+#define QD_H5M_SCALES          "scales"
+#define QD_H5M_ZEROS           "zeros"
+#define QD_H5M_G_IDX           "g_idx"
+#define QD_H5M_DATA            "data"
+#define QD_H5M_RAW             "raw"
+#define QD_H5M_MASK            "mask"
+#define QD_H5M_CODEBOOK        "codebook"
+#define QD_H5M_SMOOTH          "smooth"
+/* The method whose records hold codebooks (non-uniform levels) instead of scales and zeros. */
+#define QD_H5M_CODEBOOK_METHOD "kmeans"
 
 typedef enum { QD_H5M_QUANTIZED = 0, QD_H5M_FLOAT = 1, QD_H5M_RAWBYTES = 2, QD_H5M_NKINDS_ } qd_h5m_kind;
 #define QD_H5M_K(kind) (1u << (kind))
@@ -73,7 +79,15 @@ typedef enum {
 const char *qd_h5m_type_name(qd_h5m_type t);
 size_t qd_h5m_type_size(qd_h5m_type t); /* bytes of one element in memory (string: 1) */
 
-typedef enum { QD_H5M_ROOT_ATTR = 0, QD_H5M_RUN_ATTR, QD_H5M_TENSOR_ATTR, QD_H5M_TENSOR_DATASET } qd_h5m_place;
+/* ACT_ATTR: the attributes of /activations, the static activation scales of integer-only
+ * inference (a group of attributes only: per-tensor arrays in one order). */
+typedef enum {
+    QD_H5M_ROOT_ATTR = 0,
+    QD_H5M_RUN_ATTR,
+    QD_H5M_TENSOR_ATTR,
+    QD_H5M_TENSOR_DATASET,
+    QD_H5M_ACT_ATTR
+} qd_h5m_place;
 
 /* One tensor's group, /tensors/<name>: what a writer declares and what a reader finds. */
 typedef struct {
@@ -113,6 +127,9 @@ void qd_h5m_record_raw(qd_h5m_record *r, const char *name, int ndim, const int64
                        int64_t bytes);
 /* A pruned record: its pattern, method and the dataset `mask` (quantized and float records). */
 void qd_h5m_record_sparsity(qd_h5m_record *r, const char *pattern, const char *method);
+/* Whether a quantized record stores a codebook per group (`codebook` [rows][ngroups][2^bits],
+ * no scales or zeros): records of method QD_H5M_CODEBOOK_METHOD. */
+int qd_h5m_is_codebook(const qd_h5m_record *r);
 /* A further dataset of the field table (e.g. QD_H5M_G_IDX); QD_OK or QD_EINVAL for a name the
  * table does not have for this kind. */
 int qd_h5m_record_add(qd_h5m_record *r, const char *dataset);
@@ -179,6 +196,12 @@ int qd_h5m_sync(qd_h5m_writer *w);
  * the same marks in the same order on every rank, after the flush that wrote their data. */
 void qd_h5m_mark_complete(qd_h5m_writer *w, int ti, const double *metrics);
 
+/* Writes the static activation scales (/activations, docs/FORMAT.md) of a job run with
+ * --activations static. Collective, the same record on every rank, after qd_h5m_create; a resumed
+ * file already holds them (written when it was created; quant_config compared), so nothing is
+ * written then. */
+void qd_h5m_write_activations(qd_h5m_writer *w, const qd_actrec *r);
+
 /* Bookkeeping of the run (/run; differs between runs of the same job). */
 typedef struct {
     const char *created, *shard;
@@ -238,10 +261,15 @@ typedef struct {
 int qd_h5m_num_problems(const qd_h5m *f);
 const qd_h5m_problem *qd_h5m_problem_at(const qd_h5m *f, int i);
 
+/* The static activation scales (validated by qd_h5m_open like the rest). QD_OK; QD_ENOTFOUND
+ * when the file has none (quantized without --activations static). Free with qd_actrec_free. */
+int qd_h5m_read_activations(qd_h5m *f, qd_actrec *r);
+
 /* The arrays of one record, malloc'd (free with qd_h5m_values_free). */
 typedef struct {
     uint8_t *qweight; /* [rows][ceil(cols*bits/8)] packed codes */
-    float *scales;    /* [rows][ngroups] */
+    float *scales;    /* [rows][ngroups]; NULL for codebook records */
+    float *codebook;  /* codebook records: [rows][ngroups][2^bits], ascending; else NULL */
     int32_t *zeros;   /* [rows][ngroups]; symmetric records: 2^(bits-1) */
     int32_t *g_idx;   /* [cols], or NULL */
     uint8_t *mask;    /* pruned: [rows][ceil(cols/8)] bits, 1 = kept; else NULL */
@@ -252,7 +280,8 @@ int qd_h5m_read(qd_h5m *f, int i, qd_h5m_values *v);
 void qd_h5m_values_free(qd_h5m_values *v);
 /* Any dataset of record i, in its field's type (malloc'd; *n elements). */
 int qd_h5m_read_field(qd_h5m *f, int i, const char *dataset, void **values, int64_t *n);
-/* W = scales * (q - zeros) of a quantized record, out [rows][cols]. */
+/* W = scales * (q - zeros) of a quantized record (codebook records: codebook[r][g][q]), out
+ * [rows][cols]. */
 void qd_h5m_dequantize(const qd_h5m_record *r, const qd_h5m_values *v, float *out);
 
 #endif

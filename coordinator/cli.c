@@ -13,6 +13,8 @@ static const qd_command g_commands[] = {
     {"calibrate", "run calibration samples through the model: the statistics GPTQ uses, time, memory",
      qd_cmd_calibrate},
     {"eval", "compare a quantized model with its FP32 original: accuracy, cosine, latency, memory, size", qd_cmd_eval},
+    {"sweep", "quantize and evaluate a grid of schemes (bits, granularity, method, activations); CSV, JSON, plots",
+     qd_cmd_sweep},
     {"forward", "run a model (FP32 or quantized) on pre-tokenized inputs, write and compare its outputs",
      qd_cmd_forward},
     {"finetune", "fine-tune a classifier (data parallel), transfer learning, QAT, scale-only fine-tuning",

@@ -30,6 +30,7 @@ int qd_cmd_inspect(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_quantize(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_calibrate(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_eval(int argc, char **argv, MPI_Comm comm);
+int qd_cmd_sweep(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_forward(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_export(int argc, char **argv, MPI_Comm comm);
 int qd_cmd_finetune(int argc, char **argv, MPI_Comm comm);

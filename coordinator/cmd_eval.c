@@ -13,7 +13,9 @@
 
 #include "collective/collective.h"
 #include "coordinator/cli.h"
+#include "runtime/intprep.h"
 #include "coordinator/outputs_file.h"
+
 #include "kernels/kernels.h"
 #include "runtime/engine.h"
 #include "runtime/qmodel.h"
@@ -27,7 +29,9 @@ static const char *eval_help =
     "Usage: qdist eval --model DIR --quantized FILE.h5 --data PATH [options]\n"
     "\n"
     "Runs the FP32 model and the quantized model (integer kernels: int8 x int8 for 8-bit symmetric\n"
-    "per-channel weights, packed int4 x int8 for 4-bit weights; dequantized float for other\n"
+    "per-channel weights, packed int4 x int8 for 4-bit weights; K-means codebooks looked up a tile\n"
+    "of rows at a time into a float GEMM, or with QD_CODEBOOK_KERNEL=int8 snapped to an int8 grid\n"
+    "per row for the int8 GEMM; dequantized float for other\n"
     "schemes) on the same inputs and reports, for both: task accuracy (when labels exist),\n"
     "latency per sample (mean, p50, p95), throughput, peak RSS and weight/file bytes; and the\n"
     "agreement of predicted labels and the cosine of logits (classifiers) or of mean-pooled\n"
@@ -53,6 +57,16 @@ static const char *eval_help =
     "                          (default 3)\n"
     "  --profile               time per operation class (GEMM by shape, activation quantization,\n"
     "                          attention, softmax, LayerNorm, GELU, outlier columns) of both passes\n"
+    "  --integer-only          run the quantized model with integers only between the input\n"
+    "                          quantization and the output dequantization: int8 activations at the\n"
+    "                          file's static scales (quantize --activations static), int8 x int8 ->\n"
+    "                          int32 GEMMs, Q31 requantization, integer GELU/softmax/LayerNorm\n"
+    "                          (docs/integer-only.md)\n"
+    "  --float-ops LIST        with --integer-only: run these stages in float instead, to measure\n"
+    "                          what each integer approximation costs (comma list of gelu, softmax,\n"
+    "                          layernorm)\n"
+    "  --trace-ops FILE        with --integer-only: write every operation of the first forward call\n"
+    "                          with its input and output types to FILE ('-': standard output)\n"
     "  --save-outputs FILE     write the outputs of every sample, in input order, to FILE.safetensors\n"
     "                          as 'qdist forward --save-outputs' does (docs/eval.md, \"Outputs\n"
     "                          files\"): the quantized model's under transformers' name (logits,\n"
@@ -79,6 +93,9 @@ enum {
     O_W4F,
     O_JSON,
     O_OUTL,
+    O_INTONLY,
+    O_FOPS,
+    O_TRACE,
     O_SAVE,
     O_REF,
     O_REFT,
@@ -198,6 +215,41 @@ static void reset_hwm(void)
     }
 }
 
+/* --trace-ops: one line per operation of the first forward call */
+typedef struct {
+    FILE *f;
+    long seq;
+} trace_out;
+
+static void trace_line(void *user, const char *op, int layer, const char *in, const char *out, int64_t rows,
+                       int64_t cols)
+{
+    trace_out *t = user;
+    char l[16] = "-";
+    if (layer >= 0) snprintf(l, sizeof l, "%d", layer);
+    fprintf(t->f, "%ld\t%s\t%s\t%s\t%s\t%lldx%lld\n", t->seq++, op, l, in, out, (long long)rows, (long long)cols);
+}
+
+/* The integer-only model's forward call on a prepared batch: logits, or embeddings (BERT: the
+ * mean-pooled state; with a classification head, the [CLS] state dequantized and the head in float). */
+static int int_forward(const qd_model *m, qd_imodel *im, const qd_batch *b, int embed_mode, float *o, trace_out *tr)
+{
+    const qd_model_config *c = qd_model_cfg(m);
+    qd_ibatch ib = {.B = b->B, .T = b->T, .ids = b->ids, .type_ids = b->type_ids, .mask = b->mask, .pixels = b->pixels};
+    qd_itrace_fn fn = tr && tr->seq == 0 ? trace_line : NULL;
+    if (c->arch == QD_ARCH_VIT) {
+        if (embed_mode) return qd_err_set(QD_EUNSUPPORTED, "--integer-only: a ViT needs its classifier");
+        return qd_imodel_forward(im, &ib, o, NULL, NULL, fn, tr);
+    }
+    if (embed_mode) return qd_imodel_forward(im, &ib, NULL, o, NULL, fn, tr);
+    float *cls = qd_xmalloc((size_t)b->B * c->hidden * sizeof(float));
+    int rc = qd_imodel_forward(im, &ib, NULL, NULL, cls, fn, tr);
+    qd_batch b1 = {.B = b->B, .T = 1};
+    if (!rc) rc = qd_model_head(m, &b1, cls, NULL, o);
+    free(cls);
+    return rc;
+}
+
 /* the inputs of batch [first, first + n) into b (tokenized or decoded outside the timed region) */
 static int prepare_batch(const qd_model *m, samples *s, int first, int n, int Tmax, int32_t *ids, int32_t *tt,
                          int32_t *mask, float *pix, size_t item, qd_batch *b)
@@ -239,8 +291,17 @@ static int prepare_batch(const qd_model *m, samples *s, int first, int n, int Tm
     return rc;
 }
 
-static int run_pass(const qd_model *m, qd_engine *eng, samples *s, int batch, int warmup, int embed_mode,
-                    pass_result *r)
+/* One forward call of a pass: the engine's, or with --integer-only the integer graph's (the
+ * engine has no integer-only path). */
+static int one_call(const qd_model *m, qd_engine *eng, qd_imodel *im, trace_out *tr, const qd_batch *b, int embed_mode,
+                    float *o)
+{
+    if (im) return int_forward(m, im, b, embed_mode, o, tr);
+    return qd_engine_run(eng, b, embed_mode ? QD_ENGINE_EMBEDDING : QD_ENGINE_LOGITS, o);
+}
+
+static int run_pass(const qd_model *m, qd_engine *eng, qd_imodel *im, trace_out *tr, samples *s, int batch, int warmup,
+                    int embed_mode, pass_result *r)
 {
     const qd_model_config *c = qd_model_cfg(m);
     const int L = c->num_labels;
@@ -253,7 +314,6 @@ static int run_pass(const qd_model *m, qd_engine *eng, samples *s, int batch, in
             *mask = qd_xmalloc((size_t)batch * Tmax * sizeof(int32_t));
     size_t item = c->arch == QD_ARCH_VIT ? qd_preprocess_numel(&s->pp) : 0;
     float *pix = item ? qd_xmalloc((size_t)batch * item * sizeof(float)) : NULL;
-    const qd_engine_output what = embed_mode ? QD_ENGINE_EMBEDDING : QD_ENGINE_LOGITS;
     int rc = QD_OK;
     double t_all = 0, w0 = qd_now();
     /* warm-up: the first batches once, untimed (buffers grow, caches and threads wake) */
@@ -261,7 +321,7 @@ static int run_pass(const qd_model *m, qd_engine *eng, samples *s, int batch, in
         qd_batch b;
         const int n = QD_MIN(batch, s->n - first);
         rc = prepare_batch(m, s, first, n, Tmax, ids, tt, mask, pix, item, &b);
-        if (!rc) rc = qd_engine_run(eng, &b, what, r->out + (size_t)first * r->dim);
+        if (!rc) rc = one_call(m, eng, im, tr, &b, embed_mode, r->out + (size_t)first * r->dim);
     }
     if (!rc) qd_engine_profile_reset(eng);
     for (int first = 0; first < s->n && !rc; first += batch) {
@@ -269,7 +329,7 @@ static int run_pass(const qd_model *m, qd_engine *eng, samples *s, int batch, in
         const int n = QD_MIN(batch, s->n - first);
         if ((rc = prepare_batch(m, s, first, n, Tmax, ids, tt, mask, pix, item, &b))) break;
         const double t0 = qd_now(), c0 = process_cpu();
-        rc = qd_engine_run(eng, &b, what, r->out + (size_t)first * r->dim);
+        rc = one_call(m, eng, im, tr, &b, embed_mode, r->out + (size_t)first * r->dim);
         const double dt = qd_now() - t0;
         r->cpu += process_cpu() - c0;
         t_all += dt;
@@ -374,14 +434,14 @@ static double path_bytes(const char *path)
 /* One pass of the inference engine over the samples: the FP32 model (qfile NULL) or the model
  * file's quantized Linears, packed once before the timed region. */
 static int engine_pass(const qd_model *m, const char *qfile, int fake, int w4f, const qd_engine_opts *eo, samples *S,
-                       int batch, int warmup, int embed_mode, pass_result *r)
+                       int batch, int warmup, int embed_mode, qd_imodel *im, trace_out *tr, pass_result *r)
 {
     qd_qmodel *q = NULL;
     qd_engine *e = NULL;
     int rc = qfile ? qd_qmodel_load(qfile, m, fake, w4f, eo->outlier, &q) : QD_OK;
     if (!rc) rc = qd_engine_create(m, q, eo, &e);
     if (!rc) qd_model_release_linears(m); /* packed: the mapped FP32 weights are not read again */
-    if (!rc) rc = run_pass(m, e, S, batch, warmup, embed_mode, r);
+    if (!rc) rc = run_pass(m, e, im, tr, S, batch, warmup, embed_mode, r);
     if (!rc) {
         if (q) {
             qd_qmodel_counts(q, r->counts);
@@ -456,7 +516,8 @@ static void runtime_path(char *buf, size_t cap, int fake, const pass_result *rq,
 {
     const int *counts = rq->counts;
     const double outl_cols = rq->outlier_cols;
-    int nq = 0, nint = counts[QD_QL_INT8] + counts[QD_QL_INT4_S8] + counts[QD_QL_INT4_F32];
+    int nq = 0, nint = counts[QD_QL_INT8] + counts[QD_QL_INT4_S8] + counts[QD_QL_INT4_F32] + counts[QD_QL_CB_INT8],
+        nlut = counts[QD_QL_LUT];
     for (int t = 0; t < QD_QL_KINDS_; t++)
         if (t != QD_QL_FLOAT) nq += counts[t];
     int o;
@@ -465,6 +526,11 @@ static void runtime_path(char *buf, size_t cap, int fake, const pass_result *rq,
                      "fake-quant: the %d quantized Linears run their dequantized weights in float (no integer "
                      "kernels)",
                      nq);
+    else if (nint == 0 && nlut)
+        o = snprintf(buf, cap,
+                     "codebook lookup (%s) for %d of %d quantized Linears: levels looked up once at load into "
+                     "the engine's float GEMM on %s",
+                     qd_kernels_isa(), nlut, nq, rq->isa[QD_QL_LUT]);
     else if (nint == 0)
         o = snprintf(buf, cap,
                      "dequantized float weights for the %d quantized Linears (no integer kernel for their "
@@ -477,7 +543,7 @@ static void runtime_path(char *buf, size_t cap, int fake, const pass_result *rq,
                 o += snprintf(buf + o, cap - (size_t)o, " %d %s on %s,", counts[t],
                               t == QD_QL_INT8 ? "int8 x int8" : qd_ql_kind_name((qd_ql_kind)t), rq->isa[t]);
         buf[--o] = 0; /* the last comma */
-        if (counts[QD_QL_INT8] || counts[QD_QL_INT4_S8]) {
+        if (counts[QD_QL_INT8] || counts[QD_QL_INT4_S8] || counts[QD_QL_CB_INT8]) {
             if (outlier > 0)
                 o += snprintf(buf + o, cap - (size_t)o,
                               "; int8 activations per token, outlier columns (a value above %g) in float: %.2f per "
@@ -511,6 +577,7 @@ typedef struct {
     const char *model, *qfile, *data;
     long batch, threads;
     int N, embed_mode, fake, profile, has_acc, agree, c32, cq;
+    int intonly, float_ops; /* --integer-only, and the stages it ran in float (QD_IFLOAT_*) */
     double probe32, probeq; /* < 0: none */
     double cs, cmin;
     pass_result *rf, *rq;
@@ -544,8 +611,15 @@ static void report_json(const eval_report *e)
     cJSON_AddNumberToObject(j, "batch", (double)e->batch);
     cJSON_AddNumberToObject(j, "threads", (double)e->threads);
     cJSON_AddStringToObject(j, "task", e->embed_mode ? "embedding" : "classification");
-    cJSON_AddStringToObject(j, "kernels_isa", qd_kernels_isa());
+    cJSON_AddStringToObject(j, "kernels_isa", e->intonly ? qd_intops()->isa : qd_kernels_isa());
     cJSON_AddBoolToObject(j, "fake_quant", e->fake);
+    cJSON_AddBoolToObject(j, "integer_only", e->intonly);
+    if (e->intonly) {
+        cJSON *fo = cJSON_AddArrayToObject(j, "float_ops");
+        if (e->float_ops & QD_IFLOAT_GELU) cJSON_AddItemToArray(fo, cJSON_CreateString("gelu"));
+        if (e->float_ops & QD_IFLOAT_SOFTMAX) cJSON_AddItemToArray(fo, cJSON_CreateString("softmax"));
+        if (e->float_ops & QD_IFLOAT_LAYERNORM) cJSON_AddItemToArray(fo, cJSON_CreateString("layernorm"));
+    }
     cJSON_AddStringToObject(j, "runtime_path", e->path);
     cJSON_AddNumberToObject(j, "wall_seconds_total", e->wall_total);
     for (int side = 0; side < 2; side++) {
@@ -796,6 +870,9 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
                                  {"w4-float-act", no_argument, 0, O_W4F},
                                  {"json", no_argument, 0, O_JSON},
                                  {"outlier-threshold", required_argument, 0, O_OUTL},
+                                 {"integer-only", no_argument, 0, O_INTONLY},
+                                 {"float-ops", required_argument, 0, O_FOPS},
+                                 {"trace-ops", required_argument, 0, O_TRACE},
                                  {"save-outputs", required_argument, 0, O_SAVE},
                                  {"reference", required_argument, 0, O_REF},
                                  {"reference-tensor", required_argument, 0, O_REFT},
@@ -807,7 +884,8 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
     const char *model = NULL, *qfile = NULL, *data = NULL, *labels = NULL, *save = NULL, *reference = NULL,
                *ref_tensor = NULL;
     long n = 0, batch = 1, seqlen = 128, threads = 1, warmup = 3;
-    int fake = 0, w4f = 0, json = 0, profile = 0, o;
+    int fake = 0, w4f = 0, json = 0, profile = 0, o, intonly = 0, float_ops = 0;
+    const char *trace_path = NULL;
     double outlier = 6.0, t_begin = qd_now();
     optind = 1;
     opterr = 0;
@@ -860,6 +938,23 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
             break;
         }
         case O_JSON: json = 1; break;
+        case O_INTONLY: intonly = 1; break;
+        case O_TRACE: trace_path = optarg; break;
+        case O_FOPS: {
+            char buf[128];
+            snprintf(buf, sizeof buf, "%s", optarg);
+            for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                if (!strcmp(t, "gelu"))
+                    float_ops |= QD_IFLOAT_GELU;
+                else if (!strcmp(t, "softmax"))
+                    float_ops |= QD_IFLOAT_SOFTMAX;
+                else if (!strcmp(t, "layernorm"))
+                    float_ops |= QD_IFLOAT_LAYERNORM;
+                else if (strcmp(t, "none"))
+                    return qd_cli_usage_error(comm, "eval", "--float-ops: '%s' is not gelu, softmax or layernorm", t);
+            }
+            break;
+        }
         case O_SAVE: save = optarg; break;
         case O_REF: reference = optarg; break;
         case O_REFT: ref_tensor = optarg; break;
@@ -869,6 +964,9 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
     if (optind < argc) return qd_cli_usage_error(comm, "eval", "unexpected argument '%s'", argv[optind]);
     if (!model || !qfile || !data)
         return qd_cli_usage_error(comm, "eval", "--model, --quantized and --data are required");
+    if ((float_ops || trace_path) && !intonly)
+        return qd_cli_usage_error(comm, "eval", "--float-ops and --trace-ops go with --integer-only");
+    if (intonly && fake) return qd_cli_usage_error(comm, "eval", "--integer-only and --fake-quant exclude each other");
     /* one process does the work; other ranks (if any) wait */
     const int rank = qd_coll_rank(comm);
     int rc = QD_OK;
@@ -881,21 +979,34 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
     int embed_mode = 0;
     const qd_engine_opts eo = {.threads = (int)threads, .outlier = (float)outlier, .profile = profile};
     /* both passes on the inference engine, the quantized one first: the model's FP32 Linear
-     * weights are never read, so its peak memory is its own; then the FP32 pass with the peak reset */
+     * weights are never read, so its peak memory is its own; then the FP32 pass with the peak reset.
+     * With --integer-only the quantized pass runs the integer graph (runtime/intmodel) instead. */
     {
         qd_model *mq = NULL;
-        rc = qd_model_load_flags(model, QD_MODEL_LAZY_LINEARS | QD_MODEL_LAZY_EMBEDDINGS, &mq);
+        qd_imodel *im = NULL;
+        trace_out tro = {NULL, 0};
+        /* the integer graph's embeddings come from the model's tables */
+        rc = qd_model_load_flags(model, QD_MODEL_LAZY_LINEARS | (intonly ? 0 : QD_MODEL_LAZY_EMBEDDINGS), &mq);
         if (!rc) rc = open_samples(mq, data, labels, (int)n, (int)seqlen, &S);
         /* encoders and token classifiers are compared by their embeddings (qdist forward compares
          * per-token logits) */
         if (!rc) embed_mode = qd_model_cfg(mq)->num_labels == 0 || qd_model_cfg(mq)->head == QD_HEAD_TOKEN;
-        if (!rc) rc = engine_pass(mq, qfile, fake, w4f, &eo, &S, (int)batch, (int)warmup, embed_mode, &rq);
+        if (!rc && intonly) rc = qd_imodel_build(mq, qfile, float_ops, &im);
+        if (!rc && trace_path) {
+            tro.f = strcmp(trace_path, "-") ? fopen(trace_path, "w") : stdout;
+            if (!tro.f) rc = qd_err_set(QD_EIO, "--trace-ops: cannot create %s", trace_path);
+        }
+        if (!rc)
+            rc = engine_pass(mq, qfile, fake, w4f, &eo, &S, (int)batch, (int)warmup, embed_mode, im,
+                             tro.f ? &tro : NULL, &rq);
+        if (tro.f && tro.f != stdout) fclose(tro.f);
+        qd_imodel_free(im);
         qd_model_free(mq);
     }
     if (!rc) {
         reset_hwm();
         rc = qd_model_load_flags(model, QD_MODEL_LAZY_LINEARS | QD_MODEL_LAZY_EMBEDDINGS, &mf);
-        if (!rc) rc = engine_pass(mf, NULL, 0, 0, &eo, &S, (int)batch, (int)warmup, embed_mode, &rf);
+        if (!rc) rc = engine_pass(mf, NULL, 0, 0, &eo, &S, (int)batch, (int)warmup, embed_mode, NULL, NULL, &rf);
     }
     if (rc) {
         fprintf(stderr, "qdist eval: %s\n", qd_errmsg());
@@ -920,7 +1031,18 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
                          .outl_cols = rq.outlier_cols};
         memcpy(e.counts, rq.counts, sizeof rq.counts);
         const int arch = qd_model_cfg(mf)->arch; /* the quantized pass's model is freed by now */
-        runtime_path(e.path, sizeof e.path, fake, &rq, &rf, outlier);
+        e.intonly = intonly;
+        e.float_ops = float_ops;
+        if (intonly)
+            snprintf(e.path, sizeof e.path,
+                     "integer-only (%s): int8 activations at the file's static scales, integer "
+                     "GELU/softmax/LayerNorm%s%s%s%s (the integer graph, not the engine); FP32 pass: %s, float "
+                     "GEMMs on %s",
+                     qd_intops()->isa, float_ops ? "; in float:" : "", float_ops & QD_IFLOAT_GELU ? " gelu" : "",
+                     float_ops & QD_IFLOAT_SOFTMAX ? " softmax" : "",
+                     float_ops & QD_IFLOAT_LAYERNORM ? " layernorm" : "", rf.path, rf.isa[QD_QL_FLOAT]);
+        else
+            runtime_path(e.path, sizeof e.path, fake, &rq, &rf, outlier);
         const int N = S.n, dim = rf.dim;
         e.has_acc = !embed_mode && S.has_labels;
         for (int i = 0; i < N; i++) {

@@ -37,11 +37,34 @@ static void sparsity_suffix(qd_h5m *f, int i, char *out, size_t cap)
     free(v);
 }
 
+/* " codebook 16 levels x 2 groups/row, row 0: -0.21 .. 0.33" for K-means tensors, "" otherwise */
+static void codebook_suffix(qd_h5m *f, int i, char *out, size_t cap)
+{
+    const qd_h5m_record *r = qd_h5m_tensor(f, i);
+    out[0] = 0;
+    void *v = NULL;
+    int64_t n = 0;
+    const int64_t K = (int64_t)1 << r->bits;
+    if (!qd_h5m_is_codebook(r) || qd_h5m_read_field(f, i, QD_H5M_CODEBOOK, &v, &n) != QD_OK) return;
+    const float *c = v;
+    if (n >= K * r->ngroups) {
+        float lo = c[0], hi = c[0];
+        for (int64_t k = 0; k < K * r->ngroups; k++) {
+            lo = c[k] < lo ? c[k] : lo;
+            hi = c[k] > hi ? c[k] : hi;
+        }
+        snprintf(out, cap, "  codebook %lld levels x %lld group%s/row, row 0: %.4g .. %.4g", (long long)K,
+                 (long long)r->ngroups, r->ngroups == 1 ? "" : "s", (double)lo, (double)hi);
+    }
+    free(v);
+}
+
 static void print_tensor(qd_h5m *f, int i, int *nq, double *sum_err, double *max_err)
 {
     const qd_h5m_record *r = qd_h5m_tensor(f, i);
-    char spx[96];
+    char spx[160];
     sparsity_suffix(f, i, spx, sizeof spx);
+    codebook_suffix(f, i, spx + strlen(spx), sizeof spx - strlen(spx));
     char sh[96] = "[";
     for (int d = 0; d < r->ndim && !r->zero_d; d++)
         snprintf(sh + strlen(sh), sizeof sh - strlen(sh), "%s%lld", d ? ", " : "", (long long)r->shape[d]);

@@ -11,6 +11,8 @@ groups, masks and metadata. Needs h5py and numpy only; copy this file next to yo
             t.codes                           # uint8 [out, in], unpacked, 0 .. 2^bits - 1
             t.scales, t.zeros                 # float32 / int32 [out, groups] (zeros filled in for
                                               # symmetric tensors: 2^(bits-1))
+            t.codebook                        # method kmeans: float32 [out, groups, 2^bits] levels
+                                              # (no scales or zeros then); else None
             t.group_of_column                 # int32 [in]: g_idx, or c // group_size
             t.bits, t.sym, t.granularity, t.group_size, t.method, t.act_order, t.metrics
             t.mask                            # bool [out, in] of kept weights, or None (not pruned)
@@ -92,6 +94,11 @@ class Tensor:
         return z.astype(np.int32)
 
     @property
+    def codebook(self):
+        c = self._ds("codebook")
+        return c.astype(np.float32) if c is not None else None
+
+    @property
     def g_idx(self):
         return self._ds("g_idx")
 
@@ -118,10 +125,14 @@ class Tensor:
         return np.frombuffer(self._ds("raw").tobytes(), dtype=_RAW_DTYPES[self.orig_dtype]).reshape(self.shape)
 
     def dequantize(self):
-        """float32 [out, in] = scales[r, g] * float32(codes[r, c] - zeros[r, g]), g = group of column c."""
+        """float32 [out, in] = scales[r, g] * float32(codes[r, c] - zeros[r, g]), g = group of column c
+        (K-means codebooks: codebook[r, g, codes[r, c]])."""
         if self.kind == "float":
             return self.data
         g = self.group_of_column
+        cb = self.codebook
+        if cb is not None:
+            return np.take_along_axis(cb[:, g, :], self.codes[..., None].astype(np.int64), -1)[..., 0]
         diff = (self.codes.astype(np.int32) - self.zeros[:, g]).astype(np.float32)
         return self.scales[:, g] * diff
 

@@ -67,6 +67,7 @@ static void init_tables(void)
     qd_kernels_fill_ref_adaround(&g_ref);
     qd_kernels_fill_ref_infer(&g_ref);
     qd_kernels_fill_ref_gptq_rtn(&g_ref);
+    qd_kernels_fill_ref_lut(&g_ref);
     g_avx2_ok = cpu_has_avx2();
 #ifdef QD_HAVE_X86
     if (g_avx2_ok) {
@@ -77,6 +78,7 @@ static void init_tables(void)
         qd_kernels_fill_avx2_adaround(&g_avx2);
         qd_kernels_fill_avx2_infer(&g_avx2);
         qd_kernels_fill_avx2_gptq_rtn(&g_avx2);
+        qd_kernels_fill_avx2_lut(&g_avx2);
         /* the avx2 table with the 256-bit vpdpbusd GEMMs (AVX-VNNI: CPUID.(7,1):EAX bit 4) */
         g_avxvnni = g_avx2;
         g_avxvnni.isa = "avxvnni";

@@ -170,6 +170,9 @@ typedef struct qd_kernel_table {
      *       maxima of |d| (|d| > m ? |d| : m), reduced as ((l0 + l1) + (l2 + l3)) + ((l4 + l5)
      *       + (l6 + l7)) and added to *e2, *w2; *mx = max(*mx, lane maxima in lane order). */
     int (*range_f32)(const float *x, int64_t n, float *lo, float *hi);
+    /* Codebook lookup of one row (K-means, quant/kmeans.h): out[c] = cb[(c / G) * L + codes[c]]
+     * for c in [0, n), L levels per group; a copy of a level, so every ISA gives the same bits. */
+    void (*lut_row)(const uint8_t *codes, int64_t n, int64_t G, int L, const float *cb, float *out);
     int (*all_finite)(const float *x, int64_t n);
     void (*rtn_group)(const float *x, int64_t n, float s, int32_t z, int maxq, uint8_t *codes, double *e2, double *w2,
                       double *mx);
@@ -209,5 +212,7 @@ int qd_kernels_fill_avx512vnni(qd_kernel_table *t);
 int qd_kernels_fill_amx_int8(qd_kernel_table *t);
 void qd_kernels_fill_ref_gptq_rtn(qd_kernel_table *t);
 void qd_kernels_fill_avx2_gptq_rtn(qd_kernel_table *t);
+void qd_kernels_fill_ref_lut(qd_kernel_table *t);
+void qd_kernels_fill_avx2_lut(qd_kernel_table *t);
 
 #endif /* QD_KERNELS_H */

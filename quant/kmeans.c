@@ -37,14 +37,23 @@ static inline int nearest(const float *c, int K, float x)
     return lo;
 }
 
-/* one codebook for n values (stride 1); returns iterations. wt: weights >= 0 with a positive
- * sum, or NULL. */
-static int kmeans1d(const float *x, const float *wt, int64_t n, int K, int max_iters, uint64_t seed, float *c,
-                    uint8_t *code)
+/* K evenly spaced centroids over [min, max] of the values (duplicates for a constant input) */
+static void linear_init(const float *x, int64_t n, int K, float *c)
+{
+    float lo = x[0], hi = x[0];
+    for (int64_t i = 1; i < n; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+    }
+    for (int j = 0; j < K; j++) c[j] = K > 1 ? (float)(lo + ((double)hi - lo) * j / (K - 1)) : lo;
+    c[K - 1] = hi;
+}
+
+/* k-means++ seeding (weighted D^2 sampling) of c[0 .. K) from seed; fewer distinct values than
+ * centroids leave duplicates. d2: n doubles of scratch. */
+static void plusplus_init(const float *x, const float *wt, int64_t n, int K, uint64_t seed, float *c, double *d2)
 {
     uint64_t s = seed;
-    double *d2 = qd_xmalloc((size_t)n * sizeof(double));
-    /* k-means++ seeding (weighted) */
     double tot = 0;
     for (int64_t i = 0; i < n; i++) tot += wt ? wt[i] : 1.0;
     int64_t first = 0;
@@ -79,6 +88,18 @@ static int kmeans1d(const float *x, const float *wt, int64_t n, int K, int max_i
         }
     }
     for (int j = k; j < K; j++) c[j] = c[k - 1]; /* duplicates for degenerate inputs */
+}
+
+/* one codebook for n values (stride 1); returns iterations. wt: weights >= 0 with a positive
+ * sum, or NULL. */
+static int kmeans1d(const float *x, const float *wt, int64_t n, int K, int max_iters, uint64_t seed,
+                    qd_kmeans_init init, float *c, uint8_t *code)
+{
+    double *d2 = qd_xmalloc((size_t)n * sizeof(double));
+    if (init == QD_KMEANS_LINEAR)
+        linear_init(x, n, K, c);
+    else
+        plusplus_init(x, wt, n, K, seed, c, d2);
     qsort(c, (size_t)K, sizeof(float), cmp_float);
     double *sw = qd_xmalloc((size_t)K * sizeof(double)), *sx = qd_xmalloc((size_t)K * sizeof(double));
     int it = 0;
@@ -99,6 +120,7 @@ static int kmeans1d(const float *x, const float *wt, int64_t n, int K, int max_i
             if (sw[j] > 0) c[j] = (float)(sx[j] / sw[j]);
         qsort(c, (size_t)K, sizeof(float), cmp_float);
     }
+    for (int j = 0; j < K; j++) c[j] += 0.0f; /* -0 becomes +0: the same bits after a merge over ranks */
     for (int64_t i = 0; i < n; i++) code[i] = (uint8_t)nearest(c, K, x[i]);
     free(sw);
     free(sx);
@@ -130,11 +152,54 @@ int qd_kmeans_quantize(const float *w, int64_t rows, int64_t cols, const float *
         for (int64_t r = 0; r < rows; r++) {
             const float *wr = weights ? weights + r * cols : NULL;
             int n = kmeans1d(w + r * cols, wr && wsum(wr, cols) > 0 ? wr : NULL, cols, K, iters, o->seed + (uint64_t)r,
-                             codebook + r * K, codes + r * cols);
+                             o->init, codebook + r * K, codes + r * cols);
             if (n > worst) worst = n;
         }
     } else
         worst = kmeans1d(w, weights && wsum(weights, rows * cols) > 0 ? weights : NULL, rows * cols, K, iters, o->seed,
-                         codebook, codes);
+                         o->init, codebook, codes);
     return worst;
+}
+
+/* FNV-1a over the bytes of the values: a seed that follows the data, not its position */
+static uint64_t hash_values(const float *x, int64_t n, uint64_t h)
+{
+    const unsigned char *b = (const unsigned char *)x;
+    h ^= 0xcbf29ce484222325ull;
+    for (int64_t i = 0; i < n * (int64_t)sizeof(float); i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+int qd_kmeans_rows(const float *w, int64_t rows, int64_t cols, int64_t G, const float *colw, const qd_kmeans_opts *o,
+                   float *codebook, uint8_t *codes)
+{
+    if (o->bits < 1 || o->bits > 8) return qd_err_set(QD_EINVAL, "kmeans: bits must be 1..8, got %d", o->bits);
+    int rc = qd_check_finite(w, rows, cols, "weight");
+    if (rc) return rc;
+    for (int64_t c = 0; colw && c < cols; c++)
+        if (!(colw[c] >= 0.0f) || !isfinite(colw[c]))
+            return qd_err_set(QD_EINVAL, "kmeans: weight of column %lld = %g, must be finite and >= 0", (long long)c,
+                              (double)colw[c]);
+    const int K = 1 << o->bits, iters = o->max_iters > 0 ? o->max_iters : 50;
+    const int64_t ng = qd_kmeans_ngroups(cols, G), gs = ng > 1 ? G : cols;
+    int worst = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t g = 0; g < ng; g++) {
+            const int64_t c0 = g * gs, n = QD_MIN(gs, cols - c0);
+            const float *x = w + r * cols + c0, *wt = colw ? colw + c0 : NULL;
+            if (wt && !(wsum(wt, n) > 0)) wt = NULL; /* no signal in this group: plain k-means */
+            int it = kmeans1d(x, wt, n, K, iters, hash_values(x, n, o->seed), o->init, codebook + (r * ng + g) * K,
+                              codes + r * cols + c0);
+            if (it > worst) worst = it;
+        }
+    return worst;
+}
+
+void qd_kmeans_dequantize(const uint8_t *codes, int64_t rows, int64_t cols, int64_t G, int bits, const float *codebook,
+                          float *out)
+{
+    const int K = 1 << bits;
+    const int64_t ng = qd_kmeans_ngroups(cols, G), gs = ng > 1 ? G : cols;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) out[r * cols + c] = codebook[(r * ng + c / gs) * K + codes[r * cols + c]];
 }

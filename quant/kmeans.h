@@ -8,11 +8,16 @@
 
 #include <stdint.h>
 
+/* How the centroids start: k-means++ (weighted D^2 sampling from the seed) or K values evenly
+ * spaced between the smallest and the largest value (no randomness). */
+typedef enum { QD_KMEANS_PLUSPLUS = 0, QD_KMEANS_LINEAR = 1 } qd_kmeans_init;
+
 typedef struct {
     int bits;      /* 1..8: K = 2^bits */
     int per_row;   /* 1: one codebook per row; 0: one for the tensor */
     int max_iters; /* Lloyd iterations at most (default 50) */
     uint64_t seed;
+    qd_kmeans_init init;
 } qd_kmeans_opts;
 
 /* codebook: [rows][K] (per_row) or [K], sorted ascending; codes: [rows][cols], each the index of
@@ -22,5 +27,23 @@ typedef struct {
  * (QD_EINVAL for bad bits or weights, QD_ENONFINITE for NaN/Inf in w). */
 int qd_kmeans_quantize(const float *w, int64_t rows, int64_t cols, const float *weights, const qd_kmeans_opts *o,
                        float *codebook, uint8_t *codes);
+
+/* Codebooks per group of G consecutive columns of each row (G >= cols: one per row):
+ * codebook [rows][ngroups][K] (ngroups = ceil(cols / G)), each sorted ascending; codes
+ * [rows][cols]. colw [cols]: a weight per input column, finite >= 0 (the Hessian diagonal of the
+ * layer's input: centroids minimise sum_c colw[c] (w - centroid)^2), or NULL. The k-means++ seed
+ * of a group is o->seed mixed with the group's values (not its position), so the codebooks of a
+ * row do not depend on which rows are quantized together: any split of the rows over ranks gives
+ * the same bits. o->per_row is ignored. Returns the iterations of the slowest codebook, or a
+ * negative QD_E* code. */
+int qd_kmeans_rows(const float *w, int64_t rows, int64_t cols, int64_t G, const float *colw, const qd_kmeans_opts *o,
+                   float *codebook, uint8_t *codes);
+
+/* W[r][c] = codebook[r][c / G][codes[r][c]] (the layout of qd_kmeans_rows), out [rows][cols]. */
+void qd_kmeans_dequantize(const uint8_t *codes, int64_t rows, int64_t cols, int64_t G, int bits, const float *codebook,
+                          float *out);
+
+/* Groups per row of qd_kmeans_rows. */
+static inline int64_t qd_kmeans_ngroups(int64_t cols, int64_t G) { return G > 0 && G < cols ? (cols + G - 1) / G : 1; }
 
 #endif

@@ -163,6 +163,7 @@ static const char *kind_isa(qd_ql_kind k)
     if (ref) return "scalar reference";
     switch (k) {
     case QD_QL_INT8:
+    case QD_QL_CB_INT8:
         return amx    ? "amx-int8 tiles (avx512-vnni below 16 rows)"
                : v512 ? "avx512-vnni"
                : v256 ? "avx-vnni"
@@ -234,7 +235,11 @@ int qd_engine_create(const qd_model *m, const qd_qmodel *q, const qd_engine_opts
         const qd_qlinear *ql = q ? qd_qmodel_linear(q, li) : NULL;
         el->N = L->out;
         el->K = L->in;
-        el->kind = ql ? ql->kind : QD_QL_FLOAT;
+        /* codebooks run as what they were packed into: int8 weights or float (qmodel.c) */
+        el->kind = !ql                         ? QD_QL_FLOAT
+                   : ql->kind == QD_QL_CB_INT8 ? QD_QL_INT8
+                   : ql->kind == QD_QL_LUT     ? QD_QL_DEQUANT
+                                               : ql->kind;
         e->kmax = QD_MAX(e->kmax, el->K);
         if (ql) {
             el->w8 = ql->w8;

@@ -25,7 +25,13 @@ struct qd_qmodel {
 
 const char *qd_ql_kind_name(qd_ql_kind k)
 {
-    static const char *n[] = {"float", "int8", "int4 x int8", "int4 x float", "dequantized float"};
+    static const char *n[] = {"float",
+                              "int8",
+                              "int4 x int8",
+                              "int4 x float",
+                              "dequantized float",
+                              "codebook lookup",
+                              "codebook on an int8 grid x int8"};
     return k < QD_QL_KINDS_ ? n[k] : "?";
 }
 
@@ -38,6 +44,7 @@ typedef struct {
     int32_t *zr;
     int32_t *gi;
     float *smooth;
+    float *codebook; /* K-means records: levels [N][ng][2^bits]; scales and zeros are NULL */
 } qtensor;
 
 static void qtensor_free(qtensor *t)
@@ -47,6 +54,7 @@ static void qtensor_free(qtensor *t)
     free(t->zr);
     free(t->gi);
     free(t->smooth);
+    free(t->codebook);
     memset(t, 0, sizeof *t);
 }
 
@@ -78,7 +86,8 @@ static int read_qtensor(qd_h5m *f, const char *name, int64_t N, int64_t K, qtens
     t->sc = v.scales;
     t->zr = v.zeros; /* symmetric records: 2^(bits-1) */
     t->gi = v.g_idx;
-    v.qweight = NULL, v.scales = NULL, v.zeros = NULL, v.g_idx = NULL;
+    t->codebook = v.codebook;
+    v.qweight = NULL, v.scales = NULL, v.zeros = NULL, v.g_idx = NULL, v.codebook = NULL;
     qd_h5m_values_free(&v);
     if (qd_h5m_record_has(r, QD_H5M_SMOOTH)) {
         int64_t n = 0;
@@ -88,6 +97,54 @@ static int read_qtensor(qd_h5m *f, const char *name, int64_t N, int64_t K, qtens
         }
     }
     return 1;
+}
+
+/* Which kernel runs codebook records: QD_CODEBOOK_KERNEL=int8 or lut (the default, see qmodel.h). */
+static qd_ql_kind codebook_kind(void)
+{
+    const char *k = getenv("QD_CODEBOOK_KERNEL");
+    return k && !strcmp(k, "int8") ? QD_QL_CB_INT8 : QD_QL_LUT;
+}
+
+/* A codebook record packed once for the engine. LUT: every weight looked up from its row's
+ * levels (kernels.h lut_row, a row at a time) into the float GEMM's packing, so the product is
+ * the float GEMM of the looked-up weights; CB_INT8: each row's levels snapped to an int8 grid
+ * (scale max|level| / 127) and the codes expanded into int8 weights for the integer GEMM. */
+static int load_codebook(qd_qlinear *ql, const qtensor *t, const float *bias, int layout)
+{
+    const int64_t N = t->N, K = t->K, L = (int64_t)1 << t->bits, per_row = t->ng * L;
+    uint8_t *codes = qd_xmalloc((size_t)(N * K > 0 ? N * K : 1));
+    qd_unpack_matrix(t->packed, N, K, t->bits, codes);
+    int rc;
+    ql->kind = codebook_kind();
+    if (ql->kind == QD_QL_LUT) {
+        float *w = qd_xmalloc((size_t)(N * K > 0 ? N * K : 1) * sizeof(float));
+        const qd_kernel_table *kt = qd_kernels();
+        for (int64_t n = 0; n < N; n++)
+            kt->lut_row(codes + n * K, K, t->G, (int)L, t->codebook + n * per_row, w + n * K);
+        rc = qd_gemm_wf_create(w, N, K, K, bias, &ql->wf);
+        free(w);
+        if (!rc) ql->bytes = qd_gemm_wf_bytes(ql->wf);
+    } else {
+        float *sc = qd_xmalloc((size_t)(N > 0 ? N : 1) * sizeof(float));
+        int8_t *w = qd_xmalloc((size_t)(N * K > 0 ? N * K : 1));
+        int8_t *lv = qd_xmalloc((size_t)per_row);
+        for (int64_t n = 0; n < N; n++) {
+            const float *c = t->codebook + n * per_row;
+            float mx = 0;
+            for (int64_t k = 0; k < per_row; k++) mx = fabsf(c[k]) > mx ? fabsf(c[k]) : mx;
+            sc[n] = mx > 0 ? mx / 127.0f : 1.0f;
+            for (int64_t k = 0; k < per_row; k++) lv[k] = (int8_t)fmaxf(-127.0f, fminf(127.0f, rintf(c[k] / sc[n])));
+            for (int64_t k = 0; k < K; k++) w[n * K + k] = lv[(k / t->G) * L + codes[n * K + k]];
+        }
+        rc = qd_gemm_w8_create_layout(layout, w, N, K, K, sc, bias, &ql->w8);
+        free(lv);
+        free(w);
+        free(sc);
+        if (!rc) ql->bytes = qd_gemm_w8_bytes(ql->w8);
+    }
+    free(codes);
+    return rc;
 }
 
 static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
@@ -109,7 +166,21 @@ static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
     int natural = 1; /* g_idx absent or equal to c / G */
     for (int64_t c = 0; t.gi && c < K; c++) natural &= t.gi[c] == (int32_t)(c / t.G);
     const int layout = qd_kernels()->layout;
-    if (!fake && t.bits == 8 && t.sym && t.ng == 1 && natural) {
+    if (t.codebook && !fake) {
+        rc = load_codebook(ql, &t, L->b, layout);
+    } else if (t.codebook) { /* fake quantization: the looked-up levels in float */
+        float *wdq = qd_xmalloc((size_t)(N * K > 0 ? N * K : 1) * sizeof(float));
+        const int64_t Lv = (int64_t)1 << t.bits;
+        uint8_t *codes = qd_xmalloc((size_t)(N * K > 0 ? N * K : 1));
+        qd_unpack_matrix(t.packed, N, K, t.bits, codes);
+        for (int64_t n = 0; n < N; n++)
+            qd_kernels()->lut_row(codes + n * K, K, t.G, (int)Lv, t.codebook + n * t.ng * Lv, wdq + n * K);
+        rc = qd_gemm_wf_create(wdq, N, K, K, L->b, &ql->wf);
+        free(codes);
+        free(wdq);
+        ql->kind = QD_QL_DEQUANT;
+        if (!rc) ql->bytes = qd_gemm_wf_bytes(ql->wf);
+    } else if (!fake && t.bits == 8 && t.sym && t.ng == 1 && natural) {
         int8_t *w = qd_xmalloc((size_t)(N * K));
         for (int64_t i = 0; i < N * K; i++) w[i] = (int8_t)((int)t.packed[i] - 128);
         rc = qd_gemm_w8_create_layout(layout, w, N, K, K, t.sc, L->b, &ql->w8);
@@ -126,7 +197,7 @@ static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
             if (!rc) ql->bytes = qd_gemm_w4_bytes(ql->w4);
         }
     }
-    if (!rc && !ql->w8 && !ql->w4) {
+    if (!rc && !ql->w8 && !ql->w4 && !ql->wf) {
         uint8_t *codes = qd_xmalloc((size_t)(N * K));
         float *wdq = qd_xmalloc((size_t)(N * K) * sizeof(float));
         qd_unpack_matrix(t.packed, N, K, t.bits, codes);
@@ -167,11 +238,11 @@ static int load_embedding(qd_qmodel *q, qd_h5m *f)
     const char *path = qd_h5m_path(f);
     int rc = read_qtensor(f, mt.word_emb_name, c->vocab_size, c->embed_size, &t);
     if (rc <= 0) return rc;
-    if ((t.bits != 8 && t.bits != 4) || t.ng != 1 || t.gi || t.smooth) {
+    if ((t.bits != 8 && t.bits != 4) || t.ng != 1 || t.gi || t.smooth || t.codebook) {
         rc = qd_err_set(QD_EUNSUPPORTED,
-                        "%s: tensor '%s': quantized embeddings must be 8 or 4 bits per row (found %d bits, %lld "
-                        "groups per row)",
-                        path, mt.word_emb_name, t.bits, (long long)t.ng);
+                        "%s: tensor '%s': quantized embeddings must be 8 or 4 bits per row with scales (found %d "
+                        "bits, %lld groups per row%s)",
+                        path, mt.word_emb_name, t.bits, (long long)t.ng, t.codebook ? ", a codebook" : "");
         qtensor_free(&t);
         return rc;
     }
@@ -211,7 +282,12 @@ static int load_small_table(qd_h5m *f, const char *name, int64_t rows, int64_t c
                     .scales = t.sc,
                     .zeros = t.zr};
     *out = qd_xmalloc((size_t)(rows * cols) * sizeof(float));
-    qd_dequantize(codes, &p, t.gi, *out);
+    const int64_t L = (int64_t)1 << t.bits;
+    if (t.codebook)
+        for (int64_t r = 0; r < rows; r++)
+            qd_kernels()->lut_row(codes + r * cols, cols, t.G, (int)L, t.codebook + r * t.ng * L, *out + r * cols);
+    else
+        qd_dequantize(codes, &p, t.gi, *out);
     free(codes);
     qtensor_free(&t);
     return QD_OK;

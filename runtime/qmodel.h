@@ -8,6 +8,12 @@
  *   int4    4-bit, per channel or in groups along the input (no act-order permutation, or one
  *           equal to the natural group order): packed 4-bit weights x u8-coded activations
  *           (qd_gemm_u8w4_f32), or x float activations with w4_float_act (qd_gemm_w4_f32);
+ *   codebook K-means records (levels per channel or group): by default every weight is looked up
+ *           once at load (kernels.h lut_row) and the looked-up rows are packed for the FP32 GEMM
+ *           (QD_QL_LUT: the product of the levels in float); with QD_CODEBOOK_KERNEL=int8 every
+ *           row's levels are snapped to an int8 grid (scale max|level| / 127) and packed for the
+ *           int8 GEMM (QD_QL_CB_INT8: the snapping adds at most half a step of that grid to each
+ *           level);
  *   dequant anything else (other widths, act-order files), and every Linear with fake_quant: the
  *           dequantized weights, packed for the FP32 GEMM.
  *   float   a Linear the file keeps in float: the engine packs the FP32 model's weights.
@@ -24,7 +30,16 @@
 #include "kernels/gemm.h"
 #include "model/model.h"
 
-typedef enum { QD_QL_FLOAT = 0, QD_QL_INT8, QD_QL_INT4_S8, QD_QL_INT4_F32, QD_QL_DEQUANT, QD_QL_KINDS_ } qd_ql_kind;
+typedef enum {
+    QD_QL_FLOAT = 0,
+    QD_QL_INT8,
+    QD_QL_INT4_S8,
+    QD_QL_INT4_F32,
+    QD_QL_DEQUANT,
+    QD_QL_LUT,
+    QD_QL_CB_INT8,
+    QD_QL_KINDS_
+} qd_ql_kind;
 
 typedef struct {
     qd_ql_kind kind;

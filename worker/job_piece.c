@@ -9,7 +9,7 @@
 #include "worker/sparse_unit.h"
 
 /* rows [r0, r1) of a piece */
-static void piece_rows(const qd_job_item *it, const qd_plan_piece *p, int64_t *r0, int64_t *r1)
+void qd_job_piece_rows(const qd_job_item *it, const qd_plan_piece *p, int64_t *r0, int64_t *r1)
 {
     if (!it->j.splittable || (p->part0 == 0 && p->part1 >= it->j.nblk)) {
         *r0 = 0;
@@ -59,13 +59,21 @@ static int write_mask_rows(qd_h5m_writer *w, qd_job_item *it, int64_t r0, int64_
     return QD_OK;
 }
 
+/* Where rows [r0, r0 + n) of a calibrated result start in the rows this rank holds. */
+static int64_t held_row(const qd_calib_result *cq, int64_t r0, int64_t n)
+{
+    QD_ASSERT(r0 >= cq->row0 && r0 + n <= cq->row1); /* the job kept every row its pieces write */
+    return r0 - cq->row0;
+}
+
 /* A float tensor's rows, checked finite; or, pruned and kept in float, the calibrated phase's. */
 static int float_rows(qd_h5m_writer *w, qd_job_item *it, const char *name, const float *x, int64_t r0, int64_t n)
 {
     const int64_t C = it->j.cols;
-    if (it->cq && it->cq->fweight) {
-        qd_h5m_write_rows(w, it->rec, QD_H5M_DATA, r0, n, it->cq->fweight + r0 * C);
-        return write_mask_rows(w, it, r0, n, it->cq->mask + r0 * C, NULL);
+    if (it->cq && it->cq->float_kept) {
+        const int64_t o = held_row(it->cq, r0, n);
+        qd_h5m_write_rows(w, it->rec, QD_H5M_DATA, r0, n, it->cq->fweight + o * C);
+        return write_mask_rows(w, it, r0, n, it->cq->mask + o * C, NULL);
     }
     if (!qd_all_finite(x, n * C)) {
         for (int64_t i = 0; i < n * C; i++)
@@ -77,11 +85,11 @@ static int float_rows(qd_h5m_writer *w, qd_job_item *it, const char *name, const
     return QD_OK;
 }
 
-/* Packs rows [0, n) of codes (their scales and zeros in sc, z [n][ng]; columns in groups by
- * g_idx, or c / G) into packed, and adds the error of the dequantized rows against x to the
- * sums of their blocks (rows r0 + r of the tensor). */
+/* Packs rows [0, n) of codes (their scales and zeros in sc, z [n][ng], or their levels in cb
+ * [n][ng][2^bits]; columns in groups by g_idx, or c / G) into packed, and adds the error of the
+ * dequantized rows against x to the sums of their blocks (rows r0 + r of the tensor). */
 static void pack_and_measure(const qd_job_item *it, const float *x, int64_t r0, int64_t n, const uint8_t *codes,
-                             const float *sc, const int32_t *z, const int32_t *g_idx, uint8_t *packed,
+                             const float *sc, const int32_t *z, const float *cb, const int32_t *g_idx, uint8_t *packed,
                              qd_piece_rec *rec)
 {
     const qd_qscheme *s = &it->j.scheme;
@@ -94,7 +102,9 @@ static void pack_and_measure(const qd_job_item *it, const float *x, int64_t r0, 
         const float *w = x + r * C;
         for (int64_t c = 0; c < C; c++) {
             int64_t g = g_idx ? g_idx[c] : c / gs;
-            double d = (double)w[c] - qd_dequantize1(q[c], sc[r * ng + g], z[r * ng + g]);
+            const float v =
+                cb ? cb[((r * ng + g) << s->bits) + q[c]] : qd_dequantize1(q[c], sc[r * ng + g], z[r * ng + g]);
+            double d = (double)w[c] - v;
             b->err2 += d * d;
             b->w2 += (double)w[c] * w[c];
             if (fabs(d) > b->max_abs) b->max_abs = fabs(d);
@@ -106,7 +116,7 @@ static void pack_and_measure(const qd_job_item *it, const float *x, int64_t r0, 
  * (magnitude per row, the mask written), then the method's fused path, or its unit and the
  * packing. */
 static int method_rows(const qd_job_config *cfg, qd_h5m_writer *w, qd_job_item *it, const char *what, const float *x,
-                       int64_t r0, int64_t n, uint8_t *packed, float *sc, int32_t *z, qd_piece_rec *rec)
+                       int64_t r0, int64_t n, uint8_t *packed, float *sc, int32_t *z, float *cb, qd_piece_rec *rec)
 {
     const int64_t C = it->j.cols;
     const qd_method_def *def = qd_job_method(&it->j);
@@ -139,7 +149,7 @@ static int method_rows(const qd_job_config *cfg, qd_h5m_writer *w, qd_job_item *
         uint8_t *codes = malloc((size_t)(n * C > 0 ? n * C : 1));
         float *orig = malloc((size_t)(n * C > 0 ? n * C : 1) * sizeof(float));
         const qd_layer_stats s = {.cols = C};
-        qd_unit_out out = {.codes = codes, .scales = sc, .zeros = z};
+        qd_unit_out out = {.codes = codes, .codebook = cb, .scales = sc, .zeros = z};
         if (!codes || !orig)
             rc = qd_err_set(QD_ENOMEM, "%s: out of memory for its codes", what);
         else {
@@ -147,7 +157,7 @@ static int method_rows(const qd_job_config *cfg, qd_h5m_writer *w, qd_job_item *
             if ((rc = def->quantize(&o, &s, NULL, work, n, &out)))
                 qd_err_wrap(rc, "%s rows [%lld, %lld)", what, (long long)r0, (long long)(r0 + n));
             else
-                pack_and_measure(it, orig, r0, n, codes, sc, z, NULL, packed, rec);
+                pack_and_measure(it, orig, r0, n, codes, sc, z, cb, NULL, packed, rec);
         }
         free(codes);
         free(orig);
@@ -166,11 +176,12 @@ int qd_job_piece(const qd_job_config *cfg, qd_checkpoint *ck, qd_h5m_writer *w, 
         const void *raw;
         if ((rc = qd_ckpt_raw(ck, it->ti, &raw))) return rc;
         qd_h5m_write_rows(w, it->rec, QD_H5M_RAW, 0, (int64_t)t->nbytes, raw);
+        qd_ckpt_forget(ck, it->ti);
         rec->seconds = qd_now() - t0;
         return QD_OK;
     }
     int64_t r0, r1;
-    piece_rows(it, p, &r0, &r1);
+    qd_job_piece_rows(it, p, &r0, &r1);
     const int64_t n = r1 - r0, C = it->j.cols;
     if (t->numel == 0 || n == 0) return QD_OK;
     const float *x = NULL;
@@ -182,24 +193,29 @@ int qd_job_piece(const qd_job_config *cfg, qd_checkpoint *ck, qd_h5m_writer *w, 
     if (it->j.kind == QD_JOB_FLOAT) {
         rc = float_rows(w, it, t->name, x, r0, n);
         free(buf);
+        qd_ckpt_forget(ck, it->ti);
         rec->seconds = qd_now() - t0;
         return rc;
     }
     const qd_qscheme *s = &it->j.scheme;
     const int64_t rb = qd_packed_row_bytes(C, s->bits), ng = qd_rtn_ngroups(s, C);
+    const int64_t cbr = qd_method_codebook_row(it->j.method, s, C); /* levels per row, or 0 */
     uint8_t *packed = malloc((size_t)(n * rb));
     float *sc = malloc((size_t)(n * ng) * sizeof(float));
     int32_t *z = malloc((size_t)(n * ng) * sizeof(int32_t));
-    if (!packed || !sc || !z)
+    float *cb = cbr ? malloc((size_t)(n * cbr) * sizeof(float)) : NULL;
+    if (!packed || !sc || !z || (cbr && !cb))
         rc = qd_err_set(QD_ENOMEM, "tensor '%s': out of memory for rows [%lld, %lld)", t->name, (long long)r0,
                         (long long)r1);
     if (!rc && it->cq) { /* codes from the calibrated phase */
         const qd_calib_result *cq = it->cq;
-        memcpy(sc, cq->scales + r0 * ng, (size_t)(n * ng) * sizeof(float));
-        memcpy(z, cq->zeros + r0 * ng, (size_t)(n * ng) * sizeof(int32_t));
-        pack_and_measure(it, x, r0, n, cq->codes + r0 * C, sc, z, cq->g_idx, packed, rec);
+        const int64_t o = held_row(cq, r0, n);
+        memcpy(sc, cq->scales + o * ng, (size_t)(n * ng) * sizeof(float));
+        memcpy(z, cq->zeros + o * ng, (size_t)(n * ng) * sizeof(int32_t));
+        if (cb) memcpy(cb, cq->codebook + o * cbr, (size_t)(n * cbr) * sizeof(float));
+        pack_and_measure(it, x, r0, n, cq->codes + o * C, sc, z, cb, cq->g_idx, packed, rec);
         if (cq->g_idx && r0 == 0) qd_h5m_write_rows(w, it->rec, QD_H5M_G_IDX, 0, C, cq->g_idx);
-        if (cq->mask) rc = write_mask_rows(w, it, r0, n, cq->mask + r0 * C, NULL);
+        if (cq->mask) rc = write_mask_rows(w, it, r0, n, cq->mask + o * C, NULL);
     } else if (!rc) {
         char what[QD_PATTERN_MAX + 16];
         snprintf(what, sizeof what, "tensor '%s'", t->name);
@@ -210,18 +226,23 @@ int qd_job_piece(const qd_job_config *cfg, qd_checkpoint *ck, qd_h5m_writer *w, 
             for (int64_t i = 0; smoothed && i < n * C; i++) smoothed[i] = x[i] * it->smooth[i % C];
             if (r0 == 0) qd_h5m_write_rows(w, it->rec, QD_H5M_SMOOTH, 0, C, it->smooth);
         }
-        if (!rc) rc = method_rows(cfg, w, it, what, smoothed ? smoothed : x, r0, n, packed, sc, z, rec);
+        if (!rc) rc = method_rows(cfg, w, it, what, smoothed ? smoothed : x, r0, n, packed, sc, z, cb, rec);
         free(smoothed);
     }
     if (!rc) {
         qd_h5m_write_rows(w, it->rec, QD_H5M_QWEIGHT, r0, n, packed);
-        qd_h5m_write_rows(w, it->rec, QD_H5M_SCALES, r0, n, sc);
+        if (cb)
+            qd_h5m_write_rows(w, it->rec, QD_H5M_CODEBOOK, r0, n, cb);
+        else
+            qd_h5m_write_rows(w, it->rec, QD_H5M_SCALES, r0, n, sc);
         if (!s->sym) qd_h5m_write_rows(w, it->rec, QD_H5M_ZEROS, r0, n, z);
     }
+    free(cb);
     free(packed);
     free(sc);
     free(z);
     free(buf);
+    qd_ckpt_forget(ck, it->ti); /* written: its pages need not stay (a rank's memory stays one piece) */
     rec->seconds = qd_now() - t0;
     return rc;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "collective/h5model.h"
+#include "quant/actq.h"
 #include "shard/select.h"
 #include "worker/sparse_unit.h"
 
@@ -38,7 +39,19 @@ void qd_job_config_default(qd_job_config *c)
     c->ada_beta_end = 2;
     c->ada_warmup = 0.2;
     c->ada_lr = 1e-3;
+    c->act_bits = 8;
+    c->act_percentile = 99.99;
+    c->act_outliers = 4;
     c->prune = -1;
+    c->kmeans_iters = 50;
+}
+
+/* Whether the job's method or an override's is m. */
+static int uses_method(const qd_job_config *c, qd_method m)
+{
+    int used = c->method == m;
+    for (int i = 0; i < c->n_overrides; i++) used |= c->overrides[i].method == (int)m;
+    return used;
 }
 
 cJSON *qd_job_config_json(const qd_job_config *c)
@@ -77,6 +90,14 @@ cJSON *qd_job_config_json(const qd_job_config *c)
         if (c->overrides[i].method >= 0) calibrated |= qd_method_calibrated((qd_method)c->overrides[i].method);
     calibrated |= c->smooth > 0;
     if (c->smooth > 0) cJSON_AddNumberToObject(o, "smooth", c->smooth); /* absent: files without it unchanged */
+    if (uses_method(c, QD_METHOD_KMEANS)) { /* absent for other jobs: their files are unchanged */
+        cJSON *k = cJSON_AddObjectToObject(o, "kmeans");
+        cJSON_AddStringToObject(k, "init", c->kmeans_init == QD_KMEANS_LINEAR ? "linear" : "kmeans++");
+        cJSON_AddBoolToObject(k, "weighted", c->kmeans_weighted);
+        cJSON_AddNumberToObject(k, "seed", c->kmeans_seed);
+        cJSON_AddNumberToObject(k, "iters", c->kmeans_iters);
+        calibrated |= c->kmeans_weighted;
+    }
     if (calibrated) {
         cJSON *g = cJSON_AddObjectToObject(o, "gptq");
         cJSON_AddNumberToObject(g, "damp", c->damp);
@@ -112,11 +133,30 @@ cJSON *qd_job_config_json(const qd_job_config *c)
         cJSON_AddStringToObject(p, "method", qd_prune_method_name(qd_sparse_prune_method(c, c->method)));
         cJSON_AddBoolToObject(p, "prune_only", c->prune_only);
     }
+    if (c->act_static) { /* absent for weight-only files, so they stay as they were */
+        cJSON *a = cJSON_AddObjectToObject(o, "activations");
+        cJSON_AddStringToObject(a, "mode", "static");
+        cJSON_AddNumberToObject(a, "bits", c->act_bits);
+        cJSON_AddStringToObject(a, "calib", qd_actq_method_name((qd_actq_method)c->act_calib));
+        if (c->act_calib == QD_ACTQ_PERCENTILE) cJSON_AddNumberToObject(a, "percentile", c->act_percentile);
+        cJSON_AddNumberToObject(a, "outliers", c->act_outliers);
+        cJSON_AddStringToObject(a, "data", c->calib ? c->calib : "");
+        cJSON_AddNumberToObject(a, "nsamples", c->nsamples);
+        cJSON_AddNumberToObject(a, "seqlen", c->seqlen);
+        cJSON_AddNumberToObject(a, "seed", c->calib_seed);
+    }
     return o;
 }
 
 static int method_ok(const qd_job_config *c, qd_method m, const char *where)
 {
+    if (m == QD_METHOD_KMEANS && c->kmeans_weighted && !c->calib)
+        return qd_err_set(QD_ECONFIG,
+                          "%smethod kmeans with --weighted needs calibration data (the Hessian diagonal of each "
+                          "Linear's input): --calib PATH",
+                          where);
+    if (m == QD_METHOD_KMEANS && qd_sparsity_active(&c->sparsity))
+        return qd_err_set(QD_ECONFIG, "%smethod kmeans does not prune: drop --sparsity", where);
     if (qd_method_calibrated(m) && !c->calib)
         return qd_err_set(QD_ECONFIG,
                           "%smethod '%s' needs calibration data: --calib PATH (a text or TSV file for "
@@ -145,6 +185,12 @@ int qd_job_config_validate(const qd_job_config *c)
             return qd_err_set(QD_ECONFIG, "smooth (SmoothQuant) needs calibration data: --calib PATH (a text or TSV "
                                           "file for BERT models, an IDX file or an image folder for ViT models)");
     }
+    if (c->act_static && !c->calib)
+        return qd_err_set(QD_ECONFIG, "--activations static needs calibration data: --calib PATH (a text or TSV file "
+                                      "for BERT models, an IDX file or an image folder for ViT models)");
+    if (c->act_static && (!qd_valid_bits(c->act_bits) || !(c->act_percentile > 50 && c->act_percentile <= 100) ||
+                          !(c->act_outliers >= 0)))
+        return qd_err_set(QD_ECONFIG, "act_bits must be 2..8, act_percentile in (50, 100] and act_outliers >= 0");
     if (c->scheme.gran == QD_GRAN_GROUP && c->scheme.group_size < 1)
         return qd_err_set(QD_ECONFIG, "group_size must be >= 1");
     if (!qd_method_get(c->method)->per_tensor && c->scheme.gran == QD_GRAN_TENSOR)
@@ -158,6 +204,7 @@ int qd_job_config_validate(const qd_job_config *c)
         return qd_err_set(QD_ECONFIG,
                           "adaround: batch (calibration rows per step) must be >= 0 (0: the Hessian form), got %d",
                           c->ada_batch);
+    if (c->kmeans_iters < 1) return qd_err_set(QD_ECONFIG, "kmeans_iters must be >= 1, got %d", c->kmeans_iters);
     if (c->nsamples < 0) return qd_err_set(QD_ECONFIG, "nsamples must be >= 0");
     if (c->seqlen < 3) return qd_err_set(QD_ECONFIG, "seqlen must be >= 3");
     if (c->microbatch < 1) return qd_err_set(QD_ECONFIG, "microbatch must be >= 1");
@@ -190,6 +237,7 @@ static int resolve_scheme(const qd_job_config *cfg, const char *name, qd_job_ten
         if (v->clip_mse >= 0) jt->clip_mse = v->clip_mse;
         break;
     }
+    if (qd_method_get(jt->method)->codebook) jt->scheme.sym = 1; /* levels have no zero point */
     return 1;
 }
 
@@ -234,6 +282,11 @@ void qd_job_method_opts(const qd_job_config *cfg, const qd_job_tensor *jt, qd_me
     o->sp = jt->sp;
     o->prune = jt->prune;
     o->prune_only = cfg->prune_only;
+    o->km.bits = jt->scheme.bits;
+    o->km.max_iters = cfg->kmeans_iters;
+    o->km.seed = (uint64_t)cfg->kmeans_seed;
+    o->km.init = (qd_kmeans_init)cfg->kmeans_init;
+    o->km_weighted = cfg->kmeans_weighted;
 }
 
 const qd_method_def *qd_job_method(const qd_job_tensor *jt) { return qd_method_get(jt->method); }

@@ -49,13 +49,14 @@ typedef struct {
     qd_override overrides[QD_MAX_PATTERNS];
     int n_overrides;
     /* calibration (methods gptq, adaround) */
-    const char *calib; /* samples: text/TSV file (BERT), IDX file or image folder (ViT) */
-    int nsamples;      /* default 128 (0 = all) */
-    int seqlen;        /* tokens per text sample, default 128 */
-    int calib_seed;    /* selection seed, default 0 */
-    int calib_mode;    /* QD_CALIB_SEQUENTIAL (default) or QD_CALIB_FP */
-    int microbatch;    /* samples per forward call, default 8 */
-    double smooth;     /* SmoothQuant migration strength alpha in (0, 1] (worker/smooth.h); 0: off */
+    const char *calib;   /* samples: text/TSV file (BERT), IDX file or image folder (ViT) */
+    int nsamples;        /* default 128 (0 = all) */
+    int seqlen;          /* tokens per text sample, default 128 */
+    int calib_seed;      /* selection seed, default 0 */
+    int calib_mode;      /* QD_CALIB_SEQUENTIAL (default) or QD_CALIB_FP */
+    int microbatch;      /* samples per forward call, default 8 */
+    double mem_per_rank; /* bytes a rank may use (--mem-per-rank); 0: what its host and cgroup have */
+    double smooth;       /* SmoothQuant migration strength alpha in (0, 1] (worker/smooth.h); 0: off */
     /* GPTQ */
     double damp;    /* default 0.01 */
     int block_size; /* default 128 */
@@ -69,12 +70,25 @@ typedef struct {
     int ada_batch;                       /* calibration rows (tokens) per step, drawn with calib_seed from the
                                   * layer's input rows; default 0: the Hessian form, every step
                                   * sees all the data through H */
+    /* static activation scales (worker/act_calib.h): recorded in /activations for integer-only
+     * inference; calibrated on the FP32 model with the calibration options above */
+    int act_static;        /* --activations static */
+    int act_bits;          /* default 8 */
+    int act_calib;         /* quant/actq.h qd_actq_method, default minmax */
+    double act_percentile; /* default 99.99 */
+    double act_outliers;   /* static outlier channels: absmax above this times the median channel's
+                              (default 4; 0: none) */
     /* pruning of every quantized tensor (quant/prune.h, quant/sparsegpt.h; worker/sparse_unit.h) */
     qd_sparsity sparsity; /* inactive (default): dense */
     int prune; /* qd_prune_method, or -1 (default: sparsegpt with gptq, magnitude with rtn); with gptq the mask's criterion (sparsegpt: joint pruning and
                            * quantization; magnitude/wanda: GPTQ keeping their mask); rtn: magnitude only */
     int prune_only; /* keep the pruned weights in float (needs the calibrated path: method gptq) */
-    int ada_tiles;  /* set by qd_job_run, not by callers: 1 when every rank of the job
+    /* K-means codebooks (quant/kmeans.h) */
+    int kmeans_init;     /* qd_kmeans_init: k-means++ (default) or linear */
+    int kmeans_weighted; /* centroids weighted by the Hessian diagonal (needs calib) */
+    int kmeans_seed;     /* k-means++ seed, default 0 */
+    int kmeans_iters;    /* Lloyd iterations at most, default 50 */
+    int ada_tiles;       /* set by qd_job_run, not by callers: 1 when every rank of the job
                                   * has the bfloat16 tiles (kernels/gemm_bf16.h) for the Hessian
                                   * form's product, so all ranks compute it the same way */
 } qd_job_config;

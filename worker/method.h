@@ -21,15 +21,17 @@
 
 #include "quant/adaround.h"
 #include "quant/gptq.h"
+#include "quant/kmeans.h"
 #include "quant/prune.h"
 #include "quant/quant.h"
 #include "worker/rtn_rows.h"
 
 /* id, name (as in files and on the command line) */
-#define QD_METHODS(X) \
-    X(RTN, rtn)       \
-    X(GPTQ, gptq)     \
-    X(ADAROUND, adaround)
+#define QD_METHODS(X)     \
+    X(RTN, rtn)           \
+    X(GPTQ, gptq)         \
+    X(ADAROUND, adaround) \
+    X(KMEANS, kmeans)
 
 typedef enum {
 #define QD_METHOD_ENUM_(id, name) QD_METHOD_##id,
@@ -50,6 +52,8 @@ typedef struct {
                             * input rows), or 0: every step through the Hessian */
     qd_sparsity sp;        /* pruning (quant/prune.h; inactive: dense) */
     int prune, prune_only; /* qd_prune_method; keep the pruned weights in float */
+    qd_kmeans_opts km;     /* K-means: init, seed, iterations (bits from the scheme) */
+    int km_weighted;       /* K-means: centroids weighted by the Hessian diagonal of the input */
 } qd_method_opts;
 
 /* The statistics of one Linear's input: H [cols][cols] = 2/N sum x x^T (QD_NEEDS_HESSIAN), or
@@ -61,10 +65,12 @@ typedef struct {
     int64_t N;
 } qd_layer_stats;
 
-/* One unit's result: codes [n][cols] (unpacked), scales and zeros [n][ngroups], and, when the
- * job prunes, the kept weights mask [n][cols]; GPTQ reports its diagnostics. */
+/* One unit's result: codes [n][cols] (unpacked), scales and zeros [n][ngroups] (codebook
+ * methods: codebook [n][ngroups][2^bits] instead), and, when the job prunes, the kept weights
+ * mask [n][cols]; GPTQ reports its diagnostics. */
 typedef struct {
     uint8_t *codes;
+    float *codebook;
     float *scales;
     int32_t *zeros;
     uint8_t *mask;
@@ -75,6 +81,7 @@ typedef struct {
 typedef struct qd_method_def {
     const char *name;
     int per_tensor; /* can work with one scale for the whole tensor */
+    int codebook;   /* records a codebook of 2^bits levels per group (docs/FORMAT.md), not scales */
     /* What it needs from calibration with these options. */
     qd_method_needs (*needs)(const qd_method_opts *o);
     /* Work of one [rows, cols] weight for the planner (shard/plan.h), and for spreading a block's
@@ -109,7 +116,7 @@ QD_METHODS(QD_METHOD_DECL_)
 #undef QD_METHOD_DECL_
 
 const qd_method_def *qd_method_get(qd_method m);
-const char *qd_method_name(qd_method m);                /* "rtn", "gptq", "adaround"; "unknown" */
+const char *qd_method_name(qd_method m);                /* "rtn", "gptq", "adaround", "kmeans"; "unknown" */
 int qd_method_from_name(const char *s, qd_method *out); /* 0, or -1 if unknown */
 /* The options every method starts from (the defaults of the job's configuration). */
 void qd_method_default_opts(qd_method_opts *o);
@@ -117,6 +124,8 @@ void qd_method_default_opts(qd_method_opts *o);
 int qd_method_calibrated(qd_method m);
 /* The method's planner cost with options o (NULL: the defaults). */
 double qd_method_cost(qd_method m, int64_t rows, int64_t cols, const qd_method_opts *o);
+/* Floats per row of a codebook method's result: ngroups * 2^bits; 0 for other methods. */
+int64_t qd_method_codebook_row(qd_method m, const qd_qscheme *s, int64_t cols);
 /* Columns per group of a scheme for a row of `cols` (cols for per-channel and per-tensor). */
 int64_t qd_scheme_group_cols(const qd_qscheme *s, int64_t cols);
 

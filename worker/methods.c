@@ -35,6 +35,7 @@ void qd_method_default_opts(qd_method_opts *o)
     qd_gptq_default_opts(&o->gptq);
     qd_adaround_default_opts(&o->ada);
     o->prune = -1;
+    o->km = (qd_kmeans_opts){.bits = 8, .per_row = 1, .max_iters = 50, .seed = 0, .init = QD_KMEANS_PLUSPLUS};
 }
 
 int qd_method_calibrated(qd_method m)
@@ -57,4 +58,10 @@ double qd_method_cost(qd_method m, int64_t rows, int64_t cols, const qd_method_o
 int64_t qd_scheme_group_cols(const qd_qscheme *s, int64_t cols)
 {
     return s->gran == QD_GRAN_GROUP && s->group_size < cols ? s->group_size : cols;
+}
+
+int64_t qd_method_codebook_row(qd_method m, const qd_qscheme *s, int64_t cols)
+{
+    if (!qd_method_get(m)->codebook) return 0;
+    return qd_kmeans_ngroups(cols, qd_scheme_group_cols(s, cols)) << s->bits;
 }

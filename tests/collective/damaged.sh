@@ -38,7 +38,7 @@ expect() {
     zeros_range) echo "dataset 'zeros': element 3 (row 1) is 16, outside [0, 15]" ;;
     scales_shape) echo "dataset 'scales' has shape [256, 1]; the record needs [256, 2]" ;;
     data_nan) echo "dataset 'data': element 2 is inf" ;;
-    unknown_dataset) echo "'codebook' is not a dataset of the format" ;;
+    unknown_dataset) echo "'lookup_table' is not a dataset of the format" ;;
     bits) echo "bits 9 is outside 2..8" ;;
     g_idx_range) echo "dataset 'g_idx': column 4 is in group 99" ;;
   esac

@@ -1,7 +1,7 @@
 /* The model file's one owner (collective/h5model.h), on 1 and 2 ranks:
  *   - every kind of record (quantized 8-bit symmetric per channel, 3-bit asymmetric groups with
- *     act-order g_idx and padding bits, 4-bit asymmetric per tensor; float 2-D, 1-D and 0-d; raw
- *     bytes) written collectively, each rank its own rows, then read back equal, dequantized as
+ *     act-order g_idx and padding bits, 4-bit asymmetric per tensor, 2-bit K-means codebooks in
+ *     groups; float 2-D, 1-D and 0-d; raw bytes) written collectively, each rank its own rows, then read back equal, dequantized as
  *     quant/'s reference does;
  *   - the table of the code (qd_h5m_fields) equals the tables of docs/FORMAT.md (names, places,
  *     types, the tensor kinds that carry them), and the file written holds every name of the table
@@ -10,6 +10,7 @@
  *   - an unfinished file: refused by a plain open, read by a resuming one, whose declaration finds
  *     the completion marks. */
 #include <hdf5.h>
+#include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,8 @@ typedef struct {
     uint8_t raw[16];
     uint8_t m3[R3 * 2], m2[4]; /* masks: 10 columns in 2 bytes, 3 in 1 */
     float sm8[C8];             /* SmoothQuant factors of the 8-bit record */
+    uint8_t qk[R3 * 3];        /* 2-bit codes: 10 columns in 3 bytes */
+    float cbk[R3 * 3 * 4];     /* [R3][3 groups of G3][4 levels], ascending */
 } payload;
 
 static void fill(payload *p)
@@ -73,6 +76,46 @@ static void fill(payload *p)
     }
     for (int r = 0; r < 4; r++) p->m2[r] = (uint8_t)(r & 7);
     for (int c = 0; c < C8; c++) p->sm8[c] = 0.5f + 0.25f * (float)c;
+    for (int r = 0; r < R3; r++) {
+        uint8_t codes[C3];
+        for (int c = 0; c < C3; c++) codes[c] = (uint8_t)((r + 3 * c) % 4);
+        qd_pack_row(codes, C3, 2, p->qk + r * 3);
+    }
+    for (int i = 0; i < R3 * 3 * 4; i++) p->cbk[i] = (float)(i / 4) * 0.5f + (float)(i % 4) * 0.125f - 1.0f;
+}
+
+/* A static activation record of three tensors, the second with two outlier channels. */
+static void act_fill(qd_actrec *a)
+{
+    qd_actrec_alloc(a, 3);
+    const char *names[3] = {"input", "layer.0.qkv_in", "layer.0.probs"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(a->name[i], sizeof a->name[i], "%s", names[i]);
+        a->min[i] = -1.5f * (float)(i + 1);
+        a->max[i] = 2.0f * (float)(i + 1);
+        a->lo[i] = a->min[i];
+        a->hi[i] = a->max[i];
+        a->scale[i] = (a->hi[i] - a->lo[i]) / 255.0f;
+        a->zero_point[i] = -128 + 3 * i;
+        a->count[i] = 1000 + i;
+    }
+    a->bits = 8;
+    a->method = QD_ACTQ_PERCENTILE;
+    a->percentile = 99.9;
+    a->outlier_threshold = 4;
+    a->calibration = qd_xstrdup("{\"data\":\"x\",\"nsamples\":2}");
+    free(a->out_ch);
+    a->out_ch = calloc(2, sizeof(int32_t));
+    a->out_ch[0] = 2;
+    a->out_ch[1] = 5;
+    a->out_off[0] = 0;
+    a->out_off[1] = 0;
+    a->out_off[2] = 2;
+    a->out_off[3] = 2;
+    a->out_shift[1] = 3;
+    a->out_zp[1] = -7;
+    a->out_lo[1] = -20;
+    a->out_hi[1] = 30;
 }
 
 /* Writes the file; with `finish` 0 stops after marking only the first record complete. */
@@ -86,10 +129,14 @@ static void write_file(const char *out, const payload *p, int finish)
     qd_h5m_writer *w = NULL;
     CHECK_EQ(qd_h5m_create(MPI_COMM_WORLD, out, &h, 0, &w), QD_OK);
     if (!w) return;
+    qd_actrec act;
+    act_fill(&act);
+    qd_h5m_write_activations(w, &act);
+    qd_actrec_free(&act);
     qd_h5m_record r;
     const qd_qscheme s8 = {8, 1, QD_GRAN_CHANNEL, 128}, s3 = {3, 0, QD_GRAN_GROUP, G3}, st = {4, 0, QD_GRAN_TENSOR, 0};
     const int64_t sh2[2] = {4, 3}, sh1[1] = {5}, sh0[1] = {0}, shr[1] = {2};
-    int ti[7];
+    int ti[8];
     qd_h5m_record_quantized(&r, "enc.layer.0.q8.weight", R8, C8, "F32", "rtn", &s8, 0);
     CHECK_EQ(qd_h5m_record_add(&r, QD_H5M_SMOOTH), QD_OK);
     ti[0] = qd_h5m_declare(w, &r);
@@ -110,6 +157,10 @@ static void write_file(const char *out, const payload *p, int finish)
     qd_h5m_record_raw(&r, "position_ids", 1, shr, "I64", 16);
     ti[6] = qd_h5m_declare(w, &r);
     CHECK(qd_h5m_record_add(&r, QD_H5M_SCALES) != QD_OK); /* not a dataset of raw records */
+    const qd_qscheme sk = {2, 1, QD_GRAN_GROUP, G3};
+    qd_h5m_record_quantized(&r, "head.kmeans.weight", R3, C3, "F32", "kmeans", &sk, 0);
+    CHECK(qd_h5m_record_has(&r, QD_H5M_CODEBOOK) && !qd_h5m_record_has(&r, QD_H5M_SCALES));
+    ti[7] = qd_h5m_declare(w, &r);
     int64_t a, b;
     my_rows(R8, &a, &b);
     qd_h5m_write_rows(w, ti[0], QD_H5M_QWEIGHT, a, b - a, p->q8 + a * C8);
@@ -125,6 +176,9 @@ static void write_file(const char *out, const payload *p, int finish)
     qd_h5m_write_rows(w, ti[2], QD_H5M_QWEIGHT, a, b - a, p->qt + a * 5);
     qd_h5m_write_rows(w, ti[2], QD_H5M_SCALES, a, b - a, p->st + a);
     qd_h5m_write_rows(w, ti[2], QD_H5M_ZEROS, a, b - a, p->zt + a);
+    my_rows(R3, &a, &b);
+    qd_h5m_write_rows(w, ti[7], QD_H5M_QWEIGHT, a, b - a, p->qk + a * 3);
+    qd_h5m_write_rows(w, ti[7], QD_H5M_CODEBOOK, a, b - a, p->cbk + a * 12);
     my_rows(4, &a, &b);
     qd_h5m_write_rows(w, ti[3], QD_H5M_DATA, a, b - a, p->f2 + a * 3);
     qd_h5m_write_rows(w, ti[3], QD_H5M_MASK, a, b - a, p->m2 + a);
@@ -135,7 +189,7 @@ static void write_file(const char *out, const payload *p, int finish)
     }
     qd_h5m_flush(w);
     const double m[4] = {0.01, 1e-5, 0.02, 40.0};
-    for (int i = 0; i < (finish ? 7 : 1); i++) qd_h5m_mark_complete(w, ti[i], i < 3 ? m : NULL);
+    for (int i = 0; i < (finish ? 8 : 1); i++) qd_h5m_mark_complete(w, ti[i], i < 3 || i == 7 ? m : NULL);
     if (!finish) {
         qd_h5m_abandon(w);
         return;
@@ -150,7 +204,7 @@ static void read_back(const char *path, const payload *p)
     int rc = qd_h5m_open(path, NULL, &f);
     CHECK_MSG(rc == QD_OK, "%s", qd_errmsg());
     if (!f) return;
-    CHECK_EQ(qd_h5m_num_tensors(f), 7);
+    CHECK_EQ(qd_h5m_num_tensors(f), 8);
     CHECK_EQ(qd_h5m_info_of(f)->format_version, QD_H5M_FORMAT_VERSION);
     CHECK_STREQ(qd_h5m_info_of(f)->status, QD_H5M_STATUS_COMPLETE);
     CHECK_STREQ(qd_h5m_info_of(f)->arch, "vit");
@@ -194,6 +248,26 @@ static void read_back(const char *path, const payload *p)
     CHECK_EQ(qd_h5m_read(f, it, &v), QD_OK);
     CHECK(!memcmp(v.qweight, p->qt, sizeof p->qt) && !memcmp(v.zeros, p->zt, sizeof p->zt));
     qd_h5m_values_free(&v);
+    /* codebooks: W[r][c] = codebook[r][c / G][q], by hand */
+    const int ik = qd_h5m_find(f, "head.kmeans.weight");
+    CHECK(ik >= 0);
+    if (ik >= 0) {
+        const qd_h5m_record *rk = qd_h5m_tensor(f, ik);
+        CHECK(qd_h5m_is_codebook(rk) && rk->sym && rk->ngroups == 3 && rk->bits == 2);
+        CHECK_EQ(qd_h5m_read(f, ik, &v), QD_OK);
+        CHECK(v.codebook && !v.scales && !memcmp(v.codebook, p->cbk, sizeof p->cbk) &&
+              !memcmp(v.qweight, p->qk, sizeof p->qk));
+        float wk[R3 * C3];
+        qd_h5m_dequantize(rk, &v, wk);
+        long bad = 0;
+        for (int r = 0; r < R3; r++)
+            for (int c = 0; c < C3; c++) {
+                const int q = (r + 3 * c) % 4, g = c / G3;
+                bad += wk[r * C3 + c] != (float)(r * 3 + g) * 0.5f + (float)q * 0.125f - 1.0f;
+            }
+        CHECK_EQ(bad, 0);
+        qd_h5m_values_free(&v);
+    }
     int i2 = qd_h5m_find(f, "norm.weight2d"), i1 = qd_h5m_find(f, "norm.bias"), i0 = qd_h5m_find(f, "scalar"),
         ir = qd_h5m_find(f, "position_ids");
     CHECK_EQ(qd_h5m_read(f, i2, &v), QD_OK);
@@ -223,6 +297,25 @@ static void read_back(const char *path, const payload *p)
     CHECK_EQ(qd_h5m_read_field(f, i8, QD_H5M_SMOOTH, &vals, &n), QD_OK);
     CHECK(n == C8 && vals && !memcmp(vals, p->sm8, sizeof p->sm8));
     free(vals);
+    /* the static activation record, field by field */
+    qd_actrec aw, ag;
+    act_fill(&aw);
+    CHECK_MSG(qd_h5m_read_activations(f, &ag) == QD_OK, "%s", qd_errmsg());
+    CHECK_EQ(ag.n, 3);
+    if (ag.n == 3) {
+        for (int i = 0; i < 3; i++) CHECK_STREQ(ag.name[i], aw.name[i]);
+        CHECK(!memcmp(ag.scale, aw.scale, 3 * sizeof(float)) && !memcmp(ag.lo, aw.lo, 3 * sizeof(float)) &&
+              !memcmp(ag.hi, aw.hi, 3 * sizeof(float)) && !memcmp(ag.min, aw.min, 3 * sizeof(float)) &&
+              !memcmp(ag.max, aw.max, 3 * sizeof(float)) &&
+              !memcmp(ag.zero_point, aw.zero_point, 3 * sizeof(int32_t)) &&
+              !memcmp(ag.count, aw.count, 3 * sizeof(int64_t)));
+        CHECK(!memcmp(ag.out_off, aw.out_off, 4 * sizeof(int32_t)) && ag.out_ch[0] == 2 && ag.out_ch[1] == 5);
+        CHECK(ag.out_shift[1] == 3 && ag.out_zp[1] == -7 && ag.out_lo[1] == -20 && ag.out_hi[1] == 30);
+        CHECK(ag.bits == 8 && ag.method == QD_ACTQ_PERCENTILE && ag.percentile == 99.9 && ag.outlier_threshold == 4);
+        CHECK_STREQ(ag.calibration, aw.calibration);
+    }
+    qd_actrec_free(&ag);
+    qd_actrec_free(&aw);
     qd_h5m_close(f);
 }
 
@@ -303,6 +396,8 @@ static int read_doc(doc_field *d, int cap)
             place = QD_H5M_TENSOR_ATTR;
         else if (!strcmp(c[0], "dataset"))
             place = QD_H5M_TENSOR_DATASET;
+        else if (!strcmp(c[0], "/activations attribute"))
+            place = QD_H5M_ACT_ATTR;
         if (place < 0 || c[0][0] != '`' || n == cap) continue;
         doc_field *f = &d[n++];
         memset(f, 0, sizeof *f);
@@ -342,7 +437,7 @@ static void check_doc_vs_table(doc_field *d, int nd)
         CHECK_MSG(!strcmp(x->type, qd_h5m_type_name(fs[i].type)) && x->vector == fs[i].vector,
                   "'%s': docs/FORMAT.md says %s%s, the code writes %s%s", fs[i].name, x->type, x->vector ? "[...]" : "",
                   qd_h5m_type_name(fs[i].type), fs[i].vector ? "[...]" : "");
-        if (fs[i].place >= QD_H5M_TENSOR_ATTR)
+        if (fs[i].place == QD_H5M_TENSOR_ATTR || fs[i].place == QD_H5M_TENSOR_DATASET)
             CHECK_MSG(x->kinds == fs[i].kinds, "'%s': tensors column differs from the code's kinds", fs[i].name);
     }
     for (int i = 0; i < nd; i++)
@@ -420,7 +515,7 @@ static void walk_file(const char *path, doc_field *d, int nd)
     CHECK(f >= 0);
     if (f < 0) return;
     walk_ctx root = {d, nd, QD_H5M_ROOT_ATTR, "/"}, run = {d, nd, QD_H5M_RUN_ATTR, "/run"},
-             ts = {d, nd, QD_H5M_TENSOR_ATTR, "/tensors"};
+             ts = {d, nd, QD_H5M_TENSOR_ATTR, "/tensors"}, act = {d, nd, QD_H5M_ACT_ATTR, "/activations"};
     H5Aiterate2(f, H5_INDEX_NAME, H5_ITER_INC, NULL, on_attr, &root);
     hid_t g = H5Gopen2(f, QD_H5M_RUN, H5P_DEFAULT);
     H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, NULL, on_attr, &run);
@@ -428,14 +523,16 @@ static void walk_file(const char *path, doc_field *d, int nd)
     g = H5Gopen2(f, QD_H5M_TENSORS, H5P_DEFAULT);
     H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, on_tensor, &ts);
     H5Gclose(g);
+    g = H5Gopen2(f, QD_H5M_ACTIVATIONS, H5P_DEFAULT);
+    H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, NULL, on_attr, &act);
+    H5Gclose(g);
     H5Fclose(f);
     for (int i = 0; i < nd; i++)
         CHECK_MSG(d[i].seen, "'%s' is documented but the file written with every kind of record lacks it", d[i].name);
 }
 
-/* Codes beyond a row's columns (the unused high bits of its last byte set): refused by a strict
- * open, listed by a lenient one. */
-static void padding_bits(const char *out, const payload *p)
+/* A new file of an unknown architecture with empty JSON attributes. */
+static qd_h5m_writer *create_plain(const char *out)
 {
     const qd_h5m_header h = {.arch = "unknown",
                              .model_config = "{}",
@@ -444,6 +541,14 @@ static void padding_bits(const char *out, const payload *p)
                              .calibration = "{\"method\":\"none\"}"};
     qd_h5m_writer *w = NULL;
     CHECK_EQ(qd_h5m_create(MPI_COMM_WORLD, out, &h, 0, &w), QD_OK);
+    return w;
+}
+
+/* Codes beyond a row's columns (the unused high bits of its last byte set): refused by a strict
+ * open, listed by a lenient one. */
+static void padding_bits(const char *out, const payload *p)
+{
+    qd_h5m_writer *w = create_plain(out);
     if (!w) return;
     qd_h5m_record r;
     const qd_qscheme s3 = {3, 0, QD_GRAN_GROUP, G3};
@@ -471,7 +576,35 @@ static void padding_bits(const char *out, const payload *p)
     CHECK_EQ(qd_h5m_num_problems(f), 1);
     CHECK_STREQ(qd_h5m_problem_at(f, 0)->tensor, "w");
     CHECK(!qd_h5m_tensor(f, 0)->complete);
+    qd_actrec a;
+    CHECK_EQ(qd_h5m_read_activations(f, &a), QD_ENOTFOUND); /* written without --activations static */
+    CHECK_CONTAINS(qd_errmsg(), "no static activation scales");
     qd_h5m_close(f);
+    remove(out);
+}
+
+/* A damaged /activations record (one scale NaN, or outlier channels not increasing): refused by
+ * a strict open naming the group, the tensor and the value. */
+static void act_damaged(const char *out, int what)
+{
+    qd_h5m_writer *w = create_plain(out);
+    if (!w) return;
+    qd_actrec a;
+    act_fill(&a);
+    if (what == 0)
+        a.scale[2] = NAN;
+    else
+        a.out_ch[1] = 1;
+    qd_h5m_write_activations(w, &a);
+    qd_actrec_free(&a);
+    const qd_h5m_run run = {.created = "x", .shard = "rows", .ranks = size_};
+    CHECK_EQ(qd_h5m_finish(w, &run), QD_OK);
+    if (rank_ != 0) return;
+    qd_h5m *f = NULL;
+    CHECK_EQ(qd_h5m_open(out, NULL, &f), what == 0 ? QD_ENONFINITE : QD_EFORMAT);
+    CHECK_CONTAINS(qd_errmsg(), what == 0
+                                    ? "/activations: tensor 'layer.0.probs' has scale nan"
+                                    : "/activations: tensor 'layer.0.qkv_in': outlier channels are not increasing");
     remove(out);
 }
 
@@ -490,13 +623,15 @@ int main(int argc, char **argv)
     write_file(out, &p, 1);
     if (rank_ == 0) {
         read_back(out, &p);
-        doc_field d[64];
-        int nd = read_doc(d, 64);
+        doc_field d[96];
+        int nd = read_doc(d, 96);
         CHECK_GE(nd, 30);
         check_doc_vs_table(d, nd);
         walk_file(out, d, nd);
     }
     padding_bits(out, &p);
+    act_damaged(out, 0);
+    act_damaged(out, 1);
     /* unfinished: refused, unless resuming; the resumed declaration sees the first record done */
     write_file(out, &p, 0);
     if (rank_ == 0) {

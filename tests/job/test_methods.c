@@ -1,7 +1,8 @@
 /* The method table (worker/method.h): names round-trip; what each method needs from calibration;
  * RTN's unit (the reference pipeline) and its fused path write the same scales, zeros and packed
  * codes; GPTQ's and AdaRound's entries give exactly what their quant/ functions give (GPTQ with a
- * prepared factorization and act-order's g_idx; AdaRound through H and through input rows). */
+ * prepared factorization and act-order's g_idx; AdaRound through H and through input rows); K-means
+ * gives qd_kmeans_rows' codebooks, weighted by diag H with --weighted. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,6 +55,31 @@ int main(void)
     qd_method unknown;
     CHECK_EQ(qd_method_from_name("kmeans-not-yet", &unknown), -1);
     CHECK_STREQ(qd_method_name(QD_METHOD_COUNT_), "unknown");
+    {
+        qd_method_opts k;
+        qd_method_default_opts(&k);
+        const qd_method_def *km = qd_method_get(QD_METHOD_KMEANS);
+        CHECK(km->codebook && !km->per_tensor && !km->quantize_packed);
+        CHECK_EQ(km->needs(&k), QD_NEEDS_NOTHING);
+        k.km_weighted = 1;
+        CHECK_EQ(km->needs(&k), QD_NEEDS_HESSIAN);
+        k.scheme = (qd_qscheme){3, 1, QD_GRAN_GROUP, 16};
+        static float W[R * C], W2[R * C], H[C * C], diag[C], cb[R * 3 * 8], cb_ref[R * 3 * 8];
+        static uint8_t codes[R * C], codes_ref[R * C];
+        for (int i = 0; i < R * C; i++) W[i] = rnd();
+        for (int i = 0; i < C * C; i++) H[i] = 0.01f * rnd();
+        for (int c = 0; c < C; c++) H[c * C + c] = diag[c] = 1.0f + (float)(c % 7);
+        memcpy(W2, W, sizeof W);
+        const qd_layer_stats st = {.cols = C, .H = H};
+        qd_unit_out out = {.codes = codes, .codebook = cb};
+        CHECK_EQ(km->quantize(&k, &st, NULL, W2, R, &out), QD_OK);
+        qd_kmeans_opts ko = k.km;
+        ko.bits = 3;
+        CHECK_GE(qd_kmeans_rows(W, R, C, 16, diag, &ko, cb_ref, codes_ref), 1);
+        CHECK(!memcmp(cb, cb_ref, sizeof cb) && !memcmp(codes, codes_ref, sizeof codes));
+        CHECK_EQ(qd_method_codebook_row(QD_METHOD_KMEANS, &k.scheme, C), 3 * 8);
+        CHECK_EQ(qd_method_codebook_row(QD_METHOD_RTN, &k.scheme, C), 0);
+    }
 
     qd_method_opts o;
     qd_method_default_opts(&o);

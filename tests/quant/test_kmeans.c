@@ -1,7 +1,8 @@
 /* K-means codebooks on synthetic data: exact on few distinct values, sorted codebooks and
  * nearest-centroid codes, determinism (same seed, same bits), Lloyd's optimality conditions
  * (every centroid is the weighted mean of its members), weights pulling centroids, input
- * validation. */
+ * validation; codebooks per group (qd_kmeans_rows): hand-computed levels (plain, column-weighted,
+ * linear start), the same bits whichever rows are quantized together, dequantization. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +27,7 @@ int main(void)
 
     for (int bits = 1; bits <= 8; bits++) {
         int K = 1 << bits;
-        qd_kmeans_opts o = {bits, 1, 100, 7};
+        qd_kmeans_opts o = {bits, 1, 100, 7, QD_KMEANS_PLUSPLUS};
         int it = qd_kmeans_quantize(w, R, C, NULL, &o, cb, codes);
         CHECK_GE(it, 1);
         long unsorted = 0, not_nearest = 0, not_mean = 0;
@@ -63,7 +64,7 @@ int main(void)
         for (int i = 0; i < 64; i++) v[i] = vals[(i * 7) % 5];
         uint8_t cd[64];
         float c8[8];
-        qd_kmeans_opts o = {3, 0, 50, 1};
+        qd_kmeans_opts o = {3, 0, 50, 1, QD_KMEANS_PLUSPLUS};
         CHECK_GE(qd_kmeans_quantize(v, 1, 64, NULL, &o, c8, cd), 0);
         for (int i = 0; i < 64; i++) CHECK(c8[cd[i]] == v[i]);
         for (int i = 0; i < 64; i++) v[i] = -0.3f;
@@ -82,7 +83,7 @@ int main(void)
     /* K-means never does worse than uniform min-max RTN per row on this data (2..4 bits) */
     for (int bits = 2; bits <= 4; bits++) {
         int K = 1 << bits;
-        qd_kmeans_opts o = {bits, 1, 100, 3};
+        qd_kmeans_opts o = {bits, 1, 100, 3, QD_KMEANS_PLUSPLUS};
         CHECK_GE(qd_kmeans_quantize(w, R, C, NULL, &o, cb, codes), 0);
         static float q[R * C];
         for (int i = 0; i < R * C; i++) q[i] = cb[(i / C) * K + codes[i]];
@@ -100,7 +101,7 @@ int main(void)
     /* weights: heavy weight on the first 20 values of each row lowers their error */
     {
         for (int i = 0; i < R * C; i++) wt[i] = (i % C) < 20 ? 100.0f : 1.0f;
-        qd_kmeans_opts o = {2, 1, 100, 5};
+        qd_kmeans_opts o = {2, 1, 100, 5, QD_KMEANS_PLUSPLUS};
         double e_u = 0, e_w = 0, tw_u = 0, tw_w = 0;
         CHECK_GE(qd_kmeans_quantize(w, R, C, NULL, &o, cb, codes), 0);
         CHECK_GE(qd_kmeans_quantize(w, R, C, wt, &o, cb2, codes2), 0);
@@ -128,12 +129,65 @@ int main(void)
 
     /* validation */
     {
-        qd_kmeans_opts o = {9, 1, 10, 1};
+        qd_kmeans_opts o = {9, 1, 10, 1, QD_KMEANS_PLUSPLUS};
         CHECK_EQ(qd_kmeans_quantize(w, R, C, NULL, &o, cb, codes), QD_EINVAL);
         float bad[4] = {0, 1, INFINITY, 2};
         o.bits = 2;
         CHECK_EQ(qd_kmeans_quantize(bad, 2, 2, NULL, &o, cb, codes), QD_ENONFINITE);
         CHECK_CONTAINS(qd_errmsg(), "Inf at [1, 0]");
+    }
+    /* groups, by hand: 1 bit over {0, 0, 1, 1, 5, 5, 6, 6} -> levels {0.5, 5.5}, for either start;
+     * with column weights {1, 1, 3, 3, ...} the low level moves to (0 + 0 + 3 + 3) / 8 = 0.75 */
+    {
+        const float x[16] = {0, 0, 1, 1, 5, 5, 6, 6, /* group 1: */ -2, -2, -2, -2, 4, 4, 4, 8};
+        const float colw[8] = {1, 1, 3, 3, 1, 1, 1, 1};
+        float lv[4], back[16];
+        uint8_t cd[16];
+        for (int init = 0; init < 2; init++) {
+            qd_kmeans_opts o = {1, 0, 50, 11, (qd_kmeans_init)init};
+            CHECK_GE(qd_kmeans_rows(x, 2, 8, 8, NULL, &o, lv, cd), 1);
+            CHECK(lv[0] == 0.5f && lv[1] == 5.5f);
+            /* second row: {-2 x4, 4, 4, 4, 8}: from k-means++ or a linear start at {-2, 8}, Lloyd
+             * settles on {-2, 5} */
+            CHECK(lv[2] == -2.0f && lv[3] == 5.0f);
+            const uint8_t want[16] = {0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1};
+            CHECK(!memcmp(cd, want, 16));
+            qd_kmeans_dequantize(cd, 2, 8, 8, 1, lv, back);
+            CHECK(back[0] == 0.5f && back[15] == 5.0f && back[8] == -2.0f);
+        }
+        qd_kmeans_opts o = {1, 0, 50, 11, QD_KMEANS_LINEAR};
+        CHECK_GE(qd_kmeans_rows(x, 1, 8, 8, colw, &o, lv, cd), 1);
+        CHECK(lv[0] == 0.75f && lv[1] == 5.5f);
+        /* two groups of 4 in one row of 8: 1 bit each -> {0, 1} and {5, 6}: exact */
+        CHECK_GE(qd_kmeans_rows(x, 1, 8, 4, NULL, &o, lv, cd), 1);
+        CHECK(lv[0] == 0.0f && lv[1] == 1.0f && lv[2] == 5.0f && lv[3] == 6.0f);
+        qd_kmeans_dequantize(cd, 1, 8, 4, 1, lv, back);
+        CHECK(!memcmp(back, x, 8 * sizeof(float)));
+        /* a last group shorter than G: 10 columns in groups of 4 */
+        float y[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, ly[6], by[10];
+        uint8_t cy[10];
+        CHECK_GE(qd_kmeans_rows(y, 1, 10, 4, NULL, &o, ly, cy), 1);
+        qd_kmeans_dequantize(cy, 1, 10, 4, 1, ly, by);
+        CHECK(ly[4] == 9.0f && ly[5] == 10.0f && by[8] == 9.0f && by[9] == 10.0f);
+    }
+    /* the same bits whether rows are quantized all at once or one at a time (any split over ranks) */
+    for (int G = 16; G <= C; G += C - 16) {
+        qd_kmeans_opts o = {3, 0, 100, 42, QD_KMEANS_PLUSPLUS};
+        const int64_t ng = qd_kmeans_ngroups(C, G);
+        static float all[R * 8 * 13], one[R * 8 * 13], colw[C];
+        static uint8_t ca[R * C], c1[R * C];
+        for (int c = 0; c < C; c++) colw[c] = (float)(1 + c % 5);
+        CHECK_GE(qd_kmeans_rows(w, R, C, G, colw, &o, all, ca), 1);
+        for (int r = 0; r < R; r++)
+            CHECK_GE(qd_kmeans_rows(w + r * C, 1, C, G, colw, &o, one + r * ng * 8, c1 + r * C), 1);
+        CHECK(!memcmp(all, one, (size_t)(R * ng * 8) * sizeof(float)) && !memcmp(ca, c1, (size_t)(R * C)));
+        long unsorted = 0;
+        for (int64_t i = 0; i < R * ng * 8; i++) unsorted += i % 8 && all[i] < all[i - 1];
+        CHECK_EQ(unsorted, 0);
+        /* another seed gives other levels (the seed is used) */
+        o.seed = 43;
+        CHECK_GE(qd_kmeans_rows(w, R, C, G, colw, &o, one, c1), 1);
+        CHECK(memcmp(all, one, (size_t)(R * ng * 8) * sizeof(float)) != 0);
     }
     QD_TEST_MAIN_END();
 }

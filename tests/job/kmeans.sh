@@ -1,0 +1,80 @@
+#!/bin/sh
+# K-means codebooks end to end on vit-mnist-tiny: the same file for 1, 2 and 4 ranks (plain,
+# 3-bit groups of 16 with row sharding; weighted by the calibration Hessian's diagonal, 2-bit per
+# channel); a fault on one rank then --resume gives the uninterrupted file; mixed precision by
+# overrides (kmeans next to rtn); inspect lists the codebooks; the file read with h5py as
+# docs/FORMAT.md says holds nearest-level codes and mean levels, and export writes exactly
+# codebook[r, c // G, q]; eval runs it.
+set -u
+export QD_CHECKPOINT_SECONDS=0
+: "${QDIST:?}" "${QD_MODELS_DIR:?}"
+M="$QD_MODELS_DIR/vit-mnist-tiny"
+D="$QD_MODELS_DIR/data/mnist/t10k-images-idx3-ubyte.gz"
+T=$(mktemp -d /tmp/qd-kmeans-XXXXXX)
+trap 'rm -rf "$T"' EXIT
+fail=0
+P="--method kmeans --bits 3 --group-size 16 --shard rows"
+W="--method kmeans --bits 2 --weighted --kmeans-init linear --calib $D --nsamples 16 --microbatch 4"
+for n in 1 2 4; do
+  # shellcheck disable=SC2086
+  timeout 120 mpiexec -n $n --oversubscribe "$QDIST" quantize --model "$M" --out "$T/p$n.h5" --quiet $P || fail=1
+  # shellcheck disable=SC2086
+  timeout 120 mpiexec -n $n --oversubscribe "$QDIST" quantize --model "$M" --out "$T/w$n.h5" --quiet $W || fail=1
+done
+for n in 2 4; do
+  for k in p w; do
+    h5diff --exclude-path /run "$T/${k}1.h5" "$T/$k$n.h5" && echo "ok: $k: 1 rank == $n ranks" \
+      || { echo "FAIL: $k: 1 rank vs $n ranks differ"; fail=1; }
+  done
+done
+# weighting changes the levels (the comparison is not vacuous)
+# shellcheck disable=SC2086
+timeout 120 mpiexec -n 2 "$QDIST" quantize --model "$M" --out "$T/u.h5" --quiet --method kmeans --bits 2 --kmeans-init linear || fail=1
+h5diff -q --exclude-path /run "$T/w1.h5" "$T/u.h5" >/dev/null 2>&1 && { echo "FAIL: --weighted changed nothing"; fail=1; }
+# fault on the last rank after 3 tensors, then resume on another rank count
+# shellcheck disable=SC2086
+QD_FAULT_RANK=1 QD_FAULT_AFTER=3 timeout 60 mpiexec -n 2 "$QDIST" quantize --model "$M" --out "$T/f.h5" --quiet $P >"$T/log" 2>&1
+[ $? = 1 ] && [ -f "$T/f.h5.partial" ] || { echo "FAIL: fault run"; cat "$T/log"; fail=1; }
+# shellcheck disable=SC2086
+timeout 60 mpiexec -n 4 --oversubscribe "$QDIST" quantize --model "$M" --out "$T/f.h5" --resume $P >"$T/log" 2>&1 \
+  || { echo "FAIL: resume"; cat "$T/log"; fail=1; }
+grep -q "already complete" "$T/log" || { echo "FAIL: resume did not reuse completed tensors"; fail=1; }
+h5diff --exclude-path /run "$T/p1.h5" "$T/f.h5" && echo "ok: fault + resume == uninterrupted" \
+  || { echo "FAIL: fault + resume differs"; fail=1; }
+# mixed precision: kmeans on the MLP, rtn 8-bit elsewhere
+cat > "$T/mix.json" <<J
+{"bits": 8, "overrides": [{"pattern": "*.intermediate.dense.weight", "method": "kmeans", "bits": 4, "group_size": 32}]}
+J
+timeout 60 mpiexec -n 2 "$QDIST" quantize --model "$M" --out "$T/mix.h5" --quiet --config "$T/mix.json" || fail=1
+ins=$("$QDIST" inspect "$T/mix.h5")
+printf '%s' "$ins" | grep "layer.1.intermediate.dense.weight" | grep -q "4 kmeans *group 32" || { echo "FAIL: override not kmeans"; fail=1; }
+printf '%s' "$ins" | grep "layer.1.output.dense.weight" | grep -q "8 rtn" || { echo "FAIL: default not rtn"; fail=1; }
+printf '%s' "$ins" | grep -q "codebook" || { echo "FAIL: inspect does not show codebooks"; fail=1; }
+# the file as docs/FORMAT.md reads it, and the export
+"$QDIST" export "$T/p2.h5" --out "$T/exp" >/dev/null || fail=1
+/usr/bin/python3 "$(dirname "$0")/check_kmeans.py" "$M/model.safetensors" "$T/p2.h5" "$T/exp/model.safetensors" || fail=1
+/usr/bin/python3 "$(dirname "$0")/check_kmeans.py" "$M/model.safetensors" "$T/w2.h5" || fail=1
+# writers for other runtimes have no codebook path: a clear refusal
+out=$("$QDIST" export "$T/p2.h5" --format onnx --out "$T/x.onnx" 2>&1)
+[ $? = 1 ] && printf '%s' "$out" | grep -q "codebook" || { echo "FAIL: onnx export of codebooks: $out"; fail=1; }
+# --weighted without calibration data, and per tensor: refused with a message
+out=$(mpiexec -n 1 "$QDIST" quantize --model "$M" --out "$T/x.h5" --method kmeans --weighted 2>&1)
+[ $? = 2 ] && printf '%s' "$out" | grep -q "needs calibration data" || { echo "FAIL: --weighted without --calib: $out"; fail=1; }
+out=$(mpiexec -n 1 "$QDIST" quantize --model "$M" --out "$T/x.h5" --method kmeans --granularity tensor 2>&1)
+[ $? = 2 ] && printf '%s' "$out" | grep -q "per channel or per group" || { echo "FAIL: per tensor: $out"; fail=1; }
+# eval runs it: the lookup kernel gives the dequantized weights' outputs (cosine as --fake-quant),
+# the int8 grid stays within a point of it; accuracy within 2 points of FP32 at 3 bits
+E="--model $M --quantized $T/p1.h5 --data $D --n 300 --batch 50 --json"
+# shellcheck disable=SC2086
+lut=$("$QDIST" eval $E) && i8=$(QD_CODEBOOK_KERNEL=int8 "$QDIST" eval $E) && fk=$("$QDIST" eval $E --fake-quant) || fail=1
+/usr/bin/python3 -c '
+import json, sys
+l, i, f = (json.loads(a) for a in sys.argv[1:4])
+fp, q = l["fp32"]["accuracy"], l["quantized"]["accuracy"]
+print("eval: fp32 %.4f kmeans lookup %.4f int8 grid %.4f; cosine lookup %.6f fake-quant %.6f int8 %.6f" % (
+    fp, q, i["quantized"]["accuracy"], l["cosine"]["mean"], f["cosine"]["mean"], i["cosine"]["mean"]))
+ok = l["quantized"]["linears"]["codebook lookup"] == 36 and i["quantized"]["linears"]["codebook on an int8 grid x int8"] == 36
+ok = ok and abs(l["cosine"]["mean"] - f["cosine"]["mean"]) < 1e-6 and q > fp - 0.02
+ok = ok and abs(i["quantized"]["accuracy"] - q) <= 0.01
+sys.exit(0 if ok else 1)' "$lut" "$i8" "$fk" || { echo "FAIL: eval"; fail=1; }
+exit $fail
