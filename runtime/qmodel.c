@@ -62,14 +62,19 @@ static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
     if (qd_h5m_numel(r) != N * K || (r->kind == QD_H5M_QUANTIZED && (qd_h5m_rows(r) != N || qd_h5m_cols(r) != K)))
         return qd_err_set(QD_ESHAPE, "%s: tensor '%s' has %lld values; the model's is [%lld, %lld] (another model?)",
                           path, name, (long long)qd_h5m_numel(r), (long long)N, (long long)K);
-    if (r->kind != QD_H5M_QUANTIZED) {
-        ql->kind = QD_QL_FLOAT;
-        ql->bytes = (uint64_t)(N * K) * 4;
-        return QD_OK;
-    }
     qd_h5m_values v;
     int rc = qd_h5m_read(f, ri, &v);
     if (rc) return rc;
+    if (r->kind != QD_H5M_QUANTIZED) {
+        /* the file's values, not the checkpoint's: a pruned float record (--prune-only) differs
+         * from the source weights */
+        ql->kind = QD_QL_FLOAT;
+        ql->bytes = (uint64_t)(N * K) * 4;
+        ql->wdq = v.data;
+        v.data = NULL;
+        qd_h5m_values_free(&v);
+        return QD_OK;
+    }
     const int bits = r->bits, sym = r->sym;
     const int64_t G = qd_h5m_group_cols(r), ng = r->ngroups, rb = qd_packed_row_bytes(K, bits);
     int natural = 1; /* g_idx absent or equal to c / G */
@@ -189,7 +194,7 @@ static int apply(void *user, const qd_model *m, int li, const float *X, int64_t 
     qlin *ql = &q->l[li];
     const int64_t K = L->in, N = L->out;
     switch (ql->kind) {
-    case QD_QL_FLOAT: return 0;
+    case QD_QL_FLOAT:
     case QD_QL_DEQUANT: qd_linear_f32(X, rows, L->in, ql->wdq, L->b, L->out, Y); return 1;
     case QD_QL_INT4_F32: qd_gemm_w4_f32(X, K, rows, ql->w4, Y, N); return 1;
     case QD_QL_INT8:

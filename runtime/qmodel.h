@@ -13,7 +13,8 @@
  * dequantized weight columns (LLM.int8()'s decomposition; a handful of columns per product).
  * With fake_quant every Linear runs its dequantized weights in float, which separates the error
  * of the quantized weights from the error of the integer activations.
- * Tensors the file keeps in float (embeddings, norms, biases) come from the FP32 model.
+ * Linear weights the file keeps in float run the file's values in float (a pruned model's zeros);
+ * the other tensors (embeddings, norms, biases) come from the FP32 model.
  */
 #ifndef QD_QMODEL_H
 #define QD_QMODEL_H

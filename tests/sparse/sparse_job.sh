@@ -3,8 +3,8 @@
 # (2:4, 8-bit), Wanda + GPTQ (4:8), SparseGPT pruning alone (50 %, float) and magnitude + RTN (50 %)
 # give the same file on 1, 2 and 4 ranks; a rank failing midway and --resume give the file of an
 # uninterrupted run; the file's masks hold the pattern (2:4: at most 2 of every 4) and zeros where
-# pruned; inspect shows the sparsity; export writes the dense checkpoint with those zeros; bad
-# option combinations are clear errors.
+# pruned; inspect shows the sparsity; export writes the dense checkpoint with those zeros; eval
+# runs a prune-only file's pruned weights; bad option combinations are clear errors.
 set -eu
 : "${QDIST:?}" "${QD_MODELS_DIR:?}"
 M="$QD_MODELS_DIR/vit-mnist-tiny"
@@ -79,6 +79,25 @@ for name, (g, m) in ms2.items():
     assert g.attrs["kind"] in (b"float", "float") and (w[~m] == 0).all(), name
     assert abs(m.mean() - 0.5) < 0.01, (name, m.mean())
 print("ok: masks hold 2:4, codes at the zero point, export zeros, prune-only float zeros")
+PY
+# a prune-only file evaluates as pruned: its logits differ from the dense model's, and equal (bit for
+# bit, batch 1) those of the FP32 forward pass of its exported checkpoint
+"$QDIST" export "$T/only50_1.h5" --out "$T/exp50" > /dev/null || { echo "FAIL: export prune-only"; fail=1; }
+cp "$M/preprocessor_config.json" "$T/exp50/"
+E="--data $D --n 100 --batch 1 --json"
+# shellcheck disable=SC2086
+"$QDIST" eval --model "$M" --quantized "$T/only50_1.h5" $E > "$T/ev_dense.json" || fail=1
+# shellcheck disable=SC2086
+"$QDIST" eval --model "$T/exp50" --quantized "$T/only50_1.h5" $E > "$T/ev_ref.json" || fail=1
+/usr/bin/python3 - "$T/ev_dense.json" "$T/ev_ref.json" <<'PY' || fail=1
+import json, sys
+d, r = (json.load(open(p)) for p in sys.argv[1:3])
+assert d["quantized"]["linears"]["float"] == 36, d["quantized"]["linears"]
+assert d["cosine"]["mean"] < 0.9999, ("prune-only evaluates as dense", d["cosine"])
+assert r["cosine"]["min"] == 1 and r["agreement"] == 1, ("pruned eval != FP32 of the export", r["cosine"])
+assert d["quantized"]["accuracy"] == r["quantized"]["accuracy"] == r["fp32"]["accuracy"], (d, r)
+print("ok: prune-only eval differs from dense (cosine %.4f) and equals its export's FP32 forward, accuracy %.2f%%"
+      % (d["cosine"]["mean"], 100 * r["fp32"]["accuracy"]))
 PY
 # errors
 for bad in "--sparsity 2:4 --method gptq --calib $D --act-order|act-order" \
