@@ -39,46 +39,71 @@ h5diff --exclude-path /run "$T/sg24_1.h5" "$T/res.h5" && echo "ok: fault + resum
   || { echo "FAIL: fault + resume differs"; fail=1; }
 # inspect
 "$QDIST" inspect "$T/sg24_1.h5" > "$T/insp"
-grep -q "query.weight .*sparsity 50.0% (2:4, sparsegpt)" "$T/insp" && echo "ok: inspect shows 2:4" \
+grep -q "query.weight .*sparsity 50.0% (2:4, sparsegpt, 32 stored per row)" "$T/insp" && echo "ok: inspect shows 2:4" \
   || { echo "FAIL: inspect"; grep query "$T/insp"; fail=1; }
-grep -q "sparsity 50.0% (0.5, sparsegpt)" "$T/insp" && { echo "FAIL: wrong pattern"; fail=1; }
-"$QDIST" inspect "$T/only50_1.h5" | grep -q "float .*sparsity 50.0% (0.5, sparsegpt)" && echo "ok: inspect prune-only" \
+grep -q "sparsity 50.0% (0.5, sparsegpt," "$T/insp" && { echo "FAIL: wrong pattern"; fail=1; }
+"$QDIST" inspect "$T/only50_1.h5" | grep -q "float .*sparsity 50.0% (0.5, sparsegpt, 32 stored per row)" && echo "ok: inspect prune-only" \
   || { echo "FAIL: inspect prune-only"; fail=1; }
 # export: dense float with zeros where the mask says pruned
 "$QDIST" export "$T/sg24_1.h5" --out "$T/exp" > /dev/null || { echo "FAIL: export"; fail=1; }
 /usr/bin/python3 - "$T/sg24_1.h5" "$T/only50_1.h5" "$T/exp/model.safetensors" <<'PY' || fail=1
+# an independent reader of docs/FORMAT.md "Sparsity": values and positions back to dense rows
 import h5py, json, struct, sys
 import numpy as np
-def masks(path):
+def unpack(packed, n, bits):
+    b = np.unpackbits(packed, axis=-1, bitorder="little")[..., : n * bits].reshape(*packed.shape[:-1], n, bits)
+    return (b * (1 << np.arange(bits))).sum(-1).astype(np.int64)
+def pruned(path):
     f = h5py.File(path, "r")
     out = {}
     for name, g in f["tensors"].items():
-        if "mask" in g:
-            rows, cols = (int(v) for v in g.attrs["shape"])
+        if "sparsity" not in g.attrs:
+            continue
+        rows, cols = (int(v) for v in g.attrs["shape"])
+        S = int(g.attrs["nonzeros_per_row"])
+        sp = g.attrs["sparsity"]
+        sp = sp.decode() if isinstance(sp, bytes) else sp
+        quant = "nz_qweight" in g
+        assert ("qweight" in g) == ("data" in g) == False, name
+        vals = unpack(g["nz_qweight"][...], S, int(g.attrs["bits"])) if quant else g["nz_data"][...]
+        m = np.zeros((rows, cols), bool)
+        dense = np.zeros((rows, cols), vals.dtype)
+        if ":" in sp:
+            n, mm = (int(x) for x in sp.split(":"))
+            pos = unpack(g["nm_index"][...], S, int(np.ceil(np.log2(mm))))
+            col = (np.arange(S) // n) * mm + pos
+            assert (np.diff(pos.reshape(rows, -1, n), axis=-1) > 0).all(), name
+            for r in range(rows):
+                m[r, col[r]] = True
+                dense[r, col[r]] = vals[r]
+        else:
             m = np.unpackbits(g["mask"][...], axis=1, bitorder="little")[:, :cols].astype(bool)
-            out[name] = (g, m)
+            for r in range(rows):
+                k = m[r].sum()
+                dense[r, m[r]] = vals[r, :k]
+        out[name] = (g, m, dense, sp, S)
     return f, out
-f, ms = masks(sys.argv[1])
+f, ms = pruned(sys.argv[1])
 assert len(ms) == 36, len(ms)
-for name, (g, m) in ms.items():
+for name, (g, m, codes, sp, S) in ms.items():
+    assert sp == "2:4" and S == m.shape[1] // 2 and g["nz_qweight"].shape[1] == S, (name, S)  # 8-bit: S bytes a row
     groups = m.reshape(m.shape[0], -1, 4).sum(-1)
     assert groups.max() <= 2 and abs(m.mean() - 0.5) < 1e-9, (name, groups.max(), m.mean())
-    q = g["qweight"][...]
-    assert (q[~m] == 128).all(), name  # 8-bit symmetric: zero point 128 = 0.0
 raw = open(sys.argv[3], "rb").read()
 hl = struct.unpack("<Q", raw[:8])[0]
 hdr = json.loads(raw[8:8 + hl])
-for name, (g, m) in ms.items():
+for name, (g, m, codes, sp, S) in ms.items():
     e = hdr[name]
     a, b = e["data_offsets"]
     w = np.frombuffer(raw[8 + hl + a: 8 + hl + b], dtype=np.float32).reshape(e["shape"])
     assert (w[~m] == 0).all() and (w[m] != 0).mean() > 0.95, name
-f2, ms2 = masks(sys.argv[2])
-for name, (g, m) in ms2.items():
-    w = g["data"][...]
-    assert g.attrs["kind"] in (b"float", "float") and (w[~m] == 0).all(), name
-    assert abs(m.mean() - 0.5) < 0.01, (name, m.mean())
-print("ok: masks hold 2:4, codes at the zero point, export zeros, prune-only float zeros")
+    want = (codes.astype(np.float32) - 128) * g["scales"][...]  # 8-bit symmetric, per channel
+    assert np.array_equal(w[m], want[m].astype(np.float32)), name
+f2, ms2 = pruned(sys.argv[2])
+for name, (g, m, w, sp, S) in ms2.items():
+    assert g.attrs["kind"] in (b"float", "float") and "mask" in g and S == m.shape[1] // 2, name
+    assert abs(m.mean() - 0.5) < 0.01 and (m.sum(1) <= S).all(), (name, m.mean())
+print("ok: packed 2:4 codes and positions hold the pattern and equal export; prune-only packed float")
 PY
 # a prune-only file evaluates as pruned: its logits differ from the dense model's, and equal (bit for
 # bit, batch 1) those of the FP32 forward pass of its exported checkpoint
