@@ -503,7 +503,7 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
             printf("  quantized Linears:");
             for (int t = 0; t < QD_QL_KINDS_; t++)
                 if (counts[t]) printf(" %d %s", counts[t], qd_ql_kind_name((qd_ql_kind)t));
-            if (outlier > 0 && (counts[QD_QL_INT8] || counts[QD_QL_INT4_S8]))
+            if (outlier > 0 && (counts[QD_QL_INT8] || counts[QD_QL_INT8_24] || counts[QD_QL_INT4_S8]))
                 printf("  int8 activations: %.1f columns per product above %g run in float (mixed-precision "
                        "decomposition)",
                        outl_cols, outlier);

@@ -7,12 +7,14 @@
 #include "collective/h5model.h"
 #include "runtime/qmodel.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_s8_24.h"
 #include "quant/quant.h"
 
 typedef struct {
     qd_ql_kind kind;
     qd_gemm_w8 *w8;
     qd_gemm_w4 *w4;
+    qd_gemm_w24 *w24;
     float *wdq; /* dequantized [out, in] */
     uint64_t bytes;
     /* for the outlier columns: codes [out, in] unpacked, and the parameters */
@@ -41,7 +43,7 @@ struct qd_qmodel {
 
 const char *qd_ql_kind_name(qd_ql_kind k)
 {
-    static const char *n[] = {"float", "int8", "int4 x int8", "int4 x float", "dequantized float"};
+    static const char *n[] = {"float", "int8", "int4 x int8", "int4 x float", "dequantized float", "int8 2:4 sparse"};
     return k < QD_QL_KINDS_ ? n[k] : "?";
 }
 
@@ -82,10 +84,16 @@ static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
     if (!fake && bits == 8 && sym && ng == 1 && natural) {
         int8_t *w = qd_xmalloc((size_t)(N * K));
         for (int64_t i = 0; i < N * K; i++) w[i] = (int8_t)((int)v.qweight[i] - 128);
-        rc = qd_gemm_w8_create(w, N, K, K, v.scales, L->b, &ql->w8);
+        if (r->nm_n == 2 && r->nm_m == 4) { /* 2:4: the sparse kernel, same bits, half the work */
+            rc = qd_gemm_w24_create(w, N, K, K, v.scales, L->b, &ql->w24);
+            ql->kind = QD_QL_INT8_24;
+            if (!rc) ql->bytes = qd_gemm_w24_bytes(ql->w24);
+        } else {
+            rc = qd_gemm_w8_create(w, N, K, K, v.scales, L->b, &ql->w8);
+            ql->kind = QD_QL_INT8;
+            if (!rc) ql->bytes = qd_gemm_w8_bytes(ql->w8);
+        }
         free(w);
-        ql->kind = QD_QL_INT8;
-        if (!rc) ql->bytes = qd_gemm_w8_bytes(ql->w8);
     } else if (!fake && bits == 4 && natural) {
         int zok = 1;
         for (int64_t i = 0; i < N * ng; i++) zok &= v.zeros[i] >= 0 && v.zeros[i] <= 15;
@@ -95,7 +103,7 @@ static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
             if (!rc) ql->bytes = qd_gemm_w4_bytes(ql->w4);
         }
     }
-    if (!rc && (ql->kind == QD_QL_INT8 || ql->kind == QD_QL_INT4_S8) && q->outlier > 0) {
+    if (!rc && (ql->kind == QD_QL_INT8 || ql->kind == QD_QL_INT8_24 || ql->kind == QD_QL_INT4_S8) && q->outlier > 0) {
         /* what the outlier columns need: the codes and parameters (dequantized a column at a time) */
         ql->codes = qd_xmalloc((size_t)(N * K));
         qd_unpack_matrix(v.qweight, N, K, bits, ql->codes);
@@ -108,7 +116,7 @@ static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
     }
     if (rc)
         rc = qd_err_wrap(rc, "%s: tensor '%s': ", path, name);
-    else if (!ql->w8 && !ql->w4) {
+    else if (!ql->w8 && !ql->w4 && !ql->w24) {
         ql->wdq = qd_xmalloc((size_t)(N * K) * sizeof(float));
         qd_h5m_dequantize(r, &v, ql->wdq);
         ql->kind = QD_QL_DEQUANT;
@@ -155,6 +163,7 @@ void qd_qmodel_free(qd_qmodel *q)
     for (int i = 0; i < q->n; i++) {
         qd_gemm_w8_free(q->l[i].w8);
         qd_gemm_w4_free(q->l[i].w4);
+        qd_gemm_w24_free(q->l[i].w24);
         free(q->l[i].wdq);
         free(q->l[i].codes);
         free(q->l[i].sc);
@@ -198,6 +207,7 @@ static int apply(void *user, const qd_model *m, int li, const float *X, int64_t 
     case QD_QL_DEQUANT: qd_linear_f32(X, rows, L->in, ql->wdq, L->b, L->out, Y); return 1;
     case QD_QL_INT4_F32: qd_gemm_w4_f32(X, K, rows, ql->w4, Y, N); return 1;
     case QD_QL_INT8:
+    case QD_QL_INT8_24:
     case QD_QL_INT4_S8: {
         int rc = grow(q, rows, K);
         if (rc) return rc;
@@ -260,6 +270,8 @@ static int apply(void *user, const qd_model *m, int li, const float *X, int64_t 
         qd_quantize_rows_s8(X, rows, K, K, NULL, q->ascale, q->aq, K);
         if (ql->kind == QD_QL_INT8)
             qd_gemm_s8_f32(q->aq, K, q->ascale, rows, ql->w8, Y, N);
+        else if (ql->kind == QD_QL_INT8_24)
+            qd_gemm_s8_24_f32(q->aq, K, q->ascale, rows, ql->w24, Y, N);
         else
             qd_gemm_w4_s8(q->aq, K, q->ascale, rows, ql->w4, Y, N);
         if (no > 0)

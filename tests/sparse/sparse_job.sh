@@ -4,7 +4,8 @@
 # give the same file on 1, 2 and 4 ranks; a rank failing midway and --resume give the file of an
 # uninterrupted run; the file's masks hold the pattern (2:4: at most 2 of every 4) and zeros where
 # pruned; inspect shows the sparsity; export writes the dense checkpoint with those zeros; eval
-# runs a prune-only file's pruned weights; bad option combinations are clear errors.
+# runs a prune-only file's pruned weights, and 2:4 INT8 files through the 2:4 kernel with the dense
+# int8 kernel's results; bad option combinations are clear errors.
 set -eu
 : "${QDIST:?}" "${QD_MODELS_DIR:?}"
 M="$QD_MODELS_DIR/vit-mnist-tiny"
@@ -99,11 +100,41 @@ for name, (g, m, codes, sp, S) in ms.items():
     assert (w[~m] == 0).all() and (w[m] != 0).mean() > 0.95, name
     want = (codes.astype(np.float32) - 128) * g["scales"][...]  # 8-bit symmetric, per channel
     assert np.array_equal(w[m], want[m].astype(np.float32)), name
+# the same model stored dense (codes at the zero point where pruned, no sparsity): eval's int8 2:4
+# kernel must give the dense int8 kernel's results
+f.close()
+import shutil
+dense_path = sys.argv[1].replace("sg24_1.h5", "dense24.h5")
+shutil.copy(sys.argv[1], dense_path)
+with h5py.File(dense_path, "r+") as g5:
+    for name, (g, m, codes, sp, S) in ms.items():
+        t = g5["tensors"][name]
+        full = np.where(m, codes, 128).astype(np.uint8)
+        for k in ("nz_qweight", "nm_index"):
+            del t[k]
+        for k in ("sparsity", "prune_method", "nonzeros_per_row"):
+            del t.attrs[k]
+        t.create_dataset("qweight", data=full)
 f2, ms2 = pruned(sys.argv[2])
 for name, (g, m, w, sp, S) in ms2.items():
     assert g.attrs["kind"] in (b"float", "float") and "mask" in g and S == m.shape[1] // 2, name
     assert abs(m.mean() - 0.5) < 0.01 and (m.sum(1) <= S).all(), (name, m.mean())
 print("ok: packed 2:4 codes and positions hold the pattern and equal export; prune-only packed float")
+PY
+# eval runs 2:4 INT8 Linears through the 2:4 kernel, with the dense int8 kernel's results
+E="--data $D --n 100 --batch 4 --json"
+# shellcheck disable=SC2086
+"$QDIST" eval --model "$M" --quantized "$T/sg24_1.h5" $E > "$T/ev24.json" || fail=1
+# shellcheck disable=SC2086
+"$QDIST" eval --model "$M" --quantized "$T/dense24.h5" $E > "$T/evd.json" || fail=1
+/usr/bin/python3 - "$T/ev24.json" "$T/evd.json" <<'PY' || fail=1
+import json, sys
+s, d = (json.load(open(p)) for p in sys.argv[1:3])
+assert s["quantized"]["linears"]["int8 2:4 sparse"] == 36 and d["quantized"]["linears"]["int8"] == 36, (s, d)
+assert s["cosine"] == d["cosine"] and s["quantized"]["accuracy"] == d["quantized"]["accuracy"], (s["cosine"], d["cosine"])
+assert s["cosine"]["mean"] < 0.9999, s
+print("ok: eval runs 2:4 through the sparse kernel: same logits as the dense int8 kernel (cosine %.6f)"
+      % s["cosine"]["mean"])
 PY
 # a prune-only file evaluates as pruned: its logits differ from the dense model's, and equal (bit for
 # bit, batch 1) those of the FP32 forward pass of its exported checkpoint
