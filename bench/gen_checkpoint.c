@@ -20,8 +20,8 @@ int main(int argc, char **argv)
         return 2;
     }
     int L = argc > 2 ? atoi(argv[2]) : 12, H = 768, I = 3072, n = 0;
-    qd_st_out_tensor *t = calloc((size_t)(16 * L + 8), sizeof *t);
-    char(*names)[128] = calloc((size_t)(16 * L + 8), 128);
+    qd_st_out_tensor *t = calloc((size_t)(20 * L + 8), sizeof *t);
+    char(*names)[128] = calloc((size_t)(20 * L + 8), 128);
 #define ADD(nm, d0, d1)                                                                \
     do {                                                                               \
         snprintf(names[n], 128, "%s", nm);                                             \
@@ -53,6 +53,14 @@ int main(int argc, char **argv)
         ADD(nm, H, I);
         snprintf(nm, sizeof nm, "encoder.layer.%d.output.dense.bias", l);
         ADD(nm, H, 0);
+        /* the blocks' LayerNorms, so that qdist eval can run the model too */
+        const char *ln[] = {"attention.output.LayerNorm", "output.LayerNorm"};
+        for (int k = 0; k < 2; k++) {
+            snprintf(nm, sizeof nm, "encoder.layer.%d.%s.weight", l, ln[k]);
+            ADD(nm, H, 0);
+            snprintf(nm, sizeof nm, "encoder.layer.%d.%s.bias", l, ln[k]);
+            ADD(nm, H, 0);
+        }
     }
     ADD("pooler.dense.weight", H, H);
     ADD("pooler.dense.bias", H, 0);
