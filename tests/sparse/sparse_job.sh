@@ -5,7 +5,8 @@
 # uninterrupted run; the file's masks hold the pattern (2:4: at most 2 of every 4) and zeros where
 # pruned; inspect shows the sparsity; export writes the dense checkpoint with those zeros; eval
 # runs a prune-only file's pruned weights, and 2:4 INT8 files through the 2:4 kernel with the dense
-# int8 kernel's results; bad option combinations are clear errors.
+# int8 kernel's results; structured pruning (--prune-heads, --prune-ffn) shrinks the matrices and
+# updates the config, the same on 1 and 2 ranks; bad option combinations are clear errors.
 set -eu
 : "${QDIST:?}" "${QD_MODELS_DIR:?}"
 M="$QD_MODELS_DIR/vit-mnist-tiny"
@@ -155,10 +156,44 @@ assert d["quantized"]["accuracy"] == r["quantized"]["accuracy"] == r["fp32"]["ac
 print("ok: prune-only eval differs from dense (cosine %.4f) and equals its export's FP32 forward, accuracy %.2f%%"
       % (d["cosine"]["mean"], 100 * r["fp32"]["accuracy"]))
 PY
+# structured: 1 of 4 heads and a quarter of the FFN neurons per layer removed, the matrices shrunk,
+# the config updated; the same files on 1 and 2 ranks; eval runs the smaller model
+# (each in its own folder: the file records the pruned checkpoint's path as its source)
+for n in 1 2; do
+  mkdir "$T/s$n"
+  # shellcheck disable=SC2086
+  (cd "$T/s$n" && timeout 120 mpiexec -n $n --oversubscribe "$QDIST" quantize --model "$M" --out struct.h5 --bits 8 \
+    --prune-heads 1 --prune-ffn 0.25 $C > /dev/null) || { echo "FAIL: structured pruning on $n ranks"; fail=1; }
+done
+h5diff --exclude-path /run "$T/s1/struct.h5" "$T/s2/struct.h5" && cmp -s "$T/s1/struct.h5.structured/model.safetensors" \
+  "$T/s2/struct.h5.structured/model.safetensors" && echo "ok: structured pruning: 1 rank == 2 ranks" \
+  || { echo "FAIL: structured pruning differs between 1 and 2 ranks"; fail=1; }
+cp "$T/s1/struct.h5" "$T/struct_1.h5"
+cp -r "$T/s1/struct.h5.structured" "$T/struct_1.h5.structured"
+"$QDIST" eval --model "$T/struct_1.h5.structured" --quantized "$T/struct_1.h5" --data "$D" --n 200 --batch 50 --json \
+  > "$T/evs.json" || { echo "FAIL: eval of the structured model"; fail=1; }
+/usr/bin/python3 - "$T/struct_1.h5" "$T/evs.json" <<'PY' || fail=1
+import h5py, json, sys
+f = h5py.File(sys.argv[1], "r")
+cfg = json.loads(f.attrs["model_config"])
+ph = cfg["pruned_heads"]
+assert len(ph) == 6 and all(len(v) == 1 for v in ph.values()) and cfg["intermediate_size"] == 96, cfg
+t = f["tensors"]
+for l in range(6):
+    p = f"vit.encoder.layer.{l}."
+    assert list(t[p + "attention.attention.query.weight"].attrs["shape"]) == [192, 64]
+    assert list(t[p + "attention.output.dense.weight"].attrs["shape"]) == [64, 192]
+    assert list(t[p + "intermediate.dense.weight"].attrs["shape"]) == [96, 64]
+    assert list(t[p + "output.dense.weight"].attrs["shape"]) == [64, 96]
+e = json.load(open(sys.argv[2]))
+assert e["quantized"]["linears"]["int8"] == 36 and e["fp32"]["accuracy"] > 0.9, e
+print("ok: structured file: heads %s, FFN 128 -> 96, pruned FP32 top-1 %.1f %%" % (sorted(ph.items()), 100 * e["fp32"]["accuracy"]))
+PY
 # errors
 for bad in "--sparsity 2:4 --method gptq --calib $D --act-order|act-order" \
            "--sparsity 0.5 --prune wanda|needs calibration" \
-           "--sparsity 3:2|N:M needs" "--prune-only|needs a sparsity"; do
+           "--sparsity 3:2|N:M needs" "--prune-only|needs a sparsity" "--prune-heads 4 --calib $D|has 4 heads" \
+           "--prune-ffn 1.5|a fraction in (0, 1)" "--prune-heads 1|need calibration samples"; do
   args=${bad%%|*} want=${bad#*|}
   # shellcheck disable=SC2086
   if "$QDIST" quantize --model "$M" --out "$T/bad.h5" $args 2> "$T/err"; then echo "FAIL: accepted $args"; fail=1; fi
