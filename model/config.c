@@ -165,6 +165,76 @@ static int parse_head(const char *path, const char *arch, const char *type, qd_h
                       path, arch, type);
 }
 
+/* The fields of a text encoder: vocabulary, positions, token types, embedding width, ALBERT's layer groups */
+static int parse_text_fields(const cJSON *o, const char *path, const char *type, const family *f, qd_model_config *c)
+{
+    int rc;
+    if ((rc = get_int(o, path, KEYS("vocab_size"), REQUIRED, &c->vocab_size)) ||
+        (rc = get_int(o, path, KEYS("max_position_embeddings"), 512, &c->max_position)) ||
+        (rc = get_int(o, path, KEYS("type_vocab_size"), !strcmp(type, "distilbert") ? 0 : 2, &c->type_vocab)) ||
+        (rc = get_int(o, path, KEYS("pad_token_id"), f->pad, &c->pad_id)) ||
+        (rc = get_int(o, path, KEYS("embedding_size"), f->emb ? f->emb : c->hidden, &c->embed_size)))
+        return rc;
+    if (!strcmp(type, "distilbert") || !strcmp(type, "mpnet")) c->type_vocab = 0; /* no token types */
+    if (c->embed_size <= 0 || c->max_position <= 0 || c->vocab_size <= 0) {
+        rc =
+            qd_err_set(QD_ECONFIG, "%s: vocab_size, max_position_embeddings and embedding_size must be positive", path);
+        return rc;
+    }
+    if (!strcmp(type, "albert")) {
+        int groups = 1, inner = 1;
+        if ((rc = get_int(o, path, KEYS("num_hidden_groups"), 1, &groups)) ||
+            (rc = get_int(o, path, KEYS("inner_group_num"), 1, &inner)))
+            return rc;
+        if (groups < 1 || inner < 1 || groups > c->layers) {
+            rc = qd_err_set(QD_ECONFIG,
+                            "%s: num_hidden_groups %d and inner_group_num %d must be >= 1 (and groups <= "
+                            "num_hidden_layers %d)",
+                            path, groups, inner, c->layers);
+            return rc;
+        }
+        /* a block is one application of one ALBERT layer: num_hidden_layers groups of inner_group_num */
+        c->linear_sets = groups * inner;
+        c->set_groups = groups;
+        c->set_inner = inner;
+        c->layers *= inner;
+    }
+    return QD_OK;
+}
+
+/* The fields of a vision encoder: image and patch sizes, channels, prefix tokens, pooling */
+static int parse_image_fields(const cJSON *o, const char *path, const char *type, qd_model_config *c)
+{
+    int rc;
+    if ((rc = get_hw(o, path, "image_size", 224, &c->image_h, &c->image_w)) ||
+        (rc = get_hw(o, path, "patch_size", 16, &c->patch_h, &c->patch_w)) ||
+        (rc = get_int(o, path, KEYS("num_channels"), 3, &c->channels)))
+        return rc;
+    if (c->image_h % c->patch_h || c->image_w % c->patch_w) {
+        rc = qd_err_set(QD_ECONFIG, "%s: image_size %dx%d is not a multiple of patch_size %dx%d", path, c->image_h,
+                        c->image_w, c->patch_h, c->patch_w);
+        return rc;
+    }
+    c->pos_grid_h = c->image_h / c->patch_h;
+    c->pos_grid_w = c->image_w / c->patch_w;
+    c->n_prefix = 1;
+    if (!strcmp(type, "dinov2_with_registers")) {
+        if ((rc = get_int(o, path, KEYS("num_register_tokens"), 4, &c->n_registers))) return rc;
+        if (c->n_registers < 0) {
+            rc = qd_err_set(QD_ECONFIG, "%s: num_register_tokens must be >= 0", path);
+            return rc;
+        }
+        c->n_prefix += c->n_registers;
+    }
+    if (!strcmp(type, "beit")) {
+        int mean = 1;
+        if ((rc = get_bool(o, path, "use_mean_pooling", 1, &mean))) return rc;
+        c->pool = mean ? QD_POOL_MEAN : QD_POOL_CLS;
+    } else
+        c->pool = QD_POOL_CLS;
+    return QD_OK;
+}
+
 int qd_model_parse_config(const char *path, const char *text, size_t len, qd_model_config *c)
 {
     memset(c, 0, sizeof *c);
@@ -306,65 +376,8 @@ int qd_model_parse_config(const char *path, const char *text, size_t len, qd_mod
     }
     c->linear_sets = c->set_groups = c->layers;
     c->set_inner = 1;
-    if (c->arch == QD_ARCH_BERT) {
-        if ((rc = get_int(o, path, KEYS("vocab_size"), REQUIRED, &c->vocab_size)) ||
-            (rc = get_int(o, path, KEYS("max_position_embeddings"), 512, &c->max_position)) ||
-            (rc = get_int(o, path, KEYS("type_vocab_size"), !strcmp(type, "distilbert") ? 0 : 2, &c->type_vocab)) ||
-            (rc = get_int(o, path, KEYS("pad_token_id"), f->pad, &c->pad_id)) ||
-            (rc = get_int(o, path, KEYS("embedding_size"), f->emb ? f->emb : c->hidden, &c->embed_size)))
-            goto out;
-        if (!strcmp(type, "distilbert") || !strcmp(type, "mpnet")) c->type_vocab = 0; /* no token types */
-        if (c->embed_size <= 0 || c->max_position <= 0 || c->vocab_size <= 0) {
-            rc = qd_err_set(QD_ECONFIG, "%s: vocab_size, max_position_embeddings and embedding_size must be positive",
-                            path);
-            goto out;
-        }
-        if (!strcmp(type, "albert")) {
-            int groups = 1, inner = 1;
-            if ((rc = get_int(o, path, KEYS("num_hidden_groups"), 1, &groups)) ||
-                (rc = get_int(o, path, KEYS("inner_group_num"), 1, &inner)))
-                goto out;
-            if (groups < 1 || inner < 1 || groups > c->layers) {
-                rc = qd_err_set(QD_ECONFIG,
-                                "%s: num_hidden_groups %d and inner_group_num %d must be >= 1 (and groups <= "
-                                "num_hidden_layers %d)",
-                                path, groups, inner, c->layers);
-                goto out;
-            }
-            /* a block is one application of one ALBERT layer: num_hidden_layers groups of inner_group_num */
-            c->linear_sets = groups * inner;
-            c->set_groups = groups;
-            c->set_inner = inner;
-            c->layers *= inner;
-        }
-    } else {
-        if ((rc = get_hw(o, path, "image_size", 224, &c->image_h, &c->image_w)) ||
-            (rc = get_hw(o, path, "patch_size", 16, &c->patch_h, &c->patch_w)) ||
-            (rc = get_int(o, path, KEYS("num_channels"), 3, &c->channels)))
-            goto out;
-        if (c->image_h % c->patch_h || c->image_w % c->patch_w) {
-            rc = qd_err_set(QD_ECONFIG, "%s: image_size %dx%d is not a multiple of patch_size %dx%d", path, c->image_h,
-                            c->image_w, c->patch_h, c->patch_w);
-            goto out;
-        }
-        c->pos_grid_h = c->image_h / c->patch_h;
-        c->pos_grid_w = c->image_w / c->patch_w;
-        c->n_prefix = 1;
-        if (!strcmp(type, "dinov2_with_registers")) {
-            if ((rc = get_int(o, path, KEYS("num_register_tokens"), 4, &c->n_registers))) goto out;
-            if (c->n_registers < 0) {
-                rc = qd_err_set(QD_ECONFIG, "%s: num_register_tokens must be >= 0", path);
-                goto out;
-            }
-            c->n_prefix += c->n_registers;
-        }
-        if (!strcmp(type, "beit")) {
-            int mean = 1;
-            if ((rc = get_bool(o, path, "use_mean_pooling", 1, &mean))) goto out;
-            c->pool = mean ? QD_POOL_MEAN : QD_POOL_CLS;
-        } else
-            c->pool = QD_POOL_CLS;
-    }
+    if ((rc = c->arch == QD_ARCH_BERT ? parse_text_fields(o, path, type, f, c) : parse_image_fields(o, path, type, c)))
+        goto out;
 out:
     cJSON_Delete(root);
     return rc;

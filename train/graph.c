@@ -414,7 +414,7 @@ static void act_fwd(qd_act act, const qd_real *u, qd_real *a, int64_t n)
         qd_kernels()->gelu(a, n);
         return;
     }
-    if (act == QD_ACT_RELU || act == QD_ACT_GELU_TANH || act == QD_ACT_SILU) {
+    { /* the other activations as the model's forward computes them */
         memcpy(a, u, (size_t)n * sizeof *a);
         qd_activation(act, a, n);
         return;
@@ -429,6 +429,8 @@ static void act_fwd(qd_act act, const qd_real *u, qd_real *a, int64_t n)
             break;
         case QD_ACT_RELU: a[i] = (qd_real)(x > 0 ? x : 0); break;
         case QD_ACT_SILU: a[i] = (qd_real)(x / (1.0 + exp(-x))); break;
+        case QD_ACT_QUICK_GELU: a[i] = (qd_real)(x / (1.0 + exp(-1.702 * x))); break;
+        case QD_ACT_TANH: a[i] = (qd_real)tanh(x); break;
         }
     }
 }
@@ -452,6 +454,16 @@ static void act_bwd(qd_act act, const qd_real *u, qd_real *d, int64_t n)
         case QD_ACT_SILU: {
             double s = 1.0 / (1.0 + exp(-x));
             g = s * (1.0 + x * (1.0 - s));
+            break;
+        }
+        case QD_ACT_QUICK_GELU: { /* x s(1.702 x): s + 1.702 x s (1 - s) */
+            double s = 1.0 / (1.0 + exp(-1.702 * x));
+            g = s * (1.0 + 1.702 * x * (1.0 - s));
+            break;
+        }
+        case QD_ACT_TANH: {
+            double t = tanh(x);
+            g = 1.0 - t * t;
             break;
         }
         default: g = 0;

@@ -14,6 +14,7 @@
 
 #include "collective/collective.h"
 #include "collective/h5model.h"
+#include "common/qd_file.h"
 #include "kernels/gemm_bf16.h"
 #include "worker/calib_job.h"
 #include "worker/job_piece.h"
@@ -200,24 +201,6 @@ static int job_calibrated(job *J)
 
 /* ---- the model file's records --------------------------------------------------------------- */
 
-static char *read_text_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (n < 0 || n > (64 << 20)) {
-        fclose(f);
-        return NULL;
-    }
-    char *b = qd_xmalloc((size_t)n + 1);
-    size_t got = fread(b, 1, (size_t)n, f);
-    b[got] = 0;
-    fclose(f);
-    return b;
-}
-
 /* The checkpoint the file was made from: its name and each file's header hash. */
 static char *source_json(qd_checkpoint *ck)
 {
@@ -276,7 +259,12 @@ static int job_records(job *J)
     cJSON_Delete(qc);
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", qd_ckpt_dir(J->ck));
-    char *cfgtxt = read_text_file(path);
+    char *cfgtxt = NULL; /* a checkpoint without config.json records "{}" */
+    size_t cfglen;
+    if (qd_read_file(path, (size_t)64 << 20, "a model configuration", &cfgtxt, &cfglen)) {
+        cfgtxt = NULL;
+        qd_err_clear();
+    }
     cJSON *mc = cfgtxt ? cJSON_Parse(cfgtxt) : NULL;
     const cJSON *mt = mc ? cJSON_GetObjectItemCaseSensitive(mc, "model_type") : NULL;
     const qd_h5m_header hdr = {.arch = cJSON_IsString(mt) ? mt->valuestring : "unknown",
