@@ -81,7 +81,8 @@ if sys.argv[5] != sys.argv[6]:  # structured: the pruned FP32 model first
         print(f"| {base} (FP32, pruned only) | {100 * f['accuracy']:.2f} % | | {f['file_bytes']} | {f['latency_ms']['p50']:.3f} |")
     name += " (cosine to the pruned FP32)" if metric != "accuracy" else ""
 val = f"{100 * q['accuracy']:.2f} %" if metric == "accuracy" else f"{d['cosine']['mean']:.4f}"
-print(f"| {name} | {val} | {100 * d['agreement']:.2f} % | {q['file_bytes']} | {q['latency_ms']['p50']:.3f} ({f['latency_ms']['p50']:.3f}) |")
+agr = f"{100 * d['agreement']:.2f} %" if "agreement" in d else ""  # embeddings: no predictions
+print(f"| {name} | {val} | {agr} | {q['file_bytes']} | {q['latency_ms']['p50']:.3f} ({f['latency_ms']['p50']:.3f}) |")
 PY
     rm -rf "$f" "$f.structured"
     i=$((i + 1))
