@@ -11,20 +11,58 @@
 #include "common/qd_common.h"
 #include "coordinator/cli.h"
 #include "collective/h5model.h"
+#include "export/export.h"
 #include "model/model.h"
 #include "quant/quant.h"
 #include "shard/st_write.h"
 
 static const char *export_help =
     "Usage: qdist export FILE.h5 --out DIR [--dtype f32|f16] [--keep-pruned-heads]\n"
+    "       qdist export FILE.h5 --format onnx --out MODEL.onnx [--opset N] [--onnx-ops qdq|nbits|integer]\n"
+    "                    [--outlier-threshold X]\n"
+    "       qdist export FILE.h5 --format compressed-tensors --out DIR\n"
+    "       qdist export FILE.h5 --format tflite --out MODEL.tflite --activation-ranges RANGES.json\n"
     "\n"
-    "Writes DIR/model.safetensors with every tensor of the qdist model dequantized\n"
-    "(scale * (q - zero)) under its original name and shape, and DIR/config.json from the model's\n"
-    "recorded configuration. Non-float tensors are copied unchanged. A model pruned by\n"
-    "--prune-ffn keeps its smaller FFN matrices and intermediate_size; one pruned by --prune-heads\n"
+    "Default (--format safetensors): writes DIR/model.safetensors with every tensor of the qdist\n"
+    "model dequantized (scale * (q - zero)) under its original name and shape, and DIR/config.json\n"
+    "from the model's recorded configuration. Non-float tensors are copied unchanged. A model pruned\n"
+    "by --prune-ffn keeps its smaller FFN matrices and intermediate_size; one pruned by --prune-heads\n"
     "gets its removed heads back as zero rows and columns (they add exactly nothing) and a config\n"
     "without pruned_heads, which transformers loads (it no longer prunes heads itself);\n"
-    "--keep-pruned-heads writes the smaller matrices with pruned_heads instead (qdist loads both).\n";
+    "--keep-pruned-heads writes the smaller matrices with pruned_heads instead (qdist loads both).\n"
+    "\n"
+    "--format onnx: the model's forward pass as an ONNX graph for ONNX Runtime, the quantized weights\n"
+    "carried as stored (codes, scales, zero points, groups). Inputs: input_ids, attention_mask\n"
+    "(and token_type_ids) for BERT, RoBERTa, XLM-R and CamemBERT models, pixel_values for ViT models;\n"
+    "outputs last_hidden_state, sentence_embedding (text: mean over real tokens), pooler_output,\n"
+    "logits (BERT's and ViT's classification heads). Other families are refused.\n"
+    "  --opset N               ONNX opset, 17 to 23 (default 21; groups in qdq form need 21)\n"
+    "  --onnx-ops qdq          DequantizeLinear + MatMul, float activations (default; the\n"
+    "                          results of 'qdist eval --fake-quant')\n"
+    "  --onnx-ops nbits        com.microsoft MatMulNBits for 2/4/8-bit weights in power-of-two\n"
+    "                          blocks >= 16, qdq for the rest\n"
+    "  --onnx-ops integer      MatMulInteger on int8 activations quantized per token for 8-bit\n"
+    "                          symmetric per-channel weights (the results of 'qdist eval'), qdq\n"
+    "                          for the rest\n"
+    "  --onnx-ops qoperator    QLinearMatMul graphs on static activation scales (not yet: refused)\n"
+    "  --outlier-threshold X   integer: input columns holding a value above X run in float, as in\n"
+    "                          'qdist eval' (default 6, 0 = off)\n"
+    "\n"
+    "--format compressed-tensors: DIR/model.safetensors and DIR/config.json with the\n"
+    "quantization_config of the compressed-tensors package, which transformers loads with\n"
+    "AutoModel.from_pretrained: 8-bit Linears int-quantized (int8 weights), 2-7-bit ones\n"
+    "pack-quantized (codes packed in int32), with their scales, zero points and group size.\n"
+    "Every family qdist runs except DINOv2 (which transformers cannot load quantized). Act-order\n"
+    "groups (g_idx) and groups that do not divide the input width are refused.\n"
+    "Copy the tokenizer or preprocessor files beside them from the original checkpoint.\n"
+    "\n"
+    "--format tflite: an integer-only INT8 ViT for LiteRT (int8 activations with static scales,\n"
+    "int8 per-channel weights, int32 biases; float pixel_values in, float logits out). The\n"
+    "activation scales come from --activation-ranges (a JSON object of [min, max] per tensor\n"
+    "name, e.g. from tests/export/vit_ranges.py): model files do not record them yet. Quantized\n"
+    "Linears must be symmetric per output channel; float ones are quantized to int8 here.\n"
+    "\n"
+    "On an error nothing is written.\n";
 
 /* Record i as an output tensor: dequantized (F32 or F16), or raw bytes in their dtype. */
 static int export_tensor(qd_h5m *f, int i, int f16, qd_st_out_tensor *o)
@@ -190,14 +228,54 @@ static int do_export(const char *path, const char *dir, int f16, int keep_pruned
     return st;
 }
 
+/* --format onnx|... : the other runtimes' formats (export/) */
+static int do_export_to(const char *format, const char *path, const char *out, const qd_onnx_opts *oo,
+                        const char *ranges)
+{
+    qd_export_summary sum;
+    int rc;
+    if (!strcmp(format, "onnx")) {
+        if ((rc = qd_export_onnx(path, out, oo, &sum))) return rc;
+        printf("wrote %s (%.2f MB, opset %d, %s): Linears %d float, %d per-channel DequantizeLinear, %d blocked "
+               "DequantizeLinear, %d MatMulNBits, %d MatMulInteger%s\n",
+               out, (double)sum.bytes / 1e6, oo->opset, qd_onnx_ops_name(oo->ops), sum.linears_float, sum.linears_qdq,
+               sum.linears_blocked, sum.linears_nbits, sum.linears_integer,
+               sum.act_order_gathers ? " (act-order inputs gathered)" : "");
+        return QD_OK;
+    }
+    if (!strcmp(format, "compressed-tensors")) {
+        if ((rc = qd_export_ctensors(path, out, &sum))) return rc;
+        printf("wrote %s/model.safetensors (%.2f MB) and config.json (compressed-tensors): Linears %d int-quantized, "
+               "%d pack-quantized, %d float\n",
+               out, (double)sum.bytes / 1e6, sum.linears_integer, sum.linears_nbits, sum.linears_float);
+        return QD_OK;
+    }
+    if (!strcmp(format, "tflite")) {
+        if ((rc = qd_export_tflite(path, ranges, out, &sum))) return rc;
+        printf("wrote %s (%.2f MB, LiteRT integer-only int8): Linears %d from the file's codes, %d quantized to int8 "
+               "here\n",
+               out, (double)sum.bytes / 1e6, sum.linears_integer, sum.linears_float);
+        return QD_OK;
+    }
+    return qd_err_set(QD_EINVAL, "unknown --format '%s'", format);
+}
+
 int qd_cmd_export(int argc, char **argv, MPI_Comm comm)
 {
+    enum { O_FORMAT = 256, O_OPSET, O_ONNX_OPS, O_OUTLIER, O_RANGES };
     static struct option lo[] = {{"out", required_argument, 0, 'o'},
                                  {"dtype", required_argument, 0, 'd'},
+                                 {"format", required_argument, 0, O_FORMAT},
+                                 {"opset", required_argument, 0, O_OPSET},
+                                 {"onnx-ops", required_argument, 0, O_ONNX_OPS},
+                                 {"outlier-threshold", required_argument, 0, O_OUTLIER},
+                                 {"activation-ranges", required_argument, 0, O_RANGES},
                                  {"keep-pruned-heads", no_argument, 0, 'k'},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
-    const char *out = NULL;
+    const char *out = NULL, *format = "safetensors", *ranges = NULL;
+    qd_onnx_opts oo = {.opset = QD_ONNX_OPSET_DEFAULT, .ops = QD_ONNX_QDQ, .outlier = 6.0f};
+    char *end;
     int f16 = 0, keep_pruned = 0, c;
     optind = 1;
     opterr = 0;
@@ -213,6 +291,32 @@ int qd_cmd_export(int argc, char **argv, MPI_Comm comm)
             else
                 return qd_cli_usage_error(comm, "export", "--dtype must be f32 or f16, got '%s'", optarg);
             break;
+        case O_FORMAT:
+            if (strcmp(optarg, "safetensors") && strcmp(optarg, "onnx") && strcmp(optarg, "compressed-tensors") &&
+                strcmp(optarg, "tflite"))
+                return qd_cli_usage_error(comm, "export",
+                                          "--format must be safetensors, onnx, compressed-tensors or tflite, got '%s'",
+                                          optarg);
+            format = optarg;
+            break;
+        case O_OPSET:
+            oo.opset = (int)strtol(optarg, &end, 10);
+            if (*end || oo.opset < QD_ONNX_OPSET_MIN || oo.opset > QD_ONNX_OPSET_MAX)
+                return qd_cli_usage_error(comm, "export", "--opset must be %d to %d, got '%s'", QD_ONNX_OPSET_MIN,
+                                          QD_ONNX_OPSET_MAX, optarg);
+            break;
+        case O_ONNX_OPS:
+            if (qd_onnx_ops_parse(optarg, &oo.ops))
+                return qd_cli_usage_error(comm, "export",
+                                          "--onnx-ops must be qdq, nbits, integer or qoperator, got '%s'", optarg);
+            break;
+        case O_RANGES: ranges = optarg; break;
+        case O_OUTLIER:
+            oo.outlier = strtof(optarg, &end);
+            if (*end || !(oo.outlier >= 0))
+                return qd_cli_usage_error(comm, "export", "--outlier-threshold must be a number >= 0, got '%s'",
+                                          optarg);
+            break;
         case 'h':
             if (qd_cli_is_root(comm)) fputs(export_help, stdout);
             return QD_EXIT_OK;
@@ -221,7 +325,9 @@ int qd_cmd_export(int argc, char **argv, MPI_Comm comm)
     }
     if (optind >= argc) return qd_cli_usage_error(comm, "export", "missing FILE.h5");
     if (optind + 1 < argc) return qd_cli_usage_error(comm, "export", "unexpected argument '%s'", argv[optind + 1]);
-    if (!out) return qd_cli_usage_error(comm, "export", "missing --out DIR");
+    if (!out) return qd_cli_usage_error(comm, "export", "missing --out");
     return qd_cli_root_verdict(comm, "export",
-                               qd_cli_is_root(comm) ? do_export(argv[optind], out, f16, keep_pruned) : QD_OK);
+                               !qd_cli_is_root(comm)            ? QD_OK
+                               : !strcmp(format, "safetensors") ? do_export(argv[optind], out, f16, keep_pruned)
+                                                                : do_export_to(format, argv[optind], out, &oo, ranges));
 }

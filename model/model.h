@@ -148,6 +148,10 @@ typedef struct {
     int (*linear_apply)(void *user, const qd_model *m, int li, const float *X, int64_t rows, float *Y);
 } qd_model_hooks;
 
+/* config.json's text alone into c (no tensor is consulted): for readers of a model file that
+ * records the configuration (export/). `path` names the source in messages. */
+int qd_model_parse_config(const char *path, const char *text, size_t len, qd_model_config *c);
+
 /* Load config.json and the weights from `dir` (or a checkpoint path whose directory holds the
  * config). QD_OK, or a negative code with qd_errmsg() naming the file / field / tensor. */
 int qd_model_load(const char *dir, qd_model **out);

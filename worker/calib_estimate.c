@@ -56,8 +56,8 @@ void qd_calib_estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const q
         max_in = fmax(max_in, in);
         work = fmax(work, in * in * 4 * 5 + (double)QD_CALIB_UNIT_ROWS * in * 4 * 5); /* H, Hw, Hp, U, the kept U */
         if (qd_job_needs(cfg, &jt[ti]) == QD_NEEDS_ROWS) {
-            /* the group's rows X [rows][in], once per group: the block in hand (sequential) or this
-             * rank's blocks (fp); a unit's working set: E X^T over all rows [U][rows], the drawn
+            /* the group's rows X [rows][in], once per group: the block in hand (data mode) or this
+             * rank's blocks (pipeline mode); a unit's working set: E X^T over all rows [U][rows], the drawn
              * batch [batch][in], the row indices, and about a dozen [U][in] arrays */
             const int kept_here = cfg->calib_mode == QD_CALIB_FP ? L->layer >= k0 && L->layer < k1 : 1;
             if (kept_group != L->input_group && kept_here) { /* a group's linears are consecutive */

@@ -193,6 +193,16 @@ static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter
     return rc; /* the prepared state stays in g->prep for the next tensor with the same input */
 }
 
+/* quantize_units, with its CPU time (the whole process's: the methods' threads included; no
+ * communication inside) added to this rank's results: the job summary's units CPU. */
+static int quantize_units_timed(gjob *g, int ti, const float *H, int64_t *unit_counter, int owner_fixed)
+{
+    const double c0 = qd_process_cpu();
+    const int rc = quantize_units(g, ti, H, unit_counter, owner_fixed);
+    g->res->unit_cpu += qd_process_cpu() - c0;
+    return rc;
+}
+
 /* Gather tensor ti's results on every rank: units not owned are zero, so sums (and ORs) of the
  * ranks' arrays are the owners' values. */
 static void allgather_result(gjob *g, int ti)
@@ -301,7 +311,7 @@ static int hessian(qd_calib *stats, int gi, float **H, int *Hgroup)
     return *H ? qd_calib_hessian_f32(cg, *H) : qd_err_set(QD_ENOMEM, "out of memory for a Hessian");
 }
 
-/* ---- sequential mode ------------------------------------------------------------------------ */
+/* ---- data mode: block after block -------------------------------------------------------- */
 
 /* This rank's samples (micro-batches rank, rank + size, ...), embedded once and advanced block
  * by block through the blocks as quantized. */
@@ -446,7 +456,7 @@ static int seq_quantize(gjob *g, int k, qd_calib *stats, int64_t *unit_counter, 
         const int ti = g->lin_tensor[bt[b]];
         const int need_h = (owner[b] < 0 || owner[b] == g->rank) && !rows_kept(g, ti);
         if (need_h) rc = hessian(stats, qd_model_linear(g->m, bt[b])->input_group, &H, &Hgroup);
-        if (!rc) rc = quantize_units(g, ti, need_h ? H : NULL, unit_counter, owner[b]);
+        if (!rc) rc = quantize_units_timed(g, ti, need_h ? H : NULL, unit_counter, owner[b]);
     }
     rc = agree(g, rc);
     tap_release(g);
@@ -518,7 +528,7 @@ static int run_sequential(gjob *g, qd_calib_data *data)
     return rc;
 }
 
-/* ---- fp mode -------------------------------------------------------------------------------- */
+/* ---- pipeline mode -------------------------------------------------------------------------- */
 
 /* One pipelined calibration of the FP32 model: each rank the statistics of its blocks' groups,
  * and the input rows of those whose methods learn from them (every micro-batch passes this
@@ -577,7 +587,7 @@ static int fp_quantize(gjob *g, qd_calib *stats)
         }
         const int need_h = owner[li] == g->rank && !rows_kept(g, ti);
         if (need_h) rc = hessian(stats, L->input_group, &H, &Hgroup);
-        if (!rc) rc = quantize_units(g, ti, need_h ? H : NULL, &counter, owner[li]);
+        if (!rc) rc = quantize_units_timed(g, ti, need_h ? H : NULL, &counter, owner[li]);
     }
     free(H);
     rc = agree(g, rc);
@@ -605,7 +615,7 @@ static int run_fp(gjob *g, qd_calib_data *data)
     const double t0 = qd_now();
     qd_calib *stats = NULL;
     int rc = fp_calibrate(g, data, &stats);
-    if (g->progress && g->rank == 0 && !rc) printf("gptq: calibration (fp, pipelined) %.2f s\n", qd_now() - t0);
+    if (g->progress && g->rank == 0 && !rc) printf("gptq: calibration (pipeline mode) %.2f s\n", qd_now() - t0);
     if (!rc) rc = fp_quantize(g, stats);
     if (g->progress && g->rank == 0 && !rc) printf("gptq: quantization %.2f s\n", qd_now() - t0);
     qd_calib_free(stats);
@@ -683,7 +693,7 @@ static char *calibration_json(const gjob *g, const qd_calib_data *data)
     cJSON_AddNumberToObject(o, "seqlen", qd_calib_data_tokens(data));
     cJSON_AddNumberToObject(o, "real_tokens", qd_calib_data_real_tokens(data));
     cJSON_AddNumberToObject(o, "seed", cfg->calib_seed);
-    cJSON_AddStringToObject(o, "mode", cfg->calib_mode == QD_CALIB_FP ? "fp" : "sequential");
+    cJSON_AddStringToObject(o, "mode", qd_calib_mode_name(cfg->calib_mode));
     char *t = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return t;
@@ -694,7 +704,7 @@ static void print_data(const gjob *g, const qd_calib_data *data)
     const qd_job_config *cfg = g->cfg;
     printf("gptq: calibration data %s: %d %s samples x %d tokens (%d real), %s mode\n", cfg->calib,
            qd_calib_data_count(data), qd_calib_data_kind(data), qd_calib_data_tokens(data),
-           qd_calib_data_real_tokens(data), cfg->calib_mode == QD_CALIB_FP ? "fp" : "sequential");
+           qd_calib_data_real_tokens(data), qd_calib_mode_name(cfg->calib_mode));
     int rows = 0;
     for (int i = 0; i < qd_ckpt_num_tensors(g->ck); i++) rows |= rows_kept(g, i);
     if (rows)

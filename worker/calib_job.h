@@ -2,15 +2,15 @@
  * needs calibration (worker/method.h: the Hessian of its Linear's input, or the input rows) is
  * quantized here, over the ranks of the job's communicator, before the file is written.
  *
- * Two calibration modes (DESIGN.md; --calib-mode):
- *   sequential (default)  block after block: the block's Linear inputs come from the blocks
+ * Two calibration modes (DESIGN.md; --calib-mode, qd_calib_mode_name):
+ *   data (default)        block after block: the block's Linear inputs come from the blocks
  *                         before it *as already quantized* (GPTQ-style error feedback through
  *                         depth). Samples are split over ranks (data parallel) and every rank
  *                         keeps its samples' residual streams; a block's statistics are
  *                         all-reduced, its tensors' fixed row units are spread over all ranks,
  *                         and the quantized block is all-gathered so every rank can run it.
  *                         Only the block in hand has Hessians.
- *   fp                    one calibration of the FP32 model, pipelined over layer-sharded ranks
+ *   pipeline              one calibration of the FP32 model, pipelined over layer-sharded ranks
  *                         (each rank holds its blocks' statistics), then every rank quantizes
  *                         its blocks' tensors at once; results are all-gathered.
  * Units of QD_CALIB_UNIT_ROWS rows are quantized alone with the layer's statistics (and the
@@ -18,9 +18,9 @@
  * (model/calib.h), so the results are the same bits for any number of ranks. Results are held
  * unpacked on every rank until the job writes them.
  * Methods that learn from the input rows (AdaRound's mini-batch form) get each Linear input's
- * calibration rows (every sample's real tokens, in sample order: in sequential mode the block in
- * hand's, broadcast micro-batch by micro-batch from the rank that ran it; in fp mode a rank's own
- * blocks', which every micro-batch passes in order), so every rank hands the method the same
+ * calibration rows (every sample's real tokens, in sample order: in data mode the block in
+ * hand's, broadcast micro-batch by micro-batch from the rank that ran it; in pipeline mode a rank's
+ * own blocks', which every micro-batch passes in order), so every rank hands the method the same
  * rows.
  */
 #ifndef QD_CALIB_JOB_H
@@ -51,6 +51,7 @@ typedef struct {
     int n;
     char *calibration_json; /* what the file's "calibration" attribute records */
     double seconds;
+    double unit_cpu;       /* this rank's CPU seconds in the methods' units (all its threads) */
     double estimate_bytes; /* this rank's estimated peak (qd_calib_job_estimate's formula) */
     char estimate_text[512];
 } qd_calib_results;
@@ -64,7 +65,7 @@ void qd_calib_results_free(qd_calib_results *r);
 
 /* Memory the busiest of `ranks` ranks needs for the calibrated phase (bytes), with a one-line
  * breakdown: the runtime, mapped weights, its samples' activations, the statistics and Hessians in
- * hand (one block in sequential mode, its own blocks in fp mode), the methods' working set, the
+ * hand (one block in data mode, its own blocks in pipeline mode), the methods' working set, the
  * results, and with input rows kept (AdaRound's mini-batch form) those rows (again one block, or a
  * rank's own blocks). Opens the model (weights not read) and the calibration data once; QD_OK or
  * an error naming what could not be opened. (A running job computes its own rank's figure into

@@ -80,6 +80,15 @@ typedef struct {
 
 enum { QD_CALIB_SEQUENTIAL = 0, QD_CALIB_FP = 1 };
 
+/* The calibration modes of `quantize` and `calibrate` by one pair of names, for how the ranks
+ * share the calibration: "data" (samples split over ranks; quantize then calibrates block after
+ * block on the outputs of the blocks already quantized) or "pipeline" (ranks own contiguous
+ * blocks and one FP32 calibration flows through them). The names quantize used before,
+ * "sequential" and "fp", are accepted as aliases of data and pipeline. Returns
+ * QD_CALIB_SEQUENTIAL (= QD_CALIB_DATA_PARALLEL) or QD_CALIB_FP (= QD_CALIB_PIPELINE), or -1. */
+int qd_calib_mode_from_name(const char *name);
+const char *qd_calib_mode_name(int mode); /* "data" or "pipeline" */
+
 /* Defaults: rtn, 8 bits, symmetric, per output channel, min-max, sharding by rows. */
 void qd_job_config_default(qd_job_config *c);
 /* The configuration as a JSON object (recorded in the file, compared on --resume). Holds what

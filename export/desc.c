@@ -1,0 +1,219 @@
+/* export/desc.c — the model description of a qdist file (see desc.h). Names follow the
+ * checkpoint conventions model/load.c binds (Hugging Face BERT and ViT). */
+#include "export/desc.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const qd_xs *s;
+    qd_xdesc *d;
+    const char *path;
+} ctx;
+
+static int has(const ctx *c, const char *name) { return qd_xs_find(c->s, name) >= 0; }
+
+/* tensor `name` must exist with the given shape (its kind may be anything but raw) */
+static int need(const ctx *c, const char *name, int ndim, const int64_t *shape)
+{
+    int i = qd_xs_find(c->s, name);
+    if (i < 0) return qd_err_set(QD_ENOTFOUND, "%s: tensor '%s' is missing from the model file", c->path, name);
+    const qd_xs_tensor *t = qd_xs_tensor_at(c->s, i);
+    int ok = t->ndim == ndim && t->kind != QD_XS_RAW;
+    for (int k = 0; ok && k < ndim; k++) ok = t->shape[k] == shape[k];
+    if (!ok) {
+        char want[96], got[96];
+        qd_shape_text(shape, ndim, want, sizeof want);
+        qd_shape_text(t->shape, t->ndim, got, sizeof got);
+        return qd_err_set(QD_ESHAPE, "%s: tensor '%s' has shape [%s]%s, the model configuration implies [%s]", c->path,
+                          name, got, t->kind == QD_XS_RAW ? " and is not a float tensor" : "", want);
+    }
+    return QD_OK;
+}
+
+static int need1(const ctx *c, const char *name, int64_t n) { return need(c, name, 1, &n); }
+
+/* a LayerNorm's weight/bias names (or the old gamma/beta ones) */
+static int norm(const ctx *c, const char *mod, int64_t n, char *w, char *b)
+{
+    snprintf(w, QD_XD_NAME, "%s.weight", mod);
+    snprintf(b, QD_XD_NAME, "%s.bias", mod);
+    char g[QD_XD_NAME];
+    snprintf(g, sizeof g, "%s.gamma", mod);
+    if (!has(c, w) && has(c, g)) {
+        snprintf(w, QD_XD_NAME, "%s.gamma", mod);
+        snprintf(b, QD_XD_NAME, "%s.beta", mod);
+    }
+    int rc = need1(c, w, n);
+    return rc ? rc : need1(c, b, n);
+}
+
+static int linear(const ctx *c, const char *mod, int in, int out, int bias, qd_xd_linear *l)
+{
+    snprintf(l->w, sizeof l->w, "%s.weight", mod);
+    snprintf(l->b, sizeof l->b, "%s.bias", mod);
+    l->in = in;
+    l->out = out;
+    int64_t shape[2] = {out, in};
+    int rc = need(c, l->w, 2, shape);
+    if (rc) return rc;
+    if (!bias && !has(c, l->b)) {
+        l->b[0] = 0;
+        return QD_OK;
+    }
+    return need1(c, l->b, out);
+}
+
+static int blocks(const ctx *c, const char *pfx, const char *attn, const char *ln1, const char *ln2)
+{
+    const qd_model_config *m = &c->d->cfg;
+    const int H = m->hidden, I = m->intermediate, A = m->heads * m->head_size;
+    char mod[QD_XD_NAME];
+    int rc;
+    for (int k = 0; k < m->layers; k++) {
+        qd_xd_block *b = &c->d->blk[k];
+        static const char *qkv[3] = {"query", "key", "value"};
+        for (int j = 0; j < 3; j++) {
+            snprintf(mod, sizeof mod, "%sencoder.layer.%d.attention.%s.%s", pfx, k, attn, qkv[j]);
+            if ((rc = linear(c, mod, H, A, m->qkv_bias, &b->lin[QD_LIN_Q + j]))) return rc;
+        }
+        snprintf(mod, sizeof mod, "%sencoder.layer.%d.attention.output.dense", pfx, k);
+        if ((rc = linear(c, mod, A, H, 1, &b->lin[QD_LIN_O]))) return rc;
+        snprintf(mod, sizeof mod, "%sencoder.layer.%d.intermediate.dense", pfx, k);
+        if ((rc = linear(c, mod, H, I, 1, &b->lin[QD_LIN_INTER]))) return rc;
+        snprintf(mod, sizeof mod, "%sencoder.layer.%d.output.dense", pfx, k);
+        if ((rc = linear(c, mod, I, H, 1, &b->lin[QD_LIN_OUT]))) return rc;
+        snprintf(mod, sizeof mod, "%sencoder.layer.%d.%s", pfx, k, ln1);
+        if ((rc = norm(c, mod, H, b->ln1_w, b->ln1_b))) return rc;
+        snprintf(mod, sizeof mod, "%sencoder.layer.%d.%s", pfx, k, ln2);
+        if ((rc = norm(c, mod, H, b->ln2_w, b->ln2_b))) return rc;
+    }
+    return QD_OK;
+}
+
+/* the classifier's label count from its weight, when there is one */
+static int classifier(const ctx *c, const char *name, int in)
+{
+    char w[QD_XD_NAME];
+    snprintf(w, sizeof w, "%s.weight", name);
+    int i = qd_xs_find(c->s, w);
+    if (i < 0) return QD_OK;
+    const qd_xs_tensor *t = qd_xs_tensor_at(c->s, i);
+    if (t->ndim != 2) return qd_err_set(QD_ESHAPE, "%s: tensor '%s' is not a matrix [labels, %d]", c->path, w, in);
+    c->d->cfg.num_labels = (int)t->shape[0];
+    c->d->has_classifier = 1;
+    return linear(c, name, in, (int)t->shape[0], 1, &c->d->classifier);
+}
+
+static int bert(const ctx *c)
+{
+    qd_xdesc *d = c->d;
+    qd_model_config *m = &d->cfg;
+    const char *pfx = has(c, "bert.embeddings.word_embeddings.weight")      ? "bert."
+                      : has(c, "roberta.embeddings.word_embeddings.weight") ? "roberta."
+                                                                            : "";
+    const int64_t H = m->hidden;
+    int rc;
+    snprintf(d->word_emb, sizeof d->word_emb, "%sembeddings.word_embeddings.weight", pfx);
+    snprintf(d->pos_emb, sizeof d->pos_emb, "%sembeddings.position_embeddings.weight", pfx);
+    int64_t s[2] = {m->vocab_size, H};
+    if ((rc = need(c, d->word_emb, 2, s))) return rc;
+    s[0] = m->max_position;
+    if ((rc = need(c, d->pos_emb, 2, s))) return rc;
+    if (m->type_vocab > 0) {
+        snprintf(d->type_emb, sizeof d->type_emb, "%sembeddings.token_type_embeddings.weight", pfx);
+        s[0] = m->type_vocab;
+        if ((rc = need(c, d->type_emb, 2, s))) return rc;
+    }
+    char mod[QD_XD_NAME];
+    snprintf(mod, sizeof mod, "%sembeddings.LayerNorm", pfx);
+    if ((rc = norm(c, mod, H, d->emb_ln_w, d->emb_ln_b))) return rc;
+    if ((rc = blocks(c, pfx, "self", "attention.output.LayerNorm", "output.LayerNorm"))) return rc;
+    snprintf(mod, sizeof mod, "%spooler.dense.weight", pfx);
+    if (has(c, mod)) {
+        snprintf(mod, sizeof mod, "%spooler.dense", pfx);
+        if ((rc = linear(c, mod, (int)H, (int)H, 1, &d->pooler))) return rc;
+        d->has_pooler = m->has_pooler = 1;
+    }
+    /* RoBERTa's heads (a classifier on the first token's hidden state, token heads) are not BERT's
+     * pooled classifier: the graph ends at the encoder's outputs for them */
+    if (strcmp(m->model_type, "bert")) return QD_OK;
+    if (has(c, "classifier.weight") && !d->has_pooler)
+        return qd_err_set(QD_ENOTFOUND, "%s: the model has 'classifier.weight' but no pooler ('%spooler.dense.weight')",
+                          c->path, pfx);
+    return classifier(c, "classifier", (int)H);
+}
+
+static int vit(const ctx *c)
+{
+    qd_xdesc *d = c->d;
+    qd_model_config *m = &d->cfg;
+    const char *pfx = has(c, "vit.embeddings.cls_token") ? "vit." : has(c, "embeddings.cls_token") ? "" : NULL;
+    if (!pfx) {
+        if (has(c, "deit.embeddings.cls_token"))
+            return qd_err_set(QD_EUNSUPPORTED, "%s: DeiT models are not supported by the export yet", c->path);
+        return qd_err_set(QD_ENOTFOUND,
+                          "%s: tensor 'vit.embeddings.cls_token' (or without the 'vit.' prefix) is missing", c->path);
+    }
+    char name[QD_XD_NAME];
+    snprintf(name, sizeof name, "%sembeddings.distillation_token", pfx);
+    if (has(c, name))
+        return qd_err_set(QD_EUNSUPPORTED, "%s: a distillation token ('%s') is not supported by the export yet",
+                          c->path, name);
+    const int64_t H = m->hidden, np = (int64_t)(m->image_h / m->patch_h) * (m->image_w / m->patch_w);
+    int rc;
+    snprintf(d->cls_token, sizeof d->cls_token, "%sembeddings.cls_token", pfx);
+    snprintf(d->pos_emb, sizeof d->pos_emb, "%sembeddings.position_embeddings", pfx);
+    snprintf(d->patch_w, sizeof d->patch_w, "%sembeddings.patch_embeddings.projection.weight", pfx);
+    snprintf(d->patch_b, sizeof d->patch_b, "%sembeddings.patch_embeddings.projection.bias", pfx);
+    int64_t s3[3] = {1, 1, H}, s4[4] = {H, m->channels, m->patch_h, m->patch_w};
+    if ((rc = need(c, d->cls_token, 3, s3))) return rc;
+    s3[1] = np + 1;
+    if ((rc = need(c, d->pos_emb, 3, s3)) || (rc = need(c, d->patch_w, 4, s4)) || (rc = need1(c, d->patch_b, H)))
+        return rc;
+    if ((rc = blocks(c, pfx, "attention", "layernorm_before", "layernorm_after"))) return rc;
+    snprintf(name, sizeof name, "%slayernorm", pfx);
+    if ((rc = norm(c, name, H, d->final_ln_w, d->final_ln_b))) return rc;
+    return classifier(c, "classifier", (int)H);
+}
+
+int qd_xdesc_build(const qd_xs *s, qd_xdesc *d)
+{
+    memset(d, 0, sizeof *d);
+    const char *path = qd_xs_path(s), *cfg = qd_xs_model_config(s);
+    if (!cfg[0]) return qd_err_set(QD_EFORMAT, "%s: the file records no model_config", path);
+    char where[4200];
+    snprintf(where, sizeof where, "%s: model_config", path);
+    int rc = qd_model_parse_config(where, cfg, strlen(cfg), &d->cfg);
+    if (rc) return rc;
+    /* qdist runs more families (model/config.c); the exporters build BERT (and RoBERTa's positions
+     * counted after the padding id) and ViT graphs */
+    static const char *const types[] = {"bert", "roberta", "xlm-roberta", "camembert", "vit"};
+    int known = 0;
+    for (size_t k = 0; k < QD_ARRAY_LEN(types); k++) known |= !strcmp(d->cfg.model_type, types[k]);
+    if (!known)
+        return qd_err_set(QD_EUNSUPPORTED,
+                          "%s: model_config: model_type '%s' is not supported by this export yet (bert, roberta, "
+                          "xlm-roberta, camembert, vit)",
+                          path, d->cfg.model_type);
+    if (d->cfg.act != QD_ACT_GELU && d->cfg.act != QD_ACT_GELU_TANH && d->cfg.act != QD_ACT_RELU &&
+        d->cfg.act != QD_ACT_SILU)
+        return qd_err_set(QD_EUNSUPPORTED,
+                          "%s: the export writes GELU, tanh-GELU, ReLU and SiLU MLPs, not this model's", path);
+    d->cfg.num_labels = 0;
+    d->cfg.n_prefix = d->cfg.arch == QD_ARCH_VIT ? 1 : 0;
+    d->blk = qd_xcalloc((size_t)d->cfg.layers, sizeof *d->blk);
+    ctx c = {.s = s, .d = d, .path = path};
+    rc = d->cfg.arch == QD_ARCH_BERT  ? bert(&c)
+         : d->cfg.arch == QD_ARCH_VIT ? vit(&c)
+                                      : qd_err_set(QD_EUNSUPPORTED, "%s: unknown architecture", path);
+    if (rc) qd_xdesc_free(d);
+    return rc;
+}
+
+void qd_xdesc_free(qd_xdesc *d)
+{
+    free(d->blk);
+    d->blk = NULL;
+}

@@ -1,0 +1,52 @@
+/* export/desc.h — the model a qdist file holds, described for the exporters: its configuration
+ * (model/'s qd_model_config, parsed from the file's model_config) and the file's tensor name of
+ * every part of the forward pass that model/forward.c runs, resolved and shape-checked against
+ * the configuration. Writers for other runtimes build their graphs from this description, so the
+ * graph is the same forward pass as qdist's own.
+ *
+ * Supported: BERT (with or without the "bert." prefix, optional pooler and sequence-classification
+ * head), RoBERTa, XLM-R and CamemBERT (BERT's layout under "roberta.", positions counted after the
+ * padding id; their heads are not described) and ViT (prefix "vit." or none, classifier on CLS).
+ * Anything else (another model_type, DeiT's distillation token) is refused naming what. */
+#ifndef QD_EXPORT_DESC_H
+#define QD_EXPORT_DESC_H
+
+#include "export/source.h"
+#include "model/model.h"
+
+#define QD_XD_NAME 200
+
+typedef struct {
+    char w[QD_XD_NAME], b[QD_XD_NAME]; /* b: "" when the Linear has no bias */
+    int in, out;
+} qd_xd_linear;
+
+typedef struct {
+    qd_xd_linear lin[QD_LIN_PER_BLOCK];        /* query, key, value, attention output, intermediate, output */
+    char ln1_w[QD_XD_NAME], ln1_b[QD_XD_NAME]; /* BERT: attention.output.LayerNorm; ViT: layernorm_before */
+    char ln2_w[QD_XD_NAME], ln2_b[QD_XD_NAME]; /* BERT: output.LayerNorm; ViT: layernorm_after */
+} qd_xd_block;
+
+typedef struct {
+    qd_model_config cfg;
+    /* BERT */
+    char word_emb[QD_XD_NAME], pos_emb[QD_XD_NAME], type_emb[QD_XD_NAME]; /* type_emb "" if none */
+    char emb_ln_w[QD_XD_NAME], emb_ln_b[QD_XD_NAME];
+    int has_pooler;
+    qd_xd_linear pooler;
+    /* ViT (pos_emb above: [1, tokens, hidden]) */
+    char cls_token[QD_XD_NAME], patch_w[QD_XD_NAME], patch_b[QD_XD_NAME];
+    char final_ln_w[QD_XD_NAME], final_ln_b[QD_XD_NAME];
+    /* head: classifier on the pooler output (BERT) or the final-norm CLS (ViT) */
+    int has_classifier;
+    qd_xd_linear classifier;
+    qd_xd_block *blk; /* [cfg.layers] */
+} qd_xdesc;
+
+/* QD_OK, or an error naming the file and the field or tensor: QD_EUNSUPPORTED for an
+ * architecture the exporters do not know, QD_ENOTFOUND for a missing tensor, QD_ESHAPE for one
+ * whose shape differs from what the configuration implies. */
+int qd_xdesc_build(const qd_xs *s, qd_xdesc *d);
+void qd_xdesc_free(qd_xdesc *d);
+
+#endif

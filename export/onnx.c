@@ -1,0 +1,654 @@
+/* export/onnx.c — a qdist model file as an ONNX model (see export.h): the forward pass of
+ * model/forward.c as a graph, each quantized Linear in the form the options ask for. */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/qd_common.h"
+#include "export/desc.h"
+#include "export/export.h"
+#include "export/onnx_build.h"
+#include "export/source.h"
+
+typedef struct {
+    qd_ob *b;
+    qd_xs *s;
+    const qd_xdesc *d;
+    const qd_onnx_opts *o;
+    qd_export_summary *sum;
+    const char *path;
+    /* the int8 activations of the last input quantized at run time, shared by the Linears that
+     * read it (query, key, value) */
+    const char *aq_x, *aq_q, *aq_s, *aq_idx, *aq_xo;
+} ox;
+
+const char *qd_onnx_ops_name(qd_onnx_ops o)
+{
+    return o == QD_ONNX_NBITS       ? "nbits"
+           : o == QD_ONNX_INTEGER   ? "integer"
+           : o == QD_ONNX_QOPERATOR ? "qoperator"
+                                    : "qdq";
+}
+
+int qd_onnx_ops_parse(const char *s, qd_onnx_ops *o)
+{
+    if (!strcmp(s, "qdq"))
+        *o = QD_ONNX_QDQ;
+    else if (!strcmp(s, "nbits"))
+        *o = QD_ONNX_NBITS;
+    else if (!strcmp(s, "integer"))
+        *o = QD_ONNX_INTEGER;
+    else if (!strcmp(s, "qoperator"))
+        *o = QD_ONNX_QOPERATOR;
+    else
+        return QD_EINVAL;
+    return QD_OK;
+}
+
+/* ---- tensors of the file as initializers ---------------------------------------------------- */
+
+static int tensor_index(ox *x, const char *name, int *i)
+{
+    *i = qd_xs_find(x->s, name);
+    if (*i < 0) return qd_err_set(QD_ENOTFOUND, "%s: tensor '%s' is missing from the model file", x->path, name);
+    const qd_xs_tensor *t = qd_xs_tensor_at(x->s, *i);
+    if (t->unknown[0])
+        return qd_err_set(QD_EUNSUPPORTED, "%s: tensor '%s' holds %s, which the ONNX export cannot carry", x->path,
+                          name, t->unknown);
+    return QD_OK;
+}
+
+/* A float tensor of the file (dequantized if the file quantized it) under its own name. */
+static int float_init(ox *x, const char *name, const char **out)
+{
+    int i, rc = tensor_index(x, name, &i);
+    if (rc) return rc;
+    const qd_xs_tensor *t = qd_xs_tensor_at(x->s, i);
+    float *v;
+    if ((rc = qd_xs_read_float(x->s, i, &v))) return rc;
+    *out = qd_ob_init(x->b, name, QD_OT_FLOAT, t->ndim, t->shape, v, (size_t)qd_xs_numel(t) * sizeof(float), 1);
+    return QD_OK;
+}
+
+/* Two 4-bit values per byte, the first in the low nibble (ONNX's INT4/UINT4 layout). */
+static uint8_t *pack4(const uint8_t *v, int64_t n)
+{
+    uint8_t *p = qd_xcalloc((size_t)((n + 1) / 2), 1);
+    for (int64_t i = 0; i < n; i++) p[i / 2] |= (uint8_t)((v[i] & 15) << (4 * (i & 1)));
+    return p;
+}
+
+/* Codes of one value each into a low-first bit stream of `bits` per value (MatMulNBits). */
+static void pack_bits(const uint8_t *v, int64_t n, int bits, uint8_t *out)
+{
+    for (int64_t i = 0; i < n; i++)
+        for (int k = 0; k < bits; k++)
+            if ((v[i] >> k) & 1) out[(i * bits + k) / 8] |= (uint8_t)(1u << ((i * bits + k) % 8));
+}
+
+/* ---- quantized Linears ---------------------------------------------------------------------- */
+
+/* The weight as DequantizeLinear of its codes, transposed to [in, out] for MatMul: per output
+ * channel (axis 1), or in blocks of G inputs (axis 0, opset 21). Symmetric records store
+ * code - 2^(bits-1) signed with no zero point; asymmetric ones the codes and their zero points.
+ * 4-bit and narrower codes use ONNX's INT4/UINT4 (opset 21), wider ones 8-bit types. */
+static int dq_weight(ox *x, const qd_xs_tensor *t, const qd_xs_quant *q, const uint8_t *codes, const char **w)
+{
+    const int64_t R = t->shape[0], C = t->shape[1], ng = t->ngroups, off = t->sym ? 1 << (t->bits - 1) : 0;
+    const int opset = qd_ob_opset(x->b);
+    if (ng > 1 && opset < 21)
+        return qd_err_set(QD_EUNSUPPORTED,
+                          "%s: tensor '%s': groups of %lld inputs need blocked DequantizeLinear, which ONNX has from "
+                          "opset 21 (this export: --opset %d)",
+                          x->path, t->name, (long long)t->G, opset);
+    const int narrow = t->bits <= 4 && opset >= 21;
+    const int dt = t->sym ? (narrow ? QD_OT_INT4 : QD_OT_INT8) : (narrow ? QD_OT_UINT4 : QD_OT_UINT8);
+    uint8_t *v = qd_xmalloc((size_t)(R * C));
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t r = 0; r < R; r++) v[c * R + r] = (uint8_t)((int)codes[r * C + c] - (int)off);
+    float *sc = qd_xmalloc((size_t)(R * ng) * sizeof *sc);
+    uint8_t *zp = t->sym ? NULL : qd_xmalloc((size_t)(R * ng));
+    for (int64_t g = 0; g < ng; g++)
+        for (int64_t r = 0; r < R; r++) {
+            sc[g * R + r] = q->scales[r * ng + g];
+            if (zp) zp[g * R + r] = (uint8_t)q->zeros[r * ng + g];
+        }
+    qd_ob *b = x->b;
+    int64_t wd[2] = {C, R}, sd[2] = {ng, R};
+    const char *wq, *ws, *wz = "";
+    char nm[300];
+    snprintf(nm, sizeof nm, "%s.codes", t->name);
+    if (narrow) {
+        wq = qd_ob_init(b, nm, dt, 2, wd, pack4(v, R * C), (size_t)((R * C + 1) / 2), 1);
+        free(v);
+    } else
+        wq = qd_ob_init(b, nm, dt, 2, wd, v, (size_t)(R * C), 1);
+    snprintf(nm, sizeof nm, "%s.scales", t->name);
+    ws = qd_ob_init(b, nm, QD_OT_FLOAT, ng > 1 ? 2 : 1, ng > 1 ? sd : sd + 1, sc, (size_t)(R * ng) * sizeof *sc, 1);
+    if (zp) {
+        snprintf(nm, sizeof nm, "%s.zero_points", t->name);
+        if (narrow) {
+            wz = qd_ob_init(b, nm, dt, ng > 1 ? 2 : 1, ng > 1 ? sd : sd + 1, pack4(zp, R * ng),
+                            (size_t)((R * ng + 1) / 2), 1);
+            free(zp);
+        } else
+            wz = qd_ob_init(b, nm, dt, ng > 1 ? 2 : 1, ng > 1 ? sd : sd + 1, zp, (size_t)(R * ng), 1);
+    }
+    Onnx__NodeProto *n = qd_ob_node(b, "DequantizeLinear", "", zp ? 3 : 2, (const char *[]){wq, ws, wz}, 1);
+    qd_ob_attr_i(b, n, "axis", ng > 1 ? 0 : 1);
+    if (ng > 1) qd_ob_attr_i(b, n, "block_size", t->G);
+    *w = n->output[0];
+    if (ng > 1)
+        x->sum->linears_blocked++;
+    else
+        x->sum->linears_qdq++;
+    return QD_OK;
+}
+
+/* MatMulNBits' block along the input for this record: a power of two >= 16 that no group
+ * straddles (per-channel records: up to 128, their one scale repeated); 0 when there is none. */
+static int64_t nbits_block(const qd_xs_tensor *t)
+{
+    const int64_t C = t->shape[1], G = t->G;
+    if (t->bits != 2 && t->bits != 4 && t->bits != 8) return 0;
+    if (G == C) {
+        int64_t bs = 16;
+        while (bs < C && bs < 128) bs *= 2;
+        return bs;
+    }
+    int64_t bs = G & -G; /* largest power of two dividing G */
+    return bs >= 16 ? bs : 0;
+}
+
+/* y = x W^T as com.microsoft MatMulNBits: B [out, blocks, block*bits/8] with each block's codes
+ * low bits first, scales [out, blocks], zero points packed the same way when they differ from
+ * the default 2^(bits-1). */
+static const char *nbits_linear(ox *x, const char *in, const qd_xs_tensor *t, const qd_xs_quant *q,
+                                const uint8_t *codes, int64_t bs)
+{
+    const int64_t N = t->shape[0], K = t->shape[1], nb = (K + bs - 1) / bs, blob = bs * t->bits / 8, ng = t->ngroups;
+    const int bits = t->bits, dflt = 1 << (bits - 1);
+    uint8_t *B = qd_xcalloc((size_t)(N * nb * blob), 1), *blkc = qd_xmalloc((size_t)bs);
+    float *sc = qd_xmalloc((size_t)(N * nb) * sizeof *sc);
+    uint8_t *zc = qd_xmalloc((size_t)(N * nb));
+    int any_zero = 0;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t kb = 0; kb < nb; kb++) {
+            const int64_t g = (kb * bs) / t->G;
+            const int32_t z = q->zeros[n * ng + g];
+            for (int64_t i = 0; i < bs; i++) {
+                const int64_t c = kb * bs + i;
+                blkc[i] = c < K ? codes[n * K + c] : (uint8_t)z; /* padding dequantizes to 0 */
+            }
+            pack_bits(blkc, bs, bits, B + (n * nb + kb) * blob);
+            sc[n * nb + kb] = q->scales[n * ng + g];
+            zc[n * nb + kb] = (uint8_t)z;
+            any_zero |= z != dflt;
+        }
+    free(blkc);
+    qd_ob *b = x->b;
+    char nm[300];
+    int64_t bd[3] = {N, nb, blob}, sd[2] = {N, nb};
+    snprintf(nm, sizeof nm, "%s.codes", t->name);
+    const char *Bn = qd_ob_init(b, nm, QD_OT_UINT8, 3, bd, B, (size_t)(N * nb * blob), 1);
+    snprintf(nm, sizeof nm, "%s.scales", t->name);
+    const char *Sn = qd_ob_init(b, nm, QD_OT_FLOAT, 2, sd, sc, (size_t)(N * nb) * sizeof *sc, 1);
+    const char *Zn = "";
+    if (any_zero) {
+        const int64_t zb = (nb * bits + 7) / 8;
+        uint8_t *zp = qd_xcalloc((size_t)(N * zb), 1);
+        for (int64_t n = 0; n < N; n++) pack_bits(zc + n * nb, nb, bits, zp + n * zb);
+        int64_t zd[2] = {N, zb};
+        snprintf(nm, sizeof nm, "%s.zero_points", t->name);
+        Zn = qd_ob_init(b, nm, QD_OT_UINT8, 2, zd, zp, (size_t)(N * zb), 1);
+    }
+    free(zc);
+    Onnx__NodeProto *nd =
+        qd_ob_node(b, "MatMulNBits", "com.microsoft", any_zero ? 4 : 3, (const char *[]){in, Bn, Sn, Zn}, 1);
+    qd_ob_attr_i(b, nd, "K", K);
+    qd_ob_attr_i(b, nd, "N", N);
+    qd_ob_attr_i(b, nd, "bits", bits);
+    qd_ob_attr_i(b, nd, "block_size", bs);
+    qd_ob_use_domain(b, "com.microsoft", 1);
+    x->sum->linears_nbits++;
+    return nd->output[0];
+}
+
+/* The input of an 8-bit Linear quantized per token at run time, as qdist's int8 path does it
+ * (kernels/ref/gemm.c): s = absmax(row) / 127, q = clamp(rint(x / s), -127, 127); with an outlier
+ * threshold, the columns holding a value above it (over the whole batch) are zeroed first and
+ * kept aside (aq_idx, aq_xo) for a float product. rank: of x, the last axis is the feature. */
+static void quantize_activations(ox *x, const char *in, int rank)
+{
+    if (x->aq_x && !strcmp(x->aq_x, in)) return;
+    qd_ob *b = x->b;
+    const char *xa = in;
+    x->aq_idx = x->aq_xo = NULL;
+    if (x->o->outlier > 0) {
+        int64_t axes[8];
+        for (int k = 0; k < rank - 1; k++) axes[k] = k;
+        const char *colmax = qd_ob_reduce(b, "ReduceMax", qd_ob_op1(b, "Abs", in), rank - 1, axes, 0);
+        const char *mask = qd_ob_op2(b, "Greater", colmax, qd_ob_f32(b, x->o->outlier));
+        xa = qd_ob_op3(b, "Where", mask, qd_ob_f32(b, 0.0f), in);
+        const char *nz = qd_ob_op1(b, "NonZero", mask);
+        x->aq_idx = qd_ob_op2(b, "Squeeze", nz, qd_ob_i64s(b, 1, (int64_t[]){0}));
+        Onnx__NodeProto *g = qd_ob_node(b, "Gather", "", 2, (const char *[]){in, x->aq_idx}, 1);
+        qd_ob_attr_i(b, g, "axis", rank - 1);
+        x->aq_xo = g->output[0];
+    }
+    const char *amax = qd_ob_reduce(b, "ReduceMax", qd_ob_op1(b, "Abs", xa), 1, (int64_t[]){-1}, 1);
+    x->aq_s = qd_ob_op2(b, "Div", amax, qd_ob_f32(b, 127.0f));
+    /* an all-zero row has s = 0 and codes 0: divide by the smallest normal instead, same codes */
+    const char *safe = qd_ob_op2(b, "Max", x->aq_s, qd_ob_f32(b, FLT_MIN));
+    const char *r = qd_ob_op1(b, "Round", qd_ob_op2(b, "Div", xa, safe));
+    const char *c = qd_ob_op3(b, "Clip", r, qd_ob_f32(b, -127.0f), qd_ob_f32(b, 127.0f));
+    Onnx__NodeProto *cast = qd_ob_node(b, "Cast", "", 1, (const char *[]){c}, 1);
+    qd_ob_attr_i(b, cast, "to", QD_OT_INT8);
+    x->aq_q = cast->output[0];
+    x->aq_x = in;
+}
+
+/* y = (int32 product of int8 codes) * s_row * scale_col (+ bias added by the caller), the outlier
+ * columns' float product added after the bias, in qdist's order. */
+static const char *integer_linear(ox *x, const char *in, int rank, const qd_xs_tensor *t, const qd_xs_quant *q,
+                                  const char *bias)
+{
+    const int64_t R = t->shape[0], C = t->shape[1];
+    qd_ob *b = x->b;
+    int8_t *w = qd_xmalloc((size_t)(R * C));
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t r = 0; r < R; r++) w[c * R + r] = (int8_t)((int)q->codes[r * C + c] - 128);
+    float *sc = qd_xmalloc((size_t)R * sizeof *sc);
+    memcpy(sc, q->scales, (size_t)R * sizeof *sc);
+    char nm[300];
+    int64_t wd[2] = {C, R};
+    snprintf(nm, sizeof nm, "%s.codes", t->name);
+    const char *wq = qd_ob_init(b, nm, QD_OT_INT8, 2, wd, w, (size_t)(R * C), 1);
+    snprintf(nm, sizeof nm, "%s.scales", t->name);
+    const char *ws = qd_ob_init(b, nm, QD_OT_FLOAT, 1, &R, sc, (size_t)R * sizeof *sc, 1);
+    quantize_activations(x, in, rank);
+    const char *acc = qd_ob_op2(b, "MatMulInteger", x->aq_q, wq);
+    Onnx__NodeProto *cast = qd_ob_node(b, "Cast", "", 1, (const char *[]){acc}, 1);
+    qd_ob_attr_i(b, cast, "to", QD_OT_FLOAT);
+    const char *y = qd_ob_op2(b, "Mul", qd_ob_op2(b, "Mul", cast->output[0], x->aq_s), ws);
+    if (bias) y = qd_ob_op2(b, "Add", y, bias);
+    if (x->aq_idx) {
+        Onnx__NodeProto *g = qd_ob_node(b, "Gather", "", 2, (const char *[]){wq, x->aq_idx}, 1);
+        qd_ob_attr_i(b, g, "axis", 0);
+        Onnx__NodeProto *dq = qd_ob_node(b, "DequantizeLinear", "", 2, (const char *[]){g->output[0], ws}, 1);
+        qd_ob_attr_i(b, dq, "axis", 1);
+        y = qd_ob_op2(b, "Add", y, qd_ob_op2(b, "MatMul", x->aq_xo, dq->output[0]));
+    }
+    x->sum->linears_integer++;
+    return y;
+}
+
+/* Act-order records whose groups are not in column order: the column permutation that puts
+ * them in group order (stable), when every group then spans exactly G consecutive columns. */
+static int act_order_perm(ox *x, const qd_xs_tensor *t, const qd_xs_quant *q, int64_t **perm)
+{
+    const int64_t C = t->shape[1], G = t->G, ng = t->ngroups;
+    int64_t *count = qd_xcalloc((size_t)ng + 1, sizeof *count), *p = qd_xmalloc((size_t)C * sizeof *p);
+    for (int64_t c = 0; c < C; c++) count[q->g_idx[c] + 1]++;
+    for (int64_t g = 0; g < ng; g++) {
+        const int64_t want = QD_MIN(G, C - g * G);
+        if (count[g + 1] != want) {
+            free(count);
+            free(p);
+            return qd_err_set(QD_EUNSUPPORTED,
+                              "%s: tensor '%s': act-order group %lld has %lld columns, not %lld: ONNX's block "
+                              "quantization needs groups of equal size",
+                              x->path, t->name, (long long)g, (long long)count[g + 1], (long long)want);
+        }
+        count[g + 1] += count[g];
+    }
+    for (int64_t c = 0; c < C; c++) p[count[q->g_idx[c]]++] = c;
+    free(count);
+    *perm = p;
+    return QD_OK;
+}
+
+/* y [.., out] = x [.., in] W^T + b for one Linear of the description, in the form the options and
+ * the record allow. rank: of x. */
+static int linear(ox *x, const char *in, int rank, const qd_xd_linear *L, const char **y)
+{
+    qd_ob *b = x->b;
+    int i, rc = tensor_index(x, L->w, &i);
+    if (rc) return rc;
+    const char *bias = NULL;
+    if (L->b[0] && (rc = float_init(x, L->b, &bias))) return rc;
+    const qd_xs_tensor *t = qd_xs_tensor_at(x->s, i);
+    const int64_t R = L->out, C = L->in;
+    if (t->kind != QD_XS_QUANT) {
+        float *w;
+        if ((rc = qd_xs_read_float(x->s, i, &w))) return rc;
+        float *wt = qd_xmalloc((size_t)(R * C) * sizeof *wt);
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t c = 0; c < C; c++) wt[c * R + r] = w[r * C + c];
+        free(w);
+        char nm[300];
+        snprintf(nm, sizeof nm, "%s.transposed", L->w);
+        int64_t d[2] = {C, R};
+        const char *wn = qd_ob_init(b, nm, QD_OT_FLOAT, 2, d, wt, (size_t)(R * C) * sizeof *wt, 1);
+        *y = qd_ob_op2(b, "MatMul", in, wn);
+        if (bias) *y = qd_ob_op2(b, "Add", *y, bias);
+        x->sum->linears_float++;
+        return QD_OK;
+    }
+    qd_xs_quant q;
+    if ((rc = qd_xs_read_quant(x->s, i, &q))) return rc;
+    const uint8_t *codes = q.codes;
+    uint8_t *permuted = NULL;
+    if (q.g_idx) {
+        int64_t *perm = NULL;
+        if ((rc = act_order_perm(x, t, &q, &perm))) goto out;
+        permuted = qd_xmalloc((size_t)(R * C));
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t j = 0; j < C; j++) permuted[r * C + j] = q.codes[r * C + perm[j]];
+        codes = permuted;
+        char nm[300];
+        snprintf(nm, sizeof nm, "%s.act_order", L->w);
+        const char *pn = qd_ob_init(b, nm, QD_OT_INT64, 1, &C, perm, (size_t)C * sizeof *perm, 1);
+        Onnx__NodeProto *g = qd_ob_node(b, "Gather", "", 2, (const char *[]){in, pn}, 1);
+        qd_ob_attr_i(b, g, "axis", rank - 1);
+        in = g->output[0];
+        x->sum->act_order_gathers++;
+    }
+    int64_t bs;
+    if (x->o->ops == QD_ONNX_INTEGER && t->bits == 8 && t->sym && t->ngroups == 1) {
+        *y = integer_linear(x, in, rank, t, &q, bias);
+        goto out;
+    }
+    if (x->o->ops == QD_ONNX_NBITS && (bs = nbits_block(t)) > 0)
+        *y = nbits_linear(x, in, t, &q, codes, bs);
+    else {
+        const char *w = NULL;
+        if ((rc = dq_weight(x, t, &q, codes, &w))) goto out;
+        *y = qd_ob_op2(b, "MatMul", in, w);
+    }
+    if (bias) *y = qd_ob_op2(b, "Add", *y, bias);
+out:
+    free(permuted);
+    qd_xs_quant_free(&q);
+    return rc;
+}
+
+/* ---- the forward pass ----------------------------------------------------------------------- */
+
+static int layer_norm(ox *x, const char *in, const char *w, const char *bn, const char **y)
+{
+    const char *g, *be;
+    int rc;
+    if ((rc = float_init(x, w, &g)) || (rc = float_init(x, bn, &be))) return rc;
+    Onnx__NodeProto *n = qd_ob_node(x->b, "LayerNormalization", "", 3, (const char *[]){in, g, be}, 1);
+    qd_ob_attr_i(x->b, n, "axis", -1);
+    qd_ob_attr_f(x->b, n, "epsilon", (float)x->d->cfg.ln_eps);
+    *y = n->output[0];
+    return QD_OK;
+}
+
+static const char *activation(ox *x, const char *in)
+{
+    qd_ob *b = x->b;
+    const int opset = qd_ob_opset(b);
+    switch (x->d->cfg.act) {
+    case QD_ACT_RELU: return qd_ob_op1(b, "Relu", in);
+    case QD_ACT_SILU: return qd_ob_op2(b, "Mul", in, qd_ob_op1(b, "Sigmoid", in));
+    case QD_ACT_GELU_TANH:
+        if (opset >= 20) {
+            Onnx__NodeProto *n = qd_ob_node(b, "Gelu", "", 1, (const char *[]){in}, 1);
+            qd_ob_attr_s(b, n, "approximate", "tanh");
+            return n->output[0];
+        } else {
+            /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+            const char *x3 = qd_ob_op2(b, "Mul", qd_ob_op2(b, "Mul", in, in), in);
+            const char *u = qd_ob_op2(b, "Add", in, qd_ob_op2(b, "Mul", x3, qd_ob_f32(b, 0.044715f)));
+            const char *th = qd_ob_op1(b, "Tanh", qd_ob_op2(b, "Mul", u, qd_ob_f32(b, 0.7978845608028654f)));
+            const char *h = qd_ob_op2(b, "Mul", in, qd_ob_op2(b, "Add", th, qd_ob_f32(b, 1.0f)));
+            return qd_ob_op2(b, "Mul", h, qd_ob_f32(b, 0.5f));
+        }
+    case QD_ACT_GELU:
+    default:
+        if (opset >= 20) return qd_ob_op1(b, "Gelu", in);
+        {
+            /* exact GELU: 0.5 x (1 + erf(x / sqrt 2)) */
+            const char *e = qd_ob_op1(b, "Erf", qd_ob_op2(b, "Mul", in, qd_ob_f32(b, 0.7071067811865476f)));
+            const char *h = qd_ob_op2(b, "Mul", in, qd_ob_op2(b, "Add", e, qd_ob_f32(b, 1.0f)));
+            return qd_ob_op2(b, "Mul", h, qd_ob_f32(b, 0.5f));
+        }
+    }
+}
+
+static const char *transpose(ox *x, const char *in, int n, const int64_t *perm)
+{
+    Onnx__NodeProto *t = qd_ob_node(x->b, "Transpose", "", 1, (const char *[]){in}, 1);
+    qd_ob_attr_ints(x->b, t, "perm", n, perm);
+    return t->output[0];
+}
+
+/* out [B, T, H] = O(softmax(Q K^T * d^-1/2 + mask) V) on h [B, T, H]; mask_bias [B, 1, 1, T] or
+ * NULL */
+static int attention(ox *x, int k, const char *h, const char *mask_bias, const char **out)
+{
+    qd_ob *b = x->b;
+    const qd_model_config *c = &x->d->cfg;
+    const qd_xd_block *blk = &x->d->blk[k];
+    const char *q, *kk, *v;
+    int rc;
+    qd_ob_scope(b, "layer.%d.attention", k);
+    if ((rc = linear(x, h, 3, &blk->lin[QD_LIN_Q], &q)) || (rc = linear(x, h, 3, &blk->lin[QD_LIN_K], &kk)) ||
+        (rc = linear(x, h, 3, &blk->lin[QD_LIN_V], &v)))
+        return rc;
+    const char *heads = qd_ob_i64s(b, 4, (int64_t[]){0, 0, c->heads, c->head_size});
+    const int64_t p0213[4] = {0, 2, 1, 3}, p0231[4] = {0, 2, 3, 1};
+    const char *qh = transpose(x, qd_ob_op2(b, "Reshape", q, heads), 4, p0213);
+    const char *kh = transpose(x, qd_ob_op2(b, "Reshape", kk, heads), 4, p0231);
+    const char *vh = transpose(x, qd_ob_op2(b, "Reshape", v, heads), 4, p0213);
+    const char *s =
+        qd_ob_op2(b, "Mul", qd_ob_op2(b, "MatMul", qh, kh), qd_ob_f32(b, (float)(1.0 / sqrt(c->head_size))));
+    if (mask_bias) s = qd_ob_op2(b, "Add", s, mask_bias);
+    Onnx__NodeProto *sm = qd_ob_node(b, "Softmax", "", 1, (const char *[]){s}, 1);
+    qd_ob_attr_i(b, sm, "axis", -1);
+    const char *ctx = transpose(x, qd_ob_op2(b, "MatMul", sm->output[0], vh), 4, p0213);
+    ctx = qd_ob_op2(b, "Reshape", ctx, qd_ob_i64s(b, 3, (int64_t[]){0, 0, (int64_t)c->heads * c->head_size}));
+    return linear(x, ctx, 3, &blk->lin[QD_LIN_O], out);
+}
+
+static int mlp(ox *x, int k, const char *h, const char **out)
+{
+    const qd_xd_block *blk = &x->d->blk[k];
+    const char *i;
+    qd_ob_scope(x->b, "layer.%d.mlp", k);
+    int rc = linear(x, h, 3, &blk->lin[QD_LIN_INTER], &i);
+    return rc ? rc : linear(x, activation(x, i), 3, &blk->lin[QD_LIN_OUT], out);
+}
+
+static const char *first_token(ox *x, const char *h)
+{
+    Onnx__NodeProto *g = qd_ob_node(x->b, "Gather", "", 2, (const char *[]){h, qd_ob_i64(x->b, 0)}, 1);
+    qd_ob_attr_i(x->b, g, "axis", 1);
+    return g->output[0];
+}
+
+static int bert(ox *x)
+{
+    qd_ob *b = x->b;
+    const qd_xdesc *d = x->d;
+    const qd_model_config *c = &d->cfg;
+    const char *dn[3] = {"batch", "sequence", NULL};
+    const int64_t dyn[2] = {-1, -1};
+    qd_ob_input(b, "input_ids", QD_OT_INT64, 2, dyn, dn);
+    qd_ob_input(b, "attention_mask", QD_OT_INT64, 2, dyn, dn);
+    if (d->type_emb[0]) qd_ob_input(b, "token_type_ids", QD_OT_INT64, 2, dyn, dn);
+    const char *we, *pe, *te = NULL, *h;
+    int rc;
+    qd_ob_scope(b, "embeddings");
+    if ((rc = float_init(x, d->word_emb, &we)) || (rc = float_init(x, d->pos_emb, &pe)) ||
+        (d->type_emb[0] && (rc = float_init(x, d->type_emb, &te))))
+        return rc;
+    /* word + position (rows 0 .. T-1) + token type, then LayerNorm */
+    const char *pos;
+    if (c->pos == QD_POS_AFTER_PAD) {
+        /* RoBERTa: pad_id + 1 + index among the non-padding tokens; padding tokens at pad_id */
+        Onnx__NodeProto *real = qd_ob_node(
+            b, "Cast", "", 1,
+            (const char *[]){qd_ob_op1(b, "Not", qd_ob_op2(b, "Equal", "input_ids", qd_ob_i64(b, c->pad_id)))}, 1);
+        qd_ob_attr_i(b, real, "to", QD_OT_INT64);
+        const char *count = qd_ob_op2(b, "CumSum", real->output[0], qd_ob_i64(b, 1));
+        const char *ids = qd_ob_op2(b, "Add", qd_ob_op2(b, "Mul", count, real->output[0]), qd_ob_i64(b, c->pad_id));
+        pos = qd_ob_op2(b, "Gather", pe, ids);
+    } else {
+        Onnx__NodeProto *sh = qd_ob_node(b, "Shape", "", 1, (const char *[]){"input_ids"}, 1);
+        qd_ob_attr_i(b, sh, "start", 1);
+        qd_ob_attr_i(b, sh, "end", 2);
+        const char *zero = qd_ob_i64s(b, 1, (int64_t[]){0});
+        pos = qd_ob_node(b, "Slice", "", 4, (const char *[]){pe, zero, sh->output[0], zero}, 1)->output[0];
+    }
+    const char *e = qd_ob_op2(b, "Add", qd_ob_op2(b, "Gather", we, "input_ids"), pos);
+    if (te) e = qd_ob_op2(b, "Add", e, qd_ob_op2(b, "Gather", te, "token_type_ids"));
+    if ((rc = layer_norm(x, e, d->emb_ln_w, d->emb_ln_b, &h))) return rc;
+    /* padding keys: a large negative bias, so their softmax weight is exactly 0 */
+    Onnx__NodeProto *mf = qd_ob_node(b, "Cast", "", 1, (const char *[]){"attention_mask"}, 1);
+    qd_ob_attr_i(b, mf, "to", QD_OT_FLOAT);
+    const char *m = mf->output[0];
+    const char *bias = qd_ob_op2(b, "Mul", qd_ob_op2(b, "Sub", qd_ob_f32(b, 1.0f), m), qd_ob_f32(b, -3.0e38f));
+    bias = qd_ob_op2(b, "Unsqueeze", bias, qd_ob_i64s(b, 2, (int64_t[]){1, 2}));
+    for (int k = 0; k < c->layers; k++) {
+        const qd_xd_block *blk = &d->blk[k];
+        const char *att, *a, *o;
+        if ((rc = attention(x, k, h, bias, &att))) return rc;
+        qd_ob_scope(b, "layer.%d", k);
+        if ((rc = layer_norm(x, qd_ob_op2(b, "Add", att, h), blk->ln1_w, blk->ln1_b, &a))) return rc;
+        if ((rc = mlp(x, k, a, &o))) return rc;
+        qd_ob_scope(b, "layer.%d", k);
+        if ((rc = layer_norm(x, qd_ob_op2(b, "Add", o, a), blk->ln2_w, blk->ln2_b, &h))) return rc;
+    }
+    qd_ob_scope(b, "head");
+    const int64_t H = c->hidden;
+    const int64_t ld[3] = {-1, -1, H}, pd[2] = {-1, H};
+    qd_ob_output(b, h, "last_hidden_state", QD_OT_FLOAT, 3, ld, dn);
+    /* sentence embedding: mean over the real tokens (sentence-transformers' pooling) */
+    const char *m3 = qd_ob_op2(b, "Unsqueeze", m, qd_ob_i64s(b, 1, (int64_t[]){2}));
+    const char *sum = qd_ob_reduce(b, "ReduceSum", qd_ob_op2(b, "Mul", h, m3), 1, (int64_t[]){1}, 0);
+    const char *cnt = qd_ob_reduce(b, "ReduceSum", m3, 1, (int64_t[]){1}, 0);
+    cnt = qd_ob_op2(b, "Max", cnt, qd_ob_f32(b, 1e-9f));
+    qd_ob_output(b, qd_ob_op2(b, "Div", sum, cnt), "sentence_embedding", QD_OT_FLOAT, 2, pd, dn);
+    if (d->has_pooler) {
+        const char *p;
+        if ((rc = linear(x, first_token(x, h), 2, &d->pooler, &p))) return rc;
+        p = qd_ob_op1(b, "Tanh", p);
+        qd_ob_output(b, p, "pooler_output", QD_OT_FLOAT, 2, pd, dn);
+        if (d->has_classifier) {
+            const char *lg;
+            if ((rc = linear(x, p, 2, &d->classifier, &lg))) return rc;
+            const int64_t gd[2] = {-1, c->num_labels};
+            qd_ob_output(b, lg, "logits", QD_OT_FLOAT, 2, gd, dn);
+        }
+    }
+    return QD_OK;
+}
+
+static int vit(ox *x)
+{
+    qd_ob *b = x->b;
+    const qd_xdesc *d = x->d;
+    const qd_model_config *c = &d->cfg;
+    const int64_t H = c->hidden, np = (int64_t)(c->image_h / c->patch_h) * (c->image_w / c->patch_w), T = np + 1;
+    const char *dn[4] = {"batch", NULL, NULL, NULL};
+    const int64_t pix[4] = {-1, c->channels, c->image_h, c->image_w};
+    qd_ob_input(b, "pixel_values", QD_OT_FLOAT, 4, pix, dn);
+    const char *cls, *pos, *pw, *pb, *h;
+    int rc;
+    qd_ob_scope(b, "embeddings");
+    if ((rc = float_init(x, d->cls_token, &cls)) || (rc = float_init(x, d->pos_emb, &pos)) ||
+        (rc = float_init(x, d->patch_w, &pw)) || (rc = float_init(x, d->patch_b, &pb)))
+        return rc;
+    /* patches: Conv2d with stride = kernel = patch, [B, H, gh, gw] -> [B, np, H] */
+    Onnx__NodeProto *cv = qd_ob_node(b, "Conv", "", 3, (const char *[]){"pixel_values", pw, pb}, 1);
+    qd_ob_attr_ints(b, cv, "kernel_shape", 2, (int64_t[]){c->patch_h, c->patch_w});
+    qd_ob_attr_ints(b, cv, "strides", 2, (int64_t[]){c->patch_h, c->patch_w});
+    const char *pt = qd_ob_op2(b, "Reshape", cv->output[0], qd_ob_i64s(b, 3, (int64_t[]){0, H, -1}));
+    pt = transpose(x, pt, 3, (int64_t[]){0, 2, 1});
+    /* [CLS] repeated over the batch, then the position embeddings */
+    Onnx__NodeProto *sh = qd_ob_node(b, "Shape", "", 1, (const char *[]){"pixel_values"}, 1);
+    qd_ob_attr_i(b, sh, "start", 0);
+    qd_ob_attr_i(b, sh, "end", 1);
+    Onnx__NodeProto *cat =
+        qd_ob_node(b, "Concat", "", 2, (const char *[]){sh->output[0], qd_ob_i64s(b, 2, (int64_t[]){1, H})}, 1);
+    qd_ob_attr_i(b, cat, "axis", 0);
+    const char *clsb = qd_ob_op2(b, "Expand", cls, cat->output[0]);
+    Onnx__NodeProto *tok = qd_ob_node(b, "Concat", "", 2, (const char *[]){clsb, pt}, 1);
+    qd_ob_attr_i(b, tok, "axis", 1);
+    h = qd_ob_op2(b, "Add", tok->output[0], pos);
+    for (int k = 0; k < c->layers; k++) {
+        const qd_xd_block *blk = &d->blk[k];
+        const char *n1, *att, *n2, *o;
+        qd_ob_scope(b, "layer.%d", k);
+        if ((rc = layer_norm(x, h, blk->ln1_w, blk->ln1_b, &n1))) return rc;
+        if ((rc = attention(x, k, n1, NULL, &att))) return rc;
+        qd_ob_scope(b, "layer.%d", k);
+        h = qd_ob_op2(b, "Add", h, att);
+        if ((rc = layer_norm(x, h, blk->ln2_w, blk->ln2_b, &n2))) return rc;
+        if ((rc = mlp(x, k, n2, &o))) return rc;
+        qd_ob_scope(b, "layer.%d", k);
+        h = qd_ob_op2(b, "Add", h, o);
+    }
+    qd_ob_scope(b, "head");
+    const char *last;
+    if ((rc = layer_norm(x, h, d->final_ln_w, d->final_ln_b, &last))) return rc;
+    const int64_t ld[3] = {-1, T, H}, pd[2] = {-1, H};
+    qd_ob_output(b, last, "last_hidden_state", QD_OT_FLOAT, 3, ld, dn);
+    const char *pooled = first_token(x, last);
+    qd_ob_output(b, pooled, "pooler_output", QD_OT_FLOAT, 2, pd, dn);
+    if (d->has_classifier) {
+        const char *lg;
+        if ((rc = linear(x, pooled, 2, &d->classifier, &lg))) return rc;
+        const int64_t gd[2] = {-1, c->num_labels};
+        qd_ob_output(b, lg, "logits", QD_OT_FLOAT, 2, gd, dn);
+    }
+    return QD_OK;
+}
+
+int qd_export_onnx(const char *model_file, const char *out, const qd_onnx_opts *o, qd_export_summary *sum)
+{
+    memset(sum, 0, sizeof *sum);
+    if (o->opset < QD_ONNX_OPSET_MIN || o->opset > QD_ONNX_OPSET_MAX)
+        return qd_err_set(QD_EINVAL, "--opset %d: this export writes opsets %d to %d", o->opset, QD_ONNX_OPSET_MIN,
+                          QD_ONNX_OPSET_MAX);
+    qd_xs *s;
+    int rc = qd_xs_open(model_file, &s);
+    if (rc) return rc;
+    if (o->ops == QD_ONNX_QOPERATOR) {
+        qd_xs_close(s);
+        return qd_err_set(QD_EUNSUPPORTED,
+                          "%s: --onnx-ops qoperator (QLinearMatMul graphs with static activation scales) is not "
+                          "supported yet: model files do not record static activation scales in this qdist",
+                          model_file);
+    }
+    qd_xdesc d;
+    if ((rc = qd_xdesc_build(s, &d))) {
+        qd_xs_close(s);
+        return rc;
+    }
+    ox x = {.s = s, .d = &d, .o = o, .sum = sum, .path = model_file};
+    x.b = qd_ob_new(o->opset, d.cfg.model_type);
+    rc = d.cfg.arch == QD_ARCH_BERT ? bert(&x) : vit(&x);
+    if (!rc) {
+        char doc[512];
+        snprintf(doc, sizeof doc,
+                 "%s exported by qdist %s from %s; quantized Linears as %s (weights as stored: codes, scales, zero "
+                 "points, groups)",
+                 d.cfg.model_type, QD_VERSION, model_file, qd_onnx_ops_name(o->ops));
+        qd_ob_doc(x.b, doc);
+        qd_ob_meta(x.b, "qdist_onnx_ops", qd_onnx_ops_name(o->ops));
+        qd_ob_meta(x.b, "qdist_model_config", qd_xs_model_config(s));
+        qd_ob_meta(x.b, "qdist_quant_config", qd_xs_quant_config(s));
+        rc = qd_ob_write(x.b, out, &sum->bytes);
+    }
+    qd_ob_free(x.b);
+    qd_xdesc_free(&d);
+    qd_xs_close(s);
+    return rc;
+}
