@@ -57,11 +57,11 @@ for model in ${MODELS:-vit bert}; do
     name=${c%%|*} opts=${c#*|}
     opts=${opts/CALIB/--calib $calib}
     opts=${opts//HEADS/$heads} name=${name//HEADS/$heads}
+    f="$OUT/$model-$i.h5" j="$OUT/$model-$i.json"
     # structured rows: the job writes the smaller checkpoint beside the file; eval runs on it, so
     # its FP32 column is the pruned-only model (accuracy; a cosine would be to the pruned model)
     mdir=$dir
     case $opts in *--prune-*) mdir=$f.structured ;; esac
-    f="$OUT/$model-$i.h5" j="$OUT/$model-$i.json"
     # shellcheck disable=SC2086
     $MPIRUN "$QDIST" quantize --model "$dir" --out "$f" --overwrite --quiet $opts > "$OUT/$model-$i.log" 2>&1 \
       || { echo "| $name | quantize failed (see $OUT/$model-$i.log) | | | |"; i=$((i + 1)); continue; }
