@@ -384,6 +384,7 @@ static int check_finite(const qd_h5m_record *r, const void *v, int64_t n, char *
 #define ROOT QD_H5M_ROOT_ATTR
 #define RUN  QD_H5M_RUN_ATTR
 #define TENS QD_H5M_TENSOR_ATTR
+#define ACT  QD_H5M_ACT_ATTR
 /* clang-format off */
 const qd_h5m_field qd_h5m__fields[] = {
     ATTR("format",          ROOT, QD_H5M_STRING,  0, 1, 0),
@@ -425,6 +426,27 @@ const qd_h5m_field qd_h5m__fields[] = {
     DSET(QD_H5M_NM_INDEX, QD_H5M_UINT8,  QK | FK, n_of_m, "tensors pruned N:M", dims_nm_index, check_nm_index),
     DSET(QD_H5M_NZ_QWEIGHT, QD_H5M_UINT8, QK, pruned, "pruned tensors", dims_nz_qweight, check_nz_qweight),
     DSET(QD_H5M_NZ_DATA, QD_H5M_FLOAT32, FK, pruned, "pruned tensors", dims_nz_data, check_finite),
+    ATTR("format",             ACT, QD_H5M_STRING,  0, 1, 0),
+    ATTR("scheme",             ACT, QD_H5M_STRING,  0, 1, 0),
+    ATTR("bits",               ACT, QD_H5M_INT64,   0, 1, 0),
+    ATTR("calib",              ACT, QD_H5M_STRING,  0, 1, 0),
+    ATTR("percentile",         ACT, QD_H5M_FLOAT64, 0, 1, 0),
+    ATTR("calibration",        ACT, QD_H5M_STRING,  0, 1, 0),
+    ATTR("names",              ACT, QD_H5M_STRING,  0, 1, 1),
+    ATTR("scale",              ACT, QD_H5M_FLOAT32, 0, 1, 1),
+    ATTR("zero_point",         ACT, QD_H5M_INT32,   0, 1, 1),
+    ATTR("lo",                 ACT, QD_H5M_FLOAT32, 0, 1, 1),
+    ATTR("hi",                 ACT, QD_H5M_FLOAT32, 0, 1, 1),
+    ATTR("min",                ACT, QD_H5M_FLOAT32, 0, 1, 1),
+    ATTR("max",                ACT, QD_H5M_FLOAT32, 0, 1, 1),
+    ATTR("count",              ACT, QD_H5M_INT64,   0, 1, 1),
+    ATTR("outlier_threshold",  ACT, QD_H5M_FLOAT64, 0, 1, 0),
+    ATTR("outlier_offsets",    ACT, QD_H5M_INT32,   0, 0, 1),
+    ATTR("outlier_channels",   ACT, QD_H5M_INT32,   0, 0, 1),
+    ATTR("outlier_shift",      ACT, QD_H5M_INT32,   0, 0, 1),
+    ATTR("outlier_zero_point", ACT, QD_H5M_INT32,   0, 0, 1),
+    ATTR("outlier_lo",         ACT, QD_H5M_FLOAT32, 0, 0, 1),
+    ATTR("outlier_hi",         ACT, QD_H5M_FLOAT32, 0, 0, 1),
 };
 /* clang-format on */
 const int qd_h5m__nfields = (int)QD_ARRAY_LEN(qd_h5m__fields);

@@ -17,7 +17,8 @@
  * attributes parse as objects; arch agrees with model_config and is one the caller knows; every
  * record's kind, shape, attributes, dataset types and dataset shapes; values (scales finite and
  * > 0, zeros and codes within the bit width, g_idx within the groups, float data finite);
- * encoder layers all holding the same tensors; nothing in the file that this table does not
+ * encoder layers all holding the same tensors; /activations, when present (its attributes, their
+ * lengths, scales, zero points and outlier lists); nothing in the file that this table does not
  * name. Errors name the file, the tensor and the field.
  *
  * The file's vocabulary is one table (qd_h5m_fields): every attribute and dataset with its place,
@@ -33,6 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "quant/actq.h"
 #include "quant/quant.h"
 
 #define QD_H5M_FORMAT          "qdist"
@@ -44,19 +46,20 @@
 #define QD_H5M_NAME_MAX        256
 
 /* groups, and the datasets of the built-in records */
-#define QD_H5M_TENSORS    "tensors"
-#define QD_H5M_RUN        "run"
-#define QD_H5M_QWEIGHT    "qweight"
-#define QD_H5M_SCALES     "scales"
-#define QD_H5M_ZEROS      "zeros"
-#define QD_H5M_G_IDX      "g_idx"
-#define QD_H5M_DATA       "data"
-#define QD_H5M_RAW        "raw"
-#define QD_H5M_MASK       "mask"
+#define QD_H5M_TENSORS     "tensors"
+#define QD_H5M_RUN         "run"
+#define QD_H5M_ACTIVATIONS "activations"
+#define QD_H5M_QWEIGHT     "qweight"
+#define QD_H5M_SCALES      "scales"
+#define QD_H5M_ZEROS       "zeros"
+#define QD_H5M_G_IDX       "g_idx"
+#define QD_H5M_DATA        "data"
+#define QD_H5M_RAW         "raw"
+#define QD_H5M_MASK        "mask"
 /* pruned records (docs/FORMAT.md "Sparsity"): the kept values, and N:M positions */
-#define QD_H5M_NZ_QWEIGHT "nz_qweight"
-#define QD_H5M_NZ_DATA    "nz_data"
-#define QD_H5M_NM_INDEX   "nm_index"
+#define QD_H5M_NZ_QWEIGHT  "nz_qweight"
+#define QD_H5M_NZ_DATA     "nz_data"
+#define QD_H5M_NM_INDEX    "nm_index"
 
 typedef enum { QD_H5M_QUANTIZED = 0, QD_H5M_FLOAT = 1, QD_H5M_RAWBYTES = 2, QD_H5M_NKINDS_ } qd_h5m_kind;
 #define QD_H5M_K(kind) (1u << (kind))
@@ -76,7 +79,15 @@ typedef enum {
 const char *qd_h5m_type_name(qd_h5m_type t);
 size_t qd_h5m_type_size(qd_h5m_type t); /* bytes of one element in memory (string: 1) */
 
-typedef enum { QD_H5M_ROOT_ATTR = 0, QD_H5M_RUN_ATTR, QD_H5M_TENSOR_ATTR, QD_H5M_TENSOR_DATASET } qd_h5m_place;
+/* ACT_ATTR: the attributes of /activations, the static activation scales of integer-only
+ * inference (a group of attributes only: per-tensor arrays in one order). */
+typedef enum {
+    QD_H5M_ROOT_ATTR = 0,
+    QD_H5M_RUN_ATTR,
+    QD_H5M_TENSOR_ATTR,
+    QD_H5M_TENSOR_DATASET,
+    QD_H5M_ACT_ATTR
+} qd_h5m_place;
 
 /* One tensor's group, /tensors/<name>: what a writer declares and what a reader finds. */
 typedef struct {
@@ -193,6 +204,12 @@ int qd_h5m_sync(qd_h5m_writer *w);
  * the same marks in the same order on every rank, after the flush that wrote their data. */
 void qd_h5m_mark_complete(qd_h5m_writer *w, int ti, const double *metrics);
 
+/* Writes the static activation scales (/activations, docs/FORMAT.md) of a job run with
+ * --activations static. Collective, the same record on every rank, after qd_h5m_create; a resumed
+ * file already holds them (written when it was created; quant_config compared), so nothing is
+ * written then. */
+void qd_h5m_write_activations(qd_h5m_writer *w, const qd_actrec *r);
+
 /* Bookkeeping of the run (/run; differs between runs of the same job). */
 typedef struct {
     const char *created, *shard;
@@ -251,6 +268,10 @@ typedef struct {
 } qd_h5m_problem;
 int qd_h5m_num_problems(const qd_h5m *f);
 const qd_h5m_problem *qd_h5m_problem_at(const qd_h5m *f, int i);
+
+/* The static activation scales (validated by qd_h5m_open like the rest). QD_OK; QD_ENOTFOUND
+ * when the file has none (quantized without --activations static). Free with qd_actrec_free. */
+int qd_h5m_read_activations(qd_h5m *f, qd_actrec *r);
 
 /* The arrays of one record, malloc'd (free with qd_h5m_values_free). A pruned record's packed
  * values come back dense: qweight with the zero point's code where pruned, data with zeros. */

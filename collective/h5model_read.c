@@ -3,6 +3,7 @@
  * tensor and field (HDF5's own error stack is silenced while a file is read). */
 #include <cjson/cJSON.h>
 #include <ctype.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -526,6 +527,172 @@ static void check_layers(qd_h5m *f)
     }
 }
 
+/* ---- /activations ---------------------------------------------------------------------------- */
+
+#define ACT "/" QD_H5M_ACTIVATIONS
+
+/* want values of a 1-D numeric attribute of /activations into out */
+static int act_vec(qd_h5m *f, hid_t g, const char *name, qd_h5m_type type, int want, void *out)
+{
+    char probe[8];
+    int k = get_nums(g, name, type, probe, 0);
+    if (k == -1) return problem(f, NULL, QD_EFORMAT, ACT ": attribute '%s' is missing", name);
+    if (k == -2) return problem(f, NULL, QD_EFORMAT, ACT ": attribute '%s' is not %s", name, qd_h5m_type_name(type));
+    if (k != want)
+        return problem(f, NULL, QD_EFORMAT, ACT ": attribute '%s' has %d values; the record needs %d", name, k, want);
+    if (get_nums(g, name, type, out, want) != want)
+        return problem(f, NULL, QD_EFORMAT, ACT ": attribute '%s' cannot be read", name);
+    return QD_OK;
+}
+
+static int act_names(qd_h5m *f, hid_t g, qd_actrec *r)
+{
+    if (H5Aexists(g, "names") <= 0) return problem(f, NULL, QD_EFORMAT, ACT ": attribute 'names' is missing");
+    hid_t a = H5Aopen(g, "names", H5P_DEFAULT), t = a >= 0 ? H5Aget_type(a) : -1, sp = a >= 0 ? H5Aget_space(a) : -1;
+    const hssize_t n = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    int rc = QD_OK;
+    if (t < 0 || H5Tget_class(t) != H5T_STRING || H5Tis_variable_str(t) != 0)
+        rc = problem(f, NULL, QD_EFORMAT, ACT ": attribute 'names' is not an array of fixed-length strings");
+    else if (n < 1 || n > 1000000)
+        rc = problem(f, NULL, QD_EFORMAT, ACT ": attribute 'names' lists %lld tensors", (long long)n);
+    else {
+        qd_actrec_alloc(r, (int)n);
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, QD_ACTQ_NAME_LEN);
+        if (H5Aread(a, mt, r->name) < 0) rc = problem(f, NULL, QD_EFORMAT, ACT ": attribute 'names' cannot be read");
+        H5Tclose(mt);
+        for (int i = 0; i < r->n; i++) r->name[i][QD_ACTQ_NAME_LEN - 1] = 0;
+    }
+    if (sp >= 0) H5Sclose(sp);
+    if (t >= 0) H5Tclose(t);
+    if (a >= 0) H5Aclose(a);
+    return rc;
+}
+
+/* The static outlier channels (absent: none) and their checks. */
+static int act_outliers(qd_h5m *f, hid_t g, qd_actrec *r)
+{
+    const int n = r->n;
+    if (H5Aexists(g, "outlier_offsets") <= 0) return QD_OK;
+    int rc = act_vec(f, g, "outlier_offsets", QD_H5M_INT32, n + 1, r->out_off);
+    for (int i = 0; !rc && i < n; i++)
+        if (r->out_off[0] != 0 || r->out_off[i + 1] < r->out_off[i] || r->out_off[i + 1] - r->out_off[i] > 64)
+            rc = problem(f, NULL, QD_EFORMAT,
+                         ACT ": outlier_offsets must start at 0 and grow by 0 to 64 per tensor (tensor %d: %d to %d)",
+                         i, r->out_off[i], r->out_off[i + 1]);
+    if (rc) return rc;
+    free(r->out_ch);
+    r->out_ch = qd_xcalloc((size_t)QD_MAX(r->out_off[n], 1), sizeof(int32_t));
+    if (r->out_off[n] > 0 && (rc = act_vec(f, g, "outlier_channels", QD_H5M_INT32, r->out_off[n], r->out_ch)))
+        return rc;
+    if ((rc = act_vec(f, g, "outlier_shift", QD_H5M_INT32, n, r->out_shift)) ||
+        (rc = act_vec(f, g, "outlier_zero_point", QD_H5M_INT32, n, r->out_zp)) ||
+        (rc = act_vec(f, g, "outlier_lo", QD_H5M_FLOAT32, n, r->out_lo)) ||
+        (rc = act_vec(f, g, "outlier_hi", QD_H5M_FLOAT32, n, r->out_hi)))
+        return rc;
+    for (int i = 0; i < n; i++) {
+        if (r->out_off[i + 1] == r->out_off[i]) continue;
+        if (r->out_shift[i] < 1 || r->out_shift[i] > 24)
+            return problem(f, NULL, QD_EFORMAT, ACT ": tensor '%s' has outlier_shift %d, outside [1, 24]", r->name[i],
+                           r->out_shift[i]);
+        for (int j = r->out_off[i]; j < r->out_off[i + 1]; j++)
+            if (r->out_ch[j] < 0 || (j > r->out_off[i] && r->out_ch[j] <= r->out_ch[j - 1]))
+                return problem(f, NULL, QD_EFORMAT, ACT ": tensor '%s': outlier channels are not increasing (%d)",
+                               r->name[i], r->out_ch[j]);
+    }
+    return QD_OK;
+}
+
+/* Parses and checks the group g (/activations) into r; problems are recorded, the first code
+ * returned (r freed then). */
+static int parse_activations(qd_h5m *f, hid_t g, qd_actrec *r)
+{
+    memset(r, 0, sizeof *r);
+    char *fmt = get_str(g, "format"), *scheme = get_str(g, "scheme"), *calib = get_str(g, "calib");
+    int rc = QD_OK;
+    if (!fmt || strcmp(fmt, "static-activations"))
+        rc = problem(f, NULL, QD_EFORMAT, ACT ": format is '%s', not 'static-activations'", fmt ? fmt : "(missing)");
+    else if (!scheme || strcmp(scheme, "asymmetric"))
+        rc = problem(f, NULL, QD_EFORMAT, ACT ": scheme is '%s', not 'asymmetric'", scheme ? scheme : "(missing)");
+    else if (!calib || qd_actq_method_from_name(calib, &r->method))
+        rc = problem(f, NULL, QD_EFORMAT, ACT ": calib '%s' is not minmax, percentile, mse or entropy",
+                     calib ? calib : "(missing)");
+    free(fmt);
+    free(scheme);
+    free(calib);
+    if (rc) return rc;
+    int64_t bits = 0;
+    r->calibration = get_str(g, "calibration");
+    if (!json_object(r->calibration))
+        rc = problem(f, NULL, QD_EFORMAT, ACT ": attribute 'calibration' is not a JSON object");
+    else if (get_nums(g, "bits", QD_H5M_INT64, &bits, 1) != 1 || !qd_valid_bits((int)bits))
+        rc = problem(f, NULL, QD_EFORMAT, ACT ": attribute 'bits' is missing or outside 2..8");
+    else if (get_nums(g, "percentile", QD_H5M_FLOAT64, &r->percentile, 1) != 1 ||
+             get_nums(g, "outlier_threshold", QD_H5M_FLOAT64, &r->outlier_threshold, 1) != 1 ||
+             !(r->outlier_threshold >= 0))
+        rc = problem(f, NULL, QD_EFORMAT,
+                     ACT ": attributes 'percentile' and 'outlier_threshold' (>= 0) need one float64 each");
+    char *calibration = r->calibration;
+    r->calibration = NULL; /* qd_actrec_alloc below starts from zero */
+    const qd_actq_method method = r->method;
+    const double pct = r->percentile, thr = r->outlier_threshold;
+    if (!rc) rc = act_names(f, g, r);
+    r->calibration = calibration;
+    r->method = method;
+    r->percentile = pct;
+    r->outlier_threshold = thr;
+    r->bits = (int)bits;
+    const int n = r->n;
+    if (!rc) {
+        const struct {
+            const char *name;
+            qd_h5m_type type;
+            void *out;
+        } arr[] = {{"scale", QD_H5M_FLOAT32, r->scale}, {"zero_point", QD_H5M_INT32, r->zero_point},
+                   {"lo", QD_H5M_FLOAT32, r->lo},       {"hi", QD_H5M_FLOAT32, r->hi},
+                   {"min", QD_H5M_FLOAT32, r->min},     {"max", QD_H5M_FLOAT32, r->max},
+                   {"count", QD_H5M_INT64, r->count}};
+        for (size_t i = 0; !rc && i < QD_ARRAY_LEN(arr); i++)
+            rc = act_vec(f, g, arr[i].name, arr[i].type, n, arr[i].out);
+    }
+    for (int i = 0; !rc && i < n; i++)
+        if (!(r->scale[i] > 0 && isfinite(r->scale[i])) || r->zero_point[i] < -32768 || r->zero_point[i] > 32767)
+            rc = problem(f, NULL, QD_ENONFINITE, ACT ": tensor '%s' has scale %g and zero point %d", r->name[i],
+                         (double)r->scale[i], r->zero_point[i]);
+    if (!rc) rc = act_outliers(f, g, r);
+    if (rc) qd_actrec_free(r);
+    return rc;
+}
+
+static void check_activations(qd_h5m *f)
+{
+    if (H5Lexists(f->file, QD_H5M_ACTIVATIONS, H5P_DEFAULT) <= 0) return;
+    hid_t g = H5Gopen2(f->file, QD_H5M_ACTIVATIONS, H5P_DEFAULT);
+    if (g < 0) {
+        problem(f, NULL, QD_EFORMAT, ACT " is not a group");
+        return;
+    }
+    check_attr_names(f, g, NULL, QD_H5M_ACT_ATTR, 0);
+    qd_actrec r;
+    if (!stop(f) && !parse_activations(f, g, &r)) qd_actrec_free(&r);
+    H5Gclose(g);
+}
+
+int qd_h5m_read_activations(qd_h5m *f, qd_actrec *r)
+{
+    memset(r, 0, sizeof *r);
+    if (H5Lexists(f->file, QD_H5M_ACTIVATIONS, H5P_DEFAULT) <= 0)
+        return qd_err_set(QD_ENOTFOUND,
+                          "%s: no static activation scales (quantize with --activations static --calib DATA)", f->path);
+    hid_t g = H5Gopen2(f->file, QD_H5M_ACTIVATIONS, H5P_DEFAULT);
+    if (g < 0) return qd_err_set(QD_EFORMAT, "%s: " ACT " cannot be opened", f->path);
+    const int before = f->nprob;
+    int rc = parse_activations(f, g, r);
+    H5Gclose(g);
+    if (rc) qd_err_set(rc, "%s: %s", f->path, f->prob[before].what);
+    return rc;
+}
+
 /* ---- values ---------------------------------------------------------------------------------- */
 
 static void *read_ds(hid_t g, const char *name, qd_h5m_type type, int64_t *count)
@@ -735,6 +902,8 @@ static void validate(qd_h5m *f)
         problem(f, NULL, QD_EFORMAT, "the group /%s is missing", QD_H5M_TENSORS);
         return;
     }
+    check_activations(f);
+    if (stop(f)) return;
     hsize_t idx = 0;
     H5Literate(f->tg, H5_INDEX_NAME, H5_ITER_INC, &idx, on_tensor, f);
     if (stop(f)) return;

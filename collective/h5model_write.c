@@ -46,6 +46,17 @@ static void attr_num(hid_t obj, const char *name, qd_h5m_type type, const void *
 
 static void attr_i64(hid_t obj, const char *name, int64_t v) { attr_num(obj, name, QD_H5M_INT64, &v, 1); }
 
+/* a 1-D array attribute, even of one value (the per-tensor arrays of /activations) */
+static void attr_vec(hid_t obj, const char *name, qd_h5m_type type, const void *v, int n)
+{
+    hsize_t d = (hsize_t)n;
+    hid_t sp = QD_H5_CHECK(H5Screate_simple(1, &d, NULL));
+    hid_t a = QD_H5_CHECK(H5Acreate2(obj, name, qd_h5m__file_type(type), sp, H5P_DEFAULT, H5P_DEFAULT));
+    QD_H5_CHECK(H5Awrite(a, qd_h5m__mem_type(type), v));
+    QD_H5_CHECK(H5Aclose(a));
+    QD_H5_CHECK(H5Sclose(sp));
+}
+
 /* ---- writer ---------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -116,6 +127,48 @@ static hid_t make_dset(hid_t g, const char *name, qd_h5m_type type, int nd, cons
     hid_t d = QD_H5_CHECK(H5Dcreate2(g, name, qd_h5m__file_type(type), sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
     QD_H5_CHECK(H5Sclose(sp));
     return d;
+}
+
+void qd_h5m_write_activations(qd_h5m_writer *w, const qd_actrec *r)
+{
+    if (!w->created) return;
+    hid_t g = QD_H5_CHECK(H5Gcreate2(w->file, QD_H5M_ACTIVATIONS, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    attr_str(g, "format", "static-activations");
+    attr_str(g, "scheme", "asymmetric");
+    attr_str(g, "calib", qd_actq_method_name(r->method));
+    attr_str(g, "calibration", r->calibration ? r->calibration : "{}");
+    attr_i64(g, "bits", r->bits);
+    attr_num(g, "percentile", QD_H5M_FLOAT64, &r->percentile, 1);
+    attr_num(g, "outlier_threshold", QD_H5M_FLOAT64, &r->outlier_threshold, 1);
+    /* per tensor, in one order: names as fixed-length strings */
+    const int n = r->n;
+    hsize_t d = (hsize_t)n;
+    hid_t st = QD_H5_CHECK(H5Tcopy(H5T_C_S1));
+    QD_H5_CHECK(H5Tset_size(st, QD_ACTQ_NAME_LEN));
+    hid_t sp = QD_H5_CHECK(H5Screate_simple(1, &d, NULL));
+    hid_t a = QD_H5_CHECK(H5Acreate2(g, "names", st, sp, H5P_DEFAULT, H5P_DEFAULT));
+    QD_H5_CHECK(H5Awrite(a, st, r->name));
+    QD_H5_CHECK(H5Aclose(a));
+    QD_H5_CHECK(H5Sclose(sp));
+    QD_H5_CHECK(H5Tclose(st));
+    attr_vec(g, "scale", QD_H5M_FLOAT32, r->scale, n);
+    attr_vec(g, "zero_point", QD_H5M_INT32, r->zero_point, n);
+    attr_vec(g, "lo", QD_H5M_FLOAT32, r->lo, n);
+    attr_vec(g, "hi", QD_H5M_FLOAT32, r->hi, n);
+    attr_vec(g, "min", QD_H5M_FLOAT32, r->min, n);
+    attr_vec(g, "max", QD_H5M_FLOAT32, r->max, n);
+    attr_vec(g, "count", QD_H5M_INT64, r->count, n);
+    /* static outlier channels: offsets into one list of channel indices; no list when no tensor
+     * has any */
+    if (r->out_off[n] > 0) {
+        attr_vec(g, "outlier_offsets", QD_H5M_INT32, r->out_off, n + 1);
+        attr_vec(g, "outlier_channels", QD_H5M_INT32, r->out_ch, r->out_off[n]);
+        attr_vec(g, "outlier_shift", QD_H5M_INT32, r->out_shift, n);
+        attr_vec(g, "outlier_zero_point", QD_H5M_INT32, r->out_zp, n);
+        attr_vec(g, "outlier_lo", QD_H5M_FLOAT32, r->out_lo, n);
+        attr_vec(g, "outlier_hi", QD_H5M_FLOAT32, r->out_hi, n);
+    }
+    QD_H5_CHECK(H5Gclose(g));
 }
 
 /* Rank 0 checks an existing partial file against the job before every rank reopens it. */

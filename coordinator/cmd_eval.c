@@ -12,8 +12,10 @@
 
 #include "collective/collective.h"
 #include "coordinator/cli.h"
+#include "runtime/intprep.h"
 #include "coordinator/outputs_file.h"
 #include "runtime/qmodel.h"
+#include "kernels/intops.h"
 #include "kernels/kernels.h"
 #include "model/calib_data.h"
 #include "model/image.h"
@@ -46,6 +48,16 @@ static const char *eval_help =
     "  --w4-float-act          4-bit weights with float activations instead of int8 ones\n"
     "  --outlier-threshold X   int8 activations: input columns holding a value above X are\n"
     "                          multiplied in float (mixed-precision decomposition; default 6, 0 = off)\n"
+    "  --integer-only          run the quantized model with integers only between the input\n"
+    "                          quantization and the output dequantization: int8 activations at the\n"
+    "                          file's static scales (quantize --activations static), int8 x int8 ->\n"
+    "                          int32 GEMMs, Q31 requantization, integer GELU/softmax/LayerNorm\n"
+    "                          (docs/integer-only.md)\n"
+    "  --float-ops LIST        with --integer-only: run these stages in float instead, to measure\n"
+    "                          what each integer approximation costs (comma list of gelu, softmax,\n"
+    "                          layernorm)\n"
+    "  --trace-ops FILE        with --integer-only: write every operation of the first forward call\n"
+    "                          with its input and output types to FILE ('-': standard output)\n"
     "  --save-outputs FILE     write the outputs of every sample, in input order, to FILE.safetensors\n"
     "                          as 'qdist forward --save-outputs' does (docs/eval.md, \"Outputs\n"
     "                          files\"): the quantized model's under transformers' name (logits,\n"
@@ -72,6 +84,9 @@ enum {
     O_W4F,
     O_JSON,
     O_OUTL,
+    O_INTONLY,
+    O_FOPS,
+    O_TRACE,
     O_SAVE,
     O_REF,
     O_REFT
@@ -169,7 +184,43 @@ static void reset_hwm(void)
     }
 }
 
-static int run_pass(const qd_model *m, const qd_model_hooks *hk, samples *s, int batch, int embed_mode, pass_result *r)
+/* --trace-ops: one line per operation of the first forward call */
+typedef struct {
+    FILE *f;
+    long seq;
+} trace_out;
+
+static void trace_line(void *user, const char *op, int layer, const char *in, const char *out, int64_t rows,
+                       int64_t cols)
+{
+    trace_out *t = user;
+    char l[16] = "-";
+    if (layer >= 0) snprintf(l, sizeof l, "%d", layer);
+    fprintf(t->f, "%ld\t%s\t%s\t%s\t%s\t%lldx%lld\n", t->seq++, op, l, in, out, (long long)rows, (long long)cols);
+}
+
+/* The integer-only model's forward call on a prepared batch: logits, or embeddings (BERT: the
+ * mean-pooled state; with a classification head, the [CLS] state dequantized and the head in float). */
+static int int_forward(const qd_model *m, qd_imodel *im, const qd_batch *b, int embed_mode, float *o, trace_out *tr)
+{
+    const qd_model_config *c = qd_model_cfg(m);
+    qd_ibatch ib = {.B = b->B, .T = b->T, .ids = b->ids, .type_ids = b->type_ids, .mask = b->mask, .pixels = b->pixels};
+    qd_itrace_fn fn = tr && tr->seq == 0 ? trace_line : NULL;
+    if (c->arch == QD_ARCH_VIT) {
+        if (embed_mode) return qd_err_set(QD_EUNSUPPORTED, "--integer-only: a ViT needs its classifier");
+        return qd_imodel_forward(im, &ib, o, NULL, NULL, fn, tr);
+    }
+    if (embed_mode) return qd_imodel_forward(im, &ib, NULL, o, NULL, fn, tr);
+    float *cls = qd_xmalloc((size_t)b->B * c->hidden * sizeof(float));
+    int rc = qd_imodel_forward(im, &ib, NULL, NULL, cls, fn, tr);
+    qd_batch b1 = {.B = b->B, .T = 1};
+    if (!rc) rc = qd_model_head(m, &b1, cls, NULL, o);
+    free(cls);
+    return rc;
+}
+
+static int run_pass(const qd_model *m, const qd_model_hooks *hk, qd_imodel *im, trace_out *tr, samples *s, int batch,
+                    int embed_mode, pass_result *r)
 {
     const qd_model_config *c = qd_model_cfg(m);
     const int L = c->num_labels, H = c->hidden;
@@ -220,6 +271,13 @@ static int run_pass(const qd_model *m, const qd_model_hooks *hk, samples *s, int
         }
         if (rc) break;
         double t0 = qd_now();
+        if (im) {
+            rc = int_forward(m, im, &b, embed_mode, r->out + (size_t)first * r->dim, tr);
+            double dt = qd_now() - t0;
+            t_all += dt;
+            r->lat[r->nb++] = dt / n;
+            continue;
+        }
         rc = qd_model_embed(m, &b, h);
         for (int k = 0; k < c->layers && !rc; k++) rc = qd_model_block(m, k, &b, h, hk);
         float *o = r->out + (size_t)first * r->dim;
@@ -392,6 +450,7 @@ typedef struct {
     const char *model, *qfile, *data;
     long batch;
     int N, embed_mode, fake, has_acc, agree, c32, cq;
+    int intonly, float_ops; /* --integer-only, and the stages it ran in float (QD_IFLOAT_*) */
     double probe32, probeq; /* < 0: none */
     double cs, cmin;
     pass_result *rf, *rq;
@@ -424,8 +483,15 @@ static void report_json(const eval_report *e)
     cJSON_AddNumberToObject(j, "samples", N);
     cJSON_AddNumberToObject(j, "batch", (double)e->batch);
     cJSON_AddStringToObject(j, "task", e->embed_mode ? "embedding" : "classification");
-    cJSON_AddStringToObject(j, "kernels_isa", qd_kernels_isa());
+    cJSON_AddStringToObject(j, "kernels_isa", e->intonly ? qd_intops()->isa : qd_kernels_isa());
     cJSON_AddBoolToObject(j, "fake_quant", e->fake);
+    cJSON_AddBoolToObject(j, "integer_only", e->intonly);
+    if (e->intonly) {
+        cJSON *fo = cJSON_AddArrayToObject(j, "float_ops");
+        if (e->float_ops & QD_IFLOAT_GELU) cJSON_AddItemToArray(fo, cJSON_CreateString("gelu"));
+        if (e->float_ops & QD_IFLOAT_SOFTMAX) cJSON_AddItemToArray(fo, cJSON_CreateString("softmax"));
+        if (e->float_ops & QD_IFLOAT_LAYERNORM) cJSON_AddItemToArray(fo, cJSON_CreateString("layernorm"));
+    }
     cJSON_AddStringToObject(j, "runtime_path", e->path);
     cJSON_AddNumberToObject(j, "wall_seconds_total", e->wall_total);
     for (int side = 0; side < 2; side++) {
@@ -658,6 +724,9 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
                                  {"w4-float-act", no_argument, 0, O_W4F},
                                  {"json", no_argument, 0, O_JSON},
                                  {"outlier-threshold", required_argument, 0, O_OUTL},
+                                 {"integer-only", no_argument, 0, O_INTONLY},
+                                 {"float-ops", required_argument, 0, O_FOPS},
+                                 {"trace-ops", required_argument, 0, O_TRACE},
                                  {"save-outputs", required_argument, 0, O_SAVE},
                                  {"reference", required_argument, 0, O_REF},
                                  {"reference-tensor", required_argument, 0, O_REFT},
@@ -666,7 +735,8 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
     const char *model = NULL, *qfile = NULL, *data = NULL, *labels = NULL, *save = NULL, *reference = NULL,
                *ref_tensor = NULL;
     long n = 0, batch = 1, seqlen = 128;
-    int fake = 0, w4f = 0, json = 0, o;
+    int fake = 0, w4f = 0, json = 0, o, intonly = 0, float_ops = 0;
+    const char *trace_path = NULL;
     double outlier = 6.0, t_begin = qd_now();
     optind = 1;
     opterr = 0;
@@ -709,6 +779,23 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
             break;
         }
         case O_JSON: json = 1; break;
+        case O_INTONLY: intonly = 1; break;
+        case O_TRACE: trace_path = optarg; break;
+        case O_FOPS: {
+            char buf[128];
+            snprintf(buf, sizeof buf, "%s", optarg);
+            for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                if (!strcmp(t, "gelu"))
+                    float_ops |= QD_IFLOAT_GELU;
+                else if (!strcmp(t, "softmax"))
+                    float_ops |= QD_IFLOAT_SOFTMAX;
+                else if (!strcmp(t, "layernorm"))
+                    float_ops |= QD_IFLOAT_LAYERNORM;
+                else if (strcmp(t, "none"))
+                    return qd_cli_usage_error(comm, "eval", "--float-ops: '%s' is not gelu, softmax or layernorm", t);
+            }
+            break;
+        }
         case O_SAVE: save = optarg; break;
         case O_REF: reference = optarg; break;
         case O_REFT: ref_tensor = optarg; break;
@@ -718,6 +805,9 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
     if (optind < argc) return qd_cli_usage_error(comm, "eval", "unexpected argument '%s'", argv[optind]);
     if (!model || !qfile || !data)
         return qd_cli_usage_error(comm, "eval", "--model, --quantized and --data are required");
+    if ((float_ops || trace_path) && !intonly)
+        return qd_cli_usage_error(comm, "eval", "--float-ops and --trace-ops go with --integer-only");
+    if (intonly && fake) return qd_cli_usage_error(comm, "eval", "--integer-only and --fake-quant exclude each other");
     /* one process does the work; other ranks (if any) wait */
     const int rank = qd_coll_rank(comm);
     int rc = QD_OK;
@@ -733,7 +823,14 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
     /* quantized first, its FP32 Linear weights never read, so its peak memory is its own */
     rc = qd_model_load_flags(model, QD_MODEL_LAZY_LINEARS, &mq);
     if (!rc) rc = open_samples(mq, data, labels, (int)n, (int)seqlen, &S);
+    qd_imodel *im = NULL;
+    trace_out tro = {NULL, 0};
     if (!rc) rc = qd_qmodel_load(qfile, mq, fake, w4f, (float)outlier, &q);
+    if (!rc && intonly) rc = qd_imodel_build(mq, qfile, float_ops, &im);
+    if (!rc && trace_path) {
+        tro.f = strcmp(trace_path, "-") ? fopen(trace_path, "w") : stdout;
+        if (!tro.f) rc = qd_err_set(QD_EIO, "--trace-ops: cannot create %s", trace_path);
+    }
     const qd_model_config *c = mq ? qd_model_cfg(mq) : NULL;
     /* encoders and token classifiers are compared by their embeddings (qdist forward compares
      * per-token logits) */
@@ -741,16 +838,18 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
     if (!rc) {
         qd_qmodel_counts(q, counts);
         qd_model_hooks hk = qd_qmodel_hooks(q);
-        rc = run_pass(mq, &hk, &S, (int)batch, embed_mode, &rq);
+        rc = run_pass(mq, &hk, im, tro.f ? &tro : NULL, &S, (int)batch, embed_mode, &rq);
         outl_cols = qd_qmodel_outlier_cols(q);
         qd_qmodel_tensor_bytes(q, &qpayload, &qkept);
     }
+    if (tro.f && tro.f != stdout) fclose(tro.f);
+    qd_imodel_free(im);
     qd_qmodel_free(q);
     qd_model_free(mq);
     if (!rc) {
         reset_hwm();
         rc = qd_model_load(model, &mf);
-        if (!rc) rc = run_pass(mf, NULL, &S, (int)batch, embed_mode, &rf);
+        if (!rc) rc = run_pass(mf, NULL, NULL, NULL, &S, (int)batch, embed_mode, &rf);
     }
     if (rc) {
         fprintf(stderr, "qdist eval: %s\n", qd_errmsg());
@@ -773,7 +872,17 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
                          .outl_cols = outl_cols};
         memcpy(e.counts, counts, sizeof counts);
         const int arch = qd_model_cfg(mf)->arch; /* the quantized pass's model is freed by now */
-        runtime_path(e.path, sizeof e.path, fake, counts, outlier, outl_cols);
+        e.intonly = intonly;
+        e.float_ops = float_ops;
+        if (intonly)
+            snprintf(e.path, sizeof e.path,
+                     "integer-only (%s): int8 activations at the file's static scales, integer "
+                     "GELU/softmax/LayerNorm%s%s%s%s",
+                     qd_intops()->isa, float_ops ? "; in float:" : "", float_ops & QD_IFLOAT_GELU ? " gelu" : "",
+                     float_ops & QD_IFLOAT_SOFTMAX ? " softmax" : "",
+                     float_ops & QD_IFLOAT_LAYERNORM ? " layernorm" : "");
+        else
+            runtime_path(e.path, sizeof e.path, fake, counts, outlier, outl_cols);
         const int N = S.n, dim = rf.dim;
         e.has_acc = !embed_mode && S.has_labels;
         for (int i = 0; i < N; i++) {

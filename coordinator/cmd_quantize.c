@@ -64,7 +64,8 @@ static const char *quantize_help =
     "                          below: calib, nsamples, seqlen, calib_seed, calib_mode, microbatch,\n"
     "                          damp, block_size, act_order, static_groups, adaround_iters,\n"
     "                          adaround_lambda, adaround_beta (\"START,END\"), adaround_warmup,\n"
-    "                          adaround_lr, adaround_batch\n"
+    "                          adaround_lr, adaround_batch, activations, act_bits, act_calib,\n"
+    "                          act_percentile, act_outliers\n"
     "GPTQ and calibration:\n"
     "  --calib PATH            calibration samples: a text file (one per line) or a TSV with a\n"
     "                          'sentence' column (BERT), an IDX images file or an image folder (ViT)\n"
@@ -77,6 +78,9 @@ static const char *quantize_help =
     "                          model flows through them, then all blocks are quantized at once.\n"
     "                          The old names are accepted: sequential = data, fp = pipeline\n"
     "  --microbatch N          samples per forward call (default 8)\n"
+    "  --mem-per-rank SIZE     memory one rank may use (6G, 5500M); by default MemAvailable and the\n"
+    "                          cgroup limit shared by the host's ranks: a calibrated job whose\n"
+    "                          estimate is larger stops before it starts, naming what fits\n"
     "  --damp X                damping, a fraction of mean diag H (default 0.01; raised and\n"
     "                          reported when the Cholesky factorization fails)\n"
     "  --block-size N          columns per lazy update block (default 128)\n"
@@ -107,6 +111,19 @@ static const char *quantize_help =
     "                          into FILE.h5.structured/ (config with pruned_heads and the new\n"
     "                          intermediate_size), which the job then quantizes; eval it with\n"
     "                          --model FILE.h5.structured\n"
+    "Static activation scales (for 'qdist eval --integer-only'):\n"
+    "  --activations static    also record a scale and zero point for every tensor integer-only\n"
+    "                          inference quantizes (Linear inputs, attention scores and\n"
+    "                          probabilities, GELU input, residual stream, LayerNorm inputs),\n"
+    "                          from the FP32 model on the --calib samples (any method, RTN too);\n"
+    "                          stored in /activations (docs/FORMAT.md)\n"
+    "  --act-bits N            activation bits (default 8)\n"
+    "  --act-calib M           range of each tensor: minmax (default), percentile, mse (clipping\n"
+    "                          with the least expected error) or entropy (KL divergence)\n"
+    "  --act-percentile P      for percentile: the kept share of each tail (default 99.99)\n"
+    "  --act-outliers X        Linear inputs: channels whose range exceeds X times the median\n"
+    "                          channel's get their own scale (static outlier channels, at most 32\n"
+    "                          per tensor; default 4, 0 = none)\n"
     "  --overwrite             replace an existing output (or an old FILE.h5.partial)\n"
     "  --resume                continue FILE.h5.partial from an interrupted or failed run: checks\n"
     "                          that settings and checkpoint are the same, then quantizes only the\n"
@@ -161,6 +178,7 @@ enum {
     O_CSEED,
     O_CMODE,
     O_MB,
+    O_MEM,
     O_DAMP,
     O_BS,
     O_ACTORDER,
@@ -171,6 +189,11 @@ enum {
     O_WARMUP,
     O_LR,
     O_BATCH,
+    O_ACTS,
+    O_ACTBITS,
+    O_ACTCALIB,
+    O_ACTPCT,
+    O_ACTOUT,
     O_SPARSITY,
     O_PRUNE,
     O_PRUNE_ONLY,
@@ -234,6 +257,7 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
                                  {"calib-seed", required_argument, 0, O_CSEED},
                                  {"calib-mode", required_argument, 0, O_CMODE},
                                  {"microbatch", required_argument, 0, O_MB},
+                                 {"mem-per-rank", required_argument, 0, O_MEM},
                                  {"damp", required_argument, 0, O_DAMP},
                                  {"block-size", required_argument, 0, O_BS},
                                  {"act-order", no_argument, 0, O_ACTORDER},
@@ -244,6 +268,11 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
                                  {"warmup", required_argument, 0, O_WARMUP},
                                  {"lr", required_argument, 0, O_LR},
                                  {"batch", required_argument, 0, O_BATCH},
+                                 {"activations", required_argument, 0, O_ACTS},
+                                 {"act-bits", required_argument, 0, O_ACTBITS},
+                                 {"act-calib", required_argument, 0, O_ACTCALIB},
+                                 {"act-percentile", required_argument, 0, O_ACTPCT},
+                                 {"act-outliers", required_argument, 0, O_ACTOUT},
                                  {"sparsity", required_argument, 0, O_SPARSITY},
                                  {"prune", required_argument, 0, O_PRUNE},
                                  {"prune-only", no_argument, 0, O_PRUNE_ONLY},
@@ -277,6 +306,7 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
         case O_CSEED: key = "calib_seed"; break;
         case O_CMODE: key = "calib_mode"; break;
         case O_MB: key = "microbatch"; break;
+        case O_MEM: key = "mem_per_rank"; break;
         case O_DAMP: key = "damp"; break;
         case O_BS: key = "block_size"; break;
         case O_ACTORDER: c->act_order = 1; break;
@@ -287,6 +317,11 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
         case O_WARMUP: key = "adaround_warmup"; break;
         case O_LR: key = "adaround_lr"; break;
         case O_BATCH: key = "adaround_batch"; break;
+        case O_ACTS: key = "activations"; break;
+        case O_ACTBITS: key = "act_bits"; break;
+        case O_ACTCALIB: key = "act_calib"; break;
+        case O_ACTPCT: key = "act_percentile"; break;
+        case O_ACTOUT: key = "act_outliers"; break;
         case O_SPARSITY: key = "sparsity"; break;
         case O_PRUNE: key = "prune"; break;
         case O_PRUNE_ONLY: c->prune_only = 1; break;

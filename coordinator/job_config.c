@@ -1,5 +1,6 @@
 /* Job options from the command line and from JSON (--config files, service submissions). */
 #include "coordinator/job_config.h"
+#include "quant/actq.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -181,6 +182,44 @@ int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *
             return set_err(msg, cap, "'%s' must be START,END (two positive numbers), got '%s'", key, val);
         c->ada_beta_start = a;
         c->ada_beta_end = b;
+    } else if (!strcmp(key, "mem_per_rank")) { /* bytes, or with a K, M, G or T suffix (powers of 1024) */
+        char *end;
+        double d = strtod(val, &end);
+        static const char suf[] = "KMGT";
+        const char *u = *end ? strchr(suf, *end) : NULL;
+        if (u && *u) {
+            for (const char *k = suf; k <= u; k++) d *= 1024.0;
+            end++;
+        }
+        if (!*val || *end || !(d > 0))
+            return set_err(msg, cap, "'%s' must be a size such as 6G or 5500M, got '%s'", key, val);
+        c->mem_per_rank = d;
+    } else if (!strcmp(key, "activations")) {
+        if (!strcmp(val, "static"))
+            c->act_static = 1;
+        else if (!strcmp(val, "none") || !strcmp(val, "dynamic"))
+            c->act_static = 0;
+        else
+            return set_err(msg, cap, "'%s' must be static or none, got '%s'", key, val);
+    } else if (!strcmp(key, "act_bits")) {
+        if (parse_bits(key, val, &c->act_bits, msg, cap)) return -1;
+    } else if (!strcmp(key, "act_calib")) {
+        qd_actq_method m;
+        if (qd_actq_method_from_name(val, &m))
+            return set_err(msg, cap, "'%s' must be minmax, percentile, mse or entropy, got '%s'", key, val);
+        c->act_calib = (int)m;
+    } else if (!strcmp(key, "act_outliers")) {
+        char *end;
+        double d = strtod(val, &end);
+        if (!*val || *end || !(d >= 0 && d < 1e6))
+            return set_err(msg, cap, "'%s' must be a number >= 0 (0: no outlier channels), got '%s'", key, val);
+        c->act_outliers = d;
+    } else if (!strcmp(key, "act_percentile")) {
+        char *end;
+        double d = strtod(val, &end);
+        if (!*val || *end || !(d > 50 && d <= 100))
+            return set_err(msg, cap, "'%s' must be a number in (50, 100], got '%s'", key, val);
+        c->act_percentile = d;
     } else if (!strcmp(key, "calib_mode")) {
         int m = qd_calib_mode_from_name(val);
         if (m < 0)
@@ -201,10 +240,11 @@ int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *
 static const char *k_bools[] = {"sym",       "include_embeddings", "include_head",
                                 "act_order", "static_groups",      "overwrite",
                                 "resume",    "prune_only",         NULL};
-static const char *k_strings[] = {"method",        "granularity", "clip", "shard",    "calib", "calib_mode",
-                                  "adaround_beta", "model",       "out",  "sparsity", "prune", NULL};
-static const char *k_ints[] = {"bits",       "group_size", "nsamples",       "seqlen",         "calib_seed",
-                               "microbatch", "block_size", "adaround_iters", "adaround_batch", NULL};
+static const char *k_strings[] = {"method",     "granularity",   "clip",        "shard",     "calib",
+                                  "calib_mode", "adaround_beta", "model",       "out",       "sparsity",
+                                  "prune",      "mem_per_rank",  "activations", "act_calib", NULL};
+static const char *k_ints[] = {"bits",       "group_size",     "nsamples",       "seqlen",   "calib_seed", "microbatch",
+                               "block_size", "adaround_iters", "adaround_batch", "act_bits", NULL};
 
 static int in_list(const char *k, const char **l)
 {
@@ -318,7 +358,7 @@ int qd_job_config_from_json(qd_job_config *c, const cJSON *o, int allow_paths, c
             } else if (qd_job_config_set(c, k, it->valuestring, msg, cap))
                 return -1;
         } else if (!strcmp(k, "damp") || !strcmp(k, "adaround_lambda") || !strcmp(k, "adaround_warmup") ||
-                   !strcmp(k, "adaround_lr")) {
+                   !strcmp(k, "adaround_lr") || !strcmp(k, "act_percentile") || !strcmp(k, "act_outliers")) {
             if (!cJSON_IsNumber(it)) return set_err(msg, cap, "key '%s' must be a number", k);
             char v[64];
             snprintf(v, sizeof v, "%.17g", it->valuedouble);

@@ -8,7 +8,10 @@
  * for quantization (mixed precision). Calibration: calib, nsamples, seqlen, calib_seed,
  * calib_mode, microbatch; GPTQ: damp, block_size, act_order, static_groups; AdaRound:
  * adaround_iters [--iters], adaround_lambda [--lambda], adaround_beta [--beta],
- * adaround_warmup [--warmup], adaround_lr [--lr], adaround_batch [--batch]. Service jobs add
+ * adaround_warmup [--warmup], adaround_lr [--lr], adaround_batch [--batch]; static activation
+ * scales: activations [--activations] (static, none), act_bits [--act-bits], act_calib
+ * [--act-calib] (minmax, percentile, mse, entropy), act_percentile [--act-percentile],
+ * act_outliers [--act-outliers]. Service jobs add
  * model, out, overwrite, resume. Unknown keys and wrong types are errors naming the key
  * ("overrides[1].bits must be 2..8"). */
 #ifndef QD_JOB_CONFIG_H

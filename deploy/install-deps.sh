@@ -22,6 +22,8 @@ PKGS=(
   libprotobuf-c-dev protobuf-c-compiler # ONNX export: protobuf wire format from a .proto subset
   python3 python3-h5py python3-numpy    # reading the output in tests (h5py), reference scripts
   python3-pip python3-venv              # deploy/fetch-models.sh (pip download), reference venvs
+  gcc-aarch64-linux-gnu qemu-user       # integer-only kernels cross-built for AArch64 (NEON, SDOT) and
+                                        # run under emulation by the test suite (tests/arm/)
 )
 # shellcheck disable=SC2206
 [ -n "${QD_DEPS_EXTRA:-}" ] && PKGS+=(${QD_DEPS_EXTRA})

@@ -79,6 +79,7 @@ static int apply_linear(const qd_model *m, int li, const float *X, int64_t rows,
         if (rc < 0) return rc;
         if (rc == 1) return QD_OK;
     }
+    QD_ASSERT(L->W); /* streamed weights: the block was loaded (qd_model_block_load) */
     for (int64_t r = 0; r < rows; r += T)
         qd_linear_f32(X + r * L->in, QD_MIN(T, rows - r), L->in, L->W, L->b, L->out, Y + r * L->out);
     return QD_OK;
@@ -89,6 +90,13 @@ static int see_input(const qd_model *m, int k, int li, const float *X, int64_t r
                      const qd_model_hooks *hk)
 {
     if (hk && hk->linear_input && m->lin[li].layer == k) return hk->linear_input(hk->user, m, li, X, rows, valid);
+    return QD_OK;
+}
+
+static int tap(const qd_model_hooks *hk, const qd_model *m, int layer, int point, const float *x, int64_t rows,
+               int64_t cols, const uint8_t *valid)
+{
+    if (hk && hk->tap) return hk->tap(hk->user, m, layer, point, x, rows, cols, valid);
     return QD_OK;
 }
 
@@ -167,9 +175,14 @@ static int attention(const qd_model *m, int k, const qd_batch *b, const float *x
     const int64_t rows = (int64_t)b->B * T;
     int rc;
     if ((rc = see_input(m, k, l0 + QD_LIN_Q, x, rows, s->valid, hk))) return rc;
+    if ((rc = tap(hk, m, k, QD_TAP_QKV_IN, x, rows, c->hidden, s->valid))) return rc;
     if ((rc = apply_linear(m, l0 + QD_LIN_Q, x, rows, T, s->q, hk)) ||
         (rc = apply_linear(m, l0 + QD_LIN_K, x, rows, T, s->k, hk)) ||
         (rc = apply_linear(m, l0 + QD_LIN_V, x, rows, T, s->v, hk)))
+        return rc;
+    if ((rc = tap(hk, m, k, QD_TAP_Q, s->q, rows, A, s->valid)) ||
+        (rc = tap(hk, m, k, QD_TAP_K, s->k, rows, A, s->valid)) ||
+        (rc = tap(hk, m, k, QD_TAP_V, s->v, rows, A, s->valid)))
         return rc;
     const float *table = c->relpos == QD_RELPOS_TABLE ? m->blk[k].rel_table : NULL;
     if (c->relpos == QD_RELPOS_BUCKETS && !s->bucket) {
@@ -190,6 +203,8 @@ static int attention(const qd_model *m, int k, const qd_batch *b, const float *x
             float *C = s->ctx + (int64_t)bi * T * A + (int64_t)h * d;
             float *S = s->scores;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, d, scale, Q, A, K, A, 0.0f, S, T);
+            const uint8_t *iv = s->valid ? s->valid + (int64_t)bi * T : NULL;
+            if ((rc = tap(hk, m, k, QD_TAP_SCORES, S, T, T, iv))) return rc;
             for (int i = 0; i < T; i++) {
                 float *row = S + (int64_t)i * T;
                 if (s->bucket)
@@ -207,11 +222,14 @@ static int attention(const qd_model *m, int k, const qd_batch *b, const float *x
                 float inv = 1.0f / sum;
                 for (int j = 0; j < T; j++) row[j] *= inv;
             }
+            if ((rc = tap(hk, m, k, QD_TAP_PROBS, S, T, T, iv))) return rc;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, d, T, 1.0f, S, T, V, A, 0.0f, C, A);
         }
     }
     if ((rc = see_input(m, k, l0 + QD_LIN_O, s->ctx, rows, s->valid, hk))) return rc;
-    return apply_linear(m, l0 + QD_LIN_O, s->ctx, rows, T, out, hk);
+    if ((rc = tap(hk, m, k, QD_TAP_CTX, s->ctx, rows, A, s->valid))) return rc;
+    if ((rc = apply_linear(m, l0 + QD_LIN_O, s->ctx, rows, T, out, hk))) return rc;
+    return tap(hk, m, k, QD_TAP_ATTN_OUT, out, rows, c->hidden, s->valid);
 }
 
 /* out [rows, H] = Out(act(Inter x)) with block k's weights */
@@ -223,10 +241,14 @@ static int mlp(const qd_model *m, int k, const qd_batch *b, const float *x, floa
     const int l0 = m->blk[k].set * QD_LIN_PER_BLOCK;
     int rc;
     if ((rc = see_input(m, k, l0 + QD_LIN_INTER, x, rows, s->valid, hk))) return rc;
+    if ((rc = tap(hk, m, k, QD_TAP_MLP_IN, x, rows, c->hidden, s->valid))) return rc;
     if ((rc = apply_linear(m, l0 + QD_LIN_INTER, x, rows, b->T, s->inter, hk))) return rc;
+    if ((rc = tap(hk, m, k, QD_TAP_INTER, s->inter, rows, c->intermediate, s->valid))) return rc;
     qd_activation(c->act, s->inter, rows * c->intermediate);
     if ((rc = see_input(m, k, l0 + QD_LIN_OUT, s->inter, rows, s->valid, hk))) return rc;
-    return apply_linear(m, l0 + QD_LIN_OUT, s->inter, rows, b->T, out, hk);
+    if ((rc = tap(hk, m, k, QD_TAP_ACT, s->inter, rows, c->intermediate, s->valid))) return rc;
+    if ((rc = apply_linear(m, l0 + QD_LIN_OUT, s->inter, rows, b->T, out, hk))) return rc;
+    return tap(hk, m, k, QD_TAP_MLP_OUT, out, rows, c->hidden, s->valid);
 }
 
 /* inputs: the batch must carry the model's inputs (embeddings); blocks need only the shape and mask */
@@ -272,9 +294,11 @@ int qd_model_block(const qd_model *m, int k, const qd_batch *b, float *h, const 
         /* a = LN1(h + attn(h)); h = LN2(a + mlp(a)) */
         if ((rc = attention(m, k, b, h, s.t1, &s, hk))) goto out;
         for (int64_t i = 0; i < rows * H; i++) s.t1[i] += h[i];
+        if ((rc = tap(hk, m, k, QD_TAP_RES1, s.t1, rows, H, s.valid))) goto out;
         qd_layernorm(s.t1, rows, H, w->ln1_g, w->ln1_b, c->ln_eps, s.t2);
         if ((rc = mlp(m, k, b, s.t2, s.t1, &s, hk))) goto out;
         for (int64_t i = 0; i < rows * H; i++) s.t1[i] += s.t2[i];
+        if ((rc = tap(hk, m, k, QD_TAP_RES2, s.t1, rows, H, s.valid))) goto out;
         qd_layernorm(s.t1, rows, H, w->ln2_g, w->ln2_b, c->ln_eps, h);
     } else {
         /* h += s1 * attn(LN1 h); h += s2 * mlp(LN2 h) (s = 1 without layer scales) */
@@ -282,11 +306,14 @@ int qd_model_block(const qd_model *m, int k, const qd_batch *b, float *h, const 
         if ((rc = attention(m, k, b, s.t1, s.t2, &s, hk))) goto out;
         if (w->ls1) scale_rows(s.t2, rows, H, w->ls1);
         for (int64_t i = 0; i < rows * H; i++) h[i] += s.t2[i];
+        if ((rc = tap(hk, m, k, QD_TAP_RES1, h, rows, H, s.valid))) goto out;
         qd_layernorm(h, rows, H, w->ln2_g, w->ln2_b, c->ln_eps, s.t1);
         if ((rc = mlp(m, k, b, s.t1, s.t2, &s, hk))) goto out;
         if (w->ls2) scale_rows(s.t2, rows, H, w->ls2);
         for (int64_t i = 0; i < rows * H; i++) h[i] += s.t2[i];
+        if ((rc = tap(hk, m, k, QD_TAP_RES2, h, rows, H, s.valid))) goto out;
     }
+    rc = tap(hk, m, k, QD_TAP_OUT, h, rows, H, s.valid);
 out:
     scratch_free(&s);
     return rc;
@@ -294,7 +321,7 @@ out:
 
 /* ---- embeddings --------------------------------------------------------------------------- */
 
-static int embed_text(const qd_model *m, const qd_batch *b, float *h)
+static int embed_text(const qd_model *m, const qd_batch *b, float *h, const qd_model_hooks *hk)
 {
     const qd_model_config *c = &m->cfg;
     const int H = c->hidden, E = c->embed_size, T = b->T;
@@ -328,17 +355,26 @@ static int embed_text(const qd_model *m, const qd_batch *b, float *h)
             for (int i = 0; i < E; i++) o[i] = we[i] + pe[i] + (te ? te[i] : 0.0f);
         }
     }
+    /* taps: the embedding sum before and after its LayerNorm (padding rows not counted) */
+    uint8_t *valid = NULL;
+    if (!rc && hk && hk->tap && b->mask) {
+        valid = qd_xmalloc((size_t)rows);
+        for (int64_t r = 0; r < rows; r++) valid[r] = b->mask[r] != 0;
+    }
+    if (!rc) rc = tap(hk, m, -1, QD_TAP_M_EMBED, e, rows, E, valid);
     if (!rc) {
         qd_layernorm(e, rows, E, m->emb_ln_g, m->emb_ln_b, c->ln_eps, e);
+        rc = tap(hk, m, -1, QD_TAP_M_EMBED_NORM, e, rows, E, valid);
         if (m->emb_proj_W)
             for (int bi = 0; bi < b->B; bi++) /* per item, as every product of the forward pass */
                 qd_linear_f32(e + (int64_t)bi * T * E, T, E, m->emb_proj_W, m->emb_proj_b, H, h + (int64_t)bi * T * H);
     }
+    free(valid);
     if (e != h) free(e);
     return rc;
 }
 
-static int embed_vision(const qd_model *m, const qd_batch *b, float *h)
+static int embed_vision(const qd_model *m, const qd_batch *b, float *h, const qd_model_hooks *hk)
 {
     const qd_model_config *c = &m->cfg;
     const int H = c->hidden, T = b->T, C = c->channels;
@@ -381,15 +417,18 @@ static int embed_vision(const qd_model *m, const qd_batch *b, float *h)
     if (m->emb_ln_g) qd_layernorm(h, (int64_t)b->B * T, H, m->emb_ln_g, m->emb_ln_b, c->ln_eps, h);
     free(P);
     free(Y);
-    return QD_OK;
+    int rc = tap(hk, m, -1, QD_TAP_M_INPUT, b->pixels, b->B, (int64_t)C * c->image_h * c->image_w, NULL);
+    return rc ? rc : tap(hk, m, -1, QD_TAP_M_EMBED, h, (int64_t)b->B * T, H, NULL);
 }
 
-int qd_model_embed(const qd_model *m, const qd_batch *b, float *h)
+int qd_model_embed_hooks(const qd_model *m, const qd_batch *b, float *h, const qd_model_hooks *hk)
 {
     int rc = check_batch(m, b, 1);
     if (rc) return rc;
-    return m->cfg.arch == QD_ARCH_BERT ? embed_text(m, b, h) : embed_vision(m, b, h);
+    return m->cfg.arch == QD_ARCH_BERT ? embed_text(m, b, h, hk) : embed_vision(m, b, h, hk);
 }
+
+int qd_model_embed(const qd_model *m, const qd_batch *b, float *h) { return qd_model_embed_hooks(m, b, h, NULL); }
 
 /* ---- heads -------------------------------------------------------------------------------- */
 

@@ -146,8 +146,47 @@ typedef struct {
     /* Compute Y [rows, out] = X W^T + b for linear `li` instead of the FP32 weights. Return 1 when
      * done, 0 to fall back to FP32, negative to abort. */
     int (*linear_apply)(void *user, const qd_model *m, int li, const float *X, int64_t rows, float *Y);
+    /* Optional: each tensor that integer-only inference quantizes on its own (static activation
+     * calibration), as the forward pass computes it: x [rows, cols] at point `point` of block
+     * `layer` (QD_TAP_*), or of the model when layer is -1 (QD_TAP_M_*). valid[r] = 0 marks a
+     * padded row (NULL: all real). Attention scores and probabilities come one item and head at a
+     * time, [T queries, T keys], with the item's token mask as valid for rows and columns alike.
+     * Non-zero return aborts the forward with that code. */
+    int (*tap)(void *user, const qd_model *m, int layer, int point, const float *x, int64_t rows, int64_t cols,
+               const uint8_t *valid);
 } qd_model_hooks;
 
+/* Tap points of a block (qd_model_hooks.tap); BERT is post-LN, ViT pre-LN:
+ *   QKV_IN   input of query/key/value (BERT: the block input; ViT: layernorm_before's output)
+ *   Q, K, V  their outputs;  SCORES  Q Kᵀ / √d before masking;  PROBS  the softmax
+ *   CTX      input of attention.output.dense;  ATTN_OUT  its output
+ *   RES1     the residual sum after attention (BERT: the input of attention.output.LayerNorm)
+ *   MLP_IN   input of intermediate.dense (the LayerNorm before it);  INTER  its output (the
+ *            activation's input);  ACT  the activation's output (input of output.dense)
+ *   MLP_OUT  output.dense's output;  RES2  the residual sum after the MLP;  OUT  the block output
+ *            (BERT: output.LayerNorm's output; ViT: RES2) */
+enum {
+    QD_TAP_QKV_IN = 0,
+    QD_TAP_Q,
+    QD_TAP_K,
+    QD_TAP_V,
+    QD_TAP_SCORES,
+    QD_TAP_PROBS,
+    QD_TAP_CTX,
+    QD_TAP_ATTN_OUT,
+    QD_TAP_RES1,
+    QD_TAP_MLP_IN,
+    QD_TAP_INTER,
+    QD_TAP_ACT,
+    QD_TAP_MLP_OUT,
+    QD_TAP_RES2,
+    QD_TAP_OUT,
+    QD_TAP_PER_BLOCK
+};
+/* Model-level tap points (layer -1): ViT input pixels [B, C·H·W]; the embeddings (BERT: word +
+ * position + type before the LayerNorm; ViT: patches + position with the prefix tokens); BERT's
+ * embeddings LayerNorm output (qd_model_embed_hooks). */
+enum { QD_TAP_M_INPUT = 0, QD_TAP_M_EMBED, QD_TAP_M_EMBED_NORM, QD_TAP_M_POINTS };
 /* config.json's text alone into c (no tensor is consulted): for readers of a model file that
  * records the configuration (export/). `path` names the source in messages. */
 int qd_model_parse_config(const char *path, const char *text, size_t len, qd_model_config *c);
@@ -158,8 +197,17 @@ int qd_model_load(const char *dir, qd_model **out);
 /* The same with flags. QD_MODEL_LAZY_LINEARS: the encoder Linear weights are bound (shapes
  * checked) but not read, so their pages stay out of memory until used — for inference where a
  * quantized copy replaces them (their NaN check is then the quantized file's business). */
-#define QD_MODEL_LAZY_LINEARS 1u
+#define QD_MODEL_LAZY_LINEARS   1u
+/* QD_MODEL_STREAM_LINEARS: the encoder Linear weights are checked (shape, dtype) but not read:
+ * qd_model_block_load reads block k's (converted to F32, checked finite) and
+ * qd_model_block_release gives them back (their memory freed, the checkpoint's pages dropped)
+ * after the last block that runs them, so a pass that goes block after block holds one block's
+ * weights instead of the model's. Until loaded, a block's L->W is NULL. */
+#define QD_MODEL_STREAM_LINEARS 2u
 int qd_model_load_flags(const char *dir, unsigned flags, qd_model **out);
+/* Both are no-ops without QD_MODEL_STREAM_LINEARS. */
+int qd_model_block_load(qd_model *m, int layer);
+void qd_model_block_release(qd_model *m, int layer);
 void qd_model_free(qd_model *m);
 
 const qd_model_config *qd_model_cfg(const qd_model *m);
@@ -169,6 +217,22 @@ int qd_model_num_linears(const qd_model *m);
 const qd_linear *qd_model_linear(const qd_model *m, int li);
 /* Index of the linear whose module name (or weight tensor name) is `name`, or -1. */
 int qd_model_find_linear(const qd_model *m, const char *name);
+/* The float tensors around the encoder Linears (NULL where the architecture has none), for
+ * inference engines that convert them once (integer-only inference). Shapes as in the
+ * checkpoint: BERT word [vocab, H], pos [max_pos, H], type [type_vocab, H]; ViT cls/dist [H],
+ * patch_W [H, C·ph·pw], pos [n_prefix + patches, H]; heads [num_labels, H]. Block k's LayerNorms:
+ * ln1 (BERT attention.output.LayerNorm, ViT layernorm_before) and ln2. cls_W/cls_b: the head's
+ * output layer; head_cls_norm: the head is that one layer on the final LayerNorm of the first
+ * token (ViT's); pos_has_cls: the vision position embeddings cover the prefix tokens. */
+typedef struct {
+    const float *word_emb, *pos_emb, *type_emb, *emb_ln_g, *emb_ln_b;
+    const float *cls_tok, *dist_tok, *patch_W, *patch_b, *final_ln_g, *final_ln_b;
+    const float *pool_W, *pool_b, *cls_W, *cls_b, *dist_W, *dist_b;
+    int head_cls_norm, pos_has_cls;
+} qd_model_tensors;
+void qd_model_tensors_get(const qd_model *m, qd_model_tensors *t);
+void qd_model_block_norms(const qd_model *m, int k, const float **ln1_g, const float **ln1_b, const float **ln2_g,
+                          const float **ln2_b);
 /* Number of distinct linear inputs (groups) and the first linear of a group. */
 int qd_model_num_groups(const qd_model *m);
 int qd_model_group_first(const qd_model *m, int group);
@@ -187,6 +251,8 @@ int64_t qd_model_logits_per_item(const qd_model *m, int T);
 
 /* The stages. `h` holds B * T * hidden floats. hooks may be NULL. */
 int qd_model_embed(const qd_model *m, const qd_batch *b, float *h);
+/* The same, with hooks whose tap sees the model-level points (QD_TAP_M_*). */
+int qd_model_embed_hooks(const qd_model *m, const qd_batch *b, float *h, const qd_model_hooks *hooks);
 int qd_model_block(const qd_model *m, int layer, const qd_batch *b, float *h, const qd_model_hooks *hooks);
 /* pooled [B, hidden]: transformers' pooler_output (text: tanh(dense(h[:, 0])) when the model has
  * a pooler; ViT, DeiT, DINOv2, CLIP: the final LayerNorm of CLS; BEiT: LayerNorm of the patch

@@ -2,6 +2,8 @@
 
 #include <math.h>
 
+#include "kernels/ref/fixedpoint.h"
+
 static inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 static int64_t round_sat(double x, int64_t lo, int64_t hi)
@@ -39,25 +41,21 @@ int16_t qd_q15_mul_sat(int16_t a, int16_t b)
     return (int16_t)clamp64(round_shift((int64_t)a * b, 15), INT16_MIN, INT16_MAX);
 }
 
-int32_t qd_q31_mul_sat(int32_t a, int32_t b)
-{
-    if (a == b && a == INT32_MIN) return INT32_MAX;
-    int64_t ab = (int64_t)a * (int64_t)b;
-    int64_t nudge = ab >= 0 ? (1ll << 30) : (1 - (1ll << 30));
-    return (int32_t)((ab + nudge) / (1ll << 31));
-}
+int32_t qd_q31_mul_sat(int32_t a, int32_t b) { return qd_fx_srdhm(a, b); }
 
-int32_t qd_rounding_divide_by_pot(int32_t x, int exponent)
-{
-    if (exponent <= 0) return x;
-    int32_t mask = (int32_t)((1ll << exponent) - 1);
-    int32_t remainder = x & mask;
-    int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
-    return (x >> exponent) + (remainder > threshold ? 1 : 0);
-}
+int32_t qd_rounding_divide_by_pot(int32_t x, int exponent) { return qd_fx_rdivpot(x, exponent); }
+
+int32_t qd_multiply_by_quantized_multiplier(int32_t x, int32_t M0, int shift) { return qd_fx_mbqm(x, M0, shift); }
+
+uint32_t qd_isqrt64(uint64_t v) { return qd_fx_isqrt64(v); }
 
 int qd_quantize_multiplier(double M, int32_t *M0, int *shift)
 {
+    if (M == 0) { /* TFLite: a zero multiplier is (0, 0), every product 0 */
+        *M0 = 0;
+        *shift = 0;
+        return 0;
+    }
     if (!(M > 0) || !isfinite(M)) return -1;
     int e;
     double q = frexp(M, &e); /* M = q * 2^e, q in [0.5, 1) */
@@ -77,12 +75,5 @@ int qd_quantize_multiplier(double M, int32_t *M0, int *shift)
 
 int8_t qd_requantize_s8(int32_t acc, int32_t M0, int shift, int32_t zero_point)
 {
-    int32_t x = acc;
-    if (shift > 0) {
-        int64_t l = (int64_t)acc * ((int64_t)1 << (shift > 31 ? 31 : shift)); /* no shift of negatives */
-        x = (int32_t)clamp64(l, INT32_MIN, INT32_MAX);
-    }
-    int32_t r = qd_q31_mul_sat(x, M0);
-    if (shift < 0) r = qd_rounding_divide_by_pot(r, -shift > 31 ? 31 : -shift);
-    return (int8_t)clamp64((int64_t)r + zero_point, INT8_MIN, INT8_MAX);
+    return (int8_t)clamp64((int64_t)qd_fx_mbqm(acc, M0, shift) + zero_point, INT8_MIN, INT8_MAX);
 }

@@ -11,6 +11,9 @@
 
 #include <stdint.h>
 
+/* Scalar bodies live in kernels/ref/fixedpoint.h, shared with the integer-only kernels. The
+ * library is documented with worked examples in docs/fixed-point.md. */
+
 int8_t qd_q7_from_float(float x);
 int16_t qd_q15_from_float(float x);
 int32_t qd_q31_from_double(double x);
@@ -33,11 +36,18 @@ int32_t qd_q31_mul_sat(int32_t a, int32_t b);
 /* gemmlowp RoundingDivideByPOT: x / 2^exponent rounded to nearest, ties away from zero;
  * 0 <= exponent <= 31 */
 int32_t qd_rounding_divide_by_pot(int32_t x, int exponent);
+/* TFLite's MultiplyByQuantizedMultiplier (the default, double-rounding form): x · M0 · 2^(shift-31)
+ * as qd_rounding_divide_by_pot(qd_q31_mul_sat(x · 2^max(shift,0), M0), max(-shift,0)); the left
+ * shift saturates to int32 (TFLite leaves that overflow undefined); |shift| > 31 acts as ±31. */
+int32_t qd_multiply_by_quantized_multiplier(int32_t x, int32_t M0, int shift);
+/* floor(sqrt(v)) for every uint64 (Newton's iteration from above, as I-BERT's integer sqrt) */
+uint32_t qd_isqrt64(uint64_t v);
 
 /* M > 0 as M0 · 2^shift / 2^31 with M0 in [2^30, 2^31) (M0 = round(M' · 2^31) for the mantissa
  * M' in [1/2, 1), renormalized when it rounds up to 2^31, so |M0 · 2^(shift-31) / M - 1| <= 2^-31);
- * shift may be negative. M < 2^-32 gives M0 = 0, shift = 0 (every product rounds to 0 anyway).
- * Returns 0, or -1 for M <= 0 or not finite. */
+ * shift may be negative. M < 2^-32 (shift < -31) gives M0 = 0, shift = 0 (every product rounds to
+ * 0 anyway), and so does M = 0 — TFLite's QuantizeMultiplier bit for bit.
+ * Returns 0, or -1 for M < 0 or not finite. */
 int qd_quantize_multiplier(double M, int32_t *M0, int *shift);
 /* round(acc · M) + zero_point, saturated to [-128, 127], with M given as (M0, shift): gemmlowp's
  * RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(acc · 2^max(shift,0), M0), max(-shift,0)),

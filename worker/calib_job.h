@@ -16,7 +16,7 @@
  * Units of QD_CALIB_UNIT_ROWS rows are quantized alone with the layer's statistics (and the
  * method's prepared state, e.g. GPTQ's factorization), and the statistics are exact integer sums
  * (model/calib.h), so the results are the same bits for any number of ranks. Results are held
- * unpacked on every rank until the job writes them.
+ * unpacked until the job writes them, each rank only the rows it writes.
  * Methods that learn from the input rows (AdaRound's mini-batch form) get each Linear input's
  * calibration rows (every sample's real tokens, in sample order: in data mode the block in
  * hand's, broadcast micro-batch by micro-batch from the rank that ran it; in pipeline mode a rank's
@@ -26,21 +26,32 @@
 #ifndef QD_CALIB_JOB_H
 #define QD_CALIB_JOB_H
 
+#include <cjson/cJSON.h>
 #include <mpi.h>
 
+#include "model/calib_data.h"
 #include "model/model.h"
 #include "shard/safetensors.h"
 #include "worker/job_spec.h"
 
 #define QD_CALIB_UNIT_ROWS 64
 
+/* The phases a rank's time is measured in: opening the model and data ("read"), the forward
+ * passes ("forward"), the statistics' reductions over ranks ("reduce"), the methods' units
+ * ("quantize"), gathering each block's results and dequantizing them ("gather"). */
+enum { QD_PH_READ, QD_PH_FORWARD, QD_PH_REDUCE, QD_PH_QUANTIZE, QD_PH_GATHER, QD_CALIB_NPHASES };
+extern const char *const qd_calib_phase_names[QD_CALIB_NPHASES];
+
 typedef struct {
     int64_t rows, cols, ng;
-    uint8_t *codes;   /* [rows, cols] unpacked; NULL: tensor not quantized here */
-    float *scales;    /* [rows, ng] */
-    int32_t *zeros;   /* [rows, ng] */
-    int32_t *g_idx;   /* [cols] when the method reorders columns (act-order), else NULL */
-    double damp_used; /* GPTQ: largest damping used over its units (relative to mean diag H) */
+    int64_t row0, row1; /* the rows held: the arrays below hold rows [row0, row1) of the tensor */
+    int calibrated;     /* the tensor's method ran here (its rows may be held by other ranks) */
+    int float_kept;     /* pruned and kept in float (fweight) */
+    uint8_t *codes;     /* [row1 - row0, cols] unpacked; NULL: no rows held */
+    float *scales;      /* [rows, ng] */
+    int32_t *zeros;     /* [rows, ng] */
+    int32_t *g_idx;     /* [cols] when the method reorders columns (act-order), else NULL */
+    double damp_used;   /* GPTQ: largest damping used over its units (relative to mean diag H) */
     int64_t dead_columns;
     uint8_t *mask;  /* [rows, cols] 1 = kept, when the job prunes (worker/sparse_unit.h); else NULL */
     float *fweight; /* [rows, cols] prune-only: the pruned float weights (codes unused); else NULL */
@@ -51,16 +62,24 @@ typedef struct {
     int n;
     char *calibration_json; /* what the file's "calibration" attribute records */
     double seconds;
-    double unit_cpu;       /* this rank's CPU seconds in the methods' units (all its threads) */
-    double estimate_bytes; /* this rank's estimated peak (qd_calib_job_estimate's formula) */
+    double unit_cpu;                /* this rank's CPU seconds in the methods' units (all its threads) */
+    double estimate_bytes;          /* this rank's estimated peak (qd_calib_job_estimate's formula) */
+    double phase[QD_CALIB_NPHASES]; /* this rank's seconds per phase (qd_calib_phase_names) */
+    double reduce_bytes;            /* bytes of statistics this rank sent into reductions */
     char estimate_text[512];
 } qd_calib_results;
 
 /* Runs calibration and the methods of the tensors of jt (one entry per checkpoint tensor of ck)
  * that need it. Collective over comm; every rank returns the same status and, on success, the
- * same results. `progress`: rank 0 prints a line per block. */
-int qd_calib_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, const qd_job_tensor *jt, int progress,
-                     qd_calib_results *out);
+ * same results of the rows it keeps: keep[i] = {row0, row1} of tensor i (the rows this rank
+ * writes), or keep NULL for all rows. The model's block weights are read block by block, and a
+ * block's results are gathered only while that block is in hand, so a rank holds one block and
+ * its own rows, not the model. `progress`: rank 0 prints a line per block. */
+int qd_calib_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, const qd_job_tensor *jt,
+                     const int64_t (*keep)[2], int progress, qd_calib_results *out);
+/* The calibration data's part of a "calibration" record (data, kind, nsamples, seqlen,
+ * real_tokens, seed) added to o (also used by the static activation record). */
+void qd_calib_json_data(cJSON *o, const qd_job_config *cfg, const qd_calib_data *data);
 void qd_calib_results_free(qd_calib_results *r);
 
 /* Memory the busiest of `ranks` ranks needs for the calibrated phase (bytes), with a one-line

@@ -16,6 +16,7 @@
 #include "collective/h5model.h"
 #include "common/qd_file.h"
 #include "kernels/gemm_bf16.h"
+#include "worker/act_calib.h"
 #include "worker/calib_job.h"
 #include "worker/job_piece.h"
 #include "worker/sparse_unit.h"
@@ -77,6 +78,7 @@ typedef struct {
     qd_job_item *items; /* [n] */
     qd_plan plan;
     qd_calib_results cres;
+    qd_actrec act; /* static activation scales (--activations static) */
     qd_h5m_writer *w;
     int nresumed;
     progress pg;
@@ -194,6 +196,43 @@ static void emit_failed(job *J, int st)
     emit_kv(J->hooks, "failed", o);
 }
 
+/* Every rank's phase seconds and peak memory: rank 0 prints the busiest rank's per phase and
+ * sends them all as a "calibration_phases" event (ranks, per-rank arrays). */
+static void calib_phases(job *J)
+{
+    enum { NV = QD_CALIB_NPHASES + 3 };
+    double mine[NV], *all = qd_xcalloc((size_t)J->size * NV, sizeof *all);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    for (int p = 0; p < QD_CALIB_NPHASES; p++) mine[p] = J->cres.phase[p];
+    mine[QD_CALIB_NPHASES] = J->cres.reduce_bytes;
+    mine[QD_CALIB_NPHASES + 1] = (double)ru.ru_maxrss * 1024.0;
+    mine[QD_CALIB_NPHASES + 2] = J->cres.estimate_bytes;
+    qd_coll_gather(J->comm, mine, sizeof mine, all, 0);
+    if (J->rank == 0) {
+        double mx[NV] = {0};
+        for (int r = 0; r < J->size; r++)
+            for (int v = 0; v < NV; v++) mx[v] = QD_MAX(mx[v], all[r * NV + v]);
+        if (!J->cfg.quiet) {
+            printf("calibrated phases (busiest rank, s):");
+            for (int p = 0; p < QD_CALIB_NPHASES; p++) printf(" %s %.2f", qd_calib_phase_names[p], mx[p]);
+            printf("; statistics reduced %.1f MB per rank\n", mx[QD_CALIB_NPHASES] * 1e-6);
+        }
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "ranks", J->size);
+        for (int v = 0; v < NV; v++) {
+            static const char *extra[] = {"reduce_bytes", "peak_rss_bytes", "estimate_bytes"};
+            const char *nm = v < QD_CALIB_NPHASES ? qd_calib_phase_names[v] : extra[v - QD_CALIB_NPHASES];
+            char key[48];
+            snprintf(key, sizeof key, v < QD_CALIB_NPHASES ? "%s_s" : "%s", nm);
+            cJSON *a = cJSON_AddArrayToObject(o, key);
+            for (int r = 0; r < J->size; r++) cJSON_AddItemToArray(a, cJSON_CreateNumber(all[r * NV + v]));
+        }
+        emit_kv(J->hooks, "calibration_phases", o);
+    }
+    free(all);
+}
+
 /* A job that would write an unchanged copy is an error: most often tensor names this version
  * does not recognise. A configuration whose overrides keep tensors float asked for it (an all-float
  * file is the FP32 reference that export and eval compare against). The same verdict on every rank
@@ -226,7 +265,22 @@ static int job_calibrated(job *J)
     for (int i = 0; i < n; i++) jt[i] = J->items[i].j;
     int st = QD_OK;
     if (qd_job_needs_calibration(cfg, jt, n)) {
-        st = qd_calib_job_run(cfg, J->comm, J->ck, jt, J->rank == 0 && !cfg->quiet, &J->cres);
+        /* the rows this rank's pieces write: all the calibrated results it keeps */
+        int64_t(*keep)[2] = qd_xcalloc((size_t)(n ? n : 1), sizeof *keep);
+        for (int i = 0; i < n; i++) keep[i][0] = jt[i].rows;
+        for (int q = 0; q < J->plan.npieces; q++) {
+            const qd_plan_piece *p = &J->plan.pieces[q];
+            int64_t r0, r1;
+            if (p->owner != J->rank) continue;
+            qd_job_piece_rows(&J->items[p->item], p, &r0, &r1);
+            keep[p->item][0] = QD_MIN(keep[p->item][0], r0);
+            keep[p->item][1] = QD_MAX(keep[p->item][1], r1);
+        }
+        for (int i = 0; i < n; i++)
+            if (keep[i][0] > keep[i][1]) keep[i][0] = keep[i][1] = 0;
+        st =
+            qd_calib_job_run(cfg, J->comm, J->ck, jt, (const int64_t(*)[2])keep, J->rank == 0 && !cfg->quiet, &J->cres);
+        free(keep);
         if (st == QD_OK) {
             struct rusage ru;
             getrusage(RUSAGE_SELF, &ru);
@@ -235,10 +289,11 @@ static int job_calibrated(job *J)
             if (J->rank == 0 && !cfg->quiet)
                 printf("calibrated phase: %.1f s, peak RSS %.1f MB on the busiest rank (estimate %.1f MB: %s)\n",
                        J->cres.seconds, mx[0] * 1e-6, mx[1] * 1e-6, J->cres.estimate_text);
+            calib_phases(J);
             for (int i = 0; i < n; i++)
-                if (J->cres.t[i].codes) {
+                if (J->cres.t[i].calibrated) {
                     J->items[i].cq = &J->cres.t[i];
-                    if (J->cres.t[i].fweight) J->items[i].j.kind = QD_JOB_FLOAT; /* pruned, kept in float */
+                    if (J->cres.t[i].float_kept) J->items[i].j.kind = QD_JOB_FLOAT; /* pruned, kept in float */
                 }
         } else {
             snprintf(J->msg, sizeof J->msg, "%s", qd_errmsg());
@@ -246,6 +301,12 @@ static int job_calibrated(job *J)
         }
     }
     free(jt);
+    /* static activation scales: calibrated on all ranks (the same record everywhere), written
+     * with the file's other records */
+    if (st == QD_OK && cfg->act_static && (st = qd_act_job_run(cfg, J->comm, &J->act))) {
+        snprintf(J->msg, sizeof J->msg, "%s", qd_errmsg());
+        emit_failed(J, st);
+    }
     return st;
 }
 
@@ -345,6 +406,7 @@ static int job_records(job *J)
         snprintf(J->msg, sizeof J->msg, "%s", qd_errmsg());
         return st;
     }
+    if (cfg->act_static) qd_h5m_write_activations(J->w, &J->act);
     for (int i = 0; i < J->n; i++) {
         qd_h5m_record r;
         item_record(J, i, &r);
@@ -736,6 +798,7 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
     free(J->pending);
     free(J->rank_cpu);
     qd_calib_results_free(&J->cres);
+    qd_actrec_free(&J->act);
     if (J->ck) qd_plan_free(&J->plan);
     free(J->items);
     if (J->ck) qd_ckpt_close(J->ck);

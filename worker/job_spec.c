@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "collective/h5model.h"
+#include "quant/actq.h"
 #include "shard/select.h"
 #include "worker/sparse_unit.h"
 
@@ -38,6 +39,9 @@ void qd_job_config_default(qd_job_config *c)
     c->ada_beta_end = 2;
     c->ada_warmup = 0.2;
     c->ada_lr = 1e-3;
+    c->act_bits = 8;
+    c->act_percentile = 99.99;
+    c->act_outliers = 4;
     c->prune = -1;
 }
 
@@ -110,6 +114,18 @@ cJSON *qd_job_config_json(const qd_job_config *c)
         cJSON_AddStringToObject(p, "method", qd_prune_method_name(qd_sparse_prune_method(c, c->method)));
         cJSON_AddBoolToObject(p, "prune_only", c->prune_only);
     }
+    if (c->act_static) { /* absent for weight-only files, so they stay as they were */
+        cJSON *a = cJSON_AddObjectToObject(o, "activations");
+        cJSON_AddStringToObject(a, "mode", "static");
+        cJSON_AddNumberToObject(a, "bits", c->act_bits);
+        cJSON_AddStringToObject(a, "calib", qd_actq_method_name((qd_actq_method)c->act_calib));
+        if (c->act_calib == QD_ACTQ_PERCENTILE) cJSON_AddNumberToObject(a, "percentile", c->act_percentile);
+        cJSON_AddNumberToObject(a, "outliers", c->act_outliers);
+        cJSON_AddStringToObject(a, "data", c->calib ? c->calib : "");
+        cJSON_AddNumberToObject(a, "nsamples", c->nsamples);
+        cJSON_AddNumberToObject(a, "seqlen", c->seqlen);
+        cJSON_AddNumberToObject(a, "seed", c->calib_seed);
+    }
     return o;
 }
 
@@ -134,6 +150,12 @@ int qd_job_config_validate(const qd_job_config *c)
             if ((rc = method_ok(c, (qd_method)c->overrides[i].method, where))) return rc;
         }
     if (!qd_valid_bits(c->scheme.bits)) return qd_err_set(QD_ECONFIG, "bits must be 2..8, got %d", c->scheme.bits);
+    if (c->act_static && !c->calib)
+        return qd_err_set(QD_ECONFIG, "--activations static needs calibration data: --calib PATH (a text or TSV file "
+                                      "for BERT models, an IDX file or an image folder for ViT models)");
+    if (c->act_static && (!qd_valid_bits(c->act_bits) || !(c->act_percentile > 50 && c->act_percentile <= 100) ||
+                          !(c->act_outliers >= 0)))
+        return qd_err_set(QD_ECONFIG, "act_bits must be 2..8, act_percentile in (50, 100] and act_outliers >= 0");
     if (c->scheme.gran == QD_GRAN_GROUP && c->scheme.group_size < 1)
         return qd_err_set(QD_ECONFIG, "group_size must be >= 1");
     if (!qd_method_get(c->method)->per_tensor && c->scheme.gran == QD_GRAN_TENSOR)

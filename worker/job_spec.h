@@ -49,12 +49,13 @@ typedef struct {
     qd_override overrides[QD_MAX_PATTERNS];
     int n_overrides;
     /* calibration (methods gptq, adaround) */
-    const char *calib; /* samples: text/TSV file (BERT), IDX file or image folder (ViT) */
-    int nsamples;      /* default 128 (0 = all) */
-    int seqlen;        /* tokens per text sample, default 128 */
-    int calib_seed;    /* selection seed, default 0 */
-    int calib_mode;    /* QD_CALIB_SEQUENTIAL (default) or QD_CALIB_FP */
-    int microbatch;    /* samples per forward call, default 8 */
+    const char *calib;   /* samples: text/TSV file (BERT), IDX file or image folder (ViT) */
+    int nsamples;        /* default 128 (0 = all) */
+    int seqlen;          /* tokens per text sample, default 128 */
+    int calib_seed;      /* selection seed, default 0 */
+    int calib_mode;      /* QD_CALIB_SEQUENTIAL (default) or QD_CALIB_FP */
+    int microbatch;      /* samples per forward call, default 8 */
+    double mem_per_rank; /* bytes a rank may use (--mem-per-rank); 0: what its host and cgroup have */
     /* GPTQ */
     double damp;    /* default 0.01 */
     int block_size; /* default 128 */
@@ -68,6 +69,14 @@ typedef struct {
     int ada_batch;                       /* calibration rows (tokens) per step, drawn with calib_seed from the
                                   * layer's input rows; default 0: the Hessian form, every step
                                   * sees all the data through H */
+    /* static activation scales (worker/act_calib.h): recorded in /activations for integer-only
+     * inference; calibrated on the FP32 model with the calibration options above */
+    int act_static;        /* --activations static */
+    int act_bits;          /* default 8 */
+    int act_calib;         /* quant/actq.h qd_actq_method, default minmax */
+    double act_percentile; /* default 99.99 */
+    double act_outliers;   /* static outlier channels: absmax above this times the median channel's
+                              (default 4; 0: none) */
     /* pruning of every quantized tensor (quant/prune.h, quant/sparsegpt.h; worker/sparse_unit.h) */
     qd_sparsity sparsity; /* inactive (default): dense */
     int prune; /* qd_prune_method, or -1 (default: sparsegpt with gptq, magnitude with rtn); with gptq the mask's criterion (sparsegpt: joint pruning and

@@ -10,6 +10,7 @@
  *   - an unfinished file: refused by a plain open, read by a resuming one, whose declaration finds
  *     the completion marks. */
 #include <hdf5.h>
+#include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +102,40 @@ static void fill(payload *p)
     memcpy(p->qn, p->cn, sizeof p->qn);
 }
 
+/* A static activation record of three tensors, the second with two outlier channels. */
+static void act_fill(qd_actrec *a)
+{
+    qd_actrec_alloc(a, 3);
+    const char *names[3] = {"input", "layer.0.qkv_in", "layer.0.probs"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(a->name[i], sizeof a->name[i], "%s", names[i]);
+        a->min[i] = -1.5f * (float)(i + 1);
+        a->max[i] = 2.0f * (float)(i + 1);
+        a->lo[i] = a->min[i];
+        a->hi[i] = a->max[i];
+        a->scale[i] = (a->hi[i] - a->lo[i]) / 255.0f;
+        a->zero_point[i] = -128 + 3 * i;
+        a->count[i] = 1000 + i;
+    }
+    a->bits = 8;
+    a->method = QD_ACTQ_PERCENTILE;
+    a->percentile = 99.9;
+    a->outlier_threshold = 4;
+    a->calibration = qd_xstrdup("{\"data\":\"x\",\"nsamples\":2}");
+    free(a->out_ch);
+    a->out_ch = calloc(2, sizeof(int32_t));
+    a->out_ch[0] = 2;
+    a->out_ch[1] = 5;
+    a->out_off[0] = 0;
+    a->out_off[1] = 0;
+    a->out_off[2] = 2;
+    a->out_off[3] = 2;
+    a->out_shift[1] = 3;
+    a->out_zp[1] = -7;
+    a->out_lo[1] = -20;
+    a->out_hi[1] = 30;
+}
+
 /* Writes the file; with `finish` 0 stops after marking only the first record complete. */
 static void write_file(const char *out, const payload *p, int finish)
 {
@@ -112,6 +147,10 @@ static void write_file(const char *out, const payload *p, int finish)
     qd_h5m_writer *w = NULL;
     CHECK_EQ(qd_h5m_create(MPI_COMM_WORLD, out, &h, 0, &w), QD_OK);
     if (!w) return;
+    qd_actrec act;
+    act_fill(&act);
+    qd_h5m_write_activations(w, &act);
+    qd_actrec_free(&act);
     qd_h5m_record r;
     const qd_qscheme s8 = {8, 1, QD_GRAN_CHANNEL, 128}, s3 = {3, 0, QD_GRAN_GROUP, G3}, st = {4, 0, QD_GRAN_TENSOR, 0};
     const int64_t sh2[2] = {4, 3}, sh1[1] = {5}, sh0[1] = {0}, shr[1] = {2};
@@ -257,6 +296,25 @@ static void read_back(const char *path, const payload *p)
     CHECK(n == C3 && vals && !memcmp(vals, p->g3, sizeof p->g3));
     free(vals);
     CHECK(qd_h5m_read_field(f, i8, QD_H5M_ZEROS, &vals, &n) != QD_OK); /* symmetric: none */
+    /* the static activation record, field by field */
+    qd_actrec aw, ag;
+    act_fill(&aw);
+    CHECK_MSG(qd_h5m_read_activations(f, &ag) == QD_OK, "%s", qd_errmsg());
+    CHECK_EQ(ag.n, 3);
+    if (ag.n == 3) {
+        for (int i = 0; i < 3; i++) CHECK_STREQ(ag.name[i], aw.name[i]);
+        CHECK(!memcmp(ag.scale, aw.scale, 3 * sizeof(float)) && !memcmp(ag.lo, aw.lo, 3 * sizeof(float)) &&
+              !memcmp(ag.hi, aw.hi, 3 * sizeof(float)) && !memcmp(ag.min, aw.min, 3 * sizeof(float)) &&
+              !memcmp(ag.max, aw.max, 3 * sizeof(float)) &&
+              !memcmp(ag.zero_point, aw.zero_point, 3 * sizeof(int32_t)) &&
+              !memcmp(ag.count, aw.count, 3 * sizeof(int64_t)));
+        CHECK(!memcmp(ag.out_off, aw.out_off, 4 * sizeof(int32_t)) && ag.out_ch[0] == 2 && ag.out_ch[1] == 5);
+        CHECK(ag.out_shift[1] == 3 && ag.out_zp[1] == -7 && ag.out_lo[1] == -20 && ag.out_hi[1] == 30);
+        CHECK(ag.bits == 8 && ag.method == QD_ACTQ_PERCENTILE && ag.percentile == 99.9 && ag.outlier_threshold == 4);
+        CHECK_STREQ(ag.calibration, aw.calibration);
+    }
+    qd_actrec_free(&ag);
+    qd_actrec_free(&aw);
     qd_h5m_close(f);
 }
 
@@ -337,6 +395,8 @@ static int read_doc(doc_field *d, int cap)
             place = QD_H5M_TENSOR_ATTR;
         else if (!strcmp(c[0], "dataset"))
             place = QD_H5M_TENSOR_DATASET;
+        else if (!strcmp(c[0], "/activations attribute"))
+            place = QD_H5M_ACT_ATTR;
         if (place < 0 || c[0][0] != '`' || n == cap) continue;
         doc_field *f = &d[n++];
         memset(f, 0, sizeof *f);
@@ -376,7 +436,7 @@ static void check_doc_vs_table(doc_field *d, int nd)
         CHECK_MSG(!strcmp(x->type, qd_h5m_type_name(fs[i].type)) && x->vector == fs[i].vector,
                   "'%s': docs/FORMAT.md says %s%s, the code writes %s%s", fs[i].name, x->type, x->vector ? "[...]" : "",
                   qd_h5m_type_name(fs[i].type), fs[i].vector ? "[...]" : "");
-        if (fs[i].place >= QD_H5M_TENSOR_ATTR)
+        if (fs[i].place == QD_H5M_TENSOR_ATTR || fs[i].place == QD_H5M_TENSOR_DATASET)
             CHECK_MSG(x->kinds == fs[i].kinds, "'%s': tensors column differs from the code's kinds", fs[i].name);
     }
     for (int i = 0; i < nd; i++)
@@ -454,7 +514,7 @@ static void walk_file(const char *path, doc_field *d, int nd)
     CHECK(f >= 0);
     if (f < 0) return;
     walk_ctx root = {d, nd, QD_H5M_ROOT_ATTR, "/"}, run = {d, nd, QD_H5M_RUN_ATTR, "/run"},
-             ts = {d, nd, QD_H5M_TENSOR_ATTR, "/tensors"};
+             ts = {d, nd, QD_H5M_TENSOR_ATTR, "/tensors"}, act = {d, nd, QD_H5M_ACT_ATTR, "/activations"};
     H5Aiterate2(f, H5_INDEX_NAME, H5_ITER_INC, NULL, on_attr, &root);
     hid_t g = H5Gopen2(f, QD_H5M_RUN, H5P_DEFAULT);
     H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, NULL, on_attr, &run);
@@ -462,14 +522,16 @@ static void walk_file(const char *path, doc_field *d, int nd)
     g = H5Gopen2(f, QD_H5M_TENSORS, H5P_DEFAULT);
     H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, on_tensor, &ts);
     H5Gclose(g);
+    g = H5Gopen2(f, QD_H5M_ACTIVATIONS, H5P_DEFAULT);
+    H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, NULL, on_attr, &act);
+    H5Gclose(g);
     H5Fclose(f);
     for (int i = 0; i < nd; i++)
         CHECK_MSG(d[i].seen, "'%s' is documented but the file written with every kind of record lacks it", d[i].name);
 }
 
-/* Codes beyond a row's columns (the unused high bits of its last byte set): refused by a strict
- * open, listed by a lenient one. */
-static void padding_bits(const char *out, const payload *p)
+/* A new file of an unknown architecture with empty JSON attributes. */
+static qd_h5m_writer *create_plain(const char *out)
 {
     const qd_h5m_header h = {.arch = "unknown",
                              .model_config = "{}",
@@ -478,6 +540,14 @@ static void padding_bits(const char *out, const payload *p)
                              .calibration = "{\"method\":\"none\"}"};
     qd_h5m_writer *w = NULL;
     CHECK_EQ(qd_h5m_create(MPI_COMM_WORLD, out, &h, 0, &w), QD_OK);
+    return w;
+}
+
+/* Codes beyond a row's columns (the unused high bits of its last byte set): refused by a strict
+ * open, listed by a lenient one. */
+static void padding_bits(const char *out, const payload *p)
+{
+    qd_h5m_writer *w = create_plain(out);
     if (!w) return;
     qd_h5m_record r;
     const qd_qscheme s3 = {3, 0, QD_GRAN_GROUP, G3};
@@ -505,7 +575,35 @@ static void padding_bits(const char *out, const payload *p)
     CHECK_EQ(qd_h5m_num_problems(f), 1);
     CHECK_STREQ(qd_h5m_problem_at(f, 0)->tensor, "w");
     CHECK(!qd_h5m_tensor(f, 0)->complete);
+    qd_actrec a;
+    CHECK_EQ(qd_h5m_read_activations(f, &a), QD_ENOTFOUND); /* written without --activations static */
+    CHECK_CONTAINS(qd_errmsg(), "no static activation scales");
     qd_h5m_close(f);
+    remove(out);
+}
+
+/* A damaged /activations record (one scale NaN, or outlier channels not increasing): refused by
+ * a strict open naming the group, the tensor and the value. */
+static void act_damaged(const char *out, int what)
+{
+    qd_h5m_writer *w = create_plain(out);
+    if (!w) return;
+    qd_actrec a;
+    act_fill(&a);
+    if (what == 0)
+        a.scale[2] = NAN;
+    else
+        a.out_ch[1] = 1;
+    qd_h5m_write_activations(w, &a);
+    qd_actrec_free(&a);
+    const qd_h5m_run run = {.created = "x", .shard = "rows", .ranks = size_};
+    CHECK_EQ(qd_h5m_finish(w, &run), QD_OK);
+    if (rank_ != 0) return;
+    qd_h5m *f = NULL;
+    CHECK_EQ(qd_h5m_open(out, NULL, &f), what == 0 ? QD_ENONFINITE : QD_EFORMAT);
+    CHECK_CONTAINS(qd_errmsg(), what == 0
+                                    ? "/activations: tensor 'layer.0.probs' has scale nan"
+                                    : "/activations: tensor 'layer.0.qkv_in': outlier channels are not increasing");
     remove(out);
 }
 
@@ -524,13 +622,15 @@ int main(int argc, char **argv)
     write_file(out, &p, 1);
     if (rank_ == 0) {
         read_back(out, &p);
-        doc_field d[64];
-        int nd = read_doc(d, 64);
+        doc_field d[96];
+        int nd = read_doc(d, 96);
         CHECK_GE(nd, 30);
         check_doc_vs_table(d, nd);
         walk_file(out, d, nd);
     }
     padding_bits(out, &p);
+    act_damaged(out, 0);
+    act_damaged(out, 1);
     /* unfinished: refused, unless resuming; the resumed declaration sees the first record done */
     write_file(out, &p, 0);
     if (rank_ == 0) {

@@ -97,7 +97,10 @@ int main(void)
     CHECK_EQ(badr, 0);
     int32_t M0;
     int sh;
-    CHECK_EQ(qd_quantize_multiplier(0.0, &M0, &sh), -1);
+    CHECK_EQ(qd_quantize_multiplier(-1.0, &M0, &sh), -1);
+    CHECK_EQ(qd_quantize_multiplier(0.0, &M0, &sh), 0); /* TFLite: (0, 0) */
+    CHECK_EQ(M0, 0);
+    CHECK_EQ(sh, 0);
     CHECK_EQ(qd_quantize_multiplier(0.5, &M0, &sh), 0);
     CHECK_EQ(M0, 1 << 30);
     CHECK_EQ(sh, 0);
@@ -118,5 +121,113 @@ int main(void)
     CHECK_EQ(qd_requantize_s8(1, M0, sh, 0), 127);
     CHECK_EQ(qd_requantize_s8(-1, M0, sh, 0), -128);
     CHECK_EQ(qd_requantize_s8(0, M0, sh, -7), -7);
+
+    /* gemmlowp's SaturatingRoundingDoublingHighMul, hand-computed: round(a b / 2^31), ties upward
+     * (the nudge), the one overflow saturating */
+    static const struct {
+        int32_t a, b, want;
+    } hm[] = {
+        {INT32_MIN, INT32_MIN, INT32_MAX},   /* 2^62 / 2^31 = 2^31 does not fit: INT32_MAX */
+        {INT32_MAX, INT32_MAX, 2147483646},  /* (2^31 - 1)^2 / 2^31 = 2^31 - 2 + 2^-31 */
+        {1 << 30, 1 << 30, 1 << 29},         /* 0.5 * 0.5 = 0.25 */
+        {1, 1 << 30, 1},                     /* 0.5 -> 1 */
+        {-1, 1 << 30, 0},                    /* -0.5 -> 0 (ties upward) */
+        {3, 1 << 30, 2},                     /* 1.5 -> 2 */
+        {-3, 1 << 30, -1},                   /* -1.5 -> -1 */
+        {5, 1 << 30, 3},                     /* 2.5 -> 3 */
+        {-5, 1 << 30, -2},                   /* -2.5 -> -2 */
+        {INT32_MIN, INT32_MAX, -2147483647}, /* exact */
+        {INT32_MIN, 1, -1},                  /* exact */
+        {INT32_MIN, -1, 1},                  /* exact */
+        {INT32_MAX, 1, 1},                   /* 0.99999 -> 1 */
+    };
+    for (size_t i = 0; i < sizeof hm / sizeof hm[0]; i++) CHECK_EQ(qd_q31_mul_sat(hm[i].a, hm[i].b), hm[i].want);
+    /* RoundingDivideByPOT: ties away from zero */
+    static const struct {
+        int32_t x;
+        int e;
+        int32_t want;
+    } dp[] = {{5, 1, 3},   {-5, 1, -3},        {4, 1, 2},           {-4, 1, -2},      {7, 2, 2},
+              {-7, 2, -2}, {6, 2, 2},          {-6, 2, -2},         {1, 1, 1},        {-1, 1, -1},
+              {3, 0, 3},   {INT32_MAX, 31, 1}, {INT32_MIN, 31, -1}, {1 << 30, 31, 1}, {-(1 << 30), 31, -1}};
+    for (size_t i = 0; i < sizeof dp / sizeof dp[0]; i++)
+        CHECK_EQ(qd_rounding_divide_by_pot(dp[i].x, dp[i].e), dp[i].want);
+    /* MultiplyByQuantizedMultiplier: M0 = 2^30 is 0.5, M0 = 1610612736 is 0.75 */
+    static const struct {
+        int32_t x, M0;
+        int sh;
+        int32_t want;
+    } mq[] = {{100, 1 << 30, 0, 50},
+              {100, 1 << 30, 1, 100},
+              {100, 1 << 30, -1, 25},
+              {3, 1 << 30, -1, 1},                  /* 0.75 -> 1: high multiply 1.5 -> 2, then 2 / 2 */
+              {1000, 1610612736, -3, 94},           /* 93.75 */
+              {-1000, 1610612736, -3, -94},         /* -93.75 */
+              {7, 1 << 30, 0, 4},                   /* 3.5 -> 4 */
+              {-7, 1 << 30, 0, -3},                 /* -3.5 -> -3 */
+              {1 << 30, 1 << 30, 2, 1 << 30},       /* 2^32 saturates to INT32_MAX first */
+              {-(1 << 30), 1 << 30, 2, -(1 << 30)}, /* -2^32 saturates to INT32_MIN: exact */
+              {INT32_MIN, INT32_MIN, 0, INT32_MAX}, /* the high multiply's overflow */
+              {123456, 0, 0, 0}};                   /* a zero multiplier */
+    for (size_t i = 0; i < sizeof mq / sizeof mq[0]; i++)
+        CHECK_EQ(qd_multiply_by_quantized_multiplier(mq[i].x, mq[i].M0, mq[i].sh), mq[i].want);
+    /* QuantizeMultiplier as TFLite: frexp mantissa in Q31, exponent as the shift */
+    static const struct {
+        double M;
+        int32_t M0;
+        int sh;
+    } qm[] = {{1.0, 1 << 30, 1},
+              {0.75, 1610612736, 0},
+              {0.5, 1 << 30, 0},
+              {ldexp(1, -31), 1 << 30, -30},
+              {ldexp(1, -32), 1 << 30, -31},
+              {ldexp(1, -33), 0, 0},
+              {3.0, 1610612736, 2},
+              {0.0, 0, 0}};
+    for (size_t i = 0; i < sizeof qm / sizeof qm[0]; i++) {
+        CHECK_EQ(qd_quantize_multiplier(qm[i].M, &M0, &sh), 0);
+        CHECK_EQ(M0, qm[i].M0);
+        CHECK_EQ(sh, qm[i].sh);
+    }
+    /* integer square root: floor, exact over the whole range */
+    static const struct {
+        uint64_t v;
+        uint32_t want;
+    } sq[] = {{0, 0},
+              {1, 1},
+              {2, 1},
+              {3, 1},
+              {4, 2},
+              {15, 3},
+              {16, 4},
+              {1ull << 62, 1u << 31},
+              {0xFFFFFFFE00000001ull, 0xFFFFFFFFu}, /* (2^32 - 1)^2 */
+              {0xFFFFFFFE00000000ull, 0xFFFFFFFEu}, /* one below it */
+              {UINT64_MAX, 0xFFFFFFFFu}};
+    for (size_t i = 0; i < sizeof sq / sizeof sq[0]; i++) CHECK_EQ(qd_isqrt64(sq[i].v), sq[i].want);
+    long badsq = 0;
+    for (int i = 0; i < 200000; i++) {
+        uint64_t v = ((uint64_t)r32() << 32 | r32()) >> (r32() % 64);
+        uint64_t q = qd_isqrt64(v);
+        badsq += !(q * q <= v && (q + 1) * (q + 1) > v);
+    }
+    CHECK_EQ(badsq, 0);
+    /* the high multiply and the rounding shift against their definitions in exact arithmetic
+     * (int64 numerators, floor division), 10^6 random pairs across all magnitudes */
+    long badhm = 0, baddp = 0;
+    for (int i = 0; i < 1000000; i++) {
+        int32_t a = (int32_t)r32() >> (r32() % 31), b = (int32_t)r32() >> (r32() % 31);
+        if (a == INT32_MIN && b == INT32_MIN) continue;
+        /* round half up of a b / 2^31 is floor((2 a b + 2^31) / 2^32) for a b >= 0; gemmlowp's
+         * nudge makes negative ties go up too: the same formula */
+        __int128 p = (__int128)a * b, num = 2 * p + ((__int128)1 << 31), den = (__int128)1 << 32;
+        __int128 fl = num >= 0 ? num / den : -((-num + den - 1) / den);
+        badhm += qd_q31_mul_sat(a, b) != (int32_t)fl;
+        int e = (int)(r32() % 32);
+        int64_t x = a, d = (int64_t)1 << e, q = x >= 0 ? (2 * x + d) / (2 * d) : -((2 * -x + d) / (2 * d));
+        baddp += qd_rounding_divide_by_pot(a, e) != (int32_t)q;
+    }
+    CHECK_EQ(badhm, 0);
+    CHECK_EQ(baddp, 0);
     QD_TEST_MAIN_END();
 }
