@@ -397,7 +397,9 @@ static double path_bytes(const char *path)
 static void runtime_path(char *buf, size_t cap, int fake, const int counts[QD_QL_KINDS_], double outlier,
                          double outl_cols)
 {
-    int nq = 0, nint = counts[QD_QL_INT8] + counts[QD_QL_INT4_S8] + counts[QD_QL_INT4_F32] + counts[QD_QL_CB_INT8],
+    int nq = 0,
+        nint = counts[QD_QL_INT8] + counts[QD_QL_INT8_24] + counts[QD_QL_INT4_S8] + counts[QD_QL_INT4_F32] +
+               counts[QD_QL_CB_INT8],
         nlut = counts[QD_QL_LUT];
     for (int t = 0; t < QD_QL_KINDS_; t++)
         if (t != QD_QL_FLOAT) nq += counts[t];
@@ -424,7 +426,7 @@ static void runtime_path(char *buf, size_t cap, int fake, const int counts[QD_QL
                 o += snprintf(buf + o, cap - (size_t)o, " %d %s,", counts[t],
                               t == QD_QL_INT8 ? "int8 x int8" : qd_ql_kind_name((qd_ql_kind)t));
         buf[--o] = 0; /* the last comma */
-        if (counts[QD_QL_INT8] || counts[QD_QL_INT4_S8] || counts[QD_QL_CB_INT8]) {
+        if (counts[QD_QL_INT8] || counts[QD_QL_INT8_24] || counts[QD_QL_INT4_S8] || counts[QD_QL_CB_INT8]) {
             if (outlier > 0)
                 o += snprintf(buf + o, cap - (size_t)o,
                               "; int8 activations per token, outlier columns (a value above %g) in float: %.2f per "
@@ -436,7 +438,8 @@ static void runtime_path(char *buf, size_t cap, int fake, const int counts[QD_QL
         }
     }
     if (counts[QD_QL_FLOAT])
-        snprintf(buf + o, cap - (size_t)o, "; %d Linears not in the file run in float", counts[QD_QL_FLOAT]);
+        snprintf(buf + o, cap - (size_t)o, "; %d Linears the file keeps in float run its float weights",
+                 counts[QD_QL_FLOAT]);
 }
 
 /* Everything one run measured, for the table or the JSON. */

@@ -8,6 +8,7 @@
 #include "runtime/qmodel.h"
 #include "kernels/gemm.h"
 #include "kernels/kernels.h"
+#include "kernels/gemm_s8_24.h"
 #include "quant/quant.h"
 
 #define LUT_TILE 64 /* output rows looked up at a time: 64 x K floats stay in cache */
@@ -16,6 +17,7 @@ typedef struct {
     qd_ql_kind kind;
     qd_gemm_w8 *w8;
     qd_gemm_w4 *w4;
+    qd_gemm_w24 *w24;
     float *wdq; /* dequantized [out, in] */
     uint64_t bytes;
     /* for the outlier columns: codes [out, in] unpacked, and the parameters */
@@ -56,7 +58,8 @@ const char *qd_ql_kind_name(qd_ql_kind k)
                               "int4 x float",
                               "dequantized float",
                               "codebook lookup",
-                              "codebook on an int8 grid x int8"};
+                              "codebook on an int8 grid x int8",
+                              "int8 2:4 sparse"};
     return k < QD_QL_KINDS_ ? n[k] : "?";
 }
 
@@ -148,14 +151,19 @@ static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
     if (qd_h5m_numel(r) != N * K || (r->kind == QD_H5M_QUANTIZED && (qd_h5m_rows(r) != N || qd_h5m_cols(r) != K)))
         return qd_err_set(QD_ESHAPE, "%s: tensor '%s' has %lld values; the model's is [%lld, %lld] (another model?)",
                           path, name, (long long)qd_h5m_numel(r), (long long)N, (long long)K);
-    if (r->kind != QD_H5M_QUANTIZED) {
-        ql->kind = QD_QL_FLOAT;
-        ql->bytes = (uint64_t)(N * K) * 4;
-        return QD_OK;
-    }
     qd_h5m_values v;
     int rc = qd_h5m_read(f, ri, &v);
     if (rc) return rc;
+    if (r->kind != QD_H5M_QUANTIZED) {
+        /* the file's values, not the checkpoint's: a pruned float record (--prune-only) differs
+         * from the source weights */
+        ql->kind = QD_QL_FLOAT;
+        ql->bytes = (uint64_t)(N * K) * 4;
+        ql->wdq = v.data;
+        v.data = NULL;
+        qd_h5m_values_free(&v);
+        return QD_OK;
+    }
     const int bits = r->bits, sym = r->sym;
     const int64_t G = qd_h5m_group_cols(r), ng = r->ngroups, rb = qd_packed_row_bytes(K, bits);
     int natural = 1; /* g_idx absent or equal to c / G */
@@ -168,10 +176,16 @@ static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
     } else if (!fake && bits == 8 && sym && ng == 1 && natural) {
         int8_t *w = qd_xmalloc((size_t)(N * K));
         for (int64_t i = 0; i < N * K; i++) w[i] = (int8_t)((int)v.qweight[i] - 128);
-        rc = qd_gemm_w8_create(w, N, K, K, v.scales, L->b, &ql->w8);
+        if (r->nm_n == 2 && r->nm_m == 4) { /* 2:4: the sparse kernel, same bits, half the work */
+            rc = qd_gemm_w24_create(w, N, K, K, v.scales, L->b, &ql->w24);
+            ql->kind = QD_QL_INT8_24;
+            if (!rc) ql->bytes = qd_gemm_w24_bytes(ql->w24);
+        } else {
+            rc = qd_gemm_w8_create(w, N, K, K, v.scales, L->b, &ql->w8);
+            ql->kind = QD_QL_INT8;
+            if (!rc) ql->bytes = qd_gemm_w8_bytes(ql->w8);
+        }
         free(w);
-        ql->kind = QD_QL_INT8;
-        if (!rc) ql->bytes = qd_gemm_w8_bytes(ql->w8);
     } else if (!fake && bits == 4 && natural) {
         int zok = 1;
         for (int64_t i = 0; i < N * ng; i++) zok &= v.zeros[i] >= 0 && v.zeros[i] <= 15;
@@ -181,7 +195,7 @@ static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
             if (!rc) ql->bytes = qd_gemm_w4_bytes(ql->w4);
         }
     }
-    if (!rc && (ql->kind == QD_QL_INT8 || ql->kind == QD_QL_INT4_S8) && q->outlier > 0) {
+    if (!rc && (ql->kind == QD_QL_INT8 || ql->kind == QD_QL_INT8_24 || ql->kind == QD_QL_INT4_S8) && q->outlier > 0) {
         /* what the outlier columns need: the codes and parameters (dequantized a column at a time) */
         ql->codes = qd_xmalloc((size_t)(N * K));
         qd_unpack_matrix(v.qweight, N, K, bits, ql->codes);
@@ -194,7 +208,7 @@ static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
     }
     if (rc)
         rc = qd_err_wrap(rc, "%s: tensor '%s': ", path, name);
-    else if (!ql->w8 && !ql->w4 && !ql->cbk) {
+    else if (!ql->w8 && !ql->w4 && !ql->cbk && !ql->w24) {
         ql->wdq = qd_xmalloc((size_t)(N * K) * sizeof(float));
         qd_h5m_dequantize(r, &v, ql->wdq);
         ql->kind = QD_QL_DEQUANT;
@@ -248,6 +262,7 @@ void qd_qmodel_free(qd_qmodel *q)
     for (int i = 0; i < q->n; i++) {
         qd_gemm_w8_free(q->l[i].w8);
         qd_gemm_w4_free(q->l[i].w4);
+        qd_gemm_w24_free(q->l[i].w24);
         free(q->l[i].wdq);
         free(q->l[i].codes);
         free(q->l[i].sc);
@@ -289,12 +304,13 @@ static int apply(void *user, const qd_model *m, int li, const float *X, int64_t 
     qlin *ql = &q->l[li];
     const int64_t K = L->in, N = L->out;
     switch (ql->kind) {
-    case QD_QL_FLOAT: return 0;
+    case QD_QL_FLOAT:
     case QD_QL_DEQUANT: qd_linear_f32(X, rows, L->in, ql->wdq, L->b, L->out, Y); return 1;
     case QD_QL_INT4_F32: qd_gemm_w4_f32(X, K, rows, ql->w4, Y, N); return 1;
     case QD_QL_LUT: return apply_lut(q, ql, X, rows, K, N, Y);
     case QD_QL_CB_INT8:
     case QD_QL_INT8:
+    case QD_QL_INT8_24:
     case QD_QL_INT4_S8: {
         int rc = grow(q, rows, K);
         if (rc) return rc;
@@ -356,7 +372,9 @@ static int apply(void *user, const qd_model *m, int li, const float *X, int64_t 
             X = q->xs;
         }
         qd_quantize_rows_s8(X, rows, K, K, NULL, q->ascale, q->aq, K);
-        if (ql->kind != QD_QL_INT4_S8)
+        if (ql->kind == QD_QL_INT8_24)
+            qd_gemm_s8_24_f32(q->aq, K, q->ascale, rows, ql->w24, Y, N);
+        else if (ql->kind != QD_QL_INT4_S8) /* int8, and codebooks on an int8 grid */
             qd_gemm_s8_f32(q->aq, K, q->ascale, rows, ql->w8, Y, N);
         else
             qd_gemm_w4_s8(q->aq, K, q->ascale, rows, ql->w4, Y, N);

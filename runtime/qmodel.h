@@ -4,6 +4,10 @@
  * forward pass's linear_apply hook, by the best kernel its scheme allows:
  *   int8    8-bit symmetric per output channel: int8 weights (q - 128) x int8 activations
  *           quantized per token on the fly (kernels/gemm.h qd_gemm_s8_f32);
+ *   int8 2:4  the same, pruned 2:4 (docs/FORMAT.md "Sparsity"): only the kept int8 weights and
+ *           their positions, half the multiplies (kernels/gemm_s8_24.h qd_gemm_s8_24_f32; the
+ *           same bits as the dense int8 GEMM). Unstructured sparsity runs the dense kernels: no
+ *           unstructured kernel beats the dense int8 GEMM at these densities;
  *   int4    4-bit, per channel or in groups along the input (no act-order permutation, or one
  *           equal to the natural group order): packed 4-bit weights x int8 per-token activations
  *           (qd_gemm_w4_s8), or x float activations with --w4-float-act (qd_gemm_w4_f32);
@@ -19,7 +23,8 @@
  * dequantized weight columns (LLM.int8()'s decomposition; a handful of columns per product).
  * With fake_quant every Linear runs its dequantized weights in float, which separates the error
  * of the quantized weights from the error of the integer activations.
- * Tensors the file keeps in float (embeddings, norms, biases) come from the FP32 model.
+ * Linear weights the file keeps in float run the file's values in float (a pruned model's zeros);
+ * the other tensors (embeddings, norms, biases) come from the FP32 model.
  */
 #ifndef QD_QMODEL_H
 #define QD_QMODEL_H
@@ -36,6 +41,7 @@ typedef enum {
     QD_QL_DEQUANT,
     QD_QL_LUT,
     QD_QL_CB_INT8,
+    QD_QL_INT8_24,
     QD_QL_KINDS_
 } qd_ql_kind;
 
