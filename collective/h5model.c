@@ -149,11 +149,29 @@ void qd_h5m_record_raw(qd_h5m_record *r, const char *name, int ndim, const int64
     qd_h5m_record_add(r, QD_H5M_RAW);
 }
 
-void qd_h5m_record_sparsity(qd_h5m_record *r, const char *pattern, const char *method)
+int qd_h5m__sparsity_of(const qd_h5m_record *r, qd_sparsity *sp)
+{
+    if (qd_sparsity_parse(r->sparsity, sp) != QD_OK) return QD_EINVAL;
+    if (sp->n > 0 && qd_h5m_cols(r) % sp->m)
+        return qd_err_set(QD_EINVAL, "%lld columns are not groups of %d", (long long)qd_h5m_cols(r), sp->m);
+    return QD_OK;
+}
+
+int qd_h5m_record_sparsity(qd_h5m_record *r, const char *pattern, const char *method, int64_t block)
 {
     snprintf(r->sparsity, sizeof r->sparsity, "%s", pattern);
     snprintf(r->prune_method, sizeof r->prune_method, "%s", method);
-    qd_h5m_record_add(r, QD_H5M_MASK);
+    qd_sparsity sp;
+    if (r->ndim != 2 || qd_h5m__sparsity_of(r, &sp) != QD_OK)
+        return qd_err_set(QD_EINVAL, "tensor '%s': sparsity '%s' does not fit a [%lld, %lld] tensor", r->name, pattern,
+                          (long long)qd_h5m_rows(r), (long long)qd_h5m_cols(r));
+    r->nm_n = sp.n;
+    r->nm_m = sp.n > 0 ? sp.m : 0;
+    r->nz_slots = qd_sparse_row_slots(&sp, qd_h5m_cols(r), block);
+    const int b = qd_h5m__ds_bit(r->kind == QD_H5M_QUANTIZED ? QD_H5M_QWEIGHT : QD_H5M_DATA);
+    r->datasets &= ~(1u << b);
+    qd_h5m_record_add(r, r->kind == QD_H5M_QUANTIZED ? QD_H5M_NZ_QWEIGHT : QD_H5M_NZ_DATA);
+    return qd_h5m_record_add(r, sp.n > 0 ? QD_H5M_NM_INDEX : QD_H5M_MASK);
 }
 
 int qd_h5m_is_codebook(const qd_h5m_record *r)
@@ -205,6 +223,27 @@ static int dims_mask(const qd_h5m_record *r, int64_t *d)
     return 2;
 }
 
+static int dims_nz_qweight(const qd_h5m_record *r, int64_t *d)
+{
+    d[0] = qd_h5m_rows(r);
+    d[1] = QD_PACKED_ROW_BYTES(r->nz_slots, r->bits);
+    return 2;
+}
+
+static int dims_nz_data(const qd_h5m_record *r, int64_t *d)
+{
+    d[0] = qd_h5m_rows(r);
+    d[1] = r->nz_slots;
+    return 2;
+}
+
+static int dims_nm_index(const qd_h5m_record *r, int64_t *d)
+{
+    d[0] = qd_h5m_rows(r);
+    d[1] = r->nm_m ? qd_nm_index_row_bytes(qd_h5m_cols(r), r->nm_n, r->nm_m) : 0;
+    return 2;
+}
+
 static int dims_bytes(const qd_h5m_record *r, int64_t *d)
 {
     d[0] = r->raw_bytes;
@@ -216,6 +255,9 @@ static int asym(const qd_h5m_record *r) { return !r->sym; }
 static int gridded(const qd_h5m_record *r) { return !qd_h5m_is_codebook(r); }
 static int act_order(const qd_h5m_record *r) { return r->act_order; }
 static int pruned(const qd_h5m_record *r) { return r->sparsity[0] != 0; }
+static int dense(const qd_h5m_record *r) { return !pruned(r); }
+static int unstructured(const qd_h5m_record *r) { return pruned(r) && !r->nm_m; }
+static int n_of_m(const qd_h5m_record *r) { return pruned(r) && r->nm_m; }
 
 /* A check's verdict: the message in buf, and the code (QD_EFORMAT, or QD_ENONFINITE for values
  * that are not finite numbers). */
@@ -231,11 +273,11 @@ static int why(int code, char *buf, size_t cap, const char *fmt, ...)
 
 /* The unused high bits of each row's last byte are zero (docs/FORMAT.md "Packing"): anything
  * else is a code beyond the row's columns. */
-static int check_qweight(const qd_h5m_record *r, const void *v, int64_t n, char *w, size_t cap)
+static int check_codes(const qd_h5m_record *r, int64_t C, const void *v, int64_t n, char *w, size_t cap)
 {
     const uint8_t *q = v;
-    const int64_t C = qd_h5m_cols(r), rb = QD_PACKED_ROW_BYTES(C, r->bits), used = (C * r->bits) % 8;
-    if (!used) return QD_OK;
+    const int64_t rb = QD_PACKED_ROW_BYTES(C, r->bits), used = (C * r->bits) % 8;
+    if (!used || rb == 0) return QD_OK;
     const uint8_t mask = (uint8_t)(0xFFu << used);
     for (int64_t i = rb - 1; i < n; i += rb)
         if (q[i] & mask)
@@ -245,18 +287,62 @@ static int check_qweight(const qd_h5m_record *r, const void *v, int64_t n, char 
     return QD_OK;
 }
 
-/* One bit per column, low bit first: the unused high bits of each row's last byte are zero. */
+static int check_qweight(const qd_h5m_record *r, const void *v, int64_t n, char *w, size_t cap)
+{
+    return check_codes(r, qd_h5m_cols(r), v, n, w, cap);
+}
+
+static int check_nz_qweight(const qd_h5m_record *r, const void *v, int64_t n, char *w, size_t cap)
+{
+    return check_codes(r, r->nz_slots, v, n, w, cap);
+}
+
+/* One bit per column, low bit first: the unused high bits of each row's last byte are zero, and
+ * a row keeps at most the values it stores. */
 static int check_mask(const qd_h5m_record *r, const void *v, int64_t n, char *w, size_t cap)
 {
     const uint8_t *m = v;
     const int64_t C = qd_h5m_cols(r), rb = (C + 7) / 8, used = C % 8;
-    if (!used) return QD_OK;
-    const uint8_t mask = (uint8_t)(0xFFu << used);
-    for (int64_t i = rb - 1; i < n; i += rb)
+    const uint8_t mask = used ? (uint8_t)(0xFFu << used) : 0;
+    for (int64_t i = rb - 1; used && i < n; i += rb)
         if (m[i] & mask)
             return why(QD_EFORMAT, w, cap, "row %lld: bits beyond its %lld columns are set (byte 0x%02x)",
                        (long long)(i / rb), (long long)C, m[i]);
+    for (int64_t row = 0; rb > 0 && row < n / rb; row++) {
+        int64_t kept = 0;
+        for (int64_t b = 0; b < rb; b++) kept += __builtin_popcount(m[row * rb + b]);
+        if (kept > r->nz_slots)
+            return why(QD_EFORMAT, w, cap, "row %lld keeps %lld weights; the record stores %lld per row",
+                       (long long)row, (long long)kept, (long long)r->nz_slots);
+    }
     return QD_OK;
+}
+
+/* N:M positions: each group's N positions below M, ascending. */
+static int check_nm_index(const qd_h5m_record *r, const void *v, int64_t n, char *w, size_t cap)
+{
+    const int64_t slots = r->nz_slots, rb = qd_nm_index_row_bytes(qd_h5m_cols(r), r->nm_n, r->nm_m);
+    const int ib = qd_nm_index_bits(r->nm_m);
+    if (rb == 0) return QD_OK;
+    uint8_t *pos = malloc((size_t)(slots > 0 ? slots : 1));
+    if (!pos) return why(QD_EFORMAT, w, cap, "out of memory");
+    int code = QD_OK;
+    for (int64_t row = 0; row < n / rb && !code; row++) {
+        const uint8_t *p = (const uint8_t *)v + row * rb;
+        qd_unpack_row(p, slots, ib, pos);
+        uint8_t spare = 0;
+        if ((slots * ib) % 8) spare = p[rb - 1] & (uint8_t)(0xFFu << ((slots * ib) % 8));
+        if (spare)
+            code = why(QD_EFORMAT, w, cap, "row %lld: bits beyond its %lld positions are set", (long long)row,
+                       (long long)slots);
+        for (int64_t k = 0; k < slots && !code; k++)
+            if (pos[k] >= r->nm_m || (k % r->nm_n && pos[k] <= pos[k - 1]))
+                code = why(QD_EFORMAT, w, cap, "row %lld, group %lld: position %d %s (%d:%d)", (long long)row,
+                           (long long)(k / r->nm_n), pos[k],
+                           pos[k] >= r->nm_m ? "is beyond the group" : "is not ascending", r->nm_n, r->nm_m);
+    }
+    free(pos);
+    return code;
 }
 
 static int check_scales(const qd_h5m_record *r, const void *v, int64_t n, char *w, size_t cap)
@@ -382,13 +468,17 @@ const qd_h5m_field qd_h5m__fields[] = {
     ATTR("metrics_names",   TENS, QD_H5M_STRING,  QK, 0, 0),
     ATTR("sparsity",        TENS, QD_H5M_STRING,  QK | FK, 0, 0),
     ATTR("prune_method",    TENS, QD_H5M_STRING,  QK | FK, 0, 0),
-    DSET(QD_H5M_QWEIGHT, QD_H5M_UINT8,   QK, always, NULL, dims_qweight, check_qweight),
+    ATTR("nonzeros_per_row", TENS, QD_H5M_INT64,  QK | FK, 0, 0),
+    DSET(QD_H5M_QWEIGHT, QD_H5M_UINT8,   QK, dense, "tensors that are not pruned", dims_qweight, check_qweight),
     DSET(QD_H5M_SCALES,  QD_H5M_FLOAT32, QK, gridded, "tensors of methods other than kmeans", dims_groups, check_scales),
     DSET(QD_H5M_ZEROS,   QD_H5M_INT32,   QK, asym, "asymmetric tensors", dims_groups, check_zeros),
     DSET(QD_H5M_G_IDX,   QD_H5M_INT32,   QK, act_order, "tensors with act_order 1", dims_cols, check_g_idx),
-    DSET(QD_H5M_DATA,    QD_H5M_FLOAT32, FK, always, NULL, dims_shape, check_finite),
+    DSET(QD_H5M_DATA,    QD_H5M_FLOAT32, FK, dense, "tensors that are not pruned", dims_shape, check_finite),
     DSET(QD_H5M_RAW,     QD_H5M_UINT8,   RK, always, NULL, dims_bytes, NULL),
-    DSET(QD_H5M_MASK,    QD_H5M_UINT8,   QK | FK, pruned, "pruned tensors (with sparsity)", dims_mask, check_mask),
+    DSET(QD_H5M_MASK,    QD_H5M_UINT8,   QK | FK, unstructured, "tensors pruned to a fraction", dims_mask, check_mask),
+    DSET(QD_H5M_NM_INDEX, QD_H5M_UINT8,  QK | FK, n_of_m, "tensors pruned N:M", dims_nm_index, check_nm_index),
+    DSET(QD_H5M_NZ_QWEIGHT, QD_H5M_UINT8, QK, pruned, "pruned tensors", dims_nz_qweight, check_nz_qweight),
+    DSET(QD_H5M_NZ_DATA, QD_H5M_FLOAT32, FK, pruned, "pruned tensors", dims_nz_data, check_finite),
     ATTR("format",             ACT, QD_H5M_STRING,  0, 1, 0),
     ATTR("scheme",             ACT, QD_H5M_STRING,  0, 1, 0),
     ATTR("bits",               ACT, QD_H5M_INT64,   0, 1, 0),

@@ -60,6 +60,10 @@
 #define QD_H5M_SMOOTH          "smooth"
 /* The method whose records hold codebooks (non-uniform levels) instead of scales and zeros. */
 #define QD_H5M_CODEBOOK_METHOD "kmeans"
+/* pruned records (docs/FORMAT.md "Sparsity"): the kept values, and N:M positions */
+#define QD_H5M_NZ_QWEIGHT      "nz_qweight"
+#define QD_H5M_NZ_DATA         "nz_data"
+#define QD_H5M_NM_INDEX        "nm_index"
 
 typedef enum { QD_H5M_QUANTIZED = 0, QD_H5M_FLOAT = 1, QD_H5M_RAWBYTES = 2, QD_H5M_NKINDS_ } qd_h5m_kind;
 #define QD_H5M_K(kind) (1u << (kind))
@@ -106,6 +110,8 @@ typedef struct {
     int64_t ngroups;    /* scales per row: 1, or ceil(cols / G) */
     /* pruned (docs/FORMAT.md "Sparsity"): the pattern ("0.5", "2:4") and how; "" when dense */
     char sparsity[32], prune_method[32];
+    int64_t nz_slots;  /* pruned: values stored per row (nonzeros_per_row) */
+    int nm_n, nm_m;    /* pruned N:M: the pattern; 0 for unstructured */
     uint32_t datasets; /* which datasets of the table the group holds (qd_h5m_record_add) */
     /* reader: completion */
     int complete, has_metrics;
@@ -125,8 +131,12 @@ void qd_h5m_record_quantized(qd_h5m_record *r, const char *name, int64_t rows, i
 void qd_h5m_record_float(qd_h5m_record *r, const char *name, int ndim, const int64_t *shape, const char *orig_dtype);
 void qd_h5m_record_raw(qd_h5m_record *r, const char *name, int ndim, const int64_t *shape, const char *orig_dtype,
                        int64_t bytes);
-/* A pruned record: its pattern, method and the dataset `mask` (quantized and float records). */
-void qd_h5m_record_sparsity(qd_h5m_record *r, const char *pattern, const char *method);
+/* A pruned record (quantized and float 2-D records): its pattern ("0.5", "2:4"), method, and the
+ * packed datasets instead of the dense ones: the kept values (nz_qweight / nz_data, slots per
+ * row from qd_sparse_row_slots with `block`, the columns an unstructured fraction is pruned per)
+ * and the bitmask (`mask`, unstructured) or the N:M positions (`nm_index`). QD_OK, or QD_EINVAL
+ * for a pattern that does not parse or does not fit the columns. */
+int qd_h5m_record_sparsity(qd_h5m_record *r, const char *pattern, const char *method, int64_t block);
 /* Whether a quantized record stores a codebook per group (`codebook` [rows][ngroups][2^bits],
  * no scales or zeros): records of method QD_H5M_CODEBOOK_METHOD. */
 int qd_h5m_is_codebook(const qd_h5m_record *r);
@@ -186,6 +196,11 @@ int qd_h5m_reserve(qd_h5m_writer *w);
 /* Rows [r0, r0 + n) along the first dimension of one of record ti's datasets, from values of
  * the field's type (independent I/O: each rank writes its own rows). */
 void qd_h5m_write_rows(qd_h5m_writer *w, int ti, const char *dataset, int64_t r0, int64_t n, const void *values);
+/* Rows [r0, r0 + n) of pruned record ti from its dense rows: codes [n][cols] unpacked (quantized;
+ * packed into nz_qweight) or floats [n][cols] (float; nz_data), and mask [n][cols] (1 = kept).
+ * Independent, like qd_h5m_write_rows. QD_OK, or QD_EFORMAT when a row keeps more than the
+ * pattern allows. */
+int qd_h5m_write_pruned_rows(qd_h5m_writer *w, int ti, int64_t r0, int64_t n, const void *dense, const uint8_t *mask);
 /* Everything written so far on disk (collective). QD_OK, or, on every rank, QD_EIO naming the
  * file when a write or the flush failed on any rank (disk full, I/O error): the file then gets no
  * further completion mark and no status; close it with qd_h5m_abandon. */
@@ -265,14 +280,15 @@ const qd_h5m_problem *qd_h5m_problem_at(const qd_h5m *f, int i);
  * when the file has none (quantized without --activations static). Free with qd_actrec_free. */
 int qd_h5m_read_activations(qd_h5m *f, qd_actrec *r);
 
-/* The arrays of one record, malloc'd (free with qd_h5m_values_free). */
+/* The arrays of one record, malloc'd (free with qd_h5m_values_free). A pruned record's packed
+ * values come back dense: qweight with the zero point's code where pruned, data with zeros. */
 typedef struct {
     uint8_t *qweight; /* [rows][ceil(cols*bits/8)] packed codes */
     float *scales;    /* [rows][ngroups]; NULL for codebook records */
     float *codebook;  /* codebook records: [rows][ngroups][2^bits], ascending; else NULL */
     int32_t *zeros;   /* [rows][ngroups]; symmetric records: 2^(bits-1) */
     int32_t *g_idx;   /* [cols], or NULL */
-    uint8_t *mask;    /* pruned: [rows][ceil(cols/8)] bits, 1 = kept; else NULL */
+    uint8_t *mask;    /* pruned: [rows][ceil(cols/8)] bits, 1 = kept; else NULL (N:M: every slot) */
     float *data;      /* float: numel values */
     uint8_t *raw;     /* raw: raw_bytes */
 } qd_h5m_values;

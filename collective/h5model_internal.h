@@ -7,6 +7,7 @@
 
 #include "collective/h5model.h"
 #include "common/qd_common.h"
+#include "quant/prune.h"
 
 /* The element type in the file, and the native type values are converted to in memory. */
 hid_t qd_h5m__file_type(qd_h5m_type t);
@@ -25,5 +26,7 @@ extern const qd_h5m_field qd_h5m__fields[];
 extern const int qd_h5m__nfields;
 /* Bit of a dataset in qd_h5m_record.datasets (its index among the table's datasets), or -1. */
 int qd_h5m__ds_bit(const char *name);
+/* A pruned record's pattern (its sparsity attribute), checked against its columns. */
+int qd_h5m__sparsity_of(const qd_h5m_record *r, qd_sparsity *sp);
 
 #endif

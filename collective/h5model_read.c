@@ -373,6 +373,22 @@ static void parse_record(qd_h5m *f, hid_t g, qd_h5m_record *r)
     snprintf(r->prune_method, sizeof r->prune_method, "%s", pm ? pm : "");
     free(sp);
     free(pm);
+    if (r->sparsity[0] && f->nprob == base) {
+        qd_sparsity pat;
+        int64_t slots = -1;
+        if (qd_h5m__sparsity_of(r, &pat) != QD_OK)
+            problem(f, nm, QD_EFORMAT, "sparsity '%s' is not a fraction or an N:M pattern of its %lld columns",
+                    r->sparsity, (long long)qd_h5m_cols(r));
+        else if (get_nums(g, "nonzeros_per_row", QD_H5M_INT64, &slots, 1) != 1 || slots < 0 || slots > qd_h5m_cols(r) ||
+                 (pat.n && slots != qd_sparse_row_slots(&pat, qd_h5m_cols(r), 0)))
+            problem(f, nm, QD_EFORMAT, "attribute 'nonzeros_per_row' is missing or not a row's kept count (%lld)",
+                    (long long)slots);
+        else {
+            r->nz_slots = slots;
+            r->nm_n = pat.n;
+            r->nm_m = pat.n ? pat.m : 0;
+        }
+    }
     if (r->kind == QD_H5M_RAWBYTES) r->raw_bytes = QD_MAX(ds_points(g, QD_H5M_RAW), 0);
     /* a 0-d float tensor records shape [0] and holds one value */
     if (r->kind == QD_H5M_FLOAT && k == 1 && r->shape[0] == 0 && ds_points(g, QD_H5M_DATA) == 1) r->zero_d = 1;
@@ -737,6 +753,66 @@ static void check_values(qd_h5m *f, int i)
     if (g >= 0) H5Gclose(g);
 }
 
+/* A pruned record's packed values, dense: qweight (pruned weights at the zero point's code) or
+ * data (zeros), and the packed mask. The scales, zeros and g_idx are in v already. */
+static int read_pruned(qd_h5m *f, int i, qd_h5m_values *v)
+{
+    const qd_h5m_record *r = &f->t[i];
+    const int quant = r->kind == QD_H5M_QUANTIZED;
+    const int64_t R = qd_h5m_rows(r), C = qd_h5m_cols(r), S = r->nz_slots, G = quant ? qd_h5m_group_cols(r) : 1;
+    const qd_sparsity sp = {.n = r->nm_n, .m = r->nm_m};
+    void *nz = NULL, *idx = NULL;
+    int64_t n;
+    int rc = qd_h5m_read_field(f, i, quant ? QD_H5M_NZ_QWEIGHT : QD_H5M_NZ_DATA, &nz, &n);
+    if (!rc) rc = qd_h5m_read_field(f, i, sp.n ? QD_H5M_NM_INDEX : QD_H5M_MASK, &idx, &n);
+    const size_t esz = quant ? 1 : sizeof(float);
+    uint8_t *vals = quant ? malloc((size_t)(R * S) + 1) : nz, *pos = sp.n ? malloc((size_t)(R * S) + 1) : NULL;
+    uint8_t *mask = malloc((size_t)(R * C) + 1), *dense = malloc((size_t)(R * C) * esz + 1);
+    if (!rc && (!vals || (sp.n && !pos) || !mask || !dense))
+        rc = qd_err_set(QD_ENOMEM, "%s: tensor '%s': out of memory", f->path, r->name);
+    if (!rc) {
+        if (quant) {
+            const int64_t rb = QD_PACKED_ROW_BYTES(S, r->bits);
+            for (int64_t k = 0; k < R; k++) qd_unpack_row((uint8_t *)nz + k * rb, S, r->bits, vals + k * S);
+            for (int64_t k = 0; k < R; k++) /* pruned weights: the zero point's code */
+                for (int64_t c = 0; c < C; c++) {
+                    const int64_t g = v->g_idx ? v->g_idx[c] : c / G;
+                    dense[k * C + c] = (uint8_t)v->zeros[k * r->ngroups + g];
+                }
+        } else
+            memset(dense, 0, (size_t)(R * C) * esz);
+        if (sp.n) {
+            const int64_t ib = qd_nm_index_row_bytes(C, sp.n, sp.m);
+            for (int64_t k = 0; k < R; k++)
+                qd_unpack_row((uint8_t *)idx + k * ib, S, qd_nm_index_bits(sp.m), pos + k * S);
+        } else
+            qd_mask_unpack(idx, R, C, mask);
+        if ((rc = qd_sparse_scatter(vals, esz, pos, R, C, &sp, S, dense, mask)))
+            qd_err_wrap(rc, "%s: tensor '%s': ", f->path, r->name);
+    }
+    if (!rc) {
+        v->mask = malloc((size_t)(R * QD_MASK_ROW_BYTES(C)) + 1);
+        if (quant) v->qweight = malloc((size_t)(R * QD_PACKED_ROW_BYTES(C, r->bits)) + 1);
+        if (!v->mask || (quant && !v->qweight)) rc = qd_err_set(QD_ENOMEM, "%s: out of memory", f->path);
+    }
+    if (!rc) {
+        qd_mask_pack(mask, R, C, v->mask);
+        if (quant)
+            qd_pack_matrix(dense, R, C, r->bits, v->qweight);
+        else {
+            v->data = (float *)dense;
+            dense = NULL;
+        }
+    }
+    if (quant) free(vals);
+    free(nz);
+    free(idx);
+    free(pos);
+    free(mask);
+    free(dense);
+    return rc;
+}
+
 int qd_h5m_read(qd_h5m *f, int i, qd_h5m_values *v)
 {
     memset(v, 0, sizeof *v);
@@ -745,7 +821,7 @@ int qd_h5m_read(qd_h5m *f, int i, qd_h5m_values *v)
     int64_t n;
     int rc = QD_OK;
     if (r->kind == QD_H5M_QUANTIZED) {
-        if (!(rc = qd_h5m_read_field(f, i, QD_H5M_QWEIGHT, (void **)&v->qweight, &n)) &&
+        if (!(rc = r->sparsity[0] ? QD_OK : qd_h5m_read_field(f, i, QD_H5M_QWEIGHT, (void **)&v->qweight, &n)) &&
             !(rc = qd_h5m_read_field(f, i, qd_h5m_is_codebook(r) ? QD_H5M_CODEBOOK : QD_H5M_SCALES,
                                      qd_h5m_is_codebook(r) ? (void **)&v->codebook : (void **)&v->scales, &n))) {
             if (r->sym) {
@@ -756,11 +832,11 @@ int qd_h5m_read(qd_h5m *f, int i, qd_h5m_values *v)
                 rc = qd_h5m_read_field(f, i, QD_H5M_ZEROS, (void **)&v->zeros, &n);
         }
         if (!rc && r->act_order) rc = qd_h5m_read_field(f, i, QD_H5M_G_IDX, (void **)&v->g_idx, &n);
-    } else if (r->kind == QD_H5M_FLOAT)
+    } else if (r->kind == QD_H5M_FLOAT && !r->sparsity[0])
         rc = qd_h5m_read_field(f, i, QD_H5M_DATA, (void **)&v->data, &n);
-    else
+    else if (r->kind == QD_H5M_RAWBYTES)
         rc = qd_h5m_read_field(f, i, QD_H5M_RAW, (void **)&v->raw, &n);
-    if (!rc && r->sparsity[0]) rc = qd_h5m_read_field(f, i, QD_H5M_MASK, (void **)&v->mask, &n);
+    if (!rc && r->sparsity[0]) rc = read_pruned(f, i, v);
     if (rc) qd_h5m_values_free(v);
     return rc;
 }

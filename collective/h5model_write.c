@@ -265,6 +265,7 @@ int qd_h5m_declare(qd_h5m_writer *w, qd_h5m_record *r)
         if (r->sparsity[0]) {
             attr_str(x->g, "sparsity", r->sparsity);
             attr_str(x->g, "prune_method", r->prune_method);
+            attr_i64(x->g, "nonzeros_per_row", r->nz_slots);
         }
         attr_num(x->g, "shape", QD_H5M_INT64, r->shape, r->ndim);
         attr_str(x->g, "orig_dtype", r->orig_dtype);
@@ -438,4 +439,41 @@ void qd_h5m_abandon(qd_h5m_writer *w)
     qd_coll_barrier(w->comm);
     if (w->rank == 0 && w->discard) unlink(w->partial); /* nothing of value: no space was reserved */
     free(w);
+}
+
+int qd_h5m_write_pruned_rows(qd_h5m_writer *w, int ti, int64_t r0, int64_t n, const void *dense, const uint8_t *mask)
+{
+    QD_ASSERT(ti >= 0 && ti < w->n);
+    const qd_h5m_record *r = &w->t[ti].r;
+    if (n <= 0) return QD_OK;
+    qd_sparsity sp;
+    if (qd_h5m__sparsity_of(r, &sp)) return qd_err_set(QD_EINVAL, "tensor '%s': sparsity '%s'", r->name, r->sparsity);
+    const int quant = r->kind == QD_H5M_QUANTIZED;
+    const int64_t C = qd_h5m_cols(r), S = r->nz_slots;
+    const size_t esz = quant ? 1 : sizeof(float);
+    uint8_t *vals = malloc((size_t)(n * S) * esz + 1), *pos = sp.n ? malloc((size_t)(n * S) + 1) : NULL;
+    const int64_t ob = quant ? QD_PACKED_ROW_BYTES(S, r->bits) : 0;
+    const int64_t mb = sp.n ? qd_nm_index_row_bytes(C, sp.n, sp.m) : QD_MASK_ROW_BYTES(C);
+    uint8_t *packed = malloc((size_t)(n * (ob > mb ? ob : mb)) + 1);
+    int rc = vals && packed && (!sp.n || pos) ? QD_OK : qd_err_set(QD_ENOMEM, "tensor '%s': out of memory", r->name);
+    if (!rc && (rc = qd_sparse_gather(dense, esz, mask, n, C, &sp, S, vals, pos)))
+        qd_err_wrap(rc, "tensor '%s' rows [%lld, %lld): ", r->name, (long long)r0, (long long)(r0 + n));
+    if (!rc) {
+        if (quant) {
+            for (int64_t i = 0; i < n; i++) qd_pack_row(vals + i * S, S, r->bits, packed + i * ob);
+            qd_h5m_write_rows(w, ti, QD_H5M_NZ_QWEIGHT, r0, n, packed);
+        } else
+            qd_h5m_write_rows(w, ti, QD_H5M_NZ_DATA, r0, n, vals);
+        if (sp.n) {
+            for (int64_t i = 0; i < n; i++) qd_pack_row(pos + i * S, S, qd_nm_index_bits(sp.m), packed + i * mb);
+            qd_h5m_write_rows(w, ti, QD_H5M_NM_INDEX, r0, n, packed);
+        } else {
+            qd_mask_pack(mask, n, C, packed);
+            qd_h5m_write_rows(w, ti, QD_H5M_MASK, r0, n, packed);
+        }
+    }
+    free(vals);
+    free(pos);
+    free(packed);
+    return rc;
 }

@@ -516,7 +516,9 @@ static void runtime_path(char *buf, size_t cap, int fake, const pass_result *rq,
 {
     const int *counts = rq->counts;
     const double outl_cols = rq->outlier_cols;
-    int nq = 0, nint = counts[QD_QL_INT8] + counts[QD_QL_INT4_S8] + counts[QD_QL_INT4_F32] + counts[QD_QL_CB_INT8],
+    int nq = 0,
+        nint = counts[QD_QL_INT8] + counts[QD_QL_INT8_24] + counts[QD_QL_INT4_S8] + counts[QD_QL_INT4_F32] +
+               counts[QD_QL_CB_INT8],
         nlut = counts[QD_QL_LUT];
     for (int t = 0; t < QD_QL_KINDS_; t++)
         if (t != QD_QL_FLOAT) nq += counts[t];
@@ -543,7 +545,7 @@ static void runtime_path(char *buf, size_t cap, int fake, const pass_result *rq,
                 o += snprintf(buf + o, cap - (size_t)o, " %d %s on %s,", counts[t],
                               t == QD_QL_INT8 ? "int8 x int8" : qd_ql_kind_name((qd_ql_kind)t), rq->isa[t]);
         buf[--o] = 0; /* the last comma */
-        if (counts[QD_QL_INT8] || counts[QD_QL_INT4_S8] || counts[QD_QL_CB_INT8]) {
+        if (counts[QD_QL_INT8] || counts[QD_QL_INT8_24] || counts[QD_QL_INT4_S8] || counts[QD_QL_CB_INT8]) {
             if (outlier > 0)
                 o += snprintf(buf + o, cap - (size_t)o,
                               "; int8 activations per token, outlier columns (a value above %g) in float: %.2f per "
@@ -555,7 +557,8 @@ static void runtime_path(char *buf, size_t cap, int fake, const pass_result *rq,
         }
     }
     if (counts[QD_QL_FLOAT])
-        o += snprintf(buf + o, cap - (size_t)o, "; %d Linears not in the file run in float", counts[QD_QL_FLOAT]);
+        o += snprintf(buf + o, cap - (size_t)o, "; %d Linears the file keeps in float run its float weights",
+                      counts[QD_QL_FLOAT]);
     snprintf(buf + o, cap - (size_t)o, "; %s, float GEMMs on %s", rq->path, rf->isa[QD_QL_FLOAT]);
 }
 

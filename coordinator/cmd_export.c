@@ -1,6 +1,7 @@
 /* qdist export FILE.h5 --out DIR [--dtype f32|f16]: a dequantized safetensors checkpoint with the
  * original names and shapes, and the source config.json, loadable by the Hugging Face tools.
  * Rank 0 does the work; the other ranks wait for its verdict. */
+#include <cjson/cJSON.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,7 @@
 #include "shard/st_write.h"
 
 static const char *export_help =
-    "Usage: qdist export FILE.h5 --out DIR [--dtype f32|f16]\n"
+    "Usage: qdist export FILE.h5 --out DIR [--dtype f32|f16] [--keep-pruned-heads]\n"
     "       qdist export FILE.h5 --format onnx --out MODEL.onnx [--opset N] [--onnx-ops qdq|nbits|integer]\n"
     "                    [--outlier-threshold X]\n"
     "       qdist export FILE.h5 --format compressed-tensors --out DIR\n"
@@ -24,7 +25,11 @@ static const char *export_help =
     "\n"
     "Default (--format safetensors): writes DIR/model.safetensors with every tensor of the qdist\n"
     "model dequantized (scale * (q - zero)) under its original name and shape, and DIR/config.json\n"
-    "from the model's recorded configuration. Non-float tensors are copied unchanged.\n"
+    "from the model's recorded configuration. Non-float tensors are copied unchanged. A model pruned\n"
+    "by --prune-ffn keeps its smaller FFN matrices and intermediate_size; one pruned by --prune-heads\n"
+    "gets its removed heads back as zero rows and columns (they add exactly nothing) and a config\n"
+    "without pruned_heads, which transformers loads (it no longer prunes heads itself);\n"
+    "--keep-pruned-heads writes the smaller matrices with pruned_heads instead (qdist loads both).\n"
     "\n"
     "--format onnx: the model's forward pass as an ONNX graph for ONNX Runtime, the quantized weights\n"
     "carried as stored (codes, scales, zero points, groups). Inputs: input_ids, attention_mask\n"
@@ -115,7 +120,89 @@ static int export_tensor(qd_h5m *f, int i, int f16, qd_st_out_tensor *o)
     return QD_OK;
 }
 
-static int do_export(const char *path, const char *dir, int f16)
+/* Tensor i of layer l's attention: 1 for query/key/value weights and biases (rows by head), 2 for
+ * the attention output's weight (columns by head), else 0. */
+static int head_role(const char *name, int l)
+{
+    char key[32];
+    snprintf(key, sizeof key, ".layer.%d.", l);
+    if (!strstr(name, key)) return 0;
+    static const char *rows[] = {"query.weight", "query.bias", "key.weight", "key.bias", "value.weight", "value.bias"};
+    const size_t n = strlen(name);
+    for (int k = 0; k < 6; k++)
+        if (n >= strlen(rows[k]) && !strcmp(name + n - strlen(rows[k]), rows[k])) return 1;
+    const char *o = "attention.output.dense.weight";
+    return n >= strlen(o) && !strcmp(name + n - strlen(o), o) ? 2 : 0;
+}
+
+/* A model whose config lists pruned_heads, in the form transformers (which no longer prunes heads
+ * when it loads) runs: each removed head back as zero query/key/value rows and biases and zero
+ * attention-output columns — a head that adds exactly nothing — and pruned_heads dropped from the
+ * config. *cfg_out: the new config (malloc'd), or NULL when there is nothing to do. */
+static int pad_heads(const char *cfg, qd_st_out_tensor *t, int n, char **cfg_out)
+{
+    *cfg_out = NULL;
+    cJSON *j = cJSON_Parse(cfg);
+    const cJSON *ph = j ? cJSON_GetObjectItemCaseSensitive(j, "pruned_heads") : NULL;
+    if (!cJSON_IsObject(ph) || !ph->child) {
+        cJSON_Delete(j);
+        return QD_OK;
+    }
+    const cJSON *nh = cJSON_GetObjectItemCaseSensitive(j, "num_attention_heads"),
+                *hs = cJSON_GetObjectItemCaseSensitive(j, "attention_head_size"),
+                *hid = cJSON_GetObjectItemCaseSensitive(j, "hidden_size");
+    const int heads = cJSON_IsNumber(nh) ? nh->valueint : 0;
+    const int64_t d = cJSON_IsNumber(hs) ? hs->valueint : heads && cJSON_IsNumber(hid) ? hid->valueint / heads : 0;
+    int rc = heads > 0 && d > 0 ? QD_OK : qd_err_set(QD_ECONFIG, "model_config: pruned_heads without head sizes");
+    for (const cJSON *e = ph->child; !rc && e; e = e->next) {
+        const int l = atoi(e->string);
+        uint8_t *keep = qd_xmalloc((size_t)heads);
+        memset(keep, 1, (size_t)heads);
+        for (const cJSON *h = e->child; h; h = h->next)
+            if (cJSON_IsNumber(h) && h->valueint >= 0 && h->valueint < heads) keep[h->valueint] = 0;
+        int kept = 0;
+        for (int h = 0; h < heads; h++) kept += keep[h];
+        for (int i = 0; i < n; i++) {
+            const int role = head_role(t[i].name, l);
+            if (!role) continue;
+            const size_t es = t[i].dtype == QD_DT_F16 ? 2 : 4;
+            const int64_t R = t[i].shape[0], C = t[i].ndim > 1 ? t[i].shape[1] : 1;
+            const int64_t a = role == 1 ? R : C; /* the side that holds the heads */
+            if (a != kept * d) {
+                rc = qd_err_set(QD_ESHAPE, "tensor '%s': %lld head rows or columns, not %d heads of %lld", t[i].name,
+                                (long long)a, kept, (long long)d);
+                break;
+            }
+            const int64_t R2 = role == 1 ? heads * d : R, C2 = role == 1 ? C : heads * d;
+            uint8_t *o = qd_xcalloc((size_t)(R2 * C2), es);
+            const uint8_t *src = t[i].data;
+            for (int h = 0, k = 0; h < heads; h++) {
+                if (!keep[h]) continue;
+                for (int64_t x = 0; x < d; x++) {
+                    const int64_t to = h * d + x, from = k * d + x;
+                    if (role == 1)
+                        memcpy(o + (size_t)(to * C2) * es, src + (size_t)(from * C) * es, (size_t)C * es);
+                    else
+                        for (int64_t r = 0; r < R; r++)
+                            memcpy(o + (size_t)(r * C2 + to) * es, src + (size_t)(r * C + from) * es, es);
+                }
+                k++;
+            }
+            free((void *)t[i].data);
+            t[i].data = o;
+            t[i].shape[role == 1 ? 0 : 1] = role == 1 ? R2 : C2;
+        }
+        free(keep);
+    }
+    if (!rc) {
+        cJSON_DeleteItemFromObjectCaseSensitive(j, "pruned_heads");
+        *cfg_out = cJSON_PrintUnformatted(j);
+    }
+    cJSON_Delete(j);
+    return rc;
+}
+
+static int do_export(const char *path, const char *dir, int f16, int keep_pruned)
 {
     qd_h5m *f = NULL;
     const qd_h5m_open_opts oo = {.arch_known = qd_model_type_known};
@@ -125,6 +212,8 @@ static int do_export(const char *path, const char *dir, int f16)
     qd_st_out_tensor *t = qd_xcalloc((size_t)(n ? n : 1), sizeof *t);
     int nt = 0;
     for (; nt < n && st == QD_OK; nt++) st = export_tensor(f, nt, f16, &t[nt]);
+    char *padded = NULL;
+    if (st == QD_OK && !keep_pruned) st = pad_heads(qd_h5m_info_of(f)->model_config, t, n, &padded);
     if (st == QD_OK) {
         mkdir(dir, 0755);
         char out[4096];
@@ -132,7 +221,7 @@ static int do_export(const char *path, const char *dir, int f16)
         char meta[256];
         snprintf(meta, sizeof meta, "{\"format\":\"pt\",\"qdist\":\"dequantized from a qdist model\"}");
         st = qd_st_write(out, t, n, meta);
-        const char *cfg = qd_h5m_info_of(f)->model_config;
+        const char *cfg = padded ? padded : qd_h5m_info_of(f)->model_config;
         if (st == QD_OK && cfg[0]) {
             snprintf(out, sizeof out, "%s/config.json", dir);
             FILE *c = fopen(out, "w");
@@ -146,6 +235,7 @@ static int do_export(const char *path, const char *dir, int f16)
         free((void *)t[i].data);
     }
     free(t);
+    free(padded);
     qd_h5m_close(f);
     return st;
 }
@@ -192,17 +282,19 @@ int qd_cmd_export(int argc, char **argv, MPI_Comm comm)
                                  {"onnx-ops", required_argument, 0, O_ONNX_OPS},
                                  {"outlier-threshold", required_argument, 0, O_OUTLIER},
                                  {"activation-ranges", required_argument, 0, O_RANGES},
+                                 {"keep-pruned-heads", no_argument, 0, 'k'},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
     const char *out = NULL, *format = "safetensors", *ranges = NULL;
     qd_onnx_opts oo = {.opset = QD_ONNX_OPSET_DEFAULT, .ops = QD_ONNX_QDQ, .outlier = 6.0f};
     char *end;
-    int f16 = 0, c;
+    int f16 = 0, keep_pruned = 0, c;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (c) {
         case 'o': out = optarg; break;
+        case 'k': keep_pruned = 1; break;
         case 'd':
             if (!strcmp(optarg, "f16"))
                 f16 = 1;
@@ -248,6 +340,6 @@ int qd_cmd_export(int argc, char **argv, MPI_Comm comm)
     if (!out) return qd_cli_usage_error(comm, "export", "missing --out");
     return qd_cli_root_verdict(comm, "export",
                                !qd_cli_is_root(comm)            ? QD_OK
-                               : !strcmp(format, "safetensors") ? do_export(argv[optind], out, f16)
+                               : !strcmp(format, "safetensors") ? do_export(argv[optind], out, f16, keep_pruned)
                                                                 : do_export_to(format, argv[optind], out, &oo, ranges));
 }

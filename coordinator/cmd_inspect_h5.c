@@ -24,17 +24,17 @@ static void sparsity_suffix(qd_h5m *f, int i, char *out, size_t cap)
 {
     const qd_h5m_record *r = qd_h5m_tensor(f, i);
     out[0] = 0;
-    void *v = NULL;
-    int64_t n = 0;
-    if (!r->sparsity[0] || qd_h5m_read_field(f, i, QD_H5M_MASK, &v, &n) != QD_OK) return;
-    const uint8_t *m = v;
+    qd_h5m_values v;
+    if (!r->sparsity[0] || qd_h5m_read(f, i, &v) != QD_OK) return;
+    const uint8_t *m = v.mask;
     const int64_t rows = qd_h5m_rows(r), cols = qd_h5m_cols(r), rb = (cols + 7) / 8;
     int64_t kept = 0;
-    for (int64_t a = 0; a < rows && (a + 1) * rb <= n; a++)
+    for (int64_t a = 0; a < rows; a++)
         for (int64_t c = 0; c < cols; c++) kept += (m[a * rb + c / 8] >> (c % 8)) & 1;
-    snprintf(out, cap, "  sparsity %.1f%% (%s, %s)", 100.0 * (1.0 - (double)kept / (double)(rows * cols)), r->sparsity,
-             r->prune_method);
-    free(v);
+    snprintf(out, cap, "  sparsity %.1f%% (%s, %s, %lld stored per row)",
+             100.0 * (1.0 - (double)kept / (double)(rows * cols)), r->sparsity, r->prune_method,
+             (long long)r->nz_slots);
+    qd_h5m_values_free(&v);
 }
 
 /* " codebook 16 levels x 2 groups/row, row 0: -0.21 .. 0.33" for K-means tensors, "" otherwise */

@@ -1,6 +1,7 @@
 /* qdist quantize and qdist plan. */
 #include <cjson/cJSON.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include "shard/select.h"
 #include "train/train.h"
 #include "worker/calib_job.h"
+#include "worker/structured.h"
 
 static const char *quantize_help =
     "Usage: mpirun -n N qdist quantize --model PATH --out FILE.h5 [options]\n"
@@ -120,6 +122,12 @@ static const char *quantize_help =
     "                          pass), magnitude, wanda (|W| x input norm; needs --calib); rtn\n"
     "                          jobs prune by magnitude\n"
     "  --prune-only            keep the pruned weights in float (method gptq's calibration)\n"
+    "  --prune-heads K         remove the K least important attention heads of every layer and\n"
+    "  --prune-ffn F           the fraction F of its FFN neurons (importance through the next\n"
+    "                          Linear's input Hessian; needs --calib): the checkpoint is shrunk\n"
+    "                          into FILE.h5.structured/ (config with pruned_heads and the new\n"
+    "                          intermediate_size), which the job then quantizes; eval it with\n"
+    "                          --model FILE.h5.structured\n"
     "Static activation scales (for 'qdist eval --integer-only'):\n"
     "  --activations static    also record a scale and zero point for every tensor integer-only\n"
     "                          inference quantizes (Linear inputs, attention scores and\n"
@@ -212,7 +220,9 @@ enum {
     O_KM_INIT,
     O_KM_WEIGHTED,
     O_KM_SEED,
-    O_KM_ITERS
+    O_KM_ITERS,
+    O_PRUNE_HEADS,
+    O_PRUNE_FFN
 };
 
 static const char *g_events;
@@ -257,7 +267,9 @@ static int add_embedding_override(qd_job_config *c, int bits)
     c->include_embeddings = 1;
     return 0;
 }
-static int g_train_batch; /* qdist plan --train-batch */
+
+static int g_train_batch;           /* qdist plan --train-batch */
+static qd_structured_opts g_struct; /* --prune-heads, --prune-ffn */
 
 static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const char *help, qd_job_config *c, int *ranks,
                  int *rc)
@@ -314,6 +326,8 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
                                  {"weighted", no_argument, 0, O_KM_WEIGHTED},
                                  {"kmeans-seed", required_argument, 0, O_KM_SEED},
                                  {"kmeans-iters", required_argument, 0, O_KM_ITERS},
+                                 {"prune-heads", required_argument, 0, O_PRUNE_HEADS},
+                                 {"prune-ffn", required_argument, 0, O_PRUNE_FFN},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
     qd_job_config_default(c);
@@ -365,6 +379,24 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
         case O_KM_WEIGHTED: c->kmeans_weighted = 1; break;
         case O_KM_SEED: key = "kmeans_seed"; break;
         case O_KM_ITERS: key = "kmeans_iters"; break;
+        case O_PRUNE_HEADS:
+        case O_PRUNE_FFN: {
+            char *end;
+            double v = strtod(optarg, &end);
+            int bad = !*optarg || *end || (o == O_PRUNE_HEADS ? !(v >= 1 && v == floor(v)) : !(v > 0 && v < 1));
+            if (bad) {
+                *rc = qd_cli_usage_error(comm, cmd,
+                                         o == O_PRUNE_HEADS ? "--prune-heads: a count >= 1, got '%s'"
+                                                            : "--prune-ffn: a fraction in (0, 1), got '%s'",
+                                         optarg);
+                return -1;
+            }
+            if (o == O_PRUNE_HEADS)
+                g_struct.heads = (int)v;
+            else
+                g_struct.ffn = v;
+            break;
+        }
         case O_TRAIN_BATCH:
             g_train_batch = atoi(optarg);
             if (strcmp(cmd, "plan") || g_train_batch < 1) {
@@ -509,6 +541,26 @@ int qd_cmd_quantize(int argc, char **argv, MPI_Comm comm)
             struct timespec ts = {0, 300 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
+    }
+    /* structured pruning first: rank 0 writes the smaller checkpoint, the job quantizes it */
+    char sdir[4096];
+    if (qd_structured_active(&g_struct)) {
+        snprintf(sdir, sizeof sdir, "%s.structured", c.out);
+        g_struct.calib = c.calib;
+        g_struct.nsamples = c.nsamples;
+        g_struct.seqlen = c.seqlen;
+        g_struct.seed = (uint64_t)c.calib_seed;
+        char line[512] = "", msg[1024];
+        int lst = qd_cli_is_root(comm) ? qd_structured_prune(c.model, &g_struct, sdir, line, sizeof line) : QD_OK;
+        if (qd_coll_agree_msg(comm, lst, msg, sizeof msg, NULL) != QD_OK) {
+            if (qd_cli_is_root(comm)) fprintf(stderr, "qdist quantize: %s\n", msg);
+            if (pub) zmq_close(pub);
+            if (zctx) zmq_ctx_term(zctx);
+            qd_coll_barrier(comm);
+            return QD_EXIT_FAIL;
+        }
+        if (qd_cli_is_root(comm) && !c.quiet) printf("%s\n", line);
+        c.model = sdir;
     }
     int st = qd_job_run(&c, comm, &hooks);
     if (pub) zmq_close(pub);

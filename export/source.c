@@ -21,8 +21,9 @@ struct qd_xs {
 /* The datasets of the file's table that the exporters know how to carry; any other one a record
  * holds (a method's codebook, say) is listed in `unknown`, so that an exporter refuses the record by
  * name instead of dropping what it does not understand. */
-static const char *const known_datasets[] = {QD_H5M_QWEIGHT, QD_H5M_SCALES, QD_H5M_ZEROS, QD_H5M_G_IDX,
-                                             QD_H5M_DATA,    QD_H5M_RAW,    QD_H5M_MASK};
+static const char *const known_datasets[] = {QD_H5M_QWEIGHT, QD_H5M_SCALES,    QD_H5M_ZEROS, QD_H5M_G_IDX,
+                                             QD_H5M_DATA,    QD_H5M_RAW,       QD_H5M_MASK,  QD_H5M_NM_INDEX,
+                                             QD_H5M_NZ_DATA, QD_H5M_NZ_QWEIGHT}; /* pruned: read dense */
 
 static void list_unknown(const qd_h5m_record *r, char *out, size_t cap)
 {
@@ -63,7 +64,7 @@ int qd_xs_open(const char *path, qd_xs **out)
         t->bits = r->bits;
         t->sym = r->sym;
         t->act_order = r->act_order;
-        t->pruned = qd_h5m_record_has(r, QD_H5M_MASK);
+        t->pruned = r->sparsity[0] != 0;
         t->sparsity = r->sparsity;
         list_unknown(r, s->unknown[i], sizeof s->unknown[i]);
         t->unknown = s->unknown[i];

@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "model/model_internal.h"
@@ -108,6 +109,32 @@ static int get_hw(const cJSON *root, const char *path, const char *key, int def,
         }
     }
     return qd_err_set(QD_ECONFIG, "%s: field '%s' must be a positive integer or [height, width]", path, key);
+}
+
+/* transformers' pruned_heads ({"layer": [head, ...]}): the heads each layer keeps. */
+static int parse_pruned_heads(const cJSON *o, const char *path, qd_model_config *c)
+{
+    if (c->layers > QD_MODEL_MAX_LAYERS)
+        return qd_err_set(QD_ECONFIG, "%s: num_hidden_layers %d: at most %d are supported", path, c->layers,
+                          QD_MODEL_MAX_LAYERS);
+    for (int l = 0; l < c->layers; l++) c->layer_heads[l] = c->heads;
+    const cJSON *ph = cJSON_GetObjectItemCaseSensitive(o, "pruned_heads");
+    for (const cJSON *e = cJSON_IsObject(ph) ? ph->child : NULL; e; e = e->next) {
+        char *end;
+        long l = strtol(e->string, &end, 10);
+        if (*end || l < 0 || l >= c->layers || !cJSON_IsArray(e))
+            return qd_err_set(QD_ECONFIG, "%s: pruned_heads: '%s' is not a layer below %d with a list of heads", path,
+                              e->string, c->layers);
+        int n = cJSON_GetArraySize(e);
+        for (const cJSON *h = e->child; h; h = h->next)
+            if (!cJSON_IsNumber(h) || h->valuedouble < 0 || h->valuedouble >= c->heads)
+                return qd_err_set(QD_ECONFIG, "%s: pruned_heads of layer %ld: not a head below %d", path, l, c->heads);
+        if (n >= c->heads)
+            return qd_err_set(QD_ECONFIG, "%s: pruned_heads of layer %ld removes all %d heads", path, l, c->heads);
+        c->layer_heads[l] = c->heads - n;
+        c->pruned_heads |= n > 0;
+    }
+    return QD_OK;
 }
 
 static int parse_act(const char *path, const char *key, const char *s, qd_act *act)
@@ -314,6 +341,7 @@ int qd_model_parse_config(const char *path, const char *text, size_t len, qd_mod
         goto out;
     } else
         c->head_size = c->hidden / c->heads;
+    if ((rc = parse_pruned_heads(o, path, c))) goto out;
 
     const char *act_key = cJSON_GetObjectItemCaseSensitive(o, "hidden_act") ? "hidden_act" : "activation";
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(o, act_key);

@@ -170,9 +170,10 @@ static int attention(const qd_model *m, int k, const qd_batch *b, const float *x
                      const qd_model_hooks *hk)
 {
     const qd_model_config *c = &m->cfg;
-    const int T = b->T, d = c->head_size, A = c->heads * d, nh = c->heads;
-    const int64_t rows = (int64_t)b->B * T;
     const int l0 = m->blk[k].set * QD_LIN_PER_BLOCK;
+    /* the heads this block keeps (pruned_heads); position tables index the full count */
+    const int T = b->T, d = c->head_size, nh = c->layer_heads[m->blk[k].set], A = nh * d, nt = c->heads;
+    const int64_t rows = (int64_t)b->B * T;
     int rc;
     if ((rc = see_input(m, k, l0 + QD_LIN_Q, x, rows, s->valid, hk))) return rc;
     if ((rc = tap(hk, m, k, QD_TAP_QKV_IN, x, rows, c->hidden, s->valid))) return rc;
@@ -208,10 +209,10 @@ static int attention(const qd_model *m, int k, const qd_batch *b, const float *x
             for (int i = 0; i < T; i++) {
                 float *row = S + (int64_t)i * T;
                 if (s->bucket)
-                    for (int j = 0; j < T; j++) row[j] += m->rel_buckets[(int64_t)s->bucket[j - i + T - 1] * nh + h];
+                    for (int j = 0; j < T; j++) row[j] += m->rel_buckets[(int64_t)s->bucket[j - i + T - 1] * nt + h];
                 else if (table) {
                     const int32_t *ix = m->rel_index + (int64_t)i * T;
-                    for (int j = 0; j < T; j++) row[j] += table[(int64_t)ix[j] * nh + h];
+                    for (int j = 0; j < T; j++) row[j] += table[(int64_t)ix[j] * nt + h];
                 }
                 float mx = -INFINITY;
                 for (int j = 0; j < T; j++) {

@@ -256,8 +256,12 @@ static int add_linear(qd_model *m, const char *mod, int layer, int kind, int in,
 static int load_blocks(qd_model *m, const names *nm, const char *pfx)
 {
     qd_model_config *c = &m->cfg;
-    const int H = c->hidden, I = c->intermediate, A = c->heads * c->head_size;
+    const int H = c->hidden, I = c->intermediate;
     const int albert = !strcmp(c->model_type, "albert");
+    if (c->pruned_heads &&
+        (albert || c->relpos != QD_RELPOS_NONE || !strcmp(c->model_type, "beit") || !strcmp(c->model_type, "mpnet")))
+        return qd_err_set(QD_ECONFIG, "%s: pruned_heads: not supported for %s (shared or per-head position weights)",
+                          m->dir, c->model_type);
     char blk[160], mod[220];
     int rc;
     /* block k runs set blk[k].set. ALBERT: application i < num_hidden_layers of group
@@ -288,7 +292,7 @@ static int load_blocks(qd_model *m, const names *nm, const char *pfx)
             snprintf(blk, sizeof blk, f, pfx, s);
         }
         static const int in_of[QD_LIN_PER_BLOCK] = {0, 0, 0, 1, 0, 2}, out_of[QD_LIN_PER_BLOCK] = {1, 1, 1, 0, 2, 0};
-        const int dims[3] = {H, A, I};
+        const int dims[3] = {H, c->layer_heads[s] * c->head_size, I};
         for (int j = 0; j < QD_LIN_PER_BLOCK; j++) {
             snprintf(mod, sizeof mod, "%s%s", blk, nm->lin[j]);
             static const int grp[QD_LIN_PER_BLOCK] = {0, 0, 0, 1, 2, 3};

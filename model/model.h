@@ -74,11 +74,18 @@ typedef enum { QD_HEAD_NONE = 0, QD_HEAD_SEQUENCE, QD_HEAD_TOKEN, QD_HEAD_IMAGE 
  * first token; from 1_Pooling/config.json when present. */
 typedef enum { QD_POOL_MEAN = 0, QD_POOL_CLS } qd_pool;
 
+#define QD_MODEL_MAX_LAYERS 256
+
 typedef struct {
     qd_arch arch;
     char model_type[32];   /* "bert", "roberta", "vit", "dinov2", ... as in config.json */
     char architecture[64]; /* config.json architectures[0], or "" */
     int hidden, layers, heads, head_size, intermediate;
+    /* heads each layer keeps: heads minus those listed for it in config.json's pruned_heads
+     * ({"layer": [head, ...]}, transformers' convention for structurally pruned attention; the
+     * query/key/value rows and attention-output columns of the others are gone) */
+    int layer_heads[QD_MODEL_MAX_LAYERS];
+    int pruned_heads; /* some layer keeps fewer than heads */
     qd_act act;
     double ln_eps;
     int qkv_bias; /* query/key/value have biases (BEiT: query and value only) */

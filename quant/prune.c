@@ -214,6 +214,107 @@ void qd_mask_unpack(const uint8_t *packed, int64_t rows, int64_t cols, uint8_t *
         for (int64_t c = 0; c < cols; c++) mask[r * cols + c] = (packed[r * rb + c / 8] >> (c % 8)) & 1u;
 }
 
+int64_t qd_sparse_row_slots(const qd_sparsity *s, int64_t cols, int64_t block)
+{
+    if (s->n > 0) return cols / s->m * s->n;
+    if (block <= 0 || block > cols) block = cols;
+    int64_t pruned = 0;
+    for (int64_t c0 = 0; c0 < cols; c0 += block) {
+        const int64_t cnt = QD_MIN(block, cols - c0);
+        pruned += (int64_t)floor(s->sparsity * (double)cnt);
+    }
+    return cols - pruned;
+}
+
+int qd_nm_index_bits(int m)
+{
+    int b = 1;
+    while ((1 << b) < m) b++;
+    return b;
+}
+
+int64_t qd_nm_index_row_bytes(int64_t cols, int n, int m)
+{
+    return QD_PACKED_ROW_BYTES(cols / m * n, qd_nm_index_bits(m));
+}
+
+int qd_sparse_gather(const void *dense, size_t esz, const uint8_t *mask, int64_t rows, int64_t cols,
+                     const qd_sparsity *s, int64_t slots, void *vals, uint8_t *nm_pos)
+{
+    const uint8_t *d = dense;
+    uint8_t *v = vals;
+    memset(vals, 0, (size_t)(rows * slots) * esz);
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *mr = mask + r * cols;
+        const uint8_t *dr = d + (size_t)(r * cols) * esz;
+        uint8_t *vr = v + (size_t)(r * slots) * esz;
+        int64_t k = 0;
+        if (s->n > 0) {
+            for (int64_t g = 0; g < cols / s->m; g++) {
+                int kept = 0;
+                for (int j = 0; j < s->m; j++) kept += mr[g * s->m + j] != 0;
+                if (kept > s->n)
+                    return qd_err_set(QD_EFORMAT, "row %lld keeps %d of the %d weights of group %lld (pattern %d:%d)",
+                                      (long long)r, kept, s->m, (long long)g, s->n, s->m);
+                /* the kept positions, and the first pruned ones to fill the group's spare slots,
+                 * in ascending order */
+                int spare = s->n - kept;
+                for (int j = 0; j < s->m; j++) {
+                    const int64_t c = g * s->m + j;
+                    if (!mr[c] && spare <= 0) continue;
+                    if (!mr[c]) spare--;
+                    memcpy(vr + (size_t)k * esz, dr + (size_t)c * esz, esz);
+                    nm_pos[r * slots + k++] = (uint8_t)j;
+                }
+            }
+        } else {
+            for (int64_t c = 0; c < cols; c++) {
+                if (!mr[c]) continue;
+                if (k == slots)
+                    return qd_err_set(QD_EFORMAT, "row %lld keeps more than the %lld weights its pattern allows",
+                                      (long long)r, (long long)slots);
+                memcpy(vr + (size_t)k++ * esz, dr + (size_t)c * esz, esz);
+            }
+        }
+    }
+    return QD_OK;
+}
+
+int qd_sparse_scatter(const void *vals, size_t esz, const uint8_t *nm_pos, int64_t rows, int64_t cols,
+                      const qd_sparsity *s, int64_t slots, void *dense, uint8_t *mask)
+{
+    const uint8_t *v = vals;
+    uint8_t *d = dense;
+    for (int64_t r = 0; r < rows; r++) {
+        uint8_t *mr = mask + r * cols, *dr = d + (size_t)(r * cols) * esz;
+        const uint8_t *vr = v + (size_t)(r * slots) * esz;
+        if (s->n > 0) {
+            memset(mr, 0, (size_t)cols);
+            for (int64_t k = 0; k < slots; k++) {
+                const int64_t g = k / s->n;
+                const int p = nm_pos[r * slots + k];
+                if (p >= s->m || (k % s->n && p <= nm_pos[r * slots + k - 1]))
+                    return qd_err_set(QD_EFORMAT,
+                                      "row %lld, group %lld: position %d %s (%d:%d keeps ascending positions < %d)",
+                                      (long long)r, (long long)g, p,
+                                      p >= s->m ? "is beyond the group" : "is not ascending", s->n, s->m, s->m);
+                mr[g * s->m + p] = 1;
+                memcpy(dr + (size_t)(g * s->m + p) * esz, vr + (size_t)k * esz, esz);
+            }
+        } else {
+            int64_t k = 0;
+            for (int64_t c = 0; c < cols; c++) {
+                if (!mr[c]) continue;
+                if (k == slots)
+                    return qd_err_set(QD_EFORMAT, "row %lld keeps more than its %lld stored values", (long long)r,
+                                      (long long)slots);
+                memcpy(dr + (size_t)c * esz, vr + (size_t)k++ * esz, esz);
+            }
+        }
+    }
+    return QD_OK;
+}
+
 void qd_prune_unit_importance(const float *W, int64_t rows, int64_t cols, const float *H, int64_t unit, double *imp)
 {
     const int64_t nu = cols / unit;

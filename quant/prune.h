@@ -76,6 +76,32 @@ int qd_mask_check_nm(const uint8_t *mask, int64_t rows, int64_t cols, int n, int
 void qd_mask_pack(const uint8_t *mask, int64_t rows, int64_t cols, uint8_t *packed);
 void qd_mask_unpack(const uint8_t *packed, int64_t rows, int64_t cols, uint8_t *mask);
 
+/* ---- packed storage of pruned rows (docs/FORMAT.md "Sparsity") ------------------------------ */
+/* Every pruned row is stored as `slots` values: the kept ones in column order. N:M rows have
+ * exactly cols / M * N slots, N per group, with the group-local position of each (a group that
+ * keeps fewer stores pruned positions, which hold exact zeros, in its spare slots, positions
+ * ascending); unstructured rows are located by the bitmask, and their spare slots (rows that keep
+ * fewer than `slots`) are zero bytes nobody reads. */
+
+/* Slots per row: N:M cols / M * N; unstructured the most weights a row can keep when its
+ * fraction is pruned per block of `block` columns (block <= 0: the whole row):
+ * cols - sum over blocks of floor(s * block columns). */
+int64_t qd_sparse_row_slots(const qd_sparsity *s, int64_t cols, int64_t block);
+/* Bits of one N:M position (ceil(log2 M)), and bytes of one row's positions. */
+int qd_nm_index_bits(int m);
+int64_t qd_nm_index_row_bytes(int64_t cols, int n, int m);
+/* Rows of elements of esz bytes, dense [rows][cols] with mask [rows][cols] (1 = kept) into
+ * vals [rows][slots] and, N:M (s->n > 0), the positions nm_pos [rows][cols / M * N] (unpacked).
+ * QD_OK, or QD_EFORMAT naming the row when it keeps more than the pattern allows. */
+int qd_sparse_gather(const void *dense, size_t esz, const uint8_t *mask, int64_t rows, int64_t cols,
+                     const qd_sparsity *s, int64_t slots, void *vals, uint8_t *nm_pos);
+/* The inverse: the stored values into dense (whose other elements the caller has set: zeros,
+ * or the zero point's code) and the kept positions into mask [rows][cols] (N:M: every slot,
+ * unstructured: the bitmask's, given unpacked in mask already). QD_OK or QD_EFORMAT (a position
+ * beyond its group, positions not ascending, a row keeping more than slots). */
+int qd_sparse_scatter(const void *vals, size_t esz, const uint8_t *nm_pos, int64_t rows, int64_t cols,
+                      const qd_sparsity *s, int64_t slots, void *dense, uint8_t *mask);
+
 /* ---- structured pruning ------------------------------------------------------------------- */
 /* Importance of groups of weights for removing whole units, from the output error their removal
  * causes through the next layer's input Hessian (the OBS-style first-order criterion used by

@@ -162,6 +162,11 @@ static const char *kind_isa(qd_ql_kind k)
               v256 = !strcmp(isa, "avxvnni"), z = amx || v512 || !strcmp(isa, "avx512");
     if (ref) return "scalar reference";
     switch (k) {
+    case QD_QL_INT8_24:
+        return amx    ? "amx-int8 tiles, dense: no 2:4 kernel in the engine"
+               : v512 ? "avx512-vnni, dense: no 2:4 kernel in the engine"
+               : v256 ? "avx-vnni, dense: no 2:4 kernel in the engine"
+                      : "avx2 vpmaddwd, dense: no 2:4 kernel in the engine";
     case QD_QL_INT8:
     case QD_QL_CB_INT8:
         return amx    ? "amx-int8 tiles (avx512-vnni below 16 rows)"
@@ -183,6 +188,7 @@ static const char *kind_isa(qd_ql_kind k)
 static int native_model(const qd_model_config *c, const qd_model_tensors *t)
 {
     if (c->relpos != QD_RELPOS_NONE) return 0;
+    if (c->pruned_heads) return 0; /* blocks of different head counts: the model's stages run them */
     if (c->arch == QD_ARCH_BERT) return c->norm == QD_NORM_POST && !c->layer_scale && !t->emb_proj_W;
     return c->norm == QD_NORM_PRE;
 }
@@ -236,10 +242,10 @@ int qd_engine_create(const qd_model *m, const qd_qmodel *q, const qd_engine_opts
         el->N = L->out;
         el->K = L->in;
         /* codebooks run as what they were packed into: int8 weights or float (qmodel.c) */
-        el->kind = !ql                         ? QD_QL_FLOAT
-                   : ql->kind == QD_QL_CB_INT8 ? QD_QL_INT8
-                   : ql->kind == QD_QL_LUT     ? QD_QL_DEQUANT
-                                               : ql->kind;
+        el->kind = !ql                                                      ? QD_QL_FLOAT
+                   : ql->kind == QD_QL_CB_INT8 || ql->kind == QD_QL_INT8_24 ? QD_QL_INT8
+                   : ql->kind == QD_QL_LUT                                  ? QD_QL_DEQUANT
+                                                                            : ql->kind;
         e->kmax = QD_MAX(e->kmax, el->K);
         if (ql) {
             el->w8 = ql->w8;
@@ -250,7 +256,7 @@ int qd_engine_create(const qd_model *m, const qd_qmodel *q, const qd_engine_opts
                 for (int64_t k = 0; k < el->K; k++) el->inv_s[k] = 1.0f / ql->smooth[k];
             }
         }
-        if (el->kind == QD_QL_FLOAT) {
+        if (el->kind == QD_QL_FLOAT && !el->wf) {
             rc = qd_gemm_wf_create(L->W, el->N, el->K, el->K, L->b, &el->own);
             el->wf = el->own;
         }

@@ -31,7 +31,8 @@ const char *qd_ql_kind_name(qd_ql_kind k)
                               "int4 x float",
                               "dequantized float",
                               "codebook lookup",
-                              "codebook on an int8 grid x int8"};
+                              "codebook on an int8 grid x int8",
+                              "int8 2:4 sparse"};
     return k < QD_QL_KINDS_ ? n[k] : "?";
 }
 
@@ -45,6 +46,7 @@ typedef struct {
     int32_t *gi;
     float *smooth;
     float *codebook; /* K-means records: levels [N][ng][2^bits]; scales and zeros are NULL */
+    int sparse24;    /* pruned 2:4 (nm_n 2, nm_m 4) */
 } qtensor;
 
 static void qtensor_free(qtensor *t)
@@ -87,6 +89,7 @@ static int read_qtensor(qd_h5m *f, const char *name, int64_t N, int64_t K, qtens
     t->zr = v.zeros; /* symmetric records: 2^(bits-1) */
     t->gi = v.g_idx;
     t->codebook = v.codebook;
+    t->sparse24 = r->nm_n == 2 && r->nm_m == 4;
     v.qweight = NULL, v.scales = NULL, v.zeros = NULL, v.g_idx = NULL, v.codebook = NULL;
     qd_h5m_values_free(&v);
     if (qd_h5m_record_has(r, QD_H5M_SMOOTH)) {
@@ -157,10 +160,16 @@ static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
     qtensor t;
     const char *path = qd_h5m_path(f);
     int rc = read_qtensor(f, name, N, K, &t);
-    if (rc <= 0) {
+    if (rc < 0) return rc;
+    if (rc == 0) { /* the file's float values, not the checkpoint's: a pruned float record
+                    * (--prune-only) differs from the source weights */
+        qd_h5m_values v;
         ql->kind = QD_QL_FLOAT;
-        ql->bytes = (uint64_t)(N * K) * 4;
-        return rc;
+        if ((rc = qd_h5m_read(f, qd_h5m_find(f, name), &v))) return rc;
+        rc = qd_gemm_wf_create(v.data, N, K, K, L->b, &ql->wf);
+        qd_h5m_values_free(&v);
+        if (!rc) ql->bytes = qd_gemm_wf_bytes(ql->wf);
+        return rc ? qd_err_wrap(rc, "%s: tensor '%s': ", path, name) : QD_OK;
     }
     rc = QD_OK;
     int natural = 1; /* g_idx absent or equal to c / G */
@@ -185,7 +194,8 @@ static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
         for (int64_t i = 0; i < N * K; i++) w[i] = (int8_t)((int)t.packed[i] - 128);
         rc = qd_gemm_w8_create_layout(layout, w, N, K, K, t.sc, L->b, &ql->w8);
         free(w);
-        ql->kind = QD_QL_INT8;
+        /* 2:4 records run the dense int8 GEMM with their zeros (the engine has no 2:4 kernel) */
+        ql->kind = t.sparse24 ? QD_QL_INT8_24 : QD_QL_INT8;
         if (!rc) ql->bytes = qd_gemm_w8_bytes(ql->w8);
     } else if (!fake && t.bits == 4 && natural) {
         int zok = 1;

@@ -5,6 +5,9 @@
  * its scheme allows (kernels/gemm.h, in the layout of the selected kernel table):
  *   int8    8-bit symmetric per output channel: int8 weights x u8-coded activations quantized
  *           per token on the fly (qd_gemm_u8_f32: vpdpbusd, AMX tiles or AVX2 by CPU);
+ *   int8 2:4  the same, pruned 2:4 (docs/FORMAT.md "Sparsity"): the engine has no 2:4 kernel, so
+ *           these run the dense int8 GEMM above with their zeros (the same outputs as the 2:4
+ *           kernel of kernels/gemm_s8_24.h, which has the dense GEMM's bits; not its speed);
  *   int4    4-bit, per channel or in groups along the input (no act-order permutation, or one
  *           equal to the natural group order): packed 4-bit weights x u8-coded activations
  *           (qd_gemm_u8w4_f32), or x float activations with w4_float_act (qd_gemm_w4_f32);
@@ -16,7 +19,8 @@
  *           level);
  *   dequant anything else (other widths, act-order files), and every Linear with fake_quant: the
  *           dequantized weights, packed for the FP32 GEMM.
- *   float   a Linear the file keeps in float: the engine packs the FP32 model's weights.
+ *   float   a Linear the file keeps in float: the file's values (a pruned model's zeros) packed
+ *           for the FP32 GEMM.
  * A Linear quantized with SmoothQuant scale migration carries its factors s (weights W diag(s) in
  * the file): the engine divides its input columns by s before quantizing them. The packed codes
  * are all the engine keeps: the outlier columns of the mixed-precision path read single columns
@@ -38,6 +42,7 @@ typedef enum {
     QD_QL_DEQUANT,
     QD_QL_LUT,
     QD_QL_CB_INT8,
+    QD_QL_INT8_24,
     QD_QL_KINDS_
 } qd_ql_kind;
 

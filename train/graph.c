@@ -117,6 +117,8 @@ int QD_TG(net_create)(const qd_model_config *c, net **out)
         return qd_err_set(QD_EUNSUPPORTED, "training: ViT models with a distillation token (DeiT) are not supported");
     if (c->arch == QD_ARCH_BERT && c->num_labels > 0 && !c->has_pooler)
         return qd_err_set(QD_EUNSUPPORTED, "training: a BERT classification head needs a pooler");
+    if (c->pruned_heads)
+        return qd_err_set(QD_EUNSUPPORTED, "training: models with pruned attention heads are not supported");
     net *n = qd_xcalloc(1, sizeof *n);
     n->c = *c;
     for (int i = 0; i < QD_TP_SINGLE_; i++) n->o[i] = -1;

@@ -389,7 +389,10 @@ static void item_record(const job *J, int i, qd_h5m_record *r)
     if (qd_sparsity_active(&it->j.sp)) {                 /* docs/FORMAT.md "Sparsity" */
         char sp[32];
         qd_sparsity_format(&it->j.sp, sp, sizeof sp);
-        qd_h5m_record_sparsity(r, sp, qd_prune_method_name(it->j.prune));
+        /* SparseGPT prunes an unstructured fraction per column block (quant/sparsegpt.h); the
+         * others per row (the shapes were checked against the pattern with the job's options) */
+        const int64_t block = it->j.prune == QD_PRUNE_SPARSEGPT ? J->cfg.block_size : 0;
+        (void)qd_h5m_record_sparsity(r, sp, qd_prune_method_name(it->j.prune), block);
     }
 }
 

@@ -43,22 +43,6 @@ static int input_rows(qd_checkpoint *ck, int ti, int64_t r0, int64_t n, int64_t 
     return rc;
 }
 
-/* Rows [r0, r0 + n) of a pruned tensor's mask dataset, from an unpacked mask or packed rows. */
-static int write_mask_rows(qd_h5m_writer *w, qd_job_item *it, int64_t r0, int64_t n, const uint8_t *mask,
-                           const uint8_t *packed)
-{
-    if (!qd_sparsity_active(&it->j.sp)) return QD_OK;
-    uint8_t *p = (uint8_t *)packed;
-    if (!packed) {
-        p = malloc((size_t)(n * QD_MASK_ROW_BYTES(it->j.cols)) + 1);
-        if (!p) return qd_err_set(QD_ENOMEM, "out of memory for mask rows");
-        qd_mask_pack(mask, n, it->j.cols, p);
-    }
-    qd_h5m_write_rows(w, it->rec, QD_H5M_MASK, r0, n, p);
-    if (!packed) free(p);
-    return QD_OK;
-}
-
 /* Where rows [r0, r0 + n) of a calibrated result start in the rows this rank holds. */
 static int64_t held_row(const qd_calib_result *cq, int64_t r0, int64_t n)
 {
@@ -72,8 +56,10 @@ static int float_rows(qd_h5m_writer *w, qd_job_item *it, const char *name, const
     const int64_t C = it->j.cols;
     if (it->cq && it->cq->float_kept) {
         const int64_t o = held_row(it->cq, r0, n);
+        if (it->cq->mask)
+            return qd_h5m_write_pruned_rows(w, it->rec, r0, n, it->cq->fweight + o * C, it->cq->mask + o * C);
         qd_h5m_write_rows(w, it->rec, QD_H5M_DATA, r0, n, it->cq->fweight + o * C);
-        return write_mask_rows(w, it, r0, n, it->cq->mask + o * C, NULL);
+        return QD_OK;
     }
     if (!qd_all_finite(x, n * C)) {
         for (int64_t i = 0; i < n * C; i++)
@@ -113,10 +99,10 @@ static void pack_and_measure(const qd_job_item *it, const float *x, int64_t r0, 
 }
 
 /* Rows of a tensor whose method needs no calibration: pruned first when the job prunes
- * (magnitude per row, the mask written), then the method's fused path, or its unit and the
- * packing. */
-static int method_rows(const qd_job_config *cfg, qd_h5m_writer *w, qd_job_item *it, const char *what, const float *x,
-                       int64_t r0, int64_t n, uint8_t *packed, float *sc, int32_t *z, float *cb, qd_piece_rec *rec)
+ * (magnitude per row, the kept weights into mask [n][C]), then the method's fused path, or its
+ * unit and the packing (codebook methods: their levels into cb). */
+static int method_rows(const qd_job_config *cfg, qd_job_item *it, const char *what, const float *x, int64_t r0,
+                       int64_t n, uint8_t *packed, float *sc, int32_t *z, float *cb, uint8_t *mask, qd_piece_rec *rec)
 {
     const int64_t C = it->j.cols;
     const qd_method_def *def = qd_job_method(&it->j);
@@ -138,7 +124,7 @@ static int method_rows(const qd_job_config *cfg, qd_h5m_writer *w, qd_job_item *
         else if ((rc = qd_sparse_rtn_rows(&it->j.sp, x, n, C, work, pm)))
             qd_err_wrap(rc, "%s: ", what);
         else
-            rc = write_mask_rows(w, it, r0, n, NULL, pm);
+            qd_mask_unpack(pm, n, C, mask);
         free(pm);
     }
     const float *xq = work ? work : x;
@@ -204,7 +190,11 @@ int qd_job_piece(const qd_job_config *cfg, qd_checkpoint *ck, qd_h5m_writer *w, 
     float *sc = malloc((size_t)(n * ng) * sizeof(float));
     int32_t *z = malloc((size_t)(n * ng) * sizeof(int32_t));
     float *cb = cbr ? malloc((size_t)(n * cbr) * sizeof(float)) : NULL;
-    if (!packed || !sc || !z || (cbr && !cb))
+    /* pruned: the rows' codes unpacked and their kept weights, stored packed (docs/FORMAT.md) */
+    const int pruned = qd_sparsity_active(&it->j.sp);
+    uint8_t *mbuf = pruned && !it->cq ? malloc((size_t)(n * C) + 1) : NULL, *cbuf = NULL;
+    const uint8_t *mrows = mbuf, *crows = NULL;
+    if (!packed || !sc || !z || (cbr && !cb) || (pruned && !it->cq && !mbuf))
         rc = qd_err_set(QD_ENOMEM, "tensor '%s': out of memory for rows [%lld, %lld)", t->name, (long long)r0,
                         (long long)r1);
     if (!rc && it->cq) { /* codes from the calibrated phase */
@@ -215,7 +205,10 @@ int qd_job_piece(const qd_job_config *cfg, qd_checkpoint *ck, qd_h5m_writer *w, 
         if (cb) memcpy(cb, cq->codebook + o * cbr, (size_t)(n * cbr) * sizeof(float));
         pack_and_measure(it, x, r0, n, cq->codes + o * C, sc, z, cb, cq->g_idx, packed, rec);
         if (cq->g_idx && r0 == 0) qd_h5m_write_rows(w, it->rec, QD_H5M_G_IDX, 0, C, cq->g_idx);
-        if (cq->mask) rc = write_mask_rows(w, it, r0, n, cq->mask + o * C, NULL);
+        if (cq->mask) {
+            mrows = cq->mask + o * C;
+            crows = cq->codes + o * C;
+        }
     } else if (!rc) {
         char what[QD_PATTERN_MAX + 16];
         snprintf(what, sizeof what, "tensor '%s'", t->name);
@@ -226,11 +219,20 @@ int qd_job_piece(const qd_job_config *cfg, qd_checkpoint *ck, qd_h5m_writer *w, 
             for (int64_t i = 0; smoothed && i < n * C; i++) smoothed[i] = x[i] * it->smooth[i % C];
             if (r0 == 0) qd_h5m_write_rows(w, it->rec, QD_H5M_SMOOTH, 0, C, it->smooth);
         }
-        if (!rc) rc = method_rows(cfg, w, it, what, smoothed ? smoothed : x, r0, n, packed, sc, z, cb, rec);
+        if (!rc) rc = method_rows(cfg, it, what, smoothed ? smoothed : x, r0, n, packed, sc, z, cb, mbuf, rec);
         free(smoothed);
     }
+    if (!rc && pruned && !crows) {
+        crows = cbuf = malloc((size_t)(n * C) + 1);
+        if (!cbuf)
+            rc = qd_err_set(QD_ENOMEM, "tensor '%s': out of memory for rows [%lld, %lld)", t->name, (long long)r0,
+                            (long long)r1);
+        else
+            qd_unpack_matrix(packed, n, C, s->bits, cbuf);
+    }
+    if (!rc && pruned) rc = qd_h5m_write_pruned_rows(w, it->rec, r0, n, crows, mrows);
     if (!rc) {
-        qd_h5m_write_rows(w, it->rec, QD_H5M_QWEIGHT, r0, n, packed);
+        if (!pruned) qd_h5m_write_rows(w, it->rec, QD_H5M_QWEIGHT, r0, n, packed);
         if (cb)
             qd_h5m_write_rows(w, it->rec, QD_H5M_CODEBOOK, r0, n, cb);
         else
@@ -241,6 +243,8 @@ int qd_job_piece(const qd_job_config *cfg, qd_checkpoint *ck, qd_h5m_writer *w, 
     free(packed);
     free(sc);
     free(z);
+    free(mbuf);
+    free(cbuf);
     free(buf);
     qd_ckpt_forget(ck, it->ti); /* written: its pages need not stay (a rank's memory stays one piece) */
     rec->seconds = qd_now() - t0;

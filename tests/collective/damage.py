@@ -1,5 +1,5 @@
 """Writes damaged copies of a qdist model file, one per kind of damage a reader must refuse:
-    python3 damage.py GOOD.h5 GPTQ_ACT_ORDER.h5 OUTDIR
+    python3 damage.py GOOD.h5 GPTQ_ACT_ORDER.h5 OUTDIR PRUNED_2_4.h5
 prints the names of the files it wrote (OUTDIR/<class>.h5)."""
 import json
 import shutil
@@ -8,7 +8,7 @@ import sys
 import h5py
 import numpy as np
 
-good, gptq, out = sys.argv[1:4]
+good, gptq, out, pruned = sys.argv[1:5]
 Q = "tensors/vit.encoder.layer.1.attention.attention.query.weight"
 F = "tensors/vit.encoder.layer.1.layernorm_before.weight"
 
@@ -67,3 +67,6 @@ damage("data_nan", good, set_value(F + "/data", 2, np.inf))
 damage("unknown_dataset", good, lambda f: f.create_dataset(Q + "/lookup_table", data=np.zeros(16, np.float32)))
 damage("bits", good, lambda f: f[Q].attrs.modify("bits", np.int64(9)))
 damage("g_idx_range", gptq, set_value("tensors/vit.encoder.layer.0.intermediate.dense.weight/g_idx", 4, 99))
+# 2:4 positions: row 0's first group stores positions 1, 1
+damage("nm_order", pruned, set_value(Q + "/nm_index", 0, 0b0101))
+damage("nonzeros", pruned, lambda f: f[Q].attrs.modify("nonzeros_per_row", np.int64(31)))

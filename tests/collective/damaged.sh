@@ -4,7 +4,7 @@
 # format version, an unfinished status, unparsable JSON attributes, an unknown or inconsistent
 # architecture, codes stored as another type, a missing tensor or dataset, NaN / negative / zero
 # scales, zero-points and g_idx out of range, a wrong shape, non-finite float data, a dataset the
-# format does not have, bits out of range). Each is an error naming the file and the field, exit 1;
+# format does not have, bits out of range, N:M positions out of order, a pruned row's stored count). Each is an error naming the file and the field, exit 1;
 # inspect still describes the file, marks the damaged tensor and exits 1.
 set -u
 : "${QDIST:?}" "${QD_MODELS_DIR:?}"
@@ -17,8 +17,9 @@ fail=0
 "$QDIST" quantize --model "$M" --out "$T/good.h5" --quiet --bits 4 --asym --group-size 32 || exit 1
 "$QDIST" quantize --model "$M" --out "$T/gptq.h5" --quiet --method gptq --bits 4 --group-size 32 --act-order \
   --calib "$D" --nsamples 8 || exit 1
+"$QDIST" quantize --model "$M" --out "$T/p24.h5" --quiet --sparsity 2:4 || exit 1
 mkdir "$T/bad"
-classes=$(/usr/bin/python3 "$(dirname "$0")/damage.py" "$T/good.h5" "$T/gptq.h5" "$T/bad") || exit 1
+classes=$(/usr/bin/python3 "$(dirname "$0")/damage.py" "$T/good.h5" "$T/gptq.h5" "$T/bad" "$T/p24.h5") || exit 1
 # what each class's message must say (the field)
 expect() {
   case $1 in
@@ -41,6 +42,8 @@ expect() {
     unknown_dataset) echo "'lookup_table' is not a dataset of the format" ;;
     bits) echo "bits 9 is outside 2..8" ;;
     g_idx_range) echo "dataset 'g_idx': column 4 is in group 99" ;;
+    nm_order) echo "dataset 'nm_index': row 0, group 0: position 1 is not ascending (2:4)" ;;
+    nonzeros) echo "attribute 'nonzeros_per_row' is missing or not a row's kept count (31)" ;;
   esac
 }
 n=0
@@ -64,7 +67,7 @@ for c in $classes; do
   grep -q "problem" "$T/out" || { echo "FAIL: $c: inspect lists no problem"; cat "$T/out"; fail=1; }
   [ ! -e "$T/exp/model.safetensors" ] || { echo "FAIL: $c: export wrote a file"; fail=1; rm -rf "$T/exp"; }
 done
-[ "$n" -ge 19 ] || { echo "FAIL: only $n damage classes"; fail=1; }
+[ "$n" -ge 21 ] || { echo "FAIL: only $n damage classes"; fail=1; }
 "$QDIST" inspect "$T/bad/scale_nan.h5" 2>/dev/null | grep "layer.1.attention.attention.query.weight" | grep -q " !$" \
   || { echo "FAIL: inspect does not mark the damaged tensor"; fail=1; }
 # the undamaged files pass everywhere

@@ -19,8 +19,9 @@
 #include "collective/collective.h"
 #include "collective/h5model.h"
 #include "qd_test.h"
+#include "quant/prune.h"
 
-enum { R8 = 5, C8 = 7, R3 = 6, C3 = 10, G3 = 4, RT = 3, CT = 9 };
+enum { R8 = 5, C8 = 7, R3 = 6, C3 = 10, G3 = 4, RT = 3, CT = 9, RN = 4, CN = 8 };
 
 static int rank_, size_;
 
@@ -41,6 +42,13 @@ typedef struct {
     float sm8[C8];             /* SmoothQuant factors of the 8-bit record */
     uint8_t qk[R3 * 3];        /* 2-bit codes: 10 columns in 3 bytes */
     float cbk[R3 * 3 * 4];     /* [R3][3 groups of G3][4 levels], ascending */
+    /* pruned records are written from dense rows: codes (pruned at the zero point), floats
+     * (pruned 0) and masks unpacked */
+    uint8_t c3[R3 * C3], u3[R3 * C3], u2[4 * 3];
+    /* 2:4, 8-bit symmetric: codes, the kept positions written, and those read back (row 0's
+     * group 1 keeps one weight; its spare slot is the group's first pruned position) */
+    uint8_t cn[RN * CN], un[RN * CN], unr[RN * CN], qn[RN * CN];
+    float sn[RN];
 } payload;
 
 static void fill(payload *p)
@@ -70,12 +78,32 @@ static void fill(payload *p)
     for (int i = 0; i < 5; i++) p->f1[i] = 1.0f / (float)(i + 1);
     p->f0[0] = 3.25f;
     for (int i = 0; i < 16; i++) p->raw[i] = (uint8_t)(255 - i);
-    for (int r = 0; r < R3; r++) {
-        p->m3[2 * r] = (uint8_t)(0x5A ^ r);
-        p->m3[2 * r + 1] = (uint8_t)(r & 3); /* columns 8, 9 only */
+    /* 0.5 of 10 columns: at most 5 kept a row (every other column, row 5 one fewer) */
+    for (int r = 0; r < R3; r++)
+        for (int c = 0; c < C3; c++) p->u3[r * C3 + c] = (uint8_t)((r + c) % 2 == 0 && !(r == 5 && c == 9));
+    qd_mask_pack(p->u3, R3, C3, p->m3);
+    for (int r = 0; r < R3; r++) { /* pruned: the zero point of the column's group */
+        uint8_t codes[C3];
+        for (int c = 0; c < C3; c++)
+            codes[c] = p->u3[r * C3 + c] ? (uint8_t)((r * 3 + c * 5) % 8) : (uint8_t)p->z3[r * 3 + p->g3[c]];
+        memcpy(p->c3 + r * C3, codes, C3);
+        qd_pack_row(codes, C3, 3, p->q3 + r * 4);
     }
-    for (int r = 0; r < 4; r++) p->m2[r] = (uint8_t)(r & 7);
+    for (int r = 0; r < 4; r++) p->m2[r] = (uint8_t)(r & 3); /* 0.5 of 3 columns: at most 2 kept */
     for (int c = 0; c < C8; c++) p->sm8[c] = 0.5f + 0.25f * (float)c;
+    qd_mask_unpack(p->m2, 4, 3, p->u2);
+    for (int i = 0; i < 12; i++)
+        if (!p->u2[i]) p->f2[i] = 0.0f;
+    for (int r = 0; r < RN; r++) {
+        p->sn[r] = 0.125f;
+        for (int c = 0; c < CN; c++) {
+            const int j = c % 4, keep = j == r % 4 || j == (r + 1) % 4;
+            p->un[r * CN + c] = (uint8_t)(keep && !(r == 0 && c == 4));
+            p->unr[r * CN + c] = (uint8_t)keep;
+            p->cn[r * CN + c] = p->un[r * CN + c] ? (uint8_t)(100 + r * CN + c) : 128;
+        }
+    }
+    memcpy(p->qn, p->cn, sizeof p->qn);
     for (int r = 0; r < R3; r++) {
         uint8_t codes[C3];
         for (int c = 0; c < C3; c++) codes[c] = (uint8_t)((r + 3 * c) % 4);
@@ -136,19 +164,21 @@ static void write_file(const char *out, const payload *p, int finish)
     qd_h5m_record r;
     const qd_qscheme s8 = {8, 1, QD_GRAN_CHANNEL, 128}, s3 = {3, 0, QD_GRAN_GROUP, G3}, st = {4, 0, QD_GRAN_TENSOR, 0};
     const int64_t sh2[2] = {4, 3}, sh1[1] = {5}, sh0[1] = {0}, shr[1] = {2};
-    int ti[8];
+    int ti[9];
     qd_h5m_record_quantized(&r, "enc.layer.0.q8.weight", R8, C8, "F32", "rtn", &s8, 0);
     CHECK_EQ(qd_h5m_record_add(&r, QD_H5M_SMOOTH), QD_OK);
     ti[0] = qd_h5m_declare(w, &r);
     qd_h5m_record_quantized(&r, "enc.layer.0.q3.weight", R3, C3, "BF16", "gptq", &s3, 1);
-    qd_h5m_record_sparsity(&r, "2:4", "sparsegpt");
+    CHECK(qd_h5m_record_sparsity(&r, "2:4", "sparsegpt", 0) != QD_OK); /* 10 columns are not groups of 4 */
+    CHECK_EQ(qd_h5m_record_sparsity(&r, "0.5", "sparsegpt", 0), QD_OK);
     CHECK(qd_h5m_record_has(&r, QD_H5M_G_IDX) && qd_h5m_record_has(&r, QD_H5M_ZEROS) &&
-          qd_h5m_record_has(&r, QD_H5M_MASK));
+          qd_h5m_record_has(&r, QD_H5M_MASK) && qd_h5m_record_has(&r, QD_H5M_NZ_QWEIGHT) &&
+          !qd_h5m_record_has(&r, QD_H5M_QWEIGHT) && r.nz_slots == 5);
     ti[1] = qd_h5m_declare(w, &r);
     qd_h5m_record_quantized(&r, "head.weight", RT, CT, "F16", "rtn", &st, 0);
     ti[2] = qd_h5m_declare(w, &r);
     qd_h5m_record_float(&r, "norm.weight2d", 2, sh2, "F16");
-    qd_h5m_record_sparsity(&r, "0.5", "magnitude");
+    qd_h5m_record_sparsity(&r, "0.5", "magnitude", 0);
     ti[3] = qd_h5m_declare(w, &r);
     qd_h5m_record_float(&r, "norm.bias", 1, sh1, "F32");
     ti[4] = qd_h5m_declare(w, &r);
@@ -161,15 +191,18 @@ static void write_file(const char *out, const payload *p, int finish)
     qd_h5m_record_quantized(&r, "head.kmeans.weight", R3, C3, "F32", "kmeans", &sk, 0);
     CHECK(qd_h5m_record_has(&r, QD_H5M_CODEBOOK) && !qd_h5m_record_has(&r, QD_H5M_SCALES));
     ti[7] = qd_h5m_declare(w, &r);
+    qd_h5m_record_quantized(&r, "enc.layer.0.nm.weight", RN, CN, "F32", "gptq", &s8, 0);
+    CHECK_EQ(qd_h5m_record_sparsity(&r, "2:4", "sparsegpt", 128), QD_OK);
+    CHECK(qd_h5m_record_has(&r, QD_H5M_NM_INDEX) && !qd_h5m_record_has(&r, QD_H5M_MASK) && r.nz_slots == 4);
+    ti[8] = qd_h5m_declare(w, &r);
     int64_t a, b;
     my_rows(R8, &a, &b);
     qd_h5m_write_rows(w, ti[0], QD_H5M_QWEIGHT, a, b - a, p->q8 + a * C8);
     qd_h5m_write_rows(w, ti[0], QD_H5M_SCALES, a, b - a, p->s8 + a);
     my_rows(R3, &a, &b);
-    qd_h5m_write_rows(w, ti[1], QD_H5M_QWEIGHT, a, b - a, p->q3 + a * 4);
+    CHECK_EQ(qd_h5m_write_pruned_rows(w, ti[1], a, b - a, p->c3 + a * C3, p->u3 + a * C3), QD_OK);
     qd_h5m_write_rows(w, ti[1], QD_H5M_SCALES, a, b - a, p->s3 + a * 3);
     qd_h5m_write_rows(w, ti[1], QD_H5M_ZEROS, a, b - a, p->z3 + a * 3);
-    qd_h5m_write_rows(w, ti[1], QD_H5M_MASK, a, b - a, p->m3 + a * 2);
     if (rank_ == 0) qd_h5m_write_rows(w, ti[1], QD_H5M_G_IDX, 0, C3, p->g3);
     if (rank_ == 0) qd_h5m_write_rows(w, ti[0], QD_H5M_SMOOTH, 0, C8, p->sm8);
     my_rows(RT, &a, &b);
@@ -180,8 +213,10 @@ static void write_file(const char *out, const payload *p, int finish)
     qd_h5m_write_rows(w, ti[7], QD_H5M_QWEIGHT, a, b - a, p->qk + a * 3);
     qd_h5m_write_rows(w, ti[7], QD_H5M_CODEBOOK, a, b - a, p->cbk + a * 12);
     my_rows(4, &a, &b);
-    qd_h5m_write_rows(w, ti[3], QD_H5M_DATA, a, b - a, p->f2 + a * 3);
-    qd_h5m_write_rows(w, ti[3], QD_H5M_MASK, a, b - a, p->m2 + a);
+    CHECK_EQ(qd_h5m_write_pruned_rows(w, ti[3], a, b - a, p->f2 + a * 3, p->u2 + a * 3), QD_OK);
+    my_rows(RN, &a, &b);
+    CHECK_EQ(qd_h5m_write_pruned_rows(w, ti[8], a, b - a, p->cn + a * CN, p->un + a * CN), QD_OK);
+    qd_h5m_write_rows(w, ti[8], QD_H5M_SCALES, a, b - a, p->sn + a);
     if (rank_ == size_ - 1) {
         qd_h5m_write_rows(w, ti[4], QD_H5M_DATA, 0, 5, p->f1);
         qd_h5m_write_rows(w, ti[5], QD_H5M_DATA, 0, 1, p->f0);
@@ -189,7 +224,7 @@ static void write_file(const char *out, const payload *p, int finish)
     }
     qd_h5m_flush(w);
     const double m[4] = {0.01, 1e-5, 0.02, 40.0};
-    for (int i = 0; i < (finish ? 8 : 1); i++) qd_h5m_mark_complete(w, ti[i], i < 3 || i == 7 ? m : NULL);
+    for (int i = 0; i < (finish ? 9 : 1); i++) qd_h5m_mark_complete(w, ti[i], i < 3 || i >= 7 ? m : NULL);
     if (!finish) {
         qd_h5m_abandon(w);
         return;
@@ -204,7 +239,7 @@ static void read_back(const char *path, const payload *p)
     int rc = qd_h5m_open(path, NULL, &f);
     CHECK_MSG(rc == QD_OK, "%s", qd_errmsg());
     if (!f) return;
-    CHECK_EQ(qd_h5m_num_tensors(f), 8);
+    CHECK_EQ(qd_h5m_num_tensors(f), 9);
     CHECK_EQ(qd_h5m_info_of(f)->format_version, QD_H5M_FORMAT_VERSION);
     CHECK_STREQ(qd_h5m_info_of(f)->status, QD_H5M_STATUS_COMPLETE);
     CHECK_STREQ(qd_h5m_info_of(f)->arch, "vit");
@@ -228,7 +263,8 @@ static void read_back(const char *path, const payload *p)
     CHECK(!memcmp(v.qweight, p->q3, sizeof p->q3) && !memcmp(v.scales, p->s3, sizeof p->s3) &&
           !memcmp(v.zeros, p->z3, sizeof p->z3) && !memcmp(v.g_idx, p->g3, sizeof p->g3));
     CHECK(v.mask && !memcmp(v.mask, p->m3, sizeof p->m3));
-    CHECK_STREQ(r3->sparsity, "2:4");
+    CHECK_STREQ(r3->sparsity, "0.5");
+    CHECK_EQ(r3->nz_slots, 5);
     CHECK_STREQ(r3->prune_method, "sparsegpt");
     /* dequantized as the reference does */
     float got[R3 * C3], want[R3 * C3];
@@ -279,6 +315,14 @@ static void read_back(const char *path, const payload *p)
     qd_h5m_values_free(&v);
     CHECK_EQ(qd_h5m_read(f, i0, &v), QD_OK);
     CHECK(qd_h5m_tensor(f, i0)->zero_d && qd_h5m_numel(qd_h5m_tensor(f, i0)) == 1 && v.data[0] == 3.25f);
+    qd_h5m_values_free(&v);
+    /* 2:4: the kept codes and their positions read back dense, the spare slot as kept */
+    int in = qd_h5m_find(f, "enc.layer.0.nm.weight");
+    CHECK_EQ(qd_h5m_read(f, in, &v), QD_OK);
+    uint8_t mn[RN];
+    qd_mask_pack(p->unr, RN, CN, mn);
+    CHECK(v.qweight && !memcmp(v.qweight, p->qn, sizeof p->qn) && !memcmp(v.mask, mn, sizeof mn));
+    CHECK(qd_h5m_tensor(f, in)->nm_n == 2 && qd_h5m_tensor(f, in)->nm_m == 4);
     qd_h5m_values_free(&v);
     CHECK_EQ(qd_h5m_read(f, ir, &v), QD_OK);
     CHECK(qd_h5m_tensor(f, ir)->raw_bytes == 16 && !memcmp(v.raw, p->raw, 16));

@@ -3,8 +3,10 @@
 # (2:4, 8-bit), Wanda + GPTQ (4:8), SparseGPT pruning alone (50 %, float) and magnitude + RTN (50 %)
 # give the same file on 1, 2 and 4 ranks; a rank failing midway and --resume give the file of an
 # uninterrupted run; the file's masks hold the pattern (2:4: at most 2 of every 4) and zeros where
-# pruned; inspect shows the sparsity; export writes the dense checkpoint with those zeros; bad
-# option combinations are clear errors.
+# pruned; inspect shows the sparsity; export writes the dense checkpoint with those zeros; eval
+# runs a prune-only file's pruned weights, and 2:4 INT8 files through the 2:4 kernel with the dense
+# int8 kernel's results; structured pruning (--prune-heads, --prune-ffn) shrinks the matrices and
+# updates the config, the same on 1 and 2 ranks; bad option combinations are clear errors.
 set -eu
 : "${QDIST:?}" "${QD_MODELS_DIR:?}"
 M="$QD_MODELS_DIR/vit-mnist-tiny"
@@ -39,51 +41,159 @@ h5diff --exclude-path /run "$T/sg24_1.h5" "$T/res.h5" && echo "ok: fault + resum
   || { echo "FAIL: fault + resume differs"; fail=1; }
 # inspect
 "$QDIST" inspect "$T/sg24_1.h5" > "$T/insp"
-grep -q "query.weight .*sparsity 50.0% (2:4, sparsegpt)" "$T/insp" && echo "ok: inspect shows 2:4" \
+grep -q "query.weight .*sparsity 50.0% (2:4, sparsegpt, 32 stored per row)" "$T/insp" && echo "ok: inspect shows 2:4" \
   || { echo "FAIL: inspect"; grep query "$T/insp"; fail=1; }
-grep -q "sparsity 50.0% (0.5, sparsegpt)" "$T/insp" && { echo "FAIL: wrong pattern"; fail=1; }
-"$QDIST" inspect "$T/only50_1.h5" | grep -q "float .*sparsity 50.0% (0.5, sparsegpt)" && echo "ok: inspect prune-only" \
+grep -q "sparsity 50.0% (0.5, sparsegpt," "$T/insp" && { echo "FAIL: wrong pattern"; fail=1; }
+"$QDIST" inspect "$T/only50_1.h5" | grep -q "float .*sparsity 50.0% (0.5, sparsegpt, 32 stored per row)" && echo "ok: inspect prune-only" \
   || { echo "FAIL: inspect prune-only"; fail=1; }
 # export: dense float with zeros where the mask says pruned
 "$QDIST" export "$T/sg24_1.h5" --out "$T/exp" > /dev/null || { echo "FAIL: export"; fail=1; }
 /usr/bin/python3 - "$T/sg24_1.h5" "$T/only50_1.h5" "$T/exp/model.safetensors" <<'PY' || fail=1
+# an independent reader of docs/FORMAT.md "Sparsity": values and positions back to dense rows
 import h5py, json, struct, sys
 import numpy as np
-def masks(path):
+def unpack(packed, n, bits):
+    b = np.unpackbits(packed, axis=-1, bitorder="little")[..., : n * bits].reshape(*packed.shape[:-1], n, bits)
+    return (b * (1 << np.arange(bits))).sum(-1).astype(np.int64)
+def pruned(path):
     f = h5py.File(path, "r")
     out = {}
     for name, g in f["tensors"].items():
-        if "mask" in g:
-            rows, cols = (int(v) for v in g.attrs["shape"])
+        if "sparsity" not in g.attrs:
+            continue
+        rows, cols = (int(v) for v in g.attrs["shape"])
+        S = int(g.attrs["nonzeros_per_row"])
+        sp = g.attrs["sparsity"]
+        sp = sp.decode() if isinstance(sp, bytes) else sp
+        quant = "nz_qweight" in g
+        assert ("qweight" in g) == ("data" in g) == False, name
+        vals = unpack(g["nz_qweight"][...], S, int(g.attrs["bits"])) if quant else g["nz_data"][...]
+        m = np.zeros((rows, cols), bool)
+        dense = np.zeros((rows, cols), vals.dtype)
+        if ":" in sp:
+            n, mm = (int(x) for x in sp.split(":"))
+            pos = unpack(g["nm_index"][...], S, int(np.ceil(np.log2(mm))))
+            col = (np.arange(S) // n) * mm + pos
+            assert (np.diff(pos.reshape(rows, -1, n), axis=-1) > 0).all(), name
+            for r in range(rows):
+                m[r, col[r]] = True
+                dense[r, col[r]] = vals[r]
+        else:
             m = np.unpackbits(g["mask"][...], axis=1, bitorder="little")[:, :cols].astype(bool)
-            out[name] = (g, m)
+            for r in range(rows):
+                k = m[r].sum()
+                dense[r, m[r]] = vals[r, :k]
+        out[name] = (g, m, dense, sp, S)
     return f, out
-f, ms = masks(sys.argv[1])
+f, ms = pruned(sys.argv[1])
 assert len(ms) == 36, len(ms)
-for name, (g, m) in ms.items():
+for name, (g, m, codes, sp, S) in ms.items():
+    assert sp == "2:4" and S == m.shape[1] // 2 and g["nz_qweight"].shape[1] == S, (name, S)  # 8-bit: S bytes a row
     groups = m.reshape(m.shape[0], -1, 4).sum(-1)
     assert groups.max() <= 2 and abs(m.mean() - 0.5) < 1e-9, (name, groups.max(), m.mean())
-    q = g["qweight"][...]
-    assert (q[~m] == 128).all(), name  # 8-bit symmetric: zero point 128 = 0.0
 raw = open(sys.argv[3], "rb").read()
 hl = struct.unpack("<Q", raw[:8])[0]
 hdr = json.loads(raw[8:8 + hl])
-for name, (g, m) in ms.items():
+for name, (g, m, codes, sp, S) in ms.items():
     e = hdr[name]
     a, b = e["data_offsets"]
     w = np.frombuffer(raw[8 + hl + a: 8 + hl + b], dtype=np.float32).reshape(e["shape"])
     assert (w[~m] == 0).all() and (w[m] != 0).mean() > 0.95, name
-f2, ms2 = masks(sys.argv[2])
-for name, (g, m) in ms2.items():
-    w = g["data"][...]
-    assert g.attrs["kind"] in (b"float", "float") and (w[~m] == 0).all(), name
-    assert abs(m.mean() - 0.5) < 0.01, (name, m.mean())
-print("ok: masks hold 2:4, codes at the zero point, export zeros, prune-only float zeros")
+    want = (codes.astype(np.float32) - 128) * g["scales"][...]  # 8-bit symmetric, per channel
+    assert np.array_equal(w[m], want[m].astype(np.float32)), name
+# the same model stored dense (codes at the zero point where pruned, no sparsity): eval's int8 2:4
+# kernel must give the dense int8 kernel's results
+f.close()
+import shutil
+dense_path = sys.argv[1].replace("sg24_1.h5", "dense24.h5")
+shutil.copy(sys.argv[1], dense_path)
+with h5py.File(dense_path, "r+") as g5:
+    for name, (g, m, codes, sp, S) in ms.items():
+        t = g5["tensors"][name]
+        full = np.where(m, codes, 128).astype(np.uint8)
+        for k in ("nz_qweight", "nm_index"):
+            del t[k]
+        for k in ("sparsity", "prune_method", "nonzeros_per_row"):
+            del t.attrs[k]
+        t.create_dataset("qweight", data=full)
+f2, ms2 = pruned(sys.argv[2])
+for name, (g, m, w, sp, S) in ms2.items():
+    assert g.attrs["kind"] in (b"float", "float") and "mask" in g and S == m.shape[1] // 2, name
+    assert abs(m.mean() - 0.5) < 0.01 and (m.sum(1) <= S).all(), (name, m.mean())
+print("ok: packed 2:4 codes and positions hold the pattern and equal export; prune-only packed float")
+PY
+# eval runs 2:4 INT8 Linears through the 2:4 kernel, with the dense int8 kernel's results
+E="--data $D --n 100 --batch 4 --json"
+# shellcheck disable=SC2086
+"$QDIST" eval --model "$M" --quantized "$T/sg24_1.h5" $E > "$T/ev24.json" || fail=1
+# shellcheck disable=SC2086
+"$QDIST" eval --model "$M" --quantized "$T/dense24.h5" $E > "$T/evd.json" || fail=1
+/usr/bin/python3 - "$T/ev24.json" "$T/evd.json" <<'PY' || fail=1
+import json, sys
+s, d = (json.load(open(p)) for p in sys.argv[1:3])
+assert s["quantized"]["linears"]["int8 2:4 sparse"] == 36 and d["quantized"]["linears"]["int8"] == 36, (s, d)
+assert s["cosine"] == d["cosine"] and s["quantized"]["accuracy"] == d["quantized"]["accuracy"], (s["cosine"], d["cosine"])
+assert s["cosine"]["mean"] < 0.9999, s
+print("ok: eval runs 2:4 through the sparse kernel: same logits as the dense int8 kernel (cosine %.6f)"
+      % s["cosine"]["mean"])
+PY
+# a prune-only file evaluates as pruned: its logits differ from the dense model's, and equal (bit for
+# bit, batch 1) those of the FP32 forward pass of its exported checkpoint
+"$QDIST" export "$T/only50_1.h5" --out "$T/exp50" > /dev/null || { echo "FAIL: export prune-only"; fail=1; }
+cp "$M/preprocessor_config.json" "$T/exp50/"
+E="--data $D --n 100 --batch 1 --json"
+# shellcheck disable=SC2086
+"$QDIST" eval --model "$M" --quantized "$T/only50_1.h5" $E > "$T/ev_dense.json" || fail=1
+# shellcheck disable=SC2086
+"$QDIST" eval --model "$T/exp50" --quantized "$T/only50_1.h5" $E > "$T/ev_ref.json" || fail=1
+/usr/bin/python3 - "$T/ev_dense.json" "$T/ev_ref.json" <<'PY' || fail=1
+import json, sys
+d, r = (json.load(open(p)) for p in sys.argv[1:3])
+assert d["quantized"]["linears"]["float"] == 36, d["quantized"]["linears"]
+assert d["cosine"]["mean"] < 0.9999, ("prune-only evaluates as dense", d["cosine"])
+assert r["cosine"]["min"] == 1 and r["agreement"] == 1, ("pruned eval != FP32 of the export", r["cosine"])
+assert d["quantized"]["accuracy"] == r["quantized"]["accuracy"] == r["fp32"]["accuracy"], (d, r)
+print("ok: prune-only eval differs from dense (cosine %.4f) and equals its export's FP32 forward, accuracy %.2f%%"
+      % (d["cosine"]["mean"], 100 * r["fp32"]["accuracy"]))
+PY
+# structured: 1 of 4 heads and a quarter of the FFN neurons per layer removed, the matrices shrunk,
+# the config updated; the same files on 1 and 2 ranks; eval runs the smaller model
+# (each in its own folder: the file records the pruned checkpoint's path as its source)
+for n in 1 2; do
+  mkdir "$T/s$n"
+  # shellcheck disable=SC2086
+  (cd "$T/s$n" && timeout 120 mpiexec -n $n --oversubscribe "$QDIST" quantize --model "$M" --out struct.h5 --bits 8 \
+    --prune-heads 1 --prune-ffn 0.25 $C > /dev/null) || { echo "FAIL: structured pruning on $n ranks"; fail=1; }
+done
+h5diff --exclude-path /run "$T/s1/struct.h5" "$T/s2/struct.h5" && cmp -s "$T/s1/struct.h5.structured/model.safetensors" \
+  "$T/s2/struct.h5.structured/model.safetensors" && echo "ok: structured pruning: 1 rank == 2 ranks" \
+  || { echo "FAIL: structured pruning differs between 1 and 2 ranks"; fail=1; }
+cp "$T/s1/struct.h5" "$T/struct_1.h5"
+cp -r "$T/s1/struct.h5.structured" "$T/struct_1.h5.structured"
+"$QDIST" eval --model "$T/struct_1.h5.structured" --quantized "$T/struct_1.h5" --data "$D" --n 200 --batch 50 --json \
+  > "$T/evs.json" || { echo "FAIL: eval of the structured model"; fail=1; }
+/usr/bin/python3 - "$T/struct_1.h5" "$T/evs.json" <<'PY' || fail=1
+import h5py, json, sys
+f = h5py.File(sys.argv[1], "r")
+cfg = json.loads(f.attrs["model_config"])
+ph = cfg["pruned_heads"]
+assert len(ph) == 6 and all(len(v) == 1 for v in ph.values()) and cfg["intermediate_size"] == 96, cfg
+t = f["tensors"]
+for l in range(6):
+    p = f"vit.encoder.layer.{l}."
+    assert list(t[p + "attention.attention.query.weight"].attrs["shape"]) == [192, 64]
+    assert list(t[p + "attention.output.dense.weight"].attrs["shape"]) == [64, 192]
+    assert list(t[p + "intermediate.dense.weight"].attrs["shape"]) == [96, 64]
+    assert list(t[p + "output.dense.weight"].attrs["shape"]) == [64, 96]
+e = json.load(open(sys.argv[2]))
+assert e["quantized"]["linears"]["int8"] == 36 and e["fp32"]["accuracy"] > 0.9, e
+print("ok: structured file: heads %s, FFN 128 -> 96, pruned FP32 top-1 %.1f %%" % (sorted(ph.items()), 100 * e["fp32"]["accuracy"]))
 PY
 # errors
 for bad in "--sparsity 2:4 --method gptq --calib $D --act-order|act-order" \
            "--sparsity 0.5 --prune wanda|needs calibration" \
-           "--sparsity 3:2|N:M needs" "--prune-only|needs a sparsity"; do
+           "--sparsity 3:2|N:M needs" "--prune-only|needs a sparsity" "--prune-heads 4 --calib $D|has 4 heads" \
+           "--prune-ffn 1.5|a fraction in (0, 1)" "--prune-heads 1|need calibration samples"; do
   args=${bad%%|*} want=${bad#*|}
   # shellcheck disable=SC2086
   if "$QDIST" quantize --model "$M" --out "$T/bad.h5" $args 2> "$T/err"; then echo "FAIL: accepted $args"; fail=1; fi
