@@ -102,6 +102,31 @@ static int read_qtensor(qd_h5m *f, const char *name, int64_t N, int64_t K, qtens
     return 1;
 }
 
+/* The float weights of a quantized tensor: scales and zeros, or looked up in its codebook
+ * (kernels.h lut_row). */
+static void qtensor_dequantize(const qtensor *t, float *out)
+{
+    const int64_t N = t->N, K = t->K, L = (int64_t)1 << t->bits;
+    uint8_t *codes = qd_xmalloc((size_t)(N * K > 0 ? N * K : 1));
+    qd_unpack_matrix(t->packed, N, K, t->bits, codes);
+    if (t->codebook) {
+        for (int64_t n = 0; n < N; n++)
+            qd_kernels()->lut_row(codes + n * K, K, t->G, (int)L, t->codebook + n * t->ng * L, out + n * K);
+    } else {
+        qd_qparams p = {.rows = N,
+                        .cols = K,
+                        .ngroups = t->ng,
+                        .group_size = t->G,
+                        .bits = t->bits,
+                        .sym = t->sym,
+                        .gran = t->G < K ? QD_GRAN_GROUP : QD_GRAN_CHANNEL,
+                        .scales = t->sc,
+                        .zeros = t->zr};
+        qd_dequantize(codes, &p, t->gi, out);
+    }
+    free(codes);
+}
+
 /* Which kernel runs codebook records: QD_CODEBOOK_KERNEL=int8 or lut (the default, see qmodel.h). */
 static qd_ql_kind codebook_kind(void)
 {
@@ -122,9 +147,7 @@ static int load_codebook(qd_qlinear *ql, const qtensor *t, const float *bias, in
     ql->kind = codebook_kind();
     if (ql->kind == QD_QL_LUT) {
         float *w = qd_xmalloc((size_t)(N * K > 0 ? N * K : 1) * sizeof(float));
-        const qd_kernel_table *kt = qd_kernels();
-        for (int64_t n = 0; n < N; n++)
-            kt->lut_row(codes + n * K, K, t->G, (int)L, t->codebook + n * per_row, w + n * K);
+        qtensor_dequantize(t, w);
         rc = qd_gemm_wf_create(w, N, K, K, bias, &ql->wf);
         free(w);
         if (!rc) ql->bytes = qd_gemm_wf_bytes(ql->wf);
@@ -177,19 +200,7 @@ static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
     const int layout = qd_kernels()->layout;
     if (t.codebook && !fake) {
         rc = load_codebook(ql, &t, L->b, layout);
-    } else if (t.codebook) { /* fake quantization: the looked-up levels in float */
-        float *wdq = qd_xmalloc((size_t)(N * K > 0 ? N * K : 1) * sizeof(float));
-        const int64_t Lv = (int64_t)1 << t.bits;
-        uint8_t *codes = qd_xmalloc((size_t)(N * K > 0 ? N * K : 1));
-        qd_unpack_matrix(t.packed, N, K, t.bits, codes);
-        for (int64_t n = 0; n < N; n++)
-            qd_kernels()->lut_row(codes + n * K, K, t.G, (int)Lv, t.codebook + n * t.ng * Lv, wdq + n * K);
-        rc = qd_gemm_wf_create(wdq, N, K, K, L->b, &ql->wf);
-        free(codes);
-        free(wdq);
-        ql->kind = QD_QL_DEQUANT;
-        if (!rc) ql->bytes = qd_gemm_wf_bytes(ql->wf);
-    } else if (!fake && t.bits == 8 && t.sym && t.ng == 1 && natural) {
+    } else if (!t.codebook && !fake && t.bits == 8 && t.sym && t.ng == 1 && natural) {
         int8_t *w = qd_xmalloc((size_t)(N * K));
         for (int64_t i = 0; i < N * K; i++) w[i] = (int8_t)((int)t.packed[i] - 128);
         rc = qd_gemm_w8_create_layout(layout, w, N, K, K, t.sc, L->b, &ql->w8);
@@ -197,7 +208,7 @@ static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
         /* 2:4 records run the dense int8 GEMM with their zeros (the engine has no 2:4 kernel) */
         ql->kind = t.sparse24 ? QD_QL_INT8_24 : QD_QL_INT8;
         if (!rc) ql->bytes = qd_gemm_w8_bytes(ql->w8);
-    } else if (!fake && t.bits == 4 && natural) {
+    } else if (!t.codebook && !fake && t.bits == 4 && natural) {
         int zok = 1;
         for (int64_t i = 0; i < N * t.ng; i++) zok &= t.zr[i] >= 0 && t.zr[i] <= 15;
         if (zok) {
@@ -208,24 +219,12 @@ static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
         }
     }
     if (!rc && !ql->w8 && !ql->w4 && !ql->wf) {
-        uint8_t *codes = qd_xmalloc((size_t)(N * K));
-        float *wdq = qd_xmalloc((size_t)(N * K) * sizeof(float));
-        qd_unpack_matrix(t.packed, N, K, t.bits, codes);
-        qd_qparams p = {.rows = N,
-                        .cols = K,
-                        .ngroups = t.ng,
-                        .group_size = t.G,
-                        .bits = t.bits,
-                        .sym = t.sym,
-                        .gran = t.G < K ? QD_GRAN_GROUP : QD_GRAN_CHANNEL,
-                        .scales = t.sc,
-                        .zeros = t.zr};
-        qd_dequantize(codes, &p, t.gi, wdq);
+        float *wdq = qd_xmalloc((size_t)(N * K > 0 ? N * K : 1) * sizeof(float));
+        qtensor_dequantize(&t, wdq);
         if (t.smooth) /* the file holds W diag(s); the float path multiplies unsmoothed inputs */
             for (int64_t n = 0; n < N; n++)
                 for (int64_t k = 0; k < K; k++) wdq[n * K + k] /= t.smooth[k];
         rc = qd_gemm_wf_create(wdq, N, K, K, L->b, &ql->wf);
-        free(codes);
         free(wdq);
         ql->kind = QD_QL_DEQUANT;
         if (!rc) ql->bytes = qd_gemm_wf_bytes(ql->wf);
@@ -280,25 +279,8 @@ static int load_small_table(qd_h5m *f, const char *name, int64_t rows, int64_t c
     qtensor t;
     int rc = read_qtensor(f, name, rows, cols, &t);
     if (rc <= 0) return rc;
-    uint8_t *codes = qd_xmalloc((size_t)(rows * cols));
-    qd_unpack_matrix(t.packed, rows, cols, t.bits, codes);
-    qd_qparams p = {.rows = rows,
-                    .cols = cols,
-                    .ngroups = t.ng,
-                    .group_size = t.G,
-                    .bits = t.bits,
-                    .sym = t.sym,
-                    .gran = t.G < cols ? QD_GRAN_GROUP : QD_GRAN_CHANNEL,
-                    .scales = t.sc,
-                    .zeros = t.zr};
     *out = qd_xmalloc((size_t)(rows * cols) * sizeof(float));
-    const int64_t L = (int64_t)1 << t.bits;
-    if (t.codebook)
-        for (int64_t r = 0; r < rows; r++)
-            qd_kernels()->lut_row(codes + r * cols, cols, t.G, (int)L, t.codebook + r * t.ng * L, *out + r * cols);
-    else
-        qd_dequantize(codes, &p, t.gi, *out);
-    free(codes);
+    qtensor_dequantize(&t, *out);
     qtensor_free(&t);
     return QD_OK;
 }
