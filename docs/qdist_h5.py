@@ -73,14 +73,45 @@ class Tensor:
             names = _text(a["metrics_names"]).split(",") if "metrics_names" in a else []
             self.metrics = dict(zip(names, (float(v) for v in a.get("metrics", []))))
             self.sparsity = _text(a["sparsity"]) if "sparsity" in a else None
+        else:
+            self.sparsity = _text(a["sparsity"]) if "sparsity" in a else None
 
     def _ds(self, name):
         return self._g[name][...] if name in self._g else None
 
+    def _stored(self):
+        """Pruned records: (row, column) of every stored value, and which of the [out, S] slots hold
+        one (docs/FORMAT.md "Sparsity")."""
+        rows, cols = self.shape
+        S = int(self._g.attrs["nonzeros_per_row"])
+        if "nm_index" in self._g:
+            n, m = (int(x) for x in self.sparsity.split(":"))
+            pos = unpack_codes(self._ds("nm_index").reshape(rows, -1), S, max(1, (m - 1).bit_length()))
+            col = (np.arange(S) // n * m)[None, :] + pos.astype(np.int64)
+            used = np.ones((rows, S), dtype=bool)
+        else:
+            kept = self.mask
+            col = np.zeros((rows, S), dtype=np.int64)
+            used = np.zeros((rows, S), dtype=bool)
+            for r in range(rows):
+                c = np.flatnonzero(kept[r])
+                col[r, : len(c)] = c
+                used[r, : len(c)] = True
+        row = np.broadcast_to(np.arange(rows)[:, None], (rows, S))
+        return row[used], col[used], used
+
     @property
     def codes(self):
         rows, cols = self.shape
-        return unpack_codes(self._ds("qweight").reshape(rows, -1), cols, self.bits)
+        if "nz_qweight" not in self._g:
+            return unpack_codes(self._ds("qweight").reshape(rows, -1), cols, self.bits)
+        # pruned: every weight the zero point's code of its group, the stored ones scattered back
+        c = self.zeros[:, self.group_of_column].astype(np.uint8) if self.codebook is None else \
+            np.zeros((rows, cols), dtype=np.uint8)
+        r, k, used = self._stored()
+        S = used.shape[1]
+        c[r, k] = unpack_codes(self._ds("nz_qweight").reshape(rows, -1), S, self.bits)[used]
+        return c
 
     @property
     def scales(self):
@@ -117,6 +148,11 @@ class Tensor:
 
     @property
     def data(self):
+        if "nz_data" in self._g:  # pruned float record: zeros, the stored values scattered back
+            d = np.zeros(self.shape, dtype=np.float32)
+            r, k, used = self._stored()
+            d[r, k] = self._ds("nz_data").astype(np.float32)[used]
+            return d
         d = self._ds("data").astype(np.float32)
         return d.reshape(self.shape) if d.size == int(np.prod(self.shape)) else d.reshape(())  # 0-d tensors
 
