@@ -330,6 +330,7 @@ static void usage(void)
                     "                      [--dtype bf16|f32] [--shard-mb MB] [--seed S] DIR\n");
 }
 
+/* Options, then the shape's tensors in checkpoint order (long: one flat sequence of tensor families). */
 int main(int argc, char **argv)
 {
     if (argc < 2) {

@@ -860,7 +860,16 @@ static int score_reference(const char *path, const char *tensor, const eval_outp
     return rc;
 }
 
-int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
+/* eval's options (getopt); the checks that relate them. */
+typedef struct {
+    const char *model, *qfile, *data, *labels, *save, *reference, *ref_tensor, *trace_path;
+    long n, batch, seqlen, threads, warmup;
+    int fake, w4f, json, profile, intonly, float_ops;
+    double outlier;
+} eval_opts;
+
+/* -1: go on with *a; otherwise the command's exit code (help printed, or a usage error). */
+static int parse_opts(int argc, char **argv, MPI_Comm comm, eval_opts *a)
 {
     static struct option lo[] = {{"model", required_argument, 0, O_MODEL},
                                  {"quantized", required_argument, 0, O_Q},
@@ -889,7 +898,7 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
     long n = 0, batch = 1, seqlen = 128, threads = 1, warmup = 3;
     int fake = 0, w4f = 0, json = 0, profile = 0, o, intonly = 0, float_ops = 0;
     const char *trace_path = NULL;
-    double outlier = 6.0, t_begin = qd_now();
+    double outlier = 6.0;
     optind = 1;
     opterr = 0;
     while ((o = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -970,6 +979,41 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
     if ((float_ops || trace_path) && !intonly)
         return qd_cli_usage_error(comm, "eval", "--float-ops and --trace-ops go with --integer-only");
     if (intonly && fake) return qd_cli_usage_error(comm, "eval", "--integer-only and --fake-quant exclude each other");
+    a->model = model;
+    a->qfile = qfile;
+    a->data = data;
+    a->labels = labels;
+    a->save = save;
+    a->reference = reference;
+    a->ref_tensor = ref_tensor;
+    a->n = n;
+    a->batch = batch;
+    a->seqlen = seqlen;
+    a->threads = threads;
+    a->warmup = warmup;
+    a->fake = fake;
+    a->w4f = w4f;
+    a->json = json;
+    a->profile = profile;
+    a->intonly = intonly;
+    a->float_ops = float_ops;
+    a->trace_path = trace_path;
+    a->outlier = outlier;
+    return -1;
+}
+
+int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
+{
+    const double t_begin = qd_now();
+    eval_opts a = {0};
+    const int ex = parse_opts(argc, argv, comm, &a);
+    if (ex >= 0) return ex;
+    const char *model = a.model, *qfile = a.qfile, *data = a.data, *labels = a.labels, *save = a.save,
+               *reference = a.reference, *ref_tensor = a.ref_tensor, *trace_path = a.trace_path;
+    const long n = a.n, batch = a.batch, seqlen = a.seqlen, threads = a.threads, warmup = a.warmup;
+    const int fake = a.fake, w4f = a.w4f, json = a.json, profile = a.profile, intonly = a.intonly,
+              float_ops = a.float_ops;
+    const double outlier = a.outlier;
     /* one process does the work; other ranks (if any) wait */
     const int rank = qd_coll_rank(comm);
     int rc = QD_OK;

@@ -271,6 +271,8 @@ static int add_embedding_override(qd_job_config *c, int bits)
 static int g_train_batch;           /* qdist plan --train-batch */
 static qd_structured_opts g_struct; /* --prune-heads, --prune-ffn */
 
+/* The options of quantize and plan: one getopt table and one case per option, kept in one function
+ * (long: a case per option; split, the table and its cases would sit apart). */
 static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const char *help, qd_job_config *c, int *ranks,
                  int *rc)
 {

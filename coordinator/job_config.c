@@ -81,6 +81,8 @@ static int add_pattern(char dst[QD_PATTERN_MAX], const char *key, const char *va
     return 0;
 }
 
+/* One branch per configuration key, each with its own range and message (long: a flat list of keys;
+ * the option parser and the --config reader share it). */
 int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *msg, size_t cap)
 {
     int v = 0;
