@@ -8,6 +8,8 @@
 #   QD_SLURM_RANKS=4  QD_SLURM_LAUNCHERS="srun mpirun"  QD_SLURM_KEEP=1 (keep the temp dir)
 #   QD_SLURM_RELEASE_AFTER=2 (seconds a requeued job may wait for its begin time before the test
 #   starts it; 0: never, to see Slurm's own delay)
+#   QD_SLURM_UP_SECONDS=60 (how long the one-node cluster may take to come up; if it does not,
+#   the test is skipped (77) with the daemons' logs: nothing of qdist's ran)
 #
 # Checks, with RANKS tasks on the real checkpoint ../shared/models/vit-mnist-tiny:
 #   1. an uninterrupted batch job: output complete and identical (h5diff) to `mpirun -n 1`;
@@ -144,15 +146,19 @@ slurmctld -D -i -f "$SLURM_CONF" >"$T/slurmctld.out" 2>&1 &
 PIDS+=($!)
 slurmd -D -f "$SLURM_CONF" -N "$HOST" >"$T/slurmd.out" 2>&1 &
 PIDS+=($!)
+# each query bounded (a slurmctld that is not answering makes sinfo wait its MessageTimeout), the
+# whole wait bounded by the clock
 up=0
-for _ in $(seq 150); do
-  if sinfo -h -N -o '%t' 2>/dev/null | grep -qE '^(idle|mix)'; then up=1; break; fi
+t_up=$(( $(date +%s) + ${QD_SLURM_UP_SECONDS:-60} ))
+while [ "$(date +%s)" -lt $t_up ]; do
+  if timeout 5 sinfo -h -N -o '%t' 2>/dev/null | grep -qE '^(idle|mix)'; then up=1; break; fi
   sleep 0.2
 done
 if [ $up = 0 ]; then
   echo "--- slurmctld.log"; tail -20 "$T/slurmctld.log" 2>/dev/null; tail -5 "$T/slurmctld.out"
   echo "--- slurmd.log"; tail -20 "$T/slurmd.log" 2>/dev/null; tail -5 "$T/slurmd.out"
-  echo "FAIL: the one-node cluster did not come up"; exit 1
+  # the daemons (not qdist) failed to start on this host: nothing of qdist's was tested
+  skip "the one-node Slurm cluster did not come up in ${QD_SLURM_UP_SECONDS:-60} s (its logs above)"
 fi
 say "cluster up: $(sinfo -h -o '%P %D %t %C')"
 
@@ -164,8 +170,8 @@ SBATCH="$SRC/deploy/slurm/qdist.sbatch"
 fail=0
 ok() { say "ok: $*"; }
 bad() { say "FAIL: $*"; fail=1; }
-state() { scontrol show job "$1" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p'; }
-restarts() { scontrol show job "$1" 2>/dev/null | sed -n 's/.*Restarts=\([0-9]*\).*/\1/p'; }
+state() { timeout 5 scontrol show job "$1" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p'; }
+restarts() { timeout 5 scontrol show job "$1" 2>/dev/null | sed -n 's/.*Restarts=\([0-9]*\).*/\1/p'; }
 wait_done() { # JOB SECONDS: until COMPLETED/FAILED/...
   # Slurm holds a requeued batch job until its begin time; a test need not wait for it, but
   # the new start must come at least a second after the requeue (the old job credential is
