@@ -20,7 +20,11 @@ static uint32_t r32(void)
     g_s = g_s * 6364136223846793005ull + 1442695040888963407ull;
     return (uint32_t)(g_s >> 32);
 }
-static int32_t rint_in(int32_t lo, int32_t hi) { return lo + (int32_t)(r32() % (uint32_t)(hi - lo + 1)); }
+/* uniform in [lo, hi]; the width in 64 bits (hi - lo overflows int32 for wide ranges) */
+static int32_t rint_in(int32_t lo, int32_t hi)
+{
+    return (int32_t)((int64_t)lo + (int64_t)(r32() % (uint64_t)((int64_t)hi - lo + 1)));
+}
 static double runif(void) { return r32() / 4294967296.0; }
 
 /* an int32 accumulator: mostly moderate, sometimes at the extremes */
