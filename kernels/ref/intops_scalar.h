@@ -63,7 +63,7 @@ static inline qd_is_lnrow qd_is_ln_finish(int64_t mu, int64_t ssd, int64_t N, in
 /* y = n · g + beta for one element (units: s_out · 2^-(16 + gsh)) */
 static inline int64_t qd_is_ln_y(int32_t x, const qd_is_lnrow *r, int32_t g, int64_t beta)
 {
-    const int32_t d = (int32_t)(((int64_t)x << r->f) - r->mu);
+    const int32_t d = (int32_t)((int64_t)x * ((int64_t)1 << r->f) - r->mu); /* x · 2^f: x may be negative */
     const int64_t n = qd_fx_rshift_up((int64_t)d * r->R, r->nsh);
     return n * g + beta;
 }
@@ -81,7 +81,7 @@ static inline int64_t qd_is_ln_tail2(const int32_t *x, int64_t i, int64_t N, int
 {
     int64_t ss = 0;
     for (; i < N; i++) {
-        const int64_t d = ((int64_t)x[i] << f) - mu;
+        const int64_t d = (int64_t)x[i] * ((int64_t)1 << f) - mu;
         ss += d * d;
     }
     return ss;
