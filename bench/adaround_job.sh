@@ -46,6 +46,6 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)   CPUs: $(nproc)"
 
 job_models >"$TMP/res"
 
-echo "AdaRound 4-bit asym per channel, $steps, Hessian form, sequential calibration, 1 BLAS thread per rank; best of $REPS (by job time), seconds"
+echo "AdaRound 4-bit asym per channel, $steps, Hessian form, data-mode calibration, 1 BLAS thread per rank; best of $REPS (by job time), seconds"
 job_table <"$TMP/res"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

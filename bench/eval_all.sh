@@ -194,7 +194,7 @@ manifest, csv_path, md_path = sys.argv[1:4]
 names = {"vit": "ViT vit-mnist-tiny", "bert": "BERT all-MiniLM-L6-v2"}
 cols = ["model", "scheme_id", "scheme", "method", "mode", "bits", "group_size", "samples",
         "batch", "metric", "accuracy_pct", "fp32_accuracy_pct", "agreement_pct", "cosine_mean",
-        "cosine_min", "cosine_of", "weight_bytes", "file_bytes", "fp32_weight_bytes",
+        "cosine_min", "cosine_of", "tensor_bytes", "file_bytes", "fp32_tensor_bytes",
         "fp32_file_bytes", "latency_p50_ms", "fp32_latency_p50_ms", "latency_p95_ms",
         "fp32_latency_p95_ms", "speedup_p50", "peak_rss_bytes", "fp32_peak_rss_bytes",
         "linears", "kernels_isa", "quantize_s", "eval_s", "load1_before_after"]
@@ -222,8 +222,8 @@ with open(manifest) as fh:
             "cosine_mean": "%.6f" % cos["mean"] if cos else "",
             "cosine_min": "%.6f" % cos["min"] if cos else "",
             "cosine_of": cos.get("of", ""),
-            "weight_bytes": q["weight_bytes"], "file_bytes": q["file_bytes"],
-            "fp32_weight_bytes": f["weight_bytes"], "fp32_file_bytes": f["file_bytes"],
+            "tensor_bytes": q["tensor_bytes"], "file_bytes": q["file_bytes"],
+            "fp32_tensor_bytes": f["tensor_bytes"], "fp32_file_bytes": f["file_bytes"],
             "latency_p50_ms": "%.4f" % q["latency_ms"]["p50"],
             "fp32_latency_p50_ms": "%.4f" % f["latency_ms"]["p50"],
             "latency_p95_ms": "%.4f" % q["latency_ms"]["p95"],
@@ -253,8 +253,8 @@ for key in fp32:
         "bits": 32, "group_size": "", "samples": r0["samples"], "batch": r0["batch"],
         "metric": d["metric"], "accuracy_pct": r0["fp32_accuracy_pct"],
         "fp32_accuracy_pct": r0["fp32_accuracy_pct"], "agreement_pct": "", "cosine_mean": "",
-        "cosine_min": "", "cosine_of": "", "weight_bytes": r0["fp32_weight_bytes"],
-        "file_bytes": r0["fp32_file_bytes"], "fp32_weight_bytes": r0["fp32_weight_bytes"],
+        "cosine_min": "", "cosine_of": "", "tensor_bytes": r0["fp32_tensor_bytes"],
+        "file_bytes": r0["fp32_file_bytes"], "fp32_tensor_bytes": r0["fp32_tensor_bytes"],
         "fp32_file_bytes": r0["fp32_file_bytes"], "latency_p50_ms": "%.4f" % med,
         "fp32_latency_p50_ms": "%.4f" % med, "latency_p95_ms": "", "fp32_latency_p95_ms": "",
         "speedup_p50": "", "peak_rss_bytes": r0["fp32_peak_rss_bytes"],
@@ -275,7 +275,7 @@ def mb(b):
     return "%.3f" % (int(b) / 1e6) if int(b) < 10e6 else "%.2f" % (int(b) / 1e6)
 
 hdr = ["model", "scheme", "method", "accuracy %", "agreement %", "cosine mean", "cosine min",
-       "weight MB", "file MB", "p50 ms FP32", "p50 ms quant.", "speed-up", "quantized Linears run as"]
+       "tensor data MB", "file MB", "p50 ms FP32", "p50 ms quant.", "speed-up", "quantized Linears run as"]
 lines = ["| " + " | ".join(hdr) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 9 + ["---"]) + "|"]
 for r in out_rows:
     method = r["method"].upper() if r["method"] != "-" else "-"
@@ -285,7 +285,7 @@ for r in out_rows:
     lines.append("| " + " | ".join([
         names.get(r["model"], r["model"]), r["scheme"], method, acc,
         r["agreement_pct"] or "-", r["cosine_mean"] or "-", r["cosine_min"] or "-",
-        mb(r["weight_bytes"]), mb(r["file_bytes"]),
+        mb(r["tensor_bytes"]), mb(r["file_bytes"]),
         "%.3f" % float(r["fp32_latency_p50_ms"]),
         "%.3f" % float(r["latency_p50_ms"]) if r["mode"] != "float" else "-",
         (r["speedup_p50"] + "x") if r["speedup_p50"] else "-",

@@ -29,6 +29,6 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)   CPUs: $(nproc)"
 
 job_models >"$TMP/res"
 
-echo "GPTQ 4-bit asym g128, sequential calibration, 1 BLAS thread per rank; best of $REPS (by job time), seconds"
+echo "GPTQ 4-bit asym g128, data-mode calibration, 1 BLAS thread per rank; best of $REPS (by job time), seconds"
 job_table <"$TMP/res"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

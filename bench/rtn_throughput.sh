@@ -30,11 +30,11 @@ for model in ../shared/models/vit-mnist-tiny "$T/bert-base"; do
         rm -f "$T/o.h5"
         # shellcheck disable=SC2086
         out=$(mpirun -n $n "$B/qdist" quantize --model "$model" --out "$T/o.h5" --progress none $scheme </dev/null)
-        secs=$(echo "$out" | awk '/ GB\/s of input/ {print $2}')
+        secs=$(echo "$out" | awk '/ GB\/s of checkpoint tensors/ {print $2}')
         if [ -z "$best" ] || awk "BEGIN{exit !($secs < $best)}"; then best=$secs; bout=$out; fi
         i=$((i + 1))
       done
-      gin=$(echo "$bout" | sed -n 's/.*: \([0-9.]*\) GB\/s of input.*/\1/p')
+      gin=$(echo "$bout" | sed -n 's/.*: \([0-9.]*\) GB\/s of checkpoint tensors.*/\1/p')
       cpu=$(echo "$bout" | sed -n 's/.* \([0-9.]*\) s on the busiest rank.*/\1/p')
       gcpu=$(echo "$bout" | sed -n 's/.*: \([0-9.]*\) GB\/s per CPU-second.*/\1/p')
       printf '%-15s %-32s %5d %7s %7s %10s %7s %9s\n' "$(basename "$model")" "$scheme" $n "$best" "$gin" \

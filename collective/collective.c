@@ -59,6 +59,16 @@ int qd_coll_size(MPI_Comm comm)
     return s;
 }
 
+int qd_coll_node_size(MPI_Comm comm)
+{
+    MPI_Comm node;
+    int n = 1;
+    QD_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    QD_MPI_CHECK(MPI_Comm_size(node, &n));
+    QD_MPI_CHECK(MPI_Comm_free(&node));
+    return n;
+}
+
 void qd_coll_barrier(MPI_Comm comm) { QD_MPI_CHECK(MPI_Barrier(comm)); }
 
 /* ---- agreement -------------------------------------------------------------------------------- */

@@ -27,6 +27,8 @@ void qd_coll_install_abort_hook(void);
 
 int qd_coll_rank(MPI_Comm comm);
 int qd_coll_size(MPI_Comm comm);
+/* How many ranks of comm share this rank's host (its memory). */
+int qd_coll_node_size(MPI_Comm comm);
 void qd_coll_barrier(MPI_Comm comm);
 
 /* ---- agreement -------------------------------------------------------------------------------- */

@@ -381,6 +381,31 @@ int qd_h5m_record_has(const qd_h5m_record *r, const char *dataset)
     return b >= 0 && (r->datasets >> b & 1u);
 }
 
+int64_t qd_h5m_record_bytes(const qd_h5m_record *r)
+{
+    int64_t bytes = 0;
+    for (int i = 0, b = 0; i < NFIELDS; i++) {
+        const qd_h5m_field *fd = &qd_h5m__fields[i];
+        if (fd->place != QD_H5M_TENSOR_DATASET) continue;
+        if (r->datasets >> b++ & 1u) {
+            int64_t d[QD_H5M_MAX_DIMS], n = 1;
+            const int nd = fd->dims(r, d);
+            for (int k = 0; k < nd; k++) n *= d[k];
+            bytes += n * (int64_t)qd_h5m_type_size(fd->type);
+        }
+    }
+    return bytes;
+}
+
+void qd_h5m_tensor_bytes(const qd_h5m *f, double *quantized, double *kept)
+{
+    *quantized = *kept = 0;
+    for (int i = 0; i < qd_h5m_num_tensors(f); i++) {
+        const qd_h5m_record *r = qd_h5m_tensor(f, i);
+        *(r->kind == QD_H5M_QUANTIZED ? quantized : kept) += (double)qd_h5m_record_bytes(r);
+    }
+}
+
 const char *qd_h5m_gran_name(qd_granularity g)
 {
     return g == QD_GRAN_TENSOR ? "tensor" : g == QD_GRAN_CHANNEL ? "channel" : "group";

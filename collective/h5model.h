@@ -117,6 +117,11 @@ void qd_h5m_record_sparsity(qd_h5m_record *r, const char *pattern, const char *m
 int qd_h5m_record_add(qd_h5m_record *r, const char *dataset);
 int qd_h5m_record_has(const qd_h5m_record *r, const char *dataset);
 
+/* Bytes of record r's datasets: their shapes as the table gives them (which the reader checks)
+ * times their element sizes; the file stores them uncompressed. What quantize and eval print as
+ * "tensor data" (the file's own size adds the HDF5 structure and attributes). */
+int64_t qd_h5m_record_bytes(const qd_h5m_record *r);
+
 /* ---- the vocabulary of the file ------------------------------------------------------------- */
 typedef struct qd_h5m_field {
     const char *name;
@@ -156,11 +161,19 @@ const char *qd_h5m_partial_path(const qd_h5m_writer *w);
  * group, attributes and datasets, or, resuming, opens them and sets r->complete and r->metrics
  * from the file. Returns its index. */
 int qd_h5m_declare(qd_h5m_writer *w, qd_h5m_record *r);
+/* After the last declaration: the disk space of the whole file reserved up front (collective), so
+ * that a full disk ends the job here, before any work, rather than halfway. QD_OK, or QD_EIO naming
+ * the file and the size; then qd_h5m_abandon (a file created by this run is removed). */
+int qd_h5m_reserve(qd_h5m_writer *w);
 /* Rows [r0, r0 + n) along the first dimension of one of record ti's datasets, from values of
  * the field's type (independent I/O: each rank writes its own rows). */
 void qd_h5m_write_rows(qd_h5m_writer *w, int ti, const char *dataset, int64_t r0, int64_t n, const void *values);
-/* Everything written so far on disk (collective). */
-void qd_h5m_flush(qd_h5m_writer *w);
+/* Everything written so far on disk (collective). QD_OK, or, on every rank, QD_EIO naming the
+ * file when a write or the flush failed on any rank (disk full, I/O error): the file then gets no
+ * further completion mark and no status; close it with qd_h5m_abandon. */
+int qd_h5m_flush(qd_h5m_writer *w);
+/* The same agreement without a flush (collective). */
+int qd_h5m_sync(qd_h5m_writer *w);
 /* Marks record ti complete, with its metrics (quantized records; NULL otherwise). Collective:
  * the same marks in the same order on every rank, after the flush that wrote their data. */
 void qd_h5m_mark_complete(qd_h5m_writer *w, int ti, const double *metrics);
@@ -172,7 +185,8 @@ typedef struct {
     double seconds;
 } qd_h5m_run;
 /* Writes /run and status = "complete", closes the file and renames it to OUT (rank 0).
- * Collective; agreed status. Frees w. */
+ * Collective; agreed status: after a failed write (qd_h5m_flush) or a failed close no status is
+ * written and nothing is renamed. Frees w. */
 int qd_h5m_finish(qd_h5m_writer *w, const qd_h5m_run *run);
 /* Closes without finishing: OUT.partial stays for --resume. Collective. Frees w. */
 void qd_h5m_abandon(qd_h5m_writer *w);
@@ -210,6 +224,10 @@ const qd_h5m_info *qd_h5m_info_of(const qd_h5m *f);
 int qd_h5m_num_tensors(const qd_h5m *f);
 const qd_h5m_record *qd_h5m_tensor(const qd_h5m *f, int i);
 int qd_h5m_find(const qd_h5m *f, const char *name); /* index or -1 */
+
+/* qd_h5m_record_bytes summed over the file's records: quantized ones (codes, scales, zeros,
+ * g_idx, masks) and the others (tensors kept as float or raw). */
+void qd_h5m_tensor_bytes(const qd_h5m *f, double *quantized, double *kept);
 
 /* Problems a lenient open found: where ("" for the root, else the tensor name) and what. */
 typedef struct {

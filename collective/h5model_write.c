@@ -1,10 +1,19 @@
 /* collective/h5model_write.c — the model file's writer (see h5model.h): created collectively
  * through parallel HDF5, every object up front in the same order on every rank, each rank its own
  * rows, completion marks after a flush, the status last and the rename. Every HDF5 call is
- * checked (QD_H5_CHECK aborts the job on all ranks: the file is then unusable anyway). */
+ * checked. Writes of data and the flushes and closes that put it on disk can fail for reasons
+ * outside the program (disk full, quota, I/O error): those end the job with an error naming the
+ * file, after which no completion mark and no status is written, and the partial file is kept for
+ * --resume once space is freed. Any other failure is a bug (QD_H5_CHECK aborts the job on all
+ * ranks). */
+#define _GNU_SOURCE /* fallocate */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "collective/collective.h"
 #include "collective/h5model_internal.h"
@@ -52,7 +61,49 @@ struct qd_h5m_writer {
     hid_t file, tg;
     wrec *t;
     int n, cap;
+    int failed;  /* a write, flush or close failed (this rank; agreed by sync_status) */
+    int created; /* made by this run (not resumed): nothing in it is worth keeping yet */
+    int discard; /* remove it when abandoned (its space could not be reserved) */
+    char fail_msg[4800];
 };
+
+/* A write that the system refused: recorded (the first one), reported at the next agreement. */
+static void write_failed(qd_h5m_writer *w, int err, const char *what)
+{
+    if (w->failed) return;
+    w->failed = 1;
+    snprintf(w->fail_msg, sizeof w->fail_msg, "%s: %s failed%s%s; the file is not complete (free space, then resume)",
+             w->partial, what, err ? ": " : "", err ? strerror(err) : "");
+}
+
+/* An HDF5 call that may fail for reasons outside the program, without HDF5's error stack on
+ * stderr (the message names the file and what was written); errno as the call left it. */
+#define TRY_IO(call, err)                          \
+    ({                                             \
+        H5E_auto2_t efn_;                          \
+        void *edata_;                              \
+        H5Eget_auto2(H5E_DEFAULT, &efn_, &edata_); \
+        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);     \
+        errno = 0;                                 \
+        __typeof__(call) r_ = (call);              \
+        *(err) = errno;                            \
+        H5Eset_auto2(H5E_DEFAULT, efn_, edata_);   \
+        r_;                                        \
+    })
+
+/* Every rank learns whether any rank's write failed (collective); QD_EIO with that rank's
+ * message, which then marks every rank's writer failed. */
+static int sync_status(qd_h5m_writer *w)
+{
+    int st = w->failed ? qd_err_set(QD_EIO, "%s", w->fail_msg) : QD_OK;
+    char msg[1024];
+    st = qd_coll_agree_msg(w->comm, st, msg, sizeof msg, NULL);
+    if (st && !w->failed) {
+        w->failed = 1;
+        snprintf(w->fail_msg, sizeof w->fail_msg, "%s", msg);
+    }
+    return st;
+}
 
 const char *qd_h5m_partial_path(const qd_h5m_writer *w) { return w->partial; }
 hid_t qd_h5m__file_id(const qd_h5m_writer *w) { return w->file; }
@@ -119,6 +170,7 @@ int qd_h5m_create(MPI_Comm comm, const char *out, const qd_h5m_header *h, int re
         free(w);
         return st;
     }
+    w->created = !resume;
     if (resume)
         w->tg = QD_H5_CHECK(H5Gopen2(w->file, QD_H5M_TENSORS, H5P_DEFAULT));
     else {
@@ -192,7 +244,7 @@ void qd_h5m_write_rows(qd_h5m_writer *w, int ti, const char *dataset, int64_t r0
     QD_ASSERT(ti >= 0 && ti < w->n);
     const int b = qd_h5m__ds_bit(dataset), i = qd_h5m_field_find(QD_H5M_TENSOR_DATASET, dataset);
     QD_ASSERT(b >= 0 && i >= 0 && w->t[ti].ds[b] >= 0);
-    if (n <= 0) return;
+    if (n <= 0 || w->failed) return;
     hid_t d = w->t[ti].ds[b];
     hid_t fs = QD_H5_CHECK(H5Dget_space(d));
     int nd = QD_H5_CHECK(H5Sget_simple_extent_ndims(fs));
@@ -207,16 +259,65 @@ void qd_h5m_write_rows(qd_h5m_writer *w, int ti, const char *dataset, int64_t r0
     dims[0] = (hsize_t)n;
     QD_H5_CHECK(H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, dims, NULL));
     hid_t ms = QD_H5_CHECK(H5Screate_simple(nd, dims, NULL));
-    QD_H5_CHECK(H5Dwrite(d, qd_h5m__mem_type(qd_h5m__fields[i].type), ms, fs, H5P_DEFAULT, values));
+    int err = 0;
+    if (TRY_IO(H5Dwrite(d, qd_h5m__mem_type(qd_h5m__fields[i].type), ms, fs, H5P_DEFAULT, values), &err) < 0) {
+        char what[QD_H5M_NAME_MAX + 64];
+        snprintf(what, sizeof what, "writing tensor '%s' (%s)", w->t[ti].r.name, dataset);
+        write_failed(w, err, what);
+    }
     QD_H5_CHECK(H5Sclose(ms));
     QD_H5_CHECK(H5Sclose(fs));
 }
 
-void qd_h5m_flush(qd_h5m_writer *w) { QD_H5_CHECK(H5Fflush(w->file, H5F_SCOPE_GLOBAL)); }
+int qd_h5m_flush(qd_h5m_writer *w)
+{
+    int err = 0;
+    if (!w->failed && TRY_IO(H5Fflush(w->file, H5F_SCOPE_GLOBAL), &err) < 0) write_failed(w, err, "flushing");
+    return sync_status(w);
+}
+
+int qd_h5m_sync(qd_h5m_writer *w) { return sync_status(w); }
+
+int qd_h5m_reserve(qd_h5m_writer *w)
+{
+    /* every dataset is allocated at declaration (parallel HDF5 allocates early): its storage,
+     * what is in the file now and room (256 KiB and 1.6 %) for the marks, /run and the status is all the file will
+     * ever need. Reserved without changing the file's size (the blocks past the end are given
+     * back when it is finished). */
+    long long data = 0;
+    for (int i = 0; i < w->n; i++)
+        for (int b = 0; b < 32; b++)
+            if (w->t[i].ds[b] >= 0) data += (long long)H5Dget_storage_size(w->t[i].ds[b]);
+    hsize_t now = 0;
+    QD_H5_CHECK(H5Fget_filesize(w->file, &now));
+    /* the size reported may or may not count the allocated datasets yet */
+    const long long base = (long long)now >= data ? (long long)now : (long long)now + data;
+    const long long need = base + (1 << 18) + base / 64;
+    int st = QD_OK;
+    if (w->rank == 0) {
+        int fd = open(w->partial, O_RDWR);
+        int e = fd < 0 ? errno : fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)need) ? errno : 0;
+        if (e == EOPNOTSUPP || e == ENOSYS) e = 0; /* a file system without it: writes report it */
+        if (e) {
+            if (w->created && fd >= 0 && ftruncate(fd, 0) == 0) w->discard = 1; /* give back what it got */
+            st = qd_err_set(QD_EIO, "%s: cannot reserve the %lld bytes the file needs: %s", w->partial, need,
+                            strerror(e));
+        }
+        if (fd >= 0) close(fd);
+    }
+    char msg[1024];
+    st = qd_coll_agree_msg(w->comm, st, msg, sizeof msg, NULL);
+    if (st) {
+        w->failed = 1;
+        snprintf(w->fail_msg, sizeof w->fail_msg, "%s", msg);
+    }
+    return st;
+}
 
 void qd_h5m_mark_complete(qd_h5m_writer *w, int ti, const double *metrics)
 {
     QD_ASSERT(ti >= 0 && ti < w->n);
+    if (w->failed) return; /* agreed (flush, sync): data that did not reach the disk is never marked */
     wrec *x = &w->t[ti];
     if (x->r.kind == QD_H5M_QUANTIZED && metrics) {
         attr_num(x->g, "metrics", QD_H5M_FLOAT64, metrics, QD_H5M_NMETRICS);
@@ -233,12 +334,18 @@ static void close_all(qd_h5m_writer *w)
         QD_H5_CHECK(H5Gclose(w->t[i].g));
     }
     QD_H5_CHECK(H5Gclose(w->tg));
-    QD_H5_CHECK(H5Fclose(w->file));
+    int err = 0;
+    if (TRY_IO(H5Fclose(w->file), &err) < 0) write_failed(w, err, "closing (writing the last data)");
     free(w->t);
 }
 
 int qd_h5m_finish(qd_h5m_writer *w, const qd_h5m_run *run)
 {
+    int st = sync_status(w);
+    if (st) { /* no status on a file whose data did not all reach the disk */
+        qd_h5m_abandon(w);
+        return st;
+    }
     /* run bookkeeping (differs between runs): its own group, excluded when comparing files;
      * rank 0's clock for the values that differ between ranks */
     hid_t g = QD_H5_CHECK(H5Gcreate2(w->file, QD_H5M_RUN, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
@@ -255,8 +362,15 @@ int qd_h5m_finish(qd_h5m_writer *w, const qd_h5m_run *run)
     QD_H5_CHECK(H5Gclose(g));
     attr_str(w->file, "status", QD_H5M_STATUS_COMPLETE);
     close_all(w);
-    qd_coll_barrier(w->comm);
-    int st = QD_OK;
+    if ((st = sync_status(w))) { /* the close did not write everything: not renamed */
+        free(w);
+        return st;
+    }
+    if (w->rank == 0) { /* the blocks reserved past the end (qd_h5m_reserve) given back */
+        struct stat sb;
+        int lost = stat(w->partial, &sb) == 0 && truncate(w->partial, sb.st_size) != 0;
+        (void)lost; /* only space would be lost */
+    }
     if (w->rank == 0 && rename(w->partial, w->out) != 0)
         st = qd_err_set(QD_EIO, "cannot rename %s to %s", w->partial, w->out);
     char msg[1024];
@@ -269,5 +383,6 @@ void qd_h5m_abandon(qd_h5m_writer *w)
 {
     close_all(w);
     qd_coll_barrier(w->comm);
+    if (w->rank == 0 && w->discard) unlink(w->partial); /* nothing of value: no space was reserved */
     free(w);
 }

@@ -129,6 +129,8 @@ void *qd_xmalloc(size_t size);
 char *qd_xstrdup(const char *s);
 /* Seconds from a monotonic clock. */
 double qd_now(void);
+/* CPU seconds this process has used, all threads (BLAS's too). */
+double qd_process_cpu(void);
 /* n*m without overflow; returns 0 and sets *out on success, -1 on overflow. */
 int qd_mul_overflow(uint64_t a, uint64_t b, uint64_t *out);
 /* "768,3072": a shape as messages write it, cut to fit buf. Returns buf. */

@@ -11,6 +11,7 @@
 
 #include "collective/collective.h"
 #include "coordinator/cli.h"
+#include "coordinator/job_config.h"
 #include "model/calib.h"
 #include "model/calib_data.h"
 #include "model/model.h"
@@ -34,7 +35,9 @@ static const char *calibrate_help =
     "  --calib-seed S          seed of the sample selection (default 0)\n"
     "  --calib-mode MODE       data (samples split over ranks, statistics all-reduced; default)\n"
     "                          or pipeline (ranks own contiguous blocks, activations flow rank\n"
-    "                          to rank; each rank keeps its blocks' statistics)\n"
+    "                          to rank; each rank keeps its blocks' statistics); the same names\n"
+    "                          as 'qdist quantize --calib-mode' (its old names sequential and fp\n"
+    "                          are accepted here too, as data and pipeline)\n"
     "  --microbatch N          samples per micro-batch (default 8)\n"
     "  --json                  print one JSON object instead of the table\n"
     "  --quiet                 no progress lines\n"
@@ -93,7 +96,7 @@ static void report(const qd_model *m, const char *model, qd_calib_data *data, qd
     if (json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", model);
-        cJSON_AddStringToObject(j, "mode", mode == QD_CALIB_PIPELINE ? "pipeline" : "data");
+        cJSON_AddStringToObject(j, "mode", qd_calib_mode_name(mode));
         cJSON_AddNumberToObject(j, "ranks", size);
         cJSON_AddNumberToObject(j, "samples", qd_calib_data_count(data));
         cJSON_AddNumberToObject(j, "tokens_per_sample", qd_calib_data_tokens(data));
@@ -172,14 +175,16 @@ int qd_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
             if (parse_int(optarg, 1, 1 << 20, &mb))
                 return qd_cli_usage_error(comm, "calibrate", "--microbatch must be an integer >= 1, got '%s'", optarg);
             break;
-        case O_MODE:
-            if (!strcmp(optarg, "data"))
-                mode = QD_CALIB_DATA_PARALLEL;
-            else if (!strcmp(optarg, "pipeline"))
-                mode = QD_CALIB_PIPELINE;
-            else
-                return qd_cli_usage_error(comm, "calibrate", "--calib-mode must be data or pipeline, got '%s'", optarg);
+        case O_MODE: {
+            int m = qd_calib_mode_from_name(optarg);
+            if (m < 0)
+                return qd_cli_usage_error(comm, "calibrate",
+                                          "--calib-mode must be data or pipeline (or their old names sequential, fp), "
+                                          "got '%s'",
+                                          optarg);
+            mode = (qd_calib_mode)m;
             break;
+        }
         case O_JSON: json = 1; break;
         case O_QUIET: quiet = 1; break;
         default: return qd_cli_usage_error(comm, "calibrate", "unknown or incomplete option '%s'", argv[optind - 1]);
@@ -217,8 +222,8 @@ int qd_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
         printf(
             "calibrate: %s, %d %s samples x %d tokens (%d real), %s mode on %d rank%s, statistics %.1f MiB per rank\n",
             model, qd_calib_data_count(data), qd_calib_data_kind(data), qd_calib_data_tokens(data),
-            qd_calib_data_real_tokens(data), mode == QD_CALIB_PIPELINE ? "pipeline" : "data-parallel", size,
-            size > 1 ? "s" : "", qd_calib_bytes(stats) / 1048576.0);
+            qd_calib_data_real_tokens(data), qd_calib_mode_name(mode), size, size > 1 ? "s" : "",
+            qd_calib_bytes(stats) / 1048576.0);
     qd_calib_opts opts = {.mode = mode, .microbatch = (int)mb, .quiet = quiet || json};
     double t1 = qd_now();
     rc = qd_calib_run(comm, m, data, &opts, stats);

@@ -12,6 +12,7 @@
 
 #include "collective/collective.h"
 #include "coordinator/cli.h"
+#include "coordinator/outputs_file.h"
 #include "runtime/qmodel.h"
 #include "kernels/kernels.h"
 #include "model/calib_data.h"
@@ -45,10 +46,36 @@ static const char *eval_help =
     "  --w4-float-act          4-bit weights with float activations instead of int8 ones\n"
     "  --outlier-threshold X   int8 activations: input columns holding a value above X are\n"
     "                          multiplied in float (mixed-precision decomposition; default 6, 0 = off)\n"
+    "  --save-outputs FILE     write the outputs of every sample, in input order, to FILE.safetensors\n"
+    "                          as 'qdist forward --save-outputs' does (docs/eval.md, \"Outputs\n"
+    "                          files\"): the quantized model's under transformers' name (logits,\n"
+    "                          sentence_embedding, pooler_output, image_embeds), the FP32 model's\n"
+    "                          as fp32.NAME, with sample_index, labels and the text inputs (token\n"
+    "                          ids and masks: 'qdist forward --inputs FILE' runs them again)\n"
+    "  --reference FILE        score the quantized (and FP32) outputs against the tensor of FILE\n"
+    "                          named as ours (an outputs file of eval or forward, or another\n"
+    "                          runtime's; rows matched by its sample_index when it has one):\n"
+    "                          cosine mean/min, max abs difference, agreement of predictions\n"
+    "  --reference-tensor NAME the reference's tensor to read instead (e.g. 'fp32.logits')\n"
     "  --json                  one JSON object (docs/eval.md) instead of the table\n"
     "  -h, --help              this text\n";
 
-enum { O_MODEL = 256, O_Q, O_DATA, O_LABELS, O_N, O_BATCH, O_SEQLEN, O_FAKE, O_W4F, O_JSON, O_OUTL };
+enum {
+    O_MODEL = 256,
+    O_Q,
+    O_DATA,
+    O_LABELS,
+    O_N,
+    O_BATCH,
+    O_SEQLEN,
+    O_FAKE,
+    O_W4F,
+    O_JSON,
+    O_OUTL,
+    O_SAVE,
+    O_REF,
+    O_REFT
+};
 
 /* ---- samples -------------------------------------------------------------------------------- */
 
@@ -104,6 +131,12 @@ static int open_samples(const qd_model *m, const char *data, const char *labels,
     return QD_OK;
 }
 
+/* Sample i's tokens into ids/tt/mask (room for Tmax each, padded with 0); *len real tokens. */
+static int encode_text(samples *s, int i, int Tmax, int32_t *ids, int32_t *tt, int32_t *mask, int *len)
+{
+    return qd_tokenizer_encode(s->tok, s->text[i], NULL, Tmax, 0, Tmax, ids, tt, mask, len, NULL);
+}
+
 /* ---- one pass over the samples -------------------------------------------------------------- */
 
 typedef struct {
@@ -111,7 +144,8 @@ typedef struct {
     int dim;
     double *lat; /* per batch: seconds per sample */
     int nb;
-    double total;
+    double total; /* forward calls only */
+    double wall;  /* the whole pass: inputs decoded or tokenized, forward calls, outputs */
     long peak_kib;
 } pass_result;
 
@@ -150,7 +184,7 @@ static int run_pass(const qd_model *m, const qd_model_hooks *hk, samples *s, int
     float *pix = item ? qd_xmalloc((size_t)batch * item * sizeof(float)) : NULL;
     float *h = qd_xmalloc((size_t)batch * Tmax * H * sizeof(float));
     int rc = QD_OK;
-    double t_all = 0;
+    double t_all = 0, w0 = qd_now();
     for (int first = 0; first < s->n && !rc; first += batch) {
         int n = QD_MIN(batch, s->n - first), T = Tmax;
         qd_batch b = {.B = n};
@@ -162,8 +196,8 @@ static int run_pass(const qd_model *m, const qd_model_hooks *hk, samples *s, int
         } else {
             int lens[batch], longest = 0;
             for (int i = 0; i < n && !rc; i++) {
-                rc = qd_tokenizer_encode(s->tok, s->text[first + i], NULL, Tmax, 0, Tmax, ids + (size_t)i * Tmax,
-                                         tt + (size_t)i * Tmax, mask + (size_t)i * Tmax, &lens[i], NULL);
+                rc = encode_text(s, first + i, Tmax, ids + (size_t)i * Tmax, tt + (size_t)i * Tmax,
+                                 mask + (size_t)i * Tmax, &lens[i]);
                 if (lens[i] > longest) longest = lens[i];
             }
             /* pad to the longest of the batch: repack rows with stride `longest` */
@@ -200,6 +234,7 @@ static int run_pass(const qd_model *m, const qd_model_hooks *hk, samples *s, int
         r->lat[r->nb++] = dt / n;
     }
     r->total = t_all;
+    r->wall = qd_now() - w0;
     r->peak_kib = vm_hwm_kib();
     free(ids);
     free(tt);
@@ -234,17 +269,6 @@ static int argmax(const float *v, int n)
     for (int i = 1; i < n; i++)
         if (v[i] > v[b]) b = i;
     return b;
-}
-
-static double cosine(const float *a, const float *b, int n)
-{
-    double ab = 0, aa = 0, bb = 0;
-    for (int i = 0; i < n; i++) {
-        ab += (double)a[i] * b[i];
-        aa += (double)a[i] * a[i];
-        bb += (double)b[i] * b[i];
-    }
-    return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : (aa == bb ? 1.0 : 0.0);
 }
 
 /* Ridge classifier (one-vs-rest on +-1 targets) fit on FP32 features of samples [0, ntrain),
@@ -306,6 +330,320 @@ static double path_bytes(const char *path)
     return stat(path, &st) == 0 ? (double)st.st_size : 0;
 }
 
+/* ---- the report ------------------------------------------------------------------------------ */
+
+/* One sentence on the path the quantized pass ran: integer kernels (which), dequantized float
+ * weights, fake-quant, and the outlier columns multiplied in float. */
+static void runtime_path(char *buf, size_t cap, int fake, const int counts[QD_QL_KINDS_], double outlier,
+                         double outl_cols)
+{
+    int nq = 0, nint = counts[QD_QL_INT8] + counts[QD_QL_INT4_S8] + counts[QD_QL_INT4_F32];
+    for (int t = 0; t < QD_QL_KINDS_; t++)
+        if (t != QD_QL_FLOAT) nq += counts[t];
+    int o;
+    if (fake)
+        o = snprintf(buf, cap,
+                     "fake-quant: the %d quantized Linears run their dequantized weights in float (no integer "
+                     "kernels)",
+                     nq);
+    else if (nint == 0)
+        o = snprintf(buf, cap,
+                     "dequantized float weights for the %d quantized Linears (no integer kernel for their "
+                     "scheme)",
+                     nq);
+    else {
+        o = snprintf(buf, cap, "integer kernels (%s) for %d of %d quantized Linears:", qd_kernels_isa(), nint, nq);
+        for (int t = QD_QL_INT8; t < QD_QL_KINDS_; t++)
+            if (counts[t])
+                o += snprintf(buf + o, cap - (size_t)o, " %d %s,", counts[t],
+                              t == QD_QL_INT8 ? "int8 x int8" : qd_ql_kind_name((qd_ql_kind)t));
+        buf[--o] = 0; /* the last comma */
+        if (counts[QD_QL_INT8] || counts[QD_QL_INT4_S8]) {
+            if (outlier > 0)
+                o += snprintf(buf + o, cap - (size_t)o,
+                              "; int8 activations per token, outlier columns (a value above %g) in float: %.2f per "
+                              "product on average",
+                              outlier, outl_cols);
+            else
+                o += snprintf(buf + o, cap - (size_t)o,
+                              "; int8 activations per token, no outlier columns (threshold 0)");
+        }
+    }
+    if (counts[QD_QL_FLOAT])
+        snprintf(buf + o, cap - (size_t)o, "; %d Linears not in the file run in float", counts[QD_QL_FLOAT]);
+}
+
+/* Everything one run measured, for the table or the JSON. */
+/* How one set of our outputs compares with the reference's, row by row. */
+typedef struct {
+    double cos_mean, cos_min; /* cosine of each sample's row */
+    double max_abs;           /* largest |difference| of any value */
+    double agreement;         /* same argmax (logits only), else -1 */
+} ref_match;
+
+typedef struct {
+    char tensor[128];          /* the reference tensor read */
+    int n;                     /* samples compared */
+    ref_match quantized, fp32; /* ours (quantized / FP32) against the reference */
+} ref_scores;
+
+typedef struct {
+    const char *model, *qfile, *data;
+    long batch;
+    int N, embed_mode, fake, has_acc, agree, c32, cq;
+    double probe32, probeq; /* < 0: none */
+    double cs, cmin;
+    pass_result *rf, *rq;
+    double lat[2][3]; /* [fp32, quantized][mean, p50, p95], seconds */
+    double tensor_bytes[2], file_bytes[2], qpayload;
+    double outlier, outl_cols;
+    int counts[QD_QL_KINDS_];
+    char path[512];
+    const ref_scores *ref; /* NULL: no --reference */
+    const char *ref_file, *saved;
+    double wall_total;
+} eval_report;
+
+static void json_match(cJSON *o, const char *key, const ref_match *m)
+{
+    cJSON *x = cJSON_AddObjectToObject(o, key);
+    cJSON_AddNumberToObject(x, "cosine_mean", m->cos_mean);
+    cJSON_AddNumberToObject(x, "cosine_min", m->cos_min);
+    cJSON_AddNumberToObject(x, "max_abs_diff", m->max_abs);
+    if (m->agreement >= 0) cJSON_AddNumberToObject(x, "agreement", m->agreement);
+}
+
+static void report_json(const eval_report *e)
+{
+    const int N = e->N;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "model", e->model);
+    cJSON_AddStringToObject(j, "quantized_file", e->qfile);
+    cJSON_AddStringToObject(j, "data", e->data);
+    cJSON_AddNumberToObject(j, "samples", N);
+    cJSON_AddNumberToObject(j, "batch", (double)e->batch);
+    cJSON_AddStringToObject(j, "task", e->embed_mode ? "embedding" : "classification");
+    cJSON_AddStringToObject(j, "kernels_isa", qd_kernels_isa());
+    cJSON_AddBoolToObject(j, "fake_quant", e->fake);
+    cJSON_AddStringToObject(j, "runtime_path", e->path);
+    cJSON_AddNumberToObject(j, "wall_seconds_total", e->wall_total);
+    for (int side = 0; side < 2; side++) {
+        const pass_result *r = side ? e->rq : e->rf;
+        cJSON *o2 = cJSON_AddObjectToObject(j, side ? "quantized" : "fp32");
+        if (e->has_acc)
+            cJSON_AddNumberToObject(o2, "accuracy", (double)(side ? e->cq : e->c32) / N);
+        else if (e->embed_mode && e->probe32 >= 0)
+            cJSON_AddNumberToObject(o2, "probe_accuracy", side ? e->probeq : e->probe32);
+        cJSON *lat = cJSON_AddObjectToObject(o2, "latency_ms");
+        cJSON_AddNumberToObject(lat, "mean", 1e3 * e->lat[side][0]);
+        cJSON_AddNumberToObject(lat, "p50", 1e3 * e->lat[side][1]);
+        cJSON_AddNumberToObject(lat, "p95", 1e3 * e->lat[side][2]);
+        cJSON_AddNumberToObject(o2, "forward_seconds", r->total);
+        cJSON_AddNumberToObject(o2, "wall_seconds", r->wall);
+        cJSON_AddNumberToObject(o2, "throughput_per_s", r->total > 0 ? N / r->total : 0);
+        cJSON_AddNumberToObject(o2, "peak_rss_bytes", (double)r->peak_kib * 1024);
+        cJSON_AddNumberToObject(o2, "tensor_bytes", e->tensor_bytes[side]);
+        if (side) cJSON_AddNumberToObject(o2, "quantized_payload_bytes", e->qpayload);
+        cJSON_AddNumberToObject(o2, "file_bytes", e->file_bytes[side]);
+    }
+    cJSON *k = cJSON_GetObjectItem(j, "quantized");
+    cJSON_AddNumberToObject(k, "outlier_threshold", e->outlier);
+    cJSON_AddNumberToObject(k, "outlier_columns_mean", e->outl_cols);
+    cJSON *kc = cJSON_AddObjectToObject(k, "linears");
+    for (int t = 0; t < QD_QL_KINDS_; t++) cJSON_AddNumberToObject(kc, qd_ql_kind_name((qd_ql_kind)t), e->counts[t]);
+    if (!e->embed_mode) cJSON_AddNumberToObject(j, "agreement", (double)e->agree / N);
+    cJSON *cj = cJSON_AddObjectToObject(j, "cosine");
+    cJSON_AddNumberToObject(cj, "mean", e->cs / N);
+    cJSON_AddNumberToObject(cj, "min", e->cmin);
+    cJSON_AddStringToObject(cj, "of", e->embed_mode ? "mean-pooled embeddings" : "logits");
+    if (e->saved) cJSON_AddStringToObject(j, "saved_outputs", e->saved);
+    if (e->ref) {
+        cJSON *r = cJSON_AddObjectToObject(j, "reference");
+        cJSON_AddStringToObject(r, "file", e->ref_file);
+        cJSON_AddStringToObject(r, "tensor", e->ref->tensor);
+        cJSON_AddNumberToObject(r, "samples", e->ref->n);
+        json_match(r, "quantized", &e->ref->quantized);
+        json_match(r, "fp32", &e->ref->fp32);
+    }
+    char *txt = cJSON_Print(j);
+    puts(txt);
+    free(txt);
+    cJSON_Delete(j);
+}
+
+static void print_match(const char *who, const char *of, const ref_match *m)
+{
+    printf("  %-9s cosine of %s: mean %.6f, min %.6f; max abs difference %.4g", who, of, m->cos_mean, m->cos_min,
+           m->max_abs);
+    if (m->agreement >= 0) printf("; agreement of predictions %.2f%%", 100.0 * m->agreement);
+    printf("\n");
+}
+
+static void report_table(const eval_report *e)
+{
+    const int N = e->N;
+    const pass_result *rf = e->rf, *rq = e->rq;
+    printf("eval: %s vs %s on %d samples of %s (batch %ld)\n", e->model, e->qfile, N, e->data, e->batch);
+    printf("runtime path: %s\n", e->path);
+    printf("%-26s %14s %14s\n", "", "fp32", "quantized");
+    if (e->has_acc) printf("%-26s %13.2f%% %13.2f%%\n", "accuracy", 100.0 * e->c32 / N, 100.0 * e->cq / N);
+    if (e->embed_mode && e->probe32 >= 0)
+        printf("%-26s %13.2f%% %13.2f%%\n", "linear probe accuracy", 100.0 * e->probe32, 100.0 * e->probeq);
+    printf("%-26s %14.3f %14.3f\n", "latency mean (ms/sample)", 1e3 * e->lat[0][0], 1e3 * e->lat[1][0]);
+    printf("%-26s %14.3f %14.3f\n", "latency p50 (ms/sample)", 1e3 * e->lat[0][1], 1e3 * e->lat[1][1]);
+    printf("%-26s %14.3f %14.3f\n", "latency p95 (ms/sample)", 1e3 * e->lat[0][2], 1e3 * e->lat[1][2]);
+    printf("%-26s %14.1f %14.1f\n", "throughput (samples/s)", rf->total > 0 ? N / rf->total : 0,
+           rq->total > 0 ? N / rq->total : 0);
+    printf("%-26s %14.3f %14.3f\n", "forward time total (s)", rf->total, rq->total);
+    printf("%-26s %14.3f %14.3f\n", "wall time of the pass (s)", rf->wall, rq->wall);
+    printf("%-26s %14.1f %14.1f\n", "peak RSS (MiB)", rf->peak_kib / 1024.0, rq->peak_kib / 1024.0);
+    printf("%-26s %14.0f %14.0f\n", "tensor data (bytes)", e->tensor_bytes[0], e->tensor_bytes[1]);
+    printf("%-26s %14.0f %14.0f\n", "file (bytes)", e->file_bytes[0], e->file_bytes[1]);
+    if (!e->embed_mode) printf("agreement of predictions: %.2f%%\n", 100.0 * e->agree / N);
+    printf("cosine of %s to FP32: mean %.6f, min %.6f\n", e->embed_mode ? "embeddings" : "logits", e->cs / N, e->cmin);
+    printf("speed-up (FP32 forward time / quantized): %.2fx\n", rq->total > 0 ? rf->total / rq->total : 0);
+    if (e->ref) {
+        const char *of = e->embed_mode ? "embeddings" : "logits";
+        printf("reference %s ('%s', %d samples):\n", e->ref_file, e->ref->tensor, e->ref->n);
+        print_match("quantized", of, &e->ref->quantized);
+        print_match("fp32", of, &e->ref->fp32);
+    }
+    if (e->saved) printf("outputs saved to %s\n", e->saved);
+    printf("wall time total: %.2f s (loading, both passes, scoring)\n", e->wall_total);
+}
+
+/* The text inputs of every sample, [n, T] with T the longest, for the outputs file. */
+static int all_inputs(samples *S, int32_t **ids, int32_t **mask, int32_t **tt, int *Tout)
+{
+    const int n = S->n, Tmax = S->seqlen;
+    int32_t *i0 = qd_xcalloc((size_t)n * Tmax + 1, sizeof(int32_t)), *m0 = qd_xcalloc((size_t)n * Tmax + 1, 4),
+            *t0 = qd_xcalloc((size_t)n * Tmax + 1, 4);
+    int T = 1, rc = QD_OK;
+    for (int i = 0; i < n && !rc; i++) {
+        int len = 0;
+        rc = encode_text(S, i, Tmax, i0 + (size_t)i * Tmax, t0 + (size_t)i * Tmax, m0 + (size_t)i * Tmax, &len);
+        if (len > T) T = len;
+    }
+    /* rows of Tmax to rows of T (moved forward only) */
+    for (int i = 0; i < n; i++)
+        for (int t = 0; t < T; t++) {
+            i0[(size_t)i * T + t] = i0[(size_t)i * Tmax + t];
+            m0[(size_t)i * T + t] = m0[(size_t)i * Tmax + t];
+            t0[(size_t)i * T + t] = t0[(size_t)i * Tmax + t];
+        }
+    *ids = i0;
+    *mask = m0;
+    *tt = t0;
+    *Tout = T;
+    return rc;
+}
+
+/* What the two passes produced: rows of `dim` values named as transformers names them. */
+typedef struct {
+    int n, dim, classify;
+    const float *fp32, *quantized;
+    const char *name; /* logits, sentence_embedding, pooler_output, image_embeds */
+} eval_outputs;
+
+/* --save-outputs: the quantized model's outputs under their name, the FP32 model's under
+ * "fp32.<name>", which sample of --data each row is, the labels, and text inputs (docs/eval.md,
+ * "Outputs files"). Images are not stored: sample_index names them. */
+static int save_outputs(const char *path, const eval_outputs *o, samples *S, int text, const char *const *meta)
+{
+    const int64_t n = o->n;
+    int64_t *index = qd_xmalloc((size_t)(n ? n : 1) * sizeof *index), *lab = NULL, *in64[3] = {NULL, NULL, NULL};
+    for (int64_t i = 0; i < n; i++) index[i] = i;
+    char fp32_name[64];
+    snprintf(fp32_name, sizeof fp32_name, "fp32.%s", o->name);
+    qd_st_out_tensor t[7];
+    int k = 0, rc = QD_OK;
+    t[k++] = (qd_st_out_tensor){o->name, QD_DT_F32, 2, {n, o->dim}, o->quantized};
+    t[k++] = (qd_st_out_tensor){fp32_name, QD_DT_F32, 2, {n, o->dim}, o->fp32};
+    t[k++] = (qd_st_out_tensor){"sample_index", QD_DT_I64, 1, {n}, index};
+    if (S->has_labels) {
+        lab = qd_xmalloc((size_t)(n ? n : 1) * sizeof *lab);
+        for (int64_t i = 0; i < n; i++) lab[i] = S->labels[i];
+        t[k++] = (qd_st_out_tensor){"labels", QD_DT_I64, 1, {n}, lab};
+    }
+    if (text) {
+        int32_t *in32[3] = {NULL, NULL, NULL};
+        int T = 0;
+        rc = all_inputs(S, &in32[0], &in32[1], &in32[2], &T);
+        static const char *names[3] = {"input_ids", "attention_mask", "token_type_ids"};
+        for (int a = 0; a < 3; a++) {
+            in64[a] = qd_xmalloc((size_t)(n * T > 0 ? n * T : 1) * sizeof *in64[a]);
+            for (int64_t v = 0; v < n * T; v++) in64[a][v] = in32[a][v];
+            t[k++] = (qd_st_out_tensor){names[a], QD_DT_I64, 2, {n, T}, in64[a]};
+            free(in32[a]);
+        }
+    }
+    if (!rc) rc = qd_outputs_write(path, t, k, "eval", meta);
+    free(index);
+    free(lab);
+    for (int a = 0; a < 3; a++) free(in64[a]);
+    return rc;
+}
+
+static void match(const float *ours, const qd_outputs_ref *r, int n, int dim, int classify, ref_match *m)
+{
+    double cs = 0, cmin = 1, mx = 0;
+    int agree = 0;
+    for (int i = 0; i < n; i++) {
+        const float *a = ours + (size_t)i * dim;
+        double ab = 0, aa = 0, bb = 0, bmax = 0;
+        int pa = 0, pb = 0;
+        for (int j = 0; j < dim; j++) {
+            const double y = qd_outputs_ref_at(r, i, j), d = fabs((double)a[j] - y);
+            ab += (double)a[j] * y;
+            aa += (double)a[j] * a[j];
+            bb += y * y;
+            if (!(d <= mx)) mx = d; /* NaN propagates */
+            if (a[j] > a[pa]) pa = j;
+            if (j == 0 || y > bmax) {
+                bmax = y;
+                pb = j;
+            }
+        }
+        const double c = aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : (aa == bb ? 1.0 : 0.0);
+        cs += c;
+        if (c < cmin) cmin = c;
+        agree += pa == pb;
+    }
+    m->cos_mean = n ? cs / n : 0;
+    m->cos_min = n ? cmin : 0;
+    m->max_abs = mx;
+    m->agreement = classify && n ? (double)agree / n : -1;
+}
+
+/* --reference: the tensor named `tensor`, else the one named as our outputs, of an outputs file
+ * (qdist eval's or forward's, or another runtime's), rows matched through its sample_index. */
+static int score_reference(const char *path, const char *tensor, const eval_outputs *o, ref_scores *s)
+{
+    memset(s, 0, sizeof *s);
+    qd_checkpoint *ck = NULL;
+    int rc = qd_ckpt_open(path, &ck);
+    if (rc) return qd_err_wrap(rc, "--reference");
+    const char *name = tensor ? tensor : o->name;
+    snprintf(s->tensor, sizeof s->tensor, "%s", name);
+    const int64_t shape[2] = {o->n, o->dim};
+    qd_outputs_ref r;
+    rc = qd_outputs_ref_open(ck, path, name, 2, shape, &r);
+    if (!rc && !r.t)
+        rc = tensor
+                 ? qd_err_set(QD_ENOTFOUND, "%s: no tensor '%s'", path, tensor)
+                 : qd_err_set(QD_ENOTFOUND,
+                              "%s: no tensor '%s' (the outputs computed here; --reference-tensor NAME reads another)",
+                              path, name);
+    if (!rc) {
+        s->n = o->n;
+        match(o->quantized, &r, o->n, o->dim, o->classify, &s->quantized);
+        match(o->fp32, &r, o->n, o->dim, o->classify, &s->fp32);
+    }
+    qd_outputs_ref_free(&r);
+    qd_ckpt_close(ck);
+    return rc;
+}
+
 int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
 {
     static struct option lo[] = {{"model", required_argument, 0, O_MODEL},
@@ -319,12 +657,16 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
                                  {"w4-float-act", no_argument, 0, O_W4F},
                                  {"json", no_argument, 0, O_JSON},
                                  {"outlier-threshold", required_argument, 0, O_OUTL},
+                                 {"save-outputs", required_argument, 0, O_SAVE},
+                                 {"reference", required_argument, 0, O_REF},
+                                 {"reference-tensor", required_argument, 0, O_REFT},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
-    const char *model = NULL, *qfile = NULL, *data = NULL, *labels = NULL;
+    const char *model = NULL, *qfile = NULL, *data = NULL, *labels = NULL, *save = NULL, *reference = NULL,
+               *ref_tensor = NULL;
     long n = 0, batch = 1, seqlen = 128;
     int fake = 0, w4f = 0, json = 0, o;
-    double outlier = 6.0;
+    double outlier = 6.0, t_begin = qd_now();
     optind = 1;
     opterr = 0;
     while ((o = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -366,6 +708,9 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
             break;
         }
         case O_JSON: json = 1; break;
+        case O_SAVE: save = optarg; break;
+        case O_REF: reference = optarg; break;
+        case O_REFT: ref_tensor = optarg; break;
         default: return qd_cli_usage_error(comm, "eval", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
@@ -373,8 +718,7 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
     if (!model || !qfile || !data)
         return qd_cli_usage_error(comm, "eval", "--model, --quantized and --data are required");
     /* one process does the work; other ranks (if any) wait */
-    int rank = 0;
-    rank = qd_coll_rank(comm);
+    const int rank = qd_coll_rank(comm);
     int rc = QD_OK;
     if (rank != 0) goto done;
 
@@ -384,8 +728,7 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
     memset(&S, 0, sizeof S);
     pass_result rq = {0}, rf = {0};
     int counts[QD_QL_KINDS_] = {0};
-    uint64_t qbytes = 0;
-    double outl_cols = 0;
+    double outl_cols = 0, qpayload = 0, qkept = 0;
     /* quantized first, its FP32 Linear weights never read, so its peak memory is its own */
     rc = qd_model_load_flags(model, QD_MODEL_LAZY_LINEARS, &mq);
     if (!rc) rc = open_samples(mq, data, labels, (int)n, (int)seqlen, &S);
@@ -396,10 +739,10 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
     int embed_mode = c && (c->num_labels == 0 || c->head == QD_HEAD_TOKEN);
     if (!rc) {
         qd_qmodel_counts(q, counts);
-        qbytes = qd_qmodel_weight_bytes(q);
         qd_model_hooks hk = qd_qmodel_hooks(q);
         rc = run_pass(mq, &hk, &S, (int)batch, embed_mode, &rq);
         outl_cols = qd_qmodel_outlier_cols(q);
+        qd_qmodel_tensor_bytes(q, &qpayload, &qkept);
     }
     qd_qmodel_free(q);
     qd_model_free(mq);
@@ -413,117 +756,81 @@ int qd_cmd_eval(int argc, char **argv, MPI_Comm comm)
         goto cleanup;
     }
     {
+        eval_report e = {.model = model,
+                         .qfile = qfile,
+                         .data = data,
+                         .batch = batch,
+                         .N = S.n,
+                         .embed_mode = embed_mode,
+                         .fake = fake,
+                         .probe32 = -1,
+                         .probeq = -1,
+                         .cmin = 1,
+                         .rf = &rf,
+                         .rq = &rq,
+                         .outlier = outlier,
+                         .outl_cols = outl_cols};
+        memcpy(e.counts, counts, sizeof counts);
+        const int arch = qd_model_cfg(mf)->arch; /* the quantized pass's model is freed by now */
+        runtime_path(e.path, sizeof e.path, fake, counts, outlier, outl_cols);
         const int N = S.n, dim = rf.dim;
-        int agree = 0, c32 = 0, cq = 0;
-        double cs = 0, cmin = 1;
+        e.has_acc = !embed_mode && S.has_labels;
         for (int i = 0; i < N; i++) {
             const float *a = rf.out + (size_t)i * dim, *b = rq.out + (size_t)i * dim;
-            double cv = cosine(a, b, dim);
-            cs += cv;
-            if (cv < cmin) cmin = cv;
+            double cv = qd_outputs_cosine(a, b, dim);
+            e.cs += cv;
+            if (cv < e.cmin) e.cmin = cv;
             if (!embed_mode) {
                 int pa = argmax(a, dim), pb = argmax(b, dim);
-                agree += pa == pb;
+                e.agree += pa == pb;
                 if (S.has_labels) {
-                    c32 += pa == S.labels[i];
-                    cq += pb == S.labels[i];
+                    e.c32 += pa == S.labels[i];
+                    e.cq += pb == S.labels[i];
                 }
             }
         }
-        double probe32 = -1, probeq = -1;
-        if (embed_mode && S.has_labels) linear_probe(rf.out, rq.out, S.labels, N, dim, &probe32, &probeq);
-        double m32, p5032, p9532, mq_, p50q, p95q;
-        lat_stats(&rf, &m32, &p5032, &p9532);
-        lat_stats(&rq, &mq_, &p50q, &p95q);
-        /* bytes: the checkpoint's float weights vs the quantized Linears + the float rest */
-        double ck_bytes = 0, lin_f32 = 0;
-        {
-            qd_checkpoint *ck = NULL;
-            if (qd_ckpt_open(model, &ck) == QD_OK) {
-                for (int i = 0; i < qd_ckpt_num_tensors(ck); i++) ck_bytes += (double)qd_ckpt_tensor(ck, i)->nbytes;
-                qd_ckpt_close(ck);
-            }
-            for (int li = 0; li < qd_model_num_linears(mf); li++)
-                lin_f32 += 4.0 * qd_model_linear(mf, li)->in * qd_model_linear(mf, li)->out;
+        if (embed_mode && S.has_labels) linear_probe(rf.out, rq.out, S.labels, N, dim, &e.probe32, &e.probeq);
+        lat_stats(&rf, &e.lat[0][0], &e.lat[0][1], &e.lat[0][2]);
+        lat_stats(&rq, &e.lat[1][0], &e.lat[1][1], &e.lat[1][2]);
+        /* sizes, one meaning each (as qdist quantize prints them): tensor data — the checkpoint's
+         * tensors, the quantized file's datasets — and the files' bytes */
+        qd_checkpoint *ck = NULL;
+        if (qd_ckpt_open(model, &ck) == QD_OK) {
+            for (int i = 0; i < qd_ckpt_num_tensors(ck); i++)
+                e.tensor_bytes[0] += (double)qd_ckpt_tensor(ck, i)->nbytes;
+            for (int f = 0; f < qd_ckpt_num_files(ck); f++) e.file_bytes[0] += (double)qd_ckpt_file(ck, f)->size;
+            qd_ckpt_close(ck);
         }
-        double q_weights = ck_bytes - lin_f32 + (double)qbytes;
-        double f32_file = 0;
-        {
-            qd_checkpoint *ck = NULL;
-            if (qd_ckpt_open(model, &ck) == QD_OK) {
-                for (int f = 0; f < qd_ckpt_num_files(ck); f++) f32_file += (double)qd_ckpt_file(ck, f)->size;
-                qd_ckpt_close(ck);
-            }
+        e.qpayload = qpayload;
+        e.tensor_bytes[1] = qpayload + qkept;
+        e.file_bytes[1] = path_bytes(qfile);
+
+        const qd_model_config *fc = qd_model_cfg(mf);
+        const eval_outputs out = {.n = N,
+                                  .dim = dim,
+                                  .classify = !embed_mode,
+                                  .fp32 = rf.out,
+                                  .quantized = rq.out,
+                                  .name = embed_mode ? qd_outputs_embedding_name(fc) : "logits"};
+        const char *meta[] = {"model",          model,     "inputs", data, "quantized", qfile, "architecture",
+                              fc->architecture, "runtime", e.path,   NULL};
+        if (save) rc = save_outputs(save, &out, &S, arch != QD_ARCH_VIT, meta);
+        e.saved = save;
+        ref_scores refs;
+        if (reference && !rc) {
+            rc = score_reference(reference, ref_tensor, &out, &refs);
+            e.ref = &refs;
+            e.ref_file = reference;
         }
-        double q_file = path_bytes(qfile);
-        if (json) {
-            cJSON *j = cJSON_CreateObject();
-            cJSON_AddStringToObject(j, "model", model);
-            cJSON_AddStringToObject(j, "quantized_file", qfile);
-            cJSON_AddStringToObject(j, "data", data);
-            cJSON_AddNumberToObject(j, "samples", N);
-            cJSON_AddNumberToObject(j, "batch", (double)batch);
-            cJSON_AddStringToObject(j, "task", embed_mode ? "embedding" : "classification");
-            cJSON_AddStringToObject(j, "kernels_isa", qd_kernels_isa());
-            cJSON_AddBoolToObject(j, "fake_quant", fake);
-            for (int side = 0; side < 2; side++) {
-                pass_result *r = side ? &rq : &rf;
-                cJSON *o2 = cJSON_AddObjectToObject(j, side ? "quantized" : "fp32");
-                if (!embed_mode && S.has_labels)
-                    cJSON_AddNumberToObject(o2, "accuracy", (double)(side ? cq : c32) / N);
-                else if (embed_mode && probe32 >= 0)
-                    cJSON_AddNumberToObject(o2, "probe_accuracy", side ? probeq : probe32);
-                cJSON *lat = cJSON_AddObjectToObject(o2, "latency_ms");
-                cJSON_AddNumberToObject(lat, "mean", 1e3 * (side ? mq_ : m32));
-                cJSON_AddNumberToObject(lat, "p50", 1e3 * (side ? p50q : p5032));
-                cJSON_AddNumberToObject(lat, "p95", 1e3 * (side ? p95q : p9532));
-                cJSON_AddNumberToObject(o2, "throughput_per_s", r->total > 0 ? N / r->total : 0);
-                cJSON_AddNumberToObject(o2, "peak_rss_bytes", (double)r->peak_kib * 1024);
-                cJSON_AddNumberToObject(o2, "weight_bytes", side ? q_weights : ck_bytes);
-                cJSON_AddNumberToObject(o2, "file_bytes", side ? q_file : f32_file);
-            }
-            cJSON *k = cJSON_GetObjectItem(j, "quantized");
-            cJSON_AddNumberToObject(k, "outlier_threshold", outlier);
-            cJSON_AddNumberToObject(k, "outlier_columns_mean", outl_cols);
-            cJSON *kc = cJSON_AddObjectToObject(k, "linears");
-            for (int t = 0; t < QD_QL_KINDS_; t++)
-                cJSON_AddNumberToObject(kc, qd_ql_kind_name((qd_ql_kind)t), counts[t]);
-            if (!embed_mode) cJSON_AddNumberToObject(j, "agreement", (double)agree / N);
-            cJSON *cj = cJSON_AddObjectToObject(j, "cosine");
-            cJSON_AddNumberToObject(cj, "mean", cs / N);
-            cJSON_AddNumberToObject(cj, "min", cmin);
-            cJSON_AddStringToObject(cj, "of", embed_mode ? "mean-pooled embeddings" : "logits");
-            char *txt = cJSON_Print(j);
-            puts(txt);
-            free(txt);
-            cJSON_Delete(j);
-        } else {
-            printf("eval: %s vs %s on %d samples of %s (batch %ld, kernels %s%s)\n", model, qfile, N, data, batch,
-                   qd_kernels_isa(), fake ? ", fake-quant" : "");
-            printf("  quantized Linears:");
-            for (int t = 0; t < QD_QL_KINDS_; t++)
-                if (counts[t]) printf(" %d %s", counts[t], qd_ql_kind_name((qd_ql_kind)t));
-            if (outlier > 0 && (counts[QD_QL_INT8] || counts[QD_QL_INT4_S8]))
-                printf("  int8 activations: %.1f columns per product above %g run in float (mixed-precision "
-                       "decomposition)",
-                       outl_cols, outlier);
-            printf("\n%-22s %14s %14s\n", "", "fp32", "quantized");
-            if (!embed_mode && S.has_labels)
-                printf("%-22s %13.2f%% %13.2f%%\n", "accuracy", 100.0 * c32 / N, 100.0 * cq / N);
-            if (embed_mode && probe32 >= 0)
-                printf("%-22s %13.2f%% %13.2f%%\n", "linear probe accuracy", 100.0 * probe32, 100.0 * probeq);
-            printf("%-22s %14.3f %14.3f\n", "latency mean (ms)", 1e3 * m32, 1e3 * mq_);
-            printf("%-22s %14.3f %14.3f\n", "latency p50 (ms)", 1e3 * p5032, 1e3 * p50q);
-            printf("%-22s %14.3f %14.3f\n", "latency p95 (ms)", 1e3 * p9532, 1e3 * p95q);
-            printf("%-22s %14.1f %14.1f\n", "throughput (/s)", rf.total > 0 ? N / rf.total : 0,
-                   rq.total > 0 ? N / rq.total : 0);
-            printf("%-22s %14.1f %14.1f\n", "peak RSS (MiB)", rf.peak_kib / 1024.0, rq.peak_kib / 1024.0);
-            printf("%-22s %14.0f %14.0f\n", "weight bytes", ck_bytes, q_weights);
-            printf("%-22s %14.0f %14.0f\n", "file bytes", f32_file, q_file);
-            if (!embed_mode) printf("agreement of predictions: %.2f%%\n", 100.0 * agree / N);
-            printf("cosine of %s to FP32: mean %.6f, min %.6f\n", embed_mode ? "embeddings" : "logits", cs / N, cmin);
-            printf("speed-up: %.2fx\n", rq.total > 0 ? rf.total / rq.total : 0);
+        if (rc) {
+            fprintf(stderr, "qdist eval: %s\n", qd_errmsg());
+            goto cleanup;
         }
+        e.wall_total = qd_now() - t_begin;
+        if (json)
+            report_json(&e);
+        else
+            report_table(&e);
     }
 cleanup:
     qd_model_free(mf);

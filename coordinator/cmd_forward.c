@@ -11,11 +11,10 @@
 
 #include "collective/collective.h"
 #include "coordinator/cli.h"
+#include "coordinator/outputs_file.h"
 #include "model/inputs.h"
 #include "model/model.h"
 #include "runtime/qmodel.h"
-#include "shard/safetensors.h"
-#include "shard/st_write.h"
 
 static const char *forward_help =
     "Usage: qdist forward --model DIR --inputs FILE.safetensors [options]\n"
@@ -26,7 +25,8 @@ static const char *forward_help =
     "pooler_output [N, hidden] (models with a pooler), sentence_embedding [N, hidden] (text: the\n"
     "mean-pooled or first-token last hidden state, per 1_Pooling/config.json), image_embeds (CLIP\n"
     "with a projection), last_hidden_state [N, T, hidden] and hidden.K for K = 0..blocks with\n"
-    "--hidden. All F32.\n"
+    "--hidden. All F32, in the format 'qdist eval --save-outputs' writes too (docs/eval.md,\n"
+    "\"Outputs files\").\n"
     "\n"
     "  --model DIR             the checkpoint directory (config.json + weights)\n"
     "  --inputs FILE           the inputs (safetensors)\n"
@@ -34,8 +34,10 @@ static const char *forward_help =
     "  --fake-quant            with --quantized: the dequantized weights in float\n"
     "  --save-outputs FILE     write the outputs here (safetensors)\n"
     "  --hidden                also write last_hidden_state and every block's hidden.K\n"
-    "  --reference FILE        compare with these outputs (safetensors, same names; F32 or F64):\n"
-    "                          max |ours - theirs| / max |theirs| per tensor, at real tokens\n"
+    "  --reference FILE        compare with these outputs (safetensors, same names; F32 or F64;\n"
+    "                          rows through its sample_index when it has one, e.g. a file of\n"
+    "                          'qdist eval --save-outputs'): max |ours - theirs| / max |theirs|\n"
+    "                          per tensor, at real tokens\n"
     "  --tol X                 with --reference: fail (exit 1) when a relative error exceeds X\n"
     "  --batch N               items per forward call (default 8)\n"
     "  --json                  the summary as one JSON object\n"
@@ -64,45 +66,26 @@ static output *add_out(output *o, int *n, const char *name, int ndim, const int6
     return x;
 }
 
-static int64_t numel_of(const output *x)
-{
-    int64_t n = 1;
-    for (int d = 0; d < x->ndim; d++) n *= x->shape[d];
-    return n;
-}
-
-/* Relative error of x against the reference file's tensor of the same name (-1: absent). */
-static int compare(const output *x, qd_checkpoint *ref, const qd_inputs *in, double *err)
+/* Relative error of x against the reference file's tensor of the same name (-1: absent): rows
+ * matched through its sample_index when it has one, per-token outputs at real tokens only. */
+static int compare(const output *x, qd_checkpoint *ref, const char *refpath, const qd_inputs *in, double *err)
 {
     *err = -1;
-    int i = qd_ckpt_find(ref, x->name);
-    if (i < 0) return QD_OK;
-    const qd_tensor_info *t = qd_ckpt_tensor(ref, i);
-    int same = t->ndim == x->ndim;
-    for (int d = 0; same && d < x->ndim; d++) same = t->shape[d] == x->shape[d];
-    if (!same || !t->float_like)
-        return qd_err_set(QD_ESHAPE, "reference tensor '%s' has another shape or dtype than ours", x->name);
-    const void *raw;
-    int rc = qd_ckpt_raw(ref, i, &raw);
-    if (rc) return rc;
-    const float *f32 = NULL;
-    int owned = 0;
-    if (t->dtype != QD_DT_F64 && (rc = qd_ckpt_read_f32(ref, i, &f32, &owned))) return rc;
-    const int64_t n = numel_of(x), rows = x->per_token ? x->shape[0] * x->shape[1] : 1, width = n / rows;
+    qd_outputs_ref r;
+    int rc = qd_outputs_ref_open(ref, refpath, x->name, x->ndim, x->shape, &r);
+    if (rc || !r.t) return rc;
+    const int64_t N = x->shape[0], T = x->per_token ? x->shape[1] : 1, per = r.width / T;
     double d = 0, s = 0;
-    for (int64_t r = 0; r < rows; r++) {
-        if (x->per_token && in->mask && !in->mask[r]) continue;
-        for (int64_t k = r * width; k < (r + 1) * width; k++) {
-            double y;
-            if (t->dtype == QD_DT_F64) /* F64 data need not be 8-byte aligned in the file */
-                memcpy(&y, (const char *)raw + 8 * k, 8);
-            else
-                y = f32[k];
-            if (!(fabs(x->data[k] - y) <= d)) d = fabs(x->data[k] - y);
-            if (fabs(y) > s) s = fabs(y);
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t t = 0; t < T; t++) {
+            if (x->per_token && in->mask && !in->mask[i * T + t]) continue;
+            for (int64_t k = t * per; k < (t + 1) * per; k++) {
+                const double y = qd_outputs_ref_at(&r, i, k), v = x->data[i * r.width + k];
+                if (!(fabs(v - y) <= d)) d = fabs(v - y);
+                if (fabs(y) > s) s = fabs(y);
+            }
         }
-    }
-    if (owned) free((void *)f32);
+    qd_outputs_ref_free(&r);
     *err = s > 0 ? d / s : d;
     return QD_OK;
 }
@@ -132,10 +115,8 @@ static int run(qd_model *m, const qd_model_hooks *hk, const qd_inputs *in, int b
     free(tmp);
     free(ptmp);
     int64_t se[2] = {N, c->embedding_dim};
-    if (c->arch == QD_ARCH_BERT)
-        emb = add_out(outs, nout, "sentence_embedding", 2, se, 0);
-    else if (c->embedding_dim != H)
-        emb = add_out(outs, nout, "image_embeds", 2, se, 0);
+    if (c->arch == QD_ARCH_BERT || c->embedding_dim != H) /* else the pooler output is the embedding */
+        emb = add_out(outs, nout, qd_outputs_embedding_name(c), 2, se, 0);
     int64_t s3h[3] = {N, T, H};
     if (hidden) {
         last = add_out(outs, nout, "last_hidden_state", 3, s3h, 1);
@@ -251,17 +232,16 @@ int qd_cmd_forward(int argc, char **argv, MPI_Comm comm)
                 .name = outs[i].name, .dtype = QD_DT_F32, .ndim = outs[i].ndim, .data = outs[i].data};
             memcpy(t[i].shape, outs[i].shape, sizeof outs[i].shape);
         }
-        cJSON *meta = cJSON_CreateObject();
-        cJSON_AddStringToObject(meta, "format", "qdist-outputs");
-        cJSON_AddStringToObject(meta, "version", "1");
-        cJSON_AddStringToObject(meta, "model", model);
-        cJSON_AddStringToObject(meta, "inputs", inputs);
-        cJSON_AddStringToObject(meta, "quantized", qfile ? qfile : "");
-        cJSON_AddStringToObject(meta, "architecture", qd_model_cfg(m)->architecture);
-        char *mj = cJSON_PrintUnformatted(meta);
-        rc = qd_st_write(save, t, nout, mj);
-        free(mj);
-        cJSON_Delete(meta);
+        const char *meta[] = {"model",
+                              model,
+                              "inputs",
+                              inputs,
+                              "quantized",
+                              qfile ? qfile : "",
+                              "architecture",
+                              qd_model_cfg(m)->architecture,
+                              NULL};
+        rc = qd_outputs_write(save, t, nout, "forward", meta);
     }
     cJSON *j = json ? cJSON_CreateObject() : NULL;
     if (!rc) {
@@ -281,7 +261,7 @@ int qd_cmd_forward(int argc, char **argv, MPI_Comm comm)
             int compared = 0;
             for (int i = 0; i < nout && !rc; i++) {
                 double e;
-                if ((rc = compare(&outs[i], ref, &in, &e)) || e < 0) continue;
+                if ((rc = compare(&outs[i], ref, refpath, &in, &e)) || e < 0) continue;
                 compared++;
                 int bad = tol >= 0 && !(e <= tol);
                 over |= bad;

@@ -68,11 +68,16 @@ static const char *quantize_help =
     "                          'sentence' column (BERT), an IDX images file or an image folder (ViT)\n"
     "  --nsamples N            samples drawn (default 128; 0 = all)    --seqlen L  tokens (default 128)\n"
     "  --calib-seed S          seed of the sample selection (default 0)\n"
-    "  --calib-mode MODE       sequential (default): block after block, each block calibrated on\n"
-    "                          the outputs of the blocks already quantized, samples split over ranks;\n"
-    "                          fp: one calibration of the FP32 model pipelined over layer-sharded\n"
-    "                          ranks, then all blocks quantized at once\n"
+    "  --calib-mode MODE       how ranks share the calibration (the names of 'qdist calibrate'):\n"
+    "                          data (default): samples split over ranks; block after block, each\n"
+    "                          block calibrated on the outputs of the blocks already quantized;\n"
+    "                          pipeline: ranks own contiguous blocks, one calibration of the FP32\n"
+    "                          model flows through them, then all blocks are quantized at once.\n"
+    "                          The old names are accepted: sequential = data, fp = pipeline\n"
     "  --microbatch N          samples per forward call (default 8)\n"
+    "  --mem-per-rank SIZE     memory one rank may use (6G, 5500M); by default MemAvailable and the\n"
+    "                          cgroup limit shared by the host's ranks: a calibrated job whose\n"
+    "                          estimate is larger stops before it starts, naming what fits\n"
     "  --damp X                damping, a fraction of mean diag H (default 0.01; raised and\n"
     "                          reported when the Cholesky factorization fails)\n"
     "  --block-size N          columns per lazy update block (default 128)\n"
@@ -88,7 +93,7 @@ static const char *quantize_help =
     "  --batch N               calibration rows (tokens) per step (default 0: the Hessian form).\n"
     "                          N > 0: the mini-batch form; the job keeps every Linear input's rows\n"
     "                          (all samples' real tokens, in sample order; the block in hand in\n"
-    "                          sequential mode, a rank's own blocks in fp mode) and each step draws\n"
+    "                          data mode, a rank's own blocks in pipeline mode) and each step draws\n"
     "                          N of them with --calib-seed; memory: see 'qdist plan'\n"
     "Pruning (every quantized weight; masks recorded in the file, docs/FORMAT.md):\n"
     "  --sparsity S            fraction of zeros per row (0.5, 50%) or N:M (2:4, 4:8: at most N\n"
@@ -151,6 +156,7 @@ enum {
     O_CSEED,
     O_CMODE,
     O_MB,
+    O_MEM,
     O_DAMP,
     O_BS,
     O_ACTORDER,
@@ -221,6 +227,7 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
                                  {"calib-seed", required_argument, 0, O_CSEED},
                                  {"calib-mode", required_argument, 0, O_CMODE},
                                  {"microbatch", required_argument, 0, O_MB},
+                                 {"mem-per-rank", required_argument, 0, O_MEM},
                                  {"damp", required_argument, 0, O_DAMP},
                                  {"block-size", required_argument, 0, O_BS},
                                  {"act-order", no_argument, 0, O_ACTORDER},
@@ -262,6 +269,7 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
         case O_CSEED: key = "calib_seed"; break;
         case O_CMODE: key = "calib_mode"; break;
         case O_MB: key = "microbatch"; break;
+        case O_MEM: key = "mem_per_rank"; break;
         case O_DAMP: key = "damp"; break;
         case O_BS: key = "block_size"; break;
         case O_ACTORDER: c->act_order = 1; break;
@@ -458,6 +466,9 @@ int qd_cmd_plan(int argc, char **argv, MPI_Comm comm)
     }
     printf("plan: %s, %d tensors (%d to quantize, method %s), %d pieces over %d ranks, sharding by %s\n", c.model, n,
            nq, qd_method_name(c.method), p.npieces, ranks, qd_shard_mode_name(c.shard));
+    if (nq == 0)
+        printf("nothing to quantize: no tensor is a 2-D float weight inside an encoder block named as qdist "
+               "recognises; 'qdist quantize' stops with an error (select tensors with --include PATTERN)\n");
     if (nada && c.ada_batch > 0)
         printf("adaround: %d tensors, %d steps of %d calibration rows (cost iters*rows*cols*2*batch)\n", nada,
                c.ada_iters, c.ada_batch);
@@ -489,7 +500,7 @@ int qd_cmd_plan(int argc, char **argv, MPI_Comm comm)
             printf("\ncalibration memory: cannot estimate (%s)\n", qd_errmsg());
         else
             printf("\ncalibration (%s mode): peak about %.1f MB on the busiest rank (%s)\n",
-                   c.calib_mode == QD_CALIB_FP ? "fp" : "sequential", worst * 1e-6, bd0);
+                   qd_calib_mode_name(c.calib_mode), worst * 1e-6, bd0);
     }
     double mx = 0;
     for (int r = 0; r < ranks; r++) mx = p.load[r] > mx ? p.load[r] : mx;

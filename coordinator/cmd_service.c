@@ -30,9 +30,20 @@ static const char *serve_help =
     "  --events ENDPOINT      publish progress events here (e.g. tcp://127.0.0.1:5556)\n"
     "  --allow-dir DIR        job paths must lie below DIR (repeatable; default: the current\n"
     "                         directory)\n"
-    "  --max-queue N          jobs waiting at most (default 16)\n"
+    "  --max-queue N          jobs waiting at most (default 16); more are refused with\n"
+    "                         'queue full' until the queue shortens\n"
+    "  --state-dir DIR        record every accepted job, its state and progress in DIR/jobs.db\n"
+    "                         (SQLite, WAL) before answering: after a crash or kill, a restart\n"
+    "                         with the same DIR resumes the job in hand and runs the queue.\n"
+    "                         Without it jobs live in memory only\n"
+    "  --keep-jobs N          ended jobs kept for 'status' (default 10000; older ones pruned)\n"
     "  --curve-secret FILE    CURVE-encrypt and authenticate the sockets with this server secret\n"
     "                         key (from 'qdist keygen'); required to bind a non-loopback address\n"
+    "  --curve-clients FILE   with CURVE: only these client public keys may connect (one per\n"
+    "                         line); without it any key may. Either way a client sees and\n"
+    "                         cancels only the jobs submitted with its own key\n"
+    "  --curve-admins FILE    with CURVE: keys that see and cancel every job, may shut the\n"
+    "                         service down and may subscribe to --events\n"
     "  --insecure             allow a non-loopback address without CURVE\n"
     "  -h, --help             this text\n";
 
@@ -44,9 +55,13 @@ int qd_cmd_serve(int argc, char **argv, MPI_Comm comm)
                                  {"max-queue", required_argument, 0, 'q'},
                                  {"curve-secret", required_argument, 0, 'c'},
                                  {"insecure", no_argument, 0, 'I'},
+                                 {"state-dir", required_argument, 0, 's'},
+                                 {"curve-clients", required_argument, 0, 'L'},
+                                 {"curve-admins", required_argument, 0, 'A'},
+                                 {"keep-jobs", required_argument, 0, 'K'},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
-    qd_service_opts o = {.bind = DEFAULT_ENDPOINT, .max_queue = 16};
+    qd_service_opts o = {.bind = DEFAULT_ENDPOINT, .max_queue = 16, .keep_jobs = 10000};
     static char roots[QD_SVC_MAX_ALLOW][PATH_MAX];
     optind = 1;
     opterr = 0;
@@ -73,6 +88,24 @@ int qd_cmd_serve(int argc, char **argv, MPI_Comm comm)
         }
         case 'c': o.curve_secret_file = optarg; break;
         case 'I': o.insecure = 1; break;
+        case 's': o.state_dir = optarg; break;
+        case 'L':
+        case 'A': {
+            int krc = qd_svc_keys_read(c == 'L' ? &o.auth.clients : &o.auth.admins, optarg);
+            if (krc != QD_OK) {
+                qd_svc_keys_free(&o.auth.clients);
+                qd_svc_keys_free(&o.auth.admins);
+                return qd_cli_usage_error(comm, "serve", "%s", qd_errmsg());
+            }
+            break;
+        }
+        case 'K': {
+            char *end;
+            long long v = strtoll(optarg, &end, 10);
+            if (*end || v < 1) return qd_cli_usage_error(comm, "serve", "--keep-jobs must be a positive integer");
+            o.keep_jobs = v;
+            break;
+        }
         case 'h':
             if (qd_cli_is_root(comm)) fputs(serve_help, stdout);
             return QD_EXIT_OK;
@@ -93,7 +126,12 @@ int qd_cmd_serve(int argc, char **argv, MPI_Comm comm)
                                       "%s is not a loopback address: give --curve-secret FILE "
                                       "(see 'qdist keygen') or --insecure",
                                       eps[i]);
-    return qd_service_run(&o, comm);
+    int rc = (o.auth.clients.n || o.auth.admins.n) && !o.curve_secret_file
+                 ? qd_cli_usage_error(comm, "serve", "--curve-clients and --curve-admins need --curve-secret")
+                 : qd_service_run(&o, comm);
+    qd_svc_keys_free(&o.auth.clients);
+    qd_svc_keys_free(&o.auth.admins);
+    return rc;
 }
 
 /* ---- client side ------------------------------------------------------------------------ */
@@ -101,27 +139,51 @@ int qd_cmd_serve(int argc, char **argv, MPI_Comm comm)
 typedef struct {
     const char *to;
     const char *server_key; /* file with the server's public key, or NULL */
+    const char *client_key; /* file with this client's secret key, or NULL */
     double timeout;         /* seconds */
+    const char *token;      /* submit: makes the submission idempotent (safe to repeat) */
 } client_opts;
 
-static int setup_client_curve(void *sock, const char *server_key_file)
+/* The first line of a key file, which must be a 40-character Z85 key. */
+static int read_z85_key(const char *path, const char *what, char key[41])
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "qdist: %s: cannot open the %s\n", path, what);
+        return -1;
+    }
+    char line[256] = "";
+    if (!fgets(line, sizeof line, f)) line[0] = 0;
+    fclose(f);
+    line[strcspn(line, "\r\n")] = 0;
+    if (strlen(line) != 40) {
+        fprintf(stderr, "qdist: %s: expected a 40-character Z85 %s\n", path, what);
+        return -1;
+    }
+    memcpy(key, line, 41);
+    return 0;
+}
+
+/* CURVE towards the server. The client's own key pair identifies it to the service (its jobs are
+ * its own): from client_key_file (a secret key, 'qdist keygen' PREFIX.key), or one made for this
+ * process, so that `submit --wait` still sees the job it submitted. */
+static int setup_client_curve(void *sock, const char *server_key_file, const char *client_key_file)
 {
     if (!server_key_file) return 0;
-    FILE *f = fopen(server_key_file, "r");
-    if (!f) {
-        fprintf(stderr, "qdist: %s: cannot open the server key\n", server_key_file);
-        return -1;
+    char key[41];
+    if (read_z85_key(server_key_file, "server public key", key)) return -1;
+    static char pub[41], sec[41];
+    static int have;
+    if (!have && client_key_file) {
+        if (read_z85_key(client_key_file, "client secret key", sec)) return -1;
+        if (zmq_curve_public(pub, sec) != 0) {
+            fprintf(stderr, "qdist: %s: not a CURVE secret key\n", client_key_file);
+            return -1;
+        }
+        have = 1;
     }
-    char key[256] = "";
-    if (!fgets(key, sizeof key, f)) key[0] = 0;
-    fclose(f);
-    key[strcspn(key, "\r\n")] = 0;
-    if (strlen(key) != 40) {
-        fprintf(stderr, "qdist: %s: expected a 40-character Z85 public key\n", server_key_file);
-        return -1;
-    }
-    char pub[41], sec[41];
-    if (zmq_curve_keypair(pub, sec) != 0 || zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, key, 41) ||
+    if (!have && zmq_curve_keypair(pub, sec) == 0) have = 1;
+    if (!have || zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, key, 41) ||
         zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, pub, 41) || zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, sec, 41)) {
         fprintf(stderr, "qdist: CURVE setup failed: %s\n", zmq_strerror(zmq_errno()));
         return -1;
@@ -140,7 +202,7 @@ static cJSON *request(const client_opts *co, cJSON *req)
     zmq_setsockopt(sock, ZMQ_SNDTIMEO, &ms, sizeof ms);
     cJSON *reply = NULL;
     char *txt = cJSON_PrintUnformatted(req);
-    if (setup_client_curve(sock, co->server_key) == 0) {
+    if (setup_client_curve(sock, co->server_key, co->client_key) == 0) {
         if (zmq_connect(sock, co->to) != 0)
             fprintf(stderr, "qdist: cannot connect to %s: %s\n", co->to, zmq_strerror(zmq_errno()));
         else if (zmq_send(sock, txt, strlen(txt), 0) < 0)
@@ -190,11 +252,13 @@ static int client_args(int argc, char **argv, const char *cmd, const char *help,
 {
     static struct option lo[] = {{"to", required_argument, 0, 't'},
                                  {"curve-server-key", required_argument, 0, 'k'},
+                                 {"curve-client-key", required_argument, 0, 'C'},
                                  {"timeout", required_argument, 0, 'T'},
                                  {"json", no_argument, 0, 'j'},
                                  {"wait", no_argument, 0, 'w'},
                                  {"finish", no_argument, 0, 'f'},
                                  {"job", required_argument, 0, 'J'},
+                                 {"token", required_argument, 0, 'O'},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
     co->to = DEFAULT_ENDPOINT;
@@ -206,6 +270,7 @@ static int client_args(int argc, char **argv, const char *cmd, const char *help,
         switch (c) {
         case 't': co->to = optarg; break;
         case 'k': co->server_key = optarg; break;
+        case 'C': co->client_key = optarg; break;
         case 'T': {
             char *end;
             co->timeout = strtod(optarg, &end);
@@ -228,6 +293,13 @@ static int client_args(int argc, char **argv, const char *cmd, const char *help,
             if (c == 'J') setenv("QD_WATCH_JOB", optarg, 1);
             break;
         }
+        case 'O':
+            if (strcmp(cmd, "submit")) {
+                *rc = qd_cli_usage_error(comm, cmd, "unknown option '--token'");
+                return -1;
+            }
+            co->token = optarg;
+            break;
         case 'h':
             if (qd_cli_is_root(comm)) fputs(help, stdout);
             *rc = QD_EXIT_OK;
@@ -239,21 +311,37 @@ static int client_args(int argc, char **argv, const char *cmd, const char *help,
 }
 
 static const char *submit_help =
-    "Usage: qdist submit JOB.json [--to ENDPOINT] [--wait] [--timeout S] [--curve-server-key FILE]\n"
+    "Usage: qdist submit JOB.json [--to ENDPOINT] [--wait] [--token T] [--timeout S]\n"
+    "                             [--curve-server-key FILE] [--curve-client-key FILE]\n"
     "\n"
-    "Sends a job to a running 'qdist serve' and prints its id. JOB.json holds the keys of a\n"
-    "--config file plus \"model\", \"out\" and optionally \"overwrite\". With --wait, waits until\n"
-    "the job ends and exits 0 if it is done, 1 if it failed or was cancelled.\n";
+    "Sends a job to a running 'qdist serve' and prints its id once the service has recorded it.\n"
+    "JOB.json holds the keys of a --config file plus \"model\", \"out\" and optionally\n"
+    "\"overwrite\". With --wait, waits until the job ends (across restarts of the service) and\n"
+    "exits 0 if it is done, 1 if it failed or was cancelled. --token T makes the submission\n"
+    "idempotent: the service keeps one job per token (per client key), so a submission whose\n"
+    "reply was lost is sent again (3 tries) without ever running the job twice.\n"
+    "With CURVE (--curve-server-key), --curve-client-key PREFIX.key is this client's identity:\n"
+    "the service shows and cancels a job only for the key that submitted it (or an admin key).\n";
 
+/* Polls the job's status until it ends. A service that does not answer (restarting after a crash,
+ * say) is asked again for about a minute before giving up: an accepted job outlives the process
+ * that accepted it. */
 static int wait_job(const client_opts *co, const char *id)
 {
+    double silent_since = 0;
     for (;;) {
         cJSON *req = cJSON_CreateObject();
         cJSON_AddStringToObject(req, "op", "status");
         cJSON_AddStringToObject(req, "id", id);
         cJSON *r = request(co, req);
         cJSON_Delete(req);
-        if (!r) return QD_EXIT_FAIL;
+        if (!r) {
+            if (silent_since == 0) silent_since = qd_now();
+            if (qd_now() - silent_since > 60) return QD_EXIT_FAIL;
+            sleep(1);
+            continue;
+        }
+        silent_since = 0;
         if (check_reply(r)) {
             cJSON_Delete(r);
             return QD_EXIT_FAIL;
@@ -297,7 +385,13 @@ int qd_cmd_submit(int argc, char **argv, MPI_Comm comm)
     cJSON *req = cJSON_CreateObject();
     cJSON_AddStringToObject(req, "op", "submit");
     cJSON_AddItemToObject(req, "job", job);
+    if (co.token) cJSON_AddStringToObject(req, "token", co.token);
     cJSON *r = request(&co, req);
+    for (int t = 1; !r && co.token && t < 3; t++) {
+        fprintf(stderr, "qdist: sending it again (the token keeps it one job)\n");
+        sleep(1);
+        r = request(&co, req);
+    }
     cJSON_Delete(req);
     if (!r) return QD_EXIT_FAIL;
     if (check_reply(r)) {
@@ -315,6 +409,7 @@ int qd_cmd_submit(int argc, char **argv, MPI_Comm comm)
 
 static const char *status_help =
     "Usage: qdist status [ID] [--to ENDPOINT] [--timeout S] [--curve-server-key FILE]\n"
+    "       [--curve-client-key FILE]\n"
     "\n"
     "Prints the state of one job (queued / running with tensors done and ETA / done with its\n"
     "summary / failed with the error / cancelled) or of all jobs, as JSON.\n";
@@ -344,6 +439,7 @@ int qd_cmd_status(int argc, char **argv, MPI_Comm comm)
 
 static const char *cancel_help =
     "Usage: qdist cancel ID [--to ENDPOINT] [--timeout S] [--curve-server-key FILE]\n"
+    "       [--curve-client-key FILE]\n"
     "\n"
     "A queued job is removed; a running job stops after the tensor in hand, keeping its partial\n"
     "file, which 'qdist quantize --resume' (or a resubmitted job with \"resume\": true) continues.\n";
@@ -381,6 +477,7 @@ int qd_cmd_cancel(int argc, char **argv, MPI_Comm comm) { return simple_op(argc,
 
 static const char *shutdown_help =
     "Usage: qdist shutdown [--finish] [--to ENDPOINT] [--timeout S] [--curve-server-key FILE]\n"
+    "       [--curve-client-key FILE]\n"
     "\n"
     "Stops the service: by default it drains (runs the queued jobs, accepts no new ones), with\n"
     "--finish it finishes the running job and cancels the queued ones; then every rank exits 0.\n";
@@ -394,6 +491,7 @@ int qd_cmd_shutdown(int argc, char **argv, MPI_Comm comm)
 
 static const char *watch_help =
     "Usage: qdist watch ENDPOINT [--job ID] [--json] [--timeout S] [--curve-server-key FILE]\n"
+    "       [--curve-client-key FILE]\n"
     "\n"
     "Subscribes to the events of 'qdist serve --events' or 'qdist quantize --events' and draws\n"
     "a progress bar with ETA (one line per event when not on a terminal, raw JSON with --json).\n"
@@ -409,11 +507,14 @@ static void watch_sig(int sig)
 
 int qd_cmd_watch(int argc, char **argv, MPI_Comm comm)
 {
-    static struct option lo[] = {
-        {"job", required_argument, 0, 'J'},     {"json", no_argument, 0, 'j'},
-        {"timeout", required_argument, 0, 'T'}, {"curve-server-key", required_argument, 0, 'k'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
-    const char *job = NULL, *key = NULL;
+    static struct option lo[] = {{"job", required_argument, 0, 'J'},
+                                 {"json", no_argument, 0, 'j'},
+                                 {"timeout", required_argument, 0, 'T'},
+                                 {"curve-server-key", required_argument, 0, 'k'},
+                                 {"curve-client-key", required_argument, 0, 'C'},
+                                 {"help", no_argument, 0, 'h'},
+                                 {0, 0, 0, 0}};
+    const char *job = NULL, *key = NULL, *ckey = NULL;
     int json = 0;
     double timeout = 0;
     optind = 1;
@@ -424,6 +525,7 @@ int qd_cmd_watch(int argc, char **argv, MPI_Comm comm)
         case 'J': job = optarg; break;
         case 'j': json = 1; break;
         case 'k': key = optarg; break;
+        case 'C': ckey = optarg; break;
         case 'T': {
             char *end;
             timeout = strtod(optarg, &end);
@@ -447,7 +549,7 @@ int qd_cmd_watch(int argc, char **argv, MPI_Comm comm)
     zmq_setsockopt(sub, ZMQ_RCVTIMEO, &ms, sizeof ms);
     zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0);
     int rc = QD_EXIT_FAIL;
-    if (setup_client_curve(sub, key) != 0 || zmq_connect(sub, ep) != 0) {
+    if (setup_client_curve(sub, key, ckey) != 0 || zmq_connect(sub, ep) != 0) {
         fprintf(stderr, "qdist: cannot connect to %s\n", ep);
         goto out;
     }

@@ -5,6 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "worker/calib_run.h"
+
+/* quantize's modes and calibrate's are the same two ways of sharing calibration over ranks */
+_Static_assert((int)QD_CALIB_SEQUENTIAL == (int)QD_CALIB_DATA_PARALLEL && (int)QD_CALIB_FP == (int)QD_CALIB_PIPELINE,
+               "calibration mode numbers differ between quantize and calibrate");
+
 static int set_err(char *msg, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int set_err(char *msg, size_t cap, const char *fmt, ...)
 {
@@ -175,13 +181,24 @@ int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *
             return set_err(msg, cap, "'%s' must be START,END (two positive numbers), got '%s'", key, val);
         c->ada_beta_start = a;
         c->ada_beta_end = b;
+    } else if (!strcmp(key, "mem_per_rank")) { /* bytes, or with a K, M, G or T suffix (powers of 1024) */
+        char *end;
+        double d = strtod(val, &end);
+        static const char suf[] = "KMGT";
+        const char *u = *end ? strchr(suf, *end) : NULL;
+        if (u && *u) {
+            for (const char *k = suf; k <= u; k++) d *= 1024.0;
+            end++;
+        }
+        if (!*val || *end || !(d > 0))
+            return set_err(msg, cap, "'%s' must be a size such as 6G or 5500M, got '%s'", key, val);
+        c->mem_per_rank = d;
     } else if (!strcmp(key, "calib_mode")) {
-        if (!strcmp(val, "sequential"))
-            c->calib_mode = QD_CALIB_SEQUENTIAL;
-        else if (!strcmp(val, "fp"))
-            c->calib_mode = QD_CALIB_FP;
-        else
-            return set_err(msg, cap, "'%s' must be sequential or fp, got '%s'", key, val);
+        int m = qd_calib_mode_from_name(val);
+        if (m < 0)
+            return set_err(msg, cap, "'%s' must be data or pipeline (or their old names sequential, fp), got '%s'", key,
+                           val);
+        c->calib_mode = m;
     } else if (!strcmp(key, "sparsity")) {
         if (qd_sparsity_parse(val, &c->sparsity)) return set_err(msg, cap, "%s", qd_errmsg());
     } else if (!strcmp(key, "prune")) {
@@ -196,8 +213,9 @@ int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *
 static const char *k_bools[] = {"sym",       "include_embeddings", "include_head",
                                 "act_order", "static_groups",      "overwrite",
                                 "resume",    "prune_only",         NULL};
-static const char *k_strings[] = {"method",        "granularity", "clip", "shard",    "calib", "calib_mode",
-                                  "adaround_beta", "model",       "out",  "sparsity", "prune", NULL};
+static const char *k_strings[] = {"method",     "granularity",   "clip",  "shard", "calib",
+                                  "calib_mode", "adaround_beta", "model", "out",   "sparsity",
+                                  "prune",      "mem_per_rank",  NULL};
 static const char *k_ints[] = {"bits",       "group_size", "nsamples",       "seqlen",         "calib_seed",
                                "microbatch", "block_size", "adaround_iters", "adaround_batch", NULL};
 

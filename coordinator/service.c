@@ -1,335 +1,25 @@
-/* qdist serve: the job queue, the socket thread of rank 0, and the job loop of every rank. */
+/* qdist serve: the socket thread of rank 0, the job loop of every rank, recovery after a restart.
+ * Requests are answered by the request layer (service_req.c). */
 #include "coordinator/service.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "collective/collective.h"
 #include "common/qd_common.h"
-
-typedef enum { ST_QUEUED, ST_RUNNING, ST_DONE, ST_FAILED, ST_CANCELLED } jstate;
-static const char *g_state_names[] = {"queued", "running", "done", "failed", "cancelled"};
-
-typedef struct {
-    char id[24];
-    jstate st;
-    cJSON *job; /* validated job (absolute paths) */
-    double t_submit, t_start, t_end;
-    int done, total;
-    int cancel;     /* cancel requested while running */
-    cJSON *summary; /* fields of the finished event */
-    char err_code[32];
-    char *err_msg;
-} svc_job;
-
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    svc_job *jobs;
-    int njobs, cap, next_id;
-    int shutdown; /* 0 running, 1 drain (finish queue), 2 finish (drop queue) */
-    char **evq;   /* events waiting for the socket thread, JSON text */
-    int nev, evcap;
-    const qd_service_opts *opt;
-    /* socket thread */
-    pthread_t thread;
-    int stop;  /* ask the socket thread to exit */
-    int ready; /* 1 bound, -1 failed */
-    char bind_err[512];
-    svc_job *running;
-} svc;
-
-static double wall_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* ---- events (any thread; the socket thread publishes) ---------------------------------- */
-
-static void push_event(svc *s, const char *job_id, const char *type, const cJSON *fields)
-{
-    cJSON *ev = fields ? cJSON_Duplicate(fields, 1) : cJSON_CreateObject();
-    if (!cJSON_IsObject(ev)) {
-        cJSON_Delete(ev);
-        ev = cJSON_CreateObject();
-    }
-    cJSON_DeleteItemFromObjectCaseSensitive(ev, "event");
-    cJSON_DeleteItemFromObjectCaseSensitive(ev, "job");
-    cJSON_DeleteItemFromObjectCaseSensitive(ev, "time");
-    cJSON_AddStringToObject(ev, "event", type);
-    if (job_id) cJSON_AddStringToObject(ev, "job", job_id);
-    cJSON_AddNumberToObject(ev, "time", wall_now());
-    char *txt = cJSON_PrintUnformatted(ev);
-    cJSON_Delete(ev);
-    if (!txt) return;
-    /* caller holds s->mu */
-    if (!s->opt->events) {
-        free(txt);
-        return;
-    }
-    if (s->nev == s->evcap) {
-        s->evcap = s->evcap ? 2 * s->evcap : 16;
-        s->evq = realloc(s->evq, (size_t)s->evcap * sizeof *s->evq);
-        QD_ASSERT(s->evq);
-    }
-    s->evq[s->nev++] = txt;
-}
-
-/* ---- job table (caller holds s->mu) ----------------------------------------------------- */
-
-static svc_job *find_job(svc *s, const char *id)
-{
-    for (int i = 0; i < s->njobs; i++)
-        if (!strcmp(s->jobs[i].id, id)) return &s->jobs[i];
-    return NULL;
-}
-
-static int queued_count(const svc *s)
-{
-    int n = 0;
-    for (int i = 0; i < s->njobs; i++) n += s->jobs[i].st == ST_QUEUED;
-    return n;
-}
-
-static cJSON *job_json(const svc_job *j)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "id", j->id);
-    cJSON_AddStringToObject(o, "state", g_state_names[j->st]);
-    cJSON *m = cJSON_GetObjectItemCaseSensitive(j->job, "model");
-    cJSON *out = cJSON_GetObjectItemCaseSensitive(j->job, "out");
-    if (cJSON_IsString(m)) cJSON_AddStringToObject(o, "model", m->valuestring);
-    if (cJSON_IsString(out)) cJSON_AddStringToObject(o, "out", out->valuestring);
-    cJSON_AddNumberToObject(o, "submitted", j->t_submit);
-    if (j->t_start > 0) cJSON_AddNumberToObject(o, "started", j->t_start);
-    if (j->t_end > 0) cJSON_AddNumberToObject(o, "finished", j->t_end);
-    if (j->st == ST_RUNNING || j->total > 0) {
-        cJSON_AddNumberToObject(o, "tensors_done", j->done);
-        cJSON_AddNumberToObject(o, "tensors_total", j->total);
-    }
-    if (j->st == ST_RUNNING) {
-        double el = wall_now() - j->t_start;
-        if (j->done > 0 && j->total >= j->done)
-            cJSON_AddNumberToObject(o, "eta_s", el * (j->total - j->done) / j->done);
-        if (j->cancel) cJSON_AddBoolToObject(o, "cancelling", 1);
-    }
-    if (j->summary) cJSON_AddItemToObject(o, "summary", cJSON_Duplicate(j->summary, 1));
-    if (j->err_msg) {
-        cJSON *e = cJSON_AddObjectToObject(o, "error");
-        cJSON_AddStringToObject(e, "code", j->err_code);
-        cJSON_AddStringToObject(e, "message", j->err_msg);
-    }
-    return o;
-}
-
-/* ---- requests -------------------------------------------------------------------------- */
-
-static cJSON *reply_error(qd_svc_err e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static cJSON *reply_error(qd_svc_err e, const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    cJSON *r = cJSON_CreateObject();
-    cJSON_AddBoolToObject(r, "ok", 0);
-    cJSON *err = cJSON_AddObjectToObject(r, "error");
-    cJSON_AddStringToObject(err, "code", qd_svc_err_name(e));
-    cJSON_AddStringToObject(err, "message", msg);
-    return r;
-}
-
-static cJSON *reply_ok(void)
-{
-    cJSON *r = cJSON_CreateObject();
-    cJSON_AddBoolToObject(r, "ok", 1);
-    return r;
-}
-
-/* Every key of obj must be in the NULL-terminated list. */
-static const char *unknown_key(const cJSON *obj, const char *const *keys)
-{
-    for (const cJSON *it = obj->child; it; it = it->next) {
-        int known = 0;
-        for (const char *const *k = keys; *k; k++) known |= it->string && !strcmp(it->string, *k);
-        if (!known) return it->string ? it->string : "";
-    }
-    return NULL;
-}
-
-static const char *dup_key(const cJSON *obj)
-{
-    for (const cJSON *a = obj->child; a; a = a->next)
-        for (const cJSON *b = a->next; b; b = b->next)
-            if (a->string && b->string && !strcmp(a->string, b->string)) return a->string;
-    return NULL;
-}
-
-static cJSON *op_submit(svc *s, cJSON *job)
-{
-    if (!job) return reply_error(QD_SVC_MISSING_FIELD, "missing field 'job'");
-    const char *jdk = cJSON_IsObject(job) ? dup_key(job) : NULL;
-    if (jdk) return reply_error(QD_SVC_BAD_REQUEST, "job: duplicate key '%s'", jdk);
-    char msg[1024] = "";
-    qd_svc_err e = qd_svc_validate_job(job, s->opt->allow_dirs, s->opt->n_allow, msg, sizeof msg);
-    if (e) return reply_error(e, "%s", msg);
-    pthread_mutex_lock(&s->mu);
-    if (s->shutdown) {
-        pthread_mutex_unlock(&s->mu);
-        return reply_error(QD_SVC_SHUTTING_DOWN, "the service is shutting down");
-    }
-    if (queued_count(s) >= s->opt->max_queue) {
-        pthread_mutex_unlock(&s->mu);
-        return reply_error(QD_SVC_QUEUE_FULL, "queue full (%d jobs waiting)", s->opt->max_queue);
-    }
-    if (s->njobs == s->cap) {
-        /* jobs are kept for status; `running` points into the array, so re-point it */
-        ptrdiff_t ri = s->running ? s->running - s->jobs : -1;
-        s->cap = s->cap ? 2 * s->cap : 16;
-        s->jobs = realloc(s->jobs, (size_t)s->cap * sizeof *s->jobs);
-        QD_ASSERT(s->jobs);
-        if (ri >= 0) s->running = &s->jobs[ri];
-    }
-    svc_job *j = &s->jobs[s->njobs++];
-    memset(j, 0, sizeof *j);
-    snprintf(j->id, sizeof j->id, "j%d", ++s->next_id);
-    j->st = ST_QUEUED;
-    j->job = cJSON_Duplicate(job, 1);
-    j->t_submit = wall_now();
-    cJSON *f = cJSON_CreateObject();
-    cJSON_AddItemToObject(f, "model", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(job, "model"), 1));
-    cJSON_AddItemToObject(f, "out", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(job, "out"), 1));
-    cJSON_AddNumberToObject(f, "queued", queued_count(s));
-    push_event(s, j->id, "accepted", f);
-    cJSON_Delete(f);
-    cJSON *reply = reply_ok();
-    cJSON_AddStringToObject(reply, "id", j->id);
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    return reply;
-}
-
-static cJSON *op_status(svc *s, const cJSON *id)
-{
-    cJSON *reply;
-    pthread_mutex_lock(&s->mu);
-    if (id) {
-        svc_job *j = find_job(s, id->valuestring);
-        if (!j)
-            reply = reply_error(QD_SVC_NOT_FOUND, "no job '%s'", id->valuestring);
-        else {
-            reply = reply_ok();
-            cJSON_AddItemToObject(reply, "job", job_json(j));
-        }
-    } else {
-        reply = reply_ok();
-        cJSON *arr = cJSON_AddArrayToObject(reply, "jobs");
-        for (int i = 0; i < s->njobs; i++) cJSON_AddItemToArray(arr, job_json(&s->jobs[i]));
-        cJSON_AddBoolToObject(reply, "shutting_down", s->shutdown != 0);
-    }
-    pthread_mutex_unlock(&s->mu);
-    return reply;
-}
-
-static cJSON *op_cancel(svc *s, const cJSON *id)
-{
-    if (!id) return reply_error(QD_SVC_MISSING_FIELD, "missing field 'id'");
-    cJSON *reply;
-    pthread_mutex_lock(&s->mu);
-    svc_job *j = find_job(s, id->valuestring);
-    if (!j)
-        reply = reply_error(QD_SVC_NOT_FOUND, "no job '%s'", id->valuestring);
-    else if (j->st == ST_QUEUED) {
-        j->st = ST_CANCELLED;
-        j->t_end = wall_now();
-        push_event(s, j->id, "cancelled", NULL);
-        reply = reply_ok();
-        cJSON_AddStringToObject(reply, "state", "cancelled");
-    } else if (j->st == ST_RUNNING) {
-        j->cancel = 1;
-        reply = reply_ok();
-        cJSON_AddStringToObject(reply, "state", "cancelling");
-    } else
-        reply = reply_error(QD_SVC_BAD_STATE, "job '%s' is already %s", j->id, g_state_names[j->st]);
-    pthread_mutex_unlock(&s->mu);
-    return reply;
-}
-
-static cJSON *op_shutdown(svc *s, const cJSON *mode)
-{
-    int m = 1;
-    if (mode) {
-        if (!cJSON_IsString(mode)) return reply_error(QD_SVC_BAD_TYPE, "field 'mode' must be a string");
-        if (!strcmp(mode->valuestring, "drain"))
-            m = 1;
-        else if (!strcmp(mode->valuestring, "finish"))
-            m = 2;
-        else
-            return reply_error(QD_SVC_BAD_REQUEST, "mode must be 'drain' or 'finish'");
-    }
-    pthread_mutex_lock(&s->mu);
-    if (m > s->shutdown) s->shutdown = m;
-    if (m == 2)
-        for (int i = 0; i < s->njobs; i++)
-            if (s->jobs[i].st == ST_QUEUED) {
-                s->jobs[i].st = ST_CANCELLED;
-                s->jobs[i].t_end = wall_now();
-                push_event(s, s->jobs[i].id, "cancelled", NULL);
-            }
-    push_event(s, NULL, "shutdown", NULL);
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    cJSON *reply = reply_ok();
-    cJSON_AddStringToObject(reply, "mode", m == 2 ? "finish" : "drain");
-    return reply;
-}
-
-/* The reply to one request: the envelope checked here (a JSON object, no duplicate key, a known
- * op with only its own keys), then the op's handler. */
-static cJSON *request_reply(svc *s, cJSON *req)
-{
-    if (!cJSON_IsObject(req)) return reply_error(QD_SVC_BAD_REQUEST, "request must be a JSON object");
-    const char *dk = dup_key(req);
-    if (dk) return reply_error(QD_SVC_BAD_REQUEST, "duplicate key '%s'", dk);
-    cJSON *op = cJSON_GetObjectItemCaseSensitive(req, "op");
-    if (!op) return reply_error(QD_SVC_MISSING_FIELD, "missing field 'op'");
-    if (!cJSON_IsString(op)) return reply_error(QD_SVC_BAD_TYPE, "field 'op' must be a string");
-    const char *o = op->valuestring;
-    cJSON *id = cJSON_GetObjectItemCaseSensitive(req, "id");
-    if (id && !cJSON_IsString(id)) return reply_error(QD_SVC_BAD_TYPE, "field 'id' must be a string");
-    static const char *const k_submit[] = {"op", "job", NULL};
-    static const char *const k_status[] = {"op", "id", NULL};
-    static const char *const k_shutdown[] = {"op", "mode", NULL};
-    const char *const *keys = !strcmp(o, "submit")                             ? k_submit
-                              : !strcmp(o, "shutdown")                         ? k_shutdown
-                              : (!strcmp(o, "status") || !strcmp(o, "cancel")) ? k_status
-                                                                               : NULL;
-    if (!keys) return reply_error(QD_SVC_BAD_REQUEST, "unknown op '%s' (submit, status, cancel, shutdown)", o);
-    const char *uk = unknown_key(req, keys);
-    if (uk) return reply_error(QD_SVC_UNKNOWN_KEY, "unknown key '%s' for op '%s'", uk, o);
-    if (!strcmp(o, "submit")) return op_submit(s, cJSON_GetObjectItemCaseSensitive(req, "job"));
-    if (!strcmp(o, "status")) return op_status(s, id);
-    if (!strcmp(o, "cancel")) return op_cancel(s, id);
-    return op_shutdown(s, cJSON_GetObjectItemCaseSensitive(req, "mode"));
-}
-
-static cJSON *handle_request(svc *s, const char *body, size_t len)
-{
-    cJSON *req = cJSON_ParseWithLength(body, len);
-    if (!req) return reply_error(QD_SVC_BAD_JSON, "request is not valid JSON");
-    cJSON *reply = request_reply(s, req);
-    cJSON_Delete(req);
-    return reply;
-}
+#include "coordinator/service_auth.h"
+#include "coordinator/service_req.h"
+#include "coordinator/service_store.h"
 
 /* ---- socket thread (rank 0): never calls MPI ------------------------------------------- */
 
@@ -353,13 +43,16 @@ static int read_key_file(const char *path, char key[41], char *err, size_t errca
     return 0;
 }
 
-static int setup_socket(void *sock, const qd_service_opts *opt, const char *ep, char *err, size_t errcap)
+static int setup_socket(void *sock, const qd_service_opts *opt, const char *ep, const char *zap_domain, char *err,
+                        size_t errcap)
 {
     int64_t maxmsg = QD_SVC_MAX_MSG;
     int linger = 0;
     zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
     if (opt->curve_secret_file) {
+        /* the handshake asks the ZAP handler (socket_thread) which keys may connect here */
+        zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, zap_domain, strlen(zap_domain));
         char sec[41];
         if (read_key_file(opt->curve_secret_file, sec, err, errcap)) return -1;
         int one = 1;
@@ -378,13 +71,17 @@ static int setup_socket(void *sock, const qd_service_opts *opt, const char *ep, 
 
 static void *socket_thread(void *arg)
 {
-    svc *s = arg;
+    qd_svc *s = arg;
     void *ctx = zmq_ctx_new();
     void *router = zmq_socket(ctx, ZMQ_ROUTER);
     void *pub = s->opt->events ? zmq_socket(ctx, ZMQ_PUB) : NULL;
     char err[512] = "";
-    int ok = setup_socket(router, s->opt, s->opt->bind, err, sizeof err) == 0 &&
-             (!pub || setup_socket(pub, s->opt, s->opt->events, err, sizeof err) == 0);
+    /* CURVE: the ZAP handler is bound before any socket can take a handshake */
+    void *zap = s->opt->curve_secret_file ? zmq_socket(ctx, ZMQ_REP) : NULL;
+    int ok = !zap || zmq_bind(zap, "inproc://zeromq.zap.01") == 0;
+    if (!ok) snprintf(err, sizeof err, "cannot start the ZAP handler: %s", zmq_strerror(zmq_errno()));
+    ok = ok && setup_socket(router, s->opt, s->opt->bind, QD_SVC_ZAP_REQUESTS, err, sizeof err) == 0 &&
+         (!pub || setup_socket(pub, s->opt, s->opt->events, QD_SVC_ZAP_EVENTS, err, sizeof err) == 0);
     pthread_mutex_lock(&s->mu);
     s->ready = ok ? 1 : -1;
     snprintf(s->bind_err, sizeof s->bind_err, "%s", err);
@@ -392,10 +89,11 @@ static void *socket_thread(void *arg)
     pthread_mutex_unlock(&s->mu);
 
     while (ok) {
-        zmq_pollitem_t it = {router, 0, ZMQ_POLLIN, 0};
-        int rc = zmq_poll(&it, 1, 50);
+        zmq_pollitem_t its[2] = {{router, 0, ZMQ_POLLIN, 0}, {zap, 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(its, zap ? 2 : 1, 50);
         if (rc < 0 && zmq_errno() != EINTR) break;
-        if (rc > 0 && (it.revents & ZMQ_POLLIN)) {
+        if (zap && rc > 0 && (its[1].revents & ZMQ_POLLIN)) qd_svc_auth_serve(&s->opt->auth, zap);
+        if (rc > 0 && (its[0].revents & ZMQ_POLLIN)) {
             /* one multipart message: [identity][""]?[body]; anything else is answered with an
              * error (if it can be routed) and dropped. */
             zmq_msg_t frames[4];
@@ -420,9 +118,16 @@ static void *socket_thread(void *arg)
                 int body_i = delim ? 2 : 1;
                 cJSON *reply;
                 if (extra || nf != body_i + 1)
-                    reply = reply_error(QD_SVC_BAD_REQUEST, "expected one message frame, got %d", nf - body_i + extra);
-                else
-                    reply = handle_request(s, zmq_msg_data(&frames[body_i]), zmq_msg_size(&frames[body_i]));
+                    reply = qd_svc_reply_error(QD_SVC_BAD_REQUEST, "expected one message frame, got %d",
+                                               nf - body_i + extra);
+                else {
+                    /* the client's key as the ZAP handler named it; none without CURVE */
+                    const char *uid = zmq_msg_gets(&frames[body_i], "User-Id");
+                    const char *owner = uid ? uid : "";
+                    int admin = !*owner || qd_svc_keys_has(&s->opt->auth.admins, owner);
+                    reply =
+                        qd_svc_request(s, owner, admin, zmq_msg_data(&frames[body_i]), zmq_msg_size(&frames[body_i]));
+                }
                 char *txt = cJSON_PrintUnformatted(reply);
                 cJSON_Delete(reply);
                 zmq_send(router, zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), ZMQ_SNDMORE | ZMQ_DONTWAIT);
@@ -447,6 +152,7 @@ static void *socket_thread(void *arg)
         if (stop) break;
     }
     if (pub) zmq_close(pub);
+    if (zap) zmq_close(zap);
     zmq_close(router);
     zmq_ctx_term(ctx);
     return NULL;
@@ -455,27 +161,25 @@ static void *socket_thread(void *arg)
 /* ---- job hooks (rank 0, main thread) --------------------------------------------------- */
 
 typedef struct {
-    svc *s;
-    svc_job *j; /* re-fetched under the lock: the array may move */
-    char id[24];
+    qd_svc *s;
+    long long seq;
 } hook_ctx;
 
 static void on_event(void *ctx, const char *type, const cJSON *fields)
 {
     hook_ctx *h = ctx;
     pthread_mutex_lock(&h->s->mu);
-    svc_job *j = find_job(h->s, h->id);
-    if (j) {
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(fields, "tensors_total");
-        const cJSON *d = cJSON_GetObjectItemCaseSensitive(fields, "tensors_done");
-        if (cJSON_IsNumber(t)) j->total = t->valueint;
-        if (cJSON_IsNumber(d)) j->done = d->valueint;
-        if (!strcmp(type, "finished") && fields) {
-            cJSON_Delete(j->summary);
-            j->summary = cJSON_Duplicate(fields, 1);
-        }
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(fields, "tensors_total");
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(fields, "tensors_done");
+    if (cJSON_IsNumber(t) && cJSON_IsNumber(d) && qd_svc_store_progress(h->s->st, h->seq, d->valueint, t->valueint))
+        qd_log(QD_LOG_WARN, "job table: %s", qd_errmsg()); /* progress only: the job goes on */
+    /* the summary is recorded with the job's end (run_job) */
+    if (!strcmp(type, "finished") && fields) {
+        cJSON *keep = cJSON_Duplicate(fields, 1);
+        cJSON_Delete(h->s->summary);
+        h->s->summary = keep;
     }
-    push_event(h->s, h->id, type, fields);
+    qd_svc_push_job_event(h->s, h->seq, type, fields);
     pthread_mutex_unlock(&h->s->mu);
 }
 
@@ -483,8 +187,7 @@ static int on_cancel(void *ctx)
 {
     hook_ctx *h = ctx;
     pthread_mutex_lock(&h->s->mu);
-    svc_job *j = find_job(h->s, h->id);
-    int c = j && j->cancel;
+    int c = h->s->cancel_running;
     pthread_mutex_unlock(&h->s->mu);
     return c;
 }
@@ -502,59 +205,212 @@ static int bcast_text(char **txt, MPI_Comm comm)
     return 1;
 }
 
-static int run_rank0(svc *s, MPI_Comm comm)
+/* Runs one job on every rank (rank 0's side: the others are in run_other). */
+static int run_on_all(qd_svc *s, long long seq, const cJSON *job, MPI_Comm comm)
 {
-    for (;;) {
-        pthread_mutex_lock(&s->mu);
-        svc_job *j = NULL;
+    char *txt = cJSON_PrintUnformatted(job);
+    bcast_text(&txt, comm);
+    free(txt);
+    hook_ctx hc = {.s = s, .seq = seq};
+    qd_job_hooks hooks = {.ctx = &hc, .event = on_event, .cancel_requested = on_cancel};
+    qd_err_clear();
+    return qd_job_run_json(job, comm, &hooks);
+}
+
+static const char *job_str(const cJSON *job, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(job, key);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static long long file_ino(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (long long)sb.st_ino : 0;
+}
+
+static int file_exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* A job that was running when the service died may have finished: its OUT.partial renamed to
+ * OUT (a new file, so another inode than any OUT of before its first run) before the table heard
+ * of it. */
+static int ended_before_restart(const qd_svc_rec *r, const cJSON *job)
+{
+    const char *out = job_str(job, "out");
+    char partial[PATH_MAX];
+    snprintf(partial, sizeof partial, "%s.partial", out);
+    if (file_exists(partial) || !file_exists(out)) return 0;
+    return file_ino(out) != r->out_ino;
+}
+
+/* The job in hand, start to end: recorded as running before any rank sees it, recorded as ended
+ * once every rank is done with it. A job that was running when the service died (resumed = 1)
+ * continues from its OUT.partial; if that fails (a partial file damaged by the crash, say) it runs
+ * once more from the beginning, so that a crash never turns into a failed job. */
+static int run_job(qd_svc *s, qd_svc_rec *r, int resumed, MPI_Comm comm)
+{
+    cJSON *job = cJSON_Parse(r->job);
+    QD_ASSERT(job);
+    char id[24];
+    qd_svc_job_id(r->seq, id);
+    const char *out = job_str(job, "out");
+    int moved = qd_svc_store_start(s->st, r->seq, qd_svc_wall_now(), file_ino(out));
+    if (moved <= 0) {
+        /* cancelled meanwhile, or the table refuses: the job must not run unrecorded */
+        if (moved < 0) qd_log(QD_LOG_ERROR, "job %s not started: %s", id, qd_errmsg());
+        cJSON_Delete(job);
+        return moved;
+    }
+    /* its paths again: a directory may have become a symbolic link out of the roots since */
+    char cmsg[1024];
+    if (qd_svc_confine_job(job, s->opt->allow_dirs, s->opt->n_allow, cmsg, sizeof cmsg) != QD_SVC_OK) {
+        qd_log(QD_LOG_ERROR, "job %s refused: %s", id, cmsg);
+        if (qd_svc_store_end(s->st, r->seq, QD_SJ_FAILED, qd_svc_wall_now(), NULL, qd_errname(QD_EPERM), cmsg))
+            qd_log(QD_LOG_ERROR, "job table: %s", qd_errmsg());
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "code", qd_errname(QD_EPERM));
+        cJSON_AddStringToObject(f, "message", cmsg);
+        qd_svc_push_job_event(s, r->seq, "failed", f);
+        cJSON_Delete(f);
+        cJSON_Delete(job);
+        return 1;
+    }
+    out = job_str(job, "out");
+    s->running = r->seq;
+    s->cancel_running = r->cancel;
+    cJSON_Delete(s->summary);
+    s->summary = NULL;
+    int overwrite = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(job, "overwrite"));
+    if (resumed) {
+        cJSON_DeleteItemFromObjectCaseSensitive(job, "resume");
+        cJSON_AddBoolToObject(job, "resume", 1);
+    }
+    pthread_mutex_unlock(&s->mu);
+
+    qd_log(QD_LOG_INFO, "job %s: %s", id, resumed ? "resumed after a restart" : "started");
+    int rc = run_on_all(s, r->seq, job, comm);
+    if (resumed && rc != QD_OK && rc != QD_ECANCELED && rc != QD_EINTR && (overwrite || !file_exists(out))) {
+        qd_log(QD_LOG_WARN, "job %s: resuming failed (%s); running it again from the beginning", id, qd_errmsg());
+        cJSON_DeleteItemFromObjectCaseSensitive(job, "resume");
+        cJSON_DeleteItemFromObjectCaseSensitive(job, "overwrite");
+        cJSON_AddBoolToObject(job, "overwrite", 1); /* replaces the partial file */
+        rc = run_on_all(s, r->seq, job, comm);
+    }
+    cJSON_Delete(job);
+
+    pthread_mutex_lock(&s->mu);
+    s->running = 0;
+    qd_sj_state end = rc == QD_OK ? QD_SJ_DONE : rc == QD_ECANCELED ? QD_SJ_CANCELLED : QD_SJ_FAILED;
+    char *summary = end == QD_SJ_DONE && s->summary ? cJSON_PrintUnformatted(s->summary) : NULL;
+    const char *msg = qd_errmsg()[0] ? qd_errmsg() : qd_strerror(rc);
+    int wrc = QD_OK;
+    if (rc == QD_EINTR) /* a signal stopped the service: the job stays running in the table, resumed next start */
+        qd_log(QD_LOG_WARN, "job %s: interrupted; it resumes when the service starts again", id);
+    else
+        wrc = qd_svc_store_end(s->st, r->seq, end, qd_svc_wall_now(), summary,
+                               end == QD_SJ_FAILED ? qd_errname(rc) : NULL, end == QD_SJ_FAILED ? msg : NULL);
+    if (wrc != QD_OK)
+        qd_log(QD_LOG_ERROR, "job %s ended but the table cannot record it (%s): a restart finds its file", id,
+               qd_errmsg());
+    if (end == QD_SJ_CANCELLED) qd_svc_push_job_event(s, r->seq, "cancelled", NULL);
+    if (rc != QD_EINTR)
+        qd_log(QD_LOG_INFO, "job %s: %s%s%s", id, qd_sj_state_name(end), end == QD_SJ_FAILED ? ": " : "",
+               end == QD_SJ_FAILED ? msg : "");
+    free(summary);
+    if (s->opt->keep_jobs > 0 && qd_svc_store_prune(s->st, s->opt->keep_jobs) < 0)
+        qd_log(QD_LOG_WARN, "job table: %s", qd_errmsg());
+    return rc == QD_EINTR ? QD_EINTR : 1;
+}
+
+/* After a restart: the jobs that were running when the service died. A cancelled one ends
+ * cancelled (its partial file kept), one whose file was complete ends done; the others stay
+ * running and are resumed first. */
+typedef struct {
+    long long seq[64];
+    int n;
+} seq_list;
+
+static void collect_running(void *ctx, const qd_svc_rec *r)
+{
+    seq_list *l = ctx;
+    if (r->state == QD_SJ_RUNNING && l->n < (int)QD_ARRAY_LEN(l->seq)) l->seq[l->n++] = r->seq;
+}
+
+static void recover(qd_svc *s)
+{
+    seq_list l = {.n = 0};
+    if (qd_svc_store_list(s->st, NULL, 0, collect_running, &l) != QD_OK) {
+        qd_log(QD_LOG_ERROR, "job table: %s", qd_errmsg());
+        return;
+    }
+    for (int i = 0; i < l.n; i++) {
+        qd_svc_rec r;
+        if (qd_svc_store_get(s->st, l.seq[i], &r) != QD_OK) continue;
+        cJSON *job = cJSON_Parse(r.job);
+        char id[24];
+        qd_svc_job_id(r.seq, id);
+        const char *what = "resumes first";
+        int wrc = QD_OK;
+        if (r.cancel) {
+            wrc = qd_svc_store_end(s->st, r.seq, QD_SJ_CANCELLED, qd_svc_wall_now(), NULL, NULL, NULL);
+            what = "was being cancelled: cancelled, its partial file kept";
+        } else if (ended_before_restart(&r, job)) {
+            wrc = qd_svc_store_end(s->st, r.seq, QD_SJ_DONE, qd_svc_wall_now(), "{\"recovered\":true}", NULL, NULL);
+            what = "had written its file: done";
+        }
+        if (wrc != QD_OK) qd_log(QD_LOG_ERROR, "job table: %s", qd_errmsg());
+        qd_log(QD_LOG_INFO, "job %s was running when the service stopped; it %s", id, what);
+        qd_svc_push_job_event(s, r.seq, "recovered", NULL);
+        cJSON_Delete(job);
+        qd_svc_rec_free(&r);
+    }
+    long long nq = qd_svc_store_count(s->st, QD_SJ_QUEUED, NULL);
+    if (nq > 0) qd_log(QD_LOG_INFO, "%lld job%s queued from before the restart", nq, nq == 1 ? "" : "s");
+}
+
+static int run_rank0(qd_svc *s, MPI_Comm comm)
+{
+    int interrupted = 0;
+    pthread_mutex_lock(&s->mu);
+    recover(s);
+    while (!interrupted) {
+        qd_svc_rec r;
+        int resumed = 0, rc;
         for (;;) {
-            for (int i = 0; i < s->njobs && !j; i++)
-                if (s->jobs[i].st == ST_QUEUED) j = &s->jobs[i];
-            if (j || s->shutdown) break;
+            /* a job left running by a crash first, then the queue in order */
+            rc = qd_svc_store_next(s->st, QD_SJ_RUNNING, &r);
+            resumed = rc == QD_OK;
+            if (rc == QD_ENOTFOUND) rc = qd_svc_store_next(s->st, QD_SJ_QUEUED, &r);
+            if (rc == QD_OK || (rc == QD_ENOTFOUND && s->shutdown)) break;
+            if (rc != QD_ENOTFOUND) {
+                qd_log(QD_LOG_ERROR, "job table: %s", qd_errmsg());
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += 1;
+                pthread_cond_timedwait(&s->cv, &s->mu, &ts); /* not in a tight loop */
+                continue;
+            }
             pthread_cond_wait(&s->cv, &s->mu);
         }
-        if (!j) {
+        if (rc != QD_OK) break;
+        int jrc = run_job(s, &r, resumed, comm); /* unlocks while the job runs */
+        qd_svc_rec_free(&r);
+        if (jrc < 0 && jrc != QD_EINTR) {
             pthread_mutex_unlock(&s->mu);
-            break;
+            sleep(1); /* the table refused to record the start: try again, never run unrecorded */
+            pthread_mutex_lock(&s->mu);
         }
-        j->st = ST_RUNNING;
-        j->t_start = wall_now();
-        s->running = j;
-        hook_ctx hc = {.s = s};
-        snprintf(hc.id, sizeof hc.id, "%s", j->id);
-        char *txt = cJSON_PrintUnformatted(j->job);
-        cJSON *job = cJSON_Duplicate(j->job, 1);
-        pthread_mutex_unlock(&s->mu);
-
-        qd_log(QD_LOG_INFO, "job %s: started", hc.id);
-        bcast_text(&txt, comm);
-        free(txt);
-        qd_job_hooks hooks = {.ctx = &hc, .event = on_event, .cancel_requested = on_cancel};
-        qd_err_clear();
-        int rc = qd_job_run_json(job, comm, &hooks);
-        cJSON_Delete(job);
-
-        pthread_mutex_lock(&s->mu);
-        j = find_job(s, hc.id);
-        s->running = NULL;
-        j->t_end = wall_now();
-        if (rc == QD_OK)
-            j->st = ST_DONE;
-        else if (rc == QD_ECANCELED) {
-            j->st = ST_CANCELLED;
-            push_event(s, j->id, "cancelled", NULL);
-        } else {
-            j->st = ST_FAILED;
-            snprintf(j->err_code, sizeof j->err_code, "%s", qd_errname(rc));
-            j->err_msg = qd_xstrdup(qd_errmsg()[0] ? qd_errmsg() : qd_strerror(rc));
-        }
-        qd_log(QD_LOG_INFO, "job %s: %s%s%s", j->id, g_state_names[j->st], j->err_msg ? ": " : "",
-               j->err_msg ? j->err_msg : "");
-        pthread_mutex_unlock(&s->mu);
+        interrupted = jrc == QD_EINTR;
+        if (jrc > 0) malloc_trim(0); /* a long-lived process: give the job's memory back */
     }
+    pthread_mutex_unlock(&s->mu);
     char *none = NULL;
     bcast_text(&none, comm); /* length 0: the other ranks leave their loop */
-    return 0;
+    return interrupted ? QD_EINTR : QD_OK;
 }
 
 static int run_other(MPI_Comm comm)
@@ -567,6 +423,7 @@ static int run_other(MPI_Comm comm)
         QD_ASSERT(job);
         qd_job_run_json(job, comm, NULL);
         cJSON_Delete(job);
+        malloc_trim(0);
     }
     return 0;
 }
@@ -574,16 +431,17 @@ static int run_other(MPI_Comm comm)
 int qd_service_run(const qd_service_opts *opt, MPI_Comm comm)
 {
     const int rank = qd_coll_rank(comm);
-    svc s;
+    qd_svc s;
     memset(&s, 0, sizeof s);
     s.opt = opt;
     int st = QD_OK;
     if (rank == 0) {
         pthread_mutex_init(&s.mu, NULL);
         pthread_cond_init(&s.cv, NULL);
-        if (pthread_create(&s.thread, NULL, socket_thread, &s) != 0)
+        st = qd_svc_store_open(opt->state_dir, &s.st);
+        if (st == QD_OK && pthread_create(&s.thread, NULL, socket_thread, &s) != 0)
             st = qd_err_set(QD_EIO, "cannot start the socket thread");
-        else {
+        else if (st == QD_OK) {
             pthread_mutex_lock(&s.mu);
             while (!s.ready) pthread_cond_wait(&s.cv, &s.mu);
             pthread_mutex_unlock(&s.mu);
@@ -596,17 +454,21 @@ int qd_service_run(const qd_service_opts *opt, MPI_Comm comm)
     char msg[1024];
     st = qd_coll_agree_msg(comm, st, msg, sizeof msg, NULL);
     if (st != QD_OK) {
-        if (rank == 0) qd_log(QD_LOG_ERROR, "serve: %s", msg);
+        if (rank == 0) {
+            qd_log(QD_LOG_ERROR, "serve: %s", msg);
+            qd_svc_store_close(s.st);
+        }
         return 1;
     }
     if (rank != 0) return run_other(comm);
 
     const int size = qd_coll_size(comm);
-    qd_log(QD_LOG_INFO, "serving on %s%s%s with %d rank%s", opt->bind, opt->events ? ", events on " : "",
-           opt->events ? opt->events : "", size, size == 1 ? "" : "s");
-    run_rank0(&s, comm);
+    qd_log(QD_LOG_INFO, "serving on %s%s%s with %d rank%s; jobs recorded in %s", opt->bind,
+           opt->events ? ", events on " : "", opt->events ? opt->events : "", size, size == 1 ? "" : "s",
+           opt->state_dir ? qd_svc_store_path(s.st) : "memory only (no --state-dir: not kept across restarts)");
+    int rc = run_rank0(&s, comm);
     pthread_mutex_lock(&s.mu);
-    push_event(&s, NULL, "stopped", NULL);
+    qd_svc_push_event(&s, NULL, "stopped", NULL);
     pthread_mutex_unlock(&s.mu);
     /* let the last events and replies go out before closing */
     struct timespec ts = {0, 200 * 1000 * 1000};
@@ -615,14 +477,10 @@ int qd_service_run(const qd_service_opts *opt, MPI_Comm comm)
     s.stop = 1;
     pthread_mutex_unlock(&s.mu);
     pthread_join(s.thread, NULL);
-    for (int i = 0; i < s.njobs; i++) {
-        cJSON_Delete(s.jobs[i].job);
-        cJSON_Delete(s.jobs[i].summary);
-        free(s.jobs[i].err_msg);
-    }
-    free(s.jobs);
+    qd_svc_store_close(s.st);
+    cJSON_Delete(s.summary);
     for (int i = 0; i < s.nev; i++) free(s.evq[i]);
     free(s.evq);
-    qd_log(QD_LOG_INFO, "service stopped");
-    return 0;
+    qd_log(QD_LOG_INFO, rc == QD_EINTR ? "service interrupted" : "service stopped");
+    return rc == QD_EINTR ? 3 : 0;
 }

@@ -17,6 +17,7 @@
 #include <stddef.h>
 
 #include "coordinator/job_hooks.h"
+#include "coordinator/service_auth.h"
 #include "coordinator/service_proto.h"
 
 #define QD_SVC_MAX_ALLOW 16
@@ -29,7 +30,13 @@ typedef struct {
     int max_queue;                 /* queued (not running) jobs accepted at most */
     const char *curve_secret_file; /* server secret key (z85, 40 chars) or NULL */
     int insecure;                  /* allow a non-loopback bind without CURVE */
+    qd_svc_auth auth;              /* with CURVE: client and admin keys (service_auth.h) */
+    const char *state_dir;         /* the durable job table's directory, or NULL (memory only) */
+    long long keep_jobs;           /* ended jobs kept for `status` at most (older ones pruned) */
 } qd_service_opts;
+
+/* A `status` without an id lists the waiting and running jobs and this many recent ended ones. */
+#define QD_SVC_STATUS_RECENT 100
 
 /* Runs the service on comm until a shutdown request; collective over comm. Returns the exit
  * code (0 after a clean shutdown). */

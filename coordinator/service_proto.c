@@ -130,27 +130,60 @@ qd_svc_err qd_svc_validate_job(cJSON *job, const char *const *allow, int n_allow
         return strstr(cmsg, "unknown key") ? QD_SVC_UNKNOWN_KEY : QD_SVC_BAD_TYPE;
     }
 
-    char rmodel[PATH_MAX], rout[PATH_MAX];
-    if (!realpath(model->valuestring, rmodel)) {
-        snprintf(msg, msgcap, "job: model '%s': %s", model->valuestring, strerror(errno));
+    char given_out[PATH_MAX];
+    snprintf(given_out, sizeof given_out, "%s", out->valuestring); /* out is replaced below */
+    int overwrite = cJSON_IsTrue(ow);
+    qd_svc_err e = qd_svc_confine_job(job, allow, n_allow, msg, msgcap);
+    if (e) return e;
+    const char *rout = cJSON_GetObjectItemCaseSensitive(job, "out")->valuestring;
+    struct stat st;
+    if (stat(rout, &st) == 0 && !overwrite) {
+        snprintf(msg, msgcap, "job: out '%s' exists (set \"overwrite\": true to replace it)", given_out);
+        return QD_SVC_EXISTS;
+    }
+    return QD_SVC_OK;
+}
+
+/* An existing path (model, calib) resolved and inside the roots. */
+static qd_svc_err confine_existing(cJSON *job, const char *key, const char *const *allow, int n_allow, char *msg,
+                                   size_t msgcap)
+{
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(job, key);
+    if (!v) return QD_SVC_OK;
+    if (!cJSON_IsString(v) || !v->valuestring[0]) {
+        snprintf(msg, msgcap, "job: field '%s' must be a non-empty string", key);
+        return QD_SVC_BAD_TYPE;
+    }
+    char real[PATH_MAX];
+    if (!realpath(v->valuestring, real)) {
+        snprintf(msg, msgcap, "job: %s '%s': %s", key, v->valuestring, strerror(errno));
         return QD_SVC_NOT_FOUND;
     }
-    if (!within_any(rmodel, allow, n_allow)) {
-        snprintf(msg, msgcap, "job: model '%s' is outside the allowed directories", model->valuestring);
+    if (!within_any(real, allow, n_allow)) {
+        snprintf(msg, msgcap, "job: %s '%s' is outside the allowed directories", key, v->valuestring);
         return QD_SVC_PATH_NOT_ALLOWED;
     }
-    qd_svc_err e = resolve_out(out->valuestring, rout, sizeof rout, msg, msgcap);
+    cJSON_ReplaceItemInObjectCaseSensitive(job, key, cJSON_CreateString(real));
+    return QD_SVC_OK;
+}
+
+qd_svc_err qd_svc_confine_job(cJSON *job, const char *const *allow, int n_allow, char *msg, size_t msgcap)
+{
+    qd_svc_err e = confine_existing(job, "model", allow, n_allow, msg, msgcap);
+    if (!e) e = confine_existing(job, "calib", allow, n_allow, msg, msgcap);
+    if (e) return e;
+    cJSON *out = cJSON_GetObjectItemCaseSensitive(job, "out");
+    if (!cJSON_IsString(out) || !out->valuestring[0]) {
+        snprintf(msg, msgcap, "job: field 'out' must be a non-empty string");
+        return QD_SVC_BAD_TYPE;
+    }
+    char rout[PATH_MAX];
+    e = resolve_out(out->valuestring, rout, sizeof rout, msg, msgcap);
     if (e) return e;
     if (!within_any(rout, allow, n_allow)) {
         snprintf(msg, msgcap, "job: out '%s' is outside the allowed directories", out->valuestring);
         return QD_SVC_PATH_NOT_ALLOWED;
     }
-    struct stat st;
-    if (stat(rout, &st) == 0 && !cJSON_IsTrue(ow)) {
-        snprintf(msg, msgcap, "job: out '%s' exists (set \"overwrite\": true to replace it)", out->valuestring);
-        return QD_SVC_EXISTS;
-    }
-    cJSON_ReplaceItemInObjectCaseSensitive(job, "model", cJSON_CreateString(rmodel));
     cJSON_ReplaceItemInObjectCaseSensitive(job, "out", cJSON_CreateString(rout));
     return QD_SVC_OK;
 }

@@ -22,7 +22,9 @@
     X(EXISTS, "exists")                     \
     X(QUEUE_FULL, "queue_full")             \
     X(SHUTTING_DOWN, "shutting_down")       \
-    X(BAD_STATE, "bad_state")
+    X(BAD_STATE, "bad_state")               \
+    X(STATE_ERROR, "state_error")           \
+    X(NOT_PERMITTED, "not_permitted")
 
 typedef enum {
     QD_SVC_OK = 0,
@@ -33,11 +35,17 @@ typedef enum {
 
 const char *qd_svc_err_name(qd_svc_err e);
 
-/* Validates a submitted job object in place: known keys and types, model and out inside the
- * allowed roots (realpath; no `..` or symlink escape), out not existing unless overwrite.
+/* Validates a submitted job object in place: known keys and types, model, calib and out inside
+ * the allowed roots (realpath; no `..` or symlink escape), out not existing unless overwrite.
  * On success replaces "model" and "out" with their resolved absolute paths and returns
  * QD_SVC_OK; otherwise an error code and a message in msg. */
 qd_svc_err qd_svc_validate_job(cJSON *job, const char *const *allow_dirs, int n_allow, char *msg, size_t msgcap);
+
+/* The paths of a job confined to the allowed roots: model and calib (when given) resolved with
+ * realpath and inside a root; out's directory likewise and its name not a symbolic link. Replaces
+ * them with the resolved paths. Part of qd_svc_validate_job, and done again when the job starts
+ * (a directory may have been swapped for a symbolic link while it waited). */
+qd_svc_err qd_svc_confine_job(cJSON *job, const char *const *allow_dirs, int n_allow, char *msg, size_t msgcap);
 
 /* Is this endpoint local to the machine (tcp on 127.0.0.0/8, localhost or ::1; ipc; inproc)? */
 int qd_svc_endpoint_is_loopback(const char *endpoint);

@@ -10,6 +10,7 @@ PKGS=(
   openmpi-bin libopenmpi-dev            # MPI
   libhdf5-openmpi-dev hdf5-tools        # parallel HDF5 (+ h5dump/h5diff used by tests)
   libzmq3-dev libcjson-dev              # service mode, JSON configs
+  libsqlite3-dev sqlite3                # the service's durable job queue (WAL; sqlite3 to inspect it)
   libopenblas-dev liblapacke-dev        # GEMMs, Cholesky
   libdnnl-dev                           # oneDNN int8 GEMM, the peer bench_gemm compares with (optional)
   libssl-dev                            # SHA-256 of checkpoint headers (libcrypto)

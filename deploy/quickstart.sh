@@ -12,7 +12,9 @@ cd "$(dirname "$0")/.."
 deploy/install-deps.sh
 # shellcheck source=deploy/mpienv.sh
 . deploy/mpienv.sh
-QD_BUILD_DIR=build deploy/build.sh -DQD_BUILD_TESTS=OFF
+# only the qdist binary, and the cache's options untouched: build/ stays the test suite's too
+# (deploy/test.sh builds and runs the tests there, before or after this)
+QD_BUILD_DIR=build QD_BUILD_TARGET=qdist deploy/build.sh
 
 MODEL=${1:-}
 DATA=""
@@ -40,10 +42,10 @@ if [ -n "$DATA" ]; then
   OUT4=${OUT%.h5}-gptq4.h5
   echo "== mpirun -n 4 qdist quantize --method gptq --bits 4 --asym --group-size 32 --calib $DATA --nsamples 128"
   mpirun -n 4 build/qdist quantize --model "$MODEL" --out "$OUT4" --overwrite --method gptq --bits 4 --asym \
-    --group-size 32 --calib "$DATA" --nsamples 128 --progress none </dev/null | grep -E '^(calibrated|wrote|  (bytes|rel))' || true
+    --group-size 32 --calib "$DATA" --nsamples 128 --progress none </dev/null | grep -E '^(calibrated|wrote|  (scheme|tensor data|file|rel|time))' || true
   for f in "$OUT" "$OUT4"; do
     echo "== qdist eval --quantized $f (first 2000 samples)"
     OPENBLAS_NUM_THREADS=1 build/qdist eval --model "$MODEL" --quantized "$f" --data "$DATA" --n 2000 --batch 50 \
-      | grep -E 'Linears|accuracy|cosine|speed-up|file bytes' || true
+      | grep -E 'runtime path|accuracy|cosine|speed-up|tensor data|file \(bytes\)|wall time total' || true
   done
 fi

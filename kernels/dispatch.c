@@ -8,6 +8,7 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #define QD_HAVE_X86 1
+#include <cpuid.h>
 #endif
 
 static qd_kernel_table g_ref, g_avx2, g_avx512, g_selected;
@@ -31,7 +32,10 @@ static int cpu_has_avx2(void)
 #ifdef QD_HAVE_X86
     /* libgcc checks OSXSAVE/XCR0 as well, so the OS must save the ymm state */
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    /* F16C from CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports does not know it */
+    unsigned a, b, c, d;
+    int f16c = __get_cpuid(1, &a, &b, &c, &d) && ((c >> 29) & 1);
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 #else
     return 0;
 #endif

@@ -15,7 +15,7 @@ struct qd_calib {
     int nmodel_groups;
     int max_in;
     double *chunk;   /* [QD_CALIB_CHUNK, max_in] grid values */
-    double *scratch; /* [max_in, max_in] dsyrk result */
+    double *scratch; /* [QD_CALIB_PANEL, max_in] one row panel of a chunk's products */
     double *mul;     /* [max_in] grid multipliers of the group being fed */
 };
 
@@ -49,7 +49,7 @@ int qd_calib_new(const qd_model *m, const uint8_t *selected, qd_calib **out)
     }
     if (c->ng) {
         c->chunk = malloc((size_t)QD_CALIB_CHUNK * (size_t)c->max_in * sizeof *c->chunk);
-        c->scratch = malloc((size_t)c->max_in * (size_t)c->max_in * sizeof *c->scratch);
+        c->scratch = malloc((size_t)QD_MIN(QD_CALIB_PANEL, c->max_in) * (size_t)c->max_in * sizeof *c->scratch);
         c->mul = malloc((size_t)c->max_in * sizeof *c->mul);
         if (!c->chunk || !c->scratch || !c->mul) {
             qd_calib_free(c);
@@ -113,16 +113,23 @@ void qd_calib_begin_accumulate(qd_calib *c)
     c->phase = QD_CALIB_ACCUMULATE;
 }
 
-/* Add the dsyrk of the first n rows of the chunk buffer to the group's integer sums. */
+/* Add the products of the first n rows of the chunk buffer to the group's integer sums (the
+ * upper triangle), one panel of QD_CALIB_PANEL rows at a time: the scratch is a panel, not
+ * in x in doubles (537 MB at 8192 inputs). Every entry is a sum of at most QD_CALIB_CHUNK exact
+ * integer products below 2^53, so the panels give the bits one dsyrk gives. */
 static void flush_chunk(qd_calib *c, qd_calib_group *g, int n)
 {
     if (n == 0) return;
     const int in = g->in;
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, in, n, 1.0, c->chunk, in, 0.0, c->scratch, in);
-    for (int i = 0; i < in; i++) {
-        const double *s = c->scratch + (int64_t)i * in;
-        int64_t *a = g->acc + (int64_t)i * in;
-        for (int j = i; j < in; j++) a[j] += (int64_t)s[j];
+    for (int i0 = 0; i0 < in; i0 += QD_CALIB_PANEL) {
+        const int p = QD_MIN(QD_CALIB_PANEL, in - i0), w = in - i0;
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, p, w, n, 1.0, c->chunk + i0, in, c->chunk + i0, in, 0.0,
+                    c->scratch, w);
+        for (int i = 0; i < p; i++) {
+            const double *s = c->scratch + (int64_t)i * w;
+            int64_t *a = g->acc + (int64_t)(i0 + i) * in + i0;
+            for (int j = i; j < w; j++) a[j] += (int64_t)s[j];
+        }
     }
 }
 

@@ -8,7 +8,7 @@
  *      channel, 2^(e_i - QD_CALIB_BITS) with 2^e_i >= absmax_i.
  *   2. accumulate: every x_i is put on its grid (q_i = rint(x_i 2^(QD_CALIB_BITS - e_i)), an
  *      integer with |q_i| <= 2^QD_CALIB_BITS, relative error <= 2^-(QD_CALIB_BITS+1) of the
- *      channel's range), products q_i q_j are summed by dsyrk in double over chunks of at most
+ *      channel's range), products q_i q_j are summed by dgemm in double over chunks of at most
  *      QD_CALIB_CHUNK rows — every partial sum is an integer below 2^53, so the chunk result is
  *      exact whatever order the BLAS uses — and chunk results are added to int64 accumulators.
  *      Integer sums are associative: a SUM reduction over ranks (MPI_INT64_T) gives the same bits
@@ -16,8 +16,9 @@
  * H_ij = 2/N * acc_ij * 2^(e_i + e_j - 2 QD_CALIB_BITS) is formed once, in double, at the end.
  * Up to 2^(62 - 2 QD_CALIB_BITS) = 2^20 chunks, i.e. about 10^9 tokens, fit the int64 sums.
  *
- * Memory per group: in*in int64 (the upper triangle is used) + in floats; one in*in double
- * scratch and one chunk buffer are shared by all groups. Nothing grows with the number of samples.
+ * Memory per group: in*in int64 (the upper triangle is used) + in floats; one panel of
+ * QD_CALIB_PANEL x in doubles and one chunk buffer are shared by all groups. Nothing grows with
+ * the number of samples.
  */
 #ifndef QD_CALIB_H
 #define QD_CALIB_H
@@ -27,7 +28,8 @@
 #include "model/model.h"
 
 #define QD_CALIB_BITS  21
-#define QD_CALIB_CHUNK 1024 /* rows per dsyrk: 2^(2*21) * 2^10 = 2^52 < 2^53 */
+#define QD_CALIB_CHUNK 1024 /* rows per product: 2^(2*21) * 2^10 = 2^52 < 2^53 */
+#define QD_CALIB_PANEL 256  /* rows of the products formed at once (the scratch: PANEL x in doubles) */
 
 typedef enum { QD_CALIB_ABSMAX = 1, QD_CALIB_ACCUMULATE = 2 } qd_calib_phase;
 

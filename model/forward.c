@@ -79,6 +79,7 @@ static int apply_linear(const qd_model *m, int li, const float *X, int64_t rows,
         if (rc < 0) return rc;
         if (rc == 1) return QD_OK;
     }
+    QD_ASSERT(L->W); /* streamed weights: the block was loaded (qd_model_block_load) */
     for (int64_t r = 0; r < rows; r += T)
         qd_linear_f32(X + r * L->in, QD_MIN(T, rows - r), L->in, L->W, L->b, L->out, Y + r * L->out);
     return QD_OK;

@@ -122,14 +122,11 @@ static int has(const qd_model *m, const char *a, const char *b)
 
 /* ---- binding ---------------------------------------------------------------------------------- */
 
-/* Find a tensor, check its shape, return it as F32 (zero-copy when possible). scan: check every
- * value is finite. */
-static int bind_(qd_model *m, const char *name, int ndim, const int64_t *shape, const float **out, int optional,
-                 int scan)
+/* Find a tensor and check its shape and dtype: *idx its index, or -1 when optional and absent. */
+static int find_checked(qd_model *m, const char *name, int ndim, const int64_t *shape, int optional, int *idx)
 {
-    int i = qd_ckpt_find(m->ck, name);
+    int i = *idx = qd_ckpt_find(m->ck, name);
     if (i < 0) {
-        *out = NULL;
         if (optional) return QD_OK;
         return qd_err_set(QD_ENOTFOUND, "%s: tensor '%s' is missing from the checkpoint", m->dir, name);
     }
@@ -146,10 +143,39 @@ static int bind_(qd_model *m, const char *name, int ndim, const int64_t *shape, 
     if (!t->float_like)
         return qd_err_set(QD_EDTYPE, "%s: tensor '%s' has dtype %s, a float type is needed", m->dir, name,
                           qd_dtype_name(t->dtype));
+    return QD_OK;
+}
+
+/* A tensor as F32, read and checked (non-finite values are an error naming the element). */
+static int read_checked(qd_model *m, int i, const float **out, int *owned, int scan)
+{
+    const qd_tensor_info *t = qd_ckpt_tensor(m->ck, i);
+    const float *p;
+    int rc = qd_ckpt_read_f32(m->ck, i, &p, owned);
+    if (rc) return qd_err_wrap(rc, "%s: ", m->dir);
+    /* A NaN or Inf weight makes every output NaN; say where it is. */
+    for (uint64_t k = 0; scan && k < t->numel; k++)
+        if (!(p[k] - p[k] == 0.0f)) {
+            if (*owned) free((void *)p);
+            return qd_err_set(QD_ENONFINITE, "%s: tensor '%s' holds a non-finite value at element %llu", m->dir,
+                              t->name, (unsigned long long)k);
+        }
+    *out = p;
+    return QD_OK;
+}
+
+/* Find a tensor, check its shape, return it as F32 (zero-copy when possible). scan: check every
+ * value is finite. */
+static int bind_(qd_model *m, const char *name, int ndim, const int64_t *shape, const float **out, int optional,
+                 int scan)
+{
+    int i;
+    *out = NULL;
+    int rc = find_checked(m, name, ndim, shape, optional, &i);
+    if (rc || i < 0) return rc;
     const float *p;
     int owned = 0;
-    int rc = qd_ckpt_read_f32(m->ck, i, &p, &owned);
-    if (rc) return qd_err_wrap(rc, "%s: ", m->dir);
+    if ((rc = read_checked(m, i, &p, &owned, scan))) return rc;
     if (owned) {
         if (m->n_owned == m->cap_owned) {
             m->cap_owned = m->cap_owned ? 2 * m->cap_owned : 64;
@@ -157,12 +183,8 @@ static int bind_(qd_model *m, const char *name, int ndim, const int64_t *shape, 
             QD_ASSERT(m->owned);
         }
         m->owned[m->n_owned++] = (float *)p;
+        qd_ckpt_forget(m->ck, i); /* converted: the file's pages are not needed again */
     }
-    /* A NaN or Inf weight makes every output NaN; say where it is. */
-    for (uint64_t k = 0; scan && k < t->numel; k++)
-        if (!(p[k] - p[k] == 0.0f))
-            return qd_err_set(QD_ENONFINITE, "%s: tensor '%s' holds a non-finite value at element %llu", m->dir, name,
-                              (unsigned long long)k);
     *out = p;
     return QD_OK;
 }
@@ -216,7 +238,12 @@ static int add_linear(qd_model *m, const char *mod, int layer, int kind, int in,
     char name[sizeof L->name + 8];
     snprintf(name, sizeof name, "%s.weight", L->name);
     int64_t shape[2] = {out, in};
-    int rc = bind_(m, name, 2, shape, &L->W, 0, !(m->flags & QD_MODEL_LAZY_LINEARS));
+    int rc;
+    if (m->flags & QD_MODEL_STREAM_LINEARS) { /* checked now, read by qd_model_block_load */
+        L->W = NULL;
+        rc = find_checked(m, name, 2, shape, 0, &m->lin_tensor[m->n_lin]);
+    } else
+        rc = bind_(m, name, 2, shape, &L->W, 0, !(m->flags & QD_MODEL_LAZY_LINEARS));
     if (rc) return rc;
     if ((rc = bind1(m, mod, ".bias", out, &L->b, 1))) return rc;
     m->n_lin++;
@@ -702,6 +729,8 @@ int qd_model_load_flags(const char *path, unsigned flags, qd_model **out)
     m->blk = qd_xcalloc((size_t)m->cfg.layers, sizeof *m->blk);
     m->cap_lin = m->cfg.linear_sets * QD_LIN_PER_BLOCK;
     m->lin = qd_xcalloc((size_t)m->cap_lin, sizeof *m->lin);
+    m->lin_tensor = qd_xcalloc((size_t)m->cap_lin, sizeof *m->lin_tensor);
+    m->lin_buf = qd_xcalloc((size_t)m->cap_lin, sizeof *m->lin_buf);
     if ((rc = load_family(m))) goto fail;
     *out = m;
     return QD_OK;
@@ -715,6 +744,9 @@ void qd_model_free(qd_model *m)
     if (!m) return;
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
+    for (int i = 0; m->lin_buf && i < m->n_lin; i++) free(m->lin_buf[i]);
+    free(m->lin_buf);
+    free(m->lin_tensor);
     free(m->lin);
     free(m->blk);
     free(m->scratch);
@@ -722,6 +754,42 @@ void qd_model_free(qd_model *m)
     free(m->rel_index);
     qd_ckpt_close(m->ck);
     free(m);
+}
+
+/* ---- streamed Linear weights ------------------------------------------------------------------ */
+
+int qd_model_block_load(qd_model *m, int layer)
+{
+    QD_ASSERT(layer >= 0 && layer < m->cfg.layers);
+    if (!(m->flags & QD_MODEL_STREAM_LINEARS)) return QD_OK;
+    const int s = m->blk[layer].set;
+    for (int j = 0; j < QD_LIN_PER_BLOCK; j++) {
+        const int li = s * QD_LIN_PER_BLOCK + j;
+        qd_linear *L = &m->lin[li];
+        if (L->W) continue; /* a set some earlier block runs too */
+        int owned = 0;
+        int rc = read_checked(m, m->lin_tensor[li], &L->W, &owned, 1);
+        if (rc) return rc;
+        m->lin_buf[li] = owned ? (float *)L->W : NULL;
+        if (owned) qd_ckpt_forget(m->ck, m->lin_tensor[li]);
+    }
+    return QD_OK;
+}
+
+void qd_model_block_release(qd_model *m, int layer)
+{
+    QD_ASSERT(layer >= 0 && layer < m->cfg.layers);
+    if (!(m->flags & QD_MODEL_STREAM_LINEARS)) return;
+    const int s = m->blk[layer].set;
+    for (int k = layer + 1; k < m->cfg.layers; k++)
+        if (m->blk[k].set == s) return; /* a later block runs these weights again */
+    for (int j = 0; j < QD_LIN_PER_BLOCK; j++) {
+        const int li = s * QD_LIN_PER_BLOCK + j;
+        free(m->lin_buf[li]);
+        m->lin_buf[li] = NULL;
+        m->lin[li].W = NULL;
+        qd_ckpt_forget(m->ck, m->lin_tensor[li]);
+    }
 }
 
 const qd_model_config *qd_model_cfg(const qd_model *m) { return &m->cfg; }

@@ -67,7 +67,9 @@ struct qd_model {
     unsigned flags; /* QD_MODEL_* load flags */
     float *scratch; /* a block's buffers, kept between calls */
     size_t scratch_bytes;
-    float **owned; /* converted (non-F32) tensors */
+    int *lin_tensor; /* linear -> its weight's checkpoint tensor (QD_MODEL_STREAM_LINEARS) */
+    float **lin_buf; /* linear -> its converted weight while its block is loaded, or NULL */
+    float **owned;   /* converted (non-F32) tensors */
     int n_owned, cap_owned;
 };
 

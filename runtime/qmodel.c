@@ -28,7 +28,8 @@ struct qd_qmodel {
     int n;
     float outlier; /* activation columns with |x| above this run in float (0: none) */
     double outlier_cols, outlier_calls;
-    float *xs, *wo, *xo; /* scratch: X without outliers, outlier weight columns, outlier inputs */
+    double file_bytes[2]; /* the file's tensor data: quantized records, the others */
+    float *xs, *wo, *xo;  /* scratch: X without outliers, outlier weight columns, outlier inputs */
     size_t xs_cap, wo_cap, xo_cap;
     int *cols;
     float *colmax;
@@ -135,6 +136,7 @@ int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, float
     q->n = qd_model_num_linears(m);
     q->l = qd_xcalloc((size_t)q->n, sizeof *q->l);
     for (int li = 0; li < q->n && !rc; li++) rc = load_linear(q, f, li, fake, w4f);
+    qd_h5m_tensor_bytes(f, &q->file_bytes[0], &q->file_bytes[1]);
     qd_h5m_close(f);
     if (rc) {
         qd_qmodel_free(q);
@@ -142,6 +144,12 @@ int qd_qmodel_load(const char *path, const qd_model *m, int fake, int w4f, float
     }
     *out = q;
     return QD_OK;
+}
+
+void qd_qmodel_tensor_bytes(const qd_qmodel *q, double *quantized, double *kept)
+{
+    *quantized = q->file_bytes[0];
+    *kept = q->file_bytes[1];
 }
 
 void qd_qmodel_free(qd_qmodel *q)

@@ -38,6 +38,9 @@ qd_model_hooks qd_qmodel_hooks(qd_qmodel *q);
  * zeros; float weights at 4 bytes a value). */
 void qd_qmodel_counts(const qd_qmodel *q, int counts[QD_QL_KINDS_]);
 uint64_t qd_qmodel_weight_bytes(const qd_qmodel *q);
+/* The file's tensor data (collective/h5model.h qd_h5m_tensor_bytes): bytes of its quantized
+ * records and of the others. */
+void qd_qmodel_tensor_bytes(const qd_qmodel *q, double *quantized, double *kept);
 const char *qd_ql_kind_name(qd_ql_kind k);
 
 #endif

@@ -604,6 +604,18 @@ int qd_ckpt_read_f32(qd_checkpoint *ck, int i, const float **data, int *owned)
     return QD_OK;
 }
 
+void qd_ckpt_forget(qd_checkpoint *ck, int i)
+{
+    QD_ASSERT(i >= 0 && i < ck->ntensors);
+    const qd_tensor_info *t = &ck->tensors[i];
+    const qd_st_map *m = &ck->maps[t->file_index];
+    if (!m->map || !t->nbytes) return;
+    /* whole pages only: a page shared with a neighbour is dropped too, and simply read again */
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)(m->map + t->offset) & ~(pg - 1);
+    const uintptr_t e = ((uintptr_t)(m->map + t->offset + t->nbytes) + pg - 1) & ~(pg - 1);
+    (void)madvise((void *)a, e - a, MADV_DONTNEED); /* a read-only private map: nothing is lost */
+}
+
 int qd_ckpt_read_rows_f32(qd_checkpoint *ck, int i, int64_t row0, int64_t nrows, float *dst)
 {
     QD_ASSERT(i >= 0 && i < ck->ntensors);

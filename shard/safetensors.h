@@ -102,6 +102,10 @@ int qd_ckpt_raw(qd_checkpoint *ck, int i, const void **data);
 int qd_ckpt_read_f32(qd_checkpoint *ck, int i, const float **data, int *owned);
 /* Copy rows [row0, row0+nrows) of a tensor viewed as [shape[0], numel/shape[0]] into dst (F32). */
 int qd_ckpt_read_rows_f32(qd_checkpoint *ck, int i, int64_t row0, int64_t nrows, float *dst);
+/* Drops the pages of tensor i that reading it brought into this process (they are read again
+ * from the file when used again): a pass that goes tensor after tensor keeps its resident memory
+ * to the tensors in hand instead of the whole checkpoint. Pointers from qd_ckpt_raw stay valid. */
+void qd_ckpt_forget(qd_checkpoint *ck, int i);
 
 /* Exact conversions used by the reader (exposed for tests and kernels). */
 float qd_f16_to_f32(uint16_t h);

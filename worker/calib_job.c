@@ -11,6 +11,9 @@
 #include "model/calib.h"
 #include "model/calib_data.h"
 #include "worker/calib_run.h"
+#include "worker/mem_guard.h"
+
+const char *const qd_calib_phase_names[QD_CALIB_NPHASES] = {"read", "forward", "reduce", "quantize", "gather"};
 
 void qd_calib_results_free(qd_calib_results *r)
 {
@@ -69,6 +72,7 @@ typedef struct {
     int rank, size, progress;
     qd_checkpoint *ck;
     const qd_job_tensor *jt;
+    const int64_t (*keep)[2]; /* tensor -> the rows this rank keeps, or NULL: all */
     qd_model *m;
     int *lin_tensor; /* model linear -> checkpoint tensor index, or -1 */
     int *tensor_lin; /* checkpoint tensor -> model linear, or -1 */
@@ -159,6 +163,7 @@ static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter
     int any = 0; /* does this rank own any unit? prepare only then */
     for (int64_t u = 0; u < nunits; u++)
         any |= (owner_fixed >= 0 ? owner_fixed : (int)((*unit_counter + u) % g->size)) == g->rank;
+    QD_ASSERT(!any || (r->codes && r->row0 == 0 && r->row1 == R)); /* whole while its block is in hand */
     const int group = qd_model_linear(g->m, g->tensor_lin[ti])->input_group;
     const qd_layer_stats s = {.cols = C, .H = H, .X = rows_kept(g, ti) ? g->tap.X[group] : NULL, .N = g->tap.nrows};
     void *prep = NULL;
@@ -191,6 +196,64 @@ static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter
     *unit_counter += nunits;
     free(W);
     return rc; /* the prepared state stays in g->prep for the next tensor with the same input */
+}
+
+/* Tensor ti's result arrays for all its rows, zero (units not owned stay zero for the merge). */
+static int result_alloc(gjob *g, int ti)
+{
+    qd_calib_result *r = &g->res->t[ti];
+    if (r->codes) return QD_OK;
+    const int64_t nc = r->rows * r->cols, ns = r->rows * r->ng;
+    r->row0 = 0;
+    r->row1 = r->rows;
+    r->codes = calloc((size_t)(nc ? nc : 1), 1);
+    r->scales = calloc((size_t)(ns ? ns : 1), sizeof(float));
+    r->zeros = calloc((size_t)(ns ? ns : 1), sizeof(int32_t));
+    const int pruned = qd_sparsity_active(&g->jt[ti].sp);
+    if (pruned) r->mask = calloc((size_t)(nc ? nc : 1), 1);
+    if (r->float_kept) r->fweight = calloc((size_t)(nc ? nc : 1), sizeof(float));
+    if (!r->codes || !r->scales || !r->zeros || (pruned && !r->mask) || (r->float_kept && !r->fweight))
+        return qd_err_set(QD_ENOMEM, "tensor '%s': out of memory for its result (%.1f MB)",
+                          qd_ckpt_tensor(g->ck, ti)->name, (double)nc * (r->float_kept ? 6 : 2) * 1e-6);
+    return QD_OK;
+}
+
+/* Keeps only the rows of tensor ti this rank writes (g->keep), once the block no longer needs the
+ * whole result: the results held shrink with the number of ranks. */
+static void result_keep(gjob *g, int ti)
+{
+    qd_calib_result *r = &g->res->t[ti];
+    if (!g->keep || !r->codes) return;
+    const int64_t a = g->keep[ti][0], b = g->keep[ti][1], C = r->cols, ng = r->ng;
+    QD_ASSERT(r->row0 == 0 && r->row1 == r->rows && a >= 0 && a <= b && b <= r->rows);
+    if (a == 0 && b == r->rows) return;
+    const int64_t n = b - a;
+#define QD_KEEP_ROWS(field, width)                                                          \
+    do {                                                                                    \
+        if (!r->field) break;                                                               \
+        void *k = n ? qd_xmalloc((size_t)(n * (width)) * sizeof *r->field) : NULL;          \
+        if (n) memcpy(k, r->field + a * (width), (size_t)(n * (width)) * sizeof *r->field); \
+        free(r->field);                                                                     \
+        r->field = k;                                                                       \
+    } while (0)
+    QD_KEEP_ROWS(codes, C);
+    QD_KEEP_ROWS(scales, ng);
+    QD_KEEP_ROWS(zeros, ng);
+    QD_KEEP_ROWS(mask, C);
+    QD_KEEP_ROWS(fweight, C);
+#undef QD_KEEP_ROWS
+    r->row0 = a;
+    r->row1 = b;
+}
+
+/* quantize_units, with its CPU time (the whole process's: the methods' threads included; no
+ * communication inside) added to this rank's results: the job summary's units CPU. */
+static int quantize_units_timed(gjob *g, int ti, const float *H, int64_t *unit_counter, int owner_fixed)
+{
+    const double c0 = qd_process_cpu();
+    const int rc = quantize_units(g, ti, H, unit_counter, owner_fixed);
+    g->res->unit_cpu += qd_process_cpu() - c0;
+    return rc;
 }
 
 /* Gather tensor ti's results on every rank: units not owned are zero, so sums (and ORs) of the
@@ -301,7 +364,7 @@ static int hessian(qd_calib *stats, int gi, float **H, int *Hgroup)
     return *H ? qd_calib_hessian_f32(cg, *H) : qd_err_set(QD_ENOMEM, "out of memory for a Hessian");
 }
 
-/* ---- sequential mode ------------------------------------------------------------------------ */
+/* ---- data mode: block after block -------------------------------------------------------- */
 
 /* This rank's samples (micro-batches rank, rank + size, ...), embedded once and advanced block
  * by block through the blocks as quantized. */
@@ -416,7 +479,14 @@ static int seq_calibrate(gjob *g, seqstate *q, int k, const uint8_t *sel, qd_cal
                 rc = qd_model_block(g->m, k, &q->bat[j], q->scratch, &hk);
         }
         if ((rc = agree(g, rc))) break;
+        const double tr = qd_now();
         qd_calib_allreduce(g->comm, stats);
+        g->res->phase[QD_PH_REDUCE] += qd_now() - tr;
+        for (int i = 0; i < qd_calib_num_groups(stats); i++) { /* absmax, then the integer sums */
+            const double in = qd_calib_group_at(stats, i)->in;
+            g->res->reduce_bytes += pass == 0 ? in * 4 : in * in * 8;
+        }
+        g->res->phase[QD_PH_FORWARD] -= qd_now() - tr; /* counted in the whole call below */
         if (pass == 0) qd_calib_begin_accumulate(stats);
     }
     for (int gi = 0; gi < ng && !rc; gi++) {
@@ -442,15 +512,19 @@ static int seq_quantize(gjob *g, int k, qd_calib *stats, int64_t *unit_counter, 
     assign_owners(g, bt, nbt, owner);
     float *H = NULL;
     int Hgroup = -1, rc = QD_OK;
+    const double tq = qd_now();
+    for (int b = 0; b < nbt && !rc; b++) rc = result_alloc(g, g->lin_tensor[bt[b]]);
     for (int b = 0; b < nbt && !rc; b++) {
         const int ti = g->lin_tensor[bt[b]];
         const int need_h = (owner[b] < 0 || owner[b] == g->rank) && !rows_kept(g, ti);
         if (need_h) rc = hessian(stats, qd_model_linear(g->m, bt[b])->input_group, &H, &Hgroup);
-        if (!rc) rc = quantize_units(g, ti, need_h ? H : NULL, unit_counter, owner[b]);
+        if (!rc) rc = quantize_units_timed(g, ti, need_h ? H : NULL, unit_counter, owner[b]);
     }
+    g->res->phase[QD_PH_QUANTIZE] += qd_now() - tq;
     rc = agree(g, rc);
     tap_release(g);
     *nt = 0;
+    const double tg = qd_now();
     for (int b = 0; b < nbt && !rc; b++) {
         const int ti = g->lin_tensor[bt[b]];
         allgather_result(g, ti);
@@ -460,8 +534,10 @@ static int seq_quantize(gjob *g, int k, qd_calib *stats, int64_t *unit_counter, 
         }
         g->dq[bt[b]] = dequantize_result(&g->res->t[ti], &g->jt[ti]);
         QD_ASSERT(g->dq[bt[b]]);
+        result_keep(g, ti);
         (*nt)++;
     }
+    g->res->phase[QD_PH_GATHER] += qd_now() - tg;
     free(H);
     return rc;
 }
@@ -494,10 +570,12 @@ static int run_sequential(gjob *g, qd_calib_data *data)
     int64_t unit_counter = 0;
     for (int k = 0; k < c->layers && !rc; k++) {
         const double t0 = qd_now();
+        if ((rc = agree(g, qd_model_block_load(g->m, k)))) break; /* this block's weights only */
         if (seq_select(g, k, sel)) {
             qd_calib *stats = NULL;
             rc = seq_calibrate(g, &q, k, sel, &stats);
             const double t_cal = qd_now() - t0;
+            g->res->phase[QD_PH_FORWARD] += t_cal;
             int nt = 0;
             if (!rc) rc = seq_quantize(g, k, stats, &unit_counter, &nt);
             qd_calib_free(stats);
@@ -505,7 +583,10 @@ static int run_sequential(gjob *g, qd_calib_data *data)
                 printf("calibrated: block %d/%d: %d tensors, calibration %.2f s, quantization %.2f s\n", k + 1,
                        c->layers, nt, t_cal, qd_now() - t0 - t_cal);
         }
+        const double ta = qd_now();
         if (!rc) rc = seq_advance(g, &q, k);
+        g->res->phase[QD_PH_FORWARD] += qd_now() - ta;
+        qd_model_block_release(g->m, k);
         if (g->progress && g->rank == 0) fflush(stdout);
     }
     tap_release(g);
@@ -518,7 +599,7 @@ static int run_sequential(gjob *g, qd_calib_data *data)
     return rc;
 }
 
-/* ---- fp mode -------------------------------------------------------------------------------- */
+/* ---- pipeline mode -------------------------------------------------------------------------- */
 
 /* One pipelined calibration of the FP32 model: each rank the statistics of its blocks' groups,
  * and the input rows of those whose methods learn from them (every micro-batch passes this
@@ -564,6 +645,7 @@ static int fp_quantize(gjob *g, qd_calib *stats)
     const int nl = qd_model_num_linears(g->m);
     int64_t counter = 0;
     int *owner = qd_xmalloc((size_t)nl * sizeof *owner);
+    const double tq = qd_now();
     float *H = NULL;
     int Hgroup = -1, rc = QD_OK;
     for (int li = 0; li < nl && !rc; li++) {
@@ -576,15 +658,19 @@ static int fp_quantize(gjob *g, qd_calib *stats)
             if (L->layer >= k0 && L->layer < k1) owner[li] = r;
         }
         const int need_h = owner[li] == g->rank && !rows_kept(g, ti);
-        if (need_h) rc = hessian(stats, L->input_group, &H, &Hgroup);
-        if (!rc) rc = quantize_units(g, ti, need_h ? H : NULL, &counter, owner[li]);
+        if (owner[li] == g->rank) rc = result_alloc(g, ti);
+        if (need_h && !rc) rc = hessian(stats, L->input_group, &H, &Hgroup);
+        if (!rc) rc = quantize_units_timed(g, ti, need_h ? H : NULL, &counter, owner[li]);
     }
     free(H);
+    g->res->phase[QD_PH_QUANTIZE] += qd_now() - tq;
     rc = agree(g, rc);
     tap_release(g);
+    const double tg = qd_now();
     for (int li = 0; li < nl && !rc; li++) {
         const int ti = g->lin_tensor[li];
         if (ti < 0) continue;
+        if ((rc = agree(g, result_alloc(g, ti)))) break;
         allgather_result(g, ti);
         if (wants_g_idx(g, ti)) {
             const qd_linear *L = qd_model_linear(g->m, li);
@@ -595,7 +681,9 @@ static int fp_quantize(gjob *g, qd_calib *stats)
             compute_g_idx(g, ti, Hb);
             free(Hb);
         }
+        result_keep(g, ti);
     }
+    g->res->phase[QD_PH_GATHER] += qd_now() - tg;
     free(owner);
     return rc;
 }
@@ -604,8 +692,13 @@ static int run_fp(gjob *g, qd_calib_data *data)
 {
     const double t0 = qd_now();
     qd_calib *stats = NULL;
-    int rc = fp_calibrate(g, data, &stats);
-    if (g->progress && g->rank == 0 && !rc) printf("gptq: calibration (fp, pipelined) %.2f s\n", qd_now() - t0);
+    int k0, k1, rc = QD_OK;
+    qd_calib_pipeline_blocks(qd_model_cfg(g->m)->layers, g->rank, g->size, &k0, &k1);
+    for (int k = k0; k < k1 && !rc; k++) rc = qd_model_block_load(g->m, k); /* this rank's blocks only */
+    if (!(rc = agree(g, rc))) rc = fp_calibrate(g, data, &stats);
+    g->res->phase[QD_PH_FORWARD] += qd_now() - t0;
+    for (int k = k0; k < k1; k++) qd_model_block_release(g->m, k);
+    if (g->progress && g->rank == 0 && !rc) printf("gptq: calibration (pipeline mode) %.2f s\n", qd_now() - t0);
     if (!rc) rc = fp_quantize(g, stats);
     if (g->progress && g->rank == 0 && !rc) printf("gptq: quantization %.2f s\n", qd_now() - t0);
     qd_calib_free(stats);
@@ -642,20 +735,12 @@ static int map_tensors(gjob *g)
                               "tensor '%s': %s needs the inputs of an encoder Linear, and this is not "
                               "one; give it method rtn with an override",
                               name, qd_method_name(j->method));
-        qd_calib_result *r = &g->res->t[i];
+        qd_calib_result *r = &g->res->t[i]; /* its arrays come with its block (result_alloc) */
         r->rows = j->rows;
         r->cols = j->cols;
         r->ng = qd_rtn_ngroups(&j->scheme, r->cols);
-        r->codes = calloc((size_t)(r->rows * r->cols), 1);
-        r->scales = calloc((size_t)(r->rows * r->ng), sizeof(float));
-        r->zeros = calloc((size_t)(r->rows * r->ng), sizeof(int32_t));
-        const int pruned = qd_sparsity_active(&j->sp);
-        if (pruned) {
-            r->mask = calloc((size_t)(r->rows * r->cols), 1);
-            if (g->cfg->prune_only) r->fweight = calloc((size_t)(r->rows * r->cols), sizeof(float));
-        }
-        if (!r->codes || !r->scales || !r->zeros || (pruned && !r->mask) || (g->cfg->prune_only && !r->fweight))
-            return qd_err_set(QD_ENOMEM, "tensor '%s': out of memory for its result", name);
+        r->calibrated = 1;
+        r->float_kept = qd_sparsity_active(&j->sp) && g->cfg->prune_only;
     }
     return QD_OK;
 }
@@ -683,7 +768,7 @@ static char *calibration_json(const gjob *g, const qd_calib_data *data)
     cJSON_AddNumberToObject(o, "seqlen", qd_calib_data_tokens(data));
     cJSON_AddNumberToObject(o, "real_tokens", qd_calib_data_real_tokens(data));
     cJSON_AddNumberToObject(o, "seed", cfg->calib_seed);
-    cJSON_AddStringToObject(o, "mode", cfg->calib_mode == QD_CALIB_FP ? "fp" : "sequential");
+    cJSON_AddStringToObject(o, "mode", qd_calib_mode_name(cfg->calib_mode));
     char *t = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return t;
@@ -694,7 +779,7 @@ static void print_data(const gjob *g, const qd_calib_data *data)
     const qd_job_config *cfg = g->cfg;
     printf("gptq: calibration data %s: %d %s samples x %d tokens (%d real), %s mode\n", cfg->calib,
            qd_calib_data_count(data), qd_calib_data_kind(data), qd_calib_data_tokens(data),
-           qd_calib_data_real_tokens(data), cfg->calib_mode == QD_CALIB_FP ? "fp" : "sequential");
+           qd_calib_data_real_tokens(data), qd_calib_mode_name(cfg->calib_mode));
     int rows = 0;
     for (int i = 0; i < qd_ckpt_num_tensors(g->ck); i++) rows |= rows_kept(g, i);
     if (rows)
@@ -702,11 +787,58 @@ static void print_data(const gjob *g, const qd_calib_data *data)
                (long long)g->tap.nrows, cfg->calib_seed);
 }
 
-int qd_calib_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, const qd_job_tensor *jt, int progress,
-                     qd_calib_results *out)
+/* The busiest rank's estimate with another configuration or rank count. */
+static double estimate_with(const gjob *g, const qd_job_config *cfg, int N, int T, int64_t rows, int ranks)
+{
+    double worst = 0, b;
+    char bd[512];
+    for (int r = 0; r < ranks; r++) {
+        qd_calib_estimate_rank(cfg, g->ck, g->jt, g->m, N, T, rows, ranks, r, &b, bd, sizeof bd);
+        if (b > worst) worst = b;
+    }
+    return worst;
+}
+
+/* Before anything is computed: this rank's estimate against the memory it can have. Too much is
+ * an error that names the estimate and the options that fit (more ranks on more hosts, the other
+ * calibration mode, fewer samples), instead of the kernel killing the job half way. */
+static int memory_check(gjob *g, const qd_calib_data *data)
+{
+    char src[256];
+    const double have = qd_mem_rank_limit(g->cfg->mem_per_rank, qd_coll_node_size(g->comm), src, sizeof src);
+    const double need = g->res->estimate_bytes;
+    if (have <= 0 || need <= have) return QD_OK;
+    const int N = qd_calib_data_count(data), T = qd_calib_data_tokens(data);
+    const int64_t rows = g->tap.nrows;
+    char opts[768] = "";
+    size_t len = 0;
+#define QD_OPTION(...) len += (size_t)snprintf(opts + len, len < sizeof opts ? sizeof opts - len : 0, __VA_ARGS__)
+    for (int f = 2; f <= 8; f *= 2) {
+        const double e = estimate_with(g, g->cfg, N, T, rows, g->size * f);
+        QD_OPTION("%s%d ranks on more hosts: %.0f MB per rank%s", len ? "; " : "", g->size * f, e * 1e-6,
+                  e <= have ? " (fits)" : "");
+    }
+    qd_job_config other = *g->cfg;
+    other.calib_mode = g->cfg->calib_mode == QD_CALIB_FP ? QD_CALIB_SEQUENTIAL : QD_CALIB_FP;
+    double e = estimate_with(g, &other, N, T, rows, g->size);
+    QD_OPTION("; --calib-mode %s: %.0f MB%s", qd_calib_mode_name(other.calib_mode), e * 1e-6,
+              e <= have ? " (fits)" : "");
+    if (N > 1) {
+        e = estimate_with(g, g->cfg, N / 2, T, rows / 2, g->size);
+        QD_OPTION("; --nsamples %d: %.0f MB%s", N / 2, e * 1e-6, e <= have ? " (fits)" : "");
+    }
+#undef QD_OPTION
+    return qd_err_set(QD_ENOMEM,
+                      "rank %d: the calibrated phase needs about %.0f MB per rank (%s), more than the %.0f MB a rank "
+                      "can have (%s); options: %s; or --mem-per-rank if more is there",
+                      g->rank, need * 1e-6, g->res->estimate_text, have * 1e-6, src, opts);
+}
+
+int qd_calib_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, const qd_job_tensor *jt,
+                     const int64_t (*keep)[2], int progress, qd_calib_results *out)
 {
     memset(out, 0, sizeof *out);
-    gjob g = {.cfg = cfg, .comm = comm, .ck = ck, .jt = jt, .progress = progress, .res = out};
+    gjob g = {.cfg = cfg, .comm = comm, .ck = ck, .jt = jt, .keep = keep, .progress = progress, .res = out};
     g.rank = qd_coll_rank(comm);
     g.size = qd_coll_size(comm);
     const double t0 = qd_now();
@@ -714,14 +846,18 @@ int qd_calib_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck,
     out->n = n;
     out->t = qd_xcalloc((size_t)(n ? n : 1), sizeof *out->t);
     qd_calib_data *data = NULL;
-    int rc = qd_model_load(cfg->model, &g.m);
+    int rc = qd_model_load_flags(cfg->model, QD_MODEL_STREAM_LINEARS, &g.m);
     if (!rc) rc = map_tensors(&g);
     if (!rc) rc = qd_calib_data_open(g.m, cfg->calib, cfg->nsamples, cfg->seqlen, (uint64_t)cfg->calib_seed, &data);
     rc = agree(&g, rc);
+    out->phase[QD_PH_READ] = qd_now() - t0;
     if (!rc) {
         g.tap.nrows = qd_calib_data_real_tokens(data);
         qd_calib_estimate_rank(cfg, ck, jt, g.m, qd_calib_data_count(data), qd_calib_data_tokens(data), g.tap.nrows,
                                g.size, g.rank, &out->estimate_bytes, out->estimate_text, sizeof out->estimate_text);
+        rc = agree(&g, memory_check(&g, data));
+    }
+    if (!rc) {
         if (progress && g.rank == 0) print_data(&g, data);
         rc = cfg->calib_mode == QD_CALIB_FP ? run_fp(&g, data) : run_sequential(&g, data);
     }

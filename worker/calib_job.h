@@ -2,25 +2,25 @@
  * needs calibration (worker/method.h: the Hessian of its Linear's input, or the input rows) is
  * quantized here, over the ranks of the job's communicator, before the file is written.
  *
- * Two calibration modes (DESIGN.md; --calib-mode):
- *   sequential (default)  block after block: the block's Linear inputs come from the blocks
+ * Two calibration modes (DESIGN.md; --calib-mode, qd_calib_mode_name):
+ *   data (default)        block after block: the block's Linear inputs come from the blocks
  *                         before it *as already quantized* (GPTQ-style error feedback through
  *                         depth). Samples are split over ranks (data parallel) and every rank
  *                         keeps its samples' residual streams; a block's statistics are
  *                         all-reduced, its tensors' fixed row units are spread over all ranks,
  *                         and the quantized block is all-gathered so every rank can run it.
  *                         Only the block in hand has Hessians.
- *   fp                    one calibration of the FP32 model, pipelined over layer-sharded ranks
+ *   pipeline              one calibration of the FP32 model, pipelined over layer-sharded ranks
  *                         (each rank holds its blocks' statistics), then every rank quantizes
  *                         its blocks' tensors at once; results are all-gathered.
  * Units of QD_CALIB_UNIT_ROWS rows are quantized alone with the layer's statistics (and the
  * method's prepared state, e.g. GPTQ's factorization), and the statistics are exact integer sums
  * (model/calib.h), so the results are the same bits for any number of ranks. Results are held
- * unpacked on every rank until the job writes them.
+ * unpacked until the job writes them, each rank only the rows it writes.
  * Methods that learn from the input rows (AdaRound's mini-batch form) get each Linear input's
- * calibration rows (every sample's real tokens, in sample order: in sequential mode the block in
- * hand's, broadcast micro-batch by micro-batch from the rank that ran it; in fp mode a rank's own
- * blocks', which every micro-batch passes in order), so every rank hands the method the same
+ * calibration rows (every sample's real tokens, in sample order: in data mode the block in
+ * hand's, broadcast micro-batch by micro-batch from the rank that ran it; in pipeline mode a rank's
+ * own blocks', which every micro-batch passes in order), so every rank hands the method the same
  * rows.
  */
 #ifndef QD_CALIB_JOB_H
@@ -34,13 +34,22 @@
 
 #define QD_CALIB_UNIT_ROWS 64
 
+/* The phases a rank's time is measured in: opening the model and data ("read"), the forward
+ * passes ("forward"), the statistics' reductions over ranks ("reduce"), the methods' units
+ * ("quantize"), gathering each block's results and dequantizing them ("gather"). */
+enum { QD_PH_READ, QD_PH_FORWARD, QD_PH_REDUCE, QD_PH_QUANTIZE, QD_PH_GATHER, QD_CALIB_NPHASES };
+extern const char *const qd_calib_phase_names[QD_CALIB_NPHASES];
+
 typedef struct {
     int64_t rows, cols, ng;
-    uint8_t *codes;   /* [rows, cols] unpacked; NULL: tensor not quantized here */
-    float *scales;    /* [rows, ng] */
-    int32_t *zeros;   /* [rows, ng] */
-    int32_t *g_idx;   /* [cols] when the method reorders columns (act-order), else NULL */
-    double damp_used; /* GPTQ: largest damping used over its units (relative to mean diag H) */
+    int64_t row0, row1; /* the rows held: the arrays below hold rows [row0, row1) of the tensor */
+    int calibrated;     /* the tensor's method ran here (its rows may be held by other ranks) */
+    int float_kept;     /* pruned and kept in float (fweight) */
+    uint8_t *codes;     /* [row1 - row0, cols] unpacked; NULL: no rows held */
+    float *scales;      /* [rows, ng] */
+    int32_t *zeros;     /* [rows, ng] */
+    int32_t *g_idx;     /* [cols] when the method reorders columns (act-order), else NULL */
+    double damp_used;   /* GPTQ: largest damping used over its units (relative to mean diag H) */
     int64_t dead_columns;
     uint8_t *mask;  /* [rows, cols] 1 = kept, when the job prunes (worker/sparse_unit.h); else NULL */
     float *fweight; /* [rows, cols] prune-only: the pruned float weights (codes unused); else NULL */
@@ -51,20 +60,26 @@ typedef struct {
     int n;
     char *calibration_json; /* what the file's "calibration" attribute records */
     double seconds;
-    double estimate_bytes; /* this rank's estimated peak (qd_calib_job_estimate's formula) */
+    double unit_cpu;                /* this rank's CPU seconds in the methods' units (all its threads) */
+    double estimate_bytes;          /* this rank's estimated peak (qd_calib_job_estimate's formula) */
+    double phase[QD_CALIB_NPHASES]; /* this rank's seconds per phase (qd_calib_phase_names) */
+    double reduce_bytes;            /* bytes of statistics this rank sent into reductions */
     char estimate_text[512];
 } qd_calib_results;
 
 /* Runs calibration and the methods of the tensors of jt (one entry per checkpoint tensor of ck)
  * that need it. Collective over comm; every rank returns the same status and, on success, the
- * same results. `progress`: rank 0 prints a line per block. */
-int qd_calib_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, const qd_job_tensor *jt, int progress,
-                     qd_calib_results *out);
+ * same results of the rows it keeps: keep[i] = {row0, row1} of tensor i (the rows this rank
+ * writes), or keep NULL for all rows. The model's block weights are read block by block, and a
+ * block's results are gathered only while that block is in hand, so a rank holds one block and
+ * its own rows, not the model. `progress`: rank 0 prints a line per block. */
+int qd_calib_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, const qd_job_tensor *jt,
+                     const int64_t (*keep)[2], int progress, qd_calib_results *out);
 void qd_calib_results_free(qd_calib_results *r);
 
 /* Memory the busiest of `ranks` ranks needs for the calibrated phase (bytes), with a one-line
  * breakdown: the runtime, mapped weights, its samples' activations, the statistics and Hessians in
- * hand (one block in sequential mode, its own blocks in fp mode), the methods' working set, the
+ * hand (one block in data mode, its own blocks in pipeline mode), the methods' working set, the
  * results, and with input rows kept (AdaRound's mini-batch form) those rows (again one block, or a
  * rank's own blocks). Opens the model (weights not read) and the calibration data once; QD_OK or
  * an error naming what could not be opened. (A running job computes its own rank's figure into

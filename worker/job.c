@@ -18,6 +18,7 @@
 #include "kernels/gemm_bf16.h"
 #include "worker/calib_job.h"
 #include "worker/job_piece.h"
+#include "worker/sparse_unit.h"
 
 static volatile sig_atomic_t g_stop;
 void qd_job_request_stop(void) { g_stop = 1; }
@@ -88,6 +89,32 @@ typedef struct {
 
 /* ---- open, plan, calibrate ------------------------------------------------------------------ */
 
+static void model_type(const qd_checkpoint *ck, char *buf, size_t cap, char **text);
+
+/* The job's scheme as one phrase: "gptq 4-bit asym group 32", "rtn 8-bit sym per channel",
+ * with clipping, act-order, pruning and overrides when they apply. */
+static void describe_scheme(const qd_job_config *c, char *buf, size_t cap)
+{
+    const qd_qscheme *sc = &c->scheme;
+    int o = snprintf(buf, cap, "%s %d-bit %s ", qd_method_name(c->method), sc->bits, sc->sym ? "sym" : "asym");
+    if (sc->gran == QD_GRAN_GROUP)
+        o += snprintf(buf + o, cap - (size_t)o, "group %lld", (long long)sc->group_size);
+    else
+        o += snprintf(buf + o, cap - (size_t)o, "per %s", qd_h5m_gran_name(sc->gran));
+    if (c->clip_mse) o += snprintf(buf + o, cap - (size_t)o, ", mse clipping");
+    if (c->act_order)
+        o += snprintf(buf + o, cap - (size_t)o, ", act-order%s", c->static_groups ? ", static groups" : "");
+    if (qd_sparsity_active(&c->sparsity)) {
+        char sp[32];
+        qd_sparsity_format(&c->sparsity, sp, sizeof sp);
+        o += snprintf(buf + o, cap - (size_t)o, ", pruned %s (%s)%s", sp,
+                      qd_prune_method_name(qd_sparse_prune_method(c, c->method)),
+                      c->prune_only ? ", kept in float" : "");
+    }
+    if (c->n_overrides)
+        snprintf(buf + o, cap - (size_t)o, ", %d override%s", c->n_overrides, c->n_overrides > 1 ? "s" : "");
+}
+
 /* The configuration, the checkpoint and the output's state, checked on every rank and agreed. */
 static int job_open(job *J)
 {
@@ -149,12 +176,13 @@ static void job_plan(job *J)
     cJSON_AddStringToObject(o, "shard", qd_shard_mode_name(cfg->shard));
     cJSON_AddNumberToObject(o, "balance", J->plan.balance);
     emit_kv(J->hooks, "plan", o);
-    if (!cfg->quiet)
-        printf("%s: %d tensors (%d to quantize: %s %d-bit %s%s, %s), %d rank%s, sharding by %s (%d pieces), "
-               "balance max/mean %.3f\n",
-               cfg->model, n, J->nq, qd_method_name(cfg->method), cfg->scheme.bits, qd_h5m_gran_name(cfg->scheme.gran),
-               cfg->scheme.gran == QD_GRAN_GROUP ? " groups" : "", cfg->scheme.sym ? "symmetric" : "asymmetric",
-               J->size, J->size == 1 ? "" : "s", qd_shard_mode_name(cfg->shard), J->plan.npieces, J->plan.balance);
+    if (!cfg->quiet) {
+        char scheme[256];
+        describe_scheme(cfg, scheme, sizeof scheme);
+        printf("%s: %d tensors (%d to quantize: %s), %d rank%s, sharding by %s (%d pieces), balance max/mean %.3f\n",
+               cfg->model, n, J->nq, scheme, J->size, J->size == 1 ? "" : "s", qd_shard_mode_name(cfg->shard),
+               J->plan.npieces, J->plan.balance);
+    }
 }
 
 static void emit_failed(job *J, int st)
@@ -164,6 +192,65 @@ static void emit_failed(job *J, int st)
     cJSON_AddStringToObject(o, "code", qd_errname(st));
     cJSON_AddStringToObject(o, "message", J->msg);
     emit_kv(J->hooks, "failed", o);
+}
+
+/* Every rank's phase seconds and peak memory: rank 0 prints the busiest rank's per phase and
+ * sends them all as a "calibration_phases" event (ranks, per-rank arrays). */
+static void calib_phases(job *J)
+{
+    enum { NV = QD_CALIB_NPHASES + 3 };
+    double mine[NV], *all = qd_xcalloc((size_t)J->size * NV, sizeof *all);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    for (int p = 0; p < QD_CALIB_NPHASES; p++) mine[p] = J->cres.phase[p];
+    mine[QD_CALIB_NPHASES] = J->cres.reduce_bytes;
+    mine[QD_CALIB_NPHASES + 1] = (double)ru.ru_maxrss * 1024.0;
+    mine[QD_CALIB_NPHASES + 2] = J->cres.estimate_bytes;
+    qd_coll_gather(J->comm, mine, sizeof mine, all, 0);
+    if (J->rank == 0) {
+        double mx[NV] = {0};
+        for (int r = 0; r < J->size; r++)
+            for (int v = 0; v < NV; v++) mx[v] = QD_MAX(mx[v], all[r * NV + v]);
+        if (!J->cfg.quiet) {
+            printf("calibrated phases (busiest rank, s):");
+            for (int p = 0; p < QD_CALIB_NPHASES; p++) printf(" %s %.2f", qd_calib_phase_names[p], mx[p]);
+            printf("; statistics reduced %.1f MB per rank\n", mx[QD_CALIB_NPHASES] * 1e-6);
+        }
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "ranks", J->size);
+        for (int v = 0; v < NV; v++) {
+            static const char *extra[] = {"reduce_bytes", "peak_rss_bytes", "estimate_bytes"};
+            const char *nm = v < QD_CALIB_NPHASES ? qd_calib_phase_names[v] : extra[v - QD_CALIB_NPHASES];
+            char key[48];
+            snprintf(key, sizeof key, v < QD_CALIB_NPHASES ? "%s_s" : "%s", nm);
+            cJSON *a = cJSON_AddArrayToObject(o, key);
+            for (int r = 0; r < J->size; r++) cJSON_AddItemToArray(a, cJSON_CreateNumber(all[r * NV + v]));
+        }
+        emit_kv(J->hooks, "calibration_phases", o);
+    }
+    free(all);
+}
+
+/* A job that would write an unchanged copy is an error: most often tensor names this version
+ * does not recognise. A configuration whose overrides keep tensors float asked for it (an all-float
+ * file is the FP32 reference that export and eval compare against). The same verdict on every rank
+ * (the table is deterministic). */
+static int job_check_work(job *J)
+{
+    if (J->nq > 0) return QD_OK;
+    for (int i = 0; i < J->cfg.n_overrides; i++)
+        if (J->cfg.overrides[i].skip) return QD_OK;
+    char arch[128];
+    model_type(J->ck, arch, sizeof arch, NULL);
+    const int st = qd_err_set(QD_EUNSUPPORTED,
+                              "%s: nothing to quantize for architecture '%s' (config.json model_type): none of its %d "
+                              "tensors is a 2-D float weight inside an encoder block named as qdist recognises "
+                              "('encoder.layer.N.' and the like), so the output would be an unchanged copy. Select "
+                              "tensors with --include PATTERN, or see 'qdist inspect %s'",
+                              J->cfg.model, arch, J->n, J->cfg.model);
+    snprintf(J->msg, sizeof J->msg, "%s", qd_errmsg());
+    emit_failed(J, st);
+    return st;
 }
 
 /* Methods that need calibration: calibration and their units on all ranks, before anything is
@@ -176,7 +263,22 @@ static int job_calibrated(job *J)
     for (int i = 0; i < n; i++) jt[i] = J->items[i].j;
     int st = QD_OK;
     if (qd_job_needs_calibration(cfg, jt, n)) {
-        st = qd_calib_job_run(cfg, J->comm, J->ck, jt, J->rank == 0 && !cfg->quiet, &J->cres);
+        /* the rows this rank's pieces write: all the calibrated results it keeps */
+        int64_t(*keep)[2] = qd_xcalloc((size_t)(n ? n : 1), sizeof *keep);
+        for (int i = 0; i < n; i++) keep[i][0] = jt[i].rows;
+        for (int q = 0; q < J->plan.npieces; q++) {
+            const qd_plan_piece *p = &J->plan.pieces[q];
+            int64_t r0, r1;
+            if (p->owner != J->rank) continue;
+            qd_job_piece_rows(&J->items[p->item], p, &r0, &r1);
+            keep[p->item][0] = QD_MIN(keep[p->item][0], r0);
+            keep[p->item][1] = QD_MAX(keep[p->item][1], r1);
+        }
+        for (int i = 0; i < n; i++)
+            if (keep[i][0] > keep[i][1]) keep[i][0] = keep[i][1] = 0;
+        st =
+            qd_calib_job_run(cfg, J->comm, J->ck, jt, (const int64_t(*)[2])keep, J->rank == 0 && !cfg->quiet, &J->cres);
+        free(keep);
         if (st == QD_OK) {
             struct rusage ru;
             getrusage(RUSAGE_SELF, &ru);
@@ -185,10 +287,11 @@ static int job_calibrated(job *J)
             if (J->rank == 0 && !cfg->quiet)
                 printf("calibrated phase: %.1f s, peak RSS %.1f MB on the busiest rank (estimate %.1f MB: %s)\n",
                        J->cres.seconds, mx[0] * 1e-6, mx[1] * 1e-6, J->cres.estimate_text);
+            calib_phases(J);
             for (int i = 0; i < n; i++)
-                if (J->cres.t[i].codes) {
+                if (J->cres.t[i].calibrated) {
                     J->items[i].cq = &J->cres.t[i];
-                    if (J->cres.t[i].fweight) J->items[i].j.kind = QD_JOB_FLOAT; /* pruned, kept in float */
+                    if (J->cres.t[i].float_kept) J->items[i].j.kind = QD_JOB_FLOAT; /* pruned, kept in float */
                 }
         } else {
             snprintf(J->msg, sizeof J->msg, "%s", qd_errmsg());
@@ -200,6 +303,28 @@ static int job_calibrated(job *J)
 }
 
 /* ---- the model file's records --------------------------------------------------------------- */
+
+/* config.json's model_type ("unknown" without one) and, when wanted, the whole text (NULL
+ * without one; free it) */
+static void model_type(const qd_checkpoint *ck, char *buf, size_t cap, char **text)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", qd_ckpt_dir(ck));
+    char *txt = NULL;
+    size_t len;
+    if (qd_read_file(path, (size_t)64 << 20, "a model configuration", &txt, &len)) {
+        txt = NULL;
+        qd_err_clear();
+    }
+    cJSON *mc = txt ? cJSON_Parse(txt) : NULL;
+    const cJSON *mt = mc ? cJSON_GetObjectItemCaseSensitive(mc, "model_type") : NULL;
+    snprintf(buf, cap, "%s", cJSON_IsString(mt) ? mt->valuestring : "unknown");
+    cJSON_Delete(mc);
+    if (text)
+        *text = txt;
+    else
+        free(txt);
+}
 
 /* The checkpoint the file was made from: its name and each file's header hash. */
 static char *source_json(qd_checkpoint *ck)
@@ -254,24 +379,15 @@ static int job_records(job *J)
     cJSON *qc = qd_job_config_json(cfg);
     char *qct = cJSON_PrintUnformatted(qc), *srct = source_json(J->ck);
     cJSON_Delete(qc);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", qd_ckpt_dir(J->ck));
-    char *cfgtxt = NULL; /* a checkpoint without config.json records "{}" */
-    size_t cfglen;
-    if (qd_read_file(path, (size_t)64 << 20, "a model configuration", &cfgtxt, &cfglen)) {
-        cfgtxt = NULL;
-        qd_err_clear();
-    }
-    cJSON *mc = cfgtxt ? cJSON_Parse(cfgtxt) : NULL;
-    const cJSON *mt = mc ? cJSON_GetObjectItemCaseSensitive(mc, "model_type") : NULL;
-    const qd_h5m_header hdr = {.arch = cJSON_IsString(mt) ? mt->valuestring : "unknown",
+    char arch[128], *cfgtxt = NULL;
+    model_type(J->ck, arch, sizeof arch, &cfgtxt);
+    const qd_h5m_header hdr = {.arch = arch,
                                .model_config = cfgtxt ? cfgtxt : "{}",
                                .quant_config = qct,
                                .source = srct,
                                .calibration =
                                    J->cres.calibration_json ? J->cres.calibration_json : "{\"method\":\"none\"}"};
     int st = qd_h5m_create(J->comm, cfg->out, &hdr, resuming, &J->w);
-    cJSON_Delete(mc);
     free(cfgtxt);
     free(qct);
     free(srct);
@@ -288,6 +404,12 @@ static int job_records(job *J)
             J->nresumed++;
             memcpy(J->items[i].m, r.metrics, sizeof J->items[i].m);
         }
+    }
+    if ((st = qd_h5m_reserve(J->w))) { /* a full disk: refused before any work */
+        snprintf(J->msg, sizeof J->msg, "%s", qd_errmsg());
+        qd_h5m_abandon(J->w);
+        J->w = NULL;
+        return st;
     }
     if (resuming && J->rank == 0 && !cfg->quiet)
         printf("resuming %s: %d of %d tensors already complete\n", J->partial, J->nresumed, J->n);
@@ -405,14 +527,17 @@ static void round_collect(job *J, const qd_piece_rec *recs)
  * everywhere). The marks reach the file with the next flush or the close. At the end the close
  * writes everything, and a file that has not been closed stays OUT.partial, so the final flush
  * (an fsync through MPI-IO: ~0.1 s per 200 MB) is left out. */
-static void round_marks(job *J, int flush)
+static int round_marks(job *J, int flush)
 {
-    if (flush) qd_h5m_flush(J->w);
+    /* a failed write anywhere (disk full): no marks, the job ends with that error */
+    int st = flush ? qd_h5m_flush(J->w) : qd_h5m_sync(J->w);
+    if (st) return st;
     for (int q = 0; q < J->npending; q++) {
         const qd_job_item *it = &J->items[J->pending[q]];
         qd_h5m_mark_complete(J->w, it->rec, it->j.kind == QD_JOB_QUANT ? it->m : NULL);
     }
     J->npending = 0;
+    return QD_OK;
 }
 
 /* The rounds until every piece is done, a rank fails (agreed status) or a stop is requested
@@ -452,7 +577,7 @@ static int job_rounds(job *J)
         qd_coll_allreduce_ints(J->comm, any, 3, QD_COLL_MAX);
         any_left = any[2];
         if (any[1] || !any_left || any[0]) {
-            round_marks(J, any[1] || any[0]);
+            if ((st = round_marks(J, any[1] || any[0]))) break;
             last_mark = qd_now();
         }
         if (any[0] && any_left) {
@@ -494,33 +619,81 @@ static int job_finish(job *J, int st)
     return qd_coll_agree_msg(J->comm, st, J->msg, sizeof J->msg, NULL);
 }
 
-/* Rank 0: the "finished" event and, unless quiet, the summary. */
-static void job_summary(job *J)
+/* CPU seconds over ranks, summed and the busiest rank's: the whole processes (every thread,
+ * waits in MPI included) and the calibrated phase's units alone. Collective. */
+typedef struct {
+    double sum[2], max[2];
+} cpu_totals;
+
+static cpu_totals job_cpu(const job *J)
+{
+    cpu_totals c = {{qd_process_cpu(), J->cres.unit_cpu}, {0, 0}};
+    memcpy(c.max, c.sum, sizeof c.max);
+    qd_coll_allreduce_doubles(J->comm, c.sum, 2, QD_COLL_SUM);
+    qd_coll_allreduce_doubles(J->comm, c.max, 2, QD_COLL_MAX);
+    return c;
+}
+
+/* The summary's time and CPU lines. A calibrated job's work is its calibrated phase (forward
+ * passes and the method's units), for which GB/s of input says nothing; an RTN job's is
+ * streaming the weights. */
+static void print_time(const job *J, const cpu_totals *c, double secs, double bin, double qin, double wsum, double wmax)
+{
+    const int size = J->size;
+    const char *method = qd_method_name(J->cfg.method);
+    if (J->cres.t) {
+        printf("  time         %.2f s on %d rank%s: calibrated phase %.2f s (calibration and %s), writing %.2f s\n",
+               secs, size, size == 1 ? "" : "s", J->cres.seconds, method,
+               secs - J->cres.seconds > 0 ? secs - J->cres.seconds : 0);
+        printf("  CPU          %.2f s in all, %.2f s on the busiest rank (whole processes, waits in MPI included)\n",
+               c->sum[0], c->max[0]);
+        printf("  units CPU    %.2f s in all, %.2f s on the busiest rank (%s of the row units)", c->sum[1], c->max[1],
+               method);
+        if (size > 1)
+            printf(": balance %.0f%% (mean over ranks / busiest)",
+                   c->max[1] > 0 ? 100.0 * c->sum[1] / (size * c->max[1]) : 0);
+    } else {
+        printf("  time         %.2f s on %d rank%s: %.2f GB/s of checkpoint tensors, %.2f GB/s of the weights "
+               "quantized\n",
+               secs, size, size == 1 ? "" : "s", secs > 0 ? bin / secs * 1e-9 : 0, secs > 0 ? qin / secs * 1e-9 : 0);
+        printf("  work CPU     %.2f s in all, %.2f s on the busiest rank: %.2f GB/s per CPU-second", wsum, wmax,
+               wsum > 0 ? bin / wsum * 1e-9 : 0);
+        if (size > 1)
+            printf(", parallel efficiency %.0f%% of the CPU time", wmax > 0 ? 100.0 * wsum / (size * wmax) : 0);
+    }
+    printf("\n");
+}
+
+/* Rank 0: the "finished" event and, unless quiet, the summary. Sizes have one meaning each (as
+ * eval prints them): tensor data (the checkpoint's tensors; the file's datasets, by the records
+ * written: quantized payload = codes, scales, zeros, g_idx, masks, plus the tensors kept) and
+ * the file's bytes on disk. */
+static void job_summary(job *J, const cpu_totals *c)
 {
     const qd_job_config *cfg = &J->cfg;
     int64_t nqt = 0, nft = 0, params = 0, qparams = 0;
-    double bin = 0, bout = 0, qin = 0, sum_e = 0, max_e = 0;
+    double bin = 0, qin = 0, qpay = 0, kept = 0, sum_e = 0, max_e = 0;
     for (int i = 0; i < J->n; i++) {
         const qd_tensor_info *t = qd_ckpt_tensor(J->ck, i);
         const qd_job_item *it = &J->items[i];
+        qd_h5m_record r;
+        item_record(J, i, &r);
         params += (int64_t)t->numel;
         bin += (double)t->nbytes;
         if (it->j.kind == QD_JOB_QUANT) {
-            const qd_qscheme *sc = &it->j.scheme;
-            int64_t ng = qd_rtn_ngroups(sc, it->j.cols);
             nqt++;
             qparams += (int64_t)t->numel;
             qin += (double)t->nbytes;
-            bout += (double)(it->j.rows * qd_packed_row_bytes(it->j.cols, sc->bits)) +
-                    (double)(it->j.rows * ng) * (sc->sym ? 4 : 8);
+            qpay += (double)qd_h5m_record_bytes(&r);
             sum_e += it->m[0];
             if (it->m[0] > max_e) max_e = it->m[0];
         } else {
             nft++;
-            bout += it->j.kind == QD_JOB_FLOAT ? 4.0 * (double)t->numel : (double)t->nbytes;
+            kept += (double)qd_h5m_record_bytes(&r);
         }
     }
     const int size = J->size;
+    const double bout = qpay + kept;
     double secs = qd_now() - J->t_start, cpu_max = 0, cpu_sum = 0;
     for (int r = 0; r < size; r++) {
         cpu_sum += J->rank_cpu[r];
@@ -536,31 +709,38 @@ static void job_summary(job *J)
     cJSON_AddNumberToObject(o, "parameters_quantized", (double)qparams);
     cJSON_AddNumberToObject(o, "bytes_in", bin);
     cJSON_AddNumberToObject(o, "bytes_out", bout);
+    cJSON_AddNumberToObject(o, "quantized_payload_bytes", qpay);
     cJSON_AddNumberToObject(o, "file_bytes", fbytes);
     cJSON_AddNumberToObject(o, "compression", bout > 0 ? bin / bout : 0);
     cJSON_AddNumberToObject(o, "mean_rel_error", nqt ? sum_e / (double)nqt : 0);
     cJSON_AddNumberToObject(o, "max_rel_error", max_e);
     cJSON_AddNumberToObject(o, "seconds", secs);
-    cJSON_AddNumberToObject(o, "gb_per_s", secs > 0 ? bin / secs * 1e-9 : 0);
-    cJSON_AddNumberToObject(o, "quantized_gb_per_s", secs > 0 ? qin / secs * 1e-9 : 0);
+    if (J->cres.t) {
+        cJSON_AddNumberToObject(o, "calibrated_seconds", J->cres.seconds);
+        cJSON_AddNumberToObject(o, "unit_cpu_seconds", c->sum[1]);
+        cJSON_AddNumberToObject(o, "unit_cpu_seconds_max_rank", c->max[1]);
+    } else {
+        cJSON_AddNumberToObject(o, "gb_per_s", secs > 0 ? bin / secs * 1e-9 : 0);
+        cJSON_AddNumberToObject(o, "quantized_gb_per_s", secs > 0 ? qin / secs * 1e-9 : 0);
+    }
     cJSON_AddNumberToObject(o, "work_cpu_seconds", cpu_sum);
     cJSON_AddNumberToObject(o, "work_cpu_seconds_max_rank", cpu_max);
+    cJSON_AddNumberToObject(o, "process_cpu_seconds", c->sum[0]);
     emit_kv(J->hooks, "finished", o);
     if (cfg->quiet) return;
+    char scheme[256];
+    describe_scheme(cfg, scheme, sizeof scheme);
     printf("wrote %s\n", cfg->out);
-    printf("  tensors    %lld quantized, %lld kept as float%s\n", (long long)nqt, (long long)nft,
+    printf("  scheme       %s\n", scheme);
+    printf("  tensors      %lld quantized, %lld kept as float%s\n", (long long)nqt, (long long)nft,
            J->nresumed ? " (some from the resumed file)" : "");
-    printf("  parameters %lld (%lld quantized)\n", (long long)params, (long long)qparams);
-    printf("  bytes      %.0f in, %.0f out: %.2fx smaller (file %.0f bytes)\n", bin, bout, bout > 0 ? bin / bout : 0,
-           fbytes);
-    printf("  rel. error mean %.3e, max %.3e (Frobenius, per tensor)\n", nqt ? sum_e / (double)nqt : 0, max_e);
-    printf("  time       %.2f s on %d rank%s: %.2f GB/s of input, %.2f GB/s of quantized input\n", secs, size,
-           size == 1 ? "" : "s", secs > 0 ? bin / secs * 1e-9 : 0, secs > 0 ? qin / secs * 1e-9 : 0);
-    printf("  work CPU   %.2f s in all, %.2f s on the busiest rank: %.2f GB/s per CPU-second", cpu_sum, cpu_max,
-           cpu_sum > 0 ? bin / cpu_sum * 1e-9 : 0);
-    if (size > 1)
-        printf(", parallel efficiency %.0f%% of the CPU time", cpu_max > 0 ? 100.0 * cpu_sum / (size * cpu_max) : 0);
-    printf("\n");
+    printf("  parameters   %lld (%lld quantized)\n", (long long)params, (long long)qparams);
+    printf("  tensor data  %.0f bytes in the checkpoint, %.0f in the file (%.2fx smaller): quantized payload %.0f "
+           "bytes (codes, scales, zeros) for %.0f bytes of weights (%.2fx), %.0f bytes kept as float\n",
+           bin, bout, bout > 0 ? bin / bout : 0, qpay, qin, qpay > 0 ? qin / qpay : 0, kept);
+    printf("  file         %.0f bytes (tensor data + HDF5 structure and attributes)\n", fbytes);
+    printf("  rel. error   mean %.3e, max %.3e (Frobenius, per tensor)\n", nqt ? sum_e / (double)nqt : 0, max_e);
+    print_time(J, c, secs, bin, qin, cpu_sum, cpu_max);
 }
 
 int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hooks)
@@ -587,12 +767,14 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
     int st = job_open(J);
     if (st == QD_OK) {
         job_plan(J);
-        st = job_calibrated(J);
+        st = job_check_work(J);
+        if (st == QD_OK) st = job_calibrated(J);
         if (st == QD_OK) st = job_records(J);
         if (st == QD_OK) {
             st = job_finish(J, job_rounds(J));
+            const cpu_totals c = job_cpu(J); /* collective: on every rank */
             if (J->rank == 0 && st == QD_OK)
-                job_summary(J);
+                job_summary(J, &c);
             else if (st != QD_OK)
                 emit_failed(J, st);
         }

@@ -9,7 +9,7 @@
 #include "worker/sparse_unit.h"
 
 /* rows [r0, r1) of a piece */
-static void piece_rows(const qd_job_item *it, const qd_plan_piece *p, int64_t *r0, int64_t *r1)
+void qd_job_piece_rows(const qd_job_item *it, const qd_plan_piece *p, int64_t *r0, int64_t *r1)
 {
     if (!it->j.splittable || (p->part0 == 0 && p->part1 >= it->j.nblk)) {
         *r0 = 0;
@@ -59,13 +59,21 @@ static int write_mask_rows(qd_h5m_writer *w, qd_job_item *it, int64_t r0, int64_
     return QD_OK;
 }
 
+/* Where rows [r0, r0 + n) of a calibrated result start in the rows this rank holds. */
+static int64_t held_row(const qd_calib_result *cq, int64_t r0, int64_t n)
+{
+    QD_ASSERT(r0 >= cq->row0 && r0 + n <= cq->row1); /* the job kept every row its pieces write */
+    return r0 - cq->row0;
+}
+
 /* A float tensor's rows, checked finite; or, pruned and kept in float, the calibrated phase's. */
 static int float_rows(qd_h5m_writer *w, qd_job_item *it, const char *name, const float *x, int64_t r0, int64_t n)
 {
     const int64_t C = it->j.cols;
-    if (it->cq && it->cq->fweight) {
-        qd_h5m_write_rows(w, it->rec, QD_H5M_DATA, r0, n, it->cq->fweight + r0 * C);
-        return write_mask_rows(w, it, r0, n, it->cq->mask + r0 * C, NULL);
+    if (it->cq && it->cq->float_kept) {
+        const int64_t o = held_row(it->cq, r0, n);
+        qd_h5m_write_rows(w, it->rec, QD_H5M_DATA, r0, n, it->cq->fweight + o * C);
+        return write_mask_rows(w, it, r0, n, it->cq->mask + o * C, NULL);
     }
     if (!qd_all_finite(x, n * C)) {
         for (int64_t i = 0; i < n * C; i++)
@@ -166,11 +174,12 @@ int qd_job_piece(const qd_job_config *cfg, qd_checkpoint *ck, qd_h5m_writer *w, 
         const void *raw;
         if ((rc = qd_ckpt_raw(ck, it->ti, &raw))) return rc;
         qd_h5m_write_rows(w, it->rec, QD_H5M_RAW, 0, (int64_t)t->nbytes, raw);
+        qd_ckpt_forget(ck, it->ti);
         rec->seconds = qd_now() - t0;
         return QD_OK;
     }
     int64_t r0, r1;
-    piece_rows(it, p, &r0, &r1);
+    qd_job_piece_rows(it, p, &r0, &r1);
     const int64_t n = r1 - r0, C = it->j.cols;
     if (t->numel == 0 || n == 0) return QD_OK;
     const float *x = NULL;
@@ -182,6 +191,7 @@ int qd_job_piece(const qd_job_config *cfg, qd_checkpoint *ck, qd_h5m_writer *w, 
     if (it->j.kind == QD_JOB_FLOAT) {
         rc = float_rows(w, it, t->name, x, r0, n);
         free(buf);
+        qd_ckpt_forget(ck, it->ti);
         rec->seconds = qd_now() - t0;
         return rc;
     }
@@ -195,11 +205,12 @@ int qd_job_piece(const qd_job_config *cfg, qd_checkpoint *ck, qd_h5m_writer *w, 
                         (long long)r1);
     if (!rc && it->cq) { /* codes from the calibrated phase */
         const qd_calib_result *cq = it->cq;
-        memcpy(sc, cq->scales + r0 * ng, (size_t)(n * ng) * sizeof(float));
-        memcpy(z, cq->zeros + r0 * ng, (size_t)(n * ng) * sizeof(int32_t));
-        pack_and_measure(it, x, r0, n, cq->codes + r0 * C, sc, z, cq->g_idx, packed, rec);
+        const int64_t o = held_row(cq, r0, n);
+        memcpy(sc, cq->scales + o * ng, (size_t)(n * ng) * sizeof(float));
+        memcpy(z, cq->zeros + o * ng, (size_t)(n * ng) * sizeof(int32_t));
+        pack_and_measure(it, x, r0, n, cq->codes + o * C, sc, z, cq->g_idx, packed, rec);
         if (cq->g_idx && r0 == 0) qd_h5m_write_rows(w, it->rec, QD_H5M_G_IDX, 0, C, cq->g_idx);
-        if (cq->mask) rc = write_mask_rows(w, it, r0, n, cq->mask + r0 * C, NULL);
+        if (cq->mask) rc = write_mask_rows(w, it, r0, n, cq->mask + o * C, NULL);
     } else if (!rc) {
         char what[QD_PATTERN_MAX + 16];
         snprintf(what, sizeof what, "tensor '%s'", t->name);
@@ -214,6 +225,7 @@ int qd_job_piece(const qd_job_config *cfg, qd_checkpoint *ck, qd_h5m_writer *w, 
     free(sc);
     free(z);
     free(buf);
+    qd_ckpt_forget(ck, it->ti); /* written: its pages need not stay (a rank's memory stays one piece) */
     rec->seconds = qd_now() - t0;
     return rc;
 }

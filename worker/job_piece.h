@@ -33,6 +33,9 @@ typedef struct {
     qd_errsum blk[QD_JOB_MAX_BLOCKS]; /* absolute block index of the tensor */
 } qd_piece_rec;
 
+/* The rows [*r0, *r1) of item it that piece p covers. */
+void qd_job_piece_rows(const qd_job_item *it, const qd_plan_piece *p, int64_t *r0, int64_t *r1);
+
 /* Quantizes (or copies) piece p of item it and writes it; error sums go to rec->blk. */
 int qd_job_piece(const qd_job_config *cfg, qd_checkpoint *ck, qd_h5m_writer *w, qd_job_item *it, const qd_plan_piece *p,
                  qd_piece_rec *rec);

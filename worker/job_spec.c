@@ -9,6 +9,15 @@
 #include "shard/select.h"
 #include "worker/sparse_unit.h"
 
+int qd_calib_mode_from_name(const char *name)
+{
+    if (!strcmp(name, "data") || !strcmp(name, "sequential")) return QD_CALIB_SEQUENTIAL;
+    if (!strcmp(name, "pipeline") || !strcmp(name, "fp")) return QD_CALIB_FP;
+    return -1;
+}
+
+const char *qd_calib_mode_name(int mode) { return mode == QD_CALIB_FP ? "pipeline" : "data"; }
+
 void qd_job_config_default(qd_job_config *c)
 {
     memset(c, 0, sizeof *c);
@@ -90,7 +99,7 @@ cJSON *qd_job_config_json(const qd_job_config *c)
         cJSON_AddNumberToObject(k, "nsamples", c->nsamples);
         cJSON_AddNumberToObject(k, "seqlen", c->seqlen);
         cJSON_AddNumberToObject(k, "seed", c->calib_seed);
-        cJSON_AddStringToObject(k, "mode", c->calib_mode == QD_CALIB_FP ? "fp" : "sequential");
+        cJSON_AddStringToObject(k, "mode", qd_calib_mode_name(c->calib_mode));
         cJSON_AddNumberToObject(k, "microbatch", c->microbatch);
     }
     if (qd_sparsity_active(&c->sparsity)) { /* absent for dense jobs: their files are unchanged */

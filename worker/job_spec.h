@@ -49,12 +49,13 @@ typedef struct {
     qd_override overrides[QD_MAX_PATTERNS];
     int n_overrides;
     /* calibration (methods gptq, adaround) */
-    const char *calib; /* samples: text/TSV file (BERT), IDX file or image folder (ViT) */
-    int nsamples;      /* default 128 (0 = all) */
-    int seqlen;        /* tokens per text sample, default 128 */
-    int calib_seed;    /* selection seed, default 0 */
-    int calib_mode;    /* QD_CALIB_SEQUENTIAL (default) or QD_CALIB_FP */
-    int microbatch;    /* samples per forward call, default 8 */
+    const char *calib;   /* samples: text/TSV file (BERT), IDX file or image folder (ViT) */
+    int nsamples;        /* default 128 (0 = all) */
+    int seqlen;          /* tokens per text sample, default 128 */
+    int calib_seed;      /* selection seed, default 0 */
+    int calib_mode;      /* QD_CALIB_SEQUENTIAL (default) or QD_CALIB_FP */
+    int microbatch;      /* samples per forward call, default 8 */
+    double mem_per_rank; /* bytes a rank may use (--mem-per-rank); 0: what its host and cgroup have */
     /* GPTQ */
     double damp;    /* default 0.01 */
     int block_size; /* default 128 */
@@ -79,6 +80,15 @@ typedef struct {
 } qd_job_config;
 
 enum { QD_CALIB_SEQUENTIAL = 0, QD_CALIB_FP = 1 };
+
+/* The calibration modes of `quantize` and `calibrate` by one pair of names, for how the ranks
+ * share the calibration: "data" (samples split over ranks; quantize then calibrates block after
+ * block on the outputs of the blocks already quantized) or "pipeline" (ranks own contiguous
+ * blocks and one FP32 calibration flows through them). The names quantize used before,
+ * "sequential" and "fp", are accepted as aliases of data and pipeline. Returns
+ * QD_CALIB_SEQUENTIAL (= QD_CALIB_DATA_PARALLEL) or QD_CALIB_FP (= QD_CALIB_PIPELINE), or -1. */
+int qd_calib_mode_from_name(const char *name);
+const char *qd_calib_mode_name(int mode); /* "data" or "pipeline" */
 
 /* Defaults: rtn, 8 bits, symmetric, per output channel, min-max, sharding by rows. */
 void qd_job_config_default(qd_job_config *c);

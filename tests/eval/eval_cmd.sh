@@ -25,7 +25,8 @@ for e in (e8, e4, e4f, e3):
     assert e["task"] == "classification"
     for side in ("fp32", "quantized"):
         s = e[side]
-        for k in ("accuracy", "latency_ms", "throughput_per_s", "peak_rss_bytes", "weight_bytes", "file_bytes"):
+        for k in ("accuracy", "latency_ms", "throughput_per_s", "peak_rss_bytes", "tensor_bytes", "file_bytes",
+                  "forward_seconds", "wall_seconds"):
             assert k in s, (side, k)
         assert set(s["latency_ms"]) == {"mean", "p50", "p95"}
         assert 0 <= s["accuracy"] <= 1 and s["peak_rss_bytes"] > 0
@@ -39,6 +40,20 @@ assert e4f["quantized"]["linears"]["dequantized float"] == 36 and e4f["fake_quan
 assert e3["quantized"]["linears"]["dequantized float"] == 36
 assert e8["agreement"] >= 0.99 and e8["cosine"]["mean"] >= 0.999, (e8["agreement"], e8["cosine"])
 assert abs(e8["quantized"]["accuracy"] - e8["fp32"]["accuracy"]) <= 0.01
+# the runtime path line says which path ran
+assert e8["runtime_path"].startswith("integer kernels (") and "36 int8 x int8" in e8["runtime_path"], e8["runtime_path"]
+assert "outlier columns (a value above 6) in float: %.2f per product" % e8["quantized"]["outlier_columns_mean"] in e8["runtime_path"]
+assert "36 int4 x int8" in e4["runtime_path"], e4["runtime_path"]
+assert e4f["runtime_path"].startswith("fake-quant: the 36 quantized Linears"), e4f["runtime_path"]
+assert e3["runtime_path"].startswith("dequantized float weights for the 36 quantized Linears"), e3["runtime_path"]
+# total wall time covers both passes; tensor data (payload) and file bytes are different figures
+for e in (e8, e4):
+    assert e["wall_seconds_total"] >= e["fp32"]["wall_seconds"] + e["quantized"]["wall_seconds"] >= \
+        e["fp32"]["forward_seconds"] + e["quantized"]["forward_seconds"] > 0
+    assert e["fp32"]["tensor_bytes"] == 1998888 and e["quantized"]["tensor_bytes"] < e["quantized"]["file_bytes"]
+    assert e["quantized"]["quantized_payload_bytes"] < e["quantized"]["tensor_bytes"]
+# 8-bit codes of 491,520 weights + a float scale for each of the 6 x 1024 rows (symmetric: no zeros)
+assert e8["quantized"]["quantized_payload_bytes"] == 491520 + 4 * 6144, e8["quantized"]
 assert e4["agreement"] >= 0.95 and e4["cosine"]["mean"] >= 0.99, (e4["agreement"], e4["cosine"])
 print("ok: int8 agreement %.4f cosine %.6f; int4 agreement %.4f cosine %.6f; 3-bit cosine %.6f" %
       (e8["agreement"], e8["cosine"]["mean"], e4["agreement"], e4["cosine"]["mean"], e3["cosine"]["mean"]))

@@ -10,7 +10,7 @@ D="$QD_MODELS_DIR/data/mnist/t10k-images-idx3-ubyte.gz"
 T=$(mktemp -d /tmp/qd-gptq-XXXXXX)
 trap 'rm -rf "$T"' EXIT
 fail=0
-for mode in sequential fp; do
+for mode in data pipeline; do
   for n in 1 2 4; do
     mpiexec -n $n --oversubscribe "$QDIST" quantize --model "$M" --out "$T/$mode$n.h5" --quiet --method gptq \
       --bits 4 --asym --group-size 32 --act-order --calib "$D" --nsamples 40 --microbatch 6 --calib-mode $mode
@@ -20,9 +20,16 @@ for mode in sequential fp; do
     else echo "DIFFERENT: $mode: 1 rank vs $n ranks"; fail=1; fi
   done
 done
-# AdaRound through the same calibration: identical files on 1, 2 and 4 ranks (fp mode and
-# sequential), method recorded
-for mode in sequential fp; do
+# the old names of the modes are aliases: the same files
+for alias in sequential:data fp:pipeline; do
+  "$QDIST" quantize --model "$M" --out "$T/alias.h5" --quiet --method gptq --bits 4 --asym --group-size 32 \
+    --act-order --calib "$D" --nsamples 40 --microbatch 6 --calib-mode "${alias%%:*}" --overwrite
+  if h5diff --exclude-path /run "$T/${alias#*:}1.h5" "$T/alias.h5"; then echo "ok: --calib-mode $alias"
+  else echo "DIFFERENT: --calib-mode ${alias%%:*} vs ${alias#*:}"; fail=1; fi
+done
+# AdaRound through the same calibration: identical files on 1, 2 and 4 ranks (pipeline mode
+# and data), method recorded
+for mode in data pipeline; do
   for n in 1 2 4; do
     mpiexec -n $n --oversubscribe "$QDIST" quantize --model "$M" --out "$T/ada$mode$n.h5" --quiet --method adaround \
       --bits 3 --asym --group-size 32 --calib "$D" --nsamples 24 --iters 60 --beta 10,2 --calib-mode $mode
@@ -32,7 +39,7 @@ for mode in sequential fp; do
     else echo "DIFFERENT: adaround $mode: 1 rank vs $n ranks"; fail=1; fi
   done
 done
-/usr/bin/python3 - "$T/adasequential1.h5" <<'PY'
+/usr/bin/python3 - "$T/adadata1.h5" <<'PY'
 import h5py, json, sys
 f = h5py.File(sys.argv[1], "r")
 qc = json.loads(f.attrs["quant_config"])
@@ -47,7 +54,7 @@ grep -q "START,END" "$T/err" || { cat "$T/err"; fail=1; }
 # AdaRound's mini-batch form: each step draws 64 of the calibration rows, which every rank holds in
 # sample order (micro-batches of 6 spread unevenly over 4 ranks), so the files are identical on 1,
 # 2 and 4 ranks in both modes
-for mode in sequential fp; do
+for mode in data pipeline; do
   for n in 1 2 4; do
     mpiexec -n $n --oversubscribe "$QDIST" quantize --model "$M" --out "$T/adab$mode$n.h5" --quiet --method adaround \
       --bits 3 --asym --group-size 32 --calib "$D" --nsamples 32 --microbatch 6 --iters 50 --batch 64 --calib-mode $mode
@@ -63,7 +70,7 @@ for b in 0 1000000; do
   mpiexec -n 2 --oversubscribe "$QDIST" quantize --model "$M" --out "$T/adah$b.h5" --quiet --method adaround --bits 3 --asym \
     --group-size 32 --calib "$D" --nsamples 32 --microbatch 6 --iters 50 --batch $b
 done
-/usr/bin/python3 - "$T/adabsequential1.h5" "$T/adah0.h5" "$T/adah1000000.h5" <<'PY' || fail=1
+/usr/bin/python3 - "$T/adabdata1.h5" "$T/adah0.h5" "$T/adah1000000.h5" <<'PY' || fail=1
 import h5py, json, sys, numpy as np
 mb, hs, full = (h5py.File(p, "r") for p in sys.argv[1:])
 assert json.loads(mb.attrs["quant_config"])["adaround"]["batch"] == 64
@@ -95,15 +102,15 @@ if QD_FAULT_RANK=1 QD_FAULT_AFTER=5 QD_CHECKPOINT_SECONDS=0 mpiexec -n 2 --overs
 [ -f "$T/res.h5.partial" ] || { echo "no partial file after the fault"; fail=1; }
 mpiexec -n 4 --oversubscribe "$QDIST" quantize --model "$M" --out "$T/res.h5" --quiet --method gptq --bits 4 --asym \
   --group-size 32 --act-order --calib "$D" --nsamples 40 --microbatch 6 --resume
-if h5diff --exclude-path /run "$T/sequential1.h5" "$T/res.h5"; then echo "ok: gptq resumed on 4 ranks == uninterrupted"
+if h5diff --exclude-path /run "$T/data1.h5" "$T/res.h5"; then echo "ok: gptq resumed on 4 ranks == uninterrupted"
 else echo "DIFFERENT: gptq resumed vs uninterrupted"; fail=1; fi
-# the two modes calibrate on different inputs: their files differ
-if h5diff -q --exclude-path /run "$T/sequential1.h5" "$T/fp1.h5" >/dev/null 2>&1; then echo "modes gave the same file"; fail=1; fi
-/usr/bin/python3 - "$T/sequential1.h5" <<'PY'
+# the two modes calibrate on different inputs: their codes differ (not only the recorded mode)
+if h5diff -q "$T/data1.h5" "$T/pipeline1.h5" /tensors /tensors >/dev/null 2>&1; then echo "modes gave the same file"; fail=1; fi
+/usr/bin/python3 - "$T/data1.h5" <<'PY'
 import h5py, json, sys, numpy as np
 f = h5py.File(sys.argv[1], "r")
 cal = json.loads(f.attrs["calibration"])
-assert cal["method"] == "gptq" and cal["nsamples"] == 40 and cal["mode"] == "sequential", cal
+assert cal["method"] == "gptq" and cal["nsamples"] == 40 and cal["mode"] == "data", cal
 qc = json.loads(f.attrs["quant_config"])
 assert qc["method"] == "gptq" and qc["gptq"]["act_order"] is True, qc
 g = f["tensors/vit.encoder.layer.3.intermediate.dense.weight"]
@@ -120,7 +127,7 @@ grep -q -- "--calib PATH" "$T/err" || { cat "$T/err"; fail=1; }
 if "$QDIST" quantize --model "$M" --out "$T/x.h5" --method gptq --calib "$D" --granularity tensor 2> "$T/err"; then fail=1; fi
 grep -q "per channel or per group" "$T/err" || { cat "$T/err"; fail=1; }
 if "$QDIST" quantize --model "$M" --out "$T/x.h5" --method gptq --calib "$D" --calib-mode later 2> "$T/err"; then fail=1; fi
-grep -q "sequential or fp" "$T/err" || { cat "$T/err"; fail=1; }
+grep -q "data or pipeline" "$T/err" || { cat "$T/err"; fail=1; }
 # gptq on a tensor that is not an encoder Linear: a clear error, no output
 if "$QDIST" quantize --model "$M" --out "$T/x.h5" --method gptq --calib "$D" --include-head --nsamples 8 2> "$T/err"; then fail=1; fi
 grep -q "classifier.weight': gptq needs the inputs of an encoder Linear" "$T/err" || { cat "$T/err"; fail=1; }

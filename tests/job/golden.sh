@@ -30,7 +30,10 @@ digest() { # file -> sha256 of its dump outside /run
 job() { # name ranks args...
   name=$1 n=$2
   shift 2
-  mpiexec -n "$n" --oversubscribe "$QDIST" quantize --model "$M" --out "$T/$name.h5" --quiet "$@" > "$T/log" 2>&1 ||
+  # from the models folder: calibrated files record the --calib path as given, so it is relative
+  # (the same wherever the checkout and ../shared are)
+  (cd "$QD_MODELS_DIR" && mpiexec -n "$n" --oversubscribe "$QDIST" quantize --model "$M" --out "$T/$name.h5" --quiet \
+    "$@") > "$T/log" 2>&1 ||
     { echo "FAIL: $name: $(cat "$T/log")"; exit 1; }
   digest "$T/$name.h5" > "$T/$name.sha"
 }
@@ -47,7 +50,7 @@ job rtn2tensor 1 --bits 2 --asym --granularity tensor
 job rtnmix 2 --config "$T/mix.json"
 # the scalar reference kernels write the same bits
 QD_KERNELS=ref job rtn4g32mse_ref 1 --bits 4 --asym --group-size 32 --clip mse
-C="--calib $D --nsamples 16 --microbatch 4"
+C="--calib ${D#"$QD_MODELS_DIR"/} --nsamples 16 --microbatch 4"
 # shellcheck disable=SC2086
 job gptq 1 --method gptq --bits 4 --asym --group-size 32 --act-order $C
 # shellcheck disable=SC2086

@@ -6,7 +6,7 @@
 #   - qdist quantize with RTN (8-bit), GPTQ (4-bit g16, calibrated on the reference inputs given
 #     as a safetensors file) and AdaRound (a few steps) writes a file that qdist forward runs with
 #     integer kernels, close to FP32; for six of them also GPTQ on 1 rank (the same file as on 2),
-#     fp mode, SparseGPT 2:4 + GPTQ and Wanda 50 % (ALBERT: its shared weights quantized once, 12
+#     pipeline calibration mode, SparseGPT 2:4 + GPTQ and Wanda 50 % (ALBERT: its shared weights quantized once, 12
 #     tensors for 4 blocks);
 #   - wrong inputs and unknown architectures get errors that name them.
 set -eu
@@ -19,7 +19,7 @@ fail() { echo "FAIL: $*"; exit 1; }
 worst() { /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["relative_error"]; print(max(d.values()))' "$1"; }
 below() { /usr/bin/python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) <= float(sys.argv[2]) else 1)' "$1" "$2"; }
 
-# the models that also go through 1-rank GPTQ, fp mode, SparseGPT and Wanda (one per position
+# the models that also go through 1-rank GPTQ, pipeline mode, SparseGPT and Wanda (one per position
 # scheme / attention bias / sharing / prefix layout)
 EXTRA="albert-seq mpnet roberta-seq beit-cls dinov2-reg clip-vision"
 for dir in "$A"/*/; do
@@ -40,12 +40,12 @@ for dir in "$A"/*/; do
   e4=$(worst "$T/q4.json")
   below "$e4" 0.15 || fail "$m: INT4 GPTQ outputs off by $e4"
   case " $EXTRA " in *" $m "*)
-    # the same on 1 rank (identical file) and in fp mode; SparseGPT 2:4 + GPTQ in one pass; Wanda
+    # the same on 1 rank (identical file) and in pipeline mode; SparseGPT 2:4 + GPTQ in one pass; Wanda
     mpiexec -n 1 "$QDIST" quantize --model "$dir" --out "$T/$m-gptq1.h5" --method gptq --bits 4 \
       --group-size 16 --calib "$in" --quiet
     h5diff -q --exclude-path /run "$T/$m-gptq1.h5" "$T/$m-gptq2.h5" || fail "$m: GPTQ differs between 1 and 2 ranks"
     mpiexec -n 2 --oversubscribe "$QDIST" quantize --model "$dir" --out "$T/$m-gptqfp.h5" --method gptq --bits 4 \
-      --group-size 16 --calib "$in" --calib-mode fp --quiet
+      --group-size 16 --calib "$in" --calib-mode pipeline --quiet
     mpiexec -n 2 --oversubscribe "$QDIST" quantize --model "$dir" --out "$T/$m-sp.h5" --method gptq --bits 4 \
       --calib "$in" --sparsity 2:4 --quiet
     mpiexec -n 2 --oversubscribe "$QDIST" quantize --model "$dir" --out "$T/$m-wanda.h5" --method gptq \

@@ -98,6 +98,44 @@ int main(void)
     snprintf(js, sizeof js, "{\"model\":\"%s/model\",\"out\":\"%s/..\"}", root, root);
     CHECK_EQ(validate(js, root, msg), QD_SVC_BAD_REQUEST);
     CHECK_EQ(validate("[1,2]", root, msg), QD_SVC_BAD_TYPE);
+    /* out through `..` out of the root */
+    snprintf(js, sizeof js, "{\"model\":\"%s/model\",\"out\":\"%s/model/../../outside/x.h5\"}", root, root);
+    CHECK_EQ(validate(js, root, msg), QD_SVC_PATH_NOT_ALLOWED);
+    /* the calibration file is a path too: inside the roots, resolved, existing */
+    snprintf(p, sizeof p, "%s/calib.txt", root);
+    f = fopen(p, "w");
+    fclose(f);
+    snprintf(js, sizeof js, "{\"model\":\"%s/model\",\"out\":\"%s/new.h5\",\"calib\":\"%s/model/../calib.txt\"}", root,
+             root, root);
+    j = cJSON_Parse(js);
+    CHECK_EQ(qd_svc_validate_job(j, roots, 1, msg, sizeof msg), QD_SVC_OK);
+    CHECK_STREQ(cJSON_GetObjectItem(j, "calib")->valuestring, p);
+    cJSON_Delete(j);
+    snprintf(js, sizeof js, "{\"model\":\"%s/model\",\"out\":\"%s/new.h5\",\"calib\":\"/etc/passwd\"}", root, root);
+    CHECK_EQ(validate(js, root, msg), QD_SVC_PATH_NOT_ALLOWED);
+    CHECK_CONTAINS(msg, "calib");
+    snprintf(js, sizeof js, "{\"model\":\"%s/model\",\"out\":\"%s/new.h5\",\"calib\":\"%s/link/passwd\"}", root, root,
+             root);
+    CHECK_EQ(validate(js, root, msg), QD_SVC_PATH_NOT_ALLOWED); /* through a symbolic link */
+    snprintf(js, sizeof js, "{\"model\":\"%s/model\",\"out\":\"%s/new.h5\",\"calib\":\"%s/../outside\"}", root, root,
+             root);
+    CHECK_EQ(validate(js, root, msg), QD_SVC_PATH_NOT_ALLOWED);
+    snprintf(js, sizeof js, "{\"model\":\"%s/model\",\"out\":\"%s/new.h5\",\"calib\":\"%s/none.txt\"}", root, root,
+             root);
+    CHECK_EQ(validate(js, root, msg), QD_SVC_NOT_FOUND);
+    /* accepted, then its output directory becomes a symbolic link out of the root: the check
+     * when the job starts refuses it */
+    snprintf(p, sizeof p, "%s/outdir", root);
+    mkdir(p, 0755);
+    snprintf(js, sizeof js, "{\"model\":\"%s/model\",\"out\":\"%s/outdir/x.h5\"}", root, root);
+    j = cJSON_Parse(js);
+    CHECK_EQ(qd_svc_validate_job(j, roots, 1, msg, sizeof msg), QD_SVC_OK);
+    CHECK_EQ(rmdir(p), 0);
+    snprintf(q, sizeof q, "%s/outside", base);
+    CHECK_EQ(symlink(q, p), 0);
+    CHECK_EQ(qd_svc_confine_job(j, roots, 1, msg, sizeof msg), QD_SVC_PATH_NOT_ALLOWED);
+    CHECK_CONTAINS(msg, "outside the allowed");
+    cJSON_Delete(j);
 
     char cmd[PATH_MAX + 16];
     snprintf(cmd, sizeof cmd, "rm -rf %s", base);
