@@ -24,7 +24,7 @@ T=$(mktemp -d /tmp/qd-onnx-XXXXXX)
 trap 'rm -rf "$T"' EXIT
 VIT="$QD_MODELS_DIR/vit-mnist-tiny"
 MNIST="$QD_MODELS_DIR/data/mnist/t10k-images-idx3-ubyte.gz"
-NV=${QD_ONNX_IMAGES:-1000}
+NV=${QD_ONNX_IMAGES:-500}
 echo '{"overrides": [{"pattern": "*", "skip": true}]}' > "$T/float.json"
 
 # ---- ViT ----
@@ -79,7 +79,7 @@ fails "not an HDF5 file" "$T/x4.onnx" -- "$QDIST" export "$T/junk.h5" --format o
 # ---- BERT (all-MiniLM-L6-v2) ----
 BERT=$(sh "$QD_SOURCE_DIR/tests/reference/bert_dir.sh") || { echo "export_onnx: no BERT checkpoint: BERT part skipped"; exit 0; }
 SST="$QD_MODELS_DIR/data/sst2/dev.tsv"
-NB=${QD_ONNX_SENTENCES:-64}
+NB=${QD_ONNX_SENTENCES:-32}
 "$QDIST" quantize --model "$BERT" --out "$T/bf.h5" --quiet --config "$T/float.json"
 "$QDIST" quantize --model "$BERT" --out "$T/b8.h5" --quiet
 "$QDIST" quantize --model "$BERT" --out "$T/b4.h5" --quiet --bits 4 --asym --group-size 32
