@@ -78,10 +78,13 @@ typedef enum {
     QD_H5M_FLOAT64,
     QD_H5M_UINT8,
     QD_H5M_INT32,
-    QD_H5M_FLOAT32
+    QD_H5M_FLOAT32,
+    QD_H5M_FLOAT16 /* IEEE half in the file, float in memory (HDF5 converts; values written are
+                    * already float16 numbers, so nothing is rounded on the way) */
 } qd_h5m_type;
 const char *qd_h5m_type_name(qd_h5m_type t);
-size_t qd_h5m_type_size(qd_h5m_type t); /* bytes of one element in memory (string: 1) */
+size_t qd_h5m_type_size(qd_h5m_type t);      /* bytes of one element in memory (string: 1) */
+size_t qd_h5m_type_file_size(qd_h5m_type t); /* bytes of one element in the file */
 
 /* ACT_ATTR: the attributes of /activations, the static activation scales of integer-only
  * inference (a group of attributes only: per-tensor arrays in one order). */
@@ -116,6 +119,7 @@ typedef struct {
     /* reader: completion */
     int complete, has_metrics;
     double metrics[QD_H5M_NMETRICS];
+    int codebook_f32; /* reader: `codebook` stored as float32 (files written before float16 levels) */
 } qd_h5m_record;
 
 static inline int64_t qd_h5m_rows(const qd_h5m_record *r) { return r->ndim > 0 ? r->shape[0] : 1; }

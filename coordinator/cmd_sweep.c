@@ -644,12 +644,15 @@ int qd_cmd_sweep(int argc, char **argv, MPI_Comm comm)
                         ndone++;
                         continue;
                     }
-                    if (!strcmp(g, "tensor") && strcmp(m, "rtn")) {
+                    const char *skip = !strcmp(g, "tensor") && strcmp(m, "rtn")
+                                           ? "the method works per channel or group"
+                                       : !strcmp(m, "kmeans") && g[0] == 'g' && (1L << atoi(b)) > atol(g + 1)
+                                           ? "more levels per codebook than weights per group"
+                                           : NULL;
+                    if (skip) {
                         if (root) {
-                            cJSON_AddItemToArray(cells,
-                                                 cell_record(id, m, b, g, a, "skipped",
-                                                             "the method works per channel or group", NULL, NULL));
-                            printf("[%d/%d] %s: skipped (%s works per channel or per group)\n", k, total, id, m);
+                            cJSON_AddItemToArray(cells, cell_record(id, m, b, g, a, "skipped", skip, NULL, NULL));
+                            printf("[%d/%d] %s: skipped (%s: %s)\n", k, total, id, m, skip);
                         }
                         nskip++;
                         continue;
