@@ -304,4 +304,9 @@ int qd_h5m_read_field(qd_h5m *f, int i, const char *dataset, void **values, int6
  * [rows][cols]. */
 void qd_h5m_dequantize(const qd_h5m_record *r, const qd_h5m_values *v, float *out);
 
+/* Rewrites the `data` of every float record of a complete file in place: fn(values, n, user)
+ * changes them (e.g. rounds them to float16 for a reference model of that precision). Serial,
+ * one process; QD_OK or a negative code naming the file and tensor. */
+int qd_h5m_map_floats(const char *path, void (*fn)(float *v, int64_t n, void *user), void *user);
+
 #endif
