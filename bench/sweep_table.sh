@@ -32,7 +32,7 @@ END {
     for (i = 1; i <= n; i++) printf " %s |", ((order[k], bl[i]) in cell) ? cell[order[k], bl[i]] : "not run"
     printf "\n"
   }
-  printf "\n(%s to FP32, file size; FP32 checkpoint %s.)\n", Q, fp
+  printf "\n(%s, file size; FP32 checkpoint %s.)\n", Q == "cosine_mean" ? "cosine to FP32" : Q, fp
   if (nf) { printf "\n| reference | status | %s | file | compression |\n|---|---|---|---|---|\n", Q; for (i = 1; i <= nf; i++) print fl[i] }
   if (np) { printf "\n| method | bits | granularity | sparsity | pruning | %s | file |\n|---|---|---|---|---|---|---|\n", Q; for (i = 1; i <= np; i++) print pr[i] }
 }' "$CSV"
