@@ -137,6 +137,26 @@ assert s["cosine"]["mean"] < 0.9999, s
 print("ok: eval runs 2:4 through the sparse kernel: same logits as the dense int8 kernel (cosine %.6f)"
       % s["cosine"]["mean"])
 PY
+# the engine's 2:4 kernel on every call (QD_ENGINE_24_ROWS above any row count) and never (0): the
+# same results as the dense file; where the CPU has the kernel, the runtime line names it and the
+# compact form adds 0.625 bytes per weight to the resident ones
+# shellcheck disable=SC2086
+QD_ENGINE_24_ROWS=1000000 "$QDIST" eval --model "$M" --quantized "$T/sg24_1.h5" $E > "$T/ev24a.json" || fail=1
+# shellcheck disable=SC2086
+QD_ENGINE_24_ROWS=0 "$QDIST" eval --model "$M" --quantized "$T/sg24_1.h5" $E > "$T/ev24n.json" || fail=1
+/usr/bin/python3 - "$T/ev24a.json" "$T/ev24n.json" "$T/evd.json" <<'PY' || fail=1
+import json, sys
+a, n, d = (json.load(open(p)) for p in sys.argv[1:4])
+for x in (a, n):
+    assert x["cosine"] == d["cosine"] and x["quantized"]["accuracy"] == d["quantized"]["accuracy"], (x["cosine"], d["cosine"])
+if "vnni+vbmi below" in a["runtime_path"]:
+    assert "below 1000000 rows" in a["runtime_path"] and "below 0 rows" in n["runtime_path"], a["runtime_path"]
+    extra = a["quantized"]["resident_weight_bytes"] - d["quantized"]["resident_weight_bytes"]
+    assert extra > 0, (a["quantized"]["resident_weight_bytes"], d["quantized"]["resident_weight_bytes"])
+    print("ok: the engine's 2:4 kernel on every call gives the dense kernel's logits; compact form %d bytes" % extra)
+else:
+    print("ok: no 2:4 kernel for this CPU's table: dense (%s)" % a["runtime_path"][:120])
+PY
 # a prune-only file evaluates as pruned: its logits differ from the dense model's, and equal (bit for
 # bit, batch 1) those of the FP32 forward pass of its exported checkpoint
 "$QDIST" export "$T/only50_1.h5" --out "$T/exp50" > /dev/null || { echo "FAIL: export prune-only"; fail=1; }
