@@ -43,6 +43,19 @@ h5diff --exclude-path /run "$T/sg24_1.h5" "$T/res.h5" && echo "ok: fault + resum
 "$QDIST" inspect "$T/sg24_1.h5" > "$T/insp"
 grep -q "query.weight .*sparsity 50.0% (2:4, sparsegpt, 32 stored per row)" "$T/insp" && echo "ok: inspect shows 2:4" \
   || { echo "FAIL: inspect"; grep query "$T/insp"; fail=1; }
+# non-uniform sparsity: per-tensor patterns from overrides (the first matching one), the job's elsewhere
+printf '{"overrides": [{"pattern": "*.attention.*", "sparsity": "0.25"}, {"pattern": "*.layer.5.*", "sparsity": "2:4"}]}' > "$T/ov.json"
+"$QDIST" quantize --model "$M" --out "$T/ov.h5" --quiet --config "$T/ov.json" --bits 8 --sparsity 0.5 > /dev/null || fail=1
+"$QDIST" inspect "$T/ov.h5" > "$T/insp_ov"
+grep -q "layer.5.attention.attention.query.weight .*sparsity 25.0% (0.25, magnitude, 48 stored" "$T/insp_ov" \
+  && grep -q "layer.5.intermediate.dense.weight .*sparsity 50.0% (2:4, magnitude, 32 stored" "$T/insp_ov" \
+  && grep -q "layer.0.output.dense.weight .*sparsity 50.0% (0.5, magnitude, 64 stored" "$T/insp_ov" \
+  && grep -q '"sparsity":"0.25"' "$T/insp_ov" && echo "ok: per-tensor sparsity from overrides" \
+  || { echo "FAIL: per-tensor sparsity"; grep -E 'layer.(0|5)' "$T/insp_ov"; fail=1; }
+printf '{"overrides": [{"pattern": "*", "sparsity": "0.3"}]}' > "$T/ov2.json"
+"$QDIST" quantize --model "$M" --out "$T/ov2.h5" --quiet --config "$T/ov2.json" --bits 8 > "$T/ov2.log" 2>&1 \
+  && { echo "FAIL: per-tensor sparsity without --sparsity accepted"; fail=1; }
+grep -q "per-tensor sparsity needs a pruning job" "$T/ov2.log" || { echo "FAIL: message"; cat "$T/ov2.log"; fail=1; }
 grep -q "sparsity 50.0% (0.5, sparsegpt," "$T/insp" && { echo "FAIL: wrong pattern"; fail=1; }
 "$QDIST" inspect "$T/only50_1.h5" | grep -q "float .*sparsity 50.0% (0.5, sparsegpt, 32 stored per row)" && echo "ok: inspect prune-only" \
   || { echo "FAIL: inspect prune-only"; fail=1; }
