@@ -16,6 +16,14 @@
  * alone: splitting a sentence's 30 rows costs more in hand-off than it saves */
 #define ROWS_PER_TASK 32
 
+/* A 2:4 Linear's call of fewer rows than this runs the 2:4 kernel (kernels/gemm_u8_24.h), others
+ * the dense int8 GEMM: one thread, BERT-base shapes (build/bench/bench_gemm_u8_24), the 2:4 kernel
+ * is 1.8x the dense one at 1 row, 1.3x at 4, 1.1x at 6, even at 8-12 and 0.4x from 16 rows, where
+ * the dense GEMM takes AMX tiles (0.8x against AVX-512 VNNI alone). The environment variable
+ * QD_ENGINE_24_ROWS sets another bound (0: never the 2:4 kernel; a large one: always; tests and
+ * bench/eval_24.sh compare the two). */
+#define QD_ENGINE_24_ROWS 8
+
 typedef enum { R_QKV = 0, R_OUT_ATT, R_FFN_IN, R_FFN_OUT, R_PATCH } lin_role;
 static const char *role_name[] = {"q,k,v", "attention output", "FFN in", "FFN out", "patch embedding"};
 
@@ -23,6 +31,7 @@ typedef struct {
     qd_ql_kind kind;
     int64_t N, K;
     const qd_gemm_w8 *w8;
+    const qd_gemm_u24 *w24; /* 2:4 Linears: the compact form, or NULL */
     const qd_gemm_w4 *w4;
     const qd_gemm_wf *wf;
     qd_gemm_wf *own; /* float Linears packed here from the model */
@@ -97,7 +106,8 @@ struct qd_engine {
     int64_t cap_rc;
     char prof_name[64][80];
     int nprof;
-    char isa[QD_QL_KINDS_][64];
+    char isa[QD_QL_KINDS_][96];
+    int64_t rows24; /* 2:4 Linears: calls of fewer rows run the 2:4 kernel */
 };
 
 /* ---- helpers ---------------------------------------------------------------------------------- */
@@ -163,10 +173,13 @@ static const char *kind_isa(qd_ql_kind k)
     if (ref) return "scalar reference";
     switch (k) {
     case QD_QL_INT8_24:
-        return amx    ? "amx-int8 tiles, dense: no 2:4 kernel in the engine"
-               : v512 ? "avx512-vnni, dense: no 2:4 kernel in the engine"
-               : v256 ? "avx-vnni, dense: no 2:4 kernel in the engine"
-                      : "avx2 vpmaddwd, dense: no 2:4 kernel in the engine";
+        if (qd_gemm_u24_isa()) /* the row bound follows in qd_engine_create */
+            return amx ? "2:4 vnni+vbmi below %lld rows, else dense amx tiles"
+                       : "2:4 vnni+vbmi below %lld rows, else dense avx512-vnni";
+        return amx    ? "amx-int8 tiles, dense: no 2:4 kernel for this table"
+               : v512 ? "avx512-vnni, dense: no 2:4 kernel for this table"
+               : v256 ? "avx-vnni, dense: no 2:4 kernel for this table"
+                      : "avx2 vpmaddwd, dense: no 2:4 kernel for this table";
     case QD_QL_INT8:
     case QD_QL_CB_INT8:
         return amx    ? "amx-int8 tiles (avx512-vnni below 16 rows)"
@@ -230,7 +243,11 @@ int qd_engine_create(const qd_model *m, const qd_qmodel *q, const qd_engine_opts
     }
     e->native = native_model(c, &e->tw);
     for (int k = 0; k < P_FIXED; k++) prof_row(e, fixed_name[k]);
+    const char *r24 = getenv("QD_ENGINE_24_ROWS");
+    e->rows24 = r24 && *r24 ? atoll(r24) : QD_ENGINE_24_ROWS;
     for (int k = 0; k < QD_QL_KINDS_; k++) snprintf(e->isa[k], sizeof e->isa[k], "%s", kind_isa((qd_ql_kind)k));
+    if (qd_gemm_u24_isa()) /* "%lld" in the 2:4 line */
+        snprintf(e->isa[QD_QL_INT8_24], sizeof e->isa[QD_QL_INT8_24], kind_isa(QD_QL_INT8_24), (long long)e->rows24);
     e->w = qd_xcalloc((size_t)e->o.threads, sizeof *e->w);
     int rc = qd_workers_create(e->o.threads, &e->pool);
     e->nlin = qd_model_num_linears(m);
@@ -249,6 +266,7 @@ int qd_engine_create(const qd_model *m, const qd_qmodel *q, const qd_engine_opts
         e->kmax = QD_MAX(e->kmax, el->K);
         if (ql) {
             el->w8 = ql->w8;
+            el->w24 = ql->w24;
             el->w4 = ql->w4;
             el->wf = ql->wf;
             if (ql->smooth) {
@@ -434,7 +452,8 @@ typedef struct {
     float *Y;
     int64_t ldy, R;
     int by_rows;
-    int64_t chunk; /* rows (by_rows) or panels of 16 columns per task */
+    int64_t chunk;  /* rows (by_rows) or panels of 16 columns per task */
+    int64_t rows24; /* the engine's rows24 */
 } gemm_job;
 
 static void gemm_task(void *arg, int64_t i, int th)
@@ -453,7 +472,12 @@ static void gemm_task(void *arg, int64_t i, int th)
     if (m0 >= m1 || n0 >= n1) return;
     float *Y = j->Y + m0 * j->ldy;
     switch (L->kind) {
-    case QD_QL_INT8: qd_gemm_u8_f32(j->A + m0 * L->K, L->K, j->w->as + m0, m1 - m0, L->w8, n0, n1, Y, j->ldy); break;
+    case QD_QL_INT8:
+        if (L->w24 && m1 - m0 < j->rows24)
+            qd_gemm_u8w24_f32(j->A + m0 * L->K, L->K, j->w->as + m0, m1 - m0, L->w24, n0, n1, Y, j->ldy);
+        else
+            qd_gemm_u8_f32(j->A + m0 * L->K, L->K, j->w->as + m0, m1 - m0, L->w8, n0, n1, Y, j->ldy);
+        break;
     case QD_QL_INT4_S8:
         qd_gemm_u8w4_f32(j->A + m0 * L->K, L->K, j->w->as + m0, m1 - m0, L->w4, n0, n1, Y, j->ldy);
         break;
@@ -467,7 +491,7 @@ static void gemm(qd_engine *e, ws *w, const elin *L, const float *X, int64_t ldx
 {
     const stamp t0 = tick(e);
     const int64_t R = w->R, T = w->serial ? 1 : e->o.threads, np = (L->N + 15) / 16;
-    gemm_job j = {w, L, X, ldx, A, Y, ldy, R, 1, R};
+    gemm_job j = {w, L, X, ldx, A, Y, ldy, R, 1, R, e->rows24};
     int64_t ntask = 1;
     if (T > 1) {
         /* many rows: row blocks of whole AMX tiles; few rows (a sentence): output columns, so that
