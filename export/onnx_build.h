@@ -61,6 +61,8 @@ const char *qd_ob_init(qd_ob *b, const char *name, int dtype, int ndim, const in
 const char *qd_ob_f32(qd_ob *b, float v);                  /* scalar */
 const char *qd_ob_i64s(qd_ob *b, int n, const int64_t *v); /* 1-D */
 const char *qd_ob_i64(qd_ob *b, int64_t v);                /* scalar */
+/* any type: bytes of raw data for dims (ndim 0: a scalar) */
+const char *qd_ob_const(qd_ob *b, int dtype, int ndim, const int64_t *dims, const void *v, size_t bytes);
 
 /* Reductions over axes with keepdims, in the form the opset wants (axes as an attribute before
  * opset 18 for ReduceMax/ReduceMean, an input otherwise; ReduceSum takes an input since 13). */
