@@ -70,42 +70,69 @@ static int linear(const ctx *c, const char *mod, int in, int out, int bias, qd_x
  * one after the MLP (ViT: before it). */
 typedef struct {
     const char *layer, *lin[QD_LIN_PER_BLOCK], *ln1, *ln2;
+    int albert; /* "<pfx>encoder.albert_layer_groups.<g>.albert_layers.<j>.", shared by blocks */
 } block_names;
 
 static const block_names bert_names = {"encoder.layer",
                                        {"attention.self.query", "attention.self.key", "attention.self.value",
                                         "attention.output.dense", "intermediate.dense", "output.dense"},
                                        "attention.output.LayerNorm",
-                                       "output.LayerNorm"};
+                                       "output.LayerNorm",
+                                       0};
 static const block_names vit_names = {"encoder.layer",
                                       {"attention.attention.query", "attention.attention.key",
                                        "attention.attention.value", "attention.output.dense", "intermediate.dense",
                                        "output.dense"},
                                       "layernorm_before",
-                                      "layernorm_after"};
+                                      "layernorm_after",
+                                      0};
 static const block_names distilbert_names = {
     "transformer.layer",
     {"attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2"},
     "sa_layer_norm",
-    "output_layer_norm"};
+    "output_layer_norm",
+    0};
+
+static const block_names albert_names = {
+    "",
+    {"attention.query", "attention.key", "attention.value", "attention.dense", "ffn", "ffn_output"},
+    "attention.LayerNorm",
+    "full_layer_layer_norm",
+    1};
+
+/* The module prefix of block k. ALBERT: application i = k / inner of group
+ * g = floor(i / (L / groups)), L = layers / inner, its layer j = k % inner (model/load.c's sets). */
+static void block_prefix(const ctx *c, const char *pfx, const block_names *bn, int k, char *out, size_t cap)
+{
+    const qd_model_config *m = &c->d->cfg;
+    if (!bn->albert) {
+        snprintf(out, cap, "%s%s.%d.", pfx, bn->layer, k);
+        return;
+    }
+    const int inner = m->set_inner > 0 ? m->set_inner : 1, groups = m->set_groups > 0 ? m->set_groups : 1;
+    const int i = k / inner, j = k % inner, L = m->layers / inner;
+    const int g = (int)(i / ((double)L / groups));
+    snprintf(out, cap, "%sencoder.albert_layer_groups.%d.albert_layers.%d.", pfx, g, j);
+}
 
 static int blocks(const ctx *c, const char *pfx, const block_names *bn)
 {
     const qd_model_config *m = &c->d->cfg;
     const int H = m->hidden, I = m->intermediate, A = m->heads * m->head_size;
     const int in[QD_LIN_PER_BLOCK] = {H, H, H, A, H, I}, out[QD_LIN_PER_BLOCK] = {A, A, A, H, I, H};
-    char mod[QD_XD_NAME];
+    char mod[QD_XD_NAME], bp[QD_XD_NAME];
     int rc;
     for (int k = 0; k < m->layers; k++) {
         qd_xd_block *b = &c->d->blk[k];
+        block_prefix(c, pfx, bn, k, bp, sizeof bp);
         for (int j = 0; j < QD_LIN_PER_BLOCK; j++) {
-            snprintf(mod, sizeof mod, "%s%s.%d.%s", pfx, bn->layer, k, bn->lin[j]);
+            snprintf(mod, sizeof mod, "%s%s", bp, bn->lin[j]);
             const int bias = j >= QD_LIN_Q && j <= QD_LIN_V ? m->qkv_bias : 1;
             if ((rc = linear(c, mod, in[j], out[j], bias, &b->lin[j]))) return rc;
         }
-        snprintf(mod, sizeof mod, "%s%s.%d.%s", pfx, bn->layer, k, bn->ln1);
+        snprintf(mod, sizeof mod, "%s%s", bp, bn->ln1);
         if ((rc = norm(c, mod, H, b->ln1_w, b->ln1_b))) return rc;
-        snprintf(mod, sizeof mod, "%s%s.%d.%s", pfx, bn->layer, k, bn->ln2);
+        snprintf(mod, sizeof mod, "%s%s", bp, bn->ln2);
         if ((rc = norm(c, mod, H, b->ln2_w, b->ln2_b))) return rc;
     }
     return QD_OK;
@@ -129,14 +156,14 @@ static int bert(const ctx *c)
 {
     qd_xdesc *d = c->d;
     qd_model_config *m = &d->cfg;
-    static const char *const bases[] = {"bert.", "roberta.", "distilbert.", "electra."};
+    static const char *const bases[] = {"bert.", "roberta.", "distilbert.", "electra.", "albert."};
     const char *pfx = "";
     char probe[QD_XD_NAME];
     for (size_t k = 0; k < QD_ARRAY_LEN(bases); k++) {
         snprintf(probe, sizeof probe, "%sembeddings.word_embeddings.weight", bases[k]);
         if (has(c, probe)) pfx = bases[k];
     }
-    const int distil = !strcmp(m->model_type, "distilbert");
+    const int distil = !strcmp(m->model_type, "distilbert"), albert = !strcmp(m->model_type, "albert");
     const int64_t H = m->hidden, E = m->embed_size > 0 ? m->embed_size : H;
     int rc;
     snprintf(d->word_emb, sizeof d->word_emb, "%sembeddings.word_embeddings.weight", pfx);
@@ -153,19 +180,19 @@ static int bert(const ctx *c)
     char mod[QD_XD_NAME];
     snprintf(mod, sizeof mod, "%sembeddings.LayerNorm", pfx);
     if ((rc = norm(c, mod, E, d->emb_ln_w, d->emb_ln_b))) return rc;
-    if (E != H) { /* ELECTRA's small embeddings, projected to the hidden width */
-        snprintf(mod, sizeof mod, "%sembeddings_project", pfx);
+    if (E != H) { /* ELECTRA's and ALBERT's small embeddings, projected to the hidden width */
+        snprintf(mod, sizeof mod, albert ? "%sencoder.embedding_hidden_mapping_in" : "%sembeddings_project", pfx);
         if ((rc = linear(c, mod, (int)E, (int)H, 1, &d->emb_proj))) return rc;
         d->has_emb_proj = 1;
     }
-    if ((rc = blocks(c, pfx, distil ? &distilbert_names : &bert_names))) return rc;
+    if ((rc = blocks(c, pfx, distil ? &distilbert_names : albert ? &albert_names : &bert_names))) return rc;
     snprintf(mod, sizeof mod, "%spooler.dense.weight", pfx);
     if (has(c, mod)) {
         snprintf(mod, sizeof mod, "%spooler.dense", pfx);
         if ((rc = linear(c, mod, (int)H, (int)H, 1, &d->pooler))) return rc;
         d->has_pooler = m->has_pooler = 1;
     }
-    /* RoBERTa's, DistilBERT's and ELECTRA's heads (a classifier on the first token's hidden state,
+    /* RoBERTa's, DistilBERT's, ELECTRA's and ALBERT's heads (a classifier on the first token's hidden state,
      * token heads) are not BERT's pooled classifier: the graph ends at the encoder's outputs for
      * them */
     if (strcmp(m->model_type, "bert")) return QD_OK;
@@ -219,13 +246,14 @@ int qd_xdesc_build(const qd_xs *s, qd_xdesc *d)
     if (rc) return rc;
     /* qdist runs more families (model/config.c); the exporters build BERT (and RoBERTa's positions
      * counted after the padding id) and ViT graphs */
-    static const char *const types[] = {"bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra", "vit"};
+    static const char *const types[] = {"bert",       "roberta", "xlm-roberta", "camembert",
+                                        "distilbert", "electra", "albert",      "vit"};
     int known = 0;
     for (size_t k = 0; k < QD_ARRAY_LEN(types); k++) known |= !strcmp(d->cfg.model_type, types[k]);
     if (!known)
         return qd_err_set(QD_EUNSUPPORTED,
                           "%s: model_config: model_type '%s' is not supported by this export yet (bert, roberta, "
-                          "xlm-roberta, camembert, distilbert, electra, vit)",
+                          "xlm-roberta, camembert, distilbert, electra, albert, vit)",
                           path, d->cfg.model_type);
     if (d->cfg.act != QD_ACT_GELU && d->cfg.act != QD_ACT_GELU_TANH && d->cfg.act != QD_ACT_RELU &&
         d->cfg.act != QD_ACT_SILU)

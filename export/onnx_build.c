@@ -216,6 +216,15 @@ void qd_ob_attr_ints(qd_ob *b, Onnx__NodeProto *n, const char *name, int nv, con
 const char *qd_ob_init(qd_ob *b, const char *name, int dtype, int ndim, const int64_t *dims, const void *data,
                        size_t bytes, int own)
 {
+    /* a tensor the graph reads in several places (ALBERT's shared layers) is built once per use
+     * from the same file record: keep the first, with the same contents */
+    for (size_t i = 0; i < b->inits.n; i++) {
+        Onnx__TensorProto *e = b->inits.v[i];
+        if (strcmp(e->name, name)) continue;
+        QD_ASSERT(e->data_type == dtype && e->raw_data.len == bytes);
+        if (own) free((void *)data);
+        return e->name;
+    }
     Onnx__TensorProto *t = qd_ob_alloc(b, sizeof *t);
     onnx__tensor_proto__init(t);
     t->name = qd_ob_str(b, "%s", name);

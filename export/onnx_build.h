@@ -54,7 +54,8 @@ void qd_ob_attr_ints(qd_ob *b, Onnx__NodeProto *n, const char *name, int nv, con
 Onnx__NodeProto *qd_ob_last(qd_ob *b);
 
 /* An initializer: `bytes` of raw little-endian data for dims (4-bit types packed two per byte,
- * first element low). own: the builder frees data; otherwise it must outlive the builder. */
+ * first element low). own: the builder frees data; otherwise it must outlive the builder. A name
+ * given again (a tensor read in several places) returns the first one; the data must be equal. */
 const char *qd_ob_init(qd_ob *b, const char *name, int dtype, int ndim, const int64_t *dims, const void *data,
                        size_t bytes, int own);
 /* small constants (copied) */
