@@ -602,6 +602,7 @@ void qd_model_get_tensors(const qd_model *m, qd_model_tensors *t)
                             .emb_ln_g = m->emb_ln_g,
                             .emb_ln_b = m->emb_ln_b,
                             .emb_proj_W = m->emb_proj_W,
+                            .emb_proj_b = m->emb_proj_b,
                             .cls_tok = m->cls_tok,
                             .dist_tok = m->dist_tok,
                             .reg_tok = m->reg_tok,

@@ -298,7 +298,7 @@ typedef enum {
 typedef struct {
     const float *word_emb, *pos_emb, *type_emb; /* text: [vocab, E], [max_position, E], [types, E] */
     const float *emb_ln_g, *emb_ln_b;           /* text: the embeddings' LN; CLIP: pre_layrnorm */
-    const float *emb_proj_W;                    /* text: projection to the hidden width (ELECTRA, ALBERT) */
+    const float *emb_proj_W, *emb_proj_b;       /* text: projection to the hidden width (ELECTRA, ALBERT) */
     const float *cls_tok, *dist_tok, *reg_tok;  /* vision: [hidden] tokens, [registers, hidden] */
     const float *patch_W, *patch_b;             /* vision: [hidden, C * ph * pw], [hidden] */
     const float *vis_pos;                       /* vision: position embeddings at the input grid (prefix first) */
