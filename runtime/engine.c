@@ -90,6 +90,8 @@ struct qd_engine {
     const qd_qembed *qemb;
     qd_gemm_wf *patch, *pool_w, *pre_w, *out_w, *dist_w, *proj_w; /* float products outside the encoder */
     qd_gemm_wf *emb_proj; /* ELECTRA, ALBERT: the embeddings' projection to the hidden width */
+    int32_t *bucket;      /* MPNet: the bucket of relative position rel at bucket[rel + max_position] */
+    char path[160];       /* qd_engine_path of a native forward */
     qd_workers *pool;
     int64_t A, H, FF, d; /* attention width, hidden, intermediate, head size */
     int64_t kmax;
@@ -183,13 +185,12 @@ static const char *kind_isa(qd_ql_kind k)
 /* ---- creation --------------------------------------------------------------------------------- */
 
 /* The blocks the engine runs itself: post-LN text encoders (ELECTRA's and ALBERT's narrower
- * embeddings projected to the hidden width, ALBERT's shared layers through the block sets
- * included), pre-LN vision encoders (layer scales, registers, CLIP's pre-LayerNorm included),
- * neither with an attention bias. Others (MPNet's and BEiT's relative positions) run the model's
- * own stages with the engine's Linears. */
+ * embeddings projected to the hidden width, ALBERT's shared layers through the block sets,
+ * MPNet's relative position buckets included), pre-LN vision encoders (layer scales, registers,
+ * CLIP's pre-LayerNorm, BEiT's relative position tables included). Structurally pruned models run
+ * the model's own stages with the engine's Linears. */
 static int native_model(const qd_model_config *c, const qd_model_tensors *t)
 {
-    if (c->relpos != QD_RELPOS_NONE) return 0;
     if (c->pruned_heads) return 0; /* blocks of different head counts: the model's stages run them */
     if (c->arch == QD_ARCH_BERT)
         return c->norm == QD_NORM_POST && !c->layer_scale && (!t->emb_proj_W || c->embed_size <= c->hidden);
@@ -282,6 +283,18 @@ int qd_engine_create(const qd_model *m, const qd_qmodel *q, const qd_engine_opts
     /* the heads through the same GEMM: a row's result then does not depend on the batch */
     const int64_t L = c->num_labels, H = e->H;
     const qd_model_tensors *t = &e->tw;
+    if (!rc && e->native && c->relpos == QD_RELPOS_BUCKETS) {
+        e->bucket = qd_xmalloc((size_t)(2 * c->max_position + 1) * sizeof *e->bucket);
+        for (int r = -c->max_position; r <= c->max_position; r++)
+            e->bucket[r + c->max_position] = qd_model_rel_bucket(r);
+    }
+    if (e->native)
+        snprintf(e->path, sizeof e->path, "engine forward (%s%s%s)",
+                 c->arch == QD_ARCH_BERT ? "ragged rows, post-LN text blocks" : "pre-LN vision blocks",
+                 t->emb_proj_W ? ", embeddings projected to the hidden width" : "",
+                 c->relpos == QD_RELPOS_BUCKETS ? ", relative position buckets"
+                 : c->relpos == QD_RELPOS_TABLE ? ", relative position bias table"
+                                                : "");
     if (!rc && e->native && t->emb_proj_W)
         rc = qd_gemm_wf_create(t->emb_proj_W, H, c->embed_size, c->embed_size, t->emb_proj_b, &e->emb_proj);
     if (!rc && e->native) {
@@ -315,6 +328,7 @@ void qd_engine_free(qd_engine *e)
     }
     qd_gemm_wf_free(e->patch);
     qd_gemm_wf_free(e->emb_proj);
+    free(e->bucket);
     qd_gemm_wf_free(e->pool_w);
     qd_gemm_wf_free(e->pre_w);
     qd_gemm_wf_free(e->out_w);
@@ -627,7 +641,27 @@ static void linears(qd_engine *e, ws *w, int l0, int nl, const float *X, int64_t
 typedef struct {
     qd_engine *e;
     ws *w;
+    int k; /* the block */
 } att_job;
+
+/* S[i][j] += the relative position bias of head h (MPNet: by the bucket of the tokens' positions,
+ * which keeps a ragged sequence's own positions; BEiT: by the block's table over the image tokens),
+ * before the softmax as in the model */
+static void attn_bias(const qd_engine *e, const ws *w, int k, int64_t s, int64_t h, int64_t T, float *S, int64_t lds)
+{
+    const int64_t nh = e->c.heads;
+    if (e->bucket) {
+        const float *tb = qd_model_rel_buckets(e->m);
+        const int32_t *pos = w->pos + w->off[s], *bk = e->bucket + e->c.max_position;
+        for (int64_t i = 0; i < T; i++)
+            for (int64_t j = 0; j < T; j++) S[i * lds + j] += tb[(int64_t)bk[pos[j] - pos[i]] * nh + h];
+    } else if (e->c.relpos == QD_RELPOS_TABLE) {
+        const float *tb = qd_model_block_rel_table(e->m, k);
+        const int32_t *ix = qd_model_rel_index(e->m);
+        for (int64_t i = 0; i < T; i++)
+            for (int64_t j = 0; j < T; j++) S[i * lds + j] += tb[(int64_t)ix[i * T + j] * nh + h];
+    }
+}
 
 static void att_task(void *arg, int64_t i, int th)
 {
@@ -640,6 +674,7 @@ static void att_task(void *arg, int64_t i, int th)
     const float scale = (float)(1.0 / sqrt((double)d));
     double t0 = e->o.profile ? qd_now() : 0, t1 = 0, t2 = 0;
     qd_attn_scores(q, q + A, 3 * A, T, d, scale, S, t16, kt);
+    if (e->c.relpos != QD_RELPOS_NONE) attn_bias(e, w, ((att_job *)arg)->k, s, h, T, S, t16);
     if (e->o.profile) t1 = qd_now();
     qd_softmax_rows(S, T, T, t16);
     if (e->o.profile) t2 = qd_now();
@@ -651,12 +686,12 @@ static void att_task(void *arg, int64_t i, int th)
     }
 }
 
-static void attention(qd_engine *e, ws *w)
+static void attention(qd_engine *e, ws *w, int k)
 {
     const stamp t0 = tick(e);
     if (e->o.profile)
         for (int th = 0; th < e->o.threads; th++) w->thr_time[th][0] = w->thr_time[th][1] = w->thr_time[th][2] = 0;
-    att_job j = {e, w};
+    att_job j = {e, w, k};
     prun(e, w, (int64_t)w->B * e->c.heads, att_task, &j);
     if (e->o.profile) { /* the region's wall and CPU time, shared out by the threads' time in each step */
         const double wall = qd_now() - t0.wall, cpu = cpu_now() - t0.cpu;
@@ -782,7 +817,7 @@ static void block_post(qd_engine *e, ws *w, int k)
     const int64_t H = e->H, A = e->A, FF = e->FF;
     const int l0 = e->set[k] * QD_LIN_PER_BLOCK;
     linears(e, w, l0 + QD_LIN_Q, 3, w->h, H, w->qkv, 3 * A);
-    attention(e, w);
+    attention(e, w, k);
     linears(e, w, l0 + QD_LIN_O, 1, w->ctx, A, w->tb, H);
     layernorm(e, w, w->tb, w->h, e->ln1g[k], e->ln1b[k], w->x1, NULL); /* a = LN1(h + attn) */
     linears(e, w, l0 + QD_LIN_INTER, 1, w->x1, H, w->inter, FF);
@@ -799,7 +834,7 @@ static void block_pre(qd_engine *e, ws *w, int k, int pend)
     const int l0 = e->set[k] * QD_LIN_PER_BLOCK;
     layernorm(e, w, w->h, pend ? w->tb : NULL, e->ln1g[k], e->ln1b[k], w->x1, w->h);
     linears(e, w, l0 + QD_LIN_Q, 3, w->x1, H, w->qkv, 3 * A);
-    attention(e, w);
+    attention(e, w, k);
     linears(e, w, l0 + QD_LIN_O, 1, w->ctx, A, w->tb, H);
     if (e->ls1[k]) scale_rows(e, w, w->tb, e->ls1[k]);
     layernorm(e, w, w->h, w->tb, e->ln2g[k], e->ln2b[k], w->x1, w->h);
@@ -1173,11 +1208,7 @@ double qd_engine_outlier_cols(const qd_engine *e)
 const char *qd_engine_path(const qd_engine *e)
 {
     const qd_model_config *c = &e->c;
-    if (e->native)
-        return c->arch != QD_ARCH_BERT ? "engine forward (pre-LN vision blocks)"
-               : e->emb_proj ? "engine forward (ragged rows, post-LN text blocks, embeddings projected to the hidden "
-                               "width)"
-                             : "engine forward (ragged rows, post-LN text blocks)";
+    if (e->native) return e->path;
     if (c->relpos == QD_RELPOS_BUCKETS)
         return "model stages, engine Linears (padded batch: MPNet's relative position buckets)";
     if (c->relpos != QD_RELPOS_NONE) return "model stages, engine Linears (padded batch: relative position bias table)";
