@@ -6,10 +6,15 @@
  *   data (default)        block after block: the block's Linear inputs come from the blocks
  *                         before it *as already quantized* (GPTQ-style error feedback through
  *                         depth). Samples are split over ranks (data parallel) and every rank
- *                         keeps its samples' residual streams; a block's statistics are
- *                         all-reduced, its tensors' fixed row units are spread over all ranks,
- *                         and the quantized block is all-gathered so every rank can run it.
- *                         Only the block in hand has Hessians.
+ *                         keeps its samples' residual streams. A block's input groups go to
+ *                         ranks (whole groups by longest-processing-time when there are at
+ *                         least as many groups as ranks, else each group a contiguous range of
+ *                         ranks); a group's statistics are summed onto its first rank and handed
+ *                         to the others of its range only (collective/coll_calib.h), so a rank
+ *                         that quantizes no row of a Linear never holds its sums or Hessian; its
+ *                         tensors' fixed row units are spread over the group's ranks, and the
+ *                         quantized block is all-gathered so every rank can run it. Only the
+ *                         block in hand has Hessians.
  *   pipeline              one calibration of the FP32 model, pipelined over layer-sharded ranks
  *                         (each rank holds its blocks' statistics), then every rank quantizes
  *                         its blocks' tensors at once; results are all-gathered.
@@ -68,6 +73,8 @@ typedef struct {
     double estimate_bytes;          /* this rank's estimated peak (qd_calib_job_estimate's formula) */
     double phase[QD_CALIB_NPHASES]; /* this rank's seconds per phase (qd_calib_phase_names) */
     double reduce_bytes;            /* bytes of statistics this rank sent into reductions */
+    double stats_bytes;             /* the most bytes of reduced statistics (sums) this rank held at once */
+    int hessians;                   /* Hessians this rank formed (each factorized once where it is formed) */
     char estimate_text[512];
 } qd_calib_results;
 
