@@ -609,6 +609,9 @@ static int seq_quantize(gjob *g, const blockplan *p, qd_calib *stats, int *nt)
         if (need_h) rc = hessian(g, stats, p->grp[gi], &H, &Hgroup);
         if (!rc) rc = quantize_units_timed(g, ti, need_h && !rows_kept(g, ti) ? H : NULL, p->lo[gi], p->n[gi]);
         if (!rc && need_h && wants_g_idx(g, ti) && g->rank == p->lo[gi]) compute_g_idx(g, ti, H);
+        int later = 0; /* another tensor on the same input: the sums stay until it has H */
+        for (int b2 = b + 1; b2 < p->nbt && !later; b2++) later = p->tg[b2] == gi;
+        if (!later) qd_calib_release(qd_calib_find(stats, p->grp[gi])); /* H stays while in use */
     }
     free(H);
     g->res->phase[QD_PH_QUANTIZE] += qd_now() - tq;
@@ -754,6 +757,10 @@ static int fp_quantize(gjob *g, qd_calib *stats)
         if (need_h && !rc) rc = hessian(g, stats, L->input_group, &H, &Hgroup);
         if (!rc) rc = quantize_units_timed(g, ti, need_h && !rows_kept(g, ti) ? H : NULL, owner[li], 1);
         if (!rc && need_h && wants_g_idx(g, ti)) compute_g_idx(g, ti, H);
+        int later = 0; /* another tensor on the same input: the sums stay until it has H */
+        for (int l2 = li + 1; l2 < nl && !later; l2++)
+            later = g->lin_tensor[l2] >= 0 && qd_model_linear(g->m, l2)->input_group == L->input_group;
+        if (!later && qd_calib_find(stats, L->input_group)) qd_calib_release(qd_calib_find(stats, L->input_group));
     }
     free(H);
     g->res->phase[QD_PH_QUANTIZE] += qd_now() - tq;
