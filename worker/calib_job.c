@@ -336,34 +336,20 @@ static float *dequantize_result(const qd_calib_result *r, const qd_job_tensor *j
     return W;
 }
 
-/* Who quantizes a block's tensors: each input group (its tensors share H and the method's
- * prepared state) gets a contiguous range of ranks [lo, lo + n). With at least as many groups as
- * ranks, whole groups go to ranks by longest-processing-time on their methods' balance cost
- * (GPTQ: the O(C^3) factorization once per group plus 2 R C^2 per tensor); with fewer, every
- * group gets one rank and each rank left goes to the group whose ranks have the most work each
- * (the factorization, which every rank of the range repeats, plus its share of the units). A
- * group's statistics reach only its ranks. Deterministic, the same on every rank; results do not
- * depend on it. */
-typedef struct {
-    int nbt, bt[QD_LIN_PER_BLOCK * 4];                     /* the block's calibrated Linears */
-    int ng, grp[QD_LIN_PER_BLOCK * 4];                     /* its input groups (model group numbers), in order */
-    int tg[QD_LIN_PER_BLOCK * 4];                          /* Linear b -> index in grp */
-    int lo[QD_LIN_PER_BLOCK * 4], n[QD_LIN_PER_BLOCK * 4]; /* per group: its ranks */
-} blockplan;
-
-static void plan_block(gjob *g, int k, blockplan *p)
+void qd_calib_plan_block(const qd_job_config *cfg, const qd_model *m, const qd_job_tensor *jt, const int *lin_tensor,
+                         int size, int k, qd_calib_plan *p)
 {
     memset(p, 0, sizeof *p);
-    double fact[QD_LIN_PER_BLOCK * 4] = {0}, rest[QD_LIN_PER_BLOCK * 4] = {0};
-    for (int li = 0; li < qd_model_num_linears(g->m) && p->nbt < (int)QD_ARRAY_LEN(p->bt); li++) {
-        const qd_linear *L = qd_model_linear(g->m, li);
-        if (L->layer != k || g->lin_tensor[li] < 0) continue;
+    double fact[QD_CALIB_PLAN_MAX] = {0}, rest[QD_CALIB_PLAN_MAX] = {0};
+    for (int li = 0; li < qd_model_num_linears(m) && p->nbt < QD_CALIB_PLAN_MAX; li++) {
+        const qd_linear *L = qd_model_linear(m, li);
+        if (L->layer != k || lin_tensor[li] < 0) continue;
         int gi = 0;
         while (gi < p->ng && p->grp[gi] != L->input_group) gi++;
-        const qd_job_tensor *j = &g->jt[g->lin_tensor[li]];
+        const qd_job_tensor *j = &jt[lin_tensor[li]];
         const qd_method_def *def = qd_job_method(j);
         qd_method_opts o;
-        qd_job_method_opts(g->cfg, j, &o);
+        qd_job_method_opts(cfg, j, &o);
         const int first = gi == p->ng;
         if (first) p->grp[p->ng++] = L->input_group;
         p->tg[p->nbt] = gi;
@@ -376,14 +362,12 @@ static void plan_block(gjob *g, int k, blockplan *p)
         if (first && def->prepare) fact[gi] = def->balance_cost(L->out, L->in, 0, &o) - shared;
         rest[gi] += shared;
     }
-    if (g->size == 1) {
-        for (int i = 0; i < p->ng; i++) p->n[i] = 1;
-        return;
-    }
-    if (p->ng >= g->size) {
+    for (int i = 0; i < p->ng; i++) p->n[i] = 1;
+    if (size == 1) return;
+    if (p->ng >= size) {
         double load[1024] = {0};
-        int order[QD_LIN_PER_BLOCK * 4];
-        QD_ASSERT(g->size <= 1024);
+        int order[QD_CALIB_PLAN_MAX];
+        QD_ASSERT(size <= 1024);
         for (int i = 0; i < p->ng; i++) order[i] = i;
         for (int i = 1; i < p->ng; i++) /* stable insertion sort by descending cost */
             for (int j = i; j > 0 && fact[order[j]] + rest[order[j]] > fact[order[j - 1]] + rest[order[j - 1]]; j--) {
@@ -393,16 +377,14 @@ static void plan_block(gjob *g, int k, blockplan *p)
             }
         for (int i = 0; i < p->ng; i++) {
             int best = 0;
-            for (int r = 1; r < g->size; r++)
+            for (int r = 1; r < size; r++)
                 if (load[r] < load[best]) best = r;
             p->lo[order[i]] = best;
-            p->n[order[i]] = 1;
             load[best] += fact[order[i]] + rest[order[i]];
         }
         return;
     }
-    for (int i = 0; i < p->ng; i++) p->n[i] = 1;
-    for (int extra = g->size - p->ng; extra > 0; extra--) {
+    for (int extra = size - p->ng; extra > 0; extra--) {
         int best = 0;
         for (int i = 1; i < p->ng; i++)
             if (fact[i] + rest[i] / p->n[i] > fact[best] + rest[best] / p->n[best]) best = i;
@@ -411,16 +393,31 @@ static void plan_block(gjob *g, int k, blockplan *p)
     for (int i = 1; i < p->ng; i++) p->lo[i] = p->lo[i - 1] + p->n[i - 1];
 }
 
-/* Whether this rank is one of group i's ranks. */
-static int plan_mine(const gjob *g, const blockplan *p, int i)
+/* Whether a tensor of b's group comes after another group's, later in the block (its H would
+ * be formed again, so its sums must stay until then). */
+static int later_run(const qd_calib_plan *p, int b)
 {
-    return g->rank >= p->lo[i] && g->rank < p->lo[i] + p->n[i];
+    int other = 0;
+    for (int b2 = b + 1; b2 < p->nbt; b2++) {
+        if (p->tg[b2] != p->tg[b])
+            other = 1;
+        else if (other)
+            return 1;
+    }
+    return 0;
 }
+
+static void plan_block(gjob *g, int k, qd_calib_plan *p)
+{
+    qd_calib_plan_block(g->cfg, g->m, g->jt, g->lin_tensor, g->size, k, p);
+}
+
+static int plan_mine(const gjob *g, const qd_calib_plan *p, int i) { return qd_calib_plan_has(p, i, g->rank); }
 
 /* The statistics of each group of the plan summed onto the group's first rank (exact integer
  * sums: the bits of an all-reduction) and handed to its other ranks; the ranks outside the range
  * free theirs. What this rank then holds is recorded. */
-static void reduce_to_owners(gjob *g, qd_calib *stats, const blockplan *p)
+static void reduce_to_owners(gjob *g, qd_calib *stats, const qd_calib_plan *p)
 {
     uint8_t *member = qd_xcalloc((size_t)g->size, 1);
     double held = 0;
@@ -544,7 +541,8 @@ static int seq_select(gjob *g, int k, uint8_t *sel)
 /* The statistics of block k's selected groups over every rank's samples (two passes: absmax,
  * then the exact sums), and the input rows of the groups whose methods learn from them, every
  * micro-batch's broadcast from the rank that ran it. */
-static int seq_calibrate(gjob *g, seqstate *q, int k, const uint8_t *sel, const blockplan *plan, qd_calib **stats_out)
+static int seq_calibrate(gjob *g, seqstate *q, int k, const uint8_t *sel, const qd_calib_plan *plan,
+                         qd_calib **stats_out)
 {
     const int ng = qd_model_num_groups(g->m), Hd = qd_model_cfg(g->m)->hidden;
     qd_calib *stats = NULL;
@@ -597,7 +595,7 @@ static int seq_calibrate(gjob *g, seqstate *q, int k, const uint8_t *sel, const 
 /* Block k's tensors: every rank does its groups' share without waiting (plan_block), then one
  * agreement, then the results are gathered (a column order from its group's first rank) and the
  * block's weights dequantized for the next step. *nt: tensors quantized. */
-static int seq_quantize(gjob *g, const blockplan *p, qd_calib *stats, int *nt)
+static int seq_quantize(gjob *g, const qd_calib_plan *p, qd_calib *stats, int *nt)
 {
     float *H = NULL;
     int Hgroup = -1, rc = QD_OK;
@@ -607,13 +605,17 @@ static int seq_quantize(gjob *g, const blockplan *p, qd_calib *stats, int *nt)
         const int ti = g->lin_tensor[p->bt[b]], gi = p->tg[b], mine = plan_mine(g, p, gi);
         const int need_h = mine && (!rows_kept(g, ti) || (wants_g_idx(g, ti) && g->rank == p->lo[gi]));
         if (need_h) rc = hessian(g, stats, p->grp[gi], &H, &Hgroup);
+        if (need_h && !rc && later_run(p, b) == 0) /* H serves the group's tensors: the sums go now */
+            qd_calib_release(qd_calib_find(stats, p->grp[gi]));
         if (!rc) rc = quantize_units_timed(g, ti, need_h && !rows_kept(g, ti) ? H : NULL, p->lo[gi], p->n[gi]);
         if (!rc && need_h && wants_g_idx(g, ti) && g->rank == p->lo[gi]) compute_g_idx(g, ti, H);
-        int later = 0; /* another tensor on the same input: the sums stay until it has H */
-        for (int b2 = b + 1; b2 < p->nbt && !later; b2++) later = p->tg[b2] == gi;
-        if (!later) qd_calib_release(qd_calib_find(stats, p->grp[gi])); /* H stays while in use */
+        if (!later_run(p, b)) qd_calib_release(qd_calib_find(stats, p->grp[gi]));
     }
     free(H);
+    if (g->prep) { /* the last group's prepared state is not needed by the next block */
+        g->prep_def->release(g->prep);
+        g->prep = NULL;
+    }
     g->res->phase[QD_PH_QUANTIZE] += qd_now() - tq;
     rc = agree(g, rc);
     tap_release(g);
@@ -657,7 +659,7 @@ static int run_sequential(gjob *g, qd_calib_data *data)
     int rc = seq_embed(g, data, &q);
     if (!rc) seq_row_offsets(g, &q);
     uint8_t *sel = qd_xmalloc((size_t)qd_model_num_groups(g->m));
-    blockplan plan;
+    qd_calib_plan plan;
     for (int k = 0; k < c->layers && !rc; k++) {
         const double t0 = qd_now();
         if ((rc = agree(g, qd_model_block_load(g->m, k)))) break; /* this block's weights only */
