@@ -51,7 +51,7 @@ static double method_work(const qd_job_config *cfg, const qd_job_tensor *j, doub
  * state, then the factorization; the block's whole results) and gathering (the results and the
  * dequantized block). */
 static double data_block(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, const qd_model *m,
-                         const int *lin_tensor, int64_t rows, int ranks, int rank, int k, double part[4])
+                         const int *lin_tensor, int64_t rows, int ranks, int rank, int k, double part[5])
 {
     qd_calib_plan p;
     qd_calib_plan_block(cfg, m, jt, lin_tensor, ranks, k, &p);
@@ -93,6 +93,7 @@ static double data_block(const qd_job_config *cfg, qd_checkpoint *ck, const qd_j
     part[1] = quant;
     part[2] = res;
     part[3] = dq;
+    part[4] = kept;
     return lin + kept + fmax(part[0], fmax(res + quant, res + dq));
 }
 
@@ -130,21 +131,24 @@ void qd_calib_estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const q
     const double runtime = 40e6;
     if (cfg->calib_mode != QD_CALIB_FP) {
         const double acts = ((double)mine + 1) * mb * T * H * 4 + fwd;
-        double block = 0, part[4], worst[4] = {0};
+        double block = 0, part[5], worst[5] = {0};
         for (int k = 0; k < c->layers; k++) {
             const double b = data_block(cfg, ck, jt, m, lin_tensor, rows, ranks, rank, k, part);
             if (b > block) {
                 block = b;
-                for (int i = 0; i < 4; i++) worst[i] = part[i];
+                for (int i = 0; i < 5; i++) worst[i] = part[i];
             }
         }
         free(lin_tensor);
         *bytes = runtime + weights + acts + results + block;
+        char rows_kept[96] = "";
+        if (worst[4] > 0) snprintf(rows_kept, sizeof rows_kept, "; AdaRound calibration rows %.1f", worst[4] * 1e-6);
         snprintf(breakdown, cap,
                  "runtime %.0f, weights %.1f, activations %.1f, results kept %.1f, block in hand %.1f (largest of "
-                 "local sums %.1f; results %.1f + GPTQ sums/H/work %.1f; results + dequantized block %.1f) MB",
+                 "local sums %.1f; results %.1f + its groups' sums, H and method work %.1f; results + dequantized "
+                 "block %.1f%s) MB",
                  runtime * 1e-6, weights * 1e-6, acts * 1e-6, results * 1e-6, block * 1e-6, worst[0] * 1e-6,
-                 worst[2] * 1e-6, worst[1] * 1e-6, worst[3] * 1e-6);
+                 worst[2] * 1e-6, worst[1] * 1e-6, worst[3] * 1e-6, rows_kept);
         return;
     }
     /* pipeline mode: this rank's blocks' statistics at once, then their tensors all at once */
