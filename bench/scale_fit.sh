@@ -10,8 +10,9 @@
 # --layers 8 --hidden 1024 --intermediate 4096 --heads 16 DIR`, 134 M parameters). Each run's
 # log is OUTDIR/<name>-<ranks>.log and its record (`qdist plan --record`) OUTDIR/<name>-<ranks>.json;
 # the fit of every record in OUTDIR is OUTDIR/model.json. QD_FIT_OPTS: the job's options
-# (default GPTQ 4-bit g128 asymmetric on 32 x 64 SST-2 tokens), QDIST: the binary. Ranks above
-# the core count are oversubscribed. The machine may be shared: the load is printed per run.
+# (default GPTQ 4-bit g128 asymmetric on 32 x 64 SST-2 tokens), QDIST: the binary, QD_FIT_CORES:
+# the cores the jobs had (default nproc; on a shared machine the share it had, e.g. 1). Ranks
+# above the core count are oversubscribed. The load is printed per run.
 set -eu
 OUT=${1:?OUTDIR}
 MODEL=${2:?MODEL}
@@ -33,7 +34,7 @@ for N in "$@"; do
     grep -E "calibrated phases|^  time" "$LOG"
   fi
   # shellcheck disable=SC2086
-  "$QDIST" plan --model "$MODEL" $OPTS --record "$LOG" >"$OUT/$NAME-$N.json"
+  "$QDIST" plan --model "$MODEL" $OPTS --cores "${QD_FIT_CORES:-$(nproc)}" --record "$LOG" >"$OUT/$NAME-$N.json"
 done
-cat "$OUT"/*.json >"$OUT/records.jsonl"
+cat "$OUT"/*-*.json >"$OUT/records.jsonl"
 "$QDIST" plan --fit "$OUT/records.jsonl" --model-out "$OUT/model.json"

@@ -64,7 +64,8 @@ static int read_log(const char *path)
     return 0;
 }
 
-/* --fit RECORDS... [--model-out FILE]: the coefficients and each run's measured vs predicted wall. */
+/* --fit RECORDS... [--model-out FILE]: the coefficients and each run's measured vs predicted wall;
+ * with --time-model FILE, that model's predictions for the runs instead of a fit. */
 static int fit(MPI_Comm comm, int argc, char **argv)
 {
     if (!qd_cli_is_root(comm)) return QD_EXIT_OK;
@@ -82,12 +83,19 @@ static int fit(MPI_Comm comm, int argc, char **argv)
     }
     if (!rc && !files) rc = qd_cli_usage_error(comm, "plan", "--fit needs record files (qdist plan --record LOG)");
     qd_cost_model m;
-    if (!rc && qd_cost_fit(jobs, (const double(*)[QD_COST_NPHASES])meas, n, &m, rms)) {
+    /* with --time-model: that model against the runs (validation), nothing fitted */
+    const int given = g_tm.time_model != NULL;
+    if (!rc && (given ? qd_cost_model_read(g_tm.time_model, &m)
+                      : qd_cost_fit(jobs, (const double(*)[QD_COST_NPHASES])meas, n, &m, rms))) {
         fprintf(stderr, "qdist plan: %s\n", qd_errmsg());
         rc = QD_EXIT_FAIL;
     }
     if (!rc) {
-        printf("time model fitted on %d run%s (coefficient, s per unit):\n", n, n == 1 ? "" : "s");
+        if (given)
+            printf("time model %s against %d run%s (coefficient, s per unit):\n", g_tm.time_model, n,
+                   n == 1 ? "" : "s");
+        else
+            printf("time model fitted on %d run%s (coefficient, s per unit):\n", n, n == 1 ? "" : "s");
         for (int k = 0; k < QD_COST_NCOEF; k++) printf("  %-24s %.6g\n", qd_cost_coef_names[k], m.c[k]);
         printf("\n%-5s %-6s %-6s", "run", "ranks", "nodes");
         for (int p = 0; p < QD_COST_NPHASES; p++) printf(" %9s", qd_cost_phase_names[p]);
@@ -103,7 +111,7 @@ static int fit(MPI_Comm comm, int argc, char **argv)
             printf(" %10.2f %10.2f %+6.1f%%\n", wall[r], pw, 100 * e);
         }
         printf("(phases: measured/model s; largest wall-time error %.1f%%)\n", 100 * worst);
-        if (g_tm.model_out && qd_cost_model_write(g_tm.model_out, &m, n, rms)) {
+        if (g_tm.model_out && qd_cost_model_write(g_tm.model_out, &m, n, given ? NULL : rms)) {
             fprintf(stderr, "qdist plan: %s\n", qd_errmsg());
             rc = QD_EXIT_FAIL;
         } else if (g_tm.model_out)
@@ -170,8 +178,9 @@ int qd_plan_time_record_ranks(void) { return g_tm.record ? g_tm.record_ranks : 0
 typedef struct {
     qd_cost_job j;
     int nblocks;
-    int *nt;       /* [nblocks] calibrated tensors */
-    double *costs; /* [nblocks][QD_LIN_PER_BLOCK] their method costs */
+    int *nt;               /* [nblocks] calibrated tensors */
+    double *fixed, *share; /* [nblocks][QD_LIN_PER_BLOCK] their method costs: per input, per rows */
+    int *group;            /* [nblocks][QD_LIN_PER_BLOCK] their input groups */
 } job_work;
 
 static double out_bytes_of(const qd_job_tensor *j, const qd_tensor_info *t, int calibrated)
@@ -196,7 +205,9 @@ static int job_work_of(const qd_job_config *c, qd_checkpoint *ck, const qd_job_t
     qd_calib_data_free(d);
     w->nblocks = mc->layers;
     w->nt = qd_xcalloc((size_t)mc->layers, sizeof *w->nt);
-    w->costs = qd_xcalloc((size_t)mc->layers * QD_LIN_PER_BLOCK, sizeof *w->costs);
+    w->fixed = qd_xcalloc((size_t)mc->layers * QD_LIN_PER_BLOCK, sizeof *w->fixed);
+    w->share = qd_xcalloc((size_t)mc->layers * QD_LIN_PER_BLOCK, sizeof *w->share);
+    w->group = qd_xcalloc((size_t)mc->layers * QD_LIN_PER_BLOCK, sizeof *w->group);
     uint8_t *calibrated = qd_xcalloc((size_t)n + 1, 1), *group_seen = qd_xcalloc((size_t)qd_model_num_groups(m) + 1, 1);
     uint8_t *block_seen = qd_xcalloc((size_t)mc->layers, 1);
     for (int li = 0; li < qd_model_num_linears(m); li++) {
@@ -217,9 +228,14 @@ static int job_work_of(const qd_job_config *c, qd_checkpoint *ck, const qd_job_t
             block_seen[L->layer] = 1;
             w->j.reductions += 2;
         }
-        w->j.quant_total += pi[ti].cost;
-        if (w->nt[L->layer] < QD_LIN_PER_BLOCK)
-            w->costs[(size_t)L->layer * QD_LIN_PER_BLOCK + w->nt[L->layer]++] = pi[ti].cost;
+        if (w->nt[L->layer] < QD_LIN_PER_BLOCK) {
+            /* GPTQ: the factorization of the input's statistics (in^3) is done by every rank
+             * that quantizes rows of the tensor; the rest divides over them */
+            const size_t at = (size_t)L->layer * QD_LIN_PER_BLOCK + (size_t)w->nt[L->layer]++;
+            w->fixed[at] = jt[ti].method == QD_METHOD_GPTQ ? fmin(in * in * in, pi[ti].cost) : 0;
+            w->share[at] = pi[ti].cost - w->fixed[at];
+            w->group[at] = L->input_group;
+        }
         w->j.qparams += in * out;
     }
     for (int i = 0; i < n; i++) {
@@ -240,15 +256,21 @@ static void job_at(const job_work *w, int ranks, int nodes, int cores, qd_cost_j
     j->ranks = ranks;
     j->nodes = nodes < ranks ? nodes : ranks;
     j->cores = cores;
-    j->quant_span = 0;
-    for (int k = 0; k < w->nblocks; k++)
-        j->quant_span += qd_cost_block_span(w->costs + (size_t)k * QD_LIN_PER_BLOCK, w->nt[k], ranks);
+    j->quant_span = j->quant_total = 0;
+    for (int k = 0; k < w->nblocks; k++) {
+        double work = 0;
+        const size_t at = (size_t)k * QD_LIN_PER_BLOCK;
+        j->quant_span += qd_cost_block_span(w->fixed + at, w->share + at, w->group + at, w->nt[k], ranks, &work);
+        j->quant_total += work;
+    }
 }
 
 static void job_work_free(job_work *w)
 {
     free(w->nt);
-    free(w->costs);
+    free(w->fixed);
+    free(w->share);
+    free(w->group);
 }
 
 int qd_plan_time_report(const qd_job_config *c, qd_checkpoint *ck, const qd_job_tensor *jt, const qd_plan_item *pi,

@@ -175,7 +175,8 @@ static const char *plan_help =
     "  --net-gbps G       network between nodes, GB/s;  --net-latency-us U  its latency\n"
     "  --fs-mbps M        file-system throughput, MB/s (the write; the read across nodes)\n"
     "  --record LOG       print the run record (work + measured phases) of the job's log instead\n"
-    "  --fit RECORD...    fit the model's coefficients to run records;  --model-out FILE  write them\n";
+    "  --fit RECORD...    fit the model's coefficients to run records;  --model-out FILE  write them;\n"
+    "                     with --time-model FILE, that model's predictions for the runs instead\n";
 
 enum {
     O_MODEL = 256,

@@ -45,8 +45,11 @@ static double log2_ceil(int p)
 static void phase_terms(const qd_cost_job *j, int phase, double x[2])
 {
     const double P = j->ranks > 0 ? j->ranks : 1, cores = cores_of(j);
+    /* work every rank repeats (its reads, dequantizing every block) takes P / cores times as
+     * long when the ranks outnumber the cores */
+    const double over = P / cores;
     switch (phase) {
-    case QD_COST_READ: x[0] = j->bytes_in; break;
+    case QD_COST_READ: x[0] = j->bytes_in * over; break;
     case QD_COST_FORWARD:
         x[0] = j->fwd_work / cores;
         x[1] = 1;
@@ -57,7 +60,7 @@ static void phase_terms(const qd_cost_job *j, int phase, double x[2])
         break;
     case QD_COST_QUANTIZE: x[0] = fmax(j->quant_span, j->quant_total / cores); break;
     case QD_COST_GATHER:
-        x[0] = j->qparams;
+        x[0] = j->qparams * over;
         x[1] = j->qparams * (P - 1) / P;
         break;
     default:
@@ -90,15 +93,29 @@ double qd_cost_predict(const qd_cost_model *m, const qd_cost_job *j, const qd_co
     return wall;
 }
 
-double qd_cost_block_span(const double *costs, int n, int ranks)
+static double fixed_sum(const double *fixed, int n)
 {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += fixed[i];
+    return s;
+}
+
+double qd_cost_block_span(const double *fixed, const double *share, const int *group, int n, int ranks, double *work)
+{
+    if (work) *work = 0;
     if (n <= 0) return 0;
-    double total = 0;
-    for (int i = 0; i < n; i++) total += costs[i];
+    double total = 0, fixed_once = 0;
+    for (int i = 0; i < n; i++) {
+        total += fixed[i] + share[i];
+        int seen = 0;
+        for (int k = 0; k < i; k++) seen |= group[k] == group[i];
+        if (!seen) fixed_once += fixed[i];
+    }
+    if (work) *work = n < ranks && ranks > 1 ? ranks * fixed_once + total - fixed_sum(fixed, n) : total;
     if (ranks <= 1) return total;
-    if (n < ranks) return total / ranks;
+    if (n < ranks) return fixed_once + (total - fixed_sum(fixed, n)) / ranks;
     double *c = qd_xmalloc((size_t)n * sizeof *c), *load = qd_xcalloc((size_t)ranks, sizeof *load);
-    memcpy(c, costs, (size_t)n * sizeof *c);
+    for (int i = 0; i < n; i++) c[i] = fixed[i] + share[i];
     for (int a = 1; a < n; a++) /* descending; n is a block's few tensors */
         for (int b = a; b > 0 && c[b] > c[b - 1]; b--) {
             const double s = c[b];
@@ -188,8 +205,11 @@ int qd_cost_fit(const qd_cost_job *jobs, const double (*measured)[QD_COST_NPHASE
 
 void qd_cost_model_default(qd_cost_model *m)
 {
-    /* bench/scale_fit.sh on the development machine (docs/scaling.md, "The time model") */
-    static const double c[QD_COST_NCOEF] = {5.576e-9, 0, 72.7, 0, 0.7035, 9.786e-11, 3.768e-9, 1.024e-7, 0, 3.177e-8};
+    /* `qdist plan --fit bench/scale_fit_records.jsonl`: 8 GPTQ runs of two generated BERTs at 1, 2,
+     * 4, 8 ranks on the 2-core development machine under a load of 10-30 (recorded with --cores 1,
+     * the share of it the job had; docs/scaling.md, "The time model") */
+    static const double c[QD_COST_NCOEF] = {2.31e-09,  0,       89.39,     8.42e-09, 0.2853,
+                                            7.733e-11, 1.8e-08, 3.498e-08, 4.273,    1.224e-08};
     memcpy(m->c, c, sizeof c);
 }
 

@@ -3,13 +3,16 @@
  * holds, fitted by least squares from measured runs (the phases every job prints). `qdist plan`
  * predicts with it for other rank and node counts, network bandwidths and file systems.
  *
- *   P ranks on N nodes of C cores, cores = min(P, N·C):
- *   read     = c_read · bytes_in                          every rank reads the blocks it calibrates
+ *   P ranks on N nodes of C cores, cores = min(P, N·C), over = P / cores (>= 1: ranks that
+ *   share a core take turns on the work each of them repeats):
+ *   read     = c_read · bytes_in · over                   every rank reads the blocks it calibrates
  *   forward  = c_fwd · fwd_work / cores + c_fwd0          calibration passes, split by samples
  *   reduce   = reduce_bytes · 2(P−1)/P · c_byte            ring all-reduce of the statistics
  *              + c_lat · reductions · ⌈log2 P⌉
- *   quantize = c_q · max(span(P), quant_total / cores)     the busiest rank's share of each block
- *   gather   = c_dq · qparams + c_gbyte · qparams·(P−1)/P  every rank gathers and dequantizes
+ *   quantize = c_q · max(span(P), work(P) / cores)         the busiest rank's share of each block,
+ *                                                          or all ranks' work on the cores
+ *   gather   = c_dq · qparams · over                       every rank dequantizes every block
+ *              + c_gbyte · qparams·(P−1)/P                 and gathers the others' results
  *   write    = c_w0 + out_bytes · c_wbyte                 the file (open, plan, pieces, close)
  *
  * The work terms come from the checkpoint and the options (coordinator/cmd_plan.c); the
@@ -40,8 +43,8 @@ typedef struct {
     double fwd_work;         /* tokens × (3·Σ in·out over the Linears + Σ in² over the input groups) */
     double reduce_bytes;     /* statistics all-reduced per rank (Σ in·4 + in²·8 over the groups) */
     double reductions;       /* all-reduce calls (two per calibrated block) */
-    double quant_total;      /* Σ the method's cost over the calibrated tensors */
-    double quant_span;       /* Σ over blocks of the busiest rank's cost at this rank count */
+    double quant_total;      /* Σ over blocks of all ranks' method work at this rank count */
+    double quant_span;       /* Σ over blocks of the busiest rank's method work at this rank count */
     double qparams;          /* parameters quantized */
     double out_bytes;        /* bytes of the output file */
 } qd_cost_job;
@@ -60,10 +63,13 @@ typedef struct {
 /* Predicts every phase (t may be NULL) and returns the wall time in seconds. */
 double qd_cost_predict(const qd_cost_model *m, const qd_cost_job *j, const qd_cost_env *env, double t[QD_COST_NPHASES]);
 
-/* The busiest rank's cost of one block whose n tensors cost costs[i], the way the calibrated job
- * assigns them: whole tensors by longest-first to the least loaded rank when n >= ranks, else row
- * units spread evenly (total / ranks). */
-double qd_cost_block_span(const double *costs, int n, int ranks);
+/* The busiest rank's cost of one block of n tensors, the way the calibrated job assigns them.
+ * Tensor i costs fixed[i] once per rank that works on it (GPTQ's factorization of its input's
+ * statistics, shared by the tensors of one input group[i] on a rank) plus share[i] for its rows.
+ * n >= ranks: whole tensors, longest first, to the least loaded rank; n < ranks: every rank takes
+ * row units of every tensor, so it repeats each input's fixed cost and does 1/ranks of the rows.
+ * *work (may be NULL): what all ranks do together. */
+double qd_cost_block_span(const double *fixed, const double *share, const int *group, int n, int ranks, double *work);
 
 /* Least squares per phase (LAPACK's dgels on scaled columns; a coefficient that comes out
  * negative is dropped and the phase refitted, so each stays a cost). measured[r][phase]: run r's

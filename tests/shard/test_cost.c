@@ -47,7 +47,7 @@ static void check_fit_recovers_truth(void)
                   fit.c[k], truth.c[k]);
     for (int p = 0; p < QD_COST_NPHASES; p++) CHECK_DBL_LE(rms[p], 1e-6);
 
-    /* noise of ±2 % on every measurement: the coefficients within a few per cent */
+    /* noise of ±2 % on every measurement: the coefficients within 15 % */
     unsigned seed = 7;
     for (int r = 0; r < n; r++)
         for (int p = 0; p < QD_COST_NPHASES; p++) {
@@ -57,7 +57,7 @@ static void check_fit_recovers_truth(void)
     CHECK_EQ(qd_cost_fit(jobs, (const double(*)[QD_COST_NPHASES])meas, n, &fit, rms), 0);
     for (int k = 0; k < QD_COST_NCOEF; k++)
         if (k != 2 && k != 8) /* the constants absorb more of the noise */
-            CHECK_MSG(fabs(fit.c[k] - truth.c[k]) <= 0.1 * truth.c[k], "%s with noise: fitted %g, truth %g",
+            CHECK_MSG(fabs(fit.c[k] - truth.c[k]) <= 0.15 * truth.c[k], "%s with noise: fitted %g, truth %g",
                       qd_cost_coef_names[k], fit.c[k], truth.c[k]);
 }
 
@@ -79,17 +79,17 @@ static void check_no_negative_cost(void)
     CHECK_NE(qd_cost_fit(jobs, (const double(*)[QD_COST_NPHASES])meas, 0, &fit, NULL), 0);
 }
 
-/* One job's phases by hand: 8 ranks on 2 nodes of 2 cores (4 cores in all). */
+/* One job's phases by hand: 8 ranks on 2 nodes of 2 cores (4 cores in all: two ranks a core). */
 static void check_phases_by_hand(void)
 {
     qd_cost_job j = job(0, 8, 2);
     double t[QD_COST_NPHASES];
     const double wall = qd_cost_predict(&truth, &j, NULL, t);
-    CHECK_NEAR(t[QD_COST_READ], 2e-9 * 2.6e8, 1e-12);
+    CHECK_NEAR(t[QD_COST_READ], 2e-9 * 2.6e8 * 2, 1e-12);
     CHECK_NEAR(t[QD_COST_FORWARD], 3e-11 * 1.4e12 / 4 + 1.5, 1e-9);
     CHECK_NEAR(t[QD_COST_REDUCE], 4e-10 * 1.3e9 * 2 * 7 / 8 + 2e-3 * 16 * 3, 1e-9);
     CHECK_NEAR(t[QD_COST_QUANTIZE], 5e-11 * fmax(8e11 / 4, 8e11 / 4), 1e-9);
-    CHECK_NEAR(t[QD_COST_GATHER], 3e-9 * 1e8 + 1e-9 * 1e8 * 7 / 8, 1e-9);
+    CHECK_NEAR(t[QD_COST_GATHER], 3e-9 * 1e8 * 2 + 1e-9 * 1e8 * 7 / 8, 1e-9);
     CHECK_NEAR(t[QD_COST_WRITE], 0.8 + 6e-9 * 1.9e8, 1e-9);
     double sum = 0;
     for (int p = 0; p < QD_COST_NPHASES; p++) sum += t[p];
@@ -98,7 +98,7 @@ static void check_phases_by_hand(void)
     qd_cost_env env = {.net_gbps = 1, .net_latency_us = 50, .fs_mbps = 100};
     qd_cost_predict(&truth, &j, &env, t);
     CHECK_NEAR(t[QD_COST_REDUCE], 1e-9 * 1.3e9 * 2 * 7 / 8 + 2e-3 * 16 * 3, 1e-9); /* latency: fitted is larger */
-    CHECK_NEAR(t[QD_COST_GATHER], 3e-9 * 1e8 + 1e-9 * 1e8 * 7 / 8, 1e-9);
+    CHECK_NEAR(t[QD_COST_GATHER], 3e-9 * 1e8 * 2 + 1e-9 * 1e8 * 7 / 8, 1e-9);
     CHECK_NEAR(t[QD_COST_WRITE], 0.8 + 1.9e8 / 1e8, 1e-9);
     CHECK_NEAR(t[QD_COST_READ], 2 * 2.6e8 / 1e8, 1e-9); /* each node reads it once at 100 MB/s */
     /* one node: the network does not apply */
@@ -109,14 +109,21 @@ static void check_phases_by_hand(void)
 
 static void check_span(void)
 {
-    const double c[] = {1, 1, 1, 1, 4, 4}; /* a BERT block's shape of costs */
-    CHECK_NEAR(qd_cost_block_span(c, 6, 1), 12, 0);
-    CHECK_NEAR(qd_cost_block_span(c, 6, 2), 6, 0);   /* 4+1+1 | 4+1+1 */
-    CHECK_NEAR(qd_cost_block_span(c, 6, 4), 4, 0);   /* 4 | 4 | 1+1 | 1+1 */
-    CHECK_NEAR(qd_cost_block_span(c, 6, 8), 1.5, 0); /* fewer tensors than ranks: rows spread */
-    const double d[] = {5, 3, 3, 2, 2, 1};
-    CHECK_NEAR(qd_cost_block_span(d, 6, 3), 6, 0); /* 5+1 | 3+2 | 3+2 */
-    CHECK_NEAR(qd_cost_block_span(d, 0, 3), 0, 0);
+    /* a BERT block: q, k, v on one input (group 0), o, intermediate (group 2), output */
+    const double fixed[] = {1, 1, 1, 1, 1, 4}, share[] = {1, 1, 1, 1, 4, 4};
+    const int group[] = {0, 0, 0, 1, 2, 3};
+    double work = -1;
+    CHECK_NEAR(qd_cost_block_span(fixed, share, group, 6, 1, NULL), 21, 0);
+    CHECK_NEAR(qd_cost_block_span(fixed, share, group, 6, 2, NULL), 11, 0); /* 8+2 , 5+2+2+2 */
+    CHECK_NEAR(qd_cost_block_span(fixed, share, group, 6, 4, &work), 8, 0); /* 8 | 5 | 2+2 | 2+2 */
+    /* fewer tensors than ranks: every rank factorizes each input once, 1/8 of the rows */
+    CHECK_NEAR(work, 21, 0);
+    CHECK_NEAR(qd_cost_block_span(fixed, share, group, 6, 8, &work), 1 + 1 + 1 + 4 + 12.0 / 8, 1e-12);
+    CHECK_NEAR(work, 8 * (1 + 1 + 1 + 4) + 12, 1e-12);
+    const double f0[] = {0, 0, 0, 0, 0, 0}, d[] = {5, 3, 3, 2, 2, 1};
+    const int g[] = {0, 1, 2, 3, 4, 5};
+    CHECK_NEAR(qd_cost_block_span(f0, d, g, 6, 3, NULL), 6, 0); /* 5+1 | 3+2 | 3+2 */
+    CHECK_NEAR(qd_cost_block_span(f0, d, g, 0, 3, NULL), 0, 0);
 }
 
 static void check_json(void)
