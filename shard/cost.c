@@ -13,8 +13,8 @@
 
 const char *const qd_cost_phase_names[QD_COST_NPHASES] = {"read", "forward", "reduce", "quantize", "gather", "write"};
 const char *const qd_cost_coef_names[QD_COST_NCOEF] = {
-    "read_s_per_byte",     "forward_s_per_unit",     "forward_s",         "reduce_s_per_byte", "reduce_latency_s",
-    "quantize_s_per_unit", "dequantize_s_per_param", "gather_s_per_byte", "write_s",           "write_s_per_byte"};
+    "read_s_per_byte",     "forward_s_per_unit",     "forward_s_per_block", "reduce_s_per_byte", "reduce_latency_s",
+    "quantize_s_per_unit", "dequantize_s_per_param", "gather_s_per_byte",   "write_s",           "write_s_per_byte"};
 
 /* the coefficients of each phase: [first, first + count) */
 static const int phase_first[QD_COST_NPHASES] = {0, 1, 3, 5, 6, 8};
@@ -52,7 +52,7 @@ static void phase_terms(const qd_cost_job *j, int phase, double x[2])
     case QD_COST_READ: x[0] = j->bytes_in * over; break;
     case QD_COST_FORWARD:
         x[0] = j->fwd_work / cores;
-        x[1] = 1;
+        x[1] = j->reductions / 2; /* per block: its load, agreements, advancing the samples */
         break;
     case QD_COST_REDUCE:
         x[0] = j->reduce_bytes * 2 * (P - 1) / P;
@@ -74,9 +74,9 @@ double qd_cost_predict(const qd_cost_model *m, const qd_cost_job *j, const qd_co
 {
     qd_cost_model e = *m;
     const int nodes = j->nodes > 0 ? j->nodes : 1;
-    if (env && nodes > 1 && env->net_gbps > 0) { /* across nodes: no faster than the network */
-        e.c[3] = fmax(e.c[3], 1.0 / (env->net_gbps * 1e9));
-        e.c[7] = fmax(e.c[7], 1.0 / (env->net_gbps * 1e9));
+    if (env && nodes > 1 && env->net_gbps > 0) { /* across nodes: at the network's speed */
+        e.c[3] = 1.0 / (env->net_gbps * 1e9);
+        e.c[7] = 1.0 / (env->net_gbps * 1e9);
     }
     if (env && nodes > 1 && env->net_latency_us > 0) e.c[4] = fmax(e.c[4], env->net_latency_us * 1e-6);
     if (env && env->fs_mbps > 0) e.c[9] = 1.0 / (env->fs_mbps * 1e6);
@@ -208,8 +208,8 @@ void qd_cost_model_default(qd_cost_model *m)
     /* `qdist plan --fit bench/scale_fit_records.jsonl`: 8 GPTQ runs of two generated BERTs at 1, 2,
      * 4, 8 ranks on the 2-core development machine under a load of 10-30 (recorded with --cores 1,
      * the share of it the job had; docs/scaling.md, "The time model") */
-    static const double c[QD_COST_NCOEF] = {2.31e-09,  0,       89.39,     8.42e-09, 0.2853,
-                                            7.733e-11, 1.8e-08, 3.498e-08, 4.273,    1.224e-08};
+    static const double c[QD_COST_NCOEF] = {2.31e-09,  6.216e-11, 3.525,     8.42e-09, 0.2853,
+                                            7.733e-11, 1.8e-08,   3.498e-08, 4.273,    1.224e-08};
     memcpy(m->c, c, sizeof c);
 }
 

@@ -6,7 +6,7 @@
  *   P ranks on N nodes of C cores, cores = min(P, N·C), over = P / cores (>= 1: ranks that
  *   share a core take turns on the work each of them repeats):
  *   read     = c_read · bytes_in · over                   every rank reads the blocks it calibrates
- *   forward  = c_fwd · fwd_work / cores + c_fwd0          calibration passes, split by samples
+ *   forward  = c_fwd · fwd_work / cores + c_blk · blocks   calibration passes, split by samples
  *   reduce   = reduce_bytes · 2(P−1)/P · c_byte            ring all-reduce of the statistics
  *              + c_lat · reductions · ⌈log2 P⌉
  *   quantize = c_q · max(span(P), work(P) / cores)         the busiest rank's share of each block,
@@ -54,8 +54,9 @@ typedef struct {
 } qd_cost_model;
 
 /* What a prediction may change: 0 keeps the fitted value. net_gbps: the network between nodes
- * (GB/s = 8 Gbit/s), used for the reduction and the gather when nodes > 1 (the slower of it and
- * the fitted one); fs_mbps: the file system's write (and, across nodes, read) throughput. */
+ * (GB/s = 8 Gbit/s), the bandwidth of the reduction and the gather when nodes > 1 (instead of the
+ * fitted one, measured on one node); net_latency_us: the larger of it and the fitted latency;
+ * fs_mbps: the file system's write (and, across nodes, read) throughput. */
 typedef struct {
     double net_gbps, net_latency_us, fs_mbps;
 } qd_cost_env;
