@@ -78,8 +78,10 @@ static int fit(MPI_Comm comm, int argc, char **argv)
             break;
         }
         files++;
-        if ((rc = qd_cost_records_read(argv[i], &jobs, &meas, &wall, &n)))
+        if (qd_cost_records_read(argv[i], &jobs, &meas, &wall, &n)) {
             fprintf(stderr, "qdist plan: %s\n", qd_errmsg());
+            rc = QD_EXIT_FAIL;
+        }
     }
     if (!rc && !files) rc = qd_cli_usage_error(comm, "plan", "--fit needs record files (qdist plan --record LOG)");
     qd_cost_model m;

@@ -75,16 +75,9 @@ trap cleanup EXIT
 trap 'exit 1' INT TERM
 
 # ---- munge: own key and socket -------------------------------------------------------------
-mkdir -p "$T/munge" "$T/state" "$T/spool" "$T/out"
-chmod 700 "$T/munge"
-dd if=/dev/urandom of="$T/munge/munge.key" bs=1024 count=1 status=none
-chmod 400 "$T/munge/munge.key"
-munged --force -F --socket="$T/munge/sock" --key-file="$T/munge/munge.key" \
-  --log-file="$T/munge/munged.log" --pid-file="$T/munge/munged.pid" --seed-file="$T/munge/seed" \
-  >/dev/null 2>&1 &
-PIDS+=($!)
-for _ in $(seq 50); do [ -S "$T/munge/sock" ] && break; sleep 0.1; done
-[ -S "$T/munge/sock" ] || { cat "$T/munge/munged.log"; skip "munged did not start"; }
+mkdir -p "$T/state" "$T/spool" "$T/out"
+. "$HERE/munge.sh"
+start_munge "$T" || skip "munged did not start"
 
 # ---- slurm.conf for this host ------------------------------------------------------------------
 HOST=$(hostname -s)

@@ -42,14 +42,12 @@ for i in $(seq 1 "$NODES"); do NS+=("qdsl${tag}n$i"); done
 T=$(mktemp -d /tmp/qd-slurm-nodes-XXXXXX)
 chmod 755 "$T"
 PIDS=()
+. "$SRC/tests/deploy/netns.sh"
 cleanup() {
-  local p ns
+  local p
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
   sleep 1
-  for ns in "${NS[@]}" "$CTL" "$SW"; do
-    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-    ip netns del "$ns" 2>/dev/null
-  done
+  netns_delete "${NS[@]}" "$CTL" "$SW"
   for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
   if [ "${QD_SLURM_KEEP:-0}" = 1 ]; then echo "kept $T"; else rm -rf "$T"; fi
 }
@@ -57,35 +55,19 @@ trap cleanup EXIT
 trap 'exit 1' INT TERM
 
 # ---- the network: a bridge, one namespace per node and one for the controller -----------------
-ip netns add "$SW" 2>"$T/err" || skip "cannot create a network namespace: $(cat "$T/err")"
-{ ip -n "$SW" link add br0 type bridge && ip -n "$SW" link set br0 up; } || skip "cannot create a bridge"
-host_ns() { # NS INDEX ADDRESS-SUFFIX
-  ip netns add "$1" &&
-    ip -n "$SW" link add "p$2" type veth peer name mpi0 netns "$1" &&
-    ip -n "$SW" link set "p$2" master br0 && ip -n "$SW" link set "p$2" up &&
-    ip netns exec "$1" sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.mpi0.route_localnet=1 \
-      net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.mpi0.rp_filter=0 &&
-    ip -n "$1" link set lo up && ip -n "$1" addr del 127.0.0.1/8 dev lo && ip -n "$1" addr add 127.0.0.1/32 dev lo &&
-    { ! ip -n "$1" route show table local | grep -q '^local 127.0.0.0/8' ||
-      ip -n "$1" route del local 127.0.0.0/8 dev lo table local; } &&
-    ip -n "$1" addr add "127.100.0.$3/24" dev mpi0 && ip -n "$1" link set mpi0 up
-}
-for i in $(seq 1 "$NODES"); do host_ns "${NS[$((i - 1))]}" "$i" "$i" || { echo "FAIL: node $i's namespace"; exit 1; }; done
-host_ns "$CTL" 100 100 || { echo "FAIL: the controller's namespace"; exit 1; }
+netns_switch "$SW" 2>"$T/err" || skip "cannot create a network namespace with a bridge: $(cat "$T/err")"
+for i in $(seq 1 "$NODES"); do
+  netns_host "$SW" "${NS[$((i - 1))]}" "$i" "$i" || { echo "FAIL: node $i's namespace"; exit 1; }
+done
+netns_host "$SW" "$CTL" 100 100 || { echo "FAIL: the controller's namespace"; exit 1; }
 # nsenter, not `ip netns exec`: that one remounts /sys, and slurmd wants the cgroup mount under it
 in_ns() { local ns=$1; shift; nsenter --net=/run/netns/"$ns" "$@"; }
 in_ctl() { in_ns "$CTL" "$@"; }
 
 # ---- munge (its socket is a file: every namespace reaches it) ---------------------------------
-mkdir -p "$T/munge" "$T/state" "$T/spool" "$T/out" "$T/tmp" "$T/pmix"
-chmod 700 "$T/munge"
-dd if=/dev/urandom of="$T/munge/munge.key" bs=1024 count=1 status=none
-chmod 400 "$T/munge/munge.key"
-munged --force -F --socket="$T/munge/sock" --key-file="$T/munge/munge.key" \
-  --log-file="$T/munge/munged.log" --pid-file="$T/munge/munged.pid" --seed-file="$T/munge/seed" >/dev/null 2>&1 &
-PIDS+=($!)
-for _ in $(seq 50); do [ -S "$T/munge/sock" ] && break; sleep 0.1; done
-[ -S "$T/munge/sock" ] || skip "munged did not start"
+mkdir -p "$T/state" "$T/spool" "$T/out" "$T/tmp" "$T/pmix"
+. "$HERE/munge.sh"
+start_munge "$T" || skip "munged did not start"
 
 export SLURM_CONF=$T/slurm.conf
 cat >"$SLURM_CONF" <<EOF

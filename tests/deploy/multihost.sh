@@ -38,32 +38,17 @@ SW=qdmh${tag}s
 NS=()
 for i in $(seq 1 "$HOSTS"); do NS+=("qdmh${tag}h$i"); done
 T=$(mktemp -d /tmp/qd-multihost-XXXXXX)
+. "$HERE/netns.sh"
 cleanup() {
-  for ns in "${NS[@]}" "$SW"; do
-    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-    ip netns del "$ns" 2>/dev/null
-  done
+  netns_delete "${NS[@]}" "$SW"
   if [ "${QD_MH_KEEP:-0}" = 1 ]; then echo "kept $T"; else rm -rf "$T"; fi
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-if ! ip netns add "$SW" 2>"$T/err"; then skip "cannot create a network namespace: $(cat "$T/err")"; fi
-{ ip -n "$SW" link add br0 type bridge && ip -n "$SW" link set br0 up; } || skip "cannot create a bridge"
+netns_switch "$SW" 2>"$T/err" || skip "cannot create a network namespace with a bridge: $(cat "$T/err")"
 for i in $(seq 1 "$HOSTS"); do
-  ns=${NS[$((i - 1))]}
-  ip netns add "$ns" &&
-  ip -n "$SW" link add "p$i" type veth peer name mpi0 netns "$ns" &&
-  ip -n "$SW" link set "p$i" master br0 && ip -n "$SW" link set "p$i" up &&
-  ip netns exec "$ns" sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.mpi0.route_localnet=1 \
-     net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.mpi0.rp_filter=0 &&
-  ip -n "$ns" link set lo up &&
-  ip -n "$ns" addr del 127.0.0.1/8 dev lo &&
-  ip -n "$ns" addr add 127.0.0.1/32 dev lo &&
-  { ! ip -n "$ns" route show table local | grep -q '^local 127.0.0.0/8' \
-    || ip -n "$ns" route del local 127.0.0.0/8 dev lo table local; } &&
-  ip -n "$ns" addr add 127.100.0.$i/24 dev mpi0 &&
-  ip -n "$ns" link set mpi0 up || { echo "FAIL: configuring host $i ($ns)"; exit 1; }
+  netns_host "$SW" "${NS[$((i - 1))]}" "$i" "$i" || { echo "FAIL: configuring host $i"; exit 1; }
 done
 
 # Open MPI's rsh launcher runs: agent HOST orted ARGS...; enter that host's namespace with its
