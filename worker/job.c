@@ -202,7 +202,7 @@ static void emit_failed(job *J, int st)
  * sends them all as a "calibration_phases" event (ranks, per-rank arrays). */
 static void calib_phases(job *J)
 {
-    enum { NV = QD_CALIB_NPHASES + 3 };
+    enum { NV = QD_CALIB_NPHASES + 5 };
     double mine[NV], *all = qd_xcalloc((size_t)J->size * NV, sizeof *all);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -210,6 +210,8 @@ static void calib_phases(job *J)
     mine[QD_CALIB_NPHASES] = J->cres.reduce_bytes;
     mine[QD_CALIB_NPHASES + 1] = (double)ru.ru_maxrss * 1024.0;
     mine[QD_CALIB_NPHASES + 2] = J->cres.estimate_bytes;
+    mine[QD_CALIB_NPHASES + 3] = J->cres.stats_bytes;
+    mine[QD_CALIB_NPHASES + 4] = J->cres.hessians;
     qd_coll_gather(J->comm, mine, sizeof mine, all, 0);
     if (J->rank == 0) {
         double mx[NV] = {0};
@@ -219,11 +221,17 @@ static void calib_phases(job *J)
             printf("calibrated phases (busiest rank, s):");
             for (int p = 0; p < QD_CALIB_NPHASES; p++) printf(" %s %.2f", qd_calib_phase_names[p], mx[p]);
             printf("; statistics reduced %.1f MB per rank\n", mx[QD_CALIB_NPHASES] * 1e-6);
+            printf("calibration statistics per rank: Hessians formed");
+            for (int r = 0; r < J->size; r++) printf(" %.0f", all[r * NV + QD_CALIB_NPHASES + 4]);
+            printf("; reduced sums held at most");
+            for (int r = 0; r < J->size; r++) printf(" %.1f", all[r * NV + QD_CALIB_NPHASES + 3] * 1e-6);
+            printf(" MB\n");
         }
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "ranks", J->size);
         for (int v = 0; v < NV; v++) {
-            static const char *extra[] = {"reduce_bytes", "peak_rss_bytes", "estimate_bytes"};
+            static const char *extra[] = {"reduce_bytes", "peak_rss_bytes", "estimate_bytes", "stats_bytes",
+                                          "hessians"};
             const char *nm = v < QD_CALIB_NPHASES ? qd_calib_phase_names[v] : extra[v - QD_CALIB_NPHASES];
             char key[48];
             snprintf(key, sizeof key, v < QD_CALIB_NPHASES ? "%s_s" : "%s", nm);
