@@ -74,7 +74,7 @@ static double *group_rows(const qd_model *m, qd_calib *stats, qd_calib_mode mode
         double diag = 0, amax = 0;
         for (int i = 0; i < cg->in; i++) {
             diag += 2.0 / (double)cg->rows *
-                    ldexp((double)cg->acc[(int64_t)i * cg->in + i], 2 * cg->exp[i] - 2 * QD_CALIB_BITS);
+                    ldexp((double)cg->acc[qd_calib_acc_index(cg->in, i, i)], 2 * cg->exp[i] - 2 * QD_CALIB_BITS);
             if (cg->absmax[i] > amax) amax = cg->absmax[i];
         }
         row[g * 4] = 1;

@@ -37,7 +37,7 @@ int qd_calib_new(const qd_model *m, const uint8_t *selected, qd_calib **out)
         g->in = qd_model_linear(m, g->first_linear)->in;
         g->absmax = calloc((size_t)g->in, sizeof *g->absmax);
         g->exp = calloc((size_t)g->in, sizeof *g->exp);
-        g->acc = calloc((size_t)g->in * (size_t)g->in, sizeof *g->acc);
+        g->acc = calloc((size_t)qd_calib_acc_len(g->in), sizeof *g->acc);
         if (!g->absmax || !g->exp || !g->acc) {
             c->ng++;
             qd_calib_free(c);
@@ -92,7 +92,8 @@ qd_calib_group *qd_calib_find(qd_calib *c, int mg)
 uint64_t qd_calib_bytes(const qd_calib *c)
 {
     uint64_t b = 0;
-    for (int i = 0; i < c->ng; i++) b += (uint64_t)c->g[i].in * (uint64_t)c->g[i].in * 8 + (uint64_t)c->g[i].in * 8;
+    for (int i = 0; i < c->ng; i++)
+        b += (c->g[i].acc ? (uint64_t)qd_calib_acc_len(c->g[i].in) * 8 : 0) + (uint64_t)c->g[i].in * 8;
     return b + (uint64_t)c->max_in * (uint64_t)c->max_in * 8 + (uint64_t)QD_CALIB_CHUNK * (uint64_t)c->max_in * 8;
 }
 
@@ -107,7 +108,7 @@ void qd_calib_begin_accumulate(qd_calib *c)
             }
             g->exp[k] = e;
         }
-        memset(g->acc, 0, (size_t)g->in * (size_t)g->in * sizeof *g->acc);
+        memset(g->acc, 0, (size_t)qd_calib_acc_len(g->in) * sizeof *g->acc);
         g->rows = 0;
     }
     c->phase = QD_CALIB_ACCUMULATE;
@@ -127,8 +128,8 @@ static void flush_chunk(qd_calib *c, qd_calib_group *g, int n)
                     c->scratch, w);
         for (int i = 0; i < p; i++) {
             const double *s = c->scratch + (int64_t)i * w;
-            int64_t *a = g->acc + (int64_t)(i0 + i) * in + i0;
-            for (int j = i; j < w; j++) a[j] += (int64_t)s[j];
+            int64_t *a = g->acc + qd_calib_acc_index(in, i0 + i, i0); /* row i0 + i, shifted to column i0 */
+            for (int j = i; j < w; j++) a[j] += (int64_t)s[j];        /* (i0 + i, i0 + j) */
         }
     }
 }
@@ -190,28 +191,43 @@ qd_model_hooks qd_calib_hooks(qd_calib *c)
     return h;
 }
 
+/* Entry (i, j >= i) of H in double. */
+static inline double h_entry(const qd_calib_group *g, double f, int i, int j)
+{
+    return f * ldexp((double)g->acc[qd_calib_acc_index(g->in, i, j)], g->exp[i] + g->exp[j] - 2 * QD_CALIB_BITS);
+}
+
+static int hessian_check(const qd_calib_group *g)
+{
+    QD_ASSERT(g->acc);
+    if (g->rows <= 0) return qd_err_set(QD_EINVAL, "calibration: no token reached input group %d", g->group);
+    return QD_OK;
+}
+
 int qd_calib_hessian(const qd_calib_group *g, double *H)
 {
-    if (g->rows <= 0) return qd_err_set(QD_EINVAL, "calibration: no token reached input group %d", g->group);
+    int rc = hessian_check(g);
+    if (rc) return rc;
     const int in = g->in;
     const double f = 2.0 / (double)g->rows;
     for (int i = 0; i < in; i++)
-        for (int j = i; j < in; j++) {
-            double v = f * ldexp((double)g->acc[(int64_t)i * in + j], g->exp[i] + g->exp[j] - 2 * QD_CALIB_BITS);
-            H[(int64_t)i * in + j] = v;
-            H[(int64_t)j * in + i] = v;
-        }
+        for (int j = i; j < in; j++) H[(int64_t)i * in + j] = H[(int64_t)j * in + i] = h_entry(g, f, i, j);
     return QD_OK;
 }
 
 int qd_calib_hessian_f32(const qd_calib_group *g, float *H)
 {
+    int rc = hessian_check(g);
+    if (rc) return rc;
     const int in = g->in;
-    double *tmp = malloc((size_t)in * (size_t)in * sizeof *tmp);
-    if (!tmp) return qd_err_set(QD_ENOMEM, "calibration: out of memory");
-    int rc = qd_calib_hessian(g, tmp);
-    if (!rc)
-        for (int64_t i = 0; i < (int64_t)in * in; i++) H[i] = (float)tmp[i];
-    free(tmp);
-    return rc;
+    const double f = 2.0 / (double)g->rows;
+    for (int i = 0; i < in; i++)
+        for (int j = i; j < in; j++) H[(int64_t)i * in + j] = H[(int64_t)j * in + i] = (float)h_entry(g, f, i, j);
+    return QD_OK;
+}
+
+void qd_calib_release(qd_calib_group *g)
+{
+    free(g->acc);
+    g->acc = NULL;
 }

@@ -16,7 +16,7 @@
  * H_ij = 2/N * acc_ij * 2^(e_i + e_j - 2 QD_CALIB_BITS) is formed once, in double, at the end.
  * Up to 2^(62 - 2 QD_CALIB_BITS) = 2^20 chunks, i.e. about 10^9 tokens, fit the int64 sums.
  *
- * Memory per group: in*in int64 (the upper triangle is used) + in floats; one panel of
+ * Memory per group: in (in + 1) / 2 int64 (the upper triangle, packed) + in floats; one panel of
  * QD_CALIB_PANEL x in doubles and one chunk buffer are shared by all groups. Nothing grows with
  * the number of samples.
  */
@@ -39,11 +39,16 @@ typedef struct {
     int in;           /* input channels */
     float *absmax;    /* [in] */
     int32_t *exp;     /* [in] grid exponents e_i (after qd_calib_begin_accumulate) */
-    int64_t *acc;     /* [in * in], row-major, upper triangle (j >= i) */
+    int64_t *acc;     /* the upper triangle (j >= i), packed by rows: qd_calib_acc_index; NULL once
+                       * released (a rank that does not quantize the group's tensors) */
     int64_t rows;     /* real tokens seen in the current phase */
 } qd_calib_group;
 
 typedef struct qd_calib qd_calib;
+
+/* Where acc_ij (j >= i) is in the packed upper triangle of an in x in matrix, and its length. */
+static inline int64_t qd_calib_acc_index(int64_t in, int64_t i, int64_t j) { return i * in - i * (i + 1) / 2 + j; }
+static inline int64_t qd_calib_acc_len(int64_t in) { return in * (in + 1) / 2; }
 
 /* Statistics for the input groups with selected[g] != 0 (NULL: all groups of the model). */
 int qd_calib_new(const qd_model *m, const uint8_t *selected, qd_calib **out);
@@ -65,8 +70,12 @@ void qd_calib_begin_accumulate(qd_calib *c);
 /* After the accumulation pass (and the caller's SUM reduction of acc and rows): H [in, in]
  * (full, symmetric) of one group. QD_EINVAL when no token was seen. */
 int qd_calib_hessian(const qd_calib_group *g, double *H);
-/* The same in float (GPTQ works in float32). */
+/* The same in float (GPTQ works in float32): every entry formed in double and rounded once, the
+ * bits of qd_calib_hessian's, without an in x in double copy. */
 int qd_calib_hessian_f32(const qd_calib_group *g, float *H);
+/* Frees a group's sums (a rank that does not quantize the group's tensors after a reduction to
+ * their owners); the group stays selected, with acc NULL. */
+void qd_calib_release(qd_calib_group *g);
 
 /* Bytes held by the statistics (for reports). */
 uint64_t qd_calib_bytes(const qd_calib *c);

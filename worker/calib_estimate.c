@@ -17,24 +17,107 @@ static double result_bytes(const qd_job_tensor *j)
     return (double)j->rows * j->cols + (double)j->rows * 8.0 * ng;
 }
 
+/* Bytes of a block Linear's weight in hand: F32, plus the file pages its units read. */
+static double linear_bytes(const qd_tensor_info *t)
+{
+    return (double)t->numel * 4 + (t->dtype != QD_DT_F32 ? (double)t->nbytes : 0);
+}
+
+/* Packed integer sums and absmax of a group with `in` inputs (model/calib.h). */
+static double sums_bytes(double in) { return 8.0 * (double)qd_calib_acc_len((int64_t)in) + 8.0 * in; }
+
+/* The statistics' shared buffers: one chunk of grid values and one panel of products. */
+static double sums_scratch(double max_in)
+{
+    return (double)QD_CALIB_CHUNK * max_in * 8 + fmin(QD_CALIB_PANEL, max_in) * max_in * 8;
+}
+
+/* A method's working set for one tensor of `in` inputs and `out` rows: GPTQ's H, the prepared
+ * inverse and its factorization's scratch (3 in^2 floats) and a unit's rows and errors; AdaRound's
+ * mini-batch form: E X^T over all rows, the drawn batch, the row indices and about a dozen
+ * [U][in] arrays. */
+static double method_work(const qd_job_config *cfg, const qd_job_tensor *j, double in, int64_t rows)
+{
+    if (qd_job_needs(cfg, j) == QD_NEEDS_ROWS) {
+        const double nb = fmin((double)cfg->ada_batch, (double)rows);
+        return (double)QD_CALIB_UNIT_ROWS * rows * 4 + nb * in * 4 + rows * 8.0 + 12.0 * QD_CALIB_UNIT_ROWS * in * 4;
+    }
+    return in * in * 4 * 3 + (double)QD_CALIB_UNIT_ROWS * in * 4 * 5;
+}
+
+/* Data mode: the most block k adds to what a rank always holds, over its three moments:
+ * calibrating (the block's Linears, every group's local sums, the kept rows), quantizing (this
+ * rank's groups: their reduced sums, then one H at a time beside the previous group's prepared
+ * state, then the factorization; the block's whole results) and gathering (the results and the
+ * dequantized block). */
+static double data_block(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, const qd_model *m,
+                         const int *lin_tensor, int64_t rows, int ranks, int rank, int k, double part[5])
+{
+    qd_calib_plan p;
+    qd_calib_plan_block(cfg, m, jt, lin_tensor, ranks, k, &p);
+    double lin = 0, res = 0, dq = 0, sums = 0, kept = 0, max_in = 0;
+    for (int li = 0; li < qd_model_num_linears(m); li++) {
+        const qd_linear *L = qd_model_linear(m, li);
+        char name[200];
+        snprintf(name, sizeof name, "%s.weight", L->name);
+        const int ti = qd_ckpt_find(ck, name);
+        if (L->layer == k && ti >= 0) lin += linear_bytes(qd_ckpt_tensor(ck, ti));
+    }
+    for (int b = 0; b < p.nbt; b++) {
+        const qd_linear *L = qd_model_linear(m, p.bt[b]);
+        res += result_bytes(&jt[lin_tensor[p.bt[b]]]);
+        dq += (double)L->in * L->out * 4;
+    }
+    double quant = 0, held = 0, prev_prep = 0;
+    for (int i = 0; i < p.ng; i++) {
+        const double in = qd_model_linear(m, qd_model_group_first(m, p.grp[i]))->in;
+        sums += sums_bytes(in);
+        max_in = fmax(max_in, in);
+        int rows_group = 0;
+        for (int b = 0; b < p.nbt; b++)
+            rows_group |= p.tg[b] == i && qd_job_needs(cfg, &jt[lin_tensor[p.bt[b]]]) == QD_NEEDS_ROWS;
+        if (rows_group) kept += (double)rows * in * 4;
+        if (qd_calib_plan_has(&p, i, rank)) held += sums_bytes(in);
+    }
+    for (int i = 0; i < p.ng; i++) { /* this rank's groups in order */
+        if (!qd_calib_plan_has(&p, i, rank)) continue;
+        const double in = qd_model_linear(m, qd_model_group_first(m, p.grp[i]))->in;
+        double work = 0;
+        for (int b = 0; b < p.nbt; b++)
+            if (p.tg[b] == i) work = fmax(work, method_work(cfg, &jt[lin_tensor[p.bt[b]]], in, rows));
+        quant = fmax(quant, fmax(held + in * in * 4 + prev_prep, held - sums_bytes(in) + work));
+        held -= sums_bytes(in);
+        prev_prep = in * in * 4;
+    }
+    part[0] = sums + sums_scratch(max_in);
+    part[1] = quant;
+    part[2] = res;
+    part[3] = dq;
+    part[4] = kept;
+    return lin + kept + fmax(part[0], fmax(res + quant, res + dq));
+}
+
 void qd_calib_estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, const qd_model *m,
                             int N, int T, int64_t rows, int ranks, int rank, double *bytes, char *breakdown, size_t cap)
 {
     const qd_model_config *c = qd_model_cfg(m);
     const double H = c->hidden, A = (double)c->heads * c->head_size, Im = c->intermediate;
     const int mb = cfg->microbatch, nmb = (N + mb - 1) / mb, mine = (nmb + ranks - 1) / ranks;
+    const int nl = qd_model_num_linears(m);
     /* Resident weights: everything outside the blocks' Linears for the whole phase (converted
      * to F32, or the mapped pages of F32 files); the Linears of the blocks in hand only (one
-     * block in sequential mode, this rank's blocks in fp mode), as F32 plus the file pages the
+     * block in data mode, this rank's blocks in pipeline mode), as F32 plus the file pages the
      * quantized units read. Results: a block's whole while it is in hand, then the rows this
      * rank writes (about 1/ranks of them). */
     double weights = 0, results = 0;
     uint8_t *in_block = qd_xcalloc((size_t)qd_ckpt_num_tensors(ck) + 1, 1);
-    for (int li = 0; li < qd_model_num_linears(m); li++) {
+    int *lin_tensor = qd_xmalloc((size_t)(nl ? nl : 1) * sizeof *lin_tensor);
+    for (int li = 0; li < nl; li++) {
         char name[200];
         snprintf(name, sizeof name, "%s.weight", qd_model_linear(m, li)->name);
         int ti = qd_ckpt_find(ck, name);
         if (ti >= 0) in_block[ti] = 1;
+        lin_tensor[li] = ti >= 0 && qd_job_needs(cfg, &jt[ti]) != QD_NEEDS_NOTHING ? ti : -1;
     }
     for (int i = 0; i < qd_ckpt_num_tensors(ck); i++) {
         const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
@@ -44,87 +127,60 @@ void qd_calib_estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const q
     free(in_block);
     results /= ranks;
     const double fwd = (double)mb * T * (4 * A + 2 * H + Im) * 4 + (double)T * T * 4;
-    double acts, stats = 0, work = 0, dq = 0;
+    /* the process itself: MPI, HDF5 and OpenBLAS buffers, code (measured here: about 35 MB) */
+    const double runtime = 40e6;
+    if (cfg->calib_mode != QD_CALIB_FP) {
+        const double acts = ((double)mine + 1) * mb * T * H * 4 + fwd;
+        double block = 0, part[5], worst[5] = {0};
+        for (int k = 0; k < c->layers; k++) {
+            const double b = data_block(cfg, ck, jt, m, lin_tensor, rows, ranks, rank, k, part);
+            if (b > block) {
+                block = b;
+                for (int i = 0; i < 5; i++) worst[i] = part[i];
+            }
+        }
+        free(lin_tensor);
+        *bytes = runtime + weights + acts + results + block;
+        char rows_kept[96] = "";
+        if (worst[4] > 0) snprintf(rows_kept, sizeof rows_kept, "; AdaRound calibration rows %.1f", worst[4] * 1e-6);
+        snprintf(breakdown, cap,
+                 "runtime %.0f, weights %.1f, activations %.1f, results kept %.1f, block in hand %.1f (largest of "
+                 "local sums %.1f; results %.1f + its groups' sums, H and method work %.1f; results + dequantized "
+                 "block %.1f%s) MB",
+                 runtime * 1e-6, weights * 1e-6, acts * 1e-6, results * 1e-6, block * 1e-6, worst[0] * 1e-6,
+                 worst[2] * 1e-6, worst[1] * 1e-6, worst[3] * 1e-6, rows_kept);
+        return;
+    }
+    /* pipeline mode: this rank's blocks' statistics at once, then their tensors all at once */
     int k0 = 0, k1 = c->layers;
-    if (cfg->calib_mode == QD_CALIB_FP) qd_calib_pipeline_blocks(c->layers, rank, ranks, &k0, &k1);
-    acts = cfg->calib_mode == QD_CALIB_FP ? 2.0 * mb * T * H * 4 + fwd : ((double)mine + 1) * mb * T * H * 4 + fwd;
-    double max_in = 0, block_stats = 0, block_dq = 0, kept = 0, block_kept = 0; /* kept: AdaRound's rows */
-    double lin = 0, block_lin = 0, res_full = 0, block_res = 0; /* Linears in hand, whole results in hand */
-    int cur = -1, kept_group = -1;
-    for (int li = 0; li < qd_model_num_linears(m); li++) {
+    qd_calib_pipeline_blocks(c->layers, rank, ranks, &k0, &k1);
+    const double acts = 2.0 * mb * T * H * 4 + fwd;
+    double stats = 0, work = 0, kept = 0, lin = 0, res_full = 0, max_in = 0;
+    for (int li = 0; li < nl; li++) {
         const qd_linear *L = qd_model_linear(m, li);
         char name[200];
         snprintf(name, sizeof name, "%s.weight", L->name);
-        int ti = qd_ckpt_find(ck, name);
-        if (ti < 0) continue;
-        if (L->layer != cur) { /* a new block */
-            if (cfg->calib_mode != QD_CALIB_FP) {
-                stats = fmax(stats, block_stats);
-                dq = fmax(dq, block_dq);
-                kept = fmax(kept, block_kept);
-                lin = fmax(lin, block_lin);
-                res_full = fmax(res_full, block_res);
-            }
-            block_stats = block_dq = block_kept = block_lin = block_res = 0;
-            cur = L->layer;
-        }
-        const qd_tensor_info *t = qd_ckpt_tensor(ck, ti);
-        const double f32 = (double)t->numel * 4 + (t->dtype != QD_DT_F32 ? (double)t->nbytes : 0);
-        if (cfg->calib_mode != QD_CALIB_FP)
-            block_lin += f32;
-        else if (L->layer >= k0 && L->layer < k1)
-            lin += f32;
-        if (qd_job_needs(cfg, &jt[ti]) == QD_NEEDS_NOTHING) continue;
-        if (cfg->calib_mode != QD_CALIB_FP)
-            block_res += result_bytes(&jt[ti]);
-        else if (L->layer >= k0 && L->layer < k1)
-            res_full += result_bytes(&jt[ti]);
-        int first = qd_model_group_first(m, L->input_group) == li;
-        double in = L->in;
-        if (cfg->calib_mode == QD_CALIB_FP) {
-            if (L->layer >= k0 && L->layer < k1 && first) stats += in * in * 8 + in * 8;
-        } else if (first)
-            block_stats += in * in * 8 + in * 8;
-        block_dq += (double)L->in * L->out * 4;
+        const int ti = qd_ckpt_find(ck, name);
+        if (ti < 0 || L->layer < k0 || L->layer >= k1) continue;
+        lin += linear_bytes(qd_ckpt_tensor(ck, ti));
+        if (lin_tensor[li] < 0) continue;
+        res_full += result_bytes(&jt[ti]);
+        const int first = qd_model_group_first(m, L->input_group) == li;
+        const double in = L->in;
+        if (first) stats += sums_bytes(in);
+        if (first && qd_job_needs(cfg, &jt[ti]) == QD_NEEDS_ROWS) kept += (double)rows * in * 4;
         max_in = fmax(max_in, in);
-        /* H, the prepared inverse and its factorization's scratch, and a unit's rows and errors */
-        work = fmax(work, in * in * 4 * 3 + (double)QD_CALIB_UNIT_ROWS * in * 4 * 5);
-        if (qd_job_needs(cfg, &jt[ti]) == QD_NEEDS_ROWS) {
-            /* the group's rows X [rows][in], once per group: the block in hand (data mode) or this
-             * rank's blocks (pipeline mode); a unit's working set: E X^T over all rows [U][rows], the drawn
-             * batch [batch][in], the row indices, and about a dozen [U][in] arrays */
-            const int kept_here = cfg->calib_mode == QD_CALIB_FP ? L->layer >= k0 && L->layer < k1 : 1;
-            if (kept_group != L->input_group && kept_here) { /* a group's linears are consecutive */
-                kept_group = L->input_group;
-                if (cfg->calib_mode == QD_CALIB_FP)
-                    kept += (double)rows * in * 4;
-                else
-                    block_kept += (double)rows * in * 4;
-            }
-            const double nb = fmin((double)cfg->ada_batch, (double)rows);
-            work = fmax(work, (double)QD_CALIB_UNIT_ROWS * rows * 4 + nb * in * 4 + rows * 8.0 +
-                                  12.0 * QD_CALIB_UNIT_ROWS * in * 4);
-        }
+        work = fmax(work, method_work(cfg, &jt[ti], in, rows));
     }
-    if (cfg->calib_mode != QD_CALIB_FP) {
-        stats = fmax(stats, block_stats);
-        dq = fmax(dq, block_dq);
-        kept = fmax(kept, block_kept);
-        lin = fmax(lin, block_lin);
-        res_full = fmax(res_full, block_res);
-    }
-    weights += lin;
-    results += res_full;
-    stats += fmin(QD_CALIB_PANEL, max_in) * max_in * 8 + (double)QD_CALIB_CHUNK * max_in * 8;
-    /* the process itself: MPI, HDF5 and OpenBLAS buffers, code (measured here: about 35 MB) */
-    const double runtime = 40e6;
-    *bytes = runtime + weights + acts + stats + work + results + dq + kept;
+    free(lin_tensor);
+    stats += sums_scratch(max_in);
+    *bytes = runtime + weights + lin + acts + stats + work + results + res_full + kept;
     char extra[96] = "";
     if (kept > 0) snprintf(extra, sizeof extra, ", AdaRound calibration rows %.1f", kept * 1e-6);
     snprintf(breakdown, cap,
-             "runtime %.0f, weights in hand %.1f, activations %.1f, statistics %.1f, GPTQ work %.1f, results %.1f, "
-             "dequantized block %.1f%s MB",
-             runtime * 1e-6, weights * 1e-6, acts * 1e-6, stats * 1e-6, work * 1e-6, results * 1e-6, dq * 1e-6, extra);
+             "runtime %.0f, weights in hand %.1f, activations %.1f, statistics %.1f, GPTQ work %.1f, results %.1f%s MB",
+             runtime * 1e-6, (weights + lin) * 1e-6, acts * 1e-6, stats * 1e-6, work * 1e-6,
+             (results + res_full) * 1e-6, extra);
 }
 
 int qd_calib_job_estimate(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, int ranks,

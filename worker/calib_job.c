@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "collective/coll_calib.h"
 #include "collective/collective.h"
 #include "model/calib.h"
 #include "model/calib_data.h"
@@ -148,10 +149,10 @@ static int prepared(gjob *g, const qd_method_def *def, const qd_method_opts *o, 
     return QD_OK;
 }
 
-/* The units of tensor ti that this rank owns, through its method: owner(u) is owner_fixed, or
- * unit u round-robin after *unit_counter units of the block. H: the input's Hessian where this
- * rank needs it; the rows come from g->tap. */
-static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter, int owner_fixed)
+/* The units of tensor ti that this rank owns, through its method: unit u belongs to rank
+ * lo + u % n of the tensor's range [lo, lo + n). H: the input's Hessian where this rank needs
+ * it; the rows come from g->tap. */
+static int quantize_units(gjob *g, int ti, const float *H, int lo, int n)
 {
     const qd_job_tensor *j = &g->jt[ti];
     qd_calib_result *r = &g->res->t[ti];
@@ -161,23 +162,20 @@ static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter
     qd_job_method_opts(g->cfg, j, &o);
     const int64_t R = j->rows, C = j->cols, U = QD_CALIB_UNIT_ROWS;
     const int64_t nunits = (R + U - 1) / U;
-    int any = 0; /* does this rank own any unit? prepare only then */
-    for (int64_t u = 0; u < nunits; u++)
-        any |= (owner_fixed >= 0 ? owner_fixed : (int)((*unit_counter + u) % g->size)) == g->rank;
-    QD_ASSERT(!any || (r->codes && r->row0 == 0 && r->row1 == R)); /* whole while its block is in hand */
+    const int any = g->rank >= lo && g->rank - lo < QD_MIN(n, nunits); /* prepare only then */
+    QD_ASSERT(!any || (r->codes && r->row0 == 0 && r->row1 == R));     /* whole while its block is in hand */
     const int group = qd_model_linear(g->m, g->tensor_lin[ti])->input_group;
     const qd_layer_stats s = {.cols = C, .H = H, .X = rows_kept(g, ti) ? g->tap.X[group] : NULL, .N = g->tap.nrows};
     void *prep = NULL;
     int rc = any ? prepared(g, def, &o, group, &s, &prep) : QD_OK;
     if (rc) {
         qd_err_wrap(rc, "tensor '%s': ", name);
-        *unit_counter += nunits;
         return rc;
     }
     float *W = any ? malloc((size_t)(U * C) * sizeof(float)) : NULL;
     if (any && !W) rc = qd_err_set(QD_ENOMEM, "tensor '%s': out of memory", name);
     for (int64_t u = 0; u < nunits && !rc; u++) {
-        if ((owner_fixed >= 0 ? owner_fixed : (int)((*unit_counter + u) % g->size)) != g->rank) continue;
+        if (lo + (int)(u % n) != g->rank) continue;
         const int64_t r0 = u * U, n = QD_MIN(U, R - r0);
         if ((rc = qd_ckpt_read_rows_f32(g->ck, ti, r0, n, W))) break;
         QD_ASSERT(s.X || !rows_kept(g, ti));
@@ -195,7 +193,6 @@ static int quantize_units(gjob *g, int ti, const float *H, int64_t *unit_counter
         if (r->fweight) /* prune-only: +0 for every zero, the all-reduce adds the other ranks' zeros */
             for (int64_t i = 0; i < n * C; i++) r->fweight[r0 * C + i] = W[i] == 0.0f ? 0.0f : W[i];
     }
-    *unit_counter += nunits;
     free(W);
     return rc; /* the prepared state stays in g->prep for the next tensor with the same input */
 }
@@ -253,10 +250,10 @@ static void result_keep(gjob *g, int ti)
 
 /* quantize_units, with its CPU time (the whole process's: the methods' threads included; no
  * communication inside) added to this rank's results: the job summary's units CPU. */
-static int quantize_units_timed(gjob *g, int ti, const float *H, int64_t *unit_counter, int owner_fixed)
+static int quantize_units_timed(gjob *g, int ti, const float *H, int lo, int n)
 {
     const double c0 = qd_process_cpu();
-    const int rc = quantize_units(g, ti, H, unit_counter, owner_fixed);
+    const int rc = quantize_units(g, ti, H, lo, n);
     g->res->unit_cpu += qd_process_cpu() - c0;
     return rc;
 }
@@ -296,6 +293,23 @@ static void compute_g_idx(gjob *g, int ti, const float *H)
         free(gi);
 }
 
+/* Tensor ti's column order, computed by root (where the input's H is) and sent to every rank:
+ * the others never hold that H. */
+static void share_g_idx(gjob *g, int ti, int root)
+{
+    qd_calib_result *r = &g->res->t[ti];
+    int32_t *buf = qd_xmalloc((size_t)(r->cols + 1) * sizeof *buf);
+    buf[0] = g->rank == root && r->g_idx;
+    if (buf[0]) memcpy(buf + 1, r->g_idx, (size_t)r->cols * sizeof *buf);
+    qd_coll_bcast(g->comm, buf, (size_t)(r->cols + 1) * sizeof *buf, root);
+    if (g->rank != root && buf[0]) {
+        free(r->g_idx);
+        r->g_idx = qd_xmalloc((size_t)r->cols * sizeof *buf);
+        memcpy(r->g_idx, buf + 1, (size_t)r->cols * sizeof *buf);
+    }
+    free(buf);
+}
+
 static float *dequantize_result(const qd_calib_result *r, const qd_job_tensor *j)
 {
     float *W = malloc((size_t)(r->rows * r->cols) * sizeof(float));
@@ -322,52 +336,118 @@ static float *dequantize_result(const qd_calib_result *r, const qd_job_tensor *j
     return W;
 }
 
-/* Owners of a block's tensors: with at least as many tensors as ranks, whole tensors go to ranks
- * by longest-processing-time on their methods' balance cost (GPTQ: the O(C^3) factorization, once
- * per shared input, plus 2 R C^2, so no factorization is repeated; AdaRound: its steps with the
- * job's iterations and batch); otherwise -1 (row units round-robin over all ranks).
- * Deterministic: the same on every rank; results do not depend on it. */
-static void assign_owners(gjob *g, const int *lins, int n, int *owner)
+void qd_calib_plan_block(const qd_job_config *cfg, const qd_model *m, const qd_job_tensor *jt, const int *lin_tensor,
+                         int size, int k, qd_calib_plan *p)
 {
-    if (g->size == 1 || n < g->size) {
-        for (int i = 0; i < n; i++) owner[i] = g->size == 1 ? 0 : -1;
-        return;
-    }
-    double cost[64], load[1024] = {0};
-    int order[64];
-    QD_ASSERT(n <= 64 && g->size <= 1024);
-    for (int i = 0; i < n; i++) {
-        const qd_linear *L = qd_model_linear(g->m, lins[i]);
-        const qd_job_tensor *j = &g->jt[g->lin_tensor[lins[i]]];
+    memset(p, 0, sizeof *p);
+    double fact[QD_CALIB_PLAN_MAX] = {0}, rest[QD_CALIB_PLAN_MAX] = {0};
+    for (int li = 0; li < qd_model_num_linears(m) && p->nbt < QD_CALIB_PLAN_MAX; li++) {
+        const qd_linear *L = qd_model_linear(m, li);
+        if (L->layer != k || lin_tensor[li] < 0) continue;
+        int gi = 0;
+        while (gi < p->ng && p->grp[gi] != L->input_group) gi++;
+        const qd_job_tensor *j = &jt[lin_tensor[li]];
         const qd_method_def *def = qd_job_method(j);
         qd_method_opts o;
-        qd_job_method_opts(g->cfg, j, &o);
-        order[i] = i;
-        /* the previous tensor prepared the same input's state */
-        const int shared = i > 0 && def->prepare && qd_model_linear(g->m, lins[i - 1])->input_group == L->input_group &&
-                           qd_job_method(&g->jt[g->lin_tensor[lins[i - 1]]]) == def;
-        cost[i] = def->balance_cost ? def->balance_cost(L->out, L->in, shared, &o) : def->cost(L->out, L->in, &o);
-    }
-    for (int i = 1; i < n; i++) /* stable insertion sort by descending cost */
-        for (int j = i; j > 0 && cost[order[j]] > cost[order[j - 1]]; j--) {
-            int t = order[j];
-            order[j] = order[j - 1];
-            order[j - 1] = t;
+        qd_job_method_opts(cfg, j, &o);
+        const int first = gi == p->ng;
+        if (first) p->grp[p->ng++] = L->input_group;
+        p->tg[p->nbt] = gi;
+        p->bt[p->nbt++] = li;
+        if (!def->balance_cost) {
+            rest[gi] += def->cost(L->out, L->in, &o);
+            continue;
         }
-    for (int i = 0; i < n; i++) {
-        int best = 0;
-        for (int r = 1; r < g->size; r++)
-            if (load[r] < load[best]) best = r;
-        owner[order[i]] = best;
-        load[best] += cost[order[i]];
+        const double shared = def->balance_cost(L->out, L->in, 1, &o);
+        if (first && def->prepare) fact[gi] = def->balance_cost(L->out, L->in, 0, &o) - shared;
+        rest[gi] += shared;
     }
+    for (int i = 0; i < p->ng; i++) p->n[i] = 1;
+    if (size == 1) return;
+    if (p->ng >= size) {
+        double load[1024] = {0};
+        int order[QD_CALIB_PLAN_MAX];
+        QD_ASSERT(size <= 1024);
+        for (int i = 0; i < p->ng; i++) order[i] = i;
+        for (int i = 1; i < p->ng; i++) /* stable insertion sort by descending cost */
+            for (int j = i; j > 0 && fact[order[j]] + rest[order[j]] > fact[order[j - 1]] + rest[order[j - 1]]; j--) {
+                int t = order[j];
+                order[j] = order[j - 1];
+                order[j - 1] = t;
+            }
+        for (int i = 0; i < p->ng; i++) {
+            int best = 0;
+            for (int r = 1; r < size; r++)
+                if (load[r] < load[best]) best = r;
+            p->lo[order[i]] = best;
+            load[best] += fact[order[i]] + rest[order[i]];
+        }
+        return;
+    }
+    for (int extra = size - p->ng; extra > 0; extra--) {
+        int best = 0;
+        for (int i = 1; i < p->ng; i++)
+            if (fact[i] + rest[i] / p->n[i] > fact[best] + rest[best] / p->n[best]) best = i;
+        p->n[best]++;
+    }
+    for (int i = 1; i < p->ng; i++) p->lo[i] = p->lo[i - 1] + p->n[i - 1];
+}
+
+/* Whether a tensor of b's group comes after another group's, later in the block (its H would
+ * be formed again, so its sums must stay until then). */
+static int later_run(const qd_calib_plan *p, int b)
+{
+    int other = 0;
+    for (int b2 = b + 1; b2 < p->nbt; b2++) {
+        if (p->tg[b2] != p->tg[b])
+            other = 1;
+        else if (other)
+            return 1;
+    }
+    return 0;
+}
+
+static void plan_block(gjob *g, int k, qd_calib_plan *p)
+{
+    qd_calib_plan_block(g->cfg, g->m, g->jt, g->lin_tensor, g->size, k, p);
+}
+
+static int plan_mine(const gjob *g, const qd_calib_plan *p, int i) { return qd_calib_plan_has(p, i, g->rank); }
+
+/* The statistics of each group of the plan summed onto the group's first rank (exact integer
+ * sums: the bits of an all-reduction) and handed to its other ranks; the ranks outside the range
+ * free theirs. What this rank then holds is recorded. */
+static void reduce_to_owners(gjob *g, qd_calib *stats, const qd_calib_plan *p)
+{
+    uint8_t *member = qd_xcalloc((size_t)g->size, 1);
+    double held = 0;
+    for (int i = 0; i < p->ng; i++) {
+        qd_calib_group *cg = qd_calib_find(stats, p->grp[i]);
+        QD_ASSERT(cg);
+        const int64_t len = qd_calib_acc_len(cg->in);
+        qd_coll_sum_i64(g->comm, &cg->rows, 1);
+        if (p->n[i] == g->size) {
+            qd_coll_sum_i64(g->comm, cg->acc, len);
+        } else {
+            qd_coll_reduce_i64(g->comm, cg->acc, len, p->lo[i]);
+            for (int r = 0; r < g->size; r++) member[r] = r > p->lo[i] && r < p->lo[i] + p->n[i];
+            qd_coll_share(g->comm, cg->acc, (size_t)len * sizeof *cg->acc, p->lo[i], member);
+            if (!plan_mine(g, p, i)) qd_calib_release(cg);
+        }
+        g->res->reduce_bytes += (double)len * 8;
+        if (cg->acc) held += (double)len * 8;
+    }
+    if (held > g->res->stats_bytes) g->res->stats_bytes = held;
+    free(member);
 }
 
 /* H of input group gi from the statistics into *H (kept while the group stays the same). */
-static int hessian(qd_calib *stats, int gi, float **H, int *Hgroup)
+static int hessian(gjob *g, qd_calib *stats, int gi, float **H, int *Hgroup)
 {
     if (*Hgroup == gi) return QD_OK;
     qd_calib_group *cg = qd_calib_find(stats, gi);
+    QD_ASSERT(cg && cg->acc); /* only where the statistics were reduced to */
+    g->res->hessians++;
     free(*H);
     *H = malloc((size_t)cg->in * (size_t)cg->in * sizeof(float));
     *Hgroup = gi;
@@ -461,7 +541,8 @@ static int seq_select(gjob *g, int k, uint8_t *sel)
 /* The statistics of block k's selected groups over every rank's samples (two passes: absmax,
  * then the exact sums), and the input rows of the groups whose methods learn from them, every
  * micro-batch's broadcast from the rank that ran it. */
-static int seq_calibrate(gjob *g, seqstate *q, int k, const uint8_t *sel, qd_calib **stats_out)
+static int seq_calibrate(gjob *g, seqstate *q, int k, const uint8_t *sel, const qd_calib_plan *plan,
+                         qd_calib **stats_out)
 {
     const int ng = qd_model_num_groups(g->m), Hd = qd_model_cfg(g->m)->hidden;
     qd_calib *stats = NULL;
@@ -490,12 +571,13 @@ static int seq_calibrate(gjob *g, seqstate *q, int k, const uint8_t *sel, qd_cal
         }
         if ((rc = agree(g, rc))) break;
         const double tr = qd_now();
-        qd_calib_allreduce(g->comm, stats);
+        if (pass == 0) { /* every rank needs the grids: absmax everywhere */
+            qd_calib_allreduce(g->comm, stats);
+            for (int i = 0; i < qd_calib_num_groups(stats); i++)
+                g->res->reduce_bytes += qd_calib_group_at(stats, i)->in * 4.0;
+        } else /* the integer sums only where they are used */
+            reduce_to_owners(g, stats, plan);
         g->res->phase[QD_PH_REDUCE] += qd_now() - tr;
-        for (int i = 0; i < qd_calib_num_groups(stats); i++) { /* absmax, then the integer sums */
-            const double in = qd_calib_group_at(stats, i)->in;
-            g->res->reduce_bytes += pass == 0 ? in * 4 : in * in * 8;
-        }
         g->res->phase[QD_PH_FORWARD] -= qd_now() - tr; /* counted in the whole call below */
         if (pass == 0) qd_calib_begin_accumulate(stats);
     }
@@ -510,45 +592,45 @@ static int seq_calibrate(gjob *g, seqstate *q, int k, const uint8_t *sel, qd_cal
     return rc;
 }
 
-/* Block k's tensors: every rank does its share without waiting (whole tensors by LPT on their
- * cost when there are at least as many tensors as ranks, else row units round-robin), then one
- * agreement, then the results are gathered and the block's weights dequantized for the next
- * step. *nt: tensors quantized. */
-static int seq_quantize(gjob *g, int k, qd_calib *stats, int64_t *unit_counter, int *nt)
+/* Block k's tensors: every rank does its groups' share without waiting (plan_block), then one
+ * agreement, then the results are gathered (a column order from its group's first rank) and the
+ * block's weights dequantized for the next step. *nt: tensors quantized. */
+static int seq_quantize(gjob *g, const qd_calib_plan *p, qd_calib *stats, int *nt)
 {
-    int bt[QD_LIN_PER_BLOCK * 4], nbt = 0, owner[QD_LIN_PER_BLOCK * 4];
-    for (int li = 0; li < qd_model_num_linears(g->m) && nbt < (int)QD_ARRAY_LEN(bt); li++)
-        if (qd_model_linear(g->m, li)->layer == k && g->lin_tensor[li] >= 0) bt[nbt++] = li;
-    assign_owners(g, bt, nbt, owner);
     float *H = NULL;
     int Hgroup = -1, rc = QD_OK;
     const double tq = qd_now();
-    for (int b = 0; b < nbt && !rc; b++) rc = result_alloc(g, g->lin_tensor[bt[b]]);
-    for (int b = 0; b < nbt && !rc; b++) {
-        const int ti = g->lin_tensor[bt[b]];
-        const int need_h = (owner[b] < 0 || owner[b] == g->rank) && !rows_kept(g, ti);
-        if (need_h) rc = hessian(stats, qd_model_linear(g->m, bt[b])->input_group, &H, &Hgroup);
-        if (!rc) rc = quantize_units_timed(g, ti, need_h ? H : NULL, unit_counter, owner[b]);
+    for (int b = 0; b < p->nbt && !rc; b++) rc = result_alloc(g, g->lin_tensor[p->bt[b]]);
+    for (int b = 0; b < p->nbt && !rc; b++) {
+        const int ti = g->lin_tensor[p->bt[b]], gi = p->tg[b], mine = plan_mine(g, p, gi);
+        const int need_h = mine && (!rows_kept(g, ti) || (wants_g_idx(g, ti) && g->rank == p->lo[gi]));
+        if (need_h) rc = hessian(g, stats, p->grp[gi], &H, &Hgroup);
+        if (need_h && !rc && later_run(p, b) == 0) /* H serves the group's tensors: the sums go now */
+            qd_calib_release(qd_calib_find(stats, p->grp[gi]));
+        if (!rc) rc = quantize_units_timed(g, ti, need_h && !rows_kept(g, ti) ? H : NULL, p->lo[gi], p->n[gi]);
+        if (!rc && need_h && wants_g_idx(g, ti) && g->rank == p->lo[gi]) compute_g_idx(g, ti, H);
+        if (!later_run(p, b)) qd_calib_release(qd_calib_find(stats, p->grp[gi]));
+    }
+    free(H);
+    if (g->prep) { /* the last group's prepared state is not needed by the next block */
+        g->prep_def->release(g->prep);
+        g->prep = NULL;
     }
     g->res->phase[QD_PH_QUANTIZE] += qd_now() - tq;
     rc = agree(g, rc);
     tap_release(g);
     *nt = 0;
     const double tg = qd_now();
-    for (int b = 0; b < nbt && !rc; b++) {
-        const int ti = g->lin_tensor[bt[b]];
+    for (int b = 0; b < p->nbt && !rc; b++) {
+        const int ti = g->lin_tensor[p->bt[b]];
         allgather_result(g, ti);
-        if (wants_g_idx(g, ti)) { /* the column order from diag H, on every rank */
-            rc = hessian(stats, qd_model_linear(g->m, bt[b])->input_group, &H, &Hgroup);
-            if (!rc) compute_g_idx(g, ti, H);
-        }
-        g->dq[bt[b]] = dequantize_result(&g->res->t[ti], &g->jt[ti]);
-        QD_ASSERT(g->dq[bt[b]]);
+        if (wants_g_idx(g, ti)) share_g_idx(g, ti, p->lo[p->tg[b]]);
+        g->dq[p->bt[b]] = dequantize_result(&g->res->t[ti], &g->jt[ti]);
+        QD_ASSERT(g->dq[p->bt[b]]);
         result_keep(g, ti);
         (*nt)++;
     }
     g->res->phase[QD_PH_GATHER] += qd_now() - tg;
-    free(H);
     return rc;
 }
 
@@ -577,17 +659,18 @@ static int run_sequential(gjob *g, qd_calib_data *data)
     int rc = seq_embed(g, data, &q);
     if (!rc) seq_row_offsets(g, &q);
     uint8_t *sel = qd_xmalloc((size_t)qd_model_num_groups(g->m));
-    int64_t unit_counter = 0;
+    qd_calib_plan plan;
     for (int k = 0; k < c->layers && !rc; k++) {
         const double t0 = qd_now();
         if ((rc = agree(g, qd_model_block_load(g->m, k)))) break; /* this block's weights only */
         if (seq_select(g, k, sel)) {
             qd_calib *stats = NULL;
-            rc = seq_calibrate(g, &q, k, sel, &stats);
+            plan_block(g, k, &plan);
+            rc = seq_calibrate(g, &q, k, sel, &plan, &stats);
             const double t_cal = qd_now() - t0;
             g->res->phase[QD_PH_FORWARD] += t_cal;
             int nt = 0;
-            if (!rc) rc = seq_quantize(g, k, stats, &unit_counter, &nt);
+            if (!rc) rc = seq_quantize(g, &plan, stats, &nt);
             qd_calib_free(stats);
             if (g->progress && g->rank == 0 && !rc)
                 printf("calibrated: block %d/%d: %d tensors, calibration %.2f s, quantization %.2f s\n", k + 1,
@@ -649,15 +732,19 @@ static int fp_calibrate(gjob *g, qd_calib_data *data, qd_calib **stats_out)
 }
 
 /* Each rank quantizes the tensors of its blocks (where their statistics are), all at once; then
- * the results are gathered, the Hessian sent along from its owner where a column order needs it. */
+ * the results are gathered, a column order sent along from its owner (no other rank holds the
+ * input's H). */
 static int fp_quantize(gjob *g, qd_calib *stats)
 {
     const int nl = qd_model_num_linears(g->m);
-    int64_t counter = 0;
     int *owner = qd_xmalloc((size_t)nl * sizeof *owner);
     const double tq = qd_now();
     float *H = NULL;
     int Hgroup = -1, rc = QD_OK;
+    double held = 0;
+    for (int i = 0; i < qd_calib_num_groups(stats); i++)
+        held += (double)qd_calib_acc_len(qd_calib_group_at(stats, i)->in) * 8;
+    if (held > g->res->stats_bytes) g->res->stats_bytes = held;
     for (int li = 0; li < nl && !rc; li++) {
         const qd_linear *L = qd_model_linear(g->m, li);
         int ti = g->lin_tensor[li], k0, k1;
@@ -667,10 +754,15 @@ static int fp_quantize(gjob *g, qd_calib *stats)
             qd_calib_pipeline_blocks(qd_model_cfg(g->m)->layers, r, g->size, &k0, &k1);
             if (L->layer >= k0 && L->layer < k1) owner[li] = r;
         }
-        const int need_h = owner[li] == g->rank && !rows_kept(g, ti);
-        if (owner[li] == g->rank) rc = result_alloc(g, ti);
-        if (need_h && !rc) rc = hessian(stats, L->input_group, &H, &Hgroup);
-        if (!rc) rc = quantize_units_timed(g, ti, need_h ? H : NULL, &counter, owner[li]);
+        const int mine = owner[li] == g->rank, need_h = mine && (!rows_kept(g, ti) || wants_g_idx(g, ti));
+        if (mine) rc = result_alloc(g, ti);
+        if (need_h && !rc) rc = hessian(g, stats, L->input_group, &H, &Hgroup);
+        if (!rc) rc = quantize_units_timed(g, ti, need_h && !rows_kept(g, ti) ? H : NULL, owner[li], 1);
+        if (!rc && need_h && wants_g_idx(g, ti)) compute_g_idx(g, ti, H);
+        int later = 0; /* another tensor on the same input: the sums stay until it has H */
+        for (int l2 = li + 1; l2 < nl && !later; l2++)
+            later = g->lin_tensor[l2] >= 0 && qd_model_linear(g->m, l2)->input_group == L->input_group;
+        if (!later && qd_calib_find(stats, L->input_group)) qd_calib_release(qd_calib_find(stats, L->input_group));
     }
     free(H);
     g->res->phase[QD_PH_QUANTIZE] += qd_now() - tq;
@@ -682,15 +774,7 @@ static int fp_quantize(gjob *g, qd_calib *stats)
         if (ti < 0) continue;
         if ((rc = agree(g, result_alloc(g, ti)))) break;
         allgather_result(g, ti);
-        if (wants_g_idx(g, ti)) {
-            const qd_linear *L = qd_model_linear(g->m, li);
-            const int64_t in = L->in;
-            float *Hb = qd_xcalloc((size_t)(in * in), sizeof(float));
-            if (owner[li] == g->rank) rc = qd_calib_hessian_f32(qd_calib_find(stats, L->input_group), Hb);
-            qd_coll_bcast(g->comm, Hb, (size_t)(in * in) * sizeof(float), owner[li]);
-            compute_g_idx(g, ti, Hb);
-            free(Hb);
-        }
+        if (wants_g_idx(g, ti)) share_g_idx(g, ti, owner[li]);
         result_keep(g, ti);
     }
     g->res->phase[QD_PH_GATHER] += qd_now() - tg;

@@ -6,10 +6,15 @@
  *   data (default)        block after block: the block's Linear inputs come from the blocks
  *                         before it *as already quantized* (GPTQ-style error feedback through
  *                         depth). Samples are split over ranks (data parallel) and every rank
- *                         keeps its samples' residual streams; a block's statistics are
- *                         all-reduced, its tensors' fixed row units are spread over all ranks,
- *                         and the quantized block is all-gathered so every rank can run it.
- *                         Only the block in hand has Hessians.
+ *                         keeps its samples' residual streams. A block's input groups go to
+ *                         ranks (whole groups by longest-processing-time when there are at
+ *                         least as many groups as ranks, else each group a contiguous range of
+ *                         ranks); a group's statistics are summed onto its first rank and handed
+ *                         to the others of its range only (collective/coll_calib.h), so a rank
+ *                         that quantizes no row of a Linear never holds its sums or Hessian; its
+ *                         tensors' fixed row units are spread over the group's ranks, and the
+ *                         quantized block is all-gathered so every rank can run it. Only the
+ *                         block in hand has Hessians.
  *   pipeline              one calibration of the FP32 model, pipelined over layer-sharded ranks
  *                         (each rank holds its blocks' statistics), then every rank quantizes
  *                         its blocks' tensors at once; results are all-gathered.
@@ -68,6 +73,8 @@ typedef struct {
     double estimate_bytes;          /* this rank's estimated peak (qd_calib_job_estimate's formula) */
     double phase[QD_CALIB_NPHASES]; /* this rank's seconds per phase (qd_calib_phase_names) */
     double reduce_bytes;            /* bytes of statistics this rank sent into reductions */
+    double stats_bytes;             /* the most bytes of reduced statistics (sums) this rank held at once */
+    int hessians;                   /* Hessians this rank formed (each factorized once where it is formed) */
     char estimate_text[512];
 } qd_calib_results;
 
@@ -94,7 +101,29 @@ void qd_calib_results_free(qd_calib_results *r);
 int qd_calib_job_estimate(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, int ranks,
                           double *worst, char *breakdown, size_t cap);
 
-/* ---- inside worker/: the estimate of one rank (worker/calib_estimate.c) -------------------- */
+/* ---- inside worker/: the plan of a block and the estimate of one rank ---------------------- */
+/* Who quantizes block k's calibrated tensors (data mode): each input group (its tensors share H
+ * and the method's prepared state) gets a contiguous range of ranks [lo, lo + n). With at least
+ * as many groups as ranks, whole groups go to ranks by longest-processing-time on their methods'
+ * balance cost (GPTQ: the O(C^3) factorization once per group plus 2 R C^2 per tensor); with
+ * fewer, every group gets one rank and each rank left goes to the group whose ranks have the most
+ * work each (the factorization, which every rank of a range repeats, plus its share of the
+ * units). A group's statistics reach only its ranks. Deterministic; results do not depend on it.
+ * lin_tensor: model Linear -> checkpoint tensor with a calibrated method, or -1. */
+#define QD_CALIB_PLAN_MAX 64
+typedef struct {
+    int nbt, bt[QD_CALIB_PLAN_MAX];                  /* the block's calibrated Linears, in model order */
+    int tg[QD_CALIB_PLAN_MAX];                       /* Linear b -> its group (index in grp) */
+    int ng, grp[QD_CALIB_PLAN_MAX];                  /* the input groups (model group numbers) */
+    int lo[QD_CALIB_PLAN_MAX], n[QD_CALIB_PLAN_MAX]; /* per group: its ranks */
+} qd_calib_plan;
+void qd_calib_plan_block(const qd_job_config *cfg, const qd_model *m, const qd_job_tensor *jt, const int *lin_tensor,
+                         int size, int k, qd_calib_plan *p);
+static inline int qd_calib_plan_has(const qd_calib_plan *p, int i, int rank)
+{
+    return rank >= p->lo[i] && rank < p->lo[i] + p->n[i];
+}
+
 /* The estimate for one rank, from the loaded model and the calibration data's shape (N samples of
  * T tokens, `rows` of them real). */
 void qd_calib_estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, const qd_model *m,

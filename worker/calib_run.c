@@ -89,7 +89,7 @@ void qd_calib_allreduce(MPI_Comm comm, qd_calib *stats)
             qd_coll_max_floats(comm, g->absmax, g->in);
             continue;
         }
-        qd_coll_sum_i64(comm, g->acc, (int64_t)g->in * g->in);
+        qd_coll_sum_i64(comm, g->acc, qd_calib_acc_len(g->in));
         qd_coll_sum_i64(comm, &g->rows, 1);
     }
 }

@@ -202,7 +202,7 @@ static void emit_failed(job *J, int st)
  * sends them all as a "calibration_phases" event (ranks, per-rank arrays). */
 static void calib_phases(job *J)
 {
-    enum { NV = QD_CALIB_NPHASES + 3 };
+    enum { NV = QD_CALIB_NPHASES + 5 };
     double mine[NV], *all = qd_xcalloc((size_t)J->size * NV, sizeof *all);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -210,6 +210,8 @@ static void calib_phases(job *J)
     mine[QD_CALIB_NPHASES] = J->cres.reduce_bytes;
     mine[QD_CALIB_NPHASES + 1] = (double)ru.ru_maxrss * 1024.0;
     mine[QD_CALIB_NPHASES + 2] = J->cres.estimate_bytes;
+    mine[QD_CALIB_NPHASES + 3] = J->cres.stats_bytes;
+    mine[QD_CALIB_NPHASES + 4] = J->cres.hessians;
     qd_coll_gather(J->comm, mine, sizeof mine, all, 0);
     if (J->rank == 0) {
         double mx[NV] = {0};
@@ -219,11 +221,17 @@ static void calib_phases(job *J)
             printf("calibrated phases (busiest rank, s):");
             for (int p = 0; p < QD_CALIB_NPHASES; p++) printf(" %s %.2f", qd_calib_phase_names[p], mx[p]);
             printf("; statistics reduced %.1f MB per rank\n", mx[QD_CALIB_NPHASES] * 1e-6);
+            printf("calibration statistics per rank: Hessians formed");
+            for (int r = 0; r < J->size; r++) printf(" %.0f", all[r * NV + QD_CALIB_NPHASES + 4]);
+            printf("; reduced sums held at most");
+            for (int r = 0; r < J->size; r++) printf(" %.1f", all[r * NV + QD_CALIB_NPHASES + 3] * 1e-6);
+            printf(" MB\n");
         }
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "ranks", J->size);
         for (int v = 0; v < NV; v++) {
-            static const char *extra[] = {"reduce_bytes", "peak_rss_bytes", "estimate_bytes"};
+            static const char *extra[] = {"reduce_bytes", "peak_rss_bytes", "estimate_bytes", "stats_bytes",
+                                          "hessians"};
             const char *nm = v < QD_CALIB_NPHASES ? qd_calib_phase_names[v] : extra[v - QD_CALIB_NPHASES];
             char key[48];
             snprintf(key, sizeof key, v < QD_CALIB_NPHASES ? "%s_s" : "%s", nm);
@@ -235,12 +243,40 @@ static void calib_phases(job *J)
     free(all);
 }
 
+/* the most bits b with 2^b <= n */
+static int bits_within(int64_t n)
+{
+    int b = 0;
+    while (b < 62 && ((int64_t)2 << b) <= n) b++;
+    return b;
+}
+
 /* A job that would write an unchanged copy is an error: most often tensor names this version
  * does not recognise. A configuration whose overrides keep tensors float asked for it (an all-float
  * file is the FP32 reference that export and eval compare against). The same verdict on every rank
  * (the table is deterministic). */
 static int job_check_work(job *J)
 {
+    /* A codebook of more levels than its group has weights is larger than the float weights it
+     * replaces (8-bit K-means in groups of 32: 256 levels per 32 weights): refused, not clamped,
+     * so that a file's bits always say how many levels each group holds. */
+    for (int i = 0; i < J->n; i++) {
+        const qd_job_tensor *j = &J->items[i].j;
+        if (j->kind != QD_JOB_QUANT || !qd_method_get(j->method)->codebook) continue;
+        const int64_t G = qd_scheme_group_cols(&j->scheme, j->cols), K = (int64_t)1 << j->scheme.bits;
+        if (K <= G) continue;
+        const int st =
+            qd_err_set(QD_ECONFIG,
+                       "tensor '%s': method %s at %d bits stores %lld levels per codebook, more than the "
+                       "%lld weights of its %s, so the file would be larger than float weights: use at "
+                       "most %d bits%s",
+                       qd_ckpt_tensor(J->ck, J->items[i].ti)->name, qd_method_name(j->method), j->scheme.bits,
+                       (long long)K, (long long)G, j->scheme.gran == QD_GRAN_GROUP ? "group" : "row", bits_within(G),
+                       j->scheme.gran == QD_GRAN_GROUP ? ", larger groups (--group-size) or per channel" : "");
+        snprintf(J->msg, sizeof J->msg, "%s", qd_errmsg());
+        emit_failed(J, st);
+        return st;
+    }
     if (J->nq > 0) return QD_OK;
     for (int i = 0; i < J->cfg.n_overrides; i++)
         if (J->cfg.overrides[i].skip) return QD_OK;

@@ -2,7 +2,9 @@
 # Calibrated jobs on generated sharded bf16 checkpoints (bench/gen_checkpoint, BERT and ViT
 # shapes, several shards and an index), whose ranks hold one block and their own rows: GPTQ
 # writes the same file at 1, 2 and 4 ranks (data mode, row and tensor sharding) and in pipeline
-# mode with act-order at 1 and 3 ranks; a run failed on one rank half way and resumed gives the
+# mode with act-order at 1 and 3 ranks; the statistics are sharded: at 2 and 4 ranks each of the
+# 8 input groups' Hessians (2 blocks x 4 inputs) is formed on exactly one rank, and at 4 ranks
+# the ranks that do not quantize the 1024-input Linear never hold its sums; a run failed on one rank half way and resumed gives the
 # same file; a job whose estimate exceeds --mem-per-rank stops before calibrating, naming the
 # estimate and the options, on every rank.
 #   sh tests/job/scale.sh GEN_CHECKPOINT
@@ -33,9 +35,26 @@ run() { # N OUT ARGS...
 {
   run 1 "$T/b1.h5" --model "$T/bert" $Q $TXT
   run 2 "$T/b2.h5" --model "$T/bert" $Q $TXT --shard tensor
-  run 4 "$T/b4.h5" --model "$T/bert" $Q $TXT --shard rows
+  run 4 "$T/b4.h5" --model "$T/bert" $Q $TXT --shard rows --act-order
+  run 1 "$T/b1a.h5" --model "$T/bert" $Q $TXT --act-order
+  same "$T/b1a.h5" "$T/b4.h5" "bert gptq sequential act-order: 1 rank == 4 ranks (row sharding)"
+  # the statistics' shards, from the calibrated phase's per-rank line
+  for n in 2 4; do
+    timeout 240 mpiexec -n $n "$QDIST" quantize --out "$T/s$n.h5" --model "$T/bert" $Q $TXT > "$T/slog" 2>&1 \
+      || { echo "FAILED: $n ranks (statistics)"; cat "$T/slog"; fail=1; }
+    line=$(grep "calibration statistics per rank" "$T/slog")
+    echo "$n ranks: $line"
+    hs=$(echo "$line" | sed 's/.*Hessians formed \([0-9 ]*\);.*/\1/')
+    held=$(echo "$line" | sed 's/.*held at most \([0-9. ]*\) MB/\1/')
+    # each group's H formed once over all ranks (8 in all), no rank forms them all
+    echo "$hs" | awk -v n=$n '{s = 0; for (i = 1; i <= NF; i++) { s += $i; if ($i >= 8) bad = 1 }
+      exit !(NF == n && s == 8 && !bad)}' || { echo "statistics not sharded at $n ranks: $line"; fail=1; }
+    # the sums of the 1024-input group: 4.2 MB; at 4 ranks (one group each) only one rank holds them
+    [ $n = 4 ] && { echo "$held" | awk '{b = 0; for (i = 1; i <= NF; i++) if ($i >= 4) b++; exit !(NF == 4 && b == 1)}' \
+      || { echo "more than one rank held the 1024-input sums at 4 ranks: $line"; fail=1; }; }
+    same "$T/b1.h5" "$T/s$n.h5" "bert gptq sequential: 1 rank == $n ranks (statistics sharded)"
+  done
   same "$T/b1.h5" "$T/b2.h5" "bert gptq sequential: 1 rank == 2 ranks (tensor sharding)"
-  same "$T/b1.h5" "$T/b4.h5" "bert gptq sequential: 1 rank == 4 ranks (row sharding)"
   run 1 "$T/f1.h5" --model "$T/bert" $Q $TXT --calib-mode pipeline --act-order
   run 3 "$T/f3.h5" --model "$T/bert" $Q $TXT --calib-mode pipeline --act-order
   same "$T/f1.h5" "$T/f3.h5" "bert gptq pipeline act-order: 1 rank == 3 ranks"

@@ -123,7 +123,7 @@ int main(void)
     for (int gi = 0; gi < 24; gi++) {
         qd_calib_group *ga = qd_calib_group_at(a, gi), *gb = qd_calib_group_at(b, gi), *gc = qd_calib_group_at(c, gi);
         qd_calib_group *g1 = qd_calib_group_at(h1, gi), *g2 = qd_calib_group_at(h2, gi);
-        size_t nn = (size_t)ga->in * ga->in;
+        size_t nn = (size_t)qd_calib_acc_len(ga->in);
         CHECK(memcmp(ga->absmax, gb->absmax, ga->in * sizeof(float)) == 0);
         CHECK(memcmp(ga->acc, gb->acc, nn * 8) == 0);
         CHECK(memcmp(ga->acc, gc->acc, nn * 8) == 0);

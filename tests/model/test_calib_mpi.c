@@ -37,7 +37,7 @@ static qd_calib *run(MPI_Comm comm, const qd_model *m, qd_calib_data *d, qd_cali
 static int same_group(qd_calib_group *a, qd_calib_group *b)
 {
     return a->in == b->in && a->rows == b->rows && !memcmp(a->absmax, b->absmax, (size_t)a->in * 4) &&
-           !memcmp(a->acc, b->acc, (size_t)a->in * a->in * 8);
+           !memcmp(a->acc, b->acc, (size_t)qd_calib_acc_len(a->in) * 8);
 }
 
 int main(int argc, char **argv)
