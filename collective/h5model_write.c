@@ -208,9 +208,6 @@ int qd_h5m_create(MPI_Comm comm, const char *out, const qd_h5m_header *h, int re
     QD_H5_CHECK(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
     /* metadata written collectively (every rank creates the same objects anyway) */
     QD_H5_CHECK(H5Pset_coll_metadata_write(fapl, 1));
-    /* the 1.8 object format: a group's few links live in its object header instead of a B-tree
-     * and a heap of their own (~1.5 KiB per tensor group, ~0.1 MB of a BERT file) */
-    QD_H5_CHECK(H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST));
     H5E_auto2_t efn;
     void *edata;
     H5Eget_auto2(H5E_DEFAULT, &efn, &edata);
