@@ -2,7 +2,8 @@
 # The exported models in their runtimes, on all the eval data, against qdist in the same run:
 #   output match (tests/export/check_onnx.py, check_ctensors.py) of every ONNX form and of the
 #   compressed-tensors checkpoint, on all 10,000 MNIST test images (ViT) and all 872 SST-2 dev
-#   sentences (all-MiniLM-L6-v2), the integer-only LiteRT ViT (activation ranges calibrated on 256
+#   sentences (all-MiniLM-L6-v2), the ViT's K-means Gather and qoperator (static activation
+#   scales) graphs, the integer-only LiteRT ViT (activation ranges calibrated on 256
 #   images), and the latency of ONNX Runtime and LiteRT (one thread, batch 1, CPU time per sample:
 #   bench/runtime_latency.py) beside `qdist eval`'s (wall time, one thread, batch 1) on the first N
 #   samples.
@@ -52,11 +53,24 @@ $CHECK "$T/vit-int4-nbits.onnx" "$T/v4f.st" --against quant --label "ViT ONNX GP
 "$Q" export "$T/v8.h5" --format tflite --activation-ranges "$T/ranges.json" --out "$T/vit-int8.tflite" > /dev/null
 "$PY" "$SRC/tests/export/check_tflite.py" "$T/vit-int8.tflite" "$T/v8f.st" --label "ViT LiteRT integer-only INT8 vs fake-quant" 2>/dev/null
 "$PY" "$SRC/tests/export/check_tflite.py" "$T/vit-int8.tflite" "$T/v8r.st" --against fp32 --label "ViT LiteRT integer-only INT8 vs FP32" 2>/dev/null
+# K-means 4-bit g32 as a Gather of its levels (vs eval's lookup path); static activation scales
+# as --onnx-ops qoperator (vs eval --integer-only)
+"$Q" quantize --model "$VIT" --out "$T/vk.h5" --quiet --method kmeans --bits 4 --group-size 32
+"$Q" quantize --model "$VIT" --out "$T/vs.h5" --quiet --activations static --calib "$MN" --nsamples 256
+"$Q" export "$T/vk.h5" --format onnx --out "$T/vit-kmeans4-gather.onnx" > /dev/null
+"$Q" export "$T/vs.h5" --format onnx --onnx-ops qoperator --out "$T/vit-int8-qoperator.onnx" > /dev/null
+"$OUTS" --model "$VIT" --quantized "$T/vk.h5" --data "$MN" --batch 100 --no-fp32 --out "$T/vkr.st" > /dev/null
+"$OUTS" --model "$VIT" --quantized "$T/vs.h5" --data "$MN" --batch 100 --integer-only --out "$T/vsi.st" > /dev/null
+$CHECK "$T/vit-kmeans4-gather.onnx" "$T/vkr.st" --against quant --label "ViT ONNX K-means 4-bit g32 Gather vs qdist lookup"
+$CHECK "$T/vit-int8-qoperator.onnx" "$T/vsi.st" --against quant --label "ViT ONNX qoperator vs qdist integer-only"
 $LAT "$T/v8r.st" --n "$N" "$T/vit-fp32.onnx" "$T/vit-int8-qdq.onnx" "$T/vit-int8-qdq.onnx:1" \
-    "$T/vit-int8-integer.onnx" "$T/vit-int4-nbits.onnx" "$T/vit-int4-nbits.onnx:4" "$T/vit-int8.tflite" 2>/dev/null
+    "$T/vit-int8-integer.onnx" "$T/vit-int4-nbits.onnx" "$T/vit-int4-nbits.onnx:4" "$T/vit-int8.tflite" \
+    "$T/vit-kmeans4-gather.onnx" "$T/vit-int8-qoperator.onnx" 2>/dev/null
 eval_lat "$VIT" "$T/v8.h5" "$MN"
 eval_lat "$VIT" "$T/v4.h5" "$MN"
-ls -l "$T"/vit-*.onnx "$T"/vit-int8.tflite "$T"/v8.h5 "$T"/v4.h5 | awk '{printf "%-24s %8.3f MB\n", $NF, $5 / 1e6}' | sed "s|$T/||"
+eval_lat "$VIT" "$T/vk.h5" "$MN"
+eval_lat "$VIT" "$T/vs.h5" "$MN" --integer-only
+ls -l "$T"/vit-*.onnx "$T"/vit-int8.tflite "$T"/v8.h5 "$T"/v4.h5 "$T"/vk.h5 "$T"/vs.h5 | awk '{printf "%-24s %8.3f MB\n", $NF, $5 / 1e6}' | sed "s|$T/||"
 
 # ---- all-MiniLM-L6-v2 on SST-2 ----
 BERT=$(sh "$SRC/tests/reference/bert_dir.sh") || { echo "no BERT checkpoint: stop"; exit 0; }

@@ -41,7 +41,7 @@ typedef struct {
 static int kmeans_deq(const float *W, int64_t R, int64_t C, int bits, int gran, int64_t G, float *Q)
 {
     const int K = 1 << bits;
-    qd_kmeans_opts ko = {bits, gran != 0, 30, 12345, QD_KMEANS_PLUSPLUS};
+    qd_kmeans_opts ko = {bits, gran != 0, 30, 12345, QD_KMEANS_PLUSPLUS, 0};
     if (gran <= 1) {
         int64_t ncb = gran == 0 ? 1 : R;
         float *cb = malloc((size_t)(ncb * K) * sizeof(float));

@@ -129,6 +129,7 @@ run eval_b4g ev --quantized "$T/b4g.h5"
 run eval_b4r ev --quantized "$T/b4r.h5"
 run sparsegpt_reference in_dir "$B/tests/sparse" ./test_sparsegpt_reference
 run bench_gemm_24 "$B/bench/bench_gemm_24"
+run bench_gemm_u8_24 "$B/bench/bench_gemm_u8_24"
 "$Q" quantize --model "$VIT" --out "$T/vit-s24.h5" --quiet --overwrite --method gptq --bits 8 --sparsity 2:4 \
   --calib "$MNIST"
 run eval_sparse "$Q" eval --model "$VIT" --quantized "$T/vit-s24.h5" --data "$MNIST" --n $NV --batch 100 --json
@@ -442,6 +443,16 @@ def r_gemm24():
     return "%s× (geometric mean, M = 128 and 512; %.2f–%.2f×), M = 1: %s×; %s" % (g, min(big), max(big), m1, same)
 
 
+def r_gemm_u8_24():
+    t = log("bench_gemm_u8_24")
+    if "no AVX-512 VNNI + VBMI here" in t:
+        return "no AVX-512 VNNI + VBMI on this CPU: the engine runs 2:4 Linears dense"
+    g = dict(re.findall(r"^M = (\d+): geometric mean of 2:4/dense over the three shapes ([\d.]+)x", t, re.M))
+    same = "same bits" if not re.search(r" NO$", t, re.M) else "DIFFERENT bits"
+    return "M = 1: %s×, 8: %s×, 25 (a sentence): %s×, 800 (32 sentences): %s× (geometric means); %s" % (
+        g.get("1"), g.get("8"), g.get("25"), g.get("800"), same)
+
+
 def r_sparse_vit():
     e = js("eval_sparse")
     return "top-1 %.2f %% vs %.2f %% (%d images)" % (100 * e["quantized"]["accuracy"], 100 * e["fp32"]["accuracy"], e["samples"])
@@ -507,6 +518,8 @@ ROWS = [
      "2:4 + 8-bit)", r_sparsegpt, "`build/tests/sparse/test_sparsegpt_reference`"),
     ("2:4 sparse int8 GEMM vs the dense int8 GEMM, same weights, one thread, BERT-base shapes", r_gemm24,
      "`build/bench/bench_gemm_24`"),
+    ("the engine's 2:4 int8 GEMM (compact weights, AVX-512 VNNI + VBMI) vs its dense int8 GEMM (AMX tiles from 16 "
+     "rows), same weights, one thread, BERT-base shapes", r_gemm_u8_24, "`build/bench/bench_gemm_u8_24`"),
     ("ViT 2:4 SparseGPT + GPTQ INT8 vs FP32, all 10,000 MNIST test images", r_sparse_vit,
      "`qdist quantize --method gptq --bits 8 --sparsity 2:4 --calib t10k…` then `qdist eval`"),
     ("planner, BERT-base shape over 8 ranks", r_plan, "`build/tests/job/test_plan`"),

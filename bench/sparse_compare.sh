@@ -4,7 +4,8 @@
 # to FP32), with file size and batch-1 latency from `qdist eval`; structured rows (heads: 1 of 4 per
 # layer on the ViT, 2 of 12 on MiniLM; FFN: a quarter of the neurons) evaluate the smaller
 # checkpoint, so their FP32 is the pruned-only model. One markdown table per checkpoint
-# on stdout; the JSON of every eval in OUTDIR.
+# on stdout; the JSON of every eval in OUTDIR. Resumable: rows whose JSON is in OUTDIR are not
+# run again (delete OUTDIR for a fresh table).
 #
 #   bench/sparse_compare.sh [OUTDIR]      (default /tmp/qd-sparse-compare)
 # Environment: QDIST (default build/qdist), QD_MODELS_DIR (default ../shared/models), QD_BERT_DIR
@@ -61,12 +62,16 @@ for model in ${MODELS:-vit bert}; do
     # structured rows: the job writes the smaller checkpoint beside the file; eval runs on it, so
     # its FP32 column is the pruned-only model (accuracy; a cosine would be to the pruned model)
     mdir=$dir
-    case $opts in *--prune-*) mdir=$f.structured ;; esac
-    # shellcheck disable=SC2086
-    $MPIRUN "$QDIST" quantize --model "$dir" --out "$f" --overwrite --quiet $opts > "$OUT/$model-$i.log" 2>&1 \
-      || { echo "| $name | quantize failed (see $OUT/$model-$i.log) | | | |"; i=$((i + 1)); continue; }
-    # shellcheck disable=SC2086
-    "$QDIST" eval --model "$mdir" --quantized "$f" --data "$data" $evopts --json > "$j" 2> /dev/null
+    case $opts in *--prune-heads* | *--prune-ffn*) mdir=$f.structured ;; esac
+    # resumable: a row whose JSON is complete is printed again, not recomputed
+    if ! python3 -c 'import json, sys; json.load(open(sys.argv[1]))["quantized"]' "$j" 2> /dev/null; then
+      # shellcheck disable=SC2086
+      $MPIRUN "$QDIST" quantize --model "$dir" --out "$f" --overwrite --quiet $opts > "$OUT/$model-$i.log" 2>&1 \
+        || { echo "| $name | quantize failed (see $OUT/$model-$i.log) | | | |"; i=$((i + 1)); continue; }
+      # shellcheck disable=SC2086
+      "$QDIST" eval --model "$mdir" --quantized "$f" --data "$data" $evopts --json > "$j.part" 2> /dev/null
+      mv "$j.part" "$j"
+    fi
     python3 - "$j" "$name" "$metric" "$i" "$mdir" "$dir" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); name, metric, i = sys.argv[2], sys.argv[3], int(sys.argv[4])

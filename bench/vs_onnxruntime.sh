@@ -34,7 +34,13 @@
 # on the same inputs (mean, min over samples), from the first round at batch 1.
 #
 # Writes OUTDIR/json/*.json (every run), OUTDIR/results.csv and OUTDIR/results.md (one table per
-# model and thread count, with the ratio qdist/ORT of p50 latency per row: below 1, qdist faster).
+# model and thread count, with the ratio qdist/ORT of p50 latency per row: below 1, qdist faster,
+# and the load average of the machine at the start of the runs beside each table).
+# Partial runs and resuming: a run whose JSON exists in OUTDIR is not repeated (FORCE=1 repeats
+# it), OUTDIR/manifest.tsv is appended to, and the tables are built from every run recorded there.
+# So subsets (MODELS, THREADS, BATCHES, ROUNDS) add to the same results, and a run stopped midway
+# goes on where it stopped when the same command is given again; e.g. the 2-thread rows alone:
+#   MODELS="minilm vit-tiny" THREADS=2 ROUNDS=3 bench/vs_onnxruntime.sh out/vs_onnxruntime
 # Caches (QD_CACHE, default ~/.cache/qdist): bench-ort/<model>/*.onnx (exported once),
 # bench-gen/<model>/ (generated checkpoints and images).
 set -euo pipefail
@@ -61,8 +67,16 @@ mkdir -p "$cache/bench-gen" "$cache/bench-ort"
 PY=$("$root/deploy/pyenv.sh") || { echo "vs_onnxruntime: no Python venv with onnxruntime (deploy/pyenv.sh)" >&2; exit 2; }
 mkdir -p "$out/json" "$out/h5"
 manifest=$out/manifest.tsv
-: > "$manifest"
+touch "$manifest"
+FORCE=${FORCE:-0}
 load1() { cut -d' ' -f1 /proc/loadavg; }
+# done JSON: whether a run can be skipped (its JSON complete from an earlier invocation)
+done_json() { [ "$FORCE" != 1 ] && [ -s "$1" ]; }
+# record KEY T B R SIDE ID LABEL JSON LOAD: one manifest line, unless that JSON is recorded already
+record() {
+  grep -qF "$8" "$manifest" 2>/dev/null && return 0
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$manifest"
+}
 
 # prepare KEY: sets ckpt, data, arch, n, calib (empty: no calibration), work (ORT exports)
 prepare() {
@@ -166,31 +180,43 @@ for key in $MODELS; do
           if [ $i -lt ${#qc[@]} ]; then
             IFS='|' read -r cid fid eopts label <<< "${qc[$i]}"
             j=$out/json/$key-t$t-b$b-r$r-$cid.json
-            echo "== $key threads $t batch $b round $r: $label (load $(load1))" >&2
-            # shellcheck disable=SC2086
-            "$qdist" eval --model "$ckpt" --quantized "$out/h5/$key-$fid.h5" --data "$data" --n "$n" --batch "$b" \
-              --threads "$t" $eopts --json > "$j"
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$key" "$t" "$b" "$r" qdist "$cid" "$label" "$j" >> "$manifest"
+            if ! done_json "$j"; then
+              l=$(load1)
+              echo "== $key threads $t batch $b round $r: $label (load $l)" >&2
+              # shellcheck disable=SC2086
+              "$qdist" eval --model "$ckpt" --quantized "$out/h5/$key-$fid.h5" --data "$data" --n "$n" --batch "$b" \
+                --threads "$t" $eopts --json > "$j.part"
+              mv "$j.part" "$j"
+              record "$key" "$t" "$b" "$r" qdist "$cid" "$label" "$j" "$l"
+            fi
           fi
           if [ $i -lt ${#orts[@]} ]; then
             o=${orts[$i]}
             j=$out/json/$key-t$t-b$b-r$r-ort-$o.json
-            echo "== $key threads $t batch $b round $r: ONNX Runtime $o (load $(load1))" >&2
-            "$PY" "$here/ort_peer.py" run --arch "$arch" --model "$ckpt" --onnx "$work/$o.onnx" --data "$data" \
-              --n "$n" --batch "$b" --threads "$t" --out "${j%.json}.npy" --json "$j"
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$key" "$t" "$b" "$r" ort "$o" "ONNX Runtime $o" "$j" >> "$manifest"
+            if ! done_json "$j"; then
+              l=$(load1)
+              echo "== $key threads $t batch $b round $r: ONNX Runtime $o (load $l)" >&2
+              rm -f "$j"
+              "$PY" "$here/ort_peer.py" run --arch "$arch" --model "$ckpt" --onnx "$work/$o.onnx" --data "$data" \
+                --n "$n" --batch "$b" --threads "$t" --out "${j%.json}.npy" --json "$j.part"
+              mv "$j.part" "$j"
+              record "$key" "$t" "$b" "$r" ort "$o" "ONNX Runtime $o" "$j" "$l"
+            fi
           fi
           i=$((i + 1))
         done
         # cosine and accuracy of the peer, against its own FP32 run of this round
         for o in int8 int4 int4-acc4; do
           j=$out/json/$key-t$t-b$b-r$r-ort-$o.json
+          [ -s "${j%.json}.score" ] && [ "$FORCE" != 1 ] && continue
           "$PY" "$here/ort_peer.py" score --arch "$arch" --model "$ckpt" --data "$data" \
             --ref "$out/json/$key-t$t-b$b-r$r-ort-fp32.npy" --out "${j%.json}.npy" > "${j%.json}.score"
         done
-        "$PY" "$here/ort_peer.py" score --arch "$arch" --model "$ckpt" --data "$data" \
-          --ref "$out/json/$key-t$t-b$b-r$r-ort-fp32.npy" --out "$out/json/$key-t$t-b$b-r$r-ort-fp32.npy" \
-          > "$out/json/$key-t$t-b$b-r$r-ort-fp32.score"
+        if [ ! -s "$out/json/$key-t$t-b$b-r$r-ort-fp32.score" ] || [ "$FORCE" = 1 ]; then
+          "$PY" "$here/ort_peer.py" score --arch "$arch" --model "$ckpt" --data "$data" \
+            --ref "$out/json/$key-t$t-b$b-r$r-ort-fp32.npy" --out "$out/json/$key-t$t-b$b-r$r-ort-fp32.npy" \
+            > "$out/json/$key-t$t-b$b-r$r-ort-fp32.score"
+        fi
       done
     done
   done

@@ -33,12 +33,17 @@ def fmt(x, nd=2):
 
 def main():
     manifest, csv_path, md_path, h5dir = sys.argv[1:5]
-    runs = []
+    runs = {}  # by JSON path: a resumed or repeated run replaces the earlier line
     with open(manifest) as f:
         for line in f:
-            key, t, b, r, side, cid, label, path = line.rstrip("\n").split("\t")
-            runs.append(dict(key=key, threads=int(t), batch=int(b), round=int(r), side=side, cid=cid, label=label,
-                             path=path))
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) < 8 or not os.path.exists(fields[7]):
+                continue
+            key, t, b, r, side, cid, label, path = fields[:8]
+            avg = float(fields[8]) if len(fields) > 8 and fields[8] else None  # 1-minute load at the start
+            runs[path] = dict(key=key, threads=int(t), batch=int(b), round=int(r), side=side, cid=cid, label=label,
+                              path=path, load=avg)
+    runs = list(runs.values())
     names = {"minilm": "all-MiniLM-L6-v2 (SST-2 dev, mean-pooled embeddings)",
              "vit-tiny": "vit-mnist-tiny (MNIST test)",
              "bert-base": "BERT-base shape, generated weights (SST-2 sentences)",
@@ -108,6 +113,12 @@ def main():
         for t in sorted(set(r["threads"] for r in runs if r["key"] == key)):
             md.append("## %s, %d thread%s" % (names.get(key, key), t, "s" if t > 1 else ""))
             md.append("")
+            loads = [r["load"] for r in runs if r["key"] == key and r["threads"] == t and r["load"] is not None]
+            if loads:
+                md.append("Load average (1 min) at the start of the runs: median %.1f, min %.1f, max %.1f (%d runs, "
+                          "%d rounds)." % (statistics.median(loads), min(loads), max(loads), len(loads),
+                                           len(set(r["round"] for r in runs if r["key"] == key and r["threads"] == t))))
+                md.append("")
             head = ["runtime", "ISA of the products"]
             for b in batches:
                 head += ["p50 b%d" % b, "p95 b%d" % b, "CPU ms b%d" % b]
@@ -122,7 +133,8 @@ def main():
                 if not rec:
                     continue
                 cells = [rec["label"], rec["isa"]]
-                csvrow = dict(model=key, threads=t, config=cid, label=rec["label"], isa=rec["isa"])
+                csvrow = dict(model=key, threads=t, config=cid, label=rec["label"], isa=rec["isa"],
+                              load_median=statistics.median(loads) if loads else None)
                 for b in batches:
                     pb = rec["per_batch"].get(b)
                     p50, p95, cpu = (med(pb["p50"]), med(pb["p95"]), med(pb["cpu"])) if pb else (None,) * 3

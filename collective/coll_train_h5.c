@@ -3,13 +3,15 @@
 #include "collective/coll_train_h5.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
-#include <hdf5.h>
+#include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "collective/h5model.h"
+#include "quant/actq.h"
+#include "quant/prune.h"
 #include "quant/quant.h"
 
 void qd_coll_qtensor_free(qd_coll_qtensor *q)
@@ -19,18 +21,8 @@ void qd_coll_qtensor_free(qd_coll_qtensor *q)
     free(q->scales);
     free(q->zeros);
     free(q->g_idx);
+    free(q->mask);
     memset(q, 0, sizeof *q);
-}
-
-static hid_t open_checked(const char *path, unsigned mode)
-{
-    H5E_auto2_t fn;
-    void *data;
-    H5Eget_auto2(H5E_DEFAULT, &fn, &data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fopen(path, mode, H5P_DEFAULT);
-    H5Eset_auto2(H5E_DEFAULT, fn, data);
-    return f;
 }
 
 /* The file, opened and validated by the model file's reader once for a run of reads of the same
@@ -77,6 +69,10 @@ int qd_coll_qtensor_read(const char *path, const char *name, qd_coll_qtensor *q)
     q->scales = v.scales;
     q->zeros = v.zeros; /* symmetric records: 2^(bits-1) */
     q->g_idx = v.g_idx;
+    if (v.mask) { /* pruned: the kept weights (the others stay at the zero point's code) */
+        q->mask = qd_xmalloc((size_t)(q->out * q->in) + 1);
+        qd_mask_unpack(v.mask, q->out, q->in, q->mask);
+    }
     v.scales = NULL;
     v.zeros = NULL;
     v.g_idx = NULL;
@@ -84,97 +80,116 @@ int qd_coll_qtensor_read(const char *path, const char *name, qd_coll_qtensor *q)
     return QD_OK;
 }
 
-static int set_text(hid_t obj, const char *name, const char *val)
+/* One dataset of source record si copied whole into record ti of the writer. */
+static int copy_dataset(qd_h5m *src, int si, qd_h5m_writer *w, int ti, const qd_h5m_field *fd)
 {
-    if (H5Aexists(obj, name) > 0 && H5Adelete(obj, name) < 0) return -1;
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, strlen(val) + 1);
-    H5Tset_strpad(t, H5T_STR_NULLTERM);
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t e = a < 0 ? -1 : H5Awrite(a, t, val);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(sp);
-    H5Tclose(t);
-    return e < 0 ? -1 : 0;
+    void *vals = NULL;
+    int64_t n = 0, d[QD_H5M_MAX_DIMS];
+    int rc = qd_h5m_read_field(src, si, fd->name, &vals, &n);
+    if (!rc && fd->dims(qd_h5m_tensor(src, si), d) > 0) qd_h5m_write_rows(w, ti, fd->name, 0, d[0], vals);
+    free(vals);
+    return rc;
 }
 
-static int write_ds(hid_t g, const char *name, hid_t memtype, const void *buf)
+/* Record ti from the trained values t: codes (dense, or through the mask when pruned) and
+ * scales; every other dataset (zeros, g_idx) as the source has it. */
+static int write_trained(qd_h5m *src, int si, qd_h5m_writer *w, int ti, const qd_coll_qtensor *t)
 {
-    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
-    if (d < 0) return -1;
-    herr_t e = H5Dwrite(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
-    H5Dclose(d);
-    return e < 0 ? -1 : 0;
-}
-
-static int copy_bytes(const char *src, const char *dst)
-{
-    FILE *a = fopen(src, "rb"), *b = a ? fopen(dst, "wb") : NULL;
-    if (!a || !b) {
-        if (a) fclose(a);
-        return qd_err_set(QD_EIO, "%s: cannot copy to %s: %s", src, dst, strerror(errno));
+    const qd_h5m_record *r = qd_h5m_tensor(src, si);
+    int rc = QD_OK, nf;
+    const qd_h5m_field *fields = qd_h5m_fields(&nf);
+    for (int k = 0; k < nf && !rc; k++) {
+        const qd_h5m_field *fd = &fields[k];
+        if (fd->place != QD_H5M_TENSOR_DATASET || !qd_h5m_record_has(r, fd->name)) continue;
+        if (!strcmp(fd->name, QD_H5M_QWEIGHT)) {
+            uint8_t *packed = qd_xmalloc((size_t)(t->out * qd_packed_row_bytes(t->in, t->bits)) + 1);
+            qd_pack_matrix(t->codes, t->out, t->in, t->bits, packed);
+            qd_h5m_write_rows(w, ti, QD_H5M_QWEIGHT, 0, t->out, packed);
+            free(packed);
+        } else if (!strcmp(fd->name, QD_H5M_NZ_QWEIGHT)) {
+            if (!t->mask) return qd_err_set(QD_EINVAL, "tensor '%s': pruned in the file but no mask", r->name);
+            rc = qd_h5m_write_pruned_rows(w, ti, 0, t->out, t->codes, t->mask);
+        } else if (!strcmp(fd->name, QD_H5M_MASK) || !strcmp(fd->name, QD_H5M_NM_INDEX))
+            continue; /* written with nz_qweight */
+        else if (!strcmp(fd->name, QD_H5M_SCALES))
+            qd_h5m_write_rows(w, ti, QD_H5M_SCALES, 0, t->out, t->scales);
+        else
+            rc = copy_dataset(src, si, w, ti, fd);
     }
-    char buf[1 << 16];
-    size_t k;
-    int ok = 1;
-    while ((k = fread(buf, 1, sizeof buf, a)) > 0) ok &= fwrite(buf, 1, k, b) == k;
-    ok &= !ferror(a);
-    fclose(a);
-    if (fclose(b)) ok = 0;
-    return ok ? QD_OK : qd_err_set(QD_EIO, "%s: write failed", dst);
+    return rc;
 }
 
-int qd_coll_qfile_rewrite(const char *src, const char *out, const char *const *names, const qd_coll_qtensor *q,
+int qd_coll_qfile_rewrite(const char *src_path, const char *out, const char *const *names, const qd_coll_qtensor *q,
                           const double (*metrics)[4], int n, const char *method, const char *training_json)
 {
-    char partial[4200];
-    snprintf(partial, sizeof partial, "%s.partial", out);
-    qd_h5m *m = NULL; /* the source, validated */
-    int rc = open_model(src, &m);
-    if (rc || (rc = copy_bytes(src, partial))) return rc;
-    char *qc = qd_xstrdup(qd_h5m_info_of(m)->quant_config);
-    hid_t f = open_checked(partial, H5F_ACC_RDWR);
-    if (f < 0) {
-        free(qc);
-        return qd_err_set(QD_EIO, "%s: cannot open for writing", partial);
-    }
-    for (int i = 0; i < n && !rc; i++) {
-        char gp[512];
-        snprintf(gp, sizeof gp, "tensors/%s", names[i]);
-        hid_t g = H5Gopen2(f, gp, H5P_DEFAULT);
-        if (g < 0) {
-            rc = qd_err_set(QD_ENOTFOUND, "%s: no tensor '%s'", src, names[i]);
-            break;
-        }
-        const qd_coll_qtensor *t = &q[i];
-        uint8_t *packed = qd_xmalloc((size_t)(t->out * qd_packed_row_bytes(t->in, t->bits)));
-        qd_pack_matrix(t->codes, t->out, t->in, t->bits, packed);
-        int e = write_ds(g, "qweight", H5T_NATIVE_UINT8, packed) ||
-                write_ds(g, "scales", H5T_NATIVE_FLOAT, t->scales) || set_text(g, "method", method);
-        free(packed);
-        if (!e && metrics && H5Aexists(g, "metrics") > 0) {
-            hid_t a = H5Aopen(g, "metrics", H5P_DEFAULT);
-            e = a < 0 || H5Awrite(a, H5T_NATIVE_DOUBLE, metrics[i]) < 0;
-            if (a >= 0) H5Aclose(a);
-        }
-        H5Gclose(g);
-        if (e) rc = qd_err_set(QD_EHDF5, "%s: cannot rewrite tensor '%s'", partial, names[i]);
-    }
-    if (!rc) {
-        cJSON *j = cJSON_Parse(qc), *tr = cJSON_Parse(training_json ? training_json : "{}");
-        if (!j) j = cJSON_CreateObject();
-        cJSON_DeleteItemFromObjectCaseSensitive(j, "training");
-        cJSON_AddItemToObject(j, "training", tr ? tr : cJSON_CreateObject());
-        char *txt = cJSON_PrintUnformatted(j);
-        cJSON_Delete(j);
-        if (set_text(f, "quant_config", txt)) rc = qd_err_set(QD_EHDF5, "%s: cannot write quant_config", partial);
-        free(txt);
-    }
+    qd_h5m *src = NULL; /* the source, validated */
+    int rc = open_model(src_path, &src);
+    if (rc) return rc;
+    const qd_h5m_info *info = qd_h5m_info_of(src);
+    cJSON *j = cJSON_Parse(info->quant_config), *tr = cJSON_Parse(training_json ? training_json : "{}");
+    if (!j) j = cJSON_CreateObject();
+    cJSON_DeleteItemFromObjectCaseSensitive(j, "training");
+    cJSON_AddItemToObject(j, "training", tr ? tr : cJSON_CreateObject());
+    char *qc = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    const qd_h5m_header h = {.arch = info->arch,
+                             .model_config = info->model_config,
+                             .quant_config = qc,
+                             .source = info->source,
+                             .calibration = info->calibration};
+    qd_h5m_writer *w = NULL;
+    rc = qd_h5m_create(MPI_COMM_SELF, out, &h, 0, &w);
     free(qc);
-    if (H5Fclose(f) < 0 && !rc) rc = qd_err_set(QD_EHDF5, "%s: close failed", partial);
-    if (!rc && rename(partial, out))
-        rc = qd_err_set(QD_EIO, "%s: cannot rename to %s: %s", partial, out, strerror(errno));
-    if (rc) remove(partial);
-    return rc;
+    if (rc) return rc;
+    qd_actrec act;
+    if (qd_h5m_read_activations(src, &act) == QD_OK) {
+        qd_h5m_write_activations(w, &act);
+        qd_actrec_free(&act);
+    }
+    const int nt = qd_h5m_num_tensors(src);
+    int *which = qd_xmalloc((size_t)(nt > 0 ? nt : 1) * sizeof *which); /* index into names, or -1 */
+    for (int i = 0; i < nt; i++) {
+        which[i] = -1;
+        for (int k = 0; k < n; k++)
+            if (!strcmp(names[k], qd_h5m_tensor(src, i)->name)) which[i] = k;
+        qd_h5m_record r = *qd_h5m_tensor(src, i);
+        r.complete = 0;
+        if (which[i] >= 0) snprintf(r.method, sizeof r.method, "%s", method);
+        if (qd_h5m_declare(w, &r) != i) rc = qd_err_set(QD_EHDF5, "%s: cannot declare tensor '%s'", out, r.name);
+    }
+    for (int k = 0; k < n && !rc; k++) {
+        int found = 0;
+        for (int i = 0; i < nt; i++) found |= which[i] == k;
+        if (!found) rc = qd_err_set(QD_ENOTFOUND, "%s: no tensor '%s'", src_path, names[k]);
+    }
+    if (!rc) rc = qd_h5m_reserve(w);
+    for (int i = 0; i < nt && !rc; i++) {
+        const qd_h5m_record *r = qd_h5m_tensor(src, i);
+        if (which[i] >= 0)
+            rc = write_trained(src, i, w, i, &q[which[i]]);
+        else {
+            int nf;
+            const qd_h5m_field *fields = qd_h5m_fields(&nf);
+            for (int k = 0; k < nf && !rc; k++)
+                if (fields[k].place == QD_H5M_TENSOR_DATASET && qd_h5m_record_has(r, fields[k].name))
+                    rc = copy_dataset(src, i, w, i, &fields[k]);
+        }
+    }
+    if (!rc) rc = qd_h5m_flush(w);
+    for (int i = 0; i < nt && !rc; i++) {
+        const qd_h5m_record *r = qd_h5m_tensor(src, i);
+        const double *met = which[i] >= 0 && metrics ? metrics[which[i]] : r->has_metrics ? r->metrics : NULL;
+        qd_h5m_mark_complete(w, i, r->kind == QD_H5M_QUANTIZED ? met : NULL);
+    }
+    free(which);
+    if (rc) {
+        qd_h5m_abandon(w);
+        remove(qd_h5m_partial_path(w));
+        return rc;
+    }
+    char when[32];
+    time_t now = time(NULL);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    const qd_h5m_run run = {.created = when, .shard = "training", .ranks = 1, .resumed_tensors = 0, .seconds = 0};
+    return qd_h5m_finish(w, &run);
 }

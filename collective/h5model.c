@@ -19,14 +19,30 @@ const char *qd_h5m_kind_name(qd_h5m_kind k)
 
 const char *qd_h5m_type_name(qd_h5m_type t)
 {
-    static const char *const n[] = {"string", "int64", "float64", "uint8", "int32", "float32"};
+    static const char *const n[] = {"string", "int64", "float64", "uint8", "int32", "float32", "float16"};
     return t >= 0 && t < (int)QD_ARRAY_LEN(n) ? n[t] : "?";
 }
 
 size_t qd_h5m_type_size(qd_h5m_type t)
 {
-    static const size_t s[] = {1, 8, 8, 1, 4, 4};
+    static const size_t s[] = {1, 8, 8, 1, 4, 4, 4};
     return t >= 0 && t < (int)QD_ARRAY_LEN(s) ? s[t] : 0;
+}
+
+size_t qd_h5m_type_file_size(qd_h5m_type t) { return t == QD_H5M_FLOAT16 ? 2 : qd_h5m_type_size(t); }
+
+/* IEEE 754 binary16, little-endian: HDF5 1.10 has no predefined half type, so it is built from
+ * the float32 type's description (the same layout h5py and numpy's float16 use). Made once. */
+static hid_t half_type(void)
+{
+    static hid_t t = -1;
+    if (t < 0) {
+        t = H5Tcopy(H5T_IEEE_F32LE);
+        if (t < 0 || H5Tset_fields(t, 15, 10, 5, 0, 10) < 0 || H5Tset_size(t, 2) < 0 || H5Tset_precision(t, 16) < 0 ||
+            H5Tset_ebias(t, 15) < 0 || H5Tlock(t) < 0)
+            QD_ASSERT(!"HDF5 float16 type");
+    }
+    return t;
 }
 
 /* the type in the file, and the native type values are converted to in memory */
@@ -38,6 +54,7 @@ hid_t qd_h5m__file_type(qd_h5m_type t)
     case QD_H5M_UINT8: return H5T_STD_U8LE;
     case QD_H5M_INT32: return H5T_STD_I32LE;
     case QD_H5M_FLOAT32: return H5T_IEEE_F32LE;
+    case QD_H5M_FLOAT16: return half_type();
     default: return H5T_C_S1;
     }
 }
@@ -49,7 +66,8 @@ hid_t qd_h5m__mem_type(qd_h5m_type t)
     case QD_H5M_FLOAT64: return H5T_NATIVE_DOUBLE;
     case QD_H5M_UINT8: return H5T_NATIVE_UINT8;
     case QD_H5M_INT32: return H5T_NATIVE_INT32;
-    case QD_H5M_FLOAT32: return H5T_NATIVE_FLOAT;
+    case QD_H5M_FLOAT32:
+    case QD_H5M_FLOAT16: return H5T_NATIVE_FLOAT;
     default: return H5T_C_S1;
     }
 }
@@ -68,6 +86,7 @@ int qd_h5m__type_is(hid_t t, qd_h5m_type want, int exact)
     case QD_H5M_UINT8: return c == H5T_INTEGER && s == 1 && sg == H5T_SGN_NONE;
     case QD_H5M_INT32: return c == H5T_INTEGER && s == 4 && sg == H5T_SGN_2;
     case QD_H5M_FLOAT32: return c == H5T_FLOAT && s == 4;
+    case QD_H5M_FLOAT16: return c == H5T_FLOAT && (s == 2 || s == 4); /* float32: files before float16 */
     }
     return 0;
 }
@@ -500,7 +519,7 @@ const qd_h5m_field qd_h5m__fields[] = {
     ATTR("outlier_zero_point", ACT, QD_H5M_INT32,   0, 0, 1),
     ATTR("outlier_lo",         ACT, QD_H5M_FLOAT32, 0, 0, 1),
     ATTR("outlier_hi",         ACT, QD_H5M_FLOAT32, 0, 0, 1),
-    DSET(QD_H5M_CODEBOOK, QD_H5M_FLOAT32, QK, qd_h5m_is_codebook, "tensors of method kmeans", dims_codebook, check_codebook),
+    DSET(QD_H5M_CODEBOOK, QD_H5M_FLOAT16, QK, qd_h5m_is_codebook, "tensors of method kmeans", dims_codebook, check_codebook),
     OPTDSET(QD_H5M_SMOOTH, QD_H5M_FLOAT32, QK, "tensors of a job with smooth (quant_config)", dims_cols, check_smooth),
 };
 /* clang-format on */
@@ -558,7 +577,8 @@ int64_t qd_h5m_record_bytes(const qd_h5m_record *r)
             int64_t d[QD_H5M_MAX_DIMS], n = 1;
             const int nd = fd->dims(r, d);
             for (int k = 0; k < nd; k++) n *= d[k];
-            bytes += n * (int64_t)qd_h5m_type_size(fd->type);
+            const int f32 = fd->type == QD_H5M_FLOAT16 && r->codebook_f32; /* an older file's levels */
+            bytes += n * (int64_t)(f32 ? 4 : qd_h5m_type_file_size(fd->type));
         }
     }
     return bytes;

@@ -78,10 +78,13 @@ typedef enum {
     QD_H5M_FLOAT64,
     QD_H5M_UINT8,
     QD_H5M_INT32,
-    QD_H5M_FLOAT32
+    QD_H5M_FLOAT32,
+    QD_H5M_FLOAT16 /* IEEE half in the file, float in memory (HDF5 converts; values written are
+                    * already float16 numbers, so nothing is rounded on the way) */
 } qd_h5m_type;
 const char *qd_h5m_type_name(qd_h5m_type t);
-size_t qd_h5m_type_size(qd_h5m_type t); /* bytes of one element in memory (string: 1) */
+size_t qd_h5m_type_size(qd_h5m_type t);      /* bytes of one element in memory (string: 1) */
+size_t qd_h5m_type_file_size(qd_h5m_type t); /* bytes of one element in the file */
 
 /* ACT_ATTR: the attributes of /activations, the static activation scales of integer-only
  * inference (a group of attributes only: per-tensor arrays in one order). */
@@ -116,6 +119,7 @@ typedef struct {
     /* reader: completion */
     int complete, has_metrics;
     double metrics[QD_H5M_NMETRICS];
+    int codebook_f32; /* reader: `codebook` stored as float32 (files written before float16 levels) */
 } qd_h5m_record;
 
 static inline int64_t qd_h5m_rows(const qd_h5m_record *r) { return r->ndim > 0 ? r->shape[0] : 1; }
@@ -299,5 +303,10 @@ int qd_h5m_read_field(qd_h5m *f, int i, const char *dataset, void **values, int6
 /* W = scales * (q - zeros) of a quantized record (codebook records: codebook[r][g][q]), out
  * [rows][cols]. */
 void qd_h5m_dequantize(const qd_h5m_record *r, const qd_h5m_values *v, float *out);
+
+/* Rewrites the `data` of every float record of a complete file in place: fn(values, n, user)
+ * changes them (e.g. rounds them to float16 for a reference model of that precision). Serial,
+ * one process; QD_OK or a negative code naming the file and tensor. */
+int qd_h5m_map_floats(const char *path, void (*fn)(float *v, int64_t n, void *user), void *user);
 
 #endif

@@ -318,8 +318,10 @@ static void check_datasets(qd_h5m *f, hid_t g, qd_h5m_record *r)
                              (long long)want_d[k]);
                 problem(f, r->name, QD_EFORMAT, "dataset '%s' has shape [%s]; the record needs [%s]", fd->name, got,
                         exp);
-            } else
+            } else {
                 r->datasets |= 1u << bit;
+                if (fd->type == QD_H5M_FLOAT16) r->codebook_f32 = H5Tget_size(t) == 4;
+            }
         }
         if (sp >= 0) H5Sclose(sp);
         if (t >= 0) H5Tclose(t);

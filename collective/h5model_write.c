@@ -477,3 +477,41 @@ int qd_h5m_write_pruned_rows(qd_h5m_writer *w, int ti, int64_t r0, int64_t n, co
     free(packed);
     return rc;
 }
+
+int qd_h5m_map_floats(const char *path, void (*fn)(float *v, int64_t n, void *user), void *user)
+{
+    qd_h5m *f = NULL;
+    int rc = qd_h5m_open(path, NULL, &f); /* validated first: only well-formed float records change */
+    if (rc) return rc;
+    int n = 0;
+    char(*names)[QD_H5M_NAME_MAX] = qd_xcalloc((size_t)qd_h5m_num_tensors(f) + 1, sizeof *names);
+    for (int i = 0; i < qd_h5m_num_tensors(f); i++) {
+        const qd_h5m_record *r = qd_h5m_tensor(f, i);
+        if (r->kind == QD_H5M_FLOAT && qd_h5m_record_has(r, QD_H5M_DATA))
+            snprintf(names[n++], sizeof names[0], "%s", r->name);
+    }
+    qd_h5m_close(f); /* HDF5 opens a file once per process: read-only first, then for writing */
+    hid_t file = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (file < 0) rc = qd_err_set(QD_EIO, "%s: cannot open for writing", path);
+    for (int i = 0; i < n && !rc; i++) {
+        char name[QD_H5M_NAME_MAX + 64];
+        snprintf(name, sizeof name, "/%s/%s/%s", QD_H5M_TENSORS, names[i], QD_H5M_DATA);
+        hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
+        hid_t sp = d >= 0 ? H5Dget_space(d) : -1;
+        const hssize_t k = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+        float *v = k >= 0 ? malloc((size_t)(k > 0 ? k : 1) * sizeof(float)) : NULL;
+        if (!v || H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0)
+            rc = qd_err_set(QD_EIO, "%s: tensor '%s': cannot read %s", path, names[i], QD_H5M_DATA);
+        else {
+            fn(v, (int64_t)k, user);
+            if (H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0)
+                rc = qd_err_set(QD_EIO, "%s: tensor '%s': cannot write %s", path, names[i], QD_H5M_DATA);
+        }
+        free(v);
+        if (sp >= 0) H5Sclose(sp);
+        if (d >= 0) H5Dclose(d);
+    }
+    if (file >= 0 && H5Fclose(file) < 0 && !rc) rc = qd_err_set(QD_EIO, "%s: closing", path);
+    free(names);
+    return rc;
+}

@@ -33,7 +33,8 @@ static const char *export_help =
     "\n"
     "--format onnx: the model's forward pass as an ONNX graph for ONNX Runtime, the quantized weights\n"
     "carried as stored (codes, scales, zero points, groups). Inputs: input_ids, attention_mask\n"
-    "(and token_type_ids) for BERT, RoBERTa, XLM-R and CamemBERT models, pixel_values for ViT models;\n"
+    "(and token_type_ids) for BERT, RoBERTa, XLM-R, CamemBERT, DistilBERT, ELECTRA and ALBERT\n"
+    "models, pixel_values for ViT;\n"
     "outputs last_hidden_state, sentence_embedding (text: mean over real tokens), pooler_output,\n"
     "logits (BERT's and ViT's classification heads). Other families are refused.\n"
     "  --opset N               ONNX opset, 17 to 23 (default 21; groups in qdq form need 21)\n"
@@ -44,7 +45,8 @@ static const char *export_help =
     "  --onnx-ops integer      MatMulInteger on int8 activations quantized per token for 8-bit\n"
     "                          symmetric per-channel weights (the results of 'qdist eval'), qdq\n"
     "                          for the rest\n"
-    "  --onnx-ops qoperator    QLinearMatMul graphs on static activation scales (not yet: refused)\n"
+    "  --onnx-ops qoperator    integer operators (QuantizeLinear, MatMulInteger) on the file's static\n"
+    "                          activation scales (quantize --activations static), float between\n"
     "  --outlier-threshold X   integer: input columns holding a value above X run in float, as in\n"
     "                          'qdist eval' (default 6, 0 = off)\n"
     "\n"
@@ -59,7 +61,8 @@ static const char *export_help =
     "--format tflite: an integer-only INT8 ViT for LiteRT (int8 activations with static scales,\n"
     "int8 per-channel weights, int32 biases; float pixel_values in, float logits out). The\n"
     "activation scales come from --activation-ranges (a JSON object of [min, max] per tensor\n"
-    "name, e.g. from tests/export/vit_ranges.py): model files do not record them yet. Quantized\n"
+    "name, e.g. from tests/export/vit_ranges.py), since its int8 LayerNorm needs ranges the\n"
+    "file's static activation scales do not hold. Quantized\n"
     "Linears must be symmetric per output channel; float ones are quantized to int8 here.\n"
     "\n"
     "On an error nothing is written.\n";
@@ -249,9 +252,9 @@ static int do_export_to(const char *format, const char *path, const char *out, c
     if (!strcmp(format, "onnx")) {
         if ((rc = qd_export_onnx(path, out, oo, &sum))) return rc;
         printf("wrote %s (%.2f MB, opset %d, %s): Linears %d float, %d per-channel DequantizeLinear, %d blocked "
-               "DequantizeLinear, %d MatMulNBits, %d MatMulInteger%s\n",
+               "DequantizeLinear, %d MatMulNBits, %d MatMulInteger, %d codebook Gather%s\n",
                out, (double)sum.bytes / 1e6, oo->opset, qd_onnx_ops_name(oo->ops), sum.linears_float, sum.linears_qdq,
-               sum.linears_blocked, sum.linears_nbits, sum.linears_integer,
+               sum.linears_blocked, sum.linears_nbits, sum.linears_integer, sum.linears_gather,
                sum.act_order_gathers ? " (act-order inputs gathered)" : "");
         return QD_OK;
     }

@@ -40,7 +40,11 @@ static const char *finetune_help =
     "                       GPTQ or AdaRound): latent weights with straight-through gradients and\n"
     "                       learned step sizes (LSQ); writes the same scheme to OUT.h5\n"
     "  --scale-only FILE.h5 keep FILE.h5's integer codes, learn only its scales\n"
+    "                       (pruned files: pruned weights stay 0 and are written pruned again)\n"
     "  --distill W          loss = (1 - W) cross-entropy + W KL to the FP32 model's logits (0)\n"
+    "  --distill embedding  a model without a classification head (a sentence embedder): loss = MSE\n"
+    "                       between its mean-pooled embedding and the FP32 model's; evaluation:\n"
+    "                       mean cosine to the FP32 embeddings (labels in --data are not used)\n"
     "  --temperature T      of the KL term (2)\n"
     "Run:\n"
     "  --resume             continue from OUT's checkpoint (written every epoch, every\n"
@@ -164,7 +168,12 @@ int qd_cmd_finetune(int argc, char **argv, MPI_Comm comm)
         case O_WD: bad = !num_ok || d < 0 || (c.opt.weight_decay = d) != d; break;
         case O_WARMUP: bad = !num_ok || d < 0 || d >= 1 || (c.opt.warmup = d) != d; break;
         case O_CLIP: bad = !num_ok || d < 0 || (c.opt.clip = d) != d; break;
-        case O_DISTILL: bad = !num_ok || d < 0 || d > 1 || (c.distill = d) != d; break;
+        case O_DISTILL:
+            if (!strcmp(optarg, "embedding"))
+                c.distill = -1;
+            else
+                bad = !num_ok || d < 0 || d > 1 || (c.distill = d) != d;
+            break;
         case O_TEMP: bad = !num_ok || !(d > 0) || (c.temperature = d) != d; break;
         case O_QAT:
             c.qinit = optarg;

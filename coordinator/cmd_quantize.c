@@ -14,6 +14,7 @@
 #include "common/qd_common.h"
 #include "common/qd_file.h"
 #include "coordinator/cli.h"
+#include "coordinator/cmd_plan.h"
 #include "coordinator/job_config.h"
 #include "shard/safetensors.h"
 #include "shard/select.h"
@@ -70,7 +71,9 @@ static const char *quantize_help =
     "                                           {\"pattern\": \"*.layer.0.*\", \"skip\": true}]}\n"
     "                          The first override whose pattern matches a selected tensor sets its\n"
     "                          method, bits, granularity, group_size, sym or clip, or keeps it\n"
-    "                          float (skip). Unknown keys and wrong types are errors. The options\n"
+    "                          float (skip); in a pruning job also its sparsity (\"0.6\", \"2:4\":\n"
+    "                          non-uniform sparsity over layers, --sparsity for the others).\n"
+    "                          Unknown keys and wrong types are errors. The options\n"
     "                          below: calib, nsamples, seqlen, calib_seed, calib_mode, microbatch,\n"
     "                          damp, block_size, act_order, static_groups, adaround_iters,\n"
     "                          adaround_lambda, adaround_beta (\"START,END\"), adaround_warmup,\n"
@@ -166,7 +169,16 @@ static const char *plan_help =
     "--iters, --batch, ...); --out is not needed.\n"
     "  --train-batch B   also the memory of 'qdist finetune --batch B' on N ranks: activations kept\n"
     "                    for the backward pass of one grain (sentences of --seqlen tokens),\n"
-    "                    weights, gradients and AdamW state\n";
+    "                    weights, gradients and AdamW state\n"
+    "Time (calibrated methods; docs/scaling.md): the predicted phases and wall time for 1..64 ranks\n"
+    "  --time-model FILE  coefficients fitted by --fit (default: measured on the development machine)\n"
+    "  --nodes N          nodes the ranks are spread over (default 1)\n"
+    "  --cores C          cores per node (default: this machine's)\n"
+    "  --net-gbps G       network between nodes, GB/s;  --net-latency-us U  its latency\n"
+    "  --fs-mbps M        file-system throughput, MB/s (the write; the read across nodes)\n"
+    "  --record LOG       print the run record (work + measured phases) of the job's log instead\n"
+    "  --fit RECORD...    fit the model's coefficients to run records;  --model-out FILE  write them;\n"
+    "                     with --time-model FILE, that model's predictions for the runs instead\n";
 
 enum {
     O_MODEL = 256,
@@ -590,7 +602,10 @@ int qd_cmd_plan(int argc, char **argv, MPI_Comm comm)
 {
     qd_job_config c;
     int rc = 0, ranks = 0;
+    const int trc = qd_plan_time_args(&argc, argv, comm);
+    if (trc >= 0) return trc;
     if (parse(argc, argv, comm, "plan", plan_help, &c, &ranks, &rc)) return rc;
+    if (!ranks) ranks = qd_plan_time_record_ranks();
     if (!ranks) return qd_cli_usage_error(comm, "plan", "missing --ranks N");
     if (!qd_cli_is_root(comm)) return QD_EXIT_OK;
     qd_checkpoint *ck;
@@ -602,6 +617,13 @@ int qd_cmd_plan(int argc, char **argv, MPI_Comm comm)
     qd_job_tensor *jt = qd_xcalloc((size_t)nz, sizeof *jt);
     qd_plan_item *pi = qd_xcalloc((size_t)nz, sizeof *pi);
     qd_job_table(&c, ck, jt, pi);
+    if (qd_plan_time_record_ranks()) { /* --record: the run's record alone */
+        const int tr = qd_plan_time_report(&c, ck, jt, pi, n, ranks);
+        free(pi);
+        free(jt);
+        qd_ckpt_close(ck);
+        return tr == 1 ? QD_EXIT_OK : QD_EXIT_FAIL;
+    }
     qd_plan p;
     QD_ASSERT_EQ(qd_plan_make(pi, n, ranks, c.shard, &p), 0);
     double tot = 0;
@@ -655,9 +677,11 @@ int qd_cmd_plan(int argc, char **argv, MPI_Comm comm)
         printf("\ntraining memory: cannot estimate (%s)\n", qd_errmsg());
     printf("\nbalance max/mean: %.3f (the slowest rank does %.1f%% of the work; ideal %.1f%%)\n", p.balance,
            tot > 0 ? 100 * mx / tot : 0, 100.0 / ranks);
-    /* RTN runs at about 1 GB/s of F32 input per rank here; other methods scale by their cost */
-    printf("estimated time: %.2f s (cost of the slowest rank at ~0.25 Gop/s)\n\nassignment (rank: tensor [rows]):\n",
-           mx / 0.25e9);
+    /* calibrated jobs: the fitted time model; else RTN's ~1 GB/s of F32 input per rank here, other
+     * methods scaled by their cost */
+    const int tr = qd_plan_time_report(&c, ck, jt, pi, n, ranks);
+    if (tr < 0) printf("estimated time: %.2f s (cost of the slowest rank at ~0.25 Gop/s)\n", mx / 0.25e9);
+    printf("\nassignment (rank: tensor [rows]):\n");
     for (int q = 0; q < p.npieces; q++) {
         const qd_plan_piece *pc = &p.pieces[q];
         const qd_job_tensor *j = &jt[pc->item];

@@ -21,6 +21,8 @@
 #include "common/qd_common.h"
 #include "common/qd_file.h"
 #include "coordinator/cli.h"
+#include "coordinator/sweep_layers.h"
+#include "shard/safetensors.h"
 
 static const char *sweep_help =
     "Usage: mpirun -n N qdist sweep --model DIR --data PATH --out DIR [options]\n"
@@ -31,7 +33,7 @@ static const char *sweep_help =
     "interrupted sweep continues where it stopped; a cell that fails is recorded with its error\n"
     "and the grid goes on. Writes DIR/sweep.csv and DIR/sweep.json (every cell) and, with gnuplot,\n"
     "DIR/plots/*.svg and *.png: accuracy (or embedding cosine) vs bits per method, accuracy vs\n"
-    "file size with the Pareto front, granularities side by side, per-layer weight error heatmap.\n"
+    "file size with the Pareto front, granularities side by side, per-layer output error heatmap.\n"
     "\n"
     "  --model DIR             the checkpoint\n"
     "  --data PATH             evaluation data (as for 'qdist eval')\n"
@@ -39,6 +41,13 @@ static const char *sweep_help =
     "  --methods LIST          default rtn,gptq,adaround,kmeans\n"
     "  --bits LIST             default 2,3,4,8\n"
     "  --granularity LIST      tensor, channel, gN (groups of N inputs); default tensor,channel,g32\n"
+    "  --sparsity LIST         0 (dense), a fraction (0.5) or N:M (2:4): pruned cells, each with\n"
+    "                          every --prune method; default 0\n"
+    "  --prune LIST            magnitude, wanda, sparsegpt (quantize --prune); default magnitude\n"
+    "  --floats LIST           reference cells of the Linear weights rounded to fp16 and/or bf16\n"
+    "                          (sized as 2 bytes a parameter); default fp16,bf16; none: no such cells\n"
+    "  --error-samples N       samples of --data whose FP32 Linear inputs score each cell's per-layer\n"
+    "                          output error ||X (W' - W)^T|| / ||X W^T + b|| (default 16; 0: off)\n"
     "  --acts LIST             8: the integer kernels eval picks (int8 activations for 8-bit\n"
     "                          symmetric per-channel weights, 4-bit x int8, else float);\n"
     "                          16: 4-bit weights with float activations (--w4-float-act);\n"
@@ -76,7 +85,8 @@ static int split(const char *s, list *l)
 
 typedef struct {
     const char *model, *data, *out, *calib;
-    list methods, bits, grans, acts;
+    list methods, bits, grans, acts, sparsity, prune, floats;
+    long error_samples;
     int asym, weighted, no_plots;
     int plot_cosine; /* plots show the cosine to FP32 even where accuracy exists */
     long nsamples, iters, n, batch;
@@ -102,8 +112,8 @@ static void args_free(args *x)
 }
 
 /* quantize one cell's file: all ranks */
-static int quantize_cell(const sweep_opts *o, const char *method, const char *bits, const char *gran, const char *path,
-                         MPI_Comm comm)
+static int quantize_cell(const sweep_opts *o, const char *method, const char *bits, const char *gran, const char *sp,
+                         const char *prune, const char *path, MPI_Comm comm)
 {
     args x = {0};
     arg(&x, "quantize");
@@ -111,6 +121,12 @@ static int quantize_cell(const sweep_opts *o, const char *method, const char *bi
     arg(&x, o->model);
     arg(&x, "--out");
     arg(&x, path);
+    if (strcmp(sp, "0")) {
+        arg(&x, "--sparsity");
+        arg(&x, sp);
+        arg(&x, "--prune");
+        arg(&x, prune);
+    }
     arg(&x, "--method");
     arg(&x, method);
     arg(&x, "--bits");
@@ -123,7 +139,8 @@ static int quantize_cell(const sweep_opts *o, const char *method, const char *bi
         arg(&x, gran);
     }
     if (o->asym && strcmp(method, "kmeans")) arg(&x, "--asym");
-    int calibrated = strcmp(method, "rtn") && (strcmp(method, "kmeans") || o->weighted);
+    int calibrated = (strcmp(method, "rtn") && (strcmp(method, "kmeans") || o->weighted)) ||
+                     (strcmp(sp, "0") && strcmp(prune, "magnitude"));
     if (calibrated && o->calib) {
         char nb[32];
         arg(&x, "--calib");
@@ -144,6 +161,45 @@ static int quantize_cell(const sweep_opts *o, const char *method, const char *bi
     int rc = qd_cmd_quantize(x.n, x.a, comm);
     args_free(&x);
     return rc;
+}
+
+static void round_fp16(float *v, int64_t n, void *u)
+{
+    (void)u;
+    for (int64_t i = 0; i < n; i++) v[i] = qd_f16_to_f32(qd_f32_to_f16(v[i]));
+}
+
+static void round_bf16(float *v, int64_t n, void *u)
+{
+    (void)u;
+    for (int64_t i = 0; i < n; i++) v[i] = qd_bf16_to_f32(qd_f32_to_bf16(v[i]));
+}
+
+/* A reference cell of a float format: every tensor kept float (a config skipping all), then the
+ * file's float values rounded to fp16 or bf16 by rank 0; eval runs the file's Linears as they are. */
+static int float_cell(const sweep_opts *o, const char *fmt, const char *path, MPI_Comm comm)
+{
+    char cfg[1600];
+    snprintf(cfg, sizeof cfg, "%s.config.json", path);
+    int rc = QD_OK;
+    if (qd_cli_is_root(comm)) {
+        FILE *f = fopen(cfg, "w");
+        rc = f && fputs("{\"overrides\": [{\"pattern\": \"*\", \"skip\": true}]}\n", f) >= 0
+                 ? QD_OK
+                 : qd_err_set(QD_EIO, "%s", cfg);
+        if (f) fclose(f);
+    }
+    qd_coll_bcast(comm, &rc, sizeof rc, 0);
+    if (rc) return QD_EXIT_FAIL;
+    args x = {0};
+    const char *a[] = {"quantize", "--model", o->model, "--out", path, "--config", cfg, "--overwrite", "--quiet"};
+    for (size_t i = 0; i < QD_ARRAY_LEN(a); i++) arg(&x, a[i]);
+    int st = qd_cmd_quantize(x.n, x.a, comm);
+    args_free(&x);
+    if (st == QD_EXIT_OK && qd_cli_is_root(comm))
+        rc = qd_h5m_map_floats(path, strcmp(fmt, "fp16") ? round_bf16 : round_fp16, NULL);
+    qd_coll_bcast(comm, &rc, sizeof rc, 0);
+    return st != QD_EXIT_OK ? st : rc ? QD_EXIT_FAIL : QD_EXIT_OK;
 }
 
 /* eval of one cell with its JSON written to json_path (rank 0's stdout, redirected) */
@@ -241,21 +297,30 @@ static const char *str(const cJSON *o, const char *a)
     return cJSON_IsString(x) ? x->valuestring : "";
 }
 
-/* One cell's record: its scheme, status and, when evaluated, the figures. */
-static cJSON *cell_record(const char *id, const char *m, const char *b, const char *g, const char *a,
-                          const char *status, const char *err, const cJSON *ev, const char *h5)
+/* the scheme of a cell */
+typedef struct {
+    const char *m, *b, *g, *a, *sp, *prune;
+} scheme;
+
+/* One cell's record: its scheme, status and, when evaluated, the figures (and the per-layer
+ * output errors when inputs were collected). */
+static cJSON *cell_record(const char *id, const scheme *k, const char *status, const char *err, const cJSON *ev,
+                          const char *h5, const qd_sweep_inputs *xin)
 {
     cJSON *c = cJSON_CreateObject();
     cJSON_AddStringToObject(c, "cell", id);
-    cJSON_AddStringToObject(c, "method", m);
-    cJSON_AddNumberToObject(c, "bits", atoi(b));
-    cJSON_AddStringToObject(c, "granularity", g);
-    cJSON_AddStringToObject(c, "acts", a);
+    cJSON_AddStringToObject(c, "method", k->m);
+    cJSON_AddNumberToObject(c, "bits", atoi(k->b));
+    cJSON_AddStringToObject(c, "granularity", k->g);
+    cJSON_AddStringToObject(c, "acts", k->a);
+    cJSON_AddStringToObject(c, "sparsity", k->sp);
+    cJSON_AddStringToObject(c, "prune", strcmp(k->sp, "0") ? k->prune : "");
     cJSON_AddStringToObject(c, "status", status);
     if (err) cJSON_AddStringToObject(c, "error", err);
     if (ev) {
         cJSON_AddItemToObject(c, "eval", cJSON_Duplicate(ev, 1));
         cJSON_AddItemToObject(c, "layers", layer_errors(h5));
+        if (xin) cJSON_AddItemToObject(c, "out_errors", qd_sweep_output_errors(xin, h5));
     }
     return c;
 }
@@ -277,9 +342,10 @@ static void write_csv(const char *out, const cJSON *cells)
     snprintf(path, sizeof path, "%s/sweep.csv", out);
     FILE *f = fopen(path, "w");
     if (!f) return;
-    fprintf(f, "cell,method,bits,granularity,acts,status,accuracy,fp32_accuracy,cosine_mean,cosine_min,agreement,"
-               "file_bytes,fp32_file_bytes,compression,tensor_bytes,latency_ms,fp32_latency_ms,mean_rel_error,"
-               "max_rel_error,error\n");
+    fprintf(f,
+            "cell,method,bits,granularity,acts,sparsity,prune,status,accuracy,fp32_accuracy,cosine_mean,cosine_min,"
+            "agreement,file_bytes,fp32_file_bytes,compression,tensor_bytes,latency_ms,fp32_latency_ms,mean_rel_error,"
+            "max_rel_error,mean_out_error,max_out_error,error\n");
     const cJSON *c;
     cJSON_ArrayForEach(c, cells)
     {
@@ -287,8 +353,8 @@ static void write_csv(const char *out, const cJSON *cells)
         int acc;
         double q = ev ? quality(ev, 1, &acc) : NAN, q32 = ev ? quality(ev, 0, &acc) : NAN;
         double fb = num(ev, "quantized", "file_bytes"), f32 = num(ev, "fp32", "file_bytes");
-        double se = 0, mx = 0;
-        int nl = 0;
+        double se = 0, mx = 0, so = 0, mo = 0;
+        int nl = 0, no = 0;
         const cJSON *l;
         cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(c, "layers"))
         {
@@ -296,17 +362,55 @@ static void write_csv(const char *out, const cJSON *cells)
             mx = l->valuedouble > mx ? l->valuedouble : mx;
             nl++;
         }
+        cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(c, "out_errors"))
+        {
+            so += l->valuedouble;
+            mo = l->valuedouble > mo ? l->valuedouble : mo;
+            no++;
+        }
         char err[256];
         snprintf(err, sizeof err, "%s", str(c, "error"));
         for (char *p = err; *p; p++)
             if (*p == ',' || *p == '\n' || *p == '"') *p = ' ';
-        fprintf(f, "%s,%s,%d,%s,%s,%s,%.6g,%.6g,%.6g,%.6g,%.6g,%.0f,%.0f,%.6g,%.0f,%.5g,%.5g,%.6g,%.6g,%s\n",
-                str(c, "cell"), str(c, "method"), (int)num(c, "bits", NULL), str(c, "granularity"), str(c, "acts"),
-                str(c, "status"), q, q32, num(ev, "cosine", "mean"), num(ev, "cosine", "min"),
-                num(ev, "agreement", NULL), fb, f32, fb > 0 ? f32 / fb : NAN, num(ev, "quantized", "tensor_bytes"),
-                latency(ev, "quantized"), latency(ev, "fp32"), nl ? se / nl : NAN, nl ? mx : NAN, err);
+        const char *sp = str(c, "sparsity");
+        fprintf(
+            f,
+            "%s,%s,%d,%s,%s,%s,%s,%s,%.6g,%.6g,%.6g,%.6g,%.6g,%.0f,%.0f,%.6g,%.0f,%.5g,%.5g,%.6g,%.6g,%.6g,%.6g,%s\n",
+            str(c, "cell"), str(c, "method"), (int)num(c, "bits", NULL), str(c, "granularity"), str(c, "acts"),
+            sp[0] ? sp : "0", str(c, "prune"), str(c, "status"), q, q32, num(ev, "cosine", "mean"),
+            num(ev, "cosine", "min"), num(ev, "agreement", NULL), fb, f32, fb > 0 ? f32 / fb : NAN,
+            num(ev, "quantized", "tensor_bytes"), latency(ev, "quantized"), latency(ev, "fp32"), nl ? se / nl : NAN,
+            nl ? mx : NAN, no ? so / no : NAN, no ? mo : NAN, err);
     }
     fclose(f);
+}
+
+/* The heatmap's figure: the per-layer output error when any cell has it, else the weight error;
+ * *ncols: the tensors of its first row (rows of other lengths are left out). */
+static const char *heat_key(const cJSON *cells, const sweep_opts *o, int *ncols)
+{
+    const char *keys[] = {"out_errors", "layers"};
+    for (int k = 0; k < 2; k++) {
+        const cJSON *c;
+        cJSON_ArrayForEach(c, cells)
+        {
+            const cJSON *L = cJSON_GetObjectItemCaseSensitive(c, keys[k]);
+            if (L && cJSON_GetArraySize(L) && (!strcmp(str(c, "acts"), o->acts.v[0]) || !strcmp(str(c, "acts"), "-"))) {
+                *ncols = cJSON_GetArraySize(L);
+                return keys[k];
+            }
+        }
+    }
+    *ncols = 0;
+    return "layers";
+}
+
+/* a cell's row of the heatmap, or NULL */
+static const cJSON *heat_row(const cJSON *c, const sweep_opts *o, const char *key, int ncols)
+{
+    const cJSON *L = cJSON_GetObjectItemCaseSensitive(c, key);
+    const char *a = str(c, "acts");
+    return L && ncols > 0 && cJSON_GetArraySize(L) == ncols && (!strcmp(a, o->acts.v[0]) || !strcmp(a, "-")) ? L : NULL;
 }
 
 /* gnuplot data files: per method the quality vs bits (one block per granularity), all evaluated
@@ -326,8 +430,10 @@ static int write_plot_data(const char *out, const cJSON *cells, const sweep_opts
             cJSON_ArrayForEach(c, cells)
             {
                 const cJSON *ev = cJSON_GetObjectItemCaseSensitive(c, "eval");
+                const char *sp = str(c, "sparsity");
                 if (!ev || strcmp(str(c, "method"), o->methods.v[mi]) ||
-                    strcmp(str(c, "granularity"), o->grans.v[gi]) || strcmp(str(c, "acts"), o->acts.v[0]))
+                    strcmp(str(c, "granularity"), o->grans.v[gi]) || strcmp(str(c, "acts"), o->acts.v[0]) ||
+                    (sp[0] && strcmp(sp, "0")))
                     continue;
                 int acc;
                 double q = quality(ev, 1, &acc);
@@ -381,7 +487,9 @@ static int write_plot_data(const char *out, const cJSON *cells, const sweep_opts
     free(mb);
     free(qq);
     free(ok);
-    /* heatmap: log10 of the relative weight error, cells x tensors */
+    /* heatmap: log10 of the relative output (or weight) error, cells x tensors */
+    int ncols;
+    const char *key = heat_key(cells, o, &ncols);
     snprintf(path, sizeof path, "%s/plots/layers.dat", out);
     f = fopen(path, "w");
     char lpath[4200];
@@ -391,8 +499,8 @@ static int write_plot_data(const char *out, const cJSON *cells, const sweep_opts
     const cJSON *c;
     cJSON_ArrayForEach(c, cells)
     {
-        const cJSON *L = cJSON_GetObjectItemCaseSensitive(c, "layers");
-        if (!f || !lc || !L || !cJSON_GetArraySize(L) || strcmp(str(c, "acts"), o->acts.v[0])) continue;
+        const cJSON *L = heat_row(c, o, key, ncols);
+        if (!f || !lc || !L) continue;
         const cJSON *l;
         int col = 0;
         cJSON_ArrayForEach(l, L) fprintf(f, "%s%.4f", col++ ? " " : "", log10(fmax(l->valuedouble, 1e-6)));
@@ -433,7 +541,7 @@ static const char *k_gp =
     "  set key outside right\n"
     "  if (nrows > 0) {\n"
     "    set output dir.'/layers.'.ext\n"
-    "    set title model.': log10 relative weight error per tensor (rows: cells)'\n"
+    "    set title model.': log10 relative '.heat.' error per Linear (rows: cells)'\n"
     "    set xlabel 'quantized tensor (file order)'; set ylabel ''; set xtics auto\n"
     "    unset key; set ytics () font ',7'\n"
     "    do for [i=0:nrows-1] { set ytics add (word(cellnames, i+1) i) }\n"
@@ -457,13 +565,13 @@ static void draw(const char *out, const cJSON *cells, const sweep_opts *o)
         printf("sweep: gnuplot not found: tables only (Debian: apt-get install gnuplot-nox)\n");
         return;
     }
-    char names[4096] = "";
+    char names[8192] = "";
     const cJSON *c;
+    int ncols;
+    const char *key = heat_key(cells, o, &ncols);
     cJSON_ArrayForEach(c, cells)
     {
-        const cJSON *L = cJSON_GetObjectItemCaseSensitive(c, "layers");
-        if (L && cJSON_GetArraySize(L) && !strcmp(str(c, "acts"), o->acts.v[0]) &&
-            strlen(names) + strlen(str(c, "cell")) + 2 < sizeof names)
+        if (heat_row(c, o, key, ncols) && strlen(names) + strlen(str(c, "cell")) + 2 < sizeof names)
             snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", names[0] ? " " : "", str(c, "cell"));
     }
     char ms[600] = "", gs[600] = "";
@@ -476,6 +584,7 @@ static void draw(const char *out, const cJSON *cells, const sweep_opts *o)
     if (!p) return;
     fprintf(p, "dir = '%s'; model = '%s'; methods = '%s'; grans = '%s'; gran0 = '%s'; act0 = '%s'\n", dir, base, ms, gs,
             o->grans.v[o->grans.n > 1 ? 1 : 0], o->acts.v[0]);
+    fprintf(p, "heat = '%s'\n", strcmp(key, "out_errors") ? "weight" : "output (on FP32 inputs)");
     fprintf(p, "ylab = '%s'; nrows = %d; cellnames = '%s'\n",
             is_acc           ? "top-1 accuracy"
             : o->plot_cosine ? "cosine to FP32 (logits or embeddings)"
@@ -507,7 +616,11 @@ static int parse(int argc, char **argv, sweep_opts *o, MPI_Comm comm, int *rc)
         O_N,
         O_BATCH,
         O_NOPLOT,
-        O_PCOS
+        O_PCOS,
+        O_SPARSITY,
+        O_PRUNE,
+        O_FLOATS,
+        O_ERRS
     };
     static const struct option lo[] = {{"model", 1, 0, O_MODEL},
                                        {"data", 1, 0, O_DATA},
@@ -525,6 +638,10 @@ static int parse(int argc, char **argv, sweep_opts *o, MPI_Comm comm, int *rc)
                                        {"batch", 1, 0, O_BATCH},
                                        {"no-plots", 0, 0, O_NOPLOT},
                                        {"plot-cosine", 0, 0, O_PCOS},
+                                       {"sparsity", 1, 0, O_SPARSITY},
+                                       {"prune", 1, 0, O_PRUNE},
+                                       {"floats", 1, 0, O_FLOATS},
+                                       {"error-samples", 1, 0, O_ERRS},
                                        {"help", 0, 0, 'h'},
                                        {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
@@ -532,6 +649,10 @@ static int parse(int argc, char **argv, sweep_opts *o, MPI_Comm comm, int *rc)
     split("2,3,4,8", &o->bits);
     split("tensor,channel,g32", &o->grans);
     split("8", &o->acts);
+    split("0", &o->sparsity);
+    split("magnitude", &o->prune);
+    split("fp16,bf16", &o->floats);
+    o->error_samples = 16;
     o->nsamples = 128;
     o->iters = 10000;
     o->batch = 32;
@@ -558,6 +679,16 @@ static int parse(int argc, char **argv, sweep_opts *o, MPI_Comm comm, int *rc)
         case O_BITS: l = &o->bits; break;
         case O_GRAN: l = &o->grans; break;
         case O_ACTS: l = &o->acts; break;
+        case O_SPARSITY: l = &o->sparsity; break;
+        case O_PRUNE: l = &o->prune; break;
+        case O_FLOATS: l = &o->floats; break;
+        case O_ERRS:
+            o->error_samples = strtol(optarg, NULL, 10);
+            if (!(o->error_samples >= 0)) {
+                *rc = qd_cli_usage_error(comm, "sweep", "--error-samples: a count >= 0, got '%s'", optarg);
+                return -1;
+            }
+            break;
         case O_NS: num_out = &o->nsamples; break;
         case O_ITERS: num_out = &o->iters; break;
         case O_N: num_out = &o->n; break;
@@ -594,6 +725,18 @@ static int parse(int argc, char **argv, sweep_opts *o, MPI_Comm comm, int *rc)
             return -1;
         }
     }
+    if (o->floats.n == 1 && !strcmp(o->floats.v[0], "none")) o->floats.n = 0;
+    for (int i = 0; i < o->floats.n; i++)
+        if (strcmp(o->floats.v[i], "fp16") && strcmp(o->floats.v[i], "bf16")) {
+            *rc = qd_cli_usage_error(comm, "sweep", "--floats: fp16, bf16 or none, got '%s'", o->floats.v[i]);
+            return -1;
+        }
+    for (int i = 0; i < o->prune.n; i++)
+        if (strcmp(o->prune.v[i], "magnitude") && strcmp(o->prune.v[i], "wanda") &&
+            strcmp(o->prune.v[i], "sparsegpt")) {
+            *rc = qd_cli_usage_error(comm, "sweep", "--prune: magnitude, wanda or sparsegpt, got '%s'", o->prune.v[i]);
+            return -1;
+        }
     for (int i = 0; i < o->acts.n; i++)
         if (strcmp(o->acts.v[i], "8") && strcmp(o->acts.v[i], "16") && strcmp(o->acts.v[i], "f")) {
             *rc = qd_cli_usage_error(comm, "sweep", "--acts: 8, 16 or f, got '%s'", o->acts.v[i]);
@@ -602,102 +745,201 @@ static int parse(int argc, char **argv, sweep_opts *o, MPI_Comm comm, int *rc)
     return 0;
 }
 
+/* the state of one sweep over its grid */
+typedef struct {
+    const sweep_opts *o;
+    MPI_Comm comm;
+    int root, total, k, nfail, nskip, ndone;
+    cJSON *cells;
+    const qd_sweep_inputs *xin;
+    double t0;
+    char dir[1200];
+} sweep_run;
+
+/* why a cell is not run, or NULL */
+static const char *skip_reason(const scheme *c)
+{
+    if (!strcmp(c->g, "tensor") && strcmp(c->m, "rtn")) return "the method works per channel or group";
+    if (!strcmp(c->m, "kmeans") && c->g[0] == 'g' && (1L << atoi(c->b)) > atol(c->g + 1))
+        return "more levels per codebook than weights per group";
+    if (!strcmp(c->m, "kmeans") && strcmp(c->sp, "0")) return "kmeans does not prune";
+    return NULL;
+}
+
+/* a cell evaluated before: its record, with the output errors added when it predates them */
+static int resumed(sweep_run *S, const char *id, const char *jpath, const char *h5)
+{
+    cJSON *prev = S->root ? read_json(jpath) : NULL;
+    int have = prev != NULL;
+    qd_coll_bcast(S->comm, &have, sizeof have, 0);
+    if (!have) return 0;
+    if (S->root) {
+        if (S->xin && !cJSON_GetObjectItemCaseSensitive(prev, "out_errors") && access(h5, R_OK) == 0) {
+            cJSON_AddItemToObject(prev, "out_errors", qd_sweep_output_errors(S->xin, h5));
+            write_json(jpath, prev);
+        }
+        cJSON_AddItemToArray(S->cells, prev);
+        printf("[%d/%d] %s: done before\n", S->k, S->total, id);
+    }
+    S->ndone++;
+    return 1;
+}
+
+/* record an attempted cell (rank 0) and keep it for resume when evaluated */
+static void finish_cell(sweep_run *S, const char *id, const char *jpath, cJSON *rec, double tc)
+{
+    const cJSON *ev = cJSON_GetObjectItemCaseSensitive(rec, "eval");
+    int acc;
+    double q = ev ? quality(ev, 1, &acc) : NAN;
+    printf("[%d/%d] %s: %s", S->k, S->total, id, str(rec, "status"));
+    if (ev)
+        printf(", %s %.4f, cosine %.5f, file %.2f MB", acc ? "accuracy" : "quality", q, num(ev, "cosine", "mean"),
+               num(ev, "quantized", "file_bytes") / 1e6);
+    else
+        printf(": %s", str(rec, "error"));
+    printf(" (%.1f s; %.0f s so far)\n", qd_now() - tc, qd_now() - S->t0);
+    fflush(stdout);
+    if (ev) write_json(jpath, rec); /* only evaluated cells are kept for resume: failures are retried */
+    cJSON_AddItemToArray(S->cells, rec);
+}
+
+/* eval of a cell's file into a record (all ranks; the record on rank 0) */
+static cJSON *eval_record(sweep_run *S, const char *id, const scheme *c, const char *h5, const char *jpath,
+                          double fp_bytes_div)
+{
+    char tmp[2000];
+    snprintf(tmp, sizeof tmp, "%s.eval", jpath);
+    int erc = eval_cell(S->o, h5, c->a, tmp, S->comm);
+    cJSON *ev = S->root && erc == QD_EXIT_OK ? read_json(tmp) : NULL;
+    cJSON *rec = NULL;
+    if (S->root) {
+        if (ev && fp_bytes_div > 0) { /* a float format's size: the checkpoint at 2 bytes a value */
+            cJSON *fp = cJSON_GetObjectItemCaseSensitive(ev, "fp32"),
+                  *qs = cJSON_GetObjectItemCaseSensitive(ev, "quantized");
+            const double fb = num(fp, "file_bytes", NULL) / fp_bytes_div,
+                         tb = num(fp, "tensor_bytes", NULL) / fp_bytes_div;
+            if (qs) {
+                cJSON_ReplaceItemInObject(qs, "file_bytes", cJSON_CreateNumber(fb));
+                cJSON_ReplaceItemInObject(qs, "tensor_bytes", cJSON_CreateNumber(tb));
+            }
+        }
+        rec = ev ? cell_record(id, c, "ok", NULL, ev, h5, S->xin)
+                 : cell_record(id, c, "failed", qd_errmsg(), NULL, NULL, NULL);
+        unlink(tmp);
+    }
+    S->nfail += !ev && S->root;
+    cJSON_Delete(ev);
+    return rec;
+}
+
+/* the reference cells of float formats (fp16, bf16) */
+static void run_floats(sweep_run *S)
+{
+    for (int fi = 0; fi < S->o->floats.n; fi++) {
+        const char *fmt = S->o->floats.v[fi];
+        const scheme c = {fmt, !strcmp(fmt, "fp16") || !strcmp(fmt, "bf16") ? "16" : "32", "-", "-", "0", ""};
+        char h5[1500], jpath[1800];
+        snprintf(h5, sizeof h5, "%s/%s.h5", S->dir, fmt);
+        snprintf(jpath, sizeof jpath, "%s/%s.json", S->dir, fmt);
+        S->k++;
+        if (resumed(S, fmt, jpath, h5)) continue;
+        const double tc = qd_now();
+        if (S->root) {
+            printf("[%d/%d] %s: rounding the weights ...\n", S->k, S->total, fmt);
+            fflush(stdout);
+        }
+        cJSON *rec = NULL;
+        if (float_cell(S->o, fmt, h5, S->comm) != QD_EXIT_OK) {
+            if (S->root) rec = cell_record(fmt, &c, "failed", qd_errmsg(), NULL, NULL, NULL);
+            S->nfail++;
+        } else
+            rec = eval_record(S, fmt, &c, h5, jpath, 2.0);
+        if (S->root) finish_cell(S, fmt, jpath, rec, tc);
+    }
+}
+
+/* one file (method, bits, granularity, sparsity, pruning) and its activation modes */
+static void run_file(sweep_run *S, scheme c)
+{
+    char stem[200], h5[1500];
+    char sps[40] = "";
+    if (strcmp(c.sp, "0")) snprintf(sps, sizeof sps, "-s%s-%s", c.sp, c.prune);
+    snprintf(stem, sizeof stem, "%s-w%s-%s%s", c.m, c.b, c.g, sps);
+    snprintf(h5, sizeof h5, "%s/%s.h5", S->dir, stem);
+    int quantized = 0, qrc = QD_OK;
+    for (int ai = 0; ai < S->o->acts.n; ai++) {
+        c.a = S->o->acts.v[ai];
+        char id[240], jpath[1800];
+        snprintf(id, sizeof id, "%s-a%s", stem, c.a);
+        snprintf(jpath, sizeof jpath, "%s/%s.json", S->dir, id);
+        S->k++;
+        if (resumed(S, id, jpath, h5)) continue;
+        const char *skip = skip_reason(&c);
+        if (skip) {
+            if (S->root) {
+                cJSON_AddItemToArray(S->cells, cell_record(id, &c, "skipped", skip, NULL, NULL, NULL));
+                printf("[%d/%d] %s: skipped (%s: %s)\n", S->k, S->total, id, c.m, skip);
+            }
+            S->nskip++;
+            continue;
+        }
+        const double tc = qd_now();
+        if (!quantized) {
+            if (S->root) {
+                printf("[%d/%d] %s: quantizing ...\n", S->k, S->total, id);
+                fflush(stdout);
+            }
+            qrc = quantize_cell(S->o, c.m, c.b, c.g, c.sp, c.prune, h5, S->comm);
+            quantized = 1;
+        }
+        cJSON *rec = NULL;
+        if (qrc != QD_EXIT_OK) {
+            if (S->root) rec = cell_record(id, &c, "failed", qd_errmsg(), NULL, NULL, NULL);
+            S->nfail++;
+        } else
+            rec = eval_record(S, id, &c, h5, jpath, 0);
+        if (S->root) finish_cell(S, id, jpath, rec, tc);
+    }
+}
+
 int qd_cmd_sweep(int argc, char **argv, MPI_Comm comm)
 {
     sweep_opts o;
     int rc = QD_EXIT_OK;
     if (parse(argc, argv, &o, comm, &rc)) return rc;
-    const int root = qd_cli_is_root(comm);
-    char dir[1200];
-    snprintf(dir, sizeof dir, "%s/cells", o.out);
+    sweep_run S = {.o = &o, .comm = comm, .root = qd_cli_is_root(comm), .cells = cJSON_CreateArray()};
+    const int root = S.root;
+    snprintf(S.dir, sizeof S.dir, "%s/cells", o.out);
     if (root) {
         mkdir(o.out, 0755);
-        mkdir(dir, 0755);
+        mkdir(S.dir, 0755);
     }
     qd_coll_barrier(comm);
-    const int total = o.methods.n * o.bits.n * o.grans.n * o.acts.n;
-    int k = 0, nfail = 0, nskip = 0, ndone = 0;
-    cJSON *cells = cJSON_CreateArray();
-    const double t0 = qd_now();
+    int per_sp = 0; /* files per (method, bits, granularity): dense, and each sparsity x pruning */
+    for (int si = 0; si < o.sparsity.n; si++) per_sp += strcmp(o.sparsity.v[si], "0") ? o.prune.n : 1;
+    S.total = o.floats.n + o.methods.n * o.bits.n * o.grans.n * per_sp * o.acts.n;
+    qd_sweep_inputs *xin = NULL;
+    if (root && o.error_samples > 0) {
+        if (qd_sweep_inputs_collect(o.model, o.data, (int)o.error_samples, 2048, &xin) != QD_OK)
+            printf("sweep: no per-layer output errors (%s)\n", qd_errmsg());
+        else
+            printf("sweep: per-layer output errors on the Linear inputs of %ld samples of %s\n", o.error_samples,
+                   o.data);
+    }
+    S.xin = xin;
+    S.t0 = qd_now();
+    run_floats(&S);
     for (int mi = 0; mi < o.methods.n; mi++)
         for (int gi = 0; gi < o.grans.n; gi++)
-            for (int bi = 0; bi < o.bits.n; bi++) {
-                const char *m = o.methods.v[mi], *g = o.grans.v[gi], *b = o.bits.v[bi];
-                char stem[200], h5[1500];
-                snprintf(stem, sizeof stem, "%s-w%s-%s", m, b, g);
-                snprintf(h5, sizeof h5, "%s/%s.h5", dir, stem);
-                int quantized = 0, qrc = QD_OK;
-                for (int ai = 0; ai < o.acts.n; ai++) {
-                    const char *a = o.acts.v[ai];
-                    char id[240], jpath[1800];
-                    snprintf(id, sizeof id, "%s-a%s", stem, a);
-                    snprintf(jpath, sizeof jpath, "%s/%s.json", dir, id);
-                    k++;
-                    cJSON *prev = root ? read_json(jpath) : NULL;
-                    int have = prev != NULL;
-                    qd_coll_bcast(comm, &have, sizeof have, 0);
-                    if (have) { /* resume: this cell was evaluated before */
-                        if (root) {
-                            cJSON_AddItemToArray(cells, prev);
-                            printf("[%d/%d] %s: done before\n", k, total, id);
-                        }
-                        ndone++;
-                        continue;
-                    }
-                    if (!strcmp(g, "tensor") && strcmp(m, "rtn")) {
-                        if (root) {
-                            cJSON_AddItemToArray(cells,
-                                                 cell_record(id, m, b, g, a, "skipped",
-                                                             "the method works per channel or group", NULL, NULL));
-                            printf("[%d/%d] %s: skipped (%s works per channel or per group)\n", k, total, id, m);
-                        }
-                        nskip++;
-                        continue;
-                    }
-                    const double tc = qd_now();
-                    if (!quantized) {
-                        if (root) {
-                            printf("[%d/%d] %s: quantizing ...\n", k, total, id);
-                            fflush(stdout);
-                        }
-                        qrc = quantize_cell(&o, m, b, g, h5, comm);
-                        quantized = 1;
-                    }
-                    cJSON *rec = NULL;
-                    if (qrc != QD_EXIT_OK) {
-                        if (root) rec = cell_record(id, m, b, g, a, "failed", qd_errmsg(), NULL, NULL);
-                        nfail++;
-                    } else {
-                        char tmp[2000];
-                        snprintf(tmp, sizeof tmp, "%s.eval", jpath);
-                        int erc = eval_cell(&o, h5, a, tmp, comm);
-                        cJSON *ev = root && erc == QD_EXIT_OK ? read_json(tmp) : NULL;
-                        if (root) {
-                            rec = ev ? cell_record(id, m, b, g, a, "ok", NULL, ev, h5)
-                                     : cell_record(id, m, b, g, a, "failed", qd_errmsg(), NULL, NULL);
-                            unlink(tmp);
-                        }
-                        nfail += !ev && root;
-                        cJSON_Delete(ev);
-                    }
-                    if (root) {
-                        const cJSON *ev = cJSON_GetObjectItemCaseSensitive(rec, "eval");
-                        int acc;
-                        double q = ev ? quality(ev, 1, &acc) : NAN;
-                        printf("[%d/%d] %s: %s", k, total, id, str(rec, "status"));
-                        if (ev)
-                            printf(", %s %.4f, cosine %.5f, file %.2f MB", acc ? "accuracy" : "quality", q,
-                                   num(ev, "cosine", "mean"), num(ev, "quantized", "file_bytes") / 1e6);
-                        else
-                            printf(": %s", str(rec, "error"));
-                        printf(" (%.1f s; %.0f s so far)\n", qd_now() - tc, qd_now() - t0);
-                        fflush(stdout);
-                        /* only evaluated cells are kept for resume: failures are retried */
-                        if (ev) write_json(jpath, rec);
-                        cJSON_AddItemToArray(cells, rec);
-                    }
-                }
-            }
+            for (int bi = 0; bi < o.bits.n; bi++)
+                for (int si = 0; si < o.sparsity.n; si++)
+                    for (int pi = 0; pi < (strcmp(o.sparsity.v[si], "0") ? o.prune.n : 1); pi++)
+                        run_file(&S, (scheme){o.methods.v[mi], o.bits.v[bi], o.grans.v[gi], NULL, o.sparsity.v[si],
+                                              o.prune.v[pi]});
+    qd_sweep_inputs_free(xin);
+    cJSON *cells = S.cells;
+    const int total = S.total, ndone = S.ndone, nskip = S.nskip;
+    int nfail = S.nfail;
     qd_coll_bcast(comm, &nfail, sizeof nfail, 0);
     if (root) {
         char path[4200];

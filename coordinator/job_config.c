@@ -332,6 +332,14 @@ static int parse_override(qd_override *v, const cJSON *o, int idx, char *msg, si
                      : k[0] == 'g' ? parse_gran(name, s, &v->gran, msg, cap)
                                    : parse_clip(name, s, &v->clip_mse, msg, cap);
             if (rc) return -1;
+        } else if (!strcmp(k, "sparsity")) { /* non-uniform sparsity: this tensor's pattern */
+            if (!cJSON_IsString(it) || qd_sparsity_parse(it->valuestring, &v->sp))
+                return set_err(msg, cap, "key '%s' must be a pattern string (\"0.6\", \"2:4\")%s%s", name,
+                               cJSON_IsString(it) ? ": " : "", cJSON_IsString(it) ? qd_errmsg() : "");
+            if (!qd_sparsity_active(&v->sp))
+                return set_err(msg, cap, "key '%s' must prune (a fraction above 0 or N:M; 'skip' keeps a tensor float)",
+                               name);
+            v->has_sp = 1;
         } else
             return set_err(msg, cap, "%s: unknown key '%s'", where, k);
     }

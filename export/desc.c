@@ -65,28 +65,74 @@ static int linear(const ctx *c, const char *mod, int in, int out, int bias, qd_x
     return need1(c, l->b, out);
 }
 
-static int blocks(const ctx *c, const char *pfx, const char *attn, const char *ln1, const char *ln2)
+/* The module names of one family's encoder blocks, under "<pfx><layer>.<k>.": query, key, value,
+ * attention output, intermediate, output, the LayerNorm after attention (ViT: before it) and the
+ * one after the MLP (ViT: before it). */
+typedef struct {
+    const char *layer, *lin[QD_LIN_PER_BLOCK], *ln1, *ln2;
+    int albert; /* "<pfx>encoder.albert_layer_groups.<g>.albert_layers.<j>.", shared by blocks */
+} block_names;
+
+static const block_names bert_names = {"encoder.layer",
+                                       {"attention.self.query", "attention.self.key", "attention.self.value",
+                                        "attention.output.dense", "intermediate.dense", "output.dense"},
+                                       "attention.output.LayerNorm",
+                                       "output.LayerNorm",
+                                       0};
+static const block_names vit_names = {"encoder.layer",
+                                      {"attention.attention.query", "attention.attention.key",
+                                       "attention.attention.value", "attention.output.dense", "intermediate.dense",
+                                       "output.dense"},
+                                      "layernorm_before",
+                                      "layernorm_after",
+                                      0};
+static const block_names distilbert_names = {
+    "transformer.layer",
+    {"attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2"},
+    "sa_layer_norm",
+    "output_layer_norm",
+    0};
+
+static const block_names albert_names = {
+    "",
+    {"attention.query", "attention.key", "attention.value", "attention.dense", "ffn", "ffn_output"},
+    "attention.LayerNorm",
+    "full_layer_layer_norm",
+    1};
+
+/* The module prefix of block k. ALBERT: application i = k / inner of group
+ * g = floor(i / (L / groups)), L = layers / inner, its layer j = k % inner (model/load.c's sets). */
+static void block_prefix(const ctx *c, const char *pfx, const block_names *bn, int k, char *out, size_t cap)
+{
+    const qd_model_config *m = &c->d->cfg;
+    if (!bn->albert) {
+        snprintf(out, cap, "%s%s.%d.", pfx, bn->layer, k);
+        return;
+    }
+    const int inner = m->set_inner > 0 ? m->set_inner : 1, groups = m->set_groups > 0 ? m->set_groups : 1;
+    const int i = k / inner, j = k % inner, L = m->layers / inner;
+    const int g = (int)(i / ((double)L / groups));
+    snprintf(out, cap, "%sencoder.albert_layer_groups.%d.albert_layers.%d.", pfx, g, j);
+}
+
+static int blocks(const ctx *c, const char *pfx, const block_names *bn)
 {
     const qd_model_config *m = &c->d->cfg;
     const int H = m->hidden, I = m->intermediate, A = m->heads * m->head_size;
-    char mod[QD_XD_NAME];
+    const int in[QD_LIN_PER_BLOCK] = {H, H, H, A, H, I}, out[QD_LIN_PER_BLOCK] = {A, A, A, H, I, H};
+    char mod[QD_XD_NAME], bp[QD_XD_NAME];
     int rc;
     for (int k = 0; k < m->layers; k++) {
         qd_xd_block *b = &c->d->blk[k];
-        static const char *qkv[3] = {"query", "key", "value"};
-        for (int j = 0; j < 3; j++) {
-            snprintf(mod, sizeof mod, "%sencoder.layer.%d.attention.%s.%s", pfx, k, attn, qkv[j]);
-            if ((rc = linear(c, mod, H, A, m->qkv_bias, &b->lin[QD_LIN_Q + j]))) return rc;
+        block_prefix(c, pfx, bn, k, bp, sizeof bp);
+        for (int j = 0; j < QD_LIN_PER_BLOCK; j++) {
+            snprintf(mod, sizeof mod, "%s%s", bp, bn->lin[j]);
+            const int bias = j >= QD_LIN_Q && j <= QD_LIN_V ? m->qkv_bias : 1;
+            if ((rc = linear(c, mod, in[j], out[j], bias, &b->lin[j]))) return rc;
         }
-        snprintf(mod, sizeof mod, "%sencoder.layer.%d.attention.output.dense", pfx, k);
-        if ((rc = linear(c, mod, A, H, 1, &b->lin[QD_LIN_O]))) return rc;
-        snprintf(mod, sizeof mod, "%sencoder.layer.%d.intermediate.dense", pfx, k);
-        if ((rc = linear(c, mod, H, I, 1, &b->lin[QD_LIN_INTER]))) return rc;
-        snprintf(mod, sizeof mod, "%sencoder.layer.%d.output.dense", pfx, k);
-        if ((rc = linear(c, mod, I, H, 1, &b->lin[QD_LIN_OUT]))) return rc;
-        snprintf(mod, sizeof mod, "%sencoder.layer.%d.%s", pfx, k, ln1);
+        snprintf(mod, sizeof mod, "%s%s", bp, bn->ln1);
         if ((rc = norm(c, mod, H, b->ln1_w, b->ln1_b))) return rc;
-        snprintf(mod, sizeof mod, "%sencoder.layer.%d.%s", pfx, k, ln2);
+        snprintf(mod, sizeof mod, "%s%s", bp, bn->ln2);
         if ((rc = norm(c, mod, H, b->ln2_w, b->ln2_b))) return rc;
     }
     return QD_OK;
@@ -110,14 +156,19 @@ static int bert(const ctx *c)
 {
     qd_xdesc *d = c->d;
     qd_model_config *m = &d->cfg;
-    const char *pfx = has(c, "bert.embeddings.word_embeddings.weight")      ? "bert."
-                      : has(c, "roberta.embeddings.word_embeddings.weight") ? "roberta."
-                                                                            : "";
-    const int64_t H = m->hidden;
+    static const char *const bases[] = {"bert.", "roberta.", "distilbert.", "electra.", "albert."};
+    const char *pfx = "";
+    char probe[QD_XD_NAME];
+    for (size_t k = 0; k < QD_ARRAY_LEN(bases); k++) {
+        snprintf(probe, sizeof probe, "%sembeddings.word_embeddings.weight", bases[k]);
+        if (has(c, probe)) pfx = bases[k];
+    }
+    const int distil = !strcmp(m->model_type, "distilbert"), albert = !strcmp(m->model_type, "albert");
+    const int64_t H = m->hidden, E = m->embed_size > 0 ? m->embed_size : H;
     int rc;
     snprintf(d->word_emb, sizeof d->word_emb, "%sembeddings.word_embeddings.weight", pfx);
     snprintf(d->pos_emb, sizeof d->pos_emb, "%sembeddings.position_embeddings.weight", pfx);
-    int64_t s[2] = {m->vocab_size, H};
+    int64_t s[2] = {m->vocab_size, E};
     if ((rc = need(c, d->word_emb, 2, s))) return rc;
     s[0] = m->max_position;
     if ((rc = need(c, d->pos_emb, 2, s))) return rc;
@@ -128,16 +179,22 @@ static int bert(const ctx *c)
     }
     char mod[QD_XD_NAME];
     snprintf(mod, sizeof mod, "%sembeddings.LayerNorm", pfx);
-    if ((rc = norm(c, mod, H, d->emb_ln_w, d->emb_ln_b))) return rc;
-    if ((rc = blocks(c, pfx, "self", "attention.output.LayerNorm", "output.LayerNorm"))) return rc;
+    if ((rc = norm(c, mod, E, d->emb_ln_w, d->emb_ln_b))) return rc;
+    if (E != H) { /* ELECTRA's and ALBERT's small embeddings, projected to the hidden width */
+        snprintf(mod, sizeof mod, albert ? "%sencoder.embedding_hidden_mapping_in" : "%sembeddings_project", pfx);
+        if ((rc = linear(c, mod, (int)E, (int)H, 1, &d->emb_proj))) return rc;
+        d->has_emb_proj = 1;
+    }
+    if ((rc = blocks(c, pfx, distil ? &distilbert_names : albert ? &albert_names : &bert_names))) return rc;
     snprintf(mod, sizeof mod, "%spooler.dense.weight", pfx);
     if (has(c, mod)) {
         snprintf(mod, sizeof mod, "%spooler.dense", pfx);
         if ((rc = linear(c, mod, (int)H, (int)H, 1, &d->pooler))) return rc;
         d->has_pooler = m->has_pooler = 1;
     }
-    /* RoBERTa's heads (a classifier on the first token's hidden state, token heads) are not BERT's
-     * pooled classifier: the graph ends at the encoder's outputs for them */
+    /* RoBERTa's, DistilBERT's, ELECTRA's and ALBERT's heads (a classifier on the first token's hidden state,
+     * token heads) are not BERT's pooled classifier: the graph ends at the encoder's outputs for
+     * them */
     if (strcmp(m->model_type, "bert")) return QD_OK;
     if (has(c, "classifier.weight") && !d->has_pooler)
         return qd_err_set(QD_ENOTFOUND, "%s: the model has 'classifier.weight' but no pooler ('%spooler.dense.weight')",
@@ -172,7 +229,7 @@ static int vit(const ctx *c)
     s3[1] = np + 1;
     if ((rc = need(c, d->pos_emb, 3, s3)) || (rc = need(c, d->patch_w, 4, s4)) || (rc = need1(c, d->patch_b, H)))
         return rc;
-    if ((rc = blocks(c, pfx, "attention", "layernorm_before", "layernorm_after"))) return rc;
+    if ((rc = blocks(c, pfx, &vit_names))) return rc;
     snprintf(name, sizeof name, "%slayernorm", pfx);
     if ((rc = norm(c, name, H, d->final_ln_w, d->final_ln_b))) return rc;
     return classifier(c, "classifier", (int)H);
@@ -189,13 +246,14 @@ int qd_xdesc_build(const qd_xs *s, qd_xdesc *d)
     if (rc) return rc;
     /* qdist runs more families (model/config.c); the exporters build BERT (and RoBERTa's positions
      * counted after the padding id) and ViT graphs */
-    static const char *const types[] = {"bert", "roberta", "xlm-roberta", "camembert", "vit"};
+    static const char *const types[] = {"bert",       "roberta", "xlm-roberta", "camembert",
+                                        "distilbert", "electra", "albert",      "vit"};
     int known = 0;
     for (size_t k = 0; k < QD_ARRAY_LEN(types); k++) known |= !strcmp(d->cfg.model_type, types[k]);
     if (!known)
         return qd_err_set(QD_EUNSUPPORTED,
                           "%s: model_config: model_type '%s' is not supported by this export yet (bert, roberta, "
-                          "xlm-roberta, camembert, vit)",
+                          "xlm-roberta, camembert, distilbert, electra, albert, vit)",
                           path, d->cfg.model_type);
     if (d->cfg.act != QD_ACT_GELU && d->cfg.act != QD_ACT_GELU_TANH && d->cfg.act != QD_ACT_RELU &&
         d->cfg.act != QD_ACT_SILU)

@@ -32,6 +32,8 @@ typedef struct {
     /* BERT */
     char word_emb[QD_XD_NAME], pos_emb[QD_XD_NAME], type_emb[QD_XD_NAME]; /* type_emb "" if none */
     char emb_ln_w[QD_XD_NAME], emb_ln_b[QD_XD_NAME];
+    int has_emb_proj;      /* ELECTRA with embedding_size != hidden: a Linear after the LayerNorm */
+    qd_xd_linear emb_proj; /* [hidden, embedding_size] */
     int has_pooler;
     qd_xd_linear pooler;
     /* ViT (pos_emb above: [1, tokens, hidden]) */

@@ -11,8 +11,15 @@
  *              quantized per token at run time (absmax / 127, round half to even), input columns
  *              above the outlier threshold multiplied in float — what `qdist eval` runs; other
  *              weights as QDQ.
- *     QOPERATOR QLinearMatMul-style graphs on static activation scales: refused until model files
- *              record those scales.
+ *   K-means codebook weights take one form whatever the option: their levels gathered by the codes
+ *   (Gather of the flat codebook at code + row and group offsets), then MatMul in float — exactly
+ *   the weights `qdist eval` looks up.
+ *     QOPERATOR integer operators on the file's static activation scales (/activations, written by
+ *              `quantize --activations static`): each Linear's input QuantizeLinear'd at its
+ *              recorded scale and zero point (outlier channels apart, at scale * 2^shift), then
+ *              MatMulInteger with the int8 weight codes (symmetric per channel only), q/k/v as
+ *              int8, Q K^T and P V as MatMulInteger (P as u8 at 1/256), float between (LayerNorm,
+ *              GELU, softmax, residuals) — `qdist eval --integer-only` with float stages.
  *   Act-order records whose groups are not in column order gather the input columns into group
  *   order first. Float tensors stay float.
  *
@@ -42,7 +49,7 @@ typedef struct {
 
 /* What an export wrote: Linears per form, and the file's size. */
 typedef struct {
-    int linears_float, linears_qdq, linears_blocked, linears_nbits, linears_integer, act_order_gathers;
+    int linears_float, linears_qdq, linears_blocked, linears_nbits, linears_integer, linears_gather, act_order_gathers;
     int64_t bytes;
 } qd_export_summary;
 
@@ -55,8 +62,8 @@ int qd_onnx_ops_parse(const char *s, qd_onnx_ops *o);
 int qd_export_ctensors(const char *model_file, const char *out_dir, qd_export_summary *sum);
 
 /* Writes `out` (one .tflite file, export/tflite.c): an integer-only INT8 ViT for LiteRT, its
- * activation scales from `ranges_json` ({"name": [min, max], ...}; model files do not record
- * static activation scales yet). */
+ * activation scales from `ranges_json` ({"name": [min, max], ...}; a file's /activations has
+ * none for the int8 LayerNorm lowering's intermediates). */
 int qd_export_tflite(const char *model_file, const char *ranges_json, const char *out, qd_export_summary *sum);
 
 /* Writes `out` (one .onnx file). QD_OK, or an error with qd_errmsg() naming the file, tensor and

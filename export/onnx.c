@@ -22,6 +22,14 @@ typedef struct {
     /* the int8 activations of the last input quantized at run time, shared by the Linears that
      * read it (query, key, value) */
     const char *aq_x, *aq_q, *aq_s, *aq_idx, *aq_xo;
+    /* QOPERATOR: the file's static activation scales, the record name of the next Linear's input
+     * ("layer.3.qkv_in"; NULL: that Linear has none and takes another form), and the last input
+     * quantized with them (query, key and value share it) */
+    const qd_actrec *act;
+    const char *act_in;
+    const char *sq_x, *sq_act, *sq_q, *sq_z, *sq_oq, *sq_oz, *sq_ch;
+    float sq_s;
+    int sq_shift;
 } ox;
 
 const char *qd_onnx_ops_name(qd_onnx_ops o)
@@ -80,6 +88,19 @@ static uint8_t *pack4(const uint8_t *v, int64_t n)
     return p;
 }
 
+/* The codes [in, out] of a weight as an initializer `<tensor>.codes`: 4-bit types packed two per
+ * byte when narrow, one byte each otherwise. Takes v (malloc'd). */
+static const char *codes_init(qd_ob *b, const char *tensor, int dt, int narrow, const int64_t *wd, uint8_t *v)
+{
+    char nm[300];
+    const int64_t n = wd[0] * wd[1];
+    snprintf(nm, sizeof nm, "%s.codes", tensor);
+    if (!narrow) return qd_ob_init(b, nm, dt, 2, wd, v, (size_t)n, 1);
+    const char *w = qd_ob_init(b, nm, dt, 2, wd, pack4(v, n), (size_t)((n + 1) / 2), 1);
+    free(v);
+    return w;
+}
+
 /* Codes of one value each into a low-first bit stream of `bits` per value (MatMulNBits). */
 static void pack_bits(const uint8_t *v, int64_t n, int bits, uint8_t *out)
 {
@@ -117,14 +138,8 @@ static int dq_weight(ox *x, const qd_xs_tensor *t, const qd_xs_quant *q, const u
         }
     qd_ob *b = x->b;
     int64_t wd[2] = {C, R}, sd[2] = {ng, R};
-    const char *wq, *ws, *wz = "";
+    const char *wq = codes_init(b, t->name, dt, narrow, wd, v), *ws, *wz = "";
     char nm[300];
-    snprintf(nm, sizeof nm, "%s.codes", t->name);
-    if (narrow) {
-        wq = qd_ob_init(b, nm, dt, 2, wd, pack4(v, R * C), (size_t)((R * C + 1) / 2), 1);
-        free(v);
-    } else
-        wq = qd_ob_init(b, nm, dt, 2, wd, v, (size_t)(R * C), 1);
     snprintf(nm, sizeof nm, "%s.scales", t->name);
     ws = qd_ob_init(b, nm, QD_OT_FLOAT, ng > 1 ? 2 : 1, ng > 1 ? sd : sd + 1, sc, (size_t)(R * ng) * sizeof *sc, 1);
     if (zp) {
@@ -285,6 +300,157 @@ static const char *integer_linear(ox *x, const char *in, int rank, const qd_xs_t
     return y;
 }
 
+/* A codebook (K-means) weight, transposed to [in, out] for MatMul, as a Gather of its levels:
+ * W^T[c, r] = levels[(r * ngroups + g(c)) * K + q[r, c]], the flat index built in the graph from
+ * the codes (uint8, or UINT4 at opset 21+ for 4 bits and fewer) and two small offset vectors, so
+ * the file holds codes and codebooks only and the weights are the file's levels exactly. The
+ * group of column c is g_idx[c] when the record has one, c / G otherwise. */
+static const char *codebook_weight(ox *x, const qd_xs_tensor *t, const qd_xs_quant *q)
+{
+    const int64_t R = t->shape[0], C = t->shape[1], ng = t->ngroups, K = (int64_t)1 << t->bits;
+    const int narrow = t->bits <= 4 && qd_ob_opset(x->b) >= 21;
+    qd_ob *b = x->b;
+    uint8_t *v = qd_xmalloc((size_t)(R * C));
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t r = 0; r < R; r++) v[c * R + r] = q->codes[r * C + c];
+    int64_t *roff = qd_xmalloc((size_t)R * sizeof *roff), *goff = qd_xmalloc((size_t)C * sizeof *goff);
+    for (int64_t r = 0; r < R; r++) roff[r] = r * ng * K;
+    for (int64_t c = 0; c < C; c++) goff[c] = (q->g_idx ? q->g_idx[c] : c / t->G) * K;
+    float *levels = qd_xmalloc((size_t)(R * ng * K) * sizeof *levels);
+    memcpy(levels, q->codebook, (size_t)(R * ng * K) * sizeof *levels);
+    char nm[300];
+    int64_t wd[2] = {C, R}, gd[2] = {C, 1}, nl = R * ng * K;
+    const char *wq = codes_init(b, t->name, narrow ? QD_OT_UINT4 : QD_OT_UINT8, narrow, wd, v);
+    snprintf(nm, sizeof nm, "%s.codebook", t->name);
+    const char *lv = qd_ob_init(b, nm, QD_OT_FLOAT, 1, &nl, levels, (size_t)nl * sizeof *levels, 1);
+    snprintf(nm, sizeof nm, "%s.row_offsets", t->name);
+    const char *ro = qd_ob_init(b, nm, QD_OT_INT64, 1, &R, roff, (size_t)R * sizeof *roff, 1);
+    snprintf(nm, sizeof nm, "%s.group_offsets", t->name);
+    const char *go = qd_ob_init(b, nm, QD_OT_INT64, 2, gd, goff, (size_t)C * sizeof *goff, 1);
+    Onnx__NodeProto *cast = qd_ob_node(b, "Cast", "", 1, (const char *[]){wq}, 1);
+    qd_ob_attr_i(b, cast, "to", QD_OT_INT64);
+    const char *idx = qd_ob_op2(b, "Add", qd_ob_op2(b, "Add", cast->output[0], ro), go);
+    Onnx__NodeProto *g = qd_ob_node(b, "Gather", "", 2, (const char *[]){lv, idx}, 1);
+    qd_ob_attr_i(b, g, "axis", 0);
+    x->sum->linears_gather++;
+    return g->output[0];
+}
+
+/* ---- static activation scales (QOPERATOR) ------------------------------------------------------ */
+
+/* Index of activation record `name`, or an error naming it. */
+static int act_index(ox *x, const char *name, int *i)
+{
+    *i = qd_xs_act_find(x->act, name);
+    if (*i < 0) return qd_err_set(QD_ENOTFOUND, "%s: /activations has no static scale for '%s'", x->path, name);
+    return QD_OK;
+}
+
+static const char *i8_scalar(ox *x, int32_t v)
+{
+    const int8_t c = (int8_t)v;
+    return qd_ob_const(x->b, QD_OT_INT8, 0, NULL, &c, 1);
+}
+
+/* x (float, features on the last axis) as int8 at record `act`'s static scale and zero point,
+ * QuantizeLinear (round half to even, saturating), as qdist's integer producers write it. A record
+ * with outlier channels: those are set to 0 in the main tensor (so that they hold its zero point)
+ * and quantized apart at scale * 2^shift with their own zero point (sq_oq, gathered by sq_ch). */
+static int static_quantize(ox *x, const char *in, const char *act, int rank, int64_t C)
+{
+    if (x->sq_x && !strcmp(x->sq_x, in) && !strcmp(x->sq_act, act)) return QD_OK;
+    qd_ob *b = x->b;
+    const qd_actrec *r = x->act;
+    int i, rc = act_index(x, act, &i);
+    if (rc) return rc;
+    const char *xa = in;
+    x->sq_oq = x->sq_ch = NULL;
+    const int64_t no = r->out_off ? r->out_off[i + 1] - r->out_off[i] : 0;
+    if (no > 0) {
+        int64_t *ch = qd_xmalloc((size_t)no * sizeof *ch);
+        for (int64_t k = 0; k < no; k++) ch[k] = r->out_ch[r->out_off[i] + k];
+        char nm[300];
+        snprintf(nm, sizeof nm, "%s.outlier_channels", act);
+        x->sq_ch = qd_ob_init(b, nm, QD_OT_INT64, 1, &no, ch, (size_t)no * sizeof *ch, 1);
+        Onnx__NodeProto *g = qd_ob_node(b, "Gather", "", 2, (const char *[]){in, x->sq_ch}, 1);
+        qd_ob_attr_i(b, g, "axis", rank - 1);
+        const float os = ldexpf(r->scale[i], r->out_shift[i]);
+        x->sq_oz = i8_scalar(x, r->out_zp[i]);
+        x->sq_oq = qd_ob_node(b, "QuantizeLinear", "", 3, (const char *[]){g->output[0], qd_ob_f32(b, os), x->sq_oz}, 1)
+                       ->output[0];
+        x->sq_shift = r->out_shift[i];
+        /* the main tensor: the outlier channels times 0, so that they quantize to its zero point */
+        float *keep = qd_xmalloc((size_t)C * sizeof *keep);
+        for (int64_t c = 0; c < C; c++) keep[c] = 1.0f;
+        for (int64_t k = 0; k < no; k++) {
+            if (ch[k] < 0 || ch[k] >= C) {
+                free(keep);
+                return qd_err_set(QD_EFORMAT, "%s: /activations: outlier channel %lld of '%s' is outside its %lld",
+                                  x->path, (long long)ch[k], act, (long long)C);
+            }
+            keep[ch[k]] = 0.0f;
+        }
+        snprintf(nm, sizeof nm, "%s.kept_channels", act);
+        xa = qd_ob_op2(b, "Mul", in, qd_ob_init(b, nm, QD_OT_FLOAT, 1, &C, keep, (size_t)C * sizeof *keep, 1));
+    }
+    x->sq_s = r->scale[i];
+    x->sq_z = i8_scalar(x, r->zero_point[i]);
+    Onnx__NodeProto *q =
+        qd_ob_node(b, "QuantizeLinear", "", 3, (const char *[]){xa, qd_ob_f32(b, r->scale[i]), x->sq_z}, 1);
+    x->sq_q = q->output[0];
+    x->sq_x = in;
+    x->sq_act = act;
+    return QD_OK;
+}
+
+/* y = int32 product of the int8 input (static scale, zero point) and the int8 weight codes,
+ * MatMulInteger (the outlier channels' product shifted left by their exponent and added to the
+ * accumulator, as qdist does), then * s_x * scale_col + bias in float. Weights: symmetric, one
+ * scale per output channel, codes - 2^(bits-1) in int8 (what integer-only inference takes). */
+static int static_linear(ox *x, const char *in, int rank, const qd_xs_tensor *t, const qd_xs_quant *q, const char *bias,
+                         const char **y)
+{
+    const int64_t R = t->shape[0], C = t->shape[1], off = (int64_t)1 << (t->bits - 1);
+    if (!t->sym || t->ngroups != 1 || t->codebook || q->g_idx)
+        return qd_err_set(QD_EUNSUPPORTED,
+                          "%s: tensor '%s': --onnx-ops qoperator takes symmetric per-channel weights (int8 codes, one "
+                          "scale per output channel, as integer-only inference does); this one is %s %d-bit%s",
+                          x->path, t->name,
+                          t->codebook ? "a K-means codebook"
+                          : t->sym    ? "symmetric"
+                                      : "asymmetric",
+                          t->bits, t->ngroups > 1 ? " in groups" : "");
+    int rc = static_quantize(x, in, x->act_in, rank, C);
+    if (rc) return rc;
+    qd_ob *b = x->b;
+    int8_t *w = qd_xmalloc((size_t)(R * C));
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t r = 0; r < R; r++) w[c * R + r] = (int8_t)((int64_t)q->codes[r * C + c] - off);
+    float *sc = qd_xmalloc((size_t)R * sizeof *sc);
+    for (int64_t r = 0; r < R; r++) sc[r] = x->sq_s * q->scales[r];
+    char nm[300];
+    int64_t wd[2] = {C, R};
+    snprintf(nm, sizeof nm, "%s.codes", t->name);
+    const char *wq = qd_ob_init(b, nm, QD_OT_INT8, 2, wd, w, (size_t)(R * C), 1);
+    snprintf(nm, sizeof nm, "%s.output_scales", t->name);
+    const char *ws = qd_ob_init(b, nm, QD_OT_FLOAT, 1, &R, sc, (size_t)R * sizeof *sc, 1);
+    const char *acc = qd_ob_node(b, "MatMulInteger", "", 3, (const char *[]){x->sq_q, wq, x->sq_z}, 1)->output[0];
+    if (x->sq_oq) {
+        Onnx__NodeProto *g = qd_ob_node(b, "Gather", "", 2, (const char *[]){wq, x->sq_ch}, 1);
+        qd_ob_attr_i(b, g, "axis", 0);
+        const char *ao =
+            qd_ob_node(b, "MatMulInteger", "", 3, (const char *[]){x->sq_oq, g->output[0], x->sq_oz}, 1)->output[0];
+        const int32_t m = (int32_t)1 << x->sq_shift;
+        acc = qd_ob_op2(b, "Add", acc, qd_ob_op2(b, "Mul", ao, qd_ob_const(b, QD_OT_INT32, 0, NULL, &m, sizeof m)));
+    }
+    Onnx__NodeProto *cast = qd_ob_node(b, "Cast", "", 1, (const char *[]){acc}, 1);
+    qd_ob_attr_i(b, cast, "to", QD_OT_FLOAT);
+    *y = qd_ob_op2(b, "Mul", cast->output[0], ws);
+    if (bias) *y = qd_ob_op2(b, "Add", *y, bias);
+    x->sum->linears_integer++;
+    return QD_OK;
+}
+
 /* Act-order records whose groups are not in column order: the column permutation that puts
  * them in group order (stable), when every group then spans exactly G consecutive columns. */
 static int act_order_perm(ox *x, const qd_xs_tensor *t, const qd_xs_quant *q, int64_t **perm)
@@ -341,6 +507,15 @@ static int linear(ox *x, const char *in, int rank, const qd_xd_linear *L, const 
     if ((rc = qd_xs_read_quant(x->s, i, &q))) return rc;
     const uint8_t *codes = q.codes;
     uint8_t *permuted = NULL;
+    if (x->act_in) { /* QOPERATOR, a Linear whose input has a static scale */
+        rc = static_linear(x, in, rank, t, &q, bias, y);
+        goto out;
+    }
+    if (t->codebook) { /* every other --onnx-ops form: the levels are not on a grid the others take */
+        *y = qd_ob_op2(b, "MatMul", in, codebook_weight(x, t, &q));
+        if (bias) *y = qd_ob_op2(b, "Add", *y, bias);
+        goto out;
+    }
     if (q.g_idx) {
         int64_t *perm = NULL;
         if ((rc = act_order_perm(x, t, &q, &perm))) goto out;
@@ -428,6 +603,30 @@ static const char *transpose(ox *x, const char *in, int n, const int64_t *perm)
     return t->output[0];
 }
 
+/* *v (float) as int8 at record `act`'s static scale: *v becomes the int8 tensor, *s and *z its
+ * scale and zero point (QOPERATOR: q, k, v, as qdist requantizes the Linears' accumulators). */
+static int static_output(ox *x, const char **v, const char *act, float *s, const char **z)
+{
+    int i, rc = act_index(x, act, &i);
+    if (rc) return rc;
+    *s = x->act->scale[i];
+    *z = i8_scalar(x, x->act->zero_point[i]);
+    *v = qd_ob_node(x->b, "QuantizeLinear", "", 3, (const char *[]){*v, qd_ob_f32(x->b, *s), *z}, 1)->output[0];
+    return QD_OK;
+}
+
+/* float (a - za)(b - zb) * scale: MatMulInteger of two 8-bit tensors (za NULL: no zero point) */
+static const char *int_product(ox *x, const char *a, const char *za, const char *bm, const char *zb, float scale)
+{
+    qd_ob *b = x->b;
+    const uint8_t z0 = 0;
+    if (!za) za = qd_ob_const(b, QD_OT_UINT8, 0, NULL, &z0, 1);
+    const char *acc = qd_ob_node(b, "MatMulInteger", "", 4, (const char *[]){a, bm, za, zb}, 1)->output[0];
+    Onnx__NodeProto *cast = qd_ob_node(b, "Cast", "", 1, (const char *[]){acc}, 1);
+    qd_ob_attr_i(b, cast, "to", QD_OT_FLOAT);
+    return qd_ob_op2(b, "Mul", cast->output[0], qd_ob_f32(b, scale));
+}
+
 /* out [B, T, H] = O(softmax(Q K^T * d^-1/2 + mask) V) on h [B, T, H]; mask_bias [B, 1, 1, T] or
  * NULL */
 static int attention(ox *x, int k, const char *h, const char *mask_bias, const char **out)
@@ -438,22 +637,46 @@ static int attention(ox *x, int k, const char *h, const char *mask_bias, const c
     const char *q, *kk, *v;
     int rc;
     qd_ob_scope(b, "layer.%d.attention", k);
+    x->act_in = x->act ? qd_ob_str(b, "layer.%d.qkv_in", k) : NULL;
     if ((rc = linear(x, h, 3, &blk->lin[QD_LIN_Q], &q)) || (rc = linear(x, h, 3, &blk->lin[QD_LIN_K], &kk)) ||
         (rc = linear(x, h, 3, &blk->lin[QD_LIN_V], &v)))
         return rc;
     const char *heads = qd_ob_i64s(b, 4, (int64_t[]){0, 0, c->heads, c->head_size});
     const int64_t p0213[4] = {0, 2, 1, 3}, p0231[4] = {0, 2, 3, 1};
+    float sq = 1, sk = 1, sv = 1;
+    const char *zq = NULL, *zk = NULL, *zv = NULL;
+    if (x->act) { /* q, k, v as int8 at their static scales */
+        if ((rc = static_output(x, &q, qd_ob_str(b, "layer.%d.q", k), &sq, &zq)) ||
+            (rc = static_output(x, &kk, qd_ob_str(b, "layer.%d.k", k), &sk, &zk)) ||
+            (rc = static_output(x, &v, qd_ob_str(b, "layer.%d.v", k), &sv, &zv)))
+            return rc;
+    }
     const char *qh = transpose(x, qd_ob_op2(b, "Reshape", q, heads), 4, p0213);
     const char *kh = transpose(x, qd_ob_op2(b, "Reshape", kk, heads), 4, p0231);
     const char *vh = transpose(x, qd_ob_op2(b, "Reshape", v, heads), 4, p0213);
-    const char *s =
-        qd_ob_op2(b, "Mul", qd_ob_op2(b, "MatMul", qh, kh), qd_ob_f32(b, (float)(1.0 / sqrt(c->head_size))));
+    const float isd = (float)(1.0 / sqrt(c->head_size));
+    const char *s = x->act ? int_product(x, qh, zq, kh, zk, sq * sk * isd)
+                           : qd_ob_op2(b, "Mul", qd_ob_op2(b, "MatMul", qh, kh), qd_ob_f32(b, isd));
     if (mask_bias) s = qd_ob_op2(b, "Add", s, mask_bias);
     Onnx__NodeProto *sm = qd_ob_node(b, "Softmax", "", 1, (const char *[]){s}, 1);
     qd_ob_attr_i(b, sm, "axis", -1);
-    const char *ctx = transpose(x, qd_ob_op2(b, "MatMul", sm->output[0], vh), 4, p0213);
+    const char *ctx;
+    if (x->act) { /* probabilities as u8 at 1/256 (qdist's integer softmax output), times v - zv */
+        const uint8_t z0 = 0;
+        const char *pq = qd_ob_node(b, "QuantizeLinear", "", 3,
+                                    (const char *[]){sm->output[0], qd_ob_f32(b, 1.0f / 256.0f),
+                                                     qd_ob_const(b, QD_OT_UINT8, 0, NULL, &z0, 1)},
+                                    1)
+                             ->output[0];
+        ctx = int_product(x, pq, NULL, vh, zv, sv / 256.0f);
+    } else
+        ctx = qd_ob_op2(b, "MatMul", sm->output[0], vh);
+    ctx = transpose(x, ctx, 4, p0213);
     ctx = qd_ob_op2(b, "Reshape", ctx, qd_ob_i64s(b, 3, (int64_t[]){0, 0, (int64_t)c->heads * c->head_size}));
-    return linear(x, ctx, 3, &blk->lin[QD_LIN_O], out);
+    x->act_in = x->act ? qd_ob_str(b, "layer.%d.ctx", k) : NULL;
+    rc = linear(x, ctx, 3, &blk->lin[QD_LIN_O], out);
+    x->act_in = NULL;
+    return rc;
 }
 
 static int mlp(ox *x, int k, const char *h, const char **out)
@@ -461,8 +684,12 @@ static int mlp(ox *x, int k, const char *h, const char **out)
     const qd_xd_block *blk = &x->d->blk[k];
     const char *i;
     qd_ob_scope(x->b, "layer.%d.mlp", k);
+    x->act_in = x->act ? qd_ob_str(x->b, "layer.%d.mlp_in", k) : NULL;
     int rc = linear(x, h, 3, &blk->lin[QD_LIN_INTER], &i);
-    return rc ? rc : linear(x, activation(x, i), 3, &blk->lin[QD_LIN_OUT], out);
+    x->act_in = x->act ? qd_ob_str(x->b, "layer.%d.act", k) : NULL;
+    if (!rc) rc = linear(x, activation(x, i), 3, &blk->lin[QD_LIN_OUT], out);
+    x->act_in = NULL;
+    return rc;
 }
 
 static const char *first_token(ox *x, const char *h)
@@ -509,6 +736,7 @@ static int bert(ox *x)
     const char *e = qd_ob_op2(b, "Add", qd_ob_op2(b, "Gather", we, "input_ids"), pos);
     if (te) e = qd_ob_op2(b, "Add", e, qd_ob_op2(b, "Gather", te, "token_type_ids"));
     if ((rc = layer_norm(x, e, d->emb_ln_w, d->emb_ln_b, &h))) return rc;
+    if (d->has_emb_proj && (rc = linear(x, h, 3, &d->emb_proj, &h))) return rc;
     /* padding keys: a large negative bias, so their softmax weight is exactly 0 */
     Onnx__NodeProto *mf = qd_ob_node(b, "Cast", "", 1, (const char *[]){"attention_mask"}, 1);
     qd_ob_attr_i(b, mf, "to", QD_OT_FLOAT);
@@ -566,7 +794,14 @@ static int vit(ox *x)
         (rc = float_init(x, d->patch_w, &pw)) || (rc = float_init(x, d->patch_b, &pb)))
         return rc;
     /* patches: Conv2d with stride = kernel = patch, [B, H, gh, gw] -> [B, np, H] */
-    Onnx__NodeProto *cv = qd_ob_node(b, "Conv", "", 3, (const char *[]){"pixel_values", pw, pb}, 1);
+    const char *px = "pixel_values";
+    if (x->act) { /* the pixels at the input's static scale: the one float step before qdist's integer graph */
+        float ps;
+        const char *pz;
+        if ((rc = static_output(x, &px, "input", &ps, &pz))) return rc;
+        px = qd_ob_node(b, "DequantizeLinear", "", 3, (const char *[]){px, qd_ob_f32(b, ps), pz}, 1)->output[0];
+    }
+    Onnx__NodeProto *cv = qd_ob_node(b, "Conv", "", 3, (const char *[]){px, pw, pb}, 1);
     qd_ob_attr_ints(b, cv, "kernel_shape", 2, (int64_t[]){c->patch_h, c->patch_w});
     qd_ob_attr_ints(b, cv, "strides", 2, (int64_t[]){c->patch_h, c->patch_w});
     const char *pt = qd_ob_op2(b, "Reshape", cv->output[0], qd_ob_i64s(b, 3, (int64_t[]){0, H, -1}));
@@ -620,19 +855,18 @@ int qd_export_onnx(const char *model_file, const char *out, const qd_onnx_opts *
     qd_xs *s;
     int rc = qd_xs_open(model_file, &s);
     if (rc) return rc;
-    if (o->ops == QD_ONNX_QOPERATOR) {
+    const qd_actrec *act = NULL;
+    if (o->ops == QD_ONNX_QOPERATOR && !(act = qd_xs_activations(s))) {
+        rc = qd_errcode();
         qd_xs_close(s);
-        return qd_err_set(QD_EUNSUPPORTED,
-                          "%s: --onnx-ops qoperator (QLinearMatMul graphs with static activation scales) is not "
-                          "supported yet: model files do not record static activation scales in this qdist",
-                          model_file);
+        return rc ? rc : QD_ENOTFOUND;
     }
     qd_xdesc d;
     if ((rc = qd_xdesc_build(s, &d))) {
         qd_xs_close(s);
         return rc;
     }
-    ox x = {.s = s, .d = &d, .o = o, .sum = sum, .path = model_file};
+    ox x = {.s = s, .d = &d, .o = o, .sum = sum, .path = model_file, .act = act};
     x.b = qd_ob_new(o->opset, d.cfg.model_type);
     rc = d.cfg.arch == QD_ARCH_BERT ? bert(&x) : vit(&x);
     if (!rc) {

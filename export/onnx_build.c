@@ -216,6 +216,15 @@ void qd_ob_attr_ints(qd_ob *b, Onnx__NodeProto *n, const char *name, int nv, con
 const char *qd_ob_init(qd_ob *b, const char *name, int dtype, int ndim, const int64_t *dims, const void *data,
                        size_t bytes, int own)
 {
+    /* a tensor the graph reads in several places (ALBERT's shared layers) is built once per use
+     * from the same file record: keep the first, with the same contents */
+    for (size_t i = 0; i < b->inits.n; i++) {
+        Onnx__TensorProto *e = b->inits.v[i];
+        if (strcmp(e->name, name)) continue;
+        QD_ASSERT(e->data_type == dtype && e->raw_data.len == bytes);
+        if (own) free((void *)data);
+        return e->name;
+    }
     Onnx__TensorProto *t = qd_ob_alloc(b, sizeof *t);
     onnx__tensor_proto__init(t);
     t->name = qd_ob_str(b, "%s", name);
@@ -232,7 +241,7 @@ const char *qd_ob_init(qd_ob *b, const char *name, int dtype, int ndim, const in
     return t->name;
 }
 
-static const char *const_init(qd_ob *b, int dtype, int ndim, const int64_t *dims, const void *v, size_t bytes)
+const char *qd_ob_const(qd_ob *b, int dtype, int ndim, const int64_t *dims, const void *v, size_t bytes)
 {
     void *p = qd_ob_alloc(b, bytes ? bytes : 1);
     memcpy(p, v, bytes);
@@ -241,12 +250,12 @@ static const char *const_init(qd_ob *b, int dtype, int ndim, const int64_t *dims
     return qd_ob_init(b, name, dtype, ndim, dims, p, bytes, 0);
 }
 
-const char *qd_ob_f32(qd_ob *b, float v) { return const_init(b, QD_OT_FLOAT, 0, NULL, &v, sizeof v); }
-const char *qd_ob_i64(qd_ob *b, int64_t v) { return const_init(b, QD_OT_INT64, 0, NULL, &v, sizeof v); }
+const char *qd_ob_f32(qd_ob *b, float v) { return qd_ob_const(b, QD_OT_FLOAT, 0, NULL, &v, sizeof v); }
+const char *qd_ob_i64(qd_ob *b, int64_t v) { return qd_ob_const(b, QD_OT_INT64, 0, NULL, &v, sizeof v); }
 const char *qd_ob_i64s(qd_ob *b, int n, const int64_t *v)
 {
     int64_t d = n;
-    return const_init(b, QD_OT_INT64, 1, &d, v, sizeof(int64_t) * (size_t)n);
+    return qd_ob_const(b, QD_OT_INT64, 1, &d, v, sizeof(int64_t) * (size_t)n);
 }
 
 const char *qd_ob_reduce(qd_ob *b, const char *op, const char *x, int naxes, const int64_t *axes, int keepdims)

@@ -54,13 +54,16 @@ void qd_ob_attr_ints(qd_ob *b, Onnx__NodeProto *n, const char *name, int nv, con
 Onnx__NodeProto *qd_ob_last(qd_ob *b);
 
 /* An initializer: `bytes` of raw little-endian data for dims (4-bit types packed two per byte,
- * first element low). own: the builder frees data; otherwise it must outlive the builder. */
+ * first element low). own: the builder frees data; otherwise it must outlive the builder. A name
+ * given again (a tensor read in several places) returns the first one; the data must be equal. */
 const char *qd_ob_init(qd_ob *b, const char *name, int dtype, int ndim, const int64_t *dims, const void *data,
                        size_t bytes, int own);
 /* small constants (copied) */
 const char *qd_ob_f32(qd_ob *b, float v);                  /* scalar */
 const char *qd_ob_i64s(qd_ob *b, int n, const int64_t *v); /* 1-D */
 const char *qd_ob_i64(qd_ob *b, int64_t v);                /* scalar */
+/* any type: bytes of raw data for dims (ndim 0: a scalar) */
+const char *qd_ob_const(qd_ob *b, int dtype, int ndim, const int64_t *dims, const void *v, size_t bytes);
 
 /* Reductions over axes with keepdims, in the form the opset wants (axes as an attribute before
  * opset 18 for ReduceMax/ReduceMean, an input otherwise; ReduceSum takes an input since 13). */

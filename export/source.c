@@ -16,14 +16,16 @@ struct qd_xs {
     qd_xs_tensor *t;
     char (*unknown)[160];
     int n;
+    qd_actrec act;
+    int have_act;
 };
 
 /* The datasets of the file's table that the exporters know how to carry; any other one a record
  * holds (a method's codebook, say) is listed in `unknown`, so that an exporter refuses the record by
  * name instead of dropping what it does not understand. */
-static const char *const known_datasets[] = {QD_H5M_QWEIGHT, QD_H5M_SCALES,    QD_H5M_ZEROS, QD_H5M_G_IDX,
-                                             QD_H5M_DATA,    QD_H5M_RAW,       QD_H5M_MASK,  QD_H5M_NM_INDEX,
-                                             QD_H5M_NZ_DATA, QD_H5M_NZ_QWEIGHT}; /* pruned: read dense */
+static const char *const known_datasets[] = {
+    QD_H5M_QWEIGHT, QD_H5M_SCALES, QD_H5M_ZEROS,    QD_H5M_G_IDX,   QD_H5M_CODEBOOK,  QD_H5M_DATA,
+    QD_H5M_RAW,     QD_H5M_MASK,   QD_H5M_NM_INDEX, QD_H5M_NZ_DATA, QD_H5M_NZ_QWEIGHT}; /* pruned: read dense */
 
 static void list_unknown(const qd_h5m_record *r, char *out, size_t cap)
 {
@@ -72,6 +74,7 @@ int qd_xs_open(const char *path, qd_xs **out)
             t->G = qd_h5m_group_cols(r);
             t->ngroups = r->ngroups;
             t->per_tensor = r->gran == QD_GRAN_TENSOR;
+            t->codebook = qd_h5m_is_codebook(r);
         }
     }
     *out = s;
@@ -82,6 +85,7 @@ void qd_xs_close(qd_xs *s)
 {
     if (!s) return;
     qd_h5m_close(s->f);
+    if (s->have_act) qd_actrec_free(&s->act);
     free(s->t);
     free(s->unknown);
     free(s);
@@ -111,6 +115,7 @@ void qd_xs_quant_free(qd_xs_quant *q)
     free(q->scales);
     free(q->zeros);
     free(q->g_idx);
+    free(q->codebook);
     memset(q, 0, sizeof *q);
 }
 
@@ -127,9 +132,15 @@ int qd_xs_read_quant(qd_xs *s, int i, qd_xs_quant *q)
     q->scales = v.scales;
     q->zeros = v.zeros;
     q->g_idx = v.g_idx;
+    q->codebook = v.codebook;
     v.scales = NULL;
     v.zeros = NULL;
     v.g_idx = NULL;
+    v.codebook = NULL;
+    if (q->codebook) { /* no zero points: h5model fills 2^(bits-1) for every symmetric record */
+        free(q->zeros);
+        q->zeros = NULL;
+    }
     if (q->g_idx) {
         int natural = 1;
         for (int64_t c = 0; c < C; c++) natural &= q->g_idx[c] == (int32_t)(c / t->G);
@@ -178,4 +189,28 @@ int qd_xs_read_raw(qd_xs *s, int i, uint8_t **out, int64_t *n)
     v.raw = NULL;
     qd_h5m_values_free(&v);
     return QD_OK;
+}
+
+const qd_actrec *qd_xs_activations(qd_xs *s)
+{
+    if (!s->have_act) {
+        int rc = qd_h5m_read_activations(s->f, &s->act);
+        if (rc == QD_ENOTFOUND) {
+            qd_err_set(QD_ENOTFOUND,
+                       "%s: the file has no static activation scales (/activations): quantize it with --activations "
+                       "static --calib DATA",
+                       qd_xs_path(s));
+            return NULL;
+        }
+        if (rc) return NULL;
+        s->have_act = 1;
+    }
+    return &s->act;
+}
+
+int qd_xs_act_find(const qd_actrec *r, const char *name)
+{
+    for (int i = 0; i < r->n; i++)
+        if (!strncmp(r->name[i], name, QD_ACTQ_NAME_LEN)) return i;
+    return -1;
 }

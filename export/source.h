@@ -4,13 +4,16 @@
  *
  * Quantized values come back unpacked: codes[r][c] in [0, 2^bits - 1], scales and zeros
  * [rows][ngroups] (symmetric records get zero = 2^(bits-1) filled in), g_idx [cols] only for
- * act-order records whose column order differs from c / G. The values are checked before they are
+ * act-order records whose column order differs from c / G; codebook records (K-means) come with
+ * codebook [rows][ngroups][2^bits] instead of scales and zeros. The values are checked before they are
  * handed out: zero points within the bit width, scales finite and positive, g_idx within the
  * groups, float data finite; errors name the file and the tensor. */
 #ifndef QD_EXPORT_SOURCE_H
 #define QD_EXPORT_SOURCE_H
 
 #include <stdint.h>
+
+#include "quant/actq.h"
 
 #define QD_XS_MAX_DIMS 8
 
@@ -30,15 +33,17 @@ typedef struct {
     int per_tensor;       /* one scale for the whole tensor (granularity "tensor") */
     int pruned;           /* has a sparsity mask (the values hold its zeros already) */
     const char *sparsity; /* pruned: the pattern ("0.5", "2:4"), else "" */
+    int codebook;         /* non-uniform levels per group (K-means): W = codebook[r][g][q] */
     /* records this exporter does not know how to carry ("" when none): unknown datasets or kind */
     const char *unknown;
 } qd_xs_tensor;
 
 typedef struct {
-    uint8_t *codes; /* [rows][cols] */
-    float *scales;  /* [rows][ngroups] */
-    int32_t *zeros; /* [rows][ngroups] */
-    int32_t *g_idx; /* [cols] or NULL: group of column c is c / G */
+    uint8_t *codes;  /* [rows][cols] */
+    float *scales;   /* [rows][ngroups]; NULL for codebook records */
+    int32_t *zeros;  /* [rows][ngroups]; NULL for codebook records */
+    float *codebook; /* codebook records: [rows][ngroups][2^bits], else NULL */
+    int32_t *g_idx;  /* [cols] or NULL: group of column c is c / G */
 } qd_xs_quant;
 
 typedef struct qd_xs qd_xs;
@@ -62,5 +67,10 @@ int qd_xs_read_raw(qd_xs *s, int i, uint8_t **out, int64_t *n);
 /* The quantized values of record i (see above); free with qd_xs_quant_free. */
 int qd_xs_read_quant(qd_xs *s, int i, qd_xs_quant *q);
 void qd_xs_quant_free(qd_xs_quant *q);
+/* The file's static activation scales (/activations), read on first use and owned by s; NULL with
+ * an error naming the file when it has none. */
+const qd_actrec *qd_xs_activations(qd_xs *s);
+/* Index of activation tensor `name` in r ("layer.3.qkv_in"), or -1. */
+int qd_xs_act_find(const qd_actrec *r, const char *name);
 
 #endif

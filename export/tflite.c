@@ -11,8 +11,8 @@
  *   LayerNorm has no int8 builtin: MEAN, SUB, MUL (square), MEAN, RSQRT, MUL, MUL (gamma), ADD
  *   (beta), each requantized, as TensorFlow's own converter lowers it.
  * Activation scales come from ranges (min, max) per tensor name, --activation-ranges FILE.json
- * (tests/export/vit_ranges.py computes them); model files do not record static activation scales
- * yet. Quantized Linears must be symmetric with one scale per output channel (any width <= 8:
+ * (tests/export/vit_ranges.py computes them): the file's static activation scales (/activations)
+ * hold none for the int8 LayerNorm lowering's intermediates (mean, variance, 1/sigma). Quantized Linears must be symmetric with one scale per output channel (any width <= 8:
  * code - 2^(bits-1) is an int8 value); the tensors qdist keeps in float that the integer graph
  * needs as int8 (patch projection, classifier, [CLS], positions, LayerNorm gamma/beta) are
  * quantized here: weights symmetric per output channel over [-127, 127], constants per tensor.
@@ -299,6 +299,11 @@ static int linear_weights(tg *g, const qd_xd_linear *L, int8_t **wq, float **sc)
     if (t->unknown[0])
         return qd_err_set(QD_EUNSUPPORTED, "%s: tensor '%s' holds %s, which the LiteRT export cannot carry", g->path,
                           t->name, t->unknown);
+    if (t->codebook)
+        return qd_err_set(QD_EUNSUPPORTED,
+                          "%s: tensor '%s': K-means codebook weights cannot be expressed in LiteRT's integer-only "
+                          "FULLY_CONNECTED, whose int8 weights lie on one uniform grid per output channel",
+                          g->path, t->name);
     if (t->kind == QD_XS_QUANT) {
         if (!t->sym || t->ngroups != 1)
             return qd_err_set(QD_EUNSUPPORTED,
@@ -767,8 +772,9 @@ int qd_export_tflite(const char *model_file, const char *ranges_path, const char
     memset(sum, 0, sizeof *sum);
     if (!ranges_path)
         return qd_err_set(QD_EUNSUPPORTED,
-                          "%s: the integer-only LiteRT export needs a static scale for every activation; model files "
-                          "do not record them yet: give --activation-ranges FILE.json (a [min, max] per tensor name)",
+                          "%s: the integer-only LiteRT export needs a static scale for every activation, its int8 "
+                          "LayerNorm's intermediates included, which model files do not record: give "
+                          "--activation-ranges FILE.json (a [min, max] per tensor name)",
                           model_file);
     FILE *rf = fopen(ranges_path, "rb");
     if (!rf) return qd_err_set(QD_ENOENT, "%s: cannot open the activation ranges", ranges_path);

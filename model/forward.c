@@ -154,7 +154,7 @@ static void scratch_free(scratch *s)
 /* MPNet's bucket of relative position rel = key - query (transformers' relative_position_bucket
  * with 32 buckets and max distance 128, in float32 as torch computes it): 16 buckets per
  * direction, exact below 8, logarithmic up to 128. */
-static int32_t mpnet_bucket(int rel)
+int32_t qd_model_rel_bucket(int rel)
 {
     const int half = 16, exact = 8;
     int n = -rel, ret = n < 0 ? half : 0;
@@ -189,7 +189,7 @@ static int attention(const qd_model *m, int k, const qd_batch *b, const float *x
     if (c->relpos == QD_RELPOS_BUCKETS && !s->bucket) {
         s->bucket = malloc((size_t)(2 * T - 1) * sizeof *s->bucket);
         if (!s->bucket) return qd_err_set(QD_ENOMEM, "forward pass: out of memory");
-        for (int r = -(T - 1); r <= T - 1; r++) s->bucket[r + T - 1] = mpnet_bucket(r);
+        for (int r = -(T - 1); r <= T - 1; r++) s->bucket[r + T - 1] = qd_model_rel_bucket(r);
     }
     const float scale = (float)(1.0 / sqrt((double)d));
     for (int bi = 0; bi < b->B; bi++) {
@@ -602,6 +602,7 @@ void qd_model_get_tensors(const qd_model *m, qd_model_tensors *t)
                             .emb_ln_g = m->emb_ln_g,
                             .emb_ln_b = m->emb_ln_b,
                             .emb_proj_W = m->emb_proj_W,
+                            .emb_proj_b = m->emb_proj_b,
                             .cls_tok = m->cls_tok,
                             .dist_tok = m->dist_tok,
                             .reg_tok = m->reg_tok,
@@ -650,3 +651,16 @@ void qd_model_block_scales(const qd_model *m, int k, const float **ls1, const fl
     *ls1 = m->blk[k].ls1;
     *ls2 = m->blk[k].ls2;
 }
+
+const float *qd_model_rel_buckets(const qd_model *m)
+{
+    return m->cfg.relpos == QD_RELPOS_BUCKETS ? m->rel_buckets : NULL;
+}
+
+const float *qd_model_block_rel_table(const qd_model *m, int k)
+{
+    QD_ASSERT(k >= 0 && k < m->cfg.layers);
+    return m->cfg.relpos == QD_RELPOS_TABLE ? m->blk[k].rel_table : NULL;
+}
+
+const int32_t *qd_model_rel_index(const qd_model *m) { return m->cfg.relpos == QD_RELPOS_TABLE ? m->rel_index : NULL; }

@@ -298,7 +298,7 @@ typedef enum {
 typedef struct {
     const float *word_emb, *pos_emb, *type_emb; /* text: [vocab, E], [max_position, E], [types, E] */
     const float *emb_ln_g, *emb_ln_b;           /* text: the embeddings' LN; CLIP: pre_layrnorm */
-    const float *emb_proj_W;                    /* text: projection to the hidden width (ELECTRA, ALBERT) */
+    const float *emb_proj_W, *emb_proj_b;       /* text: projection to the hidden width (ELECTRA, ALBERT) */
     const float *cls_tok, *dist_tok, *reg_tok;  /* vision: [hidden] tokens, [registers, hidden] */
     const float *patch_W, *patch_b;             /* vision: [hidden, C * ph * pw], [hidden] */
     const float *vis_pos;                       /* vision: position embeddings at the input grid (prefix first) */
@@ -323,6 +323,13 @@ void qd_model_block_norms(const qd_model *m, int k, const float **ln1_g, const f
                           const float **ln2_b);
 int qd_model_block_set(const qd_model *m, int k);
 void qd_model_block_scales(const qd_model *m, int k, const float **ls1, const float **ls2);
+/* The additive attention bias of block k (config relpos): MPNet's [32 buckets, heads] table and
+ * the bucket of a relative position key - query; BEiT's table [rows, heads] of block k and the
+ * index [T, T] into it (T: the model's tokens). NULL where the model has none. */
+const float *qd_model_rel_buckets(const qd_model *m);
+int32_t qd_model_rel_bucket(int rel);
+const float *qd_model_block_rel_table(const qd_model *m, int k);
+const int32_t *qd_model_rel_index(const qd_model *m);
 
 /* Building blocks (exposed for tests and for quantized inference). */
 void qd_layernorm(const float *x, int64_t rows, int n, const float *g, const float *beta, double eps, float *y);

@@ -90,10 +90,20 @@ static void plusplus_init(const float *x, const float *wt, int64_t n, int K, uin
     for (int j = k; j < K; j++) c[j] = c[k - 1]; /* duplicates for degenerate inputs */
 }
 
+float qd_kmeans_round_fp16(float x)
+{
+    if (!isfinite(x) || x == 0.0f) return x;
+    int e;
+    frexpf(x, &e); /* |x| = m 2^e, m in [0.5, 1): 11 significant bits keep a quantum of 2^(e-11) */
+    const int q = e - 11 < -24 ? -24 : e - 11; /* below 2^-14: the subnormals' fixed quantum 2^-24 */
+    const float r = ldexpf(rintf(ldexpf(x, -q)), q);
+    return fabsf(r) > 65504.0f ? copysignf(INFINITY, x) : r;
+}
+
 /* one codebook for n values (stride 1); returns iterations. wt: weights >= 0 with a positive
- * sum, or NULL. */
+ * sum, or NULL. fp16: the levels end rounded to float16 (the codes then index the nearest). */
 static int kmeans1d(const float *x, const float *wt, int64_t n, int K, int max_iters, uint64_t seed,
-                    qd_kmeans_init init, float *c, uint8_t *code)
+                    qd_kmeans_init init, int fp16, float *c, uint8_t *code)
 {
     double *d2 = qd_xmalloc((size_t)n * sizeof(double));
     if (init == QD_KMEANS_LINEAR)
@@ -120,6 +130,7 @@ static int kmeans1d(const float *x, const float *wt, int64_t n, int K, int max_i
             if (sw[j] > 0) c[j] = (float)(sx[j] / sw[j]);
         qsort(c, (size_t)K, sizeof(float), cmp_float);
     }
+    for (int j = 0; fp16 && j < K; j++) c[j] = qd_kmeans_round_fp16(c[j]); /* monotone: still ascending */
     for (int j = 0; j < K; j++) c[j] += 0.0f; /* -0 becomes +0: the same bits after a merge over ranks */
     for (int64_t i = 0; i < n; i++) code[i] = (uint8_t)nearest(c, K, x[i]);
     free(sw);
@@ -152,12 +163,12 @@ int qd_kmeans_quantize(const float *w, int64_t rows, int64_t cols, const float *
         for (int64_t r = 0; r < rows; r++) {
             const float *wr = weights ? weights + r * cols : NULL;
             int n = kmeans1d(w + r * cols, wr && wsum(wr, cols) > 0 ? wr : NULL, cols, K, iters, o->seed + (uint64_t)r,
-                             o->init, codebook + r * K, codes + r * cols);
+                             o->init, o->fp16, codebook + r * K, codes + r * cols);
             if (n > worst) worst = n;
         }
     } else
         worst = kmeans1d(w, weights && wsum(weights, rows * cols) > 0 ? weights : NULL, rows * cols, K, iters, o->seed,
-                         o->init, codebook, codes);
+                         o->init, o->fp16, codebook, codes);
     return worst;
 }
 
@@ -188,8 +199,8 @@ int qd_kmeans_rows(const float *w, int64_t rows, int64_t cols, int64_t G, const 
             const int64_t c0 = g * gs, n = QD_MIN(gs, cols - c0);
             const float *x = w + r * cols + c0, *wt = colw ? colw + c0 : NULL;
             if (wt && !(wsum(wt, n) > 0)) wt = NULL; /* no signal in this group: plain k-means */
-            int it = kmeans1d(x, wt, n, K, iters, hash_values(x, n, o->seed), o->init, codebook + (r * ng + g) * K,
-                              codes + r * cols + c0);
+            int it = kmeans1d(x, wt, n, K, iters, hash_values(x, n, o->seed), o->init, o->fp16,
+                              codebook + (r * ng + g) * K, codes + r * cols + c0);
             if (it > worst) worst = it;
         }
     return worst;

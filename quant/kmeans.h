@@ -18,7 +18,13 @@ typedef struct {
     int max_iters; /* Lloyd iterations at most (default 50) */
     uint64_t seed;
     qd_kmeans_init init;
+    int fp16; /* 1: the final levels are rounded to float16 numbers (what the model file stores) and
+               * the codes index the nearest rounded level; 0: float32 levels */
 } qd_kmeans_opts;
+
+/* x rounded to the nearest float16 number (ties to even), returned as a float; |x| beyond the
+ * float16 range becomes +-inf. */
+float qd_kmeans_round_fp16(float x);
 
 /* codebook: [rows][K] (per_row) or [K], sorted ascending; codes: [rows][cols], each the index of
  * the nearest centroid. weights [rows][cols] finite >= 0, or NULL (all 1); a codebook whose

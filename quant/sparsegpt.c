@@ -45,8 +45,16 @@ typedef struct {
     int n, m;  /* N:M, or n == 0 */
     int given; /* mask fixed by the caller */
     int quantize, maxq;
-    const float *s;   /* [cnt] scale of each column's group for this row */
-    const int32_t *z; /* [cnt] zero */
+    float *s;   /* [cnt] scale of each column's group for this row */
+    int32_t *z; /* [cnt] zero */
+    /* groups found in the sweep (gs > 0): a group inside the block gets its scale and zero when
+     * the sweep reaches its first column, from the row's weights as updated so far, kept ones
+     * only; they go to srow / zrow [group] and to s / z */
+    int64_t gs, i1;
+    int bits, sym;
+    const qd_clip_opts *clip;
+    float *srow, *gtmp;
+    int32_t *zrow;
 } sweep_args;
 
 static double sweep_row(const sweep_args *a, float *w, uint8_t *mask, float *out, uint8_t *codes, float *e)
@@ -63,6 +71,15 @@ static double sweep_row(const sweep_args *a, float *w, uint8_t *mask, float *out
             }
             qd_sparsity nm = {0, a->n, a->m};
             qd_prune_select(sc, 1, a->m, &nm, QD_PRUNE_ROW, mask + i);
+        }
+        if (a->gs > 0 && (a->i1 + i) % a->gs == 0 && i + a->gs <= a->cnt) {
+            const int64_t g = (a->i1 + i) / a->gs;
+            for (int64_t t = 0; t < a->gs; t++) a->gtmp[t] = mask[i + t] ? w[i + t] : 0.0f;
+            qd_find_params_rows(a->gtmp, 1, a->gs, a->gs, a->bits, a->sym, a->clip, a->srow + g, a->zrow + g, 1);
+            for (int64_t t = 0; t < a->gs; t++) {
+                a->s[i + t] = a->srow[g];
+                a->z[i + t] = a->zrow[g];
+            }
         }
         float q = mask[i] ? w[i] : 0.0f;
         if (a->quantize) {
@@ -110,14 +127,10 @@ int qd_sparsegpt_prune_prepared(const qd_gptq_prep *p, const qd_sparsegpt_opts *
     int32_t *cz = qd_xmalloc((size_t)bs * sizeof(int32_t));
     float *out = qd_xmalloc((size_t)bs * sizeof(float));
     uint8_t *cc = qd_xmalloc((size_t)bs);
+    const int lazy = grouped && (sp->n == 0 || o->mask_given); /* ranges found in the sweep */
+    float *gtmp = qd_xmalloc((size_t)(lazy ? gs : 1) * sizeof(float));
     for (int64_t i1 = 0; i1 < C; i1 += bs) {
         const int64_t i2 = QD_MIN(i1 + bs, C), cnt = i2 - i1;
-        /* groups beginning in this block: parameters from the block-start weights */
-        if (grouped)
-            for (int64_t k = i1; k < i2; k++)
-                if (k % gs == 0)
-                    qd_find_params_rows(W + k, R, QD_MIN(gs, C - k), C, o->bits, o->sym, &o->clip, scales + k / gs,
-                                        zeros + k / gs, ng);
         if (o->mask_given) {
             for (int64_t r = 0; r < R; r++) memcpy(bmask + r * cnt, mask + r * C + i1, (size_t)cnt);
         } else if (sp->n == 0) {
@@ -131,6 +144,20 @@ int qd_sparsegpt_prune_prepared(const qd_gptq_prep *p, const qd_sparsegpt_opts *
             } else
                 memset(bmask, 1, (size_t)(R * cnt));
         }
+        /* groups beginning in this block: scale and zero from the block-start weights, except where
+         * the mask is known here (unstructured or given) and the group lies inside the block: there
+         * the sweep finds them when it reaches the group, from the weights as updated by the
+         * columns before it and from the kept ones only. Pruning moves much more error into the
+         * later columns than quantization does, so block-start ranges no longer fit the weights
+         * they quantize; and the pruned weights end as 0 (always on the grid), so a range that
+         * spans them only coarsens the grid of the kept ones (magnitude + RTN prunes first). */
+        if (grouped)
+            for (int64_t k = i1; k < i2; k++) {
+                if (k % gs) continue;
+                const int64_t n = QD_MIN(gs, C - k);
+                if (!(lazy && k + n <= i2))
+                    qd_find_params_rows(W + k, R, n, C, o->bits, o->sym, &o->clip, scales + k / gs, zeros + k / gs, ng);
+            }
         sweep_args a = {.U = U + i1 * C + i1,
                         .C = C,
                         .cnt = cnt,
@@ -139,7 +166,13 @@ int qd_sparsegpt_prune_prepared(const qd_gptq_prep *p, const qd_sparsegpt_opts *
                         .quantize = o->quantize,
                         .maxq = maxq,
                         .s = cs,
-                        .z = cz};
+                        .z = cz,
+                        .gs = lazy ? gs : 0,
+                        .i1 = i1,
+                        .bits = o->bits,
+                        .sym = o->sym,
+                        .clip = &o->clip,
+                        .gtmp = gtmp};
         for (int64_t r = 0; r < R; r++) {
             float *w = blk + r * cnt;
             memcpy(w, W + r * C + i1, (size_t)cnt * sizeof(float));
@@ -149,6 +182,8 @@ int qd_sparsegpt_prune_prepared(const qd_gptq_prep *p, const qd_sparsegpt_opts *
                     cs[i] = scales[r * ng + g];
                     cz[i] = zeros[r * ng + g];
                 }
+            a.srow = lazy ? scales + r * ng : NULL;
+            a.zrow = lazy ? zeros + r * ng : NULL;
             s.error += sweep_row(&a, w, bmask + r * cnt, out, cc, E + r * cnt);
             memcpy(W + r * C + i1, out, (size_t)cnt * sizeof(float));
             memcpy(mask + r * C + i1, bmask + r * cnt, (size_t)cnt);
@@ -165,6 +200,7 @@ int qd_sparsegpt_prune_prepared(const qd_gptq_prep *p, const qd_sparsegpt_opts *
     free(cz);
     free(out);
     free(cc);
+    free(gtmp);
     if (rc) return rc;
     s.kept = qd_mask_count(mask, R * C);
     s.seconds = qd_now() - t0;

@@ -16,6 +16,14 @@
  * alone: splitting a sentence's 30 rows costs more in hand-off than it saves */
 #define ROWS_PER_TASK 32
 
+/* A 2:4 Linear's call of fewer rows than this runs the 2:4 kernel (kernels/gemm_u8_24.h), others
+ * the dense int8 GEMM: one thread, BERT-base shapes (build/bench/bench_gemm_u8_24), the 2:4 kernel
+ * is 1.8x the dense one at 1 row, 1.3x at 4, 1.1x at 6, even at 8-12 and 0.4x from 16 rows, where
+ * the dense GEMM takes AMX tiles (0.8x against AVX-512 VNNI alone). The environment variable
+ * QD_ENGINE_24_ROWS sets another bound (0: never the 2:4 kernel; a large one: always; tests and
+ * bench/eval_24.sh compare the two). */
+#define QD_ENGINE_24_ROWS 8
+
 typedef enum { R_QKV = 0, R_OUT_ATT, R_FFN_IN, R_FFN_OUT, R_PATCH } lin_role;
 static const char *role_name[] = {"q,k,v", "attention output", "FFN in", "FFN out", "patch embedding"};
 
@@ -23,6 +31,7 @@ typedef struct {
     qd_ql_kind kind;
     int64_t N, K;
     const qd_gemm_w8 *w8;
+    const qd_gemm_u24 *w24; /* 2:4 Linears: the compact form, or NULL */
     const qd_gemm_w4 *w4;
     const qd_gemm_wf *wf;
     qd_gemm_wf *own; /* float Linears packed here from the model */
@@ -89,6 +98,9 @@ struct qd_engine {
     int nlin;
     const qd_qembed *qemb;
     qd_gemm_wf *patch, *pool_w, *pre_w, *out_w, *dist_w, *proj_w; /* float products outside the encoder */
+    qd_gemm_wf *emb_proj; /* ELECTRA, ALBERT: the embeddings' projection to the hidden width */
+    int32_t *bucket;      /* MPNet: the bucket of relative position rel at bucket[rel + max_position] */
+    char path[160];       /* qd_engine_path of a native forward */
     qd_workers *pool;
     int64_t A, H, FF, d; /* attention width, hidden, intermediate, head size */
     int64_t kmax;
@@ -97,7 +109,8 @@ struct qd_engine {
     int64_t cap_rc;
     char prof_name[64][80];
     int nprof;
-    char isa[QD_QL_KINDS_][64];
+    char isa[QD_QL_KINDS_][96];
+    int64_t rows24; /* 2:4 Linears: calls of fewer rows run the 2:4 kernel */
 };
 
 /* ---- helpers ---------------------------------------------------------------------------------- */
@@ -163,10 +176,13 @@ static const char *kind_isa(qd_ql_kind k)
     if (ref) return "scalar reference";
     switch (k) {
     case QD_QL_INT8_24:
-        return amx    ? "amx-int8 tiles, dense: no 2:4 kernel in the engine"
-               : v512 ? "avx512-vnni, dense: no 2:4 kernel in the engine"
-               : v256 ? "avx-vnni, dense: no 2:4 kernel in the engine"
-                      : "avx2 vpmaddwd, dense: no 2:4 kernel in the engine";
+        if (qd_gemm_u24_isa()) /* the row bound follows in qd_engine_create */
+            return amx ? "2:4 vnni+vbmi below %lld rows, else dense amx tiles"
+                       : "2:4 vnni+vbmi below %lld rows, else dense avx512-vnni";
+        return amx    ? "amx-int8 tiles, dense: no 2:4 kernel for this table"
+               : v512 ? "avx512-vnni, dense: no 2:4 kernel for this table"
+               : v256 ? "avx-vnni, dense: no 2:4 kernel for this table"
+                      : "avx2 vpmaddwd, dense: no 2:4 kernel for this table";
     case QD_QL_INT8:
     case QD_QL_CB_INT8:
         return amx    ? "amx-int8 tiles (avx512-vnni below 16 rows)"
@@ -181,15 +197,16 @@ static const char *kind_isa(qd_ql_kind k)
 
 /* ---- creation --------------------------------------------------------------------------------- */
 
-/* The blocks the engine runs itself: post-LN text encoders with their embeddings at the hidden
- * width, pre-LN vision encoders (layer scales, registers, CLIP's pre-LayerNorm included), neither
- * with an attention bias. Others (MPNet's and BEiT's relative positions, ELECTRA's and ALBERT's
- * projected embeddings) run the model's own stages with the engine's Linears. */
+/* The blocks the engine runs itself: post-LN text encoders (ELECTRA's and ALBERT's narrower
+ * embeddings projected to the hidden width, ALBERT's shared layers through the block sets,
+ * MPNet's relative position buckets included), pre-LN vision encoders (layer scales, registers,
+ * CLIP's pre-LayerNorm, BEiT's relative position tables included). Structurally pruned models run
+ * the model's own stages with the engine's Linears. */
 static int native_model(const qd_model_config *c, const qd_model_tensors *t)
 {
-    if (c->relpos != QD_RELPOS_NONE) return 0;
     if (c->pruned_heads) return 0; /* blocks of different head counts: the model's stages run them */
-    if (c->arch == QD_ARCH_BERT) return c->norm == QD_NORM_POST && !c->layer_scale && !t->emb_proj_W;
+    if (c->arch == QD_ARCH_BERT)
+        return c->norm == QD_NORM_POST && !c->layer_scale && (!t->emb_proj_W || c->embed_size <= c->hidden);
     return c->norm == QD_NORM_PRE;
 }
 
@@ -230,7 +247,11 @@ int qd_engine_create(const qd_model *m, const qd_qmodel *q, const qd_engine_opts
     }
     e->native = native_model(c, &e->tw);
     for (int k = 0; k < P_FIXED; k++) prof_row(e, fixed_name[k]);
+    const char *r24 = getenv("QD_ENGINE_24_ROWS");
+    e->rows24 = r24 && *r24 ? atoll(r24) : QD_ENGINE_24_ROWS;
     for (int k = 0; k < QD_QL_KINDS_; k++) snprintf(e->isa[k], sizeof e->isa[k], "%s", kind_isa((qd_ql_kind)k));
+    if (qd_gemm_u24_isa()) /* "%lld" in the 2:4 line */
+        snprintf(e->isa[QD_QL_INT8_24], sizeof e->isa[QD_QL_INT8_24], kind_isa(QD_QL_INT8_24), (long long)e->rows24);
     e->w = qd_xcalloc((size_t)e->o.threads, sizeof *e->w);
     int rc = qd_workers_create(e->o.threads, &e->pool);
     e->nlin = qd_model_num_linears(m);
@@ -249,6 +270,7 @@ int qd_engine_create(const qd_model *m, const qd_qmodel *q, const qd_engine_opts
         e->kmax = QD_MAX(e->kmax, el->K);
         if (ql) {
             el->w8 = ql->w8;
+            el->w24 = ql->w24;
             el->w4 = ql->w4;
             el->wf = ql->wf;
             if (ql->smooth) {
@@ -279,6 +301,20 @@ int qd_engine_create(const qd_model *m, const qd_qmodel *q, const qd_engine_opts
     /* the heads through the same GEMM: a row's result then does not depend on the batch */
     const int64_t L = c->num_labels, H = e->H;
     const qd_model_tensors *t = &e->tw;
+    if (!rc && e->native && c->relpos == QD_RELPOS_BUCKETS) {
+        e->bucket = qd_xmalloc((size_t)(2 * c->max_position + 1) * sizeof *e->bucket);
+        for (int r = -c->max_position; r <= c->max_position; r++)
+            e->bucket[r + c->max_position] = qd_model_rel_bucket(r);
+    }
+    if (e->native)
+        snprintf(e->path, sizeof e->path, "engine forward (%s%s%s)",
+                 c->arch == QD_ARCH_BERT ? "ragged rows, post-LN text blocks" : "pre-LN vision blocks",
+                 t->emb_proj_W ? ", embeddings projected to the hidden width" : "",
+                 c->relpos == QD_RELPOS_BUCKETS ? ", relative position buckets"
+                 : c->relpos == QD_RELPOS_TABLE ? ", relative position bias table"
+                                                : "");
+    if (!rc && e->native && t->emb_proj_W)
+        rc = qd_gemm_wf_create(t->emb_proj_W, H, c->embed_size, c->embed_size, t->emb_proj_b, &e->emb_proj);
     if (!rc && e->native) {
         if (t->pool_W) rc = qd_gemm_wf_create(t->pool_W, H, H, H, t->pool_b, &e->pool_w);
         if (!rc && t->proj_W) rc = qd_gemm_wf_create(t->proj_W, c->embedding_dim, H, H, NULL, &e->proj_w);
@@ -309,6 +345,8 @@ void qd_engine_free(qd_engine *e)
         free(e->lin[i].inv_s);
     }
     qd_gemm_wf_free(e->patch);
+    qd_gemm_wf_free(e->emb_proj);
+    free(e->bucket);
     qd_gemm_wf_free(e->pool_w);
     qd_gemm_wf_free(e->pre_w);
     qd_gemm_wf_free(e->out_w);
@@ -434,7 +472,8 @@ typedef struct {
     float *Y;
     int64_t ldy, R;
     int by_rows;
-    int64_t chunk; /* rows (by_rows) or panels of 16 columns per task */
+    int64_t chunk;  /* rows (by_rows) or panels of 16 columns per task */
+    int64_t rows24; /* the engine's rows24 */
 } gemm_job;
 
 static void gemm_task(void *arg, int64_t i, int th)
@@ -453,7 +492,12 @@ static void gemm_task(void *arg, int64_t i, int th)
     if (m0 >= m1 || n0 >= n1) return;
     float *Y = j->Y + m0 * j->ldy;
     switch (L->kind) {
-    case QD_QL_INT8: qd_gemm_u8_f32(j->A + m0 * L->K, L->K, j->w->as + m0, m1 - m0, L->w8, n0, n1, Y, j->ldy); break;
+    case QD_QL_INT8:
+        if (L->w24 && m1 - m0 < j->rows24)
+            qd_gemm_u8w24_f32(j->A + m0 * L->K, L->K, j->w->as + m0, m1 - m0, L->w24, n0, n1, Y, j->ldy);
+        else
+            qd_gemm_u8_f32(j->A + m0 * L->K, L->K, j->w->as + m0, m1 - m0, L->w8, n0, n1, Y, j->ldy);
+        break;
     case QD_QL_INT4_S8:
         qd_gemm_u8w4_f32(j->A + m0 * L->K, L->K, j->w->as + m0, m1 - m0, L->w4, n0, n1, Y, j->ldy);
         break;
@@ -467,7 +511,7 @@ static void gemm(qd_engine *e, ws *w, const elin *L, const float *X, int64_t ldx
 {
     const stamp t0 = tick(e);
     const int64_t R = w->R, T = w->serial ? 1 : e->o.threads, np = (L->N + 15) / 16;
-    gemm_job j = {w, L, X, ldx, A, Y, ldy, R, 1, R};
+    gemm_job j = {w, L, X, ldx, A, Y, ldy, R, 1, R, e->rows24};
     int64_t ntask = 1;
     if (T > 1) {
         /* many rows: row blocks of whole AMX tiles; few rows (a sentence): output columns, so that
@@ -621,7 +665,27 @@ static void linears(qd_engine *e, ws *w, int l0, int nl, const float *X, int64_t
 typedef struct {
     qd_engine *e;
     ws *w;
+    int k; /* the block */
 } att_job;
+
+/* S[i][j] += the relative position bias of head h (MPNet: by the bucket of the tokens' positions,
+ * which keeps a ragged sequence's own positions; BEiT: by the block's table over the image tokens),
+ * before the softmax as in the model */
+static void attn_bias(const qd_engine *e, const ws *w, int k, int64_t s, int64_t h, int64_t T, float *S, int64_t lds)
+{
+    const int64_t nh = e->c.heads;
+    if (e->bucket) {
+        const float *tb = qd_model_rel_buckets(e->m);
+        const int32_t *pos = w->pos + w->off[s], *bk = e->bucket + e->c.max_position;
+        for (int64_t i = 0; i < T; i++)
+            for (int64_t j = 0; j < T; j++) S[i * lds + j] += tb[(int64_t)bk[pos[j] - pos[i]] * nh + h];
+    } else if (e->c.relpos == QD_RELPOS_TABLE) {
+        const float *tb = qd_model_block_rel_table(e->m, k);
+        const int32_t *ix = qd_model_rel_index(e->m);
+        for (int64_t i = 0; i < T; i++)
+            for (int64_t j = 0; j < T; j++) S[i * lds + j] += tb[(int64_t)ix[i * T + j] * nh + h];
+    }
+}
 
 static void att_task(void *arg, int64_t i, int th)
 {
@@ -634,6 +698,7 @@ static void att_task(void *arg, int64_t i, int th)
     const float scale = (float)(1.0 / sqrt((double)d));
     double t0 = e->o.profile ? qd_now() : 0, t1 = 0, t2 = 0;
     qd_attn_scores(q, q + A, 3 * A, T, d, scale, S, t16, kt);
+    if (e->c.relpos != QD_RELPOS_NONE) attn_bias(e, w, ((att_job *)arg)->k, s, h, T, S, t16);
     if (e->o.profile) t1 = qd_now();
     qd_softmax_rows(S, T, T, t16);
     if (e->o.profile) t2 = qd_now();
@@ -645,12 +710,12 @@ static void att_task(void *arg, int64_t i, int th)
     }
 }
 
-static void attention(qd_engine *e, ws *w)
+static void attention(qd_engine *e, ws *w, int k)
 {
     const stamp t0 = tick(e);
     if (e->o.profile)
         for (int th = 0; th < e->o.threads; th++) w->thr_time[th][0] = w->thr_time[th][1] = w->thr_time[th][2] = 0;
-    att_job j = {e, w};
+    att_job j = {e, w, k};
     prun(e, w, (int64_t)w->B * e->c.heads, att_task, &j);
     if (e->o.profile) { /* the region's wall and CPU time, shared out by the threads' time in each step */
         const double wall = qd_now() - t0.wall, cpu = cpu_now() - t0.cpu;
@@ -667,22 +732,24 @@ static void attention(qd_engine *e, ws *w)
 
 /* ---- embeddings ------------------------------------------------------------------------------------ */
 
-/* the word embedding row of token id into out[H]: float, or dequantized from the file's codes */
-static void word_row(const qd_engine *e, int32_t id, float *out)
+/* the word embedding row of token id into out[E]: float, or dequantized from the file's codes */
+static void word_row(const qd_engine *e, int32_t id, int64_t E, float *out)
 {
-    const int64_t H = e->H;
     if (!e->qemb) {
-        memcpy(out, e->tw.word_emb + (int64_t)id * H, (size_t)H * sizeof(float));
+        memcpy(out, e->tw.word_emb + (int64_t)id * E, (size_t)E * sizeof(float));
         return;
     }
     const qd_qembed *q = e->qemb;
-    qd_kernels_dequantize_row(q->codes + (int64_t)id * q->row_bytes, H, H, q->scales + id, q->zeros + id, q->bits, out);
+    qd_kernels_dequantize_row(q->codes + (int64_t)id * q->row_bytes, E, E, q->scales + id, q->zeros + id, q->bits, out);
 }
 
+/* the embedding sum at the embedding width E, its LayerNorm, and (E < hidden: ELECTRA, ALBERT) the
+ * projection to the hidden width; x1 holds the narrower rows meanwhile */
 static int embed_text(qd_engine *e, ws *w, const qd_batch *b)
 {
-    const int64_t H = e->H;
     const qd_model_config *c = &e->c;
+    const int64_t E = c->embed_size;
+    float *dst = e->emb_proj ? w->x1 : w->h;
     for (int s = 0; s < b->B; s++) {
         int count = 0; /* non-padding tokens so far, valid or not (QD_POS_AFTER_PAD) */
         int64_t r = w->off[s];
@@ -699,15 +766,16 @@ static int embed_text(qd_engine *e, ws *w, const qd_batch *b)
                 return qd_err_set(QD_EINVAL,
                                   "%s: token type %d at position %d of item %d is outside type_vocab_size %d",
                                   qd_model_dir(e->m), tt, t, s, c->type_vocab);
-            float *o = w->h + r * H;
-            word_row(e, id, o);
-            const float *pe = c->pos != QD_POS_NONE ? e->tw.pos_emb + (int64_t)p * H : NULL,
-                        *te = e->tw.type_emb ? e->tw.type_emb + (int64_t)tt * H : NULL;
-            for (int64_t i = 0; i < H; i++) o[i] = o[i] + (pe ? pe[i] : 0.0f) + (te ? te[i] : 0.0f);
+            float *o = dst + r * E;
+            word_row(e, id, E, o);
+            const float *pe = c->pos != QD_POS_NONE ? e->tw.pos_emb + (int64_t)p * E : NULL,
+                        *te = e->tw.type_emb ? e->tw.type_emb + (int64_t)tt * E : NULL;
+            for (int64_t i = 0; i < E; i++) o[i] = o[i] + (pe ? pe[i] : 0.0f) + (te ? te[i] : 0.0f);
             r++;
         }
     }
-    qd_layernorm_rows(w->h, NULL, w->R, H, H, e->tw.emb_ln_g, e->tw.emb_ln_b, (float)c->ln_eps, w->h, NULL);
+    qd_layernorm_rows(dst, NULL, w->R, E, E, e->tw.emb_ln_g, e->tw.emb_ln_b, (float)c->ln_eps, dst, NULL);
+    if (e->emb_proj) qd_gemm_f32(dst, E, w->R, e->emb_proj, 0, e->H, w->h, e->H);
     return QD_OK;
 }
 
@@ -773,7 +841,7 @@ static void block_post(qd_engine *e, ws *w, int k)
     const int64_t H = e->H, A = e->A, FF = e->FF;
     const int l0 = e->set[k] * QD_LIN_PER_BLOCK;
     linears(e, w, l0 + QD_LIN_Q, 3, w->h, H, w->qkv, 3 * A);
-    attention(e, w);
+    attention(e, w, k);
     linears(e, w, l0 + QD_LIN_O, 1, w->ctx, A, w->tb, H);
     layernorm(e, w, w->tb, w->h, e->ln1g[k], e->ln1b[k], w->x1, NULL); /* a = LN1(h + attn) */
     linears(e, w, l0 + QD_LIN_INTER, 1, w->x1, H, w->inter, FF);
@@ -790,7 +858,7 @@ static void block_pre(qd_engine *e, ws *w, int k, int pend)
     const int l0 = e->set[k] * QD_LIN_PER_BLOCK;
     layernorm(e, w, w->h, pend ? w->tb : NULL, e->ln1g[k], e->ln1b[k], w->x1, w->h);
     linears(e, w, l0 + QD_LIN_Q, 3, w->x1, H, w->qkv, 3 * A);
-    attention(e, w);
+    attention(e, w, k);
     linears(e, w, l0 + QD_LIN_O, 1, w->ctx, A, w->tb, H);
     if (e->ls1[k]) scale_rows(e, w, w->tb, e->ls1[k]);
     layernorm(e, w, w->h, w->tb, e->ln2g[k], e->ln2b[k], w->x1, w->h);
@@ -1121,7 +1189,7 @@ uint64_t qd_engine_weight_bytes(const qd_engine *e)
         const uint64_t E = (uint64_t)c->embed_size;
         b += e->qemb ? e->qemb->bytes : (uint64_t)c->vocab_size * E * f;
         b += ((uint64_t)c->max_position + (uint64_t)c->type_vocab + 2) * E * f;
-        if (e->tw.emb_proj_W) b += (H * E + H) * f;
+        if (e->tw.emb_proj_W) b += e->emb_proj ? qd_gemm_wf_bytes(e->emb_proj) : (H * E + H) * f;
     } else {
         const uint64_t pk = (uint64_t)c->channels * (uint64_t)c->patch_h * (uint64_t)c->patch_w;
         b += e->patch ? qd_gemm_wf_bytes(e->patch) : (pk * H + H) * f;
@@ -1164,9 +1232,7 @@ double qd_engine_outlier_cols(const qd_engine *e)
 const char *qd_engine_path(const qd_engine *e)
 {
     const qd_model_config *c = &e->c;
-    if (e->native)
-        return c->arch == QD_ARCH_BERT ? "engine forward (ragged rows, post-LN text blocks)"
-                                       : "engine forward (pre-LN vision blocks)";
+    if (e->native) return e->path;
     if (c->relpos == QD_RELPOS_BUCKETS)
         return "model stages, engine Linears (padded batch: MPNet's relative position buckets)";
     if (c->relpos != QD_RELPOS_NONE) return "model stages, engine Linears (padded batch: relative position bias table)";

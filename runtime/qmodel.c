@@ -204,10 +204,12 @@ static int load_linear(qd_qmodel *q, qd_h5m *f, int li, int fake, int w4f)
         int8_t *w = qd_xmalloc((size_t)(N * K));
         for (int64_t i = 0; i < N * K; i++) w[i] = (int8_t)((int)t.packed[i] - 128);
         rc = qd_gemm_w8_create_layout(layout, w, N, K, K, t.sc, L->b, &ql->w8);
+        /* 2:4 records: also the compact form for the 2:4 kernel, where this CPU has its vector
+         * version (the engine picks per call; without it they run the dense GEMM with their zeros) */
+        if (!rc && t.sparse24 && qd_gemm_u24_isa()) rc = qd_gemm_u24_create(w, N, K, K, t.sc, L->b, &ql->w24);
         free(w);
-        /* 2:4 records run the dense int8 GEMM with their zeros (the engine has no 2:4 kernel) */
         ql->kind = t.sparse24 ? QD_QL_INT8_24 : QD_QL_INT8;
-        if (!rc) ql->bytes = qd_gemm_w8_bytes(ql->w8);
+        if (!rc) ql->bytes = qd_gemm_w8_bytes(ql->w8) + (ql->w24 ? qd_gemm_u24_bytes(ql->w24) : 0);
     } else if (!t.codebook && !fake && t.bits == 4 && natural) {
         int zok = 1;
         for (int64_t i = 0; i < N * t.ng; i++) zok &= t.zr[i] >= 0 && t.zr[i] <= 15;
@@ -366,6 +368,7 @@ void qd_qmodel_free(qd_qmodel *q)
     qd_engine_free(q->eng);
     for (int i = 0; i < q->n; i++) {
         qd_gemm_w8_free(q->l[i].w8);
+        qd_gemm_u24_free(q->l[i].w24);
         qd_gemm_w4_free(q->l[i].w4);
         qd_gemm_wf_free(q->l[i].wf);
         free(q->l[i].smooth);

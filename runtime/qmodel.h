@@ -5,9 +5,11 @@
  * its scheme allows (kernels/gemm.h, in the layout of the selected kernel table):
  *   int8    8-bit symmetric per output channel: int8 weights x u8-coded activations quantized
  *           per token on the fly (qd_gemm_u8_f32: vpdpbusd, AMX tiles or AVX2 by CPU);
- *   int8 2:4  the same, pruned 2:4 (docs/FORMAT.md "Sparsity"): the engine has no 2:4 kernel, so
- *           these run the dense int8 GEMM above with their zeros (the same outputs as the 2:4
- *           kernel of kernels/gemm_s8_24.h, which has the dense GEMM's bits; not its speed);
+ *   int8 2:4  the same, pruned 2:4 (docs/FORMAT.md "Sparsity"): packed twice where the CPU has the
+ *           vector 2:4 kernel (kernels/gemm_u8_24.h, AVX-512 VNNI + VBMI): for the dense int8 GEMM
+ *           above and in the compact 2:4 form (1 byte per kept value + 2-bit positions); the
+ *           engine runs each call on the one that is faster for its row count (runtime/engine.c,
+ *           QD_ENGINE_24_ROWS). Both give the same bits. Elsewhere the dense GEMM alone;
  *   int4    4-bit, per channel or in groups along the input (no act-order permutation, or one
  *           equal to the natural group order): packed 4-bit weights x u8-coded activations
  *           (qd_gemm_u8w4_f32), or x float activations with w4_float_act (qd_gemm_w4_f32);
@@ -32,6 +34,7 @@
 #include <stdint.h>
 
 #include "kernels/gemm.h"
+#include "kernels/gemm_u8_24.h"
 #include "model/model.h"
 
 typedef enum {
@@ -48,11 +51,12 @@ typedef enum {
 
 typedef struct {
     qd_ql_kind kind;
-    qd_gemm_w8 *w8; /* INT8 */
-    qd_gemm_w4 *w4; /* INT4_S8 (inference layout), INT4_F32 (int16-pair layout) */
-    qd_gemm_wf *wf; /* DEQUANT */
-    float *smooth;  /* [in] SmoothQuant factors of the file, or NULL */
-    uint64_t bytes; /* held by the packed objects above (float Linears: 4 bytes a weight) */
+    qd_gemm_w8 *w8;   /* INT8, INT8_24 */
+    qd_gemm_u24 *w24; /* INT8_24 where the vector 2:4 kernel exists: the compact 2:4 form */
+    qd_gemm_w4 *w4;   /* INT4_S8 (inference layout), INT4_F32 (int16-pair layout) */
+    qd_gemm_wf *wf;   /* DEQUANT */
+    float *smooth;    /* [in] SmoothQuant factors of the file, or NULL */
+    uint64_t bytes;   /* held by the packed objects above (float Linears: 4 bytes a weight) */
 } qd_qlinear;
 
 /* Quantized word embeddings of the file (--quantize-embeddings): rows of `bits` (8 or 4) codes, a

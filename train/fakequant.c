@@ -7,7 +7,11 @@
  * (dW'/ds = q - z - W / s inside, q - z at the clipped ends; the gradient scaled by
  * 1 / sqrt(N_group 2^(b-1)), as the LSQ paper). Scale-only keeps the codes q fixed and learns s
  * (dW'/ds = q - z). Steps are trained as log s: Adam then moves them by relative amounts, the
- * same for a step of 1e-3 as of 1e-1. Zero points stay the file's integers. */
+ * same for a step of 1e-3 as of 1e-1. Zero points stay the file's integers.
+ *
+ * Pruned records (the file's mask): a pruned weight stays exactly 0 (the zero point's code) in
+ * the forward pass, gets no gradient, and is written pruned again, so recovery training keeps the
+ * sparsity pattern. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,7 +156,8 @@ void qd_fq_prepare(qd_fq *f, qd_tnet *n)
             for (int64_t c = 0; c < q->in; c++) {
                 int64_t g = r * q->ng + group_of(q, c), e = r * q->in + c;
                 float s = L->sv[g];
-                int code = f->mode == QD_FQ_QAT ? qd_quantize1(W[e], s, q->zeros[g], maxq) : q->codes[e];
+                int code = f->mode == QD_FQ_QAT && (!q->mask || q->mask[e]) ? qd_quantize1(W[e], s, q->zeros[g], maxq)
+                                                                            : q->codes[e];
                 L->weff[e] = qd_dequantize1(code, s, q->zeros[g]);
             }
     }
@@ -179,6 +184,7 @@ void qd_fq_map_grad(qd_fq *f, qd_tnet *n)
                 int64_t gg = group_of(q, c), g = r * q->ng + gg, e = r * q->in + c;
                 float s = L->sv[g];
                 double d = L->gweff[e];
+                if (q->mask && !q->mask[e]) continue; /* pruned: stays 0 */
                 if (f->mode == QD_FQ_QAT) {
                     double u = (double)W[e] / s;
                     double v = rint(u) + q->zeros[g];
@@ -216,7 +222,8 @@ int qd_fq_write(qd_fq *f, const qd_tnet *n, const qd_model *m, const char *out_h
         for (int64_t r = 0; r < q->out; r++)
             for (int64_t c = 0; c < q->in; c++) {
                 int64_t g = r * q->ng + group_of(q, c), e = r * q->in + c;
-                if (f->mode == QD_FQ_QAT) q->codes[e] = (uint8_t)qd_quantize1(W[e], ns[g], q->zeros[g], maxq);
+                if (f->mode == QD_FQ_QAT && (!q->mask || q->mask[e]))
+                    q->codes[e] = (uint8_t)qd_quantize1(W[e], ns[g], q->zeros[g], maxq);
                 deq[e] = qd_dequantize1(q->codes[e], ns[g], q->zeros[g]);
             }
         memcpy(q->scales, ns, (size_t)(q->out * q->ng) * sizeof *ns);

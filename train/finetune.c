@@ -103,6 +103,9 @@ typedef struct {
     int *order;
     float *logits, *teacher, *dlogits;
     int cap;
+    int embed;     /* a model without a head: distil the FP32 model's embeddings (MSE) */
+    float *hidden; /* the teacher's residual streams (embed) */
+    int64_t hcap;
     char ckpt[4200];
     char *cfg_json;
     FILE *log;
@@ -129,6 +132,7 @@ static char *config_json(const qd_ft_config *c)
     cJSON_AddNumberToObject(j, "warmup", c->opt.warmup);
     cJSON_AddNumberToObject(j, "clip", c->opt.clip);
     cJSON_AddNumberToObject(j, "seed", (double)c->seed);
+    if (c->head <= 0 && c->distill < 0) cJSON_AddStringToObject(j, "loss", "embedding-mse");
     if (c->qinit) {
         cJSON_AddStringToObject(j, "init", c->qinit);
         cJSON_AddStringToObject(j, "mode", c->fq_mode == QD_FQ_QAT ? "qat" : "scale-only");
@@ -220,7 +224,7 @@ out:
 
 static void ensure_cap(ft *f, int n)
 {
-    int L = f->n->c.num_labels;
+    int L = f->embed ? f->n->c.hidden : f->n->c.num_labels;
     if (n <= f->cap) return;
     free(f->logits);
     free(f->teacher);
@@ -238,7 +242,47 @@ static int get_batch(ft *f, qd_tdata *d, const int *idx, int n, qd_batch *b, int
     return rc;
 }
 
-/* Gradient of one grain into the packed slot; stats: loss sum, correct, items. */
+/* The FP32 model's embedding of batch b (sentence-transformers pooling) into f->teacher. */
+static int teacher_embedding(ft *f, const qd_batch *b)
+{
+    const qd_model_config *mc = qd_model_cfg(f->m);
+    const int64_t per = (int64_t)b->B * b->T * mc->hidden;
+    if ((mc->layers + 1) * per > f->hcap) {
+        free(f->hidden);
+        f->hcap = (mc->layers + 1) * per;
+        f->hidden = qd_xmalloc((size_t)f->hcap * sizeof *f->hidden);
+    }
+    int rc = qd_model_forward(f->m, b, NULL, NULL, NULL, f->hidden);
+    if (!rc) rc = qd_model_embedding(f->m, b, f->hidden + mc->layers * per, f->teacher);
+    return rc;
+}
+
+static double cosine(const float *a, const float *b, int n)
+{
+    double ab = 0, aa = 0, bb = 0;
+    for (int i = 0; i < n; i++) ab += (double)a[i] * b[i], aa += (double)a[i] * a[i], bb += (double)b[i] * b[i];
+    return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 0;
+}
+
+/* After a backward pass: the trainable gradients into the packed slot; stats[0, 2]. */
+static int pack_grad(ft *f, float *slot, double loss, int cnt, double *stats)
+{
+    qd_tnet *n = f->n;
+    if (f->fq) qd_fq_map_grad(f->fq, n);
+    int64_t k = 0;
+    for (int i = 0; i < n->np; i++) {
+        const qd_tparam *p = &n->p[i];
+        if (!p->trainable) continue;
+        memcpy(slot + k, n->g + p->off, (size_t)p->numel * sizeof *slot);
+        k += p->numel;
+    }
+    stats[0] = loss;
+    stats[2] = cnt;
+    return QD_OK;
+}
+
+/* Gradient of one grain into the packed slot; stats: loss sum, correct (embed: the sum of the
+ * cosines to the teacher), items. */
 static int grain_grad(ft *f, const int *idx, int cnt, double scale, float *slot, double *stats)
 {
     const qd_ft_config *c = f->cfg;
@@ -249,11 +293,23 @@ static int grain_grad(ft *f, const int *idx, int cnt, double scale, float *slot,
     int rc = get_batch(f, f->train, idx, cnt, &b, &labels);
     if (rc) return rc;
     ensure_cap(f, cnt);
-    for (int i = 0; i < cnt; i++)
+    for (int i = 0; i < cnt && !f->embed; i++)
         if (labels[i] >= L)
             return qd_err_set(QD_EINVAL, "%s: label %d but the head has %d classes (--head N)", c->data, labels[i], L);
     qd_tg_net_zero_grad(n);
     if (f->fq) qd_fq_zero_grad(f->fq);
+    if (f->embed) {
+        double loss = 0;
+        if ((rc = teacher_embedding(f, &b)) || (rc = qd_tg_forward(n, &b, NULL, f->logits))) return rc;
+        memset(f->dlogits, 0, (size_t)cnt * n->c.hidden * sizeof(float));
+        loss = qd_tg_loss_mse(f->logits, f->teacher, cnt, n->c.hidden, scale, f->dlogits);
+        if ((rc = qd_tg_backward(n, &b, NULL, f->dlogits))) return rc;
+        stats[1] = 0;
+        for (int i = 0; i < cnt; i++)
+            stats[1] +=
+                cosine(f->logits + (int64_t)i * n->c.hidden, f->teacher + (int64_t)i * n->c.hidden, n->c.hidden);
+        return pack_grad(f, slot, loss, cnt, stats);
+    }
     if ((rc = qd_tg_forward(n, &b, f->logits, NULL))) return rc;
     memset(f->dlogits, 0, (size_t)cnt * L * sizeof(float));
     int correct = 0;
@@ -268,18 +324,8 @@ static int grain_grad(ft *f, const int *idx, int cnt, double scale, float *slot,
         loss += qd_tg_loss_kl(f->logits, f->teacher, cnt, L, c->temperature, scale * c->distill, f->dlogits);
     }
     if ((rc = qd_tg_backward(n, &b, f->dlogits, NULL))) return rc;
-    if (f->fq) qd_fq_map_grad(f->fq, n);
-    int64_t k = 0;
-    for (int i = 0; i < n->np; i++) {
-        const qd_tparam *p = &n->p[i];
-        if (!p->trainable) continue;
-        memcpy(slot + k, n->g + p->off, (size_t)p->numel * sizeof *slot);
-        k += p->numel;
-    }
-    stats[0] = loss;
     stats[1] = correct;
-    stats[2] = cnt;
-    return QD_OK;
+    return pack_grad(f, slot, loss, cnt, stats);
 }
 
 /* Top-1 on the evaluation items, data parallel (exact integer counts). */
@@ -290,6 +336,7 @@ static int evaluate(ft *f, double *acc)
     const int N = qd_tdata_count(f->eval), L = f->n->c.num_labels;
     int r0 = (int)((int64_t)N * f->rank / f->size), r1 = (int)((int64_t)N * (f->rank + 1) / f->size);
     int64_t cnt[2] = {0, 0};
+    double *cos_mine = f->embed ? qd_xcalloc((size_t)(r1 - r0) + 1, sizeof(double)) : NULL;
     int rc = QD_OK, EB = f->cfg->eval_batch > 0 ? f->cfg->eval_batch : 64;
     int *idx = qd_xmalloc((size_t)EB * sizeof *idx);
     ensure_cap(f, EB);
@@ -299,6 +346,14 @@ static int evaluate(ft *f, double *acc)
         qd_batch b;
         int32_t *labels;
         if ((rc = get_batch(f, f->eval, idx, k, &b, &labels))) break;
+        if (f->embed) {
+            const int H = f->n->c.hidden;
+            if ((rc = teacher_embedding(f, &b)) || (rc = qd_tg_forward(f->n, &b, NULL, f->logits))) break;
+            for (int i = 0; i < k; i++)
+                cos_mine[s - r0 + i] = cosine(f->logits + (int64_t)i * H, f->teacher + (int64_t)i * H, H);
+            cnt[1] += k;
+            continue;
+        }
         if ((rc = qd_tg_forward(f->n, &b, f->logits, NULL))) break;
         for (int i = 0; i < k; i++) {
             int am = 0;
@@ -309,9 +364,20 @@ static int evaluate(ft *f, double *acc)
         }
     }
     free(idx);
-    if ((rc = qd_coll_agree_msg(f->comm, rc, NULL, 0, NULL))) return rc;
+    if ((rc = qd_coll_agree_msg(f->comm, rc, NULL, 0, NULL))) {
+        free(cos_mine);
+        return rc;
+    }
     qd_coll_sum_i64(f->comm, cnt, 2);
     *acc = cnt[1] ? (double)cnt[0] / (double)cnt[1] : -1;
+    if (f->embed) { /* every item's cosine summed in item order: the same for any rank count */
+        double *all = qd_xmalloc((size_t)N * sizeof *all + 1), s = 0;
+        qd_coll_grain_stats(f->comm, N, 1, cos_mine, all);
+        for (int i = 0; i < N; i++) s += all[i];
+        free(all);
+        *acc = N ? s / (double)N : -1;
+    }
+    free(cos_mine);
     return QD_OK;
 }
 
@@ -329,19 +395,24 @@ static void log_epoch(ft *f, int epoch, int64_t step, double loss, double tacc, 
 {
     if (f->rank != 0) return;
     if (!f->cfg->quiet) {
-        if (eacc >= 0)
+        if (eacc >= 0 && f->embed)
+            printf("epoch %d: eval cosine to the FP32 embeddings %.4f", epoch, eacc);
+        else if (eacc >= 0)
             printf("epoch %d: eval top-1 %.2f %%", epoch, 100 * eacc);
         else
             printf("epoch %d:", epoch);
-        if (epoch > 0) printf("  train loss %.4f  train acc %.2f %%", loss, 100 * tacc);
+        if (epoch > 0 && f->embed)
+            printf("  train loss %.6f  train cosine %.4f", loss, tacc);
+        else if (epoch > 0)
+            printf("  train loss %.4f  train acc %.2f %%", loss, 100 * tacc);
         printf("  (%.1f s)\n", secs);
         fflush(stdout);
     }
     if (f->log) {
         fprintf(
             f->log,
-            "{\"epoch\":%d,\"step\":%lld,\"train_loss\":%.6f,\"train_acc\":%.6f,\"eval_acc\":%.6f,\"seconds\":%.3f}\n",
-            epoch, (long long)step, loss, tacc, eacc, secs);
+            "{\"epoch\":%d,\"step\":%lld,\"train_loss\":%.6f,\"train_%s\":%.6f,\"eval_%s\":%.6f,\"seconds\":%.3f}\n",
+            epoch, (long long)step, loss, f->embed ? "cosine" : "acc", tacc, f->embed ? "cosine" : "acc", eacc, secs);
         fflush(f->log);
     }
 }
@@ -358,8 +429,17 @@ static int setup(ft *f)
     int rc;
     if ((rc = qd_model_load(c->model, &f->m))) return rc;
     if ((rc = qd_tnet_load(f->m, c->head, c->seed, &f->n))) return rc;
-    if (f->n->c.num_labels <= 0)
-        return qd_err_set(QD_EINVAL, "%s: the model has no classification head: give --head N", c->model);
+    f->embed = f->n->c.num_labels <= 0;
+    if (f->embed && c->distill >= 0)
+        return qd_err_set(QD_EINVAL,
+                          "%s: the model has no classification head: give --head N, or --distill embedding to "
+                          "train towards the FP32 model's embeddings",
+                          c->model);
+    if (f->embed && qd_model_cfg(f->m)->embedding_dim != f->n->c.hidden)
+        return qd_err_set(QD_EUNSUPPORTED, "%s: embeddings of %d values from a hidden size of %d (a projection)",
+                          c->model, qd_model_cfg(f->m)->embedding_dim, f->n->c.hidden);
+    if (!f->embed && c->distill < 0)
+        return qd_err_set(QD_EINVAL, "--distill embedding is for models without a classification head");
     if (c->distill > 0 && c->head > 0)
         return qd_err_set(QD_EINVAL, "--distill needs the model's own head as the teacher (not --head)");
     if (c->qinit) {
@@ -374,7 +454,7 @@ static int setup(ft *f)
     if ((rc = qd_tdata_open(f->m, c->data, c->data_first, c->data_count, c->seqlen, &f->train))) return rc;
     if (c->eval_data && (rc = qd_tdata_open(f->m, c->eval_data, c->eval_first, c->eval_count, c->seqlen, &f->eval)))
         return rc;
-    if (qd_tdata_classes(f->train) > f->n->c.num_labels)
+    if (!f->embed && qd_tdata_classes(f->train) > f->n->c.num_labels)
         return qd_err_set(QD_EINVAL, "%s: %d classes, the head has %d (--head N)", c->data, qd_tdata_classes(f->train),
                           f->n->c.num_labels);
     f->gp = qd_xcalloc((size_t)f->ntrain, sizeof *f->gp);
@@ -483,10 +563,12 @@ static int run(ft *f)
             double el = now() - t0, rate = el / (double)(step - step0);
             char eta[32];
             fmt_time(rate * (double)(total - step), eta, sizeof eta);
-            printf("epoch %d step %lld/%lld  loss %.4f  acc %.1f %%  lr %.2e  |g| %.3g  %.2f s/step  ETA %s\n",
+            printf(f->embed
+                       ? "epoch %d step %lld/%lld  loss %.4g  cosine %.4f  lr %.2e  |g| %.3g  %.2f s/step  ETA %s\n"
+                       : "epoch %d step %lld/%lld  loss %.4f  acc %.1f %%  lr %.2e  |g| %.3g  %.2f s/step  ETA %s\n",
                    epoch + 1, (long long)step, (long long)total, ep_items > 0 ? ep_loss / ep_items : 0,
-                   ep_items > 0 ? 100 * ep_correct / ep_items : 0, qd_adamw_lr(&opt, step - 1), gnorm,
-                   (now() - win_t) / (double)QD_MIN(every, step - step0), eta);
+                   ep_items > 0 ? (f->embed ? 1.0 : 100.0) * ep_correct / ep_items : 0, qd_adamw_lr(&opt, step - 1),
+                   gnorm, (now() - win_t) / (double)QD_MIN(every, step - step0), eta);
             fflush(stdout);
             win_t = now();
         }
@@ -550,6 +632,7 @@ int qd_ft_run(const qd_ft_config *c, MPI_Comm comm)
     free(f.logits);
     free(f.teacher);
     free(f.dlogits);
+    free(f.hidden);
     free(f.cfg_json);
     return rc;
 }

@@ -113,7 +113,8 @@ typedef struct {
     /* quantization-aware */
     const char *qinit; /* the qdist model file to start from */
     qd_fq_mode fq_mode;
-    double distill;       /* weight of the KL term against the FP32 model's logits (0: labels only) */
+    double distill;       /* weight of the KL term against the FP32 model's logits (0: labels only); -1: a
+                     * model without a head, MSE to the FP32 model's embeddings */
     double temperature;   /* of the KL term */
     const char *log_json; /* per-epoch metrics, one JSON object a line (rank 0) */
     int quiet;

@@ -243,12 +243,40 @@ static void calib_phases(job *J)
     free(all);
 }
 
+/* the most bits b with 2^b <= n */
+static int bits_within(int64_t n)
+{
+    int b = 0;
+    while (b < 62 && ((int64_t)2 << b) <= n) b++;
+    return b;
+}
+
 /* A job that would write an unchanged copy is an error: most often tensor names this version
  * does not recognise. A configuration whose overrides keep tensors float asked for it (an all-float
  * file is the FP32 reference that export and eval compare against). The same verdict on every rank
  * (the table is deterministic). */
 static int job_check_work(job *J)
 {
+    /* A codebook of more levels than its group has weights is larger than the float weights it
+     * replaces (8-bit K-means in groups of 32: 256 levels per 32 weights): refused, not clamped,
+     * so that a file's bits always say how many levels each group holds. */
+    for (int i = 0; i < J->n; i++) {
+        const qd_job_tensor *j = &J->items[i].j;
+        if (j->kind != QD_JOB_QUANT || !qd_method_get(j->method)->codebook) continue;
+        const int64_t G = qd_scheme_group_cols(&j->scheme, j->cols), K = (int64_t)1 << j->scheme.bits;
+        if (K <= G) continue;
+        const int st =
+            qd_err_set(QD_ECONFIG,
+                       "tensor '%s': method %s at %d bits stores %lld levels per codebook, more than the "
+                       "%lld weights of its %s, so the file would be larger than float weights: use at "
+                       "most %d bits%s",
+                       qd_ckpt_tensor(J->ck, J->items[i].ti)->name, qd_method_name(j->method), j->scheme.bits,
+                       (long long)K, (long long)G, j->scheme.gran == QD_GRAN_GROUP ? "group" : "row", bits_within(G),
+                       j->scheme.gran == QD_GRAN_GROUP ? ", larger groups (--group-size) or per channel" : "");
+        snprintf(J->msg, sizeof J->msg, "%s", qd_errmsg());
+        emit_failed(J, st);
+        return st;
+    }
     if (J->nq > 0) return QD_OK;
     for (int i = 0; i < J->cfg.n_overrides; i++)
         if (J->cfg.overrides[i].skip) return QD_OK;

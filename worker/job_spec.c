@@ -82,6 +82,11 @@ cJSON *qd_job_config_json(const qd_job_config *c)
             if (v->group_size >= 0) cJSON_AddNumberToObject(e, "group_size", (double)v->group_size);
             if (v->sym >= 0) cJSON_AddBoolToObject(e, "sym", v->sym);
             if (v->clip_mse >= 0) cJSON_AddStringToObject(e, "clip", v->clip_mse ? "mse" : "minmax");
+            if (v->has_sp) {
+                char sp[32];
+                qd_sparsity_format(&v->sp, sp, sizeof sp);
+                cJSON_AddStringToObject(e, "sparsity", sp);
+            }
             cJSON_AddItemToArray(arr, e);
         }
     }
@@ -322,6 +327,11 @@ void qd_job_table(const qd_job_config *cfg, const qd_checkpoint *ck, qd_job_tens
         j->nblk = j->rows > 0 ? (int)((j->rows + j->blk_rows - 1) / j->blk_rows) : 1;
         if (j->kind == QD_JOB_QUANT) {
             j->sp = cfg->sparsity;
+            for (int k = 0; k < cfg->n_overrides; k++) /* the first override that matches, as for the scheme */
+                if (fnmatch(cfg->overrides[k].pattern, t->name, 0) == 0) {
+                    if (cfg->overrides[k].has_sp) j->sp = cfg->overrides[k].sp;
+                    break;
+                }
             j->prune = qd_sparse_prune_method(cfg, j->method);
         }
         j->splittable = t->numel > 0 && j->nblk > 1 &&

@@ -28,6 +28,8 @@ typedef struct {
     int bits, sym, clip_mse;
     int gran; /* qd_granularity or -1 */
     int64_t group_size;
+    int has_sp;     /* sp set: this tensor's pruning pattern instead of the job's */
+    qd_sparsity sp; /* (non-uniform sparsity over layers; the job must prune) */
 } qd_override;
 
 /* How rank 0 shows progress. AUTO: a bar on a terminal, one line per tensor otherwise. */

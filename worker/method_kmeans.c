@@ -29,6 +29,7 @@ static int quantize(const qd_method_opts *o, const qd_layer_stats *s, const void
     }
     qd_kmeans_opts k = o->km;
     k.bits = o->scheme.bits;
+    k.fp16 = 1; /* the file stores float16 levels: eval and export see exactly these */
     int rc = qd_kmeans_rows(W, n, C, qd_scheme_group_cols(&o->scheme, C), colw, &k, out->codebook, out->codes);
     free(colw);
     return rc < 0 ? rc : QD_OK;

@@ -14,6 +14,12 @@ int qd_sparse_config_validate(const qd_job_config *c)
 {
     if (!qd_sparsity_active(&c->sparsity)) {
         if (c->prune_only) return qd_err_set(QD_ECONFIG, "prune-only needs a sparsity (--sparsity 0.5, 2:4, ...)");
+        for (int i = 0; i < c->n_overrides; i++)
+            if (c->overrides[i].has_sp)
+                return qd_err_set(QD_ECONFIG,
+                                  "overrides[%d].sparsity: per-tensor sparsity needs a pruning job (--sparsity "
+                                  "for the others)",
+                                  i);
         return QD_OK;
     }
     int ada = c->method == QD_METHOD_ADAROUND, rtn = c->method == QD_METHOD_RTN;

@@ -141,16 +141,20 @@ static void amx_gemm_u8_f32(const uint8_t *A, int64_t lda, const float *a_scales
  * per group, the group's k blocks (up to 64 k each) accumulate in the C tile, which is stored and
  * folded in as acc = fma(scale, (float)isum, acc), the reference's order. */
 
-/* tiles 0 and 3: C of even and odd groups (rows x 16 int32), 1: A (rows x kb bytes), 2: B (kb / 4
- * rows x 64 bytes) */
+/* tiles 0, 3, 4, 5: C of groups g = 0, 1, 2, 3 (mod 4) (rows x 16 int32); 1 and 6: A (rows x kb
+ * bytes), 2 and 7: B (kb / 4 rows x 64 bytes), taken by even and odd groups */
 static void configure_w4(int rows, int kb)
 {
     tilecfg c;
     memset(&c, 0, sizeof c);
     c.palette = 1;
-    c.colsb[0] = c.colsb[3] = 64, c.rows[0] = c.rows[3] = (uint8_t)rows;
-    c.colsb[1] = (uint16_t)kb, c.rows[1] = (uint8_t)rows;
-    c.colsb[2] = 64, c.rows[2] = (uint8_t)(kb / 4);
+    /* every field written, the unused tiles' as 0 (written through the loop alone, they came out
+     * uninitialised at -O2 and the load faulted) */
+    for (int t = 0; t < 16; t++) {
+        const int is_a = t == 1 || t == 6, is_b = t == 2 || t == 7;
+        c.colsb[t] = (uint16_t)(t >= 8 ? 0 : is_a ? kb : 64);
+        c.rows[t] = (uint8_t)(t >= 8 ? 0 : is_b ? kb / 4 : rows);
+    }
     _tile_loadconfig(&c);
 }
 
@@ -171,19 +175,44 @@ static void unpack_panel(const qd_gemm_w4 *W, int64_t p, int8_t *B)
     }
 }
 
-/* the group sums of group g into C tile `t` (0 or 3) */
-#define QD_W4_GROUP(t, g)                                     \
+/* the group sums of group g into C tile `t`, through A tile `ta` and B tile `tb` */
+#define QD_W4_GROUP(t, ta, tb, g)                             \
     do {                                                      \
         _tile_zero(t);                                        \
         for (int64_t k = (g)*G; k < ((g) + 1) * G; k += kb) { \
-            _tile_loadd(1, A + k, K);                         \
-            _tile_loadd(2, B + k * 16, 64);                   \
-            _tile_dpbssd(t, 1, 2);                            \
+            _tile_loadd(ta, A + k, K);                        \
+            _tile_loadd(tb, B + k * 16, 64);                  \
+            _tile_dpbssd(t, ta, tb);                          \
         }                                                     \
     } while (0)
 
-/* rows [m, m + nr) (nr <= 16, the configured rows) x panel p, every group. Two C tiles take the
- * groups in turn, so that the tile unit works on group g + 1 while the vector unit folds group g. */
+/* group g into the C tile of its slot g % 4 (tile numbers are immediates) */
+static inline __attribute__((always_inline)) void w4_issue(const int8_t *A, int64_t K, const int8_t *B, int64_t G,
+                                                           int64_t kb, int64_t g)
+{
+    switch (g & 3) {
+    case 0: QD_W4_GROUP(0, 1, 2, g); break;
+    case 1: QD_W4_GROUP(3, 6, 7, g); break;
+    case 2: QD_W4_GROUP(4, 1, 2, g); break;
+    default: QD_W4_GROUP(5, 6, 7, g); break;
+    }
+}
+
+static inline __attribute__((always_inline)) void w4_store(int64_t g, int32_t *b)
+{
+    switch (g & 3) {
+    case 0: _tile_stored(0, b, 64); break;
+    case 1: _tile_stored(3, b, 64); break;
+    case 2: _tile_stored(4, b, 64); break;
+    default: _tile_stored(5, b, 64); break;
+    }
+}
+
+/* rows [m, m + nr) (nr <= 16, the configured rows) x panel p, every group. Four C tiles take the
+ * groups in turn, so that the tile unit has groups g + 1 .. g + 3 in flight (a tile product's
+ * latency is several times its issue interval) while group g goes to memory; the vector unit folds
+ * group g - 1, stored one turn earlier (a vector load right after the tile store of the same bytes
+ * would wait for it), into registers. */
 static void tile_w4(const int8_t *A, int64_t K, const int8_t *B, const qd_gemm_w4 *W, int64_t p, int64_t nr, int64_t kb,
                     const float *as, float *C, int64_t ldc, int32_t *buf)
 {
@@ -191,17 +220,15 @@ static void tile_w4(const int8_t *A, int64_t K, const int8_t *B, const qd_gemm_w
 #pragma GCC unroll 16
     for (int r = 0; r < 16; r++) f[r] = _mm512_setzero_ps();
     const int64_t G = W->G, ng = W->ng;
-    QD_W4_GROUP(0, 0);
-    for (int64_t g = 0; g < ng; g++) {
-        int32_t *b = buf + 256 * (g & 1);
-        if (g & 1) {
-            if (g + 1 < ng) QD_W4_GROUP(0, g + 1);
-            _tile_stored(3, b, 64);
-        } else {
-            if (g + 1 < ng) QD_W4_GROUP(3, g + 1);
-            _tile_stored(0, b, 64);
+    for (int64_t g = 0; g < QD_MIN((int64_t)3, ng); g++) w4_issue(A, K, B, G, kb, g);
+    for (int64_t g = 0; g <= ng; g++) {
+        if (g < ng) {
+            if (g + 3 < ng) w4_issue(A, K, B, G, kb, g + 3);
+            w4_store(g, buf + 256 * (g & 1));
         }
-        const __m512 sc = _mm512_load_ps(W->scales + (p * ng + g) * 16);
+        if (g == 0) continue;
+        const int32_t *b = buf + 256 * ((g - 1) & 1);
+        const __m512 sc = _mm512_load_ps(W->scales + (p * ng + g - 1) * 16);
 #pragma GCC unroll 16
         for (int r = 0; r < 16; r++)
             if (r < nr)
@@ -233,7 +260,11 @@ static void amx_gemm_u8w4_f32(const uint8_t *A, int64_t lda, const float *a_scal
     }
     if (M == 0 || n0 == n1) return;
     int8_t *As = qd_kernels_scratch(QD_SCRATCH_A, (size_t)(M * K) + 64);
-    int8_t *B = qd_kernels_scratch(QD_SCRATCH_PACK, (size_t)(K * 16) + 64);
+    /* panels unpacked a chunk at a time (about 128 KiB, at least one panel), so that a tile
+     * configuration (LDTILECFG costs about a third of a panel's products at a sentence's rows)
+     * serves every panel of the chunk instead of one */
+    const int64_t p0 = n0 / 16, p1 = (n1 + 15) / 16, pc = QD_MAX((int64_t)1, (int64_t)(128 << 10) / (K * 16));
+    int8_t *B = qd_kernels_scratch(QD_SCRATCH_PACK, (size_t)(QD_MIN(pc, p1 - p0) * K * 16) + 64);
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     for (int64_t m = 0; m < M; m++) /* the int8 codes again: a = u ^ 0x80 */
         for (int64_t k = 0; k < K; k += 64) {
@@ -243,16 +274,20 @@ static void amx_gemm_u8w4_f32(const uint8_t *A, int64_t lda, const float *a_scal
         }
     int32_t buf[512] __attribute__((aligned(64)));
     const int64_t full = M / 16 * 16, rem = M - full;
-    for (int64_t p = n0 / 16; p < (n1 + 15) / 16; p++) {
-        unpack_panel(W, p, B);
+    for (int64_t c0 = p0; c0 < p1; c0 += pc) {
+        const int64_t c1 = QD_MIN(p1, c0 + pc);
+        for (int64_t p = c0; p < c1; p++) unpack_panel(W, p, B + (p - c0) * K * 16);
         if (full) {
             configure_w4(16, (int)kb);
-            for (int64_t m = 0; m < full; m += 16)
-                tile_w4(As + m * K, K, B, W, p, 16, kb, a_scales + m, C + m * ldc, ldc, buf);
+            for (int64_t p = c0; p < c1; p++)
+                for (int64_t m = 0; m < full; m += 16)
+                    tile_w4(As + m * K, K, B + (p - c0) * K * 16, W, p, 16, kb, a_scales + m, C + m * ldc, ldc, buf);
         }
         if (rem) {
             configure_w4((int)rem, (int)kb);
-            tile_w4(As + full * K, K, B, W, p, rem, kb, a_scales + full, C + full * ldc, ldc, buf);
+            for (int64_t p = c0; p < c1; p++)
+                tile_w4(As + full * K, K, B + (p - c0) * K * 16, W, p, rem, kb, a_scales + full, C + full * ldc, ldc,
+                        buf);
         }
     }
     _tile_release();

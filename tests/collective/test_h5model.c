@@ -503,7 +503,7 @@ static const char *h5_type_name(hid_t t)
     H5T_class_t c = H5Tget_class(t);
     size_t s = H5Tget_size(t);
     if (c == H5T_STRING) return "string";
-    if (c == H5T_FLOAT) return s == 8 ? "float64" : s == 4 ? "float32" : "float?";
+    if (c == H5T_FLOAT) return s == 8 ? "float64" : s == 4 ? "float32" : s == 2 ? "float16" : "float?";
     if (c == H5T_INTEGER) {
         int sg = H5Tget_sign(t) == H5T_SGN_2;
         return s == 8 && sg ? "int64" : s == 4 && sg ? "int32" : s == 1 && !sg ? "uint8" : "int?";

@@ -1,5 +1,5 @@
-"""Runs ONNX exports of further text families (RoBERTa, XLM-R) with ONNX Runtime on the reference
-inputs and compares them with qdist forward's outputs on the same inputs:
+"""Runs ONNX exports of further text families (RoBERTa, XLM-R, DistilBERT, ELECTRA, ALBERT) with ONNX
+Runtime on the reference inputs and compares them with qdist forward's outputs on the same inputs:
 
     check_onnx_archs.py LABEL MODEL.onnx QDIST_OUTPUTS INPUTS [LABEL MODEL.onnx ...]
 

@@ -1,10 +1,11 @@
 #!/bin/sh
 # qdist export for the further architecture families, on the tiny reference models (no checkpoint).
-# ONNX: RoBERTa and XLM-R (positions counted after the padding id), FP32, INT4 g16 and INT8 pruned
-# 2:4, run by ONNX
+# ONNX: RoBERTa and XLM-R (positions counted after the padding id), DistilBERT, ELECTRA (its
+# embeddings projected to the hidden width), ALBERT (layers shared between blocks, read once), FP32,
+# INT4 g16 and INT8 pruned 2:4, run by ONNX
 # Runtime on the reference inputs (padded) against qdist forward (FP32 / --fake-quant):
 # last_hidden_state and sentence_embedding within 1e-4 relative (check_onnx_archs.py); the families
-# the graphs do not cover yet (DistilBERT, BEiT, ...) refused by name, no file left.
+# the graphs do not cover yet (MPNet, BEiT, ...) refused by name, no file left.
 # compressed-tensors for every architecture family qdist runs, on the tiny
 # reference models of tests/reference/archs/ (RoBERTa, XLM-R, DistilBERT, MPNet, ELECTRA, ALBERT's
 # shared layers, BERT token heads, BEiT, CLIP vision), loaded by
@@ -26,7 +27,7 @@ trap 'rm -rf "$T"' EXIT
 # ---- ONNX ----
 echo '{"overrides": [{"pattern": "*", "skip": true}]}' > "$T/float.json"
 oargs=""
-for m in roberta-seq xlm-roberta-token; do
+for m in roberta-seq xlm-roberta-token distilbert-seq electra-disc albert-seq; do
   d="$A/$m"
   for s in f q p; do
     case $s in
@@ -44,7 +45,7 @@ done
 # shellcheck disable=SC2086
 "$PY" "$QD_SOURCE_DIR/tests/export/check_onnx_archs.py" $oargs
 . "$QD_SOURCE_DIR/tests/export/fails.sh"
-for m in distilbert-seq beit-cls; do
+for m in mpnet beit-cls; do
   "$QDIST" quantize --model "$A/$m" --out "$T/o-$m.h5" --quiet
   fails "model_type '${m%-*}' is not supported by this export yet" "$T/o-$m.onnx" -- \
     "$QDIST" export "$T/o-$m.h5" --format onnx --out "$T/o-$m.onnx"

@@ -11,6 +11,8 @@
 #     ViT cosine >= 0.9999 per sample and agreement >= 99.9 %; BERT (whose activations carry
 #     outliers, so that a float rounding difference upstream flips int8 codes downstream) mean
 #     cosine >= 0.999 and as close to FP32 as qdist's own int8 path.
+#   K-means codebooks as a Gather of the levels: the weights ORT computes bit-identical to the
+#   file's, the outputs against `qdist eval`'s lookup path (max |diff| 1e-4, cosine >= 0.9999).
 #   Bad input: groups with --opset 17, a missing tensor, an unknown architecture, a file that is
 #   not a model: exit 1, a message naming the problem, no output file.
 # Skipped (77) when the venv cannot be made (no package registry reachable); the BERT part is
@@ -70,9 +72,23 @@ c = json.loads(f.attrs["model_config"]); c["model_type"] = "gpt2"
 f.attrs["model_config"] = np.bytes_(json.dumps(c)); f.attrs["arch"] = np.bytes_("gpt2")
 PY
 fails "arch 'gpt2' is not an architecture qdist runs" "$T/x3.onnx" -- "$QDIST" export "$T/arch.h5" --format onnx --out "$T/x3.onnx"
-"$QDIST" quantize --model "$VIT" --out "$T/kmeans.h5" --quiet --method kmeans --bits 4
-fails "query.weight' holds codebook, which the ONNX export cannot carry" "$T/x5.onnx" -- "$QDIST" export "$T/kmeans.h5" --format onnx --out "$T/x5.onnx"
-fails "qoperator.*not supported yet" "$T/x6.onnx" -- "$QDIST" export "$T/v8.h5" --format onnx --onnx-ops qoperator --out "$T/x6.onnx"
+
+# ---- K-means codebooks: Gather of the file's levels (UINT4 codes at opset 21, uint8 at 17; the
+# same form under every --onnx-ops), the weights bit-identical, the outputs against `qdist eval`'s
+# lookup path ----
+"$QDIST" quantize --model "$VIT" --out "$T/k4.h5" --quiet --method kmeans --bits 4 --group-size 32
+"$QDIST" quantize --model "$VIT" --out "$T/k3.h5" --quiet --method kmeans --bits 3
+"$QDIST" export "$T/k4.h5" --format onnx --onnx-ops integer --out "$T/k4.onnx" | tee "$T/k4.log"
+grep -q "36 codebook Gather" "$T/k4.log"
+"$QDIST" export "$T/k3.h5" --format onnx --onnx-ops nbits --opset 17 --out "$T/k3.onnx"
+for f in k4 k3; do
+    "$QDIST" export "$T/$f.h5" --out "$T/${f}dq" > /dev/null
+    "$PY" "$QD_SOURCE_DIR/tests/export/check_onnx_codebook.py" "$T/${f}dq/model.safetensors" "$T/$f.onnx" --expect 36
+    "$OUTS" --model "$VIT" --quantized "$T/$f.h5" $Q --no-fp32 --out "$T/$f.st"
+done
+$CHECK "$T/k4.onnx" "$T/k4.st" --against quant --max-abs 1e-4 --min-cos 0.9999 --min-agree 0.999 --label "ViT K-means 4-bit g32 Gather"
+$CHECK "$T/k3.onnx" "$T/k3.st" --against quant --max-abs 1e-4 --min-cos 0.9999 --min-agree 0.999 --label "ViT K-means 3-bit per channel Gather (opset 17)"
+fails "K-means codebook weights .* no compressed-tensors layout" "$T/x5" -- "$QDIST" export "$T/k3.h5" --format compressed-tensors --out "$T/x5"
 printf 'not a model' > "$T/junk.h5"
 fails "not an HDF5 file" "$T/x4.onnx" -- "$QDIST" export "$T/junk.h5" --format onnx --out "$T/x4.onnx"
 

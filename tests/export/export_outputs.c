@@ -10,7 +10,10 @@
  * Metadata: "batch" (B), "task" (logits | embedding).
  *   export_outputs --model DIR --quantized FILE.h5 --data PATH --out FILE [--n N] [--batch B]
  *                  [--fake-quant] [--w4-float-act] [--outlier X] [--seqlen L] [--no-fp32]
- * --no-fp32: skip the FP32 pass (its output is left out of the file). */
+ *                  [--integer-only [--float-ops gelu,softmax,layernorm]]
+ * --no-fp32: skip the FP32 pass (its output is left out of the file). --integer-only: the
+ * quantized pass is the integer graph on the file's static activation scales (runtime/intmodel.h,
+ * `qdist eval --integer-only`), with the listed stages in float. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +23,8 @@
 #include "model/image.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
+#include "runtime/intmodel.h"
+#include "runtime/intprep.h"
 #include "runtime/qmodel.h"
 #include "shard/st_write.h"
 
@@ -32,12 +37,15 @@ static int fail(const char *what)
 int main(int argc, char **argv)
 {
     const char *model = NULL, *qfile = NULL, *data = NULL, *out = NULL;
-    int n = 0, batch = 1, fake = 0, w4f = 0, seqlen = 128, no_fp32 = 0;
+    int n = 0, batch = 1, fake = 0, w4f = 0, seqlen = 128, no_fp32 = 0, intonly = 0, float_ops = 0;
     float outlier = 6.0f;
-    static struct option lo[] = {
-        {"model", 1, 0, 'm'},   {"quantized", 1, 0, 'q'}, {"data", 1, 0, 'd'},       {"out", 1, 0, 'o'},
-        {"n", 1, 0, 'n'},       {"batch", 1, 0, 'b'},     {"fake-quant", 0, 0, 'f'}, {"w4-float-act", 0, 0, 'w'},
-        {"outlier", 1, 0, 't'}, {"seqlen", 1, 0, 's'},    {"no-fp32", 0, 0, 'x'},    {0, 0, 0, 0}};
+    static struct option lo[] = {{"model", 1, 0, 'm'},      {"quantized", 1, 0, 'q'},
+                                 {"data", 1, 0, 'd'},       {"out", 1, 0, 'o'},
+                                 {"n", 1, 0, 'n'},          {"batch", 1, 0, 'b'},
+                                 {"fake-quant", 0, 0, 'f'}, {"w4-float-act", 0, 0, 'w'},
+                                 {"outlier", 1, 0, 't'},    {"seqlen", 1, 0, 's'},
+                                 {"no-fp32", 0, 0, 'x'},    {"integer-only", 0, 0, 'i'},
+                                 {"float-ops", 1, 0, 'F'},  {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) switch (c) {
         case 'm': model = optarg; break;
@@ -51,6 +59,12 @@ int main(int argc, char **argv)
         case 't': outlier = strtof(optarg, NULL); break;
         case 's': seqlen = atoi(optarg); break;
         case 'x': no_fp32 = 1; break;
+        case 'i': intonly = 1; break;
+        case 'F':
+            float_ops |= (strstr(optarg, "gelu") ? QD_IFLOAT_GELU : 0) |
+                         (strstr(optarg, "softmax") ? QD_IFLOAT_SOFTMAX : 0) |
+                         (strstr(optarg, "layernorm") ? QD_IFLOAT_LAYERNORM : 0);
+            break;
         default: return 2;
         }
     if (!model || !qfile || !data || !out || batch < 1) {
@@ -61,6 +75,8 @@ int main(int argc, char **argv)
     qd_qmodel *qm;
     if (qd_model_load(model, &m)) return fail(model);
     if (qd_qmodel_load(qfile, m, fake, w4f, outlier, &qm)) return fail(qfile);
+    qd_imodel *im = NULL;
+    if (intonly && qd_imodel_build(m, qfile, float_ops, &im)) return fail(qfile);
     const qd_model_config *cfg = qd_model_cfg(m);
     const int vit = cfg->arch == QD_ARCH_VIT, H = cfg->hidden, L = cfg->num_labels;
     const int dim = L > 0 ? L : H;
@@ -126,9 +142,17 @@ int main(int argc, char **argv)
                 b.type_ids = bt;
                 b.mask = bm;
             }
+            float *o = res[pass] + (size_t)first * dim;
+            if (pass && im) { /* the integer graph: ViT logits, BERT mean-pooled embeddings */
+                const qd_ibatch ib = {
+                    .B = b.B, .T = b.T, .ids = b.ids, .type_ids = b.type_ids, .mask = b.mask, .pixels = b.pixels};
+                if (L > 0 && !vit) return fail("--integer-only: a BERT classifier is not compared here");
+                if (qd_imodel_forward(im, &ib, vit ? o : NULL, vit ? NULL : o, NULL, NULL, NULL))
+                    return fail("forward");
+                continue;
+            }
             int rc = qd_model_embed(m, &b, h);
             for (int k = 0; k < cfg->layers && !rc; k++) rc = qd_model_block(m, k, &b, h, pass ? &hk : NULL);
-            float *o = res[pass] + (size_t)first * dim;
             if (!rc) {
                 if (L > 0)
                     rc = qd_model_head(m, &b, h, NULL, o);

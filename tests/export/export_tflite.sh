@@ -2,7 +2,7 @@
 # qdist export --format tflite: an integer-only INT8 vit-mnist-tiny run by LiteRT (ai-edge-litert,
 # deploy/pyenv.sh's venv) on MNIST test images against qdist's outputs on the same images. The
 # activation ranges are calibrated here (tests/export/vit_ranges.py on the first 256 images, system
-# Python) since model files do not record static activation scales yet. Every activation of the
+# Python): a file's static activation scales hold none for the int8 LayerNorm's intermediates. Every activation of the
 # LiteRT graph is int8, so the bound is on agreement with qdist's float-activation (fake-quant)
 # logits: top-1 agreement >= 99 %, mean logits cosine >= 0.999, accuracy within 0.5 points. Files:
 # RTN 8-bit per channel and RTN 4-bit symmetric per channel (its codes carried as int8 values).

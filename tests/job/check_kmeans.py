@@ -1,7 +1,8 @@
 """Checks a K-means model file against its source, reading both independently of qdist (h5py
 and numpy, as docs/FORMAT.md describes the file): every kmeans tensor has ascending levels per
 group, each code is the nearest level of its group to the source weight (ties to either side),
-each used level is the mean of its members' weights (Lloyd's fixed point: unweighted files),
+each used level is the mean of its members' weights rounded to float16 (Lloyd's fixed point,
+stored as float16: unweighted files),
 and, given an exported checkpoint, the export equals codebook[r, c // G, q] exactly.
 Usage: check_kmeans.py SRC.safetensors MODEL.h5 [EXPORT.safetensors]"""
 import json
@@ -43,6 +44,8 @@ with h5py.File(sys.argv[2], "r") as f:
         G = int(g.attrs["group_size"]) if int(g.attrs["group_size"]) > 0 else inp
         q = unpack(g["qweight"][...], inp, bits)
         cb = g["codebook"][...]
+        assert cb.dtype == np.float16, (name, cb.dtype)
+        cb = cb.astype(np.float64)
         assert "scales" not in g and cb.shape == (out, (inp + G - 1) // G, 1 << bits), name
         if (np.diff(cb, axis=-1) < 0).any():
             print(name, "levels not ascending")
@@ -63,9 +66,10 @@ with h5py.File(sys.argv[2], "r") as f:
                 for gi in range(cb.shape[1]):
                     cols = grp == gi
                     for k in np.unique(q[r, cols]):
-                        members = w[r, cols][q[r, cols] == k]
-                        worst = max(worst, abs(members.mean() - cb[r, gi, k]) / (1e-6 + np.abs(members).max()))
-            if worst > 1e-5:
+                        mean = w[r, cols][q[r, cols] == k].mean()
+                        half_ulp = float(np.spacing(np.abs(np.float16(mean)))) / 2  # float16's rounding
+                        worst = max(worst, abs(mean - cb[r, gi, k]) / (half_ulp * (1 + 1e-3) + 1e-9))
+            if worst > 1:
                 print(name, "a level is not the mean of its members:", worst)
                 bad += 1
         if exp is not None and not np.array_equal(exp[name], W.astype(np.float32)):

@@ -75,7 +75,9 @@ int main(void)
         CHECK_EQ(km->quantize(&k, &st, NULL, W2, R, &out), QD_OK);
         qd_kmeans_opts ko = k.km;
         ko.bits = 3;
+        ko.fp16 = 1; /* the file's levels are float16 numbers */
         CHECK_GE(qd_kmeans_rows(W, R, C, 16, diag, &ko, cb_ref, codes_ref), 1);
+        for (int i = 0; i < R * 3 * 8; i++) CHECK(qd_kmeans_round_fp16(cb[i]) == cb[i]);
         CHECK(!memcmp(cb, cb_ref, sizeof cb) && !memcmp(codes, codes_ref, sizeof codes));
         CHECK_EQ(qd_method_codebook_row(QD_METHOD_KMEANS, &k.scheme, C), 3 * 8);
         CHECK_EQ(qd_method_codebook_row(QD_METHOD_RTN, &k.scheme, C), 0);

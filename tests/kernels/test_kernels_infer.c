@@ -423,7 +423,8 @@ int main(void)
     for (size_t mi = 0; mi < QD_ARRAY_LEN(Ms); mi++)
         for (size_t gi = 0; gi < QD_ARRAY_LEN(gs); gi++)
             gemm_u8w4_case(Ms[mi], gi & 1 ? 48 : 40, gs[gi][0], gs[gi][1], (int)(gi & 1), 0);
-    gemm_u8w4_case(9, 32, 4096, 32, 1, 1); /* codes 15, zeros 0 against -128 */
+    gemm_u8w4_case(9, 32, 4096, 32, 1, 1);  /* codes 15, zeros 0 against -128 */
+    gemm_u8w4_case(33, 400, 384, 32, 1, 0); /* AMX: panels unpacked in two chunks, full and partial row tiles */
 
     for (size_t mi = 0; mi < QD_ARRAY_LEN(Ms); mi++) {
         gemm_f32_case(Ms[mi], 48, 64, 1);

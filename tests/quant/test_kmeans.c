@@ -27,7 +27,7 @@ int main(void)
 
     for (int bits = 1; bits <= 8; bits++) {
         int K = 1 << bits;
-        qd_kmeans_opts o = {bits, 1, 100, 7, QD_KMEANS_PLUSPLUS};
+        qd_kmeans_opts o = {bits, 1, 100, 7, QD_KMEANS_PLUSPLUS, 0};
         int it = qd_kmeans_quantize(w, R, C, NULL, &o, cb, codes);
         CHECK_GE(it, 1);
         long unsorted = 0, not_nearest = 0, not_mean = 0;
@@ -64,7 +64,7 @@ int main(void)
         for (int i = 0; i < 64; i++) v[i] = vals[(i * 7) % 5];
         uint8_t cd[64];
         float c8[8];
-        qd_kmeans_opts o = {3, 0, 50, 1, QD_KMEANS_PLUSPLUS};
+        qd_kmeans_opts o = {3, 0, 50, 1, QD_KMEANS_PLUSPLUS, 0};
         CHECK_GE(qd_kmeans_quantize(v, 1, 64, NULL, &o, c8, cd), 0);
         for (int i = 0; i < 64; i++) CHECK(c8[cd[i]] == v[i]);
         for (int i = 0; i < 64; i++) v[i] = -0.3f;
@@ -83,7 +83,7 @@ int main(void)
     /* K-means never does worse than uniform min-max RTN per row on this data (2..4 bits) */
     for (int bits = 2; bits <= 4; bits++) {
         int K = 1 << bits;
-        qd_kmeans_opts o = {bits, 1, 100, 3, QD_KMEANS_PLUSPLUS};
+        qd_kmeans_opts o = {bits, 1, 100, 3, QD_KMEANS_PLUSPLUS, 0};
         CHECK_GE(qd_kmeans_quantize(w, R, C, NULL, &o, cb, codes), 0);
         static float q[R * C];
         for (int i = 0; i < R * C; i++) q[i] = cb[(i / C) * K + codes[i]];
@@ -101,7 +101,7 @@ int main(void)
     /* weights: heavy weight on the first 20 values of each row lowers their error */
     {
         for (int i = 0; i < R * C; i++) wt[i] = (i % C) < 20 ? 100.0f : 1.0f;
-        qd_kmeans_opts o = {2, 1, 100, 5, QD_KMEANS_PLUSPLUS};
+        qd_kmeans_opts o = {2, 1, 100, 5, QD_KMEANS_PLUSPLUS, 0};
         double e_u = 0, e_w = 0, tw_u = 0, tw_w = 0;
         CHECK_GE(qd_kmeans_quantize(w, R, C, NULL, &o, cb, codes), 0);
         CHECK_GE(qd_kmeans_quantize(w, R, C, wt, &o, cb2, codes2), 0);
@@ -129,7 +129,7 @@ int main(void)
 
     /* validation */
     {
-        qd_kmeans_opts o = {9, 1, 10, 1, QD_KMEANS_PLUSPLUS};
+        qd_kmeans_opts o = {9, 1, 10, 1, QD_KMEANS_PLUSPLUS, 0};
         CHECK_EQ(qd_kmeans_quantize(w, R, C, NULL, &o, cb, codes), QD_EINVAL);
         float bad[4] = {0, 1, INFINITY, 2};
         o.bits = 2;
@@ -144,7 +144,7 @@ int main(void)
         float lv[4], back[16];
         uint8_t cd[16];
         for (int init = 0; init < 2; init++) {
-            qd_kmeans_opts o = {1, 0, 50, 11, (qd_kmeans_init)init};
+            qd_kmeans_opts o = {1, 0, 50, 11, (qd_kmeans_init)init, 0};
             CHECK_GE(qd_kmeans_rows(x, 2, 8, 8, NULL, &o, lv, cd), 1);
             CHECK(lv[0] == 0.5f && lv[1] == 5.5f);
             /* second row: {-2 x4, 4, 4, 4, 8}: from k-means++ or a linear start at {-2, 8}, Lloyd
@@ -155,7 +155,7 @@ int main(void)
             qd_kmeans_dequantize(cd, 2, 8, 8, 1, lv, back);
             CHECK(back[0] == 0.5f && back[15] == 5.0f && back[8] == -2.0f);
         }
-        qd_kmeans_opts o = {1, 0, 50, 11, QD_KMEANS_LINEAR};
+        qd_kmeans_opts o = {1, 0, 50, 11, QD_KMEANS_LINEAR, 0};
         CHECK_GE(qd_kmeans_rows(x, 1, 8, 8, colw, &o, lv, cd), 1);
         CHECK(lv[0] == 0.75f && lv[1] == 5.5f);
         /* two groups of 4 in one row of 8: 1 bit each -> {0, 1} and {5, 6}: exact */
@@ -172,7 +172,7 @@ int main(void)
     }
     /* the same bits whether rows are quantized all at once or one at a time (any split over ranks) */
     for (int G = 16; G <= C; G += C - 16) {
-        qd_kmeans_opts o = {3, 0, 100, 42, QD_KMEANS_PLUSPLUS};
+        qd_kmeans_opts o = {3, 0, 100, 42, QD_KMEANS_PLUSPLUS, 0};
         const int64_t ng = qd_kmeans_ngroups(C, G);
         static float all[R * 8 * 13], one[R * 8 * 13], colw[C];
         static uint8_t ca[R * C], c1[R * C];
@@ -188,6 +188,32 @@ int main(void)
         o.seed = 43;
         CHECK_GE(qd_kmeans_rows(w, R, C, G, colw, &o, one, c1), 1);
         CHECK(memcmp(all, one, (size_t)(R * ng * 8) * sizeof(float)) != 0);
+    }
+    /* float16 rounding, by hand: 11 significant bits, ties to even, subnormals in steps of 2^-24 */
+    CHECK(qd_kmeans_round_fp16(1.0f) == 1.0f && qd_kmeans_round_fp16(0.0f) == 0.0f);
+    CHECK(qd_kmeans_round_fp16(1.0f + 0x1p-11f) == 1.0f);               /* tie: to even */
+    CHECK(qd_kmeans_round_fp16(1.0f + 3 * 0x1p-11f) == 1.0f + 0x1p-9f); /* tie: to even, up */
+    CHECK(qd_kmeans_round_fp16(1.0f + 0x1p-11f + 0x1p-20f) == 1.0f + 0x1p-10f);
+    CHECK(qd_kmeans_round_fp16(-0.1f) == -0.0999755859375f); /* numpy: float16(-0.1) */
+    CHECK(qd_kmeans_round_fp16(3e-6f) == 50 * 0x1p-24f);     /* subnormal: 2.98e-6 */
+    CHECK(qd_kmeans_round_fp16(0x1p-26f) == 0.0f && qd_kmeans_round_fp16(65504.0f) == 65504.0f);
+    CHECK(isinf(qd_kmeans_round_fp16(65520.0f)) && qd_kmeans_round_fp16(65519.0f) == 65504.0f);
+    /* fp16 levels: each a float16 number, ascending, every code the nearest rounded level */
+    {
+        qd_kmeans_opts o = {4, 0, 100, 42, QD_KMEANS_PLUSPLUS, 1};
+        static float lv[R * 4 * 16];
+        static uint8_t cd[R * C];
+        CHECK_GE(qd_kmeans_rows(w, R, C, 64, NULL, &o, lv, cd), 1);
+        const int64_t ng = qd_kmeans_ngroups(C, 64);
+        long bad = 0;
+        for (int64_t i = 0; i < R * ng * 16; i++)
+            bad += qd_kmeans_round_fp16(lv[i]) != lv[i] || (i % 16 && lv[i] < lv[i - 1]);
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < C; c++) {
+                const float x = w[r * C + c], *l = lv + (r * ng + c / 64) * 16;
+                for (int k = 0; k < 16; k++) bad += fabsf(x - l[k]) < fabsf(x - l[cd[r * C + c]]);
+            }
+        CHECK_EQ(bad, 0);
     }
     QD_TEST_MAIN_END();
 }

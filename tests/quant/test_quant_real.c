@@ -216,7 +216,7 @@ static void kmeans_vs_rtn(void)
             int K = 1 << bits;
             float *cb = malloc((size_t)(R * K) * sizeof(float)), *q = malloc((size_t)(R * C) * sizeof(float));
             uint8_t *codes = malloc((size_t)(R * C));
-            qd_kmeans_opts ko = {bits, 1, 100, 1234, QD_KMEANS_PLUSPLUS};
+            qd_kmeans_opts ko = {bits, 1, 100, 1234, QD_KMEANS_PLUSPLUS, 0};
             CHECK(qd_kmeans_quantize(W, R, C, NULL, &ko, cb, codes) >= 0);
             for (int64_t r = 0; r < R; r++)
                 for (int64_t c = 0; c < C; c++) q[r * C + c] = cb[r * K + codes[r * C + c]];
@@ -246,7 +246,7 @@ static void kmeans_vs_rtn(void)
     float w[64], cb1[8], cb2[8];
     uint8_t c1[64], c2[64];
     for (int i = 0; i < 64; i++) w[i] = sinf((float)i * 0.7f);
-    qd_kmeans_opts ko = {3, 0, 50, 9, QD_KMEANS_PLUSPLUS};
+    qd_kmeans_opts ko = {3, 0, 50, 9, QD_KMEANS_PLUSPLUS, 0};
     qd_kmeans_quantize(w, 1, 64, NULL, &ko, cb1, c1);
     qd_kmeans_quantize(w, 1, 64, NULL, &ko, cb2, c2);
     CHECK(memcmp(cb1, cb2, sizeof cb1) == 0 && memcmp(c1, c2, sizeof c1) == 0);

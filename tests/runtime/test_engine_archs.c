@@ -2,9 +2,10 @@
  * against transformers' float64 outputs (pooled output, embedding, logits), batched with the
  * reference's padding, with one and two threads, under the kernel table QD_KERNELS selects
  * (engine_archs runs it under every table this CPU has).
- * Models the engine runs itself (post-LN text, pre-LN vision: layer scales, registers, CLIP's
- * pre-LayerNorm and projection, DeiT-style heads) and those it runs through the model's stages
- * (MPNet, BEiT, ELECTRA, ALBERT) must agree within 1e-4 relative at real tokens; the two threads'
+ * The engine runs every one in its own blocks (post-LN text incl. ELECTRA's and ALBERT's
+ * projected embeddings, ALBERT's shared layers and MPNet's relative position buckets; pre-LN
+ * vision: layer scales, registers, BEiT's relative position tables, CLIP's pre-LayerNorm and
+ * projection, DeiT-style heads; the runtime path is checked) and must agree within 1e-4 relative at real tokens; the two threads'
  * outputs must equal the one thread's bits. */
 #include <math.h>
 #include <stdio.h>
@@ -66,6 +67,10 @@ static void check_output(const char *name, const qd_model *m, const qd_batch *b,
         const qd_engine_opts o = {.threads = th, .outlier = 0, .profile = 0};
         out[th - 1] = calloc((size_t)(b->B * per), sizeof(float));
         CHECK_EQ(qd_engine_create(m, NULL, &o, &e), QD_OK);
+        /* every architecture in the engine's own blocks */
+        if (e)
+            CHECK_MSG(!strncmp(qd_engine_path(e), "engine forward", 14), "%s: runtime path '%s'", name,
+                      qd_engine_path(e));
         if (e) CHECK_MSG(qd_engine_run(e, b, what, out[th - 1]) == QD_OK, "%s: %s", name, qd_errmsg());
         qd_engine_free(e);
     }

@@ -43,6 +43,19 @@ h5diff --exclude-path /run "$T/sg24_1.h5" "$T/res.h5" && echo "ok: fault + resum
 "$QDIST" inspect "$T/sg24_1.h5" > "$T/insp"
 grep -q "query.weight .*sparsity 50.0% (2:4, sparsegpt, 32 stored per row)" "$T/insp" && echo "ok: inspect shows 2:4" \
   || { echo "FAIL: inspect"; grep query "$T/insp"; fail=1; }
+# non-uniform sparsity: per-tensor patterns from overrides (the first matching one), the job's elsewhere
+printf '{"overrides": [{"pattern": "*.attention.*", "sparsity": "0.25"}, {"pattern": "*.layer.5.*", "sparsity": "2:4"}]}' > "$T/ov.json"
+"$QDIST" quantize --model "$M" --out "$T/ov.h5" --quiet --config "$T/ov.json" --bits 8 --sparsity 0.5 > /dev/null || fail=1
+"$QDIST" inspect "$T/ov.h5" > "$T/insp_ov"
+grep -q "layer.5.attention.attention.query.weight .*sparsity 25.0% (0.25, magnitude, 48 stored" "$T/insp_ov" \
+  && grep -q "layer.5.intermediate.dense.weight .*sparsity 50.0% (2:4, magnitude, 32 stored" "$T/insp_ov" \
+  && grep -q "layer.0.output.dense.weight .*sparsity 50.0% (0.5, magnitude, 64 stored" "$T/insp_ov" \
+  && grep -q '"sparsity":"0.25"' "$T/insp_ov" && echo "ok: per-tensor sparsity from overrides" \
+  || { echo "FAIL: per-tensor sparsity"; grep -E 'layer.(0|5)' "$T/insp_ov"; fail=1; }
+printf '{"overrides": [{"pattern": "*", "sparsity": "0.3"}]}' > "$T/ov2.json"
+"$QDIST" quantize --model "$M" --out "$T/ov2.h5" --quiet --config "$T/ov2.json" --bits 8 > "$T/ov2.log" 2>&1 \
+  && { echo "FAIL: per-tensor sparsity without --sparsity accepted"; fail=1; }
+grep -q "per-tensor sparsity needs a pruning job" "$T/ov2.log" || { echo "FAIL: message"; cat "$T/ov2.log"; fail=1; }
 grep -q "sparsity 50.0% (0.5, sparsegpt," "$T/insp" && { echo "FAIL: wrong pattern"; fail=1; }
 "$QDIST" inspect "$T/only50_1.h5" | grep -q "float .*sparsity 50.0% (0.5, sparsegpt, 32 stored per row)" && echo "ok: inspect prune-only" \
   || { echo "FAIL: inspect prune-only"; fail=1; }
@@ -136,6 +149,26 @@ assert s["cosine"] == d["cosine"] and s["quantized"]["accuracy"] == d["quantized
 assert s["cosine"]["mean"] < 0.9999, s
 print("ok: eval runs 2:4 through the sparse kernel: same logits as the dense int8 kernel (cosine %.6f)"
       % s["cosine"]["mean"])
+PY
+# the engine's 2:4 kernel on every call (QD_ENGINE_24_ROWS above any row count) and never (0): the
+# same results as the dense file; where the CPU has the kernel, the runtime line names it and the
+# compact form adds 0.625 bytes per weight to the resident ones
+# shellcheck disable=SC2086
+QD_ENGINE_24_ROWS=1000000 "$QDIST" eval --model "$M" --quantized "$T/sg24_1.h5" $E > "$T/ev24a.json" || fail=1
+# shellcheck disable=SC2086
+QD_ENGINE_24_ROWS=0 "$QDIST" eval --model "$M" --quantized "$T/sg24_1.h5" $E > "$T/ev24n.json" || fail=1
+/usr/bin/python3 - "$T/ev24a.json" "$T/ev24n.json" "$T/evd.json" <<'PY' || fail=1
+import json, sys
+a, n, d = (json.load(open(p)) for p in sys.argv[1:4])
+for x in (a, n):
+    assert x["cosine"] == d["cosine"] and x["quantized"]["accuracy"] == d["quantized"]["accuracy"], (x["cosine"], d["cosine"])
+if "vnni+vbmi below" in a["runtime_path"]:
+    assert "below 1000000 rows" in a["runtime_path"] and "below 0 rows" in n["runtime_path"], a["runtime_path"]
+    extra = a["quantized"]["resident_weight_bytes"] - d["quantized"]["resident_weight_bytes"]
+    assert extra > 0, (a["quantized"]["resident_weight_bytes"], d["quantized"]["resident_weight_bytes"])
+    print("ok: the engine's 2:4 kernel on every call gives the dense kernel's logits; compact form %d bytes" % extra)
+else:
+    print("ok: no 2:4 kernel for this CPU's table: dense (%s)" % a["runtime_path"][:120])
 PY
 # a prune-only file evaluates as pruned: its logits differ from the dense model's, and equal (bit for
 # bit, batch 1) those of the FP32 forward pass of its exported checkpoint

@@ -249,6 +249,26 @@ static void test_sparsegpt(void)
     printf("2:4 + 4-bit g16: sparsegpt+gptq %.4f, magnitude+rtn %.4f\n", ej, er);
     CHECK_DBL_LE(ej * 1.2, er);
     qd_qparams_free(&p);
+    /* unstructured + 4-bit g16 with a diagonal Hessian (no updates): every group's scale and zero
+     * are those of its kept weights alone (the pruned ones end as 0 and must not widen the grid) */
+    {
+        float *Hd = calloc((size_t)(C * C), sizeof(float)), *Wk = malloc(R * C * sizeof(float));
+        float *s2 = malloc(R * 4 * sizeof(float));
+        int32_t *z2 = malloc(R * 4 * sizeof(int32_t));
+        for (int64_t c = 0; c < C; c++) Hd[c * C + c] = 1.0f + (float)(c % 5);
+        qd_sparsegpt_opts ou = o;
+        ou.sp = (qd_sparsity){0.5, 0, 0};
+        memcpy(W, W0, R * C * sizeof(float));
+        CHECK_EQ(qd_sparsegpt_prune(W, R, C, Hd, &ou, m, codes, sc, zr, &st), QD_OK);
+        memcpy(Wk, W0, R * C * sizeof(float));
+        qd_prune_apply(Wk, m, R * C);
+        for (int64_t g = 0; g < 4; g++) qd_find_params_rows(Wk + 16 * g, R, 16, C, 4, 0, &mn, s2 + g, z2 + g, 4);
+        CHECK(!memcmp(sc, s2, R * 4 * sizeof(float)) && !memcmp(zr, z2, R * 4 * sizeof(int32_t)));
+        free(Hd);
+        free(Wk);
+        free(s2);
+        free(z2);
+    }
     /* row units: N:M and per-row scope give each row what the whole layer gives it */
     o.quantize = 0;
     qd_gptq_prep *prep;

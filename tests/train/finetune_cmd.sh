@@ -61,6 +61,17 @@ h5diff -q "$T/q4.h5" "$T/so.h5" "/tensors/$L/scales" "/tensors/$L/scales" && fai
 h5diff "$T/q4.h5" "$T/q0.h5" "/tensors/$L/qweight" "/tensors/$L/qweight" || fail "qat does not start at its source"
 echo "ok: qat, scale-only"
 
+# a pruned file (50 % magnitude + INT4): QAT and scale-only keep its mask; the file stays pruned
+"$Q" quantize --model "$VIT" --out "$T/sp.h5" --bits 4 --asym --sparsity 0.5 --prune magnitude --quiet
+mpirun -n 2 "$Q" finetune $C --qat "$T/sp.h5" --lr 1e-2 --out "$T/spq.h5" || fail "qat on a pruned file"
+"$Q" inspect "$T/spq.h5" | grep "$L" | grep -q "lsq.*sparsity 50.0%" || fail "qat: the file is no longer pruned"
+h5diff "$T/sp.h5" "$T/spq.h5" "/tensors/$L/mask" "/tensors/$L/mask" || fail "qat moved the mask"
+h5diff -q "$T/sp.h5" "$T/spq.h5" "/tensors/$L/nz_qweight" "/tensors/$L/nz_qweight" && fail "qat left every kept code"
+"$Q" finetune $C --scale-only "$T/sp.h5" --lr 1e-3 --out "$T/sps.h5" || fail "scale-only on a pruned file"
+h5diff "$T/sp.h5" "$T/sps.h5" "/tensors/$L/nz_qweight" "/tensors/$L/nz_qweight" || fail "scale-only changed codes"
+"$Q" eval --model "$VIT" --quantized "$T/spq.h5" --data "$IMG" --n 20 --batch 20 >/dev/null || fail "eval pruned qat"
+echo "ok: pruned files keep their mask"
+
 # errors
 rc=0; "$Q" finetune --model "$VIT" --data "$IMG" --out "$T/x" --head 1 2>/dev/null || rc=$?
 [ $rc = 2 ] || fail "--head 1: exit $rc"

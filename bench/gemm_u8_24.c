@@ -1,0 +1,128 @@
+/* The inference engine's 2:4 sparse int8 GEMM (kernels/gemm_u8_24.h: compact weights, AVX-512
+ * VNNI + VBMI) against the engine's dense int8 GEMM on the same weights (pruned ones as zeros),
+ * one thread, BERT-base shapes (K, N) in {(768, 768), (768, 3072), (3072, 768)} at M rows: 1, 8,
+ * 25 (one sentence: batch 1), 128, 800 (32 sentences of 25 tokens: batch 32). Dense runs twice:
+ * with the selected kernel table (AMX tiles from 16 rows where the CPU has them) and with the
+ * AVX-512 VNNI table. All give the same bits (checked on every shape). The figure is the ratio of
+ * best times over 6 interleaved rounds (other load hits all alike); "GOP/s" counts the dense
+ * 2·M·N·K for every version. The engine runs a 2:4 Linear on the sparse kernel where its row
+ * count is below the threshold this bench sets (runtime/engine.c).
+ *   build/bench/bench_gemm_u8_24 [seconds per shape, default 1.0] [M ...] */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/bench_util.h"
+#include "kernels/gemm.h"
+#include "kernels/gemm_u8_24.h"
+#include "kernels/kernels.h"
+
+static uint64_t rng = 0x243F6A8885A308D3ull;
+static uint64_t rnd(void)
+{
+    uint64_t z = (rng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+typedef struct {
+    int64_t M, K, N;
+    uint8_t *A;
+    float *as, *C;
+    qd_gemm_w8 *W8;
+    qd_gemm_u24 *W24;
+    const qd_kernel_table *vnni;
+    const qd_gemm_u24_fns *f24;
+} shape;
+
+static void run_dense(shape *s) { qd_gemm_u8_f32(s->A, s->K, s->as, s->M, s->W8, 0, s->N, s->C, s->N); }
+static void run_vnni(shape *s) { s->vnni->gemm_u8_f32(s->A, s->K, s->as, s->M, s->W8, 0, s->N, s->C, s->N); }
+static void run_24(shape *s) { s->f24->f32(s->A, s->K, s->as, s->M, s->W24, 0, s->N, s->C, s->N); }
+
+typedef void (*run_fn)(shape *);
+
+static double best_time(run_fn f, shape *s, double min_s) { return QD_BENCH_BEST_TIME(f(s), min_s); }
+
+int main(int argc, char **argv)
+{
+    const double min_s = argc > 1 ? atof(argv[1]) : 1.0;
+    enum { ROUNDS = 6 };
+    const qd_kernel_table *vnni = qd_kernels_table("avx512vnni");
+    const qd_gemm_u24_fns *f24 = qd_gemm_u24_table("avx512vnni");
+    if (!vnni || !f24) {
+        printf("no AVX-512 VNNI + VBMI here: the engine runs 2:4 Linears on its dense GEMM\n");
+        return 0;
+    }
+    int64_t ms[16] = {1, 8, 25, 128, 800}, nm = 5;
+    if (argc > 2)
+        for (nm = 0; nm < argc - 2 && nm < 16; nm++) ms[nm] = atoll(argv[nm + 2]);
+    const int64_t kn[][2] = {{768, 768}, {768, 3072}, {3072, 768}};
+    printf("dense: %s table; one thread; best of %d interleaved rounds, %.1f s per shape\n", qd_kernels_isa(), ROUNDS,
+           min_s);
+    printf("%5s %5s %5s  %11s %11s %11s  %9s %9s  %s\n", "M", "K", "N", "dense GOP/s", "vnni GOP/s", "2:4 GOP/s",
+           "2:4/dense", "2:4/vnni", "same bits");
+    for (int64_t mi = 0; mi < nm; mi++) {
+        double logsum = 0;
+        for (size_t i = 0; i < QD_ARRAY_LEN(kn); i++) {
+            shape s = {ms[mi], kn[i][0], kn[i][1], 0, 0, 0, 0, 0, vnni, f24};
+            int8_t *w = calloc((size_t)(s.N * s.K), 1);
+            for (int64_t n = 0; n < s.N; n++)
+                for (int64_t g = 0; g < s.K; g += 4) {
+                    const int a = (int)(rnd() % 4), b = (a + 1 + (int)(rnd() % 3)) % 4;
+                    w[n * s.K + g + a] = (int8_t)(rnd() % 255 - 127);
+                    w[n * s.K + g + b] = (int8_t)(rnd() % 255 - 127);
+                }
+            float *ws = malloc((size_t)s.N * sizeof(float));
+            for (int64_t n = 0; n < s.N; n++) ws[n] = 1e-3f * (float)(1 + rnd() % 100);
+            s.A = malloc((size_t)(s.M * s.K));
+            for (int64_t k = 0; k < s.M * s.K; k++) s.A[k] = (uint8_t)(rnd() % 256);
+            s.as = malloc((size_t)s.M * sizeof(float));
+            for (int64_t m = 0; m < s.M; m++) s.as[m] = 0.01f;
+            if (qd_gemm_w8_create_layout(qd_kernels()->layout, w, s.N, s.K, s.K, ws, NULL, &s.W8) ||
+                qd_gemm_u24_create(w, s.N, s.K, s.K, ws, NULL, &s.W24)) {
+                fprintf(stderr, "%s\n", qd_errmsg());
+                return 1;
+            }
+            const size_t cb = (size_t)(s.M * s.N) * sizeof(float);
+            float *c1 = malloc(cb), *c2 = malloc(cb), *c3 = malloc(cb);
+            s.C = c1;
+            run_dense(&s);
+            s.C = c2;
+            run_24(&s);
+            s.C = c3;
+            run_vnni(&s);
+            const int same = !memcmp(c1, c2, cb) && !memcmp(c1, c3, cb);
+            double bd = 1e30, bv = 1e30, b24 = 1e30;
+            for (int r = 0; r < ROUNDS; r++) {
+                double t = best_time(run_dense, &s, min_s / ROUNDS / 3);
+                bd = t < bd ? t : bd;
+                t = best_time(run_vnni, &s, min_s / ROUNDS / 3);
+                bv = t < bv ? t : bv;
+                t = best_time(run_24, &s, min_s / ROUNDS / 3);
+                b24 = t < b24 ? t : b24;
+            }
+            const double ops = 2.0 * (double)s.M * (double)s.N * (double)s.K;
+            printf("%5lld %5lld %5lld  %11.1f %11.1f %11.1f  %8.2fx %8.2fx  %s\n", (long long)s.M, (long long)s.K,
+                   (long long)s.N, ops / bd * 1e-9, ops / bv * 1e-9, ops / b24 * 1e-9, bd / b24, bv / b24,
+                   same ? "yes" : "NO");
+            logsum += log(bd / b24);
+            if (!same) return 1;
+            qd_gemm_w8_free(s.W8);
+            qd_gemm_u24_free(s.W24);
+            free(w);
+            free(ws);
+            free(s.A);
+            free(s.as);
+            free(c1);
+            free(c2);
+            free(c3);
+        }
+        printf("M = %lld: geometric mean of 2:4/dense over the three shapes %.2fx\n", (long long)ms[mi],
+               exp(logsum / (double)QD_ARRAY_LEN(kn)));
+    }
+    printf("weights in memory: dense 1 byte per weight, 2:4 compact 0.625 (values + 2-bit positions)\n");
+    return 0;
+}
