@@ -26,5 +26,5 @@ fi
 if [ "$WHICH" != vit ]; then
   # shellcheck disable=SC2086
   mpirun -n 2 "$Q" sweep --model "$MM" --data $S/data/sst2/dev.tsv --calib $S/data/sst2/dev.tsv --nsamples 32 \
-    --methods rtn,kmeans,gptq,adaround --iters 300 --batch 32 $EXTRA --out "$OUT/minilm" || true
+    --methods rtn,kmeans,gptq,adaround --iters 300 --batch 32 --plot-cosine $EXTRA --out "$OUT/minilm" || true
 fi
