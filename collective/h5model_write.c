@@ -132,7 +132,13 @@ static hid_t make_dset(hid_t g, const char *name, qd_h5m_type type, int nd, cons
 void qd_h5m_write_activations(qd_h5m_writer *w, const qd_actrec *r)
 {
     if (!w->created) return;
-    hid_t g = QD_H5_CHECK(H5Gcreate2(w->file, QD_H5M_ACTIVATIONS, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    /* every attribute in the group's object header: past 8 of them (the default) the 1.8 object
+     * format moves them to dense storage (a fractal heap), which parallel HDF5 then fails to size
+     * (H5Fget_filesize in qd_h5m_reserve). ~20 attributes of a few KiB fit the 64 KiB header. */
+    hid_t gcpl = QD_H5_CHECK(H5Pcreate(H5P_GROUP_CREATE));
+    QD_H5_CHECK(H5Pset_attr_phase_change(gcpl, 64, 0));
+    hid_t g = QD_H5_CHECK(H5Gcreate2(w->file, QD_H5M_ACTIVATIONS, H5P_DEFAULT, gcpl, H5P_DEFAULT));
+    QD_H5_CHECK(H5Pclose(gcpl));
     attr_str(g, "format", "static-activations");
     attr_str(g, "scheme", "asymmetric");
     attr_str(g, "calib", qd_actq_method_name(r->method));

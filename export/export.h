@@ -19,7 +19,9 @@
  *              recorded scale and zero point (outlier channels apart, at scale * 2^shift), then
  *              MatMulInteger with the int8 weight codes (symmetric per channel only), q/k/v as
  *              int8, Q K^T and P V as MatMulInteger (P as u8 at 1/256), float between (LayerNorm,
- *              GELU, softmax, residuals) — `qdist eval --integer-only` with float stages.
+ *              GELU, softmax, residuals) — `qdist eval --integer-only` with float stages. The
+ *              ViT classifier and patch projection, float in the file, are made int8 per row as
+ *              qdist's integer graph makes them (absmax / 127).
  *   Act-order records whose groups are not in column order gather the input columns into group
  *   order first. Float tensors stay float.
  *

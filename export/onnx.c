@@ -451,6 +451,30 @@ static int static_linear(ox *x, const char *in, int rank, const qd_xs_tensor *t,
     return QD_OK;
 }
 
+/* QOPERATOR: a float weight [rows][cols] (what the file keeps in float: the ViT classifier and
+ * patch projection) quantized as qdist's integer-only inference does at load: symmetric int8 per
+ * row, s = absmax / 127, round to nearest. As a record: 8-bit symmetric codes (q + 128). */
+static void int8_rows(const float *w, int64_t R, int64_t C, qd_xs_tensor *t, qd_xs_quant *q)
+{
+    t->bits = 8;
+    t->sym = 1;
+    t->ngroups = 1;
+    t->G = C;
+    q->codes = qd_xmalloc((size_t)(R * C));
+    q->scales = qd_xmalloc((size_t)R * sizeof *q->scales);
+    for (int64_t r = 0; r < R; r++) {
+        float mx = 0;
+        for (int64_t c = 0; c < C; c++) mx = fmaxf(mx, fabsf(w[r * C + c]));
+        const float sc = mx > 0 ? mx / 127.0f : 1.0f;
+        q->scales[r] = sc;
+        for (int64_t c = 0; c < C; c++) {
+            float v = nearbyintf(w[r * C + c] / sc);
+            v = v > 127 ? 127 : v < -127 ? -127 : v;
+            q->codes[r * C + c] = (uint8_t)((int)v + 128);
+        }
+    }
+}
+
 /* Act-order records whose groups are not in column order: the column permutation that puts
  * them in group order (stable), when every group then spans exactly G consecutive columns. */
 static int act_order_perm(ox *x, const qd_xs_tensor *t, const qd_xs_quant *q, int64_t **perm)
@@ -487,6 +511,17 @@ static int linear(ox *x, const char *in, int rank, const qd_xd_linear *L, const 
     if (L->b[0] && (rc = float_init(x, L->b, &bias))) return rc;
     const qd_xs_tensor *t = qd_xs_tensor_at(x->s, i);
     const int64_t R = L->out, C = L->in;
+    if (t->kind != QD_XS_QUANT && x->act_in) { /* QOPERATOR: int8 per row, as qdist quantizes it at load */
+        float *w;
+        if ((rc = qd_xs_read_float(x->s, i, &w))) return rc;
+        qd_xs_tensor t8 = *t;
+        qd_xs_quant q8 = {0};
+        int8_rows(w, R, C, &t8, &q8);
+        free(w);
+        rc = static_linear(x, in, rank, &t8, &q8, bias, y);
+        qd_xs_quant_free(&q8);
+        return rc;
+    }
     if (t->kind != QD_XS_QUANT) {
         float *w;
         if ((rc = qd_xs_read_float(x->s, i, &w))) return rc;
@@ -778,6 +813,28 @@ static int bert(ox *x)
     return QD_OK;
 }
 
+/* QOPERATOR: the patch projection's weights as qdist's integer graph has them (int8 per output
+ * channel, int8_rows), dequantized for the Conv on the int8 pixels. */
+static int patch_int8(ox *x, const char **pw)
+{
+    const qd_xdesc *d = x->d;
+    int i, rc = tensor_index(x, d->patch_w, &i);
+    if (rc) return rc;
+    const qd_xs_tensor *t = qd_xs_tensor_at(x->s, i);
+    float *w;
+    if ((rc = qd_xs_read_float(x->s, i, &w))) return rc;
+    const int64_t R = t->shape[0], C = qd_xs_numel(t) / R;
+    qd_xs_tensor t8 = *t;
+    qd_xs_quant q8 = {0};
+    int8_rows(w, R, C, &t8, &q8);
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t c = 0; c < C; c++) w[r * C + c] = q8.scales[r] * (float)((int)q8.codes[r * C + c] - 128);
+    qd_xs_quant_free(&q8);
+    *pw = qd_ob_init(x->b, qd_ob_str(x->b, "%s.int8", d->patch_w), QD_OT_FLOAT, t->ndim, t->shape, w,
+                     (size_t)(R * C) * sizeof *w, 1);
+    return QD_OK;
+}
+
 static int vit(ox *x)
 {
     qd_ob *b = x->b;
@@ -791,7 +848,7 @@ static int vit(ox *x)
     int rc;
     qd_ob_scope(b, "embeddings");
     if ((rc = float_init(x, d->cls_token, &cls)) || (rc = float_init(x, d->pos_emb, &pos)) ||
-        (rc = float_init(x, d->patch_w, &pw)) || (rc = float_init(x, d->patch_b, &pb)))
+        (rc = x->act ? patch_int8(x, &pw) : float_init(x, d->patch_w, &pw)) || (rc = float_init(x, d->patch_b, &pb)))
         return rc;
     /* patches: Conv2d with stride = kernel = patch, [B, H, gh, gw] -> [B, np, H] */
     const char *px = "pixel_values";
@@ -839,7 +896,10 @@ static int vit(ox *x)
     qd_ob_output(b, pooled, "pooler_output", QD_OT_FLOAT, 2, pd, dn);
     if (d->has_classifier) {
         const char *lg;
-        if ((rc = linear(x, pooled, 2, &d->classifier, &lg))) return rc;
+        x->act_in = x->act ? "final_norm" : NULL;
+        rc = linear(x, pooled, 2, &d->classifier, &lg);
+        x->act_in = NULL;
+        if (rc) return rc;
         const int64_t gd[2] = {-1, c->num_labels};
         qd_ob_output(b, lg, "logits", QD_OT_FLOAT, 2, gd, dn);
     }

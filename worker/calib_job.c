@@ -434,7 +434,7 @@ static void reduce_to_owners(gjob *g, qd_calib *stats, const qd_calib_plan *p)
             qd_coll_share(g->comm, cg->acc, (size_t)len * sizeof *cg->acc, p->lo[i], member);
             if (!plan_mine(g, p, i)) qd_calib_release(cg);
         }
-        g->res->reduce_bytes += (double)len * 8;
+        if (g->size > 1) g->res->reduce_bytes += (double)len * 8;
         if (cg->acc) held += (double)len * 8;
     }
     if (held > g->res->stats_bytes) g->res->stats_bytes = held;
@@ -573,7 +573,7 @@ static int seq_calibrate(gjob *g, seqstate *q, int k, const uint8_t *sel, const 
         const double tr = qd_now();
         if (pass == 0) { /* every rank needs the grids: absmax everywhere */
             qd_calib_allreduce(g->comm, stats);
-            for (int i = 0; i < qd_calib_num_groups(stats); i++)
+            for (int i = 0; i < qd_calib_num_groups(stats) && g->size > 1; i++)
                 g->res->reduce_bytes += qd_calib_group_at(stats, i)->in * 4.0;
         } else /* the integer sums only where they are used */
             reduce_to_owners(g, stats, plan);
