@@ -2,6 +2,7 @@
  * jobs submitted with its own key; an admin key sees everything, may shut the service down and
  * may subscribe to the events, which other keys may not; a key outside --curve-clients and a
  * client without CURVE get no answer at all. Also the key-file reader and the ZAP decision. */
+#include <ctype.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -71,10 +72,15 @@ static int n_jobs(const keypair *k)
 
 static void submit(const keypair *k, const char *token, char id[32])
 {
+    /* the key's first characters name the output; Z85 has '/', '.', ':' and others a file name
+     * must not carry (a '/' made a directory that does not exist: "not_found") */
+    char tag[9];
+    for (int i = 0; i < 8; i++) tag[i] = isalnum((unsigned char)k->pub[i]) ? k->pub[i] : '_';
+    tag[8] = 0;
     char req[4 * PATH_MAX];
     snprintf(req, sizeof req,
-             "{\"op\":\"submit\",\"token\":\"%s\",\"job\":{\"model\":\"%s/corrupt\",\"out\":\"%s/%s-%.8s.h5\"}}", token,
-             g_dir, g_dir, token, k->pub);
+             "{\"op\":\"submit\",\"token\":\"%s\",\"job\":{\"model\":\"%s/corrupt\",\"out\":\"%s/%s-%s.h5\"}}", token,
+             g_dir, g_dir, token, tag);
     cJSON *r = rpc(k, req, 10000);
     const cJSON *jid = cJSON_GetObjectItem(r, "id");
     CHECK_MSG(cJSON_IsString(jid), "submit: %s", r ? code_of(r) : "(no reply)");
