@@ -1,41 +1,16 @@
 /* AVX-512 version of the AdaRound step (kernels.h adaround_step): kernels/avx2/adaround.c's
  * operations sixteen lanes at a time, the tail under a mask, with the reference's bits
  * (kernels/ref/adaround.c). A product that the reference rounds before an addition passes
- * through opaque() so that the compiler cannot fuse the two. */
+ * through qd_opaque16() so that the compiler cannot fuse the two. */
 #include <float.h>
 #include <immintrin.h>
 
 #include "kernels/act_coef.h"
+#include "kernels/avx512/exp_poly.h"
 #include "kernels/ada_coef.h"
 #include "kernels/kernels.h"
 
-static inline __m512 opaque(__m512 x)
-{
-    __asm__("" : "+v"(x));
-    return x;
-}
-
 #define S1(c) _mm512_set1_ps(c)
-
-/* kernels/ref/exp_poly.h, sixteen lanes */
-static inline __m512 exp16(__m512 d)
-{
-    const __m512 n =
-        _mm512_roundscale_ps(_mm512_mul_ps(d, S1(QD_LOG2EF)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fmadd_ps(n, S1(-QD_LN2_HI), d);
-    r = _mm512_fmadd_ps(n, S1(-QD_LN2_LO), r);
-    __m512 p = S1(QD_EXP_P0);
-    p = _mm512_fmadd_ps(p, r, S1(QD_EXP_P1));
-    p = _mm512_fmadd_ps(p, r, S1(QD_EXP_P2));
-    p = _mm512_fmadd_ps(p, r, S1(QD_EXP_P3));
-    p = _mm512_fmadd_ps(p, r, S1(QD_EXP_P4));
-    p = _mm512_fmadd_ps(p, r, S1(QD_EXP_P5));
-    const __m512 r2 = opaque(_mm512_mul_ps(r, r));
-    __m512 y = _mm512_fmadd_ps(p, r2, r);
-    y = _mm512_add_ps(y, S1(1.0f));
-    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return opaque(_mm512_mul_ps(y, _mm512_castsi512_ps(bits)));
-}
 
 static inline __m512 log16(__m512 x)
 {
@@ -47,7 +22,7 @@ static inline __m512 log16(__m512 x)
     const __m512 t = _mm512_mask_blend_ps(lo, m, _mm512_add_ps(m, m));
     e = _mm512_mask_blend_ps(lo, e, _mm512_sub_ps(e, S1(1.0f)));
     const __m512 f = _mm512_sub_ps(t, S1(1.0f));
-    const __m512 z = opaque(_mm512_mul_ps(f, f));
+    const __m512 z = qd_opaque16(_mm512_mul_ps(f, f));
     __m512 y = S1(QD_LOG_P0);
     y = _mm512_fmadd_ps(y, f, S1(QD_LOG_P1));
     y = _mm512_fmadd_ps(y, f, S1(QD_LOG_P2));
@@ -57,8 +32,8 @@ static inline __m512 log16(__m512 x)
     y = _mm512_fmadd_ps(y, f, S1(QD_LOG_P6));
     y = _mm512_fmadd_ps(y, f, S1(QD_LOG_P7));
     y = _mm512_fmadd_ps(y, f, S1(QD_LOG_P8));
-    y = opaque(_mm512_mul_ps(y, f));
-    y = opaque(_mm512_mul_ps(y, z));
+    y = qd_opaque16(_mm512_mul_ps(y, f));
+    y = qd_opaque16(_mm512_mul_ps(y, z));
     y = _mm512_fmadd_ps(e, S1(QD_LN2_LO), y);
     y = _mm512_fmadd_ps(S1(-0.5f), z, y);
     const __m512 r = _mm512_add_ps(f, y);
@@ -74,9 +49,10 @@ static inline void step16(const qd_ada_step *s, const float *gw, int64_t i, __mm
         const __m512 g = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, gw + i), _mm512_maskz_loadu_ps(k, s->a + i),
                                          _mm512_maskz_loadu_ps(k, s->b + i));
         const __m512 m = _mm512_fmadd_ps(S1(QD_ADA_B1), _mm512_maskz_loadu_ps(k, s->m + i),
-                                         opaque(_mm512_mul_ps(g, S1(1.0f - QD_ADA_B1))));
-        const __m512 v = _mm512_fmadd_ps(S1(QD_ADA_B2), _mm512_maskz_loadu_ps(k, s->v + i),
-                                         opaque(_mm512_mul_ps(opaque(_mm512_mul_ps(g, g)), S1(1.0f - QD_ADA_B2))));
+                                         qd_opaque16(_mm512_mul_ps(g, S1(1.0f - QD_ADA_B1))));
+        const __m512 v =
+            _mm512_fmadd_ps(S1(QD_ADA_B2), _mm512_maskz_loadu_ps(k, s->v + i),
+                            qd_opaque16(_mm512_mul_ps(qd_opaque16(_mm512_mul_ps(g, g)), S1(1.0f - QD_ADA_B2))));
         _mm512_mask_storeu_ps(s->m + i, k, m);
         _mm512_mask_storeu_ps(s->v + i, k, v);
         const __m512 den = _mm512_add_ps(_mm512_sqrt_ps(_mm512_mul_ps(v, S1(s->ic2))), S1(QD_ADA_EPS));
@@ -84,12 +60,12 @@ static inline void step16(const qd_ada_step *s, const float *gw, int64_t i, __mm
         _mm512_mask_storeu_ps(s->V + i, k, V);
     }
     const __m512 d = _mm512_min_ps(_mm512_max_ps(_mm512_xor_ps(V, sign), S1(-QD_ADA_VCLAMP)), S1(QD_ADA_VCLAMP));
-    const __m512 sg = _mm512_div_ps(one, _mm512_add_ps(one, exp16(d)));
+    const __m512 sg = _mm512_div_ps(one, _mm512_add_ps(one, qd_exp_poly16(d)));
     const __m512 hraw = _mm512_fmadd_ps(sg, S1(QD_ADA_ZG), S1(QD_ADA_GAMMA));
     const __m512 h = _mm512_min_ps(_mm512_max_ps(hraw, zero), one);
     const __mmask16 in = _mm512_cmp_ps_mask(hraw, zero, _CMP_GT_OQ) & _mm512_cmp_ps_mask(hraw, one, _CMP_LT_OQ);
     const __m512 dh =
-        _mm512_maskz_mov_ps(in, _mm512_mul_ps(opaque(_mm512_mul_ps(S1(QD_ADA_ZG), sg)), _mm512_sub_ps(one, sg)));
+        _mm512_maskz_mov_ps(in, _mm512_mul_ps(qd_opaque16(_mm512_mul_ps(S1(QD_ADA_ZG), sg)), _mm512_sub_ps(one, sg)));
     const __m512 sm = _mm512_maskz_loadu_ps(k, s->sm + i);
     _mm512_mask_storeu_ps(s->E + i, k, _mm512_fnmadd_ps(sm, h, _mm512_maskz_loadu_ps(k, s->c0 + i)));
     _mm512_mask_storeu_ps(s->a + i, k, _mm512_mul_ps(sm, dh));
@@ -98,7 +74,8 @@ static inline void step16(const qd_ada_step *s, const float *gw, int64_t i, __mm
         const __m512 t = _mm512_sub_ps(_mm512_add_ps(h, h), one);
         const __m512 at = _mm512_andnot_ps(sign, t);
         const __m512 L = log16(_mm512_max_ps(at, S1(FLT_MIN)));
-        __m512 p = exp16(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(S1(bm1), L), S1(QD_EXP_LO)), S1(QD_ADA_EXP_HI)));
+        __m512 p =
+            qd_exp_poly16(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(S1(bm1), L), S1(QD_EXP_LO)), S1(QD_ADA_EXP_HI)));
         p = _mm512_mask_mov_ps(p, _mm512_cmp_ps_mask(t, zero, _CMP_EQ_OQ), zero);
         const __m512 mag = _mm512_mul_ps(S1(c2l), p);
         const __m512 cs = _mm512_or_ps(_mm512_andnot_ps(sign, mag), _mm512_and_ps(sign, t));

@@ -9,38 +9,13 @@
 #include <string.h>
 
 #include "kernels/act_coef.h"
+#include "kernels/avx512/exp_poly.h"
 #include "kernels/gemm_pack.h"
 #include "kernels/infer.h"
 #include "kernels/infer_isa.h"
 #include "kernels/kernels.h"
 
 static inline __mmask16 below(int64_t rem) { return (__mmask16)(rem >= 16 ? 0xFFFF : (1u << rem) - 1u); }
-
-static inline __m512 opaque(__m512 x)
-{ /* a product the reference rounds before an addition: never fused with it */
-    __asm__("" : "+v"(x));
-    return x;
-}
-
-/* kernels/ref/exp_poly.h, sixteen lanes (d in [QD_EXP_LO, 88]) */
-static inline __m512 exp16(__m512 d)
-{
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(d, _mm512_set1_ps(QD_LOG2EF)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-QD_LN2_HI), d);
-    r = _mm512_fmadd_ps(n, _mm512_set1_ps(-QD_LN2_LO), r);
-    __m512 p = _mm512_set1_ps(QD_EXP_P0);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(QD_EXP_P1));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(QD_EXP_P2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(QD_EXP_P3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(QD_EXP_P4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(QD_EXP_P5));
-    const __m512 r2 = opaque(_mm512_mul_ps(r, r));
-    __m512 y = _mm512_fmadd_ps(p, r2, r);
-    y = _mm512_add_ps(y, _mm512_set1_ps(1.0f));
-    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return opaque(_mm512_mul_ps(y, _mm512_castsi512_ps(bits)));
-}
 
 /* kernels/ref/act.c's erf, sixteen lanes */
 static inline __m512 erf16(__m512 x)
@@ -72,7 +47,7 @@ static void avx512_gelu(float *x, int64_t n)
         const __mmask16 mk = below(n - i);
         const __m512 v = _mm512_maskz_loadu_ps(mk, x + i);
         const __m512 e = erf16(_mm512_mul_ps(v, c));
-        _mm512_mask_storeu_ps(x + i, mk, _mm512_mul_ps(opaque(_mm512_mul_ps(half, v)), _mm512_add_ps(one, e)));
+        _mm512_mask_storeu_ps(x + i, mk, _mm512_mul_ps(qd_opaque16(_mm512_mul_ps(half, v)), _mm512_add_ps(one, e)));
     }
 }
 
@@ -293,7 +268,7 @@ static void avx512_softmax_rows(float *S, int64_t rows, int64_t n, int64_t lds)
         for (int64_t j = 0; j < n; j += 16) {
             const __mmask16 mk = below(n - j);
             const __m512 dlt = _mm512_sub_ps(_mm512_maskz_loadu_ps(mk, sr + j), m);
-            __m512 e = exp16(_mm512_max_ps(dlt, lo));
+            __m512 e = qd_exp_poly16(_mm512_max_ps(dlt, lo));
             e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(dlt, lo, _CMP_NLT_UQ), e); /* below the range: 0 */
             _mm512_mask_storeu_ps(sr + j, mk, e);
             p = _mm512_mask_add_ps(p, mk, p, e);
@@ -396,7 +371,7 @@ float qd_avx512_exp_sum(float *x, int64_t n, float m)
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         const __m512 dlt = _mm512_sub_ps(_mm512_loadu_ps(x + i), mv);
-        __m512 e = exp16(_mm512_max_ps(dlt, lo));
+        __m512 e = qd_exp_poly16(_mm512_max_ps(dlt, lo));
         e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(dlt, lo, _CMP_NLT_UQ), e); /* below the range: 0 */
         _mm512_storeu_ps(x + i, e);
         acc = _mm256_add_ps(acc, _mm512_castps512_ps256(e));
@@ -405,7 +380,7 @@ float qd_avx512_exp_sum(float *x, int64_t n, float m)
     const int64_t n8 = n - n % 8;
     if (i < n8) { /* one more group of eight through the same lanes */
         const __m512 dlt = _mm512_sub_ps(_mm512_maskz_loadu_ps(0xFF, x + i), mv);
-        __m512 e = exp16(_mm512_max_ps(dlt, lo));
+        __m512 e = qd_exp_poly16(_mm512_max_ps(dlt, lo));
         e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(dlt, lo, _CMP_NLT_UQ), e);
         _mm512_mask_storeu_ps(x + i, 0xFF, e);
         acc = _mm256_add_ps(acc, _mm512_castps512_ps256(e));
@@ -418,7 +393,7 @@ float qd_avx512_exp_sum(float *x, int64_t n, float m)
     if (i < n) { /* the tail in order */
         const __mmask16 mk = below(n - i);
         const __m512 dlt = _mm512_sub_ps(_mm512_maskz_loadu_ps(mk, x + i), mv);
-        __m512 e = exp16(_mm512_max_ps(dlt, lo));
+        __m512 e = qd_exp_poly16(_mm512_max_ps(dlt, lo));
         e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(dlt, lo, _CMP_NLT_UQ), e);
         _mm512_mask_storeu_ps(x + i, mk, e);
         float t[16];
