@@ -101,6 +101,14 @@ typedef struct {
     int data_first, data_count;
     const char *eval_data; /* evaluation items (may be NULL) */
     int eval_first, eval_count;
+    /* held-out items (never trained on) that choose what is written: evaluated before training
+     * and after every epoch; OUT gets the epoch with the best score, the start (epoch 0: for
+     * QAT / scale-only the PTQ file itself) included, the earlier one on ties. NULL: the last. */
+    const char *select_data;
+    int select_first, select_count;
+    /* plain fine-tuning of a pruned model: the masks of this qdist file's pruned records; the
+     * pruned weights start at 0, get no gradient and stay exactly 0 in OUT */
+    const char *mask_h5;
     const char *out; /* directory (FP32 fine-tuning) or .h5 file (qat, scale-only) */
     int head;        /* new classifier with this many classes, 0: keep the model's */
     const char *freeze;

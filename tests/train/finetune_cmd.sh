@@ -7,6 +7,8 @@
 #  - QAT from a 4-bit RTN file writes a qdist model with method "lsq" that qdist eval runs;
 #    QAT starts exactly at its source; scale-only keeps every code of its source and changes
 #    scales;
+#  - --select: a run that only gets worse on the held-out items writes its start (the PTQ file);
+#  - --mask: plain fine-tuning of a pruned model keeps its pattern (pruned weights stay 0);
 #  - bad input: usage errors exit 2, data errors exit 1 naming the file.
 set -eu
 Q=${QDIST:?QDIST is not set}
@@ -70,7 +72,23 @@ h5diff -q "$T/sp.h5" "$T/spq.h5" "/tensors/$L/nz_qweight" "/tensors/$L/nz_qweigh
 "$Q" finetune $C --scale-only "$T/sp.h5" --lr 1e-3 --out "$T/sps.h5" || fail "scale-only on a pruned file"
 h5diff "$T/sp.h5" "$T/sps.h5" "/tensors/$L/nz_qweight" "/tensors/$L/nz_qweight" || fail "scale-only changed codes"
 "$Q" eval --model "$VIT" --quantized "$T/spq.h5" --data "$IMG" --n 20 --batch 20 >/dev/null || fail "eval pruned qat"
+# plain fine-tuning with the pruned file's mask: the pruned weights are exactly 0 in the output,
+# so magnitude pruning at 50 % of the result finds the same mask
+mpirun -n 2 "$Q" finetune $A --mask "$T/sp.h5" --out "$T/spf" || fail "finetune --mask"
+cmp -s "$T/r1/model.safetensors" "$T/spf/model.safetensors" && fail "--mask changed nothing"
+"$Q" quantize --model "$T/spf" --out "$T/spf.h5" --bits 4 --asym --sparsity 0.5 --prune magnitude --quiet
+h5diff "$T/sp.h5" "$T/spf.h5" "/tensors/$L/mask" "/tensors/$L/mask" || fail "--mask: pruned weights moved"
+rc=0; "$Q" finetune $C --qat "$T/sp.h5" --mask "$T/sp.h5" --out "$T/x.h5" 2>/dev/null || rc=$?
+[ $rc = 2 ] || fail "--qat with --mask: exit $rc"
 echo "ok: pruned files keep their mask"
+
+# --select: QAT at a learning rate that wrecks the model; the held-out items choose the start
+"$Q" finetune $C --qat "$T/q4.h5" --epochs 2 --lr 0.3 --warmup 0 --select "$IMG" --select-range 100:160 \
+  --log "$T/sel.jsonl" --out "$T/sel.h5" || fail "qat --select"
+grep -q '"select_acc"' "$T/sel.jsonl" || fail "--select: no held-out score in the log"
+h5diff "$T/q4.h5" "$T/sel.h5" "/tensors/$L/qweight" "/tensors/$L/qweight" || fail "--select did not keep the start"
+h5diff "$T/q4.h5" "$T/sel.h5" "/tensors/$L/scales" "/tensors/$L/scales" || fail "--select did not keep the scales"
+echo "ok: --select"
 
 # errors
 rc=0; "$Q" finetune --model "$VIT" --data "$IMG" --out "$T/x" --head 1 2>/dev/null || rc=$?
