@@ -98,8 +98,9 @@ typedef struct {
     qd_tnet *n;
     qd_fq *fq;
     qd_tdata *train, *eval, *sel;
-    float *best;       /* --select: the parameters of the best epoch so far */
-    double best_score; /* its score on the held-out items (-1: none yet) */
+    float *best;                    /* --select: the parameters of the best epoch so far */
+    double *best_items, *sel_items; /* its held-out scores per item; the epoch's in hand */
+    double best_score;              /* its score on the held-out items (-1: none yet) */
     int best_epoch;
     int nmask; /* --mask: the pruned patterns, one per masked weight */
     struct {
@@ -369,15 +370,16 @@ static int grain_grad(ft *f, const int *idx, int cnt, double scale, float *slot,
     return pack_grad(f, slot, loss, cnt, stats);
 }
 
-/* Top-1 on the items of d (NULL: -1), data parallel (exact integer counts). */
-static int evaluate(ft *f, qd_tdata *d, double *acc)
+/* Top-1 (embed: mean cosine to the FP32 embeddings) on the items of d (NULL: -1), data parallel;
+ * every item's score (1/0 correct, or its cosine) gathered in item order, so the mean is the same
+ * for any rank count; items (may be NULL): those N scores. */
+static int evaluate(ft *f, qd_tdata *d, double *acc, double *items)
 {
     *acc = -1;
     if (!d) return QD_OK;
     const int N = qd_tdata_count(d), L = f->n->c.num_labels;
     int r0 = (int)((int64_t)N * f->rank / f->size), r1 = (int)((int64_t)N * (f->rank + 1) / f->size);
-    int64_t cnt[2] = {0, 0};
-    double *cos_mine = f->embed ? qd_xcalloc((size_t)(r1 - r0) + 1, sizeof(double)) : NULL;
+    double *mine = qd_xcalloc((size_t)(r1 - r0) + 1, sizeof(double));
     int rc = QD_OK, EB = f->cfg->eval_batch > 0 ? f->cfg->eval_batch : 64;
     int *idx = qd_xmalloc((size_t)EB * sizeof *idx);
     ensure_cap(f, EB);
@@ -391,8 +393,7 @@ static int evaluate(ft *f, qd_tdata *d, double *acc)
             const int H = f->n->c.hidden;
             if ((rc = teacher_embedding(f, &b)) || (rc = qd_tg_forward(f->n, &b, NULL, f->logits))) break;
             for (int i = 0; i < k; i++)
-                cos_mine[s - r0 + i] = cosine(f->logits + (int64_t)i * H, f->teacher + (int64_t)i * H, H);
-            cnt[1] += k;
+                mine[s - r0 + i] = cosine(f->logits + (int64_t)i * H, f->teacher + (int64_t)i * H, H);
             continue;
         }
         if ((rc = qd_tg_forward(f->n, &b, f->logits, NULL))) break;
@@ -400,25 +401,20 @@ static int evaluate(ft *f, qd_tdata *d, double *acc)
             int am = 0;
             for (int j = 1; j < L; j++)
                 if (f->logits[(int64_t)i * L + j] > f->logits[(int64_t)i * L + am]) am = j;
-            cnt[0] += am == labels[i];
-            cnt[1]++;
+            mine[s - r0 + i] = am == labels[i];
         }
     }
     free(idx);
     if ((rc = qd_coll_agree_msg(f->comm, rc, NULL, 0, NULL))) {
-        free(cos_mine);
+        free(mine);
         return rc;
     }
-    qd_coll_sum_i64(f->comm, cnt, 2);
-    *acc = cnt[1] ? (double)cnt[0] / (double)cnt[1] : -1;
-    if (f->embed) { /* every item's cosine summed in item order: the same for any rank count */
-        double *all = qd_xmalloc((size_t)N * sizeof *all + 1), s = 0;
-        qd_coll_grain_stats(f->comm, N, 1, cos_mine, all);
-        for (int i = 0; i < N; i++) s += all[i];
-        free(all);
-        *acc = N ? s / (double)N : -1;
-    }
-    free(cos_mine);
+    double *all = items ? items : qd_xmalloc((size_t)N * sizeof *all + 1), sum = 0;
+    qd_coll_grain_stats(f->comm, N, 1, mine, all);
+    for (int i = 0; i < N; i++) sum += all[i];
+    if (!items) free(all);
+    free(mine);
+    *acc = N ? sum / (double)N : -1;
     return QD_OK;
 }
 
@@ -461,21 +457,54 @@ static void log_epoch(ft *f, int epoch, int64_t step, double loss, double tacc, 
     }
 }
 
+/* --select: is the epoch whose held-out scores are x better than the best so far (b)? Only when
+ * the mean of the paired differences is more than two of its standard errors above 0: a
+ * difference of a few items between two models that agree on almost every item is noise, and
+ * then the earlier one (in the end the start) is kept. */
+static int select_better(const double *x, const double *b, int N)
+{
+    if (N < 2) return 0;
+    double m = 0, v = 0;
+    for (int i = 0; i < N; i++) m += x[i] - b[i];
+    m /= N;
+    for (int i = 0; i < N; i++) v += (x[i] - b[i] - m) * (x[i] - b[i] - m);
+    v /= (N - 1);
+    return m > 0 && m > 2.0 * sqrt(v / N);
+}
+
 /* The evaluation at the start (epoch 0) and the end of every epoch; with --select, keeps the
- * parameters of the best epoch on the held-out items (strictly better: ties keep the earlier). */
+ * parameters of the best epoch on the held-out items. */
 static int epoch_eval(ft *f, int epoch, int64_t step, double loss, double tacc, double secs)
 {
     double acc, sacc;
-    int rc = evaluate(f, f->eval, &acc);
-    if (!rc) rc = evaluate(f, f->sel, &sacc);
+    int rc = evaluate(f, f->eval, &acc, NULL);
+    if (!rc) rc = evaluate(f, f->sel, &sacc, f->sel_items);
     if (rc) return rc;
-    if (f->sel && sacc > f->best_score) {
+    if (f->sel && (f->best_score < 0 || select_better(f->sel_items, f->best_items, qd_tdata_count(f->sel)))) {
         memcpy(f->best, f->n->w, (size_t)f->n->n * sizeof *f->best);
+        memcpy(f->best_items, f->sel_items, (size_t)qd_tdata_count(f->sel) * sizeof *f->best_items);
         f->best_score = sacc;
         f->best_epoch = epoch;
     }
     log_epoch(f, epoch, step, loss, tacc, acc, sacc, secs);
     return QD_OK;
+}
+
+/* --resume with --select: the held-out scores of the checkpoint's best parameters, evaluated
+ * again (the values an uninterrupted run holds). */
+static int select_restore(ft *f)
+{
+    if (!f->best || f->best_score < 0) return QD_OK;
+    float *cur = qd_xmalloc((size_t)f->n->n * sizeof *cur);
+    memcpy(cur, f->n->w, (size_t)f->n->n * sizeof *cur);
+    memcpy(f->n->w, f->best, (size_t)f->n->n * sizeof *cur);
+    if (f->fq) qd_fq_prepare(f->fq, f->n);
+    double sacc;
+    int rc = evaluate(f, f->sel, &sacc, f->best_items);
+    memcpy(f->n->w, cur, (size_t)f->n->n * sizeof *cur);
+    if (f->fq) qd_fq_prepare(f->fq, f->n);
+    free(cur);
+    return rc;
 }
 
 /* --mask: the pruned patterns of the file's records, the pruned weights set to 0. */
@@ -550,6 +579,8 @@ static int setup(ft *f)
     if (c->select_data) {
         if ((rc = qd_tdata_open(f->m, c->select_data, c->select_first, c->select_count, c->seqlen, &f->sel))) return rc;
         f->best = qd_xmalloc((size_t)f->n->n * sizeof *f->best);
+        f->best_items = qd_xmalloc((size_t)qd_tdata_count(f->sel) * sizeof *f->best_items + 1);
+        f->sel_items = qd_xmalloc((size_t)qd_tdata_count(f->sel) * sizeof *f->sel_items + 1);
         f->best_score = -1;
     }
     if (c->eval_data && (rc = qd_tdata_open(f->m, c->eval_data, c->eval_first, c->eval_count, c->seqlen, &f->eval)))
@@ -618,6 +649,7 @@ static int run(ft *f)
     int64_t step = 0;
     if (c->resume) {
         rc = load_checkpoint(f, &step);
+        if (!rc) rc = select_restore(f);
         if ((rc = qd_coll_agree_msg(f->comm, rc, NULL, 0, NULL))) return rc;
     }
     if (f->rank == 0 && !c->quiet) {
@@ -732,6 +764,8 @@ int qd_ft_run(const qd_ft_config *c, MPI_Comm comm)
     qd_tdata_free(f.eval);
     qd_tdata_free(f.sel);
     free(f.best);
+    free(f.best_items);
+    free(f.sel_items);
     for (int i = 0; i < f.nmask; i++) free(f.mask[i].keep);
     free(f.mask);
     qd_fq_free(f.fq);
