@@ -120,7 +120,8 @@ static int write_trained(qd_h5m *src, int si, qd_h5m_writer *w, int ti, const qd
 }
 
 int qd_coll_qfile_rewrite(const char *src_path, const char *out, const char *const *names, const qd_coll_qtensor *q,
-                          const double (*metrics)[4], int n, const char *method, const char *training_json)
+                          const double (*metrics)[4], int n, const char *method, const char *training_json, int ranks,
+                          double seconds)
 {
     qd_h5m *src = NULL; /* the source, validated */
     int rc = open_model(src_path, &src);
@@ -190,6 +191,7 @@ int qd_coll_qfile_rewrite(const char *src_path, const char *out, const char *con
     char when[32];
     time_t now = time(NULL);
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    const qd_h5m_run run = {.created = when, .shard = "training", .ranks = 1, .resumed_tensors = 0, .seconds = 0};
+    const qd_h5m_run run = {
+        .created = when, .shard = "training", .ranks = ranks, .resumed_tensors = 0, .seconds = seconds};
     return qd_h5m_finish(w, &run);
 }

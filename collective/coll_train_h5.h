@@ -32,8 +32,9 @@ void qd_coll_qtensor_free(qd_coll_qtensor *q);
  * scales from q[i] (same scheme and shape; zero points unchanged; pruned records keep their
  * pattern, the codes written through q[i].mask), metrics[i] (4 values, FORMAT.md) and the
  * attribute method = method; the root attribute quant_config gains "training": training_json;
- * /activations is copied. */
+ * /activations is copied; /run records the training's rank count and seconds. */
 int qd_coll_qfile_rewrite(const char *src_h5, const char *out_h5, const char *const *names, const qd_coll_qtensor *q,
-                          const double (*metrics)[4], int n, const char *method, const char *training_json);
+                          const double (*metrics)[4], int n, const char *method, const char *training_json, int ranks,
+                          double seconds);
 
 #endif

@@ -206,7 +206,8 @@ void qd_fq_map_grad(qd_fq *f, qd_tnet *n)
     }
 }
 
-int qd_fq_write(qd_fq *f, const qd_tnet *n, const qd_model *m, const char *out_h5, const char *how_json)
+int qd_fq_write(qd_fq *f, const qd_tnet *n, const qd_model *m, const char *out_h5, const char *how_json, int ranks,
+                double seconds)
 {
     const char **names = qd_xcalloc((size_t)f->n, sizeof *names);
     qd_coll_qtensor *qs = qd_xcalloc((size_t)f->n, sizeof *qs);
@@ -240,7 +241,7 @@ int qd_fq_write(qd_fq *f, const qd_tnet *n, const qd_model *m, const char *out_h
         qs[i] = *q;
     }
     int rc = qd_coll_qfile_rewrite(f->src, out_h5, names, qs, (const double(*)[4])met, f->n,
-                                   f->mode == QD_FQ_QAT ? "lsq" : "scale-only", how_json);
+                                   f->mode == QD_FQ_QAT ? "lsq" : "scale-only", how_json, ranks, seconds);
     free(names);
     free(qs);
     free(met);

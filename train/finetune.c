@@ -123,10 +123,31 @@ typedef struct {
 
 /* ---- settings recorded with a checkpoint (what decides the weights) ------------------------- */
 
-static char *config_json(const qd_ft_config *c)
+/* The fingerprint of what training starts from: FNV-1a (64 bits) over the model's config.json and
+ * every starting parameter value (the checkpoint's weights, a new head from --seed, the latent
+ * weights and steps of a --qat/--scale-only file, --mask's zeros). A moved or renamed model
+ * directory or file keeps it; other weights change it. */
+static void fingerprint(const ft *f, char hex[17])
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", qd_model_dir(f->m));
+    FILE *fp = fopen(path, "rb");
+    if (fp) {
+        int ch;
+        while ((ch = fgetc(fp)) != EOF) h = (h ^ (uint64_t)(unsigned char)ch) * 0x100000001b3ull;
+        fclose(fp);
+    }
+    const unsigned char *b = (const unsigned char *)f->n->w;
+    for (int64_t i = 0; i < f->n->n * (int64_t)sizeof *f->n->w; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    snprintf(hex, 17, "%016llx", (unsigned long long)h);
+}
+
+static char *config_json(const qd_ft_config *c, const char *model_fp)
 {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "model", c->model);
+    cJSON_AddStringToObject(j, "model_fingerprint", model_fp);
     cJSON_AddStringToObject(j, "data", c->data);
     cJSON_AddNumberToObject(j, "data_first", c->data_first);
     cJSON_AddNumberToObject(j, "data_count", c->data_count);
@@ -202,6 +223,23 @@ static int save_checkpoint(ft *f, int64_t step)
     return qd_coll_agree_msg(f->comm, rc, NULL, 0, NULL);
 }
 
+/* The checkpoint's settings against this run's: the model (and a --qat/--scale-only/--mask
+ * file) by the fingerprint of the starting parameters, not by the path they were given by;
+ * everything else as written. */
+static int same_settings(const char *a, const char *b)
+{
+    cJSON *ja = cJSON_Parse(a), *jb = cJSON_Parse(b);
+    static const char *const by_path[] = {"model", "init", "mask"};
+    for (int k = 0; k < 3; k++) {
+        cJSON_DeleteItemFromObjectCaseSensitive(ja, by_path[k]);
+        cJSON_DeleteItemFromObjectCaseSensitive(jb, by_path[k]);
+    }
+    int same = ja && jb && cJSON_GetObjectItemCaseSensitive(ja, "model_fingerprint") && cJSON_Compare(ja, jb, 1);
+    cJSON_Delete(ja);
+    cJSON_Delete(jb);
+    return same;
+}
+
 static int load_checkpoint(ft *f, int64_t *step)
 {
     qd_checkpoint *ck = NULL;
@@ -215,7 +253,7 @@ static int load_checkpoint(ft *f, int64_t *step)
         rc = qd_err_set(QD_EFORMAT, "%s: not a fine-tuning checkpoint", f->ckpt);
         goto out;
     }
-    if (strcmp(cf->valuestring, f->cfg_json)) {
+    if (!same_settings(cf->valuestring, f->cfg_json)) {
         rc = qd_err_set(QD_EMISMATCH,
                         "%s: the checkpoint was made with other settings:\n  checkpoint: %s\n  now:        %s", f->ckpt,
                         cf->valuestring, f->cfg_json);
@@ -600,11 +638,13 @@ static int setup(ft *f)
             return qd_err_set(QD_EIO, "%s: cannot create: %s", c->out, strerror(errno));
         snprintf(f->ckpt, sizeof f->ckpt, "%s/checkpoint.safetensors", c->out);
     }
-    f->cfg_json = config_json(c);
+    char fp[17];
+    fingerprint(f, fp);
+    f->cfg_json = config_json(c, fp);
     return QD_OK;
 }
 
-static int finish_output(ft *f)
+static int finish_output(ft *f, double seconds)
 {
     const qd_ft_config *c = f->cfg;
     int rc = QD_OK;
@@ -625,7 +665,7 @@ static int finish_output(ft *f)
             if (f->best && f->best_score >= 0) cJSON_AddNumberToObject(j, "selected_epoch", f->best_epoch);
             how = cJSON_PrintUnformatted(j);
             cJSON_Delete(j);
-            rc = qd_fq_write(f->fq, f->n, f->m, c->out, how);
+            rc = qd_fq_write(f->fq, f->n, f->m, c->out, how, f->size, seconds);
             free(how);
         } else
             rc = qd_tnet_save_hf(f->n, qd_model_dir(f->m), c->out);
@@ -736,7 +776,7 @@ static int run(ft *f)
     free(gidx);
     free(mine);
     free(all);
-    if (!rc) rc = finish_output(f);
+    if (!rc) rc = finish_output(f, now() - t0);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double rss = qd_coll_max_f64(f->comm, (double)ru.ru_maxrss / 1024.0);

@@ -88,8 +88,10 @@ void qd_fq_prepare(qd_fq *f, qd_tnet *n);
 void qd_fq_zero_grad(qd_fq *f);
 void qd_fq_map_grad(qd_fq *f, qd_tnet *n);
 /* Write the result: a copy of the source file with new codes and scales, metrics against the
- * FP32 weights of m, recording how it was trained (JSON object text) in quant_config. */
-int qd_fq_write(qd_fq *f, const qd_tnet *n, const qd_model *m, const char *out_h5, const char *how_json);
+ * FP32 weights of m, recording how it was trained (JSON object text) in quant_config and the
+ * training's rank count and seconds in /run. */
+int qd_fq_write(qd_fq *f, const qd_tnet *n, const qd_model *m, const char *out_h5, const char *how_json, int ranks,
+                double seconds);
 int qd_fq_count(const qd_fq *f);
 void qd_fq_free(qd_fq *f);
 

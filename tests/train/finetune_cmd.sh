@@ -41,7 +41,13 @@ QD_FAULT_SIGNAL_AFTER=5 mpirun -n 2 "$Q" finetune $B --out "$T/int" >"$T/int.log
 rc=0
 "$Q" finetune $B --lr 2e-4 --quiet --out "$T/int" --resume 2>"$T/err" || rc=$?
 [ $rc = 1 ] && grep -q "other settings" "$T/err" || fail "resume with another --lr: exit $rc, $(cat "$T/err")"
-mpirun -n 4 "$Q" finetune $B --quiet --out "$T/int" --resume || fail "resume"
+# the model is compared by its fingerprint: another path to it resumes, other weights do not
+rc=0
+"$Q" finetune $(echo "$B" | sed "s|--model $VIT|--model $T/r1|") --quiet --out "$T/int" --resume 2>"$T/err" || rc=$?
+[ $rc = 1 ] && grep -q "other settings" "$T/err" || fail "resume with another model: exit $rc, $(cat "$T/err")"
+ln -s "$VIT" "$T/vit-link"
+mpirun -n 4 "$Q" finetune $(echo "$B" | sed "s|--model $VIT|--model $T/vit-link|") --quiet --out "$T/int" --resume ||
+  fail "resume (the model by another path)"
 cmp "$T/full/model.safetensors" "$T/int/model.safetensors" || fail "resumed run differs"
 [ ! -f "$T/int/checkpoint.safetensors" ] || fail "checkpoint left after completion"
 echo "ok: SIGTERM + resume identical"
@@ -88,6 +94,7 @@ echo "ok: pruned files keep their mask"
 grep -q '"select_acc"' "$T/sel.jsonl" || fail "--select: no held-out score in the log"
 h5diff "$T/q4.h5" "$T/sel.h5" "/tensors/$L/qweight" "/tensors/$L/qweight" || fail "--select did not keep the start"
 h5diff "$T/q4.h5" "$T/sel.h5" "/tensors/$L/scales" "/tensors/$L/scales" || fail "--select did not keep the scales"
+h5dump -a /run/ranks "$T/qat.h5" | grep -q "(0): 2" || fail "qat on 2 ranks: /run/ranks is not 2"
 echo "ok: --select"
 
 # errors
