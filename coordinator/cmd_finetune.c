@@ -48,6 +48,9 @@ static const char *finetune_help =
     "                       learned step sizes (LSQ); writes the same scheme to OUT.h5\n"
     "  --scale-only FILE.h5 keep FILE.h5's integer codes, learn only its scales\n"
     "                       (pruned files: pruned weights stay 0 and are written pruned again)\n"
+    "  --act-lsq            also learn the int8 steps of the encoder Linears' inputs recorded in\n"
+    "                       FILE.h5's static activation record (quantize --activations static);\n"
+    "                       written back to OUT's record for eval --integer-only and export\n"
     "  --distill W          loss = (1 - W) cross-entropy + W KL to the FP32 model's logits (0)\n"
     "  --distill embedding  a model without a classification head (a sentence embedder): loss = MSE\n"
     "                       between its mean-pooled embedding and the FP32 model's; evaluation:\n"
@@ -110,7 +113,8 @@ enum {
     O_EBATCH,
     O_SELECT,
     O_SRANGE,
-    O_MASK
+    O_MASK,
+    O_ACTLSQ
 };
 
 int qd_cmd_finetune(int argc, char **argv, MPI_Comm comm)
@@ -146,6 +150,7 @@ int qd_cmd_finetune(int argc, char **argv, MPI_Comm comm)
                                  {"select", required_argument, 0, O_SELECT},
                                  {"select-range", required_argument, 0, O_SRANGE},
                                  {"mask", required_argument, 0, O_MASK},
+                                 {"act-lsq", no_argument, 0, O_ACTLSQ},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
     qd_ft_config c;
@@ -167,6 +172,7 @@ int qd_cmd_finetune(int argc, char **argv, MPI_Comm comm)
         case O_LOG: c.log_json = optarg; break;
         case O_SELECT: c.select_data = optarg; break;
         case O_MASK: c.mask_h5 = optarg; break;
+        case O_ACTLSQ: c.act_lsq = 1; break;
         case O_SRANGE: bad = parse_range(optarg, &c.select_first, &c.select_count); break;
         case O_DRANGE: bad = parse_range(optarg, &c.data_first, &c.data_count); break;
         case O_ERANGE: bad = parse_range(optarg, &c.eval_first, &c.eval_count); break;
@@ -220,6 +226,8 @@ int qd_cmd_finetune(int argc, char **argv, MPI_Comm comm)
     if (!c.qinit && h5) return qd_cli_usage_error(comm, "finetune", "--out FILE.h5 needs --qat or --scale-only");
     if (c.qinit && (c.head || strcmp(c.freeze, "none")))
         return qd_cli_usage_error(comm, "finetune", "--head/--freeze do not apply to --qat/--scale-only");
+    if (c.act_lsq && !c.qinit)
+        return qd_cli_usage_error(comm, "finetune", "--act-lsq needs --qat FILE.h5 or --scale-only FILE.h5");
     if (c.qinit && c.mask_h5)
         return qd_cli_usage_error(comm, "finetune", "--qat/--scale-only keep their file's own pruning: no --mask");
     struct sigaction sa;

@@ -169,6 +169,7 @@ static char *config_json(const qd_ft_config *c, const char *model_fp)
         cJSON_AddNumberToObject(j, "select_count", c->select_count);
     }
     if (c->mask_h5) cJSON_AddStringToObject(j, "mask", c->mask_h5);
+    if (c->act_lsq) cJSON_AddBoolToObject(j, "act_lsq", 1);
     if (c->head <= 0 && c->distill < 0) cJSON_AddStringToObject(j, "loss", "embedding-mse");
     if (c->qinit) {
         cJSON_AddStringToObject(j, "init", c->qinit);
@@ -606,6 +607,11 @@ static int setup(ft *f)
     if (c->qinit) {
         if ((rc = qd_fq_attach(f->n, c->qinit, c->fq_mode, &f->fq))) return rc;
         qd_fq_init(f->fq, f->n);
+        int na = 0;
+        if (c->act_lsq && (rc = qd_fq_attach_act(f->fq, f->n, &na))) return rc;
+        if (c->act_lsq && na == 0)
+            return qd_err_set(QD_ENOTFOUND, "%s: --act-lsq: no encoder Linear input in the activation record",
+                              c->qinit);
         for (int i = 0; i < f->n->np; i++)
             if (f->n->p[i].role == QD_TP_EXTRA) f->n->p[i].lr_mult = 10.0; /* log steps: relative moves */
     } else if ((rc = qd_tnet_freeze(f->n, c->freeze)))

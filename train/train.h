@@ -81,6 +81,12 @@ int qd_fq_attach(qd_tnet *n, const char *h5path, qd_fq_mode mode, qd_fq **out);
 /* After the weights are loaded: latent weights = the file's dequantized weights, steps = its
  * scales (the starting point is exactly the quantized model). */
 void qd_fq_init(qd_fq *f, qd_tnet *n);
+/* Learned activation steps: the file's static activation record (/activations) gives the int8
+ * step and zero point of every encoder Linear's input ("layer.K.qkv_in", "ctx", "mlp_in",
+ * "act"); the steps become trainable parameters (LSQ, log s) and qd_fq_write writes them back
+ * (scale, lo, hi) so integer-only inference and export use them. Inputs with static outlier
+ * channels are left as recorded. *trained: the inputs that train. */
+int qd_fq_attach_act(qd_fq *f, qd_tnet *n, int *trained);
 /* Before a forward pass: the fake-quantized weights from the latent weights and steps. */
 void qd_fq_prepare(qd_fq *f, qd_tnet *n);
 /* Before a backward pass: clear the effective-weight gradients; after it: map them to the
@@ -111,6 +117,7 @@ typedef struct {
     /* plain fine-tuning of a pruned model: the masks of this qdist file's pruned records; the
      * pruned weights start at 0, get no gradient and stay exactly 0 in OUT */
     const char *mask_h5;
+    int act_lsq;     /* --qat/--scale-only: learn the file's static activation steps too */
     const char *out; /* directory (FP32 fine-tuning) or .h5 file (qat, scale-only) */
     int head;        /* new classifier with this many classes, 0: keep the model's */
     const char *freeze;

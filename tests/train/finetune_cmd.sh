@@ -8,6 +8,7 @@
 #    QAT starts exactly at its source; scale-only keeps every code of its source and changes
 #    scales;
 #  - --select: a run that only gets worse on the held-out items writes its start (the PTQ file);
+#  - --act-lsq: the Linear inputs' activation steps train and are written to the record;
 #  - --mask: plain fine-tuning of a pruned model keeps its pattern (pruned weights stay 0);
 #  - bad input: usage errors exit 2, data errors exit 1 naming the file.
 set -eu
@@ -96,6 +97,23 @@ h5diff "$T/q4.h5" "$T/sel.h5" "/tensors/$L/qweight" "/tensors/$L/qweight" || fai
 h5diff "$T/q4.h5" "$T/sel.h5" "/tensors/$L/scales" "/tensors/$L/scales" || fail "--select did not keep the scales"
 h5dump -a /run/ranks "$T/qat.h5" | grep -q "(0): 2" || fail "qat on 2 ranks: /run/ranks is not 2"
 echo "ok: --select"
+
+# --act-lsq: the int8 steps of the Linears' inputs in the static activation record train and are
+# written back (the others stay as calibrated); integer-only eval runs the result
+act() { # FILE ATTR NAME: the record's ATTR value of tensor NAME
+  n=$(h5dump -a /activations/names "$1" | sed -n '/DATA {/,/}/p' | tr -s ' ,' '\n\n' | grep '^"' | grep -n "^\"$3\"$" | cut -d: -f1)
+  h5dump -a "/activations/$2" "$1" | sed -n '/DATA {/,/}/p' | sed 's/([0-9]*)://' | tr -s ' ,' '\n\n' |
+    grep -E '^-?[0-9]' | sed -n "${n}p"
+}
+"$Q" quantize --model "$VIT" --out "$T/st.h5" --bits 4 --asym --activations static --calib "$IMG" --nsamples 16 --quiet
+mpirun -n 2 "$Q" finetune $C --qat "$T/st.h5" --act-lsq --lr 1e-3 --out "$T/stq.h5" || fail "qat --act-lsq"
+[ "$(act "$T/st.h5" scale layer.1.mlp_in)" != "$(act "$T/stq.h5" scale layer.1.mlp_in)" ] || fail "--act-lsq: step unchanged"
+[ "$(act "$T/st.h5" scale layer.1.q)" = "$(act "$T/stq.h5" scale layer.1.q)" ] || fail "--act-lsq: layer.1.q changed"
+"$Q" eval --model "$VIT" --quantized "$T/stq.h5" --data "$IMG" --n 20 --batch 20 --integer-only >/dev/null ||
+  fail "eval --integer-only of the --act-lsq file"
+rc=0; "$Q" finetune $C --qat "$T/q4.h5" --act-lsq --out "$T/x.h5" 2>"$T/err" || rc=$?
+[ $rc = 1 ] && grep -q "no static activation record" "$T/err" || fail "--act-lsq without a record: exit $rc"
+echo "ok: --act-lsq"
 
 # errors
 rc=0; "$Q" finetune --model "$VIT" --data "$IMG" --out "$T/x" --head 1 2>/dev/null || rc=$?
