@@ -194,6 +194,9 @@ static int quantize_units(gjob *g, int ti, const float *H, int lo, int n)
             for (int64_t i = 0; i < n * C; i++) r->fweight[r0 * C + i] = W[i] == 0.0f ? 0.0f : W[i];
     }
     free(W);
+    /* the units read the job's own map of the checkpoint (not the model's, which forgets its own):
+     * its pages would stay resident block after block */
+    if (any) qd_ckpt_forget(g->ck, ti);
     return rc; /* the prepared state stays in g->prep for the next tensor with the same input */
 }
 
@@ -652,6 +655,30 @@ static int seq_advance(gjob *g, seqstate *q, int k)
     return rc;
 }
 
+/* After block k: the heap's free pages go back to the system (the block's Hessians, sums and
+ * dequantized weights are freed by now; without this the resident memory of a long job grows
+ * block by block, QD_MALLOC_TRIM=0 leaves it out to measure that), and each rank's resident
+ * memory, its peak so far and the heap in use are printed with the progress lines. */
+static void block_memory(gjob *g, int k)
+{
+    const char *e = getenv("QD_MALLOC_TRIM");
+    if (!e || strcmp(e, "0")) qd_mem_trim();
+    qd_mem_now mine;
+    qd_mem_probe(&mine);
+    qd_mem_now *all = g->rank == 0 ? qd_xcalloc((size_t)g->size, sizeof *all) : NULL;
+    qd_coll_gather(g->comm, &mine, sizeof mine, all, 0);
+    if (g->rank == 0) {
+        if (g->progress) {
+            printf("memory after block %d (MB per rank, resident / peak / heap in use / heap held):", k + 1);
+            for (int r = 0; r < g->size; r++)
+                printf(" %.0f/%.0f/%.0f/%.0f", all[r].rss * 1e-6, all[r].hwm * 1e-6, all[r].heap_used * 1e-6,
+                       all[r].heap_held * 1e-6);
+            printf("\n");
+        }
+        free(all);
+    }
+}
+
 static int run_sequential(gjob *g, qd_calib_data *data)
 {
     const qd_model_config *c = qd_model_cfg(g->m);
@@ -680,6 +707,7 @@ static int run_sequential(gjob *g, qd_calib_data *data)
         if (!rc) rc = seq_advance(g, &q, k);
         g->res->phase[QD_PH_FORWARD] += qd_now() - ta;
         qd_model_block_release(g->m, k);
+        block_memory(g, k);
         if (g->progress && g->rank == 0) fflush(stdout);
     }
     tap_release(g);
