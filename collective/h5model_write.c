@@ -331,6 +331,30 @@ void qd_h5m_write_rows(qd_h5m_writer *w, int ti, const char *dataset, int64_t r0
     QD_H5_CHECK(H5Sclose(fs));
 }
 
+int qd_h5m_read_rows(qd_h5m_writer *w, int ti, const char *dataset, int64_t r0, int64_t n, void *values)
+{
+    QD_ASSERT(ti >= 0 && ti < w->n);
+    const int b = qd_h5m__ds_bit(dataset), i = qd_h5m_field_find(QD_H5M_TENSOR_DATASET, dataset);
+    QD_ASSERT(b >= 0 && i >= 0 && w->t[ti].ds[b] >= 0);
+    if (n <= 0) return QD_OK;
+    hid_t d = w->t[ti].ds[b];
+    hid_t fs = QD_H5_CHECK(H5Dget_space(d));
+    int nd = QD_H5_CHECK(H5Sget_simple_extent_ndims(fs));
+    hsize_t dims[QD_H5M_MAX_DIMS], start[QD_H5M_MAX_DIMS] = {0};
+    QD_H5_CHECK(H5Sget_simple_extent_dims(fs, dims, NULL));
+    start[0] = (hsize_t)r0;
+    dims[0] = (hsize_t)n;
+    QD_H5_CHECK(H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, dims, NULL));
+    hid_t ms = QD_H5_CHECK(H5Screate_simple(nd, dims, NULL));
+    int err = 0, rc = QD_OK;
+    if (TRY_IO(H5Dread(d, qd_h5m__mem_type(qd_h5m__fields[i].type), ms, fs, H5P_DEFAULT, values), &err) < 0)
+        rc = qd_err_set(QD_EIO, "%s: reading tensor '%s' (%s) back failed%s%s", w->partial, w->t[ti].r.name, dataset,
+                        err ? ": " : "", err ? strerror(err) : "");
+    QD_H5_CHECK(H5Sclose(ms));
+    QD_H5_CHECK(H5Sclose(fs));
+    return rc;
+}
+
 int qd_h5m_flush(qd_h5m_writer *w)
 {
     int err = 0;
