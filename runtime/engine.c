@@ -104,8 +104,10 @@ struct qd_engine {
     qd_workers *pool;
     int64_t A, H, FF, d; /* attention width, hidden, intermediate, head size */
     int64_t kmax;
-    ws *w;   /* [threads] */
-    int *rc; /* status of each sub-batch of a parallel run */
+    ws *w;        /* [threads] */
+    int *rc;      /* status of each sub-batch of a parallel run */
+    int *owner;   /* the thread that runs each sub-batch of a parallel run */
+    int64_t *tok; /* its tokens (rows), by which the sub-batches are shared out */
     int64_t cap_rc;
     char prof_name[64][80];
     int nprof;
@@ -363,7 +365,7 @@ void qd_engine_free(qd_engine *e)
         free(w->off), free(w->len), free(w->pos), free(w->hd), free(w->hpad);
     }
     free(e->w);
-    free(e->rc);
+    free(e->rc), free(e->owner), free(e->tok);
     free(e);
 }
 
@@ -1126,19 +1128,49 @@ typedef struct {
     int *rc;
 } chunk_job;
 
-/* sub-batches th, th + threads, ... whole, on thread th's own workspace (a fixed share: the same
- * thread gets the same pieces every call, so a batch seen before grows no scratch) */
+/* the sub-batches owned by thread th, whole, on th's own workspace */
 static void chunk_task(void *arg, int64_t i, int th)
 {
     (void)i;
     chunk_job *j = arg;
     ws *w = &j->e->w[th];
     w->serial = 1;
-    for (int64_t c = th; c < j->n; c += j->e->o.threads) {
-        const qd_batch s = sub_batch(j->e, j->b, j->per, c);
-        j->rc[c] = run_batch(j->e, w, &s, j->what, j->out + c * j->per * j->dim);
-    }
+    for (int64_t c = 0; c < j->n; c++)
+        if (j->e->owner[c] == th) {
+            const qd_batch s = sub_batch(j->e, j->b, j->per, c);
+            j->rc[c] = run_batch(j->e, w, &s, j->what, j->out + c * j->per * j->dim);
+        }
     w->serial = 0;
+}
+
+/* Shares the n sub-batches out by their tokens: largest first, each to the thread with the fewest
+ * tokens so far (ties to the lower thread). Sub-batches th, th + threads, ... left one thread a
+ * whole sub-batch more whenever n was not a multiple of the threads (11 pieces of 3 sentences at
+ * batch 32: at most 11 / 6 = 1.83x on 2 threads) and ignored their ragged lengths. The rule
+ * depends on the batch alone, so a thread sees the same pieces whenever a batch comes again (its
+ * scratch then never grows again); the results do not depend on it (a piece's rows are computed
+ * alike on any workspace). */
+static void share_out(qd_engine *e, const qd_batch *b, int per, int64_t n)
+{
+    const int threads = e->o.threads;
+    int64_t load[256] = {0}; /* qd_workers_create allows 256 threads */
+    for (int64_t c = 0; c < n; c++) {
+        const qd_batch s = sub_batch(e, b, per, c);
+        int tmax = 0;
+        e->tok[c] = 0;
+        extent(&s, &e->tok[c], &tmax);
+        e->owner[c] = -1;
+    }
+    for (int64_t k = 0; k < n; k++) {
+        int64_t best = -1;
+        for (int64_t c = 0; c < n; c++)
+            if (e->owner[c] < 0 && (best < 0 || e->tok[c] > e->tok[best])) best = c;
+        int th = 0;
+        for (int t = 1; t < threads; t++)
+            if (load[t] < load[th]) th = t;
+        e->owner[best] = th;
+        load[th] += e->tok[best];
+    }
 }
 
 int qd_engine_run(qd_engine *e, const qd_batch *b, qd_engine_output what, float *out)
@@ -1153,10 +1185,13 @@ int qd_engine_run(qd_engine *e, const qd_batch *b, qd_engine_output what, float 
         /* at least a sub-batch per thread: each thread runs whole sub-batches on its own workspace
          * (no hand-off inside a forward pass); the results are the same as run one after another */
         if (n > e->cap_rc) {
-            free(e->rc);
+            free(e->rc), free(e->owner), free(e->tok);
             e->rc = qd_xcalloc((size_t)n, sizeof *e->rc);
+            e->owner = qd_xcalloc((size_t)n, sizeof *e->owner);
+            e->tok = qd_xcalloc((size_t)n, sizeof *e->tok);
             e->cap_rc = n;
         }
+        share_out(e, b, per, n);
         chunk_job j = {e, b, per, what, out, dim, n, e->rc};
         qd_workers_run_each(e->pool, chunk_task, &j);
         int st = QD_OK;
