@@ -474,9 +474,19 @@ typedef struct {
     float *Y;
     int64_t ldy, R;
     int by_rows;
-    int64_t chunk;  /* rows (by_rows) or panels of 16 columns per task */
+    int64_t chunk;  /* by columns: panels of 16 columns per task */
     int64_t rows24; /* the engine's rows24 */
+    int64_t ntask;  /* by rows: tasks of about R / ntask rows, */
+    int64_t mb;     /* cut at multiples of mb rows (a tile or microkernel block) */
 } gemm_job;
+
+/* the first row of task i of a split by rows: i R / ntask to the nearest block (197 rows in 16-row
+ * tiles on 2 threads: 96 + 101; rounding every task up to whole tiles gave 112 + 85, 1.76x at best) */
+static int64_t row_bound(const gemm_job *j, int64_t i)
+{
+    if (i >= j->ntask) return j->R;
+    return QD_MIN(j->R, (i * j->R / j->ntask + j->mb / 2) / j->mb * j->mb);
+}
 
 static void gemm_task(void *arg, int64_t i, int th)
 {
@@ -485,8 +495,8 @@ static void gemm_task(void *arg, int64_t i, int th)
     const elin *L = j->L;
     int64_t m0 = 0, m1 = j->R, n0 = 0, n1 = L->N;
     if (j->by_rows) {
-        m0 = i * j->chunk;
-        m1 = QD_MIN(j->R, m0 + j->chunk);
+        m0 = row_bound(j, i);
+        m1 = row_bound(j, i + 1);
     } else {
         n0 = i * j->chunk * 16;
         n1 = QD_MIN(L->N, n0 + j->chunk * 16);
@@ -513,15 +523,15 @@ static void gemm(qd_engine *e, ws *w, const elin *L, const float *X, int64_t ldx
 {
     const stamp t0 = tick(e);
     const int64_t R = w->R, T = w->serial ? 1 : e->o.threads, np = (L->N + 15) / 16;
-    gemm_job j = {w, L, X, ldx, A, Y, ldy, R, 1, R, e->rows24};
+    gemm_job j = {w, L, X, ldx, A, Y, ldy, R, 1, R, e->rows24, 1, 1};
     int64_t ntask = 1;
     if (T > 1) {
-        /* many rows: row blocks of whole AMX tiles; few rows (a sentence): output columns, so that
-         * each thread streams its own share of the weights. The old 4-bit x float path takes rows. */
+        /* many rows: a share of rows per thread cut at whole AMX tiles (float: the 8-row
+         * microkernel); few rows (a sentence): output columns, so that each thread streams its own
+         * share of the weights. The old 4-bit x float path takes rows. */
         if (R >= 32 * T || L->kind == QD_QL_INT4_F32) {
-            j.chunk = (R + T - 1) / T;
-            j.chunk = L->kind == QD_QL_INT4_F32 ? j.chunk : (j.chunk + 15) / 16 * 16;
-            ntask = (R + j.chunk - 1) / j.chunk;
+            j.mb = L->kind == QD_QL_INT4_F32 ? 1 : L->kind == QD_QL_FLOAT ? 8 : 16;
+            j.ntask = ntask = T;
         } else {
             j.by_rows = 0;
             j.chunk = (np + T - 1) / T;
