@@ -412,7 +412,9 @@ static void ensure(const qd_engine *e, ws *w, int64_t R, int Tmax, int B)
 static int64_t row_tasks(const qd_engine *e, const ws *w, int64_t R)
 {
     if (e->o.threads == 1 || w->serial || R < 2 * ROWS_PER_TASK) return 1;
-    return QD_MIN((R + ROWS_PER_TASK - 1) / ROWS_PER_TASK, (int64_t)e->o.threads * 4);
+    /* a multiple of the threads (197 rows in 7 tasks gave one of 2 threads 4 of them) */
+    const int64_t T = e->o.threads, n = QD_MIN((R + ROWS_PER_TASK - 1) / ROWS_PER_TASK, T * 4);
+    return QD_MAX(T, n / T * T);
 }
 static void task_rows(int64_t R, int64_t ntask, int64_t i, int64_t *r0, int64_t *r1)
 {
