@@ -144,7 +144,7 @@ int64_t qd_gemm_u24_rows(void)
 {
     const char *isa = qd_gemm_u24_isa();
     if (!isa) return 0;
-    return !strcmp(isa, "vnni+vbmi") ? 8 : !strcmp(isa, "avx-vnni") ? 64 : 16;
+    return !strcmp(isa, "vnni+vbmi") ? 8 : !strcmp(isa, "avx-vnni") ? 40 : 12;
 }
 
 void qd_gemm_u8w24_f32(const uint8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_u24 *W,

@@ -50,7 +50,7 @@ const qd_gemm_u24_fns *qd_gemm_u24_table(const char *isa);
 const char *qd_gemm_u24_isa(void);
 /* Calls of fewer rows than this are faster on that version than on the same table's dense int8
  * GEMM (one thread, BERT-base shapes, build/bench/bench_gemm_u8_24): 8 against AMX tiles (which
- * take over from 16 rows), 64 against AVX-VNNI, 16 against AVX2; 0 without a version. */
+ * take over from 16 rows), 40 against AVX-VNNI, 12 against AVX2; 0 without a version. */
 int64_t qd_gemm_u24_rows(void);
 
 /* Through the selected table's version (the reference where there is none). A[m * lda + k]

@@ -20,8 +20,8 @@
  * (kernels/gemm_u8_24.h), others the dense int8 GEMM: one thread, BERT-base shapes
  * (build/bench/bench_gemm_u8_24), where the 2:4 version beats the dense GEMM of its own table: the
  * AVX-512 VNNI + VBMI one is 1.8x the dense one at 1 row, 1.3x at 4, even at 8 and 0.4x from 16
- * rows, where the dense GEMM takes AMX tiles (8); the AVX-VNNI one 2.8x at 1 row, 1.2x at 25, even
- * at 128 (64); the AVX2 one 4.5x at 1 row, 1.4x at 8, 0.8x at 25 (16). The environment variable
+ * rows, where the dense GEMM takes AMX tiles (8); the AVX-VNNI one 2.8x at 1 row, 1.1x at 32,
+ * 0.95x at 48 (40); the AVX2 one 4.5x at 1 row, 1.4x at 8, 0.85x at 12 (12). The environment variable
  * QD_ENGINE_24_ROWS sets another bound (0: never the 2:4 kernel; a large one: always; tests and
  * bench/eval_24.sh compare the two). */
 
