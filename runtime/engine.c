@@ -16,13 +16,14 @@
  * alone: splitting a sentence's 30 rows costs more in hand-off than it saves */
 #define ROWS_PER_TASK 32
 
-/* A 2:4 Linear's call of fewer rows than this runs the 2:4 kernel (kernels/gemm_u8_24.h), others
- * the dense int8 GEMM: one thread, BERT-base shapes (build/bench/bench_gemm_u8_24), the 2:4 kernel
- * is 1.8x the dense one at 1 row, 1.3x at 4, 1.1x at 6, even at 8-12 and 0.4x from 16 rows, where
- * the dense GEMM takes AMX tiles (0.8x against AVX-512 VNNI alone). The environment variable
+/* A 2:4 Linear's call of fewer rows than qd_gemm_u24_rows() runs the 2:4 kernel
+ * (kernels/gemm_u8_24.h), others the dense int8 GEMM: one thread, BERT-base shapes
+ * (build/bench/bench_gemm_u8_24), where the 2:4 version beats the dense GEMM of its own table: the
+ * AVX-512 VNNI + VBMI one is 1.8x the dense one at 1 row, 1.3x at 4, even at 8 and 0.4x from 16
+ * rows, where the dense GEMM takes AMX tiles (8); the AVX-VNNI one 2.8x at 1 row, 1.1x at 32,
+ * 0.95x at 48 (40); the AVX2 one 4.5x at 1 row, 1.4x at 8, 0.85x at 12 (12). The environment variable
  * QD_ENGINE_24_ROWS sets another bound (0: never the 2:4 kernel; a large one: always; tests and
  * bench/eval_24.sh compare the two). */
-#define QD_ENGINE_24_ROWS 8
 
 typedef enum { R_QKV = 0, R_OUT_ATT, R_FFN_IN, R_FFN_OUT, R_PATCH } lin_role;
 static const char *role_name[] = {"q,k,v", "attention output", "FFN in", "FFN out", "patch embedding"};
@@ -178,9 +179,11 @@ static const char *kind_isa(qd_ql_kind k)
     if (ref) return "scalar reference";
     switch (k) {
     case QD_QL_INT8_24:
-        if (qd_gemm_u24_isa()) /* the row bound follows in qd_engine_create */
-            return amx ? "2:4 vnni+vbmi below %lld rows, else dense amx tiles"
-                       : "2:4 vnni+vbmi below %lld rows, else dense avx512-vnni";
+        if (qd_gemm_u24_isa()) /* the 2:4 version and the row bound follow in qd_engine_create */
+            return amx    ? "2:4 %s below %lld rows, else dense amx tiles"
+                   : v512 ? "2:4 %s below %lld rows, else dense avx512-vnni"
+                   : v256 ? "2:4 %s below %lld rows, else dense avx-vnni"
+                          : "2:4 %s below %lld rows, else dense avx2 vpmaddwd";
         return amx    ? "amx-int8 tiles, dense: no 2:4 kernel for this table"
                : v512 ? "avx512-vnni, dense: no 2:4 kernel for this table"
                : v256 ? "avx-vnni, dense: no 2:4 kernel for this table"
@@ -250,10 +253,11 @@ int qd_engine_create(const qd_model *m, const qd_qmodel *q, const qd_engine_opts
     e->native = native_model(c, &e->tw);
     for (int k = 0; k < P_FIXED; k++) prof_row(e, fixed_name[k]);
     const char *r24 = getenv("QD_ENGINE_24_ROWS");
-    e->rows24 = r24 && *r24 ? atoll(r24) : QD_ENGINE_24_ROWS;
+    e->rows24 = r24 && *r24 ? atoll(r24) : qd_gemm_u24_rows();
     for (int k = 0; k < QD_QL_KINDS_; k++) snprintf(e->isa[k], sizeof e->isa[k], "%s", kind_isa((qd_ql_kind)k));
-    if (qd_gemm_u24_isa()) /* "%lld" in the 2:4 line */
-        snprintf(e->isa[QD_QL_INT8_24], sizeof e->isa[QD_QL_INT8_24], kind_isa(QD_QL_INT8_24), (long long)e->rows24);
+    if (qd_gemm_u24_isa()) /* "%s" and "%lld" in the 2:4 line */
+        snprintf(e->isa[QD_QL_INT8_24], sizeof e->isa[QD_QL_INT8_24], kind_isa(QD_QL_INT8_24), qd_gemm_u24_isa(),
+                 (long long)e->rows24);
     e->w = qd_xcalloc((size_t)e->o.threads, sizeof *e->w);
     int rc = qd_workers_create(e->o.threads, &e->pool);
     e->nlin = qd_model_num_linears(m);
