@@ -7,13 +7,15 @@
  *   QUANTIZE -> TRANSPOSE (NHWC) -> CONV_2D (patches) -> RESHAPE -> CONCATENATION ([CLS]) ->
  *   QUANTIZE to int16 -> ADD (positions, int16); per block: LayerNorm -> FULLY_CONNECTED q (1/sqrt(d)
  *   folded into its scales), k, v -> RESHAPE/TRANSPOSE to heads -> BATCH_MATMUL (Q K^T) -> SOFTMAX
- *   -> BATCH_MATMUL (P V) -> TRANSPOSE/RESHAPE -> FULLY_CONNECTED -> QUANTIZE to int16 -> ADD;
- *   LayerNorm -> FULLY_CONNECTED (+ fused ReLU) -> FULLY_CONNECTED -> QUANTIZE to int16 -> ADD; then
- *   SLICE ([CLS]) -> LayerNorm -> FULLY_CONNECTED -> DEQUANTIZE.
- *   The residual stream is int16 (symmetric), as qdist keeps it in int32: int8 sums there were the
- *   largest gap to qdist's integer-only path. LayerNorm has no int8 builtin: MEAN, SUB (int16),
- *   QUANTIZE to int8, L2_NORMALIZATION, DEPTHWISE_CONV_2D 1x1 (sqrt(N)·gamma, bias beta) — see
- *   layer_norm().
+ *   -> BATCH_MATMUL (P V) -> TRANSPOSE/RESHAPE -> FULLY_CONNECTED (16x8) -> ADD (int16);
+ *   LayerNorm -> FULLY_CONNECTED (+ fused ReLU) -> FULLY_CONNECTED (16x8) -> ADD (int16); then
+ *   SLICE ([CLS]) -> LayerNorm -> FULLY_CONNECTED (int16 logits) -> DEQUANTIZE.
+ *   The residual stream is int16 (symmetric), since qdist keeps it in int32 (at range / 2^16)
+ *   where int8 would be 256 times coarser. The Linears that write it (attention output,
+ *   MLP output) and the classifier run LiteRT's 16x8 FULLY_CONNECTED (their int8 input widened
+ *   exactly, int64 bias, int16 output) so that no int8 rounding stands where qdist keeps the int32
+ *   accumulator. LayerNorm has no int8 builtin: MEAN, SUB (int16), QUANTIZE to int8,
+ *   L2_NORMALIZATION, DEPTHWISE_CONV_2D 1x1 (sqrt(N)·gamma, bias beta) — see layer_norm().
  * Activation scales: the file's static ones (/activations, which records the LayerNorm inputs'
  * means and centred values, the tokens and the logits for this graph), or ranges (min, max) per
  * tensor name from --activation-ranges FILE.json (tests/export/vit_ranges.py computes them).
@@ -36,7 +38,7 @@
 #include "export/source.h"
 
 /* schema.fbs: TensorType, BuiltinOperator, BuiltinOptions, ActivationFunctionType */
-enum { TT_FLOAT32 = 0, TT_INT32 = 2, TT_INT16 = 7, TT_INT8 = 9 };
+enum { TT_FLOAT32 = 0, TT_INT32 = 2, TT_INT64 = 4, TT_INT16 = 7, TT_INT8 = 9 };
 enum {
     OP_ADD = 0,
     OP_CONCATENATION = 2,
@@ -429,7 +431,7 @@ static int read_f(tg *g, const char *name, float **out)
 }
 
 /* int32 bias [n] at scale s_in * s_w[c] */
-static int bias_tensor(tg *g, const char *name, const float *b, int n, float s_in, const float *sw)
+static int bias_tensor(tg *g, const char *name, const float *b, int n, float s_in, const float *sw, int wide)
 {
     int32_t *q = own(g, qd_xmalloc(sizeof(int32_t) * (size_t)n));
     float *s = qd_xmalloc(sizeof(float) * (size_t)n);
@@ -440,8 +442,13 @@ static int bias_tensor(tg *g, const char *name, const float *b, int n, float s_i
         q[c] = (int32_t)(v > INT32_MAX ? INT32_MAX : v < -INT32_MAX ? -INT32_MAX : v);
     }
     int32_t shape[1] = {n};
-    int ti = tensor(g, name, TT_INT32, 1, shape);
-    g->t[ti].buffer = buffer(g, q, sizeof(int32_t) * (size_t)n);
+    int ti = tensor(g, name, wide ? TT_INT64 : TT_INT32, 1, shape);
+    if (wide) { /* int64 (16x8 kernels) */
+        int64_t *q64 = own(g, qd_xmalloc(sizeof(int64_t) * (size_t)n));
+        for (int c = 0; c < n; c++) q64[c] = q[c];
+        g->t[ti].buffer = buffer(g, q64, sizeof(int64_t) * (size_t)n);
+    } else
+        g->t[ti].buffer = buffer(g, q, sizeof(int32_t) * (size_t)n);
     quant(g, ti, n, s, z, 0);
     free(s);
     free(z);
@@ -470,37 +477,40 @@ static int fully_connected(tg *g, int x, const qd_xd_linear *L, const char *rnam
     int64_t *z = qd_xcalloc((size_t)R, sizeof(int64_t));
     quant(g, w, R, sc, z, 0);
     free(z);
-    snprintf(nm, sizeof nm, "%s.int32", L->b[0] ? L->b : L->w);
-    int bt = bias_tensor(g, nm, b, R, tscale(g, x), sc);
     const ttensor *xt = &g->t[x];
     int32_t os[MAXD];
     memcpy(os, xt->shape, sizeof os);
     os[xt->ndim - 1] = R;
+    if (out16) {
+        /* 16x8: the int8 input widened exactly (int16 at scale s / 128 holds 128 (q - z)), int64
+         * bias, int16 output on the residual stream's scale: no int8 rounding of the output, as
+         * qdist adds the int32 accumulator to its residual */
+        snprintf(nm, sizeof nm, "%s.int16", g->t[x].name);
+        float s16 = tscale(g, x) / 128.0f;
+        int64_t z0 = 0;
+        int x16 = tensor(g, nm, TT_INT16, xt->ndim, xt->shape);
+        quant(g, x16, 1, &s16, &z0, 0);
+        op(g, OP_QUANTIZE, 1, (int[]){x}, x16);
+        snprintf(nm, sizeof nm, "%s.int64", L->b[0] ? L->b : L->w);
+        int bt = bias_tensor(g, nm, b, R, s16, sc, 1);
+        int y = act16(g, rname, g->t[x16].ndim, os);
+        top *o = op(g, OP_FULLY_CONNECTED, 3, (int[]){x16, w, bt}, y);
+        o->opt = BO_FC;
+        o->act = fused;
+        o->i1 = 1;
+        return y;
+    }
+    snprintf(nm, sizeof nm, "%s.int32", L->b[0] ? L->b : L->w);
+    int bt = bias_tensor(g, nm, b, R, tscale(g, x), sc, 0);
     int y = act_fold(g, rname, xt->ndim, os, fold);
     top *o = op(g, OP_FULLY_CONNECTED, 3, (int[]){x, w, bt}, y);
     o->opt = BO_FC;
     o->act = fused;
     o->i1 = 1; /* keep_num_dims */
-    if (!out16) return y;
-    /* widened to the int16 residual stream (LiteRT's FULLY_CONNECTED writes no int16 from int8) */
-    snprintf(nm, sizeof nm, "%s.int16", rname);
-    int y16 = act16(g, rname, xt->ndim, os);
-    g->t[y16].name = own(g, qd_xstrdup(nm));
-    op(g, OP_QUANTIZE, 1, (int[]){y}, y16);
-    return y16;
+    return y;
 }
 
 /* ---- small ops ---------------------------------------------------------------------------------- */
-
-static int binary(tg *g, int code, int a, int b, const char *rname)
-{
-    const ttensor *ta = &g->t[a], *tb = &g->t[b];
-    const ttensor *big = ta->ndim >= tb->ndim ? ta : tb;
-    int y = act(g, rname, big->ndim, big->shape);
-    top *o = op(g, code, 2, (int[]){a, b}, y);
-    o->opt = code == OP_ADD ? BO_ADD : code == OP_SUB ? BO_SUB : BO_MUL;
-    return y;
-}
 
 /* the int16 sum of two int16 residual terms */
 static int add16(tg *g, int a, int b, const char *rname)
@@ -571,23 +581,24 @@ static int layer_norm(tg *g, int x, const char *wname, const char *bname, const 
     snprintf(n, sizeof n, "%s.mean", p);
     int mean = mean_last(g, x, n);
     snprintf(n, sizeof n, "%s.diff", p);
-    int diff;
-    if (g->t[x].type == TT_INT16) { /* x - mean in int16, then to int8 at the range of diff */
-        int d16 = act16(g, n, g->t[x].ndim, g->t[x].shape);
-        op(g, OP_SUB, 2, (int[]){x, mean}, d16)->opt = BO_SUB;
-        g->t[d16].name = own(g, qd_xstrdup(strcat(strcpy(qd_xmalloc(strlen(n) + 8), n), ".int16")));
-        diff = act(g, n, g->t[x].ndim, g->t[x].shape);
-        op(g, OP_QUANTIZE, 1, (int[]){d16}, diff);
-    } else
-        diff = binary(g, OP_SUB, x, mean, n);
+    int diff = act16(g, n, g->t[x].ndim, g->t[x].shape); /* x is on the int16 residual stream */
+    op(g, OP_SUB, 2, (int[]){x, mean}, diff)->opt = BO_SUB;
     const ttensor *xt = &g->t[x];
     const int ndim = xt->ndim;
     int32_t shape[MAXD];
     memcpy(shape, xt->shape, sizeof shape);
     const int T = ndim == 3 ? shape[1] : 1;
+    /* L2_NORMALIZATION takes int8 only: the centred values at the int8 parameters of their range */
+    float s8;
+    int64_t z8;
+    act_params(g, n, 1.0f, &s8, &z8);
+    snprintf(n, sizeof n, "%s.diff.int8", p);
+    int d8 = tensor(g, n, TT_INT8, ndim, shape);
+    quant(g, d8, 1, &s8, &z8, 0);
+    op(g, OP_QUANTIZE, 1, (int[]){diff}, d8);
     snprintf(n, sizeof n, "%s.unit", p);
     int u = act_fixed(g, n, ndim, shape, 1.0f / 128.0f, 0);
-    op(g, OP_L2_NORMALIZATION, 1, (int[]){diff}, u)->opt = BO_L2NORM;
+    op(g, OP_L2_NORMALIZATION, 1, (int[]){d8}, u)->opt = BO_L2NORM;
     snprintf(n, sizeof n, "%s.unit.nhwc", p);
     int u4 = reshape(g, u, 4, (int32_t[]){1, 1, T, H}, n);
     /* depthwise filter [1, 1, 1, H]: √N·γ_c as ±127 (0 for γ_c = 0) at scale |√N·γ_c| / 127 */
@@ -605,10 +616,11 @@ static int layer_norm(tg *g, int x, const char *wname, const char *bname, const 
     quant(g, wt, H, ws, z, 3);
     free(z);
     snprintf(n, sizeof n, "%s.int32", bname);
-    int bq = bias_tensor(g, n, bt, H, tscale(g, u4), ws);
+    int bq = bias_tensor(g, n, bt, H, tscale(g, u4), ws, 0);
     char o4[300];
     snprintf(o4, sizeof o4, "%s.nhwc", oname);
-    int y4 = act(g, oname, 4, (int32_t[]){1, 1, T, H});
+    int32_t s4[4] = {1, 1, T, H};
+    int y4 = act(g, oname, 4, s4);
     g->t[y4].name = own(g, qd_xstrdup(o4));
     top *o = op(g, OP_DEPTHWISE_CONV_2D, 3, (int[]){u4, wt, bq}, y4);
     o->opt = BO_DEPTHWISE;
@@ -659,7 +671,7 @@ static int vit(tg *g, int *in, int *out)
     quant(g, w, H, sc, z, 0);
     free(z);
     snprintf(n, sizeof n, "%s.int32", d->patch_b);
-    int bt = bias_tensor(g, n, pb, H, tscale(g, x), sc);
+    int bt = bias_tensor(g, n, pb, H, tscale(g, x), sc, 0);
     /* the patches, [CLS] and their concatenation share one scale (XNNPACK's int8 concatenation
      * takes no requantization): the range of "tokens" */
     int32_t cs[4] = {1, gh, gw, H};
@@ -748,7 +760,7 @@ static int vit(tg *g, int *in, int *out)
     int fin = layer_norm(g, cl2, d->final_ln_w, d->final_ln_b, "final_norm", "final_norm");
     if (!d->has_classifier)
         return qd_err_set(QD_EUNSUPPORTED, "%s: the LiteRT export needs a classifier head", g->path);
-    int lg = fully_connected(g, fin, &d->classifier, "logits", 1.0f, ACT_NONE, 0);
+    int lg = fully_connected(g, fin, &d->classifier, "logits", 1.0f, ACT_NONE, 1);
     if (g->rc) return g->rc;
     *out = tensor(g, "logits.float", TT_FLOAT32, 2, (int32_t[]){1, c->num_labels});
     op(g, OP_DEQUANTIZE, 1, (int[]){lg}, *out);
