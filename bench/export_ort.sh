@@ -3,8 +3,8 @@
 #   output match (tests/export/check_onnx.py, check_ctensors.py) of every ONNX form and of the
 #   compressed-tensors checkpoint, on all 10,000 MNIST test images (ViT) and all 872 SST-2 dev
 #   sentences (all-MiniLM-L6-v2), the ViT's K-means Gather and qoperator (static activation
-#   scales) graphs, the integer-only LiteRT ViT (activation ranges calibrated on 256
-#   images), and the latency of ONNX Runtime and LiteRT (one thread, batch 1, CPU time per sample:
+#   scales) graphs, the integer-only LiteRT ViT (from the file's static activation scales vs
+#   `eval --integer-only`, and from ranges calibrated on 256 images), MiniLM's qoperator graph, and the latency of ONNX Runtime and LiteRT (one thread, batch 1, CPU time per sample:
 #   bench/runtime_latency.py) beside `qdist eval`'s (wall time, one thread, batch 1) on the first N
 #   samples.
 #   sh bench/export_ort.sh [BUILD_DIR] [N]          (BUILD_DIR default build, N default 300)
@@ -63,6 +63,9 @@ $CHECK "$T/vit-int4-nbits.onnx" "$T/v4f.st" --against quant --label "ViT ONNX GP
 "$OUTS" --model "$VIT" --quantized "$T/vs.h5" --data "$MN" --batch 100 --integer-only --out "$T/vsi.st" > /dev/null
 $CHECK "$T/vit-kmeans4-gather.onnx" "$T/vkr.st" --against quant --label "ViT ONNX K-means 4-bit g32 Gather vs qdist lookup"
 $CHECK "$T/vit-int8-qoperator.onnx" "$T/vsi.st" --against quant --label "ViT ONNX qoperator vs qdist integer-only"
+# LiteRT from the file's static activation scales (no ranges file), vs eval --integer-only
+"$Q" export "$T/vs.h5" --format tflite --out "$T/vit-int8-static.tflite" > /dev/null
+"$PY" "$SRC/tests/export/check_tflite.py" "$T/vit-int8-static.tflite" "$T/vsi.st" --label "ViT LiteRT from the file's scales vs qdist integer-only" 2>/dev/null
 $LAT "$T/v8r.st" --n "$N" "$T/vit-fp32.onnx" "$T/vit-int8-qdq.onnx" "$T/vit-int8-qdq.onnx:1" \
     "$T/vit-int8-integer.onnx" "$T/vit-int4-nbits.onnx" "$T/vit-int4-nbits.onnx:4" "$T/vit-int8.tflite" \
     "$T/vit-kmeans4-gather.onnx" "$T/vit-int8-qoperator.onnx" 2>/dev/null
@@ -94,6 +97,10 @@ $CHECK "$T/minilm-int8-qdq.onnx" "$T/b8f.st" --against quant --ort-accuracy-leve
 $CHECK "$T/minilm-int8-qdq.onnx" "$T/b8r.st" --against quant --label "MiniLM ONNX INT8 qdq (ORT default) vs qdist int8"
 $CHECK "$T/minilm-int8-integer.onnx" "$T/b8r.st" --against quant --label "MiniLM ONNX INT8 integer vs qdist int8"
 $CHECK "$T/minilm-int4-nbits.onnx" "$T/b4f.st" --against quant --label "MiniLM ONNX GPTQ INT4 g32 nbits vs fake-quant"
+"$Q" quantize --model "$BERT" --out "$T/bs.h5" --quiet --activations static --calib "$SST" --nsamples 32
+"$Q" export "$T/bs.h5" --format onnx --onnx-ops qoperator --out "$T/minilm-int8-qoperator.onnx" > /dev/null
+"$OUTS" --model "$BERT" --quantized "$T/bs.h5" --data "$SST" --batch 1 --integer-only --out "$T/bsi.st" > /dev/null
+$CHECK "$T/minilm-int8-qoperator.onnx" "$T/bsi.st" --against quant --label "MiniLM ONNX qoperator vs qdist integer-only"
 "$PY" "$SRC/tests/export/check_ctensors.py" "$T/minilm-int8-ct" "$T/b8f.st" "$T/b8dq/model.safetensors" --label "MiniLM compressed-tensors INT8" 2>/dev/null
 "$PY" "$SRC/tests/export/check_ctensors.py" "$T/minilm-int4-ct" "$T/b4f.st" "$T/b4dq/model.safetensors" --label "MiniLM compressed-tensors GPTQ INT4 g32" 2>/dev/null
 $LAT "$T/b8r.st" --n "$N" "$T/minilm-fp32.onnx" "$T/minilm-int8-qdq.onnx" "$T/minilm-int8-qdq.onnx:1" \

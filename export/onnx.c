@@ -621,6 +621,22 @@ static const char *activation(ox *x, const char *in)
         }
     case QD_ACT_GELU:
     default:
+        if (x->act) {
+            /* static scales (qoperator): the curve of qdist's integer GELU (I-BERT's i-GELU,
+             * kernels/intops.h qd_igelu) on its Q10 input, so that both round the same values:
+             * erf(x/√2) ≈ sign(x) (a ((min(|x|, c) - c) / √2)² + 1), a = -0.2888, c = 2562 / 1024 */
+            const float c = 2562.0f / 1024.0f;
+            const char *q = qd_ob_op2(b, "Div", qd_ob_op1(b, "Round", qd_ob_op2(b, "Mul", in, qd_ob_f32(b, 1024.0f))),
+                                      qd_ob_f32(b, 1024.0f));
+            const char *u =
+                qd_ob_op2(b, "Sub", qd_ob_op2(b, "Min", qd_ob_op1(b, "Abs", q), qd_ob_f32(b, c)), qd_ob_f32(b, c));
+            const char *l =
+                qd_ob_op2(b, "Add", qd_ob_op2(b, "Mul", qd_ob_op2(b, "Mul", u, u), qd_ob_f32(b, -0.2888f * 0.5f)),
+                          qd_ob_f32(b, 1.0f));
+            const char *e = qd_ob_op2(b, "Mul", qd_ob_op1(b, "Sign", q), l);
+            const char *f = qd_ob_op2(b, "Mul", qd_ob_op2(b, "Add", e, qd_ob_f32(b, 1.0f)), qd_ob_f32(b, 0.5f));
+            return qd_ob_op2(b, "Mul", q, f);
+        }
         if (opset >= 20) return qd_ob_op1(b, "Gelu", in);
         {
             /* exact GELU: 0.5 x (1 + erf(x / sqrt 2)) */

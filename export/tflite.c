@@ -1,21 +1,28 @@
-/* export/tflite.c — a qdist ViT as an integer-only INT8 LiteRT (TensorFlow Lite) model: every
- * activation int8 with a static per-tensor scale and zero point, weights int8 per output channel
- * (symmetric), biases int32 — what integer-only accelerators and CPU kernels run.
+/* export/tflite.c — a qdist ViT as an integer-only LiteRT (TensorFlow Lite) model: every
+ * activation int8 (the residual stream int16) with a static per-tensor scale and zero point,
+ * weights int8 per output channel (symmetric), biases int32 — what integer-only accelerators and
+ * CPU kernels run.
  *
  * The graph (batch 1; pixel_values float [1, C, H, W] in, logits float out):
- *   QUANTIZE -> TRANSPOSE (NHWC) -> CONV_2D (patches) -> RESHAPE -> CONCATENATION ([CLS]) -> ADD
- *   (positions); per block: LayerNorm -> FULLY_CONNECTED q (1/sqrt(d) folded into its scales), k, v
- *   -> RESHAPE/TRANSPOSE to heads -> BATCH_MATMUL (Q K^T) -> SOFTMAX -> BATCH_MATMUL (P V) ->
- *   TRANSPOSE/RESHAPE -> FULLY_CONNECTED -> ADD; LayerNorm -> FULLY_CONNECTED (+ fused ReLU) ->
- *   FULLY_CONNECTED -> ADD; then SLICE ([CLS]) -> LayerNorm -> FULLY_CONNECTED -> DEQUANTIZE.
- *   LayerNorm has no int8 builtin: MEAN, SUB, MUL (square), MEAN, RSQRT, MUL, MUL (gamma), ADD
- *   (beta), each requantized, as TensorFlow's own converter lowers it.
- * Activation scales come from ranges (min, max) per tensor name, --activation-ranges FILE.json
- * (tests/export/vit_ranges.py computes them): the file's static activation scales (/activations)
- * hold none for the int8 LayerNorm lowering's intermediates (mean, variance, 1/sigma). Quantized Linears must be symmetric with one scale per output channel (any width <= 8:
+ *   QUANTIZE -> TRANSPOSE (NHWC) -> CONV_2D (patches) -> RESHAPE -> CONCATENATION ([CLS]) ->
+ *   QUANTIZE to int16 -> ADD (positions, int16); per block: LayerNorm -> FULLY_CONNECTED q (1/sqrt(d)
+ *   folded into its scales), k, v -> RESHAPE/TRANSPOSE to heads -> BATCH_MATMUL (Q K^T) -> SOFTMAX
+ *   -> BATCH_MATMUL (P V) -> TRANSPOSE/RESHAPE -> FULLY_CONNECTED (16x8) -> ADD (int16);
+ *   LayerNorm -> FULLY_CONNECTED (+ fused ReLU) -> FULLY_CONNECTED (16x8) -> ADD (int16); then
+ *   SLICE ([CLS]) -> LayerNorm -> FULLY_CONNECTED (int16 logits) -> DEQUANTIZE.
+ *   The residual stream is int16 (symmetric), since qdist keeps it in int32 (at range / 2^16)
+ *   where int8 would be 256 times coarser. The Linears that write it (attention output,
+ *   MLP output) and the classifier run LiteRT's 16x8 FULLY_CONNECTED (their int8 input widened
+ *   exactly, int64 bias, int16 output) so that no int8 rounding stands where qdist keeps the int32
+ *   accumulator. LayerNorm has no int8 builtin: MEAN, SUB (int16), QUANTIZE to int8,
+ *   L2_NORMALIZATION, DEPTHWISE_CONV_2D 1x1 (sqrt(N)·gamma, bias beta) — see layer_norm().
+ * Activation scales: the file's static ones (/activations, which records the LayerNorm inputs'
+ * means and centred values, the tokens and the logits for this graph), or ranges (min, max) per
+ * tensor name from --activation-ranges FILE.json (tests/export/vit_ranges.py computes them).
+ * Quantized Linears must be symmetric with one scale per output channel (any width <= 8:
  * code - 2^(bits-1) is an int8 value); the tensors qdist keeps in float that the integer graph
- * needs as int8 (patch projection, classifier, [CLS], positions, LayerNorm gamma/beta) are
- * quantized here: weights symmetric per output channel over [-127, 127], constants per tensor.
+ * needs as int8 (patch projection, classifier, [CLS], positions) are quantized here: weights
+ * symmetric per output channel over [-127, 127], constants per tensor.
  * The flatbuffer is written by export/flatbuf.h following TensorFlow Lite's schema (version 3). */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -31,12 +38,14 @@
 #include "export/source.h"
 
 /* schema.fbs: TensorType, BuiltinOperator, BuiltinOptions, ActivationFunctionType */
-enum { TT_FLOAT32 = 0, TT_INT32 = 2, TT_INT8 = 9 };
+enum { TT_FLOAT32 = 0, TT_INT32 = 2, TT_INT64 = 4, TT_INT16 = 7, TT_INT8 = 9 };
 enum {
     OP_ADD = 0,
     OP_CONCATENATION = 2,
     OP_CONV_2D = 3,
+    OP_DEPTHWISE_CONV_2D = 4,
     OP_DEQUANTIZE = 6,
+    OP_L2_NORMALIZATION = 11,
     OP_FULLY_CONNECTED = 9,
     OP_MUL = 18,
     OP_RESHAPE = 22,
@@ -52,10 +61,12 @@ enum {
 enum {
     BO_NONE = 0,
     BO_CONV2D = 1,
+    BO_DEPTHWISE = 2,
     BO_FC = 8,
     BO_SOFTMAX = 9,
     BO_CONCAT = 10,
     BO_ADD = 11,
+    BO_L2NORM = 12,
     BO_RESHAPE = 17,
     BO_MUL = 21,
     BO_TRANSPOSE = 26,
@@ -98,8 +109,9 @@ typedef struct {
     qd_xs *s;
     const qd_xdesc *d;
     const char *path;
-    cJSON *ranges;
+    cJSON *ranges; /* --activation-ranges, or NULL: the file's /activations (rec) */
     const char *ranges_path;
+    const qd_actrec *rec;
     ttensor *t;
     int nt, ct;
     top *op;
@@ -174,23 +186,92 @@ static void range_params(float lo, float hi, float *scale, int64_t *zp)
     *zp = z < -128 ? -128 : z > 127 ? 127 : (int64_t)z;
 }
 
+/* The int8 parameters of activation `rname` with its values multiplied by `fold` (> 0): from the
+ * [min, max] of --activation-ranges, or the file's /activations, whose scale and zero point are
+ * taken as they are so that the graph's int8 tensors hold qdist's integer-only codes (a tensor
+ * with static outlier channels gets one range over all its channels: LiteRT has no split). */
+static void act_params(tg *g, const char *rname, float fold, float *s, int64_t *z)
+{
+    float lo = 0, hi = 1;
+    if (g->ranges) {
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(g->ranges, rname);
+        if (!cJSON_IsArray(r) || cJSON_GetArraySize(r) != 2) {
+            if (!g->rc)
+                g->rc = qd_err_set(QD_ENOTFOUND, "%s: no range [min, max] for activation '%s'", g->ranges_path, rname);
+        } else {
+            lo = (float)cJSON_GetArrayItem(r, 0)->valuedouble;
+            hi = (float)cJSON_GetArrayItem(r, 1)->valuedouble;
+        }
+        range_params(lo * fold, hi * fold, s, z);
+        return;
+    }
+    const qd_actrec *a = g->rec;
+    int i = qd_xs_act_find(a, rname);
+    if (i < 0) {
+        if (!g->rc)
+            g->rc = qd_err_set(QD_ENOTFOUND,
+                               "%s: /activations has no tensor '%s' (files calibrated before it was recorded: "
+                               "quantize again with --activations static, or give --activation-ranges)",
+                               g->path, rname);
+        range_params(lo, hi, s, z);
+        return;
+    }
+    if (a->out_off && a->out_off[i + 1] > a->out_off[i]) {
+        range_params(fminf(a->lo[i], a->out_lo[i]) * fold, fmaxf(a->hi[i], a->out_hi[i]) * fold, s, z);
+        return;
+    }
+    *s = a->scale[i] * fold;
+    *z = a->zero_point[i];
+}
+
 /* an int8 activation tensor quantized from the range recorded under `rname` */
-static int act(tg *g, const char *rname, int ndim, const int32_t *shape)
+static int act_fold(tg *g, const char *rname, int ndim, const int32_t *shape, float fold)
 {
     int ti = tensor(g, rname, TT_INT8, ndim, shape);
-    const cJSON *r = cJSON_GetObjectItemCaseSensitive(g->ranges, rname);
-    float lo = 0, hi = 1;
-    if (!cJSON_IsArray(r) || cJSON_GetArraySize(r) != 2) {
-        if (!g->rc)
-            g->rc = qd_err_set(QD_ENOTFOUND, "%s: no range [min, max] for activation '%s'", g->ranges_path, rname);
-    } else {
-        lo = (float)cJSON_GetArrayItem(r, 0)->valuedouble;
-        hi = (float)cJSON_GetArrayItem(r, 1)->valuedouble;
-    }
     float s;
     int64_t z;
-    range_params(lo, hi, &s, &z);
+    act_params(g, rname, fold, &s, &z);
     quant(g, ti, 1, &s, &z, 0);
+    return ti;
+}
+
+static int act(tg *g, const char *rname, int ndim, const int32_t *shape)
+{
+    return act_fold(g, rname, ndim, shape, 1.0f);
+}
+
+/* an int16 activation of the residual stream (symmetric, zero point 0 as LiteRT's int16 kernels
+ * require) over the largest magnitude of its range: qdist keeps this stream in int32 at
+ * max(|min|, |max|) / 2^16, which int8 would coarsen 256-fold */
+static int act16(tg *g, const char *rname, int ndim, const int32_t *shape)
+{
+    int ti = tensor(g, rname, TT_INT16, ndim, shape);
+    float lo = 0, hi = 1;
+    if (g->ranges) {
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(g->ranges, rname);
+        if (!cJSON_IsArray(r) || cJSON_GetArraySize(r) != 2) {
+            if (!g->rc)
+                g->rc = qd_err_set(QD_ENOTFOUND, "%s: no range [min, max] for activation '%s'", g->ranges_path, rname);
+        } else {
+            lo = (float)cJSON_GetArrayItem(r, 0)->valuedouble;
+            hi = (float)cJSON_GetArrayItem(r, 1)->valuedouble;
+        }
+    } else {
+        int i = qd_xs_act_find(g->rec, rname);
+        if (i < 0 && !g->rc)
+            g->rc = qd_err_set(QD_ENOTFOUND,
+                               "%s: /activations has no tensor '%s' (files calibrated before it was recorded: "
+                               "quantize again with --activations static, or give --activation-ranges)",
+                               g->path, rname);
+        if (i >= 0) {
+            lo = g->rec->min[i];
+            hi = g->rec->max[i];
+        }
+    }
+    float a = fmaxf(fabsf(lo), fabsf(hi));
+    float sc = a > 0 ? a / 32767.0f : 1e-8f;
+    int64_t z = 0;
+    quant(g, ti, 1, &sc, &z, 0);
     return ti;
 }
 
@@ -205,7 +286,7 @@ static int act_fixed(tg *g, const char *name, int ndim, const int32_t *shape, fl
 /* a non-quantized activation keeping another's parameters (reshape/transpose outputs) */
 static int act_like(tg *g, const char *name, int ndim, const int32_t *shape, int like)
 {
-    int ti = tensor(g, name, TT_INT8, ndim, shape);
+    int ti = tensor(g, name, g->t[like].type, ndim, shape);
     quant(g, ti, 1, g->t[like].scales, g->t[like].zps, 0);
     return ti;
 }
@@ -248,9 +329,19 @@ static int const_i8_as(tg *g, const char *name, int ndim, const int32_t *shape, 
     return ti;
 }
 
-static int const_i8(tg *g, const char *name, int ndim, const int32_t *shape, const float *v, int64_t n)
+/* a float constant as int16, symmetric over its largest magnitude */
+static int const_i16(tg *g, const char *name, int ndim, const int32_t *shape, const float *v, int64_t n)
 {
-    return const_i8_as(g, name, ndim, shape, v, n, -1);
+    float a = 0;
+    for (int64_t i = 0; i < n; i++) a = fabsf(v[i]) > a ? fabsf(v[i]) : a;
+    float s = a > 0 ? a / 32767.0f : 1.0f;
+    int64_t z = 0;
+    int16_t *q = own(g, qd_xmalloc(sizeof(int16_t) * (size_t)n));
+    for (int64_t i = 0; i < n; i++) q[i] = (int16_t)nearbyintf(v[i] / s);
+    int ti = tensor(g, name, TT_INT16, ndim, shape);
+    quant(g, ti, 1, &s, &z, 0);
+    g->t[ti].buffer = buffer(g, q, sizeof(int16_t) * (size_t)n);
+    return ti;
 }
 
 static top *op(tg *g, int code, int nin, const int *in, int out)
@@ -340,7 +431,7 @@ static int read_f(tg *g, const char *name, float **out)
 }
 
 /* int32 bias [n] at scale s_in * s_w[c] */
-static int bias_tensor(tg *g, const char *name, const float *b, int n, float s_in, const float *sw)
+static int bias_tensor(tg *g, const char *name, const float *b, int n, float s_in, const float *sw, int wide)
 {
     int32_t *q = own(g, qd_xmalloc(sizeof(int32_t) * (size_t)n));
     float *s = qd_xmalloc(sizeof(float) * (size_t)n);
@@ -351,8 +442,13 @@ static int bias_tensor(tg *g, const char *name, const float *b, int n, float s_i
         q[c] = (int32_t)(v > INT32_MAX ? INT32_MAX : v < -INT32_MAX ? -INT32_MAX : v);
     }
     int32_t shape[1] = {n};
-    int ti = tensor(g, name, TT_INT32, 1, shape);
-    g->t[ti].buffer = buffer(g, q, sizeof(int32_t) * (size_t)n);
+    int ti = tensor(g, name, wide ? TT_INT64 : TT_INT32, 1, shape);
+    if (wide) { /* int64 (16x8 kernels) */
+        int64_t *q64 = own(g, qd_xmalloc(sizeof(int64_t) * (size_t)n));
+        for (int c = 0; c < n; c++) q64[c] = q[c];
+        g->t[ti].buffer = buffer(g, q64, sizeof(int64_t) * (size_t)n);
+    } else
+        g->t[ti].buffer = buffer(g, q, sizeof(int32_t) * (size_t)n);
     quant(g, ti, n, s, z, 0);
     free(s);
     free(z);
@@ -361,7 +457,7 @@ static int bias_tensor(tg *g, const char *name, const float *b, int n, float s_i
 
 /* FULLY_CONNECTED on x [.., in] -> activation `rname` [.., out]; `fold` multiplies the Linear
  * (its weight scales and bias) — the attention's 1/sqrt(d) */
-static int fully_connected(tg *g, int x, const qd_xd_linear *L, const char *rname, float fold, int fused)
+static int fully_connected(tg *g, int x, const qd_xd_linear *L, const char *rname, float fold, int fused, int out16)
 {
     int8_t *wq = NULL;
     float *sc = NULL;
@@ -381,13 +477,32 @@ static int fully_connected(tg *g, int x, const qd_xd_linear *L, const char *rnam
     int64_t *z = qd_xcalloc((size_t)R, sizeof(int64_t));
     quant(g, w, R, sc, z, 0);
     free(z);
-    snprintf(nm, sizeof nm, "%s.int32", L->b[0] ? L->b : L->w);
-    int bt = bias_tensor(g, nm, b, R, tscale(g, x), sc);
     const ttensor *xt = &g->t[x];
     int32_t os[MAXD];
     memcpy(os, xt->shape, sizeof os);
     os[xt->ndim - 1] = R;
-    int y = act(g, rname, xt->ndim, os);
+    if (out16) {
+        /* 16x8: the int8 input widened exactly (int16 at scale s / 128 holds 128 (q - z)), int64
+         * bias, int16 output on the residual stream's scale: no int8 rounding of the output, as
+         * qdist adds the int32 accumulator to its residual */
+        snprintf(nm, sizeof nm, "%s.int16", g->t[x].name);
+        float s16 = tscale(g, x) / 128.0f;
+        int64_t z0 = 0;
+        int x16 = tensor(g, nm, TT_INT16, xt->ndim, xt->shape);
+        quant(g, x16, 1, &s16, &z0, 0);
+        op(g, OP_QUANTIZE, 1, (int[]){x}, x16);
+        snprintf(nm, sizeof nm, "%s.int64", L->b[0] ? L->b : L->w);
+        int bt = bias_tensor(g, nm, b, R, s16, sc, 1);
+        int y = act16(g, rname, g->t[x16].ndim, os);
+        top *o = op(g, OP_FULLY_CONNECTED, 3, (int[]){x16, w, bt}, y);
+        o->opt = BO_FC;
+        o->act = fused;
+        o->i1 = 1;
+        return y;
+    }
+    snprintf(nm, sizeof nm, "%s.int32", L->b[0] ? L->b : L->w);
+    int bt = bias_tensor(g, nm, b, R, tscale(g, x), sc, 0);
+    int y = act_fold(g, rname, xt->ndim, os, fold);
     top *o = op(g, OP_FULLY_CONNECTED, 3, (int[]){x, w, bt}, y);
     o->opt = BO_FC;
     o->act = fused;
@@ -397,13 +512,12 @@ static int fully_connected(tg *g, int x, const qd_xd_linear *L, const char *rnam
 
 /* ---- small ops ---------------------------------------------------------------------------------- */
 
-static int binary(tg *g, int code, int a, int b, const char *rname)
+/* the int16 sum of two int16 residual terms */
+static int add16(tg *g, int a, int b, const char *rname)
 {
-    const ttensor *ta = &g->t[a], *tb = &g->t[b];
-    const ttensor *big = ta->ndim >= tb->ndim ? ta : tb;
-    int y = act(g, rname, big->ndim, big->shape);
-    top *o = op(g, code, 2, (int[]){a, b}, y);
-    o->opt = code == OP_ADD ? BO_ADD : code == OP_SUB ? BO_SUB : BO_MUL;
+    const ttensor *ta = &g->t[a];
+    int y = act16(g, rname, ta->ndim, ta->shape);
+    op(g, OP_ADD, 2, (int[]){a, b}, y)->opt = BO_ADD;
     return y;
 }
 
@@ -413,10 +527,10 @@ static int mean_last(tg *g, int x, const char *rname)
     int32_t s[MAXD];
     memcpy(s, t->shape, sizeof s);
     s[t->ndim - 1] = 1;
-    char nm[300];
+    char nm[320];
     snprintf(nm, sizeof nm, "%s.axis", rname);
     int ax = const_i32(g, nm, 1, (int32_t[]){t->ndim - 1});
-    int y = act(g, rname, t->ndim, s);
+    int y = t->type == TT_INT16 ? act16(g, rname, t->ndim, s) : act(g, rname, t->ndim, s);
     top *o = op(g, OP_MEAN, 2, (int[]){x, ax}, y);
     o->opt = BO_REDUCER;
     o->i1 = 1; /* keep_dims */
@@ -449,8 +563,14 @@ static int transpose(tg *g, int x, const int32_t *perm, const char *name)
     return y;
 }
 
-/* LayerNorm over the last axis, lowered to int8 builtins; ranges under prefix p */
-static int layer_norm(tg *g, int x, const char *wname, const char *bname, const char *p)
+/* LayerNorm over the last axis in int8 builtins, its output the activation `oname`:
+ *   mean = MEAN(x);  diff = SUB(x, mean);  u = L2_NORMALIZATION(diff)  (diff / ‖diff‖, int8 at 1/128)
+ *   y = DEPTHWISE_CONV_2D(u; √N·γ per channel, bias β)                (LN = √N · u · γ + β)
+ * LayerNorm is diff / √(‖diff‖² / N + ε): the L2 form drops ε, which is below the variance's
+ * rounding for any row whose variance is not ~ε. γ is carried exactly (one int8 value ±127 per
+ * channel at its own scale) and β as an int32 bias; ranges are needed for the mean and the centred
+ * values only (prefix p: "p.mean", "p.diff"). */
+static int layer_norm(tg *g, int x, const char *wname, const char *bname, const char *p, const char *oname)
 {
     char n[300];
     const int H = g->d->cfg.hidden;
@@ -461,22 +581,53 @@ static int layer_norm(tg *g, int x, const char *wname, const char *bname, const 
     snprintf(n, sizeof n, "%s.mean", p);
     int mean = mean_last(g, x, n);
     snprintf(n, sizeof n, "%s.diff", p);
-    int diff = binary(g, OP_SUB, x, mean, n);
-    snprintf(n, sizeof n, "%s.sq", p);
-    int sq = binary(g, OP_MUL, diff, diff, n);
-    snprintf(n, sizeof n, "%s.var", p);
-    int var = mean_last(g, sq, n);
-    snprintf(n, sizeof n, "%s.rsqrt", p);
-    int rs = act(g, n, g->t[var].ndim, g->t[var].shape);
-    op(g, OP_RSQRT, 1, (int[]){var}, rs);
-    snprintf(n, sizeof n, "%s.norm", p);
-    int nrm = binary(g, OP_MUL, diff, rs, n);
-    int32_t hs[1] = {H};
-    int gt = const_i8(g, wname, 1, hs, gm, H), btt = const_i8(g, bname, 1, hs, bt, H);
-    snprintf(n, sizeof n, "%s.scaled", p);
-    int sc = binary(g, OP_MUL, nrm, gt, n);
-    snprintf(n, sizeof n, "%s.out", p);
-    return binary(g, OP_ADD, sc, btt, n);
+    int diff = act16(g, n, g->t[x].ndim, g->t[x].shape); /* x is on the int16 residual stream */
+    op(g, OP_SUB, 2, (int[]){x, mean}, diff)->opt = BO_SUB;
+    const ttensor *xt = &g->t[x];
+    const int ndim = xt->ndim;
+    int32_t shape[MAXD];
+    memcpy(shape, xt->shape, sizeof shape);
+    const int T = ndim == 3 ? shape[1] : 1;
+    /* L2_NORMALIZATION takes int8 only: the centred values at the int8 parameters of their range */
+    float s8;
+    int64_t z8;
+    act_params(g, n, 1.0f, &s8, &z8);
+    snprintf(n, sizeof n, "%s.diff.int8", p);
+    int d8 = tensor(g, n, TT_INT8, ndim, shape);
+    quant(g, d8, 1, &s8, &z8, 0);
+    op(g, OP_QUANTIZE, 1, (int[]){diff}, d8);
+    snprintf(n, sizeof n, "%s.unit", p);
+    int u = act_fixed(g, n, ndim, shape, 1.0f / 128.0f, 0);
+    op(g, OP_L2_NORMALIZATION, 1, (int[]){d8}, u)->opt = BO_L2NORM;
+    snprintf(n, sizeof n, "%s.unit.nhwc", p);
+    int u4 = reshape(g, u, 4, (int32_t[]){1, 1, T, H}, n);
+    /* depthwise filter [1, 1, 1, H]: √N·γ_c as ±127 (0 for γ_c = 0) at scale |√N·γ_c| / 127 */
+    int8_t *wq = own(g, qd_xmalloc((size_t)H));
+    float *ws = own(g, qd_xmalloc(sizeof(float) * (size_t)H));
+    const float rn = sqrtf((float)H);
+    for (int c = 0; c < H; c++) {
+        const float w = rn * gm[c];
+        ws[c] = w != 0 ? fabsf(w) / 127.0f : 1.0f;
+        wq[c] = (int8_t)(w > 0 ? 127 : w < 0 ? -127 : 0);
+    }
+    int wt = tensor(g, wname, TT_INT8, 4, (int32_t[]){1, 1, 1, H});
+    g->t[wt].buffer = buffer(g, wq, (size_t)H);
+    int64_t *z = qd_xcalloc((size_t)H, sizeof(int64_t));
+    quant(g, wt, H, ws, z, 3);
+    free(z);
+    snprintf(n, sizeof n, "%s.int32", bname);
+    int bq = bias_tensor(g, n, bt, H, tscale(g, u4), ws, 0);
+    char o4[300];
+    snprintf(o4, sizeof o4, "%s.nhwc", oname);
+    int32_t s4[4] = {1, 1, T, H};
+    int y4 = act(g, oname, 4, s4);
+    g->t[y4].name = own(g, qd_xstrdup(o4));
+    top *o = op(g, OP_DEPTHWISE_CONV_2D, 3, (int[]){u4, wt, bq}, y4);
+    o->opt = BO_DEPTHWISE;
+    o->i1 = 1;
+    o->i2 = 1;
+    int y = reshape(g, y4, ndim, shape, oname);
+    return y;
 }
 
 /* ---- the ViT ------------------------------------------------------------------------------------ */
@@ -520,7 +671,7 @@ static int vit(tg *g, int *in, int *out)
     quant(g, w, H, sc, z, 0);
     free(z);
     snprintf(n, sizeof n, "%s.int32", d->patch_b);
-    int bt = bias_tensor(g, n, pb, H, tscale(g, x), sc);
+    int bt = bias_tensor(g, n, pb, H, tscale(g, x), sc, 0);
     /* the patches, [CLS] and their concatenation share one scale (XNNPACK's int8 concatenation
      * takes no requantization): the range of "tokens" */
     int32_t cs[4] = {1, gh, gw, H};
@@ -538,19 +689,25 @@ static int vit(tg *g, int *in, int *out)
     o = op(g, OP_CONCATENATION, 2, (int[]){clst, x}, tok);
     o->opt = BO_CONCAT;
     o->i1 = 1;
-    int post = const_i8(g, d->pos_emb, 3, (int32_t[]){1, T, H}, pos, (int64_t)T * H);
-    int h = binary(g, OP_ADD, tok, post, "embeddings");
+    /* the residual stream in int16: tokens widened, positions an int16 constant */
+    int32_t es[3] = {1, T, H};
+    int tok16 = act16(g, "tokens", 3, es);
+    g->t[tok16].name = own(g, qd_xstrdup("tokens.int16"));
+    op(g, OP_QUANTIZE, 1, (int[]){tok}, tok16);
+    int post = const_i16(g, d->pos_emb, 3, es, pos, (int64_t)T * H);
+    int h = add16(g, tok16, post, "embeddings");
     for (int k = 0; k < c->layers && !g->rc; k++) {
         const qd_xd_block *b = &d->blk[k];
         snprintf(n, sizeof n, "layer.%d.ln1", k);
-        int n1 = layer_norm(g, h, b->ln1_w, b->ln1_b, n);
         char qn[64], kn[64], vn[64];
+        snprintf(qn, sizeof qn, "layer.%d.qkv_in", k);
+        int n1 = layer_norm(g, h, b->ln1_w, b->ln1_b, n, qn);
         snprintf(qn, sizeof qn, "layer.%d.q", k);
         snprintf(kn, sizeof kn, "layer.%d.k", k);
         snprintf(vn, sizeof vn, "layer.%d.v", k);
-        int q = fully_connected(g, n1, &b->lin[QD_LIN_Q], qn, (float)(1.0 / sqrt((double)hd)), ACT_NONE);
-        int kk = fully_connected(g, n1, &b->lin[QD_LIN_K], kn, 1.0f, ACT_NONE);
-        int v = fully_connected(g, n1, &b->lin[QD_LIN_V], vn, 1.0f, ACT_NONE);
+        int q = fully_connected(g, n1, &b->lin[QD_LIN_Q], qn, (float)(1.0 / sqrt((double)hd)), ACT_NONE, 0);
+        int kk = fully_connected(g, n1, &b->lin[QD_LIN_K], kn, 1.0f, ACT_NONE, 0);
+        int v = fully_connected(g, n1, &b->lin[QD_LIN_V], vn, 1.0f, ACT_NONE, 0);
         if (g->rc) break;
         const int32_t hs4[4] = {1, T, heads, hd}, p0213[4] = {0, 2, 1, 3};
         char t1[96], t2[96];
@@ -581,17 +738,18 @@ static int vit(tg *g, int *in, int *out)
         snprintf(t2, sizeof t2, "layer.%d.ctx.tokens", k);
         ctx = reshape(g, transpose(g, ctx, p0213, t1), 3, (int32_t[]){1, T, A}, t2);
         snprintf(n, sizeof n, "layer.%d.attn_out", k);
-        int ao = fully_connected(g, ctx, &b->lin[QD_LIN_O], n, 1.0f, ACT_NONE);
+        int ao = fully_connected(g, ctx, &b->lin[QD_LIN_O], n, 1.0f, ACT_NONE, 1);
         snprintf(n, sizeof n, "layer.%d.res1", k);
-        int h1 = binary(g, OP_ADD, h, ao, n);
+        int h1 = add16(g, h, ao, n);
         snprintf(n, sizeof n, "layer.%d.ln2", k);
-        int n2 = layer_norm(g, h1, b->ln2_w, b->ln2_b, n);
+        snprintf(qn, sizeof qn, "layer.%d.mlp_in", k);
+        int n2 = layer_norm(g, h1, b->ln2_w, b->ln2_b, n, qn);
         snprintf(n, sizeof n, "layer.%d.act", k);
-        int it = fully_connected(g, n2, &b->lin[QD_LIN_INTER], n, 1.0f, ACT_RELU);
+        int it = fully_connected(g, n2, &b->lin[QD_LIN_INTER], n, 1.0f, ACT_RELU, 0);
         snprintf(n, sizeof n, "layer.%d.mlp_out", k);
-        int mo = fully_connected(g, it, &b->lin[QD_LIN_OUT], n, 1.0f, ACT_NONE);
+        int mo = fully_connected(g, it, &b->lin[QD_LIN_OUT], n, 1.0f, ACT_NONE, 1);
         snprintf(n, sizeof n, "layer.%d.out", k);
-        h = binary(g, OP_ADD, h1, mo, n);
+        h = add16(g, h1, mo, n);
     }
     if (g->rc) return g->rc;
     /* [CLS] -> final LayerNorm -> classifier -> float logits */
@@ -599,10 +757,10 @@ static int vit(tg *g, int *in, int *out)
     int clsh = act_like(g, "cls", 3, (int32_t[]){1, 1, H}, h);
     op(g, OP_SLICE, 3, (int[]){h, b0, sz}, clsh);
     int cl2 = reshape(g, clsh, 2, (int32_t[]){1, H}, "cls.flat");
-    int fin = layer_norm(g, cl2, d->final_ln_w, d->final_ln_b, "final_norm");
+    int fin = layer_norm(g, cl2, d->final_ln_w, d->final_ln_b, "final_norm", "final_norm");
     if (!d->has_classifier)
         return qd_err_set(QD_EUNSUPPORTED, "%s: the LiteRT export needs a classifier head", g->path);
-    int lg = fully_connected(g, fin, &d->classifier, "logits", 1.0f, ACT_NONE);
+    int lg = fully_connected(g, fin, &d->classifier, "logits", 1.0f, ACT_NONE, 1);
     if (g->rc) return g->rc;
     *out = tensor(g, "logits.float", TT_FLOAT32, 2, (int32_t[]){1, c->num_labels});
     op(g, OP_DEQUANTIZE, 1, (int[]){lg}, *out);
@@ -616,7 +774,9 @@ static int op_version(int code)
 {
     switch (code) {
     case OP_FULLY_CONNECTED: return 5;
-    case OP_CONV_2D: return 3;
+    case OP_CONV_2D:
+    case OP_DEPTHWISE_CONV_2D: return 3;
+    case OP_L2_NORMALIZATION: return 2;
     case OP_ADD:
     case OP_SUB:
     case OP_MUL:
@@ -643,6 +803,20 @@ static qd_fbref options(qd_fb *fb, const top *o)
         qd_fb_add_u8(fb, 3, (uint8_t)o->act);
         qd_fb_add_i32(fb, 4, 1);
         qd_fb_add_i32(fb, 5, 1);
+        return qd_fb_table_end(fb);
+    case BO_DEPTHWISE: /* padding, stride_w, stride_h, depth_multiplier, activation, dilations */
+        qd_fb_table_start(fb, 7);
+        qd_fb_add_u8(fb, 0, 1); /* VALID */
+        qd_fb_add_i32(fb, 1, o->i1);
+        qd_fb_add_i32(fb, 2, o->i2);
+        qd_fb_add_i32(fb, 3, 1);
+        qd_fb_add_u8(fb, 4, (uint8_t)o->act);
+        qd_fb_add_i32(fb, 5, 1);
+        qd_fb_add_i32(fb, 6, 1);
+        return qd_fb_table_end(fb);
+    case BO_L2NORM:
+        qd_fb_table_start(fb, 1);
+        qd_fb_add_u8(fb, 0, 0);
         return qd_fb_table_end(fb);
     case BO_FC:
         qd_fb_table_start(fb, 6);
@@ -770,26 +944,23 @@ static int serialize(tg *g, int in, int out, const char *desc, const uint8_t **d
 int qd_export_tflite(const char *model_file, const char *ranges_path, const char *out, qd_export_summary *sum)
 {
     memset(sum, 0, sizeof *sum);
-    if (!ranges_path)
-        return qd_err_set(QD_EUNSUPPORTED,
-                          "%s: the integer-only LiteRT export needs a static scale for every activation, its int8 "
-                          "LayerNorm's intermediates included, which model files do not record: give "
-                          "--activation-ranges FILE.json (a [min, max] per tensor name)",
-                          model_file);
-    FILE *rf = fopen(ranges_path, "rb");
-    if (!rf) return qd_err_set(QD_ENOENT, "%s: cannot open the activation ranges", ranges_path);
-    fseek(rf, 0, SEEK_END);
-    long rl = ftell(rf);
-    rewind(rf);
-    char *rt = qd_xmalloc((size_t)(rl > 0 ? rl : 0) + 1);
-    size_t got = fread(rt, 1, (size_t)(rl > 0 ? rl : 0), rf);
-    rt[got] = 0;
-    fclose(rf);
-    cJSON *ranges = cJSON_Parse(rt);
-    free(rt);
-    if (!cJSON_IsObject(ranges)) {
-        cJSON_Delete(ranges);
-        return qd_err_set(QD_EFORMAT, "%s: not a JSON object of [min, max] ranges", ranges_path);
+    cJSON *ranges = NULL;
+    if (ranges_path) {
+        FILE *rf = fopen(ranges_path, "rb");
+        if (!rf) return qd_err_set(QD_ENOENT, "%s: cannot open the activation ranges", ranges_path);
+        fseek(rf, 0, SEEK_END);
+        long rl = ftell(rf);
+        rewind(rf);
+        char *rt = qd_xmalloc((size_t)(rl > 0 ? rl : 0) + 1);
+        size_t got = fread(rt, 1, (size_t)(rl > 0 ? rl : 0), rf);
+        rt[got] = 0;
+        fclose(rf);
+        ranges = cJSON_Parse(rt);
+        free(rt);
+        if (!cJSON_IsObject(ranges)) {
+            cJSON_Delete(ranges);
+            return qd_err_set(QD_EFORMAT, "%s: not a JSON object of [min, max] ranges", ranges_path);
+        }
     }
     qd_xs *s;
     int rc = qd_xs_open(model_file, &s);
@@ -805,6 +976,12 @@ int qd_export_tflite(const char *model_file, const char *ranges_path, const char
     }
     tg g = {.s = s, .d = &d, .path = model_file, .ranges = ranges, .ranges_path = ranges_path, .sum = sum};
     buffer(&g, NULL, 0);
+    if (!ranges && !(g.rec = qd_xs_activations(s))) {
+        rc = qd_errcode();
+        qd_xdesc_free(&d);
+        qd_xs_close(s);
+        return rc ? rc : QD_ENOTFOUND;
+    }
     int in = 0, outt = 0;
     if (d.cfg.arch != QD_ARCH_VIT)
         rc = qd_err_set(QD_EUNSUPPORTED, "%s: the LiteRT export writes ViT models for now (this model: %s)", model_file,

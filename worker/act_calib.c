@@ -10,9 +10,17 @@
 #include "worker/calib_job.h"
 
 enum { M_POINTS = 4, FINAL_NORM = 3 };
+/* Beyond the tapped tensors, for integer graphs that lower LayerNorm to int8 builtins (export/):
+ * the mean and the centred values (x - mean) of each LayerNorm's input rows, ViT's tokens before
+ * the positions and its logits. Entries after the taps: the model-level LayerNorm (BERT's
+ * embeddings.norm, ViT's final_norm) mean and diff, then per block ln1 mean, diff, ln2 mean, diff,
+ * then tokens and logits. */
+enum { X_LN_MODEL = 0, X_LN_BLOCKS = 2, X_PER_BLOCK = 4 };
 
 typedef struct {
     int layers, n;
+    int vit, T;       /* ViT; tokens per item */
+    const float *pos; /* ViT position embeddings [T, hidden] (prefix first) */
     qd_actq_stats *st;
     int hist; /* second pass: fill histograms */
     /* per-channel ranges of the Linear inputs that may have outlier channels, and after pass 1
@@ -33,6 +41,8 @@ static int idx(const sink *s, int layer, int point)
     return layer < 0 ? point : M_POINTS + layer * QD_TAP_PER_BLOCK + point;
 }
 
+static int xidx(const sink *s, int e) { return M_POINTS + s->layers * QD_TAP_PER_BLOCK + e; }
+
 static void see(qd_actq_stats *st, const float *x, int hist)
 {
     const float v = *x;
@@ -45,6 +55,46 @@ static void see(qd_actq_stats *st, const float *x, int hist)
     const float A = fmaxf(fabsf(st->min), fabsf(st->max));
     st->count++;
     if (st->hist && A > 0) st->hist[qd_actq_bin(v, A)]++;
+}
+
+/* a LayerNorm input's row means and centred values into entries e (mean) and e + 1 (diff) */
+static void ln_stats(sink *s, int e, const float *x, int64_t rows, int64_t cols, const uint8_t *valid)
+{
+    qd_actq_stats *mst = &s->st[xidx(s, e)], *dst = &s->st[xidx(s, e + 1)];
+    for (int64_t r = 0; r < rows; r++) {
+        if (valid && !valid[r]) continue;
+        const float *xr = x + r * cols;
+        double sum = 0;
+        for (int64_t c = 0; c < cols; c++) sum += xr[c];
+        const float mean = (float)(sum / (double)cols);
+        see(mst, &mean, s->hist);
+        for (int64_t c = 0; c < cols; c++) {
+            const float d = xr[c] - mean;
+            see(dst, &d, s->hist);
+        }
+    }
+}
+
+/* the extra entries a tap feeds: LayerNorm inputs, ViT's tokens (embeddings less positions) */
+static void extra(sink *s, int layer, int point, const float *x, int64_t rows, int64_t cols, const uint8_t *valid)
+{
+    const int blk = X_LN_BLOCKS + X_PER_BLOCK * (layer < 0 ? 0 : layer);
+    if (layer < 0 && point == QD_TAP_M_EMBED) {
+        ln_stats(s, s->vit ? X_LN_BLOCKS : X_LN_MODEL, x, rows, cols, valid);
+        if (!s->vit || !s->pos) return;
+        qd_actq_stats *st = &s->st[xidx(s, X_LN_BLOCKS + X_PER_BLOCK * s->layers)];
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) {
+                const float t = x[r * cols + c] - s->pos[(r % s->T) * cols + c];
+                see(st, &t, s->hist);
+            }
+    } else if (layer >= 0 && point == QD_TAP_RES1) {
+        ln_stats(s, blk + (s->vit ? 2 : 0), x, rows, cols, valid);
+    } else if (layer >= 0 && point == QD_TAP_RES2 && !s->vit) {
+        ln_stats(s, blk + 2, x, rows, cols, valid);
+    } else if (layer >= 0 && point == QD_TAP_OUT && s->vit && layer + 1 < s->layers) {
+        ln_stats(s, blk + X_PER_BLOCK, x, rows, cols, valid);
+    }
 }
 
 static int on_tap(void *user, const qd_model *m, int layer, int point, const float *x, int64_t rows, int64_t cols,
@@ -77,6 +127,7 @@ static int on_tap(void *user, const qd_model *m, int layer, int point, const flo
             see(st, &xr[c], s->hist);
         }
     }
+    extra(s, layer, point, x, rows, cols, valid);
     return QD_OK;
 }
 
@@ -94,7 +145,9 @@ static int pass(MPI_Comm comm, const qd_model *m, qd_calib_data *data, int mb, s
     qd_model_hooks hk = {.user = s, .tap = on_tap};
     float *h = malloc((size_t)mb * (size_t)T * (size_t)c->hidden * sizeof(float));
     float *pooled = malloc((size_t)mb * (size_t)c->hidden * sizeof(float));
-    int rc = h && pooled ? QD_OK : qd_err_set(QD_ENOMEM, "activation calibration: out of memory for a micro-batch");
+    float *logits = malloc((size_t)mb * (size_t)(c->num_labels > 0 ? c->num_labels : 1) * sizeof(float));
+    int rc = h && pooled && logits ? QD_OK
+                                   : qd_err_set(QD_ENOMEM, "activation calibration: out of memory for a micro-batch");
     for (int i = rank; i < nmb && !rc; i += size) {
         qd_batch b;
         const int first = i * mb, n = QD_MIN(mb, N - first);
@@ -102,22 +155,36 @@ static int pass(MPI_Comm comm, const qd_model *m, qd_calib_data *data, int mb, s
         if ((rc = qd_model_embed_hooks(m, &b, h, &hk))) break;
         for (int k = 0; k < c->layers && !rc; k++) rc = qd_model_block(m, k, &b, h, &hk);
         /* ViT: the final LayerNorm of the CLS token feeds the classifier */
-        if (!rc && c->arch == QD_ARCH_VIT && (rc = qd_model_head(m, &b, h, pooled, NULL)) == QD_OK)
-            rc = on_tap(s, m, -1, FINAL_NORM, pooled, n, c->hidden, NULL);
+        if (rc || c->arch != QD_ARCH_VIT) continue;
+        for (int j = 0; j < n; j++) ln_stats(s, X_LN_MODEL, h + (size_t)j * s->T * c->hidden, 1, c->hidden, NULL);
+        if ((rc = qd_model_head(m, &b, h, pooled, c->num_labels > 0 ? logits : NULL))) break;
+        rc = on_tap(s, m, -1, FINAL_NORM, pooled, n, c->hidden, NULL);
+        qd_actq_stats *lst = &s->st[xidx(s, X_LN_BLOCKS + X_PER_BLOCK * s->layers + 1)];
+        for (int64_t j = 0; j < (int64_t)n * c->num_labels; j++) see(lst, &logits[j], s->hist);
     }
+    free(logits);
     free(h);
     free(pooled);
     return agree(comm, rc);
 }
 
-static void point_name(int i, char *out, size_t cap)
+static void point_name(const sink *s, int i, char *out, size_t cap)
 {
     static const char *mnames[M_POINTS] = {"input", "embeddings", "embeddings.norm", "final_norm"};
+    static const char *part[2] = {"mean", "diff"};
+    const int e = i - xidx(s, 0);
     if (i < M_POINTS)
         snprintf(out, cap, "%s", mnames[i]);
-    else
+    else if (e < 0)
         snprintf(out, cap, "layer.%d.%s", (i - M_POINTS) / QD_TAP_PER_BLOCK,
                  qd_actq_point_name((i - M_POINTS) % QD_TAP_PER_BLOCK));
+    else if (e < X_LN_BLOCKS)
+        snprintf(out, cap, "%s.%s", s->vit ? "final_norm" : "embeddings.norm", part[e]);
+    else if (e < X_LN_BLOCKS + X_PER_BLOCK * s->layers)
+        snprintf(out, cap, "layer.%d.ln%d.%s", (e - X_LN_BLOCKS) / X_PER_BLOCK, 1 + (e - X_LN_BLOCKS) % X_PER_BLOCK / 2,
+                 part[(e - X_LN_BLOCKS) % 2]);
+    else
+        snprintf(out, cap, "%s", e == X_LN_BLOCKS + X_PER_BLOCK * s->layers ? "tokens" : "logits");
 }
 
 /* Minimum and maximum of n values over the ranks, in place (one element-wise max of -min and
@@ -166,8 +233,14 @@ int qd_act_calibrate(MPI_Comm comm, const qd_model *m, qd_calib_data *data, cons
     memset(out, 0, sizeof *out);
     const int rank = qd_coll_rank(comm);
     const int mb = o->microbatch > 0 ? o->microbatch : 8;
-    sink s = {.layers = qd_model_cfg(m)->layers};
-    s.n = M_POINTS + s.layers * QD_TAP_PER_BLOCK;
+    const qd_model_config *cfg = qd_model_cfg(m);
+    sink s = {.layers = cfg->layers, .vit = cfg->arch == QD_ARCH_VIT, .T = qd_model_tokens(m, 0)};
+    s.n = xidx(&s, X_LN_BLOCKS + X_PER_BLOCK * s.layers + 2);
+    if (s.vit) {
+        qd_model_tensors tw;
+        qd_model_get_tensors(m, &tw);
+        s.pos = tw.vis_pos_has_prefix ? tw.vis_pos : NULL;
+    }
     s.st = qd_xcalloc((size_t)s.n, sizeof *s.st);
     s.chmin = qd_xcalloc((size_t)s.n, sizeof *s.chmin);
     s.chmax = qd_xcalloc((size_t)s.n, sizeof *s.chmax);
@@ -246,7 +319,7 @@ int qd_act_calibrate(MPI_Comm comm, const qd_model *m, qd_calib_data *data, cons
             if (qd_actq_range(st, o->method, o->percentile, o->bits, &lo, &hi))
                 rc = qd_err_set(QD_ECONFIG, "activation calibration: range method '%s' with percentile %g",
                                 qd_actq_method_name(o->method), o->percentile);
-            point_name(i, out->name[k], sizeof out->name[k]);
+            point_name(&s, i, out->name[k], sizeof out->name[k]);
             out->min[k] = st->min;
             out->max[k] = st->max;
             out->lo[k] = (float)lo;

@@ -7,11 +7,11 @@
 #   ViT (MNIST test images): cosine of logits mean >= 0.9999 and >= 0.998 per image, top-1
 #   agreement >= 99 %, cosine to FP32 within 2e-4 of qdist's;
 #   all-MiniLM-L6-v2 (SST-2 dev sentences; outlier channels in 17 of its 18 Linear inputs):
-#   embedding cosine mean >= 0.99, cosine to FP32 within 3e-3 of qdist's.
-# The graph takes the same int8 codes, scales, zero points and integer products as qdist; it
-# differs where qdist's graph is integer and ONNX's is float: I-BERT's integer GELU, softmax and
-# LayerNorm (float here), the int32 residual stream, the requantization (float products here, Q31
-# multipliers there). The ViT patch projection and classifier, float in the file, are quantized
+#   embedding cosine mean >= 0.996, cosine to FP32 within 5e-4 of qdist's.
+# The graph takes the same int8 codes, scales, zero points and integer products as qdist, and
+# GELU follows qdist's integer curve (I-BERT's i-GELU on the Q10 input, in float operators); it
+# differs where qdist's graph is integer and ONNX's is float: softmax and LayerNorm, the int32
+# residual stream, the requantization (float products here, Q31 multipliers there). The ViT patch projection and classifier, float in the file, are quantized
 # to int8 per row as qdist's integer graph does at load.
 # Bad input: a file without /activations, weights in groups: exit 1, a message, no output file.
 # Skipped (77) when the venv cannot be made; the BERT part when the checkpoint is absent.
@@ -45,5 +45,5 @@ SST="$QD_MODELS_DIR/data/sst2/dev.tsv"
 "$QDIST" export "$T/bs.h5" --format onnx --onnx-ops qoperator --out "$T/bs.onnx"
 "$OUTS" --model "$BERT" --quantized "$T/bs.h5" --data "$SST" --n "${QD_ONNX_SENTENCES:-32}" --batch 8 --integer-only \
     --out "$T/bs.st"
-$CHECK "$T/bs.onnx" "$T/bs.st" --against quant --min-mean-cos 0.99 --max-fidelity-gap 3e-3 \
+$CHECK "$T/bs.onnx" "$T/bs.st" --against quant --min-mean-cos 0.996 --max-fidelity-gap 5e-4 \
     --label "MiniLM qoperator vs qdist integer-only"

@@ -62,15 +62,10 @@ def main():
         rng[name] = [lo, hi]
         return x
 
-    def ln(p, x, g, b):
+    def ln(p, x, g, b, out):
         mean = rec(p + ".mean", x.mean(-1, keepdims=True))
         diff = rec(p + ".diff", x - mean)
-        sq = rec(p + ".sq", diff * diff)
-        var = rec(p + ".var", sq.mean(-1, keepdims=True) + eps)
-        rs = rec(p + ".rsqrt", 1.0 / np.sqrt(var))
-        nrm = rec(p + ".norm", diff * rs)
-        sc = rec(p + ".scaled", nrm * g)
-        return rec(p + ".out", sc + b)
+        return rec(out, diff / np.sqrt((diff * diff).mean(-1, keepdims=True) + eps) * g + b)
 
     def fc(x, w, b):
         y = x @ w.T
@@ -92,9 +87,10 @@ def main():
         T = h.shape[1]
         for k in range(L):
             p = f"{pfx}encoder.layer.{k}."
-            n1 = ln(f"layer.{k}.ln1", h, W(p + "layernorm_before.weight"), W(p + "layernorm_before.bias"))
+            n1 = ln(f"layer.{k}.ln1", h, W(p + "layernorm_before.weight"), W(p + "layernorm_before.bias"),
+                    f"layer.{k}.qkv_in")
             at = p + "attention.attention."
-            q = rec(f"layer.{k}.q", fc(n1, W(at + "query.weight"), opt(at + "query.bias")) / np.sqrt(d))
+            q = rec(f"layer.{k}.q", fc(n1, W(at + "query.weight"), opt(at + "query.bias"))) / np.sqrt(d)
             kk = rec(f"layer.{k}.k", fc(n1, W(at + "key.weight"), opt(at + "key.bias")))
             v = rec(f"layer.{k}.v", fc(n1, W(at + "value.weight"), opt(at + "value.bias")))
             sh = lambda t: t.reshape(1, T, heads, d).transpose(0, 2, 1, 3)
@@ -105,12 +101,14 @@ def main():
             ctx = ctx.transpose(0, 2, 1, 3).reshape(1, T, heads * d)
             ao = rec(f"layer.{k}.attn_out", fc(ctx, W(p + "attention.output.dense.weight"), W(p + "attention.output.dense.bias")))
             h1 = rec(f"layer.{k}.res1", h + ao)
-            n2 = ln(f"layer.{k}.ln2", h1, W(p + "layernorm_after.weight"), W(p + "layernorm_after.bias"))
+            n2 = ln(f"layer.{k}.ln2", h1, W(p + "layernorm_after.weight"), W(p + "layernorm_after.bias"),
+                    f"layer.{k}.mlp_in")
             it = fc(n2, W(p + "intermediate.dense.weight"), W(p + "intermediate.dense.bias"))
             act = rec(f"layer.{k}.act", np.maximum(it, 0) if c.get("hidden_act") == "relu" else it)
             mo = rec(f"layer.{k}.mlp_out", fc(act, W(p + "output.dense.weight"), W(p + "output.dense.bias")))
             h = rec(f"layer.{k}.out", h1 + mo)
-        fin = ln("final_norm", h[:, :1, :].reshape(1, H), W(pfx + "layernorm.weight"), W(pfx + "layernorm.bias"))
+        fin = ln("final_norm", h[:, :1, :].reshape(1, H), W(pfx + "layernorm.weight"), W(pfx + "layernorm.bias"),
+                 "final_norm")
         logits.append(rec("logits", fc(fin, W("classifier.weight"), W("classifier.bias"))))
     logits = np.concatenate(logits)
     json.dump(rng, open(a.ranges, "w"), indent=0)
