@@ -4,7 +4,8 @@
 # real uncased vocabulary) quantized INT8 per channel dense and INT8 2:4 (magnitude + RTN), run on
 # SST-2 dev sentences three ways: the dense file (d8), the 2:4 file as the engine chooses (s24:
 # the 2:4 kernel for calls below QD_ENGINE_24_ROWS rows, the dense int8 GEMM above; eval prints
-# "int8 2:4 sparse on 2:4 vnni+vbmi below 8 rows, ..."), and the 2:4 file with the 2:4 kernel on
+# "int8 2:4 sparse on 2:4 vnni+vbmi below 8 rows, ..."; QD_KERNELS=avxvnni or avx2 picks the 256-bit
+# versions and their bounds), and the 2:4 file with the 2:4 kernel on
 # every call (s24k: QD_ENGINE_24_ROWS above any row count). All three give the same outputs for the
 # two 2:4 runs. Reported: the quantized pass's mean latency for each, best of REPS interleaved
 # rounds (the machine may be shared: the best round is the least disturbed one), and the ratios.

@@ -18,7 +18,9 @@
 # Output: OUTDIR/results.csv (name,bits,method,top1_pct,seconds), OUTDIR/curve.csv
 # (name,bits,method,epoch,top1_pct), and the logs. bench/plot_qat.gp draws them.
 # Environment: QDIST (build/qdist), RANKS (1), EPOCHS (2), LR (1e-5), DISTILL (0.9), BITS ("4 3 2"),
-# ADA_ITERS (AdaRound steps per layer; its default 10,000 when unset).
+# ADA_ITERS (AdaRound steps per layer; its default 10,000 when unset), STAGES ("ptq train": the
+# PTQ methods, then QAT/scale-only from the GPTQ file, which must exist when only "train" runs),
+# SELECT (A:B: items of TRAIN_IMAGES never trained on that choose the epoch written, --select).
 set -eu
 name=$1 model=$2 train=$3 trange=$4 evald=$5 erange=$6 out=${7:-out/train_compare}
 QDIST=${QDIST:-build/qdist}
@@ -28,6 +30,8 @@ LR=${LR:-1e-5}
 DISTILL=${DISTILL:-0.9}
 ADA_ITERS=${ADA_ITERS:-}
 BITS=${BITS:-"4 3 2"}
+STAGES=${STAGES:-"ptq train"}
+SELECT=${SELECT:-}
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/deploy/mpienv.sh"
 mkdir -p "$out/$name"
@@ -62,6 +66,7 @@ top1() { # FILE.h5 -> top-1 % of the quantized model on the evaluation split
 fp=""
 for b in $BITS; do
   for m in rtn gptq adaround; do
+    case " $STAGES " in *" ptq "*) ;; *) continue ;; esac
     t0=$(now)
     extra=""
     [ $m != rtn ] && extra="--calib $TR --nsamples 128"
@@ -74,9 +79,13 @@ for b in $BITS; do
     echo "$name,$b,$m,$1,$(echo "$t1 - $t0" | bc)" | tee -a "$out/results.csv"
   done
   for mode in qat scale-only; do
+    case " $STAGES " in *" train "*) ;; *) continue ;; esac
+    sel=""
+    [ -n "$SELECT" ] && sel="--select $train --select-range $SELECT"
     t0=$(now)
+    # shellcheck disable=SC2086
     run finetune --model "$model" --data "$TR" --eval "$EV" --$mode "$d/gptq-$b.h5" --epochs "$EPOCHS" \
-      --batch 32 --lr "$LR" --distill "$DISTILL" --log "$d/$mode-$b.jsonl" --out "$d/$mode-$b.h5" --quiet
+      --batch 32 --lr "$LR" --distill "$DISTILL" --log "$d/$mode-$b.jsonl" --out "$d/$mode-$b.h5" --quiet $sel
     t1=$(now)
     set -- $(top1 "$d/$mode-$b.h5")
     echo "$name,$b,$mode,$1,$(echo "$t1 - $t0" | bc)" | tee -a "$out/results.csv"
@@ -84,8 +93,10 @@ for b in $BITS; do
 import json, sys
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    print(f"{sys.argv[2]},{sys.argv[3]},{sys.argv[4]},{r['epoch']},{100 * r['eval_acc']:.2f}")
+    if "eval_acc" in r:
+        print(f"{sys.argv[2]},{sys.argv[3]},{sys.argv[4]},{r['epoch']},{100 * r['eval_acc']:.2f}")
 EOF
   done
 done
-echo "$name,32,fp32,$fp,0" | tee -a "$out/results.csv"
+[ -n "$fp" ] && echo "$name,32,fp32,$fp,0" | tee -a "$out/results.csv"
+exit 0

@@ -42,6 +42,14 @@ static int open_model(const char *path, qd_h5m **f)
     return rc;
 }
 
+int qd_coll_actrec_read(const char *path, qd_actrec *r)
+{
+    memset(r, 0, sizeof *r);
+    qd_h5m *f = NULL;
+    int rc = open_model(path, &f);
+    return rc ? rc : qd_h5m_read_activations(f, r);
+}
+
 int qd_coll_qtensor_read(const char *path, const char *name, qd_coll_qtensor *q)
 {
     memset(q, 0, sizeof *q);
@@ -120,7 +128,8 @@ static int write_trained(qd_h5m *src, int si, qd_h5m_writer *w, int ti, const qd
 }
 
 int qd_coll_qfile_rewrite(const char *src_path, const char *out, const char *const *names, const qd_coll_qtensor *q,
-                          const double (*metrics)[4], int n, const char *method, const char *training_json)
+                          const double (*metrics)[4], int n, const char *method, const char *training_json,
+                          const qd_actrec *act_new, int ranks, double seconds)
 {
     qd_h5m *src = NULL; /* the source, validated */
     int rc = open_model(src_path, &src);
@@ -142,7 +151,9 @@ int qd_coll_qfile_rewrite(const char *src_path, const char *out, const char *con
     free(qc);
     if (rc) return rc;
     qd_actrec act;
-    if (qd_h5m_read_activations(src, &act) == QD_OK) {
+    if (act_new)
+        qd_h5m_write_activations(w, act_new);
+    else if (qd_h5m_read_activations(src, &act) == QD_OK) {
         qd_h5m_write_activations(w, &act);
         qd_actrec_free(&act);
     }
@@ -190,6 +201,7 @@ int qd_coll_qfile_rewrite(const char *src_path, const char *out, const char *con
     char when[32];
     time_t now = time(NULL);
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    const qd_h5m_run run = {.created = when, .shard = "training", .ranks = 1, .resumed_tensors = 0, .seconds = 0};
+    const qd_h5m_run run = {
+        .created = when, .shard = "training", .ranks = ranks, .resumed_tensors = 0, .seconds = seconds};
     return qd_h5m_finish(w, &run);
 }

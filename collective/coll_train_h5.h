@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "common/qd_common.h"
+#include "quant/actq.h"
 
 typedef struct {
     int bits, sym;
@@ -32,8 +33,12 @@ void qd_coll_qtensor_free(qd_coll_qtensor *q);
  * scales from q[i] (same scheme and shape; zero points unchanged; pruned records keep their
  * pattern, the codes written through q[i].mask), metrics[i] (4 values, FORMAT.md) and the
  * attribute method = method; the root attribute quant_config gains "training": training_json;
- * /activations is copied. */
+ * /activations is act when not NULL (learned activation steps), else copied; /run records the training's rank count and seconds. */
 int qd_coll_qfile_rewrite(const char *src_h5, const char *out_h5, const char *const *names, const qd_coll_qtensor *q,
-                          const double (*metrics)[4], int n, const char *method, const char *training_json);
+                          const double (*metrics)[4], int n, const char *method, const char *training_json,
+                          const qd_actrec *act, int ranks, double seconds);
+
+/* The static activation record (/activations) of the file; QD_ENOTFOUND when it has none. */
+int qd_coll_actrec_read(const char *h5path, qd_actrec *r);
 
 #endif

@@ -205,6 +205,10 @@ void qd_h5m_write_rows(qd_h5m_writer *w, int ti, const char *dataset, int64_t r0
  * Independent, like qd_h5m_write_rows. QD_OK, or QD_EFORMAT when a row keeps more than the
  * pattern allows. */
 int qd_h5m_write_pruned_rows(qd_h5m_writer *w, int ti, int64_t r0, int64_t n, const void *dense, const uint8_t *mask);
+/* Rows [r0, r0 + n) of one of record ti's datasets read back into values (the field's type),
+ * independent I/O: a resumed job reads the tensors a previous run completed instead of computing
+ * them again. QD_OK, or QD_EIO naming the file and the tensor. */
+int qd_h5m_read_rows(qd_h5m_writer *w, int ti, const char *dataset, int64_t r0, int64_t n, void *values);
 /* Everything written so far on disk (collective). QD_OK, or, on every rank, QD_EIO naming the
  * file when a write or the flush failed on any rank (disk full, I/O error): the file then gets no
  * further completion mark and no status; close it with qd_h5m_abandon. */

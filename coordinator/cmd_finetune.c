@@ -26,11 +26,18 @@ static const char *finetune_help =
     "  --data-range A:B     items [A, B) of it (default all)\n"
     "  --eval PATH          evaluated (top-1) before training and after every epoch\n"
     "  --eval-range A:B     items [A, B) of it\n"
+    "  --select PATH        held-out items (never trained on: e.g. --select TRAIN --select-range\n"
+    "                       outside --data-range) evaluated before training and after every epoch;\n"
+    "                       OUT gets the epoch that scores best on them, the start included (for\n"
+    "                       --qat/--scale-only the PTQ file itself), the earlier on ties\n"
+    "  --select-range A:B   items [A, B) of it\n"
     "  --seqlen N           tokens per sentence at most (128)\n"
     "Model:\n"
     "  --head N             a new classifier with N classes (N(0, 0.02) weights from --seed)\n"
     "  --freeze WHAT        none (default), embeddings, body (train the head only), or K: the\n"
     "                       embeddings and the first K blocks stay fixed\n"
+    "  --mask FILE.h5       fine-tune a pruned model: the pruned weights of FILE.h5's records are\n"
+    "                       set to 0 and stay exactly 0 (no gradient), so OUT keeps the pattern\n"
     "Optimizer (AdamW):\n"
     "  --epochs N (3)  --batch N (32)  --grain N (batch/8: items per grain)  --max-steps N\n"
     "  --lr X (5e-5)  --weight-decay X (0.01)  --warmup F (0.1 of the steps, then linear decay)\n"
@@ -41,6 +48,9 @@ static const char *finetune_help =
     "                       learned step sizes (LSQ); writes the same scheme to OUT.h5\n"
     "  --scale-only FILE.h5 keep FILE.h5's integer codes, learn only its scales\n"
     "                       (pruned files: pruned weights stay 0 and are written pruned again)\n"
+    "  --act-lsq            also learn the int8 steps of the encoder Linears' inputs recorded in\n"
+    "                       FILE.h5's static activation record (quantize --activations static);\n"
+    "                       written back to OUT's record for eval --integer-only and export\n"
     "  --distill W          loss = (1 - W) cross-entropy + W KL to the FP32 model's logits (0)\n"
     "  --distill embedding  a model without a classification head (a sentence embedder): loss = MSE\n"
     "                       between its mean-pooled embedding and the FP32 model's; evaluation:\n"
@@ -100,7 +110,11 @@ enum {
     O_LOG,
     O_PROGRESS,
     O_QUIET,
-    O_EBATCH
+    O_EBATCH,
+    O_SELECT,
+    O_SRANGE,
+    O_MASK,
+    O_ACTLSQ
 };
 
 int qd_cmd_finetune(int argc, char **argv, MPI_Comm comm)
@@ -133,6 +147,10 @@ int qd_cmd_finetune(int argc, char **argv, MPI_Comm comm)
                                  {"progress-every", required_argument, 0, O_PROGRESS},
                                  {"eval-batch", required_argument, 0, O_EBATCH},
                                  {"quiet", no_argument, 0, O_QUIET},
+                                 {"select", required_argument, 0, O_SELECT},
+                                 {"select-range", required_argument, 0, O_SRANGE},
+                                 {"mask", required_argument, 0, O_MASK},
+                                 {"act-lsq", no_argument, 0, O_ACTLSQ},
                                  {"help", no_argument, 0, 'h'},
                                  {0, 0, 0, 0}};
     qd_ft_config c;
@@ -152,6 +170,10 @@ int qd_cmd_finetune(int argc, char **argv, MPI_Comm comm)
         case O_OUT: c.out = optarg; break;
         case O_FREEZE: c.freeze = optarg; break;
         case O_LOG: c.log_json = optarg; break;
+        case O_SELECT: c.select_data = optarg; break;
+        case O_MASK: c.mask_h5 = optarg; break;
+        case O_ACTLSQ: c.act_lsq = 1; break;
+        case O_SRANGE: bad = parse_range(optarg, &c.select_first, &c.select_count); break;
         case O_DRANGE: bad = parse_range(optarg, &c.data_first, &c.data_count); break;
         case O_ERANGE: bad = parse_range(optarg, &c.eval_first, &c.eval_count); break;
         case O_HEAD: bad = !num_ok || d < 2 || d > 1e6 || (c.head = (int)d) != d; break;
@@ -204,6 +226,10 @@ int qd_cmd_finetune(int argc, char **argv, MPI_Comm comm)
     if (!c.qinit && h5) return qd_cli_usage_error(comm, "finetune", "--out FILE.h5 needs --qat or --scale-only");
     if (c.qinit && (c.head || strcmp(c.freeze, "none")))
         return qd_cli_usage_error(comm, "finetune", "--head/--freeze do not apply to --qat/--scale-only");
+    if (c.act_lsq && !c.qinit)
+        return qd_cli_usage_error(comm, "finetune", "--act-lsq needs --qat FILE.h5 or --scale-only FILE.h5");
+    if (c.qinit && c.mask_h5)
+        return qd_cli_usage_error(comm, "finetune", "--qat/--scale-only keep their file's own pruning: no --mask");
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;

@@ -65,6 +65,7 @@ static void init_tables(void)
     qd_kernels_fill_ref_gemm(&g_ref);
     qd_kernels_fill_ref_act(&g_ref);
     qd_kernels_fill_ref_adaround(&g_ref);
+    qd_kernels_fill_ref_train(&g_ref);
     qd_kernels_fill_ref_infer(&g_ref);
     qd_kernels_fill_ref_gptq_rtn(&g_ref);
     qd_kernels_fill_ref_lut(&g_ref);
@@ -76,6 +77,7 @@ static void init_tables(void)
         qd_kernels_fill_avx2_gemm(&g_avx2);
         qd_kernels_fill_avx2_act(&g_avx2);
         qd_kernels_fill_avx2_adaround(&g_avx2);
+        qd_kernels_fill_avx2_train(&g_avx2);
         qd_kernels_fill_avx2_infer(&g_avx2);
         qd_kernels_fill_avx2_gptq_rtn(&g_avx2);
         qd_kernels_fill_avx2_lut(&g_avx2);

@@ -104,23 +104,30 @@ void qd_gemm_u24_column(const qd_gemm_u24 *W, int64_t k, float *out)
 }
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
-static qd_gemm_u24_fns g_ref, g_vnni;
-static int g_vnni_ok;
+static qd_gemm_u24_fns g_ref, g_vnni, g_avxvnni, g_avx2;
+static int g_vnni_ok, g_avxvnni_ok, g_avx2_ok;
 
 static void init(void)
 {
     qd_gemm_u24_fill_ref(&g_ref);
-    /* where the kernel table has AVX-512 VNNI (its CPUID test) and the CPU has VBMI (vpmultishiftqb
-     * widens the 2-bit positions) */
+    /* each where its kernel table passed its CPUID test; the AVX-512 version also needs VBMI
+     * (vpmultishiftqb widens the 2-bit positions) */
     g_vnni_ok = qd_kernels_table("avx512vnni") != NULL && __builtin_cpu_supports("avx512vbmi") &&
                 qd_gemm_u24_fill_vnni512(&g_vnni);
+    g_avxvnni_ok = qd_kernels_table("avxvnni") != NULL && qd_gemm_u24_fill_avxvnni(&g_avxvnni);
+    g_avx2_ok = qd_kernels_table("avx2") != NULL && qd_gemm_u24_fill_avx2(&g_avx2);
 }
 
 const qd_gemm_u24_fns *qd_gemm_u24_table(const char *isa)
 {
     pthread_once(&g_once, init);
     if (strcmp(isa, "ref") == 0) return &g_ref;
+    if (!qd_kernels_table(isa)) return NULL;
+    /* a 256-bit version is slower than the AVX-512 VNNI dense GEMM from 2-4 rows: none there */
     if (strcmp(isa, "avx512vnni") == 0 || strcmp(isa, "amx") == 0) return g_vnni_ok ? &g_vnni : NULL;
+    if (strcmp(isa, "avxvnni") == 0) return g_avxvnni_ok ? &g_avxvnni : NULL;
+    /* the avx512 table's int8 GEMM is the AVX2 one */
+    if (strcmp(isa, "avx2") == 0 || strcmp(isa, "avx512") == 0) return g_avx2_ok ? &g_avx2 : NULL;
     return NULL;
 }
 
@@ -128,7 +135,16 @@ const char *qd_gemm_u24_isa(void)
 {
     const char *isa = qd_kernels_isa();
     if (strcmp(isa, "ref") == 0) return NULL;
-    return qd_gemm_u24_table(isa) ? "avx512-vnni + vbmi" : NULL;
+    const qd_gemm_u24_fns *t = qd_gemm_u24_table(isa);
+    if (!t) return NULL;
+    return t == &g_vnni ? "vnni+vbmi" : t == &g_avxvnni ? "avx-vnni" : "avx2";
+}
+
+int64_t qd_gemm_u24_rows(void)
+{
+    const char *isa = qd_gemm_u24_isa();
+    if (!isa) return 0;
+    return !strcmp(isa, "vnni+vbmi") ? 8 : !strcmp(isa, "avx-vnni") ? 40 : 12;
 }
 
 void qd_gemm_u8w24_f32(const uint8_t *A, int64_t lda, const float *a_scales, int64_t M, const qd_gemm_u24 *W,

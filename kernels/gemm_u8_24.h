@@ -8,10 +8,11 @@
  * The packed form is compact: one byte per kept value and 2 bits for its position (0.625 bytes
  * per weight of the dense matrix; the dense byte layout holds 1), so a call streams 5/8 of the
  * dense GEMM's weight bytes and does half of its multiplies. The scalar reference
- * (kernels/ref/gemm_u8_24.c) defines the results; the AVX-512 VNNI version
- * (kernels/avx512vnni/gemm_u8_24.c, which also needs AVX-512 VBMI to widen the positions) gives
- * the same bits. Other tables have no vector version: qd_gemm_u24_isa() then says so and the
- * engine keeps such Linears on its dense GEMM.
+ * (kernels/ref/gemm_u8_24.c) defines the results; the vector versions give the same bits: AVX-512
+ * VNNI (kernels/avx512vnni/gemm_u8_24.c, which also needs AVX-512 VBMI to widen the positions),
+ * AVX-VNNI (kernels/avxvnni/gemm_u8_24.c) and AVX2 (kernels/avx2/gemm_u8_24.c), the last two on
+ * one 256-bit body (kernels/avx2/gemm_u8_24_ymm.h). The ref table has no vector version:
+ * qd_gemm_u24_isa() then says so and the engine keeps such Linears on its dense GEMM.
  *
  * Single-threaded and reentrant, like the dense GEMMs. */
 #ifndef QD_KERNELS_GEMM_U8_24_H
@@ -39,12 +40,18 @@ typedef struct {
     qd_gemm_u8w24_fn f32;
 } qd_gemm_u24_fns;
 
-/* The versions by kernel-table name: "ref" always; "avx512vnni" and "amx" where this CPU has
- * AVX-512 VNNI and VBMI; NULL otherwise (tests and benches compare them). */
+/* The version for a kernel table, by the table's name: "ref" always; "avx512vnni" and "amx" where
+ * this CPU has AVX-512 VNNI and VBMI (a 256-bit version loses to their dense GEMM from 2-4 rows);
+ * "avxvnni": AVX-VNNI; "avx2" and "avx512" (whose int8 GEMM is the AVX2 one): AVX2; NULL otherwise
+ * (tests and benches compare them; qd_gemm_u24_fns.isa names the version). */
 const qd_gemm_u24_fns *qd_gemm_u24_table(const char *isa);
-/* The vector version for the selected kernel table ("avx512-vnni + vbmi"), or NULL when there is
- * none (the reference only: the engine runs 2:4 Linears dense then). */
+/* The vector version for the selected kernel table ("vnni+vbmi", "avx-vnni", "avx2"), or NULL when
+ * there is none (the reference only: the engine runs 2:4 Linears dense then). */
 const char *qd_gemm_u24_isa(void);
+/* Calls of fewer rows than this are faster on that version than on the same table's dense int8
+ * GEMM (one thread, BERT-base shapes, build/bench/bench_gemm_u8_24): 8 against AMX tiles (which
+ * take over from 16 rows), 40 against AVX-VNNI, 12 against AVX2; 0 without a version. */
+int64_t qd_gemm_u24_rows(void);
 
 /* Through the selected table's version (the reference where there is none). A[m * lda + k]
  * (lda >= K), C[m * ldc + n]; n0 a multiple of 16, n1 one too or N. */
@@ -70,5 +77,7 @@ struct qd_gemm_u24 {
 
 void qd_gemm_u24_fill_ref(qd_gemm_u24_fns *t);    /* kernels/ref/gemm_u8_24.c */
 int qd_gemm_u24_fill_vnni512(qd_gemm_u24_fns *t); /* kernels/avx512vnni/gemm_u8_24.c: 0 in a stub */
+int qd_gemm_u24_fill_avxvnni(qd_gemm_u24_fns *t); /* kernels/avxvnni/gemm_u8_24.c: 0 in a stub */
+int qd_gemm_u24_fill_avx2(qd_gemm_u24_fns *t);    /* kernels/avx2/gemm_u8_24.c: 0 in a stub */
 
 #endif

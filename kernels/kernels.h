@@ -78,6 +78,11 @@ typedef struct qd_gptq_col {
     double *err; /* [n] accumulated */
 } qd_gptq_col;
 
+/* the constants of one AdamW step (kernels' adamw) */
+typedef struct {
+    float b1, b2, omb1, omb2, cf, rbc2, eps, decay, pstep;
+} qd_adamw_args;
+
 typedef struct qd_kernel_table {
     /* "ref", "avx2", "avxvnni" (avx2 + AVX-VNNI GEMMs), "avx512" (avx2 + AVX-512 versions of some
      * kernels), "avx512vnni" (avx512 + AVX-512 VNNI GEMMs), "amx" (avx512vnni + AMX-INT8 tiles) */
@@ -130,6 +135,14 @@ typedef struct qd_kernel_table {
      * H is [C][C] row-major. */
     void (*ada_sparse_update)(const int64_t *ptr, const int32_t *idx, const float *val, int64_t R, const float *H,
                               int64_t C, float *y, int64_t ld);
+
+    /* Training (train/optim.c). adamw: one AdamW step over n values, in float with these roundings
+     * (fmaf: one rounding): gr = g cf; m = fmaf(b1, m, omb1 gr); v = fmaf(b2, v, (omb2 gr) gr);
+     * den = fmaf(sqrtf(v), rbc2, eps); w = fmaf(w, decay, -((pstep m) / den)).
+     * sumsq: sum of x^2 in double (each square exact), value i added to lane i mod 8 in order, the
+     * lanes reduced ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)). */
+    void (*adamw)(float *w, const float *g, float *m, float *v, int64_t n, const qd_adamw_args *a);
+    double (*sumsq)(const float *x, int64_t n);
 
     /* ---- the inference runtime: GEMMs of kernels/gemm.h's inference path, block pieces of
      * kernels/infer.h (definitions there) ---- */
@@ -201,6 +214,8 @@ void qd_kernels_fill_avx2_gemm(qd_kernel_table *t);
 void qd_kernels_fill_ref_act(qd_kernel_table *t);
 void qd_kernels_fill_avx2_act(qd_kernel_table *t);
 void qd_kernels_fill_ref_adaround(qd_kernel_table *t);
+void qd_kernels_fill_ref_train(qd_kernel_table *t);
+void qd_kernels_fill_avx2_train(qd_kernel_table *t);
 void qd_kernels_fill_avx2_adaround(qd_kernel_table *t);
 /* The inference runtime's kernels (kernels/<isa>/infer.c and gemm_u8.c). The ISA files that
  * need compiler flags the compiler may lack return 0 when they were built as stubs. */

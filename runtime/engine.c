@@ -16,13 +16,14 @@
  * alone: splitting a sentence's 30 rows costs more in hand-off than it saves */
 #define ROWS_PER_TASK 32
 
-/* A 2:4 Linear's call of fewer rows than this runs the 2:4 kernel (kernels/gemm_u8_24.h), others
- * the dense int8 GEMM: one thread, BERT-base shapes (build/bench/bench_gemm_u8_24), the 2:4 kernel
- * is 1.8x the dense one at 1 row, 1.3x at 4, 1.1x at 6, even at 8-12 and 0.4x from 16 rows, where
- * the dense GEMM takes AMX tiles (0.8x against AVX-512 VNNI alone). The environment variable
+/* A 2:4 Linear's call of fewer rows than qd_gemm_u24_rows() runs the 2:4 kernel
+ * (kernels/gemm_u8_24.h), others the dense int8 GEMM: one thread, BERT-base shapes
+ * (build/bench/bench_gemm_u8_24), where the 2:4 version beats the dense GEMM of its own table: the
+ * AVX-512 VNNI + VBMI one is 1.8x the dense one at 1 row, 1.3x at 4, even at 8 and 0.4x from 16
+ * rows, where the dense GEMM takes AMX tiles (8); the AVX-VNNI one 2.8x at 1 row, 1.1x at 32,
+ * 0.95x at 48 (40); the AVX2 one 4.5x at 1 row, 1.4x at 8, 0.85x at 12 (12). The environment variable
  * QD_ENGINE_24_ROWS sets another bound (0: never the 2:4 kernel; a large one: always; tests and
  * bench/eval_24.sh compare the two). */
-#define QD_ENGINE_24_ROWS 8
 
 typedef enum { R_QKV = 0, R_OUT_ATT, R_FFN_IN, R_FFN_OUT, R_PATCH } lin_role;
 static const char *role_name[] = {"q,k,v", "attention output", "FFN in", "FFN out", "patch embedding"};
@@ -104,8 +105,10 @@ struct qd_engine {
     qd_workers *pool;
     int64_t A, H, FF, d; /* attention width, hidden, intermediate, head size */
     int64_t kmax;
-    ws *w;   /* [threads] */
-    int *rc; /* status of each sub-batch of a parallel run */
+    ws *w;        /* [threads] */
+    int *rc;      /* status of each sub-batch of a parallel run */
+    int *owner;   /* the thread that runs each sub-batch of a parallel run */
+    int64_t *tok; /* its tokens (rows), by which the sub-batches are shared out */
     int64_t cap_rc;
     char prof_name[64][80];
     int nprof;
@@ -176,9 +179,11 @@ static const char *kind_isa(qd_ql_kind k)
     if (ref) return "scalar reference";
     switch (k) {
     case QD_QL_INT8_24:
-        if (qd_gemm_u24_isa()) /* the row bound follows in qd_engine_create */
-            return amx ? "2:4 vnni+vbmi below %lld rows, else dense amx tiles"
-                       : "2:4 vnni+vbmi below %lld rows, else dense avx512-vnni";
+        if (qd_gemm_u24_isa()) /* the 2:4 version and the row bound follow in qd_engine_create */
+            return amx    ? "2:4 %s below %lld rows, else dense amx tiles"
+                   : v512 ? "2:4 %s below %lld rows, else dense avx512-vnni"
+                   : v256 ? "2:4 %s below %lld rows, else dense avx-vnni"
+                          : "2:4 %s below %lld rows, else dense avx2 vpmaddwd";
         return amx    ? "amx-int8 tiles, dense: no 2:4 kernel for this table"
                : v512 ? "avx512-vnni, dense: no 2:4 kernel for this table"
                : v256 ? "avx-vnni, dense: no 2:4 kernel for this table"
@@ -248,10 +253,11 @@ int qd_engine_create(const qd_model *m, const qd_qmodel *q, const qd_engine_opts
     e->native = native_model(c, &e->tw);
     for (int k = 0; k < P_FIXED; k++) prof_row(e, fixed_name[k]);
     const char *r24 = getenv("QD_ENGINE_24_ROWS");
-    e->rows24 = r24 && *r24 ? atoll(r24) : QD_ENGINE_24_ROWS;
+    e->rows24 = r24 && *r24 ? atoll(r24) : qd_gemm_u24_rows();
     for (int k = 0; k < QD_QL_KINDS_; k++) snprintf(e->isa[k], sizeof e->isa[k], "%s", kind_isa((qd_ql_kind)k));
-    if (qd_gemm_u24_isa()) /* "%lld" in the 2:4 line */
-        snprintf(e->isa[QD_QL_INT8_24], sizeof e->isa[QD_QL_INT8_24], kind_isa(QD_QL_INT8_24), (long long)e->rows24);
+    if (qd_gemm_u24_isa()) /* "%s" and "%lld" in the 2:4 line */
+        snprintf(e->isa[QD_QL_INT8_24], sizeof e->isa[QD_QL_INT8_24], kind_isa(QD_QL_INT8_24), qd_gemm_u24_isa(),
+                 (long long)e->rows24);
     e->w = qd_xcalloc((size_t)e->o.threads, sizeof *e->w);
     int rc = qd_workers_create(e->o.threads, &e->pool);
     e->nlin = qd_model_num_linears(m);
@@ -363,7 +369,7 @@ void qd_engine_free(qd_engine *e)
         free(w->off), free(w->len), free(w->pos), free(w->hd), free(w->hpad);
     }
     free(e->w);
-    free(e->rc);
+    free(e->rc), free(e->owner), free(e->tok);
     free(e);
 }
 
@@ -410,7 +416,9 @@ static void ensure(const qd_engine *e, ws *w, int64_t R, int Tmax, int B)
 static int64_t row_tasks(const qd_engine *e, const ws *w, int64_t R)
 {
     if (e->o.threads == 1 || w->serial || R < 2 * ROWS_PER_TASK) return 1;
-    return QD_MIN((R + ROWS_PER_TASK - 1) / ROWS_PER_TASK, (int64_t)e->o.threads * 4);
+    /* a multiple of the threads (197 rows in 7 tasks gave one of 2 threads 4 of them) */
+    const int64_t T = e->o.threads, n = QD_MIN((R + ROWS_PER_TASK - 1) / ROWS_PER_TASK, T * 4);
+    return QD_MAX(T, n / T * T);
 }
 static void task_rows(int64_t R, int64_t ntask, int64_t i, int64_t *r0, int64_t *r1)
 {
@@ -472,9 +480,19 @@ typedef struct {
     float *Y;
     int64_t ldy, R;
     int by_rows;
-    int64_t chunk;  /* rows (by_rows) or panels of 16 columns per task */
+    int64_t chunk;  /* by columns: panels of 16 columns per task */
     int64_t rows24; /* the engine's rows24 */
+    int64_t ntask;  /* by rows: tasks of about R / ntask rows, */
+    int64_t mb;     /* cut at multiples of mb rows (a tile or microkernel block) */
 } gemm_job;
+
+/* the first row of task i of a split by rows: i R / ntask to the nearest block (197 rows in 16-row
+ * tiles on 2 threads: 96 + 101; rounding every task up to whole tiles gave 112 + 85, 1.76x at best) */
+static int64_t row_bound(const gemm_job *j, int64_t i)
+{
+    if (i >= j->ntask) return j->R;
+    return QD_MIN(j->R, (i * j->R / j->ntask + j->mb / 2) / j->mb * j->mb);
+}
 
 static void gemm_task(void *arg, int64_t i, int th)
 {
@@ -483,8 +501,8 @@ static void gemm_task(void *arg, int64_t i, int th)
     const elin *L = j->L;
     int64_t m0 = 0, m1 = j->R, n0 = 0, n1 = L->N;
     if (j->by_rows) {
-        m0 = i * j->chunk;
-        m1 = QD_MIN(j->R, m0 + j->chunk);
+        m0 = row_bound(j, i);
+        m1 = row_bound(j, i + 1);
     } else {
         n0 = i * j->chunk * 16;
         n1 = QD_MIN(L->N, n0 + j->chunk * 16);
@@ -511,15 +529,15 @@ static void gemm(qd_engine *e, ws *w, const elin *L, const float *X, int64_t ldx
 {
     const stamp t0 = tick(e);
     const int64_t R = w->R, T = w->serial ? 1 : e->o.threads, np = (L->N + 15) / 16;
-    gemm_job j = {w, L, X, ldx, A, Y, ldy, R, 1, R, e->rows24};
+    gemm_job j = {w, L, X, ldx, A, Y, ldy, R, 1, R, e->rows24, 1, 1};
     int64_t ntask = 1;
     if (T > 1) {
-        /* many rows: row blocks of whole AMX tiles; few rows (a sentence): output columns, so that
-         * each thread streams its own share of the weights. The old 4-bit x float path takes rows. */
+        /* many rows: a share of rows per thread cut at whole AMX tiles (float: the 8-row
+         * microkernel); few rows (a sentence): output columns, so that each thread streams its own
+         * share of the weights. The old 4-bit x float path takes rows. */
         if (R >= 32 * T || L->kind == QD_QL_INT4_F32) {
-            j.chunk = (R + T - 1) / T;
-            j.chunk = L->kind == QD_QL_INT4_F32 ? j.chunk : (j.chunk + 15) / 16 * 16;
-            ntask = (R + j.chunk - 1) / j.chunk;
+            j.mb = L->kind == QD_QL_INT4_F32 ? 1 : L->kind == QD_QL_FLOAT ? 8 : 16;
+            j.ntask = ntask = T;
         } else {
             j.by_rows = 0;
             j.chunk = (np + T - 1) / T;
@@ -1126,37 +1144,81 @@ typedef struct {
     int *rc;
 } chunk_job;
 
-/* sub-batches th, th + threads, ... whole, on thread th's own workspace (a fixed share: the same
- * thread gets the same pieces every call, so a batch seen before grows no scratch) */
+/* the sub-batches owned by thread th, whole, on th's own workspace */
 static void chunk_task(void *arg, int64_t i, int th)
 {
     (void)i;
     chunk_job *j = arg;
     ws *w = &j->e->w[th];
     w->serial = 1;
-    for (int64_t c = th; c < j->n; c += j->e->o.threads) {
-        const qd_batch s = sub_batch(j->e, j->b, j->per, c);
-        j->rc[c] = run_batch(j->e, w, &s, j->what, j->out + c * j->per * j->dim);
-    }
+    for (int64_t c = 0; c < j->n; c++)
+        if (j->e->owner[c] == th) {
+            const qd_batch s = sub_batch(j->e, j->b, j->per, c);
+            j->rc[c] = run_batch(j->e, w, &s, j->what, j->out + c * j->per * j->dim);
+        }
     w->serial = 0;
+}
+
+/* Shares the n sub-batches out by their tokens: largest first, each to the thread with the fewest
+ * tokens so far (ties to the lower thread). Sub-batches th, th + threads, ... left one thread a
+ * whole sub-batch more whenever n was not a multiple of the threads (11 pieces of 3 sentences at
+ * batch 32: at most 11 / 6 = 1.83x on 2 threads) and ignored their ragged lengths. The rule
+ * depends on the batch alone, so a thread sees the same pieces whenever a batch comes again (its
+ * scratch then never grows again); the results do not depend on it (a piece's rows are computed
+ * alike on any workspace). */
+static void share_out(qd_engine *e, const qd_batch *b, int per, int64_t n)
+{
+    const int threads = e->o.threads;
+    int64_t load[256] = {0}; /* qd_workers_create allows 256 threads */
+    for (int64_t c = 0; c < n; c++) {
+        const qd_batch s = sub_batch(e, b, per, c);
+        int tmax = 0;
+        e->tok[c] = 0;
+        extent(&s, &e->tok[c], &tmax);
+        e->owner[c] = -1;
+    }
+    for (int64_t k = 0; k < n; k++) {
+        int64_t best = -1;
+        for (int64_t c = 0; c < n; c++)
+            if (e->owner[c] < 0 && (best < 0 || e->tok[c] > e->tok[best])) best = c;
+        int th = 0;
+        for (int t = 1; t < threads; t++)
+            if (load[t] < load[th]) th = t;
+        e->owner[best] = th;
+        load[th] += e->tok[best];
+    }
 }
 
 int qd_engine_run(qd_engine *e, const qd_batch *b, qd_engine_output what, float *out)
 {
-    const int per = chunk_items(e, b);
+    int per = chunk_items(e, b);
     const int64_t dim = what == QD_ENGINE_LOGITS      ? qd_model_logits_per_item(e->m, b->T)
                         : what == QD_ENGINE_EMBEDDING ? e->c.embedding_dim
-                                                      : e->H,
-                  n = (b->B + per - 1) / per;
+                                                      : e->H;
+    int64_t n = (b->B + per - 1) / per;
+    const int64_t threads = e->o.threads;
+    if (threads > 1 && e->native && n >= threads && !(e->q && e->o.outlier > 0)) {
+        /* Pieces of equal item counts, as many as a multiple of the threads: with FP32 weights a
+         * batch of 32 makes a few large ones (MiniLM 13-18 sentences: 13 + 13 + 6 on 2 threads
+         * is 1.68x at best, 18 + 14 1.78x; ViT-B/16 5 pieces of up to 7 images). Only where a
+         * row's result does not depend on the rows beside it (outlier columns are chosen per
+         * piece), so that 1 and N threads still agree bit for bit. */
+        const int64_t want = (n + threads - 1) / threads * threads;
+        per = (int)((b->B + want - 1) / want);
+        n = (b->B + per - 1) / per;
+    }
     if (b->B <= 0 || b->T <= 0) return qd_err_set(QD_EINVAL, "forward pass: empty batch (%d x %d)", b->B, b->T);
     if (e->o.threads > 1 && n >= e->o.threads && e->native) {
         /* at least a sub-batch per thread: each thread runs whole sub-batches on its own workspace
          * (no hand-off inside a forward pass); the results are the same as run one after another */
         if (n > e->cap_rc) {
-            free(e->rc);
+            free(e->rc), free(e->owner), free(e->tok);
             e->rc = qd_xcalloc((size_t)n, sizeof *e->rc);
+            e->owner = qd_xcalloc((size_t)n, sizeof *e->owner);
+            e->tok = qd_xcalloc((size_t)n, sizeof *e->tok);
             e->cap_rc = n;
         }
+        share_out(e, b, per, n);
         chunk_job j = {e, b, per, what, out, dim, n, e->rc};
         qd_workers_run_each(e->pool, chunk_task, &j);
         int st = QD_OK;

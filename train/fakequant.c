@@ -36,7 +36,14 @@ struct qd_fq {
     char src[4096];
     fq_lin *l;
     int n;
+    /* learned activation steps (qd_fq_attach_act): the file's record, and per block and point
+     * (QD_TG_AQ_*) the record's entry, -1 where that input is not trained */
+    qd_actrec act;
+    int has_act;
+    int *aqi;
 };
+
+static const char *const aq_names[QD_TG_AQ_PER_BLOCK] = {"qkv_in", "ctx", "mlp_in", "act"};
 
 int qd_fq_count(const qd_fq *f) { return f->n; }
 
@@ -50,7 +57,49 @@ void qd_fq_free(qd_fq *f)
         free(f->l[i].sv);
     }
     free(f->l);
+    if (f->has_act) qd_actrec_free(&f->act);
+    free(f->aqi);
     free(f);
+}
+
+int qd_fq_attach_act(qd_fq *f, qd_tnet *n, int *trained)
+{
+    *trained = 0;
+    int rc = qd_coll_actrec_read(f->src, &f->act);
+    if (rc == QD_ENOTFOUND)
+        return qd_err_set(QD_ENOTFOUND, "%s: no static activation record to train (quantize with --activations static)",
+                          f->src);
+    if (rc) return rc;
+    f->has_act = 1;
+    if (f->act.bits != 8)
+        return qd_err_set(QD_EUNSUPPORTED, "%s: activations recorded with %d bits; learned steps are int8", f->src,
+                          f->act.bits);
+    qd_tg_net_aq_enable(n);
+    const int NB = n->c.layers * QD_TG_AQ_PER_BLOCK;
+    f->aqi = qd_xmalloc((size_t)NB * sizeof *f->aqi);
+    const int64_t feat[QD_TG_AQ_PER_BLOCK] = {n->c.hidden, (int64_t)n->c.heads * n->c.head_size, n->c.hidden,
+                                              n->c.intermediate};
+    for (int k = 0; k < n->c.layers; k++)
+        for (int pt = 0; pt < QD_TG_AQ_PER_BLOCK; pt++) {
+            const int i = k * QD_TG_AQ_PER_BLOCK + pt;
+            char name[64];
+            snprintf(name, sizeof name, "layer.%d.%s", k, aq_names[pt]);
+            int e = qd_actrec_find(&f->act, name);
+            /* inputs with outlier channels keep their two-scale format (not trained here) */
+            if (e >= 0 && f->act.out_off && f->act.out_off[e + 1] > f->act.out_off[e]) e = -1;
+            f->aqi[i] = e;
+            if (e < 0) continue;
+            char pname[96];
+            snprintf(pname, sizeof pname, "activations.%s_log_step", name);
+            int64_t shape[1] = {1};
+            int pi = qd_tg_net_add(n, pname, QD_TP_EXTRA, k, -1, 1, shape, 1, 0);
+            n->aq[i] = n->p[pi].off;
+            n->aqz[i] = f->act.zero_point[e];
+            n->aqg[i] = 1.0 / sqrt((double)feat[pt] * 127.0); /* LSQ: 1 / sqrt(features * Qp) */
+            n->w[n->aq[i]] = (float)log(fmax((double)f->act.scale[e], 1e-30));
+            (*trained)++;
+        }
+    return QD_OK;
 }
 
 static int64_t group_of(const qd_coll_qtensor *q, int64_t c) { return q->g_idx ? q->g_idx[c] : c / q->G; }
@@ -206,8 +255,19 @@ void qd_fq_map_grad(qd_fq *f, qd_tnet *n)
     }
 }
 
-int qd_fq_write(qd_fq *f, const qd_tnet *n, const qd_model *m, const char *out_h5, const char *how_json)
+int qd_fq_write(qd_fq *f, const qd_tnet *n, const qd_model *m, const char *out_h5, const char *how_json, int ranks,
+                double seconds)
 {
+    for (int i = 0; f->has_act && i < n->c.layers * QD_TG_AQ_PER_BLOCK; i++) {
+        const int e = f->aqi[i];
+        if (e < 0) continue;
+        /* the learned step (the record's value exactly while it has not moved), its range */
+        const float ls = n->w[n->aq[i]], s0 = f->act.scale[e];
+        const float s = (float)log(fmax((double)s0, 1e-30)) == ls ? s0 : (float)exp((double)ls);
+        f->act.scale[e] = s;
+        f->act.lo[e] = s * (float)(-128 - f->act.zero_point[e]);
+        f->act.hi[e] = s * (float)(127 - f->act.zero_point[e]);
+    }
     const char **names = qd_xcalloc((size_t)f->n, sizeof *names);
     qd_coll_qtensor *qs = qd_xcalloc((size_t)f->n, sizeof *qs);
     double(*met)[4] = qd_xcalloc((size_t)f->n, sizeof *met);
@@ -240,7 +300,8 @@ int qd_fq_write(qd_fq *f, const qd_tnet *n, const qd_model *m, const char *out_h
         qs[i] = *q;
     }
     int rc = qd_coll_qfile_rewrite(f->src, out_h5, names, qs, (const double(*)[4])met, f->n,
-                                   f->mode == QD_FQ_QAT ? "lsq" : "scale-only", how_json);
+                                   f->mode == QD_FQ_QAT ? "lsq" : "scale-only", how_json, f->has_act ? &f->act : NULL,
+                                   ranks, seconds);
     free(names);
     free(qs);
     free(met);

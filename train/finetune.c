@@ -13,6 +13,7 @@
 
 #include "collective/collective.h"
 #include "collective/coll_train.h"
+#include "collective/coll_train_h5.h"
 #include "shard/safetensors.h"
 #include "shard/st_write.h"
 #include "train/rng.h"
@@ -96,7 +97,16 @@ typedef struct {
     qd_model *m; /* FP32 model: source of weights, the teacher */
     qd_tnet *n;
     qd_fq *fq;
-    qd_tdata *train, *eval;
+    qd_tdata *train, *eval, *sel;
+    float *best;                    /* --select: the parameters of the best epoch so far */
+    double *best_items, *sel_items; /* its held-out scores per item; the epoch's in hand */
+    double best_score;              /* its score on the held-out items (-1: none yet) */
+    int best_epoch;
+    int nmask; /* --mask: the pruned patterns, one per masked weight */
+    struct {
+        int64_t off, numel;
+        uint8_t *keep;
+    } * mask;
     int64_t ntrain;        /* trainable values */
     float *gp, *mom, *vel; /* packed gradient, Adam moments [ntrain] */
     qd_coll_treesum *ts;
@@ -113,10 +123,31 @@ typedef struct {
 
 /* ---- settings recorded with a checkpoint (what decides the weights) ------------------------- */
 
-static char *config_json(const qd_ft_config *c)
+/* The fingerprint of what training starts from: FNV-1a (64 bits) over the model's config.json and
+ * every starting parameter value (the checkpoint's weights, a new head from --seed, the latent
+ * weights and steps of a --qat/--scale-only file, --mask's zeros). A moved or renamed model
+ * directory or file keeps it; other weights change it. */
+static void fingerprint(const ft *f, char hex[17])
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", qd_model_dir(f->m));
+    FILE *fp = fopen(path, "rb");
+    if (fp) {
+        int ch;
+        while ((ch = fgetc(fp)) != EOF) h = (h ^ (uint64_t)(unsigned char)ch) * 0x100000001b3ull;
+        fclose(fp);
+    }
+    const unsigned char *b = (const unsigned char *)f->n->w;
+    for (int64_t i = 0; i < f->n->n * (int64_t)sizeof *f->n->w; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    snprintf(hex, 17, "%016llx", (unsigned long long)h);
+}
+
+static char *config_json(const qd_ft_config *c, const char *model_fp)
 {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "model", c->model);
+    cJSON_AddStringToObject(j, "model_fingerprint", model_fp);
     cJSON_AddStringToObject(j, "data", c->data);
     cJSON_AddNumberToObject(j, "data_first", c->data_first);
     cJSON_AddNumberToObject(j, "data_count", c->data_count);
@@ -132,6 +163,13 @@ static char *config_json(const qd_ft_config *c)
     cJSON_AddNumberToObject(j, "warmup", c->opt.warmup);
     cJSON_AddNumberToObject(j, "clip", c->opt.clip);
     cJSON_AddNumberToObject(j, "seed", (double)c->seed);
+    if (c->select_data) {
+        cJSON_AddStringToObject(j, "select", c->select_data);
+        cJSON_AddNumberToObject(j, "select_first", c->select_first);
+        cJSON_AddNumberToObject(j, "select_count", c->select_count);
+    }
+    if (c->mask_h5) cJSON_AddStringToObject(j, "mask", c->mask_h5);
+    if (c->act_lsq) cJSON_AddBoolToObject(j, "act_lsq", 1);
     if (c->head <= 0 && c->distill < 0) cJSON_AddStringToObject(j, "loss", "embedding-mse");
     if (c->qinit) {
         cJSON_AddStringToObject(j, "init", c->qinit);
@@ -151,7 +189,7 @@ static int save_checkpoint(ft *f, int64_t step)
     int rc = QD_OK;
     if (f->rank == 0) {
         const qd_tnet *n = f->n;
-        qd_st_out_tensor *t = qd_xcalloc((size_t)n->np + 2, sizeof *t);
+        qd_st_out_tensor *t = qd_xcalloc((size_t)n->np + 3, sizeof *t);
         for (int i = 0; i < n->np; i++) {
             t[i].name = n->p[i].name;
             t[i].dtype = QD_DT_F32;
@@ -163,19 +201,44 @@ static int save_checkpoint(ft *f, int64_t step)
             .name = "optimizer.adam.m", .dtype = QD_DT_F32, .ndim = 1, .shape = {f->ntrain}, .data = f->mom};
         t[n->np + 1] = (qd_st_out_tensor){
             .name = "optimizer.adam.v", .dtype = QD_DT_F32, .ndim = 1, .shape = {f->ntrain}, .data = f->vel};
+        int nt = n->np + 2;
+        if (f->best && f->best_score >= 0)
+            t[nt++] = (qd_st_out_tensor){
+                .name = "select.best", .dtype = QD_DT_F32, .ndim = 1, .shape = {n->n}, .data = f->best};
         cJSON *md = cJSON_CreateObject();
-        char sb[32];
+        char sb[64];
         snprintf(sb, sizeof sb, "%lld", (long long)step);
         cJSON_AddStringToObject(md, "format", "qdist-finetune-checkpoint");
         cJSON_AddStringToObject(md, "step", sb);
         cJSON_AddStringToObject(md, "config", f->cfg_json);
+        if (f->best) { /* the held-out score and epoch of "select.best", exactly */
+            snprintf(sb, sizeof sb, "%d %a", f->best_epoch, f->best_score);
+            cJSON_AddStringToObject(md, "select_best", sb);
+        }
         char *mds = cJSON_PrintUnformatted(md);
         cJSON_Delete(md);
-        rc = qd_st_write(f->ckpt, t, n->np + 2, mds);
+        rc = qd_st_write(f->ckpt, t, nt, mds);
         free(mds);
         free(t);
     }
     return qd_coll_agree_msg(f->comm, rc, NULL, 0, NULL);
+}
+
+/* The checkpoint's settings against this run's: the model (and a --qat/--scale-only/--mask
+ * file) by the fingerprint of the starting parameters, not by the path they were given by;
+ * everything else as written. */
+static int same_settings(const char *a, const char *b)
+{
+    cJSON *ja = cJSON_Parse(a), *jb = cJSON_Parse(b);
+    static const char *const by_path[] = {"model", "init", "mask"};
+    for (int k = 0; k < 3; k++) {
+        cJSON_DeleteItemFromObjectCaseSensitive(ja, by_path[k]);
+        cJSON_DeleteItemFromObjectCaseSensitive(jb, by_path[k]);
+    }
+    int same = ja && jb && cJSON_GetObjectItemCaseSensitive(ja, "model_fingerprint") && cJSON_Compare(ja, jb, 1);
+    cJSON_Delete(ja);
+    cJSON_Delete(jb);
+    return same;
 }
 
 static int load_checkpoint(ft *f, int64_t *step)
@@ -191,7 +254,7 @@ static int load_checkpoint(ft *f, int64_t *step)
         rc = qd_err_set(QD_EFORMAT, "%s: not a fine-tuning checkpoint", f->ckpt);
         goto out;
     }
-    if (strcmp(cf->valuestring, f->cfg_json)) {
+    if (!same_settings(cf->valuestring, f->cfg_json)) {
         rc = qd_err_set(QD_EMISMATCH,
                         "%s: the checkpoint was made with other settings:\n  checkpoint: %s\n  now:        %s", f->ckpt,
                         cf->valuestring, f->cfg_json);
@@ -213,6 +276,21 @@ static int load_checkpoint(ft *f, int64_t *step)
         if ((rc = qd_ckpt_read_f32(ck, ti, &src, &owned))) break;
         memcpy(dst, src, (size_t)cnt * sizeof *dst);
         if (owned) free((void *)src);
+    }
+    const cJSON *sb = cJSON_GetObjectItemCaseSensitive(md, "select_best");
+    if (!rc && f->best && cJSON_IsString(sb)) {
+        char *e = NULL;
+        f->best_epoch = (int)strtol(sb->valuestring, &e, 10);
+        f->best_score = strtod(e, NULL);
+        int ti = qd_ckpt_find(ck, "select.best");
+        const float *src;
+        int owned = 0;
+        if (f->best_score >= 0 && (ti < 0 || (int64_t)qd_ckpt_tensor(ck, ti)->numel != f->n->n))
+            rc = qd_err_set(QD_EFORMAT, "%s: tensor 'select.best' missing or of the wrong size", f->ckpt);
+        else if (f->best_score >= 0 && !(rc = qd_ckpt_read_f32(ck, ti, &src, &owned))) {
+            memcpy(f->best, src, (size_t)f->n->n * sizeof *f->best);
+            if (owned) free((void *)src);
+        }
     }
 out:
     cJSON_Delete(md);
@@ -269,6 +347,9 @@ static int pack_grad(ft *f, float *slot, double loss, int cnt, double *stats)
 {
     qd_tnet *n = f->n;
     if (f->fq) qd_fq_map_grad(f->fq, n);
+    for (int i = 0; i < f->nmask; i++) /* pruned weights get no gradient */
+        for (int64_t e = 0; e < f->mask[i].numel; e++)
+            if (!f->mask[i].keep[e]) n->g[f->mask[i].off + e] = 0;
     int64_t k = 0;
     for (int i = 0; i < n->np; i++) {
         const qd_tparam *p = &n->p[i];
@@ -328,15 +409,16 @@ static int grain_grad(ft *f, const int *idx, int cnt, double scale, float *slot,
     return pack_grad(f, slot, loss, cnt, stats);
 }
 
-/* Top-1 on the evaluation items, data parallel (exact integer counts). */
-static int evaluate(ft *f, double *acc)
+/* Top-1 (embed: mean cosine to the FP32 embeddings) on the items of d (NULL: -1), data parallel;
+ * every item's score (1/0 correct, or its cosine) gathered in item order, so the mean is the same
+ * for any rank count; items (may be NULL): those N scores. */
+static int evaluate(ft *f, qd_tdata *d, double *acc, double *items)
 {
     *acc = -1;
-    if (!f->eval) return QD_OK;
-    const int N = qd_tdata_count(f->eval), L = f->n->c.num_labels;
+    if (!d) return QD_OK;
+    const int N = qd_tdata_count(d), L = f->n->c.num_labels;
     int r0 = (int)((int64_t)N * f->rank / f->size), r1 = (int)((int64_t)N * (f->rank + 1) / f->size);
-    int64_t cnt[2] = {0, 0};
-    double *cos_mine = f->embed ? qd_xcalloc((size_t)(r1 - r0) + 1, sizeof(double)) : NULL;
+    double *mine = qd_xcalloc((size_t)(r1 - r0) + 1, sizeof(double));
     int rc = QD_OK, EB = f->cfg->eval_batch > 0 ? f->cfg->eval_batch : 64;
     int *idx = qd_xmalloc((size_t)EB * sizeof *idx);
     ensure_cap(f, EB);
@@ -345,13 +427,12 @@ static int evaluate(ft *f, double *acc)
         for (int i = 0; i < k; i++) idx[i] = s + i;
         qd_batch b;
         int32_t *labels;
-        if ((rc = get_batch(f, f->eval, idx, k, &b, &labels))) break;
+        if ((rc = get_batch(f, d, idx, k, &b, &labels))) break;
         if (f->embed) {
             const int H = f->n->c.hidden;
             if ((rc = teacher_embedding(f, &b)) || (rc = qd_tg_forward(f->n, &b, NULL, f->logits))) break;
             for (int i = 0; i < k; i++)
-                cos_mine[s - r0 + i] = cosine(f->logits + (int64_t)i * H, f->teacher + (int64_t)i * H, H);
-            cnt[1] += k;
+                mine[s - r0 + i] = cosine(f->logits + (int64_t)i * H, f->teacher + (int64_t)i * H, H);
             continue;
         }
         if ((rc = qd_tg_forward(f->n, &b, f->logits, NULL))) break;
@@ -359,25 +440,20 @@ static int evaluate(ft *f, double *acc)
             int am = 0;
             for (int j = 1; j < L; j++)
                 if (f->logits[(int64_t)i * L + j] > f->logits[(int64_t)i * L + am]) am = j;
-            cnt[0] += am == labels[i];
-            cnt[1]++;
+            mine[s - r0 + i] = am == labels[i];
         }
     }
     free(idx);
     if ((rc = qd_coll_agree_msg(f->comm, rc, NULL, 0, NULL))) {
-        free(cos_mine);
+        free(mine);
         return rc;
     }
-    qd_coll_sum_i64(f->comm, cnt, 2);
-    *acc = cnt[1] ? (double)cnt[0] / (double)cnt[1] : -1;
-    if (f->embed) { /* every item's cosine summed in item order: the same for any rank count */
-        double *all = qd_xmalloc((size_t)N * sizeof *all + 1), s = 0;
-        qd_coll_grain_stats(f->comm, N, 1, cos_mine, all);
-        for (int i = 0; i < N; i++) s += all[i];
-        free(all);
-        *acc = N ? s / (double)N : -1;
-    }
-    free(cos_mine);
+    double *all = items ? items : qd_xmalloc((size_t)N * sizeof *all + 1), sum = 0;
+    qd_coll_grain_stats(f->comm, N, 1, mine, all);
+    for (int i = 0; i < N; i++) sum += all[i];
+    if (!items) free(all);
+    free(mine);
+    *acc = N ? sum / (double)N : -1;
     return QD_OK;
 }
 
@@ -391,7 +467,7 @@ static void fmt_time(double s, char *buf, size_t n)
         snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
 }
 
-static void log_epoch(ft *f, int epoch, int64_t step, double loss, double tacc, double eacc, double secs)
+static void log_epoch(ft *f, int epoch, int64_t step, double loss, double tacc, double eacc, double sacc, double secs)
 {
     if (f->rank != 0) return;
     if (!f->cfg->quiet) {
@@ -401,6 +477,8 @@ static void log_epoch(ft *f, int epoch, int64_t step, double loss, double tacc, 
             printf("epoch %d: eval top-1 %.2f %%", epoch, 100 * eacc);
         else
             printf("epoch %d:", epoch);
+        if (sacc >= 0)
+            printf(f->embed ? "  held-out cosine %.4f" : "  held-out top-1 %.2f %%", f->embed ? sacc : 100 * sacc);
         if (epoch > 0 && f->embed)
             printf("  train loss %.6f  train cosine %.4f", loss, tacc);
         else if (epoch > 0)
@@ -409,12 +487,96 @@ static void log_epoch(ft *f, int epoch, int64_t step, double loss, double tacc, 
         fflush(stdout);
     }
     if (f->log) {
-        fprintf(
-            f->log,
-            "{\"epoch\":%d,\"step\":%lld,\"train_loss\":%.6f,\"train_%s\":%.6f,\"eval_%s\":%.6f,\"seconds\":%.3f}\n",
-            epoch, (long long)step, loss, f->embed ? "cosine" : "acc", tacc, f->embed ? "cosine" : "acc", eacc, secs);
+        const char *k = f->embed ? "cosine" : "acc";
+        fprintf(f->log, "{\"epoch\":%d,\"step\":%lld,\"train_loss\":%.6f,\"train_%s\":%.6f,\"eval_%s\":%.6f", epoch,
+                (long long)step, loss, k, tacc, k, eacc);
+        if (f->sel) fprintf(f->log, ",\"select_%s\":%.6f", k, sacc);
+        fprintf(f->log, ",\"seconds\":%.3f}\n", secs);
         fflush(f->log);
     }
+}
+
+/* --select: is the epoch whose held-out scores are x better than the best so far (b)? Only when
+ * the mean of the paired differences is more than two of its standard errors above 0: a
+ * difference of a few items between two models that agree on almost every item is noise, and
+ * then the earlier one (in the end the start) is kept. */
+static int select_better(const double *x, const double *b, int N)
+{
+    if (N < 2) return 0;
+    double m = 0, v = 0;
+    for (int i = 0; i < N; i++) m += x[i] - b[i];
+    m /= N;
+    for (int i = 0; i < N; i++) v += (x[i] - b[i] - m) * (x[i] - b[i] - m);
+    v /= (N - 1);
+    return m > 0 && m > 2.0 * sqrt(v / N);
+}
+
+/* The evaluation at the start (epoch 0) and the end of every epoch; with --select, keeps the
+ * parameters of the best epoch on the held-out items. */
+static int epoch_eval(ft *f, int epoch, int64_t step, double loss, double tacc, double secs)
+{
+    double acc, sacc;
+    int rc = evaluate(f, f->eval, &acc, NULL);
+    if (!rc) rc = evaluate(f, f->sel, &sacc, f->sel_items);
+    if (rc) return rc;
+    if (f->sel && (f->best_score < 0 || select_better(f->sel_items, f->best_items, qd_tdata_count(f->sel)))) {
+        memcpy(f->best, f->n->w, (size_t)f->n->n * sizeof *f->best);
+        memcpy(f->best_items, f->sel_items, (size_t)qd_tdata_count(f->sel) * sizeof *f->best_items);
+        f->best_score = sacc;
+        f->best_epoch = epoch;
+    }
+    log_epoch(f, epoch, step, loss, tacc, acc, sacc, secs);
+    return QD_OK;
+}
+
+/* --resume with --select: the held-out scores of the checkpoint's best parameters, evaluated
+ * again (the values an uninterrupted run holds). */
+static int select_restore(ft *f)
+{
+    if (!f->best || f->best_score < 0) return QD_OK;
+    float *cur = qd_xmalloc((size_t)f->n->n * sizeof *cur);
+    memcpy(cur, f->n->w, (size_t)f->n->n * sizeof *cur);
+    memcpy(f->n->w, f->best, (size_t)f->n->n * sizeof *cur);
+    if (f->fq) qd_fq_prepare(f->fq, f->n);
+    double sacc;
+    int rc = evaluate(f, f->sel, &sacc, f->best_items);
+    memcpy(f->n->w, cur, (size_t)f->n->n * sizeof *cur);
+    if (f->fq) qd_fq_prepare(f->fq, f->n);
+    free(cur);
+    return rc;
+}
+
+/* --mask: the pruned patterns of the file's records, the pruned weights set to 0. */
+static int load_masks(ft *f, const char *h5)
+{
+    qd_tnet *n = f->n;
+    f->mask = qd_xcalloc((size_t)n->np, sizeof *f->mask);
+    for (int i = 0; i < n->np; i++) {
+        const qd_tparam *p = &n->p[i];
+        if (p->role != QD_TP_LIN_W) continue;
+        const char *cands[2] = {p->name, p->name + strlen(n->prefix)};
+        qd_coll_qtensor q;
+        int rc = QD_ENOTFOUND;
+        for (int k = 0; k < 2 && rc == QD_ENOTFOUND; k++) rc = qd_coll_qtensor_read(h5, cands[k], &q);
+        if (rc == QD_ENOTFOUND) continue;
+        if (rc) return rc;
+        if (q.mask && q.out * q.in != p->numel) {
+            qd_coll_qtensor_free(&q);
+            return qd_err_set(QD_EMISMATCH, "%s: tensor '%s' has %lld values in the file, %lld in the model", h5,
+                              p->name, (long long)(q.out * q.in), (long long)p->numel);
+        }
+        if (q.mask) {
+            f->mask[f->nmask].off = p->off;
+            f->mask[f->nmask].numel = p->numel;
+            f->mask[f->nmask++].keep = q.mask;
+            q.mask = NULL;
+            for (int64_t e = 0; e < p->numel; e++)
+                if (!f->mask[f->nmask - 1].keep[e]) n->w[p->off + e] = 0;
+        }
+        qd_coll_qtensor_free(&q);
+    }
+    if (f->nmask == 0) return qd_err_set(QD_ENOTFOUND, "%s: --mask: no pruned encoder Linear in the file", h5);
+    return QD_OK;
 }
 
 static int out_is_h5(const char *p)
@@ -445,13 +607,26 @@ static int setup(ft *f)
     if (c->qinit) {
         if ((rc = qd_fq_attach(f->n, c->qinit, c->fq_mode, &f->fq))) return rc;
         qd_fq_init(f->fq, f->n);
+        int na = 0;
+        if (c->act_lsq && (rc = qd_fq_attach_act(f->fq, f->n, &na))) return rc;
+        if (c->act_lsq && na == 0)
+            return qd_err_set(QD_ENOTFOUND, "%s: --act-lsq: no encoder Linear input in the activation record",
+                              c->qinit);
         for (int i = 0; i < f->n->np; i++)
             if (f->n->p[i].role == QD_TP_EXTRA) f->n->p[i].lr_mult = 10.0; /* log steps: relative moves */
     } else if ((rc = qd_tnet_freeze(f->n, c->freeze)))
         return rc;
     f->ntrain = qd_tnet_trainable(f->n);
     if (f->ntrain == 0) return qd_err_set(QD_EINVAL, "nothing to train (--freeze %s)", c->freeze);
+    if (c->mask_h5 && (rc = load_masks(f, c->mask_h5))) return rc;
     if ((rc = qd_tdata_open(f->m, c->data, c->data_first, c->data_count, c->seqlen, &f->train))) return rc;
+    if (c->select_data) {
+        if ((rc = qd_tdata_open(f->m, c->select_data, c->select_first, c->select_count, c->seqlen, &f->sel))) return rc;
+        f->best = qd_xmalloc((size_t)f->n->n * sizeof *f->best);
+        f->best_items = qd_xmalloc((size_t)qd_tdata_count(f->sel) * sizeof *f->best_items + 1);
+        f->sel_items = qd_xmalloc((size_t)qd_tdata_count(f->sel) * sizeof *f->sel_items + 1);
+        f->best_score = -1;
+    }
     if (c->eval_data && (rc = qd_tdata_open(f->m, c->eval_data, c->eval_first, c->eval_count, c->seqlen, &f->eval)))
         return rc;
     if (!f->embed && qd_tdata_classes(f->train) > f->n->c.num_labels)
@@ -469,21 +644,34 @@ static int setup(ft *f)
             return qd_err_set(QD_EIO, "%s: cannot create: %s", c->out, strerror(errno));
         snprintf(f->ckpt, sizeof f->ckpt, "%s/checkpoint.safetensors", c->out);
     }
-    f->cfg_json = config_json(c);
+    char fp[17];
+    fingerprint(f, fp);
+    f->cfg_json = config_json(c, fp);
     return QD_OK;
 }
 
-static int finish_output(ft *f)
+static int finish_output(ft *f, double seconds)
 {
     const qd_ft_config *c = f->cfg;
     int rc = QD_OK;
+    if (f->best && f->best_score >= 0) { /* --select: the best epoch's parameters (every rank) */
+        memcpy(f->n->w, f->best, (size_t)f->n->n * sizeof *f->best);
+        if (f->fq) qd_fq_prepare(f->fq, f->n);
+        if (f->rank == 0 && !c->quiet) {
+            printf(f->embed ? "finetune: writing epoch %d (held-out cosine %.4f)\n"
+                            : "finetune: writing epoch %d (held-out top-1 %.2f %%)\n",
+                   f->best_epoch, f->embed ? f->best_score : 100 * f->best_score);
+            fflush(stdout);
+        }
+    }
     if (f->rank == 0) {
         if (f->fq) {
             char *how = NULL;
             cJSON *j = cJSON_Parse(f->cfg_json);
+            if (f->best && f->best_score >= 0) cJSON_AddNumberToObject(j, "selected_epoch", f->best_epoch);
             how = cJSON_PrintUnformatted(j);
             cJSON_Delete(j);
-            rc = qd_fq_write(f->fq, f->n, f->m, c->out, how);
+            rc = qd_fq_write(f->fq, f->n, f->m, c->out, how, f->size, seconds);
             free(how);
         } else
             rc = qd_tnet_save_hf(f->n, qd_model_dir(f->m), c->out);
@@ -507,6 +695,7 @@ static int run(ft *f)
     int64_t step = 0;
     if (c->resume) {
         rc = load_checkpoint(f, &step);
+        if (!rc) rc = select_restore(f);
         if ((rc = qd_coll_agree_msg(f->comm, rc, NULL, 0, NULL))) return rc;
     }
     if (f->rank == 0 && !c->quiet) {
@@ -520,11 +709,8 @@ static int run(ft *f)
     }
     if (c->log_json && f->rank == 0) f->log = fopen(c->log_json, step > 0 ? "a" : "w");
     if (f->fq) qd_fq_prepare(f->fq, f->n);
-    double t0 = now(), tep = t0, acc;
-    if (step == 0) {
-        if ((rc = evaluate(f, &acc))) return rc;
-        log_epoch(f, 0, 0, 0, 0, acc, 0);
-    }
+    double t0 = now(), tep = t0;
+    if (step == 0 && (rc = epoch_eval(f, 0, 0, 0, 0, 0))) return rc;
     const int every = c->progress_every > 0 ? c->progress_every : (int)QD_MAX(1, spe / 10);
     double ep_loss = 0, ep_correct = 0, ep_items = 0, win_t = now();
     int64_t step0 = step;
@@ -576,9 +762,9 @@ static int run(ft *f)
         int stop = qd_coll_any(f->comm, g_stop);
         int epoch_end = step % spe == 0 || step == total;
         if (epoch_end) {
-            if ((rc = evaluate(f, &acc))) break;
-            log_epoch(f, (int)((step + spe - 1) / spe), step, ep_items > 0 ? ep_loss / ep_items : 0,
-                      ep_items > 0 ? ep_correct / ep_items : 0, acc, now() - tep);
+            if ((rc = epoch_eval(f, (int)((step + spe - 1) / spe), step, ep_items > 0 ? ep_loss / ep_items : 0,
+                                 ep_items > 0 ? ep_correct / ep_items : 0, now() - tep)))
+                break;
             ep_loss = ep_correct = ep_items = 0;
             tep = now();
         }
@@ -596,7 +782,7 @@ static int run(ft *f)
     free(gidx);
     free(mine);
     free(all);
-    if (!rc) rc = finish_output(f);
+    if (!rc) rc = finish_output(f, now() - t0);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double rss = qd_coll_max_f64(f->comm, (double)ru.ru_maxrss / 1024.0);
@@ -622,6 +808,12 @@ int qd_ft_run(const qd_ft_config *c, MPI_Comm comm)
     qd_coll_treesum_free(f.ts);
     qd_tdata_free(f.train);
     qd_tdata_free(f.eval);
+    qd_tdata_free(f.sel);
+    free(f.best);
+    free(f.best_items);
+    free(f.sel_items);
+    for (int i = 0; i < f.nmask; i++) free(f.mask[i].keep);
+    free(f.mask);
     qd_fq_free(f.fq);
     qd_tg_net_free(f.n);
     qd_model_free(f.m);

@@ -28,6 +28,8 @@ typedef struct {
     qd_real *x2, *r2;         /* LN2 */
     qd_real *xi;              /* [R, H] input of the intermediate Linear */
     qd_real *u, *a;           /* [R, NI] before and after the activation */
+    /* the Linears' quantized inputs (only with activation quantizers) */
+    qd_real *xqf, *ctxf, *xif, *af;
 } blk_cache;
 
 struct QD_TG(cache) {
@@ -45,6 +47,7 @@ struct QD_TG(cache) {
     qd_real *dq, *dk, *dv, *dc; /* [R, A] */
     qd_real *di;                /* [R, NI] */
     qd_real *ds;                /* [T, T] */
+    qd_real *da;                /* [R, max(H, NI)]: a Linear's input gradient before its quantizer */
     qd_real *dhead;             /* [B, H] x 2 */
     uint8_t *valid;             /* [R] */
     int has_mask;
@@ -218,6 +221,9 @@ void QD_TG(net_free)(net *n)
     free(n->ln);
     free(n->weff);
     free(n->gweff);
+    free(n->aq);
+    free(n->aqz);
+    free(n->aqg);
     cache_free(n->cache);
     free(n);
 }
@@ -232,16 +238,30 @@ int QD_TG(net_alloc)(net *n)
     return QD_OK;
 }
 
+void QD_TG(net_aq_enable)(net *n)
+{
+    if (n->aq) return;
+    const int np = n->c.layers * QD_TG_AQ_PER_BLOCK;
+    n->aq = qd_xmalloc((size_t)np * sizeof *n->aq);
+    n->aqz = qd_xcalloc((size_t)np, sizeof *n->aqz);
+    n->aqg = qd_xmalloc((size_t)np * sizeof *n->aqg);
+    for (int i = 0; i < np; i++) n->aq[i] = -1, n->aqg[i] = 1.0;
+    n->aq_round = 1;
+    cache_free(n->cache); /* the cache grows by the quantized inputs */
+    n->cache = NULL;
+}
+
 void QD_TG(net_zero_grad)(net *n)
 {
     if (n->g) memset(n->g, 0, (size_t)n->n * sizeof *n->g);
 }
 
 /* Floats of the cache for B x T (layout of cache_layout). */
-static int64_t cache_floats(const qd_model_config *c, int B, int T, int64_t *per_block)
+static int64_t cache_floats(const qd_model_config *c, int B, int T, int aq, int64_t *per_block)
 {
     const int64_t R = (int64_t)B * T, H = c->hidden, A = (int64_t)c->heads * c->head_size, NI = c->intermediate;
     int64_t pb = R * H * 4 + R * 2 + R * A * 4 + (int64_t)B * c->heads * T * T + R * NI * 2;
+    if (aq) pb += R * H * 2 + R * A + R * NI;
     if (per_block) *per_block = pb;
     int64_t np = c->arch == QD_ARCH_VIT ? (int64_t)(c->image_h / c->patch_h) * (c->image_w / c->patch_w) : 0;
     int64_t pk = (int64_t)c->channels * c->patch_h * c->patch_w;
@@ -251,12 +271,13 @@ static int64_t cache_floats(const qd_model_config *c, int B, int T, int64_t *per
                    + R * H                          /* h */
                    + R * H * 3 + R * A * 4 + R * NI /* backward */
                    + (int64_t)T * T + (int64_t)B * H * 2;
+    if (aq) rest += R * (H > NI ? H : NI);
     return pb * c->layers + rest;
 }
 
 int64_t QD_TG(activation_bytes)(const qd_model_config *c, int B, int T)
 {
-    return cache_floats(c, B, T, NULL) * (int64_t)sizeof(qd_real) + (int64_t)B * T;
+    return cache_floats(c, B, T, 0, NULL) * (int64_t)sizeof(qd_real) + (int64_t)B * T;
 }
 
 static int cache_layout(net *n, const qd_batch *b)
@@ -267,7 +288,7 @@ static int cache_layout(net *n, const qd_batch *b)
         cc = n->cache = qd_xcalloc(1, sizeof *cc);
         cc->blk = qd_xcalloc((size_t)c->layers, sizeof *cc->blk);
     }
-    int64_t pb, need = cache_floats(c, b->B, b->T, &pb);
+    int64_t pb, need = cache_floats(c, b->B, b->T, n->aq != NULL, &pb);
     if (need > cc->cap) {
         free(cc->buf);
         free(cc->valid);
@@ -303,6 +324,13 @@ static int cache_layout(net *n, const qd_batch *b)
         TAKE(bc->P, (int64_t)b->B * c->heads * b->T * b->T);
         TAKE(bc->u, R * NI);
         TAKE(bc->a, R * NI);
+        bc->xqf = bc->ctxf = bc->xif = bc->af = NULL;
+        if (n->aq) {
+            TAKE(bc->xqf, R * H);
+            TAKE(bc->xif, R * H);
+            TAKE(bc->ctxf, R * A);
+            TAKE(bc->af, R * NI);
+        }
     }
     int64_t np = c->arch == QD_ARCH_VIT ? (int64_t)(c->image_h / c->patch_h) * (c->image_w / c->patch_w) : 0;
     int64_t pk = (int64_t)c->channels * c->patch_h * c->patch_w;
@@ -324,6 +352,8 @@ static int cache_layout(net *n, const qd_batch *b)
     TAKE(cc->di, R * NI);
     TAKE(cc->ds, (int64_t)b->T * b->T);
     TAKE(cc->dhead, (int64_t)b->B * H * 2);
+    cc->da = NULL;
+    if (n->aq) TAKE(cc->da, R * (H > NI ? H : NI));
 #undef TAKE
     QD_ASSERT(p - cc->buf <= cc->cap);
     (void)pb;
@@ -508,6 +538,48 @@ static qd_real *grad_at(net *n, int64_t off) { return off >= 0 && trainable_off(
 static qd_real *lin_gw(net *n, int li) { return n->weff[li] ? n->gweff[li] : grad_at(n, n->lw[li]); }
 static qd_real *lin_gb(net *n, int li) { return grad_at(n, n->lb[li]); }
 
+/* ---- activation quantizers (Linear inputs) ------------------------------------------------- */
+
+#define AQ_MIN (-128)
+#define AQ_MAX 127
+
+static int aq_on(const net *n, int k, int pt) { return n->aq && n->aq[k * QD_TG_AQ_PER_BLOCK + pt] >= 0; }
+
+/* The quantized input of point pt of block k: xf, or x itself when that input stays float. */
+static const qd_real *aq_fwd(const net *n, int k, int pt, const qd_real *x, int64_t cnt, qd_real *xf)
+{
+    if (!aq_on(n, k, pt)) return x;
+    const int i = k * QD_TG_AQ_PER_BLOCK + pt, z = n->aqz[i];
+    const double s = exp((double)n->w[n->aq[i]]);
+    for (int64_t e = 0; e < cnt; e++) {
+        double v = (double)x[e] / s, q = (n->aq_round ? nearbyint(v) : v) + z;
+        q = q < AQ_MIN ? AQ_MIN : q > AQ_MAX ? AQ_MAX : q;
+        xf[e] = (qd_real)(s * (q - z));
+    }
+    return xf;
+}
+
+/* d: the gradient at the quantized input; on return at x (straight through inside the range,
+ * 0 outside), and the step's LSQ gradient added: d(log s) = s * sum d * (q - z - x / s) inside,
+ * s * sum d * (q_end - z) at the clipped ends, times aqg. */
+static void aq_bwd(net *n, int k, int pt, const qd_real *x, qd_real *d, int64_t cnt)
+{
+    if (!aq_on(n, k, pt)) return;
+    const int i = k * QD_TG_AQ_PER_BLOCK + pt, z = n->aqz[i];
+    const double s = exp((double)n->w[n->aq[i]]);
+    double gs = 0;
+    for (int64_t e = 0; e < cnt; e++) {
+        double v = (double)x[e] / s, r = n->aq_round ? nearbyint(v) : v, q = r + z;
+        if (q < AQ_MIN || q > AQ_MAX) {
+            gs += (double)d[e] * ((q < AQ_MIN ? AQ_MIN : AQ_MAX) - z);
+            d[e] = 0;
+        } else
+            gs += (double)d[e] * (r - v);
+    }
+    qd_real *g = grad_at(n, n->aq[i]);
+    if (g) *g += (qd_real)(gs * s * n->aqg[i]);
+}
+
 /* ---- attention ---------------------------------------------------------------------------- */
 
 static const int32_t *item_mask(const qd_batch *b, int bi)
@@ -637,11 +709,13 @@ static void block_fwd(net *n, int k, const qd_batch *b, qd_real *h)
         memcpy(bc->xq, h, (size_t)RH * sizeof *h);
     else
         ln_fwd(h, R, H, g1, b1, c->ln_eps, bc->xq, bc->x1, bc->r1);
-    lin_fwd(bc->xq, R, H, lin_w(n, l0 + QD_LIN_Q), lin_b(n, l0 + QD_LIN_Q), A, bc->q);
-    lin_fwd(bc->xq, R, H, lin_w(n, l0 + QD_LIN_K), lin_b(n, l0 + QD_LIN_K), A, bc->k);
-    lin_fwd(bc->xq, R, H, lin_w(n, l0 + QD_LIN_V), lin_b(n, l0 + QD_LIN_V), A, bc->v);
+    const qd_real *xq = aq_fwd(n, k, QD_TG_AQ_QKV, bc->xq, RH, bc->xqf);
+    lin_fwd(xq, R, H, lin_w(n, l0 + QD_LIN_Q), lin_b(n, l0 + QD_LIN_Q), A, bc->q);
+    lin_fwd(xq, R, H, lin_w(n, l0 + QD_LIN_K), lin_b(n, l0 + QD_LIN_K), A, bc->k);
+    lin_fwd(xq, R, H, lin_w(n, l0 + QD_LIN_V), lin_b(n, l0 + QD_LIN_V), A, bc->v);
     attn_fwd(n, b, bc);
-    lin_fwd(bc->ctx, R, A, lin_w(n, l0 + QD_LIN_O), lin_b(n, l0 + QD_LIN_O), H, t);
+    lin_fwd(aq_fwd(n, k, QD_TG_AQ_CTX, bc->ctx, R * A, bc->ctxf), R, A, lin_w(n, l0 + QD_LIN_O),
+            lin_b(n, l0 + QD_LIN_O), H, t);
     if (c->arch == QD_ARCH_BERT) {
         for (int64_t i = 0; i < RH; i++) t[i] += h[i];
         ln_fwd(t, R, H, g1, b1, c->ln_eps, bc->xi, bc->x1, bc->r1);
@@ -649,9 +723,11 @@ static void block_fwd(net *n, int k, const qd_batch *b, qd_real *h)
         for (int64_t i = 0; i < RH; i++) h[i] += t[i];
         ln_fwd(h, R, H, g2, b2, c->ln_eps, bc->xi, bc->x2, bc->r2);
     }
-    lin_fwd(bc->xi, R, H, lin_w(n, l0 + QD_LIN_INTER), lin_b(n, l0 + QD_LIN_INTER), NI, bc->u);
+    lin_fwd(aq_fwd(n, k, QD_TG_AQ_MLP, bc->xi, RH, bc->xif), R, H, lin_w(n, l0 + QD_LIN_INTER),
+            lin_b(n, l0 + QD_LIN_INTER), NI, bc->u);
     act_fwd(c->act, bc->u, bc->a, R * NI);
-    lin_fwd(bc->a, R, NI, lin_w(n, l0 + QD_LIN_OUT), lin_b(n, l0 + QD_LIN_OUT), H, t);
+    lin_fwd(aq_fwd(n, k, QD_TG_AQ_ACT, bc->a, R * NI, bc->af), R, NI, lin_w(n, l0 + QD_LIN_OUT),
+            lin_b(n, l0 + QD_LIN_OUT), H, t);
     if (c->arch == QD_ARCH_BERT) {
         for (int64_t i = 0; i < RH; i++) t[i] += bc->xi[i];
         ln_fwd(t, R, H, g2, b2, c->ln_eps, h, bc->x2, bc->r2);
@@ -739,36 +815,47 @@ static void block_bwd(net *n, int k, const qd_batch *b, qd_real *dh, int need_dx
         ln_bwd(dh, bc->x2, bc->r2, R, H, g2, dg2, db2, dt, 0); /* dt = d(xi + mlp) */
     else
         memcpy(dt, dh, (size_t)RH * sizeof *dt); /* d(mlp) = dh; d(h2) = dh + ... */
-    lin_bwd(bc->a, dt, R, NI, H, lin_w(n, l0 + QD_LIN_OUT), cc->di, 0, lin_gw(n, l0 + QD_LIN_OUT),
+    const int aqq = aq_on(n, k, QD_TG_AQ_QKV), aqc = aq_on(n, k, QD_TG_AQ_CTX), aqm = aq_on(n, k, QD_TG_AQ_MLP),
+              aqa = aq_on(n, k, QD_TG_AQ_ACT);
+    lin_bwd(aqa ? bc->af : bc->a, dt, R, NI, H, lin_w(n, l0 + QD_LIN_OUT), cc->di, 0, lin_gw(n, l0 + QD_LIN_OUT),
             lin_gb(n, l0 + QD_LIN_OUT));
+    aq_bwd(n, k, QD_TG_AQ_ACT, bc->a, cc->di, R * NI);
     act_bwd(c->act, bc->u, cc->di, R * NI);
+    const qd_real *xi = aqm ? bc->xif : bc->xi;
     /* dxi: BERT residual dt plus the intermediate's input gradient; ViT into dx then LN2 */
     if (bert) {
         memcpy(dx, dt, (size_t)RH * sizeof *dx);
-        lin_bwd(bc->xi, cc->di, R, H, NI, lin_w(n, l0 + QD_LIN_INTER), dx, 1, lin_gw(n, l0 + QD_LIN_INTER),
-                lin_gb(n, l0 + QD_LIN_INTER));
+        if (aqm) { /* the quantizer sees the Linear's part of the gradient only, not the residual's */
+            lin_bwd(xi, cc->di, R, H, NI, lin_w(n, l0 + QD_LIN_INTER), cc->da, 0, lin_gw(n, l0 + QD_LIN_INTER),
+                    lin_gb(n, l0 + QD_LIN_INTER));
+            aq_bwd(n, k, QD_TG_AQ_MLP, bc->xi, cc->da, RH);
+            for (int64_t i = 0; i < RH; i++) dx[i] += cc->da[i];
+        } else
+            lin_bwd(xi, cc->di, R, H, NI, lin_w(n, l0 + QD_LIN_INTER), dx, 1, lin_gw(n, l0 + QD_LIN_INTER),
+                    lin_gb(n, l0 + QD_LIN_INTER));
         /* dx = d(a) = d(LN1 out); through LN1: dt = d(attn_out + x) */
         ln_bwd(dx, bc->x1, bc->r1, R, H, g1, dg1, db1, dt, 0);
     } else {
-        lin_bwd(bc->xi, cc->di, R, H, NI, lin_w(n, l0 + QD_LIN_INTER), dx, 0, lin_gw(n, l0 + QD_LIN_INTER),
+        lin_bwd(xi, cc->di, R, H, NI, lin_w(n, l0 + QD_LIN_INTER), dx, 0, lin_gw(n, l0 + QD_LIN_INTER),
                 lin_gb(n, l0 + QD_LIN_INTER));
+        aq_bwd(n, k, QD_TG_AQ_MLP, bc->xi, dx, RH);
         /* dt = d(h2) = dh + LN2'(dx) */
         memcpy(dt, dh, (size_t)RH * sizeof *dt);
         ln_bwd(dx, bc->x2, bc->r2, R, H, g2, dg2, db2, dt, 1);
     }
     /* dt: gradient at (attention output + residual) */
-    lin_bwd(bc->ctx, dt, R, A, H, lin_w(n, l0 + QD_LIN_O), cc->dc, 0, lin_gw(n, l0 + QD_LIN_O),
+    lin_bwd(aqc ? bc->ctxf : bc->ctx, dt, R, A, H, lin_w(n, l0 + QD_LIN_O), cc->dc, 0, lin_gw(n, l0 + QD_LIN_O),
             lin_gb(n, l0 + QD_LIN_O));
+    aq_bwd(n, k, QD_TG_AQ_CTX, bc->ctx, cc->dc, R * A);
     attn_bwd(n, b, bc, cc->dc, cc->dq, cc->dk, cc->dv, cc->ds);
-    /* query/key/value: input xq; dx = d(xq) */
-    int need_dxq = need_dx;
+    /* query/key/value: input xq; dx = d(xq) (always with a quantizer: its step needs it) */
+    int need_dxq = need_dx || aqq;
     qd_real *dxq = need_dxq ? dx : NULL;
-    lin_bwd(bc->xq, cc->dq, R, H, A, lin_w(n, l0 + QD_LIN_Q), dxq, 0, lin_gw(n, l0 + QD_LIN_Q),
-            lin_gb(n, l0 + QD_LIN_Q));
-    lin_bwd(bc->xq, cc->dk, R, H, A, lin_w(n, l0 + QD_LIN_K), dxq, 1, lin_gw(n, l0 + QD_LIN_K),
-            lin_gb(n, l0 + QD_LIN_K));
-    lin_bwd(bc->xq, cc->dv, R, H, A, lin_w(n, l0 + QD_LIN_V), dxq, 1, lin_gw(n, l0 + QD_LIN_V),
-            lin_gb(n, l0 + QD_LIN_V));
+    const qd_real *xq = aqq ? bc->xqf : bc->xq;
+    lin_bwd(xq, cc->dq, R, H, A, lin_w(n, l0 + QD_LIN_Q), dxq, 0, lin_gw(n, l0 + QD_LIN_Q), lin_gb(n, l0 + QD_LIN_Q));
+    lin_bwd(xq, cc->dk, R, H, A, lin_w(n, l0 + QD_LIN_K), dxq, 1, lin_gw(n, l0 + QD_LIN_K), lin_gb(n, l0 + QD_LIN_K));
+    lin_bwd(xq, cc->dv, R, H, A, lin_w(n, l0 + QD_LIN_V), dxq, 1, lin_gw(n, l0 + QD_LIN_V), lin_gb(n, l0 + QD_LIN_V));
+    if (aqq) aq_bwd(n, k, QD_TG_AQ_QKV, bc->xq, dx, RH);
     if (bert) {
         /* block input gradient = residual dt + d(xq) */
         if (need_dx)
@@ -781,10 +868,12 @@ static void block_bwd(net *n, int k, const qd_batch *b, qd_real *dh, int need_dx
         }
     }
     if (!need_dx && !bert && (dg1 || db1)) {
-        /* the LN1 parameter gradients still need d(xq) */
-        lin_bwd(bc->xq, cc->dq, R, H, A, lin_w(n, l0 + QD_LIN_Q), dx, 0, NULL, NULL);
-        lin_bwd(bc->xq, cc->dk, R, H, A, lin_w(n, l0 + QD_LIN_K), dx, 1, NULL, NULL);
-        lin_bwd(bc->xq, cc->dv, R, H, A, lin_w(n, l0 + QD_LIN_V), dx, 1, NULL, NULL);
+        /* the LN1 parameter gradients still need d(xq) (already there with a quantizer) */
+        if (!aqq) {
+            lin_bwd(bc->xq, cc->dq, R, H, A, lin_w(n, l0 + QD_LIN_Q), dx, 0, NULL, NULL);
+            lin_bwd(bc->xq, cc->dk, R, H, A, lin_w(n, l0 + QD_LIN_K), dx, 1, NULL, NULL);
+            lin_bwd(bc->xq, cc->dv, R, H, A, lin_w(n, l0 + QD_LIN_V), dx, 1, NULL, NULL);
+        }
         ln_bwd(dx, bc->x1, bc->r1, R, H, g1, dg1, db1, NULL, 0);
     }
 }

@@ -92,7 +92,24 @@ typedef struct QD_TG(net) {
     const qd_real **weff;     /* per linear: weight used by the forward pass, NULL = the parameter */
     qd_real **gweff;          /* per linear: where its weight gradient goes when weff is set */
     QD_TG(cache) * cache;
+    /* Learned activation quantization of the Linears' inputs (NULL: none): per block and point
+     * (QD_TG_AQ_*), aq[] the offset of the parameter log s (-1: that input stays float), aqz[] the
+     * zero point; int8: x -> s (clamp(round(x / s) + z, -128, 127) - z). The step's gradient is
+     * LSQ's (straight-through for round; scaled by aqg[]); aq_round = 0 replaces round by the
+     * identity, where LSQ's gradient is the exact derivative (the finite-difference check). */
+    int64_t *aq;
+    int *aqz;
+    double *aqg;
+    int aq_round;
 } QD_TG(net);
+
+#ifndef QD_TG_AQ_DEFINED
+#define QD_TG_AQ_DEFINED
+/* the quantized Linear inputs of a block, as the activation record names them */
+enum { QD_TG_AQ_QKV = 0, QD_TG_AQ_CTX, QD_TG_AQ_MLP, QD_TG_AQ_ACT, QD_TG_AQ_PER_BLOCK };
+#endif
+/* Enable the activation quantizers (every aq[] -1, aqz 0, aqg 1, aq_round 1); idempotent. */
+void QD_TG(net_aq_enable)(QD_TG(net) * n);
 
 /* A network of the config's shape with zero weights, trainable everywhere. BERT needs a pooler
  * when num_labels > 0 (the Hugging Face BertForSequenceClassification head); ViT with a

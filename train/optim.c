@@ -1,7 +1,9 @@
 /* train/optim.c — AdamW as PyTorch's torch.optim.AdamW (decoupled weight decay, bias-corrected
- * moments), a linear warm-up / linear decay schedule, global-norm gradient clipping. */
+ * moments, float32 updates), a linear warm-up / linear decay schedule, global-norm gradient
+ * clipping. The per-value loops are kernels (kernels.h adamw, sumsq). */
 #include <math.h>
 
+#include "kernels/kernels.h"
 #include "train/train.h"
 
 void qd_adamw_default(qd_adamw *o)
@@ -27,34 +29,33 @@ double qd_adamw_lr(const qd_adamw *o, int64_t t)
 
 double qd_adamw_step(const qd_adamw *o, qd_tnet *n, const float *g, float *m, float *v, int64_t t)
 {
-    /* the norm in double over the packed gradient, in order: the same on every rank */
-    double ss = 0;
-    int64_t k = 0;
-    for (int i = 0; i < n->np; i++) {
-        const qd_tparam *p = &n->p[i];
-        if (!p->trainable) continue;
-        for (int64_t e = 0; e < p->numel; e++, k++) ss += (double)g[k] * g[k];
-    }
-    double norm = sqrt(ss), cf = 1.0;
+    const qd_kernel_table *K = qd_kernels();
+    /* the norm in double over the packed gradient, in a fixed order: the same on every rank */
+    int64_t nt = 0;
+    for (int i = 0; i < n->np; i++)
+        if (n->p[i].trainable) nt += n->p[i].numel;
+    double norm = sqrt(K->sumsq(g, nt)), cf = 1.0;
     if (o->clip > 0 && norm > o->clip) cf = o->clip / (norm + 1e-6);
     const double lr = qd_adamw_lr(o, t), b1 = o->beta1, b2 = o->beta2;
     const double bc1 = 1.0 - pow(b1, (double)(t + 1)), bc2 = 1.0 - pow(b2, (double)(t + 1));
     const double step = lr / bc1, rbc2 = 1.0 / sqrt(bc2);
-    k = 0;
+    int64_t k = 0;
     for (int i = 0; i < n->np; i++) {
         const qd_tparam *p = &n->p[i];
         if (!p->trainable) continue;
-        float *w = n->w + p->off;
-        const double plr = lr * p->lr_mult, pstep = step * p->lr_mult;
-        const double decay = p->decay ? 1.0 - plr * o->weight_decay : 1.0;
-        for (int64_t e = 0; e < p->numel; e++, k++) {
-            double gr = (double)g[k] * cf;
-            double mm = b1 * m[k] + (1 - b1) * gr, vv = b2 * v[k] + (1 - b2) * gr * gr;
-            m[k] = (float)mm;
-            v[k] = (float)vv;
-            double den = sqrt((double)v[k]) * rbc2 + o->eps;
-            w[e] = (float)((double)w[e] * decay - pstep * (double)m[k] / den);
-        }
+        const double plr = lr * p->lr_mult;
+        const qd_adamw_args a = {.b1 = (float)b1,
+                                 .b2 = (float)b2,
+                                 .omb1 = (float)(1 - b1),
+                                 .omb2 = (float)(1 - b2),
+                                 .cf = (float)cf,
+                                 .rbc2 = (float)rbc2,
+                                 .eps = (float)o->eps,
+                                 .decay = (float)(p->decay ? 1.0 - plr * o->weight_decay : 1.0),
+                                 .pstep = (float)(step * p->lr_mult)};
+        /* float steps as torch.optim.AdamW's, eight values at a time (kernels.h adamw) */
+        K->adamw(n->w + p->off, g + k, m + k, v + k, p->numel, &a);
+        k += p->numel;
     }
     return norm;
 }

@@ -81,6 +81,12 @@ int qd_fq_attach(qd_tnet *n, const char *h5path, qd_fq_mode mode, qd_fq **out);
 /* After the weights are loaded: latent weights = the file's dequantized weights, steps = its
  * scales (the starting point is exactly the quantized model). */
 void qd_fq_init(qd_fq *f, qd_tnet *n);
+/* Learned activation steps: the file's static activation record (/activations) gives the int8
+ * step and zero point of every encoder Linear's input ("layer.K.qkv_in", "ctx", "mlp_in",
+ * "act"); the steps become trainable parameters (LSQ, log s) and qd_fq_write writes them back
+ * (scale, lo, hi) so integer-only inference and export use them. Inputs with static outlier
+ * channels are left as recorded. *trained: the inputs that train. */
+int qd_fq_attach_act(qd_fq *f, qd_tnet *n, int *trained);
 /* Before a forward pass: the fake-quantized weights from the latent weights and steps. */
 void qd_fq_prepare(qd_fq *f, qd_tnet *n);
 /* Before a backward pass: clear the effective-weight gradients; after it: map them to the
@@ -88,8 +94,10 @@ void qd_fq_prepare(qd_fq *f, qd_tnet *n);
 void qd_fq_zero_grad(qd_fq *f);
 void qd_fq_map_grad(qd_fq *f, qd_tnet *n);
 /* Write the result: a copy of the source file with new codes and scales, metrics against the
- * FP32 weights of m, recording how it was trained (JSON object text) in quant_config. */
-int qd_fq_write(qd_fq *f, const qd_tnet *n, const qd_model *m, const char *out_h5, const char *how_json);
+ * FP32 weights of m, recording how it was trained (JSON object text) in quant_config and the
+ * training's rank count and seconds in /run. */
+int qd_fq_write(qd_fq *f, const qd_tnet *n, const qd_model *m, const char *out_h5, const char *how_json, int ranks,
+                double seconds);
 int qd_fq_count(const qd_fq *f);
 void qd_fq_free(qd_fq *f);
 
@@ -101,6 +109,15 @@ typedef struct {
     int data_first, data_count;
     const char *eval_data; /* evaluation items (may be NULL) */
     int eval_first, eval_count;
+    /* held-out items (never trained on) that choose what is written: evaluated before training
+     * and after every epoch; OUT gets the epoch with the best score, the start (epoch 0: for
+     * QAT / scale-only the PTQ file itself) included, the earlier one on ties. NULL: the last. */
+    const char *select_data;
+    int select_first, select_count;
+    /* plain fine-tuning of a pruned model: the masks of this qdist file's pruned records; the
+     * pruned weights start at 0, get no gradient and stay exactly 0 in OUT */
+    const char *mask_h5;
+    int act_lsq;     /* --qat/--scale-only: learn the file's static activation steps too */
     const char *out; /* directory (FP32 fine-tuning) or .h5 file (qat, scale-only) */
     int head;        /* new classifier with this many classes, 0: keep the model's */
     const char *freeze;

@@ -9,6 +9,9 @@
 #include "worker/calib_job.h"
 #include "worker/calib_run.h"
 
+/* Blocks whose results the estimate adds up separately (a model with more puts the rest in none). */
+#define QD_CALIB_EST_MAX_LAYERS 512
+
 /* Bytes of one tensor's calibrated result: the codes, and a scale and zero per row group. */
 static double result_bytes(const qd_job_tensor *j)
 {
@@ -107,9 +110,10 @@ void qd_calib_estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const q
     /* Resident weights: everything outside the blocks' Linears for the whole phase (converted
      * to F32, or the mapped pages of F32 files); the Linears of the blocks in hand only (one
      * block in data mode, this rank's blocks in pipeline mode), as F32 plus the file pages the
-     * quantized units read. Results: a block's whole while it is in hand, then the rows this
-     * rank writes (about 1/ranks of them). */
-    double weights = 0, results = 0;
+     * quantized units read. Results: a block's whole while it is in hand, then they go to the
+     * file and are freed (pipeline mode: the rank's own blocks' until all are done, and the block
+     * being gathered). */
+    double weights = 0, results = 0, block_res[QD_CALIB_EST_MAX_LAYERS] = {0};
     uint8_t *in_block = qd_xcalloc((size_t)qd_ckpt_num_tensors(ck) + 1, 1);
     int *lin_tensor = qd_xmalloc((size_t)(nl ? nl : 1) * sizeof *lin_tensor);
     for (int li = 0; li < nl; li++) {
@@ -122,10 +126,14 @@ void qd_calib_estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const q
     for (int i = 0; i < qd_ckpt_num_tensors(ck); i++) {
         const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
         if (!in_block[i]) weights += t->float_like && t->dtype != QD_DT_F32 ? (double)t->numel * 4 : (double)t->nbytes;
-        if (qd_job_needs(cfg, &jt[i]) != QD_NEEDS_NOTHING) results += result_bytes(&jt[i]);
     }
+    for (int li = 0; li < nl; li++) {
+        const int k = qd_model_linear(m, li)->layer;
+        if (lin_tensor[li] >= 0 && k >= 0 && k < QD_CALIB_EST_MAX_LAYERS)
+            block_res[k] += result_bytes(&jt[lin_tensor[li]]);
+    }
+    for (int k = 0; k < QD_CALIB_EST_MAX_LAYERS; k++) results = fmax(results, block_res[k]);
     free(in_block);
-    results /= ranks;
     const double fwd = (double)mb * T * (4 * A + 2 * H + Im) * 4 + (double)T * T * 4;
     /* the process itself: MPI, HDF5 and OpenBLAS buffers, code (measured here: about 35 MB) */
     const double runtime = 40e6;
@@ -140,15 +148,15 @@ void qd_calib_estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const q
             }
         }
         free(lin_tensor);
-        *bytes = runtime + weights + acts + results + block;
+        *bytes = runtime + weights + acts + block; /* results: in the block's figure */
         char rows_kept[96] = "";
         if (worst[4] > 0) snprintf(rows_kept, sizeof rows_kept, "; AdaRound calibration rows %.1f", worst[4] * 1e-6);
         snprintf(breakdown, cap,
-                 "runtime %.0f, weights %.1f, activations %.1f, results kept %.1f, block in hand %.1f (largest of "
+                 "runtime %.0f, weights %.1f, activations %.1f, block in hand %.1f (largest of "
                  "local sums %.1f; results %.1f + its groups' sums, H and method work %.1f; results + dequantized "
                  "block %.1f%s) MB",
-                 runtime * 1e-6, weights * 1e-6, acts * 1e-6, results * 1e-6, block * 1e-6, worst[0] * 1e-6,
-                 worst[2] * 1e-6, worst[1] * 1e-6, worst[3] * 1e-6, rows_kept);
+                 runtime * 1e-6, weights * 1e-6, acts * 1e-6, block * 1e-6, worst[0] * 1e-6, worst[2] * 1e-6,
+                 worst[1] * 1e-6, worst[3] * 1e-6, rows_kept);
         return;
     }
     /* pipeline mode: this rank's blocks' statistics at once, then their tensors all at once */

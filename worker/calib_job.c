@@ -11,10 +11,11 @@
 #include "collective/collective.h"
 #include "model/calib.h"
 #include "model/calib_data.h"
+#include "quant/quant.h"
 #include "worker/calib_run.h"
 #include "worker/mem_guard.h"
 
-const char *const qd_calib_phase_names[QD_CALIB_NPHASES] = {"read", "forward", "reduce", "quantize", "gather"};
+const char *const qd_calib_phase_names[QD_CALIB_NPHASES] = {"read", "forward", "reduce", "quantize", "gather", "write"};
 
 void qd_calib_results_free(qd_calib_results *r)
 {
@@ -74,7 +75,7 @@ typedef struct {
     int rank, size, progress;
     qd_checkpoint *ck;
     const qd_job_tensor *jt;
-    const int64_t (*keep)[2]; /* tensor -> the rows this rank keeps, or NULL: all */
+    const qd_calib_stream *stream; /* where finished results go */
     qd_model *m;
     int *lin_tensor; /* model linear -> checkpoint tensor index, or -1 */
     int *tensor_lin; /* checkpoint tensor -> model linear, or -1 */
@@ -194,6 +195,9 @@ static int quantize_units(gjob *g, int ti, const float *H, int lo, int n)
             for (int64_t i = 0; i < n * C; i++) r->fweight[r0 * C + i] = W[i] == 0.0f ? 0.0f : W[i];
     }
     free(W);
+    /* the units read the job's own map of the checkpoint (not the model's, which forgets its own):
+     * its pages would stay resident block after block */
+    if (any) qd_ckpt_forget(g->ck, ti);
     return rc; /* the prepared state stays in g->prep for the next tensor with the same input */
 }
 
@@ -219,33 +223,41 @@ static int result_alloc(gjob *g, int ti)
     return QD_OK;
 }
 
-/* Keeps only the rows of tensor ti this rank writes (g->keep), once the block no longer needs the
- * whole result: the results held shrink with the number of ranks. */
-static void result_keep(gjob *g, int ti)
+/* Frees tensor ti's result arrays (written, or read back and dequantized). */
+static void result_drop(gjob *g, int ti)
 {
     qd_calib_result *r = &g->res->t[ti];
-    if (!g->keep || !r->codes) return;
-    const int64_t a = g->keep[ti][0], b = g->keep[ti][1], C = r->cols, ng = r->ng;
-    QD_ASSERT(r->row0 == 0 && r->row1 == r->rows && a >= 0 && a <= b && b <= r->rows);
-    if (a == 0 && b == r->rows) return;
-    const int64_t n = b - a;
-#define QD_KEEP_ROWS(field, width)                                                          \
-    do {                                                                                    \
-        if (!r->field) break;                                                               \
-        void *k = n ? qd_xmalloc((size_t)(n * (width)) * sizeof *r->field) : NULL;          \
-        if (n) memcpy(k, r->field + a * (width), (size_t)(n * (width)) * sizeof *r->field); \
-        free(r->field);                                                                     \
-        r->field = k;                                                                       \
-    } while (0)
-    QD_KEEP_ROWS(codes, C);
-    QD_KEEP_ROWS(scales, ng);
-    QD_KEEP_ROWS(zeros, ng);
-    QD_KEEP_ROWS(mask, C);
-    QD_KEEP_ROWS(fweight, C);
-    QD_KEEP_ROWS(codebook, r->cbr);
-#undef QD_KEEP_ROWS
-    r->row0 = a;
-    r->row1 = b;
+    free(r->codes);
+    free(r->scales);
+    free(r->zeros);
+    free(r->codebook);
+    free(r->mask);
+    free(r->fweight);
+    r->codes = r->mask = NULL;
+    r->scales = r->codebook = r->fweight = NULL;
+    r->zeros = NULL;
+    r->row0 = r->row1 = 0;
+}
+
+/* Whether tensor ti's record is complete in the file being resumed. */
+static int stream_complete(const gjob *g, int ti)
+{
+    return g->stream && g->stream->complete && g->stream->complete[ti];
+}
+
+/* The finished tensors ts[0 .. n) (whole results on every rank) to the writer, those not complete
+ * in the file yet; then their results are freed. Agreed status. */
+static int stream_write(gjob *g, const int *ts, int n)
+{
+    int *todo = qd_xmalloc((size_t)(n ? n : 1) * sizeof *todo), nt = 0, rc = QD_OK;
+    for (int i = 0; i < n; i++)
+        if (!stream_complete(g, ts[i])) todo[nt++] = ts[i];
+    const double t0 = qd_now();
+    if (nt && g->stream && g->stream->write) rc = g->stream->write(g->stream->user, todo, nt);
+    g->res->phase[QD_PH_WRITE] += qd_now() - t0;
+    for (int i = 0; i < n; i++) result_drop(g, ts[i]);
+    free(todo);
+    return rc;
 }
 
 /* quantize_units, with its CPU time (the whole process's: the methods' threads included; no
@@ -597,6 +609,7 @@ static int seq_calibrate(gjob *g, seqstate *q, int k, const uint8_t *sel, const 
  * block's weights dequantized for the next step. *nt: tensors quantized. */
 static int seq_quantize(gjob *g, const qd_calib_plan *p, qd_calib *stats, int *nt)
 {
+    int ts[QD_CALIB_PLAN_MAX];
     float *H = NULL;
     int Hgroup = -1, rc = QD_OK;
     const double tq = qd_now();
@@ -627,11 +640,61 @@ static int seq_quantize(gjob *g, const qd_calib_plan *p, qd_calib *stats, int *n
         if (wants_g_idx(g, ti)) share_g_idx(g, ti, p->lo[p->tg[b]]);
         g->dq[p->bt[b]] = dequantize_result(&g->res->t[ti], &g->jt[ti]);
         QD_ASSERT(g->dq[p->bt[b]]);
-        result_keep(g, ti);
-        (*nt)++;
+        ts[(*nt)++] = ti;
     }
     g->res->phase[QD_PH_GATHER] += qd_now() - tg;
+    if (!rc) rc = stream_write(g, ts, *nt);
     return rc;
+}
+
+/* Whether block k's calibrated tensors are all complete in the resumed file and can be read
+ * back (plain codes, scales and zeros: pruned and codebook tensors are computed again). */
+static int block_in_file(const gjob *g, int k)
+{
+    int any = 0;
+    for (int li = 0; li < qd_model_num_linears(g->m); li++) {
+        const int ti = g->lin_tensor[li];
+        if (qd_model_linear(g->m, li)->layer != k || ti < 0) continue;
+        const qd_calib_result *r = &g->res->t[ti];
+        if (!stream_complete(g, ti) || !g->stream->w || r->cbr || r->float_kept || qd_sparsity_active(&g->jt[ti].sp))
+            return 0;
+        any = 1;
+    }
+    return any;
+}
+
+/* Block k's calibrated tensors read back from the resumed file and dequantized for the forward
+ * through the block: the same codes, scales and zeros as when they were computed, so the later
+ * blocks see the same inputs. */
+static int block_read_back(gjob *g, int k)
+{
+    int rc = QD_OK;
+    const double t0 = qd_now();
+    for (int li = 0; li < qd_model_num_linears(g->m) && !rc; li++) {
+        const int ti = g->lin_tensor[li];
+        if (qd_model_linear(g->m, li)->layer != k || ti < 0) continue;
+        qd_calib_result *r = &g->res->t[ti];
+        const qd_qscheme *sc = &g->jt[ti].scheme;
+        const int rec = g->stream->rec[ti];
+        if ((rc = result_alloc(g, ti))) break;
+        uint8_t *packed = malloc((size_t)(r->rows * qd_packed_row_bytes(r->cols, sc->bits)) + 1);
+        if (!packed) rc = qd_err_set(QD_ENOMEM, "out of memory reading '%s' back", qd_ckpt_tensor(g->ck, ti)->name);
+        if (!rc) rc = qd_h5m_read_rows(g->stream->w, rec, QD_H5M_QWEIGHT, 0, r->rows, packed);
+        if (!rc) qd_unpack_matrix(packed, r->rows, r->cols, sc->bits, r->codes);
+        free(packed);
+        if (!rc) rc = qd_h5m_read_rows(g->stream->w, rec, QD_H5M_SCALES, 0, r->rows, r->scales);
+        if (!rc && !sc->sym) rc = qd_h5m_read_rows(g->stream->w, rec, QD_H5M_ZEROS, 0, r->rows, r->zeros);
+        for (int64_t i = 0; !rc && sc->sym && i < r->rows * r->ng; i++) r->zeros[i] = 1 << (sc->bits - 1);
+        if (!rc && r->has_g_idx) {
+            r->g_idx = qd_xmalloc((size_t)r->cols * sizeof *r->g_idx);
+            rc = qd_h5m_read_rows(g->stream->w, rec, QD_H5M_G_IDX, 0, r->cols, r->g_idx);
+        }
+        if (!rc && !(g->dq[li] = dequantize_result(r, &g->jt[ti])))
+            rc = qd_err_set(QD_ENOMEM, "out of memory dequantizing '%s'", qd_ckpt_tensor(g->ck, ti)->name);
+        result_drop(g, ti);
+    }
+    g->res->phase[QD_PH_WRITE] += qd_now() - t0;
+    return agree(g, rc);
 }
 
 /* Advances this rank's residual streams through block k as quantized. */
@@ -652,6 +715,30 @@ static int seq_advance(gjob *g, seqstate *q, int k)
     return rc;
 }
 
+/* After block k: the heap's free pages go back to the system (the block's Hessians, sums and
+ * dequantized weights are freed by now; without this the resident memory of a long job grows
+ * block by block, QD_MALLOC_TRIM=0 leaves it out to measure that), and each rank's resident
+ * memory, its peak so far and the heap in use are printed with the progress lines. */
+static void block_memory(gjob *g, int k)
+{
+    const char *e = getenv("QD_MALLOC_TRIM");
+    if (!e || strcmp(e, "0")) qd_mem_trim();
+    qd_mem_now mine;
+    qd_mem_probe(&mine);
+    qd_mem_now *all = g->rank == 0 ? qd_xcalloc((size_t)g->size, sizeof *all) : NULL;
+    qd_coll_gather(g->comm, &mine, sizeof mine, all, 0);
+    if (g->rank == 0) {
+        if (g->progress) {
+            printf("memory after block %d (MB per rank, resident / peak / heap in use / heap held):", k + 1);
+            for (int r = 0; r < g->size; r++)
+                printf(" %.0f/%.0f/%.0f/%.0f", all[r].rss * 1e-6, all[r].hwm * 1e-6, all[r].heap_used * 1e-6,
+                       all[r].heap_held * 1e-6);
+            printf("\n");
+        }
+        free(all);
+    }
+}
+
 static int run_sequential(gjob *g, qd_calib_data *data)
 {
     const qd_model_config *c = qd_model_cfg(g->m);
@@ -663,7 +750,11 @@ static int run_sequential(gjob *g, qd_calib_data *data)
     for (int k = 0; k < c->layers && !rc; k++) {
         const double t0 = qd_now();
         if ((rc = agree(g, qd_model_block_load(g->m, k)))) break; /* this block's weights only */
-        if (seq_select(g, k, sel)) {
+        if (block_in_file(g, k)) {
+            rc = block_read_back(g, k);
+            if (g->progress && g->rank == 0 && !rc)
+                printf("calibrated: block %d/%d: read back from the resumed file\n", k + 1, c->layers);
+        } else if (seq_select(g, k, sel)) {
             qd_calib *stats = NULL;
             plan_block(g, k, &plan);
             rc = seq_calibrate(g, &q, k, sel, &plan, &stats);
@@ -680,6 +771,7 @@ static int run_sequential(gjob *g, qd_calib_data *data)
         if (!rc) rc = seq_advance(g, &q, k);
         g->res->phase[QD_PH_FORWARD] += qd_now() - ta;
         qd_model_block_release(g->m, k);
+        block_memory(g, k);
         if (g->progress && g->rank == 0) fflush(stdout);
     }
     tap_release(g);
@@ -768,16 +860,26 @@ static int fp_quantize(gjob *g, qd_calib *stats)
     g->res->phase[QD_PH_QUANTIZE] += qd_now() - tq;
     rc = agree(g, rc);
     tap_release(g);
-    const double tg = qd_now();
+    double tg = qd_now();
+    int *ts = qd_xmalloc((size_t)nl * sizeof *ts), nt = 0;
     for (int li = 0; li < nl && !rc; li++) {
         const int ti = g->lin_tensor[li];
-        if (ti < 0) continue;
-        if ((rc = agree(g, result_alloc(g, ti)))) break;
-        allgather_result(g, ti);
-        if (wants_g_idx(g, ti)) share_g_idx(g, ti, owner[li]);
-        result_keep(g, ti);
+        if (ti >= 0) {
+            if ((rc = agree(g, result_alloc(g, ti)))) break;
+            allgather_result(g, ti);
+            if (wants_g_idx(g, ti)) share_g_idx(g, ti, owner[li]);
+            ts[nt++] = ti;
+        }
+        /* a block's tensors to the writer once gathered: a rank holds one block's, not all */
+        if (nt && (li + 1 == nl || qd_model_linear(g->m, li + 1)->layer != qd_model_linear(g->m, li)->layer)) {
+            g->res->phase[QD_PH_GATHER] += qd_now() - tg;
+            rc = stream_write(g, ts, nt);
+            tg = qd_now();
+            nt = 0;
+        }
     }
     g->res->phase[QD_PH_GATHER] += qd_now() - tg;
+    free(ts);
     free(owner);
     return rc;
 }
@@ -834,6 +936,7 @@ static int map_tensors(gjob *g)
         r->cols = j->cols;
         r->ng = qd_rtn_ngroups(&j->scheme, r->cols);
         r->calibrated = 1;
+        r->has_g_idx = wants_g_idx(g, i);
         r->float_kept = qd_sparsity_active(&j->sp) && g->cfg->prune_only;
         r->cbr = qd_method_codebook_row(j->method, &j->scheme, r->cols);
     }
@@ -934,46 +1037,66 @@ static int memory_check(gjob *g, const qd_calib_data *data)
                       g->rank, need * 1e-6, g->res->estimate_text, have * 1e-6, src, opts);
 }
 
-int qd_calib_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, const qd_job_tensor *jt,
-                     const int64_t (*keep)[2], int progress, qd_calib_results *out)
+struct qd_calib_job {
+    gjob g;
+    qd_calib_data *data;
+    double t0;
+};
+
+int qd_calib_job_begin(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, const qd_job_tensor *jt,
+                       int progress, qd_calib_results *out, qd_calib_job **job)
 {
     memset(out, 0, sizeof *out);
-    gjob g = {.cfg = cfg, .comm = comm, .ck = ck, .jt = jt, .keep = keep, .progress = progress, .res = out};
-    g.rank = qd_coll_rank(comm);
-    g.size = qd_coll_size(comm);
-    const double t0 = qd_now();
+    qd_calib_job *J = qd_xcalloc(1, sizeof *J);
+    *job = J;
+    gjob *g = &J->g;
+    *g = (gjob){.cfg = cfg, .comm = comm, .ck = ck, .jt = jt, .progress = progress, .res = out};
+    g->rank = qd_coll_rank(comm);
+    g->size = qd_coll_size(comm);
+    J->t0 = qd_now();
     const int n = qd_ckpt_num_tensors(ck);
     out->n = n;
     out->t = qd_xcalloc((size_t)(n ? n : 1), sizeof *out->t);
-    qd_calib_data *data = NULL;
-    int rc = qd_model_load_flags(cfg->model, QD_MODEL_STREAM_LINEARS, &g.m);
-    if (!rc) rc = map_tensors(&g);
-    if (!rc) rc = qd_calib_data_open(g.m, cfg->calib, cfg->nsamples, cfg->seqlen, (uint64_t)cfg->calib_seed, &data);
-    rc = agree(&g, rc);
-    out->phase[QD_PH_READ] = qd_now() - t0;
+    int rc = qd_model_load_flags(cfg->model, QD_MODEL_STREAM_LINEARS, &g->m);
+    if (!rc) rc = map_tensors(g);
+    if (!rc) rc = qd_calib_data_open(g->m, cfg->calib, cfg->nsamples, cfg->seqlen, (uint64_t)cfg->calib_seed, &J->data);
+    rc = agree(g, rc);
+    out->phase[QD_PH_READ] = qd_now() - J->t0;
     if (!rc) {
-        g.tap.nrows = qd_calib_data_real_tokens(data);
-        qd_calib_estimate_rank(cfg, ck, jt, g.m, qd_calib_data_count(data), qd_calib_data_tokens(data), g.tap.nrows,
-                               g.size, g.rank, &out->estimate_bytes, out->estimate_text, sizeof out->estimate_text);
-        rc = agree(&g, memory_check(&g, data));
+        g->tap.nrows = qd_calib_data_real_tokens(J->data);
+        qd_calib_estimate_rank(cfg, ck, jt, g->m, qd_calib_data_count(J->data), qd_calib_data_tokens(J->data),
+                               g->tap.nrows, g->size, g->rank, &out->estimate_bytes, out->estimate_text,
+                               sizeof out->estimate_text);
+        rc = agree(g, memory_check(g, J->data));
     }
-    if (!rc) {
-        if (progress && g.rank == 0) print_data(&g, data);
-        rc = cfg->calib_mode == QD_CALIB_FP ? run_fp(&g, data) : run_sequential(&g, data);
-    }
-    if (!rc) out->calibration_json = calibration_json(&g, data);
-    out->seconds = qd_now() - t0;
-    qd_calib_data_free(data);
-    free(g.lin_tensor);
-    free(g.tensor_lin);
-    free(g.tap.X); /* the rows themselves are released by the phase that kept them */
-    free(g.tap.fill);
-    if (g.dq) {
-        for (int li = 0; g.m && li < qd_model_num_linears(g.m); li++) free(g.dq[li]);
-        free(g.dq);
-    }
-    if (g.prep) g.prep_def->release(g.prep);
-    qd_model_free(g.m);
-    if (rc) qd_calib_results_free(out);
+    if (!rc) out->calibration_json = calibration_json(g, J->data);
     return rc;
+}
+
+int qd_calib_job_blocks(qd_calib_job *J, const qd_calib_stream *stream)
+{
+    gjob *g = &J->g;
+    g->stream = stream;
+    if (g->progress && g->rank == 0) print_data(g, J->data);
+    const int rc = g->cfg->calib_mode == QD_CALIB_FP ? run_fp(g, J->data) : run_sequential(g, J->data);
+    g->res->seconds = qd_now() - J->t0;
+    return rc;
+}
+
+void qd_calib_job_end(qd_calib_job *J)
+{
+    if (!J) return;
+    gjob *g = &J->g;
+    qd_calib_data_free(J->data);
+    free(g->lin_tensor);
+    free(g->tensor_lin);
+    free(g->tap.X); /* the rows themselves are released by the phase that kept them */
+    free(g->tap.fill);
+    if (g->dq) {
+        for (int li = 0; g->m && li < qd_model_num_linears(g->m); li++) free(g->dq[li]);
+        free(g->dq);
+    }
+    if (g->prep) g->prep_def->release(g->prep);
+    qd_model_free(g->m);
+    free(J);
 }

@@ -20,8 +20,11 @@
  *                         its blocks' tensors at once; results are all-gathered.
  * Units of QD_CALIB_UNIT_ROWS rows are quantized alone with the layer's statistics (and the
  * method's prepared state, e.g. GPTQ's factorization), and the statistics are exact integer sums
- * (model/calib.h), so the results are the same bits for any number of ranks. Results are held
- * unpacked until the job writes them, each rank only the rows it writes.
+ * (model/calib.h), so the results are the same bits for any number of ranks. A block's results
+ * are handed to the job's writer as soon as the block is gathered (qd_calib_stream) and freed:
+ * no rank holds finished results. Resuming, a block whose tensors the file already holds is read
+ * back from it (its quantized weights are what the later blocks' inputs pass through) instead of
+ * being calibrated again, so the resumed file is the uninterrupted one.
  * Methods that learn from the input rows (AdaRound's mini-batch form) get each Linear input's
  * calibration rows (every sample's real tokens, in sample order: in data mode the block in
  * hand's, broadcast micro-batch by micro-batch from the rank that ran it; in pipeline mode a rank's
@@ -36,6 +39,7 @@
 
 #include "model/calib_data.h"
 #include "model/model.h"
+#include "collective/h5model.h"
 #include "shard/safetensors.h"
 #include "worker/job_spec.h"
 
@@ -43,14 +47,16 @@
 
 /* The phases a rank's time is measured in: opening the model and data ("read"), the forward
  * passes ("forward"), the statistics' reductions over ranks ("reduce"), the methods' units
- * ("quantize"), gathering each block's results and dequantizing them ("gather"). */
-enum { QD_PH_READ, QD_PH_FORWARD, QD_PH_REDUCE, QD_PH_QUANTIZE, QD_PH_GATHER, QD_CALIB_NPHASES };
+ * ("quantize"), gathering each block's results and dequantizing them ("gather"), writing them
+ * to the file as blocks finish, or reading a resumed file's back ("write"). */
+enum { QD_PH_READ, QD_PH_FORWARD, QD_PH_REDUCE, QD_PH_QUANTIZE, QD_PH_GATHER, QD_PH_WRITE, QD_CALIB_NPHASES };
 extern const char *const qd_calib_phase_names[QD_CALIB_NPHASES];
 
 typedef struct {
     int64_t rows, cols, ng;
     int64_t row0, row1; /* the rows held: the arrays below hold rows [row0, row1) of the tensor */
     int calibrated;     /* the tensor's method ran here (its rows may be held by other ranks) */
+    int has_g_idx;      /* its method records a column order (act-order): known before it runs */
     int float_kept;     /* pruned and kept in float (fweight) */
     uint8_t *codes;     /* [row1 - row0, cols] unpacked; NULL: no rows held */
     float *scales;      /* [rows, ng] */
@@ -78,14 +84,37 @@ typedef struct {
     char estimate_text[512];
 } qd_calib_results;
 
-/* Runs calibration and the methods of the tensors of jt (one entry per checkpoint tensor of ck)
- * that need it. Collective over comm; every rank returns the same status and, on success, the
- * same results of the rows it keeps: keep[i] = {row0, row1} of tensor i (the rows this rank
- * writes), or keep NULL for all rows. The model's block weights are read block by block, and a
- * block's results are gathered only while that block is in hand, so a rank holds one block and
- * its own rows, not the model. `progress`: rank 0 prints a line per block. */
-int qd_calib_job_run(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, const qd_job_tensor *jt,
-                     const int64_t (*keep)[2], int progress, qd_calib_results *out);
+/* The calibrated phase in two steps, so that the file exists before the first block is done.
+ * qd_calib_job_begin loads the model (block weights not read) and the calibration data, computes
+ * this rank's estimate and checks it against the memory a rank can have (a job that does not fit
+ * stops here, before anything is written), and fills out: the results' shapes (their arrays come
+ * with their block), has_g_idx and calibration_json. Collective over comm; every rank returns
+ * the same status. */
+typedef struct qd_calib_job qd_calib_job;
+int qd_calib_job_begin(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *ck, const qd_job_tensor *jt,
+                       int progress, qd_calib_results *out, qd_calib_job **job);
+
+/* Where finished results go. write: called on every rank after each block's results are gathered
+ * (pipeline mode: once, after all), with the checkpoint indices of its calibrated tensors whose
+ * record is not complete yet; every rank holds their whole results then, which are freed when
+ * it returns. It returns an agreed status (nonzero stops the phase). complete: tensor -> its
+ * record in the file being resumed is complete (NULL: none); w, rec: that file's writer and each
+ * tensor's record, to read complete tensors back (data mode: a block whose calibrated tensors
+ * are all complete is read back, not calibrated; pruned and codebook tensors are computed again
+ * and not written twice). */
+typedef struct {
+    int (*write)(void *user, const int *tensors, int n);
+    void *user;
+    const uint8_t *complete;
+    qd_h5m_writer *w;
+    const int *rec;
+} qd_calib_stream;
+
+/* Runs calibration and the methods of the tensors that need it, block after block (`progress`:
+ * rank 0 prints a line per block, with each rank's memory). Collective; the same status on every
+ * rank. Then qd_calib_job_end (always, also after a failed begin that returned a job). */
+int qd_calib_job_blocks(qd_calib_job *job, const qd_calib_stream *stream);
+void qd_calib_job_end(qd_calib_job *job);
 /* The calibration data's part of a "calibration" record (data, kind, nsamples, seqlen,
  * real_tokens, seed) added to o (also used by the static activation record). */
 void qd_calib_json_data(cJSON *o, const qd_job_config *cfg, const qd_calib_data *data);

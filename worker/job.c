@@ -79,8 +79,10 @@ typedef struct {
     qd_job_item *items; /* [n] */
     qd_plan plan;
     qd_calib_results cres;
-    float **smooth; /* SmoothQuant factors per tensor, or NULL */
-    qd_actrec act;  /* static activation scales (--activations static) */
+    qd_calib_job *calib; /* the calibrated phase between its start and its blocks, or NULL */
+    qd_job_tensor *cjt;  /* what the calibrated phase works on (it keeps the pointer) */
+    float **smooth;      /* SmoothQuant factors per tensor, or NULL */
+    qd_actrec act;       /* static activation scales (--activations static) */
     qd_h5m_writer *w;
     int nresumed;
     progress pg;
@@ -293,41 +295,19 @@ static int job_check_work(job *J)
     return st;
 }
 
-/* Methods that need calibration: calibration and their units on all ranks, before anything is
- * written. */
+/* Methods that need calibration: the model and data opened and the memory checked on all ranks,
+ * before the file exists (a job that does not fit leaves nothing behind); the blocks run once the
+ * records are declared (job_calib_blocks). Then the static activation scales. */
 static int job_calibrated(job *J)
 {
     const qd_job_config *cfg = &J->cfg;
     const int n = J->n;
-    qd_job_tensor *jt = qd_xcalloc((size_t)(n ? n : 1), sizeof *jt);
+    qd_job_tensor *jt = J->cjt = qd_xcalloc((size_t)(n ? n : 1), sizeof *jt);
     for (int i = 0; i < n; i++) jt[i] = J->items[i].j;
     int st = QD_OK;
     if (qd_job_needs_calibration(cfg, jt, n)) {
-        /* the rows this rank's pieces write: all the calibrated results it keeps */
-        int64_t(*keep)[2] = qd_xcalloc((size_t)(n ? n : 1), sizeof *keep);
-        for (int i = 0; i < n; i++) keep[i][0] = jt[i].rows;
-        for (int q = 0; q < J->plan.npieces; q++) {
-            const qd_plan_piece *p = &J->plan.pieces[q];
-            int64_t r0, r1;
-            if (p->owner != J->rank) continue;
-            qd_job_piece_rows(&J->items[p->item], p, &r0, &r1);
-            keep[p->item][0] = QD_MIN(keep[p->item][0], r0);
-            keep[p->item][1] = QD_MAX(keep[p->item][1], r1);
-        }
-        for (int i = 0; i < n; i++)
-            if (keep[i][0] > keep[i][1]) keep[i][0] = keep[i][1] = 0;
-        st =
-            qd_calib_job_run(cfg, J->comm, J->ck, jt, (const int64_t(*)[2])keep, J->rank == 0 && !cfg->quiet, &J->cres);
-        free(keep);
+        st = qd_calib_job_begin(cfg, J->comm, J->ck, jt, J->rank == 0 && !cfg->quiet, &J->cres, &J->calib);
         if (st == QD_OK) {
-            struct rusage ru;
-            getrusage(RUSAGE_SELF, &ru);
-            double mx[2] = {(double)ru.ru_maxrss * 1024.0, J->cres.estimate_bytes};
-            qd_coll_allreduce_doubles(J->comm, mx, 2, QD_COLL_MAX);
-            if (J->rank == 0 && !cfg->quiet)
-                printf("calibrated phase: %.1f s, peak RSS %.1f MB on the busiest rank (estimate %.1f MB: %s)\n",
-                       J->cres.seconds, mx[0] * 1e-6, mx[1] * 1e-6, J->cres.estimate_text);
-            calib_phases(J);
             for (int i = 0; i < n; i++)
                 if (J->cres.t[i].calibrated) {
                     J->items[i].cq = &J->cres.t[i];
@@ -338,13 +318,72 @@ static int job_calibrated(job *J)
             emit_failed(J, st);
         }
     }
-    free(jt);
     /* static activation scales: calibrated on all ranks (the same record everywhere), written
      * with the file's other records */
     if (st == QD_OK && cfg->act_static && (st = qd_act_job_run(cfg, J->comm, &J->act))) {
         snprintf(J->msg, sizeof J->msg, "%s", qd_errmsg());
         emit_failed(J, st);
     }
+    return st;
+}
+
+/* Test hook: QD_FAULT_RANK=R with QD_FAULT_KILL_BLOCKS=K kills rank R (SIGKILL, as the kernel or
+ * a scheduler would) once K blocks of the calibrated phase are in the file. */
+static void calib_fault(const job *J)
+{
+    static int blocks;
+    const char *r = getenv("QD_FAULT_RANK"), *k = getenv("QD_FAULT_KILL_BLOCKS");
+    if (r && k && atoi(r) == J->rank && ++blocks == atoi(k)) raise(SIGKILL);
+}
+
+static int round_work_items(job *J, const uint8_t *want);
+static int round_marks(job *J, int flush);
+
+/* The calibrated phase's finished tensors ts[0 .. n): every rank writes its pieces of them (whole
+ * results are on every rank), then they are marked complete and flushed, so that a job killed
+ * later resumes after them. Agreed status. */
+static int write_calibrated(void *user, const int *ts, int n)
+{
+    job *J = user;
+    uint8_t *want = qd_xcalloc((size_t)(J->n ? J->n : 1), 1);
+    for (int i = 0; i < n; i++) want[ts[i]] = 1;
+    int st = round_work_items(J, want);
+    if (st == QD_OK) st = round_marks(J, 1);
+    if (st == QD_OK) st = qd_h5m_flush(J->w); /* the marks on disk too */
+    for (int i = 0; i < n && st == QD_OK; i++) J->items[ts[i]].complete = 1;
+    free(want);
+    if (st == QD_OK) calib_fault(J);
+    return st;
+}
+
+/* The calibrated blocks, their results written as they finish; then the phase's figures. */
+static int job_calib_blocks(job *J)
+{
+    if (!J->calib) return QD_OK;
+    const qd_job_config *cfg = &J->cfg;
+    uint8_t *complete = qd_xcalloc((size_t)(J->n ? J->n : 1), 1);
+    int *rec = qd_xcalloc((size_t)(J->n ? J->n : 1), sizeof *rec);
+    for (int i = 0; i < J->n; i++) {
+        complete[i] = (uint8_t)J->items[i].complete;
+        rec[i] = J->items[i].rec;
+    }
+    const qd_calib_stream stream = {.write = write_calibrated, .user = J, .complete = complete, .w = J->w, .rec = rec};
+    int st = qd_calib_job_blocks(J->calib, &stream);
+    qd_calib_job_end(J->calib);
+    J->calib = NULL;
+    free(complete);
+    free(rec);
+    if (st == QD_OK) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        double mx[2] = {(double)ru.ru_maxrss * 1024.0, J->cres.estimate_bytes};
+        qd_coll_allreduce_doubles(J->comm, mx, 2, QD_COLL_MAX);
+        if (J->rank == 0 && !cfg->quiet)
+            printf("calibrated phase: %.1f s, peak RSS %.1f MB on the busiest rank (estimate %.1f MB: %s)\n",
+                   J->cres.seconds, mx[0] * 1e-6, mx[1] * 1e-6, J->cres.estimate_text);
+        calib_phases(J);
+    } else
+        snprintf(J->msg, sizeof J->msg, "%s", qd_errmsg());
     return st;
 }
 
@@ -416,7 +455,7 @@ static void item_record(const job *J, int i, qd_h5m_record *r)
     const qd_job_item *it = &J->items[i];
     if (it->j.kind == QD_JOB_QUANT)
         qd_h5m_record_quantized(r, t->name, it->j.rows, it->j.cols, qd_dtype_name(t->dtype),
-                                qd_method_name(it->j.method), &it->j.scheme, it->cq && it->cq->g_idx);
+                                qd_method_name(it->j.method), &it->j.scheme, it->cq && it->cq->has_g_idx);
     else if (it->j.kind == QD_JOB_FLOAT)
         qd_h5m_record_float(r, t->name, t->ndim, t->shape, qd_dtype_name(t->dtype));
     else
@@ -479,6 +518,10 @@ static int job_records(job *J)
     }
     if (resuming && J->rank == 0 && !cfg->quiet)
         printf("resuming %s: %d of %d tensors already complete\n", J->partial, J->nresumed, J->n);
+    /* the rounds' bookkeeping: the calibrated phase already writes through it */
+    J->pending = qd_xcalloc((size_t)(J->n ? J->n : 1), sizeof(int));
+    J->done = J->nresumed;
+    J->rank_cpu = qd_xcalloc((size_t)J->size, sizeof(double));
     return QD_OK;
 }
 
@@ -520,6 +563,50 @@ static double thread_cpu(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static void round_collect(job *J, const qd_piece_rec *recs);
+
+/* Piece q on this rank, reported in *me with its CPU time. */
+static void piece_run(job *J, int q, qd_piece_rec *me)
+{
+    const qd_plan_piece *p = &J->plan.pieces[q];
+    memset(me, 0, sizeof *me);
+    me->piece = q;
+    const double c0 = thread_cpu();
+    me->status = qd_job_piece(&J->cfg, J->ck, J->w, &J->items[p->item], p, me);
+    me->cpu = thread_cpu() - c0;
+}
+
+/* This rank's pieces of the items in want (not complete), all of them, reported to every rank in
+ * rounds of at most RB pieces (as many rounds on every rank). Agreed status. */
+static int round_work_items(job *J, const uint8_t *want)
+{
+    int *mine = qd_xcalloc((size_t)(J->plan.npieces ? J->plan.npieces : 1), sizeof *mine), nm = 0;
+    for (int q = 0; q < J->plan.npieces; q++) {
+        const qd_plan_piece *p = &J->plan.pieces[q];
+        if (p->owner == J->rank && want[p->item] && !J->items[p->item].complete) mine[nm++] = q;
+    }
+    int rounds = (nm + RB - 1) / RB;
+    qd_coll_allreduce_ints(J->comm, &rounds, 1, QD_COLL_MAX);
+    qd_piece_rec *me = qd_xcalloc(RB, sizeof *me), *all = qd_xcalloc((size_t)J->size * RB, sizeof *all);
+    int st = QD_OK;
+    for (int r = 0, next = 0; r < rounds && st == QD_OK; r++) {
+        int cnt = 0, my_st = QD_OK;
+        for (; next < nm && cnt < RB && my_st == QD_OK; next++, cnt++) {
+            piece_run(J, mine[next], &me[cnt]);
+            my_st = me[cnt].status;
+        }
+        for (int q = cnt; q < RB; q++) me[q].piece = -1;
+        if (my_st) qd_err_wrap(my_st, "rank %d", J->rank);
+        if ((st = qd_coll_agree_msg(J->comm, my_st, J->msg, sizeof J->msg, NULL))) break;
+        qd_coll_allgather(J->comm, me, RB * sizeof *me, all);
+        round_collect(J, all);
+    }
+    free(mine);
+    free(me);
+    free(all);
+    return st;
+}
+
 /* This rank's share of a round: its next pieces from *next, reported in recs[0 .. *nme). Returns
  * the status of the last piece. */
 static int round_work(job *J, const faults *fl, double round_s, int *next, qd_piece_rec *recs, int *nme)
@@ -531,15 +618,13 @@ static int round_work(job *J, const faults *fl, double round_s, int *next, qd_pi
         const qd_plan_piece *p = &J->plan.pieces[J->mine[*next]];
         qd_job_item *it = &J->items[p->item];
         qd_piece_rec *me = &recs[(*nme)++];
-        memset(me, 0, sizeof *me);
-        me->piece = J->mine[*next];
-        const double c0 = thread_cpu();
-        if (fl->fault >= 0 && *next >= fl->fault)
+        if (fl->fault >= 0 && *next >= fl->fault) {
+            memset(me, 0, sizeof *me);
+            me->piece = J->mine[*next];
             me->status = qd_err_set(QD_EIO, "tensor '%s': injected fault (QD_FAULT_RANK=%d QD_FAULT_AFTER=%d)",
                                     qd_ckpt_tensor(J->ck, it->ti)->name, J->rank, fl->fault);
-        else
-            me->status = qd_job_piece(&J->cfg, J->ck, J->w, it, p, me);
-        me->cpu = thread_cpu() - c0;
+        } else
+            piece_run(J, J->mine[*next], me);
         if (fl->slow_ms > 0) {
             struct timespec ts = {fl->slow_ms / 1000, (fl->slow_ms % 1000) * 1000000L};
             nanosleep(&ts, NULL);
@@ -610,7 +695,6 @@ static int round_marks(job *J, int flush)
  * (J->stopped). */
 static int job_rounds(job *J)
 {
-    const int n = J->n;
     J->mine = qd_xcalloc((size_t)(J->plan.npieces ? J->plan.npieces : 1), sizeof(int));
     for (int q = 0; q < J->plan.npieces; q++)
         if (J->plan.pieces[q].owner == J->rank && !J->items[J->plan.pieces[q].item].complete) J->mine[J->nmine++] = q;
@@ -623,9 +707,6 @@ static int job_rounds(job *J)
     const char *ck_env = getenv("QD_CHECKPOINT_SECONDS"), *rs_env = getenv("QD_ROUND_SECONDS");
     const double mark_every = ck_env ? atof(ck_env) : 2.0, round_s = rs_env ? atof(rs_env) : 0.25;
     double last_mark = qd_now();
-    J->pending = qd_xcalloc((size_t)(n ? n : 1), sizeof(int));
-    J->done = J->nresumed;
-    J->rank_cpu = qd_xcalloc((size_t)J->size, sizeof(double));
     qd_piece_rec *mine_recs = qd_xcalloc(RB, sizeof(qd_piece_rec));
     qd_piece_rec *recs = qd_xcalloc((size_t)J->size * RB, sizeof(qd_piece_rec));
     int next = 0, any_left = maxmine > 0, st = QD_OK;
@@ -838,7 +919,9 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
         if (st == QD_OK) st = job_smooth(J);
         if (st == QD_OK) st = job_records(J);
         if (st == QD_OK) {
-            st = job_finish(J, job_rounds(J));
+            st = job_calib_blocks(J);
+            if (st == QD_OK) st = job_rounds(J);
+            st = job_finish(J, st);
             const cpu_totals c = job_cpu(J); /* collective: on every rank */
             if (J->rank == 0 && st == QD_OK)
                 job_summary(J, &c);
@@ -852,6 +935,8 @@ int qd_job_run(const qd_job_config *cfg, MPI_Comm comm, const qd_job_hooks *hook
     free(J->mine);
     free(J->pending);
     free(J->rank_cpu);
+    qd_calib_job_end(J->calib);
+    free(J->cjt);
     qd_calib_results_free(&J->cres);
     for (int i = 0; J->smooth && i < J->n; i++) free(J->smooth[i]);
     free(J->smooth);

@@ -4,6 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 /* A number of bytes from a one-line file ("max" and unreadable files: -1). */
 static double read_bytes(const char *path)
@@ -83,4 +86,31 @@ double qd_mem_rank_limit(double mem_per_rank, int local_ranks, char *source, siz
         snprintf(source, cap, "--mem-per-rank %.0f MB", mem_per_rank * 1e-6);
     }
     return best < 0 ? 0 : best;
+}
+
+void qd_mem_probe(qd_mem_now *m)
+{
+    m->rss = m->hwm = m->heap_used = m->heap_held = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f) {
+        char line[160];
+        double kb;
+        while (fgets(line, sizeof line, f)) {
+            if (sscanf(line, "VmRSS: %lf kB", &kb) == 1) m->rss = kb * 1024.0;
+            if (sscanf(line, "VmHWM: %lf kB", &kb) == 1) m->hwm = kb * 1024.0;
+        }
+        fclose(f);
+    }
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+    const struct mallinfo2 mi = mallinfo2();
+    m->heap_used = (double)mi.uordblks + (double)mi.hblkhd;
+    m->heap_held = (double)mi.arena + (double)mi.hblkhd;
+#endif
+}
+
+void qd_mem_trim(void)
+{
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
 }

@@ -11,4 +11,16 @@
  * says which figure decided (for messages). 0 when nothing could be read (no limit known). */
 double qd_mem_rank_limit(double mem_per_rank, int local_ranks, char *source, size_t cap);
 
+/* This process's memory now: resident (VmRSS), its high-water mark (VmHWM), and the heap's
+ * bytes in use and held by the allocator (in use + free but not returned); -1 where unknown. */
+typedef struct {
+    double rss, hwm, heap_used, heap_held;
+} qd_mem_now;
+void qd_mem_probe(qd_mem_now *m);
+
+/* Gives the heap's free pages back to the system (glibc's malloc_trim): freed blocks of a size
+ * under the allocator's mmap threshold stay mapped otherwise, and a long job's resident memory
+ * grows with each block's temporaries. No effect where the allocator has no such call. */
+void qd_mem_trim(void);
+
 #endif

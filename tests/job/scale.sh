@@ -5,7 +5,8 @@
 # mode with act-order at 1 and 3 ranks; the statistics are sharded: at 2 and 4 ranks each of the
 # 8 input groups' Hessians (2 blocks x 4 inputs) is formed on exactly one rank, and at 4 ranks
 # the ranks that do not quantize the 1024-input Linear never hold its sums; a run failed on one rank half way and resumed gives the
-# same file; a job whose estimate exceeds --mem-per-rank stops before calibrating, naming the
+# same file, and so does a run killed after its first calibrated block (1, 2, 4 ranks), which
+# reads that block back instead of calibrating it again; a job whose estimate exceeds --mem-per-rank stops before calibrating, naming the
 # estimate and the options, on every rank.
 #   sh tests/job/scale.sh GEN_CHECKPOINT
 set -u
@@ -72,6 +73,21 @@ run() { # N OUT ARGS...
   [ -f "$T/r2.h5.partial" ] || { echo "no partial file after the injected failure"; fail=1; }
   run 2 "$T/r2.h5" --model "$T/bert" $Q $TXT --resume
   same "$T/b1.h5" "$T/r2.h5" "bert gptq: failed at 2 ranks and resumed == 1 rank"
+  # killed (SIGKILL on the last rank) once the first of the 2 blocks is in the file, then
+  # --resume: that block is read back from the file, not calibrated again, and the file is the
+  # uninterrupted one
+  for n in 1 2 4; do
+    QD_FAULT_RANK=$((n - 1)) QD_FAULT_KILL_BLOCKS=1 timeout 240 mpiexec -n $n "$QDIST" quantize --model "$T/bert" \
+      --out "$T/k$n.h5" --quiet $Q $TXT > "$T/log" 2>&1
+    { [ -f "$T/k$n.h5.partial" ] && [ ! -f "$T/k$n.h5" ]; } || { echo "no partial file after the kill at $n ranks"; fail=1; }
+    timeout 240 mpiexec -n $n "$QDIST" quantize --model "$T/bert" --out "$T/k$n.h5" $Q $TXT --resume > "$T/log" 2>&1 \
+      || { echo "FAILED: resume at $n ranks"; cat "$T/log"; fail=1; }
+    { grep -q "resuming .*: 6 of .* tensors already complete" "$T/log" \
+      && grep -q "block 1/2: read back from the resumed file" "$T/log" \
+      && grep -q "block 2/2: 6 tensors, calibration" "$T/log"; } \
+      || { echo "the resumed run at $n ranks did not read block 1 back and calibrate block 2:"; cat "$T/log"; fail=1; }
+    same "$T/b1.h5" "$T/k$n.h5" "bert gptq: killed after block 1 at $n ranks and resumed == uninterrupted"
+  done
   # the memory check: stops every rank before calibrating, with the estimate and the options
   timeout 120 mpiexec -n 2 "$QDIST" quantize --model "$T/bert" --out "$T/m.h5" --quiet $Q $TXT \
     --mem-per-rank 20M > "$T/log" 2>&1

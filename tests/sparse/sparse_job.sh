@@ -152,24 +152,34 @@ print("ok: eval runs 2:4 through the sparse kernel: same logits as the dense int
 PY
 # the engine's 2:4 kernel on every call (QD_ENGINE_24_ROWS above any row count) and never (0): the
 # same results as the dense file; where the CPU has the kernel, the runtime line names it and the
-# compact form adds 0.625 bytes per weight to the resident ones
-# shellcheck disable=SC2086
-QD_ENGINE_24_ROWS=1000000 "$QDIST" eval --model "$M" --quantized "$T/sg24_1.h5" $E > "$T/ev24a.json" || fail=1
-# shellcheck disable=SC2086
-QD_ENGINE_24_ROWS=0 "$QDIST" eval --model "$M" --quantized "$T/sg24_1.h5" $E > "$T/ev24n.json" || fail=1
-/usr/bin/python3 - "$T/ev24a.json" "$T/ev24n.json" "$T/evd.json" <<'PY' || fail=1
+# compact form adds 0.625 bytes per weight to the resident ones. Again with the AVX-VNNI and AVX2
+# tables (their own 2:4 versions) where this CPU has them.
+for K in auto avxvnni avx2; do
+  # shellcheck disable=SC2086
+  QD_KERNELS=$K "$QDIST" eval --model "$M" --quantized "$T/dense24.h5" $E > "$T/evd_$K.json" || fail=1
+  # shellcheck disable=SC2086
+  QD_KERNELS=$K QD_ENGINE_24_ROWS=1000000 "$QDIST" eval --model "$M" --quantized "$T/sg24_1.h5" $E > "$T/ev24a_$K.json" || fail=1
+  # shellcheck disable=SC2086
+  QD_KERNELS=$K QD_ENGINE_24_ROWS=0 "$QDIST" eval --model "$M" --quantized "$T/sg24_1.h5" $E > "$T/ev24n_$K.json" || fail=1
+  /usr/bin/python3 - "$T/ev24a_$K.json" "$T/ev24n_$K.json" "$T/evd_$K.json" $K <<'PY' || fail=1
 import json, sys
 a, n, d = (json.load(open(p)) for p in sys.argv[1:4])
+k = sys.argv[4]
 for x in (a, n):
-    assert x["cosine"] == d["cosine"] and x["quantized"]["accuracy"] == d["quantized"]["accuracy"], (x["cosine"], d["cosine"])
-if "vnni+vbmi below" in a["runtime_path"]:
+    assert x["cosine"] == d["cosine"] and x["quantized"]["accuracy"] == d["quantized"]["accuracy"], (k, x["cosine"], d["cosine"])
+if k != "auto" and a["kernels_isa"] != k:
+    print("ok: no %s table on this CPU" % k)
+elif "rows, else dense" in a["runtime_path"]:
     assert "below 1000000 rows" in a["runtime_path"] and "below 0 rows" in n["runtime_path"], a["runtime_path"]
     extra = a["quantized"]["resident_weight_bytes"] - d["quantized"]["resident_weight_bytes"]
     assert extra > 0, (a["quantized"]["resident_weight_bytes"], d["quantized"]["resident_weight_bytes"])
-    print("ok: the engine's 2:4 kernel on every call gives the dense kernel's logits; compact form %d bytes" % extra)
+    print("ok (%s): the engine's 2:4 kernel on every call gives the dense kernel's logits; compact form %d bytes; %s"
+          % (k, extra, a["runtime_path"][a["runtime_path"].find("2:4 sparse on"):][:80]))
 else:
+    assert k == "auto", (k, a["runtime_path"])
     print("ok: no 2:4 kernel for this CPU's table: dense (%s)" % a["runtime_path"][:120])
 PY
+done
 # a prune-only file evaluates as pruned: its logits differ from the dense model's, and equal (bit for
 # bit, batch 1) those of the FP32 forward pass of its exported checkpoint
 "$QDIST" export "$T/only50_1.h5" --out "$T/exp50" > /dev/null || { echo "FAIL: export prune-only"; fail=1; }

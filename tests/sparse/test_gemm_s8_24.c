@@ -202,14 +202,19 @@ int main(void)
         free(w);
         free(A);
     }
-    const qd_gemm_u24_fns *uref = qd_gemm_u24_table("ref"), *uisa = qd_gemm_u24_table("avx512vnni");
-    printf("engine 2:4 kernel, vector version: %s\n", uisa ? uisa->isa : "none here (reference only)");
+    const qd_gemm_u24_fns *uref = qd_gemm_u24_table("ref");
+    const qd_gemm_u24_fns *uisas[3] = {qd_gemm_u24_table("avx512vnni"), qd_gemm_u24_table("avxvnni"),
+                                       qd_gemm_u24_table("avx2")};
     const int64_t ushapes[][5] = {{1, 1, 4, 0, 1},        {1, 16, 8, 0, 16},     {3, 17, 13, 0, 17},
                                   {4, 16, 64, 0, 16},     {5, 40, 12, 16, 40},   {17, 33, 385, 0, 32},
                                   {9, 48, 768, 16, 48},   {25, 64, 1540, 0, 64}, {7, 16, 1536, 0, 16},
-                                  {130, 20, 3072, 0, 20}, {1, 768, 768, 0, 768}, {33, 50, 100, 32, 50}};
-    for (size_t i = 0; i < QD_ARRAY_LEN(ushapes); i++)
-        one_u8(ushapes[i][0], ushapes[i][1], ushapes[i][2], ushapes[i][3], ushapes[i][4], uref, uisa, dense);
+                                  {130, 20, 3072, 0, 20}, {1, 768, 768, 0, 768}, {33, 50, 100, 32, 50},
+                                  {6, 24, 9, 0, 24},      {2, 200, 16, 0, 200}};
+    for (int v = 0; v < 3; v++) {
+        printf("engine 2:4 kernel, vector version %d: %s\n", v, uisas[v] ? uisas[v]->isa : "none here");
+        for (size_t i = 0; i < QD_ARRAY_LEN(ushapes); i++)
+            one_u8(ushapes[i][0], ushapes[i][1], ushapes[i][2], ushapes[i][3], ushapes[i][4], uref, uisas[v], dense);
+    }
     /* engine kernel, largest accumulators: two -128 weights per group against u = 0 and u = 255 */
     {
         const int64_t N = 16, K = QD_GEMM_MAX_K;
@@ -226,10 +231,11 @@ int main(void)
         uref->f32(A, K, as, 2, W, 0, N, c1, N);
         CHECK_EQ((int64_t)c1[0], (int64_t)1 << 29);
         CHECK_EQ((int64_t)c1[16], -(int64_t)127 * 128 * (K / 2));
-        if (uisa) {
-            uisa->f32(A, K, as, 2, W, 0, N, c2, N);
-            CHECK(!memcmp(c1, c2, sizeof c1));
-        }
+        for (int v = 0; v < 3; v++)
+            if (uisas[v]) {
+                uisas[v]->f32(A, K, as, 2, W, 0, N, c2, N);
+                CHECK_MSG(!memcmp(c1, c2, sizeof c1), "%s: largest accumulators", uisas[v]->isa);
+            }
         qd_gemm_u24_free(W);
         w[6] = 1; /* row 0, group 1: -128 -128 1 0, three nonzeros */
         CHECK_EQ(qd_gemm_u24_create(w, N, K, K, ws, NULL, &W), QD_EINVAL);

@@ -7,6 +7,9 @@
 #  - QAT from a 4-bit RTN file writes a qdist model with method "lsq" that qdist eval runs;
 #    QAT starts exactly at its source; scale-only keeps every code of its source and changes
 #    scales;
+#  - --select: a run that only gets worse on the held-out items writes its start (the PTQ file);
+#  - --act-lsq: the Linear inputs' activation steps train and are written to the record;
+#  - --mask: plain fine-tuning of a pruned model keeps its pattern (pruned weights stay 0);
 #  - bad input: usage errors exit 2, data errors exit 1 naming the file.
 set -eu
 Q=${QDIST:?QDIST is not set}
@@ -39,7 +42,13 @@ QD_FAULT_SIGNAL_AFTER=5 mpirun -n 2 "$Q" finetune $B --out "$T/int" >"$T/int.log
 rc=0
 "$Q" finetune $B --lr 2e-4 --quiet --out "$T/int" --resume 2>"$T/err" || rc=$?
 [ $rc = 1 ] && grep -q "other settings" "$T/err" || fail "resume with another --lr: exit $rc, $(cat "$T/err")"
-mpirun -n 4 "$Q" finetune $B --quiet --out "$T/int" --resume || fail "resume"
+# the model is compared by its fingerprint: another path to it resumes, other weights do not
+rc=0
+"$Q" finetune $(echo "$B" | sed "s|--model $VIT|--model $T/r1|") --quiet --out "$T/int" --resume 2>"$T/err" || rc=$?
+[ $rc = 1 ] && grep -q "other settings" "$T/err" || fail "resume with another model: exit $rc, $(cat "$T/err")"
+ln -s "$VIT" "$T/vit-link"
+mpirun -n 4 "$Q" finetune $(echo "$B" | sed "s|--model $VIT|--model $T/vit-link|") --quiet --out "$T/int" --resume ||
+  fail "resume (the model by another path)"
 cmp "$T/full/model.safetensors" "$T/int/model.safetensors" || fail "resumed run differs"
 [ ! -f "$T/int/checkpoint.safetensors" ] || fail "checkpoint left after completion"
 echo "ok: SIGTERM + resume identical"
@@ -70,7 +79,41 @@ h5diff -q "$T/sp.h5" "$T/spq.h5" "/tensors/$L/nz_qweight" "/tensors/$L/nz_qweigh
 "$Q" finetune $C --scale-only "$T/sp.h5" --lr 1e-3 --out "$T/sps.h5" || fail "scale-only on a pruned file"
 h5diff "$T/sp.h5" "$T/sps.h5" "/tensors/$L/nz_qweight" "/tensors/$L/nz_qweight" || fail "scale-only changed codes"
 "$Q" eval --model "$VIT" --quantized "$T/spq.h5" --data "$IMG" --n 20 --batch 20 >/dev/null || fail "eval pruned qat"
+# plain fine-tuning with the pruned file's mask: the pruned weights are exactly 0 in the output,
+# so magnitude pruning at 50 % of the result finds the same mask
+mpirun -n 2 "$Q" finetune $A --mask "$T/sp.h5" --out "$T/spf" || fail "finetune --mask"
+cmp -s "$T/r1/model.safetensors" "$T/spf/model.safetensors" && fail "--mask changed nothing"
+"$Q" quantize --model "$T/spf" --out "$T/spf.h5" --bits 4 --asym --sparsity 0.5 --prune magnitude --quiet
+h5diff "$T/sp.h5" "$T/spf.h5" "/tensors/$L/mask" "/tensors/$L/mask" || fail "--mask: pruned weights moved"
+rc=0; "$Q" finetune $C --qat "$T/sp.h5" --mask "$T/sp.h5" --out "$T/x.h5" 2>/dev/null || rc=$?
+[ $rc = 2 ] || fail "--qat with --mask: exit $rc"
 echo "ok: pruned files keep their mask"
+
+# --select: QAT at a learning rate that wrecks the model; the held-out items choose the start
+"$Q" finetune $C --qat "$T/q4.h5" --epochs 2 --lr 0.3 --warmup 0 --select "$IMG" --select-range 100:160 \
+  --log "$T/sel.jsonl" --out "$T/sel.h5" || fail "qat --select"
+grep -q '"select_acc"' "$T/sel.jsonl" || fail "--select: no held-out score in the log"
+h5diff "$T/q4.h5" "$T/sel.h5" "/tensors/$L/qweight" "/tensors/$L/qweight" || fail "--select did not keep the start"
+h5diff "$T/q4.h5" "$T/sel.h5" "/tensors/$L/scales" "/tensors/$L/scales" || fail "--select did not keep the scales"
+h5dump -a /run/ranks "$T/qat.h5" | grep -q "(0): 2" || fail "qat on 2 ranks: /run/ranks is not 2"
+echo "ok: --select"
+
+# --act-lsq: the int8 steps of the Linears' inputs in the static activation record train and are
+# written back (the others stay as calibrated); integer-only eval runs the result
+act() { # FILE ATTR NAME: the record's ATTR value of tensor NAME
+  n=$(h5dump -a /activations/names "$1" | sed -n '/DATA {/,/}/p' | tr -s ' ,' '\n\n' | grep '^"' | grep -n "^\"$3\"$" | cut -d: -f1)
+  h5dump -a "/activations/$2" "$1" | sed -n '/DATA {/,/}/p' | sed 's/([0-9]*)://' | tr -s ' ,' '\n\n' |
+    grep -E '^-?[0-9]' | sed -n "${n}p"
+}
+"$Q" quantize --model "$VIT" --out "$T/st.h5" --bits 4 --asym --activations static --calib "$IMG" --nsamples 16 --quiet
+mpirun -n 2 "$Q" finetune $C --qat "$T/st.h5" --act-lsq --lr 1e-3 --out "$T/stq.h5" || fail "qat --act-lsq"
+[ "$(act "$T/st.h5" scale layer.1.mlp_in)" != "$(act "$T/stq.h5" scale layer.1.mlp_in)" ] || fail "--act-lsq: step unchanged"
+[ "$(act "$T/st.h5" scale layer.1.q)" = "$(act "$T/stq.h5" scale layer.1.q)" ] || fail "--act-lsq: layer.1.q changed"
+"$Q" eval --model "$VIT" --quantized "$T/stq.h5" --data "$IMG" --n 20 --batch 20 --integer-only >/dev/null ||
+  fail "eval --integer-only of the --act-lsq file"
+rc=0; "$Q" finetune $C --qat "$T/q4.h5" --act-lsq --out "$T/x.h5" 2>"$T/err" || rc=$?
+[ $rc = 1 ] && grep -q "no static activation record" "$T/err" || fail "--act-lsq without a record: exit $rc"
+echo "ok: --act-lsq"
 
 # errors
 rc=0; "$Q" finetune --model "$VIT" --data "$IMG" --out "$T/x" --head 1 2>/dev/null || rc=$?

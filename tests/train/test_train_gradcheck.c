@@ -110,6 +110,28 @@ static void freeze_lower(qd_tg64_net *n)
     for (int i = 0; i < n->np; i++) n->p[i].trainable = n->p[i].layer > 0 || n->p[i].role >= QD_TP_FLN_G;
 }
 
+/* Activation quantizers on every Linear input, their steps trainable, with the rounding replaced
+ * by the identity: then LSQ's step gradient and the straight-through input gradient are the
+ * exact derivatives (clipping included: steps small enough that part of every input clips). */
+static void add_aq(qd_tg64_net *n)
+{
+    qd_tg64_net_aq_enable(n);
+    n->aq_round = 0;
+    static const char *pts[] = {"qkv_in", "ctx", "mlp_in", "act"};
+    for (int k = 0; k < n->c.layers; k++)
+        for (int pt = 0; pt < QD_TG_AQ_PER_BLOCK; pt++) {
+            const int i = k * QD_TG_AQ_PER_BLOCK + pt;
+            char name[64];
+            snprintf(name, sizeof name, "aq.layer.%d.%s.log_step", k, pts[pt]);
+            int64_t shape[1] = {1};
+            int pi = qd_tg64_net_add(n, name, QD_TP_EXTRA, k, -1, 1, shape, 1, 0);
+            n->aq[i] = n->p[pi].off;
+            n->aqz[i] = (i * 7) % 11 - 5;
+            n->aqg[i] = 1.0;
+            n->w[n->aq[i]] = log(0.004 + 0.0015 * i);
+        }
+}
+
 static void fill_targets(problem *pr, int L, int H)
 {
     for (int i = 0; i < pr->b.B; i++) pr->labels[i] = (int32_t)(urand() * L) % L;
@@ -169,6 +191,12 @@ static void test_bert(qd_act act, const char *act_name, int with_frozen)
         freeze_lower(n);
         snprintf(what, sizeof what, "BERT (%s), lower frozen", act_name);
         check(n, &pr, what);
+        add_aq(n);
+        snprintf(what, sizeof what, "BERT (%s), activation quantizers", act_name);
+        check(n, &pr, what);
+        /* with the identity for round, a step's gradient comes from clipped values only: every
+         * quantizer clipped some, so both sides of the range were checked */
+        for (int i = 0; i < c.layers * QD_TG_AQ_PER_BLOCK; i++) CHECK(n->g[n->aq[i]] != 0.0);
     }
     qd_tg64_net_free(n);
 }
@@ -207,6 +235,8 @@ static void test_vit(void)
     check(n, &pr, "ViT, all parameters");
     freeze_lower(n);
     check(n, &pr, "ViT, embeddings + block 0 frozen");
+    add_aq(n);
+    check(n, &pr, "ViT, activation quantizers");
     qd_tg64_net_free(n);
 }
 
