@@ -152,6 +152,53 @@ static int classifier(const ctx *c, const char *name, int in)
     return linear(c, name, in, (int)t->shape[0], 1, &c->d->classifier);
 }
 
+/* label count of Linear `name` [labels, in] */
+static int head_linear(const ctx *c, const char *name, int in, qd_xd_linear *L)
+{
+    char w[QD_XD_NAME];
+    snprintf(w, sizeof w, "%s.weight", name);
+    int i = qd_xs_find(c->s, w);
+    if (i < 0) return qd_err_set(QD_ENOTFOUND, "%s: tensor '%s' is missing", c->path, w);
+    const qd_xs_tensor *t = qd_xs_tensor_at(c->s, i);
+    if (t->ndim != 2) return qd_err_set(QD_ESHAPE, "%s: tensor '%s' is not a matrix [labels, %d]", c->path, w, in);
+    return linear(c, name, in, (int)t->shape[0], 1, L);
+}
+
+/* the heads of text models without a pooler, by their modules' names (transformers'):
+ * RobertaClassificationHead (classifier.dense, tanh, classifier.out_proj on <s>), DistilBERT's
+ * pre_classifier (ReLU) and classifier on [CLS], token classification (classifier on every token),
+ * ELECTRA's discriminator (dense, the model's activation, dense_prediction on every token) */
+static int text_head(const ctx *c, int H)
+{
+    qd_xdesc *d = c->d;
+    int rc;
+    if (has(c, "classifier.dense.weight") && has(c, "classifier.out_proj.weight")) {
+        d->head = QD_XD_HEAD_FIRST;
+        d->has_head_pre = 1;
+        d->head_act = QD_XD_ACT_TANH;
+        if ((rc = linear(c, "classifier.dense", H, H, 1, &d->head_pre))) return rc;
+        rc = head_linear(c, "classifier.out_proj", H, &d->head_out);
+    } else if (has(c, "pre_classifier.weight") && has(c, "classifier.weight")) {
+        d->head = QD_XD_HEAD_FIRST;
+        d->has_head_pre = 1;
+        d->head_act = QD_XD_ACT_RELU;
+        if ((rc = linear(c, "pre_classifier", H, H, 1, &d->head_pre))) return rc;
+        rc = head_linear(c, "classifier", H, &d->head_out);
+    } else if (has(c, "discriminator_predictions.dense.weight")) {
+        d->head = QD_XD_HEAD_EACH_SQUEEZE;
+        d->has_head_pre = 1;
+        d->head_act = QD_XD_ACT_MODEL;
+        if ((rc = linear(c, "discriminator_predictions.dense", H, H, 1, &d->head_pre))) return rc;
+        rc = linear(c, "discriminator_predictions.dense_prediction", H, 1, 1, &d->head_out);
+    } else if (has(c, "classifier.weight")) {
+        d->head = QD_XD_HEAD_EACH;
+        rc = head_linear(c, "classifier", H, &d->head_out);
+    } else
+        return QD_OK;
+    if (!rc) d->cfg.num_labels = d->head_out.out;
+    return rc;
+}
+
 static int bert(const ctx *c)
 {
     qd_xdesc *d = c->d;
@@ -186,20 +233,14 @@ static int bert(const ctx *c)
         d->has_emb_proj = 1;
     }
     if ((rc = blocks(c, pfx, distil ? &distilbert_names : albert ? &albert_names : &bert_names))) return rc;
-    snprintf(mod, sizeof mod, "%spooler.dense.weight", pfx);
+    snprintf(mod, sizeof mod, albert ? "%spooler.weight" : "%spooler.dense.weight", pfx);
     if (has(c, mod)) {
-        snprintf(mod, sizeof mod, "%spooler.dense", pfx);
+        snprintf(mod, sizeof mod, albert ? "%spooler" : "%spooler.dense", pfx);
         if ((rc = linear(c, mod, (int)H, (int)H, 1, &d->pooler))) return rc;
         d->has_pooler = m->has_pooler = 1;
     }
-    /* RoBERTa's, DistilBERT's, ELECTRA's and ALBERT's heads (a classifier on the first token's hidden state,
-     * token heads) are not BERT's pooled classifier: the graph ends at the encoder's outputs for
-     * them */
-    if (strcmp(m->model_type, "bert")) return QD_OK;
-    if (has(c, "classifier.weight") && !d->has_pooler)
-        return qd_err_set(QD_ENOTFOUND, "%s: the model has 'classifier.weight' but no pooler ('%spooler.dense.weight')",
-                          c->path, pfx);
-    return classifier(c, "classifier", (int)H);
+    if (d->has_pooler) return classifier(c, "classifier", (int)H); /* BERT, ALBERT: on tanh(pooler) */
+    return text_head(c, (int)H);
 }
 
 static int vit(const ctx *c)

@@ -6,7 +6,8 @@
  *
  * Supported: BERT (with or without the "bert." prefix, optional pooler and sequence-classification
  * head), RoBERTa, XLM-R and CamemBERT (BERT's layout under "roberta.", positions counted after the
- * padding id; their heads are not described) and ViT (prefix "vit." or none, classifier on CLS).
+ * padding id), DistilBERT, ELECTRA, ALBERT, their heads (text_head in desc.c), and ViT (prefix
+ * "vit." or none, classifier on CLS).
  * Anything else (another model_type, DeiT's distillation token) is refused naming what. */
 #ifndef QD_EXPORT_DESC_H
 #define QD_EXPORT_DESC_H
@@ -27,6 +28,9 @@ typedef struct {
     char ln2_w[QD_XD_NAME], ln2_b[QD_XD_NAME]; /* BERT: output.LayerNorm; ViT: layernorm_after */
 } qd_xd_block;
 
+enum { QD_XD_HEAD_NONE = 0, QD_XD_HEAD_FIRST, QD_XD_HEAD_EACH, QD_XD_HEAD_EACH_SQUEEZE };
+enum { QD_XD_ACT_TANH = 0, QD_XD_ACT_RELU, QD_XD_ACT_MODEL }; /* MODEL: the encoder's activation */
+
 typedef struct {
     qd_model_config cfg;
     /* BERT */
@@ -39,9 +43,15 @@ typedef struct {
     /* ViT (pos_emb above: [1, tokens, hidden]) */
     char cls_token[QD_XD_NAME], patch_w[QD_XD_NAME], patch_b[QD_XD_NAME];
     char final_ln_w[QD_XD_NAME], final_ln_b[QD_XD_NAME];
-    /* head: classifier on the pooler output (BERT) or the final-norm CLS (ViT) */
+    /* head: classifier on the pooler output (BERT, ALBERT) or the final-norm CLS (ViT) */
     int has_classifier;
     qd_xd_linear classifier;
+    /* the other text heads: out(act(pre(x))) or out(x) on the first token (RoBERTa family,
+     * DistilBERT) or on every token (token classification, ELECTRA's discriminator, whose one
+     * output per token is squeezed) */
+    int head;                   /* QD_XD_HEAD_* */
+    int has_head_pre, head_act; /* head_act: QD_XD_ACT_* */
+    qd_xd_linear head_pre, head_out;
     qd_xd_block *blk; /* [cfg.layers] */
 } qd_xdesc;
 

@@ -743,6 +743,8 @@ static int mlp(ox *x, int k, const char *h, const char **out)
     return rc;
 }
 
+static int text_head(ox *x, const char *h);
+
 static const char *first_token(ox *x, const char *h)
 {
     Onnx__NodeProto *g = qd_ob_node(x->b, "Gather", "", 2, (const char *[]){h, qd_ob_i64(x->b, 0)}, 1);
@@ -826,6 +828,34 @@ static int bert(ox *x)
             qd_ob_output(b, lg, "logits", QD_OT_FLOAT, 2, gd, dn);
         }
     }
+    return d->head ? text_head(x, h) : QD_OK;
+}
+
+/* the heads of text models without a pooler (export/desc.h): logits [batch, labels] from the
+ * first token, [batch, tokens, labels] from every token, or [batch, tokens] (ELECTRA) */
+static int text_head(ox *x, const char *h)
+{
+    qd_ob *b = x->b;
+    const qd_xdesc *d = x->d;
+    const int each = d->head != QD_XD_HEAD_FIRST, rank = each ? 3 : 2;
+    const char *v = each ? h : first_token(x, h), *y;
+    int rc;
+    if (d->has_head_pre) {
+        if ((rc = linear(x, v, rank, &d->head_pre, &v))) return rc;
+        v = d->head_act == QD_XD_ACT_TANH   ? qd_ob_op1(b, "Tanh", v)
+            : d->head_act == QD_XD_ACT_RELU ? qd_ob_op1(b, "Relu", v)
+                                            : activation(x, v);
+    }
+    if ((rc = linear(x, v, rank, &d->head_out, &y))) return rc;
+    const char *const dn[3] = {"batch", "sequence", NULL};
+    if (d->head == QD_XD_HEAD_EACH_SQUEEZE) {
+        y = qd_ob_op2(b, "Squeeze", y, qd_ob_i64s(b, 1, (int64_t[]){2}));
+        qd_ob_output(b, y, "logits", QD_OT_FLOAT, 2, (int64_t[]){-1, -1}, dn);
+    } else if (each)
+        qd_ob_output(b, y, "logits", QD_OT_FLOAT, 3, (int64_t[]){-1, -1, d->head_out.out}, dn);
+    else
+        qd_ob_output(b, y, "logits", QD_OT_FLOAT, 2, (int64_t[]){-1, d->head_out.out},
+                     (const char *const[]){"batch", NULL});
     return QD_OK;
 }
 

@@ -4,12 +4,13 @@ Runtime on the reference inputs and compares them with qdist forward's outputs o
     check_onnx_archs.py LABEL MODEL.onnx QDIST_OUTPUTS INPUTS [LABEL MODEL.onnx ...]
 
 QDIST_OUTPUTS: `qdist forward --hidden --save-outputs` (FP32, or --fake-quant for a quantized file).
-last_hidden_state at real tokens and sentence_embedding must agree within 1e-4 of their largest
-value. One line per model; exit 1 when a check fails.
+last_hidden_state at real tokens, sentence_embedding and the head's logits (at real tokens for
+token heads; present in both or in neither) must agree within 1e-4 of their largest value. One line per model; exit 1 when a check fails.
 """
 import sys
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from safetensors import safe_open
 
@@ -21,6 +22,7 @@ def tensors(path):
 
 def check(label, onnx_path, outputs, inputs):
     x, q = tensors(inputs), tensors(outputs)
+    onnx.checker.check_model(onnx.load(onnx_path), full_check=True)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")
@@ -33,10 +35,15 @@ def check(label, onnx_path, outputs, inputs):
     got = dict(zip([o.name for o in s.get_outputs()], s.run(None, feed)))
     keep = mask.astype(bool)
     errs = {}
-    for k in ("last_hidden_state", "sentence_embedding"):
-        a, b = got[k], q[k]
-        if k == "last_hidden_state":
-            a, b = a[keep], b[keep]
+    for k in ("last_hidden_state", "sentence_embedding", "logits"):
+        if k == "logits" and k not in got and k not in q:
+            continue
+        if k not in got or k not in q:
+            print(f"FAILED {label}: '{k}' only in {'ONNX' if k in got else 'qdist'}'s outputs")
+            return False
+        a, b = got[k], q[k].reshape(got[k].shape)
+        if k == "last_hidden_state" or (k == "logits" and a.ndim >= 2 and a.shape[:2] == keep.shape):
+            a, b = a[keep], b[keep]  # token heads: real tokens only
         errs[k] = float(np.abs(a - b).max() / np.abs(b).max())
     ok = max(errs.values()) <= 1e-4
     print(("ok " if ok else "FAILED ") + f"{label}: ONNX Runtime vs qdist forward, max relative error: "
