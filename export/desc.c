@@ -93,6 +93,13 @@ static const block_names distilbert_names = {
     "output_layer_norm",
     0};
 
+static const block_names mpnet_names = {"encoder.layer",
+                                        {"attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o",
+                                         "intermediate.dense", "output.dense"},
+                                        "attention.LayerNorm",
+                                        "output.LayerNorm",
+                                        0};
+
 static const block_names albert_names = {
     "",
     {"attention.query", "attention.key", "attention.value", "attention.dense", "ffn", "ffn_output"},
@@ -203,7 +210,7 @@ static int bert(const ctx *c)
 {
     qd_xdesc *d = c->d;
     qd_model_config *m = &d->cfg;
-    static const char *const bases[] = {"bert.", "roberta.", "distilbert.", "electra.", "albert."};
+    static const char *const bases[] = {"bert.", "roberta.", "distilbert.", "electra.", "albert.", "mpnet."};
     const char *pfx = "";
     char probe[QD_XD_NAME];
     for (size_t k = 0; k < QD_ARRAY_LEN(bases); k++) {
@@ -211,6 +218,7 @@ static int bert(const ctx *c)
         if (has(c, probe)) pfx = bases[k];
     }
     const int distil = !strcmp(m->model_type, "distilbert"), albert = !strcmp(m->model_type, "albert");
+    const int mpnet = !strcmp(m->model_type, "mpnet");
     const int64_t H = m->hidden, E = m->embed_size > 0 ? m->embed_size : H;
     int rc;
     snprintf(d->word_emb, sizeof d->word_emb, "%sembeddings.word_embeddings.weight", pfx);
@@ -232,7 +240,16 @@ static int bert(const ctx *c)
         if ((rc = linear(c, mod, (int)E, (int)H, 1, &d->emb_proj))) return rc;
         d->has_emb_proj = 1;
     }
-    if ((rc = blocks(c, pfx, distil ? &distilbert_names : albert ? &albert_names : &bert_names))) return rc;
+    const block_names *bn = distil ? &distilbert_names : albert ? &albert_names : mpnet ? &mpnet_names : &bert_names;
+    if ((rc = blocks(c, pfx, bn))) return rc;
+    if (mpnet) { /* the relative position buckets (model/load.c): 32 rows read, whatever the config says */
+        snprintf(d->rel_bias, sizeof d->rel_bias, "%sencoder.relative_attention_bias.weight", pfx);
+        int i = qd_xs_find(c->s, d->rel_bias);
+        int64_t rs[2] = {i >= 0 && qd_xs_tensor_at(c->s, i)->ndim == 2 ? qd_xs_tensor_at(c->s, i)->shape[0] : 32,
+                         m->heads};
+        if (rs[0] < 32) rs[0] = 32;
+        if ((rc = need(c, d->rel_bias, 2, rs))) return rc;
+    }
     snprintf(mod, sizeof mod, albert ? "%spooler.weight" : "%spooler.dense.weight", pfx);
     if (has(c, mod)) {
         snprintf(mod, sizeof mod, albert ? "%spooler" : "%spooler.dense", pfx);
@@ -287,14 +304,14 @@ int qd_xdesc_build(const qd_xs *s, qd_xdesc *d)
     if (rc) return rc;
     /* qdist runs more families (model/config.c); the exporters build BERT (and RoBERTa's positions
      * counted after the padding id) and ViT graphs */
-    static const char *const types[] = {"bert",       "roberta", "xlm-roberta", "camembert",
-                                        "distilbert", "electra", "albert",      "vit"};
+    static const char *const types[] = {"bert",    "roberta", "xlm-roberta", "camembert", "distilbert",
+                                        "electra", "albert",  "mpnet",       "vit"};
     int known = 0;
     for (size_t k = 0; k < QD_ARRAY_LEN(types); k++) known |= !strcmp(d->cfg.model_type, types[k]);
     if (!known)
         return qd_err_set(QD_EUNSUPPORTED,
                           "%s: model_config: model_type '%s' is not supported by this export yet (bert, roberta, "
-                          "xlm-roberta, camembert, distilbert, electra, albert, vit)",
+                          "xlm-roberta, camembert, distilbert, electra, albert, mpnet, vit)",
                           path, d->cfg.model_type);
     if (d->cfg.act != QD_ACT_GELU && d->cfg.act != QD_ACT_GELU_TANH && d->cfg.act != QD_ACT_RELU &&
         d->cfg.act != QD_ACT_SILU)

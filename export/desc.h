@@ -6,7 +6,7 @@
  *
  * Supported: BERT (with or without the "bert." prefix, optional pooler and sequence-classification
  * head), RoBERTa, XLM-R and CamemBERT (BERT's layout under "roberta.", positions counted after the
- * padding id), DistilBERT, ELECTRA, ALBERT, their heads (text_head in desc.c), and ViT (prefix
+ * padding id), DistilBERT, ELECTRA, ALBERT, MPNet (relative position buckets), their heads (text_head in desc.c), and ViT (prefix
  * "vit." or none, classifier on CLS).
  * Anything else (another model_type, DeiT's distillation token) is refused naming what. */
 #ifndef QD_EXPORT_DESC_H
@@ -40,6 +40,8 @@ typedef struct {
     qd_xd_linear emb_proj; /* [hidden, embedding_size] */
     int has_pooler;
     qd_xd_linear pooler;
+    /* MPNet: the relative position bias table [buckets, heads] all blocks add to their scores */
+    char rel_bias[QD_XD_NAME];
     /* ViT (pos_emb above: [1, tokens, hidden]) */
     char cls_token[QD_XD_NAME], patch_w[QD_XD_NAME], patch_b[QD_XD_NAME];
     char final_ln_w[QD_XD_NAME], final_ln_b[QD_XD_NAME];

@@ -752,6 +752,39 @@ static const char *first_token(ox *x, const char *h)
     return g->output[0];
 }
 
+/* MPNet: *bias [B, 1, 1, T] (the padding mask) plus the relative position bias [1, heads, T, T]
+ * all blocks share: the table's row of bucket(j - i) (model/forward.c qd_model_rel_bucket) for
+ * query i and key j, the buckets precomputed for every length up to max_position and sliced to T */
+static int rel_buckets(ox *x, const char **bias)
+{
+    qd_ob *b = x->b;
+    const qd_xdesc *d = x->d;
+    const int64_t P = d->cfg.max_position;
+    const char *tab;
+    int rc = float_init(x, d->rel_bias, &tab);
+    if (rc) return rc;
+    int32_t *ix = qd_xmalloc((size_t)(P * P) * sizeof *ix);
+    for (int64_t i = 0; i < P; i++)
+        for (int64_t j = 0; j < P; j++) ix[i * P + j] = qd_model_rel_bucket((int)(j - i));
+    const int64_t pd[2] = {P, P};
+    const char *all =
+        qd_ob_init(b, "relative_attention_bias.buckets", QD_OT_INT32, 2, pd, ix, (size_t)(P * P) * sizeof *ix, 1);
+    Onnx__NodeProto *sh = qd_ob_node(b, "Shape", "", 1, (const char *[]){"input_ids"}, 1);
+    qd_ob_attr_i(b, sh, "start", 1);
+    qd_ob_attr_i(b, sh, "end", 2);
+    Onnx__NodeProto *tt = qd_ob_node(b, "Concat", "", 2, (const char *[]){sh->output[0], sh->output[0]}, 1);
+    qd_ob_attr_i(b, tt, "axis", 0);
+    const char *idx = qd_ob_node(b, "Slice", "", 4,
+                                 (const char *[]){all, qd_ob_i64s(b, 2, (int64_t[]){0, 0}), tt->output[0],
+                                                  qd_ob_i64s(b, 2, (int64_t[]){0, 1})},
+                                 1)
+                          ->output[0];
+    const char *rel = transpose(x, qd_ob_op2(b, "Gather", tab, idx), 3, (int64_t[]){2, 0, 1}); /* [heads, T, T] */
+    rel = qd_ob_op2(b, "Unsqueeze", rel, qd_ob_i64s(b, 1, (int64_t[]){0}));
+    *bias = qd_ob_op2(b, "Add", *bias, rel);
+    return QD_OK;
+}
+
 static int bert(ox *x)
 {
     qd_ob *b = x->b;
@@ -796,6 +829,7 @@ static int bert(ox *x)
     const char *m = mf->output[0];
     const char *bias = qd_ob_op2(b, "Mul", qd_ob_op2(b, "Sub", qd_ob_f32(b, 1.0f), m), qd_ob_f32(b, -3.0e38f));
     bias = qd_ob_op2(b, "Unsqueeze", bias, qd_ob_i64s(b, 2, (int64_t[]){1, 2}));
+    if (d->rel_bias[0] && (rc = rel_buckets(x, &bias))) return rc;
     for (int k = 0; k < c->layers; k++) {
         const qd_xd_block *blk = &d->blk[k];
         const char *att, *a, *o;

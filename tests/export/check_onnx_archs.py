@@ -1,4 +1,4 @@
-"""Runs ONNX exports of further text families (RoBERTa, XLM-R, DistilBERT, ELECTRA, ALBERT) with ONNX
+"""Runs ONNX exports of further text families (RoBERTa, XLM-R, DistilBERT, ELECTRA, ALBERT, MPNet) with ONNX
 Runtime on the reference inputs and compares them with qdist forward's outputs on the same inputs:
 
     check_onnx_archs.py LABEL MODEL.onnx QDIST_OUTPUTS INPUTS [LABEL MODEL.onnx ...]
