@@ -122,9 +122,32 @@ static void block_prefix(const ctx *c, const char *pfx, const block_names *bn, i
     snprintf(out, cap, "%sencoder.albert_layer_groups.%d.albert_layers.%d.", pfx, g, j);
 }
 
+/* BEiT's layer scales (lambda_1, lambda_2: both or neither) and relative position table of the
+ * block with module prefix bp: its own, else the shared one (model/load.c) */
+static int beit_block(const ctx *c, const char *bp, qd_xd_block *b)
+{
+    const qd_xdesc *d = c->d;
+    const int64_t H = d->cfg.hidden;
+    int rc;
+    const char *tab = "attention.attention.relative_position_bias.relative_position_bias_table";
+    if (snprintf(b->ls1, QD_XD_NAME, "%slambda_1", bp) >= QD_XD_NAME ||
+        snprintf(b->ls2, QD_XD_NAME, "%slambda_2", bp) >= QD_XD_NAME ||
+        snprintf(b->rel_table, QD_XD_NAME, "%s%s", bp, tab) >= QD_XD_NAME)
+        return qd_err_set(QD_EFORMAT, "%s: tensor names under '%s' are too long", c->path, bp);
+    if (!has(c, b->ls1) && !has(c, b->ls2))
+        b->ls1[0] = b->ls2[0] = 0;
+    else if ((rc = need1(c, b->ls1, H)) || (rc = need1(c, b->ls2, H)))
+        return rc;
+    if (!has(c, b->rel_table)) snprintf(b->rel_table, QD_XD_NAME, "%s", d->rel_bias);
+    if (!b->rel_table[0]) return QD_OK;
+    const int64_t rs[2] = {d->rel_rows, d->cfg.heads};
+    return need(c, b->rel_table, 2, rs);
+}
+
 static int blocks(const ctx *c, const char *pfx, const block_names *bn)
 {
     const qd_model_config *m = &c->d->cfg;
+    const int beit = !strcmp(m->model_type, "beit");
     const int H = m->hidden, I = m->intermediate, A = m->heads * m->head_size;
     const int in[QD_LIN_PER_BLOCK] = {H, H, H, A, H, I}, out[QD_LIN_PER_BLOCK] = {A, A, A, H, I, H};
     char mod[QD_XD_NAME], bp[QD_XD_NAME];
@@ -134,13 +157,14 @@ static int blocks(const ctx *c, const char *pfx, const block_names *bn)
         block_prefix(c, pfx, bn, k, bp, sizeof bp);
         for (int j = 0; j < QD_LIN_PER_BLOCK; j++) {
             snprintf(mod, sizeof mod, "%s%s", bp, bn->lin[j]);
-            const int bias = j >= QD_LIN_Q && j <= QD_LIN_V ? m->qkv_bias : 1;
+            const int bias = j >= QD_LIN_Q && j <= QD_LIN_V ? m->qkv_bias && !(beit && j == QD_LIN_K) : 1;
             if ((rc = linear(c, mod, in[j], out[j], bias, &b->lin[j]))) return rc;
         }
         snprintf(mod, sizeof mod, "%s%s", bp, bn->ln1);
         if ((rc = norm(c, mod, H, b->ln1_w, b->ln1_b))) return rc;
         snprintf(mod, sizeof mod, "%s%s", bp, bn->ln2);
         if ((rc = norm(c, mod, H, b->ln2_w, b->ln2_b))) return rc;
+        if (beit && (rc = beit_block(c, bp, b))) return rc;
     }
     return QD_OK;
 }
@@ -264,7 +288,11 @@ static int vit(const ctx *c)
 {
     qd_xdesc *d = c->d;
     qd_model_config *m = &d->cfg;
-    const char *pfx = has(c, "vit.embeddings.cls_token") ? "vit." : has(c, "embeddings.cls_token") ? "" : NULL;
+    const int beit = !strcmp(m->model_type, "beit");
+    const char *pfx = has(c, "vit.embeddings.cls_token")    ? "vit."
+                      : has(c, "beit.embeddings.cls_token") ? "beit."
+                      : has(c, "embeddings.cls_token")      ? ""
+                                                            : NULL;
     if (!pfx) {
         if (has(c, "deit.embeddings.cls_token"))
             return qd_err_set(QD_EUNSUPPORTED, "%s: DeiT models are not supported by the export yet", c->path);
@@ -285,11 +313,26 @@ static int vit(const ctx *c)
     int64_t s3[3] = {1, 1, H}, s4[4] = {H, m->channels, m->patch_h, m->patch_w};
     if ((rc = need(c, d->cls_token, 3, s3))) return rc;
     s3[1] = np + 1;
-    if ((rc = need(c, d->pos_emb, 3, s3)) || (rc = need(c, d->patch_w, 4, s4)) || (rc = need1(c, d->patch_b, H)))
+    if (beit && !has(c, d->pos_emb)) /* BEiT: relative positions only */
+        d->pos_emb[0] = 0;
+    else if ((rc = need(c, d->pos_emb, 3, s3)))
         return rc;
+    if ((rc = need(c, d->patch_w, 4, s4)) || (rc = need1(c, d->patch_b, H))) return rc;
+    if (beit) { /* model/load.c beit_index: (2 gh - 1)(2 gw - 1) patch offsets and 3 for CLS */
+        const int gh = m->image_h / m->patch_h, gw = m->image_w / m->patch_w;
+        d->rel_rows = (2 * gh - 1) * (2 * gw - 1) + 3;
+        snprintf(d->rel_bias, sizeof d->rel_bias, "%sencoder.relative_position_bias.relative_position_bias_table", pfx);
+        if (!has(c, d->rel_bias)) d->rel_bias[0] = 0;
+    }
     if ((rc = blocks(c, pfx, &vit_names))) return rc;
-    snprintf(name, sizeof name, "%slayernorm", pfx);
-    if ((rc = norm(c, name, H, d->final_ln_w, d->final_ln_b))) return rc;
+    if (beit && m->pool == QD_POOL_MEAN) {
+        d->mean_pool = 1;
+        snprintf(name, sizeof name, "%spooler.layernorm", pfx);
+        if ((rc = norm(c, name, H, d->pool_ln_w, d->pool_ln_b))) return rc;
+    } else {
+        snprintf(name, sizeof name, "%slayernorm", pfx);
+        if ((rc = norm(c, name, H, d->final_ln_w, d->final_ln_b))) return rc;
+    }
     return classifier(c, "classifier", (int)H);
 }
 
@@ -305,13 +348,13 @@ int qd_xdesc_build(const qd_xs *s, qd_xdesc *d)
     /* qdist runs more families (model/config.c); the exporters build BERT (and RoBERTa's positions
      * counted after the padding id) and ViT graphs */
     static const char *const types[] = {"bert",    "roberta", "xlm-roberta", "camembert", "distilbert",
-                                        "electra", "albert",  "mpnet",       "vit"};
+                                        "electra", "albert",  "mpnet",       "vit",       "beit"};
     int known = 0;
     for (size_t k = 0; k < QD_ARRAY_LEN(types); k++) known |= !strcmp(d->cfg.model_type, types[k]);
     if (!known)
         return qd_err_set(QD_EUNSUPPORTED,
                           "%s: model_config: model_type '%s' is not supported by this export yet (bert, roberta, "
-                          "xlm-roberta, camembert, distilbert, electra, albert, mpnet, vit)",
+                          "xlm-roberta, camembert, distilbert, electra, albert, mpnet, vit, beit)",
                           path, d->cfg.model_type);
     if (d->cfg.act != QD_ACT_GELU && d->cfg.act != QD_ACT_GELU_TANH && d->cfg.act != QD_ACT_RELU &&
         d->cfg.act != QD_ACT_SILU)

@@ -6,8 +6,8 @@
  *
  * Supported: BERT (with or without the "bert." prefix, optional pooler and sequence-classification
  * head), RoBERTa, XLM-R and CamemBERT (BERT's layout under "roberta.", positions counted after the
- * padding id), DistilBERT, ELECTRA, ALBERT, MPNet (relative position buckets), their heads (text_head in desc.c), and ViT (prefix
- * "vit." or none, classifier on CLS).
+ * padding id), DistilBERT, ELECTRA, ALBERT, MPNet (relative position buckets), their heads (text_head in desc.c), ViT (prefix
+ * "vit." or none, classifier on CLS) and BEiT (relative position tables, layer scales, mean pooling).
  * Anything else (another model_type, DeiT's distillation token) is refused naming what. */
 #ifndef QD_EXPORT_DESC_H
 #define QD_EXPORT_DESC_H
@@ -26,6 +26,8 @@ typedef struct {
     qd_xd_linear lin[QD_LIN_PER_BLOCK];        /* query, key, value, attention output, intermediate, output */
     char ln1_w[QD_XD_NAME], ln1_b[QD_XD_NAME]; /* BERT: attention.output.LayerNorm; ViT: layernorm_before */
     char ln2_w[QD_XD_NAME], ln2_b[QD_XD_NAME]; /* BERT: output.LayerNorm; ViT: layernorm_after */
+    char ls1[QD_XD_NAME], ls2[QD_XD_NAME];     /* BEiT: layer scales of the two branches ("" if none) */
+    char rel_table[QD_XD_NAME];                /* BEiT: this block's relative position table or the shared one */
 } qd_xd_block;
 
 enum { QD_XD_HEAD_NONE = 0, QD_XD_HEAD_FIRST, QD_XD_HEAD_EACH, QD_XD_HEAD_EACH_SQUEEZE };
@@ -44,7 +46,11 @@ typedef struct {
     char rel_bias[QD_XD_NAME];
     /* ViT (pos_emb above: [1, tokens, hidden]) */
     char cls_token[QD_XD_NAME], patch_w[QD_XD_NAME], patch_b[QD_XD_NAME];
-    char final_ln_w[QD_XD_NAME], final_ln_b[QD_XD_NAME];
+    char final_ln_w[QD_XD_NAME], final_ln_b[QD_XD_NAME]; /* "" with mean_pool */
+    /* BEiT: pos_emb "" without absolute positions; mean_pool: the pooler output is pool_ln of the
+     * patch tokens' mean (no norm on the sequence), else final_ln on the sequence, CLS pooled */
+    int mean_pool, rel_rows;
+    char pool_ln_w[QD_XD_NAME], pool_ln_b[QD_XD_NAME];
     /* head: classifier on the pooler output (BERT, ALBERT) or the final-norm CLS (ViT) */
     int has_classifier;
     qd_xd_linear classifier;

@@ -915,6 +915,49 @@ static int patch_int8(ox *x, const char **pw)
     return QD_OK;
 }
 
+/* BEiT: the relative position bias [1, heads, T, T] of table `name` [rows, heads]: row
+ * ix(i, j) for query i and key j, as model/load.c beit_index lays it out (patch offsets on the
+ * grid, three rows for CLS to CLS, CLS to patch and patch to CLS) */
+static int rel_table(ox *x, const char *name, int64_t T, const char **out)
+{
+    qd_ob *b = x->b;
+    const qd_model_config *c = &x->d->cfg;
+    const int gw = c->image_w / c->patch_w, gh = c->image_h / c->patch_h, nrel = x->d->rel_rows;
+    const char *tab;
+    int rc = float_init(x, name, &tab);
+    if (rc) return rc;
+    int32_t *ix = qd_xmalloc((size_t)(T * T) * sizeof *ix);
+    for (int64_t i = 0; i < T; i++)
+        for (int64_t j = 0; j < T; j++) {
+            int32_t v;
+            if (i == 0)
+                v = j == 0 ? nrel - 1 : nrel - 3;
+            else if (j == 0)
+                v = nrel - 2;
+            else {
+                const int yi = (int)(i - 1) / gw, xi = (int)(i - 1) % gw, yj = (int)(j - 1) / gw,
+                          xj = (int)(j - 1) % gw;
+                v = (yi - yj + gh - 1) * (2 * gw - 1) + (xi - xj + gw - 1);
+            }
+            ix[i * T + j] = v;
+        }
+    const int64_t td[2] = {T, T};
+    const char *idx =
+        qd_ob_init(b, qd_ob_str(b, "%s.index", name), QD_OT_INT32, 2, td, ix, (size_t)(T * T) * sizeof *ix, 1);
+    const char *r = transpose(x, qd_ob_op2(b, "Gather", tab, idx), 3, (int64_t[]){2, 0, 1});
+    *out = qd_ob_op2(b, "Unsqueeze", r, qd_ob_i64s(b, 1, (int64_t[]){0}));
+    return QD_OK;
+}
+
+/* *v times the per-channel layer scale `name` (BEiT's lambda) */
+static int layer_scale(ox *x, const char *name, const char **v)
+{
+    const char *g;
+    int rc = float_init(x, name, &g);
+    if (!rc) *v = qd_ob_op2(x->b, "Mul", *v, g);
+    return rc;
+}
+
 static int vit(ox *x)
 {
     qd_ob *b = x->b;
@@ -927,7 +970,8 @@ static int vit(ox *x)
     const char *cls, *pos, *pw, *pb, *h;
     int rc;
     qd_ob_scope(b, "embeddings");
-    if ((rc = float_init(x, d->cls_token, &cls)) || (rc = float_init(x, d->pos_emb, &pos)) ||
+    pos = NULL;
+    if ((rc = float_init(x, d->cls_token, &cls)) || (d->pos_emb[0] && (rc = float_init(x, d->pos_emb, &pos))) ||
         (rc = x->act ? patch_int8(x, &pw) : float_init(x, d->patch_w, &pw)) || (rc = float_init(x, d->patch_b, &pb)))
         return rc;
     /* patches: Conv2d with stride = kernel = patch, [B, H, gh, gw] -> [B, np, H] */
@@ -953,26 +997,46 @@ static int vit(ox *x)
     const char *clsb = qd_ob_op2(b, "Expand", cls, cat->output[0]);
     Onnx__NodeProto *tok = qd_ob_node(b, "Concat", "", 2, (const char *[]){clsb, pt}, 1);
     qd_ob_attr_i(b, tok, "axis", 1);
-    h = qd_ob_op2(b, "Add", tok->output[0], pos);
+    h = tok->output[0];
+    if (pos) h = qd_ob_op2(b, "Add", h, pos);
+    const char *rel = NULL, *rel_of = "";
     for (int k = 0; k < c->layers; k++) {
         const qd_xd_block *blk = &d->blk[k];
         const char *n1, *att, *n2, *o;
         qd_ob_scope(b, "layer.%d", k);
+        if (blk->rel_table[0] && strcmp(blk->rel_table, rel_of)) { /* the shared table: once */
+            if ((rc = rel_table(x, blk->rel_table, T, &rel))) return rc;
+            rel_of = blk->rel_table;
+        }
         if ((rc = layer_norm(x, h, blk->ln1_w, blk->ln1_b, &n1))) return rc;
-        if ((rc = attention(x, k, n1, NULL, &att))) return rc;
+        if ((rc = attention(x, k, n1, blk->rel_table[0] ? rel : NULL, &att))) return rc;
         qd_ob_scope(b, "layer.%d", k);
+        if (blk->ls1[0] && (rc = layer_scale(x, blk->ls1, &att))) return rc;
         h = qd_ob_op2(b, "Add", h, att);
         if ((rc = layer_norm(x, h, blk->ln2_w, blk->ln2_b, &n2))) return rc;
         if ((rc = mlp(x, k, n2, &o))) return rc;
         qd_ob_scope(b, "layer.%d", k);
+        if (blk->ls2[0] && (rc = layer_scale(x, blk->ls2, &o))) return rc;
         h = qd_ob_op2(b, "Add", h, o);
     }
     qd_ob_scope(b, "head");
-    const char *last;
-    if ((rc = layer_norm(x, h, d->final_ln_w, d->final_ln_b, &last))) return rc;
+    const char *last = h, *pooled;
     const int64_t ld[3] = {-1, T, H}, pd[2] = {-1, H};
+    if (d->mean_pool) { /* BEiT: the patch tokens' mean, normalized; the sequence as it is */
+        const char *pt =
+            qd_ob_node(b, "Slice", "", 4,
+                       (const char *[]){h, qd_ob_i64s(b, 1, (int64_t[]){1}), qd_ob_i64s(b, 1, (int64_t[]){T}),
+                                        qd_ob_i64s(b, 1, (int64_t[]){1})},
+                       1)
+                ->output[0];
+        if ((rc = layer_norm(x, qd_ob_reduce(b, "ReduceMean", pt, 1, (int64_t[]){1}, 0), d->pool_ln_w, d->pool_ln_b,
+                             &pooled)))
+            return rc;
+    } else {
+        if ((rc = layer_norm(x, h, d->final_ln_w, d->final_ln_b, &last))) return rc;
+        pooled = first_token(x, last);
+    }
     qd_ob_output(b, last, "last_hidden_state", QD_OT_FLOAT, 3, ld, dn);
-    const char *pooled = first_token(x, last);
     qd_ob_output(b, pooled, "pooler_output", QD_OT_FLOAT, 2, pd, dn);
     if (d->has_classifier) {
         const char *lg;
@@ -1003,6 +1067,16 @@ int qd_export_onnx(const char *model_file, const char *out, const qd_onnx_opts *
     }
     qd_xdesc d;
     if ((rc = qd_xdesc_build(s, &d))) {
+        qd_xs_close(s);
+        return rc;
+    }
+    if (act && (d.rel_bias[0] || d.cfg.relpos != QD_RELPOS_NONE || !strcmp(d.cfg.model_type, "beit") ||
+                !strcmp(d.cfg.model_type, "mpnet"))) {
+        rc = qd_err_set(QD_EUNSUPPORTED,
+                        "%s: --onnx-ops qoperator writes BERT-family and ViT models; model_type '%s' (its relative "
+                        "position bias) has no integer-only graph yet",
+                        model_file, d.cfg.model_type);
+        qd_xdesc_free(&d);
         qd_xs_close(s);
         return rc;
     }

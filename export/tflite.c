@@ -983,7 +983,7 @@ int qd_export_tflite(const char *model_file, const char *ranges_path, const char
         return rc ? rc : QD_ENOTFOUND;
     }
     int in = 0, outt = 0;
-    if (d.cfg.arch != QD_ARCH_VIT)
+    if (d.cfg.arch != QD_ARCH_VIT || strcmp(d.cfg.model_type, "vit"))
         rc = qd_err_set(QD_EUNSUPPORTED, "%s: the LiteRT export writes ViT models for now (this model: %s)", model_file,
                         d.cfg.model_type);
     else

@@ -1,10 +1,10 @@
-"""Runs ONNX exports of further text families (RoBERTa, XLM-R, DistilBERT, ELECTRA, ALBERT, MPNet) with ONNX
+"""Runs ONNX exports of further families (RoBERTa, XLM-R, DistilBERT, ELECTRA, ALBERT, MPNet, BEiT) with ONNX
 Runtime on the reference inputs and compares them with qdist forward's outputs on the same inputs:
 
     check_onnx_archs.py LABEL MODEL.onnx QDIST_OUTPUTS INPUTS [LABEL MODEL.onnx ...]
 
 QDIST_OUTPUTS: `qdist forward --hidden --save-outputs` (FP32, or --fake-quant for a quantized file).
-last_hidden_state at real tokens, sentence_embedding and the head's logits (at real tokens for
+last_hidden_state at real tokens, sentence_embedding (vision: pooler_output) and the head's logits (at real tokens for
 token heads; present in both or in neither) must agree within 1e-4 of their largest value. One line per model; exit 1 when a check fails.
 """
 import sys
@@ -27,15 +27,21 @@ def check(label, onnx_path, outputs, inputs):
     so.intra_op_num_threads = 1
     so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")
     s = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
-    ids = x["input_ids"].astype(np.int64)
-    mask = x["attention_mask"].astype(np.int64) if "attention_mask" in x else np.ones_like(ids)
-    feed = {"input_ids": ids, "attention_mask": mask}
-    if "token_type_ids" in [i.name for i in s.get_inputs()]:
-        feed["token_type_ids"] = np.zeros_like(ids)
+    if "pixel_values" in x:  # vision: every token is real; the pooled output instead of a sentence embedding
+        feed = {"pixel_values": x["pixel_values"].astype(np.float32)}
+        mask = np.ones(x["hidden.0"].shape[:2], np.int64)
+        keys = ("last_hidden_state", "pooler_output", "logits")
+    else:
+        ids = x["input_ids"].astype(np.int64)
+        mask = x["attention_mask"].astype(np.int64) if "attention_mask" in x else np.ones_like(ids)
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in [i.name for i in s.get_inputs()]:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        keys = ("last_hidden_state", "sentence_embedding", "logits")
     got = dict(zip([o.name for o in s.get_outputs()], s.run(None, feed)))
     keep = mask.astype(bool)
     errs = {}
-    for k in ("last_hidden_state", "sentence_embedding", "logits"):
+    for k in keys:
         if k == "logits" and k not in got and k not in q:
             continue
         if k not in got or k not in q:

@@ -2,13 +2,14 @@
 # qdist export for the further architecture families, on the tiny reference models (no checkpoint).
 # ONNX: RoBERTa and XLM-R (positions counted after the padding id), DistilBERT, ELECTRA (its
 # embeddings projected to the hidden width), ALBERT (layers shared between blocks, read once), BERT
-# token classification, MPNet (its relative position buckets added to every block's scores), with
+# token classification, MPNet (its relative position buckets added to every block's scores), BEiT
+# (relative position tables per block or shared, layer scales, mean pooling or not), with
 # their heads (RoBERTa's classifier.dense/tanh/out_proj, DistilBERT's pre_classifier/ReLU, token
 # classifiers, ELECTRA's discriminator, ALBERT's pooler), FP32, INT4 g16 and INT8 pruned 2:4, run by
 # ONNX Runtime on the reference inputs (padded) against qdist forward (FP32 / --fake-quant):
 # last_hidden_state, sentence_embedding and logits within 1e-4 relative, onnx.checker with full
 # shape inference (check_onnx_archs.py); the families
-# the graphs do not cover yet (BEiT, ...) refused by name, no file left.
+# the graphs do not cover yet (DINOv2, CLIP vision) refused by name, no file left.
 # compressed-tensors for every architecture family qdist runs, on the tiny
 # reference models of tests/reference/archs/ (RoBERTa, XLM-R, DistilBERT, MPNet, ELECTRA, ALBERT's
 # shared layers, BERT token heads, BEiT, CLIP vision), loaded by
@@ -30,7 +31,7 @@ trap 'rm -rf "$T"' EXIT
 # ---- ONNX ----
 echo '{"overrides": [{"pattern": "*", "skip": true}]}' > "$T/float.json"
 oargs=""
-for m in roberta-seq xlm-roberta-token distilbert-seq electra-disc albert-seq bert-token mpnet; do
+for m in roberta-seq xlm-roberta-token distilbert-seq electra-disc albert-seq bert-token mpnet beit-cls beit-shared; do
   d="$A/$m"
   for s in f q p; do
     case $s in
@@ -48,9 +49,10 @@ done
 # shellcheck disable=SC2086
 "$PY" "$QD_SOURCE_DIR/tests/export/check_onnx_archs.py" $oargs
 . "$QD_SOURCE_DIR/tests/export/fails.sh"
-for m in beit-cls; do
+for m in dinov2-cls:dinov2 clip-vision:clip_vision_model; do
+  t=${m#*:} m=${m%:*}
   "$QDIST" quantize --model "$A/$m" --out "$T/o-$m.h5" --quiet
-  fails "model_type '${m%-*}' is not supported by this export yet" "$T/o-$m.onnx" -- \
+  fails "model_type '$t' is not supported by this export yet" "$T/o-$m.onnx" -- \
     "$QDIST" export "$T/o-$m.h5" --format onnx --out "$T/o-$m.onnx"
 done
 
