@@ -86,6 +86,12 @@ static const block_names vit_names = {"encoder.layer",
                                       "layernorm_before",
                                       "layernorm_after",
                                       0};
+static const block_names dinov2_names = {"encoder.layer",
+                                         {"attention.attention.query", "attention.attention.key",
+                                          "attention.attention.value", "attention.output.dense", "mlp.fc1", "mlp.fc2"},
+                                         "norm1",
+                                         "norm2",
+                                         0};
 static const block_names distilbert_names = {
     "transformer.layer",
     {"attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2"},
@@ -165,6 +171,12 @@ static int blocks(const ctx *c, const char *pfx, const block_names *bn)
         snprintf(mod, sizeof mod, "%s%s", bp, bn->ln2);
         if ((rc = norm(c, mod, H, b->ln2_w, b->ln2_b))) return rc;
         if (beit && (rc = beit_block(c, bp, b))) return rc;
+        if (!strncmp(m->model_type, "dinov2", 6)) {
+            if (snprintf(b->ls1, QD_XD_NAME, "%slayer_scale1.lambda1", bp) >= QD_XD_NAME ||
+                snprintf(b->ls2, QD_XD_NAME, "%slayer_scale2.lambda1", bp) >= QD_XD_NAME)
+                return qd_err_set(QD_EFORMAT, "%s: tensor names under '%s' are too long", c->path, bp);
+            if ((rc = need1(c, b->ls1, H)) || (rc = need1(c, b->ls2, H))) return rc;
+        }
     }
     return QD_OK;
 }
@@ -288,11 +300,12 @@ static int vit(const ctx *c)
 {
     qd_xdesc *d = c->d;
     qd_model_config *m = &d->cfg;
-    const int beit = !strcmp(m->model_type, "beit");
-    const char *pfx = has(c, "vit.embeddings.cls_token")    ? "vit."
-                      : has(c, "beit.embeddings.cls_token") ? "beit."
-                      : has(c, "embeddings.cls_token")      ? ""
-                                                            : NULL;
+    const int beit = !strcmp(m->model_type, "beit"), dino = !strncmp(m->model_type, "dinov2", 6);
+    const char *pfx = has(c, "vit.embeddings.cls_token")      ? "vit."
+                      : has(c, "beit.embeddings.cls_token")   ? "beit."
+                      : has(c, "dinov2.embeddings.cls_token") ? "dinov2."
+                      : has(c, "embeddings.cls_token")        ? ""
+                                                              : NULL;
     if (!pfx) {
         if (has(c, "deit.embeddings.cls_token"))
             return qd_err_set(QD_EUNSUPPORTED, "%s: DeiT models are not supported by the export yet", c->path);
@@ -324,7 +337,27 @@ static int vit(const ctx *c)
         snprintf(d->rel_bias, sizeof d->rel_bias, "%sencoder.relative_position_bias.relative_position_bias_table", pfx);
         if (!has(c, d->rel_bias)) d->rel_bias[0] = 0;
     }
-    if ((rc = blocks(c, pfx, &vit_names))) return rc;
+    if (dino) {
+        if (has(c, "dinov2.encoder.layer.0.mlp.weights_in.weight") || has(c, "encoder.layer.0.mlp.weights_in.weight"))
+            return qd_err_set(QD_EUNSUPPORTED, "%s: DINOv2's SwiGLU MLP (mlp.weights_in) is not exported yet", c->path);
+        d->dinov2 = 1;
+        d->pos_aa = !strcmp(m->model_type, "dinov2_with_registers");
+        if (m->n_registers > 0) {
+            snprintf(d->reg_tokens, sizeof d->reg_tokens, "%sembeddings.register_tokens", pfx);
+            const int64_t rs[3] = {1, m->n_registers, H};
+            if ((rc = need(c, d->reg_tokens, 3, rs))) return rc;
+        }
+    }
+    if ((rc = blocks(c, pfx, dino ? &dinov2_names : &vit_names))) return rc;
+    if (dino && has(c, "classifier.weight")) { /* on [CLS, patch mean]: 2 H inputs */
+        d->cls_mean = 1;
+        snprintf(name, sizeof name, "%slayernorm", pfx);
+        if ((rc = norm(c, name, H, d->final_ln_w, d->final_ln_b))) return rc;
+        if ((rc = head_linear(c, "classifier", (int)(2 * H), &d->classifier))) return rc;
+        d->has_classifier = 1;
+        m->num_labels = d->classifier.out;
+        return QD_OK;
+    }
     if (beit && m->pool == QD_POOL_MEAN) {
         d->mean_pool = 1;
         snprintf(name, sizeof name, "%spooler.layernorm", pfx);
@@ -347,15 +380,17 @@ int qd_xdesc_build(const qd_xs *s, qd_xdesc *d)
     if (rc) return rc;
     /* qdist runs more families (model/config.c); the exporters build BERT (and RoBERTa's positions
      * counted after the padding id) and ViT graphs */
-    static const char *const types[] = {"bert",    "roberta", "xlm-roberta", "camembert", "distilbert",
-                                        "electra", "albert",  "mpnet",       "vit",       "beit"};
+    static const char *const types[] = {"bert",       "roberta", "xlm-roberta", "camembert",
+                                        "distilbert", "electra", "albert",      "mpnet",
+                                        "vit",        "beit",    "dinov2",      "dinov2_with_registers"};
     int known = 0;
     for (size_t k = 0; k < QD_ARRAY_LEN(types); k++) known |= !strcmp(d->cfg.model_type, types[k]);
     if (!known)
-        return qd_err_set(QD_EUNSUPPORTED,
-                          "%s: model_config: model_type '%s' is not supported by this export yet (bert, roberta, "
-                          "xlm-roberta, camembert, distilbert, electra, albert, mpnet, vit, beit)",
-                          path, d->cfg.model_type);
+        return qd_err_set(
+            QD_EUNSUPPORTED,
+            "%s: model_config: model_type '%s' is not supported by this export yet (bert, roberta, "
+            "xlm-roberta, camembert, distilbert, electra, albert, mpnet, vit, beit, dinov2, dinov2_with_registers)",
+            path, d->cfg.model_type);
     if (d->cfg.act != QD_ACT_GELU && d->cfg.act != QD_ACT_GELU_TANH && d->cfg.act != QD_ACT_RELU &&
         d->cfg.act != QD_ACT_SILU)
         return qd_err_set(QD_EUNSUPPORTED,

@@ -50,6 +50,11 @@ typedef struct {
     /* BEiT: pos_emb "" without absolute positions; mean_pool: the pooler output is pool_ln of the
      * patch tokens' mean (no norm on the sequence), else final_ln on the sequence, CLS pooled */
     int mean_pool, rel_rows;
+    /* DINOv2: register tokens after CLS ("" if none); positions resampled to the input's patch
+     * grid (bicubic, antialiased with registers), so the graph takes any image size; the
+     * classifier reads [CLS, mean of the patch tokens] of the normalized sequence */
+    char reg_tokens[QD_XD_NAME];
+    int dinov2, pos_aa, cls_mean;
     char pool_ln_w[QD_XD_NAME], pool_ln_b[QD_XD_NAME];
     /* head: classifier on the pooler output (BERT, ALBERT) or the final-norm CLS (ViT) */
     int has_classifier;

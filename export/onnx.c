@@ -949,6 +949,51 @@ static int rel_table(ox *x, const char *name, int64_t T, const char **out)
     return QD_OK;
 }
 
+/* tokens [t0, t1) of h [B, T, H] */
+static const char *tokens(ox *x, const char *h, int64_t t0, int64_t t1)
+{
+    qd_ob *b = x->b;
+    return qd_ob_node(b, "Slice", "", 4,
+                      (const char *[]){h, qd_ob_i64s(b, 1, (int64_t[]){t0}), qd_ob_i64s(b, 1, (int64_t[]){t1}),
+                                       qd_ob_i64s(b, 1, (int64_t[]){1})},
+                      1)
+        ->output[0];
+}
+
+/* DINOv2: the position embeddings pos [1, 1 + gh0 gw0, H] at the patch grid of conv [B, H, gh, gw]:
+ * the patch rows as a [1, H, gh0, gw0] image resized bicubically to [gh, gw] as transformers
+ * (and qdist, model/resample.c) do: torch's cubic (a = -0.75, half-pixel centres), or with
+ * registers its antialiased filter (a = -0.5, stretched when shrinking, renormalised inside). The same size is the
+ * identity, so one graph serves every input size. */
+static const char *resample_positions(ox *x, const char *pos, const char *conv)
+{
+    qd_ob *b = x->b;
+    const qd_model_config *c = &x->d->cfg;
+    const int64_t H = c->hidden, gh0 = c->pos_grid_h, gw0 = c->pos_grid_w;
+    const char *pp =
+        qd_ob_op2(b, "Reshape", tokens(x, pos, 1, INT64_MAX), qd_ob_i64s(b, 4, (int64_t[]){1, gh0, gw0, H}));
+    pp = transpose(x, pp, 4, (int64_t[]){0, 3, 1, 2});
+    Onnx__NodeProto *sh = qd_ob_node(b, "Shape", "", 1, (const char *[]){conv}, 1);
+    qd_ob_attr_i(b, sh, "start", 2);
+    qd_ob_attr_i(b, sh, "end", 4);
+    Onnx__NodeProto *sz =
+        qd_ob_node(b, "Concat", "", 2, (const char *[]){qd_ob_i64s(b, 2, (int64_t[]){1, H}), sh->output[0]}, 1);
+    qd_ob_attr_i(b, sz, "axis", 0);
+    Onnx__NodeProto *rz = qd_ob_node(b, "Resize", "", 4, (const char *[]){pp, "", "", sz->output[0]}, 1);
+    qd_ob_attr_s(b, rz, "mode", "cubic");
+    qd_ob_attr_s(b, rz, "coordinate_transformation_mode", "half_pixel");
+    qd_ob_attr_f(b, rz, "cubic_coeff_a", x->d->pos_aa ? -0.5f : -0.75f);
+    if (x->d->pos_aa) { /* PIL's filter: taps outside the grid dropped, the weights renormalised */
+        qd_ob_attr_i(b, rz, "antialias", 1);
+        qd_ob_attr_i(b, rz, "exclude_outside", 1);
+    }
+    const char *r = qd_ob_op2(b, "Reshape", rz->output[0], qd_ob_i64s(b, 3, (int64_t[]){1, H, -1}));
+    r = transpose(x, r, 3, (int64_t[]){0, 2, 1});
+    Onnx__NodeProto *cat = qd_ob_node(b, "Concat", "", 2, (const char *[]){tokens(x, pos, 0, 1), r}, 1);
+    qd_ob_attr_i(b, cat, "axis", 1);
+    return cat->output[0];
+}
+
 /* *v times the per-channel layer scale `name` (BEiT's lambda) */
 static int layer_scale(ox *x, const char *name, const char **v)
 {
@@ -965,7 +1010,16 @@ static int vit(ox *x)
     const qd_model_config *c = &d->cfg;
     const int64_t H = c->hidden, np = (int64_t)(c->image_h / c->patch_h) * (c->image_w / c->patch_w), T = np + 1;
     const char *dn[4] = {"batch", NULL, NULL, NULL};
-    const int64_t pix[4] = {-1, c->channels, c->image_h, c->image_w};
+    const int64_t pix[4] = {-1, c->channels, d->dinov2 ? -1 : c->image_h, d->dinov2 ? -1 : c->image_w};
+    if (d->dinov2) { /* any image size: the positions are resampled to its patch grid */
+        dn[2] = "height";
+        dn[3] = "width";
+        if (d->pos_aa && qd_ob_opset(b) < 18)
+            return qd_err_set(QD_EUNSUPPORTED,
+                              "%s: %s resamples its positions with antialiasing, which ONNX's Resize has from opset 18 "
+                              "(this export: --opset %d)",
+                              x->path, c->model_type, qd_ob_opset(b));
+    }
     qd_ob_input(b, "pixel_values", QD_OT_FLOAT, 4, pix, dn);
     const char *cls, *pos, *pw, *pb, *h;
     int rc;
@@ -998,7 +1052,22 @@ static int vit(ox *x)
     Onnx__NodeProto *tok = qd_ob_node(b, "Concat", "", 2, (const char *[]){clsb, pt}, 1);
     qd_ob_attr_i(b, tok, "axis", 1);
     h = tok->output[0];
+    if (d->dinov2) pos = resample_positions(x, pos, cv->output[0]);
     if (pos) h = qd_ob_op2(b, "Add", h, pos);
+    if (d->reg_tokens[0]) { /* DINOv2's registers after CLS, without positions */
+        const char *reg;
+        if ((rc = float_init(x, d->reg_tokens, &reg))) return rc;
+        Onnx__NodeProto *rs = qd_ob_node(
+            b, "Concat", "", 2, (const char *[]){sh->output[0], qd_ob_i64s(b, 2, (int64_t[]){c->n_registers, H})}, 1);
+        qd_ob_attr_i(b, rs, "axis", 0);
+        Onnx__NodeProto *t3 =
+            qd_ob_node(b, "Concat", "", 3,
+                       (const char *[]){tokens(x, h, 0, 1), qd_ob_op2(b, "Expand", reg, rs->output[0]),
+                                        tokens(x, h, 1, INT64_MAX)},
+                       1);
+        qd_ob_attr_i(b, t3, "axis", 1);
+        h = t3->output[0];
+    }
     const char *rel = NULL, *rel_of = "";
     for (int k = 0; k < c->layers; k++) {
         const qd_xd_block *blk = &d->blk[k];
@@ -1021,7 +1090,7 @@ static int vit(ox *x)
     }
     qd_ob_scope(b, "head");
     const char *last = h, *pooled;
-    const int64_t ld[3] = {-1, T, H}, pd[2] = {-1, H};
+    const int64_t ld[3] = {-1, d->dinov2 ? -1 : T, H}, pd[2] = {-1, H};
     if (d->mean_pool) { /* BEiT: the patch tokens' mean, normalized; the sequence as it is */
         const char *pt =
             qd_ob_node(b, "Slice", "", 4,
@@ -1036,12 +1105,23 @@ static int vit(ox *x)
         if ((rc = layer_norm(x, h, d->final_ln_w, d->final_ln_b, &last))) return rc;
         pooled = first_token(x, last);
     }
+    const char *cin = pooled;
+    if (d->cls_mean) { /* DINOv2: [CLS, mean of the patch tokens] */
+        const int64_t n_prefix = 1 + (d->reg_tokens[0] ? c->n_registers : 0);
+        Onnx__NodeProto *cm =
+            qd_ob_node(b, "Concat", "", 2,
+                       (const char *[]){pooled, qd_ob_reduce(b, "ReduceMean", tokens(x, last, n_prefix, INT64_MAX), 1,
+                                                             (int64_t[]){1}, 0)},
+                       1);
+        qd_ob_attr_i(b, cm, "axis", 1);
+        cin = cm->output[0];
+    }
     qd_ob_output(b, last, "last_hidden_state", QD_OT_FLOAT, 3, ld, dn);
     qd_ob_output(b, pooled, "pooler_output", QD_OT_FLOAT, 2, pd, dn);
     if (d->has_classifier) {
         const char *lg;
         x->act_in = x->act ? "final_norm" : NULL;
-        rc = linear(x, pooled, 2, &d->classifier, &lg);
+        rc = linear(x, cin, 2, &d->classifier, &lg);
         x->act_in = NULL;
         if (rc) return rc;
         const int64_t gd[2] = {-1, c->num_labels};
@@ -1070,11 +1150,10 @@ int qd_export_onnx(const char *model_file, const char *out, const qd_onnx_opts *
         qd_xs_close(s);
         return rc;
     }
-    if (act && (d.rel_bias[0] || d.cfg.relpos != QD_RELPOS_NONE || !strcmp(d.cfg.model_type, "beit") ||
-                !strcmp(d.cfg.model_type, "mpnet"))) {
+    if (act && ((d.cfg.arch == QD_ARCH_VIT && strcmp(d.cfg.model_type, "vit")) || !strcmp(d.cfg.model_type, "mpnet"))) {
         rc = qd_err_set(QD_EUNSUPPORTED,
-                        "%s: --onnx-ops qoperator writes BERT-family and ViT models; model_type '%s' (its relative "
-                        "position bias) has no integer-only graph yet",
+                        "%s: --onnx-ops qoperator writes BERT-family and ViT models; model_type '%s' (relative "
+                        "position bias, layer scales) has no integer-only graph yet",
                         model_file, d.cfg.model_type);
         qd_xdesc_free(&d);
         qd_xs_close(s);

@@ -3,13 +3,15 @@
 # ONNX: RoBERTa and XLM-R (positions counted after the padding id), DistilBERT, ELECTRA (its
 # embeddings projected to the hidden width), ALBERT (layers shared between blocks, read once), BERT
 # token classification, MPNet (its relative position buckets added to every block's scores), BEiT
-# (relative position tables per block or shared, layer scales, mean pooling or not), with
+# (relative position tables per block or shared, layer scales, mean pooling or not), DINOv2 (layer
+# scales, register tokens, positions resampled bicubically to the input's patch grid, [CLS, patch
+# mean] classifier), with
 # their heads (RoBERTa's classifier.dense/tanh/out_proj, DistilBERT's pre_classifier/ReLU, token
 # classifiers, ELECTRA's discriminator, ALBERT's pooler), FP32, INT4 g16 and INT8 pruned 2:4, run by
 # ONNX Runtime on the reference inputs (padded) against qdist forward (FP32 / --fake-quant):
 # last_hidden_state, sentence_embedding and logits within 1e-4 relative, onnx.checker with full
 # shape inference (check_onnx_archs.py); the families
-# the graphs do not cover yet (DINOv2, CLIP vision) refused by name, no file left.
+# the graphs do not cover yet (CLIP vision) refused by name, no file left.
 # compressed-tensors for every architecture family qdist runs, on the tiny
 # reference models of tests/reference/archs/ (RoBERTa, XLM-R, DistilBERT, MPNet, ELECTRA, ALBERT's
 # shared layers, BERT token heads, BEiT, CLIP vision), loaded by
@@ -31,7 +33,8 @@ trap 'rm -rf "$T"' EXIT
 # ---- ONNX ----
 echo '{"overrides": [{"pattern": "*", "skip": true}]}' > "$T/float.json"
 oargs=""
-for m in roberta-seq xlm-roberta-token distilbert-seq electra-disc albert-seq bert-token mpnet beit-cls beit-shared; do
+for m in roberta-seq xlm-roberta-token distilbert-seq electra-disc albert-seq bert-token mpnet beit-cls beit-shared \
+  dinov2-cls dinov2-reg; do
   d="$A/$m"
   for s in f q p; do
     case $s in
@@ -49,7 +52,7 @@ done
 # shellcheck disable=SC2086
 "$PY" "$QD_SOURCE_DIR/tests/export/check_onnx_archs.py" $oargs
 . "$QD_SOURCE_DIR/tests/export/fails.sh"
-for m in dinov2-cls:dinov2 clip-vision:clip_vision_model; do
+for m in clip-vision:clip_vision_model; do
   t=${m#*:} m=${m%:*}
   "$QDIST" quantize --model "$A/$m" --out "$T/o-$m.h5" --quiet
   fails "model_type '$t' is not supported by this export yet" "$T/o-$m.onnx" -- \
