@@ -92,6 +92,12 @@ static const block_names dinov2_names = {"encoder.layer",
                                          "norm1",
                                          "norm2",
                                          0};
+static const block_names clip_names = {
+    "encoder.layers",
+    {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2"},
+    "layer_norm1",
+    "layer_norm2",
+    0};
 static const block_names distilbert_names = {
     "transformer.layer",
     {"attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2"},
@@ -296,11 +302,43 @@ static int bert(const ctx *c)
     return text_head(c, (int)H);
 }
 
+static int clip(const ctx *c)
+{
+    qd_xdesc *d = c->d;
+    qd_model_config *m = &d->cfg;
+    const int64_t H = m->hidden, np = (int64_t)(m->image_h / m->patch_h) * (m->image_w / m->patch_w);
+    const char *pfx = "vision_model.";
+    int rc;
+    char name[QD_XD_NAME];
+    d->clip = 1;
+    snprintf(d->cls_token, sizeof d->cls_token, "%sembeddings.class_embedding", pfx);
+    snprintf(d->pos_emb, sizeof d->pos_emb, "%sembeddings.position_embedding.weight", pfx);
+    snprintf(d->patch_w, sizeof d->patch_w, "%sembeddings.patch_embedding.weight", pfx);
+    const int64_t s2[2] = {np + 1, H}, s4[4] = {H, m->channels, m->patch_h, m->patch_w};
+    if ((rc = need1(c, d->cls_token, H)) || (rc = need(c, d->pos_emb, 2, s2)) || (rc = need(c, d->patch_w, 4, s4)))
+        return rc;
+    snprintf(name, sizeof name, "%spre_layrnorm", pfx);
+    if ((rc = norm(c, name, H, d->pre_ln_w, d->pre_ln_b))) return rc;
+    if ((rc = blocks(c, pfx, &clip_names))) return rc;
+    snprintf(name, sizeof name, "%spost_layernorm", pfx);
+    if ((rc = norm(c, name, H, d->final_ln_w, d->final_ln_b))) return rc;
+    int i = qd_xs_find(c->s, "visual_projection.weight");
+    if (i >= 0) {
+        const qd_xs_tensor *t = qd_xs_tensor_at(c->s, i);
+        if (t->ndim != 2)
+            return qd_err_set(QD_ESHAPE, "%s: tensor 'visual_projection.weight' is not a matrix", c->path);
+        if ((rc = linear(c, "visual_projection", (int)H, (int)t->shape[0], 0, &d->proj))) return rc;
+        d->has_proj = 1;
+    }
+    return classifier(c, "classifier", (int)H);
+}
+
 static int vit(const ctx *c)
 {
     qd_xdesc *d = c->d;
     qd_model_config *m = &d->cfg;
     const int beit = !strcmp(m->model_type, "beit"), dino = !strncmp(m->model_type, "dinov2", 6);
+    if (!strncmp(m->model_type, "clip", 4)) return clip(c);
     const char *pfx = has(c, "vit.embeddings.cls_token")      ? "vit."
                       : has(c, "beit.embeddings.cls_token")   ? "beit."
                       : has(c, "dinov2.embeddings.cls_token") ? "dinov2."
@@ -380,21 +418,33 @@ int qd_xdesc_build(const qd_xs *s, qd_xdesc *d)
     if (rc) return rc;
     /* qdist runs more families (model/config.c); the exporters build BERT (and RoBERTa's positions
      * counted after the padding id) and ViT graphs */
-    static const char *const types[] = {"bert",       "roberta", "xlm-roberta", "camembert",
-                                        "distilbert", "electra", "albert",      "mpnet",
-                                        "vit",        "beit",    "dinov2",      "dinov2_with_registers"};
+    static const char *const types[] = {"bert",
+                                        "roberta",
+                                        "xlm-roberta",
+                                        "camembert",
+                                        "distilbert",
+                                        "electra",
+                                        "albert",
+                                        "mpnet",
+                                        "vit",
+                                        "beit",
+                                        "dinov2",
+                                        "dinov2_with_registers",
+                                        "clip_vision_model",
+                                        "clip"};
     int known = 0;
     for (size_t k = 0; k < QD_ARRAY_LEN(types); k++) known |= !strcmp(d->cfg.model_type, types[k]);
     if (!known)
-        return qd_err_set(
-            QD_EUNSUPPORTED,
-            "%s: model_config: model_type '%s' is not supported by this export yet (bert, roberta, "
-            "xlm-roberta, camembert, distilbert, electra, albert, mpnet, vit, beit, dinov2, dinov2_with_registers)",
-            path, d->cfg.model_type);
-    if (d->cfg.act != QD_ACT_GELU && d->cfg.act != QD_ACT_GELU_TANH && d->cfg.act != QD_ACT_RELU &&
-        d->cfg.act != QD_ACT_SILU)
         return qd_err_set(QD_EUNSUPPORTED,
-                          "%s: the export writes GELU, tanh-GELU, ReLU and SiLU MLPs, not this model's", path);
+                          "%s: model_config: model_type '%s' is not supported by this export yet (bert, roberta, "
+                          "xlm-roberta, camembert, distilbert, electra, albert, mpnet, vit, beit, dinov2, "
+                          "dinov2_with_registers, clip_vision_model, clip)",
+                          path, d->cfg.model_type);
+    if (d->cfg.act != QD_ACT_GELU && d->cfg.act != QD_ACT_GELU_TANH && d->cfg.act != QD_ACT_RELU &&
+        d->cfg.act != QD_ACT_SILU && d->cfg.act != QD_ACT_QUICK_GELU)
+        return qd_err_set(QD_EUNSUPPORTED,
+                          "%s: the export writes GELU, tanh-GELU, quick GELU, ReLU and SiLU MLPs, not this model's",
+                          path);
     d->cfg.num_labels = 0;
     d->cfg.n_prefix = d->cfg.arch == QD_ARCH_VIT ? 1 : 0;
     d->blk = qd_xcalloc((size_t)d->cfg.layers, sizeof *d->blk);

@@ -55,6 +55,13 @@ typedef struct {
      * classifier reads [CLS, mean of the patch tokens] of the normalized sequence */
     char reg_tokens[QD_XD_NAME];
     int dinov2, pos_aa, cls_mean;
+    /* CLIP vision: class_embedding [H], a patch projection without bias (patch_b ""), positions
+     * [tokens, H], pre_layrnorm on the embeddings, post_layernorm (final_ln) on CLS only, the
+     * sequence un-normalized; the projection to image_embeds (no bias) when the file has one; a
+     * classifier on the mean of the patch tokens */
+    int clip, has_proj;
+    char pre_ln_w[QD_XD_NAME], pre_ln_b[QD_XD_NAME];
+    qd_xd_linear proj;
     char pool_ln_w[QD_XD_NAME], pool_ln_b[QD_XD_NAME];
     /* head: classifier on the pooler output (BERT, ALBERT) or the final-norm CLS (ViT) */
     int has_classifier;

@@ -606,6 +606,8 @@ static const char *activation(ox *x, const char *in)
     switch (x->d->cfg.act) {
     case QD_ACT_RELU: return qd_ob_op1(b, "Relu", in);
     case QD_ACT_SILU: return qd_ob_op2(b, "Mul", in, qd_ob_op1(b, "Sigmoid", in));
+    case QD_ACT_QUICK_GELU: /* CLIP: x sigmoid(1.702 x) */
+        return qd_ob_op2(b, "Mul", in, qd_ob_op1(b, "Sigmoid", qd_ob_op2(b, "Mul", in, qd_ob_f32(b, 1.702f))));
     case QD_ACT_GELU_TANH:
         if (opset >= 20) {
             Onnx__NodeProto *n = qd_ob_node(b, "Gelu", "", 1, (const char *[]){in}, 1);
@@ -1021,12 +1023,12 @@ static int vit(ox *x)
                               x->path, c->model_type, qd_ob_opset(b));
     }
     qd_ob_input(b, "pixel_values", QD_OT_FLOAT, 4, pix, dn);
-    const char *cls, *pos, *pw, *pb, *h;
+    const char *cls, *pos = NULL, *pw, *pb = NULL, *h;
     int rc;
     qd_ob_scope(b, "embeddings");
-    pos = NULL;
     if ((rc = float_init(x, d->cls_token, &cls)) || (d->pos_emb[0] && (rc = float_init(x, d->pos_emb, &pos))) ||
-        (rc = x->act ? patch_int8(x, &pw) : float_init(x, d->patch_w, &pw)) || (rc = float_init(x, d->patch_b, &pb)))
+        (rc = x->act ? patch_int8(x, &pw) : float_init(x, d->patch_w, &pw)) ||
+        (d->patch_b[0] && (rc = float_init(x, d->patch_b, &pb))))
         return rc;
     /* patches: Conv2d with stride = kernel = patch, [B, H, gh, gw] -> [B, np, H] */
     const char *px = "pixel_values";
@@ -1036,7 +1038,7 @@ static int vit(ox *x)
         if ((rc = static_output(x, &px, "input", &ps, &pz))) return rc;
         px = qd_ob_node(b, "DequantizeLinear", "", 3, (const char *[]){px, qd_ob_f32(b, ps), pz}, 1)->output[0];
     }
-    Onnx__NodeProto *cv = qd_ob_node(b, "Conv", "", 3, (const char *[]){px, pw, pb}, 1);
+    Onnx__NodeProto *cv = qd_ob_node(b, "Conv", "", pb ? 3 : 2, (const char *[]){px, pw, pb}, 1);
     qd_ob_attr_ints(b, cv, "kernel_shape", 2, (int64_t[]){c->patch_h, c->patch_w});
     qd_ob_attr_ints(b, cv, "strides", 2, (int64_t[]){c->patch_h, c->patch_w});
     const char *pt = qd_ob_op2(b, "Reshape", cv->output[0], qd_ob_i64s(b, 3, (int64_t[]){0, H, -1}));
@@ -1054,6 +1056,7 @@ static int vit(ox *x)
     h = tok->output[0];
     if (d->dinov2) pos = resample_positions(x, pos, cv->output[0]);
     if (pos) h = qd_ob_op2(b, "Add", h, pos);
+    if (d->clip && (rc = layer_norm(x, h, d->pre_ln_w, d->pre_ln_b, &h))) return rc;
     if (d->reg_tokens[0]) { /* DINOv2's registers after CLS, without positions */
         const char *reg;
         if ((rc = float_init(x, d->reg_tokens, &reg))) return rc;
@@ -1101,11 +1104,20 @@ static int vit(ox *x)
         if ((rc = layer_norm(x, qd_ob_reduce(b, "ReduceMean", pt, 1, (int64_t[]){1}, 0), d->pool_ln_w, d->pool_ln_b,
                              &pooled)))
             return rc;
+    } else if (d->clip) { /* CLIP: post_layernorm on CLS only; the sequence as it is */
+        if ((rc = layer_norm(x, first_token(x, h), d->final_ln_w, d->final_ln_b, &pooled))) return rc;
     } else {
         if ((rc = layer_norm(x, h, d->final_ln_w, d->final_ln_b, &last))) return rc;
         pooled = first_token(x, last);
     }
     const char *cin = pooled;
+    if (d->clip && d->has_proj) {
+        const char *e;
+        if ((rc = linear(x, pooled, 2, &d->proj, &e))) return rc;
+        qd_ob_output(b, e, "image_embeds", QD_OT_FLOAT, 2, (int64_t[]){-1, d->proj.out}, dn);
+    }
+    if (d->clip) /* CLIPForImageClassification: the patch tokens' mean */
+        cin = qd_ob_reduce(b, "ReduceMean", tokens(x, h, 1, INT64_MAX), 1, (int64_t[]){1}, 0);
     if (d->cls_mean) { /* DINOv2: [CLS, mean of the patch tokens] */
         const int64_t n_prefix = 1 + (d->reg_tokens[0] ? c->n_registers : 0);
         Onnx__NodeProto *cm =

@@ -30,7 +30,7 @@ def check(label, onnx_path, outputs, inputs):
     if "pixel_values" in x:  # vision: every token is real; the pooled output instead of a sentence embedding
         feed = {"pixel_values": x["pixel_values"].astype(np.float32)}
         mask = np.ones(x["hidden.0"].shape[:2], np.int64)
-        keys = ("last_hidden_state", "pooler_output", "logits")
+        keys = ("last_hidden_state", "pooler_output", "image_embeds", "logits")
     else:
         ids = x["input_ids"].astype(np.int64)
         mask = x["attention_mask"].astype(np.int64) if "attention_mask" in x else np.ones_like(ids)
@@ -42,7 +42,7 @@ def check(label, onnx_path, outputs, inputs):
     keep = mask.astype(bool)
     errs = {}
     for k in keys:
-        if k == "logits" and k not in got and k not in q:
+        if k in ("logits", "image_embeds") and k not in got and k not in q:
             continue
         if k not in got or k not in q:
             print(f"FAILED {label}: '{k}' only in {'ONNX' if k in got else 'qdist'}'s outputs")
