@@ -12,7 +12,7 @@
 # ONNX Runtime on the reference inputs (text padded) against qdist forward (FP32 / --fake-quant):
 # last_hidden_state, sentence_embedding and logits within 1e-4 relative, onnx.checker with full
 # shape inference (check_onnx_archs.py); vision: last_hidden_state, pooler_output, image_embeds and
-# logits. DINOv2 with registers at --opset 17 refused, no file left.
+# logits. Refused, no file left: DINOv2 with registers at --opset 17, a BEiT as --onnx-ops qoperator.
 # compressed-tensors for every architecture family qdist runs, on the tiny
 # reference models of tests/reference/archs/ (RoBERTa, XLM-R, DistilBERT, MPNet, ELECTRA, ALBERT's
 # shared layers, BERT token heads, BEiT, CLIP vision), loaded by
@@ -56,6 +56,11 @@ done
 # DINOv2 with registers resamples its positions with antialiasing: Resize has it from opset 18
 fails "antialiasing, which ONNX's Resize has from opset 18" "$T/o-reg17.onnx" -- \
   "$QDIST" export "$T/o-dinov2-reg-f.h5" --format onnx --opset 17 --out "$T/o-reg17.onnx"
+# static activation scales of a BEiT (calibrated on its two reference images): no integer-only graph
+"$QDIST" quantize --model "$A/beit-cls" --out "$T/o-beit-static.h5" --quiet --activations static \
+  --calib "$A/beit-cls/reference.safetensors" --nsamples 2
+fails "model_type 'beit' (relative position bias, layer scales) has no integer-only graph" "$T/o-bq.onnx" -- \
+  "$QDIST" export "$T/o-beit-static.h5" --format onnx --onnx-ops qoperator --out "$T/o-bq.onnx"
 
 # ---- compressed-tensors ----
 set -- "--bits 8" "--bits 4 --group-size 16" "--bits 3 --asym --group-size 16"
