@@ -61,6 +61,34 @@ static void make_weights(int8_t *w, float *ws, int64_t N, int64_t K)
 }
 
 static const int64_t kn[][2] = {{768, 768}, {768, 3072}, {3072, 768}};
+
+/* an M x K by K x N problem: random activations, 2:4 weights packed both ways (dense in LAYOUT) */
+static int shape_make(shape *s, int64_t M, const int64_t kn_[2], const qd_kernel_table *tab, const qd_gemm_u24_fns *f24,
+                      int layout)
+{
+    *s = (shape){M, kn_[0], kn_[1], 0, 0, 0, 0, 0, tab, f24};
+    int8_t *w = calloc((size_t)(s->N * s->K), 1);
+    float *ws = malloc((size_t)s->N * sizeof(float));
+    make_weights(w, ws, s->N, s->K);
+    s->A = malloc((size_t)(s->M * s->K));
+    for (int64_t k = 0; k < s->M * s->K; k++) s->A[k] = (uint8_t)(rnd() % 256);
+    s->as = malloc((size_t)s->M * sizeof(float));
+    for (int64_t m = 0; m < s->M; m++) s->as[m] = 0.01f;
+    const int rc = qd_gemm_w8_create_layout(layout, w, s->N, s->K, s->K, ws, NULL, &s->W8) ||
+                   qd_gemm_u24_create(w, s->N, s->K, s->K, ws, NULL, &s->W24);
+    if (rc) fprintf(stderr, "%s\n", qd_errmsg());
+    free(w);
+    free(ws);
+    return rc;
+}
+
+static void shape_free(shape *s)
+{
+    qd_gemm_w8_free(s->W8);
+    qd_gemm_u24_free(s->W24);
+    free(s->A);
+    free(s->as);
+}
 enum { ROUNDS = 6 };
 
 /* the AVX-512 VNNI + VBMI version against the selected table's dense GEMM and the AVX-512 VNNI one */
@@ -74,19 +102,8 @@ static int bench_512(const qd_kernel_table *vnni, const qd_gemm_u24_fns *f24, do
     for (int64_t mi = 0; mi < nm; mi++) {
         double logsum = 0;
         for (size_t i = 0; i < QD_ARRAY_LEN(kn); i++) {
-            shape s = {ms[mi], kn[i][0], kn[i][1], 0, 0, 0, 0, 0, vnni, f24};
-            int8_t *w = calloc((size_t)(s.N * s.K), 1);
-            float *ws = malloc((size_t)s.N * sizeof(float));
-            make_weights(w, ws, s.N, s.K);
-            s.A = malloc((size_t)(s.M * s.K));
-            for (int64_t k = 0; k < s.M * s.K; k++) s.A[k] = (uint8_t)(rnd() % 256);
-            s.as = malloc((size_t)s.M * sizeof(float));
-            for (int64_t m = 0; m < s.M; m++) s.as[m] = 0.01f;
-            if (qd_gemm_w8_create_layout(qd_kernels()->layout, w, s.N, s.K, s.K, ws, NULL, &s.W8) ||
-                qd_gemm_u24_create(w, s.N, s.K, s.K, ws, NULL, &s.W24)) {
-                fprintf(stderr, "%s\n", qd_errmsg());
-                return 1;
-            }
+            shape s;
+            if (shape_make(&s, ms[mi], kn[i], vnni, f24, qd_kernels()->layout)) return 1;
             const size_t cb = (size_t)(s.M * s.N) * sizeof(float);
             float *c1 = malloc(cb), *c2 = malloc(cb), *c3 = malloc(cb);
             s.C = c1;
@@ -111,12 +128,7 @@ static int bench_512(const qd_kernel_table *vnni, const qd_gemm_u24_fns *f24, do
                    same ? "yes" : "NO");
             logsum += log(bd / b24);
             if (!same) return 1;
-            qd_gemm_w8_free(s.W8);
-            qd_gemm_u24_free(s.W24);
-            free(w);
-            free(ws);
-            free(s.A);
-            free(s.as);
+            shape_free(&s);
             free(c1);
             free(c2);
             free(c3);
@@ -145,19 +157,8 @@ static int bench_ymm(const char *isa, double min_s, const int64_t *ms, int64_t n
     for (int64_t mi = 0; mi < nm; mi++) {
         double logsum = 0;
         for (size_t i = 0; i < QD_ARRAY_LEN(kn); i++) {
-            shape s = {ms[mi], kn[i][0], kn[i][1], 0, 0, 0, 0, 0, tab, f24};
-            int8_t *w = calloc((size_t)(s.N * s.K), 1);
-            float *ws = malloc((size_t)s.N * sizeof(float));
-            make_weights(w, ws, s.N, s.K);
-            s.A = malloc((size_t)(s.M * s.K));
-            for (int64_t k = 0; k < s.M * s.K; k++) s.A[k] = (uint8_t)(rnd() % 256);
-            s.as = malloc((size_t)s.M * sizeof(float));
-            for (int64_t m = 0; m < s.M; m++) s.as[m] = 0.01f;
-            if (qd_gemm_w8_create_layout(tab->layout, w, s.N, s.K, s.K, ws, NULL, &s.W8) ||
-                qd_gemm_u24_create(w, s.N, s.K, s.K, ws, NULL, &s.W24)) {
-                fprintf(stderr, "%s\n", qd_errmsg());
-                return 1;
-            }
+            shape s;
+            if (shape_make(&s, ms[mi], kn[i], tab, f24, tab->layout)) return 1;
             const size_t cb = (size_t)(s.M * s.N) * sizeof(float);
             float *c1 = malloc(cb), *c2 = malloc(cb);
             s.C = c1;
@@ -176,12 +177,7 @@ static int bench_ymm(const char *isa, double min_s, const int64_t *ms, int64_t n
             printf("%5lld %5lld %5lld  %11.1f %11.1f  %8.2fx  %s\n", (long long)s.M, (long long)s.K, (long long)s.N,
                    ops / bd * 1e-9, ops / b24 * 1e-9, bd / b24, same ? "yes" : "NO");
             logsum += log(bd / b24);
-            qd_gemm_w8_free(s.W8);
-            qd_gemm_u24_free(s.W24);
-            free(w);
-            free(ws);
-            free(s.A);
-            free(s.as);
+            shape_free(&s);
             free(c1);
             free(c2);
             if (!same) return 1;
