@@ -186,6 +186,32 @@ static void range_params(float lo, float hi, float *scale, int64_t *zp)
     *zp = z < -128 ? -128 : z > 127 ? 127 : (int64_t)z;
 }
 
+/* [lo, hi] of activation `rname` from --activation-ranges (left as they are, and the error
+ * recorded, when the file has no such range) */
+static void json_range(tg *g, const char *rname, float *lo, float *hi)
+{
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(g->ranges, rname);
+    if (!cJSON_IsArray(r) || cJSON_GetArraySize(r) != 2) {
+        if (!g->rc)
+            g->rc = qd_err_set(QD_ENOTFOUND, "%s: no range [min, max] for activation '%s'", g->ranges_path, rname);
+        return;
+    }
+    *lo = (float)cJSON_GetArrayItem(r, 0)->valuedouble;
+    *hi = (float)cJSON_GetArrayItem(r, 1)->valuedouble;
+}
+
+/* the index of `rname` in the file's /activations record, or -1 with the error recorded */
+static int rec_find(tg *g, const char *rname)
+{
+    int i = qd_xs_act_find(g->rec, rname);
+    if (i < 0 && !g->rc)
+        g->rc = qd_err_set(QD_ENOTFOUND,
+                           "%s: /activations has no tensor '%s' (files calibrated before it was recorded: "
+                           "quantize again with --activations static, or give --activation-ranges)",
+                           g->path, rname);
+    return i;
+}
+
 /* The int8 parameters of activation `rname` with its values multiplied by `fold` (> 0): from the
  * [min, max] of --activation-ranges, or the file's /activations, whose scale and zero point are
  * taken as they are so that the graph's int8 tensors hold qdist's integer-only codes (a tensor
@@ -194,25 +220,13 @@ static void act_params(tg *g, const char *rname, float fold, float *s, int64_t *
 {
     float lo = 0, hi = 1;
     if (g->ranges) {
-        const cJSON *r = cJSON_GetObjectItemCaseSensitive(g->ranges, rname);
-        if (!cJSON_IsArray(r) || cJSON_GetArraySize(r) != 2) {
-            if (!g->rc)
-                g->rc = qd_err_set(QD_ENOTFOUND, "%s: no range [min, max] for activation '%s'", g->ranges_path, rname);
-        } else {
-            lo = (float)cJSON_GetArrayItem(r, 0)->valuedouble;
-            hi = (float)cJSON_GetArrayItem(r, 1)->valuedouble;
-        }
+        json_range(g, rname, &lo, &hi);
         range_params(lo * fold, hi * fold, s, z);
         return;
     }
     const qd_actrec *a = g->rec;
-    int i = qd_xs_act_find(a, rname);
+    int i = rec_find(g, rname);
     if (i < 0) {
-        if (!g->rc)
-            g->rc = qd_err_set(QD_ENOTFOUND,
-                               "%s: /activations has no tensor '%s' (files calibrated before it was recorded: "
-                               "quantize again with --activations static, or give --activation-ranges)",
-                               g->path, rname);
         range_params(lo, hi, s, z);
         return;
     }
@@ -248,21 +262,9 @@ static int act16(tg *g, const char *rname, int ndim, const int32_t *shape)
     int ti = tensor(g, rname, TT_INT16, ndim, shape);
     float lo = 0, hi = 1;
     if (g->ranges) {
-        const cJSON *r = cJSON_GetObjectItemCaseSensitive(g->ranges, rname);
-        if (!cJSON_IsArray(r) || cJSON_GetArraySize(r) != 2) {
-            if (!g->rc)
-                g->rc = qd_err_set(QD_ENOTFOUND, "%s: no range [min, max] for activation '%s'", g->ranges_path, rname);
-        } else {
-            lo = (float)cJSON_GetArrayItem(r, 0)->valuedouble;
-            hi = (float)cJSON_GetArrayItem(r, 1)->valuedouble;
-        }
+        json_range(g, rname, &lo, &hi);
     } else {
-        int i = qd_xs_act_find(g->rec, rname);
-        if (i < 0 && !g->rc)
-            g->rc = qd_err_set(QD_ENOTFOUND,
-                               "%s: /activations has no tensor '%s' (files calibrated before it was recorded: "
-                               "quantize again with --activations static, or give --activation-ranges)",
-                               g->path, rname);
+        int i = rec_find(g, rname);
         if (i >= 0) {
             lo = g->rec->min[i];
             hi = g->rec->max[i];
