@@ -35,8 +35,8 @@ static double sums_scratch(double max_in)
     return (double)QD_CALIB_CHUNK * max_in * 8 + fmin(QD_CALIB_PANEL, max_in) * max_in * 8;
 }
 
-/* A method's working set for one tensor of `in` inputs and `out` rows: GPTQ's H, the prepared
- * inverse and its factorization's scratch (3 in^2 floats) and a unit's rows and errors; AdaRound's
+/* A method's working set for one tensor of `in` inputs and `out` rows: GPTQ's H and the prepared
+ * inverse factor, factorized in place (2 in^2 floats), and a unit's rows and errors; AdaRound's
  * mini-batch form: E X^T over all rows, the drawn batch, the row indices and about a dozen
  * [U][in] arrays. */
 static double method_work(const qd_job_config *cfg, const qd_job_tensor *j, double in, int64_t rows)
@@ -45,7 +45,7 @@ static double method_work(const qd_job_config *cfg, const qd_job_tensor *j, doub
         const double nb = fmin((double)cfg->ada_batch, (double)rows);
         return (double)QD_CALIB_UNIT_ROWS * rows * 4 + nb * in * 4 + rows * 8.0 + 12.0 * QD_CALIB_UNIT_ROWS * in * 4;
     }
-    return in * in * 4 * 3 + (double)QD_CALIB_UNIT_ROWS * in * 4 * 5;
+    return in * in * 4 * 2 + (double)QD_CALIB_UNIT_ROWS * in * 4 * 5;
 }
 
 /* Data mode: the most block k adds to what a rank always holds, over its three moments:
