@@ -107,8 +107,8 @@ void qd_calib_estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const q
     const double H = c->hidden, A = (double)c->heads * c->head_size, Im = c->intermediate;
     const int mb = cfg->microbatch, nmb = (N + mb - 1) / mb, mine = (nmb + ranks - 1) / ranks;
     const int nl = qd_model_num_linears(m);
-    /* Resident weights: everything outside the blocks' Linears for the whole phase (converted
-     * to F32, or the mapped pages of F32 files); the Linears of the blocks in hand only (one
+    /* Resident weights: everything outside the blocks' Linears and the word table for the whole
+     * phase (converted to F32, or the mapped pages of F32 files); the Linears of the blocks in hand only (one
      * block in data mode, this rank's blocks in pipeline mode), as F32 plus the file pages the
      * quantized units read. Results: a block's whole while it is in hand, then they go to the
      * file and are freed (pipeline mode: the rank's own blocks' until all are done, and the block
@@ -123,6 +123,10 @@ void qd_calib_estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const q
         if (ti >= 0) in_block[ti] = 1;
         lin_tensor[li] = ti >= 0 && qd_job_needs(cfg, &jt[ti]) != QD_NEEDS_NOTHING ? ti : -1;
     }
+    qd_model_tensors tw; /* the word table is read row by row as samples are embedded */
+    qd_model_get_tensors(m, &tw);
+    const int word = tw.word_emb_name[0] ? qd_ckpt_find(ck, tw.word_emb_name) : -1;
+    if (word >= 0) in_block[word] = 1;
     for (int i = 0; i < qd_ckpt_num_tensors(ck); i++) {
         const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
         if (!in_block[i]) weights += t->float_like && t->dtype != QD_DT_F32 ? (double)t->numel * 4 : (double)t->nbytes;
@@ -195,7 +199,7 @@ int qd_calib_job_estimate(const qd_job_config *cfg, qd_checkpoint *ck, const qd_
                           double *worst, char *breakdown, size_t cap)
 {
     qd_model *m = NULL;
-    int rc = qd_model_load_flags(cfg->model, QD_MODEL_STREAM_LINEARS, &m);
+    int rc = qd_model_load_flags(cfg->model, QD_MODEL_STREAM_LINEARS | QD_MODEL_STREAM_EMBEDDINGS, &m);
     if (rc) return rc;
     int N = cfg->nsamples, T = qd_model_cfg(m)->arch == QD_ARCH_VIT ? qd_model_tokens(m, 0) : cfg->seqlen;
     int64_t rows = (int64_t)N * T;

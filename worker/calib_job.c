@@ -1057,7 +1057,8 @@ int qd_calib_job_begin(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *c
     const int n = qd_ckpt_num_tensors(ck);
     out->n = n;
     out->t = qd_xcalloc((size_t)(n ? n : 1), sizeof *out->t);
-    int rc = qd_model_load_flags(cfg->model, QD_MODEL_STREAM_LINEARS, &g->m);
+    /* block weights loaded block by block, the word table's rows read as samples are embedded */
+    int rc = qd_model_load_flags(cfg->model, QD_MODEL_STREAM_LINEARS | QD_MODEL_STREAM_EMBEDDINGS, &g->m);
     if (!rc) rc = map_tensors(g);
     if (!rc) rc = qd_calib_data_open(g->m, cfg->calib, cfg->nsamples, cfg->seqlen, (uint64_t)cfg->calib_seed, &J->data);
     rc = agree(g, rc);
