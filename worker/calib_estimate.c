@@ -49,22 +49,24 @@ static double method_work(const qd_job_config *cfg, const qd_job_tensor *j, doub
 }
 
 /* Data mode: the most block k adds to what a rank always holds, over its three moments:
- * calibrating (the block's Linears, every group's local sums, the kept rows), quantizing (this
- * rank's groups: their reduced sums, then one H at a time beside the previous group's prepared
- * state, then the factorization; the block's whole results) and gathering (the results and the
- * dequantized block). */
+ * calibrating (the block's Linears, every group's local sums, the kept rows), quantizing (the
+ * Linears released by then; this rank's groups: their reduced sums, then one H at a time beside
+ * the previous group's prepared state, then the factorization; the block's whole results) and
+ * gathering (the results and the dequantized block; the Linears again where one stays float). */
 static double data_block(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, const qd_model *m,
                          const int *lin_tensor, int64_t rows, int ranks, int rank, int k, double part[5])
 {
     qd_calib_plan p;
     qd_calib_plan_block(cfg, m, jt, lin_tensor, ranks, k, &p);
     double lin = 0, res = 0, dq = 0, sums = 0, kept = 0, max_in = 0;
+    int reload = 0; /* a float Linear in the block: its weights come back for the forward */
     for (int li = 0; li < qd_model_num_linears(m); li++) {
         const qd_linear *L = qd_model_linear(m, li);
         char name[200];
         snprintf(name, sizeof name, "%s.weight", L->name);
         const int ti = qd_ckpt_find(ck, name);
         if (L->layer == k && ti >= 0) lin += linear_bytes(qd_ckpt_tensor(ck, ti));
+        if (L->layer == k && lin_tensor[li] < 0) reload = 1;
     }
     for (int b = 0; b < p.nbt; b++) {
         const qd_linear *L = qd_model_linear(m, p.bt[b]);
@@ -92,12 +94,13 @@ static double data_block(const qd_job_config *cfg, qd_checkpoint *ck, const qd_j
         held -= sums_bytes(in);
         prev_prep = in * in * 4;
     }
-    part[0] = sums + sums_scratch(max_in);
+    part[0] = lin + sums + sums_scratch(max_in);
     part[1] = quant;
     part[2] = res;
     part[3] = dq;
     part[4] = kept;
-    return lin + kept + fmax(part[0], fmax(res + quant, res + dq));
+    /* the block's F32 weights go once its statistics are complete */
+    return kept + fmax(part[0], fmax(res + quant, res + dq + (reload ? lin : 0)));
 }
 
 void qd_calib_estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, const qd_model *m,
@@ -157,7 +160,8 @@ void qd_calib_estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const q
         if (worst[4] > 0) snprintf(rows_kept, sizeof rows_kept, "; AdaRound calibration rows %.1f", worst[4] * 1e-6);
         snprintf(breakdown, cap,
                  "runtime %.0f, weights %.1f, activations %.1f, block in hand %.1f (largest of "
-                 "local sums %.1f; results %.1f + its groups' sums, H and method work %.1f; results + dequantized "
+                 "the Linears and local sums %.1f; results %.1f + its groups' sums, H and method work %.1f; results + "
+                 "dequantized "
                  "block %.1f%s) MB",
                  runtime * 1e-6, weights * 1e-6, acts * 1e-6, block * 1e-6, worst[0] * 1e-6, worst[2] * 1e-6,
                  worst[1] * 1e-6, worst[3] * 1e-6, rows_kept);

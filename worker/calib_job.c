@@ -697,6 +697,16 @@ static int block_read_back(gjob *g, int k)
     return agree(g, rc);
 }
 
+/* Whether every Linear block k runs has its dequantized weights (else the forward needs the
+ * block's F32 weights loaded). */
+static int block_dequantized(const gjob *g, int k)
+{
+    const int l0 = qd_model_block_set(g->m, k) * QD_LIN_PER_BLOCK;
+    for (int j = 0; j < QD_LIN_PER_BLOCK; j++)
+        if (l0 + j < qd_model_num_linears(g->m) && !g->dq[l0 + j]) return 0;
+    return 1;
+}
+
 /* Advances this rank's residual streams through block k as quantized. */
 static int seq_advance(gjob *g, seqstate *q, int k)
 {
@@ -715,14 +725,20 @@ static int seq_advance(gjob *g, seqstate *q, int k)
     return rc;
 }
 
-/* After block k: the heap's free pages go back to the system (the block's Hessians, sums and
- * dequantized weights are freed by now; without this the resident memory of a long job grows
- * block by block, QD_MALLOC_TRIM=0 leaves it out to measure that), and each rank's resident
- * memory, its peak so far and the heap in use are printed with the progress lines. */
-static void block_memory(gjob *g, int k)
+/* The heap's free pages back to the system (QD_MALLOC_TRIM=0 leaves it out to measure that):
+ * without it the block's temporaries under glibc's mmap threshold stay resident. */
+static void heap_trim(void)
 {
     const char *e = getenv("QD_MALLOC_TRIM");
     if (!e || strcmp(e, "0")) qd_mem_trim();
+}
+
+/* After block k: the heap trimmed (the block's Hessians, sums and dequantized weights are freed
+ * by now; without this the resident memory of a long job grows block by block), and each rank's
+ * resident memory, its peak so far and the heap in use are printed with the progress lines. */
+static void block_memory(gjob *g, int k)
+{
+    heap_trim();
     qd_mem_now mine;
     qd_mem_probe(&mine);
     qd_mem_now *all = g->rank == 0 ? qd_xcalloc((size_t)g->size, sizeof *all) : NULL;
@@ -760,6 +776,11 @@ static int run_sequential(gjob *g, qd_calib_data *data)
             rc = seq_calibrate(g, &q, k, sel, &plan, &stats);
             const double t_cal = qd_now() - t0;
             g->res->phase[QD_PH_FORWARD] += t_cal;
+            /* the statistics are complete: the units read their rows from the checkpoint and the
+             * samples advance through the block as quantized, so its F32 weights go before the
+             * block's Hessians and factorizations arrive */
+            qd_model_block_release(g->m, k);
+            heap_trim();
             int nt = 0;
             if (!rc) rc = seq_quantize(g, &plan, stats, &nt);
             qd_calib_free(stats);
@@ -768,6 +789,7 @@ static int run_sequential(gjob *g, qd_calib_data *data)
                        c->layers, nt, t_cal, qd_now() - t0 - t_cal);
         }
         const double ta = qd_now();
+        if (!rc && !block_dequantized(g, k)) rc = agree(g, qd_model_block_load(g->m, k)); /* its float Linears */
         if (!rc) rc = seq_advance(g, &q, k);
         g->res->phase[QD_PH_FORWARD] += qd_now() - ta;
         qd_model_block_release(g->m, k);
