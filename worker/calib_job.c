@@ -426,20 +426,25 @@ static void plan_block(gjob *g, int k, qd_calib_plan *p)
 
 static int plan_mine(const gjob *g, const qd_calib_plan *p, int i) { return qd_calib_plan_has(p, i, g->rank); }
 
-/* Whether group i's range (more than one rank) has its first rank alone form H and prepare, the
- * others receiving the prepared state: every tensor of the group quantizes from it alone. */
-static int prep_solo(const gjob *g, const qd_calib_plan *p, int i)
+int qd_calib_plan_solo(const qd_job_config *cfg, const qd_job_tensor *jt, const int *lin_tensor, const qd_calib_plan *p,
+                       int i)
 {
     if (p->n[i] < 2) return 0;
     for (int b = 0; b < p->nbt; b++) {
         if (p->tg[b] != i) continue;
-        const int ti = g->lin_tensor[p->bt[b]];
-        const qd_method_def *def = qd_job_method(&g->jt[ti]);
+        const qd_job_tensor *j = &jt[lin_tensor[p->bt[b]]];
+        const qd_method_def *def = qd_job_method(j);
         qd_method_opts o;
-        qd_job_method_opts(g->cfg, &g->jt[ti], &o);
-        if (rows_kept(g, ti) || !def->prepare || !def->prep_parts || !def->prep_alone(&o)) return 0;
+        qd_job_method_opts(cfg, j, &o);
+        if (qd_job_needs(cfg, j) == QD_NEEDS_ROWS || !def->prepare || !def->prep_parts || !def->prep_alone(&o))
+            return 0;
     }
     return 1;
+}
+
+static int prep_solo(const gjob *g, const qd_calib_plan *p, int i)
+{
+    return qd_calib_plan_solo(g->cfg, g->jt, g->lin_tensor, p, i);
 }
 
 /* Whether the b-th tensor of the block starts a new prepared state (the first of its group's run,
