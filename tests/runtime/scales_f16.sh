@@ -6,7 +6,7 @@
 # file is smaller by 2 bytes a scale; export writes W = scale * (q - zero) from the float16
 # scales; eval reads the file and keeps the FP32 accuracy within 1 point; gptq is refused.
 set -eu
-: "${QDIST:?}" "${QD_MODELS_DIR:?}"
+: "${QDIST:?}" "${QD_MODELS_DIR:?}" "${QD_SOURCE_DIR:?}"
 T=$(mktemp -d /tmp/qd-scalesf16-XXXXXX)
 trap 'rm -rf "$T"' EXIT
 V="$QD_MODELS_DIR/vit-mnist-tiny"
@@ -18,14 +18,11 @@ MPIRUN=${MPIEXEC:-mpiexec}
 h5diff --exclude-path /run "$T/h1.h5" "$T/h2.h5" || { echo "float16-scale files differ between 1 and 2 ranks"; exit 1; }
 "$QDIST" export "$T/h1.h5" --out "$T/exp" > /dev/null
 /usr/bin/python3 - "$T/h1.h5" "$T/f32.h5" "$V/model.safetensors" "$T/exp/model.safetensors" <<'PY'
-import json, struct, sys
+import json, os, sys
 import h5py, numpy as np
-def st(path):
-    b = open(path, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    return {k: np.frombuffer(b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]], np.float32).reshape(v["shape"])
-            for k, v in h.items() if k != "__metadata__" and v["dtype"] == "F32"}
+sys.dont_write_bytecode = True  # nothing written into the source tree
+sys.path.insert(0, os.path.join(os.environ["QD_SOURCE_DIR"], "tests", "runtime"))
+from safetensors_f32 import read as st
 h, f, ck, ex = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r"), st(sys.argv[3]), st(sys.argv[4])
 assert json.loads(h.attrs["quant_config"])["scales"] == "float16"
 n = nbytes = 0
@@ -47,7 +44,6 @@ for name, g in h["tensors"].items():
     n += 1
     nbytes += s.size * 2
 print("ok: %d Linears with float16 scales, codes = RTN(W / scale16), export = scale16 * (q - 128)" % n)
-import os
 d = os.path.getsize(sys.argv[2]) - os.path.getsize(sys.argv[1])
 assert d >= nbytes, (d, nbytes)
 print("ok: file %d bytes smaller (scales: %d bytes)" % (d, nbytes))
