@@ -314,3 +314,30 @@ const uint8_t *qd_gptq_prep_dead(const qd_gptq_prep *p, int64_t *ndead, double *
     if (damp_raises) *damp_raises = p->damp_raises;
     return p->dead;
 }
+
+size_t qd_gptq_prep_head(void) { return sizeof(qd_gptq_prep); }
+
+int qd_gptq_prep_parts(qd_gptq_prep *p, void *part[QD_GPTQ_PREP_PARTS], size_t bytes[QD_GPTQ_PREP_PARTS])
+{
+    const size_t C = (size_t)p->C;
+    part[0] = p;
+    bytes[0] = sizeof *p;
+    part[1] = p->dead;
+    bytes[1] = C;
+    part[2] = p->perm;
+    bytes[2] = C * sizeof *p->perm;
+    part[3] = p->Hinv;
+    bytes[3] = C * C * sizeof *p->Hinv;
+    return QD_GPTQ_PREP_PARTS;
+}
+
+qd_gptq_prep *qd_gptq_prep_from_head(const void *head)
+{
+    qd_gptq_prep *p = qd_xmalloc(sizeof *p);
+    memcpy(p, head, sizeof *p); /* the sender's array addresses are replaced below */
+    const size_t C = (size_t)p->C;
+    p->dead = qd_xcalloc(C ? C : 1, 1);
+    p->perm = qd_xmalloc((C ? C : 1) * sizeof *p->perm);
+    p->Hinv = qd_xmalloc((C ? C * C : 1) * sizeof *p->Hinv);
+    return p;
+}

@@ -2,6 +2,7 @@
  * input quantization and the output dequantization is a kernel of kernels/intops.h, except the
  * stages a caller switched to float on purpose (QD_IFLOAT_*), which are traced as float. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -108,6 +109,25 @@ static inline int8_t quant8(double v, double s, int32_t z)
     return (int8_t)(q > 127 ? 127 : q < -128 ? -128 : q);
 }
 
+/* QD_INTMODEL_DUMP=FILE appends tensors of the BERT forward to FILE, to find where another
+ * engine's graph of the same model leaves this one: per record int32 tag, layer, rows, cols, then
+ * rows*cols floats, (v - zp) * scale. Tags: 0 LayerNorm input (int32 residual), 1 its fine output
+ * (int32 at s_out/256), 2 q|k|v int8 codes, 3 attention context int8 codes, 4 the LayerNorm's int8
+ * codes (outlier channels at the zero point). */
+static void dump(int tag, int layer, int64_t rows, int N, const int32_t *i32, const int8_t *i8, double scale)
+{
+    const char *path = getenv("QD_INTMODEL_DUMP");
+    FILE *f = path ? fopen(path, "ab") : NULL;
+    if (!f) return;
+    const int32_t hdr[4] = {tag, layer, (int32_t)rows, N};
+    fwrite(hdr, sizeof hdr, 1, f);
+    for (int64_t i = 0; i < rows * N; i++) {
+        const float v = (float)((i32 ? i32[i] : i8[i]) * scale);
+        fwrite(&v, sizeof v, 1, f);
+    }
+    fclose(f);
+}
+
 static void layernorm(const qd_imodel *im, const qd_ilnorm *ln, const int32_t *x, int64_t rows, int N, int8_t *out,
                       int32_t *fine, const qd_isplit *sp, int layer, const char *name, const tracer *t, float *fl)
 {
@@ -115,6 +135,11 @@ static void layernorm(const qd_imodel *im, const qd_ilnorm *ln, const int32_t *x
         qd_iln p = {.g = ln->g, .beta = ln->beta, .gsh = ln->gsh, .zp = ln->zp, .eps = ln->eps};
         im->ops->layernorm(x, rows, N, N, &p, out, N, fine, N, sp);
         tr(t, name, layer, "i32", fine ? "i8 + i32" : "i8", rows, N);
+        if (fine) {
+            dump(0, layer, rows, N, x, NULL, ln->s_in);
+            dump(1, layer, rows, N, fine, NULL, ln->s_out / 256.0);
+            dump(4, layer, rows, N, NULL, out, 1.0);
+        }
         return;
     }
     tr(t, "dequantize", layer, "i32", "f32", rows, N);
@@ -286,6 +311,7 @@ static void attention(const qd_imodel *im, const qd_iblock *k, const qd_ibatch *
     const qkv_ctx qc = {ops, k, A, w->qkv};
     linear(ops, &k->qkv, w->x8, w->xo, rows, w->acc, epi_qkv, &qc, layer, "qkv.gemm", t);
     tr(t, "qkv.requantize", layer, "i32", "i8", rows, 3 * A);
+    dump(2, layer, rows, 3 * A, NULL, w->qkv, 1.0);
     for (int bi = 0; bi < b->B; bi++) {
         const uint8_t *keep = NULL;
         if (b->mask) {
@@ -302,6 +328,7 @@ static void attention(const qd_imodel *im, const qd_iblock *k, const qd_ibatch *
         }
     }
     const int64_t st = (int64_t)b->B * c->heads * T;
+    dump(3, layer, rows, A, NULL, w->ctx, 1.0);
     tr(t, "attention.scores", layer, "i8 x i8", "i32", st, T);
     if (im->float_ops & QD_IFLOAT_SOFTMAX) {
         tr(t, "dequantize", layer, "i32", "f32", st, T);

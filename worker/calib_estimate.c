@@ -74,6 +74,7 @@ static double data_block(const qd_job_config *cfg, qd_checkpoint *ck, const qd_j
         dq += (double)L->in * L->out * 4;
     }
     double quant = 0, held = 0, prev_prep = 0;
+    int recv[QD_CALIB_PLAN_MAX];
     for (int i = 0; i < p.ng; i++) {
         const double in = qd_model_linear(m, qd_model_group_first(m, p.grp[i]))->in;
         sums += sums_bytes(in);
@@ -82,11 +83,18 @@ static double data_block(const qd_job_config *cfg, qd_checkpoint *ck, const qd_j
         for (int b = 0; b < p.nbt; b++)
             rows_group |= p.tg[b] == i && qd_job_needs(cfg, &jt[lin_tensor[p.bt[b]]]) == QD_NEEDS_ROWS;
         if (rows_group) kept += (double)rows * in * 4;
-        if (qd_calib_plan_has(&p, i, rank)) held += sums_bytes(in);
+        /* a solo range's other ranks hold neither its sums nor its H: only the factor received */
+        recv[i] = rank != p.lo[i] && qd_calib_plan_solo(cfg, jt, lin_tensor, &p, i);
+        if (qd_calib_plan_has(&p, i, rank) && !recv[i]) held += sums_bytes(in);
     }
     for (int i = 0; i < p.ng; i++) { /* this rank's groups in order */
         if (!qd_calib_plan_has(&p, i, rank)) continue;
         const double in = qd_model_linear(m, qd_model_group_first(m, p.grp[i]))->in;
+        if (recv[i]) {
+            quant = fmax(quant, held + prev_prep + in * in * 4 + (double)QD_CALIB_UNIT_ROWS * in * 4 * 5);
+            prev_prep = in * in * 4;
+            continue;
+        }
         double work = 0;
         for (int b = 0; b < p.nbt; b++)
             if (p.tg[b] == i) work = fmax(work, method_work(cfg, &jt[lin_tensor[p.bt[b]]], in, rows));
