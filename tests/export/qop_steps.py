@@ -49,6 +49,9 @@ def main():
         si = next(i for i, n in enumerate(ql) if "Softmax" in n.input[0])
         ci = next(i for i in range(si + 1, len(ql)) if "Gather" not in ql[i].input[0])
         sel[k] = [ql[si - 3], ql[si - 2], ql[si - 1], ql[ci], ql[0]]
+        mq = [n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.name.startswith(f"layer.{k}.mlp/")
+              and "Gather" not in n.input[0]]
+        sel[k] += [mq[0], mq[1]]  # the MLP input (LayerNorm codes) and the activation codes, main channels
     extra = [v for n in lns for v in (n.input[0], n.output[0])] + [n.output[0] for k in sel for n in sel[k]]
     have = {o.name for o in m.graph.output}
     for nm in extra:
@@ -87,6 +90,10 @@ def main():
                 add((layer, 1.5, "LN codes"), q, outs[sel[0][4].output[0]])
                 xq = sel[0][4]
                 x = q.astype(np.int64) - int(consts[xq.input[2]])
+            elif tag == 4 and li % 4 == 3:  # a block's first LayerNorm: the MLP input
+                add((layer, 3.5, "MLP in codes"), q, outs[sel[layer][5].output[0]])
+            elif tag == 5:
+                add((layer, 3.7, "act codes"), q, outs[sel[layer][6].output[0]])
             elif tag == 2:
                 A = q.shape[1] // 3
                 for j, nm in enumerate(("q", "k", "v")):
