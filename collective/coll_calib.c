@@ -10,7 +10,7 @@
 void qd_coll_reduce_i64(MPI_Comm comm, int64_t *v, int64_t n, int root)
 {
     const int me = qd_coll_rank(comm);
-    for (int64_t off = 0, step = (int64_t)1 << 26; off < n; off += step) {
+    for (int64_t off = 0, step = QD_COLL_I64_STEP; off < n; off += step) {
         const int cnt = (int)QD_MIN(step, n - off);
         QD_MPI_CHECK(MPI_Reduce(me == root ? MPI_IN_PLACE : (void *)(v + off), me == root ? v + off : NULL, cnt,
                                 MPI_INT64_T, MPI_SUM, root, comm));

@@ -174,9 +174,11 @@ void qd_coll_max_floats(MPI_Comm comm, float *v, int64_t n)
     allreduce_long(comm, v, n, sizeof *v, MPI_FLOAT, MPI_MAX, INT_MAX);
 }
 
+/* 32 MB a call: an MPI reduction may hold temporaries as large as its message beside v (a
+ * 268 MB Hessian's sums in one call cost ~500 MB more at the peak); exact sums in any pieces */
 void qd_coll_sum_i64(MPI_Comm comm, int64_t *v, int64_t n)
 {
-    allreduce_long(comm, v, n, sizeof *v, MPI_INT64_T, MPI_SUM, 1 << 26);
+    allreduce_long(comm, v, n, sizeof *v, MPI_INT64_T, MPI_SUM, QD_COLL_I64_STEP);
 }
 
 void qd_coll_merge_u8(MPI_Comm comm, uint8_t *v, int64_t n)

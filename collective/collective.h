@@ -57,6 +57,8 @@ void qd_coll_allreduce_ints(MPI_Comm comm, int *v, int n, qd_coll_op op);
 void qd_coll_allreduce_doubles(MPI_Comm comm, double *v, int n, qd_coll_op op);
 /* Element-wise max (per-channel absmax of calibration inputs). */
 void qd_coll_max_floats(MPI_Comm comm, float *v, int64_t n);
+/* Elements of int64 sums per reduction call (32 MB): bounds what MPI holds beside the sums. */
+#define QD_COLL_I64_STEP ((int64_t)1 << 22)
 /* Exact sums of integers, any length (the calibration statistics are integer sums, which is what
  * makes the Hessians the same bits for any number of ranks). */
 void qd_coll_sum_i64(MPI_Comm comm, int64_t *v, int64_t n);

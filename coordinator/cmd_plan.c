@@ -47,13 +47,18 @@ static int read_log(const char *path)
     const char *p = strstr(text, "calibrated phases (busiest rank, s):"), *t = strstr(text, "\n  time ");
     const char *f = strstr(text, "\n  file ");
     int ok = p && t && f;
-    double *m = g_tm.rec;
-    ok = ok && sscanf(p, "calibrated phases (busiest rank, s): read %lf forward %lf reduce %lf quantize %lf gather %lf",
+    double *m = g_tm.rec, streamed = 0;
+    /* the calibrated tensors' streamed writes (the phases' optional `write`) are part of the
+     * write phase beside the summary's `writing` (the rest of the file) */
+    ok = ok && sscanf(p,
+                      "calibrated phases (busiest rank, s): read %lf forward %lf reduce %lf quantize %lf gather %lf "
+                      "write %lf",
                       &m[QD_COST_READ], &m[QD_COST_FORWARD], &m[QD_COST_REDUCE], &m[QD_COST_QUANTIZE],
-                      &m[QD_COST_GATHER]) == 5;
+                      &m[QD_COST_GATHER], &streamed) >= 5;
     ok = ok && sscanf(t, "\n  time %lf s on %d rank", &g_tm.rec_wall, &g_tm.record_ranks) == 2;
     const char *w = ok ? strstr(t, "writing ") : NULL;
     ok = ok && w && sscanf(w, "writing %lf s", &m[QD_COST_WRITE]) == 1;
+    m[QD_COST_WRITE] += streamed;
     ok = ok && sscanf(f, "\n  file %lf bytes", &g_tm.rec_file) == 1;
     free(text);
     if (!ok)

@@ -322,6 +322,18 @@ out:
 
 /* ---- embeddings --------------------------------------------------------------------------- */
 
+/* Row `id` of the word table streamed from the checkpoint, checked finite. */
+static int word_row(const qd_model *m, int32_t id, float *row)
+{
+    const int E = m->cfg.embed_size;
+    int rc = qd_ckpt_read_rows_f32(m->ck, m->word_emb_ti, id, 1, row);
+    for (int i = 0; i < E && !rc; i++)
+        if (!isfinite(row[i]))
+            rc = qd_err_set(QD_ENONFINITE, "%s: tensor '%s' holds a non-finite value at [%d, %d]", m->dir,
+                            qd_ckpt_tensor(m->ck, m->word_emb_ti)->name, id, i);
+    return rc;
+}
+
 static int embed_text(const qd_model *m, const qd_batch *b, float *h, const qd_model_hooks *hk)
 {
     const qd_model_config *c = &m->cfg;
@@ -333,6 +345,9 @@ static int embed_text(const qd_model *m, const qd_batch *b, float *h, const qd_m
         if (!e) return qd_err_set(QD_ENOMEM, "%s: out of memory for the embeddings", m->dir);
     }
     int rc = QD_OK;
+    float *wrow = NULL; /* a streamed table's row (QD_MODEL_STREAM_EMBEDDINGS) */
+    if (!m->word_emb && !(wrow = malloc((size_t)E * sizeof *wrow)))
+        rc = qd_err_set(QD_ENOMEM, "%s: out of memory for the embeddings", m->dir);
     for (int bi = 0; bi < b->B && !rc; bi++) {
         int count = 0; /* non-padding tokens so far (QD_POS_AFTER_PAD) */
         for (int t = 0; t < T; t++) {
@@ -350,11 +365,17 @@ static int embed_text(const qd_model *m, const qd_batch *b, float *h, const qd_m
             }
             int p = t;
             if (c->pos == QD_POS_AFTER_PAD) p = id == c->pad_id ? c->pad_id : c->pad_id + ++count;
-            const float *we = m->word_emb + (int64_t)id * E, *pe = m->pos_emb + (int64_t)p * E;
+            const float *we = wrow, *pe = m->pos_emb + (int64_t)p * E;
+            if (wrow && (rc = word_row(m, id, wrow))) break;
+            if (!wrow) we = m->word_emb + (int64_t)id * E;
             const float *te = m->type_emb ? m->type_emb + (int64_t)tt * E : NULL;
             float *o = e + r * E;
             for (int i = 0; i < E; i++) o[i] = we[i] + pe[i] + (te ? te[i] : 0.0f);
         }
+    }
+    if (wrow) { /* the rows read: the table's pages are not needed again */
+        free(wrow);
+        qd_ckpt_forget(m->ck, m->word_emb_ti);
     }
     /* taps: the embedding sum before and after its LayerNorm (padding rows not counted) */
     uint8_t *valid = NULL;

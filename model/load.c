@@ -345,9 +345,11 @@ static int load_text_embeddings(qd_model *m, const char *pfx)
     char wname[96];
     snprintf(wname, sizeof wname, "%sword_embeddings.weight", e);
     const int64_t ws[2] = {c->vocab_size, E};
-    if ((rc = bind_(m, wname, 2, ws, &m->word_emb, 0, !(m->flags & QD_MODEL_LAZY_EMBEDDINGS))) ||
-        (rc = bind2(m, e, "position_embeddings.weight", c->max_position, E, &m->pos_emb, 0)))
-        return rc;
+    if (m->flags & QD_MODEL_STREAM_EMBEDDINGS)
+        rc = find_checked(m, wname, 2, ws, 0, &m->word_emb_ti);
+    else
+        rc = bind_(m, wname, 2, ws, &m->word_emb, 0, !(m->flags & QD_MODEL_LAZY_EMBEDDINGS));
+    if (rc || (rc = bind2(m, e, "position_embeddings.weight", c->max_position, E, &m->pos_emb, 0))) return rc;
     if (c->type_vocab > 0 && (rc = bind2(m, e, "token_type_embeddings.weight", c->type_vocab, E, &m->type_emb, 0)))
         return rc;
     if ((rc = bind_ln(m, e, "LayerNorm", E, &m->emb_ln_g, &m->emb_ln_b))) return rc;

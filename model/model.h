@@ -197,16 +197,21 @@ int qd_model_load(const char *dir, qd_model **out);
 /* The same with flags. QD_MODEL_LAZY_LINEARS: the encoder Linear weights are bound (shapes
  * checked) but not read, so their pages stay out of memory until used — for inference where a
  * quantized copy replaces them (their NaN check is then the quantized file's business). */
-#define QD_MODEL_LAZY_LINEARS    1u
+#define QD_MODEL_LAZY_LINEARS      1u
 /* QD_MODEL_LAZY_EMBEDDINGS: the same for the BERT word embedding table (an inference engine that
  * reads a quantized copy, or only the rows of the tokens it sees, keeps the rest out of memory). */
-#define QD_MODEL_LAZY_EMBEDDINGS 2u
+#define QD_MODEL_LAZY_EMBEDDINGS   2u
 /* QD_MODEL_STREAM_LINEARS: the encoder Linear weights are checked (shape, dtype) but not read:
  * qd_model_block_load reads block k's (converted to F32, checked finite) and
  * qd_model_block_release gives them back (their memory freed, the checkpoint's pages dropped)
  * after the last block that runs them, so a pass that goes block after block holds one block's
  * weights instead of the model's. Until loaded, a block's L->W is NULL. */
-#define QD_MODEL_STREAM_LINEARS  4u
+#define QD_MODEL_STREAM_LINEARS    4u
+/* QD_MODEL_STREAM_EMBEDDINGS: the BERT word embedding table is checked (shape, dtype) but neither
+ * read nor converted: embedding a batch reads the rows of its tokens from the checkpoint (each
+ * checked finite), so a pass that embeds its samples once holds a row per token instead of the
+ * [vocab, E] table as F32 (250 MB at vocab 30522 x 2048). qd_model_tensors then has no word_emb. */
+#define QD_MODEL_STREAM_EMBEDDINGS 8u
 int qd_model_load_flags(const char *dir, unsigned flags, qd_model **out);
 /* Both are no-ops without QD_MODEL_STREAM_LINEARS. */
 int qd_model_block_load(qd_model *m, int layer);

@@ -30,20 +30,21 @@ struct qd_model {
     qd_checkpoint *ck;
     /* embeddings */
     const float *word_emb, *pos_emb, *type_emb; /* text: [vocab, E], [max_position, E], [types, E] */
-    const float *emb_ln_g, *emb_ln_b;           /* text: the embeddings' LN; CLIP: pre_layrnorm */
-    const float *emb_proj_W, *emb_proj_b;       /* [hidden, E] when E != hidden (ELECTRA, ALBERT) */
-    const float *cls_tok, *dist_tok, *reg_tok;  /* vision: [hidden], [hidden], [registers, hidden] */
-    const float *patch_W, *patch_b;             /* [hidden, C * ph * pw], [hidden] or NULL */
-    const float *vis_pos;                       /* vision: position embeddings at the input's grid, or NULL */
-    float *pos_resampled;                       /* owned copy when the grid differs from pos_grid */
-    int pos_has_cls;                            /* vision position embeddings cover the prefix tokens */
-    int pos_aa;                                 /* resampling with antialias (DINOv2 with registers) */
-    const float *final_ln_g, *final_ln_b;       /* vision: final LN (CLIP: post_layernorm) */
-    int final_norm_seq;                         /* the final LN applies to the whole sequence */
-    const float *pool_W, *pool_b;               /* text pooler dense */
-    const float *pool_ln_g, *pool_ln_b;         /* BEiT mean pooling's LN */
-    const float *proj_W;                        /* CLIP visual_projection [embedding_dim, hidden] */
-    qd_head_src pooled_src;                     /* pooler_output */
+    int word_emb_ti; /* the word table's checkpoint tensor, read row by row (QD_MODEL_STREAM_EMBEDDINGS) */
+    const float *emb_ln_g, *emb_ln_b;          /* text: the embeddings' LN; CLIP: pre_layrnorm */
+    const float *emb_proj_W, *emb_proj_b;      /* [hidden, E] when E != hidden (ELECTRA, ALBERT) */
+    const float *cls_tok, *dist_tok, *reg_tok; /* vision: [hidden], [hidden], [registers, hidden] */
+    const float *patch_W, *patch_b;            /* [hidden, C * ph * pw], [hidden] or NULL */
+    const float *vis_pos;                      /* vision: position embeddings at the input's grid, or NULL */
+    float *pos_resampled;                      /* owned copy when the grid differs from pos_grid */
+    int pos_has_cls;                           /* vision position embeddings cover the prefix tokens */
+    int pos_aa;                                /* resampling with antialias (DINOv2 with registers) */
+    const float *final_ln_g, *final_ln_b;      /* vision: final LN (CLIP: post_layernorm) */
+    int final_norm_seq;                        /* the final LN applies to the whole sequence */
+    const float *pool_W, *pool_b;              /* text pooler dense */
+    const float *pool_ln_g, *pool_ln_b;        /* BEiT mean pooling's LN */
+    const float *proj_W;                       /* CLIP visual_projection [embedding_dim, hidden] */
+    qd_head_src pooled_src;                    /* pooler_output */
     qd_head head;
     /* attention bias */
     const float *rel_buckets; /* MPNet: [buckets, heads] */

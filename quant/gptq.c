@@ -28,9 +28,10 @@ void qd_gptq_default_opts(qd_gptq_opts *o)
  * the column-major L'^-1, i.e. the row-major (L'^-1)^T, from which U is one blocked transposed
  * reversal (LAPACKE's row-major entry points would transpose n^2 elements in and out of each
  * call: as long as the factorization itself at n = 3072). Same arithmetic as the row-major calls.
- * A [n, n] is scratch. Returns 0 or -1. */
+ * Everything happens in A [n, n], which holds U on success: the prepared state costs one n^2
+ * array beside H, not two. Returns 0 or -1. */
 static int inverse_factor(const float *H, const int64_t *perm, const uint8_t *dead, int64_t n, double lambda0, float *A,
-                          float *U, double *lambda_used, int *raises)
+                          double *lambda_used, int *raises)
 {
     double lambda = lambda0;
     for (int attempt = 0; attempt < 8; attempt++) {
@@ -47,18 +48,24 @@ static int inverse_factor(const float *H, const int64_t *perm, const uint8_t *de
         char lo = 'L', nd = 'N';
         LAPACK_spotrf(&lo, &ln, A, &ln, &info);
         if (info == 0) LAPACK_strtri(&lo, &nd, &ln, A, &ln, &info);
-        int ok = info == 0;
-        if (ok) {
-            /* A[c * n + r] = L'^-1[r][c] (r >= c); U[i][j] = L'^-1[n-1-i][n-1-j] = A[(n-1-j) n + n-1-i]
-             * for j >= i, 0 below the diagonal; 64 x 64 tiles */
+        if (info == 0) {
+            /* A[c * n + r] = L'^-1[r][c] (r >= c): the row-major upper triangle. U[i][j] =
+             * A[(n-1-j) n + n-1-i] for j >= i maps that triangle onto itself and is its own inverse,
+             * so U is one swap per pair (i + j < n - 1; i + j = n - 1 stays), then zeros below the
+             * diagonal; 64 x 64 tiles */
             const int64_t TB = 64;
             for (int64_t i0 = 0; i0 < n; i0 += TB)
-                for (int64_t j0 = 0; j0 < n; j0 += TB) {
-                    int64_t i1 = QD_MIN(i0 + TB, n), j1 = QD_MIN(j0 + TB, n);
+                for (int64_t j0 = i0; j0 < n - 1 - i0; j0 += TB) {
+                    const int64_t i1 = QD_MIN(i0 + TB, n), j1 = QD_MIN(j0 + TB, n);
                     for (int64_t i = i0; i < i1; i++)
-                        for (int64_t j = j0; j < j1; j++)
-                            U[i * n + j] = j >= i ? A[(n - 1 - j) * n + (n - 1 - i)] : 0.0f;
+                        for (int64_t j = QD_MAX(j0, i); j < j1 && i + j < n - 1; j++) {
+                            float *x = &A[i * n + j], *y = &A[(n - 1 - j) * n + (n - 1 - i)];
+                            const float t = *x;
+                            *x = *y;
+                            *y = t;
+                        }
                 }
+            for (int64_t i = 1; i < n; i++) memset(A + i * n, 0, (size_t)i * sizeof(float));
             *lambda_used = lambda;
             return 0;
         }
@@ -146,10 +153,7 @@ int qd_gptq_prepare(const float *H, int64_t C, const qd_gptq_opts *o, qd_gptq_pr
     column_order(H, C, o->act_order, p->perm);
     p->Hinv = qd_xmalloc((size_t)(C * C) * sizeof(float));
     double used = 0;
-    float *scratch = qd_xmalloc((size_t)(C * C) * sizeof(float));
-    int bad =
-        inverse_factor(H, p->perm, p->dead, C, (double)o->damp * mean_diag, scratch, p->Hinv, &used, &p->damp_raises);
-    free(scratch);
+    int bad = inverse_factor(H, p->perm, p->dead, C, (double)o->damp * mean_diag, p->Hinv, &used, &p->damp_raises);
     if (bad) {
         qd_gptq_prep_free(p);
         return qd_err_set(QD_ENUMERIC, "gptq: the Hessian is not positive definite even with damping raised 8 times");
@@ -309,4 +313,31 @@ const uint8_t *qd_gptq_prep_dead(const qd_gptq_prep *p, int64_t *ndead, double *
     if (damp_used) *damp_used = p->damp_used;
     if (damp_raises) *damp_raises = p->damp_raises;
     return p->dead;
+}
+
+size_t qd_gptq_prep_head(void) { return sizeof(qd_gptq_prep); }
+
+int qd_gptq_prep_parts(qd_gptq_prep *p, void *part[QD_GPTQ_PREP_PARTS], size_t bytes[QD_GPTQ_PREP_PARTS])
+{
+    const size_t C = (size_t)p->C;
+    part[0] = p;
+    bytes[0] = sizeof *p;
+    part[1] = p->dead;
+    bytes[1] = C;
+    part[2] = p->perm;
+    bytes[2] = C * sizeof *p->perm;
+    part[3] = p->Hinv;
+    bytes[3] = C * C * sizeof *p->Hinv;
+    return QD_GPTQ_PREP_PARTS;
+}
+
+qd_gptq_prep *qd_gptq_prep_from_head(const void *head)
+{
+    qd_gptq_prep *p = qd_xmalloc(sizeof *p);
+    memcpy(p, head, sizeof *p); /* the sender's array addresses are replaced below */
+    const size_t C = (size_t)p->C;
+    p->dead = qd_xcalloc(C ? C : 1, 1);
+    p->perm = qd_xmalloc((C ? C : 1) * sizeof *p->perm);
+    p->Hinv = qd_xmalloc((C ? C * C : 1) * sizeof *p->Hinv);
+    return p;
 }

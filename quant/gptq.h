@@ -61,5 +61,13 @@ void qd_gptq_g_idx(const float *H, int64_t cols, const qd_gptq_opts *o, int32_t 
  * identity order without act-order), the dead-input flags [cols], and the damping used. */
 const float *qd_gptq_prep_hinv(const qd_gptq_prep *p);
 const uint8_t *qd_gptq_prep_dead(const qd_gptq_prep *p, int64_t *ndead, double *damp_used, int *damp_raises);
+/* The prepared state as byte ranges, so that one process prepares a layer and hands the same
+ * bits to others: part 0 the fixed-size head (qd_gptq_prep_head() bytes), then the dead flags, the
+ * order and the factor. Returns the number of parts (4). qd_gptq_prep_from_head allocates a state
+ * whose arrays are sized as a received head says, for its other parts to be received into. */
+#define QD_GPTQ_PREP_PARTS 4
+size_t qd_gptq_prep_head(void);
+int qd_gptq_prep_parts(qd_gptq_prep *p, void *part[QD_GPTQ_PREP_PARTS], size_t bytes[QD_GPTQ_PREP_PARTS]);
+qd_gptq_prep *qd_gptq_prep_from_head(const void *head);
 
 #endif

@@ -93,45 +93,59 @@ double qd_cost_predict(const qd_cost_model *m, const qd_cost_job *j, const qd_co
     return wall;
 }
 
-static double fixed_sum(const double *fixed, int n)
-{
-    double s = 0;
-    for (int i = 0; i < n; i++) s += fixed[i];
-    return s;
-}
-
 double qd_cost_block_span(const double *fixed, const double *share, const int *group, int n, int ranks, double *work)
 {
     if (work) *work = 0;
     if (n <= 0) return 0;
-    double total = 0, fixed_once = 0;
+    /* per input group: its fixed cost once (the first tensor's), its tensors' shares */
+    double *F = qd_xcalloc((size_t)n, sizeof *F), *S = qd_xcalloc((size_t)n, sizeof *S);
+    int *of = qd_xmalloc((size_t)n * sizeof *of), *nr = qd_xmalloc((size_t)n * sizeof *nr), ng = 0;
+    double total = 0;
     for (int i = 0; i < n; i++) {
-        total += fixed[i] + share[i];
-        int seen = 0;
-        for (int k = 0; k < i; k++) seen |= group[k] == group[i];
-        if (!seen) fixed_once += fixed[i];
-    }
-    if (work) *work = n < ranks && ranks > 1 ? ranks * fixed_once + total - fixed_sum(fixed, n) : total;
-    if (ranks <= 1) return total;
-    if (n < ranks) return fixed_once + (total - fixed_sum(fixed, n)) / ranks;
-    double *c = qd_xmalloc((size_t)n * sizeof *c), *load = qd_xcalloc((size_t)ranks, sizeof *load);
-    for (int i = 0; i < n; i++) c[i] = fixed[i] + share[i];
-    for (int a = 1; a < n; a++) /* descending; n is a block's few tensors */
-        for (int b = a; b > 0 && c[b] > c[b - 1]; b--) {
-            const double s = c[b];
-            c[b] = c[b - 1];
-            c[b - 1] = s;
+        int gi = 0;
+        while (gi < ng && of[gi] != group[i]) gi++;
+        if (gi == ng) {
+            of[ng++] = group[i];
+            F[gi] = fixed[i];
         }
-    for (int i = 0; i < n; i++) {
-        int lo = 0;
-        for (int r = 1; r < ranks; r++)
-            if (load[r] < load[lo]) lo = r;
-        load[lo] += c[i];
+        S[gi] += share[i];
     }
+    for (int gi = 0; gi < ng; gi++) total += F[gi] + S[gi];
+    if (work) *work = total;
     double mx = 0;
-    for (int r = 0; r < ranks; r++) mx = fmax(mx, load[r]);
-    free(c);
-    free(load);
+    if (ranks <= 1) {
+        mx = total;
+    } else if (ng < ranks) { /* each group a rank, the others one by one to the most work per rank */
+        for (int gi = 0; gi < ng; gi++) nr[gi] = 1;
+        for (int extra = ranks - ng; extra > 0; extra--) {
+            int best = 0;
+            for (int gi = 1; gi < ng; gi++)
+                if (F[gi] + S[gi] / nr[gi] > F[best] + S[best] / nr[best]) best = gi;
+            nr[best]++;
+        }
+        for (int gi = 0; gi < ng; gi++) mx = fmax(mx, F[gi] + S[gi] / nr[gi]);
+    } else { /* whole groups, longest first, to the least loaded rank */
+        double *load = qd_xcalloc((size_t)ranks, sizeof *load);
+        for (int gi = 0; gi < ng; gi++) S[gi] += F[gi];
+        for (int a = 1; a < ng; a++) /* descending, stable; a block has a few groups */
+            for (int b = a; b > 0 && S[b] > S[b - 1]; b--) {
+                const double t = S[b];
+                S[b] = S[b - 1];
+                S[b - 1] = t;
+            }
+        for (int gi = 0; gi < ng; gi++) {
+            int lo = 0;
+            for (int r = 1; r < ranks; r++)
+                if (load[r] < load[lo]) lo = r;
+            load[lo] += S[gi];
+        }
+        for (int r = 0; r < ranks; r++) mx = fmax(mx, load[r]);
+        free(load);
+    }
+    free(F);
+    free(S);
+    free(of);
+    free(nr);
     return mx;
 }
 

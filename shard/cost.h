@@ -64,12 +64,13 @@ typedef struct {
 /* Predicts every phase (t may be NULL) and returns the wall time in seconds. */
 double qd_cost_predict(const qd_cost_model *m, const qd_cost_job *j, const qd_cost_env *env, double t[QD_COST_NPHASES]);
 
-/* The busiest rank's cost of one block of n tensors, the way the calibrated job assigns them.
- * Tensor i costs fixed[i] once per rank that works on it (GPTQ's factorization of its input's
- * statistics, shared by the tensors of one input group[i] on a rank) plus share[i] for its rows.
- * n >= ranks: whole tensors, longest first, to the least loaded rank; n < ranks: every rank takes
- * row units of every tensor, so it repeats each input's fixed cost and does 1/ranks of the rows.
- * *work (may be NULL): what all ranks do together. */
+/* The busiest rank's cost of one block of n tensors, the way the calibrated job plans it
+ * (worker/calib_job.h qd_calib_plan_block). Tensor i has fixed[i] (GPTQ's factorization of its
+ * input's statistics: done once per input group[i], on one rank, the first tensor's figure) and
+ * share[i] for its rows. At least as many groups as ranks: whole groups, longest first, to the
+ * least loaded rank; fewer: each group one rank and the other ranks one by one to the group with
+ * the most work per rank, which divides its rows over its ranks (its first rank factorizes and
+ * sends the others the factor). *work (may be NULL): what all ranks do together. */
 double qd_cost_block_span(const double *fixed, const double *share, const int *group, int n, int ranks, double *work);
 
 /* Least squares per phase (LAPACK's dgels on scaled columns; a coefficient that comes out

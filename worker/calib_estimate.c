@@ -35,8 +35,8 @@ static double sums_scratch(double max_in)
     return (double)QD_CALIB_CHUNK * max_in * 8 + fmin(QD_CALIB_PANEL, max_in) * max_in * 8;
 }
 
-/* A method's working set for one tensor of `in` inputs and `out` rows: GPTQ's H, the prepared
- * inverse and its factorization's scratch (3 in^2 floats) and a unit's rows and errors; AdaRound's
+/* A method's working set for one tensor of `in` inputs and `out` rows: GPTQ's H and the prepared
+ * inverse factor, factorized in place (2 in^2 floats), and a unit's rows and errors; AdaRound's
  * mini-batch form: E X^T over all rows, the drawn batch, the row indices and about a dozen
  * [U][in] arrays. */
 static double method_work(const qd_job_config *cfg, const qd_job_tensor *j, double in, int64_t rows)
@@ -45,26 +45,28 @@ static double method_work(const qd_job_config *cfg, const qd_job_tensor *j, doub
         const double nb = fmin((double)cfg->ada_batch, (double)rows);
         return (double)QD_CALIB_UNIT_ROWS * rows * 4 + nb * in * 4 + rows * 8.0 + 12.0 * QD_CALIB_UNIT_ROWS * in * 4;
     }
-    return in * in * 4 * 3 + (double)QD_CALIB_UNIT_ROWS * in * 4 * 5;
+    return in * in * 4 * 2 + (double)QD_CALIB_UNIT_ROWS * in * 4 * 5;
 }
 
 /* Data mode: the most block k adds to what a rank always holds, over its three moments:
- * calibrating (the block's Linears, every group's local sums, the kept rows), quantizing (this
- * rank's groups: their reduced sums, then one H at a time beside the previous group's prepared
- * state, then the factorization; the block's whole results) and gathering (the results and the
- * dequantized block). */
+ * calibrating (the block's Linears, every group's local sums, the kept rows), quantizing (the
+ * Linears released by then; this rank's groups: their reduced sums, then one H at a time beside
+ * the previous group's prepared state, then the factorization; the block's whole results) and
+ * gathering (the results and the dequantized block; the Linears again where one stays float). */
 static double data_block(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, const qd_model *m,
                          const int *lin_tensor, int64_t rows, int ranks, int rank, int k, double part[5])
 {
     qd_calib_plan p;
     qd_calib_plan_block(cfg, m, jt, lin_tensor, ranks, k, &p);
     double lin = 0, res = 0, dq = 0, sums = 0, kept = 0, max_in = 0;
+    int reload = 0; /* a float Linear in the block: its weights come back for the forward */
     for (int li = 0; li < qd_model_num_linears(m); li++) {
         const qd_linear *L = qd_model_linear(m, li);
         char name[200];
         snprintf(name, sizeof name, "%s.weight", L->name);
         const int ti = qd_ckpt_find(ck, name);
         if (L->layer == k && ti >= 0) lin += linear_bytes(qd_ckpt_tensor(ck, ti));
+        if (L->layer == k && lin_tensor[li] < 0) reload = 1;
     }
     for (int b = 0; b < p.nbt; b++) {
         const qd_linear *L = qd_model_linear(m, p.bt[b]);
@@ -72,6 +74,7 @@ static double data_block(const qd_job_config *cfg, qd_checkpoint *ck, const qd_j
         dq += (double)L->in * L->out * 4;
     }
     double quant = 0, held = 0, prev_prep = 0;
+    int recv[QD_CALIB_PLAN_MAX];
     for (int i = 0; i < p.ng; i++) {
         const double in = qd_model_linear(m, qd_model_group_first(m, p.grp[i]))->in;
         sums += sums_bytes(in);
@@ -80,11 +83,18 @@ static double data_block(const qd_job_config *cfg, qd_checkpoint *ck, const qd_j
         for (int b = 0; b < p.nbt; b++)
             rows_group |= p.tg[b] == i && qd_job_needs(cfg, &jt[lin_tensor[p.bt[b]]]) == QD_NEEDS_ROWS;
         if (rows_group) kept += (double)rows * in * 4;
-        if (qd_calib_plan_has(&p, i, rank)) held += sums_bytes(in);
+        /* a solo range's other ranks hold neither its sums nor its H: only the factor received */
+        recv[i] = rank != p.lo[i] && qd_calib_plan_solo(cfg, jt, lin_tensor, &p, i);
+        if (qd_calib_plan_has(&p, i, rank) && !recv[i]) held += sums_bytes(in);
     }
     for (int i = 0; i < p.ng; i++) { /* this rank's groups in order */
         if (!qd_calib_plan_has(&p, i, rank)) continue;
         const double in = qd_model_linear(m, qd_model_group_first(m, p.grp[i]))->in;
+        if (recv[i]) {
+            quant = fmax(quant, held + prev_prep + in * in * 4 + (double)QD_CALIB_UNIT_ROWS * in * 4 * 5);
+            prev_prep = in * in * 4;
+            continue;
+        }
         double work = 0;
         for (int b = 0; b < p.nbt; b++)
             if (p.tg[b] == i) work = fmax(work, method_work(cfg, &jt[lin_tensor[p.bt[b]]], in, rows));
@@ -92,12 +102,13 @@ static double data_block(const qd_job_config *cfg, qd_checkpoint *ck, const qd_j
         held -= sums_bytes(in);
         prev_prep = in * in * 4;
     }
-    part[0] = sums + sums_scratch(max_in);
+    part[0] = lin + sums + sums_scratch(max_in);
     part[1] = quant;
     part[2] = res;
     part[3] = dq;
     part[4] = kept;
-    return lin + kept + fmax(part[0], fmax(res + quant, res + dq));
+    /* the block's F32 weights go once its statistics are complete */
+    return kept + fmax(part[0], fmax(res + quant, res + dq + (reload ? lin : 0)));
 }
 
 void qd_calib_estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const qd_job_tensor *jt, const qd_model *m,
@@ -107,8 +118,8 @@ void qd_calib_estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const q
     const double H = c->hidden, A = (double)c->heads * c->head_size, Im = c->intermediate;
     const int mb = cfg->microbatch, nmb = (N + mb - 1) / mb, mine = (nmb + ranks - 1) / ranks;
     const int nl = qd_model_num_linears(m);
-    /* Resident weights: everything outside the blocks' Linears for the whole phase (converted
-     * to F32, or the mapped pages of F32 files); the Linears of the blocks in hand only (one
+    /* Resident weights: everything outside the blocks' Linears and the word table for the whole
+     * phase (converted to F32, or the mapped pages of F32 files); the Linears of the blocks in hand only (one
      * block in data mode, this rank's blocks in pipeline mode), as F32 plus the file pages the
      * quantized units read. Results: a block's whole while it is in hand, then they go to the
      * file and are freed (pipeline mode: the rank's own blocks' until all are done, and the block
@@ -123,6 +134,10 @@ void qd_calib_estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const q
         if (ti >= 0) in_block[ti] = 1;
         lin_tensor[li] = ti >= 0 && qd_job_needs(cfg, &jt[ti]) != QD_NEEDS_NOTHING ? ti : -1;
     }
+    qd_model_tensors tw; /* the word table is read row by row as samples are embedded */
+    qd_model_get_tensors(m, &tw);
+    const int word = tw.word_emb_name[0] ? qd_ckpt_find(ck, tw.word_emb_name) : -1;
+    if (word >= 0) in_block[word] = 1;
     for (int i = 0; i < qd_ckpt_num_tensors(ck); i++) {
         const qd_tensor_info *t = qd_ckpt_tensor(ck, i);
         if (!in_block[i]) weights += t->float_like && t->dtype != QD_DT_F32 ? (double)t->numel * 4 : (double)t->nbytes;
@@ -153,7 +168,8 @@ void qd_calib_estimate_rank(const qd_job_config *cfg, qd_checkpoint *ck, const q
         if (worst[4] > 0) snprintf(rows_kept, sizeof rows_kept, "; AdaRound calibration rows %.1f", worst[4] * 1e-6);
         snprintf(breakdown, cap,
                  "runtime %.0f, weights %.1f, activations %.1f, block in hand %.1f (largest of "
-                 "local sums %.1f; results %.1f + its groups' sums, H and method work %.1f; results + dequantized "
+                 "the Linears and local sums %.1f; results %.1f + its groups' sums, H and method work %.1f; results + "
+                 "dequantized "
                  "block %.1f%s) MB",
                  runtime * 1e-6, weights * 1e-6, acts * 1e-6, block * 1e-6, worst[0] * 1e-6, worst[2] * 1e-6,
                  worst[1] * 1e-6, worst[3] * 1e-6, rows_kept);
@@ -195,7 +211,7 @@ int qd_calib_job_estimate(const qd_job_config *cfg, qd_checkpoint *ck, const qd_
                           double *worst, char *breakdown, size_t cap)
 {
     qd_model *m = NULL;
-    int rc = qd_model_load_flags(cfg->model, QD_MODEL_STREAM_LINEARS, &m);
+    int rc = qd_model_load_flags(cfg->model, QD_MODEL_STREAM_LINEARS | QD_MODEL_STREAM_EMBEDDINGS, &m);
     if (rc) return rc;
     int N = cfg->nsamples, T = qd_model_cfg(m)->arch == QD_ARCH_VIT ? qd_model_tokens(m, 0) : cfg->seqlen;
     int64_t rows = (int64_t)N * T;

@@ -426,6 +426,98 @@ static void plan_block(gjob *g, int k, qd_calib_plan *p)
 
 static int plan_mine(const gjob *g, const qd_calib_plan *p, int i) { return qd_calib_plan_has(p, i, g->rank); }
 
+int qd_calib_plan_solo(const qd_job_config *cfg, const qd_job_tensor *jt, const int *lin_tensor, const qd_calib_plan *p,
+                       int i)
+{
+    if (p->n[i] < 2) return 0;
+    for (int b = 0; b < p->nbt; b++) {
+        if (p->tg[b] != i) continue;
+        const qd_job_tensor *j = &jt[lin_tensor[p->bt[b]]];
+        const qd_method_def *def = qd_job_method(j);
+        qd_method_opts o;
+        qd_job_method_opts(cfg, j, &o);
+        if (qd_job_needs(cfg, j) == QD_NEEDS_ROWS || !def->prepare || !def->prep_parts || !def->prep_alone(&o))
+            return 0;
+    }
+    return 1;
+}
+
+static int prep_solo(const gjob *g, const qd_calib_plan *p, int i)
+{
+    return qd_calib_plan_solo(g->cfg, g->jt, g->lin_tensor, p, i);
+}
+
+/* Whether the b-th tensor of the block starts a new prepared state (the first of its group's run,
+ * or options that do not share the previous tensor's): from the plan and the options alone, so
+ * the sender and the receivers of a solo group agree without a message. */
+static int prep_starts(const gjob *g, const qd_calib_plan *p, int b)
+{
+    if (b == 0 || p->tg[b - 1] != p->tg[b]) return 1;
+    const int t0 = g->lin_tensor[p->bt[b - 1]], t1 = g->lin_tensor[p->bt[b]];
+    const qd_method_def *d0 = qd_job_method(&g->jt[t0]), *d1 = qd_job_method(&g->jt[t1]);
+    qd_method_opts o0, o1;
+    qd_job_method_opts(g->cfg, &g->jt[t0], &o0);
+    qd_job_method_opts(g->cfg, &g->jt[t1], &o1);
+    return d0 != d1 || !d0->same_prep(&o0, &o1);
+}
+
+/* A solo group's prepared state for the b-th tensor: its first rank prepares it from H (rc: its
+ * status so far) and sends a status, then the state's parts to the rest of the range, which keep
+ * it as their prepared state (as if they had prepared it: the same bits). Called by every rank of
+ * the range at every tensor prep_starts names, whatever their status, so no rank waits on one
+ * that stopped. Returns this rank's status. */
+static int prep_share(gjob *g, const qd_calib_plan *p, int b, const float *H, int rc)
+{
+    const int i = p->tg[b], lo = p->lo[i], ti = g->lin_tensor[p->bt[b]];
+    const qd_method_def *def = qd_job_method(&g->jt[ti]);
+    qd_method_opts o;
+    qd_job_method_opts(g->cfg, &g->jt[ti], &o);
+    const int group = qd_model_linear(g->m, g->tensor_lin[ti])->input_group;
+    uint8_t *member = qd_xcalloc((size_t)g->size, 1);
+    for (int r = lo + 1; r < lo + p->n[i]; r++) member[r] = 1;
+    void *prep = NULL, *part[QD_PREP_PARTS];
+    size_t bytes[QD_PREP_PARTS];
+    int status = rc;
+    if (g->rank == lo && !status) {
+        const double c0 = qd_process_cpu();
+        const qd_layer_stats s = {.cols = g->jt[ti].cols, .H = H};
+        QD_ASSERT(H);
+        status = prepared(g, def, &o, group, &s, &prep);
+        g->res->unit_cpu += qd_process_cpu() - c0;
+    }
+    int32_t st = status;
+    qd_coll_share(g->comm, &st, sizeof st, lo, member);
+    if (st) { /* nothing follows; a receiver reports its sender's failure */
+        free(member);
+        if (g->rank == lo || rc) return status;
+        return qd_err_set(st, "tensor '%s': its prepared state was not received (rank %d failed)",
+                          qd_ckpt_tensor(g->ck, ti)->name, lo);
+    }
+    if (g->rank == lo) { /* the head first: the receivers size the state by it */
+        def->prep_parts(prep, part, bytes);
+        qd_coll_share(g->comm, part[0], bytes[0], lo, member);
+    } else {
+        char *head = qd_xmalloc(def->prep_head());
+        qd_coll_share(g->comm, head, def->prep_head(), lo, member);
+        prep = def->prep_from_head(head);
+        free(head);
+    }
+    const int np = def->prep_parts(prep, part, bytes);
+    for (int k = 1; k < np; k++) qd_coll_share(g->comm, part[k], bytes[k], lo, member);
+    free(member);
+    if (g->rank == lo) return QD_OK;
+    if (rc) { /* received to keep the exchange in step; this rank already stopped */
+        def->release(prep);
+        return rc;
+    }
+    if (g->prep) g->prep_def->release(g->prep);
+    g->prep = prep;
+    g->prep_def = def;
+    g->prep_group = group;
+    g->prep_opts = o;
+    return QD_OK;
+}
+
 /* The statistics of each group of the plan summed onto the group's first rank (exact integer
  * sums: the bits of an all-reduction) and handed to its other ranks; the ranks outside the range
  * free theirs. What this rank then holds is recorded. */
@@ -442,9 +534,11 @@ static void reduce_to_owners(gjob *g, qd_calib *stats, const qd_calib_plan *p)
             qd_coll_sum_i64(g->comm, cg->acc, len);
         } else {
             qd_coll_reduce_i64(g->comm, cg->acc, len, p->lo[i]);
-            for (int r = 0; r < g->size; r++) member[r] = r > p->lo[i] && r < p->lo[i] + p->n[i];
+            /* a solo group's sums stay on its first rank: the others receive the prepared state */
+            const int solo = prep_solo(g, p, i);
+            for (int r = 0; r < g->size; r++) member[r] = !solo && r > p->lo[i] && r < p->lo[i] + p->n[i];
             qd_coll_share(g->comm, cg->acc, (size_t)len * sizeof *cg->acc, p->lo[i], member);
-            if (!plan_mine(g, p, i)) qd_calib_release(cg);
+            if (!plan_mine(g, p, i) || (solo && g->rank != p->lo[i])) qd_calib_release(cg);
         }
         if (g->size > 1) g->res->reduce_bytes += (double)len * 8;
         if (cg->acc) held += (double)len * 8;
@@ -614,13 +708,18 @@ static int seq_quantize(gjob *g, const qd_calib_plan *p, qd_calib *stats, int *n
     int Hgroup = -1, rc = QD_OK;
     const double tq = qd_now();
     for (int b = 0; b < p->nbt && !rc; b++) rc = result_alloc(g, g->lin_tensor[p->bt[b]]);
-    for (int b = 0; b < p->nbt && !rc; b++) {
+    for (int b = 0; b < p->nbt; b++) {
         const int ti = g->lin_tensor[p->bt[b]], gi = p->tg[b], mine = plan_mine(g, p, gi);
-        const int need_h = mine && (!rows_kept(g, ti) || (wants_g_idx(g, ti) && g->rank == p->lo[gi]));
-        if (need_h) rc = hessian(g, stats, p->grp[gi], &H, &Hgroup);
+        const int solo = mine && prep_solo(g, p, gi);
+        if (rc && !(solo && prep_starts(g, p, b))) continue; /* a solo range's exchange goes on */
+        const int need_h =
+            mine && (solo ? g->rank == p->lo[gi] : !rows_kept(g, ti) || (wants_g_idx(g, ti) && g->rank == p->lo[gi]));
+        if (need_h && !rc) rc = hessian(g, stats, p->grp[gi], &H, &Hgroup);
         if (need_h && !rc && later_run(p, b) == 0) /* H serves the group's tensors: the sums go now */
             qd_calib_release(qd_calib_find(stats, p->grp[gi]));
-        if (!rc) rc = quantize_units_timed(g, ti, need_h && !rows_kept(g, ti) ? H : NULL, p->lo[gi], p->n[gi]);
+        if (solo && prep_starts(g, p, b)) rc = prep_share(g, p, b, H, rc);
+        if (rc) continue;
+        rc = quantize_units_timed(g, ti, need_h && !rows_kept(g, ti) ? H : NULL, p->lo[gi], p->n[gi]);
         if (!rc && need_h && wants_g_idx(g, ti) && g->rank == p->lo[gi]) compute_g_idx(g, ti, H);
         if (!later_run(p, b)) qd_calib_release(qd_calib_find(stats, p->grp[gi]));
     }
@@ -697,6 +796,16 @@ static int block_read_back(gjob *g, int k)
     return agree(g, rc);
 }
 
+/* Whether every Linear block k runs has its dequantized weights (else the forward needs the
+ * block's F32 weights loaded). */
+static int block_dequantized(const gjob *g, int k)
+{
+    const int l0 = qd_model_block_set(g->m, k) * QD_LIN_PER_BLOCK;
+    for (int j = 0; j < QD_LIN_PER_BLOCK; j++)
+        if (l0 + j < qd_model_num_linears(g->m) && !g->dq[l0 + j]) return 0;
+    return 1;
+}
+
 /* Advances this rank's residual streams through block k as quantized. */
 static int seq_advance(gjob *g, seqstate *q, int k)
 {
@@ -715,14 +824,20 @@ static int seq_advance(gjob *g, seqstate *q, int k)
     return rc;
 }
 
-/* After block k: the heap's free pages go back to the system (the block's Hessians, sums and
- * dequantized weights are freed by now; without this the resident memory of a long job grows
- * block by block, QD_MALLOC_TRIM=0 leaves it out to measure that), and each rank's resident
- * memory, its peak so far and the heap in use are printed with the progress lines. */
-static void block_memory(gjob *g, int k)
+/* The heap's free pages back to the system (QD_MALLOC_TRIM=0 leaves it out to measure that):
+ * without it the block's temporaries under glibc's mmap threshold stay resident. */
+static void heap_trim(void)
 {
     const char *e = getenv("QD_MALLOC_TRIM");
     if (!e || strcmp(e, "0")) qd_mem_trim();
+}
+
+/* After block k: the heap trimmed (the block's Hessians, sums and dequantized weights are freed
+ * by now; without this the resident memory of a long job grows block by block), and each rank's
+ * resident memory, its peak so far and the heap in use are printed with the progress lines. */
+static void block_memory(gjob *g, int k)
+{
+    heap_trim();
     qd_mem_now mine;
     qd_mem_probe(&mine);
     qd_mem_now *all = g->rank == 0 ? qd_xcalloc((size_t)g->size, sizeof *all) : NULL;
@@ -760,6 +875,11 @@ static int run_sequential(gjob *g, qd_calib_data *data)
             rc = seq_calibrate(g, &q, k, sel, &plan, &stats);
             const double t_cal = qd_now() - t0;
             g->res->phase[QD_PH_FORWARD] += t_cal;
+            /* the statistics are complete: the units read their rows from the checkpoint and the
+             * samples advance through the block as quantized, so its F32 weights go before the
+             * block's Hessians and factorizations arrive */
+            qd_model_block_release(g->m, k);
+            heap_trim();
             int nt = 0;
             if (!rc) rc = seq_quantize(g, &plan, stats, &nt);
             qd_calib_free(stats);
@@ -768,6 +888,7 @@ static int run_sequential(gjob *g, qd_calib_data *data)
                        c->layers, nt, t_cal, qd_now() - t0 - t_cal);
         }
         const double ta = qd_now();
+        if (!rc && !block_dequantized(g, k)) rc = agree(g, qd_model_block_load(g->m, k)); /* its float Linears */
         if (!rc) rc = seq_advance(g, &q, k);
         g->res->phase[QD_PH_FORWARD] += qd_now() - ta;
         qd_model_block_release(g->m, k);
@@ -1057,7 +1178,8 @@ int qd_calib_job_begin(const qd_job_config *cfg, MPI_Comm comm, qd_checkpoint *c
     const int n = qd_ckpt_num_tensors(ck);
     out->n = n;
     out->t = qd_xcalloc((size_t)(n ? n : 1), sizeof *out->t);
-    int rc = qd_model_load_flags(cfg->model, QD_MODEL_STREAM_LINEARS, &g->m);
+    /* block weights loaded block by block, the word table's rows read as samples are embedded */
+    int rc = qd_model_load_flags(cfg->model, QD_MODEL_STREAM_LINEARS | QD_MODEL_STREAM_EMBEDDINGS, &g->m);
     if (!rc) rc = map_tensors(g);
     if (!rc) rc = qd_calib_data_open(g->m, cfg->calib, cfg->nsamples, cfg->seqlen, (uint64_t)cfg->calib_seed, &J->data);
     rc = agree(g, rc);

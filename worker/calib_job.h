@@ -152,6 +152,11 @@ static inline int qd_calib_plan_has(const qd_calib_plan *p, int i, int rank)
 {
     return rank >= p->lo[i] && rank < p->lo[i] + p->n[i];
 }
+/* Whether group i's range (more than one rank) has its first rank alone form H and prepare, the
+ * others receiving the prepared state: every tensor of the group quantizes from it alone (the
+ * method's prep_parts, no rows kept, no H beside the factor). */
+int qd_calib_plan_solo(const qd_job_config *cfg, const qd_job_tensor *jt, const int *lin_tensor, const qd_calib_plan *p,
+                       int i);
 
 /* The estimate for one rank, from the loaded model and the calibration data's shape (N samples of
  * T tokens, `rows` of them real). */

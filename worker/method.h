@@ -78,6 +78,8 @@ typedef struct {
     int64_t dead_columns;
 } qd_unit_out;
 
+#define QD_PREP_PARTS 4
+
 typedef struct qd_method_def {
     const char *name;
     int per_tensor; /* can work with one scale for the whole tensor */
@@ -95,6 +97,15 @@ typedef struct qd_method_def {
     int (*prepare)(const qd_method_opts *o, const qd_layer_stats *s, void **prep);
     int (*same_prep)(const qd_method_opts *a, const qd_method_opts *b);
     void (*release)(void *prep);
+    /* The prepared state as byte ranges (part 0 the head, prep_head() bytes), so that with more
+     * ranks than inputs one rank of a layer's range prepares it and sends the others the same
+     * bits, instead of each forming H and preparing (prep_from_head: a state sized by a received
+     * head, its other parts to be received into). NULL: every rank of the range prepares.
+     * prep_alone: whether these options quantize from the prepared state alone (no H). */
+    int (*prep_parts)(void *prep, void *part[QD_PREP_PARTS], size_t bytes[QD_PREP_PARTS]);
+    void *(*prep_from_head)(const void *head);
+    int (*prep_alone)(const qd_method_opts *o);
+    size_t (*prep_head)(void);
     /* One unit: W [n][cols] (the unit's rows, overwritten: prune-only leaves the pruned rows
      * there) into out. QD_OK or an error with qd_errmsg() set. */
     int (*quantize)(const qd_method_opts *o, const qd_layer_stats *s, const void *prep, float *W, int64_t n,

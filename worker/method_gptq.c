@@ -44,6 +44,16 @@ static int same_prep(const qd_method_opts *x, const qd_method_opts *y)
 
 static void release(void *prep) { qd_gptq_prep_free(prep); }
 
+static int prep_parts(void *prep, void *part[QD_PREP_PARTS], size_t bytes[QD_PREP_PARTS])
+{
+    return qd_gptq_prep_parts(prep, part, bytes);
+}
+
+static void *prep_from_head(const void *head) { return qd_gptq_prep_from_head(head); }
+
+/* pruning reads H beside the factor (Wanda's input norms, the mask's choice) */
+static int prep_alone(const qd_method_opts *o) { return !qd_sparsity_active(&o->sp); }
+
 static int quantize(const qd_method_opts *o, const qd_layer_stats *s, const void *prep, float *W, int64_t n,
                     qd_unit_out *out)
 {
@@ -73,6 +83,10 @@ const qd_method_def qd_method_gptq = {
     .prepare = prepare,
     .same_prep = same_prep,
     .release = release,
+    .prep_parts = prep_parts,
+    .prep_from_head = prep_from_head,
+    .prep_alone = prep_alone,
+    .prep_head = qd_gptq_prep_head,
     .quantize = quantize,
     .g_idx = g_idx,
 };

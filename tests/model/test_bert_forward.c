@@ -136,6 +136,27 @@ int main(void)
     printf("%-32s max|diff| %.3g (criterion 5e-6)\n", "sentence_embedding_normalized", d);
     CHECK_DBL_LE(d, 5e-6);
 
+    /* the word table streamed row by row (QD_MODEL_STREAM_EMBEDDINGS) embeds bit for bit the same */
+    {
+        qd_model *ms = NULL;
+        CHECK_EQ(qd_model_load_flags(dir, QD_MODEL_STREAM_EMBEDDINGS, &ms), 0);
+        qd_model_tensors tw;
+        qd_model_get_tensors(ms, &tw);
+        CHECK(tw.word_emb == NULL);
+        float *e0 = malloc((size_t)n * sizeof(float)), *e1 = malloc((size_t)n * sizeof(float));
+        CHECK_EQ(qd_model_embed(m, &b, e0), 0);
+        CHECK_EQ(qd_model_embed(ms, &b, e1), 0);
+        CHECK(memcmp(e0, e1, (size_t)n * sizeof(float)) == 0);
+        int32_t far[L];
+        memcpy(far, ids, sizeof far);
+        far[2] = c->vocab_size;
+        qd_batch fb = {.B = 1, .T = L, .ids = far, .mask = mask};
+        CHECK_EQ(qd_model_embed(ms, &fb, e1), QD_EINVAL);
+        free(e0);
+        free(e1);
+        qd_model_free(ms);
+    }
+
     /* bad inputs are errors naming the model */
     int32_t badids[L];
     memcpy(badids, ids, sizeof badids);

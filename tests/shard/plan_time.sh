@@ -24,6 +24,11 @@ LOG
   grep -q "\"ranks\":$n,\"nodes\":1,\"cores\":2," "$T/r$n.json" || bad "record $n: $(cat "$T/r$n.json")"
   grep -q '"write":2' "$T/r$n.json" && grep -q '"out_bytes":123456' "$T/r$n.json" || bad "record $n: phases/file"
 done
+# the calibrated tensors' streamed writes (the phases' `write`) count in the write phase
+sed 's/gather 0.1;/gather 0.1 write 1.50;/' "$T/run1.log" > "$T/stream.log"
+# shellcheck disable=SC2086
+"$QDIST" plan --model "$M" $O --cores 2 --record "$T/stream.log" > "$T/stream.json" || bad "--record stream.log"
+grep -q '"gather":0.1,"write":3.5}' "$T/stream.json" || bad "streamed writes: $(cat "$T/stream.json")"
 cat "$T"/r*.json > "$T/all.jsonl"
 "$QDIST" plan --fit "$T/all.jsonl" --model-out "$T/model.json" > "$T/fit.txt" || bad "--fit"
 [ "$(grep -cE '^[0-3] +[1248] +1 ' "$T/fit.txt")" = 4 ] || { bad "--fit: not 4 runs"; cat "$T/fit.txt"; }

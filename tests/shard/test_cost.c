@@ -113,13 +113,15 @@ static void check_span(void)
     const double fixed[] = {1, 1, 1, 1, 1, 4}, share[] = {1, 1, 1, 1, 4, 4};
     const int group[] = {0, 0, 0, 1, 2, 3};
     double work = -1;
-    CHECK_NEAR(qd_cost_block_span(fixed, share, group, 6, 1, NULL), 21, 0);
-    CHECK_NEAR(qd_cost_block_span(fixed, share, group, 6, 2, NULL), 11, 0); /* 8+2 , 5+2+2+2 */
-    CHECK_NEAR(qd_cost_block_span(fixed, share, group, 6, 4, &work), 8, 0); /* 8 | 5 | 2+2 | 2+2 */
-    /* fewer tensors than ranks: every rank factorizes each input once, 1/8 of the rows */
-    CHECK_NEAR(work, 21, 0);
-    CHECK_NEAR(qd_cost_block_span(fixed, share, group, 6, 8, &work), 1 + 1 + 1 + 4 + 12.0 / 8, 1e-12);
-    CHECK_NEAR(work, 8 * (1 + 1 + 1 + 4) + 12, 1e-12);
+    /* per group: fixed once + shares: q/k/v 1 + 3, o 1 + 1, intermediate 1 + 4, output 4 + 4 */
+    CHECK_NEAR(qd_cost_block_span(fixed, share, group, 6, 1, NULL), 19, 0);
+    CHECK_NEAR(qd_cost_block_span(fixed, share, group, 6, 2, NULL), 10, 0); /* 8+2 | 5+4 */
+    CHECK_NEAR(qd_cost_block_span(fixed, share, group, 6, 4, &work), 8, 0); /* 8 | 5 | 4 | 2 */
+    CHECK_NEAR(work, 19, 0);
+    /* fewer groups than ranks: the 4 extra ranks go to the output (3) and the intermediate (1),
+     * each factorized once on one rank: 4 + 4/4 | 1 + 4/2 | 1 + 3 | 1 + 1 */
+    CHECK_NEAR(qd_cost_block_span(fixed, share, group, 6, 8, &work), 5, 1e-12);
+    CHECK_NEAR(work, 19, 1e-12);
     const double f0[] = {0, 0, 0, 0, 0, 0}, d[] = {5, 3, 3, 2, 2, 1};
     const int g[] = {0, 1, 2, 3, 4, 5};
     CHECK_NEAR(qd_cost_block_span(f0, d, g, 6, 3, NULL), 6, 0); /* 5+1 | 3+2 | 3+2 */
