@@ -39,7 +39,7 @@ static double time_unit(int C, int md, int iters)
     cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, C, N, 2.0f / N, X, C, 0.0f, H, C);
     for (int a = 0; a < C; a++)
         for (int b = 0; b < a; b++) H[a * C + b] = H[b * C + a];
-    qd_qscheme sch = {4, 0, QD_GRAN_CHANNEL, 0};
+    qd_qscheme sch = {4, 0, QD_GRAN_CHANNEL, 0, 0};
     qd_qparams p;
     qd_qparams_alloc(&p, UNIT, C, &sch);
     qd_clip_opts clip = QD_CLIP_MINMAX;

@@ -75,7 +75,7 @@ static int affine_deq(const float *W, int64_t R, int64_t C, int bits, int gran, 
                     gran == 0   ? QD_GRAN_TENSOR
                     : gran == 1 ? QD_GRAN_CHANNEL
                                 : QD_GRAN_GROUP,
-                    gran == 2 ? 32 : 64};
+                    gran == 2 ? 32 : 64, 0};
     qd_clip_opts clip = mse ? QD_CLIP_MSE : QD_CLIP_MINMAX;
     qd_qparams p;
     int rc = qd_quant_params(W, R, C, &s, &clip, &p);

@@ -34,7 +34,7 @@ mpirun --oversubscribe -n "$N" sh -c '/usr/bin/time -f "rank $OMPI_COMM_WORLD_RA
   exit 1
 }
 t1=$(date +%s.%N)
-grep -E "calibrated phase|^  time|phases|statistics per rank|write:|memory after block" "$T/log" || true
+grep -E "calibrated phase|^  time|^  file|phases|statistics per rank|write:|memory after block" "$T/log" || true
 cat "$T"/rss.* | sort -k2 -n
 awk '{print $5}' "$T"/rss.* | sort -n | tail -1 | awk '{printf "busiest rank peak RSS: %.1f MB\n", $1 * 1.024e-3}'
 echo "wall: $(echo "$t1 - $t0" | bc) s"

@@ -144,6 +144,7 @@ void qd_h5m_record_quantized(qd_h5m_record *r, const char *name, int64_t rows, i
     r->act_order = act_order;
     r->group_size = s->gran == QD_GRAN_GROUP ? QD_MIN(s->group_size, cols) : -1;
     r->ngroups = s->gran == QD_GRAN_GROUP ? (cols + r->group_size - 1) / r->group_size : 1;
+    r->scales_f16 = s->scale_f16 && !qd_h5m_is_codebook(r);
     qd_h5m_record_add(r, QD_H5M_QWEIGHT);
     if (qd_h5m_is_codebook(r)) {
         r->sym = 1; /* levels, not a grid: no zero point */
@@ -578,7 +579,8 @@ int64_t qd_h5m_record_bytes(const qd_h5m_record *r)
             const int nd = fd->dims(r, d);
             for (int k = 0; k < nd; k++) n *= d[k];
             const int f32 = fd->type == QD_H5M_FLOAT16 && r->codebook_f32; /* an older file's levels */
-            bytes += n * (int64_t)(f32 ? 4 : qd_h5m_type_file_size(fd->type));
+            const int f16 = r->scales_f16 && !strcmp(fd->name, QD_H5M_SCALES);
+            bytes += n * (int64_t)(f32 ? 4 : f16 ? 2 : qd_h5m_type_file_size(fd->type));
         }
     }
     return bytes;

@@ -116,6 +116,7 @@ typedef struct {
     int64_t nz_slots;  /* pruned: values stored per row (nonzeros_per_row) */
     int nm_n, nm_m;    /* pruned N:M: the pattern; 0 for unstructured */
     uint32_t datasets; /* which datasets of the table the group holds (qd_h5m_record_add) */
+    int scales_f16;    /* `scales` stored as float16 (docs/FORMAT.md; values read as float) */
     /* reader: completion */
     int complete, has_metrics;
     double metrics[QD_H5M_NMETRICS];

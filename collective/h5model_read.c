@@ -294,10 +294,11 @@ static void check_datasets(qd_h5m *f, hid_t g, qd_h5m_record *r)
         hid_t d = H5Dopen2(g, fd->name, H5P_DEFAULT);
         hid_t t = d >= 0 ? H5Dget_type(d) : -1, sp = d >= 0 ? H5Dget_space(d) : -1;
         hsize_t dims[QD_H5M_MAX_DIMS];
-        int nd = sp >= 0 ? H5Sget_simple_extent_ndims(sp) : -1;
+        int nd = sp >= 0 ? H5Sget_simple_extent_ndims(sp) : -1, half = 0;
         if (d < 0 || t < 0 || nd < 0 || nd > QD_H5M_MAX_DIMS)
             problem(f, r->name, QD_EFORMAT, "dataset '%s' cannot be read", fd->name);
-        else if (!qd_h5m__type_is(t, fd->type, 1))
+        else if (!(half = !strcmp(fd->name, QD_H5M_SCALES) && H5Tget_class(t) == H5T_FLOAT && H5Tget_size(t) == 2) &&
+                 !qd_h5m__type_is(t, fd->type, 1))
             problem(f, r->name, QD_EFORMAT, "dataset '%s' holds %s%zu values; the format stores %s", fd->name,
                     H5Tget_class(t) == H5T_FLOAT     ? "float"
                     : H5Tget_class(t) == H5T_INTEGER ? "integer"
@@ -321,6 +322,7 @@ static void check_datasets(qd_h5m *f, hid_t g, qd_h5m_record *r)
             } else {
                 r->datasets |= 1u << bit;
                 if (fd->type == QD_H5M_FLOAT16) r->codebook_f32 = H5Tget_size(t) == 4;
+                if (half) r->scales_f16 = 1; /* float16 scales, read as float like the levels */
             }
         }
         if (sp >= 0) H5Sclose(sp);

@@ -307,8 +307,11 @@ int qd_h5m_declare(qd_h5m_writer *w, qd_h5m_record *r)
         if (r->datasets >> b & 1u) {
             int64_t dims[QD_H5M_MAX_DIMS];
             int nd = fd->dims(r, dims);
-            x->ds[b] = resuming ? QD_H5_CHECK(H5Dopen2(x->g, fd->name, H5P_DEFAULT))
-                                : make_dset(x->g, fd->name, fd->type, nd, dims);
+            x->ds[b] = resuming
+                           ? QD_H5_CHECK(H5Dopen2(x->g, fd->name, H5P_DEFAULT))
+                           : make_dset(x->g, fd->name,
+                                       r->scales_f16 && !strcmp(fd->name, QD_H5M_SCALES) ? QD_H5M_FLOAT16 : fd->type,
+                                       nd, dims);
         }
         b++;
     }

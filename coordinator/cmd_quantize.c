@@ -45,6 +45,8 @@ static const char *quantize_help =
     "  --group-size N          input columns per group (implies --granularity group)\n"
     "  --sym | --asym          symmetric (zero point 2^(bits-1)) or asymmetric (zeros stored)\n"
     "  --clip minmax|mse       range from min/max, or the MSE-optimal clipping search\n"
+    "  --scales float32|float16  type of the stored scales (float16: rtn only; rounded before\n"
+    "                          coding, half their bytes)\n"
     "  --shard rows|tensor|layer  how work is spread over ranks: rows (whole tensors, large ones\n"
     "                          cut into row ranges; cost-balanced), tensor (whole tensors only,\n"
     "                          cost-balanced), layer (contiguous encoder blocks per rank); the\n"
@@ -63,8 +65,9 @@ static const char *quantize_help =
     "  --include PATTERN       also quantize 2-D float tensors whose name matches the glob\n"
     "                          (repeatable), e.g. --include '*.classifier.weight'\n"
     "  --config JOB.json       options as JSON (keys: method, bits, granularity, group_size, sym,\n"
-    "                          clip, shard, include_embeddings, include_head, include [globs],\n"
-    "                          overrides [per-tensor settings]); flags after it win. Example:\n"
+    "                          clip, scales, shard, include_embeddings, include_head,\n"
+    "                          include [globs], overrides [per-tensor settings]); flags after it\n"
+    "                          win. Example:\n"
     "                            {\"bits\": 4, \"sym\": false, \"group_size\": 128,\n"
     "                             \"overrides\": [{\"pattern\": \"*.attention.*\", \"bits\": 8,\n"
     "                                            \"granularity\": \"channel\"},\n"
@@ -190,6 +193,7 @@ enum {
     O_SYM,
     O_ASYM,
     O_CLIP,
+    O_SCALES,
     O_SHARD,
     O_CONFIG,
     O_OVERWRITE,
@@ -297,6 +301,7 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
                                  {"sym", no_argument, 0, O_SYM},
                                  {"asym", no_argument, 0, O_ASYM},
                                  {"clip", required_argument, 0, O_CLIP},
+                                 {"scales", required_argument, 0, O_SCALES},
                                  {"shard", required_argument, 0, O_SHARD},
                                  {"config", required_argument, 0, O_CONFIG},
                                  {"overwrite", no_argument, 0, O_OVERWRITE},
@@ -360,6 +365,7 @@ static int parse(int argc, char **argv, MPI_Comm comm, const char *cmd, const ch
         case O_GRAN: key = "granularity"; break;
         case O_GS: key = "group_size"; break;
         case O_CLIP: key = "clip"; break;
+        case O_SCALES: key = "scales"; break;
         case O_SHARD: key = "shard"; break;
         case O_INCLUDE: key = "include"; break;
         case O_PROGRESS: key = "progress"; break;

@@ -99,6 +99,10 @@ int qd_job_config_set(qd_job_config *c, const char *key, const char *val, char *
         c->scheme.gran = QD_GRAN_GROUP;
     } else if (!strcmp(key, "clip")) {
         if (parse_clip(key, val, &c->clip_mse, msg, cap)) return -1;
+    } else if (!strcmp(key, "scales")) {
+        if (strcmp(val, "float32") && strcmp(val, "float16"))
+            return set_err(msg, cap, "'%s' must be float32 or float16, got '%s'", key, val);
+        c->scheme.scale_f16 = !strcmp(val, "float16");
     } else if (!strcmp(key, "shard")) {
         if (!strcmp(val, "tensor"))
             c->shard = QD_SHARD_TENSOR;
@@ -267,7 +271,7 @@ static const char *k_bools[] = {
     "resume", "prune_only",         "kmeans_weighted", NULL};
 static const char *k_strings[] = {"method",        "granularity", "clip",        "shard",    "calib", "calib_mode",
                                   "adaround_beta", "model",       "out",         "sparsity", "prune", "mem_per_rank",
-                                  "activations",   "act_calib",   "kmeans_init", NULL};
+                                  "activations",   "act_calib",   "kmeans_init", "scales",   NULL};
 static const char *k_ints[] = {
     "bits",           "group_size",     "nsamples", "seqlen",      "calib_seed",   "microbatch", "block_size",
     "adaround_iters", "adaround_batch", "act_bits", "kmeans_seed", "kmeans_iters", NULL};

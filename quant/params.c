@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "quant/kmeans.h"
 #include "quant/quant.h"
 
 int qd_check_finite(const float *x, int64_t rows, int64_t cols, const char *what)
@@ -174,6 +175,18 @@ void qd_find_params_rows(const float *x, int64_t rows, int64_t n, int64_t ld, in
     }
 }
 
+int qd_scales_round_f16(float *scales, int64_t n, const char *what)
+{
+    for (int64_t k = 0; k < n; k++) {
+        const float h = qd_kmeans_round_fp16(scales[k]);
+        if (isinf(h))
+            return qd_err_set(QD_EINVAL, "%s: a scale of %g is beyond float16's range (use --scales float32)", what,
+                              (double)scales[k]);
+        scales[k] = h > 0.0f ? h : 0x1p-24f; /* the least float16 number: never a zero scale */
+    }
+    return QD_OK;
+}
+
 int qd_quant_params(const float *w, int64_t rows, int64_t cols, const qd_qscheme *s, const qd_clip_opts *clip,
                     qd_qparams *p)
 {
@@ -192,5 +205,8 @@ int qd_quant_params(const float *w, int64_t rows, int64_t cols, const qd_qscheme
             qd_find_params_rows(w + c0, rows, n, cols, s->bits, s->sym, clip, p->scales + g, p->zeros + g, p->ngroups);
         }
     }
-    return QD_OK;
+    /* float16 scales: rounded before any code is chosen, so the codes are those of the stored
+     * scales (a constant group then comes back to within float16's rounding, not exactly) */
+    if (s->scale_f16 && (rc = qd_scales_round_f16(p->scales, rows * p->ngroups, "weight"))) qd_qparams_free(p);
+    return rc;
 }

@@ -44,6 +44,8 @@ typedef struct {
     int sym;  /* 1: symmetric (zero = 2^(bits-1)); 0: asymmetric */
     qd_granularity gran;
     int64_t group_size; /* G >= 1 for QD_GRAN_GROUP (ignored otherwise) */
+    int scale_f16;      /* 1: RTN scales rounded to float16 numbers before coding (the file then
+                         * stores them as float16: half the bytes of the scales, same codes) */
 } qd_qscheme;
 
 /* Clipping search: grid == 0 means plain min-max. Otherwise the reference's search: for
@@ -125,6 +127,9 @@ int qd_check_g_idx(const int32_t *g_idx, int64_t cols, int64_t ngroups, const ch
 int qd_qparams_alloc(qd_qparams *p, int64_t rows, int64_t cols, const qd_qscheme *s);
 
 void qd_qparams_free(qd_qparams *p);
+/* Rounds n scales to float16 numbers in place (qd_qscheme.scale_f16; a scale below float16's
+ * least number becomes that number). QD_EINVAL naming `what` where one is beyond float16's range. */
+int qd_scales_round_f16(float *scales, int64_t n, const char *what);
 
 /* Parameters of a whole [rows, cols] matrix for a scheme (allocates p; free with
  * qd_qparams_free). Per tensor: one (scale, zero) over all elements, repeated on every row.

@@ -113,7 +113,7 @@ static inline int8_t quant8(double v, double s, int32_t z)
  * engine's graph of the same model leaves this one: per record int32 tag, layer, rows, cols, then
  * rows*cols floats, (v - zp) * scale. Tags: 0 LayerNorm input (int32 residual), 1 its fine output
  * (int32 at s_out/256), 2 q|k|v int8 codes, 3 attention context int8 codes, 4 the LayerNorm's int8
- * codes (outlier channels at the zero point). */
+ * codes, 5 the activation's int8 codes (outlier channels at the zero point). */
 static void dump(int tag, int layer, int64_t rows, int N, const int32_t *i32, const int8_t *i8, double scale)
 {
     const char *path = getenv("QD_INTMODEL_DUMP");
@@ -361,6 +361,7 @@ static int block(qd_imodel *im, int layer, const qd_ibatch *b, work *w, const tr
     const act_ctx ac = {im, k, w->i8, split_for(&k->out, w->xo2, &sp), w->fl};
     linear(im->ops, &k->inter, w->x8, w->xo, rows, w->acc, epi_act, &ac, layer, "intermediate.gemm", t);
     trace_activation(im, layer, rows, k->inter.N, t);
+    dump(5, layer, rows, k->inter.N, NULL, w->i8, 1.0);
     /* the MLP's output added to the residual: BERT's LayerNorm output (fine), ViT's stream */
     const add_ctx a2 = {im->ops, &k->out, bert ? w->xf : w->r, k->r2_M0, k->r2_sh, bert ? w->r : w->h};
     linear(im->ops, &k->out, w->i8, w->xo2, rows, w->acc, epi_add, &a2, layer, "output.gemm", t);

@@ -63,6 +63,7 @@ cJSON *qd_job_config_json(const qd_job_config *c)
     cJSON_AddNumberToObject(o, "group_size", c->scheme.gran == QD_GRAN_GROUP ? (double)c->scheme.group_size : -1);
     cJSON_AddBoolToObject(o, "sym", c->scheme.sym);
     cJSON_AddStringToObject(o, "clip", c->clip_mse ? "mse" : "minmax");
+    if (c->scheme.scale_f16) cJSON_AddStringToObject(o, "scales", "float16"); /* float32 files: as before */
     cJSON_AddBoolToObject(o, "include_embeddings", c->include_embeddings);
     cJSON_AddBoolToObject(o, "include_head", c->include_head);
     if (c->n_include) {
@@ -189,6 +190,12 @@ int qd_job_config_validate(const qd_job_config *c)
         if (!c->calib)
             return qd_err_set(QD_ECONFIG, "smooth (SmoothQuant) needs calibration data: --calib PATH (a text or TSV "
                                           "file for BERT models, an IDX file or an image folder for ViT models)");
+    }
+    if (c->scheme.scale_f16) { /* the scales are rounded where round to nearest computes them */
+        int other = c->method != QD_METHOD_RTN;
+        for (int i = 0; i < c->n_overrides; i++)
+            other |= c->overrides[i].method >= 0 && c->overrides[i].method != QD_METHOD_RTN;
+        if (other) return qd_err_set(QD_ECONFIG, "scales float16 goes with method rtn only");
     }
     if (c->act_static && !c->calib)
         return qd_err_set(QD_ECONFIG, "--activations static needs calibration data: --calib PATH (a text or TSV file "

@@ -52,6 +52,7 @@ int qd_rtn_rows(const float *x, int64_t nrows, int64_t cols, const qd_qscheme *s
             qd_find_params_rows(x, 1, nrows * cols, nrows * cols, bits, s->sym, clip, &ts, &tz, 1);
         else
             qd_params_from_range(lo, hi, bits, s->sym, &ts, &tz);
+        if (s->scale_f16 && (rc = qd_scales_round_f16(&ts, 1, what))) return rc;
     }
     uint8_t *codes = malloc((size_t)cols);
     if (!codes) return qd_err_set(QD_ENOMEM, "%s: out of memory", what);
@@ -79,6 +80,11 @@ int qd_rtn_rows(const float *x, int64_t nrows, int64_t cols, const qd_qscheme *s
                 }
                 qd_params_from_range(lo, hi, bits, s->sym, sr + g, zr + g);
             }
+        }
+        /* float16 scales: rounded before the codes, so the codes are those of the stored scales */
+        if (s->gran != QD_GRAN_TENSOR && s->scale_f16 && (rc = qd_scales_round_f16(sr, ng, what))) {
+            free(codes);
+            return rc;
         }
         double e2 = 0, w2 = 0, mx = 0;
         for (int64_t g = 0; g < ng; g++) {

@@ -70,7 +70,7 @@ static void fill(payload *p)
         p->z3[i] = i % 8;
     }
     for (int i = 0; i < RT; i++) {
-        p->st[i] = 0.25f; /* per tensor: the same on every row */
+        p->st[i] = 0.3125f; /* per tensor: the same on every row; a float16 number (stored as float16) */
         p->zt[i] = 7;
     }
     for (int c = 0; c < C3; c++) p->g3[c] = (c * 7) % 3;
@@ -162,7 +162,8 @@ static void write_file(const char *out, const payload *p, int finish)
     qd_h5m_write_activations(w, &act);
     qd_actrec_free(&act);
     qd_h5m_record r;
-    const qd_qscheme s8 = {8, 1, QD_GRAN_CHANNEL, 128}, s3 = {3, 0, QD_GRAN_GROUP, G3}, st = {4, 0, QD_GRAN_TENSOR, 0};
+    const qd_qscheme s8 = {8, 1, QD_GRAN_CHANNEL, 128, 0}, s3 = {3, 0, QD_GRAN_GROUP, G3, 0},
+                     st = {4, 0, QD_GRAN_TENSOR, 0, 1};
     const int64_t sh2[2] = {4, 3}, sh1[1] = {5}, sh0[1] = {0}, shr[1] = {2};
     int ti[9];
     qd_h5m_record_quantized(&r, "enc.layer.0.q8.weight", R8, C8, "F32", "rtn", &s8, 0);
@@ -187,7 +188,7 @@ static void write_file(const char *out, const payload *p, int finish)
     qd_h5m_record_raw(&r, "position_ids", 1, shr, "I64", 16);
     ti[6] = qd_h5m_declare(w, &r);
     CHECK(qd_h5m_record_add(&r, QD_H5M_SCALES) != QD_OK); /* not a dataset of raw records */
-    const qd_qscheme sk = {2, 1, QD_GRAN_GROUP, G3};
+    const qd_qscheme sk = {2, 1, QD_GRAN_GROUP, G3, 0};
     qd_h5m_record_quantized(&r, "head.kmeans.weight", R3, C3, "F32", "kmeans", &sk, 0);
     CHECK(qd_h5m_record_has(&r, QD_H5M_CODEBOOK) && !qd_h5m_record_has(&r, QD_H5M_SCALES));
     ti[7] = qd_h5m_declare(w, &r);
@@ -283,6 +284,10 @@ static void read_back(const char *path, const payload *p)
     CHECK_EQ(qd_h5m_tensor(f, it)->group_size, -1);
     CHECK_EQ(qd_h5m_read(f, it, &v), QD_OK);
     CHECK(!memcmp(v.qweight, p->qt, sizeof p->qt) && !memcmp(v.zeros, p->zt, sizeof p->zt));
+    CHECK(qd_h5m_tensor(f, it)->scales_f16 && !qd_h5m_tensor(f, i8)->scales_f16);
+    CHECK(v.scales && !memcmp(v.scales, p->st, sizeof p->st)); /* float16 on disk, the same floats back */
+    CHECK_EQ(qd_h5m_record_bytes(qd_h5m_tensor(f, it)),
+             (int64_t)(RT * 5 + RT * 2 + RT * 4)); /* codes, float16 scales, zeros */
     qd_h5m_values_free(&v);
     /* codebooks: W[r][c] = codebook[r][c / G][q], by hand */
     const int ik = qd_h5m_find(f, "head.kmeans.weight");
@@ -517,8 +522,10 @@ static void seen(walk_ctx *w, const char *name, hid_t type)
     CHECK_MSG(x != NULL, "%s: '%s' is written but not documented in docs/FORMAT.md", w->where, name);
     if (!x) return;
     x->seen = 1;
-    CHECK_MSG(!strcmp(x->type, h5_type_name(type)), "%s: '%s' is written as %s, documented as %s", w->where, name,
-              h5_type_name(type), x->type);
+    /* scales: float32, or float16 where documented as such (--scales float16) */
+    const int half = !strcmp(name, QD_H5M_SCALES) && !strcmp(h5_type_name(type), "float16");
+    CHECK_MSG(half || !strcmp(x->type, h5_type_name(type)), "%s: '%s' is written as %s, documented as %s", w->where,
+              name, h5_type_name(type), x->type);
 }
 
 static herr_t on_attr(hid_t loc, const char *name, const H5A_info_t *ai, void *op)
@@ -595,7 +602,7 @@ static void padding_bits(const char *out, const payload *p)
     qd_h5m_writer *w = create_plain(out);
     if (!w) return;
     qd_h5m_record r;
-    const qd_qscheme s3 = {3, 0, QD_GRAN_GROUP, G3};
+    const qd_qscheme s3 = {3, 0, QD_GRAN_GROUP, G3, 0};
     qd_h5m_record_quantized(&r, "w", R3, C3, "F32", "rtn", &s3, 0);
     int ti = qd_h5m_declare(w, &r);
     uint8_t q[R3 * 4];

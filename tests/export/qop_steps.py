@@ -48,7 +48,11 @@ def main():
         ql = [n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.name.startswith(f"layer.{k}.attention/")]
         si = next(i for i, n in enumerate(ql) if "Softmax" in n.input[0])
         ci = next(i for i in range(si + 1, len(ql)) if "Gather" not in ql[i].input[0])
-        sel[k] = [ql[si - 3], ql[si - 2], ql[si - 1], ql[ci], ql[0]]
+        qi = next(n for n in ql if "Gather" not in n.input[0])  # the main channels of the input
+        sel[k] = [ql[si - 3], ql[si - 2], ql[si - 1], ql[ci], qi]
+        mq = [n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.name.startswith(f"layer.{k}.mlp/")
+              and "Gather" not in n.input[0]]
+        sel[k] += [mq[0], mq[1]]  # the MLP input (LayerNorm codes) and the activation codes, main channels
     extra = [v for n in lns for v in (n.input[0], n.output[0])] + [n.output[0] for k in sel for n in sel[k]]
     have = {o.name for o in m.graph.output}
     for nm in extra:
@@ -77,16 +81,23 @@ def main():
         tb = int(t["attention_mask"][s].sum())
         feed = {k: t[k][s : s + 1, :tb] for k in ("input_ids", "attention_mask", "token_type_ids") if k in names}
         outs = dict(zip(extra, sess.run(extra, feed)))
-        li = 0
+        li = n4 = 0
         for tag, layer, q in recs[s * per : (s + 1) * per]:
             if tag in (0, 1):
                 nd = lns[li // 2]
                 add((layer, 2 + li, "LN input" if tag == 0 else "LN output"), q, outs[nd.input[0] if tag == 0 else nd.output[0]])
                 li += 1
-            elif tag == 4 and layer == -1:
-                add((layer, 1.5, "LN codes"), q, outs[sel[0][4].output[0]])
-                xq = sel[0][4]
-                x = q.astype(np.int64) - int(consts[xq.input[2]])
+            elif tag == 4:  # LayerNorm codes: the embeddings', then per block the MLP's input and the next block's
+                if n4 == 0:
+                    add((layer, 1.5, "LN codes"), q, outs[sel[0][4].output[0]])
+                    x = q.astype(np.int64) - int(consts[sel[0][4].input[2]])
+                elif n4 % 2 == 1:
+                    add((layer, 3.5, "LN1 codes"), q, outs[sel[layer][5].output[0]])
+                elif layer + 1 in sel:
+                    add((layer, 9, "LN2 codes"), q, outs[sel[layer + 1][4].output[0]])
+                n4 += 1
+            elif tag == 5:
+                add((layer, 3.7, "act codes"), q, outs[sel[layer][6].output[0]])
             elif tag == 2:
                 A = q.shape[1] // 3
                 for j, nm in enumerate(("q", "k", "v")):

@@ -116,7 +116,7 @@ int main(void)
                 if (fabs(st.error / ref_err - 1) > worst_err) worst_err = fabs(st.error / ref_err - 1);
                 /* GPTQ below RTN with the same finder (4- and 3-bit per channel) */
                 if (S[k].gs < 0 && S[k].bits <= 4) {
-                    qd_qscheme sch = {S[k].bits, 0, QD_GRAN_CHANNEL, 0};
+                    qd_qscheme sch = {S[k].bits, 0, QD_GRAN_CHANNEL, 0, 0};
                     qd_qparams p;
                     qd_clip_opts mm = QD_CLIP_MINMAX;
                     qd_quant_params(W0, R, C, &sch, &mm, &p);

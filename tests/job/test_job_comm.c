@@ -90,7 +90,7 @@ int main(int argc, char **argv)
     qd_job_config_default(&c);
     c.model = model;
     c.quiet = 1;
-    c.scheme = (qd_qscheme){4, 0, QD_GRAN_GROUP, 32};
+    c.scheme = (qd_qscheme){4, 0, QD_GRAN_GROUP, 32, 0};
     if (rank == 0) {
         c.out = ref;
         CHECK_EQ(qd_job_run(&c, MPI_COMM_SELF, NULL), QD_OK);

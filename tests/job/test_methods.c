@@ -63,7 +63,7 @@ int main(void)
         CHECK_EQ(km->needs(&k), QD_NEEDS_NOTHING);
         k.km_weighted = 1;
         CHECK_EQ(km->needs(&k), QD_NEEDS_HESSIAN);
-        k.scheme = (qd_qscheme){3, 1, QD_GRAN_GROUP, 16};
+        k.scheme = (qd_qscheme){3, 1, QD_GRAN_GROUP, 16, 0};
         static float W[R * C], W2[R * C], H[C * C], diag[C], cb[R * 3 * 8], cb_ref[R * 3 * 8];
         static uint8_t codes[R * C], codes_ref[R * C];
         for (int i = 0; i < R * C; i++) W[i] = rnd();
@@ -94,10 +94,10 @@ int main(void)
           qd_method_calibrated(QD_METHOD_ADAROUND));
     CHECK(qd_method_get(QD_METHOD_RTN)->per_tensor && !qd_method_get(QD_METHOD_GPTQ)->per_tensor);
 
-    check_rtn((qd_qscheme){8, 1, QD_GRAN_CHANNEL, 128}, 0, 0);
-    check_rtn((qd_qscheme){4, 0, QD_GRAN_GROUP, 16}, 1, 1);
-    check_rtn((qd_qscheme){3, 0, QD_GRAN_TENSOR, 0}, 0, 1);
-    check_rtn((qd_qscheme){2, 1, QD_GRAN_GROUP, 20}, 1, 0);
+    check_rtn((qd_qscheme){8, 1, QD_GRAN_CHANNEL, 128, 0}, 0, 0);
+    check_rtn((qd_qscheme){4, 0, QD_GRAN_GROUP, 16, 0}, 1, 1);
+    check_rtn((qd_qscheme){3, 0, QD_GRAN_TENSOR, 0, 0}, 0, 1);
+    check_rtn((qd_qscheme){2, 1, QD_GRAN_GROUP, 20, 0}, 1, 0);
 
     /* a layer: W [R][C], inputs X [N][C] with correlated columns, H = 2/N X^T X */
     static float W[R * C], X[N * C], H[C * C];
@@ -117,7 +117,7 @@ int main(void)
 
     /* GPTQ: 4-bit asymmetric groups of 16 with act-order */
     qd_method_default_opts(&o);
-    o.scheme = (qd_qscheme){4, 0, QD_GRAN_GROUP, 16};
+    o.scheme = (qd_qscheme){4, 0, QD_GRAN_GROUP, 16, 0};
     o.gptq.bits = 4;
     o.gptq.sym = 0;
     o.gptq.group_size = 16;
@@ -146,7 +146,7 @@ int main(void)
     const qd_method_def *ad = qd_method_get(QD_METHOD_ADAROUND);
     for (int form = 0; form < 2; form++) {
         qd_method_default_opts(&o);
-        o.scheme = (qd_qscheme){3, 0, QD_GRAN_CHANNEL, 128};
+        o.scheme = (qd_qscheme){3, 0, QD_GRAN_CHANNEL, 128, 0};
         o.ada.iters = 30;
         o.ada_batch = form ? 32 : 0;
         o.ada.tiles = 0;

@@ -93,7 +93,7 @@ static void all_schemes(const char *what, const float *w, int64_t R, int64_t C, 
     static const int64_t groups[] = {32, 128, 48};
     for (int bits = 2; bits <= 8; bits++)
         for (int sym = 0; sym <= 1; sym++) {
-            qd_qscheme s = {bits, sym, QD_GRAN_CHANNEL, 0};
+            qd_qscheme s = {bits, sym, QD_GRAN_CHANNEL, 0, 0};
             compare(what, w, R, C, &s, &QD_CLIP_MINMAX);
             s.gran = QD_GRAN_TENSOR;
             compare(what, w, R, C, &s, &QD_CLIP_MINMAX);
@@ -131,7 +131,7 @@ int main(void)
 
     /* a NaN is reported with its position in the whole tensor */
     w[20 * C + 5] = NAN;
-    qd_qscheme s8 = {8, 1, QD_GRAN_CHANNEL, 0};
+    qd_qscheme s8 = {8, 1, QD_GRAN_CHANNEL, 0, 0};
     uint8_t *buf = malloc((size_t)R * C);
     float sc[R];
     int32_t z[R];
@@ -155,11 +155,11 @@ int main(void)
         CHECK_EQ(qd_ckpt_read_f32(ck, i, &x, &owned), QD_OK);
         float *xc = malloc((size_t)t->numel * sizeof(float)); /* aligned copy */
         memcpy(xc, x, (size_t)t->numel * sizeof(float));
-        qd_qscheme s = {8, 1, QD_GRAN_CHANNEL, 0};
+        qd_qscheme s = {8, 1, QD_GRAN_CHANNEL, 0, 0};
         compare(t->name, xc, t->shape[0], t->shape[1], &s, &QD_CLIP_MINMAX);
-        s = (qd_qscheme){4, 0, QD_GRAN_GROUP, 32};
+        s = (qd_qscheme){4, 0, QD_GRAN_GROUP, 32, 0};
         compare(t->name, xc, t->shape[0], t->shape[1], &s, &QD_CLIP_MINMAX);
-        s = (qd_qscheme){3, 0, QD_GRAN_CHANNEL, 0};
+        s = (qd_qscheme){3, 0, QD_GRAN_CHANNEL, 0, 0};
         compare(t->name, xc, t->shape[0], t->shape[1], &s, &QD_CLIP_MSE_DEFAULT);
         free(xc);
         if (owned) free((void *)x);
@@ -177,7 +177,8 @@ int main(void)
     float *deq = malloc(sizeof(float) * BR * BC), *bs = malloc(sizeof(float) * BR * 24);
     int32_t *bz = malloc(sizeof(int32_t) * BR * 24);
     for (int bits = 8; bits >= 4; bits -= 4) {
-        qd_qscheme s = bits == 8 ? (qd_qscheme){8, 1, QD_GRAN_CHANNEL, 0} : (qd_qscheme){4, 0, QD_GRAN_GROUP, 128};
+        qd_qscheme s =
+            bits == 8 ? (qd_qscheme){8, 1, QD_GRAN_CHANNEL, 0, 0} : (qd_qscheme){4, 0, QD_GRAN_GROUP, 128, 0};
         double t0 = qd_now();
         int reps = 5;
         for (int k = 0; k < reps; k++) {

@@ -49,7 +49,7 @@ int main(void)
                 const int64_t rows = irand(1, 9), cols = irand(1, 300);
                 const int64_t Gs[] = {1, 3, 16, 32, 64, 128, cols};
                 for (size_t gi = 0; gi < QD_ARRAY_LEN(Gs); gi++) {
-                    qd_qscheme s = {bits, sym, QD_GRAN_GROUP, Gs[gi]};
+                    qd_qscheme s = {bits, sym, QD_GRAN_GROUP, Gs[gi], 0};
                     float *w = malloc((size_t)(rows * cols) * sizeof *w);
                     fill(w, rows * cols, kind);
                     qd_qparams p;

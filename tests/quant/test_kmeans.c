@@ -88,7 +88,7 @@ int main(void)
         static float q[R * C];
         for (int i = 0; i < R * C; i++) q[i] = cb[(i / C) * K + codes[i]];
         double ek = qd_quant_error(w, q, R * C).mse;
-        qd_qscheme s = {bits, 0, QD_GRAN_CHANNEL, 0};
+        qd_qscheme s = {bits, 0, QD_GRAN_CHANNEL, 0, 0};
         qd_qparams p;
         qd_clip_opts mm = QD_CLIP_MINMAX;
         CHECK_EQ(qd_quant_params(w, R, C, &s, &mm, &p), QD_OK);

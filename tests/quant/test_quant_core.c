@@ -59,7 +59,7 @@ int main(void)
     CHECK_EQ(qd_check_finite(bad, 2, 3, "layer.w"), QD_ENONFINITE);
     CHECK_CONTAINS(qd_errmsg(), "layer.w: NaN at [1, 1]");
     bad[4] = INFINITY;
-    qd_qscheme sch = {4, 0, QD_GRAN_CHANNEL, 0};
+    qd_qscheme sch = {4, 0, QD_GRAN_CHANNEL, 0, 0};
     qd_qparams p;
     CHECK_EQ(qd_quant_params(bad, 2, 3, &sch, &mm, &p), QD_ENONFINITE);
     CHECK_CONTAINS(qd_errmsg(), "Inf at [1, 1]");
@@ -68,7 +68,7 @@ int main(void)
     enum { R = 3, C = 10 };
     float w[R * C];
     for (int i = 0; i < R * C; i++) w[i] = (float)((int)(urand32() % 2001) - 1000) / 500.0f;
-    qd_qscheme gs = {3, 0, QD_GRAN_GROUP, 4};
+    qd_qscheme gs = {3, 0, QD_GRAN_GROUP, 4, 0};
     CHECK_EQ(qd_quant_params(w, R, C, &gs, &mm, &p), QD_OK);
     CHECK_EQ(p.ngroups, 3);
     for (int r = 0; r < R; r++) {
@@ -90,8 +90,30 @@ int main(void)
     qd_qerror e = qd_quant_error(w, deq, R * C);
     CHECK(e.mse > 0 && e.rel_fro > 0 && e.rel_fro < 0.5 && e.sqnr_db > 5 && e.max_abs > 0);
     qd_qparams_free(&p);
+    /* float16 scales: each scale is the float16 rounding of the float32 one (halves are exact in
+     * float), and the codes are chosen against the rounded scale (within half a step of it) */
+    qd_qscheme g16 = gs;
+    g16.scale_f16 = 1;
+    qd_qparams p16;
+    CHECK_EQ(qd_quant_params(w, R, C, &gs, &mm, &p), QD_OK);
+    CHECK_EQ(qd_quant_params(w, R, C, &g16, &mm, &p16), QD_OK);
+    for (int k = 0; k < R * 3; k++) {
+        int e;
+        frexpf(p.scales[k], &e); /* scale = m * 2^e, m in [0.5, 1): float16 keeps 11 bits of m */
+        const float ulp = ldexpf(1.0f, e - 11), h = nearbyintf(p.scales[k] / ulp) * ulp;
+        CHECK(p16.scales[k] == h && p16.zeros[k] == p.zeros[k]);
+    }
+    qd_rtn_quantize(w, &p16, NULL, codes);
+    qd_dequantize(codes, &p16, NULL, deq);
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            const float s16 = p16.scales[r * 3 + c / 4];
+            CHECK_DBL_LE(fabsf(deq[r * C + c] - w[r * C + c]), s16 * 0.5f + 2e-3f * s16 * 8.0f + 1e-6f);
+        }
+    qd_qparams_free(&p16);
+    qd_qparams_free(&p);
     /* per tensor: same parameters on every row */
-    qd_qscheme ts = {8, 1, QD_GRAN_TENSOR, 0};
+    qd_qscheme ts = {8, 1, QD_GRAN_TENSOR, 0, 0};
     CHECK_EQ(qd_quant_params(w, R, C, &ts, &mm, &p), QD_OK);
     CHECK_EQ(p.ngroups, 1);
     CHECK(p.scales[0] == p.scales[2] && p.zeros[0] == 128);
@@ -135,7 +157,7 @@ int main(void)
             for (int sym = 0; sym < 2; sym++) {
                 int64_t gss[] = {1, 5, 32, 1000};
                 for (size_t k = 0; k < QD_ARRAY_LEN(gss); k++) {
-                    qd_qscheme sc = {bits, sym, QD_GRAN_GROUP, gss[k]};
+                    qd_qscheme sc = {bits, sym, QD_GRAN_GROUP, gss[k], 0};
                     qd_qparams pp;
                     CHECK_EQ(qd_quant_params(x, R2, C2, &sc, &mm, &pp), QD_OK);
                     CHECK_EQ(pp.ngroups, (C2 + QD_MIN(gss[k], C2) - 1) / QD_MIN(gss[k], C2));
@@ -165,7 +187,7 @@ int main(void)
                     qd_qparams_free(&pp);
                 }
             }
-        qd_qscheme bad_bits = {9, 0, QD_GRAN_CHANNEL, 0}, bad_g = {4, 0, QD_GRAN_GROUP, 0};
+        qd_qscheme bad_bits = {9, 0, QD_GRAN_CHANNEL, 0, 0}, bad_g = {4, 0, QD_GRAN_GROUP, 0, 0};
         qd_qparams pp;
         CHECK_EQ(qd_quant_params(x, R2, C2, &bad_bits, &mm, &pp), QD_EINVAL);
         bad_bits.bits = 1;
@@ -237,7 +259,7 @@ int main(void)
         enum { R4 = 3, C4 = 12, G4 = 4 };
         float x[R4 * C4];
         for (int i = 0; i < R4 * C4; i++) x[i] = (float)((int)(urand32() % 2001) - 1000) / 300.0f;
-        qd_qscheme sc = {4, 0, QD_GRAN_GROUP, G4};
+        qd_qscheme sc = {4, 0, QD_GRAN_GROUP, G4, 0};
         qd_qparams pp;
         CHECK_EQ(qd_quant_params(x, R4, C4, &sc, &mm, &pp), QD_OK);
         uint8_t c1[R4 * C4], c2[R4 * C4];

@@ -59,7 +59,7 @@ static void reference_params(void)
                 CHECK(W && rs && rz);
                 if (!W || !rs || !rz) continue;
                 qd_qscheme sch = {settings[k].bits, 0, settings[k].gs < 0 ? QD_GRAN_CHANNEL : QD_GRAN_GROUP,
-                                  settings[k].gs};
+                                  settings[k].gs, 0};
                 qd_qparams p;
                 qd_clip_opts mm = QD_CLIP_MINMAX;
                 CHECK_EQ(qd_quant_params(W, R, C, &sch, &mm, &p), QD_OK);
@@ -101,7 +101,7 @@ static void reference_params(void)
             const float *dz = get(ck, name, NULL, NULL);
             CHECK(W && ds && dz);
             if (!W || !ds || !dz) continue;
-            qd_qscheme sch = {8, 1, QD_GRAN_CHANNEL, 0};
+            qd_qscheme sch = {8, 1, QD_GRAN_CHANNEL, 0, 0};
             qd_qparams p;
             qd_clip_opts mm = QD_CLIP_MINMAX;
             CHECK_EQ(qd_quant_params(W, R, C, &sch, &mm, &p), QD_OK);
@@ -160,7 +160,7 @@ static void clip_search(void)
                 const float *W;
                 int owned;
                 CHECK_EQ(qd_ckpt_read_f32(ck, i, &W, &owned), QD_OK);
-                qd_qscheme sch = {bits, 0, gi ? QD_GRAN_GROUP : QD_GRAN_CHANNEL, 32};
+                qd_qscheme sch = {bits, 0, gi ? QD_GRAN_GROUP : QD_GRAN_CHANNEL, 32, 0};
                 qd_clip_opts mm = QD_CLIP_MINMAX, mse = QD_CLIP_MSE, g24 = QD_CLIP_GPTQ_MSE;
                 double *ea = malloc((size_t)R * sizeof(double)), *eb = malloc((size_t)R * sizeof(double)),
                        *ec = malloc((size_t)R * sizeof(double));
@@ -221,7 +221,7 @@ static void kmeans_vs_rtn(void)
             for (int64_t r = 0; r < R; r++)
                 for (int64_t c = 0; c < C; c++) q[r * C + c] = cb[r * K + codes[r * C + c]];
             double ek = qd_quant_error(W, q, R * C).mse;
-            qd_qscheme sch = {bits, 0, QD_GRAN_CHANNEL, 0};
+            qd_qscheme sch = {bits, 0, QD_GRAN_CHANNEL, 0, 0};
             qd_qparams p;
             qd_clip_opts mm = QD_CLIP_MINMAX;
             CHECK_EQ(qd_quant_params(W, R, C, &sch, &mm, &p), QD_OK);

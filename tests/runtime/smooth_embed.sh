@@ -19,14 +19,11 @@ MPIRUN=${MPIEXEC:-mpiexec}
 h5diff --exclude-path /run "$T/s1.h5" "$T/s2.h5" || { echo "smoothed files differ between 1 and 2 ranks"; exit 1; }
 "$QDIST" export "$T/s1.h5" --out "$T/exp" > /dev/null
 /usr/bin/python3 - "$T/s1.h5" "$V/model.safetensors" "$T/exp/model.safetensors" <<'PY'
-import json, struct, sys
+import json, os, sys
 import h5py, numpy as np
-def st(path):
-    b = open(path, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    return {k: np.frombuffer(b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]], np.float32).reshape(v["shape"])
-            for k, v in h.items() if k != "__metadata__" and v["dtype"] == "F32"}
+sys.dont_write_bytecode = True  # nothing written into the source tree
+sys.path.insert(0, os.path.join(os.environ["QD_SOURCE_DIR"], "tests", "runtime"))
+from safetensors_f32 import read as st
 f, ck, ex = h5py.File(sys.argv[1], "r"), st(sys.argv[2]), st(sys.argv[3])
 assert json.loads(f.attrs["quant_config"])["smooth"] == 0.5
 n = 0

@@ -239,7 +239,7 @@ static void test_sparsegpt(void)
     float *Wm = malloc(R * C * sizeof(float));
     memcpy(Wm, W0, R * C * sizeof(float));
     qd_prune_apply(Wm, mm, R * C);
-    qd_qscheme sch = {4, 0, QD_GRAN_GROUP, 16};
+    qd_qscheme sch = {4, 0, QD_GRAN_GROUP, 16, 0};
     qd_qparams p;
     qd_clip_opts mn = QD_CLIP_MINMAX;
     CHECK_EQ(qd_quant_params(Wm, R, C, &sch, &mn, &p), QD_OK);
